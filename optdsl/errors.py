@@ -1,0 +1,49 @@
+"""The one exception type users see: a located, explained problem with a DSL program."""
+
+from __future__ import annotations
+
+
+class DslError(Exception):
+    """A problem in a DSL program, rendered as ``file:line:col: message`` plus the source line.
+
+    Every user-facing failure of the language (syntax outside the subset, unknown op, bad arity,
+    undefined name, shape mismatch, bad return) raises this. The CLI maps it to exit code 2.
+
+    Example:
+        >>> from optdsl import parse
+        >>> try:
+        ...     parse("def f(w, g, lr):\\n    return foo(g)\\n")
+        ... except DslError as e:
+        ...     print(str(e).splitlines()[0])
+        <string>:2:12: unknown function 'foo'; see `optdsl ops` for the vocabulary
+    """
+
+    def __init__(self, message: str, filename: str = "<string>", line: int | None = None,
+                 col: int | None = None, source: str | None = None, hint: str | None = None):
+        self.message = message
+        self.filename = filename
+        self.line = line
+        self.col = col
+        self.source = source
+        self.hint = hint
+        super().__init__(self.render())
+
+    def render(self) -> str:
+        where = self.filename
+        if self.line is not None:
+            where += f":{self.line}:{(self.col or 0) + 1}"
+        text = f"{where}: {self.message}"
+        if self.hint:
+            text += f"; {self.hint}"
+        if self.source is not None and self.line is not None:
+            lines = self.source.splitlines()
+            if 0 < self.line <= len(lines):
+                src_line = lines[self.line - 1]
+                text += f"\n    {src_line}\n    {' ' * (self.col or 0)}^"
+        return text
+
+    def at(self, filename: str, source: str) -> "DslError":
+        """The same error, located in ``filename`` whose text is ``source`` (keeps line/col)."""
+        if self.source is not None:
+            return self
+        return DslError(self.message, filename, self.line, self.col, source, self.hint)

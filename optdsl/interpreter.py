@@ -1,0 +1,173 @@
+"""The reference semantics: a numpy interpreter. Every backend is tested against it.
+
+One step, for each parameter tensor ``w`` with gradient ``g``::
+
+    update, *states = program(w, g, *states, lr, step, **hyperparameters)
+    w = w - update
+
+Each tensor runs its :func:`~optdsl.passes.specialize`-d program; global reductions are taken
+across all tensors between :func:`~optdsl.passes.segments`. Arithmetic is float64 by default,
+or float32 (``dtype=np.float32``) to mirror the generated code.
+
+Example:
+    >>> import numpy as np
+    >>> from optdsl import load
+    >>> opt = Interpreter(load("sgd"), lr=0.1)
+    >>> params = {"w": np.ones(3)}
+    >>> state = opt.init(params)
+    >>> params, state = opt.step(params, {"w": np.ones(3)}, state)
+    >>> params["w"]
+    array([0.9, 0.9, 0.9])
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Mapping
+
+import numpy as np
+
+from .errors import DslError
+from .ir import Call, Const, Expr, Program, Var
+from .ops import COL, GLOBAL, GLOBAL_COMBINE, OPS, ROW
+from .passes import global_statements, segments, specialize
+from .typecheck import join
+
+
+def state_shape(kind: str, shape: tuple[int, ...]) -> tuple[int, ...]:
+    """Shape of a state of ``kind`` for a parameter of ``shape``."""
+    return {"full": shape, "row": shape[:-1], "col": shape[:-2] + shape[-1:], "scalar": ()}[kind]
+
+
+def expand(value, kind: str, to: str):
+    """Make a row/col-shaped value broadcast against a full one (row -> [..., None])."""
+    if to != "full" or kind not in ("row", "col"):
+        return value
+    return value[..., :, None] if kind == "row" else value[..., None, :]
+
+
+class _Tensor:
+    """One parameter's evaluation context: its program, kinds and values."""
+
+    def __init__(self, program: Program, env: dict, kinds: dict, dtype):
+        self.program, self.env, self.kinds, self.dtype = program, env, kinds, dtype
+
+    def eval(self, expr: Expr):
+        if isinstance(expr, Const):
+            return expr.value, "const"
+        if isinstance(expr, Var):
+            return self.env[expr.name], self.kinds[expr.name]
+        op = OPS[expr.op]
+        vals = [self.eval(a) for a in expr.args]
+        if op.shape == "elementwise":
+            kind = join(*(k for _, k in vals))
+            args = [expand(v, k, kind) for v, k in vals]
+            return self.cast(op.numpy(*args)), kind
+        if op.shape in (ROW, COL):
+            return self.cast(op.numpy(vals[0][0])), op.shape
+        if op.shape == "reduce":
+            return self.cast(op.numpy(*[v for v, _ in vals])), "scalar"
+        raise AssertionError(f"{expr.op} should have been specialised or hoisted")
+
+    def cast(self, x):
+        return np.asarray(x, dtype=self.dtype) if isinstance(x, np.ndarray) or np.ndim(x) == 0 else x
+
+    def run(self, statements):
+        for a in statements:
+            self.env[a.target], self.kinds[a.target] = self.eval(a.expr)
+
+
+class Interpreter:
+    """Runs ``program`` on a dict of named numpy parameters; hyperparameters bound at creation.
+
+    ``lr`` and any hyperparameter default may be overridden: ``Interpreter(p, lr=0.1, beta1=0.95)``.
+    """
+
+    def __init__(self, program: Program, dtype=np.float64, **hyper: float):
+        defaults = program.hyper_defaults
+        unknown = set(hyper) - set(defaults) - {"lr"}
+        if unknown:
+            raise DslError(f"{program.name} has no hyperparameter {', '.join(sorted(unknown))}",
+                           hint=f"it has: {', '.join(defaults) or 'none'}")
+        self.hyper = {**defaults, **hyper}
+        if "lr" not in self.hyper:
+            raise DslError(f"{program.name} has no default lr; pass lr=...")
+        self.program, self.dtype = program, np.dtype(dtype)
+
+    def spec(self, shape) -> Program:
+        return specialize(self.program, tuple(shape))
+
+    def init(self, params: Mapping[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
+        """Initial state per parameter, holding only the states its specialisation uses."""
+        out = {}
+        for name, w in params.items():
+            w = np.asarray(w, dtype=self.dtype)
+            out[name] = {}
+            for s in self.spec(w.shape).states:
+                shp = state_shape(s.kind, w.shape)
+                out[name][s.name] = {"zeros": np.zeros(shp, self.dtype), "ones": np.ones(shp, self.dtype),
+                                     "w": w.copy()}[s.init]
+        return out
+
+    def updates(self, params, grads, state, step: int):
+        """``(update per parameter, new state)`` for one step (``step`` is 1-based)."""
+        tensors = {}
+        for name, w in params.items():
+            w = np.asarray(w, dtype=self.dtype)
+            spec = self.spec(w.shape)
+            env = {"w": w, "g": np.asarray(grads[name], dtype=self.dtype), "lr": self.hyper["lr"],
+                   "step": float(step), **{k: v for k, v in self.hyper.items()}}
+            kinds = {"w": "full", "g": "full", "lr": "uniform", "step": "uniform",
+                     **{k: "uniform" for k in self.hyper}}
+            for s in spec.states:
+                env[s.name], kinds[s.name] = state[name][s.name], s.kind
+            tensors[name] = _Tensor(spec, env, kinds, self.dtype)
+        if not tensors:
+            return {}, {}
+        first = next(iter(tensors.values())).program
+        cuts = [first.body[i] for i in global_statements(first)]
+        for k, seg in enumerate(zip(*(segments(t.program) for t in tensors.values()))):
+            for t, stmts in zip(tensors.values(), seg):
+                t.run(stmts)
+            if k < len(cuts):
+                self._global(cuts[k], tensors.values())
+        updates, new_state = {}, {}
+        for name, t in tensors.items():
+            shape = t.env["w"].shape
+            u, k = t.eval(t.program.update)
+            updates[name] = np.broadcast_to(expand(u, k, "full"), shape).astype(self.dtype)
+            new_state[name] = {}
+            for s, e in zip(t.program.states, t.program.new_states):
+                v, k = t.eval(e)
+                new_state[name][s.name] = np.broadcast_to(
+                    expand(v, k, s.kind), state_shape(s.kind, shape)).astype(self.dtype)
+        return updates, new_state
+
+    def _global(self, stmt, tensors):
+        op = OPS[stmt.expr.op]
+        parts = [op.numpy(t.eval(stmt.expr.args[0])[0]) for t in tensors]
+        value = GLOBAL_COMBINE[op.name](parts)
+        for t in tensors:
+            t.env[stmt.target], t.kinds[stmt.target] = value, "uniform"
+
+    def step(self, params, grads, state, step: int = 1):
+        """``(w - update for each parameter, new state)``."""
+        ups, new_state = self.updates(params, grads, state, step)
+        return {n: np.asarray(params[n], dtype=self.dtype) - ups[n] for n in params}, new_state
+
+    def run(self, params, grad_fn: Callable[[dict, int], dict], steps: int) -> list[dict]:
+        """Parameters after each of ``steps`` steps; ``grad_fn(params, t)`` gives the gradients."""
+        params = {n: np.asarray(p, dtype=self.dtype) for n, p in params.items()}
+        state = self.init(params)
+        history = []
+        for t in range(1, steps + 1):
+            params, state = self.step(params, grad_fn(params, t), state, t)
+            history.append(params)
+        return history
+
+
+def run(program: Program, params, grad_fn, steps: int, dtype=np.float64, **hyper) -> list[dict]:
+    """Shorthand for ``Interpreter(program, dtype, **hyper).run(params, grad_fn, steps)``."""
+    return Interpreter(program, dtype, **hyper).run(params, grad_fn, steps)
+
+
+__all__ = ["Interpreter", "run", "state_shape", "expand", "GLOBAL"]

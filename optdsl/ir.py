@@ -1,0 +1,167 @@
+"""The IR: a program is an immutable tree of small dataclasses.
+
+Invariants (established by :func:`optdsl.parse` and kept by every pass):
+  - ``Program.body`` is straight-line: a tuple of :class:`Assign`; a name may be reassigned and a
+    read sees the latest assignment above it, or the input of that name.
+  - Inputs are ``w``, ``g``, ``lr``, ``step`` (1-based), the states and the hyperparameters;
+    every :class:`Var` refers to an input or to an earlier assignment.
+  - Every :class:`Call` names an op of :mod:`optdsl.ops` with its arity.
+  - ``update`` is the value subtracted from ``w``; ``new_states[i]`` is the value of
+    ``states[i]`` at the next step (the paper's ``return update, m, v``).
+  - Locations (``loc``) only serve error messages and never take part in equality or hashing.
+
+Example:
+    >>> from optdsl import parse
+    >>> p = parse("def sgd(w, g, lr):\\n    return lr * g\\n")
+    >>> p.update
+    Call(op='mul', args=(Var(name='lr'), Var(name='g')))
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Iterator, Union
+
+INPUTS = ("w", "g", "lr", "step")
+STATE_KINDS = ("full", "row", "col", "scalar")
+STATE_INITS = ("zeros", "ones", "w")
+
+
+@dataclass(frozen=True)
+class Const:
+    value: float
+
+
+@dataclass(frozen=True)
+class Var:
+    name: str
+
+
+@dataclass(frozen=True)
+class Call:
+    op: str
+    args: tuple["Expr", ...]
+
+
+Expr = Union[Const, Var, Call]
+
+
+@dataclass(frozen=True)
+class Assign:
+    target: str
+    expr: Expr
+    loc: tuple[int, int] | None = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class State:
+    """Optimizer state: ``kind`` is its shape (full like w, row, col, per-tensor scalar),
+    ``init`` its value at step 1 (zeros, ones, or a copy of w), and ``keep`` marks a state the
+    user reads (an EMA of the weights) so dead-code removal never drops it."""
+
+    name: str
+    kind: str = "full"
+    init: str = "zeros"
+    keep: bool = False
+
+
+@dataclass(frozen=True)
+class Hyper:
+    name: str
+    default: float
+
+
+@dataclass(frozen=True)
+class Program:
+    name: str
+    states: tuple[State, ...]
+    hypers: tuple[Hyper, ...]
+    body: tuple[Assign, ...]
+    update: Expr
+    new_states: tuple[Expr, ...]
+    doc: str = field(default="", compare=False)
+    filename: str = field(default="<string>", compare=False, repr=False)
+    source: str | None = field(default=None, compare=False, repr=False)
+    return_loc: tuple[int, int] | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def state_names(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.states)
+
+    @property
+    def hyper_defaults(self) -> dict[str, float]:
+        return {h.name: h.default for h in self.hypers}
+
+    def state(self, name: str) -> State:
+        return next(s for s in self.states if s.name == name)
+
+    def outputs(self) -> tuple[Expr, ...]:
+        """``(update, *new_states)``: every value the step hands back."""
+        return (self.update, *self.new_states)
+
+    def with_body(self, body, update=None, new_states=None, **kw) -> "Program":
+        return replace(self, body=tuple(body), update=self.update if update is None else update,
+                       new_states=self.new_states if new_states is None else tuple(new_states), **kw)
+
+    def uses(self, name: str) -> bool:
+        """Does any statement or output read the input ``name``?"""
+        return any(name in free_vars(e) for e in [a.expr for a in self.body] + list(self.outputs()))
+
+
+def walk(expr: Expr) -> Iterator[Expr]:
+    """Every node of ``expr``, parents before children."""
+    yield expr
+    if isinstance(expr, Call):
+        for a in expr.args:
+            yield from walk(a)
+
+
+def free_vars(expr: Expr) -> set[str]:
+    return {e.name for e in walk(expr) if isinstance(e, Var)}
+
+
+def substitute(expr: Expr, mapping: dict[str, Expr]) -> Expr:
+    """``expr`` with each ``Var(name)`` in ``mapping`` replaced by ``mapping[name]``."""
+    if isinstance(expr, Var):
+        return mapping.get(expr.name, expr)
+    if isinstance(expr, Call):
+        return Call(expr.op, tuple(substitute(a, mapping) for a in expr.args))
+    return expr
+
+
+def map_calls(expr: Expr, fn) -> Expr:
+    """Rebuild ``expr`` bottom-up, passing every rebuilt Call through ``fn``."""
+    if isinstance(expr, Call):
+        return fn(Call(expr.op, tuple(map_calls(a, fn) for a in expr.args)))
+    return expr
+
+
+def inline(program: Program) -> tuple[Expr, tuple[Expr, ...]]:
+    """Outputs as single expressions over the inputs (every assignment substituted in).
+
+    Example: for ``m = interp(g, m, 0.9); return lr * m, m`` the update is
+    ``lr * interp(g, m, 0.9)`` in terms of the incoming ``m``.
+    """
+    env: dict[str, Expr] = {}
+    for a in program.body:
+        env[a.target] = substitute(a.expr, env)
+    return substitute(program.update, env), tuple(substitute(e, env) for e in program.new_states)
+
+
+def names_in(program: Program) -> set[str]:
+    """Every name a program binds or reads (for picking fresh temporaries)."""
+    used = set(INPUTS) | set(program.state_names) | {h.name for h in program.hypers}
+    for a in program.body:
+        used.add(a.target)
+        used |= free_vars(a.expr)
+    return used
+
+
+def fresh_name(base: str, used: set[str]) -> str:
+    """``base``, or ``base_1``, ``base_2``... whichever is not in ``used`` (and record it)."""
+    name, k = base, 0
+    while name in used:
+        k += 1
+        name = f"{base}_{k}"
+    used.add(name)
+    return name

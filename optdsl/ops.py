@@ -1,0 +1,325 @@
+"""The op table: every function of the language, defined once.
+
+Each :class:`Op` says how the op is spelled in source, how many arguments it takes, which shape
+rule it follows, what it means (numpy and sympy), how it prints (LaTeX, torch, jax, triton) and
+whether the search may draw it. The parser, the type checker, the reference interpreter, the
+symbolic layer, every code printer, the search's mutation vocabulary and the README's op
+reference all read this table; adding an op is adding one entry here.
+
+Conventions (from the search paper): ``sqrt``, ``rsqrt`` and the ``log`` family act on ``|x|``;
+``interp(x, y, a) = (1 - a) * x + a * y``; comparisons and logic return 1.0 or 0.0, and
+``where(c, a, b)`` picks ``a`` where ``c != 0``.
+
+Shape rules (``Op.shape``):
+  - ``elementwise``: result broadcasts its arguments (see :mod:`optdsl.typecheck`).
+  - ``reduce``: any value -> one scalar per parameter tensor (norm, rms, mean, ...).
+  - ``row`` / ``col``: a full tensor ``(..., R, C)`` -> its mean over the last axis ``(..., R)``
+    or over the second-last axis ``(..., C)``; needs ``ndim(w) >= 2``.
+  - ``global``: a reduction over every parameter of the model -> one scalar for all.
+  - ``static``: a fact about the parameter's shape, known when code is specialised.
+
+Templates use ``{0}``, ``{1}``... for the printed arguments. Backends needing more than a
+template (e.g. reductions over lists of tensors) handle the op by its ``shape`` rule.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import sympy
+
+ELEMENTWISE, REDUCE, ROW, COL, GLOBAL, STATIC = "elementwise", "reduce", "row", "col", "global", "static"
+
+
+@dataclass(frozen=True)
+class Op:
+    """One function of the language. ``numpy`` is its meaning; everything else is a spelling."""
+
+    name: str
+    arity: int
+    shape: str
+    numpy: Callable
+    sympy: Callable | None
+    latex: str
+    torch: str
+    jax: str
+    triton: str | None
+    doc: str
+    infix: str | None = None  # source spelling for binary operators (`+`) and `-x`
+    precedence: int = 100  # for printing infix ops: higher binds tighter
+    flops: int = 1  # per element, for the cost model
+    search: bool = True  # may the search's mutations draw it?
+    commutative: bool = False
+
+
+def _safe(fn):
+    """numpy evaluation with IEEE results (inf/nan) rather than warnings."""
+
+    def wrapped(*args):
+        with np.errstate(all="ignore"):
+            return fn(*args)
+
+    wrapped.__name__ = getattr(fn, "__name__", "op")
+    return wrapped
+
+
+def _bool(cond, like):
+    """A truth value as 1.0/0.0, in the float dtype of the operands."""
+    out = np.where(cond, 1.0, 0.0)
+    dt = np.result_type(*[a for a in like if isinstance(a, np.ndarray)] or [np.float64])
+    return out.astype(dt if np.issubdtype(dt, np.floating) else np.float64)
+
+
+def _cmp(fn):
+    return lambda *a: _bool(fn(*a), a)
+
+
+def _sym_cmp(rel):
+    return lambda a, b: sympy.Piecewise((1, rel(a, b)), (0, True))
+
+
+def _mean_last(x):
+    return np.mean(x, axis=-1)
+
+
+def _mean_second_last(x):
+    return np.mean(x, axis=-2)
+
+
+# Uninterpreted sympy functions for what sympy cannot see through (reductions over a tensor).
+def _sym_fn(name: str):
+    return sympy.Function(name)
+
+
+_OPS: list[Op] = []
+
+
+def op(name, arity, shape, numpy, sympy_, latex, torch, jax, triton, doc, **kw):
+    _OPS.append(Op(name, arity, shape, _safe(numpy), sympy_, latex, torch, jax, triton, doc, **kw))
+
+
+A, B = "{0}", "{1}"
+E = ELEMENTWISE
+
+# --- arithmetic (binary operators print infix) ---
+op("add", 2, E, np.add, lambda a, b: a + b, "{0} + {1}", "{0} + {1}", "{0} + {1}", "{0} + {1}",
+   "x + y", infix="+", precedence=10, commutative=True)
+op("sub", 2, E, np.subtract, lambda a, b: a - b, "{0} - {1}", "{0} - {1}", "{0} - {1}", "{0} - {1}",
+   "x - y", infix="-", precedence=10)
+op("mul", 2, E, np.multiply, lambda a, b: a * b, "{0} {1}", "{0} * {1}", "{0} * {1}", "{0} * {1}",
+   "x * y", infix="*", precedence=20, commutative=True)
+op("div", 2, E, np.divide, lambda a, b: a / b, r"\frac{{{0}}}{{{1}}}", "{0} / {1}", "{0} / {1}",
+   "{0} / {1}", "x / y (IEEE: x/0 is inf or nan)", infix="/", precedence=20)
+op("mod", 2, E, np.mod, lambda a, b: sympy.Mod(a, b), r"{0} \bmod {1}", "torch.remainder({0}, {1})",
+   "jnp.mod({0}, {1})", "{0} % {1}", "x mod y, sign of y (Python's %)", infix="%", precedence=20,
+   search=False)
+op("floordiv", 2, E, np.floor_divide, lambda a, b: sympy.floor(a / b),
+   r"\left\lfloor {0} / {1} \right\rfloor", "torch.div({0}, {1}, rounding_mode='floor')",
+   "jnp.floor_divide({0}, {1})", "tl.floor({0} / {1})", "floor(x / y)", infix="//", precedence=20,
+   search=False)
+op("power", 2, E, np.power, lambda a, b: a**b, "{{{0}}}^{{{1}}}", "torch.pow({0}, {1})",
+   "jnp.power({0}, {1})", "tl.extra.cuda.libdevice.pow({0}, {1})", "x ** y", infix="**",
+   precedence=40, flops=8)
+op("neg", 1, E, np.negative, lambda a: -a, "-{0}", "-{0}", "-{0}", "-{0}", "-x", infix="-",
+   precedence=30)
+op("max", 2, E, np.maximum, lambda a, b: sympy.Max(a, b), r"\max({0}, {1})", "torch.maximum({0}, {1})",
+   "jnp.maximum({0}, {1})", "tl.maximum({0}, {1})", "elementwise maximum", commutative=True)
+op("min", 2, E, np.minimum, lambda a, b: sympy.Min(a, b), r"\min({0}, {1})", "torch.minimum({0}, {1})",
+   "jnp.minimum({0}, {1})", "tl.minimum({0}, {1})", "elementwise minimum", commutative=True)
+op("interp", 3, E, lambda x, y, a: (1 - a) * x + a * y, lambda x, y, a: (1 - a) * x + a * y,
+   r"(1 - {2}) {0} + {2} {1}", "torch.lerp({0}, {1}, {2})", "(1 - {2}) * {0} + {2} * {1}",
+   "{0} + {2} * ({1} - {0})", "(1 - a) * x + a * y: moving average of x into y with weight a",
+   flops=3)
+
+# --- unary math (sqrt/log act on |x|, as in the search paper) ---
+_abs = np.abs
+for name, fn, sym, lx, tt, jx, tr, doc, fl in [
+    ("abs", np.abs, sympy.Abs, r"\left|{0}\right|", "torch.abs({0})", "jnp.abs({0})", "tl.abs({0})", "|x|", 1),
+    ("sign", np.sign, sympy.sign, r"\operatorname{{sign}}({0})", "torch.sign({0})", "jnp.sign({0})",
+     "tl.where({0} > 0, 1.0, tl.where({0} < 0, -1.0, 0.0))", "-1, 0 or 1", 1),
+    ("sqrt", lambda x: np.sqrt(_abs(x)), lambda x: sympy.sqrt(sympy.Abs(x)), r"\sqrt{{{0}}}",
+     "torch.sqrt(torch.abs({0}))", "jnp.sqrt(jnp.abs({0}))", "tl.sqrt(tl.abs({0}))", "sqrt(|x|)", 4),
+    ("rsqrt", lambda x: 1 / np.sqrt(_abs(x)), lambda x: 1 / sympy.sqrt(sympy.Abs(x)),
+     r"\frac{{1}}{{\sqrt{{{0}}}}}", "torch.rsqrt(torch.abs({0}))", "jax.lax.rsqrt(jnp.abs({0}))",
+     "tl.rsqrt(tl.abs({0}))", "1 / sqrt(|x|)", 4),
+    ("square", np.square, lambda x: x**2, "{{{0}}}^2", "torch.square({0})", "jnp.square({0})",
+     "{0} * {0}", "x * x", 1),
+    ("cube", lambda x: x * x * x, lambda x: x**3, "{{{0}}}^3", "({0} * {0} * {0})", "({0} * {0} * {0})",
+     "{0} * {0} * {0}", "x ** 3", 2),
+    ("cbrt", np.cbrt, lambda x: sympy.sign(x) * sympy.Abs(x) ** sympy.Rational(1, 3), r"\sqrt[3]{{{0}}}",
+     "(torch.sign({0}) * torch.abs({0}) ** (1 / 3))", "jnp.cbrt({0})",
+     "tl.extra.cuda.libdevice.cbrt({0})", "real cube root", 8),
+    ("reciprocal", lambda x: 1 / x, lambda x: 1 / x, r"\frac{{1}}{{{0}}}", "torch.reciprocal({0})",
+     "(1 / {0})", "1.0 / {0}", "1 / x", 1),
+    ("exp", np.exp, sympy.exp, "e^{{{0}}}", "torch.exp({0})", "jnp.exp({0})", "tl.exp({0})", "e ** x", 8),
+    ("exp2", np.exp2, lambda x: 2**x, "2^{{{0}}}", "torch.exp2({0})", "jnp.exp2({0})", "tl.exp2({0})",
+     "2 ** x", 8),
+    ("exp10", lambda x: np.power(10.0, x), lambda x: 10**x, "10^{{{0}}}", "torch.pow(10.0, {0})",
+     "jnp.power(10.0, {0})", "tl.exp2({0} * 3.321928094887362)", "10 ** x", 8),
+    ("expm1", np.expm1, lambda x: sympy.exp(x) - 1, "(e^{{{0}}} - 1)", "torch.expm1({0})",
+     "jnp.expm1({0})", "tl.extra.cuda.libdevice.expm1({0})", "e ** x - 1", 8),
+    ("log", lambda x: np.log(_abs(x)), lambda x: sympy.log(sympy.Abs(x)), r"\log\left|{0}\right|",
+     "torch.log(torch.abs({0}))", "jnp.log(jnp.abs({0}))", "tl.log(tl.abs({0}))", "log(|x|)", 8),
+    ("log2", lambda x: np.log2(_abs(x)), lambda x: sympy.log(sympy.Abs(x), 2), r"\log_2\left|{0}\right|",
+     "torch.log2(torch.abs({0}))", "jnp.log2(jnp.abs({0}))", "tl.log2(tl.abs({0}))", "log2(|x|)", 8),
+    ("log10", lambda x: np.log10(_abs(x)), lambda x: sympy.log(sympy.Abs(x), 10),
+     r"\log_{{10}}\left|{0}\right|", "torch.log10(torch.abs({0}))", "jnp.log10(jnp.abs({0}))",
+     "tl.log(tl.abs({0})) * 0.4342944819032518", "log10(|x|)", 8),
+    ("log1p", lambda x: np.log1p(_abs(x)), lambda x: sympy.log(1 + sympy.Abs(x)),
+     r"\log(1 + \left|{0}\right|)", "torch.log1p(torch.abs({0}))", "jnp.log1p(jnp.abs({0}))",
+     "tl.extra.cuda.libdevice.log1p(tl.abs({0}))", "log(1 + |x|)", 8),
+    ("sin", np.sin, sympy.sin, r"\sin({0})", "torch.sin({0})", "jnp.sin({0})", "tl.sin({0})", "sine", 8),
+    ("cos", np.cos, sympy.cos, r"\cos({0})", "torch.cos({0})", "jnp.cos({0})", "tl.cos({0})", "cosine", 8),
+    ("tan", np.tan, sympy.tan, r"\tan({0})", "torch.tan({0})", "jnp.tan({0})",
+     "tl.extra.cuda.libdevice.tan({0})", "tangent", 8),
+    ("arcsin", np.arcsin, sympy.asin, r"\arcsin({0})", "torch.asin({0})", "jnp.arcsin({0})",
+     "tl.extra.cuda.libdevice.asin({0})", "inverse sine (nan outside [-1, 1])", 8),
+    ("arccos", np.arccos, sympy.acos, r"\arccos({0})", "torch.acos({0})", "jnp.arccos({0})",
+     "tl.extra.cuda.libdevice.acos({0})", "inverse cosine (nan outside [-1, 1])", 8),
+    ("arctan", np.arctan, sympy.atan, r"\arctan({0})", "torch.atan({0})", "jnp.arctan({0})",
+     "tl.extra.cuda.libdevice.atan({0})", "inverse tangent", 8),
+    ("sinh", np.sinh, sympy.sinh, r"\sinh({0})", "torch.sinh({0})", "jnp.sinh({0})",
+     "tl.extra.cuda.libdevice.sinh({0})", "hyperbolic sine", 8),
+    ("cosh", np.cosh, sympy.cosh, r"\cosh({0})", "torch.cosh({0})", "jnp.cosh({0})",
+     "tl.extra.cuda.libdevice.cosh({0})", "hyperbolic cosine", 8),
+    ("tanh", np.tanh, sympy.tanh, r"\tanh({0})", "torch.tanh({0})", "jnp.tanh({0})",
+     "tl.extra.cuda.libdevice.tanh({0})", "hyperbolic tangent", 8),
+    ("arcsinh", np.arcsinh, sympy.asinh, r"\operatorname{{arcsinh}}({0})", "torch.asinh({0})",
+     "jnp.arcsinh({0})", "tl.extra.cuda.libdevice.asinh({0})", "inverse hyperbolic sine", 8),
+    ("arccosh", np.arccosh, sympy.acosh, r"\operatorname{{arccosh}}({0})", "torch.acosh({0})",
+     "jnp.arccosh({0})", "tl.extra.cuda.libdevice.acosh({0})", "inverse hyperbolic cosine (nan < 1)", 8),
+    ("arctanh", np.arctanh, sympy.atanh, r"\operatorname{{arctanh}}({0})", "torch.atanh({0})",
+     "jnp.arctanh({0})", "tl.extra.cuda.libdevice.atanh({0})", "inverse hyperbolic tangent", 8),
+    ("floor", np.floor, sympy.floor, r"\lfloor {0} \rfloor", "torch.floor({0})", "jnp.floor({0})",
+     "tl.floor({0})", "round down", 1),
+]:
+    op(name, 1, E, fn, sym, lx, tt, jx, tr, doc, flops=fl, search=name not in ("floor",))
+
+op("clip", 2, E, lambda x, c: np.clip(x, -_abs(c), _abs(c)),
+   lambda x, c: sympy.Max(-sympy.Abs(c), sympy.Min(x, sympy.Abs(c))),
+   r"\operatorname{{clip}}({0}, \pm {1})", "torch.clamp({0}, -abs({1}), abs({1}))",
+   "jnp.clip({0}, -jnp.abs({1}), jnp.abs({1}))",
+   "tl.minimum(tl.maximum({0}, -tl.abs({1})), tl.abs({1}))", "clamp x into [-|c|, |c|]", flops=2)
+op("clamp", 3, E, lambda x, lo, hi: np.minimum(np.maximum(x, lo), hi),
+   lambda x, lo, hi: sympy.Min(sympy.Max(x, lo), hi), r"\operatorname{{clamp}}({0}, {1}, {2})",
+   "torch.minimum(torch.maximum({0}, {1}), {2})", "jnp.minimum(jnp.maximum({0}, {1}), {2})",
+   "tl.minimum(tl.maximum({0}, {1}), {2})", "min(max(x, lo), hi)", flops=2, search=False)
+
+# --- comparisons, logic, selection (1.0 = true, 0.0 = false) ---
+for name, sym_src, np_fn, rel, lx in [
+    ("lt", "<", np.less, sympy.Lt, "<"), ("le", "<=", np.less_equal, sympy.Le, r"\le"),
+    ("gt", ">", np.greater, sympy.Gt, ">"), ("ge", ">=", np.greater_equal, sympy.Ge, r"\ge"),
+    ("eq", "==", np.equal, sympy.Eq, "="), ("ne", "!=", np.not_equal, sympy.Ne, r"\ne"),
+]:
+    op(name, 2, E, _cmp(np_fn), _sym_cmp(rel), "[{0} " + lx + " {1}]", "({0} " + sym_src + " {1})",
+       "({0} " + sym_src + " {1})", "({0} " + sym_src + " {1})", f"1 if x {sym_src} y else 0",
+       infix=sym_src, precedence=5, search=False)
+op("and", 2, E, _cmp(lambda a, b: (a != 0) & (b != 0)),
+   lambda a, b: sympy.Piecewise((1, sympy.And(sympy.Ne(a, 0), sympy.Ne(b, 0))), (0, True)),
+   r"[{0} \wedge {1}]", "(({0} != 0) & ({1} != 0))", "(({0} != 0) & ({1} != 0))",
+   "(({0} != 0) & ({1} != 0))", "1 if both are non-zero", infix="and", precedence=3,
+   commutative=True, search=False)
+op("or", 2, E, _cmp(lambda a, b: (a != 0) | (b != 0)),
+   lambda a, b: sympy.Piecewise((1, sympy.Or(sympy.Ne(a, 0), sympy.Ne(b, 0))), (0, True)),
+   r"[{0} \vee {1}]", "(({0} != 0) | ({1} != 0))", "(({0} != 0) | ({1} != 0))",
+   "(({0} != 0) | ({1} != 0))", "1 if either is non-zero", infix="or", precedence=2,
+   commutative=True, search=False)
+op("not", 1, E, _cmp(lambda a: a == 0), lambda a: sympy.Piecewise((1, sympy.Eq(a, 0)), (0, True)),
+   r"[\neg {0}]", "({0} == 0)", "({0} == 0)", "({0} == 0)", "1 if x is zero", infix="not",
+   precedence=4, search=False)
+op("where", 3, E, lambda c, a, b: np.where(np.asarray(c) != 0, a, b),
+   lambda c, a, b: sympy.Piecewise((a, sympy.Ne(c, 0)), (b, True)),
+   r"\begin{{cases}} {1} & \text{{if }} {0} \\ {2} & \text{{otherwise}} \end{{cases}}",
+   "torch.where({0} != 0, {1}, {2})", "jnp.where({0} != 0, {1}, {2})", "tl.where({0} != 0, {1}, {2})",
+   "a where c is non-zero, else b; a static c (a shape test) is resolved per parameter",
+   search=False)
+op("isfinite", 1, E, _cmp(np.isfinite), lambda x: _sym_fn("isfinite")(x),
+   r"[{0} \text{{ finite}}]", "torch.isfinite({0})", "jnp.isfinite({0})",
+   "(({0} == {0}) & (tl.abs({0}) < float('inf')))", "1 where x is neither inf nor nan",
+   search=False)
+
+# --- per-tensor reductions: one scalar per parameter ---
+R = REDUCE
+op("norm", 1, R, lambda x: np.sqrt(np.sum(np.square(x))), lambda x: _sym_fn("norm")(x),
+   r"\lVert {0} \rVert", "torch.linalg.vector_norm({0})", "jnp.linalg.norm(jnp.ravel({0}))", None,
+   "L2 norm of the whole tensor", flops=2)
+op("rms", 1, R, lambda x: np.sqrt(np.mean(np.square(x))), lambda x: _sym_fn("rms")(x),
+   r"\operatorname{{RMS}}({0})", "torch.sqrt(torch.mean(torch.square({0})))",
+   "jnp.sqrt(jnp.mean(jnp.square({0})))", None, "root mean square of the tensor", flops=2)
+op("mean", 1, R, np.mean, lambda x: _sym_fn("mean")(x), r"\operatorname{{mean}}({0})",
+   "torch.mean({0})", "jnp.mean({0})", None, "mean of the tensor's elements")
+op("sum", 1, R, np.sum, lambda x: _sym_fn("sum")(x), r"\sum {0}", "torch.sum({0})", "jnp.sum({0})",
+   None, "sum of the tensor's elements", search=False)
+op("amax", 1, R, np.max, lambda x: _sym_fn("amax")(x), r"\max {0}", "torch.amax({0})", "jnp.max({0})",
+   None, "largest element of the tensor", search=False)
+op("allfinite", 1, R, lambda x: _bool(np.all(np.isfinite(x)), (x,)), lambda x: _sym_fn("allfinite")(x),
+   r"[{0} \text{{ finite}}]", "torch.isfinite({0}).all()", "jnp.all(jnp.isfinite({0}))", None,
+   "1 if no element is inf or nan (a NaN guard)", search=False)
+op("dot", 2, R, lambda x, y: np.sum(np.multiply(x, y)), lambda x, y: _sym_fn("dot")(x, y),
+   r"\langle {0}, {1} \rangle", "torch.sum({0} * {1})", "jnp.sum({0} * {1})", None,
+   "sum of x * y over the tensor", flops=2, commutative=True)
+op("cosine_sim", 2, R,
+   lambda x, y: np.sum(np.multiply(x, y)) / (np.sqrt(np.sum(np.square(x))) * np.sqrt(np.sum(np.square(y)))),
+   lambda x, y: _sym_fn("cosine_sim")(x, y), r"\cos\angle({0}, {1})",
+   "(torch.sum({0} * {1}) / (torch.linalg.vector_norm({0}) * torch.linalg.vector_norm({1})))",
+   "(jnp.sum({0} * {1}) / (jnp.linalg.norm(jnp.ravel({0})) * jnp.linalg.norm(jnp.ravel({1}))))", None,
+   "cosine of the angle between x and y", flops=6, commutative=True)
+
+# --- factored reductions: (..., R, C) -> (..., R) or (..., C) ---
+op("rowmean", 1, ROW, _mean_last, lambda x: _sym_fn("rowmean")(x), r"\overline{{{0}}}^{{\text{{row}}}}",
+   "torch.mean({0}, dim=-1)", "jnp.mean({0}, axis=-1)", None,
+   "mean over the last axis: a row-shaped value (needs ndim(w) >= 2)", search=False)
+op("colmean", 1, COL, _mean_second_last, lambda x: _sym_fn("colmean")(x),
+   r"\overline{{{0}}}^{{\text{{col}}}}", "torch.mean({0}, dim=-2)", "jnp.mean({0}, axis=-2)", None,
+   "mean over the second-last axis: a column-shaped value (needs ndim(w) >= 2)", search=False)
+
+# --- global reductions over every parameter; numpy form is (per-tensor partial, combine) ---
+op("global_norm", 1, GLOBAL, lambda x: np.sum(np.square(x)), lambda x: _sym_fn("global_norm")(x),
+   r"\lVert {0} \rVert_{{\text{{global}}}}", "torch.sum(torch.square({0}))", "jnp.sum(jnp.square({0}))",
+   None, "L2 norm over all parameters together", flops=2)
+op("global_allfinite", 1, GLOBAL, lambda x: _bool(np.all(np.isfinite(x)), (x,)),
+   lambda x: _sym_fn("global_allfinite")(x), r"[{0} \text{{ finite everywhere}}]",
+   "torch.isfinite({0}).all()", "jnp.all(jnp.isfinite({0}))", None,
+   "1 if no parameter's value holds inf or nan", search=False)
+
+# --- static facts about the parameter's shape (resolved per parameter) ---
+op("ndim", 1, STATIC, lambda x: np.ndim(x), None, r"\operatorname{{ndim}}({0})", "{0}.ndim", "{0}.ndim",
+   None, "number of axes of the parameter (static)", search=False)
+op("size", 1, STATIC, lambda x: np.size(x), None, r"\operatorname{{size}}({0})", "{0}.numel()",
+   "{0}.size", None, "number of elements of the parameter (static)", search=False)
+op("dim", 2, STATIC, lambda x, i: np.shape(x)[int(i)], None, r"\operatorname{{dim}}({0}, {1})",
+   "{0}.shape[{1}]", "{0}.shape[{1}]", None, "length of axis i of the parameter (static)", search=False)
+
+OPS: dict[str, Op] = {o.name: o for o in _OPS}
+INFIX: dict[str, str] = {o.infix: o.name for o in _OPS if o.infix and o.arity == 2}
+GLOBAL_COMBINE: dict[str, Callable] = {
+    "global_norm": lambda parts: math.sqrt(sum(float(p) for p in parts)),
+    "global_allfinite": lambda parts: float(all(float(p) != 0 for p in parts)),
+}
+CONSTANTS: dict[str, float] = {"pi": math.pi, "e": math.e}
+
+
+def lookup(name: str) -> Op | None:
+    """The op spelled ``name`` in source, or None."""
+    return OPS.get(name)
+
+
+def search_vocabulary() -> list[Op]:
+    """Ops the search's mutations may insert (elementwise math and per-tensor/global norms)."""
+    return [o for o in _OPS if o.search]
+
+
+def reference_table() -> str:
+    """The op reference as a Markdown table (written into the README and docs)."""
+    rows = ["| function | args | shape rule | meaning |", "|---|---|---|---|"]
+    for o in _OPS:
+        spelled = f"`x {o.infix} y`" if o.infix and o.arity == 2 else f"`{o.name}`"
+        if o.infix == "-" and o.arity == 1:
+            spelled = "`-x`"
+        if o.infix == "not":
+            spelled = "`not x`"
+        rows.append(f"| {spelled} | {o.arity} | {o.shape} | {o.doc} |")
+    return "\n".join(rows)

@@ -1,0 +1,399 @@
+"""Source text -> :class:`~optdsl.ir.Program`, through the standard library's ``ast``; never executed.
+
+The accepted subset reads like the listings of the search paper::
+
+    def lion(w, g, m, lr, beta1=0.9, beta2=0.99, weight_decay=0.0):
+        \"\"\"Lion (Chen et al. 2023).\"\"\"
+        update = sign(interp(g, m, beta1)) + weight_decay * w
+        update = update * lr
+        m = interp(g, m, beta2)
+        return update, m
+
+Signature: ``w``, ``g``, ``lr`` and ``step`` (1-based) are inputs; every other argument without a
+default is a state, every argument with a numeric default a hyperparameter. A state's
+annotation gives its shape and first value: ``m`` (zeros like w), ``r: row``, ``c: col``,
+``s: scalar``, ``slow: full(init=w)``, ``u: full(init=1)``, ``ema: full(init=w, keep=True)``.
+
+Body: assignments (one name on the left; nested expressions allowed), ``+=``-style updates,
+``if``/``else`` (lowered to ``where``, so a shape test such as ``ndim(w) >= 2`` is resolved per
+parameter and a step test such as ``step % k == 0`` becomes a select), and one final
+``return update, <new value of each state, in signature order>``.
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import keyword
+import math
+
+from .errors import DslError
+from .ir import INPUTS, STATE_INITS, STATE_KINDS, Assign, Call, Const, Expr, Hyper, Program, State, Var
+from .ops import CONSTANTS, OPS
+
+# Names the generated code itself uses; a program may not shadow them.
+RESERVED = frozenset({"torch", "jax", "jnp", "np", "tl", "triton", "optax", "math", "self", "group",
+                      "state", "params", "grads", "states", "updates", "hyper", "True", "False", "None"})
+
+_BINOPS = {ast.Add: "add", ast.Sub: "sub", ast.Mult: "mul", ast.Div: "div", ast.Pow: "power",
+           ast.Mod: "mod", ast.FloorDiv: "floordiv"}
+_CMPOPS = {ast.Lt: "lt", ast.LtE: "le", ast.Gt: "gt", ast.GtE: "ge", ast.Eq: "eq", ast.NotEq: "ne"}
+_FORBIDDEN = {
+    ast.Import: "imports are not allowed: a program is one pure update rule",
+    ast.ImportFrom: "imports are not allowed: a program is one pure update rule",
+    ast.For: "loops are not allowed: a program is one step; the training loop is implied",
+    ast.While: "loops are not allowed: a program is one step; the training loop is implied",
+    ast.AsyncFor: "loops are not allowed", ast.With: "`with` is not allowed",
+    ast.Try: "`try` is not allowed", ast.FunctionDef: "nested functions are not allowed",
+    ast.ClassDef: "classes are not allowed", ast.Lambda: "lambdas are not allowed",
+    ast.Attribute: "attribute access is not allowed; call the language's functions by name",
+    ast.Subscript: "indexing is not allowed; use rowmean/colmean or dim(w, i)",
+    ast.Global: "`global` is not allowed", ast.Nonlocal: "`nonlocal` is not allowed",
+    ast.Delete: "`del` is not allowed", ast.Raise: "`raise` is not allowed",
+    ast.Assert: "`assert` is not allowed", ast.ListComp: "comprehensions are not allowed",
+    ast.GeneratorExp: "comprehensions are not allowed", ast.Await: "`await` is not allowed",
+    ast.Yield: "`yield` is not allowed", ast.NamedExpr: "`:=` is not allowed",
+    ast.JoinedStr: "strings are not values in the language", ast.Starred: "`*args` is not allowed",
+}
+
+
+def check_identifier(name: str, where: ast.AST | None, ctx: "_Context", what: str = "name") -> str:
+    """Every identifier from user text passes here before it can reach generated code."""
+    if not name.isidentifier() or not name.isascii() or keyword.iskeyword(name):
+        raise ctx.error(f"{what} {name!r} is not a valid identifier", where)
+    if name.startswith("__") or name.endswith("__"):
+        raise ctx.error(f"{what} {name!r}: dunder names are not allowed", where)
+    if name in RESERVED:
+        raise ctx.error(f"{what} {name!r} is reserved by the generated code", where, "rename it")
+    return name
+
+
+class _Context:
+    def __init__(self, filename: str, source: str):
+        self.filename, self.source = filename, source
+
+    def error(self, message: str, node: ast.AST | None = None, hint: str | None = None) -> DslError:
+        line = getattr(node, "lineno", None)
+        col = getattr(node, "col_offset", None)
+        return DslError(message, self.filename, line, col, self.source, hint)
+
+
+def parse_all(text: str, filename: str = "<string>") -> dict[str, Program]:
+    """Every program in ``text``, by name, in file order.
+
+    Example:
+        >>> progs = parse_all("def a(w, g, lr):\\n    return lr * g\\n\\ndef b(w, g, lr):\\n    return g\\n")
+        >>> list(progs)
+        ['a', 'b']
+    """
+    ctx = _Context(filename, text)
+    try:
+        tree = ast.parse(text, filename=filename)
+    except SyntaxError as e:
+        raise DslError(f"syntax error: {e.msg}", filename, e.lineno, (e.offset or 1) - 1, text) from None
+    except (ValueError, RecursionError, MemoryError) as e:  # null bytes, absurd nesting
+        raise DslError(f"cannot parse: {e}", filename) from None
+    programs: dict[str, Program] = {}
+    for i, node in enumerate(tree.body):
+        if i == 0 and _is_docstring(node):
+            continue
+        if not isinstance(node, ast.FunctionDef):
+            msg = _FORBIDDEN.get(type(node), "only `def` blocks may stand at the top of a program file")
+            raise ctx.error(msg, node)
+        prog = _Parser(ctx).function(node)
+        if prog.name in programs:
+            raise ctx.error(f"program {prog.name!r} is defined twice", node)
+        programs[prog.name] = prog
+    if not programs:
+        raise DslError("no program found: expected `def name(w, g, ..., lr): ...`", filename, 1, 0, text)
+    return programs
+
+
+def parse(text: str, filename: str = "<string>", name: str | None = None) -> Program:
+    """The program in ``text`` (or the one called ``name`` when the text holds several).
+
+    Example:
+        >>> p = parse("def sgd(w, g, lr=0.1):\\n    update = lr * g\\n    return update\\n")
+        >>> p.name, p.hyper_defaults
+        ('sgd', {'lr': 0.1})
+    """
+    programs = parse_all(text, filename)
+    if name is not None:
+        if name not in programs:
+            raise DslError(f"no program named {name!r} here (found: {', '.join(programs)})", filename)
+        return programs[name]
+    if len(programs) > 1:
+        raise DslError(f"{len(programs)} programs here ({', '.join(programs)}); pick one as FILE:NAME",
+                       filename)
+    return next(iter(programs.values()))
+
+
+def _is_docstring(node: ast.AST) -> bool:
+    return isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and isinstance(
+        node.value.value, str)
+
+
+class _Parser:
+    def __init__(self, ctx: _Context):
+        self.ctx = ctx
+        self.defined: set[str] = set()
+        self.used_names: set[str] = set()
+
+    def err(self, msg, node, hint=None):
+        return self.ctx.error(msg, node, hint)
+
+    # --- the signature ---------------------------------------------------------------------
+    def function(self, fn: ast.FunctionDef) -> Program:
+        for deco in fn.decorator_list:
+            if not (isinstance(deco, ast.Name) and deco.id == "program") and not (
+                    isinstance(deco, ast.Attribute) and deco.attr == "program"):
+                raise self.err("decorators are not allowed (except @optdsl.program)", deco)
+        if fn.returns is not None:
+            raise self.err("return annotations are not allowed", fn.returns)
+        a = fn.args
+        if a.vararg or a.kwarg:
+            raise self.err("*args and **kwargs are not allowed", a.vararg or a.kwarg)
+        name = check_identifier(fn.name, fn, self.ctx, "program name")
+        args = a.posonlyargs + a.args + a.kwonlyargs
+        defaults = dict(zip([x.arg for x in (a.posonlyargs + a.args)][::-1], a.defaults[::-1]))
+        defaults.update({x.arg: d for x, d in zip(a.kwonlyargs, a.kw_defaults) if d is not None})
+        states, hypers, seen = [], [], set()
+        for arg in args:
+            n = check_identifier(arg.arg, arg, self.ctx, "argument")
+            if n in seen:
+                raise self.err(f"argument {n!r} appears twice", arg)
+            seen.add(n)
+            if n in ("w", "g", "step"):
+                if arg.annotation is not None or n in defaults:
+                    raise self.err(f"{n!r} is an input and takes no annotation or default", arg)
+            elif n == "lr" and arg.annotation is None:
+                if n in defaults:
+                    hypers.append(Hyper(n, self.number(defaults[n])))
+            elif n in defaults and arg.annotation is None:
+                hypers.append(Hyper(n, self.number(defaults[n])))
+            else:
+                if n in defaults:
+                    raise self.err(f"state {n!r} takes its first value from its annotation, not a default",
+                                   defaults[n], f"write `{n}: full(init=1)`")
+                if n in INPUTS:
+                    raise self.err(f"{n!r} is an input and cannot be a state", arg)
+                states.append(self.state(n, arg.annotation))
+        for required in ("w", "g", "lr"):
+            if required not in seen:
+                raise self.err(f"the signature needs {required!r}", fn,
+                               "write `def name(w, g, <states>, lr, <hyperparameters>=<defaults>)`")
+        self.defined = set(seen)
+        self.used_names = {n.id for n in ast.walk(fn) if isinstance(n, ast.Name)} | seen
+        body = list(fn.body)
+        doc = ""
+        if body and _is_docstring(body[0]):
+            doc = inspect.cleandoc(body.pop(0).value.value)
+        if not body or not isinstance(body[-1], ast.Return):
+            raise self.err("a program ends with `return update, <states...>`", body[-1] if body else fn)
+        ret = body.pop()
+        stmts = self.block(body)
+        update, new_states = self.returns(ret, states)
+        return Program(name, tuple(states), tuple(hypers), tuple(stmts), update, new_states, doc=doc,
+                       filename=self.ctx.filename, source=self.ctx.source,
+                       return_loc=(ret.lineno, ret.col_offset))
+
+    def number(self, node: ast.AST) -> float:
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+            v = self.number(node.operand)
+            return -v if isinstance(node.op, ast.USub) else v
+        if isinstance(node, ast.Constant) and type(node.value) in (int, float):
+            v = float(node.value)
+            if not math.isfinite(v):
+                raise self.err("numbers must be finite", node)
+            return v
+        raise self.err("a hyperparameter's default must be a number", node)
+
+    def state(self, name: str, ann: ast.AST | None) -> State:
+        if ann is None:
+            return State(name)
+        kind_node, args, kwargs = ann, [], {}
+        if isinstance(ann, ast.Call):
+            kind_node, args = ann.func, list(ann.args)
+            kwargs = {k.arg: k.value for k in ann.keywords}
+            if None in kwargs:
+                raise self.err("`**` is not allowed in a state annotation", ann)
+        if not isinstance(kind_node, ast.Name) or kind_node.id not in STATE_KINDS:
+            raise self.err(f"state {name!r}: unknown state kind", kind_node,
+                           f"use one of {', '.join(STATE_KINDS)}, e.g. `{name}: row`")
+        if len(args) > 1 or set(kwargs) - {"init", "keep"} or (args and "init" in kwargs):
+            raise self.err(f"state {name!r}: annotation takes `init=` and `keep=` only", ann)
+        init = "zeros"
+        init_node = args[0] if args else kwargs.get("init")
+        if init_node is not None:
+            if isinstance(init_node, ast.Name) and init_node.id == "w":
+                init = "w"
+            elif isinstance(init_node, ast.Constant) and init_node.value in (0, 1) and type(
+                    init_node.value) in (int, float):
+                init = STATE_INITS[int(init_node.value)]
+            else:
+                raise self.err(f"state {name!r}: init must be 0, 1 or w", init_node)
+        keep = False
+        if "keep" in kwargs:
+            k = kwargs["keep"]
+            if not (isinstance(k, ast.Constant) and isinstance(k.value, bool)):
+                raise self.err("keep= takes True or False", k)
+            keep = k.value
+        if init == "w" and kind_node.id != "full":
+            raise self.err(f"state {name!r}: only a full state can start as a copy of w", ann)
+        return State(name, kind_node.id, init, keep)
+
+    def returns(self, ret: ast.Return, states: list[State]) -> tuple[Expr, tuple[Expr, ...]]:
+        if ret.value is None:
+            raise self.err("return the update (and the new state values)", ret)
+        items = ret.value.elts if isinstance(ret.value, ast.Tuple) else [ret.value]
+        if len(items) != 1 + len(states):
+            names = ", ".join(["update"] + [s.name for s in states])
+            raise self.err(f"return gives {len(items)} value(s) but this program has {len(states)} "
+                           f"state(s)", ret, f"write `return {names}`")
+        exprs = [self.expr(x) for x in items]
+        return exprs[0], tuple(exprs[1:])
+
+    # --- statements ------------------------------------------------------------------------
+    def block(self, body: list[ast.stmt]) -> list[Assign]:
+        out: list[Assign] = []
+        for node in body:
+            out.extend(self.statement(node))
+        return out
+
+    def statement(self, node: ast.stmt) -> list[Assign]:
+        if isinstance(node, ast.Assign):
+            if len(node.targets) != 1 or not isinstance(node.targets[0], ast.Name):
+                raise self.err("assign to one name at a time (`x = ...`)", node)
+            return [self.assign(node.targets[0], self.expr(node.value), node)]
+        if isinstance(node, ast.AugAssign):
+            if not isinstance(node.target, ast.Name):
+                raise self.err("assign to one name at a time (`x += ...`)", node)
+            opname = _BINOPS.get(type(node.op))
+            if opname is None:
+                raise self.err("this operator is not in the language", node)
+            target = self.name_ref(node.target.id, node.target)
+            return [self.assign(node.target, Call(opname, (target, self.expr(node.value))), node)]
+        if isinstance(node, ast.If):
+            return self.if_block(node)
+        if isinstance(node, ast.Pass):
+            return []
+        if isinstance(node, ast.Return):
+            raise self.err("`return` may only be the last statement", node)
+        if isinstance(node, ast.AnnAssign):
+            raise self.err("annotated assignments are not allowed; annotate states in the signature", node)
+        if isinstance(node, ast.Expr):
+            raise self.err("this statement has no effect; assign its value to a name", node)
+        raise self.err(_FORBIDDEN.get(type(node), f"{type(node).__name__} statements are not allowed"), node)
+
+    def assign(self, target: ast.Name, expr: Expr, node: ast.AST) -> Assign:
+        name = check_identifier(target.id, target, self.ctx)
+        if name in ("lr", "step"):
+            raise self.err(f"{name!r} is an input and cannot be reassigned", target)
+        self.defined.add(name)
+        return Assign(name, expr, (node.lineno, node.col_offset))
+
+    def if_block(self, node: ast.If) -> list[Assign]:
+        """``if c: A else: B`` -> each ``x = e`` in A becomes ``x = where(c, e, x)`` (in B,
+        ``where(c, x, e)``); a name first defined inside one branch stays branch-local."""
+        cond = self.expr(node.test)
+        before = set(self.defined)
+        then = self.block(node.body)
+        then_defined = self.defined
+        self.defined = set(before)
+        orelse = self.block(node.orelse)
+        else_defined = self.defined
+        out = []
+        for stmts, taken, other in ((then, True, else_defined), (orelse, False, then_defined)):
+            seen_here: set[str] = set()
+            for a in stmts:
+                known = a.target in before or (not taken and a.target in then_defined) or a.target in seen_here
+                guarded = a.expr
+                if known:
+                    old = Var(a.target)
+                    guarded = Call("where", (cond, a.expr, old) if taken else (cond, old, a.expr))
+                seen_here.add(a.target)
+                out.append(Assign(a.target, guarded, a.loc))
+        # Names defined in only one branch (and not before) are undefined after the `if`.
+        self.defined = before | (then_defined & else_defined)
+        return out
+
+    # --- expressions -----------------------------------------------------------------------
+    def name_ref(self, name: str, node: ast.AST) -> Expr:
+        if name in self.defined:
+            return Var(name)
+        if name in CONSTANTS:
+            return Const(CONSTANTS[name])
+        if name in OPS:
+            raise self.err(f"{name!r} is a function; call it as `{name}(...)`", node)
+        raise self.err(f"undefined name {name!r}", node,
+                       "assign it first, or add it to the signature as a state or hyperparameter")
+
+    def expr(self, node: ast.AST) -> Expr:
+        if isinstance(node, ast.Name):
+            check_identifier(node.id, node, self.ctx)
+            return self.name_ref(node.id, node)
+        if isinstance(node, ast.Constant):
+            if type(node.value) is bool:
+                return Const(float(node.value))
+            if type(node.value) in (int, float):
+                v = float(node.value)
+                if not math.isfinite(v):
+                    raise self.err("numbers must be finite", node)
+                return Const(v)
+            raise self.err(f"{type(node.value).__name__} constants are not values in the language", node)
+        if isinstance(node, ast.BinOp):
+            opname = _BINOPS.get(type(node.op))
+            if opname is None:
+                raise self.err("this operator is not in the language", node,
+                               "use + - * / ** % // or a function")
+            return Call(opname, (self.expr(node.left), self.expr(node.right)))
+        if isinstance(node, ast.UnaryOp):
+            if isinstance(node.op, ast.UAdd):
+                return self.expr(node.operand)
+            if isinstance(node.op, ast.USub):
+                inner = self.expr(node.operand)
+                return Const(-inner.value) if isinstance(inner, Const) else Call("neg", (inner,))
+            if isinstance(node.op, ast.Not):
+                return Call("not", (self.expr(node.operand),))
+            raise self.err("this operator is not in the language", node)
+        if isinstance(node, ast.Compare):
+            parts, left = [], self.expr(node.left)
+            for cmp, right_node in zip(node.ops, node.comparators):
+                opname = _CMPOPS.get(type(cmp))
+                if opname is None:
+                    raise self.err("this comparison is not in the language", node)
+                right = self.expr(right_node)
+                parts.append(Call(opname, (left, right)))
+                left = right
+            out = parts[0]
+            for p in parts[1:]:
+                out = Call("and", (out, p))
+            return out
+        if isinstance(node, ast.BoolOp):
+            name = "and" if isinstance(node.op, ast.And) else "or"
+            vals = [self.expr(v) for v in node.values]
+            out = vals[0]
+            for v in vals[1:]:
+                out = Call(name, (out, v))
+            return out
+        if isinstance(node, ast.IfExp):
+            return Call("where", (self.expr(node.test), self.expr(node.body), self.expr(node.orelse)))
+        if isinstance(node, ast.Call):
+            return self.call(node)
+        raise self.err(_FORBIDDEN.get(type(node), f"{type(node).__name__} expressions are not allowed"), node)
+
+    def call(self, node: ast.Call) -> Expr:
+        if not isinstance(node.func, ast.Name):
+            raise self.err("call functions by name (`sign(x)`), not through attributes or values", node)
+        name = node.func.id
+        if node.keywords:
+            raise self.err(f"{name}() takes positional arguments only", node.keywords[0].value)
+        op = OPS.get(name)
+        if op is None:
+            raise self.err(f"unknown function {name!r}", node.func, "see `optdsl ops` for the vocabulary")
+        if len(node.args) != op.arity:
+            raise self.err(f"{name}() takes {op.arity} argument(s), got {len(node.args)}", node)
+        for a in node.args:
+            if isinstance(a, ast.Starred):
+                raise self.err(_FORBIDDEN[ast.Starred], a)
+        return Call(name, tuple(self.expr(a) for a in node.args))
