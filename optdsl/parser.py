@@ -26,10 +26,12 @@ import ast
 import inspect
 import keyword
 import math
+import warnings
 
 from .errors import DslError
 from .ir import INPUTS, STATE_INITS, STATE_KINDS, Assign, Call, Const, Expr, Hyper, Program, State, Var
 from .ops import CONSTANTS, OPS
+from .typecheck import validate
 
 # Names the generated code itself uses; a program may not shadow them.
 RESERVED = frozenset({"torch", "jax", "jnp", "np", "tl", "triton", "optax", "math", "self", "group",
@@ -88,7 +90,9 @@ def parse_all(text: str, filename: str = "<string>") -> dict[str, Program]:
     """
     ctx = _Context(filename, text)
     try:
-        tree = ast.parse(text, filename=filename)
+        with warnings.catch_warnings():  # Python's own SyntaxWarnings are not the user's business
+            warnings.simplefilter("ignore")
+            tree = ast.parse(text, filename=filename)
     except SyntaxError as e:
         raise DslError(f"syntax error: {e.msg}", filename, e.lineno, (e.offset or 1) - 1, text) from None
     except (ValueError, RecursionError, MemoryError) as e:  # null bytes, absurd nesting
@@ -100,7 +104,10 @@ def parse_all(text: str, filename: str = "<string>") -> dict[str, Program]:
         if not isinstance(node, ast.FunctionDef):
             msg = _FORBIDDEN.get(type(node), "only `def` blocks may stand at the top of a program file")
             raise ctx.error(msg, node)
-        prog = _Parser(ctx).function(node)
+        try:
+            prog = validate(_Parser(ctx).function(node))
+        except RecursionError:
+            raise ctx.error("expression nested too deeply", node) from None
         if prog.name in programs:
             raise ctx.error(f"program {prog.name!r} is defined twice", node)
         programs[prog.name] = prog
@@ -384,8 +391,9 @@ class _Parser:
 
     def call(self, node: ast.Call) -> Expr:
         if not isinstance(node.func, ast.Name):
-            raise self.err("call functions by name (`sign(x)`), not through attributes or values", node)
-        name = node.func.id
+            raise self.err(_FORBIDDEN.get(type(node.func), "call functions by name (`sign(x)`), not through "
+                                          "attributes or values"), node.func)
+        name = check_identifier(node.func.id, node.func, self.ctx, "function")
         if node.keywords:
             raise self.err(f"{name}() takes positional arguments only", node.keywords[0].value)
         op = OPS.get(name)

@@ -114,11 +114,14 @@ def infer(program: Program) -> dict[str, str]:
     update_kind = expr_kind(program.update, env, fail)
     if update_kind == "static":
         fail("the update is a shape fact, not a value")
+    last_loc = {a.target: a.loc for a in program.body}
     for s, e in zip(program.states, program.new_states):
         k = expr_kind(e, env, fail)
         if not fits(k, s.kind):
-            fail(f"state {s.name!r} is {s.kind}-shaped but gets a {k}-shaped value",
-                 "reduce it (rowmean/colmean/mean) or declare the state wider")
+            where = last_loc.get(e.name) if isinstance(e, Var) else None
+            located(where or program.return_loc)(
+                f"state {s.name!r} is {s.kind}-shaped but gets a {k}-shaped value",
+                "reduce it (rowmean/colmean/mean) or declare the state wider")
     return env
 
 

@@ -47,6 +47,12 @@ def fold_expr(expr: Expr, shape: tuple[int, ...] | None = None) -> Expr:
         return expr
     if OPS[expr.op].shape == STATIC:
         return _static(expr, shape) if shape is not None else expr
+    if expr.op == "where":
+        # A resolved condition folds only the branch taken: a guarded `dim(w, 2)` in the
+        # other branch may ask for an axis this parameter does not have.
+        cond = fold_expr(expr.args[0], shape)
+        if isinstance(cond, Const):
+            return fold_expr(expr.args[1] if cond.value != 0 else expr.args[2], shape)
     args = tuple(fold_expr(a, shape) for a in expr.args)
     call = Call(expr.op, args)
     op = OPS[call.op]

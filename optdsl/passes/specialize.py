@@ -73,11 +73,12 @@ def specialize(program: Program, shape: tuple[int, ...]) -> Program:
     forced = frozenset(i for i in global_statements(hoisted) if i in live)
     spec = eliminate_dead_code(fold(hoisted, shape=tuple(shape)), force=forced)
     if len(shape) < 2:
-        for a in spec.body:
-            for node in walk(a.expr):
+        located = [(a.expr, a.loc) for a in spec.body] + [(e, spec.return_loc) for e in spec.outputs()]
+        for expr, loc in located:
+            for node in walk(expr):
                 if isinstance(node, Call) and OPS[node.op].shape in (ROW, COL):
                     raise DslError(f"{node.op}() needs a parameter with 2 or more axes, got shape "
-                                   f"{tuple(shape)}", program.filename, *(a.loc or (None, None)),
+                                   f"{tuple(shape)}", program.filename, *(loc or (None, None)),
                                    program.source, hint="guard it with `if ndim(w) >= 2:`")
         for s in spec.states:
             if s.kind in ("row", "col"):

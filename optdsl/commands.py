@@ -1,0 +1,135 @@
+"""The language's subcommands: check, show, simplify, equiv, cost, zoo, ops.
+
+``SRC`` is a zoo name (``lion``), a path, ``FILE:NAME`` for a file holding several programs, or
+``-`` for standard input. Problems with a program exit 2 with ``file:line:col: message``.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from rich.console import Console
+from rich.table import Table
+
+from .errors import DslError
+from .printer import to_source
+from .source import load, zoo_names
+
+
+def _assignments(pairs: list[str]) -> dict[str, float]:
+    """``["beta1=0.95"]`` -> ``{"beta1": 0.95}`` (parsed as numbers, never evaluated)."""
+    out = {}
+    for pair in pairs or []:
+        name, eq, value = pair.partition("=")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError:
+            raise DslError(f"--set {pair!r}: expected NAME=NUMBER") from None
+        if not eq or not name.strip().isidentifier():
+            raise DslError(f"--set {pair!r}: expected NAME=NUMBER")
+    return out
+
+
+def _shape(text: str) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(x) for x in text.lower().split("x"))
+    except ValueError:
+        raise DslError(f"--shape {text!r}: expected sizes joined by x, e.g. 4096x4096") from None
+    if not shape or any(n <= 0 for n in shape):
+        raise DslError(f"--shape {text!r}: sizes must be positive")
+    return shape
+
+
+def cmd_check(args) -> int:
+    program = load(args.src)
+    print(f"ok: {program.name} ({len(program.body)} statements, states: "
+          f"{', '.join(program.state_names) or 'none'})")
+    return 0
+
+
+def cmd_show(args) -> int:
+    program = load(args.src)
+    if args.latex:
+        from .latex import to_latex
+
+        print(to_latex(program))
+    else:
+        print(to_source(program), end="")
+    return 0
+
+
+def cmd_simplify(args) -> int:
+    from .simplify import simplify
+
+    print(to_source(simplify(load(args.src), _assignments(args.set))), end="")
+    return 0
+
+
+def cmd_equiv(args) -> int:
+    from .equiv import equivalent
+
+    result = equivalent(load(args.a), load(args.b), _assignments(args.set))
+    if result.equal:
+        print(f"equivalent ({result.method})")
+        if result.detail:
+            print(result.detail)
+        return 0
+    print(f"not equivalent ({result.method})")
+    if result.counterexample:
+        print(result.counterexample)
+    return 1
+
+
+def cmd_cost(args) -> int:
+    shape, program = _shape(args.shape), load(args.src)
+    from .cost import cost
+
+    report = cost(program, shape, args.dtype)
+    Console().print(report.table())
+    return 0
+
+
+def cmd_zoo(args) -> int:
+    table = Table(title="optdsl zoo")
+    for col in ("name", "states", "hyperparameters", "source"):
+        table.add_column(col)
+    for name in zoo_names():
+        p = load(name)
+        states = ", ".join(f"{s.name}:{s.kind}" if s.kind != "full" else s.name for s in p.states)
+        hypers = ", ".join(f"{h.name}={h.default:g}" for h in p.hypers)
+        table.add_row(name, states, hypers, (p.doc.splitlines() or [""])[0])
+    Console(width=160).print(table)
+    return 0
+
+
+def cmd_ops(args) -> int:
+    from .ops import reference_table
+
+    print(reference_table())
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    def add(name, func, help_):
+        p = sub.add_parser(name, help=help_, description=help_)
+        p.set_defaults(func=func)
+        return p
+
+    add("check", cmd_check, "validate a program (exit 0, or 2 with the error)").add_argument("src")
+    p = add("show", cmd_show, "print a program's canonical source (or LaTeX)")
+    p.add_argument("src")
+    p.add_argument("--latex", action="store_true", help="print the update rule as LaTeX equations")
+    p = add("simplify", cmd_simplify, "print the simplified program as DSL source")
+    p.add_argument("src")
+    p.add_argument("--set", action="append", metavar="NAME=VALUE", help="bind a hyperparameter")
+    p = add("equiv", cmd_equiv, "decide whether two programs produce the same updates (exit 0/1)")
+    p.add_argument("a", metavar="SRC_A")
+    p.add_argument("b", metavar="SRC_B")
+    p.add_argument("--set", action="append", metavar="NAME=VALUE",
+                   help="bind a hyperparameter in both programs (default: their defaults)")
+    p = add("cost", cmd_cost, "memory, traffic and flops of one step, as a table")
+    p.add_argument("src")
+    p.add_argument("--shape", default="4096x4096", help="parameter shape (default 4096x4096)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16", "float64"])
+    add("zoo", cmd_zoo, "list the zoo's programs")
+    add("ops", cmd_ops, "print the op reference (the op table)")

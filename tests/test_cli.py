@@ -1,0 +1,46 @@
+"""The CLI contract: names, exit codes (0 ok, 1 not equivalent, 2 bad input), stdin and FILE:NAME."""
+
+import subprocess
+import sys
+
+import pytest
+
+from optdsl.cli import main
+
+
+def run(*args, stdin=None):
+    proc = subprocess.run([sys.executable, "-m", "optdsl.cli", *args], input=stdin, capture_output=True,
+                          text=True, timeout=120)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def test_check_ok_and_error_exit_codes(tmp_path):
+    assert main(["check", "lion"]) == 0
+    bad = tmp_path / "bad.py"
+    bad.write_text("def f(w, g, lr):\n    return foo(g)\n")
+    code, out, err = run("check", str(bad))
+    assert code == 2
+    assert f"{bad}:2:12: unknown function 'foo'" in err and "^" in err and "Traceback" not in err
+
+
+def test_stdin_and_file_with_several_programs(tmp_path, capsys):
+    code, out, _ = run("show", "-", stdin="def s(w, g, lr=0.1):\n    return lr*g\n")
+    assert code == 0 and "return lr * g" in out
+    both = tmp_path / "two.py"
+    both.write_text("def a(w, g, lr=1.0):\n    return g\n\ndef b(w, g, lr=1.0):\n    return -g\n")
+    assert main(["show", f"{both}:b"]) == 0
+    assert "return -g" in capsys.readouterr().out
+    assert main(["show", str(both)]) == 2
+
+
+@pytest.mark.parametrize("args", [["show", "nonexistent_zoo_name"], ["show", "missing/file.py"],
+                                  ["cost", "lion", "--shape", "4x-1"]])
+def test_bad_input_exits_2(args):
+    assert main(args) == 2
+
+
+def test_zoo_and_ops_list(capsys):
+    assert main(["zoo"]) == 0
+    assert "adamw" in capsys.readouterr().out
+    assert main(["ops"]) == 0
+    assert "| `interp` | 3 |" in capsys.readouterr().out

@@ -1,0 +1,134 @@
+"""The parser: the paper's listings parse; every misuse is a located DslError."""
+
+import pytest
+
+from optdsl import DslError, load, parse, parse_all, to_source
+from optdsl.ir import Call, Const, Var
+
+# The search paper's warm start and its discovered raw Lion, as printed in the paper.
+PAPER_ADAMW = """
+def train(w, g, m, v, lr):
+    g2 = square(g)
+    m = interp(g, m, 0.9)
+    v = interp(g2, v, 0.999)
+    sqrt_v = sqrt(v)
+    update = m / sqrt_v
+    wd = w * 0.01
+    update = update + wd
+    lr = lr * 0.001
+    update = update * lr
+    return update, m, v
+"""
+
+
+def test_paper_program_form():
+    with pytest.raises(DslError, match="'lr' is an input and cannot be reassigned"):
+        parse(PAPER_ADAMW)
+    p = parse(PAPER_ADAMW.replace("lr = lr * 0.001\n    update = update * lr",
+                                  "lr2 = lr * 0.001\n    update = update * lr2"))
+    assert p.name == "train" and p.state_names == ("m", "v") and len(p.body) == 9
+
+
+def test_nested_expressions_and_operators():
+    p = parse("def f(w, g, m, lr, beta1=0.9, weight_decay=0.1):\n"
+              "    update = sign(interp(g, m, beta1)) + weight_decay * w\n"
+              "    m += g ** 2 - -1\n"
+              "    return lr * update, m\n")
+    assert p.body[0].expr == Call("add", (Call("sign", (Call("interp", (Var("g"), Var("m"), Var("beta1"))),)),
+                                          Call("mul", (Var("weight_decay"), Var("w")))))
+    assert p.body[1].expr.args[1] == Call("sub", (Call("power", (Var("g"), Const(2.0))), Const(-1.0)))
+
+
+def test_state_declarations():
+    p = parse("def f(w, g, m, r: row, c: col, s: scalar, slow: full(init=w), u: full(1), "
+              "ema: full(init=w, keep=True), lr):\n    return g, m, r, c, s, slow, u, ema\n")
+    kinds = [(s.name, s.kind, s.init, s.keep) for s in p.states]
+    assert kinds == [("m", "full", "zeros", False), ("r", "row", "zeros", False), ("c", "col", "zeros", False),
+                     ("s", "scalar", "zeros", False), ("slow", "full", "w", False),
+                     ("u", "full", "ones", False), ("ema", "full", "w", True)]
+    assert parse(to_source(p)) == p
+
+
+def test_if_lowers_to_where():
+    p = parse("def f(w, g, m, step, lr, k=4):\n"
+              "    if step % k == 0:\n        m = g\n        u = m\n    else:\n        u = 0 * g\n"
+              "    return lr * u, m\n")
+    assert [a.target for a in p.body] == ["m", "u", "u"]
+    assert p.body[0].expr.op == "where" and p.body[2].expr.op == "where"
+
+
+def test_branch_local_name_is_undefined_after_if():
+    with pytest.raises(DslError, match="undefined name 'x'"):
+        parse("def f(w, g, lr):\n    if ndim(w) >= 2:\n        x = g\n    return lr * x\n")
+
+
+def test_several_programs_in_one_file():
+    text = "def a(w, g, lr):\n    return g\n\ndef b(w, g, lr):\n    return -g\n"
+    assert list(parse_all(text)) == ["a", "b"]
+    assert parse(text, name="b").update == Call("neg", (Var("g"),))
+    with pytest.raises(DslError, match="pick one as FILE:NAME"):
+        parse(text)
+
+
+@pytest.mark.parametrize("body, message, line, col", [
+    ("    return foo(g)", "unknown function 'foo'", 2, 12),
+    ("    return sign(g, g)", r"sign\(\) takes 1 argument", 2, 12),
+    ("    return h", "undefined name 'h'", 2, 12),
+    ("    import os\n    return g", "imports are not allowed", 2, 5),
+    ("    return w.T", "attribute access is not allowed", 2, 12),
+    ("    for i in g:\n        pass\n    return g", "loops are not allowed", 2, 5),
+    ("    while 1:\n        pass\n    return g", "loops are not allowed", 2, 5),
+    ("    f = lambda x: x\n    return g", "lambdas are not allowed", 2, 9),
+    ("    return __import__(g)", "dunder names are not allowed", 2, 12),
+    ("    return g[0]", "indexing is not allowed", 2, 12),
+    ("    return g, g", r"return gives 2 value\(s\) but this program has 0 state", 2, 5),
+    ("    sign(g)\n    return g", "has no effect", 2, 5),
+    ("    return 'g'", "str constants are not values", 2, 12),
+    ("    x = rowmean(g)\n    return rowmean(x)", r"rowmean\(\) reduces a full tensor", 3, 5),
+    ("    torch = g\n    return g", "reserved by the generated code", 2, 5),
+    ("    return g @ g", "operator is not in the language", 2, 12),
+    ("    return sign(x=g)", "positional arguments only", 2, 19),
+    ("    return g\n    return g", "`return` may only be the last statement", 2, 5),
+])
+def test_errors_are_located(body, message, line, col):
+    text = f"def f(w, g, lr):\n{body}\n"
+    with pytest.raises(DslError, match=message) as info:
+        parse(text, "prog.py")
+    e = info.value
+    assert (e.filename, e.line, e.col + 1) == ("prog.py", line, col), str(e)
+    rendered = str(e).splitlines()
+    assert rendered[0].startswith(f"prog.py:{line}:{col}: ")
+    assert rendered[-1].strip() == "^" and len(rendered) == 3
+
+
+def test_row_state_getting_a_full_value_points_at_the_assignment():
+    with pytest.raises(DslError, match="state 'r' is row-shaped but gets a full-shaped value") as info:
+        parse("def f(w, g, r: row, lr):\n    r = g * 2\n    return lr * g, r\n")
+    assert info.value.line == 2
+
+
+@pytest.mark.parametrize("signature, message", [
+    ("def f(w, lr):", "the signature needs 'g'"),
+    ("def f(w, g, lr, *rest):", r"\*args"),
+    ("def f(w, g, m: banana, lr):", "unknown state kind"),
+    ("def f(w, g, m: row(init=w), lr):", "only a full state can start as a copy of w"),
+    ("def f(w, g, lr, beta=x):", "default must be a number"),
+    ("def f(w, g, g, lr):", "duplicate argument|appears twice"),
+    ("def f(w, g, lr, step=3):", "'step' is an input"),
+])
+def test_signature_errors(signature, message):
+    with pytest.raises(DslError, match=message):
+        parse(f"{signature}\n    return g\n")
+
+
+def test_top_level_must_be_functions():
+    with pytest.raises(DslError, match="imports are not allowed"):
+        parse("import os\ndef f(w, g, lr):\n    return g\n")
+    with pytest.raises(DslError, match="no program found"):
+        parse('"""just a docstring"""\n')
+
+
+def test_zoo_round_trips():
+    for name in ["sgd", "adamw", "lion"]:
+        p = load(name)
+        assert parse(to_source(p)) == p
