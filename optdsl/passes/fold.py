@@ -21,7 +21,7 @@ import math
 import numpy as np
 
 from ..errors import DslError
-from ..ir import Assign, Call, Const, Expr, Program, Var, substitute
+from ..ir import Assign, Call, Const, Expr, Program, substitute
 from ..ops import OPS, STATIC
 
 
