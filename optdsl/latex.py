@@ -1,0 +1,187 @@
+r"""LaTeX: the update rule as the system of equations a paper prints.
+
+One line per statement, in an ``aligned`` environment, then the step ``w_t = w_{t-1} - u_t``.
+States read before their update carry ``t-1``, values computed this step carry ``t``
+(``m_t = (1 - \beta_1) g_t + \beta_1 m_{t-1}``); a name assigned again gets a prime.
+Hyperparameters print as their usual symbols (``beta1`` -> ``\beta_1``, ``eps`` -> ``\epsilon``,
+``weight_decay`` -> ``\lambda``, ``lr`` -> ``\eta``, ``step`` -> ``t``), ``x_hat`` as ``\hat{x}``,
+and every op with the op table's ``latex`` template.
+
+Example:
+    >>> from optdsl import load
+    >>> print(to_latex(load("sgd")))
+    \begin{aligned}
+    u_t &= \eta g_t \\
+    w_t &= w_{t-1} - u_t
+    \end{aligned}
+"""
+
+from __future__ import annotations
+
+import re
+
+from .ir import Call, Const, Expr, Program, Var
+from .ops import OPS
+from .printer import Printer, format_number
+
+GREEK = {"alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa", "mu",
+         "nu", "xi", "rho", "sigma", "tau", "phi", "chi", "psi", "omega", "lambda"}
+SPECIAL = {"lr": r"\eta", "eps": r"\epsilon", "weight_decay": r"\lambda", "wd": r"\lambda", "step": "t",
+           "pi": r"\pi", "update": "u"}
+
+_ADDITIVE = 10  # precedence of + and - (see the op table)
+_INFIX_PREC = {"add": 10, "sub": 10, "mul": 20, "mod": 20, "neg": 30, "power": 40}
+
+
+def _template_prec(name: str) -> int:
+    """How tightly an op's printed form binds: infix ops by the op table; a template that is a
+    sum at its top level (interp) like +; an operator written before its argument (``\\sum x``)
+    between a product and a power; anything delimited (brackets, \\frac, functions) is atomic."""
+    if name in _INFIX_PREC:
+        return _INFIX_PREC[name]
+    template, depth = OPS[name].latex, 0
+    for i, ch in enumerate(template):
+        depth += ch in "({[" and 1 or 0
+        depth -= ch in ")}]" and 1 or 0
+        if depth == 0 and template[i:i + 3] in (" + ", " - "):
+            return _ADDITIVE
+    if template.endswith(" {0}"):
+        return 25
+    return 100
+
+
+def symbol(name: str) -> str:
+    """A name as a math symbol: ``beta1`` -> ``\\beta_1``, ``v_hat`` -> ``\\hat{v}``."""
+    if name in SPECIAL:
+        return SPECIAL[name]
+    if name.endswith("_hat"):
+        return r"\hat{" + symbol(name[:-4]) + "}"
+    if name.endswith("_bar"):
+        return r"\bar{" + symbol(name[:-4]) + "}"
+    m = re.fullmatch(r"([A-Za-z]+)_?(\d+)", name)
+    if m:
+        return f"{symbol(m.group(1))}_{{{m.group(2)}}}" if len(m.group(2)) > 1 else f"{symbol(m.group(1))}_{m.group(2)}"
+    if name in GREEK:
+        return "\\" + name
+    if len(name) == 1:
+        return name
+    return r"\mathrm{" + name.replace("_", r"\_") + "}"
+
+
+def _with_time(sym: str, time: str) -> str:
+    """Attach a time subscript: ``m`` -> ``m_t``, ``\\beta_1`` -> ``\\beta_{1,t}``."""
+    m = re.fullmatch(r"(.*)_(?:\{([^}]*)\}|(\w))", sym)
+    if m:
+        return f"{m.group(1)}_{{{m.group(2) or m.group(3)},{time}}}"
+    return f"{sym}_{{{time}}}" if len(time) > 1 else f"{sym}_{time}"
+
+
+class LatexPrinter(Printer):
+    """Prints expressions with the op table's ``latex`` templates; ``names`` maps each program
+    name to its symbol at this point of the rule."""
+
+    target = "latex"
+
+    def __init__(self, names: dict[str, str]):
+        self.names = names
+
+    def _print_Const(self, expr: Const) -> str:
+        text = format_number(expr.value)
+        if "e" in text:
+            mant, exp = text.split("e")
+            exp = str(int(exp))
+            return (f"{mant} \\cdot 10^{{{exp}}}" if mant not in ("1", "1.0") else f"10^{{{exp}}}")
+        return text
+
+    def _print_Var(self, expr: Var) -> str:
+        return self.names[expr.name]
+
+    def _prec(self, expr: Expr) -> int:
+        if isinstance(expr, Const):
+            return 30 if expr.value < 0 else 100
+        if isinstance(expr, Call):
+            return _template_prec(expr.op)
+        return 100
+
+    def _print_Call(self, expr: Call) -> str:
+        op = OPS[expr.op]
+        args = []
+        for i, a in enumerate(expr.args):
+            text = self._print(a)
+            if self._needs_parens(op, i, a):
+                text = r"\left(" + text + r"\right)"
+            args.append(text)
+        return op.latex.format(*args)
+
+    def _needs_parens(self, op, i: int, arg: Expr) -> bool:
+        """Parenthesise an argument that binds looser than the spot the template puts it in."""
+        mine = self._prec(arg)
+        if op.name in ("div", "where"):  # \frac and cases group their parts
+            return False
+        if op.name == "power":
+            return i == 0 and mine < 100
+        placeholder = "{" + str(i) + "}"
+        at = op.latex.find(placeholder)
+        before, after = op.latex[:at].rstrip(), op.latex[at + len(placeholder):].lstrip()
+        if before.endswith(("{", "(", "|", "[")) and after.startswith(("}", ")", r"\right", "|", ",", "]")):
+            return False  # the template already delimits it
+        if op.infix and op.arity == 2:
+            if op.precedence <= _ADDITIVE:
+                return mine < op.precedence or (i == 1 and op.name == "sub" and mine == op.precedence)
+            return mine < op.precedence
+        return mine <= 30 if op.name == "neg" else mine < 20
+
+
+def symbol_table(program: Program) -> dict[str, str]:
+    """Every name's symbol; when two names would print alike (``wd`` and ``weight_decay`` are
+    both ``\\lambda``), the later one is spelled out (inputs, hyperparameters, states first)."""
+    order = ["w", "g", "lr", "step", *(h.name for h in program.hypers), *program.state_names,
+             *(a.target for a in program.body), "update"]
+    table: dict[str, str] = {}
+    for name in dict.fromkeys(order):
+        sym = symbol(name)
+        if sym in table.values():
+            sym = r"\mathrm{" + name.replace("_", r"\_") + "}"
+        table[name] = sym
+    return table
+
+
+def to_latex(program: Program) -> str:
+    r"""The update rule as aligned LaTeX equations (see the module docstring).
+
+    Example: for lion the last lines are ``m_t &= (1 - \beta_2) g_t + \beta_2 m_{t-1} \\``
+    and ``w_t &= w_{t-1} - u_t``.
+    """
+    states = set(program.state_names)
+    table = symbol_table(program)
+    names: dict[str, str] = dict(table)
+    names.update({"w": _with_time("w", "t-1"), "g": _with_time("g", "t"), "step": "t"})
+    names.update({s: _with_time(table[s], "t-1") for s in states})
+    total: dict[str, int] = {}
+    for a in program.body:
+        total[a.target] = total.get(a.target, 0) + 1
+    seen: dict[str, int] = {}
+    lines = []
+    for a in program.body:
+        rhs = LatexPrinter(names).doprint(a.expr)
+        seen[a.target] = k = seen.get(a.target, 0) + 1
+        base = table[a.target] + (f"^{{({k})}}" if k < total[a.target] else "")
+        names[a.target] = lhs = _with_time(base, "t")
+        lines.append(f"{lhs} &= {rhs}")
+    printer = LatexPrinter(names)
+    update = program.update
+    if isinstance(update, Var) and update.name in names and update.name not in {"w", "g"} | states:
+        u = names[update.name]
+    else:
+        u = _with_time(table["update"], "t")
+        lines.append(f"{u} &= {printer.doprint(update)}")
+    for s, e in zip(program.states, program.new_states):
+        target = _with_time(table[s.name], "t")
+        value = printer.doprint(e)
+        if value != target:
+            lines.append(f"{target} &= {value}")
+    lines.append(f"{_with_time('w', 't')} &= {_with_time('w', 't-1')} - {u}")
+    return "\\begin{aligned}\n" + " \\\\\n".join(lines) + "\n\\end{aligned}"
+
+
+__all__ = ["LatexPrinter", "symbol", "to_latex"]

@@ -1,0 +1,236 @@
+"""Simplification: a shorter program that computes the same updates.
+
+Three stages, each kept only when it helps:
+
+1. hyperparameters named in ``values`` become numbers (``lr`` keeps its name, with the value as
+   its new default), then constant folding and dead-code removal (dead states included);
+2. each output goes through sympy (:mod:`optdsl.symbolic`): the folded form, its expansion, and
+   ``sympy.simplify`` for small expressions, plus the rewrite ``x / |x| -> sign(x)``; the
+   candidate with the fewest ops wins, and shared subexpressions become statements again;
+3. the sympy result replaces the program only when it has strictly fewer ops (:func:`op_count`).
+
+Rewrites this finds: ``m / sqrt(m * m) -> sign(m)`` (``sqrt`` acts on ``|x|``, so the quotient
+is ``m / |m|``), ``interp(g, interp(g, m, a), b) -> interp(g, m, a * b)``, ``x * 2 - x -> x``.
+The one documented change of meaning is at ``m = 0``, where ``m / |m|`` is nan and ``sign(m)``
+is 0; beyond that, sympy's identities hold over the reals, so results agree with the
+interpreter wherever the original's values are finite.
+
+Example:
+    >>> from optdsl import parse, to_source
+    >>> p = parse('''
+    ... def f(w, g, m, lr):
+    ...     m = interp(g, interp(g, m, 0.9), 0.5)
+    ...     return lr * m / sqrt(m * m), m
+    ... ''')
+    >>> print(to_source(simplify(p)))
+    def f(w, g, m, lr):
+        m = interp(g, m, 0.45)
+        return lr * sign(m), m
+    <BLANKLINE>
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import sympy
+
+from .errors import DslError
+from .ir import Call, Hyper, Program, Var, free_vars, substitute, walk
+from .parser import parse
+from .passes import eliminate_dead_code, fold
+from .printer import to_source
+from .symbolic import (
+    NotExpressible,
+    expr_from_sympy,
+    expr_to_sympy,
+    from_sympy,
+    symbol,
+    to_sympy,
+    uniform_names,
+)
+from .typecheck import SCALAR_LIKE, expr_kind, input_kinds, validate
+
+#: sympy.simplify is tried only on outputs at most this large (sympy's count_ops): it can take
+#: seconds on big expressions, and the search calls this for every child program.
+SIMPLIFY_LIMIT = 30
+#: Expansion can grow expressions exponentially; skip it above this size.
+EXPAND_LIMIT = 150
+#: Programs longer than this (ops, after dead-code removal) skip the whole-program sympy form:
+#: inlining them makes expressions sympy handles slowly; each statement is still simplified.
+INLINE_LIMIT = 30
+
+
+def op_count(program: Program) -> int:
+    """How many op applications the program spells out (body and outputs): the size measure
+    simplification must decrease."""
+    exprs = [a.expr for a in program.body] + list(program.outputs())
+    return sum(isinstance(node, Call) for e in exprs for node in walk(e))
+
+
+def bind(program: Program, values: dict[str, float] | None) -> Program:
+    """``program`` with the hyperparameters in ``values`` replaced by those numbers; ``lr``
+    keeps its name and takes the value as its default. Unknown names raise DslError."""
+    if not values:
+        return program
+    defaults = program.hyper_defaults
+    unknown = set(values) - set(defaults) - {"lr"}
+    if unknown:
+        raise DslError(f"{program.name} has no hyperparameter {', '.join(sorted(unknown))}",
+                       hint=f"it has: {', '.join(defaults) or 'none'}")
+    fixed = {k: float(v) for k, v in values.items() if k != "lr"}
+    hypers = [h for h in program.hypers if h.name not in fixed]
+    if "lr" in values:
+        hypers = [h for h in hypers if h.name != "lr"]
+        hypers.insert(0, Hyper("lr", float(values["lr"])))
+    return replace(fold(program, values=fixed) if fixed else program, hypers=tuple(hypers))
+
+
+def sign_rewrite(expr: sympy.Expr) -> sympy.Expr:
+    """``x / |x| -> sign(x)`` and ``x / |-x| -> sign(x)`` (equal except at x = 0)."""
+
+    def rewrite(mul: sympy.Mul) -> sympy.Expr:
+        factors = list(mul.args)
+        for i, f in enumerate(factors):
+            if isinstance(f, sympy.Pow) and f.exp == -1 and isinstance(f.base, sympy.Abs):
+                y = f.base.args[0]
+                for j, x in enumerate(factors):
+                    if j != i and (x == y or x == -y or sympy.expand(x + y) == 0):
+                        rest = [z for k, z in enumerate(factors) if k not in (i, j)]
+                        return sympy.Mul(sympy.sign(x), *rest)
+        return mul
+
+    return expr.replace(lambda e: isinstance(e, sympy.Mul), rewrite)
+
+
+def _attempt(fn, *args, **kw):
+    """``fn(*args, **kw)``, or None when sympy fails inside: its internals raise many kinds of
+    errors on unusual input (a KeyError from piecewise rewriting, say), and every form is optional."""
+    try:
+        return fn(*args, **kw)
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def _candidates(expr: sympy.Expr) -> list[sympy.Expr]:
+    out = [expr]
+    size = sympy.count_ops(expr)
+    if size <= EXPAND_LIMIT:
+        expanded = _attempt(sympy.expand, expr, power_base=False, power_exp=False, log=False,
+                            multinomial=False)
+        if expanded is not None:
+            out += [expanded, _attempt(sympy.factor_terms, expanded)]
+    # sympy.simplify rewrites sign and |x| as piecewise functions, which is slow: only on small
+    # expressions without them.
+    if size <= SIMPLIFY_LIMIT and not expr.has(sympy.Piecewise, sympy.sign, sympy.Abs):
+        out.append(_attempt(sympy.simplify, expr))
+    out = [e for e in out if e is not None]
+    return [sign_rewrite(e) for e in out] + out
+
+
+def _best(expr: sympy.Expr, symbols, uniform, states, kinds=None) -> sympy.Expr:
+    """The candidate form of ``expr`` that reads back into the fewest ops."""
+    best, best_ops = expr, None
+    for cand in _candidates(expr):
+        try:
+            ops = sum(isinstance(n, Call) for n in walk(expr_from_sympy(cand, symbols, uniform, states, kinds)))
+        except NotExpressible:
+            continue
+        if best_ops is None or ops < best_ops:
+            best, best_ops = cand, ops
+    return best
+
+
+def sympy_form(program: Program) -> Program:
+    """The program rebuilt from the simplest sympy form of each inlined output (may be longer;
+    may raise :class:`~optdsl.symbolic.NotExpressible`)."""
+    sp = to_sympy(program)
+    uniform, states = uniform_names(program), set(program.state_names)
+    kinds = input_kinds(program)
+    outputs = [_best(e, sp.symbols, uniform, states, kinds) for e in sp.outputs()]
+    return from_sympy(sp.with_outputs(outputs))
+
+
+def local_form(program: Program) -> Program:
+    """Each statement simplified on its own, over the names it reads (after temporaries used
+    once are inlined into their reader): keeps the program's shape, and stays cheap."""
+    program = inline_single_use(program)
+    states = set(program.state_names)
+    kinds = input_kinds(program)
+    symbols: dict[str, sympy.Symbol] = {}
+
+    def rewrite(expr):
+        if isinstance(expr, Call) and len(set(expr.args)) == len(expr.args) and not any(
+                isinstance(a, Call) for a in expr.args):
+            return expr  # one op on distinct atoms: folding already did all there is to do
+        for n in free_vars(expr):
+            symbols.setdefault(n, symbol(n))
+        # Values the same for every element (scalars included) may weigh an interp.
+        uniform = {n for n, k in kinds.items() if k in SCALAR_LIKE}
+        try:
+            best = _best(expr_to_sympy(expr, symbols, kinds=kinds), symbols, uniform, states, kinds)
+            new = expr_from_sympy(best, symbols, uniform, states, kinds)
+        except Exception:  # noqa: BLE001 - NotExpressible, or sympy failing inside: keep the statement
+            return expr
+        count = lambda e: sum(isinstance(n, Call) for n in walk(e))
+        return new if count(new) < count(expr) else expr
+
+    body = []
+    for a in program.body:
+        body.append(replace(a, expr=rewrite(a.expr)))
+        kinds[a.target] = expr_kind(a.expr, kinds, _fail)
+    outs = [rewrite(e) for e in program.outputs()]
+    return program.with_body(body, update=outs[0], new_states=outs[1:])
+
+
+def _fail(msg, hint=None):
+    raise DslError(msg, hint=hint)
+
+
+def inline_single_use(program: Program) -> Program:
+    """Temporaries read exactly once, by the next reader of that value, substituted into it."""
+    body = list(program.body)
+    outputs = list(program.outputs())
+    i = 0
+    while i < len(body):
+        a = body[i]
+        later = body[i + 1:]
+        reads = sum(list(walk(e)).count(Var(a.target)) for e in [b.expr for b in later] + outputs)
+        redefined = any(b.target == a.target for b in later)
+        clobbered = any(b.target in free_vars(a.expr) for b in later)
+        if reads == 1 and not redefined and not clobbered and a.target not in program.state_names:
+            body = body[:i] + [replace(b, expr=substitute(b.expr, {a.target: a.expr})) for b in later]
+            outputs = [substitute(e, {a.target: a.expr}) for e in outputs]
+            continue
+        i += 1
+    return program.with_body(body, update=outputs[0], new_states=outputs[1:])
+
+
+def _checked(candidate: Program) -> Program:
+    candidate = eliminate_dead_code(fold(candidate))
+    validate(candidate)
+    return candidate
+
+
+def simplify(program: Program, values: dict[str, float] | None = None) -> Program:
+    """A program with the same updates and no more ops: fold, remove dead code, then keep the
+    sympy-simplified form if it is strictly shorter (see the module docstring).
+
+    Example: ``simplify(p, {"beta1": 0.95})`` also replaces ``beta1`` by 0.95.
+    """
+    base = eliminate_dead_code(fold(bind(program, values)))
+    candidates = []
+    forms = (local_form, sympy_form) if op_count(base) <= INLINE_LIMIT else (local_form,)
+    for form in forms:
+        candidate = _attempt(lambda f=form: _checked(f(base)))  # NotExpressible, or sympy failing
+        if candidate is not None:
+            candidates.append(candidate)
+    candidate = min(candidates, key=op_count, default=base)
+    if op_count(candidate) >= op_count(base):
+        return base
+    # The result must print as source that parses back to itself.
+    reparsed = parse(to_source(candidate), program.filename, candidate.name)
+    return reparsed if reparsed == candidate else base
+
+
+__all__ = ["SIMPLIFY_LIMIT", "bind", "op_count", "sign_rewrite", "simplify", "sympy_form"]

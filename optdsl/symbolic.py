@@ -1,0 +1,447 @@
+"""The symbolic layer: a program as sympy expressions, and sympy expressions back as a program.
+
+:func:`to_sympy` inlines the body, so the update and each state's new value become one sympy
+expression of the step's inputs (``w``, ``g``, ``lr``, ``step``, the incoming states and the
+hyperparameters, all real symbols; ``step`` a positive integer). Every op means what its
+``sympy`` field in the op table says (``sqrt(x) = sqrt(|x|)``, ``interp(x, y, a) = (1 - a) x + a y``);
+reductions (``norm``, ``rowmean``, ``global_norm``...) are uninterpreted functions of their
+elementwise argument, which is sound because equal elementwise expressions give equal tensors.
+Shape facts (``ndim(w)``) are resolved when a ``shape`` is given, else kept as uninterpreted
+functions. Numbers become exact rationals of their decimal text, so ``1 - 0.9`` is ``1/10``.
+
+:func:`from_sympy` goes back: ``sympy.cse`` names the common subexpressions as statements, and
+sums are read back into the language's own ops (``(1 - a) x + a y`` -> ``interp(x, y, a)``,
+``x * y**-1`` -> ``x / y``, ``|x|**(1/2)`` -> ``sqrt(x)``).
+
+Example:
+    >>> from optdsl import load, to_source
+    >>> sp = to_sympy(load("lion"))
+    >>> sp.new_states[0]
+    beta2*m + g*(1 - beta2)
+    >>> print(to_source(from_sympy(sp), doc=False).splitlines()[-1])
+        return lr * (weight_decay * w + sign(interp(g, m, beta1))), interp(g, m, beta2)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from functools import reduce
+
+import sympy
+from sympy.core.relational import Relational
+
+from .ir import INPUTS, Assign, Call, Const, Expr, Program, Var
+from .ops import COL, GLOBAL, OPS, REDUCE, ROW, STATIC
+from .passes.fold import fold_expr
+from .typecheck import ORDER, expr_kind, input_kinds, join
+
+#: Uninterpreted sympy functions stand for reductions and shape facts; their names are op names.
+_FUNCTION_OPS = {name for name, o in OPS.items() if o.shape != "elementwise"} | {"isfinite"}
+
+
+@dataclass(frozen=True)
+class SymbolicProgram:
+    """A program's outputs as sympy expressions of its inputs.
+
+    ``program`` is the source of states, hyperparameters and name; ``symbols`` maps every input
+    name to its sympy symbol; ``update`` and ``new_states`` (in ``program.states`` order) are the
+    values the step hands back.
+    """
+
+    program: Program
+    symbols: dict[str, sympy.Symbol]
+    update: sympy.Expr
+    new_states: tuple[sympy.Expr, ...]
+
+    def outputs(self) -> tuple[sympy.Expr, ...]:
+        return (self.update, *self.new_states)
+
+    def with_outputs(self, outputs) -> SymbolicProgram:
+        outputs = tuple(outputs)
+        return replace(self, update=outputs[0], new_states=outputs[1:])
+
+
+def symbol(name: str) -> sympy.Symbol:
+    """The sympy symbol for input ``name`` (real; ``step`` is a positive integer)."""
+    if name == "step":
+        return sympy.Symbol(name, integer=True, positive=True)
+    return sympy.Symbol(name, real=True)
+
+
+def number(value: float) -> sympy.Expr:
+    """The exact rational a source literal denotes (``0.1`` -> ``1/10``)."""
+    return sympy.Rational(repr(float(value))) if not float(value).is_integer() else sympy.Integer(int(value))
+
+
+#: Reductions whose value depends on how many elements they see (``sum(1)`` is the tensor's
+#: size): sympy must know their argument's shape, which it cannot see in ``norm(0 * g + 1)``.
+COUNTING = frozenset({"sum", "norm", "dot", "global_norm"})
+_TAG = "shape_"
+
+
+def _fail(msg, hint=None):
+    raise NotExpressible(msg)
+
+
+def expr_to_sympy(expr: Expr, env: dict[str, sympy.Expr], shape: tuple[int, ...] | None = None,
+                  kinds: dict[str, str] | None = None) -> sympy.Expr:
+    """One IR expression as sympy, with names looked up in ``env``; ``kinds`` (name -> shape,
+    see :mod:`optdsl.typecheck`) tags counting reductions with their argument's shape."""
+    if isinstance(expr, Const):
+        return number(expr.value)
+    if isinstance(expr, Var):
+        return env[expr.name]
+    op = OPS[expr.op]
+    if op.shape == STATIC:
+        if shape is not None:
+            return number(fold_expr(expr, tuple(shape)).value)
+        return sympy.Function(op.name)(*[expr_to_sympy(a, env) for a in expr.args])
+    args = [expr_to_sympy(a, env, shape, kinds) for a in expr.args]
+    if op.name in COUNTING and kinds is not None:
+        kind = join(*(expr_kind(a, kinds, _fail) for a in expr.args))
+        return sympy.Function(op.name)(*args, sympy.Symbol(_TAG + kind))
+    try:
+        return op.sympy(*args)
+    except (TypeError, ValueError) as e:  # e.g. max(arccos(2), x): sympy cannot order complex values
+        raise NotExpressible(f"sympy rejects {op.name}{tuple(args)}: {e}") from None
+
+
+def to_sympy(program: Program, shape: tuple[int, ...] | None = None,
+             values: dict[str, float] | None = None) -> SymbolicProgram:
+    """The update and every new state value as sympy expressions of the inputs.
+
+    ``shape`` resolves shape facts (``ndim(w)`` -> 2); ``values`` binds hyperparameters to
+    (exact) numbers. Counting reductions carry their argument's shape as a last argument
+    (``norm(2*g, shape_full)``). Raises :class:`NotExpressible` where sympy rejects a value
+    (``max`` of a complex constant such as ``arccos(2)``, which numpy evaluates to nan).
+    Example: for lion, ``new_states[0] == beta2*m + (1 - beta2)*g``.
+    """
+    names = list(INPUTS) + list(program.state_names) + [h.name for h in program.hypers]
+    symbols = {n: symbol(n) for n in dict.fromkeys(names)}
+    env: dict[str, sympy.Expr] = {**symbols, **{k: number(v) for k, v in (values or {}).items()}}
+    kinds = input_kinds(program)
+    for a in program.body:
+        env[a.target] = expr_to_sympy(a.expr, env, shape, kinds)
+        kinds[a.target] = expr_kind(a.expr, kinds, _fail)
+    update = expr_to_sympy(program.update, env, shape, kinds)
+    new_states = tuple(expr_to_sympy(e, env, shape, kinds) for e in program.new_states)
+    return SymbolicProgram(program, symbols, update, new_states)
+
+
+# --- sympy -> IR ---------------------------------------------------------------------------------
+
+class NotExpressible(ValueError):
+    """A sympy expression with no faithful spelling in the language (e.g. ``log`` of a value
+    that may be negative, since the language's ``log`` acts on ``|x|``)."""
+
+
+def _call(name: str, *args: Expr) -> Expr:
+    return Call(name, tuple(args))
+
+
+def _chain(name: str, items: list[Expr]) -> Expr:
+    return reduce(lambda x, y: _call(name, x, y), items)
+
+
+class _Reader:
+    """Reads sympy back into IR. ``uniform`` symbols (lr, step, hyperparameters) are the same
+    for every element, so they form the weights of ``interp``; ``states`` are preferred as its
+    second argument (the older value of a moving average)."""
+
+    def __init__(self, names: dict[sympy.Symbol, str], uniform: set[sympy.Symbol],
+                 states: set[sympy.Symbol] = frozenset(), kinds: dict[sympy.Symbol, str] | None = None):
+        self.names, self.uniform, self.states = names, uniform, states
+        self.kinds = kinds if kinds is not None else {s: "uniform" if s in uniform else "full" for s in names}
+
+    def kind(self, e: sympy.Expr) -> str:
+        """The shape an expression has in the language (the type checker's rules)."""
+        if isinstance(e, sympy.Symbol):
+            return self.kinds.get(e, "full")
+        if e.is_number:
+            return "const"
+        name = getattr(e.func, "__name__", "")
+        op = OPS.get(name) if name in _FUNCTION_OPS else None
+        if op is not None and op.shape == GLOBAL:
+            return "uniform"
+        if op is not None and op.shape in (ROW, COL):
+            return op.shape
+        if op is not None and op.shape == STATIC:
+            return "static"
+        k = join(*(self.kind(a) for a in e.args if not _is_tag(a)))
+        if op is not None and op.shape == REDUCE:
+            return "scalar" if ORDER[k] >= ORDER["scalar"] else k
+        return k
+
+    def is_uniform(self, e: sympy.Expr) -> bool:
+        return all(s in self.uniform for s in e.free_symbols)
+
+    def read(self, e: sympy.Expr) -> Expr:
+        if isinstance(e, sympy.Symbol):
+            if e not in self.names:
+                raise NotExpressible(f"unknown symbol {e}")
+            return Var(self.names[e])
+        if isinstance(e, (sympy.logic.boolalg.BooleanTrue, sympy.logic.boolalg.BooleanFalse)):
+            return Const(1.0 if bool(e) else 0.0)
+        if e.is_number:
+            v = complex(sympy.N(e, 17))
+            if v.imag != 0 or not math.isfinite(v.real):
+                raise NotExpressible(f"{e} is not a finite real number")
+            return Const(v.real)
+        if isinstance(e, sympy.Add):
+            return self.add(e)
+        if isinstance(e, sympy.Mul):
+            return self.mul(e)
+        if isinstance(e, sympy.Pow):
+            return self.power(e.base, e.exp)
+        if isinstance(e, sympy.exp):
+            return _call("exp", self.read(e.args[0]))
+        if isinstance(e, sympy.log):
+            return _call("log", self.abs_arg(e.args[0], "log"))
+        if isinstance(e, sympy.Abs):
+            return _call("abs", self.read(e.args[0]))
+        if isinstance(e, (sympy.Max, sympy.Min)):
+            return _chain("max" if isinstance(e, sympy.Max) else "min", [self.read(a) for a in e.args])
+        if isinstance(e, sympy.Mod):
+            return _call("mod", self.read(e.args[0]), self.read(e.args[1]))
+        if isinstance(e, sympy.Piecewise):
+            return self.piecewise(e.args)
+        if isinstance(e, (Relational, sympy.And, sympy.Or, sympy.Not)):
+            return self.condition(e, as_value=True)
+        name = _SYMPY_NAMES.get(type(e)) or getattr(e.func, "__name__", "")
+        if name in OPS and (name in _FUNCTION_OPS or type(e) in _SYMPY_NAMES):
+            sargs = [a for a in e.args if not _is_tag(a)]
+            tags = [a.name[len(_TAG):] for a in e.args if _is_tag(a)]
+            # A counting reduction must see an argument of its original shape, and a row/col
+            # mean a full one: sympy may have simplified `0 * g + 1` to `1`.
+            if tags and join(*(self.kind(a) for a in sargs)) != tags[0]:
+                raise NotExpressible(f"{name}() of {sargs} lost its argument's shape ({tags[0]})")
+            if OPS[name].shape in (ROW, COL) and self.kind(sargs[0]) != "full":
+                raise NotExpressible(f"{name}() of a value that is no longer full-shaped")
+            args = [self.read(a) for a in sargs]
+            if len(args) != OPS[name].arity:
+                raise NotExpressible(f"{name} with {len(args)} arguments")
+            return Call(name, tuple(args))
+        raise NotExpressible(f"no spelling for {type(e).__name__}")
+
+    def abs_arg(self, arg: sympy.Expr, what: str) -> Expr:
+        """The language's sqrt/log act on |x|: read ``|x|`` as ``x``, and accept ``x >= 0``."""
+        if isinstance(arg, sympy.Abs):
+            return self.read(arg.args[0])
+        if arg.is_nonnegative:
+            return self.read(arg)
+        raise NotExpressible(f"{what} of a value that may be negative")
+
+    def add(self, e: sympy.Add) -> Expr:
+        # Group terms by their per-element part so `(1 - a) x + a y` reads as interp(x, y, a).
+        groups: dict[sympy.Expr, sympy.Expr] = {}
+        for term in e.args:
+            coeff, rest = self.split(term)
+            groups[rest] = groups.get(rest, 0) + coeff
+        if list(groups) == [1]:  # only uniform terms: nothing to group
+            terms = [(t, sympy.Integer(1)) for t in e.args]
+        else:
+            terms = [(sympy.factor_terms(c), x) for x, c in groups.items() if c != 0]
+        out: list[tuple[int, Expr]] = []  # (sign, expression)
+        while (pair := self.interp_pair(terms)) is not None:
+            (_cx, x), (cy, y) = pair
+            terms = [t for t in terms if t[1] is not x and t[1] is not y]
+            out.append((1, _call("interp", self.read(x), self.read(y), self.read(cy))))
+        for c, x in terms:
+            sign = -1 if c.could_extract_minus_sign() else 1
+            c = sign * c
+            if x == 1:
+                out.append((sign, self.read(c)))
+            else:
+                out.append((sign, self.product([c, x])))
+        if not out:
+            return Const(0.0)
+        out.sort(key=lambda t: -t[0])  # positive terms first: a - b rather than -b + a
+        sign, acc = out[0]
+        if sign < 0:
+            acc = _call("neg", acc)
+        for sign, x in out[1:]:
+            acc = _call("add" if sign > 0 else "sub", acc, x)
+        return acc
+
+    def interp_pair(self, terms):
+        """Two terms ``cx x + cy y`` with ``cx + cy == 1``, ordered as interp(x, y, cy): a moving
+        average of x into y (y the older value: a state if one is), else the simpler weight last."""
+        for i, (cx, x) in enumerate(terms):
+            for cy, y in terms[i + 1:]:
+                if x == 1 or y == 1 or sympy.expand(cx + cy - 1) != 0:
+                    continue
+                key = lambda c, e: (-len(e.free_symbols & self.states), sympy.count_ops(c),
+                                    -float(c) if c.is_number else 0)
+                return ((cx, x), (cy, y)) if key(cy, y) <= key(cx, x) else ((cy, y), (cx, x))
+        return None
+
+    def split(self, term: sympy.Expr) -> tuple[sympy.Expr, sympy.Expr]:
+        """``term`` as (uniform coefficient, per-element rest)."""
+        factors = term.args if isinstance(term, sympy.Mul) else (term,)
+        coeff = [f for f in factors if self.is_uniform(f)]
+        rest = [f for f in factors if not self.is_uniform(f)]
+        return sympy.Mul(*coeff), sympy.Mul(*rest)
+
+    def mul(self, e: sympy.Mul) -> Expr:
+        return self.product(e.args)
+
+    def product(self, factors) -> Expr:
+        """A product read as ``c * a * b / (d * e)``, without letting sympy distribute ``c``."""
+        flat = [a for f in factors for a in (f.args if isinstance(f, sympy.Mul) else (f,))]
+        coeff = sympy.Mul(*[f for f in flat if f.is_Number])
+        rest = [f for f in flat if not f.is_Number]
+        if coeff < 0:
+            return _call("neg", self.product([-coeff, *rest]))
+        num, den = [], []
+        for f in rest:
+            if isinstance(f, sympy.Pow) and f.exp.is_number and f.exp < 0:
+                den.append(self.power(f.base, -f.exp))
+            else:
+                num.append(self.read(f))
+        if coeff != 1:
+            num.insert(0, Const(float(coeff)))
+        top = _chain("mul", num) if num else Const(1.0)
+        return _call("div", top, _chain("mul", den)) if den else top
+
+    def power(self, base: sympy.Expr, exp: sympy.Expr) -> Expr:
+        if exp == 1:
+            return self.read(base)
+        if exp == sympy.Rational(1, 2):
+            return _call("sqrt", self.abs_arg(base, "sqrt"))
+        if exp == sympy.Rational(-1, 2):
+            return _call("rsqrt", self.abs_arg(base, "sqrt"))
+        if exp == -1:
+            return _call("reciprocal", self.read(base))
+        if exp == 2:
+            return _call("square", self.read(base))
+        if exp == 3:
+            return _call("cube", self.read(base))
+        if base == 2:
+            return _call("exp2", self.read(exp))
+        if base == 10:
+            return _call("exp10", self.read(exp))
+        if exp.is_number and not exp.is_integer and not base.is_nonnegative:
+            raise NotExpressible(f"fractional power {exp} of a value that may be negative: {base}")
+        return _call("power", self.read(base), self.read(exp))
+
+    def piecewise(self, pieces) -> Expr:
+        (value, cond), rest = pieces[0], pieces[1:]
+        if cond == sympy.true or not rest:
+            return self.read(value)
+        if value == 1 and len(rest) == 1 and rest[0][0] == 0:
+            return self.condition(cond, as_value=True)
+        return _call("where", self.condition(cond, as_value=False), self.read(value), self.piecewise(rest))
+
+    def condition(self, c, as_value: bool) -> Expr:
+        """A sympy truth value as IR: 1/0 when ``as_value``, else any value nonzero when true."""
+        if isinstance(c, sympy.Symbol):  # a shared truth value, named by cse: 1 or 0
+            return self.read(c)
+        if isinstance(c, sympy.Ne) and c.rhs == 0 and not as_value:
+            return self.read(c.lhs)
+        if isinstance(c, Relational) and type(c) in _RELATIONS:
+            return _call(_RELATIONS[type(c)], self.read(c.lhs), self.read(c.rhs))
+        if isinstance(c, (sympy.And, sympy.Or)):
+            return _chain("and" if isinstance(c, sympy.And) else "or",
+                          [self.condition(a, as_value) for a in c.args])
+        if isinstance(c, sympy.Not):
+            return _call("not", self.condition(c.args[0], as_value))
+        if c in (sympy.true, sympy.false):
+            return Const(1.0 if c == sympy.true else 0.0)
+        raise NotExpressible(f"no spelling for condition {c}")
+
+
+def _is_tag(e) -> bool:
+    return isinstance(e, sympy.Symbol) and e.name.startswith(_TAG)
+
+
+_RELATIONS = {sympy.StrictLessThan: "lt", sympy.LessThan: "le", sympy.StrictGreaterThan: "gt",
+              sympy.GreaterThan: "ge", sympy.Equality: "eq", sympy.Unequality: "ne"}
+_SYMPY_NAMES = {sympy.sign: "sign", sympy.sin: "sin", sympy.cos: "cos", sympy.tan: "tan",
+                sympy.asin: "arcsin", sympy.acos: "arccos", sympy.atan: "arctan", sympy.sinh: "sinh",
+                sympy.cosh: "cosh", sympy.tanh: "tanh", sympy.asinh: "arcsinh", sympy.acosh: "arccosh",
+                sympy.atanh: "arctanh", sympy.floor: "floor"}
+
+
+def expr_from_sympy(e: sympy.Expr, symbols: dict[str, sympy.Symbol],
+                    uniform: set[str] = frozenset(), states: set[str] = frozenset(),
+                    kinds: dict[str, str] | None = None) -> Expr:
+    """One sympy expression as IR; ``uniform`` names (hyperparameters, lr, step) count as
+    coefficients when reading sums back as ``interp``, whose second argument is preferably one
+    of ``states``; ``kinds`` gives each name's shape (default: uniform or full).
+    Raises :class:`NotExpressible`."""
+    return _reader(symbols, uniform, states, kinds).read(e)
+
+
+def _reader(symbols, uniform, states, kinds) -> _Reader:
+    sym_kinds = None if kinds is None else {symbols[n]: k for n, k in kinds.items() if n in symbols}
+    return _Reader({s: n for n, s in symbols.items()}, {symbols[n] for n in uniform if n in symbols},
+                   {symbols[n] for n in states if n in symbols}, sym_kinds)
+
+
+def uniform_names(program: Program) -> set[str]:
+    return {"lr", "step"} | {h.name for h in program.hypers}
+
+
+def _keep_guarded(replacements, reduced):
+    """Undo cse where it named a ``dim(w, i)`` expression: a shared statement would compute it
+    outside the ``where`` branch that guards it, for parameters that lack axis i."""
+    inline, out = {}, []
+    for tmp, value in replacements:  # in dependency order
+        value = value.xreplace(inline)
+        if value.has(sympy.Function("dim")):
+            inline[tmp] = value
+        else:
+            out.append((tmp, value))
+    return out, [r.xreplace(inline) for r in reduced]
+
+
+def from_sympy(sp: SymbolicProgram) -> Program:
+    """``sp`` as a program: ``sympy.cse`` names shared subexpressions ``t1, t2, ...``; a shared
+    value that is a state's new value takes the state's name when no later line reads the old one.
+
+    Example: ``from_sympy(to_sympy(p))`` computes what ``p`` computes. Raises
+    :class:`NotExpressible` when an expression has no faithful spelling.
+    """
+    template = sp.program
+    used = set(sp.symbols) | {a.target for a in template.body}
+    counter = iter(range(1, 10**9))
+    temps = sympy.numbered_symbols("_cse", real=True)
+    replacements, reduced = sympy.cse(list(sp.outputs()), symbols=temps, optimizations=None)
+    replacements, reduced = _keep_guarded(replacements, reduced)
+    symbols = dict(sp.symbols)
+    state_of = {e: s.name for s, e in zip(template.states, sp.new_states)}
+    later_reads = [set().union(*[x.free_symbols for _, x in replacements[i + 1:]],
+                               *[r.free_symbols for r in reduced]) for i in range(len(replacements))]
+    uniform, states = uniform_names(template), set(template.state_names)
+    kinds = input_kinds(template)
+    body, expanded = [], {}
+    for i, (tmp, value) in enumerate(replacements):
+        reader = _reader(symbols, uniform, states, kinds)
+        body_expr = reader.read(value)
+        kind = reader.kind(value)
+        expanded[tmp] = value.xreplace(expanded)  # in terms of the inputs only
+        state = state_of.get(expanded[tmp])
+        if state and sp.symbols[state] not in later_reads[i] and symbols.get(state) is sp.symbols[state]:
+            name = state
+        else:
+            while (name := f"t{next(counter)}") in used:
+                pass
+            used.add(name)
+        symbols[name], kinds[name] = tmp, kind
+        body.append(Assign(name, body_expr))
+    outs = [expr_from_sympy(e, symbols, uniform, states, kinds) for e in reduced]
+    return template.with_body(body, update=outs[0], new_states=outs[1:])
+
+
+__all__ = [
+    "NotExpressible",
+    "SymbolicProgram",
+    "expr_from_sympy",
+    "expr_to_sympy",
+    "from_sympy",
+    "number",
+    "symbol",
+    "to_sympy",
+    "uniform_names",
+]

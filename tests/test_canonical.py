@@ -1,0 +1,86 @@
+"""Canonical form, structural hash and numeric fingerprint: the search's two duplicate detectors."""
+
+import re
+
+from strategies import assert_same_updates
+
+from optdsl import load, parse, to_source, zoo_names
+from optdsl.canonical import canonicalize, structural_hash
+from optdsl.fingerprint import fingerprint, quantize
+from optdsl.simplify import simplify
+
+ADAMW_VARIANT = """
+def other(w, g, vv, junk, mm, step, lr=0.001, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01, unused=3):
+    gg = g * g
+    junk = junk * 0.5 + g
+    vv = interp(gg, vv, beta2)
+    mm = interp(g, mm, beta1)
+    den = eps + sqrt(vv / (1 - beta2 ** step))
+    m_hat = mm / (1 - beta1 ** step)
+    upd = lr * (w * weight_decay + m_hat / den)
+    return upd, vv, junk, mm
+"""
+
+
+def test_renamed_reordered_and_padded_variants_hash_equal():
+    a, b = load("adamw"), parse(ADAMW_VARIANT)
+    assert structural_hash(a) == structural_hash(b)
+    assert canonicalize(a).state_names == canonicalize(b).state_names == ("s1", "s2")
+    assert re.fullmatch("[0-9a-f]{64}", structural_hash(a))
+
+
+def test_constants_and_hyperparameter_defaults_matter():
+    a = load("adamw")
+    assert structural_hash(a) != structural_hash(parse(a.source.replace("beta2=0.999", "beta2=0.99")))
+    assert structural_hash(a) != structural_hash(parse(a.source.replace("interp(g, m, beta1)",
+                                                                        "interp(m, g, beta1)")))
+
+
+def test_commutative_arguments_and_common_subexpressions():
+    a = parse("def f(w, g, lr):\n    return lr * (g * w + sqrt(g * w))\n")
+    b = parse("def f(w, g, lr):\n    x = w * g\n    return (sqrt(x) + x) * lr\n")
+    c = parse("def f(w, g, lr):\n    return lr * (g - w + sqrt(g * w))\n")
+    assert structural_hash(a) == structural_hash(b) != structural_hash(c)
+    canon = canonicalize(a)
+    assert len(canon.body) == 4  # g * w computed once
+    assert all(not isinstance(x, type(canon.update)) or True for x in canon.body)
+
+
+def test_canonical_form_keeps_the_updates_and_lr():
+    for name in zoo_names():
+        p = load(name)
+        c = canonicalize(p)
+        assert parse(to_source(c)) == c and "lr" in c.hyper_defaults
+        assert_same_updates(p, c, rtol=1e-12, shapes=((6,), (3, 4)) if name != "adafactor_optax"
+                            else ((6,), (130, 129)))
+
+
+def test_zoo_programs_hash_apart():
+    hashes = {structural_hash(load(n)) for n in zoo_names()}
+    assert len(hashes) == len(zoo_names())
+
+
+def test_fingerprint_sees_through_text_not_behaviour():
+    a, b = load("adamw"), parse(ADAMW_VARIANT)
+    assert fingerprint(a) == fingerprint(b) == fingerprint(simplify(a))
+    assert fingerprint(a) != fingerprint(a, values={"beta1": 0.8})
+    assert fingerprint(a) != fingerprint(load("lion"))
+    assert fingerprint(a, seed=1) != fingerprint(a)
+    assert re.fullmatch("[0-9a-f]{32}", fingerprint(a))
+
+
+def test_fingerprint_rounds_float_noise_and_handles_non_finite():
+    x = parse("def f(w, g, lr=0.1):\n    return lr * g\n")
+    y = parse("def f(w, g, lr=0.1):\n    return lr * ((g + 1000) - 1000)\n")  # noise near 1e-13
+    assert fingerprint(x) == fingerprint(y)
+    nan = parse("def f(w, g, lr=0.1):\n    return g / (g - g)\n")
+    assert fingerprint(nan) == fingerprint(nan) != fingerprint(x)
+    import numpy as np
+
+    assert quantize(np.array([np.nan, np.inf, -np.inf, 1.0])) != quantize(np.array([np.inf, np.nan, -np.inf, 1.0]))
+    assert quantize(np.array([1.0, 2.0])) == quantize(np.array([1.0 + 1e-12, 2.0]))
+
+
+def test_fingerprint_of_a_program_that_cannot_run_is_stable():
+    p = parse("def f(w, g, lr=0.1):\n    return lr * rowmean(g)\n")
+    assert fingerprint(p) == fingerprint(p)

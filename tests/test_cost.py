@@ -1,0 +1,64 @@
+"""Cost model: state memory, traffic, flops, reductions."""
+
+import pytest
+from rich.table import Table
+
+from optdsl import load, parse
+from optdsl.cost import cost, memory_per_param
+
+FACTORED = """
+def fac(w, g, r: row, c: col, s: scalar, lr=0.1):
+    r = interp(rowmean(g * g), r, 0.9)
+    c = interp(colmean(g * g), c, 0.9)
+    s = s + norm(g)
+    u = g / sqrt(r * c / mean(r)) / s
+    return lr * u / rms(u), r, c, s
+"""
+
+
+@pytest.mark.parametrize("name, states, traffic", [("sgd", 0, 12), ("lion", 1, 20), ("adamw", 2, 28)])
+def test_memory_bound_model_on_the_zoo(name, states, traffic):
+    c = cost(load(name), shape=(256, 512))
+    assert c.states_per_param == states and memory_per_param(load(name)) == states
+    assert c.bytes_per_param == traffic  # (reads + writes) x 4 bytes
+    assert c.state_bytes == states * 256 * 512 * 4
+    assert c.reductions == 0 and c.passes == 1
+
+
+def test_low_precision_parameters_keep_float32_states():
+    c = cost(load("adamw"), shape=(1024,), dtype="bfloat16")
+    assert c.bytes_per_param == 2 + 2 + 4 + 4 + 2 + 4 + 4
+    assert cost(load("adamw"), shape=(1024,), dtype="float64").bytes_per_param == 56
+
+
+def test_factored_states_are_sublinear_and_scalars_free():
+    c = cost(parse(FACTORED), shape=(1000, 2000))
+    assert c.state_elements == 1000 + 2000 + 1
+    assert c.states_per_param < 0.002
+    assert c.reductions == 5  # rowmean, colmean, norm, mean, rms
+    assert c.passes == 3  # row/col/norm sweep, then u and rms(u), then the update
+
+
+def test_flops_count_the_op_table():
+    c = cost(load("sgd"))
+    assert c.flops_per_param == 1
+    # interp (3) + sign (1) + mul + add + mul (1 each) per element, plus per-tensor scalar work
+    assert cost(load("lion")).flops_per_param == pytest.approx(3 + 1 + 1 + 1 + 1 + 3, rel=1e-3)
+
+
+def test_shape_picks_the_specialisation():
+    p = parse("def f(w, g, v, r: row, lr=0.1):\n"
+              "    if ndim(w) >= 2:\n        r = interp(rowmean(g * g), r, 0.9)\n        u = g / sqrt(r)\n"
+              "    else:\n        v = interp(g * g, v, 0.9)\n        u = g / sqrt(v)\n"
+              "    return lr * u, v, r\n")
+    assert cost(p, shape=(64,)).states_per_param == 1
+    assert cost(p, shape=(64, 64)).states_per_param == pytest.approx(1 / 64)
+
+
+def test_table_and_dict():
+    c = cost(load("adamw"))
+    assert isinstance(c.table(), Table)
+    d = c.as_dict()
+    assert d["bytes_per_step"] == d["bytes_read"] + d["bytes_written"] and d["shape"] == [4096, 4096]
+    with pytest.raises(ValueError):
+        cost(load("sgd"), dtype="int8")

@@ -1,0 +1,56 @@
+"""LaTeX: the update rule as a paper prints it."""
+
+import pytest
+
+from optdsl import load, parse, zoo_names
+from optdsl.latex import symbol, to_latex
+
+
+def test_sgd_exactly():
+    assert to_latex(load("sgd")) == "\\begin{aligned}\nu_t &= \\eta g_t \\\\\nw_t &= w_{t-1} - u_t\n\\end{aligned}"
+
+
+def test_adamw_reads_like_the_paper():
+    text = to_latex(load("adamw"))
+    lines = text.splitlines()
+    assert lines[1] == r"m_t &= (1 - \beta_1) g_t + \beta_1 m_{t-1} \\"
+    assert r"\hat{m}_t &= \frac{m_t}{1 - {\beta_1}^{t}}" in text
+    assert r"\sqrt{\hat{v}_t} + \epsilon" in text and r"\lambda w_{t-1}" in text and r"\eta" in text
+    assert lines[-2] == "w_t &= w_{t-1} - u_t" and lines[-1] == r"\end{aligned}"
+
+
+def test_reassignment_gets_a_version_and_states_use_previous_step():
+    text = to_latex(load("lion"))
+    assert r"u^{(1)}_t &= \operatorname{sign}((1 - \beta_1) g_t + \beta_1 m_{t-1}) + \lambda w_{t-1}" in text
+    assert r"m_t &= (1 - \beta_2) g_t + \beta_2 m_{t-1}" in text
+
+
+def test_parentheses_only_where_needed():
+    p = parse("def f(w, g, lr, eps=1e-8):\n    return lr * (g + w) * g / (eps + 2), -(g - w)\n"
+              .replace(", -(g - w)", ""))
+    text = to_latex(p)
+    assert r"\eta \left(g_t + w_{t-1}\right) g_t" in text
+    assert r"\epsilon + 2" in text and r"\left(\epsilon" not in text
+
+
+def test_symbols():
+    assert symbol("beta1") == r"\beta_1" and symbol("weight_decay") == r"\lambda"
+    assert symbol("v_hat") == r"\hat{v}" and symbol("momentum") == r"\mathrm{momentum}"
+    assert symbol("eps") == r"\epsilon" and symbol("lr") == r"\eta"
+
+
+@pytest.mark.parametrize("name", zoo_names())
+def test_every_zoo_program_prints_balanced(name):
+    text = to_latex(load(name))
+    assert text.startswith("\\begin{aligned}") and text.endswith("\\end{aligned}")
+    assert text.count("{") == text.count("}")
+    assert text.count(r"\left(") == text.count(r"\right)")
+    assert text.splitlines()[-2].startswith("w_t &= w_{t-1} - ")
+
+
+def test_names_that_would_print_alike_stay_apart():
+    p = parse("def f(w, g, lr, weight_decay=0.1):\n    wd = weight_decay * 2\n    u = g + wd * w\n"
+              "    update = lr * u\n    return update\n")
+    text = to_latex(p)
+    assert r"\mathrm{wd}_t &= \lambda 2" in text
+    assert r"\mathrm{update}_t &= \eta u_t" in text and text.splitlines()[-2] == r"w_t &= w_{t-1} - \mathrm{update}_t"

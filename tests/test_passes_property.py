@@ -1,0 +1,75 @@
+"""Every program -> program pass keeps the interpreter's results, on random programs."""
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from strategies import assert_same_updates, programs
+
+from optdsl import parse, to_source
+from optdsl.canonical import canonicalize, structural_hash
+from optdsl.equiv import equivalent
+from optdsl.fingerprint import fingerprint
+from optdsl.passes import eliminate_dead_code, flatten, fold
+from optdsl.simplify import op_count, simplify
+from optdsl.symbolic import NotExpressible, from_sympy, to_sympy
+from optdsl.typecheck import validate
+
+SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+PASSES = {"fold": fold, "dce": eliminate_dead_code, "flatten": flatten, "canonicalize": canonicalize}
+
+
+@pytest.mark.parametrize("name", sorted(PASSES))
+@SETTINGS
+@given(p=programs())
+def test_pass_preserves_updates(name, p):
+    q = PASSES[name](p)
+    validate(q)
+    assert_same_updates(p, q)
+
+
+@SETTINGS
+@given(p=programs())
+def test_simplify_preserves_updates_and_never_grows(p):
+    q = simplify(p)
+    validate(q)
+    assert op_count(q) <= op_count(eliminate_dead_code(fold(p)))
+    assert_same_updates(p, q, rtol=1e-5)
+    assert parse(to_source(q)) == q
+
+
+@SETTINGS
+@given(p=programs())
+def test_source_round_trip(p):
+    assert parse(to_source(p)) == p
+
+
+@SETTINGS
+@given(p=programs())
+def test_canonical_form_is_a_fixed_point(p):
+    c = canonicalize(p)
+    assert canonicalize(c) == c
+    assert structural_hash(c) == structural_hash(p)
+
+
+@SETTINGS
+@given(p=programs())
+def test_canonical_form_keeps_the_fingerprint(p):
+    assert fingerprint(canonicalize(p)) == fingerprint(p)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(p=programs(max_statements=4))
+def test_a_program_is_equivalent_to_its_simplified_form(p):
+    r = equivalent(p, simplify(p), steps=4, trials=1)
+    assert r.equal or "nan" in (r.counterexample or "") or "inf" in (r.counterexample or ""), r.counterexample
+
+
+@SETTINGS
+@given(p=programs())
+def test_sympy_round_trip_keeps_the_updates(p):
+    try:
+        q = from_sympy(to_sympy(p))
+    except NotExpressible:
+        return  # sympy's form needs something the language lacks (a complex value, log of x < 0)
+    validate(q)
+    assert_same_updates(p, q, rtol=1e-5)
