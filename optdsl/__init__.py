@@ -14,5 +14,22 @@ from .printer import to_source
 from .source import load, load_all, program, zoo_names
 from .typecheck import validate
 
-__all__ = ["DslError", "Interpreter", "Assign", "Call", "Const", "Hyper", "Program", "State", "Var",
-           "parse", "parse_all", "to_source", "load", "load_all", "program", "zoo_names", "validate"]
+__all__ = [
+           "Assign",
+           "Call",
+           "Const",
+           "DslError",
+           "Hyper",
+           "Interpreter",
+           "Program",
+           "State",
+           "Var",
+           "load",
+           "load_all",
+           "parse",
+           "parse_all",
+           "program",
+           "to_source",
+           "validate",
+           "zoo_names",
+]

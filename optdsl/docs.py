@@ -29,8 +29,8 @@ SECTIONS = {"ops": reference_table, "zoo": zoo_table}
 def render(text: str) -> str:
     """``text`` with every ``<!-- gen:KEY -->...<!-- /gen:KEY -->`` section regenerated."""
     for key, fn in SECTIONS.items():
-        pattern = re.compile(rf"(<!-- gen:{key} -->\n).*?(<!-- /gen:{key} -->)", re.S)
-        text = pattern.sub(lambda m: m.group(1) + fn() + "\n" + m.group(2), text)
+        pattern = re.compile(rf"(<!-- gen:{key} -->\n).*?(<!-- /gen:{key} -->)", re.DOTALL)
+        text = pattern.sub(lambda m, fn=fn: m.group(1) + fn() + "\n" + m.group(2), text)
     return text
 
 

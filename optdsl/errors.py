@@ -42,7 +42,7 @@ class DslError(Exception):
                 text += f"\n    {src_line}\n    {' ' * (self.col or 0)}^"
         return text
 
-    def at(self, filename: str, source: str) -> "DslError":
+    def at(self, filename: str, source: str) -> DslError:
         """The same error, located in ``filename`` whose text is ``source`` (keeps line/col)."""
         if self.source is not None:
             return self

@@ -22,12 +22,12 @@ Example:
 
 from __future__ import annotations
 
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
 from .errors import DslError
-from .ir import Call, Const, Expr, Program, Var
+from .ir import Const, Expr, Program, Var
 from .ops import COL, GLOBAL, GLOBAL_COMBINE, OPS, ROW
 from .passes import global_statements, segments, specialize
 from .typecheck import join
@@ -64,8 +64,9 @@ class _Tensor:
             return self.cast(op.numpy(*args)), kind
         if op.shape in (ROW, COL):
             return self.cast(op.numpy(vals[0][0])), op.shape
-        if op.shape == "reduce":
-            return self.cast(op.numpy(*[v for v, _ in vals])), "scalar"
+        if op.shape == "reduce":  # two-argument reductions (dot) broadcast like elementwise ops
+            kind = join(*(k for _, k in vals))
+            return self.cast(op.numpy(*[expand(v, k, kind) for v, k in vals])), "scalar"
         raise AssertionError(f"{expr.op} should have been specialised or hoisted")
 
     def cast(self, x):
@@ -170,4 +171,4 @@ def run(program: Program, params, grad_fn, steps: int, dtype=np.float64, **hyper
     return Interpreter(program, dtype, **hyper).run(params, grad_fn, steps)
 
 
-__all__ = ["Interpreter", "run", "state_shape", "expand", "GLOBAL"]
+__all__ = ["GLOBAL", "Interpreter", "expand", "run", "state_shape"]

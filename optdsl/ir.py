@@ -19,8 +19,8 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
-from typing import Iterator, Union
 
 INPUTS = ("w", "g", "lr", "step")
 STATE_KINDS = ("full", "row", "col", "scalar")
@@ -40,10 +40,10 @@ class Var:
 @dataclass(frozen=True)
 class Call:
     op: str
-    args: tuple["Expr", ...]
+    args: tuple[Expr, ...]
 
 
-Expr = Union[Const, Var, Call]
+Expr = Const | Var | Call
 
 
 @dataclass(frozen=True)
@@ -99,7 +99,7 @@ class Program:
         """``(update, *new_states)``: every value the step hands back."""
         return (self.update, *self.new_states)
 
-    def with_body(self, body, update=None, new_states=None, **kw) -> "Program":
+    def with_body(self, body, update=None, new_states=None, **kw) -> Program:
         return replace(self, body=tuple(body), update=self.update if update is None else update,
                        new_states=self.new_states if new_states is None else tuple(new_states), **kw)
 

@@ -59,7 +59,7 @@ _FORBIDDEN = {
 }
 
 
-def check_identifier(name: str, where: ast.AST | None, ctx: "_Context", what: str = "name") -> str:
+def check_identifier(name: str, where: ast.AST | None, ctx: _Context, what: str = "name") -> str:
     """Every identifier from user text passes here before it can reach generated code."""
     if not name.isidentifier() or not name.isascii() or keyword.iskeyword(name):
         raise ctx.error(f"{what} {name!r} is not a valid identifier", where)

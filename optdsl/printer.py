@@ -131,7 +131,7 @@ def to_source(program: Program, doc: bool = True) -> str:
     Example:
         >>> from optdsl import load
         >>> print(to_source(load("lion"), doc=False).splitlines()[0])
-        def lion(w, g, m, lr=0.0001, beta1=0.9, beta2=0.99, weight_decay=0.0):
+        def lion(w, g, m, lr=0.0001, beta1=0.9, beta2=0.99, weight_decay=0):
     """
     printer = DslPrinter()
     lines = [_signature(program)]

@@ -10,7 +10,7 @@ from optdsl.cli import main
 
 def run(*args, stdin=None):
     proc = subprocess.run([sys.executable, "-m", "optdsl.cli", *args], input=stdin, capture_output=True,
-                          text=True, timeout=120)
+                          text=True, timeout=120, check=False)
     return proc.returncode, proc.stdout, proc.stderr
 
 
@@ -18,7 +18,7 @@ def test_check_ok_and_error_exit_codes(tmp_path):
     assert main(["check", "lion"]) == 0
     bad = tmp_path / "bad.py"
     bad.write_text("def f(w, g, lr):\n    return foo(g)\n")
-    code, out, err = run("check", str(bad))
+    code, _, err = run("check", str(bad))
     assert code == 2
     assert f"{bad}:2:12: unknown function 'foo'" in err and "^" in err and "Traceback" not in err
 

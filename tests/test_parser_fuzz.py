@@ -12,12 +12,14 @@ from optdsl import DslError, Interpreter, parse_all, to_source, zoo_names
 from optdsl.source import zoo_source
 
 SEEDS = [zoo_source(n) for n in zoo_names()] + [
+    (
     "def f(w, g, m, r: row, c: col, step, lr=0.1, k=2):\n"
     "    if ndim(w) >= 2:\n        r = interp(rowmean(g * g), r, 0.9)\n        c = interp(colmean(g * g), c, 0.9)\n"
     "        v = r * c / mean(r)\n    else:\n        v = g * g\n"
     "    m = where(step % k == 0, interp(g, m, 0.9), m)\n"
     "    u = m / sqrt(v + 1e-8) / max(1, global_norm(g))\n"
-    "    return lr * u, m, r, c\n",
+    "    return lr * u, m, r, c\n"
+    ),
 ]
 TOKENS = ["w", "g", "m", "v", "lr", "step", "x", "__x", "torch", "(", ")", "[", "]", ",", ":", ".", "=",
           "+", "-", "*", "/", "**", "%", "@", "==", "<", "not ", " and ", " if ", " else ", "lambda x: x",

@@ -5,5 +5,14 @@ from .flatten import flatten
 from .fold import fold
 from .specialize import global_statements, hoist_globals, segments, specialize, static_key
 
-__all__ = ["eliminate_dead_code", "liveness", "flatten", "fold", "hoist_globals", "specialize",
-           "segments", "global_statements", "static_key"]
+__all__ = [
+           "eliminate_dead_code",
+           "flatten",
+           "fold",
+           "global_statements",
+           "hoist_globals",
+           "liveness",
+           "segments",
+           "specialize",
+           "static_key",
+]

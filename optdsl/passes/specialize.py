@@ -72,9 +72,14 @@ def specialize(program: Program, shape: tuple[int, ...]) -> Program:
     live, _ = liveness(hoisted)
     forced = frozenset(i for i in global_statements(hoisted) if i in live)
     spec = eliminate_dead_code(fold(hoisted, shape=tuple(shape)), force=forced)
+    for expr, loc in _located(spec):
+        for node in walk(expr):
+            if isinstance(node, Call) and OPS[node.op].shape == STATIC:
+                raise DslError(f"dim(w, {int(node.args[1].value)}) asks for an axis a parameter of shape "
+                               f"{tuple(shape)} does not have", program.filename, *(loc or (None, None)),
+                               program.source, hint="guard it with `if ndim(w) > ...:`")
     if len(shape) < 2:
-        located = [(a.expr, a.loc) for a in spec.body] + [(e, spec.return_loc) for e in spec.outputs()]
-        for expr, loc in located:
+        for expr, loc in _located(spec):
             for node in walk(expr):
                 if isinstance(node, Call) and OPS[node.op].shape in (ROW, COL):
                     raise DslError(f"{node.op}() needs a parameter with 2 or more axes, got shape "
@@ -86,6 +91,11 @@ def specialize(program: Program, shape: tuple[int, ...]) -> Program:
                                f"{tuple(shape)}", program.filename, hint="guard its use with "
                                "`if ndim(w) >= 2:`")
     return spec
+
+
+def _located(program: Program):
+    """(expression, location) for every statement and output."""
+    return [(a.expr, a.loc) for a in program.body] + [(e, program.return_loc) for e in program.outputs()]
 
 
 def segments(program: Program) -> list[list[Assign]]:
