@@ -1,0 +1,158 @@
+"""The search's subcommands: ``optdsl search``, ``optdsl report``, ``optdsl export``.
+
+    optdsl search [--init adamw|SRC] [--budget 10m|--evals N] [--db PATH] [--seed N]
+                  [--population N] [--tournament N] [--workers N] [--executor local|ray]
+                  [--ray-address ADDR] [--tasks NAMES]
+    optdsl search --resume PATH [--budget ...]
+    optdsl report PATH [-o DIR]
+    optdsl export PATH --top K -o DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+
+from rich.console import Console
+
+from optdsl.errors import DslError
+from optdsl.printer import to_source
+
+from .evolution import Search, SearchConfig
+from .executors import make_executor
+from .export import export_top, write_best
+from .progress import LiveProgress, summary_table
+from .report import report
+from .store import Store
+from .tasks import FACTORIES, PROXY_TASKS
+from .vectorized import check_supported
+from .warm_start import initial_program
+
+JOB_TIMEOUT = 300.0  # seconds one job may run before its worker is killed (meta-validation is the long one)
+
+
+def parse_budget(text: str) -> float:
+    """``"90s"``, ``"10m"``, ``"1h"``, ``"1h30m"`` or plain seconds -> seconds.
+
+    Example:
+        >>> parse_budget("2m"), parse_budget("1h30m"), parse_budget("45")
+        (120.0, 5400.0, 45.0)
+    """
+    text = text.strip().lower()
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        return float(text)
+    parts = re.findall(r"(\d+(?:\.\d+)?)([hms])", text)
+    if not parts or "".join(a + b for a, b in parts) != text:
+        raise DslError(f"--budget {text!r}: expected e.g. 90s, 10m, 1h30m", "optdsl search")
+    return sum(float(v) * {"h": 3600, "m": 60, "s": 1}[u] for v, u in parts)
+
+
+def _tasks(text: str) -> tuple[str, ...]:
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    unknown = [n for n in names if n not in FACTORIES]
+    if unknown or not names:
+        raise DslError(f"--tasks: unknown task(s) {', '.join(unknown) or '(none given)'}", "optdsl search",
+                       hint=f"choose from {', '.join(FACTORIES)}")
+    return names
+
+
+def cmd_search(args) -> int:
+    console = Console()
+    seconds = None if args.evals else parse_budget(args.budget)
+    if args.resume:
+        if not os.path.exists(args.resume):
+            raise DslError(f"--resume: no such search database: {args.resume}")
+        db = args.resume
+        store = Store(db)
+        stored = store.get_meta("config")
+        if stored is None:
+            raise DslError(f"{db} holds no search to resume")
+        config = SearchConfig.from_dict(stored)
+        console.print(f"resuming {db}: {store.count()} programs scored so far")
+    else:
+        db = args.db
+        if os.path.exists(db):
+            raise DslError(f"{db} already exists", hint=f"continue it with `optdsl search --resume {db}`, "
+                           "or pick another --db")
+        check_supported(initial_program(args.init))  # fail early (exit 2) on a bad --init
+        config = SearchConfig(init=args.init, population=args.population, tournament=args.tournament,
+                              seed=args.seed, tasks=_tasks(args.tasks) if args.tasks else PROXY_TASKS)
+        store = Store(db)
+    executor = make_executor(args.executor, args.workers, JOB_TIMEOUT, args.ray_address)
+    try:
+        with LiveProgress(budget_seconds=seconds, budget_evals=args.evals, console=console) as show:
+            search = Search(store, config, executor, progress=show)
+            search.run(evals=args.evals, seconds=seconds)
+            show.live.update(summary_table(search, seconds, args.evals))
+    except KeyboardInterrupt:
+        console.print("interrupted: every finished evaluation is in the database")
+    finally:
+        executor.close()
+    best = write_best(store, os.path.join(os.path.dirname(os.path.abspath(db)), "best_optimizer.py"))
+    if best is None:
+        console.print("no program scored yet")
+        store.close()
+        return 0
+    row, program, path = best
+    console.print(f"\nbest program #{row['id']}: fitness {row['fitness']:+.4f} "
+                  "(log of tuned AdamW's loss over its loss, mean over tasks; > 0 beats AdamW)")
+    if row["meta_fitness"] is not None:
+        console.print(f"meta-validation (larger held-out tasks): {row['meta_fitness']:+.4f}")
+    console.print(to_source(program), markup=False, highlight=False, end="")
+    console.print(f"generated optimizer: {path}", markup=False, highlight=False)
+    store.close()
+    return 0
+
+
+def cmd_report(args) -> int:
+    if not os.path.exists(args.path):
+        raise DslError(f"no such search database: {args.path}")
+    store = Store(args.path)
+    report(store, args.output, top=args.top)
+    store.close()
+    return 0
+
+
+def cmd_export(args) -> int:
+    if not os.path.exists(args.path):
+        raise DslError(f"no such search database: {args.path}")
+    store = Store(args.path)
+    for p in export_top(store, args.top, args.output):
+        print(p)
+    store.close()
+    return 0
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("search", help="evolutionary search for new update rules",
+                              description="Regularized evolution from a warm start (AdamW by default), "
+                                          "scored on small proxy training tasks against tuned AdamW.")
+    p.add_argument("--init", default="adamw", metavar="adamw|SRC",
+                   help="warm start: the paper's AdamW program (default) or any program SRC")
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument("--budget", default="10m", help="wall-clock budget, e.g. 90s, 10m, 1h (default 10m)")
+    budget.add_argument("--evals", type=int, metavar="N", help="stop after N evaluations instead")
+    p.add_argument("--db", default="search.sqlite", metavar="PATH", help="SQLite file (default search.sqlite)")
+    p.add_argument("--seed", type=int, default=0, metavar="N")
+    p.add_argument("--population", type=int, default=32, metavar="N", help="population size (default 32)")
+    p.add_argument("--tournament", type=int, default=4, metavar="N", help="tournament size (default 4)")
+    p.add_argument("--workers", type=int, metavar="N", help="parallel evaluations (default: all cores)")
+    p.add_argument("--executor", choices=("local", "ray"), default="local")
+    p.add_argument("--ray-address", metavar="ADDR", help="Ray cluster to join (default: start a local one)")
+    p.add_argument("--tasks", metavar="NAMES", help=f"comma-separated proxy tasks (default {','.join(PROXY_TASKS)}; "
+                                                    f"all: {','.join(FACTORIES)})")
+    p.add_argument("--resume", metavar="PATH", help="continue the search stored in PATH")
+    p.set_defaults(func=cmd_search)
+
+    r = subparsers.add_parser("report", help="print a search's best programs and plot its progress")
+    r.add_argument("path", metavar="PATH")
+    r.add_argument("-o", "--output", metavar="DIR", help="write PNG plots here")
+    r.add_argument("--top", type=int, default=5, help=argparse.SUPPRESS)
+    r.set_defaults(func=cmd_report)
+
+    e = subparsers.add_parser("export", help="write a search's winners as DSL files and torch/jax modules")
+    e.add_argument("path", metavar="PATH")
+    e.add_argument("--top", type=int, default=3, metavar="K")
+    e.add_argument("-o", "--output", required=True, metavar="DIR")
+    e.set_defaults(func=cmd_export)

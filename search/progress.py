@@ -1,0 +1,68 @@
+"""Live progress of a search in the terminal (rich): what it has done, how fast, how well.
+
+Shown: evaluations (and failures), evaluations/s, children proposed/s including cache hits,
+cache hit rate, redundant-statement fraction, best fitness so far (0 = tuned AdamW, > 0 better),
+programs sent to meta-validation, elapsed / budget.
+
+Example::
+
+    with LiveProgress(budget_seconds=120) as show:
+        Search(store, config, executor, progress=show).run(seconds=120)
+"""
+
+from __future__ import annotations
+
+import time
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+
+def _clock(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    return f"{m}:{s:02d}"
+
+
+def summary_table(search, budget_seconds: float | None = None, budget_evals: int | None = None) -> Table:
+    """The progress panel for the current state of ``search`` (a :class:`search.evolution.Search`)."""
+    st = search.stats
+    el = max(st.elapsed, 1e-9)
+    t = Table(show_header=False, box=None, pad_edge=False)
+    t.add_column(style="bold cyan")
+    t.add_column()
+    budget = f" / {_clock(budget_seconds)}" if budget_seconds else (f" ({budget_evals} evaluations)"
+                                                                     if budget_evals else "")
+    t.add_row("elapsed", _clock(el) + budget)
+    t.add_row("evaluations", f"{st.evaluated}  ({st.failed} failed, {search.executor.in_flight()} running)")
+    t.add_row("evaluations/s", f"{st.evaluated / el:.2f}")
+    t.add_row("proposed/s", f"{st.proposed / el:.2f}  (incl. cache hits)")
+    t.add_row("cache hit rate", f"{100 * st.cache_hit_rate:.1f}%")
+    t.add_row("redundant statements", f"{100 * st.redundant_fraction:.1f}%")
+    best = "-" if st.best_id is None else f"{st.best_fitness:+.4f}  (program #{st.best_id})"
+    t.add_row("best fitness", best + "   [dim]0 = tuned AdamW, higher is better[/dim]")
+    t.add_row("meta-validated", str(st.meta_validated))
+    return t
+
+
+class LiveProgress:
+    """A callable for ``Search(progress=...)`` that redraws a rich panel at most 4 times a second."""
+
+    def __init__(self, budget_seconds: float | None = None, budget_evals: int | None = None,
+                 console: Console | None = None):
+        self.budget_seconds, self.budget_evals = budget_seconds, budget_evals
+        self.live = Live(Table(), console=console or Console(), refresh_per_second=4, transient=False)
+        self.last = 0.0
+
+    def __enter__(self):
+        self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self.live.__exit__(*exc)
+
+    def __call__(self, search) -> None:
+        now = time.monotonic()
+        if now - self.last >= 0.25:
+            self.last = now
+            self.live.update(summary_table(search, self.budget_seconds, self.budget_evals))

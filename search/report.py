@@ -1,0 +1,147 @@
+"""What a search found: a table of the best programs and two plots.
+
+Printed: the search's totals (evaluations, cache hit rate, redundant statements, tuned AdamW's
+losses), then the top programs with their proxy fitness, meta-validation fitness (the larger
+held-out tasks; the funnel), memory (states per parameter), score per task, and simplified
+source. Written (PNG): ``best_fitness.png`` (best fitness so far against evaluations, every
+evaluation as a dot) and ``pareto_front.png`` (fitness against memory, the non-dominated
+programs joined).
+
+Example::
+
+    report(Store("search.sqlite"), outdir="report")   # prints, and writes report/*.png
+"""
+
+from __future__ import annotations
+
+import os
+
+from rich.console import Console
+from rich.table import Table
+
+from optdsl.printer import to_source
+
+from .export import exported_program
+from .store import Store
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of the non-dominated ``(fitness, memory)`` points (higher fitness, lower memory),
+    sorted by memory.
+
+    Example:
+        >>> pareto_front([(1.0, 2.0), (0.5, 1.0), (0.4, 2.0), (1.2, 3.0)])
+        [1, 0, 3]
+    """
+    front = []
+    for i, (f, m) in enumerate(points):
+        dominated = any((f2 >= f and m2 <= m) and (f2 > f or m2 < m) for f2, m2 in points)
+        if not dominated and (f, m) not in [points[j] for j in front]:
+            front.append(i)
+    return sorted(front, key=lambda i: (points[i][1], -points[i][0]))
+
+
+def totals(store: Store) -> dict:
+    """Counts over the whole store: evaluated, cached, failed, hit rate, redundant fraction."""
+    rows = store.all()
+    evaluated = [r for r in rows if r["status"] != "cached"]
+    cached = len(rows) - len(evaluated)
+    stmts = sum(r["n_statements"] for r in rows)
+    live = sum(r["n_live"] for r in rows)
+    return {"rows": len(rows), "evaluated": len(evaluated), "cached": cached,
+            "failed": sum(r["fitness"] is None for r in evaluated),
+            "hurdled": sum(r["status"] == "hurdle" for r in evaluated),
+            "cache_hit_rate": cached / len(rows) if rows else 0.0,
+            "redundant_fraction": 1 - live / stmts if stmts else 0.0,
+            "eval_seconds": sum(r["eval_seconds"] or 0 for r in evaluated)}
+
+
+def plot(store: Store, outdir: str) -> list[str]:
+    """Write ``best_fitness.png`` and ``pareto_front.png`` into ``outdir``; returns the paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    os.makedirs(outdir, exist_ok=True)
+    rows = [r for r in store.all() if r["status"] != "cached"]
+    xs, ys, best, running = [], [], [], float("-inf")
+    for i, r in enumerate(rows, 1):
+        if r["fitness"] is not None:
+            xs.append(i)
+            ys.append(r["fitness"])
+            if r["status"] == "ok":
+                running = max(running, r["fitness"])
+        best.append(running)
+    paths = []
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.scatter(xs, ys, s=6, alpha=0.3, label="each evaluation")
+    ax.step(range(1, len(best) + 1), best, where="post", color="C3", label="best so far")
+    ax.axhline(0, color="grey", lw=0.8, ls="--", label="tuned AdamW")
+    lo = min([b for b in best if b > float("-inf")] + [0.0]) - 1
+    ax.set_ylim(lo, max(best + [0.0]) + 0.3)
+    ax.set_xlabel("evaluations")
+    ax.set_ylabel("fitness: log(AdamW loss / loss), mean over tasks")
+    ax.legend(loc="lower right")
+    ax.set_title("Search progress")
+    fig.tight_layout()
+    paths.append(os.path.join(outdir, "best_fitness.png"))
+    fig.savefig(paths[-1], dpi=120)
+    plt.close(fig)
+
+    ok = [r for r in rows if r["status"] == "ok" and r["fitness"] is not None]
+    pts = [(r["fitness"], r["memory"]) for r in ok]
+    front = pareto_front(pts)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.scatter([p[1] for p in pts], [p[0] for p in pts], s=8, alpha=0.3, label="evaluated programs")
+    ax.plot([pts[i][1] for i in front], [pts[i][0] for i in front], "o-", color="C3", label="Pareto front")
+    for i in front:
+        ax.annotate(f"#{ok[i]['id']}", (pts[i][1], pts[i][0]), fontsize=7, xytext=(3, 3),
+                    textcoords="offset points")
+    ax.set_xlabel("memory: optimizer states per parameter")
+    ax.set_ylabel("fitness (0 = tuned AdamW)")
+    ax.set_title("Quality vs memory")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    paths.append(os.path.join(outdir, "pareto_front.png"))
+    fig.savefig(paths[-1], dpi=120)
+    plt.close(fig)
+    return paths
+
+
+def report(store: Store, outdir: str | None = None, top: int = 5, console: Console | None = None) -> list[str]:
+    """Print the report; write the plots into ``outdir`` if given. Returns the plot paths."""
+    console = console or Console()
+    t = totals(store)
+    console.print(f"[bold]{store.path}[/bold]: {t['rows']} programs scored, {t['evaluated']} evaluated "
+                  f"({t['failed']} failed, {t['hurdled']} stopped at a hurdle), {t['cached']} cache hits "
+                  f"({100 * t['cache_hit_rate']:.1f}%), redundant statements {100 * t['redundant_fraction']:.1f}%")
+    base = store.baselines()
+    if base:
+        console.print("tuned AdamW: " + ", ".join(f"{k} {v['loss']:.4g} (lr {v['lr']:.2g})"
+                                                  for k, v in base.items()))
+    rows = store.top(top)
+    tasks = sorted({k for r in rows for k in (r["task_score"] or {})})
+    meta_tasks = sorted({k for r in rows for k in (r["meta_task_score"] or {})})
+    # One column per program, one row per measure: stays readable in 80 columns.
+    table = Table(title=f"Top {len(rows)} programs (scores: log(AdamW loss / loss), > 0 beats AdamW)")
+    table.add_column("program", style="bold")
+    for r in rows:
+        table.add_column(f"#{r['id']}", justify="right")
+    fmt = lambda v: "-" if v is None else f"{v:+.3f}"
+    table.add_row("fitness (proxy)", *[fmt(r["fitness"]) for r in rows])
+    table.add_row("meta-validation", *[fmt(r["meta_fitness"]) for r in rows])
+    table.add_row("memory (states/param)", *[f"{r['memory']:g}" for r in rows])
+    table.add_row("live statements", *[str(r["n_live"]) for r in rows], end_section=True)
+    for k in tasks:
+        table.add_row(k, *[fmt((r["task_score"] or {}).get(k)) for r in rows])
+    for k in meta_tasks:
+        table.add_row(k, *[fmt((r["meta_task_score"] or {}).get(k)) for r in rows])
+    console.print(table)
+    for r in rows:
+        console.print(f"[bold]#{r['id']}[/bold] (parent #{r['parent']}, {r['mutation']}):")
+        console.print(to_source(exported_program(r)), markup=False, highlight=False)
+    paths = plot(store, outdir) if outdir else []
+    for p in paths:
+        console.print(f"wrote {p}")
+    return paths

@@ -1,0 +1,267 @@
+"""Proxy tasks: small, real training problems that run on a CPU in a fraction of a second.
+
+Every task trains K copies of one model at once (one per learning rate of the sweep): the
+parameters of copy k are row k of a ``(K, P)`` tensor, and each model is written batched over
+that leading axis (``einsum``, grouped convolutions), which is several times faster on a CPU
+than ``vmap`` over a module. Data come with scikit-learn (the 8x8 digits) or are generated
+from a fixed seed, and every candidate sees the same minibatches, so fitness is comparable.
+
+Proxy tasks (the search's fitness):
+  ``quadratic``   ill-conditioned quadratic (curvatures 1e-2..10) with noisy gradients
+  ``logreg``      logistic regression on digits
+  ``mlp``         a one-hidden-layer GELU network on digits
+  ``conv``        a small convnet on digits (3x3 convolution, pooling, linear)
+  ``transformer`` a one-layer attention model reversing sequences of 8 tokens
+Meta-validation tasks (larger, held out of the search): the same problems, bigger and longer,
+named ``*_large``.
+
+Example:
+    >>> task = get_task("logreg")
+    >>> w = task.init_params(4)                  # 4 copies, identical initialisation
+    >>> task.train_loss(task.unflatten(w), 1).shape
+    torch.Size([4])
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+Params = dict[str, torch.Tensor]
+
+
+@dataclass
+class Task:
+    """One training problem. ``loss(params, batch)`` maps parameters of shape ``(K, *shape)`` to
+    K losses; ``batch(t)`` is the minibatch of step t (1-based) and ``eval_batch`` the held-out
+    data the final loss is measured on."""
+
+    name: str
+    description: str
+    shapes: dict[str, tuple[int, ...]]
+    init: Callable[[torch.Generator], Params]
+    loss: Callable[[Params, object], torch.Tensor]
+    batch: Callable[[int], object]
+    eval_batch: object
+    steps: int
+
+    @property
+    def size(self) -> int:
+        return sum(math.prod(s) for s in self.shapes.values())
+
+    def init_params(self, k: int, seed: int = 0) -> torch.Tensor:
+        """``(k, P)``: k identical copies of the initial parameters."""
+        p = self.init(torch.Generator().manual_seed(seed))
+        flat = torch.cat([p[n].reshape(-1) for n in self.shapes])
+        return flat.repeat(k, 1)
+
+    def unflatten(self, flat: torch.Tensor) -> Params:
+        """Views of a ``(K, P)`` tensor as the named ``(K, *shape)`` parameters."""
+        sizes = [math.prod(s) for s in self.shapes.values()]
+        parts = torch.split(flat, sizes, dim=1)
+        return {n: x.reshape(flat.shape[0], *s) for (n, s), x in zip(self.shapes.items(), parts)}
+
+    def train_loss(self, params: Params, t: int) -> torch.Tensor:
+        return self.loss(params, self.batch(t))
+
+    def eval_loss(self, params: Params) -> torch.Tensor:
+        return self.loss(params, self.eval_batch)
+
+
+def _normal(gen: torch.Generator, *shape: int, std: float) -> torch.Tensor:
+    return torch.randn(*shape, generator=gen) * std
+
+
+# --- data -------------------------------------------------------------------------------------
+@cache
+def digits(image: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """scikit-learn's bundled 8x8 digits: (X_train, y_train, X_val, y_val), 1347 / 450 images.
+
+    No input is ever exactly zero, so no gradient entry is exactly zero: the paper's AdamW
+    has no eps, and ``0 / sqrt(0)`` would end a run for a reason unrelated to the optimizer.
+    Feature vectors (``image=False``) drop the constant pixels and are standardised; images
+    (``image=True``, 64 pixels) are shifted and scaled as a whole."""
+    from sklearn.datasets import load_digits
+
+    x, y = load_digits(return_X_y=True)
+    perm = np.random.default_rng(0).permutation(len(x))
+    x, y = x[perm] / 16.0, torch.tensor(y[perm], dtype=torch.long)
+    train = x[:1347]
+    if image:
+        x = (x - train.mean() - 1e-3) / train.std()
+    else:
+        keep = train.std(0) > 0
+        x = (x[:, keep] - train[:, keep].mean(0)) / train[:, keep].std(0)
+    x = torch.tensor(x, dtype=torch.float32)
+    return x[:1347], y[:1347], x[1347:], y[1347:]
+
+
+def _batches(n: int, batch: int, steps: int, seed: int) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randint(0, n, (steps, batch), generator=gen)
+
+
+def _cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy per copy: logits ``(K, N, C)``, labels ``(N,)`` -> ``(K,)``."""
+    k, n, c = logits.shape
+    return F.cross_entropy(logits.reshape(k * n, c), y.repeat(k), reduction="none").reshape(k, n).mean(1)
+
+
+def _digits_task(name, description, shapes, init, forward, steps, batch=128, seed=1, image=False) -> Task:
+    xt, yt, xv, yv = digits(image)
+    idx = _batches(len(xt), batch, steps, seed)
+
+    def loss(p, b):
+        x, y = b
+        return _cross_entropy(forward(p, x), y)
+
+    return Task(name, description, shapes, init, loss, lambda t: (xt[idx[t - 1]], yt[idx[t - 1]]),
+                (xv, yv), steps)
+
+
+# --- quadratic --------------------------------------------------------------------------------
+def quadratic(name="quadratic", shapes=None, kappa=1e3, noise=0.1, steps=100, seed=0) -> Task:
+    """``f(x) = 1/2 sum_i h_i (x_i - x*_i)^2`` with ``h`` log-spaced over ``[10/kappa, 10]``;
+    each step's gradient carries N(0, noise^2) noise (the term ``xi_t . x`` in the loss)."""
+    shapes = shapes or {"a": (8, 8), "b": (32,)}
+    gen = torch.Generator().manual_seed(seed)
+    n = sum(math.prod(s) for s in shapes.values())
+    h = torch.logspace(math.log10(10.0 / kappa), 1.0, n)[torch.randperm(n, generator=gen)]
+    target = torch.randn(n, generator=gen)
+    xi = torch.randn(steps, n, generator=gen) * noise
+
+    def loss(p, b):
+        x = torch.cat([p[k].reshape(p[k].shape[0], -1) for k in shapes], dim=1)
+        value = 0.5 * (h * (x - target) ** 2).sum(1)
+        return value if b is None else value + (x * b).sum(1)
+
+    init = lambda gen: {k: torch.zeros(s) for k, s in shapes.items()}
+    return Task(name, f"ill-conditioned noisy quadratic, {n} parameters, kappa {kappa:g}", shapes, init,
+                loss, lambda t: xi[t - 1], None, steps)
+
+
+# --- digits: logistic regression, MLP, convnet --------------------------------------------------
+def logreg(name="logreg", steps=100) -> Task:
+    n = digits()[0].shape[1]
+    shapes = {"w": (n, 10), "b": (10,)}
+    init = lambda gen: {"w": _normal(gen, n, 10, std=0.01), "b": torch.zeros(10)}
+    fwd = lambda p, x: torch.einsum("ni,kio->kno", x, p["w"]) + p["b"][:, None]
+    return _digits_task(name, "logistic regression on digits", shapes, init, fwd, steps)
+
+
+def mlp(name="mlp", widths=(32,), steps=100) -> Task:
+    dims = (digits()[0].shape[1], *widths, 10)
+    shapes = {}
+    for i, (a, b) in enumerate(itertools.pairwise(dims)):
+        shapes[f"w{i}"], shapes[f"b{i}"] = (a, b), (b,)
+
+    def init(gen):
+        out = {}
+        for i, (a, b) in enumerate(itertools.pairwise(dims)):
+            out[f"w{i}"], out[f"b{i}"] = _normal(gen, a, b, std=1 / math.sqrt(a)), torch.zeros(b)
+        return out
+
+    def fwd(p, x):
+        h = torch.einsum("ni,kio->kno", x, p["w0"]) + p["b0"][:, None]
+        for i in range(1, len(dims) - 1):
+            h = torch.einsum("kni,kio->kno", F.gelu(h), p[f"w{i}"]) + p[f"b{i}"][:, None]
+        return h
+
+    return _digits_task(name, f"MLP {'-'.join(map(str, dims))} (GELU) on digits", shapes, init, fwd, steps)
+
+
+def conv(name="conv", channels=(8,), steps=80) -> Task:
+    """3x3 convolutions (padding 1, GELU), 2x2 average pooling, a linear classifier. The K
+    copies run as one grouped convolution (groups=K)."""
+    chans = (1, *channels)
+    shapes = {}
+    for i, (a, b) in enumerate(itertools.pairwise(chans)):
+        shapes[f"c{i}"], shapes[f"cb{i}"] = (b, a, 3, 3), (b,)
+    shapes["w"], shapes["b"] = (chans[-1] * 16, 10), (10,)
+
+    def init(gen):
+        out = {}
+        for i, (a, b) in enumerate(itertools.pairwise(chans)):
+            out[f"c{i}"], out[f"cb{i}"] = _normal(gen, b, a, 3, 3, std=1 / math.sqrt(9 * a)), torch.zeros(b)
+        out["w"] = _normal(gen, chans[-1] * 16, 10, std=1 / math.sqrt(chans[-1] * 16))
+        out["b"] = torch.zeros(10)
+        return out
+
+    def fwd(p, x):
+        k, n = p["w"].shape[0], x.shape[0]
+        h = x.reshape(n, 1, 8, 8).expand(n, k, 8, 8)
+        for i, (a, b) in enumerate(itertools.pairwise(chans)):
+            weight = p[f"c{i}"].reshape(k * b, a, 3, 3)
+            h = F.gelu(F.conv2d(h, weight, p[f"cb{i}"].reshape(-1), padding=1, groups=k))
+        h = F.avg_pool2d(h, 2).reshape(n, k, -1)
+        return torch.einsum("nki,kio->kno", h, p["w"]) + p["b"][:, None]
+
+    return _digits_task(name, f"convnet {'-'.join(map(str, channels))} channels on digits", shapes, init,
+                        fwd, steps, batch=64, image=True)
+
+
+# --- a tiny transformer on a synthetic sequence task ----------------------------------------------
+def transformer(name="transformer", vocab=8, length=8, d=16, steps=50, batch=64, seed=2) -> Task:
+    """One attention layer (single head, learned positions) plus a GELU MLP, both residual.
+    Target at position i: ``(x_i + x_{L-1-i}) mod vocab``, so position i must attend to its
+    mirror and the MLP must learn modular addition."""
+    shapes = {"emb": (vocab, d), "pos": (length, d), "q": (d, d), "k": (d, d), "v": (d, d), "o": (d, d),
+              "m1": (d, 2 * d), "m2": (2 * d, d), "out": (d, vocab)}
+    gen = torch.Generator().manual_seed(seed)
+    data = torch.randint(0, vocab, (steps + 1, batch, length), generator=gen)
+
+    def init(gen):
+        return {n: _normal(gen, *s, std=1 / math.sqrt(s[0]) if n not in ("emb", "pos") else 1.0)
+                for n, s in shapes.items()}
+
+    def loss(p, tokens):
+        h = p["emb"][:, tokens] + p["pos"][:, None]  # (K, N, L, d)
+        q, k_, v = (torch.einsum("knld,kde->knle", h, p[x]) for x in ("q", "k", "v"))
+        att = torch.softmax(torch.einsum("knld,knmd->knlm", q, k_) / math.sqrt(d), dim=-1)
+        h = h + torch.einsum("knlm,knmd,kde->knle", att, v, p["o"])
+        h = h + torch.einsum("knlf,kfd->knld", F.gelu(torch.einsum("knld,kdf->knlf", h, p["m1"])), p["m2"])
+        logits = torch.einsum("knld,kdv->knlv", h, p["out"])
+        kk = logits.shape[0]
+        target = (tokens + tokens.flip(-1)) % vocab
+        return _cross_entropy(logits.reshape(kk, -1, vocab), target.reshape(-1))
+
+    return Task(name, f"1-layer transformer (d={d}): x_i + x_(L-1-i) mod {vocab}, length {length}", shapes, init,
+                loss, lambda t: data[t - 1], data[steps], steps)
+
+
+# --- the registry -------------------------------------------------------------------------------
+FACTORIES: dict[str, Callable[[], Task]] = {
+    "quadratic": quadratic,
+    "logreg": logreg,
+    "mlp": mlp,
+    "conv": conv,
+    "transformer": transformer,
+    "quadratic_large": lambda: quadratic("quadratic_large", {"a": (20, 40), "b": (200,)}, kappa=1e4,
+                                         steps=300, seed=10),
+    "logreg_large": lambda: logreg("logreg_large", steps=400),
+    "mlp_large": lambda: mlp("mlp_large", widths=(128, 128), steps=200),
+    "conv_large": lambda: conv("conv_large", channels=(16, 16), steps=150),
+    "transformer_large": lambda: transformer("transformer_large", vocab=12, length=12, d=32, steps=120),
+}
+PROXY_TASKS = ("quadratic", "logreg", "mlp", "transformer", "conv")  # cheapest first (hurdles)
+META_TASKS = tuple(f"{t}_large" for t in PROXY_TASKS)
+
+
+def meta_tasks_for(tasks) -> tuple[str, ...]:
+    """The held-out, larger version of each proxy task (those that have one)."""
+    return tuple(f"{t}_large" for t in tasks if f"{t}_large" in FACTORIES)
+
+
+@cache
+def get_task(name: str) -> Task:
+    """The task called ``name`` (built once per process)."""
+    if name not in FACTORIES:
+        raise KeyError(f"unknown task {name!r}; choose from {', '.join(FACTORIES)}")
+    return FACTORIES[name]()

@@ -1,0 +1,199 @@
+"""One program stepping every parameter of K model copies at once, in torch.
+
+The search evaluates a candidate with a learning-rate sweep: K copies of a model, copy k
+trained with ``lr[k]``. All parameters of all copies live in one ``(K, P)`` tensor (the
+parameters flattened and concatenated), so each statement of the program is a single torch op
+over ``K * P`` numbers, whatever the number of tensors. This is what makes evaluation cheap:
+the per-tensor loop of a generated optimizer would cost one op per statement per tensor.
+
+Semantics are those of :mod:`optdsl.interpreter`, value by value:
+  - an elementwise op is the op table's ``torch`` spelling applied to ``(K, P)`` values;
+  - a per-tensor reduction (``norm``, ``rms``, ``mean``, ``dot``...) is taken over each
+    tensor's segment of the row and broadcast back over that segment;
+  - a global reduction (``global_norm``) is taken over the whole row: one value per copy;
+  - ``ndim(w)``, ``size(w)``, ``dim(w, i)`` are per-segment constants.
+Row- and column-shaped (factored) values are not supported here: the search's vocabulary
+never draws them, and :func:`check_supported` says so for a hand-written start program.
+
+Example:
+    >>> import torch
+    >>> from optdsl import load
+    >>> step = VectorizedStep(load("sgd"), [(3,), (2, 2)])
+    >>> w = torch.ones(2, 7)
+    >>> lr = torch.tensor([[0.1], [1.0]])
+    >>> update, states = step(w, torch.ones(2, 7), step.init(w), lr, 1)
+    >>> update[:, 0].tolist()
+    [0.10000000149011612, 1.0]
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from functools import cache
+
+import torch
+
+from optdsl.errors import DslError
+from optdsl.ir import Call, Const, Expr, Program, Var, walk
+from optdsl.ops import COL, ELEMENTWISE, GLOBAL, OPS, ROW, STATIC
+from optdsl.passes import eliminate_dead_code
+
+# Where torch's spelling differs from the reference semantics: torch.sign(nan) is 0, numpy's nan.
+_OVERRIDES = {"sign": lambda x: torch.where(torch.isnan(x), x, torch.sign(x))}
+
+
+@cache
+def _elementwise(name: str):
+    """The op's torch spelling from the op table, as a function of its arguments."""
+    if name in _OVERRIDES:
+        return _OVERRIDES[name]
+    op = OPS[name]
+    params = [f"a{i}" for i in range(op.arity)]
+    # The template is project code from the op table, never user text.
+    fn = eval(f"lambda {', '.join(params)}: {op.torch.format(*params)}", {"torch": torch, "abs": abs})
+    return fn
+
+
+def _segment_sum(x: torch.Tensor, seg: torch.Tensor, n: int) -> torch.Tensor:
+    """Sum of each segment of each row: ``(K, P) -> (K, n)``."""
+    out = torch.zeros(x.shape[0], n, dtype=x.dtype)
+    return out.index_add(1, seg, x)
+
+
+class VectorizedStep:
+    """``program`` as a function ``(w, g, states, lr, step) -> (update, new_states)`` on
+    ``(K, P)`` tensors, for parameters of the given ``shapes`` laid end to end in each row.
+
+    Values carry a kind, as in the interpreter: ``u`` (the same for every tensor: a number,
+    ``lr`` as ``(K, 1)``, a global reduction), ``s`` (one number per tensor: ``(K, n)`` for n
+    tensors) or ``f`` (full: ``(K, P)``). A scalar state is stored as ``(K, n)``.
+    """
+
+    def __init__(self, program: Program, shapes: Sequence[tuple[int, ...]]):
+        check_supported(program)
+        self.program = eliminate_dead_code(program)
+        self.shapes = [tuple(s) for s in shapes]
+        sizes = [math.prod(s) for s in self.shapes]
+        self.n = len(sizes)
+        self.seg = torch.repeat_interleave(torch.arange(self.n), torch.tensor(sizes))
+        self.counts = torch.tensor(sizes, dtype=torch.float32)
+        self.hyper = {k: v for k, v in self.program.hyper_defaults.items() if k != "lr"}
+        self.kinds = ["s" if s.kind == "scalar" else "f" for s in self.program.states]
+
+    def init(self, w: torch.Tensor) -> list[torch.Tensor]:
+        """The states' first values (zeros, ones, or a copy of ``w``)."""
+        out = []
+        for s, kind in zip(self.program.states, self.kinds):
+            shape = w.shape if kind == "f" else (w.shape[0], self.n)
+            out.append(w.clone() if s.init == "w" else torch.full(shape, float(s.init == "ones")))
+        return out
+
+    def __call__(self, w, g, states, lr, step: int):
+        env = {"w": (w, "f"), "g": (g, "f"), "lr": (lr, "u"), "step": (torch.tensor(float(step)), "u"),
+               **{k: (torch.tensor(v), "u") for k, v in self.hyper.items()},
+               **{s: (v, k) for s, v, k in zip(self.program.state_names, states, self.kinds)}}
+        for a in self.program.body:
+            env[a.target] = self.eval(a.expr, env)
+        update = self.expand(self.eval(self.program.update, env), "f", w.shape)
+        new = [self.expand(self.eval(e, env), k, w.shape) for e, k in zip(self.program.new_states, self.kinds)]
+        return update, new
+
+    def expand(self, value: tuple[torch.Tensor, str], to: str, shape) -> torch.Tensor:
+        """``value`` as a tensor of kind ``to`` (``s -> f`` repeats each tensor's number)."""
+        x, kind = value
+        if to == "f":
+            x = x[:, self.seg] if kind == "s" else x
+            return torch.broadcast_to(x, shape)
+        if to == "s":
+            return torch.broadcast_to(x, (shape[0], self.n))
+        return x
+
+    def eval(self, expr: Expr, env: dict) -> tuple[torch.Tensor, str]:
+        if isinstance(expr, Const):
+            return torch.tensor(expr.value, dtype=torch.float32), "u"
+        if isinstance(expr, Var):
+            return env[expr.name]
+        op = OPS[expr.op]
+        if op.shape == STATIC:
+            return self._static(expr), "s"
+        vals = [self.eval(a, env) for a in expr.args]
+        kind = "f" if any(k == "f" for _, k in vals) else "s" if any(k == "s" for _, k in vals) else "u"
+        args = [x[:, self.seg] if k == "s" and kind == "f" else x for x, k in vals]
+        if op.shape == ELEMENTWISE:
+            out = _elementwise(op.name)(*args)
+            return (out.to(torch.float32) if out.dtype == torch.bool else out), kind
+        if op.shape == GLOBAL:
+            return self._global(op.name, args[0], kind), "u"
+        if op.name == "cosine_sim":  # each norm runs over its own argument, unbroadcast
+            (x, kx), (y, ky) = vals
+            norm = lambda v, k: self._reduce("norm", [v], k)
+            return self._reduce("dot", args, kind) / (norm(x, kx) * norm(y, ky)), ("s" if kind == "f" else kind)
+        return self._reduce(op.name, args, kind), ("s" if kind == "f" else kind)
+
+    def _reduce(self, name: str, xs: list[torch.Tensor], kind: str) -> torch.Tensor:
+        """A per-tensor reduction of a full value (one number per tensor); on a per-tensor or
+        uniform value it reduces a single number, as numpy does on a 0-d array."""
+        if kind == "f":
+            k = max(x.shape[0] if x.ndim == 2 else 1 for x in xs)
+            xs = [torch.broadcast_to(x, (k, self.seg.shape[0])) for x in xs]
+            ssum, count = (lambda v: _segment_sum(v, self.seg, self.n)), self.counts
+        else:
+            ssum, count = (lambda v: v), 1.0
+        x = xs[0]
+        if name == "norm":
+            return torch.sqrt(ssum(x * x))
+        if name == "rms":
+            return torch.sqrt(ssum(x * x) / count)
+        if name == "mean":
+            return ssum(x) / count
+        if name == "sum":
+            return ssum(x)
+        if name == "dot":
+            return ssum(x * xs[1])
+        if name == "amax":
+            if kind != "f":
+                return x
+            return torch.full((x.shape[0], self.n), -math.inf).index_reduce(1, self.seg, x, "amax")
+        if name == "allfinite":
+            return (ssum((~torch.isfinite(x)).to(torch.float32)) == 0).to(torch.float32)
+        raise DslError(f"{name}() is not supported by the search's evaluator")  # pragma: no cover
+
+    def _global(self, name: str, x: torch.Tensor, kind: str) -> torch.Tensor:
+        """Every tensor contributes its partial (a uniform value once per tensor), combined."""
+        if kind == "f":
+            parts = _segment_sum(x * x, self.seg, self.n) if name == "global_norm" else None
+        elif name == "global_norm":
+            parts = torch.broadcast_to(x * x, (x.shape[0] if x.ndim == 2 else 1, self.n))
+        if name == "global_norm":
+            return torch.sqrt(parts.sum(1, keepdim=True))
+        if name == "global_allfinite":
+            x = x.reshape(x.shape[0], -1) if x.ndim == 2 else x.reshape(1, -1)
+            return torch.isfinite(x).all(1, keepdim=True).to(torch.float32)
+        raise DslError(f"{name}() is not supported by the search's evaluator")  # pragma: no cover
+
+    def _static(self, expr: Call) -> torch.Tensor:
+        if expr.op == "ndim":
+            per = [float(len(s)) for s in self.shapes]
+        elif expr.op == "size":
+            per = [float(math.prod(s)) for s in self.shapes]
+        else:
+            i = int(expr.args[1].value)
+            if any(not -len(s) <= i < len(s) for s in self.shapes):
+                raise DslError(f"dim(w, {i}) asks for an axis some parameter does not have")
+            per = [float(s[i]) for s in self.shapes]
+        return torch.tensor(per, dtype=torch.float32).reshape(1, -1)
+
+
+def check_supported(program: Program) -> Program:
+    """Raise a DslError if ``program`` uses row/column-shaped states or values."""
+    for s in program.states:
+        if s.kind in ("row", "col"):
+            raise DslError(f"state {s.name!r} is {s.kind}-shaped; the search evaluates full and "
+                           "scalar states only", program.filename)
+    for e in [a.expr for a in program.body] + list(program.outputs()):
+        for node in walk(e):
+            if isinstance(node, Call) and OPS[node.op].shape in (ROW, COL):
+                raise DslError(f"{node.op}() is factored; the search evaluates full and scalar values "
+                               "only", program.filename)
+    return program
