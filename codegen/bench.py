@@ -1,0 +1,205 @@
+"""CPU benchmark of generated optimizers against torch.optim and the machine's memory bandwidth.
+
+An optimizer step is memory-bound: it must move ``bytes = sum over tensors of (reads + writes)``
+(from :func:`optdsl.cost.cost`; AdamW: 28 bytes per fp32 parameter). So
+
+    GB/s = bytes / time,    frac_of_bandwidth = GB/s / (GB/s of an elementwise add, same run)
+
+Row format shared by every suite (``codegen.bench_jax.run`` and ``codegen.bench_gpu.run`` return
+the same ``list[dict]``)::
+
+    {"suite": "cpu", "case": "16x1M fp32", "impl": "generated AdamW (compiled)",
+     "ms": 15.2, "gb_s": 29.4, "frac_of_bandwidth": 1.05, "ratio": 0.97}
+
+``ratio`` is ms divided by the case's anchor (torch fused AdamW for AdamW, torch Adafactor for
+Adafactor, the elementwise add for Lion/Tiger); ``gb_s``/``frac_of_bandwidth`` may be None.
+:func:`write_section` replaces one marked section of docs/benchmarks.md, so each suite updates
+only its own.
+
+Example:
+    >>> ms = time_ms(lambda: None, warmup=1, repeats=3)
+    >>> ms >= 0
+    True
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+import optdsl
+
+from . import build
+
+
+def time_ms(fn: Callable[[], object], warmup: int = 3, repeats: int = 10) -> float:
+    """Median wall time of ``fn()`` in milliseconds, after ``warmup`` untimed calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+def write_section(path: str, key: str, markdown: str) -> None:
+    """Replace ``<!-- bench:KEY -->...<!-- /bench:KEY -->`` in ``path`` (appended when absent)."""
+    from .emit import write_atomic
+
+    begin, end = f"<!-- bench:{key} -->", f"<!-- /bench:{key} -->"
+    block = f"{begin}\n{markdown.strip()}\n{end}"
+    text = "# Benchmarks\n"
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.DOTALL)
+    text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    write_atomic(path, text)
+
+
+def bert_base_shapes() -> list[tuple[int, ...]]:
+    """~200 tensors shaped like BERT-base (110M parameters)."""
+    shapes = [(30522, 768), (512, 768), (2, 768), (768,), (768,)]
+    for _ in range(12):
+        shapes += [(768, 768), (768,)] * 4 + [(768,), (768,), (3072, 768), (3072,), (768, 3072), (768,),
+                                                (768,), (768,)]
+    return shapes + [(768, 768), (768,)]
+
+
+def step_bytes(program_name: str, shapes) -> int:
+    """Bytes one step must move for these fp32 parameters (optdsl.cost's traffic model)."""
+    from optdsl.cost import cost
+
+    p = optdsl.load(program_name)
+    return int(sum(cost(p, shape=s).bytes_per_step for s in shapes))
+
+
+def _model(shapes, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    params = [torch.randn(s, generator=g) * 0.02 for s in shapes]
+    for p in params:
+        p.grad = torch.randn(p.shape, generator=g) * 1e-3
+    return params
+
+
+class _Add:
+    """The bandwidth reference: ``out = a + b`` over as many elements as the parameters (12 bytes each)."""
+
+    def __init__(self, n: int):
+        self.a, self.b, self.out = torch.randn(n), torch.randn(n), torch.empty(n)
+
+    def step(self):
+        torch.add(self.a, self.b, out=self.out)
+
+
+def interleaved_ms(steps: list[Callable[[], object]], warmup: int, repeats: int) -> list[float]:
+    """Median ms of each of ``steps``, timed round-robin so that the load of a shared machine
+    falls on all of them alike (ratios stay meaningful when absolute times drift)."""
+    for fn in steps:
+        for _ in range(warmup):
+            fn()
+    times: list[list[float]] = [[] for _ in steps]
+    for _ in range(repeats):
+        for fn, out in zip(steps, times):
+            t0 = time.perf_counter()
+            fn()
+            out.append((time.perf_counter() - t0) * 1e3)
+    return [statistics.median(t) for t in times]
+
+
+def _groups(adamw, lion, tiger, adafactor):
+    """(impl, make optimizer, program for the byte count, is the anchor) per comparison group."""
+    return [
+        [("torch.optim.AdamW fused", lambda ps: torch.optim.AdamW(ps, fused=True), "adamw", True),
+         ("torch.optim.AdamW foreach", lambda ps: torch.optim.AdamW(ps, foreach=True), "adamw", False),
+         ("generated AdamW (compiled)", lambda ps: adamw(ps, backend="compiled"), "adamw", False),
+         ("generated AdamW (eager)", lambda ps: adamw(ps, backend="eager"), "adamw", False)],
+        [("generated Lion (compiled)", lambda ps: lion(ps, backend="compiled"), "lion", False),
+         ("generated Lion (eager)", lambda ps: lion(ps, backend="eager"), "lion", False),
+         ("generated Tiger (compiled)", lambda ps: tiger(ps, backend="compiled"), "tiger", False)],
+        [("torch.optim.Adafactor", lambda ps: torch.optim.Adafactor(ps), "adafactor", True),
+         ("generated Adafactor (compiled)", lambda ps: adafactor(ps, backend="compiled"), "adafactor", False),
+         ("generated Adafactor (eager)", lambda ps: adafactor(ps, backend="eager"), "adafactor", False)],
+    ]
+
+
+def run(quick: bool = False) -> list[dict]:
+    """The CPU suite (see the module docstring); ``quick`` uses a smaller case and fewer repeats.
+
+    Each group (the AdamWs, Lion/Tiger, the Adafactors) is timed interleaved with an elementwise
+    add over the same number of elements: ``frac_of_bandwidth`` compares with that add, ``ratio``
+    with the group's torch anchor (or, for Lion/Tiger, with the add's time)."""
+    warmup, repeats = (2, 3) if quick else (3, 10)
+    if quick:
+        cases = [("16x256K fp32", [(1 << 18,)] * 16)]
+    else:
+        cases = [("16x1M fp32", [(1 << 20,)] * 16), ("BERT-base 200 tensors", bert_base_shapes())]
+    groups = _groups(*(build(optdsl.load(n), "torch") for n in ("adamw", "lion", "tiger", "adafactor")))
+    rows: list[dict] = []
+    for case, shapes in cases:
+        if case.startswith("BERT"):  # 110M parameters: fewer repeats keep the run within minutes
+            warmup, repeats = 2, 5
+        n = sum(torch.Size(s).numel() for s in shapes)
+        for k, group in enumerate(groups):
+            opts = [_Add(n)] + [make(_model(shapes)) for _, make, _, _ in group]
+            times = interleaved_ms([o.step for o in opts], warmup, repeats)
+            add_ms, bw = times[0], 12 * n / times[0] / 1e6
+            anchor = next((ms for (_, _, _, is_anchor), ms in zip(group, times[1:]) if is_anchor), add_ms)
+            if k == 0:
+                rows.append({"suite": "cpu", "case": case, "impl": "elementwise add (bandwidth)", "ms": add_ms,
+                             "gb_s": bw, "frac_of_bandwidth": 1.0, "ratio": None})
+            for (impl, _, program, _), ms in zip(group, times[1:]):
+                gb = step_bytes(program, shapes) / ms / 1e6
+                rows.append({"suite": "cpu", "case": case, "impl": impl, "ms": ms, "gb_s": gb,
+                             "frac_of_bandwidth": gb / bw, "ratio": ms / anchor})
+            del opts
+    return rows
+
+
+NOTE = ("GB/s counts the bytes a step must move (optdsl.cost: AdamW 28 per fp32 parameter, Lion 20). The add "
+        "counts 12 bytes per element, but its store also reads the line first (write-allocate), so the "
+        "machine's real limit is about 4/3 of it: that is how torch's fused AdamW shows more than 100%. "
+        "Groups are timed interleaved (round-robin repeats) so that a shared machine's load hits all alike.")
+
+
+def machine() -> str:
+    """The CPU, its cores, torch's version and the load average when the run started (a shared
+    machine's other jobs take bandwidth from the benchmark)."""
+    load = f", load avg {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}{load}"
+
+
+def markdown(rows: list[dict], title: str) -> str:
+    """Rows as a Markdown table under ``title``."""
+    lines = [f"### {title}", "", "| case | impl | ms/step | GB/s | of bandwidth | ratio |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        gb = "" if r["gb_s"] is None else f"{r['gb_s']:.1f}"
+        frac = "" if r["frac_of_bandwidth"] is None else f"{100 * r['frac_of_bandwidth']:.0f}%"
+        ratio = "" if r["ratio"] is None else f"{r['ratio']:.2f}x"
+        lines.append(f"| {r['case']} | {r['impl']} | {r['ms']:.2f} | {gb} | {frac} | {ratio} |")
+    return "\n".join(lines)
+
+
+def print_table(rows: list[dict], title: str) -> None:
+    """Rows as a rich table on the terminal."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for col in ("case", "impl", "ms/step", "GB/s", "of bandwidth", "ratio"):
+        table.add_column(col, justify="left" if col in ("case", "impl") else "right")
+    for r in rows:
+        table.add_row(r["case"], r["impl"], f"{r['ms']:.2f}",
+                      "" if r["gb_s"] is None else f"{r['gb_s']:.1f}",
+                      "" if r["frac_of_bandwidth"] is None else f"{100 * r['frac_of_bandwidth']:.0f}%",
+                      "" if r["ratio"] is None else f"{r['ratio']:.2f}x")
+    Console().print(table)

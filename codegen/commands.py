@@ -1,0 +1,68 @@
+"""The code generator's subcommands: ``compile`` and ``bench``.
+
+    optdsl compile SRC --target torch|triton|jax [-o OUT.py]   (stdout without -o)
+    optdsl bench [--quick] [--suite cpu|jax|gpu|all] [--out docs/benchmarks.md]
+
+``compile`` writes atomically (a temporary file, then a rename): OUT is never half-written.
+``bench`` prints each suite as a table and replaces that suite's section of ``--out``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import codegen
+from codegen import TARGETS
+from optdsl.source import load
+
+SUITES = {"cpu": "codegen.bench", "jax": "codegen.bench_jax", "gpu": "codegen.bench_gpu"}
+
+
+def cmd_compile(args) -> int:
+    from .emit import write_atomic
+
+    text = codegen.emit(load(args.src), args.target)
+    if args.out:
+        write_atomic(args.out, text)
+        print(f"wrote {args.out}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from .bench import machine, markdown, print_table, write_section
+
+    suites = list(SUITES) if args.suite == "all" else [args.suite]
+    for suite in suites:
+        try:
+            module = importlib.import_module(SUITES[suite])
+        except ModuleNotFoundError as e:
+            if e.name != SUITES[suite]:
+                raise
+            print(f"suite {suite}: {SUITES[suite]} is not available", file=sys.stderr)
+            continue
+        rows = module.run(quick=args.quick)
+        if not rows:
+            print(f"suite {suite}: nothing to run here", file=sys.stderr)
+            continue
+        title = f"{suite}{' (quick)' if args.quick else ''}: {machine() if suite == 'cpu' else suite}"
+        print_table(rows, title)
+        if args.out:
+            note = getattr(module, "NOTE", "")
+            write_section(args.out, suite, markdown(rows, title) + (f"\n\n{note}" if note else ""))
+    return 0
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("compile", help="generate a standalone optimizer module")
+    p.add_argument("src", help="zoo name, file, FILE:NAME or -")
+    p.add_argument("--target", choices=sorted(TARGETS), default="torch")
+    p.add_argument("-o", "--out", help="output file (default: stdout)")
+    p.set_defaults(func=cmd_compile)
+    b = subparsers.add_parser("bench", help="time generated optimizers against the anchors")
+    b.add_argument("--quick", action="store_true", help="smaller cases, fewer repeats")
+    b.add_argument("--suite", choices=[*SUITES, "all"], default="cpu")
+    b.add_argument("--out", default="docs/benchmarks.md", help="markdown file whose section is replaced")
+    b.set_defaults(func=cmd_bench)

@@ -1,0 +1,93 @@
+"""Shared helpers for code generators: check what goes into generated code, format it, load it, write it.
+
+Generated text is built only from validated IR: identifiers pass :func:`check_identifier` again at
+emission (a hand-built :class:`~optdsl.ir.Program` never went through the parser), numbers pass
+:func:`number`, docstrings pass :func:`optdsl.printer.docstring`. Nothing is ever ``eval``-ed
+except the finished module, by :func:`load_module`, exactly as an imported file would be.
+
+Example:
+    >>> mod = load_module("def f(x):\\n    return x + 1\\n", "demo")
+    >>> mod.f(1)
+    2
+"""
+
+from __future__ import annotations
+
+import builtins
+import keyword
+import linecache
+import os
+import sys
+import tempfile
+import types
+
+from optdsl.errors import DslError
+from optdsl.parser import RESERVED
+from optdsl.printer import format_number
+
+
+def check_identifier(name: str, what: str = "name") -> str:
+    """``name`` if it may appear in generated code: an ASCII identifier, no keyword, no dunder, no
+    leading underscore (generated helpers use those), no Python builtin, nothing the generated code
+    reserves. Raises DslError otherwise.
+
+    Example:
+        >>> check_identifier("beta1")
+        'beta1'
+    """
+    if not isinstance(name, str) or not name.isascii() or not name.isidentifier():
+        raise DslError(f"{what} {name!r} is not a valid ASCII identifier")
+    if keyword.iskeyword(name) or keyword.issoftkeyword(name):
+        raise DslError(f"{what} {name!r} is a Python keyword")
+    if name.startswith("_"):
+        raise DslError(f"{what} {name!r}: names starting with '_' are reserved for generated helpers")
+    if name in RESERVED or name in vars(builtins) or name == "Tensor":
+        raise DslError(f"{what} {name!r} is reserved by the generated code", hint="rename it")
+    return name
+
+
+def number(value: float) -> str:
+    """A finite number as Python source text (``0.9``, ``1e-08``); DslError for inf/nan/non-numbers."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise DslError(f"constant {value!r} is not a number")
+    try:
+        return format_number(float(value))
+    except ValueError as e:
+        raise DslError(str(e)) from None
+
+
+def black_format(source: str, line_length: int = 110) -> str:
+    """``source`` formatted by black when it is installed (deterministic either way)."""
+    try:
+        import black
+    except ImportError:  # formatting is cosmetic: keep the unformatted, still valid, text
+        return source
+    return black.format_str(source, mode=black.Mode(line_length=line_length))
+
+
+def load_module(source: str, name: str) -> types.ModuleType:
+    """Execute generated ``source`` as a fresh module called ``name`` (not added to sys.modules
+    unless torch.compile needs to find it: it is registered so tracebacks and inspect work)."""
+    module = types.ModuleType(name)
+    module.__file__ = f"<{name}>"
+    code = compile(source, module.__file__, "exec")
+    # inspect.getsource must find the text: @triton.jit reads its function's source from there.
+    linecache.cache[module.__file__] = (len(source), None, source.splitlines(True), module.__file__)
+    sys.modules[name] = module
+    exec(code, module.__dict__)  # noqa: S102 - generated from validated IR only
+    return module
+
+
+def write_atomic(path: str, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename: readers see the old file or
+    the new one, never half of one."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".optdsl-", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

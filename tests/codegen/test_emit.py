@@ -1,0 +1,83 @@
+"""Shared emission helpers, the benchmark's section writer and the `compile` command."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from codegen.bench import markdown, time_ms, write_section
+from codegen.emit import black_format, check_identifier, load_module, number, write_atomic
+from optdsl import DslError
+from optdsl.cli import main
+
+
+@pytest.mark.parametrize("name", ["beta1", "m_hat", "w2"])
+def test_check_identifier_accepts_plain_names(name):
+    assert check_identifier(name) == name
+
+
+@pytest.mark.parametrize("name", ["1x", "a-b", "a b", "ünï", "class", "match", "__x__", "_private", "print",
+                                  "torch", "Tensor", "x;y", ""])
+def test_check_identifier_rejects(name):
+    with pytest.raises(DslError):
+        check_identifier(name)
+
+
+def test_number_prints_round_trip_and_rejects_non_finite():
+    assert number(2.0) == "2" and float(number(1e-8)) == 1e-8 and float(number(-0.1)) == -0.1
+    for bad in (float("inf"), float("-inf"), float("nan"), "1", True):
+        with pytest.raises(DslError):
+            number(bad)
+
+
+def test_load_module_and_black_format():
+    src = black_format("def f(x):\n  return (x+1)\n")
+    assert src == "def f(x):\n    return x + 1\n"
+    assert load_module(src, "optdsl_test_emit_module").f(1) == 2
+
+
+def test_write_atomic_leaves_no_temporary_and_keeps_old_file_on_failure(tmp_path):
+    path = tmp_path / "out.py"
+    write_atomic(str(path), "first\n")
+    assert path.read_text() == "first\n"
+
+    with pytest.raises(TypeError):
+        write_atomic(str(path), object())  # not text: the write fails midway
+    assert path.read_text() == "first\n"
+    assert sorted(os.listdir(tmp_path)) == ["out.py"]
+
+
+def test_write_section_replaces_only_its_own_section(tmp_path):
+    doc = tmp_path / "benchmarks.md"
+    write_section(str(doc), "cpu", "cpu v1")
+    write_section(str(doc), "gpu", "gpu v1")
+    write_section(str(doc), "cpu", "cpu v2")
+    text = doc.read_text()
+    assert "cpu v2" in text and "cpu v1" not in text and "gpu v1" in text
+    assert text.count("<!-- bench:cpu -->") == 1 and text.index("cpu v2") < text.index("gpu v1")
+
+
+def test_time_ms_and_markdown():
+    assert time_ms(lambda: sum(range(100)), warmup=1, repeats=3) >= 0
+    row = {"suite": "cpu", "case": "c", "impl": "i", "ms": 1.5, "gb_s": 2.0, "frac_of_bandwidth": 0.5,
+           "ratio": None}
+    assert "| c | i | 1.50 | 2.0 | 50% |  |" in markdown([row], "t")
+
+
+def test_compile_command_writes_file_and_stdout(tmp_path, capsys):
+    out = tmp_path / "lion_torch.py"
+    assert main(["compile", "lion", "--target", "torch", "-o", str(out)]) == 0
+    text = out.read_text()
+    assert "class Lion(torch.optim.Optimizer)" in text
+    assert main(["compile", "lion", "--target", "torch"]) == 0
+    assert capsys.readouterr().out == text
+
+
+def test_compile_command_reports_bad_programs(tmp_path, capsys):
+    src = tmp_path / "bad.py"
+    src.write_text("def bad(w, g, lr):\n    return foo(g)\n")
+    out = tmp_path / "never.py"
+    assert main(["compile", str(src), "-o", str(out)]) == 2
+    assert "unknown function 'foo'" in capsys.readouterr().err
+    assert not out.exists()
