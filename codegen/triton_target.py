@@ -1,0 +1,791 @@
+"""Triton target: the torch module plus fused, multi-tensor Triton kernels (``backend="triton"``).
+
+Each parameter ``w`` with gradient ``g`` runs its static path's program (see
+:func:`codegen.torch_target.paths`): ``update, *states = program(w, g, *states, lr, step)``;
+``w <- w - update``. Math is float32 (float64 for float64 parameters), states are kept in that
+dtype and ``w`` in its own dtype (bf16/fp16 too).
+
+How one step runs on the device (``_TritonStep`` in the generated module):
+  - Tensors of one path and dtype form a group with a table of int64 rows
+    ``(numel, &w, &g, &state..., &next..., shape facts..., C, R*C, row/col accumulator offsets...)``
+    and a table of chunks ``(tensor, chunk)``, built once and cached while no address changes,
+    so one launch covers hundreds of small tensors (like torch's multi-tensor apply).
+  - The *final pass* does every tensor's elementwise work: it reads ``w``, ``g`` and each state
+    once, writes each once. Row, column and scalar states are shared by many chunks, so their
+    new values go to ``next`` buffers, copied back after the pass in one multi-tensor copy.
+  - Reductions are computed by earlier *reduction passes*, each chunk adding its partial into an
+    accumulator with an atomic: per-tensor ones (``norm``, ``rms``, ``mean``, ``dot``, ...),
+    per-row/column ones (``rowmean``/``colmean``: one atomic per element, so slower) and global
+    ones (``global_norm``). The pass that reads the value finishes it (``sqrt(sum x^2)``).
+    A reduction that reads another runs one pass later (its *level*), so global reductions sit
+    between :func:`~optdsl.passes.segments` as the interpreter requires.
+  - Each pass is two launches: whole chunks with a constant mask (16-byte vector loads and
+    stores when every address is 16-byte aligned), then each tensor's last, partial chunk.
+  - ``lr``, ``step`` and the hyperparameters are float kernel arguments: Triton specialises
+    only on integers, so a learning-rate schedule never recompiles.
+
+The module joins the torch target's through its extra-backend hook
+(``torch_target.emit(program, extra_backends={"triton": kernels_source(program)})``): it defines
+``_triton_group_step`` (non-contiguous tensors go to the eager step) and ``_triton_available``
+(CUDA, or TRITON_INTERPRET=1). Programs with global reductions run through ``_TritonStep`` only:
+the Optimizer class refuses extra backends for them.
+
+Atomic float sums make reductions non-deterministic in their last bits.
+
+Example:
+    >>> import optdsl
+    >>> "def _triton_group_step(" in emit(optdsl.load("lion"))
+    True
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from optdsl.errors import DslError
+from optdsl.ir import Assign, Call, Const, Expr, Program, Var, free_vars, fresh_name, map_calls, walk
+from optdsl.ops import COL, GLOBAL, OPS, REDUCE, ROW, STATIC
+from optdsl.printer import Printer, format_number
+from optdsl.typecheck import expr_kind
+
+from . import torch_target
+
+BOOLEAN_OPS = frozenset({"lt", "le", "gt", "ge", "eq", "ne", "and", "or", "not", "isfinite"})
+VECTOR_KINDS = ("full", "row", "col")  # values held as one number per element in the kernel
+_ATOMIC = {"sum": "add", "max": "max"}
+
+
+class TritonUnsupported(NotImplementedError):
+    """The program needs something the Triton kernel cannot do."""
+
+
+class TritonPrinter(Printer):
+    """Prints an expression as Triton code through the op table's ``triton`` templates.
+
+    Truth values become float 1.0/0.0 as in the language; numbers print as float literals so
+    integer arithmetic never sneaks in; a per-tensor reduction of a value that is already one
+    number per tensor prints in place.
+
+    Example:
+        >>> from optdsl import parse
+        >>> p = parse("def f(w, g, lr):\\n    return lr * sign(g)\\n")
+        >>> TritonPrinter().doprint(p.update)[:14]
+        '(lr * (tl.wher'
+    """
+
+    target = "triton"
+
+    def _print_Const(self, expr: Const) -> str:
+        text = format_number(expr.value)
+        return text if any(c in text for c in ".e") else text + ".0"
+
+    def _print_Call(self, expr: Call) -> str:
+        if OPS[expr.op].shape == REDUCE:
+            return "(" + _pointwise(expr.op, [self._print(a) for a in expr.args]) + ")"
+        text = super()._print_Call(expr)
+        return f"{text}.to(tl.float32)" if expr.op in BOOLEAN_OPS else text
+
+
+# --- reductions: partial sums per chunk, finished by the pass that reads them ---
+
+def _nonfinite(x: str) -> str:
+    return f"1.0 - (({x} == {x}) & (tl.abs({x}) < float('inf'))).to(tl.float32)"
+
+
+def _partials(op: str, xs: list[str]) -> list[tuple[str, str]]:
+    """``[(elementwise term, 'sum' | 'max'), ...]``: the chunk totals a reduction combines."""
+    x, y = xs[0], xs[-1]
+    if op in ("norm", "rms", "global_norm"):
+        return [(f"{x} * {x}", "sum")]
+    if op in ("mean", "sum", "rowmean", "colmean"):
+        return [(x, "sum")]
+    if op == "amax":
+        return [(x, "max")]
+    if op in ("allfinite", "global_allfinite"):
+        return [(_nonfinite(x), "sum")]
+    if op == "dot":
+        return [(f"{x} * {y}", "sum")]
+    if op == "cosine_sim":
+        return [(f"{x} * {y}", "sum"), (f"{x} * {x}", "sum"), (f"{y} * {y}", "sum")]
+    raise TritonUnsupported(f"{op}() has no Triton reduction")
+
+
+def _finish(op: str, a: list[str], count: str) -> str:
+    """The reduction's value from its accumulated partials ``a`` over ``count`` entries."""
+    if op == "cosine_sim":
+        return f"{a[0]} / (tl.sqrt({a[1]}) * tl.sqrt({a[2]}))"
+    if op in ("norm", "global_norm"):
+        return f"tl.sqrt({a[0]})"
+    if op == "rms":
+        return f"tl.sqrt({a[0]} / {count})"
+    if op in ("mean", "rowmean", "colmean"):
+        return f"{a[0]} / {count}"
+    if op in ("allfinite", "global_allfinite"):
+        return f"({a[0]} == 0).to(tl.float32)"
+    return a[0]  # sum, amax, dot
+
+
+def _pointwise(op: str, xs: list[str]) -> str:
+    """A per-tensor reduction of one number per tensor, as numpy evaluates it."""
+    x, y = xs[0], xs[-1]
+    return {
+        "norm": f"tl.abs({x})", "rms": f"tl.abs({x})", "mean": x, "sum": x, "amax": x, "dot": f"{x} * {y}",
+        "allfinite": f"(1.0 - {_nonfinite(x)})", "cosine_sim": f"{x} * {y} / (tl.abs({x}) * tl.abs({y}))",
+    }[op]
+
+
+@dataclass
+class Reduction:
+    """``name = op(*args)``, a value that needs a pass over the tensor (args in kernel names).
+
+    ``scope``: ``tensor`` (one number per parameter), ``global`` (one for all), ``row`` or
+    ``col`` (rowmean/colmean). ``over``: the kind of the reduced value (a row value is summed
+    once per row, not once per element). ``slots`` index its accumulators; ``level`` is the pass
+    that computes it."""
+
+    name: str
+    op: str
+    args: tuple[Expr, ...]
+    scope: str
+    over: str = "full"
+    slots: list[int] = field(default_factory=list)
+    level: int = 1
+
+
+@dataclass
+class Family:
+    """One path lowered for the kernel: single-assignment statements over kernel names, their
+    kinds, the reductions cut out of them, its states and the shape facts it reads."""
+
+    spec: Program
+    stmts: list[Assign]
+    kinds: dict[str, str]
+    reductions: dict[str, Reduction]
+    states: tuple[tuple[str, str], ...]  # (name, kind)
+    names: dict[str, str]  # input name -> kernel name
+    facts: dict[str, tuple]  # kernel name -> ("ndim",) | ("size",) | ("dim", i)
+    update: Expr
+    new_states: tuple[Expr, ...]
+    n_slots: int = 0
+
+    @property
+    def narrow(self) -> list[str]:
+        """States shared by several elements (row, col, scalar): written through ``next``."""
+        return [n for n, k in self.states if k != "full"]
+
+    @property
+    def wide(self) -> list[Reduction]:
+        return [r for r in self.reductions.values() if r.scope in ("row", "col")]
+
+    @property
+    def needs_2d(self) -> bool:
+        return bool(self.wide) or any(k in ("row", "col") for k in self.kinds.values())
+
+    def deps(self, name: str, memo: dict[str, set[str]]) -> set[str]:
+        """Reductions that the value ``name`` reads, directly or through statements."""
+        if name not in memo:
+            memo[name] = set()
+            defs = {a.target: a for a in self.stmts}
+            out = {name} if name in self.reductions else set()
+            if name in defs:
+                for v in free_vars(defs[name].expr):
+                    out |= self.deps(v, memo)
+            memo[name] = out
+        return memo[name]
+
+
+def _fail(msg, hint=None):
+    raise DslError(msg, hint=hint)
+
+
+def lower(spec: Program) -> Family:
+    """Single-assignment form of a straight-line program with its reductions cut out.
+
+    Every assignment gets a kernel name of its own (``m`` -> ``m_1`` when ``m`` is reassigned);
+    each reduction over a vector value becomes a :class:`Reduction` read through a name, so the
+    passes after it can load its finished value; shape facts become per-tensor numbers.
+
+    Example:
+        >>> from optdsl import parse
+        >>> fam = lower(parse("def f(w, g, lr):\\n    return lr * g / norm(g)\\n"))
+        >>> [(r.op, r.scope) for r in fam.reductions.values()]
+        [('norm', 'tensor')]
+    """
+    used = {"tl", "triton", "torch", "libdevice", "math", "os", "float"}
+    kinds: dict[str, str] = {}
+
+    def bind(name: str, kind: str) -> str:
+        kname = fresh_name(name if not name.startswith("_") else "u" + name, used)
+        kinds[kname] = kind
+        return kname
+
+    inputs = {"w": "full", "g": "full", "lr": "uniform", "step": "uniform",
+              **{h.name: "uniform" for h in spec.hypers}, **{s.name: s.kind for s in spec.states}}
+    names = {n: bind(n, k) for n, k in inputs.items()}
+    env = dict(names)  # DSL name -> its current kernel name
+    reductions: dict[str, Reduction] = {}
+    facts: dict[str, tuple] = {}
+    stmts: list[Assign] = []
+
+    def rename(expr: Expr) -> Expr:
+        if isinstance(expr, Var):
+            return Var(env[expr.name])
+        if isinstance(expr, Call):
+            if OPS[expr.op].shape == STATIC:
+                fact = (expr.op,) + tuple(int(a.value) for a in expr.args[1:])
+                name = next((k for k, v in facts.items() if v == fact), None)
+                if name is None:
+                    name = bind("_".join(str(f).replace("-", "m") for f in fact), "scalar")
+                    facts[name] = fact
+                return Var(name)
+            return Call(expr.op, tuple(rename(a) for a in expr.args))
+        return expr
+
+    def kind_of(expr: Expr) -> str:
+        return expr_kind(expr, kinds, _fail)
+
+    def cut(call: Call) -> Expr:
+        op = OPS[call.op]
+        if op.shape not in (REDUCE, GLOBAL, ROW, COL):
+            return call
+        over = kind_of(call.args[0]) if len(call.args) == 1 else kind_of(Call("add", call.args))
+        if op.shape == REDUCE and over not in VECTOR_KINDS:
+            return call  # one number per tensor already: printed in place
+        scope = {REDUCE: "tensor", GLOBAL: "global", ROW: "row", COL: "col"}[op.shape]
+        name = bind(call.op, {"tensor": "scalar", "global": "uniform"}.get(scope, scope))
+        reductions[name] = Reduction(name, call.op, call.args, scope, over)
+        return Var(name)
+
+    for a in spec.body:
+        expr = map_calls(rename(a.expr), cut)
+        kname = bind(a.target, kind_of(expr))
+        stmts.append(Assign(kname, expr, a.loc))
+        env[a.target] = kname
+    update = map_calls(rename(spec.update), cut)
+    new_states = tuple(map_calls(rename(e), cut) for e in spec.new_states)
+    for e in [a.expr for a in stmts] + [update, *new_states]:
+        for node in walk(e):
+            if isinstance(node, Call) and OPS[node.op].triton is None and OPS[node.op].shape != REDUCE:
+                raise TritonUnsupported(f"{node.op}() has no Triton spelling")
+    fam = Family(spec, stmts, kinds, reductions, tuple((s.name, s.kind) for s in spec.states), names, facts,
+                 update, new_states)
+    for r in reductions.values():
+        if r.scope == "tensor":
+            r.slots = list(range(fam.n_slots, fam.n_slots + len(_partials(r.op, ["x", "y"]))))
+            fam.n_slots += len(r.slots)
+    return fam
+
+
+def assign_levels(families: list[Family]) -> int:
+    """Give every reduction its pass: 1 + the latest pass among the reductions it reads; a global
+    reduction gets the same pass in every family. Returns the number of reduction passes."""
+    glevel: dict[str, int] = {}
+    while True:
+        for fam in families:
+            memo: dict[str, set[str]] = {}
+            for r in fam.reductions.values():  # statement order: what it reads comes first
+                reads = set().union(*[fam.deps(v, memo) for a in r.args for v in free_vars(a)])
+                r.level = 1 + max((fam.reductions[d].level for d in reads), default=0)
+                if r.scope == "global":
+                    r.level = max(r.level, glevel.get(r.name, 0))
+        new: dict[str, int] = {}
+        for fam in families:
+            for r in fam.reductions.values():
+                if r.scope == "global":
+                    new[r.name] = max(new.get(r.name, 0), r.level)
+        if new == glevel:
+            return max([r.level for fam in families for r in fam.reductions.values()], default=0)
+        glevel = new
+
+
+# --- kernel text ---
+
+class _KernelWriter:
+    """Writes the passes of one family as ``@triton.jit`` functions.
+
+    Table row layout (int64): numel, &w, &g, &state..., &next (narrow states)..., shape facts...,
+    then C and R*C and one accumulator offset per row/col reduction when the family is 2-d."""
+
+    def __init__(self, fam: Family, gslots: dict[str, list[int]]):
+        self.fam, self.gslots = fam, gslots
+        self.printer = TritonPrinter()
+        self.col = {"w": 1, "g": 2, **{s: 3 + i for i, (s, _) in enumerate(fam.states)}}
+        k = 3 + len(fam.states)
+        self.next_col = {s: k + i for i, s in enumerate(fam.narrow)}
+        k += len(fam.narrow)
+        self.fact_col = {n: k + i for i, n in enumerate(fam.facts)}
+        k += len(fam.facts)
+        self.shape_col = k if fam.needs_2d else None
+        k += 2 if fam.needs_2d else 0
+        self.wide_col = {r.name: k + i for i, r in enumerate(fam.wide)}
+        self.ncol = k + len(fam.wide)
+
+    def needed(self, roots: list[Expr]) -> tuple[list[Assign], set[str]]:
+        """Statements (in order) and names of inputs/reductions that ``roots`` read."""
+        want = set().union(*[free_vars(e) for e in roots]) if roots else set()
+        keep = []
+        for a in reversed(self.fam.stmts):
+            if a.target in want:
+                keep.append(a)
+                want |= free_vars(a.expr)
+        return keep[::-1], want
+
+    def kind(self, e: Expr) -> str:
+        return expr_kind(e, self.fam.kinds, _fail)
+
+    def write(self, name: str, level: int | None) -> str:
+        fam = self.fam
+        final = level is None
+        names = fam.names
+        state_kind = dict(fam.states)
+        if final:
+            stores = [(s, e) for (s, _), e in zip(fam.states, fam.new_states) if e != Var(names[s])]
+            roots, todo = [fam.update] + [e for _, e in stores], []
+        else:
+            todo = [r for r in fam.reductions.values() if r.level == level]
+            roots = [a for r in todo for a in r.args]
+        stmts, want = self.needed(roots)
+        if final:
+            want.add(names["w"])
+        lines = [
+            "@triton.jit",
+            (f"def {name}(_table, _chunks, _acc, _gacc, _wacc, {', '.join(self.params())}, BLOCK: tl.constexpr, "
+             "DT: tl.constexpr, GT: tl.constexpr, CT: tl.constexpr, MASKED: tl.constexpr, ALIGNED: tl.constexpr):"),
+            "    _c = tl.program_id(0)",
+            "    _t = tl.load(_chunks + 2 * _c)",
+            "    _chunk = tl.load(_chunks + 2 * _c + 1)",
+            f"    _entry = _table + _t * {self.ncol}",
+            "    _n = tl.load(_entry)",
+            "    _numel = _n.to(CT)",
+            "    _offs = _chunk.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)",
+            "    if MASKED:  # the tensor's last chunk",
+            "        _mask = _offs < _n",
+            "    else:  # a whole chunk: a constant mask, so loads and stores are 16-byte vectors",
+            "        _mask = tl.full([BLOCK], 1, tl.int1)",
+        ]
+        if fam.needs_2d:
+            lines += [f"    _C = tl.load(_entry + {self.shape_col})",
+                      f"    _RC = tl.load(_entry + {self.shape_col + 1})",
+                      "    _ri = _offs // _C",
+                      "    _ci = (_offs // _RC) * _C + _offs % _C"]
+        for p in self.params():  # a float argument is a Python float under TRITON_INTERPRET: make it a tensor
+            if p in want:
+                lines.append(f"    {p} = {p} + tl.zeros([], tl.float32)")
+        index = {"full": "_offs", "row": "_ri", "col": "_ci"}
+        for src in ["w", "g", *state_kind]:
+            kname = names[src]
+            if kname not in want:
+                continue
+            kind = state_kind.get(src, "full")
+            dt = {"w": "DT", "g": "GT"}.get(src, "CT")
+            lines.append(f"    _{kname}_ptr = _pointer(_entry, {self.col[src]}, {dt}, ALIGNED)")
+            if kind == "scalar":
+                lines.append(f"    {kname} = tl.load(_{kname}_ptr).to(CT)")
+            else:
+                lines.append(f"    {kname} = tl.load(_{kname}_ptr + {index[kind]}, mask=_mask).to(CT)")
+        for kname, col in self.fact_col.items():
+            if kname in want:
+                lines.append(f"    {kname} = tl.load(_entry + {col}).to(CT)")
+        for r in fam.reductions.values():
+            if r.name in want:
+                lines.append(f"    {r.name} = {self._finished(r)}")
+        for a in stmts:
+            lines.append(f"    {a.target} = {self.printer.doprint(a.expr)}")
+        if final:
+            w = names["w"]
+            new_w = f"({w} - {self._vector(fam.update)}).to(DT)"
+            lines.append(f"    tl.store(_{w}_ptr + _offs, {new_w}, mask=_mask)")
+            for s, e in stores:
+                lines += self._store(s, state_kind[s], e)
+        for r in todo:
+            lines += self._accumulate(r)
+        return "\n".join(lines) + "\n"
+
+    def _store(self, s: str, kind: str, e: Expr) -> list[str]:
+        kname = self.fam.names[s]
+        if kind == "full":
+            return [f"    tl.store(_{kname}_ptr + _offs, {self._vector(e)}, mask=_mask)"]
+        lines = [f"    _{kname}_next = _pointer(_entry, {self.next_col[s]}, CT, False)"]
+        if kind == "scalar":  # one value per tensor: the tensor's first chunk writes it
+            value = f"({self.printer.doprint(e)}).to(CT)"
+            return lines + ["    if _chunk == 0:", f"        tl.store(_{kname}_next, {value})"]
+        first = "(_offs % _C == 0)" if kind == "row" else "(_offs % _RC < _C)"  # one element per entry
+        index = "_ri" if kind == "row" else "_ci"
+        return lines + [f"    tl.store(_{kname}_next + {index}, {self._vector(e)}, mask=_mask & {first})"]
+
+    def _count(self, r: Reduction) -> str:
+        return {"full": "_numel", "row": "(_numel / _C.to(CT))", "col": "(_numel * _C.to(CT) / _RC.to(CT))"}.get(
+            r.over, "_numel")
+
+    def _finished(self, r: Reduction) -> str:
+        if r.scope in ("row", "col"):
+            index = "_ri" if r.scope == "row" else "_ci"
+            count = "_C.to(CT)" if r.scope == "row" else "(_RC // _C).to(CT)"
+            return f"tl.load(_wacc + tl.load(_entry + {self.wide_col[r.name]}) + {index}, mask=_mask) / {count}"
+        parts = [f"tl.load(_acc + _t * {self.fam.n_slots} + {s})" if r.scope == "tensor" else
+                 f"tl.load(_gacc + {s})" for s in self._slots(r)]
+        return _finish(r.op, parts, self._count(r))
+
+    def _accumulate(self, r: Reduction) -> list[str]:
+        args = [self.printer.doprint(a) for a in r.args]
+        if r.scope in ("row", "col"):
+            index = "_ri" if r.scope == "row" else "_ci"
+            target = f"_wacc + tl.load(_entry + {self.wide_col[r.name]}) + {index}"
+            return [f"    tl.atomic_add({target}, {self._vector(r.args[0], args[0])}, mask=_mask)"]
+        lines = []
+        # a row value appears C times among the elements, a column value R times: weigh it down
+        weight = {"row": " / _C.to(CT)", "col": " * _C.to(CT) / _RC.to(CT)"}.get(r.over, "")
+        for (term, how), slot in zip(_partials(r.op, args), self._slots(r)):
+            target = f"_acc + _t * {self.fam.n_slots} + {slot}" if r.scope == "tensor" else f"_gacc + {slot}"
+            if r.over not in VECTOR_KINDS:  # one number per tensor: its first chunk adds it, once
+                lines += ["    if _chunk == 0:", f"        tl.atomic_{_ATOMIC[how]}({target}, {term})"]
+            elif how == "sum":
+                lines.append(f"    tl.atomic_add({target}, tl.sum(tl.where(_mask, ({term}){weight}, 0.0), axis=0))")
+            else:
+                lines.append(f"    tl.atomic_max({target}, tl.max(tl.where(_mask, {term}, -float('inf')), axis=0))")
+        return lines
+
+    def _slots(self, r: Reduction) -> list[int]:
+        return r.slots if r.scope == "tensor" else self.gslots[r.name]
+
+    def _vector(self, e: Expr, text: str | None = None) -> str:
+        """``e`` as one CT value per element of the chunk."""
+        text = self.printer.doprint(e) if text is None else text
+        if self.kind(e) not in VECTOR_KINDS:
+            text = f"({text} + tl.zeros([BLOCK], CT))"
+        return f"({text}).to(CT)"
+
+    def params(self) -> list[str]:
+        names = self.fam.names
+        return [names["lr"], names["step"]] + [names[h.name] for h in self.fam.spec.hypers if h.name != "lr"]
+
+
+def families(program: Program) -> list[Family]:
+    """One :class:`Family` per path of ``program`` (same order as the torch module's ``PATHS``)."""
+    return [lower(path.program) for path in torch_target.paths(program)[2]]
+
+
+def kernels_source(program: Program) -> str:
+    """The Triton part of the generated module: kernels, the family table and the runtime
+    (``_TritonStep``, ``_triton_group_step``, ``_triton_available``).
+
+    Raises :class:`TritonUnsupported` when the kernel cannot run ``program``."""
+    fams = families(program)
+    n_passes = assign_levels(fams)
+    gslots: dict[str, list[int]] = {}
+    n_global = 0
+    for fam in fams:
+        for r in fam.reductions.values():
+            if r.scope == "global" and r.name not in gslots:
+                k = len(_partials(r.op, ["x", "y"]))
+                gslots[r.name] = list(range(n_global, n_global + k))
+                n_global += k
+    kernels, table = [], []
+    for i, fam in enumerate(fams):
+        writer = _KernelWriter(fam, gslots)
+        passes = []
+        for level in [*range(1, n_passes + 1), None]:
+            if level is not None and not any(r.level == level for r in fam.reductions.values()):
+                passes.append("None")
+                continue
+            kname = f"_path{i}_" + ("final" if level is None else f"pass{level}")
+            kernels.append(writer.write(kname, level))
+            passes.append(kname)
+        amax = tuple(s for r in fam.reductions.values() if r.op == "amax" and r.scope == "tensor" for s in r.slots)
+        wide = tuple(r.scope for r in fam.wide)
+        table.append(f"    _Family(states={fam.states!r}, facts={tuple(fam.facts.values())!r}, "
+                     f"needs_2d={fam.needs_2d}, "
+                     f"slots={fam.n_slots}, amax_slots={amax!r}, wide={wide!r}, passes=({', '.join(passes)},)),")
+    body = "\n\n".join(kernels)
+    hypers = tuple(h.name for h in program.hypers if h.name != "lr")
+    header = (f"_TRITON_HYPERS = {hypers!r}\n_TRITON_GLOBAL_SLOTS = {n_global}\n"
+              "_TRITON_FAMILIES = [\n" + "\n".join(table) + "\n]\n")
+    return (IMPORTS + (LIBDEVICE if "libdevice." in body else "") + "\n\n" + body + "\n" + RUNTIME + "\n\n"
+            + header)
+
+
+def unsupported_source(reason: str) -> str:
+    """The extra-backend source for a program the kernel cannot run: never available, and an
+    explicit ``backend="triton"`` says why."""
+    return (f"_TRITON_UNSUPPORTED = {reason!r}\n\n\ndef _triton_available(device):\n    return False\n\n\n"
+            "def _triton_group_step(path, params, grads, states, *, lr, step, **hyper):\n"
+            "    raise NotImplementedError(_TRITON_UNSUPPORTED)\n")
+
+
+def emit(program: Program) -> str:
+    """The torch module of :mod:`codegen.torch_target` with the Triton kernels as backend ``"triton"``.
+
+    Example:
+        >>> import optdsl
+        >>> src = emit(optdsl.load("adamw"))
+        >>> "@triton.jit" in src and "class AdamW(torch.optim.Optimizer)" in src
+        True
+    """
+    try:
+        extra = kernels_source(program)
+    except TritonUnsupported as e:
+        extra = unsupported_source(f"the Triton kernel cannot run {program.name}: {e}")
+    return torch_target.emit(program, extra_backends={"triton": extra})
+
+
+def entry_point(module, program: Program):
+    """The optimizer class of a loaded generated module (``backend="triton"`` selects the kernels)."""
+    return torch_target.entry_point(module, program)
+
+
+IMPORTS = '''import functools
+import math
+import os
+
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _pointer(entry, col, DTYPE: tl.constexpr, ALIGNED: tl.constexpr):
+    """The table's address at ``entry[col]`` as a pointer; ALIGNED: it is 16-byte aligned."""
+    p = tl.load(entry + col).to(tl.pointer_type(DTYPE))
+    if ALIGNED:
+        p = tl.multiple_of(p, 16)
+    return p
+'''
+
+LIBDEVICE = '''
+
+def _tensor(x):
+    return x if isinstance(x, tl.tensor) else tl.full([], x, tl.float32)
+
+
+class _InterpretedLibdevice:
+    """Stand-ins built from tl.exp/log/sqrt/sin/cos for TRITON_INTERPRET, which has no libdevice
+    (single-precision accurate; on the GPU the kernels call libdevice itself)."""
+
+    @staticmethod
+    def pow(x, y):
+        x, y = _tensor(x), _tensor(y)
+        r = tl.exp2(y * tl.log2(tl.abs(x)))
+        odd = y - 2.0 * tl.floor(0.5 * y) == 1.0
+        negative = tl.where(tl.floor(y) == y, tl.where(odd, -r, r), float("nan"))
+        return tl.where(y == 0, 1.0, tl.where(x < 0, negative, r))
+
+    @staticmethod
+    def cbrt(x):
+        return tl.where(x < 0, -1.0, 1.0) * tl.exp2(tl.log2(tl.abs(x)) / 3.0)
+
+    @staticmethod
+    def expm1(x):
+        return tl.exp(x) - 1.0
+
+    @staticmethod
+    def log1p(x):
+        return tl.log(1.0 + x)
+
+    @staticmethod
+    def tan(x):
+        return tl.sin(x) / tl.cos(x)
+
+    @staticmethod
+    def atan(x):
+        x = _tensor(x)
+        big = tl.abs(x) > 1.0
+        t = tl.where(big, 1.0 / x, x)
+        t = t / (1.0 + tl.sqrt(1.0 + t * t))  # atan(x) = 2 atan(t), |t| <= tan(pi / 8): the series converges
+        t2 = t * t
+        s = 2.0 * t * (1.0 + t2 * (-1 / 3 + t2 * (1 / 5 + t2 * (-1 / 7 + t2 * (1 / 9 + t2 * (
+            -1 / 11 + t2 * (1 / 13 + t2 * (-1 / 15))))))))
+        return tl.where(big, tl.where(x > 0, 1.5707963267948966, -1.5707963267948966) - s, s)
+
+    @staticmethod
+    def asin(x):
+        return _InterpretedLibdevice.atan(x / tl.sqrt(1.0 - x * x))
+
+    @staticmethod
+    def acos(x):
+        return 1.5707963267948966 - _InterpretedLibdevice.asin(x)
+
+    @staticmethod
+    def sinh(x):
+        return 0.5 * (tl.exp(x) - tl.exp(-x))
+
+    @staticmethod
+    def cosh(x):
+        return 0.5 * (tl.exp(x) + tl.exp(-x))
+
+    @staticmethod
+    def tanh(x):
+        return 1.0 - 2.0 / (tl.exp(2.0 * x) + 1.0)
+
+    @staticmethod
+    def asinh(x):
+        return tl.where(x < 0, -1.0, 1.0) * tl.log(tl.abs(x) + tl.sqrt(x * x + 1.0))
+
+    @staticmethod
+    def acosh(x):
+        return tl.log(x + tl.sqrt(x * x - 1.0))
+
+    @staticmethod
+    def atanh(x):
+        return 0.5 * tl.log((1.0 + x) / (1.0 - x))
+
+
+if os.environ.get("TRITON_INTERPRET") == "1":
+    libdevice = _InterpretedLibdevice
+else:
+    from triton.language.extra import libdevice
+'''
+
+RUNTIME = '''
+class _Family:
+    """One path's kernels: ``passes[k]`` is None where the path has no reduction at pass k."""
+
+    def __init__(self, states, facts, needs_2d, slots, amax_slots, wide, passes):
+        self.states, self.facts, self.needs_2d, self.slots = states, facts, needs_2d, slots
+        self.amax_slots, self.wide, self.passes = amax_slots, wide, passes
+        self.narrow = [name for name, kind in states if kind != "full"]
+
+
+_TRITON_DTYPES = {torch.float32: tl.float32, torch.float16: tl.float16, torch.bfloat16: tl.bfloat16,
+                  torch.float64: tl.float64}
+
+
+def _fact(fact, shape):
+    if fact[0] == "ndim":
+        return len(shape)
+    if fact[0] == "size":
+        return math.prod(shape)
+    return shape[fact[1]]
+
+
+@functools.lru_cache(maxsize=64)
+def _chunk_table(numels, block, device):
+    """(tensor, chunk) pairs, flat int32: every whole chunk first (launched unmasked), then each
+    tensor's last partial chunk; with the two counts."""
+    n = torch.tensor(numels, dtype=torch.int64)
+    whole = n // block
+    tensor = torch.repeat_interleave(torch.arange(len(numels)), whole)
+    chunk = torch.arange(int(whole.sum())) - torch.repeat_interleave(torch.cumsum(whole, 0) - whole, whole)
+    tails = (n % block).nonzero().flatten()
+    pairs = torch.cat([torch.stack([tensor, chunk], 1), torch.stack([tails, whole[tails]], 1)])
+    return pairs.to(torch.int32).reshape(-1).to(device), len(tensor), len(tails)
+
+
+class _TritonGroup:
+    """Tensors of one path and dtype: the launch tables and accumulator layout."""
+
+    def __init__(self, family, kernels_dtypes, members, block, device, wide_start):
+        self.family, self.dtypes = family, kernels_dtypes
+        compute = torch.float64 if kernels_dtypes[0] == torch.float64 else torch.float32
+        rows, self.nexts, self.narrow_states = [], [], []
+        self.wide_size = 0
+        for t, (p, g, states) in enumerate(members):
+            shape, n = tuple(p.shape), p.numel()
+            nexts = [torch.empty_like(states[s]) for s in family.narrow]
+            self.nexts += nexts
+            self.narrow_states += [states[s] for s in family.narrow]
+            row = [n, p.data_ptr(), g.data_ptr()] + [states[s].data_ptr() for s, _ in family.states]
+            row += [x.data_ptr() for x in nexts] + [int(_fact(f, shape)) for f in family.facts]
+            if family.needs_2d:
+                row += [shape[-1], shape[-1] * shape[-2]]
+            for scope in family.wide:
+                row.append(wide_start + self.wide_size)
+                self.wide_size += n // shape[-1] if scope == "row" else n // shape[-2]
+            rows.append(row)
+        self.table = torch.tensor(rows, dtype=torch.int64).to(device)
+        flat, n_whole, n_tail = _chunk_table(tuple(row[0] for row in rows), block, device)
+        self.launches = [(flat, n_whole, False), (flat[2 * n_whole:], n_tail, True)]
+        self.n_tensors = len(rows)
+        self.aligned = all(a % 16 == 0 for row in rows for a in row[1:3 + len(family.states)])
+        self.compute = tl.float64 if compute == torch.float64 else tl.float32
+
+
+class _TritonStep:
+    """One optimizer step over lists of tensors with the generated kernels.
+
+    ``step(paths, params, grads, states, lr, step, hyper)``: ``paths[i]`` is the path of
+    ``params[i]``, ``states[name][i]`` its state ``name`` (compute dtype); everything is updated in
+    place. Global reductions run across all the tensors given. ``block`` elements per program;
+    the tables are rebuilt only when a tensor's address changes.
+    """
+
+    def __init__(self, block=2048, num_warps=8):
+        self.block, self.num_warps = block, num_warps
+        self._plan, self._plan_key = None, None
+
+    def _build(self, paths, params, grads, states):
+        groups = {}
+        for i, (k, p, g) in enumerate(zip(paths, params, grads)):
+            if p.numel() == 0:
+                continue
+            if p.dtype not in _TRITON_DTYPES or not p.is_contiguous() or not g.is_contiguous():
+                raise NotImplementedError("the Triton kernel needs contiguous float tensors")
+            mine = {s: states[s][i] for s, _ in _TRITON_FAMILIES[k].states}
+            if not all(x.is_contiguous() for x in mine.values()):
+                raise NotImplementedError("the Triton kernel needs contiguous states")
+            groups.setdefault((k, p.dtype, g.dtype, p.device), []).append((p, g, mine))
+        plan, slots, wide = [], 0, 0
+        for (k, dt, gt, device), members in groups.items():
+            grp = _TritonGroup(_TRITON_FAMILIES[k], (dt, gt), members, self.block, device, wide)
+            grp.acc_start, slots, wide = slots, slots + grp.n_tensors * grp.family.slots, wide + grp.wide_size
+            plan.append(grp)
+        init = torch.zeros(slots + _TRITON_GLOBAL_SLOTS + wide, dtype=torch.float32)
+        for grp in plan:
+            for t in range(grp.n_tensors):
+                for s in grp.family.amax_slots:
+                    init[grp.acc_start + t * grp.family.slots + s] = float("-inf")
+        device = params[0].device
+        acc = init.to(device)
+        gacc, wacc = acc[slots:slots + _TRITON_GLOBAL_SLOTS], acc[slots + _TRITON_GLOBAL_SLOTS:]
+        views = [acc[grp.acc_start:] for grp in plan]
+        nexts = [x for grp in plan for x in grp.nexts]
+        narrow = [x for grp in plan for x in grp.narrow_states]
+        return plan, init.to(device), acc, views, gacc, wacc, nexts, narrow
+
+    def step(self, paths, params, grads, states, lr, step, hyper):
+        """``w <- w - update`` for every tensor; states updated in place."""
+        key = (tuple(paths), tuple(t.data_ptr() for t in params), tuple(t.data_ptr() for t in grads),
+               tuple(t.data_ptr() for s in sorted(states) for t in states[s] if t is not None))
+        if key != self._plan_key:
+            self._plan, self._plan_key = self._build(paths, params, grads, states), key
+        plan, acc_init, acc, views, gacc, wacc, nexts, narrow = self._plan
+        if not plan:
+            return
+        scalars = [float(lr), float(step)] + [float(hyper[h]) for h in _TRITON_HYPERS]
+        n_passes = len(plan[0].family.passes)
+        if acc.numel():
+            acc.copy_(acc_init)
+        for k in range(n_passes):
+            for grp, view in zip(plan, views):
+                kernel = grp.family.passes[k]
+                for chunks, n, masked in grp.launches if kernel is not None else ():
+                    if n:
+                        kernel[(n,)](grp.table, chunks, view, gacc, wacc, *scalars, BLOCK=self.block,
+                                     DT=_TRITON_DTYPES[grp.dtypes[0]], GT=_TRITON_DTYPES[grp.dtypes[1]],
+                                     CT=grp.compute, MASKED=masked, ALIGNED=grp.aligned, num_warps=self.num_warps)
+        if nexts:
+            torch._foreach_copy_(narrow, nexts)
+
+
+_TRITON_RUNNERS = {}
+_TRITON_CONFIG = {"block": 2048, "num_warps": 8}  # elements per program, warps per program
+
+
+def _triton_available(device):
+    return device.type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def _triton_group_step(path, params, grads, states, *, lr, step, **hyper):
+    """In-place step of tensors sharing ``path``, device and dtype with the Triton kernels."""
+    if not params:
+        return
+    if not _triton_available(params[0].device):
+        raise RuntimeError(f"backend 'triton' needs CUDA tensors (or TRITON_INTERPRET=1), got {params[0].device}")
+    if not all(p.dtype in _TRITON_DTYPES and p.is_contiguous() and g.is_contiguous() for p, g in zip(params, grads)):
+        return _eager_group_step(path, params, grads, states, lr=lr, step=step, **hyper)
+    key = (path, params[0].data_ptr(), len(params))
+    if key not in _TRITON_RUNNERS:  # one cached plan per parameter list
+        if len(_TRITON_RUNNERS) > 64:
+            _TRITON_RUNNERS.clear()
+        _TRITON_RUNNERS[key] = _TritonStep(**_TRITON_CONFIG)
+    values = {**HYPER_DEFAULTS, **hyper}
+    _TRITON_RUNNERS[key].step([path] * len(params), params, grads, states, lr, step, values)
+'''

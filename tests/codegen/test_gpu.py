@@ -1,0 +1,139 @@
+"""Generated optimizers on a CUDA device (Triton kernels and torch.compile) against the interpreter.
+
+Skipped without CUDA, and under TRITON_INTERPRET=1 (the kernels must be compiled for the GPU).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+import optdsl
+from codegen import build
+
+torch = pytest.importorskip("torch")
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+    pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") == "1", reason="Triton runs interpreted here"),
+]
+
+SHAPES = [(37,), (5, 9), (2, 3, 4), (1,), (300, 257)]  # the last spans several chunks
+STEPS = 20
+
+
+def _data(shapes, steps, seed):
+    rng = np.random.default_rng(seed)
+    init = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    grads = [[rng.standard_normal(s).astype(np.float32) for s in shapes] for _ in range(steps)]
+    return init, grads
+
+
+def _reference(program, init, grads, dtype=None, **hyper):
+    """The interpreter in float32; with ``dtype``, params and grads rounded to it as the kernel does."""
+    def rnd(x):
+        return x if dtype is None else torch.tensor(x).to(dtype).float().numpy()
+
+    interp = optdsl.Interpreter(program, dtype=np.float32, **hyper)
+    ps = {str(i): rnd(p) for i, p in enumerate(init)}
+    state = interp.init(ps)
+    for t, gs in enumerate(grads, start=1):
+        ps, state = interp.step(ps, {str(i): rnd(g) for i, g in enumerate(gs)}, state, t)
+        ps = {k: rnd(v) for k, v in ps.items()}
+    return [ps[str(i)] for i in range(len(init))]
+
+
+def _run(cls, init, grads, backend, dtype=torch.float32, lr=0.01):
+    params = [torch.nn.Parameter(torch.tensor(p).to(device="cuda", dtype=dtype)) for p in init]
+    opt = cls(params, lr=lr, backend=backend)
+    for gs in grads:
+        for p, g in zip(params, gs):
+            p.grad = torch.tensor(g).to(device="cuda", dtype=dtype)
+        opt.step()
+    return [p.detach().float().cpu().numpy() for p in params]
+
+
+def assert_steps_close(got, expected, program, rtol, atol):
+    """``got`` equals ``expected`` elementwise, except that a sign-based rule (Lion, Tiger) may flip
+    the sign of a step whose argument is within rounding of 0 on a few elements (one lr apart)."""
+    for g, e in zip(got, expected):
+        bad = ~np.isclose(g, e, rtol=rtol, atol=atol)
+        allowed = max(1, g.size // 1000) if "sign" in optdsl.to_source(program) else 0
+        if bad.sum() > allowed:
+            np.testing.assert_allclose(g, e, rtol=rtol, atol=atol)  # fails, showing where
+
+
+@pytest.mark.parametrize("name", optdsl.zoo_names())
+def test_triton_matches_interpreter(name):
+    """Every zoo program through ``backend="triton"`` on CUDA, 20 steps, 1-d to 3-d and size 1."""
+    program = optdsl.load(name)
+    cls = build(program, "triton")
+    init, grads = _data(SHAPES, STEPS, seed=0)
+    got = _run(cls, init, grads, "triton")
+    assert_steps_close(got, _reference(program, init, grads, lr=0.01), program, rtol=2e-4, atol=2e-5)
+
+
+@pytest.mark.parametrize("name", ["adamw", "lion"])
+def test_compiled_matches_interpreter(name):
+    program = optdsl.load(name)
+    cls = build(program, "torch")
+    init, grads = _data(SHAPES, STEPS, seed=1)
+    got = _run(cls, init, grads, "compiled")
+    assert_steps_close(got, _reference(program, init, grads, lr=0.01), program, rtol=2e-4, atol=2e-5)
+
+
+@pytest.mark.parametrize("name", ["adamw", "lion"])
+def test_bf16_params(name):
+    """bf16 params and grads: float32 math and states, w rounded once per step (to nearest)."""
+    program = optdsl.load(name)
+    cls = build(program, "triton")
+    init, grads = _data(SHAPES, 5, seed=2)
+    got = _run(cls, init, grads, "triton", dtype=torch.bfloat16, lr=0.01)
+    for g, e in zip(got, _reference(program, init, grads, dtype=torch.bfloat16, lr=0.01)):
+        np.testing.assert_allclose(g, e, rtol=1e-2, atol=1e-2)
+        assert np.mean(g == e) > 0.95  # nearly all bit-identical: the same rounding of the same math
+
+
+GLOBAL = """
+def clipped(w, g, m, step, lr=0.01, beta=0.9):
+    g = g / max(global_norm(g), 1.0)
+    m = interp(g, m, beta)
+    return lr * m / (norm(m) + 1e-3) * amax(abs(w)), m
+"""
+
+
+def test_global_reductions_across_tensors():
+    """A global norm over every tensor between two passes (through the module's _TritonStep)."""
+    program = optdsl.parse(GLOBAL)
+    cls = build(program, "triton")
+    module = __import__("sys").modules[cls.__module__]
+    init, grads = _data(SHAPES, STEPS, seed=3)
+    params = [torch.tensor(p, device="cuda") for p in init]
+    states = module.init_states(params)
+    runner = module._TritonStep()
+    for t, gs in enumerate(grads, start=1):
+        runner.step([0] * len(params), params, [torch.tensor(g, device="cuda") for g in gs], states, 0.01, t,
+                    {"beta": 0.9})
+    for g, e in zip(params, _reference(program, init, grads)):
+        np.testing.assert_allclose(g.cpu().numpy(), e, rtol=2e-4, atol=2e-5)
+
+
+def test_lr_schedule_does_not_recompile():
+    """lr and step are float arguments: changing them every step reuses the one compiled kernel."""
+    cls = build(optdsl.load("adamw"), "triton")
+    module = __import__("sys").modules[cls.__module__]
+    params = [torch.nn.Parameter(torch.randn(1000, device="cuda"))]
+    opt = cls(params, lr=1e-3, backend="triton")
+    for k in range(5):
+        params[0].grad = torch.randn(1000, device="cuda")
+        opt.param_groups[0]["lr"] = 1e-3 / (k + 1)
+        opt.step()
+    kernel = module._TRITON_FAMILIES[0].passes[-1]
+    caches = getattr(kernel, "device_caches", None)
+    if caches is None:
+        pytest.skip("this triton keeps no device_caches")
+    compiled = caches[torch.cuda.current_device()][0]
+    assert len(compiled) == 1
