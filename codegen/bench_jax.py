@@ -1,0 +1,132 @@
+"""JAX benchmark: generated optax transformations against optax's own, under jit on CPU.
+
+For each pair (generated ``adamw`` / ``optax.adamw``, ``lion`` / ``optax.lion``,
+``adafactor_optax`` / ``optax.adafactor``, identical hyperparameters) one jitted step
+``params, state <- apply_updates(params, update(grads, state, params))`` is timed on 16 float32
+matrices of 1024 x 1024 (1M entries each; ``quick``: 512 x 512). Rows follow
+:mod:`codegen.bench`'s format; ``ratio`` is ms divided by optax's ms for the same optimizer
+(the target is <= 1.05). The two are timed in alternating rounds (best of five medians) so that
+load from other processes falls on both alike, and
+
+    GB/s = bytes the step must move (optdsl.cost's traffic model) / time,
+    frac_of_bandwidth = GB/s / GB/s of a jitted ``a + b`` over as many elements.
+
+Example:
+    >>> rows = run(quick=True)   # doctest: +SKIP
+    >>> sorted({r["impl"] for r in rows})[:2]  # doctest: +SKIP
+    ['generated adafactor_optax', 'generated adamw']
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import jax.numpy as jnp
+import optax
+
+import optdsl
+
+from . import build
+from .bench import markdown, step_bytes, time_ms, write_section
+
+# (zoo program, hyperparameters for it, optax's optimizer with the same ones). Lion's weight decay
+# is optax's default, not 0: optax drops a zero decay at trace time, the program (whose 0 * w is nan
+# for an infinite w) cannot.
+PAIRS = (
+    ("adamw", {}, lambda: optax.adamw(1e-3, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.01)),
+    ("lion", {"weight_decay": 1e-3}, lambda: optax.lion(1e-4, b1=0.9, b2=0.99, weight_decay=1e-3)),
+    ("adafactor_optax", {}, lambda: optax.adafactor(0.01)),
+)
+
+
+def _model(shapes, seed: int = 0):
+    keys = jax.random.split(jax.random.PRNGKey(seed), 2 * len(shapes))
+    params = {f"p{i}": jax.random.normal(keys[2 * i], s) * 0.02 for i, s in enumerate(shapes)}
+    grads = {f"p{i}": jax.random.normal(keys[2 * i + 1], s) * 1e-3 for i, s in enumerate(shapes)}
+    return params, grads
+
+
+def stepper(opt: optax.GradientTransformation, params, grads):
+    """A zero-argument function running one jitted optimizer step (update and apply, donated
+    buffers) on its own copy of ``params`` and blocking until it is done."""
+
+    def step(params, state, grads):
+        updates, state = opt.update(grads, state, params)
+        return optax.apply_updates(params, updates), state
+
+    step = jax.jit(step, donate_argnums=(0, 1))
+    carry = [jax.tree.map(jnp.copy, params), opt.init(params)]
+
+    def once():
+        carry[0], carry[1] = step(carry[0], carry[1], grads)
+        jax.block_until_ready(carry)
+
+    return once
+
+
+def time_interleaved(fns: list, warmup: int, repeats: int, rounds: int = 5) -> list[float]:
+    """Best-of-``rounds`` median ms of each function, the rounds alternating between them so
+    that load from other processes falls on all of them alike."""
+    best = [float("inf")] * len(fns)
+    for _ in range(rounds):
+        for i, fn in enumerate(fns):
+            best[i] = min(best[i], time_ms(fn, warmup, repeats))
+    return best
+
+
+def add_bandwidth_gb_s(n: int, warmup: int, repeats: int) -> float:
+    """GB/s of a jitted float32 ``a = a + b`` over ``n`` elements (2 reads and 1 write of 4 bytes;
+    ``a`` donated so that, like an optimizer step, it writes into memory it already holds)."""
+    add = jax.jit(jnp.add, donate_argnums=0)
+    carry = [jnp.zeros(n), jnp.ones(n)]
+
+    def once():
+        carry[0] = add(carry[0], carry[1])
+        carry[0].block_until_ready()
+
+    return 12 * n / time_ms(once, warmup, repeats) / 1e6
+
+
+def run(quick: bool = False) -> list[dict]:
+    """Rows ``{suite, case, impl, ms, gb_s, frac_of_bandwidth, ratio}`` for every pair."""
+    side = 512 if quick else 1024
+    warmup, repeats = (2, 5) if quick else (3, 10)
+    shapes = [(side, side)] * 16
+    case = f"16x{side}x{side} fp32 (jit, CPU)"
+    params, grads = _model(shapes)
+    bandwidth = add_bandwidth_gb_s(16 * side * side, warmup, repeats)
+    rows = [{"suite": "jax", "case": case, "impl": "jnp.add (bandwidth)",
+             "ms": 12 * 16 * side * side / bandwidth / 1e6, "gb_s": bandwidth, "frac_of_bandwidth": 1.0,
+             "ratio": None}]
+    for name, hyper, reference in PAIRS:
+        if name not in optdsl.zoo_names():
+            continue
+        nbytes = step_bytes(name, shapes)
+        fns = [stepper(reference(), params, grads), stepper(build(optdsl.load(name), "jax")(**hyper), params, grads)]
+        ref_ms, ours_ms = time_interleaved(fns, warmup, repeats)
+        for impl, ms in ((f"optax.{name.removesuffix('_optax')}", ref_ms), (f"generated {name}", ours_ms)):
+            gb_s = nbytes / ms / 1e6
+            rows.append({"suite": "jax", "case": case, "impl": impl, "ms": ms, "gb_s": gb_s,
+                         "frac_of_bandwidth": gb_s / bandwidth, "ratio": ms / ref_ms})
+        del fns
+    return rows
+
+
+def write(rows: list[dict], path: str = "docs/benchmarks.md") -> None:
+    """Write ``rows`` into the ``jax`` section of ``path`` (other sections are left alone)."""
+    device = f"{os.cpu_count()}-core CPU, jax {jax.__version__}, optax {optax.__version__}"
+    text = markdown(rows, f"JAX: generated optax transformations vs optax ({device})")
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    note = (f"ratio = ms / optax's ms for the same optimizer (target <= 1.05). Load average when written: "
+            f"{load} (a shared machine: absolute figures vary from run to run, the interleaved ratios "
+            f"less so).")
+    write_section(path, "jax", text + "\n\n" + note)
+
+
+if __name__ == "__main__":
+    import sys
+
+    result = run(quick="--quick" in sys.argv)
+    write(result)
+    print(markdown(result, "JAX"))
