@@ -99,8 +99,8 @@ def cmd_search(args) -> int:
                   "(log of tuned AdamW's loss over its loss, mean over tasks; > 0 beats AdamW)")
     if row["meta_fitness"] is not None:
         console.print(f"meta-validation (larger held-out tasks): {row['meta_fitness']:+.4f}")
-    console.print(to_source(program), markup=False, highlight=False, end="")
-    console.print(f"generated optimizer: {path}", markup=False, highlight=False)
+    print(to_source(program), end="")  # plain print: source must not be re-wrapped to the terminal width
+    print(f"generated optimizer: {path}")
     store.close()
     return 0
 
