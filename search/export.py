@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from dataclasses import replace
 
 import codegen
+from codegen.emit import write_atomic as _write_atomic
 from optdsl.ir import Hyper, Program
 from optdsl.parser import parse
 from optdsl.passes import eliminate_dead_code
@@ -27,19 +27,9 @@ from .store import Store
 
 
 def write_atomic(path: str, text: str) -> str:
-    """Write ``text`` to ``path`` through a temporary file and a rename: readers never see a
-    half-written file, and a crash leaves the old one in place."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".py")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """``codegen``'s atomic write (temporary file + rename), creating the folder; returns ``path``."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    _write_atomic(path, text)
     return path
 
 

@@ -4,14 +4,13 @@ matches the library that implements it (optax, torch.optim) in float64."""
 
 from __future__ import annotations
 
-import math
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
 import torch
+from differential import assert_match, make_grads, make_params, run_optax, run_program
 
 from optdsl import Interpreter, load, parse, to_source, validate, zoo_names
 from optdsl.extend import (
@@ -35,49 +34,10 @@ EXTENSIONS = [weight_decay, layerwise_adaptation, gradient_accumulation, lookahe
               ema_of_weights, lr_schedule, lr_multiplier, clip_by_value, clip_by_norm, clip_by_global_norm]
 
 
-def make_params(shapes=SHAPES, seed=0):
-    rng = np.random.default_rng(seed)
-    return {f"p{i}": rng.normal(size=s) for i, s in enumerate(shapes)}
-
-
-def make_grads(params, steps=STEPS, seed=1):
-    rng = np.random.default_rng(seed)
-    return [{n: rng.normal(size=p.shape) * math.exp(rng.normal()) for n, p in params.items()}
-            for _ in range(steps)]
-
-
-def run_dsl(program, params, grads, **hyper):
-    """Final parameters and state after running ``program`` over ``grads``."""
-    opt = Interpreter(program, **hyper)
-    state = opt.init(params)
-    for t, g in enumerate(grads, start=1):
-        params, state = opt.step(params, g, state, t)
-    return params, state
-
-
-def run_optax(tx, params, grads):
-    with jax.enable_x64(True):
-        p = {n: jnp.asarray(v) for n, v in params.items()}
-        state = tx.init(p)
-        update = jax.jit(tx.update)  # eager dispatch of every small op costs far more than compiling
-        for g in grads:
-            updates, state = update({n: jnp.asarray(v) for n, v in g.items()}, state, p)
-            p = optax.apply_updates(p, updates)
-        return {n: np.asarray(v) for n, v in p.items()}
-
-
-def assert_match(ours, ref, start, tol=TOL):
-    for n in ref:
-        scale = max(1.0, float(np.max(np.abs(ref[n]))))
-        err = float(np.max(np.abs(ours[n] - ref[n])))
-        assert err <= tol * scale, f"{n} {ref[n].shape}: max error {err:.3g}"
-        assert np.max(np.abs(ref[n] - start[n])) > 1e-6, f"{n}: the reference did not move"
-
-
 @pytest.fixture(scope="module")
 def setup():
-    params = make_params()
-    return params, make_grads(params)
+    params = make_params(SHAPES)
+    return params, make_grads(params, STEPS)
 
 
 # --- every extension makes an ordinary program -------------------------------------------------
@@ -90,7 +50,7 @@ def test_extension_output_is_a_program(name, ext):
     assert p.doc.endswith(".") and "Derived:" in p.doc
     params = make_params([(3,), (4, 5), (2, 3, 4)])
     grads = make_grads(params, steps=2)
-    out, _ = run_dsl(p, params, grads)
+    out, _ = run_program(p, params, grads)
     assert all(np.all(np.isfinite(v)) for v in out.values())
 
 
@@ -115,8 +75,8 @@ def test_lamb_is_layerwise_adapted_adamw(setup, inner):
         program, decay = layerwise_adaptation(load("adamw")), {"weight_decay": 0.05}
     else:  # adam's own (coupled) weight_decay stays 0; the decoupled one is named weight_decay_1
         program, decay = layerwise_adaptation(weight_decay(load("adam"))), {"weight_decay_1": 0.05}
-    ours, _ = run_dsl(program, params, grads, lr=0.01, eps=1e-6, beta1=0.8, **decay)
-    lamb, _ = run_dsl(load("lamb"), params, grads, lr=0.01, eps=1e-6, weight_decay=0.05, beta1=0.8)
+    ours, _ = run_program(program, params, grads, lr=0.01, eps=1e-6, beta1=0.8, **decay)
+    lamb, _ = run_program(load("lamb"), params, grads, lr=0.01, eps=1e-6, weight_decay=0.05, beta1=0.8)
     ref = run_optax(optax.lamb(0.01, b1=0.8, eps=1e-6, weight_decay=0.05), params, grads)
     assert_match(ours, ref, params)
     assert_match(lamb, ref, params)
@@ -124,7 +84,7 @@ def test_lamb_is_layerwise_adapted_adamw(setup, inner):
 
 def test_weight_decay_of_adam_is_adamw(setup):
     params, grads = setup
-    ours, _ = run_dsl(weight_decay(load("adam")), params, grads, lr=0.01, weight_decay=0.0, weight_decay_1=0.1)
+    ours, _ = run_program(weight_decay(load("adam")), params, grads, lr=0.01, weight_decay=0.0, weight_decay_1=0.1)
     ref = {n: t.detach().numpy() for n, t in _torch_run(
         lambda ps: torch.optim.AdamW(ps, lr=0.01, weight_decay=0.1), params, grads).items()}
     assert_match(ours, ref, params)
@@ -133,7 +93,7 @@ def test_weight_decay_of_adam_is_adamw(setup):
 @pytest.mark.parametrize("k", [1, 3])
 def test_gradient_accumulation_matches_multisteps(setup, k):
     params, grads = setup
-    ours, state = run_dsl(gradient_accumulation(load("adam"), k), params, grads[:-1], lr=0.01)
+    ours, state = run_program(gradient_accumulation(load("adam"), k), params, grads[:-1], lr=0.01)
     with jax.enable_x64(True):
         tx = optax.MultiSteps(optax.adam(0.01), every_k_schedule=k, accumulator_dtype=jnp.float64)
     ref = run_optax(tx, params, grads[:-1])
@@ -144,7 +104,7 @@ def test_gradient_accumulation_matches_multisteps(setup, k):
 
 def test_lookahead_matches_optax(setup):
     params, grads = setup
-    ours, state = run_dsl(lookahead(load("adam")), params, grads[:-2], lr=0.02)
+    ours, state = run_program(lookahead(load("adam")), params, grads[:-2], lr=0.02)
     with jax.enable_x64(True):
         tx = optax.lookahead(optax.adam(0.02), sync_period=5, slow_step_size=0.5)
         lp = optax.LookaheadParams.init_synced({n: jnp.asarray(v) for n, v in params.items()})
@@ -171,7 +131,7 @@ def test_lazy_adam_matches_sparse_adam():
             rows = rng.random(p.shape[:-1]) < 0.3
             g[n] = rng.normal(size=p.shape) * rows[..., None]
         grads.append(g)
-    ours, _ = run_dsl(lazy_updates(load("adam")), params, grads, lr=0.01, eps=1e-30)
+    ours, _ = run_program(lazy_updates(load("adam")), params, grads, lr=0.01, eps=1e-30)
     ts = {n: torch.tensor(p, requires_grad=True) for n, p in params.items()}
     opt = torch.optim.SparseAdam(list(ts.values()), lr=0.01, eps=1e-30)
     for g in grads:
@@ -191,7 +151,7 @@ def test_ema_of_weights_tracks_the_trajectory(setup):
     for t, g in enumerate(grads, start=1):
         w, state = opt.step(w, g, state, t)
         ema = {n: 0.9 * ema[n] + 0.1 * w[n] for n in w}
-    ours, ours_state = run_dsl(ema_of_weights(load("adam"), 0.9), params, grads, lr=0.01)
+    ours, ours_state = run_program(ema_of_weights(load("adam"), 0.9), params, grads, lr=0.01)
     assert_match(ours, w, params)
     assert_match({n: s["ema"] for n, s in ours_state.items()}, ema, params)
 
@@ -199,7 +159,7 @@ def test_ema_of_weights_tracks_the_trajectory(setup):
 def test_lr_schedule_matches_optax(setup):
     params, grads = setup
     lr = 0.02
-    ours, _ = run_dsl(lr_schedule(load("adam"), [(0, 0.0), (10, 1.0), (30, 0.1)]), params, grads, lr=lr)
+    ours, _ = run_program(lr_schedule(load("adam"), [(0, 0.0), (10, 1.0), (30, 0.1)]), params, grads, lr=lr)
     sched = optax.join_schedules([optax.linear_schedule(0.0, lr, 10), optax.linear_schedule(lr, 0.1 * lr, 20)],
                                  [10])
     ref = run_optax(optax.adam(sched), params, grads)
@@ -222,7 +182,7 @@ def test_lr_multiplier_matches_torch_param_groups(setup):
     program = lr_multiplier(load("adam"))
     ours = {}
     for n, mult in zip(params, [1.0, 3.0, 0.5, 2.0, 1.0]):
-        out, _ = run_dsl(program, {n: params[n]}, [{n: g[n]} for g in grads], lr=0.01, lr_mult=mult)
+        out, _ = run_program(program, {n: params[n]}, [{n: g[n]} for g in grads], lr=0.01, lr_mult=mult)
         ours[n] = out[n]
     ts = _torch_run(lambda ps: torch.optim.Adam(
         [{"params": [p], "lr": 0.01 * m} for p, m in zip(ps, [1.0, 3.0, 0.5, 2.0, 1.0])]), params, grads)
@@ -231,14 +191,14 @@ def test_lr_multiplier_matches_torch_param_groups(setup):
 
 def test_clip_by_value_matches_optax(setup):
     params, grads = setup
-    ours, _ = run_dsl(clip_by_value(load("adam"), 0.5), params, grads, lr=0.01)
+    ours, _ = run_program(clip_by_value(load("adam"), 0.5), params, grads, lr=0.01)
     ref = run_optax(optax.chain(optax.clip(0.5), optax.adam(0.01)), params, grads)
     assert_match(ours, ref, params)
 
 
 def test_clip_by_global_norm_matches_optax(setup):
     params, grads = setup
-    ours, _ = run_dsl(clip_by_global_norm(load("sgd"), 3.0), params, grads, lr=0.1)
+    ours, _ = run_program(clip_by_global_norm(load("sgd"), 3.0), params, grads, lr=0.1)
     ref = run_optax(optax.chain(optax.clip_by_global_norm(3.0), optax.sgd(0.1)), params, grads)
     assert_match(ours, ref, params)
 
@@ -246,7 +206,7 @@ def test_clip_by_global_norm_matches_optax(setup):
 def test_clip_by_norm_is_global_clipping_per_tensor(setup):
     """Per-tensor clipping is optax.clip_by_global_norm run on each tensor alone."""
     params, grads = setup
-    ours, _ = run_dsl(clip_by_norm(load("adam"), 2.0), params, grads, lr=0.01)
+    ours, _ = run_program(clip_by_norm(load("adam"), 2.0), params, grads, lr=0.01)
     ref = {}
     for n in params:
         ref.update(run_optax(optax.chain(optax.clip_by_global_norm(2.0), optax.adam(0.01)), {n: params[n]},

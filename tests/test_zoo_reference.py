@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import math
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
 import pytorch_optimizer
 import torch
+from differential import assert_match, make_grads, make_params, run_optax, run_program, run_torch
 
 from optdsl import Interpreter, load
 
@@ -22,57 +21,8 @@ SHAPES = [(), (7,), (1,), (1, 1), (5, 6), (2, 3, 4), (256, 384)]
 TOL = 1e-10
 
 
-def make_params(shapes, seed=0):
-    rng = np.random.default_rng(seed)
-    return {f"p{i}": rng.normal(size=s) for i, s in enumerate(shapes)}
-
-
-def make_grads(params, steps=STEPS, seed=1):
-    """Gradients whose scale changes from step to step (adaptive methods see distinct moments)."""
-    rng = np.random.default_rng(seed)
-    return [{n: rng.normal(size=p.shape) * math.exp(rng.normal()) for n, p in params.items()}
-            for _ in range(steps)]
-
-
 def run_dsl(name, params, grads, dtype=np.float64, **hyper):
-    opt = Interpreter(load(name), dtype=dtype, **hyper)
-    params = {n: np.asarray(p, dtype) for n, p in params.items()}
-    state = opt.init(params)
-    for t, g in enumerate(grads, start=1):
-        params, state = opt.step(params, g, state, t)
-    return params
-
-
-def run_torch(make_opt, params, grads, dtype=torch.float64):
-    """``make_opt(list of tensors)`` -> a torch optimizer; returns the final parameters."""
-    ts = {n: torch.tensor(p, dtype=dtype, requires_grad=True) for n, p in params.items()}
-    opt = make_opt(list(ts.values()))
-    for g in grads:
-        for n, t in ts.items():
-            t.grad = torch.tensor(g[n], dtype=dtype)
-        opt.step()
-    return {n: t.detach().numpy().astype(np.float64) for n, t in ts.items()}
-
-
-def run_optax(tx, params, grads):
-    with jax.enable_x64(True):
-        p = {n: jnp.asarray(v) for n, v in params.items()}
-        state = tx.init(p)
-        update = jax.jit(tx.update)  # eager dispatch of every small op costs far more than compiling
-        for g in grads:
-            updates, state = update({n: jnp.asarray(v) for n, v in g.items()}, state, p)
-            p = optax.apply_updates(p, updates)
-        return {n: np.asarray(v) for n, v in p.items()}
-
-
-def assert_match(ours, ref, start, tol=TOL):
-    """Equal to ``tol`` relative to each tensor's scale, and the run moved every tensor (so an
-    optimizer that did nothing could not pass)."""
-    for n in ref:
-        scale = max(1.0, float(np.max(np.abs(ref[n]))))
-        err = float(np.max(np.abs(ours[n] - ref[n])))
-        assert err <= tol * scale, f"{n} {ref[n].shape}: max error {err:.3g} (scale {scale:.3g})"
-        assert np.max(np.abs(ref[n] - start[n])) > 1e-6, f"{n}: the reference did not move"
+    return run_program(load(name), params, grads, dtype, **hyper)[0]
 
 
 @pytest.fixture(scope="module")
