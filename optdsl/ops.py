@@ -154,7 +154,7 @@ for name, fn, sym, lx, tt, jx, tr, doc, fl in [
     ("cbrt", np.cbrt, lambda x: sympy.sign(x) * sympy.Abs(x) ** sympy.Rational(1, 3), r"\sqrt[3]{{{0}}}",
      "(torch.sign({0}) * torch.abs({0}) ** (1 / 3))", "jnp.cbrt({0})",
      "libdevice.cbrt({0})", "real cube root", 8),
-    ("reciprocal", lambda x: 1 / x, lambda x: 1 / x, r"\frac{{1}}{{{0}}}", "torch.reciprocal({0})",
+    ("reciprocal", lambda x: np.divide(1.0, x), lambda x: 1 / x, r"\frac{{1}}{{{0}}}", "torch.reciprocal({0})",
      "(1 / {0})", "1.0 / {0}", "1 / x", 1),
     ("exp", np.exp, sympy.exp, "e^{{{0}}}", "torch.exp({0})", "jnp.exp({0})", "tl.exp({0})", "e ** x", 8),
     ("exp2", np.exp2, lambda x: 2**x, "2^{{{0}}}", "torch.exp2({0})", "jnp.exp2({0})", "tl.exp2({0})",
