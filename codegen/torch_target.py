@@ -33,6 +33,14 @@ Backends of the optimizer class:
   - extra backends, through the hook below.
 Parameters may be bf16/fp16: math and states are float32 (float64 for float64 parameters).
 
+Per-step host work is independent of per-parameter bookkeeping where possible: the optimizer keeps a
+*plan* (``_Plan``: tensors grouped by param group, path, device, dtype and step count, with their state
+lists and, for ``compiled``, 1-d views) and rebuilds it only when the params with grads, their storage,
+dtype or shape change, or a state dict is loaded. The params of one plan entry share one step-count
+tensor (``state[p]["step"]`` per parameter, as torch keeps it; state_dict round-trips), so a step
+increments one counter per entry. Values shared by all tensors of a step (lr, step, hyperparameters,
+bias corrections) are computed once per step, and ``x / u`` with such a ``u`` becomes ``x * (1 / u)``.
+
 Hook for extra backends (the Triton target uses it)::
 
     emit(program, extra_backends={"triton": SOURCE})
@@ -641,7 +649,7 @@ class _Module:
 
     def source(self) -> str:
         p = self.program
-        out = [self.module_docstring(), "", "import shutil", "import warnings", "", "import torch", ""]
+        out = [self.module_docstring(), "", "import itertools", "import shutil", "import warnings", "", "import torch", ""]
         defaults = ", ".join(f'"{n}": {number(v)}' for n, v in self.hypers.items())
         out.append(f"HYPER_DEFAULTS = {{{defaults}}}")
         out.append(f"STATE_NAMES = {tuple(s.name for s in p.states)!r}")
@@ -727,11 +735,26 @@ def hoist_uniform(prog: Program, base: set[str]) -> tuple[list[Assign], Program]
             isinstance(n, Call) and OPS[n.op].shape in (STATIC, GLOBAL) for n in walk(e))
 
     def lift(e: Expr) -> Expr:
+        if isinstance(e, Call) and e.op == "div" and pre(e.args[1]) and not pre(e.args[0]):
+            # x / u -> x * (1 / u): one division per step instead of one per element (a vector
+            # division costs several multiplies; the result may differ from x / u in the last bit)
+            name = fresh_name("u", used)
+            prelude.append(Assign(name, Call("div", (Const(1.0), e.args[1]))))
+            known.add(name)
+            return Call("mul", (lift(e.args[0]), Var(name)))
         if isinstance(e, Call) and pre(e):
             name = fresh_name("u", used)
             prelude.append(Assign(name, e))
             known.add(name)
             return Var(name)
+        if isinstance(e, Call) and e.op == "interp" and pre(e.args[2]):
+            # interp(x, y, a) = (1 - a) * x + a * y as written, with 1 - a once per step: two
+            # multiplies and an add per element (torch.lerp's two-branch formula costs more)
+            name = fresh_name("u", used)
+            prelude.append(Assign(name, Call("sub", (Const(1.0), e.args[2]))))
+            known.add(name)
+            x, y, a = (lift(x) for x in e.args)
+            return Call("add", (Call("mul", (x, Var(name))), Call("mul", (a, y))))
         if isinstance(e, Call):
             return Call(e.op, tuple(lift(a) for a in e.args))
         return e
@@ -1024,6 +1047,7 @@ class @CLASS@(torch.optim.Optimizer):
 
     def load_state_dict(self, state_dict):
         super().load_state_dict(state_dict)
+        self._cached_plan = None
         # torch casts float state to the param dtype; state lives in the compute dtype instead
         # (float32 for bf16/fp16 params), so take it again from the saved values.
         saved = state_dict["state"]
@@ -1033,22 +1057,19 @@ class @CLASS@(torch.optim.Optimizer):
                     if key != "step" and torch.is_tensor(value) and value.is_floating_point():
                         self.state[p][key] = value.to(device=p.device, dtype=_compute_dtype(p.dtype)).clone()
 
-    def _items(self):
-        items = []
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                if p.grad.is_sparse:
-                    raise RuntimeError("@CLASS@ does not support sparse gradients")
-                state = self.state[p]
-                if not state:
-                    state["step"] = torch.tensor(0.0, dtype=torch.float32)
-                    for name, kind, init in PATHS[_path_of(p)].states:
-                        state[name] = _init_state(kind, init, p)
-                state["step"] += 1
-                items.append((p, group, state))
-        return items
+    def _plan(self):
+        """This step's groups of tensors (see _Plan), rebuilt only when the params with grads or their
+        storage, dtype, device or shape change, or a state dict is loaded."""
+        grads = [[p.grad for p in group["params"]] for group in self.param_groups]
+        key = tuple(
+            (p.data_ptr(), p.dtype, p.shape, None if g is None else g.is_sparse)
+            for group, gs in zip(self.param_groups, grads)
+            for p, g in zip(group["params"], gs)
+        )
+        plan = self.__dict__.get("_cached_plan")
+        if plan is None or plan.key != key or plan.state is not self.state:
+            plan = self._cached_plan = _Plan(self, key)
+        return plan, grads
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -1057,92 +1078,147 @@ class @CLASS@(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        items = self._items()
-        if not items:
+        plan, grads = self._plan()
+        if not plan.entries:
             return loss
-        backend = self._backend_for(items[0][0].device)
+        plan.advance()
+        backend = self._backend_for(plan.entries[0].params[0].device)
         if backend == "compiled":
             try:
-                self._step_compiled(items)
+                self._step_compiled(plan, grads)
             except Exception as e:  # no C++ compiler, unsupported op in inductor...
                 if self.backend == "compiled" or not _is_compile_error(e):
                     raise
                 warnings.warn(f"@CLASS@: torch.compile failed ({type(e).__name__}: {e}); "
                               "using backend='eager'", stacklevel=2)
                 self.backend = "eager"
-                self._step_eager(items)
+                self._step_eager(plan, grads)
         elif backend == "eager" or GLOBALS:
-            self._step_eager(items)
+            self._step_eager(plan, grads)
         else:
-            self._step_groups(items, globals()[f"_{backend}_group_step"])
+            group_step = globals()[f"_{backend}_group_step"]
+            for e in plan.entries:
+                group = self.param_groups[e.group]
+                hyper = {n: float(group[n]) for n in HYPER_DEFAULTS if n != "lr"}
+                group_step(e.path, e.params, e.grads(grads), e.states, lr=float(group["lr"]), step=e.step, **hyper)
         return loss
 
-    def _uniforms(self, group, state, like):
+    def _uniforms(self, group, step, like):
         values = {name: group[name] for name in HYPER_DEFAULTS}
-        values["lr"], values["step"] = group["lr"], state["step"]
+        values["lr"], values["step"] = group["lr"], step
         return _uniforms(like, values)
 
-    def _step_eager(self, items):
+    def _step_eager(self, plan, grads):
         if GLOBALS:
-            self._step_segments(items, _SEGMENTS)
+            self._step_segments(plan, grads, _SEGMENTS)
             return
-        groups = {}
-        for p, group, state in items:
-            key = (id(group), float(state["step"]), _path_of(p), p.device, p.dtype)
-            groups.setdefault(key, (group, state, []))[2].append((p, state))
-        for (_, _, path, _, _), (group, first, members) in groups.items():
-            names = [name for name, _, _ in PATHS[path].states]
-            like = torch.empty(0, dtype=_compute_dtype(members[0][0].dtype), device=members[0][0].device)
-            new = _GROUPS[path]([p for p, _ in members], [p.grad for p, _ in members],
-                                {n: [s[n] for _, s in members] for n in names}, self._uniforms(group, first, like))
-            for n, tensors in zip(names, new):
-                for (_, s), t in zip(members, tensors):
-                    s[n] = t
+        for e in plan.entries:
+            like = torch.empty(0, dtype=_compute_dtype(e.params[0].dtype), device=e.params[0].device)
+            new = _GROUPS[e.path](e.params, e.grads(grads), e.states,
+                                  self._uniforms(self.param_groups[e.group], e.step, like))
+            for n, tensors in zip(e.states, new):
+                e.states[n] = tensors  # new lists replace the old ones, here and in self.state
+                for p, t in zip(e.params, tensors):
+                    self.state[p][n] = t
+            e._views = None
 
-    def _step_groups(self, items, group_step):
-        groups = {}
-        for p, group, state in items:
-            key = (id(group), float(state["step"]), _path_of(p), p.device, p.dtype)
-            groups.setdefault(key, (group, []))[1].append((p, state))
-        for (_, step, path, _, _), (group, members) in groups.items():
-            names = [name for name, _, _ in PATHS[path].states]
-            hyper = {n: float(group[n]) for n in HYPER_DEFAULTS if n != "lr"}
-            group_step(path, [p for p, _ in members], [p.grad for p, _ in members],
-                       {n: [s[n] for _, s in members] for n in names},
-                       lr=float(group["lr"]), step=step, **hyper)
+    def _step_segments(self, plan, grads, segments):
+        envs, paths, members = [], [], []
+        for e in plan.entries:
+            group = self.param_groups[e.group]
+            for i, (p, g) in enumerate(zip(e.params, e.grads(grads))):
+                w = p.to(_compute_dtype(p.dtype))
+                env = {"w": w, "g": g.to(w.dtype), **self._uniforms(group, e.step, w)}
+                env.update({name: states[i] for name, states in e.states.items()})
+                envs.append(env)
+                paths.append(e.path)
+                members.append((e, i))
+        for (e, i), (new_w, new_states) in zip(members, _run(envs, paths, segments)):
+            e.params[i].copy_(new_w)
+            for states, v in zip(e.states.values(), new_states):
+                states[i].copy_(v)
 
-    def _step_segments(self, items, segments):
-        envs, paths = [], []
-        for p, group, state in items:
-            k = _path_of(p)
-            w = p.to(_compute_dtype(p.dtype))
-            env = {"w": w, "g": p.grad.to(w.dtype), **self._uniforms(group, state, w)}
-            env.update({name: state[name] for name, _, _ in PATHS[k].states})
-            envs.append(env)
-            paths.append(k)
-        for (p, _, state), k, (new_w, new_states) in zip(items, paths, _run(envs, paths, segments)):
-            p.copy_(new_w)
-            for (name, _, _), v in zip(PATHS[k].states, new_states):
-                state[name].copy_(v)
-
-    def _step_compiled(self, items):
+    def _step_compiled(self, plan, grads):
         if GLOBALS:
-            self._step_segments(items, _compiled_segments())
+            self._step_segments(plan, grads, _compiled_segments())
             return
-        uniforms = {}  # one set of 0-d tensors per (group, step, dtype, device)
-        for p, group, state in items:
-            k = _path_of(p)
-            states = [state[name] for name, _, _ in PATHS[k].states]
-            flat = _flat_ok(k, [p, p.grad, *states])
-            w, g = (_flat(p), _flat(p.grad)) if flat else (p, p.grad)
-            if flat:
-                states = [_flat(s) if s.dim() else s for s in states]
-            key = (id(group), float(state["step"]), p.dtype, p.device, k)
-            if key not in uniforms:
-                like = torch.empty(0, dtype=_compute_dtype(p.dtype), device=p.device)
-                values = self._uniforms(group, state, like)
-                uniforms[key] = {**values, **_UNIFORMS[k](**values)}
-            _compiled_apply(k, flat)(w, g, states, uniforms[key])
+        for e in plan.entries:
+            like = torch.empty(0, dtype=_compute_dtype(e.params[0].dtype), device=e.params[0].device)
+            values = self._uniforms(self.param_groups[e.group], e.step, like)
+            uniforms = {**values, **_UNIFORMS[e.path](**values)}
+            flat, views = e.flat_views()
+            apply, whole = _compiled_apply(e.path, flat), _compiled_apply(e.path, False)
+            states = list(zip(*e.states.values())) if e.states else [()] * len(e.params)
+            for p, g, s, v in zip(e.params, e.grads(grads), states, views):
+                if flat and g.is_contiguous():
+                    apply(v[0], _flat(g), v[1], uniforms)
+                else:
+                    whole(p, g, list(s), uniforms)
+
+
+class _Plan:
+    """The tensors of a step grouped by (param group, path, device, dtype, step count), in param order.
+
+    Each entry's params share one step-count tensor (``state[p]["step"]``, as torch optimizers keep it),
+    so a step costs one increment per entry rather than per parameter. A rebuild gives every entry a
+    fresh counter: a param left out of a later plan keeps its old tensor, which nothing increments."""
+
+    def __init__(self, opt, key):
+        self.key, self.state = key, opt.state
+        entries = {}
+        for gi, group in enumerate(opt.param_groups):
+            for pi, p in enumerate(group["params"]):
+                if p.grad is None:
+                    continue
+                if p.grad.is_sparse:
+                    raise RuntimeError(f"{type(opt).__name__} does not support sparse gradients")
+                state, path = opt.state[p], _path_of(p)
+                if not state:
+                    state["step"] = torch.tensor(0.0, dtype=torch.float32)
+                    for name, kind, init in PATHS[path].states:
+                        state[name] = _init_state(kind, init, p)
+                at = (gi, float(state["step"]), path, p.device, p.dtype)
+                entries.setdefault(at, _Entry(gi, at[1], path)).add(pi, p, state)
+        self.entries = list(entries.values())
+        for e in self.entries:
+            e.counter = torch.tensor(e.step, dtype=torch.float32)
+            for p in e.params:
+                opt.state[p]["step"] = e.counter
+
+    def advance(self):
+        """Count one more step for every param in the plan."""
+        for e in self.entries:
+            e.counter += 1
+            e.step += 1
+
+
+class _Entry:
+    """One group of a _Plan: indices into the param group, params, and state lists by name."""
+
+    def __init__(self, group, step, path):
+        self.group, self.step, self.path = group, step, path
+        self.index, self.params, self._views = [], [], None
+        self.states = {name: [] for name, _, _ in PATHS[path].states}
+
+    def add(self, i, p, state):
+        self.index.append(i)
+        self.params.append(p)
+        for name, states in self.states.items():
+            states.append(state[name])
+
+    def grads(self, grads):
+        gs = grads[self.group]
+        return [gs[i] for i in self.index]
+
+    def flat_views(self):
+        """(flat?, [(param view, state views)]): 1-d aliases for the compiled step, made once."""
+        if self._views is None:  # the eager step, which replaces state tensors, resets it
+            states = list(self.states.values())
+            flat = _flat_ok(self.path, [*self.params, *itertools.chain(*states)])
+            views = [(_flat(p), [_flat(s) if s.dim() else s for s in ss]) if flat else None
+                     for p, ss in zip(self.params, zip(*states) if states else [()] * len(self.params))]
+            self._views = (flat, views)
+        return self._views
 
 def _is_compile_error(e):
     text = f"{type(e).__module__}.{type(e).__name__}"

@@ -147,3 +147,26 @@ def test_grad_scaler_unscales_and_skips_non_finite_steps():
     scaler.scale((w * float("inf")).sum()).backward()
     scaler.step(opt)  # found inf: the step is skipped
     torch.testing.assert_close(w.detach(), torch.tensor([0.9, 1.1, 0.9, 1.0]))
+
+
+@pytest.mark.parametrize("backend", ["eager", "compiled"])
+def test_step_counts_follow_params_with_grads_and_the_plan_is_cached(backend):
+    AdamW = codegen.build(optdsl.load("adamw"), "torch")
+    torch.manual_seed(0)
+    a, b = torch.nn.Parameter(torch.randn(3, 4)), torch.nn.Parameter(torch.randn(5))
+    b_alone = torch.nn.Parameter(b.detach().clone())
+    opt, opt_b = AdamW([a, b], lr=0.1, backend=backend), AdamW([b_alone], lr=0.1, backend=backend)
+    plans = []
+    for t, b_has_grad in enumerate([True, True, False, False, True, True]):
+        a.grad = torch.full_like(a, 0.1 * (t + 1))
+        b.grad = torch.cos(torch.arange(5.0) * (t + 1)) if b_has_grad else None
+        opt.step()
+        plans.append(opt._cached_plan)
+        if b_has_grad:
+            b_alone.grad = b.grad.clone()
+            opt_b.step()
+    assert plans[0] is plans[1] and plans[2] is plans[3] and plans[4] is plans[5] and plans[1] is not plans[2]
+    assert float(opt.state[a]["step"]) == 6 and float(opt.state[b]["step"]) == 4
+    torch.testing.assert_close(b, b_alone)  # b's bias corrections counted only its own steps
+    saved = opt.state_dict()["state"]
+    assert [float(saved[i]["step"]) for i in (0, 1)] == [6.0, 4.0]
