@@ -183,7 +183,9 @@ def main(argv=None) -> int:
     if args.out:
         write_section(args.out, "gpu", text + "\n\nms = median `opt.step()` time (CUDA events, L2 flushed); "
                       "of bandwidth = (bytes the step must move / time) / device-to-device copy GB/s; "
-                      "ratio = ms / torch fused AdamW (AdamW rows) or lion-pytorch's Triton kernel (Lion rows).")
+                      "ratio = ms / torch fused AdamW (AdamW rows) or, for Lion rows, lion-pytorch's Triton "
+                      "kernel when it is installed (a lion-pytorch row is then in the table), else the time a "
+                      "device copy takes to move Lion's 20 bytes per parameter.")
     return 0
 
 
