@@ -18,9 +18,7 @@ import importlib
 from optdsl.ir import Program
 from optdsl.typecheck import validate
 
-# Load the helper submodule before `def emit` below: importing a submodule sets the package
-# attribute of its name, which would otherwise replace the function `emit` with the module.
-from . import emit as _helpers  # isort: skip
+from .generated import load_module
 
 TARGETS = {"torch": "codegen.torch_target", "triton": "codegen.triton_target", "jax": "codegen.jax_target"}
 
@@ -39,5 +37,5 @@ def emit(program: Program, target: str) -> str:
 def build(program: Program, target: str):
     """The generated optimizer loaded in memory, without writing a file: the Optimizer class
     for ``torch``/``triton``, the optax factory function for ``jax``."""
-    module = _helpers.load_module(emit(program, target), f"optdsl_generated_{program.name}_{target}")
+    module = load_module(emit(program, target), f"optdsl_generated_{program.name}_{target}")
     return _target(target).entry_point(module, program)

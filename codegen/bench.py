@@ -52,7 +52,7 @@ def time_ms(fn: Callable[[], object], warmup: int = 3, repeats: int = 10) -> flo
 
 def write_section(path: str, key: str, markdown: str) -> None:
     """Replace ``<!-- bench:KEY -->...<!-- /bench:KEY -->`` in ``path`` (appended when absent)."""
-    from .emit import write_atomic
+    from .generated import write_atomic
 
     begin, end = f"<!-- bench:{key} -->", f"<!-- /bench:{key} -->"
     block = f"{begin}\n{markdown.strip()}\n{end}"

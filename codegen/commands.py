@@ -20,7 +20,7 @@ SUITES = {"cpu": "codegen.bench", "jax": "codegen.bench_jax", "gpu": "codegen.be
 
 
 def cmd_compile(args) -> int:
-    from .emit import write_atomic
+    from .generated import write_atomic
 
     text = codegen.emit(load(args.src), args.target)
     if args.out:

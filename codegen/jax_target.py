@@ -39,7 +39,7 @@ from optdsl.passes.fold import fold_expr
 from optdsl.printer import DslPrinter, Printer, docstring, to_source
 from optdsl.typecheck import expr_kind, input_kinds, join
 
-from .emit import black_format, check_identifier, number
+from .generated import black_format, check_identifier, number
 
 # Ops whose value is a truth value: jax spells them as booleans, the language as 1.0 / 0.0.
 TRUTH_OPS = frozenset({"lt", "le", "gt", "ge", "eq", "ne", "and", "or", "not", "isfinite", "allfinite"})

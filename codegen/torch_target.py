@@ -105,7 +105,7 @@ from optdsl.passes import (
 from optdsl.printer import Printer, docstring, to_source
 from optdsl.typecheck import expr_kind, input_kinds, join
 
-from .emit import black_format, check_identifier, number
+from .generated import black_format, check_identifier, number
 
 MAX_STATIC_CONDITIONS = 6  # 2**6 paths at most
 NUMBER_KINDS = ("const", "static")

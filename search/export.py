@@ -17,7 +17,7 @@ import os
 from dataclasses import replace
 
 import codegen
-from codegen.emit import write_atomic as _write_atomic
+from codegen.generated import write_atomic as _write_atomic
 from optdsl.ir import Hyper, Program
 from optdsl.parser import parse
 from optdsl.passes import eliminate_dead_code

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 import codegen
 import optdsl
 from codegen import torch_target
-from codegen.emit import load_module
+from codegen.generated import load_module
 from optdsl import DslError
 from optdsl.ir import Call, Const, Hyper, Program, State, Var
 

@@ -19,7 +19,7 @@ import pytest
 
 import optdsl
 from codegen import triton_target
-from codegen.emit import load_module
+from codegen.generated import load_module
 from optdsl.ir import Assign, Call, Const, Var
 from optdsl.ops import ELEMENTWISE, OPS
 

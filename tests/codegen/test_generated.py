@@ -7,7 +7,7 @@ import os
 import pytest
 
 from codegen.bench import markdown, time_ms, write_section
-from codegen.emit import black_format, check_identifier, load_module, number, write_atomic
+from codegen.generated import black_format, check_identifier, load_module, number, write_atomic
 from optdsl import DslError
 from optdsl.cli import main
 
