@@ -33,6 +33,14 @@ Backends of the optimizer class:
   - extra backends, through the hook below.
 Parameters may be bf16/fp16: math and states are float32 (float64 for float64 parameters).
 
+Sparse-row gradients (``nn.Embedding(sparse=True)``): when every path is row-separable (elementwise
+ops and ``rowmean`` only, full/row states only; see :func:`row_separable`), the module sets
+``SPARSE_ROWS = True`` and a sparse COO grad updates only its rows: the grad is coalesced, the rows
+of w and of its full and row states are gathered, the functional step runs on them and
+``index_copy_`` writes them back (other rows and their states stay bit-identical). For a lazy
+program (:func:`optdsl.extend.lazy_updates`) this equals the dense step on the densified grad.
+Otherwise (``SPARSE_ROWS = False``) a sparse grad raises a TypeError saying why.
+
 Per-step host work is independent of per-parameter bookkeeping where possible: the optimizer keeps a
 *plan* (``_Plan``: tensors grouped by param group, path, device, dtype and step count, with their state
 lists and, for ``compiled``, 1-d views) and rebuilds it only when the params with grads, their storage,
@@ -92,7 +100,7 @@ from optdsl.ir import (
     substitute,
     walk,
 )
-from optdsl.ops import COL, ELEMENTWISE, GLOBAL, OPS, ROW, STATIC
+from optdsl.ops import COL, ELEMENTWISE, GLOBAL, OPS, REDUCE, ROW, STATIC
 from optdsl.passes import (
     eliminate_dead_code,
     flatten,
@@ -212,6 +220,33 @@ def _resolve(e: Expr, choice: dict[Expr, bool]) -> Expr:
     if e.op == "where" and _is_static(e.args[0]) and _on_w(e.args[0]) in choice:
         return _resolve(e.args[1] if choice[_on_w(e.args[0])] else e.args[2], choice)
     return Call(e.op, tuple(_resolve(a, choice) for a in e.args))
+
+
+def row_separable(found: list[Path]) -> str | None:
+    """None when every path is *row-separable* (a step on some rows of w, g and the states equals
+    those rows of the step on all rows), else why not: ops are elementwise or ``rowmean`` (within
+    a row), shape facts are ``ndim(w)`` or ``dim(w, -1)``, and states are full or row-shaped.
+
+    Example:
+        >>> import optdsl
+        >>> row_separable(paths(optdsl.load("adam"))[2]) is None, row_separable(paths(optdsl.load("lamb"))[2])
+        (True, 'norm() reduces over the whole tensor')
+    """
+    for path in found:
+        for s in path.program.states:
+            if s.kind not in ("full", "row"):
+                return f"state {s.name} is {s.kind}-shaped (shared by rows)"
+        for e in [a.expr for a in path.program.body] + list(path.program.outputs()):
+            for n in walk(e):
+                if not isinstance(n, Call):
+                    continue
+                shape = OPS[n.op].shape
+                last_axis = n.op == "dim" and isinstance(n.args[1], Const) and n.args[1].value == -1
+                if shape in (REDUCE, COL, GLOBAL) or (shape == STATIC and n.op != "ndim" and not last_axis):
+                    what = {REDUCE: "reduces over the whole tensor", COL: "reduces across rows",
+                            GLOBAL: "reduces over all tensors"}.get(shape, "reads the number of rows")
+                    return f"{n.op}() {what}"
+    return None
 
 
 # --- the per-tensor printer -----------------------------------------------------------------------
@@ -474,6 +509,7 @@ class _Module:
             if b in ("eager", "compiled"):
                 raise DslError(f"backend {b!r} is built in")
         self.conditions, self.table, self.paths = paths(program)
+        self.not_separable = row_separable(self.paths)
         first = self.paths[0].program
         self.globals = [first.body[i] for i in global_statements(first)]
         for g in self.globals:
@@ -654,6 +690,8 @@ class _Module:
         out.append(f"HYPER_DEFAULTS = {{{defaults}}}")
         out.append(f"STATE_NAMES = {tuple(s.name for s in p.states)!r}")
         out.append(f"GLOBALS = {tuple(g.target for g in self.globals)!r}")
+        out.append(f"SPARSE_ROWS = {self.not_separable is None}  # sparse-row grads update only their rows")
+        out.append(f"_NOT_SEPARABLE = {(self.not_separable or '')!r}")
         out.append("")
         out.append(_PATH_CLASS)
         rows = []
@@ -1079,6 +1117,8 @@ class @CLASS@(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         plan, grads = self._plan()
+        if plan.sparse:
+            self._step_sparse(plan, grads)
         if not plan.entries:
             return loss
         plan.advance()
@@ -1121,6 +1161,29 @@ class @CLASS@(torch.optim.Optimizer):
                 for p, t in zip(e.params, tensors):
                     self.state[p][n] = t
             e._views = None
+
+    def _step_sparse(self, plan, grads):
+        """Sparse-row grads (SPARSE_ROWS programs only): gather the touched rows of w and of its full
+        and row states, run the functional step on them, and copy the results back; other rows,
+        and their states, stay as they are. For a lazy program this equals the dense step on the
+        densified grad."""
+        for gi, pi, p, state in plan.sparse:
+            group = self.param_groups[gi]
+            g = grads[gi][pi].coalesce()
+            if g.sparse_dim() == 1:  # hybrid COO (nn.Embedding): one value row per unique index
+                rows, values = g.indices()[0], g.values()
+            else:
+                rows = g.indices()[0].unique()
+                values = g.index_select(0, rows).to_dense()
+            state["step"] += 1
+            names = [name for name, _, _ in PATHS[_path_of(p)].states]
+            hyper = {n: group[n] for n in HYPER_DEFAULTS if n != "lr"}
+            new_params, new_states = @NAME@_step(
+                [p.index_select(0, rows)], [values], {n: [state[n].index_select(0, rows)] for n in names},
+                lr=group["lr"], step=state["step"], **hyper)
+            p.index_copy_(0, rows, new_params[0])
+            for n in names:
+                state[n].index_copy_(0, rows, new_states[n][0])
 
     def _step_segments(self, plan, grads, segments):
         envs, paths, members = [], [], []
@@ -1165,18 +1228,28 @@ class _Plan:
 
     def __init__(self, opt, key):
         self.key, self.state = key, opt.state
-        entries = {}
+        entries, self.sparse = {}, []
         for gi, group in enumerate(opt.param_groups):
             for pi, p in enumerate(group["params"]):
                 if p.grad is None:
                     continue
-                if p.grad.is_sparse:
-                    raise RuntimeError(f"{type(opt).__name__} does not support sparse gradients")
+                if p.grad.is_sparse and not SPARSE_ROWS:
+                    raise TypeError(
+                        f"{type(opt).__name__} (program {opt.program!r}) cannot take the sparse gradient of a "
+                        f"{tuple(p.shape)} parameter: the program is not row-separable ({_NOT_SEPARABLE}). "
+                        "A sparse-row step needs elementwise ops and rowmean only, full or row states only "
+                        "(no per-tensor or global reduction, no col or scalar state); make such a program lazy "
+                        "with optdsl.extend.lazy_updates so that rows without gradient keep weights and state."
+                    )
                 state, path = opt.state[p], _path_of(p)
                 if not state:
                     state["step"] = torch.tensor(0.0, dtype=torch.float32)
                     for name, kind, init in PATHS[path].states:
                         state[name] = _init_state(kind, init, p)
+                if p.grad.is_sparse:
+                    state["step"] = state["step"].clone()  # its own counter, outside every entry
+                    self.sparse.append((gi, pi, p, state))
+                    continue
                 at = (gi, float(state["step"]), path, p.device, p.dtype)
                 entries.setdefault(at, _Entry(gi, at[1], path)).add(pi, p, state)
         self.entries = list(entries.values())
@@ -1257,4 +1330,4 @@ def entry_point(module, program: Program):
     return getattr(module, class_name(program.name))
 
 
-__all__ = ["GroupPrinter", "TorchPrinter", "class_name", "emit", "entry_point", "paths"]
+__all__ = ["GroupPrinter", "TorchPrinter", "class_name", "emit", "entry_point", "paths", "row_separable"]
