@@ -41,6 +41,12 @@ of w and of its full and row states are gathered, the functional step runs on th
 program (:func:`optdsl.extend.lazy_updates`) this equals the dense step on the densified grad.
 Otherwise (``SPARSE_ROWS = False``) a sparse grad raises a TypeError saying why.
 
+AMP: the class sets ``_step_supports_amp_scaling = True`` and ``step`` takes ``grad_scale`` and
+``found_inf`` (keywords, or the attributes torch.amp.GradScaler sets), as torch's fused optimizers do:
+a non-zero ``found_inf`` (one ``.item()``) skips the step; otherwise the grads are unscaled in place
+before any backend runs, so every backend, the sparse-row step and the extra-backend hook see
+ordinary grads.
+
 Per-step host work is independent of per-parameter bookkeeping where possible: the optimizer keeps a
 *plan* (``_Plan``: tensors grouped by param group, path, device, dtype and step count, with their state
 lists and, for ``compiled``, 1-d views) and rebuilds it only when the params with grads, their storage,
@@ -1055,6 +1061,17 @@ def _flat(t):
 def _flat_ok(path, tensors):
     """May this path run on 1-d views (elementwise and whole-tensor reductions only)?"""
     return _FLAT[path] and all(t.is_contiguous() for t in tensors)
+
+
+def _unscale(grads, grad_scale):
+    """g /= grad_scale in place for every grad (a sparse grad's values), one _foreach_div_ per device,
+    as torch's fused optimizers leave their grads unscaled after an AMP step."""
+    by_device = {}
+    for g in itertools.chain(*grads):
+        if g is not None:
+            by_device.setdefault(g.device, []).append(g._values() if g.is_sparse else g)
+    for device, tensors in by_device.items():
+        torch._foreach_div_(tensors, grad_scale.to(device))
 '''
 
 _CLASS = '''
@@ -1064,6 +1081,7 @@ class @CLASS@(torch.optim.Optimizer):
 
     functional = staticmethod(@NAME@_step)
     program = "@NAME@"
+    _step_supports_amp_scaling = True  # torch.amp.GradScaler hands over grad_scale/found_inf
 
     def __init__(self, params, @ARGS@, *, backend=None):
         known = ("eager", "compiled") + _EXTRA_BACKENDS
@@ -1110,13 +1128,24 @@ class @CLASS@(torch.optim.Optimizer):
         return plan, grads
 
     @torch.no_grad()
-    def step(self, closure=None):
-        """One optimizer step; ``closure`` re-evaluates the model and returns the loss."""
+    def step(self, closure=None, *, grad_scale=None, found_inf=None):
+        """One optimizer step; ``closure`` re-evaluates the model and returns the loss.
+
+        AMP (the fused-optimizer protocol; torch.amp.GradScaler sets ``self.grad_scale`` and
+        ``self.found_inf``, which stand in for the arguments): a non-zero ``found_inf`` skips the step
+        (params, states and step counts stay as they are); otherwise every grad is divided by
+        ``grad_scale`` in place, g <- g / grad_scale, before the update."""
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        grad_scale = getattr(self, "grad_scale", None) if grad_scale is None else grad_scale
+        found_inf = getattr(self, "found_inf", None) if found_inf is None else found_inf
+        if found_inf is not None and found_inf.item():
+            return loss
         plan, grads = self._plan()
+        if grad_scale is not None:
+            _unscale(grads, grad_scale)
         if plan.sparse:
             self._step_sparse(plan, grads)
         if not plan.entries:
