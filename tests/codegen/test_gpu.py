@@ -9,6 +9,7 @@ import os
 
 import numpy as np
 import pytest
+from closeness import assert_steps_close
 
 import optdsl
 from codegen import build
@@ -54,16 +55,6 @@ def _run(cls, init, grads, backend, dtype=torch.float32, lr=0.01):
             p.grad = torch.tensor(g).to(device="cuda", dtype=dtype)
         opt.step()
     return [p.detach().float().cpu().numpy() for p in params]
-
-
-def assert_steps_close(got, expected, program, rtol, atol):
-    """``got`` equals ``expected`` elementwise, except that a sign-based rule (Lion, Tiger) may flip
-    the sign of a step whose argument is within rounding of 0 on a few elements (one lr apart)."""
-    for g, e in zip(got, expected):
-        bad = ~np.isclose(g, e, rtol=rtol, atol=atol)
-        allowed = max(1, g.size // 1000) if "sign" in optdsl.to_source(program) else 0
-        if bad.sum() > allowed:
-            np.testing.assert_allclose(g, e, rtol=rtol, atol=atol)  # fails, showing where
 
 
 @pytest.mark.parametrize("name", optdsl.zoo_names())

@@ -16,6 +16,7 @@ import sys
 
 import numpy as np
 import pytest
+from closeness import assert_steps_close
 
 import optdsl
 from codegen import triton_target
@@ -97,16 +98,6 @@ def reference(program, params, grads, **hyper):
     for t, gs in enumerate(grads, start=1):
         ps, state = interp.step(ps, {str(i): g for i, g in enumerate(gs)}, state, t)
     return [ps[str(i)] for i in range(len(params))]
-
-
-def assert_steps_close(got, expected, program, rtol, atol):
-    """``got`` equals ``expected`` elementwise, except that a sign-based rule (Lion, Tiger) may flip
-    the sign of a step whose argument is within rounding of 0 on a few elements (one lr apart)."""
-    for g, e in zip(got, expected):
-        bad = ~np.isclose(g, e, rtol=rtol, atol=atol)
-        allowed = max(1, g.size // 1000) if "sign" in optdsl.to_source(program) else 0
-        if bad.sum() > allowed:
-            np.testing.assert_allclose(g, e, rtol=rtol, atol=atol)  # fails, showing where
 
 
 @pytest.mark.parametrize("name", optdsl.zoo_names())
