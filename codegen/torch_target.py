@@ -376,9 +376,10 @@ def _fit(text: str, kind: str, slot: str, ref: str = "w") -> str:
 
 
 # --- the multi-tensor printer (eager backend) --------------------------------------------------------
-FOREACH_UNARY = {"neg": "neg", "abs": "abs", "sign": "sign", "exp": "exp", "expm1": "expm1", "sin": "sin",
+FOREACH_UNARY = {"neg": "neg", "abs": "abs", "exp": "exp", "expm1": "expm1", "sin": "sin",
                  "cos": "cos", "tan": "tan", "arcsin": "asin", "arccos": "acos", "arctan": "atan",
                  "sinh": "sinh", "cosh": "cosh", "tanh": "tanh", "reciprocal": "reciprocal", "floor": "floor"}
+# No sign: torch.sign(nan) is 0 where the reference keeps nan; the op table's spelling keeps it.
 FOREACH_OF_ABS = {"sqrt": "sqrt", "rsqrt": "rsqrt", "log": "log", "log2": "log2", "log10": "log10",
                   "log1p": "log1p"}  # these act on |x|
 FOREACH_BINARY = {"add": "add", "sub": "sub", "mul": "mul", "div": "div", "max": "maximum", "min": "minimum",

@@ -140,8 +140,9 @@ op("interp", 3, E, lambda x, y, a: (1 - a) * x + a * y, lambda x, y, a: (1 - a) 
 _abs = np.abs
 for name, fn, sym, lx, tt, jx, tr, doc, fl in [
     ("abs", np.abs, sympy.Abs, r"\left|{0}\right|", "torch.abs({0})", "jnp.abs({0})", "tl.abs({0})", "|x|", 1),
-    ("sign", np.sign, sympy.sign, r"\operatorname{{sign}}({0})", "torch.sign({0})", "jnp.sign({0})",
-     "tl.where({0} > 0, 1.0, tl.where({0} < 0, -1.0, 0.0))", "-1, 0 or 1", 1),
+    ("sign", np.sign, sympy.sign, r"\operatorname{{sign}}({0})",
+     "torch.where({0} > 0, 1.0, torch.where({0} < 0, -1.0, {0}))", "jnp.sign({0})",
+     "tl.where({0} > 0, 1.0, tl.where({0} < 0, -1.0, {0}))", "-1, 0 or 1 (nan stays nan)", 1),
     ("sqrt", lambda x: np.sqrt(_abs(x)), lambda x: sympy.sqrt(sympy.Abs(x)), r"\sqrt{{{0}}}",
      "torch.sqrt(torch.abs({0}))", "jnp.sqrt(jnp.abs({0}))", "tl.sqrt(tl.abs({0}))", "sqrt(|x|)", 4),
     ("rsqrt", lambda x: 1 / np.sqrt(_abs(x)), lambda x: 1 / sympy.sqrt(sympy.Abs(x)),
