@@ -28,7 +28,7 @@ import numpy as np
 
 from .errors import DslError
 from .ir import Const, Expr, Program, Var
-from .ops import COL, GLOBAL, GLOBAL_COMBINE, OPS, ROW
+from .ops import COL, GLOBAL_COMBINE, OPS, ROW
 from .passes import global_statements, segments, specialize
 from .typecheck import join
 
@@ -171,4 +171,4 @@ def run(program: Program, params, grad_fn, steps: int, dtype=np.float64, **hyper
     return Interpreter(program, dtype, **hyper).run(params, grad_fn, steps)
 
 
-__all__ = ["GLOBAL", "Interpreter", "expand", "run", "state_shape"]
+__all__ = ["Interpreter", "expand", "run", "state_shape"]

@@ -39,15 +39,10 @@ from optdsl.ir import Call, Const, Expr, Program, Var, walk
 from optdsl.ops import COL, ELEMENTWISE, GLOBAL, OPS, ROW, STATIC
 from optdsl.passes import eliminate_dead_code
 
-# Where torch's spelling differs from the reference semantics: torch.sign(nan) is 0, numpy's nan.
-_OVERRIDES = {"sign": lambda x: torch.where(torch.isnan(x), x, torch.sign(x))}
-
 
 @cache
 def _elementwise(name: str):
     """The op's torch spelling from the op table, as a function of its arguments."""
-    if name in _OVERRIDES:
-        return _OVERRIDES[name]
     op = OPS[name]
     params = [f"a{i}" for i in range(op.arity)]
     # The template is project code from the op table, never user text.
