@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from trajectories import in_triton_interpreter, run_interpreter, run_jax, run_torch, run_triton
 
-import codegen
-from optdsl import Interpreter, load
 from optdsl import extend as ex
+from optdsl import load
 
 SHAPES = [(7,), (3, 5), (2, 3, 4), (1,)]
 STEPS = 20
@@ -35,12 +35,7 @@ def data():
 
 
 def reference(program):
-    params, grads = data()
-    opt = Interpreter(program, dtype=np.float32, lr=LR)
-    state = opt.init(params)
-    for t, g in enumerate(grads, start=1):
-        params, state = opt.step(params, g, state, t)
-    return params
+    return run_interpreter(program, *data(), LR)
 
 
 def close(ours, ref):
@@ -50,77 +45,35 @@ def close(ours, ref):
 
 @pytest.mark.parametrize("name", EXTENSIONS)
 def test_torch_eager(name):
-    import torch
-
     program = EXTENSIONS[name](load("adam"))
-    params, grads = data()
-    ts = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
-    opt = codegen.build(program, "torch")(list(ts.values()), lr=LR, backend="eager")
-    for g in grads:
-        for k, t in ts.items():
-            t.grad = torch.tensor(g[k])
-        opt.step()
-    close({k: t.detach().numpy() for k, t in ts.items()}, reference(program))
+    close(run_torch(program, *data(), LR), reference(program))
 
 
 @pytest.mark.parametrize("name", EXTENSIONS)
 def test_jax(name):
-    import jax.numpy as jnp
-    import optax
-
     program = EXTENSIONS[name](load("adam"))
-    params, grads = data()
-    tx = codegen.build(program, "jax")(learning_rate=LR)
-    p = {k: jnp.asarray(v) for k, v in params.items()}
-    state = tx.init(p)
-    for g in grads:
-        updates, state = tx.update({k: jnp.asarray(v) for k, v in g.items()}, state, p)
-        p = optax.apply_updates(p, updates)
-    close({k: np.asarray(v) for k, v in p.items()}, reference(program))
+    close(run_jax(program, *data(), LR), reference(program))
 
 
-TRITON_SCRIPT = """
-import json, sys
-import torch
-sys.path.insert(0, {root!r}); sys.path.insert(0, {tests!r})
-import codegen
-from optdsl import load
-from test_extensions_on_targets import EXTENSIONS, LR, data
-out = {{}}
-for name, extend in EXTENSIONS.items():
-    program = extend(load("adam"))
-    params, grads = data()
-    ts = [torch.tensor(v, requires_grad=True) for v in params.values()]
-    try:
-        opt = codegen.build(program, "triton")(ts, lr=LR, backend="triton")
-    except ValueError as e:  # a known limit, checked by the test
-        out[name] = str(e)
-        continue
-    for g in grads:
-        for t, k in zip(ts, params):
-            t.grad = torch.tensor(g[k])
-        opt.step()
-    out[name] = [t.detach().numpy().tolist() for t in ts]
-print(json.dumps(out))
-"""
+def triton_results() -> dict:
+    """Final parameters per extension on the Triton backend, or the error it refused with."""
+    out = {}
+    for name, extend in EXTENSIONS.items():
+        try:
+            params = run_triton(extend(load("adam")), *data(), LR)
+        except ValueError as e:  # a known limit, checked by the test
+            out[name] = str(e)
+            continue
+        out[name] = [v.tolist() for v in params.values()]
+    return out
 
 
 @pytest.mark.slow
 def test_triton_under_the_interpreter():
     """The Triton backend, run by Triton's CPU interpreter in a subprocess. The Optimizer does not
     yet route programs with global reductions to the kernels: it refuses them clearly."""
-    import json
-    import os
-    import subprocess
-    import sys
-
     pytest.importorskip("triton")
-    here = os.path.dirname(os.path.abspath(__file__))
-    script = TRITON_SCRIPT.format(root=os.path.dirname(os.path.dirname(here)), tests=here)
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=900,
-                          env={**os.environ, "TRITON_INTERPRET": "1"}, check=False)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    results = json.loads(proc.stdout.strip().splitlines()[-1])
+    results = in_triton_interpreter("test_extensions_on_targets", "triton_results")
     for name, extend in EXTENSIONS.items():
         if name == "clip_by_global_norm":
             assert "global reductions" in results[name]
