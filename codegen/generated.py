@@ -13,8 +13,6 @@ Example:
 
 from __future__ import annotations
 
-import builtins
-import keyword
 import linecache
 import os
 import sys
@@ -22,27 +20,21 @@ import tempfile
 import types
 
 from optdsl.errors import DslError
-from optdsl.parser import RESERVED
+from optdsl.names import check_name
 from optdsl.printer import format_number
 
 
 def check_identifier(name: str, what: str = "name") -> str:
-    """``name`` if it may appear in generated code: an ASCII identifier, no keyword, no dunder, no
-    leading underscore (generated helpers use those), no Python builtin, nothing the generated code
-    reserves. Raises DslError otherwise.
+    """``name`` if the language's identifier policy (:func:`optdsl.names.check_name`) allows it
+    in generated code; raises DslError otherwise.
 
     Example:
         >>> check_identifier("beta1")
         'beta1'
     """
-    if not isinstance(name, str) or not name.isascii() or not name.isidentifier():
-        raise DslError(f"{what} {name!r} is not a valid ASCII identifier")
-    if keyword.iskeyword(name) or keyword.issoftkeyword(name):
-        raise DslError(f"{what} {name!r} is a Python keyword")
-    if name.startswith("_"):
-        raise DslError(f"{what} {name!r}: names starting with '_' are reserved for generated helpers")
-    if name in RESERVED or name in vars(builtins) or name == "Tensor":
-        raise DslError(f"{what} {name!r} is reserved by the generated code", hint="rename it")
+    reason = check_name(name)
+    if reason is not None:
+        raise DslError(f"{what} {name!r} {reason}", hint="rename it")
     return name
 
 

@@ -24,18 +24,14 @@ from __future__ import annotations
 
 import ast
 import inspect
-import keyword
 import math
 import warnings
 
 from .errors import DslError
 from .ir import INPUTS, STATE_INITS, STATE_KINDS, Assign, Call, Const, Expr, Hyper, Program, State, Var
+from .names import check_name, suggest
 from .ops import CONSTANTS, OPS
 from .typecheck import validate
-
-# Names the generated code itself uses; a program may not shadow them.
-RESERVED = frozenset({"torch", "jax", "jnp", "np", "tl", "triton", "optax", "math", "self", "group",
-                      "state", "params", "grads", "states", "updates", "hyper", "True", "False", "None"})
 
 _BINOPS = {ast.Add: "add", ast.Sub: "sub", ast.Mult: "mul", ast.Div: "div", ast.Pow: "power",
            ast.Mod: "mod", ast.FloorDiv: "floordiv"}
@@ -60,13 +56,10 @@ _FORBIDDEN = {
 
 
 def check_identifier(name: str, where: ast.AST | None, ctx: _Context, what: str = "name") -> str:
-    """Every identifier from user text passes here before it can reach generated code."""
-    if not name.isidentifier() or not name.isascii() or keyword.iskeyword(name):
-        raise ctx.error(f"{what} {name!r} is not a valid identifier", where)
-    if name.startswith("__") or name.endswith("__"):
-        raise ctx.error(f"{what} {name!r}: dunder names are not allowed", where)
-    if name in RESERVED:
-        raise ctx.error(f"{what} {name!r} is reserved by the generated code", where, "rename it")
+    """Every name a program binds passes the identifier policy (:mod:`optdsl.names`) here."""
+    reason = check_name(name)
+    if reason is not None:
+        raise ctx.error(f"{what} {name!r} {reason}", where, f"rename it, e.g. {suggest(name)!r}")
     return name
 
 
@@ -332,12 +325,12 @@ class _Parser:
             return Const(CONSTANTS[name])
         if name in OPS:
             raise self.err(f"{name!r} is a function; call it as `{name}(...)`", node)
+        check_identifier(name, node, self.ctx)
         raise self.err(f"undefined name {name!r}", node,
                        "assign it first, or add it to the signature as a state or hyperparameter")
 
     def expr(self, node: ast.AST) -> Expr:
         if isinstance(node, ast.Name):
-            check_identifier(node.id, node, self.ctx)
             return self.name_ref(node.id, node)
         if isinstance(node, ast.Constant):
             if type(node.value) is bool:
@@ -393,7 +386,7 @@ class _Parser:
         if not isinstance(node.func, ast.Name):
             raise self.err(_FORBIDDEN.get(type(node.func), "call functions by name (`sign(x)`), not through "
                                           "attributes or values"), node.func)
-        name = check_identifier(node.func.id, node.func, self.ctx, "function")
+        name = node.func.id
         if node.keywords:
             raise self.err(f"{name}() takes positional arguments only", node.keywords[0].value)
         op = OPS.get(name)
