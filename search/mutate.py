@@ -136,8 +136,14 @@ def _valid(program: Program) -> bool:
         validate(program)
     except DslError:
         return False
-    return all(a.target not in ("lr", "step") for a in program.body) and all(
+    return all(a.target not in ("lr", "step") and not _negated_constant(a.expr) for a in program.body) and all(
         math.isfinite(e.value) for a in program.body for e in _consts(a.expr))
+
+
+def _negated_constant(expr: Expr) -> bool:
+    """``neg(1.5)`` prints as ``-1.5``, which reads back as a constant, not as a call: a statement
+    of that form would not survive :func:`_reparse` in the paper's one-call form."""
+    return isinstance(expr, Call) and expr.op == "neg" and isinstance(expr.args[0], Const)
 
 
 def _reparse(program: Program) -> Program:

@@ -4,6 +4,8 @@ Whatever parses must also print back to the same program, specialise and run one
 reference interpreter without any exception other than DslError (NaN is a value, not a crash).
 """
 
+import os
+
 import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -85,3 +87,11 @@ def test_mutated_sources_never_crash(text):
 def test_random_sources_never_crash(text):
     exercise("def f(w, g, m, lr=0.1):\n    " + text + "\n    return g, m\n")
     exercise(text)
+
+
+def test_ci_runs_the_same_examples_every_time():
+    # tests/conftest.py loads the derandomized `ci` profile unless HYPOTHESIS_PROFILE names another.
+    if os.environ.get("HYPOTHESIS_PROFILE", "ci") == "ci":
+        assert settings.default.derandomize and settings.default.database is None
+    else:
+        assert settings.default.derandomize is False

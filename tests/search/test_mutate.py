@@ -1,8 +1,10 @@
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from optdsl import parse, to_source
+from optdsl.ir import Call
 from optdsl.ops import OPS
 from optdsl.typecheck import validate
 from search.mutate import mutate, random_program, scale_constant
@@ -32,6 +34,14 @@ def test_random_programs_are_valid_paper_form(seed, n):
     for a in p.body:
         assert OPS[a.expr.op].search
 
+
+
+@pytest.mark.parametrize("seed", [263, 1215])
+def test_a_negated_constant_is_not_a_statement(seed):
+    # These seeds once drew `update = neg(c)`: it prints as `-c` and read back as the constant
+    # statement `update = -c`, which is not the paper's one-call form.
+    p = random_program(np.random.default_rng(seed), n_statements=1)
+    assert isinstance(p.body[0].expr, Call) and parse(to_source(p)) == p
 
 def test_mutations_cover_every_kind_and_the_vocabulary():
     rng = np.random.default_rng(0)
