@@ -22,8 +22,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
-from .names import check_name
-
 INPUTS = ("w", "g", "lr", "step")
 STATE_KINDS = ("full", "row", "col", "scalar")
 STATE_INITS = ("zeros", "ones", "w")
@@ -162,6 +160,8 @@ def names_in(program: Program) -> set[str]:
 def fresh_name(base: str, used: set[str]) -> str:
     """``base``, or ``base_1``, ``base_2``... whichever is not in ``used`` and passes the
     identifier policy (``global_norm`` -> ``global_norm_1``), and record it."""
+    from .names import check_name  # here, not at the top: names reads the op table, which reads the IR
+
     name, k = base, 0
     # A printer's internal (``_fit``) starts with ``_`` on purpose: the policy is for program names.
     while name in used or (check_name(name) is not None and not base.startswith("_")):
