@@ -14,8 +14,9 @@ default is a state, every argument with a numeric default a hyperparameter. A st
 annotation gives its shape and first value: ``m`` (zeros like w), ``r: row``, ``c: col``,
 ``s: scalar``, ``slow: full(init=w)``, ``u: full(init=1)``, ``ema: full(init=w, keep=True)``.
 
-Body: assignments (one name on the left; nested expressions allowed), ``+=``-style updates,
-``if``/``else`` (lowered to ``where``, so a shape test such as ``ndim(w) >= 2`` is resolved per
+Body: assignments (one name on the left; nested expressions allowed; any name, inputs included,
+may be assigned again, as in the paper's ``lr = lr * 0.001``, and a read sees the latest value),
+``+=``-style updates, ``if``/``else`` (lowered to ``where``, so a shape test such as ``ndim(w) >= 2`` is resolved per
 parameter and a step test such as ``step % k == 0`` becomes a select), and one final
 ``return update, <new value of each state, in signature order>``.
 """
@@ -287,8 +288,6 @@ class _Parser:
 
     def assign(self, target: ast.Name, expr: Expr, node: ast.AST) -> Assign:
         name = check_identifier(target.id, target, self.ctx)
-        if name in ("lr", "step"):
-            raise self.err(f"{name!r} is an input and cannot be reassigned", target)
         self.defined.add(name)
         return Assign(name, expr, (node.lineno, node.col_offset))
 

@@ -136,7 +136,7 @@ def _valid(program: Program) -> bool:
         validate(program)
     except DslError:
         return False
-    return all(a.target not in ("lr", "step") and not _negated_constant(a.expr) for a in program.body) and all(
+    return not any(_negated_constant(a.expr) for a in program.body) and all(
         math.isfinite(e.value) for a in program.body for e in _consts(a.expr))
 
 

@@ -1,32 +1,67 @@
 """The parser: the paper's listings parse; every misuse is a located DslError."""
 
+from pathlib import Path
+
+import numpy as np
 import pytest
 
-from optdsl import DslError, load, parse, parse_all, to_source
+from optdsl import DslError, Interpreter, load, parse, parse_all, to_source
+from optdsl.cli import main
 from optdsl.ir import Call, Const, Var
 
-# The search paper's warm start and its discovered raw Lion, as printed in the paper.
-PAPER_ADAMW = """
-def train(w, g, m, v, lr):
-    g2 = square(g)
-    m = interp(g, m, 0.9)
-    v = interp(g2, v, 0.999)
-    sqrt_v = sqrt(v)
-    update = m / sqrt_v
-    wd = w * 0.01
-    update = update + wd
-    lr = lr * 0.001
-    update = update * lr
-    return update, m, v
-"""
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
-def test_paper_program_form():
-    with pytest.raises(DslError, match="'lr' is an input and cannot be reassigned"):
-        parse(PAPER_ADAMW)
-    p = parse(PAPER_ADAMW.replace("lr = lr * 0.001\n    update = update * lr",
-                                  "lr2 = lr * 0.001\n    update = update * lr2"))
-    assert p.name == "train" and p.state_names == ("m", "v") and len(p.body) == 9
+@pytest.mark.parametrize("number", [3, 4])
+def test_the_paper_programs_check_as_printed(number):
+    # Both end with `lr = lr * <c>`: every input may be reassigned.
+    path = str(EXAMPLES / f"paper_program{number}.py")
+    assert main(["check", path]) == 0
+    p = load(path)
+    assert p.name == "train" and p.state_names == ("m", "v")
+    assert parse(to_source(p)) == p
+
+
+def _one_step(program, w, g, lr):
+    opt = Interpreter(program, lr=lr)
+    update, state = opt.updates({"w": w}, {"w": g}, opt.init({"w": w}), 1)
+    return update["w"], state["w"]
+
+
+def test_program3_is_adamw_with_a_rescaled_lr():
+    rng = np.random.default_rng(0)
+    w, g = rng.normal(size=5), rng.normal(size=5)
+    update, state = _one_step(load(str(EXAMPLES / "paper_program3.py")), w, g, 0.5)
+    m, v = 0.1 * g, 0.001 * g * g
+    assert np.allclose(state["m"], m) and np.allclose(state["v"], v)
+    assert np.allclose(update, (m / np.sqrt(v) + 0.01 * w) * (0.5 * 0.001))
+
+
+def test_program4_reads_the_latest_value_of_each_name():
+    rng = np.random.default_rng(1)
+    w, g = rng.normal(size=5), rng.normal(size=5)
+    update, state = _one_step(load(str(EXAMPLES / "paper_program4.py")), w, g, 0.5)
+    g1 = np.arcsin(np.clip(g, -0.5, 0.5))  # g = clip(g, lr); g = arcsin(g)
+    m = 0.101 * g1  # interp(g, v, 0.899) with v = 0
+    raw = np.sign(m) + 0.4602 * w  # m / sqrt(m * m) + wd
+    assert np.allclose(update, raw * (0.5 * 0.0002))  # the rescaled lr
+    assert np.allclose(state["v"], -0.109 * g1 + 1.109 * m)
+    assert set(state) == {"v"}  # `m = cosh(update)` is never read at the next step: m is dead
+
+
+def test_every_input_may_be_reassigned():
+    p = parse("def f(w, g, m, s: scalar, step, lr, beta=0.9):\n"
+              "    w = w * 2\n    g = g + w\n    step = step + 1\n    beta = beta * 0.5\n"
+              "    lr = lr / step\n    m = interp(g, m, beta)\n    s = s + 1\n    lr = lr * s\n"
+              "    return lr * m, m, s\n")
+    assert parse(to_source(p)) == p
+    w, g = np.array([1.0, -2.0]), np.array([0.5, 0.25])
+    opt = Interpreter(p, lr=0.3, beta=0.8)
+    update, state = opt.updates({"w": w}, {"w": g}, opt.init({"w": w}), 3)
+    g2 = g + 2 * w
+    m = 0.6 * g2  # interp(g2, 0, 0.4)
+    assert np.allclose(state["w"]["m"], m) and np.allclose(state["w"]["s"], 1.0)
+    assert np.allclose(update["w"], 0.3 / 4 * 1.0 * m)
 
 
 def test_nested_expressions_and_operators():
