@@ -34,29 +34,31 @@ DIGITS = 7
 FLUSH = 1e-9
 
 
-def quantize(x: np.ndarray) -> bytes:
-    """``x`` rounded to DIGITS significant digits (tiny values flushed), as bytes."""
+def quantize(x: np.ndarray, digits: int = DIGITS) -> bytes:
+    """``x`` rounded to ``digits`` significant digits (tiny values flushed), as bytes."""
     x = np.asarray(x, dtype=np.float64)
     finite = np.isfinite(x)
     vals = np.where(finite, x, 0.0)
     scale = np.max(np.abs(vals), initial=0.0)
     vals = np.where(np.abs(vals) <= FLUSH * scale, 0.0, vals)
     mag = np.floor(np.log10(np.where(vals == 0, 1.0, np.abs(vals))))
-    digits = np.round(vals / 10.0 ** (mag - DIGITS + 1))
+    mantissa = np.round(vals / 10.0 ** (mag - digits + 1))
     # Rounding may carry into the next decade (9.9999999 -> 10.000000): renormalise.
-    carry = np.abs(digits) >= 10**DIGITS
-    digits = np.where(carry, np.round(digits / 10), digits)
+    carry = np.abs(mantissa) >= 10**digits
+    mantissa = np.where(carry, np.round(mantissa / 10), mantissa)
     mag = np.where(carry, mag + 1, mag)
     code = np.where(np.isnan(x), 1, np.where(x == np.inf, 2, np.where(x == -np.inf, 3, 0)))
-    return b"".join(a.astype(np.int64).tobytes() for a in (digits + 0.0, mag, code))
+    return b"".join(a.astype(np.int64).tobytes() for a in (mantissa + 0.0, mag, code))
 
 
 def fingerprint(program: Program, values: dict[str, float] | None = None, steps: int = 4,
-                seed: int = 0) -> str:
+                seed: int = 0, digits: int = DIGITS) -> str:
     """Hex digest of the rounded updates of ``steps`` interpreter steps on fixed random inputs.
 
     Hyperparameters take their defaults, or ``values``; a program without a default lr runs with
-    lr = 1e-3. Example: ``fingerprint(p) == fingerprint(simplify(p))``.
+    lr = 1e-3. Fewer ``digits`` make a coarser key that also merges near-duplicates (programs
+    whose updates agree to that many significant digits), as the search does.
+    Example: ``fingerprint(p) == fingerprint(simplify(p))``.
     """
     h = hashlib.blake2b(digest_size=16)
     hyper = {"lr": 1e-3, **program.hyper_defaults, **(values or {})}
@@ -77,7 +79,7 @@ def fingerprint(program: Program, values: dict[str, float] | None = None, steps:
         for t in range(1, steps + 1):
             updates, state = opt.updates(params, {n: grads[t - 1][n] for n in params}, state, t)
             for name in sorted(updates):
-                h.update(quantize(updates[name]))
+                h.update(quantize(updates[name], digits))
             with np.errstate(all="ignore"):  # non-finite updates hash as such
                 params = {n: params[n] - updates[n] for n in params}
     except DslError:
