@@ -29,72 +29,30 @@ Example:
 
 from __future__ import annotations
 
-import re
-
 from optdsl.errors import DslError
-from optdsl.ir import Call, Const, Expr, Program, Var, fresh_name, map_calls, names_in, substitute, walk
+from optdsl.ir import Call, Const, Expr, Program, Var, fresh_name, names_in, substitute, walk
 from optdsl.ops import COL, ELEMENTWISE, OPS, REDUCE, ROW, STATIC
-from optdsl.passes import eliminate_dead_code, fold, global_statements, hoist_globals, liveness, segments
-from optdsl.passes.fold import fold_expr
-from optdsl.printer import DslPrinter, Printer, docstring, to_source
+from optdsl.passes import global_statements, segments, variants
+from optdsl.printer import ATOM, UNARY, Code, CodePrinter, DslPrinter, docstring, float_literal, to_source
 from optdsl.typecheck import expr_kind, input_kinds, join
 
 from .generated import black_format, check_identifier, number
 
-# Ops whose value is a truth value: jax spells them as booleans, the language as 1.0 / 0.0.
-TRUTH_OPS = frozenset({"lt", "le", "gt", "ge", "eq", "ne", "and", "or", "not", "isfinite", "allfinite"})
-# How per-leaf partials of a global reduction combine (``parts`` is a Python list of scalars);
-# the per-leaf partial itself is the op table's ``jax`` template.
-GLOBAL_COMBINE = {
-    "global_norm": "jnp.sqrt(sum({parts}))",
-    "global_allfinite": "jnp.where(jnp.all(jnp.stack({parts})), 1.0, 0.0)",
-}
 # A state's shape for a parameter ``w`` (as :func:`optdsl.interpreter.state_shape`).
 STATE_SHAPE = {"full": "w.shape", "row": "w.shape[:-1]", "col": "w.shape[:-2] + w.shape[-1:]", "scalar": "()"}
-STATE_INIT = {"zeros": "jnp.zeros({shape}, dtype)", "ones": "jnp.ones({shape}, dtype)", "w": "w.astype(dtype)"}
-MAX_VARIANTS = 16
-# Ops that Python raises on for some numbers (1 / 0, 0 ** -1, 10.0 ** 400) where IEEE gives inf/nan.
-PYTHON_RAISES = frozenset({"div", "mod", "floordiv", "power", "reciprocal"})
-
-_NUMBER = re.compile(r"\d[\d.]*(e[+-]?\d+)?")
-_CLOSE = {"(": ")", "[": "]"}
+STATE_INIT = {"zeros": "jnp.zeros({shape}, _dtype)", "ones": "jnp.ones({shape}, _dtype)", "w": "w.astype(_dtype)"}
+# How the totals of a reduction's pieces combine across leaves (see optdsl.ops.Reduction).
+COMBINE = {"sum": "jnp.sum(jnp.stack({0}))", "max": "jnp.max(jnp.stack({0}))"}
+TOTAL = {"sum": "jnp.sum({0})", "max": "jnp.max({0}, initial=-jnp.inf)"}
 
 
-def _atomic(text: str) -> bool:
-    """Is ``text`` one primary expression (name, number, call, subscript, parenthesised group)?"""
-    if _NUMBER.fullmatch(text):
-        return True
-    i = 0
-    while i < len(text) and (text[i].isalnum() or text[i] in "_."):
-        i += 1
-    if i == 0 and not text.startswith(("(", "[")):
-        return False
-    while i < len(text):
-        if text[i] not in _CLOSE:
-            return False
-        depth, j = 0, i
-        while j < len(text):
-            if text[j] in "([":
-                depth += 1
-            elif text[j] in ")]":
-                depth -= 1
-                if depth == 0:
-                    break
-            j += 1
-        i = j + 1
-        while i < len(text) and text[i] == ".":  # attribute after a call: f(x).y
-            i += 1
-            while i < len(text) and (text[i].isalnum() or text[i] == "_"):
-                i += 1
-    return True
-
-
-class JaxPrinter(Printer):
+class JaxPrinter(CodePrinter):
     """Prints expressions as jax.numpy code through the op table's ``jax`` templates.
 
     ``kinds`` maps every name in scope to its shape (see :mod:`optdsl.typecheck`); row and col
     values are expanded where they meet full ones, and truth values become 1.0 / 0.0 floats.
-    Parentheses are added only where Python's precedence needs them.
+    Parentheses are added only where Python's precedence needs them. Names starting with ``_``
+    are the generated code's own (the identifier policy keeps them out of programs).
 
     Example:
         >>> p = JaxPrinter({"g": "full", "m": "full", "beta1": "uniform"})
@@ -105,6 +63,7 @@ class JaxPrinter(Printer):
     target = "jax"
 
     def __init__(self, kinds: dict[str, str], python: set[str] = frozenset()):
+        super().__init__()
         self.kinds = kinds
         self.python = set(python)
 
@@ -118,6 +77,8 @@ class JaxPrinter(Printer):
         op = OPS[expr.op]
         if op.shape == STATIC:
             return True
+        if op.truth:
+            return False  # printed through jnp.where
         return "jnp." not in op.jax and "jax." not in op.jax and all(self.is_python(a) for a in expr.args)
 
     def bind(self, name: str, expr: Expr) -> None:
@@ -131,96 +92,66 @@ class JaxPrinter(Printer):
 
         return expr_kind(expr, self.kinds, fail)
 
-    def _print_Const(self, expr: Const) -> str:
-        text = number(expr.value)  # a float literal: integer jax arrays cannot take x ** -1
-        return text if any(c in text for c in ".e") else text + ".0"
+    def _print_Const(self, expr: Const) -> Code:
+        # a float literal: integer jax arrays cannot take x ** -1
+        text = float_literal(expr.value, inf="jnp.inf", nan="jnp.nan")
+        return Code(text, UNARY if text.startswith("-") else ATOM)
 
-    def _print_dim(self, expr: Call) -> str:
-        return OPS["dim"].jax.format(self._print(expr.args[0]), int(expr.args[1].value))
+    def _print_Var(self, expr: Var) -> Code:
+        return Code(expr.name if expr.name.startswith("_") else check_identifier(expr.name), ATOM)
 
-    def _print_Var(self, expr: Var) -> str:
-        return check_identifier(expr.name)
+    def _print_dim(self, expr: Call) -> Code:
+        return self.fill(OPS["dim"].jax, [expr.args[0], Code(str(int(expr.args[1].value)), ATOM)])
 
-    def truth(self, expr: Expr) -> str:
-        """``expr`` as a jax boolean where a condition is expected (no 1.0/0.0 round trip)."""
-        if isinstance(expr, Call) and expr.op in TRUTH_OPS:
-            return self._fill(expr)
-        return self._print(expr)
-
-    def _print_Call(self, expr: Call) -> str:
-        text = self._fill(expr)
-        if expr.op in TRUTH_OPS:
-            return f"jnp.where({_unwrap(text)}, 1.0, 0.0)"
-        return text
-
-    def _fill(self, expr: Call) -> str:
+    def operands(self, expr: Call) -> list[Code]:
+        """The printed arguments of ``expr``, row/col ones expanded to meet full ones, the first
+        made an array when Python itself would raise on the numbers (``1 / 0``, ``0.0 ** -1``)."""
         op = OPS[expr.op]
-        template = op.jax
         kinds = [self.kind(a) for a in expr.args]
         to = join(*kinds) if op.shape in (ELEMENTWISE, REDUCE) else None
-        args = []
+        out = []
         for i, (a, k) in enumerate(zip(expr.args, kinds)):
-            cond_slot = (op.name == "where" and i == 0) or op.name in ("and", "or", "not")
-            if cond_slot and isinstance(a, Call) and a.op in TRUTH_OPS:
-                template = template.replace(f"{{{i}}} != 0", f"{{{i}}}")  # already a boolean
-            text = self.truth(a) if cond_slot else self._print(a)
-            if i == 0 and op.name in PYTHON_RAISES and all(self.is_python(x) for x in expr.args):
-                text = f"jnp.asarray({text})"  # so that 1 / 0 is inf, not ZeroDivisionError
+            text = self.condition(a) if self._condition_slot(op.name, i) else self._print(a)
+            if i == 0 and op.python_raises and all(self.is_python(x) for x in expr.args):
+                text = self.fill("jnp.asarray({0})", [text])
             if to == "full" and k in (ROW, COL):
-                text = _wrap(text) + ("[..., :, None]" if k == ROW else "[..., None, :]")
-            args.append(self._place(text, a, op, i, template))
-        return template.format(*args)
+                text = self.fill("{0}[..., :, None]" if k == ROW else "{0}[..., None, :]", [text])
+            out.append(text)
+        return out
 
-    def _place(self, text: str, arg: Expr, op, i: int, template: str) -> str:
-        """``text`` with the parentheses its slot ``{i}`` in ``template`` needs."""
-        slot = "{" + str(i) + "}"
-        at = template.index(slot)
-        before, after = template[:at].rstrip(" "), template[at + len(slot):].lstrip(" ")
-        if before.endswith(("(", ",", "[")) and after.startswith((")", ",", "]")):
-            return _unwrap(text)  # a call argument
-        if _atomic(text) and not (isinstance(arg, Const) and arg.value < 0):
-            return text
-        if op.infix and template in (f"{{0}} {op.infix} {{1}}", f"{op.infix}{{0}}"):
-            mine = _precedence(arg)
-            if mine > op.precedence or (mine == op.precedence and i == 0 and op.name != "power"):
-                return text
-        return f"({text})"
+    @staticmethod
+    def _condition_slot(op: str, i: int) -> bool:
+        return (op == "where" and i == 0) or op in ("and", "or", "not")
 
+    def condition(self, expr: Expr) -> Code:
+        """``expr`` as a jax boolean where a condition is expected (no 1.0/0.0 round trip)."""
+        if isinstance(expr, Call) and OPS[expr.op].truth and OPS[expr.op].shape != STATIC:
+            return self.boolean(expr)
+        return self.fill("{0} != 0", [expr])
 
-def _precedence(expr: Expr) -> int:
-    if isinstance(expr, Const):
-        return 30 if expr.value < 0 else 100
-    if isinstance(expr, Call) and OPS[expr.op].infix and expr.op not in TRUTH_OPS:
-        return OPS[expr.op].precedence
-    return 0 if isinstance(expr, Call) else 100
+    def boolean(self, expr: Call) -> Code:
+        """A truth-valued op as a jax boolean."""
+        args = self.operands(expr)
+        if expr.op in ("and", "or", "not"):
+            slots = ", ".join(f"{{{i}}}" for i in range(len(args)))
+            return self.fill(f"jnp.logical_{expr.op}({slots})", args)
+        return self.fill(OPS[expr.op].jax, args)
 
-
-def _unwrap(text: str) -> str:
-    """``text`` without parentheses around all of it."""
-    while text.startswith("(") and _atomic(text) and _matching(text, 0) == len(text) - 1:
-        text = text[1:-1]
-    return text
-
-
-def _matching(text: str, i: int) -> int:
-    depth = 0
-    for j in range(i, len(text)):
-        depth += text[j] in "(["
-        depth -= text[j] in ")]"
-        if depth == 0:
-            return j
-    return -1
-
-
-def _wrap(text: str) -> str:
-    return text if _atomic(text) else f"({text})"
+    def _print_Call(self, expr: Call) -> Code:
+        op = OPS[expr.op]
+        if op.truth:
+            return self.fill("jnp.where({0}, 1.0, 0.0)", [self.boolean(expr)])
+        if op.shape == STATIC:
+            return self.fill(op.jax, expr.args)
+        return self.fill(op.jax, self.operands(expr))
 
 
 class ShapeTestPrinter(DslPrinter):
     """Prints a static shape test as plain Python (``w.ndim >= 2``), evaluated while JAX traces.
 
     Only Python's own operators, ``abs``, ``max`` and ``min`` may appear: anything jax.numpy
-    computes would be staged out by jit instead of deciding which code to trace.
+    computes would be staged out by jit instead of deciding which code to trace. ``and`` and
+    ``or`` short-circuit as :func:`optdsl.passes.shape_value` does.
     """
 
     PYTHON = frozenset({"abs", "max", "min"})
@@ -229,124 +160,13 @@ class ShapeTestPrinter(DslPrinter):
         op = OPS[expr.op]
         if op.shape == STATIC:
             return op.jax.format(*[self._print(a) for a in expr.args])
+        if op.name == "where":
+            c, a, b = (self._print(x) for x in expr.args)
+            return f"(({a}) if ({c}) else ({b}))"
         if op.infix is None and op.name not in self.PYTHON:
             raise DslError(f"the jax target cannot test {op.name}() of a shape while tracing",
                            hint="write the shape test with + - * / // % ** comparisons, abs, max, min")
         return super()._print_Call(expr)
-
-
-# --- variants: one straight-line program per outcome of the static shape tests ---------------------
-
-
-def _static_wheres(program: Program):
-    """Yield ``(statement index or None, where-call, its condition inlined)`` for every ``where``
-    whose condition is a shape fact, innermost first; inlining follows static assignments."""
-    kinds = input_kinds(program)
-    statics: dict[str, Expr] = {}
-
-    def fail(msg, hint=None):
-        raise DslError(msg, program.filename, hint=hint)
-
-    def post_order(e: Expr):
-        if isinstance(e, Call):
-            for a in e.args:
-                yield from post_order(a)
-        yield e
-
-    def scan(e: Expr, i):
-        for node in post_order(e):
-            if isinstance(node, Call) and node.op == "where" and expr_kind(node.args[0], kinds, fail) == "static":
-                yield i, node, substitute(node.args[0], statics)
-
-    for i, a in enumerate(program.body):
-        yield from scan(a.expr, i)
-        kinds[a.target] = expr_kind(a.expr, kinds, fail)
-        if kinds[a.target] == "static":
-            statics[a.target] = substitute(a.expr, statics)
-        else:
-            statics.pop(a.target, None)
-    for e in program.outputs():
-        yield from scan(e, None)
-
-
-def _simplified(cond: Expr, known: dict[Expr, bool]) -> Expr:
-    """A shape test given the outcomes of the tests already taken on this path (a Const if settled)."""
-    if cond in known:
-        return Const(float(known[cond]))
-    if not isinstance(cond, Call):
-        return cond
-    c = Call(cond.op, tuple(_simplified(a, known) for a in cond.args))
-    if c in known:
-        return Const(float(known[c]))
-    c = fold_expr(c)
-    if isinstance(c, Call) and c.op in ("and", "or") and any(isinstance(a, Const) for a in c.args):
-        const = next(a for a in c.args if isinstance(a, Const))
-        other = c.args[1] if const is c.args[0] else c.args[0]
-        if (const.value != 0) == (c.op == "or"):  # or(1, x) = 1; and(0, x) = 0
-            return Const(float(c.op == "or"))
-        return other if isinstance(other, Call) and other.op in TRUTH_OPS else Call("ne", (other, Const(0.0)))
-    return c
-
-
-def _decided(cond: Expr, known: dict[Expr, bool]) -> bool | None:
-    out = _simplified(cond, known)
-    return out.value != 0 if isinstance(out, Const) else None
-
-
-def _resolve(program: Program, decide) -> Program:
-    """``program`` with every static ``where`` whose test ``decide`` settles replaced by its arm."""
-    picks = {}
-    for _, node, inlined in _static_wheres(program):
-        truth = decide(inlined)
-        if truth is not None:
-            picks[id(node)] = truth
-
-    def pick(e: Expr) -> Expr:
-        if isinstance(e, Call):
-            if id(e) in picks:
-                return pick(e.args[1] if picks[id(e)] else e.args[2])
-            return Call(e.op, tuple(pick(a) for a in e.args))
-        return e
-
-    outs = [pick(e) for e in program.outputs()]
-    body = [type(a)(a.target, pick(a.expr), a.loc) for a in program.body]
-    return program.with_body(body, update=outs[0], new_states=outs[1:])
-
-
-def variants(program: Program) -> tuple[object, list[Program]]:
-    """The static shape tests as a decision tree, and the straight-line program at each leaf.
-
-    A tree is an int (index into the list) or ``(condition, tree if true, tree if false)``.
-    Global reductions are hoisted into statements of their own and kept in every variant, so the
-    variants' :func:`~optdsl.passes.segments` line up (as :func:`optdsl.passes.specialize` does).
-
-    Example:
-        >>> from optdsl import parse
-        >>> p = parse("def f(w, g, lr):\\n    u = sign(g) if ndim(w) >= 2 else g\\n    return lr * u\\n")
-        >>> tree, found = variants(p)
-        >>> len(found), tree[1:]
-        (2, (0, 1))
-    """
-    hoisted = hoist_globals(program)
-    live, _ = liveness(hoisted)
-    forced = frozenset(i for i in global_statements(hoisted) if i in live)
-    found: list[Program] = []
-
-    def grow(p: Program, known: dict[Expr, bool]):
-        p = fold(_resolve(p, lambda c: _decided(c, known)))
-        undecided = [_simplified(c, known) for _, _, c in _static_wheres(p) if _decided(c, known) is None]
-        if not undecided:
-            spec = eliminate_dead_code(p, force=forced)
-            if spec not in found:
-                if len(found) == MAX_VARIANTS:
-                    raise DslError(f"{program.name}: more than {MAX_VARIANTS} shape specialisations")
-                found.append(spec)
-            return found.index(spec)
-        cond = undecided[0]
-        yes, no = grow(p, {**known, cond: True}), grow(p, {**known, cond: False})
-        return yes if yes == no else (cond, yes, no)
-
-    return grow(hoisted, {}), found
 
 
 # --- the generated module ------------------------------------------------------------------------
@@ -357,7 +177,9 @@ def _camel(name: str) -> str:
 
 
 class _Module:
-    """Names and text of one generated module (all names chosen to avoid the program's)."""
+    """Names and text of one generated module. The program's names are used as written; every
+    name of the module's own starts with ``_`` (or is optax's API: ``updates``, ``state``,
+    ``params``, ``learning_rate``), which the identifier policy keeps out of programs."""
 
     def __init__(self, program: Program):
         check_identifier(program.name, "program name")
@@ -367,26 +189,23 @@ class _Module:
             raise DslError(f"{program.name}: a hyperparameter may not be called 'learning_rate'",
                            hint="the jax target spells lr as learning_rate, as optax does")
         self.program = program
-        self.tree, self.variants = variants(program)
-        self.used = names_in(program) | {program.name, "learning_rate", "dtype"}
+        found = variants(program)
+        self.tree, self.variants, self.paths = found.tree, list(found.programs), found.paths()
+        self.used = names_in(program) | {program.name, "learning_rate"}
         self.hypers = [h for h in program.hypers if h.name != "lr"]
         self.inputs = [n for n in ("w", "g") if n == "g" or any(v.uses("w") for v in self.variants)]
         self.inputs += list(program.state_names)
         self.inputs += [n for n in ("lr", "step") if program.uses(n)]
         self.inputs += [h.name for h in self.hypers if program.uses(h.name)]
         self.needs_params = program.uses("w") or any(s.init == "w" for s in program.states)
-        self.fields = {}
-        taken: set[str] = set()
-        for s in program.states:
-            self.fields[s.name] = fresh_name(s.name.lstrip("_") or "state", taken)
+        taken: set[str] = set(program.state_names)
+        self.fields = {s.name: s.name for s in program.states}  # NamedTuple fields: attributes, not locals
         self.count = fresh_name("count", taken)
         self.state_class = fresh_name(_camel(program.name) + "State", self.used)
-        self.fit, self.upcast = fresh_name("_fit", self.used), fresh_name("_upcast", self.used)
-        self.init_leaf = fresh_name(f"_{program.name}_init", self.used)
-        self.pick = fresh_name(f"_{program.name}_code", self.used) if len(self.variants) > 1 else None
+        self.init_leaf = f"_{program.name}_init"
+        self.pick = f"_{program.name}_code" if len(self.variants) > 1 else None
         nseg = len(global_statements(self.variants[0])) + 1
-        self.fns = [[fresh_name(f"_{program.name}" + (f"_{v}" if len(self.variants) > 1 else "")
-                                + (f"_part{k}" if nseg > 1 else ""), self.used)
+        self.fns = [[f"_{program.name}" + (f"_{v}" if len(self.variants) > 1 else "") + (f"_part{k}" if nseg > 1 else "")
                      for k in range(nseg)] for v in range(len(self.variants))]
 
     # --- per-variant step functions --------------------------------------------------------------
@@ -406,18 +225,16 @@ class _Module:
                 lines.append(f'"""{self._variant_doc(v)}"""' if len(self.variants) > 1 else
                              '"""One leaf\'s step: ``update, (states...)`` from its inputs."""')
             else:
-                params = ["carry", cuts[k - 1].target]
+                params = ["_carry", cuts[k - 1].target]
                 carried = carries[k - 1]
                 lines.append(f'"""After {cuts[k - 1].expr.op}: the rest of the step."""')
-                lines.append(f"{_tuple(carried)} = carry" if carried else "del carry")
+                lines.append(f"{_tuple(carried)} = _carry" if carried else "del _carry")
             for a in seg:
-                lines.append(f"{check_identifier(a.target)} = {printer.doprint(a.expr)}")
+                lines += printer.statement(check_identifier(a.target), a.expr)
                 printer.bind(a.target, a.expr)
                 available.add(a.target)
             if k < len(cuts):
                 g = cuts[k]
-                kinds[g.target] = "uniform"
-                printer.python.discard(g.target)
                 later = [e for s in segs[k + 1:] for e in (x.expr for x in s)]
                 later += [c.expr for c in cuts[k + 1:]] + list(spec.outputs())
                 read = set().union(*(set(_free(e)) for e in later))
@@ -425,29 +242,44 @@ class _Module:
                 carried = list(dict.fromkeys(n for n in order if n in read and n in available))
                 carried = [n for n in carried if n != g.target]
                 carries.append(carried)
-                partial = OPS[g.expr.op].jax.format(printer.doprint(g.expr.args[0]))
-                lines.append(f"return {_tuple(carried, paren=True)}, {partial}")
+                lines += self._totals(printer, g.expr)
+                lines.append(f"return {_tuple(carried, paren=True)}, _totals")
+                kinds[g.target] = "uniform"
+                printer.python.discard(g.target)
                 available.add(g.target)
             else:
-                lines.append(self._final_return(spec, printer))
+                lines += self._final_return(spec, printer)
             out.append(f"def {self.fns[v][k]}({', '.join(params)}):\n" + _indent(lines))
         return out
 
-    def _final_return(self, spec: Program, printer: JaxPrinter) -> str:
+    @staticmethod
+    def _totals(printer: JaxPrinter, call: Call) -> list[str]:
+        """Lines binding ``_totals``: this leaf's totals of a global reduction (op.reduction's terms
+        summed or maxed over the leaf), and its element count when the finish reads ``n``."""
+        reduction = OPS[call.op].reduction
+        lines = printer.statement("_x", call.args[0])
+        printer.bind("_x", call.args[0])
+        totals = [printer.fill(TOTAL[reduction.combine], [substitute(t, {"x": Var("_x")})])
+                  for t in reduction.terms]
+        if "n" in _free(reduction.finish):
+            totals.append(Code("jnp.size(_x)", ATOM))
+        return lines + printer.flush() + [f"_totals = {_tuple(totals, paren=True)}"]
+
+    def _final_return(self, spec: Program, printer: JaxPrinter) -> list[str]:
         def value(e: Expr, slot: str) -> str:
             text, k = printer.doprint(e), printer.kind(e)
             if slot == "full" and k in (ROW, COL):
-                text = _wrap(text) + ("[..., :, None]" if k == ROW else "[..., None, :]")
+                text = printer.fill("{0}[..., :, None]" if k == ROW else "{0}[..., None, :]", [text])
             return text
 
         new = dict(zip(spec.state_names, spec.new_states))
         states = [value(new[s.name], s.kind) if s.name in new else "None" for s in self.program.states]
-        return f"return {value(spec.update, 'full')}, {_tuple(states, paren=True)}"
+        update = value(spec.update, "full")
+        return printer.flush() + [f"return {update}, {_tuple(states, paren=True)}"]
 
     def _variant_doc(self, v: int) -> str:
-        tests = _path(self.tree, v)
         shown = " and ".join(f"``{ShapeTestPrinter().doprint(c)}``" if t else
-                             f"not ``{ShapeTestPrinter().doprint(c)}``" for c, t in tests)
+                             f"not ``{ShapeTestPrinter().doprint(c)}``" for c, t in self.paths[v])
         return f"One leaf's step for parameters where {shown}."
 
     # --- dispatch and init -----------------------------------------------------------------------
@@ -458,7 +290,7 @@ class _Module:
         yes_lines, no_lines = self._tree_lines(yes, leaf), self._tree_lines(no, leaf)
         if yes_lines == no_lines:  # variants that differ in their step but not here
             return yes_lines
-        test = ShapeTestPrinter().doprint(_on_w(cond))
+        test = ShapeTestPrinter().doprint(cond)
         return [f"if {test}:", *["    " + line for line in yes_lines], *no_lines]
 
     def pick_function(self) -> str:
@@ -478,11 +310,11 @@ class _Module:
             for s in self.program.states:
                 s = own.get(s.name)
                 parts.append(STATE_INIT[s.init].format(shape=STATE_SHAPE[s.kind]) if s else
-                             "jnp.zeros((0,), dtype)")
+                             "jnp.zeros((0,), _dtype)")
             return _tuple(parts, paren=True)
 
         doc = f'"""Initial ({names}) for the parameter ``w``; a state its code does not use is empty."""'
-        lines = [doc, "dtype = jnp.promote_types(w.dtype, jnp.float32)", *self._tree_lines(self.tree, leaf)]
+        lines = [doc, "_dtype = jnp.promote_types(w.dtype, jnp.float32)", *self._tree_lines(self.tree, leaf)]
         return f"def {self.init_leaf}(w):\n" + _indent(lines)
 
     # --- the factory -----------------------------------------------------------------------------
@@ -491,25 +323,15 @@ class _Module:
         defaults = p.hyper_defaults
         args = ["learning_rate" + (f"={number(defaults['lr'])}" if "lr" in defaults else "")]
         args += [f"{h.name}={number(h.default)}" for h in self.hypers]
-        local = set(self.used) | {self.fit, self.upcast, self.init_leaf, self.state_class}
-        local |= {f for fs in self.fns for f in fs} | ({self.pick} if self.pick else set())
-
-        def fresh(base):
-            return fresh_name(base, local)
-
-        # params, updates, state and states are reserved by the parser: no program name can clash.
-        init_fn, update_fn, treedef, states = fresh("init_fn"), fresh("update_fn"), fresh("treedef"), "states"
-        leaves, extra = fresh("leaves"), fresh("extra_args")
         field_args = [f"{self.count}=jnp.zeros([], jnp.int32)"]
-        field_args += [f"{self.fields[n]}={treedef}.unflatten([s[{i}] for s in {states}])"
+        field_args += [f"{self.fields[n]}=_treedef.unflatten([s[{i}] for s in _states])"
                        for i, n in enumerate(p.state_names)]
-        init_lines = [f"def {init_fn}(params):",
-                      f"    {leaves}, {treedef} = jax.tree.flatten(params)",
-                      f"    {states} = [{self.init_leaf}(w) for w in {leaves}]",
+        init_lines = ["def _init(params):",
+                      "    _leaves, _treedef = jax.tree.flatten(params)",
+                      f"    _states = [{self.init_leaf}(w) for w in _leaves]",
                       f"    return {self.state_class}({', '.join(field_args)})"]
 
-        grads, codes, out, fn = fresh("grads"), fresh("codes"), fresh("out"), fresh("code")
-        body = [f"del {extra}"]
+        body = ["del _extra"]
         if self.needs_params:
             body += ["if params is None:",
                      f"    raise ValueError('{p.name} reads the parameters: pass params to update')"]
@@ -517,46 +339,50 @@ class _Module:
             body.append(f"lr = learning_rate(state.{self.count}) if callable(learning_rate) else learning_rate")
         if p.uses("step"):
             body.append(f"step = state.{self.count} + 1.0  # the language's step is 1-based")
-        body.append(f"{grads}, {treedef} = jax.tree.flatten(updates)")
-        seqs = {"g": grads}
+        body.append("_grads, _treedef = jax.tree.flatten(updates)")
+        seqs = {"g": "_grads"}
         if "w" in self.inputs:
-            seqs["w"] = fresh("ws")
-            body.append(f"{seqs['w']} = {treedef}.flatten_up_to(params)")
-        for n in p.state_names:
-            seqs[n] = fresh(n + "s")
-            body.append(f"{seqs[n]} = {treedef}.flatten_up_to(state.{self.fields[n]})")
+            seqs["w"] = "_ws"
+            body.append("_ws = _treedef.flatten_up_to(params)")
+        for i, n in enumerate(p.state_names):
+            seqs[n] = f"_state{i}"
+            body.append(f"{seqs[n]} = _treedef.flatten_up_to(state.{self.fields[n]})")
         leaf_vars = [n for n in self.inputs if n in seqs]
-        call_args = [f"{self.upcast}({n})" if n in ("w", "g") else n for n in self.inputs]
+        call_args = [f"_upcast({n})" if n in ("w", "g") else n for n in self.inputs]
         zipped = ", ".join(seqs[n] for n in leaf_vars)
-        nseg = len(self.fns[0])
         if self.pick:
-            body.append(f"{codes} = [{self.pick}(g) for g in {grads}]")
-            first = f"{fn}[0]" if nseg > 1 else fn
-            loop = f"for {fn}, {', '.join(leaf_vars)} in zip({codes}, {zipped})"
+            body.append(f"_codes = [{self.pick}(g) for g in _grads]")
+            first = "_code[0]" if len(self.fns[0]) > 1 else "_code"
+            loop = f"for _code, {', '.join(leaf_vars)} in zip(_codes, {zipped})"
         else:
             first = self.fns[0][0]
             loop = f"for {', '.join(leaf_vars)} in zip({zipped})"
             if len(leaf_vars) == 1:
                 loop = f"for {leaf_vars[0]} in {zipped}"
-        body.append(f"{out} = [{first}({', '.join(call_args)}) {loop}]")
+        body.append(f"_out = [{first}({', '.join(call_args)}) {loop}]")
         cuts = [self.variants[0].body[i] for i in global_statements(self.variants[0])]
         for k, g in enumerate(cuts, start=1):
-            combine = GLOBAL_COMBINE.get(g.expr.op)
-            if combine is None:
-                raise DslError(f"the jax target cannot combine {g.expr.op}() across parameters")
-            body.append(f"{g.target} = " + combine.format(parts=f"[partial for _, partial in {out}]"))
+            reduction = OPS[g.expr.op].reduction
+            totals = {f"a{j}": Var(f"_a{j}") for j in range(len(reduction.terms))}
+            for j in range(len(reduction.terms)):
+                body.append(f"_a{j} = " + COMBINE[reduction.combine].format(f"[_p[{j}] for _, _p in _out]"))
+            if "n" in _free(reduction.finish):
+                body.append(f"_n = sum(_p[{len(reduction.terms)}] for _, _p in _out)")
+                totals["n"] = Var("_n")
+            finish = JaxPrinter({v.name: "uniform" for v in totals.values()})
+            body += finish.statement(f"_global{k}", substitute(reduction.finish, totals))
             if self.pick:
-                body.append(f"{out} = [{fn}[{k}](carry, {g.target}) for {fn}, (carry, _) in zip({codes}, {out})]")
+                body.append(f"_out = [_code[{k}](_c, _global{k}) for _code, (_c, _) in zip(_codes, _out)]")
             else:
-                body.append(f"{out} = [{self.fns[0][k]}(carry, {g.target}) for carry, _ in {out}]")
+                body.append(f"_out = [{self.fns[0][k]}(_c, _global{k}) for _c, _ in _out]")
         new_fields = [f"{self.count}=optax.safe_int32_increment(state.{self.count})"]
         for i, n in enumerate(p.state_names):
-            new_fields.append(f"{self.fields[n]}={treedef}.unflatten([{self.fit}(s[{i}], old) for (_, s), old "
-                              f"in zip({out}, {seqs[n]})])")
-        body.append(f"updates = {treedef}.unflatten([{self.fit}(-u, g) for (u, _), g in zip({out}, {grads})])")
+            new_fields.append(f"{self.fields[n]}=_treedef.unflatten([_fit(_s[{i}], _old) for (_, _s), _old "
+                              f"in zip(_out, {seqs[n]})])")
+        body.append("updates = _treedef.unflatten([_fit(-_u, _g) for (_u, _), _g in zip(_out, _grads)])")
         body.append(f"return updates, {self.state_class}({', '.join(new_fields)})")
-        update_lines = [f"def {update_fn}(updates, state, params=None, **{extra}):", *_indent(body).split("\n")]
-        ret = f"return optax.GradientTransformationExtraArgs({init_fn}, {update_fn})"
+        update_lines = ["def _update(updates, state, params=None, **_extra):", *_indent(body).split("\n")]
+        ret = "return optax.GradientTransformationExtraArgs(_init, _update)"
         lines = [_docstring(self.factory_doc()), *init_lines, *update_lines, ret]
         return f"def {p.name}({', '.join(args)}):\n" + _indent(lines)
 
@@ -601,10 +427,10 @@ class _Module:
                        + _indent([f'"""State of ``{p.name}``: the step count and one pytree per state."""',
                                   *field_lines]))
         helpers = [
-            f"def {self.upcast}(x):\n"
+            "def _upcast(x):\n"
             + _indent(['"""``x`` in float32, or in its own dtype when that is wider."""',
                        "return x.astype(jnp.promote_types(x.dtype, jnp.float32))"]),
-            f"def {self.fit}(value, like):\n"
+            "def _fit(value, like):\n"
             + _indent(['"""``value`` with the shape and dtype of ``like`` (``like`` itself for None)."""',
                        "if value is None:", "    return like",
                        "return jnp.broadcast_to(value, like.shape).astype(like.dtype)"]),
@@ -628,18 +454,6 @@ def _docstring(text: str) -> str:
 
 def _free(e: Expr) -> list[str]:
     return [n.name for n in walk(e) if isinstance(n, Var)]
-
-
-def _on_w(cond: Expr) -> Expr:
-    """A shape test asked of any full value, asked of ``w`` (they share its shape)."""
-    return map_calls(cond, lambda c: Call(c.op, (Var("w"),) + c.args[1:]) if OPS[c.op].shape == STATIC else c)
-
-
-def _path(tree, v: int, path=()):
-    if isinstance(tree, int):
-        return list(path) if tree == v else None
-    cond, yes, no = tree
-    return _path(yes, v, path + ((_on_w(cond), True),)) or _path(no, v, path + ((_on_w(cond), False),))
 
 
 def _tuple(items: list[str], paren: bool = False) -> str:

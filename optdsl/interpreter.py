@@ -7,7 +7,10 @@ One step, for each parameter tensor ``w`` with gradient ``g``::
 
 Each tensor runs its :func:`~optdsl.passes.specialize`-d program; global reductions are taken
 across all tensors between :func:`~optdsl.passes.segments`. Arithmetic is float64 by default,
-or float32 (``dtype=np.float32``) to mirror the generated code.
+or float32 (``dtype=np.float32``) to mirror the generated code. Values that do not depend on
+any tensor (``1 - beta1 ** step``, ``(1 + beta2) ** step - 1``) are computed in float64 in
+either case and rounded once where they meet a tensor, as torch.optim computes them in Python
+floats: in float32 a bias correction would lose its digits to cancellation.
 
 Example:
     >>> import numpy as np
@@ -28,9 +31,11 @@ import numpy as np
 
 from .errors import DslError
 from .ir import Const, Expr, Program, Var
-from .ops import COL, GLOBAL_COMBINE, OPS, ROW
+from .ops import COL, OPS, ROW
 from .passes import global_statements, segments, specialize
 from .typecheck import join
+
+UNIFORM_KINDS = ("const", "uniform")  # one value for every tensor: numbers, lr, step, hyperparameters
 
 
 def state_shape(kind: str, shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -60,7 +65,9 @@ class _Tensor:
         vals = [self.eval(a) for a in expr.args]
         if op.shape == "elementwise":
             kind = join(*(k for _, k in vals))
-            args = [expand(v, k, kind) for v, k in vals]
+            if kind in UNIFORM_KINDS:  # no tensor involved: float64, as a Python float would be
+                return op.numpy(*[np.float64(v) for v, _ in vals]), kind
+            args = [expand(self.cast(v) if k in UNIFORM_KINDS else v, k, kind) for v, k in vals]
             return self.cast(op.numpy(*args)), kind
         if op.shape in (ROW, COL):
             return self.cast(op.numpy(vals[0][0])), op.shape
@@ -144,11 +151,12 @@ class Interpreter:
         return updates, new_state
 
     def _global(self, stmt, tensors):
-        op = OPS[stmt.expr.op]
-        parts = [op.numpy(t.eval(stmt.expr.args[0])[0]) for t in tensors]
-        value = GLOBAL_COMBINE[op.name](parts)
+        """``target = global_op(x)``: each tensor's totals (op.reduction), combined across tensors."""
+        reduction = OPS[stmt.expr.op].reduction
+        values = [np.asarray(t.eval(stmt.expr.args[0])[0]) for t in tensors]
+        value = reduction.numpy([reduction.totals(v) for v in values], sum(v.size for v in values))
         for t in tensors:
-            t.env[stmt.target], t.kinds[stmt.target] = value, "uniform"
+            t.env[stmt.target], t.kinds[stmt.target] = self.dtype.type(value), "uniform"
 
     def step(self, params, grads, state, step: int = 1):
         """``(w - update for each parameter, new state)``."""

@@ -32,7 +32,54 @@ from dataclasses import dataclass
 import numpy as np
 import sympy
 
+from .ir import Call, Const, Expr, Var, substitute
+
 ELEMENTWISE, REDUCE, ROW, COL, GLOBAL, STATIC = "elementwise", "reduce", "row", "col", "global", "static"
+
+
+@dataclass(frozen=True)
+class Reduction:
+    """How a reduction is computed in pieces (chunks of a tensor, tensors of a model).
+
+    Each piece reduces the elementwise ``terms`` over its elements with ``combine`` (``"sum"`` or
+    ``"max"``); the pieces' totals combine the same way; ``finish`` makes the value from the totals
+    ``a0, a1, ...`` and the number of elements ``n``. Terms and finish are expressions of the
+    language over ``x`` (and ``y``), so every printer spells them with its own printer. On a single
+    number (one value per tensor) the reduction is ``finish`` with each ``a_k`` its term and n = 1.
+
+    Example: ``norm`` is ``Reduction((x * x,), "sum", sqrt(a0))``.
+    """
+
+    terms: tuple[Expr, ...]
+    combine: str
+    finish: Expr
+
+    def of_number(self, *xs: Expr) -> Expr:
+        """The reduction of one number per tensor ``xs`` (``norm(s) = sqrt(s * s)``), as an expression."""
+        env = {"x": xs[0], "y": xs[-1], "n": Const(1.0)}
+        env.update({f"a{k}": substitute(t, env) for k, t in enumerate(self.terms)})
+        return substitute(self.finish, env)
+
+    def numpy(self, parts: list[list[float]], n: float) -> float:
+        """The value from each piece's totals ``parts[piece][k]`` over ``n`` elements (float64)."""
+        pick = sum if self.combine == "sum" else lambda v: max(v, default=-math.inf)
+        totals = [pick(float(p[k]) for p in parts) for k in range(len(self.terms))]
+        return float(evaluate(self.finish, {**{f"a{k}": t for k, t in enumerate(totals)}, "n": float(n)}))
+
+    def totals(self, *xs) -> list[float]:
+        """One piece's totals: each term reduced over the elements of numpy arrays ``xs``."""
+        env = {"x": xs[0], "y": xs[-1]}
+        red = np.sum if self.combine == "sum" else lambda v: np.max(v, initial=-np.inf)
+        return [float(red(np.asarray(evaluate(t, env), dtype=np.float64))) for t in self.terms]
+
+
+def evaluate(expr: Expr, env: dict):
+    """``expr`` (elementwise ops only) on numbers or same-shaped arrays bound in ``env``."""
+    if isinstance(expr, Const):
+        return expr.value
+    if isinstance(expr, Var):
+        return env[expr.name]
+    return OPS[expr.op].numpy(*[evaluate(a, env) for a in expr.args])
 
 
 @dataclass(frozen=True)
@@ -54,6 +101,11 @@ class Op:
     flops: int = 1  # per element, for the cost model
     search: bool = True  # may the search's mutations draw it?
     commutative: bool = False
+    truth: bool = False  # the value is a truth value (1.0 / 0.0): comparisons, logic, isfinite
+    python_raises: bool = False  # Python's own operator raises on some numbers (1 / 0, 10.0 ** 400)
+    numbers_ok: bool = False  # the torch spelling takes a Python number in any argument, next to a tensor
+    foreach: tuple[str, ...] = ()  # torch._foreach_<f> calls that compute it on lists, applied in turn
+    reduction: Reduction | None = None  # how a reduce/row/col/global op is computed in pieces
 
 
 def _safe(fn):
@@ -91,8 +143,9 @@ def _mean_second_last(x):
 
 
 # Uninterpreted sympy functions for what sympy cannot see through (reductions over a tensor).
-def _sym_fn(name: str):
-    return sympy.Function(name)
+def _sym_fn(name: str, **facts):
+    """``facts`` are sympy assumptions that hold for every input (a range fact: ``nonnegative``)."""
+    return sympy.Function(name, **facts)
 
 
 _OPS: list[Op] = []
@@ -107,36 +160,49 @@ E = ELEMENTWISE
 
 # --- arithmetic (binary operators print infix) ---
 op("add", 2, E, np.add, lambda a, b: a + b, "{0} + {1}", "{0} + {1}", "{0} + {1}", "{0} + {1}",
-   "x + y", infix="+", precedence=10, commutative=True)
+   "x + y", infix="+", precedence=10, commutative=True, numbers_ok=True, foreach=("add",))
 op("sub", 2, E, np.subtract, lambda a, b: a - b, "{0} - {1}", "{0} - {1}", "{0} - {1}", "{0} - {1}",
-   "x - y", infix="-", precedence=10)
+   "x - y", infix="-", precedence=10, numbers_ok=True, foreach=("sub",))
 op("mul", 2, E, np.multiply, lambda a, b: a * b, "{0} {1}", "{0} * {1}", "{0} * {1}", "{0} * {1}",
-   "x * y", infix="*", precedence=20, commutative=True)
+   "x * y", infix="*", precedence=20, commutative=True, numbers_ok=True,
+   foreach=("mul",))
 op("div", 2, E, np.divide, lambda a, b: a / b, r"\frac{{{0}}}{{{1}}}", "{0} / {1}", "{0} / {1}",
-   "{0} / {1}", "x / y (IEEE: x/0 is inf or nan)", infix="/", precedence=20)
+   "{0} / {1}", "x / y (IEEE: x/0 is inf or nan)", infix="/", precedence=20, numbers_ok=True,
+   python_raises=True, foreach=("div",))
 op("mod", 2, E, np.mod, lambda a, b: sympy.Mod(a, b), r"{0} \bmod {1}", "torch.remainder({0}, {1})",
    "jnp.mod({0}, {1})", "{0} - {1} * tl.floor({0} / {1})", "x mod y, sign of y (Python's %)", infix="%",
-   precedence=20,
-   search=False)
+   precedence=20, search=False, numbers_ok=True, python_raises=True)
 op("floordiv", 2, E, np.floor_divide, lambda a, b: sympy.floor(a / b),
    r"\left\lfloor {0} / {1} \right\rfloor", "torch.div({0}, {1}, rounding_mode='floor')",
    "jnp.floor_divide({0}, {1})", "tl.floor({0} / {1})", "floor(x / y)", infix="//", precedence=20,
-   search=False)
+   search=False, numbers_ok=True, python_raises=True)
 op("power", 2, E, np.power, lambda a, b: a**b, "{{{0}}}^{{{1}}}", "torch.pow({0}, {1})",
    "jnp.power({0}, {1})", "libdevice.pow({0}, {1})", "x ** y", infix="**",
-   precedence=40, flops=8)
+   precedence=40, flops=8, numbers_ok=True, python_raises=True, foreach=("pow",))
 op("neg", 1, E, np.negative, lambda a: -a, "-{0}", "-{0}", "-{0}", "-{0}", "-x", infix="-",
-   precedence=30)
+   precedence=30, numbers_ok=True, foreach=("neg",))
 op("max", 2, E, np.maximum, lambda a, b: sympy.Max(a, b), r"\max({0}, {1})", "torch.maximum({0}, {1})",
-   "jnp.maximum({0}, {1})", "tl.maximum({0}, {1})", "elementwise maximum", commutative=True)
+   "jnp.maximum({0}, {1})", "tl.maximum({0}, {1})", "elementwise maximum", commutative=True,
+   foreach=("maximum",))
 op("min", 2, E, np.minimum, lambda a, b: sympy.Min(a, b), r"\min({0}, {1})", "torch.minimum({0}, {1})",
-   "jnp.minimum({0}, {1})", "tl.minimum({0}, {1})", "elementwise minimum", commutative=True)
+   "jnp.minimum({0}, {1})", "tl.minimum({0}, {1})", "elementwise minimum", commutative=True,
+   foreach=("minimum",))
 op("interp", 3, E, lambda x, y, a: (1 - a) * x + a * y, lambda x, y, a: (1 - a) * x + a * y,
    r"(1 - {2}) {0} + {2} {1}", "torch.lerp({0}, {1}, {2})", "(1 - {2}) * {0} + {2} * {1}",
    "{0} + {2} * ({1} - {0})", "(1 - a) * x + a * y: moving average of x into y with weight a",
    flops=3)
 
 # --- unary math (sqrt/log act on |x|, as in the search paper) ---
+# No foreach for sign: torch.sign(nan) is 0 where the language keeps nan (the template keeps it);
+# the log/sqrt family act on |x|, so their foreach form takes abs first.
+_UNARY_FIELDS = {
+    **{n: {"foreach": (n,)} for n in ("abs", "exp", "expm1", "sin", "cos", "tan", "sinh", "cosh", "tanh",
+                                      "floor")},
+    **{n: {"foreach": ("abs", n)} for n in ("sqrt", "rsqrt", "log", "log2", "log10", "log1p")},
+    **{n: {"foreach": (n.replace("arc", "a"),)} for n in ("arcsin", "arccos", "arctan")},
+    "reciprocal": {"foreach": ("reciprocal",), "python_raises": True},
+    "cube": {"numbers_ok": True},
+}
 _abs = np.abs
 for name, fn, sym, lx, tt, jx, tr, doc, fl in [
     ("abs", np.abs, sympy.Abs, r"\left|{0}\right|", "torch.abs({0})", "jnp.abs({0})", "tl.abs({0})", "|x|", 1),
@@ -199,7 +265,7 @@ for name, fn, sym, lx, tt, jx, tr, doc, fl in [
     ("floor", np.floor, sympy.floor, r"\lfloor {0} \rfloor", "torch.floor({0})", "jnp.floor({0})",
      "tl.floor({0})", "round down", 1),
 ]:
-    op(name, 1, E, fn, sym, lx, tt, jx, tr, doc, flops=fl, search=name not in ("floor",))
+    op(name, 1, E, fn, sym, lx, tt, jx, tr, doc, flops=fl, search=name not in ("floor",), **_UNARY_FIELDS.get(name, {}))
 
 op("clip", 2, E, lambda x, c: np.clip(x, -_abs(c), _abs(c)),
    lambda x, c: sympy.Max(-sympy.Abs(c), sympy.Min(x, sympy.Abs(c))),
@@ -219,74 +285,97 @@ for name, sym_src, np_fn, rel, lx in [
 ]:
     op(name, 2, E, _cmp(np_fn), _sym_cmp(rel), "[{0} " + lx + " {1}]", "({0} " + sym_src + " {1})",
        "({0} " + sym_src + " {1})", "({0} " + sym_src + " {1})", f"1 if x {sym_src} y else 0",
-       infix=sym_src, precedence=5, search=False)
+       infix=sym_src, precedence=5, search=False, truth=True, numbers_ok=True)
 op("and", 2, E, _cmp(lambda a, b: (a != 0) & (b != 0)),
    lambda a, b: sympy.Piecewise((1, sympy.And(sympy.Ne(a, 0), sympy.Ne(b, 0))), (0, True)),
    r"[{0} \wedge {1}]", "(({0} != 0) & ({1} != 0))", "(({0} != 0) & ({1} != 0))",
    "(({0} != 0) & ({1} != 0))", "1 if both are non-zero", infix="and", precedence=3,
-   commutative=True, search=False)
+   commutative=True, search=False, truth=True, numbers_ok=True)
 op("or", 2, E, _cmp(lambda a, b: (a != 0) | (b != 0)),
    lambda a, b: sympy.Piecewise((1, sympy.Or(sympy.Ne(a, 0), sympy.Ne(b, 0))), (0, True)),
    r"[{0} \vee {1}]", "(({0} != 0) | ({1} != 0))", "(({0} != 0) | ({1} != 0))",
    "(({0} != 0) | ({1} != 0))", "1 if either is non-zero", infix="or", precedence=2,
-   commutative=True, search=False)
+   commutative=True, search=False, truth=True, numbers_ok=True)
 op("not", 1, E, _cmp(lambda a: a == 0), lambda a: sympy.Piecewise((1, sympy.Eq(a, 0)), (0, True)),
    r"[\neg {0}]", "({0} == 0)", "({0} == 0)", "({0} == 0)", "1 if x is zero", infix="not",
-   precedence=4, search=False)
+   precedence=4, search=False, truth=True)
 op("where", 3, E, lambda c, a, b: np.where(np.asarray(c) != 0, a, b),
    lambda c, a, b: sympy.Piecewise((a, sympy.Ne(c, 0)), (b, True)),
    r"\begin{{cases}} {1} & \text{{if }} {0} \\ {2} & \text{{otherwise}} \end{{cases}}",
    "torch.where({0} != 0, {1}, {2})", "jnp.where({0} != 0, {1}, {2})", "tl.where({0} != 0, {1}, {2})",
    "a where c is non-zero, else b; a static c (a shape test) is resolved per parameter",
-   search=False)
+   search=False, numbers_ok=True)
 op("isfinite", 1, E, _cmp(np.isfinite), lambda x: _sym_fn("isfinite")(x),
    r"[{0} \text{{ finite}}]", "torch.isfinite({0})", "jnp.isfinite({0})",
    "(({0} == {0}) & (tl.abs({0}) < float('inf')))", "1 where x is neither inf nor nan",
-   search=False)
+   search=False, truth=True)
 
 # --- per-tensor reductions: one scalar per parameter ---
 R = REDUCE
-op("norm", 1, R, lambda x: np.sqrt(np.sum(np.square(x))), lambda x: _sym_fn("norm")(x),
+_X, _Y, _N, _A0, _A1, _A2 = (Var(n) for n in ("x", "y", "n", "a0", "a1", "a2"))
+
+
+def _c(name, *args):
+    return Call(name, tuple(Const(float(a)) if isinstance(a, (int, float)) else a for a in args))
+
+
+_SUM_SQ = (_c("mul", _X, _X),)
+_NORM = Reduction(_SUM_SQ, "sum", _c("sqrt", _A0))
+_MEAN = Reduction((_X,), "sum", _c("div", _A0, _N))
+_ALLFINITE = Reduction((_c("sub", 1, _c("isfinite", _X)),), "sum", _c("eq", _A0, 0))  # no non-finite one
+op("norm", 1, R, lambda x: np.sqrt(np.sum(np.square(x))), lambda x: _sym_fn("norm", nonnegative=True)(x),
    r"\lVert {0} \rVert", "torch.linalg.vector_norm({0})", "jnp.linalg.norm(jnp.ravel({0}))", None,
-   "L2 norm of the whole tensor", flops=2)
-op("rms", 1, R, lambda x: np.sqrt(np.mean(np.square(x))), lambda x: _sym_fn("rms")(x),
+   "L2 norm of the whole tensor", flops=2, reduction=_NORM)
+op("rms", 1, R, lambda x: np.sqrt(np.mean(np.square(x))), lambda x: _sym_fn("rms", nonnegative=True)(x),
    r"\operatorname{{RMS}}({0})", "torch.sqrt(torch.mean(torch.square({0})))",
-   "jnp.sqrt(jnp.mean(jnp.square({0})))", None, "root mean square of the tensor", flops=2)
+   "jnp.sqrt(jnp.mean(jnp.square({0})))", None, "root mean square of the tensor", flops=2,
+   reduction=Reduction(_SUM_SQ, "sum", _c("sqrt", _c("div", _A0, _N))))
 op("mean", 1, R, np.mean, lambda x: _sym_fn("mean")(x), r"\operatorname{{mean}}({0})",
-   "torch.mean({0})", "jnp.mean({0})", None, "mean of the tensor's elements")
+   "torch.mean({0})", "jnp.mean({0})", None, "mean of the tensor's elements", reduction=_MEAN)
 op("sum", 1, R, np.sum, lambda x: _sym_fn("sum")(x), r"\sum {0}", "torch.sum({0})", "jnp.sum({0})",
-   None, "sum of the tensor's elements", search=False)
-op("amax", 1, R, np.max, lambda x: _sym_fn("amax")(x), r"\max {0}", "torch.amax({0})", "jnp.max({0})",
-   None, "largest element of the tensor", search=False)
+   None, "sum of the tensor's elements", search=False,
+   reduction=Reduction((_X,), "sum", _A0))
+op("amax", 1, R, lambda x: np.max(x, initial=-np.inf), lambda x: _sym_fn("amax")(x), r"\max {0}", "torch.amax({0})", "jnp.max({0})",
+   None, "largest element of the tensor", search=False,
+   reduction=Reduction((_X,), "max", _A0))
 op("allfinite", 1, R, lambda x: _bool(np.all(np.isfinite(x)), (x,)), lambda x: _sym_fn("allfinite")(x),
    r"[{0} \text{{ finite}}]", "torch.isfinite({0}).all()", "jnp.all(jnp.isfinite({0}))", None,
-   "1 if no element is inf or nan (a NaN guard)", search=False)
+   "1 if no element is inf or nan (a NaN guard)", search=False,
+   truth=True, reduction=_ALLFINITE)
 op("dot", 2, R, lambda x, y: np.sum(np.multiply(x, y)), lambda x, y: _sym_fn("dot")(x, y),
    r"\langle {0}, {1} \rangle", "torch.sum({0} * {1})", "jnp.sum({0} * {1})", None,
-   "sum of x * y over the tensor", flops=2, commutative=True)
+   "sum of x * y over the tensor", flops=2, commutative=True,
+   reduction=Reduction((_c("mul", _X, _Y),), "sum", _A0))
 op("cosine_sim", 2, R,
    lambda x, y: np.sum(np.multiply(x, y)) / (np.sqrt(np.sum(np.square(x))) * np.sqrt(np.sum(np.square(y)))),
    lambda x, y: _sym_fn("cosine_sim")(x, y), r"\cos\angle({0}, {1})",
    "(torch.sum({0} * {1}) / (torch.linalg.vector_norm({0}) * torch.linalg.vector_norm({1})))",
    "(jnp.sum({0} * {1}) / (jnp.linalg.norm(jnp.ravel({0})) * jnp.linalg.norm(jnp.ravel({1}))))", None,
-   "cosine of the angle between x and y", flops=6, commutative=True)
+   "cosine of the angle between x and y", flops=6, commutative=True,
+   reduction=Reduction((_c("mul", _X, _Y), _c("mul", _X, _X), _c("mul", _Y, _Y)), "sum",
+                       _c("div", _A0, _c("mul", _c("sqrt", _A1), _c("sqrt", _A2)))))
 
 # --- factored reductions: (..., R, C) -> (..., R) or (..., C) ---
 op("rowmean", 1, ROW, _mean_last, lambda x: _sym_fn("rowmean")(x), r"\overline{{{0}}}^{{\text{{row}}}}",
    "torch.mean({0}, dim=-1)", "jnp.mean({0}, axis=-1)", None,
-   "mean over the last axis: a row-shaped value (needs ndim(w) >= 2)", search=False)
+   "mean over the last axis: a row-shaped value (needs ndim(w) >= 2)", search=False,
+   reduction=_MEAN)
 op("colmean", 1, COL, _mean_second_last, lambda x: _sym_fn("colmean")(x),
    r"\overline{{{0}}}^{{\text{{col}}}}", "torch.mean({0}, dim=-2)", "jnp.mean({0}, axis=-2)", None,
-   "mean over the second-last axis: a column-shaped value (needs ndim(w) >= 2)", search=False)
+   "mean over the second-last axis: a column-shaped value (needs ndim(w) >= 2)", search=False,
+   reduction=_MEAN)
 
-# --- global reductions over every parameter; numpy form is (per-tensor partial, combine) ---
-op("global_norm", 1, GLOBAL, lambda x: np.sum(np.square(x)), lambda x: _sym_fn("global_norm")(x),
+# --- global reductions over every parameter: ``numpy`` is the value for one tensor, ``reduction``
+# says how tensors combine; the torch template is one tensor's partial (its first total) ---
+op("global_norm", 1, GLOBAL, lambda x: np.sqrt(np.sum(np.square(x))),
+   lambda x: _sym_fn("global_norm", nonnegative=True)(x),
    r"\lVert {0} \rVert_{{\text{{global}}}}", "torch.sum(torch.square({0}))", "jnp.sum(jnp.square({0}))",
-   None, "L2 norm over all parameters together", flops=2)
+   None, "L2 norm over all parameters together", flops=2, reduction=_NORM)
 op("global_allfinite", 1, GLOBAL, lambda x: _bool(np.all(np.isfinite(x)), (x,)),
    lambda x: _sym_fn("global_allfinite")(x), r"[{0} \text{{ finite everywhere}}]",
    "torch.isfinite({0}).all()", "jnp.all(jnp.isfinite({0}))", None,
-   "1 if no parameter's value holds inf or nan", search=False)
+   "1 if no parameter's value holds inf or nan", search=False,
+   truth=True, reduction=_ALLFINITE)
 
 # --- static facts about the parameter's shape (resolved per parameter) ---
 op("ndim", 1, STATIC, lambda x: np.ndim(x), None, r"\operatorname{{ndim}}({0})", "{0}.ndim", "{0}.ndim",
@@ -298,11 +387,7 @@ op("dim", 2, STATIC, lambda x, i: np.shape(x)[int(i)], None, r"\operatorname{{di
 
 OPS: dict[str, Op] = {o.name: o for o in _OPS}
 INFIX: dict[str, str] = {o.infix: o.name for o in _OPS if o.infix and o.arity == 2}
-GLOBAL_COMBINE: dict[str, Callable] = {
-    "global_norm": lambda parts: math.sqrt(sum(float(p) for p in parts)),
-    "global_allfinite": lambda parts: float(all(float(p) != 0 for p in parts)),
-}
-CONSTANTS: dict[str, float] = {"pi": math.pi, "e": math.e}
+CONSTANTS: dict[str, float] = {"pi": math.pi, "e": math.e, "inf": math.inf, "nan": math.nan}
 
 
 def lookup(name: str) -> Op | None:

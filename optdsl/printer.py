@@ -15,20 +15,44 @@ Example:
 
 from __future__ import annotations
 
+import ast
+import itertools
 import math
 import textwrap
+from functools import lru_cache
 
 from .ir import Call, Const, Expr, Program, Var
 from .ops import OPS
 
 
 def format_number(v: float) -> str:
-    """Shortest text that reads back as the same float (``2`` for 2.0, ``1e-08``)."""
-    if not math.isfinite(v):
-        raise ValueError(f"non-finite constant {v!r} cannot be printed as source")
+    """Shortest source text that reads back as the same float (``2`` for 2.0, ``1e-08``); the
+    language's constants ``inf``, ``-inf`` and ``nan`` for what folding ``1 / 0`` or ``0 / 0`` gives."""
+    if math.isnan(v):
+        return "nan"
+    if math.isinf(v):
+        return "inf" if v > 0 else "-inf"
     if float(v).is_integer() and abs(v) < 1e16:
         return str(int(v))
     return repr(float(v))
+
+
+def float_literal(v: float, inf: str = "float('inf')", nan: str = "float('nan')") -> str:
+    """``v`` as a float literal of generated code (``2.0``, ``1e-08``, ``-0.0``); IEEE's infinities
+    and nan through the target's spellings ``inf`` and ``nan``.
+
+    Example:
+        >>> float_literal(2.0), float_literal(-0.0), float_literal(-math.inf, inf="jnp.inf")
+        ('2.0', '-0.0', '-jnp.inf')
+    """
+    if math.isnan(v):
+        return nan
+    if math.isinf(v):
+        return inf if v > 0 else "-" + inf
+    if v == 0:
+        return "-0.0" if math.copysign(1.0, v) < 0 else "0.0"
+    text = format_number(v)
+    return text if any(c in text for c in ".e") else text + ".0"
 
 
 class Printer:
@@ -60,6 +84,189 @@ class Printer:
         if template is None:
             raise NotImplementedError(f"{type(self).__name__} cannot print {expr.op}()")
         return "(" + template.format(*[self._print(a) for a in expr.args]) + ")"
+
+
+# --- generated code: parenthesised by Python's precedence, repeated arguments bound once ---------
+
+ATOM = 100  # a name, a number, a call, a subscript, a parenthesised group
+UNARY = 30  # -x, +x, ~x
+_BINARY = {ast.Add: 10, ast.Sub: 10, ast.Mult: 20, ast.Div: 20, ast.FloorDiv: 20, ast.Mod: 20,
+           ast.MatMult: 20, ast.Pow: 40, ast.BitOr: 6, ast.BitXor: 7, ast.BitAnd: 8, ast.LShift: 9,
+           ast.RShift: 9}
+
+
+def _precedence(node: ast.AST) -> int:
+    """Python's binding strength of an expression node (higher binds tighter)."""
+    if isinstance(node, ast.BinOp):
+        return _BINARY[type(node.op)]
+    if isinstance(node, ast.UnaryOp):
+        return 4 if isinstance(node.op, ast.Not) else UNARY
+    if isinstance(node, ast.Compare):
+        return 5
+    if isinstance(node, ast.BoolOp):
+        return 3 if isinstance(node.op, ast.And) else 2
+    if isinstance(node, (ast.IfExp, ast.Lambda, ast.NamedExpr)):
+        return 1
+    if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)) and node.value < 0:
+        return UNARY
+    return ATOM
+
+
+def _needs(parent: ast.AST, child: ast.AST) -> int:
+    """The precedence ``child`` must have to stand unparenthesised where it is in ``parent``."""
+    if isinstance(parent, ast.BinOp):
+        p = _BINARY[type(parent.op)]
+        if isinstance(parent.op, ast.Pow):  # right-associative; its exponent may be unary (2 ** -x)
+            return p + 1 if child is parent.left else UNARY
+        return p if child is parent.left else p + 1
+    if isinstance(parent, ast.UnaryOp):
+        return 4 if isinstance(parent.op, ast.Not) else UNARY
+    if isinstance(parent, (ast.Compare, ast.BoolOp)):
+        return _precedence(parent) + 1  # comparisons would chain; keep each operand whole
+    if isinstance(parent, ast.Attribute) or (isinstance(parent, (ast.Subscript, ast.Call)) and
+                                               child is getattr(parent, "value", getattr(parent, "func", None))):
+        return ATOM
+    if isinstance(parent, ast.IfExp):
+        return 2
+    return 1  # a call argument, a subscript index, a list or tuple element
+
+
+@lru_cache(maxsize=None)
+def template_shape(template: str) -> tuple[int, tuple[int, ...], tuple[int, ...]]:
+    """How a spelling template ``"jnp.where({0} != 0, {1}, {2})"`` places its arguments:
+    ``(precedence of the whole, precedence each slot needs, how often each slot appears)``,
+    read from Python's own parse of the template (so no printed text is ever scanned).
+
+    Example:
+        >>> template_shape("{0} + {2} * ({1} - {0})")
+        (10, (11, 10, 20), (2, 1, 1))
+    """
+    text, n = template, 0
+    while "{" + str(n) + "}" in text:
+        text = text.replace("{" + str(n) + "}", f"_slot{n}")
+        n += 1
+    tree = ast.parse(text.replace("{{", "{").replace("}}", "}"), mode="eval").body
+    needs, counts = [1] * n, [0] * n
+    for parent in ast.walk(tree):
+        for child in ast.iter_child_nodes(parent):
+            if isinstance(child, ast.Name) and child.id.startswith("_slot"):
+                i = int(child.id[5:])
+                needs[i], counts[i] = max(needs[i], _needs(parent, child)), counts[i] + 1
+    if isinstance(tree, ast.Name) and tree.id.startswith("_slot"):  # "{0}": as its argument binds
+        return 0, (1,), (1,)
+    return _precedence(tree), tuple(needs), tuple(counts)
+
+
+@lru_cache(maxsize=None)
+def _ungrouped(template: str) -> str:
+    """``template`` without parentheses around all of it (``"({0} < {1})"`` -> ``"{0} < {1}"``):
+    :func:`parenthesize` adds them back only where the context needs them."""
+    if template.startswith("(") and template.endswith(")"):
+        inner = template[1:-1]
+        try:
+            same = ast.dump(ast.parse(inner, mode="eval")) == ast.dump(ast.parse(template, mode="eval"))
+        except SyntaxError:  # "(a) + (b)": the first and last parentheses are not a pair
+            same = False
+        if same:
+            return _ungrouped(inner)
+    return template
+
+
+class Code(str):
+    """Printed code that knows how tightly it binds (``prec``, see :func:`template_shape`)."""
+
+    prec: int = 0
+
+    def __new__(cls, text: str, prec: int):
+        self = super().__new__(cls, text)
+        self.prec = prec
+        return self
+
+
+def precedence_of(text: str) -> int:
+    """How tightly ``text`` binds: its own if it is :class:`Code`, else Python's parse of it."""
+    if isinstance(text, Code):
+        return text.prec
+    return _precedence(ast.parse(text, mode="eval").body)
+
+
+def parenthesize(text: str, need: int) -> Code:
+    """``text`` as it may stand where precedence ``need`` is required: in parentheses if it binds
+    more loosely. Example: ``parenthesize(Code("a + b", 10), 20)`` is ``(a + b)``."""
+    prec = precedence_of(text)
+    return Code(str(text), prec) if prec >= need else Code(f"({text})", ATOM)
+
+
+class CodePrinter(Printer):
+    """A printer for generated code (jax, triton), in three rules.
+
+    - Parentheses come from precedence (:func:`parenthesize`), never from looking at text.
+    - An argument a spelling uses twice (``sign``: ``where(x > 0, 1, where(x < 0, -1, x))``) is
+      bound to a temporary first when it is not a name or a number, so the output grows linearly
+      with nesting.
+    - Subexpressions nested deeper than :attr:`max_depth` become temporaries too, so no statement
+      nests more than Python's parser allows.
+
+    Temporaries are named ``_t0``, ``_t1``... (program names never start with ``_``); callers
+    print a statement with :meth:`statement`, or take :meth:`flush` before the line using it.
+    """
+
+    max_depth = 40
+
+    def __init__(self):
+        self.temps: list[tuple[str, str]] = []
+        self._counter = itertools.count()
+        self._depth = 0
+
+    def temp(self, text: str) -> Code:
+        """A fresh temporary bound to ``text``; its name."""
+        name = f"_t{next(self._counter)}"
+        self.temps.append((name, str(text)))
+        return Code(name, ATOM)
+
+    def flush(self) -> list[str]:
+        """The assignments of the temporaries printed since the last flush (in order)."""
+        lines, self.temps = [f"{n} = {t}" for n, t in self.temps], []
+        return lines
+
+    def statement(self, target: str, expr: Expr) -> list[str]:
+        """The lines computing ``target = expr``."""
+        text = self.doprint(expr)
+        return self.flush() + [f"{target} = {text}"]
+
+    def _print(self, expr: Expr) -> Code:
+        self._depth += 1
+        try:
+            if self._depth > self.max_depth and isinstance(expr, Call):
+                outer, self._depth = self._depth, 0
+                try:
+                    return self.temp(super()._print(expr))
+                finally:
+                    self._depth = outer
+            out = super()._print(expr)
+            return out if isinstance(out, Code) else Code(out, precedence_of(out))
+        finally:
+            self._depth -= 1
+
+    def fill(self, template: str, args) -> Code:
+        """``template`` with the printed ``args`` (expressions or already printed code) placed."""
+        template = _ungrouped(template)
+        prec, needs, counts = template_shape(template)
+        texts = []
+        for a, need, count in zip(args, needs, counts):
+            text = self._print(a) if isinstance(a, (Const, Var, Call)) else a
+            if count > 1 and isinstance(a, Call) and not str(text).isidentifier():
+                text = self.temp(text)
+            texts.append(parenthesize(text, need))
+        if prec == 0:  # "{0}": binds as its argument does
+            return Code(template.format(*texts), precedence_of(texts[0]))
+        return Code(template.format(*texts), prec)
+
+    def _print_Call(self, expr: Call) -> Code:
+        template = getattr(OPS[expr.op], self.target)
+        if template is None:
+            raise NotImplementedError(f"{type(self).__name__} cannot print {expr.op}()")
+        return self.fill(template, expr.args)
 
 
 class DslPrinter(Printer):

@@ -3,9 +3,12 @@
 from .deadcode import eliminate_dead_code, liveness
 from .flatten import flatten
 from .fold import fold
-from .specialize import global_statements, hoist_globals, segments, specialize, static_key
+from .globals import global_statements, hoist_globals, segments
+from .specialize import MissingAxis, Variants, shape_value, specialize, static_key, variants
 
 __all__ = [
+           "MissingAxis",
+           "Variants",
            "eliminate_dead_code",
            "flatten",
            "fold",
@@ -13,6 +16,8 @@ __all__ = [
            "hoist_globals",
            "liveness",
            "segments",
+           "shape_value",
            "specialize",
            "static_key",
+           "variants",
 ]
