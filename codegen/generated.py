@@ -14,6 +14,7 @@ Example:
 from __future__ import annotations
 
 import linecache
+import math
 import os
 import sys
 import tempfile
@@ -39,9 +40,13 @@ def check_identifier(name: str, what: str = "name") -> str:
 
 
 def number(value: float) -> str:
-    """A finite number as Python source text (``0.9``, ``1e-08``); DslError for inf/nan/non-numbers."""
+    """A number as Python source text (``0.9``, ``1e-08``, ``1e999`` for inf); DslError for non-numbers."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise DslError(f"constant {value!r} is not a number")
+    if not math.isfinite(value):
+        # Python reads 1e999 as inf; these need no import and are floats in torch, jax and Triton
+        # code alike (and carry an "e", so printers take them for float literals).
+        return "(1e999 * 0)" if math.isnan(value) else ("1e999" if value > 0 else "-1e999")
     try:
         return format_number(float(value))
     except ValueError as e:

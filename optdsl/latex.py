@@ -87,6 +87,8 @@ class LatexPrinter(Printer):
 
     def _print_Const(self, expr: Const) -> str:
         text = format_number(expr.value)
+        if text in ("inf", "-inf", "nan"):
+            return {"inf": r"\infty", "-inf": r"-\infty", "nan": r"\mathrm{NaN}"}[text]
         if "e" in text:
             mant, exp = text.split("e")
             exp = str(int(exp))

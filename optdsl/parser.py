@@ -32,6 +32,7 @@ from .errors import DslError
 from .ir import INPUTS, STATE_INITS, STATE_KINDS, Assign, Call, Const, Expr, Hyper, Program, State, Var
 from .names import check_name, suggest
 from .ops import CONSTANTS, OPS
+from .passes.fold import constant
 from .typecheck import validate
 
 _BINOPS = {ast.Add: "add", ast.Sub: "sub", ast.Mult: "mul", ast.Div: "div", ast.Pow: "power",
@@ -203,11 +204,21 @@ class _Parser:
             v = self.number(node.operand)
             return -v if isinstance(node.op, ast.USub) else v
         if isinstance(node, ast.Constant) and type(node.value) in (int, float):
-            v = float(node.value)
-            if not math.isfinite(v):
-                raise self.err("numbers must be finite", node)
-            return v
+            return self.literal(node)
         raise self.err("a hyperparameter's default must be a number", node)
+
+    def literal(self, node: ast.Constant) -> float:
+        """The float64 a number written in the source denotes. It must be finite: ``1e400`` or a
+        400-digit integer is a located error (computed values follow IEEE instead: ``1e308 * 10``
+        folds to ``inf``; write ``inf`` for infinity)."""
+        try:
+            v = float(node.value)
+        except OverflowError:  # an int beyond float64's range; a float literal is already inf
+            v = math.inf
+        if not math.isfinite(v):
+            raise self.err("this number does not fit in a float64 (|x| < 1.8e308)", node,
+                           "write `inf` for infinity")
+        return v
 
     def state(self, name: str, ann: ast.AST | None) -> State:
         if ann is None:
@@ -335,10 +346,7 @@ class _Parser:
             if type(node.value) is bool:
                 return Const(float(node.value))
             if type(node.value) in (int, float):
-                v = float(node.value)
-                if not math.isfinite(v):
-                    raise self.err("numbers must be finite", node)
-                return Const(v)
+                return Const(self.literal(node))
             raise self.err(f"{type(node.value).__name__} constants are not values in the language", node)
         if isinstance(node, ast.BinOp):
             opname = _BINOPS.get(type(node.op))
@@ -351,7 +359,7 @@ class _Parser:
                 return self.expr(node.operand)
             if isinstance(node.op, ast.USub):
                 inner = self.expr(node.operand)
-                return Const(-inner.value) if isinstance(inner, Const) else Call("neg", (inner,))
+                return constant(-inner.value) if isinstance(inner, Const) else Call("neg", (inner,))
             if isinstance(node.op, ast.Not):
                 return Call("not", (self.expr(node.operand),))
             raise self.err("this operator is not in the language", node)

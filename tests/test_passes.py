@@ -1,8 +1,11 @@
 """Core passes: dead code (also across steps), folding, flattening, specialisation."""
 
 import numpy as np
+import pytest
 
-from optdsl import Interpreter, load, parse, to_source, zoo_names
+import codegen
+from optdsl import DslError, Interpreter, load, parse, to_source, zoo_names
+from optdsl.ir import Const
 from optdsl.passes import eliminate_dead_code, flatten, fold, segments, specialize, static_key
 
 DEAD = """
@@ -39,6 +42,59 @@ def test_fold_resolves_shape_facts_and_constants():
     assert "u = g * 6" in to_source(fold(p, shape=(2, 8)))
     assert "u = g\n" in to_source(fold(p, shape=(8, 2)))
 
+
+# Constant arithmetic follows IEEE float64, as the interpreter computes it; it never raises.
+IEEE = [("1 / 0", np.inf), ("-1 / 0", -np.inf), ("0 / 0", np.nan), ("1 % 0", np.nan),
+        ("10 ** 1000", np.inf), ("e ** 710", np.inf), ("(-1) ** 0.5", np.nan), ("reciprocal(0.0)", np.inf),
+        ("1e308 * 10", np.inf), ("log(0)", -np.inf), ("inf - inf", np.nan), ("-inf", -np.inf)]
+
+
+@pytest.mark.parametrize("text, value", IEEE)
+def test_constants_fold_to_ieee_values(text, value):
+    p = parse(f"def f(w, g, lr):\n    c = {text}\n    return lr * g * c\n")
+    folded = fold(p)
+    assert folded.body[0].expr == Const(value) or (np.isnan(value) and np.isnan(folded.body[0].expr.value))
+    assert parse(to_source(folded)) == folded  # printed as the language's `inf`, `-inf`, `nan`
+    opt = Interpreter(p, lr=1.0)
+    update, _ = opt.updates({"w": np.ones(2)}, {"w": np.ones(2)}, opt.init({"w": np.ones(2)}), 1)
+    np.testing.assert_array_equal(update["w"], [value, value])
+
+
+def _one_update(program, target, g):
+    if target == "torch":
+        import torch
+
+        w = torch.zeros(len(g), requires_grad=True)
+        w.grad = torch.tensor(g)
+        codegen.build(program, "torch")([w], lr=1.0).step()
+        return -w.detach().numpy()
+    import jax.numpy as jnp
+
+    tx = codegen.build(program, "jax")(learning_rate=1.0)
+    params = {"w": jnp.zeros(len(g))}
+    updates, _ = tx.update({"w": jnp.asarray(g)}, tx.init(params), params)
+    return -np.asarray(updates["w"])
+
+
+@pytest.mark.parametrize("target", ["torch", "jax"])
+def test_generated_code_computes_the_same_ieee_constants(target):
+    # Printed unfolded, `1 / 0` raised ZeroDivisionError at step() and `(-1) ** 0.5` was complex.
+    # One program: element i of the update is constant i (g = 0, 1, 2, ... selects it).
+    pick = "0"
+    for i, (text, _) in enumerate(IEEE):
+        pick = f"where(g == {i}, {text}, {pick})"
+    p = parse(f"def f(w, g, lr):\n    return lr * {pick}\n")
+    np.testing.assert_array_equal(_one_update(p, target, np.arange(len(IEEE), dtype=np.float32)),
+                                  np.float32([value for _, value in IEEE]))
+
+
+def test_literals_that_do_not_fit_a_float64_are_located_errors():
+    for text in ["1" + "0" * 400, "1e400", "-1e999"]:
+        with pytest.raises(DslError, match="does not fit in a float64") as info:
+            parse(f"def f(w, g, lr):\n    c = {text}\n    return lr * g * c\n", "p.py")
+        assert (info.value.line, info.value.col) == (2, 8 if text[0] != "-" else 9)
+    with pytest.raises(DslError, match="does not fit in a float64"):
+        parse("def f(w, g, lr, b=1" + "0" * 400 + "):\n    return lr * g\n")
 
 def _same_trajectory(p, q, shapes=((5,), (3, 4))):
     rng = np.random.default_rng(1)

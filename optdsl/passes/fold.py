@@ -1,7 +1,9 @@
 """Constant folding, static shape facts and constant propagation.
 
-Calls whose arguments are all constants are evaluated (with the op's numpy form) when the
-result is finite; names bound to constants are propagated; a few identities that hold for every
+Calls whose arguments are all constants are evaluated with the op's numpy form in float64, as
+the interpreter would: ``1 / 0`` is ``inf``, ``0 / 0``, ``1 % 0`` and ``(-1) ** 0.5`` are ``nan``,
+``10 ** 1000`` is ``inf`` (IEEE results, never an exception); names bound to constants are
+propagated; a few identities that hold for every
 IEEE value are applied (``x * 1``, ``x + 0``, ``x - 0``, ``x / 1``, ``x ** 1``, ``--x``, and
 ``where`` with a constant condition). Given a parameter ``shape``, ``ndim(w)``, ``size(w)`` and
 ``dim(w, i)`` become numbers first, so static branches resolve. ``values`` binds
@@ -39,6 +41,18 @@ def _static(call: Call, shape: tuple[int, ...]) -> Expr:
     return Const(float(shape[i]))
 
 
+def constant(value) -> Const:
+    """A folded value as a constant; every NaN is the one ``math.nan``, as the parser reads ``nan``,
+    so equal programs stay equal (``nan != nan``, but a tuple holding the same object compares equal).
+
+    Example:
+        >>> constant(np.float64(1.5)), constant(np.float64("nan")).value is math.nan
+        (Const(value=1.5), True)
+    """
+    value = float(np.asarray(value))
+    return Const(math.nan if math.isnan(value) else value)
+
+
 def fold_expr(expr: Expr, shape: tuple[int, ...] | None = None) -> Expr:
     """One expression, folded bottom-up."""
     if not isinstance(expr, Call):
@@ -57,10 +71,7 @@ def fold_expr(expr: Expr, shape: tuple[int, ...] | None = None) -> Expr:
     if op.name == "where" and isinstance(args[0], Const):
         return args[1] if args[0].value != 0 else args[2]
     if all(isinstance(a, Const) for a in args) and op.shape == "elementwise":
-        value = float(np.asarray(op.numpy(*[np.float64(a.value) for a in args])))
-        if math.isfinite(value):
-            return Const(value)
-        return call
+        return constant(op.numpy(*[np.float64(a.value) for a in args]))
     a0 = args[0]
     a1 = args[1] if len(args) > 1 else None
     if (op.name in ("mul",) and _is(a1, 1)) or (op.name in ("add", "sub") and _is(a1, 0)) or (
