@@ -4,7 +4,9 @@ Dead statements (and dead states) are dropped (:func:`optdsl.passes.eliminate_de
 structural hash (:func:`optdsl.canonical.structural_hash`) is equal for programs that differ only
 by names or the order of independent statements; the fingerprint
 (:func:`optdsl.fingerprint.fingerprint`) is equal for programs that compute the same updates on
-fixed inputs. A child whose hash or fingerprint was seen before takes the earlier fitness.
+fixed inputs, rounded to :data:`FINGERPRINT_DIGITS` significant digits, so near-duplicates (a
+constant changed in its fourth digit, ``eps`` 1e-8 vs 2e-8) share it too. A child whose hash or
+fingerprint was seen before takes the earlier fitness.
 
 Example:
     >>> from search.warm_start import adamw_program
@@ -24,13 +26,17 @@ from optdsl.ir import Program
 from optdsl.passes import eliminate_dead_code
 from optdsl.printer import to_source
 
+#: Significant digits of the functional cache key: updates that agree to 4 digits over the
+#: fingerprint's steps train the proxies indistinguishably (their scores differ by noise).
+FINGERPRINT_DIGITS = 4
+
 
 def describe(program: Program) -> dict:
     """``source``, ``live_source``, ``structural_hash``, ``fingerprint``, ``memory`` (states per
     parameter), ``n_statements`` and ``n_live`` (statements that reach an output)."""
     live = eliminate_dead_code(program)
     with np.errstate(all="ignore"):  # a candidate's nan/inf updates are a fact, not a warning
-        fp = fingerprint(live)
+        fp = fingerprint(live, digits=FINGERPRINT_DIGITS)
     return {
         "source": to_source(program),
         "live_source": to_source(live),

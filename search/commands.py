@@ -17,11 +17,14 @@ import re
 from rich.console import Console
 
 from optdsl.errors import DslError
+from optdsl.latex import to_latex
 from optdsl.printer import to_source
 
 from .evolution import Search, SearchConfig
 from .executors import make_executor
 from .export import export_top, write_best
+from .report import winner_table
+from .selection import verdict
 from .progress import LiveProgress, summary_table
 from .report import report
 from .store import Store
@@ -57,6 +60,17 @@ def _tasks(text: str) -> tuple[str, ...]:
     return names
 
 
+def _inits(text: str) -> str:
+    """``--init adamw,lion,my_rule.py``: every warm start must load and be searchable (exit 2
+    otherwise, before any work); returns the normalised comma-separated list."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise DslError("--init: no program given", "optdsl search", hint="e.g. --init adamw or --init adamw,lion")
+    for name in names:
+        check_supported(initial_program(name))
+    return ",".join(names)
+
+
 def cmd_search(args) -> int:
     console = Console()
     seconds = None if args.evals else parse_budget(args.budget)
@@ -75,8 +89,8 @@ def cmd_search(args) -> int:
         if os.path.exists(db):
             raise DslError(f"{db} already exists", hint=f"continue it with `optdsl search --resume {db}`, "
                            "or pick another --db")
-        check_supported(initial_program(args.init))  # fail early (exit 2) on a bad --init
-        config = SearchConfig(init=args.init, population=args.population, tournament=args.tournament,
+        config_init = _inits(args.init)
+        config = SearchConfig(init=config_init, population=args.population, tournament=args.tournament,
                               seed=args.seed, tasks=_tasks(args.tasks) if args.tasks else PROXY_TASKS)
         store = Store(db)
     executor = make_executor(args.executor, args.workers, JOB_TIMEOUT, args.ray_address)
@@ -95,11 +109,10 @@ def cmd_search(args) -> int:
         store.close()
         return 0
     row, program, path = best
-    console.print(f"\nbest program #{row['id']}: fitness {row['fitness']:+.4f} "
-                  "(log of tuned AdamW's loss over its loss, mean over tasks; > 0 beats AdamW)")
-    if row["meta_fitness"] is not None:
-        console.print(f"meta-validation (larger held-out tasks): {row['meta_fitness']:+.4f}")
+    console.print(winner_table(row))
+    console.print(verdict(row))
     print(to_source(program), end="")  # plain print: source must not be re-wrapped to the terminal width
+    print(f"LaTeX:\n{to_latex(program)}")
     print(f"generated optimizer: {path}")
     store.close()
     return 0
@@ -128,8 +141,9 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("search", help="evolutionary search for new update rules",
                               description="Regularized evolution from a warm start (AdamW by default), "
                                           "scored on small proxy training tasks against tuned AdamW.")
-    p.add_argument("--init", default="adamw", metavar="adamw|SRC",
-                   help="warm start: the paper's AdamW program (default) or any program SRC")
+    p.add_argument("--init", default="adamw", metavar="NAMES",
+                   help="warm start(s), comma-separated: adamw (default: the paper's AdamW program, with eps), "
+                        "paper_adamw, a zoo name, or a DSL file")
     budget = p.add_mutually_exclusive_group()
     budget.add_argument("--budget", default="10m", help="wall-clock budget, e.g. 90s, 10m, 1h (default 10m)")
     budget.add_argument("--evals", type=int, metavar="N", help="stop after N evaluations instead")

@@ -35,31 +35,44 @@ from optdsl.printer import to_source
 
 from .candidate import describe
 from .mutate import mutate
+from .selection import winner
 from .store import Store
+from .evaluate import HURDLE
 from .tasks import PROXY_TASKS, meta_tasks_for
 from .warm_start import initial_program
 
 WORST = -math.inf
 FUNNEL_TOP = 3  # meta-validate a child beating AdamW only if it ranks in the top few so far
+FUNNEL_MIN = 0.0  # ... and its proxy fitness is above this (0: as good as tuned AdamW)
+FAILED = ("diverged", "error", "guard", "timeout")  # statuses counted as failures
+META_SHARE = 0.25  # at most this share of worker time goes to meta-validation during the search
+PROPOSALS_PER_SLOT = 8  # cache hits allowed per child before a partial batch is sent
 
 
 @dataclass
 class SearchConfig:
-    """Settings stored with the search (``--resume`` reuses them)."""
+    """Settings stored with the search (``--resume`` reuses them). ``init`` names one warm start
+    or several, comma-separated (``adamw,lion``); ``batch`` children are scored together in one
+    job (one forward/backward pass of each task serves them all)."""
 
     init: str = "adamw"
     population: int = 32
     tournament: int = 4
     seed: int = 0
     tasks: tuple[str, ...] = PROXY_TASKS
-    meta_tasks: tuple[str, ...] | None = None  # default: the _large version of each task
-    hurdle: float | None = -1.0
+    meta_tasks: tuple[str, ...] | None = None  # default: the held-out tasks for these proxies
+    hurdle: float | None = HURDLE
     restart_after: int = 300
     objectives: tuple[str, ...] = ("quality",)  # add "memory" for a Pareto tournament
+    batch: int = 4
 
     def __post_init__(self):
         if self.meta_tasks is None:
             self.meta_tasks = meta_tasks_for(self.tasks)
+
+    @property
+    def inits(self) -> tuple[str, ...]:
+        return tuple(n.strip() for n in self.init.split(",") if n.strip())
 
     @classmethod
     def from_dict(cls, d: dict) -> SearchConfig:
@@ -107,9 +120,11 @@ class Search:
     """One search over ``store`` (fresh or resumed), running jobs on ``executor``."""
 
     def __init__(self, store: Store, config: SearchConfig, executor, progress: Callable | None = None,
-                 job_timeout_grace: float = 30.0):
+                 job_timeout_grace: float = 30.0, funnel_grace: float = 120.0):
         self.store, self.config, self.executor, self.progress = store, config, executor, progress
-        self.grace = job_timeout_grace
+        self.grace, self.funnel_grace = job_timeout_grace, funnel_grace
+        self.batch: list[dict] = []  # children proposed, waiting for a full batch
+        self.meta_seconds = 0.0  # worker time spent on meta-validation in this run
         stored = store.get_meta("config")
         if stored is None:
             store.set_meta("config", asdict(config))
@@ -169,27 +184,33 @@ class Search:
                 raise RuntimeError(f"AdamW baseline on {record['task']} failed: {result.get('error')}")
             self.store.set_baseline(record["task"], result["loss"], result["lr"], result["seconds"])
             self.baselines[record["task"]] = result["loss"]
-        elif kind == "meta":
-            self.store.set_meta_validation(record["pid"], result.get("fitness"), result.get("task_score", {}))
+            return
+        # A job that never returned (timeout, dead worker) is the same failure for each program.
+        results = result.get("results") or [result] * len(record["programs"])
+        if kind == "meta":
+            (r,) = results
+            self.meta_seconds += r.get("seconds") or 0.0
+            self.store.set_meta_validation(record["pid"], r.get("fitness"), r.get("task_score") or {})
             self.stats.meta_validated += 1
-        else:
-            self._record(record, result)
+            return
+        for child, r in zip(record["programs"], results):
+            self._record(child, r)
 
     def _record(self, record: dict, result: dict) -> dict:
-        row = {k: v for k, v in record.items() if k not in ("kind", "program")}
+        row = {k: v for k, v in record.items() if k != "program"}
         row.update(status=result["status"], fitness=result.get("fitness"), task_score=result.get("task_score"),
                    task_loss=result.get("task_loss"), task_lr=result.get("task_lr"),
                    eval_seconds=result.get("seconds"), error=result.get("error"))
         row["id"] = self.store.add(**row)
         self.stats.evaluated += 1
-        self.stats.failed += row["fitness"] is None
+        self.stats.failed += row["status"] in FAILED
         self._join(row, record["program"])
         self.by_hash.setdefault(row["structural_hash"], row)
         self.by_fingerprint.setdefault(row["fingerprint"], row)
         if row["status"] == "ok" and _fitness(row) > self.stats.best_fitness:
             self.stats.best_fitness, self.stats.best_id = row["fitness"], row["id"]
             self.best_at = self.stats.evaluated
-        if row["status"] == "ok" and _fitness(row) > 0 and self._rank(row) < FUNNEL_TOP:
+        if row["status"] == "ok" and _fitness(row) > FUNNEL_MIN and self._rank(row) < FUNNEL_TOP:
             self.meta_queue.append(row["id"])
         return row
 
@@ -214,25 +235,50 @@ class Search:
             and (_fitness(b) > _fitness(a) or b["memory"] < a["memory"]) for b in sample)]
         return front[int(self.rng.integers(len(front)))]
 
-    def _propose(self) -> None:
-        """One child: a cache hit is recorded at once, anything new goes to the executor."""
+    def _propose(self) -> dict | None:
+        """One child: a cache hit is recorded at once (None); anything new is returned for
+        evaluation. Programs already waiting in this batch count as seen."""
         parent = self._tournament()
         child, what = mutate(parent["program"], self.rng)
         info = describe(child)
-        record = {"kind": "evaluate", "program": child, "parent": parent["id"], "mutation": what, **info}
+        record = {"program": child, "parent": parent["id"], "mutation": what, **info}
         hit = self.by_hash.get(info["structural_hash"]) or self.by_fingerprint.get(info["fingerprint"])
-        if hit is not None:
-            row = {k: v for k, v in record.items() if k not in ("kind", "program")}
-            row.update(status="cached", fitness=hit["fitness"], task_score=hit["task_score"],
-                       task_loss=hit["task_loss"], task_lr=hit["task_lr"], cached_from=hit["id"],
-                       eval_seconds=0.0)
-            row["id"] = self.store.add(**row)
-            self.stats.cached += 1
-            self._join(row, child)
-            return
-        self.stats.submitted += 1
-        self._submit({"kind": "evaluate", "source": info["source"], "tasks": list(self.config.tasks),
-                      "baselines": self.baselines, "hurdle": self.config.hurdle}, record)
+        if hit is None:
+            for waiting in self.batch:
+                if info["structural_hash"] == waiting["structural_hash"] or info["fingerprint"] == waiting["fingerprint"]:
+                    return None  # a duplicate of a child in flight: drop it rather than score it twice
+            return record
+        row = {k: v for k, v in record.items() if k != "program"}
+        row.update(status="cached", fitness=hit["fitness"], task_score=hit["task_score"],
+                   task_loss=hit["task_loss"], task_lr=hit["task_lr"], cached_from=hit["id"],
+                   eval_seconds=0.0)
+        row["id"] = self.store.add(**row)
+        self.stats.cached += 1
+        self._join(row, child)
+        return None
+
+    def _evaluate(self, records: list[dict], tasks, hurdle, kind: str = "evaluate", **extra) -> None:
+        """Send ``records``' programs to a worker as one batch job."""
+        job = {"kind": "evaluate", "sources": [r["source"] for r in records], "tasks": list(tasks),
+               "baselines": self.baselines, "hurdle": hurdle}
+        self._submit(job, {"kind": kind, "programs": records, **extra})
+        if kind == "evaluate":
+            self.stats.submitted += len(records)
+
+    def _fill_batch(self, budget_left: int | None) -> None:
+        """Propose children until a batch is full (then submit it) or proposals keep hitting the
+        cache; a partial batch is submitted only when nothing else keeps the workers busy."""
+        size = self.config.batch if budget_left is None else max(1, min(self.config.batch, budget_left))
+        for _ in range(PROPOSALS_PER_SLOT * size):
+            if len(self.batch) >= size:
+                break
+            record = self._propose()
+            if record is not None:
+                self.batch.append(record)
+            self._restart_if_stuck()
+        if len(self.batch) >= size or (self.batch and self.executor.in_flight() == 0):
+            self._evaluate(self.batch, self.config.tasks, self.config.hurdle)
+            self.batch = []
 
     def _restart_if_stuck(self) -> None:
         if self.stats.evaluated - self.best_at >= self.config.restart_after and self.stats.best_id is not None:
@@ -241,59 +287,90 @@ class Search:
             self.population.append({**best, "program": parse(best["source"], "<store>")})
             self.best_at = self.stats.evaluated
 
-    def _start_meta(self) -> None:
+    def _start_meta(self, share: float | None = META_SHARE) -> None:
+        """Meta-validate queued programs, best proxy fitness first, while workers are free and
+        meta-validation has used at most ``share`` of the workers' time so far (the larger tasks
+        cost ~10 proxy evaluations; unchecked, early improvements would starve the search)."""
         while self.meta_queue and self.executor.idle() > 0:
-            pid = self.meta_queue.popleft()
-            row = self.store.get(pid)
-            self._submit({"kind": "evaluate", "source": row["source"], "tasks": list(self.config.meta_tasks),
-                          "baselines": self.baselines, "hurdle": None}, {"kind": "meta", "pid": pid})
+            budget = share * self.stats.elapsed * self.executor.capacity if share is not None else math.inf
+            if self.meta_seconds > budget:
+                return
+            pid = max(self.meta_queue, key=lambda p: _fitness(self.store.get(p)))
+            self.meta_queue.remove(pid)
+            if self._rank(self.store.get(pid)) >= FUNNEL_TOP:
+                continue  # overtaken while it waited
+            self._evaluate([self.store.get(pid)], self.config.meta_tasks, None, kind="meta", pid=pid)
+
+    def _finish_funnel(self, deadline: float) -> None:
+        """Before the search ends, meta-validate the best few programs by proxy fitness that
+        have not been yet, so the winner is chosen on held-out evidence (up to ``deadline``)."""
+        waiting = {r["pid"] for r in self.pending.values() if r["kind"] == "meta"}
+        for row in self.store.top(FUNNEL_TOP):
+            if row["meta_fitness"] is None and row["id"] not in waiting and row["id"] not in self.meta_queue:
+                self.meta_queue.append(row["id"])
+        if not self.meta_queue:
+            return
+        self._wait_until(lambda: self._request_baselines(self.config.meta_tasks), deadline)
+        while (self.meta_queue or self.pending) and time.monotonic() < deadline:
+            if self._request_baselines(self.config.meta_tasks):
+                self._start_meta(share=None)
+            self._drain(0.2)
+            self._report()
 
     def _report(self) -> None:
         if self.progress is not None:
             self.progress(self)
 
     # --- the loop ---------------------------------------------------------------------------
+    def _seed_population(self) -> None:
+        """Score the warm start(s) (``--init adamw,lion``: each is a member of the first population)."""
+        records = []
+        for name in self.config.inits:
+            program = initial_program(name)
+            records.append({"program": program, "parent": None, "mutation": f"init {name}", **describe(program)})
+        self._evaluate(records, self.config.tasks, None)
+        self._wait_until(lambda: not self.pending)
+
     def run(self, evals: int | None = None, seconds: float | None = None) -> dict | None:
-        """Search until ``evals`` more evaluations or ``seconds`` pass (or Ctrl-C); returns the
-        best row. Jobs still running at the end are awaited (up to the grace period)."""
+        """Search until ``evals`` more evaluations or ``seconds`` pass (or Ctrl-C), then finish
+        the funnel; returns the winner's row (:func:`search.selection.winner`). Jobs still
+        running at the end are awaited (up to the grace period)."""
         deadline = None if seconds is None else time.monotonic() + seconds
+        start = self.stats.submitted
+
+        def out_of_budget() -> bool:
+            return (evals is not None and self.stats.submitted - start >= evals) or (
+                deadline is not None and time.monotonic() >= deadline)
+
         try:
             while not self._request_baselines(self.config.tasks):
                 self._drain(0.2)
                 self._report()
             if not self.population:
-                program = initial_program(self.config.init)
-                info = describe(program)
-                self._submit({"kind": "evaluate", "source": info["source"], "tasks": list(self.config.tasks),
-                              "baselines": self.baselines, "hurdle": None},
-                             {"kind": "evaluate", "program": program, "parent": None,
-                              "mutation": f"init {self.config.init}", **info})
-                self.stats.submitted += 1
-                self._wait_until(lambda: not self.pending)
-            while True:
-                out_of_budget = (evals is not None and self.stats.submitted >= evals) or (
-                    deadline is not None and time.monotonic() >= deadline)
-                if out_of_budget:
-                    break
+                self._seed_population()
+            while not out_of_budget():
                 if self.meta_queue and self._request_baselines(self.config.meta_tasks):
                     self._start_meta()
-                while self.executor.idle() > 0 and not (evals is not None and self.stats.submitted >= evals) \
-                        and not (deadline is not None and time.monotonic() >= deadline):
-                    self._propose()
-                    self._restart_if_stuck()
-                self._drain(0.1)
+                while self.executor.idle() > 0 and not out_of_budget():
+                    left = None if evals is None else evals - (self.stats.submitted - start)
+                    before = self.executor.idle()
+                    self._fill_batch(left)
+                    if self.executor.idle() == before:  # only cache hits so far: let results in
+                        break
+                self._drain(0.05)
                 self._report()
-            self._wait_until(lambda: not self.pending, time.monotonic() + self.grace)
+            grace = time.monotonic() + self.grace
+            self._wait_until(lambda: not self.pending, grace)
+            self._finish_funnel(time.monotonic() + self.funnel_grace)
         except KeyboardInterrupt:
             pass  # every finished evaluation is already in the store
         self._report()
-        return None if self.stats.best_id is None else self.store.get(self.stats.best_id)
+        return winner(self.store)
 
     def best_program(self):
-        """The best program so far (as mutated; simplify it for display)."""
-        if self.stats.best_id is None:
-            return None
-        return parse(self.store.get(self.stats.best_id)["source"], "<store>")
+        """The winner so far (:func:`search.selection.winner`), as mutated; simplify it for display."""
+        row = winner(self.store)
+        return None if row is None else parse(row["source"], "<store>")
 
 
 __all__ = ["Search", "SearchConfig", "Stats", "to_source"]

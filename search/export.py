@@ -1,8 +1,9 @@
 """Winners out of the store: DSL files and generated torch/jax modules, written atomically.
 
-A stored program is exported in its simplest form (:func:`optdsl.simplify.simplify`, falling
-back to dead-code removal when that fails), named ``found_<id>``, with the learning rate the
-sweep preferred as its default (the geometric mean of the per-task best ``lr``).
+A stored program is exported in its readable form (:func:`optdsl.readable.readable`: folded,
+dead code and dead states gone, sympy's shortest form, readable names), named ``found_<id>``,
+with the learning rate the sweep preferred folded into its ``lr`` default (the geometric mean of
+the per-task best ``lr``).
 
 Example::
 
@@ -22,7 +23,9 @@ from optdsl.ir import Hyper, Program
 from optdsl.parser import parse
 from optdsl.passes import eliminate_dead_code
 from optdsl.printer import to_source
+from optdsl.readable import Readable, readable
 
+from .selection import ranked, winner
 from .store import Store
 
 
@@ -33,30 +36,35 @@ def write_atomic(path: str, text: str) -> str:
     return path
 
 
-def simplest(program: Program) -> Program:
-    """``program`` simplified (sympy), or with dead code removed if simplification fails."""
-    try:
-        from optdsl.simplify import simplify
-
-        return simplify(program)
-    except Exception:  # noqa: BLE001 - the symbolic layer is an improvement, never a requirement
-        return eliminate_dead_code(program)
-
-
 def preferred_lr(row: dict) -> float:
     """Geometric mean of the learning rates that won each task's sweep (1.0 if none)."""
     lrs = [v for v in (row.get("task_lr") or {}).values() if v and v > 0]
     return float(f"{math.exp(sum(map(math.log, lrs)) / len(lrs)):.3g}") if lrs else 1.0
 
 
+def simplest(row: dict) -> Readable:
+    """The row's program in its readable form (:func:`optdsl.readable.readable`, the tuned lr
+    folded into the ``lr`` default), or, should the symbolic layer fail, with dead code removed
+    and the tuned lr as the default (``equality`` then says so)."""
+    raw = parse(row["source"], "<store>")
+    lr = preferred_lr(row)
+    try:
+        return readable(raw, lr=lr)
+    except Exception as e:  # noqa: BLE001 - the symbolic layer is an improvement, never a requirement
+        live = eliminate_dead_code(raw)
+        live = replace(live, hypers=(Hyper("lr", lr),) + tuple(h for h in live.hypers if h.name != "lr"))
+        return Readable(live, to_source(live), "", f"exact (not simplified: {type(e).__name__})")
+
+
 def exported_program(row: dict) -> Program:
-    """The row's program as users get it: simplest form, ``found_<id>``, lr defaulting to the
-    sweep's choice."""
-    program = simplest(parse(row["source"], "<store>"))
-    hypers = (Hyper("lr", preferred_lr(row)),) + tuple(h for h in program.hypers if h.name != "lr")
-    doc = (f"Found by optdsl search (program #{row['id']}): fitness {row['fitness']:+.4f} on the proxy "
-           "tasks (log of tuned AdamW's loss over this one's; > 0 is better).")
-    return replace(program, name=f"found_{row['id']}", hypers=hypers, doc=doc)
+    """The row's program as users get it: readable form, named ``found_<id>``, its scores and the
+    kind of equality with the raw program in the docstring."""
+    form = simplest(row)
+    held_out = "not meta-validated" if row.get("meta_fitness") is None else f"{row['meta_fitness']:+.4f}"
+    doc = (f"Found by optdsl search (program #{row['id']}): proxy fitness {row['fitness']:+.4f}, held-out "
+           f"{held_out} (mean over tasks of log(tuned AdamW's loss / this one's), clipped to [-1, 1]; > 0 "
+           f"beats AdamW). Simplified from the searched program; equality: {form.equality}.")
+    return replace(form.program, name=f"found_{row['id']}", doc=doc)
 
 
 def export_row(row: dict, outdir: str, targets=("torch", "jax")) -> list[str]:
@@ -70,17 +78,18 @@ def export_row(row: dict, outdir: str, targets=("torch", "jax")) -> list[str]:
 
 
 def export_top(store: Store, k: int, outdir: str, targets=("torch", "jax")) -> list[str]:
-    """Export the ``k`` best distinct programs of the store (best first)."""
+    """Export the ``k`` best distinct programs of the store, best first (held-out evidence
+    first: :func:`search.selection.ranked`)."""
     paths = []
-    for row in store.top(k):
+    for row in ranked(store, k):
         paths += export_row(row, outdir, targets)
     return paths
 
 
 def write_best(store: Store, path: str) -> tuple[dict, Program, str] | None:
-    """The best program's generated torch optimizer at ``path``: ``(row, program, path)``."""
-    top = store.top(1)
-    if not top:
+    """The winner's generated torch optimizer at ``path``: ``(row, program, path)``."""
+    row = winner(store)
+    if row is None:
         return None
-    program = exported_program(top[0])
-    return top[0], program, write_atomic(path, codegen.emit(program, "torch"))
+    program = exported_program(row)
+    return row, program, write_atomic(path, codegen.emit(program, "torch"))

@@ -22,6 +22,7 @@ from rich.table import Table
 from optdsl.printer import to_source
 
 from .export import exported_program
+from .selection import ranked
 from .store import Store
 
 
@@ -109,6 +110,32 @@ def plot(store: Store, outdir: str) -> list[str]:
     return paths
 
 
+def scores_table(rows: list[dict], title: str) -> Table:
+    """One column per program, one row per measure (proxy and held-out scores side by side,
+    then each task's score): stays readable in 80 columns."""
+    tasks = list(dict.fromkeys(k for r in rows for k in (r["task_score"] or {})))
+    meta_tasks = list(dict.fromkeys(k for r in rows for k in (r["meta_task_score"] or {})))
+    table = Table(title=title)
+    table.add_column("program", style="bold")
+    for r in rows:
+        table.add_column(f"#{r['id']}", justify="right")
+    fmt = lambda v: "-" if v is None else f"{v:+.3f}"
+    table.add_row("proxy fitness", *[fmt(r["fitness"]) for r in rows])
+    table.add_row("held-out (meta-validation)", *[fmt(r["meta_fitness"]) for r in rows])
+    table.add_row("memory (states/param)", *[f"{r['memory']:g}" for r in rows])
+    table.add_row("live statements", *[str(r["n_live"]) for r in rows], end_section=True)
+    for k in tasks:
+        table.add_row(f"proxy: {k}", *[fmt((r["task_score"] or {}).get(k)) for r in rows])
+    for k in meta_tasks:
+        table.add_row(f"held-out: {k}", *[fmt((r["meta_task_score"] or {}).get(k)) for r in rows])
+    return table
+
+
+def winner_table(row: dict) -> Table:
+    """The winner's scores, proxy and held-out side by side."""
+    return scores_table([row], f"Winner: program #{row['id']} (0 = tuned AdamW, higher is better)")
+
+
 def report(store: Store, outdir: str | None = None, top: int = 5, console: Console | None = None) -> list[str]:
     """Print the report; write the plots into ``outdir`` if given. Returns the plot paths."""
     console = console or Console()
@@ -120,24 +147,9 @@ def report(store: Store, outdir: str | None = None, top: int = 5, console: Conso
     if base:
         console.print("tuned AdamW: " + ", ".join(f"{k} {v['loss']:.4g} (lr {v['lr']:.2g})"
                                                   for k, v in base.items()))
-    rows = store.top(top)
-    tasks = sorted({k for r in rows for k in (r["task_score"] or {})})
-    meta_tasks = sorted({k for r in rows for k in (r["meta_task_score"] or {})})
-    # One column per program, one row per measure: stays readable in 80 columns.
-    table = Table(title=f"Top {len(rows)} programs (scores: log(AdamW loss / loss), > 0 beats AdamW)")
-    table.add_column("program", style="bold")
-    for r in rows:
-        table.add_column(f"#{r['id']}", justify="right")
-    fmt = lambda v: "-" if v is None else f"{v:+.3f}"
-    table.add_row("fitness (proxy)", *[fmt(r["fitness"]) for r in rows])
-    table.add_row("meta-validation", *[fmt(r["meta_fitness"]) for r in rows])
-    table.add_row("memory (states/param)", *[f"{r['memory']:g}" for r in rows])
-    table.add_row("live statements", *[str(r["n_live"]) for r in rows], end_section=True)
-    for k in tasks:
-        table.add_row(k, *[fmt((r["task_score"] or {}).get(k)) for r in rows])
-    for k in meta_tasks:
-        table.add_row(k, *[fmt((r["meta_task_score"] or {}).get(k)) for r in rows])
-    console.print(table)
+    rows = ranked(store, top)
+    console.print(scores_table(rows, f"Top {len(rows)} programs, held-out evidence first "
+                                     "(scores: log(AdamW loss / loss) clipped to [-1, 1], > 0 beats AdamW)"))
     for r in rows:
         console.print(f"[bold]#{r['id']}[/bold] (parent #{r['parent']}, {r['mutation']}):")
         console.print(to_source(exported_program(r)), markup=False, highlight=False)

@@ -127,6 +127,12 @@ class Store:
                 break
         return out
 
+    def meta_validated(self) -> list[dict]:
+        """Every program with a meta-validation score, best held-out score first."""
+        rows = self.db.execute("SELECT * FROM programs WHERE meta_fitness IS NOT NULL "
+                               "ORDER BY meta_fitness DESC, fitness DESC, id").fetchall()
+        return [self._decode(r) for r in rows]
+
     def count(self) -> int:
         return int(self.db.execute("SELECT COUNT(*) FROM programs").fetchone()[0])
 

@@ -1,19 +1,31 @@
 """Proxy tasks: small, real training problems that run on a CPU in a fraction of a second.
 
-Every task trains K copies of one model at once (one per learning rate of the sweep): the
-parameters of copy k are row k of a ``(K, P)`` tensor, and each model is written batched over
-that leading axis (``einsum``, grouped convolutions), which is several times faster on a CPU
-than ``vmap`` over a module. Data come with scikit-learn (the 8x8 digits) or are generated
-from a fixed seed, and every candidate sees the same minibatches, so fitness is comparable.
+Every task trains K copies of one model at once (one per learning rate and initialisation seed
+of the sweep): the parameters of copy k are row k of a ``(K, P)`` tensor, and each model is
+written batched over that leading axis (``einsum``, grouped convolutions), which is several
+times faster on a CPU than ``vmap`` over a module. Data come with scikit-learn (the 8x8 digits)
+or are generated from a fixed seed; every copy sees the same minibatches, so fitness is
+comparable across candidates.
 
-Proxy tasks (the search's fitness):
+The tasks carry the conditions of real training that a rule must survive (issue: a rule that
+divides by an un-smoothed second moment turns a weight whose gradient is exactly 0 into nan):
+
+  - exactly-zero gradient coordinates: constant (all-zero) input pixels in ``logreg`` and
+    ``mlp``; dead ReLU units and a zero-initialised output layer (every hidden gradient is 0 at
+    the first step) in ``mlp``; embedding rows that a minibatch does not touch in ``embedding``;
+  - minibatch noise (every digits/embedding/transformer task samples its batches);
+  - parameters of very different scales (``quadratic``: curvatures over three decades;
+    embeddings of scale 1 next to zero-initialised biases);
+  - a few hundred steps where the final held-out loss is what counts.
+
+Proxy tasks (the search's fitness), cheapest first (hurdles cut bad candidates early):
   ``quadratic``   ill-conditioned quadratic (curvatures 1e-2..10) with noisy gradients
-  ``logreg``      logistic regression on digits
-  ``mlp``         a one-hidden-layer GELU network on digits
-  ``conv``        a small convnet on digits (3x3 convolution, pooling, linear)
-  ``transformer`` a one-layer attention model reversing sequences of 8 tokens
-Meta-validation tasks (larger, held out of the search): the same problems, bigger and longer,
-named ``*_large``.
+  ``logreg``      logistic regression on digits, constant pixels kept (their gradient is 0)
+  ``embedding``   bag-of-tokens classifier over a Zipf vocabulary (untouched rows: zero grads)
+  ``mlp``         a ReLU network on digits with a zero-initialised output layer
+  ``transformer`` a one-layer attention model on a synthetic sequence task
+Meta-validation tasks (held out of the search): larger and longer versions (``*_large``) and a
+convnet (``conv_large``), an architecture the proxies do not contain.
 
 Example:
     >>> task = get_task("logreg")
@@ -26,7 +38,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
 
@@ -57,10 +69,17 @@ class Task:
         return sum(math.prod(s) for s in self.shapes.values())
 
     def init_params(self, k: int, seed: int = 0) -> torch.Tensor:
-        """``(k, P)``: k identical copies of the initial parameters."""
-        p = self.init(torch.Generator().manual_seed(seed))
-        flat = torch.cat([p[n].reshape(-1) for n in self.shapes])
-        return flat.repeat(k, 1)
+        """``(k, P)``: k identical copies of the initial parameters drawn with ``seed``."""
+        return self.init_copies([seed], k)
+
+    def init_copies(self, seeds: Sequence[int], per_seed: int) -> torch.Tensor:
+        """``(len(seeds) * per_seed, P)``: for each seed in turn, ``per_seed`` copies of the
+        parameters initialised with that seed (seed-major blocks)."""
+        rows = []
+        for seed in seeds:
+            p = self.init(torch.Generator().manual_seed(seed))
+            rows.append(torch.cat([p[n].reshape(-1) for n in self.shapes]).repeat(per_seed, 1))
+        return torch.cat(rows)
 
     def unflatten(self, flat: torch.Tensor) -> Params:
         """Views of a ``(K, P)`` tensor as the named ``(K, *shape)`` parameters."""
@@ -84,10 +103,10 @@ def _normal(gen: torch.Generator, *shape: int, std: float) -> torch.Tensor:
 def digits(image: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """scikit-learn's bundled 8x8 digits: (X_train, y_train, X_val, y_val), 1347 / 450 images.
 
-    No input is ever exactly zero, so no gradient entry is exactly zero: the paper's AdamW
-    has no eps, and ``0 / sqrt(0)`` would end a run for a reason unrelated to the optimizer.
-    Feature vectors (``image=False``) drop the constant pixels and are standardised; images
-    (``image=True``, 64 pixels) are shifted and scaled as a whole."""
+    Feature vectors (``image=False``, 64 features) are standardised per pixel on the training
+    split; the pixels that are constant there are exactly 0 everywhere, so the weights reading
+    them get exactly-zero gradients, as constant input features do in real data. Images
+    (``image=True``) are shifted and scaled as a whole."""
     from sklearn.datasets import load_digits
 
     x, y = load_digits(return_X_y=True)
@@ -97,8 +116,8 @@ def digits(image: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tenso
     if image:
         x = (x - train.mean() - 1e-3) / train.std()
     else:
-        keep = train.std(0) > 0
-        x = (x[:, keep] - train[:, keep].mean(0)) / train[:, keep].std(0)
+        std = train.std(0)
+        x = np.where(std > 0, (x - train.mean(0)) / np.where(std > 0, std, 1.0), 0.0)
     x = torch.tensor(x, dtype=torch.float32)
     return x[:1347], y[:1347], x[1347:], y[1347:]
 
@@ -129,7 +148,8 @@ def _digits_task(name, description, shapes, init, forward, steps, batch=128, see
 # --- quadratic --------------------------------------------------------------------------------
 def quadratic(name="quadratic", shapes=None, kappa=1e3, noise=0.1, steps=100, seed=0) -> Task:
     """``f(x) = 1/2 sum_i h_i (x_i - x*_i)^2`` with ``h`` log-spaced over ``[10/kappa, 10]``;
-    each step's gradient carries N(0, noise^2) noise (the term ``xi_t . x`` in the loss)."""
+    each step's gradient carries N(0, noise^2) noise (the term ``xi_t . x`` in the loss). The
+    initialisation seed moves the start point, ``x_0 ~ N(0, 0.5^2)``."""
     shapes = shapes or {"a": (8, 8), "b": (32,)}
     gen = torch.Generator().manual_seed(seed)
     n = sum(math.prod(s) for s in shapes.values())
@@ -142,7 +162,7 @@ def quadratic(name="quadratic", shapes=None, kappa=1e3, noise=0.1, steps=100, se
         value = 0.5 * (h * (x - target) ** 2).sum(1)
         return value if b is None else value + (x * b).sum(1)
 
-    init = lambda gen: {k: torch.zeros(s) for k, s in shapes.items()}
+    init = lambda gen: {k: _normal(gen, *s, std=0.5) for k, s in shapes.items()}
     return Task(name, f"ill-conditioned noisy quadratic, {n} parameters, kappa {kappa:g}", shapes, init,
                 loss, lambda t: xi[t - 1], None, steps)
 
@@ -153,28 +173,33 @@ def logreg(name="logreg", steps=100) -> Task:
     shapes = {"w": (n, 10), "b": (10,)}
     init = lambda gen: {"w": _normal(gen, n, 10, std=0.01), "b": torch.zeros(10)}
     fwd = lambda p, x: torch.einsum("ni,kio->kno", x, p["w"]) + p["b"][:, None]
-    return _digits_task(name, "logistic regression on digits", shapes, init, fwd, steps)
+    return _digits_task(name, "logistic regression on digits (constant pixels kept)", shapes, init, fwd, steps)
 
 
-def mlp(name="mlp", widths=(32,), steps=100) -> Task:
+def mlp(name="mlp", widths=(32,), steps=150, batch=64) -> Task:
+    """ReLU layers with He initialisation and a zero-initialised output layer: at the first step
+    every hidden gradient is exactly 0, and dead units keep exactly-zero gradients after."""
     dims = (digits()[0].shape[1], *widths, 10)
     shapes = {}
     for i, (a, b) in enumerate(itertools.pairwise(dims)):
         shapes[f"w{i}"], shapes[f"b{i}"] = (a, b), (b,)
+    last = len(dims) - 2
 
     def init(gen):
         out = {}
         for i, (a, b) in enumerate(itertools.pairwise(dims)):
-            out[f"w{i}"], out[f"b{i}"] = _normal(gen, a, b, std=1 / math.sqrt(a)), torch.zeros(b)
+            std = 0.0 if i == last else math.sqrt(2 / a)
+            out[f"w{i}"], out[f"b{i}"] = _normal(gen, a, b, std=std), torch.zeros(b)
         return out
 
     def fwd(p, x):
         h = torch.einsum("ni,kio->kno", x, p["w0"]) + p["b0"][:, None]
         for i in range(1, len(dims) - 1):
-            h = torch.einsum("kni,kio->kno", F.gelu(h), p[f"w{i}"]) + p[f"b{i}"][:, None]
+            h = torch.einsum("kni,kio->kno", F.relu(h), p[f"w{i}"]) + p[f"b{i}"][:, None]
         return h
 
-    return _digits_task(name, f"MLP {'-'.join(map(str, dims))} (GELU) on digits", shapes, init, fwd, steps)
+    return _digits_task(name, f"ReLU MLP {'-'.join(map(str, dims))} on digits, zero-initialised output",
+                        shapes, init, fwd, steps, batch=batch)
 
 
 def conv(name="conv", channels=(8,), steps=80) -> Task:
@@ -207,8 +232,37 @@ def conv(name="conv", channels=(8,), steps=80) -> Task:
                         fwd, steps, batch=64, image=True)
 
 
+# --- bag of tokens over a Zipf vocabulary --------------------------------------------------------
+def embedding(name="embedding", vocab=200, d=8, length=6, classes=4, steps=150, batch=32, seed=3) -> Task:
+    """Mean of token embeddings, then a linear classifier. Tokens follow a Zipf law (exponent
+    1.1), so most rows of the embedding table are absent from a given minibatch and get exactly
+    zero gradient — the case of real embedding tables. Labels come from a fixed random linear
+    teacher over token counts."""
+    gen = torch.Generator().manual_seed(seed)
+    probs = 1.0 / torch.arange(1, vocab + 1, dtype=torch.float64) ** 1.1
+    tokens = torch.multinomial(probs / probs.sum(), (steps * batch + 512) * length, replacement=True,
+                               generator=gen).reshape(-1, length)
+    teacher = torch.randn(vocab, classes, generator=gen)
+    labels = teacher[tokens].sum(1).argmax(1)
+    train_x, train_y = tokens[: steps * batch].reshape(steps, batch, length), labels[: steps * batch].reshape(steps, batch)
+    shapes = {"emb": (vocab, d), "w": (d, classes), "b": (classes,)}
+
+    def init(gen):
+        return {"emb": _normal(gen, vocab, d, std=1.0), "w": _normal(gen, d, classes, std=1 / math.sqrt(d)),
+                "b": torch.zeros(classes)}
+
+    def loss(p, b):
+        x, y = b
+        h = p["emb"][:, x].mean(2)  # (K, N, d)
+        return _cross_entropy(torch.einsum("knd,kdc->knc", h, p["w"]) + p["b"][:, None], y)
+
+    return Task(name, f"bag of {length} Zipf tokens (vocabulary {vocab}, d={d}) -> {classes} classes", shapes,
+                init, loss, lambda t: (train_x[t - 1], train_y[t - 1]),
+                (tokens[steps * batch:], labels[steps * batch:]), steps)
+
+
 # --- a tiny transformer on a synthetic sequence task ----------------------------------------------
-def transformer(name="transformer", vocab=8, length=8, d=16, steps=50, batch=64, seed=2) -> Task:
+def transformer(name="transformer", vocab=8, length=8, d=16, steps=60, batch=32, seed=2) -> Task:
     """One attention layer (single head, learned positions) plus a GELU MLP, both residual.
     Target at position i: ``(x_i + x_{L-1-i}) mod vocab``, so position i must attend to its
     mirror and the MLP must learn modular addition."""
@@ -240,23 +294,28 @@ def transformer(name="transformer", vocab=8, length=8, d=16, steps=50, batch=64,
 FACTORIES: dict[str, Callable[[], Task]] = {
     "quadratic": quadratic,
     "logreg": logreg,
+    "embedding": embedding,
     "mlp": mlp,
-    "conv": conv,
     "transformer": transformer,
     "quadratic_large": lambda: quadratic("quadratic_large", {"a": (20, 40), "b": (200,)}, kappa=1e4,
                                          steps=300, seed=10),
-    "logreg_large": lambda: logreg("logreg_large", steps=400),
-    "mlp_large": lambda: mlp("mlp_large", widths=(128, 128), steps=200),
-    "conv_large": lambda: conv("conv_large", channels=(16, 16), steps=150),
-    "transformer_large": lambda: transformer("transformer_large", vocab=12, length=12, d=32, steps=120),
+    "logreg_large": lambda: logreg("logreg_large", steps=250),
+    "embedding_large": lambda: embedding("embedding_large", vocab=1000, d=16, length=10, classes=8,
+                                         steps=300, batch=64, seed=13),
+    "mlp_large": lambda: mlp("mlp_large", widths=(64, 64), steps=200, batch=64),
+    "transformer_large": lambda: transformer("transformer_large", vocab=12, length=12, d=24, steps=120,
+                                             batch=32, seed=12),
+    "conv_large": lambda: conv("conv_large", channels=(8, 8), steps=100),
 }
-PROXY_TASKS = ("quadratic", "logreg", "mlp", "transformer", "conv")  # cheapest first (hurdles)
-META_TASKS = tuple(f"{t}_large" for t in PROXY_TASKS)
+PROXY_TASKS = ("quadratic", "logreg", "embedding", "mlp", "transformer")  # cheapest first (hurdles)
+META_TASKS = tuple(f"{t}_large" for t in PROXY_TASKS) + ("conv_large",)
 
 
 def meta_tasks_for(tasks) -> tuple[str, ...]:
-    """The held-out, larger version of each proxy task (those that have one)."""
-    return tuple(f"{t}_large" for t in tasks if f"{t}_large" in FACTORIES)
+    """The held-out tasks for a search on ``tasks``: the larger version of each proxy (those that
+    have one), plus the convnet when the proxies are the default ones."""
+    extra = ("conv_large",) if tuple(tasks) == PROXY_TASKS else ()
+    return tuple(f"{t}_large" for t in tasks if f"{t}_large" in FACTORIES) + extra
 
 
 @cache

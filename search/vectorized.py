@@ -75,13 +75,14 @@ class VectorizedStep:
         self.counts = torch.tensor(sizes, dtype=torch.float32)
         self.hyper = {k: v for k, v in self.program.hyper_defaults.items() if k != "lr"}
         self.kinds = ["s" if s.kind == "scalar" else "f" for s in self.program.states]
+        self.constants: dict[float, torch.Tensor] = {}
 
     def init(self, w: torch.Tensor) -> list[torch.Tensor]:
         """The states' first values (zeros, ones, or a copy of ``w``)."""
         out = []
         for s, kind in zip(self.program.states, self.kinds):
             shape = w.shape if kind == "f" else (w.shape[0], self.n)
-            out.append(w.clone() if s.init == "w" else torch.full(shape, float(s.init == "ones")))
+            out.append(w.clone() if s.init == "w" else torch.full(shape, float(s.init == "ones"), dtype=w.dtype))
         return out
 
     def __call__(self, w, g, states, lr, step: int):
@@ -105,8 +106,10 @@ class VectorizedStep:
         return x
 
     def eval(self, expr: Expr, env: dict) -> tuple[torch.Tensor, str]:
-        if isinstance(expr, Const):
-            return torch.tensor(expr.value, dtype=torch.float32), "u"
+        if isinstance(expr, Const):  # made once: a step evaluates the same constants every time
+            if expr.value not in self.constants:
+                self.constants[expr.value] = torch.tensor(expr.value, dtype=torch.float32)
+            return self.constants[expr.value], "u"
         if isinstance(expr, Var):
             return env[expr.name]
         op = OPS[expr.op]
@@ -149,7 +152,7 @@ class VectorizedStep:
         if name == "amax":
             if kind != "f":
                 return x
-            return torch.full((x.shape[0], self.n), -math.inf).index_reduce(1, self.seg, x, "amax")
+            return torch.full((x.shape[0], self.n), -math.inf, dtype=x.dtype).index_reduce(1, self.seg, x, "amax")
         if name == "allfinite":
             return (ssum((~torch.isfinite(x)).to(torch.float32)) == 0).to(torch.float32)
         raise DslError(f"{name}() is not supported by the search's evaluator")  # pragma: no cover

@@ -1,10 +1,15 @@
 """Where a search starts: the paper's AdamW program, or any program the user names.
 
-The search paper warm-starts from AdamW written in its program form (no bias correction, no
-eps, the learning rate folded in as ``lr * 0.001``)::
+The search paper warm-starts from AdamW written in its program form (no bias correction, the
+learning rate folded in as ``lr * 0.001``)::
 
     m = interp(g, m, 0.9);  v = interp(g * g, v, 0.999)
-    update = m / sqrt(v) + w * 0.01;  update = update * (lr * 0.001)
+    update = m / (sqrt(v) + 1e-8) + w * 0.01;  update = update * (lr * 0.001)
+
+The paper's listing has no eps; ours keeps AdamW's, because the proxy tasks have gradient
+coordinates that are exactly zero (constant inputs, untouched embedding rows, a zero-initialised
+layer), where ``m / sqrt(v)`` is ``0 / 0``: without eps the warm start itself would fail them.
+``--init paper_adamw`` starts from the listing as printed.
 
 Any other program (``--init SRC``) is brought into the same form by :func:`prepare`:
 hyperparameters become constants (so mutations can change them) and nested expressions are
@@ -18,7 +23,9 @@ Example:
 
 from __future__ import annotations
 
-from optdsl.ir import Program
+from dataclasses import replace
+
+from optdsl.ir import Call, Const, Program, Var, substitute
 from optdsl.parser import parse
 from optdsl.passes import flatten, fold
 from optdsl.source import load
@@ -26,23 +33,33 @@ from optdsl.typecheck import validate
 
 ADAMW_SOURCE = '''\
 def train(w, g, m, v, lr):
-    """AdamW as the search paper writes it (no bias correction, no eps)."""
+    """AdamW in the search paper's program form (no bias correction), with AdamW's eps."""
     m = interp(g, m, 0.9)
     v = interp(g * g, v, 0.999)
-    update = m / sqrt(v) + w * 0.01
+    update = m / (sqrt(v) + 1e-8) + w * 0.01
     update = update * (lr * 0.001)
     return update, m, v
 '''
+PAPER_ADAMW_SOURCE = ADAMW_SOURCE.replace("(sqrt(v) + 1e-8)", "sqrt(v)").replace(
+    ", with AdamW's eps", " (Program 3: no eps)")
 
 
 def prepare(program: Program) -> Program:
     """``program`` in the searchable form: hyperparameters (other than lr) bound to their
-    defaults as constants, one call per statement, renamed ``train``."""
+    defaults as constants, one call per statement, renamed ``train``.
+
+    A default ``lr`` becomes a constant factor on every read of ``lr``: the search sweeps its
+    ``lr`` input around 1 (0.1 .. 61), so ``lr`` 1 means the program's own default, as it means
+    AdamW's 1e-3 in the paper's ``lr * 0.001``."""
     values = {k: v for k, v in program.hyper_defaults.items() if k != "lr"}
     bound = fold(program, values=values)
-    bound = bound.with_body(bound.body, hypers=tuple(h for h in bound.hypers if h.name == "lr"))
-    if bound.hypers:  # lr with a default: drop the default, the search sweeps lr itself
-        bound = bound.with_body(bound.body, hypers=())
+    scale = bound.hyper_defaults.get("lr", 1.0)
+    bound = bound.with_body(bound.body, hypers=())
+    if scale != 1.0:
+        lr = {"lr": Call("mul", (Var("lr"), Const(scale)))}
+        bound = bound.with_body([replace(a, expr=substitute(a.expr, lr)) for a in bound.body],
+                                update=substitute(bound.update, lr),
+                                new_states=[substitute(e, lr) for e in bound.new_states])
     flat = flatten(bound)
     return validate(flat.with_body(flat.body, name="train", doc="", source=None))
 
@@ -53,7 +70,10 @@ def adamw_program() -> Program:
 
 
 def initial_program(init: str = "adamw") -> Program:
-    """``--init``: ``adamw`` for the paper's program, else any SRC :func:`optdsl.load` accepts."""
+    """``--init``: ``adamw`` (the warm start above), ``paper_adamw`` (the paper's listing, no
+    eps), else any SRC :func:`optdsl.load` accepts (a zoo name or a file)."""
     if init == "adamw":
         return adamw_program()
+    if init == "paper_adamw":
+        return prepare(parse(PAPER_ADAMW_SOURCE, "<warm-start:paper_adamw>"))
     return prepare(load(init))

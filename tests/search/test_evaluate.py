@@ -6,52 +6,112 @@ import pytest
 
 from optdsl import parse, to_source
 from search.candidate import describe
-from search.evaluate import evaluate_program, run_job, score, train_copies
+from search.evaluate import (SCORE_BOUND, aggregate, best_over_sweep, evaluate_program, evaluate_programs, run_job,
+                             score, train_copies)
 from search.executors import LocalExecutor
-from search.warm_start import adamw_program
+from search.guards import guard
+from search.mutate import mutate
+from search.tasks import PROXY_TASKS
+from search.warm_start import adamw_program, initial_program
 
 BASE = {"quadratic": 0.13, "logreg": 0.1}
+TRAIN = "def train(w, g, lr):\n    update = {}\n    return update\n"
 
 
 def test_warm_start_trains_every_proxy_task_to_a_finite_loss():
-    for task in ("quadratic", "logreg"):
-        losses = train_copies(adamw_program(), task, [1.0, 10.0])
-        assert np.all(np.isfinite(losses)) and losses.min() < 0.5
+    for task in PROXY_TASKS:
+        losses, errors = train_copies([adamw_program()], task, [1.0, 10.0])
+        assert errors == [None] and np.all(np.isfinite(losses)), task
 
 
-def test_score_is_log_ratio_against_the_baseline():
+def test_proxies_have_exactly_zero_gradients_that_the_papers_eps_free_adamw_cannot_take():
+    # Constant pixels (logreg), untouched embedding rows, a zero-initialised output layer (mlp):
+    # m / sqrt(v) is 0 / 0 there, so the listing as printed fails; AdamW's eps makes it train.
+    for task in ("logreg", "embedding", "mlp"):
+        losses, _ = train_copies([initial_program("paper_adamw"), adamw_program()], task, [1.0, 10.0])
+        assert np.all(np.isinf(losses[0])) and np.all(np.isfinite(losses[1])), task
+
+
+def test_score_is_a_bounded_log_ratio_against_the_baseline():
     assert score(0.5, 1.0) == pytest.approx(math.log(2))
     assert score(1.0, 1.0) == 0.0
-    assert score(math.inf, 1.0) == -10.0
+    assert score(math.inf, 1.0) == -SCORE_BOUND
+    assert score(1e-12, 1.0) == SCORE_BOUND  # a collapsed loss cannot outweigh the other tasks
+
+
+def test_fitness_drops_the_best_task_so_one_task_never_makes_a_winner():
+    assert aggregate([SCORE_BOUND, -0.1, -0.1, -0.1]) < 0
+    assert aggregate([0.2, 0.1, 0.3]) == pytest.approx(0.15)
+
+
+def test_best_learning_rate_is_chosen_on_the_mean_over_seeds():
+    losses = np.array([[1.0, 0.2, 0.5], [1.0, 0.9, 0.5]])
+    assert best_over_sweep(losses, [1, 2, 3]) == (0.5, 3)
+    losses[1, 2] = np.inf  # a failed seed fails that learning rate
+    assert best_over_sweep(losses, [1, 2, 3]) == (pytest.approx(0.55), 2)
+
+
+@pytest.mark.parametrize("body, reason", [
+    ("lr * g + 0.0155", "drift"),                  # a constant step for every coordinate
+    ("lr * g * (1 + 0.01 * sqrt(abs(g)))", None),  # even factor of an odd term: symmetric
+    ("lr * (g + 0.01 * sqrt(abs(g)))", "drift"),   # a small even term: still drift
+    ("lr * abs(g)", "drift"),
+    ("lr * w * 0.01", "ignores the gradient"),
+    ("lr * 0 * g", "ignores the gradient"),
+    ("lr * sign(g) + 0.01 * w", None),
+])
+def test_guards_refuse_drift_and_gradient_free_rules(body, reason):
+    found = guard(parse(TRAIN.format(body)))
+    assert (found is None) if reason is None else found.startswith(reason)
+
+
+def test_drifting_and_gradient_free_rules_never_win():
+    programs = [adamw_program()] + [parse(TRAIN.format(b)) for b in ("lr * 0.001 * g + 0.0155", "lr * w * 0.01")]
+    good, drift, still = evaluate_programs(programs, ["quadratic", "logreg"], BASE)
+    assert good["status"] == "ok" and good["fitness"] is not None
+    assert drift["status"] == still["status"] == "guard" and drift["fitness"] is still["fitness"] is None
 
 
 @pytest.mark.parametrize("body, status", [
-    ("update = g * 0 / 0", "diverged"),                 # NaN from the first step
-    ("update = -g * lr * 1000", "diverged"),            # gradient ascent: blows up
-    ("update = lr * g * dim(w, 3)", "error"),           # an exception inside evaluation
+    ("g * 0 / 0", "diverged"),                     # NaN from the first step
+    ("-g * lr * 1000", "diverged"),                # gradient ascent: blows up
+    ("lr * g * dim(w, 3)", "error"),               # an exception inside evaluation
 ])
 def test_broken_candidates_are_contained(body, status):
-    p = parse(f"def train(w, g, lr):\n    {body}\n    return update\n")
-    r = evaluate_program(p, ["quadratic", "logreg"], BASE)
-    assert r["status"] == status and r["fitness"] is None and r["error"]
+    r = evaluate_program(parse(TRAIN.format(body)), ["quadratic", "logreg"], BASE)
+    assert r["status"] == status and r["error"]
+    assert r["fitness"] == (-SCORE_BOUND if status == "diverged" else None)
+
+
+def test_batched_candidates_score_as_they_would_alone():
+    rng = np.random.default_rng(1)
+    programs = [adamw_program(), parse(TRAIN.format("lr * 0.01 * g")), mutate(adamw_program(), rng)[0]]
+    together = evaluate_programs(programs, ["quadratic", "logreg"], BASE, hurdle=None)
+    for p, r in zip(programs, together):
+        alone = evaluate_program(p, ["quadratic", "logreg"], BASE, hurdle=None)
+        assert r["status"] == alone["status"]
+        for task, s in alone["task_score"].items():
+            assert r["task_score"][task] == pytest.approx(s, abs=1e-4)
 
 
 def test_nan_in_some_copies_does_not_fail_the_candidate():
-    # lr = 30 makes plain gradient descent diverge on the quadratic; the smaller lrs still count.
-    r = evaluate_program(parse("def train(w, g, lr):\n    return lr * 0.1 * g\n"), ["quadratic"], BASE)
+    # The largest lrs make plain gradient descent diverge on the quadratic; the smaller ones count.
+    r = evaluate_program(parse(TRAIN.format("lr * 0.1 * g")), ["quadratic"], BASE)
     assert r["status"] == "ok" and math.isfinite(r["fitness"]) and r["task_lr"]["quadratic"] < 30
 
 
 def test_hurdle_stops_bad_candidates_after_the_first_task():
-    bad = parse("def train(w, g, lr):\n    return lr * 1e-6 * g\n")
-    r = evaluate_program(bad, ["quadratic", "logreg"], BASE, hurdle=-1.0)
+    r = evaluate_program(parse(TRAIN.format("lr * 1e-6 * g")), ["quadratic", "logreg"], BASE, hurdle=-0.5)
     assert r["status"] == "hurdle" and list(r["task_score"]) == ["quadratic"]
-    assert r["fitness"] == pytest.approx(r["task_score"]["quadratic"])
+    assert r["fitness"] == pytest.approx(aggregate([r["task_score"]["quadratic"], -SCORE_BOUND]))
 
 
-def test_unparsable_job_is_an_error_result():
-    r = run_job({"id": 7, "kind": "evaluate", "source": "import os", "tasks": ["quadratic"], "baselines": BASE})
-    assert r["id"] == 7 and r["status"] == "error" and r["fitness"] is None
+def test_unparsable_job_is_an_error_result_and_the_rest_of_the_batch_is_scored():
+    r = run_job({"id": 7, "kind": "evaluate", "sources": ["import os", to_source(adamw_program())],
+                 "tasks": ["quadratic"], "baselines": BASE})
+    bad, good = r["results"]
+    assert r["id"] == 7 and bad["status"] == "error" and bad["fitness"] is None
+    assert good["status"] == "ok"
 
 
 def test_renamed_and_reordered_programs_share_hash_and_fingerprint():

@@ -1,0 +1,238 @@
+"""The discovery benchmark: does a search from AdamW find a rule that beats tuned AdamW on tasks it
+never saw, and what does the rule look like once simplified?
+
+For each seed, a fresh process runs ``optdsl search --budget B --seed S`` as a user would; the
+benchmark then reads its database: the winner (held-out evidence first), its simplified form,
+proxy and held-out scores per task, evaluations per second, cache hit rate and redundant
+statements. Last, every winner, AdamW and Lion are trained through their *generated* torch
+optimizers (``codegen.build(program, "torch")``, not the search's evaluator) on real tasks that
+are neither proxies nor held-out tasks, each with its learning rate tuned on the same grid.
+
+    python benchmarks/discovery.py --seeds 0,1,2 --budget 10m            # prints the tables
+    python benchmarks/discovery.py --seeds 0,1,2 --budget 10m --out docs/search.md
+
+``--out`` rewrites only the section between ``<!-- discovery:begin -->`` and
+``<!-- discovery:end -->`` of that file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+import numpy as np
+import torch
+from rich.console import Console
+from rich.table import Table
+
+import codegen
+from optdsl import load, to_source
+from optdsl.parser import parse
+from search.export import exported_program
+from search.selection import winner
+from search.store import Store
+
+#: The same absolute grid for every optimizer on the real tasks (1e-5 .. 1e-1, 13 points).
+REAL_LRS = tuple(float(x) for x in np.logspace(-5, -1, 13))
+REAL_SEEDS = (0, 1)
+
+
+# --- the real tasks: ordinary torch modules on data that ship with scikit-learn ------------------
+def _digits_autoencoder():
+    """A ReLU autoencoder 64-32-8-32-64 on the raw 8x8 digits (constant pixels included), MSE."""
+    from sklearn.datasets import load_digits
+
+    x = torch.tensor(load_digits().data / 16.0, dtype=torch.float32)
+    train, val = x[:1400], x[1400:]
+
+    def model():
+        return torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 8), torch.nn.ReLU(),
+                                   torch.nn.Linear(8, 32), torch.nn.ReLU(), torch.nn.Linear(32, 64))
+
+    return "digits autoencoder (ReLU 64-32-8-32-64, MSE, 400 steps)", model, train, train, val, val, \
+        torch.nn.functional.mse_loss, 400
+
+
+def _breast_cancer_mlp():
+    """A LayerNorm + GELU MLP classifier on scikit-learn's breast-cancer data (30 features)."""
+    from sklearn.datasets import load_breast_cancer
+
+    data = load_breast_cancer()
+    perm = np.random.default_rng(0).permutation(len(data.target))
+    x = torch.tensor(data.data[perm], dtype=torch.float32)
+    y = torch.tensor(data.target[perm], dtype=torch.long)
+    mean, std = x[:450].mean(0), x[:450].std(0)
+    x = (x - mean) / std
+
+    def model():
+        return torch.nn.Sequential(torch.nn.Linear(30, 64), torch.nn.LayerNorm(64), torch.nn.GELU(),
+                                   torch.nn.Linear(64, 2))
+
+    return "breast-cancer MLP (LayerNorm, GELU, cross-entropy, 300 steps)", model, x[:450], y[:450], x[450:], \
+        y[450:], torch.nn.functional.cross_entropy, 300
+
+
+REAL_TASKS = (_digits_autoencoder, _breast_cancer_mlp)
+
+
+def train_real(cls, lr: float, task, seed: int) -> float:
+    """Final held-out loss of ``task`` trained with the optimizer class ``cls`` at ``lr``."""
+    _, make, xt, yt, xv, yv, loss_fn, steps = task
+    torch.manual_seed(seed)
+    net = make()
+    opt = cls(net.parameters(), lr=lr)
+    gen = torch.Generator().manual_seed(100 + seed)
+    for _ in range(steps):
+        idx = torch.randint(0, len(xt), (64,), generator=gen)
+        opt.zero_grad()
+        loss = loss_fn(net(xt[idx]), yt[idx])
+        loss.backward()
+        opt.step()
+        if not torch.isfinite(loss):
+            return math.inf
+    with torch.no_grad():
+        final = float(loss_fn(net(xv), yv))
+    return final if math.isfinite(final) else math.inf
+
+
+def tuned(cls, task) -> tuple[float, float]:
+    """``(loss, lr)``: the grid point with the lowest mean held-out loss over the seeds."""
+    best = (math.inf, math.nan)
+    for lr in REAL_LRS:
+        loss = float(np.mean([train_real(cls, lr, task, s) for s in REAL_SEEDS]))
+        best = min(best, (loss, lr))
+    return best
+
+
+# --- one search per seed -------------------------------------------------------------------------
+def run_search(seed: int, budget: str, workers: int, folder: str) -> dict:
+    db = os.path.join(folder, f"seed{seed}.sqlite")
+    t0 = time.monotonic()
+    subprocess.run([sys.executable, "-m", "optdsl.cli", "search", "--budget", budget, "--seed", str(seed),
+                    "--workers", str(workers), "--db", db], check=True, stdout=subprocess.DEVNULL)
+    wall = time.monotonic() - t0
+    store = Store(db)
+    rows = store.all()
+    evaluated = [r for r in rows if r["status"] != "cached"]
+    statements = sum(r["n_statements"] or 0 for r in rows)
+    live = sum(r["n_live"] or 0 for r in rows)
+    best = winner(store)
+    program = exported_program(best)
+    out = {"seed": seed, "wall_s": wall, "evaluated": len(evaluated), "evals_per_s": len(evaluated) / wall,
+           "cache_hit_rate": 1 - len(evaluated) / max(len(rows), 1), "redundant": 1 - live / max(statements, 1),
+           "winner_id": best["id"], "proxy": best["fitness"], "held_out": best["meta_fitness"],
+           "proxy_tasks": best["task_score"], "held_out_tasks": best["meta_task_score"] or {},
+           "source": to_source(program)}
+    out["lion_family"] = lion_family(program)
+    store.close()
+    return out
+
+
+def lion_family(program) -> bool:
+    """Is the simplified update a ``sign`` of a momentum (a state or an interpolation with one),
+    up to weight decay and the learning rate? Read from the program's source."""
+    text = to_source(program)
+    states = [s.name for s in program.states]
+    return "sign(" in text and any(f"interp(g, {s}" in text or f"sign({s})" in text for s in states)
+
+
+# --- reporting ---------------------------------------------------------------------------------
+def machine() -> str:
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}"
+
+
+def markdown(searches: list[dict], real: dict, budget: str) -> str:
+    fmt = lambda v: "-" if v is None else f"{v:+.3f}"
+    lines = [f"Machine: {machine()}. Budget {budget} per seed, from AdamW, the README's default settings.", "",
+             "| seed | evaluations | evals/s | cache hits | redundant | proxy | held-out | Lion family |",
+             "|---|---|---|---|---|---|---|---|"]
+    for s in searches:
+        lines.append(f"| {s['seed']} | {s['evaluated']} | {s['evals_per_s']:.2f} | {100 * s['cache_hit_rate']:.1f}% | "
+                     f"{100 * s['redundant']:.1f}% | {fmt(s['proxy'])} | {fmt(s['held_out'])} | "
+                     f"{'yes' if s['lion_family'] else 'no'} |")
+    lines += ["", "Held-out score per task (log of tuned AdamW's loss over the winner's, clipped to [-1, 1]):", ""]
+    tasks = sorted({t for s in searches for t in s["held_out_tasks"]})
+    lines += ["| seed | " + " | ".join(tasks) + " |", "|---" * (len(tasks) + 1) + "|"]
+    for s in searches:
+        lines.append(f"| {s['seed']} | " + " | ".join(fmt(s["held_out_tasks"].get(t)) for t in tasks) + " |")
+    for s in searches:
+        lines += ["", f"Seed {s['seed']} winner (#{s['winner_id']}), simplified:", "", "```python",
+                  s["source"].rstrip(), "```"]
+    lines += ["", "Trained through the generated torch optimizers on tasks the search never saw "
+              f"(lr tuned on {len(REAL_LRS)} points 1e-5..1e-1, mean of {len(REAL_SEEDS)} seeds; "
+              "ratio < 1 beats AdamW):", ""]
+    for task, rows in real.items():
+        lines += [f"**{task}**", "", "| optimizer | best lr | held-out loss | loss / AdamW's |", "|---|---|---|---|"]
+        ref = rows["AdamW"][0]
+        for name, (loss, lr) in rows.items():
+            lines.append(f"| {name} | {lr:.2g} | {loss:.4g} | {loss / ref:.3f} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_section(path: str, text: str) -> None:
+    begin, end = "<!-- discovery:begin -->", "<!-- discovery:end -->"
+    doc = open(path).read() if os.path.exists(path) else ""
+    block = f"{begin}\n{text}\n{end}"
+    doc = doc[:doc.index(begin)] + block + doc[doc.index(end) + len(end):] if begin in doc else doc + "\n" + block + "\n"
+    with open(path, "w") as f:
+        f.write(doc)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--budget", default="10m")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--dir", help="keep the search databases here (default: a temporary folder)")
+    ap.add_argument("--out", help="write the results section into this markdown file")
+    ap.add_argument("--json", help="also dump the raw results here")
+    args = ap.parse_args(argv)
+    console = Console()
+    folder = args.dir or tempfile.mkdtemp(prefix="discovery-")
+    os.makedirs(folder, exist_ok=True)
+    searches = []
+    for seed in (int(s) for s in args.seeds.split(",")):
+        console.print(f"seed {seed}: searching for {args.budget} ...")
+        searches.append(run_search(seed, args.budget, args.workers, folder))
+        s = searches[-1]
+        console.print(f"  winner #{s['winner_id']}: proxy {s['proxy']:+.3f}, held-out "
+                      f"{s['held_out'] if s['held_out'] is None else round(s['held_out'], 3)}, "
+                      f"{s['evals_per_s']:.2f} evals/s")
+        print(s["source"])
+    optimizers = {"AdamW": load("adamw"), "Lion": load("lion")}
+    for s in searches:
+        optimizers[f"seed {s['seed']} winner"] = parse(s["source"], f"<seed {s['seed']}>")
+    real = {}
+    for make in REAL_TASKS:
+        task = make()
+        real[task[0]] = {}
+        for name, program in optimizers.items():
+            cls = codegen.build(program, "torch")
+            real[task[0]][name] = tuned(cls, task)
+            console.print(f"{task[0]}: {name}: loss {real[task[0]][name][0]:.4g} at lr {real[task[0]][name][1]:.2g}")
+    table = Table(title="Real tasks, generated torch optimizers (loss / tuned AdamW's)")
+    table.add_column("optimizer")
+    for task in real:
+        table.add_column(task.split(" (")[0], justify="right")
+    for name in optimizers:
+        table.add_row(name, *[f"{real[t][name][0] / real[t]['AdamW'][0]:.3f}" for t in real])
+    console.print(table)
+    text = markdown(searches, real, args.budget)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"searches": searches, "real": real}, f, indent=1)
+    if args.out:
+        write_section(args.out, text)
+        console.print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,35 @@
+"""The winner is chosen on held-out evidence; the output says plainly when nothing beat AdamW."""
+
+from search.selection import ranked, verdict, winner
+from search.store import Store
+
+
+def _add(store, fitness, meta=None, name="x"):
+    pid = store.add(source=f"def train(w, g, lr):\n    return lr * g  # {name}\n", live_source="",
+                    structural_hash=name, fingerprint=name, status="ok", fitness=fitness, memory=0.0,
+                    n_statements=1, n_live=1, parent=None, mutation="test")
+    if meta is not None:
+        store.set_meta_validation(pid, meta, {"t_large": meta})
+    return pid
+
+
+def test_held_out_score_beats_proxy_score(tmp_path):
+    store = Store(str(tmp_path / "s.sqlite"))
+    overfit = _add(store, 0.9, meta=-0.3, name="overfit")
+    general = _add(store, 0.2, meta=0.1, name="general")
+    unchecked = _add(store, 0.5, name="unchecked")
+    assert winner(store)["id"] == general
+    assert [r["id"] for r in ranked(store, 3)] == [general, overfit, unchecked]
+
+
+def test_without_meta_validation_the_proxy_decides(tmp_path):
+    store = Store(str(tmp_path / "s.sqlite"))
+    _add(store, 0.1, name="a")
+    best = _add(store, 0.3, name="b")
+    assert winner(store)["id"] == best
+    assert "not checked on the held-out tasks" in verdict(winner(store))
+
+
+def test_verdict_says_plainly_whether_adamw_was_beaten():
+    assert verdict({"fitness": 0.2, "meta_fitness": 0.05}).startswith("It beats tuned AdamW")
+    assert "does NOT beat tuned AdamW" in verdict({"fitness": 0.2, "meta_fitness": -0.05})
