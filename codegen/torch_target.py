@@ -1,67 +1,41 @@
 """PyTorch target: a validated Program -> a standalone module holding a functional step and a
 ``torch.optim.Optimizer`` subclass.
 
-The generated module (``optdsl compile SRC --target torch``) imports only torch and holds, for a
-program ``lion``:
+The generated module (``optdsl compile SRC --target torch``) imports only torch. It holds the
+runtime (:mod:`codegen.runtime.torch_optimizer`, copied verbatim between two marker lines: the
+Optimizer base class, the step plan, state_dict handling, sparse rows, AMP) and, after it, what is
+specific to the program ``lion``:
 
+  - per path ``k``: ``_path<k>_segment<j>`` (one tensor's step, cut at the global reductions),
+    ``_path<k>_uniforms`` (the per-step scalars: bias corrections...) and ``_path<k>_group`` (the
+    step over a list of tensors with ``torch._foreach_*`` ops, states updated in place);
+  - ``_PROGRAM = _Program(...)``: the table the runtime reads (paths, shape conditions, functions,
+    extra backends, the torch.optim checkpoints the program loads);
   - ``lion_step(params, grads, states, *, lr, step, **hyper) -> (new_params, new_states)``: a pure
-    function over lists of tensors (``states`` maps each state name to a list, ``None`` where a
-    tensor's path has no such state). No in-place ops, no ``.item()``, no data-dependent Python
-    control flow: it runs under ``torch.func.vmap`` and ``torch.compile``.
-  - ``class Lion(torch.optim.Optimizer)`` with ``backend="eager" | "compiled" | <extra>``; the class
-    attribute ``Lion.functional`` is ``lion_step``.
+    function over lists of tensors. No in-place ops, no ``.item()``, no data-dependent Python
+    control flow: it runs under ``torch.func.vmap`` and ``torch.compile``;
+  - ``class Lion(_Optimizer)`` with ``backend="eager" | "compiled" | <extra>``; ``Lion.functional``
+    is ``lion_step``.
 
 Paths (static specialisation). Every ``where`` whose condition is a static shape fact
 (``ndim(w) >= 2``) is resolved at generation time: each assignment of truth values to those
 conditions gives one *path*, a straight-line program with its own states (dead ones dropped, as
-:func:`optdsl.passes.specialize` does for one shape). At run time ``_path_of(w)`` evaluates the
-conditions with Python-level shape tests and picks the path. Each path is cut at the global
-reductions into segments (:func:`optdsl.passes.segments`); ``_run`` executes segment k for every
-tensor, combines the global reduction across all tensors, and continues (the interpreter's lockstep).
+:func:`optdsl.passes.specialize` does for one shape). At run time the runtime evaluates the
+conditions with Python-level shape tests and picks the path.
 
-Backends of the optimizer class:
-  - ``eager``: per path, ``_path<k>_group(params, grads, states, hyper)`` runs the flattened path over a
-    group of tensors (same path, device, dtype, param group and step) with ``torch._foreach_*`` ops
-    where one exists and no row/col broadcast is needed (list comprehensions of the per-tensor code
-    otherwise); a temporary list that nothing reads later is overwritten in place (``_foreach_mul_``)
-    rather than reallocated, and new state lists replace the old ones without a copy. Programs with
-    global reductions run ``_SEGMENTS`` per tensor in lockstep instead.
-  - ``compiled``: per path, ``torch.compile(dynamic=True)`` of an in-place per-tensor step (inductor
-    fuses it into one loop that reads w, g, states once and writes them once). Paths without row/col
-    values or shape facts see every tensor as a 1-d alias of its memory, so one graph serves every
-    parameter shape; lr, step and hyperparameters are 0-d tensors, so schedules never recompile.
-  - extra backends, through the hook below.
-Parameters may be bf16/fp16: math and states are float32 (float64 for float64 parameters).
-
-Sparse-row gradients (``nn.Embedding(sparse=True)``): when every path is row-separable (elementwise
-ops and ``rowmean`` only, full/row states only; see :func:`row_separable`), the module sets
-``SPARSE_ROWS = True`` and a sparse COO grad updates only its rows: the grad is coalesced, the rows
-of w and of its full and row states are gathered, the functional step runs on them and
-``index_copy_`` writes them back (other rows and their states stay bit-identical). For a lazy
-program (:func:`optdsl.extend.lazy_updates`) this equals the dense step on the densified grad.
-Otherwise (``SPARSE_ROWS = False``) a sparse grad raises a TypeError saying why.
-
-AMP: the class sets ``_step_supports_amp_scaling = True`` and ``step`` takes ``grad_scale`` and
-``found_inf`` (keywords, or the attributes torch.amp.GradScaler sets), as torch's fused optimizers do:
-a non-zero ``found_inf`` (one ``.item()``) skips the step; otherwise the grads are unscaled in place
-before any backend runs, so every backend, the sparse-row step and the extra-backend hook see
-ordinary grads.
-
-Per-step host work is independent of per-parameter bookkeeping where possible: the optimizer keeps a
-*plan* (``_Plan``: tensors grouped by param group, path, device, dtype and step count, with their state
-lists and, for ``compiled``, 1-d views) and rebuilds it only when the params with grads, their storage,
-dtype or shape change, or a state dict is loaded. The params of one plan entry share one step-count
-tensor (``state[p]["step"]`` per parameter, as torch keeps it; state_dict round-trips), so a step
-increments one counter per entry. Values shared by all tensors of a step (lr, step, hyperparameters,
-bias corrections) are computed once per step, and ``x / u`` with such a ``u`` becomes ``x * (1 / u)``.
+Printed code stays linear in the program: an argument that a torch spelling repeats (``sign``) and
+any large subexpression is bound to a temporary first. Numbers are printed as tensors where
+Python would raise (``1 / 0`` is inf at step(), as in the interpreter). Per-step scalars are
+computed in float64 and cast once. The output is laid out here, line by line, for a 110-column
+width: it is the same text on every machine, whatever formatter is installed.
 
 Hook for extra backends (the Triton target uses it)::
 
     emit(program, extra_backends={"triton": SOURCE})
 
-``SOURCE`` is Python text appended to the generated module (after everything the torch target
-emits, so it may use ``torch``, ``PATHS``, ``STATE_NAMES``, ``HYPER_DEFAULTS``). It must define,
-for a backend called ``NAME``:
+``SOURCE`` is Python text placed after the program's functions (so it may use ``torch``, the
+runtime, ``PATHS``, ``STATE_NAMES``, ``HYPER_DEFAULTS`` and ``_eager_group_step`` at call time). It
+must define, for a backend called ``NAME``:
 
   - ``_NAME_group_step(path, params, grads, states, *, lr, step, **hyper) -> None``: one optimizer
     step for a group of tensors that share ``path`` (an index into ``PATHS``), device and dtype.
@@ -72,21 +46,22 @@ for a backend called ``NAME``:
     hyperparameter are Python floats. Update ``params`` and the state tensors in place.
   - ``_NAME_available(device: torch.device) -> bool``: may this backend run on ``device``?
 
-The eager backend's ``_eager_group_step`` has exactly this signature. The optimizer calls group
-steps only for programs without global reductions (``GLOBALS == ()``); for other programs an extra
-backend is refused with a ValueError (so a target may simply emit no extra backend for them). The
-default backend is the first available of: each extra backend in ``extra_backends`` order (only on
-non-CPU devices), ``"compiled"`` (when a C++ compiler is found), ``"eager"``.
+``_eager_group_step`` has exactly this signature. The optimizer calls group steps only for programs
+without global reductions (``GLOBALS == ()``); for other programs an extra backend is refused with
+a ValueError. The default backend is the first available of: each extra backend in
+``extra_backends`` order (only on non-CPU devices), ``"compiled"`` (when a C++ compiler is found),
+``"eager"``.
 
 Example:
     >>> import optdsl
     >>> src = emit(optdsl.load("lion"))
-    >>> "class Lion(torch.optim.Optimizer)" in src and "def lion_step(" in src
+    >>> "class Lion(_Optimizer)" in src and "def lion_step(" in src
     True
 """
 
 from __future__ import annotations
 
+import ast
 import itertools
 import re
 from dataclasses import dataclass
@@ -119,7 +94,8 @@ from optdsl.passes import (
 from optdsl.printer import Printer, docstring, to_source
 from optdsl.typecheck import expr_kind, input_kinds, join
 
-from .generated import black_format, check_identifier, number
+from .generated import check_identifier, number
+from .runtime import source as runtime_source
 
 MAX_STATIC_CONDITIONS = 6  # 2**6 paths at most
 NUMBER_KINDS = ("const", "static")
@@ -263,8 +239,8 @@ class TorchPrinter(Printer):
 
     target = "torch"
 
-    def __init__(self, kinds: dict[str, str], fail, ref: str = "w"):
-        self.kinds, self.fail, self.ref = kinds, fail, ref
+    def __init__(self, kinds: dict[str, str], fail, ref: str = "w", scalars: tuple[str, ...] = NUMBER_KINDS):
+        self.kinds, self.fail, self.ref, self.scalars = kinds, fail, ref, scalars
 
     def kind(self, expr: Expr) -> str:
         return expr_kind(expr, self.kinds, self.fail)
@@ -282,7 +258,7 @@ class TorchPrinter(Printer):
         op = OPS.get(expr.op)
         if op is None:
             self.fail(f"unknown function {expr.op!r}")
-        if self.kind(expr) in NUMBER_KINDS:  # shape arithmetic stays plain Python
+        if self.kind(expr) == "static":  # shape arithmetic stays plain Python
             try:
                 return _py_static(expr)
             except DslError:
@@ -291,7 +267,7 @@ class TorchPrinter(Printer):
         args = [self._print(a) for a in expr.args]
         if op.shape == STATIC:
             return op.torch.format(*args)
-        numbers = [k in NUMBER_KINDS for k in kinds]
+        numbers = [k in self.scalars for k in kinds]
         if op.shape == ELEMENTWISE:
             out = join(*kinds)
             args = [_expand(a, k, out) for a, k in zip(args, kinds)]
@@ -302,6 +278,8 @@ class TorchPrinter(Printer):
             args = [self.tensor(a) if n else a for a, n in zip(args, numbers)]
             numbers = [False] * len(numbers)
         name = op.name
+        if name == "where" and numbers[0]:  # torch.where needs a tensor condition
+            args[0] = self.tensor(args[0])
         if name in BOOLEAN:
             return f"torch.where({args[0]} {BOOLEAN[name]} {args[1]}, 1.0, 0.0)"
         if name in ("and", "or"):
@@ -363,17 +341,17 @@ def _strip(text: str) -> str:
 STATE_SHAPE = {"full": "w.shape", "row": "w.shape[:-1]", "col": "w.shape[:-2] + w.shape[-1:]", "scalar": "()"}
 
 
-def _fit(text: str, kind: str, slot: str, ref: str = "w") -> str:
-    """A value of ``kind`` as a tensor of the state's (or parameter's) ``slot`` shape."""
+def _fit(text: str, kind: str, slot: str, ref: str = "w", scalars: tuple[str, ...] = NUMBER_KINDS) -> str:
+    """A value of ``kind`` as a tensor of the state's (or parameter's) ``slot`` shape (``scalars``:
+    the kinds that are Python numbers here)."""
     if kind == slot:
         return text
     shape = STATE_SHAPE[slot].replace("w.", f"{ref}.")
-    if kind in NUMBER_KINDS:
+    if kind in scalars:
         return f"torch.full({shape}, {text}, dtype={ref}.dtype, device={ref}.device)"
     if slot == "scalar":  # one uniform tensor must not become every parameter's state
         return f"{text}.clone()" if kind == "uniform" and text.isidentifier() else text
     return f"torch.broadcast_to({_expand(text, kind, slot)}, {shape})"
-
 
 # --- the multi-tensor printer (eager backend) --------------------------------------------------------
 FOREACH_UNARY = {"neg": "neg", "abs": "abs", "exp": "exp", "expm1": "expm1", "sin": "sin",
@@ -385,17 +363,25 @@ FOREACH_OF_ABS = {"sqrt": "sqrt", "rsqrt": "rsqrt", "log": "log", "log2": "log2"
 FOREACH_BINARY = {"add": "add", "sub": "sub", "mul": "mul", "div": "div", "max": "maximum", "min": "minimum",
                   "power": "pow"}
 LIST_KINDS = ("full", "row", "col", "scalar", "static")
+GROUP_SCALARS = (*NUMBER_KINDS, "uniform")  # the group function gets uniform values as Python floats
+SHARED, FRESH = "<shared>", "<fresh>"  # owners of a list besides a state (see GroupPrinter.owner)
 
 
 class GroupPrinter:
     """One flattened path over a *group* of tensors: values of a per-tensor kind are lists, uniform
-    values single 0-d tensors. An op becomes one ``torch._foreach_*`` call when the table has one
-    and no row/col broadcast is needed; otherwise a list comprehension of the per-tensor code."""
+    values Python floats. An op becomes one ``torch._foreach_*`` call when the table has one and no
+    row/col broadcast is needed; otherwise a list comprehension of the per-tensor code.
 
-    def __init__(self, program: Program, fail, used: set[str]):
-        self.kinds = input_kinds(program)
+    ``owner[name]`` says whose tensors the list ``name`` holds: a state's own (that state's name:
+    updated in place, as torch.optim does), a fresh temporary made here (``FRESH``: may be
+    overwritten once no later statement reads it), or tensors shared with the caller (``SHARED``:
+    params, grads, aliases; never written)."""
+
+    def __init__(self, program: Program, fail, used: set[str], kinds: dict[str, str]):
+        self.kinds = kinds
         self.fail, self.used = fail, used
         self.loop: dict[str, str] = {}
+        self.owner: dict[str, str] = {s.name: s.name for s in program.states} | {"w": SHARED, "g": SHARED}
 
     def is_list(self, e: Expr) -> bool:
         return isinstance(e, Var) and self.kinds[e.name] in LIST_KINDS
@@ -414,10 +400,10 @@ class GroupPrinter:
         loops = {n: self.loop_var(n) for n in names}
         kinds = {**self.kinds, **{loops[n]: self.kinds[n] for n in names}}
         local = substitute(expr, {n: Var(v) for n, v in loops.items()})
-        printer = TorchPrinter(kinds, self.fail, ref=loops["w"])
+        printer = TorchPrinter(kinds, self.fail, ref=loops["w"], scalars=GROUP_SCALARS)
         text = _strip(printer.doprint(local))
         if slot is not None:
-            text = _fit(text, kind, slot, ref=loops["w"])
+            text = _fit(text, kind, slot, ref=loops["w"], scalars=GROUP_SCALARS)
         if len(names) > 1 and "w" not in free_vars(expr) and not re.search(rf"\b{loops['w']}\b", text):
             names.remove("w")  # w only lends its dtype, device or shape: drop it when unused
         targets = ", ".join(loops[n] for n in names)
@@ -433,16 +419,17 @@ class GroupPrinter:
 
     def statement(self, expr: Expr) -> str:
         kind = self.group_kind(expr)
-        if kind not in LIST_KINDS:  # one value for the whole group
-            return _strip(TorchPrinter(self.kinds, self.fail, ref='hyper["lr"]').doprint(expr))
+        if kind not in LIST_KINDS:  # one Python number for the whole group
+            return _strip(TorchPrinter(self.kinds, self.fail, ref="torch.empty(())", scalars=GROUP_SCALARS)
+                          .doprint(expr))
         if isinstance(expr, Var):
             return expr.name
         foreach = self.foreach(expr, kind)
-        return foreach if foreach is not None else self.comprehension(expr, kind)
+        return foreach[0] if foreach is not None else self.comprehension(expr, kind)
 
-    def foreach(self, expr: Expr, kind: str, reuse: frozenset[str] = frozenset()) -> str | None:
-        """One ``torch._foreach_*`` call for ``expr``, or None. When its first list argument is in
-        ``reuse`` (a temporary list no later statement reads), the in-place variant overwrites it."""
+    def foreach(self, expr: Expr, kind: str, reuse: frozenset[str] = frozenset()) -> tuple[str, str | None] | None:
+        """``(code, name overwritten or None)``: one ``torch._foreach_*`` call for ``expr``, or None.
+        When a list argument is in ``reuse`` (free to overwrite), the in-place variant writes into it."""
         if not isinstance(expr, Call) or not all(isinstance(a, (Var, Const)) for a in expr.args):
             return None
         kinds = [expr_kind(a, self.kinds, self.fail) for a in expr.args]
@@ -450,48 +437,80 @@ class GroupPrinter:
             return None
         args = [self.atom(a) for a in expr.args]
         lists = [self.is_list(a) for a in expr.args]
+        free = [a in reuse and k == kind for a, k in zip(args, kinds)]
         op = expr.op
-        swap = len(args) == 2 and lists[1] and args[1] in reuse and kinds[1] == kind and not (args[0] in reuse and kinds[0] == kind)
-        if op in FOREACH_BINARY and (not lists[0] or swap):
+        if op == "interp" and lists[0] and lists[1]:
+            if not lists[2] and free[1] and not free[0]:  # interp(x, y, a) = lerp(y, x, 1 - a), into y
+                weight = number(1 - expr.args[2].value) if isinstance(expr.args[2], Const) else f"1 - {args[2]}"
+                return f"torch._foreach_lerp_({args[1]}, {args[0]}, {weight})", args[1]
+            suffix = "_" if free[0] else ""
+            return f"torch._foreach_lerp{suffix}({args[0]}, {args[1]}, {args[2]})", args[0] if free[0] else None
+        if op in FOREACH_BINARY and (not lists[0] or (lists[1] and free[1] and not free[0])):
             if not OPS[op].commutative:
-                return None if not lists[0] else self.foreach_plain(args, op)
+                return None if not lists[0] else (f"torch._foreach_{FOREACH_BINARY[op]}({args[0]}, {args[1]})", None)
             args.reverse()
-            kinds.reverse()
+            free.reverse()
         first = args[0]
-        inplace = first in reuse and kinds[0] == kind
+        inplace = free[0]
         suffix = "_" if inplace else ""
+        done = first if inplace else None
         if op in FOREACH_UNARY:
-            return f"torch._foreach_{FOREACH_UNARY[op]}{suffix}({first})"
+            return f"torch._foreach_{FOREACH_UNARY[op]}{suffix}({first})", done
         if op in FOREACH_OF_ABS:
             if inplace:
-                return f"torch._foreach_abs_({first})\ntorch._foreach_{FOREACH_OF_ABS[op]}_({first})"
-            return f"torch._foreach_{FOREACH_OF_ABS[op]}(torch._foreach_abs({first}))"
+                return f"torch._foreach_abs_({first})\ntorch._foreach_{FOREACH_OF_ABS[op]}_({first})", done
+            return f"torch._foreach_{FOREACH_OF_ABS[op]}(torch._foreach_abs({first}))", None
         if op == "square":
-            return f"torch._foreach_mul{suffix}({first}, {first})"
+            return f"torch._foreach_mul{suffix}({first}, {first})", done
         if op in FOREACH_BINARY:
-            return f"torch._foreach_{FOREACH_BINARY[op]}{suffix}({first}, {args[1]})"
-        if op == "interp" and lists[0] and lists[1]:
-            weight = args[2] if lists[2] or isinstance(expr.args[2], Const) else f"[{args[2]}] * len({first})"
-            return f"torch._foreach_lerp{suffix}({first}, {args[1]}, {weight})"
+            return f"torch._foreach_{FOREACH_BINARY[op]}{suffix}({first}, {args[1]})", done
         return None
 
-    def foreach_plain(self, args: list[str], op: str) -> str:
-        return f"torch._foreach_{FOREACH_BINARY[op]}({args[0]}, {args[1]})"
-
     def assign(self, target: str, expr: Expr, reuse: frozenset[str]) -> list[str]:
-        """Lines computing ``target = expr`` for the group (in place into a dead temporary if one fits)."""
+        """Lines computing ``target = expr`` for the group (in place into a free list if one fits),
+        keeping ``owner`` up to date."""
         kind = self.group_kind(expr)
         if kind in LIST_KINDS and isinstance(expr, Call):
-            text = self.foreach(expr, kind, reuse)
-            if text is not None and text.startswith("torch._foreach_") and "_(" in text.split("\n")[-1]:
-                lines = text.split("\n")
-                first = lines[-1][lines[-1].index("(") + 1:].split(",")[0].rstrip(")")
-                return lines + ([] if first == target else [f"{target} = {first}"])
-        return [f"{target} = {self.statement(expr)}"]
+            found = self.foreach(expr, kind, reuse)
+            if found is not None and found[1] is not None:
+                text, into = found
+                self.owner[target] = self.owner[into]
+                return text.split("\n") + ([] if into == target else [f"{target} = {into}"])
+        if isinstance(expr, Var) and kind in LIST_KINDS:
+            self.owner[target] = self.owner[expr.name] = SHARED  # two names, one list
+            return [f"{target} = {expr.name}"]
+        line = f"{target} = {self.statement(expr)}"
+        if isinstance(expr, Call) and max(map(len, _wrap_comprehension(line).split("\n"))) + 4 > LINE:
+            lines = []  # too wide even laid out: its arguments become temporaries first
+            args = []
+            for a in expr.args:
+                if isinstance(a, Call) and OPS[a.op].shape != STATIC:
+                    name = fresh_name("t", self.used)
+                    lines += self.assign(name, a, frozenset())
+                    kind = self.group_kind(a)
+                    self.kinds[name] = "scalar" if kind == "static" else kind  # one number per tensor
+                    a = Var(name)
+                args.append(a)
+            line = f"{target} = {self.statement(Call(expr.op, tuple(args)))}"
+            self.owner[target] = FRESH
+            return [*lines, line]
+        self.owner[target] = FRESH
+        return [line]
 
-
+    def reusable(self, target: str, live_after: set[str]) -> frozenset[str]:
+        """Lists a statement assigning ``target`` may overwrite: a fresh temporary no later statement
+        reads (``x = f(x)`` frees x's old list), or a state's own list when the statement gives that
+        state its new value (``m = interp(g, m, beta1)`` updates m in place)."""
+        return frozenset(n for n, who in self.owner.items()
+                         if (who == FRESH or who == n == target) and (n not in live_after or n == target))
 # --- the module ------------------------------------------------------------------------------------
+LINE = 110  # generated files are laid out for this width (black's, as the repository's own)
+MAX_CALLS = 8  # calls per printed statement; a larger expression is cut into temporaries
+
+
 class _Module:
+    """The program-specific part of a generated module (the runtime is copied in verbatim)."""
+
     def __init__(self, program: Program, extra_backends: dict[str, str]):
         self.program = program
         self.extra = extra_backends
@@ -515,6 +534,7 @@ class _Module:
                 raise DslError(f"backend name {b!r} is not a plain identifier")  # a reserved word is fine
             if b in ("eager", "compiled"):
                 raise DslError(f"backend {b!r} is built in")
+        self.checkpoints = torch_checkpoints(program)
         self.conditions, self.table, self.paths = paths(program)
         self.not_separable = row_separable(self.paths)
         first = self.paths[0].program
@@ -524,7 +544,13 @@ class _Module:
                 raise DslError(f"the torch target cannot combine {g.expr.op}() yet")
         self.hypers = {h.name: h.default for h in program.hypers}
         base = set(self.hypers) | {"lr", "step"}
-        self.hoisted = [hoist_uniform(path.program, base) for path in self.paths]
+        self.hoisted, self.group_programs = [], []  # per path: (prelude, compiled program); eager program
+        for path in self.paths:
+            prelude, prog = hoist_uniform(path.program, base)
+            self.group_programs.append(prog)
+            prelude, prog = split_lerp(prelude, prog, base)
+            used = names_in(prog) | {a.target for a in prelude} | base
+            self.hoisted.append((_bounded_assigns(prelude, used), _bounded(prog, used)))
 
     def fail_at(self, loc):
         def fail(msg, hint=None):
@@ -532,127 +558,107 @@ class _Module:
             raise DslError(msg, self.program.filename, line, col, self.program.source, hint)
         return fail
 
-    # one segment function per (path, segment)
     def uniform_function(self, k: int, prelude: list[Assign]) -> str:
-        """Path k's prelude: the values all tensors of a step share, computed once."""
+        """Path k's prelude: the values all tensors of a step share (float64 0-d tensors in, see
+        ``_Program.scalars``), computed once per step."""
         kinds = {**{n: "uniform" for n in self.hypers}, "lr": "uniform", "step": "uniform"}
-        needed: list[str] = ["lr"]
-        defined: set[str] = set()
-        read = _reader(needed, defined)
-        lines = []
+        body = _Body(kinds, names_in(self.program) | set(kinds) | {a.target for a in prelude}, ref="lr")
         for a in prelude:
-            read(a.expr)
-            defined.add(a.target)
-            printer = TorchPrinter(kinds, self.fail_at(a.loc), ref="lr")
-            lines.append(f"{a.target} = {_strip(printer.doprint(a.expr))}")
-            kinds[a.target] = "uniform"
-        values = ", ".join(f'"{a.target}": {a.target}' for a in prelude)
-        lines.append(f"return {{{values}}}")
-        doc = docstring(f"Path {k}: the values every tensor shares in a step (lr, step and hyperparameters only).")
-        body = "\n".join("    " + ln for ln in lines)
-        return f"def _path{k}_uniforms(*, {', '.join(needed)}, **_):\n    {doc}\n{body}\n"
+            body.assign(a.target, a.expr, self.fail_at(a.loc))
+        needed = body.needed
+        if needed and "lr" not in needed:
+            needed.append("lr")  # lends dtype and device to numbers made tensors
+        values = _layout("{", [f'"{a.target}": {a.target}' for a in prelude], "}", used=11)
+        doc = f'"""Path {k}: the values every tensor shares in a step (from lr, step and hyperparameters)."""'
+        return _function(f"_path{k}_uniforms", [*(["*", *needed] if needed else []), "**_"],
+                         [doc, *body.lines, f"return {values}"])
 
-    def segment_functions(self, k: int, path: Path) -> list[str]:
+    def segment_functions(self, k: int) -> list[str]:
         prog = self.hoisted[k][1]
         kinds = input_kinds(prog)
         kinds.update({a.target: "uniform" for a in self.hoisted[k][0]})
         for name in [a.target for a in self.globals]:
             kinds[name] = "uniform"
+        used = names_in(prog) | set(kinds)
         cuts = [prog.body[i] for i in global_statements(prog)]
         out = []
         for j, seg in enumerate(segments(prog)):
-            lines, needed, defined = [], ["w"], set()
-            read = _reader(needed, defined)
+            body = _Body(kinds, used, needed=["w"])
             for a in seg:
-                check_identifier(a.target)
-                read(a.expr)
-                printer = TorchPrinter(kinds, self.fail_at(a.loc))
-                text = _strip(printer.doprint(a.expr))
-                kinds[a.target] = printer.kind(a.expr)
-                lines.append(f"{a.target} = {text}")
-                defined.add(a.target)
+                body.assign(check_identifier(a.target), a.expr, self.fail_at(a.loc))
             fail = self.fail_at(prog.return_loc)
-            printer = TorchPrinter(kinds, fail)
             if j < len(cuts):
-                arg = cuts[j].expr.args[0]
-                read(arg)
+                arg = body.atom(cuts[j].expr.args[0], fail)
+                body.read(arg)
+                printer = TorchPrinter(kinds, fail)
                 template = OPS[cuts[j].expr.op].torch
                 partial = template.format(printer.doprint(arg))
                 if printer.kind(arg) in NUMBER_KINDS:
                     partial = template.format(printer.tensor(printer.doprint(arg)))
-                names = sorted(defined)
-                values = ", ".join(f'"{n}": {n}' for n in names)
-                lines.append(f"return {{{values}}}, {partial}")
-                doc = f"Path {k}, segment {j}: values for later segments and this tensor's part of " \
-                      f"{cuts[j].target} = {cuts[j].expr.op}(...)."
+                values = _layout("{", [f'"{n}": {n}' for n in sorted(body.defined)], "}", used=14)
+                lines = [*body.lines, f"_values = {values}", f"return _values, {partial}"]
+                doc = (f'"""Path {k}, segment {j}: values for later segments and this tensor\'s part of '
+                       f'{cuts[j].target} = {cuts[j].expr.op}(...)."""')
             else:
-                for e in prog.outputs():
-                    read(e)
-                update = _strip(_fit(printer.doprint(prog.update), printer.kind(prog.update), "full"))
-                new = [_fit(printer.doprint(e), printer.kind(e), s.kind)
-                       for s, e in zip(prog.states, prog.new_states)]
-                states = "".join(f"{_strip(t)}, " for t in new)
-                lines.append(f"return w - {_paren(update)}, ({states})")
-                doc = f"Path {k}, last segment: (w - update, new values of {_names(prog.states)})."
-            params = ", ".join(needed)
-            body = "\n".join("    " + ln for ln in lines)
-            out.append(f"def _path{k}_segment{j}(*, {params}, **_):\n    {docstring(doc)}\n{body}\n")
+                outs = prog.outputs()
+                for e in outs:
+                    body.read(e)
+                printer = TorchPrinter(kinds, fail)
+                update = _strip(_fit(printer.doprint(outs[0]), printer.kind(outs[0]), "full"))
+                new = [_strip(_fit(printer.doprint(e), printer.kind(e), s.kind)) for s, e in zip(prog.states, outs[1:])]
+                ret = f"return w - {_paren(update)}, {_tuple(new)}"
+                if 4 + len(ret) > LINE:  # several values: one name each
+                    update, new = body.bind(update), [body.bind(x) for x in new]
+                    ret = f"return w - {update}, {_tuple(new)}"
+                lines = [*body.lines, ret]
+                doc = f'"""Path {k}, last segment: (w - update, new values of {_names(prog.states)})."""'
+            out.append(_function(f"_path{k}_segment{j}", ["*", *body.needed, "**_"], [doc, *lines]))
         return out
 
-    def group_function(self, k: int, path: Path) -> str:
-        """Path k over a group of tensors; updates params in place, returns the new state lists."""
-        prog = _inline_static(flatten(path.program))
-        used = names_in(prog) | {"params", "grads", "states", "hyper", "torch"}
-        printer = GroupPrinter(prog, self.fail_at(prog.return_loc), used)
-        lines = ['w = [p.to(hyper["lr"].dtype) for p in params]', 'g = [x.to(hyper["lr"].dtype) for x in grads]']
+    def group_function(self, k: int) -> str:
+        """Path k over a group of tensors: params and states updated in place."""
+        scalars = {a.target: "uniform" for a in self.hoisted[k][0]}
+        prog = _inline_static(flatten(self.group_programs[k]), scalars)
+        kinds = {**input_kinds(prog), **scalars}
+        used = names_in(prog) | set(kinds)
+        printer = GroupPrinter(prog, self.fail_at(prog.return_loc), used, kinds)
+        lines = ["_dtype = _compute_dtype(_params[0].dtype)",
+                 "w = [_p.to(_dtype) for _p in _params]", "g = [_x.to(_dtype) for _x in _grads]"]
         reads = set().union(*[free_vars(a.expr) for a in prog.body], *[free_vars(e) for e in prog.outputs()])
-        for name in sorted(reads & (set(self.hypers) | {"lr", "step"})):
-            lines.append(f'{name} = hyper["{name}"]')
+        for name in sorted(reads & (set(self.hypers) | {"lr", "step"} | set(scalars))):
+            lines.append(f'{name} = _hyper["{name}"]')
         for s in prog.states:
-            lines.append(f'{s.name} = states["{s.name}"]')
-        # fresh[x]: x holds a list of tensors made here that no other name shares (may be reused)
-        fresh: dict[str, bool] = {s.name: False for s in prog.states} | {"w": False, "g": False}
+            lines.append(f'{s.name} = _states["{s.name}"]')
         live_after = _live_after(prog)
         for i, a in enumerate(prog.body):
-            # a fresh list is free once no later statement reads it, and `x = f(x)` frees x's old list
-            reuse = frozenset(n for n, ok in fresh.items() if ok and (n not in live_after[i] or n == a.target))
-            lines.extend(printer.assign(a.target, a.expr, reuse))
+            lines.extend(printer.assign(a.target, a.expr, printer.reusable(a.target, live_after[i])))
             printer.kinds[a.target] = printer.group_kind(a.expr)
-            if isinstance(a.expr, Var):
-                fresh[a.target] = fresh[a.expr.name] = False  # two names, one list
-            else:
-                fresh[a.target] = True
         kinds = printer.kinds
         update_kind = expr_kind(prog.update, kinds, printer.fail)
-        outputs, seen = [], set()
+        if update_kind == "full" and isinstance(prog.update, Var):
+            lines.append(f"_update = {prog.update.name}")
+        else:
+            lines.append(f"_update = {printer.comprehension(prog.update, update_kind, 'full')}")
+        copies = []  # (state, list): new values not already in the state's own tensors
         for s, e in zip(prog.states, prog.new_states):
             k_e = expr_kind(e, kinds, printer.fail)
-            if isinstance(e, Var) and k_e == s.kind and fresh.get(e.name) and e.name not in seen:
-                outputs.append(e.name)  # a new list of new tensors: keep it as the state
-                seen.add(e.name)
-            elif isinstance(e, Var) and k_e == s.kind:
-                outputs.append(f"[x.clone() for x in {e.name}]")
+            if isinstance(e, Var) and k_e == s.kind and printer.owner.get(e.name) == s.name:
+                continue  # updated in place
+            if isinstance(e, Var) and k_e == s.kind and printer.owner.get(e.name) == FRESH:
+                copies.append((s.name, e.name))
+            elif isinstance(e, Var) and k_e == s.kind:  # shared with params, grads or another state
+                lines.append(f"_new_{s.name} = [_x.clone() for _x in {e.name}]")
+                copies.append((s.name, f"_new_{s.name}"))
             else:
-                outputs.append(printer.comprehension(e, k_e, s.kind))
-        if update_kind == "full" and isinstance(prog.update, Var):
-            update = prog.update.name
-        else:
-            update = printer.comprehension(prog.update, update_kind, "full")
-        lines.append(f"update = {update}" if update != "update" else "pass")
-        lines.append("if params[0].dtype == w[0].dtype:")
-        lines.append("    torch._foreach_sub_(params, update)")
-        lines.append("else:")
-        lines.append("    torch._foreach_copy_(params, torch._foreach_sub(w, update))")
-        lines.append("return (" + "".join(f"{o}, " for o in outputs) + ")")
-        lines = [ln for ln in lines if ln != "pass"]
-        doc = docstring(f"Path {k} on a group of tensors (multi-tensor ops): updates params in place and "
-                        f"returns the new lists of {_names(prog.states)}.")
-        body = "\n".join("    " + ln for ln in lines)
-        return f"def _path{k}_group(params, grads, states, hyper):\n    {doc}\n{body}\n"
-
-    def condition_source(self) -> str:
-        conds = [f"lambda w: {_strip(_py_static(c))}" for c in self.conditions]
-        return "(" + "".join(f"{c}, " for c in conds) + ")"
+                lines.append(f"_new_{s.name} = {printer.comprehension(e, k_e, s.kind)}")
+                copies.append((s.name, f"_new_{s.name}"))
+        lines += ["if _params[0].dtype == _dtype:", "    torch._foreach_sub_(_params, _update)", "else:",
+                  "    torch._foreach_copy_(_params, torch._foreach_sub(w, _update))"]
+        lines += [f'torch._foreach_copy_(_states["{s}"], {value})' for s, value in copies]
+        doc = (f'"""Path {k} on a group of tensors (multi-tensor ops): params and {_names(prog.states)} '
+               'updated in place."""')
+        return _function(f"_path{k}_group", ["_params", "_grads", "_states", "_hyper"],
+                         [doc, *(_wrap_comprehension(ln) for ln in lines)])
 
     def module_docstring(self) -> str:
         p = self.program
@@ -671,6 +677,7 @@ class _Module:
         if latex:
             parts += ["Update rule (LaTeX):", "", _indent(latex), ""]
         hyper = ", ".join(f"{h.name}={number(h.default)}" for h in p.hypers if h.name != "lr")
+        backends = "".join(f"|{b!r}" for b in self.extra)
         parts += [
             "Functional step (pure: no in-place ops, no .item(), no data-dependent Python control flow,",
             "so it runs under torch.func.vmap and torch.compile)::",
@@ -685,73 +692,214 @@ class _Module:
             "    lr, step       numbers or 0-d tensors (step is 1-based); may be batched under vmap",
             f"    hyper          {hyper or 'none'} (defaults used for any left out)",
             "",
-            f"Optimizer: {self.cls}(params, lr, ..., backend=None|'eager'|'compiled'"
-            + "".join(f"|{b!r}" for b in self.extra) + f"); {self.cls}.functional is {self.name}_step.",
+            f"Optimizer: {self.cls}(params, lr, ..., maximize=False, foreach=None, fused=None,",
+            f"    backend=None|'eager'|'compiled'{backends}); {self.cls}.functional is {self.name}_step.",
+            "The code between the runtime markers is optdsl's codegen/runtime/torch_optimizer.py, verbatim.",
         ]
         return _docstring_literal("\n".join(parts))
 
-    def source(self) -> str:
+    def program_table(self) -> str:
+        """``_PROGRAM = _Program(...)``: the runtime's view of this program."""
         p = self.program
-        out = [self.module_docstring(), "", "import itertools", "import shutil", "import warnings", "", "import torch", ""]
-        defaults = ", ".join(f'"{n}": {number(v)}' for n, v in self.hypers.items())
-        out.append(f"HYPER_DEFAULTS = {{{defaults}}}")
-        out.append(f"STATE_NAMES = {tuple(s.name for s in p.states)!r}")
-        out.append(f"GLOBALS = {tuple(g.target for g in self.globals)!r}")
-        out.append(f"SPARSE_ROWS = {self.not_separable is None}  # sparse-row grads update only their rows")
-        out.append(f"_NOT_SEPARABLE = {(self.not_separable or '')!r}")
-        out.append("")
-        out.append(_PATH_CLASS)
-        rows = []
-        for k, path in enumerate(self.paths):
-            states = tuple((s.name, s.kind, s.init) for s in path.program.states)
-            rows.append(f"    _Path(states={states!r}, needs_2d={path.needs_2d}),")
-        out.append("PATHS = (\n" + "\n".join(rows) + "\n)")
-        table = ", ".join(f"{key!r}: {v}" for key, v in self.table.items())
-        out.append(f"_PATH_TABLE = {{{table}}}")
-        out.append(_PATH_OF.replace("@CONDITIONS@", self.condition_source()))
-        for k, path in enumerate(self.paths):
-            out.extend(self.segment_functions(k, path))
-        seg_rows = ", ".join(
-            "(" + "".join(f"_path{k}_segment{j}, " for j in range(len(self.globals) + 1)) + ")"
-            for k in range(len(self.paths)))
-        out.append(f"_SEGMENTS = ({seg_rows},)")
-        for k, (prelude, _) in enumerate(self.hoisted):
-            out.append(self.uniform_function(k, prelude))
-        out.append(f"_UNIFORMS = ({''.join(f'_path{k}_uniforms, ' for k in range(len(self.paths)))})")
-        if not self.globals:
-            for k, path in enumerate(self.paths):
-                out.append(self.group_function(k, path))
-            out.append(f"_GROUPS = ({''.join(f'_path{k}_group, ' for k in range(len(self.paths)))})")
-        else:
-            out.append("_GROUPS = ()  # global reductions: the eager backend runs _SEGMENTS in lockstep")
-        combine = ", ".join(f"lambda parts: {GLOBAL_COMBINE[g.expr.op]}" for g in self.globals)
-        out.append(f"_COMBINE = ({combine}{',' if self.globals else ''})")
-        out.append(_RUNTIME.replace("@NAME@", self.name))
-        for b, src in self.extra.items():
-            out.append(f"# --- backend {b!r} (extra source) ---\n{src}\n")
-        extra = ", ".join(f'"{b}"' for b in self.extra)
-        out.append(f"_EXTRA_BACKENDS = ({extra}{',' if self.extra else ''})")
-        out.append(self.class_source())
-        return "\n".join(out) + "\n"
+        n = len(self.paths)
+        rows = [_call("_Path", [f"states={_literal(tuple((s.name, s.kind, s.init) for s in path.program.states))}",
+                                f"needs_2d={path.needs_2d}", f"flat={_flat_path(path)}"], used=4)
+                for path in self.paths]
+        conditions = [f"lambda w: {_strip(_py_static(c))}" for c in self.conditions]
+        table = [f"{_literal(key)}: {v}" for key, v in self.table.items()]
+        segs = [_tuple([f"_path{k}_segment{j}" for j in range(len(self.globals) + 1)]) for k in range(n)]
+        combine = [f"lambda parts: {GLOBAL_COMBINE[g.expr.op]}" for g in self.globals]
+        backends = [f'"{b}": (_{b}_group_step, _{b}_available)' for b in self.extra]
+        fields = [
+            ("name", f'"{self.name}"'),
+            ("hyper_defaults", "HYPER_DEFAULTS"),
+            ("state_names", "STATE_NAMES"),
+            ("paths", "PATHS"),
+            ("path_table", _layout("{", table, "}")),
+            ("conditions", _tuple(conditions)),
+            ("uniforms", _tuple([f"_path{k}_uniforms" for k in range(n)])),
+            ("segments", _layout("(", segs, ")", one=True)),
+            ("groups", _tuple([] if self.globals else [f"_path{k}_group" for k in range(n)])),
+            ("global_names", _literal(tuple(g.target for g in self.globals))),
+            ("combine", _tuple(combine)),
+            ("not_separable", _literal(self.not_separable)),
+            ("backends", _layout("{", backends, "}")),
+            ("torch_checkpoints", _literal(self.checkpoints)),
+        ]
+        defaults = [f'"{name}": {number(v)}' for name, v in self.hypers.items()]
+        return "\n".join([
+            _assign("HYPER_DEFAULTS", _layout("{", defaults, "}", used=17)),
+            _assign("STATE_NAMES", _literal(tuple(s.name for s in p.states))),
+            _assign("PATHS", _layout("(", rows, ")", one=True)),
+            "",
+            _assign("_PROGRAM", _layout("_Program(", [f"{k}={v}" for k, v in fields], ")", one=True)),
+            "GLOBALS = _PROGRAM.global_names",
+            "SPARSE_ROWS = _PROGRAM.sparse_rows  # sparse-row grads update only their rows",
+            "init_states = _PROGRAM.init_states",
+            "_path_of = _PROGRAM.path_of",
+            "_eager_group_step = _PROGRAM.eager_group_step",
+            "",
+            "",
+            _function(f"{self.name}_step", ["params", "grads", "states", "*", "lr", "step", "**hyper"], [
+                '"""One step of the optimizer as a pure function (see the module docstring).',
+                "",
+                'Returns (new_params, new_states) with the layout of (params, states).',
+                '"""',
+                "return _PROGRAM.step(params, grads, states, lr=lr, step=step, **hyper)",
+            ]),
+        ])
 
     def class_source(self) -> str:
         p = self.program
         lr = f"lr={number(self.hypers['lr'])}" if "lr" in self.hypers else "lr"
-        args = ", ".join([lr] + [f"{n}={number(v)}" for n, v in self.hypers.items() if n != "lr"])
-        names = [n for n in self.hypers if n != "lr"]
-        group = ", ".join(["lr=lr"] + [f"{n}={n}" for n in names])
+        args = [lr] + [f"{n}={number(v)}" for n, v in self.hypers.items() if n != "lr"]
+        betas = "beta1" in self.hypers and "beta2" in self.hypers
+        flags = (["betas=None"] if betas else []) + ["maximize=False", "foreach=None", "fused=None", "backend=None"]
+        names = ["lr"] + [n for n in self.hypers if n != "lr"]
+        defaults = _layout("{", [f'"{n}": {n}' for n in names], "}", used=19)
+        passed = [f"{f.split('=')[0]}={f.split('=')[0]}" for f in flags]
         first = (p.doc.splitlines() or [f"The {p.name} optimizer."])[0]
-        text = _CLASS
-        doc = docstring(
+        doc = _doc(
             f"{first}\n\nA torch.optim.Optimizer generated from the optdsl program `{p.name}` (see the module "
             "docstring).\nbackend: 'eager' (multi-tensor torch ops), 'compiled' (torch.compile, dynamic shapes,\n"
-            "one compile for every parameter shape), an extra backend, or None for the fastest available.")
-        for key, value in (("@CLASS@", self.cls), ("@ARGS@", args), ("@GROUP@", group), ("@DOC@", doc),
-                           ("@NAME@", self.name)):
-            text = text.replace(key, value)
-        return text
+            "one compile for every parameter shape), an extra backend, or None for the fastest available.", 4)
+        init = _function("__init__", ["self", "params", *args, "*", *flags], [
+            f"defaults = {defaults}",
+            _call("super().__init__", ["params", "defaults", *passed], used=8),
+        ], indent=4)
+        return "\n".join([
+            f"class {self.cls}(_Optimizer):",
+            f"    {doc}",
+            "",
+            "    _program = _PROGRAM",
+            f"    functional = staticmethod({self.name}_step)",
+            "",
+            init,
+        ])
+
+    def source(self) -> str:
+        out = [self.module_docstring(), "", runtime_source("torch_optimizer"), "",
+               "# --- the program " + "-" * (LINE - 17 - 2)]
+        for k in range(len(self.paths)):
+            out += ["", "", *self.segment_functions(k)]
+            out += ["", "", self.uniform_function(k, self.hoisted[k][0])]
+            if not self.globals:
+                out += ["", "", self.group_function(k)]
+        for b, src in self.extra.items():
+            out += ["", "", f"# --- backend {b!r} (extra source) ---", src.strip("\n")]
+        out += ["", "", self.program_table(), "", "", self.class_source()]
+        text = "\n".join(out) + "\n"
+        return re.sub(r"\n{3,}(?=\S)", "\n\n\n", text)  # two blank lines between top-level blocks
 
 
+class _Body:
+    """The statements of one generated per-tensor function, printed one by one: records the names
+    it reads before setting them (``needed``, its parameters) and those it sets (``defined``), and
+    cuts a statement whose line would be too wide into temporaries for its arguments."""
+
+    def __init__(self, kinds: dict[str, str], used: set[str], ref: str = "w", needed: list[str] | None = None):
+        self.kinds, self.used, self.ref = kinds, used, ref
+        self.needed: list[str] = list(needed or [])
+        self.defined: set[str] = set()
+        self.lines: list[str] = []
+        self._bound = 0
+
+    def read(self, expr: Expr) -> None:
+        for v in sorted(free_vars(expr)):
+            if v not in self.defined and v not in self.needed:
+                self.needed.append(v)
+
+    def assign(self, target: str, expr: Expr, fail) -> None:
+        printer = TorchPrinter(self.kinds, fail, ref=self.ref)
+        text = f"{target} = {_strip(printer.doprint(expr))}"
+        if 4 + len(text) > LINE and isinstance(expr, Call):
+            expr = Call(expr.op, tuple(self.atom(a, fail) for a in expr.args))
+            text = f"{target} = {_strip(printer.doprint(expr))}"
+        self.read(expr)
+        self.kinds[target] = printer.kind(expr)
+        self.defined.add(target)
+        self.lines.append(text)
+
+    def atom(self, expr: Expr, fail) -> Expr:
+        """``expr``, or a fresh temporary assigned it when it is a call (shape facts stay as they are)."""
+        if not isinstance(expr, Call) or OPS[expr.op].shape == STATIC:
+            return expr
+        name = fresh_name("t", self.used)
+        self.assign(name, expr, fail)
+        return Var(name)
+
+    def bind(self, text: str) -> str:
+        """Printed ``text`` under a fresh internal name (for a return too wide for one line)."""
+        if text.isidentifier():
+            return text
+        self._bound += 1
+        self.lines.append(f"_r{self._bound} = {text}")
+        return f"_r{self._bound}"
+
+
+def _function(name: str, params: list[str], body: list[str], indent: int = 0) -> str:
+    """``def name(params):`` and its body lines, laid out as black would (params on one line, or one
+    per line when they do not fit)."""
+    pad = " " * indent
+    head = f"{pad}def {name}({', '.join(params)}):"
+    if len(head) > LINE:
+        inner = "".join(f"{pad}    {x},\n" for x in params)
+        head = f"{pad}def {name}(\n{inner}{pad}):"
+    lines = "\n".join(f"{pad}    {ln}" if ln else "" for part in body for ln in part.split("\n"))
+    return f"{head}\n{lines}"
+
+
+def _call(fn: str, args: list[str], used: int = 0) -> str:
+    """``fn(args)`` on one line when it fits after ``used`` columns, else one argument per line."""
+    return _layout(f"{fn}(", args, ")", used=used)
+
+
+def _layout(open_: str, items: list[str], close: str, one: bool = False, used: int = 0) -> str:
+    """A bracketed list of items: on one line when it fits after ``used`` columns (and ``one`` does
+    not ask for one item per line), else one item per line with a trailing comma, as black lays it
+    out. Lines after the first are indented relative to the first."""
+    comma = "," if open_ == "(" and len(items) == 1 else ""
+    line = f"{open_}{', '.join(items)}{comma}{close}"
+    if (not one or len(items) <= 1) and used + len(line) <= LINE and "\n" not in line:
+        return line
+    body = "".join("    " + x.replace("\n", "\n    ") + ",\n" for x in items)
+    return f"{open_}\n{body}{close}"
+
+
+def _wrap_comprehension(line: str) -> str:
+    """``x = [elt for ...]`` too wide for a function body, laid out as black does: the element and
+    the ``for`` clause on lines of their own."""
+    head, sep, rest = line.partition(" = [")
+    if 4 + len(line) <= LINE or not sep or " for " not in rest or not rest.endswith("]"):
+        return line
+    elt, _, loops = rest[:-1].partition(" for ")
+    return f"{head} = [\n    {elt}\n    for {loops}\n]"
+
+
+def _literal(value) -> str:
+    """A Python literal (str, number, bool, None, tuple, dict) as black prints it: double quotes."""
+    if isinstance(value, str):
+        text = repr(value)
+        return f'"{text[1:-1]}"'.replace("\\'", "'") if text[0] == "'" and '"' not in value else text
+    if isinstance(value, tuple):
+        return _tuple([_literal(v) for v in value])
+    if isinstance(value, dict):
+        return _layout("{", [f"{_literal(k)}: {_literal(v)}" for k, v in value.items()], "}")
+    return repr(value)
+
+
+def _doc(text: str, indent: int) -> str:
+    """A docstring literal whose continuation lines sit at ``indent`` (black's docstring layout)."""
+    pad = " " * indent
+    return "\n".join(pad + ln if i and ln else ln for i, ln in enumerate(docstring(text).split("\n")))
+
+
+def _tuple(items: list[str]) -> str:
+    return _layout("(", items, ")")
+
+
+def _assign(name: str, value: str) -> str:
+    return f"{name} = {value}"
 def _live_after(prog: Program) -> list[set[str]]:
     """For each statement, the names read after it (by later statements or the outputs)."""
     live = set().union(*[free_vars(e) for e in prog.outputs()])
@@ -792,14 +940,6 @@ def hoist_uniform(prog: Program, base: set[str]) -> tuple[list[Assign], Program]
             prelude.append(Assign(name, e))
             known.add(name)
             return Var(name)
-        if isinstance(e, Call) and e.op == "interp" and pre(e.args[2]):
-            # interp(x, y, a) = (1 - a) * x + a * y as written, with 1 - a once per step: two
-            # multiplies and an add per element (torch.lerp's two-branch formula costs more)
-            name = fresh_name("u", used)
-            prelude.append(Assign(name, Call("sub", (Const(1.0), e.args[2]))))
-            known.add(name)
-            x, y, a = (lift(x) for x in e.args)
-            return Call("add", (Call("mul", (x, Var(name))), Call("mul", (a, y))))
         if isinstance(e, Call):
             return Call(e.op, tuple(lift(a) for a in e.args))
         return e
@@ -820,6 +960,37 @@ def hoist_uniform(prog: Program, base: set[str]) -> tuple[list[Assign], Program]
     return prelude, prog.with_body(body, update=outs[0], new_states=outs[1:])
 
 
+def split_lerp(prelude: list[Assign], prog: Program, base: set[str]) -> tuple[list[Assign], Program]:
+    """``interp(x, y, a)`` with a per-step ``a`` -> ``x * c + a * y``, with ``c = 1 - a`` added to the
+    prelude (whose other names stay as they are): two multiplies and an add per element in the
+    compiled loop, where torch.lerp's two-branch formula costs more. The multi-tensor backend keeps
+    ``interp`` (one ``_foreach_lerp_``)."""
+    known = set(base) | {a.target for a in prelude}
+    used = names_in(prog) | known
+    extra: list[Assign] = []
+    made: dict[str, str] = {}
+
+    def visit(e: Expr) -> Expr:
+        if not isinstance(e, Call):
+            return e
+        args = tuple(visit(a) for a in e.args)
+        if e.op == "interp" and isinstance(args[2], Var) and args[2].name in known:
+            a = args[2].name
+            if a not in made:
+                made[a] = fresh_name("c", used)
+                extra.append(Assign(made[a], Call("sub", (Const(1.0), args[2]))))
+            return Call("add", (Call("mul", (args[0], Var(made[a]))), Call("mul", (args[2], args[1]))))
+        return Call(e.op, args)
+
+    body = []
+    for a in prog.body:
+        body.append(Assign(a.target, visit(a.expr), a.loc))
+        known.discard(a.target)  # a reassigned input is no longer the per-step value
+        made.pop(a.target, None)
+    outs = [visit(e) for e in prog.outputs()]
+    return prelude + extra, prog.with_body(body, update=outs[0], new_states=outs[1:])
+
+
 def _reader(needed: list[str], defined: set[str]):
     """A function recording, in first-use order, the names an expression reads before they are set."""
     def read(expr: Expr) -> None:
@@ -829,9 +1000,10 @@ def _reader(needed: list[str], defined: set[str]):
     return read
 
 
-def _inline_static(prog: Program) -> Program:
-    """Substitute names bound to shape facts into their uses (they differ per tensor of a group)."""
-    kinds = input_kinds(prog)
+def _inline_static(prog: Program, extra_kinds: dict[str, str]) -> Program:
+    """Substitute names bound to shape facts into their uses (they differ per tensor of a group).
+    ``extra_kinds``: the kinds of names the program reads besides its inputs."""
+    kinds = {**input_kinds(prog), **extra_kinds}
     static: dict[str, Expr] = {}
     body = []
 
@@ -891,446 +1063,90 @@ def _indent(text: str) -> str:
     return "\n".join(("    " + line) if line else "" for line in text.splitlines()) + "\n"
 
 
-_PATH_CLASS = '''
-class _Path:
-    """One static specialisation: its states as (name, kind, init) and whether it needs ndim >= 2."""
-
-    def __init__(self, states, needs_2d):
-        self.states, self.needs_2d = states, needs_2d
-
-    def __repr__(self):
-        return f"_Path(states={self.states!r}, needs_2d={self.needs_2d})"
-'''
-
-_PATH_OF = '''
-_CONDITIONS = @CONDITIONS@
+def _repeats(op: str) -> set[int]:
+    """Argument positions the torch spelling of ``op`` prints more than once (``sign(x)`` prints x
+    three times): such an argument must be a name, or nesting would make the output exponential."""
+    template = OPS[op].torch or ""
+    return {i for i in range(OPS[op].arity) if template.count(f"{{{i}}}") > 1} | ({2} if op == "interp" else set())
 
 
-def _holds(condition, w):
-    """A shape condition's truth; one asking about an axis w lacks counts as false (it only
-    guards code that such a tensor never runs)."""
-    try:
-        return bool(condition(w))
-    except IndexError:
-        return False
+def _cut(expr: Expr, used: set[str], body: list[Assign], loc) -> tuple[Expr, int]:
+    """``(expr, calls)`` with subexpressions bound to fresh temporaries (appended to ``body``): a call
+    in a repeated argument position, and any argument of MAX_CALLS // 2 calls or more. Output then
+    grows linearly with the program (a 300-term sum is 300 short lines, not one 300-deep one)."""
+    if not isinstance(expr, Call) or OPS[expr.op].shape == STATIC:
+        return expr, 0
+    repeated, args, total = _repeats(expr.op), [], 1
+    for i, a in enumerate(expr.args):
+        a, calls = _cut(a, used, body, loc)
+        if isinstance(a, Call) and OPS[a.op].shape != STATIC and (i in repeated or calls >= MAX_CALLS // 2):
+            name = fresh_name("t", used)
+            body.append(Assign(name, a, loc))
+            a, calls = Var(name), 0
+        args.append(a)
+        total += calls
+    return Call(expr.op, tuple(args)), total
 
 
-def _path_of(w):
-    """Index into PATHS of the path a tensor shaped like ``w`` runs (Python-level shape tests)."""
-    k = _PATH_TABLE[tuple(_holds(c, w) for c in _CONDITIONS)]
-    if PATHS[k].needs_2d and w.ndim < 2:
-        raise ValueError(f"this program needs parameters with 2 or more axes here, got shape {tuple(w.shape)}")
-    return k
-'''
-
-_RUNTIME = '''
-
-def _compute_dtype(dtype):
-    """Math and state dtype: float64 for float64 params, float32 otherwise (bf16/fp16 params too)."""
-    return torch.float64 if dtype == torch.float64 else torch.float32
+def _bounded_assigns(assigns: list[Assign], used: set[str]) -> list[Assign]:
+    """Statements cut by :func:`_cut`."""
+    body: list[Assign] = []
+    for a in assigns:
+        expr, _ = _cut(a.expr, used, body, a.loc)
+        body.append(Assign(a.target, expr, a.loc))
+    return body
 
 
-def _state_shape(kind, shape):
-    return {"full": shape, "row": shape[:-1], "col": shape[:-2] + shape[-1:], "scalar": ()}[kind]
+def _bounded(prog: Program, used: set[str]) -> Program:
+    """``prog`` with its statements and outputs cut by :func:`_cut`."""
+    body = _bounded_assigns(list(prog.body), used)
+    outs = [_cut(e, used, body, prog.return_loc)[0] for e in prog.outputs()]
+    return prog.with_body(body, update=outs[0], new_states=outs[1:])
 
 
-def _init_state(kind, init, w):
-    shape = _state_shape(kind, tuple(w.shape))
-    dtype = _compute_dtype(w.dtype)
-    if init == "w":
-        return w.detach().to(dtype).clone()
-    fill = 1.0 if init == "ones" else 0.0
-    return torch.full(shape, fill, dtype=dtype, device=w.device)
+_CHECKPOINT_LINE = re.compile(r"^\s*torch\.optim\.(\w+) checkpoints: (.*?)(?:; requires (.*))?$", re.MULTILINE)
 
 
-def init_states(params):
-    """The first ``states`` for @NAME@_step: each path's states zeros/ones/copy of w, None elsewhere."""
-    states = {name: [None] * len(params) for name in STATE_NAMES}
-    for i, p in enumerate(params):
-        for name, kind, init in PATHS[_path_of(p)].states:
-            states[name][i] = _init_state(kind, init, p)
-    return states
+def torch_checkpoints(program: Program) -> dict[str, dict]:
+    """The torch.optim checkpoints ``program`` loads, declared in its docstring by a line::
 
+        torch.optim.AdamW checkpoints: exp_avg -> m, exp_avg_sq -> v; requires amsgrad=False
 
-def _uniforms(w, values):
-    """lr, step and hyperparameters as 0-d tensors in w's dtype and device (no recompiles)."""
-    out = {k: torch.as_tensor(v, dtype=w.dtype, device=w.device) for k, v in values.items()}
-    # never hand out the caller's own tensor (the step counter is incremented in place)
-    return {k: t.clone() if t is values[k] else t for k, t in out.items()}
+    (torch's state or tuple hyperparameter -> the program's name, ``eps -> (eps1, eps2)`` splits a
+    tuple; ``requires`` lists param-group settings a checkpoint must have, when it has them).
 
-
-def _run(envs, paths, segments=None):
-    """Run each tensor's path (envs[i] holds its named inputs) segment by segment; between
-    segments combine each global reduction across all tensors. Returns [(w - update, states)]."""
-    segments = _SEGMENTS if segments is None else segments
-    envs = [{**env, **_UNIFORMS[k](**env)} for env, k in zip(envs, paths)]
-    for j, combine in enumerate(_COMBINE):
-        parts = []
-        for i, k in enumerate(paths):
-            values, part = segments[k][j](**envs[i])
-            envs[i] = {**envs[i], **values}
-            parts.append(part)
-        total = combine(parts)
-        envs = [{**env, GLOBALS[j]: total.to(env["w"].dtype)} for env in envs]
-    return [segments[k][-1](**env) for env, k in zip(envs, paths)]
-
-
-def @NAME@_step(params, grads, states, *, lr, step, **hyper):
-    """One step of the optimizer as a pure function (see the module docstring).
-
-    Returns (new_params, new_states) with the layout of (params, states)."""
-    unknown = set(hyper) - set(HYPER_DEFAULTS)
-    if unknown:
-        raise TypeError(f"unknown hyperparameter(s) {sorted(unknown)}; known: {sorted(HYPER_DEFAULTS)}")
-    values = {**HYPER_DEFAULTS, **hyper, "lr": lr, "step": step}
-    envs, paths = [], []
-    for i, (p, g) in enumerate(zip(params, grads)):
-        k = _path_of(p)
-        w = p.to(_compute_dtype(p.dtype))
-        env = {"w": w, "g": g.to(w.dtype), **_uniforms(w, values)}
-        env.update({name: states[name][i] for name, _, _ in PATHS[k].states})
-        envs.append(env)
-        paths.append(k)
-    results = _run(envs, paths)
-    new_params = [new_w.to(p.dtype) for (new_w, _), p in zip(results, params)]
-    new_states = {name: [None] * len(params) for name in STATE_NAMES}
-    for i, ((_, values), k) in enumerate(zip(results, paths)):
-        for (name, _, _), v in zip(PATHS[k].states, values):
-            new_states[name][i] = v
-    return new_params, new_states
-
-
-def _eager_group_step(path, params, grads, states, *, lr, step, **hyper):
-    """In-place step for tensors sharing a path, device and dtype (the extra-backend signature)."""
-    if not params:
-        return
-    like = torch.empty(0, dtype=_compute_dtype(params[0].dtype), device=params[0].device)
-    values = _uniforms(like, {**HYPER_DEFAULTS, **hyper, "lr": lr, "step": step})
-    names = [name for name, _, _ in PATHS[path].states]
-    new = _GROUPS[path](params, grads, {n: states[n] for n in names}, values)
-    for n, tensors in zip(names, new):
-        torch._foreach_copy_(states[n], tensors)
-
-
-def _eager_available(device):
-    return True
-
-
-def _compiled_available(device):
-    if device.type != "cpu":
-        return True
-    return any(shutil.which(cc) for cc in ("c++", "g++", "clang++", "cc"))
-
-
-_COMPILED = {}
-
-
-def _compiled_apply(path, flat):
-    """torch.compile of one in-place tensor step (dynamic shapes: one compile for all sizes)."""
-    key = (path, flat)
-    if key not in _COMPILED:
-        segment = _SEGMENTS[path][-1]
-        names = [name for name, _, _ in PATHS[path].states]
-
-        def apply(p, g, states, uniforms):
-            w = p.to(_compute_dtype(p.dtype))
-            new_w, new_states = segment(w=w, g=g.to(w.dtype), **dict(zip(names, states)), **uniforms)
-            p.copy_(new_w)
-            for s, v in zip(states, new_states):
-                s.copy_(v)
-
-        _COMPILED[key] = torch.compile(apply, dynamic=True)
-    return _COMPILED[key]
-
-
-def _compiled_segments():
-    """Every segment function under torch.compile (for programs with global reductions)."""
-    if "segments" not in _COMPILED:
-        _COMPILED["segments"] = tuple(
-            tuple(torch.compile(f, dynamic=True) for f in row) for row in _SEGMENTS
-        )
-    return _COMPILED["segments"]
-
-
-def _flat(t):
-    """A 1-d tensor on t's memory that is not a view (a view's base would make torch.compile
-    guard on, and recompile for, each rank): one graph then serves every parameter shape."""
-    out = torch.empty(0, dtype=t.dtype, device=t.device)
-    return out.set_(t.untyped_storage(), t.storage_offset(), (t.numel(),), (1,))
-
-
-def _flat_ok(path, tensors):
-    """May this path run on 1-d views (elementwise and whole-tensor reductions only)?"""
-    return _FLAT[path] and all(t.is_contiguous() for t in tensors)
-
-
-def _unscale(grads, grad_scale):
-    """g /= grad_scale in place for every grad (a sparse grad's values), one _foreach_div_ per device,
-    as torch's fused optimizers leave their grads unscaled after an AMP step."""
-    by_device = {}
-    for g in itertools.chain(*grads):
-        if g is not None:
-            by_device.setdefault(g.device, []).append(g._values() if g.is_sparse else g)
-    for device, tensors in by_device.items():
-        torch._foreach_div_(tensors, grad_scale.to(device))
-'''
-
-_CLASS = '''
-
-class @CLASS@(torch.optim.Optimizer):
-    @DOC@
-
-    functional = staticmethod(@NAME@_step)
-    program = "@NAME@"
-    _step_supports_amp_scaling = True  # torch.amp.GradScaler hands over grad_scale/found_inf
-
-    def __init__(self, params, @ARGS@, *, backend=None):
-        known = ("eager", "compiled") + _EXTRA_BACKENDS
-        if backend is not None and backend not in known:
-            raise ValueError(f"unknown backend {backend!r}; choose from {known}")
-        if backend in _EXTRA_BACKENDS and GLOBALS:
-            raise ValueError(f"backend {backend!r} does not run programs with global reductions")
-        self.backend = backend
-        super().__init__(params, dict(@GROUP@))
-
-    def _backend_for(self, device):
-        if self.backend is not None:
-            return self.backend
-        candidates = () if GLOBALS or device.type == "cpu" else _EXTRA_BACKENDS
-        for name in candidates + ("compiled", "eager"):
-            if globals()[f"_{name}_available"](device):
-                return name
-        return "eager"
-
-    def load_state_dict(self, state_dict):
-        super().load_state_dict(state_dict)
-        self._cached_plan = None
-        # torch casts float state to the param dtype; state lives in the compute dtype instead
-        # (float32 for bf16/fp16 params), so take it again from the saved values.
-        saved = state_dict["state"]
-        for saved_group, group in zip(state_dict["param_groups"], self.param_groups):
-            for pid, p in zip(saved_group["params"], group["params"]):
-                for key, value in saved.get(pid, {}).items():
-                    if key != "step" and torch.is_tensor(value) and value.is_floating_point():
-                        self.state[p][key] = value.to(device=p.device, dtype=_compute_dtype(p.dtype)).clone()
-
-    def _plan(self):
-        """This step's groups of tensors (see _Plan), rebuilt only when the params with grads or their
-        storage, dtype, device or shape change, or a state dict is loaded."""
-        grads = [[p.grad for p in group["params"]] for group in self.param_groups]
-        key = tuple(
-            (p.data_ptr(), p.dtype, p.shape, None if g is None else g.is_sparse)
-            for group, gs in zip(self.param_groups, grads)
-            for p, g in zip(group["params"], gs)
-        )
-        plan = self.__dict__.get("_cached_plan")
-        if plan is None or plan.key != key or plan.state is not self.state:
-            plan = self._cached_plan = _Plan(self, key)
-        return plan, grads
-
-    @torch.no_grad()
-    def step(self, closure=None, *, grad_scale=None, found_inf=None):
-        """One optimizer step; ``closure`` re-evaluates the model and returns the loss.
-
-        AMP (the fused-optimizer protocol; torch.amp.GradScaler sets ``self.grad_scale`` and
-        ``self.found_inf``, which stand in for the arguments): a non-zero ``found_inf`` skips the step
-        (params, states and step counts stay as they are); otherwise every grad is divided by
-        ``grad_scale`` in place, g <- g / grad_scale, before the update."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        grad_scale = getattr(self, "grad_scale", None) if grad_scale is None else grad_scale
-        found_inf = getattr(self, "found_inf", None) if found_inf is None else found_inf
-        if found_inf is not None and found_inf.item():
-            return loss
-        plan, grads = self._plan()
-        if grad_scale is not None:
-            _unscale(grads, grad_scale)
-        if plan.sparse:
-            self._step_sparse(plan, grads)
-        if not plan.entries:
-            return loss
-        plan.advance()
-        backend = self._backend_for(plan.entries[0].params[0].device)
-        if backend == "compiled":
-            try:
-                self._step_compiled(plan, grads)
-            except Exception as e:  # no C++ compiler, unsupported op in inductor...
-                if self.backend == "compiled" or not _is_compile_error(e):
-                    raise
-                warnings.warn(f"@CLASS@: torch.compile failed ({type(e).__name__}: {e}); "
-                              "using backend='eager'", stacklevel=2)
-                self.backend = "eager"
-                self._step_eager(plan, grads)
-        elif backend == "eager" or GLOBALS:
-            self._step_eager(plan, grads)
-        else:
-            group_step = globals()[f"_{backend}_group_step"]
-            for e in plan.entries:
-                group = self.param_groups[e.group]
-                hyper = {n: float(group[n]) for n in HYPER_DEFAULTS if n != "lr"}
-                group_step(e.path, e.params, e.grads(grads), e.states, lr=float(group["lr"]), step=e.step, **hyper)
-        return loss
-
-    def _uniforms(self, group, step, like):
-        values = {name: group[name] for name in HYPER_DEFAULTS}
-        values["lr"], values["step"] = group["lr"], step
-        return _uniforms(like, values)
-
-    def _step_eager(self, plan, grads):
-        if GLOBALS:
-            self._step_segments(plan, grads, _SEGMENTS)
-            return
-        for e in plan.entries:
-            like = torch.empty(0, dtype=_compute_dtype(e.params[0].dtype), device=e.params[0].device)
-            new = _GROUPS[e.path](e.params, e.grads(grads), e.states,
-                                  self._uniforms(self.param_groups[e.group], e.step, like))
-            for n, tensors in zip(e.states, new):
-                e.states[n] = tensors  # new lists replace the old ones, here and in self.state
-                for p, t in zip(e.params, tensors):
-                    self.state[p][n] = t
-            e._views = None
-
-    def _step_sparse(self, plan, grads):
-        """Sparse-row grads (SPARSE_ROWS programs only): gather the touched rows of w and of its full
-        and row states, run the functional step on them, and copy the results back; other rows,
-        and their states, stay as they are. For a lazy program this equals the dense step on the
-        densified grad."""
-        for gi, pi, p, state in plan.sparse:
-            group = self.param_groups[gi]
-            g = grads[gi][pi].coalesce()
-            if g.sparse_dim() == 1:  # hybrid COO (nn.Embedding): one value row per unique index
-                rows, values = g.indices()[0], g.values()
+    Example:
+        >>> import optdsl
+        >>> torch_checkpoints(optdsl.load("adamw"))["AdamW"]["states"]
+        {'exp_avg': 'm', 'exp_avg_sq': 'v'}
+    """
+    out = {}
+    names = set(program.state_names) | set(program.hyper_defaults)
+    for cls, renames, requires in _CHECKPOINT_LINE.findall(program.doc):
+        states, hypers = {}, {}
+        for torch_name, ours in re.findall(r"(\w+) -> (\(\w+, \w+\)|\w+)", renames):
+            targets = tuple(re.findall(r"\w+", ours))
+            if not set(targets) <= names:
+                raise DslError(f"{program.name}: torch.optim.{cls} checkpoints map {torch_name} to "
+                               f"{', '.join(targets)}, which the program does not have", program.filename)
+            if ours.startswith("("):
+                hypers[torch_name] = targets
             else:
-                rows = g.indices()[0].unique()
-                values = g.index_select(0, rows).to_dense()
-            state["step"] += 1
-            names = [name for name, _, _ in PATHS[_path_of(p)].states]
-            hyper = {n: group[n] for n in HYPER_DEFAULTS if n != "lr"}
-            new_params, new_states = @NAME@_step(
-                [p.index_select(0, rows)], [values], {n: [state[n].index_select(0, rows)] for n in names},
-                lr=group["lr"], step=state["step"], **hyper)
-            p.index_copy_(0, rows, new_params[0])
-            for n in names:
-                state[n].index_copy_(0, rows, new_states[n][0])
-
-    def _step_segments(self, plan, grads, segments):
-        envs, paths, members = [], [], []
-        for e in plan.entries:
-            group = self.param_groups[e.group]
-            for i, (p, g) in enumerate(zip(e.params, e.grads(grads))):
-                w = p.to(_compute_dtype(p.dtype))
-                env = {"w": w, "g": g.to(w.dtype), **self._uniforms(group, e.step, w)}
-                env.update({name: states[i] for name, states in e.states.items()})
-                envs.append(env)
-                paths.append(e.path)
-                members.append((e, i))
-        for (e, i), (new_w, new_states) in zip(members, _run(envs, paths, segments)):
-            e.params[i].copy_(new_w)
-            for states, v in zip(e.states.values(), new_states):
-                states[i].copy_(v)
-
-    def _step_compiled(self, plan, grads):
-        if GLOBALS:
-            self._step_segments(plan, grads, _compiled_segments())
-            return
-        for e in plan.entries:
-            like = torch.empty(0, dtype=_compute_dtype(e.params[0].dtype), device=e.params[0].device)
-            values = self._uniforms(self.param_groups[e.group], e.step, like)
-            uniforms = {**values, **_UNIFORMS[e.path](**values)}
-            flat, views = e.flat_views()
-            apply, whole = _compiled_apply(e.path, flat), _compiled_apply(e.path, False)
-            states = list(zip(*e.states.values())) if e.states else [()] * len(e.params)
-            for p, g, s, v in zip(e.params, e.grads(grads), states, views):
-                if flat and g.is_contiguous():
-                    apply(v[0], _flat(g), v[1], uniforms)
-                else:
-                    whole(p, g, list(s), uniforms)
-
-
-class _Plan:
-    """The tensors of a step grouped by (param group, path, device, dtype, step count), in param order.
-
-    Each entry's params share one step-count tensor (``state[p]["step"]``, as torch optimizers keep it),
-    so a step costs one increment per entry rather than per parameter. A rebuild gives every entry a
-    fresh counter: a param left out of a later plan keeps its old tensor, which nothing increments."""
-
-    def __init__(self, opt, key):
-        self.key, self.state = key, opt.state
-        entries, self.sparse = {}, []
-        for gi, group in enumerate(opt.param_groups):
-            for pi, p in enumerate(group["params"]):
-                if p.grad is None:
-                    continue
-                if p.grad.is_sparse and not SPARSE_ROWS:
-                    raise TypeError(
-                        f"{type(opt).__name__} (program {opt.program!r}) cannot take the sparse gradient of a "
-                        f"{tuple(p.shape)} parameter: the program is not row-separable ({_NOT_SEPARABLE}). "
-                        "A sparse-row step needs elementwise ops and rowmean only, full or row states only "
-                        "(no per-tensor or global reduction, no col or scalar state); make such a program lazy "
-                        "with optdsl.extend.lazy_updates so that rows without gradient keep weights and state."
-                    )
-                state, path = opt.state[p], _path_of(p)
-                if not state:
-                    state["step"] = torch.tensor(0.0, dtype=torch.float32)
-                    for name, kind, init in PATHS[path].states:
-                        state[name] = _init_state(kind, init, p)
-                if p.grad.is_sparse:
-                    state["step"] = state["step"].clone()  # its own counter, outside every entry
-                    self.sparse.append((gi, pi, p, state))
-                    continue
-                at = (gi, float(state["step"]), path, p.device, p.dtype)
-                entries.setdefault(at, _Entry(gi, at[1], path)).add(pi, p, state)
-        self.entries = list(entries.values())
-        for e in self.entries:
-            e.counter = torch.tensor(e.step, dtype=torch.float32)
-            for p in e.params:
-                opt.state[p]["step"] = e.counter
-
-    def advance(self):
-        """Count one more step for every param in the plan."""
-        for e in self.entries:
-            e.counter += 1
-            e.step += 1
-
-
-class _Entry:
-    """One group of a _Plan: indices into the param group, params, and state lists by name."""
-
-    def __init__(self, group, step, path):
-        self.group, self.step, self.path = group, step, path
-        self.index, self.params, self._views = [], [], None
-        self.states = {name: [] for name, _, _ in PATHS[path].states}
-
-    def add(self, i, p, state):
-        self.index.append(i)
-        self.params.append(p)
-        for name, states in self.states.items():
-            states.append(state[name])
-
-    def grads(self, grads):
-        gs = grads[self.group]
-        return [gs[i] for i in self.index]
-
-    def flat_views(self):
-        """(flat?, [(param view, state views)]): 1-d aliases for the compiled step, made once."""
-        if self._views is None:  # the eager step, which replaces state tensors, resets it
-            states = list(self.states.values())
-            flat = _flat_ok(self.path, [*self.params, *itertools.chain(*states)])
-            views = [(_flat(p), [_flat(s) if s.dim() else s for s in ss]) if flat else None
-                     for p, ss in zip(self.params, zip(*states) if states else [()] * len(self.params))]
-            self._views = (flat, views)
-        return self._views
-
-def _is_compile_error(e):
-    text = f"{type(e).__module__}.{type(e).__name__}"
-    return "torch._dynamo" in text or "torch._inductor" in text or "CppCompileError" in text
-'''
+                states[torch_name] = targets[0]
+        required = {}
+        for item in filter(None, (x.strip() for x in requires.split(","))):
+            key, _, value = item.partition("=")
+            try:
+                required[key.strip()] = ast.literal_eval(value.strip())
+            except (ValueError, SyntaxError):
+                raise DslError(f"{program.name}: torch.optim.{cls} checkpoints require {item!r}, not key=literal",
+                               program.filename) from None
+        out[cls] = {"states": states, "hypers": hypers, "requires": required}
+    return out
 
 
 def emit(program: Program, extra_backends: dict[str, str] | None = None) -> str:
-    """The torch module for ``program`` (deterministic, black-formatted source text).
+    """The torch module for ``program``: deterministic source text, laid out for 110 columns.
 
     ``extra_backends`` maps a backend name to source defining ``_<name>_group_step`` and
     ``_<name>_available`` (see the module docstring of :mod:`codegen.torch_target`).
@@ -1340,11 +1156,7 @@ def emit(program: Program, extra_backends: dict[str, str] | None = None) -> str:
         >>> "def adamw_step(" in emit(optdsl.load("adamw"))
         True
     """
-    module = _Module(program, dict(extra_backends or {}))
-    text = module.source()
-    flat = ", ".join(str(_flat_path(p)) for p in module.paths)
-    text = text.replace("_EXTRA_BACKENDS = (", f"_FLAT = ({flat},)\n_EXTRA_BACKENDS = (", 1)
-    return black_format(text)
+    return _Module(program, dict(extra_backends or {})).source()
 
 
 def _flat_path(path: Path) -> bool:
@@ -1360,4 +1172,5 @@ def entry_point(module, program: Program):
     return getattr(module, class_name(program.name))
 
 
-__all__ = ["GroupPrinter", "TorchPrinter", "class_name", "emit", "entry_point", "paths", "row_separable"]
+__all__ = ["GroupPrinter", "TorchPrinter", "class_name", "emit", "entry_point", "paths", "row_separable",
+           "torch_checkpoints"]

@@ -73,7 +73,7 @@ def test_compile_command_writes_file_and_stdout(tmp_path, capsys):
     out = tmp_path / "lion_torch.py"
     assert main(["compile", "lion", "--target", "torch", "-o", str(out)]) == 0
     text = out.read_text()
-    assert "class Lion(torch.optim.Optimizer)" in text
+    assert "class Lion(_Optimizer)" in text
     assert main(["compile", "lion", "--target", "torch"]) == 0
     assert capsys.readouterr().out == text
 

@@ -1,0 +1,710 @@
+"""The machinery every generated torch optimizer shares: :class:`_Program` (one program's tables and
+its functional step) and :class:`_Optimizer` (a ``torch.optim.Optimizer`` that runs them).
+
+The block between the runtime markers is copied verbatim into each generated module (see
+:func:`codegen.runtime.source`), which then defines only what is specific to its program: the step
+functions, one ``_Program(...)`` table and a short subclass::
+
+    _PROGRAM = _Program(name="sgd", hyper_defaults={"lr": 0.01}, state_names=(), paths=(...), ...)
+
+    class SGD(_Optimizer):
+        _program = _PROGRAM
+
+        def __init__(self, params, lr=0.01, *, maximize=False, foreach=None, fused=None, backend=None):
+            super().__init__(params, {"lr": lr}, maximize=maximize, foreach=foreach, fused=fused,
+                             backend=backend)
+
+Behaviour, as torch.optim's own optimizers have it:
+  - state per parameter in ``opt.state[p]``: a float32 ``step`` tensor of its own and the program's
+    states (float32, or float64 for float64 params; bf16/fp16 params keep float32 state), all
+    updated in place; replacing or deleting them between steps is honoured at the next step;
+  - ``lr`` and every hyperparameter in the param groups (schedulers edit them), validated with
+    torch's messages; ``betas=(beta1, beta2)`` beside ``beta1``/``beta2`` for programs that have
+    both, kept in the groups so momentum-cycling schedulers (OneCycleLR) work;
+    ``maximize`` (ascend: g -> -g); ``foreach=True`` picks the multi-tensor backend, ``fused=True``
+    a fused one (``compiled`` or an extra backend);
+  - ``state_dict``/``load_state_dict``, ``copy.deepcopy`` and ``pickle``; checkpoints of the
+    torch.optim optimizer the program is (declared by the program, see ``torch_checkpoints``) load
+    into it, any other foreign checkpoint is refused when loaded;
+  - AMP: ``grad_scale``/``found_inf`` as torch's fused optimizers take them from GradScaler.
+
+Per-step host work does not grow with per-parameter bookkeeping: a *plan* (:class:`_Plan`) groups
+the tensors by param group, path, device, dtype and step count and is rebuilt only when the params
+with grads, their storage, or the state tensors change.
+"""
+
+# --- optdsl runtime: begin (codegen/runtime/torch_optimizer.py, copied verbatim; edit it there)
+import itertools
+import math
+import shutil
+import warnings
+
+import torch
+
+
+def _compute_dtype(dtype):
+    """Math and state dtype: float64 for float64 params, float32 otherwise (bf16/fp16 params too)."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _state_shape(kind, shape):
+    """The shape of a state of ``kind`` for a parameter of ``shape``."""
+    return {"full": shape, "row": shape[:-1], "col": shape[:-2] + shape[-1:], "scalar": ()}[kind]
+
+
+def _init_state(kind, init, w):
+    """A fresh state for parameter ``w``: zeros, ones, or a copy of w, in the compute dtype."""
+    dtype = _compute_dtype(w.dtype)
+    if init == "w":
+        return w.detach().to(dtype).clone()
+    fill = 1.0 if init == "ones" else 0.0
+    return torch.full(_state_shape(kind, tuple(w.shape)), fill, dtype=dtype, device=w.device)
+
+
+def _holds(condition, w):
+    """A shape condition's truth; one asking about an axis w lacks counts as false (it only
+    guards code that such a tensor never runs)."""
+    try:
+        return bool(condition(w))
+    except IndexError:
+        return False
+
+
+class _Path:
+    """One static specialisation of the program: its states as (name, kind, init), whether it needs
+    parameters with 2 or more axes, and whether it may run on 1-d views of the tensors (``flat``:
+    elementwise values and whole-tensor reductions only, no shape facts)."""
+
+    def __init__(self, states, needs_2d, flat):
+        self.states, self.needs_2d, self.flat = states, needs_2d, flat
+
+    def __repr__(self):
+        return f"_Path(states={self.states!r}, needs_2d={self.needs_2d}, flat={self.flat})"
+
+
+class _Program:
+    """One program's tables, printed by the generator, and the steps built on them.
+
+    ``uniforms[k](**values)`` computes path k's per-step scalars (bias corrections...) from lr, step
+    and the hyperparameters; ``segments[k]`` are path k's per-tensor functions, cut at the global
+    reductions (``global_names``, combined across tensors by ``combine``); ``groups[k]`` runs path k
+    over a list of tensors with multi-tensor ops (programs without global reductions only).
+    ``backends`` maps an extra backend's name to ``(group_step, available)``; ``torch_checkpoints``
+    maps a torch.optim class name to ``{"states": {torch name: ours}, "hypers": {torch name: (ours,
+    ...)}, "requires": {group key: value}}``.
+    """
+
+    def __init__(
+        self,
+        *,
+        name,
+        hyper_defaults,
+        state_names,
+        paths,
+        path_table,
+        conditions,
+        uniforms,
+        segments,
+        groups=(),
+        global_names=(),
+        combine=(),
+        not_separable=None,
+        backends=None,
+        torch_checkpoints=None,
+    ):
+        self.name, self.hyper_defaults, self.state_names = name, hyper_defaults, state_names
+        self.paths, self.path_table, self.conditions = paths, path_table, conditions
+        self.uniforms, self.segments, self.groups = uniforms, segments, groups
+        self.global_names, self.combine = global_names, combine
+        self.sparse_rows, self.not_separable = not_separable is None, not_separable
+        self.backends = dict(backends or {})
+        self.torch_checkpoints = dict(torch_checkpoints or {})
+        self._compiled = {}
+
+    def path_of(self, w):
+        """Index into ``paths`` of the path a tensor shaped like ``w`` runs (Python shape tests)."""
+        k = self.path_table[tuple(_holds(c, w) for c in self.conditions)]
+        if self.paths[k].needs_2d and w.ndim < 2:
+            raise ValueError(
+                f"this program needs parameters with 2 or more axes here, got shape {tuple(w.shape)}"
+            )
+        return k
+
+    def init_states(self, params):
+        """The first ``states`` of the functional step: each path's states, None where a path has none."""
+        states = {name: [None] * len(params) for name in self.state_names}
+        for i, p in enumerate(params):
+            for name, kind, init in self.paths[self.path_of(p)].states:
+                states[name][i] = _init_state(kind, init, p)
+        return states
+
+    def scalars(self, k, values, dtype, device):
+        """lr, step, the hyperparameters and path k's per-step scalars as 0-d tensors of ``dtype``.
+
+        The scalars are computed in float64 and cast once, as torch.optim computes its bias
+        corrections in Python floats: ``1 - 0.999 ** 10000`` in float32 loses digits that a
+        float32 step cannot afford. Tensor arithmetic gives IEEE results (1 / 0 = inf)."""
+        base = {}
+        for n, v in values.items():
+            base[n] = (
+                v.to(torch.float64) if torch.is_tensor(v) else torch.tensor(float(v), dtype=torch.float64)
+            )
+        base = {n: t.to(device) for n, t in base.items()}
+        out = {**base, **self.uniforms[k](**base)}
+        # a value handed in may be the caller's own tensor (a step counter): never return it
+        return {n: t.to(dtype) if t.dtype != dtype else t.clone() for n, t in out.items()}
+
+    def floats(self, k, values):
+        """:meth:`scalars` as Python floats (for the multi-tensor backend; computed on the CPU)."""
+        return {n: t.item() for n, t in self.scalars(k, values, torch.float64, "cpu").items()}
+
+    def run(self, envs, paths, segments):
+        """Run each tensor's path (``envs[i]`` holds its named inputs and scalars) segment by segment;
+        between segments combine each global reduction across all tensors (the interpreter's
+        lockstep). Returns ``[(w - update, new states)]``."""
+        for j, combine in enumerate(self.combine):
+            parts = []
+            for i, k in enumerate(paths):
+                values, part = segments[k][j](**envs[i])
+                envs[i] = {**envs[i], **values}
+                parts.append(part)
+            total = combine(parts)
+            envs = [{**env, self.global_names[j]: total.to(env["w"].dtype)} for env in envs]
+        return [segments[k][-1](**env) for env, k in zip(envs, paths)]
+
+    def step(self, params, grads, states, *, lr, step, **hyper):
+        """The functional step: ``(new_params, new_states)``, nothing modified in place."""
+        unknown = set(hyper) - set(self.hyper_defaults)
+        if unknown:
+            raise TypeError(
+                f"unknown hyperparameter(s) {sorted(unknown)}; known: {sorted(self.hyper_defaults)}"
+            )
+        values = {**self.hyper_defaults, **hyper, "lr": lr, "step": step}
+        envs, paths, scalars = [], [], {}
+        for i, (p, g) in enumerate(zip(params, grads)):
+            k = self.path_of(p)
+            w = p.to(_compute_dtype(p.dtype))
+            at = (k, w.dtype, w.device)
+            if at not in scalars:
+                scalars[at] = self.scalars(k, values, w.dtype, w.device)
+            env = {"w": w, "g": g.to(w.dtype), **scalars[at]}
+            env.update({name: states[name][i] for name, _, _ in self.paths[k].states})
+            envs.append(env)
+            paths.append(k)
+        results = self.run(envs, paths, self.segments)
+        new_params = [new_w.to(p.dtype) for (new_w, _), p in zip(results, params)]
+        new_states = {name: [None] * len(params) for name in self.state_names}
+        for i, ((_, values), k) in enumerate(zip(results, paths)):
+            for (name, _, _), v in zip(self.paths[k].states, values):
+                new_states[name][i] = v
+        return new_params, new_states
+
+    def eager_group_step(self, path, params, grads, states, *, lr, step, **hyper):
+        """In-place step of tensors sharing a path, device and dtype with multi-tensor ops (the
+        signature of an extra backend's group step: Python-number lr, step and hyperparameters)."""
+        if params:
+            hyper = self.floats(path, {**self.hyper_defaults, **hyper, "lr": lr, "step": step})
+            names = [name for name, _, _ in self.paths[path].states]
+            self.groups[path](params, grads, {n: states[n] for n in names}, hyper)
+
+    def compiled_apply(self, path, flat):
+        """torch.compile of one in-place tensor step (dynamic shapes: one compile for all sizes)."""
+        key = (path, flat)
+        if key not in self._compiled:
+            segment = self.segments[path][-1]
+            names = [name for name, _, _ in self.paths[path].states]
+
+            def apply(p, g, states, scalars):
+                w = p.to(_compute_dtype(p.dtype))
+                new_w, new_states = segment(w=w, g=g.to(w.dtype), **dict(zip(names, states)), **scalars)
+                p.copy_(new_w)
+                for s, v in zip(states, new_states):
+                    s.copy_(v)
+
+            self._compiled[key] = torch.compile(apply, dynamic=True)
+        return self._compiled[key]
+
+    def compiled_segments(self):
+        """Every segment function under torch.compile (for programs with global reductions)."""
+        if "segments" not in self._compiled:
+            self._compiled["segments"] = tuple(
+                tuple(torch.compile(f, dynamic=True) for f in row) for row in self.segments
+            )
+        return self._compiled["segments"]
+
+    def available(self, backend, device):
+        """May ``backend`` run on ``device``? (``compiled`` on a CPU needs a C++ compiler.)"""
+        if backend == "eager":
+            return True
+        if backend == "compiled":
+            return device.type != "cpu" or any(shutil.which(cc) for cc in ("c++", "g++", "clang++", "cc"))
+        return self.backends[backend][1](device)
+
+
+def _flat(t):
+    """A 1-d tensor on t's memory that is not a view (a view's base would make torch.compile
+    guard on, and recompile for, each rank): one graph then serves every parameter shape."""
+    out = torch.empty(0, dtype=t.dtype, device=t.device)
+    return out.set_(t.untyped_storage(), t.storage_offset(), (t.numel(),), (1,))
+
+
+def _unscale(grads, grad_scale):
+    """g /= grad_scale in place for every grad (a sparse grad's values), one _foreach_div_ per device,
+    as torch's fused optimizers leave their grads unscaled after an AMP step."""
+    by_device = {}
+    for g in itertools.chain(*grads):
+        if g is not None:
+            by_device.setdefault(g.device, []).append(g._values() if g.is_sparse else g)
+    for device, tensors in by_device.items():
+        torch._foreach_div_(tensors, grad_scale.to(device))
+
+
+def _is_compile_error(e):
+    """Did torch.compile itself fail (no C++ compiler, an op inductor cannot lower...)?"""
+    text = f"{type(e).__module__}.{type(e).__name__}"
+    return "torch._dynamo" in text or "torch._inductor" in text or "CppCompileError" in text
+
+
+_TORCH_CHECKS = {  # torch.optim's messages for the hyperparameters it knows
+    "lr": ("Invalid learning rate: {}", lambda v: v >= 0.0),
+    "eps": ("Invalid epsilon value: {}", lambda v: v >= 0.0),
+    "eps1": ("Invalid epsilon value: {}", lambda v: v >= 0.0),
+    "eps2": ("Invalid epsilon value: {}", lambda v: v >= 0.0),
+    "beta1": ("Invalid beta parameter at index 0: {}", lambda v: 0.0 <= v < 1.0),
+    "beta2": ("Invalid beta parameter at index 1: {}", lambda v: 0.0 <= v < 1.0),
+    "weight_decay": ("Invalid weight_decay value: {}", lambda v: v >= 0.0),
+    "momentum": ("Invalid momentum value: {}", lambda v: v >= 0.0),
+}
+
+
+def _check_hyper(name, value):
+    """ValueError unless ``value`` is a number ``name`` may take (torch's rules for the names it
+    knows; a number that is not nan for the others). A 0-d tensor counts as its number."""
+    if torch.is_tensor(value):
+        if value.numel() != 1:
+            raise ValueError(f"Tensor {name} must be 1-element")
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"Invalid {name} value: {value!r} (a number is needed)")
+    message, ok = _TORCH_CHECKS.get(name, (f"Invalid {name} value: {{}}", lambda v: not math.isnan(v)))
+    if not ok(value):
+        raise ValueError(message.format(value))
+
+
+class _Optimizer(torch.optim.Optimizer):
+    """A torch.optim.Optimizer running the program in ``_program`` (set by each generated subclass).
+
+    backend: ``"eager"`` (multi-tensor torch ops), ``"compiled"`` (torch.compile, dynamic shapes,
+    one compile for every parameter shape), an extra backend of the module, or None for the first
+    available of: the extra backends (not on a CPU), ``"compiled"``, ``"eager"``.
+    """
+
+    _program = None
+    _step_supports_amp_scaling = True  # torch.amp.GradScaler hands over grad_scale/found_inf
+
+    def __init__(
+        self, params, defaults, *, betas=None, maximize=False, foreach=None, fused=None, backend=None
+    ):
+        prog = self._program
+        known = ("eager", "compiled", *prog.backends)
+        if backend is not None and backend not in known:
+            raise ValueError(f"unknown backend {backend!r}; choose from {known}")
+        if backend in prog.backends and prog.global_names:
+            raise ValueError(f"backend {backend!r} does not run programs with global reductions")
+        if foreach and fused:
+            raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
+        if foreach and backend not in (None, "eager"):
+            raise ValueError(f"foreach=True is backend 'eager' (multi-tensor ops), not {backend!r}")
+        if fused and backend == "eager":
+            raise ValueError("fused=True asks for a fused backend ('compiled' or an extra one), not 'eager'")
+        defaults = dict(defaults)
+        if "beta1" in defaults and "beta2" in defaults:
+            if betas is not None:
+                defaults["beta1"], defaults["beta2"] = _pair(betas)
+            defaults["betas"] = (defaults["beta1"], defaults["beta2"])
+        elif betas is not None:
+            raise TypeError(f"{type(self).__name__} has no beta1 and beta2 hyperparameters to set with betas")
+        defaults["maximize"] = bool(maximize)
+        self.backend = "eager" if foreach and backend is None else backend
+        self._fused = bool(fused)
+        self._fallback = None  # why the automatic choice fell back to eager, if it did
+        super().__init__(params, defaults)
+
+    def add_param_group(self, param_group):
+        """torch's add_param_group, keeping ``betas`` and ``beta1``/``beta2`` in agreement, then
+        checking every hyperparameter (ValueError with torch's message)."""
+        if "betas" in self.defaults:
+            _betas_into(param_group, self.defaults)
+        super().add_param_group(param_group)
+        group = self.param_groups[-1]
+        for name in self._program.hyper_defaults:
+            _check_hyper(name, group[name])
+
+    # --- copy, pickle, checkpoints ---
+    def __getstate__(self):
+        state = super().__getstate__()  # torch keeps defaults, state and param_groups only
+        state.update(backend=self.backend, _fused=self._fused, _fallback=self._fallback)
+        return state
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        self.__dict__.setdefault("backend", None)
+        self.__dict__.setdefault("_fused", False)
+        self.__dict__.setdefault("_fallback", None)
+
+    def load_state_dict(self, state_dict):
+        """torch's load_state_dict, plus: state stays in the compute dtype (torch would cast it to the
+        param dtype), takes its shape (a torch.optim checkpoint's row state may carry a trailing
+        1), and a checkpoint of the torch.optim optimizer this program is loads through its name
+        map. Any other foreign checkpoint raises ValueError here rather than at the next step."""
+        state_dict = self._translated(state_dict)
+        current = [dict(group) for group in self.param_groups]
+        super().load_state_dict(state_dict)
+        self._cached_plan = None
+        self.__dict__.pop("_betas_seen", None)
+        for group, before in zip(self.param_groups, current):
+            for key, value in before.items():
+                group.setdefault(key, value)  # older checkpoints lack maximize, betas...
+            if "betas" in self.defaults:
+                _betas_into(group, group)
+        saved = state_dict["state"]
+        for saved_group, group in zip(state_dict["param_groups"], self.param_groups):
+            for pid, p in zip(saved_group["params"], group["params"]):
+                kinds = {name: kind for name, kind, _ in self._program.paths[self._program.path_of(p)].states}
+                for key, value in saved.get(pid, {}).items():
+                    if key in kinds and torch.is_tensor(value) and value.is_floating_point():
+                        value = value.to(device=p.device, dtype=_compute_dtype(p.dtype)).clone()
+                        shape = _state_shape(kinds[key], tuple(p.shape))
+                        self.state[p][key] = (
+                            value.reshape(shape) if value.numel() == p.new_empty(shape).numel() else value
+                        )
+
+    def _translated(self, state_dict):
+        """``state_dict`` in this program's names: itself, or a torch.optim checkpoint renamed."""
+        prog = self._program
+        ours = set(prog.state_names) | {"step"}
+        foreign = sorted({k for s in state_dict["state"].values() for k in s} - ours)
+        if not foreign:
+            return state_dict
+        for cls, names in prog.torch_checkpoints.items():
+            if not set(foreign) <= set(names["states"]):
+                continue
+            for group in state_dict["param_groups"]:
+                for key, want in names["requires"].items():
+                    if key in group and group[key] != want:
+                        raise ValueError(
+                            f"{type(self).__name__}.load_state_dict: this torch.optim.{cls} checkpoint has "
+                            f"{key}={group[key]!r}; program {prog.name!r} computes {cls} with {key}={want!r} only"
+                        )
+            state = {}
+            for pid, s in state_dict["state"].items():
+                mine = {names["states"].get(k, k): v for k, v in s.items() if v is not None}
+                if mine and "step" not in mine:  # torch.optim.SGD keeps no step count
+                    mine["step"] = torch.tensor(1.0)
+                state[pid] = mine
+            groups = []
+            for group in state_dict["param_groups"]:
+                group = dict(group)
+                for key, targets in names["hypers"].items():
+                    for target, value in zip(targets, group.get(key, ())):
+                        if value is not None:  # torch's None means "its default": keep ours
+                            group[target] = value
+                groups.append(group)
+            return {"state": state, "param_groups": groups}
+        accepted = "".join(f", torch.optim.{cls}" for cls in prog.torch_checkpoints)
+        raise ValueError(
+            f"{type(self).__name__}.load_state_dict: the checkpoint holds state {foreign}, which program "
+            f"{prog.name!r} does not keep (its state: {sorted(ours)}); it loads checkpoints of "
+            f"{type(self).__name__}{accepted}"
+        )
+
+    # --- the step ---
+    def _plan(self):
+        """This step's groups of tensors (see _Plan), rebuilt only when the params with grads, their
+        storage, dtype, device or shape, or the state tensors change."""
+        grads = [[p.grad for p in group["params"]] for group in self.param_groups]
+        key = tuple(
+            (p.data_ptr(), p.dtype, p.shape, None if g is None else g.is_sparse)
+            for group, gs in zip(self.param_groups, grads)
+            for p, g in zip(group["params"], gs)
+        )
+        plan = self.__dict__.get("_cached_plan")
+        if plan is None or plan.key != key or not plan.current(self.state):
+            plan = self._cached_plan = _Plan(self, key)
+        return plan, grads
+
+    def _backend_for(self, device):
+        if self.backend is not None:
+            return self.backend
+        prog = self._program
+        names = [] if prog.global_names or device.type == "cpu" else list(prog.backends)
+        names += ["compiled"] if self._fallback is None else []
+        names += [] if self._fused else ["eager"]
+        for name in names:
+            if prog.available(name, device):
+                return name
+        raise RuntimeError(
+            f"fused=True: no fused backend can run on {device} ({self._fallback or 'none available'})"
+        )
+
+    def _grads(self, entry, grads):
+        """The entry's grads; negated (new tensors) when its group maximizes."""
+        gs = entry.grads(grads)
+        return torch._foreach_neg(gs) if self.param_groups[entry.group]["maximize"] else gs
+
+    def _values(self, entry):
+        group = self.param_groups[entry.group]
+        return {**{name: group[name] for name in self._program.hyper_defaults}, "step": entry.step}
+
+    def _sync_betas(self):
+        """A scheduler edits ``betas``, a user may edit ``beta1``: whichever changed since the last
+        step is copied to the other (``betas`` wins when both did)."""
+        if "betas" not in self.defaults:
+            return
+        seen = self.__dict__.setdefault("_betas_seen", {})
+        for i, group in enumerate(self.param_groups):
+            betas, pair = tuple(group["betas"]), (group["beta1"], group["beta2"])
+            if betas != pair:
+                if seen.get(i) == betas:
+                    group["betas"] = pair
+                else:
+                    group["beta1"], group["beta2"] = betas
+                    _check_hyper("beta1", betas[0])
+                    _check_hyper("beta2", betas[1])
+            seen[i] = tuple(group["betas"])
+
+    @torch.no_grad()
+    def step(self, closure=None, *, grad_scale=None, found_inf=None):
+        """One optimizer step; ``closure`` re-evaluates the model and returns the loss.
+
+        AMP (the fused-optimizer protocol; torch.amp.GradScaler sets ``self.grad_scale`` and
+        ``self.found_inf``, which stand in for the arguments): a non-zero ``found_inf`` skips the step
+        (params, states and step counts stay as they are); otherwise every grad is divided by
+        ``grad_scale`` in place, g <- g / grad_scale, before the update."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        grad_scale = getattr(self, "grad_scale", None) if grad_scale is None else grad_scale
+        found_inf = getattr(self, "found_inf", None) if found_inf is None else found_inf
+        if found_inf is not None and found_inf.item():
+            return loss
+        plan, grads = self._plan()
+        if grad_scale is not None:
+            _unscale(grads, grad_scale)
+        self._sync_betas()
+        if plan.sparse:
+            self._step_sparse(plan, grads)
+        if not plan.entries:
+            return loss
+        plan.advance()
+        backend = self._backend_for(plan.entries[0].params[0].device)
+        prog = self._program
+        if backend == "compiled":
+            try:
+                self._step_compiled(plan, grads)
+            except Exception as e:  # no C++ compiler, unsupported op in inductor...
+                if self.backend == "compiled" or self._fused or not _is_compile_error(e):
+                    raise
+                self._fallback = f"torch.compile failed ({type(e).__name__}: {e})"
+                warnings.warn(
+                    f"{type(self).__name__}: {self._fallback}; this optimizer runs backend='eager' "
+                    "from now on (pass backend='compiled' to raise instead)",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+                self._step_eager(plan, grads)
+        elif backend == "eager" or prog.global_names:
+            self._step_eager(plan, grads)
+        else:
+            group_step = prog.backends[backend][0]
+            for e in plan.entries:
+                values = self._values(e)
+                lr = float(values.pop("lr"))
+                hyper = {n: float(v) for n, v in values.items() if n != "step"}
+                group_step(e.path, e.params, self._grads(e, grads), e.states, lr=lr, step=e.step, **hyper)
+        return loss
+
+    def _step_eager(self, plan, grads):
+        prog = self._program
+        if prog.global_names:
+            self._step_segments(plan, grads, prog.segments)
+            return
+        for e in plan.entries:
+            prog.groups[e.path](
+                e.params, self._grads(e, grads), e.states, prog.floats(e.path, self._values(e))
+            )
+
+    def _step_compiled(self, plan, grads):
+        prog = self._program
+        if prog.global_names:
+            self._step_segments(plan, grads, prog.compiled_segments())
+            return
+        for e in plan.entries:
+            dtype, device = _compute_dtype(e.params[0].dtype), e.params[0].device
+            scalars = prog.scalars(e.path, self._values(e), dtype, device)
+            flat, views = e.flat_views(prog)
+            apply, whole = prog.compiled_apply(e.path, flat), prog.compiled_apply(e.path, False)
+            states = list(zip(*e.states.values())) if e.states else [()] * len(e.params)
+            for p, g, s, v in zip(e.params, self._grads(e, grads), states, views):
+                if flat and g.is_contiguous():
+                    apply(v[0], _flat(g), v[1], scalars)
+                else:
+                    whole(p, g, list(s), scalars)
+
+    def _step_segments(self, plan, grads, segments):
+        prog = self._program
+        envs, paths, members = [], [], []
+        for e in plan.entries:
+            dtype, device = _compute_dtype(e.params[0].dtype), e.params[0].device
+            scalars = prog.scalars(e.path, self._values(e), dtype, device)
+            for i, (p, g) in enumerate(zip(e.params, self._grads(e, grads))):
+                env = {"w": p.to(dtype), "g": g.to(dtype), **scalars}
+                env.update({name: states[i] for name, states in e.states.items()})
+                envs.append(env)
+                paths.append(e.path)
+                members.append((e, i))
+        for (e, i), (new_w, new_states) in zip(members, prog.run(envs, paths, segments)):
+            e.params[i].copy_(new_w)
+            for states, v in zip(e.states.values(), new_states):
+                states[i].copy_(v)
+
+    def _step_sparse(self, plan, grads):
+        """Sparse-row grads (row-separable programs only): gather the touched rows of w and of its full
+        and row states, run the functional step on them, and copy the results back; other rows,
+        and their states, stay as they are. For a lazy program this equals the dense step on the
+        densified grad."""
+        prog = self._program
+        for gi, pi, p, state in plan.sparse:
+            group = self.param_groups[gi]
+            g = grads[gi][pi].coalesce()
+            if g.sparse_dim() == 1:  # hybrid COO (nn.Embedding): one value row per unique index
+                rows, values = g.indices()[0], g.values()
+            else:
+                rows = g.indices()[0].unique()
+                values = g.index_select(0, rows).to_dense()
+            if group["maximize"]:
+                values = -values
+            state["step"] += 1
+            names = [name for name, _, _ in prog.paths[prog.path_of(p)].states]
+            hyper = {n: group[n] for n in prog.hyper_defaults if n != "lr"}
+            new_params, new_states = prog.step(
+                [p.index_select(0, rows)],
+                [values],
+                {n: [state[n].index_select(0, rows)] for n in names},
+                lr=group["lr"],
+                step=state["step"],
+                **hyper,
+            )
+            p.index_copy_(0, rows, new_params[0])
+            for n in names:
+                state[n].index_copy_(0, rows, new_states[n][0])
+
+
+def _pair(betas):
+    betas = tuple(betas)
+    if len(betas) != 2:
+        raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
+    return betas
+
+
+def _betas_into(group, defaults):
+    """Make ``group``'s ``betas`` and ``beta1``/``beta2`` agree, from whichever it sets (``betas``
+    when it sets both): a group naming neither is left for the defaults to fill."""
+    if "betas" in group:
+        group["beta1"], group["beta2"] = _pair(group["betas"])
+    elif "beta1" in group or "beta2" in group:
+        group["betas"] = (group.get("beta1", defaults["beta1"]), group.get("beta2", defaults["beta2"]))
+        group.setdefault("beta1", group["betas"][0])
+        group.setdefault("beta2", group["betas"][1])
+    if "betas" in group:
+        group["betas"] = tuple(group["betas"])
+
+
+class _Plan:
+    """The tensors of a step grouped by (param group, path, device, dtype, step count), in param order.
+
+    Every param keeps its own ``state[p]["step"]`` tensor, as torch optimizers do; an entry
+    increments its params' counters with one multi-tensor add. The plan holds the state tensors it
+    found and is current while ``opt.state`` still holds exactly those (:meth:`current`): a state
+    replaced, deleted or cleared between steps rebuilds it (a missing state starts afresh)."""
+
+    def __init__(self, opt, key):
+        prog = opt._program
+        self.key, self.state = key, opt.state
+        entries, self.sparse, self.held, seen = {}, [], [], set()
+        for gi, group in enumerate(opt.param_groups):
+            for pi, p in enumerate(group["params"]):
+                if p.grad is None:
+                    continue
+                if p.grad.is_sparse and not prog.sparse_rows:
+                    raise TypeError(
+                        f"{type(opt).__name__} (program {prog.name!r}) cannot take the sparse gradient of a "
+                        f"{tuple(p.shape)} parameter: the program is not row-separable ({prog.not_separable}). "
+                        "A sparse-row step needs elementwise ops and rowmean only, full or row states only "
+                        "(no per-tensor or global reduction, no col or scalar state); make such a program lazy "
+                        "with optdsl.extend.lazy_updates so that rows without gradient keep weights and state."
+                    )
+                state, path = opt.state[p], prog.path_of(p)
+                step = state.get("step")
+                if not torch.is_tensor(step) or id(step) in seen:  # a count of its own, as torch keeps it
+                    state["step"] = torch.tensor(0.0 if step is None else float(step), dtype=torch.float32)
+                seen.add(id(state["step"]))
+                names = [name for name, _, _ in prog.paths[path].states]
+                for name, kind, init in prog.paths[path].states:
+                    if name not in state:
+                        state[name] = _init_state(kind, init, p)
+                self.held.append((p, state, [(k, state[k]) for k in ("step", *names)]))
+                if p.grad.is_sparse:
+                    self.sparse.append((gi, pi, p, state))
+                    continue
+                at = (gi, float(state["step"]), path, p.device, p.dtype)
+                entries.setdefault(at, _Entry(gi, at[1], path)).add(pi, p, state, names)
+        self.entries = list(entries.values())
+
+    def current(self, state):
+        """Does ``state`` (the optimizer's) still hold the dicts and tensors this plan was built on?"""
+        return state is self.state and all(
+            state.get(p) is s and all(s.get(k) is t for k, t in tensors) for p, s, tensors in self.held
+        )
+
+    def advance(self):
+        """Count one more step for every param in the plan (state edited in place is read back)."""
+        for e in self.entries:
+            torch._foreach_add_(e.steps, 1.0)
+            e.step = e.steps[0].item()
+
+
+class _Entry:
+    """One group of a _Plan: indices into the param group, params, step counters, state lists by name."""
+
+    def __init__(self, group, step, path):
+        self.group, self.step, self.path = group, step, path
+        self.index, self.params, self.steps, self.states, self._views = [], [], [], {}, None
+
+    def add(self, i, p, state, names):
+        self.index.append(i)
+        self.params.append(p)
+        self.steps.append(state["step"])
+        for name in names:
+            self.states.setdefault(name, []).append(state[name])
+
+    def grads(self, grads):
+        gs = grads[self.group]
+        return [gs[i] for i in self.index]
+
+    def flat_views(self, prog):
+        """(flat?, [(param view, state views)]): 1-d aliases for the compiled step, made once."""
+        if self._views is None:
+            states = list(self.states.values())
+            tensors = [*self.params, *itertools.chain(*states)]
+            flat = prog.paths[self.path].flat and all(t.is_contiguous() for t in tensors)
+            views = [
+                (_flat(p), [_flat(s) if s.dim() else s for s in ss]) if flat else None
+                for p, ss in zip(self.params, zip(*states) if states else [()] * len(self.params))
+            ]
+            self._views = (flat, views)
+        return self._views
+
+
+# --- optdsl runtime: end
