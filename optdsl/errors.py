@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 
+def _printable(text: str, keep: str = "\t") -> str:
+    """``text`` with what a terminal or a UTF-8 stream cannot show (a NUL, an escape, a lone
+    surrogate) spelled as Python escapes: printing an error must never fail or garble a terminal."""
+    return "".join(c if c.isprintable() or c in keep else ascii(c)[1:-1] for c in text)
+
+
 class DslError(Exception):
     """A problem in a DSL program, rendered as ``file:line:col: message`` plus the source line.
 
@@ -39,8 +45,9 @@ class DslError(Exception):
             lines = self.source.splitlines()
             if 0 < self.line <= len(lines):
                 src_line = lines[self.line - 1]
-                text += f"\n    {src_line}\n    {' ' * (self.col or 0)}^"
-        return text
+                caret = len(_printable(src_line[:self.col or 0]))
+                text += f"\n    {_printable(src_line)}\n    {' ' * caret}^"
+        return _printable(text, keep="\n\t")
 
     def at(self, filename: str, source: str) -> DslError:
         """The same error, located in ``filename`` whose text is ``source`` (keeps line/col)."""

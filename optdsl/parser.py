@@ -19,6 +19,11 @@ may be assigned again, as in the paper's ``lr = lr * 0.001``, and a read sees th
 ``+=``-style updates, ``if``/``else`` (lowered to ``where``, so a shape test such as ``ndim(w) >= 2`` is resolved per
 parameter and a step test such as ``step % k == 0`` becomes a select), and one final
 ``return update, <new value of each state, in signature order>``.
+
+Limits, each a located DslError: names follow :mod:`optdsl.names`; a number written in the
+source must be a finite float64 (arithmetic on numbers follows IEEE: ``1 / 0`` is ``inf``);
+an expression nests at most :data:`MAX_DEPTH` (64) levels; the text holds no NUL and no lone
+surrogate, and a docstring no control character other than newline and tab.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ from __future__ import annotations
 import ast
 import inspect
 import math
+import re
+import unicodedata
 import warnings
 
 from .errors import DslError
@@ -34,6 +41,13 @@ from .names import check_name, suggest
 from .ops import CONSTANTS, OPS
 from .passes.fold import constant
 from .typecheck import validate
+
+#: The deepest expression a program may hold: ample for any update rule (the zoo's deepest is
+#: 10 levels), and far from what recursive stages (printers, sympy, black) can walk.
+MAX_DEPTH = 64
+
+# A NUL or a lone surrogate in the text itself (possible in a str handed to parse()).
+_UNSAFE_TEXT = re.compile("[\x00\ud800-\udfff]")
 
 _BINOPS = {ast.Add: "add", ast.Sub: "sub", ast.Mult: "mul", ast.Div: "div", ast.Pow: "power",
            ast.Mod: "mod", ast.FloorDiv: "floordiv"}
@@ -84,6 +98,11 @@ def parse_all(text: str, filename: str = "<string>") -> dict[str, Program]:
         ['a', 'b']
     """
     ctx = _Context(filename, text)
+    bad = _UNSAFE_TEXT.search(text)
+    if bad:  # Python's parser would fail without a location (or not at all, for a NUL in 3.12+)
+        at = bad.start()
+        raise DslError(f"character {bad.group()!r} may not appear in a program", filename,
+                       text.count("\n", 0, at) + 1, at - (text.rfind("\n", 0, at) + 1), text)
     try:
         with warnings.catch_warnings():  # Python's own SyntaxWarnings are not the user's business
             warnings.simplefilter("ignore")
@@ -130,6 +149,26 @@ def parse(text: str, filename: str = "<string>", name: str | None = None) -> Pro
     return next(iter(programs.values()))
 
 
+def _deeper_than(expr: Expr, limit: int) -> bool:
+    """Does ``expr`` nest more than ``limit`` levels (a name or number is one level)? Iterative,
+    so an absurd tree cannot exhaust the stack here."""
+    stack = [(expr, 1)]
+    while stack:
+        e, d = stack.pop()
+        if d > limit:
+            return True
+        if isinstance(e, Call):
+            stack.extend((a, d + 1) for a in e.args)
+    return False
+
+
+def _unsafe_in_doc(doc: str) -> str | None:
+    """The first character of a docstring that generated files cannot carry: a control character
+    other than newline and tab (a NUL ends a C string; ``\\x1b`` drives a terminal) or a lone
+    surrogate (not encodable as UTF-8)."""
+    return next((c for c in doc if c not in "\n\t" and unicodedata.category(c) in ("Cc", "Cs")), None)
+
+
 def _is_docstring(node: ast.AST) -> bool:
     return isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and isinstance(
         node.value.value, str)
@@ -138,6 +177,7 @@ def _is_docstring(node: ast.AST) -> bool:
 class _Parser:
     def __init__(self, ctx: _Context):
         self.ctx = ctx
+        self.depth = 0  # nesting of the expression being read
         self.defined: set[str] = set()
         self.used_names: set[str] = set()
 
@@ -189,12 +229,24 @@ class _Parser:
         body = list(fn.body)
         doc = ""
         if body and _is_docstring(body[0]):
-            doc = inspect.cleandoc(body.pop(0).value.value)
+            node = body.pop(0)
+            doc = inspect.cleandoc(node.value.value)
+            bad = _unsafe_in_doc(doc)
+            if bad is not None:
+                raise self.err(f"the docstring holds {bad!r}, which generated files cannot carry", node,
+                               "remove it")
         if not body or not isinstance(body[-1], ast.Return):
             raise self.err("a program ends with `return update, <states...>`", body[-1] if body else fn)
         ret = body.pop()
         stmts = self.block(body)
         update, new_states = self.returns(ret, states)
+        # `a and b and ...`, chained comparisons and `if` blocks nest deeper in the IR than in the
+        # source: check what every later stage will walk.
+        for a in stmts:
+            if _deeper_than(a.expr, MAX_DEPTH):
+                raise self.too_deep(a.loc)
+        if any(_deeper_than(e, MAX_DEPTH) for e in (update, *new_states)):
+            raise self.too_deep(ret)
         return Program(name, tuple(states), tuple(hypers), tuple(stmts), update, new_states, doc=doc,
                        filename=self.ctx.filename, source=self.ctx.source,
                        return_loc=(ret.lineno, ret.col_offset))
@@ -340,6 +392,22 @@ class _Parser:
                        "assign it first, or add it to the signature as a state or hyperparameter")
 
     def expr(self, node: ast.AST) -> Expr:
+        """The IR of one source expression; refused past :data:`MAX_DEPTH` levels of nesting."""
+        self.depth += 1
+        try:
+            if self.depth > MAX_DEPTH:
+                raise self.too_deep(node)
+            return self._expr(node)
+        finally:
+            self.depth -= 1
+
+    def too_deep(self, where) -> DslError:
+        if isinstance(where, tuple):  # an IR location (line, col)
+            where = ast.Pass(lineno=where[0], col_offset=where[1])
+        return self.err(f"expression nested more than {MAX_DEPTH} levels deep", where,
+                        "split it with intermediate assignments")
+
+    def _expr(self, node: ast.AST) -> Expr:
         if isinstance(node, ast.Name):
             return self.name_ref(node.id, node)
         if isinstance(node, ast.Constant):

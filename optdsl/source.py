@@ -25,6 +25,41 @@ def zoo_source(name: str) -> str:
     return resources.files("optdsl.zoo").joinpath(f"{name}.py").read_text()
 
 
+def decode(data: bytes, filename: str) -> str:
+    """Program text from a file's bytes: UTF-8 (a leading byte-order mark is dropped), else a
+    DslError that names the file, line and column of the first byte that is not UTF-8.
+
+    Example:
+        >>> try:
+        ...     decode(b"def f(w, g, lr):\\n    return g  # caf\\xe9\\n", "f.py")
+        ... except DslError as e:
+        ...     print(e.line, e.col, e.message)
+        2 19 this is not UTF-8 text (byte 0xe9)
+    """
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        start = e.start + (3 if data.startswith(b"\xef\xbb\xbf") else 0)
+        line = data.count(b"\n", 0, start) + 1
+        col = start - (data.rfind(b"\n", 0, start) + 1)
+        kind = " (it looks like UTF-16)" if data[:2] in (b"\xff\xfe", b"\xfe\xff") else ""
+        shown = data.decode("utf-8", "backslashreplace")  # to show the line, bad bytes as \xe9
+        raise DslError(f"this is not UTF-8 text{kind} (byte 0x{data[start]:02x})", filename, line, col,
+                       shown, hint="save it as UTF-8") from None
+
+
+def read(path: str) -> str:
+    """The text of the program file at ``path`` (``-``: standard input), decoded by :func:`decode`."""
+    if path == "-":
+        stdin = getattr(sys.stdin, "buffer", None)  # a text-only stdin (a test's StringIO) has none
+        return decode(stdin.read(), "<stdin>") if stdin is not None else sys.stdin.read()
+    try:
+        with open(path, "rb") as f:
+            return decode(f.read(), path)
+    except OSError as e:
+        raise DslError(f"cannot read it: {e.strerror}", path) from None
+
+
 def load(src: str) -> Program:
     """The program ``src`` names: a zoo name (``"lion"``), a path, ``path:name``, or ``-``.
 
@@ -33,23 +68,23 @@ def load(src: str) -> Program:
         'adamw'
     """
     if src == "-":
-        return parse(sys.stdin.read(), "<stdin>")
+        return parse(read("-"), "<stdin>")
     path, _, name = src.rpartition(":") if ":" in src and not os.path.exists(src) else (src, "", "")
     if os.path.exists(path) and os.path.isfile(path):
-        with open(path, encoding="utf-8") as f:
-            return parse(f.read(), path, name or None)
+        return parse(read(path), path, name or None)
     if os.sep not in src and not src.endswith(".py") and src in zoo_names():
         return parse(zoo_source(src), f"<zoo:{src}>", src)
+    if os.path.isdir(path):
+        raise DslError("a directory, not a program file", path)
     if src.endswith(".py") or os.sep in src:
-        raise DslError(f"no such file: {path}")
+        raise DslError("no such file", path)
     raise DslError(f"{src!r} is neither a zoo program nor a file",
                    hint=f"the zoo has: {', '.join(zoo_names())}")
 
 
 def load_all(path: str) -> dict[str, Program]:
     """Every program in the file at ``path``."""
-    with open(path, encoding="utf-8") as f:
-        return parse_all(f.read(), path)
+    return parse_all(read(path), path)
 
 
 def program(fn) -> Program:

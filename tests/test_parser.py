@@ -8,6 +8,7 @@ import pytest
 from optdsl import DslError, Interpreter, load, parse, parse_all, to_source
 from optdsl.cli import main
 from optdsl.ir import Call, Const, Var
+from optdsl.parser import MAX_DEPTH
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -167,3 +168,32 @@ def test_zoo_round_trips():
     for name in ["sgd", "adamw", "lion"]:
         p = load(name)
         assert parse(to_source(p)) == p
+
+
+@pytest.mark.parametrize("doc", ["\\ud800", "\\x00", "\\x1b[2J"])
+def test_a_docstring_generated_files_cannot_carry_is_refused(doc):
+    # A lone surrogate passed `check`, then crashed `show`/`compile`; a NUL broke the jax module.
+    with pytest.raises(DslError, match="the docstring holds") as info:
+        parse(f'def f(w, g, lr):\n    """bad {doc} here"""\n    return lr * g\n', "p.py")
+    assert (info.value.line, info.value.col) == (2, 4)
+    assert parse('def f(w, g, lr):\n    """caf\u00e9 is fine"""\n    return lr * g\n').doc == "caf\u00e9 is fine"
+
+
+@pytest.mark.parametrize("char", ["\x00", "\ud800"])
+def test_a_nul_or_lone_surrogate_in_the_text_is_located(char):
+    with pytest.raises(DslError, match="may not appear in a program") as info:
+        parse(f"def f(w, g, lr):\n    return lr * g  # {char}\n", "p.py")
+    assert (info.value.line, info.value.col) == (2, 21)
+    str(info.value).encode("utf-8")  # the message itself prints on any UTF-8 stream
+
+
+@pytest.mark.parametrize("expr, line_col", [
+    (" + ".join(["g"] * 400), (2, 8)),  # passed `check`, then RecursionError in show/compile
+    ("sign(" * 150 + "g" + ")" * 150, (2, 8 + 5 * MAX_DEPTH)),  # the first call too deep
+    (" and ".join(["g"] * 100), (2, 4)),  # shallow in the source, deep in the IR
+], ids=["sum", "calls", "and"])
+def test_expressions_nest_at_most_max_depth_levels(expr, line_col):
+    with pytest.raises(DslError, match=f"nested more than {MAX_DEPTH} levels") as info:
+        parse(f"def f(w, g, lr):\n    u = {expr}\n    return lr * u\n")
+    assert (info.value.line, info.value.col) == line_col
+    assert parse("def f(w, g, lr):\n    return " + " + ".join(["g"] * MAX_DEPTH) + "\n")
