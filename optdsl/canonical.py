@@ -107,21 +107,27 @@ def canonicalize(program: Program) -> Program:
     emitted: dict[str, Expr] = {}
     guarded = graph.reads_dim()
 
-    def emit(k: str) -> Expr:
-        if k in emitted:
-            return emitted[k]
-        node = graph.nodes[k]
-        if node[0] == "leaf":
-            leaf = node[1]
-            out = Var(names.get(leaf.name, leaf.name)) if isinstance(leaf, Var) else leaf
-        elif k in guarded:
-            out = Call(node[0], tuple(emit(a) for a in node[1]))
-        else:
-            args = tuple(emit(a) for a in node[1])
-            out = Var(f"t{len(body) + 1}")
-            body.append(Assign(out.name, Call(node[0], args)))
-        emitted[k] = out
-        return out
+    def emit(root: str) -> Expr:
+        # Depth-first, arguments left to right, with an explicit stack: a chain of 20,000
+        # statements is 20,000 nodes deep.
+        stack = [(root, False)]
+        while stack:
+            k, ready = stack.pop()
+            if k in emitted:
+                continue
+            node = graph.nodes[k]
+            if node[0] == "leaf":
+                leaf = node[1]
+                emitted[k] = Var(names.get(leaf.name, leaf.name)) if isinstance(leaf, Var) else leaf
+            elif not ready:
+                stack.append((k, True))
+                stack.extend((a, False) for a in reversed(node[1]))
+            elif k in guarded:
+                emitted[k] = Call(node[0], tuple(emitted[a] for a in node[1]))
+            else:
+                emitted[k] = Var(f"t{len(body) + 1}")
+                body.append(Assign(emitted[k].name, Call(node[0], tuple(emitted[a] for a in node[1]))))
+        return emitted[root]
 
     out_exprs = [emit(k) for k in outputs]
     states = tuple(replace(s, name=names[s.name]) for s in order)

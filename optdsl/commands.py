@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 
 from rich.console import Console
 from rich.table import Table
@@ -27,6 +28,9 @@ def _assignments(pairs: list[str]) -> dict[str, float]:
             raise DslError(f"--set {pair!r}: expected NAME=NUMBER") from None
         if not eq or not name.strip().isidentifier():
             raise DslError(f"--set {pair!r}: expected NAME=NUMBER")
+        if not math.isfinite(out[name.strip()]):
+            raise DslError(f"--set {pair!r}: the value must be a finite number",
+                           hint="with nan or inf every update is nan or inf, and nothing can be compared")
     return out
 
 
@@ -69,15 +73,15 @@ def cmd_equiv(args) -> int:
     from .equiv import equivalent
 
     result = equivalent(load(args.a), load(args.b), _assignments(args.set))
-    if result.equal:
-        print(f"equivalent ({result.method})")
-        if result.detail:
-            print(result.detail)
-        return 0
-    print(f"not equivalent ({result.method})")
+    print(result)
+    if result.kind != "tested" and result.detail:  # a tested verdict already says what was run
+        print(result.detail)
     if result.counterexample:
         print(result.counterexample)
-    return 1
+    if args.strict and result.kind != "exact":
+        print("--strict: not proved exactly equal")
+        return 1
+    return 0 if result.equal else 1
 
 
 def cmd_cost(args) -> int:
@@ -122,11 +126,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = add("simplify", cmd_simplify, "print the simplified program as DSL source")
     p.add_argument("src")
     p.add_argument("--set", action="append", metavar="NAME=VALUE", help="bind a hyperparameter")
-    p = add("equiv", cmd_equiv, "decide whether two programs produce the same updates (exit 0/1)")
+    p = add("equiv", cmd_equiv, "decide whether two programs produce the same updates, and how (exit 0/1)")
     p.add_argument("a", metavar="SRC_A")
     p.add_argument("b", metavar="SRC_B")
     p.add_argument("--set", action="append", metavar="NAME=VALUE",
                    help="bind a hyperparameter in both programs (default: their defaults)")
+    p.add_argument("--strict", action="store_true",
+                   help="exit 0 only for exact equality (not 'generic' or 'tested')")
     p = add("cost", cmd_cost, "memory, traffic and flops of one step, as a table")
     p.add_argument("src")
     p.add_argument("--shape", default="4096x4096", help="parameter shape (default 4096x4096)")

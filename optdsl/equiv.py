@@ -1,31 +1,54 @@
-"""Equivalence of two programs: the same update sequence, whatever the gradients.
+"""Equivalence of two programs: the same update sequence, whatever the gradients, and what kind.
 
 Programs ``a`` and ``b`` are equivalent when, started from their initial states, they hand back
 the same update at every step for every sequence of weights and gradients. States may differ in
 number, order and names. Hyperparameters are bound to their defaults, or to ``values``.
 
-Decided in this order:
+The verdict names what was shown (:class:`Equivalence`):
 
-1. *symbolic*, same canonical form (:func:`~optdsl.canonical.structural_hash`), after binding
-   hyperparameters and removing dead code (so dead states never matter);
-2. *symbolic*, a bijection between the states (same kind and first value) under which sympy
-   proves the updates and the new state values equal; by induction over steps the update
-   sequences are then equal (in exact real arithmetic);
-3. *tested*, otherwise: both run through the reference interpreter (float64) on random weights
-   and gradients, on a 1-d, a 2-d and a 3-d parameter together (static branches and global
-   reductions are exercised), for ``steps`` steps and ``trials`` seeds; updates must agree to a
-   relative tolerance. A difference gives a counterexample: the step, the shape, both updates.
+``equal (exact)``
+    The same canonical form (:func:`~optdsl.canonical.structural_hash`) after binding and
+    dead-code removal, or sympy proves the update and the new states equal under a pairing of the
+    states *and* both programs are singular at the same points: the same denominators (factored;
+    ``1/x`` and ``1/x**2`` count alike), the same arguments of ``rsqrt``/``log``, the same domains
+    of ``arcsin``... So they are equal wherever one is defined in real arithmetic, and undefined
+    at the same points (where either may give inf or nan). By induction over steps the update
+    sequences are equal.
+``equal (generic: ...)``
+    sympy proves them equal, but one program divides by a value (or takes the log, rsqrt... of
+    one) that the other does not: equal wherever none of those arguments is zero (or outside the
+    op's domain). The paper's ``m / sqrt(m*m) = sign(m)`` is of this kind (it differs at m = 0),
+    and so is ``lr*g/g = lr``. The detail lists the singular arguments and, where the tested
+    trajectories (below) hit one, where the two differ.
+``equal (tested: ...)``
+    No proof; both run through the reference interpreter (float64) on random weights and
+    gradients for ``steps`` steps and ``trials`` seeds, on a 1-d, a 2-d and a 3-d parameter
+    together. A quarter of the gradient coordinates are exactly 0 at every step (a constant input
+    feature) and a fifth more at random steps, so a 0/0 shows. Updates agree to a relative
+    tolerance; nan counts as agreement only at the same places, and a run whose updates are
+    mostly non-finite is no evidence (``undecided``).
+``different``
+    With a counterexample: the step, the shape, both updates.
+
+Which ops are singular, and at which argument, is read off each op's numpy form (an argument
+is singular where changing it alone turns a finite result into inf or nan), so the op table
+stays the one source.
 
 Example:
     >>> from optdsl import load, parse
     >>> lion2 = parse(load("lion").source.replace("beta2=0.99", "beta2=0.9"))
-    >>> equivalent(load("lion"), lion2).equal
-    False
+    >>> str(equivalent(load("lion"), lion2))
+    'different'
+    >>> a = parse("def f(w, g, lr=0.1):\\n    return lr * g / g\\n")
+    >>> b = parse("def f(w, g, lr=0.1):\\n    return lr + 0 * g\\n")
+    >>> equivalent(a, b).kind
+    'generic'
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -33,28 +56,44 @@ import sympy
 
 from .errors import DslError
 from .interpreter import Interpreter
-from .ir import Program
+from .ir import Call, Program, walk
 from .passes import eliminate_dead_code, fold
-from .symbolic import to_sympy
+from .symbolic import expr_to_sympy, only_at_zero, sign_rewrite, singular_args, symbol, to_sympy
+from .typecheck import expr_kind, input_kinds
 
 SHAPES = ((7,), (5, 6), (2, 3, 4))
 RTOL = 1e-7
 MAX_BIJECTIONS = 120
 SIMPLIFY_LIMIT = 80  # sympy.simplify is tried on differences at most this large
+DEAD_FRACTION = 0.25  # gradient coordinates that are 0 at every step (a constant input feature)
+ZERO_FRACTION = 0.2  # and coordinates that are 0 at a given step
+MIN_FINITE = 0.5  # a tested run is evidence only if this share of the compared values is finite
+GENERIC = "wherever no denominator, sqrt or log argument is zero"
 
 
 @dataclass(frozen=True)
 class Equivalence:
-    """The verdict: ``equal``; ``method`` "symbolic" (proved) or "tested" (randomized trajectories);
-    ``detail`` says how; ``counterexample`` shows where they differ."""
+    """The verdict. ``kind`` is ``exact``, ``generic``, ``tested`` (equal), ``different`` or
+    ``undecided`` (not shown equal); ``detail`` says how; ``counterexample`` where they differ."""
 
     equal: bool
-    method: str
+    kind: str
     detail: str = ""
     counterexample: str | None = None
 
+    @property
+    def method(self) -> str:
+        """``symbolic`` (proved) or ``tested`` (run on trajectories)."""
+        return "symbolic" if self.kind in ("exact", "generic") else "tested"
+
     def __str__(self) -> str:
-        return f"{'equivalent' if self.equal else 'not equivalent'} ({self.method})"
+        if self.kind == "exact":
+            return "equal (exact)"
+        if self.kind == "generic":
+            return f"equal (generic: {GENERIC})"
+        if self.kind == "tested":
+            return f"equal (tested: {self.detail})"
+        return self.kind
 
     def __bool__(self) -> bool:
         return self.equal
@@ -80,6 +119,56 @@ def _is_zero(expr: sympy.Expr) -> bool:
     return False
 
 
+def _zero_set(e: sympy.Expr) -> frozenset:
+    """Factors whose zeros are where ``e`` is zero (up to sign, multiplicity, ``|x|``)."""
+    num = sympy.fraction(sympy.together(e))[0]
+    try:
+        factors = [f for f, _ in sympy.factor_list(num)[1]]
+    except Exception:  # noqa: BLE001 - not a polynomial in anything sympy can factor
+        factors = [num]
+    out = set()
+    for f in factors:
+        while isinstance(f, sympy.Abs):
+            f = f.args[0]
+        out.add(-f if f.could_extract_minus_sign() else f)
+    return frozenset(out)
+
+
+def singularities(program: Program, values: dict[str, float] | None = None) -> frozenset:
+    """Where ``program`` (live statements, as sympy expressions of its inputs) may be singular:
+    ``("zero", factor)`` for an argument that must not be zero, ``(op, argument)`` for one that
+    must lie in ``op``'s domain (``arcsin``). Constant arguments are no condition."""
+    env = {**{n: symbol(n) for n in ("w", "g", "lr", "step", *program.state_names)},
+           **{h.name: symbol(h.name) for h in program.hypers}}
+    env.update({k: sympy.Rational(repr(float(v))) for k, v in (values or {}).items()})
+    kinds = input_kinds(program)
+    out: set = set()
+
+    def visit(expr):
+        for node in walk(expr):
+            if isinstance(node, Call):
+                for i in singular_args(node.op):
+                    arg = expr_to_sympy(node.args[i], env, kinds=kinds)
+                    if arg.is_number:
+                        continue
+                    if only_at_zero(node.op, i):
+                        out.update(("zero", f) for f in _zero_set(arg))
+                    else:  # singular outside a domain (arcsin), or at what power's exponent decides
+                        out.add((node.op, arg))
+
+    for a in program.body:
+        visit(a.expr)
+        env[a.target] = expr_to_sympy(a.expr, env, kinds=kinds)
+        kinds[a.target] = expr_kind(a.expr, kinds, _raise)
+    for e in program.outputs():
+        visit(e)
+    return frozenset(out)
+
+
+def _raise(msg, hint=None):
+    raise DslError(msg, hint=hint)
+
+
 def _bijections(a: Program, b: Program):
     """Maps from b's states to a's, pairing states of the same kind and first value."""
     if len(a.states) != len(b.states):
@@ -100,25 +189,36 @@ def _bijections(a: Program, b: Program):
 
 
 def prove(a: Program, b: Program, values_a: dict[str, float] | None = None,
-          values_b: dict[str, float] | None = None) -> str | None:
-    """How sympy shows that dead-code-free ``a`` and ``b`` (hyperparameters bound to
-    ``values_a``/``values_b``) give the same updates, or None."""
+          values_b: dict[str, float] | None = None) -> tuple[str, str] | None:
+    """``(kind, how)`` when sympy shows that dead-code-free ``a`` and ``b`` (hyperparameters
+    bound to ``values_a``/``values_b``) give the same updates, else None; ``kind`` is
+    ``exact`` or ``generic`` (see the module docstring)."""
     from .canonical import structural_hash
 
     if structural_hash(fold(a, values=values_a)) == structural_hash(fold(b, values=values_b)):
-        return "same canonical form"
+        return "exact", "same canonical form"
     # Numbers enter sympy exactly (0.9 -> 9/10), so 1 - 0.9 and 0.1 agree.
     sa, sb = to_sympy(a, values=values_a), to_sympy(b, values=values_b)
     for mapping in _bijections(a, b):
         subs = {sb.symbols[nb]: sa.symbols[na] for nb, na in mapping.items()}
-        ub = sb.update.xreplace(subs)
-        if not _is_zero(sa.update - ub):
-            continue
-        new_b = dict(zip(b.state_names, sb.new_states))
         new_a = dict(zip(a.state_names, sa.new_states))
-        if all(_is_zero(new_a[na] - new_b[nb].xreplace(subs)) for nb, na in mapping.items()):
-            pairs = ", ".join(f"{nb} -> {na}" for nb, na in mapping.items())
-            return "sympy proves the update and new states equal" + (f" under {pairs}" if pairs else "")
+        new_b = dict(zip(b.state_names, sb.new_states))
+        pairs = [(sa.update, sb.update.xreplace(subs))]
+        pairs += [(new_a[na], new_b[nb].xreplace(subs)) for nb, na in mapping.items()]
+        # Exactly, or after the rewrites that hold wherever a value is non-zero (x/|x| = sign(x)).
+        plain = [_is_zero(x - y) for x, y in pairs]
+        if not all(z or _is_zero(sign_rewrite(x) - sign_rewrite(y)) for z, (x, y) in zip(plain, pairs)):
+            continue
+        under = ", ".join(f"{nb} -> {na}" for nb, na in mapping.items())
+        how = "sympy proves the update and new states equal" + (f" under {under}" if under else "")
+        if not all(plain):
+            return "generic", how + " using x / |x| = sign(x) and sign(x * y) = sign(x) for y >= 0"
+        sing_a = singularities(a, values_a)
+        sing_b = {(k, e.xreplace(subs)) for k, e in singularities(b, values_b)}
+        if sing_a == sing_b:
+            return "exact", how + ("; both are singular at the same points" if sing_a else "")
+        only = sorted({str(e) for _, e in sing_a ^ sing_b})
+        return "generic", how + f"; only one of them is singular where these are zero: {', '.join(only)}"
     return None
 
 
@@ -142,63 +242,112 @@ def _difference(x: np.ndarray, y: np.ndarray) -> str:
     return f"at index {tuple(int(k) for k in i)}: a's update is {x[i]:.9g}, b's is {y[i]:.9g}"
 
 
+def gradients(rng: np.random.Generator, dead: np.ndarray) -> np.ndarray:
+    """Normal gradients with exact zeros: on the ``dead`` coordinates and a random fifth."""
+    g = rng.normal(size=dead.shape)
+    return np.where(dead | (rng.random(dead.shape) < ZERO_FRACTION), 0.0, g)
+
+
+@dataclass(frozen=True)
+class Run:
+    """What :func:`trajectories` saw: the first difference (or None) and how many compared
+    update values were finite."""
+
+    difference: str | None
+    finite: int
+    compared: int
+
+
 def trajectories(a: Program, b: Program, values_a: dict[str, float], values_b: dict[str, float],
-                 steps: int, trials: int, seed: int, shapes=SHAPES) -> str | None:
-    """Run both on the same random weights and gradients; the first difference, described, or None."""
+                 steps: int, trials: int, seed: int, shapes=SHAPES) -> Run:
+    """Run both on the same random weights and gradients (with exact zeros, see
+    :func:`gradients`); stops at the first difference."""
     ok_a, ok_b = _runnable(a, values_a, shapes), _runnable(b, values_b, shapes)
     if ok_a != ok_b:
         shape = next(s for s in shapes if (s in ok_a) != (s in ok_b))
         which = "a" if shape not in ok_a else "b"
-        return f"shape {shape}: {which} cannot run on this shape and the other can"
+        return Run(f"shape {shape}: {which} cannot run on this shape and the other can", 0, 0)
     if not ok_a:
         raise DslError("neither program runs on any test shape", hint=f"tried {list(shapes)}")
     ia = Interpreter(a, np.float64, **values_a)
     ib = Interpreter(b, np.float64, **values_b)
+    finite = compared = 0
     for trial in range(trials):
         rng = np.random.default_rng([seed, trial])
         params = {f"p{i}": rng.normal(size=s) for i, s in enumerate(ok_a)}
+        dead = {n: rng.random(p.shape) < DEAD_FRACTION for n, p in params.items()}
         pa, pb = dict(params), dict(params)
         state_a, state_b = ia.init(pa), ib.init(pb)
         for t in range(1, steps + 1):
-            grads = {n: rng.normal(size=p.shape) for n, p in params.items()}
+            grads = {n: gradients(rng, dead[n]) for n in params}
             ua, state_a = ia.updates(pa, grads, state_a, t)
             ub, state_b = ib.updates(pb, grads, state_b, t)
             for n in params:
                 x, y = ua[n], ub[n]
                 scale = max(np.max(np.abs(x[np.isfinite(x)]), initial=0.0),
                             np.max(np.abs(y[np.isfinite(y)]), initial=0.0))
+                # equal_nan: nan agrees with nan only at the same index.
                 if not np.allclose(x, y, rtol=RTOL, atol=RTOL * scale, equal_nan=True):
-                    return f"step {t}, parameter of shape {x.shape} (trial {trial}), {_difference(x, y)}"
+                    where = f"step {t}, parameter of shape {x.shape} (trial {trial}), {_difference(x, y)}"
+                    return Run(where, finite, compared)
+                finite += int(np.count_nonzero(np.isfinite(x)))
+                compared += x.size
             with np.errstate(all="ignore"):
                 pa = {n: pa[n] - ua[n] for n in params}
                 pb = {n: pb[n] - ub[n] for n in params}
-    return None
+    return Run(None, finite, compared)
 
 
-def equivalent(a: Program, b: Program, values: dict[str, float] | None = None, steps: int = 20,
-               trials: int = 3, seed: int = 0) -> Equivalence:
-    """Decide whether ``a`` and ``b`` give the same update sequence (see the module docstring).
+def check_values(values: dict[str, float] | None) -> None:
+    """Hyperparameter values must be finite: with ``lr = nan`` every update is nan, and nan
+    agreeing with nan shows nothing."""
+    bad = {k: v for k, v in (values or {}).items() if not math.isfinite(float(v))}
+    if bad:
+        raise DslError(f"non-finite value for {', '.join(f'{k}={v}' for k, v in bad.items())}",
+                       hint="hyperparameter values must be finite numbers")
 
-    Example: ``equivalent(load("adamw"), renamed_adamw)`` -> ``equivalent (symbolic)``.
-    """
-    unknown = set(values or {}) - set(a.hyper_defaults) - set(b.hyper_defaults) - {"lr"}
-    if unknown:
-        raise DslError(f"neither program has a hyperparameter {', '.join(sorted(unknown))}")
-    ba, bind_a = bound(a, values)
-    bb, bind_b = bound(b, values)
+
+def compare(a: Program, b: Program, values_a: dict[str, float] | None = None,
+            values_b: dict[str, float] | None = None, steps: int = 20, trials: int = 3,
+            seed: int = 0) -> Equivalence:
+    """:func:`equivalent` with each program's own values (a readable form whose ``lr`` folds the
+    raw program's scaling, say). Example: ``compare(raw, nice, {"lr": 18.9}, {"lr": 0.00378})``."""
+    check_values(values_a)
+    check_values(values_b)
+    ba, bind_a = bound(a, values_a)
+    bb, bind_b = bound(b, values_b)
     try:
         proof = prove(ba, bb, bind_a, bind_b)
     except Exception:  # noqa: BLE001 - sympy's internals fail in many ways; then testing decides
         proof = None
-    if proof:
-        return Equivalence(True, "symbolic", proof)
+    if proof and proof[0] == "exact":
+        return Equivalence(True, *proof)
     # A program without a default lr runs with lr = 1e-3.
-    found = trajectories(ba, bb, {"lr": 1e-3, **bind_a}, {"lr": 1e-3, **bind_b}, steps, trials, seed)
-    if found:
-        return Equivalence(False, "tested", "the update sequences differ", found)
-    detail = (f"no symbolic proof; updates agree (rtol {RTOL:g}) over {trials} trials x {steps} steps "
-              f"on shapes {', '.join(map(str, SHAPES))}")
+    run = trajectories(ba, bb, {"lr": 1e-3, **bind_a}, {"lr": 1e-3, **bind_b}, steps, trials, seed)
+    if proof:  # generic: say where the tested trajectories met a point where they differ
+        kind, how = proof
+        return Equivalence(True, kind, how + (f"; they differ there: {run.difference}" if run.difference else ""))
+    if run.difference:
+        return Equivalence(False, "different", "the update sequences differ", run.difference)
+    if run.finite < MIN_FINITE * run.compared:
+        return Equivalence(False, "undecided", f"no symbolic proof, and only {run.finite} of {run.compared} "
+                           "compared update values were finite: not evidence")
+    detail = (f"{trials} trials x {steps} steps on shapes {', '.join(map(str, SHAPES))}, gradients with "
+              f"exact zeros; updates agree to rtol {RTOL:g}")
     return Equivalence(True, "tested", detail)
 
 
-__all__ = ["Equivalence", "bound", "equivalent", "prove", "trajectories"]
+def equivalent(a: Program, b: Program, values: dict[str, float] | None = None, steps: int = 20,
+               trials: int = 3, seed: int = 0) -> Equivalence:
+    """Decide whether ``a`` and ``b`` give the same update sequence, and what kind of equality
+    was shown (see the module docstring); ``values`` bind hyperparameters in both.
+
+    Example: ``str(equivalent(load("adamw"), renamed_adamw))`` -> ``'equal (exact)'``.
+    """
+    unknown = set(values or {}) - set(a.hyper_defaults) - set(b.hyper_defaults) - {"lr"}
+    if unknown:
+        raise DslError(f"neither program has a hyperparameter {', '.join(sorted(unknown))}")
+    return compare(a, b, values, values, steps, trials, seed)
+
+
+__all__ = ["Equivalence", "bound", "compare", "equivalent", "prove", "singularities", "trajectories"]

@@ -335,7 +335,7 @@ op("mean", 1, R, np.mean, lambda x: _sym_fn("mean")(x), r"\operatorname{{mean}}(
 op("sum", 1, R, np.sum, lambda x: _sym_fn("sum")(x), r"\sum {0}", "torch.sum({0})", "jnp.sum({0})",
    None, "sum of the tensor's elements", search=False,
    reduction=Reduction((_X,), "sum", _A0))
-op("amax", 1, R, lambda x: np.max(x, initial=-np.inf), lambda x: _sym_fn("amax")(x), r"\max {0}", "torch.amax({0})", "jnp.max({0})",
+op("amax", 1, R, lambda x: np.max(x, initial=-np.inf), lambda x: _sym_fn("amax")(x), r"\max {0}", "torch.amax({0})", "jnp.max({0}, initial=-jnp.inf)",
    None, "largest element of the tensor", search=False,
    reduction=Reduction((_X,), "max", _A0))
 op("allfinite", 1, R, lambda x: _bool(np.all(np.isfinite(x)), (x,)), lambda x: _sym_fn("allfinite")(x),

@@ -45,6 +45,7 @@ from .symbolic import (
     expr_from_sympy,
     expr_to_sympy,
     from_sympy,
+    sign_rewrite,
     symbol,
     to_sympy,
     uniform_names,
@@ -84,23 +85,6 @@ def bind(program: Program, values: dict[str, float] | None) -> Program:
         hypers = [h for h in hypers if h.name != "lr"]
         hypers.insert(0, Hyper("lr", float(values["lr"])))
     return replace(fold(program, values=fixed) if fixed else program, hypers=tuple(hypers))
-
-
-def sign_rewrite(expr: sympy.Expr) -> sympy.Expr:
-    """``x / |x| -> sign(x)`` and ``x / |-x| -> sign(x)`` (equal except at x = 0)."""
-
-    def rewrite(mul: sympy.Mul) -> sympy.Expr:
-        factors = list(mul.args)
-        for i, f in enumerate(factors):
-            if isinstance(f, sympy.Pow) and f.exp == -1 and isinstance(f.base, sympy.Abs):
-                y = f.base.args[0]
-                for j, x in enumerate(factors):
-                    if j != i and (x == y or x == -y or sympy.expand(x + y) == 0):
-                        rest = [z for k, z in enumerate(factors) if k not in (i, j)]
-                        return sympy.Mul(sympy.sign(x), *rest)
-        return mul
-
-    return expr.replace(lambda e: isinstance(e, sympy.Mul), rewrite)
 
 
 def _attempt(fn, *args, **kw):

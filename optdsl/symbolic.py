@@ -8,6 +8,9 @@ reductions (``norm``, ``rowmean``, ``global_norm``...) are uninterpreted functio
 elementwise argument, which is sound because equal elementwise expressions give equal tensors.
 Shape facts (``ndim(w)``) are resolved when a ``shape`` is given, else kept as uninterpreted
 functions. Numbers become exact rationals of their decimal text, so ``1 - 0.9`` is ``1/10``.
+Range facts come from the op table (``norm``, ``rms``, ``global_norm`` are nonnegative; sympy
+itself knows ``|x|``, ``x**2``, ``exp``, ``cosh``); a reduction of a value that is the same for
+every element folds (``mean(-0.93) = -0.93``, ``rms(c) = |c|``).
 
 :func:`from_sympy` goes back: ``sympy.cse`` names the common subexpressions as statements, and
 sums are read back into the language's own ops (``(1 - a) x + a y`` -> ``interp(x, y, a)``,
@@ -24,20 +27,55 @@ Example:
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, replace
-from functools import reduce
+from functools import cache, reduce
 
+import numpy as np
 import sympy
 from sympy.core.relational import Relational
 
 from .ir import INPUTS, Assign, Call, Const, Expr, Program, Var
 from .ops import COL, GLOBAL, OPS, REDUCE, ROW, STATIC
 from .passes.fold import fold_expr
-from .typecheck import ORDER, expr_kind, input_kinds, join
+from .typecheck import ORDER, SCALAR_LIKE, expr_kind, input_kinds, join
 
+_PROBES = (0.0, 1.0, -1.0, 2.0, -2.0, 0.5)
+
+
+def _finite(op_name: str, args) -> bool:
+    return bool(np.all(np.isfinite(OPS[op_name].numpy(*[np.full((1, 1), x) for x in args]))))
+
+
+@cache
+def singular_args(op_name: str) -> tuple[int, ...]:
+    """Argument positions where ``op_name`` can turn finite inputs into inf or nan, read off its
+    numpy form: position i counts when changing argument i alone, among a few probe values, makes
+    a non-finite result finite (``div``: (1,); ``log``: (0,); ``power``: (0, 1); ``mul``: ())."""
+    op = OPS[op_name]
+    if op.shape == STATIC:
+        return ()
+    finite = {c: _finite(op_name, c) for c in itertools.product(_PROBES, repeat=op.arity)}
+    return tuple(i for i in range(op.arity) if any(
+        not ok and any(finite[c[:i] + (x,) + c[i + 1:]] for x in _PROBES) for c, ok in finite.items()))
+
+
+@cache
+def only_at_zero(op_name: str, i: int) -> bool:
+    """Is argument ``i`` of ``op_name`` singular at 0 alone (a denominator, ``log``'s argument),
+    rather than outside a domain (``arcsin``'s)?"""
+    at = lambda x: _finite(op_name, [x if j == i else 1.0 for j in range(OPS[op_name].arity)])
+    return not at(0.0) and all(at(x) for x in _PROBES if x != 0)
+
+
+#: Ops that are nan outside a domain (arcsin, power of a negative base): sympy's forms would be
+#: complex there, so where sympy cannot tell that a result is real it stays an uninterpreted,
+#: real-valued function of the op's name (every value of the language is real, or nan).
+DOMAIN_OPS = frozenset(n for n, o in OPS.items() if o.shape == "elementwise" and o.sympy is not None
+                       and any(not only_at_zero(n, i) for i in singular_args(n)))
 #: Uninterpreted sympy functions stand for reductions and shape facts; their names are op names.
-_FUNCTION_OPS = {name for name, o in OPS.items() if o.shape != "elementwise"} | {"isfinite"}
+_FUNCTION_OPS = {name for name, o in OPS.items() if o.shape != "elementwise"} | {"isfinite"} | DOMAIN_OPS
 
 
 @dataclass(frozen=True)
@@ -77,6 +115,8 @@ def number(value: float) -> sympy.Expr:
 #: Reductions whose value depends on how many elements they see (``sum(1)`` is the tensor's
 #: size): sympy must know their argument's shape, which it cannot see in ``norm(0 * g + 1)``.
 COUNTING = frozenset({"sum", "norm", "dot", "global_norm"})
+#: Reductions of a value that is the same for every element (a constant, lr, a scalar state).
+SAME_VALUE = {"mean": lambda x: x, "amax": lambda x: x, "rms": sympy.Abs}
 _TAG = "shape_"
 
 
@@ -98,13 +138,18 @@ def expr_to_sympy(expr: Expr, env: dict[str, sympy.Expr], shape: tuple[int, ...]
             return number(fold_expr(expr, tuple(shape)).value)
         return sympy.Function(op.name)(*[expr_to_sympy(a, env) for a in expr.args])
     args = [expr_to_sympy(a, env, shape, kinds) for a in expr.args]
+    if op.name in SAME_VALUE and kinds is not None and expr_kind(expr.args[0], kinds, _fail) in SCALAR_LIKE:
+        return SAME_VALUE[op.name](args[0])  # mean(-0.93) is -0.93: one value, whatever the count
     if op.name in COUNTING and kinds is not None:
         kind = join(*(expr_kind(a, kinds, _fail) for a in expr.args))
-        return sympy.Function(op.name)(*args, sympy.Symbol(_TAG + kind))
+        return op.sympy(*args).func(*args, sympy.Symbol(_TAG + kind))  # keeps its range facts
     try:
-        return op.sympy(*args)
+        result = op.sympy(*args)
     except (TypeError, ValueError) as e:  # e.g. max(arccos(2), x): sympy cannot order complex values
         raise NotExpressible(f"sympy rejects {op.name}{tuple(args)}: {e}") from None
+    if op.name in DOMAIN_OPS and not result.is_number and result.is_extended_real is not True:
+        return sympy.Function(op.name, real=True)(*args)
+    return result
 
 
 def to_sympy(program: Program, shape: tuple[int, ...] | None = None,
@@ -127,6 +172,49 @@ def to_sympy(program: Program, shape: tuple[int, ...] | None = None,
     update = expr_to_sympy(program.update, env, shape, kinds)
     new_states = tuple(expr_to_sympy(e, env, shape, kinds) for e in program.new_states)
     return SymbolicProgram(program, symbols, update, new_states)
+
+
+# --- generic rewrites -------------------------------------------------------------------------
+
+def generically_positive(e: sympy.Expr) -> bool:
+    """Is ``e`` > 0 wherever it is finite and non-zero? (``|x|``, ``x**2``, ``rms(g)``,
+    ``1 / sqrt(|v|)``, products of such): the range facts of the op table, through sympy."""
+    if e.is_nonnegative:
+        return True
+    if isinstance(e, sympy.Pow):
+        return generically_positive(e.base) or (e.exp.is_even is True)
+    if isinstance(e, sympy.Mul):
+        return all(generically_positive(f) for f in e.args)
+    return False
+
+
+def sign_rewrite(expr: sympy.Expr) -> sympy.Expr:
+    """``x / |x| -> sign(x)``, ``x / |-x| -> sign(x)`` (equal except at x = 0), and a positive
+    factor inside ``sign`` dropped: ``sign(x / sqrt(rms(g))) -> sign(x)`` (equal except where the
+    factor is 0 or not finite; sympy already drops factors that are strictly positive, such as
+    ``exp``)."""
+
+    def positive_out(s: sympy.sign) -> sympy.Expr:
+        factors = sympy.Mul.make_args(s.args[0])
+        kept = [f for f in factors if not generically_positive(f)]
+        return sympy.sign(sympy.Mul(*kept)) if len(kept) < len(factors) and kept else s
+
+    def rewrite(mul: sympy.Mul) -> sympy.Expr:
+        factors = list(mul.args)
+        for i, f in enumerate(factors):
+            if isinstance(f, sympy.Pow) and f.exp == -1 and isinstance(f.base, sympy.Abs):
+                y = f.base.args[0]
+                for j, x in enumerate(factors):
+                    if j == i or not x.free_symbols:
+                        continue
+                    ratio = sympy.cancel(x / y)  # x = r y with r a number: x / |y| = r sign(y)
+                    if ratio.is_number and ratio != 0:
+                        rest = [z for k, z in enumerate(factors) if k not in (i, j)]
+                        return sympy.Mul(ratio, sympy.sign(y), *rest)
+        return mul
+
+    expr = expr.replace(lambda e: isinstance(e, sympy.Mul), rewrite)
+    return expr.replace(lambda e: isinstance(e, sympy.sign), positive_out)
 
 
 # --- sympy -> IR ---------------------------------------------------------------------------------
@@ -200,6 +288,8 @@ class _Reader:
             return _call("log", self.abs_arg(e.args[0], "log"))
         if isinstance(e, sympy.Abs):
             return _call("abs", self.read(e.args[0]))
+        if (clipped := _clip(e)) is not None:
+            return _call("clip", self.read(clipped[0]), self.read(clipped[1]))
         if isinstance(e, (sympy.Max, sympy.Min)):
             return _chain("max" if isinstance(e, sympy.Max) else "min", [self.read(a) for a in e.args])
         if isinstance(e, sympy.Mod):
@@ -351,6 +441,20 @@ class _Reader:
         raise NotExpressible(f"no spelling for condition {c}")
 
 
+def _clip(e: sympy.Expr) -> tuple[sympy.Expr, sympy.Expr] | None:
+    """``(x, c)`` when ``e`` is clip's form ``max(-|c|, min(x, |c|))`` (in either nesting)."""
+    outer, inner = (sympy.Max, sympy.Min) if isinstance(e, sympy.Max) else (sympy.Min, sympy.Max)
+    if not isinstance(e, outer) or len(e.args) != 2:
+        return None
+    for bound, rest in (e.args, e.args[::-1]):
+        if isinstance(rest, inner) and len(rest.args) == 2:
+            for c, x in (rest.args, rest.args[::-1]):
+                lo, hi = (bound, c) if outer is sympy.Max else (c, bound)
+                if hi.is_nonnegative and sympy.expand(lo + hi) == 0:
+                    return x, (hi.args[0] if isinstance(hi, sympy.Abs) else hi)
+    return None
+
+
 def _is_tag(e) -> bool:
     return isinstance(e, sympy.Symbol) and e.name.startswith(_TAG)
 
@@ -441,6 +545,9 @@ __all__ = [
     "expr_to_sympy",
     "from_sympy",
     "number",
+    "only_at_zero",
+    "sign_rewrite",
+    "singular_args",
     "symbol",
     "to_sympy",
     "uniform_names",

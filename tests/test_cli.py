@@ -44,3 +44,19 @@ def test_zoo_and_ops_list(capsys):
     assert "adamw" in capsys.readouterr().out
     assert main(["ops"]) == 0
     assert "| `interp` | 3 |" in capsys.readouterr().out
+
+
+def test_equiv_names_the_kind_and_refuses_non_finite_values(tmp_path, capsys):
+    assert main(["equiv", "sgd", "adamw", "--set", "lr=nan"]) == 2
+    assert "finite" in capsys.readouterr().err
+    assert main(["equiv", "lion", "adafactor"]) == 1
+    assert capsys.readouterr().out.startswith("different")
+    a, b = tmp_path / "a.py", tmp_path / "b.py"
+    a.write_text("def f(w, g, lr=0.1):\n    return lr * g / g\n")
+    b.write_text("def f(w, g, lr=0.1):\n    return lr + 0 * g\n")
+    assert main(["equiv", str(a), str(b)]) == 0
+    assert capsys.readouterr().out.startswith("equal (generic: ")
+    assert main(["equiv", str(a), str(b), "--strict"]) == 1
+    assert "--strict" in capsys.readouterr().out
+    assert main(["equiv", "adamw", "adamw", "--strict"]) == 0
+    assert capsys.readouterr().out.startswith("equal (exact)")

@@ -1,0 +1,331 @@
+"""A searched program in its simplest readable form, checked equal to the raw one.
+
+The search hands back programs such as its #2688::
+
+    def train(w, g, m, v, lr):
+        m = interp(g, m, 0.5735)
+        t_1 = m / sqrt(rms(g * g))
+        update = sign(t_1)
+        update = update * (lr * 0.001)
+        return update, m, v
+
+which, with the learning rate the search tuned for it (18.9), a person writes as::
+
+    def train(w, g, m, lr=0.0189):
+        m = interp(g, m, 0.5735)
+        update = lr * sign(m)
+        return update, m
+
+:func:`readable` gets there in steps, each a rewrite of the symbolic layer:
+
+1. constants folded, dead statements and dead states removed (across steps: a state whose old
+   value nobody reads goes, and so does what only fed it);
+2. each output as one sympy expression of the step's inputs, read back in its shortest form
+   (:func:`optdsl.simplify.simplify`'s candidates): ``m / sqrt(m*m) -> sign(m)``, positive factors
+   leave ``sign`` (``sign(m / sqrt(rms(g*g))) -> sign(m)``, using the op table's range facts),
+   ``(1 - a) x + a y`` reads as ``interp(x, y, a)``, nested constant-weight interps merge;
+3. the learning-rate scaling is folded: an update ``c * lr * E`` (``c`` a number) becomes
+   ``lr * E`` with ``lr``'s default ``c`` times the tuned ``lr`` (the search's swept value, or the
+   program's own default); other reads of ``lr`` (``clip(g, lr)``) take the tuned value as a number;
+4. readable names: states ``m``, ``v`` (in order), the step ``update``, a value computed from ``g``
+   alone reassigns ``g`` (the paper's ``g = clip(g, lr)``); one expression per state.
+
+The result is then compared with the raw program by :func:`optdsl.equiv.compare` (the raw one
+with the tuned ``lr``, the readable one with its default), and :attr:`Readable.equality` says what
+was shown: ``exact``, ``generic: ...`` (equal wherever no denominator, sqrt or log argument is zero,
+as for ``m / sqrt(m*m) = sign(m)``) or ``tested: ...``. A form that could not be shown equal is
+never returned: the fallback is the folded, dead-code-free program, which is exact.
+
+Programs longer than :data:`SYMBOLIC_LIMIT` ops skip step 2 (sympy is slow on them) and take
+:func:`~optdsl.simplify.simplify`'s statement-by-statement form.
+
+Example:
+    >>> from optdsl import parse
+    >>> raw = parse('''
+    ... def train(w, g, m, v, lr):
+    ...     m = interp(g, m, 0.5735)
+    ...     t_1 = m / sqrt(rms(g * g))
+    ...     update = sign(t_1)
+    ...     update = update * (lr * 0.001)
+    ...     return update, m, v
+    ... ''')
+    >>> r = readable(raw, lr=18.9)
+    >>> print(r.source, end="")
+    def train(w, g, m, lr=0.0189):
+        m = interp(g, m, 0.5735)
+        update = lr * sign(m)
+        return update, m
+    >>> r.equality.split(":")[0]
+    'generic'
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import sympy
+
+from .equiv import compare
+from .ir import (
+    Assign,
+    Call,
+    Const,
+    Expr,
+    Hyper,
+    Program,
+    Var,
+    free_vars,
+    map_calls,
+    names_in,
+    substitute,
+    walk,
+)
+from .latex import to_latex
+from .parser import parse
+from .passes import eliminate_dead_code, fold
+from .printer import to_source
+from .simplify import _best, op_count, simplify
+from .symbolic import from_sympy, number, to_sympy, uniform_names
+from .typecheck import input_kinds, validate
+
+#: Programs with more ops than this (after dead-code removal) are not inlined into sympy.
+SYMBOLIC_LIMIT = 80
+#: Names given to the states, in order; further states keep their own names.
+STATE_NAMES = ("m", "v")
+
+
+@dataclass(frozen=True)
+class Readable:
+    """A program's readable form: the ``program``, its ``source`` and ``latex``, and the kind of
+    ``equality`` with the raw program that was shown (``exact``, ``generic: ...``, ``tested: ...``)."""
+
+    program: Program
+    source: str
+    latex: str
+    equality: str
+
+
+def readable(program: Program, lr: float | None = None) -> Readable:
+    """``program`` in its simplest readable form (see the module docstring); ``lr`` is the tuned
+    learning rate to fold in (default: the program's own ``lr`` default, if any).
+
+    Example: ``readable(raw, lr=18.9).source`` for the search's #2688 reads
+    ``update = lr * sign(m)`` with ``m = interp(g, m, 0.5735)`` and ``lr=0.0189``.
+    """
+    tuned = lr if lr is not None else program.hyper_defaults.get("lr")
+    base = eliminate_dead_code(fold(program))
+    forms = []
+    if op_count(base) <= SYMBOLIC_LIMIT:
+        forms.append(lambda: _symbolic(base, tuned))
+    forms.append(lambda: _plain(base, tuned))
+    raw_values = {} if tuned is None else {"lr": tuned}
+    for make in forms:
+        try:
+            candidate = _named(make())
+        except Exception:  # noqa: BLE001, S112 - sympy fails inside in many ways; the next form is simpler
+            continue
+        verdict = compare(program, candidate, raw_values, dict(candidate.hyper_defaults))
+        if verdict.equal:
+            return _result(candidate, verdict)
+    fallback = _with_lr(base, tuned)
+    return _result(fallback, compare(program, fallback, raw_values, dict(fallback.hyper_defaults)))
+
+
+def _result(program: Program, verdict) -> Readable:
+    equality = verdict.kind + (f": {verdict.detail}" if verdict.kind != "exact" else "")
+    return Readable(program, to_source(program, doc=False), to_latex(program), equality)
+
+
+def _with_lr(program: Program, tuned: float | None) -> Program:
+    """``program`` with ``lr`` a hyperparameter defaulting to ``tuned`` (when known)."""
+    if tuned is None:
+        return program
+    hypers = (Hyper("lr", float(tuned)), *(h for h in program.hypers if h.name != "lr"))
+    return replace(program, hypers=hypers)
+
+
+def _plain(base: Program, tuned: float | None) -> Program:
+    """The statement-by-statement form, for programs too long for sympy."""
+    return _with_lr(simplify(base), tuned)
+
+
+def lr_scale(update: sympy.Expr, lr: sympy.Symbol) -> tuple[sympy.Expr, sympy.Expr] | None:
+    """``(c, E)`` with ``update = c * lr * E``, ``c`` a positive number chosen so that the
+    largest term of ``E`` has coefficient 1 (``lr/5000 * (sign(m) + 0.4602 w)`` ->
+    ``(1/5000, sign(m) + 0.4602 w)``); None when some term lacks the factor ``lr``."""
+    parts = []
+    for term in sympy.Add.make_args(sympy.expand_mul(update, deep=False)):
+        c, rest = term.as_coeff_Mul()
+        factors = list(sympy.Mul.make_args(rest))
+        if lr not in factors:
+            return None
+        factors.remove(lr)
+        parts.append((c, sympy.Mul(*factors)))
+    c = abs(max(parts, key=lambda p: (sympy.count_ops(p[1]), abs(p[0])))[0])
+    if c == 0:
+        return None
+    return c, sympy.Add(*[(ci / c) * rest for ci, rest in parts])
+
+
+def in_new_states(update: sympy.Expr, olds, news) -> tuple[sympy.Expr, dict]:
+    """``update`` in terms of the states' new values where that is shorter: a new value linear
+    in its old one (``m' = 0.1 g + 0.9 m``) lets ``m = (m' - 0.1 g) / 0.9`` be put in, so
+    ``0.1 g + 0.9 m`` reads ``m'``. Returns the update over stand-in symbols for the new values,
+    and the map from each stand-in to its new value."""
+    stand_in = {}
+    for old, new in zip(olds, news):
+        a = sympy.diff(new, old)
+        if not a.is_number or a == 0 or sympy.expand(new - a * old).has(old):
+            continue
+        d = sympy.Dummy(old.name, real=True)
+        candidate = update.subs(old, (d - (new - a * old)) / a)
+        if not candidate.has(old) and sympy.count_ops(candidate) < sympy.count_ops(update):
+            update, stand_in[d] = candidate, new
+    return update, stand_in
+
+
+def _symbolic(base: Program, tuned: float | None) -> Program:
+    """Steps 2 and 3: the outputs through sympy, the update over the new state values where
+    shorter (so ``update = lr * sign(m)`` after ``m = interp(g, m, 0.57)``), the lr scaling folded."""
+    sp = to_sympy(base)
+    uniform, states, kinds = uniform_names(base), set(base.state_names), input_kinds(base)
+    outputs = [_best(e, sp.symbols, uniform, states, kinds) for e in sp.outputs()]
+    olds = [sp.symbols[s] for s in base.state_names]
+    update, stand_in = in_new_states(outputs[0], olds, outputs[1:])
+    lr = sp.symbols["lr"]
+    split = lr_scale(update, lr)
+    if split is None:
+        return _with_lr(from_sympy(sp.with_outputs([update.xreplace(stand_in), *outputs[1:]])), tuned)
+    scale, inner = split
+    # sympy's cse finds a new value shared by the update and the state, which then names it.
+    outputs = [inner.xreplace(stand_in), *outputs[1:]]
+    if tuned is None:
+        program = from_sympy(sp.with_outputs(outputs))
+        factor = Var("lr") if scale == 1 else Call("mul", (Var("lr"), Const(float(scale))))
+        return program.with_body(program.body, update=Call("mul", (factor, program.update)))
+    # Other reads of lr see the tuned value; lr itself becomes scale * tuned.
+    program = from_sympy(sp.with_outputs([o.xreplace({lr: number(tuned)}) for o in outputs]))
+    update = Call("mul", (Var("lr"), program.update))
+    return _with_lr(program.with_body(program.body, update=update), float(scale * number(tuned)))
+
+
+def _clip(call: Call) -> Expr:
+    """``max(-abs(c), min(abs(c), x))`` or ``min(abs(c), max(-abs(c), x))`` (clip's meaning, in any
+    argument order) -> ``clip(x, c)``."""
+    if call.op not in ("max", "min"):
+        return call
+    inner = "min" if call.op == "max" else "max"
+    for bound, rest in (call.args, call.args[::-1]):
+        if not (isinstance(rest, Call) and rest.op == inner):
+            continue
+        for limit, x in (rest.args, rest.args[::-1]):
+            high, low = (limit, bound) if call.op == "max" else (bound, limit)
+            if isinstance(high, Call) and high.op == "abs" and low == Call("neg", (high,)):
+                return Call("clip", (x, high.args[0]))
+    return call
+
+
+def _main_term_first(expr: Expr) -> Expr:
+    """``a + b`` as ``b + a`` when ``b`` is the bigger term (``sign(m) + 0.46 * w``)."""
+    size = lambda e: sum(isinstance(n, Call) for n in walk(e))
+    if isinstance(expr, Call) and expr.op == "add" and size(expr.args[1]) > size(expr.args[0]):
+        return Call("add", expr.args[::-1])
+    if isinstance(expr, Call) and expr.op == "mul":
+        return Call("mul", tuple(_main_term_first(a) for a in expr.args))
+    return expr
+
+
+def _named(program: Program) -> Program:
+    """Step 4: the update as a statement ``update = ...``, each new state value as a statement
+    ``m = ...`` (where no later line reads the old value), states named ``m``, ``v``, temporaries
+    computed from ``g`` alone named ``g``, the others ``t1``, ``t2``..."""
+    # sympy names |lr| when clip(g, lr) reads it twice: put it back and read clip's form as clip.
+    atoms_abs = {a.target: a.expr for a in program.body if isinstance(a.expr, Call) and a.expr.op == "abs"
+                 and not isinstance(a.expr.args[0], Call) and a.target not in program.state_names}
+    program = program.with_body(
+        [replace(a, expr=map_calls(substitute(a.expr, atoms_abs), _clip)) for a in program.body],
+        update=map_calls(substitute(program.update, atoms_abs), _clip),
+        new_states=[map_calls(substitute(e, atoms_abs), _clip) for e in program.new_states])
+    program = eliminate_dead_code(fold(program))
+    body = list(program.body)
+    used = names_in(program)
+    update = _main_term_first(program.update)
+    if "update" in used:
+        raise ValueError("a program that already names a value 'update'")
+    body.append(Assign("update", update))
+    news = list(program.new_states)
+    pending = {s.name: e for s, e in zip(program.states, news) if e != Var(s.name)}
+    while pending:  # a state is reassigned once no other pending value reads its old value
+        ready = [n for n in pending if not any(n in free_vars(e) for m, e in pending.items() if m != n)]
+        if not ready:
+            break
+        name = ready[0]
+        body.append(Assign(name, pending.pop(name)))
+    outs = [Var(s.name) if s.name not in pending else pending[s.name] for s in program.states]
+    named = program.with_body(body, update=Var("update"), new_states=outs)
+    named = _rename_states(named)
+    named = _rename_temporaries(named)
+    validate(named)
+    reparsed = parse(to_source(named, doc=False), named.filename, named.name)
+    if reparsed != named:
+        raise ValueError("the readable form does not read back as itself")
+    return named
+
+
+def _rename(program: Program, mapping: dict[str, str]) -> Program:
+    """Every name in ``mapping`` renamed (simultaneously), in states, targets and reads."""
+    as_vars = {k: Var(v) for k, v in mapping.items()}
+    body = [replace(a, target=mapping.get(a.target, a.target), expr=substitute(a.expr, as_vars))
+            for a in program.body]
+    states = tuple(replace(s, name=mapping.get(s.name, s.name)) for s in program.states)
+    return program.with_body(body, update=substitute(program.update, as_vars),
+                             new_states=[substitute(e, as_vars) for e in program.new_states],
+                             states=states)
+
+
+def _rename_states(program: Program) -> Program:
+    taken = names_in(program) - set(program.state_names)
+    mapping = {s.name: new for s, new in zip(program.states, STATE_NAMES) if new not in taken}
+    return _rename(program, mapping) if len(set(mapping.values())) == len(mapping) else program
+
+
+def _rename_temporaries(program: Program) -> Program:
+    """Temporaries (not inputs, states, ``update``) renamed in order of definition: one computed
+    from ``g`` alone (and uniform values) reassigns ``g`` when nothing later reads the old ``g``;
+    the others are ``t1``, ``t2``..."""
+    fixed = {"w", "g", "lr", "step", "update", *program.state_names, *(h.name for h in program.hypers)}
+    uniform = {"lr", "step", *(h.name for h in program.hypers)}
+    temps = list(dict.fromkeys(a.target for a in program.body if a.target not in fixed))
+    current, count = program, 0
+    for name in temps:
+        index = next(i for i, a in enumerate(current.body) if a.target == name)
+        a = current.body[index]
+        later = [b.expr for b in current.body[index + 1:]] + list(current.outputs())
+        reads = free_vars(a.expr)
+        if "g" in reads and reads <= {"g"} | uniform and not any("g" in free_vars(e) for e in later):
+            new = "g"
+        else:
+            used = names_in(current) - {name}
+            while (new := f"t{count + 1}") in used:
+                count += 1
+            count += 1
+        if new != name:
+            current = _rename_after(current, index, name, new)
+    return current
+
+
+def _rename_after(program: Program, index: int, old: str, new: str) -> Program:
+    """Statement ``index`` (assigning ``old``) and the reads of that value (up to the next
+    assignment of ``old``) now use ``new``."""
+    mapping = {old: Var(new)}
+    body = list(program.body)
+    body[index] = replace(body[index], target=new)
+    for i in range(index + 1, len(body)):
+        body[i] = replace(body[i], expr=substitute(body[i].expr, mapping))
+        if body[i].target == old:
+            return program.with_body(body)
+    return program.with_body(body, update=substitute(program.update, mapping),
+                             new_states=[substitute(e, mapping) for e in program.new_states])
+
+
+__all__ = ["SYMBOLIC_LIMIT", "Readable", "lr_scale", "readable"]

@@ -1,0 +1,115 @@
+"""Readable winners: the paper's Program 4, the search's #2688 and AdamW in their simplest form."""
+
+from pathlib import Path
+
+from optdsl import load, parse
+from optdsl.equiv import compare, equivalent
+from optdsl.readable import lr_scale, readable
+from optdsl.symbolic import symbol
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+# The search paper's raw discovered program (Program 4) and its AdamW (Program 3), verbatim.
+PROGRAM_4 = load(str(EXAMPLES / "paper_program4.py"))
+PROGRAM_3 = load(str(EXAMPLES / "paper_program3.py"))
+
+# Program 4 reduced by hand: m / sqrt(m*m) = sign(m); `m = cosh(update)` is never read, so m is
+# dead and v is the one state; interp(g, interp(g, v, 0.899), 1.109) = interp(g, v, 0.899 * 1.109).
+PROGRAM_4_BY_HAND = """
+def train(w, g, m, lr):
+    g = arcsin(clip(g, lr))
+    update = lr * 0.0002 * (sign(interp(g, m, 0.899)) + 0.4602 * w)
+    m = interp(g, m, 0.996991)
+    return update, m
+"""
+
+# The search's #2688 (issue 8), with m updated before t_1 reads it; v is dead.
+SEARCH_2688 = """
+def train(w, g, m, v, lr):
+    m = interp(g, m, 0.5735)
+    t_1 = m / sqrt(rms(g * g))
+    update = sign(t_1)
+    update = update * (lr * 0.001)
+    return update, m, v
+"""
+
+def test_program_4_reads_as_lion():
+    r = readable(PROGRAM_4)
+    assert r.source == PROGRAM_4_BY_HAND.lstrip()
+    assert r.program.state_names == ("m",) and "cosh" not in r.source
+    assert r.equality.startswith("generic")  # m / sqrt(m*m) is nan at m = 0, sign(m) is 0
+
+
+def test_program_4_and_its_hand_reduced_form_are_generically_equal():
+    v = equivalent(PROGRAM_4, parse(PROGRAM_4_BY_HAND))
+    assert v.equal and v.kind == "generic"
+    assert "under m -> v" in v.detail
+
+
+def test_program_4_with_its_tuned_lr_folds_the_scaling_into_the_default():
+    r = readable(PROGRAM_4, lr=18.9)
+    assert r.program.hyper_defaults == {"lr": 0.00378}  # 18.9 * 0.0002
+    assert "g = arcsin(clip(g, 18.9))" in r.source  # clip still sees the tuned lr
+    assert "update = lr * (sign(interp(g, m, 0.899)) + 0.4602 * w)" in r.source
+
+
+def test_search_2688_is_sign_momentum():
+    r = readable(parse(SEARCH_2688), lr=18.9)
+    assert r.source == (
+        "def train(w, g, m, lr=0.0189):\n"
+        "    m = interp(g, m, 0.5735)\n"
+        "    update = lr * sign(m)\n"
+        "    return update, m\n")
+    assert r.equality.startswith("generic")  # sign(m / sqrt(rms(g*g))) = sign(m) unless rms(g*g) = 0
+    assert r"\eta \operatorname{sign}(m_t)" in r.latex
+
+
+def test_search_2688_in_the_other_order_reads_the_old_momentum():
+    # t_1 before m's update: the update is the sign of the old m, not of the new one.
+    other = SEARCH_2688.replace("    m = interp(g, m, 0.5735)\n", "").replace(
+        "    update = update * (lr * 0.001)\n", "    update = update * (lr * 0.001)\n    m = interp(g, m, 0.5735)\n")
+    r = readable(parse(other), lr=18.9)
+    assert "update = lr * sign(m)\n    m = interp(g, m, 0.5735)" in r.source
+
+
+def test_program_3_reads_as_adamw_and_is_exact():
+    r = readable(PROGRAM_3)
+    assert r.source == (
+        "def train(w, g, m, v, lr):\n"
+        "    m = interp(g, m, 0.9)\n"
+        "    v = interp(square(g), v, 0.999)\n"
+        "    update = lr * 0.001 * (m / sqrt(v) + 0.01 * w)\n"
+        "    return update, m, v\n")
+    assert r.equality == "exact"  # both divide by sqrt(v): the same singular points
+    assert readable(PROGRAM_3, lr=1.0).program.hyper_defaults == {"lr": 0.001}
+
+
+def test_states_are_renamed_by_role_and_checked():
+    p = parse("def train(w, g, a, b, lr):\n    b = interp(g * g, b, 0.99)\n    a = interp(g, a, 0.9)\n"
+              "    return lr * a / sqrt(b), a, b\n")
+    r = readable(p, lr=0.01)
+    assert r.program.state_names == ("m", "v")
+    assert compare(p, r.program, {"lr": 0.01}, {}).kind == "exact"
+
+
+def test_an_update_with_a_drift_keeps_lr_unscaled():
+    p = parse("def train(w, g, m, v, lr):\n    update = g * lr + 0.0155\n    return update, m, v\n")
+    assert lr_scale(symbol("lr") * symbol("g") + 1, symbol("lr")) is None
+    r = readable(p, lr=0.5)
+    assert r.program.hyper_defaults == {"lr": 0.5} and r.equality == "exact"
+    assert r.program.state_names == ()
+
+
+def test_lr_scale_picks_the_main_term():
+    lr, g, w = symbol("lr"), symbol("g"), symbol("w")
+    import sympy
+
+    c, inner = lr_scale(lr * (sympy.sign(g) / 5000 + sympy.Rational(2301, 25000000) * w), lr)
+    assert c == sympy.Rational(1, 5000) and inner == sympy.sign(g) + sympy.Rational(2301, 5000) * w
+
+
+def test_long_programs_take_the_statement_form():
+    lines = ["def train(w, g, m, v, lr):", "    x = g"]
+    lines += ["    x = x * 1.01 + g" for _ in range(300)]
+    lines += ["    update = x * lr", "    return update, m, v"]
+    r = readable(parse("\n".join(lines) + "\n"))
+    assert r.program.state_names == () and r.equality == "exact"
