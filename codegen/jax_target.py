@@ -81,6 +81,9 @@ class JaxPrinter(CodePrinter):
             return False  # printed through jnp.where
         return "jnp." not in op.jax and "jax." not in op.jax and all(self.is_python(a) for a in expr.args)
 
+    def bind_temp(self, name: str, expr: Expr) -> None:
+        self.bind(name, expr)
+
     def bind(self, name: str, expr: Expr) -> None:
         """Record that ``name`` now holds the value of ``expr``."""
         self.kinds[name] = self.kind(expr)

@@ -43,95 +43,66 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from optdsl.errors import DslError
-from optdsl.ir import Assign, Call, Const, Expr, Program, Var, free_vars, fresh_name, map_calls, walk
+from optdsl.ir import (
+    Assign,
+    Call,
+    Const,
+    Expr,
+    Program,
+    Var,
+    free_vars,
+    fresh_name,
+    map_calls,
+    substitute,
+    walk,
+)
 from optdsl.ops import COL, GLOBAL, OPS, REDUCE, ROW, STATIC
-from optdsl.printer import Printer, format_number
+from optdsl.printer import ATOM, UNARY, Code, CodePrinter, float_literal
 from optdsl.typecheck import expr_kind
 
 from . import torch_target
 
-BOOLEAN_OPS = frozenset({"lt", "le", "gt", "ge", "eq", "ne", "and", "or", "not", "isfinite"})
 VECTOR_KINDS = ("full", "row", "col")  # values held as one number per element in the kernel
-_ATOMIC = {"sum": "add", "max": "max"}
+_ATOMIC = {"sum": "add", "max": "max"}  # how a chunk's total joins the accumulator (op.reduction.combine)
 
 
 class TritonUnsupported(NotImplementedError):
     """The program needs something the Triton kernel cannot do."""
 
 
-class TritonPrinter(Printer):
+class TritonPrinter(CodePrinter):
     """Prints an expression as Triton code through the op table's ``triton`` templates.
 
     Truth values become float 1.0/0.0 as in the language; numbers print as float literals so
     integer arithmetic never sneaks in; a per-tensor reduction of a value that is already one
-    number per tensor prints in place.
+    number per tensor prints in place (its :meth:`~optdsl.ops.Reduction.of_number`).
 
     Example:
         >>> from optdsl import parse
         >>> p = parse("def f(w, g, lr):\\n    return lr * sign(g)\\n")
-        >>> TritonPrinter().doprint(p.update)[:14]
-        '(lr * (tl.wher'
+        >>> TritonPrinter().doprint(p.update)[:12]
+        'lr * tl.wher'
     """
 
     target = "triton"
 
-    def _print_Const(self, expr: Const) -> str:
-        text = format_number(expr.value)
-        return text if any(c in text for c in ".e") else text + ".0"
+    def _print_Const(self, expr: Const) -> Code:
+        text = float_literal(expr.value)
+        return Code(text, UNARY if text.startswith("-") else ATOM)
 
-    def _print_Call(self, expr: Call) -> str:
-        if OPS[expr.op].shape == REDUCE:
-            return "(" + _pointwise(expr.op, [self._print(a) for a in expr.args]) + ")"
+    def _print_Var(self, expr: Var) -> Code:
+        return Code(expr.name, ATOM)  # kernel names: fresh, or the kernel's own ``_`` names
+
+    def bound(self, expr: Expr) -> Expr:
+        """``expr`` itself if it is a name or a number, else a temporary holding it."""
+        return expr if not isinstance(expr, Call) else Var(self.temp(self._print(expr)))
+
+    def _print_Call(self, expr: Call) -> Code:
+        op = OPS[expr.op]
+        if op.shape == REDUCE:
+            return self._print(op.reduction.of_number(*[self.bound(a) for a in expr.args]))
         text = super()._print_Call(expr)
-        return f"{text}.to(tl.float32)" if expr.op in BOOLEAN_OPS else text
-
-
-# --- reductions: partial sums per chunk, finished by the pass that reads them ---
-
-def _nonfinite(x: str) -> str:
-    return f"1.0 - (({x} == {x}) & (tl.abs({x}) < float('inf'))).to(tl.float32)"
-
-
-def _partials(op: str, xs: list[str]) -> list[tuple[str, str]]:
-    """``[(elementwise term, 'sum' | 'max'), ...]``: the chunk totals a reduction combines."""
-    x, y = xs[0], xs[-1]
-    if op in ("norm", "rms", "global_norm"):
-        return [(f"{x} * {x}", "sum")]
-    if op in ("mean", "sum", "rowmean", "colmean"):
-        return [(x, "sum")]
-    if op == "amax":
-        return [(x, "max")]
-    if op in ("allfinite", "global_allfinite"):
-        return [(_nonfinite(x), "sum")]
-    if op == "dot":
-        return [(f"{x} * {y}", "sum")]
-    if op == "cosine_sim":
-        return [(f"{x} * {y}", "sum"), (f"{x} * {x}", "sum"), (f"{y} * {y}", "sum")]
-    raise TritonUnsupported(f"{op}() has no Triton reduction")
-
-
-def _finish(op: str, a: list[str], count: str) -> str:
-    """The reduction's value from its accumulated partials ``a`` over ``count`` entries."""
-    if op == "cosine_sim":
-        return f"{a[0]} / (tl.sqrt({a[1]}) * tl.sqrt({a[2]}))"
-    if op in ("norm", "global_norm"):
-        return f"tl.sqrt({a[0]})"
-    if op == "rms":
-        return f"tl.sqrt({a[0]} / {count})"
-    if op in ("mean", "rowmean", "colmean"):
-        return f"{a[0]} / {count}"
-    if op in ("allfinite", "global_allfinite"):
-        return f"({a[0]} == 0).to(tl.float32)"
-    return a[0]  # sum, amax, dot
-
-
-def _pointwise(op: str, xs: list[str]) -> str:
-    """A per-tensor reduction of one number per tensor, as numpy evaluates it."""
-    x, y = xs[0], xs[-1]
-    return {
-        "norm": f"tl.abs({x})", "rms": f"tl.abs({x})", "mean": x, "sum": x, "amax": x, "dot": f"{x} * {y}",
-        "allfinite": f"(1.0 - {_nonfinite(x)})", "cosine_sim": f"{x} * {y} / (tl.abs({x}) * tl.abs({y}))",
-    }[op]
+        return self.fill("{0}.to(tl.float32)", [text]) if op.truth else text
 
 
 @dataclass
@@ -271,7 +242,7 @@ def lower(spec: Program) -> Family:
                  update, new_states)
     for r in reductions.values():
         if r.scope == "tensor":
-            r.slots = list(range(fam.n_slots, fam.n_slots + len(_partials(r.op, ["x", "y"]))))
+            r.slots = list(range(fam.n_slots, fam.n_slots + len(OPS[r.op].reduction.terms)))
             fam.n_slots += len(r.slots)
     return fam
 
@@ -349,19 +320,19 @@ class _KernelWriter:
             want.add(names["w"])
         lines = [
             "@triton.jit",
-            (f"def {name}(_table, _chunks, _acc, _gacc, _wacc, {', '.join(self.params())}, BLOCK: tl.constexpr, "
-             "DT: tl.constexpr, GT: tl.constexpr, CT: tl.constexpr, MASKED: tl.constexpr, ALIGNED: tl.constexpr):"),
+            (f"def {name}(_table, _chunks, _acc, _gacc, _wacc, {', '.join(self.params())}, _BLOCK: tl.constexpr, "
+             "_DT: tl.constexpr, _GT: tl.constexpr, _CT: tl.constexpr, _MASKED: tl.constexpr, _ALIGNED: tl.constexpr):"),
             "    _c = tl.program_id(0)",
             "    _t = tl.load(_chunks + 2 * _c)",
             "    _chunk = tl.load(_chunks + 2 * _c + 1)",
             f"    _entry = _table + _t * {self.ncol}",
             "    _n = tl.load(_entry)",
-            "    _numel = _n.to(CT)",
-            "    _offs = _chunk.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)",
-            "    if MASKED:  # the tensor's last chunk",
+            "    _numel = _n.to(_CT)",
+            "    _offs = _chunk.to(tl.int64) * _BLOCK + tl.arange(0, _BLOCK)",
+            "    if _MASKED:  # the tensor's last chunk",
             "        _mask = _offs < _n",
             "    else:  # a whole chunk: a constant mask, so loads and stores are 16-byte vectors",
-            "        _mask = tl.full([BLOCK], 1, tl.int1)",
+            "        _mask = tl.full([_BLOCK], 1, tl.int1)",
         ]
         if fam.needs_2d:
             lines += [f"    _C = tl.load(_entry + {self.shape_col})",
@@ -377,24 +348,25 @@ class _KernelWriter:
             if kname not in want:
                 continue
             kind = state_kind.get(src, "full")
-            dt = {"w": "DT", "g": "GT"}.get(src, "CT")
-            lines.append(f"    _{kname}_ptr = _pointer(_entry, {self.col[src]}, {dt}, ALIGNED)")
+            dt = {"w": "_DT", "g": "_GT"}.get(src, "_CT")
+            lines.append(f"    _{kname}_ptr = _pointer(_entry, {self.col[src]}, {dt}, _ALIGNED)")
             if kind == "scalar":
-                lines.append(f"    {kname} = tl.load(_{kname}_ptr).to(CT)")
+                lines.append(f"    {kname} = tl.load(_{kname}_ptr).to(_CT)")
             else:
-                lines.append(f"    {kname} = tl.load(_{kname}_ptr + {index[kind]}, mask=_mask).to(CT)")
+                lines.append(f"    {kname} = tl.load(_{kname}_ptr + {index[kind]}, mask=_mask).to(_CT)")
         for kname, col in self.fact_col.items():
             if kname in want:
-                lines.append(f"    {kname} = tl.load(_entry + {col}).to(CT)")
+                lines.append(f"    {kname} = tl.load(_entry + {col}).to(_CT)")
         for r in fam.reductions.values():
             if r.name in want:
-                lines.append(f"    {r.name} = {self._finished(r)}")
+                value = self._finished(r)
+                lines += self._flush() + [f"    {r.name} = {value}"]
         for a in stmts:
-            lines.append(f"    {a.target} = {self.printer.doprint(a.expr)}")
+            lines += ["    " + line for line in self.printer.statement(a.target, a.expr)]
         if final:
             w = names["w"]
-            new_w = f"({w} - {self._vector(fam.update)}).to(DT)"
-            lines.append(f"    tl.store(_{w}_ptr + _offs, {new_w}, mask=_mask)")
+            new_w = f"({w} - {self._vector(fam.update)}).to(_DT)"
+            lines += self._flush() + [f"    tl.store(_{w}_ptr + _offs, {new_w}, mask=_mask)"]
             for s, e in stores:
                 lines += self._store(s, state_kind[s], e)
         for r in todo:
@@ -404,38 +376,53 @@ class _KernelWriter:
     def _store(self, s: str, kind: str, e: Expr) -> list[str]:
         kname = self.fam.names[s]
         if kind == "full":
-            return [f"    tl.store(_{kname}_ptr + _offs, {self._vector(e)}, mask=_mask)"]
-        lines = [f"    _{kname}_next = _pointer(_entry, {self.next_col[s]}, CT, False)"]
+            value = self._vector(e)
+            return self._flush() + [f"    tl.store(_{kname}_ptr + _offs, {value}, mask=_mask)"]
+        lines = [f"    _{kname}_next = _pointer(_entry, {self.next_col[s]}, _CT, False)"]
         if kind == "scalar":  # one value per tensor: the tensor's first chunk writes it
-            value = f"({self.printer.doprint(e)}).to(CT)"
-            return lines + ["    if _chunk == 0:", f"        tl.store(_{kname}_next, {value})"]
+            value = f"({self.printer.doprint(e)}).to(_CT)"
+            return lines + self._flush() + ["    if _chunk == 0:", f"        tl.store(_{kname}_next, {value})"]
         first = "(_offs % _C == 0)" if kind == "row" else "(_offs % _RC < _C)"  # one element per entry
         index = "_ri" if kind == "row" else "_ci"
-        return lines + [f"    tl.store(_{kname}_next + {index}, {self._vector(e)}, mask=_mask & {first})"]
+        value = self._vector(e)
+        return lines + self._flush() + [f"    tl.store(_{kname}_next + {index}, {value}, mask=_mask & {first})"]
+
+    def _flush(self) -> list[str]:
+        """The kernel lines binding the printer's temporaries (they go before the line using them)."""
+        return ["    " + line for line in self.printer.flush()]
 
     def _count(self, r: Reduction) -> str:
-        return {"full": "_numel", "row": "(_numel / _C.to(CT))", "col": "(_numel * _C.to(CT) / _RC.to(CT))"}.get(
+        return {"full": "_numel", "row": "(_numel / _C.to(_CT))", "col": "(_numel * _C.to(_CT) / _RC.to(_CT))"}.get(
             r.over, "_numel")
 
     def _finished(self, r: Reduction) -> str:
         if r.scope in ("row", "col"):
             index = "_ri" if r.scope == "row" else "_ci"
-            count = "_C.to(CT)" if r.scope == "row" else "(_RC // _C).to(CT)"
+            count = "_C.to(_CT)" if r.scope == "row" else "(_RC // _C).to(_CT)"
             return f"tl.load(_wacc + tl.load(_entry + {self.wide_col[r.name]}) + {index}, mask=_mask) / {count}"
-        parts = [f"tl.load(_acc + _t * {self.fam.n_slots} + {s})" if r.scope == "tensor" else
-                 f"tl.load(_gacc + {s})" for s in self._slots(r)]
-        return _finish(r.op, parts, self._count(r))
+        totals = {f"a{k}": Var(self.printer.temp(f"tl.load(_acc + _t * {self.fam.n_slots} + {s})"
+                                                   if r.scope == "tensor" else f"tl.load(_gacc + {s})"))
+                  for k, s in enumerate(self._slots(r))}
+        finish = OPS[r.op].reduction.finish
+        if "n" in free_vars(finish):
+            totals["n"] = Var(self.printer.temp(self._count(r)))
+        return self.printer.doprint(substitute(finish, totals))
 
     def _accumulate(self, r: Reduction) -> list[str]:
-        args = [self.printer.doprint(a) for a in r.args]
+        """Each chunk's totals of ``r`` (op.reduction's terms) added (or maxed) into its accumulators."""
         if r.scope in ("row", "col"):
             index = "_ri" if r.scope == "row" else "_ci"
             target = f"_wacc + tl.load(_entry + {self.wide_col[r.name]}) + {index}"
-            return [f"    tl.atomic_add({target}, {self._vector(r.args[0], args[0])}, mask=_mask)"]
-        lines = []
+            value = self._vector(r.args[0])
+            return self._flush() + [f"    tl.atomic_add({target}, {value}, mask=_mask)"]
+        reduction = OPS[r.op].reduction
+        xs = [self.printer.bound(a) for a in r.args]
+        terms = [self.printer.doprint(substitute(t, {"x": xs[0], "y": xs[-1]})) for t in reduction.terms]
+        lines = self._flush()
         # a row value appears C times among the elements, a column value R times: weigh it down
-        weight = {"row": " / _C.to(CT)", "col": " * _C.to(CT) / _RC.to(CT)"}.get(r.over, "")
-        for (term, how), slot in zip(_partials(r.op, args), self._slots(r)):
+        weight = {"row": " / _C.to(_CT)", "col": " * _C.to(_CT) / _RC.to(_CT)"}.get(r.over, "")
+        how = reduction.combine
+        for term, slot in zip(terms, self._slots(r)):
             target = f"_acc + _t * {self.fam.n_slots} + {slot}" if r.scope == "tensor" else f"_gacc + {slot}"
             if r.over not in VECTOR_KINDS:  # one number per tensor: its first chunk adds it, once
                 lines += ["    if _chunk == 0:", f"        tl.atomic_{_ATOMIC[how]}({target}, {term})"]
@@ -448,12 +435,12 @@ class _KernelWriter:
     def _slots(self, r: Reduction) -> list[int]:
         return r.slots if r.scope == "tensor" else self.gslots[r.name]
 
-    def _vector(self, e: Expr, text: str | None = None) -> str:
-        """``e`` as one CT value per element of the chunk."""
-        text = self.printer.doprint(e) if text is None else text
+    def _vector(self, e: Expr) -> str:
+        """``e`` as one _CT value per element of the chunk (temporaries pending in the printer)."""
+        text = self.printer.doprint(e)
         if self.kind(e) not in VECTOR_KINDS:
-            text = f"({text} + tl.zeros([BLOCK], CT))"
-        return f"({text}).to(CT)"
+            text = f"({text} + tl.zeros([_BLOCK], _CT))"
+        return f"({text}).to(_CT)"
 
     def params(self) -> list[str]:
         names = self.fam.names
@@ -477,7 +464,7 @@ def kernels_source(program: Program) -> str:
     for fam in fams:
         for r in fam.reductions.values():
             if r.scope == "global" and r.name not in gslots:
-                k = len(_partials(r.op, ["x", "y"]))
+                k = len(OPS[r.op].reduction.terms)
                 gslots[r.name] = list(range(n_global, n_global + k))
                 n_global += k
     kernels, table = [], []
@@ -491,7 +478,8 @@ def kernels_source(program: Program) -> str:
             kname = f"_path{i}_" + ("final" if level is None else f"pass{level}")
             kernels.append(writer.write(kname, level))
             passes.append(kname)
-        amax = tuple(s for r in fam.reductions.values() if r.op == "amax" and r.scope == "tensor" for s in r.slots)
+        amax = tuple(s for r in fam.reductions.values() if r.scope == "tensor"
+                     and OPS[r.op].reduction.combine == "max" for s in r.slots)
         wide = tuple(r.scope for r in fam.wide)
         table.append(f"    _Family(states={fam.states!r}, facts={tuple(fam.facts.values())!r}, "
                      f"needs_2d={fam.needs_2d}, "
@@ -508,7 +496,7 @@ def unsupported_source(reason: str) -> str:
     """The extra-backend source for a program the kernel cannot run: never available, and an
     explicit ``backend="triton"`` says why."""
     return (f"_TRITON_UNSUPPORTED = {reason!r}\n\n\ndef _triton_available(device):\n    return False\n\n\n"
-            "def _triton_group_step(path, params, grads, states, *, lr, step, **hyper):\n"
+            "def _triton_group_step(path, params, grads, states, /, *, lr, step, **hyper):\n"
             "    raise NotImplementedError(_TRITON_UNSUPPORTED)\n")
 
 
@@ -542,10 +530,10 @@ import triton.language as tl
 
 
 @triton.jit
-def _pointer(entry, col, DTYPE: tl.constexpr, ALIGNED: tl.constexpr):
-    """The table's address at ``entry[col]`` as a pointer; ALIGNED: it is 16-byte aligned."""
+def _pointer(entry, col, DTYPE: tl.constexpr, _ALIGNED: tl.constexpr):
+    """The table's address at ``entry[col]`` as a pointer; _ALIGNED: it is 16-byte aligned."""
     p = tl.load(entry + col).to(tl.pointer_type(DTYPE))
-    if ALIGNED:
+    if _ALIGNED:
         p = tl.multiple_of(p, 16)
     return p
 '''
@@ -758,9 +746,9 @@ class _TritonStep:
                 kernel = grp.family.passes[k]
                 for chunks, n, masked in grp.launches if kernel is not None else ():
                     if n:
-                        kernel[(n,)](grp.table, chunks, view, gacc, wacc, *scalars, BLOCK=self.block,
-                                     DT=_TRITON_DTYPES[grp.dtypes[0]], GT=_TRITON_DTYPES[grp.dtypes[1]],
-                                     CT=grp.compute, MASKED=masked, ALIGNED=grp.aligned, num_warps=self.num_warps)
+                        kernel[(n,)](grp.table, chunks, view, gacc, wacc, *scalars, _BLOCK=self.block,
+                                     _DT=_TRITON_DTYPES[grp.dtypes[0]], _GT=_TRITON_DTYPES[grp.dtypes[1]],
+                                     _CT=grp.compute, _MASKED=masked, _ALIGNED=grp.aligned, num_warps=self.num_warps)
         if nexts:
             torch._foreach_copy_(narrow, nexts)
 
@@ -773,7 +761,7 @@ def _triton_available(device):
     return device.type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1"
 
 
-def _triton_group_step(path, params, grads, states, *, lr, step, **hyper):
+def _triton_group_step(path, params, grads, states, /, *, lr, step, **hyper):
     """In-place step of tensors sharing ``path``, device and dtype with the Triton kernels."""
     if not params:
         return

@@ -67,7 +67,8 @@ class _Tensor:
             kind = join(*(k for _, k in vals))
             if kind in UNIFORM_KINDS:  # no tensor involved: float64, as a Python float would be
                 return op.numpy(*[np.float64(v) for v, _ in vals]), kind
-            args = [expand(self.cast(v) if k in UNIFORM_KINDS else v, k, kind) for v, k in vals]
+            # a Python float is a weak scalar to numpy: it meets the tensor in the tensor's dtype
+            args = [expand(float(v) if k in UNIFORM_KINDS else v, k, kind) for v, k in vals]
             return self.cast(op.numpy(*args)), kind
         if op.shape in (ROW, COL):
             return self.cast(op.numpy(vals[0][0])), op.shape

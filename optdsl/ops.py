@@ -135,11 +135,11 @@ def _sym_cmp(rel):
 
 
 def _mean_last(x):
-    return np.mean(x, axis=-1)
+    return np.sum(x, axis=-1) / np.shape(x)[-1]  # not np.mean: an empty tensor is nan, not a warning
 
 
 def _mean_second_last(x):
-    return np.mean(x, axis=-2)
+    return np.sum(x, axis=-2) / np.shape(x)[-2]
 
 
 # Uninterpreted sympy functions for what sympy cannot see through (reductions over a tensor).
@@ -326,11 +326,11 @@ _ALLFINITE = Reduction((_c("sub", 1, _c("isfinite", _X)),), "sum", _c("eq", _A0,
 op("norm", 1, R, lambda x: np.sqrt(np.sum(np.square(x))), lambda x: _sym_fn("norm", nonnegative=True)(x),
    r"\lVert {0} \rVert", "torch.linalg.vector_norm({0})", "jnp.linalg.norm(jnp.ravel({0}))", None,
    "L2 norm of the whole tensor", flops=2, reduction=_NORM)
-op("rms", 1, R, lambda x: np.sqrt(np.mean(np.square(x))), lambda x: _sym_fn("rms", nonnegative=True)(x),
+op("rms", 1, R, lambda x: np.sqrt(np.sum(np.square(x)) / np.size(x)), lambda x: _sym_fn("rms", nonnegative=True)(x),
    r"\operatorname{{RMS}}({0})", "torch.sqrt(torch.mean(torch.square({0})))",
    "jnp.sqrt(jnp.mean(jnp.square({0})))", None, "root mean square of the tensor", flops=2,
    reduction=Reduction(_SUM_SQ, "sum", _c("sqrt", _c("div", _A0, _N))))
-op("mean", 1, R, np.mean, lambda x: _sym_fn("mean")(x), r"\operatorname{{mean}}({0})",
+op("mean", 1, R, lambda x: np.sum(x) / np.size(x), lambda x: _sym_fn("mean")(x), r"\operatorname{{mean}}({0})",
    "torch.mean({0})", "jnp.mean({0})", None, "mean of the tensor's elements", reduction=_MEAN)
 op("sum", 1, R, np.sum, lambda x: _sym_fn("sum")(x), r"\sum {0}", "torch.sum({0})", "jnp.sum({0})",
    None, "sum of the tensor's elements", search=False,

@@ -19,7 +19,7 @@ import ast
 import itertools
 import math
 import textwrap
-from functools import lru_cache
+from functools import cache
 
 from .ir import Call, Const, Expr, Program, Var
 from .ops import OPS
@@ -131,7 +131,7 @@ def _needs(parent: ast.AST, child: ast.AST) -> int:
     return 1  # a call argument, a subscript index, a list or tuple element
 
 
-@lru_cache(maxsize=None)
+@cache
 def template_shape(template: str) -> tuple[int, tuple[int, ...], tuple[int, ...]]:
     """How a spelling template ``"jnp.where({0} != 0, {1}, {2})"`` places its arguments:
     ``(precedence of the whole, precedence each slot needs, how often each slot appears)``,
@@ -157,7 +157,7 @@ def template_shape(template: str) -> tuple[int, tuple[int, ...], tuple[int, ...]
     return _precedence(tree), tuple(needs), tuple(counts)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _ungrouped(template: str) -> str:
     """``template`` without parentheses around all of it (``"({0} < {1})"`` -> ``"{0} < {1}"``):
     :func:`parenthesize` adds them back only where the context needs them."""
@@ -205,7 +205,7 @@ class CodePrinter(Printer):
       bound to a temporary first when it is not a name or a number, so the output grows linearly
       with nesting.
     - Subexpressions nested deeper than :attr:`max_depth` become temporaries too, so no statement
-      nests more than Python's parser allows.
+      nests more than Python's parser allows and no printer recursion runs deeper than that.
 
     Temporaries are named ``_t0``, ``_t1``... (program names never start with ``_``); callers
     print a statement with :meth:`statement`, or take :meth:`flush` before the line using it.
@@ -216,13 +216,15 @@ class CodePrinter(Printer):
     def __init__(self):
         self.temps: list[tuple[str, str]] = []
         self._counter = itertools.count()
-        self._depth = 0
 
     def temp(self, text: str) -> Code:
         """A fresh temporary bound to ``text``; its name."""
         name = f"_t{next(self._counter)}"
         self.temps.append((name, str(text)))
         return Code(name, ATOM)
+
+    def bind_temp(self, name: str, expr: Expr) -> None:
+        """Hook: the temporary ``name`` now holds ``expr`` (printers that track kinds record it)."""
 
     def flush(self) -> list[str]:
         """The assignments of the temporaries printed since the last flush (in order)."""
@@ -234,19 +236,34 @@ class CodePrinter(Printer):
         text = self.doprint(expr)
         return self.flush() + [f"{target} = {text}"]
 
+    def doprint(self, expr: Expr) -> Code:
+        return self._print(self._cut(expr))
+
+    def _cut(self, expr: Expr) -> Expr:
+        """``expr`` with every subexpression :attr:`max_depth` levels high bound to a temporary,
+        deepest first, walking without recursion (a 300-term sum nests 300 levels)."""
+        done: dict[int, tuple[Expr, int]] = {}
+        stack: list[tuple[Expr, bool]] = [(expr, False)]
+        while stack:
+            node, children_done = stack.pop()
+            if not isinstance(node, Call):
+                done[id(node)] = (node, 0)
+            elif not children_done:
+                stack.append((node, True))
+                stack.extend((a, False) for a in node.args)
+            else:
+                args = [done[id(a)] for a in node.args]
+                new, height = Call(node.op, tuple(a for a, _ in args)), 1 + max(h for _, h in args)
+                if height >= self.max_depth:
+                    name = self.temp(self._print(new))
+                    self.bind_temp(name, new)
+                    new, height = Var(str(name)), 0
+                done[id(node)] = (new, height)
+        return done[id(expr)][0]
+
     def _print(self, expr: Expr) -> Code:
-        self._depth += 1
-        try:
-            if self._depth > self.max_depth and isinstance(expr, Call):
-                outer, self._depth = self._depth, 0
-                try:
-                    return self.temp(super()._print(expr))
-                finally:
-                    self._depth = outer
-            out = super()._print(expr)
-            return out if isinstance(out, Code) else Code(out, precedence_of(out))
-        finally:
-            self._depth -= 1
+        out = super()._print(expr)
+        return out if isinstance(out, Code) else Code(out, precedence_of(out))
 
     def fill(self, template: str, args) -> Code:
         """``template`` with the printed ``args`` (expressions or already printed code) placed."""

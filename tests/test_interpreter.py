@@ -71,3 +71,48 @@ def test_row_ops_on_vectors_are_a_clear_error():
     opt = Interpreter(p)
     with pytest.raises(DslError, match=r"needs a parameter with 2 or more axes.*ndim\(w\) >= 2"):
         opt.init({"w": np.ones(3)})
+
+
+def test_shape_tests_short_circuit_as_python_does():
+    """`and`/`or` settle from the left: dim(w, -1) is never asked of a 0-d parameter here..."""
+    p = parse("def f(w, g, lr=1.0):\n    u = g\n    if ndim(w) >= 2 and dim(w, -1) > 3:\n        u = 2 * g\n"
+              "    if ndim(w) == 0 or dim(w, 0) == 1:\n        u = 3 * u\n    return lr * u\n")
+    opt = Interpreter(p)
+    params = {"s": np.float64(1.0), "v": np.ones(1), "m": np.ones((2, 5))}
+    ups, _ = opt.updates(params, {k: np.ones(np.shape(v)) for k, v in params.items()}, opt.init(params), 1)
+    assert float(ups["s"]) == 3.0 and ups["v"][0] == 3.0 and ups["m"][0, 0] == 2.0
+    # ...but one asked before the test that guards it is an error, located in the program
+    q = parse("def f(w, g, lr=1.0):\n    u = g\n    if dim(w, -1) > 3 and ndim(w) >= 2:\n        u = 2 * g\n"
+              "    return lr * u\n", "q.py")
+    with pytest.raises(DslError, match=r"q\.py.*dim\(w, -1\) asks for an axis"):
+        Interpreter(q).init({"s": np.float64(1.0)})
+
+
+def test_tensor_free_scalars_are_float64_in_float32_mode():
+    """Bias corrections (AdaX's (1 + beta2)^t - 1, Adam's 1 - beta^t, Amos's) lose their digits to
+    cancellation in float32: the float32 update stays within float32 rounding of float64's."""
+    from optdsl import load
+
+    p = {"w": RNG.normal(size=(8, 16)).astype(np.float32), "b": RNG.normal(size=(16,)).astype(np.float32)}
+    g = {k: RNG.normal(size=v.shape).astype(np.float32) for k, v in p.items()}
+    for name in ("adax", "amos", "adam"):
+        for step in (1, 150, 1000):
+            ups = {}
+            for dtype in (np.float32, np.float64):
+                opt = Interpreter(load(name), dtype)
+                ups[dtype], _ = opt.updates(p, g, opt.init(p), step)
+            for k in p:
+                np.testing.assert_allclose(ups[np.float32][k], ups[np.float64][k], rtol=1e-6, atol=1e-12,
+                                           err_msg=f"{name} at step {step}")
+
+
+def test_empty_parameters_are_left_alone():
+    from optdsl import load, zoo_names
+
+    for name in zoo_names():
+        program = load(name)
+        opt = Interpreter(program, np.float32, **({} if "lr" in program.hyper_defaults else {"lr": 0.1}))
+        params = {"e": np.zeros((0, 4), np.float32), "w": np.ones((2, 4), np.float32)}
+        grads = {"e": params["e"], "w": np.full((2, 4), 0.5, np.float32)}
+        new, _ = opt.step(params, grads, opt.init(params), 1)
+        assert new["e"].shape == (0, 4) and np.all(np.isfinite(new["w"])), name

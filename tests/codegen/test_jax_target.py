@@ -24,6 +24,7 @@ import codegen
 import optdsl
 from codegen.jax_target import JaxPrinter, emit
 from optdsl import Interpreter, parse
+from optdsl.names import check_name
 from optdsl.passes import variants
 from optdsl.ir import Assign, Call, Const, Hyper, Program, State, Var
 from optdsl.ops import ELEMENTWISE, REDUCE, search_vocabulary
@@ -389,3 +390,97 @@ def test_printer_parenthesises_only_where_needed():
     assert p.doprint(Call("add", (Call("gt", (Var("a"), Const(0))), Var("b")))) == \
         "jnp.where(a > 0.0, 1.0, 0.0) + b"
     assert p.doprint(Call("div", (Const(1), Const(0)))) == "jnp.asarray(1.0) / 0.0"
+
+
+# --- names, shape tests, constants, size: one language on every target -------------------------
+
+# Names a user may pick that printers once used for their own (``is = ...`` for a state ``i``);
+# those the identifier policy refuses are left out, as check refuses them.
+USER_NAMES = [n for n in ["i", "a", "clas", "update", "backend", "BLOCK", "state", "dtype", "params",
+                          "updates", "count", "carry", "code", "out", "x", "CT"] if check_name(n) is None]
+
+
+def names_program(role: str) -> Program:
+    """Every name of USER_NAMES as a state (``role="state"``) or as a hyperparameter."""
+    if role == "state":
+        body = "".join(f"    {n} = interp(g * {k + 1}, {n}, 0.9)\n" for k, n in enumerate(USER_NAMES))
+        total = " + ".join(USER_NAMES)
+        return parse(f"def names(w, g, {', '.join(USER_NAMES)}, lr=0.1):\n{body}"
+                     f"    return lr * ({total}), {', '.join(USER_NAMES)}\n")
+    hypers = ", ".join(f"{n}={0.1 * (k + 1)}" for k, n in enumerate(USER_NAMES))
+    return parse(f"def names(w, g, m, lr=0.1, {hypers}):\n    m = interp(g, m, {USER_NAMES[0]})\n"
+                 f"    return lr * m * ({' + '.join(USER_NAMES)}), m\n")
+
+
+@pytest.mark.parametrize("role", ["state", "hyper"])
+def test_user_names_never_meet_the_generated_code(role):
+    program = names_program(role)
+    params = initial_params()
+    want = Interpreter(program, np.float32).run(params, grads_at, 3)
+    got = run_generated(codegen.build(program, "jax")(), {k: jnp.asarray(v) for k, v in params.items()}, 3)
+    assert_close_history(got, want)
+
+
+def test_shape_tests_short_circuit_on_a_0d_parameter():
+    """`ndim(w) >= 2 and dim(w, -1) > 3` is false on a 0-d leaf everywhere (dim is not asked)."""
+    program = parse("def f(w, g, lr=0.1):\n    u = g\n    if ndim(w) >= 2 and dim(w, -1) > 3:\n"
+                    "        u = sign(g)\n    return lr * u\n")
+    params = {"s": np.float32(2.0), "m": np.ones((2, 5), np.float32), "v": np.ones(3, np.float32)}
+    want = Interpreter(program, np.float32).run(params, grads_at, 2)
+    got = run_generated(codegen.build(program, "jax")(), {k: jnp.asarray(v) for k, v in params.items()}, 2)
+    assert_close_history(got, want)
+    g1 = grads_at(params, 1)
+    np.testing.assert_allclose(want[0]["s"], 2.0 - 0.1 * g1["s"], rtol=1e-6)  # u = g, not sign(g)
+
+
+def test_ieee_constants_print_and_compute_as_the_interpreter():
+    inf = float("inf")
+    p = JaxPrinter({})
+    assert [p.doprint(Const(v)) for v in (inf, -inf, -0.0)] == ["jnp.inf", "-jnp.inf", "-0.0"]
+    assert np.isnan(eval(p.doprint(Const(float("nan"))), {"jnp": jnp}))  # noqa: S307
+    cases = {"reciprocal(0.0)": inf, "reciprocal(-(0 * lr))": -inf, "(-1) ** 0.5": float("nan"),
+             "1 / 0": inf, "0 / 0": float("nan"), "1 % 0": float("nan")}
+    for text, value in cases.items():
+        program = parse(f"def f(w, g, lr):\n    c = {text}\n    return lr * g * c\n")
+        tx = codegen.build(program, "jax")(learning_rate=1.0)
+        params = {"w": jnp.zeros(2)}
+        u, _ = tx.update({"w": jnp.ones(2)}, tx.init(params), params)
+        np.testing.assert_array_equal(-np.asarray(u["w"]), np.float32([value, value]), err_msg=text)
+    # a constant no literal spells (a pass may fold one): inf and nan survive printing
+    program = Program("k", (), (Hyper("lr", 1.0),), (Assign("c", Const(inf)),),
+                      Call("mul", (Var("g"), Var("c"))), ())
+    tx = codegen.build(program, "jax")()
+    u, _ = tx.update({"w": jnp.ones(2)}, tx.init({"w": jnp.zeros(2)}), {"w": jnp.zeros(2)})
+    assert np.all(np.asarray(u["w"]) == -inf)
+
+
+def test_output_grows_linearly_with_nesting():
+    """sign repeats its argument in its template: a nested one is bound to a temporary first, and a
+    300-term sum is cut into statements Python's parser accepts."""
+    nested = Var("g")
+    for _ in range(100):  # built directly: the parser's own depth is not what this test is about
+        nested = Call("sign", (nested,))
+    text = emit(Program("f", (), (Hyper("lr", 0.1),), (), Call("mul", (Var("lr"), nested)), ()))
+    assert len(text) < 60_000
+    compile(text, "<sign>", "exec")
+    terms = [Call("mul", (Const(k % 7 + 1.0), Var("g"))) for k in range(300)]
+    left, right = terms[0], terms[-1]
+    for t in terms[1:]:  # ((a + b) + c) + ... prints flat; a + (b + (c + ...)) nests 300 deep
+        left, right = Call("add", (left, t)), Call("add", (t, right))
+    for total in (left, right):  # built directly: the parser refuses such nesting in source
+        program = Program("f", (), (Hyper("lr", 1e-4),), (Assign("u", total),), Call("mul", (Var("lr"), Var("u"))), ())
+        params = {"w": np.ones(3, np.float32)}
+        want = Interpreter(program, np.float32).run(params, grads_at, 1)
+        got = run_generated(codegen.build(program, "jax")(), params, 1)
+        assert_close_history(got, want)
+
+
+@pytest.mark.parametrize("name", optdsl.zoo_names())
+def test_zoo_programs_leave_an_empty_parameter_alone(name):
+    program, make = factory(name)
+    lr = {} if "lr" in program.hyper_defaults else {"learning_rate": 1e-2}
+    params = {"empty": np.zeros((0, 3), np.float32), "w": np.ones((2, 3), np.float32)}
+    want = Interpreter(program, np.float32, **({"lr": 1e-2} if lr else {})).run(params, grads_at, 2)
+    got = run_generated(make(**lr), {k: jnp.asarray(v) for k, v in params.items()}, 2)
+    assert got[-1]["empty"].shape == want[-1]["empty"].shape == (0, 3)
+    assert_close_history(got, want)

@@ -273,4 +273,4 @@ def test_levels_order_nested_reductions():
 
 def test_printer_spells_truth_values_as_floats():
     p = optdsl.parse("def f(w, g, lr):\n    return lr * (g > 0) + 2\n")
-    assert triton_target.TritonPrinter().doprint(p.update) == "((lr * ((g > 0.0)).to(tl.float32)) + 2.0)"
+    assert triton_target.TritonPrinter().doprint(p.update) == "lr * (g > 0.0).to(tl.float32) + 2.0"

@@ -1,0 +1,103 @@
+"""The op table is the single source of truth: every op's properties are fields of its entry, and
+every printer (torch, jax, triton) spells every op from them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from codegen.jax_target import JaxPrinter
+from codegen.triton_target import TritonPrinter
+from optdsl.ir import Call, Var
+from optdsl.ops import COL, ELEMENTWISE, GLOBAL, OPS, REDUCE, ROW, STATIC
+
+RNG = np.random.default_rng(0)
+X, Y = RNG.normal(size=(3, 4)), RNG.normal(size=(3, 4))
+REDUCTIONS = [o for o in OPS.values() if o.shape in (REDUCE, ROW, COL, GLOBAL)]
+
+
+def _args(op):
+    """Arguments inside every op's domain that matters: c of clip, a of interp in [0, 1]."""
+    return [X, Y, np.full((3, 4), 0.25)][:op.arity]
+
+
+@pytest.mark.parametrize("name", [o.name for o in REDUCTIONS])
+def test_every_reduction_is_defined_in_pieces_that_agree_with_its_meaning(name):
+    op = OPS[name]
+    r = op.reduction
+    assert r is not None and r.combine in ("sum", "max")
+    args = _args(op)
+    whole = r.numpy([r.totals(*args)], X.size)
+    halves = r.numpy([r.totals(*[a[:1] for a in args]), r.totals(*[a[1:] for a in args])], X.size)
+    if op.shape in (ROW, COL):  # one value per row (column): the pieces over that row's elements
+        line = X[0] if op.shape == ROW else X[:, 0]
+        np.testing.assert_allclose(r.numpy([r.totals(line)], line.size), op.numpy(X)[0])
+        return
+    np.testing.assert_allclose(halves, whole)
+    np.testing.assert_allclose(whole, float(op.numpy(*args)))
+
+
+def test_truth_values_are_marked():
+    truth = {o.name for o in OPS.values() if o.truth}
+    assert truth == {"lt", "le", "gt", "ge", "eq", "ne", "and", "or", "not", "isfinite", "allfinite",
+                     "global_allfinite"}
+    for name in truth - {"and", "or", "not"}:
+        values = OPS[name].numpy(*_args(OPS[name]))
+        assert set(np.unique(values)) <= {0.0, 1.0}
+
+
+def test_jax_prints_every_op_as_numpy_computes_it():
+    import jax.numpy as jnp
+
+    kinds = {"x": "full", "y": "full", "z": "full"}
+    env = {"jnp": jnp, "jax": __import__("jax"), "x": X, "y": Y, "z": np.full((3, 4), 0.25)}
+    for op in OPS.values():
+        call = Call(op.name, tuple(Var(n) for n in "xyz"[:op.arity]))
+        if op.shape == STATIC:
+            assert op.jax is not None
+            continue
+        if op.shape == GLOBAL:  # printed as its reduction's pieces, combined across leaves
+            for t in [*op.reduction.terms, op.reduction.finish]:
+                JaxPrinter({"x": "full", "y": "full", "a0": "uniform", "a1": "uniform", "n": "uniform"}).doprint(t)
+            continue
+        printer = JaxPrinter(dict(kinds))
+        text = printer.doprint(call)
+        got = eval(text, env)  # noqa: S307 - text printed from the op table, for this test
+        np.testing.assert_allclose(np.asarray(got), op.numpy(*_args(op)), rtol=1e-5, err_msg=op.name)
+        assert not printer.temps, "a bare call binds nothing"
+
+
+def test_triton_spells_every_op():
+    for op in OPS.values():
+        if op.shape == STATIC:
+            continue  # a per-tensor number in the kernel's table (codegen.triton_target.lower)
+        if op.shape == ELEMENTWISE:
+            assert op.triton is not None, op.name
+            TritonPrinter().doprint(Call(op.name, tuple(Var(n) for n in "xyz"[:op.arity])))
+        else:
+            for t in [*op.reduction.terms, op.reduction.finish]:
+                TritonPrinter().doprint(t)
+
+
+def test_torch_spellings_exist_for_every_op():
+    torch = pytest.importorskip("torch")
+    for op in OPS.values():
+        assert op.torch is not None, op.name
+        for f in op.foreach:
+            assert hasattr(torch, f"_foreach_{f}"), (op.name, f)
+        if op.foreach:
+            assert op.shape == ELEMENTWISE
+
+
+def test_python_raises_marks_exactly_the_operators_python_refuses_numbers_for():
+    raising = set()
+    for op in OPS.values():
+        spelled = {"reciprocal": "1 / a"}.get(op.name, f"a {op.infix} b" if op.arity == 2 and op.infix else None)
+        if op.shape != ELEMENTWISE or spelled is None or op.truth:
+            continue
+        for a, b in [(1.0, 0.0), (10.0, 400.0), (0.0, -1.0)]:
+            try:
+                eval(spelled, {"a": a, "b": b})  # noqa: S307 - Python's own arithmetic on numbers
+            except (ZeroDivisionError, OverflowError):
+                raising.add(op.name)
+    assert raising == {o.name for o in OPS.values() if o.python_raises}
