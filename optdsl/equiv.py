@@ -65,6 +65,7 @@ SHAPES = ((7,), (5, 6), (2, 3, 4))
 RTOL = 1e-7
 MAX_BIJECTIONS = 120
 SIMPLIFY_LIMIT = 80  # sympy.simplify is tried on differences at most this large
+PROVE_LIMIT = 800  # ops in both programs together; beyond, sympy's inlined forms grow too large
 DEAD_FRACTION = 0.25  # gradient coordinates that are 0 at every step (a constant input feature)
 ZERO_FRACTION = 0.2  # and coordinates that are 0 at a given step
 MIN_FINITE = 0.5  # a tested run is evidence only if this share of the compared values is finite
@@ -194,9 +195,12 @@ def prove(a: Program, b: Program, values_a: dict[str, float] | None = None,
     bound to ``values_a``/``values_b``) give the same updates, else None; ``kind`` is
     ``exact`` or ``generic`` (see the module docstring)."""
     from .canonical import structural_hash
+    from .simplify import op_count
 
     if structural_hash(fold(a, values=values_a)) == structural_hash(fold(b, values=values_b)):
         return "exact", "same canonical form"
+    if op_count(a) + op_count(b) > PROVE_LIMIT:
+        return None
     # Numbers enter sympy exactly (0.9 -> 9/10), so 1 - 0.9 and 0.1 agree.
     sa, sb = to_sympy(a, values=values_a), to_sympy(b, values=values_b)
     for mapping in _bijections(a, b):

@@ -2,7 +2,10 @@ r"""LaTeX: the update rule as the system of equations a paper prints.
 
 One line per statement, in an ``aligned`` environment, then the step ``w_t = w_{t-1} - u_t``.
 States read before their update carry ``t-1``, values computed this step carry ``t``
-(``m_t = (1 - \beta_1) g_t + \beta_1 m_{t-1}``); a name assigned again gets a prime.
+(``m_t = (1 - \beta_1) g_t + \beta_1 m_{t-1}``); a name assigned again gets a version
+(``u^{(1)}_t``), as does every assignment of an input (``g^{(1)}_t = \operatorname{clip}(g_t, \pm \eta)``).
+A product prints its number first (``0.46 w_{t-1}``) and ``interp`` with a constant weight as
+``0.1 g_t + 0.9 m_{t-1}``.
 Hyperparameters print as their usual symbols (``beta1`` -> ``\beta_1``, ``eps`` -> ``\epsilon``,
 ``weight_decay`` -> ``\lambda``, ``lr`` -> ``\eta``, ``step`` -> ``t``), ``x_hat`` as ``\hat{x}``,
 and every op with the op table's ``latex`` template.
@@ -19,6 +22,7 @@ Example:
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 
 from .ir import Call, Const, Expr, Program, Var
 from .ops import OPS
@@ -105,6 +109,20 @@ class LatexPrinter(Printer):
             return _template_prec(expr.op)
         return 100
 
+    def _print_mul(self, expr: Call) -> str:
+        if isinstance(expr.args[1], Const) and not isinstance(expr.args[0], Const):
+            expr = Call("mul", expr.args[::-1])  # a number leads its product: 0.46 w, not w 0.46
+        return self._print_Call(expr)
+
+    def _print_interp(self, expr: Call) -> str:
+        """``interp(x, y, 0.9)`` as ``0.1 x + 0.9 y``: the complement of a constant weight is a
+        number too (computed in decimal, so 1 - 0.899 prints 0.101)."""
+        x, y, a = expr.args
+        if not isinstance(a, Const):
+            return self._print_Call(expr)
+        rest = Const(float(Decimal(1) - Decimal(repr(float(a.value)))))
+        return self._print(Call("add", (Call("mul", (rest, x)), Call("mul", (a, y)))))
+
     def _print_Call(self, expr: Call) -> str:
         op = OPS[expr.op]
         args = []
@@ -113,6 +131,8 @@ class LatexPrinter(Printer):
             if self._needs_parens(op, i, a):
                 text = r"\left(" + text + r"\right)"
             args.append(text)
+        if op.name == "mul" and args[0][-1:].isdigit() and args[1][:1].isdigit():
+            return rf"{args[0]} \cdot {args[1]}"  # 2 \cdot 0.5, not 2 0.5
         return op.latex.format(*args)
 
     def _needs_parens(self, op, i: int, arg: Expr) -> bool:
@@ -163,11 +183,14 @@ def to_latex(program: Program) -> str:
     for a in program.body:
         total[a.target] = total.get(a.target, 0) + 1
     seen: dict[str, int] = {}
+    inputs = {"w", "g", "lr", "step", *(h.name for h in program.hypers)}
     lines = []
     for a in program.body:
         rhs = LatexPrinter(names).doprint(a.expr)
         seen[a.target] = k = seen.get(a.target, 0) + 1
-        base = table[a.target] + (f"^{{({k})}}" if k < total[a.target] else "")
+        # An input assigned again always takes a version: plain g_t is the step's gradient.
+        versioned = k < total[a.target] or a.target in inputs
+        base = table[a.target] + (f"^{{({k})}}" if versioned else "")
         names[a.target] = lhs = _with_time(base, "t")
         lines.append(f"{lhs} &= {rhs}")
     printer = LatexPrinter(names)

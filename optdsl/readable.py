@@ -264,7 +264,8 @@ def _named(program: Program) -> Program:
     outs = [Var(s.name) if s.name not in pending else pending[s.name] for s in program.states]
     named = program.with_body(body, update=Var("update"), new_states=outs)
     named = _rename_states(named)
-    named = _rename_temporaries(named)
+    if op_count(named) <= SYMBOLIC_LIMIT:  # renaming is quadratic in the number of temporaries
+        named = _rename_temporaries(named)
     validate(named)
     reparsed = parse(to_source(named, doc=False), named.filename, named.name)
     if reparsed != named:

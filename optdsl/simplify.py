@@ -9,11 +9,16 @@ Three stages, each kept only when it helps:
    candidate with the fewest ops wins, and shared subexpressions become statements again;
 3. the sympy result replaces the program only when it has strictly fewer ops (:func:`op_count`).
 
+Stage 2 runs on whole outputs up to :data:`INLINE_LIMIT` ops, statement by statement up to
+:data:`LOCAL_LIMIT`, and not at all beyond (linear time for long programs).
+
 Rewrites this finds: ``m / sqrt(m * m) -> sign(m)`` (``sqrt`` acts on ``|x|``, so the quotient
 is ``m / |m|``), ``interp(g, interp(g, m, a), b) -> interp(g, m, a * b)``, ``x * 2 - x -> x``.
-The one documented change of meaning is at ``m = 0``, where ``m / |m|`` is nan and ``sign(m)``
-is 0; beyond that, sympy's identities hold over the reals, so results agree with the
-interpreter wherever the original's values are finite.
+A positive factor leaves ``sign`` (``sign(m / sqrt(rms(g*g))) -> sign(m)``, by the op table's
+range facts). These change the meaning only where a denominator (or the dropped factor) is zero:
+``m / |m|`` is nan at ``m = 0`` where ``sign(m)`` is 0; :func:`optdsl.equiv.equivalent` calls
+such an equality *generic*. Beyond that, sympy's identities hold over the reals, so results
+agree with the interpreter wherever the original's values are finite.
 
 Example:
     >>> from optdsl import parse, to_source
@@ -60,6 +65,11 @@ EXPAND_LIMIT = 150
 #: Programs longer than this (ops, after dead-code removal) skip the whole-program sympy form:
 #: inlining them makes expressions sympy handles slowly; each statement is still simplified.
 INLINE_LIMIT = 30
+#: Programs longer than this (ops, after dead-code removal) skip sympy altogether: statement by
+#: statement it costs tens of milliseconds a statement, and inlining single-use temporaries is
+#: quadratic. They are folded and cleaned of dead code only, in linear time (20,000 statements
+#: in a few seconds).
+LOCAL_LIMIT = 400
 
 
 def op_count(program: Program) -> int:
@@ -204,7 +214,8 @@ def simplify(program: Program, values: dict[str, float] | None = None) -> Progra
     """
     base = eliminate_dead_code(fold(bind(program, values)))
     candidates = []
-    forms = (local_form, sympy_form) if op_count(base) <= INLINE_LIMIT else (local_form,)
+    size = op_count(base)
+    forms = (local_form, sympy_form) if size <= INLINE_LIMIT else (local_form,) if size <= LOCAL_LIMIT else ()
     for form in forms:
         candidate = _attempt(lambda f=form: _checked(f(base)))  # NotExpressible, or sympy failing
         if candidate is not None:
@@ -217,4 +228,4 @@ def simplify(program: Program, values: dict[str, float] | None = None) -> Progra
     return reparsed if reparsed == candidate else base
 
 
-__all__ = ["SIMPLIFY_LIMIT", "bind", "op_count", "sign_rewrite", "simplify", "sympy_form"]
+__all__ = ["LOCAL_LIMIT", "SIMPLIFY_LIMIT", "bind", "op_count", "sign_rewrite", "simplify", "sympy_form"]

@@ -52,5 +52,15 @@ def test_names_that_would_print_alike_stay_apart():
     p = parse("def f(w, g, lr, weight_decay=0.1):\n    wd = weight_decay * 2\n    u = g + wd * w\n"
               "    update = lr * u\n    return update\n")
     text = to_latex(p)
-    assert r"\mathrm{wd}_t &= \lambda 2" in text
+    assert r"\mathrm{wd}_t &= 2 \lambda" in text
     assert r"\mathrm{update}_t &= \eta u_t" in text and text.splitlines()[-2] == r"w_t &= w_{t-1} - \mathrm{update}_t"
+
+
+def test_numbers_lead_products_and_constant_interps_print_their_weights():
+    p = parse("def f(w, g, m, lr):\n    g = clip(g, lr)\n    m = interp(g, m, 0.899)\n"
+              "    return lr * 0.0002 * (sign(m) + w * 0.4602), m\n")
+    text = to_latex(p)
+    assert r"g^{(1)}_t &= \operatorname{clip}(g_t, \pm \eta)" in text  # the input g stays g_t
+    assert r"m_t &= 0.101 g^{(1)}_t + 0.899 m_{t-1}" in text
+    assert r"0.0002 \eta \left(\operatorname{sign}(m_t) + 0.4602 w_{t-1}\right)" in text
+    assert r"2 \cdot 0.5 g_t" in to_latex(parse("def f(w, g, lr):\n    return lr * (2 * 0.5) * g\n"))
