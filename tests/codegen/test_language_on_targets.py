@@ -1,0 +1,100 @@
+"""The language's promises hold on every target: a program that passes `check` compiles into
+modules that compute what the reference interpreter computes, for the paper's listings (inputs
+reassigned), for names the printers also use for their own purposes, and for constants whose value
+is inf or nan."""
+
+import ast
+import functools
+from pathlib import Path
+
+import numpy as np
+import pytest
+from trajectories import in_triton_interpreter, run_interpreter, run_jax, run_torch, run_triton
+
+import codegen
+from optdsl import load, parse
+from optdsl.ir import INPUTS
+from optdsl.names import check_name
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+# Constant expressions and their IEEE float64 values; `1 / 0` once raised ZeroDivisionError at
+# step() and `(-1) ** 0.5` was a complex number on torch.
+IEEE = [("1 / 0", np.inf), ("-1 / 0", -np.inf), ("0 / 0", np.nan), ("1 % 0", np.nan),
+        ("10 ** 1000", np.inf), ("e ** 710", np.inf), ("(-1) ** 0.5", np.nan), ("reciprocal(0.0)", np.inf),
+        ("1e308 * 10", np.inf), ("log(0)", -np.inf), ("inf - inf", np.nan), ("-inf", -np.inf)]
+
+
+def printer_names() -> list[str]:
+    """Every name the printers write into modules for zoo programs, on every target, that a
+    program may use too (the identifier policy does not reserve it): ``update``, ``i``, ``plan``..."""
+    names = set()
+    for target in ("torch", "jax", "triton"):
+        for zoo in ("adafactor", "lion", "lamb"):
+            for node in ast.walk(ast.parse(codegen.emit(load(zoo), target))):
+                names.add(getattr(node, "id", None) or getattr(node, "arg", None) or getattr(node, "name", None))
+    return sorted(n for n in names if isinstance(n, str) and check_name(n) is None and n not in INPUTS)
+
+
+def program_using(names: list[str]):
+    """One program whose states, hyperparameters and temporaries carry ``names``, each one read."""
+    states, hypers, temps = names[:4], names[4:8], names[8:]
+    lines = [f"def prog(w, g, {', '.join(states)}, lr, "
+             + ", ".join(f"{h}=0.{k + 1}" for k, h in enumerate(hypers)) + "):"]
+    prev = "g"
+    for k, t in enumerate(temps):
+        lines.append(f"    {t} = {prev} * 0.5 + {[states, hypers][k % 2][k % 4]} * 0.25")
+        prev = t
+    lines += [f"    {s} = interp(g, {s}, 0.9) + {prev} * 0.01" for s in states]
+    lines.append(f"    return lr * {prev}, {', '.join(states)}")
+    return parse("\n".join(lines) + "\n")
+
+
+@functools.cache
+def cases():
+    """``name -> (program, params, grads per step)`` (built once: collecting the names emits modules)."""
+    rng = np.random.default_rng(0)
+    params = {"a": rng.normal(size=(4, 3)).astype(np.float32), "b": rng.normal(size=(5,)).astype(np.float32)}
+    grads = [{k: rng.normal(size=v.shape).astype(np.float32) for k, v in params.items()} for _ in range(3)]
+    out = {f"paper_program{n}": (load(str(EXAMPLES / f"paper_program{n}.py")), params, grads) for n in (3, 4)}
+    out["printer_names"] = (program_using(printer_names()), params, grads)
+    pick = "0"  # element i of the update is constant i: g = 0, 1, 2, ... selects it
+    for i, (text, _) in enumerate(IEEE):
+        pick = f"where(g == {i}, {text}, {pick})"
+    n = len(IEEE)
+    out["ieee_constants"] = (parse(f"def f(w, g, lr):\n    return lr * {pick}\n"),
+                             {"w": np.zeros(n, np.float32)}, [{"w": np.arange(n, dtype=np.float32)}])
+    return out
+
+
+def check(results: dict, case: str) -> None:
+    program, params, grads = cases()[case]
+    ref = run_interpreter(program, params, grads, 0.1)
+    for k in ref:
+        np.testing.assert_allclose(np.asarray(results[k], np.float32), ref[k], rtol=1e-5, atol=1e-6,
+                                   err_msg=f"{case}: {k}")
+
+
+def test_the_ieee_case_really_holds_inf_and_nan():
+    program, params, grads = cases()["ieee_constants"]
+    update = -run_interpreter(program, params, grads, 1.0)["w"]
+    np.testing.assert_array_equal(update, np.float32([v for _, v in IEEE]))
+
+
+@pytest.mark.parametrize("case", ["paper_program3", "paper_program4", "printer_names", "ieee_constants"])
+@pytest.mark.parametrize("target", ["torch", "jax"])
+def test_targets_compute_what_the_interpreter_computes(target, case):
+    program, params, grads = cases()[case]
+    check({"torch": run_torch, "jax": run_jax}[target](program, params, grads, 0.1), case)
+
+
+def triton_results() -> dict:
+    """Every case on the Triton backend (run by :func:`in_triton_interpreter`), as lists."""
+    return {case: {k: v.tolist() for k, v in run_triton(p, params, grads, 0.1).items()}
+            for case, (p, params, grads) in cases().items()}
+
+
+@pytest.mark.slow
+def test_triton_computes_what_the_interpreter_computes():
+    pytest.importorskip("triton")
+    for case, result in in_triton_interpreter("test_language_on_targets", "triton_results").items():
+        check(result, case)
