@@ -113,6 +113,7 @@ class _Program:
         torch_checkpoints=None,
     ):
         self.name, self.hyper_defaults, self.state_names = name, hyper_defaults, state_names
+        self.hyper_names = tuple(dict.fromkeys(("lr", *hyper_defaults)))  # lr may have no default
         self.paths, self.path_table, self.conditions = paths, path_table, conditions
         self.uniforms, self.segments, self.groups = uniforms, segments, groups
         self.global_names, self.combine = global_names, combine
@@ -173,15 +174,18 @@ class _Program:
         return [segments[k][-1](**env) for env, k in zip(envs, paths)]
 
     def step(self, params, grads, states, *, lr, step, **hyper):
-        """The functional step: ``(new_params, new_states)``, nothing modified in place."""
+        """The functional step: ``(new_params, new_states)``, nothing modified in place (an empty
+        parameter and its states come back as they are)."""
         unknown = set(hyper) - set(self.hyper_defaults)
         if unknown:
             raise TypeError(
                 f"unknown hyperparameter(s) {sorted(unknown)}; known: {sorted(self.hyper_defaults)}"
             )
         values = {**self.hyper_defaults, **hyper, "lr": lr, "step": step}
-        envs, paths, scalars = [], [], {}
+        envs, paths, members, scalars = [], [], [], {}
         for i, (p, g) in enumerate(zip(params, grads)):
+            if p.numel() == 0:
+                continue
             k = self.path_of(p)
             w = p.to(_compute_dtype(p.dtype))
             at = (k, w.dtype, w.device)
@@ -191,10 +195,11 @@ class _Program:
             env.update({name: states[name][i] for name, _, _ in self.paths[k].states})
             envs.append(env)
             paths.append(k)
-        results = self.run(envs, paths, self.segments)
-        new_params = [new_w.to(p.dtype) for (new_w, _), p in zip(results, params)]
-        new_states = {name: [None] * len(params) for name in self.state_names}
-        for i, ((_, values), k) in enumerate(zip(results, paths)):
+            members.append(i)
+        new_params = list(params)
+        new_states = {name: list(states.get(name, [None] * len(params))) for name in self.state_names}
+        for i, k, (new_w, values) in zip(members, paths, self.run(envs, paths, self.segments)):
+            new_params[i] = new_w.to(params[i].dtype)
             for (name, _, _), v in zip(self.paths[k].states, values):
                 new_states[name][i] = v
         return new_params, new_states
@@ -337,7 +342,7 @@ class _Optimizer(torch.optim.Optimizer):
             _betas_into(param_group, self.defaults)
         super().add_param_group(param_group)
         group = self.param_groups[-1]
-        for name in self._program.hyper_defaults:
+        for name in self._program.hyper_names:
             _check_hyper(name, group[name])
 
     # --- copy, pickle, checkpoints ---
@@ -353,10 +358,11 @@ class _Optimizer(torch.optim.Optimizer):
         self.__dict__.setdefault("_fallback", None)
 
     def load_state_dict(self, state_dict):
-        """torch's load_state_dict, plus: state stays in the compute dtype (torch would cast it to the
-        param dtype), takes its shape (a torch.optim checkpoint's row state may carry a trailing
-        1), and a checkpoint of the torch.optim optimizer this program is loads through its name
-        map. Any other foreign checkpoint raises ValueError here rather than at the next step."""
+        """torch's load_state_dict, plus: state is copied (stepping never writes into the saved
+        tensors), stays in the compute dtype (torch would cast it to the param dtype) and takes its
+        shape (a torch.optim checkpoint's row state may carry a trailing 1); a checkpoint of the
+        torch.optim optimizer this program is loads through its name map. Any other foreign
+        checkpoint raises ValueError here rather than at the next step."""
         state_dict = self._translated(state_dict)
         current = [dict(group) for group in self.param_groups]
         super().load_state_dict(state_dict)
@@ -372,7 +378,9 @@ class _Optimizer(torch.optim.Optimizer):
             for pid, p in zip(saved_group["params"], group["params"]):
                 kinds = {name: kind for name, kind, _ in self._program.paths[self._program.path_of(p)].states}
                 for key, value in saved.get(pid, {}).items():
-                    if key in kinds and torch.is_tensor(value) and value.is_floating_point():
+                    if key == "step":  # a count of its own: torch would share the saved tensor
+                        self.state[p]["step"] = torch.tensor(float(value), dtype=torch.float32)
+                    elif key in kinds and torch.is_tensor(value) and value.is_floating_point():
                         value = value.to(device=p.device, dtype=_compute_dtype(p.dtype)).clone()
                         shape = _state_shape(kinds[key], tuple(p.shape))
                         self.state[p][key] = (
@@ -394,7 +402,8 @@ class _Optimizer(torch.optim.Optimizer):
                     if key in group and group[key] != want:
                         raise ValueError(
                             f"{type(self).__name__}.load_state_dict: this torch.optim.{cls} checkpoint has "
-                            f"{key}={group[key]!r}; program {prog.name!r} computes {cls} with {key}={want!r} only"
+                            f"{key}={group[key]!r}; program {prog.name!r} computes {cls} with "
+                            f"{key}={want!r} only"
                         )
             state = {}
             for pid, s in state_dict["state"].items():
@@ -454,24 +463,25 @@ class _Optimizer(torch.optim.Optimizer):
 
     def _values(self, entry):
         group = self.param_groups[entry.group]
-        return {**{name: group[name] for name in self._program.hyper_defaults}, "step": entry.step}
+        return {**{name: group[name] for name in self._program.hyper_names}, "step": entry.step}
 
     def _sync_betas(self):
         """A scheduler edits ``betas``, a user may edit ``beta1``: whichever changed since the last
-        step is copied to the other (``betas`` wins when both did)."""
+        step is copied to the other (``beta1``/``beta2`` win when both did: they name the program's
+        own hyperparameters)."""
         if "betas" not in self.defaults:
             return
         seen = self.__dict__.setdefault("_betas_seen", {})
         for i, group in enumerate(self.param_groups):
             betas, pair = tuple(group["betas"]), (group["beta1"], group["beta2"])
             if betas != pair:
-                if seen.get(i) == betas:
+                if i in seen and seen[i] != pair:
                     group["betas"] = pair
                 else:
                     group["beta1"], group["beta2"] = betas
                     _check_hyper("beta1", betas[0])
                     _check_hyper("beta2", betas[1])
-            seen[i] = tuple(group["betas"])
+            seen[i] = (group["beta1"], group["beta2"])
 
     @torch.no_grad()
     def step(self, closure=None, *, grad_scale=None, found_inf=None):
@@ -632,7 +642,7 @@ class _Plan:
     def __init__(self, opt, key):
         prog = opt._program
         self.key, self.state = key, opt.state
-        entries, self.sparse, self.held, seen = {}, [], [], set()
+        entries, self.sparse, self.held, self.empty, seen = {}, [], [], [], set()
         for gi, group in enumerate(opt.param_groups):
             for pi, p in enumerate(group["params"]):
                 if p.grad is None:
@@ -640,10 +650,11 @@ class _Plan:
                 if p.grad.is_sparse and not prog.sparse_rows:
                     raise TypeError(
                         f"{type(opt).__name__} (program {prog.name!r}) cannot take the sparse gradient of a "
-                        f"{tuple(p.shape)} parameter: the program is not row-separable ({prog.not_separable}). "
-                        "A sparse-row step needs elementwise ops and rowmean only, full or row states only "
-                        "(no per-tensor or global reduction, no col or scalar state); make such a program lazy "
-                        "with optdsl.extend.lazy_updates so that rows without gradient keep weights and state."
+                        f"{tuple(p.shape)} parameter: the program is not row-separable "
+                        f"({prog.not_separable}). A sparse-row step needs elementwise ops and rowmean "
+                        "only, full or row states only (no per-tensor or global reduction, no col or scalar "
+                        "state); make such a program lazy with optdsl.extend.lazy_updates so that rows "
+                        "without gradient keep weights and state."
                     )
                 state, path = opt.state[p], prog.path_of(p)
                 step = state.get("step")
@@ -658,6 +669,9 @@ class _Plan:
                 if p.grad.is_sparse:
                     self.sparse.append((gi, pi, p, state))
                     continue
+                if p.numel() == 0:  # nothing to update (a per-tensor max of nothing has no value)
+                    self.empty.append(state["step"])
+                    continue
                 at = (gi, float(state["step"]), path, p.device, p.dtype)
                 entries.setdefault(at, _Entry(gi, at[1], path)).add(pi, p, state, names)
         self.entries = list(entries.values())
@@ -670,6 +684,8 @@ class _Plan:
 
     def advance(self):
         """Count one more step for every param in the plan (state edited in place is read back)."""
+        if self.empty:
+            torch._foreach_add_(self.empty, 1.0)
         for e in self.entries:
             torch._foreach_add_(e.steps, 1.0)
             e.step = e.steps[0].item()

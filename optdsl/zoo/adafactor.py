@@ -10,6 +10,7 @@ def adafactor(w, g, r: row, c: col, v, step, lr=0.01, beta2_decay=-0.8, eps1=1.1
     u = g / sqrt(max(vh, eps1^2));  u <- u / max(1, RMS(u) / d)
     w <- w (1 - lr wd) - a_t u   (a_t is taken from w before the decay)
     torch's eps1=None means the parameter dtype's machine epsilon; the default here is float32's.
+    torch.optim.Adafactor checkpoints: row_var -> r, col_var -> c, variance -> v, eps -> (eps1, eps2)
     """
     beta2_weight = step ** beta2_decay
     alpha = max(eps2, rms(w)) * min(lr, 1 / sqrt(step))

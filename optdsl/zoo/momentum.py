@@ -6,6 +6,7 @@ def momentum(w, g, b, step, lr=0.01, momentum=0.9, dampening=0.0, weight_decay=0
     w <- w - lr b
     The first step copies g into b undamped, as torch does (a zero-initialised buffer would
     give (1 - dampening) g instead).
+    torch.optim.SGD checkpoints: momentum_buffer -> b; requires nesterov=False
     """
     g = g + weight_decay * w
     b = g if step == 1 else momentum * b + (1 - dampening) * g

@@ -17,7 +17,7 @@ import optdsl
 from codegen import torch_target
 from codegen.generated import load_module
 from optdsl import DslError
-from optdsl.ir import Call, Hyper, Program, State, Var
+from optdsl.ir import Call, Const, Hyper, Program, State, Var
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from strategies import programs, test_shapes  # isort: skip
@@ -138,13 +138,21 @@ def test_vmap_over_learning_rate():
 
 
 def test_generated_module_is_black_formatted_and_needs_only_torch(tmp_path):
+    """The printer lays the file out itself: black (when installed) finds nothing to change, and the
+    text does not depend on whether black can be imported."""
     src = codegen.emit(optdsl.load("adafactor"), "torch")
     assert src == codegen.emit(optdsl.load("adafactor"), "torch")  # deterministic
     path = tmp_path / "adafactor_gen.py"
     path.write_text(src)
-    black = subprocess.run([sys.executable, "-m", "black", "--check", "-l", "110", str(path)],
+    for name in ("amos", "lamb"):  # long statements, comprehensions, static facts
+        (tmp_path / f"{name}_gen.py").write_text(codegen.emit(optdsl.load(name), "torch"))
+    black = subprocess.run([sys.executable, "-m", "black", "--check", "-l", "110", str(tmp_path)],
                            capture_output=True, text=True, check=False)
     assert black.returncode == 0, black.stderr
+    no_black = ("import sys\nsys.modules['black'] = None\nimport codegen, optdsl\n"
+                "sys.stdout.write(codegen.emit(optdsl.load('adafactor'), 'torch'))\n")
+    out = subprocess.run([sys.executable, "-c", no_black], capture_output=True, text=True, check=True)
+    assert out.stdout == src
     # optdsl as if uninstalled: its packages cannot be imported, and the cwd holds no checkout.
     script = ("import sys\n"
               "class Block:\n"
@@ -220,3 +228,97 @@ def test_random_programs_agree_with_interpreter(p):
             got = np.broadcast_to(got.numpy(), want.shape)
             finite = np.isfinite(want) & (np.abs(want) < 1e6)
             np.testing.assert_allclose(got[finite], want[finite], rtol=1e-4, atol=1e-5)
+
+
+# --- issue 7: names, constants, code size, precision, empty parameters -------------------------------
+def _eager_and_compiled(program, shapes, steps=3, **hyper):
+    """Final params per backend, and the interpreter's."""
+    params, grads, hist = _interpreter_run(program, shapes, steps, **hyper)
+    cls = codegen.build(program, "torch")
+    out = {b: _run_class(cls, params, grads, steps, b, **hyper)[0] for b in ("eager", "compiled")}
+    return out, hist[-1]
+
+
+def test_a_state_named_update_is_the_programs_own():
+    p = optdsl.parse("def f(w, g, update, lr=0.1):\n    update = interp(g, update, 0.9)\n"
+                     "    return lr * sign(update), update\n")
+    out, expected = _eager_and_compiled(p, [(4,), (2, 3)])
+    for ts in out.values():
+        _close(ts, expected)
+
+
+@pytest.mark.parametrize("constant", ["1 / 0", "0 / 0", "10 ** 1000", "(-1) ** 0.5", "1 % 0"])
+def test_constants_are_ieee_at_step_like_the_interpreter(constant):
+    p = optdsl.parse(f"def f(w, g, m, lr=0.1):\n    m = m + {constant}\n    return lr * g + 0 * m, m\n")
+    params, grads, hist = _interpreter_run(p, [(3,)], 2)
+    cls = codegen.build(p, "torch")
+    for backend in ("eager", "compiled"):
+        ts, opt = _run_class(cls, params, grads, 2, backend)
+        _close(ts, hist[-1])
+        state = next(iter(opt.state.values()))["m"]
+        np.testing.assert_array_equal(state.numpy(), np.full(3, 2 * _numpy_value(constant), np.float32))
+
+
+def _numpy_value(constant):
+    with np.errstate(all="ignore"):
+        return {"1 / 0": np.float32(1) / np.float32(0), "0 / 0": np.float32(0) / np.float32(0),
+                "10 ** 1000": np.float32(np.inf), "(-1) ** 0.5": np.float32(np.nan),
+                "1 % 0": np.fmod(np.float32(1), np.float32(0))}[constant]
+
+
+def test_code_size_is_linear_in_nesting_and_length():
+    """sign() prints its argument three times: 100 nested signs must not print 3**100 copies, and a
+    300-term sum must not nest 300 parentheses (both built as IR: the parser caps nesting)."""
+    deep = Var("g")
+    for _ in range(100):
+        deep = Call("sign", (deep,))
+    long = Var("g")
+    for i in range(1, 300):
+        long = Call("add", (long, Call("mul", (Const(float(i)), Var("g")))))
+    for update in (deep, long):
+        p = Program("big", (), (Hyper("lr", 0.1),), (), Call("mul", (Var("lr"), update)), ())
+        src = torch_target.emit(p)
+        code = src.split('\n"""\n', 1)[1]  # after the module docstring (it quotes the program)
+        assert len(src) < 200_000 and max(len(line) for line in code.splitlines()) <= 110
+        w = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
+        w.grad = torch.tensor([0.5, -0.5])
+        entry = torch_target.entry_point(load_module(src, f"optdsl_test_{len(src)}"), p)
+        entry([w], backend="eager").step()
+        total = 1 + sum(range(300))  # g + 1 g + 2 g + ... + 299 g
+        expected = [0.9, -1.9] if update is deep else [1.0 - 0.05 * total, -2.0 + 0.05 * total]
+        torch.testing.assert_close(w.detach(), torch.tensor(expected))
+
+
+def test_per_step_scalars_are_float64():
+    """AdaX's (1 + beta2)^t - 1 with beta2 = 1e-4 cancels in float32 (16% off in 150 steps); computed
+    in float64 and cast once, float32 training stays with the float64 reference."""
+    p = optdsl.load("adax")
+    rng = np.random.default_rng(0)
+    w0 = rng.standard_normal(64).astype(np.float32)
+    grads = [rng.standard_normal(64).astype(np.float32) for _ in range(150)]
+    ref = optdsl.Interpreter(p, dtype=np.float64).run({"w": w0.astype(np.float64)},
+                                                      lambda ps, t: {"w": grads[t - 1].astype(np.float64)}, 150)
+    w = torch.nn.Parameter(torch.tensor(w0))
+    opt = codegen.build(p, "torch")([w], backend="eager")
+    for g in grads:
+        w.grad = torch.tensor(g)
+        opt.step()
+    moved = ref[-1]["w"] - w0
+    np.testing.assert_allclose(w.detach().numpy() - w0, moved, rtol=1e-3, atol=1e-4 * np.abs(moved).max())
+
+
+@pytest.mark.parametrize("name, backends", [(name, ("eager",)) for name in optdsl.zoo_names() if name != "tiger"]
+                         + [("tiger", ("eager", "compiled"))])  # tiger: a per-tensor max
+def test_zero_size_parameters_are_left_alone(name, backends):
+    p = optdsl.load(name)
+    cls = codegen.build(p, "torch")
+    for backend in backends:
+        empty, full = torch.nn.Parameter(torch.zeros(0, 3)), torch.nn.Parameter(torch.ones(2, 3))
+        opt = cls([empty, full], backend=backend, **_hyper(p))
+        for _ in range(2):
+            empty.grad, full.grad = torch.zeros(0, 3), torch.ones(2, 3)
+            opt.step()
+        assert empty.shape == (0, 3) and float(opt.state[empty]["step"]) == 2
+    module = sys.modules[cls.__module__]
+    new, _ = cls.functional([empty, full], [empty, full], module.init_states([empty, full]), lr=0.1, step=1)
+    assert new[0] is empty

@@ -1,0 +1,243 @@
+"""The generated optimizer behaves as torch.optim's own do (issue 10, items 1-6): copies, state
+edits, betas and schedulers, torch.optim checkpoints, validation, maximize, flags, per-parameter
+step counts, in-place state, compile failures."""
+
+from __future__ import annotations
+
+import copy
+import pickle
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+import codegen
+import optdsl
+from codegen.runtime.torch_optimizer import _check_hyper
+
+
+@pytest.fixture(scope="module")
+def adamw():
+    return codegen.build(optdsl.load("adamw"), "torch")
+
+
+def _params(seed=0):
+    torch.manual_seed(seed)
+    return [torch.nn.Parameter(torch.randn(3, 4)), torch.nn.Parameter(torch.randn(5))]
+
+
+def _grads(t):
+    g = torch.Generator().manual_seed(100 + t)
+    return [torch.randn(3, 4, generator=g), torch.randn(5, generator=g)]
+
+
+def _steps(opt, params, ts):
+    for t in ts:
+        for p, g in zip(params, _grads(t)):
+            p.grad = g.clone()
+        opt.step()
+
+
+@pytest.mark.parametrize("backend", ["eager", "compiled"])
+@pytest.mark.parametrize("how", ["deepcopy", "pickle"])
+def test_copied_optimizer_steps_like_the_original(adamw, backend, how):
+    params = _params()
+    opt = adamw(params, lr=0.1, backend=backend)
+    _steps(opt, params, range(2))
+    if how == "deepcopy":
+        twin_params, twin = copy.deepcopy((params, opt))
+    else:
+        twin_params, twin = pickle.loads(pickle.dumps((params, opt)))
+    assert twin.backend == backend
+    _steps(opt, params, range(2, 4))
+    _steps(twin, twin_params, range(2, 4))
+    for a, b in zip(params, twin_params):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("backend", ["eager", "compiled"])
+def test_state_edits_between_steps_are_honoured(adamw, backend):
+    params = _params()
+    opt = adamw(params, lr=0.1, backend=backend)
+    _steps(opt, params, range(3))
+    a, b = params
+    a_before, b_before = a.detach().clone(), b.detach().clone()
+    opt.state[a]["m"] = torch.zeros_like(a)  # reset a moment by replacing it...
+    opt.state[a]["v"].zero_()  # ... or in place
+    del opt.state[b]  # forget b: it starts afresh
+    _steps(opt, params, range(3, 5))
+    assert float(opt.state[a]["step"]) == 5 and float(opt.state[b]["step"]) == 2
+    saved = opt.state_dict()["state"]
+    for key in ("m", "v"):  # state_dict sees the tensors the step updated
+        torch.testing.assert_close(saved[0][key], opt.state[a][key], rtol=0, atol=0)
+    # each equals a new optimizer started from the edited state
+    twin_a, twin_b = torch.nn.Parameter(a_before), torch.nn.Parameter(b_before)
+    twin = adamw([twin_a, twin_b], lr=0.1, backend=backend)
+    twin.state[twin_a] = {"step": torch.tensor(3.0), "m": torch.zeros_like(a), "v": torch.zeros_like(a)}
+    _steps(twin, [twin_a, twin_b], range(3, 5))
+    torch.testing.assert_close(a, twin_a, rtol=0, atol=0)
+    torch.testing.assert_close(b, twin_b, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("backend", ["eager", "compiled"])
+def test_state_is_updated_in_place_with_a_step_count_per_parameter(adamw, backend):
+    params = _params()
+    opt = adamw(params, lr=0.1, backend=backend)
+    _steps(opt, params, range(1))
+    held = {(i, k): v for i, p in enumerate(params) for k, v in opt.state[p].items()}
+    _steps(opt, params, range(1, 3))
+    for (i, k), v in held.items():
+        assert opt.state[params[i]][k] is v  # the same tensors, updated in place
+    steps = [opt.state[p]["step"] for p in params]
+    assert steps[0] is not steps[1] and [float(s) for s in steps] == [3.0, 3.0]
+
+
+def test_betas_and_one_cycle_lr(adamw):
+    params = _params()
+    opt = adamw(params, lr=0.1, betas=(0.8, 0.95))
+    group = opt.param_groups[0]
+    assert group["betas"] == (0.8, 0.95) and (group["beta1"], group["beta2"]) == (0.8, 0.95)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.1, total_steps=10)  # cycles betas[0]
+    seen = []
+    for t in range(4):
+        for p, g in zip(params, _grads(t)):
+            p.grad = g
+        opt.step()
+        sched.step()
+        seen.append(opt.param_groups[0]["betas"][0])
+    assert len(set(seen)) > 1  # momentum moved
+    opt.param_groups[0]["beta1"] = 0.5  # a user's edit of beta1 wins over the unchanged betas
+    _steps(opt, params, range(4, 5))
+    assert opt.param_groups[0]["betas"] == (0.5, 0.95)
+    with pytest.raises(TypeError, match="betas"):
+        codegen.build(optdsl.load("sgd"), "torch")(params, betas=(0.9, 0.99))
+
+
+def _torch_trajectory(reference, make_ours, steps_before, steps_after, **kwargs):
+    """Train torch.optim's ``reference`` for steps_before steps, load its state dict into ours,
+    then run both for steps_after more: the params must agree."""
+    theirs_params, ours_params = _params(), _params()
+    theirs = reference(theirs_params, **kwargs)
+    _steps(theirs, theirs_params, range(steps_before))
+    for p, q in zip(ours_params, theirs_params):
+        p.data.copy_(q.detach())
+    ours = make_ours(ours_params)
+    ours.load_state_dict(theirs.state_dict())
+    _steps(theirs, theirs_params, range(steps_before, steps_before + steps_after))
+    _steps(ours, ours_params, range(steps_before, steps_before + steps_after))
+    return theirs_params, ours_params, ours
+
+
+@pytest.mark.parametrize("name, reference, kwargs", [
+    ("adamw", torch.optim.AdamW, {"lr": 0.01, "betas": (0.8, 0.99), "weight_decay": 0.1}),
+    ("adam", torch.optim.Adam, {"lr": 0.01, "weight_decay": 0.01}),
+    ("momentum", torch.optim.SGD, {"lr": 0.05, "momentum": 0.9}),
+    ("nesterov", torch.optim.SGD, {"lr": 0.05, "momentum": 0.9, "nesterov": True}),
+    ("adafactor", torch.optim.Adafactor, {"lr": 0.01}),
+])
+def test_torch_optim_checkpoints_load_into_the_matching_program(name, reference, kwargs):
+    cls = codegen.build(optdsl.load(name), "torch")
+    theirs, ours, opt = _torch_trajectory(reference, lambda ps: cls(ps, backend="eager"), 3, 3, **kwargs)
+    for a, b in zip(theirs, ours):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    if "betas" in kwargs:  # the checkpoint's hyperparameters came along
+        assert opt.param_groups[0]["beta1"] == kwargs["betas"][0]
+
+
+def test_foreign_checkpoints_are_refused_when_loaded(adamw):
+    params = _params()
+    theirs = torch.optim.AdamW(params)
+    _steps(theirs, params, range(1))
+    lion = codegen.build(optdsl.load("lion"), "torch")(params)
+    with pytest.raises(ValueError, match=r"exp_avg.*program 'lion'"):
+        lion.load_state_dict(theirs.state_dict())
+    amsgrad = torch.optim.AdamW(params, amsgrad=True)
+    _steps(amsgrad, params, range(1))
+    with pytest.raises(ValueError, match="max_exp_avg_sq"):
+        adamw(params).load_state_dict(amsgrad.state_dict())
+    adam = torch.optim.Adam(params)
+    _steps(adam, params, range(1))
+    with pytest.raises(ValueError, match="decoupled_weight_decay"):
+        adamw(params).load_state_dict(adam.state_dict())
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"lr": -1}, "Invalid learning rate: -1"),
+    ({"eps": -1e-8}, "Invalid epsilon value: -1e-08"),
+    ({"betas": (1.0, 0.999)}, "Invalid beta parameter at index 0: 1.0"),
+    ({"beta2": float("nan")}, "Invalid beta parameter at index 1: nan"),
+    ({"weight_decay": -0.1}, "Invalid weight_decay value: -0.1"),
+])
+def test_hyperparameters_are_validated_with_torch_messages(adamw, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        adamw(_params(), **kwargs)
+
+
+def test_validation_of_other_hyperparameters_and_groups(adamw):
+    _check_hyper("beta2_decay", -0.8)  # a name torch does not know: any number but nan
+    with pytest.raises(ValueError, match="Invalid beta2_decay value: nan"):
+        _check_hyper("beta2_decay", float("nan"))
+    with pytest.raises(TypeError, match="a number is needed"):
+        _check_hyper("d", "1")
+    with pytest.raises(ValueError, match="Invalid learning rate"):
+        adamw([{"params": _params(), "lr": -0.5}])
+
+
+@pytest.mark.parametrize("backend", ["eager", "compiled"])
+def test_maximize_ascends(adamw, backend):
+    up, down = _params(), _params()
+    opt_up, opt_down = adamw(up, lr=0.1, maximize=True, backend=backend), adamw(down, lr=0.1, backend=backend)
+    for t in range(3):
+        for p, q, g in zip(up, down, _grads(t)):
+            p.grad, q.grad = g.clone(), -g
+        opt_up.step()
+        opt_down.step()
+    for p, q in zip(up, down):
+        torch.testing.assert_close(p, q, rtol=0, atol=0)
+    assert opt_up.param_groups[0]["maximize"] is True
+
+
+def test_foreach_and_fused_flags(adamw):
+    assert adamw(_params(), foreach=True).backend == "eager"
+    fused = adamw(_params(), fused=True)
+    assert fused._backend_for(torch.device("cpu")) == "compiled"
+    with pytest.raises(RuntimeError, match="`fused` and `foreach` cannot be `True` together"):
+        adamw(_params(), foreach=True, fused=True)
+    with pytest.raises(ValueError, match="fused=True"):
+        adamw(_params(), fused=True, backend="eager")
+
+
+@pytest.mark.slow
+def test_a_compile_failure_warns_and_explicit_compiled_raises():
+    """A real inductor failure (the C++ compiler is made unusable): the default backend warns once
+    and runs eager, with the same result; backend='compiled' raises."""
+    script = textwrap.dedent("""
+        import warnings, torch, torch._inductor.config as config, codegen, optdsl
+        config.cpp.cxx = ("/nonexistent/c++",)
+        AdamW = codegen.build(optdsl.load("adamw"), "torch")
+        w = torch.nn.Parameter(torch.ones(4))
+        opt = AdamW([w], lr=0.1)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            for _ in range(2):
+                w.grad = torch.ones(4)
+                opt.step()
+        v = torch.nn.Parameter(torch.ones(4))
+        eager = AdamW([v], lr=0.1, backend="eager")
+        for _ in range(2):
+            v.grad = torch.ones(4)
+            eager.step()
+        print(sum("torch.compile failed" in str(c.message) for c in caught), torch.equal(w, v))
+        strict = AdamW([w], lr=0.1, backend="compiled")
+        w.grad = torch.ones(4)
+        try:
+            strict.step()
+        except Exception as e:
+            print("raised", type(e).__name__)
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600, check=True)
+    lines = out.stdout.split("\n")
+    assert lines[0] == "1 True", out.stdout + out.stderr
+    assert lines[1].startswith("raised"), out.stdout + out.stderr
