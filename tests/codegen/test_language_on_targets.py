@@ -15,6 +15,7 @@ import codegen
 from optdsl import load, parse
 from optdsl.ir import INPUTS
 from optdsl.names import check_name
+from optdsl.parser import MAX_DEPTH
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 # Constant expressions and their IEEE float64 values; `1 / 0` once raised ZeroDivisionError at
@@ -85,6 +86,15 @@ def test_the_ieee_case_really_holds_inf_and_nan():
 def test_targets_compute_what_the_interpreter_computes(target, case):
     program, params, grads = cases()[case]
     check({"torch": run_torch, "jax": run_jax}[target](program, params, grads, 0.1), case)
+
+
+@pytest.mark.parametrize("target", ["torch", "jax", "triton"])
+def test_the_deepest_expressions_the_parser_allows_compile(target):
+    # The parser's nesting limit must keep every later stage clear of RecursionError and of
+    # Python's own limits (a 300-term sum once gave "too many nested parentheses").
+    d = MAX_DEPTH - 1  # `lr * (...)` is one level
+    for expr in (" + ".join(["g"] * d), "sign(" * (d - 1) + "g" + ")" * (d - 1)):
+        compile(codegen.emit(parse(f"def f(w, g, lr):\n    return lr * ({expr})\n"), target), target, "exec")
 
 
 def triton_results() -> dict:
