@@ -249,7 +249,7 @@ def test_a_state_named_update_is_the_programs_own():
 
 @pytest.mark.parametrize("constant", ["1 / 0", "0 / 0", "10 ** 1000", "(-1) ** 0.5", "1 % 0"])
 def test_constants_are_ieee_at_step_like_the_interpreter(constant):
-    p = optdsl.parse(f"def f(w, g, m, lr=0.1):\n    m = m + {constant}\n    return lr * g + 0 * m, m\n")
+    p = optdsl.parse(f"def f(w, g, m, lr=0.1):\n    m = m + {constant}\n    return lr * (g + m), m\n")
     params, grads, hist = _interpreter_run(p, [(3,)], 2)
     cls = codegen.build(p, "torch")
     for backend in ("eager", "compiled"):
