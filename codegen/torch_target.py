@@ -62,7 +62,6 @@ Example:
 from __future__ import annotations
 
 import ast
-import itertools
 import re
 from dataclasses import dataclass
 
@@ -76,38 +75,21 @@ from optdsl.ir import (
     Var,
     free_vars,
     fresh_name,
-    map_calls,
     names_in,
     substitute,
     walk,
 )
 from optdsl.ops import COL, ELEMENTWISE, GLOBAL, OPS, REDUCE, ROW, STATIC
-from optdsl.passes import (
-    eliminate_dead_code,
-    flatten,
-    fold,
-    global_statements,
-    hoist_globals,
-    liveness,
-    segments,
-)
+from optdsl.passes import flatten, global_statements, segments, variants
+from optdsl.passes.specialize import Tree
 from optdsl.printer import Printer, docstring, to_source
 from optdsl.typecheck import expr_kind, input_kinds, join
 
 from .generated import check_identifier, number
 from .runtime import source as runtime_source
 
-MAX_STATIC_CONDITIONS = 6  # 2**6 paths at most
 NUMBER_KINDS = ("const", "static")
 # Ops whose torch spelling accepts a Python number in any argument, next to a tensor.
-SCALAR_OK = frozenset({"add", "sub", "mul", "div", "neg", "power", "mod", "floordiv", "cube", "where",
-                       "lt", "le", "gt", "ge", "eq", "ne", "and", "or"})
-BOOLEAN = {"lt": "<", "le": "<=", "gt": ">", "ge": ">=", "eq": "==", "ne": "!="}
-# How a global reduction combines the per-tensor partials (the op table's torch template gives them).
-GLOBAL_COMBINE = {
-    "global_norm": "torch.sqrt(sum(parts))",
-    "global_allfinite": "torch.where(torch.stack([p.to(parts[0].device) for p in parts]).all(), 1.0, 0.0)",
-}
 CLASS_NAMES = {"adamw": "AdamW", "adam": "Adam", "sgd": "SGD", "lamb": "LAMB", "lars": "LARS",
                "adax": "AdaX", "adafactor": "Adafactor", "adagrad": "Adagrad", "rmsprop": "RMSprop"}
 
@@ -117,91 +99,41 @@ def class_name(program_name: str) -> str:
     return "".join(CLASS_NAMES.get(part, part[:1].upper() + part[1:]) for part in program_name.split("_"))
 
 
-# --- paths: one straight-line program per assignment of the static conditions ------------------
-def _is_static(expr: Expr) -> bool:
-    """Does ``expr`` depend on the parameter's shape only (numbers and shape facts)?"""
-    if isinstance(expr, Const):
-        return True
-    if isinstance(expr, Var):
-        return False
-    if OPS[expr.op].shape == STATIC:
-        return True
-    return all(_is_static(a) for a in expr.args)
-
-
-def _on_w(expr: Expr) -> Expr:
-    """Shape facts asked of g or a full state are facts about w (same shape)."""
-    return map_calls(expr, lambda c: Call(c.op, (Var("w"), *c.args[1:])) if OPS[c.op].shape == STATIC else c)
-
-
+# --- paths: the program's static specialisations (optdsl.passes.variants) ----------------------
 @dataclass(frozen=True)
 class Path:
-    """One straight-line specialisation: ``conditions`` -> ``program`` (hoisted, dead code removed)."""
+    """One straight-line specialisation (hoisted, dead code removed) and whether it needs ndim >= 2."""
 
     program: Program
     needs_2d: bool
 
 
-def paths(program: Program) -> tuple[tuple[Expr, ...], dict[tuple[bool, ...], int], list[Path]]:
-    """``(static conditions, truth values -> path index, paths)`` for ``program``.
+def paths(program: Program) -> tuple[Tree, tuple[Expr, ...], list[Path]]:
+    """``(tree, tests, paths)``: :func:`optdsl.passes.variants` of ``program`` (the decision tree of
+    shape tests, the tests it asks, one straight-line program per leaf), each leaf with whether it
+    needs ndim >= 2. ``paths[k]`` is the generated module's ``PATHS[k]``.
 
     Example:
         >>> import optdsl
-        >>> conds, table, ps = paths(optdsl.load("adafactor"))
-        >>> len(conds), len(ps)
+        >>> tree, tests, ps = paths(optdsl.load("adafactor"))
+        >>> len(tests), len(ps)
         (2, 3)
     """
-    hoisted = hoist_globals(program)
-    live, _ = liveness(hoisted)
-    forced = frozenset(i for i in global_statements(hoisted) if i in live)
-    static_env: dict[str, Expr] = {}
-    body = []
-    for a in hoisted.body:  # names bound to shape facts are substituted into their uses
-        e = substitute(a.expr, static_env)
-        body.append(type(a)(a.target, e, a.loc))
-        if _is_static(e):
-            static_env[a.target] = _on_w(e)
-        else:
-            static_env.pop(a.target, None)
-    outs = [substitute(e, static_env) for e in hoisted.outputs()]
-    prog = hoisted.with_body(body, update=outs[0], new_states=outs[1:])
-    conditions: list[Expr] = []
-    for e in [a.expr for a in prog.body] + list(prog.outputs()):
-        for node in walk(e):
-            if isinstance(node, Call) and node.op == "where" and _is_static(node.args[0]):
-                cond = _on_w(node.args[0])
-                if not isinstance(cond, Const) and cond not in conditions:
-                    conditions.append(cond)
-    if len(conditions) > MAX_STATIC_CONDITIONS:
-        raise DslError(f"{program.name}: {len(conditions)} shape conditions; at most "
-                       f"{MAX_STATIC_CONDITIONS} are supported", program.filename)
-    table: dict[tuple[bool, ...], int] = {}
-    found: list[Path] = []
-    for truth in itertools.product((True, False), repeat=len(conditions)):
-        choice = dict(zip(conditions, truth))
-
-        body = [type(a)(a.target, _resolve(a.expr, choice), a.loc) for a in prog.body]
-        outs = [_resolve(e, choice) for e in prog.outputs()]
-        spec = eliminate_dead_code(fold(prog.with_body(body, update=outs[0], new_states=outs[1:])),
-                                   force=forced)
+    found = variants(program)
+    out = []
+    for spec in found.programs:
         needs_2d = any(s.kind in ("row", "col") for s in spec.states) or any(
             isinstance(n, Call) and OPS[n.op].shape in (ROW, COL)
             for e in [a.expr for a in spec.body] + list(spec.outputs()) for n in walk(e))
-        candidate = Path(spec, needs_2d)
-        if candidate not in found:
-            found.append(candidate)
-        table[truth] = found.index(candidate)
-    return tuple(conditions), table, found
-
-
-def _resolve(e: Expr, choice: dict[Expr, bool]) -> Expr:
-    """``e`` with each static ``where`` replaced by the branch ``choice`` takes (top-down, so a
-    whole condition is matched before its parts)."""
-    if not isinstance(e, Call):
-        return e
-    if e.op == "where" and _is_static(e.args[0]) and _on_w(e.args[0]) in choice:
-        return _resolve(e.args[1] if choice[_on_w(e.args[0])] else e.args[2], choice)
-    return Call(e.op, tuple(_resolve(a, choice) for a in e.args))
+        out.append(Path(spec, needs_2d))
+    tests: list[Expr] = []
+    pending = [found.tree]
+    while pending:
+        node = pending.pop()
+        if not isinstance(node, int):
+            tests += [] if node[0] in tests else [node[0]]
+            pending += [node[2], node[1]]
+    return found.tree, tuple(tests), out
 
 
 def row_separable(found: list[Path]) -> str | None:
@@ -271,26 +203,17 @@ class TorchPrinter(Printer):
         if op.shape == ELEMENTWISE:
             out = join(*kinds)
             args = [_expand(a, k, out) for a, k in zip(args, kinds)]
-        if all(numbers) and op.name in SCALAR_OK:  # IEEE results (1/0 = inf), not ZeroDivisionError
+        if all(numbers) and op.numbers_ok:  # IEEE results (1/0 = inf), not ZeroDivisionError
             args[0] = self.tensor(args[0])
             numbers = [False] * len(numbers)
-        elif all(numbers) or op.name not in SCALAR_OK | {"max", "min", "interp"}:
+        elif all(numbers) or not (op.numbers_ok or op.name in ("max", "min", "interp")):
             args = [self.tensor(a) if n else a for a, n in zip(args, numbers)]
             numbers = [False] * len(numbers)
         name = op.name
         if name == "where" and numbers[0]:  # torch.where needs a tensor condition
             args[0] = self.tensor(args[0])
-        if name in BOOLEAN:
-            return f"torch.where({args[0]} {BOOLEAN[name]} {args[1]}, 1.0, 0.0)"
-        if name in ("and", "or"):
-            sym = "&" if name == "and" else "|"
-            return f"torch.where(({args[0]} != 0) {sym} ({args[1]} != 0), 1.0, 0.0)"
-        if name == "not":
-            return f"torch.where({args[0]} == 0, 1.0, 0.0)"
-        if name == "isfinite":
-            return f"torch.where(torch.isfinite({args[0]}), 1.0, 0.0)"
-        if name == "allfinite":
-            return f"torch.where(torch.isfinite({args[0]}).all(), 1.0, 0.0)"
+        if op.truth:  # the table's spelling is a bool tensor; the language's truth is 1.0 / 0.0
+            return f"torch.where({_strip(op.torch.format(*args))}, 1.0, 0.0)"
         if name in ("max", "min"):
             if numbers[0] or numbers[1]:
                 t, n = (args[1], args[0]) if numbers[0] else (args[0], args[1])
@@ -354,14 +277,6 @@ def _fit(text: str, kind: str, slot: str, ref: str = "w", scalars: tuple[str, ..
     return f"torch.broadcast_to({_expand(text, kind, slot)}, {shape})"
 
 # --- the multi-tensor printer (eager backend) --------------------------------------------------------
-FOREACH_UNARY = {"neg": "neg", "abs": "abs", "exp": "exp", "expm1": "expm1", "sin": "sin",
-                 "cos": "cos", "tan": "tan", "arcsin": "asin", "arccos": "acos", "arctan": "atan",
-                 "sinh": "sinh", "cosh": "cosh", "tanh": "tanh", "reciprocal": "reciprocal", "floor": "floor"}
-# No sign: torch.sign(nan) is 0 where the reference keeps nan; the op table's spelling keeps it.
-FOREACH_OF_ABS = {"sqrt": "sqrt", "rsqrt": "rsqrt", "log": "log", "log2": "log2", "log10": "log10",
-                  "log1p": "log1p"}  # these act on |x|
-FOREACH_BINARY = {"add": "add", "sub": "sub", "mul": "mul", "div": "div", "max": "maximum", "min": "minimum",
-                  "power": "pow"}
 LIST_KINDS = ("full", "row", "col", "scalar", "static")
 GROUP_SCALARS = (*NUMBER_KINDS, "uniform")  # the group function gets uniform values as Python floats
 SHARED, FRESH = "<shared>", "<fresh>"  # owners of a list besides a state (see GroupPrinter.owner)
@@ -438,33 +353,35 @@ class GroupPrinter:
         args = [self.atom(a) for a in expr.args]
         lists = [self.is_list(a) for a in expr.args]
         free = [a in reuse and k == kind for a, k in zip(args, kinds)]
-        op = expr.op
+        op, names = expr.op, OPS[expr.op].foreach
         if op == "interp" and lists[0] and lists[1]:
             if not lists[2] and free[1] and not free[0]:  # interp(x, y, a) = lerp(y, x, 1 - a), into y
                 weight = number(1 - expr.args[2].value) if isinstance(expr.args[2], Const) else f"1 - {args[2]}"
                 return f"torch._foreach_lerp_({args[1]}, {args[0]}, {weight})", args[1]
             suffix = "_" if free[0] else ""
             return f"torch._foreach_lerp{suffix}({args[0]}, {args[1]}, {args[2]})", args[0] if free[0] else None
-        if op in FOREACH_BINARY and (not lists[0] or (lists[1] and free[1] and not free[0])):
+        binary = OPS[op].arity == 2 and names
+        if binary and (not lists[0] or (lists[1] and free[1] and not free[0])):
             if not OPS[op].commutative:
-                return None if not lists[0] else (f"torch._foreach_{FOREACH_BINARY[op]}({args[0]}, {args[1]})", None)
+                return None if not lists[0] else (f"torch._foreach_{names[0]}({args[0]}, {args[1]})", None)
             args.reverse()
             free.reverse()
         first = args[0]
         inplace = free[0]
         suffix = "_" if inplace else ""
         done = first if inplace else None
-        if op in FOREACH_UNARY:
-            return f"torch._foreach_{FOREACH_UNARY[op]}{suffix}({first})", done
-        if op in FOREACH_OF_ABS:
-            if inplace:
-                return f"torch._foreach_abs_({first})\ntorch._foreach_{FOREACH_OF_ABS[op]}_({first})", done
-            return f"torch._foreach_{FOREACH_OF_ABS[op]}(torch._foreach_abs({first}))", None
         if op == "square":
             return f"torch._foreach_mul{suffix}({first}, {first})", done
-        if op in FOREACH_BINARY:
-            return f"torch._foreach_{FOREACH_BINARY[op]}{suffix}({first}, {args[1]})", done
-        return None
+        if binary:
+            return f"torch._foreach_{names[0]}{suffix}({first}, {args[1]})", done
+        if not names:
+            return None
+        if inplace:  # the table's calls applied in turn, each in place
+            return "\n".join(f"torch._foreach_{n}_({first})" for n in names), done
+        text = first
+        for n in names:
+            text = f"torch._foreach_{n}({text})"
+        return text, None
 
     def assign(self, target: str, expr: Expr, reuse: frozenset[str]) -> list[str]:
         """Lines computing ``target = expr`` for the group (in place into a free list if one fits),
@@ -535,12 +452,13 @@ class _Module:
             if b in ("eager", "compiled"):
                 raise DslError(f"backend {b!r} is built in")
         self.checkpoints = torch_checkpoints(program)
-        self.conditions, self.table, self.paths = paths(program)
+        self.tree, _, self.paths = paths(program)
         self.not_separable = row_separable(self.paths)
         first = self.paths[0].program
         self.globals = [first.body[i] for i in global_statements(first)]
         for g in self.globals:
-            if g.expr.op not in GLOBAL_COMBINE:
+            red = OPS[g.expr.op].reduction
+            if red is None or len(red.terms) != 1 or "n" in free_vars(red.finish):
                 raise DslError(f"the torch target cannot combine {g.expr.op}() yet")
         self.hypers = {h.name: h.default for h in program.hypers}
         base = set(self.hypers) | {"lr", "step"}
@@ -591,10 +509,11 @@ class _Module:
                 arg = body.atom(cuts[j].expr.args[0], fail)
                 body.read(arg)
                 printer = TorchPrinter(kinds, fail)
-                template = OPS[cuts[j].expr.op].torch
-                partial = template.format(printer.doprint(arg))
+                red = OPS[cuts[j].expr.op].reduction  # this tensor's total of the reduction's term
+                term = _strip(printer.doprint(substitute(red.terms[0], {"x": arg})))
                 if printer.kind(arg) in NUMBER_KINDS:
-                    partial = template.format(printer.tensor(printer.doprint(arg)))
+                    term = printer.tensor(term)
+                partial = f"torch.{'sum' if red.combine == 'sum' else 'amax'}({term})"
                 values = _layout("{", [f'"{n}": {n}' for n in sorted(body.defined)], "}", used=14)
                 lines = [*body.lines, f"_values = {values}", f"return _values, {partial}"]
                 doc = (f'"""Path {k}, segment {j}: values for later segments and this tensor\'s part of '
@@ -705,18 +624,19 @@ class _Module:
         rows = [_call("_Path", [f"states={_literal(tuple((s.name, s.kind, s.init) for s in path.program.states))}",
                                 f"needs_2d={path.needs_2d}", f"flat={_flat_path(path)}"], used=4)
                 for path in self.paths]
-        conditions = [f"lambda w: {_strip(_py_static(c))}" for c in self.conditions]
-        table = [f"{_literal(key)}: {v}" for key, v in self.table.items()]
         segs = [_tuple([f"_path{k}_segment{j}" for j in range(len(self.globals) + 1)]) for k in range(n)]
-        combine = [f"lambda parts: {GLOBAL_COMBINE[g.expr.op]}" for g in self.globals]
+        combine = []
+        for g in self.globals:  # how the tensors' totals combine, and the value made from the total
+            red = OPS[g.expr.op].reduction
+            finish = _strip(TorchPrinter({"a0": "uniform"}, self.fail_at(None), ref="a0").doprint(red.finish))
+            combine.append(f'("{red.combine}", lambda a0: {finish})')
         backends = [f'"{b}": (_{b}_group_step, _{b}_available)' for b in self.extra]
         fields = [
             ("name", f'"{self.name}"'),
             ("hyper_defaults", "HYPER_DEFAULTS"),
             ("state_names", "STATE_NAMES"),
             ("paths", "PATHS"),
-            ("path_table", _layout("{", table, "}")),
-            ("conditions", _tuple(conditions)),
+            ("tree", _tree(self.tree)),
             ("uniforms", _tuple([f"_path{k}_uniforms" for k in range(n)])),
             ("segments", _layout("(", segs, ")", one=True)),
             ("groups", _tuple([] if self.globals else [f"_path{k}_group" for k in range(n)])),
@@ -1026,8 +946,13 @@ def _names(states) -> str:
     return ", ".join(s.name for s in states) or "no states"
 
 
-_PY_INFIX = {"add": "+", "sub": "-", "mul": "*", "div": "/", "mod": "%", "floordiv": "//", "power": "**",
-             **BOOLEAN}
+def _tree(tree: Tree) -> str:
+    """A decision tree of shape tests as the runtime reads it: a path index, or
+    ``(lambda w: test, tree if it holds, tree if not)``."""
+    if isinstance(tree, int):
+        return str(tree)
+    test, yes, no = tree
+    return _tuple([f"lambda w: {_strip(_py_static(test))}", _tree(yes), _tree(no)])
 
 
 def _py_static(expr: Expr) -> str:
@@ -1038,8 +963,8 @@ def _py_static(expr: Expr) -> str:
     args = [_py_static(a) if not isinstance(a, Var) else check_identifier(a.name) for a in expr.args]
     if op.shape == STATIC:
         return op.torch.format(*args)
-    if expr.op in _PY_INFIX:
-        return f"({args[0]} {_PY_INFIX[expr.op]} {args[1]})"
+    if op.infix and op.arity == 2 and op.name not in ("and", "or"):
+        return f"({args[0]} {op.infix} {args[1]})"
     simple = {"and": "({0} and {1})", "or": "({0} or {1})", "not": "(not {0})", "neg": "(-{0})",
               "max": "max({0}, {1})", "min": "min({0}, {1})", "abs": "abs({0})",
               "where": "({1} if {0} else {2})"}

@@ -61,13 +61,14 @@ def _init_state(kind, init, w):
     return torch.full(_state_shape(kind, tuple(w.shape)), fill, dtype=dtype, device=w.device)
 
 
-def _holds(condition, w):
-    """A shape condition's truth; one asking about an axis w lacks counts as false (it only
-    guards code that such a tensor never runs)."""
+def _holds(test, w):
+    """A shape test's truth for ``w``, evaluated as Python evaluates it (``and`` short-circuits)."""
     try:
-        return bool(condition(w))
+        return bool(test(w))
     except IndexError:
-        return False
+        raise ValueError(
+            f"a shape test asks for an axis a parameter of shape {tuple(w.shape)} does not have"
+        ) from None
 
 
 class _Path:
@@ -85,9 +86,11 @@ class _Path:
 class _Program:
     """One program's tables, printed by the generator, and the steps built on them.
 
+    ``tree`` picks a parameter's path: a path index, or ``(test, tree if test(w), tree if not)``.
     ``uniforms[k](**values)`` computes path k's per-step scalars (bias corrections...) from lr, step
     and the hyperparameters; ``segments[k]`` are path k's per-tensor functions, cut at the global
-    reductions (``global_names``, combined across tensors by ``combine``); ``groups[k]`` runs path k
+    reductions (``global_names``; ``combine[j]`` is ``(how, finish)``: the tensors' totals are
+    summed or maxed, and ``finish(total)`` is the value); ``groups[k]`` runs path k
     over a list of tensors with multi-tensor ops (programs without global reductions only).
     ``backends`` maps an extra backend's name to ``(group_step, available)``; ``torch_checkpoints``
     maps a torch.optim class name to ``{"states": {torch name: ours}, "hypers": {torch name: (ours,
@@ -101,8 +104,7 @@ class _Program:
         hyper_defaults,
         state_names,
         paths,
-        path_table,
-        conditions,
+        tree,
         uniforms,
         segments,
         groups=(),
@@ -114,7 +116,7 @@ class _Program:
     ):
         self.name, self.hyper_defaults, self.state_names = name, hyper_defaults, state_names
         self.hyper_names = tuple(dict.fromkeys(("lr", *hyper_defaults)))  # lr may have no default
-        self.paths, self.path_table, self.conditions = paths, path_table, conditions
+        self.paths, self.tree = paths, tree
         self.uniforms, self.segments, self.groups = uniforms, segments, groups
         self.global_names, self.combine = global_names, combine
         self.sparse_rows, self.not_separable = not_separable is None, not_separable
@@ -124,7 +126,9 @@ class _Program:
 
     def path_of(self, w):
         """Index into ``paths`` of the path a tensor shaped like ``w`` runs (Python shape tests)."""
-        k = self.path_table[tuple(_holds(c, w) for c in self.conditions)]
+        k = self.tree
+        while not isinstance(k, int):  # (test, if it holds, if not)
+            k = k[1] if _holds(k[0], w) else k[2]
         if self.paths[k].needs_2d and w.ndim < 2:
             raise ValueError(
                 f"this program needs parameters with 2 or more axes here, got shape {tuple(w.shape)}"
@@ -163,13 +167,14 @@ class _Program:
         """Run each tensor's path (``envs[i]`` holds its named inputs and scalars) segment by segment;
         between segments combine each global reduction across all tensors (the interpreter's
         lockstep). Returns ``[(w - update, new states)]``."""
-        for j, combine in enumerate(self.combine):
+        for j, (how, finish) in enumerate(self.combine):
             parts = []
             for i, k in enumerate(paths):
                 values, part = segments[k][j](**envs[i])
                 envs[i] = {**envs[i], **values}
                 parts.append(part)
-            total = combine(parts)
+            stacked = torch.stack([part.to(parts[0].device) for part in parts])
+            total = finish(stacked.sum() if how == "sum" else stacked.amax())
             envs = [{**env, self.global_names[j]: total.to(env["w"].dtype)} for env in envs]
         return [segments[k][-1](**env) for env, k in zip(envs, paths)]
 
