@@ -86,6 +86,10 @@ class TritonPrinter(CodePrinter):
 
     target = "triton"
 
+    def __init__(self, kinds: dict[str, str] | None = None):
+        super().__init__()
+        self.kinds = kinds or {}
+
     def _print_Const(self, expr: Const) -> Code:
         text = float_literal(expr.value)
         return Code(text, UNARY if text.startswith("-") else ATOM)
@@ -96,6 +100,26 @@ class TritonPrinter(CodePrinter):
     def bound(self, expr: Expr) -> Expr:
         """``expr`` itself if it is a name or a number, else a temporary holding it."""
         return expr if not isinstance(expr, Call) else Var(self.temp(self._print(expr)))
+
+    # --- per-step scalars: b ** t - 1 and 1 - b ** t through expm1 of t log(b), as the jax printer
+    # does (see codegen.jax_target): AdaX's (1 + beta2) ** step - 1 keeps float32 precision.
+
+    def _per_step_power(self, expr: Expr) -> bool:
+        return (isinstance(expr, Call) and expr.op == "power"
+                and all(expr_kind(a, self.kinds, _fail) in ("const", "uniform") for a in expr.args))
+
+    def _print_sub(self, expr: Call) -> Code:
+        x, y = expr.args
+        for power, one, form in ((x, y, "libdevice.expm1({0})"), (y, x, "-libdevice.expm1({0})")):
+            if one == Const(1.0) and self._per_step_power(power):
+                b, t = power.args
+                c = next((p for p, q in (b.args, b.args[::-1]) if q == Const(1.0)), None) if (
+                    isinstance(b, Call) and b.op == "add") else None
+                log = self.fill("libdevice.log1p({0})", [c]) if c is not None else \
+                    self.fill("libdevice.log1p({0} - 1.0)", [b])
+                fast = self.fill(form, [self.fill("{0} * {1}", [t, log])])
+                return self.fill("tl.where({0} > 0, {1}, {2})", [b, fast, super()._print_Call(expr)])
+        return super()._print_Call(expr)
 
     def _print_Call(self, expr: Call) -> Code:
         op = OPS[expr.op]
@@ -279,7 +303,7 @@ class _KernelWriter:
 
     def __init__(self, fam: Family, gslots: dict[str, list[int]]):
         self.fam, self.gslots = fam, gslots
-        self.printer = TritonPrinter()
+        self.printer = TritonPrinter(fam.kinds)
         self.col = {"w": 1, "g": 2, **{s: 3 + i for i, (s, _) in enumerate(fam.states)}}
         k = 3 + len(fam.states)
         self.next_col = {s: k + i for i, s in enumerate(fam.narrow)}
@@ -561,12 +585,16 @@ class _InterpretedLibdevice:
         return tl.where(x < 0, -1.0, 1.0) * tl.exp2(tl.log2(tl.abs(x)) / 3.0)
 
     @staticmethod
-    def expm1(x):
-        return tl.exp(x) - 1.0
+    def expm1(x):  # Kahan: exact where exp(x) - 1 would cancel
+        x = _tensor(x)
+        u = tl.exp(x)
+        return tl.where(u == 1.0, x, tl.where(u - 1.0 == -1.0, -1.0, (u - 1.0) * x / tl.log(u)))
 
     @staticmethod
-    def log1p(x):
-        return tl.log(1.0 + x)
+    def log1p(x):  # Goldberg: exact where log(1 + x) would lose x's digits
+        x = _tensor(x)
+        u = 1.0 + x
+        return tl.where(u == 1.0, x, tl.log(u) * x / (u - 1.0))
 
     @staticmethod
     def tan(x):
