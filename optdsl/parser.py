@@ -36,11 +36,31 @@ import unicodedata
 import warnings
 
 from .errors import DslError
-from .ir import INPUTS, STATE_INITS, STATE_KINDS, Assign, Call, Const, Expr, Hyper, Program, State, Var
+from .ir import (
+    INPUTS,
+    STATE_INITS,
+    STATE_KINDS,
+    Assign,
+    Call,
+    Const,
+    Expr,
+    Hyper,
+    Program,
+    State,
+    Var,
+    fresh_name,
+)
 from .names import check_name, suggest
 from .ops import CONSTANTS, OPS
 from .passes.fold import constant
 from .typecheck import validate
+
+#: Inputs that the machinery around a program reads as well: ``w`` is the parameter (its shape
+#: decides shape facts; the step ends with ``w - update``), extensions rename every read of
+#: ``lr`` and ``step`` (a schedule, accumulation). An assignment to one of them in the body
+#: binds a fresh local instead (``lr = lr * 0.001`` -> ``lr_1 = lr * 0.001``), so the IR never
+#: reassigns them; ``g``, states and hyperparameters are plain values, reassigned in place.
+RENAMED = ("w", "lr", "step")
 
 #: The deepest expression a program may hold: ample for any update rule (the zoo's deepest is
 #: 10 levels), and far from what recursive stages (printers, sympy, black) can walk.
@@ -178,6 +198,9 @@ class _Parser:
     def __init__(self, ctx: _Context):
         self.ctx = ctx
         self.depth = 0  # nesting of the expression being read
+        self.renamable: set[str] = set()  # inputs that an assignment renames (see `assign`)
+        self.local_of: dict[str, str] = {}  # input -> the local that holds its reassigned value
+        self.origin: dict[str, str] = {}  # and back
         self.defined: set[str] = set()
         self.used_names: set[str] = set()
 
@@ -226,6 +249,7 @@ class _Parser:
                                "write `def name(w, g, <states>, lr, <hyperparameters>=<defaults>)`")
         self.defined = set(seen)
         self.used_names = {n.id for n in ast.walk(fn) if isinstance(n, ast.Name)} | seen
+        self.renamable = set(RENAMED)
         body = list(fn.body)
         doc = ""
         if body and _is_docstring(body[0]):
@@ -350,7 +374,15 @@ class _Parser:
         raise self.err(_FORBIDDEN.get(type(node), f"{type(node).__name__} statements are not allowed"), node)
 
     def assign(self, target: ast.Name, expr: Expr, node: ast.AST) -> Assign:
+        """``name = expr``. Any name may be assigned again; ``w``, ``lr`` and ``step`` (see
+        :data:`RENAMED`) then become a local of a fresh name (``lr = lr * 0.001`` ->
+        ``lr_1 = lr * 0.001``) that every later read reads."""
         name = check_identifier(target.id, target, self.ctx)
+        if name in self.renamable:
+            if name not in self.local_of:
+                self.local_of[name] = fresh_name(name, self.used_names)
+                self.origin[self.local_of[name]] = name
+            name = self.local_of[name]
         self.defined.add(name)
         return Assign(name, expr, (node.lineno, node.col_offset))
 
@@ -369,18 +401,23 @@ class _Parser:
             seen_here: set[str] = set()
             for a in stmts:
                 known = a.target in before or (not taken and a.target in then_defined) or a.target in seen_here
+                old = Var(a.target)
+                if not known and a.target in self.origin:  # an input's first assignment: else, the input
+                    known, old = True, Var(self.origin[a.target])
                 guarded = a.expr
                 if known:
-                    old = Var(a.target)
                     guarded = Call("where", (cond, a.expr, old) if taken else (cond, old, a.expr))
                 seen_here.add(a.target)
                 out.append(Assign(a.target, guarded, a.loc))
-        # Names defined in only one branch (and not before) are undefined after the `if`.
-        self.defined = before | (then_defined & else_defined)
+        # Names defined in only one branch (and not before) are undefined after the `if`; an
+        # input assigned in either branch is defined in both (the other keeps the input's value).
+        self.defined = before | (then_defined & else_defined) | ((then_defined | else_defined) & set(self.origin))
         return out
 
     # --- expressions -----------------------------------------------------------------------
     def name_ref(self, name: str, node: ast.AST) -> Expr:
+        if self.local_of.get(name) in self.defined:  # a reassigned input: its latest value
+            return Var(self.local_of[name])
         if name in self.defined:
             return Var(name)
         if name in CONSTANTS:

@@ -7,6 +7,7 @@ import pytest
 
 from optdsl import DslError, Interpreter, load, parse, parse_all, to_source
 from optdsl.cli import main
+from optdsl.extend import lr_schedule
 from optdsl.ir import Call, Const, Var
 from optdsl.parser import MAX_DEPTH
 
@@ -169,6 +170,27 @@ def test_zoo_round_trips():
         p = load(name)
         assert parse(to_source(p)) == p
 
+
+def test_w_lr_and_step_reassigned_become_fresh_locals():
+    p = load(str(EXAMPLES / "paper_program3.py"))
+    assert "    lr_1 = lr * 0.001\n    update = update * lr_1\n" in to_source(p)
+    # An extension renames every read of lr: exact only because the body never assigns lr.
+    scheduled = lr_schedule(p, [(0, 0.5), (100, 0.5)])  # lr * 0.5 throughout
+    w, g = np.array([1.0, -2.0]), np.array([0.5, 0.25])
+    np.testing.assert_allclose(_one_step(scheduled, w, g, 1.0)[0], _one_step(p, w, g, 0.5)[0])
+    # `w` stays the parameter: a narrower value assigned to it does not change the update's shape.
+    narrow = parse("def f(w, g, lr):\n    w = mean(w)\n    return lr * (g + w)\n")
+    np.testing.assert_allclose(_one_step(narrow, w, g, 1.0)[0], g + w.mean())
+
+
+def test_an_input_assigned_in_one_branch_keeps_its_value_in_the_other():
+    p = parse("def f(w, g, step, lr):\n    if step > 1:\n        lr = lr * 2\n    else:\n"
+              "        g = g * 3\n    return lr * g\n")
+    assert [a.target for a in p.body] == ["lr_1", "g"]
+    for step, factor in ((1, 3.0), (2, 2.0)):
+        opt = Interpreter(p, lr=0.5)
+        update, _ = opt.updates({"w": np.ones(1)}, {"w": np.ones(1)}, opt.init({"w": np.ones(1)}), step)
+        assert update["w"][0] == 0.5 * factor
 
 @pytest.mark.parametrize("doc", ["\\ud800", "\\x00", "\\x1b[2J"])
 def test_a_docstring_generated_files_cannot_carry_is_refused(doc):
