@@ -18,6 +18,14 @@ Shape rules (``Op.shape``):
   - ``global``: a reduction over every parameter of the model -> one scalar for all.
   - ``static``: a fact about the parameter's shape, known when code is specialised.
 
+Properties a printer needs are fields of the entry, never lists keyed by op name elsewhere:
+``infix``/``precedence`` (source spelling), ``truth`` (the value is 1.0/0.0: comparisons, logic,
+isfinite), ``python_raises`` (Python's operator raises on some numbers: ``1 / 0``),
+``numbers_ok`` (the torch spelling takes Python numbers), ``foreach`` (the ``torch._foreach_*``
+calls computing it on lists) and ``reduction`` (how a reduction splits into per-chunk or
+per-tensor totals, combined, then finished: :class:`Reduction`). ``tests/test_ops_table.py``
+checks that every printer spells every op.
+
 Templates use ``{0}``, ``{1}``... for the printed arguments. Triton templates name ``libdevice``,
 which the generated module binds to ``triton.language.extra.libdevice`` (triton 3.x). Backends needing more than a
 template (e.g. reductions over lists of tensors) handle the op by its ``shape`` rule.

@@ -18,6 +18,13 @@ Global reductions are hoisted into statements of their own and every one live in
 stays live in every variant, so the variants' :func:`~optdsl.passes.segments` line up across
 tensors (each tensor contributes to a global value even where it does not read it).
 
+For a backend: ``v = variants(program)``; print one function per ``v.programs[k]`` (shape facts
+used as numbers, ``dim(w, 1)``, remain in them), and print ``v.tree`` as nested ``if`` on the
+parameter (its tests are asked of ``w``; :class:`~optdsl.printer.DslPrinter` prints them as
+Python, whose ``and``/``or`` short-circuit exactly as :func:`shape_value` does), or call
+:meth:`Variants.pick` with the parameter's shape at run time. :meth:`Variants.paths` gives each
+variant's tests for its docstring. The jax target does the first; the interpreter the second.
+
 Example:
     >>> from optdsl import parse
     >>> p = parse("def f(w, g, lr):\\n    u = sign(g) if ndim(w) >= 2 else g\\n    return lr * u\\n")
