@@ -4,7 +4,8 @@
     optdsl bench [--quick] [--suite cpu|jax|gpu|all] [--out docs/benchmarks.md]
 
 ``compile`` writes atomically (a temporary file, then a rename): OUT is never half-written.
-``bench`` prints each suite as a table and replaces that suite's section of ``--out``.
+``bench`` prints each suite as a table; with ``--out`` it also replaces that suite's section of the
+file (a plain run leaves the tracked docs/benchmarks.md alone).
 """
 
 from __future__ import annotations
@@ -64,5 +65,6 @@ def register(subparsers) -> None:
     b = subparsers.add_parser("bench", help="time generated optimizers against the anchors")
     b.add_argument("--quick", action="store_true", help="smaller cases, fewer repeats")
     b.add_argument("--suite", choices=[*SUITES, "all"], default="cpu")
-    b.add_argument("--out", default="docs/benchmarks.md", help="markdown file whose section is replaced")
+    b.add_argument("--out", default=None,
+                   help="markdown file whose section is replaced (e.g. docs/benchmarks.md; default: none)")
     b.set_defaults(func=cmd_bench)

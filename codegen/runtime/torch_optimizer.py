@@ -275,6 +275,8 @@ def _is_compile_error(e):
     return "torch._dynamo" in text or "torch._inductor" in text or "CppCompileError" in text
 
 
+_COMPILE_FROM = 1 << 20  # elements; below, a CPU model's default backend is eager (see _backend_for)
+
 _TORCH_CHECKS = {  # torch.optim's messages for the hyperparameters it knows
     "lr": ("Invalid learning rate: {}", lambda v: v >= 0.0),
     "eps": ("Invalid epsilon value: {}", lambda v: v >= 0.0),
@@ -447,12 +449,17 @@ class _Optimizer(torch.optim.Optimizer):
             plan = self._cached_plan = _Plan(self, key)
         return plan, grads
 
-    def _backend_for(self, device):
+    def _backend_for(self, device, numel):
+        """The backend for this step: the one asked for, else the first available of the extra
+        backends (not on a CPU), ``compiled`` and ``eager``. On a CPU a model of fewer than
+        ``_COMPILE_FROM`` elements runs ``eager``: torch.compile's start-up (seconds) would take
+        longer than it can save such a model over any reasonable run."""
         if self.backend is not None:
             return self.backend
         prog = self._program
         names = [] if prog.global_names or device.type == "cpu" else list(prog.backends)
-        names += ["compiled"] if self._fallback is None else []
+        small = device.type == "cpu" and numel < _COMPILE_FROM and not self._fused
+        names += ["compiled"] if self._fallback is None and not small else []
         names += [] if self._fused else ["eager"]
         for name in names:
             if prog.available(name, device):
@@ -513,7 +520,7 @@ class _Optimizer(torch.optim.Optimizer):
         if not plan.entries:
             return loss
         plan.advance()
-        backend = self._backend_for(plan.entries[0].params[0].device)
+        backend = self._backend_for(plan.entries[0].params[0].device, plan.numel)
         prog = self._program
         if backend == "compiled":
             try:
@@ -680,6 +687,7 @@ class _Plan:
                 at = (gi, float(state["step"]), path, p.device, p.dtype)
                 entries.setdefault(at, _Entry(gi, at[1], path)).add(pi, p, state, names)
         self.entries = list(entries.values())
+        self.numel = sum(p.numel() for e in self.entries for p in e.params)
 
     def current(self, state):
         """Does ``state`` (the optimizer's) still hold the dicts and tensors this plan was built on?"""

@@ -85,3 +85,10 @@ def test_compile_command_reports_bad_programs(tmp_path, capsys):
     assert main(["compile", str(src), "-o", str(out)]) == 2
     assert "unknown function 'foo'" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_bench_writes_its_markdown_only_when_asked():
+    from optdsl.cli import make_parser
+
+    assert make_parser().parse_args(["bench"]).out is None
+    assert make_parser().parse_args(["bench", "--out", "docs/benchmarks.md"]).out == "docs/benchmarks.md"

@@ -202,7 +202,10 @@ def test_maximize_ascends(adamw, backend):
 def test_foreach_and_fused_flags(adamw):
     assert adamw(_params(), foreach=True).backend == "eager"
     fused = adamw(_params(), fused=True)
-    assert fused._backend_for(torch.device("cpu")) == "compiled"
+    cpu = torch.device("cpu")
+    assert fused._backend_for(cpu, 10) == "compiled"
+    default = adamw(_params())  # a small CPU model: compiling would cost more than it saves
+    assert default._backend_for(cpu, 10) == "eager" and default._backend_for(cpu, 1 << 22) == "compiled"
     with pytest.raises(RuntimeError, match="`fused` and `foreach` cannot be `True` together"):
         adamw(_params(), foreach=True, fused=True)
     with pytest.raises(ValueError, match="fused=True"):
@@ -217,21 +220,21 @@ def test_a_compile_failure_warns_and_explicit_compiled_raises():
         import warnings, torch, torch._inductor.config as config, codegen, optdsl
         config.cpp.cxx = ("/nonexistent/c++",)
         AdamW = codegen.build(optdsl.load("adamw"), "torch")
-        w = torch.nn.Parameter(torch.ones(4))
+        w = torch.nn.Parameter(torch.ones(1 << 20))  # large enough that the default compiles
         opt = AdamW([w], lr=0.1)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             for _ in range(2):
-                w.grad = torch.ones(4)
+                w.grad = torch.ones(1 << 20)
                 opt.step()
-        v = torch.nn.Parameter(torch.ones(4))
+        v = torch.nn.Parameter(torch.ones(1 << 20))
         eager = AdamW([v], lr=0.1, backend="eager")
         for _ in range(2):
-            v.grad = torch.ones(4)
+            v.grad = torch.ones(1 << 20)
             eager.step()
         print(sum("torch.compile failed" in str(c.message) for c in caught), torch.equal(w, v))
         strict = AdamW([w], lr=0.1, backend="compiled")
-        w.grad = torch.ones(4)
+        w.grad = torch.ones(1 << 20)
         try:
             strict.step()
         except Exception as e:
