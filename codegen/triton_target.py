@@ -1,7 +1,7 @@
 """Triton target: the torch module plus fused, multi-tensor Triton kernels (``backend="triton"``).
 
 Each parameter ``w`` with gradient ``g`` runs its static path's program (see
-:func:`codegen.torch_target.paths`): ``update, *states = program(w, g, *states, lr, step)``;
+:func:`optdsl.passes.variants`): ``update, *states = program(w, g, *states, lr, step)``;
 ``w <- w - update``. Math is float32 (float64 for float64 parameters), states are kept in that
 dtype and ``w`` in its own dtype (bf16/fp16 too).
 
@@ -57,6 +57,7 @@ from optdsl.ir import (
     walk,
 )
 from optdsl.ops import COL, GLOBAL, OPS, REDUCE, ROW, STATIC
+from optdsl.passes import variants
 from optdsl.printer import ATOM, UNARY, Code, CodePrinter, float_literal
 from optdsl.typecheck import expr_kind
 
@@ -472,8 +473,9 @@ class _KernelWriter:
 
 
 def families(program: Program) -> list[Family]:
-    """One :class:`Family` per path of ``program`` (same order as the torch module's ``PATHS``)."""
-    return [lower(path.program) for path in torch_target.paths(program)[2]]
+    """One :class:`Family` per variant of ``program`` (:func:`optdsl.passes.variants`, whose order
+    the torch module's ``PATHS`` keeps: the torch dispatch picks the family)."""
+    return [lower(spec) for spec in variants(program).programs]
 
 
 def kernels_source(program: Program) -> str:
