@@ -342,9 +342,13 @@ class GroupPrinter:
         foreach = self.foreach(expr, kind)
         return foreach[0] if foreach is not None else self.comprehension(expr, kind)
 
-    def foreach(self, expr: Expr, kind: str, reuse: frozenset[str] = frozenset()) -> tuple[str, str | None] | None:
+    def foreach(self, expr: Expr, kind: str, reuse: frozenset[str] = frozenset(),
+                target: str | None = None) -> tuple[str, str | None] | None:
         """``(code, name overwritten or None)``: one ``torch._foreach_*`` call for ``expr``, or None.
-        When a list argument is in ``reuse`` (free to overwrite), the in-place variant writes into it."""
+        When a list argument is in ``reuse`` (free to overwrite), the in-place variant writes into it,
+        into ``target``'s own list first (a state updated in place needs no copy afterwards)."""
+        if isinstance(expr, Call) and expr.op in ("add", "sub") and isinstance(expr.args[1], Call):
+            return self.axpy(expr, kind, reuse)
         if not isinstance(expr, Call) or not all(isinstance(a, (Var, Const)) for a in expr.args):
             return None
         kinds = [expr_kind(a, self.kinds, self.fail) for a in expr.args]
@@ -353,8 +357,12 @@ class GroupPrinter:
         args = [self.atom(a) for a in expr.args]
         lists = [self.is_list(a) for a in expr.args]
         free = [a in reuse and k == kind for a, k in zip(args, kinds)]
+        if len(free) == 2 and free[0] and free[1] and args[1] == target:
+            free[0] = False  # both may be overwritten: write into the target's own list
         op, names = expr.op, OPS[expr.op].foreach
         if op == "interp" and lists[0] and lists[1]:
+            if free[1] and args[1] == target:
+                free[0] = False
             if not lists[2] and free[1] and not free[0]:  # interp(x, y, a) = lerp(y, x, 1 - a), into y
                 weight = number(1 - expr.args[2].value) if isinstance(expr.args[2], Const) else f"1 - {args[2]}"
                 return f"torch._foreach_lerp_({args[1]}, {args[0]}, {weight})", args[1]
@@ -383,12 +391,24 @@ class GroupPrinter:
             text = f"torch._foreach_{n}({text})"
         return text, None
 
+    def axpy(self, expr: Call, kind: str, reuse: frozenset[str]) -> tuple[str, str | None] | None:
+        """``x + y * c`` / ``x - y * c`` (lists x, y; a number c) as one ``_foreach_add(x, y, alpha=...)``:
+        one pass and no temporary (see :func:`_fold_axpy`, which builds such sums)."""
+        x, (y, c) = expr.args[0], expr.args[1].args
+        if expr.args[1].op != "mul" or not (self.is_list(x) and self.is_list(y)) or isinstance(c, Call):
+            return None
+        if any(expr_kind(a, self.kinds, self.fail) != kind for a in (x, y)) or self.is_list(c):
+            return None
+        alpha = self.atom(c) if expr.op == "add" else (number(-c.value) if isinstance(c, Const) else f"-{c.name}")
+        into = x.name in reuse
+        return f"torch._foreach_add{'_' if into else ''}({x.name}, {y.name}, alpha={alpha})", x.name if into else None
+
     def assign(self, target: str, expr: Expr, reuse: frozenset[str]) -> list[str]:
         """Lines computing ``target = expr`` for the group (in place into a free list if one fits),
         keeping ``owner`` up to date."""
         kind = self.group_kind(expr)
         if kind in LIST_KINDS and isinstance(expr, Call):
-            found = self.foreach(expr, kind, reuse)
+            found = self.foreach(expr, kind, reuse, target)
             if found is not None and found[1] is not None:
                 text, into = found
                 self.owner[target] = self.owner[into]
@@ -537,7 +557,7 @@ class _Module:
     def group_function(self, k: int) -> str:
         """Path k over a group of tensors: params and states updated in place."""
         scalars = {a.target: "uniform" for a in self.hoisted[k][0]}
-        prog = _inline_static(flatten(self.group_programs[k]), scalars)
+        prog = _fold_axpy(_inline_static(flatten(self.group_programs[k]), scalars), scalars)
         kinds = {**input_kinds(prog), **scalars}
         used = names_in(prog) | set(kinds)
         printer = GroupPrinter(prog, self.fail_at(prog.return_loc), used, kinds)
@@ -918,6 +938,52 @@ def _reader(needed: list[str], defined: set[str]):
             if v not in defined and v not in needed:
                 needed.append(v)
     return read
+
+
+def _fold_axpy(prog: Program, extra_kinds: dict[str, str]) -> Program:
+    """``t = y * c; ...; z = x + t`` (t read once, by that sum; c a number) -> ``z = x + y * c``, which the
+    multi-tensor printer runs as one ``_foreach_add(x, y, alpha=c)``: AdamW's weight decay and the
+    like then cost one pass and no temporary list."""
+    kinds = {**input_kinds(prog), **extra_kinds}
+    fail = _raiser(prog)
+    for a in prog.body:
+        kinds[a.target] = expr_kind(a.expr, kinds, fail)
+    reads: dict[str, int] = {}
+    for e in [a.expr for a in prog.body] + list(prog.outputs()):
+        for n in walk(e):
+            if isinstance(n, Var):
+                reads[n.name] = reads.get(n.name, 0) + 1
+
+    def number_like(e: Expr) -> bool:
+        return isinstance(e, Const) or (isinstance(e, Var) and kinds.get(e.name) == "uniform")
+
+    body: list[Assign | None] = list(prog.body)
+    for i, a in enumerate(prog.body):
+        e = a.expr
+        if not (isinstance(e, Call) and e.op == "mul" and reads.get(a.target) == 1):
+            continue
+        y, c = e.args if number_like(e.args[1]) else e.args[::-1]
+        if not (isinstance(y, Var) and number_like(c)):
+            continue
+        scaled, t = Call("mul", (y, c)), Var(a.target)
+        for j in range(i + 1, len(body)):
+            b = body[j]
+            if isinstance(b.expr, Call) and b.expr.op in ("add", "sub") and a.target in free_vars(b.expr):
+                x, other = b.expr.args
+                if other == t and x != t:
+                    body[i], body[j] = None, Assign(b.target, Call(b.expr.op, (x, scaled)), b.loc)
+                elif b.expr.op == "add" and x == t and other != t:
+                    body[i], body[j] = None, Assign(b.target, Call("add", (other, scaled)), b.loc)
+                break
+            if a.target in free_vars(b.expr) or b.target in (a.target, y.name, getattr(c, "name", None)):
+                break
+    return prog.with_body([a for a in body if a is not None], update=prog.update, new_states=prog.new_states)
+
+
+def _raiser(prog: Program):
+    def fail(msg, hint=None):
+        raise DslError(msg, prog.filename, hint=hint)
+    return fail
 
 
 def _inline_static(prog: Program, extra_kinds: dict[str, str]) -> Program:
