@@ -2,7 +2,8 @@
 
     optdsl search [--init adamw|SRC] [--budget 10m|--evals N] [--db PATH] [--seed N]
                   [--population N] [--tournament N] [--workers N] [--executor local|ray]
-                  [--ray-address ADDR] [--tasks NAMES]
+                  [--ray-address ADDR] [--tasks NAMES] [--task FILE.py:FUNCTION ...]
+                  [--meta-task FILE.py:FUNCTION ...] [--device auto|cpu|cuda]
     optdsl search --resume PATH [--budget ...]
     optdsl report PATH [-o DIR]
     optdsl export PATH --top K -o DIR
@@ -11,6 +12,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import re
 
@@ -21,14 +23,16 @@ from optdsl.latex import to_latex
 from optdsl.printer import to_source
 
 from .evolution import Search, SearchConfig
-from .executors import make_executor
+from .evaluate import BASELINE_LRS, CANDIDATE_LRS, SEEDS
+from .executors import gpu_count, make_executor
 from .export import export_top, write_best
 from .report import winner_table
 from .selection import verdict
 from .progress import LiveProgress, summary_table
 from .report import report
 from .store import Store
-from .tasks import FACTORIES, PROXY_TASKS
+from .tasks import FACTORIES, PROXY_TASKS, meta_tasks_for
+from .user_task import absolute_reference, check_task, is_reference, split_reference
 from .vectorized import check_supported
 from .warm_start import initial_program
 
@@ -53,7 +57,8 @@ def parse_budget(text: str) -> float:
 
 def _tasks(text: str) -> tuple[str, ...]:
     names = tuple(n.strip() for n in text.split(",") if n.strip())
-    unknown = [n for n in names if n not in FACTORIES]
+    names = tuple(absolute_reference(n) if is_reference(n) else n for n in names)  # a user task, by reference
+    unknown = [n for n in names if n not in FACTORIES and not is_reference(n)]
     if unknown or not names:
         raise DslError(f"--tasks: unknown task(s) {', '.join(unknown) or '(none given)'}", "optdsl search",
                        hint=f"choose from {', '.join(FACTORIES)}")
@@ -71,6 +76,55 @@ def _inits(text: str) -> str:
     return ",".join(names)
 
 
+def _task_lists(args) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """``(tasks, meta_tasks)`` from ``--tasks``, ``--task`` and ``--meta-task``: user tasks become
+    absolute references (workers may start in another folder); ``--task`` without ``--tasks``
+    searches on the user's tasks alone; the held-out tasks are those of the built-in proxies
+    (see :func:`search.tasks.meta_tasks_for`) plus every ``--meta-task``."""
+    user = tuple(absolute_reference(r) for r in args.task or ())
+    builtin = _tasks(args.tasks) if args.tasks else () if user else PROXY_TASKS
+    held_out = tuple(absolute_reference(r, "--meta-task") for r in args.meta_task or ())
+    return tuple(dict.fromkeys(builtin + user)), tuple(dict.fromkeys(meta_tasks_for(builtin) + held_out))
+
+
+def _device(args, files: tuple[str, ...]) -> str:
+    """``--device``: ``auto`` is ``cuda`` when the executor's machines have a GPU (this machine,
+    or the Ray cluster, joined here with the task ``files`` to ship), else ``cpu``; ``cuda``
+    without one is refused."""
+    if args.device == "cpu":
+        return "cpu"
+    if gpu_count(args.executor, args.ray_address, files) > 0:
+        return "cuda"
+    if args.device == "cuda":
+        where = "in the Ray cluster" if args.executor == "ray" else "on this machine"
+        raise DslError(f"--device cuda: no CUDA GPU {where}", "optdsl search", hint="use --device cpu or auto")
+    return "cpu"
+
+
+def _task_files(config: SearchConfig) -> tuple[str, ...]:
+    """The files of the user tasks (Ray ships them to its workers)."""
+    refs = dict.fromkeys(config.tasks + config.meta_tasks)
+    return tuple(dict.fromkeys(split_reference(r)[0] for r in refs if is_reference(r)))
+
+
+def _check_user_tasks(config: SearchConfig, console: Console) -> None:
+    """Load every user task and run its first steps as the search will (exit 2 with the reason
+    if one is broken: :func:`search.user_task.check_task`), before any work."""
+    import torch
+
+    # The time limit is checked where the jobs will run; a driver without the search's GPU
+    # checks on its CPU, which says nothing about their time.
+    device = config.device if config.device == "cpu" or torch.cuda.is_available() else "cpu"
+    limit = JOB_TIMEOUT if device == config.device else math.inf
+    copies = max(config.batch * len(SEEDS) * len(CANDIDATE_LRS), len(SEEDS) * len(BASELINE_LRS))
+    for ref in dict.fromkeys(config.tasks + config.meta_tasks):
+        if is_reference(ref):
+            task = check_task(ref, copies, limit, device)
+            console.print(f"task {task.name}: {task.description} [dim]({ref})[/dim]")
+    if not config.meta_tasks:
+        console.print("no held-out tasks (--meta-task): the winner is chosen on its proxy scores alone")
+
+
 def cmd_search(args) -> int:
     console = Console()
     seconds = None if args.evals else parse_budget(args.budget)
@@ -84,16 +138,26 @@ def cmd_search(args) -> int:
             raise DslError(f"{db} holds no search to resume")
         config = SearchConfig.from_dict(stored)
         console.print(f"resuming {db}: {store.count()} programs scored so far")
+        try:
+            config.device = _device(args, _task_files(config))  # scores agree across devices
+            _check_user_tasks(config, console)
+        except DslError:
+            store.close()
+            raise
     else:
         db = args.db
         if os.path.exists(db):
             raise DslError(f"{db} already exists", hint=f"continue it with `optdsl search --resume {db}`, "
                            "or pick another --db")
         config_init = _inits(args.init)
+        tasks, meta_tasks = _task_lists(args)
         config = SearchConfig(init=config_init, population=args.population, tournament=args.tournament,
-                              seed=args.seed, tasks=_tasks(args.tasks) if args.tasks else PROXY_TASKS)
+                              seed=args.seed, tasks=tasks, meta_tasks=meta_tasks)
+        config.device = _device(args, _task_files(config))
+        _check_user_tasks(config, console)
         store = Store(db)
-    executor = make_executor(args.executor, args.workers, JOB_TIMEOUT, args.ray_address)
+    executor = make_executor(args.executor, args.workers, JOB_TIMEOUT, args.ray_address, config.device,
+                             _task_files(config))
     try:
         with LiveProgress(budget_seconds=seconds, budget_evals=args.evals, console=console) as show:
             search = Search(store, config, executor, progress=show)
@@ -156,6 +220,13 @@ def register(subparsers) -> None:
     p.add_argument("--ray-address", metavar="ADDR", help="Ray cluster to join (default: start a local one)")
     p.add_argument("--tasks", metavar="NAMES", help=f"comma-separated proxy tasks (default {','.join(PROXY_TASKS)}; "
                                                     f"all: {','.join(FACTORIES)})")
+    p.add_argument("--task", action="append", metavar="FILE.py:FUNCTION",
+                   help="your own task: FUNCTION() returns a search Task (search.task_from_module); repeatable; "
+                        "alone, the search runs on your tasks only, with --tasks on both")
+    p.add_argument("--meta-task", action="append", metavar="FILE.py:FUNCTION",
+                   help="your own held-out task for meta-validation (repeatable)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="where evaluations and AdamW baselines run (default auto: cuda when there is a GPU)")
     p.add_argument("--resume", metavar="PATH", help="continue the search stored in PATH")
     p.set_defaults(func=cmd_search)
 

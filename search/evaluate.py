@@ -46,6 +46,7 @@ from optdsl.ir import Program
 from optdsl.parser import parse
 from optdsl.source import load
 
+from .devices import on_device
 from .guards import guard
 from .tasks import get_task
 from .vectorized import VectorizedStep
@@ -64,9 +65,10 @@ DIVERGED = 1e3  # a copy whose training loss exceeds this multiple of its initia
 
 
 def train_copies(programs: Sequence[Program], task_name: str, lrs: Sequence[float],
-                 seeds: Sequence[int] = SEEDS) -> tuple[np.ndarray, list[str | None]]:
+                 seeds: Sequence[int] = SEEDS, device: str = "cpu") -> tuple[np.ndarray, list[str | None]]:
     """Final held-out losses ``(C, S, L)`` of every candidate's copies (inf where a copy failed),
-    and per candidate the error its step raised (``None`` if none).
+    and per candidate the error its step raised (``None`` if none). Training runs on ``device``
+    (the initial weights are drawn on the CPU, so every device starts from the same ones).
 
     Example:
         >>> from optdsl import load
@@ -74,7 +76,14 @@ def train_copies(programs: Sequence[Program], task_name: str, lrs: Sequence[floa
         >>> losses.shape, errors
         ((1, 2, 2), [None])
     """
-    task = get_task(task_name)
+    task = on_device(get_task(task_name), device)
+    w = task.init_copies(seeds, len(lrs)).to(device)
+    with torch.device(device):  # what the steps create (states, constants) is made on the device
+        return _train(programs, task, w, lrs, seeds)
+
+
+def _train(programs: Sequence[Program], task, w: torch.Tensor, lrs: Sequence[float],
+           seeds: Sequence[int]) -> tuple[np.ndarray, list[str | None]]:
     c, s, n = len(programs), len(seeds), len(lrs)
     per = s * n
     steps: list[VectorizedStep | None] = []
@@ -86,7 +95,7 @@ def train_copies(programs: Sequence[Program], task_name: str, lrs: Sequence[floa
         except DslError as e:
             steps.append(None)
             errors.append(str(e))
-    w = task.init_copies(seeds, n).repeat(c, 1)
+    w = w.repeat(c, 1)
     lr = torch.tensor(lrs, dtype=torch.float32).repeat(c * s).reshape(-1, 1)
     rows = [slice(i * per, (i + 1) * per) for i in range(c)]
     states = [st.init(w[r]) if st is not None else None for st, r in zip(steps, rows)]
@@ -115,7 +124,7 @@ def train_copies(programs: Sequence[Program], task_name: str, lrs: Sequence[floa
     with torch.no_grad():
         final = task.eval_loss(task.unflatten(w))
     ok = alive & torch.isfinite(final) & (final.abs() < DIVERGED * first)
-    out = torch.where(ok, final, torch.tensor(math.inf)).double().numpy()
+    out = torch.where(ok, final, torch.tensor(math.inf)).double().cpu().numpy()
     return out.reshape(c, s, n), errors
 
 
@@ -156,10 +165,10 @@ def aggregate(scores: Sequence[float]) -> float:
     return float(np.mean(scores[:-1] if len(scores) >= 3 else scores))
 
 
-def baseline(task_name: str, seeds: Sequence[int] = SEEDS) -> dict:
+def baseline(task_name: str, seeds: Sequence[int] = SEEDS, device: str = "cpu") -> dict:
     """Torch-style AdamW tuned over :data:`BASELINE_LRS` on ``seeds``: ``{"loss", "lr", "seconds"}``."""
     t0 = time.perf_counter()
-    losses, _ = train_copies([load("adamw")], task_name, BASELINE_LRS, seeds)
+    losses, _ = train_copies([load("adamw")], task_name, BASELINE_LRS, seeds, device)
     loss, lr = best_over_sweep(losses[0], BASELINE_LRS)
     return {"loss": loss, "lr": lr, "seconds": time.perf_counter() - t0}
 
@@ -170,9 +179,9 @@ def _fresh_result() -> dict:
 
 def evaluate_programs(programs: Sequence[Program], tasks: Sequence[str], baselines: dict[str, float],
                       hurdle: float | None = HURDLE, lrs: Sequence[float] = CANDIDATE_LRS,
-                      seeds: Sequence[int] = SEEDS) -> list[dict]:
-    """Fitness of each program on ``tasks``, candidates batched together; never raises for a
-    bad program.
+                      seeds: Sequence[int] = SEEDS, device: str = "cpu") -> list[dict]:
+    """Fitness of each program on ``tasks``, candidates batched together, trained on ``device``;
+    never raises for a bad program.
 
     Each result is ``{"status": ok|hurdle|diverged|guard|error, "fitness": float|None,
     "task_score", "task_loss", "task_lr", "seconds", "error"}``: fitness is the mean task score
@@ -196,7 +205,7 @@ def evaluate_programs(programs: Sequence[Program], tasks: Sequence[str], baselin
         if not active:
             break
         try:
-            losses, errors = train_copies([programs[i] for i in active], name, lrs, seeds)
+            losses, errors = train_copies([programs[i] for i in active], name, lrs, seeds, device)
         except Exception as e:  # noqa: BLE001 - e.g. a shape the task's model cannot take
             losses, errors = np.full((len(active), len(seeds), len(lrs)), math.inf), [f"{e}"] * len(active)
         still = []
@@ -225,9 +234,9 @@ def evaluate_programs(programs: Sequence[Program], tasks: Sequence[str], baselin
 
 def evaluate_program(program: Program, tasks: Sequence[str], baselines: dict[str, float],
                      hurdle: float | None = HURDLE, lrs: Sequence[float] = CANDIDATE_LRS,
-                     seeds: Sequence[int] = SEEDS) -> dict:
+                     seeds: Sequence[int] = SEEDS, device: str = "cpu") -> dict:
     """:func:`evaluate_programs` for one program."""
-    return evaluate_programs([program], tasks, baselines, hurdle, lrs, seeds)[0]
+    return evaluate_programs([program], tasks, baselines, hurdle, lrs, seeds, device)[0]
 
 
 def _error(message: str) -> dict:
@@ -239,10 +248,12 @@ def run_job(job: dict) -> dict:
 
     ``job["kind"]`` is ``"evaluate"`` (``sources``: a batch of programs, ``tasks``,
     ``baselines``, ``hurdle``, optional ``lrs``) -> ``{"id", "results": [...]}`` in the order of
-    ``sources``; or ``"baseline"`` (``task``) -> ``{"id", "loss", "lr", "seconds"}``."""
+    ``sources``; or ``"baseline"`` (``task``) -> ``{"id", "loss", "lr", "seconds"}``. Either
+    kind runs on ``job["device"]`` (default ``cpu``)."""
     torch.set_num_threads(1)  # one core per worker; also makes results bit-reproducible
+    device = job.get("device", "cpu")
     if job["kind"] == "baseline":
-        return {"id": job["id"], **baseline(job["task"])}
+        return {"id": job["id"], **baseline(job["task"], device=device)}
     programs, slots = [], []
     results: list[dict | None] = []
     for source in job["sources"]:
@@ -254,7 +265,8 @@ def run_job(job: dict) -> dict:
             results.append(_error(f"unparsable: {e}"))
     kw = {"lrs": tuple(job["lrs"])} if job.get("lrs") else {}
     try:
-        scored = evaluate_programs(programs, job["tasks"], job["baselines"], job.get("hurdle"), **kw)
+        scored = evaluate_programs(programs, job["tasks"], job["baselines"], job.get("hurdle"), device=device,
+                                   **kw)
     except Exception as e:  # noqa: BLE001 - never let a batch take the worker down
         scored = [_error(f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=3)}") for _ in programs]
     for slot, r in zip(slots, scored):

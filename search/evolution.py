@@ -53,7 +53,9 @@ PROPOSALS_PER_SLOT = 8  # cache hits allowed per child before a partial batch is
 class SearchConfig:
     """Settings stored with the search (``--resume`` reuses them). ``init`` names one warm start
     or several, comma-separated (``adamw,lion``); ``batch`` children are scored together in one
-    job (one forward/backward pass of each task serves them all)."""
+    job (one forward/backward pass of each task serves them all). Tasks are built-in names or
+    user tasks by reference (``/abs/path/file.py:function``); with no held-out tasks there is no
+    meta-validation. Evaluations and baselines run on ``device`` (``cpu`` or ``cuda``)."""
 
     init: str = "adamw"
     population: int = 32
@@ -65,6 +67,7 @@ class SearchConfig:
     restart_after: int = 300
     objectives: tuple[str, ...] = ("quality",)  # add "memory" for a Pareto tournament
     batch: int = 4
+    device: str = "cpu"
 
     def __post_init__(self):
         if self.meta_tasks is None:
@@ -173,7 +176,8 @@ class Search:
         for task in tasks:
             if task not in self.baselines and task not in self.requested and self.executor.idle() > 0:
                 self.requested.add(task)
-                self._submit({"kind": "baseline", "task": task}, {"kind": "baseline", "task": task})
+                self._submit({"kind": "baseline", "task": task, "device": self.config.device},
+                             {"kind": "baseline", "task": task})
         return all(t in self.baselines for t in tasks)
 
     # --- results ----------------------------------------------------------------------------
@@ -210,7 +214,8 @@ class Search:
         if row["status"] == "ok" and _fitness(row) > self.stats.best_fitness:
             self.stats.best_fitness, self.stats.best_id = row["fitness"], row["id"]
             self.best_at = self.stats.evaluated
-        if row["status"] == "ok" and _fitness(row) > FUNNEL_MIN and self._rank(row) < FUNNEL_TOP:
+        if (self.config.meta_tasks and row["status"] == "ok" and _fitness(row) > FUNNEL_MIN
+                and self._rank(row) < FUNNEL_TOP):
             self.meta_queue.append(row["id"])
         return row
 
@@ -260,7 +265,7 @@ class Search:
     def _evaluate(self, records: list[dict], tasks, hurdle, kind: str = "evaluate", **extra) -> None:
         """Send ``records``' programs to a worker as one batch job."""
         job = {"kind": "evaluate", "sources": [r["source"] for r in records], "tasks": list(tasks),
-               "baselines": self.baselines, "hurdle": hurdle}
+               "baselines": self.baselines, "hurdle": hurdle, "device": self.config.device}
         self._submit(job, {"kind": kind, "programs": records, **extra})
         if kind == "evaluate":
             self.stats.submitted += len(records)
@@ -304,6 +309,8 @@ class Search:
     def _finish_funnel(self, deadline: float) -> None:
         """Before the search ends, meta-validate the best few programs by proxy fitness that
         have not been yet, so the winner is chosen on held-out evidence (up to ``deadline``)."""
+        if not self.config.meta_tasks:
+            return
         waiting = {r["pid"] for r in self.pending.values() if r["kind"] == "meta"}
         for row in self.store.top(FUNNEL_TOP):
             if row["meta_fitness"] is None and row["id"] not in waiting and row["id"] not in self.meta_queue:

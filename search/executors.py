@@ -55,20 +55,44 @@ def _worker(index: int, inbox, outbox, target: Callable[[dict], dict]) -> None:
         outbox.put(result)
 
 
+def _gpu_worker(gpu: str, *args) -> None:
+    """A worker that sees only GPU ``gpu`` (set before torch first touches CUDA)."""
+    os.environ["CUDA_VISIBLE_DEVICES"] = gpu
+    _worker(*args)
+
+
+def visible_gpus() -> list[str]:
+    """The GPUs this process may use, as ``CUDA_VISIBLE_DEVICES`` names them (none when torch
+    sees no CUDA device)."""
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    names = [g.strip() for g in listed.split(",")] if listed is not None else [str(i) for i in range(count)]
+    return names[:count]
+
+
 class LocalExecutor:
-    """``workers`` spawned processes on this machine, one job each at a time."""
+    """``workers`` spawned processes on this machine, one job each at a time. With
+    ``gpus`` (names as in ``CUDA_VISIBLE_DEVICES``), worker i sees only ``gpus[i % len(gpus)]``:
+    one worker per GPU, or several sharing one when there are more workers than GPUs."""
 
     def __init__(self, workers: int | None = None, timeout: float = 120.0,
-                 target: Callable[[dict], dict] = run_job):
+                 target: Callable[[dict], dict] = run_job, gpus: list[str] | None = None):
         self.ctx = mp.get_context("spawn")  # fork would copy torch's thread pools and locks
         self.capacity = workers or os.cpu_count() or 1
-        self.timeout, self.target = timeout, target
+        self.timeout, self.target, self.gpus = timeout, target, gpus
         self.outbox = self.ctx.Queue()
         self.slots = [self._spawn(i) for i in range(self.capacity)]
 
     def _spawn(self, index: int) -> dict:
         inbox = self.ctx.Queue()
-        proc = self.ctx.Process(target=_worker, args=(index, inbox, self.outbox, self.target), daemon=True)
+        args = (index, inbox, self.outbox, self.target)
+        if self.gpus:
+            target, args = _gpu_worker, (self.gpus[index % len(self.gpus)], *args)
+        else:
+            target = _worker
+        proc = self.ctx.Process(target=target, args=args, daemon=True)
         proc.start()
         return {"proc": proc, "inbox": inbox, "job": None, "since": 0.0, "ready": False,
                 "spawned": time.monotonic()}
@@ -136,19 +160,34 @@ class LocalExecutor:
         self.slots = []
 
 
+def ray_connect(address: str | None = None, num_cpus: int | None = None, files: tuple[str, ...] = ()):
+    """Ray, connected to the cluster at ``address`` (``auto``: the one ``ray start`` runs on this
+    machine), or to a new local one when ``address`` is None. ``files`` (user task files) travel
+    to every worker through the job's runtime environment (``py_modules``: Ray uploads local
+    files only when the connection starts, so the first call must name them)."""
+    import ray
+
+    if not ray.is_initialized():
+        kw = {"address": address} if address else {"num_cpus": num_cpus}
+        env = {"py_modules": sorted(set(files))} if files else None
+        ray.init(include_dashboard=False, log_to_driver=False, runtime_env=env, **kw)
+    return ray
+
+
 class RayExecutor:
     """The same, on a Ray cluster (``address=None`` starts a local one): one task per job, one CPU
-    each; ``workers`` caps the jobs in flight (default: the cluster's CPUs)."""
+    each; ``workers`` caps the jobs in flight (default: the cluster's CPUs).
+
+    ``files`` (user task files) travel to the workers (:func:`ray_connect`): a worker whose disk
+    lacks a task file's path imports the shipped copy by module name
+    (:func:`search.user_task.load_task`). ``gpus`` is each job's share of a GPU (``num_gpus``;
+    Ray then sets ``CUDA_VISIBLE_DEVICES`` for the job)."""
 
     def __init__(self, workers: int | None = None, timeout: float = 120.0, address: str | None = None,
-                 target: Callable[[dict], dict] = run_job, num_cpus: int | None = None):
-        import ray
-
-        self.ray = ray
-        if not ray.is_initialized():
-            kw = {"address": address} if address else {"num_cpus": num_cpus}
-            ray.init(include_dashboard=False, log_to_driver=False, **kw)
-        self.remote = ray.remote(num_cpus=1, max_retries=0)(target)
+                 target: Callable[[dict], dict] = run_job, num_cpus: int | None = None,
+                 files: tuple[str, ...] = (), gpus: float = 0.0):
+        ray = self.ray = ray_connect(address, num_cpus, files)
+        self.remote = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=0)(target)
         self.capacity = workers or int(ray.cluster_resources().get("CPU", 1))
         self.timeout = timeout
         self.running: dict = {}  # ObjectRef -> (job, since)
@@ -190,10 +229,25 @@ class RayExecutor:
         self.running = {}
 
 
-def make_executor(kind: str, workers: int | None, timeout: float, address: str | None = None):
-    """``local`` or ``ray`` (see the classes)."""
-    if kind == "local":
-        return LocalExecutor(workers, timeout)
+def gpu_count(kind: str, address: str | None = None, files: tuple[str, ...] = ()) -> int:
+    """GPUs the executor ``kind`` can use: this machine's, or the Ray cluster's (connecting to it,
+    with ``files`` shipped: see :func:`ray_connect`)."""
     if kind == "ray":
-        return RayExecutor(workers, timeout, address)
+        return int(ray_connect(address, files=files).cluster_resources().get("GPU", 0))
+    return len(visible_gpus())
+
+
+def make_executor(kind: str, workers: int | None, timeout: float, address: str | None = None,
+                  device: str = "cpu", files: tuple[str, ...] = ()):
+    """``local`` or ``ray`` (see the classes). With ``device="cuda"`` the workers share the GPUs
+    evenly: local workers round-robin over the visible GPUs; each Ray job asks for
+    ``min(1, GPUs / workers)`` of a GPU. ``files``: user task files the Ray workers need."""
+    if kind == "local":
+        return LocalExecutor(workers, timeout, gpus=visible_gpus() if device == "cuda" else None)
+    if kind == "ray":
+        gpus = 0.0
+        if device == "cuda":
+            resources = ray_connect(address, files=files).cluster_resources()
+            gpus = min(1.0, resources.get("GPU", 0) / (workers or int(resources.get("CPU", 1))))
+        return RayExecutor(workers, timeout, address, files=files, gpus=gpus)
     raise ValueError(f"unknown executor {kind!r}; choose local or ray")

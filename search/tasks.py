@@ -320,7 +320,12 @@ def meta_tasks_for(tasks) -> tuple[str, ...]:
 
 @cache
 def get_task(name: str) -> Task:
-    """The task called ``name`` (built once per process)."""
+    """The task called ``name`` (built once per process): a built-in one, or a user task given by
+    reference, ``path/to/file.py:function`` (:func:`search.user_task.load_task`)."""
+    from .user_task import is_reference, load_task  # user tasks build on this module
+
+    if is_reference(name):
+        return load_task(name)
     if name not in FACTORIES:
         raise KeyError(f"unknown task {name!r}; choose from {', '.join(FACTORIES)}")
     return FACTORIES[name]()

@@ -1,0 +1,332 @@
+"""The user's own training problem as a search task: an ordinary ``torch.nn.Module``, its data and
+its loss, turned into the batched :class:`~search.tasks.Task` the built-in tasks use.
+
+The search trains K copies of a model at once (learning rates x initialisation seeds x
+candidates). :func:`task_from_module` runs the K copies of one module as a single computation:
+the parameters of copy k are row k of stacked ``(K, *shape)`` tensors, and
+``torch.func.vmap`` maps ``torch.func.functional_call`` over that axis. Where ``vmap`` cannot
+run a model (data-dependent Python control flow, ``.item()``, some custom ops), the copies run
+one after another instead; the task's description then says so and why.
+
+A search refers to a user task by reference, ``path/to/file.py:function`` (the function takes
+no arguments and returns a ``Task``): every worker imports the file itself, so no code travels
+through the database or the job queue. :func:`check_task` refuses a broken task once, before a
+search starts, with a located :class:`~optdsl.errors.DslError` (the CLI exits 2).
+
+Example (``examples/custom_task.py`` is a complete one)::
+
+    def make_task():
+        x, y = ...                                  # training data, a held-out split xv, yv
+        return task_from_module(
+            name="wine_mlp",
+            model=lambda: nn.Sequential(nn.Linear(13, 32), nn.ReLU(), nn.Linear(32, 3)),
+            batches=lambda t: (x[idx[t - 1]], y[idx[t - 1]]),   # minibatch of step t = 1..steps
+            loss=F.cross_entropy, steps=100, eval_batch=(xv, yv))
+
+    optdsl search --task my_task.py:make_task --budget 10m
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import importlib.util
+import math
+import os
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from functools import cache
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.func import functional_call, vmap
+
+from optdsl.errors import DslError
+
+from .tasks import Params, Task
+
+
+def _to(data, device: torch.device):
+    """``data`` (tensors in tuples, lists, dicts) with every tensor on ``device``."""
+    if isinstance(data, torch.Tensor):
+        return data.to(device)
+    if isinstance(data, (tuple, list)):
+        return type(data)(_to(x, device) for x in data)
+    if isinstance(data, dict):
+        return {k: _to(v, device) for k, v in data.items()}
+    return data
+
+
+class ModuleCopies:
+    """K copies of the module ``model()`` builds, as a function of stacked parameters.
+
+    Parameters that require grad are what the optimizer trains; frozen parameters and buffers
+    are taken from the module built with seed 0. Buffers are state: each copy keeps its own
+    (batch-norm running statistics), reset at step 1 of every training run. Steps run in
+    training mode, the held-out loss in eval mode; random ops (dropout) draw from a generator
+    seeded with the step number, the same draw for every copy, so results are reproducible and
+    comparable across candidates.
+    """
+
+    def __init__(self, model: Callable[[], nn.Module], loss: Callable):
+        self.model, self.loss_fn = model, loss
+        template = self._build(0)
+        if not isinstance(template, nn.Module):
+            raise TypeError(f"model() must return a torch.nn.Module, not {type(template).__name__}")
+        params = dict(template.named_parameters())
+        self.shapes = {n: tuple(p.shape) for n, p in params.items() if p.requires_grad}
+        if not self.shapes:
+            raise ValueError("the module has no parameter that requires grad: nothing to train")
+        self.fixed = {n: p.detach() for n, p in params.items() if n not in self.shapes}
+        self.buffers = {n: b.detach() for n, b in template.named_buffers()}
+        self.template = template
+        self.modules: dict[torch.device, nn.Module] = {}
+        self.state: tuple | None = None  # (K, device, buffers of each copy) of the run in progress
+        self.vectorized: bool | None = None  # None until the first call decides
+        self.on_fallback: Callable[[str], None] | None = None
+
+    def _build(self, seed: int) -> nn.Module:
+        with torch.random.fork_rng(devices=[]), torch.device("cpu"):
+            torch.manual_seed(seed)
+            return self.model()
+
+    def init(self, gen: torch.Generator) -> Params:
+        """The trained parameters of a fresh module, torch seeded with the generator's seed."""
+        params = dict(self._build(gen.initial_seed()).named_parameters())
+        return {n: params[n].detach().clone() for n in self.shapes}
+
+    def _module(self, device: torch.device) -> nn.Module:
+        if device not in self.modules:
+            self.modules[device] = copy.deepcopy(self.template).to(device)
+        return self.modules[device]
+
+    def _copy_buffers(self, k: int, device: torch.device, fresh: bool) -> dict[str, torch.Tensor]:
+        if fresh or self.state is None or self.state[:2] != (k, device):
+            stacked = {n: b.to(device).unsqueeze(0).repeat(k, *[1] * b.ndim) for n, b in self.buffers.items()}
+            self.state = (k, device, stacked)
+        return self.state[2]
+
+    def _one(self, module, params, buffers, fixed, x, y) -> torch.Tensor:
+        out = functional_call(module, {**params, **buffers, **fixed}, x if isinstance(x, tuple) else (x,))
+        return self.loss_fn(out, y)
+
+    def loss(self, params: Params, batch) -> torch.Tensor:
+        """``(K,)`` losses of the K copies whose parameters are ``params`` (``(K, *shape)``)."""
+        mode, t, (x, y) = batch
+        first = next(iter(params.values()))
+        k, device = first.shape[0], first.device
+        module = self._module(device).train(mode == "train")
+        buffers = self._copy_buffers(k, device, fresh=mode == "train" and t == 1)
+        fixed = {n: v.to(device) for n, v in self.fixed.items()}
+        x, y = _to(x, device), _to(y, device)
+
+        def run(vectorized: bool) -> torch.Tensor:
+            cuda = [torch.cuda.current_device()] if device.type == "cuda" else []
+            with torch.random.fork_rng(devices=cuda):
+                torch.manual_seed(t)
+                if vectorized:
+                    one = lambda p, b: self._one(module, p, b, fixed, x, y)
+                    return vmap(one, randomness="same")(params, buffers)
+                out = []
+                for i in range(k):
+                    torch.manual_seed(t)  # the same random draw for every copy, as under vmap
+                    out.append(self._one(module, {n: v[i] for n, v in params.items()},
+                                         {n: b[i] for n, b in buffers.items()}, fixed, x, y))
+                return torch.stack(out)
+
+        if self.vectorized is False:
+            return run(False)
+        try:
+            out = run(True)
+        except Exception as e:  # vmap's limits are many: the loop below tells them from the model's errors
+            if self.vectorized:
+                raise
+            buffers = self._copy_buffers(k, device, fresh=mode == "train" and t == 1)  # undo its updates
+            out = run(False)  # raises the model's own error if it is not vmap's
+            self.vectorized = False
+            if self.on_fallback is not None:
+                self.on_fallback(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+            return out
+        self.vectorized = True
+        return out
+
+
+def task_from_module(name: str, model: Callable[[], nn.Module], batches: Callable[[int], tuple],
+                     loss: Callable, steps: int, eval_batch: tuple, description: str | None = None) -> Task:
+    """A search task from ordinary torch code.
+
+    ``model()`` builds a fresh module (the search seeds torch first: seed s gives copy group s its
+    initial weights); ``batches(t)`` is the training batch ``(inputs, targets)`` of step
+    ``t = 1..steps``, the same on every call; ``loss(model(inputs), targets)`` is a scalar;
+    ``eval_batch`` is the held-out ``(inputs, targets)`` whose loss after ``steps`` steps is the
+    task's result. ``inputs`` may be a tuple of the module's positional arguments. The data may
+    live on the CPU: each batch moves to the device the search runs on.
+
+    Example:
+        >>> x, y = torch.randn(64, 4), torch.randn(64, 1)
+        >>> task = task_from_module("lin", lambda: nn.Linear(4, 1), lambda t: (x, y),
+        ...                         nn.functional.mse_loss, steps=10, eval_batch=(x, y))
+        >>> task.shapes, task.train_loss(task.unflatten(task.init_params(3)), 1).shape
+        ({'weight': (1, 4), 'bias': (1,)}, torch.Size([3]))
+    """
+    for what, f in (("model", model), ("batches", batches), ("loss", loss)):
+        if not callable(f):
+            raise TypeError(f"task_from_module: {what} must be callable, not {type(f).__name__}")
+    if not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"task_from_module: steps must be a positive int, not {steps!r}")
+    if not (isinstance(eval_batch, (tuple, list)) and len(eval_batch) == 2):
+        raise TypeError("task_from_module: eval_batch must be a pair (inputs, targets)")
+    copies = ModuleCopies(model, loss)
+    size = sum(math.prod(s) for s in copies.shapes.values())
+    text = description or f"{type(copies.template).__name__} ({size:,} parameters), {steps} steps"
+    task = Task(name, text, copies.shapes, copies.init, copies.loss, lambda t: ("train", t, batches(t)),
+                ("eval", 0, tuple(eval_batch)), steps)
+
+    def fallback(reason: str) -> None:
+        task.description = f"{text}; copies run one by one (vmap cannot run this model: {reason})"
+
+    copies.on_fallback = fallback
+    return task
+
+
+# --- references: path/to/file.py:function ---------------------------------------------------------
+def is_reference(name: str) -> bool:
+    """Whether a task name is a reference to a user task (``FILE.py:FUNCTION``).
+
+    Example:
+        >>> is_reference("examples/custom_task.py:make_task"), is_reference("mlp")
+        (True, False)
+    """
+    path, sep, _ = name.rpartition(":")
+    return bool(sep) and path.endswith(".py")
+
+
+def split_reference(ref: str, what: str = "--task") -> tuple[str, str]:
+    """``(path, function)`` of ``FILE.py:FUNCTION``; a DslError for anything else."""
+    path, sep, function = ref.rpartition(":")
+    if not sep or not path.endswith(".py") or not function.isidentifier():
+        raise DslError(f"{what} {ref!r}: expected FILE.py:FUNCTION", "optdsl search",
+                       hint="e.g. --task examples/custom_task.py:make_task")
+    return path, function
+
+
+def absolute_reference(ref: str, what: str = "--task") -> str:
+    """The reference with its file as an absolute path (workers may start elsewhere); the file
+    must exist."""
+    path, function = split_reference(ref, what)
+    if not os.path.isfile(path):
+        raise DslError(f"{what} {ref!r}: no such file: {path}", "optdsl search")
+    return f"{os.path.abspath(path)}:{function}"
+
+
+def _located(e: BaseException, path: str, message: str) -> DslError:
+    """A DslError at the deepest line of ``path`` in ``e``'s traceback (or of the file itself)."""
+    source = Path(path).read_text(encoding="utf-8", errors="replace") if os.path.isfile(path) else None
+    if isinstance(e, SyntaxError) and e.filename == path:
+        return DslError(f"{message}: {e.msg}", path, e.lineno, (e.offset or 1) - 1, source)
+    line = None
+    for frame in traceback.extract_tb(e.__traceback__):
+        if os.path.abspath(frame.filename) == os.path.abspath(path):
+            line = frame.lineno
+    return DslError(f"{message}: {type(e).__name__}: {e}", path, line, 0, source if line else None)
+
+
+def _import(path: str):
+    """The module of ``path``; on a Ray worker without that file, the module of the same name
+    that the runtime environment shipped (``py_modules``) and put on ``sys.path``."""
+    stem = os.path.splitext(os.path.basename(path))[0]
+    if not os.path.isfile(path):
+        try:
+            return importlib.import_module(stem)
+        except ImportError as e:
+            raise DslError(f"no such task file: {path} (and no module {stem!r} shipped to this worker)",
+                           path) from e
+    name = f"_optdsl_task_{abs(hash(os.path.abspath(path))):x}_{stem}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses and pickling look modules up here
+    sys.path.insert(0, os.path.dirname(os.path.abspath(path)))  # the file may import its neighbours
+    try:
+        spec.loader.exec_module(module)
+    except BaseException as e:
+        del sys.modules[name]
+        raise _located(e, path, "cannot import the task file") from e
+    finally:
+        sys.path.remove(os.path.dirname(os.path.abspath(path)))
+    return module
+
+
+@cache
+def load_task(ref: str) -> Task:
+    """The task ``FILE.py:FUNCTION`` returns (imported and built once per process)."""
+    path, function = split_reference(ref)
+    module = _import(path)
+    make = getattr(module, function, None)
+    if not callable(make):
+        defined = [n for n, v in vars(module).items()
+                   if callable(v) and getattr(v, "__module__", None) == module.__name__]
+        raise DslError(f"{path} defines no function {function!r}", path,
+                       hint=f"functions there: {', '.join(defined) or 'none'}")
+    try:
+        task = make()
+    except Exception as e:  # the user's code: say where it failed
+        raise _located(e, path, f"{function}() failed") from e
+    if not isinstance(task, Task):
+        raise DslError(f"{function}() returned {type(task).__name__}, expected a search Task", path,
+                       hint="build one with search.task_from_module(...)")
+    return task
+
+
+def check_task(ref: str, copies: int, limit: float, device: str = "cpu") -> Task:
+    """Load the task ``ref`` and run its first steps as the search will, with ``copies`` copies
+    on ``device``; a DslError says what is wrong: parameters whose shapes differ from
+    ``task.shapes``, a loss that is not one finite number per copy, a loss with no gradient, or
+    a task whose estimated evaluation (``task.steps`` steps of ``copies`` copies) takes longer
+    than ``limit`` seconds. Returns the task."""
+    path, function = split_reference(ref)
+    task = load_task(ref)
+    where = f"{function}() in {path}"
+    dev = torch.device(device)
+    try:
+        init = task.init(torch.Generator().manual_seed(0))
+        got = {n: tuple(v.shape) for n, v in init.items()}
+        if got != dict(task.shapes):
+            raise DslError(f"{where}: init gives parameters {got}, but the task's shapes are {dict(task.shapes)}",
+                           path)
+        w = task.init_copies([0, 1], max(copies // 2, 1)).to(dev).requires_grad_()
+        k = w.shape[0]
+        with torch.device(device):
+            seconds = []
+            for t in (1, 2, 3):
+                start = time.perf_counter()
+                loss = task.train_loss(task.unflatten(w), t)
+                if not isinstance(loss, torch.Tensor) or tuple(loss.shape) != (k,):
+                    shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
+                    raise DslError(f"{where}: the loss of {k} copies has shape {shape}, expected ({k},)", path,
+                                   hint="loss(outputs, targets) must return one number (a scalar) per model")
+                if t == 1 and not torch.isfinite(loss).all():
+                    raise DslError(f"{where}: the loss at the first step is not finite ({loss[0].item()})", path)
+                if not loss.requires_grad:
+                    raise DslError(f"{where}: the loss does not depend on the trained parameters", path)
+                (g,) = torch.autograd.grad(loss.sum(), w)
+                with torch.no_grad():
+                    w = (w - 1e-3 * g).requires_grad_()
+                seconds.append(time.perf_counter() - start)
+            with torch.no_grad():
+                final = task.eval_loss(task.unflatten(w))
+            if tuple(final.shape) != (k,):
+                raise DslError(f"{where}: the held-out loss of {k} copies has shape {tuple(final.shape)}, "
+                               f"expected ({k},)", path)
+    except DslError:
+        raise
+    except Exception as e:  # the user's code: say where it failed
+        raise _located(e, path, f"{where}: the first training steps failed") from e
+    estimate = min(seconds[1:]) * task.steps
+    if estimate > limit:
+        raise DslError(f"{where}: one evaluation would take about {estimate:.0f} s ({task.steps} steps of "
+                       f"{k} model copies at {min(seconds[1:]):.3g} s), more than the limit of {limit:g} s",
+                       path, hint="use fewer steps, a smaller model or smaller batches")
+    return task
