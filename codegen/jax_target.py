@@ -29,6 +29,8 @@ Example:
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from optdsl.errors import DslError
 from optdsl.ir import Call, Const, Expr, Program, Var, fresh_name, names_in, substitute, walk
 from optdsl.ops import COL, ELEMENTWISE, OPS, REDUCE, ROW, STATIC
@@ -140,38 +142,15 @@ class JaxPrinter(CodePrinter):
             return self.fill(f"jnp.logical_{expr.op}({slots})", args)
         return self.fill(OPS[expr.op].jax, args)
 
-    # --- per-step scalars: b ** t, b ** t - 1 and 1 - b ** t through exp/expm1 of t log(b) -------
-    # Without x64, jax computes ``1 - 0.999 ** step`` in float32 and cancellation leaves 4 digits
-    # (AdaX's ``(1 + 1e-4) ** step - 1``: 3). With log(b) taken as log1p(b - 1) (b - 1 in Python's
-    # float64 while b is a Python number; ``1 + c`` as c) and expm1 for the difference, the result
-    # is float32-accurate, as torch.optim's Python-float computation is. b <= 0 keeps jnp.power.
+    # Per-step scalars (see CodePrinter.per_step_power): b - 1 is Python's float64 arithmetic while
+    # b is a Python number, so log1p(b - 1) is exact to float32 even for b = 0.999.
+    PRECISE: ClassVar[dict[str, str]] = {"exp": "jnp.exp({0})", "expm1": "jnp.expm1({0})", "log1p": "jnp.log1p({0})",
+               "where": "jnp.where({0}, {1}, {2})"}
 
-    def _per_step_power(self, expr: Expr) -> bool:
+    def per_step_power(self, expr: Expr) -> bool:
         return (isinstance(expr, Call) and expr.op == "power"
                 and all(self.kind(a) in ("const", "uniform") for a in expr.args)
                 and not all(self.is_python(a) for a in expr.args))
-
-    def _exp_of_log(self, power: Call, form: str, fallback: Code) -> Code:
-        """``form`` ("jnp.exp({0})", ...) of ``t * log(b)`` where b > 0, else ``fallback``."""
-        b, t = power.args
-        c = next((x for x, y in (b.args, b.args[::-1]) if y == Const(1.0)), None) if (
-            isinstance(b, Call) and b.op == "add") else None
-        log = self.fill("jnp.log1p({0})", [c]) if c is not None else self.fill("jnp.log1p({0} - 1)", [b])
-        exponent = self.fill("{0} * {1}", [t, log])
-        return self.fill("jnp.where({0} > 0, " + form.format("{1}") + ", {2})", [b, exponent, fallback])
-
-    def _print_power(self, expr: Call) -> Code:
-        default = self.fill(OPS["power"].jax, self.operands(expr))
-        return self._exp_of_log(expr, "jnp.exp({0})", default) if self._per_step_power(expr) else default
-
-    def _print_sub(self, expr: Call) -> Code:
-        x, y = expr.args
-        for power, one, form in ((x, y, "jnp.expm1({0})"), (y, x, "-jnp.expm1({0})")):
-            if one == Const(1.0) and self._per_step_power(power):
-                plain = self.fill(OPS["power"].jax, self.operands(power))
-                fallback = self.fill(OPS["sub"].jax, [plain, one] if power is x else [one, plain])
-                return self._exp_of_log(power, form, fallback)
-        return self.fill(OPS["sub"].jax, self.operands(expr))
 
     def _print_Call(self, expr: Call) -> Code:
         op = OPS[expr.op]

@@ -41,6 +41,7 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from optdsl.errors import DslError
 from optdsl.ir import (
@@ -102,25 +103,12 @@ class TritonPrinter(CodePrinter):
         """``expr`` itself if it is a name or a number, else a temporary holding it."""
         return expr if not isinstance(expr, Call) else Var(self.temp(self._print(expr)))
 
-    # --- per-step scalars: b ** t - 1 and 1 - b ** t through expm1 of t log(b), as the jax printer
-    # does (see codegen.jax_target): AdaX's (1 + beta2) ** step - 1 keeps float32 precision.
+    PRECISE: ClassVar[dict[str, str]] = {"exp": "tl.exp({0})", "expm1": "libdevice.expm1({0})", "log1p": "libdevice.log1p({0})",
+               "where": "tl.where({0}, {1}, {2})"}  # per-step scalars: see CodePrinter.per_step_power
 
-    def _per_step_power(self, expr: Expr) -> bool:
+    def per_step_power(self, expr: Expr) -> bool:
         return (isinstance(expr, Call) and expr.op == "power"
                 and all(expr_kind(a, self.kinds, _fail) in ("const", "uniform") for a in expr.args))
-
-    def _print_sub(self, expr: Call) -> Code:
-        x, y = expr.args
-        for power, one, form in ((x, y, "libdevice.expm1({0})"), (y, x, "-libdevice.expm1({0})")):
-            if one == Const(1.0) and self._per_step_power(power):
-                b, t = power.args
-                c = next((p for p, q in (b.args, b.args[::-1]) if q == Const(1.0)), None) if (
-                    isinstance(b, Call) and b.op == "add") else None
-                log = self.fill("libdevice.log1p({0})", [c]) if c is not None else \
-                    self.fill("libdevice.log1p({0} - 1.0)", [b])
-                fast = self.fill(form, [self.fill("{0} * {1}", [t, log])])
-                return self.fill("tl.where({0} > 0, {1}, {2})", [b, fast, super()._print_Call(expr)])
-        return super()._print_Call(expr)
 
     def _print_Call(self, expr: Call) -> Code:
         op = OPS[expr.op]

@@ -20,6 +20,7 @@ import itertools
 import math
 import textwrap
 from functools import cache
+from typing import ClassVar
 
 from .ir import Call, Const, Expr, Program, Var
 from .ops import OPS
@@ -279,11 +280,54 @@ class CodePrinter(Printer):
             return Code(template.format(*texts), precedence_of(texts[0]))
         return Code(template.format(*texts), prec)
 
+    def operands(self, expr: Call) -> list:
+        """What fills ``expr``'s template: its arguments (printers that expand or convert override)."""
+        return list(expr.args)
+
     def _print_Call(self, expr: Call) -> Code:
         template = getattr(OPS[expr.op], self.target)
         if template is None:
             raise NotImplementedError(f"{type(self).__name__} cannot print {expr.op}()")
-        return self.fill(template, expr.args)
+        return self.fill(template, self.operands(expr))
+
+    # --- per-step scalars: b ** t, b ** t - 1 and 1 - b ** t through exp/expm1 of t log(b) --------
+    # In float32, ``1 - 0.999 ** step`` keeps 4 digits after cancellation and AdaX's
+    # ``(1 + 1e-4) ** step - 1`` 3. With log(b) taken as log1p(b - 1) (``1 + c`` as log1p(c)) and
+    # expm1 for the difference, the result is float32-accurate, as torch.optim's Python-float
+    # computation is. b <= 0 keeps the op's own spelling.
+
+    #: The target's spellings of exp, expm1, log1p and where for that rewrite (None: no rewrite).
+    PRECISE: ClassVar[dict[str, str] | None] = None
+
+    def per_step_power(self, expr: Expr) -> bool:
+        """Is ``expr`` a ``power`` of per-step scalars (no tensor involved)? Printers with kinds say."""
+        return False
+
+    def _exp_of_log(self, power: Call, form: str, fallback: Code) -> Code:
+        """``form`` (a PRECISE spelling) of ``t * log(b)`` where ``b > 0``, else ``fallback``."""
+        b, t = power.args
+        c = next((x for x, y in (b.args, b.args[::-1]) if y == Const(1.0)), None) if (
+            isinstance(b, Call) and b.op == "add") else None
+        log = self.fill(self.PRECISE["log1p"], [c if c is not None else self.fill("{0} - 1.0", [b])])
+        fast = self.fill(form, [self.fill("{0} * {1}", [t, log])])
+        return self.fill(self.PRECISE["where"], [self.fill("{0} > 0", [b]), fast, fallback])
+
+    def _plain(self, expr: Call) -> Code:
+        return self.fill(getattr(OPS[expr.op], self.target), self.operands(expr))
+
+    def _print_power(self, expr: Call) -> Code:
+        if self.PRECISE and self.per_step_power(expr):
+            return self._exp_of_log(expr, self.PRECISE["exp"], self._plain(expr))
+        return self._print_Call(expr)
+
+    def _print_sub(self, expr: Call) -> Code:
+        x, y = expr.args
+        if self.PRECISE:
+            for power, one, form in ((x, y, self.PRECISE["expm1"]), (y, x, "-" + self.PRECISE["expm1"])):
+                if one == Const(1.0) and self.per_step_power(power):
+                    spelled = [self._plain(power), one] if power is x else [one, self._plain(power)]
+                    return self._exp_of_log(power, form, self.fill(getattr(OPS["sub"], self.target), spelled))
+        return self._print_Call(expr)
 
 
 class DslPrinter(Printer):
