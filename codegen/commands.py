@@ -3,7 +3,8 @@
     optdsl compile SRC --target torch|triton|jax [-o OUT.py]   (stdout without -o)
     optdsl bench [--quick] [--suite cpu|jax|gpu|all] [--out docs/benchmarks.md]
 
-``compile`` writes atomically (a temporary file, then a rename): OUT is never half-written.
+``compile`` writes atomically (a temporary file, then a rename): OUT is never half-written; a
+symlink is written through, and a folder or device at OUT is refused (exit 2).
 ``bench`` prints each suite as a table; with ``--out`` it also replaces that suite's section of the
 file (a plain run leaves the tracked docs/benchmarks.md alone).
 """
@@ -21,8 +22,10 @@ SUITES = {"cpu": "codegen.bench", "jax": "codegen.bench_jax", "gpu": "codegen.be
 
 
 def cmd_compile(args) -> int:
-    from .generated import write_atomic
+    from .generated import output_path, write_atomic
 
+    if args.out:
+        output_path(args.out)  # a folder, a device, a missing folder: refused before any work
     text = codegen.emit(load(args.src), args.target)
     if args.out:
         write_atomic(args.out, text)

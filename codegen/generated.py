@@ -16,8 +16,9 @@ from __future__ import annotations
 import linecache
 import math
 import os
+import secrets
+import stat
 import sys
-import tempfile
 import types
 
 from optdsl.errors import DslError
@@ -75,16 +76,96 @@ def load_module(source: str, name: str) -> types.ModuleType:
     return module
 
 
-def write_atomic(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename: readers see the old file or
-    the new one, never half of one."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".optdsl-", suffix=".tmp", dir=directory)
+def output_path(path: str) -> str:
+    """The file a write to ``path`` lands in: ``path`` with symlinks resolved (a link is written
+    through, never replaced). DslError, before anything is written, when that is not a regular
+    file (a directory, a device such as ``/dev/full``, a FIFO, a socket) or its folder is missing
+    or not writable.
+
+    Example:
+        >>> output_path("/dev/null")
+        Traceback (most recent call last):
+        optdsl.errors.DslError: /dev/null: is not a regular file (a device); refusing to replace it
+    """
+    target = os.path.realpath(path)
+    shown = path if target == os.path.abspath(path) else f"{path} (-> {target})"
+    try:
+        mode = os.stat(target).st_mode
+    except FileNotFoundError:
+        mode = None
+    except OSError as e:  # a symlink loop, a name too long, a folder we may not search
+        raise DslError(f"cannot write: {e.strerror}", path) from None
+    if mode is not None and not stat.S_ISREG(mode):
+        kind = "a directory" if stat.S_ISDIR(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(
+            mode) else "a FIFO or socket"
+        raise DslError(f"is not a regular file ({kind}); refusing to replace it", shown,
+                       hint="give a file name" if stat.S_ISDIR(mode) else None)
+    folder = os.path.dirname(target)
+    if not os.path.isdir(folder):
+        raise DslError(f"cannot write: no such folder {folder}", shown)
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise DslError(f"cannot write: the folder {folder} is not writable", shown)
+    return target
+
+
+def write_atomic(path: str, text: str) -> str:
+    """Write ``text`` (UTF-8) to ``path`` atomically: readers see the old file or the new one,
+    never half of one, and a failure (disk full, Ctrl-C) leaves the old file as it was.
+
+    The text goes to a temporary file beside the target, is flushed to disk (fsync), then renamed
+    over it. A symlink is written through (its target is replaced); a new file gets the umask's
+    mode (``0o666 & ~umask``, as a shell redirection would), a replaced one keeps its mode. Paths
+    :func:`output_path` refuses raise DslError and nothing is written. Returns ``path``.
+
+    Example::
+
+        write_atomic("out/adamw_torch.py", codegen.emit(program, "torch"))
+    """
+    target = output_path(path)
+    try:
+        mode = stat.S_IMODE(os.stat(target).st_mode)
+    except FileNotFoundError:
+        mode = None
+    folder, name = os.path.split(target)
+    for _ in range(100):  # a random name taken already: draw again
+        tmp = os.path.join(folder, f".{name}.{secrets.token_hex(4)}.tmp")
+        try:
+            # O_EXCL: never follow or reuse something already there; 0o666: the kernel applies the umask.
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
+            break
+        except FileExistsError:
+            continue
+        except OSError as e:
+            raise DslError(f"cannot write: {e.strerror}", path) from None
+    else:
+        raise DslError(f"cannot write: no free temporary name in {folder}", path)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+            f.flush()
+            if mode is not None:
+                os.fchmod(f.fileno(), mode)
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException as e:
+        if os.path.lexists(tmp):
             os.unlink(tmp)
+        if isinstance(e, OSError):  # disk full, quota, the folder vanished
+            raise DslError(f"cannot write: {e.strerror or e}", path) from None
         raise
+    _fsync_folder(folder)
+    return path
+
+
+def _fsync_folder(folder: str) -> None:
+    """Make the rename durable (best effort: some file systems cannot open a folder)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

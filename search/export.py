@@ -18,7 +18,8 @@ import os
 from dataclasses import replace
 
 import codegen
-from codegen.generated import write_atomic as _write_atomic
+from codegen.generated import write_atomic
+from optdsl.errors import DslError
 from optdsl.ir import Hyper, Program
 from optdsl.parser import parse
 from optdsl.passes import eliminate_dead_code
@@ -29,11 +30,17 @@ from .selection import ranked, winner
 from .store import Store
 
 
-def write_atomic(path: str, text: str) -> str:
-    """``codegen``'s atomic write (temporary file + rename), creating the folder; returns ``path``."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    _write_atomic(path, text)
-    return path
+def output_folder(outdir: str) -> str:
+    """``outdir``, created (with its parents) if missing; DslError, with nothing created, when it
+    exists but is not a folder (``export -o existing_file``) or cannot be created."""
+    if os.path.exists(outdir) and not os.path.isdir(outdir):
+        raise DslError("exists and is not a folder; export writes several files into a folder", outdir,
+                       hint="give a new or existing folder")
+    try:
+        os.makedirs(outdir, exist_ok=True)
+    except OSError as e:
+        raise DslError(f"cannot create the folder: {e.strerror}", outdir) from None
+    return outdir
 
 
 def preferred_lr(row: dict) -> float:
@@ -70,6 +77,7 @@ def exported_program(row: dict) -> Program:
 def export_row(row: dict, outdir: str, targets=("torch", "jax")) -> list[str]:
     """Write the DSL file and one generated module per target; returns the paths."""
     program = exported_program(row)
+    output_folder(outdir)
     paths = [write_atomic(os.path.join(outdir, f"{program.name}.py"), to_source(program))]
     for target in targets:
         paths.append(write_atomic(os.path.join(outdir, f"{program.name}_{target}.py"),
@@ -81,6 +89,7 @@ def export_top(store: Store, k: int, outdir: str, targets=("torch", "jax")) -> l
     """Export the ``k`` best distinct programs of the store, best first (held-out evidence
     first: :func:`search.selection.ranked`)."""
     paths = []
+    output_folder(outdir)
     for row in ranked(store, k):
         paths += export_row(row, outdir, targets)
     return paths
