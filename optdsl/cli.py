@@ -4,13 +4,24 @@ Subcommands come from ``optdsl.commands`` (check, show, simplify, equiv, cost, z
 ``codegen.commands`` (compile, bench) and ``search.commands`` (search, report, export). Each
 module exposes ``register(subparsers)`` and sets ``func`` on its parsers; ``func(args)``
 returns the exit code.
+
+Exit status: 0 done; 1 a negative answer (``equiv``: not equivalent); 2 bad input, a bad
+command line or a file the command cannot use (one ``error:`` line on stderr, never a
+traceback); 130 stopped by Ctrl-C or SIGTERM, which are handled alike (SIGTERM is turned into
+Ctrl-C's KeyboardInterrupt); 141 when stdout's reader has gone (``| head``). A search stops on
+Ctrl-C or SIGTERM as at the end of its budget: finished evaluations are kept,
+``best_optimizer.py`` is written and the exit status is 0.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import os
+import signal
 import sys
+import threading
 
 from .errors import DslError
 
@@ -31,17 +42,52 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextlib.contextmanager
+def sigterm_as_ctrl_c():
+    """While active, SIGTERM raises KeyboardInterrupt as Ctrl-C does, so ``kill PID`` (or a job
+    scheduler's stop) unwinds the same cleanup: workers stopped, results kept, files closed. The
+    previous handler is restored after (``main`` may run inside a test or another program).
+    Only the main thread can set handlers; elsewhere this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run ``optdsl ARGV``; returns the exit status (see the module docstring).
+
+    Example:
+        >>> main(["check", "lion"])
+        ok: lion (3 statements, states: m)
+        0
+    """
     parser = make_parser()
     args = parser.parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except DslError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    with sigterm_as_ctrl_c():
+        try:
+            return int(args.func(args) or 0)
+        except DslError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            return 130
+        except BrokenPipeError:  # `optdsl zoo | head -1`: the reader left; exit as tools killed by SIGPIPE
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+            return 141
+        except OSError as e:  # the system refused a file operation: the user's to fix, not a bug
+            where = f"{e.filename}: " if e.filename else ""
+            print(f"error: {where}{e.strerror or e}", file=sys.stderr)
+            return 2
 
 
 if __name__ == "__main__":

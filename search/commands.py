@@ -18,6 +18,7 @@ import re
 
 from rich.console import Console
 
+from codegen.generated import output_path
 from optdsl.errors import DslError
 from optdsl.latex import to_latex
 from optdsl.printer import to_source
@@ -76,6 +77,58 @@ def _inits(text: str) -> str:
     return ",".join(names)
 
 
+# The whole numbers each count may be: below, nothing would run; above, the machine could not
+# (a million worker processes) or SQLite could not count that far (LIMIT takes 64-bit integers).
+LIMITS = {"workers": (1, 4096), "evals": (1, 2**62), "population": (1, 10**6), "tournament": (1, 10**6),
+          "seed": (0, 2**63 - 1), "top": (1, 10**6), "batch": (1, 10**4)}
+
+
+def _check_count(name: str, value, where: str) -> None:
+    """DslError unless ``value`` is None (not given) or a whole number within ``LIMITS[name]``."""
+    low, high = LIMITS[name]
+    if value is not None and (type(value) is not int or not low <= value <= high):
+        flag = f"--{name}" if where.startswith("optdsl") else name
+        raise DslError(f"{flag} {value!r}: must be a whole number from {low} to {high}", where)
+
+
+def _validate_args(args) -> None:
+    """Refuse, with exit 2 and before any work, the values a command cannot run with: no
+    workers, an empty population, a tournament larger than it, a non-positive budget or
+    evaluation count, ``--top`` below 1, ``report -o`` naming a file that is not a folder."""
+    command = args.command
+    _check_count("top", getattr(args, "top", None), f"optdsl {command}")
+    if command == "report" and args.output and os.path.exists(args.output) and not os.path.isdir(args.output):
+        raise DslError("-o: exists and is not a folder; the plots are written into a folder", args.output)
+    if command != "search":
+        return
+    for name in ("workers", "evals", "population", "tournament", "seed"):
+        _check_count(name, getattr(args, name), "optdsl search")
+    if not args.resume and args.tournament > args.population:
+        raise DslError(f"--tournament {args.tournament} is larger than --population {args.population}",
+                       "optdsl search", hint="a tournament samples that many members of the population")
+    if args.evals is None and not 0 < parse_budget(args.budget) < math.inf:
+        raise DslError(f"--budget {args.budget!r}: must be more than 0 seconds", "optdsl search")
+
+
+def _stored_config(store: Store) -> SearchConfig:
+    """The settings ``--resume`` continues with, checked as the command line's are (a damaged or
+    hand-edited database is a DslError, not a crash halfway through)."""
+    stored = store.get_meta("config")
+    if stored is None:
+        raise DslError("holds no search to resume", store.path)
+    try:
+        config = SearchConfig.from_dict(stored)
+        _tasks(",".join(config.tasks))
+        for name in ("population", "tournament", "seed", "batch"):
+            _check_count(name, getattr(config, name), "stored")
+        if config.tournament > config.population or not config.inits:
+            raise ValueError("tournament larger than population, or no warm start")
+    except (DslError, TypeError, ValueError, KeyError, AttributeError) as e:
+        reason = e.message if isinstance(e, DslError) else f"{type(e).__name__}: {e}"
+        raise DslError(f"its stored search settings are unusable ({reason})", store.path) from None
+    return config
+
+
 def _task_lists(args) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """``(tasks, meta_tasks)`` from ``--tasks``, ``--task`` and ``--meta-task``: user tasks become
     absolute references (workers may start in another folder); ``--task`` without ``--tasks``
@@ -126,17 +179,20 @@ def _check_user_tasks(config: SearchConfig, console: Console) -> None:
 
 
 def cmd_search(args) -> int:
+    _validate_args(args)
     console = Console()
     seconds = None if args.evals else parse_budget(args.budget)
     if args.resume:
         if not os.path.exists(args.resume):
             raise DslError(f"--resume: no such search database: {args.resume}")
         db = args.resume
-        store = Store(db)
-        stored = store.get_meta("config")
-        if stored is None:
-            raise DslError(f"{db} holds no search to resume")
-        config = SearchConfig.from_dict(stored)
+        output_path(_best_path(db))  # refused now, not after the search
+        store = Store(db, exclusive=True)  # one search per database
+        try:
+            config = _stored_config(store)
+        except DslError:
+            store.close()
+            raise
         console.print(f"resuming {db}: {store.count()} programs scored so far")
         try:
             config.device = _device(args, _task_files(config))  # scores agree across devices
@@ -155,7 +211,8 @@ def cmd_search(args) -> int:
                               seed=args.seed, tasks=tasks, meta_tasks=meta_tasks)
         config.device = _device(args, _task_files(config))
         _check_user_tasks(config, console)
-        store = Store(db)
+        output_path(_best_path(db))
+        store = Store(db, exclusive=True)
     executor = make_executor(args.executor, args.workers, JOB_TIMEOUT, args.ray_address, config.device,
                              _task_files(config))
     try:
@@ -167,7 +224,7 @@ def cmd_search(args) -> int:
         console.print("interrupted: every finished evaluation is in the database")
     finally:
         executor.close()
-    best = write_best(store, os.path.join(os.path.dirname(os.path.abspath(db)), "best_optimizer.py"))
+    best = write_best(store, _best_path(db))
     if best is None:
         console.print("no program scored yet")
         store.close()
@@ -182,22 +239,23 @@ def cmd_search(args) -> int:
     return 0
 
 
+def _best_path(db: str) -> str:
+    """Where a search writes its winner: ``best_optimizer.py`` beside its database."""
+    return os.path.join(os.path.dirname(os.path.abspath(db)), "best_optimizer.py")
+
+
 def cmd_report(args) -> int:
-    if not os.path.exists(args.path):
-        raise DslError(f"no such search database: {args.path}")
-    store = Store(args.path)
-    report(store, args.output, top=args.top)
-    store.close()
+    _validate_args(args)
+    with Store(args.path, readonly=True) as store:  # report only reads: the file is never written
+        report(store, args.output, top=args.top)
     return 0
 
 
 def cmd_export(args) -> int:
-    if not os.path.exists(args.path):
-        raise DslError(f"no such search database: {args.path}")
-    store = Store(args.path)
-    for p in export_top(store, args.top, args.output):
-        print(p)
-    store.close()
+    _validate_args(args)
+    with Store(args.path, readonly=True) as store:
+        for p in export_top(store, args.top, args.output):
+            print(p)
     return 0
 
 

@@ -1,0 +1,56 @@
+"""Search, report and export arguments are checked before any work starts (issue 11): a value
+the command cannot run with is exit 2 with a message naming the flag, and no file appears."""
+
+import os
+
+import pytest
+from stores import small_search_db
+
+from optdsl.cli import main
+
+SEARCH = ["search", "--tasks", "quadratic"]
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--workers", "-1"], "--workers -1: must be a whole number from 1 to 4096"),
+    (["--workers", "0"], "--workers 0: must be a whole number from 1 to 4096"),
+    (["--workers", "100000"], "--workers 100000: must be a whole number from 1 to 4096"),
+    (["--population", "0"], "--population 0: must be a whole number from 1 to 1000000"),
+    (["--population", "9" * 20], f"--population {'9' * 20}: must be a whole number from 1 to"),
+    (["--tournament", "0"], "--tournament 0: must be a whole number from 1 to 1000000"),
+    (["--population", "4", "--tournament", "5"], "--tournament 5 is larger than --population 4"),
+    (["--evals", "0"], "--evals 0: must be a whole number from 1 to"),
+    (["--evals", "-3"], "--evals -3: must be a whole number from 1 to"),
+    (["--budget", "0"], "--budget '0': must be more than 0 seconds"),
+    (["--budget", "0s"], "--budget '0s': must be more than 0 seconds"),
+    (["--budget", "ten minutes"], "--budget 'ten minutes': expected e.g. 90s, 10m, 1h30m"),
+    (["--seed", "-1"], "--seed -1: must be a whole number from 0 to"),
+])
+def test_search_refuses_values_it_cannot_run_with(flags, message, tmp_path, capsys):
+    db = tmp_path / "s.sqlite"
+    assert main([*SEARCH, "--db", str(db), *flags]) == 2
+    assert f"error: optdsl search: {message}" in capsys.readouterr().err
+    assert os.listdir(tmp_path) == []  # no database, no best_optimizer.py
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["export", "{db}", "--top", "0", "-o", "{out}"], "optdsl export: --top 0: must be a whole number from 1"),
+    (["export", "{db}", "--top", "-1", "-o", "{out}"], "optdsl export: --top -1: must be a whole number from 1"),
+    (["report", "{db}", "--top", "0"], "optdsl report: --top 0: must be a whole number from 1 to 1000000"),
+    (["export", "{db}", "-o", "{db}"], "{db}: exists and is not a folder"),
+    (["report", "{db}", "-o", "{db}"], "{db}: -o: exists and is not a folder"),
+])
+def test_report_and_export_refuse_bad_values(argv, message, tmp_path, capsys):
+    db = small_search_db(str(tmp_path / "s.sqlite"))
+    out = str(tmp_path / "out")
+    fill = {"db": db, "out": out}
+    assert main([a.format(**fill) for a in argv]) == 2
+    assert f"error: {message.format(**fill)}" in capsys.readouterr().err
+    assert os.listdir(tmp_path) == ["s.sqlite"]
+
+
+def test_search_where_best_optimizer_cannot_be_written_is_refused_up_front(tmp_path, capsys):
+    (tmp_path / "best_optimizer.py").mkdir()
+    assert main([*SEARCH, "--db", str(tmp_path / "s.sqlite"), "--evals", "1"]) == 2
+    assert "best_optimizer.py: is not a regular file (a directory)" in capsys.readouterr().err
+    assert sorted(os.listdir(tmp_path)) == ["best_optimizer.py"]

@@ -1,0 +1,198 @@
+"""The store opens only its own databases, leaves every other file as it was, lets one search
+write at a time, and skips a row it cannot read (issue 11)."""
+
+import hashlib
+import os
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+from stores import small_search_db
+
+from optdsl.cli import main
+from optdsl.errors import DslError
+from search.store import APPLICATION_ID, SCHEMA, SCHEMA_VERSION, Store, schema_version
+
+
+def snapshot(folder) -> dict:
+    """Every file under ``folder``: bytes, mode and mtime (what "left as it was" means)."""
+    out = {}
+    for root, dirs, files in os.walk(folder):
+        for name in dirs + files:
+            p = os.path.join(root, name)
+            st = os.lstat(p)
+            data = Path(p).read_bytes() if os.path.isfile(p) and not os.path.islink(p) else b""
+            out[os.path.relpath(p, folder)] = (st.st_mode, st.st_mtime_ns, hashlib.sha256(data).hexdigest())
+    return out
+
+
+@pytest.fixture
+def db(tmp_path):
+    return small_search_db(str(tmp_path / "s.sqlite"))
+
+
+def _damaged(kind: str, tmp_path, good: str) -> str:
+    data = Path(good).read_bytes()
+    path = tmp_path / f"{kind}.sqlite"
+    if kind == "truncated":
+        path.write_bytes(data[: len(data) // 2])
+    elif kind == "bit-flipped":  # the type byte of page 2, a b-tree page: SQLite's check must notice
+        page = int.from_bytes(data[16:18], "big")
+        path.write_bytes(data[:page] + bytes([data[page] ^ 0x40]) + data[page + 1:])
+    elif kind == "random":
+        path.write_bytes(bytes((i * 97 + 13) % 256 for i in range(len(data))))
+    elif kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "text":
+        path.write_text("def train(w, g, lr):\n    return lr * g\n")
+    elif kind == "folder":
+        path.mkdir()
+    elif kind == "foreign":
+        with sqlite3.connect(path) as c:
+            c.execute("CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT)")
+            c.execute("INSERT INTO customers (name) VALUES ('Ada')")
+        c.close()
+    elif kind == "other-app":  # right tables, another program's marker
+        path.write_bytes(data[:68] + (0x12345678).to_bytes(4, "big") + data[72:])
+    return str(path)
+
+
+KINDS = ["truncated", "bit-flipped", "random", "empty", "text", "folder", "foreign", "other-app"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_foreign_or_damaged_files_are_refused_and_left_as_they_were(kind, tmp_path, db, capsys):
+    path = _damaged(kind, tmp_path, db)
+    os.remove(db)
+    before = snapshot(tmp_path)
+    for argv in (["report", path], ["export", path, "-o", str(tmp_path / "out")],
+                 ["search", "--resume", path, "--evals", "1", "--workers", "1"]):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {path}: ") and "Traceback" not in err
+    assert snapshot(tmp_path) == before  # no -wal/-shm, no WAL switch, no new tables, no export folder
+
+
+def test_foreign_schema_keeps_its_journal_mode_and_tables(tmp_path, db):
+    path = _damaged("foreign", tmp_path, db)
+    with pytest.raises(DslError, match="not an optdsl search database .tables: customers"):
+        Store(path)
+    with sqlite3.connect(path) as c:
+        assert c.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+        assert [r[0] for r in c.execute("SELECT name FROM sqlite_master")] == ["customers"]
+    c.close()
+
+
+def test_new_database_carries_marker_and_version(tmp_path):
+    path = str(tmp_path / "n.sqlite")
+    Store(path).close()
+    header = Path(path).read_bytes()[:100]
+    assert int.from_bytes(header[68:72], "big") == APPLICATION_ID
+    assert int.from_bytes(header[60:64], "big") == SCHEMA_VERSION == schema_version(path)
+    assert os.listdir(tmp_path) == ["n.sqlite"]  # the temporary it was built in is gone
+
+
+def test_database_appears_complete_or_not_at_all(tmp_path):
+    """Regression (kill-and-resume under -n 2: "no such table: programs"): whoever sees the
+    file sees its tables, because it is built aside and linked into place."""
+    paths = [str(tmp_path / f"c{i}.sqlite") for i in range(20)]
+    problems, done = [], threading.Event()
+
+    def watch():
+        while not done.is_set():
+            for p in paths:
+                if os.path.exists(p):
+                    try:
+                        schema_version(p)
+                    except DslError as e:
+                        problems.append(str(e))
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        for p in paths:
+            Store(p).close()
+    finally:
+        done.set()
+        watcher.join()
+    assert problems == []
+
+
+def _legacy(path: str) -> str:
+    """A database as written before the marker: today's tables, application_id 0, WAL."""
+    c = sqlite3.connect(path, isolation_level=None)
+    c.execute("PRAGMA journal_mode=WAL")
+    c.executescript(SCHEMA)
+    c.execute("INSERT INTO meta VALUES ('seed', '0')")
+    c.close()
+    return path
+
+
+def test_databases_written_before_the_marker_are_read_and_then_marked(tmp_path):
+    path = _legacy(str(tmp_path / "old.sqlite"))
+    before = snapshot(tmp_path)
+    with Store(path, readonly=True) as store:  # reading does not migrate
+        assert store.get_meta("seed") == 0
+    assert snapshot(tmp_path) == before and schema_version(path) == 0
+    with Store(path) as store:
+        assert store.get_meta("seed") == 0
+    assert schema_version(path) == SCHEMA_VERSION
+
+
+def test_bad_settings_json_refuses_resume(db, capsys):
+    with sqlite3.connect(db) as c:
+        c.execute("UPDATE meta SET value = '{\"population\": ' WHERE key = 'config'")
+    c.close()
+    assert main(["search", "--resume", db, "--evals", "1", "--workers", "1"]) == 2
+    assert "setting 'config' is unreadable (JSONDecodeError" in capsys.readouterr().err
+    assert main(["report", db]) == 0  # the programs are still readable
+
+
+def test_unusable_settings_refuse_resume(db, capsys):
+    with sqlite3.connect(db) as c:
+        c.execute("""UPDATE meta SET value = '{"population": 0, "tasks": ["quadratic"]}' WHERE key = 'config'""")
+    c.close()
+    assert main(["search", "--resume", db, "--evals", "1", "--workers", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "stored search settings are unusable (population 0: must be a whole number from 1 to" in err
+
+
+def test_read_only_database_refuses_resume_but_reads(db, capsys):
+    os.chmod(db, 0o444)
+    before = snapshot(os.path.dirname(db))
+    assert main(["search", "--resume", db, "--evals", "1", "--workers", "1"]) == 2
+    assert "is read-only" in capsys.readouterr().err
+    assert main(["report", db]) == 0
+    assert snapshot(os.path.dirname(db)) == before
+
+
+def test_one_search_writes_a_database_at_a_time(db, capsys):
+    with Store(db, exclusive=True):
+        assert main(["search", "--resume", db, "--evals", "1", "--workers", "1"]) == 2
+        assert "is in use by another search" in capsys.readouterr().err
+        with pytest.raises(DslError, match="in use"):
+            Store(db, exclusive=True)
+        assert main(["report", db]) == 0  # reading a running search is fine
+    Store(db, exclusive=True).close()  # released with the first
+
+
+def test_unreadable_rows_are_skipped_with_a_warning(db, tmp_path, capsys):
+    with sqlite3.connect(db) as c:
+        c.execute("UPDATE programs SET source = CAST(x'64656680ff' AS TEXT) WHERE id = 1")  # not UTF-8
+        c.execute("UPDATE programs SET task_score = '{bad' WHERE id = 2")
+        # the best row's source no longer parses: export and report fall back to the next best
+        c.execute("INSERT INTO programs (created, source, live_source, structural_hash, fingerprint, status,"
+                  " fitness, n_statements, n_live) VALUES (0, 'def (', '', 'h', 'f', 'ok', 9.0, 1, 1)")
+    c.close()
+    with Store(db, readonly=True) as store:
+        assert [r["id"] for r in store.all()] == [3, 4]
+        assert [r["id"] for r in store.recent(4)] == [3]  # the population a resume starts from
+        assert [r["id"] for r in store.top(5)] == [3]
+    err = capsys.readouterr().err
+    assert "program #1 is unreadable (column source holds bytes); skipped" in err
+    assert "program #2 is unreadable (Expecting property name" in err and "program #4" in err
+    assert err.count("program #1 ") == 1  # once per row and store, not once per query
+    assert main(["report", db]) == 0
+    assert main(["export", db, "--top", "1", "-o", str(tmp_path / "out")]) == 0
+    assert sorted(os.listdir(tmp_path / "out")) == ["found_3.py", "found_3_jax.py", "found_3_torch.py"]
