@@ -59,6 +59,14 @@ def test_constants_fold_to_ieee_values(text, value):
     np.testing.assert_array_equal(update["w"], [value, value])
 
 
+def test_folding_keeps_the_sign_of_zero():
+    # -0.0 + 0 is 0.0: folding `x + 0` to `x` turned reciprocal(+0.0) = inf into -inf.
+    p = parse("def f(w, g, lr):\n    return lr * reciprocal(g * 0 + 0)\n")
+    assert to_source(fold(p)).endswith("return lr * reciprocal(g * 0 + 0)\n")
+    opt = Interpreter(p, lr=1.0)
+    update, _ = opt.updates({"w": np.ones(1)}, {"w": -np.ones(1)}, opt.init({"w": np.ones(1)}), 1)
+    assert update["w"][0] == np.inf
+
 def test_literals_that_do_not_fit_a_float64_are_located_errors():
     for text in ["1" + "0" * 400, "1e400", "-1e999"]:
         with pytest.raises(DslError, match="does not fit in a float64") as info:

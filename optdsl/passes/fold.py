@@ -3,9 +3,9 @@
 Calls whose arguments are all constants are evaluated with the op's numpy form in float64, as
 the interpreter would: ``1 / 0`` is ``inf``, ``0 / 0``, ``1 % 0`` and ``(-1) ** 0.5`` are ``nan``,
 ``10 ** 1000`` is ``inf`` (IEEE results, never an exception); names bound to constants are
-propagated; a few identities that hold for every
-IEEE value are applied (``x * 1``, ``x + 0``, ``x - 0``, ``x / 1``, ``x ** 1``, ``--x``, and
-``where`` with a constant condition). Given a parameter ``shape``, ``ndim(w)``, ``size(w)`` and
+propagated; identities that hold for every IEEE value are applied (``x * 1``, ``x - 0``,
+``x / 1``, ``x ** 1``, ``--x``, and ``where`` with a constant condition) -- not ``x + 0``, which
+turns -0.0 into 0.0 (and ``1 / x`` from -inf into inf). Given a parameter ``shape``, ``ndim(w)``, ``size(w)`` and
 ``dim(w, i)`` become numbers first, so static branches resolve. ``values`` binds
 hyperparameters (``{"beta1": 0.95}``) to numbers.
 
@@ -74,10 +74,9 @@ def fold_expr(expr: Expr, shape: tuple[int, ...] | None = None) -> Expr:
         return constant(op.numpy(*[np.float64(a.value) for a in args]))
     a0 = args[0]
     a1 = args[1] if len(args) > 1 else None
-    if (op.name in ("mul",) and _is(a1, 1)) or (op.name in ("add", "sub") and _is(a1, 0)) or (
-            op.name in ("div", "power") and _is(a1, 1)):
+    if (op.name in ("mul", "div", "power") and _is(a1, 1)) or (op.name == "sub" and _is(a1, 0)):
         return a0
-    if (op.name == "mul" and _is(a0, 1)) or (op.name == "add" and _is(a0, 0)):
+    if op.name == "mul" and _is(a0, 1):
         return a1
     if op.name == "neg" and isinstance(a0, Call) and a0.op == "neg":
         return a0.args[0]
