@@ -107,7 +107,7 @@ class TritonPrinter(CodePrinter):
                "where": "tl.where({0}, {1}, {2})"}  # per-step scalars: see CodePrinter.per_step_power
 
     def per_step_power(self, expr: Expr) -> bool:
-        return (isinstance(expr, Call) and expr.op == "power"
+        return (isinstance(expr, Call) and expr.op == "power" and free_vars(expr) <= self.kinds.keys()
                 and all(expr_kind(a, self.kinds, _fail) in ("const", "uniform") for a in expr.args))
 
     def _print_Call(self, expr: Call) -> Code:
