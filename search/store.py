@@ -83,7 +83,7 @@ COLUMN_TYPES = {"id": _INT, "created": _NUM, "parent": _INT, "mutation": _TEXT, 
                 "meta_fitness": _NUM, "meta_task_score": _TEXT, "memory": _NUM, "n_statements": _INT,
                 "n_live": _INT, "cached_from": _INT, "eval_seconds": _NUM, "error": _TEXT}
 NOT_NULL = {"id", "created", "source", "live_source", "structural_hash", "fingerprint", "status",
-            "n_statements", "n_live"}
+            "memory", "n_statements", "n_live"}
 TABLES = {"meta": {"key", "value"}, "baselines": {"task", "loss", "lr", "seconds"},
           "programs": set(COLUMN_TYPES)}
 

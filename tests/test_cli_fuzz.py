@@ -29,12 +29,13 @@ PIECES = [b"(", b")", b"**", b"[0]", b"lambda x: x", b"__import__('os').system('
 
 
 def snapshot(folder: Path) -> dict:
-    """Every entry under ``folder``: kind, mode, mtime and bytes."""
+    """Every entry under ``folder``: kind, mode, mtime and bytes (a folder's mtime is left out: it
+    changes when an output is created inside it, and what is inside is listed anyway)."""
     out = {}
     for p in sorted(folder.rglob("*")):
         st = os.lstat(p)
         data = p.read_bytes() if p.is_file() and not p.is_symlink() else None
-        out[str(p.relative_to(folder))] = (st.st_mode, st.st_mtime_ns, data)
+        out[str(p.relative_to(folder))] = (st.st_mode, None if p.is_dir() else st.st_mtime_ns, data)
     return out
 
 
@@ -165,18 +166,19 @@ def test_hostile_flags_and_paths(scratch, capsys):
     paths = _paths(scratch)
     for case in range(CASES):
         argv = random_argv(rng, paths)
+        # What a command may write: its -o file or folder (through a link), never a FIFO or device.
+        out = os.path.realpath(argv[argv.index("-o") + 1]) if "-o" in argv[:-1] else None
+        special = out is not None and os.path.exists(out) and not (os.path.isfile(out) or os.path.isdir(out))
+        outputs = {os.path.relpath(out, scratch)} if out and not special else set()
         before = snapshot(scratch)
         run(argv, capsys, allowed=(0, 1, 2) if argv[0] == "equiv" else (0, 2))
-        # what a command may write: its -o target, export's folder, a search's files next to --db
-        outputs = {os.path.relpath(os.path.realpath(a), scratch) for a in argv[argv.index("-o") + 1:][:1]} \
-            if "-o" in argv else set()
         check_unchanged(before, snapshot(scratch), outputs, (case, argv))
 
 
 def damaged_database(rng: random.Random, good: bytes, path: Path) -> str:
-    """A variant of a good search database: truncated, bit-flipped, with junk around it, or with
-    rows and settings garbled through SQL; returns what was done."""
-    kind = rng.choice(["truncate", "flip", "flip", "junk", "sql", "sql"])
+    """A variant of a good search database: truncated, bit-flipped, with junk around it, with
+    rows and settings garbled through SQL, or another program's database; returns which."""
+    kind = rng.choice(["truncate", "flip", "flip", "junk", "sql", "sql", "foreign"])
     data = bytearray(good)
     if kind == "truncate":
         data = data[:rng.randrange(len(data))]
@@ -205,6 +207,14 @@ def damaged_database(rng: random.Random, good: bytes, path: Path) -> str:
         finally:
             c.close()
         kind += f" {column}"
+    if kind == "foreign":  # another program's database, in either journal mode, maybe with our names
+        path.unlink()
+        c = sqlite3.connect(path)
+        c.execute(f"PRAGMA journal_mode={rng.choice(['WAL', 'DELETE'])}")
+        for table in rng.sample(["customers", "programs", "meta", "baselines", "orders"], rng.randint(1, 3)):
+            c.execute(f"CREATE TABLE {table} (id INTEGER PRIMARY KEY, {rng.choice(['name', 'key', 'source'])} TEXT)")
+        c.commit()
+        c.close()
     return kind
 
 

@@ -183,7 +183,7 @@ def test_unreadable_rows_are_skipped_with_a_warning(db, tmp_path, capsys):
         c.execute("UPDATE programs SET task_score = '{bad' WHERE id = 2")
         # the best row's source no longer parses: export and report fall back to the next best
         c.execute("INSERT INTO programs (created, source, live_source, structural_hash, fingerprint, status,"
-                  " fitness, n_statements, n_live) VALUES (0, 'def (', '', 'h', 'f', 'ok', 9.0, 1, 1)")
+                  " fitness, memory, n_statements, n_live) VALUES (0, 'def (', '', 'h', 'f', 'ok', 9.0, 0, 1, 1)")
     c.close()
     with Store(db, readonly=True) as store:
         assert [r["id"] for r in store.all()] == [3, 4]
