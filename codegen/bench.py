@@ -148,8 +148,9 @@ def _groups(adamw, lion, tiger, adafactor):
     ]
 
 
-def run(quick: bool = False) -> list[dict]:
-    """The CPU suite (see the module docstring); ``quick`` uses a smaller case and fewer repeats.
+def run(quick: bool = False, only: list[str] | None = None) -> list[dict]:
+    """The CPU suite (see the module docstring); ``quick`` uses a smaller case and fewer repeats;
+    ``only`` keeps the cases whose name starts with one of them (``["16x1M"]``).
 
     Each group (the AdamWs, Lion/Tiger, the Adafactors) is timed interleaved with a triad over the
     same number of elements: ``frac_of_bandwidth`` compares with the triad, ``ratio`` with the
@@ -158,7 +159,8 @@ def run(quick: bool = False) -> list[dict]:
     if quick:
         cases = [("16x256K fp32", [(1 << 18,)] * 16)]
     else:
-        cases = [("16x1M fp32", [(1 << 20,)] * 16), ("BERT-base 200 tensors", bert_base_shapes())]
+        chosen = [("16x1M fp32", [(1 << 20,)] * 16), ("BERT-base 200 tensors", bert_base_shapes())]
+        cases = [c for c in chosen if not only or any(c[0].startswith(k) for k in only)]
     groups = _groups(*(build(optdsl.load(n), "torch") for n in ("adamw", "lion", "tiger", "adafactor")))
     rows: list[dict] = []
     for case, shapes in cases:

@@ -1,7 +1,7 @@
 """The code generator's subcommands: ``compile`` and ``bench``.
 
     optdsl compile SRC --target torch|triton|jax [-o OUT.py]   (stdout without -o)
-    optdsl bench [--quick] [--suite cpu|jax|gpu|all] [--out docs/benchmarks.md]
+    optdsl bench [--quick] [--suite cpu|jax|gpu|all] [--case NAME ...] [--out docs/benchmarks.md]
 
 ``compile`` writes atomically (a temporary file, then a rename): OUT is never half-written; a
 symlink is written through, and a folder or device at OUT is refused (exit 2).
@@ -47,7 +47,7 @@ def cmd_bench(args) -> int:
                 raise
             print(f"suite {suite}: {SUITES[suite]} is not available", file=sys.stderr)
             continue
-        rows = module.run(quick=args.quick)
+        rows = module.run(quick=args.quick, **({"only": args.case} if args.case else {}))
         if not rows:
             print(f"suite {suite}: nothing to run here", file=sys.stderr)
             continue
@@ -68,6 +68,7 @@ def register(subparsers) -> None:
     b = subparsers.add_parser("bench", help="time generated optimizers against the anchors")
     b.add_argument("--quick", action="store_true", help="smaller cases, fewer repeats")
     b.add_argument("--suite", choices=[*SUITES, "all"], default="cpu")
+    b.add_argument("--case", action="append", help="cpu suite: run only this case (16x1M, BERT); repeatable")
     b.add_argument("--out", default=None,
                    help="markdown file whose section is replaced (e.g. docs/benchmarks.md; default: none)")
     b.set_defaults(func=cmd_bench)
