@@ -244,3 +244,54 @@ def test_a_compile_failure_warns_and_explicit_compiled_raises():
     lines = out.stdout.split("\n")
     assert lines[0] == "1 True", out.stdout + out.stderr
     assert lines[1].startswith("raised"), out.stdout + out.stderr
+
+
+# --- the runtime as a module of its own -----------------------------------------------------------
+def test_the_runtime_runs_a_hand_written_program_without_the_printer():
+    """codegen.runtime.torch_optimizer is ordinary code: a program table written by hand (SGD with
+    momentum, one path) drives the Optimizer base class, with no generated code at all."""
+    from codegen.runtime import torch_optimizer as rt
+
+    def segment(*, w, g, b, lr, momentum, **_):
+        b = momentum * b + g
+        return w - lr * b, (b,)
+
+    def group(params, grads, states, hyper):
+        torch._foreach_mul_(states["b"], hyper["momentum"])
+        torch._foreach_add_(states["b"], grads)
+        torch._foreach_add_(params, states["b"], alpha=-hyper["lr"])
+
+    program = rt._Program(
+        name="heavy_ball", hyper_defaults={"lr": 0.1, "momentum": 0.9}, state_names=("b",),
+        paths=(rt._Path(states=(("b", "full", "zeros"),), needs_2d=False, flat=True),), tree=0,
+        uniforms=(lambda **_: {},), segments=((segment,),), groups=(group,),
+        torch_checkpoints={"SGD": {"states": {"momentum_buffer": "b"}, "hypers": {}, "requires": {}}},
+    )
+
+    class HeavyBall(rt._Optimizer):
+        _program = program
+
+        def __init__(self, params, lr=0.1, momentum=0.9, *, maximize=False, foreach=None, fused=None,
+                     backend=None):
+            super().__init__(params, {"lr": lr, "momentum": momentum}, maximize=maximize, foreach=foreach,
+                             fused=fused, backend=backend)
+
+    ours, theirs = _params(), _params()
+    opt, ref = HeavyBall(ours, backend="eager"), torch.optim.SGD(theirs, lr=0.1, momentum=0.9)
+    _steps(opt, ours, range(3))
+    _steps(ref, theirs, range(3))
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(a, b)
+    new, _ = program.step(ours, _grads(3), {"b": [opt.state[p]["b"] for p in ours]}, lr=0.1, step=4)
+    torch.testing.assert_close(new[0], ours[0] - 0.1 * (0.9 * opt.state[ours[0]]["b"] + _grads(3)[0]))
+    with pytest.raises(ValueError, match="Invalid momentum value: -1"):
+        HeavyBall(_params(), momentum=-1)
+
+
+def test_the_runtime_block_is_copied_verbatim(adamw):
+    from codegen.runtime import BEGIN, END, source
+
+    block = source("torch_optimizer")
+    assert block.startswith(BEGIN) and block.rstrip().splitlines()[-1].startswith(END)
+    text = codegen.emit(optdsl.load("adamw"), "torch")
+    assert block in text and text.count(BEGIN) == 1
