@@ -701,8 +701,9 @@ class _Module:
         first = (p.doc.splitlines() or [f"The {p.name} optimizer."])[0]
         doc = _doc(
             f"{first}\n\nA torch.optim.Optimizer generated from the optdsl program `{p.name}` (see the module "
-            "docstring).\nbackend: 'eager' (multi-tensor torch ops), 'compiled' (torch.compile, dynamic shapes,\n"
-            "one compile for every parameter shape), an extra backend, or None for the fastest available.", 4)
+            "docstring).\nbackend: 'eager' (multi-tensor torch ops), 'compiled' (torch.compile of one fused loop:\n"
+            "a kernel for the first parameter size, one for all others), an extra backend, or None for the\n"
+            "fastest available.", 4)
         init = _function("__init__", ["self", "params", *args, "*", *flags], [
             f"defaults = {defaults}",
             _call("super().__init__", ["params", "defaults", *passed], used=8),

@@ -218,7 +218,7 @@ class _Program:
             self.groups[path](params, grads, {n: states[n] for n in names}, hyper)
 
     def compiled_apply(self, path, flat):
-        """torch.compile of one in-place tensor step (dynamic shapes: one compile for all sizes)."""
+        """torch.compile of one in-place tensor step (at most two compiles: one size, then all sizes)."""
         key = (path, flat)
         if key not in self._compiled:
             segment = self.segments[path][-1]
@@ -231,7 +231,9 @@ class _Program:
                 for s, v in zip(states, new_states):
                     s.copy_(v)
 
-            self._compiled[key] = torch.compile(apply, dynamic=True)
+            # dynamic=None (torch's automatic dynamic): a static-size kernel for the first size, one
+            # dynamic-size kernel once a second size comes; the static loop runs ~15% faster on a CPU
+            self._compiled[key] = torch.compile(apply, dynamic=None)
         return self._compiled[key]
 
     def compiled_segments(self):
@@ -253,7 +255,7 @@ class _Program:
 
 def _flat(t):
     """A 1-d tensor on t's memory that is not a view (a view's base would make torch.compile
-    guard on, and recompile for, each rank): one graph then serves every parameter shape."""
+    guard on, and recompile for, each rank): parameters of every shape share the graphs."""
     out = torch.empty(0, dtype=t.dtype, device=t.device)
     return out.set_(t.untyped_storage(), t.storage_offset(), (t.numel(),), (1,))
 
@@ -306,8 +308,8 @@ def _check_hyper(name, value):
 class _Optimizer(torch.optim.Optimizer):
     """A torch.optim.Optimizer running the program in ``_program`` (set by each generated subclass).
 
-    backend: ``"eager"`` (multi-tensor torch ops), ``"compiled"`` (torch.compile, dynamic shapes,
-    one compile for every parameter shape), an extra backend of the module, or None for the first
+    backend: ``"eager"`` (multi-tensor torch ops), ``"compiled"`` (torch.compile of one fused loop: a
+    kernel for the first parameter size, one for all others), an extra backend, or None for the first
     available of: the extra backends (not on a CPU), ``"compiled"``, ``"eager"``.
     """
 
