@@ -63,9 +63,21 @@ def cmd_show(args) -> int:
 
 
 def cmd_simplify(args) -> int:
-    from .simplify import simplify
+    from .simplify import bind, simplify
 
-    print(to_source(simplify(load(args.src), _assignments(args.set))), end="")
+    program, values = load(args.src), _assignments(args.set)
+    if not args.readable:
+        print(to_source(simplify(program, values)), end="")
+        return 0
+    from .readable import readable
+
+    if args.lr is not None and not math.isfinite(args.lr):
+        raise DslError(f"--lr {args.lr}: the learning rate must be a finite number")
+    result = readable(bind(program, values), args.lr)
+    print(result.source, end="")
+    print(f"# equal to the input: {result.equality}")
+    if args.latex:
+        print(result.latex)
     return 0
 
 
@@ -126,6 +138,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = add("simplify", cmd_simplify, "print the simplified program as DSL source")
     p.add_argument("src")
     p.add_argument("--set", action="append", metavar="NAME=VALUE", help="bind a hyperparameter")
+    p.add_argument("--readable", action="store_true",
+                   help="the readable form (states m, v, the lr scaling folded) and how it equals the input")
+    p.add_argument("--lr", type=float, help="with --readable: the tuned learning rate to fold into lr's default")
+    p.add_argument("--latex", action="store_true", help="with --readable: also print LaTeX")
     p = add("equiv", cmd_equiv, "decide whether two programs produce the same updates, and how (exit 0/1)")
     p.add_argument("a", metavar="SRC_A")
     p.add_argument("b", metavar="SRC_B")

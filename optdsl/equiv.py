@@ -47,12 +47,15 @@ Example:
 
 from __future__ import annotations
 
+import cmath
 import itertools
 import math
+import random
 from dataclasses import dataclass, replace
 
 import numpy as np
 import sympy
+from sympy.core.function import AppliedUndef
 
 from .errors import DslError
 from .interpreter import Interpreter
@@ -109,9 +112,30 @@ def bound(program: Program, values: dict[str, float] | None) -> tuple[Program, d
     return eliminate_dead_code(unkept), binding
 
 
+def _surely_nonzero(expr: sympy.Expr) -> bool:
+    """``expr`` evaluated to 30 digits at a few rational points (reductions and other
+    uninterpreted functions taking values of their own) is clearly not 0 at one of them: then no
+    proof is needed, and sympy.simplify, which can take minutes on logs of numbers, is skipped.
+    A zero at every point proves nothing; sympy decides then."""
+    atoms = sorted(expr.atoms(AppliedUndef) | expr.free_symbols, key=sympy.default_sort_key)
+    for trial in range(3):
+        rng = random.Random(trial)
+        point = {a: sympy.Rational(rng.choice((-1, 1)) * rng.randint(1, 97), rng.randint(1, 89)) for a in atoms}
+        try:
+            value = complex(expr.xreplace(point).evalf(30))
+            size = complex(sum(abs(t) for t in sympy.Add.make_args(sympy.expand(expr.xreplace(point)))).evalf(30))
+        except (TypeError, ValueError, ZeroDivisionError):
+            continue
+        if cmath.isfinite(value) and cmath.isfinite(size) and abs(value) > 1e-25 * max(1.0, abs(size)):
+            return True
+    return False
+
+
 def _is_zero(expr: sympy.Expr) -> bool:
     if expr == 0:
         return True
+    if _surely_nonzero(expr):
+        return False
     expanded = sympy.expand(expr)
     if expanded == 0:
         return True

@@ -75,6 +75,7 @@ from .ir import (
     Program,
     Var,
     free_vars,
+    fresh_name,
     map_calls,
     names_in,
     substitute,
@@ -190,23 +191,46 @@ def _symbolic(base: Program, tuned: float | None) -> Program:
     sp = to_sympy(base)
     uniform, states, kinds = uniform_names(base), set(base.state_names), input_kinds(base)
     outputs = [_best(e, sp.symbols, uniform, states, kinds) for e in sp.outputs()]
-    olds = [sp.symbols[s] for s in base.state_names]
-    update, stand_in = in_new_states(outputs[0], olds, outputs[1:])
+    update, stand_in = in_new_states(outputs[0], [sp.symbols[s] for s in base.state_names], outputs[1:])
     lr = sp.symbols["lr"]
     split = lr_scale(update, lr)
+    scale, inner = split if split is not None else (None, update)
+    news = outputs[1:]
+    if tuned is not None and split is not None:  # other reads of lr see the tuned value
+        inner, *news = [o.xreplace({lr: number(tuned)}) for o in (inner, *news)]
+    # Each stand-in for a new state value reads back as a placeholder name, put in place below.
+    used = names_in(base)
+    placeholders = {fresh_name(f"{d.name}_new", used): d for d in stand_in}
+    program = from_sympy(replace(sp, symbols={**sp.symbols, **placeholders}).with_outputs([inner, *news]))
+    program = _new_values_first(program, {p: d.name for p, d in placeholders.items()})
     if split is None:
-        return _with_lr(from_sympy(sp.with_outputs([update.xreplace(stand_in), *outputs[1:]])), tuned)
-    scale, inner = split
-    # sympy's cse finds a new value shared by the update and the state, which then names it.
-    outputs = [inner.xreplace(stand_in), *outputs[1:]]
+        return _with_lr(program, tuned)
     if tuned is None:
-        program = from_sympy(sp.with_outputs(outputs))
         factor = Var("lr") if scale == 1 else Call("mul", (Var("lr"), Const(float(scale))))
         return program.with_body(program.body, update=Call("mul", (factor, program.update)))
-    # Other reads of lr see the tuned value; lr itself becomes scale * tuned.
-    program = from_sympy(sp.with_outputs([o.xreplace({lr: number(tuned)}) for o in outputs]))
     update = Call("mul", (Var("lr"), program.update))
     return _with_lr(program.with_body(program.body, update=update), float(scale * number(tuned)))
+
+
+def _new_values_first(program: Program, placeholders: dict[str, str]) -> Program:
+    """Each placeholder (the new value of a state, read by the update) replaced by the state
+    itself, assigned just before its first reader: ``m = interp(g, m, 0.57); update = lr * sign(m)``.
+    Raises ValueError where a later line still needs the old value."""
+    body, update = list(program.body), program.update
+    news = dict(zip(program.state_names, program.new_states))
+    for placeholder, state in placeholders.items():
+        readers = [i for i, a in enumerate(body) if placeholder in free_vars(a.expr)]
+        at = readers[0] if readers else len(body)
+        value = news[state]
+        temporaries = free_vars(value) - {"w", "g", "lr", "step", *news, *(h.name for h in program.hypers)}
+        later = [a.expr for a in body[at:]] + [update] + [e for s, e in news.items() if s != state]
+        if not temporaries <= {a.target for a in body[:at]} or any(state in free_vars(e) for e in later):
+            raise ValueError(f"the update reads the new {state} where a later line reads the old one")
+        mapping = {placeholder: Var(state)}
+        body = body[:at] + [Assign(state, value)] + [replace(a, expr=substitute(a.expr, mapping))
+                                                     for a in body[at:]]
+        update, news[state] = substitute(update, mapping), Var(state)
+    return program.with_body(body, update=update, new_states=[news[s] for s in program.state_names])
 
 
 def _clip(call: Call) -> Expr:

@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -60,3 +61,12 @@ def test_equiv_names_the_kind_and_refuses_non_finite_values(tmp_path, capsys):
     assert "--strict" in capsys.readouterr().out
     assert main(["equiv", "adamw", "adamw", "--strict"]) == 0
     assert capsys.readouterr().out.startswith("equal (exact)")
+
+
+def test_simplify_readable_folds_the_tuned_lr(capsys):
+    program4 = Path(__file__).resolve().parents[1] / "examples" / "paper_program4.py"
+    assert main(["simplify", str(program4), "--readable", "--lr", "18.9", "--latex"]) == 0
+    out = capsys.readouterr().out
+    assert "def train(w, g, m, lr=0.00378):" in out and "sign(interp(g, m, 0.899))" in out
+    assert "# equal to the input: generic" in out and r"\begin{aligned}" in out
+    assert main(["simplify", "lion", "--readable", "--lr", "inf"]) == 2

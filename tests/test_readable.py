@@ -113,3 +113,17 @@ def test_long_programs_take_the_statement_form():
     lines += ["    update = x * lr", "    return update, m, v"]
     r = readable(parse("\n".join(lines) + "\n"))
     assert r.program.state_names == () and r.equality == "exact"
+
+
+def test_constant_reductions_fold_and_the_update_reads_the_new_momentum():
+    # A printed winner of the issue kept `t_19 = mean(-0.9369)`.
+    p = parse("def train(w, g, m, v, lr):\n    t_19 = mean(-0.9369)\n    t_2 = max(g * g - 0.94, lr)\n"
+              "    m = interp(g, m, 0.9)\n    u = m * t_19 + t_2 * rms(lr) + mean(m) * 0\n"
+              "    return u * lr, m, v\n")
+    r = readable(p, lr=0.1)
+    assert r.source == (
+        "def train(w, g, m, lr=0.1):\n"
+        "    m = interp(g, m, 0.9)\n"
+        "    update = lr * (0.1 * max(0.1, square(g) - 0.94) - 0.9369 * m)\n"
+        "    return update, m\n")
+    assert r.equality == "exact"
