@@ -149,6 +149,11 @@ def expr_to_sympy(expr: Expr, env: dict[str, sympy.Expr], shape: tuple[int, ...]
         raise NotExpressible(f"sympy rejects {op.name}{tuple(args)}: {e}") from None
     if op.name in DOMAIN_OPS and not result.is_number and result.is_extended_real is not True:
         return sympy.Function(op.name, real=True)(*args)
+    if result.is_number and not result.is_Rational and all(a.is_Rational for a in args):
+        # arccos(0.5786) is the one float the language computes (as constant folding does).
+        value = float(np.asarray(op.numpy(*[np.float64(float(a)) for a in args])))
+        if math.isfinite(value):
+            return number(value)
     return result
 
 
