@@ -49,8 +49,8 @@ must define, for a backend called ``NAME``:
 ``_eager_group_step`` has exactly this signature. The optimizer calls group steps only for programs
 without global reductions (``GLOBALS == ()``); for other programs an extra backend is refused with
 a ValueError. The default backend is the first available of: each extra backend in
-``extra_backends`` order (only on non-CPU devices), ``"compiled"`` (when a C++ compiler is found),
-``"eager"``.
+``extra_backends`` order (only on non-CPU devices), ``"compiled"`` (when a C++ compiler is found;
+on a CPU only for models of 2**20 elements or more, whose steps repay the compile), ``"eager"``.
 
 Example:
     >>> import optdsl
