@@ -120,11 +120,15 @@ def readable(program: Program, lr: float | None = None) -> Readable:
         forms.append(lambda: _symbolic(base, tuned))
     forms.append(lambda: _plain(base, tuned))
     raw_values = {} if tuned is None else {"lr": tuned}
+    candidates = []
     for make in forms:
         try:
-            candidate = _named(make())
+            candidates.append(_named(make()))
         except Exception:  # noqa: BLE001, S112 - sympy fails inside in many ways; the next form is simpler
             continue
+    # The shorter wins (sympy's form on a tie): sympy can spell an interp it cannot recognise
+    # (a weight that is not a number) as a longer sum.
+    for candidate in sorted(candidates, key=op_count):
         verdict = compare(program, candidate, raw_values, dict(candidate.hyper_defaults))
         if verdict.equal:
             return _result(candidate, verdict)

@@ -2,9 +2,14 @@
 
 from pathlib import Path
 
+from hypothesis import HealthCheck, given, settings
+from strategies import programs
+
 from optdsl import load, parse
 from optdsl.equiv import compare, equivalent
+from optdsl.passes import eliminate_dead_code, fold
 from optdsl.readable import lr_scale, readable
+from optdsl.simplify import op_count
 from optdsl.symbolic import symbol
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -127,3 +132,13 @@ def test_constant_reductions_fold_and_the_update_reads_the_new_momentum():
         "    update = lr * (0.1 * max(0.1, square(g) - 0.94) - 0.9369 * m)\n"
         "    return update, m\n")
     assert r.equality == "exact"
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(p=programs(max_statements=5))
+def test_every_readable_form_is_shown_equal_to_its_program(p):
+    # readable never hands back a form that was not shown equal (the fallback is exact).
+    r = readable(p)
+    assert r.equality.split(":")[0] in ("exact", "generic", "tested")
+    assert parse(r.source) == r.program
+    assert op_count(r.program) <= op_count(eliminate_dead_code(fold(p))) + 2  # lr * scale * (...)

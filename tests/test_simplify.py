@@ -85,3 +85,14 @@ def test_long_programs_are_simplified_in_linear_time():
     assert q.state_names == ("m",) and len(q.body) == 2501  # the `dead = exp(x)` lines are gone
     assert "0 * 2" not in to_source(q)
     assert_same_updates(p, q)
+
+
+def test_paper_program_4_simplifies_to_one_state_and_a_sign():
+    from pathlib import Path
+
+    p = load(str(Path(__file__).resolve().parents[1] / "examples" / "paper_program4.py"))
+    q = simplify(p)
+    text = to_source(q)
+    assert len(q.states) == 1 and "cosh" not in text and "sqrt" not in text
+    assert "sign(" in text and "interp(" in text
+    assert_same_updates(p, q)  # wherever Program 4's updates are finite
