@@ -254,12 +254,16 @@ def _clip(call: Call) -> Expr:
 
 
 def _main_term_first(expr: Expr) -> Expr:
-    """``a + b`` as ``b + a`` when ``b`` is the bigger term (``sign(m) + 0.46 * w``)."""
+    """``a + b`` as ``b + a`` when ``b`` is the bigger term (``sign(m) + 0.46 * w``), and
+    ``lr * (m / sqrt(v))`` as ``lr * m / sqrt(v)`` (equal in real arithmetic)."""
     size = lambda e: sum(isinstance(n, Call) for n in walk(e))
     if isinstance(expr, Call) and expr.op == "add" and size(expr.args[1]) > size(expr.args[0]):
         return Call("add", expr.args[::-1])
     if isinstance(expr, Call) and expr.op == "mul":
-        return Call("mul", tuple(_main_term_first(a) for a in expr.args))
+        left, right = (_main_term_first(a) for a in expr.args)
+        if isinstance(right, Call) and right.op == "div":
+            return Call("div", (Call("mul", (left, right.args[0])), right.args[1]))
+        return Call("mul", (left, right))
     return expr
 
 
