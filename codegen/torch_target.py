@@ -82,7 +82,7 @@ from optdsl.ir import (
 from optdsl.ops import COL, ELEMENTWISE, GLOBAL, OPS, REDUCE, ROW, STATIC
 from optdsl.passes import flatten, global_statements, segments, variants
 from optdsl.passes.specialize import Tree
-from optdsl.printer import Printer, docstring, to_source
+from optdsl.printer import ATOM, Code, CodePrinter, docstring, parenthesize, precedence_of, to_source
 from optdsl.typecheck import expr_kind, input_kinds, join
 
 from .generated import check_identifier, number
@@ -164,41 +164,46 @@ def row_separable(found: list[Path]) -> str | None:
 
 
 # --- the per-tensor printer -----------------------------------------------------------------------
-class TorchPrinter(Printer):
+class TorchPrinter(CodePrinter):
     """One tensor's expressions as torch code. ``kinds`` maps names to shapes (see typecheck);
     row/col values are unsqueezed where they meet full ones (the interpreter's ``expand``), and
-    Python numbers are made tensors where a torch function needs one. Truth values are 1.0/0.0."""
+    Python numbers are made tensors where a torch function needs one. Truth values are 1.0/0.0.
+    Parentheses come from precedence (:class:`optdsl.printer.CodePrinter`); statements arrive
+    already cut to a bounded size (:func:`_cut`), so no temporaries are made here."""
 
     target = "torch"
+    max_depth = 10_000
 
     def __init__(self, kinds: dict[str, str], fail, ref: str = "w", scalars: tuple[str, ...] = NUMBER_KINDS):
+        super().__init__()
         self.kinds, self.fail, self.ref, self.scalars = kinds, fail, ref, scalars
 
     def kind(self, expr: Expr) -> str:
         return expr_kind(expr, self.kinds, self.fail)
 
-    def _print_Const(self, expr: Const) -> str:
-        return number(expr.value)
+    def _print_Const(self, expr: Const) -> Code:
+        text = number(expr.value)
+        return Code(text, precedence_of(text))
 
-    def _print_Var(self, expr: Var) -> str:
-        return check_identifier(expr.name)
+    def _print_Var(self, expr: Var) -> Code:
+        return Code(check_identifier(expr.name), ATOM)
 
-    def tensor(self, text: str) -> str:
-        return f"torch.as_tensor({text}, dtype={self.ref}.dtype, device={self.ref}.device)"
+    def tensor(self, text: str) -> Code:
+        return Code(f"torch.as_tensor({text}, dtype={self.ref}.dtype, device={self.ref}.device)", ATOM)
 
-    def _print_Call(self, expr: Call) -> str:
+    def _print_Call(self, expr: Call) -> Code:
         op = OPS.get(expr.op)
         if op is None:
             self.fail(f"unknown function {expr.op!r}")
         if self.kind(expr) == "static":  # shape arithmetic stays plain Python
             try:
-                return _py_static(expr)
+                return _python(_py_static(expr))
             except DslError:
                 pass
         kinds = [self.kind(a) for a in expr.args]
         args = [self._print(a) for a in expr.args]
         if op.shape == STATIC:
-            return op.torch.format(*args)
+            return self.fill(op.torch, args)
         numbers = [k in self.scalars for k in kinds]
         if op.shape == ELEMENTWISE:
             out = join(*kinds)
@@ -213,52 +218,33 @@ class TorchPrinter(Printer):
         if name == "where" and numbers[0]:  # torch.where needs a tensor condition
             args[0] = self.tensor(args[0])
         if op.truth:  # the table's spelling is a bool tensor; the language's truth is 1.0 / 0.0
-            return f"torch.where({_strip(op.torch.format(*args))}, 1.0, 0.0)"
+            return self.fill("torch.where({0}, 1.0, 0.0)", [self.fill(op.torch, args)])
         if name in ("max", "min"):
             if numbers[0] or numbers[1]:
                 t, n = (args[1], args[0]) if numbers[0] else (args[0], args[1])
-                return f"torch.clamp_{'min' if name == 'max' else 'max'}({t}, {n})"
-            return f"torch.{name}imum({args[0]}, {args[1]})"
+                return self.fill(f"torch.clamp_{'min' if name == 'max' else 'max'}({{0}}, {{1}})", [t, n])
+            return self.fill(f"torch.{name}imum({{0}}, {{1}})", args)
         if name == "interp":
             if numbers[0] or numbers[1]:
-                x, y, a = args
-                return f"((1 - {a}) * {x} + {a} * {y})"
-            return f"torch.lerp({args[0]}, {args[1]}, {args[2]})"
+                return self.fill("(1 - {2}) * {0} + {2} * {1}", args)
+            return self.fill("torch.lerp({0}, {1}, {2})", args)
         if op.shape == GLOBAL:
             self.fail(f"{name}() should have been hoisted")
-        return _paren(op.torch.format(*args))
-
-
-def _paren(text: str) -> str:
-    """``text`` in parentheses unless it already is one call or one parenthesised group."""
-    if text.isidentifier():
-        return text
-    head = re.match(r"[A-Za-z_][A-Za-z0-9_.]*", text)
-    start = head.end() if head else 0
-    if start < len(text) and text[start] == "(" and _closes_at_end(text, start):
-        return text
-    return f"({text})"
-
-
-def _closes_at_end(text: str, start: int) -> bool:
-    depth = 0
-    for i in range(start, len(text)):
-        depth += text[i] == "("
-        depth -= text[i] == ")"
-        if depth == 0:
-            return i == len(text) - 1
-    return False
+        return self.fill(op.torch, args)
 
 
 def _expand(text: str, kind: str, to: str) -> str:
+    """A row (col) value where it meets a full one: one more axis, last (second-last)."""
     if to != "full" or kind not in ("row", "col"):
         return text
-    return f"{text}.unsqueeze({-1 if kind == 'row' else -2})"
+    return Code(f"{parenthesize(text, ATOM)}.unsqueeze({-1 if kind == 'row' else -2})", ATOM)
 
 
-def _strip(text: str) -> str:
-    """``(a + b)`` -> ``a + b`` when the outer parentheses enclose the whole text."""
-    return text[1:-1] if text.startswith("(") and _closes_at_end(text, 0) else text
+def _python(text: str) -> Code:
+    """Plain Python (a shape test) with only the parentheses its precedence needs (Python's own
+    parser decides, then prints it back)."""
+    return Code(ast.unparse(ast.parse(text, mode="eval")), ATOM) if text.startswith("(") else Code(
+        text, precedence_of(text))
 
 
 STATE_SHAPE = {"full": "w.shape", "row": "w.shape[:-1]", "col": "w.shape[:-2] + w.shape[-1:]", "scalar": "()"}
@@ -274,7 +260,7 @@ def _fit(text: str, kind: str, slot: str, ref: str = "w", scalars: tuple[str, ..
         return f"torch.full({shape}, {text}, dtype={ref}.dtype, device={ref}.device)"
     if slot == "scalar":  # one uniform tensor must not become every parameter's state
         return f"{text}.clone()" if kind == "uniform" and text.isidentifier() else text
-    return f"torch.broadcast_to({_expand(text, kind, slot)}, {shape})"
+    return Code(f"torch.broadcast_to({_expand(text, kind, slot)}, {shape})", ATOM)
 
 # --- the multi-tensor printer (eager backend) --------------------------------------------------------
 LIST_KINDS = ("full", "row", "col", "scalar", "static")
@@ -316,7 +302,7 @@ class GroupPrinter:
         kinds = {**self.kinds, **{loops[n]: self.kinds[n] for n in names}}
         local = substitute(expr, {n: Var(v) for n, v in loops.items()})
         printer = TorchPrinter(kinds, self.fail, ref=loops["w"], scalars=GROUP_SCALARS)
-        text = _strip(printer.doprint(local))
+        text = printer.doprint(local)
         if slot is not None:
             text = _fit(text, kind, slot, ref=loops["w"], scalars=GROUP_SCALARS)
         if len(names) > 1 and "w" not in free_vars(expr) and not re.search(rf"\b{loops['w']}\b", text):
@@ -335,8 +321,7 @@ class GroupPrinter:
     def statement(self, expr: Expr) -> str:
         kind = self.group_kind(expr)
         if kind not in LIST_KINDS:  # one Python number for the whole group
-            return _strip(TorchPrinter(self.kinds, self.fail, ref="torch.empty(())", scalars=GROUP_SCALARS)
-                          .doprint(expr))
+            return TorchPrinter(self.kinds, self.fail, ref="torch.empty(())", scalars=GROUP_SCALARS).doprint(expr)
         if isinstance(expr, Var):
             return expr.name
         foreach = self.foreach(expr, kind)
@@ -530,7 +515,7 @@ class _Module:
                 body.read(arg)
                 printer = TorchPrinter(kinds, fail)
                 red = OPS[cuts[j].expr.op].reduction  # this tensor's total of the reduction's term
-                term = _strip(printer.doprint(substitute(red.terms[0], {"x": arg})))
+                term = printer.doprint(substitute(red.terms[0], {"x": arg}))
                 if printer.kind(arg) in NUMBER_KINDS:
                     term = printer.tensor(term)
                 partial = f"torch.{'sum' if red.combine == 'sum' else 'amax'}({term})"
@@ -543,9 +528,9 @@ class _Module:
                 for e in outs:
                     body.read(e)
                 printer = TorchPrinter(kinds, fail)
-                update = _strip(_fit(printer.doprint(outs[0]), printer.kind(outs[0]), "full"))
-                new = [_strip(_fit(printer.doprint(e), printer.kind(e), s.kind)) for s, e in zip(prog.states, outs[1:])]
-                ret = f"return w - {_paren(update)}, {_tuple(new)}"
+                update = _fit(printer.doprint(outs[0]), printer.kind(outs[0]), "full")
+                new = [_fit(printer.doprint(e), printer.kind(e), s.kind) for s, e in zip(prog.states, outs[1:])]
+                ret = f"return {printer.fill('w - {0}', [update])}, {_tuple(new)}"
                 if 4 + len(ret) > LINE:  # several values: one name each
                     update, new = body.bind(update), [body.bind(x) for x in new]
                     ret = f"return w - {update}, {_tuple(new)}"
@@ -648,7 +633,7 @@ class _Module:
         combine = []
         for g in self.globals:  # how the tensors' totals combine, and the value made from the total
             red = OPS[g.expr.op].reduction
-            finish = _strip(TorchPrinter({"a0": "uniform"}, self.fail_at(None), ref="a0").doprint(red.finish))
+            finish = TorchPrinter({"a0": "uniform"}, self.fail_at(None), ref="a0").doprint(red.finish)
             combine.append(f'("{red.combine}", lambda a0: {finish})')
         backends = [f'"{b}": (_{b}_group_step, _{b}_available)' for b in self.extra]
         fields = [
@@ -752,10 +737,10 @@ class _Body:
 
     def assign(self, target: str, expr: Expr, fail) -> None:
         printer = TorchPrinter(self.kinds, fail, ref=self.ref)
-        text = f"{target} = {_strip(printer.doprint(expr))}"
+        text = f"{target} = {printer.doprint(expr)}"
         if 4 + len(text) > LINE and isinstance(expr, Call):
             expr = Call(expr.op, tuple(self.atom(a, fail) for a in expr.args))
-            text = f"{target} = {_strip(printer.doprint(expr))}"
+            text = f"{target} = {printer.doprint(expr)}"
         self.read(expr)
         self.kinds[target] = printer.kind(expr)
         self.defined.add(target)
@@ -1019,7 +1004,7 @@ def _tree(tree: Tree) -> str:
     if isinstance(tree, int):
         return str(tree)
     test, yes, no = tree
-    return _tuple([f"lambda w: {_strip(_py_static(test))}", _tree(yes), _tree(no)])
+    return _tuple([f"lambda w: {_python(_py_static(test))}", _tree(yes), _tree(no)])
 
 
 def _py_static(expr: Expr) -> str:
