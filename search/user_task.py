@@ -284,8 +284,17 @@ def check_task(ref: str, copies: int, limit: float, device: str = "cpu") -> Task
     """Load the task ``ref`` and run its first steps as the search will, with ``copies`` copies
     on ``device``; a DslError says what is wrong: parameters whose shapes differ from
     ``task.shapes``, a loss that is not one finite number per copy, a loss with no gradient, or
-    a task whose estimated evaluation (``task.steps`` steps of ``copies`` copies) takes longer
-    than ``limit`` seconds. Returns the task."""
+    a task whose estimated evaluation (``task.steps`` steps of ``copies`` copies, timed on one
+    thread as a worker runs them) takes longer than ``limit`` seconds. Returns the task."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _check(ref, copies, limit, device)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _check(ref: str, copies: int, limit: float, device: str) -> Task:
     path, function = split_reference(ref)
     task = load_task(ref)
     where = f"{function}() in {path}"
