@@ -101,9 +101,15 @@ class Interpreter:
         if "lr" not in self.hyper:
             raise DslError(f"{program.name} has no default lr; pass lr=...")
         self.program, self.dtype = program, np.dtype(dtype)
+        self._specs: dict[tuple[int, ...], Program] = {}
 
     def spec(self, shape) -> Program:
-        return specialize(self.program, tuple(shape))
+        """The program specialised to a parameter of this shape (computed once per shape: every
+        step of every parameter asks, and specialising is the slow part of a small step)."""
+        shape = tuple(shape)
+        if shape not in self._specs:
+            self._specs[shape] = specialize(self.program, shape)
+        return self._specs[shape]
 
     def init(self, params: Mapping[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
         """Initial state per parameter, holding only the states its specialisation uses."""

@@ -31,16 +31,22 @@ from optdsl.printer import to_source
 FINGERPRINT_DIGITS = 4
 
 
-def describe(program: Program) -> dict:
+def describe(program: Program, known: dict | None = None) -> dict:
     """``source``, ``live_source``, ``structural_hash``, ``fingerprint``, ``memory`` (states per
-    parameter), ``n_statements`` and ``n_live`` (statements that reach an output)."""
+    parameter), ``n_statements`` and ``n_live`` (statements that reach an output).
+
+    ``known`` may carry keys already computed (``structural_hash``, or the ``fingerprint`` of a
+    structurally equal program): the fingerprint runs the interpreter and is the costly part."""
+    known = known or {}
     live = eliminate_dead_code(program)
-    with np.errstate(all="ignore"):  # a candidate's nan/inf updates are a fact, not a warning
-        fp = fingerprint(live, digits=FINGERPRINT_DIGITS)
+    fp = known.get("fingerprint")
+    if fp is None:
+        with np.errstate(all="ignore"):  # a candidate's nan/inf updates are a fact, not a warning
+            fp = fingerprint(live, digits=FINGERPRINT_DIGITS)
     return {
         "source": to_source(program),
         "live_source": to_source(live),
-        "structural_hash": structural_hash(program),
+        "structural_hash": known.get("structural_hash") or structural_hash(program),
         "fingerprint": fp,
         "memory": float(memory_per_param(live)),
         "n_statements": len(program.body),

@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from optdsl.canonical import structural_hash
 from optdsl.parser import parse
 from optdsl.printer import to_source
 
@@ -245,9 +246,11 @@ class Search:
         evaluation. Programs already waiting in this batch count as seen."""
         parent = self._tournament()
         child, what = mutate(parent["program"], self.rng)
-        info = describe(child)
+        key = structural_hash(child)  # cheap; the fingerprint is needed only when this misses
+        hit = self.by_hash.get(key)
+        info = describe(child, {"structural_hash": key, "fingerprint": hit and hit["fingerprint"]})
         record = {"program": child, "parent": parent["id"], "mutation": what, **info}
-        hit = self.by_hash.get(info["structural_hash"]) or self.by_fingerprint.get(info["fingerprint"])
+        hit = hit or self.by_fingerprint.get(info["fingerprint"])
         if hit is None:
             for waiting in self.batch:
                 if info["structural_hash"] == waiting["structural_hash"] or info["fingerprint"] == waiting["fingerprint"]:
