@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+
 import numpy as np
 import torch
 from rich.console import Console
@@ -164,9 +165,9 @@ def markdown(searches: list[dict], real: dict, budget: str) -> str:
     for s in searches:
         lines += ["", f"Seed {s['seed']} winner (#{s['winner_id']}), simplified:", "", "```python",
                   s["source"].rstrip(), "```"]
-    lines += ["", "Trained through the generated torch optimizers on tasks the search never saw "
-              f"(lr tuned on {len(REAL_LRS)} points 1e-5..1e-1, mean of {len(REAL_SEEDS)} seeds; "
-              "ratio < 1 beats AdamW):", ""]
+    lines += ["", ("Trained through the generated torch optimizers on tasks the search never saw "
+                   f"(lr tuned on {len(REAL_LRS)} points 1e-5..1e-1, mean of {len(REAL_SEEDS)} seeds; "
+                   "ratio < 1 beats AdamW):"), ""]
     for task, rows in real.items():
         lines += [f"**{task}**", "", "| optimizer | best lr | held-out loss | loss / AdamW's |", "|---|---|---|---|"]
         ref = rows["AdamW"][0]
@@ -178,7 +179,10 @@ def markdown(searches: list[dict], real: dict, budget: str) -> str:
 
 def write_section(path: str, text: str) -> None:
     begin, end = "<!-- discovery:begin -->", "<!-- discovery:end -->"
-    doc = open(path).read() if os.path.exists(path) else ""
+    doc = ""
+    if os.path.exists(path):
+        with open(path) as f:
+            doc = f.read()
     block = f"{begin}\n{text}\n{end}"
     doc = doc[:doc.index(begin)] + block + doc[doc.index(end) + len(end):] if begin in doc else doc + "\n" + block + "\n"
     with open(path, "w") as f:

@@ -23,14 +23,13 @@ from optdsl.errors import DslError
 from optdsl.latex import to_latex
 from optdsl.printer import to_source
 
-from .evolution import Search, SearchConfig
 from .evaluate import BASELINE_LRS, CANDIDATE_LRS, SEEDS
+from .evolution import Search, SearchConfig
 from .executors import gpu_count, make_executor
 from .export import export_top, write_best
-from .report import winner_table
-from .selection import verdict
 from .progress import LiveProgress, summary_table
-from .report import report
+from .report import report, winner_table
+from .selection import verdict
 from .store import Store
 from .tasks import FACTORIES, PROXY_TASKS, meta_tasks_for
 from .user_task import absolute_reference, check_task, is_reference, split_reference

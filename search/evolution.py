@@ -35,10 +35,10 @@ from optdsl.parser import parse
 from optdsl.printer import to_source
 
 from .candidate import describe
+from .evaluate import HURDLE
 from .mutate import mutate
 from .selection import winner
 from .store import Store
-from .evaluate import HURDLE
 from .tasks import PROXY_TASKS, meta_tasks_for
 from .warm_start import initial_program
 

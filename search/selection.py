@@ -45,8 +45,8 @@ def verdict(row: dict) -> str:
     """
     held_out = row.get("meta_fitness")
     if held_out is None:
-        return ("It was not checked on the held-out tasks (the search ended first): its proxy score "
-                f"({row['fitness']:+.3f}) is all the evidence there is.")
+        return ("It was not checked on the held-out tasks (none were given, or the search ended first): "
+                f"its proxy score ({row['fitness']:+.3f}) is all the evidence there is.")
     if held_out > 0:
         return f"It beats tuned AdamW on the held-out tasks ({held_out:+.3f}, mean over tasks)."
     return (f"It does NOT beat tuned AdamW on the held-out tasks ({held_out:+.3f}): nothing found in this "

@@ -79,8 +79,8 @@ def test_report_and_export_write_usable_files(improved, tmp_path):
     spec.loader.exec_module(module)
     import torch
 
-    cls = next(v for v in vars(module).values() if isinstance(v, type) and issubclass(v, torch.optim.Optimizer)
-               and v is not torch.optim.Optimizer)
+    cls = next(v for k, v in vars(module).items() if isinstance(v, type) and issubclass(v, torch.optim.Optimizer)
+               and not k.startswith("_") and v is not torch.optim.Optimizer)
     w = torch.nn.Parameter(torch.ones(3))
     opt = cls([w])
     w.grad = torch.ones(3)
