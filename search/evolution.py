@@ -303,11 +303,11 @@ class Search:
             budget = share * self.stats.elapsed * self.executor.capacity if share is not None else math.inf
             if self.meta_seconds > budget:
                 return
-            pid = max(self.meta_queue, key=lambda p: _fitness(self.store.get(p)))
-            self.meta_queue.remove(pid)
-            if self._rank(self.store.get(pid)) >= FUNNEL_TOP:
+            row = max((self.store.get(p) for p in self.meta_queue), key=_fitness)
+            self.meta_queue.remove(row["id"])
+            if self._rank(row) >= FUNNEL_TOP:
                 continue  # overtaken while it waited
-            self._evaluate([self.store.get(pid)], self.config.meta_tasks, None, kind="meta", pid=pid)
+            self._evaluate([row], self.config.meta_tasks, None, kind="meta", pid=row["id"])
 
     def _finish_funnel(self, deadline: float) -> None:
         """Before the search ends, meta-validate the best few programs by proxy fitness that
@@ -318,9 +318,6 @@ class Search:
         for row in self.store.top(FUNNEL_TOP):
             if row["meta_fitness"] is None and row["id"] not in waiting and row["id"] not in self.meta_queue:
                 self.meta_queue.append(row["id"])
-        if not self.meta_queue:
-            return
-        self._wait_until(lambda: self._request_baselines(self.config.meta_tasks), deadline)
         while (self.meta_queue or self.pending) and time.monotonic() < deadline:
             if self._request_baselines(self.config.meta_tasks):
                 self._start_meta(share=None)
@@ -369,8 +366,7 @@ class Search:
                         break
                 self._drain(0.05)
                 self._report()
-            grace = time.monotonic() + self.grace
-            self._wait_until(lambda: not self.pending, grace)
+            self._wait_until(lambda: not self.pending, time.monotonic() + self.grace)
             self._finish_funnel(time.monotonic() + self.funnel_grace)
         except KeyboardInterrupt:
             pass  # every finished evaluation is already in the store
