@@ -37,6 +37,7 @@ with grads, their storage, or the state tensors change.
 import itertools
 import math
 import shutil
+import sys
 import warnings
 
 import torch
@@ -53,12 +54,59 @@ def _state_shape(kind, shape):
 
 
 def _init_state(kind, init, w):
-    """A fresh state for parameter ``w``: zeros, ones, or a copy of w, in the compute dtype."""
+    """A fresh state for parameter ``w``: zeros, ones, or a copy of w, in the compute dtype. For a
+    DTensor ``w`` (FSDP2) a DTensor on w's mesh, sharded as w is (:func:`_state_placements`);
+    each rank allocates only its own shard."""
     dtype = _compute_dtype(w.dtype)
     if init == "w":
         return w.detach().to(dtype).clone()
     fill = 1.0 if init == "ones" else 0.0
-    return torch.full(_state_shape(kind, tuple(w.shape)), fill, dtype=dtype, device=w.device)
+    shape = _state_shape(kind, tuple(w.shape))
+    if _is_dtensor(w):
+        placements = _state_placements(kind, w)
+        return sys.modules["torch.distributed.tensor"].full(
+            shape, fill, dtype=dtype, device_mesh=w.device_mesh, placements=placements
+        )
+    return torch.full(shape, fill, dtype=dtype, device=w.device)
+
+
+def _is_dtensor(t):
+    """Is ``t`` a DTensor (FSDP2's parameters)? Read from sys.modules: no tensor can be one unless
+    torch.distributed.tensor was imported, and importing it here would cost every user ~1 s."""
+    module = sys.modules.get("torch.distributed.tensor")
+    return module is not None and isinstance(t, module.DTensor)
+
+
+def _local(t):
+    """A DTensor's local shard (a view of its memory: in-place updates reach the DTensor), else t."""
+    return t.to_local() if _is_dtensor(t) else t
+
+
+def _state_placements(kind, w):
+    """The placements of a ``kind`` state of DTensor ``w``: a state axis stays sharded as the
+    parameter axis it comes from; an axis the state drops (row: the last, col: the second to last)
+    makes it replicated, as does a scalar state or a placement other than Shard."""
+    if kind == "full":
+        return w.placements
+    gone = {"row": (w.ndim - 1,), "col": (w.ndim - 2,), "scalar": tuple(range(w.ndim))}[kind]
+    out = []
+    for p in w.placements:
+        dim = p.dim % w.ndim if p.is_shard() else None
+        if dim is None or dim in gone:
+            out.append(sys.modules["torch.distributed.tensor"].Replicate())
+        else:
+            out.append(sys.modules["torch.distributed.tensor"].Shard(dim - sum(d < dim for d in gone)))
+    return out
+
+
+def _runs_local(prog, w):
+    """May DTensor ``w`` step on its local shard alone, as a plain tensor (any backend)? When the
+    program is row-separable (elementwise ops, rowmean, full or row states) and no mesh dimension
+    shards w's last axis, every value of a shard's step depends on that shard's rows only. Else
+    its reductions must see the whole tensor and the step runs on DTensors."""
+    if prog.not_separable is not None:
+        return False
+    return all(p.is_replicate() or (p.is_shard() and p.dim % w.ndim != w.ndim - 1) for p in w.placements)
 
 
 def _holds(test, w):
@@ -172,7 +220,7 @@ class _Program:
             for i, k in enumerate(paths):
                 values, part = segments[k][j](**envs[i])
                 envs[i] = {**envs[i], **values}
-                parts.append(part)
+                parts.append(part.full_tensor() if _is_dtensor(part) else part)  # a shard's part: reduce
             stacked = torch.stack([part.to(parts[0].device) for part in parts])
             total = finish(stacked.sum() if how == "sum" else stacked.amax())
             envs = [{**env, self.global_names[j]: total.to(env["w"].dtype)} for env in envs]
@@ -266,7 +314,7 @@ def _unscale(grads, grad_scale):
     by_device = {}
     for g in itertools.chain(*grads):
         if g is not None:
-            by_device.setdefault(g.device, []).append(g._values() if g.is_sparse else g)
+            by_device.setdefault(g.device, []).append(g._values() if g.is_sparse else _local(g))
     for device, tensors in by_device.items():
         torch._foreach_div_(tensors, grad_scale.to(device))
 
@@ -392,9 +440,8 @@ class _Optimizer(torch.optim.Optimizer):
                     elif key in kinds and torch.is_tensor(value) and value.is_floating_point():
                         value = value.to(device=p.device, dtype=_compute_dtype(p.dtype)).clone()
                         shape = _state_shape(kinds[key], tuple(p.shape))
-                        self.state[p][key] = (
-                            value.reshape(shape) if value.numel() == p.new_empty(shape).numel() else value
-                        )
+                        reshape = tuple(value.shape) != shape and value.numel() == math.prod(shape)
+                        self.state[p][key] = value.reshape(shape) if reshape else value
 
     def _translated(self, state_dict):
         """``state_dict`` in this program's names: itself, or a torch.optim checkpoint renamed."""
@@ -442,7 +489,7 @@ class _Optimizer(torch.optim.Optimizer):
         storage, dtype, device or shape, or the state tensors change."""
         grads = [[p.grad for p in group["params"]] for group in self.param_groups]
         key = tuple(
-            (p.data_ptr(), p.dtype, p.shape, None if g is None else g.is_sparse)
+            (_local(p).data_ptr(), p.dtype, p.shape, None if g is None else g.is_sparse)
             for group, gs in zip(self.param_groups, grads)
             for p, g in zip(group["params"], gs)
         )
@@ -502,28 +549,47 @@ class _Optimizer(torch.optim.Optimizer):
         """One optimizer step; ``closure`` re-evaluates the model and returns the loss.
 
         AMP (the fused-optimizer protocol; torch.amp.GradScaler sets ``self.grad_scale`` and
-        ``self.found_inf``, which stand in for the arguments): a non-zero ``found_inf`` skips the step
-        (params, states and step counts stay as they are); otherwise every grad is divided by
-        ``grad_scale`` in place, g <- g / grad_scale, before the update."""
+        ``self.found_inf``, which stand in for the arguments): every grad is divided by
+        ``grad_scale`` in place, g <- g / grad_scale, and the step is taken; where ``found_inf`` is
+        non-zero the grads stay as they are and the step is undone on the device (:class:`_Undo`:
+        params, states and step counts keep their values), so the host never reads found_inf."""
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
         grad_scale = getattr(self, "grad_scale", None) if grad_scale is None else grad_scale
         found_inf = getattr(self, "found_inf", None) if found_inf is None else found_inf
-        if found_inf is not None and found_inf.item():
-            return loss
         plan, grads = self._plan()
-        if grad_scale is not None:
-            _unscale(grads, grad_scale)
+        if grad_scale is not None:  # a skipped step leaves its grads scaled, as torch's fused ones do
+            skip = None if found_inf is None else found_inf.to(grad_scale.device) != 0
+            _unscale(grads, grad_scale if skip is None else torch.where(skip, 1.0, grad_scale))
         self._sync_betas()
+        undo = None if found_inf is None else _Undo(plan, found_inf)
+        self._update(plan, grads)
+        if undo is not None:
+            undo.apply()
+        return loss
+
+    def _update(self, plan, grads):
+        """Step every tensor of the plan in place, the step counts included."""
         if plan.sparse:
             self._step_sparse(plan, grads)
         if not plan.entries:
-            return loss
+            return
         plan.advance()
-        backend = self._backend_for(plan.entries[0].params[0].device, plan.numel)
         prog = self._program
+        whole = [e for e in plan.entries if e.dtensor]
+        if whole:
+            # DTensor params whose step reduces over the whole tensor (FSDP2) run the per-tensor
+            # functions eagerly on the DTensors, where DTensor dispatch takes each norm or mean over
+            # the whole tensor (the shards' parts all-reduced). Not the multi-tensor ops (their
+            # per-tensor reductions meet sharded tensors in one list) and not torch.compile (the
+            # compiled kernel on DTensors crashed the process with SIGSEGV, torch 2.13 CPU).
+            self._step_segments(plan if prog.global_names else plan.part(whole), grads, prog.segments)
+            plan = plan.part([] if prog.global_names else [e for e in plan.entries if not e.dtensor])
+            if not plan.entries:
+                return
+        backend = self._backend_for(plan.entries[0].params[0].device, plan.numel)
         if backend == "compiled":
             try:
                 self._step_compiled(plan, grads)
@@ -535,7 +601,7 @@ class _Optimizer(torch.optim.Optimizer):
                     f"{type(self).__name__}: {self._fallback}; this optimizer runs backend='eager' "
                     "from now on (pass backend='compiled' to raise instead)",
                     RuntimeWarning,
-                    stacklevel=2,
+                    stacklevel=3,
                 )
                 self._step_eager(plan, grads)
         elif backend == "eager" or prog.global_names:
@@ -547,7 +613,6 @@ class _Optimizer(torch.optim.Optimizer):
                 lr = float(values.pop("lr"))
                 hyper = {n: float(v) for n, v in values.items() if n != "step"}
                 group_step(e.path, e.params, self._grads(e, grads), e.states, lr=lr, step=e.step, **hyper)
-        return loss
 
     def _step_eager(self, plan, grads):
         prog = self._program
@@ -686,10 +751,19 @@ class _Plan:
                 if p.numel() == 0:  # nothing to update (a per-tensor max of nothing has no value)
                     self.empty.append(state["step"])
                     continue
-                at = (gi, float(state["step"]), path, p.device, p.dtype)
-                entries.setdefault(at, _Entry(gi, at[1], path)).add(pi, p, state, names)
+                dtensor = _is_dtensor(p) and not _runs_local(prog, p)
+                at = (gi, float(state["step"]), path, p.device, p.dtype, dtensor)
+                entry = entries.setdefault(at, _Entry(gi, at[1], path, dtensor))
+                entry.add(pi, p, state, names)
         self.entries = list(entries.values())
         self.numel = sum(p.numel() for e in self.entries for p in e.params)
+
+    def part(self, entries):
+        """This plan with only ``entries`` (same states, same cache key)."""
+        out = object.__new__(_Plan)
+        out.__dict__.update(self.__dict__, entries=entries)
+        out.numel = sum(p.numel() for e in entries for p in e.params)
+        return out
 
     def current(self, state):
         """Does ``state`` (the optimizer's) still hold the dicts and tensors this plan was built on?"""
@@ -706,23 +780,46 @@ class _Plan:
             e.step = e.steps[0].item()
 
 
-class _Entry:
-    """One group of a _Plan: indices into the param group, params, step counters, state lists by name."""
+class _Undo:
+    """Undo a step where ``found_inf`` is non-zero, on the device (no host sync), as torch's fused
+    optimizers skip it: every tensor the step may write (params, states, step counts; a DTensor's
+    local shard) is copied before the step, and afterwards t <- where(found_inf != 0, copy, t).
+    The cost, one copy of params and states per AMP step, buys one mechanism for every backend."""
 
-    def __init__(self, group, step, path):
-        self.group, self.step, self.path = group, step, path
+    def __init__(self, plan, found_inf):
+        self.found_inf = found_inf
+        self.tensors = [_local(t) for p, _, held in plan.held for t in (p, *(t for _, t in held))]
+        self.saved = [t.clone() for t in self.tensors]
+
+    def apply(self):
+        skip = {}
+        for t, saved in zip(self.tensors, self.saved):
+            if t.device not in skip:
+                skip[t.device] = self.found_inf.to(t.device, non_blocking=True) != 0
+            t.copy_(torch.where(skip[t.device], saved, t))
+
+
+class _Entry:
+    """One group of a _Plan: indices into the param group, params, step counters, state lists by name.
+
+    ``dtensor``: the params are DTensors whose step must see whole tensors (see :func:`_runs_local`),
+    kept as DTensors. Any other DTensor param is held as its local shard, its states and grad too."""
+
+    def __init__(self, group, step, path, dtensor=False):
+        self.group, self.step, self.path, self.dtensor = group, step, path, dtensor
         self.index, self.params, self.steps, self.states, self._views = [], [], [], {}, None
 
     def add(self, i, p, state, names):
+        shard = (lambda t: t) if self.dtensor else _local
         self.index.append(i)
-        self.params.append(p)
+        self.params.append(shard(p))
         self.steps.append(state["step"])
         for name in names:
-            self.states.setdefault(name, []).append(state[name])
+            self.states.setdefault(name, []).append(shard(state[name]))
 
     def grads(self, grads):
         gs = grads[self.group]
-        return [gs[i] for i in self.index]
+        return [gs[i] if self.dtensor else _local(gs[i]) for i in self.index]
 
     def flat_views(self, prog):
         """(flat?, [(param view, state views)]): 1-d aliases for the compiled step, made once."""

@@ -95,8 +95,43 @@ def test_step_keywords_and_sparse_rows():
     (emb(rows).sum() * 8.0).backward()
     ref(rows).sum().backward()
     opt.step(grad_scale=torch.tensor(8.0), found_inf=torch.tensor(1.0))  # skipped: nothing changes
-    assert not opt.state and torch.equal(emb.weight, ref.weight)
+    assert torch.equal(emb.weight, ref.weight)  # state made at step 0, as torch's fused AdamW makes it
+    assert float(opt.state[emb.weight]["step"]) == 0 and not opt.state[emb.weight]["m"].any()
     opt.step(grad_scale=torch.tensor(8.0), found_inf=torch.tensor(0.0))
     opt_ref.step()
     torch.testing.assert_close(emb.weight, ref.weight, rtol=0, atol=0)
     torch.testing.assert_close(emb.weight.grad.to_dense(), ref.weight.grad.to_dense())
+
+
+class _DeviceOnly(torch.Tensor):
+    """A tensor whose value the host may not read (item, bool, float...): what any op computes from
+    it is one too, so a host sync on found_inf anywhere in the step raises."""
+
+    def _refuse(self, *args, **kwargs):
+        raise AssertionError("the step read found_inf on the host")
+
+    item = __bool__ = __float__ = __int__ = __index__ = tolist = numpy = _refuse
+
+
+@pytest.mark.parametrize("name", ["adamw", "lamb"])
+@pytest.mark.parametrize("backend", ["eager", "compiled"])
+def test_found_inf_skips_on_the_device_without_reading_it(name, backend):
+    Opt = codegen.build(optdsl.load(name), "torch")
+    model = _model()
+    opt = Opt(model.parameters(), lr=1e-2, backend=backend)
+    x = torch.randn(4, 6, generator=torch.Generator().manual_seed(2))
+    for found in (0.0, 1.0, 1.0, 0.0):
+        opt.zero_grad()
+        model(x).square().sum().backward()
+        before = _snapshot(model, opt)
+        flag = torch.tensor(found).as_subclass(_DeviceOnly)
+        opt.step(grad_scale=torch.tensor(2.0), found_inf=flag)
+        params, states = _snapshot(model, opt)
+        changed = [not torch.equal(a, b) for a, b in zip(before[0], params)]
+        if found:
+            assert not any(changed)  # params, states and step counts as they were
+            for s, u in zip(before[1], states):
+                assert s.keys() == u.keys() and all(torch.equal(s[k], u[k]) for k in s)
+        else:
+            assert all(changed)
+    assert all(float(opt.state[p]["step"]) == 2 for p in model.parameters())
