@@ -85,6 +85,7 @@ from optdsl.passes.specialize import Tree
 from optdsl.printer import ATOM, Code, CodePrinter, docstring, parenthesize, precedence_of, to_source
 from optdsl.typecheck import expr_kind, input_kinds, join
 
+from . import cpp_target
 from .generated import check_identifier, number
 from .runtime import source as runtime_source
 
@@ -454,7 +455,7 @@ class _Module:
         for b in extra_backends:
             if not (b.isascii() and b.isidentifier() and not b.startswith("_")):  # used as `_{b}_...`:
                 raise DslError(f"backend name {b!r} is not a plain identifier")  # a reserved word is fine
-            if b in ("eager", "compiled"):
+            if b in ("eager", "compiled", "cpp"):
                 raise DslError(f"backend {b!r} is built in")
         self.checkpoints = torch_checkpoints(program)
         self.tree, _, self.paths = paths(program)
@@ -474,6 +475,28 @@ class _Module:
             prelude, prog = split_lerp(prelude, prog, base)
             used = names_in(prog) | {a.target for a in prelude} | base
             self.hoisted.append((_bounded_assigns(prelude, used), _bounded(prog, used)))
+        if not self.globals and all(cpp_target.supports(p) is None for _, p in self.hoisted):
+            self.extra["cpp"] = self.cpp_backend()
+
+    def cpp_backend(self) -> str:
+        """Source of the ``cpp`` backend (extra-backend protocol): the runtime of
+        :mod:`codegen.runtime.cpp_kernels`, the program's C++ kernels (:mod:`codegen.cpp_target`,
+        from the same hoisted paths the compiled backend runs) and the scalars each reads."""
+        progs = [p for _, p in self.hoisted]
+        scalars = _tuple([_literal(cpp_target.scalar_names(p)) for p in progs])
+        return "\n".join([
+            runtime_source("cpp_kernels"),
+            f"_CPP = _CppKernels(\n    r\"\"\"{cpp_target.kernel_source(progs)}\"\"\",\n    scalars={scalars},\n)",
+            "",
+            "",
+            _function("_cpp_group_step", ["path", "params", "grads", "states", "*", "lr", "step", "**hyper"], [
+                '"""One step of a group through its C++ kernel (the eager step where the kernel cannot run)."""',
+                "_CPP.group_step(_PROGRAM, path, params, grads, states, lr=lr, step=step, **hyper)",
+            ]),
+            "",
+            "",
+            "_cpp_available = _CPP.available",
+        ])
 
     def fail_at(self, loc):
         def fail(msg, hint=None):

@@ -1,7 +1,7 @@
 """The op table: every function of the language, defined once.
 
 Each :class:`Op` says how the op is spelled in source, how many arguments it takes, which shape
-rule it follows, what it means (numpy and sympy), how it prints (LaTeX, torch, jax, triton) and
+rule it follows, what it means (numpy and sympy), how it prints (LaTeX, torch, jax, triton, C++) and
 whether the search may draw it. The parser, the type checker, the reference interpreter, the
 symbolic layer, every code printer, the search's mutation vocabulary and the README's op
 reference all read this table; adding an op is adding one entry here.
@@ -114,6 +114,9 @@ class Op:
     numbers_ok: bool = False  # the torch spelling takes a Python number in any argument, next to a tensor
     foreach: tuple[str, ...] = ()  # torch._foreach_<f> calls that compute it on lists, applied in turn
     reduction: Reduction | None = None  # how a reduce/row/col/global op is computed in pieces
+    # C++ spelling (elementwise ops; codegen.cpp_target), over scalars of a floating type T whose
+    # arguments are names (so a repeated {0} costs nothing); op_max/op_min propagate nan as numpy does
+    cpp: str | None = None
 
 
 def _safe(fn):
@@ -168,37 +171,37 @@ E = ELEMENTWISE
 
 # --- arithmetic (binary operators print infix) ---
 op("add", 2, E, np.add, lambda a, b: a + b, "{0} + {1}", "{0} + {1}", "{0} + {1}", "{0} + {1}",
-   "x + y", infix="+", precedence=10, commutative=True, numbers_ok=True, foreach=("add",))
+   "x + y", infix="+", precedence=10, commutative=True, numbers_ok=True, foreach=("add",), cpp="{0} + {1}")
 op("sub", 2, E, np.subtract, lambda a, b: a - b, "{0} - {1}", "{0} - {1}", "{0} - {1}", "{0} - {1}",
-   "x - y", infix="-", precedence=10, numbers_ok=True, foreach=("sub",))
+   "x - y", infix="-", precedence=10, numbers_ok=True, foreach=("sub",), cpp="{0} - {1}")
 op("mul", 2, E, np.multiply, lambda a, b: a * b, "{0} {1}", "{0} * {1}", "{0} * {1}", "{0} * {1}",
    "x * y", infix="*", precedence=20, commutative=True, numbers_ok=True,
-   foreach=("mul",))
+   foreach=("mul",), cpp="{0} * {1}")
 op("div", 2, E, np.divide, lambda a, b: a / b, r"\frac{{{0}}}{{{1}}}", "{0} / {1}", "{0} / {1}",
    "{0} / {1}", "x / y (IEEE: x/0 is inf or nan)", infix="/", precedence=20, numbers_ok=True,
-   python_raises=True, foreach=("div",))
+   python_raises=True, foreach=("div",), cpp="{0} / {1}")
 op("mod", 2, E, np.mod, lambda a, b: sympy.Mod(a, b), r"{0} \bmod {1}", "torch.remainder({0}, {1})",
    "jnp.mod({0}, {1})", "{0} - {1} * tl.floor({0} / {1})", "x mod y, sign of y (Python's %)", infix="%",
-   precedence=20, search=False, numbers_ok=True, python_raises=True)
+   precedence=20, search=False, numbers_ok=True, python_raises=True, cpp="{0} - {1} * std::floor({0} / {1})")
 op("floordiv", 2, E, np.floor_divide, lambda a, b: sympy.floor(a / b),
    r"\left\lfloor {0} / {1} \right\rfloor", "torch.div({0}, {1}, rounding_mode='floor')",
    "jnp.floor_divide({0}, {1})", "tl.floor({0} / {1})", "floor(x / y)", infix="//", precedence=20,
-   search=False, numbers_ok=True, python_raises=True)
+   search=False, numbers_ok=True, python_raises=True, cpp="std::floor({0} / {1})")
 op("power", 2, E, np.power, lambda a, b: a**b, "{{{0}}}^{{{1}}}", "torch.pow({0}, {1})",
    "jnp.power({0}, {1})", "libdevice.pow({0}, {1})", "x ** y", infix="**",
-   precedence=40, flops=8, numbers_ok=True, python_raises=True, foreach=("pow",))
+   precedence=40, flops=8, numbers_ok=True, python_raises=True, foreach=("pow",), cpp="std::pow({0}, {1})")
 op("neg", 1, E, np.negative, lambda a: -a, "-{0}", "-{0}", "-{0}", "-{0}", "-x", infix="-",
-   precedence=30, numbers_ok=True, foreach=("neg",))
+   precedence=30, numbers_ok=True, foreach=("neg",), cpp="-{0}")
 op("max", 2, E, np.maximum, lambda a, b: sympy.Max(a, b), r"\max({0}, {1})", "torch.maximum({0}, {1})",
    "jnp.maximum({0}, {1})", "tl.maximum({0}, {1})", "elementwise maximum", commutative=True,
-   foreach=("maximum",))
+   foreach=("maximum",), cpp="op_max({0}, {1})")
 op("min", 2, E, np.minimum, lambda a, b: sympy.Min(a, b), r"\min({0}, {1})", "torch.minimum({0}, {1})",
    "jnp.minimum({0}, {1})", "tl.minimum({0}, {1})", "elementwise minimum", commutative=True,
-   foreach=("minimum",))
+   foreach=("minimum",), cpp="op_min({0}, {1})")
 op("interp", 3, E, lambda x, y, a: (1 - a) * x + a * y, lambda x, y, a: (1 - a) * x + a * y,
    r"(1 - {2}) {0} + {2} {1}", "torch.lerp({0}, {1}, {2})", "(1 - {2}) * {0} + {2} * {1}",
    "{0} + {2} * ({1} - {0})", "(1 - a) * x + a * y: moving average of x into y with weight a",
-   flops=3)
+   flops=3, cpp="(T(1) - {2}) * {0} + {2} * {1}")
 
 # --- unary math (sqrt/log act on |x|, as in the search paper) ---
 # No foreach for sign: torch.sign(nan) is 0 where the language keeps nan (the template keeps it);
@@ -210,6 +213,15 @@ _UNARY_FIELDS = {
     **{n: {"foreach": (n.replace("arc", "a"),)} for n in ("arcsin", "arccos", "arctan")},
     "reciprocal": {"foreach": ("reciprocal",), "python_raises": True},
     "cube": {"numbers_ok": True},
+}
+_CPP_UNARY = {  # C++ spellings of the unary ops below (the log/sqrt family on |x|, as the language has it)
+    "abs": "std::abs({0})", "sign": "({0} > 0 ? T(1) : ({0} < 0 ? T(-1) : {0}))",
+    "sqrt": "std::sqrt(std::abs({0}))", "rsqrt": "T(1) / std::sqrt(std::abs({0}))", "square": "{0} * {0}",
+    "cube": "{0} * {0} * {0}", "cbrt": "std::cbrt({0})", "reciprocal": "T(1) / {0}", "exp10": "std::pow(T(10), {0})",
+    **{n: f"std::{n}(std::abs({{0}}))" for n in ("log", "log2", "log10", "log1p")},
+    **{n: f"std::{n.replace('arc', 'a')}({{0}})" for n in ("exp", "exp2", "expm1", "sin", "cos", "tan", "arcsin",
+                                                           "arccos", "arctan", "sinh", "cosh", "tanh", "arcsinh",
+                                                           "arccosh", "arctanh", "floor")},
 }
 _abs = np.abs
 for name, fn, sym, lx, tt, jx, tr, doc, fl in [
@@ -273,17 +285,20 @@ for name, fn, sym, lx, tt, jx, tr, doc, fl in [
     ("floor", np.floor, sympy.floor, r"\lfloor {0} \rfloor", "torch.floor({0})", "jnp.floor({0})",
      "tl.floor({0})", "round down", 1),
 ]:
-    op(name, 1, E, fn, sym, lx, tt, jx, tr, doc, flops=fl, search=name not in ("floor",), **_UNARY_FIELDS.get(name, {}))
+    op(name, 1, E, fn, sym, lx, tt, jx, tr, doc, flops=fl, search=name not in ("floor",), cpp=_CPP_UNARY[name],
+       **_UNARY_FIELDS.get(name, {}))
 
 op("clip", 2, E, lambda x, c: np.clip(x, -_abs(c), _abs(c)),
    lambda x, c: sympy.Max(-sympy.Abs(c), sympy.Min(x, sympy.Abs(c))),
    r"\operatorname{{clip}}({0}, \pm {1})", "torch.clamp({0}, -abs({1}), abs({1}))",
    "jnp.clip({0}, -jnp.abs({1}), jnp.abs({1}))",
-   "tl.minimum(tl.maximum({0}, -tl.abs({1})), tl.abs({1}))", "clamp x into [-|c|, |c|]", flops=2)
+   "tl.minimum(tl.maximum({0}, -tl.abs({1})), tl.abs({1}))", "clamp x into [-|c|, |c|]", flops=2,
+   cpp="op_min(op_max({0}, -std::abs({1})), std::abs({1}))")
 op("clamp", 3, E, lambda x, lo, hi: np.minimum(np.maximum(x, lo), hi),
    lambda x, lo, hi: sympy.Min(sympy.Max(x, lo), hi), r"\operatorname{{clamp}}({0}, {1}, {2})",
    "torch.minimum(torch.maximum({0}, {1}), {2})", "jnp.minimum(jnp.maximum({0}, {1}), {2})",
-   "tl.minimum(tl.maximum({0}, {1}), {2})", "min(max(x, lo), hi)", flops=2, search=False)
+   "tl.minimum(tl.maximum({0}, {1}), {2})", "min(max(x, lo), hi)", flops=2, search=False,
+   cpp="op_min(op_max({0}, {1}), {2})")
 
 # --- comparisons, logic, selection (1.0 = true, 0.0 = false) ---
 for name, sym_src, np_fn, rel, lx in [
@@ -293,30 +308,31 @@ for name, sym_src, np_fn, rel, lx in [
 ]:
     op(name, 2, E, _cmp(np_fn), _sym_cmp(rel), "[{0} " + lx + " {1}]", "({0} " + sym_src + " {1})",
        "({0} " + sym_src + " {1})", "({0} " + sym_src + " {1})", f"1 if x {sym_src} y else 0",
-       infix=sym_src, precedence=5, search=False, truth=True, numbers_ok=True)
+       infix=sym_src, precedence=5, search=False, truth=True, numbers_ok=True,
+       cpp="({0} " + sym_src + " {1} ? T(1) : T(0))")
 op("and", 2, E, _cmp(lambda a, b: (a != 0) & (b != 0)),
    lambda a, b: sympy.Piecewise((1, sympy.And(sympy.Ne(a, 0), sympy.Ne(b, 0))), (0, True)),
    r"[{0} \wedge {1}]", "(({0} != 0) & ({1} != 0))", "(({0} != 0) & ({1} != 0))",
    "(({0} != 0) & ({1} != 0))", "1 if both are non-zero", infix="and", precedence=3,
-   commutative=True, search=False, truth=True, numbers_ok=True)
+   commutative=True, search=False, truth=True, numbers_ok=True, cpp="({0} != 0 && {1} != 0 ? T(1) : T(0))")
 op("or", 2, E, _cmp(lambda a, b: (a != 0) | (b != 0)),
    lambda a, b: sympy.Piecewise((1, sympy.Or(sympy.Ne(a, 0), sympy.Ne(b, 0))), (0, True)),
    r"[{0} \vee {1}]", "(({0} != 0) | ({1} != 0))", "(({0} != 0) | ({1} != 0))",
    "(({0} != 0) | ({1} != 0))", "1 if either is non-zero", infix="or", precedence=2,
-   commutative=True, search=False, truth=True, numbers_ok=True)
+   commutative=True, search=False, truth=True, numbers_ok=True, cpp="({0} != 0 || {1} != 0 ? T(1) : T(0))")
 op("not", 1, E, _cmp(lambda a: a == 0), lambda a: sympy.Piecewise((1, sympy.Eq(a, 0)), (0, True)),
    r"[\neg {0}]", "({0} == 0)", "({0} == 0)", "({0} == 0)", "1 if x is zero", infix="not",
-   precedence=4, search=False, truth=True)
+   precedence=4, search=False, truth=True, cpp="({0} == 0 ? T(1) : T(0))")
 op("where", 3, E, lambda c, a, b: np.where(np.asarray(c) != 0, a, b),
    lambda c, a, b: sympy.Piecewise((a, sympy.Ne(c, 0)), (b, True)),
    r"\begin{{cases}} {1} & \text{{if }} {0} \\ {2} & \text{{otherwise}} \end{{cases}}",
    "torch.where({0} != 0, {1}, {2})", "jnp.where({0} != 0, {1}, {2})", "tl.where({0} != 0, {1}, {2})",
    "a where c is non-zero, else b; a static c (a shape test) is resolved per parameter",
-   search=False, numbers_ok=True)
+   search=False, numbers_ok=True, cpp="({0} != 0 ? {1} : {2})")
 op("isfinite", 1, E, _cmp(np.isfinite), lambda x: _sym_fn("isfinite")(x),
    r"[{0} \text{{ finite}}]", "torch.isfinite({0})", "jnp.isfinite({0})",
    "(({0} == {0}) & (tl.abs({0}) < float('inf')))", "1 where x is neither inf nor nan",
-   search=False, truth=True)
+   search=False, truth=True, cpp="(std::isfinite({0}) ? T(1) : T(0))")
 
 # --- per-tensor reductions: one scalar per parameter ---
 R = REDUCE

@@ -500,14 +500,20 @@ class _Optimizer(torch.optim.Optimizer):
 
     def _backend_for(self, device, numel):
         """The backend for this step: the one asked for, else the first available of the extra
-        backends (not on a CPU), ``compiled`` and ``eager``. On a CPU a model of fewer than
-        ``_COMPILE_FROM`` elements runs ``eager``: torch.compile's start-up (seconds) would take
-        longer than it can save such a model over any reasonable run."""
+        backends (on a CPU only ``cpp``, the C++ kernels), ``compiled`` and ``eager``. On a CPU a
+        model of fewer than ``_COMPILE_FROM`` elements runs ``eager``: a compiler's start-up (a
+        second for cpp, seconds for torch.compile) would take longer than it can save such a
+        model over any reasonable run."""
         if self.backend is not None:
             return self.backend
         prog = self._program
-        names = [] if prog.global_names or device.type == "cpu" else list(prog.backends)
         small = device.type == "cpu" and numel < _COMPILE_FROM and not self._fused
+        if prog.global_names:
+            names = []
+        elif device.type == "cpu":  # the cpp kernels, measured faster than compiled (docs/benchmarks.md)
+            names = ["cpp"] if "cpp" in prog.backends and not small else []
+        else:
+            names = list(prog.backends)
         names += ["compiled"] if self._fallback is None and not small else []
         names += [] if self._fused else ["eager"]
         for name in names:

@@ -203,9 +203,9 @@ def test_foreach_and_fused_flags(adamw):
     assert adamw(_params(), foreach=True).backend == "eager"
     fused = adamw(_params(), fused=True)
     cpu = torch.device("cpu")
-    assert fused._backend_for(cpu, 10) == "compiled"
+    assert fused._backend_for(cpu, 10) == "cpp"  # the C++ kernels: fused, and faster than compiled
     default = adamw(_params())  # a small CPU model: compiling would cost more than it saves
-    assert default._backend_for(cpu, 10) == "eager" and default._backend_for(cpu, 1 << 22) == "compiled"
+    assert default._backend_for(cpu, 10) == "eager" and default._backend_for(cpu, 1 << 22) == "cpp"
     with pytest.raises(RuntimeError, match="`fused` and `foreach` cannot be `True` together"):
         adamw(_params(), foreach=True, fused=True)
     with pytest.raises(ValueError, match="fused=True"):
@@ -219,7 +219,7 @@ def test_a_compile_failure_warns_and_explicit_compiled_raises():
     script = textwrap.dedent("""
         import warnings, torch, torch._inductor.config as config, codegen, optdsl
         config.cpp.cxx = ("/nonexistent/c++",)
-        AdamW = codegen.build(optdsl.load("adamw"), "torch")
+        AdamW = codegen.build(optdsl.load("lamb"), "torch")  # its norm() leaves it no C++ kernel
         w = torch.nn.Parameter(torch.ones(1 << 20))  # large enough that the default compiles
         opt = AdamW([w], lr=0.1)
         with warnings.catch_warnings(record=True) as caught:
@@ -294,4 +294,4 @@ def test_the_runtime_block_is_copied_verbatim(adamw):
     block = source("torch_optimizer")
     assert block.startswith(BEGIN) and block.rstrip().splitlines()[-1].startswith(END)
     text = codegen.emit(optdsl.load("adamw"), "torch")
-    assert block in text and text.count(BEGIN) == 1
+    assert block in text and text.count(block.splitlines()[0]) == 1
