@@ -129,8 +129,10 @@ def _batches(n: int, batch: int, steps: int, seed: int) -> torch.Tensor:
 
 def _cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy per copy: logits ``(K, N, C)``, labels ``(N,)`` -> ``(K,)``."""
-    k, n, c = logits.shape
-    return F.cross_entropy(logits.reshape(k * n, c), y.repeat(k), reduction="none").reshape(k, n).mean(1)
+    # Classes on axis 1: torch's CPU log-softmax over a short innermost axis (10 classes) runs
+    # ~4x slower than over a strided one, and it was a third of a job's time.
+    k, n, _ = logits.shape
+    return F.cross_entropy(logits.transpose(1, 2), y.expand(k, n), reduction="none").mean(1)
 
 
 def _digits_task(name, description, shapes, init, forward, steps, batch=128, seed=1, image=False) -> Task:
@@ -278,8 +280,10 @@ def transformer(name="transformer", vocab=8, length=8, d=16, steps=60, batch=32,
     def loss(p, tokens):
         h = p["emb"][:, tokens] + p["pos"][:, None]  # (K, N, L, d)
         q, k_, v = (torch.einsum("knld,kde->knle", h, p[x]) for x in ("q", "k", "v"))
-        att = torch.softmax(torch.einsum("knld,knmd->knlm", q, k_) / math.sqrt(d), dim=-1)
-        h = h + torch.einsum("knlm,knmd,kde->knle", att, v, p["o"])
+        # scores laid out (key, query): the softmax over keys then runs along a strided axis,
+        # ~2.5x faster on a CPU than along a short innermost one (torch's kernel for length 8)
+        att = torch.softmax(torch.einsum("knmd,knld->knml", k_, q) / math.sqrt(d), dim=-2)
+        h = h + torch.einsum("knml,knmd,kde->knle", att, v, p["o"])
         h = h + torch.einsum("knlf,kfd->knld", F.gelu(torch.einsum("knld,kdf->knlf", h, p["m1"])), p["m2"])
         logits = torch.einsum("knld,kdv->knlv", h, p["out"])
         kk = logits.shape[0]

@@ -94,6 +94,14 @@ def test_batched_candidates_score_as_they_would_alone():
             assert r["task_score"][task] == pytest.approx(s, abs=1e-4)
 
 
+def test_a_state_holding_the_weights_keeps_the_value_of_its_step():
+    # The copies' weights are updated in place; `m = w` must not follow them.
+    body = "def train(w, g, m, lr):\n    update = lr * 0.1 * g + 0.01 * (w - m)\n    return update, {}\n"
+    aliased, _ = train_copies([parse(body.format("w"))], "quadratic", [0.1, 1.0])
+    copied, _ = train_copies([parse(body.format("w * 1.0"))], "quadratic", [0.1, 1.0])
+    np.testing.assert_array_equal(aliased, copied)
+
+
 def test_nan_in_some_copies_does_not_fail_the_candidate():
     # The largest lrs make plain gradient descent diverge on the quadratic; the smaller ones count.
     r = evaluate_program(parse(TRAIN.format("lr * 0.1 * g")), ["quadratic"], BASE)
