@@ -790,7 +790,9 @@ class _Undo:
     """Undo a step where ``found_inf`` is non-zero, on the device (no host sync), as torch's fused
     optimizers skip it: every tensor the step may write (params, states, step counts; a DTensor's
     local shard) is copied before the step, and afterwards t <- where(found_inf != 0, copy, t).
-    The cost, one copy of params and states per AMP step, buys one mechanism for every backend."""
+    The cost, one copy of params and states per AMP step, buys one mechanism for every backend.
+    The step counts live on the CPU (as torch.optim keeps them, and the step's scalars are computed
+    from them there), so with a found_inf on a GPU they take one blocking copy of it per step."""
 
     def __init__(self, plan, found_inf):
         self.found_inf = found_inf
@@ -801,7 +803,8 @@ class _Undo:
         skip = {}
         for t, saved in zip(self.tensors, self.saved):
             if t.device not in skip:
-                skip[t.device] = self.found_inf.to(t.device, non_blocking=True) != 0
+                # blocking: a non_blocking copy to the CPU could be read before it lands
+                skip[t.device] = self.found_inf.to(t.device) != 0
             t.copy_(torch.where(skip[t.device], saved, t))
 
 
