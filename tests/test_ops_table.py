@@ -101,3 +101,32 @@ def test_python_raises_marks_exactly_the_operators_python_refuses_numbers_for():
             except (ZeroDivisionError, OverflowError):
                 raising.add(op.name)
     assert raising == {o.name for o in OPS.values() if o.python_raises}
+
+
+@pytest.mark.slow
+def test_cpp_spells_every_elementwise_op_as_numpy_computes_it():
+    """One program with a state per elementwise op, ``s_op = op(g, w, 0.25)``, stepped once on the
+    ``cpp`` backend (one C++ build): each state then holds the op's float32 value."""
+    import torch
+
+    import codegen
+    from optdsl.ir import Assign, Const, Hyper, Program, State
+
+    ops = [o for o in OPS.values() if o.shape == ELEMENTWISE]
+    assert all(o.cpp is not None for o in ops)
+    args = (Var("g"), Var("w"), Const(0.25))
+    states = tuple(State(f"s_{o.name}", keep=True) for o in ops)
+    body = tuple(Assign(s.name, Call(o.name, args[:o.arity])) for s, o in zip(states, ops))
+    program = Program("every_op", states, (Hyper("lr", 0.0),), body, Call("mul", (Var("lr"), Var("g"))),
+                      tuple(Var(s.name) for s in states))
+    cls = codegen.build(program, "torch")
+    assert "cpp" in cls._program.backends
+    w = torch.tensor(X.ravel(), dtype=torch.float32)
+    w.grad = torch.tensor(Y.ravel(), dtype=torch.float32)
+    opt = cls([w], backend="cpp")
+    opt.step()
+    x, y = np.float32(X.ravel()), np.float32(Y.ravel())
+    for s, o in zip(states, ops):
+        want = np.asarray(o.numpy(*[y, x, np.float32(0.25)][:o.arity]), dtype=np.float32)
+        np.testing.assert_allclose(opt.state[w][s.name].numpy(), np.broadcast_to(want, y.shape), rtol=2e-6,
+                                   atol=1e-7, equal_nan=True, err_msg=o.name)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from trajectories import in_triton_interpreter, run_interpreter, run_jax, run_torch, run_triton
 
+import codegen
 from optdsl import DslError, to_source
 from optdsl.parser import parse
 from search.mutate import mutate, random_program
@@ -58,6 +59,21 @@ def test_torch_and_jax_agree_with_the_interpreter(index):
         return  # e.g. a shape test no tensor here satisfies: a clear, expected error
     close(run_torch(program, *data(), LR), ref)
     close(run_jax(program, *data(), LR), ref)
+
+
+@pytest.mark.slow
+def test_cpp_kernels_agree_with_the_interpreter():
+    """Every random program with C++ kernels (elementwise ones) on the torch target's cpp backend."""
+    built = 0
+    for program in programs():
+        try:
+            ref = reference(program)
+        except DslError:
+            continue
+        if "cpp" in codegen.build(program, "torch")._program.backends:
+            close(run_torch(program, *data(), LR, backend="cpp"), ref)
+            built += 1
+    assert built >= len(SEEDS) // 2  # AdamW's mutations and most random programs are elementwise
 
 
 def triton_results() -> list:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -110,16 +112,19 @@ def test_generated_matches_torch_optim_on_digits(name, reference, kwargs):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["lion", "adafactor"])
-def test_compiled_matches_interpreter_and_hands_state_to_eager(name):
+@pytest.mark.parametrize(("name", "backend"), [("lion", "compiled"), ("adafactor", "compiled"), ("lion", "cpp"),
+                                               ("adamw", "cpp")])
+def test_fused_backends_match_interpreter_and_hand_state_to_eager(name, backend):
+    """compiled (torch.compile) and cpp (C++ kernels, one call per group) follow the reference
+    interpreter, and their state continues on the eager backend."""
     p = optdsl.load(name)
-    shapes = [(7,), (3, 5), (2, 3, 4), (40,)]
+    shapes = [(7,), (3, 5), (2, 3, 4), (40_000,)]  # the last spans two chunks of the C++ loop
     params, grads, hist = _interpreter_run(p, shapes, STEPS)
     cls = codegen.build(p, "torch")
     torch._dynamo.utils.counters.clear()
     half = STEPS // 2
-    ts, opt = _run_class(cls, params, grads, half, "compiled")
-    if name == "lion":  # 1-d views: a static-size graph for the first size, then one for every size
+    ts, opt = _run_class(cls, params, grads, half, backend)
+    if (name, backend) == ("lion", "compiled"):  # 1-d views: a static-size graph for the first size, then one for all
         assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 2
     for x, h in zip(ts, hist[half - 1].values()):
         np.testing.assert_allclose(x.numpy(), h, rtol=2e-4, atol=1e-5)
@@ -170,3 +175,41 @@ def test_step_counts_follow_params_with_grads_and_the_plan_is_cached(backend):
     torch.testing.assert_close(b, b_alone)  # b's bias corrections counted only its own steps
     saved = opt.state_dict()["state"]
     assert [float(saved[i]["step"]) for i in (0, 1)] == [6.0, 4.0]
+
+
+@pytest.mark.slow
+def test_cpp_runs_float64_params_in_double():
+    AdamW = codegen.build(optdsl.load("adamw"), "torch")
+    rng = np.random.default_rng(0)
+    params = {"a": rng.standard_normal((3, 5)), "b": rng.standard_normal(40_000)}
+    grads = [{k: rng.standard_normal(v.shape) for k, v in params.items()} for _ in range(3)]
+    ours, _ = _run_class(AdamW, params, grads, 3, "cpp")
+    ref, _ = _run_class(AdamW, params, grads, 3, "eager")
+    for a, b in zip(ours, ref):
+        assert a.dtype == torch.float64
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+
+
+def test_cpp_without_a_compiler_warns_and_runs_eager(monkeypatch, tmp_path):
+    """No C++ compiler (an empty PATH, an empty build cache): backend='cpp' warns once and takes the
+    eager steps; a bf16 parameter, which the kernels do not take, runs eager too."""
+    Lion = codegen.build(optdsl.load("lion"), "torch")
+    assert not Lion._program.available("cpp", torch.device("meta"))
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    monkeypatch.delenv("CXX", raising=False)
+    assert not Lion._program.available("cpp", torch.device("cpu"))
+    w, v, b = (torch.nn.Parameter(torch.linspace(-1, 1, 9, dtype=dt)) for dt in [torch.float32] * 2 + [torch.bfloat16])
+    opt, ref = Lion([w, b], lr=0.1, backend="cpp"), Lion([v], lr=0.1, backend="eager")
+    for t in range(2):
+        w.grad, v.grad, b.grad = torch.cos(w.detach() * (t + 1)), torch.cos(v.detach() * (t + 1)), torch.ones_like(b)
+        if t == 0:
+            with pytest.warns(RuntimeWarning, match="the cpp backend runs eager: no C\\+\\+ compiler"):
+                opt.step()
+        else:
+            with warnings.catch_warnings():  # warned once, not at every step
+                warnings.simplefilter("error")
+                opt.step()
+        ref.step()
+    torch.testing.assert_close(w, v, rtol=0, atol=0)
+    assert b.dtype == torch.bfloat16 and torch.all(b < torch.linspace(-1, 1, 9, dtype=torch.bfloat16))
