@@ -15,7 +15,9 @@ the same ``list[dict]``)::
      "ms": 15.2, "gb_s": 29.4, "frac_of_bandwidth": 1.05, "ratio": 0.97}
 
 ``ratio`` is ms divided by the case's anchor: torch's fused AdamW for AdamW, Lion and Tiger (Lion's
-target is 0.75x: it moves 20 bytes per parameter to AdamW's 28), torch Adafactor for Adafactor; ``gb_s``/``frac_of_bandwidth`` may be None.
+target is 0.75x: it moves 20 bytes per parameter to AdamW's 28), torch Adafactor for Adafactor.
+Generated optimizers run on each backend that applies: eager (multi-tensor torch ops), compiled
+(torch.compile) and cpp (the C++ kernels, elementwise programs only); ``gb_s``/``frac_of_bandwidth`` may be None.
 :func:`write_section` replaces one marked section of docs/benchmarks.md, so each suite updates
 only its own.
 
@@ -137,9 +139,11 @@ def _groups(adamw, lion, tiger, adafactor):
          ("torch.optim.AdamW foreach", lambda ps: torch.optim.AdamW(ps, foreach=True), "adamw", False),
          ("torch.compile(torch AdamW foreach step)", _CompiledTorchAdamW, "adamw", False),
          ("generated AdamW (compiled)", lambda ps: adamw(ps, backend="compiled"), "adamw", False),
+         ("generated AdamW (cpp)", lambda ps: adamw(ps, backend="cpp"), "adamw", False),
          ("generated AdamW (eager)", lambda ps: adamw(ps, backend="eager"), "adamw", False)],
         [("torch.optim.AdamW fused", lambda ps: torch.optim.AdamW(ps, fused=True), "adamw", True),
          ("generated Lion (compiled)", lambda ps: lion(ps, backend="compiled"), "lion", False),
+         ("generated Lion (cpp)", lambda ps: lion(ps, backend="cpp"), "lion", False),
          ("generated Lion (eager)", lambda ps: lion(ps, backend="eager"), "lion", False),
          ("generated Tiger (compiled)", lambda ps: tiger(ps, backend="compiled"), "tiger", False)],
         [("torch.optim.Adafactor", lambda ps: torch.optim.Adafactor(ps), "adafactor", True),
@@ -190,10 +194,11 @@ NOTE = ("GB/s counts the bytes a step must move (optdsl.cost: AdamW 28 per fp32 
 
 
 def machine() -> str:
-    """The CPU, its cores, torch's version and the load average when the run started (a shared
-    machine's other jobs take bandwidth from the benchmark)."""
+    """The CPU, its cores, the threads torch (and the C++ kernels) use, torch's version and the load
+    average when the run started (a shared machine's other jobs take bandwidth from the benchmark)."""
     load = f", load avg {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
-    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}{load}"
+    cpu = platform.processor() or platform.machine()
+    return f"{cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} threads, torch {torch.__version__}{load}"
 
 
 def markdown(rows: list[dict], title: str) -> str:

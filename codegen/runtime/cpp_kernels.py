@@ -110,9 +110,6 @@ class _CppKernels:
         self.source, self.scalars = source, scalars
         self._lib, self._failed = None, None
 
-    def __getstate__(self):  # a loaded library does not pickle; it is rebuilt from the cache
-        return {"source": self.source, "scalars": self.scalars, "_lib": None, "_failed": None}
-
     def available(self, device):
         """The ``cpp`` backend runs on CPUs, where a C++ compiler is found."""
         return device.type == "cpu" and _cpp_compiler() is not None
