@@ -26,15 +26,31 @@ pytestmark = pytest.mark.slow
 
 WORLD = 2
 STEPS = 4
+# a global reduction over all tensors (summed across ranks) and a scalar state (replicated)
+CLIPPED = """
+def clipped(w, g, s: scalar, m, lr=0.01, beta=0.9):
+    g = g / max(1, global_norm(g))
+    m = interp(g, m, beta)
+    s = s + mean(m * m)
+    return lr * m / sqrt(s + 1e-8), s, m
+"""
 # (program, constructor keywords, backend): elementwise AdamW steps the local shards on either backend;
-# LAMB (norms) and Adafactor (row/col states, 1-d bias on its full path) step whole DTensors
+# LAMB (norms), Adafactor (row/col states, 1-d bias on its full path) and CLIPPED step whole DTensors
 CASES = [
     ("adamw", {"lr": 1e-2, "weight_decay": 0.1}, "eager"),
     ("adamw", {"lr": 1e-2, "weight_decay": 0.1}, "compiled"),
     ("lamb", {"lr": 1e-2, "weight_decay": 0.01}, None),
     ("lamb", {"lr": 1e-2, "weight_decay": 0.01}, "compiled"),  # DTensors that need whole tensors: eager
     ("adafactor", {"lr": 1e-2}, None),
+    ("clipped", {"lr": 1e-2}, None),
 ]
+
+
+DCP = ("lamb", "adamw")
+
+
+def _optimizer(name):
+    return codegen.build(optdsl.parse(CLIPPED) if name == "clipped" else optdsl.load(name), "torch")
 
 
 def _model():
@@ -73,7 +89,7 @@ def _worker(rank, port, out):
 
         results = {}
         for name, kwargs, backend in CASES:
-            Opt = codegen.build(optdsl.load(name), "torch")
+            Opt = _optimizer(name)
             model = _model()
             for layer in (model[0], model[2], model):
                 fully_shard(layer)
@@ -86,26 +102,29 @@ def _worker(rank, port, out):
             results[(name, backend)] = _full(model)
 
         # DCP: save after 2 steps, keep training; a fresh model and optimizer load the checkpoint
-        # and must continue identically
-        AdamW = codegen.build(optdsl.load("lamb"), "torch")
-        models, opts = [], []
-        for _ in range(2):
-            model = _model()
-            for layer in (model[0], model[2], model):
-                fully_shard(layer)
-            models.append(model)
-            opts.append(AdamW(model.parameters(), lr=1e-2))
-        _train(models[0], opts[0], range(2), rank, WORLD)
-        path = out + "/ckpt"
-        model_sd, optim_sd = get_state_dict(models[0], opts[0])
-        dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=path)
-        _train(models[0], opts[0], range(2, STEPS), rank, WORLD)
-        model_sd, optim_sd = get_state_dict(models[1], opts[1])
-        loaded = {"model": model_sd, "optim": optim_sd}
-        dcp.load(loaded, checkpoint_id=path)
-        set_state_dict(models[1], opts[1], model_state_dict=loaded["model"], optim_state_dict=loaded["optim"])
-        _train(models[1], opts[1], range(2, STEPS), rank, WORLD)
-        results["dcp"] = (_full(models[0]), _full(models[1]))
+        # and must continue identically (LAMB steps DTensors, AdamW local shards)
+        for name in DCP:
+            Opt = _optimizer(name)
+            models, opts = [], []
+            for _ in range(2):
+                model = _model()
+                for layer in (model[0], model[2], model):
+                    fully_shard(layer)
+                models.append(model)
+                opts.append(Opt(model.parameters(), lr=1e-2))
+            _train(models[0], opts[0], range(2), rank, WORLD)
+            path = f"{out}/{name}"
+            model_sd, optim_sd = get_state_dict(models[0], opts[0])
+            dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=path)
+            _train(models[0], opts[0], range(2, STEPS), rank, WORLD)
+            model_sd, optim_sd = get_state_dict(models[1], opts[1])
+            loaded = {"model": model_sd, "optim": optim_sd}
+            dcp.load(loaded, checkpoint_id=path)
+            set_state_dict(
+                models[1], opts[1], model_state_dict=loaded["model"], optim_state_dict=loaded["optim"]
+            )
+            _train(models[1], opts[1], range(2, STEPS), rank, WORLD)
+            results[("dcp", name)] = (_full(models[0]), _full(models[1]))
         if rank == 0:
             torch.save(results, out + "/results.pt")
         dist.destroy_process_group()
@@ -151,7 +170,7 @@ def sharded(tmp_path_factory):
 
 @pytest.mark.parametrize("name, kwargs, backend", CASES)
 def test_sharded_training_equals_unsharded(sharded, name, kwargs, backend):
-    Opt = codegen.build(optdsl.load(name), "torch")
+    Opt = _optimizer(name)
     model = _model()
     opt = Opt(model.parameters(), backend="eager", **kwargs)
     _train(model, opt, range(STEPS))
@@ -166,11 +185,11 @@ def test_sharded_adamw_equals_torch_adamw(sharded):
         torch.testing.assert_close(a, b.detach(), rtol=1e-5, atol=1e-6)
 
 
-def test_distributed_checkpoint_round_trip_continues_identically(sharded):
-    original, restored = sharded["dcp"]
+@pytest.mark.parametrize("name", DCP)
+def test_distributed_checkpoint_round_trip_continues_identically(sharded, name):
+    original, restored = sharded[("dcp", name)]
     model = _model()
-    Opt = codegen.build(optdsl.load("lamb"), "torch")
-    _train(model, Opt(model.parameters(), lr=1e-2), range(STEPS))
+    _train(model, _optimizer(name)(model.parameters(), lr=1e-2), range(STEPS))
     for a, b, c in zip(original, restored, model.parameters()):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
         torch.testing.assert_close(a, c.detach(), rtol=1e-5, atol=1e-6)
