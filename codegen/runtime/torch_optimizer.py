@@ -26,7 +26,9 @@ Behaviour, as torch.optim's own optimizers have it:
   - ``state_dict``/``load_state_dict``, ``copy.deepcopy`` and ``pickle``; checkpoints of the
     torch.optim optimizer the program is (declared by the program, see ``torch_checkpoints``) load
     into it, any other foreign checkpoint is refused when loaded;
-  - AMP: ``grad_scale``/``found_inf`` as torch's fused optimizers take them from GradScaler.
+  - AMP: ``grad_scale``/``found_inf`` as torch's fused optimizers take them from GradScaler;
+  - FSDP2: DTensor params get DTensor states sharded as they are; reductions see whole tensors
+    (see :func:`_runs_local`).
 
 Per-step host work does not grow with per-parameter bookkeeping: a *plan* (:class:`_Plan`) groups
 the tensors by param group, path, device, dtype and step count and is rebuilt only when the params
