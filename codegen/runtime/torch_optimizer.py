@@ -609,7 +609,7 @@ class _Optimizer(torch.optim.Optimizer):
                     f"{type(self).__name__}: {self._fallback}; this optimizer runs backend='eager' "
                     "from now on (pass backend='compiled' to raise instead)",
                     RuntimeWarning,
-                    stacklevel=3,
+                    stacklevel=5,  # past _update, step, no_grad's and torch.optim's wrappers: the caller
                 )
                 self._step_eager(plan, grads)
         elif backend == "eager" or prog.global_names:
