@@ -7,6 +7,7 @@ the same optimizer stepping the unsharded model in one process."""
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -152,19 +153,23 @@ def sharded(tmp_path_factory):
     )
     here = os.path.dirname(os.path.abspath(__file__))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # a session of its own, so that a timeout kills the spawned workers too, not only their parent
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(_free_port()), out, here],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
     try:
-        run = subprocess.run(
-            [sys.executable, "-c", code, str(_free_port()), out, here],
-            capture_output=True,
-            text=True,
-            timeout=240,
-            env=env,
-            check=False,
-        )
+        _, stderr = proc.communicate(timeout=240)
     except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
         pytest.fail("the FSDP2 processes did not finish in 240 s")
     errors = [(tmp / f).read_text() for f in sorted(os.listdir(out)) if f.startswith("error")]
-    assert run.returncode == 0 and not errors, "\n".join(errors) or run.stderr[-4000:]
+    assert proc.returncode == 0 and not errors, "\n".join(errors) or stderr[-4000:]
     return torch.load(out + "/results.pt")
 
 
