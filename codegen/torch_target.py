@@ -48,9 +48,15 @@ must define, for a backend called ``NAME``:
 
 ``_eager_group_step`` has exactly this signature. The optimizer calls group steps only for programs
 without global reductions (``GLOBALS == ()``); for other programs an extra backend is refused with
-a ValueError. The default backend is the first available of: each extra backend in
-``extra_backends`` order (only on non-CPU devices), ``"compiled"`` (when a C++ compiler is found;
-on a CPU only for models of 2**20 elements or more, whose steps repay the compile), ``"eager"``.
+a ValueError.
+
+The ``cpp`` backend is built in through the same hook: a program whose every path is elementwise
+(:func:`codegen.cpp_target.supports`) gets C++ kernels printed from its hoisted paths, with the
+runtime of :mod:`codegen.runtime.cpp_kernels` (compiled on first use with the machine's compiler,
+cached by source hash; no compiler: eager, after a warning). The default backend is the first
+available of: each extra backend in ``extra_backends`` order (only on non-CPU devices; on a CPU
+only ``cpp``), ``"compiled"`` (when a C++ compiler is found), ``"eager"``; on a CPU the compilers
+are used only for models of 2**20 elements or more, whose steps repay the build.
 
 Example:
     >>> import optdsl
