@@ -74,7 +74,7 @@ def _init_state(kind, init, w):
 
 def _is_dtensor(t):
     """Is ``t`` a DTensor (FSDP2's parameters)? Read from sys.modules: no tensor can be one unless
-    torch.distributed.tensor was imported, and importing it here would cost every user ~1 s."""
+    torch.distributed.tensor was imported, and a torch built without distributed has none."""
     module = sys.modules.get("torch.distributed.tensor")
     return module is not None and isinstance(t, module.DTensor)
 
