@@ -559,15 +559,20 @@ class _Optimizer(torch.optim.Optimizer):
         AMP (the fused-optimizer protocol; torch.amp.GradScaler sets ``self.grad_scale`` and
         ``self.found_inf``, which stand in for the arguments): every grad is divided by
         ``grad_scale`` in place, g <- g / grad_scale, and the step is taken; where ``found_inf`` is
-        non-zero the grads stay as they are and the step is undone on the device (:class:`_Undo`:
-        params, states and step counts keep their values), so the host never reads found_inf."""
+        non-zero the grads stay as they are and params, states and step counts keep their values:
+        a CPU found_inf is read (a memory load), any other is never read on the host and the step
+        is undone on its device instead (:class:`_Undo`)."""
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
         grad_scale = getattr(self, "grad_scale", None) if grad_scale is None else grad_scale
         found_inf = getattr(self, "found_inf", None) if found_inf is None else found_inf
-        plan, grads = self._plan()
+        plan, grads = self._plan()  # made (with the states) even for a skipped step, as torch does
+        if found_inf is not None and _read_is_free(found_inf):
+            if found_inf.item():  # skipped: params, states, step counts and the scaled grads stay
+                return loss
+            found_inf = None
         if grad_scale is not None:  # a skipped step leaves its grads scaled, as torch's fused ones do
             skip = None if found_inf is None else found_inf.to(grad_scale.device) != 0
             _unscale(grads, grad_scale if skip is None else torch.where(skip, 1.0, grad_scale))
@@ -788,13 +793,20 @@ class _Plan:
             e.step = e.steps[0].item()
 
 
+def _read_is_free(t):
+    """Reading a CPU tensor is a load from memory, not a wait for a device: there a skipped AMP step
+    is decided on the host and costs nothing (:class:`_Undo` is for accelerators)."""
+    return t.device.type == "cpu"
+
+
 class _Undo:
     """Undo a step where ``found_inf`` is non-zero, on the device (no host sync), as torch's fused
     optimizers skip it: every tensor the step may write (params, states, step counts; a DTensor's
     local shard) is copied before the step, and afterwards t <- where(found_inf != 0, copy, t).
     The cost, a copy and a masked write of params and states per AMP step (60 bytes a parameter
-    for AdamW, whose own step moves 28), buys one mechanism for every backend; a mask inside each
-    fused kernel, as torch's fused optimizers take found_inf, would cost nothing.
+    for AdamW, whose own step moves 28), buys one mechanism for every backend on an accelerator (a
+    CPU found_inf is simply read); a mask inside each fused kernel, as torch's fused optimizers take
+    found_inf, would cost nothing.
     The step counts live on the CPU (as torch.optim keeps them, and the step's scalars are computed
     from them there), so with a found_inf on a GPU they take one blocking copy of it per step."""
 

@@ -3,6 +3,8 @@ handed to step) equals GradScaler's standard unscale path and torch.optim.AdamW 
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 import torch
 
@@ -115,8 +117,11 @@ class _DeviceOnly(torch.Tensor):
 
 @pytest.mark.parametrize("name", ["adamw", "lamb"])
 @pytest.mark.parametrize("backend", ["eager", "compiled"])
-def test_found_inf_skips_on_the_device_without_reading_it(name, backend):
+@pytest.mark.parametrize("on_host", [False, True])
+def test_found_inf_skips_on_the_device_without_reading_it(name, backend, on_host, monkeypatch):
     Opt = codegen.build(optdsl.load(name), "torch")
+    # a found_inf on an accelerator is never read on the host; one on the CPU is (a memory load)
+    monkeypatch.setattr(sys.modules[Opt.__module__], "_read_is_free", lambda t: on_host)
     model = _model()
     opt = Opt(model.parameters(), lr=1e-2, backend=backend)
     x = torch.randn(4, 6, generator=torch.Generator().manual_seed(2))
@@ -124,7 +129,7 @@ def test_found_inf_skips_on_the_device_without_reading_it(name, backend):
         opt.zero_grad()
         model(x).square().sum().backward()
         before = _snapshot(model, opt)
-        flag = torch.tensor(found).as_subclass(_DeviceOnly)
+        flag = torch.tensor(found) if on_host else torch.tensor(found).as_subclass(_DeviceOnly)
         opt.step(grad_scale=torch.tensor(2.0), found_inf=flag)
         params, states = _snapshot(model, opt)
         changed = [not torch.equal(a, b) for a, b in zip(before[0], params)]
