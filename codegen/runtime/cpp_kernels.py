@@ -92,12 +92,9 @@ def _cpp_build(source):
 def _cpp_fits(tensors, dtype):
     """May the kernels take these tensors: plain (not a subclass such as DTensor), dense, contiguous,
     on the CPU, of ``dtype``?"""
+    plain = (torch.Tensor, torch.nn.Parameter)  # (t.is_cpu, not t.device.type: half the cost a step)
     return all(
-        type(t) in (torch.Tensor, torch.nn.Parameter)
-        and t.device.type == "cpu"
-        and t.layout == torch.strided
-        and t.dtype == dtype
-        and t.is_contiguous()
+        type(t) in plain and t.is_cpu and t.dtype == dtype and t.layout == torch.strided and t.is_contiguous()
         for t in tensors
     )
 
