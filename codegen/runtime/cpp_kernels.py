@@ -105,11 +105,16 @@ class _CppKernels:
 
     def __init__(self, source, scalars):
         self.source, self.scalars = source, scalars
-        self._lib, self._failed = None, None
+        self._lib, self._failed, self._compiler = None, None, None
 
     def available(self, device):
-        """The ``cpp`` backend runs on CPUs, where a C++ compiler is found."""
-        return device.type == "cpu" and _cpp_compiler() is not None
+        """The ``cpp`` backend runs on CPUs, where a C++ compiler is found (looked up once: the
+        default backend asks at every step)."""
+        if device.type != "cpu":
+            return False
+        if self._compiler is None:
+            self._compiler = _cpp_compiler() is not None
+        return self._compiler
 
     def library(self):
         """The loaded library, or None (after one RuntimeWarning) when it cannot be built."""
