@@ -147,10 +147,20 @@ def _is_zero(expr: sympy.Expr) -> bool:
 def _zero_set(e: sympy.Expr) -> frozenset:
     """Factors whose zeros are where ``e`` is zero (up to sign, multiplicity, ``|x|``)."""
     num = sympy.fraction(sympy.together(e))[0]
-    try:
-        factors = [f for f, _ in sympy.factor_list(num)[1]]
-    except Exception:  # noqa: BLE001 - not a polynomial in anything sympy can factor
-        factors = [num]
+    factors = []
+    for part in sympy.Mul.make_args(num):
+        if part.is_number:
+            continue
+        base = part.base if part.is_Pow and part.exp.is_positive else part
+        # Only polynomials are factored: factor_list on exp(a + 1881/2.5e11) - 1 (a search's
+        # program) never returned, it factors over the algebraic extension exp(1881/2.5e11)
+        if not base.is_polynomial(*base.free_symbols):
+            factors.append(base)
+            continue
+        try:
+            factors += [f for f, _ in sympy.factor_list(base)[1]]
+        except Exception:  # noqa: BLE001 - not a polynomial in anything sympy can factor
+            factors.append(base)
     out = set()
     for f in factors:
         while isinstance(f, sympy.Abs):

@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+import pytest
+
 from hypothesis import HealthCheck, given, settings
 from strategies import programs
 
@@ -142,3 +144,14 @@ def test_every_readable_form_is_shown_equal_to_its_program(p):
     assert r.equality.split(":")[0] in ("exact", "generic", "tested")
     assert parse(r.source) == r.program
     assert op_count(r.program) <= op_count(eliminate_dead_code(fold(p))) + 2  # lr * scale * (...)
+
+
+@pytest.mark.timeout(60)
+def test_a_transcendental_singularity_is_not_factored_forever():
+    # A 2-minute search's #799: sympy's factor_list on exp(sqrt(v) + 7.524e-9) - 1 never returned,
+    # so displaying the search's programs hung.
+    p = parse("def train(w, g, m, v, lr):\n    m = interp(m, g, 0.9)\n    v = interp(g * g, v, 0.999)\n"
+              "    t = expm1(sqrt(v) + 7.524e-09)\n    update = (m / t + sign(g)) * (lr * 0.001)\n"
+              "    return update, m, v\n")
+    r = readable(p)
+    assert "interp(g, m, 0.1)" in r.source and r.equality.split(":")[0] in ("exact", "generic")
