@@ -36,6 +36,7 @@ import codegen
 from optdsl import load, to_source
 from optdsl.parser import parse
 from search.export import exported_program
+from search.family import lion_family
 from search.selection import winner
 from search.store import Store
 
@@ -133,14 +134,6 @@ def run_search(seed: int, budget: str, workers: int, folder: str) -> dict:
     out["lion_family"] = lion_family(program)
     store.close()
     return out
-
-
-def lion_family(program) -> bool:
-    """Is the simplified update a ``sign`` of a momentum (a state or an interpolation with one),
-    up to weight decay and the learning rate? Read from the program's source."""
-    text = to_source(program)
-    states = [s.name for s in program.states]
-    return "sign(" in text and any(f"interp(g, {s}" in text or f"sign({s})" in text for s in states)
 
 
 # --- reporting ---------------------------------------------------------------------------------
