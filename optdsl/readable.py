@@ -172,21 +172,28 @@ def lr_scale(update: sympy.Expr, lr: sympy.Symbol) -> tuple[sympy.Expr, sympy.Ex
     return c, sympy.Add(*[(ci / c) * rest for ci, rest in parts])
 
 
-def in_new_states(update: sympy.Expr, olds, news) -> tuple[sympy.Expr, dict]:
+def in_new_states(update: sympy.Expr, olds, news) -> tuple[sympy.Expr, dict, list]:
     """``update`` in terms of the states' new values where that is shorter: a new value linear
     in its old one (``m' = 0.1 g + 0.9 m``) lets ``m = (m' - 0.1 g) / 0.9`` be put in, so
     ``0.1 g + 0.9 m`` reads ``m'``. Returns the update over stand-in symbols for the new values,
-    and the map from each stand-in to its new value."""
-    stand_in = {}
-    for old, new in zip(olds, news):
+    the map from each stand-in to its new value, and the new values, each other state's read over
+    the stand-ins too where that removes the old value (``v' = interp(g m', v, 0.9)``)."""
+    stand_in, news = {}, list(news)
+    for i, old in enumerate(olds):
+        new = news[i]  # over the stand-ins found so far
         a = sympy.diff(new, old)
         if not a.is_number or a == 0 or sympy.expand(new - a * old).has(old):
             continue
         d = sympy.Dummy(old.name, real=True)
-        candidate = update.subs(old, (d - (new - a * old)) / a)
+        back = (d - (new - a * old)) / a
+        candidate = update.subs(old, back)
         if not candidate.has(old) and sympy.count_ops(candidate) < sympy.count_ops(update):
             update, stand_in[d] = candidate, new
-    return update, stand_in
+            for j, other in enumerate(news):
+                rewritten = sympy.expand(other.subs(old, back)) if j != i and other.has(old) else other
+                if not rewritten.has(old):
+                    news[j] = rewritten
+    return update, stand_in, news
 
 
 def _symbolic(base: Program, tuned: float | None) -> Program:
@@ -195,11 +202,10 @@ def _symbolic(base: Program, tuned: float | None) -> Program:
     sp = to_sympy(base)
     uniform, states, kinds = uniform_names(base), set(base.state_names), input_kinds(base)
     outputs = [_best(e, sp.symbols, uniform, states, kinds) for e in sp.outputs()]
-    update, stand_in = in_new_states(outputs[0], [sp.symbols[s] for s in base.state_names], outputs[1:])
+    update, stand_in, news = in_new_states(outputs[0], [sp.symbols[s] for s in base.state_names], outputs[1:])
     lr = sp.symbols["lr"]
     split = lr_scale(update, lr)
     scale, inner = split if split is not None else (None, update)
-    news = outputs[1:]
     if tuned is not None and split is not None:  # other reads of lr see the tuned value
         inner, *news = [o.xreplace({lr: number(tuned)}) for o in (inner, *news)]
     # Each stand-in for a new state value reads back as a placeholder name, put in place below.
@@ -233,7 +239,8 @@ def _new_values_first(program: Program, placeholders: dict[str, str]) -> Program
         mapping = {placeholder: Var(state)}
         body = body[:at] + [Assign(state, value)] + [replace(a, expr=substitute(a.expr, mapping))
                                                      for a in body[at:]]
-        update, news[state] = substitute(update, mapping), Var(state)
+        update = substitute(update, mapping)
+        news = {s: Var(state) if s == state else substitute(e, mapping) for s, e in news.items()}
     return program.with_body(body, update=update, new_states=[news[s] for s in program.state_names])
 
 
@@ -282,8 +289,8 @@ def _named(program: Program) -> Program:
     body = list(program.body)
     used = names_in(program)
     update = _main_term_first(program.update)
-    if "update" in used:
-        raise ValueError("a program that already names a value 'update'")
+    if "update" in used:  # the searched program's own `update` lines become temporaries
+        body, update = _renamed_targets(body, update, "update", used)
     body.append(Assign("update", update))
     news = list(program.new_states)
     pending = {s.name: e for s, e in zip(program.states, news) if e != Var(s.name)}
@@ -303,6 +310,26 @@ def _named(program: Program) -> Program:
     if reparsed != named:
         raise ValueError("the readable form does not read back as itself")
     return named
+
+
+def _renamed_targets(body: list, update: Expr, name: str, used: set[str]) -> tuple[list, Expr]:
+    """Every assignment to ``name`` given a fresh name, in order (a name may be reassigned): the
+    body and the update reading them; a last line that is the update itself is returned as it."""
+    current: dict[str, Expr] = {}
+    out = []
+    for a in body:
+        expr = substitute(a.expr, current)
+        if a.target == name:
+            fresh = fresh_name("t", used)
+            used.add(fresh)
+            current[name] = Var(fresh)
+            out.append(replace(a, target=fresh, expr=expr))
+        else:
+            out.append(replace(a, expr=expr))
+    update = substitute(update, current)
+    if isinstance(update, Var) and out and out[-1].target == update.name:
+        update = out.pop().expr
+    return out, update
 
 
 def _rename(program: Program, mapping: dict[str, str]) -> Program:
