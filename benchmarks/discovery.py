@@ -10,6 +10,7 @@ are neither proxies nor held-out tasks, each with its learning rate tuned on the
 
     python benchmarks/discovery.py --seeds 0,1,2 --budget 10m            # prints the tables
     python benchmarks/discovery.py --seeds 0,1,2 --budget 10m --out docs/search.md
+    python benchmarks/discovery.py --dir runs/ --reuse --out docs/search.md   # re-read kept searches
 
 ``--out`` rewrites only the section between ``<!-- discovery:begin -->`` and
 ``<!-- discovery:end -->`` of that file.
@@ -113,12 +114,18 @@ def tuned(cls, task) -> tuple[float, float]:
 
 
 # --- one search per seed -------------------------------------------------------------------------
-def run_search(seed: int, budget: str, workers: int, folder: str) -> dict:
-    db = os.path.join(folder, f"seed{seed}.sqlite")
-    t0 = time.monotonic()
-    subprocess.run([sys.executable, "-m", "optdsl.cli", "search", "--budget", budget, "--seed", str(seed),
-                    "--workers", str(workers), "--db", db], check=True, stdout=subprocess.DEVNULL)
-    wall = time.monotonic() - t0
+def run_search(seed: int, budget: str, workers: int, folder: str, reuse: bool = False) -> dict:
+    """One search as a user runs it (its wall time kept beside the database), or with ``reuse``
+    the one already in ``folder``: read again, e.g. after a change to how winners are shown."""
+    db, timing = os.path.join(folder, f"seed{seed}.sqlite"), os.path.join(folder, f"seed{seed}.json")
+    if not (reuse and os.path.exists(db) and os.path.exists(timing)):
+        t0 = time.monotonic()
+        subprocess.run([sys.executable, "-m", "optdsl.cli", "search", "--budget", budget, "--seed", str(seed),
+                        "--workers", str(workers), "--db", db], check=True, stdout=subprocess.DEVNULL)
+        with open(timing, "w") as f:
+            json.dump({"wall_s": time.monotonic() - t0}, f)
+    with open(timing) as f:
+        wall = json.load(f)["wall_s"]
     store = Store(db)
     rows = store.all()
     evaluated = [r for r in rows if r["status"] != "cached"]
@@ -188,6 +195,8 @@ def main(argv=None) -> int:
     ap.add_argument("--budget", default="10m")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--dir", help="keep the search databases here (default: a temporary folder)")
+    ap.add_argument("--reuse", action="store_true",
+                    help="read the searches already in --dir instead of running them again")
     ap.add_argument("--out", help="write the results section into this markdown file")
     ap.add_argument("--json", help="also dump the raw results here")
     args = ap.parse_args(argv)
@@ -197,7 +206,7 @@ def main(argv=None) -> int:
     searches = []
     for seed in (int(s) for s in args.seeds.split(",")):
         console.print(f"seed {seed}: searching for {args.budget} ...")
-        searches.append(run_search(seed, args.budget, args.workers, folder))
+        searches.append(run_search(seed, args.budget, args.workers, folder, args.reuse))
         s = searches[-1]
         console.print(f"  winner #{s['winner_id']}: proxy {s['proxy']:+.3f}, held-out "
                       f"{s['held_out'] if s['held_out'] is None else round(s['held_out'], 3)}, "
