@@ -55,6 +55,19 @@ def _cpp_cache_dir():
     return os.path.join(cache, "torch_extensions")
 
 
+def _cpu_id():
+    """What ``-march=native`` compiles for: the CPU's model and instruction-set flags (Linux), else
+    the platform's processor name."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            lines = [line for line in f if line.startswith(("model name", "flags"))]
+        return "".join(sorted(set(lines)))
+    except OSError:
+        return platform.processor() or platform.machine()
+
+
 def _cpp_build(source):
     """``source`` compiled into a shared library (cached by hash): its path, or raise RuntimeError.
     OpenMP is asked for first; a compiler without it builds a single-threaded library."""
@@ -66,7 +79,9 @@ def _cpp_build(source):
     cc = _cpp_compiler()
     if cc is None:
         raise RuntimeError("no C++ compiler (c++, g++, clang++) on PATH")
-    key = hashlib.sha256("\0".join((source, cc, *_CPP_FLAGS)).encode()).hexdigest()[:20]
+    # -march=native: the key names the CPU too, so a cache shared between machines (a network home)
+    # never hands one CPU's build to another
+    key = hashlib.sha256("\0".join((source, cc, _cpu_id(), *_CPP_FLAGS)).encode()).hexdigest()[:20]
     folder = os.path.join(_cpp_cache_dir(), f"optdsl_{key}")
     lib = os.path.join(folder, "kernels.so")
     if os.path.exists(lib):
