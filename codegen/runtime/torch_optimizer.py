@@ -91,13 +91,14 @@ def _state_placements(kind, w):
     if kind == "full":
         return w.placements
     gone = {"row": (w.ndim - 1,), "col": (w.ndim - 2,), "scalar": tuple(range(w.ndim))}[kind]
+    dtensor = sys.modules["torch.distributed.tensor"]
     out = []
     for p in w.placements:
         dim = p.dim % w.ndim if p.is_shard() else None
         if dim is None or dim in gone:
-            out.append(sys.modules["torch.distributed.tensor"].Replicate())
+            out.append(dtensor.Replicate())
         else:
-            out.append(sys.modules["torch.distributed.tensor"].Shard(dim - sum(d < dim for d in gone)))
+            out.append(dtensor.Shard(dim - sum(d < dim for d in gone)))
     return out
 
 
@@ -573,11 +574,13 @@ class _Optimizer(torch.optim.Optimizer):
             if found_inf.item():  # skipped: params, states, step counts and the scaled grads stay
                 return loss
             found_inf = None
-        if grad_scale is not None:  # a skipped step leaves its grads scaled, as torch's fused ones do
-            skip = None if found_inf is None else found_inf.to(grad_scale.device) != 0
-            _unscale(grads, grad_scale if skip is None else torch.where(skip, 1.0, grad_scale))
-        self._sync_betas()
         undo = None if found_inf is None else _Undo(plan, found_inf)
+        if grad_scale is not None:  # a skipped step leaves its grads scaled, as torch's fused ones do
+            scale = (
+                grad_scale if undo is None else torch.where(undo.skip_on(grad_scale.device), 1.0, grad_scale)
+            )
+            _unscale(grads, scale)
+        self._sync_betas()
         self._update(plan, grads)
         if undo is not None:
             undo.apply()
@@ -811,17 +814,20 @@ class _Undo:
     from them there), so with a found_inf on a GPU they take one blocking copy of it per step."""
 
     def __init__(self, plan, found_inf):
-        self.found_inf = found_inf
+        self.found_inf, self._skip = found_inf, {}
         self.tensors = [_local(t) for p, _, held in plan.held for t in (p, *(t for _, t in held))]
         self.saved = [t.clone() for t in self.tensors]
 
+    def skip_on(self, device):
+        """``found_inf != 0`` on ``device``, copied there once a step (the grads' unscaling reads it
+        too). Blocking: a non_blocking copy to the CPU could be read before it lands."""
+        if device not in self._skip:
+            self._skip[device] = self.found_inf.to(device) != 0
+        return self._skip[device]
+
     def apply(self):
-        skip = {}
         for t, saved in zip(self.tensors, self.saved):
-            if t.device not in skip:
-                # blocking: a non_blocking copy to the CPU could be read before it lands
-                skip[t.device] = self.found_inf.to(t.device) != 0
-            torch.where(skip[t.device], saved, t, out=t)  # in place: one pass, no new tensor
+            torch.where(self.skip_on(t.device), saved, t, out=t)  # in place: one pass, no new tensor
 
 
 class _Entry:
