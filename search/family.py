@@ -21,12 +21,6 @@ from __future__ import annotations
 from optdsl.ir import Call, Expr, Program, Var, free_vars, inline
 
 
-def _momenta(program: Program) -> set[str]:
-    """States whose new value is an interpolation of g with the state itself."""
-    _, new = inline(program)
-    return {s for s, e in zip(program.state_names, new) if _interp_of_g(e, s)}
-
-
 def _interp_of_g(e: Expr, state: str) -> bool:
     return (isinstance(e, Call) and e.op == "interp" and {a for a in e.args[:2] if isinstance(a, Var)} ==
             {Var("g"), Var(state)} and not free_vars(e.args[2]) & {"g", state})
@@ -61,7 +55,7 @@ def _direction(e: Expr, moving: set[str]) -> Expr:
 def lion_family(program: Program) -> bool:
     """True when ``program``'s update is ``sign`` of a momentum, up to lr and weight decay (see the
     module docstring)."""
-    update, _ = inline(program)
-    momenta = _momenta(program)
+    update, news = inline(program)
+    momenta = {s for s, e in zip(program.state_names, news) if _interp_of_g(e, s)}  # m' = interp(g, m, b)
     d = _direction(update, {"g", *program.state_names})
     return isinstance(d, Call) and d.op == "sign" and _is_momentum(d.args[0], momenta)
