@@ -211,7 +211,7 @@ def evaluate_programs(programs: Sequence[Program], tasks: Sequence[str], baselin
     active = []
     for i, p in enumerate(programs):
         try:
-            reason = guard(p)
+            reason = guard(p, lrs)
         except Exception as e:  # noqa: BLE001 - a program the evaluator cannot run is an error
             reason, results[i]["status"] = None, "error"
             results[i]["error"] = f"{type(e).__name__}: {e}"

@@ -1,6 +1,6 @@
 """Guards: cheap checks that refuse a rule before any training, for exploits no task should reward.
 
-Two properties every sensible update rule has, checked on a fixed synthetic trajectory:
+Three properties every sensible update rule has, checked on a fixed synthetic trajectory:
 
   - **No drift.** Flipping the sign of the parameters and of every gradient flips the sign of
     every update: ``u(-w, -g_1..t) = -u(w, g_1..t)``. SGD, momentum, Adam/AdamW, Lion, LAMB,
@@ -10,8 +10,15 @@ Two properties every sensible update rule has, checked on a fixed synthetic traj
     reward that by chance.
   - **The gradient matters.** Running the same trajectory with other gradients changes the
     updates. A rule that only decays the weights, or returns a constant, does not train.
+  - **lr is a learning rate.** From the same weights and gradients, the steps grow with ``lr``
+    over the search's sweep: ``|u(lr_1)| <= |u(lr_2)| <= ...`` and ``|u(lr_max)| > |u(lr_min)|``.
+    The search tunes every candidate over that sweep, so a rule stepping by ``x / lr`` or
+    ``sin(lr)`` scores as well as any, but it is not an optimizer a user can tune: in the
+    10-minute discovery runs such rules held half of one seed's meta-validated places and, run
+    through their generated torch optimizers at the usual learning rates (1e-5 .. 0.1), ended
+    at 100-3,000x tuned AdamW's loss (docs/search.md).
 
-Both run the candidate in float64 on a few steps of two small parameters with
+All run the candidate in float64 on a few steps of two small parameters with
 :class:`search.vectorized.VectorizedStep`, all variants as rows of one batch. IEEE arithmetic is
 sign-symmetric, so a symmetric rule negates exactly and the tolerance can be tiny: a drift
 1e-5 the size of the gradient term is still caught. Updates that are not finite are
@@ -28,6 +35,7 @@ Example:
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 
@@ -40,23 +48,27 @@ STEPS = 4
 TOLERANCE = 1e-9  # relative, in float64: a symmetric rule negates exactly (IEEE ops are sign-symmetric)
 
 
-def _trajectory(program: Program) -> torch.Tensor:
-    """Updates ``(3, STEPS, P)`` of three runs: (w, g), (-w, -g) and (w, g') with fresh g'."""
+def _trajectory(program: Program, lrs: Sequence[float]) -> torch.Tensor:
+    """Updates ``(3 + len(lrs), STEPS, P)``: (w, g), (-w, -g) and (w, g') with fresh g' at lr 0.1,
+    the weights moving; then (w, g) at each of ``lrs`` with the weights held, so that the steps
+    differ by lr alone. All are rows of one batch."""
     gen = torch.Generator().manual_seed(1234)
     p = sum(math.prod(s) for s in SHAPES)
     w0 = torch.randn(1, p, generator=gen, dtype=torch.float64)
     grads = torch.randn(STEPS, 1, p, generator=gen, dtype=torch.float64)
     other = torch.randn(STEPS, 1, p, generator=gen, dtype=torch.float64)
+    n = len(lrs)
     step = VectorizedStep(program, SHAPES)
-    w = torch.cat([w0, -w0, w0])
-    lr = torch.full((3, 1), 0.1, dtype=torch.float64)
+    w = torch.cat([w0, -w0, w0, w0.expand(n, p)])
+    lr = torch.tensor([0.1] * 3 + list(lrs), dtype=torch.float64)[:, None]
+    moves = torch.tensor([1.0] * 3 + [0.0] * n, dtype=torch.float64)[:, None]
     states = step.init(w)
     out = []
     for t in range(1, STEPS + 1):
-        g = torch.cat([grads[t - 1], -grads[t - 1], other[t - 1]])
+        g = torch.cat([grads[t - 1], -grads[t - 1], other[t - 1], grads[t - 1].expand(n, p)])
         update, states = step(w, g, states, lr, t)
         out.append(update)
-        w = w - update
+        w = w - moves * update
     return torch.stack(out, 1)
 
 
@@ -69,10 +81,26 @@ def _relative(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b)[ok].abs().max() / scale)
 
 
-def guard(program: Program) -> str | None:
-    """``None`` if ``program`` passes both guards, else why it is refused (one line)."""
+def _lr_fault(steps: torch.Tensor) -> str | None:
+    """Why the step lengths ``steps`` (one per lr of the sweep, ascending) do not grow with lr."""
+    slack = TOLERANCE * float(steps.max())
+    for i in range(len(steps) - 1):
+        if steps[i + 1] < steps[i] - slack:
+            return f"the step shrinks as lr grows ({float(steps[i]):.3g} -> {float(steps[i + 1]):.3g})"
+    if steps[-1] <= steps[0] + slack:
+        return "the step does not grow with lr"
+    return None
+
+
+def guard(program: Program, lrs: Sequence[float] | None = None) -> str | None:
+    """``None`` if ``program`` passes the guards, else why it is refused (one line). ``lrs``: the
+    learning-rate sweep the steps must grow over (default: the search's, ``CANDIDATE_LRS``)."""
+    if lrs is None:
+        from .evaluate import CANDIDATE_LRS  # the evaluator imports this module
+
+        lrs = CANDIDATE_LRS
     with torch.no_grad():
-        u = _trajectory(program)
+        u = _trajectory(program, sorted(lrs))
     if not torch.isfinite(u).all():
         return None  # non-finite updates: the tasks fail the candidate where it matters
     asymmetry = _relative(u[0], -u[1])
@@ -81,7 +109,8 @@ def guard(program: Program) -> str | None:
                 f"(max asymmetry {asymmetry:.3g})")
     if _relative(u[0], u[2]) <= TOLERANCE:
         return "ignores the gradient: other gradients give the same updates"
-    return None
+    fault = _lr_fault(u[3:].flatten(1).norm(dim=1))
+    return None if fault is None else f"lr is not a learning rate: {fault}"
 
 
 __all__ = ["guard"]

@@ -59,6 +59,11 @@ def test_best_learning_rate_is_chosen_on_the_mean_over_seeds():
     ("lr * w * 0.01", "ignores the gradient"),
     ("lr * 0 * g", "ignores the gradient"),
     ("lr * sign(g) + 0.01 * w", None),
+    ("g / lr", "lr is not a learning rate: the step shrinks"),   # tuned like any, useless to a user
+    ("sin(lr) * g", "lr is not a learning rate: the step shrinks"),
+    ("0.001 * g", "lr is not a learning rate: the step does not grow"),
+    ("tanh(lr) * g", None),                        # saturates, never shrinks
+    ("clip(g, lr) * lr", None),
 ])
 def test_guards_refuse_drift_and_gradient_free_rules(body, reason):
     found = guard(parse(TRAIN.format(body)))
