@@ -1,0 +1,90 @@
+"""Do sign rules catch up with tuned AdamW as the batch grows? The Lion paper reports Lion's gain
+over AdamW growing with the batch size; this benchmark asks it of the search's own proxies.
+
+Each proxy is rebuilt with its minibatch ``B`` times larger (the noisy quadratic with its gradient
+noise divided by ``sqrt(B)``, the same thing for a mean over ``B`` times more samples), tuned AdamW
+is measured again at that batch, and Lion, signum and the search's AdamW warm start are scored as
+the search scores a candidate (2 seeds x its 10 learning rates, ``clip(log(AdamW / loss), -1, 1)``
+per task, fitness = mean without the best task, no hurdles).
+
+    python benchmarks/sign_rules.py --batch 1,4,16            # prints one table per batch factor
+    python benchmarks/sign_rules.py --batch 1,16,64 --device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+
+from rich.console import Console
+from rich.table import Table
+
+from optdsl.parser import parse
+from search import tasks
+from search.evaluate import baseline, evaluate_programs
+from search.warm_start import initial_program, prepare
+
+
+def _rule(body: str) -> object:
+    return prepare(parse(f"def train(w, g, m, lr):\n{body}", "<sign_rules>"))
+
+
+def rules() -> dict[str, object]:
+    """The rules compared, in the search's form (``lr`` 1 means the rule's usual learning rate)."""
+    return {
+        "AdamW warm start": initial_program("adamw"),
+        "Lion (0.9, 0.99)": initial_program("lion"),
+        "Lion (0.5, 0.99)": _rule("    update = sign(interp(g, m, 0.5)) * (lr * 0.0001)\n"
+                                  "    m = interp(g, m, 0.99)\n    return update, m\n"),
+        "signum (0.9)": _rule("    m = interp(g, m, 0.9)\n    return sign(m) * (lr * 0.0001), m\n"),
+    }
+
+
+def _logreg(name: str, batch: int) -> tasks.Task:
+    n = tasks.digits()[0].shape[1]
+    shapes = {"w": (n, 10), "b": (10,)}
+    init = lambda gen: {"w": tasks._normal(gen, n, 10, std=0.01), "b": tasks.torch.zeros(10)}
+    fwd = lambda p, x: tasks.torch.einsum("ni,kio->kno", x, p["w"]) + p["b"][:, None]
+    return tasks._digits_task(name, "logistic regression on digits", shapes, init, fwd, 100, batch=batch)
+
+
+def proxies_at(factor: int) -> dict[str, object]:
+    """The five proxies with ``factor`` times their minibatch, registered under ``NAME@factor``."""
+    made = {
+        f"quadratic@{factor}": lambda: tasks.quadratic(f"quadratic@{factor}", noise=0.1 / math.sqrt(factor)),
+        f"logreg@{factor}": lambda: _logreg(f"logreg@{factor}", 128 * factor),
+        f"embedding@{factor}": lambda: tasks.embedding(f"embedding@{factor}", batch=32 * factor),
+        f"mlp@{factor}": lambda: tasks.mlp(f"mlp@{factor}", batch=64 * factor),
+        f"transformer@{factor}": lambda: tasks.transformer(f"transformer@{factor}", batch=32 * factor),
+    }
+    tasks.FACTORIES.update(made)
+    return made
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--batch", default="1,4,16", help="batch factors, comma-separated")
+    ap.add_argument("--device", default="cpu")
+    args = ap.parse_args(argv)
+    console = Console()
+    compared = rules()
+    for factor in (int(b) for b in args.batch.split(",")):
+        names = list(proxies_at(factor))
+        t0 = time.perf_counter()
+        with console.status(f"batch x{factor}: tuning AdamW, scoring {len(compared)} rules ..."):
+            base = {n: baseline(n, device=args.device)["loss"] for n in names}
+            results = evaluate_programs(list(compared.values()), names, base, hurdle=None, device=args.device)
+        table = Table(title=f"batch x{factor} ({time.perf_counter() - t0:.0f} s): score against tuned AdamW")
+        table.add_column("rule")
+        for n in names:
+            table.add_column(n.split("@")[0], justify="right")
+        table.add_column("fitness", justify="right")
+        for label, r in zip(compared, results):
+            table.add_row(label, *[f"{r['task_score'][n]:+.2f}" for n in names], f"{r['fitness']:+.2f}")
+        console.print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
