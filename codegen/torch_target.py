@@ -655,9 +655,13 @@ class _Module:
         """``_PROGRAM = _Program(...)``: the runtime's view of this program."""
         p = self.program
         n = len(self.paths)
-        rows = [_call("_Path", [f"states={_literal(tuple((s.name, s.kind, s.init) for s in path.program.states))}",
-                                f"needs_2d={path.needs_2d}", f"flat={_flat_path(path)}"], used=4)
-                for path in self.paths]
+        rows = []
+        for path in self.paths:
+            args = [f"states={_literal(tuple((s.name, s.kind, s.init) for s in path.program.states))}",
+                    f"needs_2d={path.needs_2d}", f"flat={_flat_path(path)}", f"sliceable={_sliceable_path(path)}"]
+            inner = ", ".join(args)  # black: the call on one line, else its arguments on one line
+            fits = 4 + len(f"_Path({inner}),") > LINE and 8 + len(inner) <= LINE and "\n" not in inner
+            rows.append(f"_Path(\n    {inner}\n)" if fits else _call("_Path", args, used=5))
         segs = [_tuple([f"_path{k}_segment{j}" for j in range(len(self.globals) + 1)]) for k in range(n)]
         combine = []
         for g in self.globals:  # how the tensors' totals combine, and the value made from the total
@@ -684,7 +688,7 @@ class _Module:
         return "\n".join([
             _assign("HYPER_DEFAULTS", _layout("{", defaults, "}", used=17)),
             _assign("STATE_NAMES", _literal(tuple(s.name for s in p.states))),
-            _assign("PATHS", _layout("(", rows, ")", one=True)),
+            _assign("PATHS", _layout("(", rows, ")", one=True, used=8)),
             "",
             _assign("_PROGRAM", _layout("_Program(", [f"{k}={v}" for k, v in fields], ")", one=True)),
             "GLOBALS = _PROGRAM.global_names",
@@ -1171,6 +1175,15 @@ def _flat_path(path: Path) -> bool:
         return False
     exprs = [a.expr for a in path.program.body] + list(path.program.outputs())
     return not any(isinstance(n, Call) and OPS[n.op].shape in (STATIC, ROW, COL) for e in exprs for n in walk(e))
+
+
+def _sliceable_path(path: Path) -> bool:
+    """A path whose step on any slice of the tensors is that slice of the whole step: elementwise
+    values and full states only (no reductions, shape facts or row/col values). Its eager step
+    runs on cache-sized slices of large tensors (the runtime's ``_chunks``)."""
+    exprs = [a.expr for a in path.program.body] + list(path.program.outputs())
+    return all(s.kind == "full" for s in path.program.states) and not any(
+        isinstance(n, Call) and OPS[n.op].shape != ELEMENTWISE for e in exprs for n in walk(e))
 
 
 def entry_point(module, program: Program):
