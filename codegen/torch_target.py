@@ -273,6 +273,8 @@ def _fit(text: str, kind: str, slot: str, ref: str = "w", scalars: tuple[str, ..
 LIST_KINDS = ("full", "row", "col", "scalar", "static")
 GROUP_SCALARS = (*NUMBER_KINDS, "uniform")  # the group function gets uniform values as Python floats
 SHARED, FRESH = "<shared>", "<fresh>"  # owners of a list besides a state (see GroupPrinter.owner)
+# constants a group function defines when its lines read them (see GroupPrinter.sign)
+GROUP_CONSTANTS = {"_sign_tiny": "2.0**-49 if _dtype == torch.float32 else 2.0**-974"}
 
 
 class GroupPrinter:
@@ -289,6 +291,7 @@ class GroupPrinter:
         self.kinds = kinds
         self.fail, self.used = fail, used
         self.loop: dict[str, str] = {}
+        self.needs: set[str] = set()  # constants the printed lines read (see GROUP_CONSTANTS)
         self.owner: dict[str, str] = {s.name: s.name for s in program.states} | {"w": SHARED, "g": SHARED}
 
     def is_list(self, e: Expr) -> bool:
@@ -395,10 +398,28 @@ class GroupPrinter:
         into = x.name in reuse
         return f"torch._foreach_add{'_' if into else ''}({x.name}, {y.name}, alpha={alpha})", x.name if into else None
 
+    def sign(self, target: str, x: str, reuse: frozenset[str]) -> list[str]:
+        """``target = sign(x)`` in four multi-tensor passes, none per tensor: x 2**100 puts every
+        nonzero value at or above ``_sign_tiny`` in size (2**-49 in float32, whose smallest value is
+        2**-149; 2**-974 in float64), clamping to +-_sign_tiny and dividing it out gives exactly
+        +-1, and the clamps keep nan and +-0 as they are (the language's sign; torch.sign maps nan
+        to 0). All scalings are by powers of two, exact. Into x's list when it is free."""
+        self.needs.add("_sign_tiny")
+        into = x if x in reuse else target
+        scale = f"torch._foreach_mul_({x}, 2.0**100)" if into == x else (
+            f"{target} = torch._foreach_mul({x}, 2.0**100)")
+        lines = [scale, f"torch._foreach_clamp_min_({into}, -_sign_tiny)",
+                 f"torch._foreach_clamp_max_({into}, _sign_tiny)", f"torch._foreach_div_({into}, _sign_tiny)"]
+        self.owner[target] = self.owner[x] if into == x else FRESH
+        return lines + ([f"{target} = {x}"] if into == x != target else [])
+
     def assign(self, target: str, expr: Expr, reuse: frozenset[str]) -> list[str]:
         """Lines computing ``target = expr`` for the group (in place into a free list if one fits),
         keeping ``owner`` up to date."""
         kind = self.group_kind(expr)
+        if (isinstance(expr, Call) and expr.op == "sign" and self.is_list(expr.args[0]) and kind != "static"
+                and expr_kind(expr.args[0], self.kinds, self.fail) == kind):
+            return self.sign(target, expr.args[0].name, reuse)
         if kind in LIST_KINDS and isinstance(expr, Call):
             found = self.foreach(expr, kind, reuse, target)
             if found is not None and found[1] is not None:
@@ -583,9 +604,11 @@ class _Module:
         for s in prog.states:
             lines.append(f'{s.name} = _states["{s.name}"]')
         live_after = _live_after(prog)
+        body = []
         for i, a in enumerate(prog.body):
-            lines.extend(printer.assign(a.target, a.expr, printer.reusable(a.target, live_after[i])))
+            body.extend(printer.assign(a.target, a.expr, printer.reusable(a.target, live_after[i])))
             printer.kinds[a.target] = printer.group_kind(a.expr)
+        lines += [f"{name} = {GROUP_CONSTANTS[name]}" for name in sorted(printer.needs)] + body
         kinds = printer.kinds
         update_kind = expr_kind(prog.update, kinds, printer.fail)
         if update_kind == "full" and isinstance(prog.update, Var):
