@@ -85,7 +85,7 @@ from .latex import to_latex
 from .parser import parse
 from .passes import eliminate_dead_code, fold
 from .printer import to_source
-from .simplify import _best, op_count, simplify
+from .simplify import _best, inline_single_use, op_count, simplify
 from .symbolic import from_sympy, number, to_sympy, uniform_names
 from .typecheck import input_kinds, validate
 
@@ -150,8 +150,40 @@ def _with_lr(program: Program, tuned: float | None) -> Program:
 
 
 def _plain(base: Program, tuned: float | None) -> Program:
-    """The statement-by-statement form, for programs too long for sympy."""
-    return _with_lr(simplify(base), tuned)
+    """The statement-by-statement form (for programs too long for sympy, or where sympy's form is
+    longer): temporaries read once inlined, and where ``lr`` is only ever read as ``lr * c``, that
+    scaling folded into the tuned default (``(t + cbrt(t)) * (lr * 0.0045)``, lr=1.3 ->
+    ``(t + cbrt(t)) * lr``, lr=0.00586)."""
+    program = inline_single_use(simplify(base), reassigned=True)
+    scale = _lr_factor(program) if tuned is not None else None
+    if scale is None:
+        return _with_lr(program, tuned)
+    unscaled = lambda c: Var("lr") if _lr_times(c) is not None else c
+    update = map_calls(program.update, unscaled)
+    if isinstance(update, Call) and update.op == "mul" and update.args[1] == Var("lr"):
+        update = Call("mul", update.args[::-1])  # lr first, as the paper writes it
+    program = program.with_body([replace(a, expr=map_calls(a.expr, unscaled)) for a in program.body],
+                                update=update,
+                                new_states=[map_calls(e, unscaled) for e in program.new_states])
+    return _with_lr(program, tuned * scale)
+
+
+def _lr_times(call: Call) -> float | None:
+    """``c`` when ``call`` is ``lr * c`` or ``c * lr`` with ``c`` a positive number."""
+    if call.op == "mul" and Var("lr") in call.args:
+        other = call.args[1] if call.args[0] == Var("lr") else call.args[0]
+        if isinstance(other, Const) and other.value > 0:
+            return other.value
+    return None
+
+
+def _lr_factor(program: Program) -> float | None:
+    """The one ``c`` with every read of ``lr`` in ``program`` inside ``lr * c``, else None."""
+    exprs = [a.expr for a in program.body] + list(program.outputs())
+    nodes = [n for e in exprs for n in walk(e)]
+    factors = [c for n in nodes if isinstance(n, Call) and (c := _lr_times(n)) is not None]
+    reads = nodes.count(Var("lr"))
+    return factors[0] if factors and len(factors) == reads and len(set(factors)) == 1 else None
 
 
 def lr_scale(update: sympy.Expr, lr: sympy.Symbol) -> tuple[sympy.Expr, sympy.Expr] | None:
@@ -228,11 +260,12 @@ def _new_values_first(program: Program, placeholders: dict[str, str]) -> Program
     Raises ValueError where a later line still needs the old value."""
     body, update = list(program.body), program.update
     news = dict(zip(program.state_names, program.new_states))
-    for placeholder, state in placeholders.items():
+    for placeholder, state in _readers_first(placeholders, news):
         readers = [i for i, a in enumerate(body) if placeholder in free_vars(a.expr)]
         at = readers[0] if readers else len(body)
         value = news[state]
-        temporaries = free_vars(value) - {"w", "g", "lr", "step", *news, *(h.name for h in program.hypers)}
+        temporaries = free_vars(value) - {"w", "g", "lr", "step", *news, *placeholders,
+                                          *(h.name for h in program.hypers)}
         later = [a.expr for a in body[at:]] + [update] + [e for s, e in news.items() if s != state]
         if not temporaries <= {a.target for a in body[:at]} or any(state in free_vars(e) for e in later):
             raise ValueError(f"the update reads the new {state} where a later line reads the old one")
@@ -242,6 +275,19 @@ def _new_values_first(program: Program, placeholders: dict[str, str]) -> Program
         update = substitute(update, mapping)
         news = {s: Var(state) if s == state else substitute(e, mapping) for s, e in news.items()}
     return program.with_body(body, update=update, new_states=[news[s] for s in program.state_names])
+
+
+def _readers_first(placeholders: dict[str, str], news: dict[str, Expr]) -> list[tuple[str, str]]:
+    """The placeholders in the order their states are placed: a state whose new value reads
+    another's placeholder first (``v = interp(g * m_new, v, b)`` before ``m``), so that the state it
+    reads is then assigned above it. Raises ValueError for new values that read each other."""
+    pending, order = dict(placeholders), []
+    while pending:
+        ready = [p for p in pending if not any(p in free_vars(news[s]) for q, s in pending.items() if q != p)]
+        if not ready:
+            raise ValueError("new state values that read each other")
+        order += [(p, pending.pop(p)) for p in ready]
+    return order
 
 
 def _clip(call: Call) -> Expr:

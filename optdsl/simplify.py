@@ -181,20 +181,29 @@ def _fail(msg, hint=None):
     raise DslError(msg, hint=hint)
 
 
-def inline_single_use(program: Program) -> Program:
-    """Temporaries read exactly once, by the next reader of that value, substituted into it."""
+def inline_single_use(program: Program, reassigned: bool = False) -> Program:
+    """Temporaries whose value is read exactly once substituted into that reader. With
+    ``reassigned``, also a value read once before (or by) the next assignment to its name:
+    ``update = a + b; update = update * c`` becomes ``update = (a + b) * c``."""
     body = list(program.body)
     outputs = list(program.outputs())
     i = 0
     while i < len(body):
         a = body[i]
         later = body[i + 1:]
-        reads = sum(list(walk(e)).count(Var(a.target)) for e in [b.expr for b in later] + outputs)
-        redefined = any(b.target == a.target for b in later)
-        clobbered = any(b.target in free_vars(a.expr) for b in later)
-        if reads == 1 and not redefined and not clobbered and a.target not in program.state_names:
-            body = body[:i] + [replace(b, expr=substitute(b.expr, {a.target: a.expr})) for b in later]
-            outputs = [substitute(e, {a.target: a.expr}) for e in outputs]
+        end = next((j for j, b in enumerate(later) if b.target == a.target), None)
+        if end is not None and not reassigned:
+            i += 1
+            continue
+        scope = later if end is None else later[:end + 1]  # the statements that can read this value
+        readers = [b.expr for b in scope] + (outputs if end is None else [])
+        reads = sum(list(walk(e)).count(Var(a.target)) for e in readers)
+        clobbered = any(b.target in free_vars(a.expr) for b in scope)
+        if reads == 1 and not clobbered and a.target not in program.state_names:
+            n = len(scope)
+            body = body[:i] + [replace(b, expr=substitute(b.expr, {a.target: a.expr})) for b in later[:n]] + later[n:]
+            if end is None:
+                outputs = [substitute(e, {a.target: a.expr}) for e in outputs]
             continue
         i += 1
     return program.with_body(body, update=outputs[0], new_states=outputs[1:])

@@ -10,7 +10,7 @@ from strategies import programs
 from optdsl import load, parse
 from optdsl.equiv import compare, equivalent
 from optdsl.passes import eliminate_dead_code, fold
-from optdsl.readable import lr_scale, readable
+from optdsl.readable import _lr_factor, lr_scale, readable
 from optdsl.simplify import op_count
 from optdsl.symbolic import symbol
 
@@ -168,3 +168,23 @@ def test_a_reassigned_update_and_a_state_read_through_another_take_the_short_for
                         "    v = interp(g * m, v, 1.008)\n    update = lr * arctan(m / (1e-08 + sqrt(v)))\n"
                         "    return update, m, v\n")
     assert r.equality == "exact"
+
+
+def test_the_statement_form_folds_lr_and_inlines_what_is_read_once():
+    # The 10-minute search's #11638: sympy's form of cbrt (sign(x) |x|^(1/3)) is longer than the
+    # program's own, so the statement form is shown; it had kept `t_5 = lr * 0.004506` and one
+    # line per op. Also the order of states read through each other: v reads the new m.
+    p = parse("def train(w, g, m, v, lr):\n    m = interp(g, m, 0.3085)\n    t = g * m\n"
+              "    v = interp(t, v, 0.999)\n    t_3 = sqrt(v)\n    t_2 = t_3 + 1e-08\n    t_1 = m / t_2\n"
+              "    t_4 = cbrt(t_1)\n    update = t_1 + t_4\n    t_5 = lr * 0.004506\n"
+              "    update = update * t_5\n    return update, m, v\n")
+    r = readable(p, lr=1.3)
+    assert r.source == ("def train(w, g, m, v, lr=0.0058578):\n    m = interp(g, m, 0.3085)\n"
+                        "    v = interp(g * m, v, 0.999)\n    t1 = m / (sqrt(v) + 1e-08)\n"
+                        "    update = lr * (cbrt(t1) + t1)\n    return update, m, v\n")
+    assert r.equality == "exact"
+    # the scale is folded only where every read of lr is lr * c, with one c
+    read = lambda body: _lr_factor(parse(f"def train(w, g, lr):\n{body}    return update\n"))
+    assert read("    update = g * (lr * 0.5)\n") == 0.5
+    assert read("    update = clip(g, lr) * (lr * 0.5)\n") is None
+    assert read("    update = g * (lr * 0.5) + w * (lr * 0.25)\n") is None
