@@ -9,15 +9,27 @@ import codegen
 import optdsl
 from codegen.cpp_target import CHUNK
 
-# m counts the steps that reached each element (g = 1); w moves by lr m: exact in float32 and float64
-COUNT = optdsl.parse("def count(w, g, m, lr=1.0):\n    m = m + g\n    return lr * m, m\n")
+
+def counter(k: int) -> optdsl.Program:
+    """States s1..sk, state j growing by j g: with g = 1 after t steps s_j = j t and w = -lr (1 + .. + k)
+    (1 + .. + t), exact in float32 and float64. Seven arrays (k = 5) make the loop prefetch less
+    far ahead in each (codegen.cpp_target.IN_FLIGHT)."""
+    names = [f"s{j}" for j in range(1, k + 1)]
+    body = "".join(f"    {n} = {n} + {j} * g\n" for j, n in enumerate(names, 1))
+    states = ", ".join(names)
+    return optdsl.parse(
+        f"def count{k}(w, g, {states}, lr=1.0):\n{body}    return lr * ({' + '.join(names)}), {states}\n"
+    )
+
+
 SIZES = [1, 7, 8, 15, 16, 17, 33, CHUNK - 1, CHUNK, CHUNK + 1, 2 * CHUNK + 9]
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("threads", [1, 2])
-def test_every_element_is_stepped_once(dtype, threads):
-    Count = codegen.build(COUNT, "torch")
+@pytest.mark.parametrize("k", [1, 5])
+def test_every_element_is_stepped_once(dtype, threads, k):
+    Count = codegen.build(counter(k), "torch")
     params = [torch.zeros(n, dtype=dtype) for n in SIZES]
     opt = Count(params, backend="cpp")
     before = torch.get_num_threads()
@@ -30,5 +42,6 @@ def test_every_element_is_stepped_once(dtype, threads):
     finally:
         torch.set_num_threads(before)
     for p in params:
-        assert torch.equal(opt.state[p]["m"], torch.full_like(p, 3.0))
-        assert torch.equal(p, torch.full_like(p, -6.0))  # -(1 + 2 + 3)
+        for j in range(1, k + 1):
+            assert torch.equal(opt.state[p][f"s{j}"], torch.full_like(p, 3.0 * j))
+        assert torch.equal(p, torch.full_like(p, -6.0 * k * (k + 1) / 2))
