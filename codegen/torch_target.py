@@ -344,6 +344,8 @@ class GroupPrinter:
         into ``target``'s own list first (a state updated in place needs no copy afterwards)."""
         if isinstance(expr, Call) and expr.op in ("add", "sub") and isinstance(expr.args[1], Call):
             return self.axpy(expr, kind, reuse)
+        if isinstance(expr, Call) and expr.op == "interp" and isinstance(expr.args[0], Call):
+            return self.addcmul(expr, kind, reuse)
         if not isinstance(expr, Call) or not all(isinstance(a, (Var, Const)) for a in expr.args):
             return None
         kinds = [expr_kind(a, self.kinds, self.fail) for a in expr.args]
@@ -412,6 +414,24 @@ class GroupPrinter:
                  f"torch._foreach_clamp_max_({into}, _sign_tiny)", f"torch._foreach_div_({into}, _sign_tiny)"]
         self.owner[target] = self.owner[x] if into == x else FRESH
         return lines + ([f"{target} = {x}"] if into == x != target else [])
+
+    def addcmul(self, expr: Call, kind: str, reuse: frozenset[str]) -> tuple[str, str | None] | None:
+        """``interp(x * y, s, a)`` (lists x, y, s; a number a) = ``a s + (1 - a) x y`` as
+        ``_foreach_mul_(s, a)`` and ``_foreach_addcmul_(s, x, y, value=1 - a)``, the reference's
+        own formula: no temporary list for x y (see :func:`_fold_addcmul`, which builds it). In place
+        when s is free and is neither x nor y, else on a new list."""
+        (product, s, a), lists = expr.args, expr.args[0].args
+        if product.op != "mul" or not all(self.is_list(e) for e in (*lists, s)) or self.is_list(a):
+            return None
+        if isinstance(a, Call) or any(expr_kind(e, self.kinds, self.fail) != kind for e in (*lists, s)):
+            return None
+        x, y, s = (e.name for e in (*lists, s))
+        weight = number(1 - a.value) if isinstance(a, Const) else f"1 - {a.name}"
+        if s in reuse and s not in (x, y):
+            return (f"torch._foreach_mul_({s}, {self.atom(a)})\n"
+                    f"torch._foreach_addcmul_({s}, {x}, {y}, value={weight})"), s
+        scaled = f"torch._foreach_mul({s}, {self.atom(a)})"
+        return f"torch._foreach_addcmul({scaled}, {x}, {y}, value={weight})", None
 
     def assign(self, target: str, expr: Expr, reuse: frozenset[str]) -> list[str]:
         """Lines computing ``target = expr`` for the group (in place into a free list if one fits),
@@ -593,6 +613,7 @@ class _Module:
         """Path k over a group of tensors: params and states updated in place."""
         scalars = {a.target: "uniform" for a in self.hoisted[k][0]}
         prog = _fold_axpy(_inline_static(flatten(self.group_programs[k]), scalars), scalars)
+        prog = _fold_addcmul(prog, scalars)
         kinds = {**input_kinds(prog), **scalars}
         used = names_in(prog) | set(kinds)
         printer = GroupPrinter(prog, self.fail_at(prog.return_loc), used, kinds)
@@ -1018,6 +1039,37 @@ def _fold_axpy(prog: Program, extra_kinds: dict[str, str]) -> Program:
                     body[i], body[j] = None, Assign(b.target, Call("add", (other, scaled)), b.loc)
                 break
             if a.target in free_vars(b.expr) or b.target in (a.target, y.name, getattr(c, "name", None)):
+                break
+    return prog.with_body([a for a in body if a is not None], update=prog.update, new_states=prog.new_states)
+
+
+def _fold_addcmul(prog: Program, extra_kinds: dict[str, str]) -> Program:
+    """``t = x * y; ...; s2 = interp(t, s, a)`` (t read once, by that interp; lists x, y, s of t's
+    kind) -> ``s2 = interp(x * y, s, a)``, which the multi-tensor printer runs as a ``mul_`` and an
+    ``addcmul_`` of s: Adam's ``v = interp(g * g, v, beta2)`` then needs no temporary list.
+    Statements in between may not read t or set t, x or y."""
+    kinds = {**input_kinds(prog), **extra_kinds}
+    fail = _raiser(prog)
+    for a in prog.body:
+        kinds[a.target] = expr_kind(a.expr, kinds, fail)
+    reads: dict[str, int] = {}
+    for e in [a.expr for a in prog.body] + list(prog.outputs()):
+        for n in walk(e):
+            if isinstance(n, Var):
+                reads[n.name] = reads.get(n.name, 0) + 1
+    body: list[Assign | None] = list(prog.body)
+    for i, a in enumerate(prog.body):
+        e, t = a.expr, a.target
+        if not (isinstance(e, Call) and e.op == "mul" and reads.get(t) == 1 and kinds[t] in ("full", "row", "col")):
+            continue
+        if not all(isinstance(x, Var) and kinds.get(x.name) == kinds[t] for x in e.args):
+            continue
+        for j in range(i + 1, len(body)):
+            b = body[j]
+            if isinstance(b.expr, Call) and b.expr.op == "interp" and b.expr.args[0] == Var(t):
+                body[i], body[j] = None, Assign(b.target, Call("interp", (e, *b.expr.args[1:])), b.loc)
+                break
+            if t in free_vars(b.expr) or b.target in (t, *(x.name for x in e.args)):
                 break
     return prog.with_body([a for a in body if a is not None], update=prog.update, new_states=prog.new_states)
 
