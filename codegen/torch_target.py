@@ -1003,10 +1003,8 @@ def _reader(needed: list[str], defined: set[str]):
     return read
 
 
-def _fold_axpy(prog: Program, extra_kinds: dict[str, str]) -> Program:
-    """``t = y * c; ...; z = x + t`` (t read once, by that sum; c a number) -> ``z = x + y * c``, which the
-    multi-tensor printer runs as one ``_foreach_add(x, y, alpha=c)``: AdamW's weight decay and the
-    like then cost one pass and no temporary list."""
+def _kinds_and_reads(prog: Program, extra_kinds: dict[str, str]) -> tuple[dict[str, str], dict[str, int]]:
+    """The kind of every name ``prog`` sets (its last value's) and how many times each name is read."""
     kinds = {**input_kinds(prog), **extra_kinds}
     fail = _raiser(prog)
     for a in prog.body:
@@ -1016,6 +1014,14 @@ def _fold_axpy(prog: Program, extra_kinds: dict[str, str]) -> Program:
         for n in walk(e):
             if isinstance(n, Var):
                 reads[n.name] = reads.get(n.name, 0) + 1
+    return kinds, reads
+
+
+def _fold_axpy(prog: Program, extra_kinds: dict[str, str]) -> Program:
+    """``t = y * c; ...; z = x + t`` (t read once, by that sum; c a number) -> ``z = x + y * c``, which the
+    multi-tensor printer runs as one ``_foreach_add(x, y, alpha=c)``: AdamW's weight decay and the
+    like then cost one pass and no temporary list."""
+    kinds, reads = _kinds_and_reads(prog, extra_kinds)
 
     def number_like(e: Expr) -> bool:
         return isinstance(e, Const) or (isinstance(e, Var) and kinds.get(e.name) == "uniform")
@@ -1048,15 +1054,7 @@ def _fold_addcmul(prog: Program, extra_kinds: dict[str, str]) -> Program:
     kind) -> ``s2 = interp(x * y, s, a)``, which the multi-tensor printer runs as a ``mul_`` and an
     ``addcmul_`` of s: Adam's ``v = interp(g * g, v, beta2)`` then needs no temporary list.
     Statements in between may not read t or set t, x or y."""
-    kinds = {**input_kinds(prog), **extra_kinds}
-    fail = _raiser(prog)
-    for a in prog.body:
-        kinds[a.target] = expr_kind(a.expr, kinds, fail)
-    reads: dict[str, int] = {}
-    for e in [a.expr for a in prog.body] + list(prog.outputs()):
-        for n in walk(e):
-            if isinstance(n, Var):
-                reads[n.name] = reads.get(n.name, 0) + 1
+    kinds, reads = _kinds_and_reads(prog, extra_kinds)
     body: list[Assign | None] = list(prog.body)
     for i, a in enumerate(prog.body):
         e, t = a.expr, a.target
