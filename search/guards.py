@@ -27,7 +27,7 @@ left to the training tasks to judge.
 Example:
     >>> from optdsl import parse
     >>> guard(parse("def train(w, g, lr):\\n    return lr * g + 0.01\\n"))
-    'drift: the update does not change sign with the gradient and the weights (max asymmetry 1)'
+    'drift: the update does not change sign with the gradient and the weights (max asymmetry 0.0317)'
     >>> guard(parse("def train(w, g, lr):\\n    return lr * g\\n")) is None
     True
 """
