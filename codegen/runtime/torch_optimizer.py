@@ -305,8 +305,12 @@ class _Program:
 
     def group_step(self, path, params, grads, states, floats):
         """``groups[path]`` (``floats``: its Python-number scalars) over the tensors in chunks of
-        about ``_CHUNK`` elements (:func:`_chunks`): params and states updated in place."""
+        about ``_CHUNK`` elements on a CPU (:func:`_chunks`), whole on an accelerator, where the
+        chunks would multiply the kernel launches: params and states updated in place."""
         names = [name for name, _, _ in self.paths[path].states]
+        if params[0].device.type != "cpu":  # an accelerator: one launch per op; its allocator caches
+            self.groups[path](params, grads, {n: states[n] for n in names}, floats)
+            return
         columns = [params, grads, *(states[n] for n in names)]
         for chunk in _chunks(columns, _CHUNK, self.paths[path].sliceable):
             self.groups[path](chunk[0], chunk[1], dict(zip(names, chunk[2:])), floats)

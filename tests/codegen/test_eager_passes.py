@@ -4,6 +4,7 @@ against the reference interpreter, never timed."""
 
 from __future__ import annotations
 
+import copy
 import re
 import sys
 
@@ -143,3 +144,18 @@ def test_interp_of_a_product_as_addcmul_matches_the_interpreter(source):
             opt.step()
             params, state = interp.step(params, {"w": g}, state, t)
         np.testing.assert_allclose(w.detach().numpy(), params["w"], rtol=1e-6)
+
+
+def test_an_accelerator_step_is_not_chunked():
+    # On a CPU the chunks keep temporaries in cache; on an accelerator they would multiply kernel
+    # launches. The meta device stands in for one: the group function must see whole lists.
+    cls = codegen.build(optdsl.load("adamw"), "torch")
+    prog = copy.copy(sys.modules[cls.__module__]._PROGRAM)
+    seen, real = [], prog.groups[0]
+    prog.groups = (lambda params, *rest: (seen.append(len(params)), real(params, *rest)), *prog.groups[1:])
+    for device, calls in (("meta", 1), ("cpu", 6)):  # 2 x 3 chunks of 2**17 elements on the CPU
+        params = [torch.zeros(3 << 17, device=device) for _ in range(2)]
+        states = {n: [torch.zeros_like(p) for p in params] for n in ("m", "v")}
+        seen.clear()
+        prog.eager_group_step(0, params, [torch.ones_like(p) for p in params], states, lr=0.1, step=1)
+        assert len(seen) == calls
