@@ -93,8 +93,13 @@ def test_tensor_free_scalars_are_float64_in_float32_mode():
     cancellation in float32: the float32 update stays within float32 rounding of float64's."""
     from optdsl import load
 
-    p = {"w": RNG.normal(size=(8, 16)).astype(np.float32), "b": RNG.normal(size=(16,)).astype(np.float32)}
-    g = {k: RNG.normal(size=v.shape).astype(np.float32) for k, v in p.items()}
+    # Its own generator: the module's RNG state depends on which tests ran first in this worker.
+    # A scalar that lost its digits moves the whole update; an element whose own terms cancel (Amos
+    # at step 1000, 6e-7 in an update of 1.5e-2) may differ by more than its own rounding, so the
+    # tolerance is float32 rounding of the update's size.
+    rng = np.random.default_rng(7)
+    p = {"w": rng.normal(size=(8, 16)).astype(np.float32), "b": rng.normal(size=(16,)).astype(np.float32)}
+    g = {k: rng.normal(size=v.shape).astype(np.float32) for k, v in p.items()}
     for name in ("adax", "amos", "adam"):
         for step in (1, 150, 1000):
             ups = {}
@@ -102,7 +107,8 @@ def test_tensor_free_scalars_are_float64_in_float32_mode():
                 opt = Interpreter(load(name), dtype)
                 ups[dtype], _ = opt.updates(p, g, opt.init(p), step)
             for k in p:
-                np.testing.assert_allclose(ups[np.float32][k], ups[np.float64][k], rtol=1e-6, atol=1e-12,
+                scale = np.abs(ups[np.float64][k]).max()
+                np.testing.assert_allclose(ups[np.float32][k], ups[np.float64][k], rtol=1e-6, atol=1e-6 * scale,
                                            err_msg=f"{name} at step {step}")
 
 
