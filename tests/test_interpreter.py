@@ -5,14 +5,19 @@ import pytest
 
 from optdsl import DslError, Interpreter, parse
 
-RNG = np.random.default_rng(0)
+
+def _rng():
+    """A generator of its own for each test: under xdist a module-wide one's state would depend on
+    which tests ran before in the same worker."""
+    return np.random.default_rng(0)
 
 
 def test_factored_state_broadcasts_as_outer_product():
     p = parse("def f(w, g, r: row, c: col, lr=1.0):\n"
               "    r = interp(rowmean(g * g), r, 0.5)\n    c = interp(colmean(g * g), c, 0.5)\n"
               "    return lr * g / sqrt(r * c / mean(r)), r, c\n")
-    w, g = RNG.normal(size=(2, 3, 4)), RNG.normal(size=(2, 3, 4))
+    rng = _rng()
+    w, g = rng.normal(size=(2, 3, 4)), rng.normal(size=(2, 3, 4))
     opt = Interpreter(p)
     ups, state = opt.updates({"w": w}, {"w": g}, opt.init({"w": w}), 1)
     r, c = 0.5 * (g * g).mean(-1), 0.5 * (g * g).mean(-2)
@@ -24,8 +29,9 @@ def test_factored_state_broadcasts_as_outer_product():
 def test_global_norm_spans_all_tensors_and_branches():
     p = parse("def f(w, g, lr=1.0):\n    if ndim(w) >= 2:\n        u = g / global_norm(g)\n"
               "    else:\n        u = g\n    return lr * u\n")
-    params = {"a": RNG.normal(size=(5,)), "b": RNG.normal(size=(2, 3))}
-    grads = {k: RNG.normal(size=v.shape) for k, v in params.items()}
+    rng = _rng()
+    params = {"a": rng.normal(size=(5,)), "b": rng.normal(size=(2, 3))}
+    grads = {k: rng.normal(size=v.shape) for k, v in params.items()}
     opt = Interpreter(p)
     ups, _ = opt.updates(params, grads, opt.init(params), 1)
     total = np.sqrt(sum((x ** 2).sum() for x in grads.values()))  # includes the 1-d tensor
@@ -37,7 +43,7 @@ def test_state_inits_keep_and_float32():
     p = parse("def f(w, g, slow: full(init=w), u: full(init=1), ema: full(init=w, keep=True), s: scalar, "
               "lr=0.5):\n    ema = interp(w, ema, 0.9)\n    s = s + norm(g)\n"
               "    return lr * g * u + 0 * slow * s, slow, u, ema, s\n")
-    w = RNG.normal(size=(4,)).astype(np.float32)
+    w = _rng().normal(size=(4,)).astype(np.float32)
     opt = Interpreter(p, dtype=np.float32)
     state = opt.init({"w": w})
     assert set(state["w"]) == {"slow", "u", "ema", "s"}
@@ -93,11 +99,10 @@ def test_tensor_free_scalars_are_float64_in_float32_mode():
     cancellation in float32: the float32 update stays within float32 rounding of float64's."""
     from optdsl import load
 
-    # Its own generator: the module's RNG state depends on which tests ran first in this worker.
     # A scalar that lost its digits moves the whole update; an element whose own terms cancel (Amos
     # at step 1000, 6e-7 in an update of 1.5e-2) may differ by more than its own rounding, so the
     # tolerance is float32 rounding of the update's size.
-    rng = np.random.default_rng(7)
+    rng = _rng()
     p = {"w": rng.normal(size=(8, 16)).astype(np.float32), "b": rng.normal(size=(16,)).astype(np.float32)}
     g = {k: rng.normal(size=v.shape).astype(np.float32) for k, v in p.items()}
     for name in ("adax", "amos", "adam"):
