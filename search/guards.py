@@ -14,9 +14,9 @@ Three properties every sensible update rule has, checked on a fixed synthetic tr
     over the search's sweep: ``|u(lr_1)| <= |u(lr_2)| <= ...`` and ``|u(lr_max)| > |u(lr_min)|``.
     The search tunes every candidate over that sweep, so a rule stepping by ``x / lr`` or
     ``sin(lr)`` scores as well as any, but it is not an optimizer a user can tune: in the
-    10-minute discovery runs such rules held half of one seed's meta-validated places and, run
+    10-minute discovery runs such rules held a third of one seed's meta-validated places and, run
     through their generated torch optimizers at the usual learning rates (1e-5 .. 0.1), ended
-    at 100-3,000x tuned AdamW's loss (docs/search.md).
+    at 108-3,300x tuned AdamW's loss (docs/search.md).
 
 All run the candidate in float64 on a few steps of two small parameters with
 :class:`search.vectorized.VectorizedStep`, all variants as rows of one batch. IEEE arithmetic is
