@@ -41,19 +41,11 @@ def rules() -> dict[str, object]:
     }
 
 
-def _logreg(name: str, batch: int) -> tasks.Task:
-    n = tasks.digits()[0].shape[1]
-    shapes = {"w": (n, 10), "b": (10,)}
-    init = lambda gen: {"w": tasks._normal(gen, n, 10, std=0.01), "b": tasks.torch.zeros(10)}
-    fwd = lambda p, x: tasks.torch.einsum("ni,kio->kno", x, p["w"]) + p["b"][:, None]
-    return tasks._digits_task(name, "logistic regression on digits", shapes, init, fwd, 100, batch=batch)
-
-
 def proxies_at(factor: int) -> dict[str, object]:
     """The five proxies with ``factor`` times their minibatch, registered under ``NAME@factor``."""
     made = {
         f"quadratic@{factor}": lambda: tasks.quadratic(f"quadratic@{factor}", noise=0.1 / math.sqrt(factor)),
-        f"logreg@{factor}": lambda: _logreg(f"logreg@{factor}", 128 * factor),
+        f"logreg@{factor}": lambda: tasks.logreg(f"logreg@{factor}", batch=128 * factor),
         f"embedding@{factor}": lambda: tasks.embedding(f"embedding@{factor}", batch=32 * factor),
         f"mlp@{factor}": lambda: tasks.mlp(f"mlp@{factor}", batch=64 * factor),
         f"transformer@{factor}": lambda: tasks.transformer(f"transformer@{factor}", batch=32 * factor),

@@ -170,12 +170,13 @@ def quadratic(name="quadratic", shapes=None, kappa=1e3, noise=0.1, steps=100, se
 
 
 # --- digits: logistic regression, MLP, convnet --------------------------------------------------
-def logreg(name="logreg", steps=100) -> Task:
+def logreg(name="logreg", steps=100, batch=128) -> Task:
     n = digits()[0].shape[1]
     shapes = {"w": (n, 10), "b": (10,)}
     init = lambda gen: {"w": _normal(gen, n, 10, std=0.01), "b": torch.zeros(10)}
     fwd = lambda p, x: torch.einsum("ni,kio->kno", x, p["w"]) + p["b"][:, None]
-    return _digits_task(name, "logistic regression on digits (constant pixels kept)", shapes, init, fwd, steps)
+    return _digits_task(name, "logistic regression on digits (constant pixels kept)", shapes, init, fwd, steps,
+                        batch=batch)
 
 
 def mlp(name="mlp", widths=(32,), steps=150, batch=64) -> Task:
