@@ -14,10 +14,10 @@ the same ``list[dict]``)::
     {"suite": "cpu", "case": "16x1M fp32", "impl": "generated AdamW (compiled)",
      "ms": 15.2, "gb_s": 29.4, "frac_of_bandwidth": 1.05, "ratio": 0.97}
 
-``ratio`` is ms divided by the case's anchor: torch's fused AdamW for AdamW, Lion and Tiger (Lion's
+``ratio`` is ms divided by the case's anchor: torch's fused AdamW for AdamW, Lion, Tiger and LAMB (Lion's
 target is 0.75x: it moves 20 bytes per parameter to AdamW's 28), torch Adafactor for Adafactor.
 Generated optimizers run on each backend that applies: eager (multi-tensor torch ops), compiled
-(torch.compile) and cpp (the C++ kernels, elementwise programs only); ``gb_s``/``frac_of_bandwidth`` may be None.
+(torch.compile) and cpp (the C++ kernels, where the program has them); ``gb_s``/``frac_of_bandwidth`` may be None.
 :func:`write_section` replaces one marked section of docs/benchmarks.md, so each suite updates
 only its own.
 
@@ -132,23 +132,25 @@ def interleaved_ms(steps: list[Callable[[], object]], warmup: int, repeats: int)
     return [statistics.median(t) for t in times]
 
 
-def _groups(adamw, lion, tiger, adafactor):
+def _generated(cls, name: str, program: str) -> list[tuple]:
+    """Rows for a generated optimizer class: one per backend it has, cpp (where its program has C++
+    kernels: ``cls._program.backends``), compiled, eager."""
+    backends = [b for b in ("compiled", "cpp") if b == "compiled" or b in cls._program.backends] + ["eager"]
+    return [(f"generated {name} ({b})", lambda ps, b=b: cls(ps, backend=b), program, False) for b in backends]
+
+
+def _groups(adamw, lion, tiger, lamb, adafactor):
     """(impl, make optimizer, program for the byte count, is the anchor) per comparison group."""
+    fused = ("torch.optim.AdamW fused", lambda ps: torch.optim.AdamW(ps, fused=True), "adamw", True)
     return [
-        [("torch.optim.AdamW fused", lambda ps: torch.optim.AdamW(ps, fused=True), "adamw", True),
+        [fused,
          ("torch.optim.AdamW foreach", lambda ps: torch.optim.AdamW(ps, foreach=True), "adamw", False),
          ("torch.compile(torch AdamW foreach step)", _CompiledTorchAdamW, "adamw", False),
-         ("generated AdamW (compiled)", lambda ps: adamw(ps, backend="compiled"), "adamw", False),
-         ("generated AdamW (cpp)", lambda ps: adamw(ps, backend="cpp"), "adamw", False),
-         ("generated AdamW (eager)", lambda ps: adamw(ps, backend="eager"), "adamw", False)],
-        [("torch.optim.AdamW fused", lambda ps: torch.optim.AdamW(ps, fused=True), "adamw", True),
-         ("generated Lion (compiled)", lambda ps: lion(ps, backend="compiled"), "lion", False),
-         ("generated Lion (cpp)", lambda ps: lion(ps, backend="cpp"), "lion", False),
-         ("generated Lion (eager)", lambda ps: lion(ps, backend="eager"), "lion", False),
-         ("generated Tiger (compiled)", lambda ps: tiger(ps, backend="compiled"), "tiger", False)],
+         *_generated(adamw, "AdamW", "adamw")],
+        [fused, *_generated(lion, "Lion", "lion"), *_generated(tiger, "Tiger", "tiger")[:-1]],
+        [fused, *_generated(lamb, "LAMB", "lamb")[:-1]],
         [("torch.optim.Adafactor", lambda ps: torch.optim.Adafactor(ps), "adafactor", True),
-         ("generated Adafactor (compiled)", lambda ps: adafactor(ps, backend="compiled"), "adafactor", False),
-         ("generated Adafactor (eager)", lambda ps: adafactor(ps, backend="eager"), "adafactor", False)],
+         *_generated(adafactor, "Adafactor", "adafactor")],
     ]
 
 
@@ -156,16 +158,17 @@ def run(quick: bool = False, only: list[str] | None = None) -> list[dict]:
     """The CPU suite (see the module docstring); ``quick`` uses a smaller case and fewer repeats;
     ``only`` keeps the cases whose name starts with one of them (``["16x1M"]``).
 
-    Each group (the AdamWs, Lion/Tiger, the Adafactors) is timed interleaved with a triad over the
+    Each group (the AdamWs, Lion/Tiger, LAMB, the Adafactors) is timed interleaved with a triad over the
     same number of elements: ``frac_of_bandwidth`` compares with the triad, ``ratio`` with the
-    group's torch anchor (fused AdamW for Lion/Tiger too, timed in the same group)."""
+    group's torch anchor (fused AdamW for Lion/Tiger/LAMB too, timed in the same group)."""
     warmup, repeats = (2, 3) if quick else (3, 10)
     if quick:
         cases = [("16x256K fp32", [(1 << 18,)] * 16)]
     else:
         chosen = [("16x1M fp32", [(1 << 20,)] * 16), ("BERT-base 200 tensors", bert_base_shapes())]
         cases = [c for c in chosen if not only or any(c[0].startswith(k) for k in only)]
-    groups = _groups(*(build(optdsl.load(n), "torch") for n in ("adamw", "lion", "tiger", "adafactor")))
+    names = ("adamw", "lion", "tiger", "lamb", "adafactor")
+    groups = _groups(*(build(optdsl.load(n), "torch") for n in names))
     rows: list[dict] = []
     for case, shapes in cases:
         if case.startswith("BERT"):  # 110M parameters: fewer repeats keep the run within minutes
@@ -189,7 +192,7 @@ def run(quick: bool = False, only: list[str] | None = None) -> list[dict]:
 
 NOTE = ("GB/s counts the bytes a step must move (optdsl.cost: AdamW 28 per fp32 parameter, Lion 20). The "
         "triad counts 16 bytes per element: its store reads the line first (write-allocate). Ratios are to "
-        "torch's fused AdamW (Lion/Tiger too; targets AdamW <= 0.95x, Lion <= 0.75x) or torch's Adafactor. "
+        "torch's fused AdamW (Lion/Tiger/LAMB too; targets AdamW <= 0.95x, Lion <= 0.75x) or torch's Adafactor. "
         "Groups are timed interleaved (round-robin repeats) so that a shared machine's load hits all alike.")
 
 

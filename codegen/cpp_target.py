@@ -1,11 +1,12 @@
-"""C++/OpenMP kernels for the torch target's ``cpp`` backend: one loop over all tensors of a group.
+"""C++/OpenMP kernels for the torch target's ``cpp`` backend: passes over all tensors of a group.
 
 A generated torch optimizer steps a group of tensors (same path, dtype, step count) with one call
 into a kernel compiled from C++ printed here from the validated program (the straight-line,
-hoisted form the ``compiled`` backend also runs). (Compiled and cached at run time by :mod:`codegen.runtime.cpp_kernels`.) The kernel splits every tensor of the group into
-chunks of ``CHUNK`` elements and runs all chunks of all tensors in one OpenMP parallel region; each
-chunk is a ``#pragma omp simd`` loop that reads w, g and the states once and writes w and the states
-once (AdamW: 28 bytes per float32 parameter, the least a step can move), a cache line at a time,
+hoisted form the ``compiled`` backend also runs; compiled and cached at run time by
+:mod:`codegen.runtime.cpp_kernels`). The kernel splits every tensor of the group into chunks of
+``CHUNK`` elements and runs all chunks of all tensors in one OpenMP parallel region; each chunk is a
+``#pragma omp simd`` loop that reads w, g and the states once and writes w and the states once
+(AdamW: 28 bytes per float32 parameter, the least a step can move), a cache line at a time,
 prefetching ``AHEAD`` bytes ahead in every array (less beyond 4 arrays): the hardware prefetchers
 stop at each 4 KiB page, so without it every stream starts cold on every page (measured at one
 thread: AdamW's kernel from 0.96x torch's fused AdamW to 0.84x, Lion's from 0.77x to 0.63x, on 16 x
@@ -13,23 +14,39 @@ thread: AdamW's kernel from 0.96x torch's fused AdamW to 0.84x, Lion's from 0.77
 (``_Program.floats``), cast to the compute type ``T`` (float, or double for float64 parameters) as
 the other backends cast them.
 
-Only programs whose every path is elementwise (no per-tensor, row, column or global reduction, no
-shape fact) and whose states are all full-shaped get kernels (:func:`supports`); for the others
-the backend does not exist and the optimizer's default is unchanged.
+Reductions. A program that reduces (per tensor: ``Op.shape == "reduce"``; per row: ``"row"``, the
+mean over the last axis) runs as a sequence of passes over each tensor: pass 0 computes every
+reduction whose argument needs no reduction, pass 1 those that need pass 0's, ..., and the last
+pass computes the update from them. A pass reads only the arrays its values need (Tiger: w and g,
+then w, g and m) and only the last one writes. Each reduction is computed in pieces as its
+``Op.reduction`` says: every chunk totals its terms in ``line`` lanes (one per element of a cache
+line, in ``ACCUMULATE``: double, for float32 parameters too), adds its lanes in order into its own
+slot of an array, and after the pass each tensor's slots are added in chunk order and finished
+(``sqrt(a0 / n)`` for rms). The chunks and the order never depend on the threads, so the result is
+the same bits at any thread count. A path with row reductions cuts its tensors into chunks of whole
+rows and runs each row's elements as one loop, with the row's reductions finished at its end.
+Reductions whose argument is one number per tensor are that number's (``Reduction.of_number``).
+
+Paths with row/column-shaped states, column means, global reductions or shape facts get no kernels
+(:func:`supports` says why); for those the backend does not exist and the optimizer's default is
+unchanged.
 
 Every value, input and temporary is its own ``const T`` local (SSA): a program's names never reach
 the C++ text, so no identifier can clash with a C++ keyword, and each op's spelling
 (``Op.cpp`` in :mod:`optdsl.ops`) gets plain names as arguments.
 
 Exported symbols, per path ``k``: ``optdsl_path<k>_f32`` and ``optdsl_path<k>_f64`` with the
-signature ``(int64 n, T** ptrs, const int64* sizes, const double* scalars, int threads)``; ``ptrs``
-holds n pointers per slot, slot-major: w, g, then the path's states in order.
+signature ``(int64 n, T** ptrs, const int64* sizes, const int64* cols, const double* scalars, int
+threads)``; ``ptrs`` holds n pointers per slot, slot-major: w, g, then the path's states in order;
+``cols`` the length of each tensor's last axis (1 for a 0-d tensor; read by row reductions only).
 
 Example:
     >>> import optdsl
     >>> src = kernel_source(optdsl.load("lion"))
     >>> "optdsl_path0_f32" in src and "#pragma omp simd" in src
     True
+    >>> passes(optdsl.load("lamb"))  # norm(w) and norm(r) in one pass, then the update
+    2
 """
 
 from __future__ import annotations
@@ -37,42 +54,53 @@ from __future__ import annotations
 import math
 
 from optdsl.errors import DslError
-from optdsl.ir import Call, Const, Expr, Program, Var, free_vars, walk
-from optdsl.ops import ELEMENTWISE, OPS
+from optdsl.ir import Call, Const, Expr, Program, Var, free_vars, substitute, walk
+from optdsl.ops import ELEMENTWISE, OPS, REDUCE, ROW
 
 CHUNK = 1 << 15  # elements a thread takes at a time: 128 KiB of each float32 array
 # bytes a prefetch runs ahead of the loop in each array: one page, less where the lines in flight
 # would pass IN_FLIGHT (a third of this Xeon's 48 KiB L1d: 8 KiB ahead in AdamW's 4 arrays lost it all)
 AHEAD, IN_FLIGHT = 4096, 16384
+# the type reductions add their terms in ("T" for the parameters' own); see tests/codegen/test_cpp_kernels.py
+ACCUMULATE = "double"
 
 _PRELUDE = """\
 // Generated by optdsl (codegen/cpp_target.py) from a validated program; do not edit.
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <vector>
 
 // maximum/minimum that propagate nan, as numpy and torch do (std::fmax would drop it)
 template <typename T> static inline T op_max(T a, T b) { return (a > b || a != a) ? a : b; }
 template <typename T> static inline T op_min(T a, T b) { return (a < b || a != a) ? a : b; }
 
-// body(t, lo, hi) for every chunk [lo, hi) of every tensor t, the chunks shared out by OpenMP
+// first[t]: the number of chunks before tensor t's, tensor t cut into chunks of lens[t] elements
+static std::vector<int64_t> chunk_starts(int64_t n, const int64_t* sizes, const int64_t* lens) {
+  std::vector<int64_t> first(n + 1, 0);
+  for (int64_t t = 0; t < n; ++t) first[t + 1] = first[t] + (sizes[t] + lens[t] - 1) / lens[t];
+  return first;
+}
+
+// body(t, c, lo, hi) for every chunk c = [lo, hi) of every tensor t (c numbers all tensors' chunks
+// in order), the chunks shared out by OpenMP
 template <typename F>
-static void for_chunks(int64_t n, const int64_t* sizes, int threads, F body) {
-  const int64_t chunk = CHUNK;
-  int64_t total = 0;
-  for (int64_t t = 0; t < n; ++t) total += (sizes[t] + chunk - 1) / chunk;
+static void for_chunks(int64_t n, const int64_t* sizes, const int64_t* lens, const std::vector<int64_t>& first,
+                       int threads, F body) {
+  const int64_t total = first[n];
 #pragma omp parallel for schedule(static) num_threads(threads) if (total > 1)
   for (int64_t c = 0; c < total; ++c) {
-    int64_t t = 0, first = 0;  // the tensor holding chunk c, and its first chunk's index
-    while (first + (sizes[t] + chunk - 1) / chunk <= c) first += (sizes[t++] + chunk - 1) / chunk;
-    const int64_t lo = (c - first) * chunk, hi = lo + chunk < sizes[t] ? lo + chunk : sizes[t];
-    body(t, lo, hi);
+    const int64_t t = std::upper_bound(first.begin(), first.end(), c) - first.begin() - 1;
+    const int64_t lo = (c - first[t]) * lens[t], hi = std::min(lo + lens[t], sizes[t]);
+    body(t, c, lo, hi);
   }
 }
 
-// element(i) for every i in [lo, hi), vectorized a cache line at a time, each array of p read
-// `ahead` bytes beyond i in the meantime (prefetcht0): the hardware prefetchers stop at every 4 KiB
-// page, where each of a step's streams (w, g, states) would start cold again
+// element(i, lane) for every i in [lo, hi), vectorized a cache line at a time (lane: i's place in
+// its line, where reductions keep their running totals), each array of p read `ahead` bytes beyond
+// i in the meantime (prefetcht0): the hardware prefetchers stop at every 4 KiB page, where each of a
+// step's streams (w, g, states) would start cold again
 template <typename T, int S, typename F>
 static inline void for_lines(T* const (&p)[S], int64_t lo, int64_t hi, F element) {
   constexpr int64_t line = 64 / sizeof(T), ahead = (S * AHEAD <= IN_FLIGHT ? AHEAD : IN_FLIGHT / S) / 64 * 64;
@@ -81,12 +109,120 @@ static inline void for_lines(T* const (&p)[S], int64_t lo, int64_t hi, F element
     for (int s = 0; s < S; ++s)  // integer arithmetic: the address may lie past the array's end
       __builtin_prefetch(reinterpret_cast<const void*>(reinterpret_cast<uintptr_t>(p[s] + i) + ahead));
 #pragma omp simd
-    for (int64_t j = i; j < i + line; ++j) element(j);
+    for (int64_t j = i; j < i + line; ++j) element(j, j - i);
   }
 #pragma omp simd
-  for (int64_t j = i; j < hi; ++j) element(j);
+  for (int64_t j = i; j < hi; ++j) element(j, j - i);
 }
-""".replace("CHUNK", str(CHUNK)).replace("AHEAD", str(AHEAD)).replace("IN_FLIGHT", str(IN_FLIGHT))
+
+// a reduction's lanes combined in lane order
+template <typename A, int L> static inline A lanes_sum(const A (&a)[L]) {
+  A s = a[0];
+  for (int l = 1; l < L; ++l) s += a[l];
+  return s;
+}
+template <typename A, int L> static inline A lanes_max(const A (&a)[L]) {
+  A s = a[0];
+  for (int l = 1; l < L; ++l) s = op_max(s, a[l]);
+  return s;
+}
+""".replace("AHEAD", str(AHEAD)).replace("IN_FLIGHT", str(IN_FLIGHT))
+
+# what a value varies over, least first: nothing, the tensors, their rows, the elements
+UNIFORM, TENSOR, ROWS, FULL = range(4)
+
+
+class _Plan:
+    """A path as one graph of values: each assignment an id (``%k``), each value's kind (``UNIFORM``
+    ... ``FULL``) and pass (the first pass that can compute it: after every reduction it reads), and
+    the reductions over elements that the outputs need, numbered in the order met."""
+
+    def __init__(self, program: Program):
+        self.scalars = scalar_names(program)
+        self.slots = ["w", "g", *(s.name for s in program.states)]
+        self.defs: dict[str, Expr] = {}
+        current = {n: Var(n) for n in (*self.slots, *self.scalars)}
+        for k, a in enumerate(program.body):
+            self.defs[f"%{k}"] = substitute(a.expr, current)
+            current[a.target] = Var(f"%{k}")
+        self.outs = [substitute(e, current) for e in program.outputs()]
+        self._kinds: dict[Expr, int] = {}
+        self._passes: dict[Expr, int] = {}
+        for name, e in self.defs.items():  # in order: a long chain of names never recurses deeply
+            self._kinds[Var(name)], self._passes[Var(name)] = self.kind(e), self.pass_of(e)
+        self.reductions: list[Call] = []  # over elements (an argument varies over them): per tensor, per row
+        pending = list(self.outs)
+        seen: set[Expr] = set()
+        while pending:
+            e = pending.pop()
+            if e in seen:
+                continue
+            seen.add(e)
+            if isinstance(e, Var) and e.name in self.defs:
+                pending.append(self.defs[e.name])
+            elif isinstance(e, Call):
+                if self.over_elements(e) and e not in self.reductions:
+                    self.reductions.append(e)
+                pending.extend(e.args)
+        self.reductions.sort(key=self.pass_of)
+        self.last = max(self.pass_of(o) + self.over_elements(o) for o in self.outs)  # the update's pass
+
+    def problem(self) -> str | None:
+        """Why this path has no kernel, or None."""
+        for e in [*self.defs.values(), *self.outs]:
+            for node in walk(e):
+                if not isinstance(node, Call):
+                    continue
+                op = OPS[node.op]
+                if op.shape not in (ELEMENTWISE, REDUCE, ROW):
+                    return f"{node.op}() is a {op.shape} op"
+                if op.shape != ELEMENTWISE and op.reduction is None:
+                    return f"{node.op}() has no pieces (Op.reduction)"
+                kinds = [self.kind(a) for a in node.args]
+                if op.shape != ELEMENTWISE and ROWS in kinds:
+                    return f"{node.op}() of a row-shaped value"
+                if op.shape == ROW and FULL not in kinds:
+                    return f"{node.op}() of one number per tensor"
+        return None
+
+    def over_elements(self, e: Expr) -> bool:
+        """Is ``e`` (or the value a name holds) a reduction whose argument varies over the elements
+        (a pass computes it)?"""
+        while isinstance(e, Var) and e.name in self.defs:
+            e = self.defs[e.name]
+        return isinstance(e, Call) and OPS[e.op].shape != ELEMENTWISE and any(
+            self.kind(a) == FULL for a in e.args)
+
+    def kind(self, e: Expr) -> int:
+        if e not in self._kinds:
+            if isinstance(e, Const):
+                k = UNIFORM
+            elif isinstance(e, Var):
+                k = FULL if e.name in self.slots else UNIFORM if e.name in self.scalars else (
+                    self.kind(self.defs[e.name]))
+            else:
+                shape = OPS[e.op].shape
+                k = max(map(self.kind, e.args)) if shape == ELEMENTWISE else ROWS if shape == ROW else TENSOR
+            self._kinds[e] = k
+        return self._kinds[e]
+
+    def pass_of(self, e: Expr) -> int:
+        """The pass computing ``e``; for a reduction over elements, the pass computing its terms."""
+        if e not in self._passes:
+            if isinstance(e, Const) or (isinstance(e, Var) and e.name not in self.defs):
+                p = 0
+            elif isinstance(e, Var):
+                p = self.pass_of(self.defs[e.name])
+            else:
+                p = max((self.pass_of(a) + (self.over_elements(a)) for a in e.args), default=0)
+            self._passes[e] = p
+        return self._passes[e]
+
+    def rows(self) -> list[Call]:
+        return [r for r in self.reductions if OPS[r.op].shape == ROW]
+
+    def per_tensor(self) -> list[Call]:
+        return [r for r in self.reductions if OPS[r.op].shape == REDUCE]
 
 
 def supports(program: Program) -> str | None:
@@ -94,11 +230,12 @@ def supports(program: Program) -> str | None:
     for s in program.states:
         if s.kind != "full":
             return f"state {s.name} is {s.kind}-shaped"
-    for e in [a.expr for a in program.body] + list(program.outputs()):
-        for n in walk(e):
-            if isinstance(n, Call) and OPS[n.op].shape != ELEMENTWISE:
-                return f"{n.op}() is not elementwise"
-    return None
+    return _Plan(program).problem()
+
+
+def passes(program: Program) -> int:
+    """How many passes over its tensors a path's kernel makes (1 for an elementwise program)."""
+    return _Plan(program).last + 1
 
 
 def scalar_names(program: Program) -> tuple[str, ...]:
@@ -115,63 +252,228 @@ def scalar_names(program: Program) -> tuple[str, ...]:
     return tuple(sorted(needed))
 
 
-def _literal(value: float) -> str:
+def _literal(value: float, t: str = "T") -> str:
     if math.isnan(value):
-        return "std::numeric_limits<T>::quiet_NaN()"
+        return f"std::numeric_limits<{t}>::quiet_NaN()"
     if math.isinf(value):
-        return f"{'-' if value < 0 else ''}std::numeric_limits<T>::infinity()"
-    return f"T({float(value)!r})"
+        return f"{'-' if value < 0 else ''}std::numeric_limits<{t}>::infinity()"
+    return f"{t}({float(value)!r})"
 
 
-class _Loop:
-    """The statements of one element's step as SSA lines: ``env`` maps each program name to the
-    C++ local holding its current value."""
+class _Lines:
+    """SSA lines of C++ computing expressions of elementwise ops: ``env`` maps each name to the C++
+    local holding it; each new value a ``const <t>`` local named ``<prefix><count>``."""
 
-    def __init__(self, env: dict[str, str]):
-        self.env, self.lines, self.count = dict(env), [], 0
+    def __init__(self, env: dict[str, str], t: str = "T", prefix: str = "_f"):
+        self.env, self.t, self.prefix, self.lines, self.count = dict(env), t, prefix, [], 0
 
     def value(self, e: Expr) -> str:
         if isinstance(e, Var):
             return self.env[e.name]
         if isinstance(e, Const):
-            text = _literal(e.value)
+            text = _literal(e.value, self.t)
         else:
             op = OPS[e.op]
             if op.cpp is None or op.shape != ELEMENTWISE:
                 raise DslError(f"{e.op}() has no C++ spelling")
             text = op.cpp.format(*(self.value(a) for a in e.args))
+        name = f"{self.prefix}{self.count}"
+        self.count += 1
+        self.lines.append(f"const {self.t} {name} = {text};")
+        return name
+
+
+class _Pass:
+    """The C++ of one pass: lines per level (once per chunk: uniform and per-tensor values; once per
+    row; once per element), the slots it reads, and its reductions' running totals."""
+
+    def __init__(self, plan: _Plan, p: int):
+        self.plan, self.p = plan, p
+        self.levels: dict[int, list[str]] = {TENSOR: [], ROWS: [], FULL: []}
+        self.memo: dict[Expr, str] = {}
+        self.reads: set[int] = set()
+        self.count = 0
+
+    def line(self, kind: int, text: str, t: str = "T") -> str:
         name = f"_t{self.count}"
         self.count += 1
-        self.lines.append(f"const T {name} = {text};")
+        self.levels[max(kind, TENSOR)].append(f"const {t} {name} = {text};")
         return name
+
+    def prepare(self, roots: list[Expr]) -> None:
+        """Compute every name ``roots`` need in program order (reductions of earlier passes are read
+        back: what they read is not needed), so that :meth:`value` never recurses through names."""
+        plan, needed, pending = self.plan, set(), list(roots)
+        while pending:
+            e = pending.pop()
+            if isinstance(e, Var) and e.name in plan.defs and e.name not in needed:
+                needed.add(e.name)
+                pending.append(plan.defs[e.name])
+            elif isinstance(e, Call) and not (plan.over_elements(e) and plan.pass_of(e) < self.p):
+                pending.extend(e.args)
+        for name, e in plan.defs.items():
+            if name in needed:
+                self.memo[Var(name)] = self.value(e)
+
+    def value(self, e: Expr) -> str:
+        if e in self.memo:
+            return self.memo[e]
+        plan, kind = self.plan, self.plan.kind(e)
+        if isinstance(e, Const):
+            name = self.line(UNIFORM, _literal(e.value))
+        elif isinstance(e, Var) and e.name in plan.slots:
+            j = plan.slots.index(e.name)
+            self.reads.add(j)
+            name = self.line(FULL, f"p{j}[i]")
+        elif isinstance(e, Var):
+            given = e.name in plan.scalars
+            name = f"_s{plan.scalars.index(e.name)}" if given else self.value(plan.defs[e.name])
+        elif OPS[e.op].shape == ELEMENTWISE:
+            op = OPS[e.op]
+            name = self.line(kind, op.cpp.format(*(self.value(a) for a in e.args)))
+        elif plan.over_elements(e):  # computed by an earlier pass: read back
+            assert plan.pass_of(e) < self.p, e
+            if e in plan.rows():
+                name = self.line(ROWS, f"rowv[{plan.rows().index(e)} * rows_all + row0[t] + row]")
+            else:
+                name = self.line(TENSOR, f"red[t * {len(plan.per_tensor())} + {plan.per_tensor().index(e)}]")
+        else:  # a reduction of one number per tensor
+            name = self.value(OPS[e.op].reduction.of_number(*e.args))
+        self.memo[e] = name
+        return name
+
+    def totals(self, r: Call, acc: str) -> tuple[list[str], list[str]]:
+        """(declarations of r's lanes, per-element lines adding r's terms to them): ``acc`` names them."""
+        red = OPS[r.op].reduction
+        env = {"x": r.args[0], "y": r.args[-1]}
+        decl, adds = [], []
+        t = "Acc" if red.combine == "sum" else "T"
+        init = "0" if red.combine == "sum" else f"-std::numeric_limits<{t}>::infinity()"
+        for k, term in enumerate(red.terms):
+            v = self.value(substitute(term, env))
+            decl.append(f"{t} {acc}_{k}[64 / sizeof(T)];")
+            decl.append(f"for ({t}& a : {acc}_{k}) a = {init};")
+            adds.append(f"{acc}_{k}[lane] += Acc({v});" if red.combine == "sum" else
+                        f"{acc}_{k}[lane] = op_max({acc}_{k}[lane], {v});")
+        return decl, adds
+
+
+def _finish(r: Call, totals: list[str], n: str, target: str, prefix: str) -> list[str]:
+    """Lines setting ``target`` (a T) to reduction ``r``'s value from its totals, in Acc (locals
+    named ``prefix<k>``)."""
+    red = OPS[r.op].reduction
+    lines = _Lines({**{f"a{k}": a for k, a in enumerate(totals)}, "n": n}, "Acc", prefix)
+    out = lines.value(red.finish)
+    return lines.lines + [f"{target} = T({out});"]
+
+
+def _indent(lines: list[str], depth: int) -> list[str]:
+    return [" " * depth + line for line in lines]
 
 
 def path_function(k: int, program: Program) -> str:
     """Path ``k``'s kernel: a template over T, then its float and double exports."""
-    states = [s.name for s in program.states]
-    scalars = scalar_names(program)
-    slots = ["w", "g", *states]
-    loop = _Loop({n: f"_in{j}" for j, n in enumerate(slots)} | {n: f"_s{j}" for j, n in enumerate(scalars)})
-    for a in program.body:
-        loop.env[a.target] = loop.value(a.expr)
-    outs = [loop.value(e) for e in program.outputs()]
-    loop.lines.append(f"const T _w_new = _in0 - {outs[0]};")
-    stores = ["p0[i] = _w_new;"] + [f"p{2 + j}[i] = {o};" for j, o in enumerate(outs[1:])]
+    plan = _Plan(program)
+    rows, tensors = plan.rows(), plan.per_tensor()
     head = ["template <typename T>",
-            f"static void path{k}(int64_t n, T** ptrs, const int64_t* sizes, const double* s, int threads) {{"]
-    head += [f"  const T _s{j} = T(s[{j}]);  // {name}" for j, name in enumerate(scalars)]
-    head += ["  for_chunks(n, sizes, threads, [&](int64_t t, int64_t lo, int64_t hi) {"]
-    head += [f"    T* p{j} = ptrs[{j} * n + t];  // {name}" for j, name in enumerate(slots)]
-    body = [f"    T* const arrays[] = {{{', '.join(f'p{j}' for j in range(len(slots)))}}};",
-            "    for_lines(arrays, lo, hi, [&](int64_t i) {"]
-    body += [f"      const T _in{j} = p{j}[i];" for j in range(len(slots))]
-    body += [f"      {line}" for line in loop.lines + stores]
-    tail = ["    });", "  });", "}", ""]
+            f"static void path{k}(int64_t n, T** ptrs, const int64_t* sizes, const int64_t* cols,",
+            "                   const double* s, int threads) {",
+            "  (void)cols;"]
+    if plan.reductions:
+        head += [f"  using Acc = {ACCUMULATE};  // reductions add their terms in this type"]
+    head += [f"  const T _s{j} = T(s[{j}]);  // {name}" for j, name in enumerate(plan.scalars)]
+    if rows:  # chunks of whole rows, and where each tensor's rows start in rowv
+        head += ["  std::vector<int64_t> lens(n), row0(n + 1, 0);",
+                 "  for (int64_t t = 0; t < n; ++t) {",
+                 f"    lens[t] = cols[t] > 0 ? cols[t] * std::max<int64_t>(1, {CHUNK} / cols[t]) : {CHUNK};",
+                 "    row0[t + 1] = row0[t] + (cols[t] > 0 ? sizes[t] / cols[t] : 0);",
+                 "  }",
+                 "  const int64_t rows_all = row0[n];",
+                 f"  std::vector<T> rowv({len(rows)} * rows_all);"]
+    else:
+        head += [f"  const std::vector<int64_t> lens(n, {CHUNK});"]
+    head += ["  const std::vector<int64_t> first = chunk_starts(n, sizes, lens.data());"]
+    if tensors:
+        head += [f"  std::vector<T> red(n * {len(tensors)});  // per tensor: the reductions' values",
+                 "  std::vector<Acc> parts;  // per chunk: its totals"]
+    body: list[str] = []
+    for p in range(plan.last + 1):
+        body += _pass_text(plan, p, rows, tensors)
+    tail = ["}", ""]
     for suffix, t in (("f32", "float"), ("f64", "double")):
         tail += [f'extern "C" void optdsl_path{k}_{suffix}(int64_t n, {t}** p, const int64_t* sizes,',
-                 "                       const double* s, int threads) {",
-                 f"  path{k}<{t}>(n, p, sizes, s, threads);", "}"]
+                 "                       const int64_t* cols, const double* s, int threads) {",
+                 f"  path{k}<{t}>(n, p, sizes, cols, s, threads);", "}"]
     return "\n".join(_commented(line) for line in head + body + tail)
+
+
+def _pass_text(plan: _Plan, p: int, rows: list[Call], tensors: list[Call]) -> list[str]:
+    """Pass ``p``: its loop over the chunks, then (a reduction pass) each tensor's totals finished."""
+    text = _Pass(plan, p)
+    last = p == plan.last
+    mine = [r for r in plan.reductions if plan.pass_of(r) == p]
+    text.prepare([*plan.outs] if last else [a for r in mine for a in r.args])
+    chunk_decl, row_decl, adds, row_ends, chunk_ends = [], [], [], [], []
+    parts: list[tuple[Call, str]] = []  # a chunk's totals, in their order in its slots: (reduction, combine)
+    for r in mine:
+        acc, combine = f"_a{plan.reductions.index(r)}", OPS[r.op].reduction.combine
+        decl, more = text.totals(r, acc)
+        adds += more
+        lanes = [f"Acc(lanes_{combine}({acc}_{j}))" for j in range(len(OPS[r.op].reduction.terms))]
+        if r in rows:
+            row_decl += decl
+            at = f"rowv[{rows.index(r)} * rows_all + row0[t] + row]"
+            row_ends += _finish(r, lanes, "Acc(C)", at, f"_r{rows.index(r)}_")
+        else:
+            chunk_decl += decl
+            for x in lanes:
+                chunk_ends.append(f"parts[c * NPARTS + {len(parts)}] = {x};")
+                parts.append((r, combine))
+    stores = []
+    if last:
+        outs = [text.value(o) for o in plan.outs]
+        w = text.value(Var("w"))
+        stores = [f"p0[i] = {w} - {outs[0]};"] + [f"p{2 + j}[i] = {o};" for j, o in enumerate(outs[1:])]
+    written = {0, *range(2, len(plan.slots))} if last else set()  # the update writes w and the states
+    used = sorted(text.reads | written)
+    what = "the update" if last else ", ".join(f"{r.op}()" for r in mine)
+    out = [f"  // pass {p}: {what}; reads {', '.join(plan.slots[j] for j in sorted(text.reads))}"]
+    if parts:
+        out += ["  parts.assign(first[n] * NPARTS, Acc(0));"]
+    out += ["  for_chunks(n, sizes, lens.data(), first, threads,",
+            "             [&](int64_t t, int64_t c, int64_t lo, int64_t hi) {",
+            "    (void)c;"]
+    out += [f"    T* p{j} = ptrs[{j} * n + t];  // {plan.slots[j]}" for j in used]
+    out += _indent(text.levels[TENSOR] + chunk_decl, 4)
+    arrays = f"T* const arrays[] = {{{', '.join(f'p{j}' for j in used)}}};"
+    loop = ["for_lines(arrays, i0, i1, [&](int64_t i, int64_t lane) {", "  (void)lane;",
+            *_indent(text.levels[FULL] + adds + stores, 2), "});"]
+    if rows:  # chunks of whole rows, one loop a row
+        out += _indent(["const int64_t C = cols[t];", arrays, "for (int64_t i0 = lo; i0 < hi; i0 += C) {",
+                        "  const int64_t row = i0 / C, i1 = i0 + C;",
+                        *_indent(text.levels[ROWS] + row_decl + loop + row_ends, 2), "}"], 4)
+    else:
+        out += _indent([arrays, "const int64_t i0 = lo, i1 = hi;", *loop], 4)
+    out += _indent(chunk_ends, 4) + ["  });"]
+    if parts:
+        out += _combine(parts, tensors)
+    return [line.replace("NPARTS", str(len(parts))) for line in out]
+
+
+def _combine(parts: list[tuple[Call, str]], tensors: list[Call]) -> list[str]:
+    """Each tensor's chunk totals combined in chunk order (the same bits whatever the threads did
+    them) and its reductions finished into ``red``."""
+    inits = {"sum": "Acc(0)", "max": "-std::numeric_limits<Acc>::infinity()"}
+    adds = {"sum": "_tot{0} += x[{0}];", "max": "_tot{0} = op_max(_tot{0}, x[{0}]);"}
+    out = ["  for (int64_t t = 0; t < n; ++t) {"]
+    out += [f"    Acc _tot{k} = {inits[combine]};" for k, (_, combine) in enumerate(parts)]
+    out += ["    for (int64_t c = first[t]; c < first[t + 1]; ++c) {", "      const Acc* x = &parts[c * NPARTS];"]
+    out += [f"      {adds[combine].format(k)}" for k, (_, combine) in enumerate(parts)] + ["    }"]
+    for j, r in enumerate(tensors):
+        mine = [f"_tot{k}" for k, (q, _) in enumerate(parts) if q == r]
+        if mine:
+            out += _indent(_finish(r, mine, "Acc(sizes[t])", f"red[t * {len(tensors)} + {j}]", f"_n{j}_"), 4)
+    return out + ["  }"]
 
 
 def _commented(line: str) -> str:
@@ -191,4 +493,4 @@ def kernel_source(program: Program | list[Program]) -> str:
     return _PRELUDE + "\n" + "\n\n".join(path_function(k, p) for k, p in enumerate(paths)) + "\n"
 
 
-__all__ = ["CHUNK", "kernel_source", "scalar_names", "supports"]
+__all__ = ["ACCUMULATE", "CHUNK", "kernel_source", "passes", "scalar_names", "supports"]
