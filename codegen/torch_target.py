@@ -305,8 +305,8 @@ class GroupPrinter:
             self.loop[name] = fresh_name(f"{name}_i", self.used)
         return self.loop[name]
 
-    def comprehension(self, expr: Expr, kind: str, slot: str | None = None) -> str:
-        """``[<per-tensor code> for w_i, x_i in zip(w, x)]``."""
+    def comprehension(self, expr: Expr, kind: str, slot: str | None = None, wrap: str = "{}") -> str:
+        """``[<per-tensor code> for w_i, x_i in zip(w, x)]`` (the code put in ``wrap``'s braces)."""
         names = ["w"] + sorted(n for n in free_vars(expr) if n != "w" and self.kinds[n] in LIST_KINDS)
         loops = {n: self.loop_var(n) for n in names}
         kinds = {**self.kinds, **{loops[n]: self.kinds[n] for n in names}}
@@ -319,7 +319,7 @@ class GroupPrinter:
             names.remove("w")  # w only lends its dtype, device or shape: drop it when unused
         targets = ", ".join(loops[n] for n in names)
         source = names[0] if len(names) == 1 else f"zip({', '.join(names)})"
-        return f"[{text} for {targets} in {source}]"
+        return f"[{wrap.format(text)} for {targets} in {source}]"
 
     def group_kind(self, expr: Expr) -> str:
         """expr_kind, except that a value reading a shape fact differs per tensor (a scalar)."""
@@ -524,6 +524,11 @@ class _Module:
             self.hoisted.append((_bounded_assigns(prelude, used), _bounded(prog, used)))
         if not self.globals and all(cpp_target.supports(p) is None for _, p in self.hoisted):
             self.extra["cpp"] = self.cpp_backend()
+        self.eager = [] if self.globals else [self.eager_program(k) for k in range(len(self.paths))]
+        # per-tensor reductions are cut out where that lets the step run on slices (_chunks)
+        self.splits = [_split(prog, scalars) if _sliceable_path(path, True) else None
+                       for path, (prog, scalars) in zip(self.paths, self.eager)]
+        self._eager_functions: dict[int, list[str]] = {}
 
     def cpp_backend(self) -> str:
         """Source of the ``cpp`` backend (extra-backend protocol): the runtime of
@@ -609,27 +614,89 @@ class _Module:
             out.append(_function(f"_path{k}_segment{j}", ["*", *body.needed, "**_"], [doc, *lines]))
         return out
 
-    def group_function(self, k: int) -> str:
-        """Path k over a group of tensors: params and states updated in place."""
+    def eager_program(self, k: int) -> tuple[Program, dict[str, str]]:
+        """Path k as the multi-tensor printer takes it (flattened, shape facts inlined, axpy and
+        addcmul folded) and the kinds of its per-step values (the hoisted prelude's names)."""
         scalars = {a.target: "uniform" for a in self.hoisted[k][0]}
         prog = _fold_axpy(_inline_static(flatten(self.group_programs[k]), scalars), scalars)
-        prog = _fold_addcmul(prog, scalars)
-        kinds = {**input_kinds(prog), **scalars}
-        used = names_in(prog) | set(kinds)
-        printer = GroupPrinter(prog, self.fail_at(prog.return_loc), used, kinds)
-        lines = ["_dtype = _compute_dtype(_params[0].dtype)",
-                 "w = [_p.to(_dtype) for _p in _params]", "g = [_x.to(_dtype) for _x in _grads]"]
-        reads = set().union(*[free_vars(a.expr) for a in prog.body], *[free_vars(e) for e in prog.outputs()])
-        for name in sorted(reads & (set(self.hypers) | {"lr", "step"} | set(scalars))):
+        return _fold_addcmul(prog, scalars), scalars
+
+    def group_head(self, prog: Program, given: set[str], reads: set[str]) -> list[str]:
+        """A group function's first lines: the compute dtype, params and grads in it, the values it
+        reads from ``_hyper`` (per-step numbers and ``given``: what earlier segments computed) and
+        its state lists; each only when ``reads`` holds it."""
+        lines = ["_dtype = _compute_dtype(_params[0].dtype)"]
+        lines += ["w = [_p.to(_dtype) for _p in _params]"] if "w" in reads - given else []
+        lines += ["g = [_x.to(_dtype) for _x in _grads]"] if "g" in reads - given else []
+        for name in sorted(reads & (set(self.hypers) | {"lr", "step"} | given)):
             lines.append(f'{name} = _hyper["{name}"]')
-        for s in prog.states:
-            lines.append(f'{s.name} = _states["{s.name}"]')
-        live_after = _live_after(prog)
-        body = []
-        for i, a in enumerate(prog.body):
-            body.extend(printer.assign(a.target, a.expr, printer.reusable(a.target, live_after[i])))
-            printer.kinds[a.target] = printer.group_kind(a.expr)
-        lines += [f"{name} = {GROUP_CONSTANTS[name]}" for name in sorted(printer.needs)] + body
+        return lines + [f'{s.name} = _states["{s.name}"]' for s in prog.states if s.name in reads - given]
+
+    def group_function(self, k: int) -> str:
+        """Path k over a group of tensors: params and states updated in place (the last of
+        :meth:`eager_functions`)."""
+        return self.eager_functions(k)[-1]
+
+    def eager_functions(self, k: int) -> list[str]:
+        """Path k's multi-tensor functions: one per segment of its :func:`_split` (none when its
+        reductions are not cut out), each ``_path<k>_stage<d>(...) -> (values for later segments,
+        each row's partial totals of the stage's reductions)``, then ``_path<k>_group``, the step:
+        params and states updated in place."""
+        if k in self._eager_functions:
+            return self._eager_functions[k]
+        prog, scalars = self.eager[k]
+        split = self.splits[k] or _Split([0] * len(prog.body), [], [{}], [set()], [set()])
+        used = names_in(prog) | set(scalars) | set(self.hypers) | {"lr", "step"}
+        owners: dict[str, str] = {}  # who owns each list a segment hands on (see GroupPrinter.owner)
+        out = []
+        for d, taken in enumerate(split.taken):
+            last = d == len(split.taken) - 1
+            body = [a for a, seg in zip(prog.body, split.seg) if seg == d]
+            cut = {prog.body[i].target for stage in split.stages for i in stage}  # reductions cut out
+            outputs = list(prog.outputs()) if last else []
+            printer = GroupPrinter(prog, self.fail_at(prog.return_loc), used, {**input_kinds(prog), **scalars, **taken})
+            printer.owner.update({name: owners.get(name, SHARED) for name in taken})
+            reads = set().union(*[free_vars(a.expr) for a in body], *[free_vars(e) for e in outputs])
+            if last:
+                reads |= {"w", "g", *prog.state_names}
+            lines = self.group_head(prog, set(scalars) | set(taken), reads)
+            live_after = _live_after(body, [*outputs, *map(Var, sorted(split.live_out[d]))])
+            parts = []
+            for a, live in zip(body, live_after):
+                if a.target in cut:
+                    parts.append(_tuple(self.partials(printer, a, len(parts), lines)))
+                    continue
+                lines.extend(printer.assign(a.target, a.expr, printer.reusable(a.target, live)))
+                printer.kinds[a.target] = printer.group_kind(a.expr)
+            lines[1:1] = [f"{name} = {GROUP_CONSTANTS[name]}" for name in sorted(printer.needs)]
+            if last:
+                out.append(self.step_function(k, prog, printer, lines))
+                break
+            owners.update({name: printer.owner.get(name, SHARED) for name in split.carried[d]})
+            values = _layout("{", [f'"{n}": {n}' for n in sorted(split.carried[d])], "}", used=11)
+            lines.append(f"return {values}, {_tuple(parts)}")
+            reduced = ", ".join(prog.body[i].target for i in split.stages[d])
+            doc = (f'"""Path {k}, segment {d}: values for later segments and each row\'s part of '
+                   f'{reduced}."""')
+            out.append(_function(f"_path{k}_stage{d}", ["_params", "_grads", "_states", "_hyper"],
+                                 [doc, *(_wrap_comprehension(ln) for ln in lines)]))
+        self._eager_functions[k] = out
+        return out
+
+    def partials(self, printer: GroupPrinter, a: Assign, r: int, lines: list[str]) -> list[str]:
+        """``a.target = reduction(args)`` in a segment: per term, each row's total (``torch.sum`` or
+        ``torch.amax`` of the term over the row) as ``_part<r>_<term>``, appended to ``lines``."""
+        red = OPS[a.expr.op].reduction
+        env = {"x": a.expr.args[0], "y": a.expr.args[-1]}
+        wrap = f"torch.{'sum' if red.combine == 'sum' else 'amax'}({{}})"
+        names = []
+        for term in red.terms:
+            names.append(f"_part{r}_{len(names)}")
+            lines.append(f"{names[-1]} = {printer.comprehension(substitute(term, env), 'full', wrap=wrap)}")
+        return names
+
+    def step_function(self, k: int, prog: Program, printer: GroupPrinter, lines: list[str]) -> str:
+        """``_path<k>_group``: ``lines`` (the last segment) and the update of params and states."""
         kinds = printer.kinds
         update_kind = expr_kind(prog.update, kinds, printer.fail)
         if update_kind == "full" and isinstance(prog.update, Var):
@@ -656,6 +723,25 @@ class _Module:
                'updated in place."""')
         return _function(f"_path{k}_group", ["_params", "_grads", "_states", "_hyper"],
                          [doc, *(_wrap_comprehension(ln) for ln in lines)])
+
+    def stage_table(self) -> str:
+        """``stages=``: per path, per stage ``(segment function, ((name, how, finish), ...))``."""
+        rows = []
+        for k, split in enumerate(self.splits):
+            prog = self.eager[k][0]
+            row = []
+            for d, stage in enumerate(split.stages if split else []):
+                outs = []
+                for i in stage:
+                    a = prog.body[i]
+                    red = OPS[a.expr.op].reduction
+                    names = [f"a{t}" for t in range(len(red.terms))]
+                    printer = TorchPrinter(dict.fromkeys([*names, "n"], "uniform"), self.fail_at(a.loc), ref="a0")
+                    finish = f"lambda {', '.join(names)}, n: {printer.doprint(red.finish)}"
+                    outs.append(_tuple([f'"{a.target}"', f'"{red.combine}"', finish]))
+                row.append(_tuple([f"_path{k}_stage{d}", _tuple(outs)]))
+            rows.append(_tuple(row))
+        return _layout("(", rows, ")", one=True)
 
     def module_docstring(self) -> str:
         p = self.program
@@ -700,9 +786,10 @@ class _Module:
         p = self.program
         n = len(self.paths)
         rows = []
-        for path in self.paths:
+        for k, path in enumerate(self.paths):
+            sliceable = _sliceable_path(path, bool(not self.globals and self.splits[k]))
             args = [f"states={_literal(tuple((s.name, s.kind, s.init) for s in path.program.states))}",
-                    f"needs_2d={path.needs_2d}", f"flat={_flat_path(path)}", f"sliceable={_sliceable_path(path)}"]
+                    f"needs_2d={path.needs_2d}", f"flat={_flat_path(path)}", f"sliceable={sliceable}"]
             inner = ", ".join(args)  # black: the call on one line, else its arguments on one line
             fits = 4 + len(f"_Path({inner}),") > LINE and 8 + len(inner) <= LINE and "\n" not in inner
             rows.append(f"_Path(\n    {inner}\n)" if fits else _call("_Path", args, used=5))
@@ -722,6 +809,7 @@ class _Module:
             ("uniforms", _tuple([f"_path{k}_uniforms" for k in range(n)])),
             ("segments", _layout("(", segs, ")", one=True)),
             ("groups", _tuple([] if self.globals else [f"_path{k}_group" for k in range(n)])),
+            *([("stages", self.stage_table())] if any(self.splits) else []),
             ("global_names", _literal(tuple(g.target for g in self.globals))),
             ("combine", _tuple(combine)),
             ("not_separable", _literal(self.not_separable)),
@@ -787,7 +875,7 @@ class _Module:
             out += ["", "", *self.segment_functions(k)]
             out += ["", "", self.uniform_function(k, self.hoisted[k][0])]
             if not self.globals:
-                out += ["", "", self.group_function(k)]
+                out += [x for f in self.eager_functions(k) for x in ("", "", f)]
         for b, src in self.extra.items():
             out += ["", "", f"# --- backend {b!r} (extra source) ---", src.strip("\n")]
         out += ["", "", self.program_table(), "", "", self.class_source()]
@@ -903,15 +991,97 @@ def _tuple(items: list[str]) -> str:
 
 def _assign(name: str, value: str) -> str:
     return f"{name} = {value}"
-def _live_after(prog: Program) -> list[set[str]]:
-    """For each statement, the names read after it (by later statements or the outputs)."""
-    live = set().union(*[free_vars(e) for e in prog.outputs()])
+def _live_after(body: list[Assign], outputs) -> list[set[str]]:
+    """For each statement of ``body``, the names read after it (by later statements or ``outputs``)."""
+    live = set().union(*[free_vars(e) for e in outputs])
     out: list[set[str]] = []
-    for a in reversed(prog.body):
+    for a in reversed(body):
         out.append(set(live))
         live.discard(a.target)
         live |= free_vars(a.expr)
     return out[::-1]
+
+
+@dataclass
+class _Split:
+    """An eager program cut at its per-tensor reductions (see :func:`_split`): the segment of each
+    statement; per stage, its reductions (statement indices); per segment, the names it takes from
+    earlier ones (with their kinds), the names it hands on and the names later segments read."""
+
+    seg: list[int]
+    stages: list[list[int]]
+    taken: list[dict[str, str]]
+    carried: list[set[str]]
+    live_out: list[set[str]]
+
+
+def _split(prog: Program, scalars: dict[str, str]) -> _Split | None:
+    """``prog`` (an eager program: one call per statement) cut into segments at its per-tensor
+    reductions (``x = norm(r)``), so that every segment runs on slices of the tensors: segment d
+    computes what needs the values of d stages of reductions, and stage d's reductions as each
+    row's partial totals; the runtime combines a tensor's rows between segments. The last segment
+    is the step. None when there is no such reduction, or one cannot be cut out: an argument that
+    is not full-shaped (it would not split over slices), a reduced name set twice, or a statement
+    whose inputs the segment order would change (a value overwritten before a later segment reads
+    it).
+
+    Example: LAMB's ``w_norm = norm(w)`` and ``r_norm = norm(r)`` are stage 0 (r reads g and the
+    states: segment 0, which hands r on); ``trust`` and the update are segment 1."""
+    kinds = {**input_kinds(prog), **scalars}
+    fail = _raiser(prog)
+    level: dict[str, int] = {}
+    seg: list[int] = []
+    stages: list[list[int]] = []
+    defined: list[str] = []  # kind of each statement's value
+    targets = [a.target for a in prog.body]
+    for i, a in enumerate(prog.body):
+        depth = max((level.get(v, 0) for v in free_vars(a.expr)), default=0)
+        seg.append(depth)
+        level[a.target] = depth
+        if isinstance(a.expr, Call) and OPS[a.expr.op].shape == REDUCE:
+            full = all(isinstance(x, Var) and kinds.get(x.name) == "full" for x in a.expr.args)
+            if OPS[a.expr.op].reduction is None or not full or targets.count(a.target) > 1 or a.target in kinds:
+                return None
+            stages += [[] for _ in range(depth + 1 - len(stages))]
+            stages[depth].append(i)
+            level[a.target] = depth + 1
+            kinds[a.target] = "scalar"
+        else:
+            kinds[a.target] = expr_kind(a.expr, kinds, fail)
+        defined.append(kinds[a.target])
+    if not stages:
+        return None
+    outputs = set().union(*[free_vars(e) for e in prog.outputs()])
+    reach = _reaching(prog.body, range(len(seg)), outputs)
+    if reach != _reaching(prog.body, sorted(range(len(seg)), key=lambda i: (seg[i], i)), outputs):
+        return None
+    last = len(stages)
+    taken = [{} for _ in range(last + 1)]
+    carried = [set() for _ in range(last + 1)]
+    live_out = [set() for _ in range(last + 1)]
+    reductions = {i for stage in stages for i in stage}
+    for i, defs in reach.items():
+        e = last if i is None else seg[i]  # None: the outputs, read by the last segment
+        for v, j in defs.items():
+            for d in range(e):
+                live_out[d].add(v)
+            if j is not None and seg[j] < e:
+                taken[e][v] = defined[j]
+                if j not in reductions:
+                    carried[seg[j]].add(v)
+    return _Split(seg, stages, taken, carried, live_out)
+
+
+def _reaching(body: list[Assign], order, outputs: set[str]) -> dict:
+    """Running ``body``'s statements in ``order``: for each statement (and None: ``outputs``), the
+    statement whose value each name it reads is (None: an input)."""
+    current: dict[str, int] = {}
+    out = {}
+    for i in order:
+        out[i] = {v: current.get(v) for v in free_vars(body[i].expr)}
+        current[body[i].target] = i
+    out[None] = {v: current.get(v) for v in outputs}
+    return out
 
 
 def hoist_uniform(prog: Program, base: set[str]) -> tuple[list[Assign], Program]:
@@ -1250,13 +1420,15 @@ def _flat_path(path: Path) -> bool:
     return not any(isinstance(n, Call) and OPS[n.op].shape in (STATIC, ROW, COL) for e in exprs for n in walk(e))
 
 
-def _sliceable_path(path: Path) -> bool:
+def _sliceable_path(path: Path, staged: bool = False) -> bool:
     """A path whose step on any slice of the tensors is that slice of the whole step: elementwise
-    values and full states only (no reductions, shape facts or row/col values). Its eager step
-    runs on cache-sized slices of large tensors (the runtime's ``_chunks``)."""
+    values and full states only (no shape facts or row/col values), and no per-tensor reductions
+    unless they are ``staged`` (cut out by :func:`_split`: each tensor's rows combined). Its
+    eager step runs on cache-sized slices of large tensors (the runtime's ``_chunks``)."""
     exprs = [a.expr for a in path.program.body] + list(path.program.outputs())
+    allowed = (ELEMENTWISE, REDUCE) if staged else (ELEMENTWISE,)
     return all(s.kind == "full" for s in path.program.states) and not any(
-        isinstance(n, Call) and OPS[n.op].shape != ELEMENTWISE for e in exprs for n in walk(e))
+        isinstance(n, Call) and OPS[n.op].shape not in allowed for e in exprs for n in walk(e))
 
 
 def entry_point(module, program: Program):

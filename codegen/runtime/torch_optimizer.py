@@ -148,26 +148,38 @@ _CHUNK = 1 << 17
 
 def _chunks(columns, size, sliceable):
     """The rows of ``columns`` (lists of tensors, one tensor of each per parameter: params, grads,
-    states) in chunks of about ``size`` elements: ``[[column restricted to the chunk]]``. With
-    ``sliceable``, a parameter larger than ``size`` whose tensors are all contiguous and as large is
-    cut into 1-d views of ``size`` elements, each a row of its own (an elementwise step on every
-    slice is the step on the whole); otherwise a row is a whole parameter.
+    states) in chunks of about ``size`` elements: ``[(columns restricted to the chunk, the index of
+    each row's parameter)]``. With ``sliceable``, a parameter larger than ``size`` whose tensors
+    are all contiguous and as large is cut into 1-d views of ``size`` elements, each a row of its
+    own (an elementwise step on every slice is the step on the whole); otherwise a row is a whole
+    parameter. Rows keep the parameters' order.
 
-    Example: three rows of 100 elements, size 150: chunks [[a, b], [c]] in each column."""
+    Example: three rows of 100 elements, size 150: chunks [[a, b], [c]] in each column, indices
+    [0, 1] and [2]."""
     rows = []
-    for row in zip(*columns):
+    for i, row in enumerate(zip(*columns)):
         n = row[0].numel()
         if sliceable and n > size and all(t.is_contiguous() and t.numel() == n for t in row):
-            rows.extend(zip(*(t.view(-1).split(size) for t in row)))
+            rows.extend((i, piece) for piece in zip(*(t.view(-1).split(size) for t in row)))
         else:
-            rows.append(row)
+            rows.append((i, row))
     chunks, start, total = [], 0, 0
-    for i, row in enumerate(rows):
+    for k, (_, row) in enumerate(rows):
         total += row[0].numel()
-        if total >= size or i == len(rows) - 1:
-            chunks.append([list(column) for column in zip(*rows[start : i + 1])])
-            start, total = i + 1, 0
+        if total >= size or k == len(rows) - 1:
+            part = rows[start : k + 1]
+            chunks.append(([list(column) for column in zip(*(r for _, r in part))], [i for i, _ in part]))
+            start, total = k + 1, 0
     return chunks
+
+
+def _per_tensor(how, parts, lengths):
+    """Per-parameter totals from the rows' ``parts`` (0-d tensors in row order; ``lengths``: rows per
+    parameter, or None for one each), summed or maxed (nan propagates, as in torch.amax)."""
+    stacked = torch.stack(parts)
+    if lengths is None:
+        return stacked
+    return torch.segment_reduce(stacked, how, lengths=lengths)
 
 
 class _Program:
@@ -178,7 +190,8 @@ class _Program:
     and the hyperparameters; ``segments[k]`` are path k's per-tensor functions, cut at the global
     reductions (``global_names``; ``combine[j]`` is ``(how, finish)``: the tensors' totals are
     summed or maxed, and ``finish(total)`` is the value); ``groups[k]`` runs path k
-    over a list of tensors with multi-tensor ops (programs without global reductions only).
+    over a list of tensors with multi-tensor ops (programs without global reductions only), after
+    the segments ``stages[k]`` that compute its per-tensor reductions (see :meth:`group_step`).
     ``backends`` maps an extra backend's name to ``(group_step, available)``; ``torch_checkpoints``
     maps a torch.optim class name to ``{"states": {torch name: ours}, "hypers": {torch name: (ours,
     ...)}, "requires": {group key: value}}``.
@@ -195,6 +208,7 @@ class _Program:
         uniforms,
         segments,
         groups=(),
+        stages=None,
         global_names=(),
         combine=(),
         not_separable=None,
@@ -205,6 +219,7 @@ class _Program:
         self.hyper_names = tuple(dict.fromkeys(("lr", *hyper_defaults)))  # lr may have no default
         self.paths, self.tree = paths, tree
         self.uniforms, self.segments, self.groups = uniforms, segments, groups
+        self.stages = stages or ((),) * len(paths)
         self.global_names, self.combine = global_names, combine
         self.sparse_rows, self.not_separable = not_separable is None, not_separable
         self.backends = dict(backends or {})
@@ -306,14 +321,45 @@ class _Program:
     def group_step(self, path, params, grads, states, floats):
         """``groups[path]`` (``floats``: its Python-number scalars) over the tensors in chunks of
         about ``_CHUNK`` elements on a CPU (:func:`_chunks`), whole on an accelerator, where the
-        chunks would multiply the kernel launches: params and states updated in place."""
+        chunks would multiply the kernel launches: params and states updated in place.
+
+        Per-tensor reductions (``norm(w)``, Tiger's nan test ``amax(g != g)``) cut the step into
+        segments, each a pass over the chunks: ``stages[path]`` holds ``(segment, outputs)`` per
+        stage; ``segment(params, grads, states, hyper)`` returns the values it hands to later
+        segments and each output's terms as one 0-d partial per row; ``outputs`` are ``(name,
+        "sum" | "max", finish)``: a parameter's rows combine, and ``finish(*totals, n)`` (n: the
+        parameter's elements) is its value, handed on as ``hyper[name]``, a list holding each row's
+        parameter's value. So a sliced parameter's reductions still see the whole tensor. The
+        values a segment hands on stay in memory until the step (a chunk each)."""
         names = [name for name, _, _ in self.paths[path].states]
-        if params[0].device.type != "cpu":  # an accelerator: one launch per op; its allocator caches
-            self.groups[path](params, grads, {n: states[n] for n in names}, floats)
-            return
         columns = [params, grads, *(states[n] for n in names)]
-        for chunk in _chunks(columns, _CHUNK, self.paths[path].sliceable):
-            self.groups[path](chunk[0], chunk[1], dict(zip(names, chunk[2:])), floats)
+        if params[0].device.type != "cpu":  # an accelerator: one launch per op; its allocator caches
+            chunks = [(columns, list(range(len(params))))]
+        else:
+            chunks = _chunks(columns, _CHUNK, self.paths[path].sliceable)
+        hypers = [floats] * len(chunks)
+        if self.stages[path]:
+            hypers = [dict(floats) for _ in chunks]
+            rows = [i for _, index in chunks for i in index]
+            lengths = None
+            if len(rows) > len(params):
+                lengths = torch.bincount(torch.tensor(rows), minlength=len(params)).to(params[0].device)
+            n = torch.tensor([p.numel() for p in params], dtype=_compute_dtype(params[0].dtype))
+            n = n.to(params[0].device)
+            for segment, outputs in self.stages[path]:
+                parts = []
+                for (c, _), h in zip(chunks, hypers):
+                    values, part = segment(c[0], c[1], dict(zip(names, c[2:])), h)
+                    h.update(values)
+                    parts.append(part)
+                for r, (name, how, finish) in enumerate(outputs):
+                    terms = zip(*(part[r] for part in parts))  # per term: each chunk's list of partials
+                    totals = [_per_tensor(how, [x for chunk in t for x in chunk], lengths) for t in terms]
+                    value = finish(*totals, n).to(n.dtype).unbind()
+                    for (_, index), h in zip(chunks, hypers):
+                        h[name] = [value[i] for i in index]
+        for (c, _), h in zip(chunks, hypers):
+            self.groups[path](c[0], c[1], dict(zip(names, c[2:])), h)
 
     def compiled_apply(self, path, flat):
         """torch.compile of one in-place tensor step (at most two compiles: one size, then all sizes)."""

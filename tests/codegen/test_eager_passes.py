@@ -33,11 +33,13 @@ def test_chunks_cover_every_element_once_through_views(sliceable, seed):
     params.append(torch.zeros(6, 5).t())  # not contiguous: never sliced
     states = [torch.zeros_like(p) for p in params]
     chunks = _chunks([params, states], 16, sliceable)
-    for ps, ss in chunks:
-        assert len(ps) == len(ss) and [p.shape for p in ps] == [s.shape for s in ss]
+    assert [i for _, index in chunks for i in index] == sorted(i for _, index in chunks for i in index)
+    for (ps, ss), index in chunks:
+        assert len(ps) == len(ss) == len(index) and [p.shape for p in ps] == [s.shape for s in ss]
         sizes = [p.numel() for p in ps]
         assert sum(sizes[:-1]) < 16 or len(ps) == 1  # a chunk closes as soon as it holds 16
-        for p, s in zip(ps, ss):
+        for p, s, i in zip(ps, ss, index):
+            assert p.untyped_storage().data_ptr() == params[i].untyped_storage().data_ptr()  # its parameter's
             p.add_(1.0)
             s.sub_(1.0)
             if not sliceable:
@@ -53,13 +55,16 @@ def _with_chunk(cls, size):
     return module, old
 
 
-def _run_eager_in_chunks(program, params, grads, size):
+def _run_eager_in_chunks(program, params, grads, size, lr=LR):
+    """Params after the eager steps on ``grads`` in chunks of ``size`` (``p_t``, if any, strided;
+    ``lr=None``: the program's default)."""
     cls = codegen.build(program, "torch")
     module, old = _with_chunk(cls, size)
     try:
         ts = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
-        ts["p_t"] = torch.tensor(params["p_t"].T.copy()).t().detach().requires_grad_()  # strided
-        opt = cls(list(ts.values()), lr=LR, backend="eager")
+        if "p_t" in params:
+            ts["p_t"] = torch.tensor(params["p_t"].T.copy()).t().detach().requires_grad_()  # strided
+        opt = cls(list(ts.values()), **({} if lr is None else {"lr": lr}), backend="eager")
         for g in grads:
             for k, t in ts.items():
                 t.grad = torch.tensor(g[k])
@@ -103,9 +108,11 @@ def test_eager_sign_is_the_languages_on_special_values(dtype):
 
 
 def _economy(name):
-    """Path 0's printed group step: (lists it allocates, of which per-tensor comprehensions,
-    multi-tensor calls). The float32 casts of params and grads (no copy) are not counted."""
-    body = [ln.strip() for ln in _Module(optdsl.load(name), {}).group_function(0).split("\n")[2:]]
+    """Path 0's printed eager functions (its segments, then the group step): (lists they allocate,
+    of which per-tensor comprehensions, multi-tensor calls). The float32 casts of params and grads
+    (no copy) are not counted."""
+    functions = _Module(optdsl.load(name), {}).eager_functions(0)
+    body = [ln.strip() for f in functions for ln in f.split("\n")[2:]]
     fresh = [ln for ln in body if re.match(r"\w+ = (torch\._foreach_\w+[^_]\(|\[)", ln)]
     fresh = [ln for ln in fresh if not re.match(r"[wg] = \[_", ln)]
     return len(fresh), sum(" for " in ln for ln in fresh), sum("torch._foreach_" in ln for ln in body)
@@ -144,6 +151,43 @@ def test_interp_of_a_product_as_addcmul_matches_the_interpreter(source):
             opt.step()
             params, state = interp.step(params, {"w": g}, state, t)
         np.testing.assert_allclose(w.detach().numpy(), params["w"], rtol=1e-6)
+
+
+TWO_STAGES = """def p(w, g, m, lr=0.1):
+    m = interp(g, m, 0.9)
+    d = m / (norm(m) + 0.001)
+    g = g * rms(d)
+    return lr * (g / (amax(abs(g)) + 0.000001) + dot(w, d) * w), m
+"""
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("source", ["tiger", "lamb", "adafactor", TWO_STAGES])
+def test_per_tensor_reductions_in_tiny_chunks_see_whole_tensors(source, dtype):
+    """Programs with per-tensor reductions run on 1-d slices of 5 elements: each reduction is
+    summed (or maxed) over a tensor's slices before the step, and a value computed before it is
+    handed to the step chunk by chunk. Three steps against the interpreter; in the second, one grad
+    holds a nan in its last slice only (Tiger then leaves that whole tensor's momentum as it is and
+    shrinks all of its weights; the others propagate it). TWO_STAGES needs three segments: rms(d)
+    reads norm(m), amax reads g made from rms(d)."""
+    program = optdsl.load(source) if source.isidentifier() else parse(source)
+    module = _Module(program, {})
+    assert module.splits[module.paths.index(next(p for p in module.paths if not p.needs_2d))] is not None
+    rng = np.random.default_rng(0)
+    shapes = {"p0": (23,), "p1": (11,), "p2": (1,)}
+    params = {k: rng.normal(size=s).astype(dtype) for k, s in shapes.items()}
+    grads = [{k: rng.normal(size=s).astype(dtype) for k, s in shapes.items()} for _ in range(3)]
+    grads[1]["p0"][-1] = np.nan
+    interp = Interpreter(program, dtype=dtype)
+    ref, state = dict(params), interp.init(params)
+    for t, g in enumerate(grads, start=1):
+        ref, state = interp.step(ref, g, state, t)
+    ours = _run_eager_in_chunks(program, params, grads, 5, lr=None)
+    if dtype == np.float32:
+        close(ours, ref)
+    else:
+        for k in ref:
+            np.testing.assert_allclose(ours[k], ref[k], rtol=1e-10, atol=1e-12, equal_nan=True, err_msg=k)
 
 
 def test_an_accelerator_step_is_not_chunked():
