@@ -14,31 +14,35 @@ thread: AdamW's kernel from 0.96x torch's fused AdamW to 0.84x, Lion's from 0.77
 (``_Program.floats``), cast to the compute type ``T`` (float, or double for float64 parameters) as
 the other backends cast them.
 
-Reductions. A program that reduces (per tensor: ``Op.shape == "reduce"``; per row: ``"row"``, the
-mean over the last axis) runs as a sequence of passes over each tensor: pass 0 computes every
-reduction whose argument needs no reduction, pass 1 those that need pass 0's, ..., and the last
-pass computes the update from them. A pass reads only the arrays its values need (Tiger: w and g,
-then w, g and m) and only the last one writes. Each reduction is computed in pieces as its
-``Op.reduction`` says: every chunk totals its terms in ``line`` lanes (one per element of a cache
-line, in ``ACCUMULATE``: double, for float32 parameters too), adds its lanes in order into its own
-slot of an array, and after the pass each tensor's slots are added in chunk order and finished
-(``sqrt(a0 / n)`` for rms). The chunks and the order never depend on the threads, so the result is
-the same bits at any thread count. A path with row reductions cuts its tensors into chunks of whole
-rows and runs each row's elements as one loop, with the row's reductions finished at its end.
-Reductions whose argument is one number per tensor are that number's (``Reduction.of_number``).
+Reductions. A program that reduces (per tensor: ``Op.shape == "reduce"``; per row or per column:
+``"row"``/``"col"``, the means over the last or the second-last axis) runs as a sequence of passes
+over each tensor: pass 0 computes every reduction whose argument needs no reduction, pass 1 those
+that need pass 0's, ..., and the last pass computes the update from them. A pass reads only the
+arrays its values need (Tiger: w and g, then w, g and m) and only the last one writes. Each
+reduction is computed in pieces as its ``Op.reduction`` says: every chunk totals its terms in
+``line`` lanes (one per element of a cache line, in ``ACCUMULATE``: double, for float32 parameters
+too), adds its lanes in order into its own slot of an array, and after the pass each tensor's slots
+are added in chunk order and finished (``sqrt(a0 / n)`` for rms). The chunks and the order never
+depend on the threads, so the result is the same bits at any thread count. A path that sees rows
+(row/column reductions, Adafactor's row and column states) cuts each matrix of its tensors (the
+last two axes) into chunks of whole rows and runs each row as one loop: a row's reductions are
+finished at its end, row values are computed once per row, each chunk keeps its own column totals
+(combined per column in chunk order), and new column states are written once the last pass has
+read the old ones. Reductions whose argument is one number per tensor are that number's
+(``Reduction.of_number``); a per-tensor reduction of a row value (Adafactor's ``mean(r)``) adds one
+term per row.
 
-Paths with row/column-shaped states, column means, global reductions or shape facts get no kernels
-(:func:`supports` says why); for those the backend does not exist and the optimizer's default is
-unchanged.
+Paths with scalar states, global reductions or shape facts get no kernels (:func:`supports` says
+why); for those the backend does not exist and the optimizer's default is unchanged.
 
 Every value, input and temporary is its own ``const T`` local (SSA): a program's names never reach
 the C++ text, so no identifier can clash with a C++ keyword, and each op's spelling
 (``Op.cpp`` in :mod:`optdsl.ops`) gets plain names as arguments.
 
 Exported symbols, per path ``k``: ``optdsl_path<k>_f32`` and ``optdsl_path<k>_f64`` with the
-signature ``(int64 n, T** ptrs, const int64* sizes, const int64* cols, const double* scalars, int
+signature ``(int64 n, T** ptrs, const int64* sizes, const int64* dims, const double* scalars, int
 threads)``; ``ptrs`` holds n pointers per slot, slot-major: w, g, then the path's states in order;
-``cols`` the length of each tensor's last axis (1 for a 0-d tensor; read by row reductions only).
+``dims`` the lengths of each tensor's last two axes (R, C), 1 for an axis it lacks.
 
 Example:
     >>> import optdsl
@@ -47,6 +51,9 @@ Example:
     True
     >>> passes(optdsl.load("lamb"))  # norm(w) and norm(r) in one pass, then the update
     2
+    >>> from codegen.torch_target import paths
+    >>> [passes(p.program) for p in paths(optdsl.load("adafactor"))[2]]  # ndim > 2, ndim 2, ndim < 2
+    [4, 4, 2]
 """
 
 from __future__ import annotations
@@ -55,7 +62,7 @@ import math
 
 from optdsl.errors import DslError
 from optdsl.ir import Call, Const, Expr, Program, Var, free_vars, substitute, walk
-from optdsl.ops import ELEMENTWISE, OPS, REDUCE, ROW
+from optdsl.ops import COL, ELEMENTWISE, OPS, REDUCE, ROW
 
 CHUNK = 1 << 15  # elements a thread takes at a time: 128 KiB of each float32 array
 # bytes a prefetch runs ahead of the loop in each array: one page, less where the lines in flight
@@ -76,24 +83,30 @@ _PRELUDE = """\
 template <typename T> static inline T op_max(T a, T b) { return (a > b || a != a) ? a : b; }
 template <typename T> static inline T op_min(T a, T b) { return (a < b || a != a) ? a : b; }
 
-// first[t]: the number of chunks before tensor t's, tensor t cut into chunks of lens[t] elements
-static std::vector<int64_t> chunk_starts(int64_t n, const int64_t* sizes, const int64_t* lens) {
+// first[t]: the number of chunks before tensor t's. Tensor t is cut into blocks of blocks[t]
+// elements (one matrix of a stack, so that no chunk holds parts of two), each block into chunks of
+// lens[t] elements
+static int64_t chunks_per_block(int64_t block, int64_t len) { return (block + len - 1) / len; }
+static std::vector<int64_t> chunk_starts(int64_t n, const int64_t* sizes, const int64_t* blocks,
+                                         const int64_t* lens) {
   std::vector<int64_t> first(n + 1, 0);
-  for (int64_t t = 0; t < n; ++t) first[t + 1] = first[t] + (sizes[t] + lens[t] - 1) / lens[t];
+  for (int64_t t = 0; t < n; ++t)
+    first[t + 1] = first[t] + (blocks[t] > 0 ? sizes[t] / blocks[t] * chunks_per_block(blocks[t], lens[t]) : 0);
   return first;
 }
 
 // body(t, c, lo, hi) for every chunk c = [lo, hi) of every tensor t (c numbers all tensors' chunks
 // in order), the chunks shared out by OpenMP
 template <typename F>
-static void for_chunks(int64_t n, const int64_t* sizes, const int64_t* lens, const std::vector<int64_t>& first,
+static void for_chunks(int64_t n, const int64_t* blocks, const int64_t* lens, const std::vector<int64_t>& first,
                        int threads, F body) {
   const int64_t total = first[n];
 #pragma omp parallel for schedule(static) num_threads(threads) if (total > 1)
   for (int64_t c = 0; c < total; ++c) {
     const int64_t t = std::upper_bound(first.begin(), first.end(), c) - first.begin() - 1;
-    const int64_t lo = (c - first[t]) * lens[t], hi = std::min(lo + lens[t], sizes[t]);
-    body(t, c, lo, hi);
+    const int64_t per = chunks_per_block(blocks[t], lens[t]), q = c - first[t];
+    const int64_t lo = q / per * blocks[t] + q % per * lens[t];
+    body(t, c, lo, std::min(lo + lens[t], (q / per + 1) * blocks[t]));
   }
 }
 
@@ -128,18 +141,26 @@ template <typename A, int L> static inline A lanes_max(const A (&a)[L]) {
 }
 """.replace("AHEAD", str(AHEAD)).replace("IN_FLIGHT", str(IN_FLIGHT))
 
-# what a value varies over, least first: nothing, the tensors, their rows, the elements
-UNIFORM, TENSOR, ROWS, FULL = range(4)
+# what a value varies over: nothing, the tensors, their rows, their columns, the elements
+UNIFORM, TENSOR, ROWS, COLS, FULL = range(5)
+_STATE_KINDS = {"full": FULL, "row": ROWS, "col": COLS}
+
+
+def _join(kinds) -> int:
+    """The kind of an elementwise op's value: its arguments' broadest, rows with columns full."""
+    kinds = set(kinds)
+    return FULL if {ROWS, COLS} <= kinds else max(kinds, default=UNIFORM)
 
 
 class _Plan:
     """A path as one graph of values: each assignment an id (``%k``), each value's kind (``UNIFORM``
     ... ``FULL``) and pass (the first pass that can compute it: after every reduction it reads), and
-    the reductions over elements that the outputs need, numbered in the order met."""
+    the reductions a pass computes (:meth:`over_elements`) that the outputs need, in passes' order."""
 
     def __init__(self, program: Program):
         self.scalars = scalar_names(program)
         self.slots = ["w", "g", *(s.name for s in program.states)]
+        self.slot_kinds = [FULL, FULL, *(_STATE_KINDS.get(s.kind, UNIFORM) for s in program.states)]
         self.defs: dict[str, Expr] = {}
         current = {n: Var(n) for n in (*self.slots, *self.scalars)}
         for k, a in enumerate(program.body):
@@ -150,7 +171,7 @@ class _Plan:
         self._passes: dict[Expr, int] = {}
         for name, e in self.defs.items():  # in order: a long chain of names never recurses deeply
             self._kinds[Var(name)], self._passes[Var(name)] = self.kind(e), self.pass_of(e)
-        self.reductions: list[Call] = []  # over elements (an argument varies over them): per tensor, per row
+        self.reductions: list[Call] = []
         pending = list(self.outs)
         seen: set[Expr] = set()
         while pending:
@@ -174,40 +195,45 @@ class _Plan:
                 if not isinstance(node, Call):
                     continue
                 op = OPS[node.op]
-                if op.shape not in (ELEMENTWISE, REDUCE, ROW):
+                if op.shape not in (ELEMENTWISE, REDUCE, ROW, COL):
                     return f"{node.op}() is a {op.shape} op"
                 if op.shape != ELEMENTWISE and op.reduction is None:
                     return f"{node.op}() has no pieces (Op.reduction)"
-                kinds = [self.kind(a) for a in node.args]
-                if op.shape != ELEMENTWISE and ROWS in kinds:
-                    return f"{node.op}() of a row-shaped value"
-                if op.shape == ROW and FULL not in kinds:
-                    return f"{node.op}() of one number per tensor"
+                kind = _join(self.kind(a) for a in node.args)
+                if op.shape == REDUCE and kind == COLS:
+                    return f"{node.op}() of a column-shaped value"
+                if op.shape in (ROW, COL) and kind != FULL:
+                    return f"{node.op}() of a value that is not full-shaped"
         return None
 
     def over_elements(self, e: Expr) -> bool:
-        """Is ``e`` (or the value a name holds) a reduction whose argument varies over the elements
-        (a pass computes it)?"""
+        """Is ``e`` (or the value a name holds) a reduction a pass computes: of full-shaped values (per
+        tensor, per row, per column) or of a row-shaped one (per tensor)?"""
         while isinstance(e, Var) and e.name in self.defs:
             e = self.defs[e.name]
-        return isinstance(e, Call) and OPS[e.op].shape != ELEMENTWISE and any(
-            self.kind(a) == FULL for a in e.args)
+        return isinstance(e, Call) and OPS[e.op].shape != ELEMENTWISE and self.over(e) in (ROWS, FULL)
+
+    def over(self, r: Call) -> int:
+        """What reduction ``r``'s terms vary over."""
+        return _join(self.kind(a) for a in r.args)
 
     def kind(self, e: Expr) -> int:
         if e not in self._kinds:
             if isinstance(e, Const):
                 k = UNIFORM
+            elif isinstance(e, Var) and e.name in self.slots:
+                k = self.slot_kinds[self.slots.index(e.name)]
             elif isinstance(e, Var):
-                k = FULL if e.name in self.slots else UNIFORM if e.name in self.scalars else (
-                    self.kind(self.defs[e.name]))
+                k = UNIFORM if e.name in self.scalars else self.kind(self.defs[e.name])
             else:
                 shape = OPS[e.op].shape
-                k = max(map(self.kind, e.args)) if shape == ELEMENTWISE else ROWS if shape == ROW else TENSOR
+                k = {ELEMENTWISE: None, ROW: ROWS, COL: COLS}.get(shape, TENSOR)
+                k = _join(map(self.kind, e.args)) if k is None else k
             self._kinds[e] = k
         return self._kinds[e]
 
     def pass_of(self, e: Expr) -> int:
-        """The pass computing ``e``; for a reduction over elements, the pass computing its terms."""
+        """The pass computing ``e``; for a reduction a pass computes, the pass computing its terms."""
         if e not in self._passes:
             if isinstance(e, Const) or (isinstance(e, Var) and e.name not in self.defs):
                 p = 0
@@ -218,17 +244,19 @@ class _Plan:
             self._passes[e] = p
         return self._passes[e]
 
-    def rows(self) -> list[Call]:
-        return [r for r in self.reductions if OPS[r.op].shape == ROW]
+    def of_shape(self, shape: str) -> list[Call]:
+        """The pass reductions whose value is per tensor (``REDUCE``), per row or per column."""
+        return [r for r in self.reductions if OPS[r.op].shape == shape]
 
-    def per_tensor(self) -> list[Call]:
-        return [r for r in self.reductions if OPS[r.op].shape == REDUCE]
+    def factored(self) -> bool:
+        """Does a pass see rows (row/column reductions or states)? Then chunks hold whole rows."""
+        return bool(self.of_shape(ROW) or self.of_shape(COL)) or any(k in (ROWS, COLS) for k in self.slot_kinds)
 
 
 def supports(program: Program) -> str | None:
     """None when ``program`` (one straight-line path) can run as a kernel, else why not."""
     for s in program.states:
-        if s.kind != "full":
+        if s.kind not in _STATE_KINDS:
             return f"state {s.name} is {s.kind}-shaped"
     return _Plan(program).problem()
 
@@ -283,9 +311,14 @@ class _Lines:
         return name
 
 
+# where a pass computes a value of each kind: once per chunk, once per row, once per element
+_LEVEL = {UNIFORM: TENSOR, TENSOR: TENSOR, ROWS: ROWS, COLS: FULL, FULL: FULL}
+
+
 class _Pass:
     """The C++ of one pass: lines per level (once per chunk: uniform and per-tensor values; once per
-    row; once per element), the slots it reads, and its reductions' running totals."""
+    row: row values, and pointers that make column values readable as ``x[i]``; once per element),
+    the slots it reads, and its reductions' running totals."""
 
     def __init__(self, plan: _Plan, p: int):
         self.plan, self.p = plan, p
@@ -294,11 +327,20 @@ class _Pass:
         self.reads: set[int] = set()
         self.count = 0
 
-    def line(self, kind: int, text: str, t: str = "T") -> str:
+    def line(self, kind: int, text: str) -> str:
         name = f"_t{self.count}"
         self.count += 1
-        self.levels[max(kind, TENSOR)].append(f"const {t} {name} = {text};")
+        self.levels[_LEVEL[kind]].append(f"const T {name} = {text};")
         return name
+
+    def column(self, key: Expr, base: str) -> str:
+        """Element i's value of the column array at ``base`` (this tensor's columns): through a
+        pointer set once per row (columns repeat in every row of a block)."""
+        if key not in self.memo:
+            self.memo[key] = f"_t{self.count}"
+            self.count += 1
+            self.levels[ROWS].append(f"T* const {self.memo[key]} = {base} + blk * C - i0;")
+        return f"{self.memo[key]}[i]"
 
     def prepare(self, roots: list[Expr]) -> None:
         """Compute every name ``roots`` need in program order (reductions of earlier passes are read
@@ -324,7 +366,8 @@ class _Pass:
         elif isinstance(e, Var) and e.name in plan.slots:
             j = plan.slots.index(e.name)
             self.reads.add(j)
-            name = self.line(FULL, f"p{j}[i]")
+            at = {FULL: f"p{j}[i]", ROWS: f"p{j}[row]"}.get(kind) or self.column(Var(f"%col{j}"), f"p{j}")
+            name = self.line(kind, at)
         elif isinstance(e, Var):
             given = e.name in plan.scalars
             name = f"_s{plan.scalars.index(e.name)}" if given else self.value(plan.defs[e.name])
@@ -333,29 +376,24 @@ class _Pass:
             name = self.line(kind, op.cpp.format(*(self.value(a) for a in e.args)))
         elif plan.over_elements(e):  # computed by an earlier pass: read back
             assert plan.pass_of(e) < self.p, e
-            if e in plan.rows():
-                name = self.line(ROWS, f"rowv[{plan.rows().index(e)} * rows_all + row0[t] + row]")
+            shape = OPS[e.op].shape
+            k = plan.of_shape(shape).index(e)
+            if shape == ROW:
+                name = self.line(ROWS, f"rowv[{k} * rows_all + row0[t] + row]")
+            elif shape == COL:
+                name = self.line(COLS, self.column(Call("%at", (e,)), f"colv.data() + {k} * cols_all + col0[t]"))
             else:
-                name = self.line(TENSOR, f"red[t * {len(plan.per_tensor())} + {plan.per_tensor().index(e)}]")
+                name = self.line(TENSOR, f"red[t * {len(plan.of_shape(REDUCE))} + {k}]")
         else:  # a reduction of one number per tensor
             name = self.value(OPS[e.op].reduction.of_number(*e.args))
         self.memo[e] = name
         return name
 
-    def totals(self, r: Call, acc: str) -> tuple[list[str], list[str]]:
-        """(declarations of r's lanes, per-element lines adding r's terms to them): ``acc`` names them."""
+    def terms(self, r: Call) -> list[str]:
+        """Reduction r's terms, as values of this pass."""
         red = OPS[r.op].reduction
         env = {"x": r.args[0], "y": r.args[-1]}
-        decl, adds = [], []
-        t = "Acc" if red.combine == "sum" else "T"
-        init = "0" if red.combine == "sum" else f"-std::numeric_limits<{t}>::infinity()"
-        for k, term in enumerate(red.terms):
-            v = self.value(substitute(term, env))
-            decl.append(f"{t} {acc}_{k}[64 / sizeof(T)];")
-            decl.append(f"for ({t}& a : {acc}_{k}) a = {init};")
-            adds.append(f"{acc}_{k}[lane] += Acc({v});" if red.combine == "sum" else
-                        f"{acc}_{k}[lane] = op_max({acc}_{k}[lane], {v});")
-        return decl, adds
+        return [self.value(substitute(term, env)) for term in red.terms]
 
 
 def _finish(r: Call, totals: list[str], n: str, target: str, prefix: str) -> list[str]:
@@ -371,109 +409,188 @@ def _indent(lines: list[str], depth: int) -> list[str]:
     return [" " * depth + line for line in lines]
 
 
+_INIT = {"sum": "Acc(0)", "max": "-std::numeric_limits<Acc>::infinity()"}
+_ADD = {"sum": "{0} += {1};", "max": "{0} = op_max({0}, {1});"}
+
+
 def path_function(k: int, program: Program) -> str:
     """Path ``k``'s kernel: a template over T, then its float and double exports."""
     plan = _Plan(program)
-    rows, tensors = plan.rows(), plan.per_tensor()
     head = ["template <typename T>",
-            f"static void path{k}(int64_t n, T** ptrs, const int64_t* sizes, const int64_t* cols,",
+            f"static void path{k}(int64_t n, T** ptrs, const int64_t* sizes, const int64_t* dims,",
             "                   const double* s, int threads) {",
-            "  (void)cols;"]
+            "  (void)dims;"]
     if plan.reductions:
         head += [f"  using Acc = {ACCUMULATE};  // reductions add their terms in this type"]
     head += [f"  const T _s{j} = T(s[{j}]);  // {name}" for j, name in enumerate(plan.scalars)]
-    if rows:  # chunks of whole rows, and where each tensor's rows start in rowv
-        head += ["  std::vector<int64_t> lens(n), row0(n + 1, 0);",
-                 "  for (int64_t t = 0; t < n; ++t) {",
-                 f"    lens[t] = cols[t] > 0 ? cols[t] * std::max<int64_t>(1, {CHUNK} / cols[t]) : {CHUNK};",
-                 "    row0[t + 1] = row0[t] + (cols[t] > 0 ? sizes[t] / cols[t] : 0);",
-                 "  }",
-                 "  const int64_t rows_all = row0[n];",
-                 f"  std::vector<T> rowv({len(rows)} * rows_all);"]
+    head += ["  std::vector<int64_t> blocks(n), lens(n), row0(n + 1, 0), col0(n + 1, 0);",
+             "  for (int64_t t = 0; t < n; ++t) {"]
+    if plan.factored():  # blocks of one matrix (R, C), chunks of whole rows
+        head += ["    const int64_t R = dims[2 * t], C = dims[2 * t + 1];",
+                 "    blocks[t] = R * C;",
+                 f"    lens[t] = C > 0 ? C * std::max<int64_t>(1, {CHUNK} / C) : {CHUNK};",
+                 "    row0[t + 1] = row0[t] + (C > 0 ? sizes[t] / C : 0);",
+                 "    col0[t + 1] = col0[t] + (R > 0 ? sizes[t] / R : 0);"]
     else:
-        head += [f"  const std::vector<int64_t> lens(n, {CHUNK});"]
-    head += ["  const std::vector<int64_t> first = chunk_starts(n, sizes, lens.data());"]
-    if tensors:
-        head += [f"  std::vector<T> red(n * {len(tensors)});  // per tensor: the reductions' values",
+        head += ["    blocks[t] = sizes[t];", f"    lens[t] = {CHUNK};"]
+    head += ["  }",
+             "  const std::vector<int64_t> first = chunk_starts(n, sizes, blocks.data(), lens.data());",
+             "  const int64_t rows_all = row0[n], cols_all = col0[n];",
+             "  (void)rows_all, (void)cols_all;"]
+    if plan.of_shape(ROW):
+        head += [f"  std::vector<T> rowv({len(plan.of_shape(ROW))} * rows_all);  // per row: the row reductions"]
+    if plan.of_shape(COL):
+        head += [f"  std::vector<T> colv({len(plan.of_shape(COL))} * cols_all);  // per column: the column reductions",
+                 "  std::vector<int64_t> cpo(n + 1, 0);  // where each tensor's chunks' column totals start",
+                 "  for (int64_t t = 0; t < n; ++t) cpo[t + 1] = cpo[t] + (first[t + 1] - first[t]) * dims[2 * t + 1];",
+                 "  std::vector<Acc> colparts;  // per chunk, per column: its totals"]
+    if plan.of_shape(REDUCE):
+        head += [f"  std::vector<T> red(n * {len(plan.of_shape(REDUCE))});  // per tensor: the reductions' values",
                  "  std::vector<Acc> parts;  // per chunk: its totals"]
+    if any(k == COLS for k in plan.slot_kinds):
+        head += ["  std::vector<T> newcols;  // column states' new values, copied in after the update's pass"]
     body: list[str] = []
     for p in range(plan.last + 1):
-        body += _pass_text(plan, p, rows, tensors)
+        body += _pass_text(plan, p)
     tail = ["}", ""]
     for suffix, t in (("f32", "float"), ("f64", "double")):
         tail += [f'extern "C" void optdsl_path{k}_{suffix}(int64_t n, {t}** p, const int64_t* sizes,',
-                 "                       const int64_t* cols, const double* s, int threads) {",
-                 f"  path{k}<{t}>(n, p, sizes, cols, s, threads);", "}"]
+                 "                       const int64_t* dims, const double* s, int threads) {",
+                 f"  path{k}<{t}>(n, p, sizes, dims, s, threads);", "}"]
     return "\n".join(_commented(line) for line in head + body + tail)
 
 
-def _pass_text(plan: _Plan, p: int, rows: list[Call], tensors: list[Call]) -> list[str]:
-    """Pass ``p``: its loop over the chunks, then (a reduction pass) each tensor's totals finished."""
+def _pass_text(plan: _Plan, p: int) -> list[str]:
+    """Pass ``p``: its loop over the chunks, then (a reduction pass) the totals combined and finished."""
     text = _Pass(plan, p)
     last = p == plan.last
     mine = [r for r in plan.reductions if plan.pass_of(r) == p]
     text.prepare([*plan.outs] if last else [a for r in mine for a in r.args])
-    chunk_decl, row_decl, adds, row_ends, chunk_ends = [], [], [], [], []
-    parts: list[tuple[Call, str]] = []  # a chunk's totals, in their order in its slots: (reduction, combine)
+    rows, cols, tensors = plan.of_shape(ROW), plan.of_shape(COL), plan.of_shape(REDUCE)
+    chunk_decl, row_decl, row_adds, adds, row_ends, chunk_ends = [], [], [], [], [], []
+    parts: list[tuple[Call, str, str]] = []  # a chunk's totals in slot order: (reduction, combine, n)
+    colterms: list[tuple[Call, str]] = []  # per column reduction term: (reduction, combine)
     for r in mine:
         acc, combine = f"_a{plan.reductions.index(r)}", OPS[r.op].reduction.combine
-        decl, more = text.totals(r, acc)
-        adds += more
-        lanes = [f"Acc(lanes_{combine}({acc}_{j}))" for j in range(len(OPS[r.op].reduction.terms))]
-        if r in rows:
-            row_decl += decl
+        terms = text.terms(r)
+        t_acc = "Acc" if combine == "sum" else "T"
+        if OPS[r.op].shape == COL:  # totals per column of the chunk, in colparts
+            for j, v in enumerate(terms):
+                at = f"colparts.data() + {len(colterms)} * cpo[n] + cpo[t] + (c - first[t]) * C"
+                chunk_decl.append(f"Acc* {acc}_{j} = {at};")
+                adds.append(_ADD[combine].format(f"{acc}_{j}[i - i0]", f"Acc({v})"))
+                colterms.append((r, combine))
+            continue
+        if plan.over(r) == ROWS:  # per tensor, of a row value: one total per chunk, row by row
+            for j, v in enumerate(terms):
+                chunk_decl.append(f"Acc {acc}_{j} = {_INIT[combine]};")
+                row_adds.append(_ADD[combine].format(f"{acc}_{j}", f"Acc({v})"))
+            lanes = [f"{acc}_{j}" for j in range(len(terms))]
+        else:  # of full values: in lanes
+            decl = []
+            for j, v in enumerate(terms):
+                decl += [f"{t_acc} {acc}_{j}[64 / sizeof(T)];", f"for ({t_acc}& a : {acc}_{j}) a = {_INIT[combine]};"]
+                adds.append(_ADD[combine].format(f"{acc}_{j}[lane]", v if combine == "max" else f"Acc({v})"))
+            lanes = [f"Acc(lanes_{combine}({acc}_{j}))" for j in range(len(terms))]
+            (row_decl if OPS[r.op].shape == ROW else chunk_decl).extend(decl)
+        if OPS[r.op].shape == ROW:
             at = f"rowv[{rows.index(r)} * rows_all + row0[t] + row]"
             row_ends += _finish(r, lanes, "Acc(C)", at, f"_r{rows.index(r)}_")
         else:
-            chunk_decl += decl
+            n = "Acc(sizes[t])" if plan.over(r) == FULL else "Acc(row0[t + 1] - row0[t])"
             for x in lanes:
                 chunk_ends.append(f"parts[c * NPARTS + {len(parts)}] = {x};")
-                parts.append((r, combine))
-    stores = []
+                parts.append((r, combine, n))
+    stores, col_stores = [], []
     if last:
         outs = [text.value(o) for o in plan.outs]
         w = text.value(Var("w"))
-        stores = [f"p0[i] = {w} - {outs[0]};"] + [f"p{2 + j}[i] = {o};" for j, o in enumerate(outs[1:])]
-    written = {0, *range(2, len(plan.slots))} if last else set()  # the update writes w and the states
-    used = sorted(text.reads | written)
+        stores = [f"p0[i] = {w} - {outs[0]};"]
+        for j, o in enumerate(outs[1:], start=2):
+            kind = plan.slot_kinds[j]
+            if kind == FULL:
+                stores.append(f"p{j}[i] = {o};")
+            elif kind == ROWS:
+                row_ends.append(f"p{j}[row] = {o};")
+            else:  # once per block, into newcols: other rows still read the old values
+                at = text.column(Var(f"%newcol{j}"), f"newcols.data() + {j} * cols_all + col0[t]")
+                col_stores.append(f"if (row % R == 0) {at} = {o};")
+    written = {0, *(j for j in range(2, len(plan.slots)) if plan.slot_kinds[j] == FULL)} if last else set()
+    streams = sorted(j for j in text.reads | written if plan.slot_kinds[j] == FULL)
+    used = sorted(text.reads | written | ({j for j in range(2, len(plan.slots))} if last else set()))
     what = "the update" if last else ", ".join(f"{r.op}()" for r in mine)
-    out = [f"  // pass {p}: {what}; reads {', '.join(plan.slots[j] for j in sorted(text.reads))}"]
+    out = [f"  // pass {p}: {what}; reads {', '.join(plan.slots[j] for j in sorted(text.reads)) or 'no array'}"]
     if parts:
         out += ["  parts.assign(first[n] * NPARTS, Acc(0));"]
-    out += ["  for_chunks(n, sizes, lens.data(), first, threads,",
+    if colterms:
+        out += ["  colparts.resize(" + f"{len(colterms)} * cpo[n]);"]
+        out += [f"  std::fill(colparts.begin() + {k} * cpo[n], colparts.begin() + {k + 1} * cpo[n], {_INIT[combine]});"
+                for k, (_, combine) in enumerate(colterms)]
+    if col_stores:
+        out += [f"  newcols.assign({len(plan.slots)} * cols_all, T(0));"]
+    out += ["  for_chunks(n, blocks.data(), lens.data(), first, threads,",
             "             [&](int64_t t, int64_t c, int64_t lo, int64_t hi) {",
             "    (void)c;"]
     out += [f"    T* p{j} = ptrs[{j} * n + t];  // {plan.slots[j]}" for j in used]
+    if plan.factored():
+        out += ["    const int64_t R = dims[2 * t], C = dims[2 * t + 1];", "    (void)R;"]
     out += _indent(text.levels[TENSOR] + chunk_decl, 4)
-    arrays = f"T* const arrays[] = {{{', '.join(f'p{j}' for j in used)}}};"
+    # the arrays read or written element by element, prefetched (none: a pass over row values only)
+    arrays = f"T* const arrays[] = {{{', '.join(f'p{j}' for j in streams) or 'nullptr'}}};"
+    element = text.levels[FULL] + adds + stores + col_stores
     loop = ["for_lines(arrays, i0, i1, [&](int64_t i, int64_t lane) {", "  (void)lane;",
-            *_indent(text.levels[FULL] + adds + stores, 2), "});"]
-    if rows:  # chunks of whole rows, one loop a row
-        out += _indent(["const int64_t C = cols[t];", arrays, "for (int64_t i0 = lo; i0 < hi; i0 += C) {",
-                        "  const int64_t row = i0 / C, i1 = i0 + C;",
-                        *_indent(text.levels[ROWS] + row_decl + loop + row_ends, 2), "}"], 4)
+            *_indent(element, 2), "});"] if element else ["(void)arrays;"]
+    if plan.factored():  # chunks of whole rows, one loop a row
+        out += _indent([arrays, "for (int64_t i0 = lo; i0 < hi; i0 += C) {",
+                        "  const int64_t row = i0 / C, blk = row / R, i1 = i0 + C;", "  (void)blk, (void)i1;",
+                        *_indent(text.levels[ROWS] + row_decl + row_adds + loop + row_ends, 2), "}"], 4)
     else:
         out += _indent([arrays, "const int64_t i0 = lo, i1 = hi;", *loop], 4)
     out += _indent(chunk_ends, 4) + ["  });"]
     if parts:
         out += _combine(parts, tensors)
+    if colterms:
+        out += _combine_columns(colterms, cols)
+    if col_stores:  # the column states' new values, in place now that no chunk reads the old ones
+        for j in range(2, len(plan.slots)):
+            if plan.slot_kinds[j] == COLS:
+                at = f"newcols.begin() + {j} * cols_all + col0"
+                out += ["  for (int64_t t = 0; t < n; ++t)", f"    std::copy({at}[t], {at}[t + 1], ptrs[{j} * n + t]);"]
     return [line.replace("NPARTS", str(len(parts))) for line in out]
 
 
-def _combine(parts: list[tuple[Call, str]], tensors: list[Call]) -> list[str]:
+def _combine(parts: list[tuple[Call, str, str]], tensors: list[Call]) -> list[str]:
     """Each tensor's chunk totals combined in chunk order (the same bits whatever the threads did
     them) and its reductions finished into ``red``."""
-    inits = {"sum": "Acc(0)", "max": "-std::numeric_limits<Acc>::infinity()"}
-    adds = {"sum": "_tot{0} += x[{0}];", "max": "_tot{0} = op_max(_tot{0}, x[{0}]);"}
     out = ["  for (int64_t t = 0; t < n; ++t) {"]
-    out += [f"    Acc _tot{k} = {inits[combine]};" for k, (_, combine) in enumerate(parts)]
+    out += [f"    Acc _tot{k} = {_INIT[combine]};" for k, (_, combine, _) in enumerate(parts)]
     out += ["    for (int64_t c = first[t]; c < first[t + 1]; ++c) {", "      const Acc* x = &parts[c * NPARTS];"]
-    out += [f"      {adds[combine].format(k)}" for k, (_, combine) in enumerate(parts)] + ["    }"]
+    out += [f"      {_ADD[combine].format(f'_tot{k}', f'x[{k}]')}" for k, (_, combine, _) in enumerate(parts)]
+    out += ["    }"]
     for j, r in enumerate(tensors):
-        mine = [f"_tot{k}" for k, (q, _) in enumerate(parts) if q == r]
+        mine = [(f"_tot{k}", n) for k, (q, _, n) in enumerate(parts) if q == r]
         if mine:
-            out += _indent(_finish(r, mine, "Acc(sizes[t])", f"red[t * {len(tensors)} + {j}]", f"_n{j}_"), 4)
+            at = f"red[t * {len(tensors)} + {j}]"
+            out += _indent(_finish(r, [x for x, _ in mine], mine[0][1], at, f"_n{j}_"), 4)
     return out + ["  }"]
+
+
+def _combine_columns(colterms: list[tuple[Call, str]], cols: list[Call]) -> list[str]:
+    """Each column's totals over the chunks of its block, in chunk order, finished into ``colv``."""
+    out = ["  for (int64_t t = 0; t < n; ++t) {",
+           "    const int64_t R = dims[2 * t], C = dims[2 * t + 1], per = chunks_per_block(blocks[t], lens[t]);",
+           "    for (int64_t blk = 0; blk * per < first[t + 1] - first[t]; ++blk) {",
+           "      for (int64_t j = 0; j < C; ++j) {"]
+    for k, (_, combine) in enumerate(colterms):
+        out += [f"        Acc _tot{k} = {_INIT[combine]};",
+                "        for (int64_t q = blk * per; q < (blk + 1) * per; ++q)",
+                f"          {_ADD[combine].format(f'_tot{k}', f'colparts[{k} * cpo[n] + cpo[t] + q * C + j]')}"]
+    for j, r in enumerate(cols):
+        mine = [f"_tot{k}" for k, (q, _) in enumerate(colterms) if q == r]
+        if mine:
+            at = f"colv[{j} * cols_all + col0[t] + blk * C + j]"
+            out += _indent(_finish(r, mine, "Acc(R)", at, f"_c{j}_"), 8)
+    return out + ["      }", "    }", "  }"]
 
 
 def _commented(line: str) -> str:

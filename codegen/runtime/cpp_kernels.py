@@ -158,11 +158,12 @@ class _CppKernels:
         n = len(params)
         ptrs = (ctypes.c_void_p * (n * len(slots)))(*[t.data_ptr() for ts in slots for t in ts])
         sizes = (ctypes.c_int64 * n)(*[p.numel() for p in params])
-        cols = (ctypes.c_int64 * n)(*[p.shape[-1] if p.dim() else 1 for p in params])  # rows' length
+        # (rows, columns) of the last two axes (1 where there are fewer): what row and column reductions read
+        dims = (ctypes.c_int64 * (2 * n))(*[d for p in params for d in ([1, 1] + list(p.shape))[-2:]])
         numbers = [values[name] for name in self.scalars[path]]
         scalars = (ctypes.c_double * max(1, len(numbers)))(*numbers)
         kernel = getattr(lib, f"optdsl_path{path}_{'f32' if dtype == torch.float32 else 'f64'}")
-        kernel(ctypes.c_int64(n), ptrs, sizes, cols, scalars, ctypes.c_int(torch.get_num_threads()))
+        kernel(ctypes.c_int64(n), ptrs, sizes, dims, scalars, ctypes.c_int(torch.get_num_threads()))
 
 
 # --- optdsl runtime: end
