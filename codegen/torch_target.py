@@ -285,7 +285,8 @@ class GroupPrinter:
     ``owner[name]`` says whose tensors the list ``name`` holds: a state's own (that state's name:
     updated in place, as torch.optim does), a fresh temporary made here (``FRESH``: may be
     overwritten once no later statement reads it), or tensors shared with the caller (``SHARED``:
-    params, grads, aliases; never written)."""
+    params, grads, aliases; never written; ``<shared s>``: state s's own, read under two names,
+    so that the step needs no copy of them into s)."""
 
     def __init__(self, program: Program, fail, used: set[str], kinds: dict[str, str]):
         self.kinds = kinds
@@ -447,7 +448,10 @@ class GroupPrinter:
                 self.owner[target] = self.owner[into]
                 return text.split("\n") + ([] if into == target else [f"{target} = {into}"])
         if isinstance(expr, Var) and kind in LIST_KINDS:
-            self.owner[target] = self.owner[expr.name] = SHARED  # two names, one list
+            who = self.owner.get(expr.name, SHARED)  # two names, one list: neither may write it
+            states = {n for n, o in self.owner.items() if o == n}
+            shared = who if who.startswith("<shared ") else f"<shared {who}>" if who in states else SHARED
+            self.owner[target] = self.owner[expr.name] = shared
             return [f"{target} = {expr.name}"]
         line = f"{target} = {self.statement(expr)}"
         if isinstance(expr, Call) and max(map(len, _wrap_comprehension(line).split("\n"))) + 4 > LINE:
@@ -692,7 +696,18 @@ class _Module:
         names = []
         for term in red.terms:
             names.append(f"_part{r}_{len(names)}")
-            lines.append(f"{names[-1]} = {printer.comprehension(substitute(term, env), 'full', wrap=wrap)}")
+            term = substitute(term, env)
+            if red.combine == "sum" and isinstance(term, Call) and term.op == "mul" and all(
+                    isinstance(x, Var) for x in term.args):
+                # a sum of products (norm, rms, dot) as torch.dot: one pass, no temporary
+                lists = list(dict.fromkeys(x.name for x in term.args))
+                x, y = (printer.loop_var(x.name) for x in term.args)
+                source = lists[0] if len(lists) == 1 else f"zip({', '.join(lists)})"
+                loops = ", ".join(printer.loop_var(n) for n in lists)
+                text = f"[torch.dot({x}.reshape(-1), {y}.reshape(-1)) for {loops} in {source}]"
+            else:
+                text = printer.comprehension(term, "full", wrap=wrap)
+            lines.append(f"{names[-1]} = {text}")
         return names
 
     def step_function(self, k: int, prog: Program, printer: GroupPrinter, lines: list[str]) -> str:
@@ -706,7 +721,8 @@ class _Module:
         copies = []  # (state, list): new values not already in the state's own tensors
         for s, e in zip(prog.states, prog.new_states):
             k_e = expr_kind(e, kinds, printer.fail)
-            if isinstance(e, Var) and k_e == s.kind and printer.owner.get(e.name) == s.name:
+            own = printer.owner.get(e.name) in (s.name, f"<shared {s.name}>")
+            if isinstance(e, Var) and k_e == s.kind and own:
                 continue  # updated in place
             if isinstance(e, Var) and k_e == s.kind and printer.owner.get(e.name) == FRESH:
                 copies.append((s.name, e.name))

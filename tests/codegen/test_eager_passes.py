@@ -190,6 +190,19 @@ def test_per_tensor_reductions_in_tiny_chunks_see_whole_tensors(source, dtype):
             np.testing.assert_allclose(ours[k], ref[k], rtol=1e-10, atol=1e-12, equal_nan=True, err_msg=k)
 
 
+def test_a_state_read_under_a_second_name_is_not_copied():
+    """``vh = v`` after v's in-place update: v's list is read under two names (neither may write
+    it), and the step needs no copy of it back into the state (Adafactor's 1-d path)."""
+    program = parse("def p(w, g, v, lr=0.1):\n    v = interp(v, g * g, 0.5)\n    vh = v\n"
+                    "    return lr * g / (sqrt(vh) + 1), v\n")
+    text = _Module(program, {}).group_function(0)
+    assert "clone" not in text and "_foreach_copy_(_states" not in text
+    rng = np.random.default_rng(0)
+    params = {"p0": rng.normal(size=9).astype(np.float32)}
+    grads = [{"p0": rng.normal(size=9).astype(np.float32)} for _ in range(2)]
+    close(_run_eager_in_chunks(program, params, grads, 4), run_interpreter(program, params, grads, LR))
+
+
 def test_an_accelerator_step_is_not_chunked():
     # On a CPU the chunks keep temporaries in cache; on an accelerator they would multiply kernel
     # launches. The meta device stands in for one: the group function must see whole lists.
