@@ -576,17 +576,22 @@ def _combine(parts: list[tuple[Call, str, str]], tensors: list[Call]) -> list[st
 
 
 def _combine_columns(colterms: list[tuple[Call, str]], cols: list[Call]) -> list[str]:
-    """Each column's totals over the chunks of its block, in chunk order, finished into ``colv``."""
+    """Each column's totals over the chunks of its block, in chunk order (a chunk's columns at a
+    time: the totals are read in the order they lie), finished into ``colv``."""
     out = ["  for (int64_t t = 0; t < n; ++t) {",
            "    const int64_t R = dims[2 * t], C = dims[2 * t + 1], per = chunks_per_block(blocks[t], lens[t]);",
-           "    for (int64_t blk = 0; blk * per < first[t + 1] - first[t]; ++blk) {",
-           "      for (int64_t j = 0; j < C; ++j) {"]
+           f"    std::vector<Acc> tot({len(colterms)} * C);",
+           "    for (int64_t blk = 0; blk * per < first[t + 1] - first[t]; ++blk) {"]
     for k, (_, combine) in enumerate(colterms):
-        out += [f"        Acc _tot{k} = {_INIT[combine]};",
-                "        for (int64_t q = blk * per; q < (blk + 1) * per; ++q)",
-                f"          {_ADD[combine].format(f'_tot{k}', f'colparts[{k} * cpo[n] + cpo[t] + q * C + j]')}"]
+        at = f"colparts.data() + {k} * cpo[n] + cpo[t]"
+        out += [f"      std::fill(tot.begin() + {k} * C, tot.begin() + {k + 1} * C, {_INIT[combine]});",
+                "      for (int64_t q = blk * per; q < (blk + 1) * per; ++q) {",
+                f"        const Acc* x = {at} + q * C;",
+                f"        for (int64_t j = 0; j < C; ++j) {_ADD[combine].format(f'tot[{k} * C + j]', 'x[j]')}",
+                "      }"]
+    out += ["      for (int64_t j = 0; j < C; ++j) {"]
     for j, r in enumerate(cols):
-        mine = [f"_tot{k}" for k, (q, _) in enumerate(colterms) if q == r]
+        mine = [f"tot[{k} * C + j]" for k, (q, _) in enumerate(colterms) if q == r]
         if mine:
             at = f"colv[{j} * cols_all + col0[t] + blk * C + j]"
             out += _indent(_finish(r, mine, "Acc(R)", at, f"_c{j}_"), 8)
