@@ -219,7 +219,7 @@ def test_a_compile_failure_warns_and_explicit_compiled_raises():
     script = textwrap.dedent("""
         import warnings, torch, torch._inductor.config as config, codegen, optdsl
         config.cpp.cxx = ("/nonexistent/c++",)
-        AdamW = codegen.build(optdsl.load("lamb"), "torch")  # its norm() leaves it no C++ kernel
+        AdamW = codegen.build(optdsl.load("amos"), "torch")  # its scalar state leaves it no C++ kernel
         w = torch.nn.Parameter(torch.ones(1 << 20))  # large enough that the default compiles
         opt = AdamW([w], lr=0.1)
         with warnings.catch_warnings(record=True) as caught:
