@@ -181,9 +181,11 @@ class TorchPrinter(CodePrinter):
     target = "torch"
     max_depth = 10_000
 
-    def __init__(self, kinds: dict[str, str], fail, ref: str = "w", scalars: tuple[str, ...] = NUMBER_KINDS):
+    def __init__(self, kinds: dict[str, str], fail, ref: str = "w", scalars: tuple[str, ...] = NUMBER_KINDS,
+                 pick: bool = False):
         super().__init__()
         self.kinds, self.fail, self.ref, self.scalars = kinds, fail, ref, scalars
+        self.pick = pick  # where() on a scalar condition (one per tensor) as the runtime's _pick
 
     def kind(self, expr: Expr) -> str:
         return expr_kind(expr, self.kinds, self.fail)
@@ -222,6 +224,8 @@ class TorchPrinter(CodePrinter):
             args = [self.tensor(a) if n else a for a, n in zip(args, numbers)]
             numbers = [False] * len(numbers)
         name = op.name
+        if name == "where" and self.pick and kinds[0] == "scalar" and join(*kinds[1:]) in ("full", "row", "col"):
+            return self.fill("_pick({0}, {1}, {2})", args)  # one tensor's condition: see _pick
         if name == "where" and numbers[0]:  # torch.where needs a tensor condition
             args[0] = self.tensor(args[0])
         if op.truth:  # the table's spelling is a bool tensor; the language's truth is 1.0 / 0.0
@@ -306,13 +310,15 @@ class GroupPrinter:
             self.loop[name] = fresh_name(f"{name}_i", self.used)
         return self.loop[name]
 
-    def comprehension(self, expr: Expr, kind: str, slot: str | None = None, wrap: str = "{}") -> str:
-        """``[<per-tensor code> for w_i, x_i in zip(w, x)]`` (the code put in ``wrap``'s braces)."""
+    def comprehension(self, expr: Expr, kind: str, slot: str | None = None, wrap: str = "{}",
+                      pick: bool = False) -> str:
+        """``[<per-tensor code> for w_i, x_i in zip(w, x)]`` (the code put in ``wrap``'s braces;
+        ``pick``: a where() on one tensor's condition may hand back one of its arguments)."""
         names = ["w"] + sorted(n for n in free_vars(expr) if n != "w" and self.kinds[n] in LIST_KINDS)
         loops = {n: self.loop_var(n) for n in names}
         kinds = {**self.kinds, **{loops[n]: self.kinds[n] for n in names}}
         local = substitute(expr, {n: Var(v) for n, v in loops.items()})
-        printer = TorchPrinter(kinds, self.fail, ref=loops["w"], scalars=GROUP_SCALARS)
+        printer = TorchPrinter(kinds, self.fail, ref=loops["w"], scalars=GROUP_SCALARS, pick=pick)
         text = printer.doprint(local)
         if slot is not None:
             text = _fit(text, kind, slot, ref=loops["w"], scalars=GROUP_SCALARS)
@@ -336,7 +342,7 @@ class GroupPrinter:
         if isinstance(expr, Var):
             return expr.name
         foreach = self.foreach(expr, kind)
-        return foreach[0] if foreach is not None else self.comprehension(expr, kind)
+        return foreach[0] if foreach is not None else self.comprehension(expr, kind, pick=True)
 
     def foreach(self, expr: Expr, kind: str, reuse: frozenset[str] = frozenset(),
                 target: str | None = None) -> tuple[str, str | None] | None:
@@ -448,10 +454,7 @@ class GroupPrinter:
                 self.owner[target] = self.owner[into]
                 return text.split("\n") + ([] if into == target else [f"{target} = {into}"])
         if isinstance(expr, Var) and kind in LIST_KINDS:
-            who = self.owner.get(expr.name, SHARED)  # two names, one list: neither may write it
-            states = {n for n, o in self.owner.items() if o == n}
-            shared = who if who.startswith("<shared ") else f"<shared {who}>" if who in states else SHARED
-            self.owner[target] = self.owner[expr.name] = shared
+            self.owner[target] = self.owner[expr.name] = self.read_only(expr.name)  # two names, one list
             return [f"{target} = {expr.name}"]
         line = f"{target} = {self.statement(expr)}"
         if isinstance(expr, Call) and max(map(len, _wrap_comprehension(line).split("\n"))) + 4 > LINE:
@@ -469,7 +472,18 @@ class GroupPrinter:
             self.owner[target] = FRESH
             return [*lines, line]
         self.owner[target] = FRESH
+        if "_pick(" in line:  # the result may be an argument's tensors: none of them is written again
+            for name in free_vars(expr) & set(self.owner):
+                self.owner[name] = self.read_only(name)
+            self.owner[target] = SHARED
         return [line]
+
+    def read_only(self, name: str) -> str:
+        """The owner of list ``name`` once nothing may write it: ``<shared s>`` for state s's own
+        tensors (the step then needs no copy of them into s), else SHARED."""
+        who = self.owner.get(name, SHARED)
+        states = {n for n, o in self.owner.items() if o == n}
+        return who if who.startswith("<shared ") else f"<shared {who}>" if who in states else SHARED
 
     def reusable(self, target: str, live_after: set[str]) -> frozenset[str]:
         """Lists a statement assigning ``target`` may overwrite: a fresh temporary no later statement

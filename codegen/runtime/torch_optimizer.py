@@ -173,6 +173,20 @@ def _chunks(columns, size, sliceable):
     return chunks
 
 
+def _pick(c, a, b):
+    """``torch.where(c != 0, a, b)`` for the condition ``c`` of one tensor (0-d: a per-tensor
+    reduction's value). On a CPU, where reading c costs a load, it is ``a`` or ``b`` itself when
+    that one has the result's shape and dtype (no pass over the tensor: Tiger's nan guard); a
+    number, a broadcast or a device tensor goes through torch.where (no host sync). The caller
+    must not write the result in place."""
+    if c.device.type == "cpu":
+        out = a if c != 0 else b
+        shapes = [t.shape for t in (a, b) if torch.is_tensor(t)]
+        if torch.is_tensor(out) and out.dtype == torch.result_type(a, b) and out.shape == torch.broadcast_shapes(*shapes):
+            return out
+    return torch.where(c != 0, a, b)
+
+
 def _per_tensor(how, parts, lengths):
     """Per-parameter totals from the rows' ``parts`` (0-d tensors in row order; ``lengths``: rows per
     parameter, or None for one each), summed or maxed (nan propagates, as in torch.amax)."""

@@ -203,6 +203,19 @@ def test_a_state_read_under_a_second_name_is_not_copied():
     close(_run_eager_in_chunks(program, params, grads, 4), run_interpreter(program, params, grads, LR))
 
 
+def test_a_where_on_one_tensors_condition_hands_back_a_tensor_nothing_writes():
+    """``where`` on a per-tensor condition picks one branch's own tensors on a CPU (_pick): here old
+    m for one parameter and g for the other, kept as v, while m is updated after the pick."""
+    program = parse("def p(w, g, m, v, lr=0.1):\n    x = where(norm(g) > 1, m, g)\n"
+                    "    m = interp(g, m, 0.5)\n    return lr * (x + m), m, x\n")
+    assert "_pick(" in "".join(_Module(program, {}).eager_functions(0))
+    rng = np.random.default_rng(0)
+    params = {"p0": rng.normal(size=9).astype(np.float32), "p1": rng.normal(size=6).astype(np.float32)}
+    grads = [{"p0": rng.normal(size=9).astype(np.float32),
+              "p1": 0.01 * rng.normal(size=6).astype(np.float32)} for _ in range(3)]
+    close(_run_eager_in_chunks(program, params, grads, 4), run_interpreter(program, params, grads, LR))
+
+
 def test_an_accelerator_step_is_not_chunked():
     # On a CPU the chunks keep temporaries in cache; on an accelerator they would multiply kernel
     # launches. The meta device stands in for one: the group function must see whole lists.
