@@ -91,15 +91,16 @@ static std::vector<int64_t> chunk_starts(int64_t n, const int64_t* sizes, const 
                                          const int64_t* lens) {
   std::vector<int64_t> first(n + 1, 0);
   for (int64_t t = 0; t < n; ++t)
-    first[t + 1] = first[t] + (blocks[t] > 0 ? sizes[t] / blocks[t] * chunks_per_block(blocks[t], lens[t]) : 0);
+    first[t + 1] = first[t] + (blocks[t] > 0 ? sizes[t] / blocks[t] * chunks_per_block(blocks[t], lens[t])
+                                             : 0);
   return first;
 }
 
 // body(t, c, lo, hi) for every chunk c = [lo, hi) of every tensor t (c numbers all tensors' chunks
 // in order), the chunks shared out by OpenMP
 template <typename F>
-static void for_chunks(int64_t n, const int64_t* blocks, const int64_t* lens, const std::vector<int64_t>& first,
-                       int threads, F body) {
+static void for_chunks(int64_t n, const int64_t* blocks, const int64_t* lens,
+                       const std::vector<int64_t>& first, int threads, F body) {
   const int64_t total = first[n];
 #pragma omp parallel for schedule(static) num_threads(threads) if (total > 1)
   for (int64_t c = 0; c < total; ++c) {
@@ -555,7 +556,8 @@ def _pass_text(plan: _Plan, p: int) -> list[str]:
         for j in range(2, len(plan.slots)):
             if plan.slot_kinds[j] == COLS:
                 at = f"newcols.begin() + {j} * cols_all + col0"
-                out += ["  for (int64_t t = 0; t < n; ++t)", f"    std::copy({at}[t], {at}[t + 1], ptrs[{j} * n + t]);"]
+                out += ["  for (int64_t t = 0; t < n; ++t)",
+                        f"    std::copy({at}[t], {at}[t + 1],", f"              ptrs[{j} * n + t]);"]
     return [line.replace("NPARTS", str(len(parts))) for line in out]
 
 

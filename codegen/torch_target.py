@@ -553,7 +553,8 @@ class _Module:
         :mod:`codegen.runtime.cpp_kernels`, the program's C++ kernels (:mod:`codegen.cpp_target`,
         from the same hoisted paths the compiled backend runs) and the scalars each reads."""
         progs = [p for _, p in self.hoisted]
-        scalars = _tuple([_literal(cpp_target.scalar_names(p)) for p in progs])
+        scalars = _layout("(", [_literal(cpp_target.scalar_names(p)) for p in progs], ")", used=len("    scalars=,"))
+        scalars = scalars.replace("\n", "\n    ")  # an argument of _CppKernels(...): one level in
         return "\n".join([
             runtime_source("cpp_kernels"),
             f"_CPP = _CppKernels(\n    r\"\"\"{cpp_target.kernel_source(progs)}\"\"\",\n    scalars={scalars},\n)",
@@ -633,11 +634,11 @@ class _Module:
         return out
 
     def eager_program(self, k: int) -> tuple[Program, dict[str, str]]:
-        """Path k as the multi-tensor printer takes it (flattened, shape facts inlined, axpy and
-        addcmul folded) and the kinds of its per-step values (the hoisted prelude's names)."""
+        """Path k as the multi-tensor printer takes it (flattened, shape facts inlined, axpy,
+        addcmul and nan tests folded) and the kinds of its per-step values (the prelude's names)."""
         scalars = {a.target: "uniform" for a in self.hoisted[k][0]}
         prog = _fold_axpy(_inline_static(flatten(self.group_programs[k]), scalars), scalars)
-        return _fold_addcmul(prog, scalars), scalars
+        return _fold_nan_test(_fold_addcmul(prog, scalars), scalars), scalars
 
     def group_head(self, prog: Program, given: set[str], reads: set[str]) -> list[str]:
         """A group function's first lines: the compute dtype, params and grads in it, the values it
@@ -1083,13 +1084,21 @@ def _split(prog: Program, scalars: dict[str, str]) -> _Split | None:
         return None
     outputs = set().union(*[free_vars(e) for e in prog.outputs()])
     reach = _reaching(prog.body, range(len(seg)), outputs)
+    last = len(stages)
+    reductions = {i for stage in stages for i in stage}
+    users: dict[int, list[int | None]] = {j: [] for j in range(len(seg))}
+    for i, defs in reach.items():
+        for j in defs.values():
+            if j is not None:
+                users[j].append(i)
+    for j in reversed(range(len(seg))):  # as late as its first reader: fewer values handed on
+        if j not in reductions:
+            seg[j] = min((last if i is None else seg[i] for i in users[j]), default=last)
     if reach != _reaching(prog.body, sorted(range(len(seg)), key=lambda i: (seg[i], i)), outputs):
         return None
-    last = len(stages)
     taken = [{} for _ in range(last + 1)]
     carried = [set() for _ in range(last + 1)]
     live_out = [set() for _ in range(last + 1)]
-    reductions = {i for stage in stages for i in stage}
     for i, defs in reach.items():
         e = last if i is None else seg[i]  # None: the outputs, read by the last segment
         for v, j in defs.items():
@@ -1268,6 +1277,32 @@ def _fold_addcmul(prog: Program, extra_kinds: dict[str, str]) -> Program:
                 body[i], body[j] = None, Assign(b.target, Call("interp", (e, *b.expr.args[1:])), b.loc)
                 break
             if t in free_vars(b.expr) or b.target in (t, *(x.name for x in e.args)):
+                break
+    return prog.with_body([a for a in body if a is not None], update=prog.update, new_states=prog.new_states)
+
+
+def _fold_nan_test(prog: Program, extra_kinds: dict[str, str]) -> Program:
+    """``t = a != a; ...; x = amax(t)`` (t read once, by that amax; a not set in between) ->
+    ``y = amax(a); x = y != y``: the largest element is nan exactly when one is (amax propagates
+    nan, in torch as in the reference), so Tiger's nan test reads g once per tensor (a per-tensor
+    reduction, cut out by :func:`_split`) instead of making a list of truth values first."""
+    _, reads = _kinds_and_reads(prog, extra_kinds)
+    used = names_in(prog) | set(extra_kinds)
+    body: list[Assign | None] = list(prog.body)
+    for i, a in enumerate(prog.body):
+        e, t = a.expr, a.target
+        if not (isinstance(e, Call) and e.op == "ne" and isinstance(e.args[0], Var) and e.args[0] == e.args[1]):
+            continue
+        if reads.get(t) != 1:
+            continue
+        for j in range(i + 1, len(body)):
+            b = body[j]
+            if b.expr == Call("amax", (Var(t),)):
+                y = fresh_name("amax", used)
+                body[i] = Assign(y, Call("amax", e.args[:1]), a.loc)
+                body[j] = Assign(b.target, Call("ne", (Var(y), Var(y))), b.loc)
+                break
+            if t in free_vars(b.expr) or b.target in (t, e.args[0].name):
                 break
     return prog.with_body([a for a in body if a is not None], update=prog.update, new_states=prog.new_states)
 

@@ -31,8 +31,15 @@ import torch
 # -mprefer-vector-width=256: on an AVX-512 Xeon, 512-bit sqrt and division took AdamW's loop from
 # 0.9x to 1.9x torch's fused AdamW; -fno-math-errno lets sqrt vectorize (no value changes). No
 # -ffast-math: results follow IEEE float32/float64 as the reference interpreter does.
-_CPP_FLAGS = ("-O3", "-march=native", "-mprefer-vector-width=256", "-fno-math-errno", "-std=c++17", "-shared",
-              "-fPIC")
+_CPP_FLAGS = (
+    "-O3",
+    "-march=native",
+    "-mprefer-vector-width=256",
+    "-fno-math-errno",
+    "-std=c++17",
+    "-shared",
+    "-fPIC",
+)
 
 
 def _cpp_compiler():
