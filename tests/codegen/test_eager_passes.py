@@ -216,6 +216,19 @@ def test_a_where_on_one_tensors_condition_hands_back_a_tensor_nothing_writes():
     close(_run_eager_in_chunks(program, params, grads, 4), run_interpreter(program, params, grads, LR))
 
 
+def test_a_nan_test_reads_each_tensor_once_and_tells_nan_from_inf():
+    """``amax(g != g)`` runs as ``y = amax(g); y != y`` (amax propagates nan): one reduction over g,
+    no list of truth values; a tensor with inf or -inf only is not taken for one with a nan."""
+    program = parse("def p(w, g, lr=0.1):\n    return lr * amax(g != g) + 0.5 * g\n")
+    text = "".join(_Module(program, {}).eager_functions(0))
+    assert "!= g_i" not in text and "torch.amax(g_i)" in text
+    rng = np.random.default_rng(0)
+    params = {f"p{i}": rng.normal(size=7).astype(np.float32) for i in range(4)}
+    grads = [{k: rng.normal(size=7).astype(np.float32) for k in params}]
+    grads[0]["p0"][6], grads[0]["p1"][2], grads[0]["p2"][[0, 5]] = np.nan, np.inf, [-np.inf, np.inf]
+    close(_run_eager_in_chunks(program, params, grads, 3), run_interpreter(program, params, grads, LR))
+
+
 def test_an_accelerator_step_is_not_chunked():
     # On a CPU the chunks keep temporaries in cache; on an accelerator they would multiply kernel
     # launches. The meta device stands in for one: the group function must see whole lists.
