@@ -18,8 +18,11 @@ Reductions. A program that reduces (per tensor: ``Op.shape == "reduce"``; per ro
 ``"row"``/``"col"``, the means over the last or the second-last axis) runs as a sequence of passes
 over each tensor: pass 0 computes every reduction whose argument needs no reduction, pass 1 those
 that need pass 0's, ..., and the last pass computes the update from them. A pass reads only the
-arrays its values need (Tiger: w and g, then w, g and m) and only the last one writes. Each
-reduction is computed in pieces as its ``Op.reduction`` says: every chunk totals its terms in
+arrays its values need (Tiger: w and g, then w, g and m). The last pass writes w and the states,
+except a full state whose new value an earlier pass knows and no later pass needs the old value of:
+that pass writes it, and later ones read it instead of recomputing it (LAMB: pass 0 reads w, g, m,
+v and writes m, v; the update's pass reads w, m, v: 40 bytes per parameter instead of 44, 30.3
+against 34.9 ms on 16 x 2^20 floats, 1 thread). Each reduction is computed in pieces as its ``Op.reduction`` says: every chunk totals its terms in
 ``line`` lanes (one per element of a cache line, in ``ACCUMULATE``: double, for float32 parameters
 too), adds its lanes in order into its own slot of an array, and after the pass each tensor's slots
 are added in chunk order and finished (``sqrt(a0 / n)`` for rms). The chunks and the order never
@@ -188,6 +191,36 @@ class _Plan:
                 pending.extend(e.args)
         self.reductions.sort(key=self.pass_of)
         self.last = max(self.pass_of(o) + self.over_elements(o) for o in self.outs)  # the update's pass
+        # full states written by the first pass that knows their new value, where no later pass needs
+        # the old one: later passes read the new value instead of what it is computed from (LAMB's
+        # update pass reads m and v, not g): slot -> pass
+        self.early: dict[int, int] = {}
+        for j in range(2, len(self.slots)):
+            new = self.outs[j - 1]
+            known = self.pass_of(new) + self.over_elements(new)
+            if self.slot_kinds[j] == FULL and known < self.last and not self._needs_old(j, new, known):
+                self.early[j] = known
+
+    def _needs_old(self, j: int, new: Expr, p: int) -> bool:
+        """Does a pass after ``p`` read slot j's old value (other than through ``new``)?"""
+        roots = [*self.outs, *(a for r in self.reductions if self.pass_of(r) > p for a in r.args)]
+        pending, seen = roots, set()
+        while pending:
+            e = pending.pop()
+            if e in seen or e == new:
+                continue
+            seen.add(e)
+            if e == Var(self.slots[j]):
+                return True
+            if isinstance(e, Var) and e.name in self.defs:
+                pending.append(self.defs[e.name])
+            elif isinstance(e, Call) and not (self.over_elements(e) and self.pass_of(e) <= p):
+                pending.extend(e.args)
+        return False
+
+    def loaded(self, p: int) -> dict[Expr, int]:
+        """New state values pass ``p`` reads from their slots (written by an earlier pass)."""
+        return {self.outs[j - 1]: j for j, q in self.early.items() if q < p}
 
     def problem(self) -> str | None:
         """Why this path has no kernel, or None."""
@@ -327,6 +360,7 @@ class _Pass:
         self.memo: dict[Expr, str] = {}
         self.reads: set[int] = set()
         self.count = 0
+        self.loaded = plan.loaded(p)
 
     def line(self, kind: int, text: str) -> str:
         name = f"_t{self.count}"
@@ -349,6 +383,8 @@ class _Pass:
         plan, needed, pending = self.plan, set(), list(roots)
         while pending:
             e = pending.pop()
+            if e in self.loaded:
+                continue
             if isinstance(e, Var) and e.name in plan.defs and e.name not in needed:
                 needed.add(e.name)
                 pending.append(plan.defs[e.name])
@@ -362,7 +398,10 @@ class _Pass:
         if e in self.memo:
             return self.memo[e]
         plan, kind = self.plan, self.plan.kind(e)
-        if isinstance(e, Const):
+        if e in self.loaded:  # a state's new value, written by an earlier pass
+            self.reads.add(self.loaded[e])
+            name = self.line(FULL, f"p{self.loaded[e]}[i]")
+        elif isinstance(e, Const):
             name = self.line(UNIFORM, _literal(e.value))
         elif isinstance(e, Var) and e.name in plan.slots:
             j = plan.slots.index(e.name)
@@ -466,7 +505,9 @@ def _pass_text(plan: _Plan, p: int) -> list[str]:
     text = _Pass(plan, p)
     last = p == plan.last
     mine = [r for r in plan.reductions if plan.pass_of(r) == p]
-    text.prepare([*plan.outs] if last else [a for r in mine for a in r.args])
+    early = {j: plan.outs[j - 1] for j, q in plan.early.items() if q == p}  # states this pass writes
+    late = [o for j, o in enumerate(plan.outs) if j + 1 not in plan.early]  # the update and other states
+    text.prepare(late if last else [*(a for r in mine for a in r.args), *early.values()])
     rows, cols, tensors = plan.of_shape(ROW), plan.of_shape(COL), plan.of_shape(REDUCE)
     chunk_decl, row_decl, row_adds, adds, row_ends, chunk_ends = [], [], [], [], [], []
     parts: list[tuple[Call, str, str]] = []  # a chunk's totals in slot order: (reduction, combine, n)
@@ -502,13 +543,15 @@ def _pass_text(plan: _Plan, p: int) -> list[str]:
             for x in lanes:
                 chunk_ends.append(f"parts[c * NPARTS + {len(parts)}] = {x};")
                 parts.append((r, combine, n))
-    stores, col_stores = [], []
+    stores, col_stores = [f"p{j}[i] = {text.value(o)};" for j, o in early.items()], []
     if last:
-        outs = [text.value(o) for o in plan.outs]
+        outs = [None if j + 1 in plan.early else text.value(o) for j, o in enumerate(plan.outs)]
         w = text.value(Var("w"))
         stores = [f"p0[i] = {w} - {outs[0]};"]
         for j, o in enumerate(outs[1:], start=2):
             kind = plan.slot_kinds[j]
+            if o is None:
+                continue
             if kind == FULL:
                 stores.append(f"p{j}[i] = {o};")
             elif kind == ROWS:
@@ -516,7 +559,8 @@ def _pass_text(plan: _Plan, p: int) -> list[str]:
             else:  # once per block, into newcols: other rows still read the old values
                 at = text.column(Var(f"%newcol{j}"), f"newcols.data() + {j} * cols_all + col0[t]")
                 col_stores.append(f"if (row % R == 0) {at} = {o};")
-    written = {0, *(j for j in range(2, len(plan.slots)) if plan.slot_kinds[j] == FULL)} if last else set()
+    written = {0, *(j for j in range(2, len(plan.slots)) if plan.slot_kinds[j] == FULL)} if last else set(early)
+    written -= set(plan.early) if last else set()
     streams = sorted(j for j in text.reads | written if plan.slot_kinds[j] == FULL)
     used = sorted(text.reads | written | ({j for j in range(2, len(plan.slots))} if last else set()))
     what = "the update" if last else ", ".join(f"{r.op}()" for r in mine)
