@@ -142,6 +142,22 @@ def test_reductions_of_reductions_take_a_pass_each():
         assert_same(on_cpp(program, params, grads, dtype), interpret(program, params, grads, dtype), dtype)
 
 
+def test_a_state_is_written_early_only_where_no_later_pass_reads_its_old_value():
+    """m's new value is known in pass 0 (before norm(m)): pass 0 writes it and the update reads it
+    back; the update also reads v's old value, so v waits for the last pass."""
+    program = optdsl.parse(
+        "def early(w, g, m, v, lr):\n"
+        "    m = interp(g, m, 0.9)\n"
+        "    old = v\n"
+        "    v = interp(g * g, v, 0.99)\n"
+        "    return lr * (m / norm(m) + old * 1e-3), m, v\n"
+    )
+    assert cpp_target._Plan(program).early == {2: 0}
+    params, grads = data([(CHUNK + 3,), (7,)], steps=3)
+    for dtype in (np.float32, np.float64):
+        assert_same(on_cpp(program, params, grads, dtype), interpret(program, params, grads, dtype), dtype)
+
+
 @pytest.mark.parametrize(("name", "hyper"), [("tiger", {}), ("tiger", {"embedding": 1.0}), ("lamb", {}),
                                            ("adafactor", {}), ("adafactor_optax", {})])
 def test_zoo_programs_with_reductions_compute_what_the_interpreter_computes(name, hyper):
