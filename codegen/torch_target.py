@@ -820,7 +820,7 @@ class _Module:
         for k, path in enumerate(self.paths):
             sliceable = _sliceable_path(path, bool(not self.globals and self.splits[k]))
             args = [f"states={_literal(tuple((s.name, s.kind, s.init) for s in path.program.states))}",
-                    f"needs_2d={path.needs_2d}", f"flat={_flat_path(path)}", f"sliceable={sliceable}"]
+                    f"needs_2d={path.needs_2d}", f"flat={_flat_path(path)}", f"sliceable={_literal(sliceable)}"]
             inner = ", ".join(args)  # black: the call on one line, else its arguments on one line
             fits = 4 + len(f"_Path({inner}),") > LINE and 8 + len(inner) <= LINE and "\n" not in inner
             rows.append(f"_Path(\n    {inner}\n)" if fits else _call("_Path", args, used=5))
@@ -1485,15 +1485,19 @@ def _flat_path(path: Path) -> bool:
     return not any(isinstance(n, Call) and OPS[n.op].shape in (STATIC, ROW, COL) for e in exprs for n in walk(e))
 
 
-def _sliceable_path(path: Path, staged: bool = False) -> bool:
-    """A path whose step on any slice of the tensors is that slice of the whole step: elementwise
-    values and full states only (no shape facts or row/col values), and no per-tensor reductions
-    unless they are ``staged`` (cut out by :func:`_split`: each tensor's rows combined). Its
-    eager step runs on cache-sized slices of large tensors (the runtime's ``_chunks``)."""
+def _sliceable_path(path: Path, staged: bool = False) -> bool | str:
+    """May the path's eager step run on slices of large tensors (the runtime's ``_chunks``), the
+    step on each slice being that slice of the whole step? True (1-d slices): elementwise values
+    and full states only, no shape facts; ``"rows"`` (blocks of whole rows): row values (rowmean)
+    and row states too; False otherwise. Per-tensor reductions only when they are ``staged``
+    (cut out by :func:`_split`: each tensor's slices combined before the step)."""
     exprs = [a.expr for a in path.program.body] + list(path.program.outputs())
-    allowed = (ELEMENTWISE, REDUCE) if staged else (ELEMENTWISE,)
-    return all(s.kind == "full" for s in path.program.states) and not any(
-        isinstance(n, Call) and OPS[n.op].shape not in allowed for e in exprs for n in walk(e))
+    shapes = {OPS[n.op].shape for e in exprs for n in walk(e) if isinstance(n, Call)}
+    states = {s.kind for s in path.program.states}
+    allowed = {ELEMENTWISE, REDUCE} if staged else {ELEMENTWISE}
+    if states <= {"full"} and shapes <= allowed:
+        return True
+    return "rows" if path.needs_2d and states <= {"full", "row"} and shapes <= allowed | {ROW} else False
 
 
 def entry_point(module, program: Program):

@@ -149,20 +149,24 @@ _CHUNK = 1 << 17
 def _chunks(columns, size, sliceable):
     """The rows of ``columns`` (lists of tensors, one tensor of each per parameter: params, grads,
     states) in chunks of about ``size`` elements: ``[(columns restricted to the chunk, the index of
-    each row's parameter)]``. With ``sliceable``, a parameter larger than ``size`` whose tensors
-    are all contiguous and as large is cut into 1-d views of ``size`` elements, each a row of its
-    own (an elementwise step on every slice is the step on the whole); otherwise a row is a whole
-    parameter. Rows keep the parameters' order.
+    each row's parameter)]``. With ``sliceable=True``, a parameter larger than ``size`` whose
+    tensors are all contiguous and as large is cut into 1-d views of ``size`` elements, each a row
+    of its own (an elementwise step on every slice is the step on the whole); with
+    ``sliceable="rows"``, into blocks of whole rows of about ``size`` elements (:func:`_row_blocks`:
+    row values and row states stay whole); otherwise a row is a whole parameter. Rows keep the
+    parameters' order.
 
     Example: three rows of 100 elements, size 150: chunks [[a, b], [c]] in each column, indices
     [0, 1] and [2]."""
     rows = []
     for i, row in enumerate(zip(*columns)):
-        n = row[0].numel()
-        if sliceable and n > size and all(t.is_contiguous() and t.numel() == n for t in row):
-            rows.extend((i, piece) for piece in zip(*(t.view(-1).split(size) for t in row)))
-        else:
-            rows.append((i, row))
+        w, n = row[0], row[0].numel()
+        cut = None
+        if sliceable is True and n > size and all(t.is_contiguous() and t.numel() == n for t in row):
+            cut = list(zip(*(t.view(-1).split(size) for t in row)))
+        elif sliceable == "rows" and n > size and all(t.is_contiguous() for t in row) and w.shape[-1]:
+            cut = _row_blocks(row, w.shape, max(1, size // w.shape[-1]))
+        rows.extend((i, piece) for piece in cut or [row])
     chunks, start, total = [], 0, 0
     for k, (_, row) in enumerate(rows):
         total += row[0].numel()
@@ -171,6 +175,22 @@ def _chunks(columns, size, sliceable):
             chunks.append(([list(column) for column in zip(*(r for _, r in part))], [i for i, _ in part]))
             start, total = k + 1, 0
     return chunks
+
+
+def _row_blocks(row, shape, block):
+    """A parameter's tensors (contiguous; full ones shaped like w, row ones like ``w.shape[:-1]``)
+    as blocks of ``block`` whole rows of w (2-d and 1-d views: leading axes flattened), or None
+    when a tensor has another shape."""
+    rows, cols = row[0].numel() // shape[-1], shape[-1]
+    pieces = []
+    for t in row:
+        if t.shape == shape:
+            pieces.append(t.view(rows, cols).split(block))
+        elif t.shape == shape[:-1]:
+            pieces.append(t.view(rows).split(block))
+        else:
+            return None
+    return list(zip(*pieces))
 
 
 def _pick(c, a, b):

@@ -26,11 +26,12 @@ def _rows(n_elements, seed):
     return [torch.zeros(int(n)) for n in torch.randint(1, n_elements, (5,), generator=g)]
 
 
-@pytest.mark.parametrize("sliceable", [True, False])
+@pytest.mark.parametrize("sliceable", [True, False, "rows"])
 @pytest.mark.parametrize("seed", range(4))
 def test_chunks_cover_every_element_once_through_views(sliceable, seed):
     params = _rows(40, seed)
     params.append(torch.zeros(6, 5).t())  # not contiguous: never sliced
+    params.append(torch.zeros(9, 7))  # "rows": blocks of 2 whole rows
     states = [torch.zeros_like(p) for p in params]
     chunks = _chunks([params, states], 16, sliceable)
     assert [i for _, index in chunks for i in index] == sorted(i for _, index in chunks for i in index)
@@ -44,6 +45,8 @@ def test_chunks_cover_every_element_once_through_views(sliceable, seed):
             s.sub_(1.0)
             if not sliceable:
                 assert any(p is q for q in params)  # whole tensors only
+            if sliceable == "rows" and i == len(params) - 1:
+                assert p.shape == (2 if p.numel() > 7 else 1, 7)
     for p, s in zip(params, states):
         assert torch.equal(p, torch.ones_like(p)) and torch.equal(s, -torch.ones_like(s))
 
@@ -161,23 +164,32 @@ TWO_STAGES = """def p(w, g, m, lr=0.1):
 """
 
 
+ROWS = """def p(w, g, r: row, lr=0.1):
+    r = interp(rowmean(g * g), r, 0.9)
+    u = g / (sqrt(r) + 0.001)
+    return lr * u * rms(w) / (rms(u) + 1), r
+"""
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("source", ["tiger", "lamb", "adafactor", TWO_STAGES])
+@pytest.mark.parametrize("source", ["tiger", "lamb", "adafactor", TWO_STAGES, ROWS])
 def test_per_tensor_reductions_in_tiny_chunks_see_whole_tensors(source, dtype):
     """Programs with per-tensor reductions run on 1-d slices of 5 elements: each reduction is
     summed (or maxed) over a tensor's slices before the step, and a value computed before it is
-    handed to the step chunk by chunk. Three steps against the interpreter; in the second, one grad
-    holds a nan in its last slice only (Tiger then leaves that whole tensor's momentum as it is and
+    handed to the step chunk by chunk. Three steps against the interpreter; in the second, the first
+    grad holds a nan in its last slice only (Tiger then leaves that whole tensor's momentum as it is and
     shrinks all of its weights; the others propagate it). TWO_STAGES needs three segments: rms(d)
-    reads norm(m), amax reads g made from rms(d)."""
+    reads norm(m), amax reads g made from rms(d). Tiger's 2-d and 3-d parameters and ROWS (a
+    row state, rowmean) run on blocks of whole rows (one row of 4 or 5 elements per chunk)."""
     program = optdsl.load(source) if source.isidentifier() else parse(source)
-    module = _Module(program, {})
-    assert module.splits[module.paths.index(next(p for p in module.paths if not p.needs_2d))] is not None
+    assert any(_Module(program, {}).splits)
     rng = np.random.default_rng(0)
     shapes = {"p0": (23,), "p1": (11,), "p2": (1,)}
+    if source in ("tiger", ROWS):
+        shapes = {**({} if source == ROWS else shapes), "p3": (6, 4), "p4": (3, 2, 5), "p5": (1, 3)}
     params = {k: rng.normal(size=s).astype(dtype) for k, s in shapes.items()}
     grads = [{k: rng.normal(size=s).astype(dtype) for k, s in shapes.items()} for _ in range(3)]
-    grads[1]["p0"][-1] = np.nan
+    grads[1][next(iter(shapes))].reshape(-1)[-1] = np.nan
     interp = Interpreter(program, dtype=dtype)
     ref, state = dict(params), interp.init(params)
     for t, g in enumerate(grads, start=1):
