@@ -487,10 +487,12 @@ class GroupPrinter:
 
     def reusable(self, target: str, live_after: set[str]) -> frozenset[str]:
         """Lists a statement assigning ``target`` may overwrite: a fresh temporary no later statement
-        reads (``x = f(x)`` frees x's old list), or a state's own list when the statement gives that
-        state its new value (``m = interp(g, m, beta1)`` updates m in place)."""
+        reads (``x = f(x)`` frees x's old list), or a state's own list (under any name) when its
+        value is no longer read or the statement gives that state its new value (``m = interp(g, m,
+        beta1)`` updates m in place; Tiger's ``t = decay * m; m = t + c g`` writes t, then m, into
+        m's tensors, which then need no copy)."""
         return frozenset(n for n, who in self.owner.items()
-                         if (who == FRESH or who == n == target) and (n not in live_after or n == target))
+                         if who in (FRESH, n, target) and (n not in live_after or n == target))
 # --- the module ------------------------------------------------------------------------------------
 LINE = 110  # generated files are laid out for this width (black's, as the repository's own)
 MAX_CALLS = 8  # calls per printed statement; a larger expression is cut into temporaries

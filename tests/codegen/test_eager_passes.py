@@ -124,7 +124,8 @@ def _economy(name):
 # What the printer makes today; one more of any is a regression of the eager backend's economy.
 # (AdamW's g * g was a list of its own, Lion's sign a comprehension of four per-tensor ops, each allocating: now four in-place
 # multi-tensor passes.)
-ECONOMY = {"adamw": (2, 0, 13), "lion": (1, 0, 10), "tiger": (10, 6, 13), "lamb": (9, 7, 14),
+# (Tiger's momentum was a new list copied into m at the end: now written into m's own tensors.)
+ECONOMY = {"adamw": (2, 0, 13), "lion": (1, 0, 10), "tiger": (8, 6, 12), "lamb": (9, 7, 14),
            "adafactor": (10, 8, 18)}
 
 
