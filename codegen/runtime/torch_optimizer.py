@@ -125,8 +125,9 @@ def _holds(test, w):
 class _Path:
     """One static specialisation of the program: its states as (name, kind, init), whether it needs
     parameters with 2 or more axes, whether it may run on 1-d views of the tensors (``flat``:
-    elementwise values and whole-tensor reductions only, no shape facts) and whether it may run on
-    any slice of them (``sliceable``: elementwise values and full states only)."""
+    elementwise values and whole-tensor reductions only, no shape facts) and whether its eager step
+    may run on slices of them (``sliceable``: True for 1-d slices, ``"rows"`` for blocks of whole
+    rows, False; see :func:`_chunks`)."""
 
     def __init__(self, states, needs_2d, flat, sliceable=False):
         self.states, self.needs_2d, self.flat, self.sliceable = states, needs_2d, flat, sliceable
