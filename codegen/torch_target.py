@@ -773,7 +773,8 @@ class _Module:
                     printer = TorchPrinter(dict.fromkeys([*names, "n"], "uniform"), self.fail_at(a.loc), ref="a0")
                     finish = f"lambda {', '.join(names)}, n: {printer.doprint(red.finish)}"
                     outs.append(_tuple([f'"{a.target}"', f'"{red.combine}"', finish]))
-                row.append(_tuple([f"_path{k}_stage{d}", _tuple(outs)]))
+                # one reduction per line whatever its width: the trailing comma keeps black's layout
+                row.append(_tuple([f"_path{k}_stage{d}", _layout("(", outs, ")", one=True)]))
             rows.append(_tuple(row))
         return _layout("(", rows, ")", one=True)
 
@@ -848,7 +849,7 @@ class _Module:
             ("combine", _tuple(combine)),
             ("not_separable", _literal(self.not_separable)),
             ("backends", _layout("{", backends, "}")),
-            ("torch_checkpoints", _literal(self.checkpoints)),
+            ("torch_checkpoints", _literal(self.checkpoints, used=len("    torch_checkpoints=,"), indent=4)),
         ]
         defaults = [f'"{name}": {number(v)}' for name, v in self.hypers.items()]
         return "\n".join([
@@ -992,24 +993,34 @@ def _layout(open_: str, items: list[str], close: str, one: bool = False, used: i
 
 
 def _wrap_comprehension(line: str) -> str:
-    """``x = [elt for ...]`` too wide for a function body, laid out as black does: the element and
-    the ``for`` clause on lines of their own."""
+    """``x = [elt for ...]`` too wide for a function body, laid out as black does: the comprehension
+    on a line of its own, or where that is too wide, the element and the ``for`` clause."""
     head, sep, rest = line.partition(" = [")
     if 4 + len(line) <= LINE or not sep or " for " not in rest or not rest.endswith("]"):
         return line
+    if 8 + len(rest) - 1 <= LINE:  # black first tries the whole comprehension inside the brackets
+        return f"{head} = [\n    {rest[:-1]}\n]"
     elt, _, loops = rest[:-1].partition(" for ")
     return f"{head} = [\n    {elt}\n    for {loops}\n]"
 
 
-def _literal(value) -> str:
-    """A Python literal (str, number, bool, None, tuple, dict) as black prints it: double quotes."""
+def _literal(value, used: int = 0, indent: int = 0) -> str:
+    """A Python literal (str, number, bool, None, tuple, dict) as black prints it: double quotes;
+    on one line when it fits after ``used`` columns, else one item per line, each laid out for its
+    own place (``indent`` + 4 columns, its comma after it)."""
     if isinstance(value, str):
         text = repr(value)
         return f'"{text[1:-1]}"'.replace("\\'", "'") if text[0] == "'" and '"' not in value else text
-    if isinstance(value, tuple):
-        return _tuple([_literal(v) for v in value])
-    if isinstance(value, dict):
-        return _layout("{", [f"{_literal(k)}: {_literal(v)}" for k, v in value.items()], "}")
+    if isinstance(value, tuple | dict):
+        pairs = list(value.items()) if isinstance(value, dict) else [(None, v) for v in value]
+        open_, close = ("{", "}") if isinstance(value, dict) else ("(", ")")
+        keys = ["" if k is None else f"{_literal(k)}: " for k, _ in pairs]
+        flat = _layout(open_, [k + _literal(v) for k, (_, v) in zip(keys, pairs)], close, used=used)
+        if "\n" not in flat:
+            return flat
+        at = indent + 4
+        items = [k + _literal(v, at + len(k) + 1, at) for k, (_, v) in zip(keys, pairs)]
+        return _layout(open_, items, close, one=True, used=used)
     return repr(value)
 
 

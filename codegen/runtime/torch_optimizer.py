@@ -203,7 +203,8 @@ def _pick(c, a, b):
     if c.device.type == "cpu":
         out = a if c != 0 else b
         shapes = [t.shape for t in (a, b) if torch.is_tensor(t)]
-        if torch.is_tensor(out) and out.dtype == torch.result_type(a, b) and out.shape == torch.broadcast_shapes(*shapes):
+        same = torch.is_tensor(out) and out.shape == torch.broadcast_shapes(*shapes)
+        if same and out.dtype == torch.result_type(a, b):
             return out
     return torch.where(c != 0, a, b)
 
