@@ -3,7 +3,6 @@
 from pathlib import Path
 
 import pytest
-
 from hypothesis import HealthCheck, given, settings
 from strategies import programs
 

@@ -6,8 +6,16 @@ import pytest
 
 from optdsl import parse, to_source
 from search.candidate import describe
-from search.evaluate import (SCORE_BOUND, aggregate, best_over_sweep, evaluate_program, evaluate_programs, run_job,
-                             score, train_copies)
+from search.evaluate import (
+    SCORE_BOUND,
+    aggregate,
+    best_over_sweep,
+    evaluate_program,
+    evaluate_programs,
+    run_job,
+    score,
+    train_copies,
+)
 from search.executors import LocalExecutor
 from search.guards import guard
 from search.mutate import mutate
