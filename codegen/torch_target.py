@@ -51,8 +51,9 @@ must define, for a backend called ``NAME``:
 without global reductions (``GLOBALS == ()``); for other programs an extra backend is refused with
 a ValueError.
 
-The ``cpp`` backend is built in through the same hook: a program whose every path is elementwise
-(:func:`codegen.cpp_target.supports`) gets C++ kernels printed from its hoisted paths, with the
+The ``cpp`` backend is built in through the same hook: a program whose every path has full, row or
+column states and no global reduction or shape fact (:func:`codegen.cpp_target.supports`; its
+per-tensor, row and column reductions become passes) gets C++ kernels printed from its hoisted paths, with the
 runtime of :mod:`codegen.runtime.cpp_kernels` (compiled on first use with the machine's compiler,
 cached by source hash; no compiler: eager, after a warning). The default backend is the first
 available of: each extra backend in ``extra_backends`` order (only on non-CPU devices; on a CPU
