@@ -156,33 +156,37 @@ def test_a_transcendental_singularity_is_not_factored_forever():
     assert "sign(g)" in r.source and r.equality.split(":")[0] in ("exact", "generic")
 
 
-def test_a_reassigned_update_and_a_state_read_through_another_take_the_short_form():
+# Search winners whose readable form once failed, as (raw program, tuned lr, expected short form).
+PINNED_WINNERS = [
     # The 10-minute search's #19806: its own `update` lines and v's new value reading the new m
     # (v = interp(g * m, v, ...)) had made both forms fail, and the raw program was printed.
-    p = parse("def train(w, g, m, v, lr):\n    m = interp(m, g, 0.6924)\n    t = g * m\n"
-              "    v = interp(t, v, 1.008)\n    t_2 = sqrt(v) + 1e-08\n    t_2 = arctan(m / t_2)\n"
-              "    update = t_2 + t_2\n    update = update * (lr * 0.0009527)\n    return update, m, v\n")
-    r = readable(p, lr=24.4)
-    assert r.source == ("def train(w, g, m, v, lr=0.04649176):\n    m = interp(g, m, 0.3076)\n"
-                        "    v = interp(g * m, v, 1.008)\n    update = lr * arctan(m / (1e-08 + sqrt(v)))\n"
-                        "    return update, m, v\n")
-    assert r.equality == "exact"
-
-
-def test_the_statement_form_folds_lr_and_inlines_what_is_read_once():
+    pytest.param("    m = interp(m, g, 0.6924)\n    t = g * m\n    v = interp(t, v, 1.008)\n"
+                 "    t_2 = sqrt(v) + 1e-08\n    t_2 = arctan(m / t_2)\n    update = t_2 + t_2\n"
+                 "    update = update * (lr * 0.0009527)\n", 24.4,
+                 "def train(w, g, m, v, lr=0.04649176):\n    m = interp(g, m, 0.3076)\n"
+                 "    v = interp(g * m, v, 1.008)\n    update = lr * arctan(m / (1e-08 + sqrt(v)))\n",
+                 id="19806-reassigned-update"),
     # The 10-minute search's #11638: sympy's form of cbrt (sign(x) |x|^(1/3)) is longer than the
     # program's own, so the statement form is shown; it had kept `t_5 = lr * 0.004506` and one
     # line per op. Also the order of states read through each other: v reads the new m.
-    p = parse("def train(w, g, m, v, lr):\n    m = interp(g, m, 0.3085)\n    t = g * m\n"
-              "    v = interp(t, v, 0.999)\n    t_3 = sqrt(v)\n    t_2 = t_3 + 1e-08\n    t_1 = m / t_2\n"
-              "    t_4 = cbrt(t_1)\n    update = t_1 + t_4\n    t_5 = lr * 0.004506\n"
-              "    update = update * t_5\n    return update, m, v\n")
-    r = readable(p, lr=1.3)
-    assert r.source == ("def train(w, g, m, v, lr=0.0058578):\n    m = interp(g, m, 0.3085)\n"
-                        "    v = interp(g * m, v, 0.999)\n    t1 = m / (sqrt(v) + 1e-08)\n"
-                        "    update = lr * (cbrt(t1) + t1)\n    return update, m, v\n")
+    pytest.param("    m = interp(g, m, 0.3085)\n    t = g * m\n    v = interp(t, v, 0.999)\n"
+                 "    t_3 = sqrt(v)\n    t_2 = t_3 + 1e-08\n    t_1 = m / t_2\n    t_4 = cbrt(t_1)\n"
+                 "    update = t_1 + t_4\n    t_5 = lr * 0.004506\n    update = update * t_5\n", 1.3,
+                 "def train(w, g, m, v, lr=0.0058578):\n    m = interp(g, m, 0.3085)\n"
+                 "    v = interp(g * m, v, 0.999)\n    t1 = m / (sqrt(v) + 1e-08)\n"
+                 "    update = lr * (cbrt(t1) + t1)\n", id="11638-statement-form"),
+]
+
+
+@pytest.mark.parametrize(("body", "lr", "short"), PINNED_WINNERS)
+def test_pinned_search_winners_take_the_short_form(body, lr, short):
+    r = readable(parse(f"def train(w, g, m, v, lr):\n{body}    return update, m, v\n"), lr=lr)
+    assert r.source == short + "    return update, m, v\n"
     assert r.equality == "exact"
-    # the scale is folded only where every read of lr is lr * c, with one c
+
+
+def test_the_lr_scale_is_folded_only_where_every_read_is_lr_times_one_constant():
+    # _lr_factor: the c of `lr * c` when every read of lr is that, one c; else None
     read = lambda body: _lr_factor(parse(f"def train(w, g, lr):\n{body}    return update\n"))
     assert read("    update = g * (lr * 0.5)\n") == 0.5
     assert read("    update = clip(g, lr) * (lr * 0.5)\n") is None
