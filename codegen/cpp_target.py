@@ -29,11 +29,31 @@ are added in chunk order and finished (``sqrt(a0 / n)`` for rms). The chunks and
 depend on the threads, so the result is the same bits at any thread count. A path that sees rows
 (row/column reductions, Adafactor's row and column states) cuts each matrix of its tensors (the
 last two axes) into chunks of whole rows and runs each row as one loop: a row's reductions are
-finished at its end, row values are computed once per row, each chunk keeps its own column totals
-(combined per column in chunk order), and new column states are written once the last pass has
-read the old ones. Reductions whose argument is one number per tensor are that number's
+finished at its end, row values are computed once per row, column values once per chunk (a loop
+over the columns of the chunk's matrix before its rows, into a buffer of C numbers that the element
+loop reads), each chunk keeps its own column totals (combined per column in chunk order), and new
+column states are written by the first chunk of each matrix, copied in once the last pass has read
+the old ones. Reductions whose argument is one number per tensor are that number's
 (``Reduction.of_number``); a per-tensor reduction of a row value (Adafactor's ``mean(r)``) adds one
 term per row.
+
+Lifting. The element loop is where the time goes, and a division or a square root there costs more
+than the memory it reads (5-6 cycles per 8 floats, against about one for a stream): a full-shaped
+product, quotient or root (the ops whose meaning is a monomial of their arguments, read from the
+op table: :data:`_MONOMIAL`) is split into the factors that vary over the elements and those that
+are one number per tensor, row or column, and the latter are multiplied (divided) together once per
+chunk, row or column (``_Pass.factors``, ``_Pass.scaled``): ``r * c / max(mean(r), eps)`` becomes
+``(r / max(mean(r), eps)) * c``, ``m / (1 - beta1^t)`` becomes ``m * (1 / (1 - beta1^t))``, a
+root of a product the product of roots (``sqrt`` and ``rsqrt`` act on ``|x|``, so no sign fact is
+needed), and where a power of a full-shaped value cancels a square root it is taken
+(``(g rsqrt(v))^2`` = ``g^2 / |v|``: Adafactor's rms(u) pass needs no root). Adafactor's passes
+went from 3 divisions and 1 root per element (update) and 2 and 1 (rms(u)) to 1 and 1 and 1 and 0;
+LAMB's from 3 and 1 in each pass to 1 and 1; AdamW's update from 3 divisions to 1. Rounding: the
+same real numbers, the floats rounded in another order (a product regrouped, ``x / s`` as ``x * (1
+/ s)``): a few units in the last place, what the differential tests against the interpreter
+accept (float32 and float64); the places where an intermediate product overflows or underflows can
+move (``1 / s`` overflows for a subnormal ``s`` where ``x / s`` may not). Equal factors of opposite
+powers are never cancelled (``x / x`` stays nan at 0 and inf).
 
 Paths with scalar states, global reductions or shape facts get no kernels (:func:`supports` says
 why); for those the backend does not exist and the optimizer's default is unchanged.
@@ -62,6 +82,11 @@ Example:
 from __future__ import annotations
 
 import math
+import re
+from collections import Counter
+from fractions import Fraction
+
+import sympy
 
 from optdsl.errors import DslError
 from optdsl.ir import Call, Const, Expr, Program, Var, free_vars, substitute, walk
@@ -154,6 +179,39 @@ def _join(kinds) -> int:
     """The kind of an elementwise op's value: its arguments' broadest, rows with columns full."""
     kinds = set(kinds)
     return FULL if {ROWS, COLS} <= kinds else max(kinds, default=UNIFORM)
+
+
+def _monomials() -> dict[str, tuple[int, tuple[tuple[int, Fraction, bool], ...]]]:
+    """The elementwise ops whose meaning (``Op.sympy``) is a monomial of their arguments, ``c *
+    prod_k x_k^e_k`` (``|x_k|^e_k`` where the op takes the absolute value): op name -> (c, ((k, e_k,
+    abs), ...)). Read from the op table's meanings: mul, div, neg, abs, sqrt, rsqrt, square, cube,
+    reciprocal today (``rsqrt(x) = |x|^(-1/2)``)."""
+    out = {}
+    xs = sympy.symbols("x0:3", real=True)
+    for op in OPS.values():
+        if op.shape != ELEMENTWISE or op.sympy is None or op.cpp is None:
+            continue
+        coeff, factors = sympy.S(1), []
+        for f in sympy.Mul.make_args(sympy.sympify(op.sympy(*xs[: op.arity]))):
+            base, exp = f.as_base_exp()
+            absolute = isinstance(base, sympy.Abs)
+            base = base.args[0] if absolute else base
+            if f.is_number:
+                coeff *= f
+            elif base in xs and exp.is_Rational and exp != 0:
+                factors.append((xs.index(base), Fraction(int(exp.p), int(exp.q)), absolute))
+            else:
+                break
+        else:
+            if factors and coeff.is_Rational:
+                out[op.name] = (int(coeff) if coeff.is_Integer else float(coeff), tuple(factors))
+    return out
+
+
+# op name -> (coefficient, factors): how a product, a quotient or a root splits into its arguments'
+_MONOMIAL = _monomials()
+_Factors = tuple[tuple[Expr, Fraction, bool], ...]  # (leaf, exponent, of |leaf|): prod leaf^exponent
+_LOCAL = re.compile(r"^\s*(?:const T|T\* const) (_t\d+) = ")  # a pass's line setting a local
 
 
 class _Plan:
@@ -345,22 +403,25 @@ class _Lines:
         return name
 
 
-# where a pass computes a value of each kind: once per chunk, once per row, once per element
-_LEVEL = {UNIFORM: TENSOR, TENSOR: TENSOR, ROWS: ROWS, COLS: FULL, FULL: FULL}
+# where a pass computes a value of each kind: once per chunk, once per row or column, once per element
+_LEVEL = {UNIFORM: TENSOR, TENSOR: TENSOR, ROWS: ROWS, COLS: COLS, FULL: FULL}
 
 
 class _Pass:
     """The C++ of one pass: lines per level (once per chunk: uniform and per-tensor values; once per
-    row: row values, and pointers that make column values readable as ``x[i]``; once per element),
-    the slots it reads, and its reductions' running totals."""
+    column of the chunk's block, before its rows: column values, those the elements read kept in
+    ``colbuf``; once per row: row values, and pointers that make ``colbuf`` readable as ``x[i]``; once
+    per element), the slots it reads, and its reductions' running totals."""
 
     def __init__(self, plan: _Plan, p: int):
         self.plan, self.p = plan, p
-        self.levels: dict[int, list[str]] = {TENSOR: [], ROWS: [], FULL: []}
+        self.levels: dict[int, list[str]] = {TENSOR: [], COLS: [], ROWS: [], FULL: []}
+        self.colbufs: list[str] = []  # column values the element loop reads, in colbuf's order
         self.memo: dict[Expr, str] = {}
         self.reads: set[int] = set()
         self.count = 0
         self.loaded = plan.loaded(p)
+        self.split: dict[Expr, tuple[Expr | None, _Factors, _Factors]] = {}
 
     def line(self, kind: int, text: str) -> str:
         name = f"_t{self.count}"
@@ -368,13 +429,19 @@ class _Pass:
         self.levels[_LEVEL[kind]].append(f"const T {name} = {text};")
         return name
 
-    def column(self, key: Expr, base: str) -> str:
-        """Element i's value of the column array at ``base`` (this tensor's columns): through a
-        pointer set once per row (columns repeat in every row of a block)."""
+    def element(self, e: Expr) -> str:
+        """``e``'s value in the element loop: a column value computed in the column loop is kept in
+        the chunk's ``colbuf`` and read there through a pointer set once per row (columns repeat in
+        every row of a block)."""
+        name = self.value(e)
+        if self.plan.kind(e) != COLS:
+            return name
+        key = Call("%colbuf", (Var(name),))
         if key not in self.memo:
             self.memo[key] = f"_t{self.count}"
             self.count += 1
-            self.levels[ROWS].append(f"T* const {self.memo[key]} = {base} + blk * C - i0;")
+            self.levels[ROWS].append(f"T* const {self.memo[key]} = colbuf.data() + {len(self.colbufs)} * C - i0;")
+            self.colbufs.append(name)
         return f"{self.memo[key]}[i]"
 
     def prepare(self, roots: list[Expr]) -> None:
@@ -406,14 +473,21 @@ class _Pass:
         elif isinstance(e, Var) and e.name in plan.slots:
             j = plan.slots.index(e.name)
             self.reads.add(j)
-            at = {FULL: f"p{j}[i]", ROWS: f"p{j}[row]"}.get(kind) or self.column(Var(f"%col{j}"), f"p{j}")
+            at = {FULL: f"p{j}[i]", ROWS: f"p{j}[row]", COLS: f"p{j}[cblk * C + col]"}[kind]
             name = self.line(kind, at)
         elif isinstance(e, Var):
             given = e.name in plan.scalars
             name = f"_s{plan.scalars.index(e.name)}" if given else self.value(plan.defs[e.name])
         elif OPS[e.op].shape == ELEMENTWISE:
-            op = OPS[e.op]
-            name = self.line(kind, op.cpp.format(*(self.value(a) for a in e.args)))
+            full, lows, fulls = self.factors(e) if kind == FULL else (e, (), ())
+            merged = _merged(fulls)
+            if sum(k.denominator == 2 for _, k, _ in merged) < sum(k.denominator == 2 for _, k, _ in fulls):
+                name = self.scaled(_product(merged), lows)  # (g rsqrt(v))^2 = g^2 / |v|: one root less
+            elif lows:
+                name = self.scaled(full, lows)
+            else:
+                arg = self.element if kind == FULL else self.value
+                name = self.line(kind, OPS[e.op].cpp.format(*(arg(a) for a in e.args)))
         elif plan.over_elements(e):  # computed by an earlier pass: read back
             assert plan.pass_of(e) < self.p, e
             shape = OPS[e.op].shape
@@ -421,7 +495,7 @@ class _Pass:
             if shape == ROW:
                 name = self.line(ROWS, f"rowv[{k} * rows_all + row0[t] + row]")
             elif shape == COL:
-                name = self.line(COLS, self.column(Call("%at", (e,)), f"colv.data() + {k} * cols_all + col0[t]"))
+                name = self.line(COLS, f"colv[{k} * cols_all + col0[t] + cblk * C + col]")
             else:
                 name = self.line(TENSOR, f"red[t * {len(plan.of_shape(REDUCE))} + {k}]")
         else:  # a reduction of one number per tensor
@@ -429,11 +503,97 @@ class _Pass:
         self.memo[e] = name
         return name
 
+    def factors(self, e: Expr) -> tuple[Expr | None, _Factors, _Factors]:
+        """A full-shaped value as ``full * prod leaf^exp`` (``|leaf|^exp`` where flagged), each leaf one
+        number per tensor, row or column: the factors of its products, quotients and roots
+        (:data:`_MONOMIAL`) that do not vary over the elements, lifted out so that they are combined
+        once per chunk, row or column (:meth:`scaled`) and the element loop only multiplies by them
+        (``r * c / max(mean(r), eps)`` -> ``(r / max(mean(r), eps)) * c``; ``m / (1 - beta1^t)`` ->
+        ``m * (1 / (1 - beta1^t))``). ``full`` is e with those factors set to 1 (None where none is
+        left); a value with nothing to lift is itself, with no factors. Third: the full-shaped leaves'
+        factors, ``full`` as a product of powers too (read by :meth:`value` to cancel square roots)."""
+        if e in self.split:
+            return self.split[e]
+        plan, out = self.plan, (e, (), ((e, Fraction(1), False),))
+        if e == Const(1.0):  # the empty product (what a lifted factor leaves in its place)
+            out = (None, (), ())
+        elif plan.kind(e) != FULL:
+            out = (None, ((e, Fraction(1), False),), ())
+        elif e in self.loaded or isinstance(e, Const):
+            pass
+        elif isinstance(e, Var):
+            if e.name in plan.defs:
+                full, lows, fulls = self.factors(plan.defs[e.name])
+                out = (full if lows else e, lows, fulls)
+        elif e.op in _MONOMIAL:
+            coeff, sig = _MONOMIAL[e.op]
+            parts = [self.factors(a) for a in e.args]
+            lows, fulls = ([(leaf, k * exp, absolute or flag or (k * exp).denominator != 1)
+                            for j, exp, absolute in sig for leaf, k, flag in parts[j][which]] for which in (1, 2))
+            if coeff == 1 and all(k.denominator <= 2 for _, k, _ in lows + fulls):  # square roots at most
+                kept = [(j, exp, absolute) for j, exp, absolute in sig if parts[j][0] is not None]
+                if not lows:
+                    full = e
+                elif not kept:
+                    full = None
+                elif len(kept) == 1 and kept[0][1:] == (1, False):
+                    full = parts[kept[0][0]][0]  # x * s: x
+                else:
+                    full = Call(e.op, tuple(Const(1.0) if f is None else f for f, _, _ in parts))
+                out = (full, tuple(lows), tuple(fulls))
+        self.split[e] = out
+        return out
+
+    def scaled(self, full: Expr | None, lows: _Factors) -> str:
+        """``full * prod leaf^exp`` (see :meth:`factors`): the factors' product computed per row (with
+        the per-tensor ones, where there are row factors), per column and per chunk, then one
+        multiplication each in the element loop."""
+        groups: dict[int, list] = {ROWS: [], COLS: [], TENSOR: []}
+        for leaf, exp, absolute in lows:
+            groups[max(TENSOR, self.plan.kind(leaf))].append((leaf, exp, absolute))
+        if groups[ROWS]:
+            groups[ROWS] += groups.pop(TENSOR)
+        names = [self.element(full)] if full is not None else []
+        names += [self.element(_product(factors)) for factors in groups.values() if factors]
+        name = names[0]
+        for other in names[1:]:
+            name = self.line(FULL, f"{name} * {other}")
+        return name
+
     def terms(self, r: Call) -> list[str]:
         """Reduction r's terms, as values of this pass."""
         red = OPS[r.op].reduction
         env = {"x": r.args[0], "y": r.args[-1]}
         return [self.value(substitute(term, env)) for term in red.terms]
+
+
+def _merged(factors: _Factors) -> list[tuple[Expr, Fraction, bool]]:
+    """``factors`` with the powers of one leaf added up, numerator's and denominator's apart (``x /
+    x`` stays: 0 / 0 is nan, not 1)."""
+    out: dict[tuple[Expr, bool, bool], Fraction] = {}
+    for leaf, exp, absolute in factors:
+        key = (leaf, absolute or exp.denominator != 1, exp > 0)
+        out[key] = out.get(key, Fraction(0)) + exp
+    return [(leaf, exp, absolute) for (leaf, absolute, _), exp in out.items()]
+
+
+def _product(factors: _Factors | list[tuple[Expr, Fraction, bool]]) -> Expr:
+    """``prod leaf^exp`` (``|leaf|^exp`` where flagged; exponents whole or halves) as an expression:
+    the numerator's product over the denominator's, a half power as a square root."""
+    num: list[Expr] = []
+    den: list[Expr] = []
+    for leaf, exp, absolute in factors:
+        base = Call("abs", (leaf,)) if absolute else leaf
+        whole, half = divmod(abs(exp), 1)
+        (num if exp > 0 else den).extend([base] * int(whole) + ([Call("sqrt", (leaf,))] if half else []))
+
+    def prod(xs: list[Expr]) -> Expr:
+        out = xs[0] if xs else Const(1.0)
+        for x in xs[1:]:
+            out = Call("mul", (out, x))
+        return out
+
+    return Call("div", (prod(num), prod(den))) if den else prod(num)
 
 
 def _finish(r: Call, totals: list[str], n: str, target: str, prefix: str) -> list[str]:
@@ -543,9 +703,10 @@ def _pass_text(plan: _Plan, p: int) -> list[str]:
             for x in lanes:
                 chunk_ends.append(f"parts[c * NPARTS + {len(parts)}] = {x};")
                 parts.append((r, combine, n))
-    stores, col_stores = [f"p{j}[i] = {text.value(o)};" for j, o in early.items()], []
+    stores, col_stores = [f"p{j}[i] = {text.element(o)};" for j, o in early.items()], []
     if last:
-        outs = [None if j + 1 in plan.early else text.value(o) for j, o in enumerate(plan.outs)]
+        outs = [None if j + 1 in plan.early else (text.value if plan.slot_kinds[j + 1] in (ROWS, COLS) else
+                                                   text.element)(o) for j, o in enumerate(plan.outs)]
         w = text.value(Var("w"))
         stores = [f"p0[i] = {w} - {outs[0]};"]
         for j, o in enumerate(outs[1:], start=2):
@@ -556,9 +717,8 @@ def _pass_text(plan: _Plan, p: int) -> list[str]:
                 stores.append(f"p{j}[i] = {o};")
             elif kind == ROWS:
                 row_ends.append(f"p{j}[row] = {o};")
-            else:  # once per block, into newcols: other rows still read the old values
-                at = text.column(Var(f"%newcol{j}"), f"newcols.data() + {j} * cols_all + col0[t]")
-                col_stores.append(f"if (row % R == 0) {at} = {o};")
+            else:  # once per block (by its first chunk), into newcols: other chunks still read the old values
+                col_stores.append(f"if (head) newcols[{j} * cols_all + col0[t] + cblk * C + col] = {o};")
     written = {0, *(j for j in range(2, len(plan.slots)) if plan.slot_kinds[j] == FULL)} if last else set(early)
     written -= set(plan.early) if last else set()
     streams = sorted(j for j in text.reads | written if plan.slot_kinds[j] == FULL)
@@ -582,9 +742,16 @@ def _pass_text(plan: _Plan, p: int) -> list[str]:
     out += _indent(text.levels[TENSOR] + chunk_decl, 4)
     # the arrays read or written element by element, prefetched (none: a pass over row values only)
     arrays = f"T* const arrays[] = {{{', '.join(f'p{j}' for j in streams) or 'nullptr'}}};"
-    element = text.levels[FULL] + adds + stores + col_stores
+    element = text.levels[FULL] + adds + stores
     loop = ["for_lines(arrays, i0, i1, [&](int64_t i, int64_t lane) {", "  (void)lane;",
             *_indent(element, 2), "});"] if element else ["(void)arrays;"]
+    columns = text.levels[COLS] + [f"colbuf[{k} * C + col] = {x};" for k, x in enumerate(text.colbufs)] + col_stores
+    if columns:  # the chunk's block's columns, before its rows
+        out += _indent([f"std::vector<T> colbuf({len(text.colbufs)} * C);",
+                        "const int64_t cblk = lo / C / R;  // the chunk's block",
+                        "const bool head = lo % (R * C) == 0;  // the block's first chunk",
+                        "(void)head;", "#pragma omp simd", "for (int64_t col = 0; col < C; ++col) {",
+                        *_indent(columns, 2), "}"], 4)
     if plan.factored():  # chunks of whole rows, one loop a row
         out += _indent([arrays, "for (int64_t i0 = lo; i0 < hi; i0 += C) {",
                         "  const int64_t row = i0 / C, blk = row / R, i1 = i0 + C;", "  (void)blk, (void)i1;",
@@ -602,7 +769,18 @@ def _pass_text(plan: _Plan, p: int) -> list[str]:
                 at = f"newcols.begin() + {j} * cols_all + col0"
                 out += ["  for (int64_t t = 0; t < n; ++t)",
                         f"    std::copy({at}[t], {at}[t + 1],", f"              ptrs[{j} * n + t]);"]
-    return [line.replace("NPARTS", str(len(parts))) for line in out]
+    return [line.replace("NPARTS", str(len(parts))) for line in _live(out)]
+
+
+def _live(lines: list[str]) -> list[str]:
+    """``lines`` without the locals nothing reads (a value a pass needs only through a lifted or
+    cancelled form: Adafactor's u in its rms(u) pass, which adds g^2 / |v|)."""
+    while True:
+        counts = Counter(re.findall(r"\b_t\d+\b", "\n".join(lines)))
+        kept = [x for x in lines if not ((m := _LOCAL.match(x)) and counts[m.group(1)] == 1)]
+        if len(kept) == len(lines):
+            return lines
+        lines = kept
 
 
 def _combine(parts: list[tuple[Call, str, str]], tensors: list[Call]) -> list[str]:
