@@ -9,6 +9,7 @@ per task, fitness = mean without the best task, no hurdles).
 
     python benchmarks/sign_rules.py --batch 1,4,16            # prints one table per batch factor
     python benchmarks/sign_rules.py --batch 1,16,64 --device cuda
+    python benchmarks/sign_rules.py --tasks charlm,charlm_large,transformer_sort   # other tasks, as built
 """
 
 from __future__ import annotations
@@ -57,17 +58,20 @@ def proxies_at(factor: int) -> dict[str, object]:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--batch", default="1,4,16", help="batch factors, comma-separated")
+    ap.add_argument("--tasks", help="score on these tasks (comma-separated, as registered) instead of the "
+                    "proxies at each --batch")
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args(argv)
     console = Console()
     compared = rules()
-    for factor in (int(b) for b in args.batch.split(",")):
-        names = list(proxies_at(factor))
+    suites = ({"as built": args.tasks.split(",")} if args.tasks else
+              {f"batch x{f}": list(proxies_at(f)) for f in (int(b) for b in args.batch.split(","))})
+    for title, names in suites.items():
         t0 = time.perf_counter()
-        with console.status(f"batch x{factor}: tuning AdamW, scoring {len(compared)} rules ..."):
+        with console.status(f"{title}: tuning AdamW, scoring {len(compared)} rules ..."):
             base = {n: baseline(n, device=args.device)["loss"] for n in names}
             results = evaluate_programs(list(compared.values()), names, base, hurdle=None, device=args.device)
-        table = Table(title=f"batch x{factor} ({time.perf_counter() - t0:.0f} s): score against tuned AdamW")
+        table = Table(title=f"{title} ({time.perf_counter() - t0:.0f} s): score against tuned AdamW")
         table.add_column("rule")
         for n in names:
             table.add_column(n.split("@")[0], justify="right")

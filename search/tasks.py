@@ -26,6 +26,9 @@ Proxy tasks (the search's fitness), cheapest first (hurdles cut bad candidates e
   ``transformer`` a one-layer attention model on a synthetic sequence task
 Meta-validation tasks (held out of the search): larger and longer versions (``*_large``) and a
 convnet (``conv_large``), an architecture the proxies do not contain.
+Further tasks for ``--tasks`` (not in the default search): ``charlm`` / ``charlm_large``, causal
+transformers predicting English text, and ``transformer_sort``, ``_reverse``, ``_cumsum``,
+``_max_prefix``, the proxy transformer on other sequence tasks.
 
 Example:
     >>> task = get_task("logreg")
@@ -38,6 +41,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -264,11 +268,45 @@ def embedding(name="embedding", vocab=200, d=8, length=6, classes=4, steps=150, 
                 (tokens[steps * batch:], labels[steps * batch:]), steps)
 
 
-# --- a tiny transformer on a synthetic sequence task ----------------------------------------------
-def transformer(name="transformer", vocab=8, length=8, d=16, steps=60, batch=32, seed=2) -> Task:
-    """One attention layer (single head, learned positions) plus a GELU MLP, both residual.
-    Target at position i: ``(x_i + x_{L-1-i}) mod vocab``, so position i must attend to its
-    mirror and the MLP must learn modular addition."""
+#: Sequence tasks for :func:`transformer`: tokens ``(N, L)`` -> targets ``(N, L)``.
+TARGETS = {
+    "mirror_add": lambda x, vocab: (x + x.flip(-1)) % vocab,  # attend to the mirror, add mod vocab
+    "sort": lambda x, vocab: x.sort(-1).values,
+    "reverse": lambda x, vocab: x.flip(-1),
+    "cumsum": lambda x, vocab: x.cumsum(-1) % vocab,
+    "max_prefix": lambda x, vocab: x.cummax(-1).values,
+}
+
+
+# --- transformers: synthetic sequence tasks, a character-level language model -------------------
+def _block(h: torch.Tensor, qkv, o, m1, m2, length: int, mask=None) -> torch.Tensor:
+    """One residual block on activations ``(K, N L, d)``: single-head attention within each
+    sequence of ``length`` (``mask`` added to the (key, query) scores), then a GELU MLP. Every
+    product is a bmm over the K copies: einsum had left permuted outputs, and the GELU, adds and
+    softmax over them ran ~20% slower in all."""
+    kk, nl, d = h.shape
+    q, k, v = (x.reshape(-1, length, d) for x in torch.bmm(h, qkv).split(d, 2))
+    # scores laid out (key, query) and the softmax over keys written out: torch's CPU kernel over
+    # an axis of 8 was 2x slower (strided) or 6x slower (innermost)
+    s = torch.bmm(k, q.transpose(1, 2)) / math.sqrt(d)
+    if mask is not None:
+        s = s + mask
+    e = torch.exp(s - s.amax(1, keepdim=True).detach())
+    h = h + torch.bmm(torch.bmm((e / e.sum(1, keepdim=True)).transpose(1, 2), v).reshape(kk, nl, d), o)
+    return h + torch.bmm(F.gelu(torch.bmm(h, m1)), m2)
+
+
+def causal_mask(length: int) -> torch.Tensor:
+    """``(key, query)`` scores mask for :func:`_block`: -inf where the key comes after the query."""
+    return torch.triu(torch.full((length, length), -math.inf), 1).T
+
+
+def transformer(name="transformer", vocab=8, length=8, d=16, steps=60, batch=32, seed=2,
+                target="mirror_add") -> Task:
+    """One attention layer (single head, learned positions) plus a GELU MLP, both residual, on a
+    sequence task of :data:`TARGETS`. The default, ``mirror_add``: the target at position i is
+    ``(x_i + x_{L-1-i}) mod vocab``, so position i must attend to its mirror and the MLP must
+    learn modular addition."""
     shapes = {"emb": (vocab, d), "pos": (length, d), "q": (d, d), "k": (d, d), "v": (d, d), "o": (d, d),
               "m1": (d, 2 * d), "m2": (2 * d, d), "out": (d, vocab)}
     gen = torch.Generator().manual_seed(seed)
@@ -279,24 +317,62 @@ def transformer(name="transformer", vocab=8, length=8, d=16, steps=60, batch=32,
                 for n, s in shapes.items()}
 
     def loss(p, tokens):
-        # Activations as (K, N L, d), every product a bmm over the K copies: einsum had left
-        # permuted outputs, and the GELU, adds and softmax over them ran ~20% slower in all.
         kk, n = p["emb"].shape[0], tokens.shape[0]
         h = (p["emb"][:, tokens] + p["pos"][:, None]).reshape(kk, n * length, d)
-        q, k_, v = (x.reshape(kk * n, length, d) for x in
-                    torch.bmm(h, torch.cat([p["q"], p["k"], p["v"]], 2)).split(d, 2))
-        # scores laid out (key, query) and the softmax over keys written out: torch's CPU kernel
-        # over an axis of 8 was 2x slower (strided) or 6x slower (innermost)
-        s = torch.bmm(k_, q.transpose(1, 2)) / math.sqrt(d)
-        e = torch.exp(s - s.amax(1, keepdim=True).detach())
-        att = e / e.sum(1, keepdim=True)
-        h = h + torch.bmm(torch.bmm(att.transpose(1, 2), v).reshape(kk, n * length, d), p["o"])
-        h = h + torch.bmm(F.gelu(torch.bmm(h, p["m1"])), p["m2"])
-        target = (tokens + tokens.flip(-1)) % vocab
-        return _cross_entropy(torch.bmm(h, p["out"]), target.reshape(-1))
+        h = _block(h, torch.cat([p["q"], p["k"], p["v"]], 2), p["o"], p["m1"], p["m2"], length)
+        return _cross_entropy(torch.bmm(h, p["out"]), TARGETS[target](tokens, vocab).reshape(-1))
 
-    return Task(name, f"1-layer transformer (d={d}): x_i + x_(L-1-i) mod {vocab}, length {length}", shapes, init,
-                loss, lambda t: data[t - 1], data[steps], steps)
+    return Task(name, f"1-layer transformer (d={d}): {target}, vocabulary {vocab}, length {length}", shapes,
+                init, loss, lambda t: data[t - 1], data[steps], steps)
+
+
+@cache
+def english_text() -> torch.Tensor:
+    """The dataset descriptions that ship with scikit-learn (~47 KB of English prose and tables),
+    lower-cased, runs of whitespace as one space, as character ids (vocabulary: the characters
+    that occur)."""
+    from importlib.resources import files
+
+    docs = sorted((f for f in files("sklearn.datasets.descr").iterdir() if f.name.endswith(".rst")),
+                  key=lambda f: f.name)
+    text = " ".join(re.sub(r"\s+", " ", f.read_text(encoding="utf-8").lower()) for f in docs)
+    chars = sorted(set(text))
+    return torch.tensor([chars.index(c) for c in text], dtype=torch.long)
+
+
+def char_lm(name="charlm", d=16, length=16, layers=1, steps=100, batch=16, seed=4) -> Task:
+    """A causal transformer (``layers`` blocks of :func:`_block`, learned positions) predicting
+    the next character of English text (:func:`english_text`): the paper's language-model regime
+    in miniature. Batches are random windows of the first 90% of the text; the held-out loss is
+    on 64 windows of the last 10%. Rare characters leave rows of the embedding table with
+    exactly-zero gradient."""
+    ids = english_text()
+    vocab, split = int(ids.max()) + 1, int(0.9 * len(ids))
+    train, val = ids[:split], ids[split:]
+    gen = torch.Generator().manual_seed(seed)
+    window = torch.arange(length + 1)
+    train_windows = train[torch.randint(0, len(train) - length - 1, (steps, batch, 1), generator=gen) + window]
+    val_windows = val[torch.linspace(0, len(val) - length - 2, 64).long()[:, None] + window]
+    shapes = {"emb": (vocab, d), "pos": (length, d)}
+    for i in range(layers):
+        shapes |= {f"qkv{i}": (d, 3 * d), f"o{i}": (d, d), f"m1_{i}": (d, 2 * d), f"m2_{i}": (2 * d, d)}
+    shapes["out"] = (d, vocab)
+    future = causal_mask(length)
+
+    def init(gen):
+        return {n: _normal(gen, *s, std=1.0 if n in ("emb", "pos") else 1 / math.sqrt(s[0]))
+                for n, s in shapes.items()}
+
+    def loss(p, windows):
+        x, y = windows[:, :-1], windows[:, 1:]
+        kk, n = p["emb"].shape[0], x.shape[0]
+        h = (p["emb"][:, x] + p["pos"][:, None]).reshape(kk, n * length, d)
+        for i in range(layers):
+            h = _block(h, p[f"qkv{i}"], p[f"o{i}"], p[f"m1_{i}"], p[f"m2_{i}"], length, future)
+        return _cross_entropy(torch.bmm(h, p["out"]), y.reshape(-1))
+
+    return Task(name, f"{layers}-layer causal transformer (d={d}, context {length}) on English text, "
+                f"{vocab} characters", shapes, init, loss, lambda t: train_windows[t - 1], val_windows, steps)
 
 
 # --- the registry -------------------------------------------------------------------------------
@@ -315,6 +391,10 @@ FACTORIES: dict[str, Callable[[], Task]] = {
     "transformer_large": lambda: transformer("transformer_large", vocab=12, length=12, d=24, steps=120,
                                              batch=32, seed=12),
     "conv_large": lambda: conv("conv_large", channels=(8, 8), steps=100),
+    "charlm": char_lm,
+    "charlm_large": lambda: char_lm("charlm_large", d=24, length=24, layers=2, steps=150, batch=16, seed=14),
+    **{f"transformer_{t}": (lambda t=t: transformer(f"transformer_{t}", target=t)) for t in TARGETS
+       if t != "mirror_add"},
 }
 PROXY_TASKS = ("quadratic", "logreg", "embedding", "mlp", "transformer")  # cheapest first (hurdles)
 META_TASKS = tuple(f"{t}_large" for t in PROXY_TASKS) + ("conv_large",)

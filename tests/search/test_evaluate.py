@@ -3,6 +3,7 @@ import time
 
 import numpy as np
 import pytest
+import torch
 
 from optdsl import parse, to_source
 from search.candidate import describe
@@ -19,7 +20,7 @@ from search.evaluate import (
 from search.executors import LocalExecutor
 from search.guards import guard
 from search.mutate import mutate
-from search.tasks import PROXY_TASKS
+from search.tasks import PROXY_TASKS, _block, causal_mask, get_task
 from search.warm_start import adamw_program, initial_program
 
 BASE = {"quadratic": 0.13, "logreg": 0.1}
@@ -38,6 +39,30 @@ def test_proxies_have_exactly_zero_gradients_that_the_papers_eps_free_adamw_cann
     for task in ("logreg", "embedding", "mlp"):
         losses, _ = train_copies([initial_program("paper_adamw"), adamw_program()], task, [1.0, 10.0])
         assert np.all(np.isinf(losses[0])) and np.all(np.isfinite(losses[1])), task
+
+
+def test_language_and_sequence_tasks_train():
+    task = get_task("charlm")
+    first = task.eval_loss(task.unflatten(task.init_params(1))).item()
+    losses, errors = train_copies([adamw_program()], "charlm", [10.0], seeds=[0])
+    assert errors == [None] and losses[0, 0, 0] < first - 1.0  # ~5.7 -> ~2.8 nats
+    for name in ("transformer_sort", "transformer_reverse", "transformer_cumsum", "transformer_max_prefix"):
+        losses, errors = train_copies([adamw_program()], name, [10.0], seeds=[0])
+        assert errors == [None] and np.isfinite(losses).all(), name
+
+
+def test_the_language_models_attention_is_causal():
+    # position i's output may not change when a later position's input does
+    length, d = 6, 4
+    gen = torch.Generator().manual_seed(0)
+    qkv, o, m1, m2 = (torch.randn(1, *s, generator=gen) for s in ((d, 3 * d), (d, d), (d, 2 * d), (2 * d, d)))
+    h = torch.randn(1, length, d, generator=gen)
+    changed = h.clone()
+    changed[:, 3] += 1.0
+    out, out_changed = (_block(x, qkv, o, m1, m2, length, causal_mask(length)) for x in (h, changed))
+    assert torch.equal(out[:, :3], out_changed[:, :3]) and not torch.equal(out[:, 3:], out_changed[:, 3:])
+    unmasked = _block(changed, qkv, o, m1, m2, length)
+    assert not torch.allclose(unmasked[:, :3], out[:, :3])  # without the mask it would leak
 
 
 def test_score_is_a_bounded_log_ratio_against_the_baseline():
