@@ -81,7 +81,41 @@ def _breast_cancer_mlp():
         y[450:], torch.nn.functional.cross_entropy, 300
 
 
-REAL_TASKS = (_digits_autoencoder, _breast_cancer_mlp)
+class _CausalLM(torch.nn.Module):
+    """Character embedding + learned positions, one pre-norm ``nn.TransformerEncoderLayer`` (4
+    heads, causal mask), LayerNorm, a linear read-out: torch's own modules, unlike the proxies."""
+
+    def __init__(self, vocab: int, d: int = 32, context: int = 32):
+        super().__init__()
+        self.emb, self.pos = torch.nn.Embedding(vocab, d), torch.nn.Parameter(torch.randn(context, d) * 0.1)
+        self.block = torch.nn.TransformerEncoderLayer(d, 4, 2 * d, dropout=0.0, batch_first=True, norm_first=True)
+        self.norm, self.out = torch.nn.LayerNorm(d), torch.nn.Linear(d, vocab)
+        self.register_buffer("mask", torch.nn.Transformer.generate_square_subsequent_mask(context))
+
+    def forward(self, x):
+        h = self.block(self.emb(x) + self.pos[: x.shape[1]], src_mask=self.mask, is_causal=True)
+        return self.out(self.norm(h))
+
+
+def _char_lm():
+    """Next-character prediction on English text (scikit-learn's dataset descriptions: the first
+    90% to train on, windows of the last 10% held out)."""
+    from search.tasks import english_text
+
+    ids, context = english_text(), 32
+    vocab, split = int(ids.max()) + 1, int(0.9 * len(ids))
+    windows = ids.unfold(0, context + 1, 8)  # (N, 33), a window every 8 characters
+    cut = split // 8 - 4  # no training window reaches into the held-out text
+    train, val = windows[:cut], windows[cut + 4:]
+
+    def loss(logits, y):
+        return torch.nn.functional.cross_entropy(logits.reshape(-1, vocab), y.reshape(-1))
+
+    return "character LM (nn.TransformerEncoderLayer, d=32, context 32, 200 steps)", \
+        lambda: _CausalLM(vocab, 32, context), train[:, :-1], train[:, 1:], val[:, :-1], val[:, 1:], loss, 200
+
+
+REAL_TASKS = (_digits_autoencoder, _breast_cancer_mlp, _char_lm)
 
 
 def train_real(cls, lr: float, task, seed: int) -> float:
