@@ -78,8 +78,9 @@ def test_adafactors_element_loops_divide_once_and_take_one_root():
 
 
 def test_lambs_and_adamws_element_loops_divide_once():
-    """1 - beta^t, the trust ratio and lr are per-tensor factors: each element loop divides by the
-    denominator sqrt(v / (1 - beta2^t)) + eps only (3 divisions before)."""
+    """The paths as the programs state them (the torch target hoists their per-step scalars before the
+    kernel, which leaves the same loops): 1 - beta^t, the trust ratio and lr are per-tensor factors,
+    so each element loop divides by sqrt(v / (1 - beta2^t)) + eps only (3 divisions without lifting)."""
     for name in ("lamb", "adamw"):
         source = cpp_target.kernel_source([p.program for p in paths(optdsl.load(name))[2]])
         loops = element_loops(source)
