@@ -48,7 +48,7 @@ from optdsl.parser import parse
 from optdsl.source import load
 
 from .devices import on_device
-from .guards import guard
+from .guards import guard, horizon_fault
 from .tasks import get_task
 from .vectorized import VectorizedStep
 
@@ -197,14 +197,15 @@ def _fresh_result() -> dict:
 
 def evaluate_programs(programs: Sequence[Program], tasks: Sequence[str], baselines: dict[str, float],
                       hurdle: float | None = HURDLE, lrs: Sequence[float] = CANDIDATE_LRS,
-                      seeds: Sequence[int] = SEEDS, device: str = "cpu") -> list[dict]:
+                      seeds: Sequence[int] = SEEDS, device: str = "cpu", horizon: bool = False) -> list[dict]:
     """Fitness of each program on ``tasks``, candidates batched together, trained on ``device``;
     never raises for a bad program.
 
-    Each result is ``{"status": ok|hurdle|diverged|guard|error, "fitness": float|None,
+    Each result is ``{"status": ok|hurdle|diverged|horizon|guard|error, "fitness": float|None,
     "task_score", "task_loss", "task_lr", "seconds", "error"}``: fitness is the mean task score
     in [-1, 1] (:func:`aggregate`; tasks not run count -1), None for a program refused by the
-    guards or broken.
+    guards or broken. With ``horizon`` (meta-validation), a program whose step does not last
+    (:func:`search.guards.horizon_fault`) is not trained and scores -1 (status ``horizon``).
     """
     t0 = time.perf_counter()
     results = [_fresh_result() for _ in programs]
@@ -212,11 +213,15 @@ def evaluate_programs(programs: Sequence[Program], tasks: Sequence[str], baselin
     for i, p in enumerate(programs):
         try:
             reason = guard(p, lrs)
+            if reason is None and horizon and (fault := horizon_fault(p)) is not None:
+                reason, results[i]["status"] = fault, "horizon"
         except Exception as e:  # noqa: BLE001 - a program the evaluator cannot run is an error
             reason, results[i]["status"] = None, "error"
             results[i]["error"] = f"{type(e).__name__}: {e}"
         if reason is not None:
-            results[i]["status"], results[i]["error"] = "guard", reason
+            results[i]["error"] = reason
+            if results[i]["status"] == "ok":
+                results[i]["status"] = "guard"
         elif results[i]["status"] == "ok":
             active.append(i)
     for k, name in enumerate(tasks):
@@ -244,7 +249,7 @@ def evaluate_programs(programs: Sequence[Program], tasks: Sequence[str], baselin
                 still.append(i)
         active = still
     for r in results:
-        if r["status"] in ("ok", "hurdle", "diverged"):
+        if r["status"] in ("ok", "hurdle", "diverged", "horizon"):
             r["fitness"] = aggregate([r["task_score"].get(t, -SCORE_BOUND) for t in tasks])
         r["seconds"] = (time.perf_counter() - t0) / max(len(programs), 1)
     return results
@@ -284,7 +289,7 @@ def run_job(job: dict) -> dict:
     kw = {"lrs": tuple(job["lrs"])} if job.get("lrs") else {}
     try:
         scored = evaluate_programs(programs, job["tasks"], job["baselines"], job.get("hurdle"), device=device,
-                                   **kw)
+                                   horizon=job.get("horizon", False), **kw)
     except Exception as e:  # noqa: BLE001 - never let a batch take the worker down
         scored = [_error(f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=3)}") for _ in programs]
     for slot, r in zip(slots, scored):

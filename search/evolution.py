@@ -268,7 +268,8 @@ class Search:
     def _evaluate(self, records: list[dict], tasks, hurdle, kind: str = "evaluate", **extra) -> None:
         """Send ``records``' programs to a worker as one batch job."""
         job = {"kind": "evaluate", "sources": [r["source"] for r in records], "tasks": list(tasks),
-               "baselines": self.baselines, "hurdle": hurdle, "device": self.config.device}
+               "baselines": self.baselines, "hurdle": hurdle, "device": self.config.device,
+               "horizon": kind == "meta"}  # a held-out winner must also keep training past the tasks' length
         self._submit(job, {"kind": kind, "programs": records, **extra})
         if kind == "evaluate":
             self.stats.submitted += len(records)

@@ -18,6 +18,13 @@ Three properties every sensible update rule has, checked on a fixed synthetic tr
     through their generated torch optimizers at the usual learning rates (1e-5 .. 0.1), ended
     at 108-3,300x tuned AdamW's loss (docs/search.md).
 
+A fourth, **the step lasts**, runs before meta-validation only (:func:`horizon_fault`; it takes
+a few hundred times a guard's steps): with stationary gradients the gradient's part of the step
+may shrink the way AdaGrad's does (``1/sqrt(t)``) but not vanish or blow up within a few
+thousand steps. The tasks last 60-300 steps, so a state that grows by a factor each step
+(``m = interp(x, m, 1.038)``: ``m`` times 1.038 per step, an exponential learning-rate decay fitted
+to the tasks' length) can win them and then stop training (its step falls to ~1e-7 of its early size by step 1,000).
+
 All run the candidate in float64 on a few steps of two small parameters with
 :class:`search.vectorized.VectorizedStep`, all variants as rows of one batch. IEEE arithmetic is
 sign-symmetric, so a symmetric rule negates exactly and the tolerance can be tiny: a drift
@@ -113,4 +120,48 @@ def guard(program: Program, lrs: Sequence[float] | None = None) -> str | None:
     return None if fault is None else f"lr is not a learning rate: {fault}"
 
 
-__all__ = ["guard"]
+HORIZON = 1000  # steps of the long run
+HORIZON_RATIO = 1e-3  # the step at the end over the step early on must lie in [ratio, 1 / ratio]
+
+
+def horizon_fault(program: Program, steps: int = HORIZON) -> str | None:
+    """Why ``program``'s step does not last ``steps`` steps, or None.
+
+    With the weights held and stationary N(0, 1) gradients, ``d_t = |u(w, g_t) - u(w, -g_t)| / 2``
+    (the gradient's part of the step: weight decay cancels) is averaged over steps ``[s/10, s/5)``
+    and over the last ``s/10``; their ratio must lie in ``[1e-3, 1e3]`` and every step be finite.
+    AdaGrad's ratio is ~0.43; a state growing 3.8% per step gives ~1e-7.
+
+    Example:
+        >>> from optdsl import load, parse
+        >>> horizon_fault(load("adamw")) is None
+        True
+        >>> horizon_fault(parse("def train(w, g, m, lr):\\n    m = interp(g * g, m, 1.038)\\n"
+        ...                     "    return lr * g / sqrt(m), m\\n"))
+        'the step does not last: its gradient part falls to 3.2e-07 of its early size by step 1000'
+    """
+    gen = torch.Generator().manual_seed(4321)
+    p = sum(math.prod(s) for s in SHAPES)
+    w = torch.randn(1, p, generator=gen, dtype=torch.float64).expand(2, p)
+    sign = torch.tensor([[1.0], [-1.0]], dtype=torch.float64)
+    lr = torch.full((2, 1), 0.1, dtype=torch.float64)
+    step = VectorizedStep(program, SHAPES)
+    with torch.no_grad():
+        states, sizes = step.init(w), []
+        for t in range(1, steps + 1):
+            update, states = step(w, sign * torch.randn(1, p, generator=gen, dtype=torch.float64), states, lr, t)
+            sizes.append(float((update[0] - update[1]).abs().mean()) / 2)
+    sizes = torch.tensor(sizes, dtype=torch.float64)
+    if not torch.isfinite(sizes).all():
+        return f"the step does not last: not finite at step {int((~torch.isfinite(sizes)).nonzero()[0]) + 1}"
+    early, late = float(sizes[steps // 10: steps // 5].mean()), float(sizes[-(steps // 10):].mean())
+    if early == 0:
+        return None  # no gradient part early on: the other guards and the tasks judge such a rule
+    ratio = late / early
+    if not HORIZON_RATIO <= ratio <= 1 / HORIZON_RATIO:
+        change = "falls" if ratio < 1 else "grows"
+        return f"the step does not last: its gradient part {change} to {ratio:.2g} of its early size by step {steps}"
+    return None
+
+
+__all__ = ["guard", "horizon_fault"]

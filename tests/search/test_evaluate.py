@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from optdsl import parse, to_source
+from optdsl import load, parse, to_source
 from search.candidate import describe
 from search.evaluate import (
     SCORE_BOUND,
@@ -18,7 +18,7 @@ from search.evaluate import (
     train_copies,
 )
 from search.executors import LocalExecutor
-from search.guards import guard
+from search.guards import guard, horizon_fault
 from search.mutate import mutate
 from search.tasks import PROXY_TASKS, _block, causal_mask, get_task
 from search.warm_start import adamw_program, initial_program
@@ -108,6 +108,34 @@ def test_drifting_and_gradient_free_rules_never_win():
     good, drift, still = evaluate_programs(programs, ["quadratic", "logreg"], BASE)
     assert good["status"] == "ok" and good["fitness"] is not None
     assert drift["status"] == still["status"] == "guard" and drift["fitness"] is still["fitness"] is None
+
+
+# seed 2's winner of a 10-minute search (docs/search.md): its state grows 3.8% per step, an
+# exponential learning-rate decay fitted to the tasks' 60-300 steps
+SHRINKING = ("def train(w, g, m, lr):\n    m = interp(-0.1053 * square(g), m, 1.038)\n"
+             "    return arctan(g / (sqrt(m) + 2.176e-08)) * lr, m\n")
+
+
+@pytest.mark.parametrize("name", ["adamw", "adam", "lion", "sgd", "nesterov", "adax", "lars", "lamb"])
+def test_zoo_steps_last(name):
+    assert horizon_fault(load(name)) is None
+
+
+def test_a_step_that_vanishes_or_explodes_past_the_tasks_length_is_caught():
+    assert horizon_fault(adamw_program()) is None
+    adagrad = parse("def train(w, g, v, lr):\n    v = v + g * g\n    return lr * g / (sqrt(v) + 1e-8), v\n")
+    assert horizon_fault(adagrad) is None  # shrinks as 1/sqrt(t): lasts
+    assert "falls to" in horizon_fault(parse(SHRINKING))
+    growing = parse("def train(w, g, m, lr):\n    m = interp(1, m, 1.01)\n    return lr * g * m, m\n")
+    assert "grows to" in horizon_fault(growing)
+
+
+def test_meta_validation_scores_a_step_that_does_not_last_minus_one():
+    # trained normally on the proxies; refused, with the reason, when meta-validated
+    plain, held_out = (run_job({"kind": "evaluate", "id": 0, "sources": [SHRINKING], "tasks": ["quadratic"],
+                                "baselines": BASE, "hurdle": None, "horizon": h})["results"][0] for h in (False, True))
+    assert plain["status"] == "ok" and plain["fitness"] > -1
+    assert held_out["status"] == "horizon" and held_out["fitness"] == -1 and "does not last" in held_out["error"]
 
 
 @pytest.mark.parametrize("body, status", [
