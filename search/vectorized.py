@@ -75,7 +75,8 @@ class VectorizedStep:
         self.counts = torch.tensor(sizes, dtype=torch.float32)
         self.hyper = {k: v for k, v in self.program.hyper_defaults.items() if k != "lr"}
         self.kinds = ["s" if s.kind == "scalar" else "f" for s in self.program.states]
-        self.constants: dict[float, torch.Tensor] = {}
+        self.constants: dict[tuple[float, torch.dtype], torch.Tensor] = {}
+        self.dtype = torch.float32  # of the step being evaluated: numbers are made in it
 
     def init(self, w: torch.Tensor) -> list[torch.Tensor]:
         """The states' first values (zeros, ones, or a copy of ``w``)."""
@@ -86,8 +87,10 @@ class VectorizedStep:
         return out
 
     def __call__(self, w, g, states, lr, step: int):
-        env = {"w": (w, "f"), "g": (g, "f"), "lr": (lr, "u"), "step": (torch.tensor(float(step)), "u"),
-               **{k: (torch.tensor(v), "u") for k, v in self.hyper.items()},
+        # numbers in w's dtype: torch.lerp and torch.where take no float32 scalar beside float64 tensors
+        self.dtype = w.dtype
+        env = {"w": (w, "f"), "g": (g, "f"), "lr": (lr, "u"), "step": (self._number(float(step)), "u"),
+               **{k: (self._number(v), "u") for k, v in self.hyper.items()},
                **{s: (v, k) for s, v, k in zip(self.program.state_names, states, self.kinds)}}
         for a in self.program.body:
             env[a.target] = self.eval(a.expr, env)
@@ -105,11 +108,16 @@ class VectorizedStep:
             return torch.broadcast_to(x, (shape[0], self.n))
         return x
 
+    def _number(self, value: float) -> torch.Tensor:
+        """A 0-d tensor of ``value`` in the step's dtype, made once (every step uses the same)."""
+        key = (value, self.dtype)
+        if key not in self.constants:
+            self.constants[key] = torch.tensor(value, dtype=self.dtype)
+        return self.constants[key]
+
     def eval(self, expr: Expr, env: dict) -> tuple[torch.Tensor, str]:
-        if isinstance(expr, Const):  # made once: a step evaluates the same constants every time
-            if expr.value not in self.constants:
-                self.constants[expr.value] = torch.tensor(expr.value, dtype=torch.float32)
-            return self.constants[expr.value], "u"
+        if isinstance(expr, Const):
+            return self._number(expr.value), "u"
         if isinstance(expr, Var):
             return env[expr.name]
         op = OPS[expr.op]

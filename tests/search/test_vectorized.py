@@ -74,3 +74,16 @@ def test_warm_start_matches_interpreter():
 def test_factored_programs_are_refused():
     with pytest.raises(DslError, match="row"):
         VectorizedStep(parse("def f(w, g, r: row, lr):\n    r = rowmean(g)\n    return lr * g, r\n"), SHAPES)
+
+
+def test_float64_steps_take_their_numbers_in_float64():
+    # the guards run in float64: constants, hyperparameters and step are made in w's dtype
+    # (a float32 constant as interp's end point made torch.lerp raise)
+    program = parse("def train(w, g, m, lr, step, beta=0.1):\n    m = interp(1, m, 0.3) + step * beta\n"
+                    "    return lr * g * m, m\n")
+    vec = VectorizedStep(program, SHAPES)
+    w = torch.ones(1, 23, dtype=torch.float64)
+    update, (m,) = vec(w, w, vec.init(w), torch.full((1, 1), 1.0, dtype=torch.float64), 1)
+    expected = 0.7 + 0.1  # interp(1, 0, 0.3) + 1 * 0.1, in float64
+    assert update.dtype == m.dtype == torch.float64
+    assert torch.equal(m, torch.full_like(m, expected))
