@@ -212,17 +212,14 @@ def evaluate_programs(programs: Sequence[Program], tasks: Sequence[str], baselin
     active = []
     for i, p in enumerate(programs):
         try:
-            reason = guard(p, lrs)
-            if reason is None and horizon and (fault := horizon_fault(p)) is not None:
-                reason, results[i]["status"] = fault, "horizon"
+            status, reason = "guard", guard(p, lrs)
+            if reason is None and horizon:
+                status, reason = "horizon", horizon_fault(p)
         except Exception as e:  # noqa: BLE001 - a program the evaluator cannot run is an error
-            reason, results[i]["status"] = None, "error"
-            results[i]["error"] = f"{type(e).__name__}: {e}"
+            status, reason = "error", f"{type(e).__name__}: {e}"
         if reason is not None:
-            results[i]["error"] = reason
-            if results[i]["status"] == "ok":
-                results[i]["status"] = "guard"
-        elif results[i]["status"] == "ok":
+            results[i]["status"], results[i]["error"] = status, reason
+        else:
             active.append(i)
     for k, name in enumerate(tasks):
         if not active:

@@ -76,7 +76,6 @@ class VectorizedStep:
         self.hyper = {k: v for k, v in self.program.hyper_defaults.items() if k != "lr"}
         self.kinds = ["s" if s.kind == "scalar" else "f" for s in self.program.states]
         self.constants: dict[tuple[float, torch.dtype], torch.Tensor] = {}
-        self.dtype = torch.float32  # of the step being evaluated: numbers are made in it
 
     def init(self, w: torch.Tensor) -> list[torch.Tensor]:
         """The states' first values (zeros, ones, or a copy of ``w``)."""
@@ -88,9 +87,8 @@ class VectorizedStep:
 
     def __call__(self, w, g, states, lr, step: int):
         # numbers in w's dtype: torch.lerp and torch.where take no float32 scalar beside float64 tensors
-        self.dtype = w.dtype
-        env = {"w": (w, "f"), "g": (g, "f"), "lr": (lr, "u"), "step": (self._number(float(step)), "u"),
-               **{k: (self._number(v), "u") for k, v in self.hyper.items()},
+        env = {"w": (w, "f"), "g": (g, "f"), "lr": (lr, "u"), "step": (torch.tensor(float(step), dtype=w.dtype), "u"),
+               **{k: (self._number(v, w.dtype), "u") for k, v in self.hyper.items()},
                **{s: (v, k) for s, v, k in zip(self.program.state_names, states, self.kinds)}}
         for a in self.program.body:
             env[a.target] = self.eval(a.expr, env)
@@ -108,16 +106,15 @@ class VectorizedStep:
             return torch.broadcast_to(x, (shape[0], self.n))
         return x
 
-    def _number(self, value: float) -> torch.Tensor:
-        """A 0-d tensor of ``value`` in the step's dtype, made once (every step uses the same)."""
-        key = (value, self.dtype)
-        if key not in self.constants:
-            self.constants[key] = torch.tensor(value, dtype=self.dtype)
-        return self.constants[key]
+    def _number(self, value: float, dtype: torch.dtype) -> torch.Tensor:
+        """A 0-d tensor of ``value`` in ``dtype``, made once (every step uses the same constants)."""
+        if (value, dtype) not in self.constants:
+            self.constants[value, dtype] = torch.tensor(value, dtype=dtype)
+        return self.constants[value, dtype]
 
     def eval(self, expr: Expr, env: dict) -> tuple[torch.Tensor, str]:
         if isinstance(expr, Const):
-            return self._number(expr.value), "u"
+            return self._number(expr.value, env["w"][0].dtype), "u"
         if isinstance(expr, Var):
             return env[expr.name]
         op = OPS[expr.op]
