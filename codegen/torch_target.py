@@ -95,6 +95,7 @@ from optdsl.typecheck import expr_kind, input_kinds, join
 
 from . import cpp_target
 from .generated import check_identifier, number
+from .runtime import functions as runtime_functions
 from .runtime import source as runtime_source
 
 NUMBER_KINDS = ("const", "static")
@@ -904,9 +905,19 @@ class _Module:
             init,
         ])
 
+    def called_functions(self) -> set[str]:
+        """The names the torch spellings of this program's ops call (``_sign``: see
+        :mod:`codegen.runtime.torch_math`)."""
+        exprs = [e for path in self.paths for e in [a.expr for a in path.program.body] + list(path.program.outputs())]
+        ops = {node.op for e in exprs for node in walk(e) if isinstance(node, Call)}
+        return {name for op in ops for name in re.findall(r"\b(_[a-z]\w*)\(", OPS[op].torch or "")}
+
     def source(self) -> str:
-        out = [self.module_docstring(), "", runtime_source("torch_optimizer"), "",
-               "# --- the program " + "-" * (LINE - 17 - 2)]
+        out = [self.module_docstring(), "", runtime_source("torch_optimizer")]
+        math = runtime_functions("torch_math", self.called_functions())
+        if math:
+            out += ["", "", "# --- functions of codegen/runtime/torch_math.py (verbatim) that the ops call", math + "\n"]
+        out += ["", "# --- the program " + "-" * (LINE - 17 - 2)]
         for k in range(len(self.paths)):
             out += ["", "", *self.segment_functions(k)]
             out += ["", "", self.uniform_function(k, self.hoisted[k][0])]

@@ -26,7 +26,9 @@ calls computing it on lists) and ``reduction`` (how a reduction splits into per-
 per-tensor totals, combined, then finished: :class:`Reduction`). ``tests/test_ops_table.py``
 checks that every printer spells every op.
 
-Templates use ``{0}``, ``{1}``... for the printed arguments. Triton templates name ``libdevice``,
+Templates use ``{0}``, ``{1}``... for the printed arguments. Torch templates may call the functions
+of ``codegen/runtime/torch_math.py`` (``_sign``), which generated modules and the search's
+evaluator define. Triton templates name ``libdevice``,
 which the generated module binds to ``triton.language.extra.libdevice`` (triton 3.x). Backends needing more than a
 template (e.g. reductions over lists of tensors) handle the op by its ``shape`` rule.
 """
@@ -204,7 +206,8 @@ op("interp", 3, E, lambda x, y, a: (1 - a) * x + a * y, lambda x, y, a: (1 - a) 
    flops=3, cpp="(T(1) - {2}) * {0} + {2} * {1}")
 
 # --- unary math (sqrt/log act on |x|, as in the search paper) ---
-# No foreach for sign: torch.sign(nan) is 0 where the language keeps nan (the template keeps it);
+# sign and arcsinh are spelt with codegen/runtime/torch_math.py's functions (torch.sign(nan) is 0
+# where the language keeps nan; torch.asinh and torch.where are slow on CPUs). No foreach for sign;
 # the log/sqrt family act on |x|, so their foreach form takes abs first.
 _UNARY_FIELDS = {
     **{n: {"foreach": (n,)} for n in ("abs", "exp", "expm1", "sin", "cos", "tan", "sinh", "cosh", "tanh",
@@ -227,7 +230,7 @@ _abs = np.abs
 for name, fn, sym, lx, tt, jx, tr, doc, fl in [
     ("abs", np.abs, sympy.Abs, r"\left|{0}\right|", "torch.abs({0})", "jnp.abs({0})", "tl.abs({0})", "|x|", 1),
     ("sign", np.sign, sympy.sign, r"\operatorname{{sign}}({0})",
-     "torch.where({0} > 0, 1.0, torch.where({0} < 0, -1.0, {0}))", "jnp.sign({0})",
+     "_sign({0})", "jnp.sign({0})",
      "tl.where({0} > 0, 1.0, tl.where({0} < 0, -1.0, {0}))", "-1, 0 or 1 (nan stays nan)", 1),
     ("sqrt", lambda x: np.sqrt(_abs(x)), lambda x: sympy.sqrt(sympy.Abs(x)), r"\sqrt{{{0}}}",
      "torch.sqrt(torch.abs({0}))", "jnp.sqrt(jnp.abs({0}))", "tl.sqrt(tl.abs({0}))", "sqrt(|x|)", 4),
@@ -276,7 +279,7 @@ for name, fn, sym, lx, tt, jx, tr, doc, fl in [
      "libdevice.cosh({0})", "hyperbolic cosine", 8),
     ("tanh", np.tanh, sympy.tanh, r"\tanh({0})", "torch.tanh({0})", "jnp.tanh({0})",
      "libdevice.tanh({0})", "hyperbolic tangent", 8),
-    ("arcsinh", np.arcsinh, sympy.asinh, r"\operatorname{{arcsinh}}({0})", "torch.asinh({0})",
+    ("arcsinh", np.arcsinh, sympy.asinh, r"\operatorname{{arcsinh}}({0})", "_arcsinh({0})",
      "jnp.arcsinh({0})", "libdevice.asinh({0})", "inverse hyperbolic sine", 8),
     ("arccosh", np.arccosh, sympy.acosh, r"\operatorname{{arccosh}}({0})", "torch.acosh({0})",
      "jnp.arccosh({0})", "libdevice.acosh({0})", "inverse hyperbolic cosine (nan < 1)", 8),

@@ -28,16 +28,20 @@ Example:
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Sequence
 from functools import cache
 
 import torch
 
+from codegen.runtime import torch_math
 from optdsl.errors import DslError
 from optdsl.ir import Call, Const, Expr, Program, Var, walk
 from optdsl.ops import COL, ELEMENTWISE, GLOBAL, OPS, ROW, STATIC
 from optdsl.passes import eliminate_dead_code
+
+_TORCH_MATH = {k: v for k, v in vars(torch_math).items() if inspect.isfunction(v)}
 
 
 @cache
@@ -45,8 +49,8 @@ def _elementwise(name: str):
     """The op's torch spelling from the op table, as a function of its arguments."""
     op = OPS[name]
     params = [f"a{i}" for i in range(op.arity)]
-    # The template is project code from the op table, never user text.
-    fn = eval(f"lambda {', '.join(params)}: {op.torch.format(*params)}", {"torch": torch, "abs": abs})
+    # The template is project code from the op table, never user text; it may call torch_math's functions.
+    fn = eval(f"lambda {', '.join(params)}: {op.torch.format(*params)}", {"torch": torch, "abs": abs, **_TORCH_MATH})
     return fn
 
 

@@ -12,6 +12,7 @@ Example:
 
 from __future__ import annotations
 
+import ast
 from importlib import resources
 
 BEGIN = "# --- optdsl runtime: begin"
@@ -21,9 +22,27 @@ END = "# --- optdsl runtime: end"
 def source(module: str) -> str:
     """The runtime block of ``codegen/runtime/<module>.py``: the text between its ``BEGIN`` and ``END``
     marker lines (both kept), exactly as written in the file."""
-    text = resources.files(__package__).joinpath(f"{module}.py").read_text(encoding="utf-8")
+    text = _text(module)
     start, stop = text.index(BEGIN), text.index(END)
     return text[start : text.index("\n", stop) + 1]
 
 
-__all__ = ["BEGIN", "END", "source"]
+def functions(module: str, names) -> str:
+    """The source of the top-level functions ``names`` of runtime ``module``, verbatim and in the
+    file's order, two blank lines apart: for a module whose functions a program uses a few of.
+
+    Example:
+        >>> functions("torch_math", {"_sign"}).splitlines()[0]
+        'def _sign(x):'
+    """
+    text = _text(module)
+    found = [ast.get_source_segment(text, node) for node in ast.parse(text).body
+             if isinstance(node, ast.FunctionDef) and node.name in names]
+    return "\n\n\n".join(found)
+
+
+def _text(module: str) -> str:
+    return resources.files(__package__).joinpath(f"{module}.py").read_text(encoding="utf-8")
+
+
+__all__ = ["BEGIN", "END", "functions", "source"]
