@@ -136,7 +136,9 @@ def _train(programs: Sequence[Program], task, w: torch.Tensor, lrs: Sequence[flo
                 except Exception as e:  # noqa: BLE001 - one candidate's failure is its own
                     errors[i] = f"{type(e).__name__}: {e}"
                     alive[r] = False
-            w[~alive] = 0.0  # failed copies stop carrying nan/inf through the shared passes
+            # failed copies stop carrying nan/inf through the shared passes (only their rows are
+            # written: a mask over all of w cost a full pass per step)
+            w.index_fill_(0, torch.nonzero(~alive).flatten(), 0.0)
             if not alive.any():
                 break
     with torch.no_grad():
