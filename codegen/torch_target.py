@@ -24,7 +24,7 @@ conditions gives one *path*, a straight-line program with its own states (dead o
 :func:`optdsl.passes.specialize` does for one shape). At run time the runtime evaluates the
 conditions with Python-level shape tests and picks the path.
 
-Printed code stays linear in the program: an argument that a torch spelling repeats (``sign``) and
+Printed code stays linear in the program: an argument that a torch spelling repeats (``cbrt``) and
 any large subexpression is bound to a temporary first. Numbers are printed as tensors where
 Python would raise (``1 / 0`` is inf at step(), as in the interpreter). Per-step scalars are
 computed in float64 and cast once. The output is laid out here, line by line, for a 110-column
@@ -1408,8 +1408,8 @@ def _indent(text: str) -> str:
 
 
 def _repeats(op: str) -> set[int]:
-    """Argument positions the torch spelling of ``op`` prints more than once (``sign(x)`` prints x
-    three times): such an argument must be a name, or nesting would make the output exponential."""
+    """Argument positions the torch spelling of ``op`` prints more than once (``cbrt(x)`` prints x
+    twice): such an argument must be a name, or nesting would make the output exponential."""
     template = OPS[op].torch or ""
     return {i for i in range(OPS[op].arity) if template.count(f"{{{i}}}") > 1} | ({2} if op == "interp" else set())
 
