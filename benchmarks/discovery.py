@@ -102,8 +102,7 @@ def _char_lm():
     90% to train on, windows of the last 10% held out)."""
     from search.tasks import english_text
 
-    ids, context = english_text(), 32
-    vocab, split = int(ids.max()) + 1, int(0.9 * len(ids))
+    (ids, vocab, split), context = english_text(), 32
     windows = ids.unfold(0, context + 1, 8)  # (N, 33), a window every 8 characters
     cut = split // 8 - 4  # no training window reaches into the held-out text
     train, val = windows[:cut], windows[cut + 4:]

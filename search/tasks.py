@@ -327,17 +327,17 @@ def transformer(name="transformer", vocab=8, length=8, d=16, steps=60, batch=32,
 
 
 @cache
-def english_text() -> torch.Tensor:
+def english_text() -> tuple[torch.Tensor, int, int]:
     """The dataset descriptions that ship with scikit-learn (~47 KB of English prose and tables),
     lower-cased, runs of whitespace as one space, as character ids (vocabulary: the characters
-    that occur)."""
+    that occur); with the vocabulary's size and where the held-out last 10% begins."""
     from importlib.resources import files
 
     docs = sorted((f for f in files("sklearn.datasets.descr").iterdir() if f.name.endswith(".rst")),
                   key=lambda f: f.name)
     text = " ".join(re.sub(r"\s+", " ", f.read_text(encoding="utf-8").lower()) for f in docs)
     chars = sorted(set(text))
-    return torch.tensor([chars.index(c) for c in text], dtype=torch.long)
+    return torch.tensor([chars.index(c) for c in text], dtype=torch.long), len(chars), int(0.9 * len(text))
 
 
 def char_lm(name="charlm", d=16, length=16, layers=1, steps=100, batch=16, seed=4) -> Task:
@@ -346,8 +346,7 @@ def char_lm(name="charlm", d=16, length=16, layers=1, steps=100, batch=16, seed=
     in miniature. Batches are random windows of the first 90% of the text; the held-out loss is
     on 64 windows of the last 10%. Rare characters leave rows of the embedding table with
     exactly-zero gradient."""
-    ids = english_text()
-    vocab, split = int(ids.max()) + 1, int(0.9 * len(ids))
+    ids, vocab, split = english_text()
     train, val = ids[:split], ids[split:]
     gen = torch.Generator().manual_seed(seed)
     window = torch.arange(length + 1)
