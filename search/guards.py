@@ -55,17 +55,21 @@ STEPS = 4
 TOLERANCE = 1e-9  # relative, in float64: a symmetric rule negates exactly (IEEE ops are sign-symmetric)
 
 
+def _setup(program: Program, seed: int):
+    """``program`` stepping parameters of :data:`SHAPES`, and a function drawing float64 N(0, 1)
+    values of shape ``(*lead, P)`` from a generator seeded with ``seed``."""
+    gen = torch.Generator().manual_seed(seed)
+    p = sum(math.prod(s) for s in SHAPES)
+    return VectorizedStep(program, SHAPES), lambda *lead: torch.randn(*lead, p, generator=gen, dtype=torch.float64)
+
+
 def _trajectory(program: Program, lrs: Sequence[float]) -> torch.Tensor:
     """Updates ``(3 + len(lrs), STEPS, P)``: (w, g), (-w, -g) and (w, g') with fresh g' at lr 0.1,
     the weights moving; then (w, g) at each of ``lrs`` with the weights held, so that the steps
     differ by lr alone. All are rows of one batch."""
-    gen = torch.Generator().manual_seed(1234)
-    p = sum(math.prod(s) for s in SHAPES)
-    w0 = torch.randn(1, p, generator=gen, dtype=torch.float64)
-    grads = torch.randn(STEPS, 1, p, generator=gen, dtype=torch.float64)
-    other = torch.randn(STEPS, 1, p, generator=gen, dtype=torch.float64)
-    n = len(lrs)
-    step = VectorizedStep(program, SHAPES)
+    step, normal = _setup(program, 1234)
+    w0, grads, other = normal(1), normal(STEPS, 1), normal(STEPS, 1)
+    n, p = len(lrs), w0.shape[1]
     w = torch.cat([w0, -w0, w0, w0.expand(n, p)])
     lr = torch.tensor([0.1] * 3 + list(lrs), dtype=torch.float64)[:, None]
     moves = torch.tensor([1.0] * 3 + [0.0] * n, dtype=torch.float64)[:, None]
@@ -140,16 +144,14 @@ def horizon_fault(program: Program, steps: int = HORIZON) -> str | None:
         ...                     "    return lr * g / sqrt(m), m\\n"))
         'the step does not last: its gradient part falls to 3.2e-07 of its early size by step 1000'
     """
-    gen = torch.Generator().manual_seed(4321)
-    p = sum(math.prod(s) for s in SHAPES)
-    w = torch.randn(1, p, generator=gen, dtype=torch.float64).expand(2, p)
+    step, normal = _setup(program, 4321)
+    w = normal(1).expand(2, -1)
     sign = torch.tensor([[1.0], [-1.0]], dtype=torch.float64)
     lr = torch.full((2, 1), 0.1, dtype=torch.float64)
-    step = VectorizedStep(program, SHAPES)
     with torch.no_grad():
         states, sizes = step.init(w), []
         for t in range(1, steps + 1):
-            update, states = step(w, sign * torch.randn(1, p, generator=gen, dtype=torch.float64), states, lr, t)
+            update, states = step(w, sign * normal(1), states, lr, t)
             sizes.append(float((update[0] - update[1]).abs().mean()) / 2)
     sizes = torch.tensor(sizes, dtype=torch.float64)
     if not torch.isfinite(sizes).all():
