@@ -2,7 +2,7 @@
 fast ones with the language's meaning (numpy's, value by value, to an ulp).
 
 On this project's CPU (x86, AVX-512, torch 2.13) ``torch.asinh`` takes ~75x the time of an addition,
-and ``torch.where`` over random conditions ~15x ``torch.sign`` (a data-dependent branch per
+and ``torch.where`` over random conditions ~30x ``torch.sign`` (a data-dependent branch per
 element), which the language's ``sign`` needed to keep nan. The search's evaluator trains millions of
 model copies with these ops (``arcsinh`` is in 90% of the programs some searches train, ``sign`` in
 76% of others), and generated eager optimizers call them per tensor, so the op table spells them
