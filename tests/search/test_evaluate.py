@@ -4,6 +4,7 @@ import time
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from optdsl import load, parse, to_source
 from search.candidate import describe
@@ -49,6 +50,22 @@ def test_language_and_sequence_tasks_train():
     for name in ("transformer_sort", "transformer_reverse", "transformer_cumsum", "transformer_max_prefix"):
         losses, errors = train_copies([adamw_program()], name, [10.0], seeds=[0])
         assert errors == [None] and np.isfinite(losses).all(), name
+
+
+def test_convnet_loss_matches_grouped_convolutions_written_out():
+    """conv_large's first layer (shared image patches times every copy's filters) computes what a
+    grouped convolution over the copies does: the loss agrees with the model written with conv2d."""
+    task = get_task("conv_large")
+    p = task.unflatten(task.init_params(3))
+    x, y = task.batch(1)
+    k, n = 3, x.shape[0]
+    h = x.reshape(n, 1, 8, 8).expand(n, k, 8, 8)
+    for i, c_in in enumerate((1, 8)):
+        h = F.gelu(F.conv2d(h, p[f"c{i}"].reshape(k * 8, c_in, 3, 3), p[f"cb{i}"].reshape(-1), padding=1, groups=k))
+    h = F.avg_pool2d(h, 2).reshape(n, k, -1)
+    logits = torch.einsum("nki,kio->kno", h, p["w"]) + p["b"][:, None]
+    want = torch.stack([F.cross_entropy(logits[j], y) for j in range(k)])
+    torch.testing.assert_close(task.train_loss(p, 1), want, rtol=1e-5, atol=1e-6)
 
 
 def test_the_language_models_attention_is_causal():
