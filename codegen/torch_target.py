@@ -741,8 +741,8 @@ class _Module:
         copies = []  # (state, list): new values not already in the state's own tensors
         for s, e in zip(prog.states, prog.new_states):
             k_e = expr_kind(e, kinds, printer.fail)
-            own = printer.owner.get(e.name) in (s.name, f"<shared {s.name}>")
-            if isinstance(e, Var) and k_e == s.kind and own:
+            own = isinstance(e, Var) and printer.owner.get(e.name) in (s.name, f"<shared {s.name}>")
+            if own and k_e == s.kind:
                 continue  # updated in place
             if isinstance(e, Var) and k_e == s.kind and printer.owner.get(e.name) == FRESH:
                 copies.append((s.name, e.name))

@@ -77,6 +77,27 @@ def test_functional_step_matches_interpreter(name):
     _close(ps, hist[-1])
 
 
+CONSTANT_STATES = """
+def f(w, g, m, v, s: scalar, lr=0.01):
+    t1 = interp(g, m, -1.253)
+    v = interp(square(t1), v, 0.999)
+    update = lr * arcsinh(t1 / (1e-08 + sqrt(v))) + s * w
+    m = 0
+    s = 0.001
+    return update, m, v, s
+"""
+
+
+@pytest.mark.parametrize("backend", ["eager", "compiled"])
+def test_states_set_to_constants_match_interpreter(backend):
+    """A 2-minute search's winner, simplified, set its state m to 0 and the eager printer failed on
+    the constant (emit raised, so no backend was written): pinned, with a scalar state set to a number."""
+    p = optdsl.parse(CONSTANT_STATES)
+    params, grads, hist = _interpreter_run(p, SHAPES, 5)
+    ts, _ = _run_class(codegen.build(p, "torch"), params, grads, 5, backend)
+    _close(ts, hist[-1])
+
+
 GLOBAL_CLIP = """
 def clipped(w, g, m, lr=0.1, limit=0.5):
     n = global_norm(g)
