@@ -19,7 +19,8 @@ which, with the learning rate the search tuned for it (18.9), a person writes as
 :func:`readable` gets there in steps, each a rewrite of the symbolic layer:
 
 1. constants folded, dead statements and dead states removed (across steps: a state whose old
-   value nobody reads goes, and so does what only fed it);
+   value nobody reads goes, and so does what only fed it; so does a state that step 2 shows
+   stays at its starting 0 or 1, and the rest is simplified again with the number);
 2. each output as one sympy expression of the step's inputs, read back in its shortest form
    (:func:`optdsl.simplify.simplify`'s candidates): ``m / sqrt(m*m) -> sign(m)``, positive factors
    leave ``sign`` (``sign(m / sqrt(rms(g*g))) -> sign(m)``, using the op table's range facts),
@@ -115,25 +116,54 @@ def readable(program: Program, lr: float | None = None) -> Readable:
     """
     tuned = lr if lr is not None else program.hyper_defaults.get("lr")
     base = eliminate_dead_code(fold(program))
-    forms = []
-    if op_count(base) <= SYMBOLIC_LIMIT:
-        forms.append(lambda: _symbolic(base, tuned))
-    forms.append(lambda: _plain(base, tuned))
+    candidates = _forms(base, tuned)
     raw_values = {} if tuned is None else {"lr": tuned}
-    candidates = []
-    for make in forms:
-        try:
-            candidates.append(_named(make()))
-        except Exception:  # noqa: BLE001, S112 - sympy fails inside in many ways; the next form is simpler
-            continue
     # The shorter wins (sympy's form on a tie): sympy can spell an interp it cannot recognise
-    # (a weight that is not a number) as a longer sum.
-    for candidate in sorted(candidates, key=op_count):
+    # (a weight that is not a number) as a longer sum; then the one with fewer states.
+    for candidate in sorted(candidates, key=lambda c: (len(c.states), op_count(c))):
         verdict = compare(program, candidate, raw_values, dict(candidate.hyper_defaults))
         if verdict.equal:
             return _result(candidate, verdict)
     fallback = _with_lr(base, tuned)
     return _result(fallback, compare(program, fallback, raw_values, dict(fallback.hyper_defaults)))
+
+
+def _forms(base: Program, tuned: float | None, again: bool = True) -> list[Program]:
+    """Steps 2-4 on ``base``: sympy's form (for programs short enough) and the statement-by-statement
+    one, each with readable names; a form that fails is left out. Where a form shows a state to be
+    constant (``m = t - t`` reads back as ``m = 0``), the program without that state is simplified
+    again (once), so what read it is simplified with the number."""
+    makers = []
+    if op_count(base) <= SYMBOLIC_LIMIT:
+        makers.append(lambda: _symbolic(base, tuned))
+    makers.append(lambda: _plain(base, tuned))
+    candidates = []
+    for make in makers:
+        try:
+            form = make()
+            candidates.append(_named(form))
+        except Exception:  # noqa: BLE001, S112 - sympy fails inside in many ways; the next form is simpler
+            continue
+        reduced = _constant_states(form)
+        if again and reduced is not form:
+            candidates += _forms(eliminate_dead_code(fold(reduced)), reduced.hyper_defaults.get("lr"), again=False)
+    return candidates
+
+
+def _constant_states(program: Program) -> Program:
+    """A state that starts at 0 (1) and is set to that number every step is that number: reads of it
+    take the number and the state goes. ``program`` itself when there is none."""
+    start = {"zeros": 0.0, "ones": 1.0}
+    assigned = {a.target for a in program.body}
+    fixed = {s.name: Const(start[s.init]) for s, e in zip(program.states, program.new_states)
+             if s.init in start and e == Const(start[s.init]) and not s.keep and s.name not in assigned}
+    if not fixed:
+        return program
+    keep = [i for i, s in enumerate(program.states) if s.name not in fixed]
+    return program.with_body([replace(a, expr=substitute(a.expr, fixed)) for a in program.body],
+                             update=substitute(program.update, fixed),
+                             new_states=[substitute(program.new_states[i], fixed) for i in keep],
+                             states=tuple(program.states[i] for i in keep))
 
 
 def _result(program: Program, verdict) -> Readable:

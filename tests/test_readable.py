@@ -191,3 +191,19 @@ def test_the_lr_scale_is_folded_only_where_every_read_is_lr_times_one_constant()
     assert read("    update = g * (lr * 0.5)\n") == 0.5
     assert read("    update = clip(g, lr) * (lr * 0.5)\n") is None
     assert read("    update = g * (lr * 0.5) + w * (lr * 0.25)\n") is None
+
+
+def test_a_state_that_stays_at_its_start_goes():
+    """A 2-minute search's winner set m to `t - t` each step: sympy reads that as 0, so m is always
+    0; the readable form drops m and simplifies what read it with the number."""
+    raw = parse("""
+def train(w, g, m, v, lr):
+    t = interp(g, m, -1.253)
+    v = interp(t * t, v, 0.999)
+    u = t / (sqrt(v) + 1e-8)
+    m = u - u
+    return lr * arcsinh(u), m, v
+""")
+    r = readable(raw, lr=0.02)
+    assert [s.name for s in r.program.states] == ["m"] and "m = 0" not in r.source
+    assert compare(raw, r.program, {"lr": 0.02}, dict(r.program.hyper_defaults)).equal
