@@ -588,7 +588,7 @@ class _Module:
         for a in prelude:
             body.assign(a.target, a.expr, self.fail_at(a.loc))
         needed = body.needed
-        if needed and "lr" not in needed:
+        if body.lines and "lr" not in needed:  # even where no line reads an input (mean(0.5))
             needed.append("lr")  # lends dtype and device to numbers made tensors
         values = _layout("{", [f'"{a.target}": {a.target}' for a in prelude], "}", used=11)
         doc = f'"""Path {k}: the values every tensor shares in a step (from lr, step and hyperparameters)."""'

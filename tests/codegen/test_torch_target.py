@@ -88,11 +88,20 @@ def f(w, g, m, v, s: scalar, lr=0.01):
 """
 
 
+# hypothesis found it: a prelude that reads no input made a number a tensor `like lr`, unpassed
+NUMBERS_ONLY = """
+def f(w, g, lr=0.1):
+    return abs(mean(0.5))
+"""
+
+
 @pytest.mark.parametrize("backend", ["eager", "compiled"])
-def test_states_set_to_constants_match_interpreter(backend):
+@pytest.mark.parametrize("source", [CONSTANT_STATES, NUMBERS_ONLY])
+def test_constant_values_match_interpreter(source, backend):
     """A 2-minute search's winner, simplified, set its state m to 0 and the eager printer failed on
-    the constant (emit raised, so no backend was written): pinned, with a scalar state set to a number."""
-    p = optdsl.parse(CONSTANT_STATES)
+    the constant (emit raised, so no backend was written): pinned, with a scalar state set to a
+    number, and an update made of numbers alone."""
+    p = optdsl.parse(source)
     params, grads, hist = _interpreter_run(p, SHAPES, 5)
     ts, _ = _run_class(codegen.build(p, "torch"), params, grads, 5, backend)
     _close(ts, hist[-1])
