@@ -96,8 +96,11 @@ def programs(draw, max_statements: int = 5, max_states: int = 3, factored: bool 
         update = Call("mul", (Var("lr"), update))
     new_states = []
     for s in states:
-        if draw(st.integers(0, 3)) == 0:
+        pick = draw(st.integers(0, 7))
+        if pick < 2:
             new_states.append(Var(s.name))
+        elif pick == 2:  # a state set to a number (a simplified winner's `m = 0` once broke a printer)
+            new_states.append(Const(draw(CONSTANTS)))
         else:
             new_states.append(draw(expressions(env, s.kind, depth=2)))
     program = Program("random", tuple(states), tuple(hypers), tuple(body), update, tuple(new_states))
