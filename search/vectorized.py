@@ -90,7 +90,7 @@ class VectorizedStep:
         return out
 
     def __call__(self, w, g, states, lr, step: int):
-        # numbers in w's dtype: torch.lerp and torch.where take no float32 scalar beside float64 tensors
+        # numbers in w's dtype: torch.lerp and torch.where take no float32 value beside float64 tensors
         env = {"w": (w, "f"), "g": (g, "f"), "lr": (lr, "u"), "step": (torch.tensor(float(step), dtype=w.dtype), "u"),
                **{k: (self._number(v, w.dtype), "u") for k, v in self.hyper.items()},
                **{s: (v, k) for s, v, k in zip(self.program.state_names, states, self.kinds)}}
@@ -122,19 +122,20 @@ class VectorizedStep:
         return self.constants[value, dtype]
 
     def eval(self, expr: Expr, env: dict) -> tuple[torch.Tensor, str]:
+        dtype = env["w"][0].dtype  # every value made here is in w's dtype (the guards run in float64)
         if isinstance(expr, Const):
-            return self._number(expr.value, env["w"][0].dtype), "u"
+            return self._number(expr.value, dtype), "u"
         if isinstance(expr, Var):
             return env[expr.name]
         op = OPS[expr.op]
         if op.shape == STATIC:
-            return self._static(expr), "s"
+            return self._static(expr, dtype), "s"
         vals = [self.eval(a, env) for a in expr.args]
         kind = "f" if any(k == "f" for _, k in vals) else "s" if any(k == "s" for _, k in vals) else "u"
         args = [self.spread(x) if k == "s" and kind == "f" else x for x, k in vals]
         if op.shape == ELEMENTWISE:
             out = _elementwise(op.name)(*args)
-            return (out.to(torch.float32) if out.dtype == torch.bool else out), kind
+            return (out.to(dtype) if out.dtype == torch.bool else out), kind
         if op.shape == GLOBAL:
             return self._global(op.name, args[0], kind), "u"
         if op.name == "cosine_sim":  # each norm runs over its own argument, unbroadcast
@@ -168,7 +169,7 @@ class VectorizedStep:
                 return x
             return torch.full((x.shape[0], self.n), -math.inf, dtype=x.dtype).index_reduce(1, self.seg, x, "amax")
         if name == "allfinite":
-            return (ssum((~torch.isfinite(x)).to(torch.float32)) == 0).to(torch.float32)
+            return (ssum((~torch.isfinite(x)).to(x.dtype)) == 0).to(x.dtype)
         raise DslError(f"{name}() is not supported by the search's evaluator")  # pragma: no cover
 
     def _global(self, name: str, x: torch.Tensor, kind: str) -> torch.Tensor:
@@ -181,10 +182,10 @@ class VectorizedStep:
             return torch.sqrt(parts.sum(1, keepdim=True))
         if name == "global_allfinite":
             x = x.reshape(x.shape[0], -1) if x.ndim == 2 else x.reshape(1, -1)
-            return torch.isfinite(x).all(1, keepdim=True).to(torch.float32)
+            return torch.isfinite(x).all(1, keepdim=True).to(x.dtype)
         raise DslError(f"{name}() is not supported by the search's evaluator")  # pragma: no cover
 
-    def _static(self, expr: Call) -> torch.Tensor:
+    def _static(self, expr: Call, dtype: torch.dtype) -> torch.Tensor:
         if expr.op == "ndim":
             per = [float(len(s)) for s in self.shapes]
         elif expr.op == "size":
@@ -194,7 +195,7 @@ class VectorizedStep:
             if any(not -len(s) <= i < len(s) for s in self.shapes):
                 raise DslError(f"dim(w, {i}) asks for an axis some parameter does not have")
             per = [float(s[i]) for s in self.shapes]
-        return torch.tensor(per, dtype=torch.float32).reshape(1, -1)
+        return torch.tensor(per, dtype=dtype).reshape(1, -1)
 
 
 def check_supported(program: Program) -> Program:

@@ -87,3 +87,16 @@ def test_float64_steps_take_their_numbers_in_float64():
     expected = 0.7 + 0.1  # interp(1, 0, 0.3) + 1 * 0.1, in float64
     assert update.dtype == m.dtype == torch.float64
     assert torch.equal(m, torch.full_like(m, expected))
+
+
+@pytest.mark.parametrize("weight", ["g > 0", "0.1 * ndim(w)", "0.1 * allfinite(g)", "0.1 * global_allfinite(g)"])
+def test_float64_steps_make_truth_values_and_shape_facts_in_float64(weight):
+    # the same failure for values the evaluator makes itself: a float32 comparison, shape fact or
+    # finiteness test as interp's weight made torch.lerp raise in the guards' float64 runs, so the
+    # guard scored such a program an error
+    program = parse(f"def train(w, g, m, lr):\n    m = interp(g, m, {weight})\n    return lr * m, m\n")
+    vec = VectorizedStep(program, SHAPES)
+    w = torch.ones(1, 23, dtype=torch.float64)
+    update, (m,) = vec(w, w, vec.init(w), torch.full((1, 1), 1.0, dtype=torch.float64), 1)
+    assert update.dtype == m.dtype == torch.float64
+    _compare(program)
