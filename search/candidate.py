@@ -35,20 +35,66 @@ def describe(program: Program, known: dict | None = None) -> dict:
     """``source``, ``live_source``, ``structural_hash``, ``fingerprint``, ``memory`` (states per
     parameter), ``n_statements`` and ``n_live`` (statements that reach an output).
 
-    ``known`` may carry keys already computed (``structural_hash``, or the ``fingerprint`` of a
-    structurally equal program): the fingerprint runs the interpreter and is the costly part."""
+    ``known`` may carry what is already computed (``live``: the program without dead code, or
+    the ``fingerprint`` of a structurally equal program): the fingerprint runs the interpreter
+    and is the costly part. Both keys are taken from the live part, which has the same
+    canonical form as the whole program and is a third of its size in a long search."""
     known = known or {}
-    live = eliminate_dead_code(program)
+    live = known.get("live") or eliminate_dead_code(program)
     fp = known.get("fingerprint")
     if fp is None:
         with np.errstate(all="ignore"):  # a candidate's nan/inf updates are a fact, not a warning
             fp = fingerprint(live, digits=FINGERPRINT_DIGITS)
     return {
         "source": to_source(program),
-        "live_source": to_source(live),
-        "structural_hash": known.get("structural_hash") or structural_hash(program),
+        "live_source": known.get("live_source") or to_source(live),
+        "structural_hash": known.get("structural_hash") or structural_hash(live),
         "fingerprint": fp,
         "memory": float(memory_per_param(live)),
         "n_statements": len(program.body),
         "n_live": len(live.body),
     }
+
+
+#: What programs with the same live part share (their rows differ only in source and length).
+SAME_LIVE_PART = ("live_source", "structural_hash", "fingerprint", "memory", "n_live")
+
+
+class Seen:
+    """The search's functional cache: scored rows by live source, structural hash and fingerprint,
+    looked up cheapest first. Most children differ from a scored program only in dead code (a
+    long search's programs are ~3/4 redundant statements), and their printed live part finds
+    that program before any hash or interpreter run.
+
+    Example:
+        >>> from search.warm_start import adamw_program
+        >>> seen = Seen()
+        >>> info, hit = seen.describe(adamw_program())
+        >>> seen.add({**info, "id": 1}); seen.describe(adamw_program())[1]["id"]
+        1
+    """
+
+    def __init__(self):
+        self.by_live: dict[str, dict] = {}
+        self.by_hash: dict[str, dict] = {}
+        self.by_fingerprint: dict[str, dict] = {}
+
+    def add(self, row: dict) -> None:
+        """Index a scored row (the first row with a key keeps it)."""
+        self.by_live.setdefault(row["live_source"], row)
+        self.by_hash.setdefault(row["structural_hash"], row)
+        self.by_fingerprint.setdefault(row["fingerprint"], row)
+
+    def describe(self, program: Program) -> tuple[dict, dict | None]:
+        """:func:`describe` of ``program`` and the scored row it duplicates (``None`` if new)."""
+        live = eliminate_dead_code(program)
+        live_source = to_source(live)
+        hit = self.by_live.get(live_source)
+        if hit is not None:
+            return {**{k: hit[k] for k in SAME_LIVE_PART}, "source": to_source(program),
+                    "n_statements": len(program.body)}, hit
+        key = structural_hash(live)
+        hit = self.by_hash.get(key)
+        info = describe(program, {"live": live, "live_source": live_source, "structural_hash": key,
+                                  "fingerprint": hit and hit["fingerprint"]})
+        return info, hit or self.by_fingerprint.get(info["fingerprint"])

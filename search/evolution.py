@@ -30,11 +30,10 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from optdsl.canonical import structural_hash
 from optdsl.parser import parse
 from optdsl.printer import to_source
 
-from .candidate import describe
+from .candidate import Seen, describe
 from .evaluate import HURDLE
 from .mutate import mutate
 from .selection import winner
@@ -137,12 +136,10 @@ class Search:
         self.population: deque[dict] = deque(
             ({**r, "program": parse(r["source"], "<store>")} for r in store.recent(config.population)),
             maxlen=config.population)
-        self.by_hash: dict[str, dict] = {}
-        self.by_fingerprint: dict[str, dict] = {}
+        self.seen = Seen()
         for r in store.all():
             if r["cached_from"] is None:
-                self.by_hash.setdefault(r["structural_hash"], r)
-                self.by_fingerprint.setdefault(r["fingerprint"], r)
+                self.seen.add(r)
             if r["fitness"] is not None and r["status"] == "ok" and r["fitness"] > self.stats.best_fitness:
                 self.stats.best_fitness, self.stats.best_id = r["fitness"], r["id"]
         self.best_at = 0  # evaluation count at the last improvement
@@ -210,8 +207,7 @@ class Search:
         self.stats.evaluated += 1
         self.stats.failed += row["status"] in FAILED
         self._join(row, record["program"])
-        self.by_hash.setdefault(row["structural_hash"], row)
-        self.by_fingerprint.setdefault(row["fingerprint"], row)
+        self.seen.add(row)
         if row["status"] == "ok" and _fitness(row) > self.stats.best_fitness:
             self.stats.best_fitness, self.stats.best_id = row["fitness"], row["id"]
             self.best_at = self.stats.evaluated
@@ -246,11 +242,8 @@ class Search:
         evaluation. Programs already waiting in this batch count as seen."""
         parent = self._tournament()
         child, what = mutate(parent["program"], self.rng)
-        key = structural_hash(child)  # cheap; the fingerprint is needed only when this misses
-        hit = self.by_hash.get(key)
-        info = describe(child, {"structural_hash": key, "fingerprint": hit and hit["fingerprint"]})
+        info, hit = self.seen.describe(child)
         record = {"program": child, "parent": parent["id"], "mutation": what, **info}
-        hit = hit or self.by_fingerprint.get(info["fingerprint"])
         if hit is None:
             for waiting in self.batch:
                 if info["structural_hash"] == waiting["structural_hash"] or info["fingerprint"] == waiting["fingerprint"]:

@@ -216,7 +216,7 @@ def mutate(program: Program, rng: np.random.Generator) -> tuple[Program, str]:
     for _ in range(MAX_TRIES):
         child, what = kinds[rng.integers(len(kinds))](program, rng)
         if child != program and _valid(child):
-            return _reparse(child), what
+            return child, what  # prints to source that parses back to it (tested), like the parent
     raise RuntimeError("no valid mutation found")  # pragma: no cover
 
 

@@ -7,7 +7,9 @@ import torch
 import torch.nn.functional as F
 
 from optdsl import load, parse, to_source
-from search.candidate import describe
+from optdsl.canonical import structural_hash
+from optdsl.passes import eliminate_dead_code
+from search.candidate import Seen, describe
 from search.evaluate import (
     SCORE_BOUND,
     aggregate,
@@ -233,6 +235,36 @@ def train(w, g, v, m, lr):
     c = parse(to_source(a).replace("0.999", "0.99"))
     assert describe(c)["structural_hash"] != da["structural_hash"]
     assert describe(c)["fingerprint"] != da["fingerprint"]
+
+
+def test_seen_finds_a_duplicate_by_live_source_hash_or_fingerprint_with_describes_keys():
+    base = adamw_program()
+    seen = Seen()
+    info, hit = seen.describe(base)
+    assert hit is None and info == describe(base)
+    row = {**info, "id": 1}
+    seen.add(row)
+    src = to_source(base)
+    dead = parse(src.replace("    return", "    junk = exp(g)\n    return"))  # same live part
+    renamed = parse(src.replace("m", "mom"))  # same canonical form, other names
+    near = parse(src.replace("0.9,", "0.90001,"))  # the same updates to 4 digits
+    for child in (dead, renamed, near):
+        info, hit = seen.describe(child)
+        assert hit is row and info == describe(child)
+    other = parse(src.replace("0.999", "0.99"))
+    assert seen.describe(other)[1] is None
+
+
+def test_mutants_keys_are_those_of_their_live_part():
+    """The cache keys come from the live part alone, which is what makes a child differing only
+    in dead code a cheap hit; its canonical form is the whole program's."""
+    rng = np.random.default_rng(5)
+    program = adamw_program()
+    for _ in range(200):
+        program, _ = mutate(program, rng)
+        live = eliminate_dead_code(program)
+        assert structural_hash(live) == structural_hash(program)
+        assert describe(live)["fingerprint"] == describe(program)["fingerprint"]
 
 
 def hang(job):
