@@ -127,6 +127,7 @@ class Search:
         self.store, self.config, self.executor, self.progress = store, config, executor, progress
         self.grace, self.funnel_grace = job_timeout_grace, funnel_grace
         self.batch: list[dict] = []  # children proposed, waiting for a full batch
+        self.ahead = False  # the next batch was proposed while every worker was busy
         self.meta_seconds = 0.0  # worker time spent on meta-validation in this run
         stored = store.get_meta("config")
         if stored is None:
@@ -266,10 +267,12 @@ class Search:
         self._submit(job, {"kind": kind, "programs": records, **extra})
         if kind == "evaluate":
             self.stats.submitted += len(records)
+            self.ahead = False
 
-    def _fill_batch(self, budget_left: int | None) -> None:
-        """Propose children until a batch is full (then submit it) or proposals keep hitting the
-        cache; a partial batch is submitted only when nothing else keeps the workers busy."""
+    def _fill_batch(self, budget_left: int | None, submit: bool = True) -> None:
+        """Propose children until a batch is full (then submit it, if ``submit``) or proposals
+        keep hitting the cache; a partial batch is submitted only when nothing else keeps the
+        workers busy."""
         size = self.config.batch if budget_left is None else max(1, min(self.config.batch, budget_left))
         for _ in range(PROPOSALS_PER_SLOT * size):
             if len(self.batch) >= size:
@@ -278,7 +281,7 @@ class Search:
             if record is not None:
                 self.batch.append(record)
             self._restart_if_stuck()
-        if len(self.batch) >= size or (self.batch and self.executor.in_flight() == 0):
+        if submit and (len(self.batch) >= size or (self.batch and self.executor.in_flight() == 0)):
             self._evaluate(self.batch, self.config.tasks, self.config.hurdle)
             self.batch = []
 
@@ -358,6 +361,13 @@ class Search:
                     self._fill_batch(left)
                     if self.executor.idle() == before:  # only cache hits so far: let results in
                         break
+                if not self.ahead and not out_of_budget():
+                    # Propose the next batch while the workers train (once per submitted batch,
+                    # so one worker stays deterministic): a free worker then gets it at once
+                    # instead of idling while ~10 proposals per new child hit the cache.
+                    self._fill_batch(None if evals is None else evals - (self.stats.submitted - start),
+                                     submit=False)
+                    self.ahead = True
                 self._drain(0.05)
                 self._report()
             self._wait_until(lambda: not self.pending, time.monotonic() + self.grace)
