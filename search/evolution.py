@@ -264,6 +264,8 @@ class Search:
         job = {"kind": "evaluate", "sources": [r["source"] for r in records], "tasks": list(tasks),
                "baselines": self.baselines, "hurdle": hurdle, "device": self.config.device,
                "horizon": kind == "meta"}  # a held-out winner must also keep training past the tasks' length
+        if kind == "meta":  # held-out sweeps start around the learning rates that won the proxies
+            job["tuned"] = [r["task_lr"] or {} for r in records]
         self._submit(job, {"kind": kind, "programs": records, **extra})
         if kind == "evaluate":
             self.stats.submitted += len(records)

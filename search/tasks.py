@@ -410,6 +410,12 @@ def meta_tasks_for(tasks) -> tuple[str, ...]:
     return tuple(f"{t}_large" for t in tasks if f"{t}_large" in FACTORIES) + extra
 
 
+def proxy_of(meta_task: str) -> str | None:
+    """The proxy whose larger version ``meta_task`` is (``mlp_large`` -> ``mlp``), if any."""
+    name = meta_task.removesuffix("_large")
+    return name if name != meta_task and name in FACTORIES else None
+
+
 @cache
 def get_task(name: str) -> Task:
     """The task called ``name`` (built once per process): a built-in one, or a user task given by

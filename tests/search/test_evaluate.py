@@ -11,6 +11,7 @@ from optdsl.canonical import structural_hash
 from optdsl.passes import eliminate_dead_code
 from search.candidate import Seen, describe
 from search.evaluate import (
+    CANDIDATE_LRS,
     SCORE_BOUND,
     aggregate,
     best_over_sweep,
@@ -18,7 +19,9 @@ from search.evaluate import (
     evaluate_programs,
     run_job,
     score,
+    sweep_window,
     train_copies,
+    widening_sweep,
 )
 from search.executors import LocalExecutor
 from search.guards import guard, horizon_fault
@@ -102,6 +105,35 @@ def test_best_learning_rate_is_chosen_on_the_mean_over_seeds():
     losses[1, 2] = np.inf  # a failed seed fails that learning rate
     assert best_over_sweep(losses, [1, 2, 3]) == (pytest.approx(0.55), 2)
 
+
+
+@pytest.mark.parametrize("window", [(0, 1), (4, 6), (8, 9)])
+def test_a_widening_sweep_finds_the_whole_sweeps_best_from_any_window(window):
+    programs = [adamw_program(), parse(TRAIN.format("lr * 0.01 * g"))]
+    full, _ = train_copies(programs, "logreg", CANDIDATE_LRS)
+    part, _ = widening_sweep(programs, "logreg", CANDIDATE_LRS, window)
+    for f, p in zip(full, part):
+        assert best_over_sweep(p, CANDIDATE_LRS) == pytest.approx(best_over_sweep(f, CANDIDATE_LRS), rel=1e-5)
+    trained = np.isfinite(part)
+    np.testing.assert_allclose(part[trained], full[trained], rtol=1e-5)
+    # around the best, the points beyond the window's reach are never trained
+    j = CANDIDATE_LRS.index(best_over_sweep(full[0], CANDIDATE_LRS)[1])
+    alone, _ = widening_sweep(programs[:1], "logreg", CANDIDATE_LRS, (j - 2, j + 2))
+    assert np.isinf(alone[0, :, : j - 2]).all() and np.isinf(alone[0, :, j + 3:]).all()
+
+
+def test_meta_validation_starts_each_held_out_sweep_at_the_proxy_winners():
+    tuned = {"quadratic": CANDIDATE_LRS[2], "logreg": CANDIDATE_LRS[6], "mlp": CANDIDATE_LRS[9]}
+    assert sweep_window("logreg_large", tuned) == (4, 8)
+    assert sweep_window("mlp_large", tuned) == (7, 9)  # clipped to the grid
+    assert sweep_window("conv_large", tuned) == (4, 8)  # no proxy version: the median winner
+    assert sweep_window("logreg_large", {}) == (0, len(CANDIDATE_LRS) - 1)
+    job = {"kind": "evaluate", "id": 0, "sources": [to_source(adamw_program())], "tasks": ["logreg"],
+           "baselines": BASE, "hurdle": None}
+    full = run_job(job)["results"][0]
+    windowed = run_job({**job, "tuned": [{"logreg": full["task_lr"]["logreg"]}]})["results"][0]
+    assert windowed["task_lr"] == full["task_lr"]
+    assert windowed["task_score"] == pytest.approx(full["task_score"], rel=1e-6)
 
 @pytest.mark.parametrize("body, reason", [
     ("lr * g + 0.0155", "drift"),                  # a constant step for every coordinate
