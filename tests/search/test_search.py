@@ -13,8 +13,10 @@ import pytest
 
 from optdsl import parse
 from optdsl.cli import main
+from search.evaluate import run_job
 from search.evolution import Search, SearchConfig
 from search.export import export_top
+from search.guards import guard
 from search.report import report
 from search.store import Store
 
@@ -100,6 +102,43 @@ def test_several_warm_starts_seed_the_population(tmp_path):
     assert [r["mutation"] for r in inits] == ["init adamw", "init lion"]
     assert all(r["status"] == "ok" for r in inits)
 
+
+class InlineExecutor:
+    """One worker running :func:`search.evaluate.run_job` in this process, keeping every job."""
+
+    capacity = 1
+
+    def __init__(self):
+        self.jobs, self.done = [], []
+
+    def idle(self):
+        return 1 - self.in_flight()
+
+    def in_flight(self):
+        return len(self.jobs) - len(self.done)
+
+    def submit(self, job):
+        self.jobs.append(job)
+
+    def poll(self, timeout):
+        out = [run_job(j) for j in self.jobs[len(self.done):]]
+        self.done += out
+        return out
+
+
+def test_children_the_guards_refuse_are_recorded_without_a_place_in_a_batch(tmp_path):
+    store = Store(str(tmp_path / "g.sqlite"))
+    executor = InlineExecutor()
+    search = Search(store, SearchConfig(tasks=("quadratic",), population=8, seed=2, batch=4), executor)
+    search.run(evals=40)
+    rows = [r for r in store.all() if r["status"] != "cached"]  # the warm start's first
+    refused = [r for r in rows if r["status"] == "guard"]
+    assert len(rows) == 40 and refused and all(r["error"] for r in refused)
+    batches = [j["sources"] for j in executor.jobs if j["kind"] == "evaluate" and not j["horizon"]][1:]
+    children = [src for batch in batches for src in batch]
+    assert not any(guard(parse(src)) for src in children)
+    assert len(children) == 39 - len(refused)
+    assert all(len(batch) == 4 for batch in batches[:-1])  # full batches but the last
 
 def test_bad_init_is_refused_before_any_work(tmp_path, capsys):
     assert main(["search", "--db", str(tmp_path / "x.sqlite"), "--init", "adamw,nosuch"]) == 2
