@@ -13,7 +13,8 @@ The verdict names what was shown (:class:`Equivalence`):
     ``1/x`` and ``1/x**2`` count alike), the same arguments of ``rsqrt``/``log``, the same domains
     of ``arcsin``... So they are equal wherever one is defined in real arithmetic, and undefined
     at the same points (where either may give inf or nan). By induction over steps the update
-    sequences are equal.
+    sequences are equal. A state that starts at 0 or 1 and whose new value the op table's range
+    facts show >= 0 whenever it is stays >= 0, and sympy is told so (``max(-0.6, v)`` is ``v``).
 ``equal (generic: ...)``
     sympy proves them equal, but one program divides by a value (or takes the log, rsqrt... of
     one) that the other does not: equal wherever none of those arguments is zero (or outside the
@@ -61,7 +62,15 @@ from .errors import DslError
 from .interpreter import Interpreter
 from .ir import Call, Program, walk
 from .passes import eliminate_dead_code, fold
-from .symbolic import expr_to_sympy, only_at_zero, sign_rewrite, singular_args, symbol, to_sympy
+from .symbolic import (
+    expr_to_sympy,
+    nonnegative_states,
+    only_at_zero,
+    sign_rewrite,
+    singular_args,
+    symbol,
+    to_sympy,
+)
 from .typecheck import expr_kind, input_kinds
 
 SHAPES = ((7,), (5, 6), (2, 3, 4))
@@ -169,12 +178,15 @@ def _zero_set(e: sympy.Expr) -> frozenset:
     return frozenset(out)
 
 
-def singularities(program: Program, values: dict[str, float] | None = None) -> frozenset:
+def singularities(program: Program, values: dict[str, float] | None = None,
+                  nonnegative: frozenset[str] = frozenset()) -> frozenset:
     """Where ``program`` (live statements, as sympy expressions of its inputs) may be singular:
     ``("zero", factor)`` for an argument that must not be zero, ``(op, argument)`` for one that
-    must lie in ``op``'s domain (``arcsin``). Constant arguments are no condition."""
+    must lie in ``op``'s domain (``arcsin``). Constant arguments are no condition; the states in
+    ``nonnegative`` are known >= 0 (as in :func:`~optdsl.symbolic.to_sympy`)."""
     env = {**{n: symbol(n) for n in ("w", "g", "lr", "step", *program.state_names)},
-           **{h.name: symbol(h.name) for h in program.hypers}}
+           **{h.name: symbol(h.name) for h in program.hypers},
+           **{n: sympy.Symbol(n, nonnegative=True) for n in nonnegative}}
     env.update({k: sympy.Rational(repr(float(v))) for k, v in (values or {}).items()})
     kinds = input_kinds(program)
     out: set = set()
@@ -235,8 +247,11 @@ def prove(a: Program, b: Program, values_a: dict[str, float] | None = None,
         return "exact", "same canonical form"
     if op_count(a) + op_count(b) > PROVE_LIMIT:
         return None
-    # Numbers enter sympy exactly (0.9 -> 9/10), so 1 - 0.9 and 0.1 agree.
-    sa, sb = to_sympy(a, values=values_a), to_sympy(b, values=values_b)
+    # Numbers enter sympy exactly (0.9 -> 9/10), so 1 - 0.9 and 0.1 agree. A state that each
+    # program keeps >= 0 from its start is known to be (so ``max(-0.6, v)`` is ``v``): both
+    # facts hold along every trajectory, so equality under them is equality of the sequences.
+    nn_a, nn_b = nonnegative_states(a, values_a), nonnegative_states(b, values_b)
+    sa, sb = to_sympy(a, values=values_a, nonnegative=nn_a), to_sympy(b, values=values_b, nonnegative=nn_b)
     for mapping in _bijections(a, b):
         subs = {sb.symbols[nb]: sa.symbols[na] for nb, na in mapping.items()}
         new_a = dict(zip(a.state_names, sa.new_states))
@@ -249,10 +264,13 @@ def prove(a: Program, b: Program, values_a: dict[str, float] | None = None,
             continue
         under = ", ".join(f"{nb} -> {na}" for nb, na in mapping.items())
         how = "sympy proves the update and new states equal" + (f" under {under}" if under else "")
+        if nn_a or nn_b:
+            kept = [f"{n} ({side})" for side, names in (("a", nn_a), ("b", nn_b)) for n in sorted(names)]
+            how += f", with the states that stay >= 0 from their start: {', '.join(kept)}"
         if not all(plain):
             return "generic", how + " using x / |x| = sign(x) and sign(x * y) = sign(x) for y >= 0"
-        sing_a = singularities(a, values_a)
-        sing_b = {(k, e.xreplace(subs)) for k, e in singularities(b, values_b)}
+        sing_a = singularities(a, values_a, nn_a)
+        sing_b = {(k, e.xreplace(subs)) for k, e in singularities(b, values_b, nn_b)}
         if sing_a == sing_b:
             return "exact", how + ("; both are singular at the same points" if sing_a else "")
         only = sorted({str(e) for _, e in sing_a ^ sing_b})

@@ -87,7 +87,7 @@ from .parser import parse
 from .passes import eliminate_dead_code, fold
 from .printer import to_source
 from .simplify import _best, inline_single_use, op_count, simplify
-from .symbolic import from_sympy, number, to_sympy, uniform_names
+from .symbolic import from_sympy, nonnegative_states, number, to_sympy, uniform_names
 from .typecheck import input_kinds, validate
 
 #: Programs with more ops than this (after dead-code removal) are not inlined into sympy.
@@ -246,7 +246,7 @@ def in_new_states(update: sympy.Expr, olds, news) -> tuple[sympy.Expr, dict, lis
         a = sympy.diff(new, old)
         if not a.is_number or a == 0 or sympy.expand(new - a * old).has(old):
             continue
-        d = sympy.Dummy(old.name, real=True)
+        d = sympy.Dummy(old.name, real=True, nonnegative=old.is_nonnegative)  # m' >= 0 where m is
         back = (d - (new - a * old)) / a
         candidate = update.subs(old, back)
         if not candidate.has(old) and sympy.count_ops(candidate) < sympy.count_ops(update):
@@ -261,7 +261,9 @@ def in_new_states(update: sympy.Expr, olds, news) -> tuple[sympy.Expr, dict, lis
 def _symbolic(base: Program, tuned: float | None) -> Program:
     """Steps 2 and 3: the outputs through sympy, the update over the new state values where
     shorter (so ``update = lr * sign(m)`` after ``m = interp(g, m, 0.57)``), the lr scaling folded."""
-    sp = to_sympy(base)
+    # A state the steps keep >= 0 is simplified as such (``max(-0.6, v)`` is ``v``); the raw
+    # program can start elsewhere, so such a form is shown equal on trajectories ("tested").
+    sp = to_sympy(base, nonnegative=nonnegative_states(base))
     uniform, states, kinds = uniform_names(base), set(base.state_names), input_kinds(base)
     outputs = [_best(e, sp.symbols, uniform, states, kinds) for e in sp.outputs()]
     update, stand_in, news = in_new_states(outputs[0], [sp.symbols[s] for s in base.state_names], outputs[1:])

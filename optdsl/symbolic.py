@@ -158,17 +158,19 @@ def expr_to_sympy(expr: Expr, env: dict[str, sympy.Expr], shape: tuple[int, ...]
 
 
 def to_sympy(program: Program, shape: tuple[int, ...] | None = None,
-             values: dict[str, float] | None = None) -> SymbolicProgram:
+             values: dict[str, float] | None = None, nonnegative: frozenset[str] = frozenset()) -> SymbolicProgram:
     """The update and every new state value as sympy expressions of the inputs.
 
     ``shape`` resolves shape facts (``ndim(w)`` -> 2); ``values`` binds hyperparameters to
-    (exact) numbers. Counting reductions carry their argument's shape as a last argument
-    (``norm(2*g, shape_full)``). Raises :class:`NotExpressible` where sympy rejects a value
-    (``max`` of a complex constant such as ``arccos(2)``, which numpy evaluates to nan).
+    (exact) numbers; the states in ``nonnegative`` are symbols sympy knows to be >= 0
+    (:func:`nonnegative_states`). Counting reductions carry their argument's shape as a last
+    argument (``norm(2*g, shape_full)``). Raises :class:`NotExpressible` where sympy rejects a
+    value (``max`` of a complex constant such as ``arccos(2)``, which numpy evaluates to nan).
     Example: for lion, ``new_states[0] == beta2*m + (1 - beta2)*g``.
     """
     names = list(INPUTS) + list(program.state_names) + [h.name for h in program.hypers]
     symbols = {n: symbol(n) for n in dict.fromkeys(names)}
+    symbols.update({n: sympy.Symbol(n, nonnegative=True) for n in nonnegative})
     env: dict[str, sympy.Expr] = {**symbols, **{k: number(v) for k, v in (values or {}).items()}}
     kinds = input_kinds(program)
     for a in program.body:
@@ -177,6 +179,31 @@ def to_sympy(program: Program, shape: tuple[int, ...] | None = None,
     update = expr_to_sympy(program.update, env, shape, kinds)
     new_states = tuple(expr_to_sympy(e, env, shape, kinds) for e in program.new_states)
     return SymbolicProgram(program, symbols, update, new_states)
+
+
+def nonnegative_states(program: Program, values: dict[str, float] | None = None) -> frozenset[str]:
+    """The states that stay >= 0 from their start on: they start at 0 or 1, and the op table's
+    range facts show each new value >= 0 whenever these states are (induction over the steps;
+    the largest such set; ``values`` binds hyperparameters as in :func:`to_sympy`). ``v = interp(g*g, v, 0.999)`` is one; so is ``m`` in
+    ``m = max(-0.6, interp(g*g, m, 0.99))``, where the ``max`` therefore does nothing.
+
+    Example:
+        >>> from optdsl import load
+        >>> adam = load("adam")
+        >>> sorted(nonnegative_states(adam, adam.hyper_defaults)), sorted(nonnegative_states(adam))
+        (['v'], [])
+
+    (``beta2`` unbound might be 2, and ``2 v - g*g`` can be negative.)
+    """
+    kept = frozenset(s.name for s in program.states if s.init in ("zeros", "ones"))
+    while kept:
+        sp = to_sympy(program, values=values, nonnegative=kept)
+        still = frozenset(s.name for s, e in zip(program.states, sp.new_states)
+                          if s.name in kept and e.is_nonnegative is True)
+        if still == kept:
+            return kept
+        kept = still
+    return kept
 
 
 # --- generic rewrites -------------------------------------------------------------------------

@@ -207,3 +207,21 @@ def train(w, g, m, v, lr):
     r = readable(raw, lr=0.02)
     assert [s.name for s in r.program.states] == ["m"] and "m = 0" not in r.source
     assert compare(raw, r.program, {"lr": 0.02}, dict(r.program.hyper_defaults)).equal
+
+
+def test_a_state_kept_nonnegative_from_its_start_drops_a_max_that_never_acts():
+    """A 10-minute search's winner (#3472, seed 0) kept v = max(-0.626, interp(g*g, v, 0.999)):
+    v starts at 0 and stays >= 0, so the max never acts and the readable form drops it, exactly."""
+    raw = parse("""
+def train(w, g, v, lr):
+    v = interp(g * g, v, 0.999)
+    v = max(-0.626, v)
+    update = arcsinh(g / (sqrt(v) + 1e-08)) * (lr * 0.0003645)
+    return update, v
+""")
+    r = readable(raw, lr=61.04)
+    assert r.source == ("def train(w, g, m, lr=0.02224908):\n    m = interp(square(g), m, 0.999)\n"
+                        "    update = lr * arcsinh(g / (1e-08 + sqrt(m)))\n    return update, m\n")
+    assert r.equality == "exact"
+    assert "stay >= 0 from their start: v (a), m (b)" in compare(raw, r.program, {"lr": 61.04}, {"lr": 0.02224908}).detail
+

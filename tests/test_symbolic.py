@@ -5,7 +5,7 @@ import sympy
 from strategies import assert_same_updates
 
 from optdsl import load, parse, to_source, zoo_names
-from optdsl.symbolic import NotExpressible, expr_from_sympy, from_sympy, symbol, to_sympy
+from optdsl.symbolic import NotExpressible, expr_from_sympy, from_sympy, nonnegative_states, symbol, to_sympy
 
 S = {n: symbol(n) for n in ("w", "g", "m", "v", "lr", "beta1", "beta2", "step")}
 
@@ -95,3 +95,18 @@ def test_counting_reductions_keep_their_argument_shape():
         from_sympy(to_sympy(p))
     q = parse("def f(w, g, lr=0.1):\n    return lr * g * norm(1)\n")
     assert to_sympy(p).update != to_sympy(q).update
+
+
+@pytest.mark.parametrize(("body", "states", "kept"), [
+    ("    m = interp(g, m, 0.9)\n    v = interp(g * g, v, 0.999)\n", "m, v", {"v"}),
+    ("    v = max(-0.6, interp(g * g, v, 0.99))\n", "v", {"v"}),         # the max never acts
+    ("    v = interp(g * g, v, 1.5)\n", "v", set()),                     # 1.5 v - 0.5 g^2 can go below 0
+    ("    m = v - 1\n    v = sqrt(abs(m))\n", "m, v", {"v"}),           # m = -1 at the first step
+    ("    m = abs(v) + 1\n    v = m * m\n", "m, v", {"m", "v"}),
+    ("    v = sqrt(v + g)\n", "v", {"v"}),                               # sqrt is >= 0 (nan aside)
+])
+def test_nonnegative_states_are_the_largest_set_kept_nonnegative_from_the_start(body, states, kept):
+    p = parse(f"def f(w, g, {states}, lr):\n{body}    return lr * g, {states}\n")
+    assert nonnegative_states(p) == kept
+    copy = parse("def f(w, g, v: full(init=w), lr):\n    v = interp(g * g, v, 0.999)\n    return lr * g, v\n")
+    assert nonnegative_states(copy) == set()  # starts at w, which may be negative
