@@ -225,3 +225,15 @@ def train(w, g, v, lr):
     assert r.equality == "exact"
     assert "stay >= 0 from their start: v (a), m (b)" in compare(raw, r.program, {"lr": 61.04}, {"lr": 0.02224908}).detail
 
+
+def test_the_folded_lr_default_is_the_exact_product_of_the_tuned_lr_and_the_scale():
+    """A 10-minute search's winner (#19626, seed 1) printed lr=0.0075826800000000005 (a float
+    product) and was shown equal only by testing; 1.08 * 0.007021 is 0.00758268 exactly."""
+    raw = parse("""
+def train(w, g, v, lr):
+    v = interp(g * g, v, 0.999)
+    update = g / (sqrt(v) + 2.531e-08) * (lr * 0.007021)
+    return update, v
+""")
+    r = readable(raw, lr=1.08)
+    assert "lr=0.00758268)" in r.source and r.equality == "exact"
