@@ -256,6 +256,25 @@ def _fresh_result() -> dict:
     return {"status": "ok", "fitness": None, "task_score": {}, "task_loss": {}, "task_lr": {}, "error": None}
 
 
+def refusal(program: Program, lrs: Sequence[float] = CANDIDATE_LRS, horizon: bool = False) -> tuple[str, str] | None:
+    """``(status, reason)`` when ``program`` is not to be trained: the guards refuse it
+    (``guard``), with ``horizon`` its step does not last (``horizon``), or they cannot run it
+    (``error``); None for a program to train.
+
+    Example:
+        >>> refusal(parse("def train(w, g, lr):\\n    return lr * g + 0.01\\n"))[0]
+        'guard'
+    """
+    try:
+        reason = guard(program, lrs)
+        if reason is not None:
+            return "guard", reason
+        reason = horizon_fault(program) if horizon else None
+        return None if reason is None else ("horizon", reason)
+    except Exception as e:  # noqa: BLE001 - a program the evaluator cannot run is an error
+        return "error", f"{type(e).__name__}: {e}"
+
+
 def evaluate_programs(programs: Sequence[Program], tasks: Sequence[str], baselines: dict[str, float],
                       hurdle: float | None = HURDLE, lrs: Sequence[float] = CANDIDATE_LRS,
                       seeds: Sequence[int] = SEEDS, device: str = "cpu", horizon: bool = False,
@@ -275,14 +294,9 @@ def evaluate_programs(programs: Sequence[Program], tasks: Sequence[str], baselin
     results = [_fresh_result() for _ in programs]
     active = []
     for i, p in enumerate(programs):
-        try:
-            status, reason = "guard", guard(p, lrs)
-            if reason is None and horizon:
-                status, reason = "horizon", horizon_fault(p)
-        except Exception as e:  # noqa: BLE001 - a program the evaluator cannot run is an error
-            status, reason = "error", f"{type(e).__name__}: {e}"
-        if reason is not None:
-            results[i]["status"], results[i]["error"] = status, reason
+        refused = refusal(p, lrs, horizon)
+        if refused is not None:
+            results[i]["status"], results[i]["error"] = refused
         else:
             active.append(i)
     for k, name in enumerate(tasks):

@@ -34,8 +34,7 @@ from optdsl.parser import parse
 from optdsl.printer import to_source
 
 from .candidate import Seen, describe
-from .evaluate import CANDIDATE_LRS, HURDLE
-from .guards import guard
+from .evaluate import HURDLE, refusal
 from .mutate import mutate
 from .selection import winner
 from .store import Store
@@ -298,12 +297,10 @@ class Search:
     def _refused(self, record: dict) -> bool:
         """Record ``record`` at once if the guards refuse its program (what a worker would find)."""
         t0 = time.perf_counter()
-        try:
-            status, reason = "guard", guard(record["program"], CANDIDATE_LRS)
-        except Exception as e:  # noqa: BLE001 - as in a worker: a program it cannot run is an error
-            status, reason = "error", f"{type(e).__name__}: {e}"
-        if reason is None:
+        refused = refusal(record["program"])
+        if refused is None:
             return False
+        status, reason = refused
         self._record(record, {"status": status, "error": reason, "seconds": time.perf_counter() - t0})
         self.stats.submitted += 1
         return True
@@ -369,8 +366,7 @@ class Search:
             return None if evals is None else evals - (self.stats.submitted - start)
 
         def out_of_budget() -> bool:
-            return (evals is not None and self.stats.submitted - start >= evals) or (
-                deadline is not None and time.monotonic() >= deadline)
+            return (evals is not None and left() <= 0) or (deadline is not None and time.monotonic() >= deadline)
 
         try:
             while not self._request_baselines(self.config.tasks):
