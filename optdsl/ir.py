@@ -25,6 +25,7 @@ from dataclasses import dataclass, field, replace
 INPUTS = ("w", "g", "lr", "step")
 STATE_KINDS = ("full", "row", "col", "scalar")
 STATE_INITS = ("zeros", "ones", "w")
+START_VALUES = {"zeros": 0.0, "ones": 1.0}  # the inits that are one number (not a copy of w)
 
 
 @dataclass(frozen=True)

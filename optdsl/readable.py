@@ -68,6 +68,7 @@ import sympy
 
 from .equiv import compare
 from .ir import (
+    START_VALUES,
     Assign,
     Call,
     Const,
@@ -153,10 +154,10 @@ def _forms(base: Program, tuned: float | None, again: bool = True) -> list[Progr
 def _constant_states(program: Program) -> Program:
     """A state that starts at 0 (1) and is set to that number every step is that number: reads of it
     take the number and the state goes. ``program`` itself when there is none."""
-    start = {"zeros": 0.0, "ones": 1.0}
     assigned = {a.target for a in program.body}
-    fixed = {s.name: Const(start[s.init]) for s, e in zip(program.states, program.new_states)
-             if s.init in start and e == Const(start[s.init]) and not s.keep and s.name not in assigned}
+    fixed = {s.name: Const(START_VALUES[s.init]) for s, e in zip(program.states, program.new_states)
+             if s.init in START_VALUES and e == Const(START_VALUES[s.init]) and not s.keep
+             and s.name not in assigned}
     if not fixed:
         return program
     keep = [i for i, s in enumerate(program.states) if s.name not in fixed]
@@ -261,8 +262,8 @@ def in_new_states(update: sympy.Expr, olds, news) -> tuple[sympy.Expr, dict, lis
 def _symbolic(base: Program, tuned: float | None) -> Program:
     """Steps 2 and 3: the outputs through sympy, the update over the new state values where
     shorter (so ``update = lr * sign(m)`` after ``m = interp(g, m, 0.57)``), the lr scaling folded."""
-    # A state the steps keep >= 0 is simplified as such (``max(-0.6, v)`` is ``v``); the raw
-    # program can start elsewhere, so such a form is shown equal on trajectories ("tested").
+    # A state the steps keep >= 0 is simplified as such (``max(-0.6, v)`` is ``v``); the proof of
+    # equality (optdsl.equiv) knows the same fact, so such a form can still be shown exact.
     sp = to_sympy(base, nonnegative=nonnegative_states(base))
     uniform, states, kinds = uniform_names(base), set(base.state_names), input_kinds(base)
     outputs = [_best(e, sp.symbols, uniform, states, kinds) for e in sp.outputs()]

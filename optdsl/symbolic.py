@@ -36,7 +36,7 @@ import numpy as np
 import sympy
 from sympy.core.relational import Relational
 
-from .ir import INPUTS, Assign, Call, Const, Expr, Program, Var
+from .ir import INPUTS, START_VALUES, Assign, Call, Const, Expr, Program, Var
 from .ops import COL, GLOBAL, OPS, REDUCE, ROW, STATIC
 from .passes.fold import fold_expr
 from .typecheck import ORDER, SCALAR_LIKE, expr_kind, input_kinds, join
@@ -195,7 +195,7 @@ def nonnegative_states(program: Program, values: dict[str, float] | None = None)
 
     (``beta2`` unbound might be 2, and ``2 v - g*g`` can be negative.)
     """
-    kept = frozenset(s.name for s in program.states if s.init in ("zeros", "ones"))
+    kept = frozenset(s.name for s in program.states if s.init in START_VALUES and START_VALUES[s.init] >= 0)
     while kept:
         sp = to_sympy(program, values=values, nonnegative=kept)
         still = frozenset(s.name for s, e in zip(program.states, sp.new_states)
