@@ -1,10 +1,12 @@
 """Fitness: how well programs train the proxy tasks, relative to tuned AdamW on the same seeds.
 
 Several candidates are scored together. For each task, every candidate trains ``S x L`` copies
-of the model (``S`` initialisation seeds, ``L`` learning rates of the sweep), and the copies of
-all candidates are rows of one ``(C * S * L, P)`` parameter tensor: one forward and backward
-pass serves every candidate, then each candidate's program steps its own rows
-(:class:`~search.vectorized.VectorizedStep`). Copies that produce NaN/Inf or blow up fail.
+of the model (``S`` initialisation seeds, ``L`` learning rates of its sweep), and the copies of
+all candidates are rows of one parameter tensor: one forward and backward pass serves every
+candidate, then each candidate's program steps its own rows
+(:class:`~search.vectorized.VectorizedStep`). Copies that produce NaN/Inf or blow up fail. A
+child's sweep is the whole grid on its first task and, after that, a window around its parent's
+best learning rate moved as the child's own moved (:func:`evaluate_programs`).
 
 Per task, a candidate's loss at learning rate ``lr`` is the mean over seeds of the final
 held-out loss (infinite when any seed's copy failed), its task loss the best over the sweep,
@@ -33,6 +35,7 @@ Example:
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 import traceback
@@ -63,33 +66,49 @@ SEEDS = (0, 1)
 SCORE_BOUND = 1.0
 HURDLE = -0.5  # stop a candidate after a task where its loss is 1.65x tuned AdamW's or worse
 DIVERGED = 1e3  # a copy whose training loss exceeds this multiple of its initial loss has failed
-#: Meta-validation's sweep of a held-out task starts this many grid points either side of the
-#: learning rate that won the program's proxy version of it, and widens by as many while the
-#: best point lies on an edge. Over 11 meta-validated winners x 6 held-out tasks, every held-out
-#: optimum was within one grid point of its proxy's (docs/search.md): the window finds the whole
-#: sweep's best at half its cost.
-META_REACH = 2
+#: A sweep that knows where a program's learning rate was best (a held-out task: its proxy
+#: version; a child: its parent on the same task) starts this many grid points either side of
+#: it, and widens while the best point lies on an edge. Over 11 meta-validated winners x 6
+#: held-out tasks, every held-out optimum was within one grid point of its proxy's
+#: (docs/search.md): the window finds the whole sweep's best at half its cost.
+SWEEP_REACH = 2
 
 
 def train_copies(programs: Sequence[Program], task_name: str, lrs: Sequence[float],
-                 seeds: Sequence[int] = SEEDS, device: str = "cpu") -> tuple[np.ndarray, list[str | None]]:
+                 seeds: Sequence[int] = SEEDS, device: str = "cpu",
+                 points: Sequence[Sequence[int]] | None = None) -> tuple[np.ndarray, list[str | None]]:
     """Final held-out losses ``(C, S, L)`` of every candidate's copies (inf where a copy failed),
-    and per candidate the error its step raised (``None`` if none). Training runs on ``device``
-    (the initial weights are drawn on the CPU, so every device starts from the same ones).
+    and per candidate the error its step raised (``None`` if none). ``points``: per candidate,
+    the indices of ``lrs`` it trains (all by default; the others stay inf). Training runs on
+    ``device`` (the initial weights are drawn on the CPU, so every device starts from the same ones).
 
     Example:
         >>> from optdsl import load
         >>> losses, errors = train_copies([load("sgd")], "quadratic", [0.01, 0.1])
         >>> losses.shape, errors
         ((1, 2, 2), [None])
+        >>> losses, _ = train_copies([load("sgd")], "quadratic", [0.01, 0.1], points=[[1]])
+        >>> bool(np.isinf(losses[0, :, 0]).all() and np.isfinite(losses[0, :, 1]).all())
+        True
     """
+    points = [list(range(len(lrs)))] * len(programs) if points is None else [list(p) for p in points]
     task = on_device(get_task(task_name), device)
-    w = task.init_copies(seeds, len(lrs)).to(device)
+    start = task.init_copies(seeds, 1)  # (S, P): one copy per seed
+    # copy rows: per candidate, per seed, its learning rates in turn
+    w = torch.cat([start.repeat_interleave(len(p), 0) for p in points]).to(device)
+    lr = torch.tensor([lrs[j] for p in points for _ in seeds for j in p], dtype=torch.float32, device=device)
     # What the steps create (states, constants) is made on the device. On the CPU that is the
     # default already, and the device mode's hook on every torch call cost ~40% of a small task.
     placed = torch.device(device) if torch.device(device).type != "cpu" else nullcontext()
     with placed, _flushing_denormals():
-        return _train(programs, task, w, lrs, seeds)
+        final, errors = _train(programs, task, w, lr.reshape(-1, 1), [len(seeds) * len(p) for p in points])
+    out = np.full((len(programs), len(seeds), len(lrs)), math.inf)
+    at = 0
+    for i, p in enumerate(points):
+        n = len(seeds) * len(p)
+        out[i][:, p] = final[at:at + n].reshape(len(seeds), len(p))
+        at += n
+    return out, errors
 
 
 @contextmanager
@@ -105,10 +124,10 @@ def _flushing_denormals():
         torch.set_flush_denormal(False)
 
 
-def _train(programs: Sequence[Program], task, w: torch.Tensor, lrs: Sequence[float],
-           seeds: Sequence[int]) -> tuple[np.ndarray, list[str | None]]:
-    c, s, n = len(programs), len(seeds), len(lrs)
-    per = s * n
+def _train(programs: Sequence[Program], task, w: torch.Tensor, lr: torch.Tensor,
+           counts: Sequence[int]) -> tuple[np.ndarray, list[str | None]]:
+    """Train the copies ``w`` (K, P) at learning rates ``lr`` (K, 1), candidate i stepping the
+    next ``counts[i]`` rows: their final held-out losses ``(K,)`` (inf where a copy failed)."""
     steps: list[VectorizedStep | None] = []
     errors: list[str | None] = []
     for p in programs:
@@ -118,11 +137,9 @@ def _train(programs: Sequence[Program], task, w: torch.Tensor, lrs: Sequence[flo
         except DslError as e:
             steps.append(None)
             errors.append(str(e))
-    w = w.repeat(c, 1)
-    lr = torch.tensor(lrs, dtype=torch.float32).repeat(c * s).reshape(-1, 1)
-    rows = [slice(i * per, (i + 1) * per) for i in range(c)]
+    rows = [slice(a, b) for a, b in itertools.pairwise([0, *itertools.accumulate(counts)])]
     states = [st.init(w[r]) if st is not None else None for st, r in zip(steps, rows)]
-    alive = torch.tensor([st is not None for st in steps]).repeat_interleave(per)
+    alive = torch.tensor([st is not None for st in steps]).repeat_interleave(torch.tensor(counts))
     first, storage = None, w.untyped_storage().data_ptr()
     for t in range(1, task.steps + 1):
         f = w.detach().requires_grad_()  # shares w's storage: the graph is freed before w moves
@@ -151,59 +168,91 @@ def _train(programs: Sequence[Program], task, w: torch.Tensor, lrs: Sequence[flo
         final = task.eval_loss(task.unflatten(w))
     ok = alive & torch.isfinite(final) & (final.abs() < DIVERGED * first)
     out = torch.where(ok, final, torch.tensor(math.inf)).double().cpu().numpy()
-    return out.reshape(c, s, n), errors
+    return out, errors
+
+
+def _grid_index(lrs: Sequence[float], lr: float) -> int:
+    """The point of ``lrs`` nearest ``lr`` on a log scale."""
+    return int(np.argmin(np.abs(np.log(np.asarray(lrs, dtype=float)) - math.log(lr))))
+
+
+def _reference(task: str, tuned: dict[str, float]) -> float | None:
+    """The lr that won ``task`` itself or its proxy version in ``tuned``, if any."""
+    for name in (task, proxy_of(task)):
+        lr = tuned.get(name) if name else None
+        if lr and math.isfinite(lr) and lr > 0:
+            return lr
+    return None
 
 
 def sweep_window(task: str, tuned: dict[str, float], lrs: Sequence[float] = CANDIDATE_LRS,
-                 reach: int = META_REACH) -> tuple[int, int]:
-    """First and last index of ``lrs`` to train a held-out ``task`` on: ``reach`` points either
-    side of the lr that won its proxy in ``tuned`` (proxy task -> best lr), or of the median of
-    those winners for a task with no proxy version; the whole sweep without them.
+                 reach: int = SWEEP_REACH, shift: int = 0) -> tuple[int, int]:
+    """First and last index of ``lrs`` to train ``task`` on: ``reach`` points either side of the
+    lr that won ``task`` itself or its proxy version in ``tuned`` (task -> best lr), or of the
+    median of those winners for a task with neither, moved by ``shift`` grid points; the whole
+    sweep when ``tuned`` has no winner.
 
     Example:
         >>> sweep_window("mlp_large", {"mlp": CANDIDATE_LRS[5], "logreg": CANDIDATE_LRS[7]})
         (3, 7)
         >>> sweep_window("conv_large", {"mlp": CANDIDATE_LRS[5], "logreg": CANDIDATE_LRS[7]})
         (4, 8)
+        >>> sweep_window("mlp", {"mlp": CANDIDATE_LRS[5]}, shift=-4)
+        (0, 3)
     """
-    grid = np.log(np.asarray(lrs, dtype=float))
-    at = {t: int(np.argmin(np.abs(grid - math.log(lr)))) for t, lr in tuned.items() if lr and lr > 0}
+    at = [_grid_index(lrs, lr) for lr in tuned.values() if lr and math.isfinite(lr) and lr > 0]
     if not at:
         return 0, len(lrs) - 1
-    centre = at.get(proxy_of(task), int(np.ceil(np.median(list(at.values())))))
+    ref = _reference(task, tuned)
+    centre = _grid_index(lrs, ref) if ref is not None else int(np.ceil(np.median(at)))
+    centre = min(max(centre + shift, 0), len(lrs) - 1)
     return max(0, centre - reach), min(len(lrs) - 1, centre + reach)
 
 
-def widening_sweep(programs: Sequence[Program], task_name: str, lrs: Sequence[float], window: tuple[int, int],
-                   seeds: Sequence[int] = SEEDS, device: str = "cpu", reach: int = META_REACH,
-                   ) -> tuple[np.ndarray, list[str | None]]:
-    """:func:`train_copies` on ``lrs[lo..hi]`` of ``window``, widened by ``reach`` points toward
-    an edge while some program's best (:func:`best_over_sweep`) lies on it; the points never
-    trained are ``inf``. Over a sweep whose loss falls then rises, this finds the whole sweep's
-    best: a point beside the best is always trained.
+def widening_sweep(programs: Sequence[Program], task_name: str, lrs: Sequence[float],
+                   windows: Sequence[tuple[int, int]], seeds: Sequence[int] = SEEDS,
+                   device: str = "cpu") -> tuple[np.ndarray, list[str | None]]:
+    """:func:`train_copies`, each program on ``lrs[lo..hi]`` of its window, widened to the end
+    of the sweep on the side of an edge where its best (:func:`best_over_sweep`) lies, and to the
+    whole sweep if every point of its window failed; the points never trained are ``inf``. Over
+    a sweep whose loss falls then rises, this finds the whole sweep's best: a point beside the
+    best is always trained. A widening is one more pass, over the programs that widen; it goes
+    to the end at once because a pass of a few copies costs nearly what one of many does.
 
     Example:
         >>> from optdsl import load
-        >>> losses, _ = widening_sweep([load("sgd")], "quadratic", CANDIDATE_LRS, (0, 1))
+        >>> losses, _ = widening_sweep([load("sgd")], "quadratic", CANDIDATE_LRS, [(0, 1)])
         >>> losses.shape, bool(np.isinf(losses[0, 0, -1]))
         ((1, 2, 10), True)
     """
     losses = np.full((len(programs), len(seeds), len(lrs)), math.inf)
     errors: list[str | None] = [None] * len(programs)
-    lo, hi = window
-    todo = list(range(lo, hi + 1))
+    span = [list(w) for w in windows]
+    todo = {i: range(lo, hi + 1) for i, (lo, hi) in enumerate(span)}
+    last = len(lrs) - 1
     while todo:
-        part, errs = train_copies(programs, task_name, [lrs[j] for j in todo], seeds, device)
-        losses[:, :, todo] = part
-        errors = [a or b for a, b in zip(errors, errs)]
-        best = lo + losses[:, :, lo:hi + 1].mean(1).argmin(1)  # failed everywhere: the low edge
-        todo = []
-        if lo > 0 and (best == lo).any():
-            todo += range(max(0, lo - reach), lo)
-            lo = max(0, lo - reach)
-        if hi < len(lrs) - 1 and (best == hi).any():
-            todo += range(hi + 1, min(len(lrs), hi + reach + 1))
-            hi = min(len(lrs) - 1, hi + reach)
+        ids = list(todo)
+        part, errs = train_copies([programs[i] for i in ids], task_name, lrs, seeds, device,
+                                  points=[todo[i] for i in ids])
+        todo = {}
+        for i, loss_i, err in zip(ids, part, errs):
+            trained = np.isfinite(loss_i)
+            losses[i][trained] = loss_i[trained]
+            errors[i] = errors[i] or err
+            lo, hi = span[i]
+            mean = losses[i, :, lo:hi + 1].mean(0)
+            if err is not None:
+                continue
+            if np.isinf(mean).all():  # failed everywhere in reach: the rest of the sweep, at once
+                span[i] = [0, last]
+                todo[i] = [j for j in range(len(lrs)) if not lo <= j <= hi]
+            elif (best := lo + int(np.argmin(mean))) == lo and lo > 0:
+                span[i][0] = 0
+                todo[i] = range(lo)
+            elif best == hi and hi < last:
+                span[i][1] = last
+                todo[i] = range(hi + 1, last + 1)
+        todo = {i: p for i, p in todo.items() if len(p)}
     return losses, errors
 
 
@@ -278,7 +327,8 @@ def refusal(program: Program, lrs: Sequence[float] = CANDIDATE_LRS, horizon: boo
 def evaluate_programs(programs: Sequence[Program], tasks: Sequence[str], baselines: dict[str, float],
                       hurdle: float | None = HURDLE, lrs: Sequence[float] = CANDIDATE_LRS,
                       seeds: Sequence[int] = SEEDS, device: str = "cpu", horizon: bool = False,
-                      tuned: Sequence[dict[str, float]] | None = None) -> list[dict]:
+                      tuned: Sequence[dict[str, float]] | None = None,
+                      from_parent: bool = False) -> list[dict]:
     """Fitness of each program on ``tasks``, candidates batched together, trained on ``device``;
     never raises for a bad program.
 
@@ -287,8 +337,15 @@ def evaluate_programs(programs: Sequence[Program], tasks: Sequence[str], baselin
     in [-1, 1] (:func:`aggregate`; tasks not run count -1), None for a program refused by the
     guards or broken. With ``horizon`` (meta-validation), a program whose step does not last
     (:func:`search.guards.horizon_fault`) is not trained and scores -1 (status ``horizon``).
-    With ``tuned`` (each program's best lr per proxy task: meta-validation), a task's sweep is
-    :func:`widening_sweep` from the programs' :func:`sweep_window` instead of the whole grid.
+    With ``tuned`` (per program, the lr that won each task in a related run), a task's sweep is a
+    :func:`widening_sweep` from a :func:`sweep_window` instead of the whole grid: the window is
+    centred on the related run's lr, moved by the median of the shifts (in grid points) between
+    this program's best lrs and the related run's on the tasks it has already trained. With
+    meta-validation, the related run is the program's own on the proxies (a held-out task starts
+    at its proxy version's lr); with ``from_parent``, it is the parent's on the same tasks, and
+    the first task runs the whole sweep to measure the shift (a mutation that rescales the step
+    moves every task's best lr by about as much: in the 10-minute runs, 99.4-100% of the later
+    tasks' best lrs lay within 2 points of the parent's moved by the median shift).
     """
     t0 = time.perf_counter()
     results = [_fresh_result() for _ in programs]
@@ -299,6 +356,7 @@ def evaluate_programs(programs: Sequence[Program], tasks: Sequence[str], baselin
             results[i]["status"], results[i]["error"] = refused
         else:
             active.append(i)
+    shifts: list[list[int]] = [[] for _ in programs]  # per program: its best lr's move from the related run's
     for k, name in enumerate(tasks):
         if not active:
             break
@@ -307,9 +365,11 @@ def evaluate_programs(programs: Sequence[Program], tasks: Sequence[str], baselin
             if tuned is None:
                 losses, errors = train_copies(batch, name, lrs, seeds, device)
             else:
-                windows = [sweep_window(name, tuned[i], lrs) for i in active]
-                window = min(w[0] for w in windows), max(w[1] for w in windows)
-                losses, errors = widening_sweep(batch, name, lrs, window, seeds, device)
+                whole = (0, len(lrs) - 1)
+                windows = [whole if from_parent and not shifts[i] else
+                           sweep_window(name, tuned[i], lrs, shift=int(np.ceil(np.median(shifts[i] or [0]))))
+                           for i in active]
+                losses, errors = widening_sweep(batch, name, lrs, windows, seeds, device)
         except Exception as e:  # noqa: BLE001 - e.g. a shape the task's model cannot take
             losses, errors = np.full((len(active), len(seeds), len(lrs)), math.inf), [f"{e}"] * len(active)
         still = []
@@ -320,6 +380,9 @@ def evaluate_programs(programs: Sequence[Program], tasks: Sequence[str], baselin
                 continue
             loss, lr = best_over_sweep(loss_i, lrs)
             r["task_loss"][name], r["task_lr"][name] = loss, lr
+            ref = _reference(name, tuned[i]) if tuned is not None else None
+            if ref is not None and math.isfinite(loss):
+                shifts[i].append(_grid_index(lrs, lr) - _grid_index(lrs, ref))
             r["task_score"][name] = score(loss, baselines[name])
             last = k == len(tasks) - 1
             if not math.isfinite(loss):
@@ -351,7 +414,7 @@ def run_job(job: dict) -> dict:
     """A worker's entry point: programs arrive as source text, results leave as plain data.
 
     ``job["kind"]`` is ``"evaluate"`` (``sources``: a batch of programs, ``tasks``,
-    ``baselines``, ``hurdle``, optional ``lrs``, ``horizon`` and ``tuned``: see
+    ``baselines``, ``hurdle``, optional ``lrs``, ``horizon``, ``tuned`` and ``from_parent``: see
     :func:`evaluate_programs`) -> ``{"id", "results": [...]}`` in the order of
     ``sources``; or ``"baseline"`` (``task``) -> ``{"id", "loss", "lr", "seconds"}``. Either
     kind runs on ``job["device"]`` (default ``cpu``)."""
@@ -372,7 +435,7 @@ def run_job(job: dict) -> dict:
     try:
         tuned = job.get("tuned")
         scored = evaluate_programs(programs, job["tasks"], job["baselines"], job.get("hurdle"), device=device,
-                                   horizon=job.get("horizon", False),
+                                   horizon=job.get("horizon", False), from_parent=job.get("from_parent", False),
                                    tuned=None if tuned is None else [tuned[i] for i in slots], **kw)
     except Exception as e:  # noqa: BLE001 - never let a batch take the worker down
         scored = [_error(f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=3)}") for _ in programs]

@@ -115,6 +115,12 @@ class Stats:
         return 1 - self.live_statements / self.statements if self.statements else 0.0
 
 
+def _stored(record: dict) -> dict:
+    """The columns of a proposed child's row (its parsed program and its parent's learning rates
+    travel with it but are not stored)."""
+    return {k: v for k, v in record.items() if k not in ("program", "parent_lr")}
+
+
 def _fitness(row: dict) -> float:
     return WORST if row.get("fitness") is None else float(row["fitness"])
 
@@ -200,7 +206,7 @@ class Search:
             self._record(child, r)
 
     def _record(self, record: dict, result: dict) -> dict:
-        row = {k: v for k, v in record.items() if k != "program"}
+        row = _stored(record)
         row.update(status=result["status"], fitness=result.get("fitness"), task_score=result.get("task_score"),
                    task_loss=result.get("task_loss"), task_lr=result.get("task_lr"),
                    eval_seconds=result.get("seconds"), error=result.get("error"))
@@ -244,13 +250,14 @@ class Search:
         parent = self._tournament()
         child, what = mutate(parent["program"], self.rng)
         info, hit = self.seen.describe(child)
-        record = {"program": child, "parent": parent["id"], "mutation": what, **info}
+        record = {"program": child, "parent": parent["id"], "parent_lr": parent.get("task_lr") or {},
+                  "mutation": what, **info}
         if hit is None:
             for waiting in self.batch:
                 if info["structural_hash"] == waiting["structural_hash"] or info["fingerprint"] == waiting["fingerprint"]:
                     return None  # a duplicate of a child in flight: drop it rather than score it twice
             return record
-        row = {k: v for k, v in record.items() if k != "program"}
+        row = _stored(record)
         row.update(status="cached", fitness=hit["fitness"], task_score=hit["task_score"],
                    task_loss=hit["task_loss"], task_lr=hit["task_lr"], cached_from=hit["id"],
                    eval_seconds=0.0)
@@ -266,6 +273,8 @@ class Search:
                "horizon": kind == "meta"}  # a held-out winner must also keep training past the tasks' length
         if kind == "meta":  # held-out sweeps start around the learning rates that won the proxies
             job["tuned"] = [r["task_lr"] or {} for r in records]
+        else:  # a child's sweeps start around its parent's learning rates (0.66x the training time)
+            job["tuned"], job["from_parent"] = [r.get("parent_lr") or {} for r in records], True
         self._submit(job, {"kind": kind, "programs": records, **extra})
         if kind == "evaluate":
             self.stats.submitted += len(records)

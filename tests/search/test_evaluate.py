@@ -111,15 +111,50 @@ def test_best_learning_rate_is_chosen_on_the_mean_over_seeds():
 def test_a_widening_sweep_finds_the_whole_sweeps_best_from_any_window(window):
     programs = [adamw_program(), parse(TRAIN.format("lr * 0.01 * g"))]
     full, _ = train_copies(programs, "logreg", CANDIDATE_LRS)
-    part, _ = widening_sweep(programs, "logreg", CANDIDATE_LRS, window)
+    part, _ = widening_sweep(programs, "logreg", CANDIDATE_LRS, [window, (4, 6)])
     for f, p in zip(full, part):
         assert best_over_sweep(p, CANDIDATE_LRS) == pytest.approx(best_over_sweep(f, CANDIDATE_LRS), rel=1e-5)
     trained = np.isfinite(part)
     np.testing.assert_allclose(part[trained], full[trained], rtol=1e-5)
     # around the best, the points beyond the window's reach are never trained
     j = CANDIDATE_LRS.index(best_over_sweep(full[0], CANDIDATE_LRS)[1])
-    alone, _ = widening_sweep(programs[:1], "logreg", CANDIDATE_LRS, (j - 2, j + 2))
+    alone, _ = widening_sweep(programs[:1], "logreg", CANDIDATE_LRS, [(j - 2, j + 2)])
     assert np.isinf(alone[0, :, : j - 2]).all() and np.isinf(alone[0, :, j + 3:]).all()
+
+
+def test_a_window_where_every_point_fails_widens_to_the_whole_sweep_at_once():
+    program = parse(TRAIN.format("lr * 1000.0 * g"))  # diverges at the top of the sweep
+    full, _ = train_copies([program], "logreg", CANDIDATE_LRS)
+    part, _ = widening_sweep([program], "logreg", CANDIDATE_LRS, [(7, 9)])
+    assert np.isinf(full[0, :, 7:]).all()
+    assert best_over_sweep(part[0], CANDIDATE_LRS) == pytest.approx(best_over_sweep(full[0], CANDIDATE_LRS), rel=1e-5)
+
+
+def test_a_childs_sweeps_start_at_its_parents_learning_rates_moved_as_its_own(monkeypatch):
+    """A child whose step is 10x or 0.1x its parent's trains the whole sweep on the first task
+    only; later tasks start at the parent's lr moved by the child's shift there, and the scores
+    are those of whole sweeps."""
+    import search.evaluate as ev
+
+    tasks, base = ["quadratic", "logreg", "embedding"], {**BASE, "embedding": 0.3}
+    parent = evaluate_program(parse(TRAIN.format("lr * 0.01 * g")), tasks, base, hurdle=None)
+    children = [parse(TRAIN.format(f"lr * {c} * g")) for c in (0.001, 0.01, 0.1)]
+    full = evaluate_programs(children, tasks, base, hurdle=None)
+    trained, real = [], ev.train_copies
+
+    def counted(programs, task, *args, points=None, **kw):
+        trained.append((task, [len(p) for p in points]))
+        return real(programs, task, *args, points=points, **kw)
+
+    monkeypatch.setattr(ev, "train_copies", counted)
+    windowed = evaluate_programs(children, tasks, base, hurdle=None, tuned=[parent["task_lr"]] * 3, from_parent=True)
+    for a, b in zip(full, windowed):
+        assert a["task_lr"] == b["task_lr"]
+        assert a["task_score"] == pytest.approx(b["task_score"], abs=1e-5)
+    assert trained[0] == ("quadratic", [10, 10, 10])
+    later = [n for task, counts in trained[1:] for n in counts]
+    assert sum(later) <= 2 * 3 * 6  # within reach of the moved centre, or one widening
+    assert trained[-1][0] == "embedding" and max(trained[-1][1]) <= 6
 
 
 def test_meta_validation_starts_each_held_out_sweep_at_the_proxy_winners():

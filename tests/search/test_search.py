@@ -139,6 +139,11 @@ def test_children_the_guards_refuse_are_recorded_without_a_place_in_a_batch(tmp_
     assert not any(guard(parse(src)) for src in children)
     assert len(children) == 39 - len(refused)
     assert all(len(batch) == 4 for batch in batches[:-1])  # full batches but the last
+    # each child's sweeps start at its parent's learning rates
+    parents = {r["source"]: store.get(r["parent"]) for r in rows if r["parent"] is not None}
+    jobs = [j for j in executor.jobs if j["kind"] == "evaluate" and not j["horizon"]][1:]
+    assert all(j["from_parent"] for j in jobs)
+    assert all(t == (parents[src]["task_lr"] or {}) for j in jobs for src, t in zip(j["sources"], j["tuned"]))
 
 def test_bad_init_is_refused_before_any_work(tmp_path, capsys):
     assert main(["search", "--db", str(tmp_path / "x.sqlite"), "--init", "adamw,nosuch"]) == 2
