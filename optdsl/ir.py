@@ -110,15 +110,25 @@ class Program:
 
 
 def walk(expr: Expr) -> Iterator[Expr]:
-    """Every node of ``expr``, parents before children."""
-    yield expr
-    if isinstance(expr, Call):
-        for a in expr.args:
-            yield from walk(a)
+    """Every node of ``expr``, parents before children, left to right."""
+    stack = [expr]  # not nested generators: the search walks every child it proposes
+    while stack:
+        e = stack.pop()
+        yield e
+        if type(e) is Call:
+            stack.extend(reversed(e.args))
 
 
 def free_vars(expr: Expr) -> set[str]:
-    return {e.name for e in walk(expr) if isinstance(e, Var)}
+    """The names ``expr`` reads."""
+    out, stack = set(), [expr]
+    while stack:
+        e = stack.pop()
+        if type(e) is Var:
+            out.add(e.name)
+        elif type(e) is Call:
+            stack.extend(e.args)
+    return out
 
 
 def substitute(expr: Expr, mapping: dict[str, Expr]) -> Expr:

@@ -50,7 +50,7 @@ from optdsl.ir import Program
 from optdsl.parser import parse
 from optdsl.source import load
 
-from .devices import on_device
+from .devices import on_device, one_thread
 from .guards import guard, horizon_fault
 from .tasks import get_task, proxy_of
 from .vectorized import VectorizedStep
@@ -315,11 +315,12 @@ def refusal(program: Program, lrs: Sequence[float] = CANDIDATE_LRS, horizon: boo
         'guard'
     """
     try:
-        reason = guard(program, lrs)
-        if reason is not None:
-            return "guard", reason
-        reason = horizon_fault(program) if horizon else None
-        return None if reason is None else ("horizon", reason)
+        with one_thread():  # the search's main process runs them too, beside its workers
+            reason = guard(program, lrs)
+            if reason is not None:
+                return "guard", reason
+            reason = horizon_fault(program) if horizon else None
+            return None if reason is None else ("horizon", reason)
     except Exception as e:  # noqa: BLE001 - a program the evaluator cannot run is an error
         return "error", f"{type(e).__name__}: {e}"
 

@@ -46,6 +46,7 @@ from torch.func import functional_call, vmap
 
 from optdsl.errors import DslError
 
+from .devices import one_thread
 from .tasks import Params, Task
 
 
@@ -286,12 +287,8 @@ def check_task(ref: str, copies: int, limit: float, device: str = "cpu") -> Task
     ``task.shapes``, a loss that is not one finite number per copy, a loss with no gradient, or
     a task whose estimated evaluation (``task.steps`` steps of ``copies`` copies, timed on one
     thread as a worker runs them) takes longer than ``limit`` seconds. Returns the task."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_thread():
         return _check(ref, copies, limit, device)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _check(ref: str, copies: int, limit: float, device: str) -> Task:

@@ -54,6 +54,30 @@ def _elementwise(name: str):
     return fn
 
 
+def _applied(fn, args: list, dtype: torch.dtype | None = None):
+    """``env -> fn(*(a(env) for a in args))``, spelled out for one to three arguments (the
+    closures run once per statement per step); a truth value comes back in ``dtype``."""
+    if len(args) == 1:
+        (a,) = args
+        call = lambda env: fn(a(env))
+    elif len(args) == 2:
+        a, b = args
+        call = lambda env: fn(a(env), b(env))
+    elif len(args) == 3:
+        a, b, c = args
+        call = lambda env: fn(a(env), b(env), c(env))
+    else:
+        call = lambda env: fn(*[a(env) for a in args])
+    if dtype is None:
+        return call
+
+    def typed(env):
+        out = call(env)
+        return out.to(dtype) if out.dtype == torch.bool else out
+
+    return typed
+
+
 def _segment_sum(x: torch.Tensor, seg: torch.Tensor, n: int) -> torch.Tensor:
     """Sum of each segment of each row: ``(K, P) -> (K, n)``."""
     out = torch.zeros(x.shape[0], n, dtype=x.dtype)
@@ -80,6 +104,10 @@ class VectorizedStep:
         self.hyper = {k: v for k, v in self.program.hyper_defaults.items() if k != "lr"}
         self.kinds = ["s" if s.kind == "scalar" else "f" for s in self.program.states]
         self.constants: dict[tuple[float, torch.dtype], torch.Tensor] = {}
+        self.tapes: dict[torch.dtype, tuple] = {}
+        self.hyper_values: dict[torch.dtype, dict[str, torch.Tensor]] = {}
+        self.uses_step = any(isinstance(node, Var) and node.name == "step"
+                             for e in [a.expr for a in self.program.body] + list(self.program.outputs()) for node in walk(e))
 
     def init(self, w: torch.Tensor) -> list[torch.Tensor]:
         """The states' first values (zeros, ones, or a copy of ``w``)."""
@@ -90,19 +118,36 @@ class VectorizedStep:
         return out
 
     def __call__(self, w, g, states, lr, step: int):
-        # numbers in w's dtype: torch.lerp and torch.where take no float32 value beside float64 tensors
-        env = {"w": (w, "f"), "g": (g, "f"), "lr": (lr, "u"), "step": (torch.tensor(float(step), dtype=w.dtype), "u"),
-               **{k: (self._number(v, w.dtype), "u") for k, v in self.hyper.items()},
-               **{s: (v, k) for s, v, k in zip(self.program.state_names, states, self.kinds)}}
-        for a in self.program.body:
-            env[a.target] = self.eval(a.expr, env)
-        update = self.expand(self.eval(self.program.update, env), "f", w.shape)
-        new = [self.expand(self.eval(e, env), k, w.shape) for e, k in zip(self.program.new_states, self.kinds)]
-        return update, new
+        body, update, new = self._compiled(w.dtype)
+        env = {"w": w, "g": g, "lr": lr, **self.hyper_values[w.dtype], **dict(zip(self.program.state_names, states))}
+        if self.uses_step:
+            env["step"] = torch.tensor(float(step), dtype=w.dtype)
+        for target, fn in body:
+            env[target] = fn(env)
+        return self.expand(update, "f", w.shape, env), [self.expand(v, k, w.shape, env) for v, k in zip(new, self.kinds)]
 
-    def expand(self, value: tuple[torch.Tensor, str], to: str, shape) -> torch.Tensor:
-        """``value`` as a tensor of kind ``to`` (``s -> f`` repeats each tensor's number)."""
-        x, kind = value
+    def _compiled(self, dtype: torch.dtype):
+        """The program as closures over an environment, kinds resolved once per dtype: the
+        statements ``[(target, fn)]``, then the update's and each new state's ``(fn, kind)``.
+        Walking the expression trees at every step cost about half of a small task's step."""
+        if dtype not in self.tapes:
+            # numbers in w's dtype: torch.lerp and torch.where take no float32 value beside float64 tensors
+            self.hyper_values[dtype] = {k: self._number(v, dtype) for k, v in self.hyper.items()}
+            kinds = {"w": "f", "g": "f", "lr": "u", "step": "u", **dict.fromkeys(self.hyper, "u"),
+                     **dict(zip(self.program.state_names, self.kinds))}
+            body = []
+            for a in self.program.body:
+                fn, kinds[a.target] = self._lower(a.expr, kinds, dtype)
+                body.append((a.target, fn))
+            outputs = [self._lower(e, kinds, dtype) for e in (self.program.update, *self.program.new_states)]
+            self.tapes[dtype] = body, outputs[0], outputs[1:]
+        return self.tapes[dtype]
+
+    def expand(self, value: tuple, to: str, shape, env: dict) -> torch.Tensor:
+        """The compiled ``value`` ``(fn, kind)`` evaluated in ``env`` as a tensor of kind ``to``
+        (``s -> f`` repeats each tensor's number)."""
+        fn, kind = value
+        x = fn(env)
         if to == "f":
             x = self.spread(x) if kind == "s" else x
             return torch.broadcast_to(x, shape)
@@ -121,28 +166,35 @@ class VectorizedStep:
             self.constants[value, dtype] = torch.tensor(value, dtype=dtype)
         return self.constants[value, dtype]
 
-    def eval(self, expr: Expr, env: dict) -> tuple[torch.Tensor, str]:
-        dtype = env["w"][0].dtype  # every value made here is in w's dtype (the guards run in float64)
+    def _lower(self, expr: Expr, kinds: dict[str, str], dtype: torch.dtype) -> tuple:
+        """``expr`` as ``(fn, kind)``: ``fn(env)`` computes its value, of kind ``kind``, from the
+        values named in ``env`` (whose kinds ``kinds`` gives)."""
         if isinstance(expr, Const):
-            return self._number(expr.value, dtype), "u"
+            c = self._number(expr.value, dtype)
+            return (lambda env: c), "u"
         if isinstance(expr, Var):
-            return env[expr.name]
+            name = expr.name
+            return (lambda env: env[name]), kinds[name]
         op = OPS[expr.op]
         if op.shape == STATIC:
-            return self._static(expr, dtype), "s"
-        vals = [self.eval(a, env) for a in expr.args]
-        kind = "f" if any(k == "f" for _, k in vals) else "s" if any(k == "s" for _, k in vals) else "u"
-        args = [self.spread(x) if k == "s" and kind == "f" else x for x, k in vals]
+            c = self._static(expr, dtype)
+            return (lambda env: c), "s"
+        parts = [self._lower(a, kinds, dtype) for a in expr.args]
+        kind = "f" if any(k == "f" for _, k in parts) else "s" if any(k == "s" for _, k in parts) else "u"
+        args = [self._spreading(f) if k == "s" and kind == "f" else f for f, k in parts]
         if op.shape == ELEMENTWISE:
-            out = _elementwise(op.name)(*args)
-            return (out.to(dtype) if out.dtype == torch.bool else out), kind
+            return _applied(_elementwise(op.name), args, dtype), kind
         if op.shape == GLOBAL:
-            return self._global(op.name, args[0], kind), "u"
+            return _applied(lambda *xs: self._global(op.name, xs[0], kind), args), "u"
         if op.name == "cosine_sim":  # each norm runs over its own argument, unbroadcast
-            (x, kx), (y, ky) = vals
+            (x, kx), (y, ky) = parts
             norm = lambda v, k: self._reduce("norm", [v], k)
-            return self._reduce("dot", args, kind) / (norm(x, kx) * norm(y, ky)), ("s" if kind == "f" else kind)
-        return self._reduce(op.name, args, kind), ("s" if kind == "f" else kind)
+            cos = lambda env: self._reduce("dot", [a(env) for a in args], kind) / (norm(x(env), kx) * norm(y(env), ky))
+            return cos, ("s" if kind == "f" else kind)
+        return _applied(lambda *xs: self._reduce(op.name, list(xs), kind), args), ("s" if kind == "f" else kind)
+
+    def _spreading(self, fn):
+        return lambda env: self.spread(fn(env))
 
     def _reduce(self, name: str, xs: list[torch.Tensor], kind: str) -> torch.Tensor:
         """A per-tensor reduction of a full value (one number per tensor); on a per-tensor or
