@@ -1,0 +1,43 @@
+"""The discovery benchmark's real-task tuning: an optimum past the grid's edge is found."""
+
+import importlib.util
+from pathlib import Path
+
+import torch
+
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "discovery.py"
+
+
+def _module(path):
+    module = importlib.util.module_from_spec(importlib.util.spec_from_file_location(path.stem, path))
+    module.__spec__.loader.exec_module(module)
+    return module
+
+
+discovery = _module(BENCH)
+
+
+def _regression():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(256, 8, generator=gen)
+    y = x @ torch.randn(8, 1, generator=gen)
+    return ("regression", lambda: torch.nn.Linear(8, 1), x[:192], y[:192], x[192:], y[192:],
+            torch.nn.functional.mse_loss, 30)
+
+
+class ScaledSGD(torch.optim.SGD):
+    """SGD whose lr is scaled inside, as a found program's ``lr * 0.007 * ...`` is."""
+
+    def __init__(self, params, lr, scale=1.0):
+        super().__init__(params, lr=lr * scale)
+
+
+def test_tuning_follows_an_optimum_past_the_grids_edge():
+    task, grid = _regression(), discovery.REAL_LRS
+    inside = lambda params, lr: ScaledSGD(params, lr, scale=10.0)
+    outside = lambda params, lr: ScaledSGD(params, lr, scale=0.1)
+    assert grid[0] < discovery.tuned(inside, task)[1] < grid[-1]
+    loss, lr = discovery.tuned(outside, task)
+    assert lr > grid[-1]  # past the edge, where the grid alone would stop
+    at_edge = sum(discovery.train_real(outside, grid[-1], task, s) for s in discovery.REAL_SEEDS) / 2
+    assert loss < at_edge
