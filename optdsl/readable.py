@@ -152,11 +152,12 @@ def _forms(base: Program, tuned: float | None, again: bool = True) -> list[Progr
 
 
 def _constant_states(program: Program) -> Program:
-    """A state that starts at 0 (1) and is set to that number every step is that number: reads of it
-    take the number and the state goes. ``program`` itself when there is none."""
+    """A state that starts at 0 (1) and is set to that number every step, or handed back as it
+    came, is that number: reads of it take the number and the state goes. ``program`` itself when
+    there is none."""
     assigned = {a.target for a in program.body}
     fixed = {s.name: Const(START_VALUES[s.init]) for s, e in zip(program.states, program.new_states)
-             if s.init in START_VALUES and e == Const(START_VALUES[s.init]) and not s.keep
+             if s.init in START_VALUES and e in (Const(START_VALUES[s.init]), Var(s.name)) and not s.keep
              and s.name not in assigned}
     if not fixed:
         return program

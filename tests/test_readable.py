@@ -209,6 +209,20 @@ def train(w, g, m, v, lr):
     assert compare(raw, r.program, {"lr": 0.02}, dict(r.program.hyper_defaults)).equal
 
 
+def test_a_state_handed_back_unchanged_is_its_start_value():
+    """A 2-minute search's winner (#9226, seed 1) added abs(v) to its step with v never set: v is
+    0 at every step, so the readable form has no v."""
+    raw = parse("""
+def train(w, g, m, v, lr):
+    m = interp(g, m, lr)
+    update = (cbrt(tanh(m)) + abs(v)) * (0.4975 * lr)
+    return update, m, v
+""")
+    r = readable(raw, lr=0.25)
+    assert [s.name for s in r.program.states] == ["m"] and "v" not in r.source.split(":", 1)[1]
+    assert compare(raw, r.program, {"lr": 0.25}, dict(r.program.hyper_defaults)).equal
+
+
 def test_a_state_kept_nonnegative_from_its_start_drops_a_max_that_never_acts():
     """A 10-minute search's winner (#3472, seed 0) kept v = max(-0.626, interp(g*g, v, 0.999)):
     v starts at 0 and stays >= 0, so the max never acts and the readable form drops it, exactly."""
