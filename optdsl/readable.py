@@ -229,11 +229,25 @@ def lr_scale(update: sympy.Expr, lr: sympy.Symbol) -> tuple[sympy.Expr, sympy.Ex
         if lr not in factors:
             return None
         factors.remove(lr)
-        parts.append((c, sympy.Mul(*factors)))
+        k, rest = _monic(sympy.Mul(*factors))
+        parts.append((c * k, rest))
     c = abs(max(parts, key=lambda p: (sympy.count_ops(p[1]), abs(p[0])))[0])
     if c == 0:
         return None
     return c, sympy.Add(*[(ci / c) * rest for ci, rest in parts])
+
+
+def _monic(expr: sympy.Expr) -> tuple[sympy.Expr, sympy.Expr]:
+    """``(k, E)`` with ``expr = k * E`` and the largest term of ``E``'s denominator without a
+    number in front (``g / (1250000 sqrt(v) + 0.0125)`` -> ``(1/1250000, g / (sqrt(v) + 1e-8))``),
+    so that the number joins the lr scaling; ``(1, expr)`` when there is none to take out."""
+    numerator, denominator = sympy.fraction(expr)
+    if not isinstance(denominator, sympy.Add):
+        return sympy.Integer(1), expr
+    k = max(sympy.Add.make_args(denominator), key=sympy.count_ops).as_coeff_Mul()[0]
+    if not k.is_number or k <= 0 or k == 1:
+        return sympy.Integer(1), expr
+    return 1 / k, numerator / sympy.expand(denominator / k)
 
 
 def in_new_states(update: sympy.Expr, olds, news) -> tuple[sympy.Expr, dict, list]:

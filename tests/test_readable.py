@@ -209,6 +209,22 @@ def train(w, g, m, v, lr):
     assert compare(raw, r.program, {"lr": 0.02}, dict(r.program.hyper_defaults)).equal
 
 
+def test_a_number_in_front_of_a_denominator_joins_the_lr_scale():
+    """A 2-minute winner (#1268, seed 2) is RMSprop with its step scaled by 1.9832e-3; sympy wrote
+    the scale into the denominator (``g / (0.0125 + 1250000 sqrt(m))``, lr=8056.75)."""
+    raw = parse("""
+def train(w, g, v, lr):
+    m = interp(g, g, 0.9)
+    v = interp(g * g, v, 0.999)
+    t_1 = m / (sqrt(v) + 1e-08)
+    update = (t_1 + t_1 * 0.9832) * (lr * 0.001)
+    return update, v
+""")
+    r = readable(raw, lr=3.25)
+    assert "update = lr * g / (1e-08 + sqrt(m))" in r.source and "lr=0.0064454)" in r.source
+    assert r.equality.startswith("exact")
+
+
 def test_a_state_handed_back_unchanged_is_its_start_value():
     """A 2-minute search's winner (#9226, seed 1) added abs(v) to its step with v never set: v is
     0 at every step, so the readable form has no v."""
