@@ -239,10 +239,10 @@ def widening_sweep(programs: Sequence[Program], task_name: str, lrs: Sequence[fl
             trained = np.isfinite(loss_i)
             losses[i][trained] = loss_i[trained]
             errors[i] = errors[i] or err
-            lo, hi = span[i]
-            mean = losses[i, :, lo:hi + 1].mean(0)
             if err is not None:
                 continue
+            lo, hi = span[i]
+            mean = losses[i, :, lo:hi + 1].mean(0)
             if np.isinf(mean).all():  # failed everywhere in reach: the rest of the sweep, at once
                 span[i] = [0, last]
                 todo[i] = [j for j in range(len(lrs)) if not lo <= j <= hi]
