@@ -180,9 +180,14 @@ def _reference(task: str, tuned: dict[str, float]) -> float | None:
     """The lr that won ``task`` itself or its proxy version in ``tuned``, if any."""
     for name in (task, proxy_of(task)):
         lr = tuned.get(name) if name else None
-        if lr and math.isfinite(lr) and lr > 0:
+        if _usable(lr):
             return lr
     return None
+
+
+def _usable(lr: float | None) -> bool:
+    """A stored best lr to start a sweep from (not missing, failed or non-positive)."""
+    return bool(lr) and math.isfinite(lr) and lr > 0
 
 
 def sweep_window(task: str, tuned: dict[str, float], lrs: Sequence[float] = CANDIDATE_LRS,
@@ -200,7 +205,7 @@ def sweep_window(task: str, tuned: dict[str, float], lrs: Sequence[float] = CAND
         >>> sweep_window("mlp", {"mlp": CANDIDATE_LRS[5]}, shift=-4)
         (0, 3)
     """
-    at = [_grid_index(lrs, lr) for lr in tuned.values() if lr and math.isfinite(lr) and lr > 0]
+    at = [_grid_index(lrs, lr) for lr in tuned.values() if _usable(lr)]
     if not at:
         return 0, len(lrs) - 1
     ref = _reference(task, tuned)
@@ -363,14 +368,11 @@ def evaluate_programs(programs: Sequence[Program], tasks: Sequence[str], baselin
             break
         batch = [programs[i] for i in active]
         try:
-            if tuned is None:
-                losses, errors = train_copies(batch, name, lrs, seeds, device)
-            else:
-                whole = (0, len(lrs) - 1)
-                windows = [whole if from_parent and not shifts[i] else
-                           sweep_window(name, tuned[i], lrs, shift=int(np.ceil(np.median(shifts[i] or [0]))))
-                           for i in active]
-                losses, errors = widening_sweep(batch, name, lrs, windows, seeds, device)
+            whole = (0, len(lrs) - 1)  # trained in one pass: its edges are the grid's
+            windows = [whole if tuned is None or (from_parent and not shifts[i]) else
+                       sweep_window(name, tuned[i], lrs, shift=int(np.ceil(np.median(shifts[i] or [0]))))
+                       for i in active]
+            losses, errors = widening_sweep(batch, name, lrs, windows, seeds, device)
         except Exception as e:  # noqa: BLE001 - e.g. a shape the task's model cannot take
             losses, errors = np.full((len(active), len(seeds), len(lrs)), math.inf), [f"{e}"] * len(active)
         still = []
