@@ -10,13 +10,15 @@ Three properties every sensible update rule has, checked on a fixed synthetic tr
     reward that by chance.
   - **The gradient matters.** Running the same trajectory with other gradients changes the
     updates. A rule that only decays the weights, or returns a constant, does not train.
-  - **lr is a learning rate.** From the same weights and gradients, the steps grow with ``lr``
-    over the search's sweep: ``|u(lr_1)| <= |u(lr_2)| <= ...`` and ``|u(lr_max)| > |u(lr_min)|``.
-    The search tunes every candidate over that sweep, so a rule stepping by ``x / lr`` or
-    ``sin(lr)`` scores as well as any, but it is not an optimizer a user can tune: in the
-    10-minute discovery runs such rules held a third of one seed's meta-validated places and, run
-    through their generated torch optimizers at the usual learning rates (1e-5 .. 0.1), ended
-    at 108-3,300x tuned AdamW's loss (docs/search.md).
+  - **lr is a learning rate.** From the same weights and gradients, the step is proportional to
+    ``lr`` over the search's sweep: ``u(lr_k) / lr_k`` is the same for every ``k``. The search
+    tunes every candidate over that sweep, so a rule stepping by ``x / lr`` or ``sin(lr)`` scores
+    as well as any, but it is not an optimizer a user can tune: in the 10-minute discovery runs
+    such rules held a third of one seed's meta-validated places and, run through their generated
+    torch optimizers at the usual learning rates (1e-5 .. 0.1), ended at 108-3,300x tuned AdamW's
+    loss (docs/search.md). Nor may lr set anything but the step's size (``m = interp(g, m, lr)``,
+    ``clip(g, lr)``): a scheduler or a user's tuning would then change the algorithm. Every zoo
+    program the search evaluates is proportional to within 3e-16.
 
 A fourth, **the step lasts**, runs before meta-validation only (:func:`horizon_fault`; it takes
 a few hundred times a guard's steps): with stationary gradients the gradient's part of the step
@@ -92,27 +94,31 @@ def _relative(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b)[ok].abs().max() / scale)
 
 
-def _lr_fault(steps: torch.Tensor) -> str | None:
-    """Why the step lengths ``steps`` (one per lr of the sweep, ascending) do not grow with lr."""
-    slack = TOLERANCE * float(steps.max())
-    for i in range(len(steps) - 1):
-        if steps[i + 1] < steps[i] - slack:
-            return f"the step shrinks as lr grows ({float(steps[i]):.3g} -> {float(steps[i + 1]):.3g})"
-    if steps[-1] <= steps[0] + slack:
-        return "the step does not grow with lr"
+def _lr_fault(updates: torch.Tensor, lrs: Sequence[float]) -> str | None:
+    """Why ``updates`` (one row per lr of ``lrs``, the weights held) are not proportional to lr.
+    Rows with a non-finite update are left out: the tasks fail those learning rates, and a rule
+    must not pass by breaking at some of them (``arcsin(lr)`` is nan above 1)."""
+    per_lr = updates / torch.tensor(lrs, dtype=updates.dtype).reshape(-1, *[1] * (updates.dim() - 1))
+    per_lr = per_lr[torch.isfinite(per_lr).flatten(1).all(dim=1)]
+    if len(per_lr) < 2:
+        return None
+    spread = max(_relative(row, per_lr[0]) for row in per_lr[1:])
+    if spread > TOLERANCE:
+        return f"the step is not proportional to lr (step / lr varies by {spread:.3g} over the sweep)"
     return None
 
 
 def guard(program: Program, lrs: Sequence[float] | None = None) -> str | None:
     """``None`` if ``program`` passes the guards, else why it is refused (one line). ``lrs``: the
-    learning-rate sweep the steps must grow over (default: the search's, ``CANDIDATE_LRS``)."""
+    learning-rate sweep the steps must be proportional over (default: the search's, ``CANDIDATE_LRS``)."""
     if lrs is None:
         from .evaluate import CANDIDATE_LRS  # the evaluator imports this module
 
         lrs = CANDIDATE_LRS
     with torch.no_grad():
-        u = _trajectory(program, sorted(lrs))
-    if not torch.isfinite(u).all():
+        lrs = sorted(lrs)
+        u = _trajectory(program, lrs)
+    if not torch.isfinite(u[:3]).all():
         return None  # non-finite updates: the tasks fail the candidate where it matters
     asymmetry = _relative(u[0], -u[1])
     if asymmetry > TOLERANCE:
@@ -120,7 +126,7 @@ def guard(program: Program, lrs: Sequence[float] | None = None) -> str | None:
                 f"(max asymmetry {asymmetry:.3g})")
     if _relative(u[0], u[2]) <= TOLERANCE:
         return "ignores the gradient: other gradients give the same updates"
-    fault = _lr_fault(u[3:].flatten(1).norm(dim=1))
+    fault = _lr_fault(u[3:], lrs)
     return None if fault is None else f"lr is not a learning rate: {fault}"
 
 

@@ -177,16 +177,26 @@ def test_meta_validation_starts_each_held_out_sweep_at_the_proxy_winners():
     ("lr * abs(g)", "drift"),
     ("lr * w * 0.01", "ignores the gradient"),
     ("lr * 0 * g", "ignores the gradient"),
-    ("lr * sign(g) + 0.01 * w", None),
-    ("g / lr", "lr is not a learning rate: the step shrinks"),   # tuned like any, useless to a user
-    ("sin(lr) * g", "lr is not a learning rate: the step shrinks"),
-    ("0.001 * g", "lr is not a learning rate: the step does not grow"),
-    ("tanh(lr) * g", None),                        # saturates, never shrinks
-    ("clip(g, lr) * lr", None),
+    ("lr * sign(g) + 0.01 * lr * w", None),
+    ("lr * sign(g) + 0.01 * w", "lr is not a learning rate"),  # weight decay not scaled by lr
+    ("g / lr", "lr is not a learning rate"),      # tuned like any, useless to a user
+    ("sin(lr) * g", "lr is not a learning rate"),
+    ("0.001 * g", "lr is not a learning rate"),
+    ("tanh(lr) * g", "lr is not a learning rate"),  # grows with lr but saturates
+    ("clip(g, lr) * lr", "lr is not a learning rate"),  # lr also the clip: tuning it changes the rule
+    ("arcsin(lr) * g", "lr is not a learning rate"),  # nan for lr > 1 does not hide the rest
+    ("lr * g / (1 + abs(g))", None),
 ])
 def test_guards_refuse_drift_and_gradient_free_rules(body, reason):
     found = guard(parse(TRAIN.format(body)))
     assert (found is None) if reason is None else found.startswith(reason)
+
+
+def test_a_rule_where_lr_sets_the_momentum_is_refused():
+    # the lineage of one README-job seed: lr is both the step size and the momentum's weight
+    entangled = parse("def train(w, g, m, lr):\n    m = interp(g, m, lr)\n    return lr * m, m\n")
+    assert guard(entangled).startswith("lr is not a learning rate: the step is not proportional")
+    assert guard(parse("def train(w, g, m, lr):\n    m = interp(g, m, 0.9)\n    return lr * m, m\n")) is None
 
 
 def test_drifting_and_gradient_free_rules_never_win():
@@ -202,8 +212,9 @@ SHRINKING = ("def train(w, g, m, lr):\n    m = interp(-0.1053 * square(g), m, 1.
              "    return arctan(g / (sqrt(m) + 2.176e-08)) * lr, m\n")
 
 
-@pytest.mark.parametrize("name", ["adamw", "adam", "lion", "sgd", "nesterov", "adax", "lars", "lamb"])
-def test_zoo_steps_last(name):
+@pytest.mark.parametrize("name", ["adamw", "adam", "lion", "sgd", "momentum", "nesterov", "adax", "lars", "lamb"])
+def test_zoo_passes_the_guards_and_its_steps_last(name):
+    assert guard(load(name)) is None  # lr proportional to 3e-16 (weight decay scaled by lr too)
     assert horizon_fault(load(name)) is None
 
 
