@@ -227,6 +227,20 @@ def test_a_step_that_vanishes_or_explodes_past_the_tasks_length_is_caught():
     assert "grows to" in horizon_fault(growing)
 
 
+def test_a_step_that_decays_faster_and_faster_is_caught_before_it_vanishes():
+    # seed 2's winner of a 10-minute search of 2026-12-01 (after the lr guard): its state grows 1.4%
+    # per step, the step falls 3.5x from steps 125-250 to 250-500, then 9.5x; still 3.7e-3 of its
+    # early size at step 1,000, inside the ratio bound
+    schedule = ("def train(w, g, m, lr):\n    m = interp(square(g), m, {})\n"
+                "    return lr * arctan(g / interp(sqrt(m), 1e-08, -0.9036)), m\n")
+    assert "a schedule fitted to the tasks' length" in horizon_fault(parse(schedule.format(1.014)))
+    assert horizon_fault(parse(schedule.format(0.999))) is None
+    for beta in (0.995, 0.999, 0.9999):  # an EMA of g^2 settling (or not yet) decelerates: it lasts
+        slow = parse("def train(w, g, m, v, lr):\n    m = interp(g, m, 0.9)\n"
+                     f"    v = interp(g * g, v, {beta})\n    return lr * m / (sqrt(v) + 1e-8), m, v\n")
+        assert horizon_fault(slow) is None
+
+
 def test_meta_validation_scores_a_step_that_does_not_last_minus_one():
     # trained normally on the proxies; refused, with the reason, when meta-validated
     plain, held_out = (run_job({"kind": "evaluate", "id": 0, "sources": [SHRINKING], "tasks": ["quadratic"],
