@@ -24,7 +24,8 @@ which, with the learning rate the search tuned for it (18.9), a person writes as
 2. each output as one sympy expression of the step's inputs, read back in its shortest form
    (:func:`optdsl.simplify.simplify`'s candidates): ``m / sqrt(m*m) -> sign(m)``, positive factors
    leave ``sign`` (``sign(m / sqrt(rms(g*g))) -> sign(m)``, using the op table's range facts),
-   ``(1 - a) x + a y`` reads as ``interp(x, y, a)``, nested constant-weight interps merge;
+   ``(1 - a) x + a y`` reads as ``interp(x, y, a)``, nested constant-weight interps merge, and
+   an ``interp`` towards a number with a weight outside [0, 1], no average, reads as its line;
 3. the learning-rate scaling is folded: an update ``c * lr * E`` (``c`` a number) becomes
    ``lr * E`` with ``lr``'s default ``c`` times the tuned ``lr`` (the search's swept value, or the
    program's own default); other reads of ``lr`` (``clip(g, lr)``) take the tuned value as a number;
@@ -187,6 +188,9 @@ def _plain(base: Program, tuned: float | None) -> Program:
     scaling folded into the tuned default (``(t + cbrt(t)) * (lr * 0.0045)``, lr=1.3 ->
     ``(t + cbrt(t)) * lr``, lr=0.00586)."""
     program = inline_single_use(simplify(base), reassigned=True)
+    program = program.with_body([replace(a, expr=map_calls(a.expr, _as_line)) for a in program.body],
+                                update=map_calls(program.update, _as_line),
+                                new_states=[map_calls(e, _as_line) for e in program.new_states])
     scale = _lr_factor(program) if tuned is not None else None
     if scale is None:
         return _with_lr(program, tuned)
@@ -198,6 +202,25 @@ def _plain(base: Program, tuned: float | None) -> Program:
                                 update=update,
                                 new_states=[map_calls(e, unscaled) for e in program.new_states])
     return _with_lr(program, float(number(tuned) * number(scale)))  # 1.08 * 0.007021 = 0.00758268, exactly
+
+
+def _as_line(call: Call) -> Expr:
+    """``interp(x, c, a)`` with a number ``c`` and a weight ``a`` outside [0, 1] as the line it
+    is, ``(1 - a) x + a c``: no average, so ``interp(sqrt(v), 4.675e-08, -0.4453)`` reads
+    ``1.4453 * sqrt(v) - 2.0817775e-08``."""
+    if call.op != "interp" or not all(isinstance(e, Const) for e in call.args[1:]):
+        return call
+    c, a = (number(e.value) for e in call.args[1:])
+    if 0 <= a <= 1:
+        return call
+    x, k = call.args[0], 1 - a
+    if isinstance(x, Call) and x.op == "mul" and any(isinstance(e, Const) for e in x.args):
+        factor, x = x.args if isinstance(x.args[0], Const) else x.args[::-1]  # 1.4 * (y * 0.2) -> 0.28 * y
+        k *= number(factor.value)
+    if number(float(k)) != k or number(float(a * c)) != a * c:
+        return call  # the numbers would be rounded: the form would no longer be exactly equal
+    line, offset = Call("mul", (Const(float(k)), x)), float(a * c)
+    return Call("sub", (line, Const(-offset))) if offset < 0 else Call("add", (line, Const(offset)))
 
 
 def _lr_times(call: Call) -> float | None:

@@ -8,8 +8,9 @@ from strategies import programs
 
 from optdsl import load, parse
 from optdsl.equiv import compare, equivalent
+from optdsl.ir import Call, Const, Var
 from optdsl.passes import eliminate_dead_code, fold
-from optdsl.readable import _lr_factor, lr_scale, readable
+from optdsl.readable import _as_line, _lr_factor, lr_scale, readable
 from optdsl.simplify import op_count
 from optdsl.symbolic import symbol
 
@@ -183,6 +184,19 @@ def test_pinned_search_winners_take_the_short_form(body, lr, short):
     r = readable(parse(f"def train(w, g, m, v, lr):\n{body}    return update, m, v\n"), lr=lr)
     assert r.source == short + "    return update, m, v\n"
     assert r.equality == "exact"
+
+
+def test_an_interp_of_a_number_with_a_weight_outside_0_1_reads_as_a_line():
+    # the README job's seed-2 winner of 2026-12-01: no average, so it reads as the line it is, with
+    # a number in front of it merged; the numbers are exact, so the equality stays exact
+    raw = parse("def train(w, g, v, lr):\n    v = interp(g * g, v, 0.999)\n"
+                "    t = g / interp(sqrt(v) * 2, 4.675e-08, -0.4453)\n    return (t + arcsinh(t)) * (lr * 0.001), v\n")
+    r = readable(raw, lr=1.0)
+    assert "t1 = g / (2.8906 * sqrt(m) - 2.0817775e-08)" in r.source and r.equality == "exact"
+    average = Call("interp", (Var("g"), Const(1e-08), Const(0.5)))
+    assert _as_line(average) is average
+    rounded = Call("interp", (Var("g"), Const(0.1234567891), Const(-1.234567891)))  # a product of 20 digits
+    assert _as_line(rounded) is rounded
 
 
 def test_the_lr_scale_is_folded_only_where_every_read_is_lr_times_one_constant():
