@@ -26,6 +26,8 @@ may shrink the way AdaGrad's does (``1/sqrt(t)``) but not vanish or blow up with
 thousand steps. The tasks last 60-300 steps, so a state that grows by a factor each step
 (``m = interp(x, m, 1.038)``: ``m`` times 1.038 per step, an exponential learning-rate decay fitted
 to the tasks' length) can win them and then stop training (its step falls to ~1e-7 of its early size by step 1,000).
+A slower one (1.014 per step) ends inside any fixed bound at step 1,000, so the check also refuses
+a step whose change speeds up: an exponential, where a power law changes at a steady pace.
 
 All run the candidate in float64 on a few steps of two small parameters with
 :class:`search.vectorized.VectorizedStep`, all variants as rows of one batch. IEEE arithmetic is
