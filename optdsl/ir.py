@@ -19,7 +19,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 
 INPUTS = ("w", "g", "lr", "step")
@@ -103,6 +103,11 @@ class Program:
     def with_body(self, body, update=None, new_states=None, **kw) -> Program:
         return replace(self, body=tuple(body), update=self.update if update is None else update,
                        new_states=self.new_states if new_states is None else tuple(new_states), **kw)
+
+    def with_exprs(self, fn: Callable[[Expr], Expr]) -> Program:
+        """``fn`` applied to every statement's expression, the update and each new state's value."""
+        return self.with_body([replace(a, expr=fn(a.expr)) for a in self.body], update=fn(self.update),
+                              new_states=[fn(e) for e in self.new_states])
 
     def uses(self, name: str) -> bool:
         """Does any statement or output read the input ``name``?"""

@@ -188,19 +188,15 @@ def _plain(base: Program, tuned: float | None) -> Program:
     scaling folded into the tuned default (``(t + cbrt(t)) * (lr * 0.0045)``, lr=1.3 ->
     ``(t + cbrt(t)) * lr``, lr=0.00586)."""
     program = inline_single_use(simplify(base), reassigned=True)
-    program = program.with_body([replace(a, expr=map_calls(a.expr, _as_line)) for a in program.body],
-                                update=map_calls(program.update, _as_line),
-                                new_states=[map_calls(e, _as_line) for e in program.new_states])
+    program = program.with_exprs(lambda e: map_calls(e, _as_line))
     scale = _lr_factor(program) if tuned is not None else None
     if scale is None:
         return _with_lr(program, tuned)
-    unscaled = lambda c: Var("lr") if _lr_times(c) is not None else c
-    update = map_calls(program.update, unscaled)
+    program = program.with_exprs(lambda e: map_calls(e, lambda c: Var("lr") if _lr_times(c) is not None else c))
+    update = program.update
     if isinstance(update, Call) and update.op == "mul" and update.args[1] == Var("lr"):
-        update = Call("mul", update.args[::-1])  # lr first, as the paper writes it
-    program = program.with_body([replace(a, expr=map_calls(a.expr, unscaled)) for a in program.body],
-                                update=update,
-                                new_states=[map_calls(e, unscaled) for e in program.new_states])
+        # lr first, as the paper writes it
+        program = program.with_body(program.body, update=Call("mul", update.args[::-1]))
     return _with_lr(program, float(number(tuned) * number(scale)))  # 1.08 * 0.007021 = 0.00758268, exactly
 
 
@@ -398,10 +394,7 @@ def _named(program: Program) -> Program:
     # sympy names |lr| when clip(g, lr) reads it twice: put it back and read clip's form as clip.
     atoms_abs = {a.target: a.expr for a in program.body if isinstance(a.expr, Call) and a.expr.op == "abs"
                  and not isinstance(a.expr.args[0], Call) and a.target not in program.state_names}
-    program = program.with_body(
-        [replace(a, expr=map_calls(substitute(a.expr, atoms_abs), _clip)) for a in program.body],
-        update=map_calls(substitute(program.update, atoms_abs), _clip),
-        new_states=[map_calls(substitute(e, atoms_abs), _clip) for e in program.new_states])
+    program = program.with_exprs(lambda e: map_calls(substitute(e, atoms_abs), _clip))
     program = eliminate_dead_code(fold(program))
     body = list(program.body)
     used = names_in(program)

@@ -23,8 +23,6 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from optdsl.ir import Call, Const, Program, Var, substitute
 from optdsl.parser import parse
 from optdsl.passes import flatten, fold
@@ -57,9 +55,7 @@ def prepare(program: Program) -> Program:
     bound = bound.with_body(bound.body, hypers=())
     if scale != 1.0:
         lr = {"lr": Call("mul", (Var("lr"), Const(scale)))}
-        bound = bound.with_body([replace(a, expr=substitute(a.expr, lr)) for a in bound.body],
-                                update=substitute(bound.update, lr),
-                                new_states=[substitute(e, lr) for e in bound.new_states])
+        bound = bound.with_exprs(lambda e: substitute(e, lr))
     flat = flatten(bound)
     return validate(flat.with_body(flat.body, name="train", doc="", source=None))
 
