@@ -133,7 +133,8 @@ def guard(program: Program, lrs: Sequence[float] | None = None) -> str | None:
 
 HORIZON = 1000  # steps of the long run
 HORIZON_RATIO = 1e-3  # the step at the end over the step early on must lie in [ratio, 1 / ratio]
-ACCELERATION = 1.3, 0.15  # the log-change over [s/4, s/2) -> [s/2, s) may be at most 1.3x that over [s/8, s/4) -> [s/4, s/2), + 0.15
+# the log-change over [s/4, s/2) -> [s/2, s) may be at most 1.3x that over [s/8, s/4) -> [s/4, s/2), + 0.15
+ACCELERATION = 1.3, 0.15
 
 
 def horizon_fault(program: Program, steps: int = HORIZON) -> str | None:
@@ -151,7 +152,7 @@ def horizon_fault(program: Program, steps: int = HORIZON) -> str | None:
       factor ``2^p`` from each window to the next; a step decaying as ``c^t`` changes by the
       square of the previous factor, a schedule fitted to the tasks' length that falls to nothing
       past it (a state growing 1.4% per step halves the step every ~100 steps and overflows float32
-      near step 6,300).
+      near step 6,300). A window where the step is 0 throughout has stopped: it does not last.
 
     Example:
         >>> from optdsl import load, parse
@@ -180,13 +181,18 @@ def horizon_fault(program: Program, steps: int = HORIZON) -> str | None:
     if not HORIZON_RATIO <= ratio <= 1 / HORIZON_RATIO:
         change = "falls" if ratio < 1 else "grows"
         return f"the step does not last: its gradient part {change} to {ratio:.2g} of its early size by step {steps}"
-    d1, d2, d3 = (float(sizes[steps // k: steps // (k // 2)].mean()) for k in (8, 4, 2))
-    first, second = math.log(d1 / d2), math.log(d2 / d3)
+    windows = [(steps // k, steps // (k // 2)) for k in (8, 4, 2)]
+    means = [float(sizes[lo:hi].mean()) for lo, hi in windows]
+    if 0 in means:  # no log-change to compare: the step stopped for a whole window
+        lo, hi = windows[means.index(0)]
+        return f"the step does not last: its gradient part is 0 over steps {lo}-{hi}"
+    first, second = math.log(means[0] / means[1]), math.log(means[1] / means[2])
     factor, slack = ACCELERATION
     if abs(second) > factor * abs(first) + slack:
+        (a1, b1), (a2, b2), (a3, b3) = windows
         return (f"the step does not last: its gradient part changes {math.exp(abs(first)):.3g}x from steps "
-                f"{steps // 8}-{steps // 4} to {steps // 4}-{steps // 2}, then {math.exp(abs(second)):.3g}x to "
-                f"{steps // 2}-{steps}: a schedule fitted to the tasks' length")
+                f"{a1}-{b1} to {a2}-{b2}, then {math.exp(abs(second)):.3g}x to {a3}-{b3}: "
+                "a schedule fitted to the tasks' length")
     return None
 
 

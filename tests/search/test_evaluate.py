@@ -239,6 +239,8 @@ def test_a_step_that_decays_faster_and_faster_is_caught_before_it_vanishes():
         slow = parse("def train(w, g, m, v, lr):\n    m = interp(g, m, 0.9)\n"
                      f"    v = interp(g * g, v, {beta})\n    return lr * m / (sqrt(v) + 1e-8), m, v\n")
         assert horizon_fault(slow) is None
+    stopped = parse("def train(w, g, step, lr):\n    return lr * g * max(abs(step - 375) - 126, 0)\n")
+    assert horizon_fault(stopped) == "the step does not last: its gradient part is 0 over steps 250-500"
 
 
 def test_meta_validation_scores_a_step_that_does_not_last_minus_one():
