@@ -104,7 +104,10 @@ def _lr_fault(updates: torch.Tensor, lrs: Sequence[float]) -> str | None:
     per_lr = per_lr[torch.isfinite(per_lr).flatten(1).all(dim=1)]
     if len(per_lr) < 2:
         return None
-    spread = max(_relative(row, per_lr[0]) for row in per_lr[1:])
+    # _relative of each row against the first, all rows at once (the guard runs on every child)
+    rest, first = per_lr[1:].flatten(1), per_lr[0].flatten()
+    diff, scale = (rest - first).abs().amax(1), (rest.abs() + first.abs()).amax(1)
+    spread = float(torch.where(scale > 0, diff / scale, 0.0).max())
     if spread > TOLERANCE:
         return f"the step is not proportional to lr (step / lr varies by {spread:.3g} over the sweep)"
     return None
