@@ -159,6 +159,8 @@ def _chunks(columns, size, sliceable):
 
     Example: three rows of 100 elements, size 150: chunks [[a, b], [c]] in each column, indices
     [0, 1] and [2]."""
+    if sum(w.numel() for w in columns[0]) <= size:  # a small model: one chunk, nothing cut
+        return [(columns, list(range(len(columns[0]))))]
     rows = []
     for i, row in enumerate(zip(*columns)):
         w, n = row[0], row[0].numel()
@@ -201,10 +203,10 @@ def _pick(c, a, b):
     number, a broadcast or a device tensor goes through torch.where (no host sync). The caller
     must not write the result in place."""
     if c.device.type == "cpu":
-        out = a if c != 0 else b
-        shapes = [t.shape for t in (a, b) if torch.is_tensor(t)]
-        same = torch.is_tensor(out) and out.shape == torch.broadcast_shapes(*shapes)
-        if same and out.dtype == torch.result_type(a, b):
+        out, other = (a, b) if c != 0 else (b, a)
+        # the other's shape broadcast to out's (torch.broadcast_shapes costs 20 us a call)
+        fits = torch.is_tensor(out) and (not torch.is_tensor(other) or other.shape in (out.shape, ()))
+        if fits and out.dtype == torch.result_type(a, b):
             return out
     return torch.where(c != 0, a, b)
 
@@ -298,8 +300,19 @@ class _Program:
         return {n: t.to(dtype) if t.dtype != dtype else t.clone() for n, t in out.items()}
 
     def floats(self, k, values):
-        """:meth:`scalars` as Python floats (for the multi-tensor backend; computed on the CPU)."""
-        return {n: t.item() for n, t in self.scalars(k, values, torch.float64, "cpu").items()}
+        """:meth:`scalars` as Python floats (for the multi-tensor backend; computed on the CPU in
+        float64, as :meth:`scalars` computes them). Made for a small model's step, where a torch call
+        costs more than the arithmetic: the inputs come in as one tensor, the results go out with
+        one ``tolist``, and nothing is cloned."""
+        names = list(values)
+        given = [v.item() if torch.is_tensor(v) else float(v) for v in values.values()]
+        base = dict(zip(names, torch.tensor(given, dtype=torch.float64).unbind()))
+        out = {**base, **self.uniforms[k](**base)}
+        numbers = [
+            t.to(torch.float64) if torch.is_tensor(t) else torch.tensor(t, dtype=torch.float64)
+            for t in out.values()
+        ]
+        return dict(zip(out, torch.stack(numbers).tolist()))
 
     def run(self, envs, paths, segments):
         """Run each tensor's path (``envs[i]`` holds its named inputs and scalars) segment by segment;

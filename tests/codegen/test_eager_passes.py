@@ -16,7 +16,7 @@ from trajectories import run_interpreter
 
 import codegen
 import optdsl
-from codegen.runtime.torch_optimizer import _chunks
+from codegen.runtime.torch_optimizer import _chunks, _pick
 from codegen.torch_target import _Module
 from optdsl import DslError, Interpreter, parse
 
@@ -49,6 +49,45 @@ def test_chunks_cover_every_element_once_through_views(sliceable, seed):
                 assert p.shape == (2 if p.numel() > 7 else 1, 7)
     for p, s in zip(params, states):
         assert torch.equal(p, torch.ones_like(p)) and torch.equal(s, -torch.ones_like(s))
+
+
+def test_a_model_within_one_chunk_is_one_chunk_of_its_own_tensors():
+    params = [torch.zeros(5), torch.zeros(2, 3), torch.zeros(0)]
+    states = [torch.zeros_like(p) for p in params]
+    [(columns, index)] = _chunks([params, states], 11, True)
+    assert index == [0, 1, 2] and all(a is b for a, b in zip(columns[0] + columns[1], params + states))
+
+
+_PICKS = [torch.tensor([1.0, -2.0]), torch.tensor(3.0), torch.tensor([[1.0, 2.0]]),
+          torch.tensor([5, 6]), torch.tensor([1.0, 2.0], dtype=torch.float64), 0, 2.5]
+
+
+@pytest.mark.parametrize("a", range(len(_PICKS)))
+@pytest.mark.parametrize("b", range(len(_PICKS)))
+@pytest.mark.parametrize("c", [0.0, 1.0, float("nan")])
+def test_pick_is_torch_where_on_a_tensors_condition(a, b, c):
+    """_pick(c, a, b) has torch.where's value, shape and dtype, whatever broadcasts (a number, a 0-d
+    tensor, a row against a matrix, integer and float64 tensors); where it hands back an argument,
+    that is the one selected."""
+    x, y, cond = _PICKS[a], _PICKS[b], torch.tensor(c)
+    expected = torch.where(cond != 0, x, y)
+    got = _pick(cond, x, y)
+    assert got.shape == expected.shape and got.dtype == expected.dtype
+    assert torch.equal(got, expected)
+    if got is x or got is y:
+        assert got is (x if c != 0 else y)
+
+
+def test_floats_are_the_float64_scalars():
+    """The multi-tensor step's Python-number scalars equal :meth:`scalars` in float64, to the bit,
+    for numbers and for 0-d tensors handed in (a scheduler's lr may be one)."""
+    for name in ("adamw", "tiger", "adafactor", "amos"):
+        prog = sys.modules[codegen.build(optdsl.load(name), "torch").__module__]._PROGRAM
+        for step in (1, 7, 10_000):
+            values = {**prog.hyper_defaults, "lr": torch.tensor(0.003), "step": step}
+            for k in range(len(prog.paths)):
+                expected = {n: t.item() for n, t in prog.scalars(k, values, torch.float64, "cpu").items()}
+                assert prog.floats(k, values) == expected
 
 
 def _with_chunk(cls, size):
