@@ -450,6 +450,14 @@ class _Module:
                        "if value is None:", "    return like",
                        "return jnp.broadcast_to(value, like.shape).astype(like.dtype)"]),
         ]
+        exprs = [a.expr for a in p.body] + list(p.outputs())
+        if any(isinstance(n, Call) and n.op == "dim" for e in exprs for n in walk(e)):
+            helpers.append(  # the interpreter's message (codegen.runtime.torch_math._dim's), not an IndexError
+                "def _dim(x, i):\n"
+                + _indent(['"""dim(x, i), the length of axis i of x; a ValueError where x has no axis i."""',
+                           "if -x.ndim <= i < x.ndim:", "    return x.shape[i]",
+                           'raise ValueError(f"dim(w, {i}) asks for an axis a parameter of shape {tuple(x.shape)} "',
+                           '                 "does not have; guard it with `if ndim(w) > ...:`")']))
         functions = [f for v, spec in enumerate(self.variants) for f in self.variant_functions(v, spec)]
         if self.pick:
             functions.append(self.pick_function())

@@ -255,10 +255,11 @@ def _expand(text: str, kind: str, to: str) -> str:
 
 
 def _python(text: str) -> Code:
-    """Plain Python (a shape test) with only the parentheses its precedence needs (Python's own
-    parser decides, then prints it back)."""
-    return Code(ast.unparse(ast.parse(text, mode="eval")), ATOM) if text.startswith("(") else Code(
-        text, precedence_of(text))
+    """Plain Python (shape arithmetic) with only the parentheses its precedence needs (Python's own
+    parser decides, then prints it back), binding as tightly as what is left: ``(w.ndim - 1)`` is
+    ``w.ndim - 1``, which a product must parenthesise again."""
+    plain = ast.unparse(ast.parse(text, mode="eval"))
+    return Code(plain, precedence_of(plain))
 
 
 STATE_SHAPE = {"full": "w.shape", "row": "w.shape[:-1]", "col": "w.shape[:-2] + w.shape[-1:]", "scalar": "()"}
@@ -334,7 +335,8 @@ class GroupPrinter:
     def group_kind(self, expr: Expr) -> str:
         """expr_kind, except that a value reading a shape fact differs per tensor (a scalar)."""
         kind = expr_kind(expr, self.kinds, self.fail)
-        if kind not in LIST_KINDS and any(isinstance(n, Call) and OPS[n.op].shape == STATIC for n in walk(expr)):
+        if kind == "static" or (kind not in LIST_KINDS and any(
+                isinstance(n, Call) and OPS[n.op].shape == STATIC for n in walk(expr))):
             return "scalar"
         return kind
 
@@ -344,6 +346,9 @@ class GroupPrinter:
             return TorchPrinter(self.kinds, self.fail, ref="torch.empty(())", scalars=GROUP_SCALARS).doprint(expr)
         if isinstance(expr, Var):
             return expr.name
+        if expr_kind(expr, self.kinds, self.fail) == "static":  # shape arithmetic: each tensor's number
+            w = self.loop_var("w")  # as a 0-d tensor, as a per-tensor reduction's value is
+            return self.comprehension(expr, kind, wrap=f"torch.as_tensor({{}}, dtype={w}.dtype, device={w}.device)")
         foreach = self.foreach(expr, kind)
         return foreach[0] if foreach is not None else self.comprehension(expr, kind, pick=True)
 
@@ -528,7 +533,7 @@ class _Module:
             if b in ("eager", "compiled", "cpp"):
                 raise DslError(f"backend {b!r} is built in")
         self.checkpoints = torch_checkpoints(program)
-        self.tree, _, self.paths = paths(program)
+        self.tree, self.tests, self.paths = paths(program)
         self.not_separable = row_separable(self.paths)
         first = self.paths[0].program
         self.globals = [first.body[i] for i in global_statements(first)]
@@ -906,10 +911,10 @@ class _Module:
         ])
 
     def called_functions(self) -> set[str]:
-        """The names the torch spellings of this program's ops call (``_sign``: see
-        :mod:`codegen.runtime.torch_math`)."""
+        """The names the torch spellings of this program's ops call, in its paths and in the shape
+        tests that pick one (``_sign``, ``_dim``: see :mod:`codegen.runtime.torch_math`)."""
         exprs = [e for path in self.paths for e in [a.expr for a in path.program.body] + list(path.program.outputs())]
-        ops = {node.op for e in exprs for node in walk(e) if isinstance(node, Call)}
+        ops = {node.op for e in [*exprs, *self.tests] for node in walk(e) if isinstance(node, Call)}
         return {name for op in ops for name in re.findall(r"\b(_[a-z]\w*)\(", OPS[op].torch or "")}
 
     def source(self) -> str:

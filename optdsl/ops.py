@@ -410,7 +410,7 @@ op("ndim", 1, STATIC, lambda x: np.ndim(x), None, r"\operatorname{{ndim}}({0})",
 op("size", 1, STATIC, lambda x: np.size(x), None, r"\operatorname{{size}}({0})", "{0}.numel()",
    "{0}.size", None, "number of elements of the parameter (static)", search=False)
 op("dim", 2, STATIC, lambda x, i: np.shape(x)[int(i)], None, r"\operatorname{{dim}}({0}, {1})",
-   "{0}.shape[{1}]", "{0}.shape[{1}]", None, "length of axis i of the parameter (static)", search=False)
+   "_dim({0}, {1})", "_dim({0}, {1})", None, "length of axis i of the parameter (static)", search=False)
 
 OPS: dict[str, Op] = {o.name: o for o in _OPS}
 INFIX: dict[str, str] = {o.infix: o.name for o in _OPS if o.infix and o.arity == 2}

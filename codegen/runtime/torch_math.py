@@ -9,7 +9,8 @@ model copies with these ops (``arcsinh`` is in 90% of the programs some searches
 with the functions below, which use only fast kernels and no ``where``.
 
 The block between the markers is copied into generated modules function by function (only those a
-program uses; :func:`codegen.runtime.functions`).
+program uses; :func:`codegen.runtime.functions`); ``_dim`` is here for the same reason: the
+spellings of the ops call it.
 
 Example:
     >>> import torch
@@ -27,6 +28,17 @@ def _sign(x):
     """sign(x) in {-1, 0, 1}, nan kept (``torch.sign(nan)`` is 0): ``min(sign(x), |x| + 1)``, as
     ``torch.minimum`` propagates nan."""
     return torch.minimum(torch.sign(x), torch.abs(x) + 1)
+
+
+def _dim(x, i):
+    """dim(x, i), the length of axis i of x; where x has no axis i, the interpreter's message (a
+    ValueError at the step) instead of an IndexError from inside it."""
+    if -x.ndim <= i < x.ndim:
+        return x.shape[i]
+    raise ValueError(
+        f"dim(w, {i}) asks for an axis a parameter of shape {tuple(x.shape)} does not have; "
+        "guard it with `if ndim(w) > ...:`"
+    )
 
 
 def _arcsinh(x):

@@ -143,7 +143,7 @@ def test_static_branches_become_variants():
     # ndim >= 2 splits; size == 1 splits each side; dim(w, -1) > 3 only matters for matrices.
     assert len(found) == 6
     text = emit(program)
-    assert "if w.ndim >= 2:" in text and "if w.size == 1:" in text and "w.shape[-1] > 3" in text
+    assert "if w.ndim >= 2:" in text and "if w.size == 1:" in text and "_dim(w, -1) > 3" in text
 
 
 # --- against optax's own optimizers, on a small real model -------------------------------------

@@ -65,7 +65,25 @@ def cases():
     n = len(IEEE)
     out["ieee_constants"] = (parse(f"def f(w, g, lr):\n    return lr * {pick}\n"),
                              {"w": np.zeros(n, np.float32)}, [{"w": np.arange(n, dtype=np.float32)}])
+    shaped = {"a": (5,), "b": (3, 4), "c": (2, 3, 2), "d": (1,)}
+    out["shape_arithmetic"] = (parse(SHAPE_ARITHMETIC), {k: rng.normal(size=s).astype(np.float32)
+                                                          for k, s in shaped.items()},
+                               [{k: rng.normal(size=s).astype(np.float32) for k, s in shaped.items()}
+                                for _ in range(2)])
     return out
+
+
+# Shape facts in arithmetic, whose parentheses the torch target once dropped (`g * (ndim(w) - 1)`
+# printed as `g * w.ndim - 1`) and whose per-tensor values its eager step once kept as Python ints
+# and bools that torch's multi-tensor ops refuse.
+SHAPE_ARITHMETIC = """def f(w, g, m, lr):
+    a = ndim(w) + 1
+    b = g * (ndim(w) - 1) + g / (size(w) + 1) + g / (1 + dim(w, -1))
+    c = g * (dim(w, -1) - dim(w, 0)) + (ndim(w) + size(w)) * 0.01
+    d = g * (ndim(w) >= 2) + g * (2 - (size(w) > 4)) + (ndim(w) + size(w) + dim(w, -1) + dim(w, 0)) * 0.001
+    m = interp(g * a, m, 0.5)
+    return lr * (b + c + d + m), m
+"""
 
 
 def check(results: dict, case: str) -> None:
@@ -82,11 +100,25 @@ def test_the_ieee_case_really_holds_inf_and_nan():
     np.testing.assert_array_equal(update, np.float32([v for _, v in IEEE]))
 
 
-@pytest.mark.parametrize("case", ["paper_program3", "paper_program4", "printer_names", "ieee_constants"])
+@pytest.mark.parametrize("case", ["paper_program3", "paper_program4", "printer_names", "ieee_constants",
+                                  "shape_arithmetic"])
 @pytest.mark.parametrize("target", ["torch", "jax"])
 def test_targets_compute_what_the_interpreter_computes(target, case):
     program, params, grads = cases()[case]
     check({"torch": run_torch, "jax": run_jax}[target](program, params, grads, 0.1), case)
+
+
+def test_shape_arithmetic_on_the_compiled_backend():
+    program, params, grads = cases()["shape_arithmetic"]
+    check(run_torch(program, params, grads, 0.1, backend="compiled"), "shape_arithmetic")
+
+
+@pytest.mark.parametrize("target", ["torch", "jax"])
+def test_an_axis_a_parameter_lacks_is_named_at_the_step(target):
+    program = parse("def f(w, g, lr):\n    return lr * dim(w, 5) * g\n")
+    params, grads = {"a": np.ones(3, np.float32)}, [{"a": np.ones(3, np.float32)}]
+    with pytest.raises(ValueError, match=r"dim\(w, 5\) asks for an axis a parameter of shape \(3,\) does not have"):
+        {"torch": run_torch, "jax": run_jax}[target](program, params, grads, 0.1)
 
 
 @pytest.mark.slow
