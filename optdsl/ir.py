@@ -19,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 
@@ -28,9 +29,22 @@ STATE_INITS = ("zeros", "ones", "w")
 START_VALUES = {"zeros": 0.0, "ones": 1.0}  # the inits that are one number (not a copy of w)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Const:
+    """A number. Two constants are equal when they are the same float, the sign of a zero
+    included (``1 / -0.0`` is -inf), and every nan equals every nan (one value to the language)."""
+
     value: float
+
+    def _key(self) -> tuple[float, ...]:
+        v = float(self.value)
+        return () if math.isnan(v) else (v, math.copysign(1.0, v))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Const) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,8 @@ def format_number(v: float) -> str:
         return "nan"
     if math.isinf(v):
         return "inf" if v > 0 else "-inf"
+    if v == 0 and math.copysign(1.0, v) < 0:
+        return "-0.0"  # 1 / -0.0 is -inf: the sign is part of the value
     if float(v).is_integer() and abs(v) < 1e16:
         return str(int(v))
     return repr(float(v))

@@ -127,3 +127,22 @@ def test_empty_parameters_are_left_alone():
         grads = {"e": params["e"], "w": np.full((2, 4), 0.5, np.float32)}
         new, _ = opt.step(params, grads, opt.init(params), 1)
         assert new["e"].shape == (0, 4) and np.all(np.isfinite(new["w"])), name
+
+
+def test_a_negative_zero_keeps_its_sign_in_printing_equality_and_caches():
+    """``1 / -0.0`` is -inf: -0.0 is its own constant. It once printed as ``0`` (``show`` changed
+    the program) and equalled Const(0.0) with the same hash, so the specialisation cache handed a
+    program the other one's result within one process."""
+    from optdsl.ir import Const
+    from optdsl.printer import to_source
+
+    assert Const(-0.0) != Const(0.0) and hash(Const(-0.0)) != hash(Const(0.0))
+    assert Const(float("nan")) == Const(float("nan")) and Const(2) == Const(2.0)
+    source = "def f(w, g, lr=0.1, beta=-0.0):\n    return lr * g * (1 / beta > 0) + lr * (1 / -0.0 < 0)\n"
+    program = parse(source)
+    assert to_source(parse(to_source(program))) == to_source(program) and "beta=-0.0" in to_source(program)
+    for text, expected in (("1 / 0 < 0", 1.0), ("1 / -0.0 < 0", 0.0), ("1 / 0 < 0", 1.0)):
+        p = parse(f"def f(w, g, lr):\n    return lr * g * ({text})\n")
+        params = {"x": np.ones(2)}
+        new, _ = Interpreter(p, np.float64, lr=1.0).step(params, {"x": np.ones(2)}, {}, 1)
+        assert new["x"].tolist() == [expected] * 2, text
