@@ -1,10 +1,11 @@
 """The code generator's subcommands: ``compile`` and ``bench``.
 
-    optdsl compile SRC --target torch|triton|jax [-o OUT.py]   (stdout without -o)
+    optdsl compile SRC --target torch|triton|jax [-o OUT.py [--force]]   (stdout without -o)
     optdsl bench [--quick] [--suite cpu|jax|gpu|all] [--case NAME ...] [--out docs/benchmarks.md]
 
 ``compile`` writes atomically (a temporary file, then a rename): OUT is never half-written; a
-symlink is written through, and a folder or device at OUT is refused (exit 2).
+symlink is written through; a folder or device at OUT, the program's own file and (without
+``--force``) a file optdsl did not write are refused (exit 2).
 ``bench`` prints each suite as a table; with ``--out`` it also replaces that suite's section of the
 file (a plain run leaves the tracked docs/benchmarks.md alone).
 """
@@ -12,6 +13,7 @@ file (a plain run leaves the tracked docs/benchmarks.md alone).
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 import codegen
@@ -22,10 +24,19 @@ SUITES = {"cpu": "codegen.bench", "jax": "codegen.bench_jax", "gpu": "codegen.be
 
 
 def cmd_compile(args) -> int:
-    from .generated import output_path, write_atomic
+    from optdsl.errors import DslError
 
+    from .generated import replaceable_path, write_atomic
+
+    if args.out == "":
+        raise DslError("-o: an empty file name", hint="name the file to write, or leave -o out for stdout")
     if args.out:
-        output_path(args.out)  # a folder, a device, a missing folder: refused before any work
+        source = args.src if os.path.exists(args.src) else args.src.rsplit(":", 1)[0]  # FILE:NAME
+        if os.path.isfile(source) and os.path.isfile(args.out) and os.path.samefile(source, args.out):
+            raise DslError("is the program being compiled; refusing to replace it", args.out,
+                           hint="write the generated module to another file")
+        # a folder, a device, a missing folder, a file of the user's: refused before any work
+        replaceable_path(args.out, force=args.force)
     text = codegen.emit(load(args.src), args.target)
     if args.out:
         write_atomic(args.out, text)
@@ -64,11 +75,12 @@ def register(subparsers) -> None:
     p.add_argument("src", help="zoo name, file, FILE:NAME or -")
     p.add_argument("--target", choices=sorted(TARGETS), default="torch")
     p.add_argument("-o", "--out", help="output file (default: stdout)")
+    p.add_argument("--force", action="store_true", help="replace OUT even when optdsl did not write it")
     p.set_defaults(func=cmd_compile)
     b = subparsers.add_parser("bench", help="time generated optimizers against the anchors")
     b.add_argument("--quick", action="store_true", help="smaller cases, fewer repeats")
     b.add_argument("--suite", choices=[*SUITES, "all"], default="cpu")
-    b.add_argument("--case", action="append", help="cpu suite: run only this case (16x1M, BERT); repeatable")
+    b.add_argument("--case", action="append", help="cpu suite: run only the cases named so (16x1M, BERT); repeatable")
     b.add_argument("--out", default=None,
                    help="markdown file whose section is replaced (e.g. docs/benchmarks.md; default: none)")
     b.set_defaults(func=cmd_bench)

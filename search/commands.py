@@ -18,7 +18,7 @@ import re
 
 from rich.console import Console
 
-from codegen.generated import output_path
+from codegen.generated import output_path, replaceable_path
 from optdsl.errors import DslError
 from optdsl.latex import to_latex
 from optdsl.printer import to_source
@@ -185,7 +185,7 @@ def cmd_search(args) -> int:
         if not os.path.exists(args.resume):
             raise DslError(f"--resume: no such search database: {args.resume}")
         db = args.resume
-        output_path(_best_path(db))  # refused now, not after the search
+        replaceable_path(_best_path(db))  # refused now, not after the search
         store = Store(db, exclusive=True)  # one search per database
         try:
             config = _stored_config(store)
@@ -201,6 +201,9 @@ def cmd_search(args) -> int:
             raise
     else:
         db = args.db
+        if os.path.isdir(db):
+            raise DslError("is a folder; --db names the search's database file", db,
+                           hint="e.g. --db search.sqlite")
         if os.path.exists(db):
             raise DslError(f"{db} already exists", hint=f"continue it with `optdsl search --resume {db}`, "
                            "or pick another --db")
@@ -210,7 +213,8 @@ def cmd_search(args) -> int:
                               seed=args.seed, tasks=tasks, meta_tasks=meta_tasks)
         config.device = _device(args, _task_files(config))
         _check_user_tasks(config, console)
-        output_path(_best_path(db))
+        output_path(db)  # its folder first: a missing one is named as the database's
+        replaceable_path(_best_path(db))
         store = Store(db, exclusive=True)
     executor = make_executor(args.executor, args.workers, JOB_TIMEOUT, args.ray_address, config.device,
                              _task_files(config))

@@ -18,7 +18,7 @@ import os
 from dataclasses import replace
 
 import codegen
-from codegen.generated import write_atomic
+from codegen.generated import replaceable_path, write_atomic
 from optdsl.errors import DslError
 from optdsl.ir import Hyper, Program
 from optdsl.parser import parse
@@ -74,25 +74,30 @@ def exported_program(row: dict) -> Program:
     return replace(form.program, name=f"found_{row['id']}", doc=doc)
 
 
+def _paths(row: dict, outdir: str, targets) -> list[str]:
+    """The files :func:`export_row` writes for ``row``: ``found_<id>.py``, then one per target."""
+    name = f"found_{row['id']}"
+    return [os.path.join(outdir, f"{name}{suffix}.py") for suffix in ["", *(f"_{t}" for t in targets)]]
+
+
 def export_row(row: dict, outdir: str, targets=("torch", "jax")) -> list[str]:
     """Write the DSL file and one generated module per target; returns the paths."""
     program = exported_program(row)
     output_folder(outdir)
-    paths = [write_atomic(os.path.join(outdir, f"{program.name}.py"), to_source(program))]
-    for target in targets:
-        paths.append(write_atomic(os.path.join(outdir, f"{program.name}_{target}.py"),
-                                  codegen.emit(program, target)))
-    return paths
+    texts = [to_source(program), *(codegen.emit(program, target) for target in targets)]
+    return [write_atomic(path, text) for path, text in zip(_paths(row, outdir, targets), texts)]
 
 
 def export_top(store: Store, k: int, outdir: str, targets=("torch", "jax")) -> list[str]:
     """Export the ``k`` best distinct programs of the store, best first (held-out evidence
-    first: :func:`search.selection.ranked`)."""
-    paths = []
+    first: :func:`search.selection.ranked`). A file of the user's among the names is refused before
+    anything is written (:func:`codegen.generated.replaceable_path`)."""
     output_folder(outdir)
-    for row in ranked(store, k):
-        paths += export_row(row, outdir, targets)
-    return paths
+    rows = ranked(store, k)
+    for row in rows:
+        for path in _paths(row, outdir, targets):
+            replaceable_path(path)
+    return [path for row in rows for path in export_row(row, outdir, targets)]
 
 
 def write_best(store: Store, path: str) -> tuple[dict, Program, str] | None:
@@ -101,4 +106,5 @@ def write_best(store: Store, path: str) -> tuple[dict, Program, str] | None:
     if row is None:
         return None
     program = exported_program(row)
+    replaceable_path(path)
     return row, program, write_atomic(path, codegen.emit(program, "torch"))

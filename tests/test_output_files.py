@@ -105,3 +105,58 @@ def test_export_into_an_existing_file_is_refused(tmp_path, capsys):
     assert (tmp_path / "taken").read_text() == "keep\n"
     assert main(["export", db, "--top", "1", "-o", str(tmp_path / "new" / "deeper")]) == 0
     assert len(os.listdir(tmp_path / "new" / "deeper")) == 3
+
+
+def test_compile_o_replaces_its_own_output_but_not_a_users_file(tmp_path, capsys):
+    out = tmp_path / "mine.py"
+    out.write_text("precious\n")
+    assert main(["compile", "lion", "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "exists and was not written by optdsl" in err and "--force" in err and "Traceback" not in err
+    assert out.read_text() == "precious\n"
+    for target in ("jax", "torch"):  # its own output, whatever the target, is replaced without asking
+        assert main(["compile", "lion", "--target", target, "-o", str(tmp_path / "gen.py")]) == 0
+    assert main(["compile", "lion", "-o", str(out), "--force"]) == 0
+    assert "class Lion" in out.read_text()
+
+
+def test_compile_o_never_replaces_the_program_it_compiles(tmp_path, capsys):
+    src = tmp_path / "prog.py"
+    src.write_text("def p(w, g, lr=0.1):\n    return lr * g\n")
+    for ref in (str(src), f"{src}:p"):
+        assert main(["compile", ref, "-o", str(src), "--force"]) == 2
+        assert "is the program being compiled" in capsys.readouterr().err
+    assert src.read_text() == "def p(w, g, lr=0.1):\n    return lr * g\n"
+
+
+def test_search_and_export_leave_a_users_files_alone(tmp_path, capsys):
+    mine = "# my own file\n"
+    (tmp_path / "best_optimizer.py").write_text(mine)
+    assert main(["search", "--db", str(tmp_path / "s.sqlite"), "--evals", "1"]) == 2
+    assert "best_optimizer.py: exists and was not written by optdsl" in capsys.readouterr().err
+    assert (tmp_path / "best_optimizer.py").read_text() == mine and not (tmp_path / "s.sqlite").exists()
+    db = small_search_db(str(tmp_path / "t.sqlite"))
+    out = tmp_path / "winners"
+    assert main(["export", db, "--top", "2", "-o", str(out)]) == 0
+    written = sorted(os.listdir(out))
+    assert main(["export", db, "--top", "2", "-o", str(out)]) == 0  # its own files: replaced
+    user = out / written[-1]
+    user.write_text(mine)
+    for name in written[:-1]:
+        os.remove(out / name)
+    assert main(["export", db, "--top", "2", "-o", str(out)]) == 2
+    assert f"{user.name}: exists and was not written by optdsl" in capsys.readouterr().err
+    assert os.listdir(out) == [user.name] and user.read_text() == mine  # nothing written, nothing replaced
+
+
+def test_a_search_in_a_missing_folder_names_its_database(tmp_path, capsys):
+    db = tmp_path / "nodir" / "x.sqlite"
+    assert main(["search", "--db", str(db), "--evals", "1"]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {db}: cannot write: no such folder")
+
+
+def test_an_empty_output_name_is_refused(tmp_path, capsys):
+    assert main(["compile", "lion", "-o", ""]) == 2  # once wrote to stdout
+    assert "-o: an empty file name" in capsys.readouterr().err
+    assert main(["search", "--db", str(tmp_path), "--evals", "1"]) == 2
+    assert "is a folder; --db names the search's database file" in capsys.readouterr().err
