@@ -155,6 +155,9 @@ def _groups(adamw, lion, tiger, lamb, adafactor):
     ]
 
 
+CASES = ("16x1M fp32", "BERT-base 200 tensors")  # the full run's cases: ``only`` picks by their start
+
+
 def run(quick: bool = False, only: list[str] | None = None) -> list[dict]:
     """The CPU suite (see the module docstring); ``quick`` uses a smaller case and fewer repeats;
     ``only`` keeps the cases whose name starts with one of them (``["16x1M"]``).
@@ -166,7 +169,7 @@ def run(quick: bool = False, only: list[str] | None = None) -> list[dict]:
     if quick:
         cases = [("16x256K fp32", [(1 << 18,)] * 16)]
     else:
-        chosen = [("16x1M fp32", [(1 << 20,)] * 16), ("BERT-base 200 tensors", bert_base_shapes())]
+        chosen = list(zip(CASES, ([(1 << 20,)] * 16, bert_base_shapes())))
         cases = [c for c in chosen if not only or any(c[0].startswith(k) for k in only)]
     names = ("adamw", "lion", "tiger", "lamb", "adafactor")
     groups = _groups(*(build(optdsl.load(n), "torch") for n in names))

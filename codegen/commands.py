@@ -47,9 +47,20 @@ def cmd_compile(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from .bench import machine, markdown, print_table, write_section
+    from optdsl.errors import DslError
+
+    from .bench import CASES, machine, markdown, print_table, write_section
+    from .generated import output_path
 
     suites = list(SUITES) if args.suite == "all" else [args.suite]
+    if args.case and suites != ["cpu"]:
+        raise DslError(f"--case picks cases of the cpu suite, not of --suite {args.suite}",
+                       hint="drop --case, or use --suite cpu")
+    unknown = [c for c in args.case or [] if not any(known.startswith(c) for known in CASES)]
+    if unknown:
+        raise DslError(f"--case {unknown[0]}: no such case", hint=f"the cpu suite's cases: {', '.join(CASES)}")
+    if args.out:
+        output_path(args.out)  # a folder, a device, a missing folder: refused before minutes of timing
     for suite in suites:
         try:
             module = importlib.import_module(SUITES[suite])

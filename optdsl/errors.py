@@ -38,7 +38,8 @@ class DslError(Exception):
         where = self.filename
         if self.line is not None:
             where += f":{self.line}:{(self.col or 0) + 1}"
-        text = f"{where}: {self.message}"
+        # an error of no file and no place (a flag's value) is its message alone
+        text = self.message if where == "<string>" else f"{where}: {self.message}"
         if self.hint:
             text += f"; {self.hint}"
         if self.source is not None and self.line is not None:

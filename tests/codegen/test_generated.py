@@ -92,3 +92,16 @@ def test_bench_writes_its_markdown_only_when_asked():
 
     assert make_parser().parse_args(["bench"]).out is None
     assert make_parser().parse_args(["bench", "--out", "docs/benchmarks.md"]).out == "docs/benchmarks.md"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--suite", "jax", "--case", "BERT"], "--case picks cases of the cpu suite, not of --suite jax"),
+    (["--case", "nosuch"], "--case nosuch: no such case"),
+    (["--case", "16x1M", "--out", "{tmp}"], "is not a regular file (a directory)"),
+])
+def test_bench_refuses_bad_flags_before_timing_anything(argv, message, tmp_path, capsys):
+    from optdsl.cli import main
+
+    assert main(["bench", *(a.format(tmp=tmp_path) for a in argv)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
