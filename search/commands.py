@@ -90,6 +90,11 @@ def _check_count(name: str, value, where: str) -> None:
         raise DslError(f"{flag} {value!r}: must be a whole number from {low} to {high}", where)
 
 
+# A new search's settings from the command line (their defaults); a resumed one has them from its database.
+_STORED = {"db": "search.sqlite", "init": "adamw", "seed": 0, "population": 32, "tournament": 4, "tasks": None,
+          "task": None, "meta_task": None}
+
+
 def _validate_args(args) -> None:
     """Refuse, with exit 2 and before any work, the values a command cannot run with: no
     workers, an empty population, a tournament larger than it, a non-positive budget or
@@ -102,6 +107,12 @@ def _validate_args(args) -> None:
         return
     for name in ("workers", "evals", "population", "tournament", "seed"):
         _check_count(name, getattr(args, name), "optdsl search")
+    if args.resume:  # the database's stored settings decide these: a value given here would be ignored
+        given = [f"--{name.replace('_', '-')}" for name, default in _STORED.items() if getattr(args, name) != default]
+        if given:
+            raise DslError(f"--resume continues the search stored in {args.resume}, with its own settings; "
+                           f"{', '.join(given)} cannot change them", "optdsl search",
+                           hint="drop them, or start a new search with --db")
     if not args.resume and args.tournament > args.population:
         raise DslError(f"--tournament {args.tournament} is larger than --population {args.population}",
                        "optdsl search", hint="a tournament samples that many members of the population")
@@ -134,7 +145,7 @@ def _task_lists(args) -> tuple[tuple[str, ...], tuple[str, ...]]:
     searches on the user's tasks alone; the held-out tasks are those of the built-in proxies
     (see :func:`search.tasks.meta_tasks_for`) plus every ``--meta-task``."""
     user = tuple(absolute_reference(r) for r in args.task or ())
-    builtin = _tasks(args.tasks) if args.tasks else () if user else PROXY_TASKS
+    builtin = _tasks(args.tasks) if args.tasks is not None else () if user else PROXY_TASKS
     held_out = tuple(absolute_reference(r, "--meta-task") for r in args.meta_task or ())
     return tuple(dict.fromkeys(builtin + user)), tuple(dict.fromkeys(meta_tasks_for(builtin) + held_out))
 
@@ -266,16 +277,16 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("search", help="evolutionary search for new update rules",
                               description="Regularized evolution from a warm start (AdamW by default), "
                                           "scored on small proxy training tasks against tuned AdamW.")
-    p.add_argument("--init", default="adamw", metavar="NAMES",
+    p.add_argument("--init", default=_STORED["init"], metavar="NAMES",
                    help="warm start(s), comma-separated: adamw (default: the paper's AdamW program, with eps), "
                         "paper_adamw, a zoo name, or a DSL file")
     budget = p.add_mutually_exclusive_group()
     budget.add_argument("--budget", default="10m", help="wall-clock budget, e.g. 90s, 10m, 1h (default 10m)")
     budget.add_argument("--evals", type=int, metavar="N", help="stop after N evaluations instead")
-    p.add_argument("--db", default="search.sqlite", metavar="PATH", help="SQLite file (default search.sqlite)")
-    p.add_argument("--seed", type=int, default=0, metavar="N")
-    p.add_argument("--population", type=int, default=32, metavar="N", help="population size (default 32)")
-    p.add_argument("--tournament", type=int, default=4, metavar="N", help="tournament size (default 4)")
+    p.add_argument("--db", default=_STORED["db"], metavar="PATH", help="SQLite file (default search.sqlite)")
+    p.add_argument("--seed", type=int, default=_STORED["seed"], metavar="N")
+    p.add_argument("--population", type=int, default=_STORED["population"], metavar="N", help="population size (default 32)")
+    p.add_argument("--tournament", type=int, default=_STORED["tournament"], metavar="N", help="tournament size (default 4)")
     p.add_argument("--workers", type=int, metavar="N", help="parallel evaluations (default: all cores)")
     p.add_argument("--executor", choices=("local", "ray"), default="local")
     p.add_argument("--ray-address", metavar="ADDR", help="Ray cluster to join (default: start a local one)")

@@ -37,14 +37,13 @@ from .candidate import Seen, describe
 from .evaluate import HURDLE, refusal
 from .mutate import mutate
 from .selection import winner
-from .store import Store
+from .store import FAILED, Store
 from .tasks import PROXY_TASKS, meta_tasks_for
 from .warm_start import initial_program
 
 WORST = -math.inf
 FUNNEL_TOP = 3  # meta-validate a child beating AdamW only if it ranks in the top few so far
 FUNNEL_MIN = 0.0  # ... and its proxy fitness is above this (0: as good as tuned AdamW)
-FAILED = ("diverged", "error", "guard", "timeout")  # statuses counted as failures
 META_SHARE = 0.25  # at most this share of worker time goes to meta-validation during the search
 PROPOSALS_PER_SLOT = 8  # cache hits allowed per child before a partial batch is sent
 

@@ -23,7 +23,7 @@ from optdsl.printer import to_source
 
 from .export import exported_program
 from .selection import ranked
-from .store import Store
+from .store import FAILED, Store
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
@@ -50,7 +50,7 @@ def totals(store: Store) -> dict:
     stmts = sum(r["n_statements"] for r in rows)
     live = sum(r["n_live"] for r in rows)
     return {"rows": len(rows), "evaluated": len(evaluated), "cached": cached,
-            "failed": sum(r["fitness"] is None for r in evaluated),
+            "failed": sum(r["status"] in FAILED for r in evaluated),
             "hurdled": sum(r["status"] == "hurdle" for r in evaluated),
             "cache_hit_rate": cached / len(rows) if rows else 0.0,
             "redundant_fraction": 1 - live / stmts if stmts else 0.0,

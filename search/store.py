@@ -86,6 +86,7 @@ NOT_NULL = {"id", "created", "source", "live_source", "structural_hash", "finger
             "memory", "n_statements", "n_live"}
 TABLES = {"meta": {"key", "value"}, "baselines": {"task", "loss", "lr", "seconds"},
           "programs": set(COLUMN_TYPES)}
+FAILED = ("diverged", "error", "guard", "timeout")  # the statuses counted as failures (live and in reports)
 
 
 # What a damaged file can make SQLite raise; the message itself may be undecodable text.

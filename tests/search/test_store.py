@@ -158,6 +158,17 @@ def test_unusable_settings_refuse_resume(db, capsys):
     assert "stored search settings are unusable (population 0: must be a whole number from 1 to" in err
 
 
+def test_resume_refuses_settings_it_would_ignore(db, capsys):
+    """The stored search decides its tasks, warm starts, population...: a --resume given other
+    ones is refused (exit 2, the database untouched), not continued with them silently dropped."""
+    before = snapshot(os.path.dirname(db))
+    extra = ["--tasks", "quadratic", "--init", "lion", "--population", "4", "--db", "other.sqlite"]
+    assert main(["search", "--resume", db, "--evals", "1", *extra]) == 2
+    err = capsys.readouterr().err
+    assert "--db, --init, --population, --tasks cannot change them" in err and "Traceback" not in err
+    assert snapshot(os.path.dirname(db)) == before
+
+
 def test_read_only_database_refuses_resume_but_reads(db, capsys):
     os.chmod(db, 0o444)
     before = snapshot(os.path.dirname(db))
