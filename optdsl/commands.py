@@ -65,14 +65,17 @@ def cmd_show(args) -> int:
 def cmd_simplify(args) -> int:
     from .simplify import bind, simplify
 
+    if not args.readable and (args.lr is not None or args.latex):
+        raise DslError(f"{'--lr' if args.lr is not None else '--latex'} goes with --readable",
+                       hint="add --readable, or drop it")
+    if args.lr is not None and not (math.isfinite(args.lr) and args.lr > 0):
+        raise DslError(f"--lr {args.lr}: the learning rate must be a positive number")
     program, values = load(args.src), _assignments(args.set)
     if not args.readable:
         print(to_source(simplify(program, values)), end="")
         return 0
     from .readable import readable
 
-    if args.lr is not None and not math.isfinite(args.lr):
-        raise DslError(f"--lr {args.lr}: the learning rate must be a finite number")
     result = readable(bind(program, values), args.lr)
     print(result.source, end="")
     print(f"# equal to the input: {result.equality}")

@@ -129,7 +129,13 @@ def parse_all(text: str, filename: str = "<string>") -> dict[str, Program]:
             tree = ast.parse(text, filename=filename)
     except SyntaxError as e:
         raise DslError(f"syntax error: {e.msg}", filename, e.lineno, (e.offset or 1) - 1, text) from None
-    except (ValueError, RecursionError, MemoryError) as e:  # null bytes, absurd nesting
+    except (RecursionError, MemoryError):  # absurd nesting: Python's parser gives no place, so the
+        lines = text.splitlines() or [""]  # longest line stands for the statement that nests so deep
+        line = max(range(len(lines)), key=lambda i: len(lines[i]))
+        raise DslError("expression nested too deeply for Python's parser", filename, line + 1,
+                       len(lines[line]) - len(lines[line].lstrip()), text,
+                       hint=f"split it into statements nested at most {MAX_DEPTH} levels") from None
+    except ValueError as e:
         raise DslError(f"cannot parse: {e}", filename) from None
     programs: dict[str, Program] = {}
     for i, node in enumerate(tree.body):
@@ -294,6 +300,10 @@ class _Parser:
         if not math.isfinite(v):
             raise self.err("this number does not fit in a float64 (|x| < 1.8e308)", node,
                            "write `inf` for infinity")
+        written = ast.get_source_segment(self.ctx.source, node) or ""
+        if v == 0 and any(c in "123456789" for c in written.lower().split("e")[0]):  # 1e-400
+            raise self.err("this number is too small for a float64: it would be 0 (|x| >= 4.9e-324)", node,
+                           "write 0 if 0 is meant")
         return v
 
     def state(self, name: str, ann: ast.AST | None) -> State:
@@ -336,8 +346,9 @@ class _Parser:
         items = ret.value.elts if isinstance(ret.value, ast.Tuple) else [ret.value]
         if len(items) != 1 + len(states):
             names = ", ".join(["update"] + [s.name for s in states])
-            raise self.err(f"return gives {len(items)} value(s) but this program has {len(states)} "
-                           f"state(s)", ret, f"write `return {names}`")
+            what = "the update" + (f", then its {len(states)} state(s)" if states else "")
+            raise self.err(f"return gives {len(items)} value(s); this program returns {1 + len(states)}: {what}",
+                           ret, f"write `return {names}`")
         exprs = [self.expr(x) for x in items]
         return exprs[0], tuple(exprs[1:])
 

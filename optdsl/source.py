@@ -76,6 +76,8 @@ def load(src: str) -> Program:
         return parse(zoo_source(src), f"<zoo:{src}>", src)
     if os.path.isdir(path):
         raise DslError("a directory, not a program file", path)
+    if os.path.exists(path):  # /dev/null, a FIFO, a socket: nothing a program is read from
+        raise DslError("not a regular file; a program is read from a file", path)
     if src.endswith(".py") or os.sep in src:
         raise DslError("no such file", path)
     raise DslError(f"{src!r} is neither a zoo program nor a file",

@@ -70,3 +70,8 @@ def test_simplify_readable_folds_the_tuned_lr(capsys):
     assert "def train(w, g, m, lr=0.00378):" in out and "sign(interp(g, m, 0.899))" in out
     assert "# equal to the input: generic" in out and r"\begin{aligned}" in out
     assert main(["simplify", "lion", "--readable", "--lr", "inf"]) == 2
+    for flags, message in ((["--readable", "--lr", "-1"], "must be a positive number"),
+                           (["--lr", "0.1"], "--lr goes with --readable"), (["--latex"], "--latex goes with --readable")):
+        capsys.readouterr()
+        assert main(["simplify", "lion", *flags]) == 2  # not silently ignored
+        assert message in capsys.readouterr().err

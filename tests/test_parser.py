@@ -1,5 +1,6 @@
 """The parser: the paper's listings parse; every misuse is a located DslError."""
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -118,7 +119,7 @@ def test_several_programs_in_one_file():
     ("    f = lambda x: x\n    return g", "lambdas are not allowed", 2, 9),
     ("    return __import__(g)", "unknown function", 2, 12),
     ("    return g[0]", "indexing is not allowed", 2, 12),
-    ("    return g, g", r"return gives 2 value\(s\) but this program has 0 state", 2, 5),
+    ("    return g, g", r"return gives 2 value\(s\); this program returns 1: the update", 2, 5),
     ("    sign(g)\n    return g", "has no effect", 2, 5),
     ("    return 'g'", "str constants are not values", 2, 12),
     ("    x = rowmean(g)\n    return rowmean(x)", r"rowmean\(\) reduces a full tensor", 3, 5),
@@ -209,6 +210,18 @@ def test_a_nul_or_lone_surrogate_in_the_text_is_located(char):
     str(info.value).encode("utf-8")  # the message itself prints on any UTF-8 stream
 
 
+@pytest.mark.parametrize("expr", [" + ".join(["g"] * 5000), "-" * 3000 + "g"], ids=["sum", "negations"])
+def test_nesting_beyond_pythons_own_parser_is_located(expr):
+    old = sys.getrecursionlimit()  # Python's default: a library imported earlier may have raised it
+    sys.setrecursionlimit(1000)
+    try:
+        with pytest.raises(DslError, match="nested too deeply for Python's parser") as info:
+            parse(f"def f(w, g, lr):\n    x = g\n    return lr * ({expr})\n")
+    finally:
+        sys.setrecursionlimit(old)
+    assert (info.value.line, info.value.col) == (3, 4)
+
+
 @pytest.mark.parametrize("expr, line_col", [
     (" + ".join(["g"] * 400), (2, 8)),  # passed `check`, then RecursionError in show/compile
     ("sign(" * 150 + "g" + ")" * 150, (2, 8 + 5 * MAX_DEPTH)),  # the first call too deep
@@ -219,3 +232,16 @@ def test_expressions_nest_at_most_max_depth_levels(expr, line_col):
         parse(f"def f(w, g, lr):\n    u = {expr}\n    return lr * u\n")
     assert (info.value.line, info.value.col) == line_col
     assert parse("def f(w, g, lr):\n    return " + " + ".join(["g"] * MAX_DEPTH) + "\n")
+
+
+@pytest.mark.parametrize("text", ["1e-400", "2.5E-330", "0.000001e-320"])
+def test_a_literal_that_float64_rounds_to_zero_is_refused(text):
+    with pytest.raises(DslError, match="too small for a float64") as info:
+        parse(f"def f(w, g, lr):\n    return lr * g * {text}\n")
+    assert (info.value.line, info.value.col) == (2, 20)
+    assert parse("def f(w, g, lr=0e-400):\n    return lr * g * 0.0 * 5e-324\n")  # 0 meant; the smallest float
+
+
+def test_return_names_what_it_must_give():
+    with pytest.raises(DslError, match=r"return gives 1 value\(s\); this program returns 2: the update, then "):
+        parse("def f(w, g, m, lr):\n    return m\n")

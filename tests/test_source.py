@@ -40,3 +40,8 @@ def test_the_command_line_answers_exit_2(tmp_path, monkeypatch, capsys):
     for src, where in ((str(path), f"{path}:2:10"), ("-", "<stdin>:2:10"), (str(tmp_path), str(tmp_path))):
         assert main(["check", src]) == 2
         assert capsys.readouterr().err.startswith(f"error: {where}: ")
+
+
+def test_a_device_is_not_a_missing_file(capsys):
+    assert main(["check", "/dev/null"]) == 2
+    assert capsys.readouterr().err.startswith("error: /dev/null: not a regular file")
