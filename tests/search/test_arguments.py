@@ -25,6 +25,7 @@ SEARCH = ["search", "--tasks", "quadratic"]
     (["--budget", "0s"], "--budget '0s': must be more than 0 seconds"),
     (["--budget", "ten minutes"], "--budget 'ten minutes': expected e.g. 90s, 10m, 1h30m"),
     (["--seed", "-1"], "--seed -1: must be a whole number from 0 to"),
+    (["--tasks", ""], "--tasks: unknown task(s) (none given)"),  # once: the default tasks
 ])
 def test_search_refuses_values_it_cannot_run_with(flags, message, tmp_path, capsys):
     db = tmp_path / "s.sqlite"
