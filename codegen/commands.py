@@ -58,7 +58,8 @@ def cmd_bench(args) -> int:
                        hint="drop --case, or use --suite cpu")
     unknown = [c for c in args.case or [] if not any(known.startswith(c) for known in CASES)]
     if unknown:
-        raise DslError(f"--case {unknown[0]}: no such case", hint=f"the cpu suite's cases: {', '.join(CASES)}")
+        raise DslError(f"--case {unknown[0]}: no such case",
+                       hint=f"the cpu suite's cases: {', '.join(CASES)}")
     if args.out:
         output_path(args.out)  # a folder, a device, a missing folder: refused before minutes of timing
     for suite in suites:
@@ -91,7 +92,8 @@ def register(subparsers) -> None:
     b = subparsers.add_parser("bench", help="time generated optimizers against the anchors")
     b.add_argument("--quick", action="store_true", help="smaller cases, fewer repeats")
     b.add_argument("--suite", choices=[*SUITES, "all"], default="cpu")
-    b.add_argument("--case", action="append", help="cpu suite: run only the cases named so (16x1M, BERT); repeatable")
+    b.add_argument("--case", action="append",
+                   help="cpu suite: run only the cases named so (16x1M, BERT); repeatable")
     b.add_argument("--out", default=None,
                    help="markdown file whose section is replaced (e.g. docs/benchmarks.md; default: none)")
     b.set_defaults(func=cmd_bench)

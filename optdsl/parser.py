@@ -347,8 +347,8 @@ class _Parser:
         if len(items) != 1 + len(states):
             names = ", ".join(["update"] + [s.name for s in states])
             what = "the update" + (f", then its {len(states)} state(s)" if states else "")
-            raise self.err(f"return gives {len(items)} value(s); this program returns {1 + len(states)}: {what}",
-                           ret, f"write `return {names}`")
+            raise self.err(f"return gives {len(items)} value(s); this program returns "
+                           f"{1 + len(states)}: {what}", ret, f"write `return {names}`")
         exprs = [self.expr(x) for x in items]
         return exprs[0], tuple(exprs[1:])
 

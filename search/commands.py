@@ -90,9 +90,10 @@ def _check_count(name: str, value, where: str) -> None:
         raise DslError(f"{flag} {value!r}: must be a whole number from {low} to {high}", where)
 
 
-# A new search's settings from the command line (their defaults); a resumed one has them from its database.
-_STORED = {"db": "search.sqlite", "init": "adamw", "seed": 0, "population": 32, "tournament": 4, "tasks": None,
-          "task": None, "meta_task": None}
+# A new search's settings from the command line (their defaults); a resumed one has them from its
+# database.
+_STORED = {"db": "search.sqlite", "init": "adamw", "seed": 0, "population": 32, "tournament": 4,
+           "tasks": None, "task": None, "meta_task": None}
 
 
 def _validate_args(args) -> None:
@@ -108,7 +109,8 @@ def _validate_args(args) -> None:
     for name in ("workers", "evals", "population", "tournament", "seed"):
         _check_count(name, getattr(args, name), "optdsl search")
     if args.resume:  # the database's stored settings decide these: a value given here would be ignored
-        given = [f"--{name.replace('_', '-')}" for name, default in _STORED.items() if getattr(args, name) != default]
+        given = [f"--{name.replace('_', '-')}" for name, default in _STORED.items()
+                 if getattr(args, name) != default]
         if given:
             raise DslError(f"--resume continues the search stored in {args.resume}, with its own settings; "
                            f"{', '.join(given)} cannot change them", "optdsl search",
@@ -285,8 +287,10 @@ def register(subparsers) -> None:
     budget.add_argument("--evals", type=int, metavar="N", help="stop after N evaluations instead")
     p.add_argument("--db", default=_STORED["db"], metavar="PATH", help="SQLite file (default search.sqlite)")
     p.add_argument("--seed", type=int, default=_STORED["seed"], metavar="N")
-    p.add_argument("--population", type=int, default=_STORED["population"], metavar="N", help="population size (default 32)")
-    p.add_argument("--tournament", type=int, default=_STORED["tournament"], metavar="N", help="tournament size (default 4)")
+    p.add_argument("--population", type=int, default=_STORED["population"], metavar="N",
+                   help="population size (default 32)")
+    p.add_argument("--tournament", type=int, default=_STORED["tournament"], metavar="N",
+                   help="tournament size (default 4)")
     p.add_argument("--workers", type=int, metavar="N", help="parallel evaluations (default: all cores)")
     p.add_argument("--executor", choices=("local", "ray"), default="local")
     p.add_argument("--ray-address", metavar="ADDR", help="Ray cluster to join (default: start a local one)")

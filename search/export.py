@@ -71,13 +71,16 @@ def exported_program(row: dict) -> Program:
     doc = (f"Found by optdsl search (program #{row['id']}): proxy fitness {row['fitness']:+.4f}, held-out "
            f"{held_out} (mean over tasks of log(tuned AdamW's loss / this one's), clipped to [-1, 1]; > 0 "
            f"beats AdamW). Simplified from the searched program; equality: {form.equality}.")
-    return replace(form.program, name=f"found_{row['id']}", doc=doc)
+    return replace(form.program, name=_name(row), doc=doc)
+
+
+def _name(row: dict) -> str:
+    return f"found_{row['id']}"
 
 
 def _paths(row: dict, outdir: str, targets) -> list[str]:
     """The files :func:`export_row` writes for ``row``: ``found_<id>.py``, then one per target."""
-    name = f"found_{row['id']}"
-    return [os.path.join(outdir, f"{name}{suffix}.py") for suffix in ["", *(f"_{t}" for t in targets)]]
+    return [os.path.join(outdir, f"{_name(row)}{suffix}.py") for suffix in ["", *(f"_{t}" for t in targets)]]
 
 
 def export_row(row: dict, outdir: str, targets=("torch", "jax")) -> list[str]:
