@@ -37,7 +37,7 @@ from .candidate import Seen, describe
 from .evaluate import HURDLE, refusal
 from .mutate import mutate
 from .selection import winner
-from .store import FAILED, Store
+from .store import Store
 from .tasks import PROXY_TASKS, meta_tasks_for
 from .warm_start import initial_program
 
@@ -89,7 +89,7 @@ class Stats:
     started: float = field(default_factory=time.monotonic)
     evaluated: int = 0
     cached: int = 0
-    failed: int = 0
+    statuses: list[str] = field(default_factory=list)  # of the evaluated children, in order
     submitted: int = 0
     statements: int = 0
     live_statements: int = 0
@@ -211,7 +211,7 @@ class Search:
                    eval_seconds=result.get("seconds"), error=result.get("error"))
         row["id"] = self.store.add(**row)
         self.stats.evaluated += 1
-        self.stats.failed += row["status"] in FAILED
+        self.stats.statuses.append(row["status"])
         self._join(row, record["program"])
         self.seen.add(row)
         if row["status"] == "ok" and _fitness(row) > self.stats.best_fitness:

@@ -18,6 +18,8 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from .store import failures
+
 
 def _clock(seconds: float) -> str:
     m, s = divmod(int(seconds), 60)
@@ -34,7 +36,7 @@ def summary_table(search, budget_seconds: float | None = None, budget_evals: int
     budget = f" / {_clock(budget_seconds)}" if budget_seconds else (f" ({budget_evals} evaluations)"
                                                                      if budget_evals else "")
     t.add_row("elapsed", _clock(el) + budget)
-    t.add_row("evaluations", f"{st.evaluated}  ({st.failed} failed, {search.executor.in_flight()} running)")
+    t.add_row("evaluations", f"{st.evaluated}  ({failures(st.statuses)}; {search.executor.in_flight()} running)")
     t.add_row("evaluations/s", f"{st.evaluated / el:.2f}")
     t.add_row("proposed/s", f"{st.proposed / el:.2f}  (incl. cache hits)")
     t.add_row("cache hit rate", f"{100 * st.cache_hit_rate:.1f}%")

@@ -23,7 +23,7 @@ from optdsl.printer import to_source
 
 from .export import exported_program
 from .selection import ranked
-from .store import FAILED, Store
+from .store import Store, failures
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
@@ -43,14 +43,15 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
 
 
 def totals(store: Store) -> dict:
-    """Counts over the whole store: evaluated, cached, failed, hit rate, redundant fraction."""
+    """Counts over the whole store: evaluated, cached, failed (a sentence: how many, of which kind), hit
+    rate, redundant fraction."""
     rows = store.all()
     evaluated = [r for r in rows if r["status"] != "cached"]
     cached = len(rows) - len(evaluated)
     stmts = sum(r["n_statements"] for r in rows)
     live = sum(r["n_live"] for r in rows)
     return {"rows": len(rows), "evaluated": len(evaluated), "cached": cached,
-            "failed": sum(r["status"] in FAILED for r in evaluated),
+            "failed": failures(r["status"] for r in evaluated),
             "hurdled": sum(r["status"] == "hurdle" for r in evaluated),
             "cache_hit_rate": cached / len(rows) if rows else 0.0,
             "redundant_fraction": 1 - live / stmts if stmts else 0.0,
@@ -141,7 +142,7 @@ def report(store: Store, outdir: str | None = None, top: int = 5, console: Conso
     console = console or Console()
     t = totals(store)
     console.print(f"[bold]{store.path}[/bold]: {t['rows']} programs scored, {t['evaluated']} evaluated "
-                  f"({t['failed']} failed, {t['hurdled']} stopped at a hurdle), {t['cached']} cache hits "
+                  f"({t['failed']}; {t['hurdled']} stopped at a hurdle), {t['cached']} cache hits "
                   f"({100 * t['cache_hit_rate']:.1f}%), redundant statements {100 * t['redundant_fraction']:.1f}%")
     base = store.baselines()
     if base:

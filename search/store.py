@@ -86,7 +86,25 @@ NOT_NULL = {"id", "created", "source", "live_source", "structural_hash", "finger
             "memory", "n_statements", "n_live"}
 TABLES = {"meta": {"key", "value"}, "baselines": {"task", "loss", "lr", "seconds"},
           "programs": set(COLUMN_TYPES)}
-FAILED = ("diverged", "error", "guard", "timeout")  # the statuses counted as failures (live and in reports)
+# The statuses counted as failures (live and in reports), and what each means.
+FAILED = {"guard": "refused by the guards", "diverged": "diverged", "error": "raised an error",
+          "timeout": "timed out"}
+
+
+def failures(statuses) -> str:
+    """How many of ``statuses`` are failures, and of which kind: ``'5 failed: 3 refused by the
+    guards, 2 diverged'`` (``'0 failed'``).
+
+    Example:
+        >>> failures(["ok", "guard", "guard", "diverged", "hurdle"])
+        '3 failed: 2 refused by the guards, 1 diverged'
+    """
+    counts = {s: 0 for s in FAILED}
+    for s in statuses:
+        if s in counts:
+            counts[s] += 1
+    kinds = [f"{n} {FAILED[s]}" for s, n in counts.items() if n]
+    return f"{sum(counts.values())} failed" + (f": {', '.join(kinds)}" if kinds else "")
 
 
 # What a damaged file can make SQLite raise; the message itself may be undecodable text.

@@ -18,7 +18,7 @@ from search.evolution import Search, SearchConfig
 from search.export import export_top
 from search.guards import guard
 from search.report import report, totals
-from search.store import Store
+from search.store import Store, failures
 
 pytestmark = pytest.mark.slow
 
@@ -145,7 +145,9 @@ def test_children_the_guards_refuse_are_recorded_without_a_place_in_a_batch(tmp_
     jobs = [j for j in executor.jobs if j["kind"] == "evaluate" and not j["horizon"]][1:]
     assert all(j["from_parent"] for j in jobs)
     assert all(t == (parents[src]["task_lr"] or {}) for j in jobs for src, t in zip(j["sources"], j["tuned"]))
-    assert totals(store)["failed"] == search.stats.failed  # the report counts what the live table did
+    # the report counts what the live table did
+    assert totals(store)["failed"] == failures(search.stats.statuses) == failures(r["status"] for r in rows)
+    assert "refused by the guards" in totals(store)["failed"]
 
 def test_bad_init_is_refused_before_any_work(tmp_path, capsys):
     assert main(["search", "--db", str(tmp_path / "x.sqlite"), "--init", "adamw,nosuch"]) == 2
