@@ -52,6 +52,7 @@ class Cost:
     bytes_read: int
     bytes_written: int
     bytes_per_param: float
+    flops: int
     flops_per_param: float
     reductions: int
     passes: int
@@ -80,7 +81,7 @@ class Cost:
         t.add_row("bytes read", f"{self.bytes_read:,}", f"{self.bytes_read / self.numel:.4g}")
         t.add_row("bytes written", f"{self.bytes_written:,}", f"{self.bytes_written / self.numel:.4g}")
         t.add_row("bytes moved", f"{self.bytes_per_step:,}", f"{self.bytes_per_param:.4g}")
-        t.add_row("flops", f"{self.flops_per_param * self.numel:,.0f}", f"{self.flops_per_param:.4g}")
+        t.add_row("flops", f"{self.flops:,}", f"{self.flops_per_param:.4g}")
         t.add_row("reductions", str(self.reductions), "")
         t.add_row("passes over the tensor", str(self.passes), "")
         return t
@@ -114,7 +115,7 @@ def cost(program: Program, shape: tuple[int, ...] = (4096, 4096), dtype: str = "
 
     env = input_kinds(spec)
     depth = {name: 0 for name in env}
-    flops = reductions = 0.0
+    flops = reductions = 0  # whole numbers: exact for any tensor size
     max_depth = 0
 
     def fail(msg, hint=None):
@@ -151,7 +152,7 @@ def cost(program: Program, shape: tuple[int, ...] = (4096, 4096), dtype: str = "
         state_elements=total_state, state_bytes=total_state * state_bytes_each,
         states_per_param=total_state / numel, state_bytes_per_param=total_state * state_bytes_each / numel,
         bytes_read=reads, bytes_written=writes, bytes_per_param=(reads + writes) / numel,
-        flops_per_param=flops / numel, reductions=int(reductions), passes=1 + max_depth,
+        flops=flops, flops_per_param=flops / numel, reductions=reductions, passes=1 + max_depth,
     )
 
 

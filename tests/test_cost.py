@@ -44,6 +44,8 @@ def test_flops_count_the_op_table():
     assert c.flops_per_param == 1
     # interp (3) + sign (1) + mul + add + mul (1 each) per element, plus per-tensor scalar work
     assert cost(load("lion")).flops_per_param == pytest.approx(3 + 1 + 1 + 1 + 1 + 3, rel=1e-3)
+    huge = cost(load("lion"), shape=(10**11, 10**11))  # totals in whole numbers, exact at any size
+    assert huge.flops == 10 * 10**22 and huge.bytes_per_step == 20 * 10**22
 
 
 def test_shape_picks_the_specialisation():
