@@ -18,7 +18,7 @@ import sys
 
 import codegen
 from codegen import TARGETS
-from optdsl.source import load
+from optdsl.source import file_and_name, load
 
 SUITES = {"cpu": "codegen.bench", "jax": "codegen.bench_jax", "gpu": "codegen.bench_gpu"}
 
@@ -31,7 +31,7 @@ def cmd_compile(args) -> int:
     if args.out == "":
         raise DslError("-o: an empty file name", hint="name the file to write, or leave -o out for stdout")
     if args.out:
-        source = args.src if os.path.exists(args.src) else args.src.rsplit(":", 1)[0]  # FILE:NAME
+        source, _ = file_and_name(args.src)
         if os.path.isfile(source) and os.path.isfile(args.out) and os.path.samefile(source, args.out):
             raise DslError("is the program being compiled; refusing to replace it", args.out,
                            hint="write the generated module to another file")

@@ -347,8 +347,8 @@ class GroupPrinter:
         if isinstance(expr, Var):
             return expr.name
         if expr_kind(expr, self.kinds, self.fail) == "static":  # shape arithmetic: each tensor's number
-            w = self.loop_var("w")  # as a 0-d tensor, as a per-tensor reduction's value is
-            return self.comprehension(expr, kind, wrap=f"torch.as_tensor({{}}, dtype={w}.dtype, device={w}.device)")
+            as_tensor = TorchPrinter(self.kinds, self.fail, ref=self.loop_var("w")).tensor("{}")
+            return self.comprehension(expr, kind, wrap=str(as_tensor))  # a 0-d tensor, as a reduction's value is
         foreach = self.foreach(expr, kind)
         return foreach[0] if foreach is not None else self.comprehension(expr, kind, pick=True)
 

@@ -60,6 +60,18 @@ def read(path: str) -> str:
         raise DslError(f"cannot read it: {e.strerror}", path) from None
 
 
+def file_and_name(src: str) -> tuple[str, str]:
+    """``(path, program name or "")`` of a reference ``path`` or ``path:name`` (a path holding a
+    colon is a path when it exists).
+
+    Example:
+        >>> file_and_name("rules.py:lion")
+        ('rules.py', 'lion')
+    """
+    path, _, name = src.rpartition(":") if ":" in src and not os.path.exists(src) else (src, "", "")
+    return path, name
+
+
 def load(src: str) -> Program:
     """The program ``src`` names: a zoo name (``"lion"``), a path, ``path:name``, or ``-``.
 
@@ -69,7 +81,7 @@ def load(src: str) -> Program:
     """
     if src == "-":
         return parse(read("-"), "<stdin>")
-    path, _, name = src.rpartition(":") if ":" in src and not os.path.exists(src) else (src, "", "")
+    path, name = file_and_name(src)
     if os.path.exists(path) and os.path.isfile(path):
         return parse(read(path), path, name or None)
     if os.sep not in src and not src.endswith(".py") and src in zoo_names():
