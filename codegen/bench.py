@@ -155,7 +155,10 @@ def _groups(adamw, lion, tiger, lamb, adafactor):
     ]
 
 
-CASES = ("16x1M fp32", "BERT-base 200 tensors")  # the full run's cases: ``only`` picks by their start
+# the full run's cases (``only`` picks by their start): memory-bound steps, and a small model's, where
+# a step is dispatch and Python (issue 10's per-step overhead)
+CASES = ("16x1M fp32", "BERT-base 200 tensors", "MLP 784-64-64-10 (55K)")
+MLP_SHAPES = [(64, 784), (64,), (64, 64), (64,), (10, 64), (10,)]
 
 
 def run(quick: bool = False, only: list[str] | None = None) -> list[dict]:
@@ -169,7 +172,7 @@ def run(quick: bool = False, only: list[str] | None = None) -> list[dict]:
     if quick:
         cases = [("16x256K fp32", [(1 << 18,)] * 16)]
     else:
-        chosen = list(zip(CASES, ([(1 << 20,)] * 16, bert_base_shapes())))
+        chosen = list(zip(CASES, ([(1 << 20,)] * 16, bert_base_shapes(), MLP_SHAPES)))
         cases = [c for c in chosen if not only or any(c[0].startswith(k) for k in only)]
     names = ("adamw", "lion", "tiger", "lamb", "adafactor")
     groups = _groups(*(build(optdsl.load(n), "torch") for n in names))
@@ -177,19 +180,22 @@ def run(quick: bool = False, only: list[str] | None = None) -> list[dict]:
     for case, shapes in cases:
         if case.startswith("BERT"):  # 110M parameters: fewer repeats keep the run within minutes
             warmup, repeats = 2, 9  # (5 left the median of a loaded 2-core machine swinging by 30%)
+        elif case.startswith("MLP"):  # steps of ~0.1-1 ms: many repeats, in well under a second per row
+            warmup, repeats = 20, 400
+        memory_bound = not case.startswith("MLP")  # 55K parameters stay in cache: GB/s would mislead
         n = sum(torch.Size(s).numel() for s in shapes)
         for k, group in enumerate(groups):
             opts = [_Triad(n)] + [make(_model(shapes)) for _, make, _, _ in group]
             times = interleaved_ms([o.step for o in opts], warmup, repeats)
             triad_ms, bw = times[0], _Triad.BYTES * n / times[0] / 1e6
             anchor = next(ms for (_, _, _, is_anchor), ms in zip(group, times[1:]) if is_anchor)
-            if k == 0:
+            if k == 0 and memory_bound:
                 rows.append({"suite": "cpu", "case": case, "impl": "triad a = b + s c (bandwidth, 16 B/elem)",
                              "ms": triad_ms, "gb_s": bw, "frac_of_bandwidth": 1.0, "ratio": None})
             for (impl, _, program, _), ms in zip(group, times[1:]):
-                gb = step_bytes(program, shapes) / ms / 1e6
+                gb = step_bytes(program, shapes) / ms / 1e6 if memory_bound else None
                 rows.append({"suite": "cpu", "case": case, "impl": impl, "ms": ms, "gb_s": gb,
-                             "frac_of_bandwidth": gb / bw, "ratio": ms / anchor})
+                             "frac_of_bandwidth": gb and gb / bw, "ratio": ms / anchor})
             del opts
     return rows
 
