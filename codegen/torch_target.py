@@ -94,6 +94,8 @@ from optdsl.printer import ATOM, Code, CodePrinter, docstring, parenthesize, pre
 from optdsl.typecheck import expr_kind, input_kinds, join
 
 from . import cpp_target
+from .float_printer import FloatPrinter, NoFloatSpelling
+from .float_printer import called_functions as float_called
 from .generated import check_identifier, number
 from .runtime import functions as runtime_functions
 from .runtime import source as runtime_source
@@ -550,6 +552,7 @@ class _Module:
             prelude, prog = split_lerp(prelude, prog, base)
             used = names_in(prog) | {a.target for a in prelude} | base
             self.hoisted.append((_bounded_assigns(prelude, used), _bounded(prog, used)))
+        self.float_uniforms = [self.uniform_float_function(k, prelude) for k, (prelude, _) in enumerate(self.hoisted)]
         if not self.globals and all(cpp_target.supports(p) is None for _, p in self.hoisted):
             self.extra["cpp"] = self.cpp_backend()
         self.eager = [] if self.globals else [self.eager_program(k) for k in range(len(self.paths))]
@@ -599,6 +602,25 @@ class _Module:
         doc = f'"""Path {k}: the values every tensor shares in a step (from lr, step and hyperparameters)."""'
         return _function(f"_path{k}_uniforms", [*(["*", *needed] if needed else []), "**_"],
                          [doc, *body.lines, f"return {values}"])
+
+    def uniform_float_function(self, k: int, prelude: list[Assign]) -> str | None:
+        """Path k's prelude in Python floats (:mod:`codegen.float_printer`), or None where an op has
+        no Python spelling or a line would not fit."""
+        printer, lines, defined, needed = FloatPrinter(), [], set(), []
+        try:
+            for a in prelude:
+                lines += printer.statement(a.target, a.expr)
+                needed += [v for v in sorted(free_vars(a.expr)) if v not in defined and v not in needed]
+                defined.add(a.target)
+        except NoFloatSpelling:
+            return None
+        values = _layout("{", [f'"{a.target}": {a.target}' for a in prelude], "}", used=11)
+        if any(4 + len(line) > LINE for line in lines):
+            return None
+        doc = (f'"""Path {k}: :func:`_path{k}_uniforms` in Python floats (raises where that gives inf or nan, '
+               'as 1 / 0)."""')
+        return _function(f"_path{k}_uniform_floats", [*(["*", *needed] if needed else []), "**_"],
+                         [doc, *lines, f"return {values}"])
 
     def segment_functions(self, k: int) -> list[str]:
         prog = self.hoisted[k][1]
@@ -849,6 +871,8 @@ class _Module:
             ("paths", "PATHS"),
             ("tree", _tree(self.tree)),
             ("uniforms", _tuple([f"_path{k}_uniforms" for k in range(n)])),
+            ("uniform_floats", _tuple([f"_path{k}_uniform_floats" if f else "None"
+                                       for k, f in enumerate(self.float_uniforms)])),
             ("segments", _layout("(", segs, ")", one=True)),
             ("groups", _tuple([] if self.globals else [f"_path{k}_group" for k in range(n)])),
             *([("stages", self.stage_table())] if any(self.splits) else []),
@@ -917,15 +941,22 @@ class _Module:
         ops = {node.op for e in [*exprs, *self.tests] for node in walk(e) if isinstance(node, Call)}
         return {name for op in ops for name in re.findall(r"\b(_[a-z]\w*)\(", OPS[op].torch or "")}
 
+    def float_functions(self) -> set[str]:
+        """The helpers of :mod:`codegen.runtime.float_math` the printed ``_uniform_floats`` call."""
+        return float_called([a.expr for (prelude, _), f in zip(self.hoisted, self.float_uniforms) if f
+                             for a in prelude])
+
     def source(self) -> str:
         out = [self.module_docstring(), "", runtime_source("torch_optimizer")]
-        math = runtime_functions("torch_math", self.called_functions())
-        if math:
-            out += ["", "", "# --- functions of codegen/runtime/torch_math.py (verbatim) that the ops call", math + "\n"]
+        for module, called in (("torch_math", self.called_functions()), ("float_math", self.float_functions())):
+            text = runtime_functions(module, called)
+            if text:
+                out += ["", "", f"# --- functions of codegen/runtime/{module}.py (verbatim) that the ops call", text + "\n"]
         out += ["", "# --- the program " + "-" * (LINE - 17 - 2)]
         for k in range(len(self.paths)):
             out += ["", "", *self.segment_functions(k)]
             out += ["", "", self.uniform_function(k, self.hoisted[k][0])]
+            out += ["", "", self.float_uniforms[k]] if self.float_uniforms[k] else []
             if not self.globals:
                 out += [x for f in self.eager_functions(k) for x in ("", "", f)]
         for b, src in self.extra.items():

@@ -119,6 +119,12 @@ class Op:
     # C++ spelling (elementwise ops; codegen.cpp_target), over scalars of a floating type T whose
     # arguments are names (so a repeated {0} costs nothing); op_max/op_min propagate nan as numpy does
     cpp: str | None = None
+    # Python spelling over float arguments (a generated module's per-step scalars, computed once per
+    # step from lr, step and the hyperparameters): the meaning of ``numpy`` up to libm's rounding, or
+    # an exception (ZeroDivisionError, OverflowError, ValueError) where IEEE gives inf or nan, on
+    # which the caller computes with tensors instead. May call ``math`` and the functions of
+    # codegen/runtime/float_math.py. None: no such spelling (the scalars are computed with tensors).
+    python: str | None = None
 
 
 def _safe(fn):
@@ -173,37 +179,41 @@ E = ELEMENTWISE
 
 # --- arithmetic (binary operators print infix) ---
 op("add", 2, E, np.add, lambda a, b: a + b, "{0} + {1}", "{0} + {1}", "{0} + {1}", "{0} + {1}",
-   "x + y", infix="+", precedence=10, commutative=True, numbers_ok=True, foreach=("add",), cpp="{0} + {1}")
+   "x + y", infix="+", precedence=10, commutative=True, numbers_ok=True, foreach=("add",), cpp="{0} + {1}",
+   python="{0} + {1}")
 op("sub", 2, E, np.subtract, lambda a, b: a - b, "{0} - {1}", "{0} - {1}", "{0} - {1}", "{0} - {1}",
-   "x - y", infix="-", precedence=10, numbers_ok=True, foreach=("sub",), cpp="{0} - {1}")
+   "x - y", infix="-", precedence=10, numbers_ok=True, foreach=("sub",), cpp="{0} - {1}",
+   python="{0} - {1}")
 op("mul", 2, E, np.multiply, lambda a, b: a * b, "{0} {1}", "{0} * {1}", "{0} * {1}", "{0} * {1}",
    "x * y", infix="*", precedence=20, commutative=True, numbers_ok=True,
-   foreach=("mul",), cpp="{0} * {1}")
+   foreach=("mul",), cpp="{0} * {1}", python="{0} * {1}")
 op("div", 2, E, np.divide, lambda a, b: a / b, r"\frac{{{0}}}{{{1}}}", "{0} / {1}", "{0} / {1}",
    "{0} / {1}", "x / y (IEEE: x/0 is inf or nan)", infix="/", precedence=20, numbers_ok=True,
-   python_raises=True, foreach=("div",), cpp="{0} / {1}")
+   python_raises=True, foreach=("div",), cpp="{0} / {1}", python="{0} / {1}")
 op("mod", 2, E, np.mod, lambda a, b: sympy.Mod(a, b), r"{0} \bmod {1}", "torch.remainder({0}, {1})",
    "jnp.mod({0}, {1})", "{0} - {1} * tl.floor({0} / {1})", "x mod y, sign of y (Python's %)", infix="%",
-   precedence=20, search=False, numbers_ok=True, python_raises=True, cpp="{0} - {1} * std::floor({0} / {1})")
+   precedence=20, search=False, numbers_ok=True, python_raises=True, cpp="{0} - {1} * std::floor({0} / {1})",
+   python="{0} % {1}")
 op("floordiv", 2, E, np.floor_divide, lambda a, b: sympy.floor(a / b),
    r"\left\lfloor {0} / {1} \right\rfloor", "torch.div({0}, {1}, rounding_mode='floor')",
    "jnp.floor_divide({0}, {1})", "tl.floor({0} / {1})", "floor(x / y)", infix="//", precedence=20,
-   search=False, numbers_ok=True, python_raises=True, cpp="std::floor({0} / {1})")
+   search=False, numbers_ok=True, python_raises=True, cpp="std::floor({0} / {1})", python="{0} // {1}")
 op("power", 2, E, np.power, lambda a, b: a**b, "{{{0}}}^{{{1}}}", "torch.pow({0}, {1})",
    "jnp.power({0}, {1})", "libdevice.pow({0}, {1})", "x ** y", infix="**",
-   precedence=40, flops=8, numbers_ok=True, python_raises=True, foreach=("pow",), cpp="std::pow({0}, {1})")
+   precedence=40, flops=8, numbers_ok=True, python_raises=True, foreach=("pow",), cpp="std::pow({0}, {1})",
+   python="math.pow({0}, {1})")
 op("neg", 1, E, np.negative, lambda a: -a, "-{0}", "-{0}", "-{0}", "-{0}", "-x", infix="-",
-   precedence=30, numbers_ok=True, foreach=("neg",), cpp="-{0}")
+   precedence=30, numbers_ok=True, foreach=("neg",), cpp="-{0}", python="-{0}")
 op("max", 2, E, np.maximum, lambda a, b: sympy.Max(a, b), r"\max({0}, {1})", "torch.maximum({0}, {1})",
    "jnp.maximum({0}, {1})", "tl.maximum({0}, {1})", "elementwise maximum", commutative=True,
-   foreach=("maximum",), cpp="op_max({0}, {1})")
+   foreach=("maximum",), cpp="op_max({0}, {1})", python="_fmax({0}, {1})")
 op("min", 2, E, np.minimum, lambda a, b: sympy.Min(a, b), r"\min({0}, {1})", "torch.minimum({0}, {1})",
    "jnp.minimum({0}, {1})", "tl.minimum({0}, {1})", "elementwise minimum", commutative=True,
-   foreach=("minimum",), cpp="op_min({0}, {1})")
+   foreach=("minimum",), cpp="op_min({0}, {1})", python="_fmin({0}, {1})")
 op("interp", 3, E, lambda x, y, a: (1 - a) * x + a * y, lambda x, y, a: (1 - a) * x + a * y,
    r"(1 - {2}) {0} + {2} {1}", "torch.lerp({0}, {1}, {2})", "(1 - {2}) * {0} + {2} * {1}",
    "{0} + {2} * ({1} - {0})", "(1 - a) * x + a * y: moving average of x into y with weight a",
-   flops=3, cpp="(T(1) - {2}) * {0} + {2} * {1}")
+   flops=3, cpp="(T(1) - {2}) * {0} + {2} * {1}", python="(1 - {2}) * {0} + {2} * {1}")
 
 # --- unary math (sqrt/log act on |x|, as in the search paper) ---
 # sign and arcsinh are spelt with codegen/runtime/torch_math.py's functions (torch.sign(nan) is 0
@@ -225,6 +235,17 @@ _CPP_UNARY = {  # C++ spellings of the unary ops below (the log/sqrt family on |
     **{n: f"std::{n.replace('arc', 'a')}({{0}})" for n in ("exp", "exp2", "expm1", "sin", "cos", "tan", "arcsin",
                                                            "arccos", "arctan", "sinh", "cosh", "tanh", "arcsinh",
                                                            "arccosh", "arctanh", "floor")},
+}
+_PYTHON_UNARY = {  # Python spellings of the unary ops below, over floats (see Op.python); none for floor
+    # (math.floor(-0.0) is the int 0, whose sign is lost) and cbrt (math.cbrt needs Python 3.11); none
+    # for clip below (np.clip keeps -0.0 in [-0.0, 0.0], a min of a max does not)
+    "abs": "abs({0})", "sign": "_fsign({0})", "sqrt": "math.sqrt(abs({0}))", "rsqrt": "1 / math.sqrt(abs({0}))",
+    "square": "{0} * {0}", "cube": "{0} * {0} * {0}", "reciprocal": "1 / {0}", "exp2": "math.pow(2.0, {0})",
+    "exp10": "math.pow(10.0, {0})",
+    **{n: f"math.{n}(abs({{0}}))" for n in ("log", "log2", "log10", "log1p")},
+    **{n: f"math.{n.replace('arc', 'a')}({{0}})" for n in ("exp", "expm1", "sin", "cos", "tan", "arcsin", "arccos",
+                                                             "arctan", "sinh", "cosh", "tanh", "arcsinh", "arccosh",
+                                                             "arctanh")},
 }
 _abs = np.abs
 for name, fn, sym, lx, tt, jx, tr, doc, fl in [
@@ -289,7 +310,7 @@ for name, fn, sym, lx, tt, jx, tr, doc, fl in [
      "tl.floor({0})", "round down", 1),
 ]:
     op(name, 1, E, fn, sym, lx, tt, jx, tr, doc, flops=fl, search=name not in ("floor",), cpp=_CPP_UNARY[name],
-       **_UNARY_FIELDS.get(name, {}))
+       python=_PYTHON_UNARY.get(name), **_UNARY_FIELDS.get(name, {}))
 
 op("clip", 2, E, lambda x, c: np.clip(x, -_abs(c), _abs(c)),
    lambda x, c: sympy.Max(-sympy.Abs(c), sympy.Min(x, sympy.Abs(c))),
@@ -301,7 +322,7 @@ op("clamp", 3, E, lambda x, lo, hi: np.minimum(np.maximum(x, lo), hi),
    lambda x, lo, hi: sympy.Min(sympy.Max(x, lo), hi), r"\operatorname{{clamp}}({0}, {1}, {2})",
    "torch.minimum(torch.maximum({0}, {1}), {2})", "jnp.minimum(jnp.maximum({0}, {1}), {2})",
    "tl.minimum(tl.maximum({0}, {1}), {2})", "min(max(x, lo), hi)", flops=2, search=False,
-   cpp="op_min(op_max({0}, {1}), {2})")
+   cpp="op_min(op_max({0}, {1}), {2})", python="_fmin(_fmax({0}, {1}), {2})")
 
 # --- comparisons, logic, selection (1.0 = true, 0.0 = false) ---
 for name, sym_src, np_fn, rel, lx in [
@@ -312,30 +333,33 @@ for name, sym_src, np_fn, rel, lx in [
     op(name, 2, E, _cmp(np_fn), _sym_cmp(rel), "[{0} " + lx + " {1}]", "({0} " + sym_src + " {1})",
        "({0} " + sym_src + " {1})", "({0} " + sym_src + " {1})", f"1 if x {sym_src} y else 0",
        infix=sym_src, precedence=5, search=False, truth=True, numbers_ok=True,
-       cpp="({0} " + sym_src + " {1} ? T(1) : T(0))")
+       cpp="({0} " + sym_src + " {1} ? T(1) : T(0))", python="(1.0 if {0} " + sym_src + " {1} else 0.0)")
 op("and", 2, E, _cmp(lambda a, b: (a != 0) & (b != 0)),
    lambda a, b: sympy.Piecewise((1, sympy.And(sympy.Ne(a, 0), sympy.Ne(b, 0))), (0, True)),
    r"[{0} \wedge {1}]", "(({0} != 0) & ({1} != 0))", "(({0} != 0) & ({1} != 0))",
    "(({0} != 0) & ({1} != 0))", "1 if both are non-zero", infix="and", precedence=3,
-   commutative=True, search=False, truth=True, numbers_ok=True, cpp="({0} != 0 && {1} != 0 ? T(1) : T(0))")
+   commutative=True, search=False, truth=True, numbers_ok=True, cpp="({0} != 0 && {1} != 0 ? T(1) : T(0))",
+   python="(1.0 if {0} != 0 and {1} != 0 else 0.0)")
 op("or", 2, E, _cmp(lambda a, b: (a != 0) | (b != 0)),
    lambda a, b: sympy.Piecewise((1, sympy.Or(sympy.Ne(a, 0), sympy.Ne(b, 0))), (0, True)),
    r"[{0} \vee {1}]", "(({0} != 0) | ({1} != 0))", "(({0} != 0) | ({1} != 0))",
    "(({0} != 0) | ({1} != 0))", "1 if either is non-zero", infix="or", precedence=2,
-   commutative=True, search=False, truth=True, numbers_ok=True, cpp="({0} != 0 || {1} != 0 ? T(1) : T(0))")
+   commutative=True, search=False, truth=True, numbers_ok=True, cpp="({0} != 0 || {1} != 0 ? T(1) : T(0))",
+   python="(1.0 if {0} != 0 or {1} != 0 else 0.0)")
 op("not", 1, E, _cmp(lambda a: a == 0), lambda a: sympy.Piecewise((1, sympy.Eq(a, 0)), (0, True)),
    r"[\neg {0}]", "({0} == 0)", "({0} == 0)", "({0} == 0)", "1 if x is zero", infix="not",
-   precedence=4, search=False, truth=True, cpp="({0} == 0 ? T(1) : T(0))")
+   precedence=4, search=False, truth=True, cpp="({0} == 0 ? T(1) : T(0))", python="(1.0 if {0} == 0 else 0.0)")
 op("where", 3, E, lambda c, a, b: np.where(np.asarray(c) != 0, a, b),
    lambda c, a, b: sympy.Piecewise((a, sympy.Ne(c, 0)), (b, True)),
    r"\begin{{cases}} {1} & \text{{if }} {0} \\ {2} & \text{{otherwise}} \end{{cases}}",
    "torch.where({0} != 0, {1}, {2})", "jnp.where({0} != 0, {1}, {2})", "tl.where({0} != 0, {1}, {2})",
    "a where c is non-zero, else b; a static c (a shape test) is resolved per parameter",
-   search=False, numbers_ok=True, cpp="({0} != 0 ? {1} : {2})")
+   search=False, numbers_ok=True, cpp="({0} != 0 ? {1} : {2})", python="({1} if {0} != 0 else {2})")
 op("isfinite", 1, E, _cmp(np.isfinite), lambda x: _sym_fn("isfinite")(x),
    r"[{0} \text{{ finite}}]", "torch.isfinite({0})", "jnp.isfinite({0})",
    "(({0} == {0}) & (tl.abs({0}) < float('inf')))", "1 where x is neither inf nor nan",
-   search=False, truth=True, cpp="(std::isfinite({0}) ? T(1) : T(0))")
+   search=False, truth=True, cpp="(std::isfinite({0}) ? T(1) : T(0))",
+   python="(1.0 if math.isfinite({0}) else 0.0)")
 
 # --- per-tensor reductions: one scalar per parameter ---
 R = REDUCE

@@ -225,11 +225,13 @@ class _Program:
 
     ``tree`` picks a parameter's path: a path index, or ``(test, tree if test(w), tree if not)``.
     ``uniforms[k](**values)`` computes path k's per-step scalars (bias corrections...) from lr, step
-    and the hyperparameters; ``segments[k]`` are path k's per-tensor functions, cut at the global
-    reductions (``global_names``; ``combine[j]`` is ``(how, finish)``: the tensors' totals are
-    summed or maxed, and ``finish(total)`` is the value); ``groups[k]`` runs path k
-    over a list of tensors with multi-tensor ops (programs without global reductions only), after
-    the segments ``stages[k]`` that compute its per-tensor reductions (see :meth:`group_step`).
+    and the hyperparameters in float64 0-d tensors, ``uniform_floats[k]`` (None where the program
+    has no such spelling) in Python floats, raising where they would be inf or nan; ``segments[k]``
+    are path k's per-tensor functions, cut at the global reductions (``global_names``;
+    ``combine[j]`` is ``(how, finish)``: the tensors' totals are summed or maxed, and
+    ``finish(total)`` is the value); ``groups[k]`` runs path k over a list of tensors with
+    multi-tensor ops (programs without global reductions only), after the segments ``stages[k]``
+    that compute its per-tensor reductions (see :meth:`group_step`).
     ``backends`` maps an extra backend's name to ``(group_step, available)``; ``torch_checkpoints``
     maps a torch.optim class name to ``{"states": {torch name: ours}, "hypers": {torch name: (ours,
     ...)}, "requires": {group key: value}}``.
@@ -245,6 +247,7 @@ class _Program:
         tree,
         uniforms,
         segments,
+        uniform_floats=None,
         groups=(),
         stages=None,
         global_names=(),
@@ -257,6 +260,7 @@ class _Program:
         self.hyper_names = tuple(dict.fromkeys(("lr", *hyper_defaults)))  # lr may have no default
         self.paths, self.tree = paths, tree
         self.uniforms, self.segments, self.groups = uniforms, segments, groups
+        self.uniform_floats = uniform_floats or (None,) * len(paths)
         self.stages = stages or ((),) * len(paths)
         self.global_names, self.combine = global_names, combine
         self.sparse_rows, self.not_separable = not_separable is None, not_separable
@@ -284,30 +288,34 @@ class _Program:
         return states
 
     def scalars(self, k, values, dtype, device):
-        """lr, step, the hyperparameters and path k's per-step scalars as 0-d tensors of ``dtype``.
-
-        The scalars are computed in float64 and cast once, as torch.optim computes its bias
-        corrections in Python floats: ``1 - 0.999 ** 10000`` in float32 loses digits that a
-        float32 step cannot afford. Tensor arithmetic gives IEEE results (1 / 0 = inf)."""
-        base = {}
-        for n, v in values.items():
-            base[n] = (
-                v.to(torch.float64) if torch.is_tensor(v) else torch.tensor(float(v), dtype=torch.float64)
-            )
-        base = {n: t.to(device) for n, t in base.items()}
+        """lr, step, the hyperparameters and path k's per-step scalars as 0-d tensors of ``dtype``:
+        :meth:`floats`, each cast once, as torch.optim computes its bias corrections in Python
+        floats (``1 - 0.999 ** 10000`` in float32 loses digits that a float32 step cannot afford).
+        A value handed in as a tensor (a scheduler's lr, one on an accelerator, one vmap batches) is
+        not read as a number: the scalars are then computed in float64 tensors."""
+        if not any(torch.is_tensor(v) for v in values.values()):
+            return {n: torch.tensor(x, dtype=dtype, device=device) for n, x in self.floats(k, values).items()}
+        numbers = {n: v.to(device) if torch.is_tensor(v) else float(v) for n, v in values.items()}
+        base = {n: torch.as_tensor(v, dtype=torch.float64, device=device) for n, v in numbers.items()}
         out = {**base, **self.uniforms[k](**base)}
         # a value handed in may be the caller's own tensor (a step counter): never return it
         return {n: t.to(dtype) if t.dtype != dtype else t.clone() for n, t in out.items()}
 
     def floats(self, k, values):
-        """:meth:`scalars` as Python floats (for the multi-tensor backend; computed on the CPU in
-        float64, as :meth:`scalars` computes them). Made for a small model's step, where a torch call
-        costs more than the arithmetic: the inputs come in as one tensor, the results go out with
-        one ``tolist``, and nothing is cloned."""
-        names = list(values)
-        given = [v.item() if torch.is_tensor(v) else float(v) for v in values.values()]
-        base = dict(zip(names, torch.tensor(given, dtype=torch.float64).unbind()))
-        out = {**base, **self.uniforms[k](**base)}
+        """lr, step, the hyperparameters and path k's per-step scalars as Python floats (float64).
+
+        In Python float arithmetic (``uniform_floats[k]``, libm's math as numpy's: the reference
+        interpreter's), except where that raises (1 / 0, math.exp(1000)) or the program has ops
+        without a Python spelling: then in float64 0-d tensors (``uniforms[k]``), whose IEEE
+        results (inf, nan) the step then takes."""
+        base = {n: v.item() if torch.is_tensor(v) else float(v) for n, v in values.items()}
+        if self.uniform_floats[k] is not None:
+            try:
+                return {**base, **self.uniform_floats[k](**base)}
+            except (ArithmeticError, ValueError):
+                pass
+        tensors = dict(zip(base, torch.tensor(list(base.values()), dtype=torch.float64).unbind()))
+        out = {**tensors, **self.uniforms[k](**tensors)}
         numbers = [
             t.to(torch.float64) if torch.is_tensor(t) else torch.tensor(t, dtype=torch.float64)
             for t in out.values()

@@ -78,18 +78,6 @@ def test_pick_is_torch_where_on_a_tensors_condition(a, b, c):
         assert got is (x if c != 0 else y)
 
 
-def test_floats_are_the_float64_scalars():
-    """The multi-tensor step's Python-number scalars equal :meth:`scalars` in float64, to the bit,
-    for numbers and for 0-d tensors handed in (a scheduler's lr may be one)."""
-    for name in ("adamw", "tiger", "adafactor", "amos"):
-        prog = sys.modules[codegen.build(optdsl.load(name), "torch").__module__]._PROGRAM
-        for step in (1, 7, 10_000):
-            values = {**prog.hyper_defaults, "lr": torch.tensor(0.003), "step": step}
-            for k in range(len(prog.paths)):
-                expected = {n: t.item() for n, t in prog.scalars(k, values, torch.float64, "cpu").items()}
-                assert prog.floats(k, values) == expected
-
-
 def _with_chunk(cls, size):
     """The generated module of ``cls`` with its eager chunk size set to ``size`` (restored by the caller)."""
     module = sys.modules[cls.__module__]
