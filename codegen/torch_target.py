@@ -677,8 +677,11 @@ class _Module:
         reads from ``_hyper`` (per-step numbers and ``given``: what earlier segments computed) and
         its state lists; each only when ``reads`` holds it."""
         lines = ["_dtype = _compute_dtype(_params[0].dtype)"]
-        lines += ["w = [_p.to(_dtype) for _p in _params]"] if "w" in reads - given else []
-        lines += ["g = [_x.to(_dtype) for _x in _grads]"] if "g" in reads - given else []
+        # (.to of a tensor already of _dtype is the tensor itself, at ~1.5 us a call: skipped)
+        lines += ["w = _params if _params[0].dtype == _dtype else [_p.to(_dtype) for _p in _params]"] if (
+            "w" in reads - given) else []
+        lines += ["g = _grads if _grads[0].dtype == _dtype else [_x.to(_dtype) for _x in _grads]"] if (
+            "g" in reads - given) else []
         for name in sorted(reads & (set(self.hypers) | {"lr", "step"} | given)):
             lines.append(f'{name} = _hyper["{name}"]')
         return lines + [f'{s.name} = _states["{s.name}"]' for s in prog.states if s.name in reads - given]
@@ -712,8 +715,13 @@ class _Module:
                 reads |= {"w", "g", *prog.state_names}
             lines = self.group_head(prog, set(scalars) | set(taken), reads)
             live_after = _live_after(body, [*outputs, *map(Var, sorted(split.live_out[d]))])
-            parts = []
-            for a, live in zip(body, live_after):
+            parts, scaled = [], None
+            read_later = _live_after(body, prog.new_states)  # by a statement or a new state (not as the update)
+            for i, (a, live, later) in enumerate(zip(body, live_after, read_later)):
+                if last and scaled is None and (scaled := self.scaled_update(prog, printer, body[i:], later)):
+                    printer.kinds[a.target] = "full"
+                    continue  # w - c x: one _foreach_sub_(w, x, alpha=c), not x *= c first
+                live = live | {scaled[0]} if scaled else live  # x is read at the end: nothing may reuse it
                 if a.target in cut:
                     parts.append(_tuple(self.partials(printer, a, len(parts), lines)))
                     continue
@@ -721,7 +729,7 @@ class _Module:
                 printer.kinds[a.target] = printer.group_kind(a.expr)
             lines[1:1] = [f"{name} = {GROUP_CONSTANTS[name]}" for name in sorted(printer.needs)]
             if last:
-                out.append(self.step_function(k, prog, printer, lines))
+                out.append(self.step_function(k, prog, printer, lines, scaled))
                 break
             owners.update({name: printer.owner.get(name, SHARED) for name in split.carried[d]})
             values = _layout("{", [f'"{n}": {n}' for n in sorted(split.carried[d])], "}", used=11)
@@ -757,11 +765,38 @@ class _Module:
             lines.append(f"{names[-1]} = {text}")
         return names
 
-    def step_function(self, k: int, prog: Program, printer: GroupPrinter, lines: list[str]) -> str:
-        """``_path<k>_group``: ``lines`` (the last segment) and the update of params and states."""
+    @staticmethod
+    def scaled_update(prog: Program, printer: GroupPrinter, rest: list[Assign], later: set[str]
+                      ) -> tuple[str, str] | None:
+        """``(x, c)`` where ``rest[0]`` is the update ``c * x`` (x a full list no statement writes, c a
+        number) that no later statement or new state reads: the step subtracts it as
+        ``_foreach_sub_(w, x, alpha=c)``, one pass where ``x *= c`` and ``w -= x`` are two."""
+        a, e = rest[0], rest[0].expr
+        if not (isinstance(prog.update, Var) and a.target == prog.update.name and a.target not in later):
+            return None
+        if not (isinstance(e, Call) and e.op == "mul" and all(isinstance(x, (Var, Const)) for x in e.args)):
+            return None
+        for x, c in (e.args, e.args[::-1]):
+            # a temporary, or the caller's grads or params (never written); not a state's own list
+            if not (printer.is_list(x) and printer.kinds[x.name] == "full" and printer.owner.get(x.name) in (FRESH, SHARED)):
+                continue
+            if any(b.target == x.name for b in rest[1:]) or printer.is_list(c):
+                continue
+            if isinstance(c, Const) or printer.kinds.get(c.name) in GROUP_SCALARS:
+                return x.name, printer.atom(c)
+        return None
+
+    def step_function(self, k: int, prog: Program, printer: GroupPrinter, lines: list[str],
+                      scaled: tuple[str, str] | None = None) -> str:
+        """``_path<k>_group``: ``lines`` (the last segment) and the update of params and states
+        (``scaled``: the update is ``c * x``, subtracted in one pass; see :meth:`scaled_update`)."""
         kinds = printer.kinds
         update_kind = expr_kind(prog.update, kinds, printer.fail)
-        if update_kind == "full" and isinstance(prog.update, Var):
+        alpha = ""
+        if scaled is not None:
+            lines.append(f"_update = {scaled[0]}")
+            alpha = f", alpha={scaled[1]}"
+        elif update_kind == "full" and isinstance(prog.update, Var):
             lines.append(f"_update = {prog.update.name}")
         else:
             lines.append(f"_update = {printer.comprehension(prog.update, update_kind, 'full')}")
@@ -779,8 +814,8 @@ class _Module:
             else:
                 lines.append(f"_new_{s.name} = {printer.comprehension(e, k_e, s.kind)}")
                 copies.append((s.name, f"_new_{s.name}"))
-        lines += ["if _params[0].dtype == _dtype:", "    torch._foreach_sub_(_params, _update)", "else:",
-                  "    torch._foreach_copy_(_params, torch._foreach_sub(w, _update))"]
+        lines += ["if _params[0].dtype == _dtype:", f"    torch._foreach_sub_(_params, _update{alpha})", "else:",
+                  f"    torch._foreach_copy_(_params, torch._foreach_sub(w, _update{alpha}))"]
         lines += [f'torch._foreach_copy_(_states["{s}"], {value})' for s, value in copies]
         doc = (f'"""Path {k} on a group of tensors (multi-tensor ops): params and {_names(prog.states)} '
                'updated in place."""')
