@@ -11,7 +11,8 @@ scalars in tensors (``_Program.floats`` in :mod:`codegen.runtime.torch_optimizer
 
 Example:
     >>> from optdsl.ir import Call, Const, Var
-    >>> FloatPrinter().doprint(Call("div", (Const(1.0), Call("sub", (Const(1.0), Call("power", (Var("b"), Var("t"))))))))
+    >>> power = Call("power", (Var("b"), Var("t")))
+    >>> FloatPrinter().doprint(Call("div", (Const(1.0), Call("sub", (Const(1.0), power)))))
     '1 / (1 - math.pow(b, t))'
 """
 

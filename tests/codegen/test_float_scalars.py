@@ -69,8 +69,8 @@ def _program(name):
 @pytest.mark.parametrize("name", ["adamw", "tiger", "adafactor", "amos"])
 def test_floats_are_the_scalars_to_the_bit(name):
     """Every backend takes the same scalars: the eager and cpp steps :meth:`floats`, the compiled
-    step :meth:`scalars` (cast once); a tensor handed in (a scheduler's lr) is computed with in
-    tensors there, to within a float64 rounding."""
+    step :meth:`scalars` (cast once); with a tensor handed in (a scheduler's lr) the scalars are
+    computed in tensors, to within a few float64 roundings."""
     prog = _program(name)
     assert all(f is not None for f in prog.uniform_floats)
     for step in (1, 7, 10_000):
