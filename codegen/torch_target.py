@@ -303,6 +303,9 @@ class GroupPrinter:
         self.fail, self.used = fail, used
         self.loop: dict[str, str] = {}
         self.needs: set[str] = set()  # constants the printed lines read (see GROUP_CONSTANTS)
+        self.stacked: set[str] = set()  # per-tensor numbers held as a 1-d tensor <name>_st (see stackable)
+        self.unlisted: set[str] = set()  # ... of which no list form has been made yet
+        self.stacks: dict[str, str] = {}  # their names
         self.owner: dict[str, str] = {s.name: s.name for s in program.states} | {"w": SHARED, "g": SHARED}
 
     def is_list(self, e: Expr) -> bool:
@@ -452,7 +455,58 @@ class GroupPrinter:
 
     def assign(self, target: str, expr: Expr, reuse: frozenset[str]) -> list[str]:
         """Lines computing ``target = expr`` for the group (in place into a free list if one fits),
-        keeping ``owner`` up to date."""
+        keeping ``owner`` up to date; a per-tensor number from such numbers alone on their stack
+        (:meth:`stackable`)."""
+        if self.stackable(expr):
+            lines = self.assign_stacked(target, expr)
+            if max(map(len, lines)) + 4 <= LINE:
+                return lines
+            self.stacked.discard(target)  # too wide for one line: per tensor, as below
+        lines = self.unstack(free_vars(expr))
+        self.stacked.discard(target)
+        self.unlisted.discard(target)
+        return lines + self.assign_lists(target, expr, reuse)
+
+    def stackable(self, expr: Expr) -> bool:
+        """Is ``expr`` one number per tensor computed from such numbers (a per-tensor reduction's
+        value: LAMB's trust ratio, Tiger's nan test) and Python numbers alone, by elementwise ops?
+        Then it runs once on the 1-d tensor of all the tensors' numbers (``<name>_st``), not as a
+        torch op on each tensor's 0-d tensor (~5 us each, most of a small model's LAMB step)."""
+        if not isinstance(expr, Call) or self.group_kind(expr) != "scalar":
+            return False
+        if any(isinstance(n, Call) and OPS[n.op].shape != ELEMENTWISE for n in walk(expr)):
+            return False
+        lists = [v for v in free_vars(expr) if self.kinds.get(v) in LIST_KINDS]
+        return bool(lists) and all(self.kinds[v] == "scalar" for v in lists)
+
+    def assign_stacked(self, target: str, expr: Call) -> list[str]:
+        """``<target>_st = expr`` on the stacks of its per-tensor numbers (stacked here if they are
+        lists only); the list form ``target`` is made where something reads it (:meth:`unstack`)."""
+        numbers = sorted(v for v in free_vars(expr) if self.kinds.get(v) == "scalar")
+        lines = [f"{self.stack(v)} = torch.stack({v})" for v in numbers if v not in self.stacked]
+        self.stacked.update(numbers)
+        local = substitute(expr, {v: Var(self.stack(v)) for v in numbers})
+        kinds = {**self.kinds, **{self.stack(v): "full" for v in numbers}}
+        text = TorchPrinter(kinds, self.fail, ref=self.stack(numbers[0]), scalars=GROUP_SCALARS).doprint(local)
+        self.stacked.add(target)
+        self.unlisted.add(target)
+        self.owner[target] = FRESH
+        return lines + [f"{self.stack(target)} = {text}"]
+
+    def stack(self, name: str) -> str:
+        """The name of ``name``'s stack (a fresh one, as for loop variables)."""
+        if name not in self.stacks:
+            self.stacks[name] = fresh_name(f"{name}_st", self.used)
+        return self.stacks[name]
+
+    def unstack(self, names) -> list[str]:
+        """The list forms (0-d views of the stack) of the stacked-only values among ``names``, for the
+        multi-tensor ops and per-tensor code that read them."""
+        todo = sorted(set(names) & self.unlisted)
+        self.unlisted.difference_update(todo)
+        return [f"{n} = list({self.stack(n)}.unbind())" for n in todo]
+
+    def assign_lists(self, target: str, expr: Expr, reuse: frozenset[str]) -> list[str]:
         kind = self.group_kind(expr)
         if (isinstance(expr, Call) and expr.op == "sign" and self.is_list(expr.args[0]) and kind != "static"
                 and expr_kind(expr.args[0], self.kinds, self.fail) == kind):
@@ -723,6 +777,7 @@ class _Module:
                     continue  # w - c x: one _foreach_sub_(w, x, alpha=c), not x *= c first
                 live = live | {scaled[0]} if scaled else live  # x is read at the end: nothing may reuse it
                 if a.target in cut:
+                    lines.extend(printer.unstack(free_vars(a.expr)))
                     parts.append(_tuple(self.partials(printer, a, len(parts), lines)))
                     continue
                 lines.extend(printer.assign(a.target, a.expr, printer.reusable(a.target, live)))
@@ -731,6 +786,7 @@ class _Module:
             if last:
                 out.append(self.step_function(k, prog, printer, lines, scaled))
                 break
+            lines.extend(printer.unstack(split.carried[d]))
             owners.update({name: printer.owner.get(name, SHARED) for name in split.carried[d]})
             values = _layout("{", [f'"{n}": {n}' for n in sorted(split.carried[d])], "}", used=11)
             lines.append(f"return {values}, {_tuple(parts)}")
@@ -791,6 +847,7 @@ class _Module:
         """``_path<k>_group``: ``lines`` (the last segment) and the update of params and states
         (``scaled``: the update is ``c * x``, subtracted in one pass; see :meth:`scaled_update`)."""
         kinds = printer.kinds
+        lines.extend(printer.unstack(set().union(*map(free_vars, prog.outputs()))))
         update_kind = expr_kind(prog.update, kinds, printer.fail)
         alpha = ""
         if scaled is not None:
@@ -1344,10 +1401,10 @@ def _fold_axpy(prog: Program, extra_kinds: dict[str, str]) -> Program:
         for j in range(i + 1, len(body)):
             b = body[j]
             if isinstance(b.expr, Call) and b.expr.op in ("add", "sub") and a.target in free_vars(b.expr):
-                x, other = b.expr.args
-                if other == t and x != t:
+                x, other = b.expr.args  # (a number plus y c is no axpy: it would run per tensor)
+                if other == t and x != t and not number_like(x):
                     body[i], body[j] = None, Assign(b.target, Call(b.expr.op, (x, scaled)), b.loc)
-                elif b.expr.op == "add" and x == t and other != t:
+                elif b.expr.op == "add" and x == t and other != t and not number_like(other):
                     body[i], body[j] = None, Assign(b.target, Call("add", (other, scaled)), b.loc)
                 break
             if a.target in free_vars(b.expr) or b.target in (a.target, y.name, getattr(c, "name", None)):
