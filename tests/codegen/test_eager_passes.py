@@ -85,16 +85,16 @@ def _with_chunk(cls, size):
     return module, old
 
 
-def _run_eager_in_chunks(program, params, grads, size, lr=LR):
+def _run_eager_in_chunks(program, params, grads, size, lr=LR, **hyper):
     """Params after the eager steps on ``grads`` in chunks of ``size`` (``p_t``, if any, strided;
-    ``lr=None``: the program's default)."""
+    ``lr=None``: the program's default; ``hyper``: other hyperparameters)."""
     cls = codegen.build(program, "torch")
     module, old = _with_chunk(cls, size)
     try:
         ts = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
         if "p_t" in params:
             ts["p_t"] = torch.tensor(params["p_t"].T.copy()).t().detach().requires_grad_()  # strided
-        opt = cls(list(ts.values()), **({} if lr is None else {"lr": lr}), backend="eager")
+        opt = cls(list(ts.values()), **({} if lr is None else {"lr": lr}), **hyper, backend="eager")
         for g in grads:
             for k, t in ts.items():
                 t.grad = torch.tensor(g[k])
@@ -251,19 +251,9 @@ def test_per_tensor_numbers_run_on_their_stack(size):
         ref, state = dict(params), interp.init(params)
         for t, g in enumerate(grads, start=1):
             ref, state = interp.step(ref, g, state, t)
-        cls = codegen.build(program, "torch")
-        module, old = _with_chunk(cls, size)
-        try:
-            ts = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
-            opt = cls(list(ts.values()), weight_decay=0.1, backend="eager")
-            for g in grads:
-                for k, t in ts.items():
-                    t.grad = torch.tensor(g[k])
-                opt.step()
-        finally:
-            module._CHUNK = old
+        ours = _run_eager_in_chunks(program, params, grads, size, lr=None, weight_decay=0.1)
         for k in ref:
-            np.testing.assert_allclose(ts[k].detach().numpy(), ref[k], rtol=1e-6, atol=1e-7, err_msg=k)
+            np.testing.assert_allclose(ours[k], ref[k], rtol=1e-6, atol=1e-7, err_msg=k)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
