@@ -88,7 +88,7 @@ from optdsl.ir import (
     walk,
 )
 from optdsl.ops import COL, ELEMENTWISE, GLOBAL, OPS, REDUCE, ROW, STATIC
-from optdsl.passes import flatten, global_statements, segments, variants
+from optdsl.passes import eliminate_common, flatten, global_statements, segments, variants
 from optdsl.passes.specialize import Tree
 from optdsl.printer import ATOM, Code, CodePrinter, docstring, parenthesize, precedence_of, to_source
 from optdsl.typecheck import expr_kind, input_kinds, join
@@ -720,10 +720,12 @@ class _Module:
         return out
 
     def eager_program(self, k: int) -> tuple[Program, dict[str, str]]:
-        """Path k as the multi-tensor printer takes it (flattened, shape facts inlined, axpy,
-        addcmul and nan tests folded) and the kinds of its per-step values (the prelude's names)."""
+        """Path k as the multi-tensor printer takes it (flattened, shape facts inlined, repeated
+        computations made once, axpy, addcmul and nan tests folded) and the kinds of its per-step
+        values (the prelude's names)."""
         scalars = {a.target: "uniform" for a in self.hoisted[k][0]}
-        prog = _fold_axpy(_inline_static(flatten(self.group_programs[k]), scalars), scalars)
+        prog = eliminate_common(_inline_static(flatten(self.group_programs[k]), scalars))
+        prog = _fold_axpy(prog, scalars)
         return _fold_nan_test(_fold_addcmul(prog, scalars), scalars), scalars
 
     def group_head(self, prog: Program, given: set[str], reads: set[str]) -> list[str]:

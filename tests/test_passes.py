@@ -1,11 +1,19 @@
-"""Core passes: dead code (also across steps), folding, flattening, specialisation."""
+"""Core passes: dead code (also across steps), folding, flattening, common computations, specialisation."""
 
 import numpy as np
 import pytest
 
 from optdsl import DslError, Interpreter, load, parse, to_source, zoo_names
 from optdsl.ir import Const
-from optdsl.passes import eliminate_dead_code, flatten, fold, segments, specialize, static_key
+from optdsl.passes import (
+    eliminate_common,
+    eliminate_dead_code,
+    flatten,
+    fold,
+    segments,
+    specialize,
+    static_key,
+)
 
 DEAD = """
 def f(w, g, m, v, loop, lr=0.1):
@@ -86,11 +94,25 @@ def _same_trajectory(p, q, shapes=((5,), (3, 4))):
             np.testing.assert_allclose(x[k], y[k], rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize(("body", "kept"), [
+    ("a = g * g\n    b = g * g", 1),  # one computation
+    ("a = g * g\n    g = g + 1\n    b = g * g", 3),  # g changed in between: another value
+    ("a = g * g\n    a = a + 1\n    b = g * g", 3),  # a no longer holds g * g
+    ("a = g * g\n    b = g * g\n    b = b + 1", 3),  # b is set twice: its first value stays apart
+    ("m = interp(g, m, 0.5)\n    a = interp(g, m, 0.5)\n    b = m * 1", 3),  # a reads the new m
+])
+def test_common_computations_are_made_once_only_where_they_hold_the_same_value(body, kept):
+    p = parse(f"def f(w, g, m, lr=0.1):\n    {body}\n    return lr * (a + b), m\n")
+    q = eliminate_common(p)
+    assert len(q.body) == kept
+    _same_trajectory(p, q, ((5,), (3, 4)))
+
+
 def test_passes_preserve_semantics_on_the_zoo():
     for name in zoo_names():
         p = load(name)
         shapes = ((5,), (3, 4))
-        for q in (eliminate_dead_code(p), flatten(p), fold(p)):
+        for q in (eliminate_dead_code(p), flatten(p), fold(p), eliminate_common(flatten(p))):
             _same_trajectory(p, q, shapes)
 
 

@@ -1,5 +1,6 @@
 """Program -> program transformations. Each keeps the IR's invariants (see :mod:`optdsl.ir`)."""
 
+from .cse import eliminate_common
 from .deadcode import eliminate_dead_code, liveness
 from .flatten import flatten
 from .fold import fold
@@ -9,6 +10,7 @@ from .specialize import MissingAxis, Variants, shape_value, specialize, static_k
 __all__ = [
            "MissingAxis",
            "Variants",
+           "eliminate_common",
            "eliminate_dead_code",
            "flatten",
            "fold",
