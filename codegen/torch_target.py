@@ -458,10 +458,13 @@ class GroupPrinter:
         keeping ``owner`` up to date; a per-tensor number from such numbers alone on their stack
         (:meth:`stackable`)."""
         if self.stackable(expr):
+            before = set(self.stacked), set(self.unlisted), self.owner.get(target)
             lines = self.assign_stacked(target, expr)
             if max(map(len, lines)) + 4 <= LINE:
                 return lines
-            self.stacked.discard(target)  # too wide for one line: per tensor, as below
+            self.stacked, self.unlisted = before[0], before[1]  # too wide for a line: per tensor, below
+            if before[2] is not None:
+                self.owner[target] = before[2]
         lines = self.unstack(free_vars(expr))
         self.stacked.discard(target)
         self.unlisted.discard(target)

@@ -256,6 +256,24 @@ def test_per_tensor_numbers_run_on_their_stack(size):
             np.testing.assert_allclose(ours[k], ref[k], rtol=1e-6, atol=1e-7, err_msg=k)
 
 
+def test_per_tensor_numbers_too_wide_for_a_line_on_their_stack_run_per_tensor():
+    """A stacked statement wider than a line is printed per tensor instead, and the stacks it would
+    have made are not taken for made: the step is the interpreter's (a zero grad: ratio 1)."""
+    a, b = "a_very_long_name_for_the_norm_of_the_parameter_w", "another_long_name_for_the_norm_of_the_grad_g"
+    program = parse(f"def p(w, g, lr=0.1):\n    {a} = norm(w)\n    {b} = norm(g)\n"
+                    f"    t = where({a} == 0 or {b} == 0, 1, {a} / {b} + {a} * {b} - {b} / ({a} + 1))\n"
+                    "    u = where(t > 1, t, 1 / t)\n    return lr * u * g\n")
+    rng = np.random.default_rng(2)
+    params = {"p0": rng.normal(size=7).astype(np.float32), "p1": rng.normal(size=(2, 3)).astype(np.float32)}
+    grads = [{k: rng.normal(size=v.shape).astype(np.float32) for k, v in params.items()} for _ in range(2)]
+    grads[1]["p1"][:] = 0
+    interp = Interpreter(program, dtype=np.float32)
+    ref, state = dict(params), interp.init(params)
+    for t, g in enumerate(grads, start=1):
+        ref, state = interp.step(ref, g, state, t)
+    close(_run_eager_in_chunks(program, params, grads, 1 << 17, lr=None), ref)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("source", ["tiger", "lamb", "adafactor", TWO_STAGES, ROWS])
 def test_per_tensor_reductions_in_tiny_chunks_see_whole_tensors(source, dtype):
