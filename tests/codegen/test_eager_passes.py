@@ -104,6 +104,15 @@ def _run_eager_in_chunks(program, params, grads, size, lr=LR, **hyper):
     return {k: t.detach().numpy() for k, t in ts.items()}
 
 
+def _interpreter_steps(program, params, grads, dtype, **hyper):
+    """Params after the interpreter's steps on ``grads`` (the program's default lr)."""
+    interp = Interpreter(program, dtype=dtype, **hyper)
+    params, state = dict(params), interp.init(params)
+    for t, g in enumerate(grads, start=1):
+        params, state = interp.step(params, g, state, t)
+    return params
+
+
 @pytest.mark.parametrize("index", range(len(SEEDS)))
 def test_random_programs_in_tiny_chunks_agree_with_the_interpreter(index):
     """The search's random programs (and mutated AdamWs), stepped twice on the eager backend in
@@ -247,10 +256,7 @@ def test_per_tensor_numbers_run_on_their_stack(size):
         params["p2"][:] = 0
         grads = [{k: rng.normal(size=v.shape).astype(dtype) for k, v in params.items()} for _ in range(2)]
         grads[0]["p1"][:] = 0
-        interp = Interpreter(program, dtype=dtype, weight_decay=0.1)
-        ref, state = dict(params), interp.init(params)
-        for t, g in enumerate(grads, start=1):
-            ref, state = interp.step(ref, g, state, t)
+        ref = _interpreter_steps(program, params, grads, dtype, weight_decay=0.1)
         ours = _run_eager_in_chunks(program, params, grads, size, lr=None, weight_decay=0.1)
         for k in ref:
             np.testing.assert_allclose(ours[k], ref[k], rtol=1e-6, atol=1e-7, err_msg=k)
@@ -267,10 +273,7 @@ def test_per_tensor_numbers_too_wide_for_a_line_on_their_stack_run_per_tensor():
     params = {"p0": rng.normal(size=7).astype(np.float32), "p1": rng.normal(size=(2, 3)).astype(np.float32)}
     grads = [{k: rng.normal(size=v.shape).astype(np.float32) for k, v in params.items()} for _ in range(2)]
     grads[1]["p1"][:] = 0
-    interp = Interpreter(program, dtype=np.float32)
-    ref, state = dict(params), interp.init(params)
-    for t, g in enumerate(grads, start=1):
-        ref, state = interp.step(ref, g, state, t)
+    ref = _interpreter_steps(program, params, grads, np.float32)
     close(_run_eager_in_chunks(program, params, grads, 1 << 17, lr=None), ref)
 
 
@@ -293,10 +296,7 @@ def test_per_tensor_reductions_in_tiny_chunks_see_whole_tensors(source, dtype):
     params = {k: rng.normal(size=s).astype(dtype) for k, s in shapes.items()}
     grads = [{k: rng.normal(size=s).astype(dtype) for k, s in shapes.items()} for _ in range(3)]
     grads[1][next(iter(shapes))].reshape(-1)[-1] = np.nan
-    interp = Interpreter(program, dtype=dtype)
-    ref, state = dict(params), interp.init(params)
-    for t, g in enumerate(grads, start=1):
-        ref, state = interp.step(ref, g, state, t)
+    ref = _interpreter_steps(program, params, grads, dtype)
     ours = _run_eager_in_chunks(program, params, grads, 5, lr=None)
     if dtype == np.float32:
         close(ours, ref)
