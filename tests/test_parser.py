@@ -1,5 +1,6 @@
 """The parser: the paper's listings parse; every misuse is a located DslError."""
 
+import math
 import sys
 from pathlib import Path
 
@@ -151,12 +152,31 @@ def test_row_state_getting_a_full_value_points_at_the_assignment():
     ("def f(w, g, m: banana, lr):", "unknown state kind"),
     ("def f(w, g, m: row(init=w), lr):", "only a full state can start as a copy of w"),
     ("def f(w, g, lr, beta=x):", "default must be a number"),
+    ("def f(w, g, lr, beta=nan):", "nan would make every step nan"),
     ("def f(w, g, g, lr):", "duplicate argument|appears twice"),
     ("def f(w, g, lr, step=3):", "'step' is an input"),
 ])
 def test_signature_errors(signature, message):
     with pytest.raises(DslError, match=message):
         parse(f"{signature}\n    return g\n")
+
+
+def test_a_default_may_be_inf_as_an_expression_may_say_it():
+    """``clip=inf`` (no clipping unless asked), as the 1e400 error suggests writing it; it prints
+    back as written and every target steps with it as the interpreter does."""
+    import torch
+
+    import codegen
+
+    p = parse("def f(w, g, lr=0.1, c=inf, d=-inf):\n    return lr * clip(g, max(c, d))\n")
+    assert [h.default for h in p.hypers] == [0.1, math.inf, -math.inf] and parse(to_source(p)) == p
+    w = torch.tensor([1.0, -2.0, 3.0], requires_grad=True)
+    w.grad = torch.tensor([0.5, -5.0, 100.0])
+    codegen.build(p, "torch")([w], backend="eager").step()
+    interp = Interpreter(p, dtype=np.float32)
+    params = {"w": np.array([1.0, -2.0, 3.0], np.float32)}
+    expected = interp.step(params, {"w": w.grad.numpy()}, interp.init(params), 1)[0]["w"]
+    np.testing.assert_array_equal(w.detach().numpy(), expected)
 
 
 def test_top_level_must_be_functions():
