@@ -39,6 +39,7 @@ from optdsl.printer import ATOM, UNARY, Code, CodePrinter, DslPrinter, docstring
 from optdsl.typecheck import expr_kind, input_kinds, join
 
 from .generated import black_format, check_identifier, number
+from .runtime import functions as runtime_functions
 
 # A state's shape for a parameter ``w`` (as :func:`optdsl.interpreter.state_shape`).
 STATE_SHAPE = {"full": "w.shape", "row": "w.shape[:-1]", "col": "w.shape[:-2] + w.shape[-1:]", "scalar": "()"}
@@ -452,12 +453,9 @@ class _Module:
         ]
         exprs = [a.expr for a in p.body] + list(p.outputs())
         if any(isinstance(n, Call) and n.op == "dim" for e in exprs for n in walk(e)):
-            helpers.append(  # the interpreter's message (codegen.runtime.torch_math._dim's), not an IndexError
-                "def _dim(x, i):\n"
-                + _indent(['"""dim(x, i), the length of axis i of x; a ValueError where x has no axis i."""',
-                           "if -x.ndim <= i < x.ndim:", "    return x.shape[i]",
-                           'raise ValueError(f"dim(w, {i}) asks for an axis a parameter of shape {tuple(x.shape)} "',
-                           '                 "does not have; guard it with `if ndim(w) > ...:`")']))
+            # the torch runtime's _dim (only .ndim and .shape: a jax array has both), which says what the
+            # interpreter says where the axis is missing, not an IndexError
+            helpers.append(runtime_functions("torch_math", {"_dim"}))
         functions = [f for v, spec in enumerate(self.variants) for f in self.variant_functions(v, spec)]
         if self.pick:
             functions.append(self.pick_function())

@@ -10,7 +10,8 @@ with the functions below, which use only fast kernels and no ``where``.
 
 The block between the markers is copied into generated modules function by function (only those a
 program uses; :func:`codegen.runtime.functions`); ``_dim`` is here for the same reason: the
-spellings of the ops call it.
+spellings of the ops call it (it reads only ``.ndim`` and ``.shape``, and the jax target copies it
+too).
 
 Example:
     >>> import torch
