@@ -458,13 +458,13 @@ class GroupPrinter:
         keeping ``owner`` up to date; a per-tensor number from such numbers alone on their stack
         (:meth:`stackable`)."""
         if self.stackable(expr):
-            before = set(self.stacked), set(self.unlisted), self.owner.get(target)
-            lines = self.assign_stacked(target, expr)
-            if max(map(len, lines)) + 4 <= LINE:
+            numbers = sorted(v for v in free_vars(expr) if self.kinds.get(v) == "scalar")
+            lines = self.stacked_lines(target, expr, numbers)
+            if max(map(len, lines)) + 4 <= LINE:  # (too wide for a line: per tensor, below)
+                self.stacked.update([*numbers, target])
+                self.unlisted.add(target)
+                self.owner[target] = FRESH
                 return lines
-            self.stacked, self.unlisted = before[0], before[1]  # too wide for a line: per tensor, below
-            if before[2] is not None:
-                self.owner[target] = before[2]
         lines = self.unstack(free_vars(expr))
         self.stacked.discard(target)
         self.unlisted.discard(target)
@@ -482,18 +482,14 @@ class GroupPrinter:
         lists = [v for v in free_vars(expr) if self.kinds.get(v) in LIST_KINDS]
         return bool(lists) and all(self.kinds[v] == "scalar" for v in lists)
 
-    def assign_stacked(self, target: str, expr: Call) -> list[str]:
-        """``<target>_st = expr`` on the stacks of its per-tensor numbers (stacked here if they are
-        lists only); the list form ``target`` is made where something reads it (:meth:`unstack`)."""
-        numbers = sorted(v for v in free_vars(expr) if self.kinds.get(v) == "scalar")
+    def stacked_lines(self, target: str, expr: Call, numbers: list[str]) -> list[str]:
+        """``<target>_st = expr`` on the stacks of its per-tensor numbers ``numbers`` (stacked first
+        where only their lists exist); the list form ``target`` is made where something reads it
+        (:meth:`unstack`)."""
         lines = [f"{self.stack(v)} = torch.stack({v})" for v in numbers if v not in self.stacked]
-        self.stacked.update(numbers)
         local = substitute(expr, {v: Var(self.stack(v)) for v in numbers})
         kinds = {**self.kinds, **{self.stack(v): "full" for v in numbers}}
         text = TorchPrinter(kinds, self.fail, ref=self.stack(numbers[0]), scalars=GROUP_SCALARS).doprint(local)
-        self.stacked.add(target)
-        self.unlisted.add(target)
-        self.owner[target] = FRESH
         return lines + [f"{self.stack(target)} = {text}"]
 
     def stack(self, name: str) -> str:
