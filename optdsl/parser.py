@@ -287,11 +287,12 @@ class _Parser:
             return -v if isinstance(node.op, ast.USub) else v
         if isinstance(node, ast.Constant) and type(node.value) in (int, float):
             return self.literal(node)
-        if isinstance(node, ast.Name) and node.id in CONSTANTS and not math.isnan(CONSTANTS[node.id]):
-            return CONSTANTS[node.id]  # `clip=inf`, as `inf` is written in an expression
-        nan = isinstance(node, ast.Name) and node.id == "nan"
-        raise self.err("a hyperparameter's default must be a number", node,
-                       "nan would make every step nan: give a number" if nan else "a literal such as 0.9, or inf, pi, e")
+        if isinstance(node, ast.Name) and node.id in CONSTANTS:  # `clip=inf`, as an expression writes it
+            if math.isnan(CONSTANTS[node.id]):
+                raise self.err("a hyperparameter's default must be a number", node,
+                               "nan would make every step nan: give a number")
+            return CONSTANTS[node.id]
+        raise self.err("a hyperparameter's default must be a number", node, "a literal such as 0.9, or inf, pi, e")
 
     def literal(self, node: ast.Constant) -> float:
         """The float64 a number written in the source denotes. It must be finite: ``1e400`` or a
