@@ -295,8 +295,7 @@ class _Program:
         not read as a number: the scalars are then computed in float64 tensors."""
         if not any(torch.is_tensor(v) for v in values.values()):
             return {n: torch.tensor(x, dtype=dtype, device=device) for n, x in self.floats(k, values).items()}
-        numbers = {n: v.to(device) if torch.is_tensor(v) else float(v) for n, v in values.items()}
-        base = {n: torch.as_tensor(v, dtype=torch.float64, device=device) for n, v in numbers.items()}
+        base = {n: torch.as_tensor(v, dtype=torch.float64, device=device) for n, v in values.items()}
         out = {**base, **self.uniforms[k](**base)}
         # a value handed in may be the caller's own tensor (a step counter): never return it
         return {n: t.to(dtype) if t.dtype != dtype else t.clone() for n, t in out.items()}
