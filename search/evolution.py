@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
@@ -89,7 +89,7 @@ class Stats:
     started: float = field(default_factory=time.monotonic)
     evaluated: int = 0
     cached: int = 0
-    statuses: list[str] = field(default_factory=list)  # of the evaluated children, in order
+    statuses: Counter[str] = field(default_factory=Counter)  # of the evaluated children: status -> count
     submitted: int = 0
     statements: int = 0
     live_statements: int = 0
@@ -211,7 +211,7 @@ class Search:
                    eval_seconds=result.get("seconds"), error=result.get("error"))
         row["id"] = self.store.add(**row)
         self.stats.evaluated += 1
-        self.stats.statuses.append(row["status"])
+        self.stats.statuses[row["status"]] += 1
         self._join(row, record["program"])
         self.seen.add(row)
         if row["status"] == "ok" and _fitness(row) > self.stats.best_fitness:

@@ -15,6 +15,7 @@ Example::
 from __future__ import annotations
 
 import os
+from collections import Counter
 
 from rich.console import Console
 from rich.table import Table
@@ -51,7 +52,7 @@ def totals(store: Store) -> dict:
     stmts = sum(r["n_statements"] for r in rows)
     live = sum(r["n_live"] for r in rows)
     return {"rows": len(rows), "evaluated": len(evaluated), "cached": cached,
-            "failed": failures(r["status"] for r in evaluated),
+            "failed": failures(Counter(r["status"] for r in evaluated)),
             "hurdled": sum(r["status"] == "hurdle" for r in evaluated),
             "cache_hit_rate": cached / len(rows) if rows else 0.0,
             "redundant_fraction": 1 - live / stmts if stmts else 0.0,

@@ -40,6 +40,7 @@ import sqlite3
 import stat
 import sys
 import time
+from collections.abc import Mapping
 from urllib.parse import quote
 
 from optdsl.errors import DslError
@@ -91,20 +92,16 @@ FAILED = {"guard": "refused by the guards", "diverged": "diverged", "error": "ra
           "timeout": "timed out"}
 
 
-def failures(statuses) -> str:
-    """How many of ``statuses`` are failures, and of which kind: ``'5 failed: 3 refused by the
-    guards, 2 diverged'`` (``'0 failed'``).
+def failures(counts: Mapping[str, int]) -> str:
+    """How many of the statuses counted in ``counts`` (status -> count) are failures, and of which
+    kind: ``'5 failed: 3 refused by the guards, 2 diverged'`` (``'0 failed'``).
 
     Example:
-        >>> failures(["ok", "guard", "guard", "diverged", "hurdle"])
+        >>> failures({"ok": 1, "guard": 2, "diverged": 1, "hurdle": 1})
         '3 failed: 2 refused by the guards, 1 diverged'
     """
-    counts = {s: 0 for s in FAILED}
-    for s in statuses:
-        if s in counts:
-            counts[s] += 1
-    kinds = [f"{n} {FAILED[s]}" for s, n in counts.items() if n]
-    return f"{sum(counts.values())} failed" + (f": {', '.join(kinds)}" if kinds else "")
+    kinds = [f"{counts[s]} {what}" for s, what in FAILED.items() if counts.get(s)]
+    return f"{sum(counts.get(s, 0) for s in FAILED)} failed" + (f": {', '.join(kinds)}" if kinds else "")
 
 
 # What a damaged file can make SQLite raise; the message itself may be undecodable text.
