@@ -283,6 +283,7 @@ def _fit(text: str, kind: str, slot: str, ref: str = "w", scalars: tuple[str, ..
 LIST_KINDS = ("full", "row", "col", "scalar", "static")
 GROUP_SCALARS = (*NUMBER_KINDS, "uniform")  # the group function gets uniform values as Python floats
 SHARED, FRESH = "<shared>", "<fresh>"  # owners of a list besides a state (see GroupPrinter.owner)
+SHARED_FRESH = f"<shared {FRESH}>"  # a temporary read under two names
 # constants a group function defines when its lines read them (see GroupPrinter.sign)
 GROUP_CONSTANTS = {"_sign_tiny": "2.0**-49 if _dtype == torch.float32 else 2.0**-974"}
 
@@ -294,7 +295,8 @@ class GroupPrinter:
 
     ``owner[name]`` says whose tensors the list ``name`` holds: a state's own (that state's name:
     updated in place, as torch.optim does), a fresh temporary made here (``FRESH``: may be
-    overwritten once no later statement reads it), or tensors shared with the caller (``SHARED``:
+    overwritten once no later statement reads it; ``SHARED_FRESH`` once it is read under two names:
+    never written, but copied into a state as it is), or tensors shared with the caller (``SHARED``:
     params, grads, aliases; never written; ``<shared s>``: state s's own, read under two names,
     so that the step needs no copy of them into s)."""
 
@@ -541,12 +543,83 @@ class GroupPrinter:
             self.owner[target] = SHARED
         return [line]
 
+    def where_block(self, body: list[Assign], j: int, block: tuple, emit, emit_range, live: set[str],
+                    state: bool) -> list[str]:
+        """``x = where(c, p, q)`` (``body[j]``) and the statements only one of its sides reads
+        (``block``: see :func:`_where_blocks`; ``emit(i)`` prints statement i, ``emit_range(lo, hi)``
+        statements lo..hi-1 with the blocks among them), under a Python test of c: for a per-step c,
+        ``if c != 0:`` p's statements and ``x = p``, else q's; for one number per tensor, each side's
+        statements only when some tensor takes it (runtime ``_which``: on an accelerator, always),
+        and x the side every tensor takes, else picked per tensor (``_pick``). Printed flat, every
+        statement run, where a nested line would be too wide. ``live``: the names read after it;
+        ``state``: x is a new state's value (see :meth:`shortcut`)."""
+        start, p, q = block
+        a = body[j]
+        c, sides = a.expr.args[0], a.expr.args[1:]
+        stacked, unlisted = set(self.stacked), set(self.unlisted)
+        uniform = self.kinds[c.name] == "uniform"
+        cond = self.stack(c.name) if c.name in stacked else c.name
+        p_lines = emit_range(start, start + len(p))
+        q_lines = emit_range(start + len(p), j)
+        kind = self.group_kind(a.expr)
+        made = set(self.unlisted)
+        shortcuts, owners = [], [] if uniform else [SHARED_FRESH]  # (a pick may hand back either side's tensors)
+        for side in sides:  # each from the same state: only one of them runs
+            self.unlisted = set(made)
+            lines, owner = self.shortcut(a.target, side, kind, live, uniform and state)
+            shortcuts.append(lines)
+            owners.append(owner)
+        self.unlisted = set(made)
+        j_lines = emit(j)  # the state of a step that runs everything, as a flat print
+        if uniform:
+            text = [f"if {c.name} != 0:", *_nested(p_lines + shortcuts[0]), "else:", *_nested(q_lines + shortcuts[1])]
+        else:
+            taken = fresh_name("_taken", self.used)
+            text = [f"{taken} = _which({cond})"]
+            text += [f"if {taken} != 0:", *_nested(p_lines)] if p_lines else []
+            text += [f"if {taken} != 1:", *_nested(q_lines)] if q_lines else []
+            text += [f"if {taken} == 0:", *_nested(shortcuts[1]), f"elif {taken} == 1:", *_nested(shortcuts[0]),
+                     "else:", *_nested(j_lines)]
+        if max(len(ln) for t in text for ln in t.split("\n")) + 4 > LINE:
+            return p_lines + q_lines + j_lines
+        # after the block, only what every path made is made; x may be either side's own tensors
+        targets = {body[i].target for i in p + q} | {a.target}
+        self.stacked, self.unlisted = stacked - targets, unlisted - targets
+        for v in free_vars(a.expr) & set(self.owner):
+            self.owner[v] = self.read_only(v)
+        self.owner[a.target] = max(owners, key=[FRESH, SHARED_FRESH, SHARED].index)  # the least free
+        return text
+
+    def shortcut(self, target: str, side: Expr, kind: str, live: set[str], copy: bool) -> tuple[list[str], str]:
+        """``(lines, owner)``: ``target = side`` for a where of ``kind`` whose tensors all take that side:
+        the side's own list when it is of that kind, else its values broadcast to that shape (new
+        tensors for a number), and who then owns the target's list: FRESH (new tensors, or a
+        temporary nothing reads after), SHARED_FRESH (a temporary read after), else SHARED. With
+        ``copy`` (the target is a new state's value: a shared list would cost a clone at the end of
+        every step) a shared list is cloned here instead, in the branch that takes it."""
+        lines = self.unstack(free_vars(side))
+        if not self.is_list(side):  # a number: new tensors
+            return [*lines, f"{target} = {self.comprehension(side, self.group_kind(side), slot=kind)}"], FRESH
+        name, who = side.name, self.owner.get(side.name, SHARED)
+        alias = self.kinds[name] == kind  # the side's own list, else a broadcast view of it
+        temporary = who in (FRESH, SHARED_FRESH)
+        if temporary or not copy:
+            free = alias and who == FRESH and (name == target or name not in live)
+            owner = FRESH if free else SHARED_FRESH if temporary else SHARED
+            if alias:
+                return [*lines, "pass" if name == target else f"{target} = {name}"], owner
+            return [*lines, f"{target} = {self.comprehension(side, self.group_kind(side), slot=kind)}"], owner
+        text = f"[_x.clone() for _x in {name}]" if alias else self.comprehension(
+            side, self.group_kind(side), slot=kind, wrap="{}.clone()")
+        return [*lines, f"{target} = {text}"], FRESH
+
     def read_only(self, name: str) -> str:
         """The owner of list ``name`` once nothing may write it: ``<shared s>`` for state s's own
-        tensors (the step then needs no copy of them into s), else SHARED."""
+        tensors (the step then needs no copy of them into s), ``SHARED_FRESH`` for a temporary (which
+        a state may take without a clone), else SHARED."""
         who = self.owner.get(name, SHARED)
         states = {n for n, o in self.owner.items() if o == n}
-        return who if who.startswith("<shared ") else f"<shared {who}>" if who in states else SHARED
+        return who if who.startswith("<shared ") else f"<shared {who}>" if who in states | {FRESH} else SHARED
 
     def reusable(self, target: str, live_after: set[str]) -> frozenset[str]:
         """Lists a statement assigning ``target`` may overwrite: a fresh temporary no later statement
@@ -559,6 +632,56 @@ class GroupPrinter:
 # --- the module ------------------------------------------------------------------------------------
 LINE = 110  # generated files are laid out for this width (black's, as the repository's own)
 MAX_CALLS = 8  # calls per printed statement; a larger expression is cut into temporaries
+
+
+class _Segment:
+    """A segment's statements printed in order (see :meth:`_Module.eager_functions`): a lazy where
+    with its sides as one block (:meth:`GroupPrinter.where_block`), a per-tensor reduction cut out
+    as each row's partial totals (``parts``), the update ``c x`` left to the step's one subtraction
+    (``scaled``)."""
+
+    def __init__(self, module: _Module, prog: Program, printer: GroupPrinter, body: list[Assign], cut: set[str],
+                 last: bool, blocks: dict[int, tuple], live_after: list[set[str]]):
+        self.module, self.prog, self.printer, self.body = module, prog, printer, body
+        self.cut, self.last, self.blocks, self.live_after = cut, last, blocks, live_after
+        self.read_later = _live_after(body, prog.new_states)  # by a statement or a new state (not as the update)
+        self.state_values = {e.name for e in prog.new_states if isinstance(e, Var)}
+        self.parts: list[str] = []
+        self.scaled: tuple[str, str] | None = None
+
+    def statement(self, i: int) -> list[str]:
+        """Statement i's lines (none for the update c x, subtracted at the end)."""
+        a, live, printer = self.body[i], self.live_after[i], self.printer
+        if self.last and self.scaled is None:
+            self.scaled = self.module.scaled_update(self.prog, printer, self.body[i:], self.read_later[i])
+            if self.scaled:
+                printer.kinds[a.target] = "full"
+                return []  # w - c x: one _foreach_sub_(w, x, alpha=c), not x *= c first
+        live = live | {self.scaled[0]} if self.scaled else live  # x is read at the end: nothing may reuse it
+        if a.target in self.cut:
+            out = printer.unstack(free_vars(a.expr))
+            self.parts.append(_tuple(self.module.partials(printer, a, len(self.parts), out)))
+            return out
+        out = printer.assign(a.target, a.expr, printer.reusable(a.target, live))
+        printer.kinds[a.target] = printer.group_kind(a.expr)
+        return out
+
+    def lines(self, lo: int, hi: int) -> list[str]:
+        """Statements lo..hi-1, a lazy where's block (the outermost) where one starts."""
+        out, i = [], lo
+        while i < hi:
+            inner = [j for j, (start, _, _) in self.blocks.items() if start == i and j < hi]
+            if not inner:
+                out.extend(self.statement(i))
+                i += 1
+                continue
+            j = max(inner)
+            target = self.body[j].target
+            state = self.last and target in self.state_values and all(b.target != target for b in self.body[j + 1:])
+            out.extend(self.printer.where_block(self.body, j, self.blocks[j], self.statement, self.lines,
+                                                self.live_after[j], state))
+            i = j + 1
+        return out
 
 
 class _Module:
@@ -720,12 +843,12 @@ class _Module:
 
     def eager_program(self, k: int) -> tuple[Program, dict[str, str]]:
         """Path k as the multi-tensor printer takes it (flattened, shape facts inlined, repeated
-        computations made once, axpy, addcmul and nan tests folded) and the kinds of its per-step
-        values (the prelude's names)."""
+        computations made once, axpy, addcmul and nan tests folded, the sides of lazy wheres next to
+        them) and the kinds of its per-step values (the prelude's names)."""
         scalars = {a.target: "uniform" for a in self.hoisted[k][0]}
         prog = eliminate_common(_inline_static(flatten(self.group_programs[k]), scalars))
         prog = _fold_axpy(prog, scalars)
-        return _fold_nan_test(_fold_addcmul(prog, scalars), scalars), scalars
+        return _defer_branches(_fold_nan_test(_fold_addcmul(prog, scalars), scalars), scalars), scalars
 
     def group_head(self, prog: Program, given: set[str], reads: set[str]) -> list[str]:
         """A group function's first lines: the compute dtype, params and grads in it, the values it
@@ -766,23 +889,15 @@ class _Module:
             printer = GroupPrinter(prog, self.fail_at(prog.return_loc), used, {**input_kinds(prog), **scalars, **taken})
             printer.owner.update({name: owners.get(name, SHARED) for name in taken})
             reads = set().union(*[free_vars(a.expr) for a in body], *[free_vars(e) for e in outputs])
-            if last:
-                reads |= {"w", "g", *prog.state_names}
+            after = set().union(*map(free_vars, outputs), split.live_out[d])
+            blocks = _where_blocks(body, printer.kinds, printer.fail, after)
+            if last or blocks:  # (a where's side may be broadcast to w's shape)
+                reads |= {"w", "g", *prog.state_names} if last else {"w"}
             lines = self.group_head(prog, set(scalars) | set(taken), reads)
-            live_after = _live_after(body, [*outputs, *map(Var, sorted(split.live_out[d]))])
-            parts, scaled = [], None
-            read_later = _live_after(body, prog.new_states)  # by a statement or a new state (not as the update)
-            for i, (a, live, later) in enumerate(zip(body, live_after, read_later)):
-                if last and scaled is None and (scaled := self.scaled_update(prog, printer, body[i:], later)):
-                    printer.kinds[a.target] = "full"
-                    continue  # w - c x: one _foreach_sub_(w, x, alpha=c), not x *= c first
-                live = live | {scaled[0]} if scaled else live  # x is read at the end: nothing may reuse it
-                if a.target in cut:
-                    lines.extend(printer.unstack(free_vars(a.expr)))
-                    parts.append(_tuple(self.partials(printer, a, len(parts), lines)))
-                    continue
-                lines.extend(printer.assign(a.target, a.expr, printer.reusable(a.target, live)))
-                printer.kinds[a.target] = printer.group_kind(a.expr)
+            segment = _Segment(self, prog, printer, body, cut, last, blocks,
+                               _live_after(body, [*outputs, *map(Var, sorted(split.live_out[d]))]))
+            lines.extend(segment.lines(0, len(body)))
+            parts, scaled = segment.parts, segment.scaled
             lines[1:1] = [f"{name} = {GROUP_CONSTANTS[name]}" for name in sorted(printer.needs)]
             if last:
                 out.append(self.step_function(k, prog, printer, lines, scaled))
@@ -835,7 +950,8 @@ class _Module:
             return None
         for x, c in (e.args, e.args[::-1]):
             # a temporary, or the caller's grads or params (never written); not a state's own list
-            if not (printer.is_list(x) and printer.kinds[x.name] == "full" and printer.owner.get(x.name) in (FRESH, SHARED)):
+            if not (printer.is_list(x) and printer.kinds[x.name] == "full"
+                    and printer.owner.get(x.name) in (FRESH, SHARED_FRESH, SHARED)):
                 continue
             if any(b.target == x.name for b in rest[1:]) or printer.is_list(c):
                 continue
@@ -864,7 +980,7 @@ class _Module:
             own = isinstance(e, Var) and printer.owner.get(e.name) in (s.name, f"<shared {s.name}>")
             if own and k_e == s.kind:
                 continue  # updated in place
-            if isinstance(e, Var) and k_e == s.kind and printer.owner.get(e.name) == FRESH:
+            if isinstance(e, Var) and k_e == s.kind and printer.owner.get(e.name) in (FRESH, SHARED_FRESH):
                 copies.append((s.name, e.name))
             elif isinstance(e, Var) and k_e == s.kind:  # shared with params, grads or another state
                 lines.append(f"_new_{s.name} = [_x.clone() for _x in {e.name}]")
@@ -1133,16 +1249,22 @@ def _layout(open_: str, items: list[str], close: str, one: bool = False, used: i
     return f"{open_}\n{body}{close}"
 
 
-def _wrap_comprehension(line: str) -> str:
-    """``x = [elt for ...]`` too wide for a function body, laid out as black does: the comprehension
-    on a line of its own, or where that is too wide, the element and the ``for`` clause."""
+def _wrap_comprehension(line: str, indent: int = 4) -> str:
+    """``x = [elt for ...]`` too wide for a function body (at ``indent``), laid out as black does: the
+    comprehension on a line of its own, or where that is too wide, the element and the ``for`` clause.
+    A line already nested (see :func:`_nested`) is left as it is."""
     head, sep, rest = line.partition(" = [")
-    if 4 + len(line) <= LINE or not sep or " for " not in rest or not rest.endswith("]"):
+    if line.startswith(" ") or indent + len(line) <= LINE or not sep or " for " not in rest or not rest.endswith("]"):
         return line
-    if 8 + len(rest) - 1 <= LINE:  # black first tries the whole comprehension inside the brackets
+    if indent + 4 + len(rest) - 1 <= LINE:  # black first tries the whole comprehension inside the brackets
         return f"{head} = [\n    {rest[:-1]}\n]"
     elt, _, loops = rest[:-1].partition(" for ")
     return f"{head} = [\n    {elt}\n    for {loops}\n]"
+
+
+def _nested(lines: list[str]) -> list[str]:
+    """A function body's ``lines`` one level in (under an ``if``), laid out for that width."""
+    return ["    " + _wrap_comprehension(ln, 8).replace("\n", "\n    ") for ln in lines]
 
 
 def _literal(value, used: int = 0, indent: int = 0) -> str:
@@ -1460,6 +1582,92 @@ def _fold_nan_test(prog: Program, extra_kinds: dict[str, str]) -> Program:
             if t in free_vars(b.expr) or b.target in (t, e.args[0].name):
                 break
     return prog.with_body([a for a in body if a is not None], update=prog.update, new_states=prog.new_states)
+
+
+LAZY_CONDITIONS = ("scalar", "uniform")  # one number per tensor, or per step: a Python test can pick a side
+
+
+def _lazy_where(a: Assign, kinds: dict[str, str], fail) -> bool:
+    """Is ``a`` ``x = where(c, p, q)`` of tensors (rows, columns), its arguments names or numbers and
+    c one number per tensor or per step? Then the group step may run only the side its tensors take
+    (see :func:`_where_sides`)."""
+    e = a.expr
+    if not (isinstance(e, Call) and e.op == "where" and isinstance(e.args[0], Var)):
+        return False
+    if not all(isinstance(x, (Var, Const)) for x in e.args[1:]):
+        return False
+    return kinds.get(e.args[0].name) in LAZY_CONDITIONS and expr_kind(e, kinds, fail) in ("full", "row", "col")
+
+
+def _where_sides(body: list[Assign], j: int, after: set[str]) -> tuple[list[int], list[int]]:
+    """For ``body[j] = where(c, p, q)``: the statements before it whose values p alone reads (directly
+    or through each other), and those q alone reads (``after``: names read after ``body``). A step
+    whose tensors all take p need not run q's statements, and the other way round. Per-tensor
+    reductions never count: they are cut out of the step (:func:`_split`)."""
+    c, p, q = body[j].expr.args
+    users: dict[int, list[tuple[int | None, str]]] = {i: [] for i in range(len(body))}
+    for k, defs in _reaching(body, range(len(body)), after).items():
+        for v, i in defs.items():
+            if i is not None:
+                users[i].append((k, v))
+    out = []
+    for side, other in ((p, q), (q, p)):
+        own: set[int] = set()
+        for i in reversed(range(j)):
+            e = body[i].expr
+            if isinstance(e, Call) and OPS[e.op].shape in (REDUCE, GLOBAL):
+                continue
+            if users[i] and all(k in own or (k == j and side == Var(v) != other and v != c.name) for k, v in users[i]):
+                own.add(i)
+        out.append(sorted(own))
+    return out[0], out[1]
+
+
+def _defer_branches(prog: Program, extra_kinds: dict[str, str]) -> Program:
+    """Before each lazy ``x = where(c, p, q)`` (:func:`_lazy_where`), the statements only p reads,
+    then those only q reads (:func:`_where_sides`), moved there from wherever they were, when that
+    changes no value any statement reads: the group step runs them under a Python test of c, so
+    that Tiger computes its nan branch, and its embedding rows' rms, only when some tensor takes it.
+    A where inside another's side stays an ordinary statement there."""
+    fail = _raiser(prog)
+    kinds = {**input_kinds(prog), **extra_kinds}
+    lazy = []
+    for i, a in enumerate(prog.body):
+        if _lazy_where(a, kinds, fail):
+            lazy.append(i)
+        kinds[a.target] = expr_kind(a.expr, kinds, fail)
+    after = set().union(*map(free_vars, prog.outputs()))
+    order = list(range(len(prog.body)))  # indices into prog.body in their new order
+    reads = _reaching(prog.body, order, after)
+    inside: set[int] = set()
+    for j in reversed(lazy):  # the last first: an earlier where may sit inside its sides
+        if j in inside:
+            continue
+        at = order.index(j)
+        p, q = _where_sides([prog.body[i] for i in order], at, after)
+        moved = [order[i] for i in p + q]
+        new = [i for i in order[:at] if i not in moved] + moved + order[at:]
+        if _reaching(prog.body, new, after) == reads:
+            order = new
+            inside.update(moved)
+    return prog.with_body([prog.body[i] for i in order], update=prog.update, new_states=prog.new_states)
+
+
+def _where_blocks(body: list[Assign], kinds: dict[str, str], fail, after: set[str]) -> dict[int, tuple]:
+    """The lazy wheres of a segment's ``body`` (:func:`_lazy_where`; ``after``: names read after it):
+    ``{j: (start, p's statements, q's)}``, the sides of ``body[j]`` (:func:`_where_sides`) where they
+    sit just before it, p's then q's, from ``start``, as :func:`_defer_branches` leaves them (else
+    none: the step still skips the per-tensor picks). A where inside another's side is a block inside
+    that side."""
+    kinds = dict(kinds)
+    blocks: dict[int, tuple] = {}
+    for j, a in enumerate(body):
+        if _lazy_where(a, kinds, fail):
+            p, q = _where_sides(body, j, after)
+            start = j - len(p) - len(q)
+            blocks[j] = (start, p, q) if p + q == list(range(start, j)) else (j, [], [])
+        kinds[a.target] = expr_kind(a.expr, kinds, fail)
+    return blocks
 
 
 def _raiser(prog: Program):

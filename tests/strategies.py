@@ -3,7 +3,7 @@
 ``expressions(env, kind)`` draws an expression whose shape fits ``kind`` given the shapes of the
 names in ``env``; ``programs()`` draws a whole validated Program: states of several kinds
 (full, scalar, and row/col when ``factored``), hyperparameters, reassignments, reductions,
-shape tests (``where(ndim(w) >= 2, ...)``) and ops drawn from the op table's search vocabulary.
+shape tests (``where(ndim(w) >= 2, ...)``), selections on per-tensor or per-step numbers and ops drawn from the op table's search vocabulary.
 ``assert_same_updates(p, q)`` runs both through the reference interpreter on the same weights and
 gradients and compares the updates wherever ``p``'s are finite.
 
@@ -46,7 +46,7 @@ def expressions(draw, env: dict[str, str] | None = None, kind: str = "full", dep
             return Var(draw(st.sampled_from(sorted(leaves))))
         return Const(draw(CONSTANTS))
     sub = lambda k=kind: expressions(env, k, depth - 1)
-    choice = draw(st.sampled_from(["unary", "binary", "binary", "interp", "reduce", "factored", "static"]))
+    choice = draw(st.sampled_from(["unary", "binary", "binary", "interp", "reduce", "factored", "static", "select"]))
     if choice == "factored" and (kind not in ("row", "col", "full")
                                  or not any(k in ("row", "col") for k in env.values())):
         choice = "unary"
@@ -64,6 +64,8 @@ def expressions(draw, env: dict[str, str] | None = None, kind: str = "full", dep
     if choice == "factored":
         op = {"row": "rowmean", "col": "colmean"}.get(kind) or draw(st.sampled_from(["rowmean", "colmean"]))
         return Call(op, (Call("mul", (Var("g"), draw(sub("full")))),))  # the argument must be full
+    if choice == "select":  # a condition of one number per tensor or per step (a norm, a hyperparameter)
+        return Call("where", (draw(sub("scalar")), draw(sub()), draw(sub())))
     cond = Call("ge", (Call("ndim", (Var("w"),)), Const(2.0)))
     return Call("where", (cond, draw(sub()), draw(sub())))
 

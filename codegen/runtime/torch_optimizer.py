@@ -211,6 +211,20 @@ def _pick(c, a, b):
     return torch.where(c != 0, a, b)
 
 
+def _which(c):
+    """Which side of ``where(c, a, b)`` every tensor of a group takes, ``c`` being one number per
+    tensor (the group's numbers as a 1-d tensor or a list of 0-d tensors): 1 when all take a (c !=
+    0, nan included, as torch.where's ``c != 0``), 0 when all take b, None when they differ or c
+    lives on an accelerator (reading it would wait for the device). On a CPU the group step then
+    skips what only the other side reads: Tiger's nan branch, computed for every tensor at every
+    step before, where no grad holds a nan. Example: ``_which(torch.tensor([0.0, 0.0])) == 0``."""
+    stacked = c if torch.is_tensor(c) else torch.stack(c)
+    if stacked.device.type != "cpu" or _is_dtensor(stacked):
+        return None
+    taken = [x != 0 for x in stacked.tolist()]  # one read of all the numbers (~1 us)
+    return 1 if all(taken) else 0 if not any(taken) else None
+
+
 def _per_tensor(how, parts, lengths):
     """Per-parameter totals from the rows' ``parts`` (0-d tensors in row order; ``lengths``: rows per
     parameter, or None for one each), summed or maxed (nan propagates, as in torch.amax)."""

@@ -16,7 +16,7 @@ from trajectories import run_interpreter
 
 import codegen
 import optdsl
-from codegen.runtime.torch_optimizer import _chunks, _pick
+from codegen.runtime.torch_optimizer import _chunks, _pick, _which
 from codegen.torch_target import _Module
 from optdsl import DslError, Interpreter, parse
 
@@ -164,7 +164,8 @@ def _economy(name):
 # (AdamW's and Lion's lr * x was a pass of its own before w -= it: now w -= lr x, one pass.)
 # (Tiger's nan test and LAMB's trust ratio were a torch op per tensor each: now one op on the stack
 # of all the tensors' numbers. Adafactor's two g * g are one.)
-ECONOMY = {"adamw": (2, 0, 12), "lion": (1, 0, 9), "tiger": (4, 2, 12), "lamb": (4, 2, 14),
+# (Tiger's 5th list is the zeros of its grads when every one holds a nan: printed, run only then.)
+ECONOMY = {"adamw": (2, 0, 12), "lion": (1, 0, 9), "tiger": (5, 2, 12), "lamb": (4, 2, 14),
            "adafactor": (9, 8, 13)}
 
 
@@ -357,3 +358,90 @@ def test_an_accelerator_step_is_not_chunked():
         seen.clear()
         prog.eager_group_step(0, params, [torch.ones_like(p) for p in params], states, lr=0.1, step=1)
         assert len(seen) == calls
+
+
+@pytest.mark.parametrize("c", [[0.0, 0.0], [1.0, -2.0], [float("nan"), 1.0], [0.0, 1.0], [float("nan"), 0.0]])
+def test_which_side_every_tensor_takes(c):
+    """_which(c): 1 when every tensor's number is nonzero (nan too, as torch.where's c != 0), 0 when
+    every one is zero, None when they differ; the same for a list of 0-d tensors; None on an
+    accelerator (the meta device stands in), whose numbers the host must not wait for."""
+    taken = [x != 0 for x in c]
+    expected = 1 if all(taken) else 0 if not any(taken) else None
+    assert _which(torch.tensor(c)) == expected
+    assert _which(list(torch.tensor(c).unbind())) == expected
+    assert _which(torch.tensor(c, device="meta")) is None
+
+
+@pytest.mark.parametrize("embedding", [0, 1])
+@pytest.mark.parametrize("nans", ["none", "one", "every"])
+def test_a_where_on_one_number_per_tensor_runs_only_the_side_its_tensors_take(nans, embedding):
+    """Tiger's nan guard ``where(has_nan, shrink the weights, step)`` and its ``where(embedding, rows'
+    rms, rms)``: the group step tests the group's nan flags once (``_which``) and runs the shrink's
+    statements only when some grad holds a nan, the step's only when some does not, and the rows' rms
+    only under ``if embedding != 0:``. Against the interpreter when no grad, one, or every grad of
+    the group holds a nan in the second of three steps, embedding 0 and 1, float32 and float64."""
+    program = optdsl.load("tiger")
+    text = _Module(program, {}).group_function(1)
+    assert "= _which(has_nan_st)" in text and "if embedding != 0:" in text
+    rng = np.random.default_rng(5)
+    shapes = {"p0": (5, 4), "p1": (3, 6), "p2": (2, 3, 4)}
+    for dtype in (np.float32, np.float64):
+        params = {k: rng.normal(size=s).astype(dtype) for k, s in shapes.items()}
+        grads = [{k: rng.normal(size=s).astype(dtype) for k, s in shapes.items()} for _ in range(3)]
+        for k in {"none": [], "one": ["p1"], "every": list(shapes)}[nans]:
+            grads[1][k].reshape(-1)[3] = np.nan
+        ref = _interpreter_steps(program, params, grads, dtype, embedding=embedding)
+        close(_run_eager_in_chunks(program, params, grads, 1 << 17, lr=None, embedding=embedding), ref)
+
+
+NESTED = """def p(w, g, m, lr=0.1, c=1):
+    s = norm(g)
+    a = where(c, sqrt(abs(g)) * m, g)
+    m = interp(g, m, 0.5)
+    b = where(s > 1, exp(-abs(a)), a + m)
+    return lr * b, where(c, m, g)
+"""
+
+
+@pytest.mark.parametrize("c", [0, 1])
+def test_lazy_wheres_nest_and_a_new_state_taken_from_a_side_is_its_own_list(c):
+    """A where on a per-step number (c) inside a side of one on a per-tensor number (s > 1), and a
+    new state that is one side's list (g, read later) or another's (m): the step equals the
+    interpreter's over three steps in chunks of 4, with tensors on both sides of s > 1."""
+    program = parse(NESTED)
+    text = _Module(program, {}).group_function(0)
+    assert "_which(" in text and text.count("if c != 0:") == 2
+    rng = np.random.default_rng(7)
+    params = {"p0": rng.normal(size=9).astype(np.float32), "p1": rng.normal(size=(2, 3)).astype(np.float32)}
+    grads = [{"p0": rng.normal(size=9).astype(np.float32),
+              "p1": 0.01 * rng.normal(size=(2, 3)).astype(np.float32)} for _ in range(3)]
+    ref = _interpreter_steps(program, params, grads, np.float32, c=c)
+    close(_run_eager_in_chunks(program, params, grads, 4, lr=None, c=c), ref)
+
+
+def test_a_side_whose_statements_cannot_move_is_computed_before_its_where():
+    """``u = g * 2``, read by one side only, cannot move next to its where: g is set again in between
+    (u would read the new g). It stays where it is; the where still takes a side without a pass."""
+    program = parse("def p(w, g, lr=0.1):\n    u = g * 2\n    g = g * 3\n"
+                    "    x = where(norm(g) > 1, u, g)\n    return lr * (x + g)\n")
+    text = _Module(program, {}).group_function(0)
+    assert "_which(" in text and text.index("_foreach_mul(g, 2)") < text.index("_which(")
+    rng = np.random.default_rng(1)
+    params = {"p0": rng.normal(size=5).astype(np.float32), "p1": rng.normal(size=4).astype(np.float32)}
+    grads = [{"p0": 3 * rng.normal(size=5).astype(np.float32), "p1": 0.01 * rng.normal(size=4).astype(np.float32)}]
+    close(_run_eager_in_chunks(program, params, grads, 1 << 17), run_interpreter(program, params, grads, LR))
+
+
+def test_a_lazy_where_too_wide_to_nest_is_printed_flat():
+    """A name so long that a side's line fits the width in the function body but not one level in:
+    the where and its side are printed as plain statements (every one run), and still step as the
+    interpreter does."""
+    long = "the_square_root_of_the_magnitude_of_every_gradient_coordinate_of_this_tensor"
+    program = parse(f"def p(w, g, lr=0.1, c=1):\n    {long} = sqrt(abs(g))\n    t = {long} * g + {long}\n"
+                    "    x = where(c, t, g)\n    return lr * x\n")
+    text = _Module(program, {}).group_function(0)
+    assert "if c != 0" not in text and max(map(len, text.split("\n"))) <= 110
+    rng = np.random.default_rng(2)
+    params = {"p0": rng.normal(size=5).astype(np.float32)}
+    grads = [{"p0": rng.normal(size=5).astype(np.float32)}]
+    close(_run_eager_in_chunks(program, params, grads, 1 << 17), run_interpreter(program, params, grads, LR))
