@@ -472,6 +472,25 @@ class GroupPrinter:
         self.unlisted.discard(target)
         return lines + self.assign_lists(target, expr, reuse)
 
+    def dots(self, term: Expr, finish: Expr | None = None) -> str | None:
+        """A sum over each tensor of ``term``, a product of two full lists, as one ``torch.dot`` per
+        tensor (one pass, no temporary for the product), put through ``finish`` (of the total a0 and
+        the element count n) when given: the per-tensor sums of norm, rms and dot. None for another
+        term."""
+        if not (isinstance(term, Call) and term.op == "mul"):
+            return None
+        if not all(isinstance(x, Var) and self.kinds.get(x.name) == "full" for x in term.args):
+            return None
+        lists = list(dict.fromkeys(x.name for x in term.args))
+        x, y = (self.loop_var(x.name) for x in term.args)
+        text = f"torch.dot({x}.reshape(-1), {y}.reshape(-1))"
+        if finish is not None:  # (a0 and n are the finish's only names: the table's Reduction)
+            text = TorchPrinter({"a0": "full", "n": "uniform"}, self.fail, ref="a0").doprint(finish)
+            text = re.sub(r"\ba0\b", f"torch.dot({x}.reshape(-1), {y}.reshape(-1))",
+                          re.sub(r"\bn\b", f"{x}.numel()", text))
+        source = lists[0] if len(lists) == 1 else f"zip({', '.join(lists)})"
+        return f"[{text} for {', '.join(self.loop_var(n) for n in lists)} in {source}]"
+
     def stackable(self, expr: Expr) -> bool:
         """Is ``expr`` one number per tensor computed from such numbers (a per-tensor reduction's
         value: LAMB's trust ratio, Tiger's nan test) and Python numbers alone, by elementwise ops?
@@ -521,6 +540,13 @@ class GroupPrinter:
         if isinstance(expr, Var) and kind in LIST_KINDS:
             self.owner[target] = self.owner[expr.name] = self.read_only(expr.name)  # two names, one list
             return [f"{target} = {expr.name}"]
+        red = OPS[expr.op].reduction if isinstance(expr, Call) and OPS[expr.op].shape == REDUCE else None
+        if red is not None and red.combine == "sum" and len(red.terms) == 1:
+            env = {"x": expr.args[0], "y": expr.args[-1]}
+            dots = self.dots(substitute(red.terms[0], env), red.finish)
+            if dots is not None and max(map(len, _wrap_comprehension(f"{target} = {dots}").split("\n"))) + 4 <= LINE:
+                self.owner[target] = FRESH
+                return [f"{target} = {dots}"]
         line = f"{target} = {self.statement(expr)}"
         if isinstance(expr, Call) and max(map(len, _wrap_comprehension(line).split("\n"))) + 4 > LINE:
             lines = []  # too wide even laid out: its arguments become temporaries first
@@ -924,15 +950,8 @@ class _Module:
         for term in red.terms:
             names.append(f"_part{r}_{len(names)}")
             term = substitute(term, env)
-            if red.combine == "sum" and isinstance(term, Call) and term.op == "mul" and all(
-                    isinstance(x, Var) for x in term.args):
-                # a sum of products (norm, rms, dot) as torch.dot: one pass, no temporary
-                lists = list(dict.fromkeys(x.name for x in term.args))
-                x, y = (printer.loop_var(x.name) for x in term.args)
-                source = lists[0] if len(lists) == 1 else f"zip({', '.join(lists)})"
-                loops = ", ".join(printer.loop_var(n) for n in lists)
-                text = f"[torch.dot({x}.reshape(-1), {y}.reshape(-1)) for {loops} in {source}]"
-            else:
+            text = printer.dots(term) if red.combine == "sum" else None
+            if text is None:
                 text = printer.comprehension(term, "full", wrap=wrap)
             lines.append(f"{names[-1]} = {text}")
         return names

@@ -445,3 +445,28 @@ def test_a_lazy_where_too_wide_to_nest_is_printed_flat():
     params = {"p0": rng.normal(size=5).astype(np.float32)}
     grads = [{"p0": rng.normal(size=5).astype(np.float32)}]
     close(_run_eager_in_chunks(program, params, grads, 1 << 17), run_interpreter(program, params, grads, LR))
+
+
+SUMS = """def p(w, g, c: col, lr=0.1):
+    c = interp(colmean(g * g), c, 0.9)
+    u = g / (sqrt(c) + 0.001)
+    return lr * (u * rms(w) / (norm(u) + 1) + dot(w, g) * w), c
+"""
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_per_tensor_sums_of_products_are_one_dot_each(dtype):
+    """rms, norm and dot of whole tensors in a step not cut into segments (a col state: Adafactor's
+    factored path) run as one torch.dot per tensor, finished per tensor (no x * x list first), and
+    step as the interpreter does."""
+    program = parse(SUMS)
+    text = _Module(program, {}).group_function(0)
+    assert "torch.square(" not in text and "vector_norm" not in text and text.count("torch.dot(") == 3
+    assert "torch.square(" not in _Module(optdsl.load("adafactor"), {}).group_function(1)
+    rng = np.random.default_rng(4)
+    params = {"p0": rng.normal(size=(4, 6)).astype(dtype), "p1": rng.normal(size=(3, 2)).astype(dtype)}
+    grads = [{k: rng.normal(size=v.shape).astype(dtype) for k, v in params.items()} for _ in range(2)]
+    ref = _interpreter_steps(program, params, grads, dtype)
+    ours = _run_eager_in_chunks(program, params, grads, 1 << 17, lr=None)
+    for k in ref:
+        np.testing.assert_allclose(ours[k], ref[k], rtol=1e-5 if dtype == np.float32 else 1e-12, err_msg=k)
