@@ -36,13 +36,15 @@ def clipped(w, g, s: scalar, m, lr=0.01, beta=0.9):
     return lr * m / sqrt(s + 1e-8), s, m
 """
 # (program, constructor keywords, backend): elementwise AdamW steps the local shards on either backend;
-# LAMB (norms), Adafactor (row/col states, 1-d bias on its full path) and CLIPPED step whole DTensors
+# LAMB (norms), Adafactor (row/col states, 1-d bias on its full path), Tiger (a where on each tensor's
+# nan test) and CLIPPED step whole DTensors
 CASES = [
     ("adamw", {"lr": 1e-2, "weight_decay": 0.1}, "eager"),
     ("adamw", {"lr": 1e-2, "weight_decay": 0.1}, "compiled"),
     ("lamb", {"lr": 1e-2, "weight_decay": 0.01}, None),
     ("lamb", {"lr": 1e-2, "weight_decay": 0.01}, "compiled"),  # DTensors that need whole tensors: eager
     ("adafactor", {"lr": 1e-2}, None),
+    ("tiger", {"lr": 1e-3}, None),
     ("clipped", {"lr": 1e-2}, None),
 ]
 
