@@ -704,8 +704,8 @@ class _Segment:
             j = max(inner)
             target = self.body[j].target
             state = self.last and target in self.state_values and all(b.target != target for b in self.body[j + 1:])
-            out.extend(self.printer.where_block(self.body, j, self.blocks[j], self.statement, self.lines,
-                                                self.live_after[j], state))
+            live = self.live_after[j] | ({self.scaled[0]} if self.scaled else set())  # (see statement)
+            out.extend(self.printer.where_block(self.body, j, self.blocks[j], self.statement, self.lines, live, state))
             i = j + 1
         return out
 
@@ -1647,7 +1647,7 @@ def _defer_branches(prog: Program, extra_kinds: dict[str, str]) -> Program:
     then those only q reads (:func:`_where_sides`), moved there from wherever they were, when that
     changes no value any statement reads: the group step runs them under a Python test of c, so
     that Tiger computes its nan branch, and its embedding rows' rms, only when some tensor takes it.
-    A where inside another's side stays an ordinary statement there."""
+    The last where first: one inside another's side then gathers its own sides within that one's."""
     fail = _raiser(prog)
     kinds = {**input_kinds(prog), **extra_kinds}
     lazy = []
@@ -1658,17 +1658,13 @@ def _defer_branches(prog: Program, extra_kinds: dict[str, str]) -> Program:
     after = set().union(*map(free_vars, prog.outputs()))
     order = list(range(len(prog.body)))  # indices into prog.body in their new order
     reads = _reaching(prog.body, order, after)
-    inside: set[int] = set()
-    for j in reversed(lazy):  # the last first: an earlier where may sit inside its sides
-        if j in inside:
-            continue
+    for j in reversed(lazy):
         at = order.index(j)
         p, q = _where_sides([prog.body[i] for i in order], at, after)
         moved = [order[i] for i in p + q]
         new = [i for i in order[:at] if i not in moved] + moved + order[at:]
         if _reaching(prog.body, new, after) == reads:
             order = new
-            inside.update(moved)
     return prog.with_body([prog.body[i] for i in order], update=prog.update, new_states=prog.new_states)
 
 

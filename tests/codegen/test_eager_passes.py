@@ -470,3 +470,19 @@ def test_per_tensor_sums_of_products_are_one_dot_each(dtype):
     ours = _run_eager_in_chunks(program, params, grads, 1 << 17, lr=None)
     for k in ref:
         np.testing.assert_allclose(ours[k], ref[k], rtol=1e-5 if dtype == np.float32 else 1e-12, err_msg=k)
+
+
+@pytest.mark.parametrize("c", [0, 1])
+def test_a_where_side_that_the_update_subtracts_at_the_end_is_not_overwritten(c):
+    """``update = lr * t`` is subtracted at the end of the step (``w -= lr t``), so t's list stays
+    live although no statement reads it after the where that hands it on as y: ``m = y * 3`` must
+    make a new list, not write into t's."""
+    program = parse("def p(w, g, m, lr=0.1, c=1):\n    t = exp(g) + m\n    update = lr * t\n"
+                    "    y = where(c, t, g)\n    m = y * 3\n    return update, m\n")
+    text = _Module(program, {}).group_function(0)
+    assert "alpha=lr" in text and "_foreach_mul_(y" not in text
+    rng = np.random.default_rng(3)
+    params = {"p0": rng.normal(size=6).astype(np.float32)}
+    grads = [{"p0": rng.normal(size=6).astype(np.float32)} for _ in range(3)]
+    ref = _interpreter_steps(program, params, grads, np.float32, c=c)
+    close(_run_eager_in_chunks(program, params, grads, 1 << 17, lr=None, c=c), ref)
