@@ -876,10 +876,11 @@ class _Module:
         prog = _fold_axpy(prog, scalars)
         return _defer_branches(_fold_nan_test(_fold_addcmul(prog, scalars), scalars), scalars), scalars
 
-    def group_head(self, prog: Program, given: set[str], reads: set[str]) -> list[str]:
+    def group_head(self, prog: Program, given: set[str], reads: set[str], stacks: dict[str, str]) -> list[str]:
         """A group function's first lines: the compute dtype, params and grads in it, the values it
-        reads from ``_hyper`` (per-step numbers and ``given``: what earlier segments computed) and
-        its state lists; each only when ``reads`` holds it."""
+        reads from ``_hyper`` (per-step numbers and ``given``: what earlier segments computed; a
+        per-tensor reduction's value comes as the 1-d tensor ``stacks[name]``) and its state lists;
+        each only when ``reads`` holds it."""
         lines = ["_dtype = _compute_dtype(_params[0].dtype)"]
         # (.to of a tensor already of _dtype is the tensor itself, at ~1.5 us a call: skipped)
         lines += ["w = _params if _params[0].dtype == _dtype else [_p.to(_dtype) for _p in _params]"] if (
@@ -887,7 +888,7 @@ class _Module:
         lines += ["g = _grads if _grads[0].dtype == _dtype else [_x.to(_dtype) for _x in _grads]"] if (
             "g" in reads - given) else []
         for name in sorted(reads & (set(self.hypers) | {"lr", "step"} | given)):
-            lines.append(f'{name} = _hyper["{name}"]')
+            lines.append(f'{stacks.get(name, name)} = _hyper["{name}"]')
         return lines + [f'{s.name} = _states["{s.name}"]' for s in prog.states if s.name in reads - given]
 
     def group_function(self, k: int) -> str:
@@ -919,7 +920,10 @@ class _Module:
             blocks = _where_blocks(body, printer.kinds, printer.fail, after)
             if last or blocks:  # (a where's side may be broadcast to w's shape)
                 reads |= {"w", "g", *prog.state_names} if last else {"w"}
-            lines = self.group_head(prog, set(scalars) | set(taken), reads)
+            reduced = sorted(reads & cut & set(taken))  # handed in as stacks (see _Program.group_step)
+            printer.stacked.update(reduced)
+            printer.unlisted.update(reduced)
+            lines = self.group_head(prog, set(scalars) | set(taken), reads, {n: printer.stack(n) for n in reduced})
             segment = _Segment(self, prog, printer, body, cut, last, blocks,
                                _live_after(body, [*outputs, *map(Var, sorted(split.live_out[d]))]))
             lines.extend(segment.lines(0, len(body)))

@@ -398,9 +398,10 @@ class _Program:
         stage; ``segment(params, grads, states, hyper)`` returns the values it hands to later
         segments and each output's terms as one 0-d partial per row; ``outputs`` are ``(name,
         "sum" | "max", finish)``: a parameter's rows combine, and ``finish(*totals, n)`` (n: the
-        parameter's elements) is its value, handed on as ``hyper[name]``, a list holding each row's
-        parameter's value. So a sliced parameter's reductions still see the whole tensor. The
-        values a segment hands on stay in memory until the step (a chunk each)."""
+        parameter's elements) is its value, handed on as ``hyper[name]``, a 1-d tensor holding each
+        row's parameter's value (the group functions' stack of it). So a sliced parameter's
+        reductions still see the whole tensor. The values a segment hands on stay in memory until
+        the step (a chunk each)."""
         names = [name for name, _, _ in self.paths[path].states]
         columns = [params, grads, *(states[n] for n in names)]
         if params[0].device.type != "cpu":  # an accelerator: one launch per op; its allocator caches
@@ -425,9 +426,9 @@ class _Program:
                 for r, (name, how, finish) in enumerate(outputs):
                     terms = zip(*(part[r] for part in parts))  # per term: each chunk's list of partials
                     totals = [_per_tensor(how, [x for chunk in t for x in chunk], lengths) for t in terms]
-                    value = finish(*totals, n).to(n.dtype).unbind()
-                    for (_, index), h in zip(chunks, hypers):
-                        h[name] = [value[i] for i in index]
+                    value = finish(*totals, n).to(n.dtype)
+                    for (_, index), h in zip(chunks, hypers):  # (one chunk: every parameter, in order)
+                        h[name] = value if len(chunks) == 1 else value[torch.tensor(index, device=n.device)]
         for (c, _), h in zip(chunks, hypers):
             self.groups[path](c[0], c[1], dict(zip(names, c[2:])), h)
 
