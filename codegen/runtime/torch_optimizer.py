@@ -216,8 +216,8 @@ def _which(c):
     tensor (the group's numbers as a 1-d tensor or a list of 0-d tensors): 1 when all take a (c !=
     0, nan included, as torch.where's ``c != 0``), 0 when all take b, None when they differ or c
     lives on an accelerator (reading it would wait for the device). On a CPU the group step then
-    skips what only the other side reads: Tiger's nan branch, computed for every tensor at every
-    step before, where no grad holds a nan. Example: ``_which(torch.tensor([0.0, 0.0])) == 0``."""
+    skips what only the other side reads (Tiger's nan branch, where no grad holds a nan).
+    Example: ``_which(torch.tensor([0.0, 0.0])) == 0``."""
     stacked = c if torch.is_tensor(c) else torch.stack(c)
     if stacked.device.type != "cpu" or _is_dtensor(stacked):
         return None
