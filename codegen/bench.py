@@ -16,6 +16,7 @@ the same ``list[dict]``)::
 
 ``ratio`` is ms divided by the case's anchor: torch's fused AdamW for AdamW, Lion, Tiger and LAMB (Lion's
 target is 0.75x: it moves 20 bytes per parameter to AdamW's 28), torch Adafactor for Adafactor.
+Where the optional ``deepspeed`` package is installed, its CPU Adam joins the AdamW group.
 Generated optimizers run on each backend that applies: eager (multi-tensor torch ops), compiled
 (torch.compile) and cpp (the C++ kernels, where the program has them); ``gb_s``/``frac_of_bandwidth`` may be None.
 :func:`write_section` replaces one marked section of docs/benchmarks.md, so each suite updates
@@ -29,6 +30,7 @@ Example:
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import platform
 import re
@@ -139,6 +141,21 @@ def _generated(cls, name: str, program: str) -> list[tuple]:
     return [(f"generated {name} ({b})", lambda ps, b=b: cls(ps, backend=b), program, False) for b in backends]
 
 
+def _deepspeed() -> list[tuple]:
+    """DeepSpeed's CPU Adam (its AVX C++ AdamW, ZeRO-Offload's optimizer) as a row of the AdamW group,
+    where the optional ``deepspeed`` package is installed (its op is compiled on first use, in the
+    warm-up: 1-3 minutes here)."""
+    if importlib.util.find_spec("deepspeed") is None:
+        return []
+
+    def make(params):
+        from deepspeed.ops.adam import DeepSpeedCPUAdam
+
+        return DeepSpeedCPUAdam(params, adamw_mode=True)
+
+    return [("DeepSpeed CPUAdam (adamw_mode)", make, "adamw", False)]
+
+
 def _groups(adamw, lion, tiger, lamb, adafactor):
     """(impl, make optimizer, program for the byte count, is the anchor) per comparison group."""
     fused = ("torch.optim.AdamW fused", lambda ps: torch.optim.AdamW(ps, fused=True), "adamw", True)
@@ -146,7 +163,7 @@ def _groups(adamw, lion, tiger, lamb, adafactor):
     foreach = ("torch.optim.AdamW foreach", lambda ps: torch.optim.AdamW(ps, foreach=True), "adamw", False)
     return [
         [fused, foreach, ("torch.compile(torch AdamW foreach step)", _CompiledTorchAdamW, "adamw", False),
-         *_generated(adamw, "AdamW", "adamw")],
+         *_deepspeed(), *_generated(adamw, "AdamW", "adamw")],
         [fused, foreach, *_generated(lion, "Lion", "lion")],
         [fused, foreach, *_generated(tiger, "Tiger", "tiger")],  # a group each: BERT-base copies fill memory
         [fused, foreach, *_generated(lamb, "LAMB", "lamb")],

@@ -105,3 +105,17 @@ def test_bench_refuses_bad_flags_before_timing_anything(argv, message, tmp_path,
     assert main(["bench", *(a.format(tmp=tmp_path) for a in argv)]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_deepspeed_cpu_adam_joins_the_adamw_group_only_where_installed(monkeypatch):
+    """The bench's optional anchor: no row without the deepspeed package, one AdamW-group row with it
+    (its module is only imported when the row's optimizer is made)."""
+    import importlib.util
+
+    from codegen import bench
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    assert bench._deepspeed() == []
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: object() if name == "deepspeed" else None)
+    [(impl, make, program, is_anchor)] = bench._deepspeed()
+    assert "DeepSpeed" in impl and program == "adamw" and not is_anchor and callable(make)
