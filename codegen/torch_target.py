@@ -918,15 +918,17 @@ class _Module:
             reads = set().union(*[free_vars(a.expr) for a in body], *[free_vars(e) for e in outputs])
             after = set().union(*map(free_vars, outputs), split.live_out[d])
             blocks = _where_blocks(body, printer.kinds, printer.fail, after)
-            if last or blocks:  # (a where's side may be broadcast to w's shape)
-                reads |= {"w", "g", *prog.state_names} if last else {"w"}
+            if last:
+                reads |= {"w", "g", *prog.state_names}
             reduced = sorted(reads & cut & set(taken))  # handed in as stacks (see _Program.group_step)
             printer.stacked.update(reduced)
             printer.unlisted.update(reduced)
-            lines = self.group_head(prog, set(scalars) | set(taken), reads, {n: printer.stack(n) for n in reduced})
             segment = _Segment(self, prog, printer, body, cut, last, blocks,
                                _live_after(body, [*outputs, *map(Var, sorted(split.live_out[d]))]))
-            lines.extend(segment.lines(0, len(body)))
+            lines = segment.lines(0, len(body))
+            if re.search(r"\bw\b", "\n".join(lines)):  # w lends a dtype, device or shape (as_tensor, broadcasts)
+                reads.add("w")
+            lines = self.group_head(prog, set(scalars) | set(taken), reads, {n: printer.stack(n) for n in reduced}) + lines
             parts, scaled = segment.parts, segment.scaled
             lines[1:1] = [f"{name} = {GROUP_CONSTANTS[name]}" for name in sorted(printer.needs)]
             if last:

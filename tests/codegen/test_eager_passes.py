@@ -486,3 +486,14 @@ def test_a_where_side_that_the_update_subtracts_at_the_end_is_not_overwritten(c)
     grads = [{"p0": rng.normal(size=6).astype(np.float32)} for _ in range(3)]
     ref = _interpreter_steps(program, params, grads, np.float32, c=c)
     close(_run_eager_in_chunks(program, params, grads, 1 << 17, lr=None, c=c), ref)
+
+
+def test_a_segment_whose_code_borrows_ws_dtype_reads_w():
+    """Pinned from a random program: ``mean(clip(g, 0.5))`` is cut into a segment that reads only g,
+    but its printed clip makes its bound a tensor of w's dtype and device (``w_i``): the segment
+    defines w (it raised NameError), and the step is the interpreter's, in chunks of 5."""
+    program = parse("def p(w, g, lr=0.1):\n    return mean(clip(g, 0.5))\n")
+    rng = np.random.default_rng(0)
+    params = {"p0": rng.normal(size=23).astype(np.float32), "p1": rng.normal(size=(3, 7)).astype(np.float32)}
+    grads = [{k: rng.normal(size=v.shape).astype(np.float32) for k, v in params.items()} for _ in range(2)]
+    close(_run_eager_in_chunks(program, params, grads, 5), run_interpreter(program, params, grads, LR))
