@@ -50,6 +50,19 @@ def _compute_dtype(dtype):
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
+_FLOAT32_MAX = torch.finfo(torch.float32).max
+
+
+def _in_float32(floats):
+    """A float32 step's Python-number scalars as float32 holds them (x -> float32(x)): many torch ops
+    refuse a number beyond float32's range beside float32 tensors ("cannot be converted to type
+    float without overflow": lerp's weight, torch.full, where, clamp, alpha), where the reference's
+    float32 step has inf. The others are returned as they are (the ops round them alike)."""
+    if all(abs(x) <= _FLOAT32_MAX for x in floats.values()):
+        return floats
+    return dict(zip(floats, torch.tensor(list(floats.values()), dtype=torch.float64).float().tolist()))
+
+
 def _state_shape(kind, shape):
     """The shape of a state of ``kind`` for a parameter of ``shape``."""
     return {"full": shape, "row": shape[:-1], "col": shape[:-2] + shape[-1:], "scalar": ()}[kind]
@@ -404,6 +417,8 @@ class _Program:
         the step (a chunk each)."""
         names = [name for name, _, _ in self.paths[path].states]
         columns = [params, grads, *(states[n] for n in names)]
+        if _compute_dtype(params[0].dtype) == torch.float32:
+            floats = _in_float32(floats)
         if params[0].device.type != "cpu":  # an accelerator: one launch per op; its allocator caches
             chunks = [(columns, list(range(len(params))))]
         else:

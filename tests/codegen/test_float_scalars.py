@@ -102,3 +102,27 @@ def test_where_python_raises_the_step_takes_ieee_values():
     p.grad = torch.full((3,), 0.5, dtype=torch.float64)
     opt.step()
     np.testing.assert_array_equal(p.detach().numpy(), expected)
+
+
+@pytest.mark.parametrize("backend", ["eager", "cpp", "compiled"])
+@pytest.mark.parametrize("body", ["return cosh(10 ** step)", "return lr * clip(g, cosh(10 ** step))"])
+def test_a_scalar_beyond_float32s_range_is_inf_in_a_float32_step(body, backend):
+    """Pinned from a random program: ``cosh(10 ** step)`` is 1.3e43 at step 2, a finite Python float
+    but inf in float32; torch refuses such a number beside float32 tensors (torch.full of a
+    per-step update, a clamp's bound, lerp's weight, where, alpha), so the eager step raised. Each
+    backend now steps as the float32 interpreter does."""
+    program = optdsl.parse(f"def p(w, g, step, lr=0.1):\n    {body}\n")
+    cls = codegen.build(program, "torch")
+    if backend != "eager" and not sys.modules[cls.__module__]._PROGRAM.available(backend, torch.device("cpu")):
+        pytest.skip(f"no {backend} backend here")
+    interp = optdsl.Interpreter(program, dtype=np.float32)
+    w0, g = np.linspace(-1, 1, 6, dtype=np.float32), np.linspace(2, -3, 6, dtype=np.float32)
+    params, state = {"w": w0}, interp.init({"w": w0})
+    p = torch.tensor(w0, requires_grad=True)
+    opt = cls([p], backend=backend)
+    with np.errstate(all="ignore"):
+        for t in (1, 2):
+            params, state = interp.step(params, {"w": g}, state, t)
+            p.grad = torch.tensor(g)
+            opt.step()
+    np.testing.assert_array_equal(p.detach().numpy(), params["w"])
