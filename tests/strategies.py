@@ -3,7 +3,8 @@
 ``expressions(env, kind)`` draws an expression whose shape fits ``kind`` given the shapes of the
 names in ``env``; ``programs()`` draws a whole validated Program: states of several kinds
 (full, scalar, and row/col when ``factored``), hyperparameters, reassignments, reductions,
-shape tests (``where(ndim(w) >= 2, ...)``), selections on per-tensor or per-step numbers and ops drawn from the op table's search vocabulary.
+shape tests (``where(ndim(w) >= 2, ...)``), selections on per-tensor or per-step numbers and ops
+drawn from the op table's search vocabulary.
 ``assert_same_updates(p, q)`` runs both through the reference interpreter on the same weights and
 gradients and compares the updates wherever ``p``'s are finite.
 
