@@ -483,11 +483,10 @@ class GroupPrinter:
             return None
         lists = list(dict.fromkeys(x.name for x in term.args))
         x, y = (self.loop_var(x.name) for x in term.args)
-        text = f"torch.dot({x}.reshape(-1), {y}.reshape(-1))"
+        text = dot = f"torch.dot({x}.reshape(-1), {y}.reshape(-1))"
         if finish is not None:  # (a0 and n are the finish's only names: the table's Reduction)
             text = TorchPrinter({"a0": "full", "n": "uniform"}, self.fail, ref="a0").doprint(finish)
-            text = re.sub(r"\ba0\b", f"torch.dot({x}.reshape(-1), {y}.reshape(-1))",
-                          re.sub(r"\bn\b", f"{x}.numel()", text))
+            text = re.sub(r"\ba0\b", dot, re.sub(r"\bn\b", f"{x}.numel()", text))
         source = lists[0] if len(lists) == 1 else f"zip({', '.join(lists)})"
         return f"[{text} for {', '.join(self.loop_var(n) for n in lists)} in {source}]"
 
@@ -629,15 +628,16 @@ class GroupPrinter:
         name, who = side.name, self.owner.get(side.name, SHARED)
         alias = self.kinds[name] == kind  # the side's own list, else a broadcast view of it
         temporary = who in (FRESH, SHARED_FRESH)
-        if temporary or not copy:
-            free = alias and who == FRESH and (name == target or name not in live)
-            owner = FRESH if free else SHARED_FRESH if temporary else SHARED
-            if alias:
-                return [*lines, "pass" if name == target else f"{target} = {name}"], owner
-            return [*lines, f"{target} = {self.comprehension(side, self.group_kind(side), slot=kind)}"], owner
-        text = f"[_x.clone() for _x in {name}]" if alias else self.comprehension(
-            side, self.group_kind(side), slot=kind, wrap="{}.clone()")
-        return [*lines, f"{target} = {text}"], FRESH
+        clone = copy and not temporary
+        if not alias:
+            wrap = "{}.clone()" if clone else "{}"
+            lines.append(f"{target} = {self.comprehension(side, self.group_kind(side), slot=kind, wrap=wrap)}")
+        elif clone:
+            lines.append(f"{target} = [_x.clone() for _x in {name}]")
+        else:
+            lines.append("pass" if name == target else f"{target} = {name}")
+        free = clone or (alias and who == FRESH and (name == target or name not in live))
+        return lines, FRESH if free else SHARED_FRESH if temporary else SHARED
 
     def read_only(self, name: str) -> str:
         """The owner of list ``name`` once nothing may write it: ``<shared s>`` for state s's own
@@ -1624,6 +1624,17 @@ def _lazy_where(a: Assign, kinds: dict[str, str], fail) -> bool:
     return kinds.get(e.args[0].name) in LAZY_CONDITIONS and expr_kind(e, kinds, fail) in ("full", "row", "col")
 
 
+def _lazy_wheres(body: list[Assign], kinds: dict[str, str], fail) -> list[int]:
+    """Indices of ``body``'s lazy wheres (:func:`_lazy_where`); ``kinds``: those of the names it reads
+    from before its first statement."""
+    kinds, out = dict(kinds), []
+    for i, a in enumerate(body):
+        if _lazy_where(a, kinds, fail):
+            out.append(i)
+        kinds[a.target] = expr_kind(a.expr, kinds, fail)
+    return out
+
+
 def _where_sides(body: list[Assign], j: int, after: set[str]) -> tuple[list[int], list[int]]:
     """For ``body[j] = where(c, p, q)``: the statements before it whose values p alone reads (directly
     or through each other), and those q alone reads (``after``: names read after ``body``). A step
@@ -1654,13 +1665,7 @@ def _defer_branches(prog: Program, extra_kinds: dict[str, str]) -> Program:
     changes no value any statement reads: the group step runs them under a Python test of c, so
     that Tiger computes its nan branch, and its embedding rows' rms, only when some tensor takes it.
     The last where first: one inside another's side then gathers its own sides within that one's."""
-    fail = _raiser(prog)
-    kinds = {**input_kinds(prog), **extra_kinds}
-    lazy = []
-    for i, a in enumerate(prog.body):
-        if _lazy_where(a, kinds, fail):
-            lazy.append(i)
-        kinds[a.target] = expr_kind(a.expr, kinds, fail)
+    lazy = _lazy_wheres(prog.body, {**input_kinds(prog), **extra_kinds}, _raiser(prog))
     after = set().union(*map(free_vars, prog.outputs()))
     order = list(range(len(prog.body)))  # indices into prog.body in their new order
     reads = _reaching(prog.body, order, after)
@@ -1680,14 +1685,11 @@ def _where_blocks(body: list[Assign], kinds: dict[str, str], fail, after: set[st
     sit just before it, p's then q's, from ``start``, as :func:`_defer_branches` leaves them (else
     none: the step still skips the per-tensor picks). A where inside another's side is a block inside
     that side."""
-    kinds = dict(kinds)
     blocks: dict[int, tuple] = {}
-    for j, a in enumerate(body):
-        if _lazy_where(a, kinds, fail):
-            p, q = _where_sides(body, j, after)
-            start = j - len(p) - len(q)
-            blocks[j] = (start, p, q) if p + q == list(range(start, j)) else (j, [], [])
-        kinds[a.target] = expr_kind(a.expr, kinds, fail)
+    for j in _lazy_wheres(body, kinds, fail):
+        p, q = _where_sides(body, j, after)
+        start = j - len(p) - len(q)
+        blocks[j] = (start, p, q) if p + q == list(range(start, j)) else (j, [], [])
     return blocks
 
 
