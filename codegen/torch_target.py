@@ -365,7 +365,7 @@ class GroupPrinter:
         When a list argument is in ``reuse`` (free to overwrite), the in-place variant writes into it,
         into ``target``'s own list first (a state updated in place needs no copy afterwards)."""
         if isinstance(expr, Call) and expr.op in ("add", "sub") and isinstance(expr.args[1], Call):
-            return self.axpy(expr, kind, reuse)
+            return (self.addcdiv if expr.args[1].op == "div" else self.axpy)(expr, kind, reuse)
         if isinstance(expr, Call) and expr.op == "interp" and isinstance(expr.args[0], Call):
             return self.addcmul(expr, kind, reuse)
         if not isinstance(expr, Call) or not all(isinstance(a, (Var, Const)) for a in expr.args):
@@ -421,6 +421,27 @@ class GroupPrinter:
         alpha = self.atom(c) if expr.op == "add" else (number(-c.value) if isinstance(c, Const) else f"-{c.name}")
         into = x.name in reuse
         return f"torch._foreach_add{'_' if into else ''}({x.name}, {y.name}, alpha={alpha})", x.name if into else None
+
+    def addcdiv(self, expr: Call, kind: str, reuse: frozenset[str]) -> tuple[str, str | None] | None:
+        """``z + x / y``, ``z + (x c) / y`` and ``z - ...`` (lists z, x, y; a number c) as one
+        ``_foreach_addcdiv(z, x, y, value=+-c)``, which computes z + (value x) / y, the reference's
+        rounding (see :func:`_fold_addcdiv`, which builds such sums). In place when z is free and is
+        neither x nor y."""
+        z, (x, y) = expr.args[0], expr.args[1].args
+        c: Expr = Const(1.0)
+        if isinstance(x, Call):
+            x, c = x.args if not self.is_list(x.args[1]) else x.args[::-1]
+        if not all(self.is_list(e) and expr_kind(e, self.kinds, self.fail) == kind for e in (z, x, y)):
+            return None
+        if isinstance(c, Call) or self.is_list(c):
+            return None
+        if expr.op == "add":
+            value = self.atom(c)
+        else:
+            value = number(-c.value) if isinstance(c, Const) else f"-{c.name}"
+        into = z.name in reuse and z.name not in (x.name, y.name)
+        return (f"torch._foreach_addcdiv{'_' if into else ''}({z.name}, {x.name}, {y.name}, value={value})",
+                z.name if into else None)
 
     def sign(self, target: str, x: str, reuse: frozenset[str]) -> list[str]:
         """``target = sign(x)`` in four multi-tensor passes, none per tensor: x 2**100 puts every
@@ -873,7 +894,7 @@ class _Module:
         them) and the kinds of its per-step values (the prelude's names)."""
         scalars = {a.target: "uniform" for a in self.hoisted[k][0]}
         prog = eliminate_common(_inline_static(flatten(self.group_programs[k]), scalars))
-        prog = _fold_axpy(prog, scalars)
+        prog = _fold_axpy(_fold_addcdiv(prog, scalars), scalars)
         return _defer_branches(_fold_nan_test(_fold_addcmul(prog, scalars), scalars), scalars), scalars
 
     def group_head(self, prog: Program, given: set[str], reads: set[str], stacks: dict[str, str]) -> list[str]:
@@ -1535,7 +1556,7 @@ def _fold_axpy(prog: Program, extra_kinds: dict[str, str]) -> Program:
     kinds, reads = _kinds_and_reads(prog, extra_kinds)
 
     def number_like(e: Expr) -> bool:
-        return isinstance(e, Const) or (isinstance(e, Var) and kinds.get(e.name) == "uniform")
+        return _number_like(e, kinds)
 
     body: list[Assign | None] = list(prog.body)
     for i, a in enumerate(prog.body):
@@ -1550,6 +1571,8 @@ def _fold_axpy(prog: Program, extra_kinds: dict[str, str]) -> Program:
             b = body[j]
             if isinstance(b.expr, Call) and b.expr.op in ("add", "sub") and a.target in free_vars(b.expr):
                 x, other = b.expr.args  # (a number plus y c is no axpy: it would run per tensor)
+                if not all(isinstance(v, Var) for v in (x, other)):
+                    break  # (a sum :func:`_fold_addcdiv` made: its quotient stays whole)
                 if other == t and x != t and not number_like(x):
                     body[i], body[j] = None, Assign(b.target, Call(b.expr.op, (x, scaled)), b.loc)
                 elif b.expr.op == "add" and x == t and other != t and not number_like(other):
@@ -1558,6 +1581,62 @@ def _fold_axpy(prog: Program, extra_kinds: dict[str, str]) -> Program:
             if a.target in free_vars(b.expr) or b.target in (a.target, y.name, getattr(c, "name", None)):
                 break
     return prog.with_body([a for a in body if a is not None], update=prog.update, new_states=prog.new_states)
+
+
+def _fold_addcdiv(prog: Program, extra_kinds: dict[str, str]) -> Program:
+    """``q = x / y; ...; s = z + q`` (or ``z - q``; q read once, by that sum; lists x, y, z of s's
+    kind) -> ``s = z + x / y``, and where ``x = x2 * c`` (read once, by that quotient; c a number)
+    -> ``s = z + (x2 * c) / y``, which the multi-tensor printer runs as one
+    ``_foreach_addcdiv(z, x2, y, value=c)``, whose kernel computes z + (c x2) / y: the reference's
+    operations, in its order. Adam-style ``m_hat / (sqrt(v_hat) + eps) + wd w`` (AdamW, LAMB) then
+    takes two passes instead of three. Statements in between may not read q or x, nor set a name
+    the moved expressions read."""
+    kinds, reads = _kinds_and_reads(prog, extra_kinds)
+    body: list[Assign | None] = list(prog.body)
+    where: dict[str, int] = {}  # the statement that last set each name
+
+    def movable(i: int, j: int, skip: int = -1) -> bool:
+        """Can statement i's expression move into statement j (only j reading its target)?"""
+        a = body[i]
+        assert a is not None
+        blocked = {a.target} | free_vars(a.expr)
+        return all(b is None or k == skip or (b.target not in blocked and a.target not in free_vars(b.expr))
+                   for k, b in enumerate(body[i + 1:j], i + 1))
+
+    def single(name: Expr, kind: str, op: str) -> int | None:
+        """The statement setting ``name`` (a list of ``kind`` read once) by ``op``, if any."""
+        i = where.get(name.name, -1) if isinstance(name, Var) else -1
+        a = body[i] if i >= 0 else None
+        if a is None or reads.get(a.target) != 1 or kinds.get(a.target) != kind:
+            return None
+        return i if isinstance(a.expr, Call) and a.expr.op == op else None
+
+    for j, b in enumerate(prog.body):
+        e, kind = b.expr, kinds.get(b.target)
+        if isinstance(e, Call) and e.op in ("add", "sub") and kind in ("full", "row", "col"):
+            for z, q in [e.args, e.args[::-1]][: 2 if e.op == "add" else 1]:
+                i = single(q, kind, "div")
+                if i is None or not isinstance(z, Var) or kinds.get(z.name) != kind or not movable(i, j):
+                    continue
+                x, y = body[i].expr.args
+                if not all(isinstance(v, Var) and kinds.get(v.name) == kind for v in (x, y)):
+                    continue
+                h = single(x, kind, "mul")
+                if h is not None:
+                    x2, c = body[h].expr.args
+                    x2, c = (x2, c) if _number_like(c, kinds) else (c, x2)
+                    if isinstance(x2, Var) and kinds.get(x2.name) == kind and _number_like(c, kinds) and (
+                            movable(h, j, skip=i)):
+                        x, body[h] = Call("mul", (x2, c)), None
+                body[i], body[j] = None, Assign(b.target, Call(e.op, (z, Call("div", (x, y)))), b.loc)
+                break
+        where[b.target] = j
+    return prog.with_body([a for a in body if a is not None], update=prog.update, new_states=prog.new_states)
+
+
+def _number_like(e: Expr, kinds: dict[str, str]) -> bool:
+    """Is ``e`` a number the multi-tensor ops take as a Python scalar (a constant or a per-step value)?"""
+    return isinstance(e, Const) or (isinstance(e, Var) and kinds.get(e.name) == "uniform")
 
 
 def _fold_addcmul(prog: Program, extra_kinds: dict[str, str]) -> Program:

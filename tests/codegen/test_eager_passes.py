@@ -165,7 +165,8 @@ def _economy(name):
 # (Tiger's nan test and LAMB's trust ratio were a torch op per tensor each: now one op on the stack
 # of all the tensors' numbers. Adafactor's two g * g are one.)
 # (Tiger's 5th list is the zeros of its grads when every one holds a nan: printed, run only then.)
-ECONOMY = {"adamw": (2, 0, 12), "lion": (1, 0, 9), "tiger": (5, 2, 12), "lamb": (4, 2, 14),
+# (AdamW's and LAMB's m_hat / d + wd w were a multiply, a divide and an add: now wd w and one addcdiv.)
+ECONOMY = {"adamw": (2, 0, 11), "lion": (1, 0, 9), "tiger": (5, 2, 12), "lamb": (4, 2, 13),
            "adafactor": (9, 8, 13)}
 
 
@@ -195,6 +196,37 @@ def test_interp_of_a_product_as_addcmul_matches_the_interpreter(source):
             opt.step()
             params, state = interp.step(params, {"w": g}, state, t)
         np.testing.assert_allclose(w.detach().numpy(), params["w"], rtol=1e-6)
+
+
+@pytest.mark.parametrize(("body", "call"), [
+    ("t = g * 0.75\n    q = t / (abs(w) + 0.5)\n    u = w * 0.01 + q", r"_foreach_addcdiv_\(\w+, g, \w+, value=0.75\)"),
+    ("q = g / (abs(w) + 0.5)\n    u = q + w * 0.01", r"_foreach_addcdiv_\(\w+, g, \w+, value=1\)"),
+    ("t = 0.75 * g\n    q = t / (abs(w) + 0.5)\n    u = w - q", r"= torch._foreach_addcdiv\(w, g, \w+, value=-0.75\)"),
+    ("t = g * 0.75\n    q = t / (abs(w) + 0.5)\n    u = w * 0.01 + q + t", r"_foreach_addcdiv_\(\w+, t, \w+, value=1\)"),  # t read twice
+    ("q = g / (abs(w) + 0.5)\n    u = w * q + q", None),  # q read twice: stays a list
+    ("q = g / (abs(w) + 0.5)\n    u = q - w", None),  # z - q only
+])
+def test_a_sum_with_a_quotient_is_one_addcdiv_rounding_as_the_interpreter(body, call):
+    """``z + (x c) / y`` and ``z - x / y`` run as one ``_foreach_addcdiv`` (the product c x folded in
+    only where nothing else reads it, the quotient only where the sum alone reads it), whose kernel
+    computes z + (c x) / y: every case steps bit for bit as the interpreter does, float32 and
+    float64."""
+    program = parse(f"def p(w, g, lr=0.25):\n    {body}\n    return lr * u\n")
+    text = _Module(program, {}).group_function(0)
+    assert re.search(call, text) if call else "_foreach_addcdiv" not in text, text
+    rng = np.random.default_rng(2)
+    for dtype, torch_dtype in ((np.float32, torch.float32), (np.float64, torch.float64)):
+        w0 = rng.normal(size=(3, 5)).astype(dtype)
+        grads = [rng.normal(size=(3, 5)).astype(dtype) for _ in range(3)]
+        w = torch.tensor(w0, dtype=torch_dtype, requires_grad=True)
+        opt = codegen.build(program, "torch")([w], backend="eager")
+        interp = Interpreter(program, dtype=dtype)
+        params, state = {"w": w0}, interp.init({"w": w0})
+        for t, g in enumerate(grads, start=1):
+            w.grad = torch.tensor(g)
+            opt.step()
+            params, state = interp.step(params, {"w": g}, state, t)
+        np.testing.assert_array_equal(w.detach().numpy(), params["w"])
 
 
 @pytest.mark.parametrize(("body", "folded"), [
