@@ -198,6 +198,24 @@ def test_interp_of_a_product_as_addcmul_matches_the_interpreter(source):
         np.testing.assert_allclose(w.detach().numpy(), params["w"], rtol=1e-6)
 
 
+def _three_steps(program, seed):
+    """Three steps of a (3, 5) parameter on the eager backend and in the interpreter, in float32 and
+    then float64: per dtype, (the parameter, its optimizer, the interpreter's params and state)."""
+    rng = np.random.default_rng(seed)
+    for dtype, torch_dtype in ((np.float32, torch.float32), (np.float64, torch.float64)):
+        w0 = rng.normal(size=(3, 5)).astype(dtype)
+        grads = [rng.normal(size=(3, 5)).astype(dtype) for _ in range(3)]
+        w = torch.tensor(w0, dtype=torch_dtype, requires_grad=True)
+        opt = codegen.build(program, "torch")([w], backend="eager")
+        interp = Interpreter(program, dtype=dtype)
+        params, state = {"w": w0}, interp.init({"w": w0})
+        for t, g in enumerate(grads, start=1):
+            w.grad = torch.tensor(g)
+            opt.step()
+            params, state = interp.step(params, {"w": g}, state, t)
+        yield w, opt, params, state
+
+
 @pytest.mark.parametrize(("body", "call"), [
     ("t = g * 0.75\n    q = t / (abs(w) + 0.5)\n    u = w * 0.01 + q", r"_foreach_addcdiv_\(\w+, g, \w+, value=0.75\)"),
     ("q = g / (abs(w) + 0.5)\n    u = q + w * 0.01", r"_foreach_addcdiv_\(\w+, g, \w+, value=1\)"),
@@ -214,18 +232,7 @@ def test_a_sum_with_a_quotient_is_one_addcdiv_rounding_as_the_interpreter(body, 
     program = parse(f"def p(w, g, lr=0.25):\n    {body}\n    return lr * u\n")
     text = _Module(program, {}).group_function(0)
     assert re.search(call, text) if call else "_foreach_addcdiv" not in text, text
-    rng = np.random.default_rng(2)
-    for dtype, torch_dtype in ((np.float32, torch.float32), (np.float64, torch.float64)):
-        w0 = rng.normal(size=(3, 5)).astype(dtype)
-        grads = [rng.normal(size=(3, 5)).astype(dtype) for _ in range(3)]
-        w = torch.tensor(w0, dtype=torch_dtype, requires_grad=True)
-        opt = codegen.build(program, "torch")([w], backend="eager")
-        interp = Interpreter(program, dtype=dtype)
-        params, state = {"w": w0}, interp.init({"w": w0})
-        for t, g in enumerate(grads, start=1):
-            w.grad = torch.tensor(g)
-            opt.step()
-            params, state = interp.step(params, {"w": g}, state, t)
+    for w, opt, params, _ in _three_steps(program, seed=2):
         np.testing.assert_array_equal(w.detach().numpy(), params["w"])
 
 
@@ -242,18 +249,7 @@ def test_an_update_c_times_x_is_subtracted_in_one_pass_where_x_stays_as_it_is(bo
     case steps as the interpreter does, in float32 and float64."""
     program = parse(f"def p(w, g, m, lr=0.25):\n    {body}\n    return update, m\n")
     assert ("alpha=lr" in _Module(program, {}).group_function(0)) == folded
-    rng = np.random.default_rng(1)
-    for dtype, torch_dtype in ((np.float32, torch.float32), (np.float64, torch.float64)):
-        w0 = rng.normal(size=(3, 5)).astype(dtype)
-        grads = [rng.normal(size=(3, 5)).astype(dtype) for _ in range(3)]
-        w = torch.tensor(w0, dtype=torch_dtype, requires_grad=True)
-        opt = codegen.build(program, "torch")([w], backend="eager")
-        interp = Interpreter(program, dtype=dtype)
-        params, state = {"w": w0}, interp.init({"w": w0})
-        for t, g in enumerate(grads, start=1):
-            w.grad = torch.tensor(g)
-            opt.step()
-            params, state = interp.step(params, {"w": g}, state, t)
+    for w, opt, params, state in _three_steps(program, seed=1):
         np.testing.assert_allclose(w.detach().numpy(), params["w"], rtol=1e-6, atol=1e-7)
         if "m" in state["w"]:  # (a state the update never reads is dropped)
             np.testing.assert_allclose(opt.state[w]["m"].numpy(), state["w"]["m"], rtol=1e-6, atol=1e-7)
