@@ -58,7 +58,7 @@ def _in_float32(floats):
     refuse a number beyond float32's range beside float32 tensors ("cannot be converted to type
     float without overflow": lerp's weight, torch.full, where, clamp, alpha), where the reference's
     float32 step has inf. The others are returned as they are (the ops round them alike)."""
-    if all(abs(x) <= _FLOAT32_MAX for x in floats.values()):
+    if max(map(abs, floats.values())) <= _FLOAT32_MAX:  # (a nan first: converted, staying nan)
         return floats
     return dict(zip(floats, torch.tensor(list(floats.values()), dtype=torch.float64).float().tolist()))
 
@@ -79,16 +79,22 @@ def _init_state(kind, init, w):
     shape = _state_shape(kind, tuple(w.shape))
     if _is_dtensor(w):
         placements = _state_placements(kind, w)
-        return sys.modules["torch.distributed.tensor"].full(
+        return sys.modules[_DTENSOR].full(
             shape, fill, dtype=dtype, device_mesh=w.device_mesh, placements=placements
         )
     return torch.full(shape, fill, dtype=dtype, device=w.device)
 
 
+_DTENSOR = "torch.distributed.tensor"
+_PLAIN = (torch.Tensor, torch.nn.Parameter)  # the types no DTensor has
+
+
 def _is_dtensor(t):
     """Is ``t`` a DTensor (FSDP2's parameters)? Read from sys.modules: no tensor can be one unless
     torch.distributed.tensor was imported, and a torch built without distributed has none."""
-    module = sys.modules.get("torch.distributed.tensor")
+    if type(t) in _PLAIN:  # (called per tensor and step: the common answer first)
+        return False
+    module = sys.modules.get(_DTENSOR)
     return module is not None and isinstance(t, module.DTensor)
 
 
@@ -104,7 +110,7 @@ def _state_placements(kind, w):
     if kind == "full":
         return w.placements
     gone = {"row": (w.ndim - 1,), "col": (w.ndim - 2,), "scalar": tuple(range(w.ndim))}[kind]
-    dtensor = sys.modules["torch.distributed.tensor"]
+    dtensor = sys.modules[_DTENSOR]
     out = []
     for p in w.placements:
         dim = p.dim % w.ndim if p.is_shard() else None
@@ -172,7 +178,7 @@ def _chunks(columns, size, sliceable):
 
     Example: three rows of 100 elements, size 150: chunks [[a, b], [c]] in each column, indices
     [0, 1] and [2]."""
-    if sum(w.numel() for w in columns[0]) <= size:  # a small model: one chunk, nothing cut
+    if sum(map(torch.Tensor.numel, columns[0])) <= size:  # a small model: one chunk, nothing cut
         return [(columns, list(range(len(columns[0]))))]
     rows = []
     for i, row in enumerate(zip(*columns)):
@@ -334,7 +340,7 @@ class _Program:
         interpreter's), except where that raises (1 / 0, math.exp(1000)) or the program has ops
         without a Python spelling: then in float64 0-d tensors (``uniforms[k]``), whose IEEE
         results (inf, nan) the step then takes."""
-        base = {n: v.item() if torch.is_tensor(v) else float(v) for n, v in values.items()}
+        base = {n: v.item() if isinstance(v, torch.Tensor) else float(v) for n, v in values.items()}
         if self.uniform_floats[k] is not None:
             try:
                 return {**base, **self.uniform_floats[k](**base)}
@@ -915,7 +921,7 @@ class _Plan:
     def __init__(self, opt, key):
         prog = opt._program
         self.key, self.state = key, opt.state
-        entries, self.sparse, self.held, self.empty, seen = {}, [], [], [], set()
+        entries, self.sparse, self.empty, seen, tracked = {}, [], [], set(), []
         for gi, group in enumerate(opt.param_groups):
             for pi, p in enumerate(group["params"]):
                 if p.grad is None:
@@ -938,7 +944,7 @@ class _Plan:
                 for name, kind, init in prog.paths[path].states:
                     if name not in state:
                         state[name] = _init_state(kind, init, p)
-                self.held.append((p, state, [(k, state[k]) for k in ("step", *names)]))
+                tracked.append((p, state, names))
                 if p.grad.is_sparse:
                     self.sparse.append((gi, pi, p, state))
                     continue
@@ -950,7 +956,12 @@ class _Plan:
                 entry = entries.setdefault(at, _Entry(gi, at[1], path, dtensor))
                 entry.add(pi, p, state, names)
         self.entries = list(entries.values())
+        for e in self.entries:
+            e.count_together()
         self.numel = sum(p.numel() for e in self.entries for p in e.params)
+        self.held = [(p, state, [(k, state[k]) for k in ("step", *names)]) for p, state, names in tracked]
+        # (state dict, key, tensor) of every tensor held, flat: the per-step check (:meth:`current`)
+        self.slots = [(state, k, t) for _, state, tensors in self.held for k, t in tensors]
 
     def part(self, entries):
         """This plan with only ``entries`` (same states, same cache key)."""
@@ -961,16 +972,16 @@ class _Plan:
 
     def current(self, state):
         """Does ``state`` (the optimizer's) still hold the dicts and tensors this plan was built on?"""
-        return state is self.state and all(
-            state.get(p) is s and all(s.get(k) is t for k, t in tensors) for p, s, tensors in self.held
-        )
+        if state is not self.state or not all([state.get(p) is s for p, s, _ in self.held]):
+            return False
+        return all([s.get(k) is t for s, k, t in self.slots])  # (a list: faster than a generator)
 
     def advance(self):
         """Count one more step for every param in the plan (state edited in place is read back)."""
         if self.empty:
             torch._foreach_add_(self.empty, 1.0)
         for e in self.entries:
-            torch._foreach_add_(e.steps, 1.0)
+            e.counters.add_(1.0)
             e.step = e.steps[0].item()
 
 
@@ -1017,14 +1028,33 @@ class _Entry:
     def __init__(self, group, step, path, dtensor=False):
         self.group, self.step, self.path, self.dtensor = group, step, path, dtensor
         self.index, self.params, self.steps, self.states, self._views = [], [], [], {}, None
+        self.dicts = []  # the params' state dicts
 
     def add(self, i, p, state, names):
         shard = (lambda t: t) if self.dtensor else _local
         self.index.append(i)
         self.params.append(shard(p))
         self.steps.append(state["step"])
+        self.dicts.append(state)
         for name in names:
             self.states.setdefault(name, []).append(shard(state[name]))
+
+    def count_together(self):
+        """``counters``: one CPU float32 tensor whose ``add_(1)`` counts a step for every param, its
+        elements the params' own step tensors. Where they are not yet elements of one such tensor,
+        they become so (their values copied; each ``state[p]["step"]`` a 0-d view of its own), as
+        torch keeps its counts, on the CPU in float32: a multi-tensor add over 0-d tensors costs
+        ~2 us for each."""
+        first, n = self.steps[0], len(self.steps)
+        where = [(t.dim(), t.untyped_storage().data_ptr(), t.storage_offset()) for t in self.steps]
+        elements = [(0, where[0][1], where[0][2] + i) for i in range(n)]  # one 0-d element after another
+        if first.device.type == "cpu" and first.dtype == torch.float32 and where == elements:
+            self.counters = first.as_strided((n,), (1,))
+            return
+        self.counters = torch.stack([t.detach().to("cpu", torch.float32) for t in self.steps])
+        self.steps = list(self.counters.unbind())
+        for state, t in zip(self.dicts, self.steps):
+            state["step"] = t
 
     def grads(self, grads):
         gs = grads[self.group]

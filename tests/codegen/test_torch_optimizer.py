@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import io
 import warnings
 
 import numpy as np
@@ -175,6 +177,40 @@ def test_step_counts_follow_params_with_grads_and_the_plan_is_cached(backend):
     torch.testing.assert_close(b, b_alone)  # b's bias corrections counted only its own steps
     saved = opt.state_dict()["state"]
     assert [float(saved[i]["step"]) for i in (0, 1)] == [6.0, 4.0]
+
+
+def test_the_step_counts_of_params_stepped_together_are_one_tensor_each_param_its_own_element():
+    """One add counts a step for every param of a plan entry: their step tensors are 0-d views of
+    one CPU float32 tensor, each param's own element (an in-place edit reaches that param alone); a
+    replaced count, a deep copy and a reloaded checkpoint go on counting."""
+    AdamW = codegen.build(optdsl.load("adamw"), "torch")
+    params = [torch.nn.Parameter(torch.randn(n)) for n in (3, 4, 5)]
+    opt = AdamW(params, lr=0.1, backend="eager")
+
+    def step(o, ps):
+        for p in ps:
+            p.grad = torch.ones_like(p)
+        o.step()
+
+    step(opt, params)
+    steps = [opt.state[p]["step"] for p in params]
+    assert len({id(t) for t in steps}) == 3 and all(t.dim() == 0 for t in steps)
+    assert len({t.untyped_storage().data_ptr() for t in steps}) == 1
+    steps[1].fill_(10.0)
+    assert [float(t) for t in steps] == [1.0, 10.0, 1.0]
+    opt.state[params[2]]["step"] = torch.tensor(7.0)
+    step(opt, params)
+    assert [float(opt.state[p]["step"]) for p in params] == [2.0, 11.0, 8.0]
+    twin = copy.deepcopy(opt)
+    step(twin, twin.param_groups[0]["params"])
+    assert [float(opt.state[p]["step"]) for p in params] == [2.0, 11.0, 8.0]
+    assert [float(twin.state[p]["step"]) for p in twin.param_groups[0]["params"]] == [3.0, 12.0, 9.0]
+    buffer = io.BytesIO()
+    torch.save(opt.state_dict(), buffer)
+    again = AdamW(params, lr=0.1, backend="eager")
+    again.load_state_dict(torch.load(io.BytesIO(buffer.getvalue())))
+    step(again, params)
+    assert [float(again.state[p]["step"]) for p in params] == [3.0, 12.0, 9.0]
 
 
 @pytest.mark.slow
