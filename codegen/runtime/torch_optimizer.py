@@ -972,9 +972,9 @@ class _Plan:
 
     def current(self, state):
         """Does ``state`` (the optimizer's) still hold the dicts and tensors this plan was built on?"""
-        if state is not self.state or not all([state.get(p) is s for p, s, _ in self.held]):
+        if state is not self.state or not all(state.get(p) is s for p, s, _ in self.held):
             return False
-        return all([s.get(k) is t for s, k, t in self.slots])  # (a list: faster than a generator)
+        return all(s.get(k) is t for s, k, t in self.slots)
 
     def advance(self):
         """Count one more step for every param in the plan (state edited in place is read back)."""
