@@ -405,6 +405,10 @@ class GroupPrinter:
             return None
         if inplace:  # the table's calls applied in turn, each in place
             return "\n".join(f"torch._foreach_{n}_({first})" for n in names), done
+        if target is not None and len(names) > 1:  # the first call makes target's list, the rest write it
+            self.owner[target] = FRESH
+            return "\n".join([f"{target} = torch._foreach_{names[0]}({first})",
+                              *(f"torch._foreach_{n}_({target})" for n in names[1:])]), target
         text = first
         for n in names:
             text = f"torch._foreach_{n}({text})"

@@ -116,6 +116,9 @@ class Op:
     numbers_ok: bool = False  # the torch spelling takes a Python number in any argument, next to a tensor
     foreach: tuple[str, ...] = ()  # torch._foreach_<f> calls that compute it on lists, applied in turn
     reduction: Reduction | None = None  # how a reduce/row/col/global op is computed in pieces
+    # arguments whose sign the value ignores, bit for bit (it reads |x| or x * x there): an abs()
+    # given there is dropped (optdsl.passes.fold), sqrt(abs(g)) being sqrt(g)
+    even: tuple[int, ...] = ()
     # C++ spelling (elementwise ops; codegen.cpp_target), over scalars of a floating type T whose
     # arguments are names (so a repeated {0} costs nothing); op_max/op_min propagate nan as numpy does
     cpp: str | None = None
@@ -227,6 +230,8 @@ _UNARY_FIELDS = {
     "reciprocal": {"foreach": ("reciprocal",), "python_raises": True},
     "cube": {"numbers_ok": True},
 }
+for _name in ("abs", "sqrt", "rsqrt", "square", "log", "log2", "log10", "log1p", "cos", "cosh"):
+    _UNARY_FIELDS.setdefault(_name, {})["even"] = (0,)
 _CPP_UNARY = {  # C++ spellings of the unary ops below (the log/sqrt family on |x|, as the language has it)
     "abs": "std::abs({0})", "sign": "({0} > 0 ? T(1) : ({0} < 0 ? T(-1) : {0}))",
     "sqrt": "std::sqrt(std::abs({0}))", "rsqrt": "T(1) / std::sqrt(std::abs({0}))", "square": "{0} * {0}",
@@ -317,7 +322,7 @@ op("clip", 2, E, lambda x, c: np.clip(x, -_abs(c), _abs(c)),
    r"\operatorname{{clip}}({0}, \pm {1})", "torch.clamp({0}, -abs({1}), abs({1}))",
    "jnp.clip({0}, -jnp.abs({1}), jnp.abs({1}))",
    "tl.minimum(tl.maximum({0}, -tl.abs({1})), tl.abs({1}))", "clamp x into [-|c|, |c|]", flops=2,
-   cpp="op_min(op_max({0}, -std::abs({1})), std::abs({1}))")
+   cpp="op_min(op_max({0}, -std::abs({1})), std::abs({1}))", even=(1,))
 op("clamp", 3, E, lambda x, lo, hi: np.minimum(np.maximum(x, lo), hi),
    lambda x, lo, hi: sympy.Min(sympy.Max(x, lo), hi), r"\operatorname{{clamp}}({0}, {1}, {2})",
    "torch.minimum(torch.maximum({0}, {1}), {2})", "jnp.minimum(jnp.maximum({0}, {1}), {2})",
@@ -376,11 +381,11 @@ _MEAN = Reduction((_X,), "sum", _c("div", _A0, _N))
 _ALLFINITE = Reduction((_c("sub", 1, _c("isfinite", _X)),), "sum", _c("eq", _A0, 0))  # no non-finite one
 op("norm", 1, R, lambda x: np.sqrt(np.sum(np.square(x))), lambda x: _sym_fn("norm", nonnegative=True)(x),
    r"\lVert {0} \rVert", "torch.linalg.vector_norm({0})", "jnp.linalg.norm(jnp.ravel({0}))", None,
-   "L2 norm of the whole tensor", flops=2, reduction=_NORM)
+   "L2 norm of the whole tensor", flops=2, reduction=_NORM, even=(0,))
 op("rms", 1, R, lambda x: np.sqrt(np.sum(np.square(x)) / np.size(x)), lambda x: _sym_fn("rms", nonnegative=True)(x),
    r"\operatorname{{RMS}}({0})", "torch.sqrt(torch.mean(torch.square({0})))",
    "jnp.sqrt(jnp.mean(jnp.square({0})))", None, "root mean square of the tensor", flops=2,
-   reduction=Reduction(_SUM_SQ, "sum", _c("sqrt", _c("div", _A0, _N))))
+   reduction=Reduction(_SUM_SQ, "sum", _c("sqrt", _c("div", _A0, _N))), even=(0,))
 op("mean", 1, R, lambda x: np.sum(x) / np.size(x), lambda x: _sym_fn("mean")(x), r"\operatorname{{mean}}({0})",
    "torch.mean({0})", "jnp.mean({0})", None, "mean of the tensor's elements", reduction=_MEAN)
 op("sum", 1, R, np.sum, lambda x: _sym_fn("sum")(x), r"\sum {0}", "torch.sum({0})", "jnp.sum({0})",
@@ -421,7 +426,7 @@ op("colmean", 1, COL, _mean_second_last, lambda x: _sym_fn("colmean")(x),
 op("global_norm", 1, GLOBAL, lambda x: np.sqrt(np.sum(np.square(x))),
    lambda x: _sym_fn("global_norm", nonnegative=True)(x),
    r"\lVert {0} \rVert_{{\text{{global}}}}", "torch.sum(torch.square({0}))", "jnp.sum(jnp.square({0}))",
-   None, "L2 norm over all parameters together", flops=2, reduction=_NORM)
+   None, "L2 norm over all parameters together", flops=2, reduction=_NORM, even=(0,))
 op("global_allfinite", 1, GLOBAL, lambda x: _bool(np.all(np.isfinite(x)), (x,)),
    lambda x: _sym_fn("global_allfinite")(x), r"[{0} \text{{ finite everywhere}}]",
    "torch.isfinite({0}).all()", "jnp.all(jnp.isfinite({0}))", None,

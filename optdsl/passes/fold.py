@@ -4,7 +4,8 @@ Calls whose arguments are all constants are evaluated with the op's numpy form i
 the interpreter would: ``1 / 0`` is ``inf``, ``0 / 0``, ``1 % 0`` and ``(-1) ** 0.5`` are ``nan``,
 ``10 ** 1000`` is ``inf`` (IEEE results, never an exception); names bound to constants are
 propagated; identities that hold for every IEEE value are applied (``x * 1``, ``x - 0``,
-``x / 1``, ``x ** 1``, ``--x``, and ``where`` with a constant condition) -- not ``x + 0``, which
+``x / 1``, ``x ** 1``, ``--x``, ``where`` with a constant condition, and an ``abs`` where the op reads
+only the magnitude: ``sqrt(abs(x))`` is ``sqrt(x)``, see ``Op.even``) -- not ``x + 0``, which
 turns -0.0 into 0.0 (and ``1 / x`` from -inf into inf). Given a parameter ``shape``, ``ndim(w)``, ``size(w)`` and
 ``dim(w, i)`` become numbers first, so static branches resolve. ``values`` binds
 hyperparameters (``{"beta1": 0.95}``) to numbers.
@@ -65,9 +66,10 @@ def fold_expr(expr: Expr, shape: tuple[int, ...] | None = None) -> Expr:
         cond = fold_expr(expr.args[0], shape)
         if isinstance(cond, Const):
             return fold_expr(expr.args[1] if cond.value != 0 else expr.args[2], shape)
+    op = OPS[expr.op]
     args = tuple(fold_expr(a, shape) for a in expr.args)
+    args = tuple(a.args[0] if i in op.even and isinstance(a, Call) and a.op == "abs" else a for i, a in enumerate(args))
     call = Call(expr.op, args)
-    op = OPS[call.op]
     if op.name == "where" and isinstance(args[0], Const):
         return args[1] if args[0].value != 0 else args[2]
     if all(isinstance(a, Const) for a in args) and op.shape == "elementwise":
