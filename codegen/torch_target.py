@@ -1559,16 +1559,13 @@ def _fold_axpy(prog: Program, extra_kinds: dict[str, str]) -> Program:
     like then cost one pass and no temporary list."""
     kinds, reads = _kinds_and_reads(prog, extra_kinds)
 
-    def number_like(e: Expr) -> bool:
-        return _number_like(e, kinds)
-
     body: list[Assign | None] = list(prog.body)
     for i, a in enumerate(prog.body):
         e = a.expr
         if not (isinstance(e, Call) and e.op == "mul" and reads.get(a.target) == 1):
             continue
-        y, c = e.args if number_like(e.args[1]) else e.args[::-1]
-        if not (isinstance(y, Var) and number_like(c)):
+        y, c = e.args if _number_like(e.args[1], kinds) else e.args[::-1]
+        if not (isinstance(y, Var) and _number_like(c, kinds)):
             continue
         scaled, t = Call("mul", (y, c)), Var(a.target)
         for j in range(i + 1, len(body)):
@@ -1577,9 +1574,9 @@ def _fold_axpy(prog: Program, extra_kinds: dict[str, str]) -> Program:
                 x, other = b.expr.args  # (a number plus y c is no axpy: it would run per tensor)
                 if not all(isinstance(v, Var) for v in (x, other)):
                     break  # (a sum :func:`_fold_addcdiv` made: its quotient stays whole)
-                if other == t and x != t and not number_like(x):
+                if other == t and x != t and not _number_like(x, kinds):
                     body[i], body[j] = None, Assign(b.target, Call(b.expr.op, (x, scaled)), b.loc)
-                elif b.expr.op == "add" and x == t and other != t and not number_like(other):
+                elif b.expr.op == "add" and x == t and other != t and not _number_like(other, kinds):
                     body[i], body[j] = None, Assign(b.target, Call("add", (other, scaled)), b.loc)
                 break
             if a.target in free_vars(b.expr) or b.target in (a.target, y.name, getattr(c, "name", None)):

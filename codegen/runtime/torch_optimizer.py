@@ -913,10 +913,11 @@ def _betas_into(group, defaults):
 class _Plan:
     """The tensors of a step grouped by (param group, path, device, dtype, step count), in param order.
 
-    Every param keeps its own ``state[p]["step"]`` tensor, as torch optimizers do; an entry
-    increments its params' counters with one multi-tensor add. The plan holds the state tensors it
-    found and is current while ``opt.state`` still holds exactly those (:meth:`current`): a state
-    replaced, deleted or cleared between steps rebuilds it (a missing state starts afresh)."""
+    Every param keeps its own ``state[p]["step"]`` tensor, as torch optimizers do; an entry's are
+    the elements of one tensor, so that one add counts them all (:meth:`_Entry.count_together`).
+    The plan holds the state tensors it found and is current while ``opt.state`` still holds
+    exactly those (:meth:`current`): a state replaced, deleted or cleared between steps rebuilds it
+    (a missing state starts afresh)."""
 
     def __init__(self, opt, key):
         prog = opt._program
