@@ -203,7 +203,7 @@ class TorchPrinter(CodePrinter):
         return Code(check_identifier(expr.name), ATOM)
 
     def tensor(self, text: str) -> Code:
-        return Code(f"torch.as_tensor({text}, dtype={self.ref}.dtype, device={self.ref}.device)", ATOM)
+        return Code(f"_tensor({text}, {self.ref})", ATOM)
 
     def _print_Call(self, expr: Call) -> Code:
         op = OPS.get(expr.op)
@@ -1060,10 +1060,13 @@ class _Module:
                     names = [f"a{t}" for t in range(len(red.terms))]
                     printer = TorchPrinter(dict.fromkeys([*names, "n"], "uniform"), self.fail_at(a.loc), ref="a0")
                     finish = f"lambda {', '.join(names)}, n: {printer.doprint(red.finish)}"
-                    outs.append(_tuple([f'"{a.target}"', f'"{red.combine}"', finish]))
+                    outs.append(_layout("(", [f'"{a.target}"', f'"{red.combine}"', finish], ")", used=20 + 1))
                 # one reduction per line whatever its width: the trailing comma keeps black's layout
-                row.append(_tuple([f"_path{k}_stage{d}", _layout("(", outs, ")", one=True)]))
-            rows.append(_tuple(row))
+                outs_text = _layout("(", outs, ")", one=True, used=16 + 1)
+                row.append(_layout("(", [f"_path{k}_stage{d}", outs_text], ")", used=12 + 1))
+            rows.append(_layout("(", row, ")", used=8 + 1))
+        # (each level is laid out for the column black puts it at once the level above is split:
+        # stages=( in the _Program call at 4, its rows at 8, their stages at 12, ...; +1: the comma)
         return _layout("(", rows, ")", one=True)
 
     def module_docstring(self) -> str:
@@ -1193,12 +1196,14 @@ class _Module:
             init,
         ])
 
-    def called_functions(self) -> set[str]:
-        """The names the torch spellings of this program's ops call, in its paths and in the shape
-        tests that pick one (``_sign``, ``_dim``: see :mod:`codegen.runtime.torch_math`)."""
+    def called_functions(self, printed: str) -> set[str]:
+        """The names of :mod:`codegen.runtime.torch_math`'s helpers (``_sign``, ``_dim``,
+        ``_tensor``...) that the torch spellings of this program's ops call, in its paths and in the
+        shape tests that pick one, or that the ``printed`` program code calls."""
         exprs = [e for path in self.paths for e in [a.expr for a in path.program.body] + list(path.program.outputs())]
         ops = {node.op for e in [*exprs, *self.tests] for node in walk(e) if isinstance(node, Call)}
-        return {name for op in ops for name in re.findall(r"\b(_[a-z]\w*)\(", OPS[op].torch or "")}
+        spelled = "".join(OPS[op].torch or "" for op in ops)
+        return set(re.findall(r"\b(_[a-z]\w*)\(", spelled + printed))
 
     def float_functions(self) -> set[str]:
         """The helpers of :mod:`codegen.runtime.float_math` the printed ``_uniform_floats`` call."""
@@ -1206,18 +1211,20 @@ class _Module:
                              for a in prelude])
 
     def source(self) -> str:
+        program = ["", "# --- the program " + "-" * (LINE - 17 - 2)]
+        for k in range(len(self.paths)):
+            program += [x for f in self.segment_functions(k) for x in ("", "", f)]
+            program += ["", "", self.uniform_function(k, self.hoisted[k][0])]
+            program += ["", "", self.float_uniforms[k]] if self.float_uniforms[k] else []
+            if not self.globals:
+                program += [x for f in self.eager_functions(k) for x in ("", "", f)]
         out = [self.module_docstring(), "", runtime_source("torch_optimizer")]
-        for module, called in (("torch_math", self.called_functions()), ("float_math", self.float_functions())):
-            text = runtime_functions(module, called)
+        called = self.called_functions("\n".join(program))
+        for module, names in (("torch_math", called), ("float_math", self.float_functions())):
+            text = runtime_functions(module, names)
             if text:
                 out += ["", "", f"# --- functions of codegen/runtime/{module}.py (verbatim) that the ops call", text + "\n"]
-        out += ["", "# --- the program " + "-" * (LINE - 17 - 2)]
-        for k in range(len(self.paths)):
-            out += ["", "", *self.segment_functions(k)]
-            out += ["", "", self.uniform_function(k, self.hoisted[k][0])]
-            out += ["", "", self.float_uniforms[k]] if self.float_uniforms[k] else []
-            if not self.globals:
-                out += [x for f in self.eager_functions(k) for x in ("", "", f)]
+        out += program
         for b, src in self.extra.items():
             out += ["", "", f"# --- backend {b!r} (extra source) ---", src.strip("\n")]
         out += ["", "", self.program_table(), "", "", self.class_source()]

@@ -405,7 +405,7 @@ op("dot", 2, R, lambda x, y: np.sum(np.multiply(x, y)), lambda x, y: _sym_fn("do
 op("cosine_sim", 2, R,
    lambda x, y: np.sum(np.multiply(x, y)) / (np.sqrt(np.sum(np.square(x))) * np.sqrt(np.sum(np.square(y)))),
    lambda x, y: _sym_fn("cosine_sim")(x, y), r"\cos\angle({0}, {1})",
-   "(torch.sum({0} * {1}) / (torch.linalg.vector_norm({0}) * torch.linalg.vector_norm({1})))",
+   "_cosine_sim({0}, {1})",
    "(jnp.sum({0} * {1}) / (jnp.linalg.norm(jnp.ravel({0})) * jnp.linalg.norm(jnp.ravel({1}))))", None,
    "cosine of the angle between x and y", flops=6, commutative=True,
    reduction=Reduction((_c("mul", _X, _Y), _c("mul", _X, _X), _c("mul", _Y, _Y)), "sum",

@@ -11,7 +11,8 @@ with the functions below, which use only fast kernels and no ``where``.
 The block between the markers is copied into generated modules function by function (only those a
 program uses; :func:`codegen.runtime.functions`); ``_dim`` is here for the same reason: the
 spellings of the ops call it (it reads only ``.ndim`` and ``.shape``, and the jax target copies it
-too).
+too), ``_cosine_sim``, and ``_tensor``, which the printer writes where a torch function needs a
+number as a tensor.
 
 Example:
     >>> import torch
@@ -29,6 +30,18 @@ def _sign(x):
     """sign(x) in {-1, 0, 1}, nan kept (``torch.sign(nan)`` is 0): ``min(sign(x), |x| + 1)``, as
     ``torch.minimum`` propagates nan."""
     return torch.minimum(torch.sign(x), torch.abs(x) + 1)
+
+
+def _tensor(x, like):
+    """``x`` (a Python number) as a tensor of ``like``'s dtype and device, where a torch function
+    needs a tensor argument: the printed code's constants and per-step numbers."""
+    return torch.as_tensor(x, dtype=like.dtype, device=like.device)
+
+
+def _cosine_sim(x, y):
+    """cosine_sim(x, y) = sum(x y) / (||x|| ||y||) over the whole tensors (a helper: the expression
+    names x and y twice, and a printed line holding it would outgrow the width)."""
+    return torch.sum(x * y) / (torch.linalg.vector_norm(x) * torch.linalg.vector_norm(y))
 
 
 def _dim(x, i):

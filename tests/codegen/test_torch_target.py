@@ -167,6 +167,33 @@ def test_vmap_over_learning_rate():
             torch.testing.assert_close(b[i], s)
 
 
+# seeds of search programs (search.mutate, as test_random_programs draws them) whose modules black
+# once reformatted: a number made a tensor twice on one line (clip's bound, cosine_sim's arguments),
+# a stage table's finish laid out for column 0, no blank lines between a path's segment functions
+BLACK_ONCE = (59, 75, 77, 86, 97, 100, 106, 113, 128, 147, 186, 217, 225, 242, 248, 267, 275)
+
+
+def test_modules_of_searched_programs_are_black_formatted(tmp_path):
+    """What `optdsl search` writes (best_optimizer.py) and `export` writes is laid out as black
+    would, for programs the search makes, not only the zoo's."""
+    from search.mutate import mutate, random_program
+    from search.warm_start import adamw_program, prepare
+
+    sources = ["def p(w, g, m, lr=0.01, c=0.5):\n    m = interp(clip(g, c), m, 0.9)\n    return lr * m, m\n"]
+    programs = [optdsl.parse(s) for s in sources]
+    for seed in BLACK_ONCE:
+        rng = np.random.default_rng(seed)
+        p = random_program(rng, n_statements=8) if seed % 2 else prepare(adamw_program())
+        for _ in range(6):
+            p, _ = mutate(p, rng)
+        programs.append(p)
+    for i, p in enumerate(programs):
+        (tmp_path / f"p{i}.py").write_text(codegen.emit(p, "torch"))
+    black = subprocess.run([sys.executable, "-m", "black", "--check", "-l", "110", str(tmp_path)],
+                           capture_output=True, text=True, check=False)
+    assert black.returncode == 0, black.stderr
+
+
 def test_generated_module_is_black_formatted_and_needs_only_torch(tmp_path):
     """The printer lays the file out itself: black (when installed) finds nothing to change, and the
     text does not depend on whether black can be imported."""
