@@ -19,17 +19,19 @@ SHAPES = [(7,), (3, 5), (1,)]
 LR = 0.01
 
 
+def searched_program(seed, mutations=4):
+    """A random program (odd seeds) or the search's warm start (AdamW), then ``mutations`` mutations
+    of it: what the search evaluates."""
+    rng = np.random.default_rng(seed)
+    p = random_program(rng, n_statements=8) if seed % 2 else prepare(adamw_program())
+    for _ in range(mutations):
+        p, _ = mutate(p, rng)
+    return p
+
+
 def programs():
-    """Per seed: a random program, or the search's warm start (AdamW), then a few mutations of it:
-    what the search evaluates."""
-    out = []
-    for seed in SEEDS:
-        rng = np.random.default_rng(seed)
-        p = random_program(rng, n_statements=8) if seed % 2 else prepare(adamw_program())
-        for _ in range(4):
-            p, _ = mutate(p, rng)
-        out.append(p)
-    return out
+    """One :func:`searched_program` per seed."""
+    return [searched_program(seed) for seed in SEEDS]
 
 
 def data(seed=0):

@@ -176,18 +176,10 @@ BLACK_ONCE = (59, 75, 77, 86, 97, 100, 106, 113, 128, 147, 186, 217, 225, 242, 2
 def test_modules_of_searched_programs_are_black_formatted(tmp_path):
     """What `optdsl search` writes (best_optimizer.py) and `export` writes is laid out as black
     would, for programs the search makes, not only the zoo's."""
-    from search.mutate import mutate, random_program
-    from search.warm_start import adamw_program, prepare
+    from test_random_programs import searched_program
 
-    sources = ["def p(w, g, m, lr=0.01, c=0.5):\n    m = interp(clip(g, c), m, 0.9)\n    return lr * m, m\n"]
-    programs = [optdsl.parse(s) for s in sources]
-    for seed in BLACK_ONCE:
-        rng = np.random.default_rng(seed)
-        p = random_program(rng, n_statements=8) if seed % 2 else prepare(adamw_program())
-        for _ in range(6):
-            p, _ = mutate(p, rng)
-        programs.append(p)
-    for i, p in enumerate(programs):
+    clip = optdsl.parse("def p(w, g, m, lr=0.01, c=0.5):\n    m = interp(clip(g, c), m, 0.9)\n    return lr * m, m\n")
+    for i, p in enumerate([clip] + [searched_program(seed, mutations=6) for seed in BLACK_ONCE]):
         (tmp_path / f"p{i}.py").write_text(codegen.emit(p, "torch"))
     black = subprocess.run([sys.executable, "-m", "black", "--check", "-l", "110", str(tmp_path)],
                            capture_output=True, text=True, check=False)
