@@ -126,3 +126,27 @@ def test_a_scalar_beyond_float32s_range_is_inf_in_a_float32_step(body, backend):
             p.grad = torch.tensor(g)
             opt.step()
     np.testing.assert_array_equal(p.detach().numpy(), params["w"])
+
+
+@pytest.mark.parametrize("body", ["t = lr * mean(0.5)\n    return arccos(where(t, 1e-08, 0.5)) * g",
+                                  ("t = where(ndim(w) >= 2, lr, -2.5) * mean(0.5)\n"
+                                   "    return arccos(where(t, 1e-08, 0.5)) * g")])
+def test_a_where_of_two_numbers_keeps_a_float64_steps_precision(body):
+    """Pinned from random programs: per-step scalars without a Python spelling (a mean) come from
+    float64 tensors, where ``torch.where(c, 1e-08, 0.5)`` of two numbers made a float32 tensor
+    (1e-08 became 9.99999993922529e-09; relative errors up to 8e-6 in a float64 step). A float64
+    step now equals the interpreter's, 1-d and 2-d (the two paths of a shape test)."""
+    program = optdsl.parse(f"def p(w, g, lr=0.1):\n    {body}\n")
+    cls = codegen.build(program, "torch")
+    rng = np.random.default_rng(0)
+    params = {"a": rng.normal(size=5), "b": rng.normal(size=(2, 3))}
+    grads = {k: rng.normal(size=v.shape) for k, v in params.items()}
+    interp = optdsl.Interpreter(program, dtype=np.float64)
+    expected = interp.step(params, grads, interp.init(params), 1)[0]
+    ps = [torch.tensor(v, requires_grad=True) for v in params.values()]
+    opt = cls(ps, backend="eager")
+    for p, g in zip(ps, grads.values()):
+        p.grad = torch.tensor(g)
+    opt.step()
+    for p, name in zip(ps, params):
+        np.testing.assert_allclose(p.detach().numpy(), expected[name], rtol=1e-15, atol=0)
