@@ -355,7 +355,8 @@ class GroupPrinter:
     def statement(self, expr: Expr) -> str:
         kind = self.group_kind(expr)
         if kind not in LIST_KINDS:  # one Python number for the whole group
-            return TorchPrinter(self.kinds, self.fail, ref="torch.empty(())", scalars=GROUP_SCALARS).doprint(expr)
+            # (made a tensor where an op needs one: of the step's dtype, _dtype, on the CPU; see _tensor)
+            return TorchPrinter(self.kinds, self.fail, ref="_dtype", scalars=GROUP_SCALARS).doprint(expr)
         if isinstance(expr, Var):
             return expr.name
         if expr_kind(expr, self.kinds, self.fail) == "static":  # shape arithmetic: each tensor's number

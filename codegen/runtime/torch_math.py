@@ -34,7 +34,10 @@ def _sign(x):
 
 def _tensor(x, like):
     """``x`` (a Python number) as a tensor of ``like``'s dtype and device, where a torch function
-    needs a tensor argument: the printed code's constants and per-step numbers."""
+    needs a tensor argument: the printed code's constants and per-step numbers. ``like`` may be a
+    dtype (a group step's number of its compute dtype): a tensor on the CPU, as a Python number is."""
+    if isinstance(like, torch.dtype):
+        return torch.as_tensor(x, dtype=like)
     return torch.as_tensor(x, dtype=like.dtype, device=like.device)
 
 

@@ -130,12 +130,15 @@ def test_a_scalar_beyond_float32s_range_is_inf_in_a_float32_step(body, backend):
 
 @pytest.mark.parametrize("body", ["t = lr * mean(0.5)\n    return arccos(where(t, 1e-08, 0.5)) * g",
                                   ("t = where(ndim(w) >= 2, lr, -2.5) * mean(0.5)\n"
-                                   "    return arccos(where(t, 1e-08, 0.5)) * g")])
-def test_a_where_of_two_numbers_keeps_a_float64_steps_precision(body):
+                                   "    return arccos(where(t, 1e-08, 0.5)) * g"),
+                                  "return where(ndim(w) >= 2, 0.99, g) / reciprocal(lr)"])
+def test_numbers_made_tensors_keep_a_float64_steps_precision(body):
     """Pinned from random programs: per-step scalars without a Python spelling (a mean) come from
     float64 tensors, where ``torch.where(c, 1e-08, 0.5)`` of two numbers made a float32 tensor
-    (1e-08 became 9.99999993922529e-09; relative errors up to 8e-6 in a float64 step). A float64
-    step now equals the interpreter's, 1-d and 2-d (the two paths of a shape test)."""
+    (1e-08 became 9.99999993922529e-09; relative errors up to 8e-6 in a float64 step); and a group
+    step's own per-step number (``0.99 u`` on the matrix path) was made a tensor of the default
+    dtype, float32. A float64 step now equals the interpreter's, 1-d and 2-d (the two paths of a
+    shape test)."""
     program = optdsl.parse(f"def p(w, g, lr=0.1):\n    {body}\n")
     cls = codegen.build(program, "torch")
     rng = np.random.default_rng(0)
