@@ -300,6 +300,11 @@ class _Plan:
                     return f"{node.op}() of a column-shaped value"
                 if op.shape in (ROW, COL) and kind != FULL:
                     return f"{node.op}() of a value that is not full-shaped"
+                red = op.reduction
+                env = {"x": node.args[0], "y": node.args[-1]}
+                if red and red.combine == "sum" and any(self.kind(substitute(t, env)) != kind for t in red.terms):
+                    # (cosine_sim(s, w) of one number s: the reference's s * s is s's own, taken once)
+                    return f"{node.op}() sums a term that does not vary over the elements it reduces"
         return None
 
     def over_elements(self, e: Expr) -> bool:

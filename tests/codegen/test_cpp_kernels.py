@@ -189,3 +189,24 @@ def test_supports_says_why_a_path_has_no_kernel():
     assert cpp_target.supports(scalar_state) == "state s is scalar-shaped"
     global_norm = optdsl.parse("def f(w, g, lr):\n    return lr * g / global_norm(g)\n")
     assert cpp_target.supports(global_norm) == "global_norm() is a global op"
+
+
+@pytest.mark.parametrize("source", ["cosine_sim(-0.25, w)", "cosine_sim(rms(g), w)"])
+def test_a_sum_of_a_term_one_number_per_tensor_has_no_kernel(source):
+    """Found by random searched programs: cosine_sim(s, w) of one number s sums s * s once in the
+    reference (s's own), but a kernel's element loop summed it once per element (off by sqrt(n)).
+    Such a path gets no kernel, and the generated optimizer's default steps as the interpreter."""
+    program = optdsl.parse(f"def p(w, g, lr=0.01):\n    return lr * {source} * g\n")
+    assert cpp_target.supports(program) == "cosine_sim() sums a term that does not vary over the elements it reduces"
+    cls = codegen.build(program, "torch")
+    assert "cpp" not in cls._program.backends
+    params, grads = data([(7,), (3, 5)])
+    interp = optdsl.Interpreter(program, dtype=np.float64)
+    expected = interp.step(params, grads[0], interp.init(params), 1)[0]
+    ps = [torch.tensor(v, requires_grad=True) for v in params.values()]
+    opt = cls(ps)
+    for p, g in zip(ps, grads[0].values()):
+        p.grad = torch.tensor(g)
+    opt.step()
+    for p, name in zip(ps, params):
+        np.testing.assert_allclose(p.detach().numpy(), expected[name], rtol=1e-12)
