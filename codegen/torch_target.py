@@ -1208,8 +1208,8 @@ class _Module:
         shape tests that pick one, or that the ``printed`` program code calls."""
         exprs = [e for path in self.paths for e in [a.expr for a in path.program.body] + list(path.program.outputs())]
         ops = {node.op for e in [*exprs, *self.tests] for node in walk(e) if isinstance(node, Call)}
-        spelled = "".join(OPS[op].torch or "" for op in ops)
-        return set(re.findall(r"\b(_[a-z]\w*)\(", spelled + printed))
+        spelled = "\n".join([*(OPS[op].torch or "" for op in ops), printed])  # (apart: "{0}.ndim" + "_dim(")
+        return set(re.findall(r"\b(_[a-z]\w*)\(", spelled))
 
     def float_functions(self) -> set[str]:
         """The helpers of :mod:`codegen.runtime.float_math` the printed ``_uniform_floats`` call."""

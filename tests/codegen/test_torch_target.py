@@ -186,6 +186,24 @@ def test_modules_of_searched_programs_are_black_formatted(tmp_path):
     assert black.returncode == 0, black.stderr
 
 
+@pytest.mark.parametrize("hash_seed", ["0", "6"])
+def test_every_runtime_helper_a_module_calls_is_copied_in(hash_seed):
+    """A generated module defines each helper of codegen/runtime/torch_math.py it calls, whatever
+    order Python's hash seed gives a set of op names: the helpers were found in the op spellings
+    joined end to end, where ``{0}.ndim`` before ``_dim(`` hid ``_dim`` (adafactor_optax then
+    raised NameError under PYTHONHASHSEED=6, and now and then in CI's workers)."""
+    script = ("import re, codegen, codegen.runtime.torch_math, optdsl\n"
+              "helpers = set(re.findall(r'^def (_\\w+)', open(codegen.runtime.torch_math.__file__).read(), re.M))\n"
+              "for name in optdsl.zoo_names():\n"
+              "    text = codegen.emit(optdsl.load(name), 'torch')\n"
+              "    called = set(re.findall(r'\\b(_[a-z]\\w*)\\(', text)) & helpers\n"
+              "    missing = sorted(h for h in called if f'def {h}(' not in text)\n"
+              "    assert not missing, (name, missing)\n")
+    env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, check=False)
+    assert out.returncode == 0, out.stderr[-2000:]
+
+
 def test_generated_module_is_black_formatted_and_needs_only_torch(tmp_path):
     """The printer lays the file out itself: black (when installed) finds nothing to change, and the
     text does not depend on whether black can be imported."""
