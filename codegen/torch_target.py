@@ -222,11 +222,10 @@ class TorchPrinter(CodePrinter):
         if op.shape == ELEMENTWISE:
             out = join(*kinds)
             args = [_expand(a, k, out) for a, k in zip(args, kinds)]
+        if op.name == "where" and numbers[1] and numbers[2]:  # (of two numbers it makes a float32 tensor)
+            args[1], numbers[1] = self.tensor(args[1]), False
         if all(numbers) and op.numbers_ok:  # IEEE results (1/0 = inf), not ZeroDivisionError
-            # a tensor of ref's dtype among the values gives the result that dtype: where's first
-            # argument is its condition (torch.where of two numbers is a float32 tensor)
-            for i in (0, 1) if op.name == "where" else (0,):
-                args[i] = self.tensor(args[i])
+            args[0] = self.tensor(args[0])
             numbers = [False] * len(numbers)
         elif all(numbers) or not (op.numbers_ok or op.name in ("max", "min", "interp")):
             args = [self.tensor(a) if n else a for a, n in zip(args, numbers)]
@@ -236,8 +235,6 @@ class TorchPrinter(CodePrinter):
             return self.fill("_pick({0}, {1}, {2})", args)  # one tensor's condition: see _pick
         if name == "where" and numbers[0]:  # torch.where needs a tensor condition
             args[0] = self.tensor(args[0])
-        if name == "where" and numbers[1] and numbers[2]:  # (of two numbers it makes a float32 tensor)
-            args[1] = self.tensor(args[1])
         if op.truth:  # the table's spelling is a bool tensor; the language's truth is 1.0 / 0.0
             return self.fill("torch.where({0}, 1.0, 0.0)", [self.fill(op.torch, args)])
         if name in ("max", "min"):
