@@ -87,6 +87,9 @@ def output_path(path: str) -> str:
         Traceback (most recent call last):
         optdsl.errors.DslError: /dev/null: is not a regular file (a device); refusing to replace it
     """
+    if path.endswith(tuple(filter(None, (os.sep, os.altsep)))) and not os.path.isdir(path):
+        # realpath would drop the slash and write a file called "out": the user named a folder
+        raise DslError("names a folder (it ends with a slash), not a file", path, hint="give a file name")
     target = os.path.realpath(path)
     shown = path if target == os.path.abspath(path) else f"{path} (-> {target})"
     try:

@@ -49,6 +49,8 @@ def test_a_symlink_is_written_through(tmp_path):
     ("{tmp}", "{tmp}: is not a regular file (a directory); refusing to replace it; give a file name"),
     ("{tmp}/missing/x.py", "{tmp}/missing/x.py: cannot write: no such folder {tmp}/missing"),
     ("{tmp}/file.py/x.py", "{tmp}/file.py/x.py: cannot write: Not a directory"),
+    ("{tmp}/out/", "{tmp}/out/: names a folder (it ends with a slash), not a file; give a file name"),
+    ("{tmp}/file.py/", "{tmp}/file.py/: names a folder (it ends with a slash), not a file; give a file name"),
     ("{tmp}/loop", "{tmp}/loop: cannot write: Too many levels of symbolic links"),
 ])
 def test_paths_that_are_not_a_regular_files_place_are_refused(path, message, tmp_path):
@@ -82,6 +84,7 @@ def test_output_path_resolves_links(tmp_path):
     ("/dev/full", "is not a regular file (a device)"),
     ("{tmp}", "is not a regular file (a directory)"),
     ("{tmp}/missing/x.py", "cannot write: no such folder"),
+    ("{tmp}/new/", "names a folder (it ends with a slash), not a file"),  # once wrote a file "new"
 ])
 def test_compile_o_refuses_with_exit_2(out, message, tmp_path, capsys):
     out = out.format(tmp=tmp_path)
