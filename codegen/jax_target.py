@@ -35,7 +35,17 @@ from optdsl.errors import DslError
 from optdsl.ir import Call, Const, Expr, Program, Var, fresh_name, names_in, substitute, walk
 from optdsl.ops import COL, ELEMENTWISE, OPS, REDUCE, ROW, STATIC
 from optdsl.passes import global_statements, segments, variants
-from optdsl.printer import ATOM, UNARY, Code, CodePrinter, DslPrinter, docstring, float_literal, to_source
+from optdsl.printer import (
+    ATOM,
+    UNARY,
+    Code,
+    CodePrinter,
+    DslPrinter,
+    docstring,
+    float_literal,
+    template_shape,
+    to_source,
+)
 from optdsl.typecheck import expr_kind, input_kinds, join
 
 from .generated import black_format, check_identifier, number
@@ -159,7 +169,11 @@ class JaxPrinter(CodePrinter):
             return self.fill("jnp.where({0}, 1.0, 0.0)", [self.boolean(expr)])
         if op.shape == STATIC:
             return self.fill(op.jax, expr.args)
-        return self.fill(op.jax, self.operands(expr))
+        # operands come printed, so fill cannot see a call: one its template repeats (sign's) gets
+        # a name here, or nesting would print 2**depth copies
+        repeats = template_shape(op.jax)[2]
+        return self.fill(op.jax, [self.temp(t) if n > 1 and isinstance(a, Call) else t
+                                  for a, t, n in zip(expr.args, self.operands(expr), repeats)])
 
 
 class ShapeTestPrinter(DslPrinter):

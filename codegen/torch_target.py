@@ -286,8 +286,6 @@ LIST_KINDS = ("full", "row", "col", "scalar", "static")
 GROUP_SCALARS = (*NUMBER_KINDS, "uniform")  # the group function gets uniform values as Python floats
 SHARED, FRESH = "<shared>", "<fresh>"  # owners of a list besides a state (see GroupPrinter.owner)
 SHARED_FRESH = f"<shared {FRESH}>"  # a temporary read under two names
-# constants a group function defines when its lines read them (see GroupPrinter.sign)
-GROUP_CONSTANTS = {"_sign_tiny": "2.0**-49 if _dtype == torch.float32 else 2.0**-974"}
 
 
 class GroupPrinter:
@@ -306,7 +304,6 @@ class GroupPrinter:
         self.kinds = kinds
         self.fail, self.used = fail, used
         self.loop: dict[str, str] = {}
-        self.needs: set[str] = set()  # constants the printed lines read (see GROUP_CONSTANTS)
         self.stacked: set[str] = set()  # per-tensor numbers held as a 1-d tensor <name>_st (see stackable)
         self.unlisted: set[str] = set()  # ... of which no list form has been made yet
         self.stacks: dict[str, str] = {}  # their names
@@ -451,19 +448,19 @@ class GroupPrinter:
                 z.name if into else None)
 
     def sign(self, target: str, x: str, reuse: frozenset[str]) -> list[str]:
-        """``target = sign(x)`` in four multi-tensor passes, none per tensor: x 2**100 puts every
-        nonzero value at or above ``_sign_tiny`` in size (2**-49 in float32, whose smallest value is
-        2**-149; 2**-974 in float64), clamping to +-_sign_tiny and dividing it out gives exactly
-        +-1, and the clamps keep nan and +-0 as they are (the language's sign; torch.sign maps nan
-        to 0). All scalings are by powers of two, exact. Into x's list when it is free."""
-        self.needs.add("_sign_tiny")
-        into = x if x in reuse else target
-        scale = f"torch._foreach_mul_({x}, 2.0**100)" if into == x else (
-            f"{target} = torch._foreach_mul({x}, 2.0**100)")
-        lines = [scale, f"torch._foreach_clamp_min_({into}, -_sign_tiny)",
-                 f"torch._foreach_clamp_max_({into}, _sign_tiny)", f"torch._foreach_div_({into}, _sign_tiny)"]
-        self.owner[target] = self.owner[x] if into == x else FRESH
-        return lines + ([f"{target} = {x}"] if into == x != target else [])
+        """``target = sign(x)`` in three multi-tensor passes, none per tensor: ``max(sign(x), min(x,
+        -1))``. torch.sign maps nan to 0 and -0.0 to 0.0; ``min(x, -1)`` is nan exactly where x is
+        (and <= -1 elsewhere, so the max leaves -1, 0 and 1 alone), and maximum propagates it: the
+        language's sign, as numpy's (nan stays nan, sign(-0.0) = 0.0). Into x's list when it is free
+        (the target's name then holds the clamp for a moment)."""
+        if x in reuse and x != target:
+            self.owner[target] = self.owner[x]
+            return [f"{target} = torch._foreach_clamp_max({x}, -1.0)", f"torch._foreach_sign_({x})",
+                    f"torch._foreach_maximum_({x}, {target})", f"{target} = {x}"]
+        self.owner[target] = FRESH
+        floor = fresh_name("t", self.used)
+        return [f"{floor} = torch._foreach_clamp_max({x}, -1.0)", f"{target} = torch._foreach_sign({x})",
+                f"torch._foreach_maximum_({target}, {floor})"]
 
     def addcmul(self, expr: Call, kind: str, reuse: frozenset[str]) -> tuple[str, str | None] | None:
         """``interp(x * y, s, a)`` (lists x, y, s; a number a) = ``a s + (1 - a) x y`` as
@@ -958,7 +955,6 @@ class _Module:
                 reads.add("w")
             lines = self.group_head(prog, set(scalars) | set(taken), reads, {n: printer.stack(n) for n in reduced}) + lines
             parts, scaled = segment.parts, segment.scaled
-            lines[1:1] = [f"{name} = {GROUP_CONSTANTS[name]}" for name in sorted(printer.needs)]
             if last:
                 out.append(self.step_function(k, prog, printer, lines, scaled))
                 break

@@ -233,7 +233,7 @@ _UNARY_FIELDS = {
 for _name in ("abs", "sqrt", "rsqrt", "square", "log", "log2", "log10", "log1p", "cos", "cosh"):
     _UNARY_FIELDS.setdefault(_name, {})["even"] = (0,)
 _CPP_UNARY = {  # C++ spellings of the unary ops below (the log/sqrt family on |x|, as the language has it)
-    "abs": "std::abs({0})", "sign": "({0} > 0 ? T(1) : ({0} < 0 ? T(-1) : {0}))",
+    "abs": "std::abs({0})", "sign": "({0} > 0 ? T(1) : ({0} < 0 ? T(-1) : ({0} == 0 ? T(0) : {0})))",
     "sqrt": "std::sqrt(std::abs({0}))", "rsqrt": "T(1) / std::sqrt(std::abs({0}))", "square": "{0} * {0}",
     "cube": "{0} * {0} * {0}", "cbrt": "std::cbrt({0})", "reciprocal": "T(1) / {0}", "exp10": "std::pow(T(10), {0})",
     **{n: f"std::{n}(std::abs({{0}}))" for n in ("log", "log2", "log10", "log1p")},
@@ -256,8 +256,9 @@ _abs = np.abs
 for name, fn, sym, lx, tt, jx, tr, doc, fl in [
     ("abs", np.abs, sympy.Abs, r"\left|{0}\right|", "torch.abs({0})", "jnp.abs({0})", "tl.abs({0})", "|x|", 1),
     ("sign", np.sign, sympy.sign, r"\operatorname{{sign}}({0})",
-     "_sign({0})", "jnp.sign({0})",
-     "tl.where({0} > 0, 1.0, tl.where({0} < 0, -1.0, {0}))", "-1, 0 or 1 (nan stays nan)", 1),
+     "_sign({0})", "jnp.where({0} == 0, 0.0, jnp.sign({0}))",
+     "tl.where({0} > 0, 1.0, tl.where({0} < 0, -1.0, tl.where({0} == 0, 0.0, {0})))",
+     "-1, 0 or 1 (nan stays nan; sign(-0.0) = 0.0)", 1),
     ("sqrt", lambda x: np.sqrt(_abs(x)), lambda x: sympy.sqrt(sympy.Abs(x)), r"\sqrt{{{0}}}",
      "torch.sqrt(torch.abs({0}))", "jnp.sqrt(jnp.abs({0}))", "tl.sqrt(tl.abs({0}))", "sqrt(|x|)", 4),
     ("rsqrt", lambda x: 1 / np.sqrt(_abs(x)), lambda x: 1 / sympy.sqrt(sympy.Abs(x)),

@@ -67,6 +67,27 @@ def test_jax_prints_every_op_as_numpy_computes_it():
         assert not printer.temps, "a bare call binds nothing"
 
 
+def test_sign_keeps_nan_and_makes_both_zeros_plus_zero_in_every_spelling():
+    """numpy's sign(-0.0) is 0.0 and sign(nan) nan: the Python, torch, jax and triton spellings agree
+    bit for bit (the C++ one: test_cpp_spells_every_elementwise_op_as_numpy_computes_it)."""
+    import jax.numpy as jnp
+    import torch
+
+    from codegen.runtime.float_math import _fsign
+    from codegen.runtime.torch_math import _sign
+
+    x = np.array([-0.0, 0.0, np.nan, -2.5, 3.0, -np.inf, 1e-30])
+    want = np.sign(x)
+    triton_text = TritonPrinter().doprint(Call("sign", (Var("x"),)))
+    got = {"python": np.array([_fsign(float(v)) for v in x]), "torch": _sign(torch.tensor(x)).numpy(),
+           "jax": np.asarray(eval(JaxPrinter({"x": "full"}).doprint(Call("sign", (Var("x"),))),
+                                  {"jnp": jnp, "x": jnp.asarray(x, dtype=jnp.float32)}), dtype=np.float64),
+           "triton": eval(triton_text, {"tl": type("tl", (), {"where": staticmethod(np.where)}), "x": x})}
+    for name, values in got.items():
+        np.testing.assert_array_equal(values, want, err_msg=name)
+        assert np.array_equal(np.signbit(values[:2]), [False, False]), name
+
+
 def test_triton_spells_every_op():
     for op in OPS.values():
         if op.shape == STATIC:
@@ -122,10 +143,13 @@ def test_cpp_spells_every_elementwise_op_as_numpy_computes_it():
     cls = codegen.build(program, "torch")
     assert "cpp" in cls._program.backends
     w = torch.tensor(X.ravel(), dtype=torch.float32)
-    w.grad = torch.tensor(Y.ravel(), dtype=torch.float32)
+    y = np.float32(Y.ravel())
+    y[0] = -0.0  # sign(-0.0) is 0.0
+    w.grad = torch.tensor(y)
     opt = cls([w], backend="cpp")
     opt.step()
-    x, y = np.float32(X.ravel()), np.float32(Y.ravel())
+    x = np.float32(X.ravel())
+    assert not np.signbit(opt.state[w]["s_sign"][0].item())
     for s, o in zip(states, ops):
         want = np.asarray(o.numpy(*[y, x, np.float32(0.25)][:o.arity]), dtype=np.float32)
         np.testing.assert_allclose(opt.state[w][s.name].numpy(), np.broadcast_to(want, y.shape), rtol=2e-6,
