@@ -449,10 +449,8 @@ class GroupPrinter:
 
     def sign(self, target: str, x: str, reuse: frozenset[str]) -> list[str]:
         """``target = sign(x)`` in three multi-tensor passes, none per tensor: ``max(sign(x), min(x,
-        -1))``. torch.sign maps nan to 0 and -0.0 to 0.0; ``min(x, -1)`` is nan exactly where x is
-        (and <= -1 elsewhere, so the max leaves -1, 0 and 1 alone), and maximum propagates it: the
-        language's sign, as numpy's (nan stays nan, sign(-0.0) = 0.0). Into x's list when it is free
-        (the target's name then holds the clamp for a moment)."""
+        -1))``, the formula of the runtime's ``_sign`` (which says why it is the language's sign).
+        Into x's list when it is free (the target's name then holds the clamp for a moment)."""
         if x in reuse and x != target:
             self.owner[target] = self.owner[x]
             return [f"{target} = torch._foreach_clamp_max({x}, -1.0)", f"torch._foreach_sign_({x})",

@@ -78,11 +78,11 @@ def test_sign_keeps_nan_and_makes_both_zeros_plus_zero_in_every_spelling():
 
     x = np.array([-0.0, 0.0, np.nan, -2.5, 3.0, -np.inf, 1e-30])
     want = np.sign(x)
-    triton_text = TritonPrinter().doprint(Call("sign", (Var("x"),)))
+    call = Call("sign", (Var("x"),))
     got = {"python": np.array([_fsign(float(v)) for v in x]), "torch": _sign(torch.tensor(x)).numpy(),
-           "jax": np.asarray(eval(JaxPrinter({"x": "full"}).doprint(Call("sign", (Var("x"),))),
+           "jax": np.asarray(eval(JaxPrinter({"x": "full"}).doprint(call),
                                   {"jnp": jnp, "x": jnp.asarray(x, dtype=jnp.float32)}), dtype=np.float64),
-           "triton": eval(triton_text, {"tl": type("tl", (), {"where": staticmethod(np.where)}), "x": x})}
+           "triton": eval(TritonPrinter().doprint(call), {"tl": type("tl", (), {"where": staticmethod(np.where)}), "x": x})}
     for name, values in got.items():
         np.testing.assert_array_equal(values, want, err_msg=name)
         assert np.array_equal(np.signbit(values[:2]), [False, False]), name

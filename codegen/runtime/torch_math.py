@@ -27,9 +27,10 @@ import torch
 
 
 def _sign(x):
-    """sign(x) in {-1, 0, 1}, nan kept (``torch.sign(nan)`` is 0): ``min(sign(x), |x| + 1)``, as
-    ``torch.minimum`` propagates nan."""
-    return torch.minimum(torch.sign(x), torch.abs(x) + 1)
+    """sign(x) in {-1, 0, 1}, nan kept, sign(-0.0) = 0.0 (numpy's): ``max(sign(x), min(x, -1))``.
+    ``torch.sign(nan)`` is 0; ``min(x, -1)`` is nan exactly where x is and <= -1 elsewhere, and
+    ``torch.maximum`` propagates nan. (The eager group step runs the same three ops on lists.)"""
+    return torch.maximum(torch.sign(x), torch.clamp_max(x, -1))
 
 
 def _tensor(x, like):
