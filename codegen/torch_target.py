@@ -308,12 +308,22 @@ class GroupPrinter:
         self.unlisted: set[str] = set()  # ... of which no list form has been made yet
         self.stacks: dict[str, str] = {}  # their names
         self.owner: dict[str, str] = {s.name: s.name for s in program.states} | {"w": SHARED, "g": SHARED}
+        self.numbers = False  # does a call take a number through _n (see number)?
 
     def is_list(self, e: Expr) -> bool:
         return isinstance(e, Var) and self.kinds[e.name] in LIST_KINDS
 
     def atom(self, e: Expr) -> str:
         return number(e.value) if isinstance(e, Const) else check_identifier(e.name)
+
+    def number(self, op: str, text: str) -> str:
+        """The printed number ``text`` as ``op``'s multi-tensor call takes it fastest: through
+        ``_n`` (bound in the group function's head to the runtime's ``_numbers``) where the op
+        table says the call takes numbers fastest as tensors."""
+        if not OPS[op].foreach_tensor_numbers:
+            return text
+        self.numbers = True
+        return f"_n({text})"
 
     def loop_var(self, name: str) -> str:
         if name not in self.loop:
@@ -400,7 +410,8 @@ class GroupPrinter:
         if op == "square":
             return f"torch._foreach_mul{suffix}({first}, {first})", done
         if binary:
-            return f"torch._foreach_{names[0]}{suffix}({first}, {args[1]})", done
+            second = args[1] if lists[0] and lists[1] else self.number(op, args[1])
+            return f"torch._foreach_{names[0]}{suffix}({first}, {second})", done
         if not names:
             return None
         if inplace:  # the table's calls applied in turn, each in place
@@ -473,9 +484,9 @@ class GroupPrinter:
         x, y, s = (e.name for e in (*lists, s))
         weight = number(1 - a.value) if isinstance(a, Const) else f"1 - {a.name}"
         if s in reuse and s not in (x, y):
-            return (f"torch._foreach_mul_({s}, {self.atom(a)})\n"
+            return (f"torch._foreach_mul_({s}, {self.number('mul', self.atom(a))})\n"
                     f"torch._foreach_addcmul_({s}, {x}, {y}, value={weight})"), s
-        scaled = f"torch._foreach_mul({s}, {self.atom(a)})"
+        scaled = f"torch._foreach_mul({s}, {self.number('mul', self.atom(a))})"
         return f"torch._foreach_addcmul({scaled}, {x}, {y}, value={weight})", None
 
     def assign(self, target: str, expr: Expr, reuse: frozenset[str]) -> list[str]:
@@ -951,7 +962,8 @@ class _Module:
             lines = segment.lines(0, len(body))
             if re.search(r"\bw\b", "\n".join(lines)):  # w lends a dtype, device or shape (as_tensor, broadcasts)
                 reads.add("w")
-            lines = self.group_head(prog, set(scalars) | set(taken), reads, {n: printer.stack(n) for n in reduced}) + lines
+            head = self.group_head(prog, set(scalars) | set(taken), reads, {n: printer.stack(n) for n in reduced})
+            lines = head + ["_n = _numbers(_params, _dtype)"] * printer.numbers + lines
             parts, scaled = segment.parts, segment.scaled
             if last:
                 out.append(self.step_function(k, prog, printer, lines, scaled))

@@ -22,7 +22,7 @@ Properties a printer needs are fields of the entry, never lists keyed by op name
 ``infix``/``precedence`` (source spelling), ``truth`` (the value is 1.0/0.0: comparisons, logic,
 isfinite), ``python_raises`` (Python's operator raises on some numbers: ``1 / 0``),
 ``numbers_ok`` (the torch spelling takes Python numbers), ``foreach`` (the ``torch._foreach_*``
-calls computing it on lists) and ``reduction`` (how a reduction splits into per-chunk or
+calls computing it on lists; ``foreach_tensor_numbers``: they take a number fastest as 0-d tensors) and ``reduction`` (how a reduction splits into per-chunk or
 per-tensor totals, combined, then finished: :class:`Reduction`). ``tests/test_ops_table.py``
 checks that every printer spells every op.
 
@@ -115,6 +115,9 @@ class Op:
     python_raises: bool = False  # Python's own operator raises on some numbers (1 / 0, 10.0 ** 400)
     numbers_ok: bool = False  # the torch spelling takes a Python number in any argument, next to a tensor
     foreach: tuple[str, ...] = ()  # torch._foreach_<f> calls that compute it on lists, applied in turn
+    # its binary foreach call, given a Python number, wraps it in a new tensor for every tensor of
+    # the list on a CPU (~1.2 us each, torch 2.13): the multi-tensor printer hands it 0-d tensors
+    foreach_tensor_numbers: bool = False
     reduction: Reduction | None = None  # how a reduce/row/col/global op is computed in pieces
     # arguments whose sign the value ignores, bit for bit (it reads |x| or x * x there): an abs()
     # given there is dropped (optdsl.passes.fold), sqrt(abs(g)) being sqrt(g)
@@ -182,17 +185,17 @@ E = ELEMENTWISE
 
 # --- arithmetic (binary operators print infix) ---
 op("add", 2, E, np.add, lambda a, b: a + b, "{0} + {1}", "{0} + {1}", "{0} + {1}", "{0} + {1}",
-   "x + y", infix="+", precedence=10, commutative=True, numbers_ok=True, foreach=("add",), cpp="{0} + {1}",
-   python="{0} + {1}")
+   "x + y", infix="+", precedence=10, commutative=True, numbers_ok=True, foreach=("add",),
+   foreach_tensor_numbers=True, cpp="{0} + {1}", python="{0} + {1}")
 op("sub", 2, E, np.subtract, lambda a, b: a - b, "{0} - {1}", "{0} - {1}", "{0} - {1}", "{0} - {1}",
-   "x - y", infix="-", precedence=10, numbers_ok=True, foreach=("sub",), cpp="{0} - {1}",
-   python="{0} - {1}")
+   "x - y", infix="-", precedence=10, numbers_ok=True, foreach=("sub",), foreach_tensor_numbers=True,
+   cpp="{0} - {1}", python="{0} - {1}")
 op("mul", 2, E, np.multiply, lambda a, b: a * b, "{0} {1}", "{0} * {1}", "{0} * {1}", "{0} * {1}",
    "x * y", infix="*", precedence=20, commutative=True, numbers_ok=True,
-   foreach=("mul",), cpp="{0} * {1}", python="{0} * {1}")
+   foreach=("mul",), foreach_tensor_numbers=True, cpp="{0} * {1}", python="{0} * {1}")
 op("div", 2, E, np.divide, lambda a, b: a / b, r"\frac{{{0}}}{{{1}}}", "{0} / {1}", "{0} / {1}",
    "{0} / {1}", "x / y (IEEE: x/0 is inf or nan)", infix="/", precedence=20, numbers_ok=True,
-   python_raises=True, foreach=("div",), cpp="{0} / {1}", python="{0} / {1}")
+   python_raises=True, foreach=("div",), foreach_tensor_numbers=True, cpp="{0} / {1}", python="{0} / {1}")
 op("mod", 2, E, np.mod, lambda a, b: sympy.Mod(a, b), r"{0} \bmod {1}", "torch.remainder({0}, {1})",
    "jnp.mod({0}, {1})", "{0} - {1} * tl.floor({0} / {1})", "x mod y, sign of y (Python's %)", infix="%",
    precedence=20, search=False, numbers_ok=True, python_raises=True, cpp="{0} - {1} * std::floor({0} / {1})",

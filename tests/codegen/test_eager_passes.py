@@ -16,7 +16,7 @@ from trajectories import run_interpreter
 
 import codegen
 import optdsl
-from codegen.runtime.torch_optimizer import _chunks, _pick, _which
+from codegen.runtime.torch_optimizer import _chunks, _numbers, _pick, _which
 from codegen.torch_target import _Module
 from optdsl import DslError, Interpreter, parse
 
@@ -56,6 +56,33 @@ def test_a_model_within_one_chunk_is_one_chunk_of_its_own_tensors():
     states = [torch.zeros_like(p) for p in params]
     [(columns, index)] = _chunks([params, states], 11, True)
     assert index == [0, 1, 2] and all(a is b for a, b in zip(columns[0] + columns[1], params + states))
+
+
+_NUMBERS = [0.0, -0.0, 1.0, -3, 1e-8, 1 / 3, 0.999, 1e-45, -2.5e-40, 1e30, 1e39, 1e300, float("inf"),
+            float("-inf"), float("nan")]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("op", ["add", "sub", "mul", "div"])
+def test_numbers_as_tensors_give_the_bits_of_python_numbers(dtype, op):
+    """The group functions hand add/sub/mul/div their numbers through _numbers (0-d tensors on a
+    CPU, for speed): the bits equal those of the Python number, in place and not, for zeros of
+    either sign, subnormals, numbers beyond float32, infinities and nan."""
+    xs = [torch.tensor([1e-38, -3.0, 0.0, -0.0, 7.5, float("inf"), float("nan"), 1e-45], dtype=dtype),
+          torch.tensor(2.0, dtype=dtype), torch.zeros(0, dtype=dtype)]
+    n = _numbers(xs, dtype)
+    bits = torch.int32 if dtype == torch.float32 else torch.int64
+    for c in _NUMBERS:
+        want = getattr(torch, f"_foreach_{op}")(xs, c)
+        got = getattr(torch, f"_foreach_{op}")(xs, n(c))
+        into = [x.clone() for x in xs]
+        getattr(torch, f"_foreach_{op}_")(into, n(c))
+        for w, a, b in zip(want, got, into):
+            assert torch.equal(w.view(bits), a.view(bits)) and torch.equal(w.view(bits), b.view(bits)), (op, c)
+    assert n(-0.0)[0].signbit() and not n(0.0)[0].signbit()
+    assert n(1e39) == 1e39 if dtype == torch.float32 else n(1e39)[0] == 1e39
+    assert n("x") == "x" and n(True) is True  # (not numbers: as they are)
+    assert _numbers([torch.empty(2, device="meta")], dtype)(0.5) == 0.5  # an accelerator's kernels take numbers
 
 
 _PICKS = [torch.tensor([1.0, -2.0]), torch.tensor(3.0), torch.tensor([[1.0, 2.0]]),
@@ -456,7 +483,7 @@ def test_a_side_whose_statements_cannot_move_is_computed_before_its_where():
     program = parse("def p(w, g, lr=0.1):\n    u = g * 2\n    g = g * 3\n"
                     "    x = where(norm(g) > 1, u, g)\n    return lr * (x + g)\n")
     text = _Module(program, {}).group_function(0)
-    assert "_which(" in text and text.index("_foreach_mul(g, 2)") < text.index("_which(")
+    assert "_which(" in text and text.index("_foreach_mul(g, _n(2))") < text.index("_which(")
     rng = np.random.default_rng(1)
     params = {"p0": rng.normal(size=5).astype(np.float32), "p1": rng.normal(size=4).astype(np.float32)}
     grads = [{"p0": 3 * rng.normal(size=5).astype(np.float32), "p1": 0.01 * rng.normal(size=4).astype(np.float32)}]
