@@ -156,11 +156,14 @@ def _deepspeed() -> list[tuple]:
     return [("DeepSpeed CPUAdam (adamw_mode)", make, "adamw", False)]
 
 
+_FOREACH = "torch.optim.AdamW foreach"
+
+
 def _groups(adamw, lion, tiger, lamb, adafactor):
     """(impl, make optimizer, program for the byte count, is the anchor) per comparison group."""
     fused = ("torch.optim.AdamW fused", lambda ps: torch.optim.AdamW(ps, fused=True), "adamw", True)
     # in every group beside the fused anchor: the eager rows' yardstick (eager target: <= foreach AdamW)
-    foreach = ("torch.optim.AdamW foreach", lambda ps: torch.optim.AdamW(ps, foreach=True), "adamw", False)
+    foreach = (_FOREACH, lambda ps: torch.optim.AdamW(ps, foreach=True), "adamw", False)
     return [
         [fused, foreach, ("torch.compile(torch AdamW foreach step)", _CompiledTorchAdamW, "adamw", False),
          *_deepspeed(), *_generated(adamw, "AdamW", "adamw")],
@@ -206,13 +209,15 @@ def run(quick: bool = False, only: list[str] | None = None) -> list[dict]:
             times = interleaved_ms([o.step for o in opts], warmup, repeats)
             triad_ms, bw = times[0], _Triad.BYTES * n / times[0] / 1e6
             anchor = next(ms for (_, _, _, is_anchor), ms in zip(group, times[1:]) if is_anchor)
+            foreach = next((ms for (impl, _, _, _), ms in zip(group, times[1:]) if impl == _FOREACH), None)
             if k == 0 and memory_bound:
                 rows.append({"suite": "cpu", "case": case, "impl": "triad a = b + s c (bandwidth, 16 B/elem)",
                              "ms": triad_ms, "gb_s": bw, "frac_of_bandwidth": 1.0, "ratio": None})
             for (impl, _, program, _), ms in zip(group, times[1:]):
                 gb = step_bytes(program, shapes) / ms / 1e6 if memory_bound else None
                 rows.append({"suite": "cpu", "case": case, "impl": impl, "ms": ms, "gb_s": gb,
-                             "frac_of_bandwidth": gb and gb / bw, "ratio": ms / anchor})
+                             "frac_of_bandwidth": gb and gb / bw, "ratio": ms / anchor,
+                             "to_foreach": ms / foreach if foreach and impl.endswith("(eager)") else None})
             del opts
     return rows
 
@@ -232,15 +237,26 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} threads, torch {torch.__version__}{load}"
 
 
+def _cells(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
+    """Column names and each row's cells (ms to 3 decimals below 1 ms, where a small model's steps
+    differ; the eager rows' ratio to foreach AdamW where a run has one)."""
+    head = ["case", "impl", "ms/step", "GB/s", "of bandwidth", "ratio"]
+    extra = any(r.get("to_foreach") is not None for r in rows)
+    cells = []
+    for r in rows:
+        row = [r["case"], r["impl"], f"{r['ms']:.{3 if r['ms'] < 1 else 2}f}",
+               "" if r["gb_s"] is None else f"{r['gb_s']:.1f}",
+               "" if r["frac_of_bandwidth"] is None else f"{100 * r['frac_of_bandwidth']:.0f}%",
+               "" if r["ratio"] is None else f"{r['ratio']:.2f}x"]
+        cells.append(row + (["" if r.get("to_foreach") is None else f"{r['to_foreach']:.2f}x"] if extra else []))
+    return head + (["to foreach AdamW"] if extra else []), cells
+
+
 def markdown(rows: list[dict], title: str) -> str:
     """Rows as a Markdown table under ``title``."""
-    lines = [f"### {title}", "", "| case | impl | ms/step | GB/s | of bandwidth | ratio |", "|---|---|---|---|---|---|"]
-    for r in rows:
-        gb = "" if r["gb_s"] is None else f"{r['gb_s']:.1f}"
-        frac = "" if r["frac_of_bandwidth"] is None else f"{100 * r['frac_of_bandwidth']:.0f}%"
-        ratio = "" if r["ratio"] is None else f"{r['ratio']:.2f}x"
-        lines.append(f"| {r['case']} | {r['impl']} | {r['ms']:.2f} | {gb} | {frac} | {ratio} |")
-    return "\n".join(lines)
+    head, cells = _cells(rows)
+    lines = [f"### {title}", "", f"| {' | '.join(head)} |", "|---" * len(head) + "|"]
+    return "\n".join(lines + [f"| {' | '.join(row)} |" for row in cells])
 
 
 def print_table(rows: list[dict], title: str) -> None:
@@ -249,11 +265,9 @@ def print_table(rows: list[dict], title: str) -> None:
     from rich.table import Table
 
     table = Table(title=title)
-    for col in ("case", "impl", "ms/step", "GB/s", "of bandwidth", "ratio"):
+    head, cells = _cells(rows)
+    for col in head:
         table.add_column(col, justify="left" if col in ("case", "impl") else "right")
-    for r in rows:
-        table.add_row(r["case"], r["impl"], f"{r['ms']:.2f}",
-                      "" if r["gb_s"] is None else f"{r['gb_s']:.1f}",
-                      "" if r["frac_of_bandwidth"] is None else f"{100 * r['frac_of_bandwidth']:.0f}%",
-                      "" if r["ratio"] is None else f"{r['ratio']:.2f}x")
+    for row in cells:
+        table.add_row(*row)
     Console().print(table)

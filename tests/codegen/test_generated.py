@@ -67,6 +67,11 @@ def test_time_ms_and_markdown():
     row = {"suite": "cpu", "case": "c", "impl": "i", "ms": 1.5, "gb_s": 2.0, "frac_of_bandwidth": 0.5,
            "ratio": None}
     assert "| c | i | 1.50 | 2.0 | 50% |  |" in markdown([row], "t")
+    eager = {**row, "impl": "generated AdamW (eager)", "ms": 0.3125, "gb_s": None, "frac_of_bandwidth": None,
+             "ratio": 1.25, "to_foreach": 0.96}
+    text = markdown([row, eager], "t")
+    assert "| case | impl | ms/step | GB/s | of bandwidth | ratio | to foreach AdamW |" in text
+    assert "| c | i | 1.50 | 2.0 | 50% |  |  |" in text and "| 0.312 |  |  | 1.25x | 0.96x |" in text
 
 
 def test_compile_command_writes_file_and_stdout(tmp_path, capsys):
