@@ -38,7 +38,7 @@ def _tensor(x, like):
     needs a tensor argument: the printed code's constants and per-step numbers. ``like`` may be a
     dtype (a group step's number of its compute dtype): a tensor on the CPU, as a Python number is."""
     if isinstance(like, torch.dtype):
-        return torch.as_tensor(x, dtype=like)
+        return torch.as_tensor(x, dtype=like, device="cpu")
     return torch.as_tensor(x, dtype=like.dtype, device=like.device)
 
 

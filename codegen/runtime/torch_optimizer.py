@@ -60,7 +60,8 @@ def _in_float32(floats):
     float32 step has inf. The others are returned as they are (the ops round them alike)."""
     if max(map(abs, floats.values())) <= _FLOAT32_MAX:  # (a nan first: converted, staying nan)
         return floats
-    return dict(zip(floats, torch.tensor(list(floats.values()), dtype=torch.float64).float().tolist()))
+    wide = torch.tensor(list(floats.values()), dtype=torch.float64, device="cpu")
+    return dict(zip(floats, wide.float().tolist()))
 
 
 def _state_shape(kind, shape):
@@ -266,7 +267,7 @@ def _numbers(like, dtype):
         t = cache.get(key)
         if t is None:
             try:
-                t = torch.scalar_tensor(x, dtype=dtype)
+                t = torch.scalar_tensor(x, dtype=dtype, device="cpu")  # (whatever the default device)
             except (RuntimeError, OverflowError):  # beyond dtype's range (1e39 in float32): the op's inf
                 return x
             if len(cache) > 64:
@@ -379,10 +380,11 @@ class _Program:
                 return {**base, **self.uniform_floats[k](**base)}
             except (ArithmeticError, ValueError):
                 pass
-        tensors = dict(zip(base, torch.tensor(list(base.values()), dtype=torch.float64).unbind()))
+        wide = torch.tensor(list(base.values()), dtype=torch.float64, device="cpu")
+        tensors = dict(zip(base, wide.unbind()))
         out = {**tensors, **self.uniforms[k](**tensors)}
         numbers = [
-            t.to(torch.float64) if torch.is_tensor(t) else torch.tensor(t, dtype=torch.float64)
+            t.to(torch.float64) if torch.is_tensor(t) else torch.tensor(t, dtype=torch.float64, device="cpu")
             for t in out.values()
         ]
         return dict(zip(out, torch.stack(numbers).tolist()))
@@ -468,9 +470,10 @@ class _Program:
             rows = [i for _, index in chunks for i in index]
             lengths = None
             if len(rows) > len(params):
-                lengths = torch.bincount(torch.tensor(rows), minlength=len(params)).to(params[0].device)
-            n = torch.tensor([p.numel() for p in params], dtype=_compute_dtype(params[0].dtype))
-            n = n.to(params[0].device)
+                owners = torch.tensor(rows, device="cpu")  # each row's parameter
+                lengths = torch.bincount(owners, minlength=len(params)).to(params[0].device)
+            dtype, device = _compute_dtype(params[0].dtype), params[0].device
+            n = torch.tensor([p.numel() for p in params], dtype=dtype, device=device)
             for segment, outputs in self.stages[path]:
                 parts = []
                 for (c, _), h in zip(chunks, hypers):
@@ -657,7 +660,7 @@ class _Optimizer(torch.optim.Optimizer):
                 kinds = {name: kind for name, kind, _ in self._program.paths[self._program.path_of(p)].states}
                 for key, value in saved.get(pid, {}).items():
                     if key == "step":  # a count of its own: torch would share the saved tensor
-                        self.state[p]["step"] = torch.tensor(float(value), dtype=torch.float32)
+                        self.state[p]["step"] = torch.tensor(float(value), dtype=torch.float32, device="cpu")
                     elif key in kinds and torch.is_tensor(value) and value.is_floating_point():
                         value = value.to(device=p.device, dtype=_compute_dtype(p.dtype)).clone()
                         shape = _state_shape(kinds[key], tuple(p.shape))
@@ -686,7 +689,7 @@ class _Optimizer(torch.optim.Optimizer):
             for pid, s in state_dict["state"].items():
                 mine = {names["states"].get(k, k): v for k, v in s.items() if v is not None}
                 if mine and "step" not in mine:  # torch.optim.SGD keeps no step count
-                    mine["step"] = torch.tensor(1.0)
+                    mine["step"] = torch.tensor(1.0, device="cpu")
                 state[pid] = mine
             groups = []
             for group in state_dict["param_groups"]:
@@ -972,7 +975,8 @@ class _Plan:
                 state, path = opt.state[p], prog.path_of(p)
                 step = state.get("step")
                 if not torch.is_tensor(step) or id(step) in seen:  # a count of its own, as torch keeps it
-                    state["step"] = torch.tensor(0.0 if step is None else float(step), dtype=torch.float32)
+                    count = 0.0 if step is None else float(step)
+                    state["step"] = torch.tensor(count, dtype=torch.float32, device="cpu")
                 seen.add(id(state["step"]))
                 names = [name for name, _, _ in prog.paths[path].states]
                 for name, kind, init in prog.paths[path].states:
@@ -1019,7 +1023,7 @@ class _Plan:
             e.step = e.steps[0].item()
 
 
-_ONE = torch.ones(())  # (add_ of a 0-d tensor takes half the time of add_(1.0))
+_ONE = torch.ones((), dtype=torch.float32, device="cpu")  # (add_ of it takes half the time of add_(1.0))
 
 
 def _read_is_free(t):

@@ -4,6 +4,7 @@ step counts, in-place state, compile failures."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import pickle
 import subprocess
@@ -197,6 +198,26 @@ def test_maximize_ascends(adamw, backend):
     for p, q in zip(up, down):
         torch.testing.assert_close(p, q, rtol=0, atol=0)
     assert opt_up.param_groups[0]["maximize"] is True
+
+
+@pytest.mark.parametrize("name", ["adamw", "lamb", "tiger"])
+def test_a_default_device_context_changes_nothing(name):
+    """Inside ``with torch.device(...)`` (how models are built on an accelerator) the runtime's own
+    CPU tensors (step counts, numbers, per-step scalars) stay on the CPU: the steps are those taken
+    outside it, as torch.optim's are (found: the step counts were made on the default device)."""
+    cls = codegen.build(optdsl.load(name), "torch")
+    runs = []
+    for device in (None, "meta"):
+        params = _params()
+        opt = cls(params, lr=0.1, backend="eager")
+        for t in range(3):
+            for p, g in zip(params, _grads(t)):
+                p.grad = g
+            with torch.device(device) if device else contextlib.nullcontext():
+                opt.step()
+        runs.append(params)
+    for p, q in zip(*runs):
+        torch.testing.assert_close(p, q, rtol=0, atol=0)
 
 
 def test_foreach_and_fused_flags(adamw):
