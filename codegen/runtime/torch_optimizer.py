@@ -27,6 +27,7 @@ Behaviour, as torch.optim's own optimizers have it:
     torch.optim optimizer the program is (declared by the program, see ``torch_checkpoints``) load
     into it, any other foreign checkpoint is refused when loaded;
   - AMP: ``grad_scale``/``found_inf`` as torch's fused optimizers take them from GradScaler;
+  - complex parameters, for elementwise programs: stepped as their real and imaginary parts;
   - FSDP2: DTensor params get DTensor states sharded as they are; reductions see whole tensors
     (see :func:`_runs_local`).
 
@@ -48,6 +49,13 @@ import torch
 def _compute_dtype(dtype):
     """Math and state dtype: float64 for float64 params, float32 otherwise (bf16/fp16 params too)."""
     return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _real(t):
+    """A complex tensor as the real tensor of its parts (``torch.view_as_real``, a view: shape
+    ``(..., 2)``), else t: an elementwise program steps a complex parameter's real and imaginary
+    parts as numbers of their own, as torch.optim does (:attr:`_Program.elementwise`)."""
+    return torch.view_as_real(t) if t.is_complex() else t
 
 
 _FLOAT32_MAX = torch.finfo(torch.float32).max
@@ -74,9 +82,11 @@ def _init_state(kind, init, w):
     DTensor ``w`` (FSDP2) a DTensor on w's mesh, sharded as w is (:func:`_state_placements`);
     each rank allocates only its own shard."""
     dtype = _compute_dtype(w.dtype)
+    if w.is_complex():  # complex states: their parts are the real view's (see _real)
+        dtype = torch.complex128 if w.dtype == torch.complex128 else torch.complex64
     if init == "w":
         return w.detach().to(dtype).clone()
-    fill = 1.0 if init == "ones" else 0.0
+    fill = (1.0 if init == "ones" else 0.0) * (1 + 1j if w.is_complex() else 1)
     shape = _state_shape(kind, tuple(w.shape))
     if _is_dtensor(w):
         placements = _state_placements(kind, w)
@@ -331,6 +341,9 @@ class _Program:
         self.stages = stages or ((),) * len(paths)
         self.global_names, self.combine = global_names, combine
         self.sparse_rows, self.not_separable = not_separable is None, not_separable
+        # each number its own coordinate (no reduction, no shape fact, full states): complex params
+        # step as their real and imaginary parts (see _real)
+        self.elementwise = not_separable is None and isinstance(tree, int) and paths[tree].flat
         self.backends = dict(backends or {})
         self.torch_checkpoints = dict(torch_checkpoints or {})
         self._compiled = {}
@@ -963,6 +976,15 @@ class _Plan:
             for pi, p in enumerate(group["params"]):
                 if p.grad is None:
                     continue
+                if p.is_complex() and (not prog.elementwise or p.grad.is_sparse):
+                    raise TypeError(
+                        f"{type(opt).__name__} (program {prog.name!r}) cannot step the complex "
+                        f"{tuple(p.shape)} parameter{' (sparse gradient)' if p.grad.is_sparse else ''}: a "
+                        "complex number is stepped as its real and imaginary parts only by programs of "
+                        "elementwise ops and full states (AdamW, Lion, SGD...), as torch.optim does; "
+                        f"this one is not ({prog.not_separable or 'its step depends on the shape'}). "
+                        "Train torch.view_as_real of it instead, if that is what you mean."
+                    )
                 if p.grad.is_sparse and not prog.sparse_rows:
                     raise TypeError(
                         f"{type(opt).__name__} (program {prog.name!r}) cannot take the sparse gradient of a "
@@ -1074,11 +1096,11 @@ class _Entry:
     def add(self, i, p, state, names):
         shard = (lambda t: t) if self.dtensor else _local
         self.index.append(i)
-        self.params.append(shard(p))
+        self.params.append(_real(shard(p)))
         self.steps.append(state["step"])
         self.dicts.append(state)
         for name in names:
-            self.states.setdefault(name, []).append(shard(state[name]))
+            self.states.setdefault(name, []).append(_real(shard(state[name])))
 
     def count_together(self):
         """``counters``: one CPU float32 tensor whose ``add_(1)`` counts a step for every param, its
@@ -1099,7 +1121,7 @@ class _Entry:
 
     def grads(self, grads):
         gs = grads[self.group]
-        return [gs[i] if self.dtensor else _local(gs[i]) for i in self.index]
+        return [_real(gs[i] if self.dtensor else _local(gs[i])) for i in self.index]
 
     def flat_views(self, prog):
         """(flat?, [(param view, state views)]): 1-d aliases for the compiled step, made once."""

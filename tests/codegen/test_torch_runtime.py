@@ -220,6 +220,45 @@ def test_a_default_device_context_changes_nothing(name):
         torch.testing.assert_close(p, q, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("name", ["adamw", "lion", "momentum"])
+@pytest.mark.parametrize("backend", ["eager", "cpp"])
+def test_complex_parameters_step_as_their_real_and_imaginary_parts(name, backend):
+    """An elementwise program steps a complex parameter as torch.optim does: its real view
+    (torch.view_as_real) stepped as a real parameter, bit for bit; states stay complex (found:
+    the imaginary parts were dropped with a warning)."""
+    cls = codegen.build(optdsl.load(name), "torch")
+    g = torch.Generator().manual_seed(0)
+    z = torch.nn.Parameter(torch.randn(3, 4, dtype=torch.complex64, generator=g))
+    r = torch.nn.Parameter(torch.view_as_real(z.detach()).clone())
+    opt_z, opt_r = cls([z], lr=0.1, backend=backend), cls([r], lr=0.1, backend=backend)
+    for _ in range(4):
+        grad = torch.randn(3, 4, dtype=torch.complex64, generator=g)
+        z.grad, r.grad = grad, torch.view_as_real(grad).clone()
+        opt_z.step()
+        opt_r.step()
+    torch.testing.assert_close(torch.view_as_real(z.detach()), r.detach(), rtol=0, atol=0)
+    assert all(t.dtype == torch.complex64 for k, t in opt_z.state[z].items() if k != "step")
+
+
+def test_complex_adamw_matches_torch_and_other_programs_refuse(adamw):
+    z = torch.nn.Parameter(torch.randn(5, 2, dtype=torch.complex128))
+    w = torch.nn.Parameter(z.detach().clone())
+    ours, theirs = adamw([z], lr=0.1, weight_decay=0.1), torch.optim.AdamW([w], lr=0.1, weight_decay=0.1)
+    for t in range(3):
+        z.grad = torch.randn(5, 2, dtype=torch.complex128, generator=torch.Generator().manual_seed(t))
+        w.grad = z.grad.clone()
+        ours.step()
+        theirs.step()
+    torch.testing.assert_close(z, w)
+    lamb = codegen.build(optdsl.load("lamb"), "torch")
+    z.grad = torch.ones_like(z)
+    with pytest.raises(TypeError, match=r"cannot step the complex \(5, 2\) parameter.*norm\(\) reduces"):
+        lamb([z]).step()
+    z.grad = torch.ones_like(z).to_sparse()
+    with pytest.raises(TypeError, match="complex.*sparse gradient"):
+        adamw([z]).step()
+
+
 def test_foreach_and_fused_flags(adamw):
     assert adamw(_params(), foreach=True).backend == "eager"
     fused = adamw(_params(), fused=True)
