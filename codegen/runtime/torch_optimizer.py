@@ -51,6 +51,19 @@ def _compute_dtype(dtype):
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
+def _state_dtype(dtype):
+    """A state's dtype for params of ``dtype``: the compute dtype, complex for complex params (the
+    real view of a complex64 state is float32: see :func:`_real`)."""
+    if dtype.is_complex:
+        return torch.complex128 if dtype == torch.complex128 else torch.complex64
+    return _compute_dtype(dtype)
+
+
+def _is_state_value(value):
+    """Is ``value`` (from a checkpoint) a tensor of a program state's kind: floating or complex?"""
+    return torch.is_tensor(value) and (value.is_floating_point() or value.is_complex())
+
+
 def _real(t):
     """A complex tensor as the real tensor of its parts (``torch.view_as_real``, a view: shape
     ``(..., 2)``), else t: an elementwise program steps a complex parameter's real and imaginary
@@ -81,9 +94,7 @@ def _init_state(kind, init, w):
     """A fresh state for parameter ``w``: zeros, ones, or a copy of w, in the compute dtype. For a
     DTensor ``w`` (FSDP2) a DTensor on w's mesh, sharded as w is (:func:`_state_placements`);
     each rank allocates only its own shard."""
-    dtype = _compute_dtype(w.dtype)
-    if w.is_complex():  # complex states: their parts are the real view's (see _real)
-        dtype = torch.complex128 if w.dtype == torch.complex128 else torch.complex64
+    dtype = _state_dtype(w.dtype)
     if init == "w":
         return w.detach().to(dtype).clone()
     fill = (1.0 if init == "ones" else 0.0) * (1 + 1j if w.is_complex() else 1)
@@ -674,8 +685,8 @@ class _Optimizer(torch.optim.Optimizer):
                 for key, value in saved.get(pid, {}).items():
                     if key == "step":  # a count of its own: torch would share the saved tensor
                         self.state[p]["step"] = torch.tensor(float(value), dtype=torch.float32, device="cpu")
-                    elif key in kinds and torch.is_tensor(value) and value.is_floating_point():
-                        value = value.to(device=p.device, dtype=_compute_dtype(p.dtype)).clone()
+                    elif key in kinds and _is_state_value(value):
+                        value = value.to(device=p.device, dtype=_state_dtype(p.dtype)).clone()
                         shape = _state_shape(kinds[key], tuple(p.shape))
                         reshape = tuple(value.shape) != shape and value.numel() == math.prod(shape)
                         self.state[p][key] = value.reshape(shape) if reshape else value

@@ -250,6 +250,16 @@ def test_complex_adamw_matches_torch_and_other_programs_refuse(adamw):
         ours.step()
         theirs.step()
     torch.testing.assert_close(z, w)
+    copied = torch.nn.Parameter(z.detach().clone())
+    resumed = adamw([copied], lr=0.1, weight_decay=0.1)
+    saved = copy.deepcopy(ours.state_dict())
+    resumed.load_state_dict(saved)  # complex states come back complex, copied (not the checkpoint's)
+    assert resumed.state[copied]["m"].dtype == torch.complex128
+    assert resumed.state[copied]["m"].data_ptr() != saved["state"][0]["m"].data_ptr()
+    z.grad, copied.grad = torch.ones_like(z), torch.ones_like(z)
+    ours.step()
+    resumed.step()
+    torch.testing.assert_close(z, copied, rtol=0, atol=0)
     lamb = codegen.build(optdsl.load("lamb"), "torch")
     z.grad = torch.ones_like(z)
     with pytest.raises(TypeError, match=r"cannot step the complex \(5, 2\) parameter.*norm\(\) reduces"):
