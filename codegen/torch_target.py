@@ -308,7 +308,7 @@ class GroupPrinter:
         self.unlisted: set[str] = set()  # ... of which no list form has been made yet
         self.stacks: dict[str, str] = {}  # their names
         self.owner: dict[str, str] = {s.name: s.name for s in program.states} | {"w": SHARED, "g": SHARED}
-        self.numbers = False  # does a call take a number through _n (see number)?
+        self.numbers = False  # does a call take a number through _n (see operand)?
 
     def is_list(self, e: Expr) -> bool:
         return isinstance(e, Var) and self.kinds[e.name] in LIST_KINDS
@@ -316,7 +316,7 @@ class GroupPrinter:
     def atom(self, e: Expr) -> str:
         return number(e.value) if isinstance(e, Const) else check_identifier(e.name)
 
-    def number(self, op: str, text: str) -> str:
+    def operand(self, op: str, text: str) -> str:
         """The printed number ``text`` as ``op``'s multi-tensor call takes it fastest: through
         ``_n`` (bound in the group function's head to the runtime's ``_numbers``) where the op
         table says the call takes numbers fastest as tensors."""
@@ -410,7 +410,7 @@ class GroupPrinter:
         if op == "square":
             return f"torch._foreach_mul{suffix}({first}, {first})", done
         if binary:
-            second = args[1] if lists[0] and lists[1] else self.number(op, args[1])
+            second = args[1] if lists[0] and lists[1] else self.operand(op, args[1])
             return f"torch._foreach_{names[0]}{suffix}({first}, {second})", done
         if not names:
             return None
@@ -484,9 +484,9 @@ class GroupPrinter:
         x, y, s = (e.name for e in (*lists, s))
         weight = number(1 - a.value) if isinstance(a, Const) else f"1 - {a.name}"
         if s in reuse and s not in (x, y):
-            return (f"torch._foreach_mul_({s}, {self.number('mul', self.atom(a))})\n"
+            return (f"torch._foreach_mul_({s}, {self.operand('mul', self.atom(a))})\n"
                     f"torch._foreach_addcmul_({s}, {x}, {y}, value={weight})"), s
-        scaled = f"torch._foreach_mul({s}, {self.number('mul', self.atom(a))})"
+        scaled = f"torch._foreach_mul({s}, {self.operand('mul', self.atom(a))})"
         return f"torch._foreach_addcmul({scaled}, {x}, {y}, value={weight})", None
 
     def assign(self, target: str, expr: Expr, reuse: frozenset[str]) -> list[str]:
