@@ -22,9 +22,10 @@ Properties a printer needs are fields of the entry, never lists keyed by op name
 ``infix``/``precedence`` (source spelling), ``truth`` (the value is 1.0/0.0: comparisons, logic,
 isfinite), ``python_raises`` (Python's operator raises on some numbers: ``1 / 0``),
 ``numbers_ok`` (the torch spelling takes Python numbers), ``foreach`` (the ``torch._foreach_*``
-calls computing it on lists; ``foreach_tensor_numbers``: they take a number fastest as 0-d tensors) and ``reduction`` (how a reduction splits into per-chunk or
-per-tensor totals, combined, then finished: :class:`Reduction`). ``tests/test_ops_table.py``
-checks that every printer spells every op.
+calls computing it on lists; ``foreach_tensor_numbers``: they take a number fastest as 0-d
+tensors) and ``reduction`` (how a reduction splits into per-chunk or per-tensor totals, combined,
+then finished: :class:`Reduction`). ``tests/test_ops_table.py`` checks that every printer spells
+every op.
 
 Templates use ``{0}``, ``{1}``... for the printed arguments. Torch templates may call the functions
 of ``codegen/runtime/torch_math.py`` (``_sign``), which generated modules and the search's
