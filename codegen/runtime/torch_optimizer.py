@@ -47,7 +47,8 @@ import torch
 
 
 def _compute_dtype(dtype):
-    """Math and state dtype: float64 for float64 params, float32 otherwise (bf16/fp16 params too)."""
+    """Math and state dtype: float64 for float64 params, float32 otherwise (bf16/fp16 params too;
+    complex params: see :func:`_state_dtype`)."""
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
