@@ -410,6 +410,7 @@ class GroupPrinter:
         if op == "square":
             return f"torch._foreach_mul{suffix}({first}, {first})", done
         if binary:
+            # (after the swap above the second argument is a list only when both are)
             second = args[1] if lists[0] and lists[1] else self.operand(op, args[1])
             return f"torch._foreach_{names[0]}{suffix}({first}, {second})", done
         if not names:

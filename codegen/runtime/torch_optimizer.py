@@ -1104,9 +1104,11 @@ class _Entry:
         self.group, self.step, self.path, self.dtensor = group, step, path, dtensor
         self.index, self.params, self.steps, self.states, self._views = [], [], [], {}, None
         self.dicts = []  # the params' state dicts
+        self.complex = False  # (one dtype per entry: all its params are complex or none)
 
     def add(self, i, p, state, names):
         shard = (lambda t: t) if self.dtensor else _local
+        self.complex = p.is_complex()
         self.index.append(i)
         self.params.append(_real(shard(p)))
         self.steps.append(state["step"])
@@ -1133,7 +1135,8 @@ class _Entry:
 
     def grads(self, grads):
         gs = grads[self.group]
-        return [_real(gs[i] if self.dtensor else _local(gs[i])) for i in self.index]
+        gs = [gs[i] if self.dtensor else _local(gs[i]) for i in self.index]
+        return [torch.view_as_real(g) for g in gs] if self.complex else gs
 
     def flat_views(self, prog):
         """(flat?, [(param view, state views)]): 1-d aliases for the compiled step, made once."""
