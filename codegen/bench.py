@@ -16,7 +16,8 @@ the same ``list[dict]``)::
 
 ``ratio`` is ms divided by the case's anchor: torch's fused AdamW for AdamW, Lion, Tiger and LAMB (Lion's
 target is 0.75x: it moves 20 bytes per parameter to AdamW's 28), torch Adafactor for Adafactor.
-Where the optional ``deepspeed`` package is installed, its CPU Adam joins the AdamW group.
+Where the optional ``deepspeed`` package is installed, its CPU Adam joins the AdamW group; where
+``pytorch_optimizer`` is (a dev dependency), its Lion, Tiger and Lamb join theirs: eager peers.
 Generated optimizers run on each backend that applies: eager (multi-tensor torch ops), compiled
 (torch.compile) and cpp (the C++ kernels, where the program has them); ``gb_s``/``frac_of_bandwidth`` may be None.
 :func:`write_section` replaces one marked section of docs/benchmarks.md, so each suite updates
@@ -156,7 +157,26 @@ def _deepspeed() -> list[tuple]:
     return [("DeepSpeed CPUAdam (adamw_mode)", make, "adamw", False)]
 
 
+def _pytorch_optimizer(name: str, program: str) -> list[tuple]:
+    """pytorch_optimizer's ``name`` (multi-tensor ops on a CPU too, its default) as a row of the
+    group of ``program``, where that package is installed: another eager implementation of the same
+    update, beside which a generated eager row shows what the generator adds. Its Lion's sign is
+    torch's (0 at a nan, where the language's is nan: two passes fewer); its LAMB clamps ||w|| at 10
+    and divides by ||r|| + eps; its Tiger is optdsl's without the nan guard and per-tensor
+    learning rate (``optdsl.load("tiger")`` documents the difference)."""
+    if importlib.util.find_spec("pytorch_optimizer") is None:
+        return []
+
+    def make(params):
+        import pytorch_optimizer
+
+        return getattr(pytorch_optimizer, name)(params)
+
+    return [(f"pytorch_optimizer {name} (foreach)", make, program, False)]
+
+
 _FOREACH = "torch.optim.AdamW foreach"
+_EAGER = ("(eager)", "(foreach)")  # the rows measured against the foreach AdamW of their group
 
 
 def _groups(adamw, lion, tiger, lamb, adafactor):
@@ -167,9 +187,10 @@ def _groups(adamw, lion, tiger, lamb, adafactor):
     return [
         [fused, foreach, ("torch.compile(torch AdamW foreach step)", _CompiledTorchAdamW, "adamw", False),
          *_deepspeed(), *_generated(adamw, "AdamW", "adamw")],
-        [fused, foreach, *_generated(lion, "Lion", "lion")],
-        [fused, foreach, *_generated(tiger, "Tiger", "tiger")],  # a group each: BERT-base copies fill memory
-        [fused, foreach, *_generated(lamb, "LAMB", "lamb")],
+        [fused, foreach, *_pytorch_optimizer("Lion", "lion"), *_generated(lion, "Lion", "lion")],
+        # a group each: BERT-base copies fill memory
+        [fused, foreach, *_pytorch_optimizer("Tiger", "tiger"), *_generated(tiger, "Tiger", "tiger")],
+        [fused, foreach, *_pytorch_optimizer("Lamb", "lamb"), *_generated(lamb, "LAMB", "lamb")],
         [("torch.optim.Adafactor", lambda ps: torch.optim.Adafactor(ps), "adafactor", True),
          *_generated(adafactor, "Adafactor", "adafactor")],
     ]
@@ -217,7 +238,7 @@ def run(quick: bool = False, only: list[str] | None = None) -> list[dict]:
                 gb = step_bytes(program, shapes) / ms / 1e6 if memory_bound else None
                 rows.append({"suite": "cpu", "case": case, "impl": impl, "ms": ms, "gb_s": gb,
                              "frac_of_bandwidth": gb and gb / bw, "ratio": ms / anchor,
-                             "to_foreach": ms / foreach if foreach and impl.endswith("(eager)") else None})
+                             "to_foreach": ms / foreach if foreach and impl.endswith(_EAGER) else None})
             del opts
     return rows
 

@@ -124,3 +124,23 @@ def test_deepspeed_cpu_adam_joins_the_adamw_group_only_where_installed(monkeypat
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: object() if name == "deepspeed" else None)
     [(impl, make, program, is_anchor)] = bench._deepspeed()
     assert "DeepSpeed" in impl and program == "adamw" and not is_anchor and callable(make)
+
+
+def test_pytorch_optimizer_peers_join_their_groups_only_where_installed(monkeypatch):
+    """Another eager implementation of Lion, Tiger and LAMB beside the generated ones (measured
+    against their group's foreach AdamW, as the eager rows are), only where the package is."""
+    import importlib.util
+
+    import torch
+
+    from codegen import bench
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    assert bench._pytorch_optimizer("Lion", "lion") == []
+    monkeypatch.undo()
+    [(impl, make, program, is_anchor)] = bench._pytorch_optimizer("Lamb", "lamb")
+    assert impl.endswith(bench._EAGER) and program == "lamb" and not is_anchor
+    p = torch.nn.Parameter(torch.ones(3))
+    p.grad = torch.ones(3)
+    make([p]).step()
+    assert p.detach().lt(1).all()  # a real step of pytorch_optimizer's LAMB
