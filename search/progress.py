@@ -61,7 +61,12 @@ class LiveProgress:
         return self
 
     def __exit__(self, *exc):
-        return self.live.__exit__(*exc)
+        suppress = self.live.__exit__(*exc)
+        # rich ends the last render with a newline on a terminal only (rich issue 4192): in a log or a
+        # pipe the next output would start on the panel's last line
+        if not self.live.console.is_terminal:
+            self.live.console.line()
+        return suppress
 
     def __call__(self, search) -> None:
         now = time.monotonic()
