@@ -117,7 +117,7 @@ def scores_table(rows: list[dict], title: str) -> Table:
     then each task's score): stays readable in 80 columns."""
     tasks = list(dict.fromkeys(k for r in rows for k in (r["task_score"] or {})))
     meta_tasks = list(dict.fromkeys(k for r in rows for k in (r["meta_task_score"] or {})))
-    table = Table(title=title)
+    table = Table(title=title, min_width=len(title))  # (a title wider than the table wraps)
     table.add_column("program", style="bold")
     for r in rows:
         table.add_column(f"#{r['id']}", justify="right")
