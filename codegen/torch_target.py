@@ -88,7 +88,7 @@ from optdsl.ir import (
     walk,
 )
 from optdsl.ops import COL, ELEMENTWISE, GLOBAL, OPS, REDUCE, ROW, STATIC
-from optdsl.passes import eliminate_common, flatten, global_statements, segments, variants
+from optdsl.passes import eliminate_common, flatten, fold, global_statements, liveness, segments, variants
 from optdsl.passes.specialize import Tree
 from optdsl.printer import ATOM, Code, CodePrinter, docstring, parenthesize, precedence_of, to_source
 from optdsl.typecheck import expr_kind, input_kinds, join
@@ -359,6 +359,11 @@ class GroupPrinter:
     def statement(self, expr: Expr) -> str:
         kind = self.group_kind(expr)
         if kind not in LIST_KINDS:  # one Python number for the whole group
+            if all(n.op == "where" or OPS[n.op].truth for n in walk(expr) if isinstance(n, Call)):
+                try:  # a choice or a truth value: exact in Python floats, and Python never raises on it
+                    return FloatPrinter().doprint(expr)
+                except NoFloatSpelling:
+                    pass
             # (made a tensor where an op needs one: of the step's dtype, _dtype, on the CPU; see _tensor)
             return TorchPrinter(self.kinds, self.fail, ref="_dtype", scalars=GROUP_SCALARS).doprint(expr)
         if isinstance(expr, Var):
@@ -494,6 +499,11 @@ class GroupPrinter:
         """Lines computing ``target = expr`` for the group (in place into a free list if one fits),
         keeping ``owner`` up to date; a per-tensor number from such numbers alone on their stack
         (:meth:`stackable`)."""
+        if isinstance(expr, Var) and expr.name in self.stacked:  # another name for a stack: no list made
+            self.stacked.add(target)
+            self.unlisted.add(target)
+            self.owner[target] = FRESH
+            return [f"{self.stack(target)} = {self.stack(expr.name)}"]
         if self.stackable(expr):
             numbers = sorted(v for v in free_vars(expr) if self.kinds.get(v) == "scalar")
             lines = self.stacked_lines(target, expr, numbers)
@@ -702,8 +712,9 @@ class _Segment:
     (``scaled``)."""
 
     def __init__(self, module: _Module, prog: Program, printer: GroupPrinter, body: list[Assign], cut: set[str],
-                 last: bool, blocks: dict[int, tuple], live_after: list[set[str]]):
-        self.module, self.prog, self.printer, self.body = module, prog, printer, body
+                 last: bool, blocks: dict[int, tuple], live_after: list[set[str]],
+                 handed: tuple[_Test, str] | None = None):
+        self.module, self.prog, self.printer, self.body, self.handed = module, prog, printer, body, handed
         self.cut, self.last, self.blocks, self.live_after = cut, last, blocks, live_after
         self.read_later = _live_after(body, prog.new_states)  # by a statement or a new state (not as the update)
         self.state_values = {e.name for e in prog.new_states if isinstance(e, Var)}
@@ -725,6 +736,9 @@ class _Segment:
             return out
         out = printer.assign(a.target, a.expr, printer.reusable(a.target, live))
         printer.kinds[a.target] = printer.group_kind(a.expr)
+        if self.handed is not None and self.handed[0].per_tensor and a.target == self.handed[0].name:
+            value = printer.stack(a.target) if a.target in printer.stacked else a.target
+            out += self.handed[0].hand(value, self.handed[1])
         return out
 
     def lines(self, lo: int, hi: int) -> list[str]:
@@ -796,6 +810,7 @@ class _Module:
         # per-tensor reductions are cut out where that lets the step run on slices (_chunks)
         self.splits = [_split(prog, scalars) if _sliceable_path(path, True) else None
                        for path, (prog, scalars) in zip(self.paths, self.eager)]
+        self.variants = [_variants(prog, split, scalars) for (prog, scalars), split in zip(self.eager, self.splits)]
         self._eager_functions: dict[int, list[str]] = {}
 
     def cpp_backend(self) -> str:
@@ -926,20 +941,37 @@ class _Module:
             lines.append(f'{stacks.get(name, name)} = _hyper["{name}"]')
         return lines + [f'{s.name} = _states["{s.name}"]' for s in prog.states if s.name in reads - given]
 
-    def group_function(self, k: int) -> str:
-        """Path k over a group of tensors: params and states updated in place (the last of
-        :meth:`eager_functions`)."""
-        return self.eager_functions(k)[-1]
+    def group_function(self, k: int, variant: int = 0) -> str:
+        """Path k over a group of tensors: params and states updated in place (``_path<k>_group``; with
+        ``variant`` n, ``_path<k>_group_<n>``, see :meth:`eager_functions`)."""
+        steps = len(self.variants[k]) + 1
+        return self.eager_functions(k)[variant - steps]
 
     def eager_functions(self, k: int) -> list[str]:
         """Path k's multi-tensor functions: one per segment of its :func:`_split` (none when its
         reductions are not cut out), each ``_path<k>_stage<d>(...) -> (values for later segments,
         each row's partial totals of the stage's reductions)``, then ``_path<k>_group``, the step:
-        params and states updated in place."""
-        if k in self._eager_functions:
-            return self._eager_functions[k]
-        prog, scalars = self.eager[k]
-        split = self.splits[k] or _Split([0] * len(prog.body), [], [{}], [set()], [set()])
+        params and states updated in place, then the steps it hands a group to where a test decides
+        (``_path<k>_group_<n>``, see :func:`_variants`; each called by the one before)."""
+        if k not in self._eager_functions:
+            prog, scalars = self.eager[k]
+            chain = [(prog, self.splits[k], None), *self.variants[k]]
+            out: list[str] = []
+            for n, (variant, split, _) in enumerate(chain):
+                name = f"_path{k}_group" + (f"_{n}" if n else "")
+                handed = None if n + 1 == len(chain) else (chain[n + 1][2], f"_path{k}_group_{n + 1}")
+                tests = tuple(test for _, _, test in chain[1:n + 1])
+                functions = self.segment_functions_of(k, variant, split, scalars, (name, tests), handed)
+                out = functions if n == 0 else [*out, functions[-1]]  # (a variant runs its group's stages)
+            self._eager_functions[k] = out
+        return self._eager_functions[k]
+
+    def segment_functions_of(self, k: int, prog: Program, split: _Split | None, scalars: dict[str, str],
+                             step: tuple[str, tuple[_Test, ...]], handed: tuple[_Test, str] | None) -> list[str]:
+        """The stage functions of ``split`` and the step (``step``: its name and the tests under which
+        it runs; see :meth:`eager_functions`); ``handed``: the test under which the step hands the
+        group to another step, and that one's name."""
+        split = split or _Split([0] * len(prog.body), [], [{}], [set()], [set()])
         used = names_in(prog) | set(scalars) | set(self.hypers) | {"lr", "step"}
         owners: dict[str, str] = {}  # who owns each list a segment hands on (see GroupPrinter.owner)
         out = []
@@ -954,20 +986,23 @@ class _Module:
             after = set().union(*map(free_vars, outputs), split.live_out[d])
             blocks = _where_blocks(body, printer.kinds, printer.fail, after)
             if last:
-                reads |= {"w", "g", *prog.state_names}
+                reads |= {"w", "g", *prog.state_names, *([handed[0].name] if handed else [])}
             reduced = sorted(reads & cut & set(taken))  # handed in as stacks (see _Program.group_step)
             printer.stacked.update(reduced)
             printer.unlisted.update(reduced)
             segment = _Segment(self, prog, printer, body, cut, last, blocks,
-                               _live_after(body, [*outputs, *map(Var, sorted(split.live_out[d]))]))
+                               _live_after(body, [*outputs, *map(Var, sorted(split.live_out[d]))]),
+                               handed if last else None)
             lines = segment.lines(0, len(body))
+            if last and handed is not None and not handed[0].per_tensor:  # a per-step number: tested first
+                lines = handed[0].hand(handed[0].name, handed[1]) + lines
             if re.search(r"\bw\b", "\n".join(lines)):  # w lends a dtype, device or shape (as_tensor, broadcasts)
                 reads.add("w")
             head = self.group_head(prog, set(scalars) | set(taken), reads, {n: printer.stack(n) for n in reduced})
             lines = head + ["_n = _numbers(_params, _dtype)"] * printer.numbers + lines
             parts, scaled = segment.parts, segment.scaled
             if last:
-                out.append(self.step_function(k, prog, printer, lines, scaled))
+                out.append(self.step_function(k, prog, printer, lines, scaled, *step))
                 break
             lines.extend(printer.unstack(split.carried[d]))
             owners.update({name: printer.owner.get(name, SHARED) for name in split.carried[d]})
@@ -978,7 +1013,6 @@ class _Module:
                    f'{reduced}."""')
             out.append(_function(f"_path{k}_stage{d}", ["_params", "_grads", "_states", "_hyper"],
                                  [doc, *(_wrap_comprehension(ln) for ln in lines)]))
-        self._eager_functions[k] = out
         return out
 
     def partials(self, printer: GroupPrinter, a: Assign, r: int, lines: list[str]) -> list[str]:
@@ -1020,9 +1054,11 @@ class _Module:
         return None
 
     def step_function(self, k: int, prog: Program, printer: GroupPrinter, lines: list[str],
-                      scaled: tuple[str, str] | None = None) -> str:
-        """``_path<k>_group``: ``lines`` (the last segment) and the update of params and states
-        (``scaled``: the update is ``c * x``, subtracted in one pass; see :meth:`scaled_update`)."""
+                      scaled: tuple[str, str] | None = None, name: str | None = None, tests: tuple[_Test, ...] = ()
+                      ) -> str:
+        """``_path<k>_group`` (or ``name``, the step for where ``tests`` hold): ``lines`` (the last
+        segment) and the update of params and states (``scaled``: the update is ``c * x``,
+        subtracted in one pass; see :meth:`scaled_update`)."""
         kinds = printer.kinds
         lines.extend(printer.unstack(set().union(*map(free_vars, prog.outputs()))))
         update_kind = expr_kind(prog.update, kinds, printer.fail)
@@ -1051,9 +1087,9 @@ class _Module:
         lines += ["if _params[0].dtype == _dtype:", f"    torch._foreach_sub_(_params, _update{alpha})", "else:",
                   f"    torch._foreach_copy_(_params, torch._foreach_sub(w, _update{alpha}))"]
         lines += [f'torch._foreach_copy_(_states["{s}"], {value})' for s, value in copies]
-        doc = (f'"""Path {k} on a group of tensors (multi-tensor ops): params and {_names(prog.states)} '
-               'updated in place."""')
-        return _function(f"_path{k}_group", ["_params", "_grads", "_states", "_hyper"],
+        doc = f'"""Path {k} on a group of tensors (multi-tensor ops): params and {_names(prog.states)} updated in place'
+        doc += f',\nwhere {" and ".join(map(str, tests))}."""' if tests else '."""'
+        return _function(name or f"_path{k}_group", ["_params", "_grads", "_states", "_hyper"],
                          [doc, *(_wrap_comprehension(ln) for ln in lines)])
 
     def stage_table(self) -> str:
@@ -1453,6 +1489,143 @@ def _split(prog: Program, scalars: dict[str, str]) -> _Split | None:
                 if j not in reductions:
                     carried[seg[j]].add(v)
     return _Split(seg, stages, taken, carried, live_out)
+
+
+@dataclass(frozen=True)
+class _Test:
+    """A test of a whole group under which its group step hands the group to one printed for that
+    case (see :func:`_variants`): the per-tensor truth value ``name`` is 0 for every tensor
+    (``per_tensor``: read on a CPU by the runtime's ``_which``; on an accelerator, where reading it
+    would wait for the device, never taken), or the per-step number ``name`` is 0 (not 0 with
+    ``nonzero``)."""
+
+    name: str
+    per_tensor: bool
+    nonzero: bool = False
+
+    def __str__(self) -> str:
+        return f"{self.name} {'!=' if self.nonzero else '=='} 0" + (" for every tensor" if self.per_tensor else "")
+
+    def hand(self, value: str, step: str) -> list[str]:
+        """Lines handing the group to ``step`` where the test holds (``value``: the printed value tested)."""
+        test = f"_which({value}) == 0" if self.per_tensor else f"{value} {'!=' if self.nonzero else '=='} 0"
+        return [f"if {test}:", f"    return {step}(_params, _grads, _states, _hyper)"]
+
+
+MAX_VARIANTS = 2  # steps printed for common cases, per path: each specialises the one before
+_KIND_COST = {"const": 0, "uniform": 0, "scalar": 1, "static": 1, "row": 2, "col": 2, "full": 2}
+
+
+def _variants(prog: Program, split: _Split | None, scalars: dict[str, str]) -> list[tuple]:
+    """Eager programs for the common cases of a path's tests, each ``(program, its split, _Test)``
+    and each specialising the one before: the group step tests the whole group once and hands it
+    to the specialised step, which makes fewer per-tensor passes (:func:`_variant`). Tiger with no
+    nan in any grad and ``embedding=0`` scales m by one number and its update by each tensor's rms,
+    where its general step builds a decay per tensor and broadcasts a row value."""
+    out = []
+    for _ in range(MAX_VARIANTS):
+        found = _variant(prog, split, scalars)
+        if found is None:
+            break
+        out.append(found)
+        prog, split = found[0], found[1]
+    return out
+
+
+def _variant(prog: Program, split: _Split | None, scalars: dict[str, str]) -> tuple | None:
+    """The first of the step's tests worth a step of its own (see :func:`_variants`), or None:
+
+    - a per-tensor truth value ``c`` (a guard: Tiger's nan test, LAMB's zero norms) computed before
+      the step writes anything (only per-tensor and per-step numbers before it, no state), taken
+      as 0 for every tensor: ``c = 0``, folded (exact: a truth value is 0.0 or 1.0);
+    - a per-step number ``c`` (Tiger's ``embedding``) testing a where whose one side is of a
+      cheaper kind than the where's value (a number per tensor where the where's is a row): that
+      side in place of every ``where(c, ...)``, folded;
+
+    kept where it leaves less per-tensor work than the test's own (:func:`_specialised`)."""
+    last = 0 if split is None else len(split.taken) - 1
+    seg = split.seg if split is not None else [0] * len(prog.body)
+    inputs = input_kinds(prog)
+    kinds = {**inputs, **scalars, **(split.taken[last] if split is not None else {})}
+    fail = _raiser(prog)
+    targets = [a.target for a in prog.body]
+    pure = True  # nothing written yet
+    for i, a in enumerate(prog.body):
+        if seg[i] != last:
+            continue
+        e, kind = a.expr, expr_kind(a.expr, kinds, fail)
+        candidates = []
+        if (pure and kind == "scalar" and isinstance(e, Call) and OPS[e.op].truth and targets.count(a.target) == 1
+                and a.target not in inputs):
+            body = [*prog.body[:i], Assign(a.target, Const(0.0), a.loc), *prog.body[i + 1:]]
+            candidates.append((prog.with_body(body), _Test(a.target, True), i + 1))
+        c = e.args[0] if isinstance(e, Call) and e.op == "where" else None
+        if isinstance(c, Var) and kinds.get(c.name) == "uniform" and c.name not in targets:
+            for nonzero, side in ((False, e.args[2]), (True, e.args[1])):
+                if _KIND_COST[expr_kind(side, kinds, fail)] < _KIND_COST[kind]:
+                    candidates.append((prog.with_exprs(_taking(c.name, nonzero)), _Test(c.name, False, nonzero), 0))
+        for candidate, test, start in candidates:
+            found = _specialised(prog, split, scalars, candidate, last, start)
+            if found is not None:
+                return (*found, test)
+        kinds[a.target] = kind
+        pure = pure and _KIND_COST.get(kind, 2) < 2 and a.target not in prog.state_names
+    return None
+
+
+def _taking(c: str, nonzero: bool):
+    """``expr -> expr`` with every ``where(c, a, b)`` replaced by a (``nonzero``) or b."""
+    def visit(e: Expr) -> Expr:
+        if not isinstance(e, Call):
+            return e
+        args = tuple(visit(x) for x in e.args)
+        if e.op == "where" and args[0] == Var(c):
+            return args[1] if nonzero else args[2]
+        return Call(e.op, args)
+    return visit
+
+
+def _specialised(prog: Program, split: _Split | None, scalars: dict[str, str], candidate: Program, last: int,
+                 start: int) -> tuple[Program, _Split | None] | None:
+    """``candidate`` (prog with a test decided) folded, dead code gone, and its split, where it is
+    worth a step of its own: it leaves out at least two per-tensor ops of what the general step
+    does after the test (from statement ``start``; :func:`_step_cost`), a `_which` and a call
+    being worth about one. It runs after the general step's stages, on their slices and totals: so
+    its states, the statements of those stages and what it takes from them are the general step's,
+    and its step computes no reduction. None otherwise."""
+    folded = fold(candidate)
+    live, live_states = liveness(folded)
+    if live_states != set(prog.state_names):
+        return None
+    keep = sorted(live)
+    new = folded.with_body([folded.body[i] for i in keep])
+    new_split = _split(new, scalars) if split is not None else None
+    new_last = 0 if new_split is None else len(new_split.taken) - 1
+    new_seg = new_split.seg if new_split is not None else [0] * len(new.body)
+    if split is not None:
+        for i, d in zip(keep, new_seg):
+            if (split.seg[i] == last) != (d == new_last) or (d != new_last and folded.body[i] != prog.body[i]):
+                return None
+        taken = new_split.taken[new_last] if new_split is not None else {}
+        if any(split.taken[last].get(n) != kind for n, kind in taken.items()):
+            return None
+        if any(isinstance(a.expr, Call) and OPS[a.expr.op].shape == REDUCE
+               for a, d in zip(new.body, new_seg) if d == new_last):
+            return None
+    before = _step_cost(prog, split, scalars, last, start)
+    return (new, new_split) if _step_cost(new, new_split, scalars, new_last) <= before - 2 else None
+
+
+def _step_cost(prog: Program, split: _Split | None, scalars: dict[str, str], last: int, start: int = 0) -> int:
+    """The step's per-tensor work from statement ``start`` on, roughly: per statement of the last
+    segment, 1 for a number per tensor, 2 for a list of full, row or column tensors, 0 for a
+    per-step number or another name for a value."""
+    kinds, total, fail = {**input_kinds(prog), **scalars}, 0, _raiser(prog)
+    for i, a in enumerate(prog.body):
+        kinds[a.target] = expr_kind(a.expr, kinds, fail)
+        if i >= start and (split.seg[i] if split is not None else 0) == last and not isinstance(a.expr, Var):
+            total += _KIND_COST.get(kinds[a.target], 2)
+    return total
 
 
 def _reaching(body: list[Assign], order, outputs: set[str]) -> dict:

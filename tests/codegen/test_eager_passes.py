@@ -112,10 +112,11 @@ def _with_chunk(cls, size):
     return module, old
 
 
-def _run_eager_in_chunks(program, params, grads, size, lr=LR, **hyper):
+def _run_eager_in_chunks(program, params, grads, size, lr=LR, cls=None, **hyper):
     """Params after the eager steps on ``grads`` in chunks of ``size`` (``p_t``, if any, strided;
-    ``lr=None``: the program's default; ``hyper``: other hyperparameters)."""
-    cls = codegen.build(program, "torch")
+    ``lr=None``: the program's default; ``cls``: the program's class, if built; ``hyper``: other
+    hyperparameters)."""
+    cls = cls or codegen.build(program, "torch")
     module, old = _with_chunk(cls, size)
     try:
         ts = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
@@ -175,11 +176,13 @@ def test_eager_sign_is_the_languages_on_special_values(dtype):
     np.testing.assert_array_equal(np.signbit(w.detach().numpy()[1:]), np.signbit(ref[1:]))
 
 
-def _economy(name):
-    """Path 0's printed eager functions (its segments, then the group step): (lists they allocate,
-    of which per-tensor comprehensions, multi-tensor calls). The float32 casts of params and grads
-    (no copy) are not counted."""
-    functions = _Module(optdsl.load(name), {}).eager_functions(0)
+def _economy(name, variant=0):
+    """Path 0's printed eager functions (its segments, then the group step, or the step printed for
+    a common case, see _variants): (lists they allocate, of which per-tensor comprehensions,
+    multi-tensor calls). The float32 casts of params and grads (no copy) are not counted."""
+    module = _Module(optdsl.load(name), {})
+    functions = [*module.eager_functions(0)[:len(module.splits[0].stages) if module.splits[0] else 0],
+                 module.group_function(0, variant)]
     body = [ln.strip() for f in functions for ln in f.split("\n")[2:]]
     fresh = [ln for ln in body if re.match(r"\w+ = (torch\._foreach_\w+[^_]\(|\[)", ln)]
     fresh = [ln for ln in fresh if not re.match(r"[wg] = \[_", ln)]
@@ -450,6 +453,45 @@ def test_a_where_on_one_number_per_tensor_runs_only_the_side_its_tensors_take(na
             grads[1][k].reshape(-1)[3] = np.nan
         ref = _interpreter_steps(program, params, grads, dtype, embedding=embedding)
         close(_run_eager_in_chunks(program, params, grads, 1 << 17, lr=None, embedding=embedding), ref)
+
+
+@pytest.mark.parametrize("accumulate", [1, 2])
+@pytest.mark.parametrize("embedding", [0, 1])
+@pytest.mark.parametrize("nans", ["none", "one", "every"])
+def test_a_step_printed_for_a_common_case_gives_the_general_steps_bits(nans, embedding, accumulate, monkeypatch):
+    """Tiger's group step hands a group in which no grad holds a nan to a step printed for that case
+    (the nan test folded to 0: one decay number, no shrink), and that one, with embedding=0, to one
+    whose learning rate is a number per tensor rather than a row. They give the general step's bits:
+    the general step alone runs where ``_which`` answers None (an accelerator), as here when patched.
+    Three steps with a nan in the second, float32 and float64, with and without accumulation."""
+    program = optdsl.load("tiger")
+    module = _Module(program, {})
+    assert "return _path1_group_1(" in module.group_function(1)
+    assert "return _path1_group_2(" in module.group_function(1, 1)
+    assert "embedding" not in module.group_function(1, 2).split("\n", 3)[3]  # (its docstring says it)
+    assert _economy("tiger", 1)[2] < _economy("tiger")[2]  # fewer multi-tensor calls
+    cls = codegen.build(program, "torch")
+    gen = sys.modules[cls.__module__]
+    taken = []
+    for name in ("_path1_group_1", "_path1_group_2"):
+        step = getattr(gen, name)
+        monkeypatch.setattr(gen, name, lambda *a, _step=step, _name=name: taken.append(_name) or _step(*a))
+    rng = np.random.default_rng(11)
+    shapes = {"p0": (5, 4), "p1": (3, 6), "p2": (2, 3, 4), "b": (7,)}
+    for dtype in (np.float32, np.float64):
+        params = {k: rng.normal(size=s).astype(dtype) for k, s in shapes.items()}
+        grads = [{k: rng.normal(size=s).astype(dtype) for k, s in shapes.items()} for _ in range(3)]
+        for k in {"none": [], "one": ["p1"], "every": list(shapes)}[nans]:
+            grads[1][k].reshape(-1)[3] = np.nan
+        hyper = {"embedding": embedding, "grad_accum_steps": accumulate}
+        taken.clear()
+        specialised = _run_eager_in_chunks(program, params, grads, 1 << 17, lr=None, cls=cls, **hyper)
+        assert ("_path1_group_1" in taken) and (("_path1_group_2" in taken) == (embedding == 0))
+        with monkeypatch.context() as m:
+            m.setattr(gen, "_which", lambda c: None)
+            general = _run_eager_in_chunks(program, params, grads, 1 << 17, lr=None, cls=cls, **hyper)
+        for k in shapes:
+            np.testing.assert_array_equal(specialised[k], general[k])
 
 
 NESTED = """def p(w, g, m, lr=0.1, c=1):
