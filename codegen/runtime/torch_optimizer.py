@@ -358,6 +358,7 @@ class _Program:
         self.elementwise = not_separable is None and isinstance(tree, int) and paths[tree].flat
         self.backends = dict(backends or {})
         self.torch_checkpoints = dict(torch_checkpoints or {})
+        self._counts = {}  # (dtype, device, each tensor's elements) -> those counts as a tensor (group_step)
         self._compiled = {}
 
     def path_of(self, w):
@@ -497,8 +498,12 @@ class _Program:
             if len(rows) > len(params):
                 owners = torch.tensor(rows, device="cpu")  # each row's parameter
                 lengths = torch.bincount(owners, minlength=len(params)).to(params[0].device)
-            dtype, device = _compute_dtype(params[0].dtype), params[0].device
-            n = torch.tensor([p.numel() for p in params], dtype=dtype, device=device)
+            key = (_compute_dtype(params[0].dtype), params[0].device, tuple(p.numel() for p in params))
+            n = self._counts.get(key)
+            if n is None:  # (a new tensor each step cost ~20 us: a tenth of Tiger's small-model step)
+                if len(self._counts) > 64:
+                    self._counts.clear()
+                n = self._counts[key] = torch.tensor(key[2], dtype=key[0], device=key[1])
             for segment, outputs in self.stages[path]:
                 parts = []
                 for (c, _), h in zip(chunks, hypers):
