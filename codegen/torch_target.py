@@ -9,7 +9,9 @@ specific to the program ``lion``:
   - per path ``k``: ``_path<k>_segment<j>`` (one tensor's step, cut at the global reductions),
     ``_path<k>_uniforms`` (the per-step scalars: bias corrections...) and ``_path<k>_group`` (the
     step over a list of tensors with ``torch._foreach_*`` ops, states updated in place), after
-    ``_path<k>_stage<d>`` where the path has per-tensor reductions (see :func:`_split`);
+    ``_path<k>_stage<d>`` where the path has per-tensor reductions (see :func:`_split`), and
+    ``_path<k>_group_<n>``, the step printed for a common case of one of its tests, to which it
+    hands a group in that case (Tiger's: no nan in any grad; see :func:`_variants`);
   - ``_PROGRAM = _Program(...)``: the table the runtime reads (paths, shape conditions, functions,
     extra backends, the torch.optim checkpoints the program loads);
   - ``lion_step(params, grads, states, *, lr, step, **hyper) -> (new_params, new_states)``: a pure

@@ -494,6 +494,17 @@ def test_a_step_printed_for_a_common_case_gives_the_general_steps_bits(nans, emb
             np.testing.assert_array_equal(specialised[k], general[k])
 
 
+@pytest.mark.parametrize("name, tests", [("tiger", [["has_nan == 0 for every tensor"],
+                                                    ["has_nan == 0 for every tensor", "embedding == 0"]]),
+                                          ("lamb", [[]]), ("lars", [[]]), ("adamw", [[]])])
+def test_a_common_case_gets_a_step_of_its_own_only_where_it_saves_passes(name, tests):
+    """Tiger's decided nan test drops the shrink, a decay per tensor and a pick; its embedding test
+    a row broadcast. LAMB's and LARS's zero-norm guards would save one where on the stack, less than
+    the hand-over costs: no step of their own."""
+    module = _Module(optdsl.load(name), {})
+    assert [[str(t) for _, _, t in chain] for chain in module.variants] == tests
+
+
 NESTED = """def p(w, g, m, lr=0.1, c=1):
     s = norm(g)
     a = where(c, sqrt(abs(g)) * m, g)
