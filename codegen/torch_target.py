@@ -85,6 +85,7 @@ from optdsl.ir import (
     Var,
     free_vars,
     fresh_name,
+    map_calls,
     names_in,
     substitute,
     walk,
@@ -1577,14 +1578,9 @@ def _variant(prog: Program, split: _Split | None, scalars: dict[str, str]) -> tu
 
 def _taking(c: str, nonzero: bool):
     """``expr -> expr`` with every ``where(c, a, b)`` replaced by a (``nonzero``) or b."""
-    def visit(e: Expr) -> Expr:
-        if not isinstance(e, Call):
-            return e
-        args = tuple(visit(x) for x in e.args)
-        if e.op == "where" and args[0] == Var(c):
-            return args[1] if nonzero else args[2]
-        return Call(e.op, args)
-    return visit
+    def take(e: Call) -> Expr:
+        return e.args[1 if nonzero else 2] if e.op == "where" and e.args[0] == Var(c) else e
+    return lambda expr: map_calls(expr, take)
 
 
 def _specialised(prog: Program, split: _Split | None, scalars: dict[str, str], candidate: Program, last: int,
