@@ -190,10 +190,11 @@ class TorchPrinter(CodePrinter):
     max_depth = 10_000
 
     def __init__(self, kinds: dict[str, str], fail, ref: str = "w", scalars: tuple[str, ...] = NUMBER_KINDS,
-                 pick: bool = False):
+                 pick: bool = False, dtype: str | None = None):
         super().__init__()
         self.kinds, self.fail, self.ref, self.scalars = kinds, fail, ref, scalars
         self.pick = pick  # where() on a scalar condition (one per tensor) as the runtime's _pick
+        self.dtype = dtype  # the dtype numbers made tensors take, where ref's may not be the step's
 
     def kind(self, expr: Expr) -> str:
         return expr_kind(expr, self.kinds, self.fail)
@@ -206,7 +207,7 @@ class TorchPrinter(CodePrinter):
         return Code(check_identifier(expr.name), ATOM)
 
     def tensor(self, text: str) -> Code:
-        return Code(f"_tensor({text}, {self.ref})", ATOM)
+        return Code(f"_tensor({text}, {self.ref}{'' if self.dtype is None else ', ' + self.dtype})", ATOM)
 
     def _print_Call(self, expr: Call) -> Code:
         op = OPS.get(expr.op)
@@ -557,7 +558,9 @@ class GroupPrinter:
         lines = [f"{self.stack(v)} = torch.stack({v})" for v in numbers if v not in self.stacked]
         local = substitute(expr, {v: Var(self.stack(v)) for v in numbers})
         kinds = {**self.kinds, **{self.stack(v): "full" for v in numbers}}
-        text = TorchPrinter(kinds, self.fail, ref=self.stack(numbers[0]), scalars=GROUP_SCALARS).doprint(local)
+        # (a stack of truth values is float32, torch.where's 1.0 and 0.0: numbers take the step's dtype)
+        text = TorchPrinter(kinds, self.fail, ref=self.stack(numbers[0]), scalars=GROUP_SCALARS,
+                            dtype="_dtype").doprint(local)
         return lines + [f"{self.stack(target)} = {text}"]
 
     def stack(self, name: str) -> str:

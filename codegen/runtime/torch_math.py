@@ -33,13 +33,14 @@ def _sign(x):
     return torch.maximum(torch.sign(x), torch.clamp_max(x, -1))
 
 
-def _tensor(x, like):
-    """``x`` (a Python number) as a tensor of ``like``'s dtype and device, where a torch function
-    needs a tensor argument: the printed code's constants and per-step numbers. ``like`` may be a
-    dtype (a group step's number of its compute dtype): a tensor on the CPU, as a Python number is."""
+def _tensor(x, like, dtype=None):
+    """``x`` (a Python number) as a tensor of ``like``'s dtype (or ``dtype``) and device, where a
+    torch function needs a tensor argument: the printed code's constants and per-step numbers.
+    ``like`` may be a dtype (a group step's number of its compute dtype): a tensor on the CPU, as a
+    Python number is."""
     if isinstance(like, torch.dtype):
         return torch.as_tensor(x, dtype=like, device="cpu")
-    return torch.as_tensor(x, dtype=like.dtype, device=like.device)
+    return torch.as_tensor(x, dtype=dtype or like.dtype, device=like.device)
 
 
 def _cosine_sim(x, y):

@@ -112,10 +112,10 @@ def _with_chunk(cls, size):
     return module, old
 
 
-def _run_eager_in_chunks(program, params, grads, size, lr=LR, cls=None, **hyper):
+def _run_eager_in_chunks(program, params, grads, size, lr=LR, cls=None, states=False, **hyper):
     """Params after the eager steps on ``grads`` in chunks of ``size`` (``p_t``, if any, strided;
-    ``lr=None``: the program's default; ``cls``: the program's class, if built; ``hyper``: other
-    hyperparameters)."""
+    ``lr=None``: the program's default; ``cls``: the program's class, if built; ``states``: each
+    state's value too, as ``"<param>.<state>"``; ``hyper``: other hyperparameters)."""
     cls = cls or codegen.build(program, "torch")
     module, old = _with_chunk(cls, size)
     try:
@@ -129,7 +129,20 @@ def _run_eager_in_chunks(program, params, grads, size, lr=LR, cls=None, **hyper)
             opt.step()
     finally:
         module._CHUNK = old
-    return {k: t.detach().numpy() for k, t in ts.items()}
+    out = {k: t.detach().numpy() for k, t in ts.items()}
+    if states:  # (the program's: not torch's per-parameter step count)
+        out |= {f"{k}.{n}": opt.state[t][n].numpy() for k, t in ts.items() for n in program.state_names}
+    return out
+
+
+def _interpreter_states(program, params, grads, dtype, **hyper):
+    """The interpreter's params and states after its steps on ``grads``, named as
+    ``_run_eager_in_chunks(..., states=True)`` names them."""
+    interp = Interpreter(program, dtype=dtype, **hyper)
+    params, state = dict(params), interp.init(params)
+    for t, g in enumerate(grads, start=1):
+        params, state = interp.step(params, g, state, t)
+    return params | {f"{k}.{n}": v for k, s in state.items() for n, v in s.items()}
 
 
 def _interpreter_steps(program, params, grads, dtype, **hyper):
@@ -485,13 +498,18 @@ def test_a_step_printed_for_a_common_case_gives_the_general_steps_bits(nans, emb
             grads[1][k].reshape(-1)[3] = np.nan
         hyper = {"embedding": embedding, "grad_accum_steps": accumulate}
         taken.clear()
-        specialised = _run_eager_in_chunks(program, params, grads, 1 << 17, lr=None, cls=cls, **hyper)
+        specialised = _run_eager_in_chunks(program, params, grads, 1 << 17, lr=None, cls=cls, states=True, **hyper)
         assert ("_path1_group_1" in taken) and (("_path1_group_2" in taken) == (embedding == 0))
         with monkeypatch.context() as m:
             m.setattr(gen, "_which", lambda c: None)
-            general = _run_eager_in_chunks(program, params, grads, 1 << 17, lr=None, cls=cls, **hyper)
-        for k in shapes:
-            np.testing.assert_array_equal(specialised[k], general[k])
+            general = _run_eager_in_chunks(program, params, grads, 1 << 17, lr=None, cls=cls, states=True, **hyper)
+        assert specialised.keys() == general.keys() and "p0.m" in general
+        for k in general:
+            np.testing.assert_array_equal(specialised[k], general[k], err_msg=k)
+        if dtype == np.float64:  # the reference's float64 to the last bits, m included (see below)
+            ref = _interpreter_states(program, params, grads, np.float64, **hyper)
+            for k in general:
+                np.testing.assert_allclose(general[k], ref[k], rtol=1e-13, atol=1e-15, err_msg=k)
 
 
 @pytest.mark.parametrize("name, tests", [("tiger", [["has_nan == 0 for every tensor"],
