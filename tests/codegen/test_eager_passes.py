@@ -512,6 +512,39 @@ def test_a_step_printed_for_a_common_case_gives_the_general_steps_bits(nans, emb
                 np.testing.assert_allclose(general[k], ref[k], rtol=1e-13, atol=1e-15, err_msg=k)
 
 
+CLIPPED = """def clipped(w, g, m, lr=0.1, beta=0.9):
+    n = norm(g)
+    big = n > 1
+    g = g / n if big else g
+    m = interp(g, m, beta)
+    update = lr * sign(m) if big else lr * m
+    return update, m
+"""
+
+
+@pytest.mark.parametrize("scale", [0.01, 3.0, 100.0])  # norms: none, one of three, all above 1
+def test_a_guard_of_ones_own_gets_a_step_for_its_common_case(scale, monkeypatch):
+    """Not only Tiger's nan test: a program's own per-tensor guard (a norm above 1) decided 0 for the
+    whole group leaves plain momentum; with grads scaled so that none, some or all norms pass 1 the
+    steps give the general step's bits and the interpreter's values, states included."""
+    program = parse(CLIPPED)
+    assert "return _path0_group_1(" in _Module(program, {}).group_function(0)
+    cls = codegen.build(program, "torch")
+    gen = sys.modules[cls.__module__]
+    rng = np.random.default_rng(2)
+    shapes = {"a": (40,), "b": (3, 5), "c": (2,)}
+    params = {k: rng.normal(size=s) for k, s in shapes.items()}
+    grads = [{k: scale * rng.normal(size=s) / np.prod(s) for k, s in shapes.items()} for _ in range(3)]
+    specialised = _run_eager_in_chunks(program, params, grads, 1 << 17, lr=None, cls=cls, states=True)
+    with monkeypatch.context() as m:
+        m.setattr(gen, "_which", lambda c: None)
+        general = _run_eager_in_chunks(program, params, grads, 1 << 17, lr=None, cls=cls, states=True)
+    ref = _interpreter_states(program, params, grads, np.float64)
+    for k in general:
+        np.testing.assert_array_equal(specialised[k], general[k], err_msg=k)
+        np.testing.assert_allclose(general[k], ref[k], rtol=1e-13, atol=1e-15, err_msg=k)
+
+
 @pytest.mark.parametrize("name, tests", [("tiger", [["has_nan == 0 for every tensor"],
                                                     ["has_nan == 0 for every tensor", "embedding == 0"]]),
                                           ("lamb", [[]]), ("lars", [[]]), ("adamw", [[]])])
