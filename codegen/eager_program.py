@@ -65,6 +65,12 @@ class _Split:
     live_out: list[set[str]]
 
 
+def _whole(prog: Program) -> _Split:
+    """``prog``'s step as one segment, nothing cut out (a path without per-tensor reductions, or
+    whose reductions cannot be cut)."""
+    return _Split([0] * len(prog.body), [], [{}], [set()], [set()])
+
+
 def _split(prog: Program, scalars: dict[str, str]) -> _Split | None:
     """``prog`` (an eager program: one call per statement) cut into segments at its per-tensor
     reductions (``x = norm(r)``), so that every segment runs on slices of the tensors: segment d
@@ -161,7 +167,7 @@ def _variants(prog: Program, split: _Split | None, scalars: dict[str, str]) -> l
     to the specialised step, which makes fewer per-tensor passes (:func:`_variant`). Tiger with no
     nan in any grad and ``embedding=0`` scales m by one number and its update by each tensor's rms,
     where its general step builds a decay per tensor and broadcasts a row value."""
-    out = []
+    out, split = [], split or _whole(prog)
     for _ in range(MAX_VARIANTS):
         found = _variant(prog, split, scalars)
         if found is None:
@@ -171,7 +177,7 @@ def _variants(prog: Program, split: _Split | None, scalars: dict[str, str]) -> l
     return out
 
 
-def _variant(prog: Program, split: _Split | None, scalars: dict[str, str]) -> tuple | None:
+def _variant(prog: Program, split: _Split, scalars: dict[str, str]) -> tuple | None:
     """The first of the step's tests worth a step of its own (see :func:`_variants`), or None:
 
     - a per-tensor truth value ``c`` (a guard: Tiger's nan test, LAMB's zero norms) computed before
@@ -182,15 +188,14 @@ def _variant(prog: Program, split: _Split | None, scalars: dict[str, str]) -> tu
       side in place of every ``where(c, ...)``, folded;
 
     kept where it leaves less per-tensor work than the test's own (:func:`_specialised`)."""
-    last = 0 if split is None else len(split.taken) - 1
-    seg = split.seg if split is not None else [0] * len(prog.body)
+    last = len(split.taken) - 1
     inputs = input_kinds(prog)
-    kinds = {**inputs, **scalars, **(split.taken[last] if split is not None else {})}
+    kinds = {**inputs, **scalars, **split.taken[last]}
     fail = _raiser(prog)
     targets = [a.target for a in prog.body]
     pure = True  # nothing written yet
     for i, a in enumerate(prog.body):
-        if seg[i] != last:
+        if split.seg[i] != last:
             continue
         e, kind = a.expr, expr_kind(a.expr, kinds, fail)
         candidates = []
@@ -219,8 +224,8 @@ def _taking(c: str, nonzero: bool):
     return lambda expr: map_calls(expr, take)
 
 
-def _specialised(prog: Program, split: _Split | None, scalars: dict[str, str], candidate: Program, last: int,
-                 start: int) -> tuple[Program, _Split | None] | None:
+def _specialised(prog: Program, split: _Split, scalars: dict[str, str], candidate: Program, last: int,
+                 start: int) -> tuple[Program, _Split] | None:
     """``candidate`` (prog with a test decided) folded, dead code gone, and its split, where it is
     worth a step of its own: it leaves out at least two per-tensor ops of what the general step
     does after the test (from statement ``start``; :func:`_step_cost`), a `_which` and a call
@@ -233,31 +238,29 @@ def _specialised(prog: Program, split: _Split | None, scalars: dict[str, str], c
         return None
     keep = sorted(live)
     new = folded.with_body([folded.body[i] for i in keep])
-    new_split = _split(new, scalars) if split is not None else None
-    new_last = 0 if new_split is None else len(new_split.taken) - 1
-    new_seg = new_split.seg if new_split is not None else [0] * len(new.body)
-    if split is not None:
-        for i, d in zip(keep, new_seg):
+    new_split = (_split(new, scalars) if split.stages else None) or _whole(new)
+    new_last = len(new_split.taken) - 1
+    if split.stages:
+        for i, d in zip(keep, new_split.seg):
             if (split.seg[i] == last) != (d == new_last) or (d != new_last and folded.body[i] != prog.body[i]):
                 return None
-        taken = new_split.taken[new_last] if new_split is not None else {}
-        if any(split.taken[last].get(n) != kind for n, kind in taken.items()):
+        if any(split.taken[last].get(n) != kind for n, kind in new_split.taken[new_last].items()):
             return None
         if any(isinstance(a.expr, Call) and OPS[a.expr.op].shape == REDUCE
-               for a, d in zip(new.body, new_seg) if d == new_last):
+               for a, d in zip(new.body, new_split.seg) if d == new_last):
             return None
     before = _step_cost(prog, split, scalars, last, start)
     return (new, new_split) if _step_cost(new, new_split, scalars, new_last) <= before - 2 else None
 
 
-def _step_cost(prog: Program, split: _Split | None, scalars: dict[str, str], last: int, start: int = 0) -> int:
+def _step_cost(prog: Program, split: _Split, scalars: dict[str, str], last: int, start: int = 0) -> int:
     """The step's per-tensor work from statement ``start`` on, roughly: per statement of the last
     segment, 1 for a number per tensor, 2 for a list of full, row or column tensors, 0 for a
     per-step number or another name for a value."""
     kinds, total, fail = {**input_kinds(prog), **scalars}, 0, _raiser(prog)
     for i, a in enumerate(prog.body):
         kinds[a.target] = expr_kind(a.expr, kinds, fail)
-        if i >= start and (split.seg[i] if split is not None else 0) == last and not isinstance(a.expr, Var):
+        if i >= start and split.seg[i] == last and not isinstance(a.expr, Var):
             total += _KIND_COST.get(kinds[a.target], 2)
     return total
 

@@ -109,6 +109,7 @@ from .eager_program import (
     _Test,
     _variants,
     _where_blocks,
+    _whole,
 )
 from .float_printer import FloatPrinter, NoFloatSpelling
 from .float_printer import called_functions as float_called
@@ -990,7 +991,7 @@ class _Module:
         """The stage functions of ``split`` and the step (``step``: its name and the tests under which
         it runs; see :meth:`eager_functions`); ``handed``: the test under which the step hands the
         group to another step, and that one's name."""
-        split = split or _Split([0] * len(prog.body), [], [{}], [set()], [set()])
+        split = split or _whole(prog)
         used = names_in(prog) | set(scalars) | set(self.hypers) | {"lr", "step"}
         owners: dict[str, str] = {}  # who owns each list a segment hands on (see GroupPrinter.owner)
         out = []
