@@ -1141,7 +1141,7 @@ class _Entry:
     def grads(self, grads):
         gs = grads[self.group]
         gs = [gs[i] if self.dtensor else _local(gs[i]) for i in self.index]
-        return [torch.view_as_real(g) for g in gs] if self.complex else gs
+        return [_real(g) for g in gs] if self.complex else gs
 
     def flat_views(self, prog):
         """(flat?, [(param view, state views)]): 1-d aliases for the compiled step, made once."""
