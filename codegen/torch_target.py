@@ -59,8 +59,9 @@ per-tensor, row and column reductions become passes) gets C++ kernels printed fr
 runtime of :mod:`codegen.runtime.cpp_kernels` (compiled on first use with the machine's compiler,
 cached by source hash; no compiler: eager, after a warning). The default backend is the first
 available of: each extra backend in ``extra_backends`` order (only on non-CPU devices; on a CPU
-only ``cpp``), ``"compiled"`` (when a C++ compiler is found), ``"eager"``; on a CPU the compilers
-are used only for models of 2**20 elements or more, whose steps repay the build.
+only ``cpp``), ``"compiled"`` (when a C++ compiler is found), ``"eager"``; on a CPU a model under 2**20
+elements takes its first 1,000 steps eager (a shorter run would not repay the build) and never
+compiles with torch.compile (the runtime's ``_backend_for``).
 
 Example:
     >>> import optdsl
@@ -106,6 +107,7 @@ from .eager_program import (
     _live_after,
     _Split,
     _split,
+    _step_cost,
     _Test,
     _variants,
     _where_blocks,
@@ -833,6 +835,11 @@ class _Module:
         self.variants = [_variants(prog, split, scalars) for (prog, scalars), split in zip(self.eager, self.splits)]
         self._eager_functions: dict[int, list[str]] = {}
 
+    def one_op(self) -> bool:
+        """Is every path's eager step one multi-tensor op per tensor (``w -= lr * g``)? Then no
+        kernel call beats it on a small model (the runtime's ``_backend_for``)."""
+        return bool(self.eager) and all(_step_cost(p, _whole(p), scalars, last=0) <= 2 for p, scalars in self.eager)
+
     def cpp_backend(self) -> str:
         """Source of the ``cpp`` backend (extra-backend protocol): the runtime of
         :mod:`codegen.runtime.cpp_kernels`, the program's C++ kernels (:mod:`codegen.cpp_target`,
@@ -1208,6 +1215,7 @@ class _Module:
             ("combine", _tuple(combine)),
             ("not_separable", _literal(self.not_separable)),
             ("backends", _layout("{", backends, "}")),
+            ("one_op", str(self.one_op())),
             ("torch_checkpoints", _literal(self.checkpoints, used=len("    torch_checkpoints=,"), indent=4)),
         ]
         defaults = [f'"{name}": {number(v)}' for name, v in self.hypers.items()]

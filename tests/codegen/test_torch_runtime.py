@@ -274,12 +274,47 @@ def test_foreach_and_fused_flags(adamw):
     fused = adamw(_params(), fused=True)
     cpu = torch.device("cpu")
     assert fused._backend_for(cpu, 10) == "cpp"  # the C++ kernels: fused, and faster than compiled
-    default = adamw(_params())  # a small CPU model: compiling would cost more than it saves
+    default = adamw(_params())  # a small CPU model: eager until its kernels can pay for their build
     assert default._backend_for(cpu, 10) == "eager" and default._backend_for(cpu, 1 << 22) == "cpp"
     with pytest.raises(RuntimeError, match="`fused` and `foreach` cannot be `True` together"):
         adamw(_params(), foreach=True, fused=True)
     with pytest.raises(ValueError, match="fused=True"):
         adamw(_params(), fused=True, backend="eager")
+
+
+def test_a_small_cpu_model_moves_to_the_kernels_after_its_first_thousand_steps(adamw, monkeypatch):
+    """The default backend of a small CPU model: eager for the first 1,000 steps (a run that short
+    never builds the kernels), cpp from then on, counted by the params' own step (so an edited or
+    resumed count moves it); plain SGD, one multi-tensor op a step, stays eager."""
+    cpu = torch.device("cpu")
+    default = adamw(_params())
+    assert [default._backend_for(cpu, 10, step) for step in (1, 1000, 1001)] == ["eager", "eager", "cpp"]
+    sgd = codegen.build(optdsl.load("sgd"), "torch")(_params())
+    assert sgd._backend_for(cpu, 10, 5000) == "eager" and sgd._backend_for(cpu, 1 << 22, 1) == "cpp"
+
+    params = _params()
+    kernels_only = codegen.build(optdsl.load("adamw"), "torch")  # a class of its own: its calls are not counted
+    opt, reference = adamw(params, lr=0.1), kernels_only([p.detach().clone() for p in params], lr=0.1, backend="cpp")
+    group_step, available = opt._program.backends["cpp"]
+    steps = []
+
+    def counted(*args, **kwargs):
+        steps.append(kwargs["step"])
+        group_step(*args, **kwargs)
+
+    monkeypatch.setitem(opt._program.backends, "cpp", (counted, available))
+    for t in range(4):
+        for p, q, g in zip(params, reference.param_groups[0]["params"], _grads(t)):
+            p.grad, q.grad = g.clone(), g.clone()
+        if t == 1:  # the counts edited to 999, as a resumed run's would be
+            for p, q in zip(params, reference.param_groups[0]["params"]):
+                opt.state[p]["step"].fill_(999)
+                reference.state[q]["step"].fill_(999)
+        opt.step()
+        reference.step()
+    assert steps == [1001, 1002]  # steps 1 and 1000 ran eager
+    for p, q in zip(params, reference.param_groups[0]["params"]):
+        torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.slow
