@@ -12,7 +12,8 @@ program has kernels; the module then defines::
 The kernels are compiled with the machine's C++ compiler (``c++``/``g++``/``clang++``; needed only
 at run time, and only for this backend) into ``<torch extensions dir>/optdsl_<hash>/kernels.so``,
 the hash covering the source, the flags and the compiler, and loaded with ctypes: no torch headers
-are compiled (a build takes about a second; a cached one loads in milliseconds). Without a compiler,
+are compiled. The float32 and float64 kernels are two libraries, each built when a group of its type
+first steps (a build takes 0.3-2 s; a cached one loads in milliseconds). Without a compiler,
 or when the build fails, the group steps run the eager backend, after one RuntimeWarning.
 
 Where a group does not fit the kernels (parameters other than float32/float64, tensors that are
@@ -75,9 +76,10 @@ def _cpu_id():
         return platform.processor() or platform.machine()
 
 
-def _cpp_build(source):
-    """``source`` compiled into a shared library (cached by hash): its path, or raise RuntimeError.
-    OpenMP is asked for first; a compiler without it builds a single-threaded library."""
+def _cpp_build(source, defines=()):
+    """``source`` compiled with the macros ``defines`` (``-DNAME``) into a shared library (cached by
+    hash): its path, or raise RuntimeError. OpenMP is asked for first; a compiler without it builds a
+    single-threaded library."""
     import hashlib
     import os
     import subprocess
@@ -88,7 +90,8 @@ def _cpp_build(source):
         raise RuntimeError("no C++ compiler (c++, g++, clang++) on PATH")
     # -march=native: the key names the CPU too, so a cache shared between machines (a network home)
     # never hands one CPU's build to another
-    key = hashlib.sha256("\0".join((source, cc, _cpu_id(), *_CPP_FLAGS)).encode()).hexdigest()[:20]
+    flags = (*_CPP_FLAGS, *defines)
+    key = hashlib.sha256("\0".join((source, cc, _cpu_id(), *flags)).encode()).hexdigest()[:20]
     folder = os.path.join(_cpp_cache_dir(), f"optdsl_{key}")
     lib = os.path.join(folder, "kernels.so")
     if os.path.exists(lib):
@@ -101,7 +104,7 @@ def _cpp_build(source):
     for openmp in (["-fopenmp"], []):
         fd, tmp = tempfile.mkstemp(suffix=".so", dir=folder)
         os.close(fd)
-        cmd = [cc, *_CPP_FLAGS, *openmp, src, "-o", tmp]
+        cmd = [cc, *flags, *openmp, src, "-o", tmp]
         done = subprocess.run(cmd, check=False, capture_output=True, text=True)
         if done.returncode == 0:
             os.replace(tmp, lib)  # atomic: another process building the same source is harmless
@@ -127,7 +130,7 @@ class _CppKernels:
 
     def __init__(self, source, scalars):
         self.source, self.scalars = source, scalars
-        self._lib, self._failed, self._compiler = None, None, None
+        self._libs, self._failed, self._compiler = {}, None, None
 
     def available(self, device):
         """The ``cpp`` backend runs on CPUs, where a C++ compiler is found (looked up once: the
@@ -138,15 +141,17 @@ class _CppKernels:
             self._compiler = _cpp_compiler() is not None
         return self._compiler
 
-    def library(self):
-        """The loaded library, or None (after one RuntimeWarning) when it cannot be built."""
-        if self._lib is None and self._failed is None:
+    def library(self, dtype):
+        """The loaded library of the kernels for ``dtype`` (float32 or float64), or None (after one
+        RuntimeWarning) when it cannot be built."""
+        if dtype not in self._libs and self._failed is None:
             try:
-                self._lib = ctypes.CDLL(_cpp_build(self.source))
+                defines = ("-DOPTDSL_DOUBLE",) if dtype == torch.float64 else ()
+                self._libs[dtype] = ctypes.CDLL(_cpp_build(self.source, defines))
             except (OSError, RuntimeError) as e:
                 self._failed = str(e)
                 warnings.warn(f"the cpp backend runs eager: {e}", RuntimeWarning, stacklevel=3)
-        return self._lib
+        return self._libs.get(dtype)
 
     def group_step(self, program, path, params, grads, states, *, lr, step, **hyper):
         """In-place step of a group sharing path, device, dtype and step count (the extra-backend
@@ -157,7 +162,7 @@ class _CppKernels:
         dtype = params[0].dtype
         names = [name for name, _, _ in program.paths[path].states]
         slots = [params, [g.contiguous() for g in grads], *(states[name] for name in names)]
-        lib = self.library() if dtype in (torch.float32, torch.float64) else None
+        lib = self.library(dtype) if dtype in (torch.float32, torch.float64) else None
         if lib is None or not all(_cpp_fits(ts, dtype) for ts in slots):
             program.eager_group_step(path, params, grads, states, lr=lr, step=step, **hyper)
             return
