@@ -75,6 +75,21 @@ def test_folding_keeps_the_sign_of_zero():
     update, _ = opt.updates({"w": np.ones(1)}, {"w": -np.ones(1)}, opt.init({"w": np.ones(1)}), 1)
     assert update["w"][0] == np.inf
 
+LOGIC = [("(g > 0) and 1", "g > 0"), ("g and 1", "g != 0"), ("g and 0", "0"), ("0 or g", "g != 0"),
+         ("2 or g", "1"), ("nan and (g < 1)", "g < 1"), ("(g > 0) or 0", "g > 0")]
+
+
+@pytest.mark.parametrize("text, folded", LOGIC)
+def test_and_or_with_a_constant_fold_to_the_other_sides_truth(text, folded):
+    p = parse(f"def f(w, g, lr):\n    c = {text}\n    return lr * c\n")
+    assert to_source(fold(p)).splitlines()[1].strip() == f"c = {folded}"
+    x = {"w": np.zeros(5)}
+    g = {"w": np.array([-1.0, 0.0, 0.5, np.nan, np.inf])}
+    before, after = Interpreter(p, lr=1.0), Interpreter(fold(p), lr=1.0)
+    np.testing.assert_array_equal(before.updates(x, g, before.init(x), 1)[0]["w"],
+                                  after.updates(x, g, after.init(x), 1)[0]["w"])
+
+
 def test_literals_that_do_not_fit_a_float64_are_located_errors():
     for text in ["1" + "0" * 400, "1e400", "-1e999"]:
         with pytest.raises(DslError, match="does not fit in a float64") as info:

@@ -4,7 +4,8 @@ Calls whose arguments are all constants are evaluated with the op's numpy form i
 the interpreter would: ``1 / 0`` is ``inf``, ``0 / 0``, ``1 % 0`` and ``(-1) ** 0.5`` are ``nan``,
 ``10 ** 1000`` is ``inf`` (IEEE results, never an exception); names bound to constants are
 propagated; identities that hold for every IEEE value are applied (``x * 1``, ``x - 0``,
-``x / 1``, ``x ** 1``, ``--x``, ``where`` with a constant condition, and an ``abs`` where the op reads
+``x / 1``, ``x ** 1``, ``--x``, ``where`` with a constant condition, ``and``/``or`` with a
+constant (``x and 1`` is x's truth, ``x or 1`` is 1), and an ``abs`` where the op reads
 only the magnitude: ``sqrt(abs(x))`` is ``sqrt(x)``, see ``Op.even``) -- not ``x + 0``, which
 turns -0.0 into 0.0 (and ``1 / x`` from -inf into inf). Given a parameter ``shape``, ``ndim(w)``, ``size(w)`` and
 ``dim(w, i)`` become numbers first, so static branches resolve. ``values`` binds
@@ -82,7 +83,20 @@ def fold_expr(expr: Expr, shape: tuple[int, ...] | None = None) -> Expr:
         return a1
     if op.name == "neg" and isinstance(a0, Call) and a0.op == "neg":
         return a0.args[0]
+    if op.name in ("and", "or") and any(isinstance(a, Const) for a in args):
+        return _logic_with_constant(op.name, *sorted(args, key=lambda a: not isinstance(a, Const)))
     return call
+
+
+def _logic_with_constant(name: str, c: Const, x: Expr) -> Expr:
+    """``x and c`` / ``x or c`` for a constant c: the constant when it decides (``x and 0`` is 0,
+    ``x or 1`` is 1), else the truth of x (``x and 1``): x itself if it already is a truth value
+    (a comparison, ``not``...), else ``x != 0`` (nan counts as true, as in ``and``)."""
+    if (c.value != 0) == (name == "or"):
+        return Const(1.0 if name == "or" else 0.0)
+    if isinstance(x, Call) and OPS[x.op].truth:
+        return x
+    return Call("ne", (x, Const(0.0)))
 
 
 def fold(program: Program, shape: tuple[int, ...] | None = None,
