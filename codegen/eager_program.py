@@ -296,15 +296,22 @@ def _fold_axpy(prog: Program, extra_kinds: dict[str, str]) -> Program:
     multi-tensor printer runs as one ``_foreach_add(x, y, alpha=c)``: AdamW's weight decay and the
     like then cost one pass and no temporary list."""
     kinds, reads = _kinds_and_reads(prog, extra_kinds)
+    states = {s.name for s in prog.states}
+
+    def scaled_list(a: Assign | None) -> tuple[Var, Expr] | None:
+        """``(y, c)`` where ``a`` is ``t = y * c`` (a list y, a number c) and t is read once."""
+        e = a.expr if a is not None else None
+        if not (isinstance(e, Call) and e.op == "mul" and reads.get(a.target) == 1):
+            return None
+        y, c = e.args if _number_like(e.args[1], kinds) else e.args[::-1]
+        return (y, c) if isinstance(y, Var) and _number_like(c, kinds) else None
 
     body: list[Assign | None] = list(prog.body)
+    setting = {a.target: k for k, a in enumerate(prog.body)}  # (each name's last statement)
     for i, a in enumerate(prog.body):
-        e = a.expr
-        if not (isinstance(e, Call) and e.op == "mul" and reads.get(a.target) == 1):
+        if (found := scaled_list(body[i])) is None:
             continue
-        y, c = e.args if _number_like(e.args[1], kinds) else e.args[::-1]
-        if not (isinstance(y, Var) and _number_like(c, kinds)):
-            continue
+        y, c = found
         scaled, t = Call("mul", (y, c)), Var(a.target)
         for j in range(i + 1, len(body)):
             b = body[j]
@@ -312,6 +319,10 @@ def _fold_axpy(prog: Program, extra_kinds: dict[str, str]) -> Program:
                 x, other = b.expr.args  # (a number plus y c is no axpy: it would run per tensor)
                 if not all(isinstance(v, Var) for v in (x, other)):
                     break  # (a sum :func:`_fold_addcdiv` made: its quotient stays whole)
+                partner = other if x == t else x
+                if (y.name in states and b.target == y.name and b.expr.op == "add"
+                        and scaled_list(body[setting.get(partner.name, -1)] if partner.name in setting else None)):
+                    break  # s = s c + y2 c2: fold y2 c2 instead, so that s c is written into s's own tensors
                 if other == t and x != t and not _number_like(x, kinds):
                     body[i], body[j] = None, Assign(b.target, Call(b.expr.op, (x, scaled)), b.loc)
                 elif b.expr.op == "add" and x == t and other != t and not _number_like(other, kinds):

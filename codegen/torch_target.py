@@ -1069,10 +1069,15 @@ class _Module:
             return None
         if not (isinstance(e, Call) and e.op == "mul" and all(isinstance(x, (Var, Const)) for x in e.args)):
             return None
+        states = {st.name for st in prog.states}
         for x, c in (e.args, e.args[::-1]):
-            # a temporary, or the caller's grads or params (never written); not a state's own list
-            if not (printer.is_list(x) and printer.kinds[x.name] == "full"
-                    and printer.owner.get(x.name) in (FRESH, SHARED_FRESH, SHARED)):
+            # a temporary, the caller's grads or params (never written), or a state's own list read
+            # under the state's name (``lr * b``), which no later statement sets: the step reads it at
+            # the end, so no statement may write it in place under any name (Segment.statement)
+            if not (printer.is_list(x) and printer.kinds[x.name] == "full"):
+                continue
+            owner = printer.owner.get(x.name)
+            if owner not in (FRESH, SHARED_FRESH, SHARED) and not (owner == x.name and x.name in states):
                 continue
             if any(b.target == x.name for b in rest[1:]) or printer.is_list(c):
                 continue

@@ -288,6 +288,8 @@ def test_a_sum_with_a_quotient_is_one_addcdiv_rounding_as_the_interpreter(body, 
     ("t = sign(g) + m\n    update = t * lr\n    m = interp(g, m, 0.5)", True),  # a temporary
     ("update = lr * g\n    m = interp(g, m, 0.5)", True),  # the grads (never written)
     ("update = w * lr\n    m = interp(g, m, 0.5)", True),  # the params themselves: w -= lr w
+    ("m = interp(g, m, 0.5)\n    update = lr * m", True),  # m's own tensors, set for the last time
+    ("t = m\n    update = lr * t\n    m = interp(g, m, 0.9)", False),  # m's tensors under a second name
 ])
 def test_an_update_c_times_x_is_subtracted_in_one_pass_where_x_stays_as_it_is(body, folded):
     """``update = c * x`` runs as ``w -= c x`` (``_foreach_sub_(w, x, alpha=c)``) only where no later
@@ -299,6 +301,20 @@ def test_an_update_c_times_x_is_subtracted_in_one_pass_where_x_stays_as_it_is(bo
         np.testing.assert_allclose(w.detach().numpy(), params["w"], rtol=1e-6, atol=1e-7)
         if "m" in state["w"]:  # (a state the update never reads is dropped)
             np.testing.assert_allclose(opt.state[w]["m"].numpy(), state["w"]["m"], rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("body", ["b = mu * b + 0.5 * g", "b = 0.5 * g + b * mu", "b = g * 0.5 + mu * b"])
+def test_a_state_decayed_and_added_to_is_stepped_in_its_own_tensors(body):
+    """``b = mu b + c g``, ``update = lr b`` (heavy-ball momentum) in three passes, as torch's own SGD
+    momentum step: ``b *= mu`` and ``b += c g`` in b's tensors, then ``w -= lr b``: no temporary
+    list, no copy into the state. Steps as the interpreter does."""
+    program = parse(f"def p(w, g, b, lr=0.25, mu=0.9):\n    {body}\n    return lr * b, b\n")
+    text = _Module(program, {}).group_function(0)
+    assert "_foreach_mul_(b" in text and "alpha=lr" in text, text
+    assert "_foreach_copy_(_states" not in text and not re.search(r"= torch\._foreach_\w+\(", text), text
+    for w, opt, params, state in _three_steps(program, seed=4):
+        np.testing.assert_allclose(w.detach().numpy(), params["w"], rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(opt.state[w]["b"].numpy(), state["w"]["b"], rtol=1e-6, atol=1e-7)
 
 
 TWO_STAGES = """def p(w, g, m, lr=0.1):
