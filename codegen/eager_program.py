@@ -307,7 +307,11 @@ def _fold_axpy(prog: Program, extra_kinds: dict[str, str]) -> Program:
         return (y, c) if isinstance(y, Var) and _number_like(c, kinds) else None
 
     body: list[Assign | None] = list(prog.body)
-    setting = {a.target: k for k, a in enumerate(prog.body)}  # (each name's last statement)
+
+    def setting(name: str, j: int) -> Assign | None:
+        """The statement before j that last set ``name`` (None: an input, or one folded away)."""
+        return next((body[k] for k in range(j - 1, -1, -1) if prog.body[k].target == name), None)
+
     for i, a in enumerate(prog.body):
         if (found := scaled_list(body[i])) is None:
             continue
@@ -320,8 +324,7 @@ def _fold_axpy(prog: Program, extra_kinds: dict[str, str]) -> Program:
                 if not all(isinstance(v, Var) for v in (x, other)):
                     break  # (a sum :func:`_fold_addcdiv` made: its quotient stays whole)
                 partner = other if x == t else x
-                if (y.name in states and b.target == y.name and b.expr.op == "add"
-                        and scaled_list(body[setting.get(partner.name, -1)] if partner.name in setting else None)):
+                if y.name in states and b.target == y.name and b.expr.op == "add" and scaled_list(setting(partner.name, j)):
                     break  # s = s c + y2 c2: fold y2 c2 instead, so that s c is written into s's own tensors
                 if other == t and x != t and not _number_like(x, kinds):
                     body[i], body[j] = None, Assign(b.target, Call(b.expr.op, (x, scaled)), b.loc)
