@@ -10,6 +10,7 @@ per task, fitness = mean without the best task, no hurdles).
     python benchmarks/sign_rules.py --batch 1,4,16            # prints one table per batch factor
     python benchmarks/sign_rules.py --batch 1,16,64 --device cuda
     python benchmarks/sign_rules.py --tasks charlm,charlm_large,transformer_sort   # other tasks, as built
+    python benchmarks/sign_rules.py --tasks mlp_large,logreg_large,conv_large --decay 0.3,1,3 --wider 2
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from rich.table import Table
 
 from optdsl.parser import parse
 from search import tasks
-from search.evaluate import baseline, evaluate_programs
+from search.evaluate import CANDIDATE_LRS, baseline, evaluate_programs
 from search.warm_start import initial_program, prepare
 
 
@@ -31,14 +32,20 @@ def _rule(body: str) -> object:
     return prepare(parse(f"def train(w, g, m, lr):\n{body}", "<sign_rules>"))
 
 
-def rules() -> dict[str, object]:
-    """The rules compared, in the search's form (``lr`` 1 means the rule's usual learning rate)."""
+def rules(decays: list[float] = ()) -> dict[str, object]:
+    """The rules compared, in the search's form (``lr`` 1 means the rule's usual learning rate); with
+    ``decays``, Lion (0.9 and 0.5, 0.99) with each decoupled weight decay, ``(sign(.) + wd w) lr``."""
+    lion = {f"Lion ({b1}, 0.99)" + (f" + {wd} w" if wd else ""):
+            _rule(f"    update = (sign(interp(g, m, {b1})) + {wd} * w) * (lr * 0.0001)\n"
+                  "    m = interp(g, m, 0.99)\n    return update, m\n")
+            for b1 in (0.9, 0.5) for wd in decays}
     return {
         "AdamW warm start": initial_program("adamw"),
         "Lion (0.9, 0.99)": initial_program("lion"),
         "Lion (0.5, 0.99)": _rule("    update = sign(interp(g, m, 0.5)) * (lr * 0.0001)\n"
                                   "    m = interp(g, m, 0.99)\n    return update, m\n"),
         "signum (0.9)": _rule("    m = interp(g, m, 0.9)\n    return sign(m) * (lr * 0.0001), m\n"),
+        **{k: v for k, v in lion.items() if "+" in k},
     }
 
 
@@ -60,17 +67,21 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", default="1,4,16", help="batch factors, comma-separated")
     ap.add_argument("--tasks", help="score on these tasks (comma-separated, as registered) instead of the "
                     "proxies at each --batch")
+    ap.add_argument("--decay", default="", help="weight decays to add to Lion, comma-separated (e.g. 0.3,1,3)")
+    ap.add_argument("--wider", type=int, default=0, help="learning rates added above the candidates' grid")
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args(argv)
     console = Console()
-    compared = rules()
+    compared = rules([float(x) for x in args.decay.split(",") if x])
+    lrs = tuple(CANDIDATE_LRS) + tuple(float(f"{CANDIDATE_LRS[-1] * 2.5 ** k:.4g}") for k in range(1, args.wider + 1))
     suites = ({"as built": args.tasks.split(",")} if args.tasks else
               {f"batch x{f}": list(proxies_at(f)) for f in (int(b) for b in args.batch.split(","))})
     for title, names in suites.items():
         t0 = time.perf_counter()
         with console.status(f"{title}: tuning AdamW, scoring {len(compared)} rules ..."):
             base = {n: baseline(n, device=args.device)["loss"] for n in names}
-            results = evaluate_programs(list(compared.values()), names, base, hurdle=None, device=args.device)
+            results = evaluate_programs(list(compared.values()), names, base, hurdle=None, lrs=lrs,
+                                        device=args.device)
         table = Table(title=f"{title} ({time.perf_counter() - t0:.0f} s): score against tuned AdamW")
         table.add_column("rule")
         for n in names:
