@@ -12,12 +12,13 @@ program has kernels; the module then defines::
 The kernels are compiled with the machine's C++ compiler (``c++``/``g++``/``clang++``; needed only
 at run time, and only for this backend) into ``<torch extensions dir>/optdsl_<hash>/kernels.so``,
 the hash covering the source, the flags and the compiler, and loaded with ctypes: no torch headers
-are compiled. The float32 and float64 kernels are two libraries, each built when a group of its type
-first steps (a build takes 0.3-2 s; a cached one loads in milliseconds). Without a compiler,
-or when the build fails, the group steps run the eager backend, after one RuntimeWarning.
+are compiled. The kernels for each parameter dtype (float32, float64; bfloat16 and float16 with
+float32 math and states, as the eager step has them) are a library of their own, built when a group
+of that dtype first steps (a build takes 0.3-2 s; a cached one loads in milliseconds). Without a
+compiler, or when a build fails, those groups run the eager backend, after one RuntimeWarning.
 
-Where a group does not fit the kernels (parameters other than float32/float64, tensors that are
-not plain contiguous CPU tensors, such as FSDP2's DTensors), that group runs the eager backend.
+Where a group does not fit the kernels (tensors that are not plain contiguous CPU tensors, such as
+FSDP2's DTensors, or states of another dtype), that group runs the eager backend.
 """
 
 # --- optdsl runtime: begin (codegen/runtime/cpp_kernels.py, copied verbatim; edit it there)
@@ -114,6 +115,12 @@ def _cpp_build(source, defines=()):
     raise RuntimeError(f"{cc} failed to build {src}:\n{errors[0]}")
 
 
+# the kernels' symbol suffix per parameter dtype (codegen.cpp_target.PARAM_TYPES), and the dtype
+# of the states beside such parameters
+_KERNEL_DTYPES = {torch.float32: "f32", torch.float64: "f64", torch.bfloat16: "bf16", torch.float16: "f16"}
+_KERNEL_STATES = {torch.float64: torch.float64}  # float32 for the others
+
+
 def _cpp_fits(tensors, dtype):
     """May the kernels take these tensors: plain (not a subclass such as DTensor), dense, contiguous,
     on the CPU, of ``dtype``?"""
@@ -130,7 +137,7 @@ class _CppKernels:
 
     def __init__(self, source, scalars):
         self.source, self.scalars = source, scalars
-        self._libs, self._failed, self._compiler = {}, None, None
+        self._libs, self._failed, self._compiler = {}, {}, None
 
     def available(self, device):
         """The ``cpp`` backend runs on CPUs, where a C++ compiler is found (looked up once: the
@@ -142,15 +149,16 @@ class _CppKernels:
         return self._compiler
 
     def library(self, dtype):
-        """The loaded library of the kernels for ``dtype`` (float32 or float64), or None (after one
-        RuntimeWarning) when it cannot be built."""
-        if dtype not in self._libs and self._failed is None:
+        """The loaded library of the kernels for ``dtype`` parameters, or None (after one
+        RuntimeWarning per dtype) when it cannot be built."""
+        if dtype not in self._libs and dtype not in self._failed:
             try:
-                defines = ("-DOPTDSL_DOUBLE",) if dtype == torch.float64 else ()
-                self._libs[dtype] = ctypes.CDLL(_cpp_build(self.source, defines))
+                define = f"-DOPTDSL_{_KERNEL_DTYPES[dtype].upper()}"
+                self._libs[dtype] = ctypes.CDLL(_cpp_build(self.source, (define,)))
             except (OSError, RuntimeError) as e:
-                self._failed = str(e)
-                warnings.warn(f"the cpp backend runs eager: {e}", RuntimeWarning, stacklevel=3)
+                self._failed[dtype] = str(e)
+                message = f"the cpp backend runs eager for {dtype} parameters: {e}"
+                warnings.warn(message, RuntimeWarning, stacklevel=3)
         return self._libs.get(dtype)
 
     def group_step(self, program, path, params, grads, states, *, lr, step, **hyper):
@@ -162,8 +170,10 @@ class _CppKernels:
         dtype = params[0].dtype
         names = [name for name, _, _ in program.paths[path].states]
         slots = [params, [g.contiguous() for g in grads], *(states[name] for name in names)]
-        lib = self.library(dtype) if dtype in (torch.float32, torch.float64) else None
-        if lib is None or not all(_cpp_fits(ts, dtype) for ts in slots):
+        lib = self.library(dtype) if dtype in _KERNEL_DTYPES else None
+        state_dtype = _KERNEL_STATES.get(dtype, torch.float32)
+        fits = all(_cpp_fits(ts, dtype if k < 2 else state_dtype) for k, ts in enumerate(slots))
+        if lib is None or not fits:
             program.eager_group_step(path, params, grads, states, lr=lr, step=step, **hyper)
             return
         values = program.floats(path, {**program.hyper_defaults, **hyper, "lr": lr, "step": step})
@@ -174,7 +184,7 @@ class _CppKernels:
         dims = (ctypes.c_int64 * (2 * n))(*[d for p in params for d in ([1, 1] + list(p.shape))[-2:]])
         numbers = [values[name] for name in self.scalars[path]]
         scalars = (ctypes.c_double * max(1, len(numbers)))(*numbers)
-        kernel = getattr(lib, f"optdsl_path{path}_{'f32' if dtype == torch.float32 else 'f64'}")
+        kernel = getattr(lib, f"optdsl_path{path}_{_KERNEL_DTYPES[dtype]}")
         kernel(ctypes.c_int64(n), ptrs, sizes, dims, scalars, ctypes.c_int(torch.get_num_threads()))
 
 

@@ -4,6 +4,7 @@ doubles, the rest in a tail loop) and the chunks the threads share (CHUNK elemen
 reductions (passes over each tensor) compute what the reference interpreter computes, in float32
 and float64, and the same bits at any thread count."""
 
+import sys
 from dataclasses import replace
 
 import numpy as np
@@ -182,6 +183,37 @@ def test_reductions_give_the_same_bits_at_any_thread_count():
         assert np.array_equal(one[0][k], two[0][k], equal_nan=True)
         for n in one[1][k]:
             assert np.array_equal(one[1][k][n], two[1][k][n], equal_nan=True), n
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("name", ["adamw", "tiger", "adafactor"])
+def test_half_precision_params_step_in_the_kernels_as_the_eager_step_does(name, dtype):
+    """bf16 and fp16 params and grads: the kernels widen them to float32 (float32 states, as the eager
+    step keeps them), and round the new params to nearest even. Against the eager step over three
+    steps: the same params but where float32 math an ulp off eager's lands across a rounding boundary
+    (one half-precision ulp, 2 of 32,773 fp16 Adafactor elements here), states within float32
+    rounding; and the kernels ran (their library loaded)."""
+    cls = codegen.build(optdsl.load(name), "torch")
+    shapes = [(37, 19), (19,), (5, 3, 4), (CHUNK + 5,)]
+    gen = torch.Generator().manual_seed(7)
+    start = [torch.randn(s, generator=gen).to(dtype) for s in shapes]
+    params = {b: [torch.nn.Parameter(x.clone()) for x in start] for b in ("cpp", "eager")}
+    opts = {b: cls(ps, lr=0.01, backend=b) for b, ps in params.items()}
+    for _ in range(3):
+        grads = [torch.randn(s, generator=gen).to(dtype) for s in shapes]
+        for b, ps in params.items():
+            for p, g in zip(ps, grads):
+                p.grad = g.clone()
+            opts[b].step()
+    kernels = sys.modules[cls.__module__]._CPP
+    assert dtype in kernels._libs  # not the eager fallback
+    for p, q in zip(params["cpp"], params["eager"]):
+        assert p.dtype == dtype
+        torch.testing.assert_close(p, q)  # (torch's tolerance for the dtype: about one ulp)
+        assert (p != q).float().mean() < 1e-3
+        for k, v in opts["eager"].state[q].items():
+            assert opts["cpp"].state[p][k].dtype == v.dtype
+            torch.testing.assert_close(opts["cpp"].state[p][k], v, rtol=1e-5, atol=1e-6)
 
 
 def test_supports_says_why_a_path_has_no_kernel():

@@ -227,8 +227,8 @@ def test_cpp_runs_float64_params_in_double():
 
 
 def test_cpp_without_a_compiler_warns_and_runs_eager(monkeypatch, tmp_path):
-    """No C++ compiler (an empty PATH, an empty build cache): backend='cpp' warns once and takes the
-    eager steps; a bf16 parameter, which the kernels do not take, runs eager too."""
+    """No C++ compiler (an empty PATH, an empty build cache): backend='cpp' warns once per parameter
+    dtype and takes the eager steps."""
     Lion = codegen.build(optdsl.load("lion"), "torch")
     assert not Lion._program.available("cpp", torch.device("meta"))
     monkeypatch.setenv("PATH", str(tmp_path))
@@ -240,7 +240,7 @@ def test_cpp_without_a_compiler_warns_and_runs_eager(monkeypatch, tmp_path):
     for t in range(2):
         w.grad, v.grad, b.grad = torch.cos(w.detach() * (t + 1)), torch.cos(v.detach() * (t + 1)), torch.ones_like(b)
         if t == 0:
-            with pytest.warns(RuntimeWarning, match="the cpp backend runs eager: no C\\+\\+ compiler"):
+            with pytest.warns(RuntimeWarning, match="the cpp backend runs eager for torch.float32 parameters: no C\\+\\+ compiler"):
                 opt.step()
         else:
             with warnings.catch_warnings():  # warned once, not at every step
