@@ -181,7 +181,8 @@ static inline void for_lines(const void* const (&p)[S], const int64_t (&bytes)[S
   int64_t i = lo;
   for (; i + line <= hi; i += line) {
     for (int s = 0; s < S; ++s)  // integer arithmetic: the address may lie past the array's end
-      __builtin_prefetch(reinterpret_cast<const void*>(reinterpret_cast<uintptr_t>(p[s]) + i * bytes[s] + ahead));
+      __builtin_prefetch(
+          reinterpret_cast<const void*>(reinterpret_cast<uintptr_t>(p[s]) + i * bytes[s] + ahead));
 #pragma omp simd
     for (int64_t j = i; j < i + line; ++j) element(j, j - i);
   }
