@@ -83,19 +83,20 @@ def bert_base_shapes() -> list[tuple[int, ...]]:
     return shapes + [(768, 768), (768,)]
 
 
-def step_bytes(program_name: str, shapes) -> int:
-    """Bytes one step must move for these fp32 parameters (optdsl.cost's traffic model)."""
+def step_bytes(program_name: str, shapes, dtype: torch.dtype = torch.float32) -> int:
+    """Bytes one step must move for these parameters (optdsl.cost's traffic model: bf16 params
+    with float32 states)."""
     from optdsl.cost import cost
 
     p = optdsl.load(program_name)
-    return int(sum(cost(p, shape=s).bytes_per_step for s in shapes))
+    return int(sum(cost(p, shape=s, dtype=str(dtype).removeprefix("torch.")).bytes_per_step for s in shapes))
 
 
-def _model(shapes, seed=0):
+def _model(shapes, seed=0, dtype=torch.float32):
     g = torch.Generator().manual_seed(seed)
-    params = [torch.randn(s, generator=g) * 0.02 for s in shapes]
+    params = [(torch.randn(s, generator=g) * 0.02).to(dtype) for s in shapes]
     for p in params:
-        p.grad = torch.randn(p.shape, generator=g) * 1e-3
+        p.grad = (torch.randn(p.shape, generator=g) * 1e-3).to(dtype)
     return params
 
 
@@ -198,7 +199,7 @@ def _groups(adamw, lion, tiger, lamb, adafactor):
 
 # the full run's cases (``only`` picks by their start): memory-bound steps, and a small model's, where
 # a step is dispatch and Python (issue 10's per-step overhead)
-CASES = ("16x1M fp32", "BERT-base 200 tensors", "MLP 784-64-64-10 (55K)")
+CASES = ("16x1M fp32", "BERT-base 200 tensors", "MLP 784-64-64-10 (55K)", "bf16 16x1M (AdamW)")
 MLP_SHAPES = [(64, 784), (64,), (64, 64), (64,), (10, 64), (10,)]
 
 
@@ -213,7 +214,7 @@ def run(quick: bool = False, only: list[str] | None = None) -> list[dict]:
     if quick:
         cases = [("16x256K fp32", [(1 << 18,)] * 16)]
     else:
-        chosen = list(zip(CASES, ([(1 << 20,)] * 16, bert_base_shapes(), MLP_SHAPES)))
+        chosen = list(zip(CASES, ([(1 << 20,)] * 16, bert_base_shapes(), MLP_SHAPES, [(1 << 20,)] * 16)))
         cases = [c for c in chosen if not only or any(c[0].startswith(k) for k in only)]
     names = ("adamw", "lion", "tiger", "lamb", "adafactor")
     groups = _groups(*(build(optdsl.load(n), "torch") for n in names))
@@ -224,9 +225,10 @@ def run(quick: bool = False, only: list[str] | None = None) -> list[dict]:
         elif case.startswith("MLP"):  # steps of ~0.1-1 ms: many repeats, in well under a second per row
             warmup, repeats = 20, 400
         memory_bound = not case.startswith("MLP")  # 55K parameters stay in cache: GB/s would mislead
+        dtype = torch.bfloat16 if case.startswith("bf16") else torch.float32
         n = sum(torch.Size(s).numel() for s in shapes)
-        for k, group in enumerate(groups):
-            opts = [_Triad(n)] + [make(_model(shapes)) for _, make, _, _ in group]
+        for k, group in enumerate(groups if dtype == torch.float32 else groups[:1]):  # bf16: the AdamWs
+            opts = [_Triad(n)] + [make(_model(shapes, dtype=dtype)) for _, make, _, _ in group]
             times = interleaved_ms([o.step for o in opts], warmup, repeats)
             triad_ms, bw = times[0], _Triad.BYTES * n / times[0] / 1e6
             anchor = next(ms for (_, _, _, is_anchor), ms in zip(group, times[1:]) if is_anchor)
@@ -235,7 +237,7 @@ def run(quick: bool = False, only: list[str] | None = None) -> list[dict]:
                 rows.append({"suite": "cpu", "case": case, "impl": "triad a = b + s c (bandwidth, 16 B/elem)",
                              "ms": triad_ms, "gb_s": bw, "frac_of_bandwidth": 1.0, "ratio": None})
             for (impl, _, program, _), ms in zip(group, times[1:]):
-                gb = step_bytes(program, shapes) / ms / 1e6 if memory_bound else None
+                gb = step_bytes(program, shapes, dtype) / ms / 1e6 if memory_bound else None
                 rows.append({"suite": "cpu", "case": case, "impl": impl, "ms": ms, "gb_s": gb,
                              "frac_of_bandwidth": gb and gb / bw, "ratio": ms / anchor,
                              "to_foreach": ms / foreach if foreach and impl.endswith(_EAGER) else None})
