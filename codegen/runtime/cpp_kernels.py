@@ -115,10 +115,8 @@ def _cpp_build(source, defines=()):
     raise RuntimeError(f"{cc} failed to build {src}:\n{errors[0]}")
 
 
-# the kernels' symbol suffix per parameter dtype (codegen.cpp_target.PARAM_TYPES), and the dtype
-# of the states beside such parameters
+# the kernels' symbol suffix per parameter dtype (codegen.cpp_target.PARAM_TYPES)
 _KERNEL_DTYPES = {torch.float32: "f32", torch.float64: "f64", torch.bfloat16: "bf16", torch.float16: "f16"}
-_KERNEL_STATES = {torch.float64: torch.float64}  # float32 for the others
 
 
 def _cpp_fits(tensors, dtype):
@@ -171,7 +169,7 @@ class _CppKernels:
         names = [name for name, _, _ in program.paths[path].states]
         slots = [params, [g.contiguous() for g in grads], *(states[name] for name in names)]
         lib = self.library(dtype) if dtype in _KERNEL_DTYPES else None
-        state_dtype = _KERNEL_STATES.get(dtype, torch.float32)
+        state_dtype = torch.float64 if dtype == torch.float64 else torch.float32  # (the kernels' T)
         fits = all(_cpp_fits(ts, dtype if k < 2 else state_dtype) for k, ts in enumerate(slots))
         if lib is None or not fits:
             program.eager_group_step(path, params, grads, states, lr=lr, step=step, **hyper)
