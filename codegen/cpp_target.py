@@ -652,7 +652,8 @@ _ADD = {"sum": "{0} += {1};", "max": "{0} = op_max({0}, {1});"}
 
 
 def path_function(k: int, program: Program) -> str:
-    """Path ``k``'s kernel: a template over T, then its float and double exports."""
+    """Path ``k``'s kernel: a template over T (math and states) and P (params and grads), then its
+    export for each parameter dtype of ``PARAM_TYPES``."""
     plan = _Plan(program)
     head = ["template <typename T, typename P>  // T: math and states; P: params and grads",
             f"static void path{k}(int64_t n, void** ptrs, const int64_t* sizes, const int64_t* dims,",
