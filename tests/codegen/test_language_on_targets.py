@@ -12,7 +12,7 @@ import pytest
 from trajectories import in_triton_interpreter, run_interpreter, run_jax, run_torch, run_triton
 
 import codegen
-from codegen import cpp_target
+from codegen import cpp_target, torch_target
 from optdsl import load, parse
 from optdsl.ir import INPUTS
 from optdsl.names import check_name
@@ -127,7 +127,7 @@ def test_cpp_kernels_compute_what_the_interpreter_computes(case):
     """The torch target's C++ kernels, where the program has them (elementwise programs only)."""
     program, params, grads = cases()[case]
     if "cpp" not in codegen.build(program, "torch")._program.backends:
-        assert any(cpp_target.supports(p.program) for p in codegen.torch_target.paths(program)[2])
+        assert any(cpp_target.supports(p.program) for p in torch_target.paths(program)[2])
         pytest.skip("no C++ kernel: the program reduces")
     check(run_torch(program, params, grads, 0.1, backend="cpp"), case)
 
