@@ -13,7 +13,7 @@ import torch
 
 import codegen
 import optdsl
-from codegen import cpp_target
+from codegen import cpp_target, torch_target
 from codegen.cpp_target import CHUNK
 from optdsl.ops import COL, OPS, REDUCE, ROW
 
@@ -137,7 +137,7 @@ def test_reductions_of_reductions_take_a_pass_each():
         "    return lr * m / max(norm(m), 1e-3) + norm(norm(w)) * 1e-3, m\n"  # pass 2 (norm(w) in pass 0)
     )
     params, grads = data([(CHUNK + 3,), (7,), (0,)], steps=3)
-    for path in codegen.torch_target.paths(program)[2]:
+    for path in torch_target.paths(program)[2]:
         assert cpp_target.passes(path.program) == 4
     for dtype in (np.float32, np.float64):
         assert_same(on_cpp(program, params, grads, dtype), interpret(program, params, grads, dtype), dtype)
@@ -214,6 +214,29 @@ def test_half_precision_params_step_in_the_kernels_as_the_eager_step_does(name, 
         for k, v in opts["eager"].state[q].items():
             assert opts["cpp"].state[p][k].dtype == v.dtype
             torch.testing.assert_close(opts["cpp"].state[p][k], v, rtol=1e-5, atol=1e-6)
+
+
+def test_groups_of_other_shapes_through_one_programs_kernels_keep_their_own_layout():
+    """The kernels keep each group's sizes and (rows, columns) per shapes (``_CppKernels.layout``):
+    two optimizers of one class whose matrices have the same elements, transposed, step as the eager
+    step does, alternately, for a program with row and column states (Adafactor)."""
+    cls = codegen.build(optdsl.load("adafactor"), "torch")
+    gen = torch.Generator().manual_seed(3)
+    runs = []
+    for shapes in ([(6, 10), (10,)], [(10, 6), (10,)]):
+        start = [torch.randn(s, generator=gen) for s in shapes]
+        ps = {b: [torch.nn.Parameter(x.clone()) for x in start] for b in ("cpp", "eager")}
+        runs.append((shapes, ps, {b: cls(v, lr=0.01, backend=b) for b, v in ps.items()}))
+    for _ in range(3):
+        for shapes, ps, opts in runs:
+            grads = [torch.randn(s, generator=gen) for s in shapes]
+            for b, v in ps.items():
+                for p, g in zip(v, grads):
+                    p.grad = g.clone()
+                opts[b].step()
+    for _, ps, _ in runs:
+        for p, q in zip(ps["cpp"], ps["eager"]):
+            torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
 
 
 def test_supports_says_why_a_path_has_no_kernel():
