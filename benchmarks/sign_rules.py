@@ -35,17 +35,17 @@ def _rule(body: str) -> object:
 def rules(decays: list[float] = ()) -> dict[str, object]:
     """The rules compared, in the search's form (``lr`` 1 means the rule's usual learning rate); with
     ``decays``, Lion (0.9 and 0.5, 0.99) with each decoupled weight decay, ``(sign(.) + wd w) lr``."""
-    lion = {f"Lion ({b1}, 0.99)" + (f" + {wd} w" if wd else ""):
-            _rule(f"    update = (sign(interp(g, m, {b1})) + {wd} * w) * (lr * 0.0001)\n"
-                  "    m = interp(g, m, 0.99)\n    return update, m\n")
-            for b1 in (0.9, 0.5) for wd in decays}
+    decayed = {f"Lion ({b1}, 0.99) + {wd} w":
+               _rule(f"    update = (sign(interp(g, m, {b1})) + {wd} * w) * (lr * 0.0001)\n"
+                     "    m = interp(g, m, 0.99)\n    return update, m\n")
+               for b1 in (0.9, 0.5) for wd in decays if wd}  # (wd 0: the Lions above)
     return {
         "AdamW warm start": initial_program("adamw"),
         "Lion (0.9, 0.99)": initial_program("lion"),
         "Lion (0.5, 0.99)": _rule("    update = sign(interp(g, m, 0.5)) * (lr * 0.0001)\n"
                                   "    m = interp(g, m, 0.99)\n    return update, m\n"),
         "signum (0.9)": _rule("    m = interp(g, m, 0.9)\n    return sign(m) * (lr * 0.0001), m\n"),
-        **{k: v for k, v in lion.items() if "+" in k},
+        **decayed,
     }
 
 
