@@ -54,9 +54,13 @@ def test_fold_resolves_shape_facts_and_constants():
 IEEE = [("1 / 0", np.inf), ("-1 / 0", -np.inf), ("0 / 0", np.nan), ("1 % 0", np.nan),
         ("10 ** 1000", np.inf), ("e ** 710", np.inf), ("(-1) ** 0.5", np.nan), ("reciprocal(0.0)", np.inf),
         ("1e308 * 10", np.inf), ("log(0)", -np.inf), ("inf - inf", np.nan), ("-inf", -np.inf)]
+# A number is a 0-d value, so a whole-tensor reduction of it folds too (a winner once stepped by
+# `interp(g, m, norm(-0.374))`).
+REDUCED = [("norm(-0.374)", 0.374), ("sum(3)", 3.0), ("rms(-2)", 2.0), ("mean(-0.5)", -0.5), ("amax(-2)", -2.0),
+           ("dot(2, -1.5)", -3.0), ("allfinite(inf)", 0.0)]
 
 
-@pytest.mark.parametrize("text, value", IEEE)
+@pytest.mark.parametrize("text, value", IEEE + REDUCED)
 def test_constants_fold_to_ieee_values(text, value):
     p = parse(f"def f(w, g, lr):\n    c = {text}\n    return lr * g * c\n")
     folded = fold(p)

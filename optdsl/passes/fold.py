@@ -1,7 +1,8 @@
 """Constant folding, static shape facts and constant propagation.
 
 Calls whose arguments are all constants are evaluated with the op's numpy form in float64, as
-the interpreter would: ``1 / 0`` is ``inf``, ``0 / 0``, ``1 % 0`` and ``(-1) ** 0.5`` are ``nan``,
+the interpreter would (a whole-tensor reduction too: a number is a 0-d value in every backend,
+so ``norm(-0.374)`` is 0.374 and ``sum(3)`` is 3): ``1 / 0`` is ``inf``, ``0 / 0``, ``1 % 0`` and ``(-1) ** 0.5`` are ``nan``,
 ``10 ** 1000`` is ``inf`` (IEEE results, never an exception); names bound to constants are
 propagated; identities that hold for every IEEE value are applied (``x * 1``, ``x - 0``,
 ``x / 1``, ``x ** 1``, ``--x``, ``where`` with a constant condition, ``and``/``or`` with a
@@ -25,7 +26,7 @@ import math
 import numpy as np
 
 from ..ir import Assign, Call, Const, Expr, Program, substitute
-from ..ops import OPS, STATIC
+from ..ops import ELEMENTWISE, OPS, REDUCE, STATIC
 
 
 def _is(e: Expr, v: float) -> bool:
@@ -73,7 +74,7 @@ def fold_expr(expr: Expr, shape: tuple[int, ...] | None = None) -> Expr:
     call = Call(expr.op, args)
     if op.name == "where" and isinstance(args[0], Const):
         return args[1] if args[0].value != 0 else args[2]
-    if all(isinstance(a, Const) for a in args) and op.shape == "elementwise":
+    if all(isinstance(a, Const) for a in args) and op.shape in (ELEMENTWISE, REDUCE):
         return constant(op.numpy(*[np.float64(a.value) for a in args]))
     a0 = args[0]
     a1 = args[1] if len(args) > 1 else None
