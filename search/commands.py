@@ -23,13 +23,14 @@ from optdsl.errors import DslError
 from optdsl.latex import to_latex
 from optdsl.printer import to_source
 
+from .ablation import PROXY_TOLERANCE, steps
 from .evaluate import BASELINE_LRS, CANDIDATE_LRS, SEEDS
 from .evolution import Search, SearchConfig
 from .executors import gpu_count, make_executor
 from .export import export_top, write_best
 from .progress import LiveProgress, summary_table
 from .report import report, winner_table
-from .selection import verdict
+from .selection import META_TOLERANCE, verdict
 from .store import Store
 from .tasks import FACTORIES, PROXY_TASKS, meta_tasks_for
 from .user_task import absolute_reference, check_task, is_reference, split_reference
@@ -248,6 +249,11 @@ def cmd_search(args) -> int:
     row, program, path = best
     console.print(winner_table(row))
     console.print(verdict(row))
+    origin, removed = steps(store, row)
+    if removed:
+        console.print(f"Simplified by ablation from program #{origin['id']} (held-out {origin['meta_fitness']:+.3f}), "
+                      f"each step within {PROXY_TOLERANCE} of its proxy score and {META_TOLERANCE} held out: "
+                      + "; ".join(removed))
     print(to_source(program), end="")  # plain print: source must not be re-wrapped to the terminal width
     print(f"LaTeX:\n{to_latex(program)}")
     print(f"generated optimizer: {path}")

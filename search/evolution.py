@@ -33,10 +33,11 @@ import numpy as np
 from optdsl.parser import parse
 from optdsl.printer import to_source
 
+from .ablation import MAX_ROUNDS, META_TRIES, PROXY_TOLERANCE, ablations
 from .candidate import Seen, describe
 from .evaluate import HURDLE, refusal
 from .mutate import mutate
-from .selection import winner
+from .selection import ties, winner
 from .store import Store
 from .tasks import PROXY_TASKS, meta_tasks_for
 from .warm_start import initial_program
@@ -128,9 +129,10 @@ class Search:
     """One search over ``store`` (fresh or resumed), running jobs on ``executor``."""
 
     def __init__(self, store: Store, config: SearchConfig, executor, progress: Callable | None = None,
-                 job_timeout_grace: float = 30.0, funnel_grace: float = 120.0):
+                 job_timeout_grace: float = 30.0, funnel_grace: float = 120.0,
+                 simplify_grace: float | None = 60.0):
         self.store, self.config, self.executor, self.progress = store, config, executor, progress
-        self.grace, self.funnel_grace = job_timeout_grace, funnel_grace
+        self.grace, self.funnel_grace, self.simplify_grace = job_timeout_grace, funnel_grace, simplify_grace
         self.batch: list[dict] = []  # children proposed, waiting for a full batch
         self.ahead = False  # the next batch was proposed while every worker was busy
         self.meta_seconds = 0.0  # worker time spent on meta-validation in this run
@@ -349,6 +351,66 @@ class Search:
             self._drain(0.2)
             self._report()
 
+    # --- simplification by ablation ---------------------------------------------------------
+    def _simplify_winner(self, deadline: float) -> None:
+        """The paper's hand simplification, measured (:mod:`search.ablation`): score every program
+        one step simpler than the winner on the proxies; meta-validate those within
+        ``PROXY_TOLERANCE`` of the winner's proxy fitness, the closest to it first (a part that
+        does nothing changes nothing; one whose removal moves the proxies a lot changed the
+        rule), as many at a time as there are workers and up to ``META_TRIES``; go on from the
+        first batch's best held-out score if it ties with the best one
+        (:func:`search.selection.ties`), for up to ``MAX_ROUNDS`` steps. The programs kept are
+        meta-validated rows like any other, and :func:`search.selection.ranked` prefers the
+        smaller of tied programs, so the last one kept becomes the winner."""
+        start = winner(self.store)
+        if start is None or start["meta_fitness"] is None:
+            return
+        current = start
+        for _ in range(MAX_ROUNDS):
+            near = [r for r in self._score_ablations(current, deadline) if r["status"] == "ok"
+                    and r["n_live"] < current["n_live"] and _fitness(r) >= start["fitness"] - PROXY_TOLERANCE]
+            near.sort(key=lambda r: abs(_fitness(r) - start["fitness"]))
+            held = []
+            for at in range(0, min(len(near), META_TRIES), self.executor.capacity):
+                tried = near[at:at + self.executor.capacity]
+                for row in tried:
+                    if row["meta_fitness"] is None and self._worker_free(deadline):
+                        self._evaluate([row], self.config.meta_tasks, None, kind="meta", pid=row["id"])
+                self._wait_until(lambda: not self.pending, deadline)
+                best = self.store.meta_validated()[0]["meta_fitness"]
+                held = [r for r in map(self.store.get, (r["id"] for r in tried))
+                        if r["meta_fitness"] is not None and ties(r["meta_fitness"], best)]
+                if held or time.monotonic() > deadline:
+                    break
+            if not held:
+                return
+            current = max(held, key=lambda r: r["meta_fitness"])
+
+    def _score_ablations(self, parent: dict, deadline: float) -> list[dict]:
+        """The stored rows of ``parent``'s ablations, each scored on the proxies (or found in
+        the cache), recorded as children of ``parent`` (mutation ``ablate: x = f(a) -> x = a``)."""
+        records, rows = [], []
+        for program, what in ablations(parse(parent["source"], "<store>")):
+            info, hit = self.seen.describe(program)
+            if hit is not None and hit["n_live"] <= info["n_live"]:  # it, or a program as small, was scored
+                rows.append(self.store.get(hit["id"]))
+            else:
+                record = {"program": program, "parent": parent["id"], "parent_lr": parent.get("task_lr") or {},
+                          "mutation": f"ablate: {what}", **info}
+                if not self._refused(record):
+                    records.append(record)
+        for i in range(0, len(records), self.config.batch):
+            if self._worker_free(deadline):
+                self._evaluate(records[i:i + self.config.batch], self.config.tasks, self.config.hurdle)
+        self._wait_until(lambda: not self.pending, deadline)
+        hits = (self.seen.describe(r["program"])[1] for r in records)
+        return rows + [self.store.get(h["id"]) for h in hits if h is not None]
+
+    def _worker_free(self, deadline: float) -> bool:
+        """Wait (up to ``deadline``) until a worker can take a job."""
+        self._wait_until(lambda: self.executor.idle() > 0, deadline)
+        return self.executor.idle() > 0
+
     def _report(self) -> None:
         if self.progress is not None:
             self.progress(self)
@@ -400,6 +462,8 @@ class Search:
                 self._report()
             self._wait_until(lambda: not self.pending, time.monotonic() + self.grace)
             self._finish_funnel(time.monotonic() + self.funnel_grace)
+            if self.simplify_grace is not None:  # None: the winner as the search left it
+                self._simplify_winner(time.monotonic() + self.simplify_grace)
         except KeyboardInterrupt:
             pass  # every finished evaluation is already in the store
         self._report()

@@ -31,6 +31,11 @@ def _rows(db):
         return c.execute("SELECT id, source, status, fitness, parent, mutation FROM programs ORDER BY id").fetchall()
 
 
+def _children(rows):
+    """The rows a search's evolution scored (not cache hits, not the final ablation of its winner)."""
+    return [r for r in rows if r[2] != "cached" and not r[5].startswith("ablate: ")]
+
+
 def _search(db, *extra):
     return main(["search", "--db", str(db), "--tasks", "quadratic", "--workers", "1", *extra])
 
@@ -39,7 +44,7 @@ def test_evals_seed_workers1_is_reproducible(tmp_path):
     assert _search(tmp_path / "a.sqlite", "--evals", "12", "--seed", "3", "--population", "8") == 0
     assert _search(tmp_path / "b.sqlite", "--evals", "12", "--seed", "3", "--population", "8") == 0
     a, b = _rows(tmp_path / "a.sqlite"), _rows(tmp_path / "b.sqlite")
-    assert a == b and sum(r[2] != "cached" for r in a) == 12
+    assert a == b and len(_children(a)) == 12
     assert (tmp_path / "best_optimizer.py").exists()
     c = tmp_path / "c.sqlite"
     assert _search(c, "--evals", "12", "--seed", "4", "--population", "8") == 0
@@ -131,7 +136,8 @@ class InlineExecutor:
 def test_children_the_guards_refuse_are_recorded_without_a_place_in_a_batch(tmp_path):
     store = Store(str(tmp_path / "g.sqlite"))
     executor = InlineExecutor()
-    search = Search(store, SearchConfig(tasks=("quadratic",), population=8, seed=2, batch=4), executor)
+    search = Search(store, SearchConfig(tasks=("quadratic",), population=8, seed=2, batch=4), executor,
+                    simplify_grace=None)
     search.run(evals=40)
     rows = [r for r in store.all() if r["status"] != "cached"]  # the warm start's first
     refused = [r for r in rows if r["status"] == "guard"]
@@ -175,7 +181,7 @@ def test_sigkill_then_resume_keeps_every_finished_row(tmp_path):
     assert main(["search", "--resume", str(db), "--evals", "3", "--workers", "1"]) == 0
     after = _rows(db)
     assert after[:len(before)] == before
-    assert sum(r[2] != "cached" for r in after[len(before):]) == 3
+    assert len(_children(after[len(before):])) == 3
     assert all(r[4] is not None for r in after[len(before):])  # children of the resumed population
 
 
@@ -186,7 +192,7 @@ def test_ray_executor_on_a_local_cluster(tmp_path):
     ex = RayExecutor(workers=2, timeout=120, num_cpus=2)
     try:
         store = Store(str(tmp_path / "r.sqlite"))
-        search = Search(store, SearchConfig(tasks=("quadratic",), population=6, seed=1), ex)
+        search = Search(store, SearchConfig(tasks=("quadratic",), population=6, seed=1), ex, simplify_grace=None)
         best = search.run(evals=6)
         rows = store.all()
         assert sum(r["status"] != "cached" for r in rows) == 6 and best is not None

@@ -1,13 +1,13 @@
 """The winner is chosen on held-out evidence; the output says plainly when nothing beat AdamW."""
 
-from search.selection import ranked, verdict, winner
+from search.selection import META_TOLERANCE, ranked, verdict, winner
 from search.store import Store
 
 
-def _add(store, fitness, meta=None, name="x"):
+def _add(store, fitness, meta=None, name="x", ops=1):
     pid = store.add(source=f"def train(w, g, lr):\n    return lr * g  # {name}\n", live_source="",
                     structural_hash=name, fingerprint=name, status="ok", fitness=fitness, memory=0.0,
-                    n_statements=1, n_live=1, parent=None, mutation="test")
+                    n_statements=ops, n_live=ops, parent=None, mutation="test")
     if meta is not None:
         store.set_meta_validation(pid, meta, {"t_large": meta})
     return pid
@@ -33,3 +33,18 @@ def test_without_meta_validation_the_proxy_decides(tmp_path):
 def test_verdict_says_plainly_whether_adamw_was_beaten():
     assert verdict({"fitness": 0.2, "meta_fitness": 0.05}).startswith("It beats tuned AdamW")
     assert "does NOT beat tuned AdamW" in verdict({"fitness": 0.2, "meta_fitness": -0.05})
+
+
+def test_held_out_ties_go_to_the_smaller_program(tmp_path):
+    store = Store(str(tmp_path / "s.sqlite"))
+    big = _add(store, 0.2, meta=0.100, name="big", ops=9)
+    small = _add(store, 0.2, meta=0.100 - META_TOLERANCE / 2, name="small", ops=5)
+    tiny = _add(store, 0.2, meta=0.100 - 2 * META_TOLERANCE, name="tiny", ops=2)  # really worse
+    assert [r["id"] for r in ranked(store, 3)] == [small, big, tiny]
+
+
+def test_a_tie_never_trades_a_win_over_adamw_for_a_loss(tmp_path):
+    store = Store(str(tmp_path / "s.sqlite"))
+    wins = _add(store, 0.2, meta=META_TOLERANCE / 4, name="wins", ops=9)
+    _add(store, 0.2, meta=-META_TOLERANCE / 4, name="loses", ops=2)
+    assert winner(store)["id"] == wins

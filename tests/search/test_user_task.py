@@ -288,7 +288,7 @@ def test_search_on_a_local_ray_cluster_ships_the_task_file(tmp_path):
     ex = RayExecutor(workers=2, timeout=120, num_cpus=2, files=(str(shipped),))
     try:
         store = Store(str(tmp_path / "r.sqlite"))
-        search = Search(store, SearchConfig(tasks=(ref,), population=4, seed=1), ex)
+        search = Search(store, SearchConfig(tasks=(ref,), population=4, seed=1), ex, simplify_grace=None)
         assert search.run(evals=4) is not None
         rows = [r for r in store.all() if r["status"] != "cached"]
         assert len(rows) == 4 and rows[0]["status"] == "ok"  # the warm start scored on the workers
