@@ -97,6 +97,7 @@ class Stats:
     best_fitness: float = WORST
     best_id: int | None = None
     meta_validated: int = 0
+    stage: str = "searching"
 
     @property
     def elapsed(self) -> float:
@@ -341,6 +342,7 @@ class Search:
         have not been yet, so the winner is chosen on held-out evidence (up to ``deadline``)."""
         if not self.config.meta_tasks:
             return
+        self.stats.stage = "meta-validating the best"
         waiting = {r["pid"] for r in self.pending.values() if r["kind"] == "meta"}
         for row in self.store.top(FUNNEL_TOP):
             if row["meta_fitness"] is None and row["id"] not in waiting and row["id"] not in self.meta_queue:
@@ -365,6 +367,7 @@ class Search:
         start = winner(self.store)
         if start is None or start["meta_fitness"] is None:
             return
+        self.stats.stage = "simplifying the winner by ablation"
         current = start
         for _ in range(MAX_ROUNDS):
             near = [r for r in self._score_ablations(current, deadline) if r["status"] == "ok"
@@ -466,6 +469,7 @@ class Search:
                 self._simplify_winner(time.monotonic() + self.simplify_grace)
         except KeyboardInterrupt:
             pass  # every finished evaluation is already in the store
+        self.stats.stage = "done"
         self._report()
         return winner(self.store)
 

@@ -2,7 +2,8 @@
 
 Shown: evaluations (and failures), evaluations/s, children proposed/s including cache hits,
 cache hit rate, redundant-statement fraction, best fitness so far (0 = tuned AdamW, > 0 better),
-programs sent to meta-validation, elapsed / budget.
+programs sent to meta-validation, the stage (searching, then meta-validating the best, then
+simplifying the winner by ablation), elapsed / budget.
 
 Example::
 
@@ -35,6 +36,7 @@ def summary_table(search, budget_seconds: float | None = None, budget_evals: int
     t.add_column()
     budget = f" / {_clock(budget_seconds)}" if budget_seconds else (f" ({budget_evals} evaluations)"
                                                                      if budget_evals else "")
+    t.add_row("stage", st.stage)
     t.add_row("elapsed", _clock(el) + budget)
     t.add_row("evaluations", f"{st.evaluated}  ({failures(st.statuses)}; {search.executor.in_flight()} running)")
     t.add_row("evaluations/s", f"{st.evaluated / el:.2f}")

@@ -200,3 +200,12 @@ def test_ray_executor_on_a_local_cluster(tmp_path):
     finally:
         ex.close()
         ray.shutdown()
+
+
+def test_the_panel_names_each_stage_in_turn(tmp_path):
+    store = Store(str(tmp_path / "s.sqlite"))
+    stages = []
+    search = Search(store, SearchConfig(tasks=("quadratic",), population=4, seed=0, batch=4), InlineExecutor(),
+                    progress=lambda s: stages.append(s.stats.stage) if stages[-1:] != [s.stats.stage] else None)
+    search.run(evals=6)
+    assert stages == ["searching", "meta-validating the best", "simplifying the winner by ablation", "done"]
