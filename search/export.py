@@ -71,6 +71,8 @@ def exported_program(row: dict) -> Program:
     doc = (f"Found by optdsl search (program #{row['id']}): proxy fitness {row['fitness']:+.4f}, held-out "
            f"{held_out} (mean over tasks of log(tuned AdamW's loss / this one's), clipped to [-1, 1]; > 0 "
            f"beats AdamW). Simplified from the searched program; equality: {form.equality}.")
+    if (row.get("mutation") or "").startswith("ablate: "):
+        doc += f" It is program #{row['parent']} with one op removed ({row['mutation'].removeprefix('ablate: ')})."
     return replace(form.program, name=_name(row), doc=doc)
 
 
