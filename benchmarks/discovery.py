@@ -22,7 +22,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -34,6 +33,7 @@ from rich.console import Console
 from rich.table import Table
 
 import codegen
+from codegen.bench import cpu_name
 from optdsl import load, to_source
 from optdsl.parser import parse
 from search.export import exported_program
@@ -187,7 +187,7 @@ def run_search(seed: int, budget: str, workers: int, folder: str, reuse: bool = 
 
 # --- reporting ---------------------------------------------------------------------------------
 def machine() -> str:
-    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}"
+    return f"{cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}"
 
 
 def markdown(searches: list[dict], real: dict, budget: str) -> str:

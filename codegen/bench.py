@@ -252,12 +252,22 @@ NOTE = ("GB/s counts the bytes a step must move (optdsl.cost: AdamW 28 per fp32 
         "Groups are timed interleaved (round-robin repeats) so that a shared machine's load hits all alike.")
 
 
+def cpu_name() -> str:
+    """The processor's model name where Linux tells it ("AMD EPYC"), else the architecture: the
+    same 2-core machine kind has come as a Xeon one day and an EPYC the next."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+    except OSError:
+        names = []
+    return names[0] if names else platform.processor() or platform.machine()
+
+
 def machine() -> str:
     """The CPU, its cores, the threads torch (and the C++ kernels) use, torch's version and the load
     average when the run started (a shared machine's other jobs take bandwidth from the benchmark)."""
     load = f", load avg {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
-    cpu = platform.processor() or platform.machine()
-    return f"{cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} threads, torch {torch.__version__}{load}"
+    return f"{cpu_name()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads, torch {torch.__version__}{load}"
 
 
 def _cells(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
