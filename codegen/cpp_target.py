@@ -6,13 +6,14 @@ hoisted form the ``compiled`` backend also runs; compiled and cached at run time
 :mod:`codegen.runtime.cpp_kernels`). The kernel splits every tensor of the group into chunks of
 ``CHUNK`` elements and runs all chunks of all tensors in one OpenMP parallel region; each chunk is a
 ``#pragma omp simd`` loop that reads w, g and the states once and writes w and the states once
-(AdamW: 28 bytes per float32 parameter, the least a step can move), a cache line at a time,
-prefetching ``AHEAD`` bytes ahead in every array (less beyond 4 arrays): the hardware prefetchers
-stop at each 4 KiB page, so without it every stream starts cold on every page (measured at one
-thread: AdamW's kernel from 0.96x torch's fused AdamW to 0.84x, Lion's from 0.77x to 0.63x, on 16 x
-2^20 floats). Per-step scalars (bias corrections...) come in computed once per step in float64
-(``_Program.floats``), cast to the compute type ``T`` (float, or double for float64 parameters) as
-the other backends cast them.
+(AdamW: 28 bytes per float32 parameter, the least a step can move), a cache line at a time, and
+may prefetch a page ahead in every array (less beyond 4 arrays). Whether it does is the runtime's
+choice, timed per group on its first steps (:mod:`codegen.runtime.cpp_kernels`): on a Xeon, whose
+hardware prefetchers stop at each 4 KiB page so that every stream starts cold on every page, it
+took AdamW's kernel from 0.96x torch's fused AdamW to 0.84x and Lion's from 0.77x to 0.63x (16 x
+2^20 floats, one thread); on an AMD EPYC (Zen 4) it cost 10-20%. Per-step scalars (bias
+corrections...) come in computed once per step in float64 (``_Program.floats``), cast to the compute
+type ``T`` (float, or double for float64 parameters) as the other backends cast them.
 
 Reductions. A program that reduces (per tensor: ``Op.shape == "reduce"``; per row or per column:
 ``"row"``/``"col"``, the means over the last or the second-last axis) runs as a sequence of passes
@@ -69,7 +70,8 @@ the C++ text, so no identifier can clash with a C++ keyword, and each op's spell
 Exported symbols, per path ``k`` and parameter dtype (``PARAM_TYPES``; a library is built with one
 of ``OPTDSL_F32``, ``OPTDSL_F64``, ``OPTDSL_BF16``, ``OPTDSL_F16`` defined: one type's kernels build
 in ~60% of the time of two): ``optdsl_path<k>_<f32|f64|bf16|f16>`` with the signature ``(int64 n,
-void** ptrs, const int64* sizes, const int64* dims, const double* scalars, int threads)``; ``ptrs``
+void** ptrs, const int64* sizes, const int64* dims, const double* scalars, int threads, int64
+ahead)`` (``ahead``: the prefetch distance in bytes, 0 for none); ``ptrs``
 holds n pointers per slot, slot-major: w, g (of the parameter dtype), then the path's states in
 order (float32 beside bf16 and fp16 parameters, whose values the math widens to float32 and the
 update rounds back to nearest even); ``dims`` the lengths of each tensor's last two axes (R, C), 1
@@ -101,9 +103,9 @@ from optdsl.ir import Call, Const, Expr, Program, Var, free_vars, substitute, wa
 from optdsl.ops import COL, ELEMENTWISE, OPS, REDUCE, ROW
 
 CHUNK = 1 << 15  # elements a thread takes at a time: 128 KiB of each float32 array
-# bytes a prefetch runs ahead of the loop in each array: one page, less where the lines in flight
-# would pass IN_FLIGHT (a third of this Xeon's 48 KiB L1d: 8 KiB ahead in AdamW's 4 arrays lost it all)
-AHEAD, IN_FLIGHT = 4096, 16384
+# the most bytes of lines prefetched ahead over all arrays, whatever the distance the runtime asks
+# (a third of a Xeon's 48 KiB L1d: 8 KiB ahead in each of AdamW's 4 arrays lost the whole gain)
+IN_FLIGHT = 16384
 # the type reductions add their terms in ("T" for the parameters' own); see tests/codegen/test_cpp_kernels.py
 ACCUMULATE = "double"
 # the kernels exported per parameter dtype: symbol suffix -> (math and state type T, param type P); a
@@ -172,17 +174,20 @@ static void for_chunks(int64_t n, const int64_t* blocks, const int64_t* lens,
 
 // element(i, lane) for every i in [lo, hi), vectorized a cache line of T at a time (lane: i's place
 // in its line, where reductions keep their running totals), each array of p (elements of bytes[s])
-// read `ahead` bytes beyond i in the meantime (prefetcht0): the hardware prefetchers stop at every
-// 4 KiB page, where each of a step's streams (w, g, states) would start cold again
+// read `ahead` bytes beyond i in the meantime (prefetcht0, at most IN_FLIGHT bytes over all arrays;
+// 0: none): the hardware prefetchers of some CPUs stop at every 4 KiB page, where each of a step's
+// streams (w, g, states) would start cold again; others do better alone (the runtime times both)
 template <typename T, int S, typename F>
-static inline void for_lines(const void* const (&p)[S], const int64_t (&bytes)[S], int64_t lo, int64_t hi,
-                             F element) {
-  constexpr int64_t line = 64 / sizeof(T), ahead = (S * AHEAD <= IN_FLIGHT ? AHEAD : IN_FLIGHT / S) / 64 * 64;
+static inline void for_lines(const void* const (&p)[S], const int64_t (&bytes)[S], int64_t ahead, int64_t lo,
+                             int64_t hi, F element) {
+  constexpr int64_t line = 64 / sizeof(T);
+  const int64_t dist = std::min<int64_t>(ahead, IN_FLIGHT / S) / 64 * 64;
   int64_t i = lo;
   for (; i + line <= hi; i += line) {
-    for (int s = 0; s < S; ++s)  // integer arithmetic: the address may lie past the array's end
-      __builtin_prefetch(
-          reinterpret_cast<const void*>(reinterpret_cast<uintptr_t>(p[s]) + i * bytes[s] + ahead));
+    if (dist > 0)
+      for (int s = 0; s < S; ++s)  // integer arithmetic: the address may lie past the array's end
+        __builtin_prefetch(
+            reinterpret_cast<const void*>(reinterpret_cast<uintptr_t>(p[s]) + i * bytes[s] + dist));
 #pragma omp simd
     for (int64_t j = i; j < i + line; ++j) element(j, j - i);
   }
@@ -201,7 +206,7 @@ template <typename A, int L> static inline A lanes_max(const A (&a)[L]) {
   for (int l = 1; l < L; ++l) s = op_max(s, a[l]);
   return s;
 }
-""".replace("AHEAD", str(AHEAD)).replace("IN_FLIGHT", str(IN_FLIGHT))
+""".replace("IN_FLIGHT", str(IN_FLIGHT))
 
 # what a value varies over: nothing, the tensors, their rows, their columns, the elements
 UNIFORM, TENSOR, ROWS, COLS, FULL = range(5)
@@ -657,7 +662,7 @@ def path_function(k: int, program: Program) -> str:
     plan = _Plan(program)
     head = ["template <typename T, typename P>  // T: math and states; P: params and grads",
             f"static void path{k}(int64_t n, void** ptrs, const int64_t* sizes, const int64_t* dims,",
-            "                   const double* s, int threads) {",
+            "                   const double* s, int threads, int64_t ahead) {",
             "  (void)dims;"]
     if plan.reductions:
         head += [f"  using Acc = {ACCUMULATE};  // reductions add their terms in this type"]
@@ -695,8 +700,8 @@ def path_function(k: int, program: Program) -> str:
     for suffix, (t, param) in PARAM_TYPES.items():
         tail += [f"#ifdef OPTDSL_{suffix.upper()}",
                  f'extern "C" void optdsl_path{k}_{suffix}(int64_t n, void** p, const int64_t* sizes,',
-                 "                       const int64_t* dims, const double* s, int threads) {",
-                 f"  path{k}<{t}, {param}>(n, p, sizes, dims, s, threads);", "}", "#endif"]
+                 "                       const int64_t* dims, const double* s, int threads, int64_t ahead) {",
+                 f"  path{k}<{t}, {param}>(n, p, sizes, dims, s, threads, ahead);", "}", "#endif"]
     return "\n".join(_commented(line) for line in head + body + tail)
 
 
@@ -785,8 +790,8 @@ def _pass_text(plan: _Plan, p: int) -> list[str]:
     arrays = [f"const void* const arrays[] = {{{', '.join(f'p{j}' for j in streams) or 'nullptr'}}};",
               f"const int64_t bytes[] = {{{', '.join(f'sizeof(*p{j})' for j in streams) or '0'}}};"]
     element = text.levels[FULL] + adds + stores
-    loop = ["for_lines<T>(arrays, bytes, i0, i1, [&](int64_t i, int64_t lane) {", "  (void)lane;",
-            *_indent(element, 2), "});"] if element else ["(void)arrays, (void)bytes;"]
+    loop = ["for_lines<T>(arrays, bytes, ahead, i0, i1, [&](int64_t i, int64_t lane) {", "  (void)lane;",
+            *_indent(element, 2), "});"] if element else ["(void)arrays, (void)bytes, (void)ahead;"]
     columns = text.levels[COLS] + [f"colbuf[{k} * C + col] = {x};" for k, x in enumerate(text.colbufs)] + col_stores
     if columns:  # the chunk's block's columns, before its rows
         out += _indent([f"std::vector<T> colbuf({len(text.colbufs)} * C);",

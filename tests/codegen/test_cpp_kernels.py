@@ -37,6 +37,7 @@ SIZES = [1, 7, 8, 15, 16, 17, 33, CHUNK - 1, CHUNK, CHUNK + 1, 2 * CHUNK + 9]
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("k", [1, 5])
 def test_every_element_is_stepped_once(dtype, threads, k):
+    """Prefetching and not: the runtime tries both on a group's first steps (``_Prefetch``)."""
     Count = codegen.build(counter(k), "torch")
     params = [torch.zeros(n, dtype=dtype) for n in SIZES]
     opt = Count(params, backend="cpp")
@@ -53,6 +54,32 @@ def test_every_element_is_stepped_once(dtype, threads, k):
         for j in range(1, k + 1):
             assert torch.equal(opt.state[p][f"s{j}"], torch.full_like(p, 3.0 * j))
         assert torch.equal(p, torch.full_like(p, -6.0 * k * (k + 1) / 2))
+
+
+def test_prefetching_or_not_gives_the_same_bits_and_the_timed_choice_stays(monkeypatch):
+    """A group's first ``TRIALS`` steps alternate the prefetch distances, timed; one then stays.
+    The distance changes the speed only: forced to each, AdamW ends on the same bits."""
+    AdamW = codegen.build(optdsl.load("adamw"), "torch")
+    runtime = vars(sys.modules[AdamW.__module__])
+    Prefetch = runtime["_Prefetch"]
+    gen = torch.Generator().manual_seed(0)
+    start = [torch.randn(3, 40_000, generator=gen), torch.randn(777, generator=gen)]
+    grads = [[torch.randn(p.shape, generator=gen) for p in start] for _ in range(Prefetch.TRIALS + 2)]
+    ends = []
+    for choices in (Prefetch.CHOICES, *((c,) for c in Prefetch.CHOICES)):
+        monkeypatch.setattr(Prefetch, "CHOICES", choices)
+        runtime["_CPP"]._layouts.clear()
+        params = [p.clone() for p in start]
+        opt = AdamW(params, backend="cpp")
+        for gs in grads:
+            for p, g in zip(params, gs):
+                p.grad = g
+            opt.step()
+        (layout,) = runtime["_CPP"]._layouts.values()
+        assert layout[3].chosen in choices
+        ends.append(params)
+    for other in ends[1:]:
+        assert all(torch.equal(a, b) for a, b in zip(ends[0], other))
 
 
 # --- reductions: passes over each tensor (codegen.cpp_target, "Reductions") -------------------

@@ -51,7 +51,7 @@ def test_lifted_factors_compute_what_the_interpreter_computes(dtype):
 
 def element_loops(source: str) -> list[str]:
     """The bodies of a kernel's element loops (``for_lines``), in pass order."""
-    return re.findall(r"for_lines<T>\(arrays, bytes, i0, i1, \[&\]\(int64_t i, int64_t lane\) \{\n(.*?)\n\s*\}\);", source,
+    return re.findall(r"for_lines<T>\(arrays, bytes, ahead, i0, i1, \[&\]\(int64_t i, int64_t lane\) \{\n(.*?)\n\s*\}\);", source,
                       re.DOTALL)
 
 
