@@ -72,7 +72,8 @@ def exported_program(row: dict) -> Program:
            f"{held_out} (mean over tasks of log(tuned AdamW's loss / this one's), clipped to [-1, 1]; > 0 "
            f"beats AdamW). Simplified from the searched program; equality: {form.equality}.")
     if (row.get("mutation") or "").startswith("ablate: "):
-        doc += f" It is program #{row['parent']} with one op removed ({row['mutation'].removeprefix('ablate: ')})."
+        removed = row["mutation"].removeprefix("ablate: ")
+        doc += f" It is program #{row['parent']} with one op removed (in its flattened form: {removed})."
     return replace(form.program, name=_name(row), doc=doc)
 
 
