@@ -11,7 +11,7 @@ may prefetch a page ahead in every array (less beyond 4 arrays). Whether it does
 choice, timed per group on its first steps (:mod:`codegen.runtime.cpp_kernels`): on a Xeon, whose
 hardware prefetchers stop at each 4 KiB page so that every stream starts cold on every page, it
 took AdamW's kernel from 0.96x torch's fused AdamW to 0.84x and Lion's from 0.77x to 0.63x (16 x
-2^20 floats, one thread); on an AMD EPYC (Zen 4) it cost 10-20%. Per-step scalars (bias
+2^20 floats, one thread); on an AMD EPYC (Zen 4) it cost 6-24%. Per-step scalars (bias
 corrections...) come in computed once per step in float64 (``_Program.floats``), cast to the compute
 type ``T`` (float, or double for float64 parameters) as the other backends cast them.
 

@@ -17,7 +17,7 @@ the closest first, and the best held-out one within
 :data:`search.selection.META_TOLERANCE` of the winner's is kept; then the same again from it.
 :func:`search.selection.ranked` prefers the smaller of programs that close held out, so the last
 program kept is the winner the search prints and exports. Every ablation scored is a stored row
-(mutation ``ablate: ...``, its parent the program it came from; :func:`steps` reads the chain).
+(mutation ``ablate: ...``, its parent the program it came from; :func:`step` reads one step, :func:`steps` the chain).
 
 Example:
     >>> from optdsl import parse, to_source
@@ -50,6 +50,17 @@ MAX_ROUNDS = 6
 META_TRIES = 4
 
 
+#: How a stored row says it is an ablation of its parent: its mutation is this, then the step.
+PREFIX = "ablate: "
+
+
+def step(row: dict) -> str | None:
+    """The ablation that made stored ``row`` from its parent (``"x = f(a) -> x = a"``, in the
+    parent's flattened names), or None where ``row`` is not an ablation."""
+    mutation = row.get("mutation") or ""
+    return mutation.removeprefix(PREFIX) if mutation.startswith(PREFIX) and row.get("parent") is not None else None
+
+
 def steps(store, row: dict) -> tuple[dict, list[str]]:
     """``(origin, steps)``: the program ``row`` was ablated from (``row`` itself if it was not)
     and the ablations that led from it to ``row``, first step first.
@@ -59,8 +70,8 @@ def steps(store, row: dict) -> tuple[dict, list[str]]:
         origin, what = steps(store, winner(store))   # (row #17792, ["m = sin(m) -> m = m", ...])
     """
     what = []
-    while (row.get("mutation") or "").startswith("ablate: ") and row.get("parent") is not None:
-        what.append(row["mutation"].removeprefix("ablate: "))
+    while (removed := step(row)) is not None:
+        what.append(removed)
         row = store.get(row["parent"])
     return row, what[::-1]
 

@@ -33,7 +33,7 @@ import numpy as np
 from optdsl.parser import parse
 from optdsl.printer import to_source
 
-from .ablation import MAX_ROUNDS, META_TRIES, PROXY_TOLERANCE, ablations
+from .ablation import MAX_ROUNDS, META_TRIES, PREFIX, PROXY_TOLERANCE, ablations
 from .candidate import Seen, describe
 from .evaluate import HURDLE, refusal
 from .mutate import mutate
@@ -399,7 +399,7 @@ class Search:
                 rows.append(self.store.get(hit["id"]))
             else:
                 record = {"program": program, "parent": parent["id"], "parent_lr": parent.get("task_lr") or {},
-                          "mutation": f"ablate: {what}", **info}
+                          "mutation": f"{PREFIX}{what}", **info}
                 if not self._refused(record):
                     records.append(record)
         for i in range(0, len(records), self.config.batch):

@@ -26,6 +26,7 @@ from optdsl.passes import eliminate_dead_code
 from optdsl.printer import to_source
 from optdsl.readable import Readable, readable
 
+from .ablation import step
 from .selection import ranked, winner
 from .store import Store
 
@@ -71,8 +72,7 @@ def exported_program(row: dict) -> Program:
     doc = (f"Found by optdsl search (program #{row['id']}): proxy fitness {row['fitness']:+.4f}, held-out "
            f"{held_out} (mean over tasks of log(tuned AdamW's loss / this one's), clipped to [-1, 1]; > 0 "
            f"beats AdamW). Simplified from the searched program; equality: {form.equality}.")
-    if (row.get("mutation") or "").startswith("ablate: "):
-        removed = row["mutation"].removeprefix("ablate: ")
+    if (removed := step(row)) is not None:
         doc += f" It is program #{row['parent']} with one op removed (in its flattened form: {removed})."
     return replace(form.program, name=_name(row), doc=doc)
 

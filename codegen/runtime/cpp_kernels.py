@@ -136,9 +136,9 @@ class _Prefetch:
 
     A page ahead took AdamW's kernel from 0.96x torch's fused AdamW to 0.84x on a Xeon, whose
     hardware prefetchers stop at every 4 KiB page; on an AMD EPYC (Zen 4) the same prefetches cost
-    10-20% (16 x 2^20 floats, one thread). So the distances of ``CHOICES`` take turns over the first
-    ``TRIALS`` steps, the first turn of each not counted (fresh states fault their pages in), and
-    the one with the lower median time stays. The results are the same bits either way.
+    6-24% (16 x 2^20 floats, 1 and 2 threads). So the distances of ``CHOICES`` take turns over the
+    first ``TRIALS`` steps, the first turn of each not counted (fresh states fault their pages in),
+    and the one with the lower median time stays. The results are the same bits either way.
 
     Example:
         >>> p = _Prefetch()
