@@ -136,6 +136,8 @@ def _stored_config(store: Store) -> SearchConfig:
             _check_count(name, getattr(config, name), "stored")
         if config.tournament > config.population or not config.inits:
             raise ValueError("tournament larger than population, or no warm start")
+        if not all(type(s) is int and s >= 0 for s in config.held_out_seeds):
+            raise ValueError(f"held_out_seeds {config.held_out_seeds!r} are not seeds (integers >= 0)")
     except (DslError, TypeError, ValueError, KeyError, AttributeError) as e:
         reason = e.message if isinstance(e, DslError) else f"{type(e).__name__}: {e}"
         raise DslError(f"its stored search settings are unusable ({reason})", store.path) from None

@@ -35,7 +35,7 @@ from optdsl.printer import to_source
 
 from .ablation import MAX_ROUNDS, META_TRIES, PREFIX, PROXY_TOLERANCE, ablations
 from .candidate import Seen, describe
-from .evaluate import HURDLE, refusal
+from .evaluate import HELD_OUT_SEEDS, HURDLE, refusal
 from .mutate import mutate
 from .selection import ties, winner
 from .store import Store
@@ -68,6 +68,7 @@ class SearchConfig:
     objectives: tuple[str, ...] = ("quality",)  # add "memory" for a Pareto tournament
     batch: int = 8  # one job of 8 ran 80 children 1.25x faster than jobs of 4 (docs/search.md)
     device: str = "cpu"
+    held_out_seeds: tuple[int, ...] = HELD_OUT_SEEDS  # a held-out loss is measured on these
 
     def __post_init__(self):
         if self.meta_tasks is None:
@@ -79,8 +80,11 @@ class SearchConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> SearchConfig:
+        """The settings stored by a search; one stored before held-out losses were measured on
+        fresh seeds keeps measuring them on the sweep's own (its stored scores and baselines
+        were), so a resumed search compares like with like."""
         d = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in cls.__dataclass_fields__}
-        return cls(**d)
+        return cls(**{"held_out_seeds": (), **d})
 
 
 @dataclass
@@ -183,8 +187,9 @@ class Search:
         for task in tasks:
             if task not in self.baselines and task not in self.requested and self.executor.idle() > 0:
                 self.requested.add(task)
-                self._submit({"kind": "baseline", "task": task, "device": self.config.device},
-                             {"kind": "baseline", "task": task})
+                fresh = self.config.held_out_seeds if task in self.config.meta_tasks else ()
+                self._submit({"kind": "baseline", "task": task, "device": self.config.device,
+                              "fresh_seeds": list(fresh)}, {"kind": "baseline", "task": task})
         return all(t in self.baselines for t in tasks)
 
     # --- results ----------------------------------------------------------------------------
@@ -274,7 +279,7 @@ class Search:
                "baselines": self.baselines, "hurdle": hurdle, "device": self.config.device,
                "horizon": kind == "meta"}  # a held-out winner must also keep training past the tasks' length
         if kind == "meta":  # held-out sweeps start around the learning rates that won the proxies
-            job["tuned"] = [r["task_lr"] or {} for r in records]
+            job["tuned"], job["fresh_seeds"] = [r["task_lr"] or {} for r in records], list(self.config.held_out_seeds)
         else:  # a child's sweeps start around its parent's learning rates (0.66x the training time)
             job["tuned"], job["from_parent"] = [r.get("parent_lr") or {} for r in records], True
         self._submit(job, {"kind": kind, "programs": records, **extra})
