@@ -14,6 +14,7 @@ from search.evaluate import (
     CANDIDATE_LRS,
     SCORE_BOUND,
     aggregate,
+    baseline,
     best_over_sweep,
     evaluate_program,
     evaluate_programs,
@@ -169,6 +170,26 @@ def test_meta_validation_starts_each_held_out_sweep_at_the_proxy_winners():
     windowed = run_job({**job, "tuned": [{"logreg": full["task_lr"]["logreg"]}]})["results"][0]
     assert windowed["task_lr"] == full["task_lr"]
     assert windowed["task_score"] == pytest.approx(full["task_score"], rel=1e-6)
+
+
+def test_held_out_losses_are_measured_again_on_fresh_seeds_at_the_lr_the_sweep_chose():
+    """Meta-validation chooses each task's lr on SEEDS and scores the loss at that lr on other
+    seeds; the AdamW baseline of a held-out task is measured the same way."""
+    programs, fresh = [adamw_program(), parse(TRAIN.format("lr * 0.01 * g"))], (2, 3, 4)
+    plain = evaluate_programs(programs, ["quadratic"], BASE, hurdle=None)
+    again = evaluate_programs(programs, ["quadratic"], BASE, hurdle=None, fresh_seeds=fresh)
+    for program, a, b in zip(programs, plain, again):
+        lr = a["task_lr"]["quadratic"]
+        assert b["task_lr"]["quadratic"] == lr
+        losses, _ = train_copies([program], "quadratic", [lr], fresh)
+        assert b["task_loss"]["quadratic"] == pytest.approx(losses.mean(), rel=1e-5)
+        assert b["task_loss"]["quadratic"] != pytest.approx(a["task_loss"]["quadratic"], rel=1e-4)
+        assert b["task_score"]["quadratic"] == score(b["task_loss"]["quadratic"], BASE["quadratic"])
+    tuned, remeasured = baseline("quadratic"), baseline("quadratic", fresh_seeds=fresh)
+    assert remeasured["lr"] == tuned["lr"]
+    losses, _ = train_copies([load("adamw")], "quadratic", [tuned["lr"]], fresh)
+    assert remeasured["loss"] == pytest.approx(losses.mean(), rel=1e-5)
+
 
 @pytest.mark.parametrize("body, reason", [
     ("lr * g + 0.0155", "drift"),                  # a constant step for every coordinate

@@ -209,3 +209,41 @@ def test_the_panel_names_each_stage_in_turn(tmp_path):
                     progress=lambda s: stages.append(s.stats.stage) if stages[-1:] != [s.stats.stage] else None)
     search.run(evals=6)
     assert stages == ["searching", "meta-validating the best", "simplifying the winner by ablation", "done"]
+
+
+class _Recorder:
+    """An executor that keeps the jobs it is given and runs none."""
+
+    def __init__(self):
+        self.jobs = []
+
+    def idle(self):
+        return 1
+
+    def submit(self, job):
+        self.jobs.append(job)
+
+
+def test_held_out_baselines_and_meta_validation_use_fresh_seeds_and_old_searches_keep_theirs(tmp_path):
+    """A new search measures held-out losses on HELD_OUT_SEEDS (its held-out baselines too, not
+    its proxies'); a search stored before that setting existed resumes measuring them as it did."""
+    from dataclasses import asdict
+
+    from optdsl import to_source
+    from search.evaluate import HELD_OUT_SEEDS
+    from search.warm_start import adamw_program
+
+    config = SearchConfig(tasks=("quadratic",))
+    assert config.meta_tasks == ("quadratic_large",) and config.held_out_seeds == HELD_OUT_SEEDS
+    executor = _Recorder()
+    search = Search(Store(str(tmp_path / "s.sqlite")), config, executor)
+    search._request_baselines(config.tasks + config.meta_tasks)
+    assert {j["task"]: j["fresh_seeds"] for j in executor.jobs} == {"quadratic": [],
+                                                                    "quadratic_large": list(HELD_OUT_SEEDS)}
+    search._evaluate([{"source": to_source(adamw_program()), "task_lr": {"quadratic": 1.0}}],
+                     config.meta_tasks, None, kind="meta", pid=1)
+    assert executor.jobs[-1]["fresh_seeds"] == list(HELD_OUT_SEEDS) and executor.jobs[-1]["horizon"]
+    old = asdict(config)
+    del old["held_out_seeds"]
+    assert SearchConfig.from_dict(old).held_out_seeds == ()
+    assert SearchConfig.from_dict(asdict(config)) == config

@@ -158,6 +158,15 @@ def test_unusable_settings_refuse_resume(db, capsys):
     assert "stored search settings are unusable (population 0: must be a whole number from 1 to" in err
 
 
+def test_stored_held_out_seeds_must_be_seeds(db, capsys):
+    with sqlite3.connect(db) as c:
+        c.execute("""UPDATE meta SET value = json_set(value, '$.held_out_seeds', json('[2, "x"]'))
+                     WHERE key = 'config'""")
+    c.close()
+    assert main(["search", "--resume", db, "--evals", "1", "--workers", "1"]) == 2
+    assert "held_out_seeds (2, 'x') are not seeds (integers >= 0)" in capsys.readouterr().err
+
+
 def test_resume_refuses_settings_it_would_ignore(db, capsys):
     """The stored search decides its tasks, warm starts, population...: a --resume given other
     ones is refused (exit 2, the database untouched), not continued with them silently dropped."""
