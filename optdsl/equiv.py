@@ -354,6 +354,52 @@ def trajectories(a: Program, b: Program, values_a: dict[str, float], values_b: d
     return Run(None, finite, compared)
 
 
+#: Gradient scales at which :func:`float32_agrees` runs: ``exp(x) - 1`` equals ``expm1(x)``
+#: exactly, but float32 rounds it to 0 once a second moment of gradients near 1e-4 is below 6e-8.
+FLOAT32_SCALES = (1.0, 1e-3, 1e-6)
+#: Share of update values allowed to differ in float32 (an op such as ``sign`` or ``floor`` may
+#: turn a one-ulp difference of its argument into a different value).
+FLOAT32_MISMATCH = 0.01
+
+
+def float32_agrees(a: Program, b: Program, values_a: dict[str, float], values_b: dict[str, float],
+                   steps: int = 10, seed: int = 0) -> bool:
+    """Do ``a`` and ``b`` compute the same updates in float32, at each of :data:`FLOAT32_SCALES`
+    of the gradient? Both step the same weights (``a``'s updates move them) from the same states'
+    starts; where ``a``'s update is finite, ``b``'s agrees to ``|u_a - u_b| <= 1e-3 (|u_a| + max
+    |u_a|)`` but for :data:`FLOAT32_MISMATCH` of the values. Two programs proved equal can still differ here:
+    ``exp(x) - 1`` against ``expm1(x)``, ``log(1 + x)`` against ``log1p(x)``.
+
+    Example:
+        >>> from optdsl import parse
+        >>> a = parse("def f(w, g, v, lr):\\n    v = interp(g * g, v, 0.9)\\n    return lr * g / expm1(v), v\\n")
+        >>> b = parse("def f(w, g, v, lr):\\n    v = interp(g * g, v, 0.9)\\n    return lr * g / (exp(v) - 1), v\\n")
+        >>> float32_agrees(a, a, {"lr": 0.1}, {"lr": 0.1}), float32_agrees(a, b, {"lr": 0.1}, {"lr": 0.1})
+        (True, False)
+    """
+    shapes = _runnable(a, values_a, SHAPES[:2])
+    ia, ib = Interpreter(a, np.float32, **values_a), Interpreter(b, np.float32, **values_b)
+    for k, scale in enumerate(FLOAT32_SCALES):
+        rng = np.random.default_rng([seed, k])
+        params = {f"p{i}": rng.normal(size=s).astype(np.float32) for i, s in enumerate(shapes)}
+        dead = {n: rng.random(p.shape) < DEAD_FRACTION for n, p in params.items()}
+        state_a, state_b = ia.init(params), ib.init(params)
+        for t in range(1, steps + 1):
+            grads = {n: (scale * gradients(rng, dead[n])).astype(np.float32) for n in params}
+            with np.errstate(all="ignore"):
+                ua, state_a = ia.updates(params, grads, state_a, t)
+                ub, state_b = ib.updates(params, grads, state_b, t)
+                for n in params:
+                    x, y = ua[n].astype(np.float64), ub[n].astype(np.float64)
+                    top = np.max(np.abs(x[np.isfinite(x)]), initial=0.0)
+                    # where a is not finite, b may be (a generic equality: sign(m) for m / |m|)
+                    same = np.isclose(x, y, rtol=1e-3, atol=1e-3 * top) | (x == y) | ~np.isfinite(x)
+                    if x.size and np.count_nonzero(~same) > FLOAT32_MISMATCH * x.size:
+                        return False
+                params = {n: (params[n] - np.nan_to_num(ua[n])).astype(np.float32) for n in params}
+    return True
+
+
 def check_values(values: dict[str, float] | None) -> None:
     """Hyperparameter values must be finite: with ``lr = nan`` every update is nan, and nan
     agreeing with nan shows nothing."""

@@ -35,8 +35,10 @@ which, with the learning rate the search tuned for it (18.9), a person writes as
 The result is then compared with the raw program by :func:`optdsl.equiv.compare` (the raw one
 with the tuned ``lr``, the readable one with its default), and :attr:`Readable.equality` says what
 was shown: ``exact``, ``generic: ...`` (equal wherever no denominator, sqrt or log argument is zero,
-as for ``m / sqrt(m*m) = sign(m)``) or ``tested: ...``. A form that could not be shown equal is
-never returned: the fallback is the folded, dead-code-free program, which is exact.
+as for ``m / sqrt(m*m) = sign(m)``) or ``tested: ...``. It must also compute what the raw program
+computes in float32 (:func:`optdsl.equiv.float32_agrees`: ``exp(x) - 1`` equals ``expm1(x)`` but
+is 0 in float32 for tiny ``x``). A form that could not be shown equal is never returned: the
+fallback is the folded, dead-code-free program, which is exact.
 
 Programs longer than :data:`SYMBOLIC_LIMIT` ops skip step 2 (sympy is slow on them) and take
 :func:`~optdsl.simplify.simplify`'s statement-by-statement form.
@@ -67,7 +69,7 @@ from dataclasses import dataclass, replace
 
 import sympy
 
-from .equiv import compare
+from .equiv import compare, float32_agrees
 from .ir import (
     START_VALUES,
     Assign,
@@ -122,9 +124,13 @@ def readable(program: Program, lr: float | None = None) -> Readable:
     raw_values = {} if tuned is None else {"lr": tuned}
     # The shorter wins (sympy's form on a tie): sympy can spell an interp it cannot recognise
     # (a weight that is not a number) as a longer sum; then the one with fewer states.
+    # A form must also compute what the program computes in float32 (sympy's ``exp(x) - 1`` is
+    # expm1 in exact arithmetic and 0 in float32 for |x| < 6e-8: a winner's readable form that
+    # spelled it so diverged where the program it came from trained).
     for candidate in sorted(candidates, key=lambda c: (len(c.states), op_count(c))):
-        verdict = compare(program, candidate, raw_values, dict(candidate.hyper_defaults))
-        if verdict.equal:
+        values = dict(candidate.hyper_defaults)
+        verdict = compare(program, candidate, raw_values, values)
+        if verdict.equal and float32_agrees(program, candidate, {"lr": 1e-3, **raw_values}, {"lr": 1e-3, **values}):
             return _result(candidate, verdict)
     fallback = _with_lr(base, tuned)
     return _result(fallback, compare(program, fallback, raw_values, dict(fallback.hyper_defaults)))

@@ -114,9 +114,10 @@ def _candidates(expr: sympy.Expr) -> list[sympy.Expr]:
                             multinomial=False)
         if expanded is not None:
             out += [expanded, _attempt(sympy.factor_terms, expanded)]
-    # sympy.simplify rewrites sign and |x| as piecewise functions, which is slow: only on small
-    # expressions without them.
-    if size <= SIMPLIFY_LIMIT and not expr.has(sympy.Piecewise, sympy.sign, sympy.Abs):
+    # sympy.simplify rewrites sign and |x| as piecewise functions, which is slow, and its
+    # logcombine ran for minutes on `lr g / (log(1 + interp(g^2, v, 0.999)) + 1e-8)`: only on
+    # small expressions without them.
+    if size <= SIMPLIFY_LIMIT and not expr.has(sympy.Piecewise, sympy.sign, sympy.Abs, sympy.log):
         out.append(_attempt(sympy.simplify, expr))
     out = [e for e in out if e is not None]
     return [sign_rewrite(e) for e in out] + out

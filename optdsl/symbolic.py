@@ -309,7 +309,10 @@ class _Reader:
                 raise NotExpressible(f"{e} is not a finite real number")
             return Const(v.real)
         if isinstance(e, sympy.Add):
-            return self.add(e)
+            e = _expm1_terms(e)
+            return self.add(e) if isinstance(e, sympy.Add) else self.read(e)
+        if e.func == _EXPM1:
+            return _call("expm1", self.read(e.args[0]))
         if isinstance(e, sympy.Mul):
             return self.mul(e)
         if isinstance(e, sympy.Pow):
@@ -317,6 +320,10 @@ class _Reader:
         if isinstance(e, sympy.exp):
             return _call("exp", self.read(e.args[0]))
         if isinstance(e, sympy.log):
+            rest = e.args[0] - 1  # log(1 + |x|) is log1p(x), exact in float32 where 1 + |x| rounds
+            if isinstance(e.args[0], sympy.Add) and sympy.Integer(1) in e.args[0].args and (
+                    isinstance(rest, sympy.Abs) or rest.is_nonnegative):
+                return _call("log1p", self.abs_arg(rest, "log1p"))
             return _call("log", self.abs_arg(e.args[0], "log"))
         if isinstance(e, sympy.Abs):
             return _call("abs", self.read(e.args[0]))
@@ -471,6 +478,28 @@ class _Reader:
         if c in (sympy.true, sympy.false):
             return Const(1.0 if c == sympy.true else 0.0)
         raise NotExpressible(f"no spelling for condition {c}")
+
+
+_EXPM1 = sympy.Function("expm1")
+
+
+def _expm1_terms(e: sympy.Add) -> sympy.Expr:
+    """``c exp(x) - c + ...`` with ``c exp(x) - c`` as ``c expm1(x)``: the sympy form of expm1 is
+    ``exp(x) - 1``, which float32 rounds to 0 for ``|x| < 6e-8`` (a second moment of rare
+    gradients) and computes with few correct digits well above; the language's expm1 does not.
+
+    Example:
+        >>> x = sympy.Symbol("x")
+        >>> _expm1_terms(2 * sympy.exp(x) - 2 + x)
+        x + 2*expm1(x)
+    """
+    number = sum((a for a in e.args if a.is_number), sympy.Integer(0))
+    for term in e.args:
+        c, rest = term.as_coeff_Mul()
+        if isinstance(rest, sympy.exp) and number != 0 and abs(float(number + c)) <= 1e-6 * abs(float(c)):
+            others = [a for a in e.args if a is not term and not a.is_number]
+            return sympy.Add(c * _EXPM1(rest.args[0]), number + c, *others)
+    return e
 
 
 def _clip(e: sympy.Expr) -> tuple[sympy.Expr, sympy.Expr] | None:

@@ -281,3 +281,42 @@ def train(w, g, v, lr):
 """)
     r = readable(raw, lr=1.08)
     assert "lr=0.00758268)" in r.source and r.equality == "exact"
+
+
+# The seed-4 winner of the 10-minute runs of 2026-12-03 (#62464), its live part as stored.
+SEARCH_62464 = """
+def train(w, g, v, lr):
+    t_4 = tanh(lr)
+    t = g * g
+    v = interp(t, v, 0.999)
+    t_12 = expm1(v)
+    t_3 = sqrt(t_12)
+    t_2 = t_3 - 3.719e-09
+    t_1 = g / t_2
+    update = arcsinh(t_1)
+    t_5 = lr * 0.0009198
+    update = update * t_5
+    v = clip(v, t_4)
+    return update, v
+"""
+
+
+def test_a_readable_form_keeps_expm1_and_log1p_where_float32_needs_them():
+    """sympy writes expm1(x) as exp(x) - 1, which float32 rounds to 0 for |x| < 6e-8: #62464's
+    readable form once read `sqrt(exp(m) - 1)`, and its exported optimizer diverged on rare
+    embedding rows where the searched program trained. Forms keep expm1 / log1p, and a form that
+    does not compute what the program computes in float32 is not taken."""
+    from optdsl.equiv import float32_agrees
+
+    raw = parse(SEARCH_62464)
+    r = readable(raw, lr=24.41)
+    assert "sqrt(expm1(t1))" in r.source and "exp(" not in r.source
+    assert float32_agrees(raw, r.program, {"lr": 24.41}, dict(r.program.hyper_defaults))
+    spelled_out = parse(r.source.replace("expm1(t1)", "(exp(t1) - 1)"))
+    assert compare(raw, spelled_out, {"lr": 24.41}, dict(r.program.hyper_defaults)).equal
+    assert not float32_agrees(raw, spelled_out, {"lr": 24.41}, dict(r.program.hyper_defaults))
+    # (and sympy's simplify no longer runs for minutes on these); a program that spells out
+    # log(1 + v) keeps it: its readable form computes what it computes, in float32 too
+    for body, form in (("log1p(v)", "log1p(m)"), ("log(1 + v)", "log(1 + m)")):
+        source = f"def train(w, g, v, lr):\n    v = interp(g * g, v, 0.999)\n    return lr * g / ({body} + 1e-8), v\n"
+        assert form in readable(parse(source), lr=1.0).source
