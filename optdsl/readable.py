@@ -29,7 +29,7 @@ which, with the learning rate the search tuned for it (18.9), a person writes as
 3. the learning-rate scaling is folded: an update ``c * lr * E`` (``c`` a number) becomes
    ``lr * E`` with ``lr``'s default ``c`` times the tuned ``lr`` (the search's swept value, or the
    program's own default); other reads of ``lr`` (``clip(g, lr)``) take the tuned value as a number;
-4. readable names: states ``m``, ``v`` (in order), the step ``update``, a value computed from ``g``
+4. readable names: states ``m`` (first moments) and ``v`` (kept >= 0: second moments), the step ``update``, a value computed from ``g``
    alone reassigns ``g`` (the paper's ``g = clip(g, lr)``); one expression per state.
 
 The result is then compared with the raw program by :func:`optdsl.equiv.compare` (the raw one
@@ -96,7 +96,7 @@ from .typecheck import input_kinds, validate
 
 #: Programs with more ops than this (after dead-code removal) are not inlined into sympy.
 SYMBOLIC_LIMIT = 80
-#: Names given to the states, in order; further states keep their own names.
+#: Names given to the states by their role (`_rename_states`); further states keep their own names.
 STATE_NAMES = ("m", "v")
 
 
@@ -246,7 +246,16 @@ def _lr_factor(program: Program) -> float | None:
 def lr_scale(update: sympy.Expr, lr: sympy.Symbol) -> tuple[sympy.Expr, sympy.Expr] | None:
     """``(c, E)`` with ``update = c * lr * E``, ``c`` a positive number chosen so that the
     largest term of ``E`` has coefficient 1 (``lr/5000 * (sign(m) + 0.4602 w)`` ->
-    ``(1/5000, sign(m) + 0.4602 w)``); None when some term lacks the factor ``lr``."""
+    ``(1/5000, sign(m) + 0.4602 w)``); None when some term lacks the factor ``lr``.
+
+    Example:
+        >>> from optdsl.symbolic import symbol
+        >>> lr, m, w = symbol("lr"), symbol("m"), symbol("w")
+        >>> lr_scale(lr / 5000 * (sympy.sign(m) + sympy.Rational(4602, 10000) * w), lr)
+        (1/5000, 2301*w/5000 + sign(m))
+        >>> lr_scale(lr * m + w, lr) is None
+        True
+    """
     parts = []
     for term in sympy.Add.make_args(sympy.expand_mul(update, deep=False)):
         c, rest = term.as_coeff_Mul()
@@ -280,7 +289,16 @@ def in_new_states(update: sympy.Expr, olds, news) -> tuple[sympy.Expr, dict, lis
     in its old one (``m' = 0.1 g + 0.9 m``) lets ``m = (m' - 0.1 g) / 0.9`` be put in, so
     ``0.1 g + 0.9 m`` reads ``m'``. Returns the update over stand-in symbols for the new values,
     the map from each stand-in to its new value, and the new values, each other state's read over
-    the stand-ins too where that removes the old value (``v' = interp(g m', v, 0.9)``)."""
+    the stand-ins too where that removes the old value (``v' = interp(g m', v, 0.9)``).
+
+    Example:
+        >>> from optdsl.symbolic import symbol
+        >>> lr, g, m = symbol("lr"), symbol("g"), symbol("m")
+        >>> new_m = g / 10 + 9 * m / 10
+        >>> update, stand_in, news = in_new_states(lr * sympy.sign(new_m), [m], [new_m])
+        >>> update, stand_in
+        (lr*sign(_m), {_m: g/10 + 9*m/10})
+    """
     stand_in, news = {}, list(news)
     for i, old in enumerate(olds):
         new = news[i]  # over the stand-ins found so far
@@ -395,7 +413,7 @@ def _main_term_first(expr: Expr) -> Expr:
 
 def _named(program: Program) -> Program:
     """Step 4: the update as a statement ``update = ...``, each new state value as a statement
-    ``m = ...`` (where no later line reads the old value), states named ``m``, ``v``, temporaries
+    ``m = ...`` (where no later line reads the old value), states named ``m`` or ``v``, temporaries
     computed from ``g`` alone named ``g``, the others ``t1``, ``t2``..."""
     # sympy names |lr| when clip(g, lr) reads it twice: put it back and read clip's form as clip.
     atoms_abs = {a.target: a.expr for a in program.body if isinstance(a.expr, Call) and a.expr.op == "abs"
@@ -460,8 +478,16 @@ def _rename(program: Program, mapping: dict[str, str]) -> Program:
 
 
 def _rename_states(program: Program) -> Program:
+    """States named by their role, as the paper names them: one the op table's range facts keep
+    >= 0 (a second moment, ``interp(g*g, v, 0.999)``) is ``v``, any other ``m``; where the role's
+    name is taken, the next free one of ``m``, ``v``, else the state's own name."""
     taken = names_in(program) - set(program.state_names)
-    mapping = {s.name: new for s, new in zip(program.states, STATE_NAMES) if new not in taken}
+    second = nonnegative_states(program, values=program.hyper_defaults)
+    mapping: dict[str, str] = {}
+    for state in program.states:
+        free = [n for n in STATE_NAMES if n not in taken and n not in mapping.values()]
+        role = "v" if state.name in second else "m"
+        mapping[state.name] = role if role in free else (free[0] if free else state.name)
     return _rename(program, mapping) if len(set(mapping.values())) == len(mapping) else program
 
 

@@ -192,7 +192,7 @@ def test_an_interp_of_a_number_with_a_weight_outside_0_1_reads_as_a_line():
     raw = parse("def train(w, g, v, lr):\n    v = interp(g * g, v, 0.999)\n"
                 "    t = g / interp(sqrt(v) * 2, 4.675e-08, -0.4453)\n    return (t + arcsinh(t)) * (lr * 0.001), v\n")
     r = readable(raw, lr=1.0)
-    assert "t1 = g / (2.8906 * sqrt(m) - 2.0817775e-08)" in r.source and r.equality == "exact"
+    assert "t1 = g / (2.8906 * sqrt(v) - 2.0817775e-08)" in r.source and r.equality == "exact"
     average = Call("interp", (Var("g"), Const(1e-08), Const(0.5)))
     assert _as_line(average) is average
     rounded = Call("interp", (Var("g"), Const(0.1234567891), Const(-1.234567891)))  # a product of 20 digits
@@ -219,7 +219,7 @@ def train(w, g, m, v, lr):
     return lr * arcsinh(u), m, v
 """)
     r = readable(raw, lr=0.02)
-    assert [s.name for s in r.program.states] == ["m"] and "m = 0" not in r.source
+    assert [s.name for s in r.program.states] == ["v"] and "m = 0" not in r.source
     assert compare(raw, r.program, {"lr": 0.02}, dict(r.program.hyper_defaults)).equal
 
 
@@ -235,7 +235,7 @@ def train(w, g, v, lr):
     return update, v
 """)
     r = readable(raw, lr=3.25)
-    assert "update = lr * g / (1e-08 + sqrt(m))" in r.source and "lr=0.0064454)" in r.source
+    assert "update = lr * g / (1e-08 + sqrt(v))" in r.source and "lr=0.0064454)" in r.source
     assert r.equality.startswith("exact")
 
 
@@ -264,10 +264,10 @@ def train(w, g, v, lr):
     return update, v
 """)
     r = readable(raw, lr=61.04)
-    assert r.source == ("def train(w, g, m, lr=0.02224908):\n    m = interp(square(g), m, 0.999)\n"
-                        "    update = lr * arcsinh(g / (1e-08 + sqrt(m)))\n    return update, m\n")
+    assert r.source == ("def train(w, g, v, lr=0.02224908):\n    v = interp(square(g), v, 0.999)\n"
+                        "    update = lr * arcsinh(g / (1e-08 + sqrt(v)))\n    return update, v\n")
     assert r.equality == "exact"
-    assert "stay >= 0 from their start: v (a), m (b)" in compare(raw, r.program, {"lr": 61.04}, {"lr": 0.02224908}).detail
+    assert "stay >= 0 from their start: v (a), v (b)" in compare(raw, r.program, {"lr": 61.04}, {"lr": 0.02224908}).detail
 
 
 def test_the_folded_lr_default_is_the_exact_product_of_the_tuned_lr_and_the_scale():
@@ -317,6 +317,19 @@ def test_a_readable_form_keeps_expm1_and_log1p_where_float32_needs_them():
     assert not float32_agrees(raw, spelled_out, {"lr": 24.41}, dict(r.program.hyper_defaults))
     # (and sympy's simplify no longer runs for minutes on these); a program that spells out
     # log(1 + v) keeps it: its readable form computes what it computes, in float32 too
-    for body, form in (("log1p(v)", "log1p(m)"), ("log(1 + v)", "log(1 + m)")):
-        source = f"def train(w, g, v, lr):\n    v = interp(g * g, v, 0.999)\n    return lr * g / ({body} + 1e-8), v\n"
+    for form in ("log1p(v)", "log(1 + v)"):
+        source = f"def train(w, g, v, lr):\n    v = interp(g * g, v, 0.999)\n    return lr * g / ({form} + 1e-8), v\n"
         assert form in readable(parse(source), lr=1.0).source
+
+
+def test_states_are_named_by_their_role():
+    """A state the range facts keep >= 0 (a second moment) is v, a momentum m, whatever their
+    order or names in the raw program (an RMSprop winner's one state once read `m = interp(square(g),
+    m, 0.999)`)."""
+    raw = parse("def train(w, g, a, b, lr):\n    a = interp(g * g, a, 0.999)\n    b = interp(g, b, 0.9)\n"
+                "    return lr * b / (sqrt(a) + 1e-8), a, b\n")
+    r = readable(raw, lr=0.01)
+    assert r.program.state_names == ("v", "m") and "update = lr * m / (1e-08 + sqrt(v))" in r.source
+    two_momenta = parse("def train(w, g, a, b, lr):\n    a = interp(g, a, 0.9)\n    b = interp(g, b, 0.5)\n"
+                        "    return lr * (a + b), a, b\n")
+    assert readable(two_momenta, lr=0.01).program.state_names == ("m", "v")  # the next free name
