@@ -89,6 +89,15 @@ def test_a_cancelled_division_is_generic_not_exact():
     assert "g" in r.detail and "a's update is nan" in r.detail  # the zeros in g showed it
 
 
+def test_a_scaled_root_of_the_same_zeros_is_exact():
+    # sqrt(4 (0.1 g^2 + 0.9 w)) is singular where sqrt(0.1 g^2 + 0.9 w) is: a constant factor under
+    # a root or |.| is no new zero (both once read as different zero sets, so "generic")
+    a = parse("def f(w, g, lr=0.1):\n    return lr * g / sqrt(0.1 * g * g + 0.9 * w)\n")
+    b = parse("def f(w, g, lr=0.1):\n    return lr * g / sqrt(4 * (0.1 * g * g + 0.9 * w)) * 2\n")
+    c = parse("def f(w, g, lr=0.1):\n    return lr * g / abs(sqrt(0.1 * g * g + 0.9 * w) * -3) * 3\n")
+    assert equivalent(a, b).kind == "exact" and equivalent(a, c).kind == "exact"
+
+
 def test_sign_of_a_normalised_momentum_is_generic():
     a = parse("def f(w, g, m, lr=0.1):\n    m = interp(g, m, 0.9)\n    return lr * m / sqrt(m * m), m\n")
     b = parse("def f(w, g, m, lr=0.1):\n    m = interp(g, m, 0.9)\n    return lr * sign(m), m\n")
