@@ -14,15 +14,48 @@ from .parser import parse, parse_all
 
 
 def zoo_names() -> list[str]:
-    """Names of the programs in the zoo, sorted."""
+    """Names of the programs in the zoo, sorted.
+
+    Example:
+        >>> zoo_names()[:3], "lion" in zoo_names()
+        (['adafactor', 'adafactor_optax', 'adam'], True)
+    """
     return sorted(f.name[:-3] for f in resources.files("optdsl.zoo").iterdir()
                   if f.name.endswith(".py") and not f.name.startswith("_"))
 
 
 def zoo_source(name: str) -> str:
+    """The source text of the zoo program ``name``; a DslError listing the zoo if there is none.
+
+    Example:
+        >>> zoo_source("sgd").splitlines()[0]
+        'def sgd(w, g, lr=0.01):'
+    """
     if name not in zoo_names():
         raise DslError(f"no zoo program named {name!r}", hint=f"the zoo has: {', '.join(zoo_names())}")
     return resources.files("optdsl.zoo").joinpath(f"{name}.py").read_text()
+
+
+def summary(doc: str) -> str:
+    """A docstring's first sentence, its lines joined: the text of the zoo's tables. A sentence
+    ends at a full stop followed by a space or the end, outside brackets and quotes.
+
+    Example:
+        >>> summary("LAMB (You et al. 2020), as optax.lamb\\ndefines it. More.\\n\\nDetails.")
+        'LAMB (You et al. 2020), as optax.lamb defines it.'
+    """
+    text = " ".join(doc.split("\n\n")[0].split())
+    depth, quoted = 0, False
+    for i, ch in enumerate(text):
+        if ch == '"':
+            quoted = not quoted
+        elif not quoted and ch in "([":
+            depth += 1
+        elif not quoted and ch in ")]":
+            depth -= 1
+        elif not quoted and depth == 0 and ch == "." and text[i + 1 : i + 2] in ("", " "):
+            return text[: i + 1]
+    return text
 
 
 def decode(data: bytes, filename: str) -> str:
@@ -49,7 +82,18 @@ def decode(data: bytes, filename: str) -> str:
 
 
 def read(path: str) -> str:
-    """The text of the program file at ``path`` (``-``: standard input), decoded by :func:`decode`."""
+    """The text of the program file at ``path`` (``-``: standard input), decoded by :func:`decode`.
+
+    Example (a leading UTF-8 byte-order mark is dropped):
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     path = os.path.join(d, "f.py")
+        ...     with open(path, "wb") as f:
+        ...         _ = f.write(b"\\xef\\xbb\\xbfdef f(w, g, lr):\\n    return lr * g\\n")
+        ...     text = read(path)
+        >>> text
+        'def f(w, g, lr):\\n    return lr * g\\n'
+    """
     if path == "-":
         stdin = getattr(sys.stdin, "buffer", None)  # a text-only stdin (a test's StringIO) has none
         return decode(stdin.read(), "<stdin>") if stdin is not None else sys.stdin.read()
@@ -97,7 +141,19 @@ def load(src: str) -> Program:
 
 
 def load_all(path: str) -> dict[str, Program]:
-    """Every program in the file at ``path``."""
+    """Every program in the file at ``path``, by name, in file order.
+
+    Example:
+        >>> import tempfile
+        >>> text = "def a(w, g, lr):\\n    return lr * g\\n\\ndef b(w, g, m, lr):\\n    return g, m\\n"
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     path = os.path.join(d, "rules.py")
+        ...     with open(path, "w") as f:
+        ...         _ = f.write(text)
+        ...     programs = load_all(path)
+        >>> {name: p.state_names for name, p in programs.items()}
+        {'a': (), 'b': ('m',)}
+    """
     return parse_all(read(path), path)
 
 
