@@ -24,6 +24,19 @@ SUITES = {"cpu": "codegen.bench", "jax": "codegen.bench_jax", "gpu": "codegen.be
 
 
 def cmd_compile(args) -> int:
+    """``optdsl compile``: the generated module of ``args.src`` for ``args.target``, on stdout or
+    written atomically to ``args.out`` (refused, DslError, where the module docstring says). Returns 0.
+
+    Example (what ``optdsl compile sgd --target torch -o sgd.py`` runs):
+        >>> import argparse, tempfile
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     out = os.path.join(d, "sgd.py")
+        ...     code = cmd_compile(argparse.Namespace(src="sgd", target="torch", out=out, force=False))
+        ...     with open(out) as f:
+        ...         classes = [line for line in f if line.startswith("class SGD")]
+        >>> code, classes
+        (0, ['class SGD(_Optimizer):\\n'])
+    """
     from optdsl.errors import DslError
 
     from .generated import replaceable_path, write_atomic
@@ -47,6 +60,20 @@ def cmd_compile(args) -> int:
 
 
 def cmd_bench(args) -> int:
+    """``optdsl bench``: run each chosen suite (``args.suite``; ``args.case`` picks cpu cases), print
+    its table and, with ``args.out``, replace that suite's section of the file. Returns 0; a suite
+    whose module cannot be imported (jax missing) is skipped with a message.
+
+    Shell: ``optdsl bench --quick --suite cpu --out docs/benchmarks.md``. The arguments are checked
+    before any timing.
+
+    Example:
+        >>> import argparse
+        >>> args = argparse.Namespace(suite="jax", case=["16x1M"], quick=True, out=None)
+        >>> cmd_bench(args)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        optdsl.errors.DslError: --case picks cases of the cpu suite, not of --suite jax; drop --case, ...
+    """
     from optdsl.errors import DslError
 
     from .bench import CASES, machine, markdown, print_table, write_section
@@ -56,6 +83,9 @@ def cmd_bench(args) -> int:
     if args.case and suites != ["cpu"]:
         raise DslError(f"--case picks cases of the cpu suite, not of --suite {args.suite}",
                        hint="drop --case, or use --suite cpu")
+    if args.case and args.quick:
+        raise DslError("--quick runs its own small case (16x256K), not the cases --case names",
+                       hint="drop --quick to time the named cases, or --case for the quick run")
     unknown = [c for c in args.case or [] if not any(known.startswith(c) for known in CASES)]
     if unknown:
         raise DslError(f"--case {unknown[0]}: no such case",
@@ -83,15 +113,28 @@ def cmd_bench(args) -> int:
 
 
 def register(subparsers) -> None:
+    """Add the ``compile`` and ``bench`` subcommands to ``subparsers`` (``args.func`` runs one).
+
+    Example:
+        >>> import argparse
+        >>> parser = argparse.ArgumentParser(prog="optdsl")
+        >>> register(parser.add_subparsers())
+        >>> args = parser.parse_args(["compile", "lion", "--target", "jax"])
+        >>> args.func is cmd_compile, args.target, args.out
+        (True, 'jax', None)
+    """
     p = subparsers.add_parser("compile", help="generate a standalone optimizer module")
     p.add_argument("src", help="zoo name, file, FILE:NAME or -")
-    p.add_argument("--target", choices=sorted(TARGETS), default="torch")
+    p.add_argument("--target", choices=sorted(TARGETS), default="torch",
+                   help="torch: a torch.optim.Optimizer module (default); jax: an optax transformation; "
+                        "triton: the torch module with a fused Triton kernel for GPUs")
     p.add_argument("-o", "--out", help="output file (default: stdout)")
     p.add_argument("--force", action="store_true", help="replace OUT even when optdsl did not write it")
     p.set_defaults(func=cmd_compile)
     b = subparsers.add_parser("bench", help="time generated optimizers against the anchors")
     b.add_argument("--quick", action="store_true", help="smaller cases, fewer repeats")
-    b.add_argument("--suite", choices=[*SUITES, "all"], default="cpu")
+    b.add_argument("--suite", choices=[*SUITES, "all"], default="cpu",
+                   help="cpu (default), gpu (needs CUDA), jax (needs the jax extra) or all")
     b.add_argument("--case", action="append",
                    help="cpu suite: run only the cases named so (16x1M, BERT); repeatable")
     b.add_argument("--out", default=None,

@@ -26,19 +26,24 @@ import threading
 from .errors import DslError
 
 COMMAND_MODULES = ("optdsl.commands", "codegen.commands", "search.commands")
+DESCRIPTION = ("Optimizers as small symbolic programs: check, simplify and compare them, compile them to "
+               "torch or optax, and discover new ones by evolutionary search. Exit status: 0 done, "
+               "1 a negative answer (equiv), 2 bad input.")
 
 
 def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="optdsl", description=__doc__.splitlines()[0])
+    """The ``optdsl`` argument parser, with the subcommands of every module of ``COMMAND_MODULES``
+    (the three areas ship in one package, so each is there).
+
+    Example:
+        >>> args = make_parser().parse_args(["equiv", "adam", "adamw", "--set", "weight_decay=0"])
+        >>> args.func.__name__, args.a, args.b, args.set
+        ('cmd_equiv', 'adam', 'adamw', ['weight_decay=0'])
+    """
+    parser = argparse.ArgumentParser(prog="optdsl", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as e:
-            if e.name != name:
-                raise
-            continue
-        module.register(sub)
+        importlib.import_module(name).register(sub)
     return parser
 
 
@@ -47,7 +52,16 @@ def sigterm_as_ctrl_c():
     """While active, SIGTERM raises KeyboardInterrupt as Ctrl-C does, so ``kill PID`` (or a job
     scheduler's stop) unwinds the same cleanup: workers stopped, results kept, files closed. The
     previous handler is restored after (``main`` may run inside a test or another program).
-    Only the main thread can set handlers; elsewhere this does nothing."""
+    Only the main thread can set handlers; elsewhere this does nothing.
+
+    Example:
+        >>> with sigterm_as_ctrl_c():
+        ...     try:
+        ...         signal.getsignal(signal.SIGTERM)(signal.SIGTERM, None)  # what `kill PID` runs
+        ...     except KeyboardInterrupt:
+        ...         print("KeyboardInterrupt, as from Ctrl-C")
+        KeyboardInterrupt, as from Ctrl-C
+    """
     if threading.current_thread() is not threading.main_thread():
         yield
         return

@@ -14,7 +14,7 @@ from rich.table import Table
 
 from .errors import DslError
 from .printer import to_source
-from .source import load, zoo_names
+from .source import load, summary, zoo_names
 
 
 def _assignments(pairs: list[str]) -> dict[str, float]:
@@ -45,6 +45,13 @@ def _shape(text: str) -> tuple[int, ...]:
 
 
 def cmd_check(args) -> int:
+    """``optdsl check SRC``: parse and validate ``SRC``, then print one ``ok:`` line.
+
+    Example:
+        >>> cmd_check(argparse.Namespace(src="adafactor"))
+        ok: adafactor (11 statements, states: r, c, v)
+        0
+    """
     program = load(args.src)
     print(f"ok: {program.name} ({len(program.body)} statements, states: "
           f"{', '.join(program.state_names) or 'none'})")
@@ -52,6 +59,17 @@ def cmd_check(args) -> int:
 
 
 def cmd_show(args) -> int:
+    """``optdsl show SRC [--latex]``: print the program's canonical source, or its update rule as
+    LaTeX equations.
+
+    Example:
+        >>> cmd_show(argparse.Namespace(src="sgd", latex=False))
+        def sgd(w, g, lr=0.01):
+            \"\"\"Plain stochastic gradient descent: w <- w - lr g (torch.optim.SGD, momentum 0).\"\"\"
+            update = lr * g
+            return update
+        0
+    """
     program = load(args.src)
     if args.latex:
         from .latex import to_latex
@@ -63,6 +81,21 @@ def cmd_show(args) -> int:
 
 
 def cmd_simplify(args) -> int:
+    """``optdsl simplify SRC [--set NAME=VALUE]... [--readable [--lr LR] [--latex]]``: print the
+    simplified program (hyperparameters given by ``--set`` bound first), or its readable form and
+    how it equals the input.
+
+    Example:
+        >>> args = argparse.Namespace(src="lion", set=["weight_decay=0"], readable=False, lr=None,
+        ...                           latex=False)
+        >>> cmd_simplify(args)  # doctest: +ELLIPSIS
+        def lion(w, g, m, lr=0.0001, beta1=0.9, beta2=0.99):
+        ...
+            update = sign(interp(g, m, beta1))
+            m = interp(g, m, beta2)
+            return update * lr, m
+        0
+    """
     from .simplify import bind, simplify
 
     if not args.readable and (args.lr is not None or args.latex):
@@ -85,6 +118,17 @@ def cmd_simplify(args) -> int:
 
 
 def cmd_equiv(args) -> int:
+    """``optdsl equiv SRC_A SRC_B [--set NAME=VALUE]... [--strict]``: decide whether the two
+    programs produce the same updates and print the verdict; 0 if equal, else 1 (with ``--strict``,
+    1 unless proved exactly equal).
+
+    Example:
+        >>> args = argparse.Namespace(a="adam", b="adamw", set=["weight_decay=0"], strict=False)
+        >>> cmd_equiv(args)  # doctest: +ELLIPSIS
+        equal (exact)
+        sympy proves the update and new states equal ...
+        0
+    """
     from .equiv import equivalent
 
     result = equivalent(load(args.a), load(args.b), _assignments(args.set))
@@ -100,6 +144,13 @@ def cmd_equiv(args) -> int:
 
 
 def cmd_cost(args) -> int:
+    """``optdsl cost SRC [--shape RxC] [--dtype DTYPE]``: print one step's state memory, bytes moved
+    and flops for a parameter of that shape (:func:`optdsl.cost.cost`) as a table.
+
+    Example::
+
+        optdsl cost adamw --shape 4096x4096 --dtype bfloat16
+    """
     shape, program = _shape(args.shape), load(args.src)
     from .cost import cost
 
@@ -109,6 +160,13 @@ def cmd_cost(args) -> int:
 
 
 def cmd_zoo(args) -> int:
+    """``optdsl zoo``: print a table of the zoo's programs: states, hyperparameters with their
+    defaults, and the first sentence of each docstring.
+
+    Example::
+
+        optdsl zoo
+    """
     table = Table(title="optdsl zoo")
     for col in ("name", "states", "hyperparameters", "source"):
         table.add_column(col)
@@ -116,45 +174,69 @@ def cmd_zoo(args) -> int:
         p = load(name)
         states = ", ".join(f"{s.name}:{s.kind}" if s.kind != "full" else s.name for s in p.states)
         hypers = ", ".join(f"{h.name}={h.default:g}" for h in p.hypers)
-        table.add_row(name, states, hypers, (p.doc.splitlines() or [""])[0])
+        table.add_row(name, states, hypers, summary(p.doc))
     Console(width=160).print(table)
     return 0
 
 
 def cmd_ops(args) -> int:
+    """``optdsl ops``: print the op reference (:func:`optdsl.ops.reference_table`), one op a row.
+
+    Example:
+        >>> cmd_ops(argparse.Namespace())  # doctest: +ELLIPSIS
+        | function | args | shape rule | meaning |
+        |---|---|---|---|
+        | `x + y` | 2 | elementwise | x + y |
+        ...
+        0
+    """
     from .ops import reference_table
 
     print(reference_table())
     return 0
 
 
+#: What a SRC argument may be (optdsl.source).
+SRC_HELP = "a zoo name (optdsl zoo), a file, FILE:NAME for one of its programs, or - for stdin"
+
+
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add this module's subcommands to ``sub``; each parser's ``func`` is its ``cmd_*`` handler.
+
+    Example:
+        >>> parser = argparse.ArgumentParser(prog="optdsl")
+        >>> register(parser.add_subparsers(dest="command"))
+        >>> args = parser.parse_args(["cost", "adamw", "--shape", "1024x1024"])
+        >>> args.func.__name__, args.src, args.shape, args.dtype
+        ('cmd_cost', 'adamw', '1024x1024', 'float32')
+    """
     def add(name, func, help_):
         p = sub.add_parser(name, help=help_, description=help_)
         p.set_defaults(func=func)
         return p
 
-    add("check", cmd_check, "validate a program (exit 0, or 2 with the error)").add_argument("src")
+    add("check", cmd_check, "validate a program (exit 0, or 2 with the error)").add_argument("src", help=SRC_HELP)
     p = add("show", cmd_show, "print a program's canonical source (or LaTeX)")
-    p.add_argument("src")
+    p.add_argument("src", help=SRC_HELP)
     p.add_argument("--latex", action="store_true", help="print the update rule as LaTeX equations")
     p = add("simplify", cmd_simplify, "print the simplified program as DSL source")
-    p.add_argument("src")
+    p.add_argument("src", help=SRC_HELP)
     p.add_argument("--set", action="append", metavar="NAME=VALUE", help="bind a hyperparameter")
     p.add_argument("--readable", action="store_true",
                    help="the readable form (states m, v, the lr scaling folded) and how it equals the input")
     p.add_argument("--lr", type=float, help="with --readable: the tuned learning rate to fold into lr's default")
     p.add_argument("--latex", action="store_true", help="with --readable: also print LaTeX")
     p = add("equiv", cmd_equiv, "decide whether two programs produce the same updates, and how (exit 0/1)")
-    p.add_argument("a", metavar="SRC_A")
-    p.add_argument("b", metavar="SRC_B")
+    p.add_argument("a", metavar="SRC_A", help=SRC_HELP)
+    p.add_argument("b", metavar="SRC_B", help="the program to compare with, the same kinds as SRC_A")
     p.add_argument("--set", action="append", metavar="NAME=VALUE",
                    help="bind a hyperparameter in both programs (default: their defaults)")
     p.add_argument("--strict", action="store_true",
                    help="exit 0 only for exact equality (not 'generic' or 'tested')")
     p = add("cost", cmd_cost, "memory, traffic and flops of one step, as a table")
-    p.add_argument("src")
+    p.add_argument("src", help=SRC_HELP)
     p.add_argument("--shape", default="4096x4096", help="parameter shape (default 4096x4096)")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16", "float64"])
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16", "float64"],
+                   help="element type of the parameter and its states (default float32)")
     add("zoo", cmd_zoo, "list the zoo's programs")
     add("ops", cmd_ops, "print the op reference (the op table)")

@@ -194,6 +194,16 @@ def _check_user_tasks(config: SearchConfig, console: Console) -> None:
 
 
 def cmd_search(args) -> int:
+    """``optdsl search``: check the arguments (exit 2 before any work), create or ``--resume`` the
+    database, run regularized evolution within the budget with live progress, then print the
+    winner (scores, verdict, ablation steps, source, LaTeX) and write ``best_optimizer.py`` beside
+    the database. Returns the exit code, 0.
+
+    Example::
+
+        optdsl search --init adamw --budget 10m --db search.sqlite   # cmd_search(args) runs it
+        optdsl search --resume search.sqlite --budget 5m
+    """
     _validate_args(args)
     console = Console()
     seconds = None if args.evals else parse_budget(args.budget)
@@ -208,7 +218,8 @@ def cmd_search(args) -> int:
         except DslError:
             store.close()
             raise
-        console.print(f"resuming {db}: {store.count()} programs scored so far")
+        n = store.count()
+        console.print(f"resuming {db}: {n} program{'s' * (n != 1)} scored so far")
         try:
             config.device = _device(args, _task_files(config))  # scores agree across devices
             _check_user_tasks(config, console)
@@ -269,6 +280,13 @@ def _best_path(db: str) -> str:
 
 
 def cmd_report(args) -> int:
+    """``optdsl report``: print a search's totals and best programs, read-only
+    (:func:`search.report.report`); with ``-o DIR``, also write its plots there. Returns 0.
+
+    Example::
+
+        optdsl report search.sqlite -o report    # prints, and writes report/*.png
+    """
     _validate_args(args)
     with Store(args.path, readonly=True) as store:  # report only reads: the file is never written
         report(store, args.output, top=args.top)
@@ -276,6 +294,14 @@ def cmd_report(args) -> int:
 
 
 def cmd_export(args) -> int:
+    """``optdsl export``: write the ``--top`` K best programs of a search as DSL files and
+    generated torch/jax modules into ``-o DIR`` (:func:`search.export.export_top`), printing
+    each path. Returns 0.
+
+    Example::
+
+        optdsl export search.sqlite --top 3 -o winners   # winners/found_<id>.py, ..._torch.py, ..._jax.py
+    """
     _validate_args(args)
     with Store(args.path, readonly=True) as store:
         for p in export_top(store, args.top, args.output):
@@ -284,6 +310,18 @@ def cmd_export(args) -> int:
 
 
 def register(subparsers) -> None:
+    """Add the ``search``, ``report`` and ``export`` subcommands to ``subparsers``; each parser's
+    ``func`` is its handler (:func:`cmd_search`, :func:`cmd_report`, :func:`cmd_export`).
+
+    Example:
+        >>> parser = argparse.ArgumentParser(prog="optdsl")
+        >>> register(parser.add_subparsers(dest="command"))
+        >>> args = parser.parse_args(["search", "--evals", "50"])
+        >>> args.func is cmd_search, args.evals, args.population, args.tournament, args.db
+        (True, 50, 32, 4, 'search.sqlite')
+        >>> parser.parse_args(["export", "search.sqlite", "-o", "winners"]).top
+        3
+    """
     p = subparsers.add_parser("search", help="evolutionary search for new update rules",
                               description="Regularized evolution from a warm start (AdamW by default), "
                                           "scored on small proxy training tasks against tuned AdamW.")
@@ -294,13 +332,15 @@ def register(subparsers) -> None:
     budget.add_argument("--budget", default="10m", help="wall-clock budget, e.g. 90s, 10m, 1h (default 10m)")
     budget.add_argument("--evals", type=int, metavar="N", help="stop after N evaluations instead")
     p.add_argument("--db", default=_STORED["db"], metavar="PATH", help="SQLite file (default search.sqlite)")
-    p.add_argument("--seed", type=int, default=_STORED["seed"], metavar="N")
+    p.add_argument("--seed", type=int, default=_STORED["seed"], metavar="N",
+                   help="seed of the search's random choices (default 0)")
     p.add_argument("--population", type=int, default=_STORED["population"], metavar="N",
                    help="population size (default 32)")
     p.add_argument("--tournament", type=int, default=_STORED["tournament"], metavar="N",
                    help="tournament size (default 4)")
     p.add_argument("--workers", type=int, metavar="N", help="parallel evaluations (default: all cores)")
-    p.add_argument("--executor", choices=("local", "ray"), default="local")
+    p.add_argument("--executor", choices=("local", "ray"), default="local",
+                   help="local: worker processes on this machine (default); ray: a Ray cluster (the ray extra)")
     p.add_argument("--ray-address", metavar="ADDR", help="Ray cluster to join (default: start a local one)")
     p.add_argument("--tasks", metavar="NAMES", help=f"comma-separated proxy tasks (default {','.join(PROXY_TASKS)}; "
                                                     f"all: {','.join(FACTORIES)})")
@@ -315,13 +355,14 @@ def register(subparsers) -> None:
     p.set_defaults(func=cmd_search)
 
     r = subparsers.add_parser("report", help="print a search's best programs and plot its progress")
-    r.add_argument("path", metavar="PATH")
+    r.add_argument("path", metavar="PATH", help="the search's SQLite file (--db)")
     r.add_argument("-o", "--output", metavar="DIR", help="write PNG plots here")
     r.add_argument("--top", type=int, default=5, help=argparse.SUPPRESS)
     r.set_defaults(func=cmd_report)
 
     e = subparsers.add_parser("export", help="write a search's winners as DSL files and torch/jax modules")
-    e.add_argument("path", metavar="PATH")
-    e.add_argument("--top", type=int, default=3, metavar="K")
-    e.add_argument("-o", "--output", required=True, metavar="DIR")
+    e.add_argument("path", metavar="PATH", help="the search's SQLite file (--db)")
+    e.add_argument("--top", type=int, default=3, metavar="K",
+                   help="how many programs, best first as `report` ranks them (default 3)")
+    e.add_argument("-o", "--output", required=True, metavar="DIR", help="folder to write into (created if missing)")
     e.set_defaults(func=cmd_export)

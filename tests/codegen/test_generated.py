@@ -102,6 +102,7 @@ def test_bench_writes_its_markdown_only_when_asked():
 @pytest.mark.parametrize("argv, message", [
     (["--suite", "jax", "--case", "BERT"], "--case picks cases of the cpu suite, not of --suite jax"),
     (["--case", "nosuch"], "--case nosuch: no such case"),
+    (["--quick", "--case", "BERT"], "--quick runs its own small case (16x256K), not the cases --case names"),
     (["--case", "16x1M", "--out", "{tmp}"], "is not a regular file (a directory)"),
 ])
 def test_bench_refuses_bad_flags_before_timing_anything(argv, message, tmp_path, capsys):
