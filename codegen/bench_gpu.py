@@ -36,21 +36,39 @@ from .bench import bert_base_shapes, markdown, step_bytes, write_section
 
 
 def device_name() -> str:
-    """The GPU and the software measured, for the table's title."""
+    """The GPU and the software measured, for the table's title.
+
+    Example (needs CUDA and triton)::
+
+        device_name()  # '<the GPU's name>, torch <its version>, triton <its version>'
+    """
     import triton
 
     return (f"{torch.cuda.get_device_name()}, torch {torch.__version__}, triton {triton.__version__}")
 
 
 def time_ms(fn, quick: bool) -> float:
-    """Median milliseconds per call of ``fn`` (CUDA events, L2 flushed between calls)."""
+    """Median milliseconds per call of ``fn`` (CUDA events, L2 flushed between calls):
+    ``triton.testing.do_bench(fn, return_mode="median")``, fewer warm-up and timed calls when ``quick``.
+
+    Example (needs CUDA and triton)::
+
+        x = torch.randn(1 << 20, device="cuda")
+        ms = time_ms(lambda: x.mul_(1.0), quick=True)
+    """
     from triton.testing import do_bench
 
     return do_bench(fn, warmup=10 if quick else 25, rep=40 if quick else 200, return_mode="median")
 
 
 def copy_gb_s(n: int, quick: bool) -> float:
-    """Device-to-device copy bandwidth over ``n`` float32 elements, bytes read plus written."""
+    """Device-to-device copy bandwidth over ``n`` float32 elements, bytes read plus written:
+    ``GB/s = 2 * 4 * n / ms / 1e6``.
+
+    Example (needs CUDA and triton)::
+
+        bw = copy_gb_s(1 << 26, quick=True)  # the bandwidth rows' yardstick
+    """
     src, dst = torch.randn(n, device="cuda"), torch.empty(n, device="cuda")
     ms = time_ms(lambda: dst.copy_(src), quick)
     return 2 * 4 * n / ms / 1e6
@@ -73,7 +91,16 @@ def _lion_pytorch():
 
 
 def kernel_only(module, params):
-    """A step of the generated Triton kernels alone, without the Optimizer class's bookkeeping."""
+    """A step of the generated Triton kernels alone, without the Optimizer class's bookkeeping: a
+    zero-argument function running ``_triton_group_step`` on path 0 with ``lr = 1e-4``, the step
+    count going up by one per call.
+
+    Example (needs CUDA and triton)::
+
+        module = sys.modules[build(optdsl.load("adamw"), "triton").__module__]
+        once = kernel_only(module, _model([(1 << 20,)] * 16))
+        ms = time_ms(once, quick=True)
+    """
     states = module.init_states(params)
     grads = [p.grad for p in params]
     hyper = {k: v for k, v in module.HYPER_DEFAULTS.items() if k != "lr"}
@@ -87,6 +114,14 @@ def kernel_only(module, params):
 
 
 def cases(quick: bool) -> list[tuple[str, list[tuple[int, ...]]]]:
+    """The suite's cases: ``(name, parameter shapes)``; ``quick`` uses smaller ones.
+
+    Example:
+        >>> [name for name, _ in cases(quick=True)]
+        ['16x256K fp32', '1x64M fp32']
+        >>> [(name, len(shapes)) for name, shapes in cases(quick=False)]
+        [('16x1M fp32', 16), ('1x256M fp32', 1), ('BERT-base 200 tensors fp32', 199)]
+    """
     if quick:
         return [("16x256K fp32", [(1 << 18,)] * 16), ("1x64M fp32", [(1 << 26,)])]
     return [("16x1M fp32", [(1 << 20,)] * 16), ("1x256M fp32", [(1 << 28,)]),
@@ -94,7 +129,15 @@ def cases(quick: bool) -> list[tuple[str, list[tuple[int, ...]]]]:
 
 
 def run(quick: bool = False) -> list[dict]:
-    """The GPU suite (see the module docstring); [] without CUDA."""
+    """The GPU suite (see the module docstring); [] without CUDA. Per row::
+
+        gb_s = step_bytes / ms / 1e6,   frac_of_bandwidth = gb_s / copy GB/s,   ratio = ms / anchor ms
+
+    Example (times every implementation on a CUDA device)::
+
+        rows = run(quick=True)
+        print(markdown(rows, device_name()))
+    """
     if not torch.cuda.is_available():
         return []
     programs = {n: optdsl.load(n) for n in ("adamw", "lion")}
@@ -149,7 +192,13 @@ def _module_of(cls):
 
 
 def sweep(quick: bool = False) -> list[str]:
-    """AdamW kernel alone at several (block, num_warps): lines of text, for choosing the default."""
+    """AdamW kernel alone at several (block, num_warps): lines of text, for choosing the default
+    (``GB/s = step_bytes / ms / 1e6``). Leaves the module's config at block 2048, 8 warps.
+
+    Example (times the kernel on a CUDA device)::
+
+        print("\\n".join(sweep(quick=True)))  # 'sweep 1x64M fp32: block=1024 warps=4: ... ms ... GB/s'
+    """
     module = _module_of(build(optdsl.load("adamw"), "triton"))
     lines = []
     for case, shapes in cases(quick)[1:]:
@@ -162,10 +211,18 @@ def sweep(quick: bool = False) -> list[str]:
             lines.append(f"sweep {case}: block={block} warps={warps}: {ms:.3f} ms {gb:.0f} GB/s")
             del params
     module._TRITON_CONFIG.update(block=2048, num_warps=8)
+    module._TRITON_RUNNERS.clear()  # runners cached for the last swept config must not outlive it
     return lines
 
 
 def main(argv=None) -> int:
+    """The command line: run the suite, print its Markdown table (with ``--sweep``, the kernel's
+    block sizes too) and replace the ``gpu`` section of ``--out``; 0 also without CUDA (nothing run).
+
+    Example (a shell line; ``--out ""`` writes no file)::
+
+        python -m codegen.bench_gpu --quick --sweep --out ""
+    """
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--sweep", action="store_true", help="also time the kernel's block sizes")

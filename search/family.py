@@ -6,8 +6,9 @@ learning rate and decoupled weight decay::
     update = s * (sign(x) + c * w)        s: no g, no state (lr, numbers);  c * w: optional
 
 where ``x`` is a momentum: a state whose new value is ``interp(g, state, b)`` (any b), or such an
-interpolation of g with that state (Lion's ``interp(g, m, b1)``; Tiger's and signum's new ``m``).
-A sign of the raw gradient (signSGD) or a sign term added to an Adam step is not.
+interpolation of g with that state (Lion's ``interp(g, m, b1)``; signum's new ``m``, as in Tiger).
+A sign of the raw gradient (signSGD) or a sign term added to an Adam step is not, nor is a rule
+with a branch on g (the zoo's Tiger, whose NaN guard reads g).
 
 Example:
     >>> from optdsl import load, parse
@@ -54,7 +55,16 @@ def _direction(e: Expr, moving: set[str]) -> Expr:
 
 def lion_family(program: Program) -> bool:
     """True when ``program``'s update is ``sign`` of a momentum, up to lr and weight decay (see the
-    module docstring)."""
+    module docstring)::
+
+        update = s * (sign(x) + c * w),   x = m or interp(g, m, b'),   where m' = interp(g, m, b)
+
+    Example (signSGD steps by the sign of the raw gradient, not of a momentum):
+        >>> from optdsl import load, parse
+        >>> sign_sgd = parse("def train(w, g, lr):\\n    return lr * sign(g)\\n")
+        >>> lion_family(load("lion")), lion_family(sign_sgd)
+        (True, False)
+    """
     update, news = inline(program)
     momenta = {s for s, e in zip(program.state_names, news) if _interp_of_g(e, s)}  # m' = interp(g, m, b)
     d = _direction(update, {"g", *program.state_names})

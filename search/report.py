@@ -45,7 +45,20 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
 
 def totals(store: Store) -> dict:
     """Counts over the whole store: evaluated, cached, failed (a sentence: how many, of which kind), hit
-    rate, redundant fraction."""
+    rate, redundant fraction::
+
+        cache_hit_rate = cached / rows,   redundant_fraction = 1 - live statements / statements
+
+    Example:
+        >>> from optdsl import load
+        >>> from search.candidate import describe
+        >>> store = Store(":memory:")
+        >>> for status in ("ok", "cached", "diverged"):
+        ...     _ = store.add(**describe(load("sgd")), status=status)
+        >>> t = totals(store)
+        >>> t["evaluated"], t["failed"], round(t["cache_hit_rate"], 3)
+        (2, '1 failed: 1 diverged', 0.333)
+    """
     rows = store.all()
     evaluated = [r for r in rows if r["status"] != "cached"]
     cached = len(rows) - len(evaluated)
@@ -60,7 +73,12 @@ def totals(store: Store) -> dict:
 
 
 def plot(store: Store, outdir: str) -> list[str]:
-    """Write ``best_fitness.png`` and ``pareto_front.png`` into ``outdir``; returns the paths."""
+    """Write ``best_fitness.png`` and ``pareto_front.png`` into ``outdir``; returns the paths.
+
+    Example::
+
+        plot(Store("search.sqlite", readonly=True), "report")   # ['report/best_fitness.png', ...]
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -114,7 +132,15 @@ def plot(store: Store, outdir: str) -> list[str]:
 
 def scores_table(rows: list[dict], title: str) -> Table:
     """One column per program, one row per measure (proxy and held-out scores side by side,
-    then each task's score): stays readable in 80 columns."""
+    then each task's score): stays readable in 80 columns.
+
+    Example:
+        >>> rows = [{"id": i, "fitness": 0.1 * i, "meta_fitness": None, "memory": 2.0, "n_live": 5,
+        ...          "task_score": {"mlp": 0.1 * i}, "meta_task_score": None} for i in (1, 2)]
+        >>> t = scores_table(rows, "Best")
+        >>> [c.header for c in t.columns], list(t.columns[2].cells)[0]
+        (['program', '#1', '#2'], '+0.200')
+    """
     tasks = list(dict.fromkeys(k for r in rows for k in (r["task_score"] or {})))
     meta_tasks = list(dict.fromkeys(k for r in rows for k in (r["meta_task_score"] or {})))
     table = Table(title=title, min_width=len(title))  # (a title wider than the table wraps)
@@ -134,15 +160,35 @@ def scores_table(rows: list[dict], title: str) -> Table:
 
 
 def winner_table(row: dict) -> Table:
-    """The winner's scores, proxy and held-out side by side."""
+    """The winner's scores, proxy and held-out side by side (:func:`scores_table` of one row).
+
+    Example:
+        >>> row = {"id": 7, "fitness": 0.1, "meta_fitness": 0.05, "memory": 1.0, "n_live": 4,
+        ...        "task_score": {}, "meta_task_score": {}}
+        >>> winner_table(row).title
+        'Winner: program #7 (0 = tuned AdamW, higher is better)'
+    """
     return scores_table([row], f"Winner: program #{row['id']} (0 = tuned AdamW, higher is better)")
 
 
 def report(store: Store, outdir: str | None = None, top: int = 5, console: Console | None = None) -> list[str]:
-    """Print the report; write the plots into ``outdir`` if given. Returns the plot paths."""
+    """Print the report; write the plots into ``outdir`` if given. Returns the plot paths.
+
+    Example:
+        >>> import io
+        >>> from optdsl import load
+        >>> from search.candidate import describe
+        >>> store = Store(":memory:")
+        >>> _ = store.add(**describe(load("sgd")), status="ok", fitness=-0.3, task_lr={"mlp": 0.5})
+        >>> out = io.StringIO()
+        >>> report(store, console=Console(file=out, width=200))    # no outdir: no plots
+        []
+        >>> print(out.getvalue().split(", 0 cache hits")[0])
+        :memory:: 1 program scored, 1 evaluated (0 failed; 0 stopped at a hurdle)
+    """
     console = console or Console()
     t = totals(store)
-    console.print(f"[bold]{store.path}[/bold]: {t['rows']} programs scored, {t['evaluated']} evaluated "
+    console.print(f"[bold]{store.path}[/bold]: {t['rows']} program{'s' * (t['rows'] != 1)} scored, {t['evaluated']} evaluated "
                   f"({t['failed']}; {t['hurdled']} stopped at a hurdle), {t['cached']} cache hits "
                   f"({100 * t['cache_hit_rate']:.1f}%), redundant statements {100 * t['redundant_fraction']:.1f}%")
     base = store.baselines()

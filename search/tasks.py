@@ -110,7 +110,15 @@ def digits(image: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tenso
     Feature vectors (``image=False``, 64 features) are standardised per pixel on the training
     split; the pixels that are constant there are exactly 0 everywhere, so the weights reading
     them get exactly-zero gradients, as constant input features do in real data. Images
-    (``image=True``) are shifted and scaled as a whole."""
+    (``image=True``) are shifted and scaled as a whole::
+
+        x <- (x - mean_train(x)) / std_train(x)      per pixel, or over all pixels for images
+
+    Example:
+        >>> x_train, y_train, x_val, y_val = digits()
+        >>> x_train.shape, x_val.shape, int((x_train == 0).all(0).sum()), int(y_train.max())
+        (torch.Size([1347, 64]), torch.Size([450, 64]), 3, 9)
+    """
     from sklearn.datasets import load_digits
 
     x, y = load_digits(return_X_y=True)
@@ -155,7 +163,13 @@ def _digits_task(name, description, shapes, init, forward, steps, batch=128, see
 def quadratic(name="quadratic", shapes=None, kappa=1e3, noise=0.1, steps=100, seed=0) -> Task:
     """``f(x) = 1/2 sum_i h_i (x_i - x*_i)^2`` with ``h`` log-spaced over ``[10/kappa, 10]``;
     each step's gradient carries N(0, noise^2) noise (the term ``xi_t . x`` in the loss). The
-    initialisation seed moves the start point, ``x_0 ~ N(0, 0.5^2)``."""
+    initialisation seed moves the start point, ``x_0 ~ N(0, 0.5^2)``.
+
+    Example:
+        >>> task = quadratic()
+        >>> task.description, task.steps
+        ('ill-conditioned noisy quadratic, 96 parameters, kappa 1000', 100)
+    """
     shapes = shapes or {"a": (8, 8), "b": (32,)}
     gen = torch.Generator().manual_seed(seed)
     n = sum(math.prod(s) for s in shapes.values())
@@ -175,6 +189,18 @@ def quadratic(name="quadratic", shapes=None, kappa=1e3, noise=0.1, steps=100, se
 
 # --- digits: logistic regression, MLP, convnet --------------------------------------------------
 def logreg(name="logreg", steps=100, batch=128) -> Task:
+    """Logistic regression on the 8x8 digits (:func:`digits`, constant pixels kept: the weights
+    reading them get exactly-zero gradients), minibatches of ``batch``::
+
+        logits = x W + b,   loss = cross_entropy(logits, y),   W ~ N(0, 0.01^2), b = 0
+
+    Example:
+        >>> task = logreg()
+        >>> task.shapes, task.steps
+        ({'w': (64, 10), 'b': (10,)}, 100)
+        >>> task.eval_loss(task.unflatten(task.init_params(2)))     # ~ log(10) at the start
+        tensor([2.3083, 2.3083])
+    """
     n = digits()[0].shape[1]
     shapes = {"w": (n, 10), "b": (10,)}
     init = lambda gen: {"w": _normal(gen, n, 10, std=0.01), "b": torch.zeros(10)}
@@ -185,7 +211,17 @@ def logreg(name="logreg", steps=100, batch=128) -> Task:
 
 def mlp(name="mlp", widths=(32,), steps=150, batch=64) -> Task:
     """ReLU layers with He initialisation and a zero-initialised output layer: at the first step
-    every hidden gradient is exactly 0, and dead units keep exactly-zero gradients after."""
+    every hidden gradient is exactly 0, and dead units keep exactly-zero gradients after::
+
+        h_0 = x,  h_i = relu(h_{i-1} W_i + b_i),  logits = h W_last + b_last,  W_last = 0 at the start
+
+    Example:
+        >>> task = mlp()
+        >>> task.shapes
+        {'w0': (64, 32), 'b0': (32,), 'w1': (32, 10), 'b1': (10,)}
+        >>> task.eval_loss(task.unflatten(task.init_params(2)))     # zero logits: exactly log(10)
+        tensor([2.3026, 2.3026])
+    """
     dims = (digits()[0].shape[1], *widths, 10)
     shapes = {}
     for i, (a, b) in enumerate(itertools.pairwise(dims)):
@@ -211,7 +247,14 @@ def mlp(name="mlp", widths=(32,), steps=150, batch=64) -> Task:
 
 def conv(name="conv", channels=(8,), steps=80) -> Task:
     """3x3 convolutions (padding 1, GELU), 2x2 average pooling, a linear classifier. The K
-    copies run as one grouped convolution (groups=K)."""
+    copies run as one grouped convolution (groups=K)::
+
+        h = gelu(conv3x3(x) + b) per layer,  logits = avgpool2x2(h) W + b
+
+    Example:
+        >>> conv(channels=(8,)).shapes
+        {'c0': (8, 1, 3, 3), 'cb0': (8,), 'w': (128, 10), 'b': (10,)}
+    """
     chans = (1, *channels)
     shapes = {}
     for i, (a, b) in enumerate(itertools.pairwise(chans)):
@@ -248,7 +291,17 @@ def embedding(name="embedding", vocab=200, d=8, length=6, classes=4, steps=150, 
     """Mean of token embeddings, then a linear classifier. Tokens follow a Zipf law (exponent
     1.1), so most rows of the embedding table are absent from a given minibatch and get exactly
     zero gradient — the case of real embedding tables. Labels come from a fixed random linear
-    teacher over token counts."""
+    teacher over token counts::
+
+        logits = mean_j(E[x_j]) W + b,   y = argmax_c sum_j T[x_j, c]
+
+    Example (138 of the 200 rows get exactly-zero gradient at the first step):
+        >>> task = embedding()
+        >>> w = task.init_params(1).requires_grad_()
+        >>> (g,) = torch.autograd.grad(task.train_loss(task.unflatten(w), 1).sum(), w)
+        >>> int((task.unflatten(g)["emb"][0].abs().sum(1) == 0).sum())
+        138
+    """
     gen = torch.Generator().manual_seed(seed)
     probs = 1.0 / torch.arange(1, vocab + 1, dtype=torch.float64) ** 1.1
     tokens = torch.multinomial(probs / probs.sum(), (steps * batch + 512) * length, replacement=True,
@@ -301,7 +354,14 @@ def _block(h: torch.Tensor, qkv, o, m1, m2, length: int, mask=None) -> torch.Ten
 
 
 def causal_mask(length: int) -> torch.Tensor:
-    """``(key, query)`` scores mask for :func:`_block`: -inf where the key comes after the query."""
+    """``(key, query)`` scores mask for :func:`_block`: -inf where the key comes after the query.
+
+    Example:
+        >>> causal_mask(3)
+        tensor([[0., 0., 0.],
+                [-inf, 0., 0.],
+                [-inf, -inf, 0.]])
+    """
     return torch.triu(torch.full((length, length), -math.inf), 1).T
 
 
@@ -310,7 +370,15 @@ def transformer(name="transformer", vocab=8, length=8, d=16, steps=60, batch=32,
     """One attention layer (single head, learned positions) plus a GELU MLP, both residual, on a
     sequence task of :data:`TARGETS`. The default, ``mirror_add``: the target at position i is
     ``(x_i + x_{L-1-i}) mod vocab``, so position i must attend to its mirror and the MLP must
-    learn modular addition."""
+    learn modular addition.
+
+    Example:
+        >>> task = transformer()
+        >>> task.description
+        '1-layer transformer (d=16): mirror_add, vocabulary 8, length 8'
+        >>> TARGETS["mirror_add"](torch.tensor([[1, 2, 3, 4]]), 8)     # (1+4, 2+3, 3+2, 4+1) mod 8
+        tensor([[5, 5, 5, 5]])
+    """
     shapes = {"emb": (vocab, d), "pos": (length, d), "q": (d, d), "k": (d, d), "v": (d, d), "o": (d, d),
               "m1": (d, 2 * d), "m2": (2 * d, d), "out": (d, vocab)}
     gen = torch.Generator().manual_seed(seed)
@@ -332,9 +400,16 @@ def transformer(name="transformer", vocab=8, length=8, d=16, steps=60, batch=32,
 
 @cache
 def english_text() -> tuple[torch.Tensor, int, int]:
-    """The dataset descriptions that ship with scikit-learn (~47 KB of English prose and tables),
+    """The dataset descriptions that ship with scikit-learn (~40 KB of English prose and tables),
     lower-cased, runs of whitespace as one space, as character ids (vocabulary: the characters
-    that occur); with the vocabulary's size and where the held-out last 10% begins."""
+    that occur); with the vocabulary's size and where the held-out last 10% begins. (The text,
+    so its length and vocabulary, is that of the installed scikit-learn.)
+
+    Example:
+        >>> ids, vocab, split = english_text()
+        >>> ids.dtype, int(ids.max()) + 1 == vocab, split == int(0.9 * len(ids))
+        (torch.int64, True, True)
+    """
     from importlib.resources import files
 
     docs = sorted((f for f in files("sklearn.datasets.descr").iterdir() if f.name.endswith(".rst")),
@@ -349,7 +424,15 @@ def char_lm(name="charlm", d=16, length=16, layers=1, steps=100, batch=16, seed=
     the next character of English text (:func:`english_text`): the paper's language-model regime
     in miniature. Batches are random windows of the first 90% of the text; the held-out loss is
     on 64 windows of the last 10%. Rare characters leave rows of the embedding table with
-    exactly-zero gradient."""
+    exactly-zero gradient.
+
+    Example:
+        >>> task = char_lm()
+        >>> task.shapes["pos"], task.shapes["qkv0"], task.steps
+        ((16, 16), (16, 48), 100)
+        >>> task.train_loss(task.unflatten(task.init_params(2)), 1).shape
+        torch.Size([2])
+    """
     ids, vocab, split = english_text()
     train, val = ids[:split], ids[split:]
     gen = torch.Generator().manual_seed(seed)
@@ -405,13 +488,25 @@ META_TASKS = tuple(f"{t}_large" for t in PROXY_TASKS) + ("conv_large",)
 
 def meta_tasks_for(tasks) -> tuple[str, ...]:
     """The held-out tasks for a search on ``tasks``: the larger version of each proxy (those that
-    have one), plus the convnet when the proxies are the default ones."""
+    have one), plus the convnet when the proxies are the default ones.
+
+    Example:
+        >>> meta_tasks_for(["mlp", "charlm", "transformer_sort"])
+        ('mlp_large', 'charlm_large')
+        >>> meta_tasks_for(PROXY_TASKS)[-2:]
+        ('transformer_large', 'conv_large')
+    """
     extra = ("conv_large",) if tuple(tasks) == PROXY_TASKS else ()
     return tuple(f"{t}_large" for t in tasks if f"{t}_large" in FACTORIES) + extra
 
 
 def proxy_of(meta_task: str) -> str | None:
-    """The proxy whose larger version ``meta_task`` is (``mlp_large`` -> ``mlp``), if any."""
+    """The proxy whose larger version ``meta_task`` is (``mlp_large`` -> ``mlp``), if any.
+
+    Example:
+        >>> proxy_of("mlp_large"), proxy_of("conv_large"), proxy_of("mlp")
+        ('mlp', None, None)
+    """
     name = meta_task.removesuffix("_large")
     return name if name != meta_task and name in FACTORIES else None
 
@@ -419,7 +514,14 @@ def proxy_of(meta_task: str) -> str | None:
 @cache
 def get_task(name: str) -> Task:
     """The task called ``name`` (built once per process): a built-in one, or a user task given by
-    reference, ``path/to/file.py:function`` (:func:`search.user_task.load_task`)."""
+    reference, ``path/to/file.py:function`` (:func:`search.user_task.load_task`).
+
+    Example:
+        >>> get_task("mlp_large").description
+        'ReLU MLP 64-64-64-10 on digits, zero-initialised output'
+        >>> get_task("mlp") is get_task("mlp")
+        True
+    """
     from .user_task import is_reference, load_task  # user tasks build on this module
 
     if is_reference(name):

@@ -206,7 +206,15 @@ def is_reference(name: str) -> bool:
 
 
 def split_reference(ref: str, what: str = "--task") -> tuple[str, str]:
-    """``(path, function)`` of ``FILE.py:FUNCTION``; a DslError for anything else."""
+    """``(path, function)`` of ``FILE.py:FUNCTION``; a DslError for anything else.
+
+    Example:
+        >>> split_reference("examples/custom_task.py:make_task")
+        ('examples/custom_task.py', 'make_task')
+        >>> split_reference("mlp")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        optdsl.errors.DslError: optdsl search: --task 'mlp': expected FILE.py:FUNCTION; e.g. ...
+    """
     path, sep, function = ref.rpartition(":")
     if not sep or not path.endswith(".py") or not function.isidentifier():
         raise DslError(f"{what} {ref!r}: expected FILE.py:FUNCTION", "optdsl search",
@@ -216,7 +224,19 @@ def split_reference(ref: str, what: str = "--task") -> tuple[str, str]:
 
 def absolute_reference(ref: str, what: str = "--task") -> str:
     """The reference with its file as an absolute path (workers may start elsewhere); the file
-    must exist."""
+    must exist.
+
+    Example:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     path = os.path.join(d, "mine.py")
+        ...     Path(path).touch()
+        ...     absolute_reference(os.path.relpath(path) + ":make") == path + ":make"
+        True
+        >>> absolute_reference("missing.py:make")
+        Traceback (most recent call last):
+        optdsl.errors.DslError: optdsl search: --task 'missing.py:make': no such file: missing.py
+    """
     path, function = split_reference(ref, what)
     if not os.path.isfile(path):
         raise DslError(f"{what} {ref!r}: no such file: {path}", "optdsl search")
@@ -262,7 +282,18 @@ def _import(path: str):
 
 @cache
 def load_task(ref: str) -> Task:
-    """The task ``FILE.py:FUNCTION`` returns (imported and built once per process)."""
+    """The task ``FILE.py:FUNCTION`` returns (imported and built once per process).
+
+    Example:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     path = os.path.join(d, "mine.py")
+        ...     _ = Path(path).write_text("from search.tasks import quadratic\\n\\n"
+        ...                               "def make():\\n    return quadratic('mine', steps=5)\\n")
+        ...     task = load_task(f"{path}:make")
+        ...     print(task.name, task.steps, load_task(f"{path}:make") is task)
+        mine 5 True
+    """
     path, function = split_reference(ref)
     module = _import(path)
     make = getattr(module, function, None)
@@ -286,7 +317,21 @@ def check_task(ref: str, copies: int, limit: float, device: str = "cpu") -> Task
     on ``device``; a DslError says what is wrong: parameters whose shapes differ from
     ``task.shapes``, a loss that is not one finite number per copy, a loss with no gradient, or
     a task whose estimated evaluation (``task.steps`` steps of ``copies`` copies, timed on one
-    thread as a worker runs them) takes longer than ``limit`` seconds. Returns the task."""
+    thread as a worker runs them) takes longer than ``limit`` seconds. Returns the task.
+
+    Example (a task whose ``shapes`` do not match what its ``init`` draws):
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     path = os.path.join(d, "broken.py")
+        ...     _ = Path(path).write_text("from search.tasks import quadratic\\n\\ndef make():\\n"
+        ...                               "    task = quadratic('broken', steps=5)\\n"
+        ...                               "    task.shapes = {'a': (3,)}\\n    return task\\n")
+        ...     try:
+        ...         check_task(f"{path}:make", copies=4, limit=60.0)
+        ...     except DslError as e:
+        ...         print(e.message.split(": ", 1)[1])
+        init gives parameters {'a': (8, 8), 'b': (32,)}, but the task's shapes are {'a': (3,)}
+    """
     with one_thread():
         return _check(ref, copies, limit, device)
 
@@ -294,7 +339,7 @@ def check_task(ref: str, copies: int, limit: float, device: str = "cpu") -> Task
 def _check(ref: str, copies: int, limit: float, device: str) -> Task:
     path, function = split_reference(ref)
     task = load_task(ref)
-    where = f"{function}() in {path}"
+    where = f"{function}()"  # the error names the file itself
     dev = torch.device(device)
     try:
         init = task.init(torch.Generator().manual_seed(0))
