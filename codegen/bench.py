@@ -47,7 +47,15 @@ from . import build
 
 
 def time_ms(fn: Callable[[], object], warmup: int = 3, repeats: int = 10) -> float:
-    """Median wall time of ``fn()`` in milliseconds, after ``warmup`` untimed calls."""
+    """Median wall time of ``fn()`` in milliseconds, after ``warmup`` untimed calls:
+    ``ms = median over repeats of (t_end - t_start) * 1000``.
+
+    Example:
+        >>> calls = []
+        >>> ms = time_ms(lambda: calls.append(1), warmup=2, repeats=5)
+        >>> len(calls)  # 2 untimed calls, then 5 timed ones
+        7
+    """
     for _ in range(warmup):
         fn()
     times = []
@@ -59,7 +67,26 @@ def time_ms(fn: Callable[[], object], warmup: int = 3, repeats: int = 10) -> flo
 
 
 def write_section(path: str, key: str, markdown: str) -> None:
-    """Replace ``<!-- bench:KEY -->...<!-- /bench:KEY -->`` in ``path`` (appended when absent)."""
+    """Replace ``<!-- bench:KEY -->...<!-- /bench:KEY -->`` in ``path`` (appended when absent).
+
+    Example:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     path = os.path.join(d, "benchmarks.md")
+        ...     for key, text in [("cpu", "old"), ("gpu", "| a |"), ("cpu", "new")]:
+        ...         write_section(path, key, text)
+        ...     with open(path) as f:
+        ...         print(f.read().strip())
+        # Benchmarks
+        <BLANKLINE>
+        <!-- bench:cpu -->
+        new
+        <!-- /bench:cpu -->
+        <BLANKLINE>
+        <!-- bench:gpu -->
+        | a |
+        <!-- /bench:gpu -->
+    """
     from .generated import write_atomic
 
     begin, end = f"<!-- bench:{key} -->", f"<!-- /bench:{key} -->"
@@ -75,7 +102,13 @@ def write_section(path: str, key: str, markdown: str) -> None:
 
 
 def bert_base_shapes() -> list[tuple[int, ...]]:
-    """~200 tensors shaped like BERT-base (110M parameters)."""
+    """~200 tensors shaped like BERT-base (110M parameters).
+
+    Example:
+        >>> shapes = bert_base_shapes()
+        >>> len(shapes), sum(torch.Size(s).numel() for s in shapes), shapes[0]
+        (199, 109482240, (30522, 768))
+    """
     shapes = [(30522, 768), (512, 768), (2, 768), (768,), (768,)]
     for _ in range(12):
         shapes += [(768, 768), (768,)] * 4 + [(768,), (768,), (3072, 768), (3072,), (768, 3072), (768,),
@@ -85,7 +118,14 @@ def bert_base_shapes() -> list[tuple[int, ...]]:
 
 def step_bytes(program_name: str, shapes, dtype: torch.dtype = torch.float32) -> int:
     """Bytes one step must move for these parameters (optdsl.cost's traffic model: bf16 params
-    with float32 states)."""
+    with float32 states): ``bytes = sum over shapes of cost(program, shape, dtype).bytes_per_step``.
+
+    Example:
+        >>> step_bytes("adamw", [(1024,)]) // 1024  # w, g, m, v read and w, m, v written: 7 x 4 bytes
+        28
+        >>> step_bytes("adamw", [(1024,)], torch.bfloat16) // 1024  # w, g: 2 bytes; m, v: 4 bytes
+        22
+    """
     from optdsl.cost import cost
 
     p = optdsl.load(program_name)
@@ -123,7 +163,14 @@ class _CompiledTorchAdamW:
 
 def interleaved_ms(steps: list[Callable[[], object]], warmup: int, repeats: int) -> list[float]:
     """Median ms of each of ``steps``, timed round-robin so that the load of a shared machine
-    falls on all of them alike (ratios stay meaningful when absolute times drift)."""
+    falls on all of them alike (ratios stay meaningful when absolute times drift).
+
+    Example:
+        >>> order = []
+        >>> ms = interleaved_ms([lambda: order.append("a"), lambda: order.append("b")], warmup=2, repeats=2)
+        >>> "".join(order), len(ms)  # each one's warm-up, then the timed calls in turn
+        ('aabbabab', 2)
+    """
     for fn in steps:
         for _ in range(warmup):
             fn()
@@ -209,7 +256,15 @@ def run(quick: bool = False, only: list[str] | None = None) -> list[dict]:
 
     Each group (the AdamWs, Lion, Tiger, LAMB, the Adafactors) is timed interleaved with a triad over
     the same number of elements: ``frac_of_bandwidth`` compares with the triad, ``ratio`` with the
-    group's torch anchor (fused AdamW for Lion/Tiger/LAMB too, timed in the same group)."""
+    group's torch anchor (fused AdamW for Lion/Tiger/LAMB too, timed in the same group)::
+
+        gb_s = step_bytes / ms / 1e6,   frac_of_bandwidth = gb_s / triad GB/s,   ratio = ms / anchor ms
+
+    Example (slow: it builds, compiles and times every group)::
+
+        rows = run(only=["16x1M"])
+        print(markdown(rows, machine()))
+    """
     warmup, repeats = (2, 3) if quick else (3, 10)
     if quick:
         cases = [("16x256K fp32", [(1 << 18,)] * 16)]
@@ -254,7 +309,12 @@ NOTE = ("GB/s counts the bytes a step must move (optdsl.cost: AdamW 28 per fp32 
 
 def cpu_name() -> str:
     """The processor's model name where Linux tells it ("AMD EPYC"), else the architecture: the
-    same 2-core machine kind has come as a Xeon one day and an EPYC the next."""
+    same 2-core machine kind has come as a Xeon one day and an EPYC the next.
+
+    Example (the value is the machine's)::
+
+        cpu_name()  # 'AMD EPYC' on a 2-core CI machine; 'x86_64' where Linux names no model
+    """
     try:
         with open("/proc/cpuinfo") as f:
             names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
@@ -265,7 +325,12 @@ def cpu_name() -> str:
 
 def machine() -> str:
     """The CPU, its cores, the threads torch (and the C++ kernels) use, torch's version and the load
-    average when the run started (a shared machine's other jobs take bandwidth from the benchmark)."""
+    average when the run started (a shared machine's other jobs take bandwidth from the benchmark).
+
+    Example (the value is the machine's)::
+
+        machine()  # e.g. 'AMD EPYC, 2 cores, 2 threads, torch 2.13.0+cpu, load avg 1.8'
+    """
     load = f", load avg {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
     return f"{cpu_name()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads, torch {torch.__version__}{load}"
 
@@ -286,14 +351,35 @@ def _cells(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
 
 
 def markdown(rows: list[dict], title: str) -> str:
-    """Rows as a Markdown table under ``title``."""
+    """Rows as a Markdown table under ``title`` (ms to 2 decimals, 3 below 1 ms).
+
+    Example:
+        >>> row = {"suite": "cpu", "case": "16x1M fp32", "impl": "torch AdamW", "ms": 15.2, "gb_s": 29.4,
+        ...        "frac_of_bandwidth": 1.05, "ratio": 0.97}
+        >>> print(markdown([row], "cpu"))
+        ### cpu
+        <BLANKLINE>
+        | case | impl | ms/step | GB/s | of bandwidth | ratio |
+        |---|---|---|---|---|---|
+        | 16x1M fp32 | torch AdamW | 15.20 | 29.4 | 105% | 0.97x |
+    """
     head, cells = _cells(rows)
     lines = [f"### {title}", "", f"| {' | '.join(head)} |", "|---" * len(head) + "|"]
     return "\n".join(lines + [f"| {' | '.join(row)} |" for row in cells])
 
 
 def print_table(rows: list[dict], title: str) -> None:
-    """Rows as a rich table on the terminal."""
+    """Rows as a rich table on the terminal (the cells of :func:`markdown`).
+
+    Example:
+        >>> import contextlib, io
+        >>> row = {"suite": "cpu", "case": "16x1M fp32", "impl": "torch AdamW", "ms": 15.2, "gb_s": 29.4,
+        ...        "frac_of_bandwidth": 1.05, "ratio": 0.97}
+        >>> with contextlib.redirect_stdout(io.StringIO()) as out:
+        ...     print_table([row], "cpu")
+        >>> print(next(line for line in out.getvalue().splitlines() if "16x1M" in line))
+        │ 16x1M fp32 │ torch AdamW │   15.20 │ 29.4 │         105% │ 0.97x │
+    """
     from rich.console import Console
     from rich.table import Table
 

@@ -49,7 +49,16 @@ def _model(shapes, seed: int = 0):
 
 def stepper(opt: optax.GradientTransformation, params, grads):
     """A zero-argument function running one jitted optimizer step (update and apply, donated
-    buffers) on its own copy of ``params`` and blocking until it is done."""
+    buffers) on its own copy of ``params`` and blocking until it is done:
+    ``params, state <- apply_updates(params, update(grads, state, params))``.
+
+    Example:
+        >>> params, grads = {"w": jnp.ones(3)}, {"w": jnp.full(3, 2.0)}
+        >>> once = stepper(optax.sgd(0.1), params, grads)
+        >>> once(); once()
+        >>> params["w"]  # the caller's arrays are neither stepped nor donated
+        Array([1., 1., 1.], dtype=float32)
+    """
 
     def step(params, state, grads):
         updates, state = opt.update(grads, state, params)
@@ -67,7 +76,16 @@ def stepper(opt: optax.GradientTransformation, params, grads):
 
 def time_interleaved(fns: list, warmup: int, repeats: int, rounds: int = 5) -> list[float]:
     """Best-of-``rounds`` median ms of each function, the rounds alternating between them so
-    that load from other processes falls on all of them alike."""
+    that load from other processes falls on all of them alike:
+    ``ms_i = min over rounds of time_ms(fns[i], warmup, repeats)``.
+
+    Example:
+        >>> order = []
+        >>> fns = [lambda: order.append("a"), lambda: order.append("b")]
+        >>> ms = time_interleaved(fns, warmup=1, repeats=1, rounds=2)
+        >>> "".join(order), len(ms)  # per round: a's warm-up and timed call, then b's
+        ('aabbaabb', 2)
+    """
     best = [float("inf")] * len(fns)
     for _ in range(rounds):
         for i, fn in enumerate(fns):
@@ -77,7 +95,14 @@ def time_interleaved(fns: list, warmup: int, repeats: int, rounds: int = 5) -> l
 
 def add_bandwidth_gb_s(n: int, warmup: int, repeats: int) -> float:
     """GB/s of a jitted float32 ``a = a + b`` over ``n`` elements (2 reads and 1 write of 4 bytes;
-    ``a`` donated so that, like an optimizer step, it writes into memory it already holds)."""
+    ``a`` donated so that, like an optimizer step, it writes into memory it already holds):
+    ``GB/s = 12 * n / ms / 1e6``.
+
+    Example:
+        >>> gb_s = add_bandwidth_gb_s(1 << 16, warmup=1, repeats=3)  # 786,432 bytes per call
+        >>> gb_s > 0
+        True
+    """
     add = jax.jit(jnp.add, donate_argnums=0)
     carry = [jnp.zeros(n), jnp.ones(n)]
 
@@ -89,7 +114,15 @@ def add_bandwidth_gb_s(n: int, warmup: int, repeats: int) -> float:
 
 
 def run(quick: bool = False) -> list[dict]:
-    """Rows ``{suite, case, impl, ms, gb_s, frac_of_bandwidth, ratio}`` for every pair."""
+    """Rows ``{suite, case, impl, ms, gb_s, frac_of_bandwidth, ratio}`` for every pair::
+
+        gb_s = step_bytes / ms / 1e6,   frac_of_bandwidth = gb_s / jnp.add GB/s,   ratio = ms / optax's ms
+
+    Example (jit-compiles and times every pair)::
+
+        rows = run(quick=True)
+        print(markdown(rows, "JAX"))
+    """
     side = 512 if quick else 1024
     warmup, repeats = (2, 5) if quick else (3, 10)
     shapes = [(side, side)] * 16
@@ -114,7 +147,21 @@ def run(quick: bool = False) -> list[dict]:
 
 
 def write(rows: list[dict], path: str = "docs/benchmarks.md") -> None:
-    """Write ``rows`` into the ``jax`` section of ``path`` (other sections are left alone)."""
+    """Write ``rows`` into the ``jax`` section of ``path`` (other sections are left alone).
+
+    Example:
+        >>> import tempfile
+        >>> row = {"suite": "jax", "case": "16x512x512 fp32 (jit, CPU)", "impl": "optax.adamw", "ms": 9.1,
+        ...        "gb_s": 33.2, "frac_of_bandwidth": 0.9, "ratio": 1.0}
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     write([row], os.path.join(d, "benchmarks.md"))
+        ...     with open(os.path.join(d, "benchmarks.md")) as f:
+        ...         lines = f.read().splitlines()
+        >>> lines[2], lines[-1]
+        ('<!-- bench:jax -->', '<!-- /bench:jax -->')
+        >>> print(lines[7])
+        | 16x512x512 fp32 (jit, CPU) | optax.adamw | 9.10 | 33.2 | 90% | 1.00x |
+    """
     device = f"{os.cpu_count()}-core CPU, jax {jax.__version__}, optax {optax.__version__}"
     text = markdown(rows, f"JAX: generated optax transformations vs optax ({device})")
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())

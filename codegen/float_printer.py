@@ -32,7 +32,12 @@ class NoFloatSpelling(Exception):
 
 
 def called_functions(exprs) -> set[str]:
-    """The runtime helpers (codegen/runtime/float_math.py: ``_fmax``...) the spellings of ``exprs`` call."""
+    """The runtime helpers (codegen/runtime/float_math.py: ``_fmax``...) the spellings of ``exprs`` call.
+
+    Example:
+        >>> sorted(called_functions([Call("clamp", (Var("x"), Const(0.0), Var("hi")))]))
+        ['_fmax', '_fmin']
+    """
     ops = {n.op for e in exprs for n in walk(e) if isinstance(n, Call)}
     return {name for op in ops for name in re.findall(r"\b(_f[a-z]\w*)\(", OPS[op].python or "")}
 

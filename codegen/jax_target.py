@@ -524,5 +524,13 @@ def emit(program: Program) -> str:
 
 
 def entry_point(module, program: Program):
-    """The factory function of a loaded generated module (``lion(learning_rate=..., ...)``)."""
+    """The factory function of a loaded generated module (``lion(learning_rate=..., ...)``): its
+    attribute named after the program (:func:`codegen.build` loads the module, then calls this).
+
+    Example:
+        >>> import types, optdsl
+        >>> module = types.SimpleNamespace(lion="lion's factory")  # stands in for a loaded module
+        >>> entry_point(module, optdsl.load("lion"))
+        "lion's factory"
+    """
     return getattr(module, program.name)

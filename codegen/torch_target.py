@@ -126,7 +126,12 @@ CLASS_NAMES = {"adamw": "AdamW", "adam": "Adam", "sgd": "SGD", "lamb": "LAMB", "
 
 
 def class_name(program_name: str) -> str:
-    """The optimizer class for a program: ``lion -> Lion``, ``adafactor_optax -> AdafactorOptax``."""
+    """The optimizer class for a program: ``lion -> Lion``, ``adafactor_optax -> AdafactorOptax``.
+
+    Example:
+        >>> class_name("lion"), class_name("adamw"), class_name("adafactor_optax")
+        ('Lion', 'AdamW', 'AdafactorOptax')
+    """
     return "".join(CLASS_NAMES.get(part, part[:1].upper() + part[1:]) for part in program_name.split("_"))
 
 
@@ -1488,7 +1493,20 @@ def split_lerp(prelude: list[Assign], prog: Program, base: set[str]) -> tuple[li
     """``interp(x, y, a)`` with a per-step ``a`` -> ``x * c + a * y``, with ``c = 1 - a`` added to the
     prelude (whose other names stay as they are): two multiplies and an add per element in the
     compiled loop, where torch.lerp's two-branch formula costs more. The multi-tensor backend keeps
-    ``interp`` (one ``_foreach_lerp_``)."""
+    ``interp`` (one ``_foreach_lerp_``). ``interp(x, y, a) = (1 - a) x + a y``.
+
+    Example:
+        >>> from optdsl import parse
+        >>> p = parse("def f(w, g, m, lr, beta=0.9):\\n    m = interp(g, m, beta)\\n    return lr * m, m\\n")
+        >>> prelude, q = split_lerp([], p, {"lr", "step", "beta"})
+        >>> print(to_source(q))
+        def f(w, g, m, lr, beta=0.9):
+            m = g * c + beta * m
+            return lr * m, m
+        <BLANKLINE>
+        >>> prelude
+        [Assign(target='c', expr=Call(op='sub', args=(Const(value=1.0), Var(name='beta'))))]
+    """
     known = set(base) | {a.target for a in prelude}
     used = names_in(prog) | known
     extra: list[Assign] = []
@@ -1681,7 +1699,15 @@ def _sliceable_path(path: Path, staged: bool = False) -> bool | str:
 
 
 def entry_point(module, program: Program):
-    """The optimizer class of a loaded generated module."""
+    """The optimizer class of a loaded generated module: its attribute :func:`class_name` names.
+
+    Example:
+        >>> import optdsl
+        >>> from codegen.generated import load_module
+        >>> program = optdsl.load("sgd")
+        >>> entry_point(load_module(emit(program), "sgd_torch_doctest"), program).__name__
+        'SGD'
+    """
     return getattr(module, class_name(program.name))
 
 

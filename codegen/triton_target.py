@@ -262,7 +262,17 @@ def lower(spec: Program) -> Family:
 
 def assign_levels(families: list[Family]) -> int:
     """Give every reduction its pass: 1 + the latest pass among the reductions it reads; a global
-    reduction gets the same pass in every family. Returns the number of reduction passes."""
+    reduction gets the same pass in every family. Returns the number of reduction passes:
+    ``level(r) = 1 + max(level(d) for the reductions d that r reads, default 0)``.
+
+    Example:
+        >>> import optdsl
+        >>> fams = families(optdsl.load("adafactor"))
+        >>> assign_levels(fams)  # rms(w) and the means of g^2; then the mean of r; then rms(u)
+        3
+        >>> [(r.op, r.level) for r in fams[0].reductions.values()]
+        [('rms', 1), ('rowmean', 1), ('colmean', 1), ('colmean', 2), ('rms', 3)]
+    """
     glevel: dict[str, int] = {}
     while True:
         for fam in families:
@@ -462,7 +472,13 @@ class _KernelWriter:
 
 def families(program: Program) -> list[Family]:
     """One :class:`Family` per variant of ``program`` (:func:`optdsl.passes.variants`, whose order
-    the torch module's ``PATHS`` keeps: the torch dispatch picks the family)."""
+    the torch module's ``PATHS`` keeps: the torch dispatch picks the family).
+
+    Example:
+        >>> import optdsl
+        >>> len(families(optdsl.load("adamw"))), len(families(optdsl.load("adafactor")))
+        (1, 3)
+    """
     return [lower(spec) for spec in variants(program).programs]
 
 
@@ -470,7 +486,13 @@ def kernels_source(program: Program) -> str:
     """The Triton part of the generated module: kernels, the family table and the runtime
     (``_TritonStep``, ``_triton_group_step``, ``_triton_available``).
 
-    Raises :class:`TritonUnsupported` when the kernel cannot run ``program``."""
+    Raises :class:`TritonUnsupported` when the kernel cannot run ``program``.
+
+    Example:
+        >>> import optdsl, re
+        >>> re.findall(r"def (_path\\w+)\\(", kernels_source(optdsl.load("lamb")))  # norms, then the update
+        ['_path0_pass1', '_path0_final']
+    """
     fams = families(program)
     n_passes = assign_levels(fams)
     gslots: dict[str, list[int]] = {}
@@ -508,7 +530,17 @@ def kernels_source(program: Program) -> str:
 
 def unsupported_source(reason: str) -> str:
     """The extra-backend source for a program the kernel cannot run: never available, and an
-    explicit ``backend="triton"`` says why."""
+    explicit ``backend="triton"`` says why.
+
+    Example:
+        >>> namespace = {}
+        >>> exec(unsupported_source("no kernel for this program"), namespace)
+        >>> namespace["_triton_available"]("cuda")
+        False
+        >>> namespace["_triton_group_step"](0, [], [], [], lr=0.1, step=1)
+        Traceback (most recent call last):
+        NotImplementedError: no kernel for this program
+    """
     return (f"_TRITON_UNSUPPORTED = {reason!r}\n\n\ndef _triton_available(device):\n    return False\n\n\n"
             "def _triton_group_step(path, params, grads, states, /, *, lr, step, **hyper):\n"
             "    raise NotImplementedError(_TRITON_UNSUPPORTED)\n")
@@ -531,7 +563,15 @@ def emit(program: Program) -> str:
 
 
 def entry_point(module, program: Program):
-    """The optimizer class of a loaded generated module (``backend="triton"`` selects the kernels)."""
+    """The optimizer class of a loaded generated module (``backend="triton"`` selects the kernels):
+    its attribute :func:`codegen.torch_target.class_name` names.
+
+    Example:
+        >>> import types, optdsl
+        >>> module = types.SimpleNamespace(AdamW="the AdamW class")  # stands in for a loaded module
+        >>> entry_point(module, optdsl.load("adamw"))
+        'the AdamW class'
+    """
     return torch_target.entry_point(module, program)
 
 

@@ -95,7 +95,17 @@ def _state_order(program: Program) -> list[State]:
 
 def canonicalize(program: Program) -> Program:
     """The canonical form of ``program`` (see the module docstring); same updates, same states
-    up to renaming, hyperparameters kept by name (they are the program's interface)."""
+    up to renaming, hyperparameters kept by name (they are the program's interface).
+
+    Example:
+        >>> from optdsl import parse, to_source
+        >>> p = parse("def f(w, g, k, lr):\\n    x = 2\\n    k = interp(g, k, 0.9)\\n    return k * lr, k\\n")
+        >>> print(to_source(canonicalize(p)), end="")
+        def f(w, g, s1, lr):
+            t1 = interp(g, s1, 0.9)
+            t2 = t1 * lr
+            return t2, t1
+    """
     program = eliminate_dead_code(fold(program))
     order = _state_order(program)
     names = {s.name: f"s{i + 1}" for i, s in enumerate(order)}

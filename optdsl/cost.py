@@ -158,7 +158,15 @@ def cost(program: Program, shape: tuple[int, ...] = (4096, 4096), dtype: str = "
 
 def memory_per_param(program: Program, shape: tuple[int, ...] = (4096, 4096)) -> float:
     """State elements per parameter element (AdamW 2.0, Lion 1.0, factored states ~0): the
-    search's memory objective."""
+    search's memory objective, ``sum of state elements / numel(w)``.
+
+    Example:
+        >>> from optdsl import load
+        >>> memory_per_param(load("adamw")), memory_per_param(load("lion")), memory_per_param(load("sgd"))
+        (2.0, 1.0, 0.0)
+        >>> memory_per_param(load("adafactor"), shape=(1024, 1024))  # row + column: 2048 / 1024**2
+        0.001953125
+    """
     return cost(program, shape).states_per_param
 
 

@@ -35,7 +35,18 @@ FLUSH = 1e-9
 
 
 def quantize(x: np.ndarray, digits: int = DIGITS) -> bytes:
-    """``x`` rounded to ``digits`` significant digits (tiny values flushed), as bytes."""
+    """``x`` rounded to ``digits`` significant digits (tiny values flushed), as bytes:
+    ``x = 0`` where ``|x| <= FLUSH * max|x|``, else ``round(x / 10^(floor(log10|x|) - digits + 1))``
+    with its decade; nan, inf and -inf are coded apart.
+
+    Example:
+        >>> quantize(np.array([1.0, 2.0])) == quantize(np.array([1.0000001, 2.0]))  # 8th digit: same
+        True
+        >>> quantize(np.array([1.0, 2.0])) == quantize(np.array([1.000001, 2.0]))  # 7th digit: differs
+        False
+        >>> quantize(np.array([1.0, 1e-12])) == quantize(np.array([1.0, 0.0]))  # flushed to zero
+        True
+    """
     x = np.asarray(x, dtype=np.float64)
     finite = np.isfinite(x)
     vals = np.where(finite, x, 0.0)

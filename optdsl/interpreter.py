@@ -39,12 +39,24 @@ UNIFORM_KINDS = ("const", "uniform")  # one value for every tensor: numbers, lr,
 
 
 def state_shape(kind: str, shape: tuple[int, ...]) -> tuple[int, ...]:
-    """Shape of a state of ``kind`` for a parameter of ``shape``."""
+    """Shape of a state of ``kind`` for a parameter of ``shape``: full ``shape``, row
+    ``shape[:-1]``, col ``shape[:-2] + shape[-1:]``, scalar ``()``.
+
+    Example:
+        >>> state_shape("row", (3, 4, 5)), state_shape("col", (3, 4, 5)), state_shape("scalar", (3, 4, 5))
+        ((3, 4), (3, 5), ())
+    """
     return {"full": shape, "row": shape[:-1], "col": shape[:-2] + shape[-1:], "scalar": ()}[kind]
 
 
 def expand(value, kind: str, to: str):
-    """Make a row/col-shaped value broadcast against a full one (row -> [..., None])."""
+    """Make a row/col-shaped value broadcast against a full one (row -> [..., None]).
+
+    Example (a row value, one number per row, against a full 2x3 tensor):
+        >>> expand(np.array([1.0, 2.0]), "row", "full") * np.ones((2, 3))
+        array([[1., 1., 1.],
+               [2., 2., 2.]])
+    """
     if to != "full" or kind not in ("row", "col"):
         return value
     return value[..., :, None] if kind == "row" else value[..., None, :]
@@ -182,7 +194,15 @@ class Interpreter:
 
 
 def run(program: Program, params, grad_fn, steps: int, dtype=np.float64, **hyper) -> list[dict]:
-    """Shorthand for ``Interpreter(program, dtype, **hyper).run(params, grad_fn, steps)``."""
+    """Shorthand for ``Interpreter(program, dtype, **hyper).run(params, grad_fn, steps)``: the
+    parameters after each step ``w_t = w_{t-1} - update_t``, ``g_t = grad_fn(params, t)``.
+
+    Example (SGD on the loss ``|w|^2 / 2``, whose gradient is ``w``: ``w_t = (1 - lr) w_{t-1}``):
+        >>> from optdsl import load
+        >>> history = run(load("sgd"), {"w": np.ones(2)}, lambda params, t: params, steps=3, lr=0.5)
+        >>> len(history), history[-1]["w"]
+        (3, array([0.125, 0.125]))
+    """
     return Interpreter(program, dtype, **hyper).run(params, grad_fn, steps)
 
 

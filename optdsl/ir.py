@@ -49,11 +49,27 @@ class Const:
 
 @dataclass(frozen=True)
 class Var:
+    """A read of a name: an input, a state, a hyperparameter, or the latest assignment above it.
+
+    Example:
+        >>> from optdsl import parse
+        >>> parse("def f(w, g, m, lr):\\n    m = interp(g, m, 0.9)\\n    return lr * m, m\\n").new_states
+        (Var(name='m'),)
+    """
+
     name: str
 
 
 @dataclass(frozen=True)
 class Call:
+    """An op of :mod:`optdsl.ops` applied to argument expressions (``a + b`` is ``Call("add", ...)``).
+
+    Example:
+        >>> from optdsl import parse
+        >>> parse("def f(w, g, v, lr):\\n    return lr * g / sqrt(v), v\\n").update.args[1]
+        Call(op='sqrt', args=(Var(name='v'),))
+    """
+
     op: str
     args: tuple[Expr, ...]
 
@@ -63,6 +79,18 @@ Expr = Const | Var | Call
 
 @dataclass(frozen=True)
 class Assign:
+    """One statement ``target = expr``; ``loc`` is its ``(line, col)`` in the source, for error
+    messages only.
+
+    Example:
+        >>> from optdsl import parse
+        >>> p = parse("def f(w, g, m, lr):\\n    m = interp(g, m, 0.9)\\n    return lr * m, m\\n")
+        >>> p.body[0]
+        Assign(target='m', expr=Call(op='interp', args=(Var(name='g'), Var(name='m'), Const(value=0.9))))
+        >>> p.body[0].loc
+        (2, 4)
+    """
+
     target: str
     expr: Expr
     loc: tuple[int, int] | None = field(default=None, compare=False, repr=False)
@@ -82,12 +110,30 @@ class State:
 
 @dataclass(frozen=True)
 class Hyper:
+    """A hyperparameter: an argument with a numeric default, one value for every tensor.
+
+    Example:
+        >>> from optdsl import load
+        >>> load("lion").hypers[:2]
+        (Hyper(name='lr', default=0.0001), Hyper(name='beta1', default=0.9))
+    """
+
     name: str
     default: float
 
 
 @dataclass(frozen=True)
 class Program:
+    """One optimizer step: states, hyperparameters, a straight-line body, and the outputs
+    ``update`` (``w <- w - update``) and ``new_states`` (see the module docstring's invariants).
+
+    Example:
+        >>> from optdsl import load
+        >>> p = load("adamw")
+        >>> p.state_names, len(p.body), p.hyper_defaults["weight_decay"]
+        (('m', 'v'), 5, 0.01)
+    """
+
     name: str
     states: tuple[State, ...]
     hypers: tuple[Hyper, ...]
@@ -129,7 +175,13 @@ class Program:
 
 
 def walk(expr: Expr) -> Iterator[Expr]:
-    """Every node of ``expr``, parents before children, left to right."""
+    """Every node of ``expr``, parents before children, left to right.
+
+    Example:
+        >>> e = Call("mul", (Var("lr"), Call("sign", (Var("m"),))))  # lr * sign(m)
+        >>> [n.op if isinstance(n, Call) else n.name for n in walk(e)]
+        ['mul', 'lr', 'sign', 'm']
+    """
     stack = [expr]  # not nested generators: the search walks every child it proposes
     while stack:
         e = stack.pop()
@@ -139,7 +191,13 @@ def walk(expr: Expr) -> Iterator[Expr]:
 
 
 def free_vars(expr: Expr) -> set[str]:
-    """The names ``expr`` reads."""
+    """The names ``expr`` reads.
+
+    Example:
+        >>> e = Call("mul", (Var("lr"), Call("sign", (Var("m"),))))  # lr * sign(m)
+        >>> sorted(free_vars(e))
+        ['lr', 'm']
+    """
     out, stack = set(), [expr]
     while stack:
         e = stack.pop()
@@ -151,7 +209,13 @@ def free_vars(expr: Expr) -> set[str]:
 
 
 def substitute(expr: Expr, mapping: dict[str, Expr]) -> Expr:
-    """``expr`` with each ``Var(name)`` in ``mapping`` replaced by ``mapping[name]``."""
+    """``expr`` with each ``Var(name)`` in ``mapping`` replaced by ``mapping[name]``.
+
+    Example:
+        >>> e = Call("mul", (Var("lr"), Call("sign", (Var("m"),))))  # lr * sign(m)
+        >>> substitute(e, {"m": Var("g")})
+        Call(op='mul', args=(Var(name='lr'), Call(op='sign', args=(Var(name='g'),))))
+    """
     if isinstance(expr, Var):
         return mapping.get(expr.name, expr)
     if isinstance(expr, Call):
@@ -160,7 +224,13 @@ def substitute(expr: Expr, mapping: dict[str, Expr]) -> Expr:
 
 
 def map_calls(expr: Expr, fn) -> Expr:
-    """Rebuild ``expr`` bottom-up, passing every rebuilt Call through ``fn``."""
+    """Rebuild ``expr`` bottom-up, passing every rebuilt Call through ``fn``.
+
+    Example:
+        >>> e = Call("mul", (Var("lr"), Call("sign", (Var("m"),))))  # lr * sign(m)
+        >>> map_calls(e, lambda c: Call("tanh", c.args) if c.op == "sign" else c)  # sign(x) -> tanh(x)
+        Call(op='mul', args=(Var(name='lr'), Call(op='tanh', args=(Var(name='m'),))))
+    """
     if isinstance(expr, Call):
         return fn(Call(expr.op, tuple(map_calls(a, fn) for a in expr.args)))
     return expr
@@ -179,7 +249,13 @@ def inline(program: Program) -> tuple[Expr, tuple[Expr, ...]]:
 
 
 def names_in(program: Program) -> set[str]:
-    """Every name a program binds or reads (for picking fresh temporaries)."""
+    """Every name a program binds or reads (for picking fresh temporaries).
+
+    Example:
+        >>> from optdsl import load
+        >>> sorted(names_in(load("sgd")))
+        ['g', 'lr', 'step', 'update', 'w']
+    """
     used = set(INPUTS) | set(program.state_names) | {h.name for h in program.hypers}
     for a in program.body:
         used.add(a.target)
@@ -189,7 +265,15 @@ def names_in(program: Program) -> set[str]:
 
 def fresh_name(base: str, used: set[str]) -> str:
     """``base``, or ``base_1``, ``base_2``... whichever is not in ``used`` and passes the
-    identifier policy (``global_norm`` -> ``global_norm_1``), and record it."""
+    identifier policy (``global_norm`` -> ``global_norm_1``), and record it.
+
+    Example:
+        >>> used = {"t", "t_1"}
+        >>> fresh_name("t", used), fresh_name("global_norm", used), fresh_name("m", used)
+        ('t_2', 'global_norm_1', 'm')
+        >>> sorted(used)
+        ['global_norm_1', 'm', 't', 't_1', 't_2']
+    """
     from .names import check_name  # here, not at the top: names reads the op table, which reads the IR
 
     name, k = base, 0

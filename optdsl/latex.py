@@ -55,7 +55,12 @@ def _template_prec(name: str) -> int:
 
 
 def symbol(name: str) -> str:
-    """A name as a math symbol: ``beta1`` -> ``\\beta_1``, ``v_hat`` -> ``\\hat{v}``."""
+    """A name as a math symbol: ``beta1`` -> ``\\beta_1``, ``v_hat`` -> ``\\hat{v}``.
+
+    Example:
+        >>> print(symbol("beta1"), symbol("v_hat"), symbol("lr"), symbol("beta10"), symbol("rate"))
+        \\beta_1 \\hat{v} \\eta \\beta_{10} \\mathrm{rate}
+    """
     if name in SPECIAL:
         return SPECIAL[name]
     if name.endswith("_hat"):
@@ -156,7 +161,15 @@ class LatexPrinter(Printer):
 
 def symbol_table(program: Program) -> dict[str, str]:
     """Every name's symbol; when two names would print alike (``wd`` and ``weight_decay`` are
-    both ``\\lambda``), the later one is spelled out (inputs, hyperparameters, states first)."""
+    both ``\\lambda``), the later one is spelled out (inputs, hyperparameters, states first).
+
+    Example:
+        >>> from optdsl import parse
+        >>> p = parse("def f(w, g, lr, wd=0.1, weight_decay=0.01):\\n    return lr * wd * weight_decay\\n")
+        >>> t = symbol_table(p)
+        >>> print(t["lr"], t["wd"], t["weight_decay"])
+        \\eta \\lambda \\mathrm{weight\\_decay}
+    """
     order = ["w", "g", "lr", "step", *(h.name for h in program.hypers), *program.state_names,
              *(a.target for a in program.body), "update"]
     table: dict[str, str] = {}

@@ -85,7 +85,14 @@ class Reduction:
 
 
 def evaluate(expr: Expr, env: dict):
-    """``expr`` (elementwise ops only) on numbers or same-shaped arrays bound in ``env``."""
+    """``expr`` (elementwise ops only) on numbers or same-shaped arrays bound in ``env``, each op by
+    its ``numpy`` meaning.
+
+    Example:
+        >>> e = Call("interp", (Var("g"), Var("m"), Const(0.75)))  # (1 - 0.75) g + 0.75 m
+        >>> evaluate(e, {"g": np.array([4.0, 8.0]), "m": np.zeros(2)})
+        array([1., 2.])
+    """
     if isinstance(expr, Const):
         return expr.value
     if isinstance(expr, Var):
@@ -178,6 +185,14 @@ _OPS: list[Op] = []
 
 
 def op(name, arity, shape, numpy, sympy_, latex, torch, jax, triton, doc, **kw):
+    """Add an :class:`Op` to the table (``op("div", 2, E, np.divide, ...)`` below), its ``numpy``
+    meaning wrapped to give IEEE results (inf, nan) without warnings; ``kw`` are the optional
+    fields of :class:`Op`.
+
+    Example:
+        >>> OPS["div"].numpy(np.array([1.0, 0.0]), np.array([0.0, 0.0]))  # 1 / 0 and 0 / 0, no warning
+        array([inf, nan])
+    """
     _OPS.append(Op(name, arity, shape, _safe(numpy), sympy_, latex, torch, jax, triton, doc, **kw))
 
 
@@ -454,17 +469,38 @@ CONSTANTS: dict[str, float] = {"pi": math.pi, "e": math.e, "inf": math.inf, "nan
 
 
 def lookup(name: str) -> Op | None:
-    """The op spelled ``name`` in source, or None."""
+    """The op spelled ``name`` in source, or None.
+
+    Example:
+        >>> lookup("rsqrt").arity, lookup("rsqrt").doc
+        (1, '1 / sqrt(|x|)')
+        >>> lookup("softmax") is None
+        True
+    """
     return OPS.get(name)
 
 
 def search_vocabulary() -> list[Op]:
-    """Ops the search's mutations may insert (elementwise math and per-tensor/global norms)."""
+    """Ops the search's mutations may insert (elementwise math and per-tensor/global reductions),
+    in table order.
+
+    Example:
+        >>> names = [o.name for o in search_vocabulary()]
+        >>> names[:5], "global_norm" in names, "where" in names
+        (['add', 'sub', 'mul', 'div', 'power'], True, False)
+    """
     return [o for o in _OPS if o.search]
 
 
 def reference_table() -> str:
-    """The op reference as a Markdown table (written into the README and docs)."""
+    """The op reference as a Markdown table (written into the README and docs).
+
+    Example:
+        >>> print("\\n".join(reference_table().splitlines()[:3]))
+        | function | args | shape rule | meaning |
+        |---|---|---|---|
+        | `x + y` | 2 | elementwise | x + y |
+    """
     rows = ["| function | args | shape rule | meaning |", "|---|---|---|---|"]
     for o in _OPS:
         spelled = f"`x {o.infix} y`" if o.infix and o.arity == 2 else f"`{o.name}`"

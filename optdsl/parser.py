@@ -92,7 +92,18 @@ _FORBIDDEN = {
 
 
 def check_identifier(name: str, where: ast.AST | None, ctx: _Context, what: str = "name") -> str:
-    """Every name a program binds passes the identifier policy (:mod:`optdsl.names`) here."""
+    """Every name a program binds passes the identifier policy (:mod:`optdsl.names`) here: the
+    name back, or a DslError located at ``where`` with a suggested rename.
+
+    Example:
+        >>> check_identifier("beta1", None, _Context("f.py", ""))
+        'beta1'
+        >>> try:
+        ...     parse("def f(w, g, lr):\\n    print = g\\n    return lr * print\\n", "f.py")
+        ... except DslError as e:
+        ...     print(str(e).splitlines()[0])
+        f.py:2:5: name 'print' is a Python builtin; rename it, e.g. 'print_'
+    """
     reason = check_name(name)
     if reason is not None:
         raise ctx.error(f"{what} {name!r} {reason}", where, f"rename it, e.g. {suggest(name)!r}")

@@ -28,7 +28,12 @@ from .ops import OPS
 
 def format_number(v: float) -> str:
     """Shortest source text that reads back as the same float (``2`` for 2.0, ``1e-08``); the
-    language's constants ``inf``, ``-inf`` and ``nan`` for what folding ``1 / 0`` or ``0 / 0`` gives."""
+    language's constants ``inf``, ``-inf`` and ``nan`` for what folding ``1 / 0`` or ``0 / 0`` gives.
+
+    Example:
+        >>> format_number(2.0), format_number(1e-08), format_number(0.5735), format_number(-math.inf)
+        ('2', '1e-08', '0.5735', '-inf')
+    """
     if math.isnan(v):
         return "nan"
     if math.isinf(v):
@@ -187,7 +192,15 @@ class Code(str):
 
 
 def precedence_of(text: str) -> int:
-    """How tightly ``text`` binds: its own if it is :class:`Code`, else Python's parse of it."""
+    """How tightly ``text`` binds: its own if it is :class:`Code`, else Python's parse of it
+    (higher binds tighter: ``+`` 10, ``*`` 20, unary ``-`` 30, ``**`` 40, a name or call 100).
+
+    Example:
+        >>> precedence_of("a + b"), precedence_of("a * b"), precedence_of("-x"), precedence_of("f(x)")
+        (10, 20, 30, 100)
+        >>> precedence_of(Code("_t0", ATOM))
+        100
+    """
     if isinstance(text, Code):
         return text.prec
     return _precedence(ast.parse(text, mode="eval").body)
@@ -370,7 +383,12 @@ class DslPrinter(Printer):
 
 
 def docstring(doc: str) -> str:
-    """``doc`` as a Python string literal that cannot end early (quotes and backslashes escaped)."""
+    r'''``doc`` as a Python string literal that cannot end early (quotes and backslashes escaped).
+
+    Example:
+        >>> print(docstring('Adam with "decoupled" weight decay.'))
+        """Adam with \"decoupled\" weight decay."""
+    '''
     body = doc.replace("\\", "\\\\").replace('"', '\\"')
     return f'"""{body}"""' if "\n" not in body else f'"""{body}\n"""'
 

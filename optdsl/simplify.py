@@ -74,14 +74,30 @@ LOCAL_LIMIT = 400
 
 def op_count(program: Program) -> int:
     """How many op applications the program spells out (body and outputs): the size measure
-    simplification must decrease."""
+    simplification must decrease.
+
+    Example:
+        >>> from optdsl import load
+        >>> op_count(load("sgd")), op_count(load("lion"))
+        (1, 6)
+    """
     exprs = [a.expr for a in program.body] + list(program.outputs())
     return sum(isinstance(node, Call) for e in exprs for node in walk(e))
 
 
 def bind(program: Program, values: dict[str, float] | None) -> Program:
     """``program`` with the hyperparameters in ``values`` replaced by those numbers; ``lr``
-    keeps its name and takes the value as its default. Unknown names raise DslError."""
+    keeps its name and takes the value as its default. Unknown names raise DslError.
+
+    Example:
+        >>> from optdsl import load
+        >>> print(to_source(bind(load("lion"), {"beta1": 0.95, "lr": 3e-4}), doc=False), end="")
+        def lion(w, g, m, lr=0.0003, beta2=0.99, weight_decay=0):
+            update = sign(interp(g, m, 0.95)) + weight_decay * w
+            update = update * lr
+            m = interp(g, m, beta2)
+            return update, m
+    """
     if not values:
         return program
     defaults = program.hyper_defaults
@@ -138,7 +154,15 @@ def _best(expr: sympy.Expr, symbols, uniform, states, kinds=None) -> sympy.Expr:
 
 def sympy_form(program: Program) -> Program:
     """The program rebuilt from the simplest sympy form of each inlined output (may be longer;
-    may raise :class:`~optdsl.symbolic.NotExpressible`)."""
+    may raise :class:`~optdsl.symbolic.NotExpressible`).
+
+    Example:
+        >>> p = parse("def f(w, g, m, lr):\\n    m = interp(g, m, 0.9)\\n    return lr * m / sqrt(m*m), m\\n")
+        >>> print(to_source(sympy_form(p)), end="")
+        def f(w, g, m, lr):
+            m = interp(g, m, 0.9)
+            return lr * sign(m), m
+    """
     sp = to_sympy(program)
     uniform, states = uniform_names(program), set(program.state_names)
     kinds = input_kinds(program)
@@ -148,7 +172,14 @@ def sympy_form(program: Program) -> Program:
 
 def local_form(program: Program) -> Program:
     """Each statement simplified on its own, over the names it reads (after temporaries used
-    once are inlined into their reader): keeps the program's shape, and stays cheap."""
+    once are inlined into their reader): keeps the program's shape, and stays cheap.
+
+    Example:
+        >>> p = parse("def f(w, g, lr):\\n    a = g * 2\\n    b = a - g\\n    return lr * b\\n")
+        >>> print(to_source(local_form(p)), end="")
+        def f(w, g, lr):
+            return g * lr
+    """
     program = inline_single_use(program)
     states = set(program.state_names)
     kinds = input_kinds(program)
@@ -185,7 +216,18 @@ def _fail(msg, hint=None):
 def inline_single_use(program: Program, reassigned: bool = False) -> Program:
     """Temporaries whose value is read exactly once substituted into that reader. With
     ``reassigned``, also a value read once before (or by) the next assignment to its name:
-    ``update = a + b; update = update * c`` becomes ``update = (a + b) * c``."""
+    ``update = a + b; update = update * c`` becomes ``update = (a + b) * c``.
+
+    Example:
+        >>> p = parse("def f(w, g, lr):\\n    u = g + w\\n    u = u * lr\\n    return u\\n")
+        >>> print(to_source(inline_single_use(p)), end="")
+        def f(w, g, lr):
+            u = g + w
+            return u * lr
+        >>> print(to_source(inline_single_use(p, reassigned=True)), end="")
+        def f(w, g, lr):
+            return (g + w) * lr
+    """
     body = list(program.body)
     outputs = list(program.outputs())
     i = 0

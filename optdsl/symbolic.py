@@ -52,7 +52,12 @@ def _finite(op_name: str, args) -> bool:
 def singular_args(op_name: str) -> tuple[int, ...]:
     """Argument positions where ``op_name`` can turn finite inputs into inf or nan, read off its
     numpy form: position i counts when changing argument i alone, among a few probe values, makes
-    a non-finite result finite (``div``: (1,); ``log``: (0,); ``power``: (0, 1); ``mul``: ())."""
+    a non-finite result finite (``div``: (1,); ``log``: (0,); ``power``: (0, 1); ``mul``: ()).
+
+    Example:
+        >>> singular_args("div"), singular_args("log"), singular_args("power"), singular_args("mul")
+        ((1,), (0,), (0, 1), ())
+    """
     op = OPS[op_name]
     if op.shape == STATIC:
         return ()
@@ -64,7 +69,12 @@ def singular_args(op_name: str) -> tuple[int, ...]:
 @cache
 def only_at_zero(op_name: str, i: int) -> bool:
     """Is argument ``i`` of ``op_name`` singular at 0 alone (a denominator, ``log``'s argument),
-    rather than outside a domain (``arcsin``'s)?"""
+    rather than outside a domain (``arcsin``'s)?
+
+    Example:
+        >>> only_at_zero("div", 1), only_at_zero("log", 0), only_at_zero("arcsin", 0)
+        (True, True, False)
+    """
     at = lambda x: _finite(op_name, [x if j == i else 1.0 for j in range(OPS[op_name].arity)])
     return not at(0.0) and all(at(x) for x in _PROBES if x != 0)
 
@@ -101,14 +111,24 @@ class SymbolicProgram:
 
 
 def symbol(name: str) -> sympy.Symbol:
-    """The sympy symbol for input ``name`` (real; ``step`` is a positive integer)."""
+    """The sympy symbol for input ``name`` (real; ``step`` is a positive integer).
+
+    Example:
+        >>> symbol("lr").is_real, symbol("step").is_integer, symbol("step").is_positive
+        (True, True, True)
+    """
     if name == "step":
         return sympy.Symbol(name, integer=True, positive=True)
     return sympy.Symbol(name, real=True)
 
 
 def number(value: float) -> sympy.Expr:
-    """The exact rational a source literal denotes (``0.1`` -> ``1/10``)."""
+    """The exact rational a source literal denotes (``0.1`` -> ``1/10``).
+
+    Example:
+        >>> number(0.1), number(2.0), number(1e-08)
+        (1/10, 2, 1/100000000)
+    """
     return sympy.Rational(repr(float(value))) if not float(value).is_integer() else sympy.Integer(int(value))
 
 
@@ -127,7 +147,15 @@ def _fail(msg, hint=None):
 def expr_to_sympy(expr: Expr, env: dict[str, sympy.Expr], shape: tuple[int, ...] | None = None,
                   kinds: dict[str, str] | None = None) -> sympy.Expr:
     """One IR expression as sympy, with names looked up in ``env``; ``kinds`` (name -> shape,
-    see :mod:`optdsl.typecheck`) tags counting reductions with their argument's shape."""
+    see :mod:`optdsl.typecheck`) tags counting reductions with their argument's shape.
+
+    Example:
+        >>> from optdsl import parse
+        >>> p = parse("def f(w, g, m, lr):\\n    return lr * m / sqrt(m * m), interp(g, m, 0.9)\\n")
+        >>> env = {n: symbol(n) for n in ("g", "m", "lr")}
+        >>> expr_to_sympy(p.update, env), expr_to_sympy(p.new_states[0], env)
+        (lr*m/Abs(m), g/10 + 9*m/10)
+    """
     if isinstance(expr, Const):
         return number(expr.value)
     if isinstance(expr, Var):
@@ -210,7 +238,13 @@ def nonnegative_states(program: Program, values: dict[str, float] | None = None)
 
 def generically_positive(e: sympy.Expr) -> bool:
     """Is ``e`` > 0 wherever it is finite and non-zero? (``|x|``, ``x**2``, ``rms(g)``,
-    ``1 / sqrt(|v|)``, products of such): the range facts of the op table, through sympy."""
+    ``1 / sqrt(|v|)``, products of such): the range facts of the op table, through sympy.
+
+    Example:
+        >>> x = symbol("x")
+        >>> generically_positive(sympy.Abs(x)), generically_positive(x**-2), generically_positive(x)
+        (True, True, False)
+    """
     if e.is_nonnegative:
         return True
     if isinstance(e, sympy.Pow):
@@ -224,7 +258,13 @@ def sign_rewrite(expr: sympy.Expr) -> sympy.Expr:
     """``x / |x| -> sign(x)``, ``x / |-x| -> sign(x)`` (equal except at x = 0), and a positive
     factor inside ``sign`` dropped: ``sign(x / sqrt(rms(g))) -> sign(x)`` (equal except where the
     factor is 0 or not finite; sympy already drops factors that are strictly positive, such as
-    ``exp``)."""
+    ``exp``).
+
+    Example:
+        >>> x, y = symbol("x"), symbol("y")
+        >>> sign_rewrite(2 * x / sympy.Abs(-x)), sign_rewrite(sympy.sign(x * sympy.Abs(y)))
+        (2*sign(x), sign(x))
+    """
 
     def positive_out(s: sympy.sign) -> sympy.Expr:
         factors = sympy.Mul.make_args(s.args[0])
@@ -534,7 +574,15 @@ def expr_from_sympy(e: sympy.Expr, symbols: dict[str, sympy.Symbol],
     """One sympy expression as IR; ``uniform`` names (hyperparameters, lr, step) count as
     coefficients when reading sums back as ``interp``, whose second argument is preferably one
     of ``states``; ``kinds`` gives each name's shape (default: uniform or full).
-    Raises :class:`NotExpressible`."""
+    Raises :class:`NotExpressible`.
+
+    Example:
+        >>> from optdsl.printer import DslPrinter
+        >>> s = {n: symbol(n) for n in ("g", "m", "lr")}
+        >>> e = expr_from_sympy((1 - s["lr"]) * s["g"] + s["lr"] * s["m"], s, uniform={"lr"}, states={"m"})
+        >>> DslPrinter().doprint(e)
+        'interp(g, m, lr)'
+    """
     return _reader(symbols, uniform, states, kinds).read(e)
 
 
@@ -545,6 +593,14 @@ def _reader(symbols, uniform, states, kinds) -> _Reader:
 
 
 def uniform_names(program: Program) -> set[str]:
+    """The names whose value is the same for every element of a tensor: ``lr``, ``step`` and the
+    hyperparameters (the ``uniform`` argument of :func:`expr_from_sympy`: they may weigh an interp).
+
+    Example:
+        >>> from optdsl import load
+        >>> sorted(uniform_names(load("lion")))
+        ['beta1', 'beta2', 'lr', 'step', 'weight_decay']
+    """
     return {"lr", "step"} | {h.name for h in program.hypers}
 
 

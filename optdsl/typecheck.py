@@ -33,7 +33,13 @@ SCALAR_LIKE = ("const", "static", "uniform", "scalar")
 
 
 def join(*kinds: str) -> str:
-    """The narrowest shape every argument broadcasts into (``join('row', 'col') == 'full'``)."""
+    """The narrowest shape every argument broadcasts into: the least upper bound in the lattice
+    ``const < static < uniform < scalar < row, col < full`` with ``row ⊔ col = full``.
+
+    Example:
+        >>> join("row", "col"), join("uniform", "scalar"), join("row", "scalar"), join()
+        ('full', 'scalar', 'row', 'const')
+    """
     out = "const"
     for k in kinds:
         if {out, k} == {"row", "col"}:
@@ -44,11 +50,26 @@ def join(*kinds: str) -> str:
 
 
 def fits(value: str, slot: str) -> bool:
-    """May a value of shape ``value`` be stored in a state of shape ``slot``?"""
+    """May a value of shape ``value`` be stored in a state of shape ``slot``? Yes when
+    ``value == slot``, ``value`` is one number (const, static, uniform, scalar) or ``slot`` is full.
+
+    Example:
+        >>> fits("scalar", "row"), fits("row", "full"), fits("full", "row"), fits("row", "col")
+        (True, True, False, False)
+    """
     return value == slot or value in SCALAR_LIKE or slot == "full"
 
 
 def input_kinds(program: Program) -> dict[str, str]:
+    """The shape of each input before the body runs: ``w`` and ``g`` full, ``lr``, ``step`` and
+    the hyperparameters uniform, each state its declared kind.
+
+    Example:
+        >>> from optdsl import load
+        >>> kinds = input_kinds(load("adafactor"))
+        >>> kinds["g"], kinds["r"], kinds["c"], kinds["eps1"]
+        ('full', 'row', 'col', 'uniform')
+    """
     kinds = {"w": "full", "g": "full", "lr": "uniform", "step": "uniform"}
     kinds.update({h.name: "uniform" for h in program.hypers})
     kinds.update({s.name: s.kind for s in program.states})
@@ -56,7 +77,21 @@ def input_kinds(program: Program) -> dict[str, str]:
 
 
 def expr_kind(expr: Expr, env: dict[str, str], fail) -> str:
-    """The shape of ``expr`` given the shapes of the names it reads; ``fail(msg)`` raises."""
+    """The shape of ``expr`` given the shapes of the names it reads; ``fail(msg)`` raises.
+
+    Example:
+        >>> def fail(msg):
+        ...     raise DslError(msg)
+        >>> env = {"g": "full", "r": "row", "lr": "uniform"}
+        >>> expr_kind(Call("mul", (Var("lr"), Var("r"))), env, fail)  # lr * r
+        'row'
+        >>> expr_kind(Call("norm", (Var("g"),)), env, fail)  # norm(g)
+        'scalar'
+        >>> expr_kind(Var("v"), env, fail)
+        Traceback (most recent call last):
+        ...
+        optdsl.errors.DslError: undefined name 'v'
+    """
     if isinstance(expr, Const):
         return "const"
     if isinstance(expr, Var):
@@ -99,7 +134,14 @@ def _static_kind(expr: Call, env: dict[str, str], fail) -> str:
 
 
 def infer(program: Program) -> dict[str, str]:
-    """Shape of every name after the body runs (inputs included); raises DslError on misuse."""
+    """Shape of every name after the body runs (inputs included); raises DslError on misuse.
+
+    Example:
+        >>> from optdsl import load
+        >>> kinds = infer(load("adafactor"))
+        >>> kinds["alpha"], kinds["vh"], kinds["u"]
+        ('scalar', 'full', 'full')
+    """
     env = input_kinds(program)
 
     def located(loc):
@@ -126,6 +168,19 @@ def infer(program: Program) -> dict[str, str]:
 
 
 def validate(program: Program) -> Program:
-    """Check ``program`` and hand it back unchanged; raises DslError with the location."""
+    """Check ``program`` and hand it back unchanged; raises DslError with the location.
+
+    Example (a hand-built program never met the parser):
+        >>> from dataclasses import replace
+        >>> from optdsl import load
+        >>> p = load("sgd")
+        >>> validate(p) is p
+        True
+        >>> try:
+        ...     validate(replace(p, update=Call("sign", (Var("v"),))))
+        ... except DslError as e:
+        ...     print(e.message)
+        undefined name 'v'
+    """
     infer(program)
     return program

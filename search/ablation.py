@@ -56,7 +56,14 @@ PREFIX = "ablate: "
 
 def step(row: dict) -> str | None:
     """The ablation that made stored ``row`` from its parent (``"x = f(a) -> x = a"``, in the
-    parent's flattened names), or None where ``row`` is not an ablation."""
+    parent's flattened names), or None where ``row`` is not an ablation.
+
+    Example:
+        >>> step({"mutation": "ablate: t = sin(m) -> t = m", "parent": 7})
+        't = sin(m) -> t = m'
+        >>> step({"mutation": "delete t = sin(m)", "parent": 7}) is None
+        True
+    """
     mutation = row.get("mutation") or ""
     return mutation.removeprefix(PREFIX) if mutation.startswith(PREFIX) and row.get("parent") is not None else None
 
@@ -111,7 +118,16 @@ def ablations(program: Program) -> list[tuple[Program, str]]:
     replaced by ``x = a`` for each named argument ``a``, dead code then removed;
     ``(program, "x = f(a, b) -> x = a")`` pairs in statement order, one per distinct result,
     those that no longer type-check left out. Which of them still train is the guards' and the
-    evaluator's to say (``update = lr`` ignores the gradient; ``update = t`` drops ``lr``)."""
+    evaluator's to say (``update = lr`` ignores the gradient; ``update = t`` drops ``lr``).
+
+    Example (Lion without its momentum is signSGD with weight decay):
+        >>> from optdsl import load
+        >>> options = ablations(load("lion"))
+        >>> len(options), options[0][1]
+        (13, 't_1 = interp(g, m, beta1) -> t_1 = g')
+        >>> options[0][0].state_names
+        ()
+    """
     live = flatten(eliminate_dead_code(program))
     out, seen = [], set()
     for i, stmt in enumerate(live.body):

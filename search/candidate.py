@@ -38,7 +38,18 @@ def describe(program: Program, known: dict | None = None) -> dict:
     ``known`` may carry what is already computed (``live``: the program without dead code, or
     the ``fingerprint`` of a structurally equal program): the fingerprint runs the interpreter
     and is the costly part. Both keys are taken from the live part, which has the same
-    canonical form as the whole program and is a third of its size in a long search."""
+    canonical form as the whole program and is a third of its size in a long search.
+
+    Example (the momentum feeds nothing: its statement and state are dead):
+        >>> from optdsl import parse
+        >>> p = parse("def train(w, g, m, lr):\\n    m = interp(g, m, 0.9)\\n    return lr * g, m\\n")
+        >>> info = describe(p)
+        >>> info["n_statements"], info["n_live"], info["memory"]
+        (1, 0, 0.0)
+        >>> print(info["live_source"], end="")
+        def train(w, g, lr):
+            return lr * g
+    """
     known = known or {}
     live = known.get("live") or eliminate_dead_code(program)
     fp = known.get("fingerprint")

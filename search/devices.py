@@ -57,7 +57,16 @@ _MOVED: dict[tuple[int, torch.device], tuple[Task, Task]] = {}  # (id, device) -
 
 
 def on_device(task: Task, device: str | torch.device) -> Task:
-    """``task`` with its data on ``device`` (the task itself on the CPU; made once per device)."""
+    """``task`` with its data on ``device`` (the task itself on the CPU; made once per device).
+
+    Example:
+        >>> from search.tasks import get_task
+        >>> task = get_task("logreg")
+        >>> on_device(task, "cpu") is task, on_device(task, "meta") is on_device(task, "meta")
+        (True, True)
+        >>> on_device(task, "meta").eval_batch[0].device, task.eval_batch[0].device
+        (device(type='meta'), device(type='cpu'))
+    """
     device = torch.device(device)
     if device.type == "cpu":
         return task

@@ -396,6 +396,14 @@ def evaluate_programs(programs: Sequence[Program], tasks: Sequence[str], baselin
     the first task runs the whole sweep to measure the shift (a mutation that rescales the step
     moves every task's best lr by about as much: in the 10-minute runs, 99.4-100% of the later
     tasks' best lrs lay within 2 points of the parent's moved by the median shift).
+
+    Example (SGD trains the quadratic, worse than tuned AdamW; a drifting rule is refused untrained):
+        >>> from optdsl import load
+        >>> drift = parse("def train(w, g, lr):\\n    return lr * g + 0.01\\n")
+        >>> sgd, refused = evaluate_programs([load("sgd"), drift], ["quadratic"],
+        ...                                  {"quadratic": baseline("quadratic")["loss"]})
+        >>> sgd["status"], round(sgd["fitness"], 2), sgd["task_lr"], refused["status"], refused["fitness"]
+        ('ok', -0.85, {'quadratic': 0.1}, 'guard', None)
     """
     t0 = time.perf_counter()
     results = [_fresh_result() for _ in programs]
@@ -452,7 +460,15 @@ def evaluate_programs(programs: Sequence[Program], tasks: Sequence[str], baselin
 def evaluate_program(program: Program, tasks: Sequence[str], baselines: dict[str, float],
                      hurdle: float | None = HURDLE, lrs: Sequence[float] = CANDIDATE_LRS,
                      seeds: Sequence[int] = SEEDS, device: str = "cpu") -> dict:
-    """:func:`evaluate_programs` for one program."""
+    """:func:`evaluate_programs` for one program.
+
+    Example (SGD stops at the quadratic's hurdle: logreg is never trained and counts -1):
+        >>> from optdsl import load
+        >>> base = {"quadratic": baseline("quadratic")["loss"], "logreg": 0.1}
+        >>> r = evaluate_program(load("sgd"), ["quadratic", "logreg"], base)
+        >>> r["status"], round(r["task_score"]["quadratic"], 2), round(r["fitness"], 2)
+        ('hurdle', -0.85, -0.92)
+    """
     return evaluate_programs([program], tasks, baselines, hurdle, lrs, seeds, device)[0]
 
 
@@ -467,7 +483,16 @@ def run_job(job: dict) -> dict:
     ``baselines``, ``hurdle``, optional ``lrs``, ``horizon``, ``tuned``, ``from_parent`` and
     ``fresh_seeds``: see :func:`evaluate_programs`) -> ``{"id", "results": [...]}`` in the
     order of ``sources``; or ``"baseline"`` (``task``, optional ``fresh_seeds``) -> ``{"id",
-    "loss", "lr", "seconds"}``. Either kind runs on ``job["device"]`` (default ``cpu``)."""
+    "loss", "lr", "seconds"}``. Either kind runs on ``job["device"]`` (default ``cpu``).
+
+    Example (it sets torch to one thread; ``one_thread`` restores the count here):
+        >>> job = {"id": 7, "kind": "evaluate", "tasks": ["quadratic"], "baselines": {"quadratic": 0.15},
+        ...        "sources": ["def train(w, g, lr):\\n    return lr * g\\n", "not a program"]}
+        >>> with one_thread():
+        ...     out = run_job(job)
+        >>> out["id"], [r["status"] for r in out["results"]], out["results"][1]["error"][:11]
+        (7, ['ok', 'error'], 'unparsable:')
+    """
     torch.set_num_threads(1)  # one core per worker; also makes results bit-reproducible
     device = job.get("device", "cpu")
     if job["kind"] == "baseline":

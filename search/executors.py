@@ -29,7 +29,13 @@ STARTUP_TIMEOUT = 300.0  # seconds a new worker may take to import torch and rep
 
 
 def failure(job: dict, status: str, error: str) -> dict:
-    """The result of a job that never returned one."""
+    """The result of a job that never returned one.
+
+    Example:
+        >>> r = failure({"id": 3, "kind": "evaluate"}, "timeout", "killed after 300 s")
+        >>> r["id"], r["status"], r["fitness"], r["error"]
+        (3, 'timeout', None, 'killed after 300 s')
+    """
     return {"id": job["id"], "status": status, "fitness": None, "error": error, "seconds": None,
             "task_score": {}, "task_loss": {}, "task_lr": {}}
 
@@ -63,7 +69,14 @@ def _gpu_worker(gpu: str, *args) -> None:
 
 def visible_gpus() -> list[str]:
     """The GPUs this process may use, as ``CUDA_VISIBLE_DEVICES`` names them (none when torch
-    sees no CUDA device)."""
+    sees no CUDA device).
+
+    Example:
+        >>> import torch
+        >>> gpus = visible_gpus()       # e.g. ['0', '1'] with two GPUs, [] without CUDA
+        >>> len(gpus) == (torch.cuda.device_count() if torch.cuda.is_available() else 0)
+        True
+    """
     import torch
 
     count = torch.cuda.device_count() if torch.cuda.is_available() else 0
@@ -164,7 +177,13 @@ def ray_connect(address: str | None = None, num_cpus: int | None = None, files: 
     """Ray, connected to the cluster at ``address`` (``auto``: the one ``ray start`` runs on this
     machine), or to a new local one when ``address`` is None. ``files`` (user task files) travel
     to every worker through the job's runtime environment (``py_modules``: Ray uploads local
-    files only when the connection starts, so the first call must name them)."""
+    files only when the connection starts, so the first call must name them).
+
+    Example::
+
+        ray = ray_connect()          # a new local cluster; ray_connect("auto") joins `ray start`'s
+        ray.cluster_resources()      # e.g. {'CPU': 16.0, 'memory': ..., ...}
+    """
     import ray
 
     if not ray.is_initialized():
@@ -231,7 +250,12 @@ class RayExecutor:
 
 def gpu_count(kind: str, address: str | None = None, files: tuple[str, ...] = ()) -> int:
     """GPUs the executor ``kind`` can use: this machine's, or the Ray cluster's (connecting to it,
-    with ``files`` shipped: see :func:`ray_connect`)."""
+    with ``files`` shipped: see :func:`ray_connect`).
+
+    Example:
+        >>> gpu_count("local") == len(visible_gpus())     # 0 on a machine without CUDA
+        True
+    """
     if kind == "ray":
         return int(ray_connect(address, files=files).cluster_resources().get("GPU", 0))
     return len(visible_gpus())
@@ -241,7 +265,14 @@ def make_executor(kind: str, workers: int | None, timeout: float, address: str |
                   device: str = "cpu", files: tuple[str, ...] = ()):
     """``local`` or ``ray`` (see the classes). With ``device="cuda"`` the workers share the GPUs
     evenly: local workers round-robin over the visible GPUs; each Ray job asks for
-    ``min(1, GPUs / workers)`` of a GPU. ``files``: user task files the Ray workers need."""
+    ``min(1, GPUs / workers)`` of a GPU. ``files``: user task files the Ray workers need.
+
+    Example (``make_executor("local", 4, 300.0)`` starts 4 worker processes; an unknown kind
+    is refused before anything starts):
+        >>> make_executor("slurm", 1, 60.0)
+        Traceback (most recent call last):
+        ValueError: unknown executor 'slurm'; choose local or ray
+    """
     if kind == "local":
         return LocalExecutor(workers, timeout, gpus=visible_gpus() if device == "cuda" else None)
     if kind == "ray":

@@ -33,7 +33,14 @@ from .store import Store
 
 def output_folder(outdir: str) -> str:
     """``outdir``, created (with its parents) if missing; DslError, with nothing created, when it
-    exists but is not a folder (``export -o existing_file``) or cannot be created."""
+    exists but is not a folder (``export -o existing_file``) or cannot be created.
+
+    Example:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     print(os.path.relpath(output_folder(os.path.join(d, "runs", "best")), d))
+        runs/best
+    """
     if os.path.exists(outdir) and not os.path.isdir(outdir):
         raise DslError("exists and is not a folder; export writes several files into a folder", outdir,
                        hint="give a new or existing folder")
@@ -45,7 +52,13 @@ def output_folder(outdir: str) -> str:
 
 
 def preferred_lr(row: dict) -> float:
-    """Geometric mean of the learning rates that won each task's sweep (1.0 if none)."""
+    """Geometric mean of the learning rates that won each task's sweep (1.0 if none), to 3
+    significant digits: ``lr = exp(mean_t log lr_t)``.
+
+    Example:
+        >>> preferred_lr({"task_lr": {"mlp": 0.1, "logreg": 1.0}}), preferred_lr({"task_lr": {}})
+        (0.316, 1.0)
+    """
     lrs = [v for v in (row.get("task_lr") or {}).values() if v and v > 0]
     return float(f"{math.exp(sum(map(math.log, lrs)) / len(lrs)):.3g}") if lrs else 1.0
 
@@ -53,7 +66,20 @@ def preferred_lr(row: dict) -> float:
 def simplest(row: dict) -> Readable:
     """The row's program in its readable form (:func:`optdsl.readable.readable`, the tuned lr
     folded into the ``lr`` default), or, should the symbolic layer fail, with dead code removed
-    and the tuned lr as the default (``equality`` then says so)."""
+    and the tuned lr as the default (``equality`` then says so).
+
+    Example (the warm start, its ``lr * 0.001`` folded into the default lr 0.5 * 0.001):
+        >>> from search.warm_start import adamw_program
+        >>> form = simplest({"source": to_source(adamw_program()), "task_lr": {"mlp": 0.25, "logreg": 1.0}})
+        >>> print(form.source, end="")
+        def train(w, g, m, v, lr=0.0005):
+            m = interp(g, m, 0.9)
+            v = interp(square(g), v, 0.999)
+            update = lr * (m / (1e-08 + sqrt(v)) + 0.01 * w)
+            return update, m, v
+        >>> form.equality
+        'exact'
+    """
     raw = parse(row["source"], "<store>")
     lr = preferred_lr(row)
     try:
@@ -66,7 +92,18 @@ def simplest(row: dict) -> Readable:
 
 def exported_program(row: dict) -> Program:
     """The row's program as users get it: readable form, named ``found_<id>``, its scores and the
-    kind of equality with the raw program in the docstring."""
+    kind of equality with the raw program in the docstring.
+
+    Example:
+        >>> from optdsl import load
+        >>> row = {"id": 7, "source": to_source(load("sgd")), "task_lr": {"mlp": 0.5}, "fitness": 0.0213,
+        ...        "meta_fitness": None, "mutation": None, "parent": None}
+        >>> p = exported_program(row)
+        >>> p.name, p.hyper_defaults
+        ('found_7', {'lr': 0.5})
+        >>> p.doc.split(" (mean")[0]
+        'Found by optdsl search (program #7): proxy fitness +0.0213, held-out not meta-validated'
+    """
     form = simplest(row)
     held_out = "not meta-validated" if row.get("meta_fitness") is None else f"{row['meta_fitness']:+.4f}"
     doc = (f"Found by optdsl search (program #{row['id']}): proxy fitness {row['fitness']:+.4f}, held-out "
@@ -87,7 +124,17 @@ def _paths(row: dict, outdir: str, targets) -> list[str]:
 
 
 def export_row(row: dict, outdir: str, targets=("torch", "jax")) -> list[str]:
-    """Write the DSL file and one generated module per target; returns the paths."""
+    """Write the DSL file and one generated module per target; returns the paths.
+
+    Example:
+        >>> import tempfile
+        >>> from optdsl import load
+        >>> row = {"id": 7, "source": to_source(load("sgd")), "task_lr": {}, "fitness": 0.0,
+        ...        "meta_fitness": None}
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     print([os.path.basename(p) for p in export_row(row, d, targets=("torch",))])
+        ['found_7.py', 'found_7_torch.py']
+    """
     program = exported_program(row)
     output_folder(outdir)
     texts = [to_source(program), *(codegen.emit(program, target) for target in targets)]
@@ -97,7 +144,20 @@ def export_row(row: dict, outdir: str, targets=("torch", "jax")) -> list[str]:
 def export_top(store: Store, k: int, outdir: str, targets=("torch", "jax")) -> list[str]:
     """Export the ``k`` best distinct programs of the store, best first (held-out evidence
     first: :func:`search.selection.ranked`). A file of the user's among the names is refused before
-    anything is written (:func:`codegen.generated.replaceable_path`)."""
+    anything is written (:func:`codegen.generated.replaceable_path`).
+
+    Example (the meta-validated program #2 comes first):
+        >>> import tempfile
+        >>> from optdsl import load
+        >>> from search.candidate import describe
+        >>> store = Store(":memory:")
+        >>> for name, fitness in [("sgd", 0.2), ("adamw", 0.1)]:
+        ...     _ = store.add(**describe(load(name)), status="ok", fitness=fitness, task_lr={"mlp": 0.5})
+        >>> store.set_meta_validation(2, 0.05, {"mlp_large": 0.05})
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     print([os.path.basename(p) for p in export_top(store, 2, d, targets=("torch",))])
+        ['found_2.py', 'found_2_torch.py', 'found_1.py', 'found_1_torch.py']
+    """
     output_folder(outdir)
     rows = ranked(store, k)
     for row in rows:
@@ -107,7 +167,21 @@ def export_top(store: Store, k: int, outdir: str, targets=("torch", "jax")) -> l
 
 
 def write_best(store: Store, path: str) -> tuple[dict, Program, str] | None:
-    """The winner's generated torch optimizer at ``path``: ``(row, program, path)``."""
+    """The winner's generated torch optimizer at ``path``: ``(row, program, path)``; None while
+    the store holds no scored program.
+
+    Example:
+        >>> import tempfile
+        >>> from optdsl import load
+        >>> from search.candidate import describe
+        >>> store = Store(":memory:")
+        >>> store.add(**describe(load("sgd")), status="ok", fitness=0.1, task_lr={"mlp": 0.5})
+        1
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     row, program, path = write_best(store, os.path.join(d, "best_optimizer.py"))
+        ...     print(program.name, "class Found1" in open(path).read())
+        found_1 True
+    """
     row = winner(store)
     if row is None:
         return None

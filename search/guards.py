@@ -115,7 +115,19 @@ def _lr_fault(updates: torch.Tensor, lrs: Sequence[float]) -> str | None:
 
 def guard(program: Program, lrs: Sequence[float] | None = None) -> str | None:
     """``None`` if ``program`` passes the guards, else why it is refused (one line). ``lrs``: the
-    learning-rate sweep the steps must be proportional over (default: the search's, ``CANDIDATE_LRS``)."""
+    learning-rate sweep the steps must be proportional over (default: the search's, ``CANDIDATE_LRS``).
+
+    Checks ``u(-w, -g) = -u(w, g)``, ``u(w, g') != u(w, g)`` and ``u(lr_k) / lr_k`` constant over ``k``.
+
+    Example:
+        >>> from optdsl import load, parse
+        >>> guard(load("lion")) is None
+        True
+        >>> guard(parse("def train(w, g, lr):\\n    return lr * 0.01 * w\\n"))
+        'ignores the gradient: other gradients give the same updates'
+        >>> guard(parse("def train(w, g, lr):\\n    return sin(lr) * g\\n"))[:27]
+        'lr is not a learning rate: '
+    """
     if lrs is None:
         from .evaluate import CANDIDATE_LRS  # the evaluator imports this module
 

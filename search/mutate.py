@@ -42,17 +42,34 @@ MAX_STATEMENTS = 40  # inserts stop growing a program past this
 
 
 def vocabulary() -> list[Op]:
-    """The ops mutations draw from (the op table's ``search=True`` entries)."""
+    """The ops mutations draw from (the op table's ``search=True`` entries).
+
+    Example:
+        >>> ops = vocabulary()
+        >>> len(ops), [op.name for op in ops[:9]]
+        (44, ['add', 'sub', 'mul', 'div', 'power', 'neg', 'max', 'min', 'interp'])
+    """
     return search_vocabulary()
 
 
 def draw_constant(rng: np.random.Generator) -> float:
-    """A fresh constant ~ N(0, 1), rounded to 4 significant digits so programs stay readable."""
+    """A fresh constant ~ N(0, 1), rounded to 4 significant digits so programs stay readable.
+
+    Example:
+        >>> draw_constant(np.random.default_rng(0))
+        0.1257
+    """
     return _round(float(rng.normal()))
 
 
 def scale_constant(value: float, rng: np.random.Generator) -> float:
-    """``value * 2**a`` with ``a ~ N(0, 1)`` (the paper's multiplicative perturbation)."""
+    """``value * 2**a`` with ``a ~ N(0, 1)`` (the paper's multiplicative perturbation), rounded to
+    4 significant digits.
+
+    Example (the same draw, a = 0.1257, as :func:`draw_constant`'s):
+        >>> scale_constant(1.0, np.random.default_rng(0)), scale_constant(-3.0, np.random.default_rng(0))
+        (1.091, -3.273)
+    """
     return _round(value * 2.0 ** float(rng.normal()))
 
 
@@ -98,7 +115,17 @@ def _text(expr: Expr) -> str:
 
 
 def random_statement(program: Program, index: int, rng: np.random.Generator) -> Assign:
-    """A random ``target = op(args)`` that may stand at ``index`` in ``program``'s body."""
+    """A random ``target = op(args)`` that may stand at ``index`` in ``program``'s body: its
+    arguments are names defined above ``index`` (or fresh constants); its target a new
+    temporary, a state, ``update`` or an existing temporary.
+
+    Example:
+        >>> from optdsl.printer import DslPrinter
+        >>> from search.warm_start import adamw_program
+        >>> stmt = random_statement(adamw_program(), 2, np.random.default_rng(0))
+        >>> print(stmt.target, "=", DslPrinter().doprint(stmt.expr))
+        t_3 = sqrt(0.1049)
+    """
     targets = _targets(program)
     used = names_in(program)
     target = fresh_name("t", used) if rng.random() < 0.3 or not targets else targets[rng.integers(len(targets))]

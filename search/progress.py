@@ -28,7 +28,18 @@ def _clock(seconds: float) -> str:
 
 
 def summary_table(search, budget_seconds: float | None = None, budget_evals: int | None = None) -> Table:
-    """The progress panel for the current state of ``search`` (a :class:`search.evolution.Search`)."""
+    """The progress panel for the current state of ``search`` (a :class:`search.evolution.Search`):
+    a two-column table, one row per measure (rates are counts / elapsed seconds).
+
+    Example (a stand-in for a search: its counters and an executor with 2 jobs running):
+        >>> from collections import Counter
+        >>> from types import SimpleNamespace
+        >>> from search.evolution import Stats
+        >>> stats = Stats(evaluated=10, statuses=Counter(ok=9, diverged=1), best_fitness=0.05, best_id=7)
+        >>> t = summary_table(SimpleNamespace(stats=stats, executor=SimpleNamespace(in_flight=lambda: 2)))
+        >>> dict(zip(t.columns[0].cells, t.columns[1].cells))["evaluations"]
+        '10  (1 failed: 1 diverged; 2 running)'
+    """
     st = search.stats
     el = max(st.elapsed, 1e-9)
     t = Table(show_header=False, box=None, pad_edge=False)

@@ -50,7 +50,18 @@ def _by_held_out(rows: list[dict]) -> list[dict]:
 def ranked(store: Store, k: int) -> list[dict]:
     """The ``k`` best programs: meta-validated ones by held-out score (ties within
     :data:`META_TOLERANCE` to the smaller program), then the rest by proxy fitness (one row per
-    structural hash)."""
+    structural hash).
+
+    Example (held-out evidence first: #2, meta-validated, before #1, the better proxy score):
+        >>> from optdsl import load
+        >>> from search.candidate import describe
+        >>> store = Store(":memory:")
+        >>> for name, fitness in [("sgd", 0.2), ("adamw", 0.1), ("lion", 0.15)]:
+        ...     _ = store.add(**describe(load(name)), status="ok", fitness=fitness)
+        >>> store.set_meta_validation(2, 0.05, {"mlp_large": 0.05})
+        >>> [r["id"] for r in ranked(store, 3)]
+        [2, 1, 3]
+    """
     out, seen = [], set()
     for row in _by_held_out(store.meta_validated()) + store.top(k + len(out)):
         if row["structural_hash"] not in seen:
@@ -62,7 +73,19 @@ def ranked(store: Store, k: int) -> list[dict]:
 
 
 def winner(store: Store) -> dict | None:
-    """The program a search reports as its result, or None before anything is scored."""
+    """The program a search reports as its result (the first of :func:`ranked`), or None before
+    anything is scored.
+
+    Example:
+        >>> from optdsl import load
+        >>> from search.candidate import describe
+        >>> store = Store(":memory:")
+        >>> winner(store) is None
+        True
+        >>> _ = store.add(**describe(load("sgd")), status="ok", fitness=0.2)
+        >>> winner(store)["id"], winner(store)["fitness"]
+        (1, 0.2)
+    """
     best = ranked(store, 1)
     return best[0] if best else None
 

@@ -170,7 +170,13 @@ def schema_version(path: str) -> int:
 
 
 def quote_name(name: str) -> str:
-    """``name`` as an SQL identifier (a foreign database's table names are arbitrary text)."""
+    """``name`` as an SQL identifier (a foreign database's table names are arbitrary text): in
+    double quotes, each ``"`` doubled.
+
+    Example:
+        >>> print(quote_name('odd "name'))
+        "odd ""name"
+    """
     return '"' + name.replace('"', '""') + '"'
 
 

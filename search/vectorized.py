@@ -251,7 +251,18 @@ class VectorizedStep:
 
 
 def check_supported(program: Program) -> Program:
-    """Raise a DslError if ``program`` uses row/column-shaped states or values."""
+    """Raise a DslError if ``program`` uses row/column-shaped states or values; else return it.
+
+    Example (Adafactor's factored second moment is out of the search's reach):
+        >>> from optdsl import load
+        >>> check_supported(load("adamw")).name
+        'adamw'
+        >>> try:
+        ...     check_supported(load("adafactor"))
+        ... except DslError as e:
+        ...     print(e.message)
+        state 'r' is row-shaped; the search evaluates full and scalar states only
+    """
     for s in program.states:
         if s.kind in ("row", "col"):
             raise DslError(f"state {s.name!r} is {s.kind}-shaped; the search evaluates full and "

@@ -48,7 +48,20 @@ def prepare(program: Program) -> Program:
 
     A default ``lr`` becomes a constant factor on every read of ``lr``: the search sweeps its
     ``lr`` input around 1 (0.1 .. 61), so ``lr`` 1 means the program's own default, as it means
-    AdamW's 1e-3 in the paper's ``lr * 0.001``."""
+    AdamW's 1e-3 in the paper's ``lr * 0.001``.
+
+    Example:
+        >>> from optdsl import to_source
+        >>> p = parse("def heavy_ball(w, g, m, lr=0.01, beta=0.9):\\n"
+        ...           "    m = beta * m + g\\n    return lr * m, m\\n")
+        >>> print(to_source(prepare(p)), end="")
+        def train(w, g, m, lr):
+            t = 0.9 * m
+            m = t + g
+            t_1 = lr * 0.01
+            update = t_1 * m
+            return update, m
+    """
     values = {k: v for k, v in program.hyper_defaults.items() if k != "lr"}
     bound = fold(program, values=values)
     scale = bound.hyper_defaults.get("lr", 1.0)
@@ -61,13 +74,29 @@ def prepare(program: Program) -> Program:
 
 
 def adamw_program() -> Program:
-    """The paper's AdamW program (the default warm start)."""
+    """The paper's AdamW program (the default warm start), flattened: one call per statement::
+
+        m <- 0.9 m + 0.1 g;  v <- 0.999 v + 0.001 g^2;  update = (m / (sqrt(v) + 1e-8) + 0.01 w) (lr 0.001)
+
+    Example:
+        >>> p = adamw_program()
+        >>> p.state_names, len(p.body), p.body[0].target
+        (('m', 'v'), 10, 'm')
+    """
     return prepare(parse(ADAMW_SOURCE, "<warm-start:adamw>"))
 
 
 def initial_program(init: str = "adamw") -> Program:
     """``--init``: ``adamw`` (the warm start above), ``paper_adamw`` (the paper's listing, no
-    eps), else any SRC :func:`optdsl.load` accepts (a zoo name or a file)."""
+    eps), else any SRC :func:`optdsl.load` accepts (a zoo name or a file), in the searchable
+    form (:func:`prepare`).
+
+    Example (the paper's listing is the warm start without its eps statement):
+        >>> len(initial_program("adamw").body) - len(initial_program("paper_adamw").body)
+        1
+        >>> initial_program("lion").state_names, initial_program("lion").name
+        (('m',), 'train')
+    """
     if init == "adamw":
         return adamw_program()
     if init == "paper_adamw":

@@ -21,7 +21,15 @@ END = "# --- optdsl runtime: end"
 
 def source(module: str) -> str:
     """The runtime block of ``codegen/runtime/<module>.py``: the text between its ``BEGIN`` and ``END``
-    marker lines (both kept), exactly as written in the file."""
+    marker lines (both kept), exactly as written in the file.
+
+    Example:
+        >>> lines = source("float_math").splitlines()
+        >>> lines[0]
+        '# --- optdsl runtime: begin (codegen/runtime/float_math.py, copied verbatim; edit it there)'
+        >>> lines[-1]
+        '# --- optdsl runtime: end'
+    """
     text = _text(module)
     start, stop = text.index(BEGIN), text.index(END)
     return text[start : text.index("\n", stop) + 1]

@@ -10,7 +10,12 @@ from ..ir import Assign, Call, Const, Expr, Hyper, Program, State, Var, fresh_na
 
 
 def call(op: str, *args) -> Call:
-    """``Call`` with numbers and names lifted to ``Const`` and ``Var``."""
+    """``Call`` with numbers and names lifted to ``Const`` and ``Var``.
+
+    Example:
+        >>> call("interp", "g", "m", 0.9)
+        Call(op='interp', args=(Var(name='g'), Var(name='m'), Const(value=0.9)))
+    """
     return Call(op, tuple(a if isinstance(a, (Call, Const, Var)) else
                           Const(float(a)) if isinstance(a, (int, float)) else Var(a) for a in args))
 

@@ -33,7 +33,16 @@ from ..ir import Expr, Program, Var, free_vars, substitute
 
 def eliminate_common(program: Program) -> Program:
     """``program`` with each repeated computation read from its first statement (see the module
-    docstring); states, the update and the new states see the same values as before."""
+    docstring); states, the update and the new states see the same values as before.
+
+    Example:
+        >>> from optdsl import parse, to_source
+        >>> p = parse("def f(w, g, lr):\\n    a = g * g\\n    b = g * g\\n    return lr * a / b\\n")
+        >>> print(to_source(eliminate_common(p)).strip())
+        def f(w, g, lr):
+            a = g * g
+            return lr * a / a
+    """
     assigned = Counter(a.target for a in program.body)
     states = set(program.state_names)
     first: dict[Expr, tuple[str, int]] = {}  # computation -> (its target, statement index)

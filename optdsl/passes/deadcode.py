@@ -25,7 +25,14 @@ from ..ir import Program, Var, free_vars
 
 
 def liveness(program: Program, force: frozenset[int] = frozenset()) -> tuple[set[int], set[str]]:
-    """(indices of live statements, names of live states); ``force`` keeps statements live."""
+    """(indices of live statements, names of live states); ``force`` keeps statements live.
+
+    Example:
+        >>> from optdsl import parse
+        >>> p = parse("def f(w, g, m, v, lr):\\n    m = m + g\\n    v = v + g\\n    return lr * m, m, v\\n")
+        >>> liveness(p)  # `v = v + g` only feeds v, which no live value reads
+        ({0}, {'m'})
+    """
     states = {s.name: i for i, s in enumerate(program.states)}
     live_states = {s.name for s in program.states if s.keep}
     while True:
@@ -48,7 +55,16 @@ def liveness(program: Program, force: frozenset[int] = frozenset()) -> tuple[set
 
 
 def eliminate_dead_code(program: Program, force: frozenset[int] = frozenset()) -> Program:
-    """``program`` without dead statements and dead states (hyperparameters are kept)."""
+    """``program`` without dead statements and dead states (hyperparameters are kept).
+
+    Example:
+        >>> from optdsl import parse, to_source
+        >>> p = parse("def f(w, g, m, v, lr):\\n    m = m + g\\n    v = v + g\\n    return lr * m, m, v\\n")
+        >>> print(to_source(eliminate_dead_code(p)).strip())
+        def f(w, g, m, lr):
+            m = m + g
+            return lr * m, m
+    """
     live, live_states = liveness(program, force)
     keep = [i for i, s in enumerate(program.states) if s.name in live_states]
     return program.with_body(

@@ -16,6 +16,18 @@ from ..ir import Assign, Call, Expr, Program, Var, fresh_name, names_in
 
 
 def flatten(program: Program) -> Program:
+    """``program`` with every nested call given its own statement ``t = f(a, b)`` over names and
+    constants; outputs that are calls become statements named ``update`` and after each state.
+
+    Example:
+        >>> from optdsl import parse, to_source
+        >>> print(to_source(flatten(parse("def f(w, g, lr):\\n    return lr * sign(g + w)\\n"))).strip())
+        def f(w, g, lr):
+            t_1 = g + w
+            t = sign(t_1)
+            update = lr * t
+            return update
+    """
     used = names_in(program)
     body: list[Assign] = []
 

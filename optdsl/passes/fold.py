@@ -57,7 +57,16 @@ def constant(value) -> Const:
 
 
 def fold_expr(expr: Expr, shape: tuple[int, ...] | None = None) -> Expr:
-    """One expression, folded bottom-up."""
+    """One expression, folded bottom-up; with ``shape``, ``ndim(w)``, ``size(w)`` and ``dim(w, i)``
+    become numbers first.
+
+    Example:
+        >>> from optdsl.ir import Var
+        >>> fold_expr(Call("mul", (Call("sub", (Const(2.0), Const(1.0))), Var("g"))))  # (2 - 1) * g
+        Var(name='g')
+        >>> fold_expr(Call("ndim", (Var("w"),)), shape=(3, 4))
+        Const(value=2.0)
+    """
     if not isinstance(expr, Call):
         return expr
     if OPS[expr.op].shape == STATIC:
@@ -102,7 +111,16 @@ def _logic_with_constant(name: str, c: Const, x: Expr) -> Expr:
 
 def fold(program: Program, shape: tuple[int, ...] | None = None,
          values: dict[str, float] | None = None) -> Program:
-    """The program with constants folded and propagated (statement count unchanged)."""
+    """The program with constants folded and propagated (statement count unchanged).
+
+    Example:
+        >>> from optdsl import parse, to_source
+        >>> p = parse("def f(w, g, lr, beta=0.9):\\n    a = 1 - beta\\n    return lr * a * g\\n")
+        >>> print(to_source(fold(p, values={"beta": 0.5})).strip())
+        def f(w, g, lr, beta=0.9):
+            a = 0.5
+            return lr * 0.5 * g
+    """
     known: dict[str, Expr] = {k: Const(float(v)) for k, v in (values or {}).items()}
     body = []
     for a in program.body:

@@ -15,7 +15,17 @@ from ..ops import GLOBAL, OPS
 
 
 def hoist_globals(program: Program) -> Program:
-    """Each global reduction becomes its own statement ``<op>_k = global_norm(x)``."""
+    """Each global reduction becomes its own statement ``<op>_k = global_norm(x)``.
+
+    Example:
+        >>> from optdsl import parse, to_source
+        >>> p = parse("def f(w, g, lr):\\n    u = g / global_norm(g)\\n    return lr * u\\n")
+        >>> print(to_source(hoist_globals(p)).strip())
+        def f(w, g, lr):
+            global_norm_1 = global_norm(g)
+            u = g / global_norm_1
+            return lr * u
+    """
     used = names_in(program)
     body: list[Assign] = []
 
@@ -40,7 +50,14 @@ def hoist_globals(program: Program) -> Program:
 
 
 def global_statements(program: Program) -> list[int]:
-    """Indices of statements that are a global reduction (after :func:`hoist_globals`)."""
+    """Indices of statements that are a global reduction (after :func:`hoist_globals`).
+
+    Example:
+        >>> from optdsl import parse
+        >>> p = parse("def f(w, g, lr):\\n    u = g / global_norm(g)\\n    return lr * u / global_norm(u)\\n")
+        >>> global_statements(p), global_statements(hoist_globals(p))
+        ([], [0, 2])
+    """
     return [i for i, a in enumerate(program.body)
             if isinstance(a.expr, Call) and OPS[a.expr.op].shape == GLOBAL]
 
@@ -48,7 +65,14 @@ def global_statements(program: Program) -> list[int]:
 def segments(program: Program) -> list[list[Assign]]:
     """The body cut at global reductions: ``len(segments) == len(global_statements) + 1``.
 
-    Backends run segment k for every tensor, then global statement k across all tensors."""
+    Backends run segment k for every tensor, then global statement k across all tensors.
+
+    Example:
+        >>> from optdsl import parse
+        >>> p = parse("def f(w, g, lr):\\n    u = g / global_norm(g)\\n    return lr * u / global_norm(u)\\n")
+        >>> [[a.target for a in seg] for seg in segments(hoist_globals(p))]
+        [[], ['u'], []]
+    """
     out: list[list[Assign]] = [[]]
     for a in program.body:
         if isinstance(a.expr, Call) and OPS[a.expr.op].shape == GLOBAL:

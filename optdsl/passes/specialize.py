@@ -293,7 +293,14 @@ def specialize(program: Program, shape: tuple[int, ...]) -> Program:
 
 def static_key(program: Program, shape: tuple[int, ...]) -> tuple:
     """Which code a tensor of ``shape`` runs: its variant and the shape facts that variant reads
-    as numbers. Tensors with equal keys share code."""
+    as numbers. Tensors with equal keys share code.
+
+    Example:
+        >>> from optdsl import parse
+        >>> p = parse("def f(w, g, lr):\\n    return lr * g / sqrt(size(w))\\n")
+        >>> static_key(p, (4, 4)), static_key(p, (16,)), static_key(p, (8,))
+        ((0, 16.0), (0, 16.0), (0, 8.0))
+    """
     v = variants(program)
     k = v.pick(tuple(shape))
     facts = [fold_expr(node, tuple(shape)) for e, _ in _located(v.programs[k]) for node in walk(e)
