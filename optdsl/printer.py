@@ -18,6 +18,7 @@ from __future__ import annotations
 import ast
 import itertools
 import math
+import re
 import textwrap
 from functools import cache
 from typing import ClassVar
@@ -383,13 +384,16 @@ class DslPrinter(Printer):
 
 
 def docstring(doc: str) -> str:
-    r'''``doc`` as a Python string literal that cannot end early (quotes and backslashes escaped).
+    r'''``doc`` as a Python string literal that cannot end early: backslashes escaped, and the
+    quotes of a run of three or more or of a run at the end (other quotes are left as they are).
 
     Example:
-        >>> print(docstring('Adam with "decoupled" weight decay.'))
-        """Adam with \"decoupled\" weight decay."""
+        >>> print(docstring('Adam with "decoupled" weight decay, not "L2"'))
+        """Adam with "decoupled" weight decay, not "L2\""""
+        >>> print(docstring('three """ quotes'))
+        """three \"\"\" quotes"""
     '''
-    body = doc.replace("\\", "\\\\").replace('"', '\\"')
+    body = re.sub(r'"{3,}|"+$', lambda run: '\\"' * len(run.group()), doc.replace("\\", "\\\\"))
     return f'"""{body}"""' if "\n" not in body else f'"""{body}\n"""'
 
 
