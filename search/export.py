@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import os
+import textwrap
 from dataclasses import replace
 
 import codegen
@@ -101,17 +102,20 @@ def exported_program(row: dict) -> Program:
         >>> p = exported_program(row)
         >>> p.name, p.hyper_defaults
         ('found_7', {'lr': 0.5})
-        >>> p.doc.split(" (mean")[0]
-        'Found by optdsl search (program #7): proxy fitness +0.0213, held-out not meta-validated'
+        >>> print(p.doc)
+        Found by optdsl search (program #7): proxy fitness +0.0213, held-out not meta-validated (the
+        mean over the tasks but the best one of log(tuned AdamW's loss / this one's), clipped at -1 and
+        +1; > 0 beats AdamW). Simplified from the searched program; equality: exact.
     """
     form = simplest(row)
     held_out = "not meta-validated" if row.get("meta_fitness") is None else f"{row['meta_fitness']:+.4f}"
     doc = (f"Found by optdsl search (program #{row['id']}): proxy fitness {row['fitness']:+.4f}, held-out "
-           f"{held_out} (mean over tasks of log(tuned AdamW's loss / this one's), clipped to [-1, 1]; > 0 "
-           f"beats AdamW). Simplified from the searched program; equality: {form.equality}.")
+           f"{held_out} (the mean over the tasks but the best one of log(tuned AdamW's loss / this one's), "
+           f"clipped at -1 and +1; > 0 beats AdamW). Simplified from the searched program; equality: "
+           f"{form.equality}.")
     if (removed := step(row)) is not None:
         doc += f" It is program #{row['parent']} with one op removed (in its flattened form: {removed})."
-    return replace(form.program, name=_name(row), doc=doc)
+    return replace(form.program, name=_name(row), doc=textwrap.fill(doc, 96, break_on_hyphens=False))
 
 
 def _name(row: dict) -> str:
