@@ -77,6 +77,7 @@ import re
 import textwrap
 from dataclasses import dataclass
 
+from optdsl.checkpoints import torch_checkpoints
 from optdsl.errors import DslError
 from optdsl.ir import (
     Assign,
@@ -1617,47 +1618,6 @@ def _bounded(prog: Program, used: set[str]) -> Program:
     return prog.with_body(body, update=outs[0], new_states=outs[1:])
 
 
-_CHECKPOINT_LINE = re.compile(r"^\s*torch\.optim\.(\w+) checkpoints: (.*?)(?:; requires (.*))?$", re.MULTILINE)
-
-
-def torch_checkpoints(program: Program) -> dict[str, dict]:
-    """The torch.optim checkpoints ``program`` loads, declared in its docstring by a line::
-
-        torch.optim.AdamW checkpoints: exp_avg -> m, exp_avg_sq -> v; requires amsgrad=False
-
-    (torch's state or tuple hyperparameter -> the program's name, ``eps -> (eps1, eps2)`` splits a
-    tuple; ``requires`` lists param-group settings a checkpoint must have, when it has them).
-
-    Example:
-        >>> import optdsl
-        >>> torch_checkpoints(optdsl.load("adamw"))["AdamW"]["states"]
-        {'exp_avg': 'm', 'exp_avg_sq': 'v'}
-    """
-    out = {}
-    names = set(program.state_names) | set(program.hyper_defaults)
-    for cls, renames, requires in _CHECKPOINT_LINE.findall(program.doc):
-        states, hypers = {}, {}
-        for torch_name, ours in re.findall(r"(\w+) -> (\(\w+, \w+\)|\w+)", renames):
-            targets = tuple(re.findall(r"\w+", ours))
-            if not set(targets) <= names:
-                raise DslError(f"{program.name}: torch.optim.{cls} checkpoints map {torch_name} to "
-                               f"{', '.join(targets)}, which the program does not have", program.filename)
-            if ours.startswith("("):
-                hypers[torch_name] = targets
-            else:
-                states[torch_name] = targets[0]
-        required = {}
-        for item in filter(None, (x.strip() for x in requires.split(","))):
-            key, _, value = item.partition("=")
-            try:
-                required[key.strip()] = ast.literal_eval(value.strip())
-            except (ValueError, SyntaxError):
-                raise DslError(f"{program.name}: torch.optim.{cls} checkpoints require {item!r}, not key=literal",
-                               program.filename) from None
-        out[cls] = {"states": states, "hypers": hypers, "requires": required}
-    return out
-
-
 def emit(program: Program, extra_backends: dict[str, str] | None = None) -> str:
     """The torch module for ``program``: deterministic source text, laid out for 110 columns.
 
@@ -1709,4 +1669,4 @@ def entry_point(module, program: Program):
 
 
 __all__ = ["GroupPrinter", "TorchPrinter", "class_name", "emit", "entry_point", "paths", "row_separable",
-           "torch_checkpoints"]
+           ]

@@ -40,6 +40,7 @@ from dataclasses import replace
 
 import sympy
 
+from .checkpoints import without_stale
 from .errors import DslError
 from .ir import Call, Hyper, Program, Var, free_vars, substitute, walk
 from .parser import parse
@@ -87,7 +88,8 @@ def op_count(program: Program) -> int:
 
 def bind(program: Program, values: dict[str, float] | None) -> Program:
     """``program`` with the hyperparameters in ``values`` replaced by those numbers; ``lr``
-    keeps its name and takes the value as its default. Unknown names raise DslError.
+    keeps its name and takes the value as its default. Unknown names raise DslError. A torch
+    checkpoint declaration that maps onto a bound hyperparameter goes (:mod:`optdsl.checkpoints`).
 
     Example:
         >>> from optdsl import load
@@ -110,7 +112,7 @@ def bind(program: Program, values: dict[str, float] | None) -> Program:
     if "lr" in values:
         hypers = [h for h in hypers if h.name != "lr"]
         hypers.insert(0, Hyper("lr", float(values["lr"])))
-    return replace(fold(program, values=fixed) if fixed else program, hypers=tuple(hypers))
+    return without_stale(replace(fold(program, values=fixed) if fixed else program, hypers=tuple(hypers)))
 
 
 def _attempt(fn, *args, **kw):

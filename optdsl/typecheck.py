@@ -24,6 +24,7 @@ Example:
 
 from __future__ import annotations
 
+from .checkpoints import torch_checkpoints
 from .errors import DslError
 from .ir import Call, Const, Expr, Program, Var
 from .ops import COL, ELEMENTWISE, GLOBAL, OPS, REDUCE, ROW, STATIC
@@ -183,4 +184,5 @@ def validate(program: Program) -> Program:
         undefined name 'v'
     """
     infer(program)
+    torch_checkpoints(program)  # the declared name map, so that `optdsl check` and the targets agree
     return program

@@ -21,6 +21,7 @@ Example:
 
 from __future__ import annotations
 
+from ..checkpoints import without_stale
 from ..ir import Program, Var, free_vars
 
 
@@ -55,7 +56,8 @@ def liveness(program: Program, force: frozenset[int] = frozenset()) -> tuple[set
 
 
 def eliminate_dead_code(program: Program, force: frozenset[int] = frozenset()) -> Program:
-    """``program`` without dead statements and dead states (hyperparameters are kept).
+    """``program`` without dead statements and dead states (hyperparameters are kept); a
+    torch checkpoint declaration that names a removed state goes too (:mod:`optdsl.checkpoints`).
 
     Example:
         >>> from optdsl import parse, to_source
@@ -67,8 +69,8 @@ def eliminate_dead_code(program: Program, force: frozenset[int] = frozenset()) -
     """
     live, live_states = liveness(program, force)
     keep = [i for i, s in enumerate(program.states) if s.name in live_states]
-    return program.with_body(
+    return without_stale(program.with_body(
         [a for i, a in enumerate(program.body) if i in live],
         new_states=[program.new_states[i] for i in keep],
         states=tuple(program.states[i] for i in keep),
-    )
+    ))

@@ -1,0 +1,99 @@
+"""The torch.optim checkpoints a program can load: a name map its docstring declares.
+
+A program that *is* a torch.optim optimizer says so in one line of its docstring, and the
+generated torch module then loads that optimizer's ``state_dict`` (``optdsl.zoo.adamw``)::
+
+    torch.optim.AdamW checkpoints: exp_avg -> m, exp_avg_sq -> v; requires amsgrad=False
+
+The declaration is part of the program: :func:`optdsl.typecheck.validate` reads it (a name the
+program does not have is an error there, so ``optdsl check`` and every target agree), and a
+transformation that removes states or hyperparameters (``simplify``, ``bind``) drops the lines
+that name them (:func:`without_stale`): a simplified momentum SGD with ``momentum=0`` has no
+buffer to load ``momentum_buffer`` into.
+
+Example:
+    >>> from optdsl import load
+    >>> torch_checkpoints(load("momentum"))["SGD"]["states"]
+    {'momentum_buffer': 'b'}
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from dataclasses import replace
+
+from .errors import DslError
+from .ir import Program
+
+_LINE = re.compile(r"^\s*torch\.optim\.(\w+) checkpoints: (.*?)(?:; requires (.*))?$")
+_RENAME = re.compile(r"(\w+) -> (\(\w+, \w+\)|\w+)")
+
+
+def torch_checkpoints(program: Program) -> dict[str, dict]:
+    """The torch.optim checkpoints ``program`` loads, declared in its docstring by a line::
+
+        torch.optim.AdamW checkpoints: exp_avg -> m, exp_avg_sq -> v; requires amsgrad=False
+
+    (torch's state or tuple hyperparameter -> the program's name, ``eps -> (eps1, eps2)`` splits a
+    tuple; ``requires`` lists param-group settings a checkpoint must have, when it has them).
+    A name the program does not have, or a requirement that is not ``key=literal``, is a DslError.
+
+    Example:
+        >>> from optdsl import load
+        >>> torch_checkpoints(load("adamw"))["AdamW"]["states"]
+        {'exp_avg': 'm', 'exp_avg_sq': 'v'}
+    """
+    out = {}
+    names = _names(program)
+    for cls, renames, requires in _declarations(program.doc):
+        states, hypers = {}, {}
+        for torch_name, ours in _RENAME.findall(renames):
+            targets = tuple(re.findall(r"\w+", ours))
+            if not set(targets) <= names:
+                raise DslError(f"{program.name}: torch.optim.{cls} checkpoints map {torch_name} to "
+                               f"{', '.join(targets)}, which the program does not have", program.filename,
+                               hint="name one of its states or hyperparameters, or drop the line")
+            if ours.startswith("("):
+                hypers[torch_name] = targets
+            else:
+                states[torch_name] = targets[0]
+        required = {}
+        for item in filter(None, (x.strip() for x in (requires or "").split(","))):
+            key, _, value = item.partition("=")
+            try:
+                required[key.strip()] = ast.literal_eval(value.strip())
+            except (ValueError, SyntaxError):
+                raise DslError(f"{program.name}: torch.optim.{cls} checkpoints require {item!r}, not key=literal",
+                               program.filename) from None
+        out[cls] = {"states": states, "hypers": hypers, "requires": required}
+    return out
+
+
+def without_stale(program: Program) -> Program:
+    """``program`` without the declarations that name a state or hyperparameter it no longer has
+    (``program`` itself when there is none).
+
+    Example (plain SGD has no buffer ``b`` to load a momentum buffer into):
+        >>> from optdsl import load
+        >>> sgd = load("sgd")
+        >>> stale = replace(sgd, doc=sgd.doc + "\\ntorch.optim.SGD checkpoints: momentum_buffer -> b")
+        >>> without_stale(stale).doc == sgd.doc, without_stale(sgd) is sgd
+        (True, True)
+    """
+    if "checkpoints:" not in program.doc:  # the search's programs: no docstring
+        return program
+    names = _names(program)
+    lines = program.doc.split("\n")
+    kept = [line for line in lines
+            if not (m := _LINE.match(line)) or {n for _, ours in _RENAME.findall(m[2])
+                                                for n in re.findall(r"\w+", ours)} <= names]
+    return program if len(kept) == len(lines) else replace(program, doc="\n".join(kept))
+
+
+def _names(program: Program) -> set[str]:
+    return set(program.state_names) | set(program.hyper_defaults)
+
+
+def _declarations(doc: str) -> list[tuple[str, str, str | None]]:
+    return [m.groups() for m in map(_LINE.match, doc.split("\n")) if m]

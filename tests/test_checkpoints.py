@@ -1,0 +1,63 @@
+"""The torch.optim checkpoint declarations of a program's docstring: checked where the program is,
+kept in step with its states and hyperparameters by the transformations that remove them."""
+
+import pytest
+
+import codegen
+from optdsl import DslError, load, parse, to_source
+from optdsl.checkpoints import torch_checkpoints
+from optdsl.cli import main
+from optdsl.simplify import bind, simplify
+
+DECLARED = '''
+def my_sgd(w, g, b, lr=0.01, momentum=0.9):
+    """Momentum SGD.
+
+    torch.optim.SGD checkpoints: momentum_buffer -> {target}{requires}
+    """
+    b = momentum * b + g
+    return lr * b, b
+'''
+
+
+@pytest.mark.parametrize("target, requires, message", [
+    ("buf", "", "torch.optim.SGD checkpoints map momentum_buffer to buf, which the program does not have"),
+    ("b", "; requires nesterov", "torch.optim.SGD checkpoints require 'nesterov', not key=literal"),
+])
+def test_a_bad_declaration_is_refused_by_check_not_first_by_compile(tmp_path, capsys, target, requires, message):
+    source = DECLARED.format(target=target, requires=requires)
+    with pytest.raises(DslError, match="my_sgd: " + message.replace("(", r"\(")):
+        parse(source)
+    path = tmp_path / "my_sgd.py"
+    path.write_text(source)
+    assert main(["check", str(path)]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_good_declaration_is_read():
+    program = parse(DECLARED.format(target="b", requires="; requires nesterov=False, dampening=0"))
+    assert torch_checkpoints(program) == {"SGD": {"states": {"momentum_buffer": "b"}, "hypers": {},
+                                                  "requires": {"nesterov": False, "dampening": 0}}}
+
+
+def test_simplify_drops_a_declaration_whose_state_is_gone_and_its_output_compiles(tmp_path):
+    """`optdsl simplify momentum --set momentum=0` printed the SGD declaration of a buffer `b` it no
+    longer had, so its output passed `optdsl check` and failed `optdsl compile`."""
+    plain = simplify(load("momentum"), {"momentum": 0})
+    assert plain.state_names == () and torch_checkpoints(plain) == {}
+    reread = parse(to_source(plain))  # the printed form is a program of its own
+    assert torch_checkpoints(reread) == {}
+    for target in ("torch", "jax"):
+        if target == "jax":
+            pytest.importorskip("optax")
+        codegen.emit(reread, target)
+    # what still holds stays: AdamW without weight decay still loads torch's AdamW checkpoints
+    assert torch_checkpoints(simplify(load("adamw"), {"weight_decay": 0})) == torch_checkpoints(load("adamw"))
+
+
+def test_bind_drops_a_declaration_that_maps_onto_a_bound_hyperparameter():
+    adafactor = load("adafactor")
+    declared = torch_checkpoints(adafactor)["Adafactor"]["hypers"]
+    ((_, ours),) = declared.items()  # eps -> (eps1, eps2)
+    assert torch_checkpoints(bind(adafactor, {ours[0]: 1e-30})) == {}
+    assert torch_checkpoints(bind(adafactor, {"weight_decay": 0.0})) == torch_checkpoints(adafactor)
