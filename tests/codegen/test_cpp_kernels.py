@@ -201,6 +201,26 @@ def test_zoo_programs_with_reductions_compute_what_the_interpreter_computes(name
                 interpret(program, params, grads, np.float32, **hyper), np.float32)
 
 
+@pytest.mark.parametrize("name", ["tiger", "lamb", "adafactor"])
+def test_a_group_larger_than_a_batch_takes_its_passes_a_batch_at_a_time_with_the_same_bits(monkeypatch, name):
+    """A kernel of several passes runs them all on a batch of tensors before the next batch
+    (``cpp_target.BATCH`` elements, at least one tensor): the same bits as one batch of all,
+    and what the interpreter computes. Batches here: p0; p1; p2; p3 and p4 together."""
+    params, grads = data([(5, 7001), (CHUNK + 3,), (300, 130), (4,), (2, 3, 5)], steps=3)
+    grads[1]["p1"][7] = np.nan  # Tiger's nan guard, in a batch of its own
+    program = optdsl.load(name)
+    monkeypatch.setattr(cpp_target, "BATCH", 40_000)
+    assert "by_batches(n, " in codegen.emit(program, "torch") and "40000," in codegen.emit(program, "torch")
+    batched = on_cpp(program, params, grads, np.float32, threads=2)
+    monkeypatch.setattr(cpp_target, "BATCH", 1 << 40)
+    whole = on_cpp(program, params, grads, np.float32, threads=2)
+    for k in whole[0]:
+        assert np.array_equal(batched[0][k], whole[0][k], equal_nan=True), k
+        for n in whole[1][k]:
+            assert np.array_equal(batched[1][k][n], whole[1][k][n], equal_nan=True), (k, n)
+    assert_same(batched, interpret(program, params, grads, np.float32), np.float32)
+
+
 def test_reductions_give_the_same_bits_at_any_thread_count():
     """Each chunk's totals have their own slot and each tensor's are added in chunk order."""
     params, grads = data([(3, CHUNK + 7), (1000, 100)], steps=2)  # 3 + 4 chunks of whole rows
