@@ -48,13 +48,12 @@ def torch_checkpoints(program: Program) -> dict[str, dict]:
     names = _names(program)
     for cls, renames, requires in _declarations(program.doc):
         states, hypers = {}, {}
-        for torch_name, ours in _RENAME.findall(renames):
-            targets = tuple(re.findall(r"\w+", ours))
+        for torch_name, targets in _targets(renames):
             if not set(targets) <= names:
                 raise DslError(f"{program.name}: torch.optim.{cls} checkpoints map {torch_name} to "
                                f"{', '.join(targets)}, which the program does not have", program.filename,
                                hint="name one of its states or hyperparameters, or drop the line")
-            if ours.startswith("("):
+            if len(targets) > 1:  # eps -> (eps1, eps2): a tuple hyperparameter
                 hypers[torch_name] = targets
             else:
                 states[torch_name] = targets[0]
@@ -86,8 +85,7 @@ def without_stale(program: Program) -> Program:
     names = _names(program)
     lines = program.doc.split("\n")
     kept = [line for line in lines
-            if not (m := _LINE.match(line)) or {n for _, ours in _RENAME.findall(m[2])
-                                                for n in re.findall(r"\w+", ours)} <= names]
+            if not (m := _LINE.match(line)) or all(set(targets) <= names for _, targets in _targets(m[2]))]
     return program if len(kept) == len(lines) else replace(program, doc="\n".join(kept))
 
 
@@ -97,3 +95,8 @@ def _names(program: Program) -> set[str]:
 
 def _declarations(doc: str) -> list[tuple[str, str, str | None]]:
     return [m.groups() for m in map(_LINE.match, doc.split("\n")) if m]
+
+
+def _targets(renames: str) -> list[tuple[str, tuple[str, ...]]]:
+    """``exp_avg -> m, eps -> (eps1, eps2)`` as ``[("exp_avg", ("m",)), ("eps", ("eps1", "eps2"))]``."""
+    return [(torch_name, tuple(re.findall(r"\w+", ours))) for torch_name, ours in _RENAME.findall(renames)]

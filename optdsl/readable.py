@@ -29,8 +29,9 @@ which, with the learning rate the search tuned for it (18.9), a person writes as
 3. the learning-rate scaling is folded: an update ``c * lr * E`` (``c`` a number) becomes
    ``lr * E`` with ``lr``'s default ``c`` times the tuned ``lr`` (the search's swept value, or the
    program's own default); other reads of ``lr`` (``clip(g, lr)``) take the tuned value as a number;
-4. readable names: states ``m`` (first moments) and ``v`` (kept >= 0: second moments), the step ``update``, a value computed from ``g``
-   alone reassigns ``g`` (the paper's ``g = clip(g, lr)``); one expression per state.
+4. readable names: states ``m`` (first moments) and ``v`` (kept >= 0: second moments), the step
+   ``update``, a value computed from ``g`` alone reassigns ``g`` (the paper's ``g = clip(g, lr)``);
+   one expression per state.
 
 The result is then compared with the raw program by :func:`optdsl.equiv.compare` (the raw one
 with the tuned ``lr``, the readable one with its default), and :attr:`Readable.equality` says what
