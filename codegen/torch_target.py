@@ -1488,10 +1488,10 @@ def hoist_uniform(prog: Program, base: set[str]) -> tuple[list[Assign], Program]
 
 
 def split_lerp(prelude: list[Assign], prog: Program, base: set[str]) -> tuple[list[Assign], Program]:
-    """``interp(x, y, a)`` with a per-step ``a`` -> ``x * c + a * y``, with ``c = 1 - a`` added to the
-    prelude (whose other names stay as they are): two multiplies and an add per element in the
-    compiled loop, where torch.lerp's two-branch formula costs more. The multi-tensor backend keeps
-    ``interp`` (one ``_foreach_lerp_``). ``interp(x, y, a) = (1 - a) x + a y``.
+    """``interp(x, y, a) = (1 - a) x + a y`` with a per-step ``a`` -> ``x * c + a * y``, with
+    ``c = 1 - a`` added to the prelude (whose other names stay as they are): two multiplies and an
+    add per element in the compiled loop, where torch.lerp's two-branch formula costs more. The
+    multi-tensor backend keeps ``interp`` (one ``_foreach_lerp_``).
 
     Example:
         >>> from optdsl import parse

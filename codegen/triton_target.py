@@ -261,9 +261,9 @@ def lower(spec: Program) -> Family:
 
 
 def assign_levels(families: list[Family]) -> int:
-    """Give every reduction its pass: 1 + the latest pass among the reductions it reads; a global
-    reduction gets the same pass in every family. Returns the number of reduction passes:
-    ``level(r) = 1 + max(level(d) for the reductions d that r reads, default 0)``.
+    """Give every reduction its pass, ``level(r) = 1 + max(level(d) for the reductions d that r
+    reads, default 0)``; a global reduction gets the same pass in every family. Returns the number
+    of passes, the largest level.
 
     Example:
         >>> import optdsl

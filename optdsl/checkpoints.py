@@ -36,7 +36,8 @@ def torch_checkpoints(program: Program) -> dict[str, dict]:
         torch.optim.AdamW checkpoints: exp_avg -> m, exp_avg_sq -> v; requires amsgrad=False
 
     (torch's state or tuple hyperparameter -> the program's name, ``eps -> (eps1, eps2)`` splits a
-    tuple; ``requires`` lists param-group settings a checkpoint must have, when it has them).
+    tuple; ``requires`` lists param-group settings a checkpoint must match; a setting the checkpoint
+    does not record is not checked).
     A name the program does not have, or a requirement that is not ``key=literal``, is a DslError.
 
     Example:

@@ -27,13 +27,13 @@ from .errors import DslError
 
 COMMAND_MODULES = ("optdsl.commands", "codegen.commands", "search.commands")
 DESCRIPTION = ("Optimizers as small symbolic programs: check, simplify and compare them, compile them to "
-               "torch or optax, and discover new ones by evolutionary search. Exit status: 0 done, "
-               "1 a negative answer (equiv), 2 bad input.")
+               "torch, Triton or optax, and discover new ones by evolutionary search. Exit status: 0 "
+               "done, 1 a negative answer (equiv), 2 bad input, 130 interrupted.")
 
 
 def make_parser() -> argparse.ArgumentParser:
     """The ``optdsl`` argument parser, with the subcommands of every module of ``COMMAND_MODULES``
-    (the three areas ship in one package, so each is there).
+    (all three ship in this package, so each is imported unconditionally).
 
     Example:
         >>> args = make_parser().parse_args(["equiv", "adam", "adamw", "--set", "weight_decay=0"])

@@ -59,8 +59,8 @@ def cmd_check(args) -> int:
 
 
 def cmd_show(args) -> int:
-    """``optdsl show SRC [--latex]``: print the program's canonical source, or its update rule as
-    LaTeX equations.
+    """``optdsl show SRC [--latex]``: print the program's source as the printer writes it (names
+    kept), or its update rule as LaTeX equations.
 
     Example:
         >>> cmd_show(argparse.Namespace(src="sgd", latex=False))
@@ -216,7 +216,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         return p
 
     add("check", cmd_check, "validate a program (exit 0, or 2 with the error)").add_argument("src", help=SRC_HELP)
-    p = add("show", cmd_show, "print a program's canonical source (or LaTeX)")
+    p = add("show", cmd_show, "print a program's source as the printer writes it (or LaTeX)")
     p.add_argument("src", help=SRC_HELP)
     p.add_argument("--latex", action="store_true", help="print the update rule as LaTeX equations")
     p = add("simplify", cmd_simplify, "print the simplified program as DSL source")

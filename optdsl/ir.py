@@ -79,8 +79,8 @@ Expr = Const | Var | Call
 
 @dataclass(frozen=True)
 class Assign:
-    """One statement ``target = expr``; ``loc`` is its ``(line, col)`` in the source, for error
-    messages only.
+    """One statement ``target = expr``; ``loc`` is its ``(line, column)`` in the source, for error
+    messages only (the column 0-based, as ast gives it; messages show it 1-based).
 
     Example:
         >>> from optdsl import parse

@@ -469,7 +469,7 @@ CONSTANTS: dict[str, float] = {"pi": math.pi, "e": math.e, "inf": math.inf, "nan
 
 
 def lookup(name: str) -> Op | None:
-    """The op spelled ``name`` in source, or None.
+    """The op named ``name`` in the op table (``add`` for ``x + y``), or None.
 
     Example:
         >>> lookup("rsqrt").arity, lookup("rsqrt").doc

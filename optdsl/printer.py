@@ -384,8 +384,8 @@ class DslPrinter(Printer):
 
 
 def docstring(doc: str) -> str:
-    r'''``doc`` as a Python string literal that cannot end early: backslashes escaped, and the
-    quotes of a run of three or more or of a run at the end (other quotes are left as they are).
+    r'''``doc`` as a Python string literal that cannot end early: backslashes are escaped, and so is
+    every quote in a run of three or more or in a run at the end; other quotes stay as written.
 
     Example:
         >>> print(docstring('Adam with "decoupled" weight decay, not "L2"'))

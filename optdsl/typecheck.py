@@ -171,7 +171,7 @@ def infer(program: Program) -> dict[str, str]:
 def validate(program: Program) -> Program:
     """Check ``program`` and hand it back unchanged; raises DslError with the location.
 
-    Example (a hand-built program never met the parser):
+    Example (the bad program is built by hand, so the parser never saw it):
         >>> from dataclasses import replace
         >>> from optdsl import load
         >>> p = load("sgd")

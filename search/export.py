@@ -104,14 +104,15 @@ def exported_program(row: dict) -> Program:
         ('found_7', {'lr': 0.5})
         >>> print(p.doc)
         Found by optdsl search (program #7): proxy fitness +0.0213, held-out not meta-validated (the
-        mean over the tasks but the best one of log(tuned AdamW's loss / this one's), clipped at -1 and
-        +1; > 0 beats AdamW). Simplified from the searched program; equality: exact.
+        mean over the tasks, the best one left out when there are three or more, of log(tuned AdamW's
+        loss / this one's) clipped at -1 and +1; > 0 beats AdamW). Simplified from the searched program;
+        equality: exact.
     """
     form = simplest(row)
     held_out = "not meta-validated" if row.get("meta_fitness") is None else f"{row['meta_fitness']:+.4f}"
     doc = (f"Found by optdsl search (program #{row['id']}): proxy fitness {row['fitness']:+.4f}, held-out "
-           f"{held_out} (the mean over the tasks but the best one of log(tuned AdamW's loss / this one's), "
-           f"clipped at -1 and +1; > 0 beats AdamW). Simplified from the searched program; equality: "
+           f"{held_out} (the mean over the tasks, the best one left out when there are three or more, of "
+           f"log(tuned AdamW's loss / this one's) clipped at -1 and +1; > 0 beats AdamW). Simplified from the searched program; equality: "
            f"{form.equality}.")
     if (removed := step(row)) is not None:
         doc += f" It is program #{row['parent']} with one op removed (in its flattened form: {removed})."

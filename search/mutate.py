@@ -116,8 +116,8 @@ def _text(expr: Expr) -> str:
 
 def random_statement(program: Program, index: int, rng: np.random.Generator) -> Assign:
     """A random ``target = op(args)`` that may stand at ``index`` in ``program``'s body: its
-    arguments are names defined above ``index`` (or fresh constants); its target a new
-    temporary, a state, ``update`` or an existing temporary.
+    arguments are inputs, states or names assigned above ``index`` (or fresh constants); its target
+    a new temporary, a state, ``update`` or an existing temporary.
 
     Example:
         >>> from optdsl.printer import DslPrinter

@@ -102,7 +102,7 @@ def plot(store: Store, outdir: str) -> list[str]:
     lo = min([b for b in best if b > float("-inf")] + [0.0]) - 1
     ax.set_ylim(lo, max(best + [0.0]) + 0.3)
     ax.set_xlabel("evaluations")
-    ax.set_ylabel("fitness: log(AdamW loss / loss), mean over tasks but the best")
+    ax.set_ylabel("fitness: mean log(AdamW loss / loss), best task left out")
     ax.legend(loc="lower right")
     ax.set_title("Search progress")
     fig.tight_layout()

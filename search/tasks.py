@@ -112,7 +112,8 @@ def digits(image: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tenso
     them get exactly-zero gradients, as constant input features do in real data. Images
     (``image=True``) are shifted and scaled as a whole::
 
-        x <- (x - mean_train(x)) / std_train(x)      per pixel, or over all pixels for images
+        x <- (x - mean_train) / std_train            per pixel (0 where std_train = 0)
+        x <- (x - mean_train - 1e-3) / std_train     images: over all pixels
 
     Example:
         >>> x_train, y_train, x_val, y_val = digits()
@@ -246,8 +247,9 @@ def mlp(name="mlp", widths=(32,), steps=150, batch=64) -> Task:
 
 
 def conv(name="conv", channels=(8,), steps=80) -> Task:
-    """3x3 convolutions (padding 1, GELU), 2x2 average pooling, a linear classifier. The K
-    copies run as one grouped convolution (groups=K)::
+    """3x3 convolutions (padding 1, GELU), 2x2 average pooling, a linear classifier. The K copies
+    share the first layer's 3x3 patches (one product for all copies); later layers run as one grouped
+    convolution (groups=K)::
 
         h = gelu(conv3x3(x) + b) per layer,  logits = avgpool2x2(h) W + b
 
@@ -403,7 +405,7 @@ def english_text() -> tuple[torch.Tensor, int, int]:
     """The dataset descriptions that ship with scikit-learn (~40 KB of English prose and tables),
     lower-cased, runs of whitespace as one space, as character ids (vocabulary: the characters
     that occur); with the vocabulary's size and where the held-out last 10% begins. (The text,
-    so its length and vocabulary, is that of the installed scikit-learn.)
+    and so its length and vocabulary, depends on the installed scikit-learn version.)
 
     Example:
         >>> ids, vocab, split = english_text()

@@ -76,7 +76,8 @@ def prepare(program: Program) -> Program:
 def adamw_program() -> Program:
     """The paper's AdamW program (the default warm start), flattened: one call per statement::
 
-        m <- 0.9 m + 0.1 g;  v <- 0.999 v + 0.001 g^2;  update = (m / (sqrt(v) + 1e-8) + 0.01 w) (lr 0.001)
+        m <- 0.9 m + 0.1 g;  v <- 0.999 v + 0.001 g^2     (no bias correction)
+        update = 0.001 lr (m / (sqrt(v) + 1e-8) + 0.01 w)
 
     Example:
         >>> p = adamw_program()

@@ -17,7 +17,8 @@ from ..ir import Assign, Call, Expr, Program, Var, fresh_name, names_in
 
 def flatten(program: Program) -> Program:
     """``program`` with every nested call given its own statement ``t = f(a, b)`` over names and
-    constants; outputs that are calls become statements named ``update`` and after each state.
+    constants; outputs that are calls become statements named ``update`` and ``<state>_1``, ... (a
+    fresh name from each state's).
 
     Example:
         >>> from optdsl import parse, to_source

@@ -15,7 +15,8 @@ from ..ops import GLOBAL, OPS
 
 
 def hoist_globals(program: Program) -> Program:
-    """Each global reduction becomes its own statement ``<op>_k = global_norm(x)``.
+    """Each global reduction becomes its own statement ``<op>_k = <op>(x)`` (``global_norm_1 =
+    global_norm(g)``).
 
     Example:
         >>> from optdsl import parse, to_source
