@@ -45,7 +45,7 @@ from .errors import DslError
 from .ir import Call, Hyper, Program, Var, free_vars, substitute, walk
 from .parser import parse
 from .passes import eliminate_dead_code, fold
-from .printer import to_source
+from .printer import format_number, to_source
 from .symbolic import (
     NotExpressible,
     expr_from_sympy,
@@ -112,7 +112,12 @@ def bind(program: Program, values: dict[str, float] | None) -> Program:
     if "lr" in values:
         hypers = [h for h in hypers if h.name != "lr"]
         hypers.insert(0, Hyper("lr", float(values["lr"])))
-    return without_stale(replace(fold(program, values=fixed) if fixed else program, hypers=tuple(hypers)))
+    doc = program.doc
+    if doc and fixed:  # the description stays the original's: say what is no longer free in it
+        doc += ("\n" if "\n" in doc else "\n\n") + "Hyperparameters bound: " + ", ".join(
+            f"{k}={format_number(v)}" for k, v in fixed.items()) + "."
+    bound = fold(program, values=fixed) if fixed else program
+    return without_stale(replace(bound, hypers=tuple(hypers), doc=doc))
 
 
 def _attempt(fn, *args, **kw):

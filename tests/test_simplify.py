@@ -58,6 +58,9 @@ def test_values_bind_hyperparameters():
     text = to_source(q, doc=False)
     assert "beta1" not in text and "0.95" in text
     assert q.hyper_defaults["lr"] == 0.5
+    # the zoo's description still speaks of beta1: the docstring says it is bound (lr stays free)
+    assert q.doc.endswith("\nHyperparameters bound: beta1=0.95.") and q.doc.startswith(load("adamw").doc)
+    assert parse(to_source(q)).doc == q.doc
 
 
 def test_readable_output():
