@@ -5,11 +5,18 @@ from __future__ import annotations
 
 import math
 
-import jax
-import jax.numpy as jnp
 import numpy as np
-import optax
+import pytest
 import torch
+
+try:  # the jax extra: the tests that need it are marked needs_optax and skip without it
+    import jax
+    import jax.numpy as jnp
+    import optax
+except ImportError:
+    jax = jnp = optax = None
+
+needs_optax = pytest.mark.skipif(optax is None, reason="needs the jax extra (pip install -e '.[jax]')")
 
 from optdsl import Interpreter
 

@@ -4,13 +4,20 @@ matches the library that implements it (optax, torch.optim) in float64."""
 
 from __future__ import annotations
 
-import jax
-import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 import torch
-from differential import assert_match, make_grads, make_params, run_optax, run_program
+from differential import (
+    assert_match,
+    jax,
+    jnp,
+    make_grads,
+    make_params,
+    needs_optax,
+    optax,
+    run_optax,
+    run_program,
+)
 
 from optdsl import Interpreter, load, parse, to_source, validate, zoo_names
 from optdsl.extend import (
@@ -65,6 +72,7 @@ def test_extensions_compose_without_name_clashes():
 
 # --- equal to the libraries' versions of each trick ---------------------------------------------
 
+@needs_optax
 @pytest.mark.parametrize("inner", ["adamw", "adam+weight_decay"])
 def test_lamb_is_layerwise_adapted_adamw(setup, inner):
     """LAMB = layerwise_adaptation(AdamW), and AdamW = weight_decay(Adam without L2)."""
@@ -90,6 +98,7 @@ def test_weight_decay_of_adam_is_adamw(setup):
     assert_match(ours, ref, params)
 
 
+@needs_optax
 @pytest.mark.parametrize("k", [1, 3])
 def test_gradient_accumulation_matches_multisteps(setup, k):
     params, grads = setup
@@ -102,6 +111,7 @@ def test_gradient_accumulation_matches_multisteps(setup, k):
         assert all(np.all(s["acc"] == 0) for s in state.values())
 
 
+@needs_optax
 def test_lookahead_matches_optax(setup):
     params, grads = setup
     ours, state = run_program(lookahead(load("adam")), params, grads[:-2], lr=0.02)
@@ -156,6 +166,7 @@ def test_ema_of_weights_tracks_the_trajectory(setup):
     assert_match({n: s["ema"] for n, s in ours_state.items()}, ema, params)
 
 
+@needs_optax
 def test_lr_schedule_matches_optax(setup):
     params, grads = setup
     lr = 0.02
@@ -189,6 +200,7 @@ def test_lr_multiplier_matches_torch_param_groups(setup):
     assert_match(ours, {n: t.detach().numpy() for n, t in ts.items()}, params)
 
 
+@needs_optax
 def test_clip_by_value_matches_optax(setup):
     params, grads = setup
     ours, _ = run_program(clip_by_value(load("adam"), 0.5), params, grads, lr=0.01)
@@ -196,6 +208,7 @@ def test_clip_by_value_matches_optax(setup):
     assert_match(ours, ref, params)
 
 
+@needs_optax
 def test_clip_by_global_norm_matches_optax(setup):
     params, grads = setup
     ours, _ = run_program(clip_by_global_norm(load("sgd"), 3.0), params, grads, lr=0.1)
@@ -203,6 +216,7 @@ def test_clip_by_global_norm_matches_optax(setup):
     assert_match(ours, ref, params)
 
 
+@needs_optax
 def test_clip_by_norm_is_global_clipping_per_tensor(setup):
     """Per-tensor clipping is optax.clip_by_global_norm run on each tensor alone."""
     params, grads = setup

@@ -8,11 +8,19 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import optax
 import pytest
 import pytorch_optimizer
 import torch
-from differential import assert_match, make_grads, make_params, run_optax, run_program, run_torch
+from differential import (
+    assert_match,
+    make_grads,
+    make_params,
+    needs_optax,
+    optax,
+    run_optax,
+    run_program,
+    run_torch,
+)
 
 from optdsl import Interpreter, load
 
@@ -94,6 +102,7 @@ def test_adafactor_state_is_factored():
 
 # --- optax -----------------------------------------------------------------------------------
 
+@needs_optax
 def test_lion_matches_optax(setup):
     params, grads = setup
     weight_decay = 0.1
@@ -102,6 +111,7 @@ def test_lion_matches_optax(setup):
     assert_match(ours, ref, params)
 
 
+@needs_optax
 def test_lamb_matches_optax(setup):
     params, grads = setup
     weight_decay = 0.01
@@ -112,6 +122,7 @@ def test_lamb_matches_optax(setup):
     assert_match(ours, ref, params)
 
 
+@needs_optax
 @pytest.mark.parametrize("nesterov", [False, True])
 def test_lars_matches_optax(setup, nesterov):
     params, grads = setup
@@ -141,6 +152,7 @@ OPTAX_FACTOR_SHAPES = [(7,), (1,), (1, 1), (5, 6), (2, 3, 4), (256, 384), (384, 
                        (127, 300), (2, 128, 130), (3, 140, 129)]
 
 
+@needs_optax
 def test_adafactor_optax_matches_optax():
     params = make_params(OPTAX_FACTOR_SHAPES, seed=3)
     grads = make_grads(params, seed=4)
