@@ -88,8 +88,9 @@ def op_count(program: Program) -> int:
 
 def bind(program: Program, values: dict[str, float] | None) -> Program:
     """``program`` with the hyperparameters in ``values`` replaced by those numbers; ``lr``
-    keeps its name and takes the value as its default. Unknown names raise DslError. A torch
-    checkpoint declaration that maps onto a bound hyperparameter goes (:mod:`optdsl.checkpoints`).
+    keeps its name and takes the value as its default. Unknown names raise DslError. A docstring
+    gains a line naming the bound values, and loses a torch checkpoint declaration that maps onto
+    one of them (:mod:`optdsl.checkpoints`).
 
     Example:
         >>> from optdsl import load
