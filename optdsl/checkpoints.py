@@ -64,8 +64,8 @@ def torch_checkpoints(program: Program) -> dict[str, dict]:
             try:
                 required[key.strip()] = ast.literal_eval(value.strip())
             except (ValueError, SyntaxError):
-                raise DslError(f"{program.name}: torch.optim.{cls} checkpoints require {item!r}, not key=literal",
-                               program.filename) from None
+                raise DslError(f"{program.name}: torch.optim.{cls} checkpoints require {item!r}, "
+                               "not key=literal", program.filename) from None
         out[cls] = {"states": states, "hypers": hypers, "requires": required}
     return out
 

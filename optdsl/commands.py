@@ -215,7 +215,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         p.set_defaults(func=func)
         return p
 
-    add("check", cmd_check, "validate a program (exit 0, or 2 with the error)").add_argument("src", help=SRC_HELP)
+    p = add("check", cmd_check, "validate a program (exit 0, or 2 with the error)")
+    p.add_argument("src", help=SRC_HELP)
     p = add("show", cmd_show, "print a program's source as the printer writes it (or LaTeX)")
     p.add_argument("src", help=SRC_HELP)
     p.add_argument("--latex", action="store_true", help="print the update rule as LaTeX equations")
@@ -223,7 +224,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("src", help=SRC_HELP)
     p.add_argument("--set", action="append", metavar="NAME=VALUE", help="bind a hyperparameter")
     p.add_argument("--readable", action="store_true",
-                   help="the readable form (states named m or v by role, the lr scaling folded) and how it equals the input")
+                   help="the readable form (states named m or v by role, the lr scaling folded) "
+                        "and how it equals the input")
     p.add_argument("--lr", type=float, help="with --readable: the tuned learning rate to fold into lr's default")
     p.add_argument("--latex", action="store_true", help="with --readable: also print LaTeX")
     p = add("equiv", cmd_equiv, "decide whether two programs produce the same updates, and how (exit 0/1)")

@@ -340,7 +340,8 @@ def register(subparsers) -> None:
                    help="tournament size (default 4)")
     p.add_argument("--workers", type=int, metavar="N", help="parallel evaluations (default: all cores)")
     p.add_argument("--executor", choices=("local", "ray"), default="local",
-                   help="local: worker processes on this machine (default); ray: a Ray cluster (the ray extra)")
+                   help="local: worker processes on this machine (default); "
+                        "ray: a Ray cluster (the ray extra)")
     p.add_argument("--ray-address", metavar="ADDR", help="Ray cluster to join (default: start a local one)")
     p.add_argument("--tasks", metavar="NAMES", help=f"comma-separated proxy tasks (default {','.join(PROXY_TASKS)}; "
                                                     f"all: {','.join(FACTORIES)})")
@@ -364,5 +365,6 @@ def register(subparsers) -> None:
     e.add_argument("path", metavar="PATH", help="the search's SQLite file (--db)")
     e.add_argument("--top", type=int, default=3, metavar="K",
                    help="how many programs, best first as `report` ranks them (default 3)")
-    e.add_argument("-o", "--output", required=True, metavar="DIR", help="folder to write into (created if missing)")
+    e.add_argument("-o", "--output", required=True, metavar="DIR",
+                   help="folder to write into (created if missing)")
     e.set_defaults(func=cmd_export)

@@ -112,8 +112,8 @@ def exported_program(row: dict) -> Program:
     held_out = "not meta-validated" if row.get("meta_fitness") is None else f"{row['meta_fitness']:+.4f}"
     doc = (f"Found by optdsl search (program #{row['id']}): proxy fitness {row['fitness']:+.4f}, held-out "
            f"{held_out} (the mean over the tasks, the best one left out when there are three or more, of "
-           f"log(tuned AdamW's loss / this one's) clipped at -1 and +1; > 0 beats AdamW). Simplified from the searched program; equality: "
-           f"{form.equality}.")
+           f"log(tuned AdamW's loss / this one's) clipped at -1 and +1; > 0 beats AdamW). Simplified "
+           f"from the searched program; equality: {form.equality}.")
     if (removed := step(row)) is not None:
         doc += f" It is program #{row['parent']} with one op removed (in its flattened form: {removed})."
     return replace(form.program, name=_name(row), doc=textwrap.fill(doc, 96, break_on_hyphens=False))

@@ -188,7 +188,8 @@ def report(store: Store, outdir: str | None = None, top: int = 5, console: Conso
     """
     console = console or Console()
     t = totals(store)
-    console.print(f"[bold]{store.path}[/bold]: {t['rows']} program{'s' * (t['rows'] != 1)} scored, {t['evaluated']} evaluated "
+    programs = f"{t['rows']} program{'s' * (t['rows'] != 1)}"
+    console.print(f"[bold]{store.path}[/bold]: {programs} scored, {t['evaluated']} evaluated "
                   f"({t['failed']}; {t['hurdled']} stopped at a hurdle), {t['cached']} cache hits "
                   f"({100 * t['cache_hit_rate']:.1f}%), redundant statements {100 * t['redundant_fraction']:.1f}%")
     base = store.baselines()

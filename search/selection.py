@@ -102,6 +102,7 @@ def verdict(row: dict) -> str:
         return ("It was not checked on the held-out tasks (none were given, or the search ended first): "
                 f"its proxy score ({row['fitness']:+.3f}) is all the evidence there is.")
     if held_out > 0:
-        return f"It beats tuned AdamW on the held-out tasks ({held_out:+.3f}, the mean over the tasks, the best one left out)."
+        return (f"It beats tuned AdamW on the held-out tasks ({held_out:+.3f}, the mean over the tasks, the "
+                "best one left out).")
     return (f"It does NOT beat tuned AdamW on the held-out tasks ({held_out:+.3f}): nothing found in this "
             "search did.")

@@ -24,7 +24,8 @@ def my_sgd(w, g, b, lr=0.01, momentum=0.9):
     ("buf", "", "torch.optim.SGD checkpoints map momentum_buffer to buf, which the program does not have"),
     ("b", "; requires nesterov", "torch.optim.SGD checkpoints require 'nesterov', not key=literal"),
 ])
-def test_a_bad_declaration_is_refused_by_check_not_first_by_compile(tmp_path, capsys, target, requires, message):
+def test_a_bad_declaration_is_refused_by_check_not_first_by_compile(tmp_path, capsys, target, requires,
+                                                                    message):
     source = DECLARED.format(target=target, requires=requires)
     with pytest.raises(DslError, match="my_sgd: " + message.replace("(", r"\(")):
         parse(source)

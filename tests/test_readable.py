@@ -267,7 +267,8 @@ def train(w, g, v, lr):
     assert r.source == ("def train(w, g, v, lr=0.02224908):\n    v = interp(square(g), v, 0.999)\n"
                         "    update = lr * arcsinh(g / (1e-08 + sqrt(v)))\n    return update, v\n")
     assert r.equality == "exact"
-    assert "stay >= 0 from their start: v (a), v (b)" in compare(raw, r.program, {"lr": 61.04}, {"lr": 0.02224908}).detail
+    detail = compare(raw, r.program, {"lr": 61.04}, {"lr": 0.02224908}).detail
+    assert "stay >= 0 from their start: v (a), v (b)" in detail
 
 
 def test_the_folded_lr_default_is_the_exact_product_of_the_tuned_lr_and_the_scale():
@@ -318,7 +319,8 @@ def test_a_readable_form_keeps_expm1_and_log1p_where_float32_needs_them():
     # (and sympy's simplify no longer runs for minutes on these); a program that spells out
     # log(1 + v) keeps it: its readable form computes what it computes, in float32 too
     for form in ("log1p(v)", "log(1 + v)"):
-        source = f"def train(w, g, v, lr):\n    v = interp(g * g, v, 0.999)\n    return lr * g / ({form} + 1e-8), v\n"
+        source = ("def train(w, g, v, lr):\n    v = interp(g * g, v, 0.999)\n"
+                  f"    return lr * g / ({form} + 1e-8), v\n")
         assert form in readable(parse(source), lr=1.0).source
 
 
