@@ -661,6 +661,9 @@ class _Optimizer(torch.optim.Optimizer):
         group = self.param_groups[-1]
         for name in self._program.hyper_names:
             _check_hyper(name, group[name])
+        if "betas" in self.defaults:  # as made: an edit before the first step is an edit too
+            seen = self.__dict__.setdefault("_betas_seen", {})
+            seen[len(self.param_groups) - 1] = (group["beta1"], group["beta2"])
 
     # --- copy, pickle, checkpoints ---
     def __getstate__(self):
@@ -800,8 +803,8 @@ class _Optimizer(torch.optim.Optimizer):
 
     def _sync_betas(self):
         """A scheduler edits ``betas``, a user may edit ``beta1``: whichever changed since the last
-        step is copied to the other (``beta1``/``beta2`` win when both did: they name the program's
-        own hyperparameters)."""
+        step (or since the group was made) is copied to the other (``beta1``/``beta2`` win when both
+        did: they name the program's own hyperparameters)."""
         if "betas" not in self.defaults:
             return
         seen = self.__dict__.setdefault("_betas_seen", {})

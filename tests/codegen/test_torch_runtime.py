@@ -114,6 +114,10 @@ def test_betas_and_one_cycle_lr(adamw):
     assert opt.param_groups[0]["betas"] == (0.5, 0.95)
     with pytest.raises(TypeError, match="betas"):
         codegen.build(optdsl.load("sgd"), "torch")(params, betas=(0.9, 0.99))
+    fresh = adamw(params, lr=0.1)  # an edit before the first step counts as well (it was undone)
+    fresh.param_groups[0]["beta1"] = 0.0
+    _steps(fresh, params, range(1))
+    assert fresh.param_groups[0]["betas"] == (0.0, 0.999) and fresh.param_groups[0]["beta1"] == 0.0
 
 
 def _torch_trajectory(reference, make_ours, steps_before, steps_after, **kwargs):
