@@ -195,6 +195,11 @@ def to_latex(program: Program) -> str:
     total: dict[str, int] = {}
     for a in program.body:
         total[a.target] = total.get(a.target, 0) + 1
+    update = program.update
+    named = isinstance(update, Var) and update.name not in {"w", "g"} | states and (
+        update.name in names or update.name in total)
+    if not named and "update" in total:  # the closing u_t line is the last value of `update`
+        total["update"] += 1
     seen: dict[str, int] = {}
     inputs = {"w", "g", "lr", "step", *(h.name for h in program.hypers)}
     lines = []
@@ -207,8 +212,7 @@ def to_latex(program: Program) -> str:
         names[a.target] = lhs = _with_time(base, "t")
         lines.append(f"{lhs} &= {rhs}")
     printer = LatexPrinter(names)
-    update = program.update
-    if isinstance(update, Var) and update.name in names and update.name not in {"w", "g"} | states:
+    if named:
         u = names[update.name]
     else:
         u = _with_time(table["update"], "t")

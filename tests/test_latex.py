@@ -64,3 +64,12 @@ def test_numbers_lead_products_and_constant_interps_print_their_weights():
     assert r"m_t &= 0.101 g^{(1)}_t + 0.899 m_{t-1}" in text
     assert r"0.0002 \eta \left(\operatorname{sign}(m_t) + 0.4602 w_{t-1}\right)" in text
     assert r"2 \cdot 0.5 g_t" in to_latex(parse("def f(w, g, lr):\n    return lr * (2 * 0.5) * g\n"))
+
+
+def test_an_update_returned_inside_an_expression_never_reads_itself():
+    """The README's my_lion names `update` and returns `lr * update`: the closing line read
+    `u_t = eta u_t`; the body's `update` takes a version as the zoo's Lion does."""
+    p = parse("def f(w, g, m, lr, beta1=0.9):\n    update = sign(interp(g, m, beta1))\n"
+              "    m = interp(g, m, 0.99)\n    return lr * update, m\n")
+    lines = to_latex(p).splitlines()
+    assert lines[1].startswith(r"u^{(1)}_t &= \operatorname{sign}") and r"u_t &= \eta u^{(1)}_t \\" in lines
