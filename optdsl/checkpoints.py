@@ -84,10 +84,27 @@ def without_stale(program: Program) -> Program:
     if "checkpoints:" not in program.doc:  # the search's programs: no docstring
         return program
     names = _names(program)
-    lines = program.doc.split("\n")
-    kept = [line for line in lines
-            if not (m := _LINE.match(line)) or all(set(targets) <= names for _, targets in _targets(m[2]))]
-    return program if len(kept) == len(lines) else replace(program, doc="\n".join(kept))
+    doc = without_declarations(program.doc, lambda renames: not all(
+        set(targets) <= names for _, targets in _targets(renames)))
+    return program if doc == program.doc else replace(program, doc=doc)
+
+
+def without_declarations(doc: str, which=lambda renames: True) -> str:
+    """``doc`` without its declaration lines (those whose name map ``which`` picks), and without
+    the blank lines that leaves at its end. A derived optimizer (``optdsl.extend``) is no longer
+    the torch.optim one its inner program declares, so it drops them all.
+
+    Example:
+        >>> from optdsl import load
+        >>> doc = load("adamw").doc
+        >>> doc.splitlines()[-1].startswith("torch.optim.AdamW checkpoints:")
+        True
+        >>> without_declarations(doc).splitlines()[-1]
+        'w <- w (1 - lr wd) - lr (m / (1 - beta1^t)) / (sqrt(v / (1 - beta2^t)) + eps)'
+    """
+    lines = doc.split("\n")
+    kept = [line for line in lines if not ((m := _LINE.match(line)) and which(m[2]))]
+    return doc if len(kept) == len(lines) else "\n".join(kept).rstrip()
 
 
 def _names(program: Program) -> set[str]:

@@ -1,11 +1,13 @@
 """The torch.optim checkpoint declarations of a program's docstring: checked where the program is,
 kept in step with its states and hyperparameters by the transformations that remove them."""
 
+from dataclasses import replace
+
 import pytest
 
 import codegen
 from optdsl import DslError, load, parse, to_source
-from optdsl.checkpoints import torch_checkpoints
+from optdsl.checkpoints import torch_checkpoints, without_stale
 from optdsl.cli import main
 from optdsl.simplify import bind, simplify
 
@@ -62,3 +64,17 @@ def test_bind_drops_a_declaration_that_maps_onto_a_bound_hyperparameter():
     ((_, ours),) = declared.items()  # eps -> (eps1, eps2)
     assert torch_checkpoints(bind(adafactor, {ours[0]: 1e-30})) == {}
     assert torch_checkpoints(bind(adafactor, {"weight_decay": 0.0})) == torch_checkpoints(adafactor)
+
+
+def test_a_derived_optimizer_no_longer_claims_its_inner_programs_checkpoints():
+    """layerwise_adaptation(adamw) is LAMB, not torch.optim.AdamW: it must not load AdamW's
+    checkpoints as if it were (found by a new-user walkthrough); the description stays."""
+    from optdsl.extend import layerwise_adaptation, lookahead
+
+    adamw = load("adamw")
+    for derived in (layerwise_adaptation(adamw), lookahead(adamw)):
+        assert torch_checkpoints(derived) == {} and derived.doc.startswith(adamw.doc.splitlines()[0])
+    # a dropped last paragraph leaves no blank line behind
+    sgd = load("sgd")
+    stale = replace(sgd, doc=sgd.doc + "\n\ntorch.optim.SGD checkpoints: momentum_buffer -> b")
+    assert without_stale(stale).doc == sgd.doc

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from ..checkpoints import without_declarations
 from ..ir import Assign, Call, Const, Expr, Hyper, Program, State, Var, fresh_name, names_in, substitute
 
 
@@ -76,7 +77,8 @@ class Builder:
         return {n: self.let(f"{n}_in", Var(n), "before") for n in names}
 
     def build(self, suffix: str, note: str) -> Program:
-        doc = (self.inner.doc + "\n\n" if self.inner.doc else "") + note
+        inner = without_declarations(self.inner.doc)  # no longer the torch.optim optimizer it was
+        doc = (inner + "\n\n" if inner else "") + note
         return replace(self.inner, name=f"{self.inner.name}_{suffix}", states=tuple(self.states),
                        hypers=tuple(self.hypers), body=tuple(self.prologue + self.body), update=self.update,
                        new_states=tuple(self.new_states), doc=doc, source=None)
