@@ -49,7 +49,8 @@ def cmd_compile(args) -> int:
             raise DslError("is the program being compiled; refusing to replace it", args.out,
                            hint="write the generated module to another file")
         # a folder, a device, a missing folder, a file of the user's: refused before any work
-        replaceable_path(args.out, force=args.force)
+        replaceable_path(args.out, force=args.force,
+                         hint="move it away, write to another file, or pass --force")
     text = codegen.emit(load(args.src), args.target)
     if args.out:
         write_atomic(args.out, text)
@@ -136,7 +137,8 @@ def register(subparsers) -> None:
     b.add_argument("--suite", choices=[*SUITES, "all"], default="cpu",
                    help="cpu (default), gpu (needs CUDA), jax (needs the jax extra) or all")
     b.add_argument("--case", action="append",
-                   help="cpu suite: run only the cases named so (16x1M, BERT); repeatable")
+                   help="cpu suite: run only the cases whose name starts so (16x1M, BERT, MLP, bf16); "
+                        "repeatable")
     b.add_argument("--out", default=None,
                    help="markdown file whose section is replaced (e.g. docs/benchmarks.md; default: none)")
     b.set_defaults(func=cmd_bench)

@@ -157,7 +157,8 @@ def written_by_optdsl(path: str) -> bool:
     return any(mark in head for mark in _OURS)
 
 
-def replaceable_path(path: str, force: bool = False) -> str:
+def replaceable_path(path: str, force: bool = False,
+                     hint: str = "move it away or write to another file") -> str:
     """:func:`output_path`, refusing (DslError) also a file that is there and was not written by
     optdsl, unless ``force``: a search's ``best_optimizer.py``, an export or ``compile -o`` replaces
     its own earlier output, never a file of the user's.
@@ -169,7 +170,7 @@ def replaceable_path(path: str, force: bool = False) -> str:
     target = output_path(path)
     if not force and os.path.exists(target) and not written_by_optdsl(target):
         raise DslError("exists and was not written by optdsl; refusing to replace it", path,
-                       hint="move it away or write to another file (compile: --force replaces it)")
+                       hint=hint)
     return target
 
 

@@ -53,7 +53,8 @@ def cmd_check(args) -> int:
         0
     """
     program = load(args.src)
-    print(f"ok: {program.name} ({len(program.body)} statements, states: "
+    n = len(program.body)
+    print(f"ok: {program.name} ({n} statement{'s' * (n != 1)}, states: "
           f"{', '.join(program.state_names) or 'none'})")
     return 0
 
