@@ -49,11 +49,15 @@ def torch_checkpoints(program: Program) -> dict[str, dict]:
     names = _names(program)
     for cls, renames, requires in _declarations(program.doc):
         states, hypers = {}, {}
+
+        def fail(message, what, hint=None, cls=cls):
+            raise DslError(f"{program.name}: torch.optim.{cls} checkpoints {message}", program.filename,
+                           *_place(program, what), program.source, hint) from None
+
         for torch_name, targets in _targets(renames):
             if not set(targets) <= names:
-                raise DslError(f"{program.name}: torch.optim.{cls} checkpoints map {torch_name} to "
-                               f"{', '.join(targets)}, which the program does not have", program.filename,
-                               hint="name one of its states or hyperparameters, or drop the line")
+                fail(f"map {torch_name} to {', '.join(targets)}, which the program does not have",
+                     f"{torch_name} ->", hint="name one of its states or hyperparameters, or drop the line")
             if len(targets) > 1:  # eps -> (eps1, eps2): a tuple hyperparameter
                 hypers[torch_name] = targets
             else:
@@ -64,8 +68,7 @@ def torch_checkpoints(program: Program) -> dict[str, dict]:
             try:
                 required[key.strip()] = ast.literal_eval(value.strip())
             except (ValueError, SyntaxError):
-                raise DslError(f"{program.name}: torch.optim.{cls} checkpoints require {item!r}, "
-                               "not key=literal", program.filename) from None
+                fail(f"require {item!r}, not key=literal", item)
         out[cls] = {"states": states, "hypers": hypers, "requires": required}
     return out
 
@@ -105,6 +108,15 @@ def without_declarations(doc: str, which=lambda renames: True) -> str:
     lines = doc.split("\n")
     kept = [line for line in lines if not ((m := _LINE.match(line)) and which(m[2]))]
     return doc if len(kept) == len(lines) else "\n".join(kept).rstrip()
+
+
+def _place(program: Program, text: str) -> tuple[int | None, int | None]:
+    """(line, 0-based column) of ``text`` on a declaration line of the program's source, for the
+    error's caret; (None, None) where the program has no source (built in Python)."""
+    for number, line in enumerate((program.source or "").splitlines(), start=1):
+        if _LINE.match(line) and text in line:
+            return number, line.index(text)
+    return None, None
 
 
 def _names(program: Program) -> set[str]:

@@ -240,6 +240,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("src", help=SRC_HELP)
     p.add_argument("--shape", default="4096x4096", help="parameter shape (default 4096x4096)")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16", "float64"],
-                   help="element type of the parameter and its states (default float32)")
+                   help="element type of the parameter (default float32); states are kept in float32, or "
+                        "float64 for float64 parameters, as the generated code keeps them")
     add("zoo", cmd_zoo, "list the zoo's programs")
     add("ops", cmd_ops, "print the op reference (the op table)")

@@ -34,7 +34,8 @@ def test_a_bad_declaration_is_refused_by_check_not_first_by_compile(tmp_path, ca
     path = tmp_path / "my_sgd.py"
     path.write_text(source)
     assert main(["check", str(path)]) == 2
-    assert message in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert message in err and f"{path}:5:" in err and "^" in err  # the declaration's line, a caret
 
 
 def test_a_good_declaration_is_read():
