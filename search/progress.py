@@ -55,7 +55,7 @@ def summary_table(search, budget_seconds: float | None = None, budget_evals: int
     t.add_row("cache hit rate", f"{100 * st.cache_hit_rate:.1f}%")
     t.add_row("redundant statements", f"{100 * st.redundant_fraction:.1f}%")
     best = "-" if st.best_id is None else f"{st.best_fitness:+.4f}  (program #{st.best_id})"
-    t.add_row("best fitness", best + "   [dim]0 = tuned AdamW, higher is better[/dim]")
+    t.add_row("best proxy fitness", best + "   [dim]0 = tuned AdamW, higher is better[/dim]")
     t.add_row("meta-validated", str(st.meta_validated))
     return t
 

@@ -166,9 +166,10 @@ def winner_table(row: dict) -> Table:
         >>> row = {"id": 7, "fitness": 0.1, "meta_fitness": 0.05, "memory": 1.0, "n_live": 4,
         ...        "task_score": {}, "meta_task_score": {}}
         >>> winner_table(row).title
-        'Winner: program #7 (0 = tuned AdamW, higher is better)'
+        'Winner: program #7, the best held out (0 = tuned AdamW, higher is better)'
     """
-    return scores_table([row], f"Winner: program #{row['id']} (0 = tuned AdamW, higher is better)")
+    why = "the best held out" if row.get("meta_fitness") is not None else "the best on the proxies"
+    return scores_table([row], f"Winner: program #{row['id']}, {why} (0 = tuned AdamW, higher is better)")
 
 
 def report(store: Store, outdir: str | None = None, top: int = 5, console: Console | None = None) -> list[str]:
