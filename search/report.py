@@ -202,7 +202,8 @@ def report(store: Store, outdir: str | None = None, top: int = 5, console: Conso
                                      "(scores: log(AdamW loss / loss) clipped to [-1, 1], > 0 beats AdamW)"))
     for r in rows:
         console.print(f"[bold]#{r['id']}[/bold] (parent #{r['parent']}, {r['mutation']}):")
-        console.print(to_source(exported_program(r)), markup=False, highlight=False)
+        # soft_wrap: source must not be re-wrapped to the terminal's (or a pipe's 80) columns
+        console.print(to_source(exported_program(r)), markup=False, highlight=False, soft_wrap=True)
     paths = plot(store, outdir) if outdir else []
     for p in paths:
         console.print(f"wrote {p}")
