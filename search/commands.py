@@ -234,14 +234,14 @@ def cmd_search(args) -> int:
         if os.path.exists(db):
             raise DslError(f"{db} already exists", hint=f"continue it with `optdsl search --resume {db}`, "
                            "or pick another --db")
+        output_path(db)  # its folder first (a missing one is named as the database's), before any work
+        replaceable_path(_best_path(db))
         config_init = _inits(args.init)
         tasks, meta_tasks = _task_lists(args)
         config = SearchConfig(init=config_init, population=args.population, tournament=args.tournament,
                               seed=args.seed, tasks=tasks, meta_tasks=meta_tasks)
         config.device = _device(args, _task_files(config))
         _check_user_tasks(config, console)
-        output_path(db)  # its folder first: a missing one is named as the database's
-        replaceable_path(_best_path(db))
         store = Store(db, exclusive=True)
     executor = make_executor(args.executor, args.workers, JOB_TIMEOUT, args.ray_address, config.device,
                              _task_files(config))
