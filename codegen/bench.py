@@ -389,4 +389,7 @@ def print_table(rows: list[dict], title: str) -> None:
         table.add_column(col, justify="left" if col in ("case", "impl") else "right")
     for row in cells:
         table.add_row(*row)
-    Console().print(table)
+    console = Console()
+    if not console.is_terminal:  # a pipe's 80 columns would cut the implementations' names short
+        console = Console(width=150)
+    console.print(table)
