@@ -45,8 +45,10 @@ def summary_table(search, budget_seconds: float | None = None, budget_evals: int
     t = Table(show_header=False, box=None, pad_edge=False)
     t.add_column(style="bold cyan")
     t.add_column()
-    budget = f" / {_clock(budget_seconds)}" if budget_seconds else (f" ({budget_evals} evaluations)"
-                                                                     if budget_evals else "")
+    budget = f" / {_clock(budget_seconds)}" if budget_seconds else (
+        f" (budget: {budget_evals} evaluations of the evolution; held-out checks and ablation come "
+        "on top)"
+        if budget_evals else "")
     t.add_row("stage", st.stage)
     t.add_row("elapsed", _clock(el) + budget)
     t.add_row("evaluations", f"{st.evaluated}  ({failures(st.statuses)}; {search.executor.in_flight()} running)")
