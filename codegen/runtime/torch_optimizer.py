@@ -661,14 +661,13 @@ class _Optimizer(torch.optim.Optimizer):
         group = self.param_groups[-1]
         for name in self._program.hyper_names:
             _check_hyper(name, group[name])
-        if "betas" in self.defaults:  # as made: an edit before the first step is an edit too
-            seen = self.__dict__.setdefault("_betas_seen", {})
-            seen[len(self.param_groups) - 1] = (group["beta1"], group["beta2"])
+        self._remember_betas([len(self.param_groups) - 1])  # as made: an edit before step 1 counts too
 
     # --- copy, pickle, checkpoints ---
     def __getstate__(self):
         state = super().__getstate__()  # torch keeps defaults, state and param_groups only
-        state.update(backend=self.backend, _fused=self._fused, _fallback=self._fallback)
+        state.update(backend=self.backend, _fused=self._fused, _fallback=self._fallback,
+                     _betas_seen=dict(self.__dict__.get("_betas_seen", {})))
         return state
 
     def __setstate__(self, state):
@@ -676,6 +675,7 @@ class _Optimizer(torch.optim.Optimizer):
         self.__dict__.setdefault("backend", None)
         self.__dict__.setdefault("_fused", False)
         self.__dict__.setdefault("_fallback", None)
+        self.__dict__.setdefault("_betas_seen", {})
 
     def load_state_dict(self, state_dict):
         """torch's load_state_dict, plus: state is copied (stepping never writes into the saved
@@ -687,12 +687,12 @@ class _Optimizer(torch.optim.Optimizer):
         current = [dict(group) for group in self.param_groups]
         super().load_state_dict(state_dict)
         self._cached_plan = None
-        self.__dict__.pop("_betas_seen", None)
         for group, before in zip(self.param_groups, current):
             for key, value in before.items():
                 group.setdefault(key, value)  # older checkpoints lack maximize, betas...
             if "betas" in self.defaults:
                 _betas_into(group, group)
+        self._remember_betas(range(len(self.param_groups)))  # as loaded
         saved = state_dict["state"]
         for saved_group, group in zip(state_dict["param_groups"], self.param_groups):
             for pid, p in zip(saved_group["params"], group["params"]):
@@ -803,8 +803,8 @@ class _Optimizer(torch.optim.Optimizer):
 
     def _sync_betas(self):
         """A scheduler edits ``betas``, a user may edit ``beta1``: whichever changed since the last
-        step (or since the group was made) is copied to the other (``beta1``/``beta2`` win when both
-        did: they name the program's own hyperparameters)."""
+        step (or since the group was made, loaded or copied) is copied to the other (``beta1``/
+        ``beta2`` win when both did: they name the program's own hyperparameters)."""
         if "betas" not in self.defaults:
             return
         seen = self.__dict__.setdefault("_betas_seen", {})
@@ -817,7 +817,16 @@ class _Optimizer(torch.optim.Optimizer):
                     group["beta1"], group["beta2"] = betas
                     _check_hyper("beta1", betas[0])
                     _check_hyper("beta2", betas[1])
-            seen[i] = (group["beta1"], group["beta2"])
+        self._remember_betas(range(len(self.param_groups)))
+
+    def _remember_betas(self, indices):
+        """The groups' ``(beta1, beta2)`` as they are now: :meth:`_sync_betas` takes a later change
+        of them as the user's edit (and of ``betas`` alone as a scheduler's)."""
+        if "betas" not in self.defaults:
+            return
+        seen = self.__dict__.setdefault("_betas_seen", {})
+        for i in indices:
+            seen[i] = (self.param_groups[i]["beta1"], self.param_groups[i]["beta2"])
 
     @torch.no_grad()
     def step(self, closure=None, *, grad_scale=None, found_inf=None):

@@ -115,9 +115,16 @@ def test_betas_and_one_cycle_lr(adamw):
     with pytest.raises(TypeError, match="betas"):
         codegen.build(optdsl.load("sgd"), "torch")(params, betas=(0.9, 0.99))
     fresh = adamw(params, lr=0.1)  # an edit before the first step counts as well (it was undone)
-    fresh.param_groups[0]["beta1"] = 0.0
-    _steps(fresh, params, range(1))
-    assert fresh.param_groups[0]["betas"] == (0.0, 0.999) and fresh.param_groups[0]["beta1"] == 0.0
+    loaded, scheduled = adamw(params, lr=0.1), adamw(params, lr=0.1)  # betas (0.9, 0.999) as made
+    for opt in (loaded, scheduled):  # then (0.8, 0.999) as loaded
+        opt.load_state_dict(adamw(params, lr=0.1, betas=(0.8, 0.999)).state_dict())
+    for made in (fresh, loaded, copy.deepcopy(fresh), pickle.loads(pickle.dumps(fresh))):
+        made.param_groups[0]["beta1"] = 0.0
+        _steps(made, params, range(1))
+        assert made.param_groups[0]["betas"] == (0.0, 0.999) and made.param_groups[0]["beta1"] == 0.0
+    scheduled.param_groups[0]["betas"] = (0.7, 0.999)  # a scheduler's edit after the load wins too
+    _steps(scheduled, params, range(1))
+    assert scheduled.param_groups[0]["beta1"] == 0.7
 
 
 def _torch_trajectory(reference, make_ours, steps_before, steps_after, **kwargs):
