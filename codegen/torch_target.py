@@ -92,6 +92,7 @@ from optdsl.ir import (
     substitute,
     walk,
 )
+from optdsl.latex import to_latex
 from optdsl.ops import COL, ELEMENTWISE, GLOBAL, OPS, REDUCE, ROW, STATIC
 from optdsl.passes import eliminate_common, flatten, global_statements, segments, variants
 from optdsl.passes.specialize import Tree
@@ -1156,8 +1157,6 @@ class _Module:
         return _layout("(", rows, ")", one=True)
 
     def module_docstring(self) -> str:
-        from optdsl.latex import to_latex
-
         p = self.program
         latex = to_latex(p)
         head, _, rest = (p.doc or f"The {p.name} optimizer.").partition("\n\n")
