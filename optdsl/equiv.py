@@ -413,8 +413,9 @@ def float32_agrees(a: Program, b: Program, values_a: dict[str, float], values_b:
 
     Example:
         >>> from optdsl import parse
-        >>> a = parse("def f(w, g, v, lr):\\n    v = interp(g * g, v, 0.9)\\n    return lr * g / expm1(v), v\\n")
-        >>> b = parse("def f(w, g, v, lr):\\n    v = interp(g * g, v, 0.9)\\n    return lr * g / (exp(v) - 1), v\\n")
+        >>> head = "def f(w, g, v, lr):\\n    v = interp(g * g, v, 0.9)\\n"
+        >>> a = parse(head + "    return lr * g / expm1(v), v\\n")
+        >>> b = parse(head + "    return lr * g / (exp(v) - 1), v\\n")
         >>> float32_agrees(a, a, {"lr": 0.1}, {"lr": 0.1}), float32_agrees(a, b, {"lr": 0.1}, {"lr": 0.1})
         (True, False)
     """

@@ -131,7 +131,8 @@ def readable(program: Program, lr: float | None = None) -> Readable:
     for candidate in sorted(candidates, key=lambda c: (len(c.states), op_count(c))):
         values = dict(candidate.hyper_defaults)
         verdict = compare(program, candidate, raw_values, values)
-        if verdict.equal and float32_agrees(program, candidate, {"lr": 1e-3, **raw_values}, {"lr": 1e-3, **values}):
+        at = {"lr": 1e-3}  # the lr where a program's values bind none (no tuned lr known)
+        if verdict.equal and float32_agrees(program, candidate, {**at, **raw_values}, {**at, **values}):
             return _result(candidate, verdict)
     fallback = _with_lr(base, tuned)
     return _result(fallback, compare(program, fallback, raw_values, dict(fallback.hyper_defaults)))

@@ -330,8 +330,9 @@ def register(subparsers) -> None:
                         "paper_adamw, a zoo name, or a DSL file")
     budget = p.add_mutually_exclusive_group()
     budget.add_argument("--budget", default="10m",
-                        help="wall-clock budget of the evolution, e.g. 90s, 10m, 1h (default 10m); the last "
-                             "held-out checks and the winner's ablation run after it (up to 3.5 minutes more)")
+                        help="wall-clock budget of the evolution, e.g. 90s, 10m, 1h (default 10m); the "
+                             "last held-out checks and the winner's ablation run after it (up to 3.5 minutes "
+                             "more)")
     budget.add_argument("--evals", type=int, metavar="N", help="stop after N evaluations instead")
     p.add_argument("--db", default=_STORED["db"], metavar="PATH", help="SQLite file (default search.sqlite)")
     p.add_argument("--seed", type=int, default=_STORED["seed"], metavar="N",
