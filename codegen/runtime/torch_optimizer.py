@@ -666,8 +666,12 @@ class _Optimizer(torch.optim.Optimizer):
     # --- copy, pickle, checkpoints ---
     def __getstate__(self):
         state = super().__getstate__()  # torch keeps defaults, state and param_groups only
-        state.update(backend=self.backend, _fused=self._fused, _fallback=self._fallback,
-                     _betas_seen=dict(self.__dict__.get("_betas_seen", {})))
+        state.update(
+            backend=self.backend,
+            _fused=self._fused,
+            _fallback=self._fallback,
+            _betas_seen=dict(self.__dict__.get("_betas_seen", {})),
+        )
         return state
 
     def __setstate__(self, state):
