@@ -57,6 +57,7 @@ STATE_INIT = {"zeros": "jnp.zeros({shape}, _dtype)", "ones": "jnp.ones({shape}, 
 # How the totals of a reduction's pieces combine across leaves (see optdsl.ops.Reduction).
 COMBINE = {"sum": "jnp.sum(jnp.stack({0}))", "max": "jnp.max(jnp.stack({0}))"}
 TOTAL = {"sum": "jnp.sum({0})", "max": "jnp.max({0}, initial=-jnp.inf)"}
+IDENTITY = {"sum": "0.0", "max": "-jnp.inf"}  # the combination of no leaf's totals
 
 
 class JaxPrinter(CodePrinter):
@@ -394,10 +395,13 @@ class _Module:
         for k, g in enumerate(cuts, start=1):
             reduction = OPS[g.expr.op].reduction
             totals = {f"a{j}": Var(f"_a{j}") for j in range(len(reduction.terms))}
+            # an empty leaf takes no part (as in the interpreter and the torch runtime, which skip it)
+            nonempty = "for (_, _p), _g in zip(_out, _grads) if _g.size"
             for j in range(len(reduction.terms)):
-                body.append(f"_a{j} = " + COMBINE[reduction.combine].format(f"[_p[{j}] for _, _p in _out]"))
+                parts = f"[{IDENTITY[reduction.combine]}, *(_p[{j}] {nonempty})]"
+                body.append(f"_a{j} = " + COMBINE[reduction.combine].format(parts))
             if "n" in _free(reduction.finish):
-                body.append(f"_n = sum(_p[{len(reduction.terms)}] for _, _p in _out)")
+                body.append(f"_n = sum(_p[{len(reduction.terms)}] {nonempty})")
                 totals["n"] = Var("_n")
             finish = JaxPrinter({v.name: "uniform" for v in totals.values()})
             body += finish.statement(f"_global{k}", substitute(reduction.finish, totals))

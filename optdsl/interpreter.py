@@ -170,9 +170,11 @@ class Interpreter:
         return updates, new_state
 
     def _global(self, stmt, tensors):
-        """``target = global_op(x)``: each tensor's totals (op.reduction), combined across tensors."""
+        """``target = global_op(x)``: each tensor's totals (op.reduction), combined across tensors. An
+        empty parameter takes no part, even where ``x`` is one number per tensor (``global_norm(0.5)``):
+        adding an empty tensor to a model must not change the others' steps."""
         reduction = OPS[stmt.expr.op].reduction
-        values = [np.asarray(t.eval(stmt.expr.args[0])[0]) for t in tensors]
+        values = [np.asarray(t.eval(stmt.expr.args[0])[0]) for t in tensors if t.env["w"].size]
         value = reduction.numpy([reduction.totals(v) for v in values], sum(v.size for v in values))
         for t in tensors:
             t.env[stmt.target], t.kinds[stmt.target] = self.dtype.type(value), "uniform"

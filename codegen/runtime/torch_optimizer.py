@@ -1178,8 +1178,11 @@ class _Entry:
             states = list(self.states.values())
             tensors = [*self.params, *itertools.chain(*states)]
             flat = prog.paths[self.path].flat and all(t.is_contiguous() for t in tensors)
+            # a state of a 0-d parameter is 0-d whatever its kind: flattened with the parameter (a
+            # full one is written from the step's 1-element result); elsewhere only the 0-d
+            # states are one number per tensor, and stay as they are
             views = [
-                (_flat(p), [_flat(s) if s.dim() else s for s in ss]) if flat else None
+                (_flat(p), [_flat(s) if s.dim() or not p.dim() else s for s in ss]) if flat else None
                 for p, ss in zip(self.params, zip(*states) if states else [()] * len(self.params))
             ]
             self._views = (flat, views)
