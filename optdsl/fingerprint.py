@@ -62,29 +62,83 @@ def quantize(x: np.ndarray, digits: int = DIGITS) -> bytes:
     return b"".join(a.astype(np.int64).tobytes() for a in (mantissa + 0.0, mag, code))
 
 
+def _inputs(seed: int, steps: int) -> tuple[dict, list[dict]]:
+    """The fixed weights (one parameter per shape of ``SHAPES``) and ``steps`` gradients of a seed."""
+    rng = np.random.default_rng(seed)
+    params = {f"p{i}": rng.normal(size=s) for i, s in enumerate(SHAPES)}
+    return params, [{n: rng.normal(size=p.shape) for n, p in params.items()} for _ in range(steps)]
+
+
+def _runnable(opt: Interpreter, params: dict) -> tuple[dict, list[str]]:
+    """The parameters the program can run on, and the names of those it cannot (rowmean of a 1-d one)."""
+    left_out = []
+    for name, value in params.items():
+        try:
+            opt.spec(value.shape)
+        except DslError:
+            left_out.append(name)
+    return {n: v for n, v in params.items() if n not in left_out}, left_out
+
+
+def step_scale(program: Program, values: dict[str, float] | None = None, seed: int = 0) -> float:
+    """The size of the first step on the fingerprint's inputs, at lr = 1e-3: ``max |u_1|`` over
+    its finite entries (0 if there are none or the program cannot run).
+
+    A program whose step is proportional to lr (every program the search scores) and the same
+    program times a constant ``c`` have scales in the ratio ``c``: what a tuned learning rate
+    absorbs.
+
+    Example:
+        >>> from optdsl import parse
+        >>> a = parse("def f(w, g, m, lr):\\n    m = interp(g, m, 0.9)\\n    return lr * sign(m), m\\n")
+        >>> b = parse("def f(w, g, m, lr):\\n    m = interp(g, m, 0.9)\\n    return 0.25 * lr * sign(m), m\\n")
+        >>> step_scale(a), step_scale(b)
+        (0.001, 0.00025)
+    """
+    params, grads = _inputs(seed, 1)
+    opt = Interpreter(program, np.float64, **{**program.hyper_defaults, **(values or {}), "lr": 1e-3})
+    params, _ = _runnable(opt, params)
+    try:
+        with np.errstate(all="ignore"):
+            updates, _ = opt.updates(params, grads[0], opt.init(params), 1)
+    except DslError:
+        return 0.0
+    finite = [np.abs(u[np.isfinite(u)]) for u in updates.values()]
+    return float(max((np.max(u, initial=0.0) for u in finite), default=0.0))
+
+
 def fingerprint(program: Program, values: dict[str, float] | None = None, steps: int = 4,
-                seed: int = 0, digits: int = DIGITS) -> str:
+                seed: int = 0, digits: int = DIGITS, scale_free: bool = False) -> str:
     """Hex digest of the rounded updates of ``steps`` interpreter steps on fixed random inputs.
 
     Hyperparameters take their defaults, or ``values``; a program without a default lr runs with
     lr = 1e-3. Fewer ``digits`` make a coarser key that also merges near-duplicates (programs
-    whose updates agree to that many significant digits), as the search does.
-    Example: ``fingerprint(p) == fingerprint(simplify(p))``.
+    whose updates agree to that many significant digits), as the search does. ``scale_free``:
+    the program runs at ``lr = 1e-3 * 1e-3 / step_scale(program)``, the lr at which its first
+    step's largest entry is 1e-3, so a program and the same one times a constant (``0.5 * lr * u`` and
+    ``lr * u``: one rule, which a tuned learning rate cannot tell apart) share the key.
+
+    Example:
+        >>> from optdsl import load, parse
+        >>> fingerprint(load("sgd")) == fingerprint(parse("def f(w, g, lr=0.01):\\n    return lr * (2 * g - g)\\n"))
+        True
+        >>> half = parse("def f(w, g, lr=0.01):\\n    return 0.5 * lr * g\\n")
+        >>> fingerprint(half) == fingerprint(load("sgd")), fingerprint(half, scale_free=True) == fingerprint(
+        ...     load("sgd"), scale_free=True)
+        (False, True)
     """
     h = hashlib.blake2b(digest_size=16)
     hyper = {"lr": 1e-3, **program.hyper_defaults, **(values or {})}
-    rng = np.random.default_rng(seed)
-    params = {f"p{i}": rng.normal(size=s) for i, s in enumerate(SHAPES)}
-    grads = [{n: rng.normal(size=p.shape) for n, p in params.items()} for _ in range(steps)]
+    if scale_free:
+        scale = step_scale(program, values, seed)
+        hyper["lr"] = 1e-6 / scale if 0 < scale < np.inf else 1e-3
+    params, grads = _inputs(seed, steps)
     opt = Interpreter(program, np.float64, **hyper)
     # A parameter the program cannot handle (rowmean of a 1-d one) is left out, and that fact is
     # hashed rather than the error's wording, which depends on the program's text.
-    for name in list(params):
-        try:
-            opt.spec(params[name].shape)
-        except DslError:
-            del params[name]
-            h.update(b"cannot run:" + name.encode())
+    params, left_out = _runnable(opt, params)
+    for name in left_out:
+        h.update(b"cannot run:" + name.encode())
     try:
         state = opt.init(params)
         for t in range(1, steps + 1):
@@ -98,4 +152,4 @@ def fingerprint(program: Program, values: dict[str, float] | None = None, steps:
     return h.hexdigest()
 
 
-__all__ = ["fingerprint", "quantize"]
+__all__ = ["fingerprint", "quantize", "step_scale"]

@@ -3,10 +3,12 @@
 Dead statements (and dead states) are dropped (:func:`optdsl.passes.eliminate_dead_code`); the
 structural hash (:func:`optdsl.canonical.structural_hash`) is equal for programs that differ only
 by names or the order of independent statements; the fingerprint
-(:func:`optdsl.fingerprint.fingerprint`) is equal for programs that compute the same updates on
-fixed inputs, rounded to :data:`FINGERPRINT_DIGITS` significant digits, so near-duplicates (a
-constant changed in its fourth digit, ``eps`` 1e-8 vs 2e-8) share it too. A child whose hash or
-fingerprint was seen before takes the earlier fitness.
+(:func:`optdsl.fingerprint.fingerprint`, scale-free) is equal for programs that compute the same
+updates on fixed inputs up to a constant factor, rounded to :data:`FINGERPRINT_DIGITS` significant
+digits, so near-duplicates (a constant changed in its fourth digit, ``eps`` 1e-8 vs 2e-8) and
+rescalings (``update = 0.99 * t``: a learning rate 0.99 times smaller, which the search's sweeps
+tune away) share it too. A child whose hash or fingerprint was seen before takes the earlier
+fitness, and the earlier learning rates times :func:`lr_factor`.
 
 Example:
     >>> from search.warm_start import adamw_program
@@ -17,12 +19,16 @@ Example:
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from optdsl.canonical import structural_hash
 from optdsl.cost import memory_per_param
-from optdsl.fingerprint import fingerprint
+from optdsl.errors import DslError
+from optdsl.fingerprint import fingerprint, step_scale
 from optdsl.ir import Program
+from optdsl.parser import parse
 from optdsl.passes import eliminate_dead_code
 from optdsl.printer import to_source
 
@@ -55,7 +61,7 @@ def describe(program: Program, known: dict | None = None) -> dict:
     fp = known.get("fingerprint")
     if fp is None:
         with np.errstate(all="ignore"):  # a candidate's nan/inf updates are a fact, not a warning
-            fp = fingerprint(live, digits=FINGERPRINT_DIGITS)
+            fp = fingerprint(live, digits=FINGERPRINT_DIGITS, scale_free=True)
     return {
         "source": to_source(program),
         "live_source": known.get("live_source") or to_source(live),
@@ -65,6 +71,47 @@ def describe(program: Program, known: dict | None = None) -> dict:
         "n_statements": len(program.body),
         "n_live": len(live.body),
     }
+
+
+@functools.lru_cache(maxsize=1024)
+def _scale(live_source: str) -> float:
+    return step_scale(parse(live_source, "<store>"))
+
+
+@functools.lru_cache(maxsize=1024)
+def rule_key(live_source: str) -> str:
+    """The fingerprint :func:`describe` gives a stored live part today (a database written before
+    fingerprints were scale-free holds others): one key per rule up to the learning rate.
+
+    Example:
+        >>> rule_key("def f(w, g, lr):\\n    return lr * g\\n") == rule_key(
+        ...     "def f(w, g, lr):\\n    return lr * (g - 0.01 * g)\\n")
+        True
+    """
+    try:
+        program = parse(live_source, "<store>")
+    except DslError:  # a damaged row: its own key
+        return live_source
+    with np.errstate(all="ignore"):
+        return fingerprint(program, digits=FINGERPRINT_DIGITS, scale_free=True)
+
+
+def lr_factor(hit: dict, info: dict) -> float:
+    """What the learning rates tuned for the scored row ``hit`` are multiplied by for the program
+    described by ``info``, which shares its fingerprint: ``step_scale(hit) / step_scale(program)``
+    (1 for the same live part or structural hash; the fingerprint is scale-free, the rates not).
+
+    Example (twice the step: half the learning rate):
+        >>> from optdsl import parse
+        >>> sgd = describe(parse("def f(w, g, lr):\\n    return lr * g\\n"))
+        >>> twice = describe(parse("def f(w, g, lr):\\n    return 2 * lr * g\\n"))
+        >>> twice["fingerprint"] == sgd["fingerprint"], lr_factor(sgd, twice)
+        (True, 0.5)
+    """
+    if hit["structural_hash"] == info["structural_hash"]:
+        return 1.0
+    ours, theirs = _scale(info["live_source"]), _scale(hit["live_source"])
+    return theirs / ours if ours > 0 and theirs > 0 else 1.0
 
 
 #: What programs with the same live part share (their rows differ only in source and length).

@@ -3,11 +3,12 @@
 The population is the ``P`` most recently scored programs. Each new child comes from a
 tournament: ``T`` members drawn at random, the fittest is the parent, one mutation makes the
 child. Before evaluation the child is described (:func:`search.candidate.describe`); if its
-structural hash or fingerprint was scored before, it takes that fitness at once (a cache hit),
-else it is sent to an executor. Every scored child joins the population and the oldest member
-leaves. When the best fitness has not improved for ``restart_after`` evaluations, the
-population restarts from the best program. Children that beat tuned AdamW (fitness > 0) and
-rank in the top few are re-evaluated on the larger held-out tasks (the funnel; meta-validation).
+structural hash or (scale-free) fingerprint was scored before, it takes that fitness at once (a
+cache hit; a rescaled program with the learning rates rescaled), else it goes to an executor.
+Every scored child joins the population and the oldest member leaves. When the best fitness has
+not improved for ``restart_after`` evaluations, the population restarts from the best program.
+Children that beat tuned AdamW (fitness > 0) and rank in the top few are re-evaluated on the
+larger held-out tasks (the funnel; meta-validation).
 
 The loop keeps every worker busy; results are written to the store as they arrive, so a stop
 at any moment (budget, Ctrl-C, SIGKILL) keeps everything finished. With one worker the search
@@ -34,7 +35,7 @@ from optdsl.parser import parse
 from optdsl.printer import to_source
 
 from .ablation import MAX_ROUNDS, META_TRIES, PREFIX, PROXY_TOLERANCE, ablations
-from .candidate import Seen, describe
+from .candidate import Seen, describe, lr_factor
 from .evaluate import HELD_OUT_SEEDS, HURDLE, refusal
 from .mutate import mutate
 from .selection import ties, winner
@@ -265,9 +266,10 @@ class Search:
                     return None  # a duplicate of a child in flight: drop it rather than score it twice
             return record
         row = _stored(record)
-        row.update(status="cached", fitness=hit["fitness"], task_score=hit["task_score"],
-                   task_loss=hit["task_loss"], task_lr=hit["task_lr"], cached_from=hit["id"],
-                   eval_seconds=0.0)
+        factor = lr_factor(hit, info)  # a rescaled program: the same rule at other learning rates
+        row.update(status="cached", fitness=hit["fitness"], task_score=hit["task_score"], task_loss=hit["task_loss"],
+                   task_lr=hit["task_lr"] and {t: lr * factor for t, lr in hit["task_lr"].items()},
+                   cached_from=hit["id"], eval_seconds=0.0)
         row["id"] = self.store.add(**row)
         self.stats.cached += 1
         self._join(row, child)

@@ -17,6 +17,7 @@ Example::
 
 from __future__ import annotations
 
+from .candidate import rule_key
 from .store import Store
 
 #: Held-out scores this close to the best one are ties. On the four seed pairs of one README
@@ -49,8 +50,9 @@ def _by_held_out(rows: list[dict]) -> list[dict]:
 
 def ranked(store: Store, k: int) -> list[dict]:
     """The ``k`` best programs: meta-validated ones by held-out score (ties within
-    :data:`META_TOLERANCE` to the smaller program), then the rest by proxy fitness (one row per
-    structural hash).
+    :data:`META_TOLERANCE` to the smaller program), then the rest by proxy fitness; one row per
+    rule (:func:`search.candidate.rule_key`: programs that differ by a constant factor on the
+    step, which the tuned learning rate absorbs, are one rule, listed once).
 
     Example (held-out evidence first: #2, meta-validated, before #1, the better proxy score):
         >>> from optdsl import load
@@ -62,11 +64,17 @@ def ranked(store: Store, k: int) -> list[dict]:
         >>> [r["id"] for r in ranked(store, 3)]
         [2, 1, 3]
     """
+    def candidates():
+        yield from _by_held_out(store.meta_validated())
+        yield from store.top(4 * k)
+        yield from store.top(store.count())  # only when those held fewer than k rules
+
     out, seen = [], set()
-    for row in _by_held_out(store.meta_validated()) + store.top(k + len(out)):
-        if row["structural_hash"] not in seen:
-            seen.add(row["structural_hash"])
+    for row in candidates():
+        keys = {row["structural_hash"], rule_key(row["live_source"])}
+        if not keys & seen:
             out.append(row)
+        seen |= keys
         if len(out) == k:
             break
     return out

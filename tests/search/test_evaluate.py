@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from optdsl import load, parse, to_source
 from optdsl.canonical import structural_hash
 from optdsl.passes import eliminate_dead_code
-from search.candidate import Seen, describe
+from search.candidate import Seen, describe, lr_factor
 from search.evaluate import (
     CANDIDATE_LRS,
     SCORE_BOUND,
@@ -363,9 +363,12 @@ def test_seen_finds_a_duplicate_by_live_source_hash_or_fingerprint_with_describe
     dead = parse(src.replace("    return", "    junk = exp(g)\n    return"))  # same live part
     renamed = parse(src.replace("m", "mom"))  # same canonical form, other names
     near = parse(src.replace("0.9,", "0.90001,"))  # the same updates to 4 digits
-    for child in (dead, renamed, near):
+    rescaled = parse(src.replace("lr * 0.001", "lr * 0.0003"))  # the same rule at other learning rates
+    for child in (dead, renamed, near, rescaled):
         info, hit = seen.describe(child)
         assert hit is row and info == describe(child)
+    assert lr_factor(row, seen.describe(rescaled)[0]) == pytest.approx(0.001 / 0.0003)
+    assert lr_factor(row, seen.describe(renamed)[0]) == 1.0
     other = parse(src.replace("0.999", "0.99"))
     assert seen.describe(other)[1] is None
 

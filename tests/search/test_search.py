@@ -157,6 +157,32 @@ def test_children_the_guards_refuse_are_recorded_without_a_place_in_a_batch(tmp_
     assert totals(store)["failed"] == failures(search.stats.statuses) == failed
     assert "refused by the guards" in totals(store)["failed"]
 
+def test_a_rescaled_child_is_a_cache_hit_at_rescaled_learning_rates(tmp_path, monkeypatch):
+    """``update = 2 * (...)`` is its parent at half the learning rate: not trained again, its row
+    takes the parent's scores and the parent's learning rates halved (its children's sweeps
+    start there, and an export of it steps as its parent did)."""
+    from search import evolution
+    from search.candidate import describe
+
+    store = Store(str(tmp_path / "r.sqlite"))
+    search = Search(store, SearchConfig(tasks=("quadratic",), population=4, seed=0, batch=4), InlineExecutor(),
+                    simplify_grace=None)
+    search.run(evals=1)  # the warm start, scored
+    parent = store.get(1)
+    src = parent["source"]
+    head, tail = src.rsplit("    return ", 1)
+    result = tail.split(",")[0].strip()
+    child = parse(f"{head}    {result} = 2 * {result}\n    return {tail}")
+    assert describe(child)["structural_hash"] != parent["structural_hash"]
+    monkeypatch.setattr(evolution, "mutate", lambda program, rng: (child, "rescale"))
+    assert search._propose() is None  # a cache hit, recorded at once
+    row = store.all()[-1]
+    assert row["status"] == "cached" and row["cached_from"] == 1 and row["fitness"] == parent["fitness"]
+    assert row["task_lr"].keys() == parent["task_lr"].keys()
+    for task, lr in parent["task_lr"].items():
+        assert row["task_lr"][task] == pytest.approx(lr / 2, rel=1e-6)
+
+
 def test_bad_init_is_refused_before_any_work(tmp_path, capsys):
     assert main(["search", "--db", str(tmp_path / "x.sqlite"), "--init", "adamw,nosuch"]) == 2
     assert not (tmp_path / "x.sqlite").exists()
