@@ -221,7 +221,8 @@ class _Module:
                            hint="the jax target spells lr as learning_rate, as optax does")
         self.program = program
         found = variants(program)
-        self.tree, self.variants, self.paths = found.tree, list(found.programs), found.paths()
+        self.found, self.tree, self.variants = found, found.tree, list(found.programs)
+        self.paths = found.paths()
         self.used = names_in(program) | {program.name, "learning_rate"}
         self.hypers = [h for h in program.hypers if h.name != "lr"]
         self.inputs = [n for n in ("w", "g") if n == "g" or any(v.uses("w") for v in self.variants)]
@@ -342,7 +343,9 @@ class _Module:
                 s = own.get(s.name)
                 parts.append(STATE_INIT[s.init].format(shape=STATE_SHAPE[s.kind]) if s else
                              "jnp.zeros((0,), _dtype)")
-            return _tuple(parts, paren=True)
+            # refused as the interpreter and torch refuse it (jnp.mean(x, axis=-1) of a 1-d x is a number)
+            init = _tuple(parts, paren=True)
+            return f"_needs_2d(w, {init})" if self.found.needs_2d(v) else init
 
         doc = f'"""Initial ({names}) for the parameter ``w``; a state its code does not use is empty."""'
         lines = [doc, "_dtype = jnp.promote_types(w.dtype, jnp.float32)", *self._tree_lines(self.tree, leaf)]
@@ -469,6 +472,8 @@ class _Module:
                        "if value is None:", "    return like",
                        "return jnp.broadcast_to(value, like.shape).astype(like.dtype)"]),
         ]
+        if any(self.found.needs_2d(v) for v in range(len(self.variants))):
+            helpers.append(runtime_functions("torch_math", {"_needs_2d"}))
         exprs = [a.expr for a in p.body] + list(p.outputs())
         if any(isinstance(n, Call) and n.op == "dim" for e in exprs for n in walk(e)):
             # the torch runtime's _dim (only .ndim and .shape: a jax array has both), which says what the

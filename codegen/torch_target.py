@@ -73,6 +73,7 @@ Example:
 from __future__ import annotations
 
 import ast
+import keyword
 import re
 import textwrap
 from dataclasses import dataclass
@@ -132,11 +133,14 @@ CLASS_NAMES = {"adamw": "AdamW", "adam": "Adam", "sgd": "SGD", "lamb": "LAMB", "
 def class_name(program_name: str) -> str:
     """The optimizer class for a program: ``lion -> Lion``, ``adafactor_optax -> AdafactorOptax``.
 
+    A name that would be a Python keyword (``none``, ``true_``) takes the suffix ``Optimizer``.
+
     Example:
-        >>> class_name("lion"), class_name("adamw"), class_name("adafactor_optax")
-        ('Lion', 'AdamW', 'AdafactorOptax')
+        >>> class_name("lion"), class_name("adamw"), class_name("adafactor_optax"), class_name("none")
+        ('Lion', 'AdamW', 'AdafactorOptax', 'NoneOptimizer')
     """
-    return "".join(CLASS_NAMES.get(part, part[:1].upper() + part[1:]) for part in program_name.split("_"))
+    name = "".join(CLASS_NAMES.get(part, part[:1].upper() + part[1:]) for part in program_name.split("_"))
+    return f"{name}Optimizer" if keyword.iskeyword(name) else name
 
 
 # --- paths: the program's static specialisations (optdsl.passes.variants) ----------------------
@@ -160,12 +164,7 @@ def paths(program: Program) -> tuple[Tree, tuple[Expr, ...], list[Path]]:
         (2, 3)
     """
     found = variants(program)
-    out = []
-    for spec in found.programs:
-        needs_2d = any(s.kind in ("row", "col") for s in spec.states) or any(
-            isinstance(n, Call) and OPS[n.op].shape in (ROW, COL)
-            for e in [a.expr for a in spec.body] + list(spec.outputs()) for n in walk(e))
-        out.append(Path(spec, needs_2d))
+    out = [Path(spec, found.needs_2d(k)) for k, spec in enumerate(found.programs)]
     tests: list[Expr] = []
     pending = [found.tree]
     while pending:

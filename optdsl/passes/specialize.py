@@ -117,6 +117,21 @@ class Variants:
             tree = yes if shape_value(test, shape) != 0 else no
         return tree
 
+    def needs_2d(self, k: int) -> bool:
+        """Does variant ``k`` need a parameter with 2 or more axes (a row or column state, a row
+        or column mean)? Every target refuses a smaller one there, as the interpreter does.
+
+        Example:
+            >>> from optdsl import load
+            >>> found = variants(load("adafactor"))
+            >>> [found.needs_2d(k) for k in range(len(found.programs))]
+            [True, True, False]
+        """
+        spec = self.programs[k]
+        return any(s.kind in ("row", "col") for s in spec.states) or any(
+            isinstance(n, Call) and OPS[n.op].shape in (ROW, COL)
+            for e in [a.expr for a in spec.body] + list(spec.outputs()) for n in walk(e))
+
     def paths(self) -> list[tuple[tuple[Expr, bool], ...]]:
         """For each variant, the tests (asked of ``w``) and outcomes that lead to it (the first
         path when several do)."""
