@@ -43,6 +43,8 @@ def cmd_compile(args) -> int:
 
     if args.out == "":
         raise DslError("-o: an empty file name", hint="name the file to write, or leave -o out for stdout")
+    if args.out == "-":  # as for the input: stdout, not a file named "-"
+        args.out = None
     if args.out:
         source, _ = file_and_name(args.src)
         if os.path.isfile(source) and os.path.isfile(args.out) and os.path.samefile(source, args.out):
@@ -129,7 +131,7 @@ def register(subparsers) -> None:
     p.add_argument("--target", choices=sorted(TARGETS), default="torch",
                    help="torch: a torch.optim.Optimizer module (default); jax: an optax transformation; "
                         "triton: the torch module with a fused Triton kernel for GPUs")
-    p.add_argument("-o", "--out", help="output file (default: stdout)")
+    p.add_argument("-o", "--out", help="output file (default, or -: stdout)")
     p.add_argument("--force", action="store_true", help="replace OUT even when optdsl did not write it")
     p.set_defaults(func=cmd_compile)
     b = subparsers.add_parser("bench", help="time generated optimizers against the anchors")

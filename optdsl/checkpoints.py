@@ -114,7 +114,8 @@ def _place(program: Program, text: str) -> tuple[int | None, int | None]:
     """(line, 0-based column) of ``text`` on a declaration line of the program's source, for the
     error's caret; (None, None) where the program has no source (built in Python)."""
     for number, line in enumerate((program.source or "").splitlines(), start=1):
-        if _LINE.match(line) and text in line:
+        # the docstring's opening quotes may precede the declaration on its source line
+        if _LINE.match(line.lstrip().lstrip("rRuU").lstrip("\"'")) and text in line:
             return number, line.index(text)
     return None, None
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 
 from rich.console import Console
 from rich.table import Table
@@ -97,6 +98,7 @@ def cmd_simplify(args) -> int:
             return update * lr, m
         0
     """
+    from .equiv import equivalent
     from .simplify import bind, simplify
 
     if not args.readable and (args.lr is not None or args.latex):
@@ -106,7 +108,14 @@ def cmd_simplify(args) -> int:
         raise DslError(f"--lr {args.lr}: the learning rate must be a positive number")
     program, values = load(args.src), _assignments(args.set)
     if not args.readable:
-        print(to_source(simplify(program, values)), end="")
+        simplified = simplify(program, values)
+        print(to_source(simplified), end="")
+        # sympy's rewrites hold over the reals (m / m -> 1): say where the result is less than exact
+        verdict = equivalent(bind(program, values), simplified)
+        if verdict.kind != "exact":
+            said = [str(verdict), verdict.detail if verdict.kind != "tested" else "", verdict.counterexample]
+            print("note: the simplified program and the input are " + "\n".join(filter(None, said)),
+                  file=sys.stderr)
         return 0
     from .readable import readable
 

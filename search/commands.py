@@ -211,7 +211,7 @@ def cmd_search(args) -> int:
         if not os.path.exists(args.resume):
             raise DslError(f"--resume: no such search database: {args.resume}")
         db = args.resume
-        replaceable_path(_best_path(db))  # refused now, not after the search
+        _check_best_path(db)  # refused now, not after the search
         store = Store(db, exclusive=True)  # one search per database
         try:
             config = _stored_config(store)
@@ -232,10 +232,12 @@ def cmd_search(args) -> int:
             raise DslError("is a folder; --db names the search's database file", db,
                            hint="e.g. --db search.sqlite")
         if os.path.exists(db):
+            if not _is_sqlite(db):
+                raise DslError("already exists and is not a search database", db, hint="pick another --db")
             raise DslError(f"{db} already exists", hint=f"continue it with `optdsl search --resume {db}`, "
                            "or pick another --db")
         output_path(db)  # its folder first (a missing one is named as the database's), before any work
-        replaceable_path(_best_path(db))
+        _check_best_path(db)
         config_init = _inits(args.init)
         tasks, meta_tasks = _task_lists(args)
         config = SearchConfig(init=config_init, population=args.population, tournament=args.tournament,
@@ -277,6 +279,24 @@ def cmd_search(args) -> int:
 def _best_path(db: str) -> str:
     """Where a search writes its winner: ``best_optimizer.py`` beside its database."""
     return os.path.join(os.path.dirname(os.path.abspath(db)), "best_optimizer.py")
+
+
+def _check_best_path(db: str) -> None:
+    """Refuse, before any work, a search whose winner could not be written: ``best_optimizer.py``
+    is the database itself, or a file optdsl did not write (DslError)."""
+    if os.path.abspath(db) == _best_path(db):
+        raise DslError("is where the search writes its winner (best_optimizer.py beside the database)", db,
+                       hint="name the database otherwise, e.g. --db search.sqlite")
+    replaceable_path(_best_path(db))
+
+
+def _is_sqlite(path: str) -> bool:
+    """Does the file at ``path`` start as an SQLite database does?"""
+    try:
+        with open(path, "rb") as f:
+            return f.read(16) == b"SQLite format 3\x00"
+    except OSError:
+        return False
 
 
 def cmd_report(args) -> int:

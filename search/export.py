@@ -148,8 +148,8 @@ def export_row(row: dict, outdir: str, targets=("torch", "jax")) -> list[str]:
 
 def export_top(store: Store, k: int, outdir: str, targets=("torch", "jax")) -> list[str]:
     """Export the ``k`` best distinct programs of the store, best first (held-out evidence
-    first: :func:`search.selection.ranked`). A file of the user's among the names is refused before
-    anything is written (:func:`codegen.generated.replaceable_path`).
+    first: :func:`search.selection.ranked`). A file of the user's among the names, or a store with
+    no scored program, is refused before anything is written (DslError).
 
     Example (the meta-validated program #2 comes first):
         >>> import tempfile
@@ -163,8 +163,11 @@ def export_top(store: Store, k: int, outdir: str, targets=("torch", "jax")) -> l
         ...     print([os.path.basename(p) for p in export_top(store, 2, d, targets=("torch",))])
         ['found_2.py', 'found_2_torch.py', 'found_1.py', 'found_1_torch.py']
     """
-    output_folder(outdir)
     rows = ranked(store, k)
+    if not rows:  # before the folder is made: nothing is written
+        raise DslError("holds no scored program to export", store.path,
+                       hint=f"`optdsl report {store.path}` counts what the search tried and why it failed")
+    output_folder(outdir)
     for row in rows:
         for path in _paths(row, outdir, targets):
             replaceable_path(path)

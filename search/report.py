@@ -198,8 +198,12 @@ def report(store: Store, outdir: str | None = None, top: int = 5, console: Conso
         console.print("tuned AdamW: " + ", ".join(f"{k} {v['loss']:.4g} (lr {v['lr']:.2g})"
                                                   for k, v in base.items()))
     rows = ranked(store, top)
-    console.print(scores_table(rows, f"Top {len(rows)} programs, held-out evidence first "
-                                     "(scores: log(AdamW loss / loss) clipped to [-1, 1], > 0 beats AdamW)"))
+    if not rows:
+        console.print("No program was scored: nothing to rank (what was tried is counted above).")
+    else:
+        title = (f"Top {len(rows)} programs, held-out evidence first "
+                 "(scores: log(AdamW loss / loss) clipped to [-1, 1], > 0 beats AdamW)")
+        console.print(scores_table(rows, title))
     for r in rows:
         console.print(f"[bold]#{r['id']}[/bold] (parent #{r['parent']}, {r['mutation']}):")
         # soft_wrap: source must not be re-wrapped to the terminal's (or a pipe's 80) columns

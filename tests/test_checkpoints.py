@@ -36,6 +36,11 @@ def test_a_bad_declaration_is_refused_by_check_not_first_by_compile(tmp_path, ca
     assert main(["check", str(path)]) == 2
     err = capsys.readouterr().err
     assert message in err and f"{path}:5:" in err and "^" in err  # the declaration's line, a caret
+    # the same on a docstring's first line, after its opening quotes
+    one_line = source.replace('"""Momentum SGD.\n\n    torch', '"""torch')
+    path.write_text(one_line)
+    assert main(["check", str(path)]) == 2
+    assert f"{path}:3:" in capsys.readouterr().err
 
 
 def test_a_good_declaration_is_read():

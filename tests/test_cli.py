@@ -63,6 +63,20 @@ def test_equiv_names_the_kind_and_refuses_non_finite_values(tmp_path, capsys):
     assert capsys.readouterr().out.startswith("equal (exact)")
 
 
+def test_simplify_says_when_its_result_is_less_than_exactly_the_input(tmp_path, capsys):
+    """``m / m -> 1`` holds over the reals; at a zero gradient the input's step is nan, the
+    simplified one's 0: stdout stays the program, stderr says so."""
+    src = tmp_path / "zero.py"
+    src.write_text("def f(w, g, m, lr=0.1):\n    m = interp(g, m, 0.9)\n    return lr * (m / m) * g, m\n")
+    assert main(["simplify", str(src)]) == 0
+    out, err = capsys.readouterr()
+    assert out == "def f(w, g, lr=0.1):\n    return g * lr\n"
+    assert err.startswith("note: the simplified program and the input are different")
+    assert "a's update is nan" in err
+    assert main(["simplify", "lion", "--set", "weight_decay=0"]) == 0
+    assert capsys.readouterr().err == ""
+
+
 def test_simplify_readable_folds_the_tuned_lr(capsys):
     program4 = Path(__file__).resolve().parents[1] / "examples" / "paper_program4.py"
     assert main(["simplify", str(program4), "--readable", "--lr", "18.9", "--latex"]) == 0

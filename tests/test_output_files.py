@@ -163,3 +163,38 @@ def test_an_empty_output_name_is_refused(tmp_path, capsys):
     assert "-o: an empty file name" in capsys.readouterr().err
     assert main(["search", "--db", str(tmp_path), "--evals", "1"]) == 2
     assert "is a folder; --db names the search's database file" in capsys.readouterr().err
+
+
+def test_output_dash_is_stdout_not_a_file_named_dash(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["compile", "lion", "-o", "-"]) == 0
+    assert "class Lion(_Optimizer)" in capsys.readouterr().out
+    assert not (tmp_path / "-").exists()
+
+
+def test_a_search_whose_winner_would_overwrite_its_database_is_refused_before_any_work(tmp_path, capsys):
+    db = tmp_path / "best_optimizer.py"
+    assert main(["search", "--db", str(db), "--evals", "1", "--tasks", "quadratic"]) == 2
+    assert "is where the search writes its winner" in capsys.readouterr().err
+    assert not db.exists()
+    program = tmp_path / "prog.py"
+    program.write_text("def f(w, g, lr):\n    return lr * g\n")
+    assert main(["search", "--db", str(program), "--evals", "1"]) == 2
+    assert "already exists and is not a search database" in capsys.readouterr().err
+    assert program.read_text() == "def f(w, g, lr):\n    return lr * g\n"
+
+
+def test_report_and_export_of_a_search_that_scored_nothing_say_so(tmp_path, capsys):
+    from search.store import Store
+
+    db = tmp_path / "refused.sqlite"
+    with Store(str(db)) as store:
+        source = "def f(w, g, lr):\n    return 0.0\n"
+        store.add(source=source, live_source=source, structural_hash="h", fingerprint="f", status="guard",
+                  error="ignores the gradient", memory=0.0, n_statements=0, n_live=0, parent=None,
+                  mutation="init file")
+    assert main(["report", str(db)]) == 0
+    assert "No program was scored: nothing to rank" in capsys.readouterr().out
+    assert main(["export", str(db), "-o", str(tmp_path / "out")]) == 2
+    assert "holds no scored program to export" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
