@@ -91,7 +91,8 @@ def step_scale(program: Program, values: dict[str, float] | None = None, seed: i
     Example:
         >>> from optdsl import parse
         >>> a = parse("def f(w, g, m, lr):\\n    m = interp(g, m, 0.9)\\n    return lr * sign(m), m\\n")
-        >>> b = parse("def f(w, g, m, lr):\\n    m = interp(g, m, 0.9)\\n    return 0.25 * lr * sign(m), m\\n")
+        >>> b = parse("def f(w, g, m, lr):\\n    m = interp(g, m, 0.9)\\n"
+        ...           "    return 0.25 * lr * sign(m), m\\n")
         >>> step_scale(a), step_scale(b)
         (0.001, 0.00025)
     """
@@ -120,7 +121,8 @@ def fingerprint(program: Program, values: dict[str, float] | None = None, steps:
 
     Example:
         >>> from optdsl import load, parse
-        >>> fingerprint(load("sgd")) == fingerprint(parse("def f(w, g, lr=0.01):\\n    return lr * (2 * g - g)\\n"))
+        >>> twice = parse("def f(w, g, lr=0.01):\\n    return lr * (2 * g - g)\\n")
+        >>> fingerprint(load("sgd")) == fingerprint(twice)
         True
         >>> half = parse("def f(w, g, lr=0.01):\\n    return 0.5 * lr * g\\n")
         >>> fingerprint(half) == fingerprint(load("sgd")), fingerprint(half, scale_free=True) == fingerprint(

@@ -267,9 +267,9 @@ class Search:
             return record
         row = _stored(record)
         factor = lr_factor(hit, info)  # a rescaled program: the same rule at other learning rates
-        row.update(status="cached", fitness=hit["fitness"], task_score=hit["task_score"], task_loss=hit["task_loss"],
-                   task_lr=hit["task_lr"] and {t: lr * factor for t, lr in hit["task_lr"].items()},
-                   cached_from=hit["id"], eval_seconds=0.0)
+        row.update(status="cached", fitness=hit["fitness"], task_score=hit["task_score"],
+                   task_loss=hit["task_loss"], cached_from=hit["id"], eval_seconds=0.0,
+                   task_lr=hit["task_lr"] and {t: lr * factor for t, lr in hit["task_lr"].items()})
         row["id"] = self.store.add(**row)
         self.stats.cached += 1
         self._join(row, child)

@@ -165,8 +165,8 @@ def test_a_rescaled_child_is_a_cache_hit_at_rescaled_learning_rates(tmp_path, mo
     from search.candidate import describe
 
     store = Store(str(tmp_path / "r.sqlite"))
-    search = Search(store, SearchConfig(tasks=("quadratic",), population=4, seed=0, batch=4), InlineExecutor(),
-                    simplify_grace=None)
+    config = SearchConfig(tasks=("quadratic",), population=4, seed=0, batch=4)
+    search = Search(store, config, InlineExecutor(), simplify_grace=None)
     search.run(evals=1)  # the warm start, scored
     parent = store.get(1)
     src = parent["source"]
