@@ -198,3 +198,22 @@ def test_report_and_export_of_a_search_that_scored_nothing_say_so(tmp_path, caps
     assert main(["export", str(db), "-o", str(tmp_path / "out")]) == 2
     assert "holds no scored program to export" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_report_replaces_its_own_plots_never_a_users_file(tmp_path, capsys):
+    from optdsl import load
+    from search.candidate import describe
+    from search.store import Store
+
+    db, plots = tmp_path / "s.sqlite", tmp_path / "plots"
+    with Store(str(db)) as store:
+        store.add(**describe(load("sgd")), status="ok", fitness=-0.3, task_lr={"mlp": 0.5})
+    assert main(["report", str(db), "-o", str(plots)]) == 0
+    assert main(["report", str(db), "-o", str(plots)]) == 0  # its own plots: replaced
+    capsys.readouterr()
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "pareto_front.png").write_bytes(b"my precious")
+    assert main(["report", str(db), "-o", str(mine)]) == 2
+    assert "exists and was not written by optdsl" in capsys.readouterr().err
+    assert (mine / "pareto_front.png").read_bytes() == b"my precious" and not (mine / "best_fitness.png").exists()
