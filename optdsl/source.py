@@ -117,7 +117,8 @@ def file_and_name(src: str) -> tuple[str, str]:
 
 
 def load(src: str) -> Program:
-    """The program ``src`` names: a zoo name (``"lion"``), a path, ``path:name``, or ``-``.
+    """The program ``src`` names: a zoo name (``"lion"``), a path, ``path:name``, or ``-``. A zoo
+    name means the zoo's program even beside a file of that name (``./lion`` reads the file).
 
     Example:
         >>> load("adamw").name
@@ -125,11 +126,11 @@ def load(src: str) -> Program:
     """
     if src == "-":
         return parse(read("-"), "<stdin>")
+    if os.sep not in src and not src.endswith(".py") and src in zoo_names():
+        return parse(zoo_source(src), f"<zoo:{src}>", src)
     path, name = file_and_name(src)
     if os.path.exists(path) and os.path.isfile(path):
         return parse(read(path), path, name or None)
-    if os.sep not in src and not src.endswith(".py") and src in zoo_names():
-        return parse(zoo_source(src), f"<zoo:{src}>", src)
     if os.path.isdir(path):
         raise DslError("a directory, not a program file", path)
     if os.path.exists(path):  # /dev/null, a FIFO, a socket: nothing a program is read from

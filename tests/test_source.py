@@ -2,6 +2,7 @@
 DslError (exit 2 on the command line), never a UnicodeDecodeError."""
 
 import io
+import os
 import sys
 
 import pytest
@@ -45,3 +46,11 @@ def test_the_command_line_answers_exit_2(tmp_path, monkeypatch, capsys):
 def test_a_device_is_not_a_missing_file(capsys):
     assert main(["check", "/dev/null"]) == 2
     assert capsys.readouterr().err.startswith("error: /dev/null: not a regular file")
+
+
+def test_a_zoo_name_means_the_zoo_even_beside_a_file_of_that_name(tmp_path, monkeypatch):
+    """A file named ``lion`` in the working folder once replaced the zoo's Lion in every command."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "lion").write_text("def evil(w, g, lr=0.1):\n    return lr * g\n")
+    assert load("lion").name == "lion"
+    assert load(f".{os.sep}lion").name == "evil"
