@@ -20,6 +20,7 @@ Example:
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -112,6 +113,33 @@ def lr_factor(hit: dict, info: dict) -> float:
         return 1.0
     ours, theirs = _scale(info["live_source"]), _scale(hit["live_source"])
     return theirs / ours if ours > 0 and theirs > 0 else 1.0
+
+
+def same_rule(hit: dict, info: dict, grid: Sequence[float]) -> tuple[bool, dict | None]:
+    """Does the scored row ``hit``, which shares the fingerprint of the program ``info`` describes,
+    stand for it, and with which learning rates (task -> lr)? The fingerprint is scale-free, the
+    sweep over ``grid`` is not: a rescaled program is the same rule only where the hit's tuned
+    learning rates and the rescaled ones (:func:`lr_factor`) lie one grid point or more inside
+    the grid's ends (``lr * 1e-05 * g``, tuned at the grid's end, scores worse than ``lr * g``).
+    A refusal by the guards stands for every rescaling: none of them changes it.
+
+    Example:
+        >>> from optdsl import parse
+        >>> grid = (0.01, 0.1, 1.0, 10.0, 100.0)
+        >>> sgd = {**describe(parse("def f(w, g, lr):\\n    return lr * g\\n")), "status": "ok"}
+        >>> twice = describe(parse("def f(w, g, lr):\\n    return 2 * lr * g\\n"))
+        >>> same_rule({**sgd, "task_lr": {"mlp": 1.0}}, twice, grid)
+        (True, {'mlp': 0.5})
+        >>> same_rule({**sgd, "task_lr": {"mlp": 0.1}}, twice, grid)   # 0.05: past the grid's inner points
+        (False, {'mlp': 0.05})
+    """
+    factor = lr_factor(hit, info)
+    lrs = hit["task_lr"] or {}
+    rescaled = {task: lr * factor for task, lr in lrs.items()}
+    if factor == 1.0 or hit["status"] == "guard":
+        return True, hit["task_lr"] and rescaled
+    inside = all(grid[1] <= lr <= grid[-2] for lr in (*lrs.values(), *rescaled.values()))
+    return bool(lrs) and inside, rescaled
 
 
 #: What programs with the same live part share (their rows differ only in source and length).

@@ -35,8 +35,8 @@ from optdsl.parser import parse
 from optdsl.printer import to_source
 
 from .ablation import MAX_ROUNDS, META_TRIES, PREFIX, PROXY_TOLERANCE, ablations
-from .candidate import Seen, describe, lr_factor
-from .evaluate import HELD_OUT_SEEDS, HURDLE, refusal
+from .candidate import Seen, describe, same_rule
+from .evaluate import CANDIDATE_LRS, HELD_OUT_SEEDS, HURDLE, refusal
 from .mutate import mutate
 from .selection import ties, winner
 from .store import Store
@@ -260,16 +260,15 @@ class Search:
         info, hit = self.seen.describe(child)
         record = {"program": child, "parent": parent["id"], "parent_lr": parent.get("task_lr") or {},
                   "mutation": what, **info}
-        if hit is None:
+        same, task_lr = same_rule(hit, info, CANDIDATE_LRS) if hit is not None else (False, None)
+        if not same:  # new, or a rescaling whose sweep would reach past the grid's ends
             for waiting in self.batch:
                 if info["structural_hash"] == waiting["structural_hash"] or info["fingerprint"] == waiting["fingerprint"]:
                     return None  # a duplicate of a child in flight: drop it rather than score it twice
             return record
         row = _stored(record)
-        factor = lr_factor(hit, info)  # a rescaled program: the same rule at other learning rates
         row.update(status="cached", fitness=hit["fitness"], task_score=hit["task_score"],
-                   task_loss=hit["task_loss"], cached_from=hit["id"], eval_seconds=0.0,
-                   task_lr=hit["task_lr"] and {t: lr * factor for t, lr in hit["task_lr"].items()})
+                   task_loss=hit["task_loss"], task_lr=task_lr, cached_from=hit["id"], eval_seconds=0.0)
         row["id"] = self.store.add(**row)
         self.stats.cached += 1
         self._join(row, child)
@@ -402,7 +401,8 @@ class Search:
         records, rows = [], []
         for program, what in ablations(parse(parent["source"], "<store>")):
             info, hit = self.seen.describe(program)
-            if hit is not None and hit["n_live"] <= info["n_live"]:  # it, or a program as small, was scored
+            # it, or a program as small and the same rule at these learning rates, was scored
+            if hit is not None and hit["n_live"] <= info["n_live"] and same_rule(hit, info, CANDIDATE_LRS)[0]:
                 rows.append(self.store.get(hit["id"]))
             else:
                 record = {"program": program, "parent": parent["id"], "parent_lr": parent.get("task_lr") or {},
