@@ -31,7 +31,7 @@ from .export import export_top, write_best
 from .progress import LiveProgress, summary_table
 from .report import report, winner_table
 from .selection import META_TOLERANCE, verdict
-from .store import Store
+from .store import Store, schema_version
 from .tasks import FACTORIES, PROXY_TASKS, meta_tasks_for
 from .user_task import absolute_reference, check_task, is_reference, split_reference
 from .vectorized import check_supported
@@ -232,8 +232,11 @@ def cmd_search(args) -> int:
             raise DslError("is a folder; --db names the search's database file", db,
                            hint="e.g. --db search.sqlite")
         if os.path.exists(db):
-            if not _is_sqlite(db):
-                raise DslError("already exists and is not a search database", db, hint="pick another --db")
+            try:
+                schema_version(db)  # reads only
+            except DslError as e:
+                raise DslError(f"already exists and is not a search database ({e.message})", db,
+                               hint="pick another --db") from None
             raise DslError(f"{db} already exists", hint=f"continue it with `optdsl search --resume {db}`, "
                            "or pick another --db")
         output_path(db)  # its folder first (a missing one is named as the database's), before any work
@@ -288,15 +291,6 @@ def _check_best_path(db: str) -> None:
         raise DslError("is where the search writes its winner (best_optimizer.py beside the database)", db,
                        hint="name the database otherwise, e.g. --db search.sqlite")
     replaceable_path(_best_path(db))
-
-
-def _is_sqlite(path: str) -> bool:
-    """Does the file at ``path`` start as an SQLite database does?"""
-    try:
-        with open(path, "rb") as f:
-            return f.read(16) == b"SQLite format 3\x00"
-    except OSError:
-        return False
 
 
 def cmd_report(args) -> int:
