@@ -473,7 +473,7 @@ class _Module:
                        "return jnp.broadcast_to(value, like.shape).astype(like.dtype)"]),
         ]
         if any(self.found.needs_2d(v) for v in range(len(self.variants))):
-            helpers.append(runtime_functions("torch_math", {"_needs_2d"}))
+            helpers.append(runtime_functions("torch_optimizer", {"_needs_2d"}))  # torch's refusal
         exprs = [a.expr for a in p.body] + list(p.outputs())
         if any(isinstance(n, Call) and n.op == "dim" for e in exprs for n in walk(e)):
             # the torch runtime's _dim (only .ndim and .shape: a jax array has both), which says what the

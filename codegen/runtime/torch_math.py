@@ -9,10 +9,10 @@ model copies with these ops (``arcsinh`` is in 90% of the programs some searches
 with the functions below, which use only fast kernels and no ``where``.
 
 The block between the markers is copied into generated modules function by function (only those a
-program uses; :func:`codegen.runtime.functions`); also here: ``_dim``, which the ops' spellings
-call, and ``_needs_2d``, which refuses a parameter with fewer than 2 axes where a program needs 2
-(both read only ``.ndim`` and ``.shape``: the jax target copies them too), ``_cosine_sim``, and
-``_tensor``, which the printer writes where a torch function needs a number as a tensor.
+program uses; :func:`codegen.runtime.functions`); ``_dim`` is here for the same reason: the
+spellings of the ops call it (it reads only ``.ndim`` and ``.shape``, and the jax target copies it
+too), ``_cosine_sim``, and ``_tensor``, which the printer writes where a torch function needs a
+number as a tensor.
 
 Example:
     >>> import torch
@@ -58,16 +58,6 @@ def _dim(x, i):
         f"dim(w, {i}) asks for an axis a parameter of shape {tuple(x.shape)} does not have; "
         "guard it with `if ndim(w) > ...:`"
     )
-
-
-def _needs_2d(w, value):
-    """``value``, for a parameter ``w`` with 2 or more axes (a row or column state or mean); else the
-    interpreter's error, a ValueError, where a 1-d mean over the last axis would be a number."""
-    if w.ndim < 2:
-        raise ValueError(
-            f"this program needs parameters with 2 or more axes here, got shape {tuple(w.shape)}"
-        )
-    return value
 
 
 def _arcsinh(x):

@@ -154,6 +154,17 @@ def _runs_local(prog, w):
     return all(p.is_replicate() or (p.is_shard() and p.dim % w.ndim != w.ndim - 1) for p in w.placements)
 
 
+def _needs_2d(w, value):
+    """``value``, for a parameter ``w`` with 2 or more axes (a row or column state or mean); else the
+    interpreter's error, a ValueError, where a 1-d mean over the last axis would be a number. Reads
+    only ``.ndim`` and ``.shape``: the jax target copies it too."""
+    if w.ndim < 2:
+        raise ValueError(
+            f"this program needs parameters with 2 or more axes here, got shape {tuple(w.shape)}"
+        )
+    return value
+
+
 def _holds(test, w):
     """A shape test's truth for ``w``, evaluated as Python evaluates it (``and`` short-circuits)."""
     try:
@@ -368,11 +379,7 @@ class _Program:
         k = self.tree
         while not isinstance(k, int):  # (test, if it holds, if not)
             k = k[1] if _holds(k[0], w) else k[2]
-        if self.paths[k].needs_2d and w.ndim < 2:
-            raise ValueError(
-                f"this program needs parameters with 2 or more axes here, got shape {tuple(w.shape)}"
-            )
-        return k
+        return _needs_2d(w, k) if self.paths[k].needs_2d else k
 
     def init_states(self, params):
         """The first ``states`` of the functional step: each path's states, None where a path has none."""
