@@ -21,8 +21,8 @@ from optdsl import Interpreter
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def run_interpreter(program, params, grads, lr):
-    opt = Interpreter(program, dtype=np.float32, lr=lr)
+def run_interpreter(program, params, grads, lr, dtype=np.float32):
+    opt = Interpreter(program, dtype=dtype, lr=lr)
     state = opt.init(params)
     for t, g in enumerate(grads, start=1):
         params, state = opt.step(params, g, state, t)
