@@ -3,7 +3,8 @@ never saw, and what does the rule look like once simplified?
 
 For each seed, a fresh process runs ``optdsl search --budget B --seed S`` as a user would; the
 benchmark then reads its database: the winner (held-out evidence first), its simplified form,
-proxy and held-out scores per task, evaluations per second, cache hit rate and redundant
+proxy and held-out scores per task, evaluations per second (every child judged: trained, or
+refused by a guard in milliseconds) and children trained per second, cache hit rate and redundant
 statements. Last, every winner, AdamW and Lion are trained through their *generated* torch
 optimizers (``codegen.build(program, "torch")``, not the search's evaluator) on real tasks that
 are neither proxies nor held-out tasks, each with its learning rate tuned on the same grid.
@@ -171,11 +172,13 @@ def run_search(seed: int, budget: str, workers: int, folder: str, reuse: bool = 
     store = Store(db)
     rows = store.all()
     evaluated = [r for r in rows if r["status"] != "cached"]
+    trained = [r for r in evaluated if r["status"] != "guard"]  # a guard's refusal trains nothing
     statements = sum(r["n_statements"] or 0 for r in rows)
     live = sum(r["n_live"] or 0 for r in rows)
     best = winner(store)
     program = exported_program(best)
     out = {"seed": seed, "wall_s": wall, "evaluated": len(evaluated), "evals_per_s": len(evaluated) / wall,
+           "trained_per_s": len(trained) / wall,
            "cache_hit_rate": 1 - len(evaluated) / max(len(rows), 1), "redundant": 1 - live / max(statements, 1),
            "winner_id": best["id"], "proxy": best["fitness"], "held_out": best["meta_fitness"],
            "proxy_tasks": best["task_score"], "held_out_tasks": best["meta_task_score"] or {},
@@ -193,10 +196,11 @@ def machine() -> str:
 def markdown(searches: list[dict], real: dict, budget: str) -> str:
     fmt = lambda v: "-" if v is None else f"{v:+.3f}"
     lines = [f"Machine: {machine()}. Budget {budget} per seed, from AdamW, the README's default settings.", "",
-             "| seed | evaluations | evals/s | cache hits | redundant | proxy | held-out | Lion family |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| seed | evaluations | evals/s | trained/s | cache hits | redundant | proxy | held-out | Lion family |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for s in searches:
-        lines.append(f"| {s['seed']} | {s['evaluated']} | {s['evals_per_s']:.2f} | {100 * s['cache_hit_rate']:.1f}% | "
+        lines.append(f"| {s['seed']} | {s['evaluated']} | {s['evals_per_s']:.2f} | {s['trained_per_s']:.2f} | "
+                     f"{100 * s['cache_hit_rate']:.1f}% | "
                      f"{100 * s['redundant']:.1f}% | {fmt(s['proxy'])} | {fmt(s['held_out'])} | "
                      f"{'yes' if s['lion_family'] else 'no'} |")
     lines += ["", "Held-out score per task (log of tuned AdamW's loss over the winner's, clipped to [-1, 1]):", ""]
