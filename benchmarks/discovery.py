@@ -196,10 +196,12 @@ def machine() -> str:
 def markdown(searches: list[dict], real: dict, budget: str) -> str:
     fmt = lambda v: "-" if v is None else f"{v:+.3f}"
     lines = [f"Machine: {machine()}. Budget {budget} per seed, from AdamW, the README's default settings.", "",
-             "| seed | evaluations | evals/s | trained/s | cache hits | redundant | proxy | held-out | Lion family |",
+             ("| seed | evaluations | evals/s | trained/s | cache hits | redundant | proxy | held-out "
+              "| Lion family |"),
              "|---|---|---|---|---|---|---|---|---|"]
     for s in searches:
-        lines.append(f"| {s['seed']} | {s['evaluated']} | {s['evals_per_s']:.2f} | {s['trained_per_s']:.2f} | "
+        lines.append(f"| {s['seed']} | {s['evaluated']} | {s['evals_per_s']:.2f} | "
+                     f"{s['trained_per_s']:.2f} | "
                      f"{100 * s['cache_hit_rate']:.1f}% | "
                      f"{100 * s['redundant']:.1f}% | {fmt(s['proxy'])} | {fmt(s['held_out'])} | "
                      f"{'yes' if s['lion_family'] else 'no'} |")

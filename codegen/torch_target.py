@@ -1518,7 +1518,8 @@ def split_lerp(prelude: list[Assign], prog: Program, base: set[str]) -> tuple[li
             return e
         args = tuple(visit(a) for a in e.args)
         if e.op == "interp" and isinstance(args[2], Const):
-            return Call("add", (Call("mul", (args[0], Const(1 - args[2].value))), Call("mul", (args[2], args[1]))))
+            complement = Const(1 - args[2].value)
+            return Call("add", (Call("mul", (args[0], complement)), Call("mul", (args[2], args[1]))))
         if e.op == "interp" and isinstance(args[2], Var) and args[2].name in known:
             a = args[2].name
             if a not in made:

@@ -190,7 +190,8 @@ def weight_near_one_results(backend: str) -> list:
     params = {"a": np.zeros(64, np.float32)}
     grads = [{"a": np.random.default_rng(0).normal(size=64).astype(np.float32)}]
     run = {"jax": run_jax, "triton": run_triton}.get(backend) or functools.partial(run_torch, backend=backend)
-    return [run(program, params, grads, 1.0)["a"].tolist(), run_interpreter(program, params, grads, 1.0)["a"].tolist()]
+    return [run(program, params, grads, 1.0)["a"].tolist(),
+            run_interpreter(program, params, grads, 1.0)["a"].tolist()]
 
 
 @pytest.mark.parametrize("backend", ["eager", "compiled", "cpp", "jax"])

@@ -38,7 +38,8 @@ def programs():
 def data(seed=0, shapes=SHAPES, steps=2):
     rng = np.random.default_rng(seed)
     params = {f"p{i}": rng.normal(size=s).astype(np.float32) for i, s in enumerate(shapes)}
-    grads = [{k: rng.normal(size=v.shape).astype(np.float32) for k, v in params.items()} for _ in range(steps)]
+    grads = [{k: rng.normal(size=v.shape).astype(np.float32) for k, v in params.items()}
+             for _ in range(steps)]
     return params, grads
 
 
@@ -123,5 +124,5 @@ def test_fuzz_every_backend_agrees_with_the_interpreter_to_rounding(block):
             runs["jax"] = run_jax(program, *data(seed, shapes, 5), LR)
             for backend, got in runs.items():
                 for k in ref32:
-                    assert_within_rounding(got[k], ref32[k], ref64[k], f"seed {seed}, {backend}, {k} of shape "
-                                           f"{ref32[k].shape}:\n{to_source(program)}", **LOOSER.get(backend, {}))
+                    where = f"seed {seed}, {backend}, {k} of shape {ref32[k].shape}:\n{to_source(program)}"
+                    assert_within_rounding(got[k], ref32[k], ref64[k], where, **LOOSER.get(backend, {}))
