@@ -1,6 +1,7 @@
 """Live progress of a search in the terminal (rich): what it has done, how fast, how well.
 
-Shown: evaluations (and failures), evaluations/s, children proposed/s including cache hits,
+Shown: evaluations (and failures), evaluations/s, children trained/s (an evaluation is also a
+guard's refusal, in milliseconds: about half of a long search's), proposed/s including cache hits,
 cache hit rate, redundant-statement fraction, best fitness so far (0 = tuned AdamW, > 0 better),
 programs sent to meta-validation, the stage (searching, then meta-validating the best, then
 simplifying the winner by ablation), elapsed / budget.
@@ -35,10 +36,14 @@ def summary_table(search, budget_seconds: float | None = None, budget_evals: int
         >>> from collections import Counter
         >>> from types import SimpleNamespace
         >>> from search.evolution import Stats
-        >>> stats = Stats(evaluated=10, statuses=Counter(ok=9, diverged=1), best_fitness=0.05, best_id=7)
+        >>> stats = Stats(evaluated=14, statuses=Counter(ok=9, diverged=1, guard=4), best_fitness=0.05,
+        ...               best_id=7)
         >>> t = summary_table(SimpleNamespace(stats=stats, executor=SimpleNamespace(in_flight=lambda: 2)))
-        >>> dict(zip(t.columns[0].cells, t.columns[1].cells))["evaluations"]
-        '10  (1 failed: 1 diverged; 2 running)'
+        >>> rows = dict(zip(t.columns[0].cells, t.columns[1].cells))
+        >>> rows["evaluations"]
+        '14  (5 failed: 4 refused by the guards, 1 diverged; 2 running)'
+        >>> rows["trained/s"].split("  ")[1]   # a guard's refusal is an evaluation, not a trained child
+        '(10 children trained, the rest refused by the guards)'
     """
     st = search.stats
     el = max(st.elapsed, 1e-9)
@@ -53,6 +58,9 @@ def summary_table(search, budget_seconds: float | None = None, budget_evals: int
     t.add_row("elapsed", _clock(el) + budget)
     t.add_row("evaluations", f"{st.evaluated}  ({failures(st.statuses)}; {search.executor.in_flight()} running)")
     t.add_row("evaluations/s", f"{st.evaluated / el:.2f}")
+    trained = st.evaluated - st.statuses.get("guard", 0)
+    t.add_row("trained/s", f"{trained / el:.2f}  ({trained} children trained, the rest refused by the "
+                           "guards)")
     t.add_row("proposed/s", f"{st.proposed / el:.2f}  (incl. cache hits)")
     t.add_row("cache hit rate", f"{100 * st.cache_hit_rate:.1f}%")
     t.add_row("redundant statements", f"{100 * st.redundant_fraction:.1f}%")
