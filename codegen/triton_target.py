@@ -22,7 +22,9 @@ How one step runs on the device (``_TritonStep`` in the generated module):
   - Each pass is two launches: whole chunks with a constant mask (16-byte vector loads and
     stores when every address is 16-byte aligned), then each tensor's last, partial chunk.
   - ``lr``, ``step`` and the hyperparameters are float kernel arguments: Triton specialises
-    only on integers, so a learning-rate schedule never recompiles.
+    only on integers, so a learning-rate schedule never recompiles. A hyperparameter that weighs an
+    ``interp`` also comes as ``1 - beta``, computed by the host in float64 (in float32, 1 - 0.999
+    keeps 4 digits), as the interpreter and torch.optim take it.
 
 The module joins the torch target's through its extra-backend hook
 (``torch_target.emit(program, extra_backends={"triton": kernels_source(program)})``): it defines
@@ -88,9 +90,12 @@ class TritonPrinter(CodePrinter):
 
     target = "triton"
 
-    def __init__(self, kinds: dict[str, str] | None = None):
+    def __init__(self, kinds: dict[str, str] | None = None, complements: dict[str, str] | None = None):
         super().__init__()
         self.kinds = kinds or {}
+        # hyperparameter -> the kernel argument holding 1 - it, computed by the host in float64: an
+        # interp weight near 1 (0.999) loses 4 digits of 1 - a if the kernel subtracts in float32
+        self.complements = complements or {}
 
     def _print_Const(self, expr: Const) -> Code:
         text = float_literal(expr.value)
@@ -114,6 +119,9 @@ class TritonPrinter(CodePrinter):
         op = OPS[expr.op]
         if op.shape == REDUCE:
             return self._print(op.reduction.of_number(*[self.bound(a) for a in expr.args]))
+        x, y, a = expr.args if expr.op == "interp" else (None, None, None)
+        if isinstance(a, Var) and a.name in self.complements:
+            return self.fill("{1} + {2} * ({0} - {1})", [x, y, Var(self.complements[a.name])])
         text = super()._print_Call(expr)
         return self.fill("{0}.to(tl.float32)", [text]) if op.truth else text
 
@@ -300,9 +308,10 @@ class _KernelWriter:
     Table row layout (int64): numel, &w, &g, &state..., &next (narrow states)..., shape facts...,
     then C and R*C and one accumulator offset per row/col reduction when the family is 2-d."""
 
-    def __init__(self, fam: Family, gslots: dict[str, list[int]]):
+    def __init__(self, fam: Family, gslots: dict[str, list[int]], complemented: tuple[str, ...] = ()):
         self.fam, self.gslots = fam, gslots
-        self.printer = TritonPrinter(fam.kinds)
+        self.complements = {fam.names[h]: f"_one_minus_{fam.names[h]}" for h in complemented}
+        self.printer = TritonPrinter(fam.kinds, self.complements)
         self.col = {"w": 1, "g": 2, **{s: 3 + i for i, (s, _) in enumerate(fam.states)}}
         k = 3 + len(fam.states)
         self.next_col = {s: k + i for i, s in enumerate(fam.narrow)}
@@ -467,7 +476,17 @@ class _KernelWriter:
 
     def params(self) -> list[str]:
         names = self.fam.names
-        return [names["lr"], names["step"]] + [names[h.name] for h in self.fam.spec.hypers if h.name != "lr"]
+        return ([names["lr"], names["step"]] + [names[h.name] for h in self.fam.spec.hypers if h.name != "lr"]
+                + list(self.complements.values()))
+
+
+def weights_of(fam: Family, hyper: str) -> bool:
+    """Is the hyperparameter ``hyper`` an ``interp`` weight in ``fam`` (then the kernel takes
+    ``1 - hyper`` as an argument of its own)?"""
+    roots = [a.expr for a in fam.stmts] + [fam.update, *fam.new_states]
+    weight = Var(fam.names[hyper])
+    return any(isinstance(n, Call) and n.op == "interp" and n.args[2] == weight
+               for e in roots for n in walk(e))
 
 
 def families(program: Program) -> list[Family]:
@@ -495,6 +514,8 @@ def kernels_source(program: Program) -> str:
     """
     fams = families(program)
     n_passes = assign_levels(fams)
+    hypers = tuple(h.name for h in program.hypers if h.name != "lr")
+    complemented = tuple(h for h in hypers if any(weights_of(fam, h) for fam in fams))
     gslots: dict[str, list[int]] = {}
     n_global = 0
     for fam in fams:
@@ -505,7 +526,7 @@ def kernels_source(program: Program) -> str:
                 n_global += k
     kernels, table = [], []
     for i, fam in enumerate(fams):
-        writer = _KernelWriter(fam, gslots)
+        writer = _KernelWriter(fam, gslots, complemented)
         passes = []
         for level in [*range(1, n_passes + 1), None]:
             if level is not None and not any(r.level == level for r in fam.reductions.values()):
@@ -521,8 +542,8 @@ def kernels_source(program: Program) -> str:
                      f"needs_2d={fam.needs_2d}, "
                      f"slots={fam.n_slots}, amax_slots={amax!r}, wide={wide!r}, passes=({', '.join(passes)},)),")
     body = "\n\n".join(kernels)
-    hypers = tuple(h.name for h in program.hypers if h.name != "lr")
-    header = (f"_TRITON_HYPERS = {hypers!r}\n_TRITON_GLOBAL_SLOTS = {n_global}\n"
+    header = (f"_TRITON_HYPERS = {hypers!r}\n_TRITON_COMPLEMENTS = {complemented!r}\n"
+              f"_TRITON_GLOBAL_SLOTS = {n_global}\n"
               "_TRITON_FAMILIES = [\n" + "\n".join(table) + "\n]\n")
     return (IMPORTS + (LIBDEVICE if "libdevice." in body else "") + "\n\n" + body + "\n" + RUNTIME + "\n\n"
             + header)
@@ -795,7 +816,8 @@ class _TritonStep:
         plan, acc_init, acc, views, gacc, wacc, nexts, narrow = self._plan
         if not plan:
             return
-        scalars = [float(lr), float(step)] + [float(hyper[h]) for h in _TRITON_HYPERS]
+        scalars = ([float(lr), float(step)] + [float(hyper[h]) for h in _TRITON_HYPERS]
+                   + [1.0 - float(hyper[h]) for h in _TRITON_COMPLEMENTS])  # float64 here, then float32
         n_passes = len(plan[0].family.passes)
         if acc.numel():
             acc.copy_(acc_init)
