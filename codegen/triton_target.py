@@ -119,8 +119,8 @@ class TritonPrinter(CodePrinter):
         op = OPS[expr.op]
         if op.shape == REDUCE:
             return self._print(op.reduction.of_number(*[self.bound(a) for a in expr.args]))
-        x, y, a = expr.args if expr.op == "interp" else (None, None, None)
-        if isinstance(a, Var) and a.name in self.complements:
+        if expr.op == "interp" and isinstance(expr.args[2], Var) and expr.args[2].name in self.complements:
+            x, y, a = expr.args
             return self.fill("{1} + {2} * ({0} - {1})", [x, y, Var(self.complements[a.name])])
         text = super()._print_Call(expr)
         return self.fill("{0}.to(tl.float32)", [text]) if op.truth else text

@@ -114,14 +114,15 @@ def test_fuzz_every_backend_agrees_with_the_interpreter_to_rounding(block):
     for seed in FUZZ_SEEDS[block::4]:
         program = searched_program(seed)
         for shapes in (SHAPES, ODD_SHAPES):
+            params, grads = data(seed, shapes, 5)  # every runner copies them
             try:
-                ref32, ref64 = (run_interpreter(program, *data(seed, shapes, 5), LR, dtype)
+                ref32, ref64 = (run_interpreter(program, params, grads, LR, dtype)
                                 for dtype in (np.float32, np.float64))
             except DslError:
                 continue
             backends = ["eager"] + ["cpp"] * ("cpp" in codegen.build(program, "torch")._program.backends)
-            runs = {b: run_torch(program, *data(seed, shapes, 5), LR, backend=b) for b in backends}
-            runs["jax"] = run_jax(program, *data(seed, shapes, 5), LR)
+            runs = {b: run_torch(program, params, grads, LR, backend=b) for b in backends}
+            runs["jax"] = run_jax(program, params, grads, LR)
             for backend, got in runs.items():
                 for k in ref32:
                     where = f"seed {seed}, {backend}, {k} of shape {ref32[k].shape}:\n{to_source(program)}"
