@@ -32,6 +32,7 @@ Example:
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import platform
 import re
@@ -159,6 +160,13 @@ class _CompiledTorchAdamW:
     def __init__(self, params):
         self.opt = torch.optim.AdamW(params, foreach=True)
         self.step = torch.compile(self.opt.step, fullgraph=False)
+        # Dynamo notes that it drops the profiler range torch wraps every step in; it is not part
+        # of what is timed, and the notice opened every bench run.
+        logging.getLogger("torch._dynamo.variables.ctx_manager").addFilter(_not_profiler_notice)
+
+
+def _not_profiler_notice(record: logging.LogRecord) -> bool:
+    return "Profiler record function" not in record.getMessage()
 
 
 def interleaved_ms(steps: list[Callable[[], object]], warmup: int, repeats: int) -> list[float]:
