@@ -341,7 +341,7 @@ def register(subparsers) -> None:
                                           "scored on small proxy training tasks against tuned AdamW.")
     p.add_argument("--init", default=_STORED["init"], metavar="NAMES",
                    help="warm start(s), comma-separated: adamw (default: the paper's AdamW program, with eps), "
-                        "paper_adamw, a zoo name, or a DSL file")
+                        "paper_adamw, torch_adamw (with bias correction), a zoo name, or a DSL file")
     budget = p.add_mutually_exclusive_group()
     budget.add_argument("--budget", default="10m",
                         help="wall-clock budget of the evolution, e.g. 90s, 10m, 1h (default 10m); the "

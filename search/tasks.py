@@ -28,7 +28,8 @@ Meta-validation tasks (held out of the search): larger and longer versions (``*_
 convnet (``conv_large``), an architecture the proxies do not contain.
 Further tasks for ``--tasks`` (not in the default search): ``charlm`` / ``charlm_large``, causal
 transformers predicting English text, and ``transformer_sort``, ``_reverse``, ``_cumsum``,
-``_max_prefix``, the proxy transformer on other sequence tasks.
+``_max_prefix``, the proxy transformer on other sequence tasks; ``lowrank_ae`` / ``lowrank_ae_large``,
+a ReLU autoencoder with a bottleneck on low-rank Gaussian data (it penalises oversized early steps).
 
 Example:
     >>> task = get_task("logreg")
@@ -288,6 +289,46 @@ def conv(name="conv", channels=(8,), steps=80) -> Task:
                         fwd, steps, batch=64, image=True)
 
 
+# --- an autoencoder on low-rank data --------------------------------------------------------------
+def lowrank_ae(name="lowrank_ae", d=32, rank=4, steps=200, batch=64, seed=11) -> Task:
+    """A ReLU autoencoder ``d-16-rank-16-d`` (He initialisation) trained with squared error to
+    reproduce Gaussian data near a ``rank``-dimensional subspace::
+
+        x = z P + 0.1 noise,  z ~ N(0, I_rank),  P ~ N(0, 1)^(rank x d);   loss = |f(x) - x|^2 / d
+
+    Its bottleneck units die for good under oversized early steps, so it tells Adam without bias
+    correction (whose first steps are up to 1 / sqrt(1 - beta2) times Adam's) from Adam with it,
+    which the default proxies reward the other way (docs/search.md, "Bias correction").
+
+    Example:
+        >>> task = lowrank_ae()
+        >>> task.shapes["w1"], task.steps
+        ((16, 4), 200)
+    """
+    gen = torch.Generator().manual_seed(seed)
+    basis = torch.randn(rank, d, generator=gen)
+    n = steps * batch + 512
+    x = torch.randn(n, rank, generator=gen) @ basis + 0.1 * torch.randn(n, d, generator=gen)
+    train = x[:steps * batch].reshape(steps, batch, d)
+    dims = (d, 16, rank, 16, d)
+    shapes = {}
+    for i, (a, b) in enumerate(itertools.pairwise(dims)):
+        shapes[f"w{i}"], shapes[f"b{i}"] = (a, b), (b,)
+
+    def init(gen):
+        return {k: _normal(gen, *s, std=math.sqrt(2 / s[0])) if k[0] == "w" else torch.zeros(s)
+                for k, s in shapes.items()}
+
+    def loss(p, xb):
+        h = torch.einsum("ni,kio->kno", xb, p["w0"]) + p["b0"][:, None]
+        for i in range(1, len(dims) - 1):
+            h = torch.einsum("kni,kio->kno", F.relu(h), p[f"w{i}"]) + p[f"b{i}"][:, None]
+        return ((h - xb) ** 2).mean((1, 2))
+
+    what = f"ReLU autoencoder {'-'.join(map(str, dims))} on rank-{rank} Gaussian data"
+    return Task(name, what, shapes, init, loss, lambda t: train[t - 1], x[steps * batch:], steps)
+
+
 # --- bag of tokens over a Zipf vocabulary --------------------------------------------------------
 def embedding(name="embedding", vocab=200, d=8, length=6, classes=4, steps=150, batch=32, seed=3) -> Task:
     """Mean of token embeddings, then a linear classifier. Tokens follow a Zipf law (exponent
@@ -479,6 +520,8 @@ FACTORIES: dict[str, Callable[[], Task]] = {
     "transformer_large": lambda: transformer("transformer_large", vocab=12, length=12, d=24, steps=120,
                                              batch=32, seed=12),
     "conv_large": lambda: conv("conv_large", channels=(8, 8), steps=100),
+    "lowrank_ae": lowrank_ae,
+    "lowrank_ae_large": lambda: lowrank_ae("lowrank_ae_large", d=64, rank=8, steps=300, seed=21),
     "charlm": char_lm,
     "charlm_large": lambda: char_lm("charlm_large", d=24, length=24, layers=2, steps=150, batch=16, seed=14),
     **{f"transformer_{t}": (lambda t=t: transformer(f"transformer_{t}", target=t)) for t in TARGETS

@@ -89,17 +89,22 @@ def adamw_program() -> Program:
 
 def initial_program(init: str = "adamw") -> Program:
     """``--init``: ``adamw`` (the warm start above), ``paper_adamw`` (the paper's listing, no
-    eps), else any SRC :func:`optdsl.load` accepts (a zoo name or a file), in the searchable
-    form (:func:`prepare`).
+    eps), ``torch_adamw`` (the zoo's AdamW as torch defines it: bias correction, so the program
+    takes ``step``), else any SRC :func:`optdsl.load` accepts (a zoo name or a file), in the
+    searchable form (:func:`prepare`).
 
     Example (the paper's listing is the warm start without its eps statement):
         >>> len(initial_program("adamw").body) - len(initial_program("paper_adamw").body)
         1
         >>> initial_program("lion").state_names, initial_program("lion").name
         (('m',), 'train')
+        >>> initial_program("torch_adamw").uses("step")
+        True
     """
     if init == "adamw":
         return adamw_program()
     if init == "paper_adamw":
         return prepare(parse(PAPER_ADAMW_SOURCE, "<warm-start:paper_adamw>"))
+    if init == "torch_adamw":  # the zoo's adamw, which ``adamw`` above shadows
+        return prepare(load("adamw"))
     return prepare(load(init))
