@@ -297,7 +297,7 @@ def lowrank_ae(name="lowrank_ae", d=32, rank=4, steps=200, batch=64, seed=11) ->
         x = z P + 0.1 noise,  z ~ N(0, I_rank),  P ~ N(0, 1)^(rank x d);   loss = |f(x) - x|^2 / d
 
     Its bottleneck units die for good under oversized early steps, so it tells Adam without bias
-    correction (whose first steps are up to 1 / sqrt(1 - beta2) times Adam's) from Adam with it,
+    correction (its first step is (1 - beta1) / sqrt(1 - beta2) times Adam's) from Adam with it,
     which the default proxies reward the other way (docs/search.md, "Bias correction").
 
     Example:
