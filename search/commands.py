@@ -24,7 +24,7 @@ from optdsl.latex import to_latex
 from optdsl.printer import to_source
 
 from .ablation import PROXY_TOLERANCE, steps
-from .evaluate import BASELINE_LRS, CANDIDATE_LRS, SEEDS
+from .evaluate import BASELINE_LRS, CANDIDATE_LRS, SCHEDULES, SEEDS
 from .evolution import Search, SearchConfig
 from .executors import gpu_count, make_executor
 from .export import export_top, write_best
@@ -94,7 +94,7 @@ def _check_count(name: str, value, where: str) -> None:
 # A new search's settings from the command line (their defaults); a resumed one has them from its
 # database.
 _STORED = {"db": "search.sqlite", "init": "adamw", "seed": 0, "population": 32, "tournament": 4,
-           "tasks": None, "task": None, "meta_task": None}
+           "tasks": None, "task": None, "meta_task": None, "schedule": "constant"}
 
 
 def _validate_args(args) -> None:
@@ -138,6 +138,8 @@ def _stored_config(store: Store) -> SearchConfig:
             raise ValueError("tournament larger than population, or no warm start")
         if not all(type(s) is int and s >= 0 for s in config.held_out_seeds):
             raise ValueError(f"held_out_seeds {config.held_out_seeds!r} are not seeds (integers >= 0)")
+        if config.schedule not in SCHEDULES:
+            raise ValueError(f"schedule {config.schedule!r} is not one of {', '.join(SCHEDULES)}")
     except (DslError, TypeError, ValueError, KeyError, AttributeError) as e:
         reason = e.message if isinstance(e, DslError) else f"{type(e).__name__}: {e}"
         raise DslError(f"its stored search settings are unusable ({reason})", store.path) from None
@@ -244,7 +246,7 @@ def cmd_search(args) -> int:
         config_init = _inits(args.init)
         tasks, meta_tasks = _task_lists(args)
         config = SearchConfig(init=config_init, population=args.population, tournament=args.tournament,
-                              seed=args.seed, tasks=tasks, meta_tasks=meta_tasks)
+                              seed=args.seed, tasks=tasks, meta_tasks=meta_tasks, schedule=args.schedule)
         config.device = _device(args, _task_files(config))
         _check_user_tasks(config, console)
         store = Store(db, exclusive=True)
@@ -367,6 +369,9 @@ def register(subparsers) -> None:
                         "alone, the search runs on your tasks only, with --tasks on both")
     p.add_argument("--meta-task", action="append", metavar="FILE.py:FUNCTION",
                    help="your own held-out task for meta-validation (repeatable)")
+    p.add_argument("--schedule", choices=SCHEDULES, default=_STORED["schedule"],
+                   help="the learning rate over each task's steps, for every candidate and tuned AdamW "
+                        "alike: constant (default) or cosine (a decay to 0, as real training mostly runs)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                    help="where evaluations and AdamW baselines run (default auto: cuda when there is a GPU)")
     p.add_argument("--resume", metavar="PATH", help="continue the search stored in PATH")

@@ -80,15 +80,35 @@ DIVERGED = 1e3  # a copy whose training loss exceeds this multiple of its initia
 #: held-out tasks, every held-out optimum was within one grid point of its proxy's
 #: (docs/search.md): the window finds the whole sweep's best at half its cost.
 SWEEP_REACH = 2
+#: How the learning rate moves over a task's steps, for every candidate and tuned AdamW alike
+#: (``--schedule``): held (the default) or a cosine decay to 0, as real training runs mostly do.
+SCHEDULES = ("constant", "cosine")
+
+
+def lr_factor(schedule: str, t: int, steps: int) -> float:
+    """The learning rate's multiplier at step ``t`` (1-based) of ``steps``: 1 for ``constant``,
+    ``(1 + cos(pi (t - 1) / steps)) / 2`` for ``cosine`` (1 at the first step, near 0 at the last).
+
+    Example:
+        >>> lr_factor("constant", 7, 10), lr_factor("cosine", 1, 10), round(lr_factor("cosine", 6, 10), 3)
+        (1.0, 1.0, 0.5)
+    """
+    if schedule == "constant":
+        return 1.0
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * (t - 1) / steps))
+    raise ValueError(f"unknown schedule {schedule!r}; choose from {', '.join(SCHEDULES)}")
 
 
 def train_copies(programs: Sequence[Program], task_name: str, lrs: Sequence[float],
                  seeds: Sequence[int] = SEEDS, device: str = "cpu",
-                 points: Sequence[Sequence[int]] | None = None) -> tuple[np.ndarray, list[str | None]]:
+                 points: Sequence[Sequence[int]] | None = None,
+                 schedule: str = "constant") -> tuple[np.ndarray, list[str | None]]:
     """Final held-out losses ``(C, S, L)`` of every candidate's copies (inf where a copy failed),
     and per candidate the error its step raised (``None`` if none). ``points``: per candidate,
     the indices of ``lrs`` it trains (all by default; the others stay inf). Training runs on
-    ``device`` (the initial weights are drawn on the CPU, so every device starts from the same ones).
+    ``device`` (the initial weights are drawn on the CPU, so every device starts from the same ones),
+    each learning rate moved over the steps by ``schedule`` (:func:`lr_factor`).
 
     Example:
         >>> from optdsl import load
@@ -109,7 +129,8 @@ def train_copies(programs: Sequence[Program], task_name: str, lrs: Sequence[floa
     # default already, and the device mode's hook on every torch call cost ~40% of a small task.
     placed = torch.device(device) if torch.device(device).type != "cpu" else nullcontext()
     with placed, _flushing_denormals():
-        final, errors = _train(programs, task, w, lr.reshape(-1, 1), [len(seeds) * len(p) for p in points])
+        final, errors = _train(programs, task, w, lr.reshape(-1, 1), [len(seeds) * len(p) for p in points],
+                               schedule)
     out = np.full((len(programs), len(seeds), len(lrs)), math.inf)
     at = 0
     for i, p in enumerate(points):
@@ -133,9 +154,10 @@ def _flushing_denormals():
 
 
 def _train(programs: Sequence[Program], task, w: torch.Tensor, lr: torch.Tensor,
-           counts: Sequence[int]) -> tuple[np.ndarray, list[str | None]]:
-    """Train the copies ``w`` (K, P) at learning rates ``lr`` (K, 1), candidate i stepping the
-    next ``counts[i]`` rows: their final held-out losses ``(K,)`` (inf where a copy failed)."""
+           counts: Sequence[int], schedule: str = "constant") -> tuple[np.ndarray, list[str | None]]:
+    """Train the copies ``w`` (K, P) at learning rates ``lr`` (K, 1) moved by ``schedule``,
+    candidate i stepping the next ``counts[i]`` rows: their final held-out losses ``(K,)`` (inf
+    where a copy failed)."""
     steps: list[VectorizedStep | None] = []
     errors: list[str | None] = []
     for p in programs:
@@ -154,13 +176,15 @@ def _train(programs: Sequence[Program], task, w: torch.Tensor, lr: torch.Tensor,
         loss = task.train_loss(task.unflatten(f), t)
         (g,) = torch.autograd.grad(loss.sum(), f)
         with torch.no_grad():
+            factor = lr_factor(schedule, t, task.steps)
+            lr_t = lr if factor == 1.0 else lr * factor
             first = loss.detach().abs() + 1e-3 if first is None else first
             alive &= torch.isfinite(loss) & (loss.abs() < DIVERGED * first)
             for i, (st, r) in enumerate(zip(steps, rows)):
                 if st is None or not alive[r].any():
                     continue
                 try:
-                    update, new = st(w[r], g[r], states[i], lr[r], t)
+                    update, new = st(w[r], g[r], states[i], lr_t[r], t)
                     # a state that is w itself (``m = w``) must keep this step's value
                     states[i] = [x.clone() if x.untyped_storage().data_ptr() == storage else x for x in new]
                     w[r] -= update
@@ -224,7 +248,7 @@ def sweep_window(task: str, tuned: dict[str, float], lrs: Sequence[float] = CAND
 
 def widening_sweep(programs: Sequence[Program], task_name: str, lrs: Sequence[float],
                    windows: Sequence[tuple[int, int]], seeds: Sequence[int] = SEEDS,
-                   device: str = "cpu") -> tuple[np.ndarray, list[str | None]]:
+                   device: str = "cpu", schedule: str = "constant") -> tuple[np.ndarray, list[str | None]]:
     """:func:`train_copies`, each program on ``lrs[lo..hi]`` of its window, widened to the end
     of the sweep on the side of an edge where its best (:func:`best_over_sweep`) lies, and to the
     whole sweep if every point of its window failed; the points never trained are ``inf``. Over
@@ -246,7 +270,7 @@ def widening_sweep(programs: Sequence[Program], task_name: str, lrs: Sequence[fl
     while todo:
         ids = list(todo)
         part, errs = train_copies([programs[i] for i in ids], task_name, lrs, seeds, device,
-                                  points=[todo[i] for i in ids])
+                                  points=[todo[i] for i in ids], schedule=schedule)
         todo = {}
         for i, loss_i, err in zip(ids, part, errs):
             trained = np.isfinite(loss_i)
@@ -307,7 +331,7 @@ def aggregate(scores: Sequence[float]) -> float:
 
 
 def baseline(task_name: str, seeds: Sequence[int] = SEEDS, device: str = "cpu",
-             fresh_seeds: Sequence[int] = ()) -> dict:
+             fresh_seeds: Sequence[int] = (), schedule: str = "constant") -> dict:
     """Torch-style AdamW tuned over :data:`BASELINE_LRS` on ``seeds``: ``{"loss", "lr", "seconds"}``;
     with ``fresh_seeds`` (a held-out task), the loss is measured again at the chosen lr on them.
 
@@ -318,16 +342,17 @@ def baseline(task_name: str, seeds: Sequence[int] = SEEDS, device: str = "cpu",
     """
     t0 = time.perf_counter()
     adamw = load("adamw")
-    losses, _ = train_copies([adamw], task_name, BASELINE_LRS, seeds, device)
+    losses, _ = train_copies([adamw], task_name, BASELINE_LRS, seeds, device, schedule=schedule)
     best = best_over_sweep(losses[0], BASELINE_LRS)
     if fresh_seeds:
-        (best,), _ = remeasure([adamw], task_name, [best], fresh_seeds, device)
+        (best,), _ = remeasure([adamw], task_name, [best], fresh_seeds, device, schedule)
     loss, lr = best
     return {"loss": loss, "lr": lr, "seconds": time.perf_counter() - t0}
 
 
 def remeasure(programs: Sequence[Program], task_name: str, chosen: Sequence[tuple[float, float]],
-              seeds: Sequence[int], device: str = "cpu") -> tuple[list[tuple[float, float]], list[str | None]]:
+              seeds: Sequence[int], device: str = "cpu",
+              schedule: str = "constant") -> tuple[list[tuple[float, float]], list[str | None]]:
     """Each program's ``(loss, lr)`` with the loss measured again at its chosen ``lr`` as the
     mean over ``seeds`` (inf if any copy fails), all in one pass; a program whose chosen loss is
     not finite keeps it. A sweep's best loss is the lowest of several noisy ones, so it is
@@ -344,7 +369,7 @@ def remeasure(programs: Sequence[Program], task_name: str, chosen: Sequence[tupl
     if todo:
         rates = [chosen[i][1] for i in todo]
         losses, errs = train_copies([programs[i] for i in todo], task_name, rates, seeds, device,
-                                    points=[[k] for k in range(len(todo))])
+                                    points=[[k] for k in range(len(todo))], schedule=schedule)
         for k, i in enumerate(todo):
             out[i], errors[i] = (float(losses[k][:, k].mean()), rates[k]), errs[k]
     return out, errors
@@ -378,7 +403,8 @@ def evaluate_programs(programs: Sequence[Program], tasks: Sequence[str], baselin
                       hurdle: float | None = HURDLE, lrs: Sequence[float] = CANDIDATE_LRS,
                       seeds: Sequence[int] = SEEDS, device: str = "cpu", horizon: bool = False,
                       tuned: Sequence[dict[str, float]] | None = None,
-                      from_parent: bool = False, fresh_seeds: Sequence[int] = ()) -> list[dict]:
+                      from_parent: bool = False, fresh_seeds: Sequence[int] = (),
+                      schedule: str = "constant") -> list[dict]:
     """Fitness of each program on ``tasks``, candidates batched together, trained on ``device``;
     never raises for a bad program.
 
@@ -395,7 +421,9 @@ def evaluate_programs(programs: Sequence[Program], tasks: Sequence[str], baselin
     at its proxy version's lr); with ``from_parent``, it is the parent's on the same tasks, and
     the first task runs the whole sweep to measure the shift (a mutation that rescales the step
     moves every task's best lr by about as much: in the 10-minute runs, 99.4-100% of the later
-    tasks' best lrs lay within 2 points of the parent's moved by the median shift).
+    tasks' best lrs lay within 2 points of the parent's moved by the median shift). Every copy's
+    learning rate follows ``schedule`` over a task's steps (:func:`lr_factor`; compare with
+    baselines measured under the same one): a task's lr is then the schedule's peak.
 
     Example (SGD trains the quadratic, worse than tuned AdamW; a drifting rule is refused untrained):
         >>> from optdsl import load
@@ -424,10 +452,10 @@ def evaluate_programs(programs: Sequence[Program], tasks: Sequence[str], baselin
             windows = [whole if tuned is None or (from_parent and not shifts[i]) else
                        sweep_window(name, tuned[i], lrs, shift=int(np.ceil(np.median(shifts[i] or [0]))))
                        for i in active]
-            losses, errors = widening_sweep(batch, name, lrs, windows, seeds, device)
+            losses, errors = widening_sweep(batch, name, lrs, windows, seeds, device, schedule)
             chosen = [best_over_sweep(loss_i, lrs) for loss_i in losses]
             if fresh_seeds:
-                chosen, again = remeasure(batch, name, chosen, fresh_seeds, device)
+                chosen, again = remeasure(batch, name, chosen, fresh_seeds, device, schedule)
                 errors = [a or b for a, b in zip(errors, again)]
         except Exception as e:  # noqa: BLE001 - e.g. a shape the task's model cannot take
             chosen, errors = [(math.inf, math.nan)] * len(active), [f"{e}"] * len(active)
@@ -483,7 +511,8 @@ def run_job(job: dict) -> dict:
     ``baselines``, ``hurdle``, optional ``lrs``, ``horizon``, ``tuned``, ``from_parent`` and
     ``fresh_seeds``: see :func:`evaluate_programs`) -> ``{"id", "results": [...]}`` in the
     order of ``sources``; or ``"baseline"`` (``task``, optional ``fresh_seeds``) -> ``{"id",
-    "loss", "lr", "seconds"}``. Either kind runs on ``job["device"]`` (default ``cpu``).
+    "loss", "lr", "seconds"}``. Either kind runs on ``job["device"]`` (default ``cpu``) under
+    ``job["schedule"]`` (default ``constant``).
 
     Example (it sets torch to one thread; ``one_thread`` restores the count here):
         >>> job = {"id": 7, "kind": "evaluate", "tasks": ["quadratic"], "baselines": {"quadratic": 0.15},
@@ -494,9 +523,10 @@ def run_job(job: dict) -> dict:
         (7, ['ok', 'error'], 'unparsable:')
     """
     torch.set_num_threads(1)  # one core per worker; also makes results bit-reproducible
-    device = job.get("device", "cpu")
+    device, schedule = job.get("device", "cpu"), job.get("schedule", "constant")
     if job["kind"] == "baseline":
-        return {"id": job["id"], **baseline(job["task"], device=device, fresh_seeds=job.get("fresh_seeds", ()))}
+        fresh = job.get("fresh_seeds", ())
+        return {"id": job["id"], **baseline(job["task"], device=device, fresh_seeds=fresh, schedule=schedule)}
     programs, slots = [], []
     results: list[dict | None] = []
     for source in job["sources"]:
@@ -512,7 +542,7 @@ def run_job(job: dict) -> dict:
         scored = evaluate_programs(programs, job["tasks"], job["baselines"], job.get("hurdle"), device=device,
                                    horizon=job.get("horizon", False), from_parent=job.get("from_parent", False),
                                    tuned=None if tuned is None else [tuned[i] for i in slots],
-                                   fresh_seeds=job.get("fresh_seeds", ()), **kw)
+                                   fresh_seeds=job.get("fresh_seeds", ()), schedule=schedule, **kw)
     except Exception as e:  # noqa: BLE001 - never let a batch take the worker down
         scored = [_error(f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=3)}") for _ in programs]
     for slot, r in zip(slots, scored):

@@ -70,6 +70,7 @@ class SearchConfig:
     batch: int = 8  # one job of 8 ran 80 children 1.25x faster than jobs of 4 (docs/search.md)
     device: str = "cpu"
     held_out_seeds: tuple[int, ...] = HELD_OUT_SEEDS  # a held-out loss is measured on these
+    schedule: str = "constant"  # the lr over each task's steps, for candidates and tuned AdamW alike
 
     def __post_init__(self):
         if self.meta_tasks is None:
@@ -190,7 +191,8 @@ class Search:
                 self.requested.add(task)
                 fresh = self.config.held_out_seeds if task in self.config.meta_tasks else ()
                 self._submit({"kind": "baseline", "task": task, "device": self.config.device,
-                              "fresh_seeds": list(fresh)}, {"kind": "baseline", "task": task})
+                              "fresh_seeds": list(fresh), "schedule": self.config.schedule},
+                             {"kind": "baseline", "task": task})
         return all(t in self.baselines for t in tasks)
 
     # --- results ----------------------------------------------------------------------------
@@ -278,6 +280,7 @@ class Search:
         """Send ``records``' programs to a worker as one batch job."""
         job = {"kind": "evaluate", "sources": [r["source"] for r in records], "tasks": list(tasks),
                "baselines": self.baselines, "hurdle": hurdle, "device": self.config.device,
+               "schedule": self.config.schedule,
                "horizon": kind == "meta"}  # a held-out winner must also keep training past the tasks' length
         if kind == "meta":  # held-out sweeps start around the learning rates that won the proxies
             job["tuned"], job["fresh_seeds"] = [r["task_lr"] or {} for r in records], list(self.config.held_out_seeds)

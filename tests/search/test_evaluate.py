@@ -13,6 +13,7 @@ from search.candidate import Seen, describe, lr_factor
 from search.evaluate import (
     CANDIDATE_LRS,
     SCORE_BOUND,
+    _train,
     aggregate,
     baseline,
     best_over_sweep,
@@ -27,7 +28,7 @@ from search.evaluate import (
 from search.executors import LocalExecutor
 from search.guards import guard, horizon_fault
 from search.mutate import mutate
-from search.tasks import PROXY_TASKS, _block, causal_mask, get_task
+from search.tasks import PROXY_TASKS, Task, _block, causal_mask, get_task
 from search.warm_start import adamw_program, initial_program, prepare
 
 BASE = {"quadratic": 0.13, "logreg": 0.1}
@@ -62,6 +63,19 @@ def test_the_autoencoder_task_rewards_bias_correction_which_the_default_proxies_
     assert ae[0]["fitness"] > ae[1]["fitness"] + 0.3  # measured +0.41 against -0.13
     logreg = evaluate_programs([corrected, plain], ["logreg"], base, hurdle=None)
     assert logreg[0]["fitness"] < logreg[1]["fitness"]  # +0.16 against +0.20
+
+
+def test_a_cosine_schedule_moves_every_copys_learning_rate_over_the_steps():
+    """On a loss whose gradient is 1 everywhere, SGD moves each weight by lr times the sum of the
+    schedule's factors: T held, (T + 1) / 2 under the cosine decay (sum of cos(pi k / T) is 1)."""
+    task = Task("slope", "sum of the weights", {"w": (3,)}, lambda gen: {"w": torch.full((3,), 10.0)},
+                lambda p, batch: p["w"].sum(1), lambda t: None, None, steps=10)
+    sgd = parse("def train(w, g, lr):\n    return lr * g\n")
+    lr = torch.tensor([[1.0], [0.5]])
+    for schedule, moved in (("constant", 10.0), ("cosine", 5.5)):
+        final, errors = _train([sgd], task, torch.full((2, 3), 10.0), lr, [2], schedule)
+        assert errors == [None] and final.tolist() == pytest.approx([30 - 3 * moved, 30 - 1.5 * moved])
+    assert baseline("quadratic", schedule="cosine")["loss"] != baseline("quadratic")["loss"]
 
 
 def test_language_and_sequence_tasks_train():

@@ -274,3 +274,19 @@ def test_held_out_baselines_and_meta_validation_use_fresh_seeds_and_old_searches
     del old["held_out_seeds"]
     assert SearchConfig.from_dict(old).held_out_seeds == ()
     assert SearchConfig.from_dict(asdict(config)) == config
+
+
+def test_the_schedule_reaches_every_job_and_a_search_stored_without_one_keeps_the_lr_constant(tmp_path):
+    from dataclasses import asdict
+
+    from search.warm_start import adamw_program
+
+    config = SearchConfig(tasks=("quadratic",), schedule="cosine")
+    executor = _Recorder()
+    search = Search(Store(str(tmp_path / "s.sqlite")), config, executor)
+    search._request_baselines(config.tasks)
+    search._evaluate([{"source": to_source(adamw_program())}], config.tasks, None)
+    assert [j["schedule"] for j in executor.jobs] == ["cosine", "cosine"]
+    old = asdict(config)
+    del old["schedule"]
+    assert SearchConfig.from_dict(old).schedule == "constant"

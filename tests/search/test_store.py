@@ -167,6 +167,14 @@ def test_stored_held_out_seeds_must_be_seeds(db, capsys):
     assert "held_out_seeds (2, 'x') are not seeds (integers >= 0)" in capsys.readouterr().err
 
 
+def test_a_stored_schedule_must_be_known(db, capsys):
+    with sqlite3.connect(db) as c:
+        c.execute("""UPDATE meta SET value = json_set(value, '$.schedule', 'linear') WHERE key = 'config'""")
+    c.close()
+    assert main(["search", "--resume", db, "--evals", "1", "--workers", "1"]) == 2
+    assert "schedule 'linear' is not one of constant, cosine" in capsys.readouterr().err
+
+
 def test_resume_refuses_settings_it_would_ignore(db, capsys):
     """The stored search decides its tasks, warm starts, population...: a --resume given other
     ones is refused (exit 2, the database untouched), not continued with them silently dropped."""
