@@ -13,6 +13,9 @@ are neither proxies nor held-out tasks, each with its learning rate tuned on the
     python benchmarks/discovery.py --seeds 0,1,2 --budget 10m --out docs/search.md
     python benchmarks/discovery.py --dir runs/ --reuse --out docs/search.md   # re-read kept searches
 
+``--init torch_adamw --schedule cosine`` passes both to the searches and trains the real tasks under
+the same schedule (torch's ``CosineAnnealingLR`` over each task's steps, AdamW and Lion too).
+
 ``--out`` rewrites only the section between ``<!-- discovery:begin -->`` and
 ``<!-- discovery:end -->`` of that file.
 """
@@ -121,12 +124,14 @@ def _char_lm():
 REAL_TASKS = (_digits_autoencoder, _breast_cancer_mlp, _char_lm)
 
 
-def train_real(cls, lr: float, task, seed: int) -> float:
-    """Final held-out loss of ``task`` trained with the optimizer class ``cls`` at ``lr``."""
+def train_real(cls, lr: float, task, seed: int, schedule: str = "constant") -> float:
+    """Final held-out loss of ``task`` trained with the optimizer class ``cls`` at ``lr``, held or
+    (``schedule="cosine"``) decayed to 0 over the steps by torch's ``CosineAnnealingLR``."""
     _, make, xt, yt, xv, yv, loss_fn, steps = task
     torch.manual_seed(seed)
     net = make()
     opt = cls(net.parameters(), lr=lr)
+    decay = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps) if schedule == "cosine" else None
     gen = torch.Generator().manual_seed(100 + seed)
     for _ in range(steps):
         idx = torch.randint(0, len(xt), (64,), generator=gen)
@@ -134,6 +139,8 @@ def train_real(cls, lr: float, task, seed: int) -> float:
         loss = loss_fn(net(xt[idx]), yt[idx])
         loss.backward()
         opt.step()
+        if decay is not None:
+            decay.step()
         if not torch.isfinite(loss):
             return math.inf
     with torch.no_grad():
@@ -141,30 +148,33 @@ def train_real(cls, lr: float, task, seed: int) -> float:
     return final if math.isfinite(final) else math.inf
 
 
-def tuned(cls, task) -> tuple[float, float]:
+def tuned(cls, task, schedule: str = "constant") -> tuple[float, float]:
     """``(loss, lr)``: the lr with the lowest mean held-out loss over the seeds, on
     :data:`REAL_LRS` extended a grid point at a time past an edge where the best lies."""
     step = REAL_LRS[1] / REAL_LRS[0]
-    losses = {lr: float(np.mean([train_real(cls, lr, task, s) for s in REAL_SEEDS])) for lr in REAL_LRS}
+    mean_loss = lambda lr: float(np.mean([train_real(cls, lr, task, s, schedule) for s in REAL_SEEDS]))
+    losses = {lr: mean_loss(lr) for lr in REAL_LRS}
     for _ in range(REAL_REACH):
         loss, lr = min((v, k) for k, v in losses.items())
         if not math.isfinite(loss) or min(losses) < lr < max(losses):
             break
         nxt = lr / step if lr == min(losses) else lr * step
-        losses[nxt] = float(np.mean([train_real(cls, nxt, task, s) for s in REAL_SEEDS]))
+        losses[nxt] = mean_loss(nxt)
     loss, lr = min((v, k) for k, v in losses.items())
     return (loss, lr) if math.isfinite(loss) else (math.inf, math.nan)
 
 
 # --- one search per seed -------------------------------------------------------------------------
-def run_search(seed: int, budget: str, workers: int, folder: str, reuse: bool = False) -> dict:
+def run_search(seed: int, budget: str, workers: int, folder: str, reuse: bool = False,
+               settings: tuple[str, ...] = ()) -> dict:
     """One search as a user runs it (its wall time kept beside the database), or with ``reuse``
     the one already in ``folder``: read again, e.g. after a change to how winners are shown."""
     db, timing = os.path.join(folder, f"seed{seed}.sqlite"), os.path.join(folder, f"seed{seed}.json")
     if not (reuse and os.path.exists(db) and os.path.exists(timing)):
         t0 = time.monotonic()
         subprocess.run([sys.executable, "-m", "optdsl.cli", "search", "--budget", budget, "--seed", str(seed),
-                        "--workers", str(workers), "--db", db], check=True, stdout=subprocess.DEVNULL)
+                        "--workers", str(workers), "--db", db, *settings],
+                       check=True, stdout=subprocess.DEVNULL)
         with open(timing, "w") as f:
             json.dump({"wall_s": time.monotonic() - t0}, f)
     with open(timing) as f:
@@ -193,9 +203,10 @@ def machine() -> str:
     return f"{cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}"
 
 
-def markdown(searches: list[dict], real: dict, budget: str) -> str:
+def markdown(searches: list[dict], real: dict, budget: str, settings: tuple[str, ...] = ()) -> str:
     fmt = lambda v: "-" if v is None else f"{v:+.3f}"
-    lines = [f"Machine: {machine()}. Budget {budget} per seed, from AdamW, the README's default settings.", "",
+    how = f"with `{' '.join(settings)}`" if settings else "from AdamW, the README's default settings"
+    lines = [f"Machine: {machine()}. Budget {budget} per seed, {how}.", "",
              ("| seed | evaluations | evals/s | trained/s | cache hits | redundant | proxy | held-out "
               "| Lion family |"),
              "|---|---|---|---|---|---|---|---|---|"]
@@ -248,14 +259,19 @@ def main(argv=None) -> int:
                     help="read the searches already in --dir instead of running them again")
     ap.add_argument("--out", help="write the results section into this markdown file")
     ap.add_argument("--json", help="also dump the raw results here")
+    ap.add_argument("--init", help="the searches' warm start(s) (default: the search's, adamw)")
+    ap.add_argument("--schedule", choices=("constant", "cosine"), default="constant",
+                    help="the searches' lr schedule, and the real tasks' (default constant)")
     args = ap.parse_args(argv)
     console = Console()
     folder = args.dir or tempfile.mkdtemp(prefix="discovery-")
     os.makedirs(folder, exist_ok=True)
+    settings = (*(("--init", args.init) if args.init else ()),
+                *(("--schedule", args.schedule) if args.schedule != "constant" else ()))
     searches = []
     for seed in (int(s) for s in args.seeds.split(",")):
         console.print(f"seed {seed}: searching for {args.budget} ...")
-        searches.append(run_search(seed, args.budget, args.workers, folder, args.reuse))
+        searches.append(run_search(seed, args.budget, args.workers, folder, args.reuse, settings))
         s = searches[-1]
         console.print(f"  winner #{s['winner_id']}: proxy {s['proxy']:+.3f}, held-out "
                       f"{s['held_out'] if s['held_out'] is None else round(s['held_out'], 3)}, "
@@ -270,7 +286,7 @@ def main(argv=None) -> int:
         real[task[0]] = {}
         for name, program in optimizers.items():
             cls = codegen.build(program, "torch")
-            real[task[0]][name] = tuned(cls, task)
+            real[task[0]][name] = tuned(cls, task, args.schedule)
             console.print(f"{task[0]}: {name}: loss {real[task[0]][name][0]:.4g} at lr {real[task[0]][name][1]:.2g}")
     table = Table(title="Real tasks, generated torch optimizers (loss / tuned AdamW's)")
     table.add_column("optimizer")
@@ -279,7 +295,7 @@ def main(argv=None) -> int:
     for name in optimizers:
         table.add_row(name, *[f"{real[t][name][0] / real[t]['AdamW'][0]:.3f}" for t in real])
     console.print(table)
-    text = markdown(searches, real, args.budget)
+    text = markdown(searches, real, args.budget, settings)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"searches": searches, "real": real}, f, indent=1)

@@ -1,8 +1,10 @@
-"""The discovery benchmark's real-task tuning: an optimum past the grid's edge is found."""
+"""The discovery benchmark's real tasks: an optimum past the grid's edge is found; a schedule is followed."""
 
 import importlib.util
+import math
 from pathlib import Path
 
+import pytest
 import torch
 
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "discovery.py"
@@ -41,3 +43,21 @@ def test_tuning_follows_an_optimum_past_the_grids_edge():
     assert lr > grid[-1]  # past the edge, where the grid alone would stop
     at_edge = sum(discovery.train_real(outside, grid[-1], task, s) for s in discovery.REAL_SEEDS) / 2
     assert loss < at_edge
+
+
+
+def test_a_cosine_schedule_trains_the_real_tasks_with_the_lr_decayed_to_zero():
+    """A weight fitting 1 from input 1 (loss (w - 1)^2 / 2): SGD at lr multiplies its error by
+    (1 - lr f_t) at step t, f_t = 1 held and torch's cosine factor (1 + cos(pi t / T)) / 2 decayed."""
+    one = torch.ones(64, 1)
+    task = ("fit one", lambda: torch.nn.Linear(1, 1, bias=False), one, one, one, one,
+            lambda out, y: ((out - y) ** 2).mean() / 2, 30)
+
+    def error_ratio(schedule):
+        torch.manual_seed(0)
+        start = 1.0 - torch.nn.Linear(1, 1, bias=False).weight.item()
+        return math.sqrt(2 * discovery.train_real(torch.optim.SGD, 0.01, task, 0, schedule)) / abs(start)
+
+    decayed = math.prod(1 - 0.01 * (1 + math.cos(math.pi * t / 30)) / 2 for t in range(30))
+    assert error_ratio("constant") == pytest.approx(0.99 ** 30, rel=1e-5)
+    assert error_ratio("cosine") == pytest.approx(decayed, rel=1e-5)
