@@ -40,6 +40,7 @@ import codegen
 from codegen.bench import cpu_name
 from optdsl import load, to_source
 from optdsl.parser import parse
+from search.evaluate import SCHEDULES
 from search.export import exported_program
 from search.family import lion_family
 from search.selection import winner
@@ -260,7 +261,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", help="write the results section into this markdown file")
     ap.add_argument("--json", help="also dump the raw results here")
     ap.add_argument("--init", help="the searches' warm start(s) (default: the search's, adamw)")
-    ap.add_argument("--schedule", choices=("constant", "cosine"), default="constant",
+    ap.add_argument("--schedule", choices=SCHEDULES, default="constant",
                     help="the searches' lr schedule, and the real tasks' (default constant)")
     args = ap.parse_args(argv)
     console = Console()

@@ -85,13 +85,15 @@ SWEEP_REACH = 2
 SCHEDULES = ("constant", "cosine")
 
 
-def lr_factor(schedule: str, t: int, steps: int) -> float:
+def schedule_factor(schedule: str, t: int, steps: int) -> float:
     """The learning rate's multiplier at step ``t`` (1-based) of ``steps``: 1 for ``constant``,
     ``(1 + cos(pi (t - 1) / steps)) / 2`` for ``cosine`` (1 at the first step, near 0 at the last).
 
     Example:
-        >>> lr_factor("constant", 7, 10), lr_factor("cosine", 1, 10), round(lr_factor("cosine", 6, 10), 3)
-        (1.0, 1.0, 0.5)
+        >>> schedule_factor("constant", 7, 10), schedule_factor("cosine", 1, 10)
+        (1.0, 1.0)
+        >>> round(schedule_factor("cosine", 6, 10), 3)
+        0.5
     """
     if schedule == "constant":
         return 1.0
@@ -108,7 +110,7 @@ def train_copies(programs: Sequence[Program], task_name: str, lrs: Sequence[floa
     and per candidate the error its step raised (``None`` if none). ``points``: per candidate,
     the indices of ``lrs`` it trains (all by default; the others stay inf). Training runs on
     ``device`` (the initial weights are drawn on the CPU, so every device starts from the same ones),
-    each learning rate moved over the steps by ``schedule`` (:func:`lr_factor`).
+    each learning rate moved over the steps by ``schedule`` (:func:`schedule_factor`).
 
     Example:
         >>> from optdsl import load
@@ -176,7 +178,7 @@ def _train(programs: Sequence[Program], task, w: torch.Tensor, lr: torch.Tensor,
         loss = task.train_loss(task.unflatten(f), t)
         (g,) = torch.autograd.grad(loss.sum(), f)
         with torch.no_grad():
-            factor = lr_factor(schedule, t, task.steps)
+            factor = schedule_factor(schedule, t, task.steps)
             lr_t = lr if factor == 1.0 else lr * factor
             first = loss.detach().abs() + 1e-3 if first is None else first
             alive &= torch.isfinite(loss) & (loss.abs() < DIVERGED * first)
@@ -422,7 +424,7 @@ def evaluate_programs(programs: Sequence[Program], tasks: Sequence[str], baselin
     the first task runs the whole sweep to measure the shift (a mutation that rescales the step
     moves every task's best lr by about as much: in the 10-minute runs, 99.4-100% of the later
     tasks' best lrs lay within 2 points of the parent's moved by the median shift). Every copy's
-    learning rate follows ``schedule`` over a task's steps (:func:`lr_factor`; compare with
+    learning rate follows ``schedule`` over a task's steps (:func:`schedule_factor`; compare with
     baselines measured under the same one): a task's lr is then the schedule's peak.
 
     Example (SGD trains the quadratic, worse than tuned AdamW; a drifting rule is refused untrained):

@@ -211,6 +211,31 @@ def logreg(name="logreg", steps=100, batch=128) -> Task:
                         batch=batch)
 
 
+def _relu_network(dims: Sequence[int], zero_output: bool = False):
+    """``(shapes, init, forward)`` of a ReLU network with layer widths ``dims``, K copies at once:
+    He-initialised weights (the last layer's zero with ``zero_output``), zero biases, and
+    ``forward(p, x)`` mapping a batch ``x`` ``(N, dims[0])`` shared by the copies to ``(K, N, dims[-1])``."""
+    shapes = {}
+    for i, (a, b) in enumerate(itertools.pairwise(dims)):
+        shapes[f"w{i}"], shapes[f"b{i}"] = (a, b), (b,)
+    last = len(dims) - 2
+
+    def init(gen):
+        out = {}
+        for i, (a, b) in enumerate(itertools.pairwise(dims)):
+            std = 0.0 if zero_output and i == last else math.sqrt(2 / a)
+            out[f"w{i}"], out[f"b{i}"] = _normal(gen, a, b, std=std), torch.zeros(b)
+        return out
+
+    def forward(p, x):
+        h = torch.einsum("ni,kio->kno", x, p["w0"]) + p["b0"][:, None]
+        for i in range(1, len(dims) - 1):
+            h = torch.einsum("kni,kio->kno", F.relu(h), p[f"w{i}"]) + p[f"b{i}"][:, None]
+        return h
+
+    return shapes, init, forward
+
+
 def mlp(name="mlp", widths=(32,), steps=150, batch=64) -> Task:
     """ReLU layers with He initialisation and a zero-initialised output layer: at the first step
     every hidden gradient is exactly 0, and dead units keep exactly-zero gradients after::
@@ -225,24 +250,7 @@ def mlp(name="mlp", widths=(32,), steps=150, batch=64) -> Task:
         tensor([2.3026, 2.3026])
     """
     dims = (digits()[0].shape[1], *widths, 10)
-    shapes = {}
-    for i, (a, b) in enumerate(itertools.pairwise(dims)):
-        shapes[f"w{i}"], shapes[f"b{i}"] = (a, b), (b,)
-    last = len(dims) - 2
-
-    def init(gen):
-        out = {}
-        for i, (a, b) in enumerate(itertools.pairwise(dims)):
-            std = 0.0 if i == last else math.sqrt(2 / a)
-            out[f"w{i}"], out[f"b{i}"] = _normal(gen, a, b, std=std), torch.zeros(b)
-        return out
-
-    def fwd(p, x):
-        h = torch.einsum("ni,kio->kno", x, p["w0"]) + p["b0"][:, None]
-        for i in range(1, len(dims) - 1):
-            h = torch.einsum("kni,kio->kno", F.relu(h), p[f"w{i}"]) + p[f"b{i}"][:, None]
-        return h
-
+    shapes, init, fwd = _relu_network(dims, zero_output=True)
     return _digits_task(name, f"ReLU MLP {'-'.join(map(str, dims))} on digits, zero-initialised output",
                         shapes, init, fwd, steps, batch=batch)
 
@@ -311,19 +319,10 @@ def lowrank_ae(name="lowrank_ae", d=32, rank=4, steps=200, batch=64, seed=11) ->
     x = torch.randn(n, rank, generator=gen) @ basis + 0.1 * torch.randn(n, d, generator=gen)
     train = x[:steps * batch].reshape(steps, batch, d)
     dims = (d, 16, rank, 16, d)
-    shapes = {}
-    for i, (a, b) in enumerate(itertools.pairwise(dims)):
-        shapes[f"w{i}"], shapes[f"b{i}"] = (a, b), (b,)
-
-    def init(gen):
-        return {k: _normal(gen, *s, std=math.sqrt(2 / s[0])) if k[0] == "w" else torch.zeros(s)
-                for k, s in shapes.items()}
+    shapes, init, forward = _relu_network(dims)
 
     def loss(p, xb):
-        h = torch.einsum("ni,kio->kno", xb, p["w0"]) + p["b0"][:, None]
-        for i in range(1, len(dims) - 1):
-            h = torch.einsum("kni,kio->kno", F.relu(h), p[f"w{i}"]) + p[f"b{i}"][:, None]
-        return ((h - xb) ** 2).mean((1, 2))
+        return ((forward(p, xb) - xb) ** 2).mean((1, 2))
 
     what = f"ReLU autoencoder {'-'.join(map(str, dims))} on rank-{rank} Gaussian data"
     return Task(name, what, shapes, init, loss, lambda t: train[t - 1], x[steps * batch:], steps)

@@ -45,7 +45,6 @@ def test_tuning_follows_an_optimum_past_the_grids_edge():
     assert loss < at_edge
 
 
-
 def test_a_cosine_schedule_trains_the_real_tasks_with_the_lr_decayed_to_zero():
     """A weight fitting 1 from input 1 (loss (w - 1)^2 / 2): SGD at lr multiplies its error by
     (1 - lr f_t) at step t, f_t = 1 held and torch's cosine factor (1 + cos(pi t / T)) / 2 decayed."""

@@ -50,7 +50,7 @@ def test_proxies_have_exactly_zero_gradients_that_the_papers_eps_free_adamw_cann
 
 
 def test_the_autoencoder_task_rewards_bias_correction_which_the_default_proxies_do_not():
-    """Adam without bias correction takes first steps up to 1 / sqrt(1 - beta2) times Adam's. On
+    """Adam without bias correction takes a first step (1 - beta1) / sqrt(1 - beta2) times Adam's. On
     the default proxies that scores higher (a step-size decay the short tasks reward); on the
     low-rank autoencoder it kills bottleneck units, as on the real autoencoder of the discovery
     benchmark (docs/search.md, "Bias correction": 1.03x tuned AdamW's loss there, 0.87x with it)."""
