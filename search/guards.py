@@ -19,8 +19,16 @@ Three properties every sensible update rule has, checked on a fixed synthetic tr
     loss (docs/search.md). Nor may lr set anything but the step's size (``m = interp(g, m, lr)``,
     ``clip(g, lr)``): a scheduler or a user's tuning would then change the algorithm. Every zoo
     program the search evaluates is proportional to within 3e-16.
+  - **The user's schedule sets the step.** A rule that reads ``step`` may use it for a transient
+    (Adam's bias correction, a warm-up) but not as a schedule of its own: from the same weights,
+    gradients and states, its updates at steps 100,001-100,004 and 1,000,001-1,000,004 agree
+    within 1e-3 (Adam's correction with beta2 = 0.9999 differs by 5e-5 there). The tasks train
+    for 60-300 steps under the search's schedule; a step growing as ``sqrt(step)`` (the winner of
+    one 10-minute search under a cosine decay, ``cbrt(g / sqrt(v / step^3))``) fits them and is
+    30x larger at step 100,000 than at step 100, which no user's schedule expects. A rule whose
+    updates are finite early and not there is refused too (``exp(step)``).
 
-A fourth, **the step lasts**, runs before meta-validation only (:func:`horizon_fault`; it takes
+A fifth, **the step lasts**, runs before meta-validation only (:func:`horizon_fault`; it takes
 a few hundred times a guard's steps): with stationary gradients the gradient's part of the step
 may shrink the way AdaGrad's does (``1/sqrt(t)``) but not vanish or blow up within a few
 thousand steps. The tasks last 60-300 steps, so a state that grows by a factor each step
@@ -57,6 +65,8 @@ from .vectorized import VectorizedStep
 SHAPES = ((3, 4), (5,))
 STEPS = 4
 TOLERANCE = 1e-9  # relative, in float64: a symmetric rule negates exactly (IEEE ops are sign-symmetric)
+LATE_STEPS = 100_000, 1_000_000  # where a rule's use of `step` must have settled ...
+SETTLED = 1e-3  # ... to this relative change of its updates
 
 
 def _setup(program: Program, seed: int):
@@ -85,6 +95,30 @@ def _trajectory(program: Program, lrs: Sequence[float]) -> torch.Tensor:
         out.append(update)
         w = w - moves * update
     return torch.stack(out, 1)
+
+
+def _late_updates(program: Program, start: int) -> torch.Tensor:
+    """Updates ``(STEPS, P)`` of ``program`` at steps ``start + 1 .. start + STEPS`` from its initial
+    states, with :func:`_trajectory`'s weights (held) and gradients at lr 0.1."""
+    step, normal = _setup(program, 1234)
+    w, grads = normal(1), normal(STEPS, 1)
+    states, lr, out = step.init(w), torch.tensor([[0.1]], dtype=torch.float64), []
+    for t in range(STEPS):
+        update, states = step(w, grads[t], states, lr, start + t + 1)
+        out.append(update[0])
+    return torch.stack(out)
+
+
+def _schedule_fault(program: Program) -> str | None:
+    """Why ``program``'s use of ``step`` is a schedule of its own, or None (see the module's doc)."""
+    early, late = (_late_updates(program, start) for start in LATE_STEPS)
+    if not (torch.isfinite(early).all() and torch.isfinite(late).all()):
+        return f"its updates are not finite by step {LATE_STEPS[0] + 1:,}"
+    change = _relative(early, late)
+    if change > SETTLED:
+        return (f"its updates still change with step at step {LATE_STEPS[0]:,} (by {change:.3g} to step "
+                f"{LATE_STEPS[1]:,}), where the user's lr schedule should set the step")
+    return None
 
 
 def _relative(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -117,7 +151,8 @@ def guard(program: Program, lrs: Sequence[float] | None = None) -> str | None:
     """``None`` if ``program`` passes the guards, else why it is refused (one line). ``lrs``: the
     learning-rate sweep the steps must be proportional over (default: the search's, ``CANDIDATE_LRS``).
 
-    Checks ``u(-w, -g) = -u(w, g)``, ``u(w, g') != u(w, g)`` and ``u(lr_k) / lr_k`` constant over ``k``.
+    Checks ``u(-w, -g) = -u(w, g)``, ``u(w, g') != u(w, g)``, ``u(lr_k) / lr_k`` constant over ``k``
+    and, for a rule reading ``step``, ``u(t = 10^5 + i) = u(t = 10^6 + i)`` within 1e-3.
 
     Example:
         >>> from optdsl import load, parse
@@ -127,6 +162,8 @@ def guard(program: Program, lrs: Sequence[float] | None = None) -> str | None:
         'ignores the gradient: other gradients give the same updates'
         >>> guard(parse("def train(w, g, lr):\\n    return sin(lr) * g\\n"))[:27]
         'lr is not a learning rate: '
+        >>> guard(parse("def train(w, g, step, lr):\\n    return lr * g * sqrt(step)\\n"))[:25]
+        'a schedule of its own: it'
     """
     if lrs is None:
         from .evaluate import CANDIDATE_LRS  # the evaluator imports this module
@@ -143,7 +180,13 @@ def guard(program: Program, lrs: Sequence[float] | None = None) -> str | None:
     if _relative(u[0], u[2]) <= TOLERANCE:
         return "ignores the gradient: other gradients give the same updates"
     fault = _lr_fault(u[3:], lrs)
-    return None if fault is None else f"lr is not a learning rate: {fault}"
+    if fault is not None:
+        return f"lr is not a learning rate: {fault}"
+    if program.uses("step"):
+        with torch.no_grad():
+            fault = _schedule_fault(program)
+        return None if fault is None else f"a schedule of its own: {fault}"
+    return None
 
 
 HORIZON = 1000  # steps of the long run

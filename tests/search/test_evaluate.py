@@ -263,10 +263,32 @@ SHRINKING = ("def train(w, g, m, lr):\n    m = interp(-0.1053 * square(g), m, 1.
              "    return arctan(g / (sqrt(m) + 2.176e-08)) * lr, m\n")
 
 
-@pytest.mark.parametrize("name", ["adamw", "adam", "lion", "sgd", "momentum", "nesterov", "adax", "lars", "lamb"])
+@pytest.mark.parametrize("name", ["adamw", "adam", "lion", "sgd", "momentum", "nesterov", "lars", "lamb"])
 def test_zoo_passes_the_guards_and_its_steps_last(name):
     assert guard(load(name)) is None  # lr proportional to 3e-16 (weight decay scaled by lr too)
     assert horizon_fault(load(name)) is None
+
+
+ADAM_CORRECTED = ("def train(w, g, m, v, step, lr):\n    m = interp(g, m, {})\n    v = interp(g * g, v, {})\n"
+                  "    return lr * m / (sqrt(v / (1 - {} ** step)) + 1e-8), m, v\n")
+
+
+def test_a_rule_whose_step_sets_its_own_schedule_is_refused():
+    for b1, b2, correction in [(0.9, 0.999, 0.999), (0.9, 0.9999, 0.9999), (0.6, 0.708, 0.999)]:
+        # bias correction, and seed 2's winner under a cosine decay (a correction that no longer
+        # matches v's average: a warm-up over ~1,000 steps) settle: allowed
+        assert guard(parse(ADAM_CORRECTED.format(b1, b2, correction))) is None
+    # seed 1's winner under a cosine decay: its step grows as sqrt(step), 0.28 more by step 1e6
+    growing = parse("def train(w, g, v, step, lr):\n    v = max(g * g, v)\n"
+                    "    return lr * cbrt(g / (sqrt(v / step ** 3) + 1.8e-08)), v\n")
+    assert guard(growing).startswith("a schedule of its own: its updates still change with step at step 100,000")
+    decaying = parse("def train(w, g, step, lr):\n    return lr * g / log(1 + step)\n")
+    assert guard(decaying).startswith("a schedule of its own")
+    blowing_up = parse("def train(w, g, step, lr):\n    return lr * g * exp(step / 1000)\n")
+    assert guard(blowing_up) == "a schedule of its own: its updates are not finite by step 100,001"
+    # AdaX's step factor sqrt((1 + beta2)^t - 1) grows without bound, held level only by a state
+    # growing as fast (both overflow float32 near step 887,000)
+    assert guard(load("adax")).startswith("a schedule of its own")
 
 
 def test_a_step_that_vanishes_or_explodes_past_the_tasks_length_is_caught():
