@@ -13,8 +13,9 @@ are neither proxies nor held-out tasks, each with its learning rate tuned on the
     python benchmarks/discovery.py --seeds 0,1,2 --budget 10m --out docs/search.md
     python benchmarks/discovery.py --dir runs/ --reuse --out docs/search.md   # re-read kept searches
 
-``--init torch_adamw --schedule cosine`` passes both to the searches and trains the real tasks under
-the same schedule (torch's ``CosineAnnealingLR`` over each task's steps, AdamW and Lion too).
+``--init`` and ``--schedule`` pass to the searches; the real tasks train under the same schedule
+(the search's default, a cosine decay: torch's ``CosineAnnealingLR`` over each task's steps, for
+AdamW and Lion too; ``--schedule constant`` trains them at a constant lr).
 
 ``--out`` rewrites only the section between ``<!-- discovery:begin -->`` and
 ``<!-- discovery:end -->`` of that file.
@@ -41,6 +42,7 @@ from codegen.bench import cpu_name
 from optdsl import load, to_source
 from optdsl.parser import parse
 from search.evaluate import SCHEDULES
+from search.evolution import SearchConfig
 from search.export import exported_program
 from search.family import lion_family
 from search.selection import winner
@@ -260,15 +262,15 @@ def main(argv=None) -> int:
                     help="read the searches already in --dir instead of running them again")
     ap.add_argument("--out", help="write the results section into this markdown file")
     ap.add_argument("--json", help="also dump the raw results here")
-    ap.add_argument("--init", help="the searches' warm start(s) (default: the search's, adamw)")
-    ap.add_argument("--schedule", choices=SCHEDULES, default="constant",
-                    help="the searches' lr schedule, and the real tasks' (default constant)")
+    ap.add_argument("--init", help=f"the searches' warm start(s) (default: the search's, {SearchConfig.init})")
+    ap.add_argument("--schedule", choices=SCHEDULES, default=SearchConfig.schedule,
+                    help=f"the searches' lr schedule, and the real tasks' (default: the search's, {SearchConfig.schedule})")
     args = ap.parse_args(argv)
     console = Console()
     folder = args.dir or tempfile.mkdtemp(prefix="discovery-")
     os.makedirs(folder, exist_ok=True)
     settings = (*(("--init", args.init) if args.init else ()),
-                *(("--schedule", args.schedule) if args.schedule != "constant" else ()))
+                *(("--schedule", args.schedule) if args.schedule != SearchConfig.schedule else ()))
     searches = []
     for seed in (int(s) for s in args.seeds.split(",")):
         console.print(f"seed {seed}: searching for {args.budget} ...")

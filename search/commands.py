@@ -93,8 +93,8 @@ def _check_count(name: str, value, where: str) -> None:
 
 # A new search's settings from the command line (their defaults); a resumed one has them from its
 # database.
-_STORED = {"db": "search.sqlite", "init": "adamw", "seed": 0, "population": 32, "tournament": 4,
-           "tasks": None, "task": None, "meta_task": None, "schedule": "constant"}
+_STORED = {"db": "search.sqlite", "init": SearchConfig.init, "seed": 0, "population": 32, "tournament": 4,
+           "tasks": None, "task": None, "meta_task": None, "schedule": SearchConfig.schedule}
 
 
 def _validate_args(args) -> None:
@@ -342,8 +342,9 @@ def register(subparsers) -> None:
                               description="Regularized evolution from a warm start (AdamW by default), "
                                           "scored on small proxy training tasks against tuned AdamW.")
     p.add_argument("--init", default=_STORED["init"], metavar="NAMES",
-                   help="warm start(s), comma-separated: adamw (default: the paper's AdamW program, with eps), "
-                        "paper_adamw, torch_adamw (with bias correction), a zoo name, or a DSL file")
+                   help="warm start(s), comma-separated: torch_adamw (default: AdamW with bias correction, "
+                        "as torch defines it), adamw (the paper's AdamW program, with eps), paper_adamw, "
+                        "a zoo name, or a DSL file")
     budget = p.add_mutually_exclusive_group()
     budget.add_argument("--budget", default="10m",
                         help="wall-clock budget of the evolution, e.g. 90s, 10m, 1h (default 10m); the "
@@ -371,7 +372,7 @@ def register(subparsers) -> None:
                    help="your own held-out task for meta-validation (repeatable)")
     p.add_argument("--schedule", choices=SCHEDULES, default=_STORED["schedule"],
                    help="the learning rate over each task's steps, for every candidate and tuned AdamW "
-                        "alike: constant (default) or cosine (a decay to 0, as real training mostly runs)")
+                        "alike: cosine (default: a decay to 0, as real training mostly runs) or constant")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                    help="where evaluations and AdamW baselines run (default auto: cuda when there is a GPU)")
     p.add_argument("--resume", metavar="PATH", help="continue the search stored in PATH")

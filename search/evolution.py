@@ -58,7 +58,7 @@ class SearchConfig:
     user tasks by reference (``/abs/path/file.py:function``); with no held-out tasks there is no
     meta-validation. Evaluations and baselines run on ``device`` (``cpu`` or ``cuda``)."""
 
-    init: str = "adamw"
+    init: str = "torch_adamw"  # AdamW with bias correction: constant-lr proxies rewarded dropping it
     population: int = 32
     tournament: int = 4
     seed: int = 0
@@ -70,7 +70,7 @@ class SearchConfig:
     batch: int = 8  # one job of 8 ran 80 children 1.25x faster than jobs of 4 (docs/search.md)
     device: str = "cpu"
     held_out_seeds: tuple[int, ...] = HELD_OUT_SEEDS  # a held-out loss is measured on these
-    schedule: str = "constant"  # the lr over each task's steps, for candidates and tuned AdamW alike
+    schedule: str = "cosine"  # the lr over each task's steps, for candidates and tuned AdamW alike
 
     def __post_init__(self):
         if self.meta_tasks is None:
@@ -84,9 +84,10 @@ class SearchConfig:
     def from_dict(cls, d: dict) -> SearchConfig:
         """The settings stored by a search; one stored before held-out losses were measured on
         fresh seeds keeps measuring them on the sweep's own (its stored scores and baselines
-        were), so a resumed search compares like with like."""
+        were), and one stored before the schedule was a setting keeps its lr constant, so a resumed
+        search compares like with like."""
         d = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in cls.__dataclass_fields__}
-        return cls(**{"held_out_seeds": (), **d})
+        return cls(**{"held_out_seeds": (), "schedule": "constant", **d})
 
 
 @dataclass

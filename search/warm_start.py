@@ -1,7 +1,12 @@
-"""Where a search starts: the paper's AdamW program, or any program the user names.
+"""Where a search starts: AdamW, in torch's form or the paper's, or any program the user names.
 
-The search paper warm-starts from AdamW written in its program form (no bias correction, the
-learning rate folded in as ``lr * 0.001``)::
+By default (``torch_adamw``) the search starts from AdamW as torch defines it, whose bias
+correction reads ``step``: at a constant lr the proxies rewarded dropping that correction (an
+implicit step decay) and real training punished it; under the default cosine decay they agree
+(docs/search.md, "Bias correction").
+
+The search paper warm-starts from AdamW written in its program form (``--init adamw``; no bias
+correction, the learning rate folded in as ``lr * 0.001``)::
 
     m = interp(g, m, 0.9);  v = interp(g * g, v, 0.999)
     update = m / (sqrt(v) + 1e-8) + w * 0.01;  update = update * (lr * 0.001)
@@ -87,7 +92,7 @@ def adamw_program() -> Program:
     return prepare(parse(ADAMW_SOURCE, "<warm-start:adamw>"))
 
 
-def initial_program(init: str = "adamw") -> Program:
+def initial_program(init: str) -> Program:
     """``--init``: ``adamw`` (the warm start above), ``paper_adamw`` (the paper's listing, no
     eps), ``torch_adamw`` (the zoo's AdamW as torch defines it: bias correction, so the program
     takes ``step``), else any SRC :func:`optdsl.load` accepts (a zoo name or a file), in the

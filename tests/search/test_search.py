@@ -69,9 +69,9 @@ def test_search_improves_on_a_bad_warm_start(improved, capsys):
     init = rows[0]
     assert init["mutation"].startswith("init") and init["status"] == "ok"
     ok = [r for r in rows if r["fitness"] is not None and r["status"] == "ok"]
-    best = max(ok, key=lambda r: r["fitness"])
-    assert best["fitness"] > init["fitness"]
-    # the start's loss is below the fitness scale's floor (-1), so compare losses: 67x lower here
+    # the start's loss is below the fitness scale's floor (-1), so compare losses
+    best = min(ok, key=lambda r: r["task_loss"]["quadratic"])
+    assert best["fitness"] >= init["fitness"]
     assert best["task_loss"]["quadratic"] < init["task_loss"]["quadratic"] / 10
 
 
@@ -166,7 +166,9 @@ def test_a_rescaled_child_is_a_cache_hit_at_rescaled_learning_rates(tmp_path, mo
     from search.candidate import describe
 
     store = Store(str(tmp_path / "r.sqlite"))
-    config = SearchConfig(tasks=("quadratic",), population=4, seed=0, batch=4)
+    # the paper's AdamW: its best lr on the quadratic lies inside the sweep (torch_adamw's lies on
+    # the sweep's top edge under the cosine decay, where a rescaling is rightly trained again)
+    config = SearchConfig(init="adamw", tasks=("quadratic",), population=4, seed=0, batch=4)
     search = Search(store, config, InlineExecutor(), simplify_grace=None)
     search.run(evals=1)  # the warm start, scored
     parent = store.get(1)
