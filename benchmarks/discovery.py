@@ -206,7 +206,8 @@ def machine() -> str:
     return f"{cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}"
 
 
-def markdown(searches: list[dict], real: dict, budget: str, settings: tuple[str, ...] = ()) -> str:
+def markdown(searches: list[dict], real: dict, budget: str, settings: tuple[str, ...] = (),
+             schedule: str = "constant") -> str:
     fmt = lambda v: "-" if v is None else f"{v:+.3f}"
     how = f"with `{' '.join(settings)}`" if settings else "from AdamW, the README's default settings"
     lines = [f"Machine: {machine()}. Budget {budget} per seed, {how}.", "",
@@ -227,8 +228,9 @@ def markdown(searches: list[dict], real: dict, budget: str, settings: tuple[str,
     for s in searches:
         lines += ["", f"Seed {s['seed']} winner (#{s['winner_id']}), simplified:", "", "```python",
                   s["source"].rstrip(), "```"]
+    decay = "a cosine lr decay to 0, torch's CosineAnnealingLR, for each; " if schedule == "cosine" else ""
     lines += ["", ("Trained through the generated torch optimizers on tasks the search never saw "
-                   f"(lr tuned on {len(REAL_LRS)} points 1e-5..1e-1, extended past an edge where the best lies, "
+                   f"({decay}lr tuned on {len(REAL_LRS)} points 1e-5..1e-1, extended past an edge where the best lies, "
                    f"mean of {len(REAL_SEEDS)} seeds; "
                    "ratio < 1 beats AdamW):"), ""]
     for task, rows in real.items():
@@ -298,7 +300,7 @@ def main(argv=None) -> int:
     for name in optimizers:
         table.add_row(name, *[f"{real[t][name][0] / real[t]['AdamW'][0]:.3f}" for t in real])
     console.print(table)
-    text = markdown(searches, real, args.budget, settings)
+    text = markdown(searches, real, args.budget, settings, args.schedule)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"searches": searches, "real": real}, f, indent=1)

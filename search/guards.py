@@ -1,6 +1,6 @@
 """Guards: cheap checks that refuse a rule before any training, for exploits no task should reward.
 
-Three properties every sensible update rule has, checked on a fixed synthetic trajectory:
+Four properties every sensible update rule has, checked on a fixed synthetic trajectory:
 
   - **No drift.** Flipping the sign of the parameters and of every gradient flips the sign of
     every update: ``u(-w, -g_1..t) = -u(w, g_1..t)``. SGD, momentum, Adam/AdamW, Lion, LAMB,

@@ -283,7 +283,8 @@ def test_the_schedule_reaches_every_job_and_a_search_stored_without_one_keeps_th
 
     from search.warm_start import adamw_program
 
-    config = SearchConfig(tasks=("quadratic",), schedule="cosine")
+    config = SearchConfig(tasks=("quadratic",))
+    assert (config.schedule, config.init) == ("cosine", "torch_adamw")  # the defaults
     executor = _Recorder()
     search = Search(Store(str(tmp_path / "s.sqlite")), config, executor)
     search._request_baselines(config.tasks)
