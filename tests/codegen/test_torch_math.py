@@ -1,6 +1,7 @@
-"""codegen/runtime/torch_math.py: the fast spellings of sign and arcsinh mean what numpy's do, to an ulp,
+"""codegen/runtime/torch_math.py: the fast spellings of sign and arcsinh are within an ulp of the exact value,
 on every kind of float32 and float64 value; generated modules carry exactly the functions they call."""
 
+import mpmath
 import numpy as np
 import pytest
 import torch
@@ -22,11 +23,18 @@ def _values(dtype) -> np.ndarray:
         return np.concatenate(parts).astype(dtype)
 
 
+def _exact_arcsinh(x: np.ndarray) -> np.ndarray:
+    """arcsinh of float64 values, correctly rounded: numpy's own float64 arcsinh is itself an ulp
+    off in places, and where depends on the CPU (x = -0.48721279052286276 on an AVX2-only EPYC)."""
+    with mpmath.workprec(128):
+        return np.array([float(mpmath.asinh(mpmath.mpf(float(v)))) for v in x])
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("name, numpy_fn", [("_sign", np.sign), ("_arcsinh", np.arcsinh)])
-def test_fast_spelling_matches_numpy_to_an_ulp(name, numpy_fn, dtype):
+@pytest.mark.parametrize("name, exact", [("_sign", np.sign), ("_arcsinh", _exact_arcsinh)])
+def test_fast_spelling_is_within_an_ulp_of_the_exact_value(name, exact, dtype):
     x = _values(dtype)
-    want = numpy_fn(x.astype(np.float64)).astype(dtype)  # float32: the correctly rounded value
+    want = exact(x.astype(np.float64)).astype(dtype)  # float32: float64's value rounded once more
     got = getattr(torch_math, name)(torch.from_numpy(x)).numpy()
     np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
     np.testing.assert_array_equal(got[np.isinf(want)], want[np.isinf(want)])
