@@ -24,7 +24,7 @@ from optdsl.latex import to_latex
 from optdsl.printer import to_source
 
 from .ablation import PROXY_TOLERANCE, steps
-from .evaluate import BASELINE_LRS, CANDIDATE_LRS, SCHEDULES, SEEDS
+from .evaluate import BASELINE_LRS, CANDIDATE_LRS, SCHEDULES, SEEDS, refusal
 from .evolution import Search, SearchConfig
 from .executors import gpu_count, make_executor
 from .export import export_top, write_best
@@ -67,13 +67,19 @@ def _tasks(text: str) -> tuple[str, ...]:
 
 
 def _inits(text: str) -> str:
-    """``--init adamw,lion,my_rule.py``: every warm start must load and be searchable (exit 2
-    otherwise, before any work); returns the normalised comma-separated list."""
+    """``--init adamw,lion,my_rule.py``: every warm start must load, be searchable and pass the
+    guards (a refused one would never be trained; exit 2 otherwise, before any work); returns the
+    normalised comma-separated list."""
     names = [n.strip() for n in text.split(",") if n.strip()]
     if not names:
         raise DslError("--init: no program given", "optdsl search", hint="e.g. --init adamw or --init adamw,lion")
     for name in names:
-        check_supported(initial_program(name))
+        program = initial_program(name)
+        check_supported(program)
+        refused = refusal(program)
+        if refused is not None:
+            raise DslError(f"--init {name}: the search's guards refuse it ({refused[1]}), so it would never be "
+                           "trained", "optdsl search", hint="start from a rule they accept, e.g. torch_adamw or lion")
     return ",".join(names)
 
 

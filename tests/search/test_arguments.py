@@ -26,6 +26,8 @@ SEARCH = ["search", "--tasks", "quadratic"]
     (["--budget", "ten minutes"], "--budget 'ten minutes': expected e.g. 90s, 10m, 1h30m"),
     (["--seed", "-1"], "--seed -1: must be a whole number from 0 to"),
     (["--tasks", ""], "--tasks: unknown task(s) (none given)"),  # once: the default tasks
+    # a warm start the guards refuse would never be trained: AdaX's step factor grows without bound
+    (["--init", "lion,adax"], "--init adax: the search's guards refuse it (a schedule of its own: "),
 ])
 def test_search_refuses_values_it_cannot_run_with(flags, message, tmp_path, capsys):
     db = tmp_path / "s.sqlite"
