@@ -77,12 +77,19 @@ def _setup(program: Program, seed: int):
     return VectorizedStep(program, SHAPES), lambda *lead: torch.randn(*lead, p, generator=gen, dtype=torch.float64)
 
 
+def _start(program: Program):
+    """``(step, normal, w0, grads)``: the guards' weights ``(1, P)`` and gradients ``(STEPS, 1, P)``,
+    the first draws of ``normal`` (the same for every check that starts here)."""
+    step, normal = _setup(program, 1234)
+    return step, normal, normal(1), normal(STEPS, 1)
+
+
 def _trajectory(program: Program, lrs: Sequence[float]) -> torch.Tensor:
     """Updates ``(3 + len(lrs), STEPS, P)``: (w, g), (-w, -g) and (w, g') with fresh g' at lr 0.1,
     the weights moving; then (w, g) at each of ``lrs`` with the weights held, so that the steps
     differ by lr alone. All are rows of one batch."""
-    step, normal = _setup(program, 1234)
-    w0, grads, other = normal(1), normal(STEPS, 1), normal(STEPS, 1)
+    step, normal, w0, grads = _start(program)
+    other = normal(STEPS, 1)
     n, p = len(lrs), w0.shape[1]
     w = torch.cat([w0, -w0, w0, w0.expand(n, p)])
     lr = torch.tensor([0.1] * 3 + list(lrs), dtype=torch.float64)[:, None]
@@ -100,8 +107,7 @@ def _trajectory(program: Program, lrs: Sequence[float]) -> torch.Tensor:
 def _late_updates(program: Program, start: int) -> torch.Tensor:
     """Updates ``(STEPS, P)`` of ``program`` at steps ``start + 1 .. start + STEPS`` from its initial
     states, with :func:`_trajectory`'s weights (held) and gradients at lr 0.1."""
-    step, normal = _setup(program, 1234)
-    w, grads = normal(1), normal(STEPS, 1)
+    step, _, w, grads = _start(program)
     states, lr, out = step.init(w), torch.tensor([[0.1]], dtype=torch.float64), []
     for t in range(STEPS):
         update, states = step(w, grads[t], states, lr, start + t + 1)
