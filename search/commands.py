@@ -142,8 +142,9 @@ def _stored_config(store: Store) -> SearchConfig:
             _check_count(name, getattr(config, name), "stored")
         if config.tournament > config.population or not config.inits:
             raise ValueError("tournament larger than population, or no warm start")
-        if not all(type(s) is int and s >= 0 for s in config.held_out_seeds):
-            raise ValueError(f"held_out_seeds {config.held_out_seeds!r} are not seeds (integers >= 0)")
+        for name in ("held_out_seeds", "confirm_seeds"):
+            if not all(type(s) is int and s >= 0 for s in getattr(config, name)):
+                raise ValueError(f"{name} {getattr(config, name)!r} are not seeds (integers >= 0)")
         if config.schedule not in SCHEDULES:
             raise ValueError(f"schedule {config.schedule!r} is not one of {', '.join(SCHEDULES)}")
     except (DslError, TypeError, ValueError, KeyError, AttributeError) as e:

@@ -36,7 +36,7 @@ from optdsl.printer import to_source
 
 from .ablation import MAX_ROUNDS, META_TRIES, PREFIX, PROXY_TOLERANCE, ablations
 from .candidate import Seen, describe, same_rule
-from .evaluate import CANDIDATE_LRS, HELD_OUT_SEEDS, HURDLE, refusal
+from .evaluate import CANDIDATE_LRS, CONFIRM_SEEDS, HELD_OUT_SEEDS, HURDLE, refusal
 from .mutate import mutate
 from .selection import ties, winner
 from .store import Store
@@ -70,6 +70,7 @@ class SearchConfig:
     batch: int = 8  # one job of 8 ran 80 children 1.25x faster than jobs of 4 (docs/search.md)
     device: str = "cpu"
     held_out_seeds: tuple[int, ...] = HELD_OUT_SEEDS  # a held-out loss is measured on these
+    confirm_seeds: tuple[int, ...] = CONFIRM_SEEDS  # a promising child's proxy losses are measured on these
     schedule: str = "cosine"  # the lr over each task's steps, for candidates and tuned AdamW alike
 
     def __post_init__(self):
@@ -82,12 +83,12 @@ class SearchConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> SearchConfig:
-        """The settings stored by a search; one stored before held-out losses were measured on
-        fresh seeds keeps measuring them on the sweep's own (its stored scores and baselines
-        were), and one stored before the schedule was a setting keeps its lr constant, so a resumed
-        search compares like with like."""
+        """The settings stored by a search; one stored before held-out (or a promising child's
+        proxy) losses were measured on fresh seeds keeps measuring them on the sweep's own (its
+        stored scores and baselines were), and one stored before the schedule was a setting keeps
+        its lr constant, so a resumed search compares like with like."""
         d = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in cls.__dataclass_fields__}
-        return cls(**{"held_out_seeds": (), "schedule": "constant", **d})
+        return cls(**{"held_out_seeds": (), "confirm_seeds": (), "schedule": "constant", **d})
 
 
 @dataclass
@@ -104,6 +105,7 @@ class Stats:
     best_fitness: float = WORST
     best_id: int | None = None
     meta_validated: int = 0
+    confirmed: int = 0  # children scored on fresh seeds (above the population's median)
     stage: str = "searching"
 
     @property
@@ -190,7 +192,8 @@ class Search:
         for task in tasks:
             if task not in self.baselines and task not in self.requested and self.executor.idle() > 0:
                 self.requested.add(task)
-                fresh = self.config.held_out_seeds if task in self.config.meta_tasks else ()
+                meta = task in self.config.meta_tasks
+                fresh = self.config.held_out_seeds if meta else self.config.confirm_seeds
                 self._submit({"kind": "baseline", "task": task, "device": self.config.device,
                               "fresh_seeds": list(fresh), "schedule": self.config.schedule},
                              {"kind": "baseline", "task": task})
@@ -224,6 +227,7 @@ class Search:
         row["id"] = self.store.add(**row)
         self.stats.evaluated += 1
         self.stats.statuses[row["status"]] += 1
+        self.stats.confirmed += bool(result.get("confirmed"))
         self._join(row, record["program"])
         self.seen.add(row)
         if row["status"] == "ok" and _fitness(row) > self.stats.best_fitness:
@@ -277,8 +281,11 @@ class Search:
         self._join(row, child)
         return None
 
-    def _evaluate(self, records: list[dict], tasks, hurdle, kind: str = "evaluate", **extra) -> None:
-        """Send ``records``' programs to a worker as one batch job."""
+    def _evaluate(self, records: list[dict], tasks, hurdle, kind: str = "evaluate", confirm_all: bool = False,
+                  **extra) -> None:
+        """Send ``records``' programs to a worker as one batch job. On the proxies, those that score
+        above the population's median (every one with ``confirm_all``) are scored on fresh seeds
+        (:data:`search.evaluate.CONFIRM_SEEDS`): the members tournaments pick carry no sweep's luck."""
         job = {"kind": "evaluate", "sources": [r["source"] for r in records], "tasks": list(tasks),
                "baselines": self.baselines, "hurdle": hurdle, "device": self.config.device,
                "schedule": self.config.schedule,
@@ -287,6 +294,10 @@ class Search:
             job["tuned"], job["fresh_seeds"] = [r["task_lr"] or {} for r in records], list(self.config.held_out_seeds)
         else:  # a child's sweeps start around its parent's learning rates (0.66x the training time)
             job["tuned"], job["from_parent"] = [r.get("parent_lr") or {} for r in records], True
+            if self.config.confirm_seeds:
+                fitness = [_fitness(r) for r in self.population]
+                job["confirm_above"] = WORST if confirm_all or not fitness else float(np.median(fitness))
+                job["confirm_seeds"] = list(self.config.confirm_seeds)
         self._submit(job, {"kind": kind, "programs": records, **extra})
         if kind == "evaluate":
             self.stats.submitted += len(records)
@@ -415,7 +426,8 @@ class Search:
                     records.append(record)
         for i in range(0, len(records), self.config.batch):
             if self._worker_free(deadline):
-                self._evaluate(records[i:i + self.config.batch], self.config.tasks, self.config.hurdle)
+                self._evaluate(records[i:i + self.config.batch], self.config.tasks, self.config.hurdle,
+                               confirm_all=True)  # compared with the winner's confirmed fitness
         self._wait_until(lambda: not self.pending, deadline)
         hits = (self.seen.describe(r["program"])[1] for r in records)
         return rows + [self.store.get(h["id"]) for h in hits if h is not None]
@@ -436,7 +448,7 @@ class Search:
         for name in self.config.inits:
             program = initial_program(name)
             records.append({"program": program, "parent": None, "mutation": f"init {name}", **describe(program)})
-        self._evaluate(records, self.config.tasks, None)
+        self._evaluate(records, self.config.tasks, None, confirm_all=True)
         self._wait_until(lambda: not self.pending)
 
     def run(self, evals: int | None = None, seconds: float | None = None) -> dict | None:

@@ -3,8 +3,9 @@
 Shown: evaluations (and failures), evaluations/s, children trained/s (an evaluation is also a
 guard's refusal, in milliseconds: about half of a long search's), proposed/s including cache hits,
 cache hit rate, redundant-statement fraction, best fitness so far (0 = tuned AdamW, > 0 better),
-programs sent to meta-validation, the stage (searching, then meta-validating the best, then
-simplifying the winner by ablation), elapsed / budget.
+children scored again on fresh seeds (confirmed), programs sent to meta-validation, the stage
+(searching, then meta-validating the best, then simplifying the winner by ablation), elapsed /
+budget.
 
 Example::
 
@@ -66,6 +67,7 @@ def summary_table(search, budget_seconds: float | None = None, budget_evals: int
     t.add_row("redundant statements", f"{100 * st.redundant_fraction:.1f}%")
     best = "-" if st.best_id is None else f"{st.best_fitness:+.4f}  (program #{st.best_id})"
     t.add_row("best proxy fitness", best + "   [dim]0 = tuned AdamW, higher is better[/dim]")
+    t.add_row("confirmed", f"{st.confirmed}  (scored again on fresh seeds: above the population's median)")
     t.add_row("meta-validated", str(st.meta_validated))
     return t
 

@@ -12,6 +12,7 @@ from optdsl.passes import eliminate_dead_code
 from search.candidate import Seen, describe, lr_factor
 from search.evaluate import (
     CANDIDATE_LRS,
+    CONFIRM_SEEDS,
     SCORE_BOUND,
     _train,
     aggregate,
@@ -219,6 +220,41 @@ def test_held_out_losses_are_measured_again_on_fresh_seeds_at_the_lr_the_sweep_c
     assert remeasured["lr"] == tuned["lr"]
     losses, _ = train_copies([load("adamw")], "quadratic", [tuned["lr"]], fresh)
     assert remeasured["loss"] == pytest.approx(losses.mean(), rel=1e-5)
+
+
+def test_a_candidate_above_the_confirmation_line_is_scored_on_fresh_seeds_at_its_chosen_lrs():
+    """With ``confirm_above``, a candidate scoring above it is scored again on CONFIRM_SEEDS at the
+    learning rates its sweep chose; one below keeps its sweep's scores."""
+    tasks = ["quadratic", "logreg"]
+    programs = [adamw_program(), parse(TRAIN.format("lr * 0.01 * g"))]
+    plain = evaluate_programs(programs, tasks, BASE, hurdle=None)
+    line = sum(r["fitness"] for r in plain) / 2
+    above = int(plain[1]["fitness"] > line)
+    confirmed = evaluate_programs(programs, tasks, BASE, hurdle=None, confirm_above=line)
+    below = confirmed[1 - above]
+    assert "confirmed" not in below and below["task_loss"] == plain[1 - above]["task_loss"]
+    a, b = plain[above], confirmed[above]
+    assert b["confirmed"] and b["task_lr"] == a["task_lr"] and b["status"] == "ok"
+    for name in tasks:
+        losses, _ = train_copies([programs[above]], name, [a["task_lr"][name]], CONFIRM_SEEDS)
+        assert b["task_loss"][name] == pytest.approx(losses.mean(), rel=1e-5)
+        assert b["task_score"][name] == score(b["task_loss"][name], BASE[name])
+    assert b["fitness"] == aggregate(list(b["task_score"].values()))
+    every = evaluate_programs(programs, tasks, BASE, hurdle=None, confirm_above=-math.inf)
+    assert all(r["confirmed"] for r in every) and every[above]["task_score"] == b["task_score"]
+
+
+def test_the_sweeps_lucky_draw_that_made_a_search_collapse_onto_signsgd_does_not_survive_confirmation():
+    """Seed 1 of the 10-minute run of 2026-12-03 kept signSGD at this scale for its score on ``mlp``
+    (+0.46 against tuned AdamW, under the search's cosine decay); at the learning rate its sweep
+    chose, fresh seeds (and tuned AdamW on the same ones) put it well below AdamW."""
+    lucky = parse(TRAIN.format("lr * 0.003775 * sign(g)"))
+    swept = baseline("mlp", schedule="cosine")["loss"]
+    fresh = baseline("mlp", schedule="cosine", fresh_seeds=CONFIRM_SEEDS)["loss"]
+    (plain,) = evaluate_programs([lucky], ["mlp"], {"mlp": swept}, hurdle=None, schedule="cosine")
+    (again,) = evaluate_programs([lucky], ["mlp"], {"mlp": fresh}, hurdle=None, schedule="cosine",
+                                 confirm_above=-math.inf)
+    assert plain["task_score"]["mlp"] > 0.4 and again["task_score"]["mlp"] < -0.3
 
 
 @pytest.mark.parametrize("body, reason", [

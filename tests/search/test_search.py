@@ -1,6 +1,7 @@
 """End-to-end: the search as a user runs it (CLI), its store, resume, report, export, Ray."""
 
 import importlib.util
+import math
 import os
 import signal
 import sqlite3
@@ -253,29 +254,42 @@ class _Recorder:
         self.jobs.append(job)
 
 
-def test_held_out_baselines_and_meta_validation_use_fresh_seeds_and_old_searches_keep_theirs(tmp_path):
-    """A new search measures held-out losses on HELD_OUT_SEEDS (its held-out baselines too, not
-    its proxies'); a search stored before that setting existed resumes measuring them as it did."""
+def test_fresh_seeds_for_held_out_tasks_and_promising_children_and_old_searches_keep_theirs(tmp_path):
+    """A new search measures held-out losses on HELD_OUT_SEEDS, and the proxy losses of a child
+    above the population's median (of the warm start, of an ablation: every one) on CONFIRM_SEEDS,
+    the baselines of each kind of task alike; a search stored before those settings existed resumes
+    measuring them as it did."""
     from dataclasses import asdict
 
     from optdsl import to_source
-    from search.evaluate import HELD_OUT_SEEDS
+    from search.evaluate import CONFIRM_SEEDS, HELD_OUT_SEEDS
     from search.warm_start import adamw_program
 
     config = SearchConfig(tasks=("quadratic",))
     assert config.meta_tasks == ("quadratic_large",) and config.held_out_seeds == HELD_OUT_SEEDS
+    assert config.confirm_seeds == CONFIRM_SEEDS
     executor = _Recorder()
     search = Search(Store(str(tmp_path / "s.sqlite")), config, executor)
     search._request_baselines(config.tasks + config.meta_tasks)
-    assert {j["task"]: j["fresh_seeds"] for j in executor.jobs} == {"quadratic": [],
+    assert {j["task"]: j["fresh_seeds"] for j in executor.jobs} == {"quadratic": list(CONFIRM_SEEDS),
                                                                     "quadratic_large": list(HELD_OUT_SEEDS)}
-    search._evaluate([{"source": to_source(adamw_program()), "task_lr": {"quadratic": 1.0}}],
-                     config.meta_tasks, None, kind="meta", pid=1)
+    row = {"source": to_source(adamw_program()), "task_lr": {"quadratic": 1.0}}
+    search._evaluate([row], config.meta_tasks, None, kind="meta", pid=1)
     assert executor.jobs[-1]["fresh_seeds"] == list(HELD_OUT_SEEDS) and executor.jobs[-1]["horizon"]
+    assert "confirm_above" not in executor.jobs[-1]
+    search.population.extend({"fitness": f} for f in (0.3, -0.2, None, 0.1))
+    search._evaluate([row], config.tasks, None)
+    assert executor.jobs[-1]["confirm_above"] == pytest.approx(-0.05)
+    assert executor.jobs[-1]["confirm_seeds"] == list(CONFIRM_SEEDS)
+    search._evaluate([row], config.tasks, None, confirm_all=True)
+    assert executor.jobs[-1]["confirm_above"] == -math.inf
     old = asdict(config)
-    del old["held_out_seeds"]
-    assert SearchConfig.from_dict(old).held_out_seeds == ()
+    del old["held_out_seeds"], old["confirm_seeds"]
+    assert (SearchConfig.from_dict(old).held_out_seeds, SearchConfig.from_dict(old).confirm_seeds) == ((), ())
     assert SearchConfig.from_dict(asdict(config)) == config
+    resumed = Search(Store(str(tmp_path / "old.sqlite")), SearchConfig.from_dict(old), _Recorder())
+    resumed._evaluate([row], config.tasks, None)
+    assert "confirm_above" not in resumed.executor.jobs[-1]
 
 
 def test_the_schedule_reaches_every_job_and_a_search_stored_without_one_keeps_the_lr_constant(tmp_path):

@@ -158,13 +158,14 @@ def test_unusable_settings_refuse_resume(db, capsys):
     assert "stored search settings are unusable (population 0: must be a whole number from 1 to" in err
 
 
-def test_stored_held_out_seeds_must_be_seeds(db, capsys):
+@pytest.mark.parametrize("name", ["held_out_seeds", "confirm_seeds"])
+def test_stored_seeds_must_be_seeds(db, capsys, name):
     with sqlite3.connect(db) as c:
-        c.execute("""UPDATE meta SET value = json_set(value, '$.held_out_seeds', json('[2, "x"]'))
-                     WHERE key = 'config'""")
+        c.execute(f"""UPDATE meta SET value = json_set(value, '$.{name}', json('[2, "x"]'))
+                      WHERE key = 'config'""")
     c.close()
     assert main(["search", "--resume", db, "--evals", "1", "--workers", "1"]) == 2
-    assert "held_out_seeds (2, 'x') are not seeds (integers >= 0)" in capsys.readouterr().err
+    assert f"{name} (2, 'x') are not seeds (integers >= 0)" in capsys.readouterr().err
 
 
 def test_a_stored_schedule_must_be_known(db, capsys):
