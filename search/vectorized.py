@@ -120,7 +120,7 @@ class VectorizedStep:
         body, update, new = self._compiled(w.dtype)
         env = {"w": w, "g": g, "lr": lr, **self.hyper_values[w.dtype], **dict(zip(self.program.state_names, states))}
         if self.uses_step:
-            env["step"] = torch.tensor(float(step), dtype=w.dtype)
+            env["step"] = self._number(float(step), w.dtype)  # made once per step count, not per call
         for target, fn in body:
             env[target] = fn(env)
         return self.expand(update, "f", w.shape, env), [self.expand(v, k, w.shape, env) for v, k in zip(new, self.kinds)]
@@ -181,8 +181,8 @@ class VectorizedStep:
         parts = [self._lower(a, kinds, dtype) for a in expr.args]
         kind = "f" if any(k == "f" for _, k in parts) else "s" if any(k == "s" for _, k in parts) else "u"
         args = [self._spreading(f) if k == "s" and kind == "f" else f for f, k in parts]
-        if op.shape == ELEMENTWISE:
-            return _applied(_elementwise(op.name), args, dtype), kind
+        if op.shape == ELEMENTWISE:  # only a truth-valued op's result needs a cast
+            return _applied(_elementwise(op.name), args, dtype if op.truth else None), kind
         if op.shape == GLOBAL:
             return _applied(lambda *xs: self._global(op.name, xs[0], kind), args), "u"
         if op.name == "cosine_sim":  # each norm runs over its own argument, unbroadcast

@@ -100,3 +100,15 @@ def test_float64_steps_make_truth_values_and_shape_facts_in_float64(weight):
     update, (m,) = vec(w, w, vec.init(w), torch.full((1, 1), 1.0, dtype=torch.float64), 1)
     assert update.dtype == m.dtype == torch.float64
     _compare(program)
+
+
+def test_only_truth_valued_ops_make_bools_so_only_they_are_cast():
+    """A step casts an elementwise op's result back to the weights' dtype only where the op table
+    marks the op ``truth``: every other op's torch spelling keeps floats floats."""
+    from optdsl.ops import ELEMENTWISE, OPS
+    from search.vectorized import _elementwise
+
+    x = torch.rand(3, 5) + 0.1
+    for name, op in OPS.items():
+        if op.shape == ELEMENTWISE:
+            assert (_elementwise(name)(*[x] * op.arity).dtype == torch.bool) == op.truth, name
