@@ -11,6 +11,10 @@ per task, fitness = mean without the best task, no hurdles).
     python benchmarks/sign_rules.py --batch 1,16,64 --device cuda
     python benchmarks/sign_rules.py --tasks charlm,charlm_large,transformer_sort   # other tasks, as built
     python benchmarks/sign_rules.py --tasks mlp_large,logreg_large,conv_large --decay 0.3,1,3 --wider 2
+    python benchmarks/sign_rules.py --batch 1 --schedule cosine --wider 5   # the search's default schedule
+
+Under a cosine decay the sign rules' best learning rates lie above the candidates' grid (the rules
+scale ``lr`` by 1e-4), so give them ``--wider``.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from rich.table import Table
 
 from optdsl.parser import parse
 from search import tasks
-from search.evaluate import CANDIDATE_LRS, baseline, evaluate_programs
+from search.evaluate import CANDIDATE_LRS, SCHEDULES, baseline, evaluate_programs
 from search.warm_start import initial_program, prepare
 
 
@@ -41,10 +45,14 @@ def rules(decays: list[float] = ()) -> dict[str, object]:
                for b1 in (0.9, 0.5) for wd in decays if wd}  # (wd 0: the Lions above)
     return {
         "AdamW warm start": initial_program("adamw"),
+        "torch_adamw warm start": initial_program("torch_adamw"),
         "Lion (0.9, 0.99)": initial_program("lion"),
-        "Lion (0.5, 0.99)": _rule("    update = sign(interp(g, m, 0.5)) * (lr * 0.0001)\n"
-                                  "    m = interp(g, m, 0.99)\n    return update, m\n"),
-        "signum (0.9)": _rule("    m = interp(g, m, 0.9)\n    return sign(m) * (lr * 0.0001), m\n"),
+        **{f"Lion ({b1}, {b2})": _rule(f"    update = sign(interp(g, m, {b1})) * (lr * 0.0001)\n"
+                                      f"    m = interp(g, m, {b2})\n    return update, m\n")
+           for b1, b2 in ((0.5, 0.99), (0.3, 0.9))},
+        **{f"signum ({b})": _rule(f"    m = interp(g, m, {b})\n    return sign(m) * (lr * 0.0001), m\n")
+           for b in (0.9, 0.5, 0.3)},
+        "signSGD": _rule("    return sign(g) * (lr * 0.0001), m\n"),
         **decayed,
     }
 
@@ -69,6 +77,8 @@ def main(argv=None) -> int:
                     "proxies at each --batch")
     ap.add_argument("--decay", default="", help="weight decays to add to Lion, comma-separated (e.g. 0.3,1,3)")
     ap.add_argument("--wider", type=int, default=0, help="learning rates added above the candidates' grid")
+    ap.add_argument("--schedule", default="constant", choices=SCHEDULES,
+                    help="the learning rate over each task's steps, for the rules and tuned AdamW alike")
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args(argv)
     console = Console()
@@ -79,9 +89,9 @@ def main(argv=None) -> int:
     for title, names in suites.items():
         t0 = time.perf_counter()
         with console.status(f"{title}: tuning AdamW, scoring {len(compared)} rules ..."):
-            base = {n: baseline(n, device=args.device)["loss"] for n in names}
+            base = {n: baseline(n, device=args.device, schedule=args.schedule)["loss"] for n in names}
             results = evaluate_programs(list(compared.values()), names, base, hurdle=None, lrs=lrs,
-                                        device=args.device)
+                                        device=args.device, schedule=args.schedule)
         table = Table(title=f"{title} ({time.perf_counter() - t0:.0f} s): score against tuned AdamW")
         table.add_column("rule")
         for n in names:
