@@ -279,7 +279,7 @@ def main(argv=None) -> int:
         searches.append(run_search(seed, args.budget, args.workers, folder, args.reuse, settings))
         s = searches[-1]
         console.print(f"  winner #{s['winner_id']}: proxy {s['proxy']:+.3f}, held-out "
-                      f"{s['held_out'] if s['held_out'] is None else round(s['held_out'], 3)}, "
+                      f"{'-' if s['held_out'] is None else format(s['held_out'], '+.3f')}, "
                       f"{s['evals_per_s']:.2f} evals/s")
         print(s["source"])
     optimizers = {"AdamW": load("adamw"), "Lion": load("lion")}
