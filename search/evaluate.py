@@ -76,7 +76,8 @@ HELD_OUT_SEEDS = tuple(range(2, 10))
 #: the luckiest of several draws, and a search that keeps the best of thousands of children keeps
 #: the luckiest of those: moving the grid by a fraction of a step moved signSGD's proxy fitness
 #: from +0.18 to +0.01..+0.05 and an Adam-like winner's from +0.23 to +0.14..+0.21; on these seeds
-#: the two read -0.09 and +0.15, close to their held-out -0.11 and +0.09 (docs/search.md).
+#: the two average -0.09 and +0.15 over those placements, close to their held-out -0.11 and +0.09
+#: (docs/search.md).
 CONFIRM_SEEDS = (2, 3)
 SCORE_BOUND = 1.0
 HURDLE = -0.5  # stop a candidate after a task where its loss is 1.65x tuned AdamW's or worse
