@@ -304,6 +304,32 @@ def _chain(name: str, items: list[Expr]) -> Expr:
     return reduce(lambda x, y: _call(name, x, y), items)
 
 
+#: Steps at which :func:`_step_factors_positive` looks at a factor's sign.
+_SIGN_STEPS = (1, 2, 3, 10, 100, 1000, 10**4, 10**6)
+
+
+def _step_factors_positive(arg: sympy.Expr) -> sympy.Expr:
+    """``arg`` up to its sign, each factor that is a sum of the step count alone and negative at
+    every step negated: sympy keeps ``|1 - 0.999**step|`` as ``|0.999**step - 1|``; under the
+    language's |x| (``abs``, ``sqrt``, ``log``) the two are the same, and the bias correction then
+    reads as people write it (a factor's power must be an integer, so the sign only moves).
+
+    Example:
+        >>> step, v = symbol("step"), symbol("v")
+        >>> _step_factors_positive(v / (sympy.Rational(999, 1000) ** step - 1))
+        v/(1 - (999/1000)**step)
+    """
+    def positive(f: sympy.Expr) -> sympy.Expr:
+        base, k = (f.base, f.exp) if isinstance(f, sympy.Pow) and f.exp.is_integer else (f, 1)
+        step = symbol("step")
+        if (isinstance(base, sympy.Add) and base.free_symbols == {step}
+                and all(base.subs(step, sympy.Float(t)).evalf() < 0 for t in _SIGN_STEPS)):
+            return (-base) ** k
+        return f
+
+    return sympy.Mul(*map(positive, sympy.Mul.make_args(arg)))  # floats: 0.999**10**6 exactly is huge
+
+
 class _Reader:
     """Reads sympy back into IR. ``uniform`` symbols (lr, step, hyperparameters) are the same
     for every element, so they form the weights of ``interp``; ``states`` are preferred as its
@@ -366,7 +392,7 @@ class _Reader:
                 return _call("log1p", self.abs_arg(rest, "log1p"))
             return _call("log", self.abs_arg(e.args[0], "log"))
         if isinstance(e, sympy.Abs):
-            return _call("abs", self.read(e.args[0]))
+            return _call("abs", self.read(_step_factors_positive(e.args[0])))
         if (clipped := _clip(e)) is not None:
             return _call("clip", self.read(clipped[0]), self.read(clipped[1]))
         if isinstance(e, (sympy.Max, sympy.Min)):
@@ -396,7 +422,7 @@ class _Reader:
     def abs_arg(self, arg: sympy.Expr, what: str) -> Expr:
         """The language's sqrt/log act on |x|: read ``|x|`` as ``x``, and accept ``x >= 0``."""
         if isinstance(arg, sympy.Abs):
-            return self.read(arg.args[0])
+            return self.read(_step_factors_positive(arg.args[0]))
         if arg.is_nonnegative:
             return self.read(arg)
         raise NotExpressible(f"{what} of a value that may be negative")
