@@ -346,9 +346,10 @@ class Run:
 
 
 def trajectories(a: Program, b: Program, values_a: dict[str, float], values_b: dict[str, float],
-                 steps: int, trials: int, seed: int, shapes=SHAPES) -> Run:
+                 steps: int, trials: int, seed: int, shapes=SHAPES, rtol: float = RTOL) -> Run:
     """Run both on the same random weights and gradients (with exact zeros, see
-    :func:`gradients`); stops at the first difference.
+    :func:`gradients`); stops at the first update that differs by more than
+    ``|u_a - u_b| <= rtol (|u_b| + max |u|)``.
 
     Example:
         >>> from optdsl import parse
@@ -384,7 +385,7 @@ def trajectories(a: Program, b: Program, values_a: dict[str, float], values_b: d
                 scale = max(np.max(np.abs(x[np.isfinite(x)]), initial=0.0),
                             np.max(np.abs(y[np.isfinite(y)]), initial=0.0))
                 # equal_nan: nan agrees with nan only at the same index.
-                if not np.allclose(x, y, rtol=RTOL, atol=RTOL * scale, equal_nan=True):
+                if not np.allclose(x, y, rtol=rtol, atol=rtol * scale, equal_nan=True):
                     where = f"step {t}, parameter of shape {x.shape} (trial {trial}), {_difference(x, y)}"
                     return Run(where, finite, compared)
                 finite += int(np.count_nonzero(np.isfinite(x)))

@@ -31,9 +31,14 @@ which, with the learning rate the search tuned for it (18.9), a person writes as
    program's own default); other reads of ``lr`` (``clip(g, lr)``) take the tuned value as a number;
 4. readable names: states ``m`` (first moments) and ``v`` (kept >= 0: second moments), the step
    ``update``, a value computed from ``g`` alone reassigns ``g`` (the paper's ``g = clip(g, lr)``);
-   one expression per state.
+   one expression per state;
+5. a number the steps made longer than the raw program's own (a folded ``lr`` default such as
+   ``0.1 * 1.211 / 0.19 = 0.6373684210526317``) is shown to :data:`SHOWN_DIGITS` significant
+   digits (or as many as the raw program's longest number has), one number at a time, where the
+   updates then still agree with the raw program's to :data:`SHOWN_RTOL`; ``equality`` lists
+   each rounding.
 
-The result is then compared with the raw program by :func:`optdsl.equiv.compare` (the raw one
+The result (before step 5) is compared with the raw program by :func:`optdsl.equiv.compare` (the raw one
 with the tuned ``lr``, the readable one with its default), and :attr:`Readable.equality` says what
 was shown: ``exact``, ``generic: ...`` (equal wherever no denominator, sqrt or log argument is zero,
 as for ``m / sqrt(m*m) = sign(m)``) or ``tested: ...``. It must also compute what the raw program
@@ -66,11 +71,13 @@ Example:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 import sympy
 
-from .equiv import compare, float32_agrees
+from . import equiv
+from .equiv import compare, float32_agrees, trajectories
 from .ir import (
     START_VALUES,
     Assign,
@@ -97,6 +104,11 @@ from .typecheck import input_kinds, validate
 
 #: Programs with more ops than this (after dead-code removal) are not inlined into sympy.
 SYMBOLIC_LIMIT = 80
+#: Significant digits of the numbers the search writes (its mutations round to 4), and so of
+#: the numbers the readable form shows (step 5 of the module docstring).
+SHOWN_DIGITS = 4
+#: How closely the updates with the shown (rounded) numbers must follow the raw program's.
+SHOWN_RTOL = 1e-3
 #: Names given to the states by their role (`_rename_states`); further states keep their own names.
 STATE_NAMES = ("m", "v")
 
@@ -104,7 +116,9 @@ STATE_NAMES = ("m", "v")
 @dataclass(frozen=True)
 class Readable:
     """A program's readable form: the ``program``, its ``source`` and ``latex``, and the kind of
-    ``equality`` with the raw program that was shown (``exact``, ``generic: ...``, ``tested: ...``)."""
+    ``equality`` with the raw program that was shown (``exact``, ``generic: ...``, ``tested: ...``),
+    followed by ``; shown rounded ...`` where step 5 rounded numbers (the kind is of the form before).
+    """
 
     program: Program
     source: str
@@ -133,9 +147,10 @@ def readable(program: Program, lr: float | None = None) -> Readable:
         verdict = compare(program, candidate, raw_values, values)
         at = {"lr": 1e-3}  # the lr where a program's values bind none (no tuned lr known)
         if verdict.equal and float32_agrees(program, candidate, {**at, **raw_values}, {**at, **values}):
-            return _result(candidate, verdict)
+            return _shown(program, raw_values, candidate, verdict)
     fallback = _with_lr(base, tuned)
-    return _result(fallback, compare(program, fallback, raw_values, dict(fallback.hyper_defaults)))
+    return _shown(program, raw_values, fallback, compare(program, fallback, raw_values,
+                                                         dict(fallback.hyper_defaults)))
 
 
 def _forms(base: Program, tuned: float | None, again: bool = True) -> list[Program]:
@@ -177,9 +192,52 @@ def _constant_states(program: Program) -> Program:
                              states=tuple(program.states[i] for i in keep))
 
 
-def _result(program: Program, verdict) -> Readable:
+def _shown(raw: Program, raw_values: dict[str, float], form: Program, verdict) -> Readable:
+    """Step 5 (module docstring): ``form`` with each number longer than the raw program's
+    rounded, where the updates then agree with the raw program's to :data:`SHOWN_RTOL`
+    (:func:`optdsl.equiv.trajectories`, 3 trials x 20 steps), and ``equality`` saying so."""
     equality = verdict.kind + (f": {verdict.detail}" if verdict.kind != "exact" else "")
-    return Readable(program, to_source(program, doc=False), to_latex(program), equality)
+    digits = max([SHOWN_DIGITS, *map(_digits, _numbers(raw, raw_values))])
+    raw_bound, raw_bind = equiv.bound(raw, raw_values)
+    rounded = []
+    for x in dict.fromkeys(_numbers(form, {})):
+        short = float(f"{x:.{digits}g}")
+        if _digits(x) <= digits or short == 0:
+            continue
+        trial = _with_number(form, x, short)
+        run = trajectories(raw_bound, trial, {"lr": 1e-3, **raw_bind}, {"lr": 1e-3, **trial.hyper_defaults},
+                           steps=20, trials=3, seed=0, rtol=SHOWN_RTOL)
+        if run.difference is None:
+            form = trial
+            rounded.append(f"{x!r} -> {short!r}")
+    if rounded:
+        equality += (f"; shown rounded to {digits} significant digits ({', '.join(rounded)}): updates "
+                     f"within rtol {SHOWN_RTOL:g} of the raw program's")
+    return Readable(form, to_source(form, doc=False), to_latex(form), equality)
+
+
+def _digits(x: float) -> int:
+    """Significant digits of the shortest decimal that reads back as ``x`` (0 for inf, nan)."""
+    if not math.isfinite(x):
+        return 0
+    return next(n for n in range(1, 18) if float(f"{x:.{n}g}") == x)
+
+
+def _numbers(program: Program, values: dict[str, float]) -> list[float]:
+    """Every number ``program`` is written with: its constants, ``values`` and its defaults."""
+    consts = [n.value for e in (*(a.expr for a in program.body), *program.outputs()) for n in walk(e)
+              if isinstance(n, Const)]
+    return [*map(float, consts), *values.values(), *program.hyper_defaults.values()]
+
+
+def _with_number(program: Program, old: float, new: float) -> Program:
+    """``program`` with every constant and hyperparameter default ``old`` written ``new``."""
+    def swap(e: Expr) -> Expr:
+        return Const(new) if isinstance(e, Const) and e.value == old else e
+
+    program = program.with_exprs(lambda e: swap(map_calls(e, lambda c: Call(c.op, tuple(map(swap, c.args))))))
+    return replace(program, hypers=tuple(replace(h, default=new) if h.default == old else h
+                                         for h in program.hypers))
 
 
 def _with_lr(program: Program, tuned: float | None) -> Program:
