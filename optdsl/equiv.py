@@ -66,6 +66,7 @@ from .passes import eliminate_dead_code, fold
 from .symbolic import (
     expr_to_sympy,
     nonnegative_states,
+    number,
     only_at_zero,
     sign_rewrite,
     singular_args,
@@ -126,7 +127,9 @@ def bound(program: Program, values: dict[str, float] | None) -> tuple[Program, d
         def f(w, g, lr=0.1):
             return lr * g
     """
-    binding = {**program.hyper_defaults, **{k: float(v) for k, v in (values or {}).items()
+    # (an exact sympy number stays one: the proof reads it as it is, the trajectories as a float)
+    binding = {**program.hyper_defaults, **{k: v if isinstance(v, sympy.Basic) else float(v)
+                                             for k, v in (values or {}).items()
                                              if k in program.hyper_defaults or k == "lr"}}
     unkept = replace(program, states=tuple(replace(s, keep=False) for s in program.states))
     return eliminate_dead_code(unkept), binding
@@ -149,6 +152,27 @@ def _surely_nonzero(expr: sympy.Expr) -> bool:
         if cmath.isfinite(value) and cmath.isfinite(size) and abs(value) > 1e-25 * max(1.0, abs(size)):
             return True
     return False
+
+
+def _step_powers(expr: sympy.Expr) -> sympy.Expr:
+    """``expr`` with each ``c ** step`` (``c`` a positive number) written ``1 / (1 + q)`` for
+    ``c < 1`` and ``1 + q`` for ``c > 1``, ``q`` a positive symbol of its own: at every step >= 1
+    that is what it is, and sympy then knows the sign of ``1 - 0.999 ** step`` (so that
+    ``|sqrt(v) / sqrt(1 - c**step)|`` and ``sqrt(|v / (1 - c**step)|)`` are seen to agree). An
+    identity in ``q`` holds at each step's value, so what it proves holds for the program.
+
+    Example:
+        >>> step = symbol("step")
+        >>> _step_powers(1 - sympy.Rational(999, 1000) ** step)
+        1 - 1/(_q_999/1000 + 1)
+    """
+    def positive_part(power: sympy.Pow) -> sympy.Expr:
+        q = sympy.Symbol(f"_q_{power.base}", positive=True)
+        return 1 / (1 + q) if power.base < 1 else 1 + q
+
+    step = symbol("step")
+    return expr.replace(lambda e: isinstance(e, sympy.Pow) and e.exp == step and e.base.is_Rational
+                        and e.base.is_positive and e.base != 1, positive_part)
 
 
 def _is_zero(expr: sympy.Expr) -> bool:
@@ -203,7 +227,7 @@ def singularities(program: Program, values: dict[str, float] | None = None,
     env = {**{n: symbol(n) for n in ("w", "g", "lr", "step", *program.state_names)},
            **{h.name: symbol(h.name) for h in program.hypers},
            **{n: sympy.Symbol(n, nonnegative=True) for n in nonnegative}}
-    env.update({k: sympy.Rational(repr(float(v))) for k, v in (values or {}).items()})
+    env.update({k: number(v) for k, v in (values or {}).items()})
     kinds = input_kinds(program)
     out: set = set()
 
@@ -215,7 +239,7 @@ def singularities(program: Program, values: dict[str, float] | None = None,
                     if arg.is_number:
                         continue
                     if only_at_zero(node.op, i):
-                        out.update(("zero", f) for f in _zero_set(arg))
+                        out.update(("zero", f) for f in _zero_set(_step_powers(arg)))
                     else:  # singular outside a domain (arcsin), or at what power's exponent decides
                         out.add((node.op, arg))
 
@@ -282,8 +306,9 @@ def prove(a: Program, b: Program, values_a: dict[str, float] | None = None,
         new_b = dict(zip(b.state_names, sb.new_states))
         pairs = [(sa.update, sb.update.xreplace(subs))]
         pairs += [(new_a[na], new_b[nb].xreplace(subs)) for nb, na in mapping.items()]
-        # Exactly, or after the rewrites that hold wherever a value is non-zero (x/|x| = sign(x)).
-        plain = [_is_zero(x - y) for x, y in pairs]
+        # Exactly (as they are, or with the signs of the step's powers known: _step_powers), or
+        # after the rewrites that hold wherever a value is non-zero (x/|x| = sign(x)).
+        plain = [_is_zero(x - y) or _is_zero(_step_powers(x) - _step_powers(y)) for x, y in pairs]
         if not all(z or _is_zero(sign_rewrite(x) - sign_rewrite(y)) for z, (x, y) in zip(plain, pairs)):
             continue
         under = ", ".join(f"{nb} -> {na}" for nb, na in mapping.items())
@@ -476,7 +501,8 @@ def compare(a: Program, b: Program, values_a: dict[str, float] | None = None,
     if proof and proof[0] == "exact":
         return Equivalence(True, *proof)
     # A program without a default lr runs with lr = 1e-3.
-    run = trajectories(ba, bb, {"lr": 1e-3, **bind_a}, {"lr": 1e-3, **bind_b}, steps, trials, seed)
+    floats = lambda bind: {"lr": 1e-3, **{k: float(v) for k, v in bind.items()}}
+    run = trajectories(ba, bb, floats(bind_a), floats(bind_b), steps, trials, seed)
     if proof:  # generic: say where the tested trajectories met a point where they differ
         kind, how = proof
         return Equivalence(True, kind, how + (f"; they differ there: {run.difference}" if run.difference else ""))

@@ -39,8 +39,10 @@ which, with the learning rate the search tuned for it (18.9), a person writes as
    each rounding.
 
 The result (before step 5) is compared with the raw program by :func:`optdsl.equiv.compare` (the raw one
-with the tuned ``lr``, the readable one with its default), and :attr:`Readable.equality` says what
-was shown: ``exact``, ``generic: ...`` (equal wherever no denominator, sqrt or log argument is zero,
+with the tuned ``lr``, the readable one with its default as the exact product or quotient it
+folds, ``61.04 * 0.001 / 0.1278``; where that is not exact, with the raw program as every backend
+runs it, its constant parts folded in float64: ``1 - log2(0.8212)``), and :attr:`Readable.equality`
+says what was shown: ``exact``, ``generic: ...`` (equal wherever no denominator, sqrt or log argument is zero,
 as for ``m / sqrt(m*m) = sign(m)``) or ``tested: ...``. It must also compute what the raw program
 computes in float32 (:func:`optdsl.equiv.float32_agrees`: ``exp(x) - 1`` equals ``expm1(x)`` but
 is 0 in float32 for tiny ``x``). A form that could not be shown equal is never returned: the
@@ -135,27 +137,37 @@ def readable(program: Program, lr: float | None = None) -> Readable:
     """
     tuned = lr if lr is not None else program.hyper_defaults.get("lr")
     base = eliminate_dead_code(fold(program))
-    candidates = _forms(base, tuned)
+    candidates = _forms(base, None if tuned is None else number(tuned))
     raw_values = {} if tuned is None else {"lr": tuned}
     # The shorter wins (sympy's form on a tie): sympy can spell an interp it cannot recognise
     # (a weight that is not a number) as a longer sum; then the one with fewer states.
     # A form must also compute what the program computes in float32 (sympy's ``exp(x) - 1`` is
     # expm1 in exact arithmetic and 0 in float32 for |x| < 6e-8: a winner's readable form that
     # spelled it so diverged where the program it came from trained).
-    for candidate in sorted(candidates, key=lambda c: (len(c.states), op_count(c))):
+    # A folded lr default is compared at its exact value (61.04 * 0.001 / 0.1278, not the float
+    # nearest it), so the proof can be exact; the float is what the form then runs with.
+    for candidate, exact_lr in sorted(candidates, key=lambda c: (len(c[0].states), op_count(c[0]))):
         values = dict(candidate.hyper_defaults)
-        verdict = compare(program, candidate, raw_values, values)
+        exact_values = values if exact_lr is None else {**values, "lr": exact_lr}
+        verdict = compare(program, candidate, raw_values, exact_values)
+        if verdict.equal and verdict.kind != "exact":
+            # The forms are made from the program as it runs, its constant parts folded in float64
+            # (``log2(-0.8212)``, ``1 - 0.9 ** 2``): equal to that exactly is exact for what runs.
+            as_run = compare(base, candidate, raw_values, exact_values)
+            verdict = as_run if as_run.kind == "exact" else verdict
         at = {"lr": 1e-3}  # the lr where a program's values bind none (no tuned lr known)
         if verdict.equal and float32_agrees(program, candidate, {**at, **raw_values}, {**at, **values}):
             return _shown(program, raw_values, candidate, verdict)
-    fallback = _with_lr(base, tuned)
+    fallback = _with_lr(base, None if tuned is None else number(tuned))
     return _shown(program, raw_values, fallback, compare(program, fallback, raw_values,
                                                          dict(fallback.hyper_defaults)))
 
 
-def _forms(base: Program, tuned: float | None, again: bool = True) -> list[Program]:
-    """Steps 2-4 on ``base``: sympy's form (for programs short enough) and the statement-by-statement
-    one, each with readable names; a form that fails is left out. Where a form shows a state to be
+def _forms(base: Program, tuned: sympy.Expr | None,
+           again: bool = True) -> list[tuple[Program, sympy.Expr | None]]:
+    """Steps 2-4 on ``base`` with the tuned lr ``tuned`` (exact): sympy's form (for programs short
+    enough) and the statement-by-statement one, each with readable names and its lr default
+    exactly (None where there is none); a form that fails is left out. Where a form shows a state to be
     constant (``m = t - t`` reads back as ``m = 0``), the program without that state is simplified
     again (once), so what read it is simplified with the number."""
     makers = []
@@ -165,13 +177,13 @@ def _forms(base: Program, tuned: float | None, again: bool = True) -> list[Progr
     candidates = []
     for make in makers:
         try:
-            form = make()
-            candidates.append(_named(form))
+            form, exact_lr = make()
+            candidates.append((_named(form), exact_lr))
         except Exception:  # noqa: BLE001, S112 - sympy fails inside in many ways; the next form is simpler
             continue
         reduced = _constant_states(form)
         if again and reduced is not form:
-            candidates += _forms(eliminate_dead_code(fold(reduced)), reduced.hyper_defaults.get("lr"), again=False)
+            candidates += _forms(eliminate_dead_code(fold(reduced)), exact_lr, again=False)
     return candidates
 
 
@@ -240,7 +252,7 @@ def _with_number(program: Program, old: float, new: float) -> Program:
                                          for h in program.hypers))
 
 
-def _with_lr(program: Program, tuned: float | None) -> Program:
+def _with_lr(program: Program, tuned: sympy.Expr | None) -> Program:
     """``program`` with ``lr`` a hyperparameter defaulting to ``tuned`` (when known)."""
     if tuned is None:
         return program
@@ -248,22 +260,23 @@ def _with_lr(program: Program, tuned: float | None) -> Program:
     return replace(program, hypers=hypers)
 
 
-def _plain(base: Program, tuned: float | None) -> Program:
+def _plain(base: Program, tuned: sympy.Expr | None) -> tuple[Program, sympy.Expr | None]:
     """The statement-by-statement form (for programs too long for sympy, or where sympy's form is
     longer): temporaries read once inlined, and where ``lr`` is only ever read as ``lr * c``, that
     scaling folded into the tuned default (``(t + cbrt(t)) * (lr * 0.0045)``, lr=1.3 ->
-    ``(t + cbrt(t)) * lr``, lr=0.00586)."""
+    ``(t + cbrt(t)) * lr``, lr=0.00586); with that default, exactly."""
     program = inline_single_use(simplify(base), reassigned=True)
     program = program.with_exprs(lambda e: map_calls(e, _as_line))
     scale = _lr_factor(program) if tuned is not None else None
     if scale is None:
-        return _with_lr(program, tuned)
+        return _with_lr(program, tuned), tuned
     program = program.with_exprs(lambda e: map_calls(e, lambda c: Var("lr") if _lr_times(c) is not None else c))
     update = program.update
     if isinstance(update, Call) and update.op == "mul" and update.args[1] == Var("lr"):
         # lr first, as the paper writes it
         program = program.with_body(program.body, update=Call("mul", update.args[::-1]))
-    return _with_lr(program, float(number(tuned) * number(scale)))  # 1.08 * 0.007021 = 0.00758268, exactly
+    lr = tuned * number(scale)  # 1.08 * 0.007021 = 0.00758268, exactly
+    return _with_lr(program, lr), lr
 
 
 def _as_line(call: Call) -> Expr:
@@ -377,7 +390,7 @@ def in_new_states(update: sympy.Expr, olds, news) -> tuple[sympy.Expr, dict, lis
     return update, stand_in, news
 
 
-def _symbolic(base: Program, tuned: float | None) -> Program:
+def _symbolic(base: Program, tuned: sympy.Expr | None) -> tuple[Program, sympy.Expr | None]:
     """Steps 2 and 3: the outputs through sympy, the update over the new state values where
     shorter (so ``update = lr * sign(m)`` after ``m = interp(g, m, 0.57)``), the lr scaling folded."""
     # A state the steps keep >= 0 is simplified as such (``max(-0.6, v)`` is ``v``); the proof of
@@ -390,19 +403,19 @@ def _symbolic(base: Program, tuned: float | None) -> Program:
     split = lr_scale(update, lr)
     scale, inner = split if split is not None else (None, update)
     if tuned is not None and split is not None:  # other reads of lr see the tuned value
-        inner, *news = [o.xreplace({lr: number(tuned)}) for o in (inner, *news)]
+        inner, *news = [o.xreplace({lr: tuned}) for o in (inner, *news)]
     # Each stand-in for a new state value reads back as a placeholder name, put in place below.
     used = names_in(base)
     placeholders = {fresh_name(f"{d.name}_new", used): d for d in stand_in}
     program = from_sympy(replace(sp, symbols={**sp.symbols, **placeholders}).with_outputs([inner, *news]))
     program = _new_values_first(program, {p: d.name for p, d in placeholders.items()})
     if split is None:
-        return _with_lr(program, tuned)
+        return _with_lr(program, tuned), tuned
     if tuned is None:
         factor = Var("lr") if scale == 1 else Call("mul", (Var("lr"), Const(float(scale))))
-        return program.with_body(program.body, update=Call("mul", (factor, program.update)))
+        return program.with_body(program.body, update=Call("mul", (factor, program.update))), None
     update = Call("mul", (Var("lr"), program.update))
-    return _with_lr(program.with_body(program.body, update=update), float(scale * number(tuned)))
+    return _with_lr(program.with_body(program.body, update=update), scale * tuned), scale * tuned
 
 
 def _new_values_first(program: Program, placeholders: dict[str, str]) -> Program:

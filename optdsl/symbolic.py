@@ -129,6 +129,8 @@ def number(value: float) -> sympy.Expr:
         >>> number(0.1), number(2.0), number(1e-08)
         (1/10, 2, 1/100000000)
     """
+    if isinstance(value, sympy.Basic):  # already exact (a folded lr: 61.04 * 0.001 / 0.1278)
+        return value
     return sympy.Rational(repr(float(value))) if not float(value).is_integer() else sympy.Integer(int(value))
 
 

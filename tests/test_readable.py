@@ -368,3 +368,20 @@ def test_a_bias_correction_under_sqrt_reads_one_minus_the_power():
     assert "sqrt(v / (1 - 0.999 ** step))" in r.source
     assert "- 1)" not in r.source
     assert r.equality == "exact"
+
+
+def test_a_quotient_folded_into_the_lr_and_a_folded_log_are_still_proved_exact():
+    """Two winners were shown equal only by testing: #15667 (10 minutes, seed 1) folds
+    lr * 0.001 / 0.1278 into its default, a quotient no float holds (now compared at its exact
+    value), and reads |sqrt(v) / sqrt(1 - 0.999**step)| as sympy cannot place the sign of
+    0.999**step - 1 (now known: equiv._step_powers); #5189 (the README job, seed 1, 2026-12-04)
+    divides by 1 - log2(-0.8212), folded in float64 as every backend runs it."""
+    head = "def train(w, g, m, v, step, lr):\n    v = interp(g * g, v, 0.999)\n"
+    tail = "    return update, m, v\n"
+    quotient = parse(head + "    m = interp(g, m, 0.3971)\n    t = m / 0.1278 / (sqrt(v / (1 - 0.999 ** step)) + 4.528e-09)\n"
+                     "    update = lr * 0.001 * (t + 0.01 * w)\n" + tail)
+    r = readable(quotient, lr=61.04)
+    assert "lr=0.4776)" in r.source and r.equality.startswith("exact; shown rounded")
+    folded = parse(head + "    m = interp(g, m, 0.3971)\n    t = m / (1 - log2(-0.8212))\n"
+                   "    update = lr * t / (sqrt(v / (1 - 0.999 ** step)) + 1e-08)\n" + tail)
+    assert readable(folded, lr=0.144).equality.startswith("exact")
