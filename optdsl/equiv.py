@@ -70,6 +70,7 @@ from .symbolic import (
     only_at_zero,
     sign_rewrite,
     singular_args,
+    step_powers,
     symbol,
     to_sympy,
 )
@@ -154,27 +155,6 @@ def _surely_nonzero(expr: sympy.Expr) -> bool:
     return False
 
 
-def _step_powers(expr: sympy.Expr) -> sympy.Expr:
-    """``expr`` with each ``c ** step`` (``c`` a positive number) written ``1 / (1 + q)`` for
-    ``c < 1`` and ``1 + q`` for ``c > 1``, ``q`` a positive symbol of its own: at every step >= 1
-    that is what it is, and sympy then knows the sign of ``1 - 0.999 ** step`` (so that
-    ``|sqrt(v) / sqrt(1 - c**step)|`` and ``sqrt(|v / (1 - c**step)|)`` are seen to agree). An
-    identity in ``q`` holds at each step's value, so what it proves holds for the program.
-
-    Example:
-        >>> step = symbol("step")
-        >>> _step_powers(1 - sympy.Rational(999, 1000) ** step)
-        1 - 1/(_q_999/1000 + 1)
-    """
-    def positive_part(power: sympy.Pow) -> sympy.Expr:
-        q = sympy.Symbol(f"_q_{power.base}", positive=True)
-        return 1 / (1 + q) if power.base < 1 else 1 + q
-
-    step = symbol("step")
-    return expr.replace(lambda e: isinstance(e, sympy.Pow) and e.exp == step and e.base.is_Rational
-                        and e.base.is_positive and e.base != 1, positive_part)
-
-
 def _is_zero(expr: sympy.Expr) -> bool:
     if expr == 0:
         return True
@@ -239,7 +219,7 @@ def singularities(program: Program, values: dict[str, float] | None = None,
                     if arg.is_number:
                         continue
                     if only_at_zero(node.op, i):
-                        out.update(("zero", f) for f in _zero_set(_step_powers(arg)))
+                        out.update(("zero", f) for f in _zero_set(step_powers(arg)))
                     else:  # singular outside a domain (arcsin), or at what power's exponent decides
                         out.add((node.op, arg))
 
@@ -308,7 +288,7 @@ def prove(a: Program, b: Program, values_a: dict[str, float] | None = None,
         pairs += [(new_a[na], new_b[nb].xreplace(subs)) for nb, na in mapping.items()]
         # Exactly (as they are, or with the signs of the step's powers known: _step_powers), or
         # after the rewrites that hold wherever a value is non-zero (x/|x| = sign(x)).
-        plain = [_is_zero(x - y) or _is_zero(_step_powers(x) - _step_powers(y)) for x, y in pairs]
+        plain = [_is_zero(x - y) or _is_zero(step_powers(x) - step_powers(y)) for x, y in pairs]
         if not all(z or _is_zero(sign_rewrite(x) - sign_rewrite(y)) for z, (x, y) in zip(plain, pairs)):
             continue
         under = ", ".join(f"{nb} -> {na}" for nb, na in mapping.items())

@@ -306,15 +306,33 @@ def _chain(name: str, items: list[Expr]) -> Expr:
     return reduce(lambda x, y: _call(name, x, y), items)
 
 
-#: Steps at which :func:`_step_factors_positive` looks at a factor's sign.
-_SIGN_STEPS = (1, 2, 3, 10, 100, 1000, 10**4, 10**6)
+def step_powers(expr: sympy.Expr) -> sympy.Expr:
+    """``expr`` with each ``c ** step`` (``c`` a positive number) written ``1 / (1 + q)`` for
+    ``c < 1`` and ``1 + q`` for ``c > 1``, ``q`` a positive symbol of its own: at every step >= 1
+    that is what it is, and sympy then knows the sign of ``1 - 0.999 ** step`` (so that
+    ``|sqrt(v) / sqrt(1 - c**step)|`` and ``sqrt(|v / (1 - c**step)|)`` are seen to agree). An
+    identity in ``q`` holds at each step's value, so what it proves holds for the program.
+
+    Example:
+        >>> step = symbol("step")
+        >>> step_powers(1 - sympy.Rational(999, 1000) ** step)
+        1 - 1/(_q_999/1000 + 1)
+    """
+    def positive_part(power: sympy.Pow) -> sympy.Expr:
+        q = sympy.Symbol(f"_q_{power.base}", positive=True)
+        return 1 / (1 + q) if power.base < 1 else 1 + q
+
+    step = symbol("step")
+    return expr.replace(lambda e: isinstance(e, sympy.Pow) and e.exp == step and e.base.is_Rational
+                        and e.base.is_positive and e.base != 1, positive_part)
 
 
 def _step_factors_positive(arg: sympy.Expr) -> sympy.Expr:
-    """``arg`` up to its sign, each factor that is a sum of the step count alone and negative at
-    every step negated: sympy keeps ``|1 - 0.999**step|`` as ``|0.999**step - 1|``; under the
-    language's |x| (``abs``, ``sqrt``, ``log``) the two are the same, and the bias correction then
-    reads as people write it (a factor's power must be an integer, so the sign only moves).
+    """``arg`` up to its sign, each factor in the step count alone that :func:`step_powers` shows
+    negative at every step negated: sympy keeps ``|1 - 0.999**step|`` as ``|0.999**step - 1|``;
+    under the language's |x| (``abs``, ``sqrt``, ``log``) the two are the same, and the bias
+    correction then reads as people write it (a factor's power must be an integer, so the sign
+    only moves).
 
     Example:
         >>> step, v = symbol("step"), symbol("v")
@@ -323,13 +341,12 @@ def _step_factors_positive(arg: sympy.Expr) -> sympy.Expr:
     """
     def positive(f: sympy.Expr) -> sympy.Expr:
         base, k = (f.base, f.exp) if isinstance(f, sympy.Pow) and f.exp.is_integer else (f, 1)
-        step = symbol("step")
-        if (isinstance(base, sympy.Add) and base.free_symbols == {step}
-                and all(base.subs(step, sympy.Float(t)).evalf() < 0 for t in _SIGN_STEPS)):
+        if (isinstance(base, sympy.Add) and base.free_symbols == {symbol("step")}
+                and sympy.together(step_powers(base)).is_negative):
             return (-base) ** k
         return f
 
-    return sympy.Mul(*map(positive, sympy.Mul.make_args(arg)))  # floats: 0.999**10**6 exactly is huge
+    return sympy.Mul(*map(positive, sympy.Mul.make_args(arg)))
 
 
 class _Reader:
@@ -693,6 +710,7 @@ __all__ = [
     "only_at_zero",
     "sign_rewrite",
     "singular_args",
+    "step_powers",
     "symbol",
     "to_sympy",
     "uniform_names",
