@@ -470,7 +470,9 @@ class _Reader:
                 out.append((sign, self.product([c, x])))
         if not out:
             return Const(0.0)
-        out.sort(key=lambda t: -t[0])  # positive terms first: a - b rather than -b + a
+        # positive terms first (a - b rather than -b + a), numbers last among each sign, as people
+        # write them: sqrt(v) + 1e-08, g * g - 0.94, but 1 - 0.9 ** step
+        out.sort(key=lambda t: (-t[0], isinstance(t[1], Const)))
         sign, acc = out[0]
         if sign < 0:
             acc = _call("neg", acc)

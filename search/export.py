@@ -76,7 +76,7 @@ def simplest(row: dict) -> Readable:
         def train(w, g, m, v, lr=0.0005):
             m = interp(g, m, 0.9)
             v = interp(square(g), v, 0.999)
-            update = lr * (m / (1e-08 + sqrt(v)) + 0.01 * w)
+            update = lr * (m / (sqrt(v) + 1e-08) + 0.01 * w)
             return update, m, v
         >>> form.equality
         'exact'

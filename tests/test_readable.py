@@ -167,7 +167,7 @@ PINNED_WINNERS = [
                  "    t_2 = sqrt(v) + 1e-08\n    t_2 = arctan(m / t_2)\n    update = t_2 + t_2\n"
                  "    update = update * (lr * 0.0009527)\n", 24.4,
                  "def train(w, g, m, v, lr=0.04649):\n    m = interp(g, m, 0.3076)\n"
-                 "    v = interp(g * m, v, 1.008)\n    update = lr * arctan(m / (1e-08 + sqrt(v)))\n",
+                 "    v = interp(g * m, v, 1.008)\n    update = lr * arctan(m / (sqrt(v) + 1e-08))\n",
                  id="19806-reassigned-update"),
     # The 10-minute search's #11638: sympy's form of cbrt (sign(x) |x|^(1/3)) is longer than the
     # program's own, so the statement form is shown; it had kept `t_5 = lr * 0.004506` and one
@@ -238,7 +238,7 @@ def train(w, g, v, lr):
     return update, v
 """)
     r = readable(raw, lr=3.25)
-    assert "update = lr * g / (1e-08 + sqrt(v))" in r.source and "lr=0.006445)" in r.source
+    assert "update = lr * g / (sqrt(v) + 1e-08)" in r.source and "lr=0.006445)" in r.source
     assert r.equality.startswith("exact")
 
 
@@ -268,7 +268,7 @@ def train(w, g, v, lr):
 """)
     r = readable(raw, lr=61.04)
     assert r.source == ("def train(w, g, v, lr=0.02225):\n    v = interp(square(g), v, 0.999)\n"
-                        "    update = lr * arcsinh(g / (1e-08 + sqrt(v)))\n    return update, v\n")
+                        "    update = lr * arcsinh(g / (sqrt(v) + 1e-08))\n    return update, v\n")
     assert r.equality.startswith("exact; ")
     detail = compare(raw, r.program, {"lr": 61.04}, {"lr": 0.02224908}).detail
     assert "stay >= 0 from their start: v (a), v (b)" in detail
@@ -347,7 +347,7 @@ def test_states_are_named_by_their_role():
     raw = parse("def train(w, g, a, b, lr):\n    a = interp(g * g, a, 0.999)\n    b = interp(g, b, 0.9)\n"
                 "    return lr * b / (sqrt(a) + 1e-8), a, b\n")
     r = readable(raw, lr=0.01)
-    assert r.program.state_names == ("v", "m") and "update = lr * m / (1e-08 + sqrt(v))" in r.source
+    assert r.program.state_names == ("v", "m") and "update = lr * m / (sqrt(v) + 1e-08)" in r.source
     two_momenta = parse("def train(w, g, a, b, lr):\n    a = interp(g, a, 0.9)\n    b = interp(g, b, 0.5)\n"
                         "    return lr * (a + b), a, b\n")
     assert readable(two_momenta, lr=0.01).program.state_names == ("m", "v")  # the next free name
