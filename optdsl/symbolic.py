@@ -509,12 +509,23 @@ class _Reader:
         rest = [f for f in flat if not f.is_Number]
         if coeff < 0:
             return _call("neg", self.product([-coeff, *rest]))
+        half = sympy.Rational(1, 2)
+        roots = [[f for f in rest if isinstance(f, sympy.Pow) and f.exp == sign * half] for sign in (1, -1)]
+        if all(len(r) == 1 for r in roots):  # sqrt(a) / sqrt(b) is sqrt(a / b): both are of |x|
+            (top,), (bottom,) = roots
+            rest = [f for f in rest if f is not top and f is not bottom]
+            ratio = _call("div", self.abs_arg(top.base, "sqrt"), self.abs_arg(bottom.base, "sqrt"))
+            merged = _call("sqrt", ratio)
+        else:
+            merged = None
         num, den = [], []
         for f in rest:
             if isinstance(f, sympy.Pow) and f.exp.is_number and f.exp < 0:
                 den.append(self.power(f.base, -f.exp))
             else:
                 num.append(self.read(f))
+        if merged is not None:
+            num.append(merged)
         if coeff != 1:
             num.insert(0, Const(float(coeff)))
         top = _chain("mul", num) if num else Const(1.0)

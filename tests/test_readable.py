@@ -382,6 +382,8 @@ def test_a_quotient_folded_into_the_lr_and_a_folded_log_are_still_proved_exact()
                      "    update = lr * 0.001 * (t + 0.01 * w)\n" + tail)
     r = readable(quotient, lr=61.04)
     assert "lr=0.4776)" in r.source and r.equality.startswith("exact; shown rounded")
+    # numbers last in a sum, and sympy's sqrt(v) / sqrt(1 - c**step) as one root, as Adam is written
+    assert "update = lr * (m / (sqrt(v / (1 - 0.999 ** step)) + 4.528e-09) + 0.001278 * w)" in r.source
     folded = parse(head + "    m = interp(g, m, 0.3971)\n    t = m / (1 - log2(-0.8212))\n"
                    "    update = lr * t / (sqrt(v / (1 - 0.999 ** step)) + 1e-08)\n" + tail)
     assert readable(folded, lr=0.144).equality.startswith("exact")
