@@ -174,7 +174,7 @@ def _zero_set(e: sympy.Expr) -> frozenset:
     out, parts = set(), list(sympy.Mul.make_args(num))
     while parts:  # |x|, x**k (k > 0) and products are zero where their factors are
         part = parts.pop()
-        if part.is_number:
+        if part.is_number or part.is_nonzero:  # (the step count is >= 1)
             continue
         if isinstance(part, sympy.Abs) or part.is_Mul or (part.is_Pow and part.exp.is_positive):
             parts += sympy.Mul.make_args(part.args[0] if not part.is_Mul else part)

@@ -127,6 +127,9 @@ class Op:
     # the list on a CPU (~1.2 us each, torch 2.13): the multi-tensor printer hands it 0-d tensors
     foreach_tensor_numbers: bool = False
     reduction: Reduction | None = None  # how a reduce/row/col/global op is computed in pieces
+    # a reduction's sympy value where every argument is one value for all elements, whatever
+    # their count (mean(-0.93) is -0.93, cosine_sim(0.9, step) is 1); None: it depends on the count
+    same_value: Callable | None = None
     # arguments whose sign the value ignores, bit for bit (it reads |x| or x * x there): an abs()
     # given there is dropped (optdsl.passes.fold), sqrt(abs(g)) being sqrt(g)
     even: tuple[int, ...] = ()
@@ -407,15 +410,16 @@ op("norm", 1, R, lambda x: np.sqrt(np.sum(np.square(x))), lambda x: _sym_fn("nor
 op("rms", 1, R, lambda x: np.sqrt(np.sum(np.square(x)) / np.size(x)), lambda x: _sym_fn("rms", nonnegative=True)(x),
    r"\operatorname{{RMS}}({0})", "torch.sqrt(torch.mean(torch.square({0})))",
    "jnp.sqrt(jnp.mean(jnp.square({0})))", None, "root mean square of the tensor", flops=2,
-   reduction=Reduction(_SUM_SQ, "sum", _c("sqrt", _c("div", _A0, _N))), even=(0,))
+   reduction=Reduction(_SUM_SQ, "sum", _c("sqrt", _c("div", _A0, _N))), even=(0,), same_value=sympy.Abs)
 op("mean", 1, R, lambda x: np.sum(x) / np.size(x), lambda x: _sym_fn("mean")(x), r"\operatorname{{mean}}({0})",
-   "torch.mean({0})", "jnp.mean({0})", None, "mean of the tensor's elements", reduction=_MEAN)
+   "torch.mean({0})", "jnp.mean({0})", None, "mean of the tensor's elements", reduction=_MEAN,
+   same_value=lambda x: x)
 op("sum", 1, R, np.sum, lambda x: _sym_fn("sum")(x), r"\sum {0}", "torch.sum({0})", "jnp.sum({0})",
    None, "sum of the tensor's elements", search=False,
    reduction=Reduction((_X,), "sum", _A0))
 op("amax", 1, R, lambda x: np.max(x, initial=-np.inf), lambda x: _sym_fn("amax")(x), r"\max {0}", "torch.amax({0})", "jnp.max({0}, initial=-jnp.inf)",
    None, "largest element of the tensor", search=False,
-   reduction=Reduction((_X,), "max", _A0))
+   reduction=Reduction((_X,), "max", _A0), same_value=lambda x: x)
 op("allfinite", 1, R, lambda x: _bool(np.all(np.isfinite(x)), (x,)), lambda x: _sym_fn("allfinite")(x),
    r"[{0} \text{{ finite}}]", "torch.isfinite({0}).all()", "jnp.all(jnp.isfinite({0}))", None,
    "1 if no element is inf or nan (a NaN guard)", search=False,
@@ -431,7 +435,8 @@ op("cosine_sim", 2, R,
    "(jnp.sum({0} * {1}) / (jnp.linalg.norm(jnp.ravel({0})) * jnp.linalg.norm(jnp.ravel({1}))))", None,
    "cosine of the angle between x and y", flops=6, commutative=True,
    reduction=Reduction((_c("mul", _X, _Y), _c("mul", _X, _X), _c("mul", _Y, _Y)), "sum",
-                       _c("div", _A0, _c("mul", _c("sqrt", _A1), _c("sqrt", _A2)))))
+                       _c("div", _A0, _c("mul", _c("sqrt", _A1), _c("sqrt", _A2)))),
+   same_value=lambda x, y: x * y / (sympy.Abs(x) * sympy.Abs(y)))
 
 # --- factored reductions: (..., R, C) -> (..., R) or (..., C) ---
 op("rowmean", 1, ROW, _mean_last, lambda x: _sym_fn("rowmean")(x), r"\overline{{{0}}}^{{\text{{row}}}}",

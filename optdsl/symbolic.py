@@ -137,8 +137,6 @@ def number(value: float) -> sympy.Expr:
 #: Reductions whose value depends on how many elements they see (``sum(1)`` is the tensor's
 #: size): sympy must know their argument's shape, which it cannot see in ``norm(0 * g + 1)``.
 COUNTING = frozenset({"sum", "norm", "dot", "global_norm"})
-#: Reductions of a value that is the same for every element (a constant, lr, a scalar state).
-SAME_VALUE = {"mean": lambda x: x, "amax": lambda x: x, "rms": sympy.Abs}
 _TAG = "shape_"
 
 
@@ -168,8 +166,9 @@ def expr_to_sympy(expr: Expr, env: dict[str, sympy.Expr], shape: tuple[int, ...]
             return number(fold_expr(expr, tuple(shape)).value)
         return sympy.Function(op.name)(*[expr_to_sympy(a, env) for a in expr.args])
     args = [expr_to_sympy(a, env, shape, kinds) for a in expr.args]
-    if op.name in SAME_VALUE and kinds is not None and expr_kind(expr.args[0], kinds, _fail) in SCALAR_LIKE:
-        return SAME_VALUE[op.name](args[0])  # mean(-0.93) is -0.93: one value, whatever the count
+    if (op.same_value is not None and kinds is not None
+            and all(expr_kind(a, kinds, _fail) in SCALAR_LIKE for a in expr.args)):
+        return op.same_value(*args)  # mean(-0.93) is -0.93: one value, whatever the count
     if op.name in COUNTING and kinds is not None:
         kind = join(*(expr_kind(a, kinds, _fail) for a in expr.args))
         return op.sympy(*args).func(*args, sympy.Symbol(_TAG + kind))  # keeps its range facts

@@ -179,3 +179,16 @@ def test_an_op_is_even_in_exactly_the_arguments_it_marks(name):
                 assert np.array_equal(np.signbit(plain[plain == 0]), np.signbit(folded[plain == 0])), (name, i)
             elif op.shape == ELEMENTWISE and not op.truth and name not in ("where", "clamp", "interp"):
                 assert not same, (name, i)
+
+
+@pytest.mark.parametrize("name", [o.name for o in OPS.values() if o.same_value is not None])
+@pytest.mark.parametrize("values", [(-0.93, 0.5), (2.0, -3.0), (0.25, 0.25)])
+@pytest.mark.parametrize("shape", [(), (1,), (3, 4)])
+def test_a_reduction_of_one_value_is_its_same_value(name, values, shape):
+    # what sympy is told a reduction of a constant (or lr, step) is, whatever the tensor's size
+    from optdsl.symbolic import number
+
+    op = OPS[name]
+    args = values[:op.arity]
+    expected = op.numpy(*[np.full(shape, a) for a in args])
+    assert float(op.same_value(*map(number, args))) == pytest.approx(float(expected), rel=1e-12)

@@ -387,3 +387,15 @@ def test_a_quotient_folded_into_the_lr_and_a_folded_log_are_still_proved_exact()
     folded = parse(head + "    m = interp(g, m, 0.3971)\n    t = m / (1 - log2(-0.8212))\n"
                    "    update = lr * t / (sqrt(v / (1 - 0.999 ** step)) + 1e-08)\n" + tail)
     assert readable(folded, lr=0.144).equality.startswith("exact")
+
+
+def test_a_cosine_of_two_numbers_is_one_and_leaves_the_step():
+    """The README job's seed-1 winner of 2026-12-04 (#7467) divided by 1.166 - cosine_sim(0.9, step):
+    the cosine of two positive numbers is 1 at every step, so the factor is a number that joins
+    the lr (the op table's same_value), and step >= 1 is no singular point."""
+    raw = parse("def train(w, g, m, step, lr):\n    m = interp(g, m, 0.3971)\n"
+                "    t = m / ((1.166 - cosine_sim(0.9, step)) * (sqrt(m) + 1e-08))\n"
+                "    return lr * 0.01 * (t + 0.01 * w), m\n")
+    r = readable(raw, lr=8.33)
+    assert "update = lr * (m / (sqrt(m) + 1e-08) + 0.00166 * w)" in r.source and "step" not in r.source
+    assert r.equality.startswith("exact")
