@@ -127,8 +127,8 @@ class Op:
     # the list on a CPU (~1.2 us each, torch 2.13): the multi-tensor printer hands it 0-d tensors
     foreach_tensor_numbers: bool = False
     reduction: Reduction | None = None  # how a reduce/row/col/global op is computed in pieces
-    # a reduction's sympy value where every argument is one value for all elements, whatever
-    # their count (mean(-0.93) is -0.93, cosine_sim(0.9, step) is 1); None: it depends on the count
+    # a reduction's sympy value where every argument is a number (a 0-d value in every backend:
+    # lr, step, a per-tensor scalar): mean(-0.93) is -0.93, norm(lr) is |lr|, cosine_sim(0.9, step) is 1
     same_value: Callable | None = None
     # arguments whose sign the value ignores, bit for bit (it reads |x| or x * x there): an abs()
     # given there is dropped (optdsl.passes.fold), sqrt(abs(g)) being sqrt(g)
@@ -406,7 +406,7 @@ _MEAN = Reduction((_X,), "sum", _c("div", _A0, _N))
 _ALLFINITE = Reduction((_c("sub", 1, _c("isfinite", _X)),), "sum", _c("eq", _A0, 0))  # no non-finite one
 op("norm", 1, R, lambda x: np.sqrt(np.sum(np.square(x))), lambda x: _sym_fn("norm", nonnegative=True)(x),
    r"\lVert {0} \rVert", "torch.linalg.vector_norm({0})", "jnp.linalg.norm(jnp.ravel({0}))", None,
-   "L2 norm of the whole tensor", flops=2, reduction=_NORM, even=(0,))
+   "L2 norm of the whole tensor", flops=2, reduction=_NORM, even=(0,), same_value=sympy.Abs)
 op("rms", 1, R, lambda x: np.sqrt(np.sum(np.square(x)) / np.size(x)), lambda x: _sym_fn("rms", nonnegative=True)(x),
    r"\operatorname{{RMS}}({0})", "torch.sqrt(torch.mean(torch.square({0})))",
    "jnp.sqrt(jnp.mean(jnp.square({0})))", None, "root mean square of the tensor", flops=2,
@@ -416,7 +416,7 @@ op("mean", 1, R, lambda x: np.sum(x) / np.size(x), lambda x: _sym_fn("mean")(x),
    same_value=lambda x: x)
 op("sum", 1, R, np.sum, lambda x: _sym_fn("sum")(x), r"\sum {0}", "torch.sum({0})", "jnp.sum({0})",
    None, "sum of the tensor's elements", search=False,
-   reduction=Reduction((_X,), "sum", _A0))
+   reduction=Reduction((_X,), "sum", _A0), same_value=lambda x: x)
 op("amax", 1, R, lambda x: np.max(x, initial=-np.inf), lambda x: _sym_fn("amax")(x), r"\max {0}", "torch.amax({0})", "jnp.max({0}, initial=-jnp.inf)",
    None, "largest element of the tensor", search=False,
    reduction=Reduction((_X,), "max", _A0), same_value=lambda x: x)
@@ -427,7 +427,7 @@ op("allfinite", 1, R, lambda x: _bool(np.all(np.isfinite(x)), (x,)), lambda x: _
 op("dot", 2, R, lambda x, y: np.sum(np.multiply(x, y)), lambda x, y: _sym_fn("dot")(x, y),
    r"\langle {0}, {1} \rangle", "torch.sum({0} * {1})", "jnp.sum({0} * {1})", None,
    "sum of x * y over the tensor", flops=2, commutative=True,
-   reduction=Reduction((_c("mul", _X, _Y),), "sum", _A0))
+   reduction=Reduction((_c("mul", _X, _Y),), "sum", _A0), same_value=lambda x, y: x * y)
 op("cosine_sim", 2, R,
    lambda x, y: np.sum(np.multiply(x, y)) / (np.sqrt(np.sum(np.square(x))) * np.sqrt(np.sum(np.square(y)))),
    lambda x, y: _sym_fn("cosine_sim")(x, y), r"\cos\angle({0}, {1})",

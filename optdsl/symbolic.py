@@ -134,8 +134,9 @@ def number(value: float) -> sympy.Expr:
     return sympy.Rational(repr(float(value))) if not float(value).is_integer() else sympy.Integer(int(value))
 
 
-#: Reductions whose value depends on how many elements they see (``sum(1)`` is the tensor's
-#: size): sympy must know their argument's shape, which it cannot see in ``norm(0 * g + 1)``.
+#: Reductions whose value depends on how many elements they see (``sum(0 * g + 1)`` is the
+#: tensor's size): sympy must know their argument's shape, which it cannot see in ``norm(0 * g + 1)``;
+#: of a number they take its ``same_value`` (op table).
 COUNTING = frozenset({"sum", "norm", "dot", "global_norm"})
 _TAG = "shape_"
 
