@@ -269,7 +269,8 @@ def _plain(base: Program, tuned: sympy.Expr | None) -> tuple[Program, sympy.Expr
     longer): temporaries read once inlined, and where ``lr`` is only ever read as ``lr * c``, that
     scaling folded into the tuned default (``(t + cbrt(t)) * (lr * 0.0045)``, lr=1.3 ->
     ``(t + cbrt(t)) * lr``, lr=0.00586); with that default, exactly."""
-    program = inline_single_use(simplify(base), reassigned=True)
+    # folded again once inlined: sqrt(v / -1.778) shows only then, and is sqrt(v / 1.778)
+    program = fold(inline_single_use(simplify(base), reassigned=True))
     program = program.with_exprs(lambda e: map_calls(e, _as_line))
     scale = _lr_factor(program) if tuned is not None else None
     if scale is None:

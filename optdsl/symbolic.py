@@ -327,19 +327,24 @@ def step_powers(expr: sympy.Expr) -> sympy.Expr:
                         and e.base.is_positive and e.base != 1, positive_part)
 
 
-def _step_factors_positive(arg: sympy.Expr) -> sympy.Expr:
-    """``arg`` up to its sign, each factor in the step count alone that :func:`step_powers` shows
-    negative at every step negated: sympy keeps ``|1 - 0.999**step|`` as ``|0.999**step - 1|``;
-    under the language's |x| (``abs``, ``sqrt``, ``log``) the two are the same, and the bias
-    correction then reads as people write it (a factor's power must be an integer, so the sign
+def _positive_factors(arg: sympy.Expr) -> sympy.Expr:
+    """``arg`` up to its sign: each negative number among its factors, and each factor in the step
+    count alone that :func:`step_powers` shows negative at every step, negated. Under the
+    language's |x| (``abs``, ``sqrt``, ``log``) the two are the same, and they read as people
+    write them: sympy keeps ``|1 - 0.999**step|`` as ``|0.999**step - 1|``, and a search's
+    ``sqrt(v / -1.778)`` is ``sqrt(v / 1.778)`` (a factor's power must be an integer, so the sign
     only moves).
 
     Example:
         >>> step, v = symbol("step"), symbol("v")
-        >>> _step_factors_positive(v / (sympy.Rational(999, 1000) ** step - 1))
+        >>> _positive_factors(v / (sympy.Rational(999, 1000) ** step - 1))
         v/(1 - (999/1000)**step)
+        >>> _positive_factors(-v / 2)
+        v/2
     """
     def positive(f: sympy.Expr) -> sympy.Expr:
+        if f.is_number and f.is_negative:
+            return -f
         base, k = (f.base, f.exp) if isinstance(f, sympy.Pow) and f.exp.is_integer else (f, 1)
         if (isinstance(base, sympy.Add) and base.free_symbols == {symbol("step")}
                 and sympy.together(step_powers(base)).is_negative):
@@ -411,7 +416,7 @@ class _Reader:
                 return _call("log1p", self.abs_arg(rest, "log1p"))
             return _call("log", self.abs_arg(e.args[0], "log"))
         if isinstance(e, sympy.Abs):
-            return _call("abs", self.read(_step_factors_positive(e.args[0])))
+            return _call("abs", self.read(_positive_factors(e.args[0])))
         if (clipped := _clip(e)) is not None:
             return _call("clip", self.read(clipped[0]), self.read(clipped[1]))
         if isinstance(e, (sympy.Max, sympy.Min)):
@@ -441,7 +446,7 @@ class _Reader:
     def abs_arg(self, arg: sympy.Expr, what: str) -> Expr:
         """The language's sqrt/log act on |x|: read ``|x|`` as ``x``, and accept ``x >= 0``."""
         if isinstance(arg, sympy.Abs):
-            return self.read(_step_factors_positive(arg.args[0]))
+            return self.read(_positive_factors(arg.args[0]))
         if arg.is_nonnegative:
             return self.read(arg)
         raise NotExpressible(f"{what} of a value that may be negative")

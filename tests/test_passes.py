@@ -5,6 +5,7 @@ import pytest
 
 from optdsl import DslError, Interpreter, load, parse, to_source, zoo_names
 from optdsl.ir import Const
+from optdsl.ops import OPS
 from optdsl.passes import (
     eliminate_common,
     eliminate_dead_code,
@@ -78,6 +79,33 @@ def test_folding_keeps_the_sign_of_zero():
     opt = Interpreter(p, lr=1.0)
     update, _ = opt.updates({"w": np.ones(1)}, {"w": -np.ones(1)}, opt.init({"w": np.ones(1)}), 1)
     assert update["w"][0] == np.inf
+
+
+UNSIGNED = [("sqrt(v / -1.778)", "sqrt(v / 1.778)"), ("sqrt(-2 * v)", "sqrt(2 * v)"), ("abs(-v)", "abs(v)"),
+            ("square(v * -0.5)", "square(v * 0.5)"), ("sqrt(v - 2)", "sqrt(v - 2)"), ("exp(v / -2)", "exp(v / -2)")]
+
+
+@pytest.mark.parametrize(("text", "folded"), UNSIGNED)
+def test_where_an_op_ignores_its_arguments_sign_a_negative_factor_loses_it(text, folded):
+    # a search's winner read sqrt(v / -1.778); the op table's `even` says where the sign goes
+    p = parse(f"def f(w, g, v, lr):\n    v = interp(g * g, v, 0.9) - 0.5\n    return lr * {text}, v\n")
+    assert to_source(fold(p)).endswith(f"return lr * {folded}, v\n")
+
+
+@pytest.mark.parametrize("name", [o.name for o in OPS.values() if o.even])
+def test_a_sign_flipped_product_gives_an_even_op_the_same_bits(name):
+    # what makes the rewrite above exact: x * -c and x / -c differ from x * c, x / c only in sign
+    op = OPS[name]
+    x = np.concatenate([np.linspace(-3, 3, 13), [0.0, -0.0, np.inf, -np.inf, np.nan, 1e-300]])
+    for c in (1.778, 0.5, 3.0):
+        nonzero = np.where(x == 0, 1, x)
+        for flipped, plain in ((x * -c, x * c), (x / -c, x / c), (-c / nonzero, c / nonzero)):
+            args = [np.full_like(x, 0.25)] * op.arity
+            args_f, args_p = list(args), list(args)
+            for i in op.even:
+                args_f[i], args_p[i] = flipped, plain
+            assert np.array_equal(op.numpy(*args_f), op.numpy(*args_p), equal_nan=True)
+
 
 LOGIC = [("(g > 0) and 1", "g > 0"), ("g and 1", "g != 0"), ("g and 0", "0"), ("0 or g", "g != 0"),
          ("2 or g", "1"), ("nan and (g < 1)", "g < 1"), ("(g > 0) or 0", "g > 0")]

@@ -7,7 +7,8 @@ so ``norm(-0.374)`` is 0.374 and ``sum(3)`` is 3): ``1 / 0`` is ``inf``, ``0 / 0
 propagated; identities that hold for every IEEE value are applied (``x * 1``, ``x - 0``,
 ``x / 1``, ``x ** 1``, ``--x``, ``where`` with a constant condition, ``and``/``or`` with a
 constant (``x and 1`` is x's truth, ``x or 1`` is 1), and an ``abs`` where the op reads
-only the magnitude: ``sqrt(abs(x))`` is ``sqrt(x)``, see ``Op.even``) -- not ``x + 0``, which
+only the magnitude: ``sqrt(abs(x))`` and ``sqrt(-x)`` are ``sqrt(x)``, ``sqrt(x / -2)`` is ``sqrt(x / 2)``,
+see ``Op.even``) -- not ``x + 0``, which
 turns -0.0 into 0.0 (and ``1 / x`` from -inf into inf). Given a parameter ``shape``, ``ndim(w)``, ``size(w)`` and
 ``dim(w, i)`` become numbers first, so static branches resolve. ``values`` binds
 hyperparameters (``{"beta1": 0.95}``) to numbers.
@@ -79,7 +80,7 @@ def fold_expr(expr: Expr, shape: tuple[int, ...] | None = None) -> Expr:
             return fold_expr(expr.args[1] if cond.value != 0 else expr.args[2], shape)
     op = OPS[expr.op]
     args = tuple(fold_expr(a, shape) for a in expr.args)
-    args = tuple(a.args[0] if i in op.even and isinstance(a, Call) and a.op == "abs" else a for i, a in enumerate(args))
+    args = tuple(_unsigned(a) if i in op.even else a for i, a in enumerate(args))
     call = Call(expr.op, args)
     if op.name == "where" and isinstance(args[0], Const):
         return args[1] if args[0].value != 0 else args[2]
@@ -96,6 +97,23 @@ def fold_expr(expr: Expr, shape: tuple[int, ...] | None = None) -> Expr:
     if op.name in ("and", "or") and any(isinstance(a, Const) for a in args):
         return _logic_with_constant(op.name, *sorted(args, key=lambda a: not isinstance(a, Const)))
     return call
+
+
+def _unsigned(e: Expr) -> Expr:
+    """``e`` up to its sign, for an argument whose sign the op ignores (``Op.even``): ``abs(x)``
+    and ``-x`` are ``x``, and a negative number multiplying or dividing is its magnitude
+    (``sqrt(v / -1.778)`` is ``sqrt(v / 1.778)``): IEEE products and quotients change only sign.
+
+    Example:
+        >>> from optdsl.ir import Var
+        >>> _unsigned(Call("div", (Var("v"), Const(-1.778))))
+        Call(op='div', args=(Var(name='v'), Const(value=1.778)))
+    """
+    if isinstance(e, Call) and e.op in ("abs", "neg"):
+        return e.args[0]
+    if isinstance(e, Call) and e.op in ("mul", "div") and any(isinstance(a, Const) and a.value < 0 for a in e.args):
+        return Call(e.op, tuple(Const(-a.value) if isinstance(a, Const) and a.value < 0 else a for a in e.args))
+    return e
 
 
 def _logic_with_constant(name: str, c: Const, x: Expr) -> Expr:
