@@ -307,8 +307,9 @@ def _chain(name: str, items: list[Expr]) -> Expr:
 
 
 def step_powers(expr: sympy.Expr) -> sympy.Expr:
-    """``expr`` with each ``c ** step`` (``c`` a positive number) written ``1 / (1 + q)`` for
-    ``c < 1`` and ``1 + q`` for ``c > 1``, ``q`` a positive symbol of its own: at every step >= 1
+    """``expr`` with each ``c ** step`` (``c`` a positive number; ``c ** (k step)`` as its k-th
+    power) written ``1 / (1 + q)`` for ``c < 1`` and ``1 + q`` for ``c > 1``, ``q`` a positive
+    symbol of its own: at every step >= 1
     that is what it is, and sympy then knows the sign of ``1 - 0.999 ** step`` (so that
     ``|sqrt(v) / sqrt(1 - c**step)|`` and ``sqrt(|v / (1 - c**step)|)`` are seen to agree). An
     identity in ``q`` holds at each step's value, so what it proves holds for the program.
@@ -318,13 +319,14 @@ def step_powers(expr: sympy.Expr) -> sympy.Expr:
         >>> step_powers(1 - sympy.Rational(999, 1000) ** step)
         1 - 1/(_q_999/1000 + 1)
     """
-    def positive_part(power: sympy.Pow) -> sympy.Expr:
-        q = sympy.Symbol(f"_q_{power.base}", positive=True)
-        return 1 / (1 + q) if power.base < 1 else 1 + q
-
     step = symbol("step")
-    return expr.replace(lambda e: isinstance(e, sympy.Pow) and e.exp == step and e.base.is_Rational
-                        and e.base.is_positive and e.base != 1, positive_part)
+
+    def positive_part(power: sympy.Pow) -> sympy.Expr:  # c ** (k step) is (c ** step) ** k
+        q = sympy.Symbol(f"_q_{power.base}", positive=True)
+        return (1 / (1 + q) if power.base < 1 else 1 + q) ** (power.exp / step)
+
+    return expr.replace(lambda e: isinstance(e, sympy.Pow) and e.base.is_Rational and e.base.is_positive
+                        and e.base != 1 and e.exp.has(step) and (e.exp / step).is_Rational, positive_part)
 
 
 def _positive_factors(arg: sympy.Expr) -> sympy.Expr:
@@ -352,6 +354,20 @@ def _positive_factors(arg: sympy.Expr) -> sympy.Expr:
         return f
 
     return sympy.Mul(*map(positive, sympy.Mul.make_args(arg)))
+
+
+def _ordered(e: sympy.Min | sympy.Max) -> list[sympy.Expr]:
+    """The arguments of ``e`` less those :func:`step_powers` shows it never picks: sympy cannot
+    order ``1`` and ``0.999**step``, and ``min(1, 0.999 ** step)`` is ``0.999 ** step`` at every step.
+
+    Example:
+        >>> _ordered(sympy.Min(1, sympy.Rational(999, 1000) ** symbol("step")))
+        [(999/1000)**step]
+    """
+    written = {step_powers(a): a for a in e.args}
+    picked = e.func(*written)
+    kept = picked.args if isinstance(picked, e.func) else (picked,)
+    return [written[k] for k in kept] if all(k in written for k in kept) else list(e.args)
 
 
 class _Reader:
@@ -420,7 +436,7 @@ class _Reader:
         if (clipped := _clip(e)) is not None:
             return _call("clip", self.read(clipped[0]), self.read(clipped[1]))
         if isinstance(e, (sympy.Max, sympy.Min)):
-            return _chain("max" if isinstance(e, sympy.Max) else "min", [self.read(a) for a in e.args])
+            return _chain("max" if isinstance(e, sympy.Max) else "min", [self.read(a) for a in _ordered(e)])
         if isinstance(e, sympy.Mod):
             return _call("mod", self.read(e.args[0]), self.read(e.args[1]))
         if isinstance(e, sympy.Piecewise):

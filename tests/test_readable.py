@@ -399,3 +399,13 @@ def test_a_cosine_of_two_numbers_is_one_and_leaves_the_step():
     r = readable(raw, lr=8.33)
     assert "update = lr * (m / (sqrt(m) + 1e-08) + 0.00166 * w)" in r.source and "step" not in r.source
     assert r.equality.startswith("exact")
+
+
+def test_a_min_that_the_step_decides_goes():
+    """A README-job program of 2026-12-04 (#1877, seed 2) divided v by min(1, 0.999 ** step): the
+    power is below 1 at every step, so the min is the power, and the form is proved exact."""
+    raw = parse("def train(w, g, v, step, lr):\n    v = interp(g * g, v, 0.7028)\n"
+                "    return lr * g / (sqrt(v / min(1, 0.999 ** step)) + 1e-08), v\n")
+    r = readable(raw, lr=0.1)
+    assert "sqrt(v / 0.999 ** step)" in r.source and "min(" not in r.source
+    assert r.equality == "exact"
