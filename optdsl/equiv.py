@@ -163,6 +163,9 @@ def _is_zero(expr: sympy.Expr) -> bool:
     expanded = sympy.expand(expr)
     if expanded == 0:
         return True
+    # over one denominator: c (a g + b m) / X - (c a g + c b m) / X is too long to simplify
+    if sympy.expand(sympy.fraction(sympy.together(expr))[0]) == 0:
+        return True
     if sympy.count_ops(expanded) <= SIMPLIFY_LIMIT:
         return sympy.simplify(expanded) == 0
     return False

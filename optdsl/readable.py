@@ -337,11 +337,10 @@ def lr_scale(update: sympy.Expr, lr: sympy.Symbol) -> tuple[sympy.Expr, sympy.Ex
     parts = []
     for term in sympy.Add.make_args(sympy.expand_mul(update, deep=False)):
         c, rest = term.as_coeff_Mul()
-        factors = list(sympy.Mul.make_args(rest))
-        if lr not in factors:
+        power = sympy.sympify(rest.as_powers_dict().get(lr, 0))  # lr, or lr**2 (lr * |lr| with lr >= 0)
+        if not (power.is_number and power >= 1):
             return None
-        factors.remove(lr)
-        k, rest = _monic(sympy.Mul(*factors))
+        k, rest = _monic(rest / lr)
         parts.append((c * k, rest))
     c = abs(max(parts, key=lambda p: (sympy.count_ops(p[1]), abs(p[0])))[0])
     if c == 0:
@@ -402,9 +401,13 @@ def _symbolic(base: Program, tuned: sympy.Expr | None) -> tuple[Program, sympy.E
     # equality (optdsl.equiv) knows the same fact, so such a form can still be shown exact.
     sp = to_sympy(base, nonnegative=nonnegative_states(base))
     uniform, states, kinds = uniform_names(base), set(base.state_names), input_kinds(base)
-    outputs = [_best(e, sp.symbols, uniform, states, kinds) for e in sp.outputs()]
+    # lr >= 0 (every runtime refuses a negative one, and the form is compared at the tuned lr): a
+    # search's norm(lr), read |lr|, is lr and joins the lr scaling
+    lr = sympy.Symbol("lr", nonnegative=True)
+    outputs = [_best(e, sp.symbols, uniform, states, kinds).xreplace({sp.symbols["lr"]: lr})
+               for e in sp.outputs()]
+    sp = replace(sp, symbols={**sp.symbols, "lr": lr})
     update, stand_in, news = in_new_states(outputs[0], [sp.symbols[s] for s in base.state_names], outputs[1:])
-    lr = sp.symbols["lr"]
     split = lr_scale(update, lr)
     scale, inner = split if split is not None else (None, update)
     if tuned is not None and split is not None:  # other reads of lr see the tuned value

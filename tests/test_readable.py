@@ -409,3 +409,18 @@ def test_a_min_that_the_step_decides_goes():
     r = readable(raw, lr=0.1)
     assert "sqrt(v / 0.999 ** step)" in r.source and "min(" not in r.source
     assert r.equality == "exact"
+
+
+def test_a_norm_of_the_learning_rate_joins_the_lr_scale():
+    """Many winners of 2026-12-03 (#1912, seed 1) scaled the step by norm(lr), which is |lr| and
+    printed `0.5458 * abs(lr) * m / (...)`: lr is >= 0 (the runtimes refuse a negative one), so it
+    is lr, folded with the number into the default, and the form is proved exact (the two sides
+    agree over one denominator, too long for sympy's simplify)."""
+    raw = parse("def train(w, g, m, v, step, lr):\n    m = interp(g, m, 0.3971)\n"
+                "    v = interp(g * m, v, 0.999)\n    t = m / (1 - arctanh(-0.6817))\n"
+                "    update = norm(lr) * t / (sqrt(v / (1 - 0.999 ** step)) + 1e-08)\n"
+                "    return update, m, v\n")
+    r = readable(raw, lr=0.144)
+    assert "update = lr * m / (sqrt(v / (1 - 0.999 ** step)) + 1e-08)" in r.source
+    assert "lr=0.07859)" in r.source
+    assert r.equality.startswith("exact; ")
