@@ -289,7 +289,7 @@ def prove(a: Program, b: Program, values_a: dict[str, float] | None = None,
         new_b = dict(zip(b.state_names, sb.new_states))
         pairs = [(sa.update, sb.update.xreplace(subs))]
         pairs += [(new_a[na], new_b[nb].xreplace(subs)) for nb, na in mapping.items()]
-        # Exactly (as they are, or with the signs of the step's powers known: _step_powers), or
+        # Exactly (as they are, or with the signs of the step's powers known: step_powers), or
         # after the rewrites that hold wherever a value is non-zero (x/|x| = sign(x)).
         plain = [_is_zero(x - y) or _is_zero(step_powers(x) - step_powers(y)) for x, y in pairs]
         if not all(z or _is_zero(sign_rewrite(x) - sign_rewrite(y)) for z, (x, y) in zip(plain, pairs)):

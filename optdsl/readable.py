@@ -219,8 +219,9 @@ def _shown(raw: Program, raw_values: dict[str, float], form: Program, verdict) -
             continue
         trial = _with_number(form, x, short)
         try:
-            run = trajectories(raw_bound, trial, {"lr": 1e-3, **raw_bind}, {"lr": 1e-3, **trial.hyper_defaults},
-                               steps=20, trials=3, seed=0, rtol=SHOWN_RTOL)
+            shown_bind = {"lr": 1e-3, **trial.hyper_defaults}
+            run = trajectories(raw_bound, trial, {"lr": 1e-3, **raw_bind}, shown_bind, steps=20, trials=3,
+                               seed=0, rtol=SHOWN_RTOL)
         except DslError:  # no test shape runs it (dim(w, 3)): the numbers stay as they are
             break
         if run.difference is None:

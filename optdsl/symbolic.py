@@ -309,10 +309,10 @@ def _chain(name: str, items: list[Expr]) -> Expr:
 def step_powers(expr: sympy.Expr) -> sympy.Expr:
     """``expr`` with each ``c ** step`` (``c`` a positive number; ``c ** (k step)`` as its k-th
     power) written ``1 / (1 + q)`` for ``c < 1`` and ``1 + q`` for ``c > 1``, ``q`` a positive
-    symbol of its own: at every step >= 1
-    that is what it is, and sympy then knows the sign of ``1 - 0.999 ** step`` (so that
-    ``|sqrt(v) / sqrt(1 - c**step)|`` and ``sqrt(|v / (1 - c**step)|)`` are seen to agree). An
-    identity in ``q`` holds at each step's value, so what it proves holds for the program.
+    symbol of its own: at every step >= 1 that is what it is, and sympy then knows the sign of
+    ``1 - 0.999 ** step`` (so that ``|sqrt(v) / sqrt(1 - c**step)|`` and ``sqrt(|v / (1 - c**step)|)``
+    are seen to agree). An identity in ``q`` holds at each step's value, so what it proves holds
+    for the program.
 
     Example:
         >>> step = symbol("step")

@@ -378,7 +378,8 @@ def test_a_quotient_folded_into_the_lr_and_a_folded_log_are_still_proved_exact()
     divides by 1 - log2(-0.8212), folded in float64 as every backend runs it."""
     head = "def train(w, g, m, v, step, lr):\n    v = interp(g * g, v, 0.999)\n"
     tail = "    return update, m, v\n"
-    quotient = parse(head + "    m = interp(g, m, 0.3971)\n    t = m / 0.1278 / (sqrt(v / (1 - 0.999 ** step)) + 4.528e-09)\n"
+    quotient = parse(head + "    m = interp(g, m, 0.3971)\n"
+                     "    t = m / 0.1278 / (sqrt(v / (1 - 0.999 ** step)) + 4.528e-09)\n"
                      "    update = lr * 0.001 * (t + 0.01 * w)\n" + tail)
     r = readable(quotient, lr=61.04)
     assert "lr=0.4776)" in r.source and r.equality.startswith("exact; shown rounded")

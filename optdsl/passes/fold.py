@@ -111,8 +111,9 @@ def _unsigned(e: Expr) -> Expr:
     """
     if isinstance(e, Call) and e.op in ("abs", "neg"):
         return e.args[0]
-    if isinstance(e, Call) and e.op in ("mul", "div") and any(isinstance(a, Const) and a.value < 0 for a in e.args):
-        return Call(e.op, tuple(Const(-a.value) if isinstance(a, Const) and a.value < 0 else a for a in e.args))
+    negative = lambda a: isinstance(a, Const) and a.value < 0
+    if isinstance(e, Call) and e.op in ("mul", "div") and any(map(negative, e.args)):
+        return Call(e.op, tuple(Const(-a.value) if negative(a) else a for a in e.args))
     return e
 
 
