@@ -138,7 +138,8 @@ def readable(program: Program, lr: float | None = None) -> Readable:
     """
     tuned = lr if lr is not None else program.hyper_defaults.get("lr")
     base = eliminate_dead_code(fold(program))
-    candidates = _forms(base, None if tuned is None else number(tuned))
+    exact_tuned = None if tuned is None else number(tuned)
+    candidates = _forms(base, exact_tuned)
     raw_values = {} if tuned is None else {"lr": tuned}
     # The shorter wins (sympy's form on a tie): sympy can spell an interp it cannot recognise
     # (a weight that is not a number) as a longer sum; then the one with fewer states.
@@ -159,7 +160,7 @@ def readable(program: Program, lr: float | None = None) -> Readable:
         at = {"lr": 1e-3}  # the lr where a program's values bind none (no tuned lr known)
         if verdict.equal and float32_agrees(program, candidate, {**at, **raw_values}, {**at, **values}):
             return _shown(program, raw_values, candidate, verdict)
-    fallback = _with_lr(base, None if tuned is None else number(tuned))
+    fallback = _with_lr(base, exact_tuned)
     return _shown(program, raw_values, fallback, compare(program, fallback, raw_values,
                                                          dict(fallback.hyper_defaults)))
 
@@ -218,8 +219,8 @@ def _shown(raw: Program, raw_values: dict[str, float], form: Program, verdict) -
         if _digits(x) <= digits or short == 0:
             continue
         trial = _with_number(form, x, short)
+        shown_bind = {"lr": 1e-3, **trial.hyper_defaults}
         try:
-            shown_bind = {"lr": 1e-3, **trial.hyper_defaults}
             run = trajectories(raw_bound, trial, {"lr": 1e-3, **raw_bind}, shown_bind, steps=20, trials=3,
                                seed=0, rtol=SHOWN_RTOL)
         except DslError:  # no test shape runs it (dim(w, 3)): the numbers stay as they are
