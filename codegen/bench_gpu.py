@@ -203,15 +203,15 @@ def sweep(quick: bool = False) -> list[str]:
     lines = []
     for case, shapes in cases(quick)[1:]:
         for block, warps in [(1024, 4), (2048, 4), (2048, 8), (4096, 8), (8192, 16)]:
-            module._TRITON_CONFIG.update(block=block, num_warps=warps)
-            module._TRITON_RUNNERS.clear()
+            module._TRITON.config.update(block=block, num_warps=warps)
+            module._TRITON.runners.clear()
             params = _model(shapes)
             ms = time_ms(kernel_only(module, params), quick)
             gb = step_bytes("adamw", shapes) / ms / 1e6
             lines.append(f"sweep {case}: block={block} warps={warps}: {ms:.3f} ms {gb:.0f} GB/s")
             del params
-    module._TRITON_CONFIG.update(block=2048, num_warps=8)
-    module._TRITON_RUNNERS.clear()  # runners cached for the last swept config must not outlive it
+    module._TRITON.config.update(block=2048, num_warps=8)
+    module._TRITON.runners.clear()  # runners cached for the last swept config must not outlive it
     return lines
 
 

@@ -5,7 +5,7 @@ Each parameter ``w`` with gradient ``g`` runs its static path's program (see
 ``w <- w - update``. Math is float32 (float64 for float64 parameters), states are kept in that
 dtype and ``w`` in its own dtype (bf16/fp16 too).
 
-How one step runs on the device (``_TritonStep`` in the generated module):
+How one step runs on the device (``_TritonStep`` of :mod:`codegen.runtime.triton_kernels`):
   - Tensors of one path and dtype form a group with a table of int64 rows
     ``(numel, &w, &g, &state..., &next..., shape facts..., C, R*C, row/col accumulator offsets...)``
     and a table of chunks ``(tensor, chunk)``, built once and cached while no address changes,
@@ -15,7 +15,8 @@ How one step runs on the device (``_TritonStep`` in the generated module):
     new values go to ``next`` buffers, copied back after the pass in one multi-tensor copy.
   - Reductions are computed by earlier *reduction passes*, each chunk adding its partial into an
     accumulator with an atomic: per-tensor ones (``norm``, ``rms``, ``mean``, ``dot``, ...),
-    per-row/column ones (``rowmean``/``colmean``: one atomic per element, so slower) and global
+    per-row ones (``rowmean``: a segmented scan sums each row's run of the chunk, then one atomic
+    per run), per-column ones (``colmean``: one atomic per element, so slower) and global
     ones (``global_norm``). The pass that reads the value finishes it (``sqrt(sum x^2)``).
     A reduction that reads another runs one pass later (its *level*), so global reductions sit
     between :func:`~optdsl.passes.segments` as the interpreter requires.
@@ -27,10 +28,11 @@ How one step runs on the device (``_TritonStep`` in the generated module):
     keeps 4 digits), as the interpreter and torch.optim take it.
 
 The module joins the torch target's through its extra-backend hook
-(``torch_target.emit(program, extra_backends={"triton": kernels_source(program)})``): it defines
-``_triton_group_step`` (non-contiguous tensors go to the eager step) and ``_triton_available``
-(CUDA, or TRITON_INTERPRET=1). Programs with global reductions run through ``_TritonStep`` only:
-the Optimizer class refuses extra backends for them.
+(``torch_target.emit(program, extra_backends={"triton": kernels_source(program)})``): the runtime of
+:mod:`codegen.runtime.triton_kernels`, copied in verbatim, then the kernels, the table ``_TRITON``
+of them and the backend's two functions, ``_triton_group_step`` (non-contiguous tensors go to the
+eager step) and ``_triton_available`` (CUDA, or TRITON_INTERPRET=1). Programs with global
+reductions run through ``_TRITON.runner()`` only: the Optimizer class refuses extra backends for them.
 
 Atomic float sums make reductions non-deterministic in their last bits.
 
@@ -65,6 +67,7 @@ from optdsl.printer import ATOM, UNARY, Code, CodePrinter, float_literal
 from optdsl.typecheck import expr_kind
 
 from . import torch_target
+from .runtime import source as runtime_source
 
 VECTOR_KINDS = ("full", "row", "col")  # values held as one number per element in the kernel
 _ATOMIC = {"sum": "add", "max": "max"}  # how a chunk's total joins the accumulator (op.reduction.combine)
@@ -446,7 +449,15 @@ class _KernelWriter:
             index = "_ri" if r.scope == "row" else "_ci"
             target = f"_wacc + tl.load(_entry + {self.wide_col[r.name]}) + {index}"
             value = self._vector(r.args[0])
-            return self._flush() + [f"    tl.atomic_add({target}, {value}, mask=_mask)"]
+            if r.scope == "col":  # a column's elements are C apart: one atomic each
+                return self._flush() + [f"    tl.atomic_add({target}, {value}, mask=_mask)"]
+            # a row's elements are a run of the chunk: summed by a segmented scan, each run's total
+            # added by its last element (one atomic per row and chunk, not one per element, which
+            # serialises the C atomics on one address)
+            total, runs = f"_{r.name}_run", f"(tl.where(_mask, {value}, 0.0), _ri)"
+            ends = "_mask & (((_offs + 1) % _C == 0) | (tl.arange(0, _BLOCK) == _BLOCK - 1))"
+            return self._flush() + [f"    {total}, _ = tl.associative_scan({runs}, 0, _segment_sum)",
+                                    f"    tl.atomic_add({target}, {total}, mask={ends})"]
         reduction = OPS[r.op].reduction
         xs = [self.printer.bound(a) for a in r.args]
         terms = [self.printer.doprint(substitute(t, {"x": xs[0], "y": xs[-1]})) for t in reduction.terms]
@@ -502,8 +513,8 @@ def families(program: Program) -> list[Family]:
 
 
 def kernels_source(program: Program) -> str:
-    """The Triton part of the generated module: kernels, the family table and the runtime
-    (``_TritonStep``, ``_triton_group_step``, ``_triton_available``).
+    """The Triton part of the generated module: the runtime (:mod:`codegen.runtime.triton_kernels`),
+    the kernels, their table ``_TRITON`` and ``_triton_group_step``, ``_triton_available``.
 
     Raises :class:`TritonUnsupported` when the kernel cannot run ``program``.
 
@@ -538,15 +549,23 @@ def kernels_source(program: Program) -> str:
         amax = tuple(s for r in fam.reductions.values() if r.scope == "tensor"
                      and OPS[r.op].reduction.combine == "max" for s in r.slots)
         wide = tuple(r.scope for r in fam.wide)
-        table.append(f"    _Family(states={fam.states!r}, facts={tuple(fam.facts.values())!r}, "
-                     f"needs_2d={fam.needs_2d}, "
-                     f"slots={fam.n_slots}, amax_slots={amax!r}, wide={wide!r}, passes=({', '.join(passes)},)),")
-    body = "\n\n".join(kernels)
-    header = (f"_TRITON_HYPERS = {hypers!r}\n_TRITON_COMPLEMENTS = {complemented!r}\n"
-              f"_TRITON_GLOBAL_SLOTS = {n_global}\n"
-              "_TRITON_FAMILIES = [\n" + "\n".join(table) + "\n]\n")
-    return (IMPORTS + (LIBDEVICE if "libdevice." in body else "") + "\n\n" + body + "\n" + RUNTIME + "\n\n"
-            + header)
+        table.append(f"        _Family(states={fam.states!r}, facts={tuple(fam.facts.values())!r}, "
+                     f"needs_2d={fam.needs_2d}, slots={fam.n_slots}, amax_slots={amax!r}, wide={wide!r}, "
+                     f"passes=({', '.join(passes)},)),")
+    kernels_table = "\n".join(["_TRITON = _TritonKernels(", "    families=[", *table, "    ],",
+                                f"    hypers={hypers!r},", f"    complements={complemented!r},",
+                                f"    global_slots={n_global},", ")", ""])
+    return "\n\n".join([runtime_source("triton_kernels"), *kernels, kernels_table, GLUE])
+
+
+# the module's backend functions (the extra-backend protocol of codegen.torch_target)
+GLUE = '''def _triton_group_step(path, params, grads, states, /, *, lr, step, **hyper):
+    """One step of a group through the Triton kernels (the eager step where they cannot run)."""
+    _TRITON.group_step(_PROGRAM, path, params, grads, states, lr=lr, step=step, **hyper)
+
+
+_triton_available = _TRITON.available
+'''
 
 
 def unsupported_source(reason: str) -> str:
@@ -596,264 +615,3 @@ def entry_point(module, program: Program):
     return torch_target.entry_point(module, program)
 
 
-IMPORTS = '''import functools
-import math
-import os
-
-import triton
-import triton.language as tl
-
-
-@triton.jit
-def _pointer(entry, col, DTYPE: tl.constexpr, _ALIGNED: tl.constexpr):
-    """The table's address at ``entry[col]`` as a pointer; _ALIGNED: it is 16-byte aligned."""
-    p = tl.load(entry + col).to(tl.pointer_type(DTYPE))
-    if _ALIGNED:
-        p = tl.multiple_of(p, 16)
-    return p
-'''
-
-LIBDEVICE = '''
-
-def _tensor(x):
-    return x if isinstance(x, tl.tensor) else tl.full([], x, tl.float32)
-
-
-class _InterpretedLibdevice:
-    """Stand-ins built from tl.exp/log/sqrt/sin/cos for TRITON_INTERPRET, which has no libdevice
-    (single-precision accurate; on the GPU the kernels call libdevice itself)."""
-
-    @staticmethod
-    def pow(x, y):
-        x, y = _tensor(x), _tensor(y)
-        r = tl.exp2(y * tl.log2(tl.abs(x)))
-        odd = y - 2.0 * tl.floor(0.5 * y) == 1.0
-        negative = tl.where(tl.floor(y) == y, tl.where(odd, -r, r), float("nan"))
-        return tl.where(y == 0, 1.0, tl.where(x < 0, negative, r))
-
-    @staticmethod
-    def cbrt(x):
-        return tl.where(x < 0, -1.0, 1.0) * tl.exp2(tl.log2(tl.abs(x)) / 3.0)
-
-    @staticmethod
-    def expm1(x):  # Kahan: exact where exp(x) - 1 would cancel
-        x = _tensor(x)
-        u = tl.exp(x)
-        return tl.where(u == 1.0, x, tl.where(u - 1.0 == -1.0, -1.0, (u - 1.0) * x / tl.log(u)))
-
-    @staticmethod
-    def log1p(x):  # Goldberg: exact where log(1 + x) would lose x's digits
-        x = _tensor(x)
-        u = 1.0 + x
-        return tl.where(u == 1.0, x, tl.log(u) * x / (u - 1.0))
-
-    @staticmethod
-    def tan(x):
-        return tl.sin(x) / tl.cos(x)
-
-    @staticmethod
-    def atan(x):
-        x = _tensor(x)
-        big = tl.abs(x) > 1.0
-        t = tl.where(big, 1.0 / x, x)
-        t = t / (1.0 + tl.sqrt(1.0 + t * t))  # atan(x) = 2 atan(t), |t| <= tan(pi / 8): the series converges
-        t2 = t * t
-        s = 2.0 * t * (1.0 + t2 * (-1 / 3 + t2 * (1 / 5 + t2 * (-1 / 7 + t2 * (1 / 9 + t2 * (
-            -1 / 11 + t2 * (1 / 13 + t2 * (-1 / 15))))))))
-        return tl.where(big, tl.where(x > 0, 1.5707963267948966, -1.5707963267948966) - s, s)
-
-    @staticmethod
-    def asin(x):
-        return _InterpretedLibdevice.atan(x / tl.sqrt(1.0 - x * x))
-
-    @staticmethod
-    def acos(x):
-        return 1.5707963267948966 - _InterpretedLibdevice.asin(x)
-
-    @staticmethod
-    def sinh(x):
-        return 0.5 * (tl.exp(x) - tl.exp(-x))
-
-    @staticmethod
-    def cosh(x):
-        return 0.5 * (tl.exp(x) + tl.exp(-x))
-
-    @staticmethod
-    def tanh(x):
-        return 1.0 - 2.0 / (tl.exp(2.0 * x) + 1.0)
-
-    @staticmethod
-    def asinh(x):
-        return tl.where(x < 0, -1.0, 1.0) * tl.log(tl.abs(x) + tl.sqrt(x * x + 1.0))
-
-    @staticmethod
-    def acosh(x):
-        return tl.log(x + tl.sqrt(x * x - 1.0))
-
-    @staticmethod
-    def atanh(x):
-        return 0.5 * tl.log((1.0 + x) / (1.0 - x))
-
-
-if os.environ.get("TRITON_INTERPRET") == "1":
-    libdevice = _InterpretedLibdevice
-else:
-    from triton.language.extra import libdevice
-'''
-
-RUNTIME = '''
-class _Family:
-    """One path's kernels: ``passes[k]`` is None where the path has no reduction at pass k."""
-
-    def __init__(self, states, facts, needs_2d, slots, amax_slots, wide, passes):
-        self.states, self.facts, self.needs_2d, self.slots = states, facts, needs_2d, slots
-        self.amax_slots, self.wide, self.passes = amax_slots, wide, passes
-        self.narrow = [name for name, kind in states if kind != "full"]
-
-
-_TRITON_DTYPES = {torch.float32: tl.float32, torch.float16: tl.float16, torch.bfloat16: tl.bfloat16,
-                  torch.float64: tl.float64}
-
-
-def _fact(fact, shape):
-    if fact[0] == "ndim":
-        return len(shape)
-    if fact[0] == "size":
-        return math.prod(shape)
-    return shape[fact[1]]
-
-
-@functools.lru_cache(maxsize=64)
-def _chunk_table(numels, block, device):
-    """(tensor, chunk) pairs, flat int32: every whole chunk first (launched unmasked), then each
-    tensor's last partial chunk; with the two counts."""
-    n = torch.tensor(numels, dtype=torch.int64)
-    whole = n // block
-    tensor = torch.repeat_interleave(torch.arange(len(numels)), whole)
-    chunk = torch.arange(int(whole.sum())) - torch.repeat_interleave(torch.cumsum(whole, 0) - whole, whole)
-    tails = (n % block).nonzero().flatten()
-    pairs = torch.cat([torch.stack([tensor, chunk], 1), torch.stack([tails, whole[tails]], 1)])
-    return pairs.to(torch.int32).reshape(-1).to(device), len(tensor), len(tails)
-
-
-class _TritonGroup:
-    """Tensors of one path and dtype: the launch tables and accumulator layout."""
-
-    def __init__(self, family, kernels_dtypes, members, block, device, wide_start):
-        self.family, self.dtypes = family, kernels_dtypes
-        compute = torch.float64 if kernels_dtypes[0] == torch.float64 else torch.float32
-        rows, self.nexts, self.narrow_states = [], [], []
-        self.wide_size = 0
-        for t, (p, g, states) in enumerate(members):
-            shape, n = tuple(p.shape), p.numel()
-            nexts = [torch.empty_like(states[s]) for s in family.narrow]
-            self.nexts += nexts
-            self.narrow_states += [states[s] for s in family.narrow]
-            row = [n, p.data_ptr(), g.data_ptr()] + [states[s].data_ptr() for s, _ in family.states]
-            row += [x.data_ptr() for x in nexts] + [int(_fact(f, shape)) for f in family.facts]
-            if family.needs_2d:
-                row += [shape[-1], shape[-1] * shape[-2]]
-            for scope in family.wide:
-                row.append(wide_start + self.wide_size)
-                self.wide_size += n // shape[-1] if scope == "row" else n // shape[-2]
-            rows.append(row)
-        self.table = torch.tensor(rows, dtype=torch.int64).to(device)
-        flat, n_whole, n_tail = _chunk_table(tuple(row[0] for row in rows), block, device)
-        self.launches = [(flat, n_whole, False), (flat[2 * n_whole:], n_tail, True)]
-        self.n_tensors = len(rows)
-        self.aligned = all(a % 16 == 0 for row in rows for a in row[1:3 + len(family.states)])
-        self.compute = tl.float64 if compute == torch.float64 else tl.float32
-
-
-class _TritonStep:
-    """One optimizer step over lists of tensors with the generated kernels.
-
-    ``step(paths, params, grads, states, lr, step, hyper)``: ``paths[i]`` is the path of
-    ``params[i]``, ``states[name][i]`` its state ``name`` (compute dtype); everything is updated in
-    place. Global reductions run across all the tensors given. ``block`` elements per program;
-    the tables are rebuilt only when a tensor's address changes.
-    """
-
-    def __init__(self, block=2048, num_warps=8):
-        self.block, self.num_warps = block, num_warps
-        self._plan, self._plan_key = None, None
-
-    def _build(self, paths, params, grads, states):
-        groups = {}
-        for i, (k, p, g) in enumerate(zip(paths, params, grads)):
-            if p.numel() == 0:
-                continue
-            if p.dtype not in _TRITON_DTYPES or not p.is_contiguous() or not g.is_contiguous():
-                raise NotImplementedError("the Triton kernel needs contiguous float tensors")
-            mine = {s: states[s][i] for s, _ in _TRITON_FAMILIES[k].states}
-            if not all(x.is_contiguous() for x in mine.values()):
-                raise NotImplementedError("the Triton kernel needs contiguous states")
-            groups.setdefault((k, p.dtype, g.dtype, p.device), []).append((p, g, mine))
-        plan, slots, wide = [], 0, 0
-        for (k, dt, gt, device), members in groups.items():
-            grp = _TritonGroup(_TRITON_FAMILIES[k], (dt, gt), members, self.block, device, wide)
-            grp.acc_start, slots, wide = slots, slots + grp.n_tensors * grp.family.slots, wide + grp.wide_size
-            plan.append(grp)
-        init = torch.zeros(slots + _TRITON_GLOBAL_SLOTS + wide, dtype=torch.float32)
-        for grp in plan:
-            for t in range(grp.n_tensors):
-                for s in grp.family.amax_slots:
-                    init[grp.acc_start + t * grp.family.slots + s] = float("-inf")
-        device = params[0].device
-        acc = init.to(device)
-        gacc, wacc = acc[slots:slots + _TRITON_GLOBAL_SLOTS], acc[slots + _TRITON_GLOBAL_SLOTS:]
-        views = [acc[grp.acc_start:] for grp in plan]
-        nexts = [x for grp in plan for x in grp.nexts]
-        narrow = [x for grp in plan for x in grp.narrow_states]
-        return plan, init.to(device), acc, views, gacc, wacc, nexts, narrow
-
-    def step(self, paths, params, grads, states, lr, step, hyper):
-        """``w <- w - update`` for every tensor; states updated in place."""
-        key = (tuple(paths), tuple(t.data_ptr() for t in params), tuple(t.data_ptr() for t in grads),
-               tuple(t.data_ptr() for s in sorted(states) for t in states[s] if t is not None))
-        if key != self._plan_key:
-            self._plan, self._plan_key = self._build(paths, params, grads, states), key
-        plan, acc_init, acc, views, gacc, wacc, nexts, narrow = self._plan
-        if not plan:
-            return
-        scalars = ([float(lr), float(step)] + [float(hyper[h]) for h in _TRITON_HYPERS]
-                   + [1.0 - float(hyper[h]) for h in _TRITON_COMPLEMENTS])  # float64 here, then float32
-        n_passes = len(plan[0].family.passes)
-        if acc.numel():
-            acc.copy_(acc_init)
-        for k in range(n_passes):
-            for grp, view in zip(plan, views):
-                kernel = grp.family.passes[k]
-                for chunks, n, masked in grp.launches if kernel is not None else ():
-                    if n:
-                        kernel[(n,)](grp.table, chunks, view, gacc, wacc, *scalars, _BLOCK=self.block,
-                                     _DT=_TRITON_DTYPES[grp.dtypes[0]], _GT=_TRITON_DTYPES[grp.dtypes[1]],
-                                     _CT=grp.compute, _MASKED=masked, _ALIGNED=grp.aligned, num_warps=self.num_warps)
-        if nexts:
-            torch._foreach_copy_(narrow, nexts)
-
-
-_TRITON_RUNNERS = {}
-_TRITON_CONFIG = {"block": 2048, "num_warps": 8}  # elements per program, warps per program
-
-
-def _triton_available(device):
-    return device.type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1"
-
-
-def _triton_group_step(path, params, grads, states, /, *, lr, step, **hyper):
-    """In-place step of tensors sharing ``path``, device and dtype with the Triton kernels."""
-    if not params:
-        return
-    if not _triton_available(params[0].device):
-        raise RuntimeError(f"backend 'triton' needs CUDA tensors (or TRITON_INTERPRET=1), got {params[0].device}")
-    if not all(p.dtype in _TRITON_DTYPES and p.is_contiguous() and g.is_contiguous() for p, g in zip(params, grads)):
-        return _eager_group_step(path, params, grads, states, lr=lr, step=step, **hyper)
-    key = (path, params[0].data_ptr(), len(params))
-    if key not in _TRITON_RUNNERS:  # one cached plan per parameter list
-        if len(_TRITON_RUNNERS) > 64:
-            _TRITON_RUNNERS.clear()
-        _TRITON_RUNNERS[key] = _TritonStep(**_TRITON_CONFIG)
-    values = {**HYPER_DEFAULTS, **hyper}
-    _TRITON_RUNNERS[key].step([path] * len(params), params, grads, states, lr, step, values)
-'''

@@ -97,14 +97,14 @@ def clipped(w, g, m, step, lr=0.01, beta=0.9):
 
 
 def test_global_reductions_across_tensors():
-    """A global norm over every tensor between two passes (through the module's _TritonStep)."""
+    """A global norm over every tensor between two passes (through the module's _TRITON.runner())."""
     program = optdsl.parse(GLOBAL)
     cls = build(program, "triton")
     module = __import__("sys").modules[cls.__module__]
     init, grads = _data(SHAPES, STEPS, seed=3)
     params = [torch.tensor(p, device="cuda") for p in init]
     states = module.init_states(params)
-    runner = module._TritonStep()
+    runner = module._TRITON.runner()
     for t, gs in enumerate(grads, start=1):
         runner.step([0] * len(params), params, [torch.tensor(g, device="cuda") for g in gs], states, 0.01, t,
                     {"beta": 0.9})
@@ -122,7 +122,7 @@ def test_lr_schedule_does_not_recompile():
         params[0].grad = torch.randn(1000, device="cuda")
         opt.param_groups[0]["lr"] = 1e-3 / (k + 1)
         opt.step()
-    kernel = module._TRITON_FAMILIES[0].passes[-1]
+    kernel = module._TRITON.families[0].passes[-1]
     caches = getattr(kernel, "device_caches", None)
     if caches is None:
         pytest.skip("this triton keeps no device_caches")

@@ -141,11 +141,11 @@ def reductions(w, g, m, s: scalar, step, lr=0.01, beta=0.9):
 
 
 def run_direct(program, module, init, grads, block, dtype=torch.float32):
-    """Steps through the module's ``_TritonStep`` (every path, global reductions across all)."""
+    """Steps through the module's ``_TRITON.runner()`` (every path, global reductions across all)."""
     params = [torch.tensor(p, dtype=dtype) for p in init]
     which = [module._path_of(p) for p in params]
     states = module.init_states(params)
-    runner = module._TritonStep(block=block, num_warps=4)
+    runner = module._TRITON.runner(block=block, num_warps=4)
     defaults = {h.name: h.default for h in program.hypers}
     for t, gs in enumerate(grads, start=1):
         runner.step(which, params, [torch.tensor(g, dtype=dtype) for g in gs], states, defaults["lr"], t,
@@ -184,13 +184,14 @@ def factored(w, g, r: row, c: col, v, lr=0.01, beta=0.9):
 
 def test_row_and_column_states(interpret):
     """rowmean/colmean accumulators, row/col states through their next buffers, reductions of
-    row/col values (mean(r), norm(c) count each entry once) and a shape fact as a number."""
+    row/col values (mean(r), norm(c) count each entry once) and a shape fact as a number. Rows
+    of 9 cross chunk edges, rows of 70 span three chunks, rows of 1 are one element each."""
     if not interpret:
         return
     program = optdsl.parse(FACTORED)
     module = load(program, "factored")
     rng = np.random.default_rng(4)
-    shapes = [(5, 9), (2, 3, 4), (7,), (3, 1)]
+    shapes = [(5, 9), (2, 3, 4), (7,), (3, 1), (2, 70)]
     init = [rng.standard_normal(s).astype(np.float32) for s in shapes]
     grads = grads_for(shapes, 8, seed=5)
     got = run_direct(program, module, init, grads, block=32)
@@ -362,7 +363,7 @@ def test_per_step_scalars_keep_float32_precision(interpret):
     defaults = {h.name: h.default for h in program.hypers}
     for step in (1, 1000):
         params = [torch.tensor(p) for p in init]
-        runner = module._TritonStep(block=32, num_warps=4)
+        runner = module._TRITON.runner(block=32, num_warps=4)
         runner.step([module._path_of(p) for p in params], params, [torch.tensor(g) for g in grads],
                     module.init_states(params), defaults["lr"], step, defaults)
         opt = optdsl.Interpreter(program)

@@ -1,0 +1,353 @@
+"""The ``triton`` backend's runtime: launch a program's Triton kernels over lists of tensors
+(:mod:`codegen.triton_target` prints the kernels and says how a step runs on the device).
+
+The block between the runtime markers is copied verbatim into each generated torch module whose
+program has kernels; the module then defines the kernels and::
+
+    _TRITON = _TritonKernels(families=[_Family(...), ...], hypers=("beta1", ...), complements=(...),
+                             global_slots=0)
+
+    def _triton_group_step(path, params, grads, states, /, *, lr, step, **hyper):
+        _TRITON.group_step(_PROGRAM, path, params, grads, states, lr=lr, step=step, **hyper)
+
+A step's Python work is what keeps a small model's step from the kernels' speed on a GPU (a step of
+200 tensors launches in ~0.1 ms): the launch tables are cached per list of tensors and checked
+each step by the tensors' addresses alone, read in C.
+"""
+
+# --- optdsl runtime: begin (codegen/runtime/triton_kernels.py, copied verbatim; edit it there)
+import functools
+import itertools
+import math
+import operator
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _pointer(entry, col, DTYPE: tl.constexpr, _ALIGNED: tl.constexpr):
+    """The table's address at ``entry[col]`` as a pointer; _ALIGNED: it is 16-byte aligned."""
+    p = tl.load(entry + col).to(tl.pointer_type(DTYPE))
+    if _ALIGNED:
+        p = tl.multiple_of(p, 16)
+    return p
+
+
+@triton.jit
+def _segment_sum(a, row_a, b, row_b):
+    """The combine of a segmented sum: (a, row_a) then (b, row_b) is b plus a where they share a
+    row (rows run in order along the chunk, so this is associative)."""
+    return tl.where(row_a == row_b, a + b, b), row_b
+
+
+def _tensor(x):
+    return x if isinstance(x, tl.tensor) else tl.full([], x, tl.float32)
+
+
+class _InterpretedLibdevice:
+    """Stand-ins built from tl.exp/log/sqrt/sin/cos for TRITON_INTERPRET, which has no libdevice
+    (single-precision accurate; on the GPU the kernels call libdevice itself)."""
+
+    @staticmethod
+    def pow(x, y):
+        x, y = _tensor(x), _tensor(y)
+        r = tl.exp2(y * tl.log2(tl.abs(x)))
+        odd = y - 2.0 * tl.floor(0.5 * y) == 1.0
+        negative = tl.where(tl.floor(y) == y, tl.where(odd, -r, r), float("nan"))
+        return tl.where(y == 0, 1.0, tl.where(x < 0, negative, r))
+
+    @staticmethod
+    def cbrt(x):
+        return tl.where(x < 0, -1.0, 1.0) * tl.exp2(tl.log2(tl.abs(x)) / 3.0)
+
+    @staticmethod
+    def expm1(x):  # Kahan: exact where exp(x) - 1 would cancel
+        x = _tensor(x)
+        u = tl.exp(x)
+        return tl.where(u == 1.0, x, tl.where(u - 1.0 == -1.0, -1.0, (u - 1.0) * x / tl.log(u)))
+
+    @staticmethod
+    def log1p(x):  # Goldberg: exact where log(1 + x) would lose x's digits
+        x = _tensor(x)
+        u = 1.0 + x
+        return tl.where(u == 1.0, x, tl.log(u) * x / (u - 1.0))
+
+    @staticmethod
+    def tan(x):
+        return tl.sin(x) / tl.cos(x)
+
+    @staticmethod
+    def atan(x):
+        x = _tensor(x)
+        big = tl.abs(x) > 1.0
+        t = tl.where(big, 1.0 / x, x)
+        t = t / (1.0 + tl.sqrt(1.0 + t * t))  # atan(x) = 2 atan(t), |t| <= tan(pi / 8): the series converges
+        t2 = t * t
+        s = (
+            2.0
+            * t
+            * (
+                1.0
+                + t2
+                * (
+                    -1 / 3
+                    + t2
+                    * (1 / 5 + t2 * (-1 / 7 + t2 * (1 / 9 + t2 * (-1 / 11 + t2 * (1 / 13 + t2 * (-1 / 15))))))
+                )
+            )
+        )
+        return tl.where(big, tl.where(x > 0, 1.5707963267948966, -1.5707963267948966) - s, s)
+
+    @staticmethod
+    def asin(x):
+        return _InterpretedLibdevice.atan(x / tl.sqrt(1.0 - x * x))
+
+    @staticmethod
+    def acos(x):
+        return 1.5707963267948966 - _InterpretedLibdevice.asin(x)
+
+    @staticmethod
+    def sinh(x):
+        return 0.5 * (tl.exp(x) - tl.exp(-x))
+
+    @staticmethod
+    def cosh(x):
+        return 0.5 * (tl.exp(x) + tl.exp(-x))
+
+    @staticmethod
+    def tanh(x):
+        return 1.0 - 2.0 / (tl.exp(2.0 * x) + 1.0)
+
+    @staticmethod
+    def asinh(x):
+        return tl.where(x < 0, -1.0, 1.0) * tl.log(tl.abs(x) + tl.sqrt(x * x + 1.0))
+
+    @staticmethod
+    def acosh(x):
+        return tl.log(x + tl.sqrt(x * x - 1.0))
+
+    @staticmethod
+    def atanh(x):
+        return 0.5 * tl.log((1.0 + x) / (1.0 - x))
+
+
+if os.environ.get("TRITON_INTERPRET") == "1":
+    libdevice = _InterpretedLibdevice
+else:
+    from triton.language.extra import libdevice  # noqa: F401  (the kernels' math functions)
+
+
+class _Family:
+    """One path's kernels: ``passes[k]`` is None where the path has no reduction at pass k."""
+
+    def __init__(self, states, facts, needs_2d, slots, amax_slots, wide, passes):
+        self.states, self.facts, self.needs_2d, self.slots = states, facts, needs_2d, slots
+        self.amax_slots, self.wide, self.passes = amax_slots, wide, passes
+        self.narrow = [name for name, kind in states if kind != "full"]
+
+
+_TRITON_DTYPES = {
+    torch.float32: tl.float32,
+    torch.float16: tl.float16,
+    torch.bfloat16: tl.bfloat16,
+    torch.float64: tl.float64,
+}
+
+
+def _fact(fact, shape):
+    if fact[0] == "ndim":
+        return len(shape)
+    if fact[0] == "size":
+        return math.prod(shape)
+    return shape[fact[1]]
+
+
+@functools.lru_cache(maxsize=64)
+def _chunk_table(numels, block, device):
+    """(tensor, chunk) pairs, flat int32: every whole chunk first (launched unmasked), then each
+    tensor's last partial chunk; with the two counts."""
+    n = torch.tensor(numels, dtype=torch.int64)
+    whole = n // block
+    tensor = torch.repeat_interleave(torch.arange(len(numels)), whole)
+    chunk = torch.arange(int(whole.sum())) - torch.repeat_interleave(torch.cumsum(whole, 0) - whole, whole)
+    tails = (n % block).nonzero().flatten()
+    pairs = torch.cat([torch.stack([tensor, chunk], 1), torch.stack([tails, whole[tails]], 1)])
+    return pairs.to(torch.int32).reshape(-1).to(device), len(tensor), len(tails)
+
+
+class _TritonGroup:
+    """Tensors of one path and dtype: the launch tables and accumulator layout."""
+
+    def __init__(self, family, kernels_dtypes, members, block, device, wide_start):
+        self.family, self.dtypes = family, kernels_dtypes
+        compute = torch.float64 if kernels_dtypes[0] == torch.float64 else torch.float32
+        rows, self.nexts, self.narrow_states = [], [], []
+        self.wide_size = 0
+        for t, (p, g, states) in enumerate(members):
+            shape, n = tuple(p.shape), p.numel()
+            nexts = [torch.empty_like(states[s]) for s in family.narrow]
+            self.nexts += nexts
+            self.narrow_states += [states[s] for s in family.narrow]
+            row = [n, p.data_ptr(), g.data_ptr()] + [states[s].data_ptr() for s, _ in family.states]
+            row += [x.data_ptr() for x in nexts] + [int(_fact(f, shape)) for f in family.facts]
+            if family.needs_2d:
+                row += [shape[-1], shape[-1] * shape[-2]]
+            for scope in family.wide:
+                row.append(wide_start + self.wide_size)
+                self.wide_size += n // shape[-1] if scope == "row" else n // shape[-2]
+            rows.append(row)
+        self.table = torch.tensor(rows, dtype=torch.int64).to(device)
+        flat, n_whole, n_tail = _chunk_table(tuple(row[0] for row in rows), block, device)
+        self.launches = [(flat, n_whole, False), (flat[2 * n_whole :], n_tail, True)]
+        self.n_tensors = len(rows)
+        self.aligned = all(a % 16 == 0 for row in rows for a in row[1 : 3 + len(family.states)])
+        self.compute = tl.float64 if compute == torch.float64 else tl.float32
+
+
+def _fits(tensors):
+    """May the kernels take these tensors: float dtypes they know, contiguous?"""
+    return all(t.dtype in _TRITON_DTYPES and t.is_contiguous() for t in tensors)
+
+
+_data_ptr, _is_contiguous = torch.Tensor.data_ptr, torch.Tensor.is_contiguous
+_is_not_none = functools.partial(operator.is_not, None)
+
+
+class _TritonStep:
+    """One optimizer step over lists of tensors with a program's kernels (``kernels``: its
+    :class:`_TritonKernels`).
+
+    ``step(paths, params, grads, states, lr, step, hyper)``: ``paths[i]`` is the path of
+    ``params[i]`` (or one path for all), ``states[name][i]`` its state ``name`` (compute dtype);
+    everything is updated in place. Global reductions run across all the tensors given. ``block``
+    elements per program; the tables are rebuilt only when a tensor's address changes.
+    """
+
+    def __init__(self, kernels, block=2048, num_warps=8):
+        self.kernels, self.block, self.num_warps = kernels, block, num_warps
+        self._plan, self._plan_key = None, None
+
+    def _build(self, paths, params, grads, states):
+        families = self.kernels.families
+        groups = {}
+        for i, (k, p, g) in enumerate(zip(paths, params, grads)):
+            if p.numel() == 0:
+                continue
+            mine = {s: states[s][i] for s, _ in families[k].states}
+            if not _fits([p, g, *mine.values()]):
+                raise NotImplementedError("the Triton kernel needs contiguous float tensors")
+            groups.setdefault((k, p.dtype, g.dtype, p.device), []).append((p, g, mine))
+        plan, slots, wide = [], 0, 0
+        for (k, dt, gt, device), members in groups.items():
+            grp = _TritonGroup(families[k], (dt, gt), members, self.block, device, wide)
+            grp.acc_start, slots, wide = slots, slots + grp.n_tensors * grp.family.slots, wide + grp.wide_size
+            plan.append(grp)
+        n_global = self.kernels.global_slots
+        init = torch.zeros(slots + n_global + wide, dtype=torch.float32)
+        for grp in plan:
+            for t in range(grp.n_tensors):
+                for s in grp.family.amax_slots:
+                    init[grp.acc_start + t * grp.family.slots + s] = float("-inf")
+        device = params[0].device
+        acc = init.to(device)
+        gacc, wacc = acc[slots : slots + n_global], acc[slots + n_global :]
+        views = [acc[grp.acc_start :] for grp in plan]
+        nexts = [x for grp in plan for x in grp.nexts]
+        narrow = [x for grp in plan for x in grp.narrow_states]
+        return plan, init.to(device), acc, views, gacc, wacc, nexts, narrow
+
+    def step(self, paths, params, grads, states, lr, step, hyper):
+        """``w <- w - update`` for every tensor; states updated in place."""
+        if isinstance(paths, int):
+            paths = [paths] * len(params)
+        # every address (a new grad each step may land elsewhere) and the grads' layout, read in C;
+        # a path without some state has None in its place
+        tensors = itertools.chain(params, grads, *(states[s] for s in sorted(states)))
+        key = (
+            tuple(paths),
+            tuple(map(_data_ptr, filter(_is_not_none, tensors))),
+            all(map(_is_contiguous, grads)),
+        )
+        if key != self._plan_key:
+            self._plan, self._plan_key = self._build(paths, params, grads, states), key
+        plan, acc_init, acc, views, gacc, wacc, nexts, narrow = self._plan
+        if not plan:
+            return
+        kernels = self.kernels
+        scalars = (
+            [float(lr), float(step)]
+            + [float(hyper[h]) for h in kernels.hypers]
+            + [1.0 - float(hyper[h]) for h in kernels.complements]
+        )  # float64 here, then float32
+        n_passes = len(plan[0].family.passes)
+        if acc.numel():
+            acc.copy_(acc_init)
+        for k in range(n_passes):
+            for grp, view in zip(plan, views):
+                kernel = grp.family.passes[k]
+                for chunks, n, masked in grp.launches if kernel is not None else ():
+                    if n:
+                        kernel[(n,)](
+                            grp.table,
+                            chunks,
+                            view,
+                            gacc,
+                            wacc,
+                            *scalars,
+                            _BLOCK=self.block,
+                            _DT=_TRITON_DTYPES[grp.dtypes[0]],
+                            _GT=_TRITON_DTYPES[grp.dtypes[1]],
+                            _CT=grp.compute,
+                            _MASKED=masked,
+                            _ALIGNED=grp.aligned,
+                            num_warps=self.num_warps,
+                        )
+        if nexts:
+            torch._foreach_copy_(narrow, nexts)
+
+
+class _TritonKernels:
+    """A program's Triton kernels as the torch optimizer's backend ``"triton"``: ``families[k]`` the
+    kernels of path k, ``hypers`` the hyperparameters they take after lr and step (``complements``:
+    those also taken as ``1 - h``), ``global_slots`` the accumulators of global reductions.
+
+    ``config``: elements per program (``block``) and warps per program of new runners."""
+
+    def __init__(self, families, hypers, complements=(), global_slots=0):
+        self.families, self.hypers, self.complements = families, hypers, complements
+        self.global_slots = global_slots
+        self.config = {"block": 2048, "num_warps": 8}
+        self.runners = {}  # one cached _TritonStep per parameter list
+
+    def available(self, device):
+        return device.type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1"
+
+    def runner(self, **config):
+        """A new :class:`_TritonStep` of these kernels (``block``, ``num_warps``: else ``config``'s)."""
+        return _TritonStep(self, **{**self.config, **config})
+
+    def group_step(self, program, path, params, grads, states, /, *, lr, step, **hyper):
+        """In-place step of tensors sharing ``path``, device and dtype; tensors the kernels cannot
+        take (not contiguous, an unknown dtype) run ``program``'s eager step."""
+        if not params:
+            return
+        if not self.available(params[0].device):
+            raise RuntimeError(
+                f"backend 'triton' needs CUDA tensors (or TRITON_INTERPRET=1), got {params[0].device}"
+            )
+        key = (path, params[0].data_ptr(), len(params))
+        runner = self.runners.get(key)
+        if runner is None:
+            if len(self.runners) > 64:
+                self.runners.clear()
+            runner = self.runners[key] = self.runner()
+        try:
+            runner.step(path, params, grads, states, lr, step, {**program.hyper_defaults, **hyper})
+        except NotImplementedError:
+            program.eager_group_step(path, params, grads, states, lr=lr, step=step, **hyper)
+
+
+# --- optdsl runtime: end
