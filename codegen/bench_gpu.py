@@ -10,7 +10,9 @@ the copy counting the bytes it reads plus those it writes. Times are medians of
 ``triton.testing.do_bench`` (CUDA events; the L2 cache is cleared before each call) over whole
 ``opt.step()`` calls, Python overhead included. ``ratio`` = ms / the anchor's ms: torch
 ``AdamW(fused=True)`` for AdamW rows, lion-pytorch's Triton kernel for Lion rows (the copy when
-lion-pytorch is not installed). Rows follow :mod:`codegen.bench`'s format.
+lion-pytorch is not installed); Tiger, Adafactor and LAMB rows have no anchor (their fraction of
+bandwidth says how close they come to moving only the bytes they must). Rows follow
+:mod:`codegen.bench`'s format.
 
 Run it on a CUDA machine: ``python -m codegen.bench_gpu [--quick]`` (prints the table and
 replaces the ``gpu`` section of docs/benchmarks.md), or ``optdsl bench --suite gpu``.
@@ -140,7 +142,7 @@ def run(quick: bool = False) -> list[dict]:
     """
     if not torch.cuda.is_available():
         return []
-    programs = {n: optdsl.load(n) for n in ("adamw", "lion")}
+    programs = {n: optdsl.load(n) for n in ("adamw", "lion", *_BANDWIDTH_ONLY)}
     classes = {n: build(p, "triton") for n, p in programs.items()}
     modules = {n: _module_of(c) for n, c in classes.items()}
     lion_pt = _lion_pytorch()
@@ -165,7 +167,13 @@ def run(quick: bool = False) -> list[dict]:
         bench("generated Lion (triton)", lambda ps: classes["lion"](ps, backend="triton"), "lion", anchor)
         bench("generated Lion (triton kernel alone)", lambda ps: kernel_only(modules["lion"], ps), "lion", anchor)
         bench("generated Lion (compiled)", lambda ps: classes["lion"](ps, backend="compiled"), "lion", anchor)
+        for name, label in _BANDWIDTH_ONLY.items():
+            bench(f"generated {label} (triton)", lambda ps, name=name: classes[name](ps, backend="triton"), name)
     return rows
+
+
+# programs with no torch twin to time against: their rows give the fraction of bandwidth alone
+_BANDWIDTH_ONLY = {"tiger": "Tiger", "adafactor": "Adafactor", "lamb": "LAMB"}
 
 
 class _Bench:

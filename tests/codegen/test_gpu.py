@@ -128,3 +128,103 @@ def test_lr_schedule_does_not_recompile():
         pytest.skip("this triton keeps no device_caches")
     compiled = caches[torch.cuda.current_device()][0]
     assert len(compiled) == 1
+
+
+# --- torch conventions on the device (issue 10; tests/codegen/test_torch_runtime.py runs them on a CPU)
+def _cuda_params(seed=0):
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    return [torch.nn.Parameter(torch.randn(s, device="cuda", generator=g)) for s in [(3, 70), (5,), ()]]
+
+
+def _cuda_steps(opt, params, ts):
+    for t in ts:
+        g = torch.Generator(device="cuda").manual_seed(100 + t)
+        for p in params:
+            p.grad = torch.randn(p.shape, device="cuda", generator=g)
+        opt.step()
+
+
+@pytest.fixture(scope="module")
+def adamw_triton():
+    return build(optdsl.load("adamw"), "triton")
+
+
+def test_the_default_backend_on_cuda_is_the_triton_kernel(adamw_triton):
+    params = _cuda_params()
+    opt = adamw_triton(params, lr=0.1)
+    assert opt._backend_for(params[0].device, sum(p.numel() for p in params)) == "triton"
+
+
+@pytest.mark.parametrize("backend", ["triton", "compiled"])
+def test_copies_state_edits_in_place_state_and_step_counts_on_cuda(adamw_triton, backend):
+    import copy
+
+    params = _cuda_params()
+    opt = adamw_triton(params, lr=0.1, backend=backend)
+    _cuda_steps(opt, params, range(2))
+    twin_params, twin = copy.deepcopy((params, opt))
+    held = {(i, k): v for i, p in enumerate(params) for k, v in opt.state[p].items()}
+    _cuda_steps(opt, params, range(2, 4))
+    _cuda_steps(twin, twin_params, range(2, 4))
+    for a, b in zip(params, twin_params):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    for (i, k), v in held.items():
+        assert opt.state[params[i]][k] is v  # updated in place
+    assert [float(opt.state[p]["step"]) for p in params] == [4.0] * 3
+    # a moment reset by the user is honoured: the params then step as a fresh optimizer's would
+    for p in params:
+        opt.state[p]["m"].zero_()
+        opt.state[p]["v"] = torch.zeros_like(p)
+    fresh_params = [torch.nn.Parameter(p.detach().clone()) for p in params]
+    fresh = adamw_triton(fresh_params, lr=0.1, backend=backend)
+    for p, q in zip(params, fresh_params):
+        fresh.state[q] = {"step": torch.tensor(4.0), "m": torch.zeros_like(q), "v": torch.zeros_like(q)}
+    _cuda_steps(opt, params, range(4, 6))
+    _cuda_steps(fresh, fresh_params, range(4, 6))
+    for a, b in zip(params, fresh_params):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("backend", ["triton", "compiled"])
+def test_maximize_on_cuda(adamw_triton, backend):
+    up, down = _cuda_params(), _cuda_params()
+    opt_up = adamw_triton(up, lr=0.1, maximize=True, backend=backend)
+    opt_down = adamw_triton(down, lr=0.1, backend=backend)
+    for t in range(3):
+        g = torch.Generator(device="cuda").manual_seed(t)
+        for p, q in zip(up, down):
+            p.grad = torch.randn(p.shape, device="cuda", generator=g)
+            q.grad = -p.grad
+        opt_up.step()
+        opt_down.step()
+    for p, q in zip(up, down):
+        torch.testing.assert_close(p, q, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("backend", ["triton", "compiled"])
+def test_grad_scaler_on_cuda_skips_inf_steps_and_matches_torch_adamw(adamw_triton, backend):
+    """torch.amp.GradScaler("cuda") hands grad_scale/found_inf (CUDA tensors) to step; a step with an
+    inf grad leaves params and states as they were, and training matches torch's fused AdamW."""
+    def train(make):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3)).cuda()
+        opt, scaler = make(model.parameters()), torch.amp.GradScaler("cuda", init_scale=2.0**10)
+        gen = torch.Generator(device="cuda").manual_seed(1)
+        for t in range(6):
+            x, y = (torch.randn(16, n, device="cuda", generator=gen) for n in (6, 3))
+            opt.zero_grad()
+            scaler.scale(torch.nn.functional.mse_loss(model(x), y)).backward()
+            if t == 3:
+                model[0].weight.grad[0, 0] = float("inf")
+                before = [p.detach().clone() for p in model.parameters()]
+            scaler.step(opt)
+            scaler.update()
+            if t == 3:
+                assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+        return [p.detach() for p in model.parameters()], scaler.get_scale()
+
+    got, scale = train(lambda ps: adamw_triton(ps, lr=1e-2, weight_decay=0.1, backend=backend))
+    want, want_scale = train(lambda ps: torch.optim.AdamW(ps, lr=1e-2, weight_decay=0.1, fused=True))
+    assert scale == want_scale
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
