@@ -207,6 +207,10 @@ class _TritonGroup:
         self.compute = tl.float64 if compute == torch.float64 else tl.float32
 
 
+class _DoesNotFit(NotImplementedError):
+    """Tensors the kernels cannot take (raised while the launch tables are built)."""
+
+
 def _fits(tensors):
     """May the kernels take these tensors: float dtypes they know, contiguous?"""
     return all(t.dtype in _TRITON_DTYPES and t.is_contiguous() for t in tensors)
@@ -238,7 +242,7 @@ class _TritonStep:
                 continue
             mine = {s: states[s][i] for s, _ in families[k].states}
             if not _fits([p, g, *mine.values()]):
-                raise NotImplementedError("the Triton kernel needs contiguous float tensors")
+                raise _DoesNotFit("the Triton kernel needs contiguous float tensors")
             groups.setdefault((k, p.dtype, g.dtype, p.device), []).append((p, g, mine))
         plan, slots, wide = [], 0, 0
         for (k, dt, gt, device), members in groups.items():
@@ -346,7 +350,7 @@ class _TritonKernels:
             runner = self.runners[key] = self.runner()
         try:
             runner.step(path, params, grads, states, lr, step, {**program.hyper_defaults, **hyper})
-        except NotImplementedError:
+        except _DoesNotFit:  # raised before any kernel runs
             program.eager_group_step(path, params, grads, states, lr=lr, step=step, **hyper)
 
 

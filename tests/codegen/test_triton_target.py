@@ -126,6 +126,27 @@ def test_zoo_optimizer_matches_interpreter(name, interpret):
     assert_steps_close(got, reference(program, init, grads, lr=lr), program, rtol=2e-4, atol=2e-5)
 
 
+def test_tensors_the_kernels_cannot_take_run_the_eager_step(interpret):
+    """A transposed (non-contiguous) grad: that step runs eager, the next (contiguous) one the
+    kernels, and every step equals the eager backend's."""
+    if not interpret:
+        return
+    program = optdsl.load("lamb")
+    cls = triton_target.entry_point(load(program, "lamb_layouts"), program)
+    grads = grads_for([(9, 5)], 3, seed=8)
+    start = np.random.default_rng(9).standard_normal((5, 9)).astype(np.float32)
+    got = []
+    for backend in ("triton", "eager"):
+        w = torch.nn.Parameter(torch.tensor(start))
+        opt = cls([w], lr=0.01, backend=backend)
+        for k, (g,) in enumerate(grads):
+            w.grad = torch.tensor(g).t() if k != 1 else torch.tensor(g).t().contiguous()
+            opt.step()
+        got.append(w.detach().clone())
+    assert not torch.tensor(grads[0][0]).t().is_contiguous()
+    torch.testing.assert_close(got[0], got[1], rtol=2e-5, atol=2e-6)
+
+
 REDUCTIONS = """
 def reductions(w, g, m, s: scalar, step, lr=0.01, beta=0.9):
     gn = global_norm(g)
