@@ -20,7 +20,6 @@ scale ``lr`` by 1e-4), so give them ``--wider``.
 from __future__ import annotations
 
 import argparse
-import math
 import time
 
 from rich.console import Console
@@ -57,17 +56,9 @@ def rules(decays: list[float] = ()) -> dict[str, object]:
     }
 
 
-def proxies_at(factor: int) -> dict[str, object]:
-    """The five proxies with ``factor`` times their minibatch, registered under ``NAME@factor``."""
-    made = {
-        f"quadratic@{factor}": lambda: tasks.quadratic(f"quadratic@{factor}", noise=0.1 / math.sqrt(factor)),
-        f"logreg@{factor}": lambda: tasks.logreg(f"logreg@{factor}", batch=128 * factor),
-        f"embedding@{factor}": lambda: tasks.embedding(f"embedding@{factor}", batch=32 * factor),
-        f"mlp@{factor}": lambda: tasks.mlp(f"mlp@{factor}", batch=64 * factor),
-        f"transformer@{factor}": lambda: tasks.transformer(f"transformer@{factor}", batch=32 * factor),
-    }
-    tasks.FACTORIES.update(made)
-    return made
+def proxies_at(factor: int) -> list[str]:
+    """The five proxies with ``factor`` times their minibatch (:func:`search.tasks.at_batch`)."""
+    return [f"{name}@{factor}" for name in tasks.PROXY_TASKS]
 
 
 def main(argv=None) -> int:
@@ -85,7 +76,7 @@ def main(argv=None) -> int:
     compared = rules([float(x) for x in args.decay.split(",") if x])
     lrs = tuple(CANDIDATE_LRS) + tuple(float(f"{CANDIDATE_LRS[-1] * 2.5 ** k:.4g}") for k in range(1, args.wider + 1))
     suites = ({"as built": args.tasks.split(",")} if args.tasks else
-              {f"batch x{f}": list(proxies_at(f)) for f in (int(b) for b in args.batch.split(","))})
+              {f"batch x{f}": proxies_at(f) for f in (int(b) for b in args.batch.split(","))})
     for title, names in suites.items():
         t0 = time.perf_counter()
         with console.status(f"{title}: tuning AdamW, scoring {len(compared)} rules ..."):

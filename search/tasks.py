@@ -40,12 +40,13 @@ Example:
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, partial
 
 import numpy as np
 import torch
@@ -505,19 +506,19 @@ def char_lm(name="charlm", d=16, length=16, layers=1, steps=100, batch=16, seed=
 
 # --- the registry -------------------------------------------------------------------------------
 FACTORIES: dict[str, Callable[[], Task]] = {
-    "quadratic": quadratic,
-    "logreg": logreg,
-    "embedding": embedding,
-    "mlp": mlp,
-    "transformer": transformer,
-    "quadratic_large": lambda: quadratic("quadratic_large", {"a": (20, 40), "b": (200,)}, kappa=1e4,
-                                         steps=300, seed=10),
-    "logreg_large": lambda: logreg("logreg_large", steps=250),
-    "embedding_large": lambda: embedding("embedding_large", vocab=1000, d=16, length=10, classes=8,
-                                         steps=300, batch=64, seed=13),
-    "mlp_large": lambda: mlp("mlp_large", widths=(64, 64), steps=200, batch=64),
-    "transformer_large": lambda: transformer("transformer_large", vocab=12, length=12, d=24, steps=120,
-                                             batch=32, seed=12),
+    "quadratic": partial(quadratic),
+    "logreg": partial(logreg),
+    "embedding": partial(embedding),
+    "mlp": partial(mlp),
+    "transformer": partial(transformer),
+    "quadratic_large": partial(quadratic, name="quadratic_large", shapes={"a": (20, 40), "b": (200,)},
+                               kappa=1e4, steps=300, seed=10),
+    "logreg_large": partial(logreg, name="logreg_large", steps=250),
+    "embedding_large": partial(embedding, name="embedding_large", vocab=1000, d=16, length=10, classes=8,
+                               steps=300, batch=64, seed=13),
+    "mlp_large": partial(mlp, name="mlp_large", widths=(64, 64), steps=200, batch=64),
+    "transformer_large": partial(transformer, name="transformer_large", vocab=12, length=12, d=24, steps=120,
+                                 batch=32, seed=12),
     "conv_large": lambda: conv("conv_large", channels=(8, 8), steps=100),
     "lowrank_ae": lowrank_ae,
     "lowrank_ae_large": lambda: lowrank_ae("lowrank_ae_large", d=64, rank=8, steps=300, seed=21),
@@ -541,7 +542,8 @@ def meta_tasks_for(tasks) -> tuple[str, ...]:
         ('transformer_large', 'conv_large')
     """
     extra = ("conv_large",) if tuple(tasks) == PROXY_TASKS else ()
-    return tuple(f"{t}_large" for t in tasks if f"{t}_large" in FACTORIES) + extra
+    larger = ("{}_large{}{}".format(*t.partition("@")) for t in tasks)
+    return tuple(t for t in larger if t.partition("@")[0] in FACTORIES) + extra
 
 
 def proxy_of(meta_task: str) -> str | None:
@@ -551,8 +553,41 @@ def proxy_of(meta_task: str) -> str | None:
         >>> proxy_of("mlp_large"), proxy_of("conv_large"), proxy_of("mlp")
         ('mlp', None, None)
     """
-    name = meta_task.removesuffix("_large")
-    return name if name != meta_task and name in FACTORIES else None
+    base, at, factor = meta_task.partition("@")
+    name = base.removesuffix("_large")
+    return name + at + factor if name != base and name in FACTORIES else None
+
+
+def at_batch(name: str) -> Callable[[], Task] | None:
+    """The factory of ``NAME@F``: built-in task NAME with F times its minibatch (the noisy
+    quadratic, whose gradient noise stands for a minibatch's, with that noise / sqrt(F)), as the
+    Lion paper's batch sizes are to ours; None where ``name`` is no such task.
+
+    Example:
+        >>> at_batch("mlp@64")().name, at_batch("conv_large@4"), at_batch("mlp@0")
+        ('mlp@64', None, None)
+    """
+    base, _, factor = name.partition("@")
+    made = FACTORIES.get(base)
+    if not factor.isdigit() or int(factor) < 1 or not isinstance(made, partial):
+        return None
+    defaults = {k: p.default for k, p in inspect.signature(made.func).parameters.items()}
+    keywords = {**defaults, **made.keywords, "name": name}
+    if "batch" in keywords:
+        keywords["batch"] *= int(factor)
+    else:
+        keywords["noise"] /= math.sqrt(int(factor))
+    return partial(made.func, **keywords)
+
+
+def is_task(name: str) -> bool:
+    """Is ``name`` a built-in task, or one at a larger batch (:func:`at_batch`)?
+
+    Example:
+        >>> is_task("mlp"), is_task("mlp_large@16"), is_task("mlp@x")
+        (True, True, False)
+    """
+    return name in FACTORIES or at_batch(name) is not None
 
 
 @cache
@@ -570,6 +605,6 @@ def get_task(name: str) -> Task:
 
     if is_reference(name):
         return load_task(name)
-    if name not in FACTORIES:
-        raise KeyError(f"unknown task {name!r}; choose from {', '.join(FACTORIES)}")
-    return FACTORIES[name]()
+    if not is_task(name):
+        raise KeyError(f"unknown task {name!r}; choose from {', '.join(FACTORIES)} (NAME@F: F times the batch)")
+    return (FACTORIES.get(name) or at_batch(name))()

@@ -26,6 +26,7 @@ SEARCH = ["search", "--tasks", "quadratic"]
     (["--budget", "ten minutes"], "--budget 'ten minutes': expected e.g. 90s, 10m, 1h30m"),
     (["--seed", "-1"], "--seed -1: must be a whole number from 0 to"),
     (["--tasks", ""], "--tasks: unknown task(s) (none given)"),  # once: the default tasks
+    (["--tasks", "mlp@0,conv_large@4,mlp@x"], "--tasks: unknown task(s) mlp@0, conv_large@4, mlp@x"),
     # a warm start the guards refuse would never be trained: AdaX's step factor grows without bound
     (["--init", "lion,adax"], "--init adax: the search's guards refuse it (a schedule of its own: "),
 ])

@@ -29,7 +29,17 @@ from search.evaluate import (
 from search.executors import LocalExecutor
 from search.guards import guard, horizon_fault
 from search.mutate import mutate
-from search.tasks import PROXY_TASKS, Task, _block, causal_mask, get_task
+from search.tasks import (
+    FACTORIES,
+    PROXY_TASKS,
+    Task,
+    _block,
+    at_batch,
+    causal_mask,
+    get_task,
+    meta_tasks_for,
+    proxy_of,
+)
 from search.warm_start import adamw_program, initial_program, prepare
 
 BASE = {"quadratic": 0.13, "logreg": 0.1}
@@ -48,6 +58,25 @@ def test_proxies_have_exactly_zero_gradients_that_the_papers_eps_free_adamw_cann
     for task in ("logreg", "embedding", "mlp"):
         losses, _ = train_copies([initial_program("paper_adamw"), adamw_program()], task, [1.0, 10.0])
         assert np.all(np.isinf(losses[0])) and np.all(np.isfinite(losses[1])), task
+
+
+def test_tasks_at_a_larger_batch_are_the_same_tasks_with_f_times_the_batch():
+    """``NAME@F`` (the Lion paper's batch sizes, for GPU searches): F times the minibatch (the
+    quadratic: its gradient noise / sqrt(F)), everything else as built; its held-out task is the
+    larger one at the same factor."""
+    def rows(batch):
+        return (batch[0] if isinstance(batch, tuple | list) else batch).shape[0]
+
+    for name in (*PROXY_TASKS, *meta_tasks_for(PROXY_TASKS)[:-1]):  # (conv_large has no batch)
+        task, big = get_task(name), get_task(f"{name}@4")
+        assert (big.name, big.description, big.shapes, big.steps) == (f"{name}@4", task.description,
+                                                                       task.shapes, task.steps)
+        if not name.startswith("quadratic"):
+            assert rows(big.batch(1)) == 4 * rows(task.batch(1))
+    noise = [FACTORIES["quadratic"].func.__defaults__[3], at_batch("quadratic@16").keywords["noise"]]
+    assert noise == [0.1, 0.025]
+    assert meta_tasks_for(["mlp@64", "quadratic@64"]) == ("mlp_large@64", "quadratic_large@64")
+    assert proxy_of("mlp_large@64") == "mlp@64"
 
 
 def test_the_autoencoder_task_rewards_bias_correction_which_the_default_proxies_do_not():
