@@ -168,7 +168,8 @@ def run(quick: bool = False) -> list[dict]:
         bench("generated Lion (triton kernel alone)", lambda ps: kernel_only(modules["lion"], ps), "lion", anchor)
         bench("generated Lion (compiled)", lambda ps: classes["lion"](ps, backend="compiled"), "lion", anchor)
         for name, label in _BANDWIDTH_ONLY.items():
-            bench(f"generated {label} (triton)", lambda ps, name=name: classes[name](ps, backend="triton"), name)
+            make = lambda ps, name=name: classes[name](ps, backend="triton")
+            bench(f"generated {label} (triton)", make, name)
     return rows
 
 

@@ -32,7 +32,7 @@ from .progress import LiveProgress, summary_table
 from .report import report, winner_table
 from .selection import META_TOLERANCE, verdict
 from .store import Store, schema_version
-from .tasks import FACTORIES, PROXY_TASKS, is_task, meta_tasks_for
+from .tasks import FACTORIES, MAX_BATCH_FACTOR, PROXY_TASKS, is_task, meta_tasks_for
 from .user_task import absolute_reference, check_task, is_reference, split_reference
 from .vectorized import check_supported
 from .warm_start import initial_program
@@ -62,7 +62,8 @@ def _tasks(text: str) -> tuple[str, ...]:
     unknown = [n for n in names if not is_task(n) and not is_reference(n)]
     if unknown or not names:
         raise DslError(f"--tasks: unknown task(s) {', '.join(unknown) or '(none given)'}", "optdsl search",
-                       hint=f"choose from {', '.join(FACTORIES)}; NAME@F is NAME with F times its batch")
+                       hint=f"choose from {', '.join(FACTORIES)}; NAME@F is NAME with F "
+                            f"(1-{MAX_BATCH_FACTOR}) times its batch")
     return names
 
 
@@ -370,9 +371,9 @@ def register(subparsers) -> None:
                    help="local: worker processes on this machine (default); "
                         "ray: a Ray cluster (the ray extra)")
     p.add_argument("--ray-address", metavar="ADDR", help="Ray cluster to join (default: start a local one)")
-    p.add_argument("--tasks", metavar="NAMES", help=f"comma-separated proxy tasks (default {','.join(PROXY_TASKS)}; "
-                                                    f"all: {','.join(FACTORIES)}; NAME@F: F times NAME's batch, "
-                                                    "e.g. mlp@64)")
+    p.add_argument("--tasks", metavar="NAMES",
+                   help=f"comma-separated proxy tasks (default {','.join(PROXY_TASKS)}; "
+                        f"all: {','.join(FACTORIES)}; NAME@F: F times NAME's batch, e.g. mlp@64)")
     p.add_argument("--task", action="append", metavar="FILE.py:FUNCTION",
                    help="your own task: FUNCTION() returns a search Task (search.task_from_module); repeatable; "
                         "alone, the search runs on your tasks only, with --tasks on both")

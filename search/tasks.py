@@ -558,18 +558,24 @@ def proxy_of(meta_task: str) -> str | None:
     return name + at + factor if name != base and name in FACTORIES else None
 
 
+MAX_BATCH_FACTOR = 1024  # (the digits tasks then draw 131,072 rows a step: more is a typo, not a regime)
+
+
 def at_batch(name: str) -> Callable[[], Task] | None:
     """The factory of ``NAME@F``: built-in task NAME with F times its minibatch (the noisy
     quadratic, whose gradient noise stands for a minibatch's, with that noise / sqrt(F)), as the
-    Lion paper's batch sizes are to ours; None where ``name`` is no such task.
+    Lion paper's batch sizes are to ours; None where ``name`` is no such task (F from 1 to
+    ``MAX_BATCH_FACTOR``).
 
     Example:
-        >>> at_batch("mlp@64")().name, at_batch("conv_large@4"), at_batch("mlp@0")
-        ('mlp@64', None, None)
+        >>> at_batch("mlp@64")().name, at_batch("conv_large@4"), at_batch("mlp@0"), at_batch("mlp@5000")
+        ('mlp@64', None, None, None)
     """
     base, _, factor = name.partition("@")
     made = FACTORIES.get(base)
-    if not factor.isdigit() or int(factor) < 1 or not isinstance(made, partial):
+    if not factor.isascii() or not factor.isdigit() or not 1 <= int(factor) <= MAX_BATCH_FACTOR:
+        return None
+    if not isinstance(made, partial):
         return None
     defaults = {k: p.default for k, p in inspect.signature(made.func).parameters.items()}
     keywords = {**defaults, **made.keywords, "name": name}
@@ -606,5 +612,6 @@ def get_task(name: str) -> Task:
     if is_reference(name):
         return load_task(name)
     if not is_task(name):
-        raise KeyError(f"unknown task {name!r}; choose from {', '.join(FACTORIES)} (NAME@F: F times the batch)")
+        raise KeyError(f"unknown task {name!r}; choose from {', '.join(FACTORIES)} (or NAME@F: F times "
+                       "its batch)")
     return (FACTORIES.get(name) or at_batch(name))()
