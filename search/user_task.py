@@ -46,7 +46,7 @@ from torch.func import functional_call, vmap
 
 from optdsl.errors import DslError
 
-from .devices import one_thread
+from .devices import on_device, one_thread
 from .tasks import Params, Task
 
 
@@ -338,7 +338,7 @@ def check_task(ref: str, copies: int, limit: float, device: str = "cpu") -> Task
 
 def _check(ref: str, copies: int, limit: float, device: str) -> Task:
     path, function = split_reference(ref)
-    task = load_task(ref)
+    task = on_device(load_task(ref), device)  # as the evaluation takes it (a Task built on the CPU too)
     where = f"{function}()"  # the error names the file itself
     dev = torch.device(device)
     try:

@@ -217,6 +217,16 @@ def test_cuda_and_cpu_agree_for_builtin_and_user_tasks():
         assert cpu["lr"] == cuda["lr"] and cuda["loss"] == pytest.approx(cpu["loss"], rel=1e-3), name
 
 
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=[CUDA, pytest.mark.gpu])])
+def test_a_user_file_may_return_a_built_in_task_on_any_device(tmp_path, device):
+    """A task built with search.tasks (its data made on the CPU) passes the check on a GPU too:
+    the check moves it as the evaluation does (it failed with "Expected all tensors to be on the
+    same device" on an H200)."""
+    path = tmp_path / "builtin_task.py"
+    path.write_text("from search import tasks\n\n\ndef make():\n    return tasks.quadratic('mine', steps=5)\n")
+    assert check_task(f"{path}:make", copies=4, limit=60.0, device=device).name == "mine"
+
+
 def visible_gpu(job):
     import os
 
