@@ -59,21 +59,6 @@ def number(value: float) -> str:
         raise DslError(str(e)) from None
 
 
-def black_format(source: str, line_length: int = 110) -> str:
-    """``source`` formatted by black when it is installed (deterministic either way).
-
-    Example:
-        >>> text = black_format("x = ( 1,2 )\\n")
-        >>> text in ("x = (1, 2)\\n", "x = ( 1,2 )\\n")  # black's layout, or the text as given without black
-        True
-    """
-    try:
-        import black
-    except ImportError:  # formatting is cosmetic: keep the unformatted, still valid, text
-        return source
-    return black.format_str(source, mode=black.Mode(line_length=line_length))
-
-
 def load_module(source: str, name: str) -> types.ModuleType:
     """Execute generated ``source`` as a fresh module called ``name``, registered in sys.modules
     (torch.compile finds it there) and its text in linecache (so tracebacks and inspect work).

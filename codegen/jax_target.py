@@ -29,6 +29,8 @@ Example:
 
 from __future__ import annotations
 
+import copy
+import itertools
 from typing import ClassVar
 
 from optdsl.errors import DslError
@@ -48,7 +50,8 @@ from optdsl.printer import (
 )
 from optdsl.typecheck import expr_kind, input_kinds, join
 
-from .generated import black_format, check_identifier, number
+from .generated import check_identifier, number
+from .layout import LINE, bracketed, function, hugging_call, wrap_comprehension
 from .runtime import functions as runtime_functions
 
 # A state's shape for a parameter ``w`` (as :func:`optdsl.interpreter.state_shape`).
@@ -80,6 +83,7 @@ class JaxPrinter(CodePrinter):
         super().__init__()
         self.kinds = kinds
         self.python = set(python)
+        self.names = itertools.count()  # numbers of the statements bound to keep lines short (_fitted)
 
     def is_python(self, expr: Expr) -> bool:
         """May ``expr`` be a plain Python number while tracing (a literal, a shape fact, a
@@ -203,6 +207,15 @@ class ShapeTestPrinter(DslPrinter):
 # --- the generated module ------------------------------------------------------------------------
 
 
+def _probe(printer: JaxPrinter) -> JaxPrinter:
+    """A copy of ``printer`` to measure printed text with: what it prints, binds and numbers leaves
+    ``printer`` as it was."""
+    probe = copy.copy(printer)
+    probe.kinds, probe.python, probe.temps = dict(printer.kinds), set(printer.python), list(printer.temps)
+    probe._counter = copy.copy(printer._counter)
+    return probe
+
+
 def _camel(name: str) -> str:
     return "".join(part[:1].upper() + part[1:] for part in name.split("_") if part) or "Program"
 
@@ -260,9 +273,10 @@ class _Module:
                 params = ["_carry", cuts[k - 1].target]
                 carried = carries[k - 1]
                 lines.append(f'"""After {cuts[k - 1].expr.op}: the rest of the step."""')
-                lines.append(f"{_tuple(carried)} = _carry" if carried else "del _carry")
+                unpacked = _tuple(carried, paren=len(carried) == 1)  # black writes (v,) = ..., not v, = ...
+                lines.append(f"{unpacked} = _carry" if carried else "del _carry")
             for a in seg:
-                lines += printer.statement(check_identifier(a.target), a.expr)
+                lines += self._fitted(printer, check_identifier(a.target), a.expr)
                 printer.bind(a.target, a.expr)
                 available.add(a.target)
             if k < len(cuts):
@@ -281,7 +295,7 @@ class _Module:
                 available.add(g.target)
             else:
                 lines += self._final_return(spec, printer)
-            out.append(f"def {self.fns[v][k]}({', '.join(params)}):\n" + _indent(lines))
+            out.append(function(self.fns[v][k], params, lines))
         return out
 
     @staticmethod
@@ -289,7 +303,7 @@ class _Module:
         """Lines binding ``_totals``: this leaf's totals of a global reduction (op.reduction's terms
         summed or maxed over the leaf), and its element count when the finish reads ``n``."""
         reduction = OPS[call.op].reduction
-        lines = printer.statement("_x", call.args[0])
+        lines = _Module._fitted(printer, "_x", call.args[0])
         printer.bind("_x", call.args[0])
         totals = [printer.fill(TOTAL[reduction.combine], [substitute(t, {"x": Var("_x")})])
                   for t in reduction.terms]
@@ -298,16 +312,54 @@ class _Module:
         return lines + printer.flush() + [f"_totals = {_tuple(totals, paren=True)}"]
 
     def _final_return(self, spec: Program, printer: JaxPrinter) -> list[str]:
-        def value(e: Expr, slot: str) -> str:
-            text, k = printer.doprint(e), printer.kind(e)
-            if slot == "full" and k in (ROW, COL):
-                text = printer.fill("{0}[..., :, None]" if k == ROW else "{0}[..., None, :]", [text])
-            return text
+        """``return update, (states...)``; where that line would be too wide, each output is bound
+        to a name of its own first (``_out0``, ...)."""
+        def line(pr: JaxPrinter, outs: list[Expr | None]) -> str:
+            texts = []
+            for e, slot in zip(outs, slots):
+                text = "None" if e is None else pr.doprint(e)
+                if e is not None and slot == "full" and pr.kind(e) in (ROW, COL):
+                    text = pr.fill("{0}[..., :, None]" if pr.kind(e) == ROW else "{0}[..., None, :]", [text])
+                texts.append(str(text))
+            return f"return {texts[0]}, {_tuple(texts[1:], paren=True)}"
 
         new = dict(zip(spec.state_names, spec.new_states))
-        states = [value(new[s.name], s.kind) if s.name in new else "None" for s in self.program.states]
-        update = value(spec.update, "full")
-        return printer.flush() + [f"return {update}, {_tuple(states, paren=True)}"]
+        outs = [spec.update, *(new.get(s.name) for s in self.program.states)]
+        slots = ["full", *(s.kind for s in self.program.states)]
+        probe = _probe(printer)
+        tried = line(probe, outs)
+        if max(len(x) for x in [*probe.flush(), tried]) + 4 <= LINE:
+            return printer.flush() + [line(printer, outs)]
+        lines = []
+        for i, e in enumerate(outs):
+            if e is not None and isinstance(e, Call):
+                lines += self._fitted(printer, f"_out{i}", e)
+                printer.bind(f"_out{i}", e)
+                outs[i] = Var(f"_out{i}")
+        return lines + printer.flush() + [line(printer, outs)]
+
+    @staticmethod
+    def _fitted(printer: JaxPrinter, target: str, expr: Expr, indent: int = 4) -> list[str]:
+        """``printer.statement(target, expr)``, laid out for LINE columns at ``indent``: while a line
+        would be wider (black would split it), the widest argument is bound to a name of its own
+        first (``_e0``, ``_e1``..., recursively), as a statement before this one."""
+        probe = _probe(printer)
+        if all(indent + len(x) <= LINE for x in probe.statement(target, expr)):
+            return printer.statement(target, expr)
+        widths = [len(_probe(printer).doprint(a)) if isinstance(a, Call) else -1
+                  for a in (expr.args if isinstance(expr, Call) and OPS[expr.op].shape != STATIC else ())]
+        if not widths or max(widths) < 0:  # one op whose spelling is long: its printed parts cut
+            printer.width = LINE - indent - len(f"{target} = ")
+            try:
+                return printer.statement(target, expr)
+            finally:
+                printer.width = None
+        sub = expr.args[widths.index(max(widths))]
+        name = f"_e{next(printer.names)}"
+        lines = _Module._fitted(printer, name, sub, indent)
+        printer.bind(name, sub)
+        cut = Call(expr.op, tuple(Var(name) if a is sub else a for a in expr.args))
+        return lines + _Module._fitted(printer, target, cut, indent)
 
     def _variant_doc(self, v: int) -> str:
         shown = " and ".join(f"``{ShapeTestPrinter().doprint(c)}``" if t else
@@ -315,19 +367,23 @@ class _Module:
         return f"One leaf's step for parameters where {shown}."
 
     # --- dispatch and init -----------------------------------------------------------------------
-    def _tree_lines(self, tree, leaf) -> list[str]:
+    def _tree_lines(self, tree, leaf, indent: int = 4) -> list[str]:
+        """The shape tests choosing a variant, ``return leaf(v, indent)`` at each leaf (``indent``:
+        the column the return statement starts at)."""
         if isinstance(tree, int):
-            return [f"return {leaf(tree)}"]
+            return [f"return {leaf(tree, indent)}"]
         cond, yes, no = tree
-        yes_lines, no_lines = self._tree_lines(yes, leaf), self._tree_lines(no, leaf)
+        yes_lines, no_lines = self._tree_lines(yes, leaf, indent + 4), self._tree_lines(no, leaf, indent)
         if yes_lines == no_lines:  # variants that differ in their step but not here
             return yes_lines
         test = ShapeTestPrinter().doprint(cond)
-        return [f"if {test}:", *["    " + line for line in yes_lines], *no_lines]
+        return [f"if {test}:", *(_indent(yes_lines).split("\n")), *no_lines]
 
     def pick_function(self) -> str:
-        def leaf(v):
-            return _tuple(self.fns[v], paren=True) if len(self.fns[v]) > 1 else self.fns[v][0]
+        def leaf(v, indent):
+            if len(self.fns[v]) == 1:
+                return self.fns[v][0]
+            return bracketed("(", self.fns[v], ")", used=indent + len("return "))
 
         doc = '"""The step code for a parameter shaped like ``w`` (a Python test, run while tracing)."""'
         return f"def {self.pick}(w):\n" + _indent([doc, *self._tree_lines(self.tree, leaf)])
@@ -335,7 +391,7 @@ class _Module:
     def init_function(self) -> str:
         names = ", ".join(self.program.state_names)
 
-        def leaf(v):
+        def leaf(v, indent):
             spec = self.variants[v]
             own = {s.name: s for s in spec.states}
             parts = []
@@ -344,8 +400,10 @@ class _Module:
                 parts.append(STATE_INIT[s.init].format(shape=STATE_SHAPE[s.kind]) if s else
                              "jnp.zeros((0,), _dtype)")
             # refused as the interpreter and torch refuse it (jnp.mean(x, axis=-1) of a 1-d x is a number)
-            init = _tuple(parts, paren=True)
-            return f"_needs_2d(w, {init})" if self.found.needs_2d(v) else init
+            if not self.found.needs_2d(v):
+                return bracketed("(", parts, ")", used=indent + len("return "))
+            init = bracketed("(", parts, ")", used=indent + 5)  # an argument on a line of its own, then ","
+            return hugging_call("_needs_2d", ["w", init], used=indent + len("return "), indent=indent)
 
         doc = f'"""Initial ({names}) for the parameter ``w``; a state its code does not use is empty."""'
         lines = [doc, "_dtype = jnp.promote_types(w.dtype, jnp.float32)", *self._tree_lines(self.tree, leaf)]
@@ -360,15 +418,16 @@ class _Module:
         field_args = [f"{self.count}=jnp.zeros([], jnp.int32)"]
         field_args += [f"{self.fields[n]}=_treedef.unflatten([s[{i}] for s in _states])"
                        for i, n in enumerate(p.state_names)]
-        init_lines = ["def _init(params):",
-                      "    _leaves, _treedef = jax.tree.flatten(params)",
-                      f"    _states = [{self.init_leaf}(w) for w in _leaves]",
-                      f"    return {self.state_class}({', '.join(field_args)})"]
+        init_lines = ["def _init(params):", *_indent([
+            "_leaves, _treedef = jax.tree.flatten(params)",
+            wrap_comprehension(f"_states = [{self.init_leaf}(w) for w in _leaves]", 8),
+            "return " + hugging_call(self.state_class, field_args, used=len("        return "), indent=8),
+        ]).split("\n")]
 
         body = ["del _extra"]
         if self.needs_params:
             body += ["if params is None:",
-                     f"    raise ValueError('{p.name} reads the parameters: pass params to update')"]
+                     f'    raise ValueError("{p.name} reads the parameters: pass params to update")']
         if p.uses("lr"):
             body.append(f"lr = learning_rate(state.{self.count}) if callable(learning_rate) else learning_rate")
         if p.uses("step"):
@@ -393,7 +452,14 @@ class _Module:
             loop = f"for {', '.join(leaf_vars)} in zip({zipped})"
             if len(leaf_vars) == 1:
                 loop = f"for {leaf_vars[0]} in {zipped}"
-        body.append(f"_out = [{first}({', '.join(call_args)}) {loop}]")
+        out = wrap_comprehension(f"_out = [{first}({', '.join(call_args)}) {loop}]", 8)
+        if max(8 + len(line) for line in out.split("\n")) > LINE:  # the numbers every leaf takes, first
+            shared = [a for a in call_args
+                      if a not in self.program.state_names and not a.startswith("_upcast")]
+            body.append("_shared = " + bracketed("(", shared, ")", used=len("        _shared = ")))
+            call_args = [*(a for a in call_args if a not in shared), "*_shared"]
+            out = wrap_comprehension(f"_out = [{first}({', '.join(call_args)}) {loop}]", 8)
+        body.append(out)
         cuts = [self.variants[0].body[i] for i in global_statements(self.variants[0])]
         for k, g in enumerate(cuts, start=1):
             reduction = OPS[g.expr.op].reduction
@@ -417,11 +483,13 @@ class _Module:
             new_fields.append(f"{self.fields[n]}=_treedef.unflatten([_fit(_s[{i}], _old) for (_, _s), _old "
                               f"in zip(_out, {seqs[n]})])")
         body.append("updates = _treedef.unflatten([_fit(-_u, _g) for (_u, _), _g in zip(_out, _grads)])")
-        body.append(f"return updates, {self.state_class}({', '.join(new_fields)})")
+        used = len("        return updates, ")
+        body.append("return updates, " + hugging_call(self.state_class, new_fields, used=used, indent=8))
         update_lines = ["def _update(updates, state, params=None, **_extra):", *_indent(body).split("\n")]
         ret = "return optax.GradientTransformationExtraArgs(_init, _update)"
-        lines = [_docstring(self.factory_doc()), *init_lines, *update_lines, ret]
-        return f"def {p.name}({', '.join(args)}):\n" + _indent(lines)
+        # black's blank lines: after the docstring and around the nested functions
+        lines = [_docstring(self.factory_doc()), "", *init_lines, "", *update_lines, "", ret]
+        return function(p.name, args, lines)
 
     def factory_doc(self) -> str:
         p = self.program
@@ -462,7 +530,7 @@ class _Module:
         field_lines = [f"{self.count}: jax.Array"] + [f"{self.fields[n]}: optax.Updates" for n in p.state_names]
         state_class = (f"class {self.state_class}(NamedTuple):\n"
                        + _indent([f'"""State of ``{p.name}``: the step count and one pytree per state."""',
-                                  *field_lines]))
+                                  "", *field_lines]))
         helpers = [
             "def _upcast(x):\n"
             + _indent(['"""``x`` in float32, or in its own dtype when that is wider."""',
@@ -482,8 +550,8 @@ class _Module:
         functions = [f for v, spec in enumerate(self.variants) for f in self.variant_functions(v, spec)]
         if self.pick:
             functions.append(self.pick_function())
-        blocks = [_docstring(self.module_doc()),
-                  "from typing import NamedTuple\n\nimport jax\nimport jax.numpy as jnp\nimport optax",
+        imports = "from typing import NamedTuple\n\nimport jax\nimport jax.numpy as jnp\nimport optax"
+        blocks = [_docstring(self.module_doc()) + "\n\n" + imports,  # one blank line after the docstring
                   state_class, *helpers, *functions, self.init_function(), self.factory()]
         return "\n\n\n".join(blocks) + "\n"
 
@@ -529,7 +597,7 @@ def emit(program: Program) -> str:
         >>> "import optax" in emit(optdsl.load("sgd"))
         True
     """
-    return black_format(_Module(program).text())
+    return _Module(program).text()
 
 
 def entry_point(module, program: Program):

@@ -121,6 +121,11 @@ from .eager_program import (
 from .float_printer import FloatPrinter, NoFloatSpelling
 from .float_printer import called_functions as float_called
 from .generated import check_identifier, number
+from .layout import LINE
+from .layout import bracketed as _layout
+from .layout import call as _call
+from .layout import function as _function
+from .layout import wrap_comprehension as _wrap_comprehension
 from .runtime import functions as runtime_functions
 from .runtime import source as runtime_source
 
@@ -731,7 +736,6 @@ class GroupPrinter:
         return frozenset(n for n, who in self.owner.items()
                          if who in (FRESH, n, target) and (n not in live_after or n == target))
 # --- the module ------------------------------------------------------------------------------------
-LINE = 110  # generated files are laid out for this width (black's, as the repository's own)
 MAX_CALLS = 8  # calls per printed statement; a larger expression is cut into temporaries
 
 
@@ -1357,48 +1361,6 @@ class _Body:
         self._bound += 1
         self.lines.append(f"_r{self._bound} = {text}")
         return f"_r{self._bound}"
-
-
-def _function(name: str, params: list[str], body: list[str], indent: int = 0) -> str:
-    """``def name(params):`` and its body lines, laid out as black would (params on one line, or one
-    per line when they do not fit)."""
-    pad = " " * indent
-    head = f"{pad}def {name}({', '.join(params)}):"
-    if len(head) > LINE:
-        inner = "".join(f"{pad}    {x},\n" for x in params)
-        head = f"{pad}def {name}(\n{inner}{pad}):"
-    lines = "\n".join(f"{pad}    {ln}" if ln else "" for part in body for ln in part.split("\n"))
-    return f"{head}\n{lines}"
-
-
-def _call(fn: str, args: list[str], used: int = 0) -> str:
-    """``fn(args)`` on one line when it fits after ``used`` columns, else one argument per line."""
-    return _layout(f"{fn}(", args, ")", used=used)
-
-
-def _layout(open_: str, items: list[str], close: str, one: bool = False, used: int = 0) -> str:
-    """A bracketed list of items: on one line when it fits after ``used`` columns (and ``one`` does
-    not ask for one item per line), else one item per line with a trailing comma, as black lays it
-    out. Lines after the first are indented relative to the first."""
-    comma = "," if open_ == "(" and len(items) == 1 else ""
-    line = f"{open_}{', '.join(items)}{comma}{close}"
-    if (not one or len(items) <= 1) and used + len(line) <= LINE and "\n" not in line:
-        return line
-    body = "".join("    " + x.replace("\n", "\n    ") + ",\n" for x in items)
-    return f"{open_}\n{body}{close}"
-
-
-def _wrap_comprehension(line: str, indent: int = 4) -> str:
-    """``x = [elt for ...]`` too wide for a function body (at ``indent``), laid out as black does: the
-    comprehension on a line of its own, or where that is too wide, the element and the ``for`` clause.
-    A line already nested (see :func:`_nested`) is left as it is."""
-    head, sep, rest = line.partition(" = [")
-    if line.startswith(" ") or indent + len(line) <= LINE or not sep or " for " not in rest or not rest.endswith("]"):
-        return line
-    if indent + 4 + len(rest) - 1 <= LINE:  # black first tries the whole comprehension inside the brackets
-        return f"{head} = [\n    {rest[:-1]}\n]"
-    elt, _, loops = rest[:-1].partition(" for ")
-    return f"{head} = [\n    {elt}\n    for {loops}\n]"
 
 
 def _nested(lines: list[str]) -> list[str]:

@@ -229,6 +229,7 @@ class CodePrinter(Printer):
     """
 
     max_depth = 40
+    width: int | None = None  # when set, the widest a filled template may be (see :meth:`fill`)
 
     def __init__(self):
         self.temps: list[tuple[str, str]] = []
@@ -283,15 +284,24 @@ class CodePrinter(Printer):
         return out if isinstance(out, Code) else Code(out, precedence_of(out))
 
     def fill(self, template: str, args) -> Code:
-        """``template`` with the printed ``args`` (expressions or already printed code) placed."""
+        """``template`` with the printed ``args`` (expressions or already printed code) placed; where
+        :attr:`width` is set and the text is wider, its widest arguments become temporaries first."""
         template = _ungrouped(template)
         prec, needs, counts = template_shape(template)
-        texts = []
-        for a, need, count in zip(args, needs, counts):
+        raw = []
+        for a, count in zip(args, counts):
             text = self._print(a) if isinstance(a, (Const, Var, Call)) else a
             if count > 1 and isinstance(a, Call) and not str(text).isidentifier():
                 text = self.temp(text)
-            texts.append(parenthesize(text, need))
+            raw.append(text)
+        texts = [parenthesize(text, need) for text, need in zip(raw, needs)]
+        while self.width is not None and len(template.format(*texts)) > self.width:
+            wide = [i for i, text in enumerate(raw) if len(str(text)) > 8 and not str(text).isidentifier()]
+            if not wide:
+                break
+            k = max(wide, key=lambda i: len(str(raw[i])))
+            raw[k] = self.temp(raw[k])
+            texts[k] = parenthesize(raw[k], needs[k])
         if prec == 0:  # "{0}": binds as its argument does
             return Code(template.format(*texts), precedence_of(texts[0]))
         return Code(template.format(*texts), prec)

@@ -8,7 +8,7 @@ import os
 import pytest
 
 from codegen.bench import markdown, time_ms, write_section
-from codegen.generated import black_format, check_identifier, load_module, number, write_atomic
+from codegen.generated import check_identifier, load_module, number, write_atomic
 from optdsl import DslError
 from optdsl.cli import main
 
@@ -35,10 +35,8 @@ def test_number_prints_round_trip_and_rejects_non_numbers():
             number(bad)
 
 
-def test_load_module_and_black_format():
-    src = black_format("def f(x):\n  return (x+1)\n")
-    assert src == "def f(x):\n    return x + 1\n"
-    assert load_module(src, "optdsl_test_emit_module").f(1) == 2
+def test_load_module():
+    assert load_module("def f(x):\n    return x + 1\n", "optdsl_test_emit_module").f(1) == 2
 
 
 def test_write_atomic_leaves_no_temporary_and_keeps_old_file_on_failure(tmp_path):
