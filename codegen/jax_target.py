@@ -332,7 +332,7 @@ class _Module:
             return printer.flush() + [line(printer, outs)]
         lines = []
         for i, e in enumerate(outs):
-            if e is not None and isinstance(e, Call):
+            if isinstance(e, Call):
                 lines += self._fitted(printer, f"_out{i}", e)
                 printer.bind(f"_out{i}", e)
                 outs[i] = Var(f"_out{i}")
