@@ -314,6 +314,10 @@ class _Module:
     def _final_return(self, spec: Program, printer: JaxPrinter) -> list[str]:
         """``return update, (states...)``; where that line would be too wide, each output is bound
         to a name of its own first (``_out0``, ...)."""
+        new = dict(zip(spec.state_names, spec.new_states))
+        outs = [spec.update, *(new.get(s.name) for s in self.program.states)]
+        slots = ["full", *(s.kind for s in self.program.states)]
+
         def line(pr: JaxPrinter, outs: list[Expr | None]) -> str:
             texts = []
             for e, slot in zip(outs, slots):
@@ -323,9 +327,6 @@ class _Module:
                 texts.append(str(text))
             return f"return {texts[0]}, {_tuple(texts[1:], paren=True)}"
 
-        new = dict(zip(spec.state_names, spec.new_states))
-        outs = [spec.update, *(new.get(s.name) for s in self.program.states)]
-        slots = ["full", *(s.kind for s in self.program.states)]
         probe = _probe(printer)
         tried = line(probe, outs)
         if max(len(x) for x in [*probe.flush(), tried]) + 4 <= LINE:

@@ -611,7 +611,8 @@ def get_task(name: str) -> Task:
 
     if is_reference(name):
         return load_task(name)
-    if not is_task(name):
+    factory = FACTORIES.get(name) or at_batch(name)
+    if factory is None:
         raise KeyError(f"unknown task {name!r}; choose from {', '.join(FACTORIES)} (or NAME@F: F times "
                        "its batch)")
-    return (FACTORIES.get(name) or at_batch(name))()
+    return factory()

@@ -29,6 +29,8 @@ from optdsl.names import check_name
 from optdsl.ops import ELEMENTWISE, REDUCE, search_vocabulary
 from optdsl.passes import variants
 
+from layout_checks import assert_black_finds_nothing, emitted_without_black  # isort: skip
+
 SHAPES = {"vec": (5,), "mat": (3, 4), "cube": (2, 3, 4), "one": (1,), "one2": (1, 1), "scalar": ()}
 
 # Exercises what the zoo may not: static branches on ndim/size/dim, row/col/scalar states,
@@ -354,13 +356,8 @@ def test_modules_are_laid_out_as_black_would_without_black(tmp_path):
     for i, p in enumerate([*map(optdsl.load, optdsl.zoo_names()),
                            *(searched_program(seed, mutations=8) for seed in BLACK_ONCE)]):
         (tmp_path / f"m{i}.py").write_text(emit(p))
-    out = subprocess.run([sys.executable, "-m", "black", "--check", "-l", "110", str(tmp_path)],
-                         capture_output=True, text=True, check=False)
-    assert out.returncode == 0, out.stderr
-    no_black = ("import sys\nsys.modules['black'] = None\nimport optdsl\nfrom codegen import jax_target\n"
-                "sys.stdout.write(jax_target.emit(optdsl.load('adafactor')))\n")
-    run = subprocess.run([sys.executable, "-c", no_black], capture_output=True, text=True, check=True)
-    assert run.stdout == emit(optdsl.load("adafactor"))
+    assert_black_finds_nothing(tmp_path)
+    assert emitted_without_black("adafactor", "jax") == emit(optdsl.load("adafactor"))
 
 
 def test_a_long_spelling_is_cut_into_temporaries_at_the_printers_width():

@@ -21,6 +21,7 @@ from optdsl.ir import Call, Const, Hyper, Program, State, Var
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from strategies import programs, test_shapes  # isort: skip
+from layout_checks import assert_black_finds_nothing, emitted_without_black  # isort: skip
 
 SHAPES = [(7,), (3, 5), (2, 3, 4), (1,), (1, 1), (130, 140)]
 STEPS = 20
@@ -202,9 +203,7 @@ def test_modules_of_searched_programs_are_black_formatted(tmp_path):
     clip = optdsl.parse("def p(w, g, m, lr=0.01, c=0.5):\n    m = interp(clip(g, c), m, 0.9)\n    return lr * m, m\n")
     for i, p in enumerate([clip] + [searched_program(seed, mutations=6) for seed in BLACK_ONCE]):
         (tmp_path / f"p{i}.py").write_text(codegen.emit(p, "torch"))
-    black = subprocess.run([sys.executable, "-m", "black", "--check", "-l", "110", str(tmp_path)],
-                           capture_output=True, text=True, check=False)
-    assert black.returncode == 0, black.stderr
+    assert_black_finds_nothing(tmp_path)
 
 
 @pytest.mark.parametrize("hash_seed", ["0", "6"])
@@ -235,13 +234,8 @@ def test_generated_module_is_black_formatted_and_needs_only_torch(tmp_path):
     # every zoo program: long statements, comprehensions, static facts, C++ kernels of each kind
     for name in set(optdsl.zoo_names()) - {"adafactor"}:
         (tmp_path / f"{name}_gen.py").write_text(codegen.emit(optdsl.load(name), "torch"))
-    black = subprocess.run([sys.executable, "-m", "black", "--check", "-l", "110", str(tmp_path)],
-                           capture_output=True, text=True, check=False)
-    assert black.returncode == 0, black.stderr
-    no_black = ("import sys\nsys.modules['black'] = None\nimport codegen, optdsl\n"
-                "sys.stdout.write(codegen.emit(optdsl.load('adafactor'), 'torch'))\n")
-    out = subprocess.run([sys.executable, "-c", no_black], capture_output=True, text=True, check=True)
-    assert out.stdout == src
+    assert_black_finds_nothing(tmp_path)
+    assert emitted_without_black("adafactor", "torch") == src
     # optdsl as if uninstalled: its packages cannot be imported, and the cwd holds no checkout.
     script = ("import sys\n"
               "class Block:\n"
