@@ -101,7 +101,7 @@ def _check_count(name: str, value, where: str) -> None:
 # A new search's settings from the command line (their defaults); a resumed one has them from its
 # database.
 _STORED = {"db": "search.sqlite", "init": SearchConfig.init, "seed": 0, "population": 32, "tournament": 4,
-           "tasks": None, "task": None, "meta_task": None, "schedule": SearchConfig.schedule}
+           "batch": SearchConfig.batch, "tasks": None, "task": None, "meta_task": None, "schedule": SearchConfig.schedule}
 
 
 def _validate_args(args) -> None:
@@ -114,7 +114,7 @@ def _validate_args(args) -> None:
         raise DslError("-o: exists and is not a folder; the plots are written into a folder", args.output)
     if command != "search":
         return
-    for name in ("workers", "evals", "population", "tournament", "seed"):
+    for name in ("workers", "evals", "population", "tournament", "seed", "batch"):
         _check_count(name, getattr(args, name), "optdsl search")
     if args.resume:  # the database's stored settings decide these: a value given here would be ignored
         given = [f"--{name.replace('_', '-')}" for name, default in _STORED.items()
@@ -254,7 +254,8 @@ def cmd_search(args) -> int:
         config_init = _inits(args.init)
         tasks, meta_tasks = _task_lists(args)
         config = SearchConfig(init=config_init, population=args.population, tournament=args.tournament,
-                              seed=args.seed, tasks=tasks, meta_tasks=meta_tasks, schedule=args.schedule)
+                              seed=args.seed, tasks=tasks, meta_tasks=meta_tasks, schedule=args.schedule,
+                              batch=args.batch)
         config.device = _device(args, _task_files(config))
         _check_user_tasks(config, console)
         store = Store(db, exclusive=True)
@@ -367,6 +368,9 @@ def register(subparsers) -> None:
     p.add_argument("--tournament", type=int, default=_STORED["tournament"], metavar="N",
                    help="tournament size (default 4)")
     p.add_argument("--workers", type=int, metavar="N", help="parallel evaluations (default: all cores)")
+    p.add_argument("--batch", type=int, default=_STORED["batch"], metavar="N",
+                   help="children trained together in one job, one forward and backward pass of each task "
+                        "serving them all (default 8)")
     p.add_argument("--executor", choices=("local", "ray"), default="local",
                    help="local: worker processes on this machine (default); "
                         "ray: a Ray cluster (the ray extra)")

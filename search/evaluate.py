@@ -82,6 +82,7 @@ CONFIRM_SEEDS = (2, 3)
 SCORE_BOUND = 1.0
 HURDLE = -0.5  # stop a candidate after a task where its loss is 1.65x tuned AdamW's or worse
 DIVERGED = 1e3  # a copy whose training loss exceeds this multiple of its initial loss has failed
+SYNC_EVERY = 16  # steps between the host's reads of which copies live, on a GPU
 #: A sweep that knows where a program's learning rate was best (a held-out task: its proxy
 #: version; a child: its parent on the same task) starts this many grid points either side of
 #: it, and widens while the best point lies on an edge. Over 11 meta-validated winners x 6
@@ -164,10 +165,14 @@ def _flushing_denormals():
 
 
 def _train(programs: Sequence[Program], task, w: torch.Tensor, lr: torch.Tensor,
-           counts: Sequence[int], schedule: str = "constant") -> tuple[np.ndarray, list[str | None]]:
+           counts: Sequence[int], schedule: str = "constant",
+           sync_every: int | None = None) -> tuple[np.ndarray, list[str | None]]:
     """Train the copies ``w`` (K, P) at learning rates ``lr`` (K, 1) moved by ``schedule``,
     candidate i stepping the next ``counts[i]`` rows: their final held-out losses ``(K,)`` (inf
-    where a copy failed)."""
+    where a copy failed). Which copies live is read on the host every ``sync_every`` steps
+    (default: every step on the CPU, where it is free; every ``SYNC_EVERY`` on a GPU, where each
+    read waits for the device's queue to drain). The losses are the same either way: dead copies
+    are zeroed at every step."""
     steps: list[VectorizedStep | None] = []
     errors: list[str | None] = []
     for p in programs:
@@ -180,6 +185,8 @@ def _train(programs: Sequence[Program], task, w: torch.Tensor, lr: torch.Tensor,
     rows = [slice(a, b) for a, b in itertools.pairwise([0, *itertools.accumulate(counts)])]
     states = [st.init(w[r]) if st is not None else None for st, r in zip(steps, rows)]
     alive = torch.tensor([st is not None for st in steps]).repeat_interleave(torch.tensor(counts))
+    live = [st is not None for st in steps]  # on the host: which candidates still step
+    every = sync_every or (1 if w.device.type == "cpu" else SYNC_EVERY)
     first, storage = None, w.untyped_storage().data_ptr()
     for t in range(1, task.steps + 1):
         f = w.detach().requires_grad_()  # shares w's storage: the graph is freed before w moves
@@ -190,8 +197,13 @@ def _train(programs: Sequence[Program], task, w: torch.Tensor, lr: torch.Tensor,
             lr_t = lr if factor == 1.0 else lr * factor
             first = loss.detach().abs() + 1e-3 if first is None else first
             alive &= torch.isfinite(loss) & (loss.abs() < DIVERGED * first)
+            if t % every == 0:
+                now = alive.cpu()
+                live = [was and bool(now[r].any()) for was, r in zip(live, rows)]
+                if not any(live):
+                    break
             for i, (st, r) in enumerate(zip(steps, rows)):
-                if st is None or not alive[r].any():
+                if not live[i]:
                     continue
                 try:
                     update, new = st(w[r], g[r], states[i], lr_t[r], t)
@@ -200,12 +212,13 @@ def _train(programs: Sequence[Program], task, w: torch.Tensor, lr: torch.Tensor,
                     w[r] -= update
                 except Exception as e:  # noqa: BLE001 - one candidate's failure is its own
                     errors[i] = f"{type(e).__name__}: {e}"
-                    alive[r] = False
-            # failed copies stop carrying nan/inf through the shared passes (only their rows are
-            # written: a mask over all of w cost a full pass per step)
-            w.index_fill_(0, torch.nonzero(~alive).flatten(), 0.0)
-            if not alive.any():
-                break
+                    alive[r], live[i] = False, False
+            # failed copies stop carrying nan/inf through the shared passes (read on the host, only
+            # their rows are written: on the CPU a mask over all of w cost a full pass per step)
+            if every == 1:
+                w.index_fill_(0, torch.nonzero(~alive).flatten(), 0.0)
+            else:
+                w.masked_fill_(~alive[:, None], 0.0)
     with torch.no_grad():
         final = task.eval_loss(task.unflatten(w))
     ok = alive & torch.isfinite(final) & (final.abs() < DIVERGED * first)

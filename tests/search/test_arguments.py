@@ -18,6 +18,7 @@ SEARCH = ["search", "--tasks", "quadratic"]
     (["--population", "0"], "--population 0: must be a whole number from 1 to 1000000"),
     (["--population", "9" * 20], f"--population {'9' * 20}: must be a whole number from 1 to"),
     (["--tournament", "0"], "--tournament 0: must be a whole number from 1 to 1000000"),
+    (["--batch", "0"], "--batch 0: must be a whole number from 1 to 10000"),
     (["--population", "4", "--tournament", "5"], "--tournament 5 is larger than --population 4"),
     (["--evals", "0"], "--evals 0: must be a whole number from 1 to"),
     (["--evals", "-3"], "--evals -3: must be a whole number from 1 to"),

@@ -108,6 +108,22 @@ def test_a_cosine_schedule_moves_every_copys_learning_rate_over_the_steps():
     assert baseline("quadratic", schedule="cosine")["loss"] != baseline("quadratic")["loss"]
 
 
+def test_reading_which_copies_live_every_few_steps_changes_no_loss():
+    """On a GPU the host reads which copies live every SYNC_EVERY steps, not every step (each read
+    waits for the device). Copies that diverge in between are zeroed at every step, so the losses,
+    the copies that fail and the candidates' errors are those of reading at every step."""
+    task = get_task("logreg")
+    programs = [parse("def train(w, g, lr):\n    return lr * g\n"), adamw_program(),
+                parse("def train(w, g, lr):\n    return lr * exp(g * 1000)\n"),  # every copy diverges
+                parse("def train(w, g, lr):\n    return lr * g * exp(w * w)\n")]  # its largest rate does
+    lr = torch.tensor([0.01, 1.0, 1e4] * 4).reshape(-1, 1)
+    runs = [_train(programs, task, task.init_copies([0], 1).repeat(12, 1), lr, [3] * 4, "cosine", every)
+            for every in (1, 16)]
+    (each, each_errors), (sparse, sparse_errors) = runs
+    assert np.isinf(each[6:9]).all() and np.isinf(each[9:]).tolist() == [False, False, True]
+    assert each_errors == sparse_errors and np.array_equal(each, sparse)
+
+
 def test_language_and_sequence_tasks_train():
     task = get_task("charlm")
     first = task.eval_loss(task.unflatten(task.init_params(1))).item()

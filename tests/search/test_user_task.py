@@ -259,12 +259,13 @@ def test_search_on_the_example_task_end_to_end(tmp_path, monkeypatch):
     monkeypatch.chdir(EXAMPLE.parents[1])  # the README's command, from the repository root
     db = tmp_path / "s.sqlite"
     assert main(["search", "--db", str(db), "--task", "examples/custom_task.py:make_task", "--evals", "4",
-                 "--meta-task", f"{held_out}:make", "--workers", "1", "--population", "4",
+                 "--meta-task", f"{held_out}:make", "--workers", "1", "--population", "4", "--batch", "2",
                  "--device", "auto"]) == 0
     ref, meta = f"{EXAMPLE}:make_task", f"{held_out}:make"
     store = Store(str(db))
     assert set(store.baselines()) == {ref, meta}
-    assert store.get_meta("config")["device"] == ("cuda" if torch.cuda.is_available() else "cpu")
+    config = store.get_meta("config")
+    assert config["device"] == ("cuda" if torch.cuda.is_available() else "cpu") and config["batch"] == 2
     scored = [r for r in store.all() if r["status"] == "ok"]
     assert scored and all(set(r["task_score"]) == {ref} for r in scored)
     assert winner(store)["meta_fitness"] is not None  # meta-validated on the held-out user task
