@@ -11,6 +11,8 @@ from optdsl.canonical import structural_hash
 from optdsl.passes import eliminate_dead_code
 from search.candidate import Seen, describe, lr_factor
 from search.evaluate import (
+    BASELINE_LRS,
+    BASELINE_REACH,
     CANDIDATE_LRS,
     CONFIRM_SEEDS,
     SCORE_BOUND,
@@ -265,6 +267,40 @@ def test_held_out_losses_are_measured_again_on_fresh_seeds_at_the_lr_the_sweep_c
     assert remeasured["lr"] == tuned["lr"]
     losses, _ = train_copies([load("adamw")], "quadratic", [tuned["lr"]], fresh)
     assert remeasured["loss"] == pytest.approx(losses.mean(), rel=1e-5)
+
+
+TINY_WEIGHT = """
+import torch
+from torch import nn
+from search import task_from_module
+
+class Tiny(nn.Module):  # one weight at 1e-5 with its optimum at 0: AdamW's best lr lies far below 1e-4
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.full((1,), 1e-5))
+
+    def forward(self, x):
+        return x * self.w
+
+x, y = torch.ones(1, 1), torch.zeros(1, 1)
+
+def make():
+    return task_from_module("tiny", Tiny, lambda t: (x, y), nn.functional.mse_loss, 4, (x, y))
+"""
+
+
+def test_tuned_adamw_is_swept_past_an_end_of_its_grid_where_its_best_lies(tmp_path):
+    """A baseline at the grid's end is not tuned: the sweep goes on past it, 4 points at a time,
+    up to BASELINE_REACH points. The embedding proxy's AdamW is best at 0.32 (the grid ends at
+    0.1, where its loss is 0.38 to 0.31); this task's weight needs steps of ~3e-6."""
+    path = tmp_path / "tiny.py"
+    path.write_text(TINY_WEIGHT)
+    tiny = baseline(f"{path}:make")
+    assert 1e-6 * 0.99 <= tiny["lr"] < BASELINE_LRS[0]
+    at_grid_end, _ = train_copies([load("adamw")], f"{path}:make", [BASELINE_LRS[0]])
+    assert tiny["loss"] < at_grid_end.mean() / 10
+    high = baseline("embedding", schedule="cosine")
+    assert high["lr"] > BASELINE_LRS[-1] and high["lr"] <= 10 ** (-1 + 0.25 * BASELINE_REACH) * 1.01
 
 
 def test_a_candidate_above_the_confirmation_line_is_scored_on_fresh_seeds_at_its_chosen_lrs():
