@@ -101,7 +101,8 @@ def _check_count(name: str, value, where: str) -> None:
 # A new search's settings from the command line (their defaults); a resumed one has them from its
 # database.
 _STORED = {"db": "search.sqlite", "init": SearchConfig.init, "seed": 0, "population": 32, "tournament": 4,
-           "batch": SearchConfig.batch, "tasks": None, "task": None, "meta_task": None, "schedule": SearchConfig.schedule}
+           "batch": SearchConfig.batch, "tasks": None, "task": None, "meta_task": None,
+           "schedule": SearchConfig.schedule}
 
 
 def _validate_args(args) -> None:

@@ -373,12 +373,14 @@ def baseline(task_name: str, seeds: Sequence[int] = SEEDS, device: str = "cpu",
     t0 = time.perf_counter()
     adamw = load("adamw")
     exponents = list(np.linspace(-4, -1, len(BASELINE_LRS)))  # BASELINE_LRS = 10 ** exponents
+    spacing = exponents[1] - exponents[0]
     losses = train_copies([adamw], task_name, BASELINE_LRS, seeds, device, schedule=schedule)[0][0]
-    step = exponents[1] - exponents[0]
-    while (j := int(np.argmin(losses.mean(0)))) in (0, len(exponents) - 1) and len(exponents) < (
-            len(BASELINE_LRS) + BASELINE_REACH):
-        side = 1 if j else -1
-        more = [exponents[j] + side * step * k for k in range(1, 5)][::side]  # in increasing order
+    while len(exponents) < len(BASELINE_LRS) + BASELINE_REACH:
+        j = int(np.argmin(losses.mean(0)))
+        if 0 < j < len(exponents) - 1:
+            break
+        side = 1 if j else -1  # past the top end, or the bottom one
+        more = sorted(exponents[j] + side * spacing * k for k in range(1, 5))
         extra = train_copies([adamw], task_name, [float(10 ** e) for e in more], seeds, device,
                              schedule=schedule)[0][0]
         exponents = exponents + more if side > 0 else more + exponents

@@ -180,7 +180,8 @@ def test_resume_refuses_settings_it_would_ignore(db, capsys):
     """The stored search decides its tasks, warm starts, population...: a --resume given other
     ones is refused (exit 2, the database untouched), not continued with them silently dropped."""
     before = snapshot(os.path.dirname(db))
-    extra = ["--tasks", "quadratic", "--init", "lion", "--population", "4", "--batch", "2", "--db", "other.sqlite"]
+    extra = ["--tasks", "quadratic", "--init", "lion", "--population", "4", "--batch", "2",
+             "--db", "other.sqlite"]
     assert main(["search", "--resume", db, "--evals", "1", *extra]) == 2
     err = capsys.readouterr().err
     assert "--db, --init, --population, --batch, --tasks cannot change them" in err and "Traceback" not in err
