@@ -43,7 +43,7 @@ from optdsl import load, to_source
 from optdsl.parser import parse
 from search.evaluate import SCHEDULES
 from search.evolution import SearchConfig
-from search.export import exported_program
+from search.export import exported_program, simplest
 from search.family import lion_family
 from search.selection import winner
 from search.store import Store
@@ -197,8 +197,30 @@ def run_search(seed: int, budget: str, workers: int, folder: str, reuse: bool = 
            "proxy_tasks": best["task_score"], "held_out_tasks": best["meta_task_score"] or {},
            "source": to_source(program)}
     out["lion_family"] = lion_family(program)
+    out["lion_scored"], best_lion = lion_family_scored(rows)
+    out["lion_best"] = best_lion and {"id": best_lion["id"], "proxy": best_lion["fitness"],
+                                      "held_out": best_lion["meta_fitness"]}
     store.close()
     return out
+
+
+def lion_family_scored(rows: list[dict]) -> tuple[int, dict | None]:
+    """How many of the search's scored programs are in the Lion family once simplified
+    (:func:`search.family.lion_family`), and the best of them by proxy fitness. Only programs whose
+    live part calls ``sign`` are simplified (all of them would take minutes), so a rule that spells
+    the sign out, such as ``m / abs(m)``, is not counted.
+
+    Example:
+        >>> signum = "def train(w, g, m, lr):\\n    m = interp(g, m, 0.3)\\n    return lr * sign(m), m\\n"
+        >>> rows = [{"id": 1, "status": "ok", "fitness": 0.1, "source": signum, "live_source": signum,
+        ...          "task_lr": {"mlp": 0.01}}]
+        >>> count, best = lion_family_scored(rows)
+        >>> count, best["id"]
+        (1, 1)
+    """
+    found = [r for r in rows if r["status"] == "ok" and r["fitness"] is not None
+             and "sign(" in (r["live_source"] or r["source"]) and lion_family(simplest(r).program)]
+    return len(found), max(found, key=lambda r: r["fitness"], default=None)
 
 
 # --- reporting ---------------------------------------------------------------------------------
@@ -212,14 +234,14 @@ def markdown(searches: list[dict], real: dict, budget: str, settings: tuple[str,
     how = f"with `{' '.join(settings)}`" if settings else "from AdamW, the README's default settings"
     lines = [f"Machine: {machine()}. Budget {budget} per seed, {how}.", "",
              ("| seed | evaluations | evals/s | trained/s | cache hits | redundant | proxy | held-out "
-              "| Lion family |"),
-             "|---|---|---|---|---|---|---|---|---|"]
+              "| Lion family | Lion-family programs scored (best proxy) |"),
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for s in searches:
         lines.append(f"| {s['seed']} | {s['evaluated']} | {s['evals_per_s']:.2f} | "
                      f"{s['trained_per_s']:.2f} | "
                      f"{100 * s['cache_hit_rate']:.1f}% | "
                      f"{100 * s['redundant']:.1f}% | {fmt(s['proxy'])} | {fmt(s['held_out'])} | "
-                     f"{'yes' if s['lion_family'] else 'no'} |")
+                     f"{'yes' if s['lion_family'] else 'no'} | {_lion_scored(s)} |")
     lines += ["", "Held-out score per task (log of tuned AdamW's loss over the winner's, clipped to [-1, 1]):", ""]
     tasks = sorted({t for s in searches for t in s["held_out_tasks"]})
     lines += ["| seed | " + " | ".join(tasks) + " |", "|---" * (len(tasks) + 1) + "|"]
@@ -240,6 +262,14 @@ def markdown(searches: list[dict], real: dict, budget: str, settings: tuple[str,
             lines.append(f"| {name} | {lr:.2g} | {loss:.4g} | {loss / ref:.3f} |")
         lines.append("")
     return "\n".join(lines)
+
+
+def _lion_scored(search: dict) -> str:
+    """'N (#id +proxy)' of a search's Lion-family programs; '-' where it was not counted."""
+    if "lion_scored" not in search:  # a result file written before the count was kept
+        return "-"
+    best = search["lion_best"]
+    return f"{search['lion_scored']}" + (f" (#{best['id']} {best['proxy']:+.3f})" if best else "")
 
 
 def write_section(path: str, text: str) -> None:

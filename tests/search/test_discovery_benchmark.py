@@ -60,3 +60,19 @@ def test_a_cosine_schedule_trains_the_real_tasks_with_the_lr_decayed_to_zero():
     decayed = math.prod(1 - 0.01 * (1 + math.cos(math.pi * t / 30)) / 2 for t in range(30))
     assert error_ratio("constant") == pytest.approx(0.99 ** 30, rel=1e-5)
     assert error_ratio("cosine") == pytest.approx(decayed, rel=1e-5)
+
+
+def test_lion_family_programs_are_counted_in_their_simplified_form():
+    """A sign of a momentum counts once simplified (a positive factor inside ``sign`` goes); the sign
+    of the raw gradient, a rule with no sign and a program the guards refused do not."""
+    head = "def train(w, g, m, lr):\n    m = interp(g, m, 0.3)\n"
+    sources = {1: head + "    return lr * sign(m), m\n",
+               2: head + "    return lr * (sign(m / (abs(g) + 1)) + 0.01 * w), m\n",
+               3: "def train(w, g, lr):\n    return lr * sign(g)\n",
+               4: head + "    return lr * m, m\n",
+               5: head + "    return lr * sign(m), m\n"}
+    fitness = {1: 0.1, 2: 0.2, 3: 0.5, 4: 0.9, 5: 0.95}
+    rows = [{"id": i, "status": "guard" if i == 5 else "ok", "fitness": fitness[i], "source": text,
+             "live_source": text, "task_lr": {"mlp": 0.01}} for i, text in sources.items()]
+    count, best = discovery.lion_family_scored(rows)
+    assert count == 2 and best["id"] == 2
