@@ -265,9 +265,7 @@ def markdown(searches: list[dict], real: dict, budget: str, settings: tuple[str,
 
 
 def _lion_scored(search: dict) -> str:
-    """'N (#id +proxy)' of a search's Lion-family programs; '-' where it was not counted."""
-    if "lion_scored" not in search:  # a result file written before the count was kept
-        return "-"
+    """'N (#id +proxy)': how many Lion-family programs a search scored, and the best."""
     best = search["lion_best"]
     return f"{search['lion_scored']}" + (f" (#{best['id']} {best['proxy']:+.3f})" if best else "")
 
