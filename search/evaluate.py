@@ -61,8 +61,9 @@ from .vectorized import VectorizedStep
 #: paper's AdamW program scales lr by 1e-3 itself, so it sees 4e-5 .. 0.15): wide enough that a
 #: child whose constants moved its scale by 10x in either direction is still tuned.
 CANDIDATE_LRS = tuple(float(f"{0.1 * 2.5 ** i:.4g}") for i in range(-1, 9))
-#: AdamW's sweep for the baseline: 1e-4 .. 1e-1, a factor ~1.8 apart.
-BASELINE_LRS = tuple(float(x) for x in np.logspace(-4, -1, 13))
+#: AdamW's sweep for the baseline: 1e-4 .. 1e-1, a factor ~1.8 apart (10 ** its exponents).
+BASELINE_EXPONENTS = tuple(float(e) for e in np.linspace(-4, -1, 13))
+BASELINE_LRS = tuple(float(10 ** e) for e in BASELINE_EXPONENTS)
 #: How far tuned AdamW's sweep goes past an end of BASELINE_LRS while its best lies there: 8 more
 #: points of the same spacing (down to 1e-6, up to 10), 4 at a time. The embedding tasks' AdamW
 #: is best at 0.18-0.32 under the cosine decay, and three proxies' at 64x batches above 0.1.
@@ -188,8 +189,8 @@ def _train(programs: Sequence[Program], task, w: torch.Tensor, lr: torch.Tensor,
             errors.append(str(e))
     rows = [slice(a, b) for a, b in itertools.pairwise([0, *itertools.accumulate(counts)])]
     states = [st.init(w[r]) if st is not None else None for st, r in zip(steps, rows)]
-    alive = torch.tensor([st is not None for st in steps]).repeat_interleave(torch.tensor(counts))
     live = [st is not None for st in steps]  # on the host: which candidates still step
+    alive = torch.tensor(live).repeat_interleave(torch.tensor(counts))  # which copies do
     every = sync_every or (1 if w.device.type == "cpu" else SYNC_EVERY)
     first, storage = None, w.untyped_storage().data_ptr()
     for t in range(1, task.steps + 1):
@@ -372,7 +373,7 @@ def baseline(task_name: str, seeds: Sequence[int] = SEEDS, device: str = "cpu",
     """
     t0 = time.perf_counter()
     adamw = load("adamw")
-    exponents = list(np.linspace(-4, -1, len(BASELINE_LRS)))  # BASELINE_LRS = 10 ** exponents
+    exponents = list(BASELINE_EXPONENTS)
     spacing = exponents[1] - exponents[0]
     losses = train_copies([adamw], task_name, BASELINE_LRS, seeds, device, schedule=schedule)[0][0]
     while len(exponents) < len(BASELINE_LRS) + BASELINE_REACH:
