@@ -13,7 +13,9 @@ are neither proxies nor held-out tasks, each with its learning rate tuned on the
     python benchmarks/discovery.py --seeds 0,1,2 --budget 10m --out docs/search.md
     python benchmarks/discovery.py --dir runs/ --reuse --out docs/search.md   # re-read kept searches
 
-``--init`` and ``--schedule`` pass to the searches; the real tasks train under the same schedule
+``--init``, ``--tasks`` and ``--schedule`` pass to the searches (``--tasks
+quadratic@2,logreg@2,embedding@2,mlp@2,transformer@2``: the proxies at twice their batch, the
+held-out tasks following); the real tasks train under the same schedule
 (the search's default, a cosine decay: torch's ``CosineAnnealingLR`` over each task's steps, for
 AdamW and Lion too; ``--schedule constant`` trains them at a constant lr).
 
@@ -168,6 +170,18 @@ def tuned(cls, task, schedule: str = "constant") -> tuple[float, float]:
 
 
 # --- one search per seed -------------------------------------------------------------------------
+def search_settings(init: str | None, tasks: str | None, schedule: str) -> tuple[str, ...]:
+    """The ``optdsl search`` arguments for the benchmark's ``--init``, ``--tasks`` and ``--schedule``,
+    only those that differ from the search's defaults (the table says which were given).
+
+    Example:
+        >>> search_settings(None, "mlp@2", "cosine")
+        ('--tasks', 'mlp@2')
+    """
+    return (*(("--init", init) if init else ()), *(("--tasks", tasks) if tasks else ()),
+            *(("--schedule", schedule) if schedule != SearchConfig.schedule else ()))
+
+
 def run_search(seed: int, budget: str, workers: int, folder: str, reuse: bool = False,
                settings: tuple[str, ...] = ()) -> dict:
     """One search as a user runs it (its wall time kept beside the database), or with ``reuse``
@@ -293,14 +307,15 @@ def main(argv=None) -> int:
     ap.add_argument("--out", help="write the results section into this markdown file")
     ap.add_argument("--json", help="also dump the raw results here")
     ap.add_argument("--init", help=f"the searches' warm start(s) (default: the search's, {SearchConfig.init})")
+    ap.add_argument("--tasks", help="the searches' proxy tasks (default: the search's); NAME@F for F times "
+                    "NAME's batch, the held-out tasks following")
     ap.add_argument("--schedule", choices=SCHEDULES, default=SearchConfig.schedule,
                     help=f"the searches' lr schedule, and the real tasks' (default: the search's, {SearchConfig.schedule})")
     args = ap.parse_args(argv)
     console = Console()
     folder = args.dir or tempfile.mkdtemp(prefix="discovery-")
     os.makedirs(folder, exist_ok=True)
-    settings = (*(("--init", args.init) if args.init else ()),
-                *(("--schedule", args.schedule) if args.schedule != SearchConfig.schedule else ()))
+    settings = search_settings(args.init, args.tasks, args.schedule)
     searches = []
     for seed in (int(s) for s in args.seeds.split(",")):
         console.print(f"seed {seed}: searching for {args.budget} ...")

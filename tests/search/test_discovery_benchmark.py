@@ -76,3 +76,15 @@ def test_lion_family_programs_are_counted_in_their_simplified_form():
              "live_source": text, "task_lr": {"mlp": 0.01}} for i, text in sources.items()]
     count, best = discovery.lion_family_scored(rows)
     assert count == 2 and best["id"] == 2
+
+
+def test_the_benchmarks_settings_reach_the_search_as_its_own_arguments():
+    from optdsl.cli import make_parser
+    from search.commands import _task_lists
+
+    settings = discovery.search_settings("adamw,lion", "quadratic@2,mlp@2", "constant")
+    args = make_parser().parse_args(["search", "--budget", "1m", *settings])
+    assert (args.init, args.schedule) == ("adamw,lion", "constant")
+    # the held-out tasks follow the proxies' batch
+    assert _task_lists(args) == (("quadratic@2", "mlp@2"), ("quadratic_large@2", "mlp_large@2"))
+    assert discovery.search_settings(None, None, "cosine") == ()
