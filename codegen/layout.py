@@ -77,3 +77,28 @@ def hugging_call(fn: str, args: list[str], used: int, indent: int) -> str:
     if indent + 4 + len(inner) <= LINE and "\n" not in inner:
         return f"{fn}(\n    {inner}\n)"
     return bracketed(f"{fn}(", args, ")", one=True)
+
+
+def literal(value, used: int = 0, indent: int = 0) -> str:
+    """A Python literal (str, number, bool, None, tuple, dict) as black prints it: double quotes;
+    on one line when it fits after ``used`` columns, else one item per line, each laid out for its
+    own place (``indent`` + 4 columns, its comma after it).
+
+    Example:
+        >>> literal((('m', 'full'), {'eps': 1e-08}, None))
+        '(("m", "full"), {"eps": 1e-08}, None)'
+    """
+    if isinstance(value, str):
+        text = repr(value)
+        return f'"{text[1:-1]}"'.replace("\\'", "'") if text[0] == "'" and '"' not in value else text
+    if isinstance(value, tuple | dict):
+        pairs = list(value.items()) if isinstance(value, dict) else [(None, v) for v in value]
+        open_, close = ("{", "}") if isinstance(value, dict) else ("(", ")")
+        keys = ["" if k is None else f"{literal(k)}: " for k, _ in pairs]
+        flat = bracketed(open_, [k + literal(v) for k, (_, v) in zip(keys, pairs)], close, used=used)
+        if "\n" not in flat:
+            return flat
+        at = indent + 4
+        items = [k + literal(v, at + len(k) + 1, at) for k, (_, v) in zip(keys, pairs)]
+        return bracketed(open_, items, close, one=True, used=used)
+    return repr(value)

@@ -125,6 +125,7 @@ from .layout import LINE
 from .layout import bracketed as _layout
 from .layout import call as _call
 from .layout import function as _function
+from .layout import literal as _literal
 from .layout import wrap_comprehension as _wrap_comprehension
 from .runtime import functions as runtime_functions
 from .runtime import source as runtime_source
@@ -1366,26 +1367,6 @@ class _Body:
 def _nested(lines: list[str]) -> list[str]:
     """A function body's ``lines`` one level in (under an ``if``), laid out for that width."""
     return ["    " + _wrap_comprehension(ln, 8).replace("\n", "\n    ") for ln in lines]
-
-
-def _literal(value, used: int = 0, indent: int = 0) -> str:
-    """A Python literal (str, number, bool, None, tuple, dict) as black prints it: double quotes;
-    on one line when it fits after ``used`` columns, else one item per line, each laid out for its
-    own place (``indent`` + 4 columns, its comma after it)."""
-    if isinstance(value, str):
-        text = repr(value)
-        return f'"{text[1:-1]}"'.replace("\\'", "'") if text[0] == "'" and '"' not in value else text
-    if isinstance(value, tuple | dict):
-        pairs = list(value.items()) if isinstance(value, dict) else [(None, v) for v in value]
-        open_, close = ("{", "}") if isinstance(value, dict) else ("(", ")")
-        keys = ["" if k is None else f"{_literal(k)}: " for k, _ in pairs]
-        flat = _layout(open_, [k + _literal(v) for k, (_, v) in zip(keys, pairs)], close, used=used)
-        if "\n" not in flat:
-            return flat
-        at = indent + 4
-        items = [k + _literal(v, at + len(k) + 1, at) for k, (_, v) in zip(keys, pairs)]
-        return _layout(open_, items, close, one=True, used=used)
-    return repr(value)
 
 
 def _doc(text: str, indent: int) -> str:

@@ -44,6 +44,7 @@ Example:
 
 from __future__ import annotations
 
+import textwrap
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -67,7 +68,12 @@ from optdsl.printer import ATOM, UNARY, Code, CodePrinter, float_literal
 from optdsl.typecheck import expr_kind
 
 from . import torch_target
+from .layout import LINE, bracketed, literal
 from .runtime import source as runtime_source
+
+#: The columns a temporary's assignment takes before its value (``_t100 = ``): values are printed
+#: narrow enough that binding one to a temporary still fits a line.
+_TEMP = len("_t100 = ")
 
 VECTOR_KINDS = ("full", "row", "col")  # values held as one number per element in the kernel
 _ATOMIC = {"sum": "add", "max": "max"}  # how a chunk's total joins the accumulator (op.reduction.combine)
@@ -353,10 +359,11 @@ class _KernelWriter:
         stmts, want = self.needed(roots)
         if final:
             want.add(names["w"])
+        params = ["_table", "_chunks", "_acc", "_gacc", "_wacc", *self.params(),
+                  *(f"{c}: tl.constexpr" for c in ("_BLOCK", "_DT", "_GT", "_CT", "_MASKED", "_ALIGNED"))]
         lines = [
             "@triton.jit",
-            (f"def {name}(_table, _chunks, _acc, _gacc, _wacc, {', '.join(self.params())}, _BLOCK: tl.constexpr, "
-             "_DT: tl.constexpr, _GT: tl.constexpr, _CT: tl.constexpr, _MASKED: tl.constexpr, _ALIGNED: tl.constexpr):"),
+            bracketed(f"def {name}(", params, "):"),
             "    _c = tl.program_id(0)",
             "    _t = tl.load(_chunks + 2 * _c)",
             "    _chunk = tl.load(_chunks + 2 * _c + 1)",
@@ -394,14 +401,14 @@ class _KernelWriter:
                 lines.append(f"    {kname} = tl.load(_entry + {col}).to(_CT)")
         for r in fam.reductions.values():
             if r.name in want:
-                value = self._finished(r)
-                lines += self._flush() + [f"    {r.name} = {value}"]
+                lines += self._line(f"{r.name} = {{}}", self._finished(r, len(f"{r.name} = ")))
         for a in stmts:
+            self._narrow(len(f"{a.target} = "))
             lines += ["    " + line for line in self.printer.statement(a.target, a.expr)]
         if final:
             w = names["w"]
-            new_w = f"({w} - {self._vector(fam.update)}).to(_DT)"
-            lines += self._flush() + [f"    tl.store(_{w}_ptr + _offs, {new_w}, mask=_mask)"]
+            lines += self._line(f"tl.store(_{w}_ptr + _offs, ({w} - {{}}).to(_DT), mask=_mask)",
+                                self._vector(fam.update))
             for s, e in stores:
                 lines += self._store(s, state_kind[s], e)
         for r in todo:
@@ -411,26 +418,39 @@ class _KernelWriter:
     def _store(self, s: str, kind: str, e: Expr) -> list[str]:
         kname = self.fam.names[s]
         if kind == "full":
-            value = self._vector(e)
-            return self._flush() + [f"    tl.store(_{kname}_ptr + _offs, {value}, mask=_mask)"]
+            return self._line(f"tl.store(_{kname}_ptr + _offs, {{}}, mask=_mask)", self._vector(e))
         lines = [f"    _{kname}_next = _pointer(_entry, {self.next_col[s]}, _CT, False)"]
         if kind == "scalar":  # one value per tensor: the tensor's first chunk writes it
-            value = f"({self.printer.doprint(e)}).to(_CT)"
+            self._narrow(len("(") + len(").to(_CT)"))
+            value = self.printer.temp(f"({self.printer.doprint(e)}).to(_CT)")
             return lines + self._flush() + ["    if _chunk == 0:", f"        tl.store(_{kname}_next, {value})"]
         first = "(_offs % _C == 0)" if kind == "row" else "(_offs % _RC < _C)"  # one element per entry
         index = "_ri" if kind == "row" else "_ci"
-        value = self._vector(e)
-        return lines + self._flush() + [f"    tl.store(_{kname}_next + {index}, {value}, mask=_mask & {first})"]
+        return lines + self._line(f"tl.store(_{kname}_next + {index}, {{}}, mask=_mask & {first})", self._vector(e))
 
     def _flush(self) -> list[str]:
         """The kernel lines binding the printer's temporaries (they go before the line using them)."""
         return ["    " + line for line in self.printer.flush()]
 
+    def _narrow(self, around: int) -> None:
+        """Print what comes next narrow enough for a line of the kernel's body (``around`` columns of
+        it taken by what surrounds the value), and for a temporary's line should it be bound to one."""
+        self.printer.width = LINE - 4 - max(around, _TEMP)
+
+    def _line(self, template: str, value: str) -> list[str]:
+        """The kernel body's line ``template`` with ``value`` in its ``{}``, after the temporaries it
+        reads; where the line would be wider than LINE, ``value`` is bound to a temporary first (as
+        black would split it, the generated file is laid out by the printer: issue 10, item 7)."""
+        if 4 + len(template) - 2 + len(value) > LINE:
+            value = self.printer.temp(value)
+        return self._flush() + ["    " + template.format(value)]
+
     def _count(self, r: Reduction) -> str:
-        return {"full": "_numel", "row": "(_numel / _C.to(_CT))", "col": "(_numel * _C.to(_CT) / _RC.to(_CT))"}.get(
+        """The number of elements ``r`` averages over (bound to a temporary: no parentheses)."""
+        return {"full": "_numel", "row": "_numel / _C.to(_CT)", "col": "_numel * _C.to(_CT) / _RC.to(_CT)"}.get(
             r.over, "_numel")
 
-    def _finished(self, r: Reduction) -> str:
+    def _finished(self, r: Reduction, around: int) -> str:
         if r.scope in ("row", "col"):
             index = "_ri" if r.scope == "row" else "_ci"
             count = "_C.to(_CT)" if r.scope == "row" else "(_RC // _C).to(_CT)"
@@ -441,6 +461,7 @@ class _KernelWriter:
         finish = OPS[r.op].reduction.finish
         if "n" in free_vars(finish):
             totals["n"] = Var(self.printer.temp(self._count(r)))
+        self._narrow(around)
         return self.printer.doprint(substitute(finish, totals))
 
     def _accumulate(self, r: Reduction) -> list[str]:
@@ -450,36 +471,42 @@ class _KernelWriter:
             target = f"_wacc + tl.load(_entry + {self.wide_col[r.name]}) + {index}"
             value = self._vector(r.args[0])
             if r.scope == "col":  # a column's elements are C apart: one atomic each
-                return self._flush() + [f"    tl.atomic_add({target}, {value}, mask=_mask)"]
+                return self._line(f"tl.atomic_add({target}, {{}}, mask=_mask)", value)
             # a row's elements are a run of the chunk: summed by a segmented scan, each run's total
             # added by its last element (one atomic per row and chunk, not one per element, which
             # serialises the C atomics on one address)
-            total, runs = f"_{r.name}_run", f"(tl.where(_mask, {value}, 0.0), _ri)"
+            total = f"_{r.name}_run"
             ends = "_mask & (((_offs + 1) % _C == 0) | (tl.arange(0, _BLOCK) == _BLOCK - 1))"
-            return self._flush() + [f"    {total}, _ = tl.associative_scan({runs}, 0, _segment_sum)",
-                                    f"    tl.atomic_add({target}, {total}, mask={ends})"]
+            return (self._line(f"{total}, _ = tl.associative_scan((tl.where(_mask, {{}}, 0.0), _ri), 0, _segment_sum)",
+                               value)
+                    + [f"    {total}_at = _wacc + tl.load(_entry + {self.wide_col[r.name]}) + _ri",
+                       f"    _run_ends = {ends}", f"    tl.atomic_add({total}_at, {total}, mask=_run_ends)"])
         reduction = OPS[r.op].reduction
+        self._narrow(0)
         xs = [self.printer.bound(a) for a in r.args]
         terms = [self.printer.doprint(substitute(t, {"x": xs[0], "y": xs[-1]})) for t in reduction.terms]
-        lines = self._flush()
         # a row value appears C times among the elements, a column value R times: weigh it down
         weight = {"row": " / _C.to(_CT)", "col": " * _C.to(_CT) / _RC.to(_CT)"}.get(r.over, "")
         how = reduction.combine
+        lines = []
         for term, slot in zip(terms, self._slots(r)):
             target = f"_acc + _t * {self.fam.n_slots} + {slot}" if r.scope == "tensor" else f"_gacc + {slot}"
             if r.over not in VECTOR_KINDS:  # one number per tensor: its first chunk adds it, once
-                lines += ["    if _chunk == 0:", f"        tl.atomic_{_ATOMIC[how]}({target}, {term})"]
+                value = self.printer.temp(term)
+                lines += self._flush() + ["    if _chunk == 0:", f"        tl.atomic_{_ATOMIC[how]}({target}, {value})"]
             elif how == "sum":
-                lines.append(f"    tl.atomic_add({target}, tl.sum(tl.where(_mask, ({term}){weight}, 0.0), axis=0))")
+                lines += self._line(f"tl.atomic_add({target}, tl.sum(tl.where(_mask, {{}}{weight}, 0.0), axis=0))",
+                                    f"({term})" if weight else term)
             else:
-                lines.append(f"    tl.atomic_max({target}, tl.max(tl.where(_mask, {term}, -float('inf')), axis=0))")
-        return lines
+                lines += self._line(f'tl.atomic_max({target}, tl.max(tl.where(_mask, {{}}, -float("inf")), axis=0))', term)
+        return lines + self._flush()
 
     def _slots(self, r: Reduction) -> list[int]:
         return r.slots if r.scope == "tensor" else self.gslots[r.name]
 
     def _vector(self, e: Expr) -> str:
         """``e`` as one _CT value per element of the chunk (temporaries pending in the printer)."""
+        self._narrow(len("((") + len(" + tl.zeros([_BLOCK], _CT))).to(_CT)"))
         text = self.printer.doprint(e)
         if self.kind(e) not in VECTOR_KINDS:
             text = f"({text} + tl.zeros([_BLOCK], _CT))"
@@ -549,11 +576,15 @@ def kernels_source(program: Program) -> str:
         amax = tuple(s for r in fam.reductions.values() if r.scope == "tensor"
                      and OPS[r.op].reduction.combine == "max" for s in r.slots)
         wide = tuple(r.scope for r in fam.wide)
-        table.append(f"        _Family(states={fam.states!r}, facts={tuple(fam.facts.values())!r}, "
-                     f"needs_2d={fam.needs_2d}, slots={fam.n_slots}, amax_slots={amax!r}, wide={wide!r}, "
-                     f"passes=({', '.join(passes)},)),")
+        fields = {"states": literal(fam.states, used=12 + len("states="), indent=12),
+                  "facts": literal(tuple(fam.facts.values()), used=12 + len("facts="), indent=12),
+                  "needs_2d": fam.needs_2d, "slots": fam.n_slots, "amax_slots": literal(amax),
+                  "wide": literal(wide), "passes": bracketed("(", passes, ")", used=12 + len("passes="))}
+        entry = bracketed("_Family(", [f"{k}={v}" for k, v in fields.items()], "),", used=8)
+        table.append(textwrap.indent(entry, " " * 8))
     kernels_table = "\n".join(["_TRITON = _TritonKernels(", "    families=[", *table, "    ],",
-                                f"    hypers={hypers!r},", f"    complements={complemented!r},",
+                                f"    hypers={literal(hypers, used=4 + len('hypers='), indent=4)},",
+                                f"    complements={literal(complemented, used=4 + len('complements='), indent=4)},",
                                 f"    global_slots={n_global},", ")", ""])
     return "\n\n".join([runtime_source("triton_kernels"), *kernels, kernels_table, GLUE])
 

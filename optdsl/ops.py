@@ -387,7 +387,7 @@ op("where", 3, E, lambda c, a, b: np.where(np.asarray(c) != 0, a, b),
    search=False, numbers_ok=True, cpp="({0} != 0 ? {1} : {2})", python="({1} if {0} != 0 else {2})")
 op("isfinite", 1, E, _cmp(np.isfinite), lambda x: _sym_fn("isfinite")(x),
    r"[{0} \text{{ finite}}]", "torch.isfinite({0})", "jnp.isfinite({0})",
-   "(({0} == {0}) & (tl.abs({0}) < float('inf')))", "1 where x is neither inf nor nan",
+   '(({0} == {0}) & (tl.abs({0}) < float("inf")))', "1 where x is neither inf nor nan",
    search=False, truth=True, cpp="(std::isfinite({0}) ? T(1) : T(0))",
    python="(1.0 if math.isfinite({0}) else 0.0)")
 

@@ -46,7 +46,7 @@ def format_number(v: float) -> str:
     return repr(float(v))
 
 
-def float_literal(v: float, inf: str = "float('inf')", nan: str = "float('nan')") -> str:
+def float_literal(v: float, inf: str = 'float("inf")', nan: str = 'float("nan")') -> str:
     """``v`` as a float literal of generated code (``2.0``, ``1e-08``, ``-0.0``); IEEE's infinities
     and nan through the target's spellings ``inf`` and ``nan``.
 
