@@ -426,7 +426,8 @@ class _KernelWriter:
             return lines + self._flush() + ["    if _chunk == 0:", f"        tl.store(_{kname}_next, {value})"]
         first = "(_offs % _C == 0)" if kind == "row" else "(_offs % _RC < _C)"  # one element per entry
         index = "_ri" if kind == "row" else "_ci"
-        return lines + self._line(f"tl.store(_{kname}_next + {index}, {{}}, mask=_mask & {first})", self._vector(e))
+        store = f"tl.store(_{kname}_next + {index}, {{}}, mask=_mask & {first})"
+        return lines + self._line(store, self._vector(e))
 
     def _flush(self) -> list[str]:
         """The kernel lines binding the printer's temporaries (they go before the line using them)."""
@@ -447,8 +448,8 @@ class _KernelWriter:
 
     def _count(self, r: Reduction) -> str:
         """The number of elements ``r`` averages over (bound to a temporary: no parentheses)."""
-        return {"full": "_numel", "row": "_numel / _C.to(_CT)", "col": "_numel * _C.to(_CT) / _RC.to(_CT)"}.get(
-            r.over, "_numel")
+        counts = {"row": "_numel / _C.to(_CT)", "col": "_numel * _C.to(_CT) / _RC.to(_CT)"}
+        return counts.get(r.over, "_numel")
 
     def _finished(self, r: Reduction, around: int) -> str:
         if r.scope in ("row", "col"):
@@ -477,8 +478,8 @@ class _KernelWriter:
             # serialises the C atomics on one address)
             total = f"_{r.name}_run"
             ends = "_mask & (((_offs + 1) % _C == 0) | (tl.arange(0, _BLOCK) == _BLOCK - 1))"
-            return (self._line(f"{total}, _ = tl.associative_scan((tl.where(_mask, {{}}, 0.0), _ri), 0, _segment_sum)",
-                               value)
+            scan = f"{total}, _ = tl.associative_scan((tl.where(_mask, {{}}, 0.0), _ri), 0, _segment_sum)"
+            return (self._line(scan, value)
                     + [f"    {total}_at = _wacc + tl.load(_entry + {self.wide_col[r.name]}) + _ri",
                        f"    _run_ends = {ends}", f"    tl.atomic_add({total}_at, {total}, mask=_run_ends)"])
         reduction = OPS[r.op].reduction
@@ -493,12 +494,14 @@ class _KernelWriter:
             target = f"_acc + _t * {self.fam.n_slots} + {slot}" if r.scope == "tensor" else f"_gacc + {slot}"
             if r.over not in VECTOR_KINDS:  # one number per tensor: its first chunk adds it, once
                 value = self.printer.temp(term)
-                lines += self._flush() + ["    if _chunk == 0:", f"        tl.atomic_{_ATOMIC[how]}({target}, {value})"]
+                add = f"        tl.atomic_{_ATOMIC[how]}({target}, {value})"
+                lines += self._flush() + ["    if _chunk == 0:", add]
             elif how == "sum":
-                lines += self._line(f"tl.atomic_add({target}, tl.sum(tl.where(_mask, {{}}{weight}, 0.0), axis=0))",
-                                    f"({term})" if weight else term)
+                add = f"tl.atomic_add({target}, tl.sum(tl.where(_mask, {{}}{weight}, 0.0), axis=0))"
+                lines += self._line(add, f"({term})" if weight else term)
             else:
-                lines += self._line(f'tl.atomic_max({target}, tl.max(tl.where(_mask, {{}}, -float("inf")), axis=0))', term)
+                most = f'tl.atomic_max({target}, tl.max(tl.where(_mask, {{}}, -float("inf")), axis=0))'
+                lines += self._line(most, term)
         return lines + self._flush()
 
     def _slots(self, r: Reduction) -> list[int]:
@@ -582,9 +585,10 @@ def kernels_source(program: Program) -> str:
                   "wide": literal(wide), "passes": bracketed("(", passes, ")", used=12 + len("passes="))}
         entry = bracketed("_Family(", [f"{k}={v}" for k, v in fields.items()], "),", used=8)
         table.append(textwrap.indent(entry, " " * 8))
+    names = {k: literal(v, used=4 + len(f"{k}="), indent=4)
+             for k, v in (("hypers", hypers), ("complements", complemented))}
     kernels_table = "\n".join(["_TRITON = _TritonKernels(", "    families=[", *table, "    ],",
-                                f"    hypers={literal(hypers, used=4 + len('hypers='), indent=4)},",
-                                f"    complements={literal(complemented, used=4 + len('complements='), indent=4)},",
+                                *(f"    {k}={v}," for k, v in names.items()),
                                 f"    global_slots={n_global},", ")", ""])
     return "\n\n".join([runtime_source("triton_kernels"), *kernels, kernels_table, GLUE])
 
