@@ -440,8 +440,8 @@ class _KernelWriter:
 
     def _line(self, template: str, value: str) -> list[str]:
         """The kernel body's line ``template`` with ``value`` in its ``{}``, after the temporaries it
-        reads; where the line would be wider than LINE, ``value`` is bound to a temporary first (as
-        black would split it, the generated file is laid out by the printer: issue 10, item 7)."""
+        reads. Where black would split the line, ``value`` goes to a temporary first: the printer
+        lays the file out, whether black is installed or not (issue 10, item 7)."""
         if 4 + len(template) - 2 + len(value) > LINE:
             value = self.printer.temp(value)
         return self._flush() + ["    " + template.format(value)]
@@ -480,7 +480,7 @@ class _KernelWriter:
             ends = "_mask & (((_offs + 1) % _C == 0) | (tl.arange(0, _BLOCK) == _BLOCK - 1))"
             scan = f"{total}, _ = tl.associative_scan((tl.where(_mask, {{}}, 0.0), _ri), 0, _segment_sum)"
             return (self._line(scan, value)
-                    + [f"    {total}_at = _wacc + tl.load(_entry + {self.wide_col[r.name]}) + _ri",
+                    + [f"    {total}_at = {target}",
                        f"    _run_ends = {ends}", f"    tl.atomic_add({total}_at, {total}, mask=_run_ends)"])
         reduction = OPS[r.op].reduction
         self._narrow(0)
