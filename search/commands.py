@@ -18,7 +18,7 @@ import re
 
 from rich.console import Console
 
-from codegen.generated import output_path, replaceable_path
+from codegen.generated import output_path
 from optdsl.errors import DslError
 from optdsl.latex import to_latex
 from optdsl.printer import to_source
@@ -27,7 +27,7 @@ from .ablation import PROXY_TOLERANCE, steps
 from .evaluate import BASELINE_LRS, CANDIDATE_LRS, SCHEDULES, SEEDS, refusal
 from .evolution import Search, SearchConfig
 from .executors import gpu_count, make_executor
-from .export import export_top, write_best
+from .export import export_top, replaceable_winner, write_best
 from .progress import LiveProgress, summary_table
 from .report import report, winner_table
 from .selection import META_TOLERANCE, verdict
@@ -298,11 +298,11 @@ def _best_path(db: str) -> str:
 
 def _check_best_path(db: str) -> None:
     """Refuse, before any work, a search whose winner could not be written: ``best_optimizer.py``
-    is the database itself, or a file optdsl did not write (DslError)."""
+    is the database itself, a file optdsl did not write or another search's winner (DslError)."""
     if os.path.abspath(db) == _best_path(db):
         raise DslError("is where the search writes its winner (best_optimizer.py beside the database)", db,
                        hint="name the database otherwise, e.g. --db search.sqlite")
-    replaceable_path(_best_path(db))
+    replaceable_winner(_best_path(db), db)
 
 
 def cmd_report(args) -> int:

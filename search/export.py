@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import textwrap
 from dataclasses import replace
 
@@ -91,9 +92,10 @@ def simplest(row: dict) -> Readable:
         return Readable(live, to_source(live), "", f"exact (not simplified: {type(e).__name__})")
 
 
-def exported_program(row: dict) -> Program:
-    """The row's program as users get it: readable form, named ``found_<id>``, its scores and the
-    kind of equality with the raw program in the docstring.
+def exported_program(row: dict, database: str | None = None) -> Program:
+    """The row's program as users get it: readable form, named ``found_<id>``, its scores, the
+    search's database (its file name, when given) and the kind of equality with the raw program in
+    the docstring.
 
     Example:
         >>> from optdsl import load
@@ -110,13 +112,47 @@ def exported_program(row: dict) -> Program:
     """
     form = simplest(row)
     held_out = "not meta-validated" if row.get("meta_fitness") is None else f"{row['meta_fitness']:+.4f}"
-    doc = (f"Found by optdsl search (program #{row['id']}): proxy fitness {row['fitness']:+.4f}, held-out "
+    of = f" of {os.path.basename(database)}" if database not in (None, ":memory:") else ""
+    doc = (f"Found by optdsl search{of} (program #{row['id']}): proxy fitness {row['fitness']:+.4f}, held-out "
            f"{held_out} (the mean over the tasks, the best one left out when there are three or more, of "
            f"log(tuned AdamW's loss / this one's) clipped at -1 and +1; > 0 beats AdamW). Simplified "
            f"from the searched program; equality: {form.equality}.")
     if (removed := step(row)) is not None:
         doc += f" It is program #{row['parent']} with one op removed (in its flattened form: {removed})."
     return replace(form.program, name=_name(row), doc=textwrap.fill(doc, 96, break_on_hyphens=False))
+
+
+_SEARCH_OF = re.compile(r"Found by optdsl search of (.+?) \(program #", re.DOTALL)
+
+
+def replaceable_winner(path: str, database: str) -> str:
+    """:func:`replaceable_path`, refusing also a winner that another search wrote (DslError): the
+    file names its database (:func:`exported_program`), and two searches in one folder, or exports
+    of two databases into one, would otherwise replace each other's winners silently. Files that
+    name no database (a user's, an older optdsl's) are judged by :func:`replaceable_path` alone.
+
+    Example:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     path = os.path.join(d, "best_optimizer.py")
+        ...     with open(path, "w") as f:
+        ...         _ = f.write("# Found by optdsl search of a.sqlite (program #1): ...")
+        ...     _ = replaceable_winner(path, os.path.join(d, "a.sqlite"))  # its own: replaceable
+        ...     replaceable_winner(path, os.path.join(d, "b.sqlite"))  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        optdsl.errors.DslError: .../best_optimizer.py: holds the winner of another search (a.sqlite); refusing ...
+    """
+    target = replaceable_path(path)
+    try:
+        with open(target, encoding="utf-8", errors="replace") as f:
+            named = _SEARCH_OF.search(f.read(2048))
+    except FileNotFoundError:
+        return target
+    other = " ".join(named.group(1).split()) if named else None  # the docstring may wrap a name with spaces
+    if other is not None and other != " ".join(os.path.basename(database).split()):
+        raise DslError(f"holds the winner of another search ({other}); refusing to replace it", path,
+                       hint="give each search a folder of its own, or move the file away")
+    return target
 
 
 def _name(row: dict) -> str:
@@ -128,8 +164,9 @@ def _paths(row: dict, outdir: str, targets) -> list[str]:
     return [os.path.join(outdir, f"{_name(row)}{suffix}.py") for suffix in ["", *(f"_{t}" for t in targets)]]
 
 
-def export_row(row: dict, outdir: str, targets=("torch", "jax")) -> list[str]:
-    """Write the DSL file and one generated module per target; returns the paths.
+def export_row(row: dict, outdir: str, targets=("torch", "jax"), database: str | None = None) -> list[str]:
+    """Write the DSL file and one generated module per target, their docstrings naming the
+    search's ``database`` when given; returns the paths.
 
     Example:
         >>> import tempfile
@@ -140,7 +177,7 @@ def export_row(row: dict, outdir: str, targets=("torch", "jax")) -> list[str]:
         ...     print([os.path.basename(p) for p in export_row(row, d, targets=("torch",))])
         ['found_7.py', 'found_7_torch.py']
     """
-    program = exported_program(row)
+    program = exported_program(row, database)
     output_folder(outdir)
     texts = [to_source(program), *(codegen.emit(program, target) for target in targets)]
     return [write_atomic(path, text) for path, text in zip(_paths(row, outdir, targets), texts)]
@@ -148,8 +185,8 @@ def export_row(row: dict, outdir: str, targets=("torch", "jax")) -> list[str]:
 
 def export_top(store: Store, k: int, outdir: str, targets=("torch", "jax")) -> list[str]:
     """Export the ``k`` best distinct programs of the store, best first (held-out evidence
-    first: :func:`search.selection.ranked`). A file of the user's among the names, or a store with
-    no scored program, is refused before anything is written (DslError).
+    first: :func:`search.selection.ranked`). A file of the user's or another search's winner among
+    the names, or a store with no scored program, is refused before anything is written (DslError).
 
     Example (the meta-validated program #2 comes first):
         >>> import tempfile
@@ -170,8 +207,8 @@ def export_top(store: Store, k: int, outdir: str, targets=("torch", "jax")) -> l
     output_folder(outdir)
     for row in rows:
         for path in _paths(row, outdir, targets):
-            replaceable_path(path)
-    return [path for row in rows for path in export_row(row, outdir, targets)]
+            replaceable_winner(path, store.path)
+    return [path for row in rows for path in export_row(row, outdir, targets, store.path)]
 
 
 def write_best(store: Store, path: str) -> tuple[dict, Program, str] | None:
@@ -193,6 +230,6 @@ def write_best(store: Store, path: str) -> tuple[dict, Program, str] | None:
     row = winner(store)
     if row is None:
         return None
-    program = exported_program(row)
-    replaceable_path(path)
+    program = exported_program(row, store.path)
+    replaceable_winner(path, store.path)
     return row, program, write_atomic(path, codegen.emit(program, "torch"))

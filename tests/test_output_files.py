@@ -152,6 +152,30 @@ def test_search_and_export_leave_a_users_files_alone(tmp_path, capsys):
     assert os.listdir(out) == [user.name] and user.read_text() == mine  # nothing written, nothing replaced
 
 
+def test_a_winner_is_never_replaced_by_another_searchs(tmp_path, capsys):
+    """best_optimizer.py and export's found_<id>.py name their database; a second search in the same
+    folder, or an export of another database into the same folder, is refused and leaves them alone."""
+    first = small_search_db(str(tmp_path / "first.sqlite"))
+    assert main(["search", "--resume", first, "--evals", "1"]) == 0  # its own winner: written, then replaced
+    assert main(["search", "--resume", first, "--evals", "1"]) == 0
+    best = tmp_path / "best_optimizer.py"
+    written = best.read_text()
+    assert "Found by optdsl search of first.sqlite (program #" in " ".join(written.split())
+    assert main(["search", "--db", str(tmp_path / "second.sqlite"), "--evals", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "best_optimizer.py: holds the winner of another search (first.sqlite); refusing" in err
+    assert "a folder of its own" in err and "Traceback" not in err
+    assert best.read_text() == written and not (tmp_path / "second.sqlite").exists()
+    out = tmp_path / "winners"
+    assert main(["export", first, "--top", "9", "-o", str(out)]) == 0
+    exported = {name: (out / name).read_text() for name in os.listdir(out)}
+    (tmp_path / "other").mkdir()
+    other = small_search_db(str(tmp_path / "other" / "third.sqlite"))  # same program ids, another search
+    assert main(["export", other, "--top", "9", "-o", str(out)]) == 2
+    assert "holds the winner of another search (first.sqlite)" in capsys.readouterr().err
+    assert {name: (out / name).read_text() for name in os.listdir(out)} == exported
+
+
 def test_a_search_in_a_missing_folder_names_its_database(tmp_path, capsys):
     db = tmp_path / "nodir" / "x.sqlite"
     assert main(["search", "--db", str(db), "--evals", "1"]) == 2

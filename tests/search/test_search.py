@@ -42,12 +42,14 @@ def _search(db, *extra):
 
 
 def test_evals_seed_workers1_is_reproducible(tmp_path):
-    assert _search(tmp_path / "a.sqlite", "--evals", "12", "--seed", "3", "--population", "8") == 0
-    assert _search(tmp_path / "b.sqlite", "--evals", "12", "--seed", "3", "--population", "8") == 0
-    a, b = _rows(tmp_path / "a.sqlite"), _rows(tmp_path / "b.sqlite")
+    for run in "abc":  # a folder each: a search refuses to replace another search's best_optimizer.py
+        (tmp_path / run).mkdir()
+    assert _search(tmp_path / "a" / "s.sqlite", "--evals", "12", "--seed", "3", "--population", "8") == 0
+    assert _search(tmp_path / "b" / "s.sqlite", "--evals", "12", "--seed", "3", "--population", "8") == 0
+    a, b = _rows(tmp_path / "a" / "s.sqlite"), _rows(tmp_path / "b" / "s.sqlite")
     assert a == b and len(_children(a)) == 12
-    assert (tmp_path / "best_optimizer.py").exists()
-    c = tmp_path / "c.sqlite"
+    assert (tmp_path / "a" / "best_optimizer.py").read_text() == (tmp_path / "b" / "best_optimizer.py").read_text()
+    c = tmp_path / "c" / "s.sqlite"
     assert _search(c, "--evals", "12", "--seed", "4", "--population", "8") == 0
     assert _rows(c) != a
 
