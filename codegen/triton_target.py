@@ -16,8 +16,13 @@ How one step runs on the device (``_TritonStep`` of :mod:`codegen.runtime.triton
   - Reductions are computed by earlier *reduction passes*, each chunk adding its partial into an
     accumulator with an atomic: per-tensor ones (``norm``, ``rms``, ``mean``, ``dot``, ...),
     per-row ones (``rowmean``: a segmented scan sums each row's run of the chunk, then one atomic
-    per run), per-column ones (``colmean``: one atomic per element, so slower) and global
-    ones (``global_norm``). The pass that reads the value finishes it (``sqrt(sum x^2)``).
+    per run), per-column ones (``colmean``) and global ones (``global_norm``). The pass that reads
+    the value finishes it (``sqrt(sum x^2)``).
+  - A column's elements lie C apart, so in a chunk each takes an atomic of its own. A pass with a
+    column sum therefore has a *tiled* twin (``_pathK_passL_tiles``), whose programs each take a
+    tile of rows by 64 columns of one matrix (the last two dimensions) and add each column's
+    and each row's sum over the tile once; the runtime runs it on the matrices at least 64 wide,
+    the chunked pass on the others.
     A reduction that reads another runs one pass later (its *level*), so global reductions sit
     between :func:`~optdsl.passes.segments` as the interpreter requires.
   - Each pass is two launches: whole chunks with a constant mask (16-byte vector loads and
@@ -321,6 +326,7 @@ class _KernelWriter:
         self.fam, self.gslots = fam, gslots
         self.complements = {fam.names[h]: f"_one_minus_{fam.names[h]}" for h in complemented}
         self.printer = TritonPrinter(fam.kinds, self.complements)
+        self.tiles = False  # writing a tiled pass (see write)
         self.col = {"w": 1, "g": 2, **{s: 3 + i for i, (s, _) in enumerate(fam.states)}}
         k = 3 + len(fam.states)
         self.next_col = {s: k + i for i, s in enumerate(fam.narrow)}
@@ -345,8 +351,13 @@ class _KernelWriter:
     def kind(self, e: Expr) -> str:
         return expr_kind(e, self.fam.kinds, _fail)
 
-    def write(self, name: str, level: int | None) -> str:
+    def write(self, name: str, level: int | None, tiles: bool = False) -> str:
+        """The kernel of pass ``level`` (None: the final pass). ``tiles``: a reduction pass whose
+        programs each take a tile of ``_BLOCK // _TC`` rows by ``_TC`` columns of one matrix of a
+        tensor (its last two dimensions) instead of a chunk of ``_BLOCK`` consecutive elements, so
+        a column's sum over the tile joins its accumulator in one atomic, not one per element."""
         fam = self.fam
+        self.tiles = tiles
         final = level is None
         names = fam.names
         state_kind = dict(fam.states)
@@ -359,8 +370,9 @@ class _KernelWriter:
         stmts, want = self.needed(roots)
         if final:
             want.add(names["w"])
+        constants = ("_BLOCK", "_DT", "_GT", "_CT", "_MASKED", "_ALIGNED", *(("_TC",) if tiles else ()))
         params = ["_table", "_chunks", "_acc", "_gacc", "_wacc", *self.params(),
-                  *(f"{c}: tl.constexpr" for c in ("_BLOCK", "_DT", "_GT", "_CT", "_MASKED", "_ALIGNED"))]
+                  *(f"{c}: tl.constexpr" for c in constants)]
         lines = [
             "@triton.jit",
             bracketed(f"def {name}(", params, "):"),
@@ -370,17 +382,35 @@ class _KernelWriter:
             f"    _entry = _table + _t * {self.ncol}",
             "    _n = tl.load(_entry)",
             "    _numel = _n.to(_CT)",
-            "    _offs = _chunk.to(tl.int64) * _BLOCK + tl.arange(0, _BLOCK)",
-            "    if _MASKED:  # the tensor's last chunk",
-            "        _mask = _offs < _n",
-            "    else:  # a whole chunk: a constant mask, so loads and stores are 16-byte vectors",
-            "        _mask = tl.full([_BLOCK], 1, tl.int1)",
         ]
         if fam.needs_2d:
             lines += [f"    _C = tl.load(_entry + {self.shape_col})",
-                      f"    _RC = tl.load(_entry + {self.shape_col + 1})",
-                      "    _ri = _offs // _C",
-                      "    _ci = (_offs // _RC) * _C + _offs % _C"]
+                      f"    _RC = tl.load(_entry + {self.shape_col + 1})"]
+        if tiles:  # _chunk numbers the tiles: across a row of tiles, down the matrix, then matrix by matrix
+            lines += [
+                "    _R = _RC // _C",
+                "    _across = (_C + _TC - 1) // _TC",
+                "    _down = (_R + _BLOCK // _TC - 1) // (_BLOCK // _TC)",
+                "    _mat = _chunk // (_across * _down)",
+                "    _rows = _chunk // _across % _down * (_BLOCK // _TC) + tl.arange(0, _BLOCK // _TC)",
+                "    _cols = _chunk % _across * _TC + tl.arange(0, _TC)",
+                "    _rmask = _rows < _R",
+                "    _cmask = _cols < _C",
+                "    _mask = _rmask[:, None] & _cmask[None, :]",
+                "    _offs = _mat * _RC + _rows[:, None] * _C + _cols[None, :]",
+                "    _ri = tl.broadcast_to((_mat * _R + _rows)[:, None], [_BLOCK // _TC, _TC])",
+                "    _ci = tl.broadcast_to((_mat * _C + _cols)[None, :], [_BLOCK // _TC, _TC])",
+            ]
+        else:
+            lines += [
+                "    _offs = _chunk.to(tl.int64) * _BLOCK + tl.arange(0, _BLOCK)",
+                "    if _MASKED:  # the tensor's last chunk",
+                "        _mask = _offs < _n",
+                "    else:  # a whole chunk: a constant mask, so loads and stores are 16-byte vectors",
+                "        _mask = tl.full([_BLOCK], 1, tl.int1)",
+            ]
+            if fam.needs_2d:
+                lines += ["    _ri = _offs // _C", "    _ci = (_offs // _RC) * _C + _offs % _C"]
         for p in self.params():  # a float argument is a Python float under TRITON_INTERPRET: make it a tensor
             if p in want:
                 lines.append(f"    {p} = {p} + tl.zeros([], tl.float32)")
@@ -467,6 +497,14 @@ class _KernelWriter:
 
     def _accumulate(self, r: Reduction) -> list[str]:
         """Each chunk's totals of ``r`` (op.reduction's terms) added (or maxed) into its accumulators."""
+        if r.scope in ("row", "col") and self.tiles:  # the tile's sums along its rows or columns
+            first, axis, at, mask = ("_mat * _R + _rows", 1, "_rows", "_rmask") if r.scope == "row" else (
+                "_mat * _C + _cols", 0, "_cols", "_cmask")
+            total = f"_{r.name}_{at[1:]}"
+            start = f"tl.load(_entry + {self.wide_col[r.name]})"
+            summed = f"{total} = tl.sum(tl.where(_mask, {{}}, 0.0), axis={axis})"
+            return (self._line(summed, self._vector(r.args[0]))
+                    + [f"    tl.atomic_add(_wacc + {start} + {first}, {total}, mask={mask})"])
         if r.scope in ("row", "col"):
             index = "_ri" if r.scope == "row" else "_ci"
             target = f"_wacc + tl.load(_entry + {self.wide_col[r.name]}) + {index}"
@@ -489,6 +527,7 @@ class _KernelWriter:
         # a row value appears C times among the elements, a column value R times: weigh it down
         weight = {"row": " / _C.to(_CT)", "col": " * _C.to(_CT) / _RC.to(_CT)"}.get(r.over, "")
         how = reduction.combine
+        axis = "" if self.tiles else ", axis=0"  # a tile's total: over both of its axes
         lines = []
         for term, slot in zip(terms, self._slots(r)):
             target = f"_acc + _t * {self.fam.n_slots} + {slot}" if r.scope == "tensor" else f"_gacc + {slot}"
@@ -497,10 +536,10 @@ class _KernelWriter:
                 add = f"        tl.atomic_{_ATOMIC[how]}({target}, {value})"
                 lines += self._flush() + ["    if _chunk == 0:", add]
             elif how == "sum":
-                add = f"tl.atomic_add({target}, tl.sum(tl.where(_mask, {{}}{weight}, 0.0), axis=0))"
+                add = f"tl.atomic_add({target}, tl.sum(tl.where(_mask, {{}}{weight}, 0.0){axis}))"
                 lines += self._line(add, f"({term})" if weight else term)
             else:
-                most = f'tl.atomic_max({target}, tl.max(tl.where(_mask, {{}}, -float("inf")), axis=0))'
+                most = f'tl.atomic_max({target}, tl.max(tl.where(_mask, {{}}, -float("inf")){axis}))'
                 lines += self._line(most, term)
         return lines + self._flush()
 
@@ -509,10 +548,11 @@ class _KernelWriter:
 
     def _vector(self, e: Expr) -> str:
         """``e`` as one _CT value per element of the chunk (temporaries pending in the printer)."""
-        self._narrow(len("((") + len(" + tl.zeros([_BLOCK], _CT))).to(_CT)"))
+        shape = "[_BLOCK // _TC, _TC]" if self.tiles else "[_BLOCK]"
+        self._narrow(len("((") + len(f" + tl.zeros({shape}, _CT))).to(_CT)"))
         text = self.printer.doprint(e)
         if self.kind(e) not in VECTOR_KINDS:
-            text = f"({text} + tl.zeros([_BLOCK], _CT))"
+            text = f"({text} + tl.zeros({shape}, _CT))"
         return f"({text}).to(_CT)"
 
     def params(self) -> list[str]:
@@ -568,21 +608,29 @@ def kernels_source(program: Program) -> str:
     kernels, table = [], []
     for i, fam in enumerate(fams):
         writer = _KernelWriter(fam, gslots, complemented)
-        passes = []
+        passes, tiles = [], []
         for level in [*range(1, n_passes + 1), None]:
-            if level is not None and not any(r.level == level for r in fam.reductions.values()):
+            at_level = [r for r in fam.reductions.values() if r.level == level]
+            if level is not None and not at_level:
                 passes.append("None")
+                tiles.append("None")
                 continue
             kname = f"_path{i}_" + ("final" if level is None else f"pass{level}")
             kernels.append(writer.write(kname, level))
             passes.append(kname)
+            # a pass with a column sum has a tiled twin, which the runtime runs on wide matrices
+            tiled = any(r.scope == "col" for r in at_level)
+            if tiled:
+                kernels.append(writer.write(f"{kname}_tiles", level, tiles=True))
+            tiles.append(f"{kname}_tiles" if tiled else "None")
         amax = tuple(s for r in fam.reductions.values() if r.scope == "tensor"
                      and OPS[r.op].reduction.combine == "max" for s in r.slots)
         wide = tuple(r.scope for r in fam.wide)
         fields = {"states": literal(fam.states, used=12 + len("states="), indent=12),
                   "facts": literal(tuple(fam.facts.values()), used=12 + len("facts="), indent=12),
                   "needs_2d": fam.needs_2d, "slots": fam.n_slots, "amax_slots": literal(amax),
-                  "wide": literal(wide), "passes": bracketed("(", passes, ")", used=12 + len("passes="))}
+                  "wide": literal(wide), "passes": bracketed("(", passes, ")", used=12 + len("passes=")),
+                  "tiles": bracketed("(", tiles, ")", used=12 + len("tiles="))}
         entry = bracketed("_Family(", [f"{k}={v}" for k, v in fields.items()], "),", used=8)
         table.append(textwrap.indent(entry, " " * 8))
     names = {k: literal(v, used=4 + len(f"{k}="), indent=4)

@@ -142,11 +142,12 @@ else:
 
 
 class _Family:
-    """One path's kernels: ``passes[k]`` is None where the path has no reduction at pass k."""
+    """One path's kernels: ``passes[k]`` is None where the path has no reduction at pass k;
+    ``tiles[k]`` is pass k's tiled twin where it sums columns (None elsewhere)."""
 
-    def __init__(self, states, facts, needs_2d, slots, amax_slots, wide, passes):
+    def __init__(self, states, facts, needs_2d, slots, amax_slots, wide, passes, tiles):
         self.states, self.facts, self.needs_2d, self.slots = states, facts, needs_2d, slots
-        self.amax_slots, self.wide, self.passes = amax_slots, wide, passes
+        self.amax_slots, self.wide, self.passes, self.tiles = amax_slots, wide, passes, tiles
         self.narrow = [name for name, kind in states if kind != "full"]
 
 
@@ -166,6 +167,27 @@ def _fact(fact, shape):
     return shape[fact[1]]
 
 
+#: A tile of a tiled pass is _BLOCK // _TILE_COLUMNS rows by _TILE_COLUMNS columns: in a chunk of
+#: consecutive elements a column's elements lie C apart, so each took an atomic of its own, and
+#: the C atomics of a chunk queued on the same addresses as every other chunk's (Adafactor on the
+#: BERT-base list ran at 4% of an H200's bandwidth). Narrower matrices stay with the chunks.
+_TILE_COLUMNS = 64
+
+
+@functools.lru_cache(maxsize=64)
+def _tile_table(matrices, block, device):
+    """(tensor, tile) pairs, flat int32, of the tensors whose ``matrices[t]`` is (count, R, C)
+    (None: not tiled); with their number."""
+    rows = block // _TILE_COLUMNS
+    tiles = torch.tensor(
+        [0 if m is None else m[0] * -(-m[1] // rows) * -(-m[2] // _TILE_COLUMNS) for m in matrices],
+        dtype=torch.int64,
+    )
+    tensor = torch.repeat_interleave(torch.arange(len(matrices)), tiles)
+    tile = torch.arange(len(tensor)) - torch.repeat_interleave(torch.cumsum(tiles, 0) - tiles, tiles)
+    return torch.stack([tensor, tile], 1).to(torch.int32).reshape(-1).to(device), len(tensor)
+
+
 @functools.lru_cache(maxsize=64)
 def _chunk_table(numels, block, device):
     """(tensor, chunk) pairs, flat int32: every whole chunk first (launched unmasked), then each
@@ -183,8 +205,7 @@ class _TritonGroup:
     """Tensors of one path and dtype: the launch tables and accumulator layout."""
 
     def __init__(self, family, kernels_dtypes, members, block, device, wide_start):
-        self.family, self.dtypes = family, kernels_dtypes
-        compute = torch.float64 if kernels_dtypes[0] == torch.float64 else torch.float32
+        self.family = family
         rows, self.nexts, self.narrow_states = [], [], []
         self.wide_size = 0
         for t, (p, g, states) in enumerate(members):
@@ -201,11 +222,48 @@ class _TritonGroup:
                 self.wide_size += n // shape[-1] if scope == "row" else n // shape[-2]
             rows.append(row)
         self.table = torch.tensor(rows, dtype=torch.int64).to(device)
-        flat, n_whole, n_tail = _chunk_table(tuple(row[0] for row in rows), block, device)
-        self.launches = [(flat, n_whole, False), (flat[2 * n_whole :], n_tail, True)]
         self.n_tensors = len(rows)
-        self.aligned = all(a % 16 == 0 for row in rows for a in row[1 : 3 + len(family.states)])
-        self.compute = tl.float64 if compute == torch.float64 else tl.float32
+        aligned = all(a % 16 == 0 for row in rows for a in row[1 : 3 + len(family.states)])
+        self.constants = {
+            "_BLOCK": block,
+            "_DT": _TRITON_DTYPES[kernels_dtypes[0]],
+            "_GT": _TRITON_DTYPES[kernels_dtypes[1]],
+            "_CT": tl.float64 if kernels_dtypes[0] == torch.float64 else tl.float32,  # the math's dtype
+            "_ALIGNED": aligned,
+        }
+        # a tiled pass takes the matrices at least a tile wide by tiles, the others by chunks
+        tiled = [
+            any(family.tiles) and block >= 2 * _TILE_COLUMNS and p.dim() >= 2 and p.shape[-1] >= _TILE_COLUMNS
+            for p, _, _ in members
+        ]
+        chunks = _chunk_launches(tuple(row[0] for row in rows), block, device)
+        narrow = _chunk_launches(tuple(0 if t else row[0] for t, row in zip(tiled, rows)), block, device)
+        tiles = _tile_table(
+            tuple(
+                (p.numel() // p.shape[-1] // p.shape[-2], *p.shape[-2:]) if t else None
+                for t, (p, _, _) in zip(tiled, members)
+            ),
+            block,
+            device,
+        )
+        #: per pass, its launches: (kernel, chunk table, programs, constants beyond self.constants)
+        self.passes = []
+        for kernel, tiled_kernel in zip(family.passes, family.tiles):
+            if kernel is None:
+                self.passes.append([])
+                continue
+            launches = [(kernel, *c) for c in (chunks if tiled_kernel is None else narrow)]
+            if tiled_kernel is not None:
+                launches.append((tiled_kernel, *tiles, {"_MASKED": True, "_TC": _TILE_COLUMNS}))
+            self.passes.append([launch for launch in launches if launch[2]])
+
+
+def _chunk_launches(numels, block, device):
+    """The launches over chunks of ``block`` elements of the tensors of ``numels`` (0: none of
+    that tensor): (chunk table, programs, constants), whole chunks unmasked, then last chunks
+    masked."""
+    flat, n_whole, n_tail = _chunk_table(numels, block, device)
+    return [(flat, n_whole, {"_MASKED": False}), (flat[2 * n_whole :], n_tail, {"_MASKED": True})]
 
 
 class _DoesNotFit(NotImplementedError):
@@ -292,24 +350,18 @@ class _TritonStep:
             acc.copy_(acc_init)
         for k in range(n_passes):
             for grp, view in zip(plan, views):
-                kernel = grp.family.passes[k]
-                for chunks, n, masked in grp.launches if kernel is not None else ():
-                    if n:
-                        kernel[(n,)](
-                            grp.table,
-                            chunks,
-                            view,
-                            gacc,
-                            wacc,
-                            *scalars,
-                            _BLOCK=self.block,
-                            _DT=_TRITON_DTYPES[grp.dtypes[0]],
-                            _GT=_TRITON_DTYPES[grp.dtypes[1]],
-                            _CT=grp.compute,
-                            _MASKED=masked,
-                            _ALIGNED=grp.aligned,
-                            num_warps=self.num_warps,
-                        )
+                for kernel, chunks, n, constants in grp.passes[k]:
+                    kernel[(n,)](
+                        grp.table,
+                        chunks,
+                        view,
+                        gacc,
+                        wacc,
+                        *scalars,
+                        **grp.constants,
+                        **constants,
+                        num_warps=self.num_warps,
+                    )
         if nexts:
             torch._foreach_copy_(narrow, nexts)
 

@@ -222,6 +222,29 @@ def test_row_and_column_states(interpret):
         np.testing.assert_allclose(p.numpy(), e, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("name", ["factored", "adafactor"])
+def test_wide_matrices_sum_their_columns_by_tiles(name, interpret):
+    """Matrices at least a tile wide (64 columns) run the passes with a column sum by tiles of
+    4 x 64 here (block 256): a tile's column and row sums join their accumulators once, tiles hang
+    over the last rows and columns, a 3-d tensor's matrices are tiled one by one, and the narrower
+    matrices and 1-d tensors of the same step go by chunks (4 steps)."""
+    if not interpret:
+        return
+    program = optdsl.parse(FACTORED) if name == "factored" else optdsl.load(name)
+    module = load(program, f"tiles_{name}")
+    shapes = [(3, 37, 70), (130, 64), (5, 9), (7,), (1, 200), (2, 63)]
+    init = [np.random.default_rng(4).standard_normal(s).astype(np.float32) for s in shapes]
+    grads = grads_for(shapes, 4, seed=5)
+    params, first = [torch.tensor(p) for p in init], [torch.tensor(g) for g in grads[0]]
+    plan = module._TRITON.runner(block=256)._build([module._path_of(p) for p in params], params, first,
+                                                   module.init_states(params))[0]
+    launched = [kernel.__name__ for grp in plan for launches in grp.passes for kernel, *_ in launches]
+    assert any(name.endswith("_tiles") for name in launched)
+    got = run_direct(program, module, init, grads, block=256)
+    for p, e in zip(got, reference(program, init, grads)):
+        np.testing.assert_allclose(p.numpy(), e, rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize("dtype", [torch.float16])
 def test_low_precision_params(dtype, interpret):
     """fp16 params: float32 math and states, one rounding of w per step. (bf16 runs on the GPU,
