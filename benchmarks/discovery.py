@@ -185,9 +185,13 @@ def search_settings(init: str | None, tasks: str | None, schedule: str) -> tuple
 def run_search(seed: int, budget: str, workers: int, folder: str, reuse: bool = False,
                settings: tuple[str, ...] = ()) -> dict:
     """One search as a user runs it (its wall time kept beside the database), or with ``reuse``
-    the one already in ``folder``: read again, e.g. after a change to how winners are shown."""
+    the one already in ``folder``: read again, e.g. after a change to how winners are shown. Each
+    seed has a folder of its own (``seed<N>/``), as each search writes ``best_optimizer.py`` beside
+    its database."""
+    folder = os.path.join(folder, f"seed{seed}")
     db, timing = os.path.join(folder, f"seed{seed}.sqlite"), os.path.join(folder, f"seed{seed}.json")
     if not (reuse and os.path.exists(db) and os.path.exists(timing)):
+        os.makedirs(folder, exist_ok=True)
         t0 = time.monotonic()
         subprocess.run([sys.executable, "-m", "optdsl.cli", "search", "--budget", budget, "--seed", str(seed),
                         "--workers", str(workers), "--db", db, *settings],

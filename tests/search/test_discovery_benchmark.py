@@ -88,3 +88,14 @@ def test_the_benchmarks_settings_reach_the_search_as_its_own_arguments():
     # the held-out tasks follow the proxies' batch
     assert _task_lists(args) == (("quadratic@2", "mlp@2"), ("quadratic_large@2", "mlp_large@2"))
     assert discovery.search_settings(None, None, "cosine") == ()
+
+
+def test_each_seed_searches_in_a_folder_of_its_own(tmp_path):
+    """A search refuses to replace another search's best_optimizer.py: the benchmark's seeds, run
+    one after another into one --dir, each keep a folder (and a winner) of their own."""
+    for seed in (0, 1):
+        s = discovery.run_search(seed, "1s", 1, str(tmp_path), settings=("--tasks", "quadratic"))
+        assert s["winner_id"] is not None
+    for seed in (0, 1):
+        written = " ".join((tmp_path / f"seed{seed}" / "best_optimizer.py").read_text().split())
+        assert f"search of seed{seed}.sqlite" in written
