@@ -497,14 +497,13 @@ class _KernelWriter:
 
     def _accumulate(self, r: Reduction) -> list[str]:
         """Each chunk's totals of ``r`` (op.reduction's terms) added (or maxed) into its accumulators."""
-        if r.scope in ("row", "col") and self.tiles:  # the tile's sums along its rows or columns
-            first, axis, at, mask = ("_mat * _R + _rows", 1, "_rows", "_rmask") if r.scope == "row" else (
-                "_mat * _C + _cols", 0, "_cols", "_cmask")
-            total = f"_{r.name}_{at[1:]}"
-            start = f"tl.load(_entry + {self.wide_col[r.name]})"
+        if r.scope in ("row", "col") and self.tiles:  # one sum per row (or column) of the tile
+            index, axis, mask = ("_mat * _R + _rows", 1, "_rmask") if r.scope == "row" else (
+                "_mat * _C + _cols", 0, "_cmask")
+            total, start = f"_{r.name}_tile", f"tl.load(_entry + {self.wide_col[r.name]})"
             summed = f"{total} = tl.sum(tl.where(_mask, {{}}, 0.0), axis={axis})"
             return (self._line(summed, self._vector(r.args[0]))
-                    + [f"    tl.atomic_add(_wacc + {start} + {first}, {total}, mask={mask})"])
+                    + [f"    tl.atomic_add(_wacc + {start} + {index}, {total}, mask={mask})"])
         if r.scope in ("row", "col"):
             index = "_ri" if r.scope == "row" else "_ci"
             target = f"_wacc + tl.load(_entry + {self.wide_col[r.name]}) + {index}"

@@ -122,7 +122,7 @@ def exported_program(row: dict, database: str | None = None) -> Program:
     return replace(form.program, name=_name(row), doc=textwrap.fill(doc, 96, break_on_hyphens=False))
 
 
-_SEARCH_OF = re.compile(r"Found by optdsl search of (.+?) \(program #", re.DOTALL)
+_SEARCH_OF = re.compile(r"Found\s+by\s+optdsl\s+search\s+of\s+(.+?)\s+\(program\s+#", re.DOTALL)  # wrapped anywhere
 
 
 def replaceable_winner(path: str, database: str) -> str:

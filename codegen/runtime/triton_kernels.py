@@ -237,7 +237,7 @@ class _TritonGroup:
             for p, _, _ in members
         ]
         chunks = _chunk_launches(tuple(row[0] for row in rows), block, device)
-        narrow = _chunk_launches(tuple(0 if t else row[0] for t, row in zip(tiled, rows)), block, device)
+        untiled = _chunk_launches(tuple(0 if t else row[0] for t, row in zip(tiled, rows)), block, device)
         tiles = _tile_table(
             tuple(
                 (p.numel() // p.shape[-1] // p.shape[-2], *p.shape[-2:]) if t else None
@@ -252,7 +252,7 @@ class _TritonGroup:
             if kernel is None:
                 self.passes.append([])
                 continue
-            launches = [(kernel, *c) for c in (chunks if tiled_kernel is None else narrow)]
+            launches = [(kernel, *c) for c in (chunks if tiled_kernel is None else untiled)]
             if tiled_kernel is not None:
                 launches.append((tiled_kernel, *tiles, {"_MASKED": True, "_TC": _TILE_COLUMNS}))
             self.passes.append([launch for launch in launches if launch[2]])
