@@ -113,16 +113,17 @@ def exported_program(row: dict, database: str | None = None) -> Program:
     form = simplest(row)
     held_out = "not meta-validated" if row.get("meta_fitness") is None else f"{row['meta_fitness']:+.4f}"
     of = f" of {os.path.basename(database)}" if database not in (None, ":memory:") else ""
-    doc = (f"Found by optdsl search{of} (program #{row['id']}): proxy fitness {row['fitness']:+.4f}, held-out "
-           f"{held_out} (the mean over the tasks, the best one left out when there are three or more, of "
-           f"log(tuned AdamW's loss / this one's) clipped at -1 and +1; > 0 beats AdamW). Simplified "
-           f"from the searched program; equality: {form.equality}.")
+    doc = (f"Found by optdsl search{of} (program #{row['id']}): proxy fitness {row['fitness']:+.4f}, "
+           f"held-out {held_out} (the mean over the tasks, the best one left out when there are three or "
+           f"more, of log(tuned AdamW's loss / this one's) clipped at -1 and +1; > 0 beats AdamW). "
+           f"Simplified from the searched program; equality: {form.equality}.")
     if (removed := step(row)) is not None:
         doc += f" It is program #{row['parent']} with one op removed (in its flattened form: {removed})."
     return replace(form.program, name=_name(row), doc=textwrap.fill(doc, 96, break_on_hyphens=False))
 
 
-_SEARCH_OF = re.compile(r"Found\s+by\s+optdsl\s+search\s+of\s+(.+?)\s+\(program\s+#", re.DOTALL)  # wrapped anywhere
+# the docstring that names the database may be wrapped anywhere
+_SEARCH_OF = re.compile(r"Found\s+by\s+optdsl\s+search\s+of\s+(.+?)\s+\(program\s+#", re.DOTALL)
 
 
 def replaceable_winner(path: str, database: str) -> str:
@@ -140,7 +141,7 @@ def replaceable_winner(path: str, database: str) -> str:
         ...     _ = replaceable_winner(path, os.path.join(d, "a.sqlite"))  # its own: replaceable
         ...     replaceable_winner(path, os.path.join(d, "b.sqlite"))  # doctest: +ELLIPSIS
         Traceback (most recent call last):
-        optdsl.errors.DslError: .../best_optimizer.py: holds the winner of another search (a.sqlite); refusing ...
+        optdsl.errors.DslError: .../best_optimizer.py: holds the winner of another search (a.sqlite);...
     """
     target = replaceable_path(path)
     try:

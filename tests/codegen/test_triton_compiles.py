@@ -1,10 +1,10 @@
 """The generated Triton kernels compile for an H100/H200 (sm_90) on a machine without a GPU.
 
-Triton's interpreter (test_triton_target.py) runs the kernels' arithmetic on the CPU, but it
-accepts code that the compiler refuses: a constexpr that is not one, a reduction over the wrong
-axis, a shape that does not broadcast. Triton compiles for a named target without a device, to PTX
-and, through the ptxas its wheel carries, to a cubin; so every kernel is compiled here as the GPU
-would compile it at its first launch, for each kind of launch the runtime makes.
+Triton's interpreter (test_triton_target.py) runs the kernels' arithmetic on the CPU with numpy
+and stand-ins for libdevice; it never lowers them, so the compiler's own checks (types, layouts,
+the real libdevice calls, ptxas) never run there. Triton compiles for a named target without a
+device, to PTX and, through the ptxas its wheel carries, to a cubin; so every kernel is compiled
+here as the GPU would compile it at its first launch, for each kind of launch the runtime makes.
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ POINTERS = {"_table": "*i64", "_chunks": "*i32", "_acc": "*fp32", "_gacc": "*fp3
 #: masked unaligned bf16 tail with fp32 math, and float64 parameters (math in float64)
 LAUNCHES = {
     "fp32": {"_DT": tl.float32, "_GT": tl.float32, "_CT": tl.float32, "_MASKED": False, "_ALIGNED": True},
-    "bf16 tail": {"_DT": tl.bfloat16, "_GT": tl.bfloat16, "_CT": tl.float32, "_MASKED": True, "_ALIGNED": False},
+    "bf16 tail": {"_DT": tl.bfloat16, "_GT": tl.bfloat16, "_CT": tl.float32, "_MASKED": True,
+                  "_ALIGNED": False},
     "fp64": {"_DT": tl.float64, "_GT": tl.float64, "_CT": tl.float64, "_MASKED": True, "_ALIGNED": True},
 }
 
