@@ -361,6 +361,9 @@ class _TritonStep:
                         **grp.constants,
                         **constants,
                         num_warps=self.num_warps,
+                        # a*b + c as one rounding (FMA), as every figure in docs/benchmarks.md was
+                        # taken; Triton 3.9 warns that its default turns this off in 3.10
+                        enable_fp_fusion=True,
                     )
         if nexts:
             torch._foreach_copy_(narrow, nexts)

@@ -48,7 +48,7 @@ def compile_kernels(program, launch: dict, block: int = 2048, num_warps: int = 8
             signature = {p.name: "constexpr" if p.is_constexpr else POINTERS.get(p.name, "fp32")
                          for p in kernel.params}
             compiled = triton.compile(ASTSource(kernel, signature, constants), target=HOPPER,
-                                      options={"num_warps": num_warps})
+                                      options={"num_warps": num_warps, "enable_fp_fusion": True})
             assert ".entry" in compiled.asm["ptx"] and compiled.asm["cubin"]
     return names
 
