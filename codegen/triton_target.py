@@ -497,17 +497,16 @@ class _KernelWriter:
 
     def _accumulate(self, r: Reduction) -> list[str]:
         """Each chunk's totals of ``r`` (op.reduction's terms) added (or maxed) into its accumulators."""
-        if r.scope in ("row", "col") and self.tiles:  # one sum per row (or column) of the tile
-            index, axis, mask = ("_mat * _R + _rows", 1, "_rmask") if r.scope == "row" else (
-                "_mat * _C + _cols", 0, "_cmask")
-            total, start = f"_{r.name}_tile", f"tl.load(_entry + {self.wide_col[r.name]})"
-            summed = f"{total} = tl.sum(tl.where(_mask, {{}}, 0.0), axis={axis})"
-            return (self._line(summed, self._vector(r.args[0]))
-                    + [f"    tl.atomic_add(_wacc + {start} + {index}, {total}, mask={mask})"])
         if r.scope in ("row", "col"):
-            index = "_ri" if r.scope == "row" else "_ci"
-            target = f"_wacc + tl.load(_entry + {self.wide_col[r.name]}) + {index}"
+            start = f"_wacc + tl.load(_entry + {self.wide_col[r.name]})"
             value = self._vector(r.args[0])
+            if self.tiles:  # one sum per row (or column) of the tile
+                index, axis, mask = ("_mat * _R + _rows", 1, "_rmask") if r.scope == "row" else (
+                    "_mat * _C + _cols", 0, "_cmask")
+                total = f"_{r.name}_tile"
+                return (self._line(f"{total} = tl.sum(tl.where(_mask, {{}}, 0.0), axis={axis})", value)
+                        + [f"    tl.atomic_add({start} + {index}, {total}, mask={mask})"])
+            target = f"{start} + {'_ri' if r.scope == 'row' else '_ci'}"
             if r.scope == "col":  # a column's elements are C apart: one atomic each
                 return self._line(f"tl.atomic_add({target}, {{}}, mask=_mask)", value)
             # a row's elements are a run of the chunk: summed by a segmented scan, each run's total

@@ -223,21 +223,20 @@ class _TritonGroup:
             rows.append(row)
         self.table = torch.tensor(rows, dtype=torch.int64).to(device)
         self.n_tensors = len(rows)
-        aligned = all(a % 16 == 0 for row in rows for a in row[1 : 3 + len(family.states)])
-        self.constants = {
+        common = {
             "_BLOCK": block,
             "_DT": _TRITON_DTYPES[kernels_dtypes[0]],
             "_GT": _TRITON_DTYPES[kernels_dtypes[1]],
             "_CT": tl.float64 if kernels_dtypes[0] == torch.float64 else tl.float32,  # the math's dtype
-            "_ALIGNED": aligned,
+            "_ALIGNED": all(a % 16 == 0 for row in rows for a in row[1 : 3 + len(family.states)]),
         }
         # a tiled pass takes the matrices at least a tile wide by tiles, the others by chunks
-        tiled = [
-            any(family.tiles) and block >= 2 * _TILE_COLUMNS and p.dim() >= 2 and p.shape[-1] >= _TILE_COLUMNS
-            for p, _, _ in members
-        ]
-        chunks = _chunk_launches(tuple(row[0] for row in rows), block, device)
-        untiled = _chunk_launches(tuple(0 if t else row[0] for t, row in zip(tiled, rows)), block, device)
+        tiling = any(family.tiles) and block >= 2 * _TILE_COLUMNS
+        tiled = [tiling and p.dim() >= 2 and p.shape[-1] >= _TILE_COLUMNS for p, _, _ in members]
+        chunks = _chunk_launches(tuple(row[0] for row in rows), block, device, common)
+        untiled = _chunk_launches(
+            tuple(0 if t else row[0] for t, row in zip(tiled, rows)), block, device, common
+        )
         tiles = _tile_table(
             tuple(
                 (p.numel() // p.shape[-1] // p.shape[-2], *p.shape[-2:]) if t else None
@@ -246,7 +245,8 @@ class _TritonGroup:
             block,
             device,
         )
-        #: per pass, its launches: (kernel, chunk table, programs, constants beyond self.constants)
+        #: per pass, its launches: (kernel, chunk table, programs, the kernel's constants), each
+        #: launch's constants merged here once rather than at every step
         self.passes = []
         for kernel, tiled_kernel in zip(family.passes, family.tiles):
             if kernel is None:
@@ -254,16 +254,19 @@ class _TritonGroup:
                 continue
             launches = [(kernel, *c) for c in (chunks if tiled_kernel is None else untiled)]
             if tiled_kernel is not None:
-                launches.append((tiled_kernel, *tiles, {"_MASKED": True, "_TC": _TILE_COLUMNS}))
+                launches.append((tiled_kernel, *tiles, {**common, "_MASKED": True, "_TC": _TILE_COLUMNS}))
             self.passes.append([launch for launch in launches if launch[2]])
 
 
-def _chunk_launches(numels, block, device):
+def _chunk_launches(numels, block, device, constants):
     """The launches over chunks of ``block`` elements of the tensors of ``numels`` (0: none of
-    that tensor): (chunk table, programs, constants), whole chunks unmasked, then last chunks
-    masked."""
+    that tensor): (chunk table, programs, ``constants`` with _MASKED), whole chunks unmasked, then
+    last chunks masked."""
     flat, n_whole, n_tail = _chunk_table(numels, block, device)
-    return [(flat, n_whole, {"_MASKED": False}), (flat[2 * n_whole :], n_tail, {"_MASKED": True})]
+    return [
+        (flat, n_whole, {**constants, "_MASKED": False}),
+        (flat[2 * n_whole :], n_tail, {**constants, "_MASKED": True}),
+    ]
 
 
 class _DoesNotFit(NotImplementedError):
@@ -358,7 +361,6 @@ class _TritonStep:
                         gacc,
                         wacc,
                         *scalars,
-                        **grp.constants,
                         **constants,
                         num_warps=self.num_warps,
                         # a*b + c as one rounding (FMA), as every figure in docs/benchmarks.md was

@@ -239,7 +239,7 @@ def test_wide_matrices_sum_their_columns_by_tiles(name, interpret):
     plan = module._TRITON.runner(block=256)._build([module._path_of(p) for p in params], params, first,
                                                    module.init_states(params))[0]
     launched = [kernel.__name__ for grp in plan for launches in grp.passes for kernel, *_ in launches]
-    assert any(name.endswith("_tiles") for name in launched)
+    assert any(kernel.endswith("_tiles") for kernel in launched)
     got = run_direct(program, module, init, grads, block=256)
     for p, e in zip(got, reference(program, init, grads)):
         np.testing.assert_allclose(p.numpy(), e, rtol=1e-4, atol=1e-5)
