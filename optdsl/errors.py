@@ -9,6 +9,29 @@ def _printable(text: str, keep: str = "\t") -> str:
     return "".join(c if c.isprintable() or c in keep else ascii(c)[1:-1] for c in text)
 
 
+#: Columns of a source line an error shows: a long generated line (thousands of terms) is cut to
+#: the part around the error, so the message stays a few lines on a terminal.
+EXCERPT_COLUMNS = 100
+
+
+def _excerpt(line: str, col: int) -> tuple[str, int]:
+    """``line`` as an error shows it, and the caret's column there: printable, at most
+    :data:`EXCERPT_COLUMNS` columns from a third of that before ``col`` on, cut ends marked ``...``.
+
+    Example:
+        >>> _excerpt("x" * 300, 150)[1], len(_excerpt("x" * 300, 150)[0])
+        (36, 106)
+    """
+    before, after = _printable(line[:col]), _printable(line[col:])
+    if len(before) + len(after) <= EXCERPT_COLUMNS:
+        return before + after, len(before)
+    head = "..." if len(before) > EXCERPT_COLUMNS // 3 else ""
+    before = before[len(before) - EXCERPT_COLUMNS // 3:] if head else before
+    tail = "..." if len(before) + len(after) > EXCERPT_COLUMNS else ""
+    after = after[:EXCERPT_COLUMNS - len(before)]
+    return head + before + after + tail, len(head) + len(before)
+
+
 class DslError(Exception):
     """A problem in a DSL program, rendered as ``file:line:col: message`` plus the source line.
 
@@ -45,9 +68,8 @@ class DslError(Exception):
         if self.source is not None and self.line is not None:
             lines = self.source.splitlines()
             if 0 < self.line <= len(lines):
-                src_line = lines[self.line - 1]
-                caret = len(_printable(src_line[:self.col or 0]))
-                text += f"\n    {_printable(src_line)}\n    {' ' * caret}^"
+                shown, caret = _excerpt(lines[self.line - 1], self.col or 0)
+                text += f"\n    {shown}\n    {' ' * caret}^"
         return _printable(text, keep="\n\t")
 
     def at(self, filename: str, source: str) -> DslError:

@@ -10,6 +10,7 @@ import pytest
 
 from optdsl import DslError, Interpreter, load, parse, parse_all, to_source
 from optdsl.cli import main
+from optdsl.errors import EXCERPT_COLUMNS
 from optdsl.extend import lr_schedule
 from optdsl.ir import Call, Const, Var
 from optdsl.parser import MAX_DEPTH
@@ -282,3 +283,13 @@ def test_a_file_of_many_literals_checks_in_linear_time():
 def test_return_names_what_it_must_give():
     with pytest.raises(DslError, match=r"return gives 1 value\(s\); this program returns 2: the update, then "):
         parse("def f(w, g, m, lr):\n    return m\n")
+
+
+@pytest.mark.parametrize("col", [5, 60, 3000, 5990])
+def test_a_long_lines_error_shows_the_part_around_it(col):
+    # A 6,000-column line was printed whole under its error, hundreds of terminal lines.
+    line = "g" * col + "?" + "g" * (6000 - col)
+    shown = str(DslError("bad", "p.py", 1, col, line)).splitlines()[1:]
+    text, caret = shown[0][4:], shown[1].index("^") - 4
+    assert text[caret] == "?" and len(text) <= EXCERPT_COLUMNS + 6
+    assert text.startswith("...") == (col > EXCERPT_COLUMNS // 3) and text.endswith("...") == (col < 5000)
