@@ -5,8 +5,8 @@
                   [--ray-address ADDR] [--tasks NAMES] [--task FILE.py:FUNCTION ...]
                   [--meta-task FILE.py:FUNCTION ...] [--device auto|cpu|cuda]
     optdsl search --resume PATH [--budget ...]
-    optdsl report PATH [-o DIR]
-    optdsl export PATH --top K -o DIR
+    optdsl report PATH [-o DIR]             (or --db PATH, as search names it)
+    optdsl export PATH --top K -o DIR       (the same)
 """
 
 from __future__ import annotations
@@ -314,7 +314,7 @@ def cmd_report(args) -> int:
         optdsl report search.sqlite -o report    # prints, and writes report/*.png
     """
     _validate_args(args)
-    with Store(args.path, readonly=True) as store:  # report only reads: the file is never written
+    with Store(_database(args), readonly=True) as store:  # report only reads: the file is never written
         report(store, args.output, top=args.top)
     return 0
 
@@ -329,10 +329,22 @@ def cmd_export(args) -> int:
         optdsl export search.sqlite --top 3 -o winners   # winners/found_<id>.py, ..._torch.py, ..._jax.py
     """
     _validate_args(args)
-    with Store(args.path, readonly=True) as store:
+    with Store(_database(args), readonly=True) as store:
         for p in export_top(store, args.top, args.output):
             print(p)
     return 0
+
+
+def _database_argument(parser) -> None:
+    """A search's database as ``PATH`` or, as ``search`` names it, ``--db PATH`` (exactly one);
+    :func:`_database` reads it."""
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("path", nargs="?", metavar="PATH", help="the search's SQLite file")
+    which.add_argument("--db", metavar="PATH", help="the same, named as `optdsl search` names it")
+
+
+def _database(args) -> str:
+    return args.path if args.path is not None else args.db
 
 
 def register(subparsers) -> None:
@@ -393,13 +405,13 @@ def register(subparsers) -> None:
     p.set_defaults(func=cmd_search)
 
     r = subparsers.add_parser("report", help="print a search's best programs and plot its progress")
-    r.add_argument("path", metavar="PATH", help="the search's SQLite file (--db)")
+    _database_argument(r)
     r.add_argument("-o", "--output", metavar="DIR", help="write PNG plots here")
     r.add_argument("--top", type=int, default=5, help=argparse.SUPPRESS)
     r.set_defaults(func=cmd_report)
 
     e = subparsers.add_parser("export", help="write a search's winners as DSL files and torch/jax modules")
-    e.add_argument("path", metavar="PATH", help="the search's SQLite file (--db)")
+    _database_argument(e)
     e.add_argument("--top", type=int, default=3, metavar="K",
                    help="how many programs, best first as `report` ranks them (default 3)")
     e.add_argument("-o", "--output", required=True, metavar="DIR",

@@ -59,3 +59,21 @@ def test_search_where_best_optimizer_cannot_be_written_is_refused_up_front(tmp_p
     assert main([*SEARCH, "--db", str(tmp_path / "s.sqlite"), "--evals", "1"]) == 2
     assert "best_optimizer.py: is not a regular file (a directory)" in capsys.readouterr().err
     assert sorted(os.listdir(tmp_path)) == ["best_optimizer.py"]
+
+
+@pytest.mark.parametrize("command", [["report"], ["export", "-o", "{out}"]])
+def test_report_and_export_take_the_database_as_search_names_it(command, tmp_path, capsys):
+    # `optdsl search --db s.sqlite`, then `optdsl report --db s.sqlite` was "unrecognized arguments"
+    fill = {"out": str(tmp_path / "out")}
+    argv = [a.format(**fill) for a in command]
+    db = small_search_db(str(tmp_path / "s.sqlite"))
+    assert main([*argv, db]) == 0
+    positional = capsys.readouterr().out
+    if "export" in argv:
+        for name in os.listdir(tmp_path / "out"):
+            os.remove(tmp_path / "out" / name)
+    assert main([*argv, "--db", db]) == 0
+    assert capsys.readouterr().out == positional
+    with pytest.raises(SystemExit, match="2"):  # argparse's own exit: usage, then the error
+        main([*argv, "--db", db, db])
+    assert "not allowed with argument --db" in capsys.readouterr().err
