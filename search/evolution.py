@@ -7,8 +7,8 @@ structural hash or (scale-free) fingerprint was scored before, it takes that fit
 cache hit; a rescaled program with the learning rates rescaled), else it goes to an executor.
 Every scored child joins the population and the oldest member leaves. When the best fitness has
 not improved for ``restart_after`` evaluations, the population restarts from the best program.
-Children that beat tuned AdamW (fitness > 0) and rank in the top few are re-evaluated on the
-larger held-out tasks (the funnel; meta-validation).
+Children that beat tuned AdamW (fitness > 0) and whose rule ranks in the top few are re-evaluated
+on the larger held-out tasks (the funnel; meta-validation), once per rule (fingerprint).
 
 The loop keeps every worker busy; results are written to the store as they arrive, so a stop
 at any moment (budget, Ctrl-C, SIGKILL) keeps everything finished. With one worker the search
@@ -163,6 +163,10 @@ class Search:
         self.best_at = 0  # evaluation count at the last improvement
         self.pending: dict[int, dict] = {}  # job id -> what to record when it returns
         self.meta_queue: deque[int] = deque()
+        # Rules (fingerprints: the same updates up to the learning rate) meta-validated, queued for
+        # it or under way: each is held out once. A README job had held out one rule five times
+        # (eps 1e-8, 1.4e-8, 4.9e-9...: -0.053 to -0.065), which only re-drew its noise.
+        self.held_rules: set[str] = {r["fingerprint"] for r in store.meta_validated()}
         self.next_job = 0
         self.requested: set[str] = set()  # tasks whose baseline job is out
         self.baselines = {t: b["loss"] for t, b in store.baselines().items()}
@@ -235,11 +239,29 @@ class Search:
             self.best_at = self.stats.evaluated
         if (self.config.meta_tasks and row["status"] == "ok" and _fitness(row) > FUNNEL_MIN
                 and self._rank(row) < FUNNEL_TOP):
-            self.meta_queue.append(row["id"])
+            self._queue_meta(row)
         return row
 
+    def _top_rules(self, k: int) -> list[dict]:
+        """The best-scored row of each of the ``k`` best rules by proxy fitness (near-copies of one
+        rule, which differ in a constant the fingerprint does not see, count once)."""
+        out, rules = [], set()
+        for row in self.store.top(4 * k):
+            if row["fingerprint"] not in rules and len(out) < k:
+                out.append(row)
+            rules.add(row["fingerprint"])
+        return out
+
     def _rank(self, row: dict) -> int:
-        return sum(1 for r in self.store.top(FUNNEL_TOP) if r["fitness"] > row["fitness"])
+        """How many other rules score better on the proxies than ``row`` (0: the best)."""
+        return sum(1 for r in self._top_rules(FUNNEL_TOP)
+                   if r["fitness"] > row["fitness"] and r["fingerprint"] != row["fingerprint"])
+
+    def _queue_meta(self, row: dict) -> None:
+        """Queue ``row`` for meta-validation unless its rule was held out or is queued already."""
+        if row["fingerprint"] not in self.held_rules:
+            self.held_rules.add(row["fingerprint"])
+            self.meta_queue.append(row["id"])
 
     def _join(self, row: dict, program) -> None:
         """Add a scored child to the population (the oldest member leaves when it is full)."""
@@ -261,7 +283,7 @@ class Search:
 
     def _propose(self) -> dict | None:
         """One child: a cache hit is recorded at once (None); anything new is returned for
-        evaluation. Programs already waiting in this batch count as seen."""
+        evaluation. Children waiting in this batch or out in a job count as seen."""
         parent = self._tournament()
         child, what = mutate(parent["program"], self.rng)
         info, hit = self.seen.describe(child)
@@ -269,7 +291,7 @@ class Search:
                   "mutation": what, **info}
         same, task_lr = same_rule(hit, info, CANDIDATE_LRS) if hit is not None else (False, None)
         if not same:  # new, or a rescaling whose sweep would reach past the grid's ends
-            for waiting in self.batch:
+            for waiting in self._children_in_flight():
                 if info["structural_hash"] == waiting["structural_hash"] or info["fingerprint"] == waiting["fingerprint"]:
                     return None  # a duplicate of a child in flight: drop it rather than score it twice
             return record
@@ -280,6 +302,13 @@ class Search:
         self.stats.cached += 1
         self._join(row, child)
         return None
+
+    def _children_in_flight(self):
+        """Children proposed and not scored yet: this batch's, then those of the jobs out."""
+        yield from self.batch
+        for record in self.pending.values():
+            if record["kind"] == "evaluate":
+                yield from record["programs"]
 
     def _evaluate(self, records: list[dict], tasks, hurdle, kind: str = "evaluate", confirm_all: bool = False,
                   **extra) -> None:
@@ -355,19 +384,18 @@ class Search:
             row = max((self.store.get(p) for p in self.meta_queue), key=_fitness)
             self.meta_queue.remove(row["id"])
             if self._rank(row) >= FUNNEL_TOP:
+                self.held_rules.discard(row["fingerprint"])
                 continue  # overtaken while it waited
             self._evaluate([row], self.config.meta_tasks, None, kind="meta", pid=row["id"])
 
     def _finish_funnel(self, deadline: float) -> None:
-        """Before the search ends, meta-validate the best few programs by proxy fitness that
-        have not been yet, so the winner is chosen on held-out evidence (up to ``deadline``)."""
+        """Before the search ends, meta-validate the best few rules by proxy fitness that have
+        not been yet, so the winner is chosen on held-out evidence (up to ``deadline``)."""
         if not self.config.meta_tasks:
             return
         self.stats.stage = "meta-validating the best"
-        waiting = {r["pid"] for r in self.pending.values() if r["kind"] == "meta"}
-        for row in self.store.top(FUNNEL_TOP):
-            if row["meta_fitness"] is None and row["id"] not in waiting and row["id"] not in self.meta_queue:
-                self.meta_queue.append(row["id"])
+        for row in self._top_rules(FUNNEL_TOP):
+            self._queue_meta(row)
         while (self.meta_queue or self.pending) and time.monotonic() < deadline:
             if self._request_baselines(self.config.meta_tasks):
                 self._start_meta(share=None)

@@ -310,3 +310,43 @@ def test_the_schedule_reaches_every_job_and_a_search_stored_without_one_keeps_th
     old = asdict(config)
     del old["schedule"]
     assert SearchConfig.from_dict(old).schedule == "constant"
+
+
+def test_each_rule_is_held_out_once_and_a_child_in_flight_is_not_scored_twice(tmp_path, monkeypatch):
+    """The funnel counts rules (fingerprints), not rows: near-copies of one rule (here a rescaling,
+    which the tuned learning rate absorbs) are meta-validated once, the final funnel takes the best
+    few *rules*, and a resumed search knows which rules were held out. A README job had held out one
+    rule five times; one exact duplicate had been scored twice, proposed while its twin was in a job."""
+    from search import evolution
+    from search.candidate import describe
+
+    rules = {"a": "lr * g", "a2": "lr * (2 * g)", "b": "lr * sign(g)", "c": "lr * g * abs(g)",
+             "d": "lr * arcsinh(g)"}
+    fitness = {"a": 0.3, "a2": 0.29, "b": 0.2, "c": 0.1, "d": 0.05}
+    store = Store(str(tmp_path / "f.sqlite"))
+    ids = {}
+    for name, expr in rules.items():
+        info = describe(parse(f"def train(w, g, lr):\n    return {expr}\n"))
+        ids[name] = store.add(status="ok", fitness=fitness[name], task_lr={"quadratic": 0.01}, **info)
+    assert store.get(ids["a"])["fingerprint"] == store.get(ids["a2"])["fingerprint"]
+    config = SearchConfig(tasks=("quadratic",), population=4)
+    search = Search(store, config, _Recorder())
+    assert [r["id"] for r in search._top_rules(3)] == [ids["a"], ids["b"], ids["c"]]
+    assert search._rank(store.get(ids["a2"])) == 0 and search._rank(store.get(ids["d"])) == 3
+    search._queue_meta(store.get(ids["a"]))
+    search._queue_meta(store.get(ids["a2"]))  # the same rule: not again
+    search._finish_funnel(time.monotonic() - 1)  # queues what is left of the best three rules
+    assert list(search.meta_queue) == [ids["a"], ids["b"], ids["c"]]
+    store.set_meta_validation(ids["b"], 0.1, {"quadratic_large": 0.1})
+    resumed = Search(store, config, _Recorder())
+    resumed._finish_funnel(time.monotonic() - 1)
+    assert list(resumed.meta_queue) == [ids["a"], ids["c"]]
+
+    # a child whose twin is out in a job is dropped, not scored again
+    child = parse("def train(w, g, lr):\n    return lr * cbrt(g)\n")
+    monkeypatch.setattr(evolution, "mutate", lambda program, rng: (child, "twin"))
+    record = search._propose()
+    assert record is not None
+    search.pending[99] = {"kind": "evaluate", "programs": [record]}
+    before = store.count()
+    assert search._propose() is None and store.count() == before
