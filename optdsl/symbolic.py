@@ -329,6 +329,34 @@ def step_powers(expr: sympy.Expr) -> sympy.Expr:
                         and e.base != 1 and e.exp.has(step) and (e.exp / step).is_Rational, positive_part)
 
 
+def _cube_roots(factors: list) -> tuple[list, tuple[list, list]]:
+    """The cube roots among a product's ``factors``, as the language's ``cbrt`` reads them: the
+    op table spells ``cbrt(x)`` as ``sign(x) * |x| ** (1/3)``, and sympy splits that over a
+    product (``cbrt(m / (1.571 d))`` with ``d > 0`` is ``0.86 sign(m) |m| ** (1/3) d ** (-1/3)``).
+    Returns the other factors, and the arguments of the cube roots in the numerator and in the
+    denominator: ``sign(x)`` with ``|x| ** (1/3)``, and ``x ** (1/3)`` or ``x ** (-1/3)`` for an
+    ``x`` sympy knows is >= 0, where ``|x| = x``.
+
+    Example:
+        >>> m, d = symbol("m"), sympy.sqrt(sympy.Abs(symbol("v"))) + 1
+        >>> _cube_roots([sympy.sign(m), sympy.Abs(m) ** sympy.Rational(1, 3), d ** sympy.Rational(-1, 3)])
+        ([], ([m], [sqrt(Abs(v)) + 1]))
+    """
+    third = sympy.Rational(1, 3)
+    rest, top, bottom = list(factors), [], []
+    for f in factors:
+        if not (isinstance(f, sympy.Pow) and f.exp in (third, -third)):
+            continue
+        pair = sympy.sign(f.base.args[0]) if isinstance(f.base, sympy.Abs) else None
+        if f.exp == third and pair is not None and pair in rest:
+            rest = [x for x in rest if x is not f and x != pair]
+            top.append(f.base.args[0])
+        elif f.base.is_nonnegative:
+            rest.remove(f)
+            (top if f.exp == third else bottom).append(f.base)
+    return rest, (top, bottom)
+
+
 def _positive_factors(arg: sympy.Expr) -> sympy.Expr:
     """``arg`` up to its sign: each negative number among its factors, and each factor in the step
     count alone that :func:`step_powers` shows negative at every step, negated. Under the
@@ -536,17 +564,23 @@ class _Reader:
             (top,), (bottom,) = roots
             rest = [f for f in rest if f is not top and f is not bottom]
             ratio = _call("div", self.abs_arg(top.base, "sqrt"), self.abs_arg(bottom.base, "sqrt"))
-            merged = _call("sqrt", ratio)
+            merged = [_call("sqrt", ratio)]
         else:
-            merged = None
+            merged = []
+        rest, roots = _cube_roots(rest)
         num, den = [], []
         for f in rest:
             if isinstance(f, sympy.Pow) and f.exp.is_number and f.exp < 0:
                 den.append(self.power(f.base, -f.exp))
             else:
                 num.append(self.read(f))
-        if merged is not None:
-            num.append(merged)
+        top_roots, bottom_roots = ([self.read(x) for x in xs] for xs in roots)
+        if len(top_roots) == len(bottom_roots) == 1:  # cbrt(a) / cbrt(b) is cbrt(a / b)
+            merged.append(_call("cbrt", _call("div", top_roots[0], bottom_roots[0])))
+        else:
+            merged += [_call("cbrt", x) for x in top_roots]
+            den += [_call("cbrt", x) for x in bottom_roots]
+        num += merged
         if coeff != 1:
             num.insert(0, Const(float(coeff)))
         top = _chain("mul", num) if num else Const(1.0)

@@ -253,7 +253,9 @@ def train(w, g, m, v, lr):
 """)
     r = readable(raw, lr=0.25)
     assert [s.name for s in r.program.states] == ["m"] and "v" not in r.source.split(":", 1)[1]
-    assert compare(raw, r.program, {"lr": 0.25}, dict(r.program.hyper_defaults)).equal
+    # the step's 0.4975 * lr folded into lr's default, shown rounded (0.124375 -> 0.1244)
+    assert "m = interp(g, m, 0.25)" in r.source and "lr * cbrt(" in r.source and "0.1244" in r.equality
+    assert compare(raw, r.program, {"lr": 0.25}, {"lr": 0.4975 * 0.25}).equal
 
 
 def test_a_state_kept_nonnegative_from_its_start_drops_a_max_that_never_acts():
@@ -425,3 +427,20 @@ def test_a_norm_of_the_learning_rate_joins_the_lr_scale():
     assert "update = lr * m / (sqrt(v / (1 - 0.999 ** step)) + 1e-08)" in r.source
     assert "lr=0.07859)" in r.source
     assert r.equality.startswith("exact; ")
+
+
+@pytest.mark.parametrize("step, shown, lr", [
+    # a README job's winner (seed 1): cbrt of m / (pi / 2) / ..., the constant out of the root
+    ("lr * 0.001 * cbrt(m / arcsin(1) / (sqrt(v / (1 - 0.999 ** step)) + 1e-08))",
+     "update = lr * cbrt(m / (sqrt(v / (1 - 0.999 ** step)) + 1e-08))", "lr=0.05251"),
+    ("lr * (0.5 * cbrt(m))", "update = lr * cbrt(m)", "lr=30.52"),
+    ("lr * cbrt(m / 8) * sqrt(v)", "update = lr * (sqrt(v) * cbrt(m))", "lr=30.52"),
+])
+def test_a_positive_factor_leaves_a_cube_root_for_the_learning_rate(step, shown, lr):
+    # sympy spells cbrt(x) as sign(x) |x|^(1/3) and splits it over a product; read back, the
+    # factor 0.5 or (pi / 2)^(-1/3) had stayed inside (or the form fell back to the raw program's)
+    raw = parse(f"def train(w, g, m, v, step, lr):\n    m = interp(g, m, 0.4993)\n"
+                f"    v = interp(g * g, v, 0.999)\n    update = {step}\n    return update, m, v\n")
+    r = readable(raw, lr=61.04)
+    assert shown in r.source and f"{lr})" in r.source, r.source
+    assert r.equality.startswith("exact")
