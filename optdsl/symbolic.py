@@ -554,8 +554,8 @@ class _Reader:
     def product(self, factors) -> Expr:
         """A product read as ``c * a * b / (d * e)``, without letting sympy distribute ``c``."""
         flat = [a for f in factors for a in (f.args if isinstance(f, sympy.Mul) else (f,))]
-        coeff = sympy.Mul(*[f for f in flat if f.is_Number])
-        rest = [f for f in flat if not f.is_Number]
+        coeff = sympy.Mul(*[f for f in flat if f.is_number])  # 2**(1/3) is one number, not a power to spell
+        rest = [f for f in flat if not f.is_number]
         if coeff < 0:
             return _call("neg", self.product([-coeff, *rest]))
         half = sympy.Rational(1, 2)

@@ -429,18 +429,23 @@ def test_a_norm_of_the_learning_rate_joins_the_lr_scale():
     assert r.equality.startswith("exact; ")
 
 
-@pytest.mark.parametrize("step, shown, lr", [
+@pytest.mark.parametrize("step, shown, lr, kind", [
     # a README job's winner (seed 1): cbrt of m / (pi / 2) / ..., the constant out of the root
     ("lr * 0.001 * cbrt(m / arcsin(1) / (sqrt(v / (1 - 0.999 ** step)) + 1e-08))",
-     "update = lr * cbrt(m / (sqrt(v / (1 - 0.999 ** step)) + 1e-08))", "lr=0.05251"),
-    ("lr * (0.5 * cbrt(m))", "update = lr * cbrt(m)", "lr=30.52"),
-    ("lr * cbrt(m / 8) * sqrt(v)", "update = lr * (sqrt(v) * cbrt(m))", "lr=30.52"),
+     "update = lr * cbrt(m / (sqrt(v / (1 - 0.999 ** step)) + 1e-08))", "lr=0.05251", "exact"),
+    ("lr * (0.5 * cbrt(m))", "update = lr * cbrt(m)", "lr=30.52", "exact"),
+    ("lr * cbrt(m / 8) * sqrt(v)", "update = lr * (sqrt(v) * cbrt(m))", "lr=30.52", "exact"),
+    # another (seed 0): the decay's factor over the root's (0.4983^(1/3)) is one number, not
+    # 1.148e-08 * w * 792800 (an irrational factor read as a power to spell); the roots are
+    # irrational, so the equality is tested, not proved
+    ("lr * (cbrt(m / (1 - 0.5017)) + 0.01148 * w)", "update = lr * (cbrt(m) + 0.009101 * w)", "lr=76.99",
+     "tested"),
 ])
-def test_a_positive_factor_leaves_a_cube_root_for_the_learning_rate(step, shown, lr):
+def test_a_positive_factor_leaves_a_cube_root_for_the_learning_rate(step, shown, lr, kind):
     # sympy spells cbrt(x) as sign(x) |x|^(1/3) and splits it over a product; read back, the
     # factor 0.5 or (pi / 2)^(-1/3) had stayed inside (or the form fell back to the raw program's)
     raw = parse(f"def train(w, g, m, v, step, lr):\n    m = interp(g, m, 0.4993)\n"
                 f"    v = interp(g * g, v, 0.999)\n    update = {step}\n    return update, m, v\n")
     r = readable(raw, lr=61.04)
     assert shown in r.source and f"{lr})" in r.source, r.source
-    assert r.equality.startswith("exact")
+    assert r.equality.startswith(kind)
