@@ -339,8 +339,9 @@ def lr_scale(update: sympy.Expr, lr: sympy.Symbol) -> tuple[sympy.Expr, sympy.Ex
     parts = []
     for term in sympy.Add.make_args(sympy.expand_mul(update, deep=False)):
         c, rest = term.as_coeff_Mul()
-        numbers = [f for f in sympy.Mul.make_args(rest) if f.is_number]  # 2**(1/3): a number too
-        c, rest = c * sympy.Mul(*numbers), sympy.Mul(*[f for f in sympy.Mul.make_args(rest) if not f.is_number])
+        factors = sympy.Mul.make_args(rest)  # 2**(1/3) is a number too
+        c *= sympy.Mul(*[f for f in factors if f.is_number])
+        rest = sympy.Mul(*[f for f in factors if not f.is_number])
         power = sympy.sympify(rest.as_powers_dict().get(lr, 0))  # lr, or lr**2 (lr * |lr| with lr >= 0)
         if not (power.is_number and power >= 1):
             return None
