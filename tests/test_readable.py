@@ -169,8 +169,8 @@ PINNED_WINNERS = [
                  "def train(w, g, m, v, lr=0.04649):\n    m = interp(g, m, 0.3076)\n"
                  "    v = interp(g * m, v, 1.008)\n    update = lr * arctan(m / (sqrt(v) + 1e-08))\n",
                  id="19806-reassigned-update"),
-    # The 10-minute search's #11638: sympy's form of cbrt (sign(x) |x|^(1/3)) is longer than the
-    # program's own, so the statement form is shown; it had kept `t_5 = lr * 0.004506` and one
+    # The 10-minute search's #11638: sympy's form of cbrt (sign(x) |x|^(1/3), which cse splits apart
+    # here) is not read back, so the statement form is shown; it had kept `t_5 = lr * 0.004506` and one
     # line per op. Also the order of states read through each other: v reads the new m.
     pytest.param("    m = interp(g, m, 0.3085)\n    t = g * m\n    v = interp(t, v, 0.999)\n"
                  "    t_3 = sqrt(v)\n    t_2 = t_3 + 1e-08\n    t_1 = m / t_2\n    t_4 = cbrt(t_1)\n"
