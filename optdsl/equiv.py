@@ -136,6 +136,15 @@ def bound(program: Program, values: dict[str, float] | None) -> tuple[Program, d
     return eliminate_dead_code(unkept), binding
 
 
+def _trial_value(atom: sympy.Expr, sign: int, p: int, q: int) -> sympy.Expr:
+    """A value ``atom`` may take, from a draw: ``sign * p / q``; ``p`` for the step count (a positive
+    integer: at ``step = 41/73``, ``(-0.6698) ** step`` is complex, and sympy spent minutes on the
+    cube roots of such numbers), ``p / q`` for a value known to be >= 0."""
+    if atom.is_integer and atom.is_positive:
+        return sympy.Integer(p)
+    return sympy.Rational(p if atom.is_nonnegative else sign * p, q)
+
+
 def _surely_nonzero(expr: sympy.Expr) -> bool:
     """``expr`` evaluated to 30 digits at a few rational points (reductions and other
     uninterpreted functions taking values of their own) is clearly not 0 at one of them: then no
@@ -144,7 +153,7 @@ def _surely_nonzero(expr: sympy.Expr) -> bool:
     atoms = sorted(expr.atoms(AppliedUndef) | expr.free_symbols, key=sympy.default_sort_key)
     for trial in range(3):
         rng = random.Random(trial)
-        point = {a: sympy.Rational(rng.choice((-1, 1)) * rng.randint(1, 97), rng.randint(1, 89)) for a in atoms}
+        point = {a: _trial_value(a, rng.choice((-1, 1)), rng.randint(1, 97), rng.randint(1, 89)) for a in atoms}
         try:
             value = complex(expr.xreplace(point).evalf(30))
             size = complex(sum(abs(t) for t in sympy.Add.make_args(sympy.expand(expr.xreplace(point)))).evalf(30))
