@@ -178,6 +178,21 @@ def _mean_second_last(x):
     return np.sum(x, axis=-2) / np.shape(x)[-2]
 
 
+def _sym_power(a, b):
+    """``a ** b`` for sympy; between two numbers whose exact power sympy would take hours to work
+    out (``0.999 ** 2.718281828459045`` is a 10**15-th root of a power of 999), left unevaluated,
+    so that the symbolic layer takes the float the language computes (as it does for ``arccos(0.5)``).
+
+    Example:
+        >>> quarter, e = sympy.Rational(1, 4), sympy.Rational(2718281828459045, 10**15)
+        >>> _sym_power(quarter, sympy.Rational(1, 2)), _sym_power(quarter, e).is_Pow
+        (1/2, True)
+    """
+    if a.is_Rational and b.is_Rational and max(abs(b.p), b.q) > 1024:
+        return sympy.Pow(a, b, evaluate=False)
+    return a**b
+
+
 # Uninterpreted sympy functions for what sympy cannot see through (reductions over a tensor).
 def _sym_fn(name: str, **facts):
     """``facts`` are sympy assumptions that hold for every input (a range fact: ``nonnegative``)."""
@@ -223,7 +238,7 @@ op("floordiv", 2, E, np.floor_divide, lambda a, b: sympy.floor(a / b),
    r"\left\lfloor {0} / {1} \right\rfloor", "torch.div({0}, {1}, rounding_mode='floor')",
    "jnp.floor_divide({0}, {1})", "tl.floor({0} / {1})", "floor(x / y)", infix="//", precedence=20,
    search=False, numbers_ok=True, python_raises=True, cpp="std::floor({0} / {1})", python="{0} // {1}")
-op("power", 2, E, np.power, lambda a, b: a**b, "{{{0}}}^{{{1}}}", "torch.pow({0}, {1})",
+op("power", 2, E, np.power, _sym_power, "{{{0}}}^{{{1}}}", "torch.pow({0}, {1})",
    "jnp.power({0}, {1})", "libdevice.pow({0}, {1})", "x ** y", infix="**",
    precedence=40, flops=8, numbers_ok=True, python_raises=True, foreach=("pow",), cpp="std::pow({0}, {1})",
    python="math.pow({0}, {1})")
@@ -298,9 +313,9 @@ for name, fn, sym, lx, tt, jx, tr, doc, fl in [
     ("reciprocal", lambda x: np.divide(1.0, x), lambda x: 1 / x, r"\frac{{1}}{{{0}}}", "torch.reciprocal({0})",
      "(1 / {0})", "1.0 / {0}", "1 / x", 1),
     ("exp", np.exp, sympy.exp, "e^{{{0}}}", "torch.exp({0})", "jnp.exp({0})", "tl.exp({0})", "e ** x", 8),
-    ("exp2", np.exp2, lambda x: 2**x, "2^{{{0}}}", "torch.exp2({0})", "jnp.exp2({0})", "tl.exp2({0})",
+    ("exp2", np.exp2, lambda x: _sym_power(sympy.Integer(2), x), "2^{{{0}}}", "torch.exp2({0})", "jnp.exp2({0})", "tl.exp2({0})",
      "2 ** x", 8),
-    ("exp10", lambda x: np.power(10.0, x), lambda x: 10**x, "10^{{{0}}}", "torch.pow(10.0, {0})",
+    ("exp10", lambda x: np.power(10.0, x), lambda x: _sym_power(sympy.Integer(10), x), "10^{{{0}}}", "torch.pow(10.0, {0})",
      "jnp.power(10.0, {0})", "tl.exp2({0} * 3.321928094887362)", "10 ** x", 8),
     ("expm1", np.expm1, lambda x: sympy.exp(x) - 1, "(e^{{{0}}} - 1)", "torch.expm1({0})",
      "jnp.expm1({0})", "libdevice.expm1({0})", "e ** x - 1", 8),

@@ -449,3 +449,22 @@ def test_a_positive_factor_leaves_a_cube_root_for_the_learning_rate(step, shown,
     r = readable(raw, lr=61.04)
     assert shown in r.source and f"{lr})" in r.source, r.source
     assert r.equality.startswith(kind)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("body, shown", [
+    # #9897 of a README job: sympy knows sign(step) is 1, so t_4 is 0.999 ** 2.718281828459045,
+    # whose exact value sympy sought for hours (a 10**15-th root); the language computes a float
+    (("    t_13 = exp(sign(step))\n    t_4 = 0.999 ** t_13\n    v_hat = v / (1 - t_4)\n"
+      "    update = lr * 0.001 * cbrt(g / (sqrt(v_hat) + 1e-08))\n"),
+     "update = lr * cbrt(g / (19.19 * sqrt(v) + 1e-08))"),
+    # #8328 of a 10-minute search: the proof evaluated (-0.6698) ** step at step = 41/73, a complex
+    # number, under cube roots, for hours; the step count is a positive integer
+    ("    t_1 = 1 - (-0.6698) ** step\n    update = lr * (cbrt(sign(g) / t_1) + 0.007608 * w)\n",
+     "0.007608 * w"),
+])
+def test_readable_forms_of_constant_powers_come_back_at_once(body, shown):
+    raw = parse(f"def train(w, g, m, v, step, lr):\n    v = interp(g * g, v, 0.999)\n{body}"
+                "    return update, m, v\n")
+    r = readable(raw, lr=61.04)
+    assert shown in r.source
