@@ -353,6 +353,9 @@ def test_the_sweeps_lucky_draw_that_made_a_search_collapse_onto_signsgd_does_not
     ("tanh(lr) * g", "lr is not a learning rate"),  # grows with lr but saturates
     ("clip(g, lr) * lr", "lr is not a learning rate"),  # lr also the clip: tuning it changes the rule
     ("arcsin(lr) * g", "lr is not a learning rate"),  # nan for lr > 1 does not hide the rest
+    # a 10-minute winner's floor: proportional over the sweep (0.04 and up), not below it, where its
+    # generated optimizer's default lr lies
+    ("max(0.01427, lr) * tanh(g)", "lr is not a learning rate"),
     ("lr * g / (1 + abs(g))", None),
 ])
 def test_guards_refuse_drift_and_gradient_free_rules(body, reason):
