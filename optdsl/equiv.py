@@ -153,7 +153,8 @@ def _surely_nonzero(expr: sympy.Expr) -> bool:
     atoms = sorted(expr.atoms(AppliedUndef) | expr.free_symbols, key=sympy.default_sort_key)
     for trial in range(3):
         rng = random.Random(trial)
-        point = {a: _trial_value(a, rng.choice((-1, 1)), rng.randint(1, 97), rng.randint(1, 89)) for a in atoms}
+        draws = {a: (rng.choice((-1, 1)), rng.randint(1, 97), rng.randint(1, 89)) for a in atoms}
+        point = {a: _trial_value(a, *d) for a, d in draws.items()}
         try:
             value = complex(expr.xreplace(point).evalf(30))
             size = complex(sum(abs(t) for t in sympy.Add.make_args(sympy.expand(expr.xreplace(point)))).evalf(30))

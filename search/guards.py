@@ -165,7 +165,8 @@ def guard(program: Program, lrs: Sequence[float] | None = None) -> str | None:
     learning-rate sweep the steps must be proportional over (default: the search's, ``CANDIDATE_LRS``).
 
     Checks ``u(-w, -g) = -u(w, g)``, ``u(w, g') != u(w, g)``, ``u(lr_k) / lr_k`` constant over ``k``
-    (the sweep and :data:`LR_DECADES_BELOW` decades below it) and, for a rule reading ``step``, ``u(t = 10^5 + i) = u(t = 10^6 + i)`` within 1e-3.
+    (the sweep and :data:`LR_DECADES_BELOW` decades below it) and, for a rule reading ``step``,
+    ``u(t = 10^5 + i) = u(t = 10^6 + i)`` within 1e-3.
 
     Example:
         >>> from optdsl import load, parse
