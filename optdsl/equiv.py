@@ -22,12 +22,12 @@ The verdict names what was shown (:class:`Equivalence`):
     and so is ``lr*g/g = lr``. The detail lists the singular arguments and, where the tested
     trajectories (below) hit one, where the two differ.
 ``equal (tested: ...)``
-    No proof; both run through the reference interpreter (float64) on random weights and
-    gradients for ``steps`` steps and ``trials`` seeds, on a 1-d, a 2-d and a 3-d parameter
-    together. A quarter of the gradient coordinates are exactly 0 at every step (a constant input
-    feature) and a fifth more at random steps, so a 0/0 shows. Updates agree to a relative
-    tolerance; nan counts as agreement only at the same places, and a run whose updates are
-    mostly non-finite is no evidence (``undecided``).
+    No proof (or none within :data:`PROVE_SECONDS`); both run through the reference interpreter
+    (float64) on random weights and gradients for ``steps`` steps and ``trials`` seeds, on a 1-d, a
+    2-d and a 3-d parameter together. A quarter of the gradient coordinates are exactly 0 at every
+    step (a constant input feature) and a fifth more at random steps, so a 0/0 shows. Updates agree
+    to a relative tolerance; nan counts as agreement only at the same places, and a run whose
+    updates are mostly non-finite is no evidence (``undecided``).
 ``different``
     With a counterexample: the step, the shape, both updates.
 
@@ -74,6 +74,7 @@ from .symbolic import (
     symbol,
     to_sympy,
 )
+from .time_limit import time_limit
 from .typecheck import expr_kind, input_kinds
 
 SHAPES = ((7,), (5, 6), (2, 3, 4))
@@ -84,6 +85,7 @@ PROVE_LIMIT = 800  # ops in both programs together; beyond, sympy's inlined form
 DEAD_FRACTION = 0.25  # gradient coordinates that are 0 at every step (a constant input feature)
 ZERO_FRACTION = 0.2  # and coordinates that are 0 at a given step
 MIN_FINITE = 0.5  # a tested run is evidence only if this share of the compared values is finite
+PROVE_SECONDS = 10  # sympy's proof may take minutes on some expressions; then testing decides
 GENERIC = "wherever no denominator, sqrt or log argument is zero"
 
 
@@ -488,8 +490,9 @@ def compare(a: Program, b: Program, values_a: dict[str, float] | None = None,
     ba, bind_a = bound(a, values_a)
     bb, bind_b = bound(b, values_b)
     try:
-        proof = prove(ba, bb, bind_a, bind_b)
-    except Exception:  # noqa: BLE001 - sympy's internals fail in many ways; then testing decides
+        with time_limit(PROVE_SECONDS):
+            proof = prove(ba, bb, bind_a, bind_b)
+    except Exception:  # noqa: BLE001 - sympy fails (or runs too long) in many ways; then testing decides
         proof = None
     if proof and proof[0] == "exact":
         return Equivalence(True, *proof)

@@ -49,7 +49,9 @@ is 0 in float32 for tiny ``x``). A form that could not be shown equal is never r
 fallback is the folded, dead-code-free program, which is exact.
 
 Programs longer than :data:`SYMBOLIC_LIMIT` ops skip step 2 (sympy is slow on them) and take
-:func:`~optdsl.simplify.simplify`'s statement-by-statement form.
+:func:`~optdsl.simplify.simplify`'s statement-by-statement form; a form that takes longer than
+:data:`optdsl.simplify.FORM_SECONDS` to build is left out, and a proof longer than
+:data:`optdsl.equiv.PROVE_SECONDS` gives way to testing.
 
 Example:
     >>> from optdsl import parse
@@ -101,7 +103,7 @@ from .latex import to_latex
 from .parser import parse
 from .passes import eliminate_dead_code, fold
 from .printer import to_source
-from .simplify import _best, inline_single_use, op_count, simplify
+from .simplify import _best, _within_time, inline_single_use, op_count, simplify
 from .symbolic import from_sympy, nonnegative_states, number, to_sympy, uniform_names
 from .typecheck import input_kinds, validate
 
@@ -179,9 +181,9 @@ def _forms(base: Program, tuned: sympy.Expr | None,
     candidates = []
     for make in makers:
         try:
-            form, exact_lr = make()
+            form, exact_lr = _within_time(make)
             candidates.append((_named(form), exact_lr))
-        except Exception:  # noqa: BLE001, S112 - sympy fails inside in many ways; the next form is simpler
+        except Exception:  # noqa: BLE001, S112 - sympy fails (or runs too long) in many ways; next is simpler
             continue
         reduced = _constant_states(form)
         if again and reduced is not form:

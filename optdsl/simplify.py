@@ -56,8 +56,12 @@ from .symbolic import (
     to_sympy,
     uniform_names,
 )
+from .time_limit import time_limit
 from .typecheck import SCALAR_LIKE, expr_kind, input_kinds, validate
 
+#: Seconds a simplified form may take to build (sympy may take minutes on some expressions); past
+#: them the form is left out.
+FORM_SECONDS = 15
 #: sympy.simplify is tried only on outputs at most this large (sympy's count_ops): it can take
 #: seconds on big expressions, and the search calls this for every child program.
 SIMPLIFY_LIMIT = 30
@@ -128,6 +132,12 @@ def _attempt(fn, *args, **kw):
         return fn(*args, **kw)
     except Exception:  # noqa: BLE001
         return None
+
+
+def _within_time(make):
+    """``make()`` under :data:`FORM_SECONDS`' limit (:class:`~optdsl.time_limit.SymbolicTimeout` past it)."""
+    with time_limit(FORM_SECONDS):
+        return make()
 
 
 def _candidates(expr: sympy.Expr) -> list[sympy.Expr]:
@@ -277,7 +287,7 @@ def simplify(program: Program, values: dict[str, float] | None = None) -> Progra
     size = op_count(base)
     forms = (local_form, sympy_form) if size <= INLINE_LIMIT else (local_form,) if size <= LOCAL_LIMIT else ()
     for form in forms:
-        candidate = _attempt(lambda f=form: _checked(f(base)))  # NotExpressible, or sympy failing
+        candidate = _attempt(_within_time, lambda f=form: _checked(f(base)))  # NotExpressible, sympy failing
         if candidate is not None:
             candidates.append(candidate)
     candidate = min(candidates, key=op_count, default=base)

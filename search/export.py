@@ -27,6 +27,7 @@ from optdsl.parser import parse
 from optdsl.passes import eliminate_dead_code
 from optdsl.printer import to_source
 from optdsl.readable import Readable, readable
+from optdsl.time_limit import SymbolicTimeout, time_limit
 
 from .ablation import step
 from .selection import ranked, winner
@@ -65,10 +66,16 @@ def preferred_lr(row: dict) -> float:
     return float(f"{math.exp(sum(map(math.log, lrs)) / len(lrs)):.3g}") if lrs else 1.0
 
 
+#: Seconds the readable form of a winner may take (a few on the programs measured); past them it is
+#: shown with dead code removed only, so that a search's end, report and export never hang on sympy.
+READABLE_SECONDS = 60
+
+
 def simplest(row: dict) -> Readable:
     """The row's program in its readable form (:func:`optdsl.readable.readable`, the tuned lr
-    folded into the ``lr`` default), or, should the symbolic layer fail, with dead code removed
-    and the tuned lr as the default (``equality`` then says so).
+    folded into the ``lr`` default), or, should the symbolic layer fail or take longer than
+    :data:`READABLE_SECONDS`, with dead code removed and the tuned lr as the default (``equality``
+    then says so).
 
     Example (the warm start, its ``lr * 0.001`` folded into the default lr 0.5 * 0.001):
         >>> from search.warm_start import adamw_program
@@ -85,11 +92,13 @@ def simplest(row: dict) -> Readable:
     raw = parse(row["source"], "<store>")
     lr = preferred_lr(row)
     try:
-        return readable(raw, lr=lr)
+        with time_limit(READABLE_SECONDS):
+            return readable(raw, lr=lr)
     except Exception as e:  # noqa: BLE001 - the symbolic layer is an improvement, never a requirement
         live = eliminate_dead_code(raw)
         live = replace(live, hypers=(Hyper("lr", lr),) + tuple(h for h in live.hypers if h.name != "lr"))
-        return Readable(live, to_source(live), "", f"exact (not simplified: {type(e).__name__})")
+        why = str(e) if isinstance(e, SymbolicTimeout) else type(e).__name__
+        return Readable(live, to_source(live), "", f"exact (not simplified: {why})")
 
 
 def exported_program(row: dict, database: str | None = None) -> Program:
