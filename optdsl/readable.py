@@ -143,14 +143,20 @@ def readable(program: Program, lr: float | None = None) -> Readable:
     exact_tuned = None if tuned is None else number(tuned)
     candidates = _forms(base, exact_tuned)
     raw_values = {} if tuned is None else {"lr": tuned}
-    # The shorter wins (sympy's form on a tie): sympy can spell an interp it cannot recognise
-    # (a weight that is not a number) as a longer sum; then the one with fewer states.
+    # The one with fewer states wins, then the shorter (sympy can spell an interp it cannot
+    # recognise, a weight that is not a number, as a longer sum), then, of forms that tie, one shown
+    # exactly equal, else sympy's (made first): its form may be equal only where no denominator is
+    # zero where the statement-by-statement one of the same size is exact.
     # A form must also compute what the program computes in float32 (sympy's ``exp(x) - 1`` is
     # expm1 in exact arithmetic and 0 in float32 for |x| < 6e-8: a winner's readable form that
     # spelled it so diverged where the program it came from trained).
     # A folded lr default is compared at its exact value (61.04 * 0.001 / 0.1278, not the float
     # nearest it), so the proof can be exact; the float is what the form then runs with.
-    for candidate, exact_lr in sorted(candidates, key=lambda c: (len(c[0].states), op_count(c[0]))):
+    size = lambda form: (len(form.states), op_count(form))
+    shown = None  # the first form of the smallest size found equal, while its ties are tried
+    for candidate, exact_lr in sorted(candidates, key=lambda c: size(c[0])):
+        if shown is not None and size(candidate) > size(shown[0]):
+            break
         values = dict(candidate.hyper_defaults)
         exact_values = values if exact_lr is None else {**values, "lr": exact_lr}
         verdict = compare(program, candidate, raw_values, exact_values)
@@ -161,7 +167,11 @@ def readable(program: Program, lr: float | None = None) -> Readable:
             verdict = as_run if as_run.kind == "exact" else verdict
         at = {"lr": 1e-3}  # the lr where a program's values bind none (no tuned lr known)
         if verdict.equal and float32_agrees(program, candidate, {**at, **raw_values}, {**at, **values}):
-            return _shown(program, raw_values, candidate, verdict)
+            if verdict.kind == "exact":
+                return _shown(program, raw_values, candidate, verdict)
+            shown = shown or (candidate, verdict)
+    if shown is not None:
+        return _shown(program, raw_values, *shown)
     fallback = _with_lr(base, exact_tuned)
     return _shown(program, raw_values, fallback, compare(program, fallback, raw_values,
                                                          dict(fallback.hyper_defaults)))

@@ -468,3 +468,15 @@ def test_readable_forms_of_constant_powers_come_back_at_once(body, shown):
                 "    return update, m, v\n")
     r = readable(raw, lr=61.04)
     assert shown in r.source
+
+
+def test_of_forms_of_one_size_the_exactly_equal_one_is_shown():
+    # #8328 of a 10-minute search: sympy's form, `g = sign(g)`, `t1 = (-0.6698) ** step - 1`,
+    # `lr * (0.007608 * w - cbrt(g / t1))`, has the size of the statement-by-statement one but is
+    # equal only where t1 is not 0; it was shown, being made first
+    raw = parse("def train(w, g, m, v, step, lr):\n    v = interp(g * g, v, 0.999)\n"
+                "    t_1 = 1 - (-0.6698) ** step\n    update = lr * (cbrt(sign(g) / t_1) + 0.007608 * w)\n"
+                "    return update, m, v\n")
+    r = readable(raw, lr=61.04)
+    assert r.equality == "exact"
+    assert "update = lr * (cbrt(sign(g) / (1 - (-0.6698) ** step)) + 0.007608 * w)" in r.source
