@@ -2,7 +2,9 @@
 
 Programs ``a`` and ``b`` are equivalent when, started from their initial states, they hand back
 the same update at every step for every sequence of weights and gradients. States may differ in
-number, order and names. Hyperparameters are bound to their defaults, or to ``values``.
+number, order and names. Hyperparameters are bound to their defaults, or to ``values``. A state
+that stays at its start value (``v = sign(v)`` from 0) is that number in both first
+(:mod:`optdsl.passes.constant_states`).
 
 The verdict names what was shown (:class:`Equivalence`):
 
@@ -62,7 +64,7 @@ from sympy.core.function import AppliedUndef
 from .errors import DslError
 from .interpreter import Interpreter
 from .ir import Call, Program, walk
-from .passes import eliminate_dead_code, fold
+from .passes import eliminate_constant_states, eliminate_dead_code, fold
 from .symbolic import (
     expr_to_sympy,
     nonnegative_states,
@@ -118,7 +120,8 @@ class Equivalence:
 
 
 def bound(program: Program, values: dict[str, float] | None) -> tuple[Program, dict[str, float]]:
-    """``program`` without dead code, ignoring ``keep`` (only updates count here), and its
+    """``program`` without dead code, ignoring ``keep`` (only updates count here), and without
+    the states that stay at their start value (:mod:`optdsl.passes.constant_states`), and its
     hyperparameter values: the defaults, overridden by ``values``.
 
     Example:
@@ -135,7 +138,8 @@ def bound(program: Program, values: dict[str, float] | None) -> tuple[Program, d
                                              for k, v in (values or {}).items()
                                              if k in program.hyper_defaults or k == "lr"}}
     unkept = replace(program, states=tuple(replace(s, keep=False) for s in program.states))
-    return eliminate_dead_code(unkept), binding
+    floats = {k: float(v) for k, v in binding.items()}
+    return eliminate_constant_states(eliminate_dead_code(unkept), floats), binding
 
 
 def _trial_value(atom: sympy.Expr, sign: int, p: int, q: int) -> sympy.Expr:

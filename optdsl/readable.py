@@ -19,12 +19,14 @@ which, with the learning rate the search tuned for it (18.9), a person writes as
 :func:`readable` gets there in steps, each a rewrite of the symbolic layer:
 
 1. constants folded, dead statements and dead states removed (across steps: a state whose old
-   value nobody reads goes, and so does what only fed it; so does a state that step 2 shows
-   stays at its starting 0 or 1, and the rest is simplified again with the number);
+   value nobody reads goes, and so does what only fed it; so does a state that step 2, or
+   constant folding (``v = sign(v)``: :mod:`optdsl.passes.constant_states`), shows stays at its
+   starting 0 or 1, and the rest is simplified again with the number);
 2. each output as one sympy expression of the step's inputs, read back in its shortest form
    (:func:`optdsl.simplify.simplify`'s candidates): ``m / sqrt(m*m) -> sign(m)``, positive factors
    leave ``sign`` (``sign(m / sqrt(rms(g*g))) -> sign(m)``, using the op table's range facts),
-   ``(1 - a) x + a y`` reads as ``interp(x, y, a)``, nested constant-weight interps merge, and
+   ``(1 - a) x + a y`` reads as ``interp(x, y, a)`` (and ``a s + c x`` of a state as
+   ``interp(k x, s, a)`` where that is shorter), nested constant-weight interps merge, and
    an ``interp`` towards a number with a weight outside [0, 1], no average, reads as its line;
 3. the learning-rate scaling is folded: an update ``c * lr * E`` (``c`` a number) becomes
    ``lr * E`` with ``lr``'s default ``c`` times the tuned ``lr`` (the search's swept value, or the
@@ -84,7 +86,6 @@ from . import equiv
 from .equiv import compare, float32_agrees, trajectories
 from .errors import DslError
 from .ir import (
-    START_VALUES,
     Assign,
     Call,
     Const,
@@ -101,7 +102,7 @@ from .ir import (
 )
 from .latex import to_latex
 from .parser import parse
-from .passes import eliminate_dead_code, fold
+from .passes import eliminate_constant_states, eliminate_dead_code, fold
 from .printer import to_source
 from .simplify import _best, _within_time, inline_single_use, op_count, simplify
 from .symbolic import from_sympy, nonnegative_states, number, to_sympy, uniform_names
@@ -195,27 +196,10 @@ def _forms(base: Program, tuned: sympy.Expr | None,
             candidates.append((_named(form), exact_lr))
         except Exception:  # noqa: BLE001, S112 - sympy fails (or runs too long) in many ways; next is simpler
             continue
-        reduced = _constant_states(form)
+        reduced = eliminate_constant_states(form)
         if again and reduced is not form:
             candidates += _forms(eliminate_dead_code(fold(reduced)), exact_lr, again=False)
     return candidates
-
-
-def _constant_states(program: Program) -> Program:
-    """A state that starts at 0 (1) and is set to that number every step, or handed back as it
-    came, is that number: reads of it take the number and the state goes. ``program`` itself when
-    there is none."""
-    assigned = {a.target for a in program.body}
-    fixed = {s.name: Const(START_VALUES[s.init]) for s, e in zip(program.states, program.new_states)
-             if s.init in START_VALUES and e in (Const(START_VALUES[s.init]), Var(s.name)) and not s.keep
-             and s.name not in assigned}
-    if not fixed:
-        return program
-    keep = [i for i, s in enumerate(program.states) if s.name not in fixed]
-    return program.with_body([replace(a, expr=substitute(a.expr, fixed)) for a in program.body],
-                             update=substitute(program.update, fixed),
-                             new_states=[substitute(program.new_states[i], fixed) for i in keep],
-                             states=tuple(program.states[i] for i in keep))
 
 
 def _shown(raw: Program, raw_values: dict[str, float], form: Program, verdict) -> Readable:

@@ -510,6 +510,10 @@ class _Reader:
             (_cx, x), (cy, y) = pair
             terms = [t for t in terms if t[1] is not x and t[1] is not y]
             out.append((1, _call("interp", self.read(x), self.read(y), self.read(cy))))
+        while (pair := self.scaled_average(terms)) is not None:
+            (cx, x), (cy, y) = pair
+            terms = [t for t in terms if t[1] is not x and t[1] is not y]
+            out.append((1, _call("interp", self.product([cx / (1 - cy), x]), self.read(y), self.read(cy))))
         for c, x in terms:
             sign = -1 if c.could_extract_minus_sign() else 1
             c = sign * c
@@ -539,6 +543,18 @@ class _Reader:
                 key = lambda c, e: (-len(e.free_symbols & self.states), sympy.count_ops(c),
                                     -float(c) if c.is_number else 0)
                 return ((cx, x), (cy, y)) if key(cy, y) <= key(cx, x) else ((cy, y), (cx, x))
+        return None
+
+    def scaled_average(self, terms):
+        """Two terms ``cx x + cy s`` of a state ``s``, with numbers ``0 < cx != 1`` and
+        ``0 < cy < 1``: a moving average of a multiple of x, read as interp(k x, s, cy) with
+        ``k = cx / (1 - cy)``, one op shorter (``0.9311 v + 0.01771 g^2`` is
+        ``interp(0.257 g^2, v, 0.9311)``; ``0.999 v + g^2`` stays)."""
+        for cx, x in terms:
+            for cy, y in terms:
+                if (y in self.states and x != 1 and x is not y and cx.is_number and cy.is_number
+                        and 0 < cx != 1 and 0 < cy < 1):
+                    return (cx, x), (cy, y)
         return None
 
     def split(self, term: sympy.Expr) -> tuple[sympy.Expr, sympy.Expr]:

@@ -7,7 +7,9 @@ from optdsl import DslError, Interpreter, load, parse, to_source, zoo_names
 from optdsl.ir import Const
 from optdsl.ops import OPS
 from optdsl.passes import (
+    constant_states,
     eliminate_common,
+    eliminate_constant_states,
     eliminate_dead_code,
     flatten,
     fold,
@@ -43,6 +45,40 @@ def test_kept_state_survives():
     p = parse("def f(w, g, ema: full(init=w, keep=True), lr=0.1):\n"
               "    ema = interp(w, ema, 0.99)\n    return lr * g, ema\n")
     assert eliminate_dead_code(p).state_names == ("ema",)
+
+
+M = "    m = interp(g, m, 0.9)\n"
+
+
+@pytest.mark.parametrize(("body", "values", "constant"), [
+    (M + "    v = sign(v)\n", None, {"v": 0.0}),  # the seed 2 winner of a 10-minute search had it
+    (M + "    v = v * v\n", None, {"v": 0.0}),
+    ("    m = 2 * v\n    v = m\n", None, {"m": 0.0, "v": 0.0}),  # each kept by the other
+    ("    v = v + m\n", None, {"m": 0.0, "v": 0.0}),  # m handed back as it came
+    (M + "    v = b * v\n", None, {}),  # b * 0 is nan for b = inf: unknown until b is bound
+    (M + "    v = b * v\n", {"b": 0.9}, {"v": 0.0}),
+    (M + "    v = -v\n", None, {}),  # -0.0 from step 2: 1 / v tells them apart
+    (M + "    v = v + g\n", None, {}),
+    ("    v = sign(m)\n" + M, None, {}),
+])
+def test_states_kept_at_their_start_value_are_found(body, values, constant):
+    p = parse(f"def f(w, g, m, v, lr, b=0.9):\n{body}    return lr * (g + 1 / v + m), m, v\n")
+    assert constant_states(p, values) == constant
+    q = eliminate_constant_states(p, values)
+    assert set(q.state_names) == {"m", "v"} - set(constant)
+    if constant:  # the same bits at every step
+        params, ip, iq = {"w": np.linspace(-1, 1, 5)}, Interpreter(p, lr=0.1), Interpreter(q, lr=0.1)
+        sp, sq = ip.init(params), iq.init(params)
+        for t in range(1, 6):
+            grads = {"w": np.linspace(-2, 3, 5) * t}
+            (up, sp), (uq, sq) = ip.updates(params, grads, sp, t), iq.updates(params, grads, sq, t)
+            np.testing.assert_array_equal(uq["w"], up["w"])
+
+
+def test_a_kept_state_or_one_starting_at_w_is_never_constant():
+    p = parse("def f(w, g, m: full(init=w), n: scalar(keep=True), lr):\n"
+              "    m = sign(m)\n    n = n * n\n    return lr * g * m * n, m, n\n")
+    assert constant_states(p) == {}
 
 
 def test_fold_resolves_shape_facts_and_constants():

@@ -8,7 +8,7 @@ from optdsl import parse, to_source
 from optdsl.canonical import canonicalize, structural_hash
 from optdsl.equiv import equivalent
 from optdsl.fingerprint import fingerprint
-from optdsl.passes import eliminate_common, eliminate_dead_code, flatten, fold
+from optdsl.passes import eliminate_common, eliminate_constant_states, eliminate_dead_code, flatten, fold
 from optdsl.simplify import op_count, simplify
 from optdsl.symbolic import NotExpressible, from_sympy, to_sympy
 from optdsl.typecheck import validate
@@ -16,7 +16,8 @@ from optdsl.typecheck import validate
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 PASSES = {"fold": fold, "dce": eliminate_dead_code, "flatten": flatten, "canonicalize": canonicalize,
-          "cse": eliminate_common, "flatten+cse": lambda p: eliminate_common(flatten(p))}
+          "cse": eliminate_common, "flatten+cse": lambda p: eliminate_common(flatten(p)),
+          "constant_states": eliminate_constant_states}
 
 
 @pytest.mark.parametrize("name", sorted(PASSES))

@@ -1,5 +1,6 @@
 """Program -> program transformations. Each keeps the IR's invariants (see :mod:`optdsl.ir`)."""
 
+from .constant_states import constant_states, eliminate_constant_states
 from .cse import eliminate_common
 from .deadcode import eliminate_dead_code, liveness
 from .flatten import flatten
@@ -10,7 +11,9 @@ from .specialize import MissingAxis, Variants, shape_value, specialize, static_k
 __all__ = [
            "MissingAxis",
            "Variants",
+           "constant_states",
            "eliminate_common",
+           "eliminate_constant_states",
            "eliminate_dead_code",
            "flatten",
            "fold",

@@ -1,0 +1,78 @@
+"""States that never leave their start value, replaced by it.
+
+A state that starts at 0 (or 1) and that the step keeps at that number, whatever the other inputs,
+is that number at every step (by induction): it is set to it, handed back as it came, or mapped
+to it from it by constant folding (``v = sign(v)``, ``v = v * v``; two states each kept by the
+other count too). Such states appear in searched programs (a mutation turned ``m = interp(g, m,
+0.9)`` into ``m = sign(m)``), and without this pass a program reading one keeps a state it does
+not need, and cannot be proved equal to the program without it.
+
+Folding is exact (IEEE values, the sign of a zero included), so the result computes what the
+program computes, bit for bit.
+
+Example:
+    >>> from optdsl import parse, to_source
+    >>> p = parse('''
+    ... def f(w, g, m, v, lr):
+    ...     m = interp(g * interp(g, v, 0.7), m, 0.9)
+    ...     v = sign(v)
+    ...     return lr * g / sqrt(m), m, v
+    ... ''')
+    >>> print(to_source(eliminate_constant_states(p)), end="")
+    def f(w, g, m, lr):
+        m = interp(g * interp(g, 0, 0.7), m, 0.9)
+        return lr * g / sqrt(m), m
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from ..ir import START_VALUES, Const, Program, substitute
+from .deadcode import eliminate_dead_code
+from .fold import fold
+
+
+def constant_states(program: Program, values: dict[str, float] | None = None) -> dict[str, float]:
+    """The states of ``program`` (hyperparameters bound to ``values``) that stay at their start
+    value at every step, with that value: the largest such set, found by dropping from every state
+    that starts at a number those whose new value does not fold back to it, until none is dropped.
+    A ``keep`` state is never among them (its value is handed out, so it stays).
+
+    Example:
+        >>> from optdsl import parse
+        >>> p = parse("def f(w, g, m, v, lr, b=0.9):\\n    v = b * v\\n    return lr * g, m, v\\n")
+        >>> constant_states(p), constant_states(p, {"b": 0.9})
+        ({'m': 0.0}, {'m': 0.0, 'v': 0.0})
+    """
+    fixed = {s.name: START_VALUES[s.init] for s in program.states if s.init in START_VALUES and not s.keep}
+    while fixed:
+        new_states = fold(program, values={**(values or {}), **fixed}).new_states
+        kept = {s.name: fixed[s.name] for s, e in zip(program.states, new_states)
+                if s.name in fixed and e == Const(fixed[s.name])}
+        if kept == fixed:
+            return fixed
+        fixed = kept
+    return {}
+
+
+def eliminate_constant_states(program: Program, values: dict[str, float] | None = None) -> Program:
+    """``program`` with each state of :func:`constant_states` gone, its reads (before the step
+    sets it) taking its value, and the statements that only fed it gone too; ``program`` itself
+    when there is none. Hyperparameters stay (bound to ``values`` only to decide which states stay
+    constant)."""
+    fixed = constant_states(program, values)
+    if not fixed:
+        return program
+    keep = [i for i, s in enumerate(program.states) if s.name not in fixed]
+    reads = {name: Const(value) for name, value in fixed.items()}
+    body = []
+    for a in program.body:
+        body.append(replace(a, expr=substitute(a.expr, reads)))
+        reads.pop(a.target, None)  # later reads of the name read what the body set
+    new_states = [substitute(program.new_states[i], reads) for i in keep]
+    return eliminate_dead_code(program.with_body(body, update=substitute(program.update, reads),
+                                                 new_states=new_states, states=tuple(program.states[i] for i in keep)))
+
+
+__all__ = ["constant_states", "eliminate_constant_states"]
