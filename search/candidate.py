@@ -1,7 +1,9 @@
 """What the search learns about a child before evaluating it: its live part and its cache keys.
 
-Dead statements (and dead states) are dropped (:func:`optdsl.passes.eliminate_dead_code`); the
-structural hash (:func:`optdsl.canonical.structural_hash`) is equal for programs that differ only
+Dead statements (and dead states) are dropped (:func:`optdsl.passes.eliminate_dead_code`), and so
+are states that stay at their start value (:func:`optdsl.passes.eliminate_constant_states`: a
+child whose ``m = sign(m)`` keeps m at 0 needs no memory for it, and computes what the same
+program reading 0 computes); the structural hash (:func:`optdsl.canonical.structural_hash`) is equal for programs that differ only
 by names or the order of independent statements; the fingerprint
 (:func:`optdsl.fingerprint.fingerprint`, scale-free) is equal for programs that compute the same
 updates on fixed inputs up to a constant factor, rounded to :data:`FINGERPRINT_DIGITS` significant
@@ -30,12 +32,26 @@ from optdsl.errors import DslError
 from optdsl.fingerprint import fingerprint, step_scale
 from optdsl.ir import Program
 from optdsl.parser import parse
-from optdsl.passes import eliminate_dead_code
+from optdsl.passes import eliminate_constant_states, eliminate_dead_code
 from optdsl.printer import to_source
 
 #: Significant digits of the functional cache key: updates that agree to 4 digits over the
 #: fingerprint's steps train the proxies indistinguishably (their scores differ by noise).
 FINGERPRINT_DIGITS = 4
+
+
+def live_part(program: Program) -> Program:
+    """``program`` without dead code and without states that stay at their start value: what
+    the search keys and counts (it trains the program itself: the same values).
+
+    Example:
+        >>> from optdsl import parse
+        >>> p = parse("def train(w, g, m, v, lr):\\n    v = sign(v)\\n    m = interp(g, m, 0.9)\\n"
+        ...           "    return lr * (m + v), m, v\\n")
+        >>> live_part(p).state_names
+        ('m',)
+    """
+    return eliminate_constant_states(eliminate_dead_code(program))
 
 
 def describe(program: Program, known: dict | None = None) -> dict:
@@ -58,7 +74,7 @@ def describe(program: Program, known: dict | None = None) -> dict:
             return lr * g
     """
     known = known or {}
-    live = known.get("live") or eliminate_dead_code(program)
+    live = known.get("live") or live_part(program)
     fp = known.get("fingerprint")
     if fp is None:
         with np.errstate(all="ignore"):  # a candidate's nan/inf updates are a fact, not a warning
@@ -173,7 +189,7 @@ class Seen:
 
     def describe(self, program: Program) -> tuple[dict, dict | None]:
         """:func:`describe` of ``program`` and the scored row it duplicates (``None`` if new)."""
-        live = eliminate_dead_code(program)
+        live = live_part(program)
         live_source = to_source(live)
         hit = self.by_live.get(live_source)
         if hit is not None:

@@ -3,9 +3,9 @@
 A state that starts at 0 (or 1) and that the step keeps at that number, whatever the other inputs,
 is that number at every step (by induction): it is set to it, handed back as it came, or mapped
 to it from it by constant folding (``v = sign(v)``, ``v = v * v``; two states each kept by the
-other count too). Such states appear in searched programs (a mutation turned ``m = interp(g, m,
-0.9)`` into ``m = sign(m)``), and without this pass a program reading one keeps a state it does
-not need, and cannot be proved equal to the program without it.
+other count too). Such states appear in searched programs (a 10-minute search's winner handed
+back ``sign(m)`` as its new ``m``), and without this pass a program reading one keeps a state it
+does not need, and cannot be proved equal to the program without it.
 
 Folding is exact (IEEE values, the sign of a zero included), so the result computes what the
 program computes, bit for bit.
@@ -30,7 +30,7 @@ from dataclasses import replace
 
 from ..ir import START_VALUES, Const, Program, substitute
 from .deadcode import eliminate_dead_code
-from .fold import fold
+from .fold import fold, fold_expr
 
 
 def constant_states(program: Program, values: dict[str, float] | None = None) -> dict[str, float]:
@@ -58,8 +58,8 @@ def constant_states(program: Program, values: dict[str, float] | None = None) ->
 
 def eliminate_constant_states(program: Program, values: dict[str, float] | None = None) -> Program:
     """``program`` with each state of :func:`constant_states` gone, its reads (before the step
-    sets it) taking its value, and the statements that only fed it gone too; ``program`` itself
-    when there is none. Hyperparameters stay (bound to ``values`` only to decide which states stay
+    sets it) taking its value, what folds to a number with it folded and read on, and the
+    statements that only fed it gone too; ``program`` itself when there is none. Hyperparameters stay (bound to ``values`` only to decide which states stay
     constant)."""
     fixed = constant_states(program, values)
     if not fixed:
@@ -68,8 +68,15 @@ def eliminate_constant_states(program: Program, values: dict[str, float] | None 
     reads = {name: Const(value) for name, value in fixed.items()}
     body = []
     for a in program.body:
-        body.append(replace(a, expr=substitute(a.expr, reads)))
-        reads.pop(a.target, None)  # later reads of the name read what the body set
+        expr = substitute(a.expr, reads)
+        if expr != a.expr:  # it read one of those numbers: fold it (``k = sign(0)`` is ``k = 0``)
+            expr = fold_expr(expr)
+        body.append(replace(a, expr=expr))
+        # later reads of the name read what the body set: a number read on, else the name
+        if isinstance(expr, Const) and expr != a.expr:
+            reads[a.target] = expr
+        else:
+            reads.pop(a.target, None)
     new_states = [substitute(program.new_states[i], reads) for i in keep]
     return eliminate_dead_code(program.with_body(body, update=substitute(program.update, reads),
                                                  new_states=new_states, states=tuple(program.states[i] for i in keep)))

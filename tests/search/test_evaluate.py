@@ -545,6 +545,20 @@ def test_seen_finds_a_duplicate_by_live_source_hash_or_fingerprint_with_describe
     assert seen.describe(other)[1] is None
 
 
+def test_a_state_kept_at_its_start_value_is_no_memory_and_shares_the_keys():
+    # as in a 10-minute winner: k = sign(k) keeps k at 0, so the average is of 0.257 g^2
+    kept = parse("def train(w, g, m, k, lr):\n    k = sign(k)\n"
+                 "    m = interp(g * interp(g, k, 0.743), m, 0.9)\n    return lr * m, m, k\n")
+    plain = parse("def train(w, g, m, lr):\n    m = interp(g * interp(g, 0, 0.743), m, 0.9)\n"
+                  "    return lr * m, m\n")
+    a, b = describe(kept), describe(plain)
+    assert a["memory"] == b["memory"] == 1.0 and a["n_live"] == b["n_live"] == 1
+    assert a["live_source"] == b["live_source"] and a["structural_hash"] == b["structural_hash"]
+    seen = Seen()
+    seen.add({**b, "id": 1})
+    assert seen.describe(kept)[1]["id"] == 1
+
+
 def test_mutants_keys_are_those_of_their_live_part():
     """The cache keys come from the live part alone, which is what makes a child differing only
     in dead code a cheap hit; its canonical form is the whole program's."""
