@@ -105,7 +105,7 @@ from .parser import parse
 from .passes import eliminate_constant_states, eliminate_dead_code, fold
 from .printer import to_source
 from .simplify import _best, _within_time, inline_single_use, op_count, simplify
-from .symbolic import from_sympy, nonnegative_states, number, to_sympy, uniform_names
+from .symbolic import from_sympy, nonnegative_states, number, step_signs, to_sympy, uniform_names
 from .typecheck import input_kinds, validate
 
 #: Programs with more ops than this (after dead-code removal) are not inlined into sympy.
@@ -413,6 +413,7 @@ def _symbolic(base: Program, tuned: sympy.Expr | None) -> tuple[Program, sympy.E
     scale, inner = split if split is not None else (None, update)
     if tuned is not None and split is not None:  # other reads of lr see the tuned value
         inner, *news = [o.xreplace({lr: tuned}) for o in (inner, *news)]
+    inner, *news = map(step_signs, (inner, *news))  # the folding splits cube roots again
     # Each stand-in for a new state value reads back as a placeholder name, put in place below.
     used = names_in(base)
     placeholders = {fresh_name(f"{d.name}_new", used): d for d in stand_in}

@@ -329,6 +329,28 @@ def step_powers(expr: sympy.Expr) -> sympy.Expr:
                         and e.base != 1 and e.exp.has(step) and (e.exp / step).is_Rational, positive_part)
 
 
+def step_signs(expr: sympy.Expr) -> sympy.Expr:
+    """``expr`` with each ``sign(x)`` of an ``x`` in the step count alone whose sign
+    :func:`step_powers` shows (the same at every step >= 1) as that number: sympy splits
+    ``cbrt(v / (1 - 0.999 ** step))`` into ``sign(1 / (0.999 ** step - 1))`` times a root, and
+    cannot tell that the sign is -1 (the reader drops the root's ``|1 - 0.999 ** step|`` likewise).
+
+    Example:
+        >>> step_signs(sympy.sign(1 / (sympy.Rational(999, 1000) ** symbol("step") - 1)))
+        -1
+    """
+    return expr.replace(lambda e: isinstance(e, sympy.sign) and _step_sign(e.args[0]) is not None,
+                        lambda e: sympy.Integer(_step_sign(e.args[0])))
+
+
+def _step_sign(x: sympy.Expr) -> int | None:
+    """1 or -1 where ``x`` is in the step count alone and :func:`step_powers` shows its sign."""
+    if x.free_symbols != {symbol("step")}:
+        return None
+    x = sympy.together(step_powers(x))
+    return 1 if x.is_positive else -1 if x.is_negative else None
+
+
 def _cube_roots(factors: list) -> tuple[list, tuple[list, list]]:
     """The cube roots among a product's ``factors``, as the language's ``cbrt`` reads them: the
     op table spells ``cbrt(x)`` as ``sign(x) * |x| ** (1/3)``, and sympy splits that over a
@@ -460,7 +482,8 @@ class _Reader:
                 return _call("log1p", self.abs_arg(rest, "log1p"))
             return _call("log", self.abs_arg(e.args[0], "log"))
         if isinstance(e, sympy.Abs):
-            return _call("abs", self.read(_positive_factors(e.args[0])))
+            arg = _positive_factors(e.args[0])  # |1 - 0.999 ** step| is positive: no abs
+            return self.read(arg) if _step_sign(arg) == 1 else _call("abs", self.read(arg))
         if (clipped := _clip(e)) is not None:
             return _call("clip", self.read(clipped[0]), self.read(clipped[1]))
         if isinstance(e, (sympy.Max, sympy.Min)):

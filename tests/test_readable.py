@@ -506,3 +506,15 @@ def test_a_state_kept_at_zero_goes_and_a_scaled_average_reads_as_an_interp():
 def test_a_decaying_sum_reads_as_an_interp_where_that_is_shorter(body, shown):
     raw = parse(f"def train(w, g, v, lr):\n{body}    return lr * g / sqrt(v + 1e-8), v\n")
     assert shown in readable(raw, lr=0.1).source
+
+
+def test_a_cube_root_over_a_bias_correction_keeps_its_sign_known():
+    # the README job's seed 1 winner at ad2f23c: sympy split cbrt(v / (1 - 0.999 ** step)) into
+    # -sign(1 / (0.999 ** step - 1)) cbrt(v / |0.999 ** step - 1|), three ops more, so the
+    # statement-by-statement form won, its 1 / 0.6318 left out of the lr
+    raw = parse("def train(w, g, v, step, lr):\n    v = interp(g * g, v, 0.5754)\n    m_hat = g / 0.6318\n"
+                "    v_hat = v / (1 - 0.999 ** step)\n"
+                "    update = lr * 0.8466 * (m_hat / (cbrt(v_hat) + 1.654e-08) + 0.01 * w)\n    return update, v\n")
+    r = readable(raw, lr=1.08)
+    assert "update = lr * (g / (cbrt(v / (1 - 0.999 ** step)) + 1.654e-08) + 0.006318 * w)" in r.source
+    assert r.equality.startswith("exact")
