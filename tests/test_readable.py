@@ -514,7 +514,8 @@ def test_a_cube_root_over_a_bias_correction_keeps_its_sign_known():
     # statement-by-statement form won, its 1 / 0.6318 left out of the lr
     raw = parse("def train(w, g, v, step, lr):\n    v = interp(g * g, v, 0.5754)\n    m_hat = g / 0.6318\n"
                 "    v_hat = v / (1 - 0.999 ** step)\n"
-                "    update = lr * 0.8466 * (m_hat / (cbrt(v_hat) + 1.654e-08) + 0.01 * w)\n    return update, v\n")
+                "    update = lr * 0.8466 * (m_hat / (cbrt(v_hat) + 1.654e-08) + 0.01 * w)\n"
+                "    return update, v\n")
     r = readable(raw, lr=1.08)
     assert "update = lr * (g / (cbrt(v / (1 - 0.999 ** step)) + 1.654e-08) + 0.006318 * w)" in r.source
     assert r.equality.startswith("exact")
