@@ -576,7 +576,7 @@ class _Reader:
         for cx, x in terms:
             for cy, y in terms:
                 if (y in self.states and x != 1 and x is not y and cx.is_number and cy.is_number
-                        and 0 < cx != 1 and 0 < cy < 1):
+                        and cx.is_positive and cx != 1 and cy.is_positive and bool(cy < 1)):
                     return (cx, x), (cy, y)
         return None
 

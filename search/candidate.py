@@ -1,10 +1,10 @@
 """What the search learns about a child before evaluating it: its live part and its cache keys.
 
 Dead statements (and dead states) are dropped (:func:`optdsl.passes.eliminate_dead_code`), and so
-are states that stay at their start value (:func:`optdsl.passes.eliminate_constant_states`: a
-child whose ``m = sign(m)`` keeps m at 0 needs no memory for it, and computes what the same
-program reading 0 computes); the structural hash (:func:`optdsl.canonical.structural_hash`) is equal for programs that differ only
-by names or the order of independent statements; the fingerprint
+are states that stay at their start value (:func:`optdsl.passes.eliminate_constant_states`: a child
+whose ``m = sign(m)`` keeps m at 0 needs no memory for it, and computes what the same program
+reading 0 computes); the structural hash (:func:`optdsl.canonical.structural_hash`) is equal for
+programs that differ only by names or the order of independent statements; the fingerprint
 (:func:`optdsl.fingerprint.fingerprint`, scale-free) is equal for programs that compute the same
 updates on fixed inputs up to a constant factor, rounded to :data:`FINGERPRINT_DIGITS` significant
 digits, so near-duplicates (a constant changed in its fourth digit, ``eps`` 1e-8 vs 2e-8) and

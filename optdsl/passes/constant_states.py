@@ -59,8 +59,8 @@ def constant_states(program: Program, values: dict[str, float] | None = None) ->
 def eliminate_constant_states(program: Program, values: dict[str, float] | None = None) -> Program:
     """``program`` with each state of :func:`constant_states` gone, its reads (before the step
     sets it) taking its value, what folds to a number with it folded and read on, and the
-    statements that only fed it gone too; ``program`` itself when there is none. Hyperparameters stay (bound to ``values`` only to decide which states stay
-    constant)."""
+    statements that only fed it gone too; ``program`` itself when there is none. Hyperparameters
+    stay (bound to ``values`` only to decide which states stay constant)."""
     fixed = constant_states(program, values)
     if not fixed:
         return program
@@ -78,8 +78,9 @@ def eliminate_constant_states(program: Program, values: dict[str, float] | None 
         else:
             reads.pop(a.target, None)
     new_states = [substitute(program.new_states[i], reads) for i in keep]
+    states = tuple(program.states[i] for i in keep)
     return eliminate_dead_code(program.with_body(body, update=substitute(program.update, reads),
-                                                 new_states=new_states, states=tuple(program.states[i] for i in keep)))
+                                                 new_states=new_states, states=states))
 
 
 __all__ = ["constant_states", "eliminate_constant_states"]
