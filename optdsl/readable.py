@@ -283,13 +283,14 @@ def _plain(base: Program, tuned: sympy.Expr | None) -> tuple[Program, sympy.Expr
 
 
 def _as_line(call: Call) -> Expr:
-    """``interp(x, c, a)`` with a number ``c`` and a weight ``a`` outside [0, 1] as the line it
-    is, ``(1 - a) x + a c``: no average, so ``interp(sqrt(v), 4.675e-08, -0.4453)`` reads
-    ``1.4453 * sqrt(v) - 2.0817775e-08``."""
+    """``interp(x, c, a)`` with a number ``c`` and a weight ``a`` outside [0, 1], or ``c = 0``,
+    as the line it is, ``(1 - a) x + a c``: no average, so ``interp(sqrt(v), 4.675e-08, -0.4453)``
+    reads ``1.4453 * sqrt(v) - 2.0817775e-08`` and ``interp(g, 0, 0.743)`` (a state kept at 0)
+    ``0.257 * g``."""
     if call.op != "interp" or not all(isinstance(e, Const) for e in call.args[1:]):
         return call
     c, a = (number(e.value) for e in call.args[1:])
-    if 0 <= a <= 1:
+    if 0 <= a <= 1 and c != 0:
         return call
     x, k = call.args[0], 1 - a
     if isinstance(x, Call) and x.op == "mul" and any(isinstance(e, Const) for e in x.args):
@@ -298,6 +299,8 @@ def _as_line(call: Call) -> Expr:
     if number(float(k)) != k or number(float(a * c)) != a * c:
         return call  # the numbers would be rounded: the form would no longer be exactly equal
     line, offset = Call("mul", (Const(float(k)), x)), float(a * c)
+    if offset == 0:
+        return line
     return Call("sub", (line, Const(-offset))) if offset < 0 else Call("add", (line, Const(offset)))
 
 

@@ -200,6 +200,10 @@ def test_an_interp_of_a_number_with_a_weight_outside_0_1_reads_as_a_line():
     assert _as_line(average) is average
     rounded = Call("interp", (Var("g"), Const(0.1234567891), Const(-1.234567891)))  # a product of 20 digits
     assert _as_line(rounded) is rounded
+    # towards 0 (a state kept at 0 read by an average) any weight gives a line, with no `+ 0`
+    towards_0 = lambda a: _as_line(Call("interp", (Var("g"), Const(0.0), Const(a))))
+    assert towards_0(0.743) == Call("mul", (Const(0.257), Var("g")))
+    assert towards_0(-1.253) == Call("mul", (Const(2.253), Var("g")))
 
 
 def test_the_lr_scale_is_folded_only_where_every_read_is_lr_times_one_constant():
@@ -223,9 +227,9 @@ def train(w, g, m, v, lr):
 """)
     r = readable(raw, lr=0.02)
     assert [s.name for s in r.program.states] == ["v"] and "m = 0" not in r.source
-    # sympy's `u - u = 0` holds for finite u: equal by testing, and shown with (2.253^2 = 5.076009)
-    # rounded, within rtol 1e-3
-    assert r.equality.startswith("tested") and "5.076 * square(g)" in r.source
+    # sympy's `u - u = 0` holds for finite u: equal by testing; t = interp(g, 0, -1.253) is the
+    # line 2.253 g (it printed `2.253 * g + 0`)
+    assert r.equality.startswith("tested") and "    g = 2.253 * g\n" in r.source
     (a, values_a), (b, values_b) = bound(raw, {"lr": 0.02}), bound(r.program, None)
     assert trajectories(a, b, values_a, values_b, steps=20, trials=3, seed=0, rtol=1e-3).difference is None
 
