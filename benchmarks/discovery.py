@@ -47,6 +47,7 @@ from search.evaluate import SCHEDULES
 from search.evolution import SearchConfig
 from search.export import exported_program, simplest
 from search.family import lion_family
+from search.report import totals
 from search.selection import winner
 from search.store import Store
 
@@ -201,21 +202,18 @@ def run_search(seed: int, budget: str, workers: int, folder: str, reuse: bool = 
     with open(timing) as f:
         wall = json.load(f)["wall_s"]
     store = Store(db)
-    rows = store.all()
-    evaluated = [r for r in rows if r["status"] != "cached"]
-    trained = [r for r in evaluated if r["status"] != "guard"]  # a guard's refusal trains nothing
-    statements = sum(r["n_statements"] or 0 for r in rows)
-    live = sum(r["n_live"] or 0 for r in rows)
+    t = totals(store)
+    trained = t["evaluated"] - store.by_status().get("guard", {}).get("rows", 0)  # a refusal trains nothing
     best = winner(store)
     program = exported_program(best)
-    out = {"seed": seed, "wall_s": wall, "evaluated": len(evaluated), "evals_per_s": len(evaluated) / wall,
-           "trained_per_s": len(trained) / wall,
-           "cache_hit_rate": 1 - len(evaluated) / max(len(rows), 1), "redundant": 1 - live / max(statements, 1),
+    out = {"seed": seed, "wall_s": wall, "evaluated": t["evaluated"], "evals_per_s": t["evaluated"] / wall,
+           "trained_per_s": trained / wall, "cache_hit_rate": t["cache_hit_rate"],
+           "redundant": t["redundant_fraction"],
            "winner_id": best["id"], "proxy": best["fitness"], "held_out": best["meta_fitness"],
            "proxy_tasks": best["task_score"], "held_out_tasks": best["meta_task_score"] or {},
            "source": to_source(program)}
     out["lion_family"] = lion_family(program)
-    out["lion_scored"], best_lion = lion_family_scored(rows)
+    out["lion_scored"], best_lion = lion_family_scored(store.originals())
     out["lion_best"] = best_lion and {"id": best_lion["id"], "proxy": best_lion["fitness"],
                                       "held_out": best_lion["meta_fitness"]}
     store.close()

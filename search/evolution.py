@@ -155,9 +155,8 @@ class Search:
             ({**r, "program": parse(r["source"], "<store>")} for r in store.recent(config.population)),
             maxlen=config.population)
         self.seen = Seen()
-        for r in store.all():
-            if r["cached_from"] is None:
-                self.seen.add(r)
+        for r in store.originals():  # a cache hit is neither a key of its own nor a better score
+            self.seen.add(r)
             if r["fitness"] is not None and r["status"] == "ok" and r["fitness"] > self.stats.best_fitness:
                 self.stats.best_fitness, self.stats.best_id = r["fitness"], r["id"]
         self.best_at = 0  # evaluation count at the last improvement

@@ -15,7 +15,6 @@ Example::
 from __future__ import annotations
 
 import os
-from collections import Counter
 
 from rich.console import Console
 from rich.table import Table
@@ -60,17 +59,18 @@ def totals(store: Store) -> dict:
         >>> t["evaluated"], t["failed"], round(t["cache_hit_rate"], 3)
         (2, '1 failed: 1 diverged', 0.333)
     """
-    rows = store.all()
-    evaluated = [r for r in rows if r["status"] != "cached"]
-    cached = len(rows) - len(evaluated)
-    stmts = sum(r["n_statements"] for r in rows)
-    live = sum(r["n_live"] for r in rows)
-    return {"rows": len(rows), "evaluated": len(evaluated), "cached": cached,
-            "failed": failures(Counter(r["status"] for r in evaluated)),
-            "hurdled": sum(r["status"] == "hurdle" for r in evaluated),
-            "cache_hit_rate": cached / len(rows) if rows else 0.0,
+    counts = store.by_status()  # by SQLite: a long search's rows need not be read (hundreds of MB)
+    rows = sum(c["rows"] for c in counts.values())
+    evaluated = {s: c for s, c in counts.items() if s != "cached"}
+    cached = rows - sum(c["rows"] for c in evaluated.values())
+    stmts = sum(c["n_statements"] for c in counts.values())
+    live = sum(c["n_live"] for c in counts.values())
+    return {"rows": rows, "evaluated": rows - cached, "cached": cached,
+            "failed": failures({s: c["rows"] for s, c in evaluated.items()}),
+            "hurdled": evaluated.get("hurdle", {}).get("rows", 0),
+            "cache_hit_rate": cached / rows if rows else 0.0,
             "redundant_fraction": 1 - live / stmts if stmts else 0.0,
-            "eval_seconds": sum(r["eval_seconds"] or 0 for r in evaluated)}
+            "eval_seconds": sum(c["eval_seconds"] for c in evaluated.values())}
 
 
 #: The plots' PNG text chunk, which :func:`codegen.generated.written_by_optdsl` reads: a later
@@ -94,7 +94,7 @@ def plot(store: Store, outdir: str) -> list[str]:
     paths = [os.path.join(outdir, name) for name in ("best_fitness.png", "pareto_front.png")]
     for path in paths:  # a file of the user's by that name is refused before either is written
         replaceable_path(path, hint="move it away, or write the plots into another folder")
-    rows = [r for r in store.all() if r["status"] != "cached"]
+    rows = store.originals()
     xs, ys, best, running = [], [], [], float("-inf")
     for i, r in enumerate(rows, 1):
         if r["fitness"] is not None:

@@ -245,3 +245,26 @@ def test_the_best_rows_are_read_as_far_as_needed_and_each_source_parsed_once(mon
     assert len(parsed) == 3
     assert [r["fitness"] for r in store.top(5)] == [0.299, 0.298, 0.297, 0.296, 0.295]
     assert len(parsed) == 5
+
+
+def test_totals_are_counted_by_sqlite_and_cache_hits_are_not_read_for_them():
+    # a 10-minute search's 96,000 rows (86,000 cache hits, 212 MB) took `report` 7 s and 743 MB
+    from optdsl import load
+    from search.candidate import describe
+    from search.report import totals
+
+    store = Store(":memory:")
+    info = describe(load("sgd"))
+    first = store.add(**info, status="ok", fitness=0.1, eval_seconds=2.0)
+    for status in ("guard", "hurdle", "diverged", "ok"):
+        store.add(**info, status=status, eval_seconds=1.0)
+    for _ in range(5):
+        store.add(**info, status="cached", cached_from=first)
+    rows = store.all()
+    assert [r["id"] for r in store.originals()] == [r["id"] for r in rows if r["cached_from"] is None]
+    t = totals(store)
+    assert (t["rows"], t["evaluated"], t["cached"], t["hurdled"]) == (10, 5, 5, 1)
+    assert t["failed"] == "2 failed: 1 refused by the guards, 1 diverged"
+    assert t["eval_seconds"] == 6.0 and t["cache_hit_rate"] == 0.5
+    statements = sum(r["n_statements"] for r in rows)
+    assert t["redundant_fraction"] == 1 - sum(r["n_live"] for r in rows) / statements
