@@ -397,7 +397,7 @@ class Store:
 
     def originals(self) -> list[dict]:
         """Every readable row that is not a cache hit, in id order: a 10-minute search's 96,000 rows
-        hold some 10,000 of them, and decoding them all took seconds and gigabytes where only these
+        hold some 10,000 of them, and decoding them all took seconds and hundreds of MB where only these
         are needed."""
         rows = self._query("SELECT * FROM programs WHERE cached_from IS NULL ORDER BY id")
         return [d for d in map(self._decode, rows) if d is not None]
