@@ -26,11 +26,9 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import replace
-
-from ..ir import START_VALUES, Const, Program, substitute
+from ..ir import START_VALUES, Const, Program
 from .deadcode import eliminate_dead_code
-from .fold import fold, fold_expr
+from .fold import fold
 
 
 def constant_states(program: Program, values: dict[str, float] | None = None) -> dict[str, float]:
@@ -57,30 +55,18 @@ def constant_states(program: Program, values: dict[str, float] | None = None) ->
 
 
 def eliminate_constant_states(program: Program, values: dict[str, float] | None = None) -> Program:
-    """``program`` with each state of :func:`constant_states` gone, its reads (before the step
-    sets it) taking its value, what folds to a number with it folded and read on, and the
-    statements that only fed it gone too; ``program`` itself when there is none. Hyperparameters
-    stay (bound to ``values`` only to decide which states stay constant)."""
+    """``program`` with each state of :func:`constant_states` gone: folded with those states at
+    their values (:func:`~optdsl.passes.fold`: reads before the step sets them take the numbers,
+    ``k = sign(0)`` is ``k = 0`` and read on), and the statements that only fed them gone too;
+    ``program`` itself when there is none. Hyperparameters stay (bound to ``values`` only to decide
+    which states stay constant)."""
     fixed = constant_states(program, values)
     if not fixed:
         return program
+    folded = fold(program, values=fixed)
     keep = [i for i, s in enumerate(program.states) if s.name not in fixed]
-    reads = {name: Const(value) for name, value in fixed.items()}
-    body = []
-    for a in program.body:
-        expr = substitute(a.expr, reads)
-        if expr != a.expr:  # it read one of those numbers: fold it (``k = sign(0)`` is ``k = 0``)
-            expr = fold_expr(expr)
-        body.append(replace(a, expr=expr))
-        # later reads of the name read what the body set: a number read on, else the name
-        if isinstance(expr, Const) and expr != a.expr:
-            reads[a.target] = expr
-        else:
-            reads.pop(a.target, None)
-    new_states = [substitute(program.new_states[i], reads) for i in keep]
-    states = tuple(program.states[i] for i in keep)
-    return eliminate_dead_code(program.with_body(body, update=substitute(program.update, reads),
-                                                 new_states=new_states, states=states))
+    return eliminate_dead_code(folded.with_body(folded.body, new_states=[folded.new_states[i] for i in keep],
+                                                states=tuple(program.states[i] for i in keep)))
 
 
 __all__ = ["constant_states", "eliminate_constant_states"]
