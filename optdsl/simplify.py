@@ -52,7 +52,6 @@ from .symbolic import (
     expr_to_sympy,
     from_sympy,
     sign_rewrite,
-    step_signs,
     symbol,
     to_sympy,
     uniform_names,
@@ -142,7 +141,6 @@ def _within_time(make):
 
 
 def _candidates(expr: sympy.Expr) -> list[sympy.Expr]:
-    expr = step_signs(expr)  # exact: the sign is the same at every step
     out = [expr]
     size = sympy.count_ops(expr)
     if size <= EXPAND_LIMIT:
