@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The discovery benchmark's searches at 64x the proxies' batch, three seeds at once on a lent GPU
 # machine (16 cores: 5 workers each), inside its 15 device minutes. On this CPU, 1x and 2x proxies
-# never made sign momentum win (docs/search.md); on an H200 signum scored +0.72..+0.77 at 64-256x.
+# never made sign momentum win (docs/search.md); on an H200 signum scored +0.72..+0.77 at 64-256x
+# against AdamW tuned on the short grid; against AdamW swept past it, signum (0.5) ties the
+# short-momentum Adam/RMSprop rules at 64x (+0.55 / +0.58, this CPU), so the family is a toss-up.
 #
 # Two calls of the device tool from the repository root (the machine's python3 holds torch, sympy,
 # rich; the repository runs from its folder, nothing is installed):
