@@ -117,9 +117,9 @@ def cmd_simplify(args) -> int:
             print("note: the simplified program and the input are " + "\n".join(filter(None, said)),
                   file=sys.stderr)
         return 0
-    from .readable import readable
+    from .readable import readable_within
 
-    result = readable(bind(program, values), args.lr)
+    result = readable_within(bind(program, values), args.lr)
     print(result.source, end="")
     print(f"# equal to the input: {result.equality}")
     if args.latex:

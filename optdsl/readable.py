@@ -106,6 +106,7 @@ from .passes import eliminate_constant_states, eliminate_dead_code, fold
 from .printer import to_source
 from .simplify import _best, _within_time, inline_single_use, op_count, simplify
 from .symbolic import from_sympy, nonnegative_states, number, step_signs, to_sympy, uniform_names
+from .time_limit import SymbolicTimeout, time_limit
 from .typecheck import input_kinds, validate
 
 #: Programs with more ops than this (after dead-code removal) are not inlined into sympy.
@@ -117,6 +118,8 @@ SHOWN_DIGITS = 4
 SHOWN_RTOL = 1e-3
 #: Names given to the states by their role (`_rename_states`); further states keep their own names.
 STATE_NAMES = ("m", "v")
+#: Seconds :func:`readable_within` gives the whole readable form before it shows the program as is.
+READABLE_SECONDS = 60
 
 
 @dataclass(frozen=True)
@@ -176,6 +179,25 @@ def readable(program: Program, lr: float | None = None) -> Readable:
     fallback = _with_lr(base, exact_tuned)
     return _shown(program, raw_values, fallback, compare(program, fallback, raw_values,
                                                          dict(fallback.hyper_defaults)))
+
+
+def readable_within(program: Program, lr: float | None = None, seconds: float | None = None) -> Readable:
+    """:func:`readable` within ``seconds`` (default :data:`READABLE_SECONDS`): past them, or where
+    the symbolic layer fails, the program with its dead code removed and ``lr`` as its default,
+    ``equality`` saying why it was not simplified. sympy's time grows with a program's inlined size
+    (a chain of ``u = u * u + u`` doubles it per line), so no caller may wait on it unbounded.
+
+    Example: ``readable_within(raw, lr=18.9, seconds=5).source``.
+    """
+    try:
+        with time_limit(READABLE_SECONDS if seconds is None else seconds):
+            return readable(program, lr)
+    except Exception as e:  # noqa: BLE001 - the symbolic layer is an improvement, never a requirement
+        live = eliminate_dead_code(program)
+        if lr is not None:
+            live = replace(live, hypers=(Hyper("lr", lr),) + tuple(h for h in live.hypers if h.name != "lr"))
+        why = str(e) if isinstance(e, SymbolicTimeout) else type(e).__name__
+        return Readable(live, to_source(live), "", f"exact (not simplified: {why})")
 
 
 def _forms(base: Program, tuned: sympy.Expr | None,

@@ -22,12 +22,10 @@ from dataclasses import replace
 import codegen
 from codegen.generated import replaceable_path, write_atomic
 from optdsl.errors import DslError
-from optdsl.ir import Hyper, Program
+from optdsl.ir import Program
 from optdsl.parser import parse
-from optdsl.passes import eliminate_dead_code
 from optdsl.printer import to_source
-from optdsl.readable import Readable, readable
-from optdsl.time_limit import SymbolicTimeout, time_limit
+from optdsl.readable import Readable, readable_within
 
 from .ablation import step
 from .selection import ranked, winner
@@ -66,15 +64,10 @@ def preferred_lr(row: dict) -> float:
     return float(f"{math.exp(sum(map(math.log, lrs)) / len(lrs)):.3g}") if lrs else 1.0
 
 
-#: Seconds the readable form of a winner may take (a few on the programs measured); past them it is
-#: shown with dead code removed only, so that a search's end, report and export never hang on sympy.
-READABLE_SECONDS = 60
-
-
 def simplest(row: dict) -> Readable:
     """The row's program in its readable form (:func:`optdsl.readable.readable`, the tuned lr
     folded into the ``lr`` default), or, should the symbolic layer fail or take longer than
-    :data:`READABLE_SECONDS`, with dead code removed and the tuned lr as the default (``equality``
+    :data:`optdsl.readable.READABLE_SECONDS`, with dead code removed and the tuned lr as the default (``equality``
     then says so).
 
     Example (the warm start, its ``lr * 0.001`` folded into the default lr 0.5 * 0.001):
@@ -89,16 +82,7 @@ def simplest(row: dict) -> Readable:
         >>> form.equality
         'exact'
     """
-    raw = parse(row["source"], "<store>")
-    lr = preferred_lr(row)
-    try:
-        with time_limit(READABLE_SECONDS):
-            return readable(raw, lr=lr)
-    except Exception as e:  # noqa: BLE001 - the symbolic layer is an improvement, never a requirement
-        live = eliminate_dead_code(raw)
-        live = replace(live, hypers=(Hyper("lr", lr),) + tuple(h for h in live.hypers if h.name != "lr"))
-        why = str(e) if isinstance(e, SymbolicTimeout) else type(e).__name__
-        return Readable(live, to_source(live), "", f"exact (not simplified: {why})")
+    return readable_within(parse(row["source"], "<store>"), preferred_lr(row))
 
 
 def exported_program(row: dict, database: str | None = None) -> Program:

@@ -9,6 +9,8 @@ import time
 import pytest
 
 from optdsl import equiv, parse, simplify
+from optdsl import readable as readable_module
+from optdsl.cli import main
 from optdsl.equiv import compare
 from optdsl.printer import to_source
 from optdsl.readable import readable
@@ -105,7 +107,20 @@ def test_a_proof_past_its_time_gives_way_to_testing(monkeypatch):
 
 def test_a_winner_whose_readable_form_runs_past_its_time_is_shown_without_it(monkeypatch):
     row = {"source": to_source(SIGN_MOMENTUM), "task_lr": {"mlp": 18.9}}
-    monkeypatch.setattr(export, "READABLE_SECONDS", 1e-4)
+    monkeypatch.setattr(readable_module, "READABLE_SECONDS", 1e-4)
     form = export.simplest(row)
     assert form.equality == "exact (not simplified: took more than 0.0001 s)"
     assert "lr=18.9" in form.source and "sign(t)" in form.source
+
+
+def test_simplify_readable_of_a_program_whose_inlined_size_doubles_per_line_ends(tmp_path, capsys, monkeypatch):
+    # Each `u = u * u + u` doubles the inlined expression: 40 lines never finished in sympy.
+    src = tmp_path / "doubling.py"
+    src.write_text("def f(w, g, m, lr=1e-3):\n    m = interp(g, m, 0.9)\n    u = m + g\n"
+                   + "    u = u * u + u\n" * 40 + "    return lr * sign(u), m\n")
+    monkeypatch.setattr(readable_module, "READABLE_SECONDS", 2)
+    start = time.monotonic()
+    assert main(["simplify", str(src), "--readable"]) == 0
+    out = capsys.readouterr().out
+    assert time.monotonic() - start < 30  # the limit, not sympy, ends it
+    assert out.count("u = u * u + u") == 40 and "# equal to the input: exact" in out  # shown as is
