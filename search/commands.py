@@ -15,6 +15,7 @@ import argparse
 import math
 import os
 import re
+import shlex
 
 from rich.console import Console
 
@@ -218,7 +219,9 @@ def cmd_search(args) -> int:
     _validate_args(args)
     console = Console()
     seconds = None if args.evals else parse_budget(args.budget)
-    if args.resume:
+    if args.resume is not None:
+        if not args.resume.strip():
+            raise DslError("--resume: empty path", hint="name the search database to go on with")
         if not os.path.exists(args.resume):
             raise DslError(f"--resume: no such search database: {args.resume}")
         db = args.resume
@@ -239,6 +242,8 @@ def cmd_search(args) -> int:
             raise
     else:
         db = args.db
+        if not db.strip():
+            raise DslError("--db: empty path", hint="e.g. --db search.sqlite")
         if os.path.isdir(db):
             raise DslError("is a folder; --db names the search's database file", db,
                            hint="e.g. --db search.sqlite")
@@ -267,10 +272,14 @@ def cmd_search(args) -> int:
             search = Search(store, config, executor, progress=show)
             search.run(evals=args.evals, seconds=seconds)
             show.live.update(summary_table(search, seconds, args.evals))
+        interrupted = search.interrupted
     except KeyboardInterrupt:
-        console.print("interrupted: every finished evaluation is in the database")
+        interrupted = True
     finally:
         executor.close()
+    if interrupted:
+        console.print(f"interrupted: every finished evaluation is in the database; go on with "
+                      f"optdsl search --resume {shlex.quote(db)}")
     best = write_best(store, _best_path(db))
     if best is None:
         console.print("no program scored yet")

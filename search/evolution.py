@@ -151,6 +151,7 @@ class Search:
             store.set_meta("config", asdict(config))
         self.rng = np.random.default_rng([config.seed, store.count()])
         self.stats = Stats()
+        self.interrupted = False  # a KeyboardInterrupt ended run() (its evaluations are all stored)
         self.population: deque[dict] = deque(
             ({**r, "program": parse(r["source"], "<store>")} for r in store.recent(config.population)),
             maxlen=config.population)
@@ -518,8 +519,8 @@ class Search:
             if self.simplify_grace is not None:  # None: the winner as the search left it
                 self._simplify_winner(time.monotonic() + self.simplify_grace)
         except KeyboardInterrupt:
-            pass  # every finished evaluation is already in the store
-        self.stats.stage = "done"
+            self.interrupted = True  # every finished evaluation is already in the store
+        self.stats.stage = "interrupted" if self.interrupted else "done"
         self._report()
         return winner(self.store)
 

@@ -195,6 +195,22 @@ def test_bad_init_is_refused_before_any_work(tmp_path, capsys):
     assert not (tmp_path / "x.sqlite").exists()
 
 
+def test_an_interrupted_search_says_how_to_go_on(tmp_path, monkeypatch, capsys):
+    # Search.run catches the interrupt itself (its rows are stored), so the CLI must ask it.
+    def interrupt(self, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Search, "_drain", interrupt)
+    monkeypatch.chdir(tmp_path)
+    assert main(["search", "--db", "s.sqlite", "--tasks", "quadratic", "--evals", "3", "--workers", "1"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "interrupted: every finished evaluation is in the database; go on with optdsl search --resume s.sqlite" in out
+    for flag in ("--resume", "--db"):  # an unset shell variable: not a new search in the current folder
+        assert main(["search", flag, "", "--evals", "1"]) == 2
+        assert f"{flag}: empty path" in capsys.readouterr().err
+    assert os.listdir(tmp_path) == ["s.sqlite"]  # interrupted before any score: nothing to write
+
+
 def test_sigkill_then_resume_keeps_every_finished_row(tmp_path):
     db = tmp_path / "k.sqlite"
     proc = subprocess.Popen([sys.executable, "-m", "optdsl.cli", "search", "--db", str(db), "--tasks", "quadratic",
