@@ -65,10 +65,10 @@ def preferred_lr(row: dict) -> float:
 
 
 def simplest(row: dict) -> Readable:
-    """The row's program in its readable form (:func:`optdsl.readable.readable`, the tuned lr
-    folded into the ``lr`` default), or, should the symbolic layer fail or take longer than
-    :data:`optdsl.readable.READABLE_SECONDS`, with dead code removed and the tuned lr as the default (``equality``
-    then says so).
+    """The row's program in its readable form (:func:`optdsl.readable.readable_within`, the
+    tuned lr folded into the ``lr`` default): should the symbolic layer fail or take longer than
+    :data:`optdsl.readable.READABLE_SECONDS`, with dead code removed and the tuned lr as the
+    default (``equality`` then says so).
 
     Example (the warm start, its ``lr * 0.001`` folded into the default lr 0.5 * 0.001):
         >>> from search.warm_start import adamw_program

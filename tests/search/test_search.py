@@ -204,7 +204,8 @@ def test_an_interrupted_search_says_how_to_go_on(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert main(["search", "--db", "s.sqlite", "--tasks", "quadratic", "--evals", "3", "--workers", "1"]) == 0
     out = " ".join(capsys.readouterr().out.split())
-    assert "interrupted: every finished evaluation is in the database; go on with optdsl search --resume s.sqlite" in out
+    assert ("interrupted: every finished evaluation is in the database; "
+            "go on with optdsl search --resume s.sqlite") in out
     for flag in ("--resume", "--db"):  # an unset shell variable: not a new search in the current folder
         assert main(["search", flag, "", "--evals", "1"]) == 2
         assert f"{flag}: empty path" in capsys.readouterr().err
