@@ -113,7 +113,7 @@ def test_a_winner_whose_readable_form_runs_past_its_time_is_shown_without_it(mon
     assert "lr=18.9" in form.source and "sign(t)" in form.source
 
 
-def test_simplify_readable_ends_on_a_program_whose_inlined_size_doubles_per_line(tmp_path, capsys, monkeypatch):
+def test_simplify_readable_ends_where_inlining_doubles_per_line(tmp_path, capsys, monkeypatch):
     # Each `u = u * u + u` doubles the inlined expression: 40 lines never finished in sympy.
     src = tmp_path / "doubling.py"
     src.write_text("def f(w, g, m, lr=1e-3):\n    m = interp(g, m, 0.9)\n    u = m + g\n"
