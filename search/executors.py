@@ -20,8 +20,10 @@ import multiprocessing as mp
 import os
 import queue
 import signal
+import threading
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 
 from .evaluate import run_job
 
@@ -38,6 +40,21 @@ def failure(job: dict, status: str, error: str) -> dict:
     """
     return {"id": job["id"], "status": status, "fitness": None, "error": error, "seconds": None,
             "task_score": {}, "task_loss": {}, "task_lr": {}}
+
+
+@contextmanager
+def _ctrl_c_ignored():
+    """Ignore SIGINT in this block (main thread only): a process spawned in it starts with Ctrl-C
+    ignored, as Python keeps an inherited SIG_IGN, so a Ctrl-C while it still imports torch
+    does not print its traceback; the worker ignores it from then on too (``_worker``)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _worker(index: int, inbox, outbox, target: Callable[[dict], dict]) -> None:
@@ -108,7 +125,8 @@ class LocalExecutor:
         else:
             target = _worker
         proc = self.ctx.Process(target=target, args=args, daemon=True)
-        proc.start()
+        with _ctrl_c_ignored():
+            proc.start()
         return {"proc": proc, "inbox": inbox, "job": None, "since": 0.0, "ready": False,
                 "spawned": time.monotonic()}
 

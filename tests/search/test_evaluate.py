@@ -1,4 +1,6 @@
 import math
+import os
+import signal
 import time
 
 import numpy as np
@@ -602,6 +604,18 @@ def test_endless_job_is_killed_and_the_executor_goes_on():
         ex.submit({"id": 2})
         (r,) = _collect(ex, 1)
         assert r == {"id": 2, "status": "ok"}
+    finally:
+        ex.close()
+
+
+def test_ctrl_c_during_a_workers_start_neither_kills_it_nor_prints_a_traceback():
+    # A terminal's Ctrl-C reaches the whole process group, workers still importing torch included.
+    ex = LocalExecutor(workers=1, timeout=30, target=hang)
+    try:
+        os.kill(ex.slots[0]["proc"].pid, signal.SIGINT)  # at once: the worker is still starting
+        ex.submit({"id": 7})
+        (r,) = _collect(ex, 1, limit=120)
+        assert r == {"id": 7, "status": "ok"} and ex.slots[0]["proc"].is_alive()
     finally:
         ex.close()
 
