@@ -123,7 +123,8 @@ def replaceable_winner(path: str, database: str) -> str:
     """:func:`replaceable_path`, refusing also a winner that another search wrote (DslError): the
     file names its database (:func:`exported_program`), and two searches in one folder, or exports
     of two databases into one, would otherwise replace each other's winners silently. Files that
-    name no database (a user's, an older optdsl's) are judged by :func:`replaceable_path` alone.
+    name no database (a user's, an older optdsl's) are judged by :func:`replaceable_path` alone; a
+    link is refused (its target is a file nobody named here).
 
     Example:
         >>> import tempfile
@@ -136,6 +137,9 @@ def replaceable_winner(path: str, database: str) -> str:
         Traceback (most recent call last):
         optdsl.errors.DslError: .../best_optimizer.py: holds the winner of another search (a.sqlite);...
     """
+    if os.path.islink(path):  # the user named the database or folder, never the file the link reaches
+        raise DslError(f"is a link to {os.readlink(path)}; writing the winner here would replace that file",
+                       path, hint="remove the link, or search or export into another folder")
     target = replaceable_path(path)
     try:
         with open(target, encoding="utf-8", errors="replace") as f:

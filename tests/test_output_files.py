@@ -152,6 +152,18 @@ def test_search_and_export_leave_a_users_files_alone(tmp_path, capsys):
     assert os.listdir(out) == [user.name] and user.read_text() == mine  # nothing written, nothing replaced
 
 
+def test_a_search_never_writes_its_winner_through_a_link(tmp_path, capsys):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    assert main(["compile", "lion", "-o", str(elsewhere / "lion_gen.py")]) == 0
+    generated = (elsewhere / "lion_gen.py").read_text()
+    (tmp_path / "best_optimizer.py").symlink_to(elsewhere / "lion_gen.py")
+    capsys.readouterr()
+    assert main(["search", "--db", str(tmp_path / "s.sqlite"), "--evals", "1"]) == 2
+    assert "best_optimizer.py: is a link to" in capsys.readouterr().err
+    assert (elsewhere / "lion_gen.py").read_text() == generated and not (tmp_path / "s.sqlite").exists()
+
+
 def test_a_winner_is_never_replaced_by_another_searchs(tmp_path, capsys):
     """best_optimizer.py and export's found_<id>.py name their database; a second search in the same
     folder, or an export of another database into the same folder, is refused and leaves them alone."""
