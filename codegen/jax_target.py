@@ -330,14 +330,16 @@ class _Module:
         probe = _probe(printer)
         tried = line(probe, outs)
         if max(len(x) for x in [*probe.flush(), tried]) + 4 <= LINE:
-            return printer.flush() + [line(printer, outs)]
+            last = line(printer, outs)  # (printed first: it may name temporaries, flushed before it)
+            return printer.flush() + [last]
         lines = []
         for i, e in enumerate(outs):
             if isinstance(e, Call):
                 lines += self._fitted(printer, f"_out{i}", e)
                 printer.bind(f"_out{i}", e)
                 outs[i] = Var(f"_out{i}")
-        return lines + printer.flush() + [line(printer, outs)]
+        last = line(printer, outs)
+        return lines + printer.flush() + [last]
 
     @staticmethod
     def _fitted(printer: JaxPrinter, target: str, expr: Expr, indent: int = 4) -> list[str]:
