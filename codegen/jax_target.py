@@ -53,6 +53,7 @@ from optdsl.typecheck import expr_kind, input_kinds, join
 from .generated import check_identifier, number
 from .layout import LINE, bracketed, function, hugging_call, wrap_comprehension
 from .runtime import functions as runtime_functions
+from .shape_python import plain_python
 
 # A state's shape for a parameter ``w`` (as :func:`optdsl.interpreter.state_shape`).
 STATE_SHAPE = {"full": "w.shape", "row": "w.shape[:-1]", "col": "w.shape[:-2] + w.shape[-1:]", "scalar": "()"}
@@ -121,8 +122,8 @@ class JaxPrinter(CodePrinter):
     def _print_Var(self, expr: Var) -> Code:
         return Code(expr.name if expr.name.startswith("_") else check_identifier(expr.name), ATOM)
 
-    def _print_dim(self, expr: Call) -> Code:
-        return self.fill(OPS["dim"].jax, [expr.args[0], Code(str(int(expr.args[1].value)), ATOM)])
+    def _print_dim(self, expr: Call) -> Code:  # a float, as the interpreter's shape arithmetic is float64
+        return self.fill(f"float({OPS['dim'].jax})", [expr.args[0], Code(str(int(expr.args[1].value)), ATOM)])
 
     def operands(self, expr: Call) -> list[Code]:
         """The printed arguments of ``expr``, row/col ones expanded to meet full ones, the first
@@ -173,7 +174,7 @@ class JaxPrinter(CodePrinter):
         if op.truth:
             return self.fill("jnp.where({0}, 1.0, 0.0)", [self.boolean(expr)])
         if op.shape == STATIC:
-            return self.fill(op.jax, expr.args)
+            return self.fill(f"float({op.jax})", expr.args)
         # operands come printed, so fill cannot see a call: one its template repeats (sign's) gets
         # a name here, or nesting would print 2**depth copies
         repeats = template_shape(op.jax)[2]
@@ -181,27 +182,17 @@ class JaxPrinter(CodePrinter):
                                   for a, t, n in zip(expr.args, self.operands(expr), repeats)])
 
 
-class ShapeTestPrinter(DslPrinter):
-    """Prints a static shape test as plain Python (``w.ndim >= 2``), evaluated while JAX traces.
-
-    Only Python's own operators, ``abs``, ``max`` and ``min`` may appear: anything jax.numpy
-    computes would be staged out by jit instead of deciding which code to trace. ``and`` and
-    ``or`` short-circuit as :func:`optdsl.passes.shape_value` does.
-    """
-
-    PYTHON = frozenset({"abs", "max", "min"})
-
-    def _print_Call(self, expr: Call) -> str:
-        op = OPS[expr.op]
-        if op.shape == STATIC:
-            return op.jax.format(*[self._print(a) for a in expr.args])
-        if op.name == "where":
-            c, a, b = (self._print(x) for x in expr.args)
-            return f"(({a}) if ({c}) else ({b}))"
-        if op.infix is None and op.name not in self.PYTHON:
-            raise DslError(f"the jax target cannot test {op.name}() of a shape while tracing",
-                           hint="write the shape test with + - * / // % ** comparisons, abs, max, min")
-        return super()._print_Call(expr)
+def shape_test(cond: Expr) -> tuple[list[str], str]:
+    """A shape test, run while JAX traces, as ``(lines computing it, the test)``: plain Python where
+    that is exact (``w.ndim >= 2``; :mod:`codegen.shape_python`), else jax.numpy evaluated at once
+    (the pick function runs under ``jax.ensure_compile_time_eval``), where ``1 / 0`` is inf and
+    ``2 ** 2000`` does not raise, in JAX's default precision."""
+    plain = plain_python(cond, "jax", test=True)
+    if plain is not None:
+        return [], plain
+    printer = JaxPrinter({"w": "full"})
+    text = printer.doprint(cond)
+    return printer.flush(), f"bool({text})"
 
 
 # --- the generated module ------------------------------------------------------------------------
@@ -365,11 +356,29 @@ class _Module:
         return lines + _Module._fitted(printer, target, cut, indent)
 
     def _variant_doc(self, v: int) -> str:
-        shown = " and ".join(f"``{ShapeTestPrinter().doprint(c)}``" if t else
-                             f"not ``{ShapeTestPrinter().doprint(c)}``" for c, t in self.paths[v])
+        tests = {c: plain_python(c, "jax", test=True) or DslPrinter().doprint(c) for c, _ in self.paths[v]}
+        shown = " and ".join(f"``{tests[c]}``" if t else f"not ``{tests[c]}``" for c, t in self.paths[v])
         return f"One leaf's step for parameters where {shown}."
 
     # --- dispatch and init -----------------------------------------------------------------------
+    def _dispatch(self, leaf) -> list[str]:
+        """:meth:`_tree_lines` of the whole tree, under ``jax.ensure_compile_time_eval`` where a test
+        computes with jax.numpy (so that its value is known while tracing)."""
+        if all(plain_python(cond, "jax", test=True) is not None for cond in self.tests()):
+            return self._tree_lines(self.tree, leaf)
+        lines = self._tree_lines(self.tree, leaf, 8)
+        return ["with jax.ensure_compile_time_eval():", *_indent(lines).split("\n")]
+
+    def tests(self) -> list[Expr]:
+        """The shape tests of the tree."""
+        out, todo = [], [self.tree]
+        while todo:
+            node = todo.pop()
+            if not isinstance(node, int):
+                out.append(node[0])
+                todo += [node[1], node[2]]
+        return out
+
     def _tree_lines(self, tree, leaf, indent: int = 4) -> list[str]:
         """The shape tests choosing a variant, ``return leaf(v, indent)`` at each leaf (``indent``:
         the column the return statement starts at)."""
@@ -379,8 +388,8 @@ class _Module:
         yes_lines, no_lines = self._tree_lines(yes, leaf, indent + 4), self._tree_lines(no, leaf, indent)
         if yes_lines == no_lines:  # variants that differ in their step but not here
             return yes_lines
-        test = ShapeTestPrinter().doprint(cond)
-        return [f"if {test}:", *(_indent(yes_lines).split("\n")), *no_lines]
+        lines, test = shape_test(cond)
+        return [*lines, f"if {test}:", *(_indent(yes_lines).split("\n")), *no_lines]
 
     def pick_function(self) -> str:
         def leaf(v, indent):
@@ -389,7 +398,7 @@ class _Module:
             return bracketed("(", self.fns[v], ")", used=indent + len("return "))
 
         doc = '"""The step code for a parameter shaped like ``w`` (a Python test, run while tracing)."""'
-        return f"def {self.pick}(w):\n" + _indent([doc, *self._tree_lines(self.tree, leaf)])
+        return f"def {self.pick}(w):\n" + _indent([doc, *self._dispatch(leaf)])
 
     def init_function(self) -> str:
         names = ", ".join(self.program.state_names)
@@ -409,7 +418,7 @@ class _Module:
             return hugging_call("_needs_2d", ["w", init], used=indent + len("return "), indent=indent)
 
         doc = f'"""Initial ({names}) for the parameter ``w``; a state its code does not use is empty."""'
-        lines = [doc, "_dtype = jnp.promote_types(w.dtype, jnp.float32)", *self._tree_lines(self.tree, leaf)]
+        lines = [doc, "_dtype = jnp.promote_types(w.dtype, jnp.float32)", *self._dispatch(leaf)]
         return f"def {self.init_leaf}(w):\n" + _indent(lines)
 
     # --- the factory -----------------------------------------------------------------------------

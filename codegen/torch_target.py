@@ -72,7 +72,6 @@ Example:
 
 from __future__ import annotations
 
-import ast
 import keyword
 import re
 import textwrap
@@ -129,6 +128,7 @@ from .layout import literal as _literal
 from .layout import wrap_comprehension as _wrap_comprehension
 from .runtime import functions as runtime_functions
 from .runtime import source as runtime_source
+from .shape_python import plain_python
 
 NUMBER_KINDS = ("const", "static")
 # Ops whose torch spelling accepts a Python number in any argument, next to a tensor.
@@ -243,15 +243,14 @@ class TorchPrinter(CodePrinter):
         op = OPS.get(expr.op)
         if op is None:
             self.fail(f"unknown function {expr.op!r}")
-        if self.kind(expr) == "static":  # shape arithmetic stays plain Python
-            try:
-                return _python(_py_static(expr))
-            except DslError:
-                pass
+        if self.kind(expr) == "static":  # shape arithmetic in plain Python, where that is exact
+            plain = plain_python(expr, "torch")
+            if plain is not None:
+                return Code(plain, precedence_of(plain))
         kinds = [self.kind(a) for a in expr.args]
         args = [self._print(a) for a in expr.args]
-        if op.shape == STATIC:
-            return self.fill(op.torch, args)
+        if op.shape == STATIC:  # a float, as the interpreter's shape arithmetic is float64
+            return self.fill(f"float({op.torch})", args)
         numbers = [k in self.scalars for k in kinds]
         if op.shape == ELEMENTWISE:
             out = join(*kinds)
@@ -290,14 +289,6 @@ def _expand(text: str, kind: str, to: str) -> str:
     if to != "full" or kind not in ("row", "col"):
         return text
     return Code(f"{parenthesize(text, ATOM)}.unsqueeze({-1 if kind == 'row' else -2})", ATOM)
-
-
-def _python(text: str) -> Code:
-    """Plain Python (shape arithmetic) with only the parentheses its precedence needs (Python's own
-    parser decides, then prints it back), binding as tightly as what is left: ``(w.ndim - 1)`` is
-    ``w.ndim - 1``, which a product must parenthesise again."""
-    plain = ast.unparse(ast.parse(text, mode="eval"))
-    return Code(plain, precedence_of(plain))
 
 
 STATE_SHAPE = {"full": "w.shape", "row": "w.shape[:-1]", "col": "w.shape[:-2] + w.shape[-1:]", "scalar": "()"}
@@ -1306,7 +1297,8 @@ class _Module:
             if not self.globals:
                 program += [x for f in self.eager_functions(k) for x in ("", "", f)]
         out = [self.module_docstring(), "", runtime_source("torch_optimizer")]
-        called = self.called_functions("\n".join(program))
+        table = self.program_table()
+        called = self.called_functions("\n".join([*program, table]))  # (its shape tests may call _tensor)
         for module, names in (("torch_math", called), ("float_math", self.float_functions())):
             text = runtime_functions(module, names)
             if text:
@@ -1314,7 +1306,7 @@ class _Module:
         out += program
         for b, src in self.extra.items():
             out += ["", "", f"# --- backend {b!r} (extra source) ---", src.strip("\n")]
-        out += ["", "", self.program_table(), "", "", self.class_source()]
+        out += ["", "", table, "", "", self.class_source()]
         text = "\n".join(out) + "\n"
         return re.sub(r"\n{3,}(?=\S)", "\n\n\n", text)  # two blank lines between top-level blocks
 
@@ -1490,26 +1482,21 @@ def _tree(tree: Tree) -> str:
     if isinstance(tree, int):
         return str(tree)
     test, yes, no = tree
-    return _tuple([f"lambda w: {_python(_py_static(test))}", _tree(yes), _tree(no)])
+    return _tuple([f"lambda w: {_shape_test(test)}", _tree(yes), _tree(no)])
 
 
-def _py_static(expr: Expr) -> str:
-    """A shape condition as plain Python over ``w.ndim``/``w.shape`` (no tensors: it picks the path)."""
-    if isinstance(expr, Const):
-        return number(expr.value)
-    op = OPS[expr.op]
-    args = [_py_static(a) if not isinstance(a, Var) else check_identifier(a.name) for a in expr.args]
-    if op.shape == STATIC:
-        return op.torch.format(*args)
-    if op.infix and op.arity == 2 and op.name not in ("and", "or"):
-        return f"({args[0]} {op.infix} {args[1]})"
-    simple = {"and": "({0} and {1})", "or": "({0} or {1})", "not": "(not {0})", "neg": "(-{0})",
-              "max": "max({0}, {1})", "min": "min({0}, {1})", "abs": "abs({0})",
-              "where": "({1} if {0} else {2})"}
-    if expr.op not in simple:
-        raise DslError(f"{expr.op}() is not supported in a shape condition",
-                       hint="compare shape facts with numbers: ndim(w) >= 2, dim(w, -1) >= 128")
-    return simple[expr.op].format(*args)
+def _shape_test(expr: Expr) -> str:
+    """A shape test as Python over ``w.ndim``/``w.shape`` (it picks the path): plain Python where
+    that is exact (:mod:`codegen.shape_python`), else computed as the interpreter computes it, in
+    float64 (0-d tensors on the CPU, where ``1 / 0`` is inf and ``2 ** 2000`` does not raise)."""
+    plain = plain_python(expr, "torch", test=True)
+    if plain is not None:
+        return plain
+    return f"bool({TorchPrinter({'w': 'full'}, _refuse, ref='torch.float64').doprint(expr)})"
+
+
+def _refuse(msg, hint=None):
+    raise DslError(msg, hint=hint)
 
 
 def _docstring_literal(text: str) -> str:

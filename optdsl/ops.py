@@ -142,6 +142,9 @@ class Op:
     # which the caller computes with tensors instead. May call ``math`` and the functions of
     # codegen/runtime/float_math.py. None: no such spelling (the scalars are computed with tensors).
     python: str | None = None
+    # ``python`` is IEEE float64 itself on Python floats, never raising (+ - *, comparisons, logic,
+    # where): shape arithmetic may be printed in it (codegen/shape_python.py)
+    python_exact: bool = False
 
 
 def _safe(fn):
@@ -220,13 +223,13 @@ E = ELEMENTWISE
 # --- arithmetic (binary operators print infix) ---
 op("add", 2, E, np.add, lambda a, b: a + b, "{0} + {1}", "{0} + {1}", "{0} + {1}", "{0} + {1}",
    "x + y", infix="+", precedence=10, commutative=True, numbers_ok=True, foreach=("add",),
-   foreach_tensor_numbers=True, cpp="{0} + {1}", python="{0} + {1}")
+   foreach_tensor_numbers=True, cpp="{0} + {1}", python="{0} + {1}", python_exact=True)
 op("sub", 2, E, np.subtract, lambda a, b: a - b, "{0} - {1}", "{0} - {1}", "{0} - {1}", "{0} - {1}",
    "x - y", infix="-", precedence=10, numbers_ok=True, foreach=("sub",), foreach_tensor_numbers=True,
-   cpp="{0} - {1}", python="{0} - {1}")
+   cpp="{0} - {1}", python="{0} - {1}", python_exact=True)
 op("mul", 2, E, np.multiply, lambda a, b: a * b, "{0} {1}", "{0} * {1}", "{0} * {1}", "{0} * {1}",
    "x * y", infix="*", precedence=20, commutative=True, numbers_ok=True,
-   foreach=("mul",), foreach_tensor_numbers=True, cpp="{0} * {1}", python="{0} * {1}")
+   foreach=("mul",), foreach_tensor_numbers=True, cpp="{0} * {1}", python="{0} * {1}", python_exact=True)
 op("div", 2, E, np.divide, lambda a, b: a / b, r"\frac{{{0}}}{{{1}}}", "{0} / {1}", "{0} / {1}",
    "{0} / {1}", "x / y (IEEE: x/0 is inf or nan)", infix="/", precedence=20, numbers_ok=True,
    python_raises=True, foreach=("div",), foreach_tensor_numbers=True, cpp="{0} / {1}", python="{0} / {1}")
@@ -243,7 +246,7 @@ op("power", 2, E, np.power, _sym_power, "{{{0}}}^{{{1}}}", "torch.pow({0}, {1})"
    precedence=40, flops=8, numbers_ok=True, python_raises=True, foreach=("pow",), cpp="std::pow({0}, {1})",
    python="math.pow({0}, {1})")
 op("neg", 1, E, np.negative, lambda a: -a, "-{0}", "-{0}", "-{0}", "-{0}", "-x", infix="-",
-   precedence=30, numbers_ok=True, foreach=("neg",), cpp="-{0}", python="-{0}")
+   precedence=30, numbers_ok=True, foreach=("neg",), cpp="-{0}", python="-{0}", python_exact=True)
 op("max", 2, E, np.maximum, lambda a, b: sympy.Max(a, b), r"\max({0}, {1})", "torch.maximum({0}, {1})",
    "jnp.maximum({0}, {1})", "tl.maximum({0}, {1})", "elementwise maximum", commutative=True,
    foreach=("maximum",), cpp="op_max({0}, {1})", python="_fmax({0}, {1})")
@@ -380,28 +383,31 @@ for name, sym_src, np_fn, rel, lx in [
     op(name, 2, E, _cmp(np_fn), _sym_cmp(rel), "[{0} " + lx + " {1}]", "({0} " + sym_src + " {1})",
        "({0} " + sym_src + " {1})", "({0} " + sym_src + " {1})", f"1 if x {sym_src} y else 0",
        infix=sym_src, precedence=5, search=False, truth=True, numbers_ok=True,
-       cpp="({0} " + sym_src + " {1} ? T(1) : T(0))", python="(1.0 if {0} " + sym_src + " {1} else 0.0)")
+       cpp="({0} " + sym_src + " {1} ? T(1) : T(0))", python="(1.0 if {0} " + sym_src + " {1} else 0.0)",
+       python_exact=True)
 op("and", 2, E, _cmp(lambda a, b: (a != 0) & (b != 0)),
    lambda a, b: sympy.Piecewise((1, sympy.And(sympy.Ne(a, 0), sympy.Ne(b, 0))), (0, True)),
    r"[{0} \wedge {1}]", "(({0} != 0) & ({1} != 0))", "(({0} != 0) & ({1} != 0))",
    "(({0} != 0) & ({1} != 0))", "1 if both are non-zero", infix="and", precedence=3,
    commutative=True, search=False, truth=True, numbers_ok=True, cpp="({0} != 0 && {1} != 0 ? T(1) : T(0))",
-   python="(1.0 if {0} != 0 and {1} != 0 else 0.0)")
+   python="(1.0 if {0} != 0 and {1} != 0 else 0.0)", python_exact=True)
 op("or", 2, E, _cmp(lambda a, b: (a != 0) | (b != 0)),
    lambda a, b: sympy.Piecewise((1, sympy.Or(sympy.Ne(a, 0), sympy.Ne(b, 0))), (0, True)),
    r"[{0} \vee {1}]", "(({0} != 0) | ({1} != 0))", "(({0} != 0) | ({1} != 0))",
    "(({0} != 0) | ({1} != 0))", "1 if either is non-zero", infix="or", precedence=2,
    commutative=True, search=False, truth=True, numbers_ok=True, cpp="({0} != 0 || {1} != 0 ? T(1) : T(0))",
-   python="(1.0 if {0} != 0 or {1} != 0 else 0.0)")
+   python="(1.0 if {0} != 0 or {1} != 0 else 0.0)", python_exact=True)
 op("not", 1, E, _cmp(lambda a: a == 0), lambda a: sympy.Piecewise((1, sympy.Eq(a, 0)), (0, True)),
    r"[\neg {0}]", "({0} == 0)", "({0} == 0)", "({0} == 0)", "1 if x is zero", infix="not",
-   precedence=4, search=False, truth=True, cpp="({0} == 0 ? T(1) : T(0))", python="(1.0 if {0} == 0 else 0.0)")
+   precedence=4, search=False, truth=True, cpp="({0} == 0 ? T(1) : T(0))",
+   python="(1.0 if {0} == 0 else 0.0)", python_exact=True)
 op("where", 3, E, lambda c, a, b: np.where(np.asarray(c) != 0, a, b),
    lambda c, a, b: sympy.Piecewise((a, sympy.Ne(c, 0)), (b, True)),
    r"\begin{{cases}} {1} & \text{{if }} {0} \\ {2} & \text{{otherwise}} \end{{cases}}",
    "torch.where({0} != 0, {1}, {2})", "jnp.where({0} != 0, {1}, {2})", "tl.where({0} != 0, {1}, {2})",
    "a where c is non-zero, else b; a static c (a shape test) is resolved per parameter",
-   search=False, numbers_ok=True, cpp="({0} != 0 ? {1} : {2})", python="({1} if {0} != 0 else {2})")
+   search=False, numbers_ok=True, cpp="({0} != 0 ? {1} : {2})", python="({1} if {0} != 0 else {2})",
+   python_exact=True)
 op("isfinite", 1, E, _cmp(np.isfinite), lambda x: _sym_fn("isfinite")(x),
    r"[{0} \text{{ finite}}]", "torch.isfinite({0})", "jnp.isfinite({0})",
    '(({0} == {0}) & (tl.abs({0}) < float("inf")))', "1 where x is neither inf nor nan",

@@ -129,6 +129,58 @@ def test_shape_cases_on_the_compiled_backend(case):
     check(run_torch(program, params, grads, 0.1, backend="compiled"), case)
 
 
+# Shape arithmetic where Python's own, on the shape facts' ints, is not IEEE float64 as the
+# interpreter computes it: the torch target raised OverflowError (2 ** 2000), ZeroDivisionError
+# (% and // by 0, a shape test dividing by 0), returned a complex number ((-n) ** 0.5) or hung in
+# a big-int power (dim ** dim ** 50); both targets lost the sign of -(n - n) and so the sign of
+# g / -0.0; JAX refused sqrt() in a shape test and forgot the temporaries of cube(cube(...)).
+SHAPE_IEEE = [
+    "return lr * g * 2 ** size(w)",
+    "return lr * g * (size(w) % (size(w) - 6))",
+    "return lr * g * (size(w) // (ndim(w) - 1))",
+    "return lr * g * (-size(w)) ** 0.5",
+    "return lr * g * (1 / (size(w) - 6))",
+    "return lr * g * 0.0 ** (dim(w, 0) ** dim(w, -1) ** 50)",
+    "return lr * g / -(size(w) - size(w))",
+    "return lr * g * cube(cube(cube(cube(cube(size(w))))))",
+    "return lr * where(size(w) % (size(w) - 6) > 3, g, -g)",
+    "if 1 / (size(w) - 6) > 0:\n        g = -g\n    return lr * g",
+    "if sqrt(size(w)) > 3 and 2 ** size(w) > 1e30:\n        g = -g\n    return lr * g",
+]
+SHAPES = {"a": (6,), "b": (2, 3), "c": (2000,), "d": (2, 0)}
+
+
+@functools.cache
+def shape_ieee_draws():
+    rng = np.random.default_rng(1)
+    return ({k: rng.normal(size=s).astype(np.float32) for k, s in SHAPES.items()},
+            [{k: rng.normal(size=s).astype(np.float32) for k, s in SHAPES.items()}])
+
+
+@pytest.mark.parametrize("body", SHAPE_IEEE)
+@pytest.mark.parametrize("target", ["torch", "jax"])
+def test_shape_arithmetic_is_ieee_float64_on_every_target(target, body):
+    program = parse(f"def f(w, g, lr):\n    {body}\n")
+    params, grads = shape_ieee_draws()
+    ref = run_interpreter(program, params, grads, 0.1)
+    ours = {"torch": run_torch, "jax": run_jax}[target](program, params, grads, 0.1)
+    for k in ref:
+        np.testing.assert_allclose(np.asarray(ours[k], np.float32), ref[k], rtol=1e-5, atol=1e-6,
+                                   err_msg=body)
+
+
+def test_shape_arithmetic_is_ieee_float64_on_the_compiled_backend():
+    # (not g / -(n - n): the compiled step's dynamic sizes are symbolic, and -(n - n) folds to 0 there)
+    program = parse("def f(w, g, lr):\n    if 1 / (size(w) - 6) > 0:\n"
+                    "        g = g * (size(w) % (size(w) - 6))\n"
+                    "    return lr * g * 2 ** size(w) / (size(w) // (ndim(w) - 1))\n")
+    params, grads = shape_ieee_draws()
+    ref = run_interpreter(program, params, grads, 0.1)
+    ours = run_torch(program, params, grads, 0.1, backend="compiled")
+    for k in ref:
+        np.testing.assert_allclose(ours[k], ref[k], rtol=1e-5, atol=1e-6, err_msg=k)
+
+
 @pytest.mark.parametrize("target", ["torch", "jax"])
 def test_an_axis_a_parameter_lacks_is_named_at_the_step(target):
     program = parse("def f(w, g, lr):\n    return lr * dim(w, 5) * g\n")
