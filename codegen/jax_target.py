@@ -185,14 +185,15 @@ class JaxPrinter(CodePrinter):
 def shape_test(cond: Expr) -> tuple[list[str], str]:
     """A shape test, run while JAX traces, as ``(lines computing it, the test)``: plain Python where
     that is exact (``w.ndim >= 2``; :mod:`codegen.shape_python`), else jax.numpy evaluated at once
-    (the pick function runs under ``jax.ensure_compile_time_eval``), where ``1 / 0`` is inf and
-    ``2 ** 2000`` does not raise, in JAX's default precision."""
+    under ``jax.ensure_compile_time_eval`` (so that its value is known while tracing), where
+    ``1 / 0`` is inf and ``2 ** 2000`` does not raise, in JAX's default precision."""
     plain = plain_python(cond, "jax", test=True)
     if plain is not None:
         return [], plain
     printer = JaxPrinter({"w": "full"})
     text = printer.doprint(cond)
-    return printer.flush(), f"bool({text})"
+    lines = [*printer.flush(), f"_test = bool({text})"]
+    return ["with jax.ensure_compile_time_eval():", *("    " + line for line in lines)], "_test"
 
 
 # --- the generated module ------------------------------------------------------------------------
@@ -361,24 +362,6 @@ class _Module:
         return f"One leaf's step for parameters where {shown}."
 
     # --- dispatch and init -----------------------------------------------------------------------
-    def _dispatch(self, leaf) -> list[str]:
-        """:meth:`_tree_lines` of the whole tree, under ``jax.ensure_compile_time_eval`` where a test
-        computes with jax.numpy (so that its value is known while tracing)."""
-        if all(plain_python(cond, "jax", test=True) is not None for cond in self.tests()):
-            return self._tree_lines(self.tree, leaf)
-        lines = self._tree_lines(self.tree, leaf, 8)
-        return ["with jax.ensure_compile_time_eval():", *_indent(lines).split("\n")]
-
-    def tests(self) -> list[Expr]:
-        """The shape tests of the tree."""
-        out, todo = [], [self.tree]
-        while todo:
-            node = todo.pop()
-            if not isinstance(node, int):
-                out.append(node[0])
-                todo += [node[1], node[2]]
-        return out
-
     def _tree_lines(self, tree, leaf, indent: int = 4) -> list[str]:
         """The shape tests choosing a variant, ``return leaf(v, indent)`` at each leaf (``indent``:
         the column the return statement starts at)."""
@@ -398,7 +381,7 @@ class _Module:
             return bracketed("(", self.fns[v], ")", used=indent + len("return "))
 
         doc = '"""The step code for a parameter shaped like ``w`` (a Python test, run while tracing)."""'
-        return f"def {self.pick}(w):\n" + _indent([doc, *self._dispatch(leaf)])
+        return f"def {self.pick}(w):\n" + _indent([doc, *self._tree_lines(self.tree, leaf)])
 
     def init_function(self) -> str:
         names = ", ".join(self.program.state_names)
@@ -418,7 +401,7 @@ class _Module:
             return hugging_call("_needs_2d", ["w", init], used=indent + len("return "), indent=indent)
 
         doc = f'"""Initial ({names}) for the parameter ``w``; a state its code does not use is empty."""'
-        lines = [doc, "_dtype = jnp.promote_types(w.dtype, jnp.float32)", *self._dispatch(leaf)]
+        lines = [doc, "_dtype = jnp.promote_types(w.dtype, jnp.float32)", *self._tree_lines(self.tree, leaf)]
         return f"def {self.init_leaf}(w):\n" + _indent(lines)
 
     # --- the factory -----------------------------------------------------------------------------
