@@ -189,15 +189,21 @@ def readable_within(program: Program, lr: float | None = None, seconds: float | 
 
     Example: ``readable_within(raw, lr=18.9, seconds=5).source``.
     """
+    seconds = READABLE_SECONDS if seconds is None else seconds
     try:
-        with time_limit(READABLE_SECONDS if seconds is None else seconds):
-            return readable(program, lr)
+        with time_limit(seconds) as limit:
+            shown = readable(program, lr)
+        # A step that catches every error to fall back on a cheaper answer can swallow the timeout
+        # and finish with a weaker one: past the limit, the answer is the program as it is.
+        if not limit.expired:
+            return shown
+        why = f"took more than {seconds:g} s"
     except Exception as e:  # noqa: BLE001 - the symbolic layer is an improvement, never a requirement
-        live = eliminate_dead_code(program)
-        if lr is not None:
-            live = replace(live, hypers=(Hyper("lr", lr),) + tuple(h for h in live.hypers if h.name != "lr"))
         why = str(e) if isinstance(e, SymbolicTimeout) else type(e).__name__
-        return Readable(live, to_source(live), "", f"exact (not simplified: {why})")
+    live = eliminate_dead_code(program)
+    if lr is not None:
+        live = replace(live, hypers=(Hyper("lr", lr),) + tuple(h for h in live.hypers if h.name != "lr"))
+    return Readable(live, to_source(live), "", f"exact (not simplified: {why})")
 
 
 def _forms(base: Program, tuned: sympy.Expr | None,

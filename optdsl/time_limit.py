@@ -24,6 +24,14 @@ class SymbolicTimeout(TimeoutError):
     """Raised inside a :func:`time_limit` block whose time is up."""
 
 
+class Limit:
+    """What :func:`time_limit` yields: ``expired`` turns true when its timer fires. Code inside
+    that catches every exception to fall back on a cheaper answer can swallow the timeout and
+    still finish; the block's owner reads ``expired`` to know its answer came past the limit."""
+
+    expired = False
+
+
 def _available() -> bool:
     return hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
 
@@ -32,7 +40,7 @@ def _available() -> bool:
 def time_limit(seconds: float):
     """Run the block for at most ``seconds`` of wall-clock time: past it, :class:`SymbolicTimeout`
     is raised where the block's Python code then is, and again every :data:`REPEAT` seconds until
-    the block ends (a ``try`` inside it that catches the first cannot keep it running). Limits
+    the block ends, and the :class:`Limit` it yields is marked ``expired`` (a ``try`` inside it that catches the first cannot keep it running). Limits
     nest: an inner one never outlasts an outer one, and an outer one that fell due inside an inner
     block fires right after it.
 
@@ -45,16 +53,18 @@ def time_limit(seconds: float):
         ...     print(e)
         took more than 0.05 s
     """
+    limit = Limit()
     if not _available():
-        yield
+        yield limit
         return
     start = time.monotonic()
     other_left, other_interval = signal.getitimer(signal.ITIMER_REAL)
     if other_left and other_left <= seconds:  # an earlier timer (an outer limit's, another's) fires first
-        yield
+        yield limit
         return
 
     def expire(signum, frame):
+        limit.expired = True
         raise SymbolicTimeout(f"took more than {seconds:g} s")
 
     previous = signal.signal(signal.SIGALRM, expire)
@@ -63,7 +73,7 @@ def time_limit(seconds: float):
     # one to fall back on a cheaper answer, and the block must end all the same.
     signal.setitimer(signal.ITIMER_REAL, seconds, REPEAT)
     try:
-        yield
+        yield limit
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
@@ -72,4 +82,4 @@ def time_limit(seconds: float):
             signal.setitimer(signal.ITIMER_REAL, left, other_interval)
 
 
-__all__ = ["SymbolicTimeout", "time_limit"]
+__all__ = ["Limit", "SymbolicTimeout", "time_limit"]

@@ -26,12 +26,12 @@ def _spin(seconds):
 
 def test_a_block_past_its_time_is_stopped_even_when_it_catches_the_first_alarm():
     start = time.monotonic()
-    with pytest.raises(SymbolicTimeout, match="took more than 0.05 s"), time_limit(0.05):
+    with pytest.raises(SymbolicTimeout, match="took more than 0.05 s"), time_limit(0.05) as limit:
         try:
             _spin(10)
         except SymbolicTimeout:
             _spin(10)  # a fallback that would run on for good
-    assert time.monotonic() - start < 2
+    assert time.monotonic() - start < 2 and limit.expired
     assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
 
 
@@ -123,4 +123,7 @@ def test_simplify_readable_ends_where_inlining_doubles_per_line(tmp_path, capsys
     assert main(["simplify", str(src), "--readable"]) == 0
     out = capsys.readouterr().out
     assert time.monotonic() - start < 30  # the limit, not sympy, ends it
-    assert out.count("u = u * u + u") == 40 and "# equal to the input: exact" in out  # shown as is
+    # shown as is, and said so: the steps inside that catch every error to fall back on a cheaper
+    # answer swallowed the timeout, and their answer had read as a plain "exact"
+    assert out.count("u = u * u + u") == 40
+    assert "# equal to the input: exact (not simplified: took more than 2 s)" in out
