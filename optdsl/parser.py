@@ -66,8 +66,10 @@ RENAMED = ("w", "lr", "step")
 #: 10 levels), and far from what recursive stages (printers, sympy, black) can walk.
 MAX_DEPTH = 64
 
-# A NUL or a lone surrogate in the text itself (possible in a str handed to parse()).
-_UNSAFE_TEXT = re.compile("[\x00\ud800-\udfff]")
+# A NUL or a lone surrogate in the text itself (possible in a str handed to parse()), or a
+# bidirectional-text control: it makes a line display in another order than it parses ("Trojan
+# Source", CVE-2021-42574), and a docstring's would be copied into every generated file.
+_UNSAFE_TEXT = re.compile("[\x00\ud800-\udfff\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 _BINOPS = {ast.Add: "add", ast.Sub: "sub", ast.Mult: "mul", ast.Div: "div", ast.Pow: "power",
            ast.Mod: "mod", ast.FloorDiv: "floordiv"}
@@ -143,8 +145,12 @@ def parse_all(text: str, filename: str = "<string>") -> dict[str, Program]:
     bad = _UNSAFE_TEXT.search(text)
     if bad:  # Python's parser would fail without a location (or not at all, for a NUL in 3.12+)
         at = bad.start()
-        raise DslError(f"character {bad.group()!r} may not appear in a program", filename,
-                       text.count("\n", 0, at) + 1, at - (text.rfind("\n", 0, at) + 1), text)
+        char = bad.group()
+        bidi = unicodedata.category(char) == "Cf"
+        raise DslError(f"character {char!r} ({'a bidirectional-text control, ' * bidi}U+{ord(char):04X}) "
+                       "may not appear in a program", filename, text.count("\n", 0, at) + 1,
+                       at - (text.rfind("\n", 0, at) + 1), text,
+                       hint="delete it" + ": the text must read in the order it runs" * bidi)
     try:
         with warnings.catch_warnings():  # Python's own SyntaxWarnings are not the user's business
             warnings.simplefilter("ignore")

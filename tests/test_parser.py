@@ -224,8 +224,10 @@ def test_a_docstring_generated_files_cannot_carry_is_refused(doc):
     assert parse('def f(w, g, lr):\n    """caf\u00e9 is fine"""\n    return lr * g\n').doc == "caf\u00e9 is fine"
 
 
-@pytest.mark.parametrize("char", ["\x00", "\ud800"])
-def test_a_nul_or_lone_surrogate_in_the_text_is_located(char):
+@pytest.mark.parametrize("char", ["\x00", "\ud800", "\u202e", "\u2066", "\u200f"])
+def test_a_nul_lone_surrogate_or_bidi_control_in_the_text_is_located(char):
+    # A bidi control reorders how a line displays (Trojan Source); one in a docstring had been
+    # copied into every generated file.
     with pytest.raises(DslError, match="may not appear in a program") as info:
         parse(f"def f(w, g, lr):\n    return lr * g  # {char}\n", "p.py")
     assert (info.value.line, info.value.col) == (2, 21)
