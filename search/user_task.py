@@ -248,11 +248,14 @@ def _located(e: BaseException, path: str, message: str) -> DslError:
     source = Path(path).read_text(encoding="utf-8", errors="replace") if os.path.isfile(path) else None
     if isinstance(e, SyntaxError) and e.filename == path:
         return DslError(f"{message}: {e.msg}", path, e.lineno, (e.offset or 1) - 1, source)
-    line = None
+    line = col = None
     for frame in traceback.extract_tb(e.__traceback__):
         if os.path.abspath(frame.filename) == os.path.abspath(path):
-            line = frame.lineno
-    return DslError(f"{message}: {type(e).__name__}: {e}", path, line, 0, source if line else None)
+            line, col = frame.lineno, frame.colno
+    if line and col is None:  # the caret at the statement, not before its indentation
+        text = source.splitlines()[line - 1] if line <= len(source.splitlines()) else ""
+        col = len(text) - len(text.lstrip())
+    return DslError(f"{message}: {type(e).__name__}: {e}", path, line, col, source if line else None)
 
 
 def _import(path: str):
@@ -272,7 +275,7 @@ def _import(path: str):
     sys.path.insert(0, os.path.dirname(os.path.abspath(path)))  # the file may import its neighbours
     try:
         spec.loader.exec_module(module)
-    except BaseException as e:
+    except (Exception, SystemExit) as e:  # the user's code; a sys.exit() there is an error too, Ctrl-C is not
         del sys.modules[name]
         raise _located(e, path, "cannot import the task file") from e
     finally:
@@ -304,7 +307,7 @@ def load_task(ref: str) -> Task:
                        hint=f"functions there: {', '.join(defined) or 'none'}")
     try:
         task = make()
-    except Exception as e:  # the user's code: say where it failed
+    except (Exception, SystemExit) as e:  # the user's code: say where it failed
         raise _located(e, path, f"{function}() failed") from e
     if not isinstance(task, Task):
         raise DslError(f"{function}() returned {type(task).__name__}, expected a search Task", path,
@@ -373,7 +376,7 @@ def _check(ref: str, copies: int, limit: float, device: str) -> Task:
                                f"expected ({k},)", path)
     except DslError:
         raise
-    except Exception as e:  # the user's code: say where it failed
+    except (Exception, SystemExit) as e:  # the user's code: say where it failed
         raise _located(e, path, f"{where}: the first training steps failed") from e
     estimate = min(seconds[1:]) * task.steps
     if estimate > limit:

@@ -149,6 +149,11 @@ BROKEN = {
                    "the loss at the first step is not finite"),
     "no gradient": ("def bad():\n    return make(loss=lambda o, t: F.mse_loss(o.detach(), t))\n", "bad",
                     "does not depend on the trained parameters"),
+    # sys.exit() in the user's code had ended the CLI with exit status 1 and no place
+    "exit at import": ("import sys\nsys.exit(3)\n", "make", "cannot import the task file: SystemExit: 3"),
+    "exit in the factory": ("def bad():\n    raise SystemExit('bye')\n", "bad", "bad() failed: SystemExit: bye"),
+    "exit in the loss": ("import sys\ndef bad():\n    return make(loss=lambda o, t: sys.exit(0))\n", "bad",
+                         "the first training steps failed: SystemExit"),
 }
 
 
@@ -162,6 +167,8 @@ def test_a_broken_task_is_refused_with_its_reason(tmp_path, case):
     assert message in str(e.value) and str(path) in str(e.value)
     if case in ("import", "syntax"):
         assert e.value.line == (len(GOOD.splitlines()) + 1 if case == "import" else 1)
+    if case == "exit in the factory":  # the caret at the statement
+        assert (e.value.line, e.value.col) == (len(GOOD.splitlines()) + 2, 4)
 
 
 def test_a_task_slower_than_the_job_limit_is_refused(tmp_path):
