@@ -136,10 +136,8 @@ def schema_version(path: str) -> int:
         raise DslError("is a folder, not a search database", path)
     if not stat.S_ISREG(mode):
         raise DslError("is not a regular file, so not a search database", path)
-    wal = os.path.exists(path + "-wal")
-    uri = f"file:{quote(os.path.abspath(path))}?mode=ro" + ("" if wal else "&immutable=1")
     try:
-        db = sqlite3.connect(uri, uri=True)
+        db = sqlite3.connect(_read_only_uri(path), uri=True)
     except DB_ERRORS as e:
         raise DslError(f"cannot open the search database: {e}", path) from None
     db.text_factory = _text
@@ -167,6 +165,13 @@ def schema_version(path: str) -> int:
     what = f"application id {app:#x}" if app not in (0, APPLICATION_ID) else \
         f"tables: {', '.join(sorted(map(str, names))) or 'none'}"
     raise DslError(f"is not an optdsl search database ({what})", path)
+
+
+def _read_only_uri(path: str) -> str:
+    """SQLite's URI that opens ``path`` for reading only, ``immutable`` (no ``-shm`` created: the
+    folder may be read-only) unless a ``-wal`` beside it says a search holds rows there."""
+    wal = os.path.exists(path + "-wal")
+    return f"file:{quote(os.path.abspath(path))}?mode=ro" + ("" if wal else "&immutable=1")
 
 
 def quote_name(name: str) -> str:
@@ -212,7 +217,7 @@ class Store:
                 if exclusive:
                     self._lock = self._take_lock(path)
         try:
-            self.db = self._connect(path)
+            self.db = self._connect(_read_only_uri(path) if readonly else path, uri=readonly)
             if readonly:
                 self.db.execute("PRAGMA query_only = ON")  # belt and braces: nothing here writes
             else:
@@ -225,8 +230,8 @@ class Store:
             raise DslError(f"cannot open the search database: {e}", path) from None
 
     @staticmethod
-    def _connect(path: str) -> sqlite3.Connection:
-        db = sqlite3.connect(path, isolation_level=None, timeout=30)  # autocommit: a row is durable
+    def _connect(path: str, uri: bool = False) -> sqlite3.Connection:
+        db = sqlite3.connect(path, isolation_level=None, timeout=30, uri=uri)  # autocommit: a row is durable
         db.row_factory = sqlite3.Row
         db.text_factory = _text
         return db

@@ -268,3 +268,14 @@ def test_totals_are_counted_by_sqlite_and_cache_hits_are_not_read_for_them():
     assert t["eval_seconds"] == 6.0 and t["cache_hit_rate"] == 0.5
     statements = sum(r["n_statements"] for r in rows)
     assert t["redundant_fraction"] == 1 - sum(r["n_live"] for r in rows) / statements
+
+
+def test_reading_creates_no_file_beside_the_database_so_a_read_only_folder_serves(db, tmp_path):
+    # Opened as a plain connection, a WAL database made its -wal and -shm while report or export
+    # read it, and on a read-only folder (a mounted archive) SQLite could not open it at all.
+    before = snapshot(tmp_path)
+    with Store(db, readonly=True) as store:
+        assert store.top(1) and snapshot(tmp_path) == before
+    with Store(db) as writer, Store(db, readonly=True) as store:  # a search running: its rows are read
+        writer.set_meta("note", "written while read")
+        assert store.get_meta("note") == "written while read"
