@@ -152,8 +152,10 @@ def schema_version(path: str) -> int:
         raise DslError(f"is damaged or not an SQLite database ({e})", path) from None
     finally:
         db.close()
-    if check != ["ok"]:
-        raise DslError(f"is damaged ({check[0]})", path, hint="restore it from a copy")
+    if check != ["ok"]:  # SQLite's report: a header line, then one line per problem found
+        problems = [line for row in check for line in str(row).splitlines() if not line.startswith("***")]
+        more = f"; {len(problems) - 1} more problem(s)" if len(problems) > 1 else ""
+        raise DslError(f"is damaged ({(problems or check)[0]}{more})", path, hint="restore it from a copy")
     ours = all(columns.get(table) == cols for table, cols in TABLES.items())
     if app == APPLICATION_ID and ours:
         if version > SCHEMA_VERSION:
