@@ -172,6 +172,40 @@ def write_atomic(path: str, text: str) -> str:
 
         write_atomic("out/adamw_torch.py", codegen.emit(program, "torch"))
     """
+    return write_all_atomic({path: text})[0]
+
+
+def write_all_atomic(files: dict[str, str]) -> list[str]:
+    """:func:`write_atomic` for a set of files ``{path: text}``, all or none: every text is staged
+    in its temporary file (flushed to disk) before any is renamed into place, so a failure while
+    writing (a full disk halfway through an export) leaves every target as it was. Only the
+    renames, which need no space, follow. Returns the paths.
+
+    Example::
+
+        write_all_atomic({"out/found_7.py": source, "out/found_7_torch.py": module})
+    """
+    staged = []  # (path, temporary file, target)
+    try:
+        for path, text in files.items():
+            staged.append((path, *_staged(path, text)))
+        for path, tmp, target in staged:
+            try:
+                os.replace(tmp, target)
+            except OSError as e:  # the folder vanished, or its permissions changed meanwhile
+                raise DslError(f"cannot write: {e.strerror or e}", path) from None
+    finally:
+        for _, tmp, _ in staged:
+            if os.path.lexists(tmp):
+                os.unlink(tmp)
+    for folder in dict.fromkeys(os.path.dirname(target) for _, _, target in staged):
+        _fsync_folder(folder)
+    return list(files)
+
+
+def _staged(path: str, text: str) -> tuple[str, str]:
+    """``text`` written and flushed to a new temporary file beside ``path``'s target, with the
+    mode the target will have: ``(temporary file, target)``."""
     target = output_path(path)
     try:
         mode = stat.S_IMODE(os.stat(target).st_mode)
@@ -197,15 +231,12 @@ def write_atomic(path: str, text: str) -> str:
             if mode is not None:
                 os.fchmod(f.fileno(), mode)
             os.fsync(f.fileno())
-        os.replace(tmp, target)
     except BaseException as e:
-        if os.path.lexists(tmp):
-            os.unlink(tmp)
+        os.unlink(tmp)
         if isinstance(e, OSError):  # disk full, quota, the folder vanished
             raise DslError(f"cannot write: {e.strerror or e}", path) from None
         raise
-    _fsync_folder(folder)
-    return path
+    return tmp, target
 
 
 def _fsync_folder(folder: str) -> None:

@@ -20,7 +20,7 @@ import textwrap
 from dataclasses import replace
 
 import codegen
-from codegen.generated import replaceable_path, write_atomic
+from codegen.generated import replaceable_path, write_all_atomic, write_atomic
 from optdsl.errors import DslError
 from optdsl.ir import Program
 from optdsl.parser import parse
@@ -175,16 +175,22 @@ def export_row(row: dict, outdir: str, targets=("torch", "jax"), database: str |
         ...     print([os.path.basename(p) for p in export_row(row, d, targets=("torch",))])
         ['found_7.py', 'found_7_torch.py']
     """
-    program = exported_program(row, database)
     output_folder(outdir)
+    return write_all_atomic(_files(row, outdir, targets, database))
+
+
+def _files(row: dict, outdir: str, targets, database: str | None) -> dict[str, str]:
+    """``{path: text}`` of the files :func:`export_row` writes."""
+    program = exported_program(row, database)
     texts = [to_source(program), *(codegen.emit(program, target) for target in targets)]
-    return [write_atomic(path, text) for path, text in zip(_paths(row, outdir, targets), texts)]
+    return dict(zip(_paths(row, outdir, targets), texts))
 
 
 def export_top(store: Store, k: int, outdir: str, targets=("torch", "jax")) -> list[str]:
     """Export the ``k`` best distinct programs of the store, best first (held-out evidence
-    first: :func:`search.selection.ranked`). A file of the user's or another search's winner among
-    the names, or a store with no scored program, is refused before anything is written (DslError).
+    first: :func:`search.selection.ranked`), all files or none. A file of the user's or another
+    search's winner among the names, or a store with no scored program, is refused before anything
+    is written (DslError).
 
     Example (the meta-validated program #2 comes first):
         >>> import tempfile
@@ -206,7 +212,9 @@ def export_top(store: Store, k: int, outdir: str, targets=("torch", "jax")) -> l
     for row in rows:
         for path in _paths(row, outdir, targets):
             replaceable_winner(path, store.path)
-    return [path for row in rows for path in export_row(row, outdir, targets, store.path)]
+    # every file made before any is written: a failure (a full disk) leaves the folder as it was
+    return write_all_atomic({path: text for row in rows for path, text in
+                             _files(row, outdir, targets, store.path).items()})
 
 
 def write_best(store: Store, path: str) -> tuple[dict, Program, str] | None:

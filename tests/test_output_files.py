@@ -74,6 +74,28 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
     assert out.read_text() == "old\n" and os.listdir(tmp_path) == ["out.py"]
 
 
+def test_an_export_that_fills_the_disk_writes_none_of_its_files(tmp_path, capsys, monkeypatch):
+    # Each file was atomic but the set was not: a full disk at the fifth file had left four.
+    db = small_search_db(str(tmp_path / "s.sqlite"))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "found_3.py").write_text("# Found by optdsl search of s.sqlite (program #3): an earlier export\n")
+    fsync, calls = os.fsync, []
+
+    def full_at_the_fifth(fd):
+        calls.append(fd)
+        if len(calls) == 5:
+            raise OSError(28, "No space left on device")
+        fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", full_at_the_fifth)
+    assert main(["export", db, "--top", "2", "-o", str(out)]) == 2
+    assert "cannot write: No space left on device" in capsys.readouterr().err
+    assert os.listdir(out) == ["found_3.py"] and "an earlier export" in (out / "found_3.py").read_text()
+    monkeypatch.setattr(os, "fsync", fsync)
+    assert main(["export", db, "--top", "2", "-o", str(out)]) == 0 and len(os.listdir(out)) == 6
+
+
 def test_output_path_resolves_links(tmp_path):
     (tmp_path / "a.py").write_text("")
     (tmp_path / "b.py").symlink_to("a.py")
