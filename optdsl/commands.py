@@ -207,7 +207,8 @@ def cmd_ops(args) -> int:
 
 
 #: What a SRC argument may be (optdsl.source).
-SRC_HELP = "a zoo name (optdsl zoo), a file, FILE:NAME for one of its programs, or - for stdin"
+SRC_HELP = ("a zoo name (optdsl zoo), a file, FILE:NAME for one of its programs, or - for stdin "
+            "(-- -:NAME for one of its programs)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:

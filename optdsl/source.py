@@ -117,15 +117,16 @@ def file_and_name(src: str) -> tuple[str, str]:
 
 
 def load(src: str) -> Program:
-    """The program ``src`` names: a zoo name (``"lion"``), a path, ``path:name``, or ``-``. A zoo
-    name means the zoo's program even beside a file of that name (``./lion`` reads the file).
+    """The program ``src`` names: a zoo name (``"lion"``), a path, ``path:name``, ``-`` (stdin)
+    or ``-:name``. A zoo name means the zoo's program even beside a file of that name (``./lion``
+    reads the file).
 
     Example:
         >>> load("adamw").name
         'adamw'
     """
-    if src == "-":
-        return parse(read("-"), "<stdin>")
+    if src == "-" or src.startswith("-:"):
+        return parse(read("-"), "<stdin>", src[2:] or None)
     if os.sep not in src and not src.endswith(".py") and src in zoo_names():
         return parse(zoo_source(src), f"<zoo:{src}>", src)
     path, name = file_and_name(src)

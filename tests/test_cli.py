@@ -32,6 +32,8 @@ def test_stdin_and_file_with_several_programs(tmp_path, capsys):
     assert main(["show", f"{both}:b"]) == 0
     assert "return -g" in capsys.readouterr().out
     assert main(["show", str(both)]) == 2
+    code, out, _ = run("show", "--", "-:b", stdin=both.read_text())  # one program of stdin's
+    assert code == 0 and "return -g" in out
 
 
 @pytest.mark.parametrize("args", [["show", "nonexistent_zoo_name"], ["show", "missing/file.py"],
