@@ -391,13 +391,16 @@ def print_table(rows: list[dict], title: str) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from optdsl import tables
+
     table = Table(title=title)
     head, cells = _cells(rows)
     for col in head:
-        table.add_column(col, justify="left" if col in ("case", "impl") else "right")
+        table.add_column(col, justify="left" if col in ("case", "impl") else "right",
+                         no_wrap=col not in ("case", "impl"))
     for row in cells:
         table.add_row(*row)
     console = Console()
     if not console.is_terminal:  # a pipe's 80 columns would cut the implementations' names short
         console = Console(width=150)
-    console.print(table)
+    tables.print_table(console, table)

@@ -16,6 +16,7 @@ from rich.table import Table
 from .errors import DslError
 from .printer import to_source
 from .source import load, summary, zoo_names
+from .tables import print_table
 
 
 def _assignments(pairs: list[str]) -> dict[str, float]:
@@ -165,7 +166,7 @@ def cmd_cost(args) -> int:
     from .cost import cost
 
     report = cost(program, shape, args.dtype)
-    Console().print(report.table())
+    print_table(Console(), report.table())
     return 0
 
 
@@ -185,7 +186,7 @@ def cmd_zoo(args) -> int:
         states = ", ".join(f"{s.name}:{s.kind}" if s.kind != "full" else s.name for s in p.states)
         hypers = ", ".join(f"{h.name}={h.default:g}" for h in p.hypers)
         table.add_row(name, states, hypers, summary(p.doc))
-    Console(width=160).print(table)
+    print_table(Console(width=160), table)
     return 0
 
 

@@ -23,6 +23,7 @@ from codegen.generated import output_path
 from optdsl.errors import DslError
 from optdsl.latex import to_latex
 from optdsl.printer import to_source
+from optdsl.tables import print_table
 
 from .ablation import PROXY_TOLERANCE, steps
 from .evaluate import BASELINE_LRS, CANDIDATE_LRS, SCHEDULES, SEEDS, refusal
@@ -286,7 +287,7 @@ def cmd_search(args) -> int:
         store.close()
         return 0
     row, program, path = best
-    console.print(winner_table(row))
+    print_table(console, winner_table(row))
     console.print(verdict(row))
     origin, removed = steps(store, row)
     if removed:

@@ -21,6 +21,7 @@ from rich.table import Table
 
 from codegen.generated import replaceable_path
 from optdsl.printer import to_source
+from optdsl.tables import print_table
 
 from .export import exported_program
 from .selection import ranked
@@ -159,7 +160,7 @@ def scores_table(rows: list[dict], title: str) -> Table:
     table = Table(title=title, min_width=len(title))  # (a title wider than the table wraps)
     table.add_column("program", style="bold")
     for r in rows:
-        table.add_column(f"#{r['id']}", justify="right")
+        table.add_column(f"#{r['id']}", justify="right", no_wrap=True)
     fmt = lambda v: "-" if v is None else f"{v:+.3f}"
     table.add_row("proxy fitness", *[fmt(r["fitness"]) for r in rows])
     table.add_row("held-out (meta-validation)", *[fmt(r["meta_fitness"]) for r in rows])
@@ -218,7 +219,7 @@ def report(store: Store, outdir: str | None = None, top: int = 5, console: Conso
     else:
         title = (f"Top {len(rows)} programs, held-out evidence first "
                  "(scores: log(AdamW loss / loss) clipped to [-1, 1], > 0 beats AdamW)")
-        console.print(scores_table(rows, title))
+        print_table(console, scores_table(rows, title))
     for r in rows:
         console.print(f"[bold]#{r['id']}[/bold] (parent #{r['parent']}, {r['mutation']}):")
         # soft_wrap: source must not be re-wrapped to the terminal's (or a pipe's 80) columns

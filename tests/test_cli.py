@@ -42,6 +42,15 @@ def test_bad_input_exits_2(args):
     assert main(args) == 2
 
 
+@pytest.mark.parametrize("columns", ["30", "50"])
+def test_a_narrow_terminal_cuts_no_number_from_a_table(columns, capsys, monkeypatch):
+    # rich fitted tables to the terminal by cutting cells: 469,762,048 bytes printed as 469,762,0…
+    monkeypatch.setenv("COLUMNS", columns)
+    assert main(["cost", "adamw"]) == 0
+    out = capsys.readouterr().out
+    assert "…" not in out and "469,762,048" in out and "134,217,728" in out
+
+
 def test_zoo_and_ops_list(capsys):
     assert main(["zoo"]) == 0
     assert "adamw" in capsys.readouterr().out
