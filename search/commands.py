@@ -119,6 +119,9 @@ def _validate_args(args) -> None:
         return
     for name in ("workers", "evals", "population", "tournament", "seed", "batch"):
         _check_count(name, getattr(args, name), "optdsl search")
+    if args.ray_address is not None and args.executor != "ray":  # it would be ignored
+        raise DslError(f"--ray-address {args.ray_address} goes with --executor ray", "optdsl search",
+                       hint="add --executor ray, or drop --ray-address")
     if args.resume:  # the database's stored settings decide these: a value given here would be ignored
         given = [f"--{name.replace('_', '-')}" for name, default in _STORED.items()
                  if getattr(args, name) != default]

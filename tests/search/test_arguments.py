@@ -28,6 +28,8 @@ SEARCH = ["search", "--tasks", "quadratic"]
     (["--seed", "-1"], "--seed -1: must be a whole number from 0 to"),
     (["--tasks", ""], "--tasks: unknown task(s) (none given)"),  # once: the default tasks
     (["--tasks", "mlp@0,conv_large@4,mlp@x"], "--tasks: unknown task(s) mlp@0, conv_large@4, mlp@x"),
+    # it was ignored: the search ran on local processes
+    (["--ray-address", "10.0.0.1:6379"], "--ray-address 10.0.0.1:6379 goes with --executor ray"),
     # a warm start the guards refuse would never be trained: AdaX's step factor grows without bound
     (["--init", "lion,adax"], "--init adax: the search's guards refuse it (a schedule of its own: "),
 ])
