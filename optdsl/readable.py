@@ -200,6 +200,16 @@ def readable_within(program: Program, lr: float | None = None, seconds: float | 
         why = f"took more than {seconds:g} s"
     except Exception as e:  # noqa: BLE001 - the symbolic layer is an improvement, never a requirement
         why = str(e) if isinstance(e, SymbolicTimeout) else type(e).__name__
+    return unsimplified(program, lr, why)
+
+
+def unsimplified(program: Program, lr: float | None, why: str) -> Readable:
+    """``program`` as it is, but for its dead code, with ``lr`` as its default: what a caller
+    shows where the readable form is not made, ``equality`` saying ``why``.
+
+    Example: ``unsimplified(raw, 18.9, "interrupted").equality`` is ``"exact (not simplified:
+    interrupted)"``.
+    """
     live = eliminate_dead_code(program)
     if lr is not None:
         live = replace(live, hypers=(Hyper("lr", lr),) + tuple(h for h in live.hypers if h.name != "lr"))

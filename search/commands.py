@@ -284,7 +284,11 @@ def cmd_search(args) -> int:
     if interrupted:
         console.print(f"interrupted: every finished evaluation is in the database; go on with "
                       f"optdsl search --resume {shlex.quote(db)}")
-    best = write_best(store, _best_path(db))
+    try:
+        best = write_best(store, _best_path(db))
+    except KeyboardInterrupt:  # again, while the winner was simplified (up to a minute): not lost for that
+        console.print("interrupted again: the winner is written as the search found it, not simplified")
+        best = write_best(store, _best_path(db), simplify=False)
     if best is None:
         console.print("no program scored yet")
         store.close()

@@ -180,13 +180,18 @@ class LocalExecutor:
         return out
 
     def close(self) -> None:
-        """Stop every worker; jobs in flight are dropped."""
+        """Stop every worker; jobs in flight are dropped. Idle workers get 2 s to exit; a Ctrl-C
+        meanwhile (a user's second) kills them at once rather than leaving them running."""
+        try:
+            for s in self.slots:
+                if s["job"] is None and s["proc"].is_alive():
+                    s["inbox"].put(None)
+            deadline = time.monotonic() + 2
+            for s in self.slots:
+                s["proc"].join(max(0.0, deadline - time.monotonic()) if s["job"] is None else 0)
+        except KeyboardInterrupt:
+            pass
         for s in self.slots:
-            if s["job"] is None and s["proc"].is_alive():
-                s["inbox"].put(None)
-        deadline = time.monotonic() + 2
-        for s in self.slots:
-            s["proc"].join(max(0.0, deadline - time.monotonic()) if s["job"] is None else 0)
             if s["proc"].is_alive():
                 s["proc"].kill()
                 s["proc"].join()

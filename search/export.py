@@ -25,7 +25,7 @@ from optdsl.errors import DslError
 from optdsl.ir import Program
 from optdsl.parser import parse
 from optdsl.printer import to_source
-from optdsl.readable import Readable, readable_within
+from optdsl.readable import Readable, readable_within, unsimplified
 
 from .ablation import step
 from .selection import ranked, winner
@@ -64,11 +64,12 @@ def preferred_lr(row: dict) -> float:
     return float(f"{math.exp(sum(map(math.log, lrs)) / len(lrs)):.3g}") if lrs else 1.0
 
 
-def simplest(row: dict) -> Readable:
+def simplest(row: dict, simplify: bool = True) -> Readable:
     """The row's program in its readable form (:func:`optdsl.readable.readable_within`, the
     tuned lr folded into the ``lr`` default): should the symbolic layer fail or take longer than
-    :data:`optdsl.readable.READABLE_SECONDS`, with dead code removed and the tuned lr as the
-    default (``equality`` then says so).
+    :data:`optdsl.readable.READABLE_SECONDS`, or with ``simplify=False`` (a second Ctrl-C while a
+    search wrote its winner), with dead code removed and the tuned lr as the default
+    (``equality`` then says so).
 
     Example (the warm start, its ``lr * 0.001`` folded into the default lr 0.5 * 0.001):
         >>> from search.warm_start import adamw_program
@@ -82,13 +83,16 @@ def simplest(row: dict) -> Readable:
         >>> form.equality
         'exact'
     """
-    return readable_within(parse(row["source"], "<store>"), preferred_lr(row))
+    program = parse(row["source"], "<store>")
+    if not simplify:
+        return unsimplified(program, preferred_lr(row), "interrupted")
+    return readable_within(program, preferred_lr(row))
 
 
-def exported_program(row: dict, database: str | None = None) -> Program:
-    """The row's program as users get it: readable form, named ``found_<id>``, its scores, the
-    search's database (its file name, when given) and the kind of equality with the raw program in
-    the docstring.
+def exported_program(row: dict, database: str | None = None, simplify: bool = True) -> Program:
+    """The row's program as users get it: readable form (:func:`simplest`), named ``found_<id>``,
+    its scores, the search's database (its file name, when given) and the kind of equality with the
+    raw program in the docstring.
 
     Example:
         >>> from optdsl import load
@@ -103,7 +107,7 @@ def exported_program(row: dict, database: str | None = None) -> Program:
         loss / this one's) clipped at -1 and +1; > 0 beats AdamW). Simplified from the searched program;
         equality: exact.
     """
-    form = simplest(row)
+    form = simplest(row, simplify)
     held_out = "not meta-validated" if row.get("meta_fitness") is None else f"{row['meta_fitness']:+.4f}"
     of = f" of {os.path.basename(database)}" if database not in (None, ":memory:") else ""
     doc = (f"Found by optdsl search{of} (program #{row['id']}): proxy fitness {row['fitness']:+.4f}, "
@@ -217,9 +221,9 @@ def export_top(store: Store, k: int, outdir: str, targets=("torch", "jax")) -> l
                              _files(row, outdir, targets, store.path).items()})
 
 
-def write_best(store: Store, path: str) -> tuple[dict, Program, str] | None:
+def write_best(store: Store, path: str, simplify: bool = True) -> tuple[dict, Program, str] | None:
     """The winner's generated torch optimizer at ``path``: ``(row, program, path)``; None while
-    the store holds no scored program.
+    the store holds no scored program. ``simplify``: see :func:`simplest`.
 
     Example:
         >>> import tempfile
@@ -236,6 +240,6 @@ def write_best(store: Store, path: str) -> tuple[dict, Program, str] | None:
     row = winner(store)
     if row is None:
         return None
-    program = exported_program(row, store.path)
+    program = exported_program(row, store.path, simplify)
     replaceable_winner(path, store.path)
     return row, program, write_atomic(path, codegen.emit(program, "torch"))

@@ -620,6 +620,26 @@ def test_ctrl_c_during_a_workers_start_neither_kills_it_nor_prints_a_traceback()
         ex.close()
 
 
+def test_a_second_ctrl_c_while_the_workers_stop_kills_them_rather_than_leaving_them():
+    ex = LocalExecutor(workers=1, timeout=30, target=hang)
+    proc = ex.slots[0]["proc"]
+    join = proc.join
+    calls = []
+
+    def interrupted_join(timeout=None):  # the user's second Ctrl-C, during the 2 s grace
+        calls.append(timeout)
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+        join(timeout)
+
+    proc.join = interrupted_join
+    try:
+        ex.close()
+    except KeyboardInterrupt:  # (not raised on: it would end the test session)
+        pytest.fail("close() let the Ctrl-C out: the CLI ended with its worker alive")
+    assert not proc.is_alive() and ex.slots == [] and len(calls) == 2
+
+
 def test_dead_worker_is_replaced():
     ex = LocalExecutor(workers=1, timeout=30, target=crash)
     try:

@@ -212,6 +212,22 @@ def test_an_interrupted_search_says_how_to_go_on(tmp_path, monkeypatch, capsys):
     assert os.listdir(tmp_path) == ["s.sqlite"]  # interrupted before any score: nothing to write
 
 
+def test_a_second_ctrl_c_while_the_winner_is_simplified_writes_it_as_found(tmp_path, monkeypatch, capsys):
+    # The readable form takes up to a minute; a second Ctrl-C there had exited 130 without a winner.
+    import search.export
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(search.export, "readable_within", interrupted)
+    monkeypatch.chdir(tmp_path)
+    assert main(["search", "--db", "s.sqlite", "--tasks", "quadratic", "--evals", "2", "--workers", "1"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "interrupted again: the winner is written as the search found it, not simplified" in out
+    written = (tmp_path / "best_optimizer.py").read_text()
+    assert "equality: exact (not simplified: interrupted)" in " ".join(written.split())
+
+
 def test_sigkill_then_resume_keeps_every_finished_row(tmp_path):
     db = tmp_path / "k.sqlite"
     proc = subprocess.Popen([sys.executable, "-m", "optdsl.cli", "search", "--db", str(db), "--tasks", "quadratic",
