@@ -10,8 +10,9 @@ Python only where that is exact:
   IEEE float64 on Python floats, never raising);
 - a shape fact inside arithmetic is made a float (``float(w.numel())``); compared, it stays an int
   (Python compares ints and floats exactly);
-- in a shape test, ``max``/``min`` of shape facts and finite numbers are Python's builtins too: no
-  nan reaches them, and a test cannot see the sign of a zero.
+- in a shape test, ops with a ``python_test`` spelling (``max``/``min``: Python's builtins) of shape
+  facts and finite numbers are printed in it: no nan reaches them, and a test cannot see the sign
+  of a zero.
 
 Elsewhere :func:`plain_python` returns None and the target computes with its tensors or arrays.
 
@@ -35,8 +36,6 @@ from optdsl.ops import OPS, STATIC
 
 from .generated import number
 
-_BUILTIN = {"max": "max({0}, {1})", "min": "min({0}, {1})"}  # Python's, in tests: see the module docstring
-
 
 def plain_python(expr: Expr, target: str, test: bool = False) -> str | None:
     """``expr`` (shape facts, numbers and the ops between them) as plain Python over ``w`` that
@@ -58,8 +57,8 @@ def plain_python(expr: Expr, target: str, test: bool = False) -> str | None:
             text = getattr(op, target).format(*args)
             return text if context != "number" else f"float({text})"
         inner = "compared" if op.truth else "number"
-        if op.name in _BUILTIN and test and all(_fact_or_finite(a) for a in e.args):
-            spelling, inner = _BUILTIN[op.name], "compared"
+        if op.python_test and test and all(_fact_or_finite(a) for a in e.args):
+            spelling, inner = op.python_test, "compared"
         elif op.truth and op.infix and context == "truth":  # a test as Python's: w.ndim >= 2 and ...
             spelling = f"{op.infix} {{0}}" if op.arity == 1 else f"{{0}} {op.infix} {{1}}"
             inner = "truth"  # (a truth value among the operands stays Python's bool)

@@ -145,6 +145,9 @@ class Op:
     # ``python`` is IEEE float64 itself on Python floats, never raising (+ - *, comparisons, logic,
     # where): shape arithmetic may be printed in it (codegen/shape_python.py)
     python_exact: bool = False
+    # Python spelling in a shape test over shape facts and finite numbers, where no nan and no sign
+    # of a zero can show (max, min: Python's builtins; codegen/shape_python.py)
+    python_test: str | None = None
 
 
 def _safe(fn):
@@ -249,10 +252,10 @@ op("neg", 1, E, np.negative, lambda a: -a, "-{0}", "-{0}", "-{0}", "-{0}", "-x",
    precedence=30, numbers_ok=True, foreach=("neg",), cpp="-{0}", python="-{0}", python_exact=True)
 op("max", 2, E, np.maximum, lambda a, b: sympy.Max(a, b), r"\max({0}, {1})", "torch.maximum({0}, {1})",
    "jnp.maximum({0}, {1})", "tl.maximum({0}, {1})", "elementwise maximum", commutative=True,
-   foreach=("maximum",), cpp="op_max({0}, {1})", python="_fmax({0}, {1})")
+   foreach=("maximum",), cpp="op_max({0}, {1})", python="_fmax({0}, {1})", python_test="max({0}, {1})")
 op("min", 2, E, np.minimum, lambda a, b: sympy.Min(a, b), r"\min({0}, {1})", "torch.minimum({0}, {1})",
    "jnp.minimum({0}, {1})", "tl.minimum({0}, {1})", "elementwise minimum", commutative=True,
-   foreach=("minimum",), cpp="op_min({0}, {1})", python="_fmin({0}, {1})")
+   foreach=("minimum",), cpp="op_min({0}, {1})", python="_fmin({0}, {1})", python_test="min({0}, {1})")
 op("interp", 3, E, lambda x, y, a: (1 - a) * x + a * y, lambda x, y, a: (1 - a) * x + a * y,
    r"(1 - {2}) {0} + {2} {1}", "torch.lerp({0}, {1}, {2})", "(1 - {2}) * {0} + {2} * {1}",
    "{1} + (1.0 - {2}) * ({0} - {1})", "(1 - a) * x + a * y: moving average of x into y with weight a "
