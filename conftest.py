@@ -3,5 +3,6 @@ left out (its tests skip, see tests/differential.py's needs_optax)."""
 
 import importlib.util
 
-collect_ignore = [] if importlib.util.find_spec("optax") else ["codegen/bench_jax.py"]
+collect_ignore = [] if importlib.util.find_spec("optax") else ["codegen/bench_jax.py",
+                                                               "codegen/runtime/jax_math.py"]
 collect_ignore += [] if importlib.util.find_spec("triton") else ["codegen/runtime/triton_kernels.py"]

@@ -45,6 +45,7 @@ from optdsl.printer import (
     DslPrinter,
     docstring,
     float_literal,
+    precedence_of,
     template_shape,
     to_source,
 )
@@ -80,11 +81,27 @@ class JaxPrinter(CodePrinter):
 
     target = "jax"
 
-    def __init__(self, kinds: dict[str, str], python: set[str] = frozenset()):
+    def __init__(self, kinds: dict[str, str], python: set[str] = frozenset(), in_f64: bool = False):
         super().__init__()
         self.kinds = kinds
         self.python = set(python)
         self.names = itertools.count()  # numbers of the statements bound to keep lines short (_fitted)
+        self.in_f64 = in_f64  # printing the inside of an _f64(lambda: ...): see shape_arithmetic
+
+    def shape_arithmetic(self, expr: Expr) -> Code:
+        """Shape arithmetic (shape facts and numbers: a Python value while JAX traces) in float64,
+        as the interpreter computes it: plain Python where that is exact, else jax.numpy inside the
+        runtime's ``_f64`` (float64 whatever ``jax_enable_x64`` says). Its temporaries are bound by
+        lambdas inside it, not by statements, which would run outside ``_f64``."""
+        plain = plain_python(expr, "jax")
+        if plain is not None:
+            return Code(plain, precedence_of(plain))
+        inner = JaxPrinter(dict(self.kinds), self.python, in_f64=True)
+        inner._counter = self._counter  # names no temporary of this printer's has
+        text = str(inner.doprint(expr))
+        for name, value in reversed(inner.temps):
+            text = f"(lambda {name}: {text})({value})"
+        return Code(f"_f64(lambda: {text})", ATOM)
 
     def is_python(self, expr: Expr) -> bool:
         """May ``expr`` be a plain Python number while tracing (a literal, a shape fact, a
@@ -171,6 +188,8 @@ class JaxPrinter(CodePrinter):
 
     def _print_Call(self, expr: Call) -> Code:
         op = OPS[expr.op]
+        if not self.in_f64 and self.kind(expr) == "static":
+            return self.shape_arithmetic(expr)
         if op.truth:
             return self.fill("jnp.where({0}, 1.0, 0.0)", [self.boolean(expr)])
         if op.shape == STATIC:
@@ -182,18 +201,14 @@ class JaxPrinter(CodePrinter):
                                   for a, t, n in zip(expr.args, self.operands(expr), repeats)])
 
 
-def shape_test(cond: Expr) -> tuple[list[str], str]:
-    """A shape test, run while JAX traces, as ``(lines computing it, the test)``: plain Python where
-    that is exact (``w.ndim >= 2``; :mod:`codegen.shape_python`), else jax.numpy evaluated at once
-    under ``jax.ensure_compile_time_eval`` (so that its value is known while tracing), where
-    ``1 / 0`` is inf and ``2 ** 2000`` does not raise, in JAX's default precision."""
+def shape_test(cond: Expr) -> str:
+    """A shape test, run while JAX traces: plain Python where that is exact (``w.ndim >= 2``;
+    :mod:`codegen.shape_python`), else its value in float64 (:meth:`JaxPrinter.shape_arithmetic`,
+    where ``1 / 0`` is inf and ``2 ** 2000`` does not raise) compared with 0."""
     plain = plain_python(cond, "jax", test=True)
     if plain is not None:
-        return [], plain
-    printer = JaxPrinter({"w": "full"})
-    text = printer.doprint(cond)
-    lines = [*printer.flush(), f"_test = bool({text})"]
-    return ["with jax.ensure_compile_time_eval():", *("    " + line for line in lines)], "_test"
+        return plain
+    return f"{JaxPrinter({'w': 'full'}).shape_arithmetic(cond)} != 0"
 
 
 # --- the generated module ------------------------------------------------------------------------
@@ -371,8 +386,7 @@ class _Module:
         yes_lines, no_lines = self._tree_lines(yes, leaf, indent + 4), self._tree_lines(no, leaf, indent)
         if yes_lines == no_lines:  # variants that differ in their step but not here
             return yes_lines
-        lines, test = shape_test(cond)
-        return [*lines, f"if {test}:", *(_indent(yes_lines).split("\n")), *no_lines]
+        return [f"if {shape_test(cond)}:", *(_indent(yes_lines).split("\n")), *no_lines]
 
     def pick_function(self) -> str:
         def leaf(v, indent):
@@ -545,6 +559,8 @@ class _Module:
         functions = [f for v, spec in enumerate(self.variants) for f in self.variant_functions(v, spec)]
         if self.pick:
             functions.append(self.pick_function())
+        if any("_f64(" in f for f in functions):  # shape arithmetic in float64 (the name is the module's own)
+            helpers.append(runtime_functions("jax_math", {"_f64"}))
         imports = "from typing import NamedTuple\n\nimport jax\nimport jax.numpy as jnp\nimport optax"
         blocks = [_docstring(self.module_doc()) + "\n\n" + imports,  # one blank line after the docstring
                   state_class, *helpers, *functions, self.init_function(), self.factory()]

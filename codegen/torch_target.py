@@ -209,6 +209,11 @@ def row_separable(found: list[Path]) -> str | None:
 
 
 # --- the per-tensor printer -----------------------------------------------------------------------
+#: The ``ref`` whose numbers are float64 0-d tensors on the CPU: shape arithmetic's (the interpreter's
+#: precision), where plain Python would raise (1 / 0) or differ (-0.0).
+FLOAT64 = "torch.float64"
+
+
 class TorchPrinter(CodePrinter):
     """One tensor's expressions as torch code. ``kinds`` maps names to shapes (see typecheck);
     row/col values are unsqueezed where they meet full ones (the interpreter's ``expand``), and
@@ -247,6 +252,9 @@ class TorchPrinter(CodePrinter):
             plain = plain_python(expr, "torch")
             if plain is not None:
                 return Code(plain, precedence_of(plain))
+            if self.ref != FLOAT64:  # else all of it in float64 0-d tensors, a Python float after:
+                # in the parameter's dtype 1e30 * size(w) * 1e10 / 1e39 overflowed (inf / inf)
+                return Code(f"float({TorchPrinter(self.kinds, self.fail, ref=FLOAT64).doprint(expr)})", ATOM)
         kinds = [self.kind(a) for a in expr.args]
         args = [self._print(a) for a in expr.args]
         if op.shape == STATIC:  # a float, as the interpreter's shape arithmetic is float64
@@ -1492,7 +1500,7 @@ def _shape_test(expr: Expr) -> str:
     plain = plain_python(expr, "torch", test=True)
     if plain is not None:
         return plain
-    return f"bool({TorchPrinter({'w': 'full'}, _refuse, ref='torch.float64').doprint(expr)})"
+    return f"bool({TorchPrinter({'w': 'full'}, _refuse, ref=FLOAT64).doprint(expr)})"
 
 
 def _refuse(msg, hint=None):

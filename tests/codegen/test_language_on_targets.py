@@ -134,6 +134,9 @@ def test_shape_cases_on_the_compiled_backend(case):
 # (% and // by 0, a shape test dividing by 0), returned a complex number ((-n) ** 0.5) or hung in
 # a big-int power (dim ** dim ** 50); both targets lost the sign of -(n - n) and so the sign of
 # g / -0.0; JAX refused sqrt() in a shape test and forgot the temporaries of cube(cube(...)).
+# Where plain Python would not do, both computed the rest in float32 (torch in the parameter's
+# dtype, JAX unless jax_enable_x64 is on): 1e30 * size(w) * 1e10 / 1e39 was inf / inf, and JAX's
+# 2 ** size(w) > 1e300 was false for 2000 elements.
 SHAPE_IEEE = [
     "return lr * g * 2 ** size(w)",
     "return lr * g * (size(w) % (size(w) - 6))",
@@ -145,7 +148,9 @@ SHAPE_IEEE = [
     "return lr * g * cube(cube(cube(cube(cube(size(w))))))",
     "return lr * where(size(w) % (size(w) - 6) > 3, g, -g)",
     "if 1 / (size(w) - 6) > 0:\n        g = -g\n    return lr * g",
-    "if sqrt(size(w)) > 3 and 2 ** size(w) > 1e30:\n        g = -g\n    return lr * g",
+    "if sqrt(size(w)) > 3 and 2 ** size(w) > 1e300:\n        g = -g\n    return lr * g",
+    "return lr * g * (1e30 * size(w) * 1e10 / 1e39)",
+    "return lr * g * sign(size(w) - 6) * (1 / dim(w, 0))",
 ]
 SHAPES = {"a": (6,), "b": (2, 3), "c": (2000,), "d": (2, 0)}
 

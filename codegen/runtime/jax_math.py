@@ -1,0 +1,23 @@
+"""Helpers of the generated JAX modules (copied into them function by function, as the torch
+runtime's are): shape arithmetic computed while JAX traces, in the interpreter's precision.
+
+A parameter's shape facts (``size(w)``, ``dim(w, 1)``) are Python ints while JAX traces, so
+arithmetic on them has a value then. Where plain Python would not compute float64's value
+(``1 / 0`` raises; see ``codegen/shape_python.py``), jax.numpy does, but in float32 unless
+``jax_enable_x64`` is on: ``2 ** size(w) > 1e30`` and ``1e30 * size(w) * 1e10 / 1e39``
+overflowed there. :func:`_f64` computes it in float64 whatever that flag says.
+
+Example (6e40 / 1e39, whose parts float32 cannot hold):
+    >>> import jax.numpy as jnp
+    >>> _f64(lambda: jnp.asarray(1e30) * 6 * 1e10 / 1e39), float(jnp.asarray(1e30) * 6 / 1e39)
+    (60.00000000000001, 0.0)
+"""
+
+import jax
+
+
+def _f64(compute):
+    """``compute()`` (arithmetic of numbers known while JAX traces) in float64, as a Python float:
+    run at once (``ensure_compile_time_eval``), with 64-bit types on for it alone."""
+    with jax.ensure_compile_time_eval(), jax.enable_x64(True):
+        return float(compute())
