@@ -54,7 +54,7 @@ from optdsl.typecheck import expr_kind, input_kinds, join
 from .generated import check_identifier, number
 from .layout import LINE, bracketed, function, hugging_call, wrap_comprehension
 from .runtime import functions as runtime_functions
-from .shape_python import plain_python
+from .shape_python import plain_python, shape_test
 
 # A state's shape for a parameter ``w`` (as :func:`optdsl.interpreter.state_shape`).
 STATE_SHAPE = {"full": "w.shape", "row": "w.shape[:-1]", "col": "w.shape[:-2] + w.shape[-1:]", "scalar": "()"}
@@ -160,7 +160,7 @@ class JaxPrinter(CodePrinter):
 
     @staticmethod
     def _condition_slot(op: str, i: int) -> bool:
-        return (op == "where" and i == 0) or op in ("and", "or", "not")
+        return (op == "where" and i == 0) or OPS[op].logic
 
     def condition(self, expr: Expr) -> Code:
         """``expr`` as a jax boolean where a condition is expected (no 1.0/0.0 round trip)."""
@@ -171,7 +171,7 @@ class JaxPrinter(CodePrinter):
     def boolean(self, expr: Call) -> Code:
         """A truth-valued op as a jax boolean."""
         args = self.operands(expr)
-        if expr.op in ("and", "or", "not"):
+        if OPS[expr.op].logic:
             slots = ", ".join(f"{{{i}}}" for i in range(len(args)))
             return self.fill(f"jnp.logical_{expr.op}({slots})", args)
         return self.fill(OPS[expr.op].jax, args)
@@ -201,14 +201,12 @@ class JaxPrinter(CodePrinter):
                                   for a, t, n in zip(expr.args, self.operands(expr), repeats)])
 
 
-def shape_test(cond: Expr) -> str:
+def _shape_test(cond: Expr) -> str:
     """A shape test, run while JAX traces: plain Python where that is exact (``w.ndim >= 2``;
-    :mod:`codegen.shape_python`), else its value in float64 (:meth:`JaxPrinter.shape_arithmetic`,
-    where ``1 / 0`` is inf and ``2 ** 2000`` does not raise) compared with 0."""
-    plain = plain_python(cond, "jax", test=True)
-    if plain is not None:
-        return plain
-    return f"{JaxPrinter({'w': 'full'}).shape_arithmetic(cond)} != 0"
+    :func:`codegen.shape_python.shape_test`), else its value in float64
+    (:meth:`JaxPrinter.shape_arithmetic`, where ``1 / 0`` is inf and ``2 ** 2000`` does not
+    raise) compared with 0."""
+    return shape_test(cond, "jax", lambda e: f"{JaxPrinter({'w': 'full'}).shape_arithmetic(e)} != 0")
 
 
 # --- the generated module ------------------------------------------------------------------------
@@ -386,7 +384,7 @@ class _Module:
         yes_lines, no_lines = self._tree_lines(yes, leaf, indent + 4), self._tree_lines(no, leaf, indent)
         if yes_lines == no_lines:  # variants that differ in their step but not here
             return yes_lines
-        return [f"if {shape_test(cond)}:", *(_indent(yes_lines).split("\n")), *no_lines]
+        return [f"if {_shape_test(cond)}:", *(_indent(yes_lines).split("\n")), *no_lines]
 
     def pick_function(self) -> str:
         def leaf(v, indent):

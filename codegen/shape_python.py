@@ -73,6 +73,28 @@ def plain_python(expr: Expr, target: str, test: bool = False) -> str | None:
     return None if text is None else ast.unparse(ast.parse(text, mode="eval"))
 
 
+def shape_test(expr: Expr, target: str, computed) -> str:
+    """A shape test as Python: :func:`plain_python` where that is exact; else ``and``, ``or`` and
+    ``not`` (the op table's ``logic``) as Python's own over their operands' tests, so that only
+    what needs it is computed, by ``computed(e)`` (the target's float64 computation of the truth
+    of ``e``, as Python text).
+
+    Example (the left side is plain; the right needs float64 arithmetic):
+        >>> n = Call("size", (Var("w"),))
+        >>> big = Call("gt", (Call("power", (Const(2.0), n)), Const(1e300)))
+        >>> shape_test(Call("and", (Call("ge", (n, Const(2.0))), big)), "torch", lambda e: "COMPUTED")
+        'w.numel() >= 2 and COMPUTED'
+    """
+    plain = plain_python(expr, target, test=True)
+    if plain is not None:
+        return plain
+    if isinstance(expr, Call) and OPS[expr.op].logic:
+        parts = [f"({shape_test(a, target, computed)})" for a in expr.args]
+        text = f"not {parts[0]}" if len(parts) == 1 else f" {expr.op} ".join(parts)
+        return ast.unparse(ast.parse(text, mode="eval"))  # (needless parentheses dropped)
+    return computed(expr)
+
+
 def _fact_or_finite(expr: Expr) -> bool:
     if isinstance(expr, Const):
         return math.isfinite(expr.value)

@@ -128,7 +128,7 @@ from .layout import literal as _literal
 from .layout import wrap_comprehension as _wrap_comprehension
 from .runtime import functions as runtime_functions
 from .runtime import source as runtime_source
-from .shape_python import plain_python
+from .shape_python import plain_python, shape_test
 
 NUMBER_KINDS = ("const", "static")
 # Ops whose torch spelling accepts a Python number in any argument, next to a tensor.
@@ -1497,10 +1497,8 @@ def _shape_test(expr: Expr) -> str:
     """A shape test as Python over ``w.ndim``/``w.shape`` (it picks the path): plain Python where
     that is exact (:mod:`codegen.shape_python`), else computed as the interpreter computes it, in
     float64 (0-d tensors on the CPU, where ``1 / 0`` is inf and ``2 ** 2000`` does not raise)."""
-    plain = plain_python(expr, "torch", test=True)
-    if plain is not None:
-        return plain
-    return f"bool({TorchPrinter({'w': 'full'}, _refuse, ref=FLOAT64).doprint(expr)})"
+    float64 = lambda e: f"bool({TorchPrinter({'w': 'full'}, _refuse, ref=FLOAT64).doprint(e)})"
+    return shape_test(expr, "torch", float64)
 
 
 def _refuse(msg, hint=None):

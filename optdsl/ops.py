@@ -120,6 +120,7 @@ class Op:
     search: bool = True  # may the search's mutations draw it?
     commutative: bool = False
     truth: bool = False  # the value is a truth value (1.0 / 0.0): comparisons, logic, isfinite
+    logic: bool = False  # its operands are read for their truth alone (and, or, not)
     python_raises: bool = False  # Python's own operator raises on some numbers (1 / 0, 10.0 ** 400)
     numbers_ok: bool = False  # the torch spelling takes a Python number in any argument, next to a tensor
     foreach: tuple[str, ...] = ()  # torch._foreach_<f> calls that compute it on lists, applied in turn
@@ -392,17 +393,19 @@ op("and", 2, E, _cmp(lambda a, b: (a != 0) & (b != 0)),
    lambda a, b: sympy.Piecewise((1, sympy.And(sympy.Ne(a, 0), sympy.Ne(b, 0))), (0, True)),
    r"[{0} \wedge {1}]", "(({0} != 0) & ({1} != 0))", "(({0} != 0) & ({1} != 0))",
    "(({0} != 0) & ({1} != 0))", "1 if both are non-zero", infix="and", precedence=3,
-   commutative=True, search=False, truth=True, numbers_ok=True, cpp="({0} != 0 && {1} != 0 ? T(1) : T(0))",
+   commutative=True, search=False, truth=True, logic=True, numbers_ok=True,
+   cpp="({0} != 0 && {1} != 0 ? T(1) : T(0))",
    python="(1.0 if {0} != 0 and {1} != 0 else 0.0)", python_exact=True)
 op("or", 2, E, _cmp(lambda a, b: (a != 0) | (b != 0)),
    lambda a, b: sympy.Piecewise((1, sympy.Or(sympy.Ne(a, 0), sympy.Ne(b, 0))), (0, True)),
    r"[{0} \vee {1}]", "(({0} != 0) | ({1} != 0))", "(({0} != 0) | ({1} != 0))",
    "(({0} != 0) | ({1} != 0))", "1 if either is non-zero", infix="or", precedence=2,
-   commutative=True, search=False, truth=True, numbers_ok=True, cpp="({0} != 0 || {1} != 0 ? T(1) : T(0))",
+   commutative=True, search=False, truth=True, logic=True, numbers_ok=True,
+   cpp="({0} != 0 || {1} != 0 ? T(1) : T(0))",
    python="(1.0 if {0} != 0 or {1} != 0 else 0.0)", python_exact=True)
 op("not", 1, E, _cmp(lambda a: a == 0), lambda a: sympy.Piecewise((1, sympy.Eq(a, 0)), (0, True)),
    r"[\neg {0}]", "({0} == 0)", "({0} == 0)", "({0} == 0)", "1 if x is zero", infix="not",
-   precedence=4, search=False, truth=True, cpp="({0} == 0 ? T(1) : T(0))",
+   precedence=4, search=False, truth=True, logic=True, cpp="({0} == 0 ? T(1) : T(0))",
    python="(1.0 if {0} == 0 else 0.0)", python_exact=True)
 op("where", 3, E, lambda c, a, b: np.where(np.asarray(c) != 0, a, b),
    lambda c, a, b: sympy.Piecewise((a, sympy.Ne(c, 0)), (b, True)),

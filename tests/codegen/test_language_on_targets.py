@@ -150,6 +150,7 @@ SHAPE_IEEE = [
     "if 1 / (size(w) - 6) > 0:\n        g = -g\n    return lr * g",
     "if sqrt(size(w)) > 3 and 2 ** size(w) > 1e300:\n        g = -g\n    return lr * g",
     "return lr * g * (1e30 * size(w) * 1e10 / 1e39)",
+    "if ndim(w) >= 2 and not 1 / (size(w) - 6) > 0 or ndim(w) == 0:\n        g = -g\n    return lr * g",
     "return lr * g * sign(size(w) - 6) * (1 / dim(w, 0))",
 ]
 SHAPES = {"a": (6,), "b": (2, 3), "c": (2000,), "d": (2, 0)}
