@@ -536,3 +536,31 @@ def test_per_step_scalars_keep_float32_precision(name):
         for k in params:
             err = np.max(np.abs(-np.asarray(got[k]) - want[k])) / np.max(np.abs(want[k]))
             assert err < 1e-6, f"{name} step {step} {k}: {err:.2g}"
+
+
+@pytest.mark.parametrize("name", optdsl.source.zoo_names())
+def test_zoo_modules_in_float64_match_the_float64_interpreter(name):
+    """With 64-bit types on, the generated module computes in float64 as the interpreter does
+    (to 1e-13 of each tensor's scale: AdaX's elements near 0 differ by 2e-15 in absolute terms);
+    the other tests run JAX's default float32."""
+    rng = np.random.default_rng(0)
+    shapes = {"a": (3, 4), "b": (5,), "c": (2, 3, 4), "d": (), "e": (200, 130)}  # e: factored
+    params = {k: rng.normal(size=s) for k, s in shapes.items()}
+    grads = [{k: rng.normal(size=s) * np.exp(rng.normal()) for k, s in shapes.items()} for _ in range(6)]
+    program = optdsl.load(name)
+    opt = Interpreter(program, np.float64, lr=1e-2)
+    want, state = dict(params), opt.init(params)
+    for t, g in enumerate(grads, 1):
+        want, state = opt.step(want, g, state, t)
+    with jax.enable_x64(True):
+        tx = codegen.build(program, "jax")(learning_rate=1e-2)
+        got = {k: jnp.asarray(v) for k, v in params.items()}
+        state, update = tx.init(got), jax.jit(tx.update)
+        for g in grads:
+            updates, state = update({k: jnp.asarray(v) for k, v in g.items()}, state, got)
+            got = optax.apply_updates(got, updates)
+    for k in params:
+        assert got[k].dtype == jnp.float64, k
+        scale = np.max(np.abs(want[k]), initial=1.0)
+        np.testing.assert_allclose(np.asarray(got[k]), want[k], rtol=1e-13, atol=1e-13 * scale,
+                                   err_msg=f"{name}: {k}")
