@@ -960,7 +960,7 @@ class _Optimizer(torch.optim.Optimizer):
                 if flat and g.is_contiguous():
                     apply(v[0], _flat(g), v[1], scalars)
                 else:
-                    whole(p, g, list(s), scalars)
+                    whole(p, g, [_flat(x) if x.dim() == 0 else x for x in s], scalars)
 
     def _step_segments(self, plan, grads, segments):
         prog = self._program
@@ -1217,11 +1217,11 @@ class _Entry:
             states = list(self.states.values())
             tensors = [*self.params, *itertools.chain(*states)]
             flat = prog.paths[self.path].flat and all(t.is_contiguous() for t in tensors)
-            # a state of a 0-d parameter is 0-d whatever its kind: flattened with the parameter (a
-            # full one is written from the step's 1-element result); elsewhere only the 0-d
-            # states are one number per tensor, and stay as they are
+            # every state 1-d as well: a 0-d one (one number per tensor, or any state of a 0-d
+            # parameter) as one element, which the step's number broadcasts to. torch.compile (2.13,
+            # CPU) drops a copy_ into a 0-d float64 input: Amos's v and b stayed 0 in float64
             views = [
-                (_flat(p), [_flat(s) if s.dim() or not p.dim() else s for s in ss]) if flat else None
+                (_flat(p), [_flat(s) for s in ss]) if flat else None
                 for p, ss in zip(self.params, zip(*states) if states else [()] * len(self.params))
             ]
             self._views = (flat, views)

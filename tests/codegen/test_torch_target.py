@@ -64,11 +64,13 @@ def test_zoo_eager_matches_interpreter(name):
     _close(ts, hist[-1])
 
 
-@pytest.mark.parametrize("name", optdsl.zoo_names())
-def test_zoo_eager_in_float64_holds_the_interpreters_float64_states_included(name):
+@pytest.mark.parametrize("name, backend", [*((n, "eager") for n in optdsl.zoo_names()), ("amos", "compiled")])
+def test_zoo_in_float64_holds_the_interpreters_float64_states_included(name, backend):
     """In float64 the eager step keeps the interpreter's values to ~1e-13 over 20 steps, params and
     states: a number rounded to float32 on its way (Tiger's decay was, through a stack of truth
-    values, until round 18: 5e-9 off in m) hides under the float32 test's tolerance, not here."""
+    values, until round 18: 5e-9 off in m) hides under the float32 test's tolerance, not here.
+    Compiled Amos was 1.3% off: torch.compile (2.13, CPU) dropped the copy_ into its 0-d float64
+    states v and b, which stayed 0 (the compiled step now hands them over as one-element views)."""
     p = optdsl.load(name)
     rng = np.random.default_rng(3)
     params = {f"p{i}": rng.standard_normal(s) for i, s in enumerate(SHAPES)}
@@ -77,7 +79,7 @@ def test_zoo_eager_in_float64_holds_the_interpreters_float64_states_included(nam
     want, state = dict(params), interp.init(params)
     for t, g in enumerate(grads, start=1):
         want, state = interp.step(want, g, state, t)
-    ts, opt = _run_class(codegen.build(p, "torch"), params, grads, STEPS, "eager", **_hyper(p))
+    ts, opt = _run_class(codegen.build(p, "torch"), params, grads, STEPS, backend, **_hyper(p))
     for x, k in zip(ts, params):
         assert x.dtype == torch.float64
         np.testing.assert_allclose(x.detach().numpy(), want[k], rtol=1e-13, atol=1e-13, err_msg=k)
