@@ -214,6 +214,13 @@ def row_separable(found: list[Path]) -> str | None:
 FLOAT64 = "torch.float64"
 
 
+def float64_printer(kinds: dict[str, str], fail) -> TorchPrinter:
+    """The printer of shape arithmetic where plain Python will not do: its shape facts are float64
+    0-d tensors on the CPU and only literals are Python numbers, so that every op computes in
+    float64, where ``1 / 0`` is inf and ``2 ** 2000`` does not raise."""
+    return TorchPrinter(kinds, fail, ref=FLOAT64, scalars=("const",))
+
+
 class TorchPrinter(CodePrinter):
     """One tensor's expressions as torch code. ``kinds`` maps names to shapes (see typecheck);
     row/col values are unsqueezed where they meet full ones (the interpreter's ``expand``), and
@@ -248,17 +255,19 @@ class TorchPrinter(CodePrinter):
         op = OPS.get(expr.op)
         if op is None:
             self.fail(f"unknown function {expr.op!r}")
-        if self.kind(expr) == "static":  # shape arithmetic in plain Python, where that is exact
-            plain = plain_python(expr, "torch")
+        if self.kind(expr) == "static" and self.ref != FLOAT64:  # shape arithmetic in plain Python,
+            plain = plain_python(expr, "torch")  # where that is exact
             if plain is not None:
                 return Code(plain, precedence_of(plain))
-            if self.ref != FLOAT64:  # else all of it in float64 0-d tensors, a Python float after:
-                # in the parameter's dtype 1e30 * size(w) * 1e10 / 1e39 overflowed (inf / inf)
-                return Code(f"float({TorchPrinter(self.kinds, self.fail, ref=FLOAT64).doprint(expr)})", ATOM)
+            # else all of it in float64 0-d tensors, then in w's dtype (not computed in w's dtype:
+            # 1e30 * size(w) * 1e10 / 1e39 overflowed, inf / inf; not made a Python float: float()
+            # of a tensor breaks a torch.compile graph)
+            return self.tensor(float64_printer(self.kinds, self.fail).doprint(expr))
         kinds = [self.kind(a) for a in expr.args]
         args = [self._print(a) for a in expr.args]
         if op.shape == STATIC:  # a float, as the interpreter's shape arithmetic is float64
-            return self.fill(f"float({op.torch})", args)
+            fact = self.fill(f"float({op.torch})", args)
+            return self.tensor(fact) if self.ref == FLOAT64 else fact
         numbers = [k in self.scalars for k in kinds]
         if op.shape == ELEMENTWISE:
             out = join(*kinds)
@@ -402,6 +411,8 @@ class GroupPrinter:
         if isinstance(expr, Var):
             return expr.name
         if expr_kind(expr, self.kinds, self.fail) == "static":  # shape arithmetic: each tensor's number
+            if plain_python(expr, "torch") is None:  # (printed as a tensor of w's dtype already)
+                return self.comprehension(expr, kind)
             as_tensor = TorchPrinter(self.kinds, self.fail, ref=self.loop_var("w")).tensor("{}")
             return self.comprehension(expr, kind, wrap=str(as_tensor))  # a 0-d tensor, as a reduction's value is
         foreach = self.foreach(expr, kind)
@@ -1348,8 +1359,9 @@ class _Body:
         self.lines.append(text)
 
     def atom(self, expr: Expr, fail) -> Expr:
-        """``expr``, or a fresh temporary assigned it when it is a call (shape facts stay as they are)."""
-        if not isinstance(expr, Call) or OPS[expr.op].shape == STATIC:
+        """``expr``, or a fresh temporary assigned it when it is a call (shape arithmetic stays as it
+        is: computed whole in float64, see TorchPrinter, not rounded to w's dtype on its way)."""
+        if not isinstance(expr, Call) or expr_kind(expr, self.kinds, fail) == "static":
             return expr
         name = fresh_name("t", self.used)
         self.assign(name, expr, fail)
@@ -1497,7 +1509,7 @@ def _shape_test(expr: Expr) -> str:
     """A shape test as Python over ``w.ndim``/``w.shape`` (it picks the path): plain Python where
     that is exact (:mod:`codegen.shape_python`), else computed as the interpreter computes it, in
     float64 (0-d tensors on the CPU, where ``1 / 0`` is inf and ``2 ** 2000`` does not raise)."""
-    float64 = lambda e: f"bool({TorchPrinter({'w': 'full'}, _refuse, ref=FLOAT64).doprint(e)})"
+    float64 = lambda e: f"bool({float64_printer({'w': 'full'}, _refuse).doprint(e)})"
     return shape_test(expr, "torch", float64)
 
 
