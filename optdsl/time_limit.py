@@ -40,9 +40,9 @@ def _available() -> bool:
 def time_limit(seconds: float):
     """Run the block for at most ``seconds`` of wall-clock time: past it, :class:`SymbolicTimeout`
     is raised where the block's Python code then is, and again every :data:`REPEAT` seconds until
-    the block ends, and the :class:`Limit` it yields is marked ``expired`` (a ``try`` inside it that catches the first cannot keep it running). Limits
-    nest: an inner one never outlasts an outer one, and an outer one that fell due inside an inner
-    block fires right after it.
+    the block ends (a ``try`` inside it that catches the first cannot keep it running), and the
+    :class:`Limit` it yields is marked ``expired``. Limits nest: an inner one never outlasts an
+    outer one, and an outer one that fell due inside an inner block fires right after it.
 
     Example:
         >>> try:

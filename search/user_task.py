@@ -252,7 +252,7 @@ def _located(e: BaseException, path: str, message: str) -> DslError:
     for frame in traceback.extract_tb(e.__traceback__):
         if os.path.abspath(frame.filename) == os.path.abspath(path):
             line, col = frame.lineno, frame.colno
-    if line and col is None:  # the caret at the statement, not before its indentation
+    if line and col is None and source:  # the caret at the statement, not before its indentation
         text = source.splitlines()[line - 1] if line <= len(source.splitlines()) else ""
         col = len(text) - len(text.lstrip())
     return DslError(f"{message}: {type(e).__name__}: {e}", path, line, col, source if line else None)

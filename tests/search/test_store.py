@@ -67,7 +67,8 @@ def _damaged(kind: str, tmp_path, good: str) -> str:
     return str(path)
 
 
-KINDS = ["truncated", "bit-flipped", "cell-off-page", "random", "empty", "text", "folder", "foreign", "other-app"]
+KINDS = ["truncated", "bit-flipped", "cell-off-page", "random", "empty", "text", "folder", "foreign",
+         "other-app"]
 
 
 @pytest.mark.parametrize("kind", KINDS)

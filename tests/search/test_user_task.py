@@ -151,7 +151,8 @@ BROKEN = {
                     "does not depend on the trained parameters"),
     # sys.exit() in the user's code had ended the CLI with exit status 1 and no place
     "exit at import": ("import sys\nsys.exit(3)\n", "make", "cannot import the task file: SystemExit: 3"),
-    "exit in the factory": ("def bad():\n    raise SystemExit('bye')\n", "bad", "bad() failed: SystemExit: bye"),
+    "exit in the factory": ("def bad():\n    raise SystemExit('bye')\n", "bad",
+                            "bad() failed: SystemExit: bye"),
     "exit in the loss": ("import sys\ndef bad():\n    return make(loss=lambda o, t: sys.exit(0))\n", "bad",
                          "the first training steps failed: SystemExit"),
 }
