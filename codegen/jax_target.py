@@ -88,17 +88,20 @@ class JaxPrinter(CodePrinter):
         self.names = itertools.count()  # numbers of the statements bound to keep lines short (_fitted)
         self.in_f64 = in_f64  # printing the inside of an _f64(lambda: ...): see shape_arithmetic
 
-    def shape_arithmetic(self, expr: Expr) -> Code:
+    def shape_arithmetic(self, expr: Expr, test: bool = False) -> Code:
         """Shape arithmetic (shape facts and numbers: a Python value while JAX traces) in float64,
         as the interpreter computes it: plain Python where that is exact, else jax.numpy inside the
         runtime's ``_f64`` (float64 whatever ``jax_enable_x64`` says). Its temporaries are bound by
-        lambdas inside it, not by statements, which would run outside ``_f64``."""
+        lambdas inside it, not by statements, which would run outside ``_f64``. ``test``: only its
+        truth counts (a comparison is then jax's boolean, not 1.0 / 0.0)."""
         plain = plain_python(expr, "jax")
         if plain is not None:
             return Code(plain, precedence_of(plain))
         inner = JaxPrinter(dict(self.kinds), self.python, in_f64=True)
         inner._counter = self._counter  # names no temporary of this printer's has
-        text = str(inner.doprint(expr))
+        cut = inner._cut(expr)
+        truth = test and isinstance(cut, Call) and OPS[cut.op].truth
+        text = str(inner.boolean(cut) if truth else inner._print(cut))
         for name, value in reversed(inner.temps):
             text = f"(lambda {name}: {text})({value})"
         return Code(f"_f64(lambda: {text})", ATOM)
@@ -206,7 +209,8 @@ def _shape_test(cond: Expr) -> str:
     :func:`codegen.shape_python.shape_test`), else its value in float64
     (:meth:`JaxPrinter.shape_arithmetic`, where ``1 / 0`` is inf and ``2 ** 2000`` does not
     raise) compared with 0."""
-    return shape_test(cond, "jax", lambda e: f"{JaxPrinter({'w': 'full'}).shape_arithmetic(e)} != 0")
+    float64 = lambda e: f"{JaxPrinter({'w': 'full'}).shape_arithmetic(e, test=True)} != 0"
+    return shape_test(cond, "jax", float64)
 
 
 # --- the generated module ------------------------------------------------------------------------
