@@ -29,6 +29,7 @@ Example:
 
 from __future__ import annotations
 
+import ast
 import copy
 import itertools
 from typing import ClassVar
@@ -388,7 +389,7 @@ class _Module:
         yes_lines, no_lines = self._tree_lines(yes, leaf, indent + 4), self._tree_lines(no, leaf, indent)
         if yes_lines == no_lines:  # variants that differ in their step but not here
             return yes_lines
-        return [f"if {_shape_test(cond)}:", *(_indent(yes_lines).split("\n")), *no_lines]
+        return [*_if_lines(_shape_test(cond), indent), *(_indent(yes_lines).split("\n")), *no_lines]
 
     def pick_function(self) -> str:
         def leaf(v, indent):
@@ -575,6 +576,27 @@ def _docstring(text: str) -> str:
     if '"""' in text or text.endswith(('"', "\\")):
         return docstring(text)
     return ('r"""' if "\\" in text else '"""') + text + ('\n"""' if "\n" in text else '"""')
+
+
+def _if_lines(test: str, indent: int) -> list[str]:
+    """``if test:`` at column ``indent``; where that is wider than LINE and the test is an ``and``
+    or ``or`` of parts, one part a line inside parentheses, as black lays it out.
+
+    Example:
+        >>> for line in _if_lines("w.ndim >= 2 and " + "x" * 100 + " != 0", 4):
+        ...     print(line[:20])
+        if (
+            w.ndim >= 2
+            and xxxxxxxxxxxx
+        ):
+    """
+    line = f"if {test}:"
+    node = ast.parse(test, mode="eval").body
+    if indent + len(line) <= LINE or not isinstance(node, ast.BoolOp):
+        return [line]
+    word = "and" if isinstance(node.op, ast.And) else "or"
+    parts = [ast.unparse(v) for v in node.values]
+    return ["if (", *(f"    {word + ' ' if i else ''}{p}" for i, p in enumerate(parts)), "):"]
 
 
 def _free(e: Expr) -> list[str]:
