@@ -955,12 +955,11 @@ class _Optimizer(torch.optim.Optimizer):
             scalars = prog.scalars(e.path, self._values(e), dtype, device)
             flat, views = e.flat_views(prog)
             apply, whole = prog.compiled_apply(e.path, flat), prog.compiled_apply(e.path, False)
-            states = list(zip(*e.states.values())) if e.states else [()] * len(e.params)
-            for p, g, s, v in zip(e.params, self._grads(e, grads), states, views):
+            for p, g, (flat_p, flat_states, states) in zip(e.params, self._grads(e, grads), views):
                 if flat and g.is_contiguous():
-                    apply(v[0], _flat(g), v[1], scalars)
+                    apply(flat_p, _flat(g), flat_states, scalars)
                 else:
-                    whole(p, g, [_flat(x) if x.dim() == 0 else x for x in s], scalars)
+                    whole(p, g, states, scalars)
 
     def _step_segments(self, plan, grads, segments):
         prog = self._program
@@ -1212,16 +1211,21 @@ class _Entry:
         return [_real(g) for g in gs] if self.complex else gs
 
     def flat_views(self, prog):
-        """(flat?, [(param view, state views)]): 1-d aliases for the compiled step, made once."""
+        """(flat?, [(param view, state views, states as they are)]): aliases for the compiled step,
+        made once; the views are 1-d (None where the path is not flat)."""
         if self._views is None:
             states = list(self.states.values())
             tensors = [*self.params, *itertools.chain(*states)]
             flat = prog.paths[self.path].flat and all(t.is_contiguous() for t in tensors)
-            # every state 1-d as well: a 0-d one (one number per tensor, or any state of a 0-d
-            # parameter) as one element, which the step's number broadcasts to. torch.compile (2.13,
-            # CPU) drops a copy_ into a 0-d float64 input: Amos's v and b stayed 0 in float64
+            # A 0-d state (one number per tensor, or any state of a 0-d parameter) is handed over
+            # as one element, which the step's number broadcasts to: torch.compile (2.13, CPU)
+            # drops a copy_ into a 0-d float64 input (Amos's v and b stayed 0 in float64)
             views = [
-                (_flat(p), [_flat(s) for s in ss]) if flat else None
+                (
+                    _flat(p) if flat else None,
+                    [_flat(s) for s in ss] if flat else None,
+                    [_flat(s) if s.dim() == 0 else s for s in ss],
+                )
                 for p, ss in zip(self.params, zip(*states) if states else [()] * len(self.params))
             ]
             self._views = (flat, views)
