@@ -265,9 +265,8 @@ class TorchPrinter(CodePrinter):
             return self.tensor(float64_printer(self.kinds, self.fail).doprint(expr))
         kinds = [self.kind(a) for a in expr.args]
         args = [self._print(a) for a in expr.args]
-        if op.shape == STATIC:  # a float, as the interpreter's shape arithmetic is float64
-            fact = self.fill(f"float({op.torch})", args)
-            return self.tensor(fact) if self.ref == FLOAT64 else fact
+        if op.shape == STATIC:  # (reached in float64_printer only: elsewhere a fact is plain Python)
+            return self.tensor(self.fill(f"float({op.torch})", args))
         numbers = [k in self.scalars for k in kinds]
         if op.shape == ELEMENTWISE:
             out = join(*kinds)
