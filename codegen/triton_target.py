@@ -52,9 +52,13 @@ Example:
 
 from __future__ import annotations
 
+import math
+import re
 import textwrap
 from dataclasses import dataclass, field
 from typing import ClassVar
+
+import numpy as np
 
 from optdsl.errors import DslError
 from optdsl.ir import (
@@ -84,6 +88,8 @@ from .runtime import source as runtime_source
 _TEMP = len("_t100 = ")
 
 VECTOR_KINDS = ("full", "row", "col")  # values held as one number per element in the kernel
+_NUMBERS = re.compile(r"[-+*/(). 0-9e]+")  # printed arithmetic of numbers alone (no names)
+_CALL = re.compile(r"[A-Za-z_][\w.]*\(")  # a template that calls a function (not one that only groups)
 _ATOMIC = {"sum": "add", "max": "max"}  # how a chunk's total joins the accumulator (op.reduction.combine)
 
 
@@ -120,6 +126,24 @@ class TritonPrinter(CodePrinter):
 
     def _print_Var(self, expr: Var) -> Code:
         return Code(expr.name, ATOM)  # kernel names: fresh, or the kernel's own ``_`` names
+
+    def fill(self, template: str, args) -> Code:
+        """As :meth:`CodePrinter.fill`; a number (or arithmetic of numbers) that a function of the
+        kernel takes is made a value of the math's dtype first: Triton passes a Python float there
+        as a float32 constant, so ``libdevice.pow(g, 0.3)`` or ``log1p(0.9 - 1.0)`` lost the digits
+        past float32's in a float64 kernel (an operator's number takes the other operand's dtype)."""
+        if _CALL.search(template):
+            args = [self._typed(a) for a in args]
+        return super().fill(template, args)
+
+    def _typed(self, arg):
+        if isinstance(arg, Const):
+            value = arg.value
+            if not math.isfinite(value) or float(np.float32(value)) == value:
+                return arg  # float32 holds it: the same value either way
+        elif not (isinstance(arg, str) and _NUMBERS.fullmatch(arg) and ("." in arg or "e" in arg)):
+            return arg
+        return Code(f"tl.full([], {self._print(arg) if isinstance(arg, Const) else arg}, _CT)", ATOM)
 
     def bound(self, expr: Expr) -> Expr:
         """``expr`` itself if it is a name or a number, else a temporary holding it."""
@@ -374,7 +398,7 @@ class _KernelWriter:
         if final:
             want.add(names["w"])
         constants = ("_BLOCK", "_DT", "_GT", "_CT", "_MASKED", "_ALIGNED", *(("_TC",) if tiles else ()))
-        params = ["_table", "_chunks", "_acc", "_gacc", "_wacc", *self.params(),
+        params = ["_table", "_chunks", "_acc", "_gacc", "_wacc", *(f"{p}: tl.float64" for p in self.params()),
                   *(f"{c}: tl.constexpr" for c in constants)]
         lines = [
             "@triton.jit",
@@ -414,17 +438,22 @@ class _KernelWriter:
             ]
             if fam.needs_2d:
                 lines += ["    _ri = _offs // _C", "    _ci = (_offs // _RC) * _C + _offs % _C"]
-        for p in self.params():  # a float argument is a Python float under TRITON_INTERPRET: make it a tensor
-            if p in want:
-                lines.append(f"    {p} = {p} + tl.zeros([], tl.float32)")
+        used = want | {c for h, c in self.complements.items() if h in want}
+        for p in self.params():  # float64 in, the math's dtype here (a Python float under TRITON_INTERPRET)
+            if p in used:
+                lines.append(f"    {p} = ({p} + tl.zeros([], tl.float64)).to(_CT)")
         index = {"full": "_offs", "row": "_ri", "col": "_ci"}
+        # a full state the final pass writes needs its pointer, whether or not the pass reads it
+        stored = {s for s, _ in stores if state_kind[s] == "full"} if final else set()
         for src in ["w", "g", *state_kind]:
             kname = names[src]
-            if kname not in want:
+            if kname not in want and src not in stored:
                 continue
             kind = state_kind.get(src, "full")
             dt = {"w": "_DT", "g": "_GT"}.get(src, "_CT")
             lines.append(f"    _{kname}_ptr = _pointer(_entry, {self.col[src]}, {dt}, _ALIGNED)")
+            if kname not in want:
+                continue
             if kind == "scalar":
                 lines.append(f"    {kname} = tl.load(_{kname}_ptr).to(_CT)")
             else:
@@ -488,9 +517,10 @@ class _KernelWriter:
         if r.scope in ("row", "col"):
             index = "_ri" if r.scope == "row" else "_ci"
             count = "_C.to(_CT)" if r.scope == "row" else "(_RC // _C).to(_CT)"
-            return f"tl.load(_wacc + tl.load(_entry + {self.wide_col[r.name]}) + {index}, mask=_mask) / {count}"
-        totals = {f"a{k}": Var(self.printer.temp(f"tl.load(_acc + _t * {self.fam.n_slots} + {s})"
-                                                   if r.scope == "tensor" else f"tl.load(_gacc + {s})"))
+            wide = f"_wacc + tl.load(_entry + {self.wide_col[r.name]}) + {index}"
+            return f"tl.load({wide}, mask=_mask).to(_CT) / {count}"
+        slot = "_acc + _t * {} + {}".format(self.fam.n_slots, "{}") if r.scope == "tensor" else "_gacc + {}"
+        totals = {f"a{k}": Var(self.printer.temp(f"tl.load({slot.format(s)}).to(_CT)"))
                   for k, s in enumerate(self._slots(r))}
         finish = OPS[r.op].reduction.finish
         if "n" in free_vars(finish):

@@ -312,7 +312,9 @@ class _TritonStep:
             grp.acc_start, slots, wide = slots, slots + grp.n_tensors * grp.family.slots, wide + grp.wide_size
             plan.append(grp)
         n_global = self.kernels.global_slots
-        init = torch.zeros(slots + n_global + wide, dtype=torch.float32)
+        # sums in float64 where any tensor's math is (the kernels read them in their math's dtype)
+        wide_sums = any(dt == torch.float64 for _, dt, _, _ in groups)
+        init = torch.zeros(slots + n_global + wide, dtype=torch.float64 if wide_sums else torch.float32)
         for grp in plan:
             for t in range(grp.n_tensors):
                 for s in grp.family.amax_slots:
@@ -347,7 +349,7 @@ class _TritonStep:
             [float(lr), float(step)]
             + [float(hyper[h]) for h in kernels.hypers]
             + [1.0 - float(hyper[h]) for h in kernels.complements]
-        )  # float64 here, then float32
+        )  # float64 kernel arguments, each kernel's math dtype inside it
         n_passes = len(plan[0].family.passes)
         if acc.numel():
             acc.copy_(acc_init)

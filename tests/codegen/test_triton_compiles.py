@@ -20,12 +20,14 @@ from optdsl.ops import COL, GLOBAL, OPS, REDUCE, ROW
 triton = pytest.importorskip("triton")
 pytest.importorskip("torch")
 import triton.language as tl
-from test_triton_target import _every_elementwise_op
+from test_triton_target import REDUCTIONS, _every_elementwise_op
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
 HOPPER = GPUTarget("cuda", 90, 32)
 POINTERS = {"_table": "*i64", "_chunks": "*i32", "_acc": "*fp32", "_gacc": "*fp32", "_wacc": "*fp32"}
+#: float64 parameters' accumulators are float64 (codegen.runtime.triton_kernels._TritonStep._build)
+WIDE_SUMS = {name: "*fp64" for name in ("_acc", "_gacc", "_wacc")}
 #: the launches of codegen.runtime.triton_kernels: whole aligned fp32 chunks (the common case), a
 #: masked unaligned bf16 tail with fp32 math, and float64 parameters (math in float64)
 LAUNCHES = {
@@ -36,8 +38,11 @@ LAUNCHES = {
 }
 
 
-def compile_kernels(program, launch: dict, block: int = 2048, num_warps: int = 8) -> list[str]:
-    """Compile every kernel of ``program``'s generated module for sm_90; returns their names."""
+def compile_kernels(program, launch: dict, block: int = 2048, num_warps: int = 8,
+                    wide_sums: bool | None = None) -> list[str]:
+    """Compile every kernel of ``program``'s generated module for sm_90; returns their names.
+    ``wide_sums``: float64 accumulators (default: where the launch's math is float64; a float32
+    launch takes them too when a global reduction spans float64 parameters)."""
     module = load_module(codegen.emit(program, "triton"), f"optdsl_aot_{program.name}")
     names = []
     tile_columns = {"_TC": module._TILE_COLUMNS}  # the tiled passes' tile width
@@ -45,7 +50,10 @@ def compile_kernels(program, launch: dict, block: int = 2048, num_warps: int = 8
         for kernel in filter(None, [*family.passes, *family.tiles]):
             names.append(kernel.__name__)
             constants = {**launch, "_BLOCK": block, **(tile_columns if "_tiles" in names[-1] else {})}
-            signature = {p.name: "constexpr" if p.is_constexpr else POINTERS.get(p.name, "fp32")
+            wide = launch["_CT"] == tl.float64 if wide_sums is None else wide_sums
+            pointers = {**POINTERS, **(WIDE_SUMS if wide else {})}
+            # the per-step scalars are float64 arguments, each kernel's math dtype inside it
+            signature = {p.name: "constexpr" if p.is_constexpr else pointers.get(p.name, "fp64")
                          for p in kernel.params}
             compiled = triton.compile(ASTSource(kernel, signature, constants), target=HOPPER,
                                       options={"num_warps": num_warps, "enable_fp_fusion": True})
@@ -63,6 +71,12 @@ def test_zoo_kernels_compile_for_hopper(name):
 @pytest.mark.parametrize("name", ["adafactor", "tiger"])  # row, column and scalar states, two levels
 def test_every_launch_kind_compiles(name, launch):
     assert compile_kernels(optdsl.load(name), LAUNCHES[launch])
+
+
+def test_float32_math_compiles_with_float64_sums():
+    """Where one step's global reductions span float32 and float64 parameters, the float32 kernels
+    add into (and read, as float32) float64 accumulators."""
+    assert compile_kernels(optdsl.parse(REDUCTIONS), LAUNCHES["fp32"], wide_sums=True)
 
 
 def _every_reduction() -> optdsl.Program:
