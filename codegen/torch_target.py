@@ -268,9 +268,11 @@ class TorchPrinter(CodePrinter):
         if op.shape == STATIC:  # (reached in float64_printer only: elsewhere a fact is plain Python)
             return self.tensor(self.fill(f"float({op.torch})", args))
         numbers = [k in self.scalars for k in kinds]
-        if op.shape == ELEMENTWISE:
+        if op.shape in (ELEMENTWISE, REDUCE):  # (a two-argument reduction broadcasts as x * y does)
             out = join(*kinds)
             args = [_expand(a, k, out) for a, k in zip(args, kinds)]
+            # a float zero: torch.compile (2.13) rewrites x * 0, the int 0, as zeros, inf and nan too
+            args = [Code("0.0", ATOM) if a == "0" else a for a in args]
         if op.name == "where" and numbers[1] and numbers[2]:  # (of two numbers it makes a float32 tensor)
             args[1], numbers[1] = self.tensor(args[1]), False
         if all(numbers) and op.numbers_ok:  # IEEE results (1/0 = inf), not ZeroDivisionError

@@ -555,22 +555,25 @@ class _KernelWriter:
         self._narrow(0)
         xs = [self.printer.bound(a) for a in r.args]
         terms = [self.printer.doprint(substitute(t, {"x": xs[0], "y": xs[-1]})) for t in reduction.terms]
-        # a row value appears C times among the elements, a column value R times: weigh it down
-        weight = {"row": " / _C.to(_CT)", "col": " * _C.to(_CT) / _RC.to(_CT)"}.get(r.over, "")
+        # each term is summed over its own values, as the interpreter does (cosine_sim(g, c) adds c * c
+        # once): a row value appears C times among the elements, a column value R times, so it is
+        # weighed down; a number per tensor is added once
+        kinds = [self.kind(substitute(t, {"x": r.args[0], "y": r.args[-1]})) for t in reduction.terms]
         how = reduction.combine
         axis = "" if self.tiles else ", axis=0"  # a tile's total: over both of its axes
         lines = []
-        for term, slot in zip(terms, self._slots(r)):
+        for term, kind, slot in zip(terms, kinds, self._slots(r)):
             target = f"_acc + _t * {self.fam.n_slots} + {slot}" if r.scope == "tensor" else f"_gacc + {slot}"
-            if r.over not in VECTOR_KINDS:  # one number per tensor: its first chunk adds it, once
-                value = self.printer.temp(term)
+            weight = {"row": " / _C.to(_CT)", "col": " * _C.to(_CT) / _RC.to(_CT)"}.get(kind, "")
+            if kind not in VECTOR_KINDS:  # one number per tensor: its first chunk adds it, once
+                value = self.printer.temp(term if how == "sum" else f"_nan_positive({term})")
                 add = f"        tl.atomic_{_ATOMIC[how]}({target}, {value})"
                 lines += self._flush() + ["    if _chunk == 0:", add]
             elif how == "sum":
                 add = f"tl.atomic_add({target}, tl.sum(tl.where(_mask, {{}}{weight}, 0.0){axis}))"
                 lines += self._line(add, f"({term})" if weight else term)
             else:
-                most = f'tl.atomic_max({target}, tl.max(tl.where(_mask, {{}}, -float("inf")){axis}))'
+                most = f'tl.atomic_max({target}, _nan_amax(tl.where(_mask, {{}}, -float("inf"))))'
                 lines += self._line(most, term)
         return lines + self._flush()
 

@@ -252,10 +252,10 @@ op("power", 2, E, np.power, _sym_power, "{{{0}}}^{{{1}}}", "torch.pow({0}, {1})"
 op("neg", 1, E, np.negative, lambda a: -a, "-{0}", "-{0}", "-{0}", "-{0}", "-x", infix="-",
    precedence=30, numbers_ok=True, foreach=("neg",), cpp="-{0}", python="-{0}", python_exact=True)
 op("max", 2, E, np.maximum, lambda a, b: sympy.Max(a, b), r"\max({0}, {1})", "torch.maximum({0}, {1})",
-   "jnp.maximum({0}, {1})", "tl.maximum({0}, {1})", "elementwise maximum", commutative=True,
+   "jnp.maximum({0}, {1})", "_nan_max({0}, {1})", "elementwise maximum", commutative=True,
    foreach=("maximum",), cpp="op_max({0}, {1})", python="_fmax({0}, {1})", python_test="max({0}, {1})")
 op("min", 2, E, np.minimum, lambda a, b: sympy.Min(a, b), r"\min({0}, {1})", "torch.minimum({0}, {1})",
-   "jnp.minimum({0}, {1})", "tl.minimum({0}, {1})", "elementwise minimum", commutative=True,
+   "jnp.minimum({0}, {1})", "_nan_min({0}, {1})", "elementwise minimum", commutative=True,
    foreach=("minimum",), cpp="op_min({0}, {1})", python="_fmin({0}, {1})", python_test="min({0}, {1})")
 op("interp", 3, E, lambda x, y, a: (1 - a) * x + a * y, lambda x, y, a: (1 - a) * x + a * y,
    r"(1 - {2}) {0} + {2} {1}", "torch.lerp({0}, {1}, {2})", "(1 - {2}) * {0} + {2} * {1}",
@@ -370,12 +370,12 @@ op("clip", 2, E, lambda x, c: np.clip(x, -_abs(c), _abs(c)),
    lambda x, c: sympy.Max(-sympy.Abs(c), sympy.Min(x, sympy.Abs(c))),
    r"\operatorname{{clip}}({0}, \pm {1})", "torch.clamp({0}, -abs({1}), abs({1}))",
    "jnp.clip({0}, -jnp.abs({1}), jnp.abs({1}))",
-   "tl.minimum(tl.maximum({0}, -tl.abs({1})), tl.abs({1}))", "clamp x into [-|c|, |c|]", flops=2,
+   "_nan_min(_nan_max({0}, -tl.abs({1})), tl.abs({1}))", "clamp x into [-|c|, |c|]", flops=2,
    cpp="op_min(op_max({0}, -std::abs({1})), std::abs({1}))", even=(1,))
 op("clamp", 3, E, lambda x, lo, hi: np.minimum(np.maximum(x, lo), hi),
    lambda x, lo, hi: sympy.Min(sympy.Max(x, lo), hi), r"\operatorname{{clamp}}({0}, {1}, {2})",
    "torch.minimum(torch.maximum({0}, {1}), {2})", "jnp.minimum(jnp.maximum({0}, {1}), {2})",
-   "tl.minimum(tl.maximum({0}, {1}), {2})", "min(max(x, lo), hi)", flops=2, search=False,
+   "_nan_min(_nan_max({0}, {1}), {2})", "min(max(x, lo), hi)", flops=2, search=False,
    cpp="op_min(op_max({0}, {1}), {2})", python="_fmin(_fmax({0}, {1}), {2})")
 
 # --- comparisons, logic, selection (1.0 = true, 0.0 = false) ---

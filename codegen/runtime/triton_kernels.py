@@ -44,7 +44,33 @@ def _segment_sum(a, row_a, b, row_b):
     return tl.where(row_a == row_b, a + b, b), row_b
 
 
-def _tensor(x):
+@triton.jit
+def _nan_max(x, y):
+    """max(x, y), nan where either is, as numpy's maximum (tl.maximum returns the other one)."""
+    return tl.maximum(x, y, propagate_nan=tl.PropagateNan.ALL)
+
+
+@triton.jit
+def _nan_min(x, y):
+    """min(x, y), nan where either is, as numpy's minimum."""
+    return tl.minimum(x, y, propagate_nan=tl.PropagateNan.ALL)
+
+
+@triton.jit
+def _nan_positive(x):
+    """x with each nan made +nan: tl.atomic_max compares a float's bits as an integer's, where a nan
+    with its sign bit set (x86's 0 / 0) loses to every other value and +nan wins."""
+    return tl.where(x != x, float("nan"), x)  # noqa: PLR0124 (x != x: the kernel's nan test)
+
+
+@triton.jit
+def _nan_amax(x):
+    """The largest element of x (of all its axes), +nan where any element is nan, as numpy's amax
+    (tl.max skips a nan)."""
+    return _nan_positive(tl.reduce(x, None, _nan_max))
+
+
+def _tl_tensor(x):
     return x if isinstance(x, tl.tensor) else tl.full([], x, tl.float32)
 
 
@@ -54,7 +80,7 @@ class _InterpretedLibdevice:
 
     @staticmethod
     def pow(x, y):
-        x, y = _tensor(x), _tensor(y)
+        x, y = _tl_tensor(x), _tl_tensor(y)
         r = tl.exp2(y * tl.log2(tl.abs(x)))
         odd = y - 2.0 * tl.floor(0.5 * y) == 1.0
         negative = tl.where(tl.floor(y) == y, tl.where(odd, -r, r), float("nan"))
@@ -66,13 +92,13 @@ class _InterpretedLibdevice:
 
     @staticmethod
     def expm1(x):  # Kahan: exact where exp(x) - 1 would cancel
-        x = _tensor(x)
+        x = _tl_tensor(x)
         u = tl.exp(x)
         return tl.where(u == 1.0, x, tl.where(u - 1.0 == -1.0, -1.0, (u - 1.0) * x / tl.log(u)))
 
     @staticmethod
     def log1p(x):  # Goldberg: exact where log(1 + x) would lose x's digits
-        x = _tensor(x)
+        x = _tl_tensor(x)
         u = 1.0 + x
         return tl.where(u == 1.0, x, tl.log(u) * x / (u - 1.0))
 
@@ -82,7 +108,7 @@ class _InterpretedLibdevice:
 
     @staticmethod
     def atan(x):
-        x = _tensor(x)
+        x = _tl_tensor(x)
         big = tl.abs(x) > 1.0
         t = tl.where(big, 1.0 / x, x)
         t = t / (1.0 + tl.sqrt(1.0 + t * t))  # atan(x) = 2 atan(t), |t| <= tan(pi / 8): the series converges

@@ -75,7 +75,36 @@ def cases():
     odd = {"a": (), "b": (0,), "c": (2, 3), "d": (1,)}
     draws = [{k: rng.normal(size=s).astype(np.float32) for k, s in odd.items()} for _ in range(4)]
     out["empty_and_0d"] = (parse(EMPTY_AND_0D), draws[0], draws[1:])
+    out["mixed_reductions"] = (parse(MIXED_REDUCTIONS), params, grads)
+    for case, expr in NAN_CASES.items():
+        out[case] = (parse(f"def f(w, g, lr):\n    hole = 0 / (g * (g > 0))\n    return lr * ({expr})\n"),
+                     params, grads)
     return out
+
+
+# nan reaches the update wherever numpy's ops give it (``hole`` is nan where g <= 0, 0 elsewhere):
+# Triton's maximum and minimum returned the other operand and its max-reduction skipped a nan;
+# torch.compile (2.13) turned ``x * 0``, the int 0 of the printed program, into zeros
+NAN_CASES = {"nan_max": "max(g, hole)", "nan_min": "min(hole, 1)",
+             "nan_clip": "clip(lr, hole) + clip(hole, lr)",
+             "nan_clamp": "clamp(hole, -1, 1) + clamp(g, hole, 1)", "nan_amax": "amax(hole) + g",
+             "nan_times_zero": "1 / (g * (g > 0)) * 0 + g"}
+
+
+# Two-argument reductions of values of different shapes: each term is summed over its own values
+# (cosine_sim(g, lr) adds lr * lr once; a row value's square once per row), the product x * y
+# broadcasts as elsewhere. The torch target raised for a row or column value beside a full one
+# (no axis added) and the Triton kernels summed lr * lr and a row's square once per element.
+MIXED_REDUCTIONS = """
+def mixed(w, g, r: row, c: col, s: scalar, lr):
+    s = interp(mean(g * g), s, 0.9)
+    u = cosine_sim(g, lr) * g + dot(g, 0.5) * 0.01 + cosine_sim(s, g) + cosine_sim(w, s + g)
+    if ndim(w) >= 2:
+        r = rowmean(g * g)
+        c = colmean(g)
+        u = u + cosine_sim(g, r) * g + dot(w, c) + cosine_sim(c, g * c) + cosine_sim(r, r + 1)
+    return lr * u, r, c, s
+"""
 
 
 EMPTY_AND_0D = """def f(w, g, m, lr):
@@ -113,14 +142,30 @@ def test_the_ieee_case_really_holds_inf_and_nan():
 
 
 @pytest.mark.parametrize("case", ["paper_program3", "paper_program4", "printer_names", "ieee_constants",
-                                  "shape_arithmetic", "empty_and_0d"])
+                                  "shape_arithmetic", "empty_and_0d", "mixed_reductions", *NAN_CASES])
 @pytest.mark.parametrize("target", ["torch", "jax"])
 def test_targets_compute_what_the_interpreter_computes(target, case):
     program, params, grads = cases()[case]
     check({"torch": run_torch, "jax": run_jax}[target](program, params, grads, 0.1), case)
 
 
-@pytest.mark.parametrize("case", ["shape_arithmetic", "empty_and_0d"])
+def test_the_nan_cases_really_hold_nan():
+    for case in NAN_CASES:
+        program, params, grads = cases()[case]
+        update = run_interpreter(program, params, grads, 0.1)["b"]
+        assert np.isnan(update).any(), case
+
+
+@pytest.mark.parametrize("case", list(NAN_CASES))
+@pytest.mark.parametrize("backend", ["compiled", "cpp"])
+def test_nan_reaches_the_update_on_the_fused_backends(backend, case):
+    program, params, grads = cases()[case]
+    if backend not in codegen.build(program, "torch")._program.backends and backend != "compiled":
+        pytest.skip("no C++ kernel: the program reduces")
+    check(run_torch(program, params, grads, 0.1, backend=backend), case)
+
+
+@pytest.mark.parametrize("case", ["shape_arithmetic", "empty_and_0d", "mixed_reductions"])
 def test_shape_cases_on_the_compiled_backend(case):
     """The compiled step once crashed on a 0-d parameter with a full state (the state kept 0-d, its
     new value flat); the interpreter and JAX counted an empty tensor in ``global_norm(0.5)``, the

@@ -411,3 +411,34 @@ def test_the_runtime_block_is_copied_verbatim(adamw):
     assert block.startswith(BEGIN) and block.rstrip().splitlines()[-1].startswith(END)
     text = codegen.emit(optdsl.load("adamw"), "torch")
     assert block in text and text.count(block.splitlines()[0]) == 1
+
+
+def test_no_two_runtime_modules_define_one_name():
+    """The runtime modules are pasted side by side into one generated file, so a name two of them
+    define at top level is one definition overriding the other there: the Triton runtime's
+    ``_tensor(x)`` replaced torch_math's ``_tensor(x, like, dtype)``, and the Triton module's eager
+    step (which runs tensors the kernels cannot take) raised TypeError for every program whose
+    eager step calls it (found 2026-12-05). Each name also appears once in every generated module."""
+    import ast
+
+    from codegen.runtime import _text
+
+    def defined(text):
+        names = []
+        for node in ast.parse(text).body:
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+                names.append(node.name)
+            elif isinstance(node, ast.Assign):
+                names += [t.id for t in node.targets if isinstance(t, ast.Name)]
+        return names
+
+    modules = ("float_math", "torch_math", "torch_optimizer", "cpp_kernels", "triton_kernels", "jax_math")
+    owners = {}
+    for module in modules:
+        for name in defined(_text(module)):
+            owners.setdefault(name, set()).add(module)
+    assert {n: sorted(m) for n, m in owners.items() if len(m) > 1} == {}
+    for name in optdsl.zoo_names():
+        for target in ("torch", "triton"):
+            names = defined(codegen.emit(optdsl.load(name), target))
+            assert sorted(n for n in set(names) if names.count(n) > 1) == [], (name, target)
