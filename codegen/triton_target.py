@@ -4,9 +4,11 @@ Each parameter ``w`` with gradient ``g`` runs its static path's program (see
 :func:`optdsl.passes.variants`): ``update, *states = program(w, g, *states, lr, step)``;
 ``w <- w - update``. Math is float32 (float64 for float64 parameters), states are kept in that
 dtype and ``w`` in its own dtype (bf16/fp16 too). The per-step numbers (lr, the hyperparameters,
-bias corrections) reach a kernel as float32 arguments, Triton's type for a Python float, also for
-float64 parameters: there the updates keep float32's relative precision, ~1e-7 (every zoo program
-within 2e-7 of the float64 interpreter over three steps, under TRITON_INTERPRET, 2026-12-05).
+``1 - beta``) reach a kernel as float64 arguments (``lr: tl.float64``: unannotated, Triton types a
+Python float as float32), cast to the math's dtype there; reductions are summed in float64 where a
+tensor's math is, and a number a function takes is a value of the math's dtype (Triton would make
+it a float32 constant). So float64 parameters keep the float64 interpreter's values (1e-13), where
+float32 arguments held them to ~1e-7 until 2026-12-05.
 
 How one step runs on the device (``_TritonStep`` of :mod:`codegen.runtime.triton_kernels`):
   - Tensors of one path and dtype form a group with a table of int64 rows
