@@ -248,6 +248,12 @@ class TorchPrinter(CodePrinter):
     def _print_Var(self, expr: Var) -> Code:
         return Code(check_identifier(expr.name), ATOM)
 
+    def dtype_text(self) -> str:
+        """The dtype of the values printed here, as code (``ref`` is a tensor or a dtype)."""
+        if self.dtype is not None:
+            return self.dtype
+        return self.ref if self.ref in (FLOAT64, "_dtype") else f"{self.ref}.dtype"
+
     def tensor(self, text: str) -> Code:
         return Code(f"_tensor({text}, {self.ref}{'' if self.dtype is None else ', ' + self.dtype})", ATOM)
 
@@ -286,8 +292,10 @@ class TorchPrinter(CodePrinter):
             return self.fill("_pick({0}, {1}, {2})", args)  # one tensor's condition: see _pick
         if name == "where" and numbers[0]:  # torch.where needs a tensor condition
             args[0] = self.tensor(args[0])
-        if op.truth:  # the table's spelling is a bool tensor; the language's truth is 1.0 / 0.0
-            return self.fill("torch.where({0}, 1.0, 0.0)", [self.fill(op.torch, args)])
+        if op.truth:  # the table's spelling is a bool tensor; the language's truth is 1.0 / 0.0, in
+            # the step's dtype (torch.where's 1.0 and 0.0 made float32, which a float64 step then
+            # summed into in place: 3e-7 off)
+            return self.fill(f"{{0}}.to({self.dtype_text()})", [self.fill(op.torch, args)])
         if name in ("max", "min"):
             if numbers[0] or numbers[1]:
                 t, n = (args[1], args[0]) if numbers[0] else (args[0], args[1])

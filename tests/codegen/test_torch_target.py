@@ -87,6 +87,24 @@ def test_zoo_in_float64_holds_the_interpreters_float64_states_included(name, bac
             np.testing.assert_allclose(opt.state[x][n].numpy(), state[k][n], rtol=1e-12, atol=1e-13, err_msg=f"{k}.{n}")
 
 
+@pytest.mark.parametrize("backend", ["eager", "compiled"])
+def test_truth_values_take_the_steps_dtype(backend):
+    """``g > 0`` is 1.0 or 0.0 in the step's dtype: torch.where's 1.0 and 0.0 made a float32 list,
+    into which the float64 eager step added ``lr * t`` in place (3e-7 off the interpreter)."""
+    p = optdsl.parse("def f(w, g, lr=0.1):\n    t = where(g > 0 or g < -1, 1, g)\n"
+                     "    return lr * t + (g > 0 and lr > 0) + (lr > 0 and lr < 1)\n")
+    rng = np.random.default_rng(5)
+    params = {f"p{i}": rng.standard_normal(s) for i, s in enumerate(SHAPES)}
+    grads = [{k: rng.standard_normal(v.shape) for k, v in params.items()} for _ in range(3)]
+    interp = optdsl.Interpreter(p, dtype=np.float64)
+    want, state = dict(params), interp.init(params)
+    for t, g in enumerate(grads, start=1):
+        want, state = interp.step(want, g, state, t)
+    ts, _ = _run_class(codegen.build(p, "torch"), params, grads, 3, backend)
+    for x, k in zip(ts, params):
+        np.testing.assert_allclose(x.detach().numpy(), want[k], rtol=1e-15, atol=1e-15, err_msg=k)
+
+
 @pytest.mark.parametrize("name", ["adafactor", "tiger"])
 def test_functional_step_matches_interpreter(name):
     p = optdsl.load(name)
