@@ -392,14 +392,14 @@ for name, sym_src, np_fn, rel, lx in [
 op("and", 2, E, _cmp(lambda a, b: (a != 0) & (b != 0)),
    lambda a, b: sympy.Piecewise((1, sympy.And(sympy.Ne(a, 0), sympy.Ne(b, 0))), (0, True)),
    r"[{0} \wedge {1}]", "(({0} != 0) & ({1} != 0))", "(({0} != 0) & ({1} != 0))",
-   "(({0} != 0) & ({1} != 0))", "1 if both are non-zero", infix="and", precedence=3,
+   "tl.where({0} != 0, {1} != 0, False)", "1 if both are non-zero", infix="and", precedence=3,
    commutative=True, search=False, truth=True, logic=True, numbers_ok=True,
    cpp="({0} != 0 && {1} != 0 ? T(1) : T(0))",
    python="(1.0 if {0} != 0 and {1} != 0 else 0.0)", python_exact=True)
 op("or", 2, E, _cmp(lambda a, b: (a != 0) | (b != 0)),
    lambda a, b: sympy.Piecewise((1, sympy.Or(sympy.Ne(a, 0), sympy.Ne(b, 0))), (0, True)),
    r"[{0} \vee {1}]", "(({0} != 0) | ({1} != 0))", "(({0} != 0) | ({1} != 0))",
-   "(({0} != 0) | ({1} != 0))", "1 if either is non-zero", infix="or", precedence=2,
+   "tl.where({0} != 0, True, {1} != 0)", "1 if either is non-zero", infix="or", precedence=2,
    commutative=True, search=False, truth=True, logic=True, numbers_ok=True,
    cpp="({0} != 0 || {1} != 0 ? T(1) : T(0))",
    python="(1.0 if {0} != 0 or {1} != 0 else 0.0)", python_exact=True)

@@ -76,6 +76,10 @@ def cases():
     draws = [{k: rng.normal(size=s).astype(np.float32) for k, s in odd.items()} for _ in range(4)]
     out["empty_and_0d"] = (parse(EMPTY_AND_0D), draws[0], draws[1:])
     out["mixed_reductions"] = (parse(MIXED_REDUCTIONS), params, grads)
+    # and/or of a tensor's truth and a number's: Triton's interpreter could not take `|` and `&`
+    # of a block and a 0-d value (bitwise_or of numpy types); spelled as where(), they run anywhere
+    out["mixed_logic"] = (parse("def f(w, g, lr):\n    t = where(g > 0 or lr == 0, 1, g)\n"
+                                "    return lr * t + (g > 0 and lr > 0)\n"), params, grads)
     for case, expr in NAN_CASES.items():
         out[case] = (parse(f"def f(w, g, lr):\n    hole = 0 / (g * (g > 0))\n    return lr * ({expr})\n"),
                      params, grads)
@@ -142,7 +146,8 @@ def test_the_ieee_case_really_holds_inf_and_nan():
 
 
 @pytest.mark.parametrize("case", ["paper_program3", "paper_program4", "printer_names", "ieee_constants",
-                                  "shape_arithmetic", "empty_and_0d", "mixed_reductions", *NAN_CASES])
+                                  "shape_arithmetic", "empty_and_0d", "mixed_reductions", "mixed_logic",
+                                  *NAN_CASES])
 @pytest.mark.parametrize("target", ["torch", "jax"])
 def test_targets_compute_what_the_interpreter_computes(target, case):
     program, params, grads = cases()[case]
