@@ -543,9 +543,10 @@ class _Program:
         for (c, _), h in zip(chunks, hypers):
             self.groups[path](c[0], c[1], dict(zip(names, c[2:])), h)
 
-    def compiled_apply(self, path, flat):
-        """torch.compile of one in-place tensor step (at most two compiles: one size, then all sizes)."""
-        key = (path, flat)
+    def compiled_apply(self, path, flat, in_place=True):
+        """torch.compile of one in-place tensor step (at most two compiles: one size, then all sizes);
+        ``in_place=False``: of one that returns ``(w - update, new states)`` instead."""
+        key = (path, flat, in_place)
         if key not in self._compiled:
             segment = self.segments[path][-1]
             names = [name for name, _, _ in self.paths[path].states]
@@ -553,6 +554,8 @@ class _Program:
             def apply(p, g, states, scalars):
                 w = p.to(_compute_dtype(p.dtype))
                 new_w, new_states = segment(w=w, g=g.to(w.dtype), **dict(zip(names, states)), **scalars)
+                if not in_place:
+                    return new_w, new_states
                 p.copy_(new_w)
                 for s, v in zip(states, new_states):
                     s.copy_(v)
@@ -958,6 +961,12 @@ class _Optimizer(torch.optim.Optimizer):
             for p, g, (flat_p, flat_states, states) in zip(e.params, self._grads(e, grads), views):
                 if flat and g.is_contiguous():
                     apply(flat_p, _flat(g), flat_states, scalars)
+                elif p.dim() == 0:  # copied here: the compiled step would drop a copy_ into a 0-d p
+                    states = [s.view(()) for s in states]  # (its states: 0-d too)
+                    new_w, new_states = prog.compiled_apply(e.path, False, in_place=False)(
+                        p, g, states, scalars
+                    )
+                    torch._foreach_copy_([p, *states], [new_w, *new_states])
                 else:
                     whole(p, g, states, scalars)
 

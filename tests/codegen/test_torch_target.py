@@ -87,6 +87,23 @@ def test_zoo_in_float64_holds_the_interpreters_float64_states_included(name, bac
             np.testing.assert_allclose(opt.state[x][n].numpy(), state[k][n], rtol=1e-12, atol=1e-13, err_msg=f"{k}.{n}")
 
 
+def test_a_0d_float64_parameter_steps_on_the_compiled_backend():
+    """torch.compile (2.13, CPU) may drop a copy_ into a 0-d float64 input: a 0-d parameter on a
+    path that reduces (not stepped through 1-d aliases), reading a shape fact, never moved (found by
+    a float64 sweep of mutated zoo programs, an Adafactor's); its step now returns the new values,
+    copied outside the compiled code."""
+    p = optdsl.parse("def f(w, g, lr=0.1):\n    u = g * rsqrt(max(1e-14, square(ndim(w) >= 2)))\n"
+                     "    return lr * u / max(1, rms(u))\n")
+    rng = np.random.default_rng(6)
+    params = {"a": rng.standard_normal(()), "b": rng.standard_normal(5)}
+    grads = [{k: rng.standard_normal(np.shape(v)) for k, v in params.items()} for _ in range(3)]
+    cls = codegen.build(p, "torch")
+    eager, compiled = (_run_class(cls, params, grads, 3, backend)[0] for backend in ("eager", "compiled"))
+    assert float(compiled[0]) != params["a"]
+    for x, y in zip(compiled, eager):
+        np.testing.assert_allclose(x.detach().numpy(), y.detach().numpy(), rtol=1e-15, atol=1e-15)
+
+
 @pytest.mark.parametrize("backend", ["eager", "compiled"])
 def test_truth_values_take_the_steps_dtype(backend):
     """``g > 0`` is 1.0 or 0.0 in the step's dtype: torch.where's 1.0 and 0.0 made a float32 list,
