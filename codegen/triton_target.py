@@ -205,8 +205,10 @@ class Family:
 
     @property
     def narrow(self) -> list[str]:
-        """States shared by several elements (row, col, scalar): written through ``next``."""
-        return [n for n, k in self.states if k != "full"]
+        """States shared by several elements (row, col, scalar) that the step changes: written
+        through ``next``, then copied in (one the step leaves as it is has no ``next``: an unwritten
+        buffer copied in gave it uninitialised memory)."""
+        return [n for (n, k), e in zip(self.states, self.new_states) if k != "full" and e != Var(self.names[n])]
 
     @property
     def wide(self) -> list[Reduction]:
@@ -664,6 +666,7 @@ def kernels_source(program: Program) -> str:
         wide = tuple(r.scope for r in fam.wide)
         fields = {"states": literal(fam.states, used=12 + len("states="), indent=12),
                   "facts": literal(tuple(fam.facts.values()), used=12 + len("facts="), indent=12),
+                  "narrow": literal(tuple(fam.narrow)),
                   "needs_2d": fam.needs_2d, "slots": fam.n_slots, "amax_slots": literal(amax),
                   "wide": literal(wide), "passes": bracketed("(", passes, ")", used=12 + len("passes=")),
                   "tiles": bracketed("(", tiles, ")", used=12 + len("tiles="))}

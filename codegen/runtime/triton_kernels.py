@@ -169,12 +169,13 @@ else:
 
 class _Family:
     """One path's kernels: ``passes[k]`` is None where the path has no reduction at pass k;
-    ``tiles[k]`` is pass k's tiled twin where it sums columns (None elsewhere)."""
+    ``tiles[k]`` is pass k's tiled twin where it sums columns (None elsewhere). ``narrow``: the row,
+    column and scalar states the step changes (written to ``next`` buffers, then copied in)."""
 
-    def __init__(self, states, facts, needs_2d, slots, amax_slots, wide, passes, tiles):
-        self.states, self.facts, self.needs_2d, self.slots = states, facts, needs_2d, slots
-        self.amax_slots, self.wide, self.passes, self.tiles = amax_slots, wide, passes, tiles
-        self.narrow = [name for name, kind in states if kind != "full"]
+    def __init__(self, states, facts, narrow, needs_2d, slots, amax_slots, wide, passes, tiles):
+        self.states, self.facts, self.narrow, self.needs_2d = states, facts, list(narrow), needs_2d
+        self.slots, self.amax_slots, self.wide = slots, amax_slots, wide
+        self.passes, self.tiles = passes, tiles
 
 
 _TRITON_DTYPES = {

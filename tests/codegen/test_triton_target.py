@@ -398,6 +398,19 @@ def test_a_state_only_a_reduction_reads_is_still_written(interpret):
     _run_against_interpreter(program, "stored_unread", [(37,), (2, 3)])
 
 
+def test_a_row_state_the_step_leaves_alone_keeps_its_values(interpret):
+    """A row, column or scalar state is written to a ``next`` buffer and copied in; one the step
+    does not change got an unwritten buffer, uninitialised memory, copied in each step (found as
+    results that changed from run to run: a searched Adafactor that no longer updated ``r``)."""
+    if not interpret:
+        return
+    program = optdsl.parse("def f(w, g, r: row(init=1), c: col, lr=0.1):\n    u = g\n    if ndim(w) >= 2:\n"
+                           "        c = interp(c, colmean(g * g), 0.5)\n        u = g * r + c\n"
+                           "    return lr * u, r, c\n")
+    assert load(program, "row_left_alone")._TRITON.families[0].narrow == ["c"]  # (r has no next buffer)
+    _run_against_interpreter(program, "row_left_alone", [(37,), (6, 5), (2, 3, 4)])
+
+
 def test_user_names_never_meet_the_kernels(interpret):
     """States and hyperparameters named like the kernels' old internals (CT, DT) and others."""
     if not interpret:
