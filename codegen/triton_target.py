@@ -208,7 +208,8 @@ class Family:
         """States shared by several elements (row, col, scalar) that the step changes: written
         through ``next``, then copied in (one the step leaves as it is has no ``next``: an unwritten
         buffer copied in gave it uninitialised memory)."""
-        return [n for (n, k), e in zip(self.states, self.new_states) if k != "full" and e != Var(self.names[n])]
+        changed = [new != Var(self.names[n]) for (n, _), new in zip(self.states, self.new_states)]
+        return [n for (n, k), c in zip(self.states, changed) if k != "full" and c]
 
     @property
     def wide(self) -> list[Reduction]:
