@@ -94,13 +94,16 @@ class _InterpretedLibdevice:
     def expm1(x):  # Kahan: exact where exp(x) - 1 would cancel
         x = _tl_tensor(x)
         u = tl.exp(x)
-        return tl.where(u == 1.0, x, tl.where(u - 1.0 == -1.0, -1.0, (u - 1.0) * x / tl.log(u)))
+        big = u == float("inf")  # (inf / inf below)
+        return tl.where(
+            u == 1.0, x, tl.where(u - 1.0 == -1.0, -1.0, tl.where(big, u, (u - 1.0) * x / tl.log(u)))
+        )
 
     @staticmethod
     def log1p(x):  # Goldberg: exact where log(1 + x) would lose x's digits
         x = _tl_tensor(x)
         u = 1.0 + x
-        return tl.where(u == 1.0, x, tl.log(u) * x / (u - 1.0))
+        return tl.where(u == 1.0, x, tl.where(u == float("inf"), u, tl.log(u) * x / (u - 1.0)))
 
     @staticmethod
     def tan(x):
