@@ -36,7 +36,7 @@ from optdsl.ir import (
     substitute,
     walk,
 )
-from optdsl.ops import GLOBAL, OPS, REDUCE
+from optdsl.ops import ELEMENTWISE, GLOBAL, OPS, REDUCE
 from optdsl.passes import fold, liveness
 from optdsl.typecheck import expr_kind, input_kinds
 
@@ -204,7 +204,8 @@ def _variant(prog: Program, split: _Split, scalars: dict[str, str]) -> tuple | N
             body = [*prog.body[:i], Assign(a.target, Const(0.0), a.loc), *prog.body[i + 1:]]
             candidates.append((prog.with_body(body), _Test(a.target, True), i + 1))
         c = e.args[0] if isinstance(e, Call) and e.op == "where" else None
-        if isinstance(c, Var) and kinds.get(c.name) == "uniform" and c.name not in targets:
+        if (isinstance(c, Var) and kinds.get(c.name) == "uniform" and c.name not in targets
+                and not _reduced_after(prog, i)):
             for nonzero, side in ((False, e.args[2]), (True, e.args[1])):
                 if _KIND_COST[expr_kind(side, kinds, fail)] < _KIND_COST[kind]:
                     candidates.append((prog.with_exprs(_taking(c.name, nonzero)), _Test(c.name, False, nonzero), 0))
@@ -215,6 +216,22 @@ def _variant(prog: Program, split: _Split, scalars: dict[str, str]) -> tuple | N
         kinds[a.target] = kind
         pure = pure and _KIND_COST.get(kind, 2) < 2 and a.target not in prog.state_names
     return None
+
+
+def _reduced_after(prog: Program, i: int) -> bool:
+    """Does a reduction read the value statement ``i`` assigns, directly or through later ones? Then
+    the where's cheaper side may not stand in for it: a number per tensor in place of a row of them
+    changes what ``norm`` or ``sum`` of it counts (the interpreter's where broadcasts the number)."""
+    reading = {prog.body[i].target}
+    for a in prog.body[i + 1:]:
+        if free_vars(a.expr) & reading:
+            if any(isinstance(n, Call) and OPS[n.op].shape != ELEMENTWISE and free_vars(n) & reading
+                   for n in walk(a.expr)):
+                return True
+            reading.add(a.target)
+        else:
+            reading.discard(a.target)
+    return False
 
 
 def _taking(c: str, nonzero: bool):

@@ -80,6 +80,11 @@ def cases():
     # of a block and a 0-d value (bitwise_or of numpy types); spelled as where(), they run anywhere
     out["mixed_logic"] = (parse("def f(w, g, lr):\n    t = where(g > 0 or lr == 0, 1, g)\n"
                                 "    return lr * t + (g > 0 and lr > 0)\n"), params, grads)
+    # where(c, row, number) is a row, the number in each of its entries, whatever c is: the eager
+    # step's variant for embedding == 0 took rms(w) alone, and norm() of it counted one entry
+    out["where_side_counted"] = (parse("def f(w, g, lr, embedding=0):\n    u = g\n    if ndim(w) >= 2:\n"
+                                       "        s = where(embedding, sqrt(rowmean(w * w)), rms(w))\n"
+                                       "        u = g * norm(s)\n    return lr * u\n"), params, grads)
     # log1p(inf) and expm1(inf) are inf (Triton's interpreter's stand-ins for libdevice gave inf / inf)
     out["inf_through_log1p"] = (parse("def f(w, g, lr):\n    big = 1 / (g * (g > 0))\n"
                                       "    return lr * (log1p(big) + expm1(big))\n"), params, grads)
@@ -150,7 +155,7 @@ def test_the_ieee_case_really_holds_inf_and_nan():
 
 @pytest.mark.parametrize("case", ["paper_program3", "paper_program4", "printer_names", "ieee_constants",
                                   "shape_arithmetic", "empty_and_0d", "mixed_reductions", "mixed_logic",
-                                  "inf_through_log1p", *NAN_CASES])
+                                  "inf_through_log1p", "where_side_counted", *NAN_CASES])
 @pytest.mark.parametrize("target", ["torch", "jax"])
 def test_targets_compute_what_the_interpreter_computes(target, case):
     program, params, grads = cases()[case]
