@@ -164,7 +164,7 @@ class TritonPrinter(CodePrinter):
             return self._print(op.reduction.of_number(*[self.bound(a) for a in expr.args]))
         if expr.op == "interp" and isinstance(expr.args[2], Var) and expr.args[2].name in self.complements:
             x, y, a = expr.args
-            return self.fill("{1} + {2} * ({0} - {1})", [x, y, Var(self.complements[a.name])])
+            return self.fill("{2} * {0} + {3} * {1}", [x, y, Var(self.complements[a.name]), a])
         text = super()._print_Call(expr)
         return self.fill("{0}.to(tl.float32)", [text]) if op.truth else text
 

@@ -411,6 +411,17 @@ def test_a_row_state_the_step_leaves_alone_keeps_its_values(interpret):
     _run_against_interpreter(program, "row_left_alone", [(37,), (6, 5), (2, 3, 4)])
 
 
+def test_interp_of_an_infinite_average_is_infinite(interpret):
+    """interp(x, y, a) is (1 - a) x + a y, as the interpreter computes it: an infinite y gives an
+    infinite average (spelled y + (1 - a) (x - y), inf - inf made it nan; a searched Adam whose v
+    became log(0)). The eager step's foreach lerp, torch.optim's own, still gives nan there."""
+    if not interpret:
+        return
+    program = optdsl.parse("def f(w, g, lr=0.1, beta=0.9):\n    y = g / (g * (g > 0))\n"
+                           "    return lr * (interp(g, y, beta) + interp(g, y, 0.3))\n")
+    _run_against_interpreter(program, "infinite_average", [(37,), (2, 3)])
+
+
 def test_user_names_never_meet_the_kernels(interpret):
     """States and hyperparameters named like the kernels' old internals (CT, DT) and others."""
     if not interpret:
