@@ -103,17 +103,21 @@ def reference(program, params, grads, **hyper):
     return [ps[str(i)] for i in range(len(params))]
 
 
+def zoo_class(name):
+    """The zoo program ``name`` and its Triton module's optimizer class (skips where it has none)."""
+    program = optdsl.load(name)
+    src = triton_target.emit(program)
+    if "_TRITON_UNSUPPORTED" in src:
+        pytest.skip(src.split("_TRITON_UNSUPPORTED = ")[1].splitlines()[0])
+    return program, triton_target.entry_point(load_module(src, f"optdsl_test_triton_{name}"), program)
+
+
 @pytest.mark.parametrize("name", optdsl.zoo_names())
 def test_zoo_optimizer_matches_interpreter(name, interpret):
     """``Cls(params, backend="triton")`` over 20 steps equals the interpreter (1-d..3-d, size 1)."""
     if not interpret:
         return
-    program = optdsl.load(name)
-    src = triton_target.emit(program)
-    if "_TRITON_UNSUPPORTED" in src:
-        pytest.skip(src.split("_TRITON_UNSUPPORTED = ")[1].splitlines()[0])
-    module = load_module(src, f"optdsl_test_triton_{name}")
-    cls = triton_target.entry_point(module, program)
+    program, cls = zoo_class(name)
     rng = np.random.default_rng(1)
     init = [rng.standard_normal(s).astype(np.float32) for s in SHAPES]
     grads = grads_for(SHAPES, STEPS)
@@ -136,11 +140,7 @@ def test_zoo_in_float64_matches_the_float64_interpreter(name, interpret):
     2026-12-05, held them to ~1e-7). A 70 x 80 matrix takes Adafactor's tiled column sums."""
     if not interpret:
         return
-    program = optdsl.load(name)
-    src = triton_target.emit(program)
-    if "_TRITON_UNSUPPORTED" in src:
-        pytest.skip(src.split("_TRITON_UNSUPPORTED = ")[1].splitlines()[0])
-    cls = triton_target.entry_point(load_module(src, f"optdsl_test_triton_f64_{name}"), program)
+    program, cls = zoo_class(name)
     hyper = {} if "lr" in program.hyper_defaults else {"lr": 0.01}
     rng = np.random.default_rng(3)
     init = {f"p{i}": rng.standard_normal(s) for i, s in enumerate([*SHAPES, (70, 80)])}
@@ -387,15 +387,25 @@ def _run_against_interpreter(program, name, shapes, steps=3, block=32):
         np.testing.assert_allclose(p.numpy(), e, rtol=1e-4, atol=1e-5)
 
 
-def test_a_state_only_a_reduction_reads_is_still_written(interpret):
-    """``m``'s old value is read by a reduction pass only; the final pass writes the new one, so it
-    needs m's pointer though it never loads m (a NameError in the kernel until 2026-12-05: a
-    searched program, ``v = cosine_sim(g * g, v)`` after ``update = cosine_sim(v, m)``)."""
+# Programs a float64 sweep of mutated zoo programs found the kernels wrong on (2026-12-05):
+SWEPT = {
+    # m's old value is read by a reduction pass only; the final pass writes the new one, so it needs
+    # m's pointer though it never loads m (a NameError in the kernel; a searched program's
+    # `v = cosine_sim(g * g, v)` after `update = cosine_sim(v, m)`)
+    "stored_unread": "def f(w, g, m, lr=0.1):\n    u = norm(m)\n    m = 2 * g\n    return lr * (g + u), m\n",
+    # interp(x, y, a) is (1 - a) x + a y, as the interpreter computes it: an infinite y gives an
+    # infinite average (spelled y + (1 - a) (x - y), inf - inf made it nan; a searched Adam whose v
+    # became log(0)); the eager step's foreach lerp, torch.optim's own, still gives nan there
+    "infinite_average": "def f(w, g, lr=0.1, beta=0.9):\n    y = g / (g * (g > 0))\n"
+                        "    return lr * (interp(g, y, beta) + interp(g, y, 0.3))\n",
+}
+
+
+@pytest.mark.parametrize("case", list(SWEPT))
+def test_programs_the_sweep_found(case, interpret):
     if not interpret:
         return
-    program = optdsl.parse("def f(w, g, m, lr=0.1):\n    u = norm(m)\n    m = 2 * g\n"
-                           "    return lr * (g + u), m\n")
-    _run_against_interpreter(program, "stored_unread", [(37,), (2, 3)])
+    _run_against_interpreter(optdsl.parse(SWEPT[case]), case, [(37,), (2, 3)])
 
 
 def test_a_row_state_the_step_leaves_alone_keeps_its_values(interpret):
@@ -409,17 +419,6 @@ def test_a_row_state_the_step_leaves_alone_keeps_its_values(interpret):
                            "    return lr * u, r, c\n")
     assert load(program, "row_left_alone")._TRITON.families[0].narrow == ["c"]  # (r has no next buffer)
     _run_against_interpreter(program, "row_left_alone", [(37,), (6, 5), (2, 3, 4)])
-
-
-def test_interp_of_an_infinite_average_is_infinite(interpret):
-    """interp(x, y, a) is (1 - a) x + a y, as the interpreter computes it: an infinite y gives an
-    infinite average (spelled y + (1 - a) (x - y), inf - inf made it nan; a searched Adam whose v
-    became log(0)). The eager step's foreach lerp, torch.optim's own, still gives nan there."""
-    if not interpret:
-        return
-    program = optdsl.parse("def f(w, g, lr=0.1, beta=0.9):\n    y = g / (g * (g > 0))\n"
-                           "    return lr * (interp(g, y, beta) + interp(g, y, 0.3))\n")
-    _run_against_interpreter(program, "infinite_average", [(37,), (2, 3)])
 
 
 def test_user_names_never_meet_the_kernels(interpret):
