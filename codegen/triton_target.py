@@ -524,8 +524,7 @@ class _KernelWriter:
             count = "_C.to(_CT)" if r.scope == "row" else "(_RC // _C).to(_CT)"
             wide = f"_wacc + tl.load(_entry + {self.wide_col[r.name]}) + {index}"
             return f"tl.load({wide}, mask=_mask).to(_CT) / {count}"
-        slot = "_acc + _t * {} + {}".format(self.fam.n_slots, "{}") if r.scope == "tensor" else "_gacc + {}"
-        totals = {f"a{k}": Var(self.printer.temp(f"tl.load({slot.format(s)}).to(_CT)"))
+        totals = {f"a{k}": Var(self.printer.temp(f"tl.load({self._address(r, s)}).to(_CT)"))
                   for k, s in enumerate(self._slots(r))}
         finish = OPS[r.op].reduction.finish
         if "n" in free_vars(finish):
@@ -568,7 +567,7 @@ class _KernelWriter:
         axis = "" if self.tiles else ", axis=0"  # a tile's total: over both of its axes
         lines = []
         for term, kind, slot in zip(terms, kinds, self._slots(r)):
-            target = f"_acc + _t * {self.fam.n_slots} + {slot}" if r.scope == "tensor" else f"_gacc + {slot}"
+            target = self._address(r, slot)
             weight = {"row": " / _C.to(_CT)", "col": " * _C.to(_CT) / _RC.to(_CT)"}.get(kind, "")
             if kind not in VECTOR_KINDS:  # one number per tensor: its first chunk adds it, once
                 value = self.printer.temp(term if how == "sum" else f"_nan_positive({term})")
@@ -584,6 +583,10 @@ class _KernelWriter:
 
     def _slots(self, r: Reduction) -> list[int]:
         return r.slots if r.scope == "tensor" else self.gslots[r.name]
+
+    def _address(self, r: Reduction, slot: int) -> str:
+        """The accumulator of ``r``'s total at ``slot`` (this tensor's, or the global one)."""
+        return f"_acc + _t * {self.fam.n_slots} + {slot}" if r.scope == "tensor" else f"_gacc + {slot}"
 
     def _vector(self, e: Expr) -> str:
         """``e`` as one _CT value per element of the chunk (temporaries pending in the printer)."""
