@@ -115,8 +115,8 @@ class JaxPrinter(CodePrinter):
         if isinstance(expr, Var):
             return expr.name in self.python
         op = OPS[expr.op]
-        if op.shape == STATIC:
-            return True
+        if op.shape == STATIC or (not self.in_f64 and self.kind(expr) == "static"):
+            return True  # (shape arithmetic is a Python float: see shape_arithmetic)
         if op.truth:
             return False  # printed through jnp.where
         return "jnp." not in op.jax and "jax." not in op.jax and all(self.is_python(a) for a in expr.args)

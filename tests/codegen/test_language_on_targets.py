@@ -210,6 +210,9 @@ SHAPE_IEEE = [
     "return lr * g * (1e30 * size(w) * 1e10 / 1e39)",
     "if ndim(w) >= 2 and not 1 / (size(w) - 6) > 0 or ndim(w) == 0:\n        g = -g\n    return lr * g",
     "return lr * g * sign(size(w) - 6) * (1 / dim(w, 0))",
+    # a name bound to a shape test's truth, then divided by: JAX's 1 / 0.0 raised ZeroDivisionError
+    # (a searched Adafactor's `v = reciprocal(factored)`)
+    "big = min(dim(w, -1), size(w)) >= 128\n    return lr * g * reciprocal(big)",
 ]
 SHAPES = {"a": (6,), "b": (2, 3), "c": (2000,), "d": (2, 0)}
 
