@@ -260,7 +260,7 @@ op("min", 2, E, np.minimum, lambda a, b: sympy.Min(a, b), r"\min({0}, {1})", "to
 op("interp", 3, E, lambda x, y, a: (1 - a) * x + a * y, lambda x, y, a: (1 - a) * x + a * y,
    r"(1 - {2}) {0} + {2} {1}", "torch.lerp({0}, {1}, {2})", "(1 - {2}) * {0} + {2} * {1}",
    "(1.0 - {2}) * {0} + {2} * {1}", "(1 - a) * x + a * y: moving average of x into y with weight a "
-   "(torch and triton run it as lerp, as torch.optim does: where x, y or a is infinite, nan may come "
+   "(torch runs it as lerp, as torch.optim does: where x, y or a is infinite, nan may come "
    "where this is +-inf, or the reverse)",
    flops=3, cpp="(T(1) - {2}) * {0} + {2} * {1}", python="(1 - {2}) * {0} + {2} * {1}")
 
