@@ -962,7 +962,6 @@ class _Optimizer(torch.optim.Optimizer):
                 if flat and g.is_contiguous():
                     apply(flat_p, _flat(g), flat_states, scalars)
                 elif p.dim() == 0:  # copied here: the compiled step would drop a copy_ into a 0-d p
-                    states = [s.view(()) for s in states]  # (its states: 0-d too)
                     new_w, new_states = prog.compiled_apply(e.path, False, in_place=False)(
                         p, g, states, scalars
                     )
@@ -1220,20 +1219,21 @@ class _Entry:
         return [_real(g) for g in gs] if self.complex else gs
 
     def flat_views(self, prog):
-        """(flat?, [(param view, state views, states as they are)]): aliases for the compiled step,
-        made once; the views are 1-d (None where the path is not flat)."""
+        """(flat?, [(param view, state views, states)]): aliases for the compiled step, made once;
+        the views are 1-d (None where the path is not flat)."""
         if self._views is None:
             states = list(self.states.values())
             tensors = [*self.params, *itertools.chain(*states)]
             flat = prog.paths[self.path].flat and all(t.is_contiguous() for t in tensors)
-            # A 0-d state (one number per tensor, or any state of a 0-d parameter) is handed over
-            # as one element, which the step's number broadcasts to: torch.compile (2.13, CPU)
-            # drops a copy_ into a 0-d float64 input (Amos's v and b stayed 0 in float64)
+            # A 0-d state of a parameter with axes (one number per tensor) is handed over as one
+            # element, which the step's number broadcasts to: torch.compile (2.13, CPU) drops a
+            # copy_ into a 0-d float64 input (Amos's v and b stayed 0 in float64). A 0-d
+            # parameter's step returns its values instead (see _step_compiled): its states stay 0-d.
             views = [
                 (
                     _flat(p) if flat else None,
                     [_flat(s) for s in ss] if flat else None,
-                    [_flat(s) if s.dim() == 0 else s for s in ss],
+                    [_flat(s) if s.dim() == 0 and p.dim() else s for s in ss],
                 )
                 for p, ss in zip(self.params, zip(*states) if states else [()] * len(self.params))
             ]
