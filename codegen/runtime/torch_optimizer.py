@@ -388,6 +388,7 @@ class _Program:
         self.torch_checkpoints = dict(torch_checkpoints or {})
         self._counts = {}  # (dtype, device, each tensor's elements) -> those counts as a tensor (group_step)
         self._compiled = {}
+        self.copied_out = set()  # paths whose in-place compiled step inductor failed to build
 
     def path_of(self, w):
         """Index into ``paths`` of the path a tensor shaped like ``w`` runs (Python shape tests)."""
@@ -598,6 +599,14 @@ def _unscale(grads, grad_scale):
             by_device.setdefault(g.device, []).append(g._values() if g.is_sparse else _local(g))
     for device, tensors in by_device.items():
         torch._foreach_div_(tensors, grad_scale.to(device))
+
+
+def _step_copied_out(prog, path, p, g, states, scalars):
+    """The compiled step of one tensor that returns ``(w - update, new states)``, copied into ``p`` and
+    its states here: for a 0-d ``p`` (the in-place step's ``copy_`` into it is dropped, torch 2.13)
+    and for a path whose in-place step inductor could not compile (``_Program.copied_out``)."""
+    new_w, new_states = prog.compiled_apply(path, False, in_place=False)(p, g, states, scalars)
+    torch._foreach_copy_([p, *states], [new_w, *new_states])
 
 
 def _is_compile_error(e):
@@ -961,13 +970,19 @@ class _Optimizer(torch.optim.Optimizer):
             for p, g, (flat_p, flat_states, states) in zip(e.params, self._grads(e, grads), views):
                 if flat and g.is_contiguous():
                     apply(flat_p, _flat(g), flat_states, scalars)
-                elif p.dim() == 0:  # copied here: the compiled step would drop a copy_ into a 0-d p
-                    new_w, new_states = prog.compiled_apply(e.path, False, in_place=False)(
-                        p, g, states, scalars
-                    )
-                    torch._foreach_copy_([p, *states], [new_w, *new_states])
+                elif p.dim() == 0 or e.path in prog.copied_out:
+                    _step_copied_out(prog, e.path, p, g, states, scalars)
                 else:
-                    whole(p, g, states, scalars)
+                    try:
+                        whole(p, g, states, scalars)
+                    except Exception as error:  # (raised while compiling: nothing was written yet)
+                        if not _is_compile_error(error):
+                            raise
+                        # torch 2.13's inductor raises KeyError 'bufN' on some in-place steps with a row
+                        # reduction (C++ outer-loop fusion of a mutated buffer, pytorch#196570); the
+                        # step that returns its values compiles, at one more pass over the tensors
+                        prog.copied_out.add(e.path)
+                        _step_copied_out(prog, e.path, p, g, states, scalars)
 
     def _step_segments(self, plan, grads, segments):
         prog = self._program

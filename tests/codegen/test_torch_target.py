@@ -104,6 +104,27 @@ def test_a_0d_float64_parameter_steps_on_the_compiled_backend():
         np.testing.assert_allclose(x.detach().numpy(), y.detach().numpy(), rtol=1e-15, atol=1e-15)
 
 
+def test_a_step_inductor_cannot_compile_in_place_returns_its_values():
+    """torch 2.13's inductor raises KeyError 'bufN' compiling the in-place step of a 2-d parameter
+    whose state is scaled by a whole-tensor reduction and read beside a row reduction (C++
+    outer-loop fusion of a mutated buffer, pytorch#196570; searched Tiger variants hit it):
+    ``backend="compiled"`` raised. Such a path now steps through the compiled step that returns its
+    values, copied in outside, and keeps the interpreter's values."""
+    p = optdsl.parse("def f(w, g, m, lr=0.1):\n    m = interp(g, mean(g) * m, 0.9)\n"
+                     "    return lr * rowmean(w) * m, m\n")
+    rng = np.random.default_rng(7)
+    params = {"a": rng.standard_normal((8, 8)), "b": rng.standard_normal((3, 5))}
+    grads = [{k: rng.standard_normal(v.shape) for k, v in params.items()} for _ in range(3)]
+    interp = optdsl.Interpreter(p, dtype=np.float64)
+    want, state = dict(params), interp.init(params)
+    for t, g in enumerate(grads, start=1):
+        want, state = interp.step(want, g, state, t)
+    ts, opt = _run_class(codegen.build(p, "torch"), params, grads, 3, "compiled")
+    for x, k in zip(ts, params):
+        np.testing.assert_allclose(x.detach().numpy(), want[k], rtol=1e-13, atol=1e-15, err_msg=k)
+        np.testing.assert_allclose(opt.state[x]["m"].numpy(), state[k]["m"], rtol=1e-13, atol=1e-15)
+
+
 @pytest.mark.parametrize("backend", ["eager", "compiled"])
 def test_truth_values_take_the_steps_dtype(backend):
     """``g > 0`` is 1.0 or 0.0 in the step's dtype: torch.where's 1.0 and 0.0 made a float32 list,
