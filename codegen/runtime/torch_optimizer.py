@@ -539,8 +539,9 @@ class _Program:
                     terms = zip(*(part[r] for part in parts))  # per term: each chunk's list of partials
                     totals = [_per_tensor(how, [x for chunk in t for x in chunk], lengths) for t in terms]
                     value = finish(*totals, n).to(n.dtype)
-                    for (_, index), h in zip(chunks, hypers):  # (one chunk: every parameter, in order)
-                        h[name] = value if len(chunks) == 1 else value[torch.tensor(index, device=n.device)]
+                    for (_, index), h in zip(chunks, hypers):  # (one row per parameter, one chunk: in order)
+                        whole = lengths is None and len(chunks) == 1
+                        h[name] = value if whole else value[torch.tensor(index, device=n.device)]
         for (c, _), h in zip(chunks, hypers):
             self.groups[path](c[0], c[1], dict(zip(names, c[2:])), h)
 

@@ -396,6 +396,25 @@ def test_per_tensor_reductions_in_tiny_chunks_see_whole_tensors(source, dtype):
             np.testing.assert_allclose(ours[k], ref[k], rtol=1e-10, atol=1e-12, equal_nan=True, err_msg=k)
 
 
+@pytest.mark.parametrize("source", ["tiger", "adafactor", ROWS])
+def test_one_chunk_holding_several_blocks_of_a_tensor_hands_each_block_its_tensors_value(source):
+    """A (7, 9) matrix in chunks of 40 elements is cut into blocks of 4 and 3 rows; after a (1, 3)
+    matrix the first block (39 elements in all) leaves the chunk open: one chunk, three rows of two
+    tensors. The step handed a
+    per-tensor reduction's values to the rows as if each row were a tensor of its own, and raised
+    ("Tensor lists must have the same number of tensors", Tiger on a 200 x 700 matrix in the default
+    chunks of 2^17, found by a sweep of param groups)."""
+    program = optdsl.load(source) if source.isidentifier() else parse(source)
+    rng = np.random.default_rng(1)
+    shapes = {"p0": (1, 3), "p1": (7, 9)}
+    params = {k: rng.normal(size=s) for k, s in shapes.items()}
+    grads = [{k: rng.normal(size=s) for k, s in shapes.items()} for _ in range(3)]
+    ref = _interpreter_steps(program, params, grads, np.float64)
+    ours = _run_eager_in_chunks(program, params, grads, 40, lr=None)
+    for k in ref:
+        np.testing.assert_allclose(ours[k], ref[k], rtol=1e-10, atol=1e-12, err_msg=k)
+
+
 def test_a_state_read_under_a_second_name_is_not_copied():
     """``vh = v`` after v's in-place update: v's list is read under two names (neither may write
     it), and the step needs no copy of it back into the state (Adafactor's 1-d path)."""
