@@ -523,6 +523,8 @@ class _Program:
             if len(rows) > len(params):
                 owners = torch.tensor(rows, device="cpu")  # each row's parameter
                 lengths = torch.bincount(owners, minlength=len(params)).to(params[0].device)
+            # every parameter one row of the one chunk, in order: it takes the values as they are
+            whole = lengths is None and len(chunks) == 1
             key = (_compute_dtype(params[0].dtype), params[0].device, tuple(p.numel() for p in params))
             n = self._counts.get(key)
             if n is None:  # (a new tensor each step cost ~20 us: a tenth of Tiger's small-model step)
@@ -539,8 +541,7 @@ class _Program:
                     terms = zip(*(part[r] for part in parts))  # per term: each chunk's list of partials
                     totals = [_per_tensor(how, [x for chunk in t for x in chunk], lengths) for t in terms]
                     value = finish(*totals, n).to(n.dtype)
-                    for (_, index), h in zip(chunks, hypers):  # (one row per parameter, one chunk: in order)
-                        whole = lengths is None and len(chunks) == 1
+                    for (_, index), h in zip(chunks, hypers):
                         h[name] = value if whole else value[torch.tensor(index, device=n.device)]
         for (c, _), h in zip(chunks, hypers):
             self.groups[path](c[0], c[1], dict(zip(names, c[2:])), h)
