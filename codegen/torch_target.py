@@ -302,7 +302,10 @@ class TorchPrinter(CodePrinter):
                 return self.fill(f"torch.clamp_{'min' if name == 'max' else 'max'}({{0}}, {{1}})", [t, n])
             return self.fill(f"torch.{name}imum({{0}}, {{1}})", args)
         if name == "interp":
-            if numbers[0] or numbers[1]:
+            # a number weight a: 1 - a in Python's float64, as the interpreter takes it (torch.lerp
+            # takes 1 - a in the tensors' dtype for a >= 0.5: in float32 1 - 0.999 keeps 4 digits,
+            # and Amos's eager v was 1.3e-5 off after its first step)
+            if any(numbers):
                 return self.fill("(1 - {2}) * {0} + {2} * {1}", args)
             return self.fill("torch.lerp({0}, {1}, {2})", args)
         if op.shape == GLOBAL:

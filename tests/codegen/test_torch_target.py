@@ -126,6 +126,24 @@ def test_a_step_inductor_cannot_compile_in_place_returns_its_values():
 
 
 @pytest.mark.parametrize("backend", ["eager", "compiled"])
+def test_interp_with_a_number_weight_takes_its_complement_in_float64(backend):
+    """``interp(g2, v, beta)`` on one number per tensor (Amos's v) was ``torch.lerp(g2, v, beta)``,
+    which takes ``1 - beta`` in float32 for beta >= 0.5: 0.00099998713 for 0.999, so the float32
+    eager v was 1.3e-5 off the interpreter's after the first step (found by a sweep of
+    hyperparameters). It is now ``(1 - beta) g2 + beta v``, the interpreter's own rounding."""
+    p = optdsl.load("amos")
+    params, grads, _ = _interpreter_run(p, SHAPES, 3)
+    interp = optdsl.Interpreter(p, dtype=np.float32, lr=1.0)
+    want, state = dict(params), interp.init(params)
+    for t, g in enumerate(grads, start=1):
+        want, state = interp.step(want, g, state, t)
+    ts, opt = _run_class(codegen.build(p, "torch"), params, grads, 3, backend, lr=1.0)
+    for x, k in zip(ts, params):
+        np.testing.assert_allclose(float(opt.state[x]["v"]), state[k]["v"], rtol=1e-6, err_msg=k)
+        np.testing.assert_allclose(x.detach().numpy(), want[k], rtol=2e-6, atol=1e-6, err_msg=k)
+
+
+@pytest.mark.parametrize("backend", ["eager", "compiled"])
 def test_truth_values_take_the_steps_dtype(backend):
     """``g > 0`` is 1.0 or 0.0 in the step's dtype: torch.where's 1.0 and 0.0 made a float32 list,
     into which the float64 eager step added ``lr * t`` in place (3e-7 off the interpreter)."""
