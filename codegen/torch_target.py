@@ -453,9 +453,9 @@ class GroupPrinter:
         if op == "interp" and lists[0] and lists[1]:
             if free[1] and args[1] == target:
                 free[0] = False
-            if not lists[2] and free[1] and not free[0]:  # interp(x, y, a) = lerp(y, x, 1 - a), into y
-                weight = number(1 - expr.args[2].value) if isinstance(expr.args[2], Const) else f"1 - {args[2]}"
-                return f"torch._foreach_lerp_({args[1]}, {args[0]}, {weight})", args[1]
+            if not lists[2]:  # a number weight: torch's lerp from the end it weighs more (_interp_lists)
+                into = args[1] if free[1] and not free[0] else args[0] if free[0] else None
+                return f"_interp_lists({', '.join(args)}{'' if into is None else f', into={into}'})", into
             suffix = "_" if free[0] else ""
             return f"torch._foreach_lerp{suffix}({args[0]}, {args[1]}, {args[2]})", args[0] if free[0] else None
         binary = OPS[op].arity == 2 and names
