@@ -116,7 +116,8 @@ def test_interp_of_lists_is_float32_rounding_of_the_float64_average(a, into):
     want = [(1 - a) * u.double() + a * v.double() for u, v in zip(x, y)]
     xs, ys = [u.clone() for u in x], [v.clone() for v in y]
     out = _interp_lists(xs, ys, a, into={"x": xs, "y": ys, None: None}[into])
-    assert out is ({"x": xs, "y": ys}[into] if into else out)
+    if into:  # written in place, and handed back
+        assert out is {"x": xs, "y": ys}[into]
     for got, w in zip(out, want):
         np.testing.assert_allclose(got.double().numpy(), w.numpy(), rtol=2.5e-7, atol=0)
     untouched = {"x": (ys, y), "y": (xs, x), None: None}[into]
@@ -419,10 +420,9 @@ def test_per_tensor_reductions_in_tiny_chunks_see_whole_tensors(source, dtype):
 def test_one_chunk_holding_several_blocks_of_a_tensor_hands_each_block_its_tensors_value(source):
     """A (7, 9) matrix in chunks of 40 elements is cut into blocks of 4 and 3 rows; after a (1, 3)
     matrix the first block (39 elements in all) leaves the chunk open: one chunk, three rows of two
-    tensors. The step handed a
-    per-tensor reduction's values to the rows as if each row were a tensor of its own, and raised
-    ("Tensor lists must have the same number of tensors", Tiger on a 200 x 700 matrix in the default
-    chunks of 2^17, found by a sweep of param groups)."""
+    tensors. The step handed a per-tensor reduction's values to the rows as if each row were a
+    tensor of its own, and raised ("Tensor lists must have the same number of tensors": Tiger on a
+    200 x 700 matrix in the default chunks of 2^17, found by a sweep of param groups)."""
     program = optdsl.load(source) if source.isidentifier() else parse(source)
     rng = np.random.default_rng(1)
     shapes = {"p0": (1, 3), "p1": (7, 9)}
