@@ -441,7 +441,8 @@ class _Module:
             body += ["if params is None:",
                      f'    raise ValueError("{p.name} reads the parameters: pass params to update")']
         if p.uses("lr"):
-            body.append(f"lr = learning_rate(state.{self.count}) if callable(learning_rate) else learning_rate")
+            lr = f"learning_rate(state.{self.count}) if callable(learning_rate) else learning_rate"
+            body.append(f"lr = _float({lr})")
         if p.uses("step"):
             body.append(f"step = state.{self.count} + 1.0  # the language's step is 1-based")
         body.append("_grads, _treedef = jax.tree.flatten(updates)")
@@ -500,7 +501,9 @@ class _Module:
         update_lines = ["def _update(updates, state, params=None, **_extra):", *_indent(body).split("\n")]
         ret = "return optax.GradientTransformationExtraArgs(_init, _update)"
         # black's blank lines: after the docstring and around the nested functions
-        lines = [_docstring(self.factory_doc()), "", *init_lines, "", *update_lines, "", ret]
+        # every number of the language is a float: an int given (or made by inject_hyperparams) is one
+        floats = [f"{h.name} = _float({h.name})" for h in self.hypers]
+        lines = [_docstring(self.factory_doc()), *floats, "", *init_lines, "", *update_lines, "", ret]
         return function(p.name, args, lines)
 
     def factory_doc(self) -> str:
@@ -562,8 +565,9 @@ class _Module:
         functions = [f for v, spec in enumerate(self.variants) for f in self.variant_functions(v, spec)]
         if self.pick:
             functions.append(self.pick_function())
-        if any("_f64(" in f for f in functions):  # shape arithmetic in float64 (the name is the module's own)
-            helpers.append(runtime_functions("jax_math", {"_f64"}))
+        # _float for the factory's numbers; _f64 for shape arithmetic in float64 (names the module's own)
+        wide = {"_f64"} if any("_f64(" in f for f in functions) else set()
+        helpers.append(runtime_functions("jax_math", {"_float", *wide}))
         imports = "from typing import NamedTuple\n\nimport jax\nimport jax.numpy as jnp\nimport optax"
         blocks = [_docstring(self.module_doc()) + "\n\n" + imports,  # one blank line after the docstring
                   state_class, *helpers, *functions, self.init_function(), self.factory()]

@@ -14,6 +14,20 @@ Example (6e40 / 1e39, whose parts float32 cannot hold):
 """
 
 import jax
+import jax.numpy as jnp
+
+
+def _float(x):
+    """A number the step takes, as the language takes every number: a float. An int or a bool (a
+    default written ``0``, an integer array that ``optax.inject_hyperparams`` makes of it) would
+    reach ops that take floats only (``jax.lax.rsqrt`` of a state set to it raised TypeError).
+
+    Example: ``_float(0)`` is ``0.0``; ``_float(jnp.asarray(2)).dtype`` is float32 (without x64)."""
+    if isinstance(x, (bool, int)):
+        return float(x)
+    if hasattr(x, "dtype") and not jnp.issubdtype(x.dtype, jnp.inexact):
+        return jnp.asarray(x, jnp.result_type(float))
+    return x
 
 
 def _f64(compute):

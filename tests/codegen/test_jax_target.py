@@ -329,6 +329,33 @@ def test_update_requires_params_only_when_the_program_reads_w():
         opt.update({"w": jnp.ones(2)}, opt.init({"w": jnp.ones(2)}))
 
 
+@pytest.mark.parametrize("inject", [False, True])
+def test_a_hyperparameter_written_as_an_int_is_a_float(inject):
+    """A state set to a hyperparameter whose default is written ``0`` (an Adafactor mutant's ``v =
+    where(factored, v, decay_offset)``), then read by rsqrt: the int reached ``jax.lax.rsqrt``,
+    which raised TypeError (found by a sweep of mutated zoo programs with zero gradients); and
+    ``optax.inject_hyperparams`` makes an int32 array of such a default. Every number the factory
+    takes is now a float, as the interpreter takes it."""
+    import optax
+
+    p = parse("def f(w, g, v, lr=1, offset=0, scale=2):\n    v = offset\n"
+              "    return lr * g * rsqrt(scale + v), v\n")
+    factory = codegen.build(p, "jax")
+    tx = optax.inject_hyperparams(factory)() if inject else factory()
+    params = {"w": jnp.ones(3)}
+    grads = {"w": jnp.asarray([0.5, -2.0, 0.0])}
+    state = tx.init(params)
+    for _ in range(2):
+        updates, state = tx.update(grads, state, params)
+        params = optax.apply_updates(params, updates)
+    interp = Interpreter(p, dtype=np.float32)
+    want, s = {"w": np.ones(3, np.float32)}, None
+    s = interp.init(want)
+    for t in (1, 2):
+        want, s = interp.step(want, {"w": np.asarray([0.5, -2.0, 0.0], np.float32)}, s, t)
+    np.testing.assert_allclose(np.asarray(params["w"]), want["w"], rtol=1e-6)
+
+
 def test_bf16_params_compute_in_float32():
     _, lion = factory("lion")
     opt = lion(learning_rate=0.1)
