@@ -37,6 +37,15 @@ def _interpreter_run(program, shapes, steps, seed=0, **hyper):
     return params, grads, history
 
 
+def _interpreter_final(program, params, grads, dtype, **hyper):
+    """The interpreter's params and states after its steps on ``grads`` (each a dict by param name)."""
+    interp = optdsl.Interpreter(program, dtype=dtype, **hyper)
+    params, state = dict(params), interp.init(params)
+    for t, g in enumerate(grads, start=1):
+        params, state = interp.step(params, g, state, t)
+    return params, state
+
+
 def _run_class(opt_cls, params, grads, steps, backend, **hyper):
     ts = [torch.tensor(v) for v in params.values()]
     opt = opt_cls(ts, backend=backend, **hyper)
@@ -75,10 +84,7 @@ def test_zoo_in_float64_holds_the_interpreters_float64_states_included(name, bac
     rng = np.random.default_rng(3)
     params = {f"p{i}": rng.standard_normal(s) for i, s in enumerate(SHAPES)}
     grads = [{k: rng.standard_normal(v.shape) for k, v in params.items()} for _ in range(STEPS)]
-    interp = optdsl.Interpreter(p, dtype=np.float64, **_hyper(p))
-    want, state = dict(params), interp.init(params)
-    for t, g in enumerate(grads, start=1):
-        want, state = interp.step(want, g, state, t)
+    want, state = _interpreter_final(p, params, grads, np.float64, **_hyper(p))
     ts, opt = _run_class(codegen.build(p, "torch"), params, grads, STEPS, backend, **_hyper(p))
     for x, k in zip(ts, params):
         assert x.dtype == torch.float64
@@ -115,10 +121,7 @@ def test_a_step_inductor_cannot_compile_in_place_returns_its_values():
     rng = np.random.default_rng(7)
     params = {"a": rng.standard_normal((8, 8)), "b": rng.standard_normal((3, 5))}
     grads = [{k: rng.standard_normal(v.shape) for k, v in params.items()} for _ in range(3)]
-    interp = optdsl.Interpreter(p, dtype=np.float64)
-    want, state = dict(params), interp.init(params)
-    for t, g in enumerate(grads, start=1):
-        want, state = interp.step(want, g, state, t)
+    want, state = _interpreter_final(p, params, grads, np.float64)
     ts, opt = _run_class(codegen.build(p, "torch"), params, grads, 3, "compiled")
     for x, k in zip(ts, params):
         np.testing.assert_allclose(x.detach().numpy(), want[k], rtol=1e-13, atol=1e-15, err_msg=k)
@@ -133,10 +136,7 @@ def test_interp_with_a_number_weight_takes_its_complement_in_float64(backend):
     hyperparameters). It is now ``(1 - beta) g2 + beta v``, the interpreter's own rounding."""
     p = optdsl.load("amos")
     params, grads, _ = _interpreter_run(p, SHAPES, 3)
-    interp = optdsl.Interpreter(p, dtype=np.float32, lr=1.0)
-    want, state = dict(params), interp.init(params)
-    for t, g in enumerate(grads, start=1):
-        want, state = interp.step(want, g, state, t)
+    want, state = _interpreter_final(p, params, grads, np.float32, lr=1.0)
     ts, opt = _run_class(codegen.build(p, "torch"), params, grads, 3, backend, lr=1.0)
     for x, k in zip(ts, params):
         np.testing.assert_allclose(float(opt.state[x]["v"]), state[k]["v"], rtol=1e-6, err_msg=k)
@@ -152,10 +152,7 @@ def test_truth_values_take_the_steps_dtype(backend):
     rng = np.random.default_rng(5)
     params = {f"p{i}": rng.standard_normal(s) for i, s in enumerate(SHAPES)}
     grads = [{k: rng.standard_normal(v.shape) for k, v in params.items()} for _ in range(3)]
-    interp = optdsl.Interpreter(p, dtype=np.float64)
-    want, state = dict(params), interp.init(params)
-    for t, g in enumerate(grads, start=1):
-        want, state = interp.step(want, g, state, t)
+    want, _ = _interpreter_final(p, params, grads, np.float64)
     ts, _ = _run_class(codegen.build(p, "torch"), params, grads, 3, backend)
     for x, k in zip(ts, params):
         np.testing.assert_allclose(x.detach().numpy(), want[k], rtol=1e-15, atol=1e-15, err_msg=k)
