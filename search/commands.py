@@ -229,6 +229,7 @@ def cmd_search(args) -> int:
         if not os.path.exists(args.resume):
             raise DslError(f"--resume: no such search database: {args.resume}")
         db = args.resume
+        schema_version(db)  # a damaged or foreign file is named as such before its folder's winner is
         _check_best_path(db)  # refused now, not after the search
         store = Store(db, exclusive=True)  # one search per database
         try:

@@ -200,6 +200,9 @@ def test_a_winner_is_never_replaced_by_another_searchs(tmp_path, capsys):
     assert "best_optimizer.py: holds the winner of another search (first.sqlite); refusing" in err
     assert "a folder of its own" in err and "Traceback" not in err
     assert best.read_text() == written and not (tmp_path / "second.sqlite").exists()
+    (tmp_path / "notes.txt").write_text("not a database")  # resumed by mistake: its own fault is named
+    assert main(["search", "--resume", str(tmp_path / "notes.txt"), "--evals", "1"]) == 2
+    assert "notes.txt: is damaged or not an SQLite database" in capsys.readouterr().err
     out = tmp_path / "winners"
     assert main(["export", first, "--top", "9", "-o", str(out)]) == 0
     exported = {name: (out / name).read_text() for name in os.listdir(out)}
