@@ -137,3 +137,14 @@ def test_nan_at_different_places_is_a_difference():
     b = parse("def f(w, g, lr=0.1):\n    return g + 0 * w\n")
     assert equivalent(a, b).kind in ("generic", "different")  # never exact, never tested-equal
     assert not equivalent(a, parse("def f(w, g, lr=0.1):\n    return g * w\n")).equal
+
+
+def test_a_constant_state_read_for_its_shape_is_compared_not_refused():
+    """`v` stays 0, but `ndim(v)` reads its shape: binding dropped it, and `equiv` said that
+    neither program runs on any test shape (exit 2) instead of comparing them."""
+    source = ("def f(w, g, m, v, lr=0.1):\n    v = sign(v)\n    m = interp(g, m, {})\n"
+              "    return lr * m * where(ndim(v) >= 2, 1, 0.5), m, v\n")
+    a, b = parse(source.format(0.9)), parse(source.format(0.8))
+    assert equivalent(a, a).kind == "exact"
+    r = equivalent(a, b)
+    assert not r.equal and r.kind == "different" and r.counterexample

@@ -17,6 +17,7 @@ from optdsl.passes import (
     specialize,
     static_key,
 )
+from optdsl.typecheck import validate
 
 DEAD = """
 def f(w, g, m, v, loop, lr=0.1):
@@ -73,6 +74,21 @@ def test_states_kept_at_their_start_value_are_found(body, values, constant):
             grads = {"w": np.linspace(-2, 3, 5) * t}
             (up, sp), (uq, sq) = ip.updates(params, grads, sp, t), iq.updates(params, grads, sq, t)
             np.testing.assert_array_equal(uq["w"], up["w"])
+
+
+@pytest.mark.parametrize(("read", "kept"), [
+    ("where(ndim(v) >= 2, 1, 0.5) + k", ("m", "v")),  # a number has no ndim
+    ("colmean(r + 0 * c) + v + k", ("m", "c")),  # r + 0 * c is full only while c is a column
+])
+def test_a_constant_state_whose_shape_is_read_stays(read, kept):
+    """A mutant of Adafactor whose column state c stays 0 (its statement deleted) came out invalid,
+    `colmean(r + 0 * c)` as `colmean(r + 0)`, of a row: `equiv` and the readable form refused it."""
+    p = parse("def f(w, g, m, v, r: row, c: col, k: scalar, lr):\n    m = interp(g, m, 0.9)\n"
+              "    v = sign(v)\n    k = sign(k)\n    r = rowmean(g * g)\n"
+              f"    return lr * m * ({read}), m, v, r, c, k\n")
+    q = eliminate_constant_states(eliminate_dead_code(p))
+    assert q.state_names == kept
+    assert validate(q) is q
 
 
 def test_a_kept_state_or_one_starting_at_w_is_never_constant():

@@ -26,16 +26,20 @@ Example:
 
 from __future__ import annotations
 
+from ..errors import DslError
 from ..ir import START_VALUES, Const, Program
+from ..typecheck import validate
 from .deadcode import eliminate_dead_code
 from .fold import fold
 
 
-def constant_states(program: Program, values: dict[str, float] | None = None) -> dict[str, float]:
+def constant_states(program: Program, values: dict[str, float] | None = None,
+                    among: set[str] | None = None) -> dict[str, float]:
     """The states of ``program`` (hyperparameters bound to ``values``) that stay at their start
     value at every step, with that value: the largest such set, found by dropping from every state
-    that starts at a number those whose new value does not fold back to it, until none is dropped.
-    A ``keep`` state is never among them (its value is handed out, so it stays).
+    that starts at a number (of those named in ``among``, if given) those whose new value does not
+    fold back to it, until none is dropped. A ``keep`` state is never among them (its value is
+    handed out, so it stays).
 
     Example:
         >>> from optdsl import parse
@@ -43,7 +47,8 @@ def constant_states(program: Program, values: dict[str, float] | None = None) ->
         >>> constant_states(p), constant_states(p, {"b": 0.9})
         ({'m': 0.0}, {'m': 0.0, 'v': 0.0})
     """
-    fixed = {s.name: START_VALUES[s.init] for s in program.states if s.init in START_VALUES and not s.keep}
+    fixed = {s.name: START_VALUES[s.init] for s in program.states
+             if s.init in START_VALUES and not s.keep and (among is None or s.name in among)}
     while fixed:
         new_states = fold(program, values={**(values or {}), **fixed}).new_states
         kept = {s.name: fixed[s.name] for s, e in zip(program.states, new_states)
@@ -59,10 +64,30 @@ def eliminate_constant_states(program: Program, values: dict[str, float] | None 
     their values (:func:`~optdsl.passes.fold`: reads before the step sets them take the numbers,
     ``k = sign(0)`` is ``k = 0`` and read on), and the statements that only fed them gone too;
     ``program`` itself when there is none. Hyperparameters stay (bound to ``values`` only to decide
-    which states stay constant)."""
+    which states stay constant). A number has no shape, so a state read where its shape counts
+    (``colmean(r + 0 * c)`` is of a full value, ``colmean(r + 0)`` of a row; ``ndim(v)``) stays,
+    and so do those that only it kept constant: the result validates as ``program`` does."""
     fixed = constant_states(program, values)
-    if not fixed:
-        return program
+    while fixed:
+        reduced = _without(program, fixed)
+        if _validates(reduced):
+            return reduced
+        # one state fewer (and those only it kept constant): a set that validates first, then the largest
+        fewer = [constant_states(program, values, among=set(fixed) - {name}) for name in fixed]
+        fixed = max(fewer, key=lambda kept: (bool(kept) and _validates(_without(program, kept)), len(kept)))
+    return program
+
+
+def _validates(program: Program) -> bool:
+    try:
+        validate(program)
+    except DslError:
+        return False
+    return True
+
+
+def _without(program: Program, fixed: dict[str, float]) -> Program:
+    """``program`` with the states in ``fixed`` replaced by their values, folded, and gone."""
     folded = fold(program, values=fixed)
     keep = [i for i, s in enumerate(program.states) if s.name not in fixed]
     return eliminate_dead_code(folded.with_body(folded.body, new_states=[folded.new_states[i] for i in keep],
