@@ -94,6 +94,19 @@ def test_shape_tests_short_circuit_as_python_does():
         Interpreter(q).init({"s": np.float64(1.0)})
 
 
+@pytest.mark.parametrize(("outer", "inner"), [("ndim(w)", "ndim(w) > 2"), ("ndim(w) - 1", "ndim(w) - 1 > 1"),
+                                              ("size(w)", "size(w) > 12")])
+def test_a_shape_test_known_true_keeps_its_value_inside_its_branch(outer, inner):
+    """Inside `where(ndim(w), ...)` the specialiser took ndim(w) for 1 (its truth), so the inner
+    test `ndim(w) > 2` was false for every shape and 3-d parameters took the wrong branch (an
+    Adafactor mutant's readable form, shown equal to its raw program, differed by 22% there)."""
+    p = parse(f"def f(w, g, lr=1.0):\n    return lr * where({outer}, where({inner}, 2 * g, 3 * g), 5 * g)\n")
+    opt = Interpreter(p)
+    params = {"m": np.ones((2, 5)), "t": np.ones((2, 3, 4))}
+    ups, _ = opt.updates(params, {k: np.ones(v.shape) for k, v in params.items()}, opt.init(params), 1)
+    assert ups["t"][0, 0, 0] == 2.0 and ups["m"][0, 0] == 3.0
+
+
 def test_tensor_free_scalars_are_float64_in_float32_mode():
     """Bias corrections (AdaX's (1 + beta2)^t - 1, Adam's 1 - beta^t, Amos's) lose their digits to
     cancellation in float32: the float32 update stays within float32 rounding of float64's."""

@@ -181,15 +181,23 @@ def _static_wheres(program: Program):
         yield from scan(e, None)
 
 
-def _simplified(test: Expr, known: dict[Expr, bool]) -> Expr:
+def _simplified(test: Expr, known: dict[Expr, bool], as_truth: bool = True) -> Expr:
     """A test given the outcomes of the tests already taken on this path (a Const if settled).
-    Only a *left* operand of ``and``/``or`` settles it: the right one may be undefined there."""
-    if test in known:
+    Only a *left* operand of ``and``/``or`` settles it: the right one may be undefined there.
+    An outcome is a truth, so a known test stands for it only where it is read as one (``as_truth``:
+    the test, an operand of and/or/not, a where's condition) or where its value is one (a
+    comparison): ``ndim(w)`` known non-zero leaves ``ndim(w) > 2`` open."""
+    def settled(e: Expr, as_truth: bool) -> bool:
+        return e in known and (as_truth or (isinstance(e, Call) and OPS[e.op].truth))
+
+    if settled(test, as_truth):
         return Const(float(known[test]))
     if not isinstance(test, Call):
         return test
-    t = Call(test.op, tuple(_simplified(a, known) for a in test.args))
-    if t in known:
+    op = OPS[test.op]
+    reads_truth = [op.logic or (op.name == "where" and (i == 0 or as_truth)) for i in range(len(test.args))]
+    t = Call(test.op, tuple(_simplified(a, known, r) for a, r in zip(test.args, reads_truth)))
+    if settled(t, as_truth):
         return Const(float(known[t]))
     if t.op in ("and", "or") and isinstance(t.args[0], Const):
         if (t.args[0].value != 0) == (t.op == "or"):  # or(1, x) = 1; and(0, x) = 0
