@@ -203,10 +203,12 @@ def _simplified(test: Expr, known: dict[Expr, bool], as_truth: bool = True) -> E
         if (t.args[0].value != 0) == (t.op == "or"):  # or(1, x) = 1; and(0, x) = 0
             return Const(float(t.op == "or"))
         other = t.args[1]
-        return other if isinstance(other, Call) and OPS[other.op].truth else fold_expr(Call("ne", (other, Const(0.0))))
-    if t.op == "where" and isinstance(t.args[0], Const):
+        t = other if isinstance(other, Call) and OPS[other.op].truth else Call("ne", (other, Const(0.0)))
+    elif t.op == "where" and isinstance(t.args[0], Const):
         return t.args[1] if t.args[0].value != 0 else t.args[2]
-    return fold_expr(t)
+    out = fold_expr(t)
+    # folding may give a test already taken: `(not ndim(w)) * size(w)` is `size(w)` once ndim(w) is 0
+    return Const(float(known[out])) if settled(out, as_truth) else out
 
 
 def _decided(test: Expr, known: dict[Expr, bool]) -> bool | None:
