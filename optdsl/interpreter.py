@@ -150,13 +150,13 @@ class Interpreter:
             tensors[name] = _Tensor(spec, env, kinds, self.dtype)
         if not tensors:
             return {}, {}
-        first = next(iter(tensors.values())).program
-        cuts = [first.body[i] for i in global_statements(first)]
+        # each tensor's own global statements: a shape test inside one's argument differs by shape
+        cuts = [[t.program.body[i] for i in global_statements(t.program)] for t in tensors.values()]
         for k, seg in enumerate(zip(*(segments(t.program) for t in tensors.values()))):
             for t, stmts in zip(tensors.values(), seg):
                 t.run(stmts)
-            if k < len(cuts):
-                self._global(cuts[k], tensors.values())
+            if k < len(cuts[0]):
+                self._global([c[k] for c in cuts], tensors.values())
         updates, new_state = {}, {}
         for name, t in tensors.items():
             shape = t.env["w"].shape
@@ -169,15 +169,16 @@ class Interpreter:
                     expand(v, k, s.kind), state_shape(s.kind, shape)).astype(self.dtype)
         return updates, new_state
 
-    def _global(self, stmt, tensors):
-        """``target = global_op(x)``: each tensor's totals (op.reduction), combined across tensors. An
-        empty parameter takes no part, even where ``x`` is one number per tensor (``global_norm(0.5)``):
-        adding an empty tensor to a model must not change the others' steps."""
-        reduction = OPS[stmt.expr.op].reduction
-        values = [np.asarray(t.eval(stmt.expr.args[0])[0]) for t in tensors if t.env["w"].size]
+    def _global(self, stmts, tensors):
+        """``target = global_op(x)`` (``stmts``: each tensor's own, the same op and target): each
+        tensor's totals (op.reduction), combined across tensors. An empty parameter takes no part, even
+        where ``x`` is one number per tensor (``global_norm(0.5)``): adding an empty tensor to a model
+        must not change the others' steps."""
+        reduction = OPS[stmts[0].expr.op].reduction
+        values = [np.asarray(t.eval(s.expr.args[0])[0]) for s, t in zip(stmts, tensors) if t.env["w"].size]
         value = reduction.numpy([reduction.totals(v) for v in values], sum(v.size for v in values))
         for t in tensors:
-            t.env[stmt.target], t.kinds[stmt.target] = self.dtype.type(value), "uniform"
+            t.env[stmts[0].target], t.kinds[stmts[0].target] = self.dtype.type(value), "uniform"
 
     def step(self, params, grads, state, step: int = 1):
         """``(w - update for each parameter, new state)``."""

@@ -107,6 +107,16 @@ def test_a_shape_test_known_true_keeps_its_value_inside_its_branch(outer, inner)
     assert ups["t"][0, 0, 0] == 2.0 and ups["m"][0, 0] == 3.0
 
 
+def test_a_global_reduction_takes_each_tensors_own_branch():
+    """Each tensor's argument of global_norm follows its own shape test: the interpreter once took
+    the first tensor's argument (3 * g here) for all of them, the backends each its own."""
+    p = parse("def f(w, g, lr=1.0):\n    return lr * global_norm(where(ndim(w) > 2, 2 * g, 3 * g))\n")
+    params = {"m": np.zeros((5, 6)), "t": np.zeros((2, 3, 4)), "v": np.zeros(7)}
+    opt = Interpreter(p)
+    ups, _ = opt.updates(params, {k: np.ones(v.shape) for k, v in params.items()}, opt.init(params), 1)
+    assert ups["t"][0, 0, 0] == ups["m"][0, 0] == np.sqrt(30 * 9 + 24 * 4 + 7 * 9)
+
+
 def test_tensor_free_scalars_are_float64_in_float32_mode():
     """Bias corrections (AdaX's (1 + beta2)^t - 1, Adam's 1 - beta^t, Amos's) lose their digits to
     cancellation in float32: the float32 update stays within float32 rounding of float64's."""

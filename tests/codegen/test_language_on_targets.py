@@ -76,6 +76,10 @@ def cases():
     draws = [{k: rng.normal(size=s).astype(np.float32) for k, s in odd.items()} for _ in range(4)]
     out["empty_and_0d"] = (parse(EMPTY_AND_0D), draws[0], draws[1:])
     out["mixed_reductions"] = (parse(MIXED_REDUCTIONS), params, grads)
+    # a shape test inside a global reduction's argument: the interpreter took the first tensor's
+    # argument (its branch) for every tensor; the targets took each tensor's own
+    out["shape_test_in_global"] = (parse(SHAPE_TEST_IN_GLOBAL), out["shape_arithmetic"][1],
+                                   out["shape_arithmetic"][2])
     # and/or of a tensor's truth and a number's: Triton's interpreter could not take `|` and `&`
     # of a block and a 0-d value (bitwise_or of numpy types); spelled as where(), they run anywhere
     out["mixed_logic"] = (parse("def f(w, g, lr):\n    t = where(g > 0 or lr == 0, 1, g)\n"
@@ -126,6 +130,11 @@ EMPTY_AND_0D = """def f(w, g, m, lr):
 """
 
 
+SHAPE_TEST_IN_GLOBAL = """def f(w, g, lr):
+    return lr * g * global_norm(where(ndim(w) > 2, 2 * g, where(ndim(w) == 2, 3 * g, 0.5)))
+"""
+
+
 # Shape facts in arithmetic, whose parentheses the torch target once dropped (`g * (ndim(w) - 1)`
 # printed as `g * w.ndim - 1`) and whose per-tensor values its eager step once kept as Python ints
 # and bools that torch's multi-tensor ops refuse.
@@ -155,6 +164,7 @@ def test_the_ieee_case_really_holds_inf_and_nan():
 
 @pytest.mark.parametrize("case", ["paper_program3", "paper_program4", "printer_names", "ieee_constants",
                                   "shape_arithmetic", "empty_and_0d", "mixed_reductions", "mixed_logic",
+                                  "shape_test_in_global",
                                   "inf_through_log1p", "where_side_counted", *NAN_CASES])
 @pytest.mark.parametrize("target", ["torch", "jax"])
 def test_targets_compute_what_the_interpreter_computes(target, case):
@@ -178,7 +188,8 @@ def test_nan_reaches_the_update_on_the_fused_backends(backend, case):
     check(run_torch(program, params, grads, 0.1, backend=backend), case)
 
 
-@pytest.mark.parametrize("case", ["shape_arithmetic", "empty_and_0d", "mixed_reductions"])
+@pytest.mark.parametrize("case", ["shape_arithmetic", "empty_and_0d", "mixed_reductions",
+                                  "shape_test_in_global"])
 def test_shape_cases_on_the_compiled_backend(case):
     """The compiled step once crashed on a 0-d parameter with a full state (the state kept 0-d, its
     new value flat); the interpreter and JAX counted an empty tensor in ``global_norm(0.5)``, the
@@ -322,10 +333,11 @@ def test_interp_takes_one_minus_its_weight_in_float64(backend):
 
 
 def triton_results() -> dict:
-    """Every case on the Triton backend (run by :func:`in_triton_interpreter`), as lists; not the
-    global reductions of ``empty_and_0d``, which the backend does not run."""
+    """Every case on the Triton backend (run by :func:`in_triton_interpreter`), as lists; not those
+    with global reductions, which the backend does not run."""
+    global_cases = ("empty_and_0d", "shape_test_in_global")
     out = {case: {k: v.tolist() for k, v in run_triton(p, params, grads, 0.1).items()}
-           for case, (p, params, grads) in cases().items() if case != "empty_and_0d"}
+           for case, (p, params, grads) in cases().items() if case not in global_cases}
     return {**out, "weight_near_one": weight_near_one_results("triton")}
 
 
