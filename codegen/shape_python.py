@@ -61,7 +61,9 @@ def plain_python(expr: Expr, target: str, test: bool = False) -> str | None:
             spelling, inner = op.python_test, "compared"
         elif op.truth and op.infix and context == "truth":  # a test as Python's: w.ndim >= 2 and ...
             spelling = f"{op.infix} {{0}}" if op.arity == 1 else f"{{0}} {op.infix} {{1}}"
-            inner = "truth"  # (a truth value among the operands stays Python's bool)
+            # and/or/not read their operands' truth alone, so a truth among them may be Python's own;
+            # a comparison reads their values, and Python's `a and b` is a or b, not 1.0 or 0.0
+            inner = "truth" if op.logic else "compared"
         elif op.python_exact:
             spelling = op.python
         else:

@@ -224,6 +224,9 @@ SHAPE_IEEE = [
     # a name bound to a shape test's truth, then divided by: JAX's 1 / 0.0 raised ZeroDivisionError
     # (a searched Adafactor's `v = reciprocal(factored)`)
     "big = min(dim(w, -1), size(w)) >= 128\n    return lr * g * reciprocal(big)",
+    # `and`/`or` compared: a truth, 1 or 0, where Python's `a and b` is b (both targets took 2 > 1)
+    "return lr * where((ndim(w) and ndim(w)) > (ndim(w) >= -1), 1.5, g)",
+    "return lr * where((size(w) or ndim(w)) == 1, 1.5, g) + where(not ndim(w) < (ndim(w) or size(w)), g, 2)",
 ]
 SHAPES = {"a": (6,), "b": (2, 3), "c": (2000,), "d": (2, 0)}
 
