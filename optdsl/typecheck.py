@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from .checkpoints import torch_checkpoints
 from .errors import DslError
-from .ir import Call, Const, Expr, Program, Var
+from .ir import Call, Const, Expr, Program, Var, walk
 from .ops import COL, ELEMENTWISE, GLOBAL, OPS, REDUCE, ROW, STATIC
 
 ORDER = {"const": 0, "static": 1, "uniform": 2, "scalar": 3, "row": 4, "col": 4, "full": 5}
@@ -185,4 +185,19 @@ def validate(program: Program) -> Program:
     """
     infer(program)
     torch_checkpoints(program)  # the declared name map, so that `optdsl check` and the targets agree
+    # Each shape's program must check too: a shape test that picks a number for a column state
+    # (`c = where(ndim(w) >= 2, 1.1, c)`) leaves `colmean(r + 0 * c)` a mean over a row there,
+    # which no target computes. (The interpreter and every target run these variants.)
+    from .passes.specialize import variants  # (the passes read the kinds this module infers)
+
+    exprs = [a.expr for a in program.body] + list(program.outputs())
+    if any(isinstance(n, Call) and OPS[n.op].shape == STATIC for e in exprs for n in walk(e)):
+        try:
+            variants(program)
+        except DslError as e:
+            raise DslError(e.message, e.filename, e.line, e.col, e.source, e.hint or NARROWED) from None
     return program
+
+
+NARROWED = ("once the shape tests are decided for some parameter shapes, a value read here is a "
+            "number or a row/column (a `where` on ndim/dim/size chose it): keep it full-shaped there")

@@ -13,6 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from optdsl import Interpreter, parse
+from optdsl.cli import main
+from optdsl.typecheck import validate
 
 SHAPES = [(), (1,), (7,), (5, 6), (2, 3, 4), (1, 1, 1, 2)]
 
@@ -75,3 +77,20 @@ def test_nested_shape_tests_pick_the_branch_python_picks(branches):
 ])
 def test_cases_random_shape_tests_found(source, python):
     test_nested_shape_tests_pick_the_branch_python_picks.hypothesis.inner_test((source, python))
+
+
+def test_a_program_that_a_shape_test_narrows_is_refused_by_check(tmp_path, capsys):
+    """`c` is a column state, but for 2-d parameters the shape test makes it the number 1.1, so
+    `r + 0 * c` is a row there and no target can take its column mean. `optdsl check` accepted
+    it, and every target refused it at compile time (an Adafactor mutant's readable form said
+    that neither program runs)."""
+    path = tmp_path / "narrow.py"
+    path.write_text("def narrow(w, g, r: row, c: col, lr=0.1):\n    r = rowmean(g * g)\n"
+                    "    c = where(ndim(w) >= 2, 1.1, c)\n    u = g\n    if ndim(w) >= 2:\n"
+                    "        u = g * colmean(r + 0 * c)\n    return lr * u, r, c\n")
+    assert main(["check", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {path}:6:9: colmean() reduces a full tensor, got a row-shaped value; "
+                          "once the shape tests are decided") and "Traceback" not in err
+    kept = path.read_text().replace("1.1, c)", "colmean(g * g), c)")  # a column either way: fine
+    assert validate(parse(kept)).name == "narrow"

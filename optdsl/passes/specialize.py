@@ -156,8 +156,10 @@ def _static_wheres(program: Program):
     kinds = input_kinds(program)
     statics: dict[str, Expr] = {}
 
-    def fail(msg, hint=None):
-        raise DslError(msg, program.filename, hint=hint)
+    def located(loc):
+        def fail(msg, hint=None):
+            raise DslError(msg, program.filename, *(loc or (None, None)), program.source, hint)
+        return fail
 
     def pre_order(e: Expr):
         yield e
@@ -165,20 +167,20 @@ def _static_wheres(program: Program):
             for a in e.args:
                 yield from pre_order(a)
 
-    def scan(e: Expr, i):
+    def scan(e: Expr, i, fail):
         for node in pre_order(e):
             if isinstance(node, Call) and node.op == "where" and expr_kind(node.args[0], kinds, fail) == "static":
                 yield i, node, on_w(substitute(node.args[0], statics))
 
     for i, a in enumerate(program.body):
-        yield from scan(a.expr, i)
-        kinds[a.target] = expr_kind(a.expr, kinds, fail)
+        yield from scan(a.expr, i, located(a.loc))
+        kinds[a.target] = expr_kind(a.expr, kinds, located(a.loc))
         if kinds[a.target] == "static":
             statics[a.target] = substitute(a.expr, statics)
         else:
             statics.pop(a.target, None)
     for e in program.outputs():
-        yield from scan(e, None)
+        yield from scan(e, None, located(program.return_loc))
 
 
 def _simplified(test: Expr, known: dict[Expr, bool], as_truth: bool = True) -> Expr:
