@@ -599,7 +599,9 @@ def _if_lines(test: str, indent: int) -> list[str]:
     if indent + len(line) <= LINE or not isinstance(node, ast.BoolOp):
         return [line]
     word = "and" if isinstance(node.op, ast.And) else "or"
-    parts = [ast.unparse(v) for v in node.values]
+    # a part that binds more loosely than `and` keeps its parentheses: `(a if c else b) and d`
+    loose = (ast.IfExp, ast.BoolOp, ast.Lambda, ast.NamedExpr)
+    parts = [f"({ast.unparse(v)})" if isinstance(v, loose) else ast.unparse(v) for v in node.values]
     return ["if (", *(f"    {word + ' ' if i else ''}{p}" for i, p in enumerate(parts)), "):"]
 
 

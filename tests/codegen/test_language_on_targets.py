@@ -227,6 +227,9 @@ SHAPE_IEEE = [
     # `and`/`or` compared: a truth, 1 or 0, where Python's `a and b` is b (both targets took 2 > 1)
     "return lr * where((ndim(w) and ndim(w)) > (ndim(w) >= -1), 1.5, g)",
     "return lr * where((size(w) or ndim(w)) == 1, 1.5, g) + where(not ndim(w) < (ndim(w) or size(w)), g, 2)",
+    # a test too long for one line, laid out one part a line: JAX's lost the parentheses of its first
+    # part, `(a if c else b) and d` read as `a if c else (b and d)`
+    "return lr * where(where(size(w), ndim(w) - 2, ndim(w)) and (ndim(w) - 2) - (ndim(w) - 2), -g, g)",
 ]
 SHAPES = {"a": (6,), "b": (2, 3), "c": (2000,), "d": (2, 0)}
 
