@@ -246,7 +246,12 @@ class TorchPrinter(CodePrinter):
         return Code(text, precedence_of(text))
 
     def _print_Var(self, expr: Var) -> Code:
-        return Code(check_identifier(expr.name), ATOM)
+        name = check_identifier(expr.name)
+        if self.ref == FLOAT64 and self.kinds.get(expr.name) == "static":
+            # a name bound to shape arithmetic: a Python float where that was plain Python, else a
+            # tensor; the float64 arithmetic here needs a float64 tensor (`n >= 2` of a float has no .to)
+            return self.tensor(name)
+        return Code(name, ATOM)
 
     def dtype_text(self) -> str:
         """The dtype of the values printed here, as code (``ref`` is a tensor or a dtype)."""
