@@ -495,8 +495,10 @@ class GroupPrinter:
     def axpy(self, expr: Call, kind: str, reuse: frozenset[str]) -> tuple[str, str | None] | None:
         """``x + y * c`` / ``x - y * c`` (lists x, y; a number c) as one ``_foreach_add(x, y, alpha=...)``:
         one pass and no temporary (see :func:`_fold_axpy`, which builds such sums)."""
+        if not (isinstance(expr.args[1], Call) and expr.args[1].op == "mul"):  # (x - sqrt(y): one argument)
+            return None
         x, (y, c) = expr.args[0], expr.args[1].args
-        if expr.args[1].op != "mul" or not (self.is_list(x) and self.is_list(y)) or isinstance(c, Call):
+        if not (self.is_list(x) and self.is_list(y)) or isinstance(c, Call):
             return None
         if any(expr_kind(a, self.kinds, self.fail) != kind for a in (x, y)) or self.is_list(c):
             return None
