@@ -253,40 +253,26 @@ def test_shape_arithmetic_is_ieee_float64_on_every_target(target, body):
                                    err_msg=body)
 
 
-def test_a_list_plus_a_function_of_a_shape_fact_on_the_eager_backend():
-    """`v + sqrt(1 / size(w))` (v one number per tensor) reached the printer's `x + y * c` folding,
-    which unpacked sqrt's one argument as two: ValueError while the module was generated."""
-    program = parse("def f(w, g, v: scalar, lr):\n    v = interp(mean(g * g), v, 0.9)\n"
-                    "    return lr * g / (v + sqrt(1 / size(w))), v\n")
-    params, grads = shape_ieee_draws()
-    ref = run_interpreter(program, params, grads, 0.1)
-    ours = run_torch(program, params, grads, 0.1)
-    for k in ref:
-        np.testing.assert_allclose(ours[k], ref[k], rtol=1e-5, atol=1e-6, err_msg=k)
-
-
-def test_names_bound_to_shape_facts_on_the_compiled_backend():
-    """A name bound to a shape fact is a Python float in the compiled step's code; a test of it
-    printed as float64 tensor arithmetic took `(n >= 2).to(...)` of a bool: AttributeError (a
-    searched Adafactor's `t_30 = t_31 >= 2`)."""
-    program = parse("def f(w, g, lr):\n    n = ndim(w)\n    b = n >= 2\n    c = b * 3 + n\n"
-                    "    d = 1 / (size(w) - 6)\n    k = d * b + (n and 2) - (c > 3)\n"
-                    "    return lr * (g + b + c * g + k)\n")
-    params, grads = shape_ieee_draws()
-    ref = run_interpreter(program, params, grads, 0.1)
-    ours = run_torch(program, params, grads, 0.1, backend="compiled")
-    for k in ref:
-        np.testing.assert_allclose(ours[k], ref[k], rtol=1e-5, atol=1e-6, err_msg=k)
-
-
-def test_shape_arithmetic_is_ieee_float64_on_the_compiled_backend():
+@pytest.mark.parametrize(("backend", "source"), [
     # (not g / -(n - n): the compiled step's dynamic sizes are symbolic, and -(n - n) folds to 0 there)
-    program = parse("def f(w, g, lr):\n    if 1 / (size(w) - 6) > 0:\n"
-                    "        g = g * (size(w) % (size(w) - 6))\n"
-                    "    return lr * g * 2 ** size(w) / (size(w) // (ndim(w) - 1))\n")
+    ("compiled", ("def f(w, g, lr):\n    if 1 / (size(w) - 6) > 0:\n"
+                  "        g = g * (size(w) % (size(w) - 6))\n"
+                  "    return lr * g * 2 ** size(w) / (size(w) // (ndim(w) - 1))\n")),
+    # a name bound to a shape fact is a Python float in the compiled step's code; a test of it printed
+    # as float64 tensor arithmetic took `(n >= 2).to(...)` of a bool (a searched Adafactor's)
+    ("compiled", ("def f(w, g, lr):\n    n = ndim(w)\n    b = n >= 2\n    c = b * 3 + n\n"
+                  "    d = 1 / (size(w) - 6)\n    k = d * b + (n and 2) - (c > 3)\n"
+                  "    return lr * (g + b + c * g + k)\n")),
+    # v + sqrt(1 / size(w)) (v one number per tensor) reached the printer's `x + y * c` folding, which
+    # unpacked sqrt's one argument as two: ValueError while the module was generated (an Amos mutant's)
+    ("eager", ("def f(w, g, v: scalar, lr):\n    v = interp(mean(g * g), v, 0.9)\n"
+               "    return lr * g / (v + sqrt(1 / size(w))), v\n")),
+])
+def test_shape_arithmetic_on_one_backend(backend, source):
+    program = parse(source)
     params, grads = shape_ieee_draws()
     ref = run_interpreter(program, params, grads, 0.1)
-    ours = run_torch(program, params, grads, 0.1, backend="compiled")
+    ours = run_torch(program, params, grads, 0.1, backend=backend)
     for k in ref:
         np.testing.assert_allclose(ours[k], ref[k], rtol=1e-5, atol=1e-6, err_msg=k)
 
