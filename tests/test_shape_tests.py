@@ -26,15 +26,19 @@ ATOMS = st.sampled_from([("ndim(w)", "N"), ("size(w)", "S"), ("(ndim(w) - 2)", "
 def _combine(parts):
     """Expressions over ``parts``: arithmetic, comparisons, and/or/not, where. The DSL's and/or/not
     and comparisons are truths (1.0 or 0.0), so Python's are wrapped in ``float(...)``."""
-    def infix(op, truth):
+    def infix(op):
         def spell(ab):
             (a, pa), (b, pb) = ab
-            python = f"float(bool({pa}) {op} bool({pb}))" if op in ("and", "or") else f"({pa} {op} {pb})"
-            return f"({a} {op} {b})", f"float{python}" if truth and op not in ("and", "or") else python
+            if op in ("and", "or"):
+                python = f"float(bool({pa}) {op} bool({pb}))"
+            elif op in ("+", "-", "*"):
+                python = f"({pa} {op} {pb})"
+            else:  # a comparison
+                python = f"float({pa} {op} {pb})"
+            return f"({a} {op} {b})", python
         return st.tuples(parts, parts).map(spell)
 
-    truths = (">", ">=", "<", "==", "!=", "and", "or")
-    ops = [infix(op, False) for op in ("+", "-", "*")] + [infix(op, True) for op in truths]
+    ops = [infix(op) for op in ("+", "-", "*", ">", ">=", "<", "==", "!=", "and", "or")]
     negation = parts.map(lambda a: (f"(not {a[0]})", f"float(not {a[1]})"))
     where = st.tuples(parts, parts, parts).map(
         lambda c: (f"where({c[0][0]}, {c[1][0]}, {c[2][0]})", f"({c[1][1]} if {c[0][1]} else {c[2][1]})"))
