@@ -441,7 +441,8 @@ class GroupPrinter:
         When a list argument is in ``reuse`` (free to overwrite), the in-place variant writes into it,
         into ``target``'s own list first (a state updated in place needs no copy afterwards)."""
         if isinstance(expr, Call) and expr.op in ("add", "sub") and isinstance(expr.args[1], Call):
-            return (self.addcdiv if expr.args[1].op == "div" else self.axpy)(expr, kind, reuse)
+            fused = {"div": self.addcdiv, "mul": self.axpy}.get(expr.args[1].op)  # (x + sqrt(y): neither)
+            return fused(expr, kind, reuse) if fused else None
         if isinstance(expr, Call) and expr.op == "interp" and isinstance(expr.args[0], Call):
             return self.addcmul(expr, kind, reuse)
         if not isinstance(expr, Call) or not all(isinstance(a, (Var, Const)) for a in expr.args):
@@ -495,8 +496,6 @@ class GroupPrinter:
     def axpy(self, expr: Call, kind: str, reuse: frozenset[str]) -> tuple[str, str | None] | None:
         """``x + y * c`` / ``x - y * c`` (lists x, y; a number c) as one ``_foreach_add(x, y, alpha=...)``:
         one pass and no temporary (see :func:`_fold_axpy`, which builds such sums)."""
-        if not (isinstance(expr.args[1], Call) and expr.args[1].op == "mul"):  # (x - sqrt(y): one argument)
-            return None
         x, (y, c) = expr.args[0], expr.args[1].args
         if not (self.is_list(x) and self.is_list(y)) or isinstance(c, Call):
             return None

@@ -199,5 +199,14 @@ def validate(program: Program) -> Program:
     return program
 
 
+def valid(program: Program) -> bool:
+    """Does ``program`` pass :func:`validate`? Example: ``valid(load("sgd"))`` is True."""
+    try:
+        validate(program)
+    except DslError:
+        return False
+    return True
+
+
 NARROWED = ("once the shape tests are decided for some parameter shapes, a value read here is a "
             "number or a row/column (a `where` on ndim/dim/size chose it): keep it full-shaped there")

@@ -29,12 +29,11 @@ import math
 
 import numpy as np
 
-from optdsl.errors import DslError
 from optdsl.ir import Assign, Call, Const, Expr, Program, State, Var, fresh_name, names_in
 from optdsl.ops import Op, search_vocabulary
 from optdsl.parser import parse
 from optdsl.printer import DslPrinter, to_source
-from optdsl.typecheck import validate
+from optdsl.typecheck import valid
 
 P_CONST = 0.2  # chance that a freshly drawn argument is a constant rather than a name
 MAX_TRIES = 200  # re-mutation attempts before giving up (never reached in practice)
@@ -159,11 +158,7 @@ def random_program(rng: np.random.Generator, n_statements: int = 5, name: str = 
 
 
 def _valid(program: Program) -> bool:
-    try:
-        validate(program)
-    except DslError:
-        return False
-    return not any(_negated_constant(a.expr) for a in program.body) and all(
+    return valid(program) and not any(_negated_constant(a.expr) for a in program.body) and all(
         math.isfinite(e.value) for a in program.body for e in _consts(a.expr))
 
 

@@ -26,9 +26,8 @@ Example:
 
 from __future__ import annotations
 
-from ..errors import DslError
 from ..ir import START_VALUES, Const, Program
-from ..typecheck import validate
+from ..typecheck import valid
 from .deadcode import eliminate_dead_code
 from .fold import fold
 
@@ -70,20 +69,12 @@ def eliminate_constant_states(program: Program, values: dict[str, float] | None 
     fixed = constant_states(program, values)
     while fixed:
         reduced = _without(program, fixed)
-        if _validates(reduced):
+        if valid(reduced):
             return reduced
         # one state fewer (and those only it kept constant): a set that validates first, then the largest
         fewer = [constant_states(program, values, among=set(fixed) - {name}) for name in fixed]
-        fixed = max(fewer, key=lambda kept: (bool(kept) and _validates(_without(program, kept)), len(kept)))
+        fixed = max(fewer, key=lambda kept: (bool(kept) and valid(_without(program, kept)), len(kept)))
     return program
-
-
-def _validates(program: Program) -> bool:
-    try:
-        validate(program)
-    except DslError:
-        return False
-    return True
 
 
 def _without(program: Program, fixed: dict[str, float]) -> Program:
