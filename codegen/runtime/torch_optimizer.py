@@ -25,7 +25,8 @@ Behaviour, as torch.optim's own optimizers have it:
     a fused one (``compiled`` or an extra backend);
   - ``state_dict``/``load_state_dict``, ``copy.deepcopy`` and ``pickle``; checkpoints of the
     torch.optim optimizer the program is (declared by the program, see ``torch_checkpoints``) load
-    into it, any other foreign checkpoint is refused when loaded;
+    into it, any other foreign checkpoint is refused when loaded; the settings such a declaration
+    requires are accepted at those values (``amsgrad=False``), refused at others;
   - AMP: ``grad_scale``/``found_inf`` as torch's fused optimizers take them from GradScaler;
   - complex parameters, for elementwise programs: stepped as their real and imaginary parts;
   - FSDP2: DTensor params get DTensor states sharded as they are; reductions see whole tensors
@@ -665,10 +666,28 @@ def _check_hyper(name, value):
             raise ValueError(f"Tensor {name} must be 1-element")
         value = value.item()
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"Invalid {name} value: {value!r} (a number is needed)")
+        pair = name == "beta1" and isinstance(value, (tuple, list))  # torch's signature has betas there
+        hint = "; give both as betas=(beta1, beta2)" if pair else ""
+        raise TypeError(f"Invalid {name} value: {value!r} (a number is needed{hint})")
     message, ok = _TORCH_CHECKS.get(name, (f"Invalid {name} value: {{}}", lambda v: not math.isnan(v)))
     if not ok(value):
         raise ValueError(message.format(value))
+
+
+def _check_torch_settings(cls, checkpoints, settings):
+    """Accept the settings of the torch.optim optimizer the program declares it is, at the values
+    it computes (the generated AdamW takes ``amsgrad=False``, as code written for torch.optim.AdamW
+    passes it): ValueError for another value, TypeError for a setting no declaration names.
+
+    Example: ``_check_torch_settings("AdamW", {"AdamW": {"requires": {"amsgrad": False}}},
+    {"amsgrad": True})`` raises ValueError."""
+    for key, value in settings.items():
+        wants = {name: decl["requires"][key] for name, decl in checkpoints.items() if key in decl["requires"]}
+        if not wants:
+            raise TypeError(f"{cls}.__init__() got an unexpected keyword argument {key!r}")
+        if all(value != want for want in wants.values()):
+            computes = " or ".join(f"torch.optim.{name} with {key}={want!r}" for name, want in wants.items())
+            raise ValueError(f"{cls} computes {computes} only, not {key}={value!r}")
 
 
 class _Optimizer(torch.optim.Optimizer):
@@ -686,9 +705,19 @@ class _Optimizer(torch.optim.Optimizer):
     _step_supports_amp_scaling = True  # torch.amp.GradScaler hands over grad_scale/found_inf
 
     def __init__(
-        self, params, defaults, *, betas=None, maximize=False, foreach=None, fused=None, backend=None
+        self,
+        params,
+        defaults,
+        *,
+        betas=None,
+        maximize=False,
+        foreach=None,
+        fused=None,
+        backend=None,
+        **torch_settings,
     ):
         prog = self._program
+        _check_torch_settings(type(self).__name__, prog.torch_checkpoints, torch_settings)
         known = ("eager", "compiled", *prog.backends)
         if backend is not None and backend not in known:
             raise ValueError(f"unknown backend {backend!r}; choose from {known}")

@@ -127,6 +127,30 @@ def test_betas_and_one_cycle_lr(adamw):
     assert scheduled.param_groups[0]["beta1"] == 0.7
 
 
+def test_torch_settings_the_program_declares(adamw):
+    """Code written for torch.optim.AdamW passes ``amsgrad=False``: the settings a program's torch
+    declaration requires are accepted at those values, refused at others; betas given by position,
+    as torch's signature has them, are told to come by keyword."""
+    params = _params()
+    ours = adamw(params, lr=0.1, amsgrad=False, decoupled_weight_decay=True)
+    twin_params = _params()
+    reference = torch.optim.AdamW(twin_params, lr=0.1, amsgrad=False)
+    _steps(ours, params, range(3))
+    _steps(reference, twin_params, range(3))
+    for a, b in zip(params, twin_params):
+        torch.testing.assert_close(a, b)
+    with pytest.raises(ValueError, match=r"torch.optim.AdamW with amsgrad=False only, not amsgrad=True"):
+        adamw(params, amsgrad=True)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'nesterov'"):
+        adamw(params, nesterov=False)
+    with pytest.raises(TypeError, match=r"betas=\(beta1, beta2\)"):
+        adamw(params, 0.1, (0.9, 0.999))
+    momentum = codegen.build(optdsl.load("momentum"), "torch")
+    momentum(params, nesterov=False)
+    with pytest.raises(ValueError, match="nesterov=False only"):
+        momentum(params, nesterov=True)
+
+
 def _torch_trajectory(reference, make_ours, steps_before, steps_after, **kwargs):
     """Train torch.optim's ``reference`` for steps_before steps, load its state dict into ours,
     then run both for steps_after more: the params must agree."""
