@@ -44,6 +44,7 @@ import math
 import operator
 import shutil
 import sys
+import types
 import warnings
 
 import torch
@@ -572,10 +573,11 @@ class _Program:
         for (c, _), h in zip(chunks, hypers):
             self.groups[path](c[0], c[1], dict(zip(names, c[2:])), h)
 
-    def compiled_apply(self, path, flat, in_place=True):
-        """torch.compile of one in-place tensor step (at most two compiles: one size, then all sizes);
-        ``in_place=False``: of one that returns ``(w - update, new states)`` instead."""
-        key = (path, flat, in_place)
+    def compiled_apply(self, path, flat, dtype, in_place=True):
+        """torch.compile of one in-place tensor step for params of ``dtype`` (a compile for the first
+        size, one for all others, of each rank); ``in_place=False``: of one that returns ``(w - update,
+        new states)`` instead."""
+        key = (path, flat, dtype, in_place)
         if key not in self._compiled:
             segment = self.segments[path][-1]
             names = [name for name, _, _ in self.paths[path].states]
@@ -590,7 +592,12 @@ class _Program:
                     s.copy_(v)
 
             # dynamic=None (torch's automatic dynamic): a static-size kernel for the first size, one
-            # dynamic-size kernel once a second size comes; the static loop runs ~15% faster on a CPU
+            # dynamic-size kernel once a second size comes; the static loop runs ~15% faster on a CPU.
+            # A code object of its own for each key: dynamo stops compiling a code object after 8
+            # graphs (recompile_limit) and runs it uncompiled from then on, with a warning, and every
+            # key's closure shares one: a second model in bf16 beside a float32 one, or ranks 0-5 in
+            # two dtypes, went past it.
+            apply = types.FunctionType(apply.__code__.replace(), apply.__globals__, closure=apply.__closure__)
             self._compiled[key] = torch.compile(apply, dynamic=None)
         return self._compiled[key]
 
@@ -633,7 +640,7 @@ def _step_copied_out(prog, path, p, g, states, scalars):
     """The compiled step of one tensor that returns ``(w - update, new states)``, copied into ``p`` and
     its states here: for a 0-d ``p`` (the in-place step's ``copy_`` into it is dropped, torch 2.13)
     and for a path whose in-place step inductor could not compile (``_Program.copied_out``)."""
-    new_w, new_states = prog.compiled_apply(path, False, in_place=False)(p, g, states, scalars)
+    new_w, new_states = prog.compiled_apply(path, False, p.dtype, in_place=False)(p, g, states, scalars)
     torch._foreach_copy_([p, *states], [new_w, *new_states])
 
 
@@ -1022,7 +1029,8 @@ class _Optimizer(torch.optim.Optimizer):
             dtype, device = _compute_dtype(e.params[0].dtype), e.params[0].device
             scalars = prog.scalars(e.path, self._values(e), dtype, device)
             flat, views = e.flat_views(prog)
-            apply, whole = prog.compiled_apply(e.path, flat), prog.compiled_apply(e.path, False)
+            kind = e.params[0].dtype
+            apply, whole = prog.compiled_apply(e.path, flat, kind), prog.compiled_apply(e.path, False, kind)
             for p, g, (flat_p, flat_states, states) in zip(e.params, self._grads(e, grads), views):
                 if flat and g.is_contiguous():
                     apply(flat_p, _flat(g), flat_states, scalars)

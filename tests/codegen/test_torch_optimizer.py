@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import io
+import logging
 import warnings
 
 import numpy as np
@@ -139,6 +140,41 @@ def test_fused_backends_match_interpreter_and_hand_state_to_eager(name, backend)
         eager.step()
     for x, h in zip(clones, hist[-1].values()):
         np.testing.assert_allclose(x.numpy(), h, rtol=2e-4, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_compiled_steps_of_many_dtypes_stay_compiled():
+    """dynamo stops compiling a code object past 8 graphs and runs it uncompiled, with a warning:
+    params of four dtypes, two sizes and 0-d each (12 graphs) once shared one code object. Each
+    compiled step now has its own, and every tensor follows the eager backend."""
+    lion = codegen.build(optdsl.load("lion"), "torch")
+    dtypes = [torch.float32, torch.bfloat16, torch.float16, torch.float64]
+    torch.manual_seed(0)
+    made = [torch.randn(shape).to(dtype) for dtype in dtypes for shape in [(3,), (5,), ()]]
+    grads = [[torch.randn(w.shape).to(w.dtype) for w in made] for _ in range(2)]
+    records = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            records.append(record.getMessage())
+
+    handler = Keep(level=logging.WARNING)
+    logging.getLogger("torch._dynamo").addHandler(handler)
+    try:
+        runs = {}
+        for backend in ("compiled", "eager"):
+            params = [w.clone() for w in made]
+            opt = lion(params, lr=0.1, backend=backend)
+            for step in grads:
+                for w, g in zip(params, step):
+                    w.grad = g.clone()
+                opt.step()
+            runs[backend] = params
+    finally:
+        logging.getLogger("torch._dynamo").removeHandler(handler)
+    assert not [r for r in records if "recompile_limit" in r]
+    for a, b in zip(runs["compiled"], runs["eager"]):
+        torch.testing.assert_close(a, b)
 
 
 def test_grad_scaler_unscales_and_skips_non_finite_steps():
