@@ -298,6 +298,17 @@ class NotExpressible(ValueError):
     that may be negative, since the language's ``log`` acts on ``|x|``)."""
 
 
+def _finite_real(e: sympy.Expr) -> float:
+    """The value of the sympy number ``e`` as a float; NotExpressible where it is complex, nan or
+    infinite (the language's numbers are finite reals).
+
+    Example: ``_finite_real(sympy.sqrt(2))`` is 1.4142135623730951."""
+    v = complex(sympy.N(e, 17))
+    if v.imag != 0 or not math.isfinite(v.real):
+        raise NotExpressible(f"{e} is not a finite real number")
+    return v.real
+
+
 def _call(name: str, *args: Expr) -> Expr:
     return Call(name, tuple(args))
 
@@ -460,10 +471,7 @@ class _Reader:
         if isinstance(e, (sympy.logic.boolalg.BooleanTrue, sympy.logic.boolalg.BooleanFalse)):
             return Const(1.0 if bool(e) else 0.0)
         if e.is_number:
-            v = complex(sympy.N(e, 17))
-            if v.imag != 0 or not math.isfinite(v.real):
-                raise NotExpressible(f"{e} is not a finite real number")
-            return Const(v.real)
+            return Const(_finite_real(e))
         if isinstance(e, sympy.Add):
             e = _expm1_terms(e)
             return self.add(e) if isinstance(e, sympy.Add) else self.read(e)
@@ -595,7 +603,7 @@ class _Reader:
         flat = [a for f in factors for a in (f.args if isinstance(f, sympy.Mul) else (f,))]
         coeff = sympy.Mul(*[f for f in flat if f.is_number])  # 2**(1/3) is one number, not a power to spell
         rest = [f for f in flat if not f.is_number]
-        if coeff < 0:
+        if _finite_real(coeff) < 0:  # (a complex coefficient, (-1/8) ** 0.5, is no number of ours)
             return _call("neg", self.product([-coeff, *rest]))
         half = sympy.Rational(1, 2)
         roots = [[f for f in rest if isinstance(f, sympy.Pow) and f.exp == sign * half] for sign in (1, -1)]
@@ -609,7 +617,7 @@ class _Reader:
         rest, roots = _cube_roots(rest)
         num, den = [], []
         for f in rest:
-            if isinstance(f, sympy.Pow) and f.exp.is_number and f.exp < 0:
+            if isinstance(f, sympy.Pow) and f.exp.is_number and f.exp.is_extended_real and f.exp < 0:
                 den.append(self.power(f.base, -f.exp))
             else:
                 num.append(self.read(f))
