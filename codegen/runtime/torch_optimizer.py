@@ -592,21 +592,15 @@ class _Program:
                     s.copy_(v)
 
             # dynamic=None (torch's automatic dynamic): a static-size kernel for the first size, one
-            # dynamic-size kernel once a second size comes; the static loop runs ~15% faster on a CPU.
-            # A code object of its own for each key: dynamo stops compiling a code object after 8
-            # graphs (recompile_limit) and runs it uncompiled from then on, with a warning, and every
-            # key's closure shares one: a second model in bf16 beside a float32 one, or ranks 0-5 in
-            # two dtypes, went past it.
-            apply = types.FunctionType(apply.__code__.replace(), apply.__globals__, closure=apply.__closure__)
-            self._compiled[key] = torch.compile(apply, dynamic=None)
+            # dynamic-size kernel once a second size comes; the static loop runs ~15% faster on a CPU
+            self._compiled[key] = torch.compile(_own_code(apply), dynamic=None)
         return self._compiled[key]
 
     def compiled_segments(self):
-        """Every segment function under torch.compile (for programs with global reductions)."""
+        """Every segment function under torch.compile (for programs with global reductions), one
+        compiled copy per dtype and rank of ``w``."""
         if "segments" not in self._compiled:
-            self._compiled["segments"] = tuple(
-                tuple(torch.compile(f, dynamic=True) for f in row) for row in self.segments
-            )
+            self._compiled["segments"] = tuple(tuple(map(_compiled_per_kind, row)) for row in self.segments)
         return self._compiled["segments"]
 
     def available(self, backend, device):
@@ -616,6 +610,29 @@ class _Program:
         if backend == "compiled":
             return device.type != "cpu" or any(shutil.which(cc) for cc in ("c++", "g++", "clang++", "cc"))
         return self.backends[backend][1](device)
+
+
+def _own_code(f):
+    """``f`` with a copy of its code object. dynamo stops compiling a code object after 8 graphs
+    (``recompile_limit``) and runs it uncompiled from then on, with a warning: functions compiled
+    for different paths, dtypes or ranks get code objects of their own, so that they do not share
+    one limit (a bf16 model beside a float32 one with the same generated Tiger went past it)."""
+    return types.FunctionType(f.__code__.replace(), f.__globals__, f.__name__, f.__defaults__, f.__closure__)
+
+
+def _compiled_per_kind(segment):
+    """``segment(**env)`` under torch.compile (sizes dynamic), a compiled copy for each dtype and
+    rank of ``env["w"]`` (see :func:`_own_code`)."""
+    compiled = {}
+
+    def call(**env):
+        w = env["w"]
+        key = (w.dtype, w.dim())
+        if key not in compiled:
+            compiled[key] = torch.compile(_own_code(segment), dynamic=True)
+        return compiled[key](**env)
+
+    return call
 
 
 def _flat(t):

@@ -13,6 +13,7 @@ import torch
 
 import codegen
 import optdsl
+from codegen.runtime.torch_optimizer import _compiled_per_kind
 
 STEPS = 20
 
@@ -175,6 +176,33 @@ def test_compiled_steps_of_many_dtypes_stay_compiled():
     assert not [r for r in records if "recompile_limit" in r]
     for a, b in zip(runs["compiled"], runs["eager"]):
         torch.testing.assert_close(a, b)
+
+
+@pytest.mark.slow
+def test_compiled_segments_of_many_ranks_and_dtypes_stay_compiled():
+    """The segments of a program with global reductions, compiled with dynamic sizes, took one graph
+    per rank and dtype of w in one code object: ranks 0-4 in two dtypes went past dynamo's limit."""
+
+    def segment(w, g):
+        return w * 2 + g
+
+    records = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            records.append(record.getMessage())
+
+    handler = Keep(level=logging.WARNING)
+    logging.getLogger("torch._dynamo").addHandler(handler)
+    try:
+        call = _compiled_per_kind(segment)
+        for dtype in (torch.float32, torch.float64):
+            for shape in [(), (3,), (2, 3), (2, 1, 3), (1, 2, 1, 3)]:
+                w, g = torch.ones(shape, dtype=dtype), torch.full(shape, 0.5, dtype=dtype)
+                torch.testing.assert_close(call(w=w, g=g), segment(w, g))
+    finally:
+        logging.getLogger("torch._dynamo").removeHandler(handler)
+    assert not [r for r in records if "recompile_limit" in r]
 
 
 def test_grad_scaler_unscales_and_skips_non_finite_steps():
