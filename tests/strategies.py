@@ -93,8 +93,6 @@ def programs(draw, max_statements: int = 5, max_states: int = 3, factored: bool 
         env[target] = expr_kind(expr, env, _fail)
         body.append(Assign(target, expr))
     update = draw(expressions(env, "full", depth=2))
-    if expr_kind(update, env, _fail) == "static":  # a shape fact is not an update
-        update = Call("mul", (Var("g"), update))
     if draw(st.booleans()):
         update = Call("mul", (Var("lr"), update))
     new_states = []

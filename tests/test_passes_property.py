@@ -69,6 +69,7 @@ def test_a_program_is_equivalent_to_its_simplified_form(p):
 @SETTINGS
 @given(p=programs())
 @example(p=parse("def random(w, g, lr=0.1):\n    return lr * (-0.125) ** 0.5\n"))  # sympy: sqrt(2) I / 4
+@example(p=parse("def random(w, g, lr=0.1):\n    return where(ndim(w) >= 2, where(lr, 0.5, 0.5), 0.9)\n"))
 def test_sympy_round_trip_keeps_the_updates(p):
     try:
         q = from_sympy(to_sympy(p))

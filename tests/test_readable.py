@@ -140,6 +140,7 @@ def test_constant_reductions_fold_and_the_update_reads_the_new_momentum():
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(p=programs(max_statements=5))
 @example(p=parse("def train(w, g, lr=0.1):\n    return arccos(0.5)\n"))  # pi/3, shown as 1.047
+@example(p=parse("def train(w, g, lr=0.1):\n    return where(ndim(w) >= 2, 0.5, 0.9) + where(0.5, 0.5, g)\n"))
 def test_every_readable_form_is_shown_equal_to_its_program(p):
     # readable never hands back a form that was not shown equal (the fallback is exact).
     r = readable(p)
