@@ -148,3 +148,30 @@ def test_a_constant_state_read_for_its_shape_is_compared_not_refused():
     assert equivalent(a, a).kind == "exact"
     r = equivalent(a, b)
     assert not r.equal and r.kind == "different" and r.counterexample
+
+
+# Pairs that `equivalent` once called equal, found by running both through the interpreter with
+# gradients up to 30x larger than its own and another lr.
+GUARDED = ("    r = 0 * g\n    return lr * where(norm(r) == 0, 1, norm(w) / norm(r)) * r\n",
+           "    r = 0 * g\n    return lr * (norm(w) / norm(r)) * r\n")  # 0 against 0 * inf: nan
+THRESHOLD = ("    update = sign(interp(g, m, 0.9))\n    m = abs(1.537)\n    return lr * update, m\n",
+             "    update = sign(interp(g, m, 0.9))\n    m = abs(0.8412)\n    return lr * update, m\n")
+LR_OR_CONSTANT = ("    return lr * 0.001 * g\n", "    return lr * lr * g\n")
+
+
+def test_a_division_a_where_guards_is_no_singularity_of_the_program():
+    """``where(n == 0, 1, m / n)`` is finite at n = 0: the singular points of the division count
+    only where its branch is taken, so the guarded and the bare division are not equal 'exactly'."""
+    a, b = (parse(f"def f(w, g, lr=0.1):\n{body}") for body in GUARDED)
+    r = equivalent(a, b)
+    assert r.kind == "generic" and "a's update is 0, b's is nan" in r.detail
+
+
+@pytest.mark.parametrize(("pair", "head"), [(THRESHOLD, "def f(w, g, m, lr=0.1):\n"),
+                                            (LR_OR_CONSTANT, "def f(w, g, lr):\n")])
+def test_tests_reach_thresholds_and_an_lr_other_than_the_papers_constant(pair, head):
+    """sign(0.1 g + 1.38) and sign(0.1 g + 0.76) differ only where |g| > 7.6, which normal
+    gradients never reached; a program without a default lr ran at lr = 0.001, where lr * lr is
+    lr * 0.001."""
+    a, b = (parse(head + body) for body in pair)
+    assert equivalent(a, b).kind == "different"
