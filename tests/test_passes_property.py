@@ -61,9 +61,14 @@ def test_canonical_form_keeps_the_fingerprint(p):
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(p=programs(max_statements=4))
+# nan at every step: simplify drops a state whose `where` never takes g, the raw program keeps it, so
+# no state pairing and no proof; the two runs are nan at the same places ('undecided', not unequal)
+@example(p=parse("def random(w, g, s0, s1, step, lr=0.1):\n"
+                 "    return abs(arccosh(s1)), s0, where(interp(step, 0.5, 0.5), s0, g)\n"))
 def test_a_program_is_equivalent_to_its_simplified_form(p):
     r = equivalent(p, simplify(p), steps=4, trials=1)
-    assert r.equal or "nan" in (r.counterexample or "") or "inf" in (r.counterexample or ""), r.counterexample
+    assert r.equal or r.kind == "undecided" or "nan" in (r.counterexample or "") or "inf" in (
+        r.counterexample or ""), r.counterexample
 
 
 @SETTINGS
