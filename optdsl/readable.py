@@ -324,7 +324,9 @@ def _as_line(call: Call) -> Expr:
     """``interp(x, c, a)`` with a number ``c`` and a weight ``a`` outside [0, 1], or ``c = 0``,
     as the line it is, ``(1 - a) x + a c``: no average, so ``interp(sqrt(v), 4.675e-08, -0.4453)``
     reads ``1.4453 * sqrt(v) - 2.0817775e-08`` and ``interp(g, 0, 0.743)`` (a state kept at 0)
-    ``0.257 * g``."""
+    ``0.257 * g``; ``interp(g, g, 0.9)`` (a momentum of the gradient with itself) is ``g``."""
+    if call.op == "interp" and call.args[0] == call.args[1]:
+        return call.args[0]
     if call.op != "interp" or not all(isinstance(e, Const) for e in call.args[1:]):
         return call
     c, a = (number(e.value) for e in call.args[1:])

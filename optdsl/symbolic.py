@@ -384,7 +384,7 @@ def _cube_roots(factors: list) -> tuple[list, tuple[list, list]]:
         if f.exp == third and pair is not None and pair in rest:
             rest = [x for x in rest if x is not f and x != pair]
             top.append(f.base.args[0])
-        elif f.base.is_nonnegative:
+        elif f.base.is_extended_nonnegative:  # (+inf too: its cube root is inf, as cbrt's)
             rest.remove(f)
             (top if f.exp == third else bottom).append(f.base)
     return rest, (top, bottom)
@@ -522,7 +522,7 @@ class _Reader:
         """The language's sqrt/log act on |x|: read ``|x|`` as ``x``, and accept ``x >= 0``."""
         if isinstance(arg, sympy.Abs):
             return self.read(_positive_factors(arg.args[0]))
-        if arg.is_nonnegative:
+        if arg.is_extended_nonnegative:  # (+inf too: |inf| is inf)
             return self.read(arg)
         raise NotExpressible(f"{what} of a value that may be negative")
 
@@ -650,7 +650,8 @@ class _Reader:
             return _call("exp2", self.read(exp))
         if base == 10:
             return _call("exp10", self.read(exp))
-        if exp.is_number and not exp.is_integer and not base.is_nonnegative:
+        # sympy leaves a value that may be +inf (sqrt(|a / b|)) only *extended* non-negative
+        if exp.is_number and not exp.is_integer and not base.is_extended_nonnegative:
             raise NotExpressible(f"fractional power {exp} of a value that may be negative: {base}")
         return _call("power", self.read(base), self.read(exp))
 

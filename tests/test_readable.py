@@ -7,13 +7,13 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from strategies import programs
 
-from optdsl import load, parse
+from optdsl import load, parse, to_source
 from optdsl.equiv import bound, compare, equivalent, trajectories
 from optdsl.ir import Call, Const, Var
 from optdsl.passes import eliminate_dead_code, fold
 from optdsl.readable import _as_line, _lr_factor, lr_scale, readable
 from optdsl.simplify import op_count
-from optdsl.symbolic import symbol
+from optdsl.symbolic import from_sympy, symbol, to_sympy
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 # The search paper's raw discovered program (Program 4) and its AdamW (Program 3), verbatim.
@@ -39,6 +39,17 @@ def train(w, g, m, v, lr):
     update = update * (lr * 0.001)
     return update, m, v
 """
+
+def test_a_momentum_of_the_gradient_with_itself_reads_as_the_gradient():
+    """A 2-minute README job's winner kept ``m = interp(g, g, 0.9)`` in its readable form, and
+    sympy's form was refused: the cube root of ``sqrt(|v / t|) + 1e-08``, which may be +inf (a
+    division by t), is only *extended* non-negative to sympy."""
+    p = parse("def train(w, g, m, v, step, lr):\n    m = interp(g, g, 0.9)\n    v = interp(g * g, v, 0.999)\n"
+              "    t = 1 - 0.999 ** step\n    update = lr * t * cbrt(m / 0.2837 / (sqrt(v / t) + 1e-08))\n"
+              "    return update, m, v\n")
+    assert "interp(g, g" not in readable(p, lr=2.71).source
+    assert "cbrt(g /" in to_source(from_sympy(to_sympy(p)))
+
 
 def test_program_4_reads_as_lion():
     r = readable(PROGRAM_4)
