@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import io
 import logging
@@ -143,6 +144,24 @@ def test_fused_backends_match_interpreter_and_hand_state_to_eager(name, backend)
         np.testing.assert_allclose(x.numpy(), h, rtol=2e-4, atol=1e-5)
 
 
+@contextlib.contextmanager
+def _no_recompile_limit():
+    """Fail if dynamo logs that it hit its recompile limit (past it, a function runs uncompiled)."""
+    records = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            records.append(record.getMessage())
+
+    handler = Keep(level=logging.WARNING)
+    logging.getLogger("torch._dynamo").addHandler(handler)
+    try:
+        yield
+    finally:
+        logging.getLogger("torch._dynamo").removeHandler(handler)
+    assert not [r for r in records if "recompile_limit" in r]
+
+
 @pytest.mark.slow
 def test_compiled_steps_of_many_dtypes_stay_compiled():
     """dynamo stops compiling a code object past 8 graphs and runs it uncompiled, with a warning:
@@ -153,16 +172,8 @@ def test_compiled_steps_of_many_dtypes_stay_compiled():
     torch.manual_seed(0)
     made = [torch.randn(shape).to(dtype) for dtype in dtypes for shape in [(3,), (5,), ()]]
     grads = [[torch.randn(w.shape).to(w.dtype) for w in made] for _ in range(2)]
-    records = []
-
-    class Keep(logging.Handler):
-        def emit(self, record):
-            records.append(record.getMessage())
-
-    handler = Keep(level=logging.WARNING)
-    logging.getLogger("torch._dynamo").addHandler(handler)
-    try:
-        runs = {}
+    runs = {}
+    with _no_recompile_limit():
         for backend in ("compiled", "eager"):
             params = [w.clone() for w in made]
             opt = lion(params, lr=0.1, backend=backend)
@@ -171,9 +182,6 @@ def test_compiled_steps_of_many_dtypes_stay_compiled():
                     w.grad = g.clone()
                 opt.step()
             runs[backend] = params
-    finally:
-        logging.getLogger("torch._dynamo").removeHandler(handler)
-    assert not [r for r in records if "recompile_limit" in r]
     for a, b in zip(runs["compiled"], runs["eager"]):
         torch.testing.assert_close(a, b)
 
@@ -186,23 +194,12 @@ def test_compiled_segments_of_many_ranks_and_dtypes_stay_compiled():
     def segment(w, g):
         return w * 2 + g
 
-    records = []
-
-    class Keep(logging.Handler):
-        def emit(self, record):
-            records.append(record.getMessage())
-
-    handler = Keep(level=logging.WARNING)
-    logging.getLogger("torch._dynamo").addHandler(handler)
-    try:
+    with _no_recompile_limit():
         call = _compiled_per_kind(segment)
         for dtype in (torch.float32, torch.float64):
             for shape in [(), (3,), (2, 3), (2, 1, 3), (1, 2, 1, 3)]:
                 w, g = torch.ones(shape, dtype=dtype), torch.full(shape, 0.5, dtype=dtype)
                 torch.testing.assert_close(call(w=w, g=g), segment(w, g))
-    finally:
-        logging.getLogger("torch._dynamo").removeHandler(handler)
-    assert not [r for r in records if "recompile_limit" in r]
 
 
 def test_grad_scaler_unscales_and_skips_non_finite_steps():
