@@ -340,8 +340,8 @@ def machine() -> str:
         machine()  # e.g. 'AMD EPYC, 2 cores, 2 threads, torch 2.13.0+cpu, load avg 1.8'
     """
     load = f", load avg {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
-    threads = torch.get_num_threads()
-    return f"{cpu_name()}, {os.cpu_count()} cores, {threads} thread{'s' * (threads != 1)}, torch {torch.__version__}{load}"
+    threads = f"{torch.get_num_threads()} thread{'s' * (torch.get_num_threads() != 1)}"
+    return f"{cpu_name()}, {os.cpu_count()} cores, {threads}, torch {torch.__version__}{load}"
 
 
 def _cells(rows: list[dict]) -> tuple[list[str], list[list[str]]]:

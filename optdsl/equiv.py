@@ -27,10 +27,10 @@ The verdict names what was shown (:class:`Equivalence`):
     No proof (or none within :data:`PROVE_SECONDS`); both run through the reference interpreter
     (float64) on random weights and gradients for ``steps`` steps and ``trials`` seeds, on a 1-d, a
     2-d and a 3-d parameter together, the gradients of each seed at a scale of its own (1, 30,
-    0.03: a threshold such as ``sign(0.1 g + 1.4)`` shows). A quarter of the gradient coordinates are exactly 0 at every
-    step (a constant input feature) and a fifth more at random steps, so a 0/0 shows. Updates agree
-    to a relative tolerance; nan counts as agreement only at the same places, and a run whose
-    updates are mostly non-finite is no evidence (``undecided``).
+    0.03: a threshold such as ``sign(0.1 g + 1.4)`` shows). A quarter of the gradient coordinates
+    are exactly 0 at every step (a constant input feature) and a fifth more at random steps, so a
+    0/0 shows. Updates agree to a relative tolerance; nan counts as agreement only at the same
+    places, and a run whose updates are mostly non-finite is no evidence (``undecided``).
 ``different``
     With a counterexample: the step, the shape, both updates.
 
@@ -263,8 +263,11 @@ def singularities(program: Program, values: dict[str, float] | None = None,
             arg = sym(e.args[i])
             if arg.is_number:
                 continue
-            found = ([("zero", f) for f in _zero_set(step_powers(arg))] if only_at_zero(e.op, i)
-                     else [(e.op, arg)])  # singular outside a domain (arcsin), or where power's exponent decides
+            # singular at 0 (a denominator), or outside a domain (arcsin), or where power's exponent decides
+            if only_at_zero(e.op, i):
+                found = [("zero", f) for f in _zero_set(step_powers(arg))]
+            else:
+                found = [(e.op, arg)]
             out.update((*x, guards) if guards else x for x in found)
         for x in e.args:
             visit(x, guards)
