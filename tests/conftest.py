@@ -7,7 +7,8 @@
 - ``long``: random and ten times the default number of examples, for hunting bugs:
   ``HYPOTHESIS_PROFILE=long python -m pytest tests/test_parser_fuzz.py``.
 
-A test's own ``@settings(max_examples=...)`` keeps its count under every profile.
+A test that sets its own count writes ``max_examples=scaled_examples(n)`` (``strategies``): n
+under ``ci`` and ``dev``, ten times n under ``long``.
 """
 
 import os

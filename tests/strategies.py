@@ -18,6 +18,7 @@ Example (in a test)::
 from __future__ import annotations
 
 import numpy as np
+from hypothesis import settings
 from hypothesis import strategies as st
 
 from optdsl.interpreter import Interpreter
@@ -26,6 +27,17 @@ from optdsl.ops import OPS, search_vocabulary
 from optdsl.typecheck import expr_kind, fits, input_kinds, validate
 
 _VOCAB = search_vocabulary()
+
+
+def scaled_examples(n: int) -> int:
+    """A test's own number of examples under the loaded profile: ``n`` under ``ci`` and ``dev``
+    (100 examples by default), ten times ``n`` under ``long`` (1000), so that the long profile hunts
+    further in the tests that set their own count too.
+
+    Example: ``@settings(max_examples=scaled_examples(40))``."""
+    return max(1, n * settings.default.max_examples // 100)
+
+
 UNARY = sorted(o.name for o in _VOCAB if o.shape == "elementwise" and o.arity == 1)
 BINARY = sorted(o.name for o in _VOCAB if o.shape == "elementwise" and o.arity == 2)
 REDUCE = sorted(o.name for o in _VOCAB if o.shape == "reduce" and o.arity == 1)

@@ -9,6 +9,7 @@ import os
 import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from strategies import scaled_examples
 
 from optdsl import DslError, Interpreter, parse_all, to_source, zoo_names
 from optdsl.source import zoo_source
@@ -76,13 +77,13 @@ def exercise(text: str) -> None:
             pass
 
 
-@settings(max_examples=2000, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=scaled_examples(2000), deadline=None, suppress_health_check=list(HealthCheck))
 @given(mutated_sources())
 def test_mutated_sources_never_crash(text):
     exercise(text)
 
 
-@settings(max_examples=500, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=scaled_examples(500), deadline=None, suppress_health_check=list(HealthCheck))
 @given(st.lists(st.sampled_from(TOKENS + list("abcdefgw(),:=+-*/ \n0123456789.")), max_size=40).map("".join))
 def test_random_sources_never_crash(text):
     exercise("def f(w, g, m, lr=0.1):\n    " + text + "\n    return g, m\n")

@@ -2,7 +2,7 @@
 
 import pytest
 from hypothesis import HealthCheck, example, given, settings
-from strategies import assert_same_updates, programs
+from strategies import assert_same_updates, programs, scaled_examples
 
 from optdsl import parse, to_source
 from optdsl.canonical import canonicalize, structural_hash
@@ -13,7 +13,7 @@ from optdsl.simplify import op_count, simplify
 from optdsl.symbolic import NotExpressible, from_sympy, to_sympy
 from optdsl.typecheck import validate
 
-SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=scaled_examples(40), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 PASSES = {"fold": fold, "dce": eliminate_dead_code, "flatten": flatten, "canonicalize": canonicalize,
           "cse": eliminate_common, "flatten+cse": lambda p: eliminate_common(flatten(p)),
@@ -59,7 +59,7 @@ def test_canonical_form_keeps_the_fingerprint(p):
     assert fingerprint(canonicalize(p)) == fingerprint(p)
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=scaled_examples(15), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(p=programs(max_statements=4))
 # nan at every step: simplify drops a state whose `where` never takes g, the raw program keeps it, so
 # no state pairing and no proof; the two runs are nan at the same places ('undecided', not unequal)

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, example, given, settings
-from strategies import programs
+from strategies import programs, scaled_examples
 
 from optdsl import load, parse, to_source
 from optdsl.equiv import bound, compare, equivalent, trajectories
@@ -148,7 +148,7 @@ def test_constant_reductions_fold_and_the_update_reads_the_new_momentum():
     assert r.equality == "exact"
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=scaled_examples(25), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(p=programs(max_statements=5))
 @example(p=parse("def train(w, g, lr=0.1):\n    return arccos(0.5)\n"))  # pi/3, shown as 1.047
 @example(p=parse("def train(w, g, lr=0.1):\n    return where(ndim(w) >= 2, 0.5, 0.9) + where(0.5, 0.5, g)\n"))

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from strategies import scaled_examples
 
 from optdsl import Interpreter, parse
 from optdsl.cli import main
@@ -62,7 +63,7 @@ def branches(draw, depth=3, outer=()):
     return f"where({test[0]}, {yes}, {no})", f"({py_yes} if {test[1]} else {py_no})"
 
 
-@settings(max_examples=300)  # (a few seconds; 100 found the first bug below 4 times in 5)
+@settings(max_examples=scaled_examples(300))  # (a few seconds; 100 found the first bug below 4 times in 5)
 @given(branches())
 def test_nested_shape_tests_pick_the_branch_python_picks(branches):
     source, python = branches

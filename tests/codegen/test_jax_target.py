@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from strategies import scaled_examples
 
 jax = pytest.importorskip("jax")
 optax = pytest.importorskip("optax")
@@ -124,7 +125,7 @@ def expressions(depth: int = 3):
         lambda op: st.tuples(*[inner] * op.arity).map(lambda args: Call(op.name, args))), max_leaves=6)
 
 
-@settings(max_examples=12, deadline=None)
+@settings(max_examples=scaled_examples(12), deadline=None)
 @given(expr=expressions())
 def test_random_programs_match_interpreter(expr):
     """Any expression of the search's vocabulary prints to jax code that computes what numpy does."""

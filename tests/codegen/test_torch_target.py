@@ -20,7 +20,7 @@ from optdsl import DslError
 from optdsl.ir import Call, Const, Hyper, Program, State, Var
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from strategies import programs, test_shapes  # isort: skip
+from strategies import programs, scaled_examples, test_shapes  # isort: skip
 from layout_checks import assert_black_finds_nothing, emitted_without_black  # isort: skip
 
 SHAPES = [(7,), (3, 5), (2, 3, 4), (1,), (1, 1), (130, 140)]
@@ -361,7 +361,7 @@ def test_class_names():
         "Lion", "AdamW", "AdafactorOptax"]
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=scaled_examples(15), deadline=None, suppress_health_check=list(HealthCheck))
 @given(programs(max_statements=4))
 def test_random_programs_agree_with_interpreter(p):
     """One step from the initial state (several steps would compare chaotic programs such as

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from strategies import scaled_examples
 
 from optdsl import parse, to_source
 from optdsl.ir import Call
@@ -11,7 +12,7 @@ from search.mutate import mutate, random_program, scale_constant
 from search.warm_start import adamw_program, initial_program
 
 
-@settings(deadline=None, max_examples=40)
+@settings(deadline=None, max_examples=scaled_examples(40))
 @given(seed=st.integers(0, 2**32 - 1), steps=st.integers(1, 30))
 def test_mutation_chains_always_parse_back(seed, steps):
     rng = np.random.default_rng(seed)
@@ -25,7 +26,7 @@ def test_mutation_chains_always_parse_back(seed, steps):
         program = child
 
 
-@settings(deadline=None, max_examples=30)
+@settings(deadline=None, max_examples=scaled_examples(30))
 @given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 12))
 def test_random_programs_are_valid_paper_form(seed, n):
     p = random_program(np.random.default_rng(seed), n_statements=n)

@@ -3,6 +3,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from strategies import scaled_examples
 
 from optdsl import Interpreter, load, parse
 from optdsl.errors import DslError
@@ -56,7 +57,7 @@ def f(w, g, m, s: scalar, lr):
 """))
 
 
-@settings(deadline=None, max_examples=25)
+@settings(deadline=None, max_examples=scaled_examples(25))
 @given(seed=st.integers(0, 2**32 - 1))
 def test_matches_interpreter_on_random_programs(seed):
     rng = np.random.default_rng(seed)
