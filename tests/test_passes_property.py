@@ -47,6 +47,7 @@ def test_source_round_trip(p):
 
 @SETTINGS
 @given(p=programs())
+@example(p=parse("def random(w, g, lr=0.1):\n    return norm(-1 * g)\n"))  # norm(1 * g) took two folds
 def test_canonical_form_is_a_fixed_point(p):
     c = canonicalize(p)
     assert canonicalize(c) == c

@@ -113,7 +113,11 @@ def _unsigned(e: Expr) -> Expr:
         return e.args[0]
     negative = lambda a: isinstance(a, Const) and a.value < 0
     if isinstance(e, Call) and e.op in ("mul", "div") and any(map(negative, e.args)):
-        return Call(e.op, tuple(Const(-a.value) if negative(a) else a for a in e.args))
+        x, y = (Const(-a.value) if negative(a) else a for a in e.args)
+        # -1 * g is g, as a second fold would make it (fold is a fixed point)
+        if _is(y, 1) or (e.op == "mul" and _is(x, 1)):
+            return x if _is(y, 1) else y
+        return Call(e.op, (x, y))
     return e
 
 
