@@ -23,6 +23,8 @@ PASSES = {"fold": fold, "dce": eliminate_dead_code, "flatten": flatten, "canonic
 @pytest.mark.parametrize("name", sorted(PASSES))
 @SETTINGS
 @given(p=programs())
+# a full state of ones read by norm: as the number 1 its norm was 1, not sqrt(n)
+@example(p=parse("def random(w, g, s: full(init=1), lr=0.1):\n    return abs(norm(s)), s\n"))
 def test_pass_preserves_updates(name, p):
     q = PASSES[name](p)
     validate(q)

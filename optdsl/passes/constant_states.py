@@ -26,7 +26,12 @@ Example:
 
 from __future__ import annotations
 
-from ..ir import START_VALUES, Const, Program
+from functools import cache
+
+import numpy as np
+
+from ..ir import START_VALUES, Call, Const, Program, Var, walk
+from ..ops import ELEMENTWISE, OPS, STATIC
 from ..typecheck import valid
 from .deadcode import eliminate_dead_code
 from .fold import fold
@@ -64,9 +69,14 @@ def eliminate_constant_states(program: Program, values: dict[str, float] | None 
     ``k = sign(0)`` is ``k = 0`` and read on), and the statements that only fed them gone too;
     ``program`` itself when there is none. Hyperparameters stay (bound to ``values`` only to decide
     which states stay constant). A number has no shape, so a state read where its shape counts
-    (``colmean(r + 0 * c)`` is of a full value, ``colmean(r + 0)`` of a row; ``ndim(v)``) stays,
-    and so do those that only it kept constant: the result validates as ``program`` does."""
+    (``colmean(r + 0 * c)`` is of a full value, ``colmean(r + 0)`` of a row; ``ndim(v)``; ``norm(v)``
+    of a state of ones, sqrt(n) where ``norm(1)`` is 1) stays, and so do those that only it kept
+    constant: the result validates, and computes, as ``program`` does."""
     fixed = constant_states(program, values)
+    counted = {s.name for s in program.states if s.name in fixed and fixed[s.name] != 0 and s.kind != "scalar"
+               and _counted(program, s.name)}
+    if counted:
+        fixed = constant_states(program, values, among=set(fixed) - counted)
     while fixed:
         reduced = _without(program, fixed)
         if valid(reduced):
@@ -75,6 +85,32 @@ def eliminate_constant_states(program: Program, values: dict[str, float] | None 
         fewer = [constant_states(program, values, among=set(fixed) - {name}) for name in fixed]
         fixed = max(fewer, key=lambda kept: (bool(kept) and valid(_without(program, kept)), len(kept)))
     return program
+
+
+@cache
+def _counts_elements(op_name: str) -> bool:
+    """Does the reduction ``op_name`` of a tensor of ones differ from it of the number 1 (``sum``,
+    ``norm``, ``dot``: n and sqrt(n)), read off its numpy form? (One that takes no number, ``rowmean``,
+    is left to validation.)"""
+    op = OPS[op_name]
+    try:
+        return bool(np.any(op.numpy(*[np.ones((2, 3))] * op.arity) != op.numpy(*[np.float64(1.0)] * op.arity)))
+    except (IndexError, ValueError, np.exceptions.AxisError):
+        return False
+
+
+def _counted(program: Program, name: str) -> bool:
+    """Is the state ``name``, or a value computed from it, an argument of a reduction that counts
+    elements (:func:`_counts_elements`)? Then a number does not stand for it."""
+    tainted = {name}
+    reads = lambda e: any(isinstance(n, Var) and n.name in tainted for n in walk(e))
+    counts = lambda e: any(isinstance(n, Call) and OPS[n.op].shape not in (ELEMENTWISE, STATIC)
+                           and _counts_elements(n.op) and any(map(reads, n.args)) for n in walk(e))
+    for a in program.body:
+        if counts(a.expr):
+            return True
+        (tainted.add if reads(a.expr) else tainted.discard)(a.target)
+    return any(map(counts, program.outputs()))
 
 
 def _without(program: Program, fixed: dict[str, float]) -> Program:
