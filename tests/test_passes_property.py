@@ -13,7 +13,8 @@ from optdsl.simplify import op_count, simplify
 from optdsl.symbolic import NotExpressible, from_sympy, to_sympy
 from optdsl.typecheck import validate
 
-SETTINGS = settings(max_examples=scaled_examples(40), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=scaled_examples(40), deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow])
 
 PASSES = {"fold": fold, "dce": eliminate_dead_code, "flatten": flatten, "canonicalize": canonicalize,
           "cse": eliminate_common, "flatten+cse": lambda p: eliminate_common(flatten(p)),
