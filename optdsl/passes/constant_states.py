@@ -110,7 +110,10 @@ def _counted(program: Program, name: str) -> bool:
     for a in program.body:
         if counts(a.expr):
             return True
-        (tainted.add if reads(a.expr) else tainted.discard)(a.target)
+        if reads(a.expr):
+            tainted.add(a.target)
+        else:  # reassigned from values of its own
+            tainted.discard(a.target)
     return any(map(counts, program.outputs()))
 
 

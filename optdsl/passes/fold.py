@@ -86,12 +86,10 @@ def fold_expr(expr: Expr, shape: tuple[int, ...] | None = None) -> Expr:
         return args[1] if args[0].value != 0 else args[2]
     if all(isinstance(a, Const) for a in args) and op.shape in (ELEMENTWISE, REDUCE):
         return constant(op.numpy(*[np.float64(a.value) for a in args]))
+    same = _identity(op.name, args)
+    if same is not None:
+        return same
     a0 = args[0]
-    a1 = args[1] if len(args) > 1 else None
-    if (op.name in ("mul", "div", "power") and _is(a1, 1)) or (op.name == "sub" and _is(a1, 0)):
-        return a0
-    if op.name == "mul" and _is(a0, 1):
-        return a1
     if op.name == "neg" and isinstance(a0, Call) and a0.op == "neg":
         return a0.args[0]
     if op.name in ("and", "or") and any(isinstance(a, Const) for a in args):
@@ -113,12 +111,21 @@ def _unsigned(e: Expr) -> Expr:
         return e.args[0]
     negative = lambda a: isinstance(a, Const) and a.value < 0
     if isinstance(e, Call) and e.op in ("mul", "div") and any(map(negative, e.args)):
-        x, y = (Const(-a.value) if negative(a) else a for a in e.args)
-        # -1 * g is g, as a second fold would make it (fold is a fixed point)
-        if _is(y, 1) or (e.op == "mul" and _is(x, 1)):
-            return x if _is(y, 1) else y
-        return Call(e.op, (x, y))
+        args = tuple(Const(-a.value) if negative(a) else a for a in e.args)
+        same = _identity(e.op, args)  # -1 * g is g, as a second fold would make it
+        return Call(e.op, args) if same is None else same
     return e
+
+
+def _identity(op: str, args: tuple[Expr, ...]) -> Expr | None:
+    """The argument ``op(*args)`` is, where an identity makes it one (``x * 1``, ``1 * x``, ``x / 1``,
+    ``x ** 1``, ``x - 0``), else None."""
+    a0, a1 = args[0], args[1] if len(args) > 1 else None
+    if (op in ("mul", "div", "power") and _is(a1, 1)) or (op == "sub" and _is(a1, 0)):
+        return a0
+    if op == "mul" and _is(a0, 1):
+        return a1
+    return None
 
 
 def _logic_with_constant(name: str, c: Const, x: Expr) -> Expr:
