@@ -145,6 +145,18 @@ def _fail(msg, hint=None):
     raise NotExpressible(msg)
 
 
+@cache
+def _vanishes(op_name: str, zeros: tuple[int, ...]) -> bool:
+    """Is the counting reduction ``op_name`` 0 at any count where its arguments ``zeros`` are all
+    zeros (``norm(0 * g)``, ``dot(0 * g, m)``)? Read off its numpy form on arrays of two sizes, the
+    other arguments random. sympy reads ``0 * g`` as 0 but keeps ``norm(0, shape_full)`` unknown:
+    ``x / norm(0 * g)`` was then singular only where that unknown is 0, a program nan at every
+    step was "equal (generic)" to one that is 0."""
+    op, rng = OPS[op_name], np.random.default_rng(0)
+    return all(op.numpy(*[np.zeros(n) if i in zeros else rng.standard_normal(n) for i in range(op.arity)]) == 0
+               for n in (3, 8))
+
+
 def expr_to_sympy(expr: Expr, env: dict[str, sympy.Expr], shape: tuple[int, ...] | None = None,
                   kinds: dict[str, str] | None = None) -> sympy.Expr:
     """One IR expression as sympy, with names looked up in ``env``; ``kinds`` (name -> shape,
@@ -171,6 +183,9 @@ def expr_to_sympy(expr: Expr, env: dict[str, sympy.Expr], shape: tuple[int, ...]
             and all(expr_kind(a, kinds, _fail) in SCALAR_LIKE for a in expr.args)):
         return op.same_value(*args)  # mean(-0.93) is -0.93: one value, whatever the count
     if op.name in COUNTING and kinds is not None:
+        zeros = tuple(i for i, a in enumerate(args) if a == 0)
+        if zeros and _vanishes(op.name, zeros):
+            return sympy.S.Zero
         kind = join(*(expr_kind(a, kinds, _fail) for a in expr.args))
         return op.sympy(*args).func(*args, sympy.Symbol(_TAG + kind))  # keeps its range facts
     try:
