@@ -96,7 +96,8 @@ def _elements(kind: str, shape: tuple[int, ...]) -> int:
 def cost(program: Program, shape: tuple[int, ...] = (4096, 4096), dtype: str = "float32") -> Cost:
     """The cost of one step of ``program`` on one tensor (see the module docstring).
 
-    Example: AdamW on float32 reads w, g, m, v and writes w, m, v: 28 bytes per parameter.
+    Example: AdamW on float32 reads w, g, m, v and writes w, m, v: 28 bytes per parameter. An
+    empty tensor (a size 0) costs nothing, and its per-parameter figures are nan (0 / 0).
     """
     shape = tuple(int(s) for s in shape)
     if dtype not in ITEMSIZE:
@@ -147,12 +148,13 @@ def cost(program: Program, shape: tuple[int, ...] = (4096, 4096), dtype: str = "
         visit(e)
 
     total_state = sum(state_elems.values())
+    per = lambda total: total / numel if numel else math.nan  # an empty tensor has no per-parameter cost
     return Cost(
         program=program.name, shape=shape, dtype=dtype, numel=numel,
         state_elements=total_state, state_bytes=total_state * state_bytes_each,
-        states_per_param=total_state / numel, state_bytes_per_param=total_state * state_bytes_each / numel,
-        bytes_read=reads, bytes_written=writes, bytes_per_param=(reads + writes) / numel,
-        flops=flops, flops_per_param=flops / numel, reductions=reductions, passes=1 + max_depth,
+        states_per_param=per(total_state), state_bytes_per_param=per(total_state * state_bytes_each),
+        bytes_read=reads, bytes_written=writes, bytes_per_param=per(reads + writes),
+        flops=flops, flops_per_param=per(flops), reductions=reductions, passes=1 + max_depth,
     )
 
 

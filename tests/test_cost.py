@@ -1,5 +1,7 @@
 """Cost model: state memory, traffic, flops, reductions."""
 
+import math
+
 import pytest
 from rich.table import Table
 
@@ -64,3 +66,12 @@ def test_table_and_dict():
     assert d["bytes_per_step"] == d["bytes_read"] + d["bytes_written"] and d["shape"] == [4096, 4096]
     with pytest.raises(ValueError):
         cost(load("sgd"), dtype="int8")
+
+
+def test_an_empty_tensor_costs_nothing_per_parameter_nan():
+    """A size-0 tensor (a model may hold one) was a ZeroDivisionError; its totals are what it moves
+    (Adafactor's column state of a (0, 5) matrix still holds 5 numbers), per parameter 0 / 0."""
+    empty = cost(load("adamw"), shape=(0,))
+    assert empty.numel == empty.state_bytes == empty.bytes_read == empty.bytes_written == 0
+    assert math.isnan(empty.bytes_per_param) and math.isnan(empty.states_per_param)
+    assert cost(load("adafactor"), shape=(0, 5)).state_elements == 5
