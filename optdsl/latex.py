@@ -78,10 +78,13 @@ def symbol(name: str) -> str:
 
 
 def _with_time(sym: str, time: str) -> str:
-    """Attach a time subscript: ``m`` -> ``m_t``, ``\\beta_1`` -> ``\\beta_{1,t}``."""
-    m = re.fullmatch(r"(.*)_(?:\{([^}]*)\}|(\w))", sym)
+    """Attach a time subscript: ``m`` -> ``m_t``, ``\\beta_1`` -> ``\\beta_{1,t}``; a version stays
+    last where the symbol has a subscript already (``t_0^{(1)}`` -> ``t_{0,t}^{(1)}``: a second
+    subscript after the version is a LaTeX error)."""
+    base, version = re.fullmatch(r"(.*?)((?:\^\{\(\d+\)\})?)", sym).groups()
+    m = re.fullmatch(r"(.*)_(?:\{([^}]*)\}|(\w))", base)
     if m:
-        return f"{m.group(1)}_{{{m.group(2) or m.group(3)},{time}}}"
+        return f"{m.group(1)}_{{{m.group(2) or m.group(3)},{time}}}{version}"
     return f"{sym}_{{{time}}}" if len(time) > 1 else f"{sym}_{time}"
 
 
