@@ -393,16 +393,25 @@ def lr_scale(update: sympy.Expr, lr: sympy.Symbol) -> tuple[sympy.Expr, sympy.Ex
 
 
 def _monic(expr: sympy.Expr) -> tuple[sympy.Expr, sympy.Expr]:
-    """``(k, E)`` with ``expr = k * E`` and the largest term of ``E``'s denominator without a
-    number in front (``g / (1250000 sqrt(v) + 0.0125)`` -> ``(1/1250000, g / (sqrt(v) + 1e-8))``),
-    so that the number joins the lr scaling; ``(1, expr)`` when there is none to take out."""
+    """``(k, E)`` with ``expr = k * E`` and the largest term of each sum in ``expr``'s denominator,
+    or under a root there, without a number in front (``g / (1250000 sqrt(v) + 0.0125)`` -> ``(1/1250000,
+    g / (sqrt(v) + 1e-8))``, ``1 / cbrt(4 s + 1e-8)`` -> ``(4^(-1/3), 1 / cbrt(s + 2.5e-9))``), so that
+    the number joins the lr scaling; ``(1, expr)`` when there is none to take out."""
     numerator, denominator = sympy.fraction(expr)
-    if not isinstance(denominator, sympy.Add):
+    k, factors = sympy.Integer(1), []
+    for factor in sympy.Mul.make_args(denominator):
+        base, power = factor.as_base_exp()
+        if isinstance(base, sympy.Add) and power.is_Rational and power > 0:
+            # (sympy counts 1/10**8 as an op, v as none: a number is no term to make monic)
+            largest = max([t for t in sympy.Add.make_args(base) if not t.is_number] or [1], key=sympy.count_ops)
+            c = sympy.Mul(*[f for f in sympy.Mul.make_args(largest) if f.is_number])  # sqrt(2) too
+            if c.is_number and c > 0 and c != 1:  # (c > 0: a root of c * x is c's root times x's)
+                k *= c ** power
+                factor = sympy.expand(base / c) ** power
+        factors.append(factor)
+    if k == 1:
         return sympy.Integer(1), expr
-    k = max(sympy.Add.make_args(denominator), key=sympy.count_ops).as_coeff_Mul()[0]
-    if not k.is_number or k <= 0 or k == 1:
-        return sympy.Integer(1), expr
-    return 1 / k, numerator / sympy.expand(denominator / k)
+    return 1 / k, numerator / sympy.Mul(*factors)
 
 
 def in_new_states(update: sympy.Expr, olds, news) -> tuple[sympy.Expr, dict, list]:

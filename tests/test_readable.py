@@ -471,13 +471,26 @@ def test_a_positive_factor_leaves_a_cube_root_for_the_learning_rate(step, shown,
     assert r.equality.startswith(kind)
 
 
+def test_a_number_under_a_root_in_the_denominator_joins_the_learning_rate():
+    """``cbrt(m / (4 sqrt(v_hat) + 1e-08))`` is ``4^(-1/3) cbrt(m / (sqrt(v_hat) + 2.5e-09))``: the
+    number went into the lr at the top of a denominator, and stayed under a root; a number term
+    (``v + 1e-08``, which sympy counts as an op longer than ``v``) is never the one made 1."""
+    raw = parse("def f(w, g, m, v, step, lr=0.1):\n    m = interp(g, m, 0.9)\n    v = interp(g * g, v, 0.999)\n"
+                "    return lr * cbrt(m / (sqrt(v / (1 - 0.999 ** step)) * 4 + 1e-8)), m, v\n")
+    r = readable(raw)
+    assert "update = lr * cbrt(m / (sqrt(v / (1 - 0.999 ** step)) + 2.5e-09))" in r.source
+    assert "lr=0.063)" in r.source and r.equality.startswith("exact")
+    raw = parse("def train(w, g, v, lr):\n    v = 0.999 * v + g * g\n    return lr * g / sqrt(v + 1e-8), v\n")
+    assert "g / sqrt(v + 1e-08)" in readable(raw, lr=0.1).source
+
+
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("body, shown", [
     # #9897 of a README job: sympy knows sign(step) is 1, so t_4 is 0.999 ** 2.718281828459045,
     # whose exact value sympy sought for hours (a 10**15-th root); the language computes a float
     (("    t_13 = exp(sign(step))\n    t_4 = 0.999 ** t_13\n    v_hat = v / (1 - t_4)\n"
       "    update = lr * 0.001 * cbrt(g / (sqrt(v_hat) + 1e-08))\n"),
-     "update = lr * cbrt(g / (19.19 * sqrt(v) + 1e-08))"),
+     "update = lr * cbrt(g / (sqrt(v) + 5.211e-10))"),  # (19.19 sqrt(v) + 1e-08: the 19.19 joins the lr)
     # #8328 of a 10-minute search: the proof evaluated (-0.6698) ** step at step = 41/73, a complex
     # number, under cube roots, for hours; the step count is a positive integer
     ("    t_1 = 1 - (-0.6698) ** step\n    update = lr * (cbrt(sign(g) / t_1) + 0.007608 * w)\n",
