@@ -30,7 +30,9 @@ which, with the learning rate the search tuned for it (18.9), a person writes as
    an ``interp`` towards a number with a weight outside [0, 1], no average, reads as its line;
 3. the learning-rate scaling is folded: an update ``c * lr * E`` (``c`` a number) becomes
    ``lr * E`` with ``lr``'s default ``c`` times the tuned ``lr`` (the search's swept value, or the
-   program's own default); other reads of ``lr`` (``clip(g, lr)``) take the tuned value as a number;
+   program's own default), ``c`` taking the positive numbers that homogeneity lets out of ``E``
+   and of the sums in its denominators (``cbrt(g / 0.28 / (4 sqrt(v) + 1e-8))``:
+   :mod:`optdsl.homogeneity`); other reads of ``lr`` (``clip(g, lr)``) take the tuned value as a number;
 4. readable names: states ``m`` (first moments) and ``v`` (kept >= 0: second moments), the step
    ``update``, a value computed from ``g`` alone reassigns ``g`` (the paper's ``g = clip(g, lr)``);
    one expression per state;
@@ -85,6 +87,7 @@ import sympy
 from . import equiv
 from .equiv import compare, float32_agrees, trajectories
 from .errors import DslError
+from .homogeneity import degree, positive_factor
 from .ir import (
     Assign,
     Call,
@@ -103,6 +106,7 @@ from .ir import (
 from .latex import to_latex
 from .parser import parse
 from .passes import eliminate_constant_states, eliminate_dead_code, fold
+from .passes.fold import fold_expr
 from .printer import to_source
 from .simplify import _best, _within_time, inline_single_use, op_count, simplify
 from .symbolic import from_sympy, nonnegative_states, number, step_signs, to_sympy, uniform_names
@@ -302,22 +306,49 @@ def _with_lr(program: Program, tuned: sympy.Expr | None) -> Program:
 
 def _plain(base: Program, tuned: sympy.Expr | None) -> tuple[Program, sympy.Expr | None]:
     """The statement-by-statement form (for programs too long for sympy, or where sympy's form is
-    longer): temporaries read once inlined, and where ``lr`` is only ever read as ``lr * c``, that
-    scaling folded into the tuned default (``(t + cbrt(t)) * (lr * 0.0045)``, lr=1.3 ->
-    ``(t + cbrt(t)) * lr``, lr=0.00586); with that default, exactly."""
+    longer): temporaries read once inlined, and where ``lr`` is only ever read as ``lr * c``, or once
+    in an update whose numbers homogeneity lets out (:func:`_numbers_into_lr`), that scaling folded
+    into the tuned default (``(t + cbrt(t)) * (lr * 0.0045)``, lr=1.3 -> ``lr * (t + cbrt(t))``,
+    lr=0.00586); with that default, exactly."""
     # folded again once inlined: sqrt(v / -1.778) shows only then, and is sqrt(v / 1.778)
     program = fold(inline_single_use(simplify(base), reassigned=True))
     program = program.with_exprs(lambda e: map_calls(e, _as_line))
+    if tuned is not None:
+        program, tuned = _numbers_into_lr(program, tuned)
     scale = _lr_factor(program) if tuned is not None else None
-    if scale is None:
-        return _with_lr(program, tuned), tuned
-    program = program.with_exprs(lambda e: map_calls(e, lambda c: Var("lr") if _lr_times(c) is not None else c))
+    if scale is not None:
+        program = program.with_exprs(lambda e: map_calls(e, lambda c: Var("lr") if _lr_times(c) is not None else c))
+        tuned = tuned * number(scale)  # 1.08 * 0.007021 = 0.00758268, exactly
     update = program.update
     if isinstance(update, Call) and update.op == "mul" and update.args[1] == Var("lr"):
         # lr first, as the paper writes it
         program = program.with_body(program.body, update=Call("mul", update.args[::-1]))
-    lr = tuned * number(scale)  # 1.08 * 0.007021 = 0.00758268, exactly
-    return _with_lr(program, lr), lr
+    return _with_lr(program, tuned), tuned
+
+
+def _numbers_into_lr(program: Program, tuned: sympy.Expr) -> tuple[Program, sympy.Expr]:
+    """An update ``lr * X`` (``lr`` read nowhere else) with positive numbers that homogeneity lets
+    out of ``X`` (``lr * 0.001 * cbrt(g / 0.2837 / d)`` is ``0.001 * 0.2837^(-1/3) * lr * cbrt(g /
+    d)``: :func:`optdsl.homogeneity.positive_factor`): those numbers folded into the tuned lr,
+    exactly; else the program and lr as they are."""
+    reads = lambda e: sum(n == Var("lr") for n in walk(e))
+    if any(map(reads, (a.expr for a in program.body))) or reads(program.update) != 1:
+        return program, tuned
+    c, rest = positive_factor(program.update)
+    if c == 1 or not _linear_in_lr(rest):
+        return program, tuned
+    return program.with_body(program.body, update=fold_expr(rest)), tuned * c
+
+
+def _linear_in_lr(e: Expr) -> bool:
+    """Is ``e``, which reads ``lr`` once, of degree 1 in it (``lr * t1 * x``, ``x / (1 / lr)``), so
+    that ``c * e`` is ``e`` at ``c * lr``?"""
+    if e == Var("lr"):
+        return True
+    if not isinstance(e, Call):
+        return False
+    i = next(i for i, a in enumerate(e.args) if Var("lr") in walk(a))
+    return degree(e.op, i) == 1 and _linear_in_lr(e.args[i])
 
 
 def _as_line(call: Call) -> Expr:

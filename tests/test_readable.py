@@ -484,6 +484,19 @@ def test_a_number_under_a_root_in_the_denominator_joins_the_learning_rate():
     assert "g / sqrt(v + 1e-08)" in readable(raw, lr=0.1).source
 
 
+def test_a_number_homogeneity_lets_out_of_the_update_joins_the_learning_rate():
+    """A README job's #9819, shown as ``lr * cbrt(g / 0.2837 / (sqrt(v_hat) + 1e-08))`` in the
+    statement form (22 of its top 80 programs alike): cbrt(g / c) = c^(-1/3) cbrt(g) for c > 0, so
+    the number joins the tuned lr, exactly."""
+    raw = parse("def train(w, g, v, step, lr):\n    t = g * g\n    v = interp(t, v, 0.999)\n"
+                "    t_1 = 0.2379 - log10(0.9)\n    m_hat = g / t_1\n    t_3 = 1.581 - 0.999 ** step\n"
+                "    v_hat = v / t_3\n    t_5 = lr * 0.001\n    t_6 = cbrt(m_hat / (sqrt(v_hat) + 1e-08))\n"
+                "    update = t_5 * t_6\n    return update, v\n")
+    r = readable(raw, lr=0.05)
+    assert "update = lr * cbrt(g / (sqrt(v / (1.581 - 0.999 ** step)) + 1e-08))" in r.source
+    assert "lr=7.61e-05)" in r.source and r.equality.startswith("exact")
+
+
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("body, shown", [
     # #9897 of a README job: sympy knows sign(step) is 1, so t_4 is 0.999 ** 2.718281828459045,
