@@ -81,6 +81,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from fractions import Fraction
 
 import sympy
 
@@ -335,20 +336,21 @@ def _numbers_into_lr(program: Program, tuned: sympy.Expr) -> tuple[Program, symp
     if any(map(reads, (a.expr for a in program.body))) or reads(program.update) != 1:
         return program, tuned
     c, rest = positive_factor(program.update)
-    if c == 1 or not _linear_in_lr(rest):
+    if c == 1 or _degree_in_lr(rest) != 1:
         return program, tuned
     return program.with_body(program.body, update=fold_expr(rest)), tuned * c
 
 
-def _linear_in_lr(e: Expr) -> bool:
-    """Is ``e``, which reads ``lr`` once, of degree 1 in it (``lr * t1 * x``, ``x / (1 / lr)``), so
-    that ``c * e`` is ``e`` at ``c * lr``?"""
+def _degree_in_lr(e: Expr) -> Fraction | None:
+    """The degree of ``e``, which reads ``lr`` once, in ``lr`` (``lr * t1 * x`` and ``x / (1 / lr)``
+    1: then ``c * e`` is ``e`` at ``c * lr``), or None."""
     if e == Var("lr"):
-        return True
+        return Fraction(1)
     if not isinstance(e, Call):
-        return False
+        return None
     i = next(i for i, a in enumerate(e.args) if Var("lr") in walk(a))
-    return degree(e.op, i) == 1 and _linear_in_lr(e.args[i])
+    p, inner = degree(e.op, i), _degree_in_lr(e.args[i])
+    return None if p is None or inner is None else p * inner
 
 
 def _as_line(call: Call) -> Expr:
