@@ -83,12 +83,14 @@ import math
 from dataclasses import dataclass, replace
 from fractions import Fraction
 
+import numpy as np
 import sympy
 
 from . import equiv
 from .equiv import compare, float32_agrees, trajectories
 from .errors import DslError
 from .homogeneity import degree, positive_factor
+from .interpreter import Interpreter
 from .ir import (
     Assign,
     Call,
@@ -661,8 +663,9 @@ def _rename_states(program: Program) -> Program:
 
 def _rename_temporaries(program: Program) -> Program:
     """Temporaries (not inputs, states, ``update``) renamed in order of definition: one computed
-    from ``g`` alone (and uniform values) reassigns ``g`` when nothing later reads the old ``g``;
-    the others are ``t1``, ``t2``..."""
+    from ``g`` alone (and uniform values) that is still a gradient, odd in it (``clip(g, lr)``,
+    ``g / norm(g)``; not ``g * g``), reassigns ``g`` when nothing later reads the old ``g``; the
+    others are ``t1``, ``t2``..."""
     fixed = {"w", "g", "lr", "step", "update", *program.state_names, *(h.name for h in program.hypers)}
     uniform = {"lr", "step", *(h.name for h in program.hypers)}
     temps = list(dict.fromkeys(a.target for a in program.body if a.target not in fixed))
@@ -672,7 +675,8 @@ def _rename_temporaries(program: Program) -> Program:
         a = current.body[index]
         later = [b.expr for b in current.body[index + 1:]] + list(current.outputs())
         reads = free_vars(a.expr)
-        if "g" in reads and reads <= {"g"} | uniform and not any("g" in free_vars(e) for e in later):
+        if ("g" in reads and reads <= {"g"} | uniform and not any("g" in free_vars(e) for e in later)
+                and _odd_in_g(current, a.expr)):
             new = "g"
         else:
             used = names_in(current) - {name}
@@ -682,6 +686,21 @@ def _rename_temporaries(program: Program) -> Program:
         if new != name:
             current = _rename_after(current, index, name, new)
     return current
+
+
+def _odd_in_g(program: Program, expr: Expr) -> bool:
+    """Is ``expr`` (of ``g`` and uniform values) odd in ``g``, ``f(-g) = -f(g)``, at the
+    hyperparameters' defaults, step 3 and lr 0.01 on a few gradients (nan where the other is)?"""
+    probe = program.with_body([], update=expr, new_states=[Var(s.name) for s in program.states])
+    interp = Interpreter(probe, dtype=np.float64, **({} if "lr" in program.hyper_defaults else {"lr": 0.01}))
+    g = np.array([-3.0, -0.7, -1e-3, 0.0, 2e-4, 0.4, 1.5, 40.0])
+    params = {"w": np.ones_like(g)}
+    try:
+        with np.errstate(all="ignore"):
+            plus, minus = (interp.updates(params, {"w": x}, interp.init(params), 3)[0]["w"] for x in (g, -g))
+    except DslError:
+        return False
+    return bool(np.allclose(minus, -plus, rtol=1e-12, atol=0, equal_nan=True))
 
 
 def _rename_after(program: Program, index: int, old: str, new: str) -> Program:

@@ -561,3 +561,14 @@ def test_a_cube_root_over_a_bias_correction_keeps_its_sign_known():
     r = readable(raw, lr=1.08)
     assert "update = lr * (g / (cbrt(v / (1 - 0.999 ** step)) + 1.654e-08) + 0.006318 * w)" in r.source
     assert r.equality.startswith("exact")
+
+
+def test_only_a_value_that_is_still_a_gradient_reassigns_g():
+    """``g = clip(g, 1)`` as the paper writes it; ``g * g`` (even in g) once read ``g = square(g)``,
+    and then ``update = lr * g / ...`` looked like a step along the gradient."""
+    squared = parse("def f(w, g, v, lr=0.1):\n    t = g * g\n    v = interp(t, v, 0.9)\n"
+                    "    return lr * t / (sqrt(v) + 1e-8), v\n")
+    assert "t1 = square(g)" in readable(squared).source
+    clipped = parse("def f(w, g, v, lr=0.1):\n    t = clip(g, 1)\n    u = tanh(t)\n    v = interp(u * u, v, 0.9)\n"
+                    "    return lr * u / (sqrt(v) + 1e-8) + lr * t, v\n")
+    assert "g = clip(g, 1)" in readable(clipped).source
