@@ -34,7 +34,8 @@ which, with the learning rate the search tuned for it (18.9), a person writes as
    and of the sums in its denominators (``cbrt(g / 0.28 / (4 sqrt(v) + 1e-8))``:
    :mod:`optdsl.homogeneity`); other reads of ``lr`` (``clip(g, lr)``) take the tuned value as a number;
 4. readable names: states ``m`` (first moments) and ``v`` (kept >= 0: second moments), the step
-   ``update``, a value computed from ``g`` alone reassigns ``g`` (the paper's ``g = clip(g, lr)``);
+   ``update``, a value computed from ``g`` alone and odd in it reassigns ``g`` (the paper's
+   ``g = clip(g, lr)``; ``g * g`` is a ``t1``);
    one expression per state;
 5. a number the steps made longer than the raw program's own (a folded ``lr`` default such as
    ``0.1 * 1.211 / 0.19 = 0.6373684210526317``) is shown to :data:`SHOWN_DIGITS` significant
