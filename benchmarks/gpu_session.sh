@@ -4,9 +4,9 @@
 #   1. the GPU benchmark alone on the machine (`codegen.bench_gpu`, its table in bench.log; docs are
 #      edited by hand from it, so the earlier devices' tables stay);
 #   2. the GPU tests (tests/codegen/test_gpu.py and the CUDA test of the user tasks) beside
-#   3. the discovery searches of benchmarks/gpu_discovery.sh, three seeds, with the time left before
-#      DEADLINE_S (seconds from the start; default 560, inside one call's 600), only when 1 and 2
-#      passed: a failure leaves the rest of the session's device time to rerun after a fix.
+#   3. the discovery searches of benchmarks/gpu_discovery.sh (SEEDS, default 0 1 2) in the time left
+#      before DEADLINE_S (seconds from the start; default 560, inside one call's 600): started when 1
+#      passed, stopped when 2 fails, so that a failure leaves device time to rerun after a fix.
 # Everything comes back under $OUT: bench.log, tests.log, discovery.tar.xz (each seed's database,
 # log and wall time; benchmarks/gpu_discovery.sh's header says how the discovery benchmark reads them).
 set -uo pipefail
@@ -38,7 +38,8 @@ if [ "$tests" -ne 0 ]; then
     pkill -f "optdsl.cli search"  # a failure ends the call: the device time left is for a rerun
 fi
 
-while [ -d "$WORK" ] && [ "$(ls "$WORK"/seed*/seed*.json 2>/dev/null | wc -l)" -lt 3 ] \
+seeds=$(echo ${SEEDS:-0 1 2} | wc -w)
+while [ -d "$WORK" ] && [ "$(ls "$WORK"/seed*/seed*.json 2>/dev/null | wc -l)" -lt "$seeds" ] \
     && [ "$(elapsed)" -lt "$DEADLINE_S" ]; do
     sleep 5
 done
