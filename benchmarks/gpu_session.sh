@@ -26,7 +26,7 @@ echo "bench: rc $bench at $(elapsed) s"
 
 budget=$((DEADLINE_S - $(elapsed) - TAIL_S - 60))  # 60: the tests' share of the machine at the start
 if [ "$bench" -eq 0 ] && [ "$budget" -ge 90 ]; then
-    MODE=start WAIT_S=0 BUDGET=${budget}s WORK=$WORK bash benchmarks/gpu_discovery.sh
+    MODE=start WAIT_S=2 BUDGET=${budget}s WORK=$WORK bash benchmarks/gpu_discovery.sh
     echo "searches started: budget ${budget} s"
 fi
 timeout 200 python3 -m pytest -q -p no:cacheprovider -n 4 --durations=8 tests/codegen/test_gpu.py \

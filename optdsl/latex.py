@@ -136,7 +136,9 @@ class LatexPrinter(Printer):
         args = []
         for i, a in enumerate(expr.args):
             text = self._print(a)
-            if self._needs_parens(op, i, a):
+            # a sign after a factor or an operator reads as a subtraction: x (-g), not x -g
+            signed = i > 0 and op.name in ("mul", "add", "sub") and text.startswith("-")
+            if signed or self._needs_parens(op, i, a):
                 text = r"\left(" + text + r"\right)"
             args.append(text)
         if op.name == "mul" and args[0][-1:].isdigit() and args[1][:1].isdigit():

@@ -79,6 +79,19 @@ def test_no_symbol_takes_two_subscripts(p):
     assert double_script(to_latex(p)) is None
 
 
+@pytest.mark.parametrize(("update", "shown"), [
+    ("lr * -g", r"\eta \left(-g_t\right)"),
+    ("lr * 0.5 * (g * -2)", r"0.5 \eta \left(-2 g_t\right)"),
+    ("lr * interp(g * -0.1, w, 0.9)", r"0.1 \left(-0.1 g_t\right) + 0.9 w_{t-1}"),
+    ("lr - -g", r"\eta - \left(-g_t\right)"),
+    ("-g * lr", r"-g_t \eta"),
+])
+def test_a_sign_after_a_factor_is_parenthesised(update, shown):
+    """A discovery run's winner printed ``v_t = 0.001 -0.1046 g_t + 0.999 v_{t-1}`` for
+    ``interp(g * -0.1046, v, 0.999)``: 0.001 minus 0.1046 g, to a reader."""
+    assert shown in to_latex(parse(f"def f(w, g, lr=0.1):\n    return {update}\n"))
+
+
 def test_parentheses_only_where_needed():
     p = parse("def f(w, g, lr, eps=1e-8):\n    return lr * (g + w) * g / (eps + 2), -(g - w)\n"
               .replace(", -(g - w)", ""))
