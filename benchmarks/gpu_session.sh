@@ -7,8 +7,11 @@
 #   3. the discovery searches of benchmarks/gpu_discovery.sh (SEEDS, default 0 1 2) in the time left
 #      before DEADLINE_S (seconds from the start; default 560, inside one call's 600): started when 1
 #      passed, stopped when 2 fails, so that a failure leaves device time to rerun after a fix.
-# Everything comes back under $OUT: bench.log, tests.log, discovery.tar.xz (each seed's database,
-# log and wall time; benchmarks/gpu_discovery.sh's header says how the discovery benchmark reads them).
+# Everything comes back under $OUT: bench.log, tests.log and seed<N>.tar.xz, each seed's folder (its
+# database, log, wall time and best_optimizer.py). Back here the discovery benchmark reads them as
+# its own runs and trains the winners on the real tasks (F: the call's files_at):
+#   for s in 0 1 2; do tar -C D -xJf F/seed$s.tar.xz; done
+#   python benchmarks/discovery.py --dir D --reuse --seeds 0,1,2 --tasks "$TASKS"
 set -uo pipefail
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 MPLBACKEND=Agg
 DEADLINE_S=${DEADLINE_S:-560}
@@ -43,8 +46,9 @@ while [ -d "$WORK" ] && [ "$(ls "$WORK"/seed*/seed*.json 2>/dev/null | wc -l)" -
     && [ "$(elapsed)" -lt "$DEADLINE_S" ]; do
     sleep 5
 done
-if [ -d "$WORK" ]; then
-    tail -n 12 "$WORK"/seed*/log
-    tar -C "$WORK" -cJf "$OUT/discovery.tar.xz" .
-fi
+for folder in "$WORK"/seed*; do  # one archive per seed: a file back from $OUT may hold 16 MiB
+    [ -d "$folder" ] || continue
+    tail -n 12 "$folder/log"
+    tar -C "$WORK" -cJf "$OUT/$(basename "$folder").tar.xz" "$(basename "$folder")"
+done
 echo "done at $(elapsed) s"
