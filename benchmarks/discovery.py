@@ -320,7 +320,8 @@ def main(argv=None) -> int:
     settings = search_settings(args.init, args.tasks, args.schedule)
     searches = []
     for seed in (int(s) for s in args.seeds.split(",")):
-        console.print(f"seed {seed}: searching for {args.budget} ...")
+        kept = args.reuse and os.path.exists(os.path.join(folder, f"seed{seed}", f"seed{seed}.json"))
+        console.print(f"seed {seed}: " + ("reading the search kept in --dir" if kept else f"searching for {args.budget} ..."))
         searches.append(run_search(seed, args.budget, args.workers, folder, args.reuse, settings))
         s = searches[-1]
         console.print(f"  winner #{s['winner_id']}: proxy {s['proxy']:+.3f}, held-out "
