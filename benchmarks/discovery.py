@@ -321,7 +321,8 @@ def main(argv=None) -> int:
     searches = []
     for seed in (int(s) for s in args.seeds.split(",")):
         kept = args.reuse and os.path.exists(os.path.join(folder, f"seed{seed}", f"seed{seed}.json"))
-        console.print(f"seed {seed}: " + ("reading the search kept in --dir" if kept else f"searching for {args.budget} ..."))
+        doing = "reading the search kept in --dir" if kept else f"searching for {args.budget} ..."
+        console.print(f"seed {seed}: {doing}")
         searches.append(run_search(seed, args.budget, args.workers, folder, args.reuse, settings))
         s = searches[-1]
         console.print(f"  winner #{s['winner_id']}: proxy {s['proxy']:+.3f}, held-out "

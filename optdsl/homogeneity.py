@@ -36,7 +36,8 @@ def degree(op_name: str, position: int) -> Fraction | None:
     ``position`` of op ``op_name``, the other arguments held, or None where there is none: read
     off its numpy form at three factors and three draws (``p`` a fraction of denominator <= 6).
 
-    Example: ``degree("div", 1) == -1``, ``degree("cbrt", 0) == Fraction(1, 3)``, ``degree("add", 0) is None``.
+    Example: ``degree("div", 1) == -1``, ``degree("cbrt", 0) == Fraction(1, 3)``,
+    ``degree("add", 0) is None``.
     """
     op = OPS[op_name]
     if op.shape == STATIC:

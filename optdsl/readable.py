@@ -321,7 +321,8 @@ def _plain(base: Program, tuned: sympy.Expr | None) -> tuple[Program, sympy.Expr
         program, tuned = _numbers_into_lr(program, tuned)
     scale = _lr_factor(program) if tuned is not None else None
     if scale is not None:
-        program = program.with_exprs(lambda e: map_calls(e, lambda c: Var("lr") if _lr_times(c) is not None else c))
+        bare = lambda c: Var("lr") if _lr_times(c) is not None else c
+        program = program.with_exprs(lambda e: map_calls(e, bare))
         tuned = tuned * number(scale)  # 1.08 * 0.007021 = 0.00758268, exactly
     update = program.update
     if isinstance(update, Call) and update.op == "mul" and update.args[1] == Var("lr"):
@@ -439,7 +440,8 @@ def _monic(expr: sympy.Expr) -> tuple[sympy.Expr, sympy.Expr]:
         base, power = factor.as_base_exp()
         if isinstance(base, sympy.Add) and power.is_Rational and power > 0:
             # (sympy counts 1/10**8 as an op, v as none: a number is no term to make monic)
-            largest = max([t for t in sympy.Add.make_args(base) if not t.is_number] or [1], key=sympy.count_ops)
+            terms = [t for t in sympy.Add.make_args(base) if not t.is_number] or [1]
+            largest = max(terms, key=sympy.count_ops)
             c = sympy.Mul(*[f for f in sympy.Mul.make_args(largest) if f.is_number])  # sqrt(2) too
             if c.is_number and c > 0 and c != 1:  # (c > 0: a root of c * x is c's root times x's)
                 k *= c ** power

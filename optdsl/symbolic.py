@@ -153,8 +153,8 @@ def _vanishes(op_name: str, zeros: tuple[int, ...]) -> bool:
     ``x / norm(0 * g)`` was then singular only where that unknown is 0, a program nan at every
     step was "equal (generic)" to one that is 0."""
     op, rng = OPS[op_name], np.random.default_rng(0)
-    return all(op.numpy(*[np.zeros(n) if i in zeros else rng.standard_normal(n) for i in range(op.arity)]) == 0
-               for n in (3, 8))
+    draw = lambda n: [np.zeros(n) if i in zeros else rng.standard_normal(n) for i in range(op.arity)]
+    return all(op.numpy(*draw(n)) == 0 for n in (3, 8))
 
 
 def expr_to_sympy(expr: Expr, env: dict[str, sympy.Expr], shape: tuple[int, ...] | None = None,

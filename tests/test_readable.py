@@ -475,7 +475,8 @@ def test_a_number_under_a_root_in_the_denominator_joins_the_learning_rate():
     """``cbrt(m / (4 sqrt(v_hat) + 1e-08))`` is ``4^(-1/3) cbrt(m / (sqrt(v_hat) + 2.5e-09))``: the
     number went into the lr at the top of a denominator, and stayed under a root; a number term
     (``v + 1e-08``, which sympy counts as an op longer than ``v``) is never the one made 1."""
-    raw = parse("def f(w, g, m, v, step, lr=0.1):\n    m = interp(g, m, 0.9)\n    v = interp(g * g, v, 0.999)\n"
+    raw = parse("def f(w, g, m, v, step, lr=0.1):\n    m = interp(g, m, 0.9)\n"
+                "    v = interp(g * g, v, 0.999)\n"
                 "    return lr * cbrt(m / (sqrt(v / (1 - 0.999 ** step)) * 4 + 1e-8)), m, v\n")
     r = readable(raw)
     assert "update = lr * cbrt(m / (sqrt(v / (1 - 0.999 ** step)) + 2.5e-09))" in r.source
@@ -569,6 +570,6 @@ def test_only_a_value_that_is_still_a_gradient_reassigns_g():
     squared = parse("def f(w, g, v, lr=0.1):\n    t = g * g\n    v = interp(t, v, 0.9)\n"
                     "    return lr * t / (sqrt(v) + 1e-8), v\n")
     assert "t1 = square(g)" in readable(squared).source
-    clipped = parse("def f(w, g, v, lr=0.1):\n    t = clip(g, 1)\n    u = tanh(t)\n    v = interp(u * u, v, 0.9)\n"
-                    "    return lr * u / (sqrt(v) + 1e-8) + lr * t, v\n")
+    clipped = parse("def f(w, g, v, lr=0.1):\n    t = clip(g, 1)\n    u = tanh(t)\n"
+                    "    v = interp(u * u, v, 0.9)\n    return lr * u / (sqrt(v) + 1e-8) + lr * t, v\n")
     assert "g = clip(g, 1)" in readable(clipped).source
