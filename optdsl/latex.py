@@ -141,8 +141,8 @@ class LatexPrinter(Printer):
             if signed or self._needs_parens(op, i, a):
                 text = r"\left(" + text + r"\right)"
             args.append(text)
-        if op.name == "mul" and args[0][-1:].isdigit() and args[1][:1].isdigit():
-            return rf"{args[0]} \cdot {args[1]}"  # 2 \cdot 0.5, not 2 0.5
+        if op.name == "mul" and args[1][:1].isdigit():
+            return rf"{args[0]} \cdot {args[1]}"  # 2 \cdot 0.5 and \eta \cdot 2 g, not 2 0.5 or \eta 2 g
         return op.latex.format(*args)
 
     def _needs_parens(self, op, i: int, arg: Expr) -> bool:

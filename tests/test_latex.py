@@ -85,6 +85,7 @@ def test_no_symbol_takes_two_subscripts(p):
     ("lr * interp(g * -0.1, w, 0.9)", r"0.1 \left(-0.1 g_t\right) + 0.9 w_{t-1}"),
     ("lr - -g", r"\eta - \left(-g_t\right)"),
     ("-g * lr", r"-g_t \eta"),
+    ("lr * (2 * g)", r"\eta \cdot 2 g_t"),  # a number after a symbol takes a dot: not \eta 2 g_t
 ])
 def test_a_sign_after_a_factor_is_parenthesised(update, shown):
     """A discovery run's winner printed ``v_t = 0.001 -0.1046 g_t + 0.999 v_{t-1}`` for
