@@ -471,31 +471,28 @@ def test_a_positive_factor_leaves_a_cube_root_for_the_learning_rate(step, shown,
     assert r.equality.startswith(kind)
 
 
-def test_a_number_under_a_root_in_the_denominator_joins_the_learning_rate():
-    """``cbrt(m / (4 sqrt(v_hat) + 1e-08))`` is ``4^(-1/3) cbrt(m / (sqrt(v_hat) + 2.5e-09))``: the
-    number went into the lr at the top of a denominator, and stayed under a root; a number term
-    (``v + 1e-08``, which sympy counts as an op longer than ``v``) is never the one made 1."""
-    raw = parse("def f(w, g, m, v, step, lr=0.1):\n    m = interp(g, m, 0.9)\n"
-                "    v = interp(g * g, v, 0.999)\n"
-                "    return lr * cbrt(m / (sqrt(v / (1 - 0.999 ** step)) * 4 + 1e-8)), m, v\n")
-    r = readable(raw)
-    assert "update = lr * cbrt(m / (sqrt(v / (1 - 0.999 ** step)) + 2.5e-09))" in r.source
-    assert "lr=0.063)" in r.source and r.equality.startswith("exact")
+@pytest.mark.parametrize(("source", "lr", "shown", "default"), [
+    # cbrt(m / (4 sqrt(v_hat) + 1e-08)) is 4^(-1/3) cbrt(m / (sqrt(v_hat) + 2.5e-09)): the number
+    # went into the lr at the top of a denominator, and stayed under a root
+    (("    m = interp(g, m, 0.9)\n    v = interp(g * g, v, 0.999)\n"
+     "    update = lr * cbrt(m / (sqrt(v / (1 - 0.999 ** step)) * 4 + 1e-8))\n"), 0.1,
+     "update = lr * cbrt(m / (sqrt(v / (1 - 0.999 ** step)) + 2.5e-09))", "lr=0.063"),
+    # a README job's #9819, shown as lr * cbrt(g / 0.2837 / (sqrt(v_hat) + 1e-08)) in the statement
+    # form (22 of its top 80 programs alike): cbrt(g / c) = c^(-1/3) cbrt(g) for c > 0
+    (("    t = g * g\n    v = interp(t, v, 0.999)\n    t_1 = 0.2379 - log10(0.9)\n    m_hat = g / t_1\n"
+     "    t_3 = 1.581 - 0.999 ** step\n    v_hat = v / t_3\n    t_5 = lr * 0.001\n"
+     "    t_6 = cbrt(m_hat / (sqrt(v_hat) + 1e-08))\n    update = t_5 * t_6\n"), 0.05,
+     "update = lr * cbrt(g / (sqrt(v / (1.581 - 0.999 ** step)) + 1e-08))", "lr=7.61e-05"),
+])
+def test_a_number_under_a_root_joins_the_learning_rate(source, lr, shown, default):
+    r = readable(parse(f"def train(w, g, m, v, step, lr):\n{source}    return update, m, v\n"), lr=lr)
+    assert shown in r.source and f"{default})" in r.source and r.equality.startswith("exact")
+
+
+def test_a_number_term_is_never_the_one_made_monic():
+    """sympy counts 1/10**8 as an op, v as none: v + 1e-08 once read 1e8 v + 1."""
     raw = parse("def train(w, g, v, lr):\n    v = 0.999 * v + g * g\n    return lr * g / sqrt(v + 1e-8), v\n")
     assert "g / sqrt(v + 1e-08)" in readable(raw, lr=0.1).source
-
-
-def test_a_number_homogeneity_lets_out_of_the_update_joins_the_learning_rate():
-    """A README job's #9819, shown as ``lr * cbrt(g / 0.2837 / (sqrt(v_hat) + 1e-08))`` in the
-    statement form (22 of its top 80 programs alike): cbrt(g / c) = c^(-1/3) cbrt(g) for c > 0, so
-    the number joins the tuned lr, exactly."""
-    raw = parse("def train(w, g, v, step, lr):\n    t = g * g\n    v = interp(t, v, 0.999)\n"
-                "    t_1 = 0.2379 - log10(0.9)\n    m_hat = g / t_1\n    t_3 = 1.581 - 0.999 ** step\n"
-                "    v_hat = v / t_3\n    t_5 = lr * 0.001\n    t_6 = cbrt(m_hat / (sqrt(v_hat) + 1e-08))\n"
-                "    update = t_5 * t_6\n    return update, v\n")
-    r = readable(raw, lr=0.05)
-    assert "update = lr * cbrt(g / (sqrt(v / (1.581 - 0.999 ** step)) + 1e-08))" in r.source
-    assert "lr=7.61e-05)" in r.source and r.equality.startswith("exact")
 
 
 @pytest.mark.timeout(60)
