@@ -11,7 +11,7 @@
 # database, log, wall time and best_optimizer.py). Back here the discovery benchmark reads them as
 # its own runs and trains the winners on the real tasks (F: the call's files_at):
 #   for s in 0 1 2; do tar -C D -xJf F/seed$s.tar.xz; done
-#   python benchmarks/discovery.py --dir D --reuse --seeds 0,1,2 --tasks "$TASKS"
+#   python benchmarks/discovery.py --dir D --reuse --seeds 0,1,2 --tasks "$TASKS"   # gpu_discovery.sh's
 set -uo pipefail
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 MPLBACKEND=Agg
 DEADLINE_S=${DEADLINE_S:-560}
@@ -37,8 +37,9 @@ timeout 200 python3 -m pytest -q -p no:cacheprovider -n 4 --durations=8 tests/co
 tests=$?
 tail -n 30 "$OUT/tests.log"
 echo "tests: rc $tests at $(elapsed) s"
-if [ "$tests" -ne 0 ]; then
-    pkill -f "optdsl.cli search"  # a failure ends the call: the device time left is for a rerun
+if [ "$tests" -ne 0 ]; then  # a failure ends the call: the device time left is for a rerun
+    pkill -f "optdsl.cli search"
+    exit 1
 fi
 
 seeds=$(echo ${SEEDS:-0 1 2} | wc -w)
