@@ -17,6 +17,7 @@ export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 MPLBACKEND=Agg
 DEADLINE_S=${DEADLINE_S:-560}
 TAIL_S=215  # a search's held-out checks and ablation after its budget (its --help: up to 3.5 minutes)
 WORK=/tmp/gpu_discovery
+rm -rf "$WORK"  # a rerun on a warm machine starts its searches afresh
 t0=$(date +%s)
 elapsed() { echo $(($(date +%s) - t0)); }
 
