@@ -75,7 +75,7 @@ def positive_factor(expr: Expr) -> tuple[sympy.Expr, Expr]:
     stand where the ops are homogeneous (:func:`degree`) taken out, exactly (``c`` a sympy number:
     ``2837/10000 ** (-1/3)``), each replaced by 1 in ``rest`` (:func:`optdsl.passes.fold` removes
     those). Example: ``positive_factor(cbrt(g / 0.2837))`` is ``((2837/10000)^(-1/3), cbrt(g / 1))``."""
-    from .symbolic import number
+    from .symbolic import number  # (here: optdsl.symbolic imports this module)
 
     if isinstance(expr, Const):
         return (number(expr.value), Const(1.0)) if 0 < expr.value < math.inf else (sympy.Integer(1), expr)

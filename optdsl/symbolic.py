@@ -36,6 +36,7 @@ import numpy as np
 import sympy
 from sympy.core.relational import Relational
 
+from .homogeneity import degree
 from .ir import INPUTS, START_VALUES, Assign, Call, Const, Expr, Program, Var
 from .ops import COL, GLOBAL, OPS, REDUCE, ROW, STATIC
 from .passes.fold import fold_expr
@@ -145,18 +146,6 @@ def _fail(msg, hint=None):
     raise NotExpressible(msg)
 
 
-@cache
-def _vanishes(op_name: str, zeros: tuple[int, ...]) -> bool:
-    """Is the counting reduction ``op_name`` 0 at any count where its arguments ``zeros`` are all
-    zeros (``norm(0 * g)``, ``dot(0 * g, m)``)? Read off its numpy form on arrays of two sizes, the
-    other arguments random. sympy reads ``0 * g`` as 0 but keeps ``norm(0, shape_full)`` unknown:
-    ``x / norm(0 * g)`` was then singular only where that unknown is 0, a program nan at every
-    step was "equal (generic)" to one that is 0."""
-    op, rng = OPS[op_name], np.random.default_rng(0)
-    draw = lambda n: [np.zeros(n) if i in zeros else rng.standard_normal(n) for i in range(op.arity)]
-    return all(op.numpy(*draw(n)) == 0 for n in (3, 8))
-
-
 def expr_to_sympy(expr: Expr, env: dict[str, sympy.Expr], shape: tuple[int, ...] | None = None,
                   kinds: dict[str, str] | None = None) -> sympy.Expr:
     """One IR expression as sympy, with names looked up in ``env``; ``kinds`` (name -> shape,
@@ -183,8 +172,10 @@ def expr_to_sympy(expr: Expr, env: dict[str, sympy.Expr], shape: tuple[int, ...]
             and all(expr_kind(a, kinds, _fail) in SCALAR_LIKE for a in expr.args)):
         return op.same_value(*args)  # mean(-0.93) is -0.93: one value, whatever the count
     if op.name in COUNTING and kinds is not None:
-        zeros = tuple(i for i, a in enumerate(args) if a == 0)
-        if zeros and _vanishes(op.name, zeros):
+        # sympy reads 0 * g as 0 but would keep norm(0, shape_full) unknown, and x / norm(0 * g)
+        # singular only where that unknown is 0 (a program nan at every step was "equal (generic)"
+        # to one that is 0): a reduction of positive degree in a zero argument is 0 at any count
+        if any(a == 0 and (degree(op.name, i) or 0) > 0 for i, a in enumerate(args)):
             return sympy.S.Zero
         kind = join(*(expr_kind(a, kinds, _fail) for a in expr.args))
         return op.sympy(*args).func(*args, sympy.Symbol(_TAG + kind))  # keeps its range facts
