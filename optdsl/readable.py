@@ -33,7 +33,8 @@ which, with the learning rate the search tuned for it (18.9), a person writes as
    program's own default), ``c`` taking the positive numbers that homogeneity lets out of ``E``
    and of the sums in its denominators (``cbrt(g / 0.28 / (4 sqrt(v) + 1e-8))``:
    :mod:`optdsl.homogeneity`); other reads of ``lr`` (``clip(g, lr)``) take the tuned value as a number;
-4. readable names: states ``m`` (first moments) and ``v`` (kept >= 0: second moments), the step
+4. readable names: states ``m`` (first moments) and ``v`` (second moments: kept >= 0, or even in
+   ``g``, as ``interp(tanh(g) * g, v, 0.999)``), the step
    ``update``, a value computed from ``g`` alone and odd in it reassigns ``g`` (the paper's
    ``g = clip(g, lr)``; ``g * g`` is a ``t1``);
    one expression per state;
@@ -651,11 +652,12 @@ def _rename(program: Program, mapping: dict[str, str]) -> Program:
 
 
 def _rename_states(program: Program) -> Program:
-    """States named by their role, as the paper names them: one the op table's range facts keep
-    >= 0 (a second moment, ``interp(g*g, v, 0.999)``) is ``v``, any other ``m``; where the role's
-    name is taken, the next free one of ``m``, ``v``, else the state's own name."""
+    """States named by their role, as the paper names them: a second moment is ``v`` (the op
+    table's range facts keep it >= 0, ``interp(g*g, v, 0.999)``, or it is even in ``g``, as
+    ``interp(tanh(g) * g, v, 0.999)``, whose sign no range fact shows), any other ``m``; where the
+    role's name is taken, the next free one of ``m``, ``v``, else the state's own name."""
     taken = names_in(program) - set(program.state_names)
-    second = nonnegative_states(program, values=program.hyper_defaults)
+    second = nonnegative_states(program, values=program.hyper_defaults) | _even_in_g(program)
     mapping: dict[str, str] = {}
     for state in program.states:
         free = [n for n in STATE_NAMES if n not in taken and n not in mapping.values()]
@@ -691,19 +693,52 @@ def _rename_temporaries(program: Program) -> Program:
     return current
 
 
-def _odd_in_g(program: Program, expr: Expr) -> bool:
-    """Is ``expr`` (of ``g`` and uniform values) odd in ``g``, ``f(-g) = -f(g)``, at the
-    hyperparameters' defaults, step 3 and lr 0.01 on a few gradients (nan where the other is)?"""
-    probe = program.with_body([], update=expr, new_states=[Var(s.name) for s in program.states])
-    interp = Interpreter(probe, dtype=np.float64, **({} if "lr" in program.hyper_defaults else {"lr": 0.01}))
-    g = np.array([-3.0, -0.7, -1e-3, 0.0, 2e-4, 0.4, 1.5, 40.0])
-    params = {"w": np.ones_like(g)}
+_PROBE_G = np.array([-3.0, -0.7, -1e-3, 0.0, 2e-4, 0.4, 1.5, 40.0])  # gradients of every size and sign
+
+
+def _runs(program: Program, scales: tuple[float, ...], steps: int) -> list[list[dict]] | None:
+    """Per gradient scale ``k``, the program's outputs (``update`` and each new state) at each of
+    ``steps`` steps for gradients ``k G_t`` (``G_t`` the probe rolled by t; w held at 1), at the
+    hyperparameters' defaults and lr 0.01 (float64); None where the interpreter refuses."""
+    interp = Interpreter(program, dtype=np.float64, **({} if "lr" in program.hyper_defaults else {"lr": 0.01}))
+    params = {"w": np.ones_like(_PROBE_G)}
+    runs = []
     try:
         with np.errstate(all="ignore"):
-            plus, minus = (interp.updates(params, {"w": x}, interp.init(params), 3)[0]["w"] for x in (g, -g))
+            for k in scales:
+                state, seen = interp.init(params), []
+                for t in range(1, steps + 1):
+                    update, state = interp.updates(params, {"w": k * np.roll(_PROBE_G, t)}, state, t)
+                    seen.append({"update": update["w"], **state["w"]})
+                runs.append(seen)
     except DslError:
-        return False
-    return bool(np.allclose(minus, -plus, rtol=1e-12, atol=0, equal_nan=True))
+        return None
+    return runs
+
+
+def _odd_in_g(program: Program, expr: Expr) -> bool:
+    """Is ``expr`` (of ``g`` and uniform values) odd in ``g``, ``f(-g) = -f(g)``, at the
+    hyperparameters' defaults and lr 0.01 on a few gradients (nan where the other is)?"""
+    probe = program.with_body([], update=expr, new_states=[Var(s.name) for s in program.states])
+    runs = _runs(probe, (1.0, -1.0), 3)
+    return runs is not None and all(np.allclose(b["update"], -a["update"], rtol=1e-12, atol=0, equal_nan=True)
+                                    for a, b in zip(*runs))
+
+
+def _even_in_g(program: Program) -> frozenset[str]:
+    """The states whose values over three steps are even in ``g`` (the same for ``-g``) and move
+    with it (not what a zero gradient gives): second moments, whatever their form."""
+    runs = _runs(program, (1.0, -1.0, 0.0), 3)
+    if runs is None:
+        return frozenset()
+    plus, minus, zero = runs
+
+    def same(a, b):
+        return all(np.allclose(x, y, rtol=1e-12, atol=0, equal_nan=True) for x, y in zip(a, b))
+
+    return frozenset(s.name for s in program.states
+                     if same([r[s.name] for r in plus], [r[s.name] for r in minus])
+                     and not same([r[s.name] for r in plus], [r[s.name] for r in zero]))
 
 
 def _rename_after(program: Program, index: int, old: str, new: str) -> Program:

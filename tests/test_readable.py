@@ -375,6 +375,19 @@ def test_states_are_named_by_their_role():
     assert readable(two_momenta, lr=0.01).program.state_names == ("m", "v")  # the next free name
 
 
+def test_a_second_moment_no_range_fact_shows_is_v_by_its_parity():
+    """Seed 2's second-best winner of the 10-minute discovery run (2026-12-05) averaged `tanh(g) *
+    g`, >= 0 though no range fact shows it, and printed it as `m`: a state even in g that moves
+    with g is v; one that does not move with g (slow weights) is not."""
+    raw = parse("def train(w, g, m, step, lr):\n    t1 = tanh(g)\n    m = interp(t1 * g, m, 0.999) ** 1.011\n"
+                "    return lr * (t1 / (sqrt(m / (1 - 0.999 ** step)) + 5.196e-09) + 0.7721 * g), m\n")
+    r = readable(raw, lr=0.05478)
+    assert r.program.state_names == ("v",) and "v = interp(t1 * g, v, 0.999) ** 1.011" in r.source
+    assert r.equality == "exact"
+    slow = parse("def train(w, g, a: full(init=w), lr):\n    a = interp(w, a, 0.9)\n    return lr * (g + a), a\n")
+    assert readable(slow, lr=0.01).program.state_names == ("m",)
+
+
 def test_a_bias_correction_under_sqrt_reads_one_minus_the_power():
     # sympy keeps |1 - 0.999**step| as |0.999**step - 1|; the language's sqrt is of |x|, so the
     # readable form may (and does) write the correction as people do: seed 2's winner of the
