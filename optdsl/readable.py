@@ -37,7 +37,7 @@ which, with the learning rate the search tuned for it (18.9), a person writes as
    ``g``, as ``interp(tanh(g) * g, v, 0.999)``), the step
    ``update``, a value computed from ``g`` alone and odd in it reassigns ``g`` (the paper's
    ``g = clip(g, lr)``; ``g * g`` is a ``t1``);
-   one expression per state;
+   one expression per state (a passing value read once joins its reader); ``x * x`` is ``square(x)``;
 5. a number the steps made longer than the raw program's own (a folded ``lr`` default such as
    ``0.1 * 1.211 / 0.19 = 0.6373684210526317``) is shown to :data:`SHOWN_DIGITS` significant
    digits (or as many as the raw program's longest number has), one number at a time, where the
@@ -571,6 +571,11 @@ def _clip(call: Call) -> Expr:
     return call
 
 
+def _square(call: Call) -> Expr:
+    """``x * x`` -> ``square(x)``, as sympy's forms print it, so that every form reads the same."""
+    return Call("square", call.args[:1]) if call.op == "mul" and call.args[0] == call.args[1] else call
+
+
 def _main_term_first(expr: Expr) -> Expr:
     """``a + b`` as ``b + a`` when ``b`` is the bigger term (``sign(m) + 0.46 * w``), and
     ``lr * (m / sqrt(v))`` as ``lr * m / sqrt(v)`` (equal in real arithmetic)."""
@@ -592,7 +597,7 @@ def _named(program: Program) -> Program:
     # sympy names |lr| when clip(g, lr) reads it twice: put it back and read clip's form as clip.
     atoms_abs = {a.target: a.expr for a in program.body if isinstance(a.expr, Call) and a.expr.op == "abs"
                  and not isinstance(a.expr.args[0], Call) and a.target not in program.state_names}
-    program = program.with_exprs(lambda e: map_calls(substitute(e, atoms_abs), _clip))
+    program = program.with_exprs(lambda e: map_calls(map_calls(substitute(e, atoms_abs), _clip), _square))
     program = eliminate_dead_code(fold(program))
     body = list(program.body)
     used = names_in(program)

@@ -233,8 +233,9 @@ def _fail(msg, hint=None):
 
 def inline_single_use(program: Program, reassigned: bool = False) -> Program:
     """Temporaries whose value is read exactly once substituted into that reader. With
-    ``reassigned``, also a value read once before (or by) the next assignment to its name:
-    ``update = a + b; update = update * c`` becomes ``update = (a + b) * c``.
+    ``reassigned``, also a value read once before (or by) the next assignment to its name, a
+    state's passing value included: ``update = a + b; update = update * c`` becomes ``update = (a
+    + b) * c``, ``v = interp(g*g, v, 0.999); v = v ** 1.011`` one line.
 
     Example:
         >>> p = parse("def f(w, g, lr):\\n    u = g + w\\n    u = u * lr\\n    return u\\n")
@@ -259,8 +260,9 @@ def inline_single_use(program: Program, reassigned: bool = False) -> Program:
         scope = later if end is None else later[:end + 1]  # the statements that can read this value
         readers = [b.expr for b in scope] + (outputs if end is None else [])
         reads = sum(list(walk(e)).count(Var(a.target)) for e in readers)
-        clobbered = any(b.target in free_vars(a.expr) for b in scope)
-        if reads == 1 and not clobbered and a.target not in program.state_names:
+        # the next assignment to the name reads the value before it replaces it: no clobber
+        clobbered = any(b.target in free_vars(a.expr) for b in (scope if end is None else scope[:-1]))
+        if reads == 1 and not clobbered and (end is not None or a.target not in program.state_names):
             n = len(scope)
             body = body[:i] + [replace(b, expr=substitute(b.expr, {a.target: a.expr})) for b in later[:n]] + later[n:]
             if end is None:

@@ -4,7 +4,7 @@ from strategies import assert_same_updates
 
 from optdsl import load, parse, to_source, zoo_names
 from optdsl.passes import eliminate_dead_code, fold
-from optdsl.simplify import op_count, sign_rewrite, simplify
+from optdsl.simplify import inline_single_use, op_count, sign_rewrite, simplify
 from optdsl.symbolic import symbol
 
 MESSY = """
@@ -99,3 +99,21 @@ def test_paper_program_4_simplifies_to_one_state_and_a_sign():
     assert len(q.states) == 1 and "cosh" not in text and "sqrt" not in text
     assert "sign(" in text and "interp(" in text
     assert_same_updates(p, q)  # wherever Program 4's updates are finite
+
+
+def test_a_passing_value_read_once_by_the_next_assignment_is_inlined():
+    """A state's passing value (seed 2's winners of 2026-12-05 printed `v = interp(g * g, v, 0.999)`
+    then `v = v ** 1.011`) and a value its own reassignment reads (`u = u * u; u = u + g`) join
+    their reader; one read in between keeps the statements apart."""
+    def inlined(source):
+        p = parse(source)
+        q = inline_single_use(p, reassigned=True)
+        assert_same_updates(p, q)
+        return to_source(q).splitlines()[1:-1]
+
+    assert inlined("def f(w, g, v, lr):\n    v = interp(g * g, v, 0.999)\n    v = v ** 1.011\n"
+                   "    return lr * g / sqrt(v), v\n") == ["    v = interp(g * g, v, 0.999) ** 1.011"]
+    assert inlined("def f(w, g, u, lr):\n    u = u * u\n    u = u + g\n    return lr * u, u\n") == [
+        "    u = u * u + g"]
+    assert len(inlined("def f(w, g, v, lr):\n    v = interp(g * g, v, 0.999)\n    t = sqrt(v)\n"
+                       "    v = v ** 1.011\n    return lr * g / sqrt(v) + t, v\n")) == 3
