@@ -45,8 +45,10 @@ Lifting. The element loop is where the time goes, and a division or a square roo
 than the memory it reads (5-6 cycles per 8 floats, against about one for a stream): a full-shaped
 product, quotient or root (the ops whose meaning is a monomial of their arguments, read from the
 op table: :data:`_MONOMIAL`) is split into the factors that vary over the elements and those that
-are one number per tensor, row or column, and the latter are multiplied (divided) together once per
-chunk, row or column (``_Pass.factors``, ``_Pass.scaled``): ``r * c / max(mean(r), eps)`` becomes
+are one number per tensor, row or column, and where that takes a division or a root out of the
+loop, the latter are multiplied (divided) together once per chunk, row or column (``_Pass.factors``,
+``_Pass.scaled``; a product of such numbers alone keeps the program's order, the interpreter's, as
+does everything lifting would not make cheaper): ``r * c / max(mean(r), eps)`` becomes
 ``(r / max(mean(r), eps)) * c``, ``m / (1 - beta1^t)`` becomes ``m * (1 / (1 - beta1^t))``, a
 root of a product the product of roots (``sqrt`` and ``rsqrt`` act on ``|x|``, so no sign fact is
 needed), and where a power of a full-shaped value cancels a square root it is taken
@@ -60,7 +62,9 @@ write at about 16 GB/s; on 16 x 2^20 floats 22.7 -> 22.0 ms (32 bytes per 1-d pa
 GB/s). Rounding: the same real numbers, the floats rounded in another order (a product regrouped,
 ``x / s`` as ``x * (1 / s)``): a few units in the last place, what the differential tests against
 the interpreter accept (float32 and float64); the places where an intermediate product overflows or
-underflows can move (``1 / s`` overflows for a subnormal ``s`` where ``x / s`` may not). Equal
+underflows can move (``1 / s`` overflows for a subnormal ``s`` where ``x / s`` may not; a fuzz seed,
+1142, had ``u * (lr * u)`` regrouped as ``(u * u) * lr``, inf near float32's largest value where the
+interpreter was finite, before products that lift no division or root kept their order). Equal
 factors of opposite powers are never cancelled (``x / x`` stays nan at 0 and inf).
 
 Paths with scalar states, global reductions or shape facts get no kernels (:func:`supports` says
@@ -570,7 +574,7 @@ class _Pass:
             merged = _merged(fulls)
             if sum(k.denominator == 2 for _, k, _ in merged) < sum(k.denominator == 2 for _, k, _ in fulls):
                 name = self.scaled(_product(merged), lows)  # (g rsqrt(v))^2 = g^2 / |v|: one root less
-            elif lows:
+            elif any(k != 1 for _, k, _ in lows):  # a division or root leaves the loop
                 name = self.scaled(full, lows)
             else:
                 arg = self.element if kind == FULL else self.value

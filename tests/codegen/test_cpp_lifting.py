@@ -98,3 +98,14 @@ def test_the_monomials_are_read_from_the_op_table():
     assert table["sqrt"] == (1, ((0, half, True),))
     assert table["neg"][0] == -1
     assert not {"add", "max", "power", "cbrt", "interp", "exp", "where"} & set(table)
+
+
+def test_a_product_that_lifts_no_division_or_root_keeps_the_programs_order():
+    """Fuzz seed 1142 (2026-12-05): ``u * (lr * u)`` was regrouped as ``(u * u) * lr``, which overflows
+    float32 where the interpreter's order does not; only a division or root is worth moving."""
+    program = optdsl.parse("def f(w, g, lr):\n    return g * (lr * g)\n")
+    params = {"p": np.zeros(4)}
+    grads = [{"p": np.array([2e19, -2e19, 1.0, 0.0])}]  # g * g = 4e38 > float32's largest, 3.4e38
+    ref = interpret(program, params, grads, np.float32)
+    assert np.isfinite(ref[0]["p"]).all()
+    assert_same(on_cpp(program, params, grads, np.float32), ref, np.float32)
