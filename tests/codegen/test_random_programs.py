@@ -97,7 +97,8 @@ def test_triton_agrees_with_the_interpreter():
 # A differential fuzz: more programs, odd shapes (0-d, empty, 3-d), five steps, tolerances near
 # float32's own. Seeds 32 and 46 caught the cpp kernels' float32 `1 - 0.999` (4 digits; pinned in
 # tests/codegen/test_language_on_targets.py); in 340 more seeds (60-399) only JAX differed, by what
-# its tolerance below allows.
+# its tolerance below allows; in 1,000 more (400-1399) only seed 1142, a cpp product regrouped past
+# float32's largest value (pinned in tests/codegen/test_cpp_lifting.py).
 FUZZ_SEEDS = range(12, 60)
 ODD_SHAPES = [(), (0,), (2, 3, 4), (6,)]
 # XLA's transcendental functions are not libm's (a few units in the last place, which `x ** y`
