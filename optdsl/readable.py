@@ -705,7 +705,8 @@ def _runs(program: Program, scales: tuple[float, ...], steps: int) -> list[list[
     """Per gradient scale ``k``, the program's outputs (``update`` and each new state) at each of
     ``steps`` steps for gradients ``k G_t`` (``G_t`` the probe rolled by t; w held at 1), at the
     hyperparameters' defaults and lr 0.01 (float64); None where the interpreter refuses."""
-    interp = Interpreter(program, dtype=np.float64, **({} if "lr" in program.hyper_defaults else {"lr": 0.01}))
+    lr = {} if "lr" in program.hyper_defaults else {"lr": 0.01}
+    interp = Interpreter(program, dtype=np.float64, **lr)
     params = {"w": np.ones_like(_PROBE_G)}
     runs = []
     try:

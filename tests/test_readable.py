@@ -384,7 +384,8 @@ def test_a_second_moment_no_range_fact_shows_is_v_by_its_parity():
     r = readable(raw, lr=0.05478)
     assert r.program.state_names == ("v",) and "v = interp(t1 * g, v, 0.999) ** 1.011" in r.source
     assert r.equality == "exact"
-    slow = parse("def train(w, g, a: full(init=w), lr):\n    a = interp(w, a, 0.9)\n    return lr * (g + a), a\n")
+    slow = parse("def train(w, g, a: full(init=w), lr):\n    a = interp(w, a, 0.9)\n"
+                 "    return lr * (g + a), a\n")
     assert readable(slow, lr=0.01).program.state_names == ("m",)
 
 
