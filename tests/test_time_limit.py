@@ -94,7 +94,8 @@ def test_a_readable_form_past_its_time_gives_way_to_the_plain_program(monkeypatc
     assert "update = lr * sign(m)" in readable(SIGN_MOMENTUM, lr=18.9).source
     monkeypatch.setattr(simplify, "FORM_SECONDS", 1e-4)
     slow = readable(SIGN_MOMENTUM, lr=18.9)
-    assert "sqrt(rms(g * g))" in slow.source and slow.equality == "exact"
+    # the statement form (square(g)) or, where it too runs out of time, the program as it is (g * g)
+    assert "sqrt(rms(" in slow.source and "sign(m)\n" not in slow.source and slow.equality == "exact"
 
 
 def test_a_proof_past_its_time_gives_way_to_testing(monkeypatch):
