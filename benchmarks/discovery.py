@@ -183,15 +183,26 @@ def search_settings(init: str | None, tasks: str | None, schedule: str) -> tuple
             *(("--schedule", schedule) if schedule != SearchConfig.schedule else ()))
 
 
+def search_files(folder: str, seed: int) -> tuple[str, str, str]:
+    """Seed ``seed``'s folder under ``folder`` (``seed<N>/``, as each search writes
+    ``best_optimizer.py`` beside its database), its database and its wall-time file."""
+    own = os.path.join(folder, f"seed{seed}")
+    return own, os.path.join(own, f"seed{seed}.sqlite"), os.path.join(own, f"seed{seed}.json")
+
+
+def kept_search(folder: str, seed: int) -> bool:
+    """Is a finished search of ``seed`` kept in ``folder`` (its database and wall time)?"""
+    return all(map(os.path.exists, search_files(folder, seed)[1:]))
+
+
 def run_search(seed: int, budget: str, workers: int, folder: str, reuse: bool = False,
                settings: tuple[str, ...] = ()) -> dict:
     """One search as a user runs it (its wall time kept beside the database), or with ``reuse``
-    the one already in ``folder``: read again, e.g. after a change to how winners are shown. Each
-    seed has a folder of its own (``seed<N>/``), as each search writes ``best_optimizer.py`` beside
-    its database."""
-    folder = os.path.join(folder, f"seed{seed}")
-    db, timing = os.path.join(folder, f"seed{seed}.sqlite"), os.path.join(folder, f"seed{seed}.json")
-    if not (reuse and os.path.exists(db) and os.path.exists(timing)):
+    the one already in ``folder`` (:func:`kept_search`): read again, e.g. after a change to how
+    winners are shown."""
+    kept = reuse and kept_search(folder, seed)
+    folder, db, timing = search_files(folder, seed)
+    if not kept:
         os.makedirs(folder, exist_ok=True)
         t0 = time.monotonic()
         subprocess.run([sys.executable, "-m", "optdsl.cli", "search", "--budget", budget, "--seed", str(seed),
@@ -320,7 +331,7 @@ def main(argv=None) -> int:
     settings = search_settings(args.init, args.tasks, args.schedule)
     searches = []
     for seed in (int(s) for s in args.seeds.split(",")):
-        kept = args.reuse and os.path.exists(os.path.join(folder, f"seed{seed}", f"seed{seed}.json"))
+        kept = args.reuse and kept_search(folder, seed)
         doing = "reading the search kept in --dir" if kept else f"searching for {args.budget} ..."
         console.print(f"seed {seed}: {doing}")
         searches.append(run_search(seed, args.budget, args.workers, folder, args.reuse, settings))
