@@ -727,8 +727,7 @@ def _odd_in_g(program: Program, expr: Expr) -> bool:
     hyperparameters' defaults and lr 0.01 on a few gradients (nan where the other is)?"""
     probe = program.with_body([], update=expr, new_states=[Var(s.name) for s in program.states])
     runs = _runs(probe, (1.0, -1.0), 3)
-    return runs is not None and all(np.allclose(b["update"], -a["update"], rtol=1e-12, atol=0, equal_nan=True)
-                                    for a, b in zip(*runs))
+    return runs is not None and _agree([r["update"] for r in runs[1]], [-r["update"] for r in runs[0]])
 
 
 def _even_in_g(program: Program) -> frozenset[str]:
@@ -738,13 +737,14 @@ def _even_in_g(program: Program) -> frozenset[str]:
     if runs is None:
         return frozenset()
     plus, minus, zero = runs
-
-    def same(a, b):
-        return all(np.allclose(x, y, rtol=1e-12, atol=0, equal_nan=True) for x, y in zip(a, b))
-
     return frozenset(s.name for s in program.states
-                     if same([r[s.name] for r in plus], [r[s.name] for r in minus])
-                     and not same([r[s.name] for r in plus], [r[s.name] for r in zero]))
+                     if _agree([r[s.name] for r in plus], [r[s.name] for r in minus])
+                     and not _agree([r[s.name] for r in plus], [r[s.name] for r in zero]))
+
+
+def _agree(xs: list, ys: list) -> bool:
+    """Do two runs' values agree step by step, to rounding (nan where the other is)?"""
+    return all(np.allclose(x, y, rtol=1e-12, atol=0, equal_nan=True) for x, y in zip(xs, ys))
 
 
 def _rename_after(program: Program, index: int, old: str, new: str) -> Program:
