@@ -3,21 +3,26 @@
     python examples/search_quickstart.py          # about a minute on a laptop
 
 It runs the same search as ``optdsl search --evals 40 --tasks quadratic,logreg`` (regularized
-evolution, tournament selection, the paper's AdamW program as the warm start), prints the best
-program and compares it with the warm start on the two proxy tasks, then loads the winner's
-generated ``torch.optim.Optimizer`` and takes one step with it.
+evolution, tournament selection, torch's AdamW as the warm start), prints the winner (chosen on the
+held-out tasks) with its proxy and held-out scores side by side, as ``optdsl search`` does, and the
+warm start's proxy scores beside it, then loads the winner's generated ``torch.optim.Optimizer`` and
+takes one step with it.
 """
 
 import os
 import tempfile
 
 import torch
+from rich.console import Console
 
 import codegen
 from optdsl import to_source
+from optdsl.tables import print_table
 from search.evolution import Search, SearchConfig
 from search.executors import LocalExecutor
 from search.export import exported_program
+from search.report import winner_table
+from search.selection import verdict
 from search.store import Store
 
 
@@ -36,10 +41,10 @@ def main() -> None:
     st = search.stats
     print(f"{st.evaluated} evaluations, {st.cached} cache hits ({100 * st.cache_hit_rate:.0f}%), "
           f"{100 * st.redundant_fraction:.0f}% of statements redundant")
-    print(f"warm start fitness {start['fitness']:+.3f}, best {best['fitness']:+.3f} "
-          "(log of tuned AdamW's loss over the program's; > 0 beats AdamW)")
-    for task, s in best["task_score"].items():
-        print(f"  {task:10s} warm start {start['task_score'][task]:+.3f}   best {s:+.3f}")
+    print_table(Console(), winner_table(best))  # proxy and held-out scores: log(tuned AdamW's loss / its)
+    print(verdict(best))
+    print(f"the warm start on the proxies: {start['fitness']:+.3f} ("
+          + ", ".join(f"{task} {s:+.3f}" for task, s in start["task_score"].items()) + ")")
 
     program = exported_program(best)
     print(to_source(program))

@@ -110,7 +110,8 @@ def verdict(row: dict) -> str:
         return ("It was not checked on the held-out tasks (none were given, or the search ended first): "
                 f"its proxy score ({row['fitness']:+.3f}) is all the evidence there is.")
     if held_out > 0:
-        return (f"It beats tuned AdamW on the held-out tasks ({held_out:+.3f}, the mean over the tasks, the "
-                "best one left out).")
+        # the fitness drops the best task only where there are three or more (evaluate.aggregate)
+        left_out = ", the best one left out" if len(row.get("meta_task_score") or {}) >= 3 else ""
+        return f"It beats tuned AdamW on the held-out tasks ({held_out:+.3f}, the mean over the tasks{left_out})."
     return (f"It does NOT beat tuned AdamW on the held-out tasks ({held_out:+.3f}): nothing found in this "
             "search did.")

@@ -36,6 +36,13 @@ def test_verdict_says_plainly_whether_adamw_was_beaten():
     assert "does NOT beat tuned AdamW" in verdict({"fitness": 0.2, "meta_fitness": -0.05})
 
 
+def test_verdict_says_the_best_task_was_left_out_only_where_the_fitness_left_it_out():
+    two = {"fitness": 0.2, "meta_fitness": 0.05, "meta_task_score": {"a": 0.1, "b": 0.0}}
+    three = {**two, "meta_task_score": {"a": 0.3, "b": 0.1, "c": 0.0}}
+    assert verdict(two).endswith("(+0.050, the mean over the tasks).")
+    assert verdict(three).endswith("(+0.050, the mean over the tasks, the best one left out).")
+
+
 def test_held_out_ties_go_to_the_smaller_program(tmp_path):
     store = Store(str(tmp_path / "s.sqlite"))
     big = _add(store, 0.2, meta=0.100, name="big", ops=9)
