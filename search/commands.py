@@ -407,8 +407,9 @@ def register(subparsers) -> None:
                         "ray: a Ray cluster (the ray extra)")
     p.add_argument("--ray-address", metavar="ADDR", help="Ray cluster to join (default: start a local one)")
     p.add_argument("--tasks", metavar="NAMES",
+                   # the lists spaced so that --help wraps them between names, not inside one
                    help=f"comma-separated proxy tasks (default {','.join(PROXY_TASKS)}; "
-                        f"all: {','.join(FACTORIES)}; NAME@F: F times NAME's batch, e.g. mlp@64)")
+                        f"all: {', '.join(FACTORIES)}; NAME@F: F times NAME's batch, e.g. mlp@64)")
     p.add_argument("--task", action="append", metavar="FILE.py:FUNCTION",
                    help="your own task: FUNCTION() returns a search Task (search.task_from_module); repeatable; "
                         "alone, the search runs on your tasks only, with --tasks on both")
