@@ -112,6 +112,7 @@ def verdict(row: dict) -> str:
     if held_out > 0:
         # the fitness drops the best task only where there are three or more (evaluate.aggregate)
         left_out = ", the best one left out" if len(row.get("meta_task_score") or {}) >= 3 else ""
-        return f"It beats tuned AdamW on the held-out tasks ({held_out:+.3f}, the mean over the tasks{left_out})."
+        return (f"It beats tuned AdamW on the held-out tasks ({held_out:+.3f}, the mean over the "
+                f"tasks{left_out}).")
     return (f"It does NOT beat tuned AdamW on the held-out tasks ({held_out:+.3f}): nothing found in this "
             "search did.")
