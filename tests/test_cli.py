@@ -1,5 +1,6 @@
 """The CLI contract: names, exit codes (0 ok, 1 not equivalent, 2 bad input), stdin and FILE:NAME."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -100,3 +101,13 @@ def test_simplify_readable_folds_the_tuned_lr(capsys):
         capsys.readouterr()
         assert main(["simplify", "lion", *flags]) == 2  # not silently ignored
         assert message in capsys.readouterr().err
+
+
+def test_search_help_wraps_the_task_list_between_names():
+    """argparse wraps help at spaces (and after hyphens): a comma-joined list was cut inside names."""
+    from search.tasks import FACTORIES
+
+    proc = subprocess.run([sys.executable, "-m", "optdsl.cli", "search", "--help"], capture_output=True,
+                          text=True, timeout=120, check=False, env={**os.environ, "COLUMNS": "80"})
+    words = {w.strip(",;()") for w in proc.stdout.split()}
+    assert proc.returncode == 0 and set(FACTORIES) <= words
