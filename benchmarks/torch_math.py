@@ -1,6 +1,6 @@
-"""The language's ``sign`` and ``arcsinh`` in torch: the op table's spellings
-(:mod:`codegen.runtime.torch_math`) against torch's own kernels and the nested ``torch.where`` that
-``sign`` used before, timed on one (160, 2432) float32 tensor (a proxy task's copies in one
+"""The language's ``sign``, ``arcsinh`` and ``cbrt`` in torch: the op table's spellings
+(:mod:`codegen.runtime.torch_math`) against torch's own kernels and what ``sign`` and ``cbrt`` were
+before, timed on one (160, 2432) float32 tensor (a proxy task's copies in one
 search job), one thread, best of 7 rounds of 20 calls. Prints a table; results go into
 docs/benchmarks.md by hand.
 
@@ -16,7 +16,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from codegen.runtime.torch_math import _arcsinh, _sign
+from codegen.runtime.torch_math import _arcsinh, _cbrt, _sign
 
 
 def best_of(fn, x: torch.Tensor, rounds: int = 7, calls: int = 20) -> float:
@@ -41,6 +41,8 @@ def main() -> None:
         ("sign: torch_math._sign", _sign),
         ("arcsinh: torch.asinh (before)", torch.asinh),
         ("arcsinh: torch_math._arcsinh", _arcsinh),
+        ("cbrt: sign(x) |x| ** (1/3) (before)", lambda v: torch.sign(v) * torch.abs(v) ** (1 / 3)),
+        ("cbrt: torch_math._cbrt (an ulp)", _cbrt),
     ]
     anchor = best_of(rows[0][1], x)
     table = Table(title=f"{platform.machine()}, torch {torch.__version__}, 1 thread, (160, 2432) float32")

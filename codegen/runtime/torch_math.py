@@ -6,7 +6,8 @@ and ``torch.where`` over random conditions ~30x ``torch.sign`` (a data-dependent
 element), which the language's ``sign`` needed to keep nan. The search's evaluator trains millions of
 model copies with these ops (``arcsinh`` is in 90% of the programs some searches train, ``sign`` in
 76% of others), and generated eager optimizers call them per tensor, so the op table spells them
-with the functions below, which use only fast kernels and no ``where``.
+with the functions below, which use only fast kernels and no ``where``. torch has no cube root at
+all; ``_cbrt`` gives numpy's to an ulp.
 
 The block between the markers is copied into generated modules function by function (only those a
 program uses; :func:`codegen.runtime.functions`); ``_dim`` is here for the same reason: the
@@ -20,6 +21,8 @@ Example:
     tensor([-1.,  0., nan])
     >>> round(float(_arcsinh(torch.tensor(-1e30))), 4)
     -69.7707
+    >>> float(_cbrt(torch.tensor(-27.0)))
+    -3.0
 """
 
 # --- optdsl runtime: begin (codegen/runtime/torch_math.py, copied verbatim; edit it there)
@@ -70,4 +73,15 @@ def _arcsinh(x):
     r = torch.reciprocal(b)
     u = b + b / (r + torch.sqrt(1 + r * r))
     return torch.copysign(torch.log1p(u) + torch.log(torch.clamp_min(a, 2.0**100) * 2.0**-100), x)
+
+
+def _cbrt(x):
+    """cbrt(x) = sign(x) (y - (y - a / y^2) / 3), a = |x|, y = a^(1/3): one Newton step on
+    ``torch.pow``'s root. torch has no cube root, and the power's exponent, 1/3 rounded to x's
+    dtype, is off by a relative 1e-8 (float32), so y is |log a| 1e-8 off: 12 ulp at 1e+-30. The step
+    takes it to an ulp, as numpy's ``cbrt``. At a = 0 and a = inf the step is 0 / 0 or inf - inf and
+    is dropped (the root is exact there); a nan stays nan."""
+    a = torch.abs(x)
+    y = a ** (1 / 3)
+    return torch.copysign(y - torch.nan_to_num((y - a / (y * y)) / 3, nan=0.0), x)
 # --- optdsl runtime: end

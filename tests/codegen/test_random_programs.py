@@ -100,7 +100,9 @@ def test_triton_agrees_with_the_interpreter():
 # its tolerance below allows; in 1,000 more (400-1399) only seed 1142, a cpp product regrouped past
 # float32's largest value (pinned in tests/codegen/test_cpp_lifting.py); in 1400-2399 three programs
 # that amplify rounding (1451: 1 / w near 0; 2394: sin of a ratio in the thousands; 2395: an iterated
-# cube), float64 agreeing to 1e-14.
+# cube), float64 agreeing to 1e-14; in 2400-3399, 2764: an average of cbrt(g), whose eager spelling
+# was 2-12 ulp off (pinned below), and two that amplify rounding (2478: exp10 of a ratio near 40;
+# 3115: tan(cube(cosh(w)))).
 FUZZ_SEEDS = range(12, 60)
 ODD_SHAPES = [(), (0,), (2, 3, 4), (6,)]
 # XLA's transcendental functions are not libm's (a few units in the last place, which `x ** y`
@@ -130,3 +132,14 @@ def test_fuzz_every_backend_agrees_with_the_interpreter_to_rounding(block):
                 for k in ref32:
                     where = f"seed {seed}, {backend}, {k} of shape {ref32[k].shape}:\n{to_source(program)}"
                     assert_within_rounding(got[k], ref32[k], ref64[k], where, **LOOSER.get(backend, {}))
+
+
+def test_fuzz_seed_2764_eager_cube_root_is_numpys():
+    """``v = interp(cbrt(g), v, 0.999)``, then ``m / sqrt(v)``: the cancellation in the average
+    amplified eager's cube root when it was ``sign(x) |x| ** (1/3)`` (2-12 ulp in float32)."""
+    program = searched_program(2764)
+    params, grads = data(2764, ODD_SHAPES, 5)
+    ref32, ref64 = (run_interpreter(program, params, grads, LR, dtype) for dtype in (np.float32, np.float64))
+    got = run_torch(program, params, grads, LR, backend="eager")
+    for k in ref32:
+        assert_within_rounding(got[k], ref32[k], ref64[k], k)
