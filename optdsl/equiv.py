@@ -29,7 +29,10 @@ The verdict names what was shown (:class:`Equivalence`):
     2-d and a 3-d parameter together, the gradients of each seed at a scale of its own (1, 30,
     0.03: a threshold such as ``sign(0.1 g + 1.4)`` shows). A quarter of the gradient coordinates
     are exactly 0 at every step (a constant input feature) and a fifth more at random steps, so a
-    0/0 shows. Updates agree to a relative tolerance; nan counts as agreement only at the same
+    0/0 shows. Where either program tests for non-finite values (a nan guard such as Tiger's
+    ``amax(g != g)``, ``isfinite``: :func:`~optdsl.symbolic.tests_finiteness`), which a proof in
+    real arithmetic sees only as an unknown 0/1 function, one more trial puts a nan, an inf or a
+    -inf into one gradient coordinate of each parameter every third step. Updates agree to a relative tolerance; nan counts as agreement only at the same
     places, and a run whose updates are mostly non-finite is no evidence (``undecided``).
 ``different``
     With a counterexample: the step, the shape, both updates.
@@ -72,6 +75,7 @@ from .symbolic import (
     number,
     only_at_zero,
     sign_rewrite,
+    tests_finiteness,
     singular_args,
     step_powers,
     symbol,
@@ -397,6 +401,7 @@ class Run:
     difference: str | None
     finite: int
     compared: int
+    nonfinite: bool = False  # a trial's gradients held nan and inf (a program tests for them)
 
 
 def trajectories(a: Program, b: Program, values_a: dict[str, float], values_b: dict[str, float],
@@ -410,7 +415,7 @@ def trajectories(a: Program, b: Program, values_a: dict[str, float], values_b: d
         >>> a = parse("def f(w, g, m, lr):\\n    m = interp(g, m, 0.9)\\n    return lr * m, m\\n")
         >>> b = parse("def f(w, g, m, lr):\\n    m = interp(g, m, 0.5)\\n    return lr * m, m\\n")
         >>> trajectories(a, a, {"lr": 0.1}, {"lr": 0.1}, steps=3, trials=1, seed=0)  # 3 x (7 + 30 + 24)
-        Run(difference=None, finite=183, compared=183)
+        Run(difference=None, finite=183, compared=183, nonfinite=False)
         >>> trajectories(a, b, {"lr": 0.1}, {"lr": 0.1}, steps=3, trials=1, seed=0).difference.split(",")[0]
         'step 1'
     """
@@ -424,7 +429,8 @@ def trajectories(a: Program, b: Program, values_a: dict[str, float], values_b: d
     ia = Interpreter(a, np.float64, **values_a)
     ib = Interpreter(b, np.float64, **values_b)
     finite = compared = 0
-    for trial in range(trials):
+    nonfinite = tests_finiteness(a) or tests_finiteness(b)
+    for trial in range(trials + nonfinite):
         rng = np.random.default_rng([seed, trial])
         params = {f"p{i}": rng.normal(size=s) for i, s in enumerate(ok_a)}
         dead = {n: rng.random(p.shape) < DEAD_FRACTION for n, p in params.items()}
@@ -433,6 +439,9 @@ def trajectories(a: Program, b: Program, values_a: dict[str, float], values_b: d
         g_scale = GRADIENT_SCALES[trial % len(GRADIENT_SCALES)]
         for t in range(1, steps + 1):
             grads = {n: g_scale * gradients(rng, dead[n]) for n in params}
+            if trial == trials and t % 3 == 0:  # the nan guards' trial (after the usual ones: same draws)
+                for g in grads.values():
+                    g.flat[rng.integers(g.size)] = (np.nan, np.inf, -np.inf)[t // 3 % 3]
             ua, state_a = ia.updates(pa, grads, state_a, t)
             ub, state_b = ib.updates(pb, grads, state_b, t)
             for n in params:
@@ -442,13 +451,13 @@ def trajectories(a: Program, b: Program, values_a: dict[str, float], values_b: d
                 # equal_nan: nan agrees with nan only at the same index.
                 if not np.allclose(x, y, rtol=rtol, atol=rtol * scale, equal_nan=True):
                     where = f"step {t}, parameter of shape {x.shape} (trial {trial}), {_difference(x, y)}"
-                    return Run(where, finite, compared)
+                    return Run(where, finite, compared, nonfinite)
                 finite += int(np.count_nonzero(np.isfinite(x)))
                 compared += x.size
             with np.errstate(all="ignore"):
                 pa = {n: pa[n] - ua[n] for n in params}
                 pb = {n: pb[n] - ub[n] for n in params}
-    return Run(None, finite, compared)
+    return Run(None, finite, compared, nonfinite)
 
 
 #: Gradient scales at which :func:`float32_agrees` runs: ``exp(x) - 1`` equals ``expm1(x)``
@@ -546,8 +555,9 @@ def compare(a: Program, b: Program, values_a: dict[str, float] | None = None,
     if run.finite < MIN_FINITE * run.compared:
         return Equivalence(False, "undecided", f"no symbolic proof, and only {run.finite} of {run.compared} "
                            "compared update values were finite: not evidence")
-    detail = (f"{trials} trials x {steps} steps on shapes {', '.join(map(str, SHAPES))}, gradients with "
-              f"exact zeros; updates agree to rtol {RTOL:g}")
+    detail = (f"{trials + run.nonfinite} trials x {steps} steps on shapes {', '.join(map(str, SHAPES))}, "
+              f"gradients with exact zeros{' (and nan and inf in one trial)' if run.nonfinite else ''}; "
+              f"updates agree to rtol {RTOL:g}")
     return Equivalence(True, "tested", detail)
 
 

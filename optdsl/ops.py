@@ -173,8 +173,25 @@ def _cmp(fn):
     return lambda *a: _bool(fn(*a), a)
 
 
-def _sym_cmp(rel):
-    return lambda a, b: sympy.Piecewise((1, rel(a, b)), (0, True))
+#: sympy's value of ``x != x``: real arithmetic calls it 0, but it is how a program asks whether x is
+#: nan (Tiger's guard), so it stays a function of x that no simplification can drop
+#: (:mod:`optdsl.symbolic` reads it back as ``x != x``).
+IS_NAN = sympy.Function("isnan")
+
+
+def _sym_cmp(rel, np_fn):
+    """The comparison as a sympy 1/0, where a comparison of a value with itself that tells a nan from
+    every number (``x != x``, ``x == x``, ``x <= x``: numpy's value at nan is not its value at 1) is
+    :data:`IS_NAN` (or 1 minus it), not the constant real arithmetic makes it."""
+    with np.errstate(invalid="ignore"):
+        at_nan, at_number = bool(np_fn(np.nan, np.nan)), bool(np_fn(1.0, 1.0))
+
+    def sym(a, b):
+        if a == b and not a.is_number and at_nan != at_number:
+            return IS_NAN(a) if at_nan else 1 - IS_NAN(a)
+        return sympy.Piecewise((1, rel(a, b)), (0, True))
+
+    return sym
 
 
 def _mean_last(x):
@@ -385,7 +402,7 @@ for name, sym_src, np_fn, rel, lx in [
     ("gt", ">", np.greater, sympy.Gt, ">"), ("ge", ">=", np.greater_equal, sympy.Ge, r"\ge"),
     ("eq", "==", np.equal, sympy.Eq, "="), ("ne", "!=", np.not_equal, sympy.Ne, r"\ne"),
 ]:
-    op(name, 2, E, _cmp(np_fn), _sym_cmp(rel), "[{0} " + lx + " {1}]", "({0} " + sym_src + " {1})",
+    op(name, 2, E, _cmp(np_fn), _sym_cmp(rel, np_fn), "[{0} " + lx + " {1}]", "({0} " + sym_src + " {1})",
        "({0} " + sym_src + " {1})", "({0} " + sym_src + " {1})", f"1 if x {sym_src} y else 0",
        infix=sym_src, precedence=5, search=False, truth=True, numbers_ok=True,
        cpp="({0} " + sym_src + " {1} ? T(1) : T(0))", python="(1.0 if {0} " + sym_src + " {1} else 0.0)",

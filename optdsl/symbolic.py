@@ -37,8 +37,8 @@ import sympy
 from sympy.core.relational import Relational
 
 from .homogeneity import degree
-from .ir import INPUTS, START_VALUES, Assign, Call, Const, Expr, Program, Var
-from .ops import COL, GLOBAL, OPS, REDUCE, ROW, STATIC
+from .ir import INPUTS, START_VALUES, Assign, Call, Const, Expr, Program, Var, walk
+from .ops import COL, GLOBAL, IS_NAN, OPS, REDUCE, ROW, STATIC
 from .passes.fold import fold_expr
 from .typecheck import ORDER, SCALAR_LIKE, expr_kind, input_kinds, join
 
@@ -78,6 +78,42 @@ def only_at_zero(op_name: str, i: int) -> bool:
     """
     at = lambda x: _finite(op_name, [x if j == i else 1.0 for j in range(OPS[op_name].arity)])
     return not at(0.0) and all(at(x) for x in _PROBES if x != 0)
+
+
+@cache
+def finiteness_test(op_name: str, same_args: bool = False) -> bool:
+    """Is ``op_name`` (given one expression in every argument when ``same_args``) a test that tells
+    a nan or an infinity from every number? Read off the op table: a truth value, and its numpy
+    form the same at every probe number and different at nan, inf or -inf (``isfinite``,
+    ``allfinite``; ``x != x`` with ``same_args``; not ``sign``, ``x < x``, nor ``x - x``, which is
+    arithmetic that a nan merely passes through).
+
+    Example:
+        >>> finiteness_test("isfinite"), finiteness_test("ne", True), finiteness_test("lt", True)
+        (True, True, False)
+    """
+    op = OPS[op_name]
+    if not op.truth or op.shape == STATIC or (op.arity > 1 and not same_args):
+        return False
+    with np.errstate(all="ignore"):
+        values = [OPS[op_name].numpy(*[np.full((1, 1), x)] * op.arity) for x in (*_PROBES, np.nan, np.inf, -np.inf)]
+    at_numbers = {float(np.ravel(v)[0]) for v in values[:len(_PROBES)]}
+    odd = [v for v in values[len(_PROBES):] if not np.array_equal(v, values[0], equal_nan=True)]
+    return len(at_numbers) == 1 and bool(odd)
+
+
+def tests_finiteness(program: Program) -> bool:
+    r"""Does ``program`` compute a value that tells non-finite numbers from finite ones (a nan guard,
+    :func:`finiteness_test`)? Real arithmetic, and so a proof, cannot see what such a value does.
+
+    Example:
+        >>> from optdsl import parse
+        >>> tests_finiteness(parse("def f(w, g, lr):\n    return lr * where(g != g, 0, g)\n"))
+        True
+    """
+    exprs = [a.expr for a in program.body] + [program.update, *program.new_states]
+    return any(isinstance(e, Call) and finiteness_test(e.op, len(set(e.args)) == 1 < len(e.args))
+               for root in exprs for e in walk(root))
 
 
 #: Ops that are nan outside a domain (arcsin, power of a negative base): sympy's forms would be
@@ -483,6 +519,9 @@ class _Reader:
             return self.add(e) if isinstance(e, sympy.Add) else self.read(e)
         if e.func == _EXPM1:
             return _call("expm1", self.read(e.args[0]))
+        if e.func == IS_NAN:
+            x = self.read(e.args[0])
+            return _call("ne", x, x)
         if isinstance(e, sympy.Mul):
             return self.mul(e)
         if isinstance(e, sympy.Pow):

@@ -179,3 +179,14 @@ def test_tests_reach_thresholds_and_an_lr_other_than_the_papers_constant(pair, h
     lr * 0.001."""
     a, b = (parse(head + body) for body in pair)
     assert equivalent(a, b).kind == "different"
+
+
+@pytest.mark.parametrize("guard", ["where(g != g, 0, g)", "where(g == g, g, 0)", "where(isfinite(g), g, 0)",
+                                   "where(allfinite(g), g, 0)", "where(amax(g != g), 0, g)"])
+def test_a_nan_guard_is_not_a_no_op(guard):
+    """Each guard is the identity in real arithmetic; sympy took ``g != g`` for 0 ("exact"), and tests
+    on finite gradients called the others equal. Gradients with nan and inf tell them apart."""
+    a = parse(f"def f(w, g, lr=0.1):\n    return lr * {guard}\n")
+    r = equivalent(a, load("sgd"), {"lr": 0.1})
+    assert r.kind == "different", r
+    assert equivalent(a, parse(f"def f(w, g, lr=0.1):\n    return {guard} * lr\n")).equal

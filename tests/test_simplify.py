@@ -117,3 +117,20 @@ def test_a_passing_value_read_once_by_the_next_assignment_is_inlined():
         "    u = u * u + g"]
     assert len(inlined("def f(w, g, v, lr):\n    v = interp(g * g, v, 0.999)\n    t = sqrt(v)\n"
                        "    v = v ** 1.011\n    return lr * g / sqrt(v) + t, v\n")) == 3
+
+
+def test_nan_guards_survive_simplification():
+    """Real arithmetic calls ``g != g`` 0: simplify dropped Tiger's nan guard (and said the result was
+    equal, tested on finite gradients), whose every point is what it does on a nan."""
+    import numpy as np
+
+    from optdsl import Interpreter
+
+    guarded = parse("def f(w, g, lr=0.1):\n    g = where(g != g, 0, g)\n    return lr * where(g == g, g, 1)\n")
+    for p in (load("tiger"), guarded):
+        q = simplify(p)
+        assert "g != g" in to_source(q)
+        w, g = {"w": np.ones((2, 3))}, {"w": np.array([[1.0, np.nan, 2.0], [1.0, 1.0, 1.0]])}
+        updates = [Interpreter(r).updates(w, g, Interpreter(r).init(w), 1)[0]["w"] for r in (p, q)]
+        np.testing.assert_array_equal(*updates)
+        assert np.isfinite(updates[0]).all()
