@@ -682,9 +682,10 @@ _TORCH_CHECKS = {  # torch.optim's messages for the hyperparameters it knows
 }
 
 
-def _check_hyper(name, value):
-    """ValueError unless ``value`` is a number ``name`` may take (torch's rules for the names it
-    knows; a number that is not nan for the others). A 0-d tensor counts as its number."""
+def _check_hyper(name, value, default=None):
+    """ValueError unless ``value`` is a number ``name`` may take: torch's rule for a name it knows,
+    unless the program's own ``default`` breaks that rule (the paper's Program 4 averages with
+    beta2 = 1.109), and a number that is not nan otherwise. A 0-d tensor counts as its number."""
     if torch.is_tensor(value):
         if value.numel() != 1:
             raise ValueError(f"Tensor {name} must be 1-element")
@@ -693,7 +694,10 @@ def _check_hyper(name, value):
         pair = name == "beta1" and isinstance(value, (tuple, list))  # torch's signature has betas there
         hint = "; give both as betas=(beta1, beta2)" if pair else ""
         raise TypeError(f"Invalid {name} value: {value!r} (a number is needed{hint})")
-    message, ok = _TORCH_CHECKS.get(name, (f"Invalid {name} value: {{}}", lambda v: not math.isnan(v)))
+    any_number = (f"Invalid {name} value: {{}}", lambda v: not math.isnan(v))
+    message, ok = _TORCH_CHECKS.get(name, any_number)
+    if default is not None and not ok(default):
+        message, ok = any_number
     if not ok(value):
         raise ValueError(message.format(value))
 
@@ -774,7 +778,7 @@ class _Optimizer(torch.optim.Optimizer):
         super().add_param_group(param_group)
         group = self.param_groups[-1]
         for name in self._program.hyper_names:
-            _check_hyper(name, group[name])
+            _check_hyper(name, group[name], self._program.hyper_defaults.get(name))
         self._remember_betas([len(self.param_groups) - 1])  # as made: an edit before step 1 counts too
 
     # --- copy, pickle, checkpoints ---
@@ -937,8 +941,8 @@ class _Optimizer(torch.optim.Optimizer):
                     group["betas"] = pair
                 else:
                     group["beta1"], group["beta2"] = betas
-                    _check_hyper("beta1", betas[0])
-                    _check_hyper("beta2", betas[1])
+                    for name, value in zip(("beta1", "beta2"), betas):
+                        _check_hyper(name, value, self._program.hyper_defaults.get(name))
         self._remember_betas(range(len(self.param_groups)))
 
     def _remember_betas(self, indices):

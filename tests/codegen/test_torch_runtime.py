@@ -221,6 +221,22 @@ def test_validation_of_other_hyperparameters_and_groups(adamw):
         adamw([{"params": _params(), "lr": -0.5}])
 
 
+def test_a_program_whose_default_breaks_a_torch_rule_takes_its_own_range():
+    """The paper's Program 4 averages with a weight of 1.109; a program whose own default for beta2
+    (or lr, eps...) is outside torch's range refused its own defaults. Its module takes any number
+    but nan there; torch's rules still hold where the defaults keep them."""
+    source = "def f(w, g, m, lr=-0.1, beta1=0.9, beta2=1.109):\n    m = interp(g, interp(g, m, beta2), beta1)\n"
+    cls = codegen.build(optdsl.parse(source + "    return lr * m, m\n"), "torch")
+    params = _params()
+    opt = cls(params)
+    _steps(opt, params, range(2))
+    cls(params, betas=(0.9, 2.0), lr=-1.0)
+    for kwargs, message in [({"beta2": float("nan")}, "Invalid beta2 value: nan"),
+                            ({"betas": (1.5, 1.2)}, "Invalid beta parameter at index 0: 1.5")]:
+        with pytest.raises(ValueError, match=message):
+            cls(params, **kwargs)
+
+
 @pytest.mark.parametrize("backend", ["eager", "compiled"])
 def test_maximize_ascends(adamw, backend):
     up, down = _params(), _params()
