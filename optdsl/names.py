@@ -48,8 +48,10 @@ CONSTANT_NAMES: frozenset[str] = frozenset(CONSTANTS)
 #: Names the generated modules cannot rename: imported modules and the names they bind
 #: (``torch``, ``tl``, ``libdevice``, ``NamedTuple``...), the public API a user calls
 #: (``torch.optim.Optimizer(params, defaults)`` keyword arguments, ``optax``'s
-#: ``learning_rate``, Triton's launch meta-parameters ``BLOCK``/``num_warps``), and the
-#: per-group dictionaries of torch optimizers (``group``, ``state``).
+#: ``learning_rate``, Triton's launch meta-parameters ``BLOCK``/``num_warps``), the
+#: per-group dictionaries of torch optimizers (``group``, ``state``), and the keys torch's
+#: schedulers and ``Optimizer`` write into a param group, where a hyperparameter of that name
+#: lives too (OneCycleLR sets ``initial_lr``, ``max_lr``, ``min_lr``).
 GENERATED: frozenset[str] = frozenset({
     # modules and what generated files import from them
     "torch", "math", "np", "numpy", "jax", "jnp", "optax", "triton", "tl", "libdevice",
@@ -58,6 +60,8 @@ GENERATED: frozenset[str] = frozenset({
     # torch.optim.Optimizer's API and constructor flags
     "self", "params", "defaults", "group", "param_groups", "state", "closure", "backend",
     "foreach", "fused", "maximize", "capturable", "differentiable", "betas",
+    # keys torch.optim.lr_scheduler, swa_utils and Optimizer (named params) set in param groups
+    "initial_lr", "max_lr", "min_lr", "base_momentum", "max_momentum", "swa_lr", "param_names",
     # optax's API
     "learning_rate", "grads", "updates", "states", "hyper", "init_fn", "update_fn",
     # Triton's launch meta-parameters

@@ -58,3 +58,17 @@ def test_a_hoisted_global_reduction_gets_an_allowed_name(target):
     # then refused as a reserved name.
     p = parse("def f(w, g, lr):\n    u = g / max(1, global_norm(g))\n    return lr * u\n")
     assert callable(codegen.build(p, target))
+
+
+def test_keys_torch_writes_into_param_groups_are_reserved():
+    """A hyperparameter lives in its param group under its own name; OneCycleLR overwrote one named
+    ``initial_lr`` (0.5 -> 0.04) and named parameters refused one named ``param_names``."""
+    import torch
+
+    p = torch.nn.Parameter(torch.ones(2))
+    opt = torch.optim.SGD([("p", p)], lr=0.1, momentum=0.9)
+    torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1.0, total_steps=10)
+    torch.optim.swa_utils.SWALR(opt, swa_lr=0.05)
+    written = set(opt.param_groups[0]) - set(opt.defaults) - {"params"}
+    assert {"initial_lr", "param_names", "swa_lr"} <= written
+    assert all(check_name(key) for key in written)
