@@ -75,10 +75,10 @@ from .symbolic import (
     number,
     only_at_zero,
     sign_rewrite,
-    tests_finiteness,
     singular_args,
     step_powers,
     symbol,
+    tests_finiteness,
     to_sympy,
 )
 from .time_limit import time_limit
