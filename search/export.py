@@ -20,7 +20,7 @@ import textwrap
 from dataclasses import replace
 
 import codegen
-from codegen.generated import replaceable_path, write_all_atomic, write_atomic
+from codegen.generated import FOUND_BY, phrase, replaceable_path, write_all_atomic, write_atomic
 from optdsl.errors import DslError
 from optdsl.ir import Program
 from optdsl.parser import parse
@@ -110,7 +110,7 @@ def exported_program(row: dict, database: str | None = None, simplify: bool = Tr
     form = simplest(row, simplify)
     held_out = "not meta-validated" if row.get("meta_fitness") is None else f"{row['meta_fitness']:+.4f}"
     of = f" of {os.path.basename(database)}" if database not in (None, ":memory:") else ""
-    doc = (f"Found by optdsl search{of} (program #{row['id']}): proxy fitness {row['fitness']:+.4f}, "
+    doc = (f"{FOUND_BY}{of} (program #{row['id']}): proxy fitness {row['fitness']:+.4f}, "
            f"held-out {held_out} (the mean over the tasks, the best one left out when there are three or "
            f"more, of log(tuned AdamW's loss / this one's) clipped at -1 and +1; > 0 beats AdamW). "
            f"Simplified from the searched program; equality: {form.equality}.")
@@ -120,7 +120,7 @@ def exported_program(row: dict, database: str | None = None, simplify: bool = Tr
 
 
 # the docstring that names the database may be wrapped anywhere
-_SEARCH_OF = re.compile(r"Found\s+by\s+optdsl\s+search\s+of\s+(.+?)\s+\(program\s+#", re.DOTALL)
+_SEARCH_OF = re.compile(phrase(FOUND_BY) + r"\s+of\s+(.+?)\s+\(program\s+#", re.DOTALL)
 
 
 def replaceable_winner(path: str, database: str) -> str:
