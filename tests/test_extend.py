@@ -226,3 +226,22 @@ def test_clip_by_norm_is_global_clipping_per_tensor(setup):
         ref.update(run_optax(optax.chain(optax.clip_by_global_norm(2.0), optax.adam(0.01)), {n: params[n]},
                              [{n: g[n]} for g in grads]))
     assert_match(ours, ref, params)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p: gradient_accumulation(p, 0), "accum_steps must be a whole number >= 1, not 0"),
+    (lambda p: gradient_accumulation(p, float("inf")), "accum_steps must be a whole number >= 1, not inf"),
+    (lambda p: lookahead(p, sync_period=2.5), "sync_period must be a whole number >= 1, not 2.5"),
+    (lambda p: lookahead(p, slow_step_size=-1), r"slow_step_size must be a number in \[0, 1\], not -1"),
+    (lambda p: clip_by_norm(p, -1), "max_norm must be a number > 0, not -1"),
+    (lambda p: clip_by_global_norm(p, 0), "max_norm must be a number > 0, not 0"),
+    (lambda p: clip_by_value(p, float("nan")), "clip_value must be a number > 0, not nan"),
+    (lambda p: ema_of_weights(p, 1.5), r"ema_decay must be a number in \[0, 1\], not 1.5"),
+    (lambda p: weight_decay(p, "0.1"), "weight_decay must be a number >= 0, not '0.1'"),
+    (lambda p: lr_schedule(p, [(5, 1.0), (5, 0.0)]), "a schedule's steps must differ"),
+])
+def test_an_extensions_argument_out_of_its_range_is_refused(make, message):
+    """gradient_accumulation(sgd, 0) never updated (step % 0 is nan), lookahead(sync_period=0) never
+    synced, clip_by_norm(-1) stepped uphill: each was accepted silently."""
+    with pytest.raises(ValueError, match=message):
+        make(load("sgd"))

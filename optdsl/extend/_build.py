@@ -4,6 +4,7 @@ the incoming value of every state. Each returns a new Program; names come from
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 from ..checkpoints import without_declarations
@@ -21,6 +22,29 @@ def call(op: str, *args) -> Call:
                           Const(float(a)) if isinstance(a, (int, float)) else Var(a) for a in args))
 
 
+#: What a trick's argument must be, as (test, words for the error): :meth:`Builder.hyper`.
+POSITIVE = (lambda v: v > 0, "a number > 0")
+NONNEGATIVE = (lambda v: v >= 0, "a number >= 0")
+COUNT = (lambda v: v >= 1 and float(v).is_integer(), "a whole number >= 1")
+FRACTION = (lambda v: 0 <= v <= 1, "a number in [0, 1]")
+ANY = (lambda v: True, "a number")
+
+
+def checked(name: str, value, need=ANY) -> float:
+    """``value`` as a float, or ValueError saying what ``name`` must be (``need``, e.g. :data:`COUNT`).
+
+    Example:
+        >>> checked("accum_steps", 0, COUNT)
+        Traceback (most recent call last):
+        ValueError: accum_steps must be a whole number >= 1, not 0
+    """
+    test, words = need
+    number = isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
+    if not (number and test(value)):
+        raise ValueError(f"{name} must be {words}, not {value!r}")
+    return float(value)
+
+
 class Builder:
     """Accumulates the pieces of a derived program around an ``inner`` one."""
 
@@ -35,11 +59,14 @@ class Builder:
         self.prologue: list[Assign] = []  # statements that run before the inner body
 
     def name(self, base: str) -> str:
+        """A name starting with ``base`` that the program does not use yet."""
         return fresh_name(base, self.used)
 
-    def hyper(self, base: str, default: float) -> Var:
+    def hyper(self, base: str, default: float, need=ANY) -> Var:
+        """Adds a hyperparameter with ``default``, which must meet ``need`` (ValueError, see :func:`checked`)."""
+        default = checked(base, default, need)
         name = self.name(base)
-        self.hypers.append(Hyper(name, float(default)))
+        self.hypers.append(Hyper(name, default))
         return Var(name)
 
     def state(self, base: str, kind="full", init="zeros", keep=False) -> Var:
@@ -77,6 +104,7 @@ class Builder:
         return {n: self.let(f"{n}_in", Var(n), "before") for n in names}
 
     def build(self, suffix: str, note: str) -> Program:
+        """The derived program, named ``<inner>_<suffix>``, its docstring the inner one's plus ``note``."""
         inner = without_declarations(self.inner.doc)  # no longer the torch.optim optimizer it was
         doc = (inner + "\n\n" if inner else "") + note
         return replace(self.inner, name=f"{self.inner.name}_{suffix}", states=tuple(self.states),
