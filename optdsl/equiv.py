@@ -30,10 +30,11 @@ The verdict names what was shown (:class:`Equivalence`):
     0.03: a threshold such as ``sign(0.1 g + 1.4)`` shows). A quarter of the gradient coordinates
     are exactly 0 at every step (a constant input feature) and a fifth more at random steps, so a
     0/0 shows. Where either program tests for non-finite values (a nan guard such as Tiger's
-    ``amax(g != g)``, ``isfinite``: :func:`~optdsl.symbolic.tests_finiteness`), which a proof in
+    ``amax(g != g)``, ``isfinite``: :func:`~optdsl.symbolic.checks_finiteness`), which a proof in
     real arithmetic sees only as an unknown 0/1 function, one more trial puts a nan, an inf or a
-    -inf into one gradient coordinate of each parameter every third step. Updates agree to a relative tolerance; nan counts as agreement only at the same
-    places, and a run whose updates are mostly non-finite is no evidence (``undecided``).
+    -inf into one gradient coordinate of each parameter every third step. Updates agree to a
+    relative tolerance; nan counts as agreement only at the same places, and a run whose updates
+    are mostly non-finite is no evidence (``undecided``).
 ``different``
     With a counterexample: the step, the shape, both updates.
 
@@ -70,6 +71,7 @@ from .interpreter import Interpreter
 from .ir import Call, Expr, Program, substitute
 from .passes import eliminate_constant_states, eliminate_dead_code, fold
 from .symbolic import (
+    checks_finiteness,
     expr_to_sympy,
     nonnegative_states,
     number,
@@ -78,7 +80,6 @@ from .symbolic import (
     singular_args,
     step_powers,
     symbol,
-    tests_finiteness,
     to_sympy,
 )
 from .time_limit import time_limit
@@ -429,7 +430,7 @@ def trajectories(a: Program, b: Program, values_a: dict[str, float], values_b: d
     ia = Interpreter(a, np.float64, **values_a)
     ib = Interpreter(b, np.float64, **values_b)
     finite = compared = 0
-    nonfinite = tests_finiteness(a) or tests_finiteness(b)
+    nonfinite = checks_finiteness(a) or checks_finiteness(b)
     for trial in range(trials + nonfinite):
         rng = np.random.default_rng([seed, trial])
         params = {f"p{i}": rng.normal(size=s) for i, s in enumerate(ok_a)}

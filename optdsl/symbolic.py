@@ -96,19 +96,19 @@ def finiteness_test(op_name: str, same_args: bool = False) -> bool:
     if not op.truth or op.shape == STATIC or (op.arity > 1 and not same_args):
         return False
     with np.errstate(all="ignore"):
-        values = [OPS[op_name].numpy(*[np.full((1, 1), x)] * op.arity) for x in (*_PROBES, np.nan, np.inf, -np.inf)]
+        values = [op.numpy(*[np.full((1, 1), x)] * op.arity) for x in (*_PROBES, np.nan, np.inf, -np.inf)]
     at_numbers = {float(np.ravel(v)[0]) for v in values[:len(_PROBES)]}
     odd = [v for v in values[len(_PROBES):] if not np.array_equal(v, values[0], equal_nan=True)]
     return len(at_numbers) == 1 and bool(odd)
 
 
-def tests_finiteness(program: Program) -> bool:
+def checks_finiteness(program: Program) -> bool:
     r"""Does ``program`` compute a value that tells non-finite numbers from finite ones (a nan guard,
     :func:`finiteness_test`)? Real arithmetic, and so a proof, cannot see what such a value does.
 
     Example:
         >>> from optdsl import parse
-        >>> tests_finiteness(parse("def f(w, g, lr):\n    return lr * where(g != g, 0, g)\n"))
+        >>> checks_finiteness(parse("def f(w, g, lr):\n    return lr * where(g != g, 0, g)\n"))
         True
     """
     exprs = [a.expr for a in program.body] + [program.update, *program.new_states]

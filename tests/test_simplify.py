@@ -126,7 +126,8 @@ def test_nan_guards_survive_simplification():
 
     from optdsl import Interpreter
 
-    guarded = parse("def f(w, g, lr=0.1):\n    g = where(g != g, 0, g)\n    return lr * where(g == g, g, 1)\n")
+    guarded = parse("def f(w, g, lr=0.1):\n    g = where(g != g, 0, g)\n"
+                    "    return lr * where(g == g, g, 1)\n")
     for p in (load("tiger"), guarded):
         q = simplify(p)
         assert "g != g" in to_source(q)

@@ -63,7 +63,8 @@ class Builder:
         return fresh_name(base, self.used)
 
     def hyper(self, base: str, default: float, need=ANY) -> Var:
-        """Adds a hyperparameter with ``default``, which must meet ``need`` (ValueError, see :func:`checked`)."""
+        """Adds a hyperparameter with ``default``, which must meet ``need`` (else ValueError:
+        :func:`checked`)."""
         default = checked(base, default, need)
         name = self.name(base)
         self.hypers.append(Hyper(name, default))

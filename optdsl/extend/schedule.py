@@ -20,7 +20,8 @@ def piecewise_linear(t: Expr, points) -> Expr:
         >>> DslPrinter().doprint(piecewise_linear(Var("t"), [(0, 0.0), (10, 1.0)]))
         'where(t >= 10, 1, where(t >= 0, 0 + 0.1 * (t - 0), 0))'
     """
-    points = sorted((checked("a schedule's step", a), checked("a schedule's multiplier", b)) for a, b in points)
+    points = sorted((checked("a schedule's step", a), checked("a schedule's multiplier", b))
+                    for a, b in points)
     if any(ta == tb for (ta, _), (tb, _) in pairwise(points)):
         raise ValueError(f"a schedule's steps must differ: {points}")
     expr: Expr = Const(points[0][1])

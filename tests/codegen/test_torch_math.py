@@ -1,5 +1,5 @@
-"""codegen/runtime/torch_math.py: the spellings of sign, arcsinh and cbrt are within an ulp of the exact value,
-on every kind of float32 and float64 value; generated modules carry exactly the functions they call."""
+"""codegen/runtime/torch_math.py: the spellings of sign, arcsinh and cbrt are within an ulp of the exact
+value, on every kind of float32 and float64 value; generated modules carry exactly the functions they call."""
 
 import mpmath
 import numpy as np
@@ -38,7 +38,8 @@ def _exact_cbrt(x: np.ndarray) -> np.ndarray:
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("name, exact", [("_sign", np.sign), ("_arcsinh", _exact_arcsinh), ("_cbrt", _exact_cbrt)])
+@pytest.mark.parametrize("name, exact", [("_sign", np.sign), ("_arcsinh", _exact_arcsinh),
+                                         ("_cbrt", _exact_cbrt)])
 def test_fast_spelling_is_within_an_ulp_of_the_exact_value(name, exact, dtype):
     x = _values(dtype)
     want = exact(x.astype(np.float64)).astype(dtype)  # float32: float64's value rounded once more

@@ -225,7 +225,8 @@ def test_a_program_whose_default_breaks_a_torch_rule_takes_its_own_range():
     """The paper's Program 4 averages with a weight of 1.109; a program whose own default for beta2
     (or lr, eps...) is outside torch's range refused its own defaults. Its module takes any number
     but nan there; torch's rules still hold where the defaults keep them."""
-    source = "def f(w, g, m, lr=-0.1, beta1=0.9, beta2=1.109):\n    m = interp(g, interp(g, m, beta2), beta1)\n"
+    source = ("def f(w, g, m, lr=-0.1, beta1=0.9, beta2=1.109):\n"
+              "    m = interp(g, interp(g, m, beta2), beta1)\n")
     cls = codegen.build(optdsl.parse(source + "    return lr * m, m\n"), "torch")
     params = _params()
     opt = cls(params)
