@@ -30,7 +30,7 @@ from collections.abc import Callable, Mapping
 import numpy as np
 
 from .errors import DslError
-from .ir import Const, Expr, Program, Var
+from .ir import Const, Expr, Program, Var, expect_program
 from .ops import COL, OPS, ROW
 from .passes import global_statements, segments, specialize
 from .typecheck import join
@@ -104,7 +104,7 @@ class Interpreter:
     """
 
     def __init__(self, program: Program, dtype=np.float64, **hyper: float):
-        defaults = program.hyper_defaults
+        defaults = expect_program(program).hyper_defaults
         unknown = set(hyper) - set(defaults) - {"lr"}
         if unknown:
             raise DslError(f"{program.name} has no hyperparameter {', '.join(sorted(unknown))}",
@@ -112,7 +112,13 @@ class Interpreter:
         self.hyper = {**defaults, **hyper}
         if "lr" not in self.hyper:
             raise DslError(f"{program.name} has no default lr; pass lr=...")
+        for name, value in hyper.items():
+            numeric = isinstance(value, bool) or np.issubdtype(np.asarray(value).dtype, np.number)
+            if np.ndim(value) != 0 or not numeric:
+                raise DslError(f"hyperparameter {name}={value!r} is not a number")
         self.program, self.dtype = program, np.dtype(dtype)
+        if not np.issubdtype(self.dtype, np.floating):
+            raise DslError(f"dtype {self.dtype} is not a floating type", hint="use np.float64 or np.float32")
         self._specs: dict[tuple[int, ...], Program] = {}
 
     def spec(self, shape) -> Program:
@@ -140,12 +146,19 @@ class Interpreter:
         tensors = {}
         for name, w in params.items():
             w = np.asarray(w, dtype=self.dtype)
+            g = np.asarray(grads[name], dtype=self.dtype) if name in grads else None
+            if g is None or g.shape != w.shape:
+                raise DslError(f"parameter {name!r} of shape {w.shape} has " +
+                               ("no gradient" if g is None else f"a gradient of shape {g.shape}"))
             spec = self.spec(w.shape)
-            env = {"w": w, "g": np.asarray(grads[name], dtype=self.dtype), "lr": self.hyper["lr"],
+            env = {"w": w, "g": g, "lr": self.hyper["lr"],
                    "step": float(step), **{k: v for k, v in self.hyper.items()}}
             kinds = {"w": "full", "g": "full", "lr": "uniform", "step": "uniform",
                      **{k: "uniform" for k in self.hyper}}
             for s in spec.states:
+                if s.name not in state.get(name, {}):
+                    raise DslError(f"no state {s.name!r} for parameter {name!r}",
+                                   hint="start from init(params)")
                 env[s.name], kinds[s.name] = state[name][s.name], s.kind
             tensors[name] = _Tensor(spec, env, kinds, self.dtype)
         if not tensors:

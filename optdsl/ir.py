@@ -174,6 +174,22 @@ class Program:
         return any(name in free_vars(e) for e in [a.expr for a in self.body] + list(self.outputs()))
 
 
+def expect_program(value) -> Program:
+    """``value`` if it is a :class:`Program`, else TypeError saying how to get one (the API's
+    functions take programs, not zoo names or source text).
+
+    Example:
+        >>> expect_program("sgd")
+        Traceback (most recent call last):
+        TypeError: expected an optdsl Program, not str: optdsl.load('sgd') for a zoo program, ...
+    """
+    if not isinstance(value, Program):
+        name = repr(value) if isinstance(value, str) and value.isidentifier() else "name"
+        raise TypeError(f"expected an optdsl Program, not {type(value).__name__}: optdsl.load({name}) "
+                        "for a zoo program, optdsl.parse(text) for source")
+    return value
+
+
 def walk(expr: Expr) -> Iterator[Expr]:
     """Every node of ``expr``, parents before children, left to right.
 

@@ -141,6 +141,9 @@ def parse_all(text: str, filename: str = "<string>") -> dict[str, Program]:
         >>> list(progs)
         ['a', 'b']
     """
+    if not isinstance(text, str):
+        raise TypeError(f"a program's source is a str, not {type(text).__name__}" +
+                        " (decode it: text.decode('utf-8'))" * isinstance(text, (bytes, bytearray)))
     ctx = _Context(filename, text)
     bad = _UNSAFE_TEXT.search(text)
     if bad:  # Python's parser would fail without a location (or not at all, for a NUL in 3.12+)

@@ -23,7 +23,7 @@ import textwrap
 from functools import cache
 from typing import ClassVar
 
-from .ir import Call, Const, Expr, Program, Var
+from .ir import Call, Const, Expr, Program, Var, expect_program
 from .ops import OPS
 
 
@@ -436,7 +436,7 @@ def to_source(program: Program, doc: bool = True) -> str:
         def lion(w, g, m, lr=0.0001, beta1=0.9, beta2=0.99, weight_decay=0):
     """
     printer = DslPrinter()
-    lines = [_signature(program)]
+    lines = [_signature(expect_program(program))]
     if doc and program.doc:
         lines.append(textwrap.indent(docstring(program.doc), "    "))
     for a in program.body:

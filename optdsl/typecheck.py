@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from .checkpoints import torch_checkpoints
 from .errors import DslError
-from .ir import Call, Const, Expr, Program, Var, walk
+from .ir import Call, Const, Expr, Program, Var, expect_program, walk
 from .ops import COL, ELEMENTWISE, GLOBAL, OPS, REDUCE, ROW, STATIC
 
 ORDER = {"const": 0, "static": 1, "uniform": 2, "scalar": 3, "row": 4, "col": 4, "full": 5}
@@ -181,7 +181,7 @@ def validate(program: Program) -> Program:
         ...     print(e.message)
         undefined name 'v'
     """
-    infer(program)
+    infer(expect_program(program))
     torch_checkpoints(program)  # the declared name map, so that `optdsl check` and the targets agree
     # Each shape's program must check too: a shape test that picks a number for a column state
     # (`c = where(ndim(w) >= 2, 1.1, c)`) leaves `colmean(r + 0 * c)` a mean over a row there,

@@ -169,3 +169,37 @@ def test_a_negative_zero_keeps_its_sign_in_printing_equality_and_caches():
         params = {"x": np.ones(2)}
         new, _ = Interpreter(p, np.float64, lr=1.0).step(params, {"x": np.ones(2)}, {}, 1)
         assert new["x"].tolist() == [expected] * 2, text
+
+
+@pytest.mark.parametrize("call, error", [
+    (lambda sgd: Interpreter(sgd, dtype=np.int32), "dtype int32 is not a floating type"),
+    (lambda sgd: Interpreter(sgd, lr="x"), "hyperparameter lr='x' is not a number"),
+    (lambda sgd: Interpreter(sgd).step({"w": np.ones(2)}, {}, {"w": {}}),
+     "'w' of shape (2,) has no gradient"),
+    (lambda sgd: Interpreter(sgd).step({"w": np.ones(2)}, {"w": np.ones(3)}, {"w": {}}),
+     "'w' of shape (2,) has a gradient of shape (3,)"),
+])
+def test_bad_arguments_get_a_message_not_a_numpy_error(call, error):
+    """An int dtype gave -2147483647 silently; a missing gradient or state a bare KeyError; a
+    gradient of another shape numpy's broadcasting message; lr='x' failed only at the step."""
+    with pytest.raises(DslError) as e:
+        call(parse("def sgd(w, g, lr=0.1):\n    return lr * g\n"))
+    assert error in str(e.value)
+
+
+def test_a_missing_state_is_named():
+    source = "def f(w, g, m, lr=0.1):\n    m = interp(g, m, 0.9)\n    return lr * m, m\n"
+    momentum = Interpreter(parse(source))
+    with pytest.raises(DslError, match="no state 'm' for parameter 'w'; start from init"):
+        momentum.step({"w": np.ones(2)}, {"w": np.ones(2)}, {})
+
+
+def test_the_api_says_what_it_takes_instead_of_an_attribute_error():
+    import codegen
+    from optdsl import to_source
+
+    for call in (lambda: codegen.build("sgd", "torch"), lambda: to_source("sgd"), lambda: Interpreter("sgd")):
+        with pytest.raises(TypeError, match=r"expected an optdsl Program, not str: optdsl.load\('sgd'\)"):
+            call()
+    with pytest.raises(TypeError, match=r"a program's source is a str, not bytes \(decode it"):
+        parse(b"def f(w, g, lr=0.1):\n    return lr * g\n")
