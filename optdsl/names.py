@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import builtins
 import keyword
+import unicodedata
 
 from .ops import CONSTANTS, OPS
 
@@ -101,12 +102,15 @@ def check_name(name: object) -> str | None:
 
 
 def suggest(name: str) -> str:
-    """An allowed name close to ``name``: ``print`` -> ``print_``, ``_x`` -> ``x``.
+    """An allowed name close to ``name``: ``print`` -> ``print_``, ``_x`` -> ``x``, the paper's
+    Greek ``β1`` -> ``beta1`` (a letter by its Unicode name).
 
     Example:
-        >>> suggest("len"), suggest("__m")
-        ('len_', 'm')
+        >>> suggest("len"), suggest("__m"), suggest("β1"), suggest("λ")
+        ('len_', 'm', 'beta1', 'lamda')
     """
+    if not name.isascii():
+        name = "".join(c if c.isascii() else unicodedata.name(c, "x").split()[-1].lower() for c in name)
     base = name.lstrip("_") if name.isascii() else ""
     if not base.isidentifier():
         base = "x"

@@ -282,8 +282,10 @@ class _Parser:
                 states.append(self.state(n, arg.annotation))
         for required in ("w", "g", "lr"):
             if required not in seen:
-                raise self.err(f"the signature needs {required!r}", fn,
-                               "write `def name(w, g, <states>, lr, <hyperparameters>=<defaults>)`")
+                spelled = {"w": "weight", "g": "gradient"}.get(required)  # the paper's Program 1 (Lion)
+                hint = (f"rename {spelled!r} to {required!r} (the language's name for it)" if spelled in seen
+                        else "write `def name(w, g, <states>, lr, <hyperparameters>=<defaults>)`")
+                raise self.err(f"the signature needs {required!r}", fn, hint)
         self.defined = set(seen)
         self.used_names = {n.id for n in ast.walk(fn) if isinstance(n, ast.Name)} | seen
         self.renamable = set(RENAMED)
@@ -472,6 +474,8 @@ class _Parser:
         if name in OPS:
             raise self.err(f"{name!r} is a function; call it as `{name}(...)`", node)
         check_identifier(name, node, self.ctx)
+        if name in INPUTS:
+            raise self.err(f"undefined name {name!r}", node, f"add the input {name!r} to the signature")
         raise self.err(f"undefined name {name!r}", node,
                        "assign it first, or add it to the signature as a state or hyperparameter")
 

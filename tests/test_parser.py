@@ -295,3 +295,18 @@ def test_a_long_lines_error_shows_the_part_around_it(col):
     text, caret = shown[0][4:], shown[1].index("^") - 4
     assert text[caret] == "?" and len(text) <= EXCERPT_COLUMNS + 6
     assert text.startswith("...") == (col > EXCERPT_COLUMNS // 3) and text.endswith("...") == (col < 5000)
+
+
+@pytest.mark.parametrize("source, message", [
+    # the paper's Program 1 (Lion) as printed: weight, gradient and Greek hyperparameters
+    ("def train(weight, gradient, momentum, lr):\n    return lr * gradient, momentum\n",
+     "the signature needs 'w'; rename 'weight' to 'w'"),
+    ("def train(w, g, m, lr):\n    m = interp(g, m, β1)\n    return lr * m, m\n",
+     "name 'β1' is not ASCII (generated files are); rename it, e.g. 'beta1'"),
+    ("def f(w, g, lr):\n    return lr * g * (step > 1)\n",
+     "undefined name 'step'; add the input 'step' to the signature"),
+])
+def test_the_papers_spelling_gets_a_hint_that_fits(source, message):
+    with pytest.raises(DslError) as e:
+        parse(source)
+    assert message in str(e.value)
