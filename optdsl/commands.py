@@ -24,6 +24,8 @@ def _assignments(pairs: list[str]) -> dict[str, float]:
     out = {}
     for pair in pairs or []:
         name, eq, value = pair.partition("=")
+        if name.strip() in out:
+            raise DslError(f"--set {pair!r}: {name.strip()} is already set", hint="give each name once")
         try:
             out[name.strip()] = float(value)
         except ValueError:

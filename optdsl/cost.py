@@ -59,9 +59,11 @@ class Cost:
 
     @property
     def bytes_per_step(self) -> int:
+        """Bytes read plus bytes written in one step."""
         return self.bytes_read + self.bytes_written
 
     def as_dict(self) -> dict:
+        """The fields, and ``bytes_per_step``, as JSON-ready values (the shape a list)."""
         out = asdict(self)
         out["shape"] = list(self.shape)
         out["bytes_per_step"] = self.bytes_per_step

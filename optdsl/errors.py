@@ -58,6 +58,8 @@ class DslError(Exception):
         super().__init__(self.render())
 
     def render(self) -> str:
+        """``file:line:col: message``, then the source line with a caret under the column and the
+        hint: what the CLI prints (``str(error)`` is this)."""
         where = self.filename
         if self.line is not None:
             where += f":{self.line}:{(self.col or 0) + 1}"

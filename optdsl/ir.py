@@ -147,13 +147,16 @@ class Program:
 
     @property
     def state_names(self) -> tuple[str, ...]:
+        """The states' names, in signature order."""
         return tuple(s.name for s in self.states)
 
     @property
     def hyper_defaults(self) -> dict[str, float]:
+        """``{name: default}`` of every hyperparameter (``lr`` too when it has one)."""
         return {h.name: h.default for h in self.hypers}
 
     def state(self, name: str) -> State:
+        """The state called ``name`` (StopIteration if there is none)."""
         return next(s for s in self.states if s.name == name)
 
     def outputs(self) -> tuple[Expr, ...]:
@@ -161,6 +164,7 @@ class Program:
         return (self.update, *self.new_states)
 
     def with_body(self, body, update=None, new_states=None, **kw) -> Program:
+        """A copy with ``body`` (and ``update``, ``new_states`` and other fields ``kw`` where given)."""
         return replace(self, body=tuple(body), update=self.update if update is None else update,
                        new_states=self.new_states if new_states is None else tuple(new_states), **kw)
 

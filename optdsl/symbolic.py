@@ -140,9 +140,11 @@ class SymbolicProgram:
     new_states: tuple[sympy.Expr, ...]
 
     def outputs(self) -> tuple[sympy.Expr, ...]:
+        """``(update, *new_states)`` as sympy expressions."""
         return (self.update, *self.new_states)
 
     def with_outputs(self, outputs) -> SymbolicProgram:
+        """A copy whose update and new states are ``outputs`` (in :meth:`outputs`' order)."""
         outputs = tuple(outputs)
         return replace(self, update=outputs[0], new_states=outputs[1:])
 

@@ -62,6 +62,8 @@ def test_zoo_and_ops_list(capsys):
 def test_equiv_names_the_kind_and_refuses_non_finite_values(tmp_path, capsys):
     assert main(["equiv", "sgd", "adamw", "--set", "lr=nan"]) == 2
     assert "finite" in capsys.readouterr().err
+    assert main(["equiv", "adam", "adamw", "--set", "weight_decay=0", "--set", "weight_decay=1"]) == 2
+    assert "weight_decay is already set" in capsys.readouterr().err  # (the last one had won silently)
     assert main(["equiv", "lion", "adafactor"]) == 1
     assert capsys.readouterr().out.startswith("different")
     a, b = tmp_path / "a.py", tmp_path / "b.py"
