@@ -442,7 +442,8 @@ def trajectories(a: Program, b: Program, values_a: dict[str, float], values_b: d
             grads = {n: g_scale * gradients(rng, dead[n]) for n in params}
             if trial == trials and t % 3 == 0:  # the nan guards' trial (after the usual ones: same draws)
                 for g in grads.values():
-                    g.flat[rng.integers(g.size)] = (np.nan, np.inf, -np.inf)[t // 3 % 3]
+                    if g.size:
+                        g.flat[rng.integers(g.size)] = (np.nan, np.inf, -np.inf)[t // 3 % 3]
             ua, state_a = ia.updates(pa, grads, state_a, t)
             ub, state_b = ib.updates(pb, grads, state_b, t)
             for n in params:
