@@ -1,6 +1,6 @@
 """Guards: cheap checks that refuse a rule before any training, for exploits no task should reward.
 
-Four properties every sensible update rule has, checked on a fixed synthetic trajectory:
+Five properties every sensible update rule has, checked on a fixed synthetic trajectory:
 
   - **No drift.** Flipping the sign of the parameters and of every gradient flips the sign of
     every update: ``u(-w, -g_1..t) = -u(w, g_1..t)``. SGD, momentum, Adam/AdamW, Lion, LAMB,
@@ -27,6 +27,12 @@ Four properties every sensible update rule has, checked on a fixed synthetic tra
     one 10-minute search under a cosine decay, ``cbrt(g / sqrt(v / step^3))``) fits them and is
     30x larger at step 100,000 than at step 100, which no user's schedule expects. A rule whose
     updates are finite early and not there is refused too (``exp(step)``).
+  - **An exact zero is a gradient too.** A coordinate whose gradient is exactly 0 at every step (a
+    constant input feature, a dead unit, an embedding row no batch touches) gets a finite update:
+    ``m / sqrt(v)`` without its eps is ``0 / 0`` there, and its exported optimizer turns such
+    weights to nan on the first step of real training. The built-in proxies have such coordinates,
+    so there the tasks fail the rule anyway; a user's task, or a built-in subset (``--tasks
+    quadratic``), may not, and their searches had exported AdamW without its eps.
 
 A fifth, **the step lasts**, runs before meta-validation only (:func:`horizon_fault`; it takes
 a few hundred times a guard's steps): with stationary gradients the gradient's part of the step
@@ -85,19 +91,21 @@ def _start(program: Program):
 
 
 def _trajectory(program: Program, lrs: Sequence[float]) -> torch.Tensor:
-    """Updates ``(3 + len(lrs), STEPS, P)``: (w, g), (-w, -g) and (w, g') with fresh g' at lr 0.1,
+    """Updates ``(4 + len(lrs), STEPS, P)``: (w, g), (-w, -g) and (w, g') with fresh g' at lr 0.1,
     the weights moving; then (w, g) at each of ``lrs`` with the weights held, so that the steps
-    differ by lr alone. All are rows of one batch."""
+    differ by lr alone; last (w, g) with every third coordinate of g exactly 0, at lr 0.1. All are
+    rows of one batch."""
     step, normal, w0, grads = _start(program)
     other = normal(STEPS, 1)
     n, p = len(lrs), w0.shape[1]
-    w = torch.cat([w0, -w0, w0, w0.expand(n, p)])
-    lr = torch.tensor([0.1] * 3 + list(lrs), dtype=torch.float64)[:, None]
-    moves = torch.tensor([1.0] * 3 + [0.0] * n, dtype=torch.float64)[:, None]
+    zeros = grads * (torch.arange(p) % 3 != 0)
+    w = torch.cat([w0, -w0, w0, w0.expand(n, p), w0])
+    lr = torch.tensor([0.1] * 3 + list(lrs) + [0.1], dtype=torch.float64)[:, None]
+    moves = torch.tensor([1.0] * 3 + [0.0] * n + [1.0], dtype=torch.float64)[:, None]
     states = step.init(w)
     out = []
     for t in range(1, STEPS + 1):
-        g = torch.cat([grads[t - 1], -grads[t - 1], other[t - 1], grads[t - 1].expand(n, p)])
+        g = torch.cat([grads[t - 1], -grads[t - 1], other[t - 1], grads[t - 1].expand(n, p), zeros[t - 1]])
         update, states = step(w, g, states, lr, t)
         out.append(update)
         w = w - moves * update
@@ -165,8 +173,8 @@ def guard(program: Program, lrs: Sequence[float] | None = None) -> str | None:
     learning-rate sweep the steps must be proportional over (default: the search's, ``CANDIDATE_LRS``).
 
     Checks ``u(-w, -g) = -u(w, g)``, ``u(w, g') != u(w, g)``, ``u(lr_k) / lr_k`` constant over ``k``
-    (the sweep and :data:`LR_DECADES_BELOW` decades below it) and, for a rule reading ``step``,
-    ``u(t = 10^5 + i) = u(t = 10^6 + i)`` within 1e-3.
+    (the sweep and :data:`LR_DECADES_BELOW` decades below it), ``u`` finite where g is exactly 0
+    and, for a rule reading ``step``, ``u(t = 10^5 + i) = u(t = 10^6 + i)`` within 1e-3.
 
     Example:
         >>> from optdsl import load, parse
@@ -178,6 +186,9 @@ def guard(program: Program, lrs: Sequence[float] | None = None) -> str | None:
         'lr is not a learning rate: '
         >>> guard(parse("def train(w, g, step, lr):\\n    return lr * g * sqrt(step)\\n"))[:25]
         'a schedule of its own: it'
+        >>> no_eps = "def f(w, g, v, lr):\\n    v = interp(g * g, v, 0.9)\\n    return lr * g / sqrt(v), v\\n"
+        >>> guard(parse(no_eps))
+        'not finite where a gradient coordinate is exactly 0 (0 / 0: guard the division with an eps)'
     """
     if lrs is None:
         from .evaluate import CANDIDATE_LRS  # the evaluator imports this module
@@ -194,9 +205,11 @@ def guard(program: Program, lrs: Sequence[float] | None = None) -> str | None:
                 f"(max asymmetry {asymmetry:.3g})")
     if _relative(u[0], u[2]) <= TOLERANCE:
         return "ignores the gradient: other gradients give the same updates"
-    fault = _lr_fault(u[3:], lrs)
+    fault = _lr_fault(u[3:-1], lrs)
     if fault is not None:
         return f"lr is not a learning rate: {fault}"
+    if not torch.isfinite(u[-1]).all():
+        return "not finite where a gradient coordinate is exactly 0 (0 / 0: guard the division with an eps)"
     if program.uses("step"):
         with torch.no_grad():
             fault = _schedule_fault(program)

@@ -14,7 +14,8 @@ correction, the learning rate folded in as ``lr * 0.001``)::
 The paper's listing has no eps; ours keeps AdamW's, because the proxy tasks have gradient
 coordinates that are exactly zero (constant inputs, untouched embedding rows, a zero-initialised
 layer), where ``m / sqrt(v)`` is ``0 / 0``: without eps the warm start itself would fail them.
-``--init paper_adamw`` starts from the listing as printed.
+``--init paper_adamw`` names the listing as printed, which the guards refuse for that 0 / 0
+(:mod:`search.guards`, "an exact zero is a gradient too").
 
 Any other program (``--init SRC``) is brought into the same form by :func:`prepare`:
 hyperparameters become constants (so mutations can change them) and nested expressions are

@@ -32,6 +32,8 @@ SEARCH = ["search", "--tasks", "quadratic"]
     (["--ray-address", "10.0.0.1:6379"], "--ray-address 10.0.0.1:6379 goes with --executor ray"),
     # a warm start the guards refuse would never be trained: AdaX's step factor grows without bound
     (["--init", "lion,adax"], "--init adax: the search's guards refuse it (a schedule of its own: "),
+    # the paper's AdamW listing has no eps: 0 / 0 wherever a gradient coordinate is exactly 0
+    (["--init", "paper_adamw"], "--init paper_adamw: the search's guards refuse it (not finite where a "),
 ])
 def test_search_refuses_values_it_cannot_run_with(flags, message, tmp_path, capsys):
     db = tmp_path / "s.sqlite"

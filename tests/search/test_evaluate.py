@@ -359,6 +359,11 @@ def test_the_sweeps_lucky_draw_that_made_a_search_collapse_onto_signsgd_does_not
     # generated optimizer's default lr lies
     ("max(0.01427, lr) * tanh(g)", "lr is not a learning rate"),
     ("lr * g / (1 + abs(g))", None),
+    # 0 / 0 where a gradient coordinate is exactly 0 (a 20-second search on a user's task exported
+    # AdamW with its eps ablated: every weight of an MLP with a constant input turned to nan)
+    ("lr * g / sqrt(g * g)", "not finite where a gradient coordinate is exactly 0"),
+    ("lr * g / abs(g)", "not finite where a gradient coordinate is exactly 0"),
+    ("lr * g / (sqrt(g * g) + 1e-8)", None),
 ])
 def test_guards_refuse_drift_and_gradient_free_rules(body, reason):
     found = guard(parse(TRAIN.format(body)))
