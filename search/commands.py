@@ -300,7 +300,8 @@ def cmd_search(args) -> int:
     origin, removed = steps(store, row)
     if removed:
         console.print(f"Simplified by ablation from program #{origin['id']} (held-out {origin['meta_fitness']:+.3f}), "
-                      f"each step within {PROXY_TOLERANCE} of its proxy score and {META_TOLERANCE} held out: "
+                      f"each step scoring no worse than {PROXY_TOLERANCE} below its parent on the proxies "
+                      f"and {META_TOLERANCE} held out (better is kept too): "
                       + "; ".join(removed))
     print(to_source(program), end="")  # plain print: source must not be re-wrapped to the terminal width
     print(f"LaTeX:\n{to_latex(program)}")
@@ -383,8 +384,8 @@ def register(subparsers) -> None:
                                           "scored on small proxy training tasks against tuned AdamW.")
     p.add_argument("--init", default=_STORED["init"], metavar="NAMES",
                    help="warm start(s), comma-separated: torch_adamw (default: AdamW with bias correction, "
-                        "as torch defines it), adamw (the paper's AdamW program, with eps), paper_adamw, "
-                        "a zoo name, or a DSL file")
+                        "as torch defines it), adamw (the paper's AdamW program, with eps), a zoo name, "
+                        "or a DSL file")
     budget = p.add_mutually_exclusive_group()
     budget.add_argument("--budget", default="10m",
                         help="wall-clock budget of the evolution, e.g. 90s, 10m, 1h (default 10m); the "

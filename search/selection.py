@@ -109,6 +109,9 @@ def verdict(row: dict) -> str:
     if held_out is None:
         return ("It was not checked on the held-out tasks (none were given, or the search ended first): "
                 f"its proxy score ({row['fitness']:+.3f}) is all the evidence there is.")
+    if abs(held_out) <= META_TOLERANCE:  # the warm start itself scores -0.005 .. +0.012 against tuned AdamW
+        return (f"It is level with tuned AdamW on the held-out tasks ({held_out:+.3f}: within "
+                f"{META_TOLERANCE}, which the selection counts as a tie): no clear gain.")
     if held_out > 0:
         # the fitness drops the best task only where there are three or more (evaluate.aggregate)
         left_out = ", the best one left out" if len(row.get("meta_task_score") or {}) >= 3 else ""

@@ -533,17 +533,21 @@ META_TASKS = tuple(f"{t}_large" for t in PROXY_TASKS) + ("conv_large",)
 
 def meta_tasks_for(tasks) -> tuple[str, ...]:
     """The held-out tasks for a search on ``tasks``: the larger version of each proxy (those that
-    have one), plus the convnet when the proxies are the default ones.
+    have one and that are not proxies themselves: a task the search trains on is not held out),
+    plus the convnet when the proxies are the default ones.
 
     Example:
         >>> meta_tasks_for(["mlp", "charlm", "transformer_sort"])
         ('mlp_large', 'charlm_large')
+        >>> meta_tasks_for(["quadratic", "quadratic_large", "logreg"])
+        ('logreg_large',)
         >>> meta_tasks_for(PROXY_TASKS)[-2:]
         ('transformer_large', 'conv_large')
     """
-    extra = ("conv_large",) if tuple(tasks) == PROXY_TASKS else ()
+    tasks = tuple(tasks)
+    extra = ("conv_large",) if tasks == PROXY_TASKS else ()
     larger = ("{}_large{}{}".format(*t.partition("@")) for t in tasks)
-    return tuple(t for t in larger if t.partition("@")[0] in FACTORIES) + extra
+    return tuple(t for t in larger if t.partition("@")[0] in FACTORIES and t not in tasks) + extra
 
 
 def proxy_of(meta_task: str) -> str | None:

@@ -34,6 +34,9 @@ def test_without_meta_validation_the_proxy_decides(tmp_path):
 def test_verdict_says_plainly_whether_adamw_was_beaten():
     assert verdict({"fitness": 0.2, "meta_fitness": 0.05}).startswith("It beats tuned AdamW")
     assert "does NOT beat tuned AdamW" in verdict({"fitness": 0.2, "meta_fitness": -0.05})
+    # within the selection's tolerance: AdamW itself scores -0.005 .. +0.012 against tuned AdamW
+    for tie in (0.0014, -0.004, META_TOLERANCE):
+        assert verdict({"fitness": 0.2, "meta_fitness": tie}).startswith("It is level with tuned AdamW")
 
 
 def test_verdict_says_the_best_task_was_left_out_only_where_the_fitness_left_it_out():
