@@ -50,6 +50,7 @@ from optdsl.printer import (
     template_shape,
     to_source,
 )
+from optdsl.source import load, zoo_names
 from optdsl.typecheck import expr_kind, input_kinds, join
 
 from .generated import OPTAX_BY, check_identifier, number
@@ -531,8 +532,12 @@ class _Module:
     def module_doc(self) -> str:
         p = self.program
         source = to_source(p, doc=False)
+        # the zoo's name where it is the zoo's program; else the file the user keeps it in
+        zoo = p.name in zoo_names() and p == load(p.name)
+        src = p.name if zoo else "FILE.py"
         text = (f"The optimizer ``{p.name}`` {OPTAX_BY}"
-                f"\n\nRegenerate rather than edit: ``optdsl compile {p.name} --target jax``."
+                f"\n\nRegenerate rather than edit: ``optdsl compile {src} --target jax``"
+                f"{'' if zoo else ', FILE.py holding the program'}."
                 f"\n\nProgram::\n\n" + "".join("    " + line + "\n" if line else "\n"
                                                    for line in source.splitlines()))
         latex = _latex(p)

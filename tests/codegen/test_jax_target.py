@@ -589,3 +589,13 @@ def test_zoo_modules_in_float64_match_the_float64_interpreter(name):
         scale = np.max(np.abs(want[k]), initial=1.0)
         np.testing.assert_allclose(np.asarray(got[k]), want[k], rtol=1e-13, atol=1e-13 * scale,
                                    err_msg=f"{name}: {k}")
+
+
+def test_the_regenerate_command_names_a_source_the_cli_reads():
+    """A winner's module said ``optdsl compile found_182 --target jax``, which the CLI cannot find
+    (found_182 is no zoo name): the zoo's name only for the zoo's own program."""
+    from codegen import emit
+
+    assert "``optdsl compile lion --target jax``." in emit(optdsl.load("lion"), "jax")
+    mine = emit(optdsl.parse("def lion(w, g, lr=0.1):\n    return lr * g\n"), "jax")
+    assert "``optdsl compile FILE.py --target jax``, FILE.py holding the program." in mine
