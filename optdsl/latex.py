@@ -23,10 +23,19 @@ from __future__ import annotations
 
 import re
 from decimal import Decimal
+from functools import lru_cache
 
-from .ir import Call, Const, Expr, Program, Var
+import sympy
+
+from .ir import START_VALUES, Call, Const, Expr, Program, Var, free_vars
 from .ops import OPS
 from .printer import Printer, format_number
+from .symbolic import expr_to_sympy, number, step_powers
+from .symbolic import symbol as sympy_symbol
+from .time_limit import time_limit
+
+#: A root's argument as the language reads it, ``|x|``; printed as ``x`` where x is known >= 0.
+_ROOT_OF_ABS = r"{{\left|{0}\right|}}"
 
 GREEK = {"alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa", "mu",
          "nu", "xi", "rho", "sigma", "tau", "phi", "chi", "psi", "omega", "lambda"}
@@ -94,8 +103,11 @@ class LatexPrinter(Printer):
 
     target = "latex"
 
-    def __init__(self, names: dict[str, str]):
+    def __init__(self, names: dict[str, str], nonnegative: frozenset[str] = frozenset(),
+                 values: dict[str, float] | None = None):
         self.names = names
+        self.nonnegative = nonnegative  # program names whose value here is known >= 0 ...
+        self.values = values  # ... the hyperparameters at their defaults
 
     def _print_Const(self, expr: Const) -> str:
         text = format_number(expr.value)
@@ -143,7 +155,10 @@ class LatexPrinter(Printer):
             args.append(text)
         if op.name == "mul" and args[1][:1].isdigit():
             return rf"{args[0]} \cdot {args[1]}"  # 2 \cdot 0.5 and \eta \cdot 2 g, not 2 0.5 or \eta 2 g
-        return op.latex.format(*args)
+        template = op.latex
+        if _ROOT_OF_ABS in template and known_nonnegative(expr.args[0], self.nonnegative, self.values):
+            template = template.replace(_ROOT_OF_ABS, "{{{0}}}")  # sqrt(v): v >= 0, no |v| to print
+        return template.format(*args)
 
     def _needs_parens(self, op, i: int, arg: Expr) -> bool:
         """Parenthesise an argument that binds looser than the spot the template puts it in."""
@@ -162,6 +177,62 @@ class LatexPrinter(Printer):
                 return mine < op.precedence or (i == 1 and op.name == "sub" and mine == op.precedence)
             return mine < op.precedence
         return mine <= 30 if op.name == "neg" else mine < 20
+
+
+def known_nonnegative(expr: Expr, nonnegative: frozenset[str], values: dict | None = None) -> bool:
+    """Does sympy show ``expr`` >= 0, the names in ``nonnegative`` being >= 0, those in ``values``
+    those numbers, ``step`` >= 1 and the others any real (``v / (1 - 0.999 ** step)``: yes)?
+
+    Example:
+        >>> from optdsl.ir import Var
+        >>> known_nonnegative(Call("add", (Call("mul", (Var("g"), Var("g"))), Var("v"))), frozenset({"v"}))
+        True
+    """
+    names = free_vars(expr)  # (only the names it reads: the cache below then serves every build)
+    bound = tuple(sorted((k, v) for k, v in (values or {}).items() if k in names))
+    return _known_nonnegative(expr, nonnegative & names, bound)
+
+
+@lru_cache(maxsize=4096)
+def _known_nonnegative(expr: Expr, nonnegative: frozenset[str], values: tuple) -> bool:
+    values = dict(values)
+    env = {n: number(values[n]) if n in values else sympy_symbol(n) if n == "step" else
+           sympy.Symbol(n, nonnegative=True) if n in nonnegative else sympy.Symbol(n, real=True)
+           for n in free_vars(expr)}
+    try:
+        with time_limit(1.0):
+            return bool(sympy.together(step_powers(expr_to_sympy(expr, env))).is_nonnegative)
+    except Exception:  # noqa: BLE001 - an expression sympy cannot place (or not in time) keeps its |x|
+        return False
+
+
+def nonnegative_names(program: Program, values: dict) -> list[frozenset[str]]:
+    """The names known >= 0 before each statement of ``program`` and at its return
+    (:func:`known_nonnegative`, hyperparameters at ``values``): lr, and the states that start at 0
+    or 1 and come back >= 0 whenever they came in so (the largest such set, as
+    :func:`optdsl.symbolic.nonnegative_states` finds it, one small expression at a time).
+
+    Example:
+        >>> from optdsl import load
+        >>> adam = load("adam")
+        >>> sorted(nonnegative_names(adam, adam.hyper_defaults)[-1])
+        ['lr', 'v', 'v_hat']
+    """
+    states = {s.name for s in program.states if s.init in START_VALUES and START_VALUES[s.init] >= 0}
+    while True:
+        known, seen = {"lr", *states}, []
+        for a in program.body:
+            seen.append(frozenset(known))
+            if known_nonnegative(a.expr, frozenset(known), values):
+                known.add(a.target)
+            else:
+                known.discard(a.target)
+        seen.append(frozenset(known))
+        still = {s.name for s, e in zip(program.states, program.new_states)
+                 if s.name in states and known_nonnegative(e, frozenset(known), values)}
+        if still == states:
+            return seen
+        states = still
 
 
 def symbol_table(program: Program) -> dict[str, str]:
@@ -207,16 +278,18 @@ def to_latex(program: Program) -> str:
         total["update"] += 1
     seen: dict[str, int] = {}
     inputs = {"w", "g", "lr", "step", *(h.name for h in program.hypers)}
+    values = {h.name: h.default for h in program.hypers if h.name != "lr"}
+    nonnegative = nonnegative_names(program, values)  # what a root's |x| may drop, statement by statement
     lines = []
-    for a in program.body:
-        rhs = LatexPrinter(names).doprint(a.expr)
+    for i, a in enumerate(program.body):
+        rhs = LatexPrinter(names, nonnegative[i], values).doprint(a.expr)
         seen[a.target] = k = seen.get(a.target, 0) + 1
         # An input assigned again always takes a version: plain g_t is the step's gradient.
         versioned = k < total[a.target] or a.target in inputs
         base = table[a.target] + (f"^{{({k})}}" if versioned else "")
         names[a.target] = lhs = _with_time(base, "t")
         lines.append(f"{lhs} &= {rhs}")
-    printer = LatexPrinter(names)
+    printer = LatexPrinter(names, nonnegative[-1], values)
     if named:
         u = names[update.name]
     else:

@@ -141,3 +141,16 @@ def test_an_update_returned_inside_an_expression_never_reads_itself():
               "    m = interp(g, m, 0.99)\n    return lr * update, m\n")
     lines = to_latex(p).splitlines()
     assert lines[1].startswith(r"u^{(1)}_t &= \operatorname{sign}") and r"u_t &= \eta u^{(1)}_t \\" in lines
+
+
+def test_a_root_prints_the_absolute_value_it_takes_unless_its_argument_is_known_nonnegative():
+    """The language's sqrt and rsqrt are of |x|; LaTeX printed sqrt(g) as \\sqrt{g_t} (and log as
+    \\log|g_t|). A state that stays >= 0 (Adam's v, its bias-corrected v_hat) keeps the plain root."""
+    from optdsl import load, parse
+
+    p = parse("def f(w, g, m, lr):\n    m = interp(g, m, 0.9)\n"
+              "    return lr * (g / sqrt(g) + rsqrt(m) + sqrt(g * g)), m\n")
+    text = to_latex(p)
+    assert r"\sqrt{\left|g_t\right|}" in text and r"\frac{1}{\sqrt{\left|m_t\right|}}" in text
+    assert r"\sqrt{g_t g_t}" in text
+    assert r"\sqrt{\hat{v}_t}" in to_latex(load("adamw"))
