@@ -111,7 +111,7 @@ def checks_finiteness(program: Program) -> bool:
         >>> checks_finiteness(parse("def f(w, g, lr):\n    return lr * where(g != g, 0, g)\n"))
         True
     """
-    exprs = [a.expr for a in program.body] + [program.update, *program.new_states]
+    exprs = [a.expr for a in program.body] + list(program.outputs())
     return any(isinstance(e, Call) and finiteness_test(e.op, len(set(e.args)) == 1 < len(e.args))
                for root in exprs for e in walk(root))
 
