@@ -98,6 +98,7 @@ from optdsl.passes import eliminate_common, flatten, global_statements, segments
 from optdsl.passes.specialize import Tree
 from optdsl.printer import ATOM, Code, CodePrinter, docstring, parenthesize, precedence_of, to_source
 from optdsl.source import summary
+from optdsl.symbolic import still_at_zero_gradient
 from optdsl.typecheck import expr_kind, input_kinds, join
 
 from . import cpp_target
@@ -851,6 +852,8 @@ class _Module:
         self.checkpoints = torch_checkpoints(program)
         self.tree, self.tests, self.paths = paths(program)
         self.not_separable = row_separable(self.paths)
+        self.sparse_paths = tuple(k for k, path in enumerate(self.paths)
+                                  if row_separable([path]) is None and still_at_zero_gradient(path.program))
         first = self.paths[0].program
         self.globals = [first.body[i] for i in global_statements(first)]
         for g in self.globals:
@@ -1255,6 +1258,7 @@ class _Module:
             ("global_names", _literal(tuple(g.target for g in self.globals))),
             ("combine", _tuple(combine)),
             ("not_separable", _literal(self.not_separable)),
+            ("sparse_paths", _literal(self.sparse_paths)),
             ("backends", _layout("{", backends, "}")),
             ("one_op", str(self.one_op())),
             ("torch_checkpoints", _literal(self.checkpoints, used=len("    torch_checkpoints=,"), indent=4)),
@@ -1267,7 +1271,7 @@ class _Module:
             "",
             _assign("_PROGRAM", _layout("_Program(", [f"{k}={v}" for k, v in fields], ")", one=True)),
             "GLOBALS = _PROGRAM.global_names",
-            "SPARSE_ROWS = _PROGRAM.sparse_rows  # sparse-row grads update only their rows",
+            "SPARSE_PATHS = _PROGRAM.sparse_paths  # paths whose sparse-row grads step only their rows",
             "init_states = _PROGRAM.init_states",
             "_path_of = _PROGRAM.path_of",
             "_eager_group_step = _PROGRAM.eager_group_step",

@@ -209,12 +209,14 @@ def expr_to_sympy(expr: Expr, env: dict[str, sympy.Expr], shape: tuple[int, ...]
     if (op.same_value is not None and kinds is not None
             and all(expr_kind(a, kinds, _fail) in SCALAR_LIKE for a in expr.args)):
         return op.same_value(*args)  # mean(-0.93) is -0.93: one value, whatever the count
+    if op.shape in (REDUCE, ROW, COL, GLOBAL) and kinds is not None and any(
+            a == 0 and (degree(op.name, i) or 0) > 0 for i, a in enumerate(args)):
+        # sympy reads 0 * g as 0 but would keep norm(0, shape_full) or rowmean(0) unknown, and x /
+        # norm(0 * g) singular only where that unknown is 0 (a program nan at every step was "equal
+        # (generic)" to one that is 0): a reduction of positive degree in a zero argument is 0 (a
+        # mean or rms of an empty tensor aside, where there is no coordinate to update)
+        return sympy.S.Zero
     if op.name in COUNTING and kinds is not None:
-        # sympy reads 0 * g as 0 but would keep norm(0, shape_full) unknown, and x / norm(0 * g)
-        # singular only where that unknown is 0 (a program nan at every step was "equal (generic)"
-        # to one that is 0): a reduction of positive degree in a zero argument is 0 at any count
-        if any(a == 0 and (degree(op.name, i) or 0) > 0 for i, a in enumerate(args)):
-            return sympy.S.Zero
         kind = join(*(expr_kind(a, kinds, _fail) for a in expr.args))
         return op.sympy(*args).func(*args, sympy.Symbol(_TAG + kind))  # keeps its range facts
     try:
@@ -278,6 +280,30 @@ def nonnegative_states(program: Program, values: dict[str, float] | None = None)
             return kept
         kept = still
     return kept
+
+
+def still_at_zero_gradient(program: Program) -> bool:
+    """Does a gradient of zeros leave the weights and every state as they are, at every step and
+    every value of the hyperparameters: ``update(g = 0) = 0`` and ``s'(g = 0) = s``, as sympy
+    writes them (False where it does not show it)? Then a step on the rows a sparse gradient
+    touches is the whole step (the torch target's sparse-row path).
+
+    Example:
+        >>> from optdsl import load, parse
+        >>> lazy = parse("def f(w, g, m, lr):\\n    t = rowmean(abs(g)) != 0\\n"
+        ...              "    return where(t, lr * m, 0), where(t, interp(g, m, 0.9), m)\\n")
+        >>> [still_at_zero_gradient(p) for p in (load("sgd"), load("momentum"), lazy)]
+        [True, False, True]
+
+    (:func:`optdsl.extend.lazy_updates` makes such programs, but its ``ndim(w) >= 2`` test is
+    unknown here: each shape path of it answers for itself.)
+    """
+    try:
+        sp = to_sympy(program, values={"g": 0})
+    except NotExpressible:
+        return False
+    still = [sp.update, *(e - sp.symbols[s] for s, e in zip(program.state_names, sp.new_states))]
+    return all(sympy.expand(e) == 0 for e in still)
 
 
 # --- generic rewrites -------------------------------------------------------------------------

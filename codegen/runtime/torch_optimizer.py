@@ -375,7 +375,9 @@ class _Program:
     multi-tensor ops (programs without global reductions only), after the segments ``stages[k]``
     that compute its per-tensor reductions (see :meth:`group_step`).
     ``backends`` maps an extra backend's name to ``(group_step, available)``; ``one_op``: every
-    path's group step is one multi-tensor op per tensor (plain SGD); ``torch_checkpoints``
+    path's group step is one multi-tensor op per tensor (plain SGD); ``sparse_paths``: the paths
+    whose step on a sparse gradient's rows is the whole step (row-separable, and a zero gradient
+    leaves a row as it is: :func:`optdsl.symbolic.still_at_zero_gradient`); ``torch_checkpoints``
     maps a torch.optim class name to ``{"states": {torch name: ours}, "hypers": {torch name: (ours,
     ...)}, "requires": {group key: value}}``.
     """
@@ -396,6 +398,7 @@ class _Program:
         global_names=(),
         combine=(),
         not_separable=None,
+        sparse_paths=(),
         backends=None,
         one_op=False,
         torch_checkpoints=None,
@@ -407,7 +410,7 @@ class _Program:
         self.uniform_floats = uniform_floats or (None,) * len(paths)
         self.stages = stages or ((),) * len(paths)
         self.global_names, self.combine = global_names, combine
-        self.sparse_rows, self.not_separable = not_separable is None, not_separable
+        self.not_separable, self.sparse_paths = not_separable, frozenset(sparse_paths)
         # each number its own coordinate (no reduction, no shape fact, full states): complex params
         # step as their real and imaginary parts (see _real)
         self.elementwise = not_separable is None and isinstance(tree, int) and paths[tree].flat
@@ -981,6 +984,8 @@ class _Optimizer(torch.optim.Optimizer):
                 grad_scale if undo is None else torch.where(undo.skip_on(grad_scale.device), 1.0, grad_scale)
             )
             _unscale(grads, scale)
+        for gi, pi in plan.densify:
+            grads[gi][pi] = grads[gi][pi].to_dense()
         self._sync_betas()
         self._update(plan, grads)
         if undo is not None:
@@ -1087,10 +1092,10 @@ class _Optimizer(torch.optim.Optimizer):
                 states[i].copy_(v)
 
     def _step_sparse(self, plan, grads):
-        """Sparse-row grads (row-separable programs only): gather the touched rows of w and of its full
-        and row states, run the functional step on them, and copy the results back; other rows,
-        and their states, stay as they are. For a lazy program this equals the dense step on the
-        densified grad."""
+        """Sparse-row grads of the paths where that is the whole step (``sparse_paths``: lazy programs,
+        plain SGD): gather the touched rows of w and of its full and row states, run the functional
+        step on them, and copy the results back; other rows, and their states, stay as they are, as
+        the dense step on the densified grad leaves them. (Any other sparse grad is densified.)"""
         prog = self._program
         for gi, pi, p, state in plan.sparse:
             group = self.param_groups[gi]
@@ -1150,28 +1155,19 @@ class _Plan:
     def __init__(self, opt, key):
         prog = opt._program
         self.key, self.state = key, opt.state
-        entries, self.sparse, self.empty, seen, tracked = {}, [], [], set(), []
+        entries, self.sparse, self.densify, self.empty, seen, tracked = {}, [], [], [], set(), []
         for gi, group in enumerate(opt.param_groups):
             for pi, p in enumerate(group["params"]):
                 if p.grad is None:
                     continue
-                if p.is_complex() and (not prog.elementwise or p.grad.is_sparse):
+                if p.is_complex() and not prog.elementwise:
+                    why = prog.not_separable or "its step depends on the shape"
                     raise TypeError(
                         f"{type(opt).__name__} (program {prog.name!r}) cannot step the complex "
-                        f"{tuple(p.shape)} parameter{' (sparse gradient)' if p.grad.is_sparse else ''}: a "
-                        "complex number is stepped as its real and imaginary parts only by programs of "
-                        "elementwise ops and full states (AdamW, Lion, SGD...), as torch.optim does; "
-                        f"this one is not ({prog.not_separable or 'its step depends on the shape'}). "
+                        f"{tuple(p.shape)} parameter: a complex number is stepped as its real and imaginary "
+                        "parts only by programs of elementwise ops and full states (AdamW, Lion, SGD...), as "
+                        f"torch.optim does; this one is not ({why}). "
                         "Train torch.view_as_real of it instead, if that is what you mean."
-                    )
-                if p.grad.is_sparse and not prog.sparse_rows:
-                    raise TypeError(
-                        f"{type(opt).__name__} (program {prog.name!r}) cannot take the sparse gradient of a "
-                        f"{tuple(p.shape)} parameter: the program is not row-separable "
-                        f"({prog.not_separable}). A sparse-row step needs elementwise ops and rowmean "
-                        "only, full or row states only (no per-tensor or global reduction, no col or scalar "
-                        "state); make such a program lazy with optdsl.extend.lazy_updates so that rows "
-                        "without gradient keep weights and state."
                     )
                 state, path = opt.state[p], prog.path_of(p)
                 step = state.get("step")
@@ -1184,9 +1180,11 @@ class _Plan:
                     if name not in state:
                         state[name] = _init_state(kind, init, p)
                 tracked.append((p, state, names))
-                if p.grad.is_sparse:
+                if p.grad.is_sparse and path in prog.sparse_paths and not p.is_complex():
                     self.sparse.append((gi, pi, p, state))
                     continue
+                if p.grad.is_sparse:  # a step of its rows is not the step: the grad means its dense form
+                    self.densify.append((gi, pi))
                 if p.numel() == 0:  # nothing to update (a per-tensor max of nothing has no value)
                     self.empty.append(state["step"])
                     continue

@@ -63,7 +63,7 @@ def _rows_seen(steps=STEPS):
                                      lazy_updates(optdsl.parse(ROW_STATE))], ids=["adam", "lion", "row_state"])
 def test_sparse_rows_equal_the_dense_step_on_the_densified_grad(program):
     cls = codegen.build(program, "torch")
-    assert sys.modules[cls.__module__].SPARSE_ROWS
+    assert 0 in sys.modules[cls.__module__].SPARSE_PATHS  # (the 2-d path: the embedding's)
     sparse, dense = _Model(sparse=True), _Model(sparse=False)
     initial = sparse.emb.weight.detach().clone()
     opt_s, opt_d = cls(sparse.parameters(), lr=0.01), cls(dense.parameters(), lr=0.01, backend="eager")
@@ -116,16 +116,29 @@ def test_hybrid_and_fully_sparse_coo_grads_agree():
     assert torch.equal(results[0][[0, 2, 3]], w0[[0, 2, 3]])
 
 
-@pytest.mark.parametrize("name, reason", [("lamb", "norm()"), ("adafactor", "col-shaped"), ("lars", "norm()")])
-def test_non_separable_programs_refuse_sparse_grads(name, reason):
-    program = lazy_updates(optdsl.load(name))
-    assert reason in row_separable(paths(program)[2])
+@pytest.mark.parametrize("program", [optdsl.load("momentum"), optdsl.load("adamw"), optdsl.load("lion"),
+                                     lazy_updates(optdsl.load("lamb")),
+                                     lazy_updates(optdsl.load("adafactor"))], ids=lambda p: p.name)
+def test_sparse_grads_of_other_programs_mean_their_dense_form(program):
+    """Where a zero gradient moves a row (momentum, weight decay) or rows share a reduction, a step
+    of the touched rows alone would be lazy: the grad is densified (torch.optim.SGD's meaning)."""
     cls = codegen.build(program, "torch")
-    assert sys.modules[cls.__module__].SPARSE_ROWS is False
-    model = _Model(sparse=True)
-    with pytest.raises(TypeError, match=rf"program '{program.name}'.*not row-separable.*lazy_updates") as info:
-        _train(model, cls(model.parameters()), steps=1)
-    assert reason in str(info.value)
+    assert not sys.modules[cls.__module__].SPARSE_PATHS
+    sparse, dense = _Model(sparse=True), _Model(sparse=False)
+    opt_s, opt_d = cls(sparse.parameters(), lr=0.01), cls(dense.parameters(), lr=0.01, backend="eager")
+    _train(sparse, opt_s, steps=5)
+    _train(dense, opt_d, steps=5)
+    assert sparse.emb.weight.grad.is_sparse  # the user's grad is left as it was
+    for p_s, p_d in zip(sparse.parameters(), dense.parameters()):
+        torch.testing.assert_close(p_s, p_d, rtol=1e-12, atol=1e-14)
+
+
+def test_sparse_paths_are_still_at_a_zero_gradient():
+    assert sys.modules[codegen.build(optdsl.load("sgd"), "torch").__module__].SPARSE_PATHS == {0}
+    lazy_lamb = paths(lazy_updates(optdsl.load("lamb")))[2]
+    assert "norm()" in row_separable(lazy_lamb)
+    weight_decay = optdsl.parse("def f(w, g, lr=0.1, wd=0.0):\n    return lr * (g + wd * w)\n")
+    assert not sys.modules[codegen.build(weight_decay, "torch").__module__].SPARSE_PATHS
 
 
 def test_row_separable_reasons():
