@@ -14,7 +14,9 @@ The verdict names what was shown (:class:`Equivalence`):
     states *and* both programs are singular at the same points: the same denominators (factored;
     ``1/x`` and ``1/x**2`` count alike), the same arguments of ``rsqrt``/``log``, the same domains
     of ``arcsin``... So they are equal wherever one is defined in real arithmetic, and undefined
-    at the same points (where either may give inf or nan). By induction over steps the update
+    at the same points (where either may give inf or nan). Real arithmetic, not floats: where
+    rounding decides a comparison (``tanh(w) < 1`` is false in floats from w = 19.1) or a factor
+    underflows (``sign(g * exp(-1000 w * w))``), their float values can differ. By induction over steps the update
     sequences are equal. A state that starts at 0 or 1 and whose new value the op table's range
     facts show >= 0 whenever it is stays >= 0, and sympy is told so (``max(-0.6, v)`` is ``v``).
 ``equal (generic: ...)``
@@ -25,8 +27,9 @@ The verdict names what was shown (:class:`Equivalence`):
     trajectories (below) hit one, where the two differ.
 ``equal (tested: ...)``
     No proof (or none within :data:`PROVE_SECONDS`); both run through the reference interpreter
-    (float64) on random weights and gradients for ``steps`` steps and ``trials`` seeds, on a 1-d, a
-    2-d and a 3-d parameter together, the gradients of each seed at a scale of its own (1, 30,
+    (float64) on random weights (the first trial's first one starting at 0, as a bias does) and
+    gradients for ``steps`` steps and ``trials`` seeds, on a 1-d, a 2-d and a 3-d parameter
+    together, the gradients of each seed at a scale of its own (1, 30,
     0.03: a threshold such as ``sign(0.1 g + 1.4)`` shows). A quarter of the gradient coordinates
     are exactly 0 at every step (a constant input feature) and a fifth more at random steps, so a
     0/0 shows. Where either program tests for non-finite values (a nan guard such as Tiger's
@@ -434,6 +437,8 @@ def trajectories(a: Program, b: Program, values_a: dict[str, float], values_b: d
     for trial in range(trials + nonfinite):
         rng = np.random.default_rng([seed, trial])
         params = {f"p{i}": rng.normal(size=s) for i, s in enumerate(ok_a)}
+        if trial == 0:  # a zero-initialised layer (a bias): |w|, norm(w), w > 0 are 0 at step 1
+            params["p0"] = np.zeros_like(params["p0"])
         dead = {n: rng.random(p.shape) < DEAD_FRACTION for n, p in params.items()}
         pa, pb = dict(params), dict(params)
         state_a, state_b = ia.init(pa), ib.init(pb)

@@ -326,22 +326,51 @@ def generically_positive(e: sympy.Expr) -> bool:
     return False
 
 
+def _core(e: sympy.Expr) -> sympy.Expr:
+    """What ``e`` is 0 with: ``x`` of ``x``, ``|x|``, ``x ** p`` and ``|x| ** p`` (p > 0)."""
+    if isinstance(e, sympy.Pow) and e.exp.is_positive:
+        e = e.base
+    return e.args[0] if isinstance(e, sympy.Abs) else e
+
+
+def _drops_from_sign(f: sympy.Expr, others: list[sympy.Expr]) -> bool:
+    """May ``sign(f * ...)`` drop ``f``? It is > 0 wherever it is finite and non-zero
+    (:func:`generically_positive`), and where it is 0 either it is a denominator (the product is
+    singular there: ``1 / sqrt(rms(g))``) or one of ``others`` (the other factors inside the sign
+    and beside it) is 0 too: ``sign(x |x|)``, ``|x| ** (1/3) sign(x)``. Not ``sign(g |w|)``, 0 where
+    w is."""
+    if not generically_positive(f):
+        return False
+    if isinstance(f, sympy.Pow) and f.exp.is_negative:
+        return True
+    core = _core(f)
+    return any(core in (_core(o), -_core(o)) for o in others)
+
+
 def sign_rewrite(expr: sympy.Expr) -> sympy.Expr:
     """``x / |x| -> sign(x)``, ``x / |-x| -> sign(x)`` (equal except at x = 0), and a positive
-    factor inside ``sign`` dropped: ``sign(x / sqrt(rms(g))) -> sign(x)`` (equal except where the
-    factor is 0 or not finite; sympy already drops factors that are strictly positive, such as
-    ``exp``).
+    factor inside ``sign`` dropped where its zeros are singular points or zeros of the rest
+    (:func:`_drops_from_sign`): ``sign(x / sqrt(rms(g))) -> sign(x)`` (equal except where the
+    root is 0 or not finite), ``sign(x |x|) -> sign(x)``; sympy already drops factors that are
+    strictly positive, such as ``exp``.
 
     Example:
         >>> x, y = symbol("x"), symbol("y")
-        >>> sign_rewrite(2 * x / sympy.Abs(-x)), sign_rewrite(sympy.sign(x * sympy.Abs(y)))
+        >>> sign_rewrite(2 * x / sympy.Abs(-x)), sign_rewrite(sympy.sign(x / sympy.Abs(y)))
         (2*sign(x), sign(x))
+        >>> sign_rewrite(sympy.sign(x * sympy.Abs(y)))  # 0 where y is
+        sign(x*Abs(y))
     """
 
-    def positive_out(s: sympy.sign) -> sympy.Expr:
+    def positive_out(s: sympy.sign, beside=()) -> sympy.Expr:
         factors = sympy.Mul.make_args(s.args[0])
-        kept = [f for f in factors if not generically_positive(f)]
+        kept = [f for i, f in enumerate(factors)
+                if not _drops_from_sign(f, [*factors[:i], *factors[i + 1:], *beside])]
         return sympy.sign(sympy.Mul(*kept)) if len(kept) < len(factors) and kept else s
+
+    def in_product(mul: sympy.Mul) -> sympy.Expr:
+        return sympy.Mul(*[positive_out(f, [o for o in mul.args if o is not f]) if isinstance(f, sympy.sign)
+                           else f for f in mul.args])
 
     def rewrite(mul: sympy.Mul) -> sympy.Expr:
         factors = list(mul.args)
@@ -358,6 +387,7 @@ def sign_rewrite(expr: sympy.Expr) -> sympy.Expr:
         return mul
 
     expr = expr.replace(lambda e: isinstance(e, sympy.Mul), rewrite)
+    expr = expr.replace(lambda e: isinstance(e, sympy.Mul) and e.has(sympy.sign), in_product)
     return expr.replace(lambda e: isinstance(e, sympy.sign), positive_out)
 
 

@@ -2,8 +2,9 @@
 
 import pytest
 
-from optdsl import DslError, load, parse
+from optdsl import DslError, load, parse, to_source
 from optdsl.equiv import equivalent
+from optdsl.simplify import simplify
 
 RENAMED_REORDERED_DEAD = """
 def adamw2(w, g, dead, vv, mm, step, lr=0.001, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01):
@@ -103,7 +104,16 @@ def test_sign_of_a_normalised_momentum_is_generic():
     b = parse("def f(w, g, m, lr=0.1):\n    m = interp(g, m, 0.9)\n    return lr * sign(m), m\n")
     assert equivalent(a, b).kind == "generic"
     c = parse("def f(w, g, m, lr=0.1):\n    m = interp(g, m, 0.9)\n    return lr * sign(m * rms(g)), m\n")
-    assert equivalent(c, b).kind == "generic"  # rms(g) = 0 gives sign 0
+    assert equivalent(c, b).kind == "tested"  # rms(g) = 0 gives sign 0, and no denominator is 0 there
+
+
+@pytest.mark.parametrize("factor", ["w > 0", "abs(w)", "square(w)", "norm(w)", "max(w, 0)"])
+def test_a_factor_that_may_be_zero_stays_inside_sign(factor):
+    """sign(g f) is 0 where f is (a zero-initialised bias: norm(w) = 0 at step 1), not sign(g)."""
+    a = parse(f"def f(w, g, lr=0.1):\n    return lr * sign(g * ({factor}))\n")
+    b = parse("def f(w, g, lr=0.1):\n    return lr * sign(g)\n")
+    assert not equivalent(a, b).equal
+    assert "sign(g)" not in to_source(simplify(a))
 
 
 def test_domain_ops_are_not_cancelled():
