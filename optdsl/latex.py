@@ -170,12 +170,17 @@ class LatexPrinter(Printer):
         placeholder = "{" + str(i) + "}"
         at = op.latex.find(placeholder)
         before, after = op.latex[:at].rstrip(), op.latex[at + len(placeholder):].lstrip()
+        if after.lstrip("}").startswith("^"):
+            return mine < 100  # the base of a power: TeX's braces group without showing (square)
         if before.endswith(("{", "(", "|", "[")) and after.startswith(("}", ")", r"\right", "|", ",", "]")):
             return False  # the template already delimits it
         if op.infix and op.arity == 2:
             if op.precedence <= _ADDITIVE:
                 return mine < op.precedence or (i == 1 and op.name == "sub" and mine == op.precedence)
-            return mine < op.precedence
+            # a product beside a \bmod reads either way: x (y \bmod z), not x y \bmod z
+            other = arg.op if isinstance(arg, Call) else None
+            return mine < op.precedence or (mine == op.precedence and (other != op.name or (
+                i == 1 and not op.commutative)))
         return mine <= 30 if op.name == "neg" else mine < 20
 
 

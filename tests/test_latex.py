@@ -93,6 +93,22 @@ def test_a_sign_after_a_factor_is_parenthesised(update, shown):
     assert shown in to_latex(parse(f"def f(w, g, lr=0.1):\n    return {update}\n"))
 
 
+@pytest.mark.parametrize("update, shown", [
+    ("square(g + w)", r"{\left(g_t + w_{t-1}\right)}^2"),  # {g_t + w_{t-1}}^2 renders as g + w^2
+    ("square(-g)", r"{\left(-g_t\right)}^2"),
+    ("cube(g * w)", r"{\left(g_t w_{t-1}\right)}^3"),
+    ("square(g)", r"{g_t}^2"),
+    ("w * ((g + w) % w)", r"w_{t-1} \left(\left(g_t + w_{t-1}\right) \bmod w_{t-1}\right)"),
+    ("w * (g + w) % w", r"\left(w_{t-1} \left(g_t + w_{t-1}\right)\right) \bmod w_{t-1}"),
+    ("g % (w % lr)", r"g_t \bmod \left(w_{t-1} \bmod \eta\right)"),
+    ("g * (w * lr)", r"g_t w_{t-1} \eta"),
+])
+def test_powers_and_mod_show_what_they_take(update, shown):
+    """An audit found ``square(g + w)`` and ``g + square(w)`` printed alike, and ``w * ((g + w) % w)``
+    like ``w * (g + w) % w`` (2 and 0 at w = 2, g = 1)."""
+    assert shown in to_latex(parse(f"def f(w, g, lr=0.1):\n    return {update}\n"))
+
+
 def test_parentheses_only_where_needed():
     p = parse("def f(w, g, lr, eps=1e-8):\n    return lr * (g + w) * g / (eps + 2), -(g - w)\n"
               .replace(", -(g - w)", ""))
