@@ -1291,7 +1291,9 @@ class _Module:
         lr = f"lr={number(self.hypers['lr'])}" if "lr" in self.hypers else "lr"
         args = [lr] + [f"{n}={number(v)}" for n, v in self.hypers.items() if n != "lr"]
         betas = "beta1" in self.hypers and "beta2" in self.hypers
-        flags = (["betas=None"] if betas else []) + ["maximize=False", "foreach=None", "fused=None", "backend=None"]
+        flags = (["betas=None"] if betas else []) + [
+            "maximize=False", "foreach=None", "fused=None", "capturable=False", "differentiable=False",
+            "backend=None"]
         names = ["lr"] + [n for n in self.hypers if n != "lr"]
         defaults = _layout("{", [f'"{n}": {n}' for n in names], "}", used=19)
         passed = [f"{f.split('=')[0]}={f.split('=')[0]}" for f in flags]

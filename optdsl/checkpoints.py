@@ -36,7 +36,8 @@ def torch_checkpoints(program: Program) -> dict[str, dict]:
         torch.optim.AdamW checkpoints: exp_avg -> m, exp_avg_sq -> v; requires amsgrad=False
 
     (torch's state or tuple hyperparameter -> the program's name, ``eps -> (eps1, eps2)`` splits a
-    tuple; ``requires`` lists param-group settings a checkpoint must match; a setting the checkpoint
+    tuple, nothing where no state loads: ``torch.optim.SGD checkpoints: ; requires momentum=0``;
+    ``requires`` lists param-group settings a checkpoint must match; a setting the checkpoint
     does not record is not checked).
     A name the program does not have, or a requirement that is not ``key=literal``, is a DslError.
 
@@ -54,6 +55,9 @@ def torch_checkpoints(program: Program) -> dict[str, dict]:
             raise DslError(f"{program.name}: torch.optim.{cls} checkpoints {message}", program.filename,
                            *_place(program, what), program.source, hint) from None
 
+        if _RENAME.sub("", renames).replace(",", "").strip():
+            fail(f"map {renames.strip()!r}, not torch_name -> ours, ...", renames.strip(),
+                 hint="e.g. 'exp_avg -> m, exp_avg_sq -> v'; nothing before ';' when no state loads")
         for torch_name, targets in _targets(renames):
             if not set(targets) <= names:
                 fail(f"map {torch_name} to {', '.join(targets)}, which the program does not have",

@@ -25,6 +25,8 @@ def my_sgd(w, g, b, lr=0.01, momentum=0.9):
 @pytest.mark.parametrize("target, requires, message", [
     ("buf", "", "torch.optim.SGD checkpoints map momentum_buffer to buf, which the program does not have"),
     ("b", "; requires nesterov", "torch.optim.SGD checkpoints require 'nesterov', not key=literal"),
+    ("b, exp_avg => m", "", ("torch.optim.SGD checkpoints map 'momentum_buffer -> b, exp_avg => m', not "
+                             "torch_name -> ours, ...")),  # a typo was ignored
 ])
 def test_a_bad_declaration_is_refused_by_check_not_first_by_compile(tmp_path, capsys, target, requires,
                                                                     message):

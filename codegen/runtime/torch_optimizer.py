@@ -22,7 +22,8 @@ Behaviour, as torch.optim's own optimizers have it:
     torch's messages; ``betas=(beta1, beta2)`` beside ``beta1``/``beta2`` for programs that have
     both, kept in the groups so momentum-cycling schedulers (OneCycleLR) work;
     ``maximize`` (ascend: g -> -g); ``foreach=True`` picks the multi-tensor backend, ``fused=True``
-    a fused one (``compiled`` or an extra backend);
+    a fused one (``compiled`` or an extra backend); ``capturable`` and ``differentiable`` are
+    accepted at torch's defaults (False);
   - ``state_dict``/``load_state_dict``, ``copy.deepcopy`` and ``pickle``; checkpoints of the
     torch.optim optimizer the program is (declared by the program, see ``torch_checkpoints``) load
     into it, any other foreign checkpoint is refused when loaded; the settings such a declaration
@@ -744,11 +745,21 @@ class _Optimizer(torch.optim.Optimizer):
         maximize=False,
         foreach=None,
         fused=None,
+        capturable=False,
+        differentiable=False,
         backend=None,
         **torch_settings,
     ):
         prog = self._program
         _check_torch_settings(type(self).__name__, prog.torch_checkpoints, torch_settings)
+        # torch's flags at their defaults pass, as code written for torch.optim passes them
+        if capturable or differentiable:
+            flag = "capturable" if capturable else "differentiable"
+            why = {
+                "capturable": "CUDA graph capture: the step counts live on the CPU",
+                "differentiable": "a step autograd can see through: it runs under torch.no_grad",
+            }[flag]
+            raise ValueError(f"{type(self).__name__} does not support {flag}=True ({why})")
         known = ("eager", "compiled", *prog.backends)
         if backend is not None and backend not in known:
             raise ValueError(f"unknown backend {backend!r}; choose from {known}")
@@ -832,8 +843,24 @@ class _Optimizer(torch.optim.Optimizer):
                         self.state[p][key] = value.reshape(shape) if reshape else value
 
     def _translated(self, state_dict):
-        """``state_dict`` in this program's names: itself, or a torch.optim checkpoint renamed."""
+        """``state_dict`` in this program's names: itself, or a torch.optim checkpoint renamed. A
+        param group that records a setting the program's torch.optim declarations require at
+        another value (``nesterov=True`` into momentum SGD) is refused, stepped or not."""
         prog = self._program
+        for group in state_dict["param_groups"]:
+            wrong = [
+                (cls, key, want)
+                for cls, names in prog.torch_checkpoints.items()
+                for key, want in names["requires"].items()
+                if key in group and group[key] != want
+            ]
+            if wrong and len({cls for cls, _, _ in wrong}) == len(prog.torch_checkpoints):
+                cls, key, want = wrong[0]
+                raise ValueError(
+                    f"{type(self).__name__}.load_state_dict: the checkpoint's param group has "
+                    f"{key}={group[key]!r}; program {prog.name!r} computes torch.optim.{cls} with "
+                    f"{key}={want!r} only"
+                )
         ours = set(prog.state_names) | {"step"}
         foreign = sorted({k for s in state_dict["state"].values() for k in s} - ours)
         if not foreign:
@@ -841,14 +868,6 @@ class _Optimizer(torch.optim.Optimizer):
         for cls, names in prog.torch_checkpoints.items():
             if not set(foreign) <= set(names["states"]):
                 continue
-            for group in state_dict["param_groups"]:
-                for key, want in names["requires"].items():
-                    if key in group and group[key] != want:
-                        raise ValueError(
-                            f"{type(self).__name__}.load_state_dict: this torch.optim.{cls} checkpoint has "
-                            f"{key}={group[key]!r}; program {prog.name!r} computes {cls} with "
-                            f"{key}={want!r} only"
-                        )
             state = {}
             for pid, s in state_dict["state"].items():
                 mine = {names["states"].get(k, k): v for k, v in s.items() if v is not None}
@@ -1213,9 +1232,10 @@ class _Plan:
         return out
 
     def current(self, state):
-        """Does ``state`` (the optimizer's) still hold the dicts and tensors this plan was built on?
-        (The same keys and dicts in the same order, and in each dict the same tensors: identity
-        checks in C, no tensor hashed, as this runs every step.)"""
+        """Does ``state`` (the optimizer's) still hold the dicts and tensors this plan was built on,
+        and do its entries' step counts still agree? (The same keys and dicts in the same order, and
+        in each dict the same tensors: identity checks in C, no tensor hashed, as this runs every
+        step.)"""
         is_ = operator.is_
         return (
             state is self.state
@@ -1223,6 +1243,7 @@ class _Plan:
             and all(map(is_, state, self.keys))
             and all(map(is_, state.values(), self.dicts))
             and all(map(is_, map(dict.get, self.slot_dicts, self.slot_keys), self.slot_tensors))
+            and all(e.counts_agree() for e in self.entries)
         )
 
     def advance(self):
@@ -1309,6 +1330,12 @@ class _Entry:
         self.steps = list(self.counters.unbind())
         for state, t in zip(self.dicts, self.steps):
             state["step"] = t
+
+    def counts_agree(self):
+        """Do the params' step counts all still read the entry's one count? (A user may reset one
+        in place, ``state["step"].zero_()``, with its moments.)"""
+        counts = self.counters.tolist()
+        return counts.count(self.step) == len(counts)
 
     def grads(self, grads):
         gs = grads[self.group]

@@ -82,6 +82,25 @@ def test_state_edits_between_steps_are_honoured(adamw, backend):
     torch.testing.assert_close(b, twin_b, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("backend", ["eager", "compiled", "cpp"])
+def test_a_step_count_reset_in_place_counts_for_its_parameter(adamw, backend):
+    """Resetting one parameter in place (its step with its moments) is what torch.optim.AdamW then
+    steps: the bias correction reads that parameter's own count, not its neighbour's."""
+    ours, theirs = _params(), _params()
+    opt = adamw(ours, lr=0.1, backend=backend)
+    ref = torch.optim.AdamW(theirs, lr=0.1)
+    for t in range(6):
+        if t == 3:
+            for state in (opt.state[ours[1]], ref.state[theirs[1]]):
+                for value in state.values():
+                    value.zero_()
+        _steps(opt, ours, [t])
+        _steps(ref, theirs, [t])
+    assert [float(opt.state[p]["step"]) for p in ours] == [6.0, 3.0]
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(a, b)
+
+
 @pytest.mark.parametrize("backend", ["eager", "compiled"])
 def test_state_is_updated_in_place_with_a_step_count_per_parameter(adamw, backend):
     params = _params()
@@ -149,6 +168,10 @@ def test_torch_settings_the_program_declares(adamw):
     momentum(params, nesterov=False)
     with pytest.raises(ValueError, match="nesterov=False only"):
         momentum(params, nesterov=True)
+    adamw(params, capturable=False, differentiable=False)  # torch.optim's defaults, as code passes them
+    for flag in ("capturable", "differentiable"):
+        with pytest.raises(ValueError, match=f"does not support {flag}=True"):
+            adamw(params, **{flag: True})
 
 
 def _torch_trajectory(reference, make_ours, steps_before, steps_after, **kwargs):
@@ -191,12 +214,28 @@ def test_foreign_checkpoints_are_refused_when_loaded(adamw):
         lion.load_state_dict(theirs.state_dict())
     amsgrad = torch.optim.AdamW(params, amsgrad=True)
     _steps(amsgrad, params, range(1))
-    with pytest.raises(ValueError, match="max_exp_avg_sq"):
+    with pytest.raises(ValueError, match="group has amsgrad=True; program 'adamw' computes torch.optim"):
         adamw(params).load_state_dict(amsgrad.state_dict())
     adam = torch.optim.Adam(params)
     _steps(adam, params, range(1))
-    with pytest.raises(ValueError, match="decoupled_weight_decay"):
+    with pytest.raises(ValueError, match="decoupled_weight_decay=False; program 'adamw' computes"):
         adamw(params).load_state_dict(adam.state_dict())
+
+
+@pytest.mark.parametrize("name, reference, kwargs, message", [
+    ("momentum", torch.optim.SGD, {"momentum": 0.9, "nesterov": True}, "nesterov=True"),
+    ("sgd", torch.optim.SGD, {"momentum": 0.9}, "momentum=0.9"),
+    ("sgd", torch.optim.SGD, {"weight_decay": 0.01}, "weight_decay=0.01"),
+    ("adamw", torch.optim.AdamW, {"amsgrad": True}, "amsgrad=True"),
+])
+def test_a_checkpoint_saved_before_any_step_is_checked_as_well(name, reference, kwargs, message):
+    """A torch.optim checkpoint with no state yet was loaded unchecked: momentum SGD then said
+    nesterov=True in its group and computed plain momentum."""
+    params = _params()
+    opt = codegen.build(optdsl.load(name), "torch")(params)
+    with pytest.raises(ValueError, match=rf"param group has {message}; program '{name}'"):
+        opt.load_state_dict(reference(params, lr=0.1, **kwargs).state_dict())
+    opt.load_state_dict(reference(params, lr=0.1).state_dict())  # the settings it computes load
 
 
 @pytest.mark.parametrize("kwargs, message", [
