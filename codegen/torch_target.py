@@ -1297,7 +1297,8 @@ class _Module:
         names = ["lr"] + [n for n in self.hypers if n != "lr"]
         defaults = _layout("{", [f'"{n}": {n}' for n in names], "}", used=19)
         passed = [f"{f.split('=')[0]}={f.split('=')[0]}" for f in flags]
-        if any(decl["requires"] for decl in self.checkpoints.values()):  # amsgrad=False, as torch.optim's
+        # torch.optim's settings (amsgrad=False) and tuples (eps=(None, 1e-3)) the program declares
+        if any(decl["requires"] or decl["hypers"] for decl in self.checkpoints.values()):
             flags.append("**torch_settings")
             passed.append("**torch_settings")
         first = textwrap.fill(summary(p.doc) or f"The {p.name} optimizer.", 100)

@@ -27,7 +27,8 @@ Behaviour, as torch.optim's own optimizers have it:
   - ``state_dict``/``load_state_dict``, ``copy.deepcopy`` and ``pickle``; checkpoints of the
     torch.optim optimizer the program is (declared by the program, see ``torch_checkpoints``) load
     into it, any other foreign checkpoint is refused when loaded; the settings such a declaration
-    requires are accepted at those values (``amsgrad=False``), refused at others;
+    requires are accepted at those values (``amsgrad=False``), refused at others, and a tuple it
+    maps is a keyword (``eps=(None, 1e-3)`` sets ``eps2``; None keeps the program's default);
   - AMP: ``grad_scale``/``found_inf`` as torch's fused optimizers take them from GradScaler;
   - complex parameters, for elementwise programs: stepped as their real and imaginary parts;
   - FSDP2: DTensor params get DTensor states sharded as they are; reductions see whole tensors
@@ -751,6 +752,14 @@ class _Optimizer(torch.optim.Optimizer):
         **torch_settings,
     ):
         prog = self._program
+        defaults = dict(defaults)
+        for decl in prog.torch_checkpoints.values():  # torch's tuple spelling: eps=(None, 1e-3)
+            for key, targets in decl["hypers"].items():
+                if key in torch_settings:
+                    values = tuple(torch_settings.pop(key))
+                    if len(values) != len(targets):
+                        raise ValueError(f"{key} must be a tuple ({', '.join(targets)}), got {values!r}")
+                    defaults.update({t: v for t, v in zip(targets, values) if v is not None})  # None: ours
         _check_torch_settings(type(self).__name__, prog.torch_checkpoints, torch_settings)
         # torch's flags at their defaults pass, as code written for torch.optim passes them
         if capturable or differentiable:
@@ -771,7 +780,6 @@ class _Optimizer(torch.optim.Optimizer):
             raise ValueError(f"foreach=True is backend 'eager' (multi-tensor ops), not {backend!r}")
         if fused and backend == "eager":
             raise ValueError("fused=True asks for a fused backend ('compiled' or an extra one), not 'eager'")
-        defaults = dict(defaults)
         if "beta1" in defaults and "beta2" in defaults:
             if betas is not None:
                 defaults["beta1"], defaults["beta2"] = _pair(betas)

@@ -222,6 +222,19 @@ def test_foreign_checkpoints_are_refused_when_loaded(adamw):
         adamw(params).load_state_dict(adam.state_dict())
 
 
+def test_a_tuple_hyperparameter_takes_torchs_spelling():
+    """torch.optim.Adafactor(params, eps=(None, 1e-3)) was a TypeError."""
+    adafactor = codegen.build(optdsl.load("adafactor"), "torch")
+    opt = adafactor(_params(), eps=(None, 0.002))
+    assert opt.defaults["eps2"] == 0.002
+    assert opt.defaults["eps1"] == optdsl.load("adafactor").hyper_defaults["eps1"]
+    assert adafactor(_params(), eps=(1e-10, None)).defaults["eps1"] == 1e-10
+    with pytest.raises(ValueError, match=r"eps must be a tuple \(eps1, eps2\)"):
+        adafactor(_params(), eps=(1e-10,))
+    with pytest.raises(ValueError, match="Invalid epsilon value: -1.0"):
+        adafactor(_params(), eps=(None, -1.0))
+
+
 @pytest.mark.parametrize("name, reference, kwargs, message", [
     ("momentum", torch.optim.SGD, {"momentum": 0.9, "nesterov": True}, "nesterov=True"),
     ("sgd", torch.optim.SGD, {"momentum": 0.9}, "momentum=0.9"),
