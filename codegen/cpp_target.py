@@ -155,6 +155,23 @@ struct bf16 {
 template <typename T> static inline T op_max(T a, T b) { return (a > b || a != a) ? a : b; }
 template <typename T> static inline T op_min(T a, T b) { return (a < b || a != a) ? a : b; }
 
+// mod with the sign of b and floor division, as Python and numpy compute them from the exact fmod
+// (a - b floor(a / b) rounds: 1e10 % 3 gave 256 in float32, and 1 // 0.1 gave 10 where numpy says 9)
+template <typename T> static inline T op_mod(T a, T b) {
+  T m = std::fmod(a, b);
+  if (m != T(0)) return (b < T(0)) != (m < T(0)) ? m + b : m;
+  return m == m ? std::copysign(T(0), b) : m;
+}
+template <typename T> static inline T op_floordiv(T a, T b) {
+  if (b == T(0)) return a / b;
+  const T m = std::fmod(a, b);
+  T d = (a - m) / b;
+  if (m != T(0) && (b < T(0)) != (m < T(0))) d -= T(1);
+  if (d == T(0)) return std::copysign(T(0), a / b);
+  T f = std::floor(d);
+  return d - f > T(0.5) ? f + T(1) : f;
+}
+
 // first[t]: the number of chunks before tensor t's. Tensor t is cut into blocks of blocks[t]
 // elements (one matrix of a stack, so that no chunk holds parts of two), each block into chunks of
 // lens[t] elements

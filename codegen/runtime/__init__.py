@@ -36,17 +36,26 @@ def source(module: str) -> str:
 
 
 def functions(module: str, names) -> str:
-    """The source of the top-level functions ``names`` of runtime ``module``, verbatim and in the
-    file's order, two blank lines apart: for a module whose functions a program uses a few of.
+    """The source of the top-level functions ``names`` of runtime ``module`` and of those they call,
+    verbatim and in the file's order, two blank lines apart: for a module whose functions a program
+    uses a few of.
 
     Example:
         >>> functions("torch_math", {"_sign"}).splitlines()[0]
         'def _sign(x):'
+        >>> [line for line in functions("torch_math", {"_remainder"}).splitlines() if line.startswith("def")]
+        ['def _fmod_parts(x, y):', 'def _remainder(x, y):']
     """
     text = _text(module)
-    found = [ast.get_source_segment(text, node) for node in ast.parse(text).body
-             if isinstance(node, ast.FunctionDef) and node.name in names]
-    return "\n\n\n".join(found)
+    defined = {node.name: node for node in ast.parse(text).body if isinstance(node, ast.FunctionDef)}
+    wanted, pending = set(), [n for n in names if n in defined]
+    while pending:  # and what they call, transitively
+        name = pending.pop()
+        if name not in wanted:
+            wanted.add(name)
+            pending += [c.func.id for c in ast.walk(defined[name]) if isinstance(c, ast.Call)
+                        and isinstance(c.func, ast.Name) and c.func.id in defined]
+    return "\n\n\n".join(ast.get_source_segment(text, defined[name]) for name in defined if name in wanted)
 
 
 def _text(module: str) -> str:

@@ -84,4 +84,37 @@ def _cbrt(x):
     a = torch.abs(x)
     y = a ** (1 / 3)
     return torch.copysign(y - torch.nan_to_num((y - a / (y * y)) / 3, nan=0.0), x)
+
+
+def _fmod_parts(x, y):
+    """``(m, d)``: m = x mod y with y's sign and d = (x - m) / y, built as numpy builds them from
+    C's ``fmod`` (exact), for the two ops below."""
+    if not isinstance(x, torch.Tensor):
+        x = torch.as_tensor(x, dtype=y.dtype, device=y.device)
+    m = torch.fmod(x, y)
+    d = (x - m) / y
+    other_sign = (m != 0) & ((y < 0) != (m < 0))
+    return torch.where(other_sign, m + y, m), torch.where(other_sign, d - 1, d)
+
+
+def _remainder(x, y):
+    """x mod y with the sign of y (Python's ``%``, numpy's ``mod``), 0 with y's sign where exact.
+    Not ``torch.remainder``: torch.compile's inductor lowers it to ``x - y floor(x / y)``, which
+    rounds (float32 ``1 % 0.1``: -1.5e-08, numpy 0.09999999; ``1e10 % 3``: 0, numpy 1), and its
+    eager kernel gives ``1 % -1`` as 0.0 (numpy -0.0)."""
+    m, _ = _fmod_parts(x, y)
+    return torch.where(m == 0, torch.copysign(torch.zeros_like(m), y), m)
+
+
+def _floor_divide(x, y):
+    """floor(x / y) as Python's ``//`` and numpy's ``floor_divide`` compute it: ``(x - x mod y) / y``
+    rounded to the nearest integer (float32 ``1 // 0.1`` is 9: 0.1 is a little above a tenth), x / y
+    where y is 0. Not ``torch.div(rounding_mode="floor")``: torch.compile lowers it to
+    ``floor(x / y)`` (10 there)."""
+    _, d = _fmod_parts(x, y)
+    q = x / y
+    f = torch.floor(d)
+    f = torch.where(d - f > 0.5, f + 1, f)
+    f = torch.where(d == 0, torch.copysign(torch.zeros_like(f), q), f)
+    return torch.where(y == 0, q, f)
 # --- optdsl runtime: end

@@ -70,6 +70,30 @@ def _nan_amax(x):
     return _nan_positive(tl.reduce(x, None, _nan_max))
 
 
+@triton.jit
+def _py_mod(a, b):
+    """a mod b with the sign of b (Python's %, numpy's mod), from the exact ``%`` of floats (C's
+    fmod): a - b floor(a / b) rounds (float32 1e10 % 3: 0, numpy 1)."""
+    m = a % b
+    m = tl.where((m != 0) & ((b < 0) != (m < 0)), m + b, m)
+    return tl.where(m == 0, tl.where(b < 0, -0.0, 0.0), m)
+
+
+@triton.jit
+def _py_floordiv(a, b):
+    """floor(a / b) as Python and numpy compute it: (a - a mod b) / b rounded to an integer (float32
+    1 // 0.1 is 9; floor(1 / 0.1) is 10), a / b where b is 0."""
+    m = a % b
+    d = (a - m) / b
+    d = tl.where((m != 0) & ((b < 0) != (m < 0)), d - 1.0, d)
+    f = tl.floor(d)
+    f = tl.where(d - f > 0.5, f + 1.0, f)
+    q = a / b
+    negative = (q < 0) | (1.0 / q < 0)  # (-0.0 too)
+    f = tl.where(d == 0, tl.where(negative, -0.0, 0.0), f)
+    return tl.where(b == 0, q, f)
+
+
 def _tl_tensor(x):
     return x if isinstance(x, tl.tensor) else tl.full([], x, tl.float32)
 

@@ -5,15 +5,17 @@ is inf or nan."""
 
 import ast
 import functools
+import itertools
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from trajectories import in_triton_interpreter, run_interpreter, run_jax, run_torch, run_triton
 
 import codegen
 from codegen import cpp_target, torch_target
-from optdsl import DslError, load, parse
+from optdsl import DslError, Interpreter, load, parse
 from optdsl.ir import INPUTS
 from optdsl.names import check_name
 from optdsl.parser import MAX_DEPTH
@@ -363,6 +365,28 @@ def triton_results() -> dict:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("backend", ["eager", "compiled", "cpp"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_mod_and_floordiv_are_numpys_to_the_bit(backend, dtype):
+    """An audit found ``x - y floor(x / y)`` (cpp, and inductor's lowering of torch.remainder) and
+    ``floor(x / y)``: float32 ``1e10 % 3`` was 256 and 0, ``1 // 0.1`` 10 (numpy: 1 and 9), ``3 % inf``
+    nan; and eager's ``1 % -1`` 0.0 (numpy -0.0). The states hold g % w and g // w, sign bits too."""
+    program = parse("def f(w, g, m: full(keep=True), k: full(keep=True), lr=1.0):\n"
+                    "    return 0 * g, g % w, g // w\n")
+    special = [1.0, 0.3, 1e10, 1e30, 3.0, np.inf, -np.inf, -0.0, 0.0, -1.0, 7.5, -7.5, 2.0, np.nan, 0.1]
+    g, w = (np.array(x, dtype) for x in zip(*itertools.product(special, repeat=2)))
+    interp = Interpreter(program, dtype)
+    _, state = interp.updates({"w": w}, {"w": g}, interp.init({"w": w}), 1)
+    param = torch.nn.Parameter(torch.tensor(w))
+    param.grad = torch.tensor(g)
+    opt = codegen.build(program, "torch")([param], backend=backend)
+    opt.step()
+    for name in ("m", "k"):
+        got, want = opt.state[param][name].numpy(), state["w"][name]
+        np.testing.assert_array_equal(got, want, err_msg=name)
+        np.testing.assert_array_equal(np.signbit(got[got == 0]), np.signbit(want[want == 0]), err_msg=name)
+
+
 def test_triton_computes_what_the_interpreter_computes():
     pytest.importorskip("triton")
     results = in_triton_interpreter("test_language_on_targets", "triton_results")

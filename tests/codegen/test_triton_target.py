@@ -334,6 +334,23 @@ def test_every_elementwise_op(interpret):
     np.testing.assert_allclose(got[0].numpy(), reference(program, init, grads)[0], rtol=1e-5, atol=1e-4)
 
 
+#: Where ``x - y floor(x / y)`` and ``floor(x / y)`` round away from numpy's mod and floor_divide
+#: (float32 ``1 // 0.1`` is 9; ``1e10 % 3`` is 1), and signs of zero; divisor w, dividend g.
+MOD_W = [0.1, 3.0, 0.1, np.inf, 0.1, 1.0, -2.0, 2.0, -1.0, 0.5, -np.inf, 3.0]
+MOD_G = [1.0, 1e10, 1e30, 3.0, 0.3, -1.0, 7.5, -7.5, 1.0, -0.0, 3.0, 0.0]
+
+
+@pytest.mark.parametrize("op", ["%", "//"])
+def test_mod_and_floordiv_are_numpys_to_the_bit(op, interpret):
+    if not interpret:
+        return
+    program = optdsl.parse(f"def f(w, g, lr=1.0):\n    return lr * (g {op} w)\n")
+    module = load(program, f"mod{len(op)}")
+    init, grads = [np.array(MOD_W, np.float32)], [[np.array(MOD_G, np.float32)]]
+    got = run_direct(program, module, init, grads, block=16)[0].numpy()
+    np.testing.assert_array_equal(got, reference(program, init, grads)[0])
+
+
 def test_kernel_text_reads_and_writes_each_tensor_once():
     """AdamW's kernel: one pass, w/g/m/v each loaded once and w/m/v each stored once."""
     src = triton_target.kernels_source(optdsl.load("adamw"))
