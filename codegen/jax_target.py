@@ -99,6 +99,20 @@ class JaxPrinter(CodePrinter):
         plain = plain_python(expr, "jax")
         if plain is not None:
             return Code(plain, precedence_of(plain))
+        return Code(f"_f64(lambda: {self._in_f64(expr, test)})", ATOM)
+
+    def hyper_arithmetic(self, expr: Call) -> Code:
+        """An expression of hyperparameters and numbers alone that calls jax (``sqrt(h)``,
+        ``isfinite(h)``): in float64 where they are Python numbers, rounded once, as the interpreter
+        and the torch target compute it (in float32, ``sqrt(1e39)`` was inf and ``log(0.999)``
+        200 ulp off), and traced as it stands where optax.inject_hyperparams makes them arrays
+        (the runtime's ``_exact``)."""
+        names = sorted({n.name for n in walk(expr) if isinstance(n, Var)})
+        return Code(f"_exact(lambda: {self._in_f64(expr)}, {', '.join(names)})", ATOM)
+
+    def _in_f64(self, expr: Expr, test: bool = False) -> str:
+        """``expr`` printed to run inside ``_f64``: its temporaries bound by lambdas, not by
+        statements, which would run outside it."""
         inner = JaxPrinter(dict(self.kinds), self.python, in_f64=True)
         inner._counter = self._counter  # names no temporary of this printer's has
         cut = inner._cut(expr)
@@ -106,7 +120,7 @@ class JaxPrinter(CodePrinter):
         text = str(inner.boolean(cut) if truth else inner._print(cut))
         for name, value in reversed(inner.temps):
             text = f"(lambda {name}: {text})({value})"
-        return Code(f"_f64(lambda: {text})", ATOM)
+        return text
 
     def is_python(self, expr: Expr) -> bool:
         """May ``expr`` be a plain Python number while tracing (a literal, a shape fact, a
@@ -118,9 +132,10 @@ class JaxPrinter(CodePrinter):
         op = OPS[expr.op]
         if op.shape == STATIC or (not self.in_f64 and self.kind(expr) == "static"):
             return True  # (shape arithmetic is a Python float: see shape_arithmetic)
-        if op.truth:
+        if self.in_f64 and op.truth:
             return False  # printed through jnp.where
-        return "jnp." not in op.jax and "jax." not in op.jax and all(self.is_python(a) for a in expr.args)
+        # a call of jax on hyperparameters is a Python float too, where they are (hyper_arithmetic)
+        return op.shape == ELEMENTWISE and all(self.is_python(a) for a in expr.args)
 
     def bind_temp(self, name: str, expr: Expr) -> None:
         self.bind(name, expr)
@@ -195,6 +210,8 @@ class JaxPrinter(CodePrinter):
         op = OPS[expr.op]
         if not self.in_f64 and self.kind(expr) == "static":
             return self.shape_arithmetic(expr)
+        if not self.in_f64 and self.is_python(expr) and _calls_jax(expr):
+            return self.hyper_arithmetic(expr)
         if op.truth:
             return self.fill("jnp.where({0}, 1.0, 0.0)", [self.boolean(expr)])
         if op.shape == STATIC:
@@ -204,6 +221,12 @@ class JaxPrinter(CodePrinter):
         repeats = template_shape(op.jax)[2]
         return self.fill(op.jax, [self.temp(t) if n > 1 and isinstance(a, Call) else t
                                   for a, t, n in zip(expr.args, self.operands(expr), repeats)])
+
+
+def _calls_jax(expr: Expr) -> bool:
+    """Does ``expr``'s jax spelling call jax (not plain Python arithmetic)?"""
+    return any(OPS[n.op].truth or "jnp." in OPS[n.op].jax or "jax." in OPS[n.op].jax
+               for n in walk(expr) if isinstance(n, Call))
 
 
 def _shape_test(cond: Expr) -> str:
@@ -570,8 +593,9 @@ class _Module:
         functions = [f for v, spec in enumerate(self.variants) for f in self.variant_functions(v, spec)]
         if self.pick:
             functions.append(self.pick_function())
-        # _float for the factory's numbers; _f64 for shape arithmetic in float64 (names the module's own)
-        wide = {"_f64"} if any("_f64(" in f for f in functions) else set()
+        # _float for the factory's numbers; _f64 for shape arithmetic in float64, _exact for that of
+        # hyperparameters (names the module's own; runtime_functions adds what they call)
+        wide = {name for name in ("_f64", "_exact") if any(f"{name}(" in f for f in functions)}
         helpers.append(runtime_functions("jax_math", {"_float", *wide}))
         imports = "from typing import NamedTuple\n\nimport jax\nimport jax.numpy as jnp\nimport optax"
         blocks = [_docstring(self.module_doc()) + "\n\n" + imports,  # one blank line after the docstring

@@ -35,3 +35,12 @@ def _f64(compute):
     run at once (``ensure_compile_time_eval``), with 64-bit types on for it alone."""
     with jax.ensure_compile_time_eval(), jax.enable_x64(True):
         return float(compute())
+
+
+def _exact(compute, *inputs):
+    """``compute()``, an expression of ``inputs`` (hyperparameters): in float64 (:func:`_f64`) where
+    they are Python numbers, as they are known while JAX traces; as it stands where one is an array
+    (``optax.inject_hyperparams`` hands them over so)."""
+    if all(isinstance(x, (bool, int, float)) for x in inputs):
+        return _f64(compute)
+    return compute()

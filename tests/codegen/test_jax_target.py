@@ -115,6 +115,23 @@ def test_matches_interpreter(src):
     assert any(not np.allclose(want[-1][k], params[k]) for k in params), "the test must move the params"
 
 
+@pytest.mark.parametrize("body, h", [("isfinite(h)", 1e39), ("sqrt(h)", 1e39), ("log(h)", 0.999),
+                                     ("arctanh(h)", 0.999), ("sin(h)", 88.9), ("h % 3", 1e30),
+                                     ("sqrt(log(h)) + 1", 3.0)])
+def test_an_expression_of_hyperparameters_is_rounded_once(body, h):
+    """An audit found jnp computing ``sqrt(h)`` (inf at 1e39) and ``log(0.999)`` (200 ulp off) in
+    float32, where the interpreter and torch compute numbers in float64 and round once."""
+    program = parse(f"def f(w, g, lr=1.0, h={h!r}):\n    return lr * g * 0 - ({body})\n")
+    params = {"w": np.ones(3, np.float32)}
+    want = Interpreter(program, np.float32).run(params, grads_at, 1)[-1]["w"]
+    got = run_generated(codegen.build(program, "jax")(), params, 1)[-1]["w"]
+    np.testing.assert_array_equal(got, want)
+    injected = optax.inject_hyperparams(codegen.build(program, "jax"))(h=h)  # h a float32 array
+    traced = run_generated(injected, params, 1)[-1]["w"]  # computed as traced, in float32
+    if np.isfinite(np.float32(h)) and "%" not in body:  # (1e39 is inf in float32; 1e30 % 3 is 0)
+        np.testing.assert_allclose(traced, want, rtol=1e-5)
+
+
 VOCABULARY = [o for o in search_vocabulary() if o.shape in (ELEMENTWISE, REDUCE)]
 
 
