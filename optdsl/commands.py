@@ -70,7 +70,10 @@ def cmd_show(args) -> int:
     Example:
         >>> cmd_show(argparse.Namespace(src="sgd", latex=False))
         def sgd(w, g, lr=0.01):
-            \"\"\"Plain stochastic gradient descent: w <- w - lr g (torch.optim.SGD, momentum 0).\"\"\"
+            \"\"\"Plain stochastic gradient descent: w <- w - lr g (torch.optim.SGD, momentum 0).
+        <BLANKLINE>
+            torch.optim.SGD checkpoints: ; requires momentum=0, weight_decay=0, nesterov=False
+            \"\"\"
             update = lr * g
             return update
         0

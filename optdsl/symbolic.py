@@ -300,10 +300,10 @@ def still_at_zero_gradient(program: Program) -> bool:
     """
     try:
         sp = to_sympy(program, values={"g": 0})
-    except NotExpressible:
+        still = [sp.update, *(e - sp.symbols[s] for s, e in zip(program.state_names, sp.new_states))]
+        return all(sympy.expand(e) == 0 for e in still)
+    except (NotExpressible, TypeError, ValueError):  # a constant sympy has no number for (inf, nan)
         return False
-    still = [sp.update, *(e - sp.symbols[s] for s, e in zip(program.state_names, sp.new_states))]
-    return all(sympy.expand(e) == 0 for e in still)
 
 
 # --- generic rewrites -------------------------------------------------------------------------
