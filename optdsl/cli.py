@@ -9,8 +9,8 @@ Exit status: 0 done; 1 a negative answer (``equiv``: not equivalent); 2 bad inpu
 command line or a file the command cannot use (one ``error:`` line on stderr, never a
 traceback); 130 stopped by Ctrl-C or SIGTERM, which are handled alike (SIGTERM is turned into
 Ctrl-C's KeyboardInterrupt); 141 when stdout's reader has gone (``| head``). A search stops on
-Ctrl-C or SIGTERM as at the end of its budget: finished evaluations are kept,
-``best_optimizer.py`` is written and the exit status is 0.
+Ctrl-C or SIGTERM as at the end of its budget: finished evaluations are kept and
+``best_optimizer.py`` is written; the exit status is 130 all the same.
 """
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ from .report import report, winner_table
 from .selection import META_TOLERANCE, verdict
 from .store import Store, schema_version
 from .tasks import FACTORIES, MAX_BATCH_FACTOR, PROXY_TASKS, is_task, meta_tasks_for
-from .user_task import absolute_reference, check_task, is_reference, split_reference
+from .user_task import absolute_reference, changes, check_task, fingerprint, is_reference, split_reference
 from .vectorized import check_supported
 from .warm_start import initial_program
 
@@ -191,9 +191,10 @@ def _task_files(config: SearchConfig) -> tuple[str, ...]:
     return tuple(dict.fromkeys(split_reference(r)[0] for r in refs if is_reference(r)))
 
 
-def _check_user_tasks(config: SearchConfig, console: Console) -> None:
+def _check_user_tasks(config: SearchConfig, console: Console) -> dict[str, dict]:
     """Load every user task and run its first steps as the search will (exit 2 with the reason
-    if one is broken: :func:`search.user_task.check_task`), before any work."""
+    if one is broken: :func:`search.user_task.check_task`), before any work. Returns each one's
+    :func:`~search.user_task.fingerprint`, which ``--resume`` compares with the stored one."""
     import torch
 
     # The time limit is checked where the jobs will run; a driver without the search's GPU
@@ -201,19 +202,36 @@ def _check_user_tasks(config: SearchConfig, console: Console) -> None:
     device = config.device if config.device == "cpu" or torch.cuda.is_available() else "cpu"
     limit = JOB_TIMEOUT if device == config.device else math.inf
     copies = max(config.batch * len(SEEDS) * len(CANDIDATE_LRS), len(SEEDS) * len(BASELINE_LRS))
+    prints = {}
     for ref in dict.fromkeys(config.tasks + config.meta_tasks):
         if is_reference(ref):
+            console.print(f"[dim]building task {ref} ...[/dim]")  # the user's code may take a while
             task = check_task(ref, copies, limit, device)
+            prints[ref] = fingerprint(task)
             console.print(f"task {task.name}: {task.description} [dim]({ref})[/dim]")
     if not config.meta_tasks:
         console.print("no held-out tasks (--meta-task): the winner is chosen on its proxy scores alone")
+    return prints
+
+
+def _check_unchanged(store: Store, prints: dict[str, dict]) -> None:
+    """Refuse to resume a search whose user task changed since it was stored (DslError): its
+    scores and tuned AdamW's losses are of the task as it was. (Searches stored before the
+    fingerprints were kept are not checked.)"""
+    stored = store.get_meta("task_prints") or {}
+    for ref, now in prints.items():
+        if ref in stored and (what := changes(stored[ref], now)):
+            raise DslError(f"task {ref} changed since this search was stored ({'; '.join(what)}): its scores "
+                           "and tuned AdamW's baseline are of the task as it was", store.path,
+                           hint="restore the task, or start a new search with another --db")
 
 
 def cmd_search(args) -> int:
     """``optdsl search``: check the arguments (exit 2 before any work), create or ``--resume`` the
     database, run regularized evolution within the budget with live progress, then print the
     winner (scores, verdict, ablation steps, source, LaTeX) and write ``best_optimizer.py`` beside
-    the database. Returns the exit code, 0.
+    the database. Returns the exit code: 0, or 130 where Ctrl-C or SIGTERM stopped it (the
+    winner so far is written all the same).
 
     Example::
 
@@ -241,7 +259,7 @@ def cmd_search(args) -> int:
         console.print(f"resuming {db}: {n} program{'s' * (n != 1)} scored so far")
         try:
             config.device = _device(args, _task_files(config))  # scores agree across devices
-            _check_user_tasks(config, console)
+            _check_unchanged(store, _check_user_tasks(config, console))
         except DslError:
             store.close()
             raise
@@ -268,8 +286,9 @@ def cmd_search(args) -> int:
                               seed=args.seed, tasks=tasks, meta_tasks=meta_tasks, schedule=args.schedule,
                               batch=args.batch)
         config.device = _device(args, _task_files(config))
-        _check_user_tasks(config, console)
+        prints = _check_user_tasks(config, console)
         store = Store(db, exclusive=True)
+        store.set_meta("task_prints", prints)
     executor = make_executor(args.executor, args.workers, JOB_TIMEOUT, args.ray_address, config.device,
                              _task_files(config))
     try:
@@ -288,12 +307,15 @@ def cmd_search(args) -> int:
     try:
         best = write_best(store, _best_path(db))
     except KeyboardInterrupt:  # again, while the winner was simplified (up to a minute): not lost for that
-        console.print("interrupted again: the winner is written as the search found it, not simplified")
+        console.print(f"interrupted{' again' * interrupted}: the winner is written as the search found it, "
+                      "not simplified")
+        interrupted = True
         best = write_best(store, _best_path(db), simplify=False)
+    status = 130 if interrupted else 0  # a script tells a stopped search from one that ran its budget
     if best is None:
         console.print("no program scored yet")
         store.close()
-        return 0
+        return status
     row, program, path = best
     print_table(console, winner_table(row))
     console.print(verdict(row))
@@ -307,7 +329,7 @@ def cmd_search(args) -> int:
     print(f"LaTeX:\n{to_latex(program)}")
     print(f"generated optimizer: {path}")
     store.close()
-    return 0
+    return status
 
 
 def _best_path(db: str) -> str:

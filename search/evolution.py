@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from optdsl.errors import DslError
 from optdsl.parser import parse
 from optdsl.printer import to_source
 
@@ -206,9 +207,14 @@ class Search:
     # --- results ----------------------------------------------------------------------------
     def _handle(self, record: dict, result: dict) -> None:
         kind = record["kind"]
-        if kind == "baseline":
-            if "loss" not in result:  # a baseline that failed or timed out is a setup error
-                raise RuntimeError(f"AdamW baseline on {record['task']} failed: {result.get('error')}")
+        if kind == "baseline":  # failed, timed out or diverged: a setup error (nothing to compare with)
+            if "loss" not in result:
+                raise DslError(f"tuning AdamW on task {record['task']} failed: {result.get('error')}")
+            if not math.isfinite(result["loss"]):
+                raise DslError(f"tuned AdamW's loss on task {record['task']} is {result['loss']} at every "
+                               "learning rate it tried: a task AdamW cannot train gives the search "
+                               "no baseline to score against",
+                               hint="check the task's data and loss for nan and inf")
             self.store.set_baseline(record["task"], result["loss"], result["lr"], result["seconds"])
             self.baselines[record["task"]] = result["loss"]
             return

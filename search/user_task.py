@@ -339,6 +339,41 @@ def check_task(ref: str, copies: int, limit: float, device: str = "cpu") -> Task
         return _check(ref, copies, limit, device)
 
 
+def fingerprint(task: Task) -> dict:
+    """What a user task's stored scores depend on, for ``--resume`` to compare (:func:`changes`):
+    its name, steps and parameter shapes, and the training loss at step 1 and the held-out loss of
+    seed 0's initial parameters (a changed model, data or loss moves them).
+
+    Example:
+        >>> from search.tasks import quadratic
+        >>> sorted(fingerprint(quadratic("q", steps=5)))
+        ['first_loss', 'held_out_loss', 'name', 'shapes', 'steps']
+    """
+    with torch.no_grad():
+        params = task.unflatten(task.init_copies([0], 1))
+        first, held_out = float(task.train_loss(params, 1)[0]), float(task.eval_loss(params)[0])
+    return {"name": task.name, "steps": task.steps, "shapes": {n: list(s) for n, s in task.shapes.items()},
+            "first_loss": first, "held_out_loss": held_out}
+
+
+def changes(stored: dict, now: dict) -> list[str]:
+    """How task fingerprint ``now`` differs from ``stored`` (:func:`fingerprint`), the losses
+    within a relative 1e-4 (a GPU rounds otherwise than the CPU).
+
+    Example:
+        >>> changes({"steps": 40, "first_loss": 0.5}, {"steps": 80, "first_loss": 0.50001})
+        ['steps 40 -> 80']
+    """
+    out = []
+    for key, was in stored.items():
+        new = now.get(key)
+        same = math.isclose(was, new, rel_tol=1e-4) if isinstance(was, float) and isinstance(new, float) \
+            else was == new
+        if not same:
+            out.append(f"{key.replace('_', ' ')} {was} -> {new}")
+    return out
+
+
 def _check(ref: str, copies: int, limit: float, device: str) -> Task:
     path, function = split_reference(ref)
     task = on_device(load_task(ref), device)  # as the evaluation takes it (a Task built on the CPU too)

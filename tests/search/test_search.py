@@ -202,7 +202,8 @@ def test_an_interrupted_search_says_how_to_go_on(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(Search, "_drain", interrupt)
     monkeypatch.chdir(tmp_path)
-    assert main(["search", "--db", "s.sqlite", "--tasks", "quadratic", "--evals", "3", "--workers", "1"]) == 0
+    command = ["search", "--db", "s.sqlite", "--tasks", "quadratic", "--evals", "3", "--workers", "1"]
+    assert main(command) == 130  # stopped: written, but not run to its budget
     out = " ".join(capsys.readouterr().out.split())
     assert ("interrupted: every finished evaluation is in the database; "
             "go on with optdsl search --resume s.sqlite") in out
@@ -221,9 +222,10 @@ def test_a_second_ctrl_c_while_the_winner_is_simplified_writes_it_as_found(tmp_p
 
     monkeypatch.setattr(search.export, "readable_within", interrupted)
     monkeypatch.chdir(tmp_path)
-    assert main(["search", "--db", "s.sqlite", "--tasks", "quadratic", "--evals", "2", "--workers", "1"]) == 0
+    command = ["search", "--db", "s.sqlite", "--tasks", "quadratic", "--evals", "2", "--workers", "1"]
+    assert main(command) == 130
     out = " ".join(capsys.readouterr().out.split())
-    assert "interrupted again: the winner is written as the search found it, not simplified" in out
+    assert "interrupted: the winner is written as the search found it, not simplified" in out
     written = (tmp_path / "best_optimizer.py").read_text()
     assert "equality: exact (not simplified: interrupted)" in " ".join(written.split())
 

@@ -257,6 +257,37 @@ def test_local_workers_get_a_gpu_each_round_robin():
         ex.close()
 
 
+def test_resuming_after_the_task_changed_is_refused(tmp_path, capsys):
+    """An audit resumed a search after doubling its task's steps: the new children were scored
+    against the old task's tuned AdamW, and the cache served the old scores."""
+    task = tmp_path / "t.py"
+    task.write_text(GOOD)
+    db = str(tmp_path / "s.sqlite")
+    common = ["--evals", "1", "--workers", "1", "--population", "2", "--tournament", "2", "--batch", "1"]
+    assert main(["search", "--db", db, "--task", f"{task}:make", *common]) == 0
+    capsys.readouterr()
+    assert main(["search", "--resume", db, "--evals", "2", "--workers", "1"]) == 0  # unchanged: goes on
+    task.write_text(GOOD.replace("steps=4", "steps=8"))
+    load_task.cache_clear()  # (one process here; each command is one of its own)
+    assert main(["search", "--resume", db, "--evals", "3", "--workers", "1"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"task {task}:make changed since this search was stored (steps 4 -> 8)" in err
+    task.write_text(GOOD.replace("torch.zeros(16, 1)", "torch.ones(16, 1)"))  # other data, same shapes
+    load_task.cache_clear()
+    assert main(["search", "--resume", db, "--evals", "3", "--workers", "1"]) == 2
+    assert "first loss" in capsys.readouterr().err
+
+
+def test_a_task_tuned_adamw_cannot_train_is_refused(tmp_path, capsys):
+    """The data turn nan after a few steps: tuned AdamW's loss was stored as inf and the budget spent."""
+    task = tmp_path / "t.py"
+    task.write_text(GOOD + "\ndef nan_later():\n    return task_from_module('n', lambda: nn.Linear(3, 1), "
+                    "lambda t: (x * (float('nan') if t > 2 else 1.0), y), F.mse_loss, 4, (x, y))\n")
+    assert main(["search", "--db", str(tmp_path / "s.sqlite"), "--task", f"{task}:nan_later", "--evals", "1",
+                 "--workers", "1"]) == 2
+    assert "tuned AdamW's loss on task" in capsys.readouterr().err
+
+
 # --- the search on user tasks ----------------------------------------------------------------------
 @pytest.mark.slow
 def test_search_on_the_example_task_end_to_end(tmp_path, monkeypatch):
