@@ -219,7 +219,9 @@ class VectorizedStep:
         if name == "amax":
             if kind != "f":
                 return x
-            return torch.full((x.shape[0], self.n), -math.inf, dtype=x.dtype).index_reduce(1, self.seg, x, "amax")
+            # scatter_reduce, not index_reduce: the same values, no beta-API warning on the user's stderr
+            out = torch.full((x.shape[0], self.n), -math.inf, dtype=x.dtype)
+            return out.scatter_reduce(1, self.seg.expand(x.shape[0], -1), x, "amax")
         if name == "allfinite":
             return (ssum((~torch.isfinite(x)).to(x.dtype)) == 0).to(x.dtype)
         raise DslError(f"{name}() is not supported by the search's evaluator")  # pragma: no cover

@@ -47,6 +47,12 @@ def test_matches_interpreter_on_zoo(name):
     _compare(load(name))
 
 
+def test_amax_matches_the_interpreter_and_warns_nothing(recwarn):
+    """A nan guard (Tiger's: amax) printed torch's 'index_reduce() is in beta' on a search's stderr."""
+    _compare(parse("def f(w, g, lr):\n    return lr * where(amax(g != g), 0, g * amax(w))\n"))
+    assert not [w for w in recwarn if issubclass(w.category, UserWarning)]
+
+
 def test_matches_interpreter_on_reductions_and_globals():
     _compare(parse("""
 def f(w, g, m, s: scalar, lr):
