@@ -110,9 +110,12 @@ _STORED = {"db": "search.sqlite", "init": SearchConfig.init, "seed": 0, "populat
 def _validate_args(args) -> None:
     """Refuse, with exit 2 and before any work, the values a command cannot run with: no
     workers, an empty population, a tournament larger than it, a non-positive budget or
-    evaluation count, ``--top`` below 1, ``report -o`` naming a file that is not a folder."""
+    evaluation count, ``--top`` below 1, an empty ``-o``, ``report -o`` naming a file that is not a
+    folder."""
     command = args.command
     _check_count("top", getattr(args, "top", None), f"optdsl {command}")
+    if getattr(args, "output", None) is not None and not args.output.strip():  # an unset shell variable
+        raise DslError("-o: empty path", f"optdsl {command}", hint="name the folder to write into: -o out")
     if command == "report" and args.output and os.path.exists(args.output) and not os.path.isdir(args.output):
         raise DslError("-o: exists and is not a folder; the plots are written into a folder", args.output)
     if command != "search":

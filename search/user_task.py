@@ -379,6 +379,7 @@ def _check(ref: str, copies: int, limit: float, device: str) -> Task:
     task = on_device(load_task(ref), device)  # as the evaluation takes it (a Task built on the CPU too)
     where = f"{function}()"  # the error names the file itself
     dev = torch.device(device)
+    stage = "the first training steps failed"
     try:
         init = task.init(torch.Generator().manual_seed(0))
         got = {n: tuple(v.shape) for n, v in init.items()}
@@ -404,6 +405,7 @@ def _check(ref: str, copies: int, limit: float, device: str) -> Task:
                 with torch.no_grad():
                     w = (w - 1e-3 * g).requires_grad_()
                 seconds.append(time.perf_counter() - start)
+            stage = "the held-out loss (eval_batch) failed"  # the training steps ran: say which part failed
             with torch.no_grad():
                 final = task.eval_loss(task.unflatten(w))
             if tuple(final.shape) != (k,):
@@ -412,7 +414,7 @@ def _check(ref: str, copies: int, limit: float, device: str) -> Task:
     except DslError:
         raise
     except (Exception, SystemExit) as e:  # the user's code: say where it failed
-        raise _located(e, path, f"{where}: the first training steps failed") from e
+        raise _located(e, path, f"{where}: {stage}") from e
     estimate = min(seconds[1:]) * task.steps
     if estimate > limit:
         raise DslError(f"{where}: one evaluation would take about {estimate:.0f} s ({task.steps} steps of "

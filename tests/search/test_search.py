@@ -105,6 +105,8 @@ def test_report_and_export_write_usable_files(improved, tmp_path):
     assert torch.all(w < 1)
     assert main(["export", str(db), "--top", "1", "-o", str(tmp_path / "cli")]) == 0
     assert main(["report", str(db), "-o", str(tmp_path / "cli")]) == 0
+    for command in ("export", "report"):  # an unset shell variable: report had written nothing, silently
+        assert main([command, str(db), "-o", ""]) == 2
 
 
 def test_several_warm_starts_seed_the_population(tmp_path):

@@ -155,6 +155,9 @@ BROKEN = {
                             "bad() failed: SystemExit: bye"),
     "exit in the loss": ("import sys\ndef bad():\n    return make(loss=lambda o, t: sys.exit(0))\n", "bad",
                          "the first training steps failed: SystemExit"),
+    "held-out batch": (("def bad():\n    return task_from_module('t', lambda: nn.Linear(3, 1), "
+                        "lambda t: (x, y), F.mse_loss, 4, (x[:, :2], y))\n"), "bad",
+                       "bad(): the held-out loss (eval_batch) failed"),
 }
 
 
