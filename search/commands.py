@@ -16,6 +16,7 @@ import math
 import os
 import re
 import shlex
+import uuid
 
 from rich.console import Console
 
@@ -29,7 +30,7 @@ from .ablation import PROXY_TOLERANCE, steps
 from .evaluate import BASELINE_LRS, CANDIDATE_LRS, SCHEDULES, SEEDS, refusal
 from .evolution import Search, SearchConfig
 from .executors import gpu_count, make_executor
-from .export import export_top, replaceable_winner, write_best
+from .export import export_top, replaceable_winner, search_id, write_best
 from .progress import LiveProgress, summary_table
 from .report import report, winner_table
 from .selection import META_TOLERANCE, verdict
@@ -251,9 +252,9 @@ def cmd_search(args) -> int:
             raise DslError(f"--resume: no such search database: {args.resume}")
         db = args.resume
         schema_version(db)  # a damaged or foreign file is named as such before its folder's winner is
-        _check_best_path(db)  # refused now, not after the search
         store = Store(db, exclusive=True)  # one search per database
         try:
+            _check_best_path(db, search_id(store))  # refused now, not after the search
             config = _stored_config(store)
         except DslError:
             store.close()
@@ -292,6 +293,7 @@ def cmd_search(args) -> int:
         prints = _check_user_tasks(config, console)
         store = Store(db, exclusive=True)
         store.set_meta("task_prints", prints)
+        store.set_meta("search_id", uuid.uuid4().hex[:8])  # its winners name it (search.export.search_id)
     executor = make_executor(args.executor, args.workers, JOB_TIMEOUT, args.ray_address, config.device,
                              _task_files(config))
     try:
@@ -340,13 +342,14 @@ def _best_path(db: str) -> str:
     return os.path.join(os.path.dirname(os.path.abspath(db)), "best_optimizer.py")
 
 
-def _check_best_path(db: str) -> None:
+def _check_best_path(db: str, search: str | None = None) -> None:
     """Refuse, before any work, a search whose winner could not be written: ``best_optimizer.py``
-    is the database itself, a file optdsl did not write or another search's winner (DslError)."""
+    is the database itself, a file optdsl did not write or another search's winner (DslError;
+    ``search``: the resumed search's id, None for a new one)."""
     if os.path.abspath(db) == _best_path(db):
         raise DslError("is where the search writes its winner (best_optimizer.py beside the database)", db,
                        hint="name the database otherwise, e.g. --db search.sqlite")
-    replaceable_winner(_best_path(db), db)
+    replaceable_winner(_best_path(db), db, search)
 
 
 def cmd_report(args) -> int:

@@ -89,7 +89,8 @@ def simplest(row: dict, simplify: bool = True) -> Readable:
     return readable_within(program, preferred_lr(row))
 
 
-def exported_program(row: dict, database: str | None = None, simplify: bool = True) -> Program:
+def exported_program(row: dict, database: str | None = None, simplify: bool = True,
+                     search_id: str | None = None) -> Program:
     """The row's program as users get it: readable form (:func:`simplest`), named ``found_<id>``,
     its scores, the search's database (its file name, when given) and the kind of equality with the
     raw program in the docstring.
@@ -110,7 +111,8 @@ def exported_program(row: dict, database: str | None = None, simplify: bool = Tr
     form = simplest(row, simplify)
     held_out = "not meta-validated" if row.get("meta_fitness") is None else f"{row['meta_fitness']:+.4f}"
     of = f" of {os.path.basename(database)}" if database not in (None, ":memory:") else ""
-    doc = (f"{FOUND_BY}{of} (program #{row['id']}): proxy fitness {row['fitness']:+.4f}, "
+    search = f"search {search_id}, " if search_id else ""
+    doc = (f"{FOUND_BY}{of} ({search}program #{row['id']}): proxy fitness {row['fitness']:+.4f}, "
            f"held-out {held_out} (the mean over the tasks, the best one left out when there are three or "
            f"more, of log(tuned AdamW's loss / this one's) clipped at -1 and +1; > 0 beats AdamW). "
            f"Simplified from the searched program; equality: {form.equality}.")
@@ -119,16 +121,25 @@ def exported_program(row: dict, database: str | None = None, simplify: bool = Tr
     return replace(form.program, name=_name(row), doc=textwrap.fill(doc, 96, break_on_hyphens=False))
 
 
-# the docstring that names the database may be wrapped anywhere
-_SEARCH_OF = re.compile(phrase(FOUND_BY) + r"\s+of\s+(.+?)\s+\(program\s+#", re.DOTALL)
+# the docstring that names the database (and the search's id) may be wrapped anywhere
+_SEARCH_OF = re.compile(phrase(FOUND_BY) + r"\s+of\s+(.+?)\s+\((?:search\s+(\w+),\s+)?program\s+#", re.DOTALL)
 
 
-def replaceable_winner(path: str, database: str) -> str:
+def search_id(store: Store) -> str | None:
+    """The id a search's database keeps from its creation (None for one made before ids were):
+    its winners name it, so that a search of the same file name elsewhere, or a new database where
+    an old one was, is not taken for their author (:func:`replaceable_winner`)."""
+    return store.get_meta("search_id")
+
+
+def replaceable_winner(path: str, database: str, search: str | None = None) -> str:
     """:func:`replaceable_path`, refusing also a winner that another search wrote (DslError): the
-    file names its database (:func:`exported_program`), and two searches in one folder, or exports
-    of two databases into one, would otherwise replace each other's winners silently. Files that
-    name no database (a user's, an older optdsl's) are judged by :func:`replaceable_path` alone; a
-    link is refused (its target is a file nobody named here).
+    file names its database and the search's id (:func:`exported_program`), and two searches in one
+    folder, or exports of two databases into one, would otherwise replace each other's winners
+    silently. ``search`` is this search's id (None for a new search: every file naming an id is then
+    another's); a file that names no id is judged by its database's file name. Files that name no
+    database (a user's, an older optdsl's) are judged by :func:`replaceable_path` alone; a link is
+    refused (its target is a file nobody named here).
 
     Example:
         >>> import tempfile
@@ -151,8 +162,11 @@ def replaceable_winner(path: str, database: str) -> str:
     except FileNotFoundError:
         return target
     other = " ".join(named.group(1).split()) if named else None  # the docstring may wrap a name with spaces
-    if other is not None and other != " ".join(os.path.basename(database).split()):
-        raise DslError(f"holds the winner of another search ({other}); refusing to replace it", path,
+    other_id = named.group(2) if named else None
+    mine = " ".join(os.path.basename(database).split())
+    if other is not None and (other_id != search if other_id is not None else other != mine):
+        which = f"{other}, search {other_id}" if other_id else other
+        raise DslError(f"holds the winner of another search ({which}); refusing to replace it", path,
                        hint="give each search a folder of its own, or move the file away")
     return target
 
@@ -183,9 +197,9 @@ def export_row(row: dict, outdir: str, targets=("torch", "jax"), database: str |
     return write_all_atomic(_files(row, outdir, targets, database))
 
 
-def _files(row: dict, outdir: str, targets, database: str | None) -> dict[str, str]:
-    """``{path: text}`` of the files :func:`export_row` writes."""
-    program = exported_program(row, database)
+def _files(row: dict, outdir: str, targets, database: str | None, search: str | None = None) -> dict:
+    """``{path: text}`` of the files :func:`export_row` writes (``search``: the search's id)."""
+    program = exported_program(row, database, search_id=search)
     texts = [to_source(program), *(codegen.emit(program, target) for target in targets)]
     return dict(zip(_paths(row, outdir, targets), texts))
 
@@ -213,12 +227,13 @@ def export_top(store: Store, k: int, outdir: str, targets=("torch", "jax")) -> l
         raise DslError("holds no scored program to export", store.path,
                        hint=f"`optdsl report {store.path}` counts what the search tried and why it failed")
     output_folder(outdir)
+    search = search_id(store)
     for row in rows:
         for path in _paths(row, outdir, targets):
-            replaceable_winner(path, store.path)
+            replaceable_winner(path, store.path, search)
     # every file made before any is written: a failure (a full disk) leaves the folder as it was
     return write_all_atomic({path: text for row in rows for path, text in
-                             _files(row, outdir, targets, store.path).items()})
+                             _files(row, outdir, targets, store.path, search).items()})
 
 
 def write_best(store: Store, path: str, simplify: bool = True) -> tuple[dict, Program, str] | None:
@@ -240,6 +255,7 @@ def write_best(store: Store, path: str, simplify: bool = True) -> tuple[dict, Pr
     row = winner(store)
     if row is None:
         return None
-    program = exported_program(row, store.path, simplify)
-    replaceable_winner(path, store.path)
+    search = search_id(store)
+    program = exported_program(row, store.path, simplify, search)
+    replaceable_winner(path, store.path, search)
     return row, program, write_atomic(path, codegen.emit(program, "torch"))

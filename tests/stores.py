@@ -3,6 +3,8 @@ running one (the scores are made up; these tests are about files, not about fitn
 
 from __future__ import annotations
 
+import hashlib
+import os
 from dataclasses import asdict
 
 from search.candidate import describe
@@ -19,6 +21,7 @@ def small_search_db(path: str) -> str:
     (the first the warm start, the others its children); returns ``path``."""
     with Store(path) as store:
         store.set_meta("config", asdict(SearchConfig(tasks=("quadratic",), population=4, tournament=2)))
+        store.set_meta("search_id", hashlib.sha1(os.path.abspath(path).encode()).hexdigest()[:8])
         store.set_baseline("quadratic", 0.5, 0.01, 1.0)
         for i, name in enumerate(PROGRAMS):
             score = 0.1 * i - 0.05

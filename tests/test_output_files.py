@@ -211,10 +211,10 @@ def test_a_winner_is_never_replaced_by_another_searchs(tmp_path, capsys):
     assert main(["search", "--resume", first, "--evals", "1"]) == 0
     best = tmp_path / "best_optimizer.py"
     written = best.read_text()
-    assert "Found by optdsl search of first.sqlite (program #" in " ".join(written.split())
+    assert "Found by optdsl search of first.sqlite (search " in " ".join(written.split())
     assert main(["search", "--db", str(tmp_path / "second.sqlite"), "--evals", "1"]) == 2
     err = capsys.readouterr().err
-    assert "best_optimizer.py: holds the winner of another search (first.sqlite); refusing" in err
+    assert "best_optimizer.py: holds the winner of another search (first.sqlite, search " in err
     assert "a folder of its own" in err and "Traceback" not in err
     assert best.read_text() == written and not (tmp_path / "second.sqlite").exists()
     (tmp_path / "notes.txt").write_text("not a database")  # resumed by mistake: its own fault is named
@@ -226,8 +226,14 @@ def test_a_winner_is_never_replaced_by_another_searchs(tmp_path, capsys):
     (tmp_path / "other").mkdir()
     other = small_search_db(str(tmp_path / "other" / "third.sqlite"))  # same program ids, another search
     assert main(["export", other, "--top", "9", "-o", str(out)]) == 2
-    assert "holds the winner of another search (first.sqlite)" in capsys.readouterr().err
+    assert "holds the winner of another search (first.sqlite, search " in capsys.readouterr().err
     assert {name: (out / name).read_text() for name in os.listdir(out)} == exported
+    # a database of the same file name elsewhere (or a new one where the first was) is another search
+    (tmp_path / "copy").mkdir()
+    (tmp_path / "copy" / "best_optimizer.py").write_text(written)
+    assert main(["search", "--db", str(tmp_path / "copy" / "first.sqlite"), "--evals", "1"]) == 2
+    assert "holds the winner of another search (first.sqlite, search " in capsys.readouterr().err
+    assert (tmp_path / "copy" / "best_optimizer.py").read_text() == written
 
 
 def test_a_search_in_a_missing_folder_names_its_database(tmp_path, capsys):
