@@ -20,10 +20,12 @@ from rich.console import Console
 from rich.table import Table
 
 from codegen.generated import PLOTTED_BY, replaceable_path
+from optdsl.parser import parse
 from optdsl.printer import to_source
 from optdsl.tables import print_table
 
 from .export import exported_program
+from .guards import horizon_fault
 from .selection import ranked
 from .store import Store, failures
 
@@ -222,6 +224,9 @@ def report(store: Store, outdir: str | None = None, top: int = 5, console: Conso
         print_table(console, scores_table(rows, title))
     for r in rows:
         console.print(f"[bold]#{r['id']}[/bold] (parent #{r['parent']}, {r['mutation']}):")
+        if r["meta_fitness"] is not None and not r["meta_task_score"]:  # -1 with no task: say why
+            why = horizon_fault(parse(r["source"], "<store>")) or "it could not be trained there"
+            console.print(f"  held out {r['meta_fitness']:+.3f} without training: {why}", markup=False)
         # soft_wrap: source must not be re-wrapped to the terminal's (or a pipe's 80) columns
         console.print(to_source(exported_program(r)), markup=False, highlight=False, soft_wrap=True)
     paths = plot(store, outdir) if outdir else []

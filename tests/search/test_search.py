@@ -112,6 +112,22 @@ def test_report_and_export_write_usable_files(improved, tmp_path):
         assert main([command, str(db), "-o", ""]) == 2
 
 
+def test_report_says_why_a_program_scored_minus_one_held_out_untrained(capsys):
+    """Meta-validation does not train a program whose step does not last (-1, no task score);
+    report showed the -1.000 beside empty task cells and no reason."""
+    from rich.console import Console
+
+    from search.candidate import describe
+
+    fading = parse("def train(w, g, m, step, lr):\n    return lr * g * 0.9 ** (0.5 * step), m\n")
+    store = Store(":memory:")
+    store.add(**describe(fading), status="ok", fitness=0.2, task_lr={"mlp": 0.5})
+    store.set_meta_validation(1, -1.0, {})
+    report(store, console=Console(width=200))
+    out = " ".join(capsys.readouterr().out.split())
+    assert "held out -1.000 without training: the step does not last" in out
+
+
 def test_several_warm_starts_seed_the_population(tmp_path):
     db = tmp_path / "two.sqlite"
     assert _search(db, "--evals", "4", "--init", "adamw,lion", "--population", "6") == 0
