@@ -59,7 +59,7 @@ def test_sigterm_keeps_the_work_and_writes_the_winner(tmp_path):
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-    assert proc.returncode == 0, err
+    assert proc.returncode == 130, err  # stopped (its winner written all the same)
     assert "Traceback" not in err and "generated optimizer:" in out
     assert (tmp_path / "best_optimizer.py").is_file()
     assert _rows(db)[:len(before)] == before
