@@ -90,10 +90,10 @@ def simplest(row: dict, simplify: bool = True) -> Readable:
 
 
 def exported_program(row: dict, database: str | None = None, simplify: bool = True,
-                     search_id: str | None = None) -> Program:
+                     search: str | None = None) -> Program:
     """The row's program as users get it: readable form (:func:`simplest`), named ``found_<id>``,
-    its scores, the search's database (its file name, when given) and the kind of equality with the
-    raw program in the docstring.
+    its scores, the search's database (its file name, when given) and id (``search``, when given)
+    and the kind of equality with the raw program in the docstring.
 
     Example:
         >>> from optdsl import load
@@ -111,8 +111,8 @@ def exported_program(row: dict, database: str | None = None, simplify: bool = Tr
     form = simplest(row, simplify)
     held_out = "not meta-validated" if row.get("meta_fitness") is None else f"{row['meta_fitness']:+.4f}"
     of = f" of {os.path.basename(database)}" if database not in (None, ":memory:") else ""
-    search = f"search {search_id}, " if search_id else ""
-    doc = (f"{FOUND_BY}{of} ({search}program #{row['id']}): proxy fitness {row['fitness']:+.4f}, "
+    named = f"search {search}, " if search else ""
+    doc = (f"{FOUND_BY}{of} ({named}program #{row['id']}): proxy fitness {row['fitness']:+.4f}, "
            f"held-out {held_out} (the mean over the tasks, the best one left out when there are three or "
            f"more, of log(tuned AdamW's loss / this one's) clipped at -1 and +1; > 0 beats AdamW). "
            f"Simplified from the searched program; equality: {form.equality}.")
@@ -199,7 +199,7 @@ def export_row(row: dict, outdir: str, targets=("torch", "jax"), database: str |
 
 def _files(row: dict, outdir: str, targets, database: str | None, search: str | None = None) -> dict:
     """``{path: text}`` of the files :func:`export_row` writes (``search``: the search's id)."""
-    program = exported_program(row, database, search_id=search)
+    program = exported_program(row, database, search=search)
     texts = [to_source(program), *(codegen.emit(program, target) for target in targets)]
     return dict(zip(_paths(row, outdir, targets), texts))
 
