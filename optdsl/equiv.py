@@ -17,8 +17,9 @@ The verdict names what was shown (:class:`Equivalence`):
     at the same points (where either may give inf or nan). By induction over steps the update
     sequences are equal. (Real arithmetic, not floats: where rounding decides a comparison,
     ``tanh(w) < 1`` is false in floats from w = 19.1, or a factor underflows, as in ``sign(g *
-    exp(-1000 w * w))``, their float values can differ.) A state that starts at 0 or 1 and whose new value the op table's range
-    facts show >= 0 whenever it is stays >= 0, and sympy is told so (``max(-0.6, v)`` is ``v``).
+    exp(-1000 w * w))``, their float values can differ.) A state that starts at 0 or 1 and whose
+    new value the op table's range facts show >= 0 whenever it is stays >= 0, and sympy is told so
+    (``max(-0.6, v)`` is ``v``).
 ``equal (generic: ...)``
     sympy proves them equal, but one program divides by a value (or takes the log, rsqrt... of
     one) that the other does not: equal wherever none of those arguments is zero (or outside the
