@@ -57,18 +57,21 @@ def _ctrl_c_ignored():
         signal.signal(signal.SIGINT, previous)
 
 
+def _exit_when_orphaned(parent: int) -> None:
+    """End this process as soon as ``parent`` is gone (a search killed by SIGKILL leaves its workers
+    to init): a job in progress is not finished for nobody."""
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(0)
+
+
 def _worker(index: int, inbox, outbox, target: Callable[[dict], dict]) -> None:
     # Ctrl-C goes to the whole process group; only the parent decides how to stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_exit_when_orphaned, args=(os.getppid(),), daemon=True).start()
     outbox.put(("ready", index))  # job timeouts count from here, not from the (slow) spawn
-    parent = os.getppid()
     while True:
-        try:
-            job = inbox.get(timeout=1.0)
-        except queue.Empty:
-            if os.getppid() != parent:  # the search was killed (SIGKILL): do not linger
-                return
-            continue
+        job = inbox.get()
         if job is None:
             return
         try:

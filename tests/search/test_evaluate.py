@@ -625,6 +625,53 @@ def test_ctrl_c_during_a_workers_start_neither_kills_it_nor_prints_a_traceback()
         ex.close()
 
 
+ORPHANED = """
+import time
+from search.executors import LocalExecutor
+
+def forever(job):
+    while True:
+        time.sleep(0.1)
+
+if __name__ == "__main__":
+    ex = LocalExecutor(workers=1, timeout=600, target=forever)
+    while not ex.slots[0]["ready"]:
+        ex.poll(0.2)
+    ex.submit({"id": 1})
+    print(ex.slots[0]["proc"].pid, flush=True)
+    time.sleep(600)
+"""
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads the process table from /proc")
+def test_a_worker_whose_search_is_killed_exits_at_once(tmp_path):
+    """A search killed by SIGKILL left its workers running their jobs to the end (the audit saw them
+    ~10 s later, writing to the user's terminal); one in an endless job never ended."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "search_like.py"
+    script.write_text(ORPHANED)
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        worker = int(parent.stdout.readline())
+        time.sleep(1.0)  # the job has begun
+    finally:
+        parent.kill()
+        parent.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{worker}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] == "Z":  # exited, not yet reaped by PID 1
+                    return
+        except FileNotFoundError:
+            return
+        time.sleep(0.2)
+    os.kill(worker, signal.SIGKILL)
+    pytest.fail("the orphaned worker still runs 10 s after its search was killed")
+
+
 def test_a_second_ctrl_c_while_the_workers_stop_kills_them_rather_than_leaving_them():
     ex = LocalExecutor(workers=1, timeout=30, target=hang)
     proc = ex.slots[0]["proc"]
