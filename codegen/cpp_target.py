@@ -156,19 +156,27 @@ template <typename T> static inline T op_max(T a, T b) { return (a > b || a != a
 template <typename T> static inline T op_min(T a, T b) { return (a < b || a != a) ? a : b; }
 
 // mod with the sign of b and floor division, as Python and numpy compute them from the exact fmod
-// (a - b floor(a / b) rounds: 1e10 % 3 gave 256 in float32, and 1 // 0.1 gave 10 where numpy says 9)
+// (a - b floor(a / b) rounds: 1e10 % 3 gave 256 in float32, and 1 // 0.1 gave 10 where numpy says 9):
+// m = a mod b with b's sign, d = (a - m) / b
+template <typename T> static inline void fmod_parts(T a, T b, T& m, T& d) {
+  m = std::fmod(a, b);
+  d = (a - m) / b;
+  if (m != T(0) && (b < T(0)) != (m < T(0))) {
+    m += b;
+    d -= T(1);
+  }
+}
 template <typename T> static inline T op_mod(T a, T b) {
-  T m = std::fmod(a, b);
-  if (m != T(0)) return (b < T(0)) != (m < T(0)) ? m + b : m;
-  return m == m ? std::copysign(T(0), b) : m;
+  T m, d;
+  fmod_parts(a, b, m, d);
+  return m == T(0) ? std::copysign(T(0), b) : m;
 }
 template <typename T> static inline T op_floordiv(T a, T b) {
   if (b == T(0)) return a / b;
-  const T m = std::fmod(a, b);
-  T d = (a - m) / b;
-  if (m != T(0) && (b < T(0)) != (m < T(0))) d -= T(1);
+  T m, d;
+  fmod_parts(a, b, m, d);
   if (d == T(0)) return std::copysign(T(0), a / b);
-  T f = std::floor(d);
+  const T f = std::floor(d);
   return d - f > T(0.5) ? f + T(1) : f;
 }
 

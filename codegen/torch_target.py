@@ -851,9 +851,10 @@ class _Module:
                 raise DslError(f"backend {b!r} is built in")
         self.checkpoints = torch_checkpoints(program)
         self.tree, self.tests, self.paths = paths(program)
-        self.not_separable = row_separable(self.paths)
-        self.sparse_paths = tuple(k for k, path in enumerate(self.paths)
-                                  if row_separable([path]) is None and still_at_zero_gradient(path.program))
+        why_not = [row_separable([path]) for path in self.paths]
+        self.not_separable = next(filter(None, why_not), None)  # (the first path's reason, as row_separable)
+        self.sparse_paths = tuple(k for k, (path, why) in enumerate(zip(self.paths, why_not))
+                                  if why is None and still_at_zero_gradient(path.program))
         first = self.paths[0].program
         self.globals = [first.body[i] for i in global_statements(first)]
         for g in self.globals:

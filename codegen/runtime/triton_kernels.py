@@ -71,11 +71,20 @@ def _nan_amax(x):
 
 
 @triton.jit
-def _py_mod(a, b):
-    """a mod b with the sign of b (Python's %, numpy's mod), from the exact ``%`` of floats (C's
-    fmod): a - b floor(a / b) rounds (float32 1e10 % 3: 0, numpy 1)."""
+def _tl_fmod_parts(a, b):
+    """``(m, d)``: m = a mod b with b's sign and d = (a - m) / b, built as numpy builds them from the
+    exact ``%`` of floats (C's fmod), for the two functions below (torch_math's ``_fmod_parts``)."""
     m = a % b
-    m = tl.where((m != 0) & ((b < 0) != (m < 0)), m + b, m)
+    d = (a - m) / b
+    other_sign = (m != 0) & ((b < 0) != (m < 0))
+    return tl.where(other_sign, m + b, m), tl.where(other_sign, d - 1.0, d)
+
+
+@triton.jit
+def _py_mod(a, b):
+    """a mod b with the sign of b (Python's %, numpy's mod): a - b floor(a / b) rounds (float32
+    1e10 % 3: 0, numpy 1)."""
+    m, _ = _tl_fmod_parts(a, b)
     return tl.where(m == 0, tl.where(b < 0, -0.0, 0.0), m)
 
 
@@ -83,9 +92,7 @@ def _py_mod(a, b):
 def _py_floordiv(a, b):
     """floor(a / b) as Python and numpy compute it: (a - a mod b) / b rounded to an integer (float32
     1 // 0.1 is 9; floor(1 / 0.1) is 10), a / b where b is 0."""
-    m = a % b
-    d = (a - m) / b
-    d = tl.where((m != 0) & ((b < 0) != (m < 0)), d - 1.0, d)
+    _, d = _tl_fmod_parts(a, b)
     f = tl.floor(d)
     f = tl.where(d - f > 0.5, f + 1.0, f)
     q = a / b
