@@ -37,7 +37,7 @@ import sympy
 from sympy.core.relational import Relational
 
 from .homogeneity import degree
-from .ir import INPUTS, START_VALUES, Assign, Call, Const, Expr, Program, Var, walk
+from .ir import INPUTS, START_VALUES, Assign, Call, Const, Expr, Program, Var, free_vars, walk
 from .ops import COL, GLOBAL, IS_NAN, OPS, REDUCE, ROW, STATIC
 from .passes.fold import fold_expr
 from .time_limit import SymbolicTimeout, time_limit
@@ -82,39 +82,45 @@ def only_at_zero(op_name: str, i: int) -> bool:
 
 
 @cache
-def finiteness_test(op_name: str, same_args: bool = False) -> bool:
-    """Is ``op_name`` (given one expression in every argument when ``same_args``) a test that tells
-    a nan or an infinity from every number? Read off the op table: a truth value, and its numpy
-    form the same at every probe number and different at nan, inf or -inf (``isfinite``,
-    ``allfinite``; ``x != x`` with ``same_args``; not ``sign``, ``x < x``, nor ``x - x``, which is
-    arithmetic that a nan merely passes through).
+def absorbs_nan(op_name: str) -> bool:
+    """Can ``op_name`` make a number of a nan argument? Read off its numpy form at the probe values:
+    comparisons (``nan < 0`` is 0), ``and``/``or``/``not``, ``where``'s condition, ``isfinite``,
+    ``power`` (``nan ** 0`` is 1); not ``mul`` or ``sqrt``, which pass a nan on.
+
+    Real arithmetic has no nan and cancels what makes one (``g * 0`` and ``g - g`` are 0, ``not (g
+    < 0)`` is ``g >= 0``), so where such an op sees a nan, a proof and a float run can disagree.
 
     Example:
-        >>> finiteness_test("isfinite"), finiteness_test("ne", True), finiteness_test("lt", True)
-        (True, True, False)
+        >>> absorbs_nan("lt"), absorbs_nan("where"), absorbs_nan("isfinite"), absorbs_nan("mul")
+        (True, True, True, False)
     """
     op = OPS[op_name]
-    if not op.truth or op.shape == STATIC or (op.arity > 1 and not same_args):
+    if op.shape == STATIC:
         return False
     with np.errstate(all="ignore"):
-        values = [op.numpy(*[np.full((1, 1), x)] * op.arity) for x in (*_PROBES, np.nan, np.inf, -np.inf)]
-    at_numbers = {float(np.ravel(v)[0]) for v in values[:len(_PROBES)]}
-    odd = [v for v in values[len(_PROBES):] if not np.array_equal(v, values[0], equal_nan=True)]
-    return len(at_numbers) == 1 and bool(odd)
+        return any(_finite(op_name, [*others[:i], np.nan, *others[i:]])
+                   for i in range(op.arity) for others in itertools.product(_PROBES, repeat=op.arity - 1))
 
 
-def checks_finiteness(program: Program) -> bool:
-    r"""Does ``program`` compute a value that tells non-finite numbers from finite ones (a nan guard,
-    :func:`finiteness_test`)? Real arithmetic, and so a proof, cannot see what such a value does.
+def nan_sensitive(program: Program) -> bool:
+    r"""Can a nan or inf gradient reach a finite update or state through an op that
+    :func:`absorbs_nan` (a nan guard such as Tiger's ``amax(g != g)``, ``isfinite(g * 0)``, ``where(g <
+    0, -1, 1)``)? Real arithmetic, and so a proof, cannot see what such an op makes of it; a run
+    with nan and inf gradients can. Constants, ``lr``, ``step`` and hyperparameters are never nan.
 
     Example:
         >>> from optdsl import parse
-        >>> checks_finiteness(parse("def f(w, g, lr):\n    return lr * where(g != g, 0, g)\n"))
+        >>> nan_sensitive(parse("def f(w, g, lr):\n    return lr * where(g != g, 0, g)\n"))
         True
+        >>> nan_sensitive(parse("def f(w, g, lr, b=0.9):\n    return lr * g * (b < 1)\n"))
+        False
     """
-    exprs = [a.expr for a in program.body] + list(program.outputs())
-    return any(isinstance(e, Call) and finiteness_test(e.op, len(set(e.args)) == 1 < len(e.args))
-               for root in exprs for e in walk(root))
+    tensors = {"w", "g", *program.state_names}
+    for a in program.body:  # a temporary made from the tensors can be nan too
+        if free_vars(a.expr) & tensors:
+            tensors.add(a.target)
+    return any(isinstance(e, Call) and absorbs_nan(e.op) and any(free_vars(x) & tensors for x in e.args)
+               for root in [a.expr for a in program.body] + list(program.outputs()) for e in walk(root))
 
 
 #: Ops that are nan outside a domain (arcsin, power of a negative base): sympy's forms would be

@@ -174,11 +174,13 @@ def test_a_division_a_where_guards_is_no_singularity_of_the_program():
     only where its branch is taken (:func:`singularities`' example), so the guarded and the bare
     division are not equal 'exactly'. With ``r = 0 * g`` the bare one divides by ``norm(0 * g) = 0``
     at every step (sympy once kept that norm an unknown and said 'generic'), so they differ, and the
-    guarded one is ``0 * g``."""
+    guarded one is ``0 * g`` (wherever the gradient is finite: an inf in it makes ``norm(r)`` nan,
+    and the whole update with it)."""
     a, b = (parse(f"def f(w, g, lr=0.1):\n{body}") for body in GUARDED)
     r = equivalent(a, b)
     assert r.kind == "different" and "a's update is 0, b's is nan" in r.counterexample
-    assert equivalent(a, parse("def f(w, g, lr=0.1):\n    return 0 * g\n")).kind == "exact"
+    r = equivalent(a, parse("def f(w, g, lr=0.1):\n    return 0 * g\n"))
+    assert (r.kind, r.where) == ("generic", "wherever every value is finite")
 
 
 @pytest.mark.parametrize(("pair", "head"), [(THRESHOLD, "def f(w, g, m, lr=0.1):\n"),
@@ -200,3 +202,21 @@ def test_a_nan_guard_is_not_a_no_op(guard):
     r = equivalent(a, load("sgd"), {"lr": 0.1})
     assert r.kind == "different", r
     assert equivalent(a, parse(f"def f(w, g, lr=0.1):\n    return {guard} * lr\n")).equal
+
+
+@pytest.mark.parametrize(("a", "b"), [("lr * (not (g < 0))", "lr * (g >= 0)"),
+                                      ("lr * where(g < 0, -1, 1)", "lr * where(g >= 0, 1, -1)"),
+                                      ("where(g * 0 == 0, lr * g, 0)", "lr * g"),
+                                      ("lr * g * ((g - g) == 0)", "lr * g")])
+def test_a_proof_in_the_reals_is_not_exact_where_a_nan_tells_them_apart(a, b):
+    """Each pair is equal for every real gradient, and was called "equal (exact)"; at a nan or inf
+    gradient one steps and the other does not."""
+    r = equivalent(*(parse(f"def f(w, g, lr=0.1):\n    return {x}\n") for x in (a, b)))
+    assert (r.kind, r.where) == ("generic", "wherever every value is finite"), r
+    assert "a nan or inf gradient tells them apart" in r.detail
+
+
+def test_comparisons_that_agree_at_nan_stay_exact():
+    a = parse("def f(w, g, lr=0.1):\n    return lr * where(g < 0, -1, 1)\n")
+    b = parse("def f(w, g, lr=0.1):\n    return lr * where(0 > g, -1, 1)\n")
+    assert str(equivalent(a, b)) == "equal (exact)"

@@ -1,5 +1,6 @@
 """Simplification: shorter programs with the same updates."""
 
+import pytest
 from strategies import assert_same_updates
 
 from optdsl import load, parse, to_source, zoo_names
@@ -135,3 +136,20 @@ def test_nan_guards_survive_simplification():
         updates = [Interpreter(r).updates(w, g, Interpreter(r).init(w), 1)[0]["w"] for r in (p, q)]
         np.testing.assert_array_equal(*updates)
         assert np.isfinite(updates[0]).all()
+
+
+@pytest.mark.parametrize("rule", ["where(allfinite(g * 0), lr * g, 0)", "where(isfinite(g - g), lr * g, 0)",
+                                  "lr * where(g * 0 == 0, g, 0)", "lr * (not (g < 0))", "lr * ((0 / w) or 0)"])
+def test_what_a_nan_or_inf_gradient_does_stays(rule):
+    """sympy's reals cancel ``g * 0``, ``g - g`` and ``0 / w`` and turn ``not (g < 0)`` into ``g >= 0``:
+    simplify dropped these guards (`lr * g`), so an inf gradient stepped where the rule gives 0."""
+    import numpy as np
+
+    from optdsl import Interpreter
+
+    p = parse(f"def f(w, g, lr=0.1):\n    return {rule}\n")
+    q = simplify(p)
+    w = {"w": np.array([0.0, 1.0, -2.0, 3.0, 0.5])}
+    g = {"w": np.array([np.inf, np.nan, -np.inf, 1.0, -1.0])}
+    u_p, u_q = (Interpreter(r).updates(w, g, Interpreter(r).init(w), 1)[0]["w"] for r in (p, q))
+    np.testing.assert_array_equal(u_p, u_q)
