@@ -224,3 +224,14 @@ def test_specialize_keeps_globals_in_lockstep():
     assert s1.state_names == () and s2.state_names == ()  # written, never read: dead across steps
     assert len(segments(s1)) == len(segments(s2)) == 2
     assert static_key(p, (4,)) != static_key(p, (2, 4))
+
+
+def test_one_global_reduction_of_the_same_value_is_one_pass():
+    """clip_by_global_norm reads ``global_norm(g)`` twice: each was hoisted into a segment of its own,
+    so every backend reduced all gradients twice and ran two rounds of lockstep for one number."""
+    from optdsl.extend import clip_by_global_norm
+
+    assert len(segments(specialize(clip_by_global_norm(load("adamw")), (3, 4)))) == 2
+    reassigned = parse("def f(w, g, lr):\n    u = g / global_norm(g)\n    g = g * 2\n"
+                       "    return lr * u * global_norm(g)\n")
+    assert len(segments(specialize(reassigned, (4,)))) == 3  # g changed: its norm is another number

@@ -10,33 +10,36 @@ Example:
 
 from __future__ import annotations
 
-from ..ir import Assign, Call, Program, Var, fresh_name, map_calls, names_in
+from ..ir import Assign, Call, Program, Var, free_vars, fresh_name, map_calls, names_in
 from ..ops import GLOBAL, OPS
 
 
 def hoist_globals(program: Program) -> Program:
     """Each global reduction becomes its own statement ``<op>_k = <op>(x)`` (``global_norm_1 =
-    global_norm(g)``).
+    global_norm(g)``), one for each value reduced: a repeat of the same reduction of the same
+    names reads the first one's (each is a pass over every tensor and a round of lockstep).
 
     Example:
         >>> from optdsl import parse, to_source
-        >>> p = parse("def f(w, g, lr):\\n    u = g / global_norm(g)\\n    return lr * u\\n")
+        >>> p = parse("def f(w, g, lr):\\n    u = g / global_norm(g)\\n    return lr * u * global_norm(g)\\n")
         >>> print(to_source(hoist_globals(p)).strip())
         def f(w, g, lr):
             global_norm_1 = global_norm(g)
             u = g / global_norm_1
-            return lr * u
+            return lr * u * global_norm_1
     """
     used = names_in(program)
     body: list[Assign] = []
+    hoisted: dict[Call, str] = {}  # reductions hoisted so far, while no name they read is reassigned
 
     def lift(loc):
         def fn(call: Call):
             if OPS[call.op].shape != GLOBAL:
                 return call
-            name = fresh_name(call.op, used)
-            body.append(Assign(name, call, loc))
-            return Var(name)
+            if call not in hoisted:
+                hoisted[call] = fresh_name(call.op, used)
+                body.append(Assign(hoisted[call], call, loc))
+            return Var(hoisted[call])
         return fn
 
     for a in program.body:
@@ -46,6 +49,8 @@ def hoist_globals(program: Program) -> Program:
             body.append(Assign(a.target, inner, a.loc))
         else:
             body.append(Assign(a.target, map_calls(top, lift(a.loc)), a.loc))
+        for call in [c for c in hoisted if a.target in free_vars(c)]:
+            del hoisted[call]
     outs = [map_calls(e, lift(program.return_loc)) for e in program.outputs()]
     return program.with_body(body, update=outs[0], new_states=outs[1:])
 
