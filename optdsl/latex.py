@@ -43,6 +43,7 @@ SPECIAL = {"lr": r"\eta", "eps": r"\epsilon", "weight_decay": r"\lambda", "wd": 
            "pi": r"\pi", "update": "u"}
 
 _ADDITIVE = 10  # precedence of + and - (see the op table)
+_PREFIX = 25  # an operator written before its argument, \sum x: it reaches to the end of a product
 _INFIX_PREC = {"add": 10, "sub": 10, "mul": 20, "mod": 20, "neg": 30, "power": 40}
 
 
@@ -59,7 +60,7 @@ def _template_prec(name: str) -> int:
         if depth == 0 and template[i:i + 3] in (" + ", " - "):
             return _ADDITIVE
     if template.endswith(" {0}"):
-        return 25
+        return _PREFIX
     return 100
 
 
@@ -148,8 +149,11 @@ class LatexPrinter(Printer):
         args = []
         for i, a in enumerate(expr.args):
             text = self._print(a)
-            # a sign after a factor or an operator reads as a subtraction: x (-g), not x -g
-            signed = i > 0 and op.name in ("mul", "add", "sub") and text.startswith("-")
+            # a sign after a factor or an operator reads as a subtraction: x (-g), not x -g, and
+            # (1 - b) (-g), not (1 - b) -g; after a relation or a comma it reads as a sign
+            before = op.latex[:op.latex.find("{" + str(i) + "}")].rstrip()
+            signed = text.startswith("-") and op.name not in ("div", "where") and before.endswith(
+                ("+", "-", r"\pm", "}", ")", r"\bmod"))
             if signed or self._needs_parens(op, i, a):
                 text = r"\left(" + text + r"\right)"
             args.append(text)
@@ -175,13 +179,17 @@ class LatexPrinter(Printer):
         if before.endswith(("{", "(", "|", "[")) and after.startswith(("}", ")", r"\right", "|", ",", "]")):
             return False  # the template already delimits it
         if op.infix and op.arity == 2:
+            if mine == _PREFIX and i == 0 and op.precedence > _ADDITIVE:
+                return True  # (\sum g) w, not \sum g w, which reads as sum(g w)
             if op.precedence <= _ADDITIVE:
                 return mine < op.precedence or (i == 1 and op.name == "sub" and mine == op.precedence)
             # a product beside a \bmod reads either way: x (y \bmod z), not x y \bmod z
             other = arg.op if isinstance(arg, Call) else None
             return mine < op.precedence or (mine == op.precedence and (other != op.name or (
                 i == 1 and not op.commutative)))
-        return mine <= 30 if op.name == "neg" else mine < 20
+        if op.name == "neg":
+            return mine <= 30
+        return mine < (_PREFIX if _template_prec(op.name) == _PREFIX else 20)  # \sum (g w)
 
 
 def known_nonnegative(expr: Expr, nonnegative: frozenset[str], values: dict | None = None) -> bool:
@@ -281,6 +289,9 @@ def to_latex(program: Program) -> str:
         update.name in names or update.name in total)
     if not named and "update" in total:  # the closing u_t line is the last value of `update`
         total["update"] += 1
+    for s, e in zip(program.states, program.new_states):  # so is a state's closing line
+        if s.name in total and e != Var(s.name):
+            total[s.name] += 1
     seen: dict[str, int] = {}
     inputs = {"w", "g", "lr", "step", *(h.name for h in program.hypers)}
     values = {h.name: h.default for h in program.hypers if h.name != "lr"}

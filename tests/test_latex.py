@@ -170,3 +170,26 @@ def test_a_root_prints_the_absolute_value_it_takes_unless_its_argument_is_known_
     assert r"\sqrt{\left|g_t\right|}" in text and r"\frac{1}{\sqrt{\left|m_t\right|}}" in text
     assert r"\sqrt{g_t g_t}" in text
     assert r"\sqrt{\hat{v}_t}" in to_latex(load("adamw"))
+
+
+@pytest.mark.parametrize(("rule", "printed"), [
+    ("sum(g) * w", r"\left(\sum g_t\right) w_{t-1}"),  # was \sum g_t w_{t-1}, as sum(g * w) printed
+    ("sum(g * w)", r"\sum \left(g_t w_{t-1}\right)"),
+    ("amax(g) * w", r"\left(\max g_t\right) w_{t-1}"),
+    ("interp(-g, m, b)", r"(1 - b) \left(-g_t\right) + b m_{t-1}"),  # was (1 - b) -g_t: a subtraction
+    ("interp(g, m, -b)", r"(1 - \left(-b\right)) g_t + \left(-b\right) m_{t-1}"),
+    ("where(g < -1, -g, g)", r"[g_t < -1]"),  # after a relation a minus is a sign
+])
+def test_an_operand_reads_as_what_the_program_computes(rule, printed):
+    p = parse(f"def f(w, g, m, lr=0.1, b=0.9):\n    m = {rule}\n    return lr * m, m\n")
+    assert printed in to_latex(p)
+
+
+def test_a_state_set_in_the_body_and_again_at_the_return_has_two_versions():
+    """gradient_accumulation's ``acc`` printed ``acc_t = acc_{t-1} + g_t`` and then ``acc_t = (0 if
+    boundary, else acc_t)``: an equation that reads itself."""
+    from optdsl.extend import gradient_accumulation
+
+    text = to_latex(gradient_accumulation(load("sgd"), 4))
+    assert r"\mathrm{acc}^{(1)}_t &= \mathrm{acc}_{t-1} + g_t" in text
+    assert r"\mathrm{acc}^{(1)}_t & \text{otherwise}" in text
