@@ -245,3 +245,34 @@ def test_an_extensions_argument_out_of_its_range_is_refused(make, message):
     synced, clip_by_norm(-1) stepped uphill: each was accepted silently."""
     with pytest.raises(ValueError, match=message):
         make(load("sgd"))
+
+
+def test_lazy_updates_go_inside_gradient_accumulation():
+    """lazy_updates(gradient_accumulation(sgd)) froze a row that the boundary's micro-batch missed
+    (its sum kept growing, never applied); the other order steps it by the mean of its k gradients."""
+    with pytest.raises(ValueError, match=r"gradient_accumulation\(lazy_updates\(p\)\)"):
+        lazy_updates(gradient_accumulation(load("sgd"), 2))
+    opt = Interpreter(gradient_accumulation(lazy_updates(load("sgd")), 2), lr=1.0)
+    w = {"e": np.zeros((2, 2))}
+    state = opt.init(w)
+    seen = []
+    for t, row0 in enumerate([1.0, 0.0, 1.0, 0.0], start=1):
+        w, state = opt.step(w, {"e": np.array([[row0, row0], [1.0, 1.0]])}, state, t)
+        seen.append(w["e"][0, 0])
+    assert seen == [0.0, -0.5, -0.5, -1.0]
+
+
+@needs_optax
+def test_a_schedule_outside_layerwise_adaptation_and_weight_decay_is_optaxs(setup):
+    """Order matters (README): a schedule inside the trust ratio cancels, inside weight_decay it
+    leaves the decay at the base lr; outside, each is optax's scheduled LAMB / AdamW."""
+    params, grads = setup
+    points, lr = [(0, 0.0), (10, 1.0)], 0.01
+    sched = optax.linear_schedule(0.0, lr, 10)
+    lamb = lr_schedule(layerwise_adaptation(load("adamw")), points)
+    ours, _ = run_program(lamb, params, grads, lr=lr, eps=1e-6, weight_decay=0.01)
+    assert_match(ours, run_optax(optax.lamb(sched, eps=1e-6, weight_decay=0.01), params, grads), params,
+                 tol=1e-6)
+    adamw = lr_schedule(weight_decay(load("adam"), 0.01), points)
+    ours, _ = run_program(adamw, params, grads, lr=lr)
+    assert_match(ours, run_optax(optax.adamw(sched, weight_decay=0.01), params, grads), params, tol=1e-6)

@@ -15,6 +15,10 @@ def layerwise_adaptation(program: Program, trust_coefficient: float = 1.0) -> Pr
     LAMB is layer-wise adapted AdamW: ``layerwise_adaptation(adamw)`` with eps 1e-6 is
     optax.lamb, because AdamW's update is exactly ``lr r`` with LAMB's r.
 
+    ``lr`` is the one the program is called with: the ratio cancels any scale of the inner update,
+    an ``lr_schedule`` or ``lr_multiplier`` inside included, so those go outside
+    (``lr_schedule(layerwise_adaptation(adamw))`` is optax.lamb with a schedule).
+
     Example:
         >>> from optdsl import load, Interpreter
         >>> import numpy as np

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..ir import Program
+from ..ir import Program, free_vars
 from ._build import Builder, call
 
 
@@ -13,7 +13,8 @@ def lazy_updates(program: Program) -> Program:
         update' = update where touched, else 0;  s' = s_new where touched, else s (full and row
         states); col and scalar states are shared by all rows and update as in the inner rule.
 
-    Tensors with fewer than 2 axes are updated densely. With Adam inside this is
+    Tensors with fewer than 2 axes are updated densely. A program whose gradient is made from its
+    state (``gradient_accumulation``'s sum) is refused: apply this inside it instead. With Adam inside this is
     torch.optim.SparseAdam on row-sparse gradients (up to where eps enters: SparseAdam adds it
     to sqrt(v) before the bias correction).
 
@@ -26,6 +27,16 @@ def lazy_updates(program: Program) -> Program:
         array([[-1., -1.],
                [ 0.,  0.]])
     """
+    remembered = set(program.state_names)  # and what is made from them
+    for a in program.body:
+        if free_vars(a.expr) & remembered:
+            remembered.add(a.target)
+    if "g" in remembered:
+        # gradient_accumulation's g is the sum of earlier micro-steps' gradients: a row the boundary's
+        # micro-batch misses was touched before, and masking its sum froze it (and the sum grew)
+        raise ValueError("lazy_updates: the program's gradient is made from its state (a gradient "
+                         "accumulation's sum), so a zero row of this step's g does not mean the row is "
+                         "untouched; apply lazy_updates inside: gradient_accumulation(lazy_updates(p))")
     b = Builder(program)
     masked = [s.name for s in program.states if s.kind in ("full", "row")]
     incoming = b.incoming(masked)

@@ -11,7 +11,10 @@ def weight_decay(program: Program, weight_decay: float = 0.01) -> Program:
 
     The decay does not pass through the inner rule's preconditioner (AdamW rather than Adam
     with an L2 term). The new hyperparameter is called ``weight_decay`` (or ``weight_decay_1``
-    when the program already has one).
+    when the program already has one). ``lr`` is the one the program is called with: an
+    ``lr_schedule`` or ``lr_multiplier`` inside scales the inner rule's step but not the decay,
+    so one applied outside scales both (``lr_schedule(weight_decay(adam))`` is optax.adamw with
+    a schedule).
 
     Example:
         >>> from optdsl import load, to_source
