@@ -106,8 +106,16 @@ def _cpp_build(source, defines=()):
         return lib
     os.makedirs(folder, exist_ok=True)
     src = os.path.join(folder, "kernels.cpp")
-    with open(src, "w", encoding="utf-8") as f:
-        f.write(source)
+    # written whole under a name of its own, then renamed (atomic): another process building the same
+    # source from this folder may be compiling kernels.cpp now, and must never read it half-written
+    fd, tmp = tempfile.mkstemp(suffix=".cpp", dir=folder)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(source)
+        os.replace(tmp, src)
+    except BaseException:
+        os.unlink(tmp)
+        raise
     errors = []
     for openmp in (["-fopenmp"], []):
         fd, tmp = tempfile.mkstemp(suffix=".so", dir=folder)

@@ -43,6 +43,7 @@ with grads, their storage, or the state tensors change.
 import functools
 import itertools
 import math
+import numbers
 import operator
 import shutil
 import sys
@@ -446,6 +447,9 @@ class _Program:
         if not any(torch.is_tensor(v) for v in values.values()):
             return {n: torch.tensor(x, dtype=dtype, device=device) for n, x in self.floats(k, values).items()}
         base = {n: torch.as_tensor(v, dtype=torch.float64, device=device) for n, v in values.items()}
+        # a 1-element tensor counts as its number, whatever its shape (torch.optim takes lr of shape
+        # (1,)): 0-d, else it broadcasts a 0-d parameter's step to shape (1,)
+        base = {n: t.reshape(()) if t.dim() and t.numel() == 1 else t for n, t in base.items()}
         out = {**base, **self.uniforms[k](**base)}
         # a value handed in may be the caller's own tensor (a step counter): never return it
         return {n: t.to(dtype) if t.dtype != dtype else t.clone() for n, t in out.items()}
@@ -690,12 +694,16 @@ _TORCH_CHECKS = {  # torch.optim's messages for the hyperparameters it knows
 def _check_hyper(name, value, default=None):
     """ValueError unless ``value`` is a number ``name`` may take: torch's rule for a name it knows,
     unless the program's own ``default`` breaks that rule (the paper's Program 4 averages with
-    beta2 = 1.109), and a number that is not nan otherwise. A 0-d tensor counts as its number."""
+    beta2 = 1.109), and a number that is not nan otherwise. A 1-element tensor counts as its number.
+
+    A number is any real one, as torch.optim takes them: numpy's scalars (``np.float32(1e-3)``, from
+    a config or a scheduler) and bools (``lr=True`` is 1, as in torch.optim, which checks only the
+    ranges)."""
     if torch.is_tensor(value):
         if value.numel() != 1:
             raise ValueError(f"Tensor {name} must be 1-element")
         value = value.item()
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if not isinstance(value, numbers.Real):
         pair = name == "beta1" and isinstance(value, (tuple, list))  # torch's signature has betas there
         hint = "; give both as betas=(beta1, beta2)" if pair else ""
         raise TypeError(f"Invalid {name} value: {value!r} (a number is needed{hint})")
@@ -721,6 +729,10 @@ def _check_torch_settings(cls, checkpoints, settings):
         if all(value != want for want in wants.values()):
             computes = " or ".join(f"torch.optim.{name} with {key}={want!r}" for name, want in wants.items())
             raise ValueError(f"{cls} computes {computes} only, not {key}={value!r}")
+
+
+# torch.optim.Optimizer's hooks of load_state_dict (pre, post), which _Optimizer.load_state_dict runs itself
+_LOAD_HOOKS = ("_optimizer_load_state_dict_pre_hooks", "_optimizer_load_state_dict_post_hooks")
 
 
 class _Optimizer(torch.optim.Optimizer):
@@ -826,10 +838,26 @@ class _Optimizer(torch.optim.Optimizer):
         tensors), stays in the compute dtype (torch would cast it to the param dtype) and takes its
         shape (a torch.optim checkpoint's row state may carry a trailing 1); a checkpoint of the
         torch.optim optimizer this program is loads through its name map. Any other foreign
-        checkpoint raises ValueError here rather than at the next step."""
+        checkpoint raises ValueError here rather than at the next step.
+
+        Hooks act as in torch.optim: those of ``register_load_state_dict_pre_hook`` run first, on a
+        shallow copy of the caller's dict, and what they return is what is checked, translated and
+        loaded (a hook may rename a foreign checkpoint's states); those of
+        ``register_load_state_dict_post_hook`` run last, so that their edits of ``opt.state`` stand."""
+        state_dict = state_dict.copy()  # (torch's: a hook may set keys of it, not the caller's)
+        for hook in list(self.__dict__.get(_LOAD_HOOKS[0], {}).values()):
+            returned = hook(self, state_dict)
+            state_dict = state_dict if returned is None else returned
         state_dict = self._translated(state_dict)
         current = [dict(group) for group in self.param_groups]
-        super().load_state_dict(state_dict)
+        # torch's load would run the hooks again, the pre-hooks on the translated dict and the post-hooks
+        # before the state copied below overwrites their edits: it runs with none registered
+        held = {name: self.__dict__[name] for name in _LOAD_HOOKS if name in self.__dict__}
+        self.__dict__.update({name: {} for name in held})
+        try:
+            super().load_state_dict(state_dict)
+        finally:
+            self.__dict__.update(held)
         self._cached_plan = None
         for group, before in zip(self.param_groups, current):
             for key, value in before.items():
@@ -849,6 +877,8 @@ class _Optimizer(torch.optim.Optimizer):
                         shape = _state_shape(kinds[key], tuple(p.shape))
                         reshape = tuple(value.shape) != shape and value.numel() == math.prod(shape)
                         self.state[p][key] = value.reshape(shape) if reshape else value
+        for hook in list(self.__dict__.get(_LOAD_HOOKS[1], {}).values()):
+            hook(self)
 
     def _translated(self, state_dict):
         """``state_dict`` in this program's names: itself, or a torch.optim checkpoint renamed. A

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 import torch
 
@@ -290,6 +291,78 @@ def test_a_program_whose_default_breaks_a_torch_rule_takes_its_own_range():
             cls(params, **kwargs)
 
 
+def test_numpy_scalars_and_bools_are_numbers_as_in_torch(adamw):
+    """torch.optim takes any real number: ``np.float32(1e-3)`` from a config (or a scheduler's
+    numpy lr) was a TypeError, as were bools, which torch checks only for range (``lr=True`` is 1)."""
+    params, twin = _params(), _params()
+    ours = adamw(params, lr=np.float32(0.1), eps=np.float32(1e-8), weight_decay=np.int64(0),
+                 betas=(np.float32(0.9), 0.99))
+    f32 = lambda x: float(np.float32(x))  # the same numbers as Python floats
+    same = adamw(twin, lr=f32(0.1), eps=f32(1e-8), weight_decay=0, betas=(f32(0.9), 0.99))
+    extra = [torch.nn.Parameter(torch.randn(2))]
+    ours.add_param_group({"params": extra, "lr": np.float32(0.2), "eps": np.float32(1e-6)})
+    twin_extra = [torch.nn.Parameter(extra[0].detach().clone())]
+    same.add_param_group({"params": twin_extra, "lr": f32(0.2), "eps": f32(1e-6)})
+    for t in range(3):
+        for opt, ps in ((ours, params + extra), (same, twin + twin_extra)):
+            for p, g in zip(ps, [*_grads(t), torch.ones(2)]):
+                p.grad = g.clone()
+            opt.step()
+    for p, q in zip(params + extra, twin + twin_extra):
+        torch.testing.assert_close(p, q, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="Invalid learning rate: -1.0"):
+        adamw(_params(), lr=np.float32(-1))
+    with pytest.raises(ValueError, match="Invalid epsilon value: -1"):
+        adamw([{"params": _params(), "eps": np.int64(-1)}])
+    for kwargs in ({"lr": True}, {"weight_decay": False}):  # as torch.optim.AdamW takes them
+        torch.optim.AdamW(_params(), **kwargs)
+        adamw(_params(), **kwargs)
+    with pytest.raises(ValueError, match="Invalid beta parameter at index 0: True"):
+        adamw(_params(), betas=(True, 0.9))
+    with pytest.raises(TypeError, match="a number is needed"):
+        adamw(_params(), lr=np.array([0.1, 0.2]))
+
+
+_CLIPPED = """def clipped(w, g, m, lr=0.01, beta1=0.9):
+    g = where(global_norm(g) < 1, g, g / global_norm(g))
+    m = interp(g, m, beta1)
+    return lr * m, m
+"""
+
+
+@pytest.mark.parametrize("backend", ["eager", "compiled"])
+def test_a_one_element_tensor_lr_steps_as_its_number(backend):
+    """torch.optim takes a Tensor lr of any 1-element shape: one of shape (1,) broadcast the step of
+    a 0-d parameter to shape (1,) in a program with a global reduction ("output with shape [] doesn't
+    match the broadcast shape [1]"), and the functional step returned that shape."""
+    cls = codegen.build(optdsl.parse(_CLIPPED), "torch")
+    runs = []
+    for lr in (0.01, torch.tensor([0.01]), torch.tensor([[0.01]], dtype=torch.float64)):
+        params = [torch.nn.Parameter(torch.tensor(1.0)), torch.nn.Parameter(torch.ones(2, 3))]
+        opt = cls(params, lr=lr, backend=backend)
+        for t in range(2):
+            params[0].grad, params[1].grad = torch.tensor(0.5 + t), torch.full((2, 3), 0.1)
+            opt.step()
+        assert [tuple(p.shape) for p in params] == [(), (2, 3)]
+        runs.append(params)
+    for run in runs[1:]:
+        for p, q in zip(runs[0], run):
+            torch.testing.assert_close(p, q)
+
+
+@pytest.mark.parametrize("name", ["adamw", "clipped"])
+def test_the_functional_step_keeps_a_0d_parameter_0d_under_a_1_element_lr(name):
+    program = codegen.build(optdsl.parse(_CLIPPED) if name == "clipped" else optdsl.load(name), "torch")
+    program = program._program
+    w = [torch.tensor(1.0), torch.ones(3)]
+    g = [torch.tensor(0.5), torch.ones(3)]
+    new, _ = program.step(w, g, program.init_states(w), lr=torch.tensor([0.01]), step=torch.tensor([1.0]))
+    same, _ = program.step(w, g, program.init_states(w), lr=0.01, step=1)
+    assert [tuple(t.shape) for t in new] == [(), (3,)]
+    for a, b in zip(new, same):
+        torch.testing.assert_close(a, b)
+
+
 @pytest.mark.parametrize("backend", ["eager", "compiled"])
 def test_maximize_ascends(adamw, backend):
     up, down = _params(), _params()
@@ -455,6 +528,56 @@ def test_a_compile_failure_warns_and_explicit_compiled_raises():
     lines = out.stdout.split("\n")
     assert lines[0] == "1 True", out.stdout + out.stderr
     assert lines[1].startswith("raised"), out.stdout + out.stderr
+
+
+def test_the_kernel_source_is_written_whole_under_a_name_of_its_own(tmp_path, monkeypatch):
+    """Processes building the same kernels share one cache folder: the source was rewritten in place
+    (``open(kernels.cpp, "w")``) while another process's compiler might be reading it. It is now
+    written whole under a temporary name in that folder, then renamed over kernels.cpp (atomic); a
+    failed write leaves no temporary behind. (A fake compiler: a script that copies its source.)"""
+    import builtins
+    import os
+
+    from codegen.runtime import cpp_kernels
+
+    compiler = tmp_path / "fake-c++"
+    compiler.write_text(f"#!{sys.executable}\nimport shutil, sys\nshutil.copy(sys.argv[-3], sys.argv[-1])\n")
+    compiler.chmod(0o755)
+    monkeypatch.setattr(cpp_kernels, "_cpp_compiler", lambda: str(compiler))
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "cache"))
+    source = "// the kernels\n" + "int f(int x) { return x; }\n" * 1000
+    real_open, real_replace, renamed = builtins.open, os.replace, []
+
+    def open_(file, mode="r", *args, **kwargs):
+        if str(file).endswith("kernels.cpp") and set(mode) & set("wax+"):
+            raise AssertionError(f"kernels.cpp opened with mode {mode!r}: written in place")
+        return real_open(file, mode, *args, **kwargs)
+
+    def replace(src, dst):
+        if str(dst).endswith(".cpp"):  # what the name kernels.cpp comes to hold, and from where
+            with real_open(src, encoding="utf-8") as f:
+                renamed.append((os.path.dirname(src) == os.path.dirname(dst), f.read()))
+        real_replace(src, dst)
+
+    with monkeypatch.context() as m:
+        m.setattr(builtins, "open", open_)
+        m.setattr(os, "replace", replace)
+        lib = cpp_kernels._cpp_build(source, ("-DX",))
+    folder = os.path.dirname(lib)
+    assert renamed == [(True, source)]
+    assert sorted(os.listdir(folder)) == ["kernels.cpp", "kernels.so"]
+    with open(lib, encoding="utf-8") as f:
+        assert f.read() == source  # the compiler read the whole source
+    with monkeypatch.context() as m:
+
+        def fails(src, dst):
+            raise OSError("disk full")
+
+        m.setattr(os, "replace", fails)
+        with pytest.raises(OSError, match="disk full"):
+            cpp_kernels._cpp_build(source, ("-DY",))
+    (other,) = [d for d in os.listdir(tmp_path / "cache") if d != os.path.basename(folder)]
+    assert os.listdir(tmp_path / "cache" / other) == []
 
 
 # --- the runtime as a module of its own -----------------------------------------------------------
