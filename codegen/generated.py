@@ -94,6 +94,8 @@ def output_path(path: str) -> str:
     if path.endswith(tuple(filter(None, (os.sep, os.altsep)))) and not os.path.isdir(path):
         # realpath would drop the slash and write a file called "out": the user named a folder
         raise DslError("names a folder (it ends with a slash), not a file", path, hint="give a file name")
+    if "\0" in path:  # (os refuses it with a ValueError, not an OSError)
+        raise DslError("a file name cannot hold a NUL character", ascii(path), hint="give a file name")
     target = os.path.realpath(path)
     shown = path if target == os.path.abspath(path) else f"{path} (-> {target})"
     try:

@@ -32,6 +32,7 @@ import ast
 import inspect
 import math
 import re
+import sys
 import unicodedata
 import warnings
 
@@ -70,6 +71,8 @@ MAX_DEPTH = 64
 # bidirectional-text control: it makes a line display in another order than it parses ("Trojan
 # Source", CVE-2021-42574), and a docstring's would be copied into every generated file.
 _UNSAFE_TEXT = re.compile("[\x00\ud800-\udfff\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+# A whole number longer than Python converts (its SyntaxError names no column).
+_HUGE_INTEGER = re.compile(rf"(?<![\w.])\d{{{sys.get_int_max_str_digits() + 1},}}")
 
 _BINOPS = {ast.Add: "add", ast.Sub: "sub", ast.Mult: "mul", ast.Div: "div", ast.Pow: "power",
            ast.Mod: "mod", ast.FloorDiv: "floordiv"}
@@ -159,6 +162,12 @@ def parse_all(text: str, filename: str = "<string>") -> dict[str, Program]:
             warnings.simplefilter("ignore")
             tree = ast.parse(text, filename=filename)
     except SyntaxError as e:
+        huge = _HUGE_INTEGER.search(text)
+        if huge and "Exceeds the limit" in e.msg:  # Python names no column, and a remedy for Python code
+            at = huge.start()
+            raise DslError(f"a whole number of {len(huge.group())} digits: more than Python reads",
+                           filename, text.count("\n", 0, at) + 1, at - (text.rfind("\n", 0, at) + 1), text,
+                           hint="write it with an exponent (9.9e4999); numbers are float64") from None
         raise DslError(f"syntax error: {e.msg}", filename, e.lineno, (e.offset or 1) - 1, text) from None
     except (RecursionError, MemoryError):  # absurd nesting: Python's parser gives no place, so the
         lines = text.splitlines() or [""]  # longest line stands for the statement that nests so deep

@@ -303,3 +303,10 @@ def test_report_replaces_its_own_plots_never_a_users_file(tmp_path, capsys):
     assert "exists and was not written by optdsl" in err
     assert out == ""  # refused before the report is printed (it had printed it all, then failed)
     assert (mine / "pareto_front.png").read_bytes() == b"my precious" and not (mine / "best_fitness.png").exists()
+
+
+def test_a_nul_in_an_output_name_is_an_error_not_a_traceback(tmp_path, capsys):
+    """A NUL reaches main() only from Python (a shell cannot pass one): os raised ValueError."""
+    assert main(["compile", "lion", "-o", str(tmp_path / "a\x00b.py")]) == 2
+    assert "a file name cannot hold a NUL character" in capsys.readouterr().err
+    assert os.listdir(tmp_path) == []

@@ -310,3 +310,11 @@ def test_the_papers_spelling_gets_a_hint_that_fits(source, message):
     with pytest.raises(DslError) as e:
         parse(source)
     assert message in str(e.value)
+
+
+def test_a_whole_number_longer_than_python_reads_is_located():
+    """Python's SyntaxError named column 1 and told the user to call sys.set_int_max_str_digits()."""
+    with pytest.raises(DslError, match="a whole number of 5000 digits") as info:
+        parse("def f(w, g, lr):\n    return lr * g * " + "9" * 5000 + "\n", "p.py")
+    assert (info.value.line, info.value.col) == (2, 20)
+    assert "set_int_max_str_digits" not in str(info.value) and "exponent" in str(info.value)

@@ -110,3 +110,17 @@ def test_nonnegative_states_are_the_largest_set_kept_nonnegative_from_the_start(
     assert nonnegative_states(p) == kept
     copy = parse("def f(w, g, v: full(init=w), lr):\n    v = interp(g * g, v, 0.999)\n    return lr * g, v\n")
     assert nonnegative_states(copy) == set()  # starts at w, which may be negative
+
+
+@pytest.mark.parametrize("rule", ["w % g", "1 % g", "w % abs(g)", "w % max(g, 0)"])
+def test_a_rule_sympy_cannot_take_at_g_0_compiles(rule, tmp_path, capsys):
+    """sympy's Mod(w, 0) raises ZeroDivisionError: every torch build asks still_at_zero_gradient,
+    and `optdsl compile` of a rule `check` accepted ended in a traceback."""
+    from optdsl.cli import main
+    from optdsl.symbolic import still_at_zero_gradient
+
+    p = parse(f"def f(w, g, lr=0.1):\n    return lr * ({rule})\n")
+    assert still_at_zero_gradient(p) is False
+    src = tmp_path / "rule.py"
+    src.write_text(to_source(p))
+    assert main(["compile", str(src), "--target", "torch", "-o", str(tmp_path / "out.py")]) == 0
