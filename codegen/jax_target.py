@@ -34,10 +34,12 @@ import copy
 import itertools
 from typing import ClassVar
 
+from optdsl.checkpoints import without_declarations
 from optdsl.errors import DslError
 from optdsl.ir import Call, Const, Expr, Program, Var, fresh_name, names_in, substitute, walk
-from optdsl.ops import COL, ELEMENTWISE, OPS, REDUCE, ROW, STATIC
+from optdsl.ops import COL, ELEMENTWISE, GLOBAL, OPS, REDUCE, ROW, STATIC
 from optdsl.passes import global_statements, segments, variants
+from optdsl.passes.specialize import shape_value
 from optdsl.printer import (
     ATOM,
     UNARY,
@@ -54,7 +56,7 @@ from optdsl.source import load, zoo_names
 from optdsl.typecheck import expr_kind, input_kinds, join
 
 from .generated import OPTAX_BY, check_identifier, number
-from .layout import LINE, bracketed, function, hugging_call, wrap_comprehension
+from .layout import LINE, bracketed, function, hugging_call, literal, wrap_comprehension
 from .runtime import functions as runtime_functions
 from .shape_python import plain_python, shape_test
 
@@ -65,6 +67,13 @@ STATE_INIT = {"zeros": "jnp.zeros({shape}, _dtype)", "ones": "jnp.ones({shape}, 
 COMBINE = {"sum": "jnp.sum(jnp.stack({0}))", "max": "jnp.max(jnp.stack({0}))"}
 TOTAL = {"sum": "jnp.sum({0})", "max": "jnp.max({0}, initial=-jnp.inf)"}
 IDENTITY = {"sum": "0.0", "max": "-jnp.inf"}  # the combination of no leaf's totals
+# The functions of codegen/runtime/jax_math.py a module may call, copied into it where it does.
+JAX_MATH = ("_array", "_as_real", "_refuse_complex", "_upcast", "_fit", "_root", "_float", "_f64", "_exact")
+# Why a program's step is not one of each number on its own (a complex parameter's parts: see
+# _not_elementwise), by the shape rule of the op that makes it so.
+NOT_ELEMENTWISE = {REDUCE: "reduces over the whole tensor", ROW: "reduces within rows",
+                   COL: "reduces across rows", GLOBAL: "reduces over all tensors",
+                   STATIC: "reads the parameter's shape"}
 
 
 class JaxPrinter(CodePrinter):
@@ -83,9 +92,12 @@ class JaxPrinter(CodePrinter):
 
     target = "jax"
 
-    def __init__(self, kinds: dict[str, str], python: set[str] = frozenset(), in_f64: bool = False):
+    def __init__(self, kinds: dict[str, str], python: set[str] = frozenset(), in_f64: bool = False,
+                 roots: bool = False):
         super().__init__()
         self.kinds = kinds
+        # printing a reduction's finish, whose sqrt is a norm's root: _root, differentiable at 0
+        self.roots = roots
         self.python = set(python)
         self.names = itertools.count()  # numbers of the statements bound to keep lines short (_fitted)
         self.in_f64 = in_f64  # printing the inside of an _f64(lambda: ...): see shape_arithmetic
@@ -107,8 +119,10 @@ class JaxPrinter(CodePrinter):
         and the torch target compute it (in float32, ``sqrt(1e39)`` was inf and ``log(0.999)``
         200 ulp off), and traced as it stands where optax.inject_hyperparams makes them arrays
         (the runtime's ``_exact``)."""
-        names = sorted({n.name for n in walk(expr) if isinstance(n, Var)})
-        return Code(f"_exact(lambda: {self._in_f64(expr)}, {', '.join(names)})", ATOM)
+        names = ", ".join(sorted(_numbers_read(expr)))
+        if not names:  # numbers alone (1 / 0): float64's value, as shape arithmetic's
+            return Code(f"_f64(lambda: {self._in_f64(expr)})", ATOM)
+        return Code(f"_exact(lambda: {self._in_f64(expr)}, {names})", ATOM)
 
     def _in_f64(self, expr: Expr, test: bool = False) -> str:
         """``expr`` printed to run inside ``_f64``: its temporaries bound by lambdas, not by
@@ -178,12 +192,19 @@ class JaxPrinter(CodePrinter):
             out.append(text)
         return out
 
+    def _reduced(self, expr: Expr) -> bool:
+        """Is ``expr`` a reduction's value (a mean, a row's mean...), not one per element? The root of
+        one costs nothing more through ``_root``; of a full tensor it would."""
+        reduction = isinstance(expr, Call) and OPS[expr.op].shape in (REDUCE, ROW, COL)
+        return reduction or self.kind(expr) in (ROW, COL)
+
     @staticmethod
     def _condition_slot(op: str, i: int) -> bool:
         return (op == "where" and i == 0) or OPS[op].logic
 
     def condition(self, expr: Expr) -> Code:
-        """``expr`` as a jax boolean where a condition is expected (no 1.0/0.0 round trip)."""
+        """``expr`` as a jax boolean where a condition is expected (no 1.0/0.0 round trip): the
+        op table's jax ``where`` and the logic ops take one as it is (``!= 0`` is added here, once)."""
         if isinstance(expr, Call) and OPS[expr.op].truth and OPS[expr.op].shape != STATIC:
             return self.boolean(expr)
         return self.fill("{0} != 0", [expr])
@@ -212,6 +233,10 @@ class JaxPrinter(CodePrinter):
             return self.shape_arithmetic(expr)
         if not self.in_f64 and self.is_python(expr) and _calls_jax(expr):
             return self.hyper_arithmetic(expr)
+        if expr.op == "sqrt" and (self.roots or self._reduced(expr.args[0])):
+            # a norm's root, or the root of a reduced value (sqrt(rowmean(w * w)), a row's RMS): _root,
+            # differentiable where it is 0 (in a finish, of a sum of squares: no abs needed)
+            return self.fill("_root({0})" if self.roots else "_root(jnp.abs({0}))", self.operands(expr))
         if op.truth:
             return self.fill("jnp.where({0}, 1.0, 0.0)", [self.boolean(expr)])
         if op.shape == STATIC:
@@ -224,9 +249,21 @@ class JaxPrinter(CodePrinter):
 
 
 def _calls_jax(expr: Expr) -> bool:
-    """Does ``expr``'s jax spelling call jax (not plain Python arithmetic)?"""
-    return any(OPS[n.op].truth or "jnp." in OPS[n.op].jax or "jax." in OPS[n.op].jax
-               for n in walk(expr) if isinstance(n, Call))
+    """Does ``expr``'s jax spelling call jax (not plain Python arithmetic), when it is numbers alone?
+    An op Python's operator raises on (``1 / 0``) is computed on ``jnp.asarray`` of them
+    (:meth:`JaxPrinter.operands`): jax too, in float32 unless inside ``_exact``."""
+    return any(OPS[n.op].truth or OPS[n.op].python_raises or "jnp." in OPS[n.op].jax
+               or "jax." in OPS[n.op].jax for n in walk(expr) if isinstance(n, Call))
+
+
+def _numbers_read(expr: Expr) -> set[str]:
+    """The names whose values ``expr`` reads: not ``w`` where only its shape is read (``size(w)`` is a
+    Python int while JAX traces, which ``_exact`` computes with in float64)."""
+    if isinstance(expr, Var):
+        return {expr.name}
+    if not isinstance(expr, Call) or OPS[expr.op].shape == STATIC:
+        return set()
+    return set().union(*map(_numbers_read, expr.args))
 
 
 def _shape_test(cond: Expr) -> str:
@@ -254,6 +291,107 @@ def _camel(name: str) -> str:
     return "".join(part[:1].upper() + part[1:] for part in name.split("_") if part) or "Program"
 
 
+def _not_elementwise(programs: list[Program]) -> str | None:
+    """None where the step of each number is its own (one variant: no shape test; elementwise ops
+    and full states only), so that a complex parameter steps as its real and imaginary parts, as in
+    the torch target; else why not."""
+    if len(programs) > 1:
+        return "its step depends on the parameter's shape"
+    (spec,) = programs
+    for s in spec.states:
+        if s.kind != "full":
+            return f"state {s.name} is {s.kind}-shaped"
+    for e in [a.expr for a in spec.body] + list(spec.outputs()):
+        for n in walk(e):
+            if isinstance(n, Call) and OPS[n.op].shape != ELEMENTWISE:
+                return f"{n.op}() {NOT_ELEMENTWISE[OPS[n.op].shape]}"
+    return None
+
+
+# --- the variants a parameter can reach -----------------------------------------------------------
+# passes.variants asks each shape test where the tests above it leave it undecided as expressions,
+# so amos's `if ndim(w) == 2` then `if ndim(w) > 2` printed `if w.ndim == 2: if w.ndim > 2:`. A test of
+# ndim(w) alone (comparisons with numbers, and/or/not) is decided here over the numbers of axes it
+# can tell apart: 0 to one past its largest number, which stands for every larger one.
+
+
+def _ndim_test(test: Expr) -> bool:
+    """Is ``test`` comparisons of ``ndim(w)`` with numbers, joined by and/or/not?"""
+    if isinstance(test, Const):
+        return True
+    if not isinstance(test, Call):
+        return False
+    if test.op == "ndim":
+        return True
+    return OPS[test.op].truth and OPS[test.op].shape == ELEMENTWISE and all(map(_ndim_test, test.args))
+
+
+def _tests(tree) -> list[Expr]:
+    return [] if isinstance(tree, int) else [tree[0], *_tests(tree[1]), *_tests(tree[2])]
+
+
+def _reachable(tree):
+    """``tree`` without the tests of ndim(w) its path decides (the branch no parameter takes
+    dropped), and the numbers of axes its ndim tests tell apart."""
+    consts = [abs(n.value) for t in _tests(tree) if _ndim_test(t) for n in walk(t)
+              if isinstance(n, Const) and n.value == n.value and abs(n.value) != float("inf")]
+    universe = frozenset(range(int(max(consts, default=0)) + 2))
+
+    def prune(tree, ndims):
+        if isinstance(tree, int):
+            return tree
+        test, yes, no = tree
+        if not _ndim_test(test):
+            yes, no = prune(yes, ndims), prune(no, ndims)
+            return yes if yes == no else (test, yes, no)
+        holds = frozenset(n for n in ndims if shape_value(test, (1,) * n) != 0)
+        if not holds or holds == ndims:
+            return prune(yes if holds else no, ndims)
+        yes, no = prune(yes, holds), prune(no, ndims - holds)
+        return yes if yes == no else (test, yes, no)
+
+    return prune(tree, universe), universe
+
+
+def _leaves(tree) -> list[int]:
+    return [tree] if isinstance(tree, int) else [*_leaves(tree[1]), *_leaves(tree[2])]
+
+
+def _renumbered(tree, numbers: dict[int, int]):
+    if isinstance(tree, int):
+        return numbers[tree]
+    return (tree[0], _renumbered(tree[1], numbers), _renumbered(tree[2], numbers))
+
+
+def _paths(tree, count: int) -> list[tuple[tuple[Expr, bool], ...]]:
+    """For each variant, the tests and outcomes that lead to it (the first path where several do)."""
+    found: dict[int, tuple] = {}
+
+    def walk_tree(tree, path):
+        if isinstance(tree, int):
+            found.setdefault(tree, path)
+        else:
+            walk_tree(tree[1], (*path, (tree[0], True)))
+            walk_tree(tree[2], (*path, (tree[0], False)))
+
+    walk_tree(tree, ())
+    return [found[k] for k in range(count)]
+
+
+def _fewest_tests(path: tuple, universe: frozenset) -> tuple:
+    """``path`` without the ndim tests the others imply (``not w.ndim == 2`` beside ``w.ndim > 2``)."""
+
+    def ndims(tests):
+        return frozenset(n for n in universe if all((shape_value(t, (1,) * n) != 0) == held
+                                                    for t, held in tests if _ndim_test(t)))
+
+    kept = list(path)
+    for step in list(path):
+        if _ndim_test(step[0]) and ndims([s for s in kept if s != step]) == ndims(kept):
+            kept.remove(step)
+    return tuple(kept)
+
+
 class _Module:
     """Names and text of one generated module. The program's names are used as written; every
     name of the module's own starts with ``_`` (or is optax's API: ``updates``, ``state``,
@@ -268,8 +406,14 @@ class _Module:
                            hint="the jax target spells lr as learning_rate, as optax does")
         self.program = program
         found = variants(program)
-        self.found, self.tree, self.variants = found, found.tree, list(found.programs)
-        self.paths = found.paths()
+        # only the variants a parameter can reach, numbered as the pruned tree first meets them
+        tree, universe = _reachable(found.tree)
+        self.original = list(dict.fromkeys(_leaves(tree)))  # their indices in found.programs
+        self.tree = _renumbered(tree, {k: v for v, k in enumerate(self.original)})
+        self.found, self.variants = found, [found.programs[k] for k in self.original]
+        self.paths = [_fewest_tests(path, universe) for path in _paths(self.tree, len(self.variants))]
+        self.not_elementwise = _not_elementwise(self.variants)  # why a complex leaf is refused, or None
+        self.leaf = "_array" if self.not_elementwise else "_as_real"  # how a leaf becomes a jax array
         self.used = names_in(program) | {program.name, "learning_rate"}
         self.hypers = [h for h in program.hypers if h.name != "lr"]
         self.inputs = [n for n in ("w", "g") if n == "g" or any(v.uses("w") for v in self.variants)]
@@ -436,7 +580,7 @@ class _Module:
                 parts.append(STATE_INIT[s.init].format(shape=STATE_SHAPE[s.kind]) if s else
                              "jnp.zeros((0,), _dtype)")
             # refused as the interpreter and torch refuse it (jnp.mean(x, axis=-1) of a 1-d x is a number)
-            if not self.found.needs_2d(v):
+            if not self.found.needs_2d(self.original[v]):
                 return bracketed("(", parts, ")", used=indent + len("return "))
             init = bracketed("(", parts, ")", used=indent + 5)  # an argument on a line of its own, then ","
             return hugging_call("_needs_2d", ["w", init], used=indent + len("return "), indent=indent)
@@ -454,9 +598,12 @@ class _Module:
         field_args = [f"{self.count}=jnp.zeros([], jnp.int32)"]
         field_args += [f"{self.fields[n]}=_treedef.unflatten([s[{i}] for s in _states])"
                        for i, n in enumerate(p.state_names)]
+        refuse = [] if self.not_elementwise is None else [hugging_call(
+            "_refuse_complex", ["params", literal(p.name), literal(self.not_elementwise)], used=8, indent=8)]
         init_lines = ["def _init(params):", *_indent([
+            *refuse,
             "_leaves, _treedef = jax.tree.flatten(params)",
-            wrap_comprehension(f"_states = [{self.init_leaf}(w) for w in _leaves]", 8),
+            wrap_comprehension(f"_states = [{self.init_leaf}({self.leaf}(w)) for w in _leaves]", 8),
             "return " + hugging_call(self.state_class, field_args, used=len("        return "), indent=8),
         ]).split("\n")]
 
@@ -466,14 +613,15 @@ class _Module:
                      f'    raise ValueError("{p.name} reads the parameters: pass params to update")']
         if p.uses("lr"):
             lr = f"learning_rate(state.{self.count}) if callable(learning_rate) else learning_rate"
-            body.append(f"lr = _float({lr})")
-        if p.uses("step"):
-            body.append(f"step = state.{self.count} + 1.0  # the language's step is 1-based")
-        body.append("_grads, _treedef = jax.tree.flatten(updates)")
+            body.append(f'lr = _float({lr}, "learning_rate")')
+        if p.uses("step"):  # (the count a float first: jax_numpy_dtype_promotion="strict" refuses int + 1.0)
+            body.append(f'step = _float(state.{self.count}, "step") + 1.0  # the language\'s step is 1-based')
+        body.append("_leaves, _treedef = jax.tree.flatten(updates)")
+        body.append(f"_grads = [{self.leaf}(g) for g in _leaves]")
         seqs = {"g": "_grads"}
         if "w" in self.inputs:
             seqs["w"] = "_ws"
-            body.append("_ws = _treedef.flatten_up_to(params)")
+            body.append(f"_ws = [{self.leaf}(w) for w in _treedef.flatten_up_to(params)]")
         for i, n in enumerate(p.state_names):
             seqs[n] = f"_state{i}"
             body.append(f"{seqs[n]} = _treedef.flatten_up_to(state.{self.fields[n]})")
@@ -509,7 +657,7 @@ class _Module:
             if "n" in _free(reduction.finish):
                 body.append(f"_n = sum(_p[{len(reduction.terms)}] {nonempty})")
                 totals["n"] = Var("_n")
-            finish = JaxPrinter({v.name: "uniform" for v in totals.values()})
+            finish = JaxPrinter({v.name: "uniform" for v in totals.values()}, roots=True)
             body += finish.statement(f"_global{k}", substitute(reduction.finish, totals))
             if self.pick:
                 body.append(f"_out = [_code[{k}](_c, _global{k}) for _code, (_c, _) in zip(_codes, _out)]")
@@ -519,14 +667,14 @@ class _Module:
         for i, n in enumerate(p.state_names):
             new_fields.append(f"{self.fields[n]}=_treedef.unflatten([_fit(_s[{i}], _old) for (_, _s), _old "
                               f"in zip(_out, {seqs[n]})])")
-        body.append("updates = _treedef.unflatten([_fit(-_u, _g) for (_u, _), _g in zip(_out, _grads)])")
+        body.append("updates = _treedef.unflatten([_fit(-_u, _g) for (_u, _), _g in zip(_out, _leaves)])")
         used = len("        return updates, ")
         body.append("return updates, " + hugging_call(self.state_class, new_fields, used=used, indent=8))
         update_lines = ["def _update(updates, state, params=None, **_extra):", *_indent(body).split("\n")]
         ret = "return optax.GradientTransformationExtraArgs(_init, _update)"
         # black's blank lines: after the docstring and around the nested functions
         # every number of the language is a float: an int given (or made by inject_hyperparams) is one
-        floats = [f"{h.name} = _float({h.name})" for h in self.hypers]
+        floats = [f'{h.name} = _float({h.name}, "{h.name}")' for h in self.hypers]
         lines = [_docstring(self.factory_doc()), *floats, "", *init_lines, "", *update_lines, "", ret]
         return function(p.name, args, lines)
 
@@ -535,7 +683,9 @@ class _Module:
         hyper_lines = [f"    {h.name}: the program's ``{h.name}`` (default {number(h.default)})."
                        for h in self.hypers]
         lr_default = p.hyper_defaults.get("lr")
-        summary = (p.doc.strip() + "\n\n") if p.doc.strip() else ""
+        # (not its torch.optim checkpoint declaration: the torch target's, which loads them)
+        doc = without_declarations(p.doc).strip()
+        summary = (doc + "\n\n") if doc else ""
         example_args = "" if lr_default is not None else "learning_rate=1e-3"
         return (
             f"{summary}The ``{p.name}`` program as an optax transformation; ``-update`` is returned\n"
@@ -574,16 +724,8 @@ class _Module:
         state_class = (f"class {self.state_class}(NamedTuple):\n"
                        + _indent([f'"""State of ``{p.name}``: the step count and one pytree per state."""',
                                   "", *field_lines]))
-        helpers = [
-            "def _upcast(x):\n"
-            + _indent(['"""``x`` in float32, or in its own dtype when that is wider."""',
-                       "return x.astype(jnp.promote_types(x.dtype, jnp.float32))"]),
-            "def _fit(value, like):\n"
-            + _indent(['"""``value`` with the shape and dtype of ``like`` (``like`` itself for None)."""',
-                       "if value is None:", "    return like",
-                       "return jnp.broadcast_to(value, like.shape).astype(like.dtype)"]),
-        ]
-        if any(self.found.needs_2d(v) for v in range(len(self.variants))):
+        helpers = []
+        if any(self.found.needs_2d(k) for k in self.original):
             helpers.append(runtime_functions("torch_optimizer", {"_needs_2d"}))  # torch's refusal
         exprs = [a.expr for a in p.body] + list(p.outputs())
         if any(isinstance(n, Call) and n.op == "dim" for e in exprs for n in walk(e)):
@@ -593,13 +735,15 @@ class _Module:
         functions = [f for v, spec in enumerate(self.variants) for f in self.variant_functions(v, spec)]
         if self.pick:
             functions.append(self.pick_function())
-        # _float for the factory's numbers; _f64 for shape arithmetic in float64, _exact for that of
-        # hyperparameters (names the module's own; runtime_functions adds what they call)
-        wide = {name for name in ("_f64", "_exact") if any(f"{name}(" in f for f in functions)}
-        helpers.append(runtime_functions("jax_math", {"_float", *wide}))
+        functions += [self.init_function(), self.factory()]
+        # the runtime's functions the code calls (names the module's own; runtime_functions adds what
+        # they call): _float for the factory's numbers, _f64 for shape arithmetic in float64, _exact
+        # for that of hyperparameters, _root for a norm's root (the op table's templates call it)...
+        called = {name for name in JAX_MATH if any(f"{name}(" in f for f in functions)}
+        helpers.append(runtime_functions("jax_math", called))
         imports = "from typing import NamedTuple\n\nimport jax\nimport jax.numpy as jnp\nimport optax"
         blocks = [_docstring(self.module_doc()) + "\n\n" + imports,  # one blank line after the docstring
-                  state_class, *helpers, *functions, self.init_function(), self.factory()]
+                  state_class, *helpers, *functions]
         return "\n\n\n".join(blocks) + "\n"
 
 

@@ -29,7 +29,8 @@ every op.
 
 Templates use ``{0}``, ``{1}``... for the printed arguments. Torch templates may call the functions
 of ``codegen/runtime/torch_math.py`` (``_sign``), which generated modules and the search's
-evaluator define. Triton templates name ``libdevice``,
+evaluator define; JAX templates those of ``codegen/runtime/jax_math.py`` (``_root``, a square
+root with derivative 0 at 0), which generated modules copy in. Triton templates name ``libdevice``,
 which the generated module binds to ``triton.language.extra.libdevice`` (triton 3.x). Backends needing more than a
 template (e.g. reductions over lists of tensors) handle the op by its ``shape`` rule.
 """
@@ -428,7 +429,7 @@ op("not", 1, E, _cmp(lambda a: a == 0), lambda a: sympy.Piecewise((1, sympy.Eq(a
 op("where", 3, E, lambda c, a, b: np.where(np.asarray(c) != 0, a, b),
    lambda c, a, b: sympy.Piecewise((a, sympy.Ne(c, 0)), (b, True)),
    r"\begin{{cases}} {1} & \text{{if }} {0} \\ {2} & \text{{otherwise}} \end{{cases}}",
-   "torch.where({0} != 0, {1}, {2})", "jnp.where({0} != 0, {1}, {2})", "tl.where({0} != 0, {1}, {2})",
+   "torch.where({0} != 0, {1}, {2})", "jnp.where({0}, {1}, {2})", "tl.where({0} != 0, {1}, {2})",
    "a where c is non-zero, else b; a static c (a shape test) is resolved per parameter",
    search=False, numbers_ok=True, cpp="({0} != 0 ? {1} : {2})", python="({1} if {0} != 0 else {2})",
    python_exact=True)
@@ -452,11 +453,12 @@ _NORM = Reduction(_SUM_SQ, "sum", _c("sqrt", _A0))
 _MEAN = Reduction((_X,), "sum", _c("div", _A0, _N))
 _ALLFINITE = Reduction((_c("sub", 1, _c("isfinite", _X)),), "sum", _c("eq", _A0, 0))  # no non-finite one
 op("norm", 1, R, lambda x: np.sqrt(np.sum(np.square(x))), lambda x: _sym_fn("norm", nonnegative=True)(x),
-   r"\lVert {0} \rVert", "torch.linalg.vector_norm({0})", "jnp.linalg.norm(jnp.ravel({0}))", None,
+   r"\lVert {0} \rVert", "torch.linalg.vector_norm({0})",
+   "_root(jnp.sum(jnp.square(jnp.ravel({0}))))", None,
    "L2 norm of the whole tensor", flops=2, reduction=_NORM, even=(0,), same_value=sympy.Abs)
 op("rms", 1, R, lambda x: np.sqrt(np.sum(np.square(x)) / np.size(x)), lambda x: _sym_fn("rms", nonnegative=True)(x),
    r"\operatorname{{RMS}}({0})", "torch.sqrt(torch.mean(torch.square({0})))",
-   "jnp.sqrt(jnp.mean(jnp.square({0})))", None, "root mean square of the tensor", flops=2,
+   "_root(jnp.mean(jnp.square({0})))", None, "root mean square of the tensor", flops=2,
    reduction=Reduction(_SUM_SQ, "sum", _c("sqrt", _c("div", _A0, _N))), even=(0,), same_value=sympy.Abs)
 op("mean", 1, R, lambda x: np.sum(x) / np.size(x), lambda x: _sym_fn("mean")(x), r"\operatorname{{mean}}({0})",
    "torch.mean({0})", "jnp.mean({0})", None, "mean of the tensor's elements", reduction=_MEAN,
@@ -479,7 +481,8 @@ op("cosine_sim", 2, R,
    lambda x, y: np.sum(np.multiply(x, y)) / (np.sqrt(np.sum(np.square(x))) * np.sqrt(np.sum(np.square(y)))),
    lambda x, y: _sym_fn("cosine_sim")(x, y), r"\cos\angle({0}, {1})",
    "_cosine_sim({0}, {1})",
-   "(jnp.sum({0} * {1}) / (jnp.linalg.norm(jnp.ravel({0})) * jnp.linalg.norm(jnp.ravel({1}))))", None,
+   "(jnp.sum({0} * {1}) / (_root(jnp.sum(jnp.square(jnp.ravel({0}))))"
+   " * _root(jnp.sum(jnp.square(jnp.ravel({1}))))))", None,
    "cosine of the angle between x and y", flops=6, commutative=True,
    reduction=Reduction((_c("mul", _X, _Y), _c("mul", _X, _X), _c("mul", _Y, _Y)), "sum",
                        _c("div", _A0, _c("mul", _c("sqrt", _A1), _c("sqrt", _A2)))),

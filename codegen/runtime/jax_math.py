@@ -1,5 +1,7 @@
 """Helpers of the generated JAX modules (copied into them function by function, as the torch
-runtime's are): shape arithmetic computed while JAX traces, in the interpreter's precision.
+runtime's are; the op table's jax templates may call them, as ``_root``): leaves made arrays
+(complex ones as their real and imaginary parts) and fitted back, a norm's root with a derivative
+at 0, and shape arithmetic computed while JAX traces, in the interpreter's precision.
 
 A parameter's shape facts (``size(w)``, ``dim(w, 1)``) are Python ints while JAX traces, so
 arithmetic on them has a value then. Where plain Python would not compute float64's value
@@ -17,12 +19,78 @@ import jax
 import jax.numpy as jnp
 
 
-def _float(x):
+def _array(x):
+    """``x`` as a jax array: optax takes Python and numpy numbers as leaves too (``{"w": 1.0}``)."""
+    return x if isinstance(x, jax.Array) else jnp.asarray(x)
+
+
+def _as_real(x):
+    """``x`` as a jax array (:func:`_array`); a complex one as the real array of its real and
+    imaginary parts on a last axis of 2 (torch's ``view_as_real``): an elementwise program steps
+    them as numbers of their own, as torch.optim and the torch target do (:func:`_fit` undoes it)."""
+    if jnp.iscomplexobj(x):
+        return jnp.stack([jnp.real(x), jnp.imag(x)], axis=-1)
+    return _array(x)
+
+
+def _refuse_complex(params, name, why):
+    """TypeError naming the first complex leaf of ``params``, which program ``name`` cannot step
+    (``why``: what makes it more than elementwise); None where there is none. A complex number is
+    stepped as its real and imaginary parts only by programs of elementwise ops and full states,
+    as in the torch target: a norm or a shape test of the parts is not one of the number."""
+    for path, x in jax.tree_util.tree_flatten_with_path(params)[0]:
+        if jnp.iscomplexobj(x):
+            raise TypeError(
+                f"{name} cannot step the complex {jnp.shape(x)} parameter {jax.tree_util.keystr(path)}: "
+                "a complex number is stepped as its real and imaginary parts only by programs of "
+                f"elementwise ops and full states (AdamW, Lion, SGD...); this one is not ({why}). "
+                "Train jnp.stack([x.real, x.imag], -1) of it instead, if that is what you mean."
+            )
+
+
+def _upcast(x):
+    """``x`` in float32, or in its own dtype when that is wider."""
+    if jnp.iscomplexobj(x):  # (the refusal of _refuse_complex, for params init did not see)
+        raise TypeError(f"this program cannot step a complex {x.shape} parameter (its init says why)")
+    return x.astype(jnp.promote_types(x.dtype, jnp.float32))
+
+
+def _fit(value, like):
+    """``value`` with the shape and dtype of ``like`` (``like`` itself for None); for a complex
+    ``like``, from its real and imaginary parts on value's last axis (:func:`_as_real`)."""
+    if value is None:
+        return like
+    like = _array(like)
+    if jnp.iscomplexobj(like):
+        parts = jnp.broadcast_to(value, (*like.shape, 2))
+        value = jax.lax.complex(parts[..., 0], parts[..., 1])
+    return jnp.broadcast_to(value, like.shape).astype(like.dtype)
+
+
+def _root(total):
+    """``sqrt(total)`` for a sum of squares (a norm's, an RMS's): the same value, but derivative 0,
+    not inf, where ``total`` is 0, as optax's ``safe_norm`` has it (a double ``where``): jax.grad
+    through the step of an all-zero parameter (a bias initialised to zeros) was nan. ``!= 0``, not
+    ``> 0``, so that a nan total stays nan."""
+    nonzero = total != 0
+    return jnp.where(nonzero, jnp.sqrt(jnp.where(nonzero, total, 1.0)), 0.0)
+
+
+def _float(x, name):
     """A number the step takes, as the language takes every number: a float. An int or a bool (a
     default written ``0``, an integer array that ``optax.inject_hyperparams`` makes of it) would
     reach ops that take floats only (``jax.lax.rsqrt`` of a state set to it raised TypeError).
 
-    Example: ``_float(0)`` is ``0.0``; ``_float(jnp.asarray(2)).dtype`` is float32 (without x64)."""
+    ``name``: the hyperparameter's, for the error where ``x`` is None: optax takes None for "off"
+    (``clipping_threshold=None``), which has no meaning a program could give every number.
+
+    Example: ``_float(0, "eps")`` is ``0.0``; ``_float(jnp.asarray(2), "eps").dtype`` is float32
+    (without x64)."""
+    if x is None:
+        raise TypeError(
+            f"{name}=None: this transformation takes a number; to turn a term off, pass the value "
+            "that does so in its program (0 for a coefficient, inf for a threshold)"
+        )
     if isinstance(x, (bool, int)):
         return float(x)
     if hasattr(x, "dtype") and not jnp.issubdtype(x.dtype, jnp.inexact):
