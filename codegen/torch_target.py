@@ -73,6 +73,7 @@ Example:
 from __future__ import annotations
 
 import keyword
+import math
 import re
 import textwrap
 from dataclasses import dataclass
@@ -84,6 +85,7 @@ from optdsl.ir import (
     Call,
     Const,
     Expr,
+    Hyper,
     Program,
     Var,
     free_vars,
@@ -335,11 +337,37 @@ def _fit(text: str, kind: str, slot: str, ref: str = "w", scalars: tuple[str, ..
     if kind == slot:
         return text
     shape = STATE_SHAPE[slot].replace("w.", f"{ref}.")
+    if kind in scalars and kind != "uniform" and not _float32_literal(text):
+        # a number float32 may not hold (1e39, shape arithmetic): torch.full refuses it beside a
+        # float32 w ("cannot be converted ... without overflow"); as a tensor of w's dtype it is
+        # rounded as the reference's cast rounds it (inf). (A group's uniform numbers come rounded.)
+        return Code(f"torch.broadcast_to(_tensor({text}, {ref}), {shape})", ATOM)
     if kind in scalars:
         return f"torch.full({shape}, {text}, dtype={ref}.dtype, device={ref}.device)"
     if slot == "scalar":  # one uniform tensor must not become every parameter's state
         return f"{text}.clone()" if kind == "uniform" and text.isidentifier() else text
     return Code(f"torch.broadcast_to({_expand(text, kind, slot)}, {shape})", ATOM)
+
+
+_FLOAT32_MAX = 3.4028234663852886e38
+
+
+def _float32_literal(text: str) -> bool:
+    """Is ``text`` a printed number (:func:`number`) that torch.full takes beside float32 tensors:
+    inf, nan, or finite within float32's range?
+
+    Example:
+        >>> [_float32_literal(text) for text in ("0.9", "-1e999", "(1e999 * 0)", "1e+39", "w.numel()")]
+        [True, True, True, False, False]
+    """
+    if text == number(math.nan):
+        return True
+    try:
+        value = float(text)
+    except ValueError:
+        return False
+    return not math.isfinite(value) or abs(value) <= _FLOAT32_MAX
+
 
 # --- the multi-tensor printer (eager backend) --------------------------------------------------------
 LIST_KINDS = ("full", "row", "col", "scalar", "static")
@@ -866,7 +894,11 @@ class _Module:
         self.hoisted, self.group_programs = [], []  # per path: (prelude, compiled program); eager program
         for path in self.paths:
             prelude, prog = hoist_uniform(path.program, base)
-            self.group_programs.append(prog)
+            # the prelude's values are inputs of the program that reads them, one number per step, as
+            # hyperparameters are: declared so, they are names_in's, and the names its passes make
+            # (flatten's u_1 for state u's new value) are not theirs (a hoisted 1 - beta ** step, u_1)
+            declared = tuple(Hyper(a.target, 0.0) for a in prelude)
+            self.group_programs.append(prog.with_body(prog.body, hypers=(*prog.hypers, *declared)))
             prelude, prog = split_lerp(prelude, prog, base)
             used = names_in(prog) | {a.target for a in prelude} | base
             self.hoisted.append((_bounded_assigns(prelude, used), _bounded(prog, used)))
@@ -954,6 +986,7 @@ class _Module:
             kinds[name] = "uniform"
         used = names_in(prog) | set(kinds)
         cuts = [prog.body[i] for i in global_statements(prog)]
+        clones = _clones(prog)
         out = []
         for j, seg in enumerate(segments(prog)):
             body = _Body(kinds, used, needed=["w"])
@@ -980,6 +1013,8 @@ class _Module:
                 printer = TorchPrinter(kinds, fail)
                 update = _fit(printer.doprint(outs[0]), printer.kind(outs[0]), "full")
                 new = [_fit(printer.doprint(e), printer.kind(e), s.kind) for s, e in zip(prog.states, outs[1:])]
+                new = [Code(f"{parenthesize(x, ATOM)}.clone()", ATOM) if copy else x
+                       for x, copy in zip(new, clones)]
                 ret = f"return {printer.fill('w - {0}', [update])}, {_tuple(new)}"
                 if 4 + len(ret) > LINE:  # several values: one name each
                     update, new = body.bind(update), [body.bind(x) for x in new]
@@ -1148,6 +1183,7 @@ class _Module:
         else:
             lines.append(f"_update = {printer.comprehension(prog.update, update_kind, 'full')}")
         copies = []  # (state, list): new values not already in the state's own tensors
+        views = []  # ... that are views of lists a copy may write (copied first, see below)
         for s, e in zip(prog.states, prog.new_states):
             k_e = expr_kind(e, kinds, printer.fail)
             own = isinstance(e, Var) and printer.owner.get(e.name) in (s.name, f"<shared {s.name}>")
@@ -1160,7 +1196,15 @@ class _Module:
                 copies.append((s.name, f"_new_{s.name}"))
             else:
                 lines.append(f"_new_{s.name} = {printer.comprehension(e, k_e, s.kind)}")
-                copies.append((s.name, f"_new_{s.name}"))
+                # a narrower list is broadcast as a view of its tensors (_fit): a state's (b <- a, a
+                # scalar state, or a temporary aliasing one) would be read at the copy, after a's copy
+                # if that came first, where the reference reads a's old value. A view is wider than
+                # its source, and a copy writes a state of its own width: copying views first, widest
+                # first, each view is read before any copy may write it (no clone)
+                view = isinstance(e, Var) and printer.owner.get(e.name) not in (FRESH, SHARED_FRESH)
+                (views if view else copies).append((s.name, f"_new_{s.name}"))
+        width = {s.name: ("full", "row", "col", "scalar").index(s.kind) // 2 for s in prog.states}
+        copies = sorted(views, key=lambda c: width[c[0]]) + copies
         lines += ["if _params[0].dtype == _dtype:", f"    torch._foreach_sub_(_params, _update{alpha})", "else:",
                   f"    torch._foreach_copy_(_params, torch._foreach_sub(w, _update{alpha}))"]
         lines += [f'torch._foreach_copy_(_states["{s}"], {value})' for s, value in copies]
@@ -1264,6 +1308,9 @@ class _Module:
             ("one_op", str(self.one_op())),
             ("torch_checkpoints", _literal(self.checkpoints, used=len("    torch_checkpoints=,"), indent=4)),
         ]
+        # the paths whose last segment clones an input it writes (see _clones), where there are any
+        copied_out = tuple(k for k, (_, prog) in enumerate(self.hoisted) if any(_clones(prog)))
+        fields += [("copied_out", _literal(copied_out))] if copied_out else []
         defaults = [f'"{name}": {number(v)}' for name, v in self.hypers.items()]
         return "\n".join([
             _assign("HYPER_DEFAULTS", _layout("{", defaults, "}", used=17)),
@@ -1422,6 +1469,40 @@ def _tuple(items: list[str]) -> str:
 
 def _assign(name: str, value: str) -> str:
     return f"{name} = {value}"
+
+
+def _clones(prog: Program) -> list[bool]:
+    """Per new state of ``prog``: must the segment that returns it return a copy? The callers copy
+    the step's values into the parameter first, then into the states in order (the in-place compiled
+    step's ``p.copy_(new_w)``, ``s.copy_(v)``, :meth:`_Optimizer._step_segments`; a path with a
+    clone is listed in the table's ``copied_out``, whose compiled step returns its values, since
+    inductor drops a clone of an input the graph writes); a value that is an input's
+    own tensors (``prev <- w``, ``m_prev <- m``; a narrower state's, broadcast as a view: ``b <- a``)
+    would be read there after that input was overwritten, where the reference reads every input as
+    the step found it. So a value that may be the tensors of ``w`` or of a state copied before it
+    (and changed: ``m <- m`` leaves m as it is) is cloned; every other value is a new tensor (each op
+    of the table makes one), copied as it is (AdamW's, Lion's: no clone).
+
+    Example:
+        >>> from optdsl import parse
+        >>> _clones(parse("def f(w, g, m, m_prev, prev, lr):\\n    return lr * g, g, m, w\\n"))
+        [False, True, True]
+        >>> _clones(parse("def f(w, g, a, b, lr):\\n    return lr * g, b, a + 1\\n"))
+        [False, False]
+    """
+    may_be = {n: {n} for n in ("w", *prog.state_names)}  # name -> the inputs whose tensors it may hold
+    for a in prog.body:
+        may_be[a.target] = set(may_be.get(a.expr.name, ())) if isinstance(a.expr, Var) else set()
+    values = [may_be.get(e.name, set()) if isinstance(e, Var) else set() for e in prog.new_states]
+    written = {"w"}  # copied into before the state at hand
+    out = []
+    for s, aliases in zip(prog.states, values):
+        out.append(bool(aliases & written))
+        if aliases != {s.name}:
+            written.add(s.name)
+    return out
+
+
 def hoist_uniform(prog: Program, base: set[str]) -> tuple[list[Assign], Program]:
     """``(prelude, program)``: every value that depends only on ``base`` (lr, step, hyperparameters)
     moves to a prelude computed once per step; the program reads it as an input. Without this,

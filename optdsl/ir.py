@@ -280,6 +280,8 @@ def names_in(program: Program) -> set[str]:
     for a in program.body:
         used.add(a.target)
         used |= free_vars(a.expr)
+    for e in program.outputs():  # (a program a printer builds may read names it binds elsewhere)
+        used |= free_vars(e)
     return used
 
 

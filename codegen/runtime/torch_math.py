@@ -88,9 +88,13 @@ def _cbrt(x):
 
 def _fmod_parts(x, y):
     """``(m, d)``: m = x mod y with y's sign and d = (x - m) / y, built as numpy builds them from
-    C's ``fmod`` (exact), for the two ops below."""
+    C's ``fmod`` (exact), for the two ops below. Either may come as a Python number (``1 % g``, ``g %
+    3``): it takes the other's dtype and device, rounded to the step's dtype as the reference rounds
+    its numbers (a float32 step's ``g % 1e-50`` is ``g % 0``)."""
     if not isinstance(x, torch.Tensor):
         x = torch.as_tensor(x, dtype=y.dtype, device=y.device)
+    if not isinstance(y, torch.Tensor):
+        y = torch.as_tensor(y, dtype=x.dtype, device=x.device)
     m = torch.fmod(x, y)
     d = (x - m) / y
     other_sign = (m != 0) & ((y < 0) != (m < 0))
@@ -111,6 +115,8 @@ def _floor_divide(x, y):
     rounded to the nearest integer (float32 ``1 // 0.1`` is 9: 0.1 is a little above a tenth), x / y
     where y is 0. Not ``torch.div(rounding_mode="floor")``: torch.compile lowers it to
     ``floor(x / y)`` (10 there)."""
+    if not isinstance(y, torch.Tensor):  # a Python number (g // 3): the test y == 0 below must give a
+        y = torch.as_tensor(y, dtype=x.dtype, device=x.device)  # tensor, not a bool torch.where refuses
     _, d = _fmod_parts(x, y)
     q = x / y
     f = torch.floor(d)

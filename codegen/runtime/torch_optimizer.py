@@ -382,7 +382,9 @@ class _Program:
     whose step on a sparse gradient's rows is the whole step (row-separable, and a zero gradient
     leaves a row as it is: :func:`optdsl.symbolic.still_at_zero_gradient`); ``torch_checkpoints``
     maps a torch.optim class name to ``{"states": {torch name: ours}, "hypers": {torch name: (ours,
-    ...)}, "requires": {group key: value}}``.
+    ...)}, "requires": {group key: value}}``; ``copied_out``: the paths whose last segment returns a
+    copy of an input it also writes (``prev <- w``: see codegen.torch_target's ``_clones``), whose
+    compiled step returns its values to be copied in (see :func:`_step_copied_out`).
     """
 
     def __init__(
@@ -405,6 +407,7 @@ class _Program:
         backends=None,
         one_op=False,
         torch_checkpoints=None,
+        copied_out=(),
     ):
         self.name, self.hyper_defaults, self.state_names = name, hyper_defaults, state_names
         self.hyper_names = tuple(dict.fromkeys(("lr", *hyper_defaults)))  # lr may have no default
@@ -421,7 +424,10 @@ class _Program:
         self.torch_checkpoints = dict(torch_checkpoints or {})
         self._counts = {}  # (dtype, device, each tensor's elements) -> those counts as a tensor (group_step)
         self._compiled = {}
-        self.copied_out = set()  # paths whose in-place compiled step inductor failed to build
+        # paths whose compiled step returns its values: a copy of an input it writes (torch 2.13's
+        # inductor drops a clone of an input that the graph then writes in place, and the state read
+        # the new value: w's for heavy ball's prev <- w), or whose in-place step inductor failed to build
+        self.copied_out = set(copied_out)
 
     def path_of(self, w):
         """Index into ``paths`` of the path a tensor shaped like ``w`` runs (Python shape tests)."""
@@ -665,7 +671,9 @@ def _unscale(grads, grad_scale):
 def _step_copied_out(prog, path, p, g, states, scalars):
     """The compiled step of one tensor that returns ``(w - update, new states)``, copied into ``p`` and
     its states here: for a 0-d ``p`` (the in-place step's ``copy_`` into it is dropped, torch 2.13)
-    and for a path whose in-place step inductor could not compile (``_Program.copied_out``)."""
+    and for the paths of ``_Program.copied_out`` (a clone of an input the step writes, an in-place
+    step inductor could not compile). The values are new tensors (the segment clones any input it
+    returns), so the order of the copies does not matter."""
     new_w, new_states = prog.compiled_apply(path, False, p.dtype, in_place=False)(p, g, states, scalars)
     torch._foreach_copy_([p, *states], [new_w, *new_states])
 
@@ -1115,7 +1123,7 @@ class _Optimizer(torch.optim.Optimizer):
             kind = e.params[0].dtype
             apply, whole = prog.compiled_apply(e.path, flat, kind), prog.compiled_apply(e.path, False, kind)
             for p, g, (flat_p, flat_states, states) in zip(e.params, self._grads(e, grads), views):
-                if flat and g.is_contiguous():
+                if flat and g.is_contiguous() and e.path not in prog.copied_out:
                     apply(flat_p, _flat(g), flat_states, scalars)
                 elif p.dim() == 0 or e.path in prog.copied_out:
                     _step_copied_out(prog, e.path, p, g, states, scalars)
