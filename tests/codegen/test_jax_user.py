@@ -206,7 +206,7 @@ def test_only_reachable_variants_and_true_conditions_are_printed(tmp_path):
     shapes = [(), (3,), (3, 4), (2, 3, 4), (2, 2, 3, 4)]
     picked = {module._amos_code(jnp.zeros(s)).__name__: found.programs[found.pick(s)] for s in shapes}
     defined = {n.name for n in ast.parse(emit(optdsl.load("amos"))).body
-               if isinstance(n, ast.FunctionDef) and n.name[len("_amos_"):].isdigit()}
+               if isinstance(n, ast.FunctionDef) and n.name[len("_amos_step_"):].isdigit()}
     assert set(picked) == defined and len(set(picked.values())) == len(picked)
     text = emit(optdsl.load("amos"))
     assert "``w.ndim == 2`` and ``w.ndim > 2``" not in text and "where ``w.ndim > 2``." in text
@@ -219,3 +219,14 @@ def test_a_torch_checkpoint_declaration_is_left_out_of_the_jax_module():
     text = emit(optdsl.load("adamw"))
     assert "requires amsgrad" not in text and "checkpoints:" not in text
     assert "AdamW (Loshchilov & Hutter 2019)" in text
+
+
+@pytest.mark.parametrize("name", ["update", "init", "fit", "upcast", "leaves", "treedef", "extra", "out", "state0"])
+def test_a_program_named_as_a_helper_of_the_module_steps(name):
+    """The step function of a program was ``_<name>``: a program called ``update`` or ``init`` (valid
+    names, fine on the torch target) shadowed the module's own ``_update``, ``_init``..."""
+    src = f"def {name}(w, g, m, lr=0.1, beta=0.9):\n    m = interp(g, m, beta)\n    return lr * m, m\n"
+    tx = codegen.build(parse(src), "jax")(learning_rate=0.1)
+    params = {"a": jnp.ones(3)}
+    updates, _ = tx.update({"a": jnp.ones(3)}, tx.init(params), params)
+    np.testing.assert_allclose(updates["a"], -0.1 * 0.1 * np.ones(3), rtol=1e-6)
