@@ -12,10 +12,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import re
 import shlex
+import sys
 import uuid
 
 from rich.console import Console
@@ -294,18 +296,29 @@ def cmd_search(args) -> int:
         store = Store(db, exclusive=True)
         store.set_meta("task_prints", prints)
         store.set_meta("search_id", uuid.uuid4().hex[:8])  # its winners name it (search.export.search_id)
-    executor = make_executor(args.executor, args.workers, JOB_TIMEOUT, args.ray_address, config.device,
-                             _task_files(config))
     try:
-        with LiveProgress(budget_seconds=seconds, budget_evals=args.evals, console=console) as show:
-            search = Search(store, config, executor, progress=show)
-            search.run(evals=args.evals, seconds=seconds)
-            show.live.update(summary_table(search, seconds, args.evals))
-        interrupted = search.interrupted
-    except KeyboardInterrupt:
-        interrupted = True
-    finally:
-        executor.close()
+        executor = make_executor(args.executor, args.workers, JOB_TIMEOUT, args.ray_address, config.device,
+                                 _task_files(config))
+        try:
+            with LiveProgress(budget_seconds=seconds, budget_evals=args.evals, console=console) as show:
+                search = Search(store, config, executor, progress=show)
+                search.run(evals=args.evals, seconds=seconds)
+                show.live.update(summary_table(search, seconds, args.evals))
+            interrupted = search.interrupted
+        except KeyboardInterrupt:
+            interrupted = True
+        finally:
+            executor.close()
+    except DslError:
+        # a new search that fails before it scores a program (tuning AdamW on a task that breaks at
+        # step 20, an unreachable Ray cluster) leaves no database that the same command would then
+        # call existing
+        if args.resume is None and store.count() == 0:
+            store.close()
+            for leftover in (db, db + "-wal", db + "-shm"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(leftover)
+        raise
     if interrupted:
         console.print(f"interrupted: every finished evaluation is in the database; go on with "
                       f"optdsl search --resume {shlex.quote(db)}")
@@ -377,8 +390,13 @@ def cmd_export(args) -> int:
     """
     _validate_args(args)
     with Store(_database(args), readonly=True) as store:
-        for p in export_top(store, args.top, args.output):
-            print(p)
+        paths = export_top(store, args.top, args.output)
+    for p in paths:
+        print(p)
+    found = sum(not p.endswith(("_torch.py", "_jax.py")) for p in paths)  # one DSL file per program
+    if found < args.top:
+        print(f"note: the search holds {found} distinct scored program{'s' * (found != 1)}, fewer than "
+              f"--top {args.top}", file=sys.stderr)
     return 0
 
 

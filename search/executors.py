@@ -20,10 +20,13 @@ import multiprocessing as mp
 import os
 import queue
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
+
+from optdsl.errors import DslError
 
 from .evaluate import run_job
 
@@ -215,10 +218,39 @@ def ray_connect(address: str | None = None, num_cpus: int | None = None, files: 
     import ray
 
     if not ray.is_initialized():
+        check_reachable(address)
         kw = {"address": address} if address else {"num_cpus": num_cpus}
         env = {"py_modules": sorted(set(files))} if files else None
+        main = threading.current_thread() is threading.main_thread()
+        handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)} if main else {}
         ray.init(include_dashboard=False, log_to_driver=False, runtime_env=env, **kw)
+        # ray.init puts in its own SIGTERM handler, which ended the search at once (exit 1, no
+        # winner written): ours turns it into Ctrl-C's orderly stop (optdsl.cli.sigterm_as_ctrl_c)
+        for sig, handler in handlers.items():
+            if handler is not None:
+                signal.signal(sig, handler)
     return ray
+
+
+def check_reachable(address: str | None, seconds: float = 5.0) -> None:
+    """DslError unless the Ray head at ``address`` (``host:port`` or ``ray://host:port``) accepts a
+    connection within ``seconds``: ray.init retries an address nobody answers at for minutes.
+    ``auto``, ``local`` and None (no address) are Ray's to resolve.
+
+    Example:
+        >>> check_reachable("127.0.0.1:1")
+        Traceback (most recent call last):
+        optdsl.errors.DslError: --ray-address: cannot reach a Ray cluster at 127.0.0.1:1 (Connection refused); ...
+    """
+    host, _, port = (address or "").split("://", 1)[-1].rpartition(":")
+    if not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=seconds).close()
+    except OSError as e:
+        raise DslError(f"cannot reach a Ray cluster at {address} ({e.strerror or e})", "--ray-address",
+                       hint="start one there (ray start --head), or leave --ray-address out for a local "
+                            "cluster") from None
 
 
 class RayExecutor:

@@ -398,7 +398,9 @@ def _check(ref: str, copies: int, limit: float, device: str) -> Task:
                     raise DslError(f"{where}: the loss of {k} copies has shape {shape}, expected ({k},)", path,
                                    hint="loss(outputs, targets) must return one number (a scalar) per model")
                 if t == 1 and not torch.isfinite(loss).all():
-                    raise DslError(f"{where}: the loss at the first step is not finite ({loss[0].item()})", path)
+                    bad = int((~torch.isfinite(loss)).nonzero()[0, 0])  # (copy 0's may be finite)
+                    raise DslError(f"{where}: the loss at the first step is not finite ({loss[bad].item()} "
+                                   f"for model copy {bad} of {k}, before any update)", path)
                 if not loss.requires_grad:
                     raise DslError(f"{where}: the loss does not depend on the trained parameters", path)
                 (g,) = torch.autograd.grad(loss.sum(), w)

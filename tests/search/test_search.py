@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from optdsl import parse, to_source
+from optdsl import DslError, parse, to_source
 from optdsl.cli import main
 from search.evaluate import run_job
 from search.evolution import Search, SearchConfig
@@ -82,7 +82,7 @@ def test_search_improves_on_a_bad_warm_start(improved, capsys):
     assert best["task_loss"]["quadratic"] < init["task_loss"]["quadratic"] / 10
 
 
-def test_report_and_export_write_usable_files(improved, tmp_path):
+def test_report_and_export_write_usable_files(improved, tmp_path, capsys):
     _d, db = improved
     store = Store(str(db))
     plots = report(store, str(tmp_path / "plots"))
@@ -107,6 +107,10 @@ def test_report_and_export_write_usable_files(improved, tmp_path):
     opt.step()
     assert torch.all(w < 1)
     assert main(["export", str(db), "--top", "1", "-o", str(tmp_path / "cli")]) == 0
+    assert "note:" not in capsys.readouterr().err
+    # it had written one program for --top 5, silently
+    assert main(["export", str(db), "--top", "5", "-o", str(tmp_path / "cli5")]) == 0
+    assert "note: the search holds 1 distinct scored program, fewer than --top 5" in capsys.readouterr().err
     assert main(["report", str(db), "-o", str(tmp_path / "cli")]) == 0
     for command in ("export", "report"):  # an unset shell variable: report had written nothing, silently
         assert main([command, str(db), "-o", ""]) == 2
@@ -278,8 +282,11 @@ def test_ray_executor_on_a_local_cluster(tmp_path):
     ray = pytest.importorskip("ray")
     from search.executors import RayExecutor
 
+    before = signal.getsignal(signal.SIGTERM)
     ex = RayExecutor(workers=2, timeout=120, num_cpus=2)
     try:
+        # ray.init's own SIGTERM handler ended a search at once, with no winner written (exit 1)
+        assert signal.getsignal(signal.SIGTERM) is before
         store = Store(str(tmp_path / "r.sqlite"))
         search = Search(store, SearchConfig(tasks=("quadratic",), population=6, seed=1), ex, simplify_grace=None)
         best = search.run(evals=6)
@@ -289,6 +296,16 @@ def test_ray_executor_on_a_local_cluster(tmp_path):
     finally:
         ex.close()
         ray.shutdown()
+
+
+def test_an_unreachable_ray_address_is_an_error_at_once():
+    """ray.init retried 127.0.0.1:9999 for minutes (SIGTERM did not stop it)."""
+    from search.executors import check_reachable
+
+    with pytest.raises(DslError, match="cannot reach a Ray cluster at 127.0.0.1:1 "):
+        check_reachable("127.0.0.1:1")
+    for address in (None, "auto", "local"):
+        check_reachable(address)  # Ray's to resolve
 
 
 def test_the_panel_names_each_stage_in_turn(tmp_path):

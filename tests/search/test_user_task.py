@@ -2,6 +2,7 @@
 broken task before any work, devices, and the search on user tasks (local and Ray)."""
 
 import importlib.util
+import os
 import textwrap
 from pathlib import Path
 
@@ -147,6 +148,10 @@ BROKEN = {
               "the loss of 80 copies has shape (80, 16, 1), expected (80,)"),
     "non-finite": ("def bad():\n    return make(loss=lambda o, t: F.mse_loss(o, t) / 0)\n", "bad",
                    "the loss at the first step is not finite"),
+    # the message printed copy 0's loss, a finite number, where another copy's was nan
+    "non-finite in some copies": (("def bad():\n    return make(loss=lambda o, t: F.mse_loss(o, t) + "
+                                   "torch.log(o.abs().mean() - 0.5))\n"), "bad",
+                                  "is not finite (nan for model copy"),
     "no gradient": ("def bad():\n    return make(loss=lambda o, t: F.mse_loss(o.detach(), t))\n", "bad",
                     "does not depend on the trained parameters"),
     # sys.exit() in the user's code had ended the CLI with exit status 1 and no place
@@ -286,9 +291,13 @@ def test_a_task_tuned_adamw_cannot_train_is_refused(tmp_path, capsys):
     task = tmp_path / "t.py"
     task.write_text(GOOD + "\ndef nan_later():\n    return task_from_module('n', lambda: nn.Linear(3, 1), "
                     "lambda t: (x * (float('nan') if t > 2 else 1.0), y), F.mse_loss, 4, (x, y))\n")
-    assert main(["search", "--db", str(tmp_path / "s.sqlite"), "--task", f"{task}:nan_later", "--evals", "1",
-                 "--workers", "1"]) == 2
+    command = ["search", "--db", str(tmp_path / "s.sqlite"), "--task", f"{task}:nan_later", "--evals", "1",
+               "--workers", "1"]
+    assert main(command) == 2
     assert "tuned AdamW's loss on task" in capsys.readouterr().err
+    # nothing scored, nothing kept: the same command ran again said "s.sqlite already exists"
+    assert sorted(os.listdir(tmp_path)) == ["t.py"]
+    assert main(command) == 2 and "already exists" not in capsys.readouterr().err
 
 
 # --- the search on user tasks ----------------------------------------------------------------------
