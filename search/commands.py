@@ -75,8 +75,14 @@ def _tasks(text: str) -> tuple[str, ...]:
 def _inits(text: str) -> str:
     """``--init adamw,lion,my_rule.py``: every warm start must load, be searchable and pass the
     guards (a refused one would never be trained; exit 2 otherwise, before any work); returns the
-    normalised comma-separated list."""
-    names = [n.strip() for n in text.split(",") if n.strip()]
+    normalised comma-separated list, each program once.
+
+    Example:
+        >>> _inits(" lion, adamw,lion ")
+        'lion,adamw'
+    """
+    # each once: a repeat (lion,lion) would seed the population with copies of one program
+    names = list(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
     if not names:
         raise DslError("--init: no program given", "optdsl search", hint="e.g. --init adamw or --init adamw,lion")
     for name in names:
