@@ -67,6 +67,7 @@ STATE_INIT = {"zeros": "jnp.zeros({shape}, _dtype)", "ones": "jnp.ones({shape}, 
 COMBINE = {"sum": "jnp.sum(jnp.stack({0}))", "max": "jnp.max(jnp.stack({0}))"}
 TOTAL = {"sum": "jnp.sum({0})", "max": "jnp.max({0}, initial=-jnp.inf)"}
 IDENTITY = {"sum": "0.0", "max": "-jnp.inf"}  # the combination of no leaf's totals
+MAX_NDIM = 64  # numpy's and jax's most axes: a test of ndim(w) against more is decided the same above
 # The functions of codegen/runtime/jax_math.py a module may call, copied into it where it does.
 JAX_MATH = ("_array", "_as_real", "_refuse_complex", "_upcast", "_fit", "_root", "_float", "_f64", "_exact")
 # Why a program's step is not one of each number on its own (a complex parameter's parts: see
@@ -335,7 +336,8 @@ def _reachable(tree):
     dropped), and the numbers of axes its ndim tests tell apart."""
     consts = [abs(n.value) for t in _tests(tree) if _ndim_test(t) for n in walk(t)
               if isinstance(n, Const) and n.value == n.value and abs(n.value) != float("inf")]
-    universe = frozenset(range(int(max(consts, default=0)) + 2))
+    # (capped: `ndim(w) < 1e9` asked for a billion numbers of axes; no array has more than MAX_NDIM)
+    universe = frozenset(range(int(min(max(consts, default=0), MAX_NDIM)) + 2))
 
     def prune(tree, ndims):
         if isinstance(tree, int):

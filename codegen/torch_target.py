@@ -1203,7 +1203,9 @@ class _Module:
                 # first, each view is read before any copy may write it (no clone)
                 view = isinstance(e, Var) and printer.owner.get(e.name) not in (FRESH, SHARED_FRESH)
                 (views if view else copies).append((s.name, f"_new_{s.name}"))
-        width = {s.name: ("full", "row", "col", "scalar").index(s.kind) // 2 for s in prog.states}
+        # (a row or col state is narrower than a full one and wider than a scalar: a full a <- r viewing
+        # row state r is copied before r <- s, which views scalar s)
+        width = {s.name: {"full": 0, "row": 1, "col": 1, "scalar": 2}[s.kind] for s in prog.states}
         copies = sorted(views, key=lambda c: width[c[0]]) + copies
         lines += ["if _params[0].dtype == _dtype:", f"    torch._foreach_sub_(_params, _update{alpha})", "else:",
                   f"    torch._foreach_copy_(_params, torch._foreach_sub(w, _update{alpha}))"]

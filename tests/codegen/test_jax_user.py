@@ -230,3 +230,13 @@ def test_a_program_named_as_a_helper_of_the_module_steps(name):
     params = {"a": jnp.ones(3)}
     updates, _ = tx.update({"a": jnp.ones(3)}, tx.init(params), params)
     np.testing.assert_allclose(updates["a"], -0.1 * 0.1 * np.ones(3), rtol=1e-6)
+
+
+def test_a_test_of_ndim_against_a_huge_number_compiles():
+    """The pruning of impossible shape paths enumerated every number of axes up to the test's
+    constant: ``ndim(w) < 1e9`` ran out of memory."""
+    p = parse("def f(w, g, lr=0.1):\n    if ndim(w) < 1e9:\n        g = g * 2\n    return lr * g\n")
+    tx = codegen.build(p, "jax")()
+    params = {"a": jnp.ones(3)}
+    updates, _ = tx.update({"a": jnp.ones(3)}, tx.init(params), params)
+    np.testing.assert_allclose(updates["a"], -0.2 * np.ones(3), rtol=1e-6)

@@ -60,6 +60,11 @@ ORDER = {
     "full m <- row r": "def f(w, g, r: row, m, lr=1.0):\n    return lr * (m + g), r + rowmean(g), r\n",
     "full m <- col c": "def f(w, g, c: col, m, lr=1.0):\n    return lr * (m + g), c + colmean(g), c\n",
     "col c <- scalar a": "def f(w, g, a: scalar, c: col, lr=1.0):\n    return lr * (c + g), a + mean(g), a\n",
+    # a chain of views: full a <- row r <- scalar s (the copies ranked row as wide as full: r was
+    # written before a read it)
+    "full a <- row r <- scalar s": (
+        "def f(w, g, r: row, a, s: scalar, lr=0.01):\n    return lr * g + a, s, r, mean(g)\n"
+    ),
     "a and b swap": "def f(w, g, a: full(init=w), b, lr=0.1):\n    return lr * (a - b + g), b, a\n",
     "prev <- w beside a global norm": (
         "def f(w, g, prev: full(init=w), lr=0.1, beta=0.9):\n    g = g * min(1, 1 / global_norm(g))\n"
