@@ -190,8 +190,10 @@ class Interpreter:
         reduction = OPS[stmts[0].expr.op].reduction
         values = [np.asarray(t.eval(s.expr.args[0])[0]) for s, t in zip(stmts, tensors) if t.env["w"].size]
         value = reduction.numpy([reduction.totals(v) for v in values], sum(v.size for v in values))
+        # a value of the tensors, if the same for each: its arithmetic is in their dtype, as a per-tensor
+        # reduction's is and the targets' is, not float64 as that of numbers alone
         for t in tensors:
-            t.env[stmts[0].target], t.kinds[stmts[0].target] = self.dtype.type(value), "uniform"
+            t.env[stmts[0].target], t.kinds[stmts[0].target] = self.dtype.type(value), "scalar"
 
     def step(self, params, grads, state, step: int = 1):
         """``(w - update for each parameter, new state)``."""

@@ -203,3 +203,16 @@ def test_the_api_says_what_it_takes_instead_of_an_attribute_error():
             call()
     with pytest.raises(TypeError, match=r"a program's source is a str, not bytes \(decode it"):
         parse(b"def f(w, g, lr=0.1):\n    return lr * g\n")
+
+
+def test_arithmetic_on_a_global_reduction_is_in_the_tensors_dtype():
+    """A global norm's value came back as a number alone (float64 arithmetic) where the targets, and a
+    per-tensor norm here, compute in the tensors' dtype: ``cube(n * 1e13)`` overflowed float32 on the
+    torch and JAX targets (inf) and was 1e39 here."""
+    p = parse("def f(w, g, lr=0.1):\n    n = global_norm(g)\n    return lr * g + 1e-30 * cube(n * 1e13)\n")
+    per_tensor = parse("def f(w, g, lr=0.1):\n    n = norm(g)\n    return lr * g + 1e-30 * cube(n * 1e13)\n")
+    params, grads = {"w": np.ones(4, np.float32)}, {"w": np.full(4, 0.5, np.float32)}
+    for program in (p, per_tensor):
+        opt = Interpreter(program, np.float32)
+        update = opt.updates(params, grads, opt.init(params), 1)[0]["w"]
+        assert np.all(np.isinf(update)), program.body
