@@ -432,7 +432,8 @@ class _Module:
         nseg = len(global_statements(self.variants[0])) + 1
         # (a suffix always: the bare _update, _init, _fit... of a program so named shadowed the module's own)
         self.fns = [[f"_{program.name}_step" + (f"_{v}" if len(self.variants) > 1 else "")
-                     + (f"_part{k}" if nseg > 1 else "") for k in range(nseg)] for v in range(len(self.variants))]
+                     + (f"_part{k}" if nseg > 1 else "") for k in range(nseg)]
+                    for v in range(len(self.variants))]
 
     # --- per-variant step functions --------------------------------------------------------------
     def variant_functions(self, v: int, spec: Program) -> list[str]:

@@ -240,7 +240,7 @@ def check_reachable(address: str | None, seconds: float = 5.0) -> None:
     Example:
         >>> check_reachable("127.0.0.1:1")
         Traceback (most recent call last):
-        optdsl.errors.DslError: --ray-address: cannot reach a Ray cluster at 127.0.0.1:1 (Connection refused); ...
+        optdsl.errors.DslError: --ray-address: cannot reach a Ray cluster at 127.0.0.1:1 (Connection ...
     """
     host, _, port = (address or "").split("://", 1)[-1].rpartition(":")
     if not host or not port.isdigit():

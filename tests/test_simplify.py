@@ -139,7 +139,8 @@ def test_nan_guards_survive_simplification():
 
 
 @pytest.mark.parametrize("rule", ["where(allfinite(g * 0), lr * g, 0)", "where(isfinite(g - g), lr * g, 0)",
-                                  "lr * where(g * 0 == 0, g, 0)", "lr * (not (g < 0))", "lr * ((0 / w) or 0)"])
+                                  "lr * where(g * 0 == 0, g, 0)", "lr * (not (g < 0))",
+                                  "lr * ((0 / w) or 0)"])
 def test_what_a_nan_or_inf_gradient_does_stays(rule):
     """sympy's reals cancel ``g * 0``, ``g - g`` and ``0 / w`` and turn ``not (g < 0)`` into ``g >= 0``:
     simplify dropped these guards (`lr * g`), so an inf gradient stepped where the rule gives 0."""

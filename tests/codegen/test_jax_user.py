@@ -221,7 +221,8 @@ def test_a_torch_checkpoint_declaration_is_left_out_of_the_jax_module():
     assert "AdamW (Loshchilov & Hutter 2019)" in text
 
 
-@pytest.mark.parametrize("name", ["update", "init", "fit", "upcast", "leaves", "treedef", "extra", "out", "state0"])
+@pytest.mark.parametrize("name", ["update", "init", "fit", "upcast", "leaves", "treedef", "extra", "out",
+                                  "state0"])
 def test_a_program_named_as_a_helper_of_the_module_steps(name):
     """The step function of a program was ``_<name>``: a program called ``update`` or ``init`` (valid
     names, fine on the torch target) shadowed the module's own ``_update``, ``_init``..."""
