@@ -223,12 +223,18 @@ def ray_connect(address: str | None = None, num_cpus: int | None = None, files: 
         env = {"py_modules": sorted(set(files))} if files else None
         main = threading.current_thread() is threading.main_thread()
         handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)} if main else {}
-        ray.init(include_dashboard=False, log_to_driver=False, runtime_env=env, **kw)
-        # ray.init puts in its own SIGTERM handler, which ended the search at once (exit 1, no
-        # winner written): ours turns it into Ctrl-C's orderly stop (optdsl.cli.sigterm_as_ctrl_c)
-        for sig, handler in handlers.items():
-            if handler is not None:
-                signal.signal(sig, handler)
+        try:
+            ray.init(include_dashboard=False, log_to_driver=False, runtime_env=env, **kw)
+        except ConnectionError as e:  # (its first sentence: the rest names Ray's own --address flag)
+            raise DslError(f"cannot connect to a Ray cluster ({str(e).split('. ')[0]})", "--ray-address",
+                           hint="start one (ray start --head), or leave --ray-address out for a local "
+                                "cluster") from None
+        finally:
+            # ray.init puts in its own SIGTERM handler, which ended the search at once (exit 1, no
+            # winner written): ours turns it into Ctrl-C's orderly stop (optdsl.cli.sigterm_as_ctrl_c)
+            for sig, handler in handlers.items():
+                if handler is not None:
+                    signal.signal(sig, handler)
     return ray
 
 

@@ -308,6 +308,22 @@ def test_an_unreachable_ray_address_is_an_error_at_once():
         check_reachable(address)  # Ray's to resolve
 
 
+def test_no_ray_cluster_to_join_is_named_in_optdsls_words(monkeypatch):
+    """Ray's message told the user to set its `--address` flag; optdsl's is --ray-address."""
+    ray = pytest.importorskip("ray")
+    from search.executors import ray_connect
+
+    def refuse(**kw):
+        raise ConnectionError("Could not find any running Ray instance. Please specify ... `--address` flag")
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", refuse)
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(DslError, match="--ray-address: cannot connect to a Ray cluster") as e:
+        ray_connect("auto")
+    assert "`--address`" not in str(e.value) and signal.getsignal(signal.SIGTERM) is before
+
+
 def test_the_panel_names_each_stage_in_turn(tmp_path):
     store = Store(str(tmp_path / "s.sqlite"))
     stages = []
