@@ -228,6 +228,23 @@ def free_vars(expr: Expr) -> set[str]:
     return out
 
 
+def made_from(program: Program, names) -> set[str]:
+    """``names`` and every name a statement of ``program`` binds from a value that reads one of
+    them, directly or through earlier statements (a name reassigned from something else stays in).
+
+    Example:
+        >>> p = Program("f", (), (), (Assign("a", Var("m")), Assign("b", Call("add", (Var("g"), Var("a"))))),
+        ...             Var("b"), ())
+        >>> sorted(made_from(p, {"m"}))
+        ['a', 'b', 'm']
+    """
+    out = set(names)
+    for a in program.body:
+        if free_vars(a.expr) & out:
+            out.add(a.target)
+    return out
+
+
 def substitute(expr: Expr, mapping: dict[str, Expr]) -> Expr:
     """``expr`` with each ``Var(name)`` in ``mapping`` replaced by ``mapping[name]``.
 

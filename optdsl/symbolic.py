@@ -37,7 +37,7 @@ import sympy
 from sympy.core.relational import Relational
 
 from .homogeneity import degree
-from .ir import INPUTS, START_VALUES, Assign, Call, Const, Expr, Program, Var, free_vars, walk
+from .ir import INPUTS, START_VALUES, Assign, Call, Const, Expr, Program, Var, free_vars, made_from, walk
 from .ops import COL, GLOBAL, IS_NAN, OPS, REDUCE, ROW, STATIC
 from .passes.fold import fold_expr
 from .time_limit import time_limit
@@ -115,10 +115,7 @@ def nan_sensitive(program: Program) -> bool:
         >>> nan_sensitive(parse("def f(w, g, lr, b=0.9):\n    return lr * g * (b < 1)\n"))
         False
     """
-    tensors = {"w", "g", *program.state_names}
-    for a in program.body:  # a temporary made from the tensors can be nan too
-        if free_vars(a.expr) & tensors:
-            tensors.add(a.target)
+    tensors = made_from(program, {"w", "g", *program.state_names})  # a temporary of them can be nan too
     return any(isinstance(e, Call) and absorbs_nan(e.op) and any(free_vars(x) & tensors for x in e.args)
                for root in [a.expr for a in program.body] + list(program.outputs()) for e in walk(root))
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..ir import Program, free_vars
+from ..ir import Program, made_from
 from ._build import Builder, call
 
 
@@ -27,11 +27,7 @@ def lazy_updates(program: Program) -> Program:
         array([[-1., -1.],
                [ 0.,  0.]])
     """
-    remembered = set(program.state_names)  # and what is made from them
-    for a in program.body:
-        if free_vars(a.expr) & remembered:
-            remembered.add(a.target)
-    if "g" in remembered:
+    if "g" in made_from(program, program.state_names):
         # gradient_accumulation's g is the sum of earlier micro-steps' gradients: a row the boundary's
         # micro-batch misses was touched before, and masking its sum froze it (and the sum grew)
         raise ValueError("lazy_updates: the program's gradient is made from its state (a gradient "
