@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import math
 import os
 import re
@@ -36,7 +35,7 @@ from .export import export_top, replaceable_winner, search_id, write_best
 from .progress import LiveProgress, summary_table
 from .report import report, winner_table
 from .selection import META_TOLERANCE, verdict
-from .store import Store, schema_version
+from .store import Store, remove_database, schema_version
 from .tasks import FACTORIES, MAX_BATCH_FACTOR, PROXY_TASKS, is_task, meta_tasks_for
 from .user_task import absolute_reference, changes, check_task, fingerprint, is_reference, split_reference
 from .vectorized import check_supported
@@ -321,9 +320,7 @@ def cmd_search(args) -> int:
         # call existing
         if args.resume is None and store.count() == 0:
             store.close()
-            for leftover in (db, db + "-wal", db + "-shm"):
-                with contextlib.suppress(FileNotFoundError):
-                    os.remove(leftover)
+            remove_database(db)
         raise
     if interrupted:
         console.print(f"interrupted: every finished evaluation is in the database; go on with "

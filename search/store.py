@@ -176,6 +176,14 @@ def _read_only_uri(path: str) -> str:
     return f"file:{quote(os.path.abspath(path))}?mode=ro" + ("" if wal else "&immutable=1")
 
 
+def remove_database(path: str) -> None:
+    """Delete the SQLite file ``path`` and the ``-wal`` and ``-shm`` files beside it, those that exist
+    (its connection closed first)."""
+    for leftover in (path, path + "-wal", path + "-shm"):
+        if os.path.lexists(leftover):
+            os.unlink(leftover)
+
+
 def quote_name(name: str) -> str:
     """``name`` as an SQL identifier (a foreign database's table names are arbitrary text): in
     double quotes, each ``"`` doubled.
@@ -271,9 +279,7 @@ class Store:
             raise DslError(f"cannot create the search database: {getattr(e, 'strerror', None) or e}",
                            path) from None
         finally:
-            for leftover in (tmp, tmp + "-wal", tmp + "-shm"):
-                if os.path.lexists(leftover):
-                    os.unlink(leftover)
+            remove_database(tmp)
             if not done:
                 self.close()
 
