@@ -78,6 +78,8 @@ import re
 import textwrap
 from dataclasses import dataclass
 
+import numpy as np
+
 from optdsl.checkpoints import torch_checkpoints
 from optdsl.errors import DslError
 from optdsl.ir import (
@@ -349,7 +351,7 @@ def _fit(text: str, kind: str, slot: str, ref: str = "w", scalars: tuple[str, ..
     return Code(f"torch.broadcast_to({_expand(text, kind, slot)}, {shape})", ATOM)
 
 
-_FLOAT32_MAX = 3.4028234663852886e38
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def _float32_literal(text: str) -> bool:
@@ -902,6 +904,8 @@ class _Module:
             prelude, prog = split_lerp(prelude, prog, base)
             used = names_in(prog) | {a.target for a in prelude} | base
             self.hoisted.append((_bounded_assigns(prelude, used), _bounded(prog, used)))
+        # per path: which new states its per-tensor step returns as copies (see _clones)
+        self.clones = [_clones(prog) for _, prog in self.hoisted]
         self.float_uniforms = [self.uniform_float_function(k, prelude) for k, (prelude, _) in enumerate(self.hoisted)]
         if not self.globals and all(cpp_target.supports(p) is None for _, p in self.hoisted):
             self.extra["cpp"] = self.cpp_backend()
@@ -986,7 +990,6 @@ class _Module:
             kinds[name] = "uniform"
         used = names_in(prog) | set(kinds)
         cuts = [prog.body[i] for i in global_statements(prog)]
-        clones = _clones(prog)
         out = []
         for j, seg in enumerate(segments(prog)):
             body = _Body(kinds, used, needed=["w"])
@@ -1014,7 +1017,7 @@ class _Module:
                 update = _fit(printer.doprint(outs[0]), printer.kind(outs[0]), "full")
                 new = [_fit(printer.doprint(e), printer.kind(e), s.kind) for s, e in zip(prog.states, outs[1:])]
                 new = [Code(f"{parenthesize(x, ATOM)}.clone()", ATOM) if copy else x
-                       for x, copy in zip(new, clones)]
+                       for x, copy in zip(new, self.clones[k])]
                 ret = f"return {printer.fill('w - {0}', [update])}, {_tuple(new)}"
                 if 4 + len(ret) > LINE:  # several values: one name each
                     update, new = body.bind(update), [body.bind(x) for x in new]
@@ -1311,7 +1314,7 @@ class _Module:
             ("torch_checkpoints", _literal(self.checkpoints, used=len("    torch_checkpoints=,"), indent=4)),
         ]
         # the paths whose last segment clones an input it writes (see _clones), where there are any
-        copied_out = tuple(k for k, (_, prog) in enumerate(self.hoisted) if any(_clones(prog)))
+        copied_out = tuple(k for k, clones in enumerate(self.clones) if any(clones))
         fields += [("copied_out", _literal(copied_out))] if copied_out else []
         defaults = [f'"{name}": {number(v)}' for name, v in self.hypers.items()]
         return "\n".join([
