@@ -32,6 +32,7 @@ from __future__ import annotations
 import ast
 import copy
 import itertools
+import re
 from typing import ClassVar
 
 from optdsl.checkpoints import without_declarations
@@ -68,8 +69,6 @@ COMBINE = {"sum": "jnp.sum(jnp.stack({0}))", "max": "jnp.max(jnp.stack({0}))"}
 TOTAL = {"sum": "jnp.sum({0})", "max": "jnp.max({0}, initial=-jnp.inf)"}
 IDENTITY = {"sum": "0.0", "max": "-jnp.inf"}  # the combination of no leaf's totals
 MAX_NDIM = 64  # numpy's and jax's most axes: a test of ndim(w) against more is decided the same above
-# The functions of codegen/runtime/jax_math.py a module may call, copied into it where it does.
-JAX_MATH = ("_array", "_as_real", "_refuse_complex", "_upcast", "_fit", "_root", "_float", "_f64", "_exact")
 # Why a program's step is not one of each number on its own (a complex parameter's parts: see
 # _not_elementwise), by the shape rule of the op that makes it so.
 NOT_ELEMENTWISE = {REDUCE: "reduces over the whole tensor", ROW: "reduces within rows",
@@ -743,7 +742,9 @@ class _Module:
         # the runtime's functions the code calls (names the module's own; runtime_functions adds what
         # they call): _float for the factory's numbers, _f64 for shape arithmetic in float64, _exact
         # for that of hyperparameters, _root for a norm's root (the op table's templates call it)...
-        called = {name for name in JAX_MATH if any(f"{name}(" in f for f in functions)}
+        # (any name called: runtime_functions takes those jax_math defines, so a helper added there is
+        # copied in where called without a list of them here)
+        called = set(re.findall(r"\b(_\w+)\(", "\n".join(functions)))
         helpers.append(runtime_functions("jax_math", called))
         imports = "from typing import NamedTuple\n\nimport jax\nimport jax.numpy as jnp\nimport optax"
         blocks = [_docstring(self.module_doc()) + "\n\n" + imports,  # one blank line after the docstring
