@@ -15,7 +15,9 @@ the same ``list[dict]``)::
      "ms": 15.2, "gb_s": 29.4, "frac_of_bandwidth": 1.05, "ratio": 0.97}
 
 ``ratio`` is ms divided by the case's anchor: torch's fused AdamW for AdamW, Lion, Tiger and LAMB (Lion's
-target is 0.75x: it moves 20 bytes per parameter to AdamW's 28), torch Adafactor for Adafactor.
+target is 0.75x: it moves 20 bytes per parameter to AdamW's 28), torch Adafactor for Adafactor,
+torch's ``clip_grad_norm_`` then fused AdamW for the generated ``clip_by_global_norm(adamw)`` (a
+global reduction: its eager rows' yardstick is foreach AdamW after ``clip_grad_norm_``).
 Where the optional ``deepspeed`` package is installed, its CPU Adam joins the AdamW group; where
 ``pytorch_optimizer`` is (a dev dependency), its Lion, Tiger and Lamb join theirs: eager peers.
 Generated optimizers run on each backend that applies: eager (multi-tensor torch ops), compiled
@@ -43,6 +45,7 @@ from collections.abc import Callable
 import torch
 
 import optdsl
+from optdsl.extend import clip_by_global_norm
 
 from . import build
 
@@ -165,6 +168,18 @@ class _CompiledTorchAdamW:
         logging.getLogger("torch._dynamo.variables.ctx_manager").addFilter(_not_profiler_notice)
 
 
+class _ClippedTorchAdamW:
+    """torch's recipe for AdamW with gradient clipping: ``clip_grad_norm_(params, 1.0)``, then the
+    step (the anchor of the generated ``clip_by_global_norm(adamw)``)."""
+
+    def __init__(self, params, **options):
+        self.params, self.opt = params, torch.optim.AdamW(params, **options)
+
+    def step(self):
+        torch.nn.utils.clip_grad_norm_(self.params, 1.0)
+        self.opt.step()
+
+
 def _not_profiler_notice(record: logging.LogRecord) -> bool:
     return "Profiler record function" not in record.getMessage()
 
@@ -235,7 +250,7 @@ _FOREACH = "torch.optim.AdamW foreach"
 _EAGER = ("(eager)", "(foreach)")  # the rows measured against the foreach AdamW of their group
 
 
-def _groups(adamw, lion, tiger, lamb, adafactor):
+def _groups(adamw, lion, tiger, lamb, adafactor, clipped):
     """(impl, make optimizer, program for the byte count, is the anchor) per comparison group."""
     fused = ("torch.optim.AdamW fused", lambda ps: torch.optim.AdamW(ps, fused=True), "adamw", True)
     # in every group beside the fused anchor: the eager rows' yardstick (eager target: <= foreach AdamW)
@@ -249,6 +264,10 @@ def _groups(adamw, lion, tiger, lamb, adafactor):
         [fused, foreach, *_pytorch_optimizer("Lamb", "lamb"), *_generated(lamb, "LAMB", "lamb")],
         [("torch.optim.Adafactor", lambda ps: torch.optim.Adafactor(ps), "adafactor", True),
          *_generated(adafactor, "Adafactor", "adafactor")],
+        # a global reduction: every group's stage, then the norm over all of them, then the step
+        [(f"{fused[0]} + clip_grad_norm_", lambda ps: _ClippedTorchAdamW(ps, fused=True), "adamw", True),
+         (f"{_FOREACH} + clip_grad_norm_", lambda ps: _ClippedTorchAdamW(ps, foreach=True), "adamw", False),
+         *_generated(clipped, "clip_by_global_norm(AdamW)", "adamw")],
     ]
 
 
@@ -280,7 +299,8 @@ def run(quick: bool = False, only: list[str] | None = None) -> list[dict]:
         chosen = list(zip(CASES, ([(1 << 20,)] * 16, bert_base_shapes(), MLP_SHAPES, [(1 << 20,)] * 16)))
         cases = [c for c in chosen if not only or any(c[0].startswith(k) for k in only)]
     names = ("adamw", "lion", "tiger", "lamb", "adafactor")
-    groups = _groups(*(build(optdsl.load(n), "torch") for n in names))
+    clipped = build(clip_by_global_norm(optdsl.load("adamw")), "torch")
+    groups = _groups(*(build(optdsl.load(n), "torch") for n in names), clipped)
     rows: list[dict] = []
     for case, shapes in cases:
         if case.startswith("BERT"):  # 110M parameters: fewer repeats keep the run within minutes
@@ -295,7 +315,8 @@ def run(quick: bool = False, only: list[str] | None = None) -> list[dict]:
             times = interleaved_ms([o.step for o in opts], warmup, repeats)
             triad_ms, bw = times[0], _Triad.BYTES * n / times[0] / 1e6
             anchor = next(ms for (_, _, _, is_anchor), ms in zip(group, times[1:]) if is_anchor)
-            foreach = next((ms for (impl, _, _, _), ms in zip(group, times[1:]) if impl == _FOREACH), None)
+            foreach = next((ms for (impl, _, _, _), ms in zip(group, times[1:])
+                            if impl.startswith(_FOREACH)), None)
             if k == 0 and memory_bound:
                 rows.append({"suite": "cpu", "case": case, "impl": "triad a = b + s c (bandwidth, 16 B/elem)",
                              "ms": triad_ms, "gb_s": bw, "frac_of_bandwidth": 1.0, "ratio": None})

@@ -64,6 +64,10 @@ class _Split:
     carried: list[set[str]]
     live_out: list[set[str]]
 
+    def reduced(self, prog: Program) -> set[str]:
+        """The names of the reductions cut out of ``prog`` (the program this split cuts)."""
+        return {prog.body[i].target for stage in self.stages for i in stage}
+
 
 def _whole(prog: Program) -> _Split:
     """``prog``'s step as one segment, nothing cut out (a path without per-tensor reductions, or
@@ -72,10 +76,11 @@ def _whole(prog: Program) -> _Split:
 
 
 def _split(prog: Program, scalars: dict[str, str]) -> _Split | None:
-    """``prog`` (an eager program: one call per statement) cut into segments at its per-tensor
-    reductions (``x = norm(r)``), so that every segment runs on slices of the tensors: segment d
-    computes what needs the values of d stages of reductions, and stage d's reductions as each
-    row's partial totals; the runtime combines a tensor's rows between segments. The last segment
+    """``prog`` (an eager program: one call per statement) cut into segments at its per-tensor and
+    global reductions (``x = norm(r)``, ``G = global_norm(g)``), so that every segment runs on
+    slices of the tensors: segment d computes what needs the values of d stages of reductions, and
+    stage d's reductions as each row's partial totals; the runtime combines a tensor's rows (all
+    tensors' rows, for a global one) between segments. The last segment
     is the step. None when there is no such reduction, or one cannot be cut out: an argument that
     is not full-shaped (it would not split over slices), a reduced name set twice, or a statement
     whose inputs the segment order would change (a value overwritten before a later segment reads
@@ -94,7 +99,7 @@ def _split(prog: Program, scalars: dict[str, str]) -> _Split | None:
         depth = max((level.get(v, 0) for v in free_vars(a.expr)), default=0)
         seg.append(depth)
         level[a.target] = depth
-        if isinstance(a.expr, Call) and OPS[a.expr.op].shape == REDUCE:
+        if isinstance(a.expr, Call) and OPS[a.expr.op].shape in (REDUCE, GLOBAL):
             full = all(isinstance(x, Var) and kinds.get(x.name) == "full" for x in a.expr.args)
             if OPS[a.expr.op].reduction is None or not full or targets.count(a.target) > 1 or a.target in kinds:
                 return None

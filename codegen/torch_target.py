@@ -9,7 +9,8 @@ specific to the program ``lion``:
   - per path ``k``: ``_path<k>_segment<j>`` (one tensor's step, cut at the global reductions),
     ``_path<k>_uniforms`` (the per-step scalars: bias corrections...) and ``_path<k>_group`` (the
     step over a list of tensors with ``torch._foreach_*`` ops, states updated in place), after
-    ``_path<k>_stage<d>`` where the path has per-tensor reductions (see :func:`_split`), and
+    ``_path<k>_stage<d>`` where the path has per-tensor or global reductions (see :func:`_split`;
+    the runtime combines a global's partial totals over every group between stages), and
     ``_path<k>_group_<n>``, the step printed for a common case of one of its tests, to which it
     hands a group in that case (Tiger's: no nan in any grad; see :func:`_variants`);
   - ``_PROGRAM = _Program(...)``: the table the runtime reads (paths, shape conditions, functions,
@@ -909,17 +910,23 @@ class _Module:
         self.float_uniforms = [self.uniform_float_function(k, prelude) for k, (prelude, _) in enumerate(self.hoisted)]
         if not self.globals and all(cpp_target.supports(p) is None for _, p in self.hoisted):
             self.extra["cpp"] = self.cpp_backend()
-        self.eager = [] if self.globals else [self.eager_program(k) for k in range(len(self.paths))]
-        # per-tensor reductions are cut out where that lets the step run on slices (_chunks)
-        self.splits = [_split(prog, scalars) if _sliceable_path(path, True) else None
+        self.eager = [self.eager_program(k) for k in range(len(self.paths))]
+        # per-tensor reductions are cut out where that lets the step run on slices (_chunks), global
+        # ones always: the runtime combines every group's partial totals between stages
+        self.splits = [_split(prog, scalars) if self.globals or _sliceable_path(path, True) else None
                        for path, (prog, scalars) in zip(self.paths, self.eager)]
+        names = {a.target for a in self.globals}
+        if self.globals and not all(split and names <= split.reduced(prog)
+                                    for split, (prog, _) in zip(self.splits, self.eager)):
+            self.eager, self.splits = [], []  # a global not cut out of every path: per-tensor segments only
         self.variants = [_variants(prog, split, scalars) for (prog, scalars), split in zip(self.eager, self.splits)]
         self._eager_functions: dict[int, list[str]] = {}
 
     def one_op(self) -> bool:
         """Is every path's eager step one multi-tensor op per tensor (``w -= lr * g``)? Then no
         kernel call beats it on a small model (the runtime's ``_backend_for``)."""
-        return bool(self.eager) and all(_step_cost(p, _whole(p), scalars, last=0) <= 2 for p, scalars in self.eager)
+        return not self.globals and bool(self.eager) and all(
+            _step_cost(p, _whole(p), scalars, last=0) <= 2 for p, scalars in self.eager)
 
     def cpp_backend(self) -> str:
         """Source of the ``cpp`` backend (extra-backend protocol): the runtime of
@@ -1088,7 +1095,7 @@ class _Module:
         for d, taken in enumerate(split.taken):
             last = d == len(split.taken) - 1
             body = [a for a, seg in zip(prog.body, split.seg) if seg == d]
-            cut = {prog.body[i].target for stage in split.stages for i in stage}  # reductions cut out
+            cut = split.reduced(prog)  # reductions cut out
             outputs = list(prog.outputs()) if last else []
             printer = GroupPrinter(prog, self.fail_at(prog.return_loc), used, {**input_kinds(prog), **scalars, **taken})
             printer.owner.update({name: owners.get(name, SHARED) for name in taken})
@@ -1280,7 +1287,7 @@ class _Module:
         n = len(self.paths)
         rows = []
         for k, path in enumerate(self.paths):
-            sliceable = _sliceable_path(path, bool(not self.globals and self.splits[k]))
+            sliceable = _sliceable_path(path, bool(self.splits and self.splits[k]))
             args = [f"states={_literal(tuple((s.name, s.kind, s.init) for s in path.program.states))}",
                     f"needs_2d={path.needs_2d}", f"flat={_flat_path(path)}", f"sliceable={_literal(sliceable)}"]
             inner = ", ".join(args)  # black: the call on one line, else its arguments on one line
@@ -1303,7 +1310,7 @@ class _Module:
             ("uniform_floats", _tuple([f"_path{k}_uniform_floats" if f else "None"
                                        for k, f in enumerate(self.float_uniforms)])),
             ("segments", _layout("(", segs, ")", one=True)),
-            ("groups", _tuple([] if self.globals else [f"_path{k}_group" for k in range(n)])),
+            ("groups", _tuple([f"_path{k}_group" for k in range(n)] if self.eager else [])),
             *([("stages", self.stage_table())] if any(self.splits) else []),
             ("global_names", _literal(tuple(g.target for g in self.globals))),
             ("combine", _tuple(combine)),
@@ -1394,7 +1401,7 @@ class _Module:
             program += [x for f in self.segment_functions(k) for x in ("", "", f)]
             program += ["", "", self.uniform_function(k, self.hoisted[k][0])]
             program += ["", "", self.float_uniforms[k]] if self.float_uniforms[k] else []
-            if not self.globals:
+            if self.eager:
                 program += [x for f in self.eager_functions(k) for x in ("", "", f)]
         out = [self.module_docstring(), "", runtime_source("torch_optimizer")]
         table = self.program_table()
@@ -1713,12 +1720,12 @@ def _sliceable_path(path: Path, staged: bool = False) -> bool | str:
     """May the path's eager step run on slices of large tensors (the runtime's ``_chunks``), the
     step on each slice being that slice of the whole step? True (1-d slices): elementwise values
     and full states only, no shape facts; ``"rows"`` (blocks of whole rows): row values (rowmean)
-    and row states too; False otherwise. Per-tensor reductions only when they are ``staged``
-    (cut out by :func:`_split`: each tensor's slices combined before the step)."""
+    and row states too; False otherwise. Per-tensor and global reductions only when they are
+    ``staged`` (cut out by :func:`_split`: the slices' totals combined before the step)."""
     exprs = [a.expr for a in path.program.body] + list(path.program.outputs())
     shapes = {OPS[n.op].shape for e in exprs for n in walk(e) if isinstance(n, Call)}
     states = {s.kind for s in path.program.states}
-    allowed = {ELEMENTWISE, REDUCE} if staged else {ELEMENTWISE}
+    allowed = {ELEMENTWISE, REDUCE, GLOBAL} if staged else {ELEMENTWISE}
     if states <= {"full"} and shapes <= allowed:
         return True
     return "rows" if path.needs_2d and states <= {"full", "row"} and shapes <= allowed | {ROW} else False

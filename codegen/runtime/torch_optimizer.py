@@ -365,6 +365,90 @@ def _per_tensor(how, parts, lengths):
     return torch.segment_reduce(stacked, how, lengths=lengths)
 
 
+class _GroupRun:
+    """One group's eager step (see :meth:`_Program.group_step`) taken a stage at a time: its chunks,
+    each chunk's ``hyper`` (Python-number scalars, then the values stages hand on) and the next
+    stage. Per-tensor totals are finished here; a global's rows are returned for the program to
+    combine over every group (:meth:`hand` gives its value back)."""
+
+    def __init__(self, program, path, params, grads, states, floats):
+        self.program, self.path, self.params = program, path, params
+        self.names = [name for name, _, _ in program.paths[path].states]
+        columns = [params, grads, *(states[n] for n in self.names)]
+        if _compute_dtype(params[0].dtype) == torch.float32:
+            floats = _in_float32(floats)
+        if params[0].device.type != "cpu":  # an accelerator: one launch per op; its allocator caches
+            self.chunks = [(columns, list(range(len(params))))]
+        else:
+            self.chunks = _chunks(columns, _CHUNK, program.paths[path].sliceable)
+        self.hypers = [dict(floats) for _ in self.chunks]
+        self.stages, self.stage = program.stages[path], 0
+        globals_ = set(program.global_names)
+        # per stage, the globals it reduces; a stage waits on those of the stages before it
+        self.reduces = [{name for name, _, _ in outputs} & globals_ for _, outputs in self.stages]
+        self.waits_on = set()
+        rows = [i for _, index in self.chunks for i in index]
+        self.lengths = None
+        if len(rows) > len(params):
+            owners = torch.tensor(rows, device="cpu")  # each row's parameter
+            self.lengths = torch.bincount(owners, minlength=len(params)).to(params[0].device)
+        # every parameter one row of the one chunk, in order: it takes the values as they are
+        self.whole = self.lengths is None and len(self.chunks) == 1
+        self.dtype = _compute_dtype(params[0].dtype)
+
+    def passed(self, name):
+        """Has a stage that reduces the global ``name`` run?"""
+        return any(name in reduced for reduced in self.reduces[: self.stage])
+
+    def next_stage(self):
+        """Run the next stage over every chunk; return each global it reduces as ``(per term: every
+        row's partial)``."""
+        segment, outputs = self.stages[self.stage]
+        self.waits_on |= self.reduces[self.stage]
+        self.stage += 1
+        parts = []
+        for (c, _), h in zip(self.chunks, self.hypers):
+            values, part = segment(c[0], c[1], dict(zip(self.names, c[2:])), h)
+            h.update(values)
+            parts.append(part)
+        out = {}
+        for r, (name, how, finish) in enumerate(outputs):
+            terms = zip(*(part[r] for part in parts))  # per term: each chunk's list of partials
+            rows = [[x for chunk in t for x in chunk] for t in terms]
+            if name in self.program.global_names:
+                out[name] = rows
+                continue
+            totals = [_per_tensor(how, t, self.lengths) for t in rows]
+            self.hand(name, finish(*totals, self.counts()))
+        return out
+
+    def counts(self):
+        """The group's parameters' elements as a tensor (kept per program: a new tensor each step
+        cost ~20 us, a tenth of Tiger's small-model step)."""
+        params, memo = self.params, self.program._counts
+        key = (self.dtype, params[0].device, tuple(p.numel() for p in params))
+        if key not in memo:
+            if len(memo) > 64:
+                memo.clear()
+            memo[key] = torch.tensor(key[2], dtype=key[0], device=key[1])
+        return memo[key]
+
+    def hand(self, name, value):
+        """Hand the stages after this one ``name``'s value: per parameter (a 1-d tensor), or one
+        number for all (a global's 0-d tensor); each chunk gets its rows' values."""
+        value = value.to(self.dtype)
+        for (_, index), h in zip(self.chunks, self.hypers):
+            if value.dim() == 0:
+                h[name] = value.to(self.params[0].device).expand(len(index))
+            else:
+                h[name] = value if self.whole else value[torch.tensor(index, device=value.device)]
+
+    def finish(self):
+        """The step itself, over every chunk."""
+        for (c, _), h in zip(self.chunks, self.hypers):
+            self.program.groups[self.path](c[0], c[1], dict(zip(self.names, c[2:])), h)
+
+
 class _Program:
     """One program's tables, printed by the generator, and the steps built on them.
 
@@ -549,44 +633,35 @@ class _Program:
         row's parameter's value (the group functions' stack of it). So a sliced parameter's
         reductions still see the whole tensor. The values a segment hands on stay in memory until
         the step (a chunk each)."""
-        names = [name for name, _, _ in self.paths[path].states]
-        columns = [params, grads, *(states[n] for n in names)]
-        if _compute_dtype(params[0].dtype) == torch.float32:
-            floats = _in_float32(floats)
-        if params[0].device.type != "cpu":  # an accelerator: one launch per op; its allocator caches
-            chunks = [(columns, list(range(len(params))))]
-        else:
-            chunks = _chunks(columns, _CHUNK, self.paths[path].sliceable)
-        hypers = [floats] * len(chunks)
-        if self.stages[path]:
-            hypers = [dict(floats) for _ in chunks]
-            rows = [i for _, index in chunks for i in index]
-            lengths = None
-            if len(rows) > len(params):
-                owners = torch.tensor(rows, device="cpu")  # each row's parameter
-                lengths = torch.bincount(owners, minlength=len(params)).to(params[0].device)
-            # every parameter one row of the one chunk, in order: it takes the values as they are
-            whole = lengths is None and len(chunks) == 1
-            key = (_compute_dtype(params[0].dtype), params[0].device, tuple(p.numel() for p in params))
-            n = self._counts.get(key)
-            if n is None:  # (a new tensor each step cost ~20 us: a tenth of Tiger's small-model step)
-                if len(self._counts) > 64:
-                    self._counts.clear()
-                n = self._counts[key] = torch.tensor(key[2], dtype=key[0], device=key[1])
-            for segment, outputs in self.stages[path]:
-                parts = []
-                for (c, _), h in zip(chunks, hypers):
-                    values, part = segment(c[0], c[1], dict(zip(names, c[2:])), h)
-                    h.update(values)
-                    parts.append(part)
-                for r, (name, how, finish) in enumerate(outputs):
-                    terms = zip(*(part[r] for part in parts))  # per term: each chunk's list of partials
-                    totals = [_per_tensor(how, [x for chunk in t for x in chunk], lengths) for t in terms]
-                    value = finish(*totals, n).to(n.dtype)
-                    for (_, index), h in zip(chunks, hypers):
-                        h[name] = value if whole else value[torch.tensor(index, device=n.device)]
-        for (c, _), h in zip(chunks, hypers):
-            self.groups[path](c[0], c[1], dict(zip(names, c[2:])), h)
+        self.group_steps([(path, params, grads, states, floats)])
+
+    def group_steps(self, groups):
+        """:meth:`group_step` of every ``(path, params, grads, states, floats)`` in ``groups``, in
+        lockstep where the program has global reductions (``global_names``): a global's rows are
+        combined over every group, as ``combine`` says, and a group's stage runs once the globals
+        of its earlier stages are known (the interpreter's lockstep, a group's tensors at a time)."""
+        runs = [_GroupRun(self, *group) for group in groups if group[1]]
+        totals, parts = {}, {name: [] for name in self.global_names}
+        while any(run.stage < len(run.stages) for run in runs):
+            ran = False
+            for run in runs:
+                while run.stage < len(run.stages) and run.waits_on <= totals.keys():
+                    for name, terms in run.next_stage().items():
+                        parts[name].append(terms)
+                    ran = True
+            for j, name in enumerate(self.global_names):
+                if name not in totals and all(run.passed(name) for run in runs):
+                    how, finish = self.combine[j]
+                    rows = [x for terms in parts.pop(name) for x in terms[0]]
+                    stacked = torch.stack([x.to(rows[0].device) for x in rows])
+                    totals[name] = finish(stacked.sum() if how == "sum" else stacked.amax())
+                    for run in runs:
+                        run.hand(name, totals[name])
+                    ran = True
+            if not ran:  # (codegen cuts every global out of every path's stages)
+                raise RuntimeError(f"{self.name}: the group stages cannot reach {sorted(parts)}")
+        for run in runs:
+            run.finish()
 
     def compiled_apply(self, path, flat, dtype, in_place=True):
         """torch.compile of one in-place tensor step for params of ``dtype`` (a compile for the first
@@ -1104,12 +1179,14 @@ class _Optimizer(torch.optim.Optimizer):
 
     def _step_eager(self, plan, grads):
         prog = self._program
-        if prog.global_names:
+        if not prog.groups:  # (a global reduction the group steps cannot cut out)
             self._step_segments(plan, grads, prog.segments)
             return
-        for e in plan.entries:
-            floats = prog.floats(e.path, self._values(e))
-            prog.group_step(e.path, e.params, self._grads(e, grads), e.states, floats)
+        steps = [
+            (e.path, e.params, self._grads(e, grads), e.states, prog.floats(e.path, self._values(e)))
+            for e in plan.entries
+        ]
+        prog.group_steps(steps)
 
     def _step_compiled(self, plan, grads):
         prog = self._program

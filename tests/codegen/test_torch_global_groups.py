@@ -1,0 +1,142 @@
+"""Programs with global reductions on the eager backend's multi-tensor group steps: every group's
+stages run in lockstep, a global's partial totals combined over all groups (param groups, dtypes,
+paths, the slices of a large tensor), against the reference interpreter and the per-tensor
+functional step."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import codegen
+import optdsl
+from codegen.generated import load_module
+from codegen.torch_target import emit, entry_point
+from optdsl.extend import clip_by_global_norm
+
+# the global of the 1-d path reads g, the 2-d path's a per-tensor norm first: its stage comes later
+PATHS_APART = """def f(w, g, v, lr=0.01):
+    u = g
+    if ndim(w) >= 2:
+        u = g / (norm(g) + 0.001)
+    s = global_norm(u)
+    v = interp(g * g, v, 0.99)
+    ok = global_allfinite(v)
+    return lr * ok * u / (s + 1e-06) + lr * mean(v), v
+"""
+CLIP_TWICE = """def f(w, g, m, lr=0.1, limit=0.5):
+    n = global_norm(g)
+    g = g * min(1, limit / n)
+    m = interp(g, m, 0.9)
+    return lr * m / (global_norm(m) + 1e-3), m
+"""
+PROGRAMS = {"clip_adamw": clip_by_global_norm(optdsl.load("adamw")), "paths_apart": optdsl.parse(PATHS_APART),
+            "clip_twice": optdsl.parse(CLIP_TWICE)}
+# 400 x 400 is sliced into rows of the chunks (the runtime's _CHUNK = 2**17 elements)
+SHAPES = [(400, 400), (7,), (3, 5), (), (0,), (2, 3, 4)]
+
+
+def _module(program):
+    return load_module(emit(program), f"global_groups_{program.name}")
+
+
+def _data(shapes, steps, seed=0):
+    rng = np.random.default_rng(seed)
+    params = {f"p{i}": rng.standard_normal(s) for i, s in enumerate(shapes)}
+    grads = [{k: rng.standard_normal(v.shape) for k, v in params.items()} for _ in range(steps)]
+    return params, grads
+
+
+@pytest.mark.parametrize("name", PROGRAMS)
+def test_the_eager_step_runs_group_steps_and_matches_the_interpreter(name):
+    """float64, 4 steps, a tensor sliced across chunks beside a 0-d and an empty one."""
+    program = PROGRAMS[name]
+    module = _module(program)
+    assert module._PROGRAM.groups, "the eager backend should step groups, not single tensors"
+    params, grads = _data(SHAPES, 4)
+    interp = optdsl.Interpreter(program, dtype=np.float64)
+    expected, state = dict(params), interp.init(params)
+    for t, g in enumerate(grads, start=1):
+        expected, state = interp.step(expected, g, state, t)
+    ts = [torch.tensor(v) for v in params.values()]
+    opt = entry_point(module, program)(ts, backend="eager")
+    for g in grads:
+        for x, gv in zip(ts, g.values()):
+            x.grad = torch.tensor(gv)
+        opt.step()
+    for x, (k, v) in zip(ts, expected.items()):
+        np.testing.assert_allclose(x.numpy(), v, rtol=1e-11, atol=1e-13, err_msg=k)
+
+
+@pytest.mark.parametrize("name", PROGRAMS)
+def test_groups_of_other_dtypes_and_settings_share_one_global(name):
+    """Two param groups (their own lr) and float32 beside float64 params: four plan entries whose
+    globals are each one total over all of them, as the functional per-tensor step takes it."""
+    program = PROGRAMS[name]
+    cls = entry_point(_module(program), program)
+    torch.manual_seed(0)
+    shapes = [(300, 500), (5,), (4, 3), (6,)]
+    dtypes = [torch.float32, torch.float64, torch.float64, torch.float32]
+    lrs = [0.01, 0.01, 0.003, 0.003]
+    ps = [torch.randn(s, dtype=d) for s, d in zip(shapes, dtypes)]
+    grads = [[torch.randn(s, dtype=d) for s, d in zip(shapes, dtypes)] for _ in range(3)]
+    eager = [p.clone() for p in ps]
+    opt = cls([{"params": eager[:2], "lr": lrs[0]}, {"params": eager[2:], "lr": lrs[2]}], backend="eager")
+    program = opt._program
+    reference, states = [p.clone() for p in ps], program.init_states(ps)
+    for step, gs in enumerate(grads, start=1):
+        for p, g in zip(eager, gs):
+            p.grad = g.clone()
+        opt.step()
+        # the functional step takes one lr: run it with each group's on all tensors, keep the group's
+        (a, sa), (b, sb) = (program.step(reference, gs, states, lr=lr, step=step) for lr in (lrs[0], lrs[2]))
+        reference, states = a[:2] + b[2:], {n: sa[n][:2] + sb[n][2:] for n in states}
+    # (a float32 tensor's part of a global is summed in float32, its rows in another order than the
+    # functional step's: the float64 params see that rounding too; a global over some groups only
+    # would be off by far more)
+    for p, q in zip(eager, reference):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-7)
+
+
+def test_a_global_that_cannot_be_cut_out_runs_per_tensor_and_matches():
+    """``global_norm(0.5)`` (a number per tensor, no full list to reduce in slices) leaves the
+    program on the per-tensor segments, still the interpreter's values."""
+    program = optdsl.parse("def f(w, g, lr=0.1):\n    return lr * g / global_norm(0.5)\n")
+    module = _module(program)
+    assert module._PROGRAM.groups == ()
+    params, grads = _data([(3, 4), (5,)], 2)
+    interp = optdsl.Interpreter(program, dtype=np.float64)
+    expected, state = dict(params), interp.init(params)
+    for t, g in enumerate(grads, start=1):
+        expected, state = interp.step(expected, g, state, t)
+    ts = [torch.tensor(v) for v in params.values()]
+    opt = entry_point(module, program)(ts, backend="eager")
+    for g in grads:
+        for x, gv in zip(ts, g.values()):
+            x.grad = torch.tensor(gv)
+        opt.step()
+    for x, v in zip(ts, expected.values()):
+        np.testing.assert_allclose(x.numpy(), v, rtol=1e-12)
+
+
+def test_clip_by_global_norm_of_adamw_matches_torch_clip_grad_norm_and_adamw():
+    """The generated ``clip_by_global_norm(adamw)`` on eager against torch's ``clip_grad_norm_`` then
+    ``torch.optim.AdamW`` (float64, clipping on at some steps and off at others; torch divides by the
+    norm plus 1e-6, optax and optdsl by the norm: ~1e-8 apart where it clips)."""
+    cls = codegen.build(clip_by_global_norm(optdsl.load("adamw"), 5.0), "torch")
+    torch.manual_seed(1)
+    ps = [torch.randn(s, dtype=torch.float64) for s in [(200, 700), (10,), (3, 4)]]
+    ours, theirs = [p.clone().requires_grad_() for p in ps], [p.clone().requires_grad_() for p in ps]
+    a = cls(ours, lr=0.01, weight_decay=0.1, backend="eager")
+    b = torch.optim.AdamW(theirs, lr=0.01, weight_decay=0.1)
+    for step in range(6):
+        scale = 0.001 if step % 2 else 1.0  # a global norm of ~0.4 (kept) or ~400 (clipped)
+        gs = [scale * torch.randn(p.shape, dtype=torch.float64) for p in ps]
+        for x, y, g in zip(ours, theirs, gs):
+            x.grad, y.grad = g.clone(), g.clone()
+        a.step()
+        torch.nn.utils.clip_grad_norm_(theirs, 5.0)
+        b.step()
+    for x, y in zip(ours, theirs):
+        torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-8)
