@@ -68,7 +68,9 @@ interpreter was finite, before products that lift no division or root kept their
 factors of opposite powers are never cancelled (``x / x`` stays nan at 0 and inf).
 
 Paths with scalar states, global reductions or shape facts get no kernels (:func:`supports` says
-why); for those the backend does not exist and the optimizer's default is unchanged.
+why); for those the backend does not exist and the optimizer's default is unchanged. (The torch
+target hands in a path whose global reductions each reduce an input with those statements left
+out: their values are per-step numbers then, taken by the runtime over all tensors first.)
 
 Every value, input and temporary is its own ``const T`` local (SSA): a program's names never reach
 the C++ text, so no identifier can clash with a C++ keyword, and each op's spelling

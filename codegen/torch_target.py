@@ -50,19 +50,22 @@ must define, for a backend called ``NAME``:
     hyperparameter are Python floats. Update ``params`` and the state tensors in place.
   - ``_NAME_available(device: torch.device) -> bool``: may this backend run on ``device``?
 
-``_eager_group_step`` has exactly this signature. The optimizer calls group steps only for programs
-without global reductions (``GLOBALS == ()``); for other programs an extra backend is refused with
-a ValueError.
+``_eager_group_step`` has exactly this signature. The optimizer calls an extra backend's group
+steps only for programs without global reductions (``GLOBALS == ()``); for other programs one is
+refused with a ValueError, but for the built-in ``cpp`` where it runs them (below).
 
 The ``cpp`` backend is built in through the same hook: a program whose every path has full, row or
-column states and no global reduction or shape fact (:func:`codegen.cpp_target.supports`; its
-per-tensor, row and column reductions become passes) gets C++ kernels printed from its hoisted paths, with the
-runtime of :mod:`codegen.runtime.cpp_kernels` (compiled on first use with the machine's compiler,
-cached by source hash; no compiler: eager, after a warning). The default backend is the first
-available of: each extra backend in ``extra_backends`` order (only on non-CPU devices; on a CPU
-only ``cpp``), ``"compiled"`` (when a C++ compiler is found), ``"eager"``; on a CPU a model under 2**20
-elements takes its first 1,000 steps eager (a shorter run would not repay the build) and never
-compiles with torch.compile (the runtime's ``_backend_for``).
+column states and no shape fact (:func:`codegen.cpp_target.supports`; its per-tensor, row and
+column reductions become passes), and whose global reductions, if any, each reduce an input before
+anything else (``clip_by_global_norm``: :meth:`_Module.kernel_programs`; the runtime takes them
+over all groups and hands each kernel their values as hyperparameters), gets C++ kernels printed
+from its hoisted paths, with the runtime of :mod:`codegen.runtime.cpp_kernels` (compiled on first
+use with the machine's compiler, cached by source hash; no compiler: eager, after a warning).
+The default backend is the first available of: each extra backend in ``extra_backends`` order
+(only on non-CPU devices; on a CPU only ``cpp``), ``"compiled"`` (when a C++ compiler is found),
+``"eager"``; on a CPU a model under 2**20 elements takes its first 1,000 steps eager (a shorter
+run would not repay the build) and never compiles with torch.compile (the runtime's
+``_backend_for``).
 
 Example:
     >>> import optdsl
@@ -908,8 +911,6 @@ class _Module:
         # per path: which new states its per-tensor step returns as copies (see _clones)
         self.clones = [_clones(prog) for _, prog in self.hoisted]
         self.float_uniforms = [self.uniform_float_function(k, prelude) for k, (prelude, _) in enumerate(self.hoisted)]
-        if not self.globals and all(cpp_target.supports(p) is None for _, p in self.hoisted):
-            self.extra["cpp"] = self.cpp_backend()
         self.eager = [self.eager_program(k) for k in range(len(self.paths))]
         # per-tensor reductions are cut out where that lets the step run on slices (_chunks), global
         # ones always: the runtime combines every group's partial totals between stages
@@ -919,6 +920,9 @@ class _Module:
         if self.globals and not all(split and names <= split.reduced(prog)
                                     for split, (prog, _) in zip(self.splits, self.eager)):
             self.eager, self.splits = [], []  # a global not cut out of every path: per-tensor segments only
+        self.kernels = self.kernel_programs()
+        if self.kernels is not None:
+            self.extra["cpp"] = self.cpp_backend()
         self.variants = [_variants(prog, split, scalars) for (prog, scalars), split in zip(self.eager, self.splits)]
         self._eager_functions: dict[int, list[str]] = {}
 
@@ -928,11 +932,26 @@ class _Module:
         return not self.globals and bool(self.eager) and all(
             _step_cost(p, _whole(p), scalars, last=0) <= 2 for p, scalars in self.eager)
 
+    def kernel_programs(self) -> list[Program] | None:
+        """The paths the ``cpp`` kernels run (the hoisted ones the compiled backend runs), or None
+        where :func:`codegen.cpp_target.supports` refuses one. A program's global reductions only
+        where each reduces an input (w, g or a state) before anything else, the first stage of every
+        path's eager step holding nothing but them: the runtime takes their values over all
+        groups with that stage (``_Program.global_values``) and the kernels read them as per-step
+        numbers, the global statements left out."""
+        progs = [p for _, p in self.hoisted]
+        if self.globals:
+            if not self.eager or not all(map(_globals_first, self.splits, (prog for prog, _ in self.eager))):
+                return None
+            progs = [p.with_body([a for i, a in enumerate(p.body) if i not in global_statements(p)])
+                     for p in progs]
+        return progs if all(cpp_target.supports(p) is None for p in progs) else None
+
     def cpp_backend(self) -> str:
         """Source of the ``cpp`` backend (extra-backend protocol): the runtime of
         :mod:`codegen.runtime.cpp_kernels`, the program's C++ kernels (:mod:`codegen.cpp_target`,
-        from the same hoisted paths the compiled backend runs) and the scalars each reads."""
-        progs = [p for _, p in self.hoisted]
+        from :meth:`kernel_programs`) and the scalars each reads."""
+        progs = self.kernels
         scalars = _layout("(", [_literal(cpp_target.scalar_names(p)) for p in progs], ")", used=len("    scalars=,"))
         scalars = scalars.replace("\n", "\n    ")  # an argument of _CppKernels(...): one level in
         return "\n".join([
@@ -1323,6 +1342,7 @@ class _Module:
         # the paths whose last segment clones an input it writes (see _clones), where there are any
         copied_out = tuple(k for k, clones in enumerate(self.clones) if any(clones))
         fields += [("copied_out", _literal(copied_out))] if copied_out else []
+        fields += [("global_backends", '("cpp",)')] if self.globals and "cpp" in self.extra else []
         defaults = [f'"{name}": {number(v)}' for name, v in self.hypers.items()]
         return "\n".join([
             _assign("HYPER_DEFAULTS", _layout("{", defaults, "}", used=17)),
@@ -1714,6 +1734,18 @@ def _flat_path(path: Path) -> bool:
         return False
     exprs = [a.expr for a in path.program.body] + list(path.program.outputs())
     return not any(isinstance(n, Call) and OPS[n.op].shape in (STATIC, ROW, COL) for e in exprs for n in walk(e))
+
+
+def _globals_first(split: _Split | None, prog: Program) -> bool:
+    """Does ``split``'s first segment (of the eager program ``prog``) hold every global reduction
+    and nothing but reductions, so that each reduces an input as the step begins? (A per-tensor
+    one beside them, LAMB's ``norm(w)`` under a clip, is then taken twice: by the stage that
+    computes the globals and by the kernel.)"""
+    if split is None:
+        return False
+    first = [i for i, seg in enumerate(split.seg) if seg == 0]
+    return sorted(split.stages[0]) == first and all(
+        OPS[prog.body[i].expr.op].shape != GLOBAL for stage in split.stages[1:] for i in stage)
 
 
 def _sliceable_path(path: Path, staged: bool = False) -> bool | str:

@@ -395,6 +395,13 @@ class _GroupRun:
         # every parameter one row of the one chunk, in order: it takes the values as they are
         self.whole = self.lengths is None and len(self.chunks) == 1
         self.dtype = _compute_dtype(params[0].dtype)
+        self._given = {name for name in program.global_names if name in floats}
+        for name in self._given:
+            self.hand(name, floats[name])
+
+    def given(self, name):
+        """Did the caller hand in the global ``name``'s value (see :meth:`_Program.group_steps`)?"""
+        return name in self._given
 
     def passed(self, name):
         """Has a stage that reduces the global ``name`` run?"""
@@ -435,8 +442,11 @@ class _GroupRun:
 
     def hand(self, name, value):
         """Hand the stages after this one ``name``'s value: per parameter (a 1-d tensor), or one
-        number for all (a global's 0-d tensor); each chunk gets its rows' values."""
-        value = value.to(self.dtype)
+        number for all (a global's 0-d tensor or Python number); each chunk gets its rows' values."""
+        if torch.is_tensor(value):
+            value = value.to(self.dtype)
+        else:  # (the device named: a torch.device context would put a new tensor on its own)
+            value = torch.tensor(value, dtype=self.dtype, device=self.params[0].device)
         for (_, index), h in zip(self.chunks, self.hypers):
             if value.dim() == 0:
                 h[name] = value.to(self.params[0].device).expand(len(index))
@@ -468,7 +478,10 @@ class _Program:
     maps a torch.optim class name to ``{"states": {torch name: ours}, "hypers": {torch name: (ours,
     ...)}, "requires": {group key: value}}``; ``copied_out``: the paths whose last segment returns a
     copy of an input it also writes (``prev <- w``: see codegen.torch_target's ``_clones``), whose
-    compiled step returns its values to be copied in (see :func:`_step_copied_out`).
+    compiled step returns its values to be copied in (see :func:`_step_copied_out`);
+    ``global_backends``: the extra backends that step a program with global reductions, taking
+    their values as hyperparameters (:meth:`global_values`; the ``cpp`` kernels where every global
+    reduces an input before anything else).
     """
 
     def __init__(
@@ -492,6 +505,7 @@ class _Program:
         one_op=False,
         torch_checkpoints=None,
         copied_out=(),
+        global_backends=(),
     ):
         self.name, self.hyper_defaults, self.state_names = name, hyper_defaults, state_names
         self.hyper_names = tuple(dict.fromkeys(("lr", *hyper_defaults)))  # lr may have no default
@@ -505,6 +519,7 @@ class _Program:
         # step as their real and imaginary parts (see _real)
         self.elementwise = not_separable is None and isinstance(tree, int) and paths[tree].flat
         self.backends, self.one_op = dict(backends or {}), one_op
+        self.global_backends = frozenset(global_backends)
         self.torch_checkpoints = dict(torch_checkpoints or {})
         self._counts = {}  # (dtype, device, each tensor's elements) -> those counts as a tensor (group_step)
         self._compiled = {}
@@ -637,20 +652,38 @@ class _Program:
 
     def group_steps(self, groups):
         """:meth:`group_step` of every ``(path, params, grads, states, floats)`` in ``groups``, in
-        lockstep where the program has global reductions (``global_names``): a global's rows are
-        combined over every group, as ``combine`` says, and a group's stage runs once the globals
-        of its earlier stages are known (the interpreter's lockstep, a group's tensors at a time)."""
+        lockstep where the program has global reductions (``global_names``): see :meth:`_lockstep`.
+        A global whose value ``floats`` already holds (an extra backend's fallback, handed the
+        values of :meth:`global_values`) is taken as it is."""
         runs = [_GroupRun(self, *group) for group in groups if group[1]]
-        totals, parts = {}, {name: [] for name in self.global_names}
-        while any(run.stage < len(run.stages) for run in runs):
+        self._lockstep(runs)
+        for run in runs:
+            run.finish()
+
+    def global_values(self, groups):
+        """Each global reduction's value over every ``(path, params, grads, states, floats)`` of
+        ``groups`` as a Python number, the group stages run only as far as they need to (so an extra
+        backend takes the values as per-step numbers: ``global_backends``)."""
+        runs = [_GroupRun(self, *group) for group in groups if group[1]]
+        return {name: float(value) for name, value in self._lockstep(runs, all_stages=False).items()}
+
+    def _lockstep(self, runs, all_stages=True):
+        """Run the :class:`_GroupRun` stages: a global's rows are combined over every group, as
+        ``combine`` says, and a group's stage runs once the globals of its earlier stages are known
+        (the interpreter's lockstep, a group's tensors at a time). Returns the globals' values
+        (0-d tensors); ``all_stages=False``: stops once they are known."""
+        totals = {name: None for name in self.global_names if runs and runs[0].given(name)}
+        parts = {name: [] for name in self.global_names if name not in totals}
+        while any(run.stage < len(run.stages) for run in runs) and (all_stages or parts):
             ran = False
             for run in runs:
                 while run.stage < len(run.stages) and run.waits_on <= totals.keys():
                     for name, terms in run.next_stage().items():
-                        parts[name].append(terms)
+                        if name in parts:
+                            parts[name].append(terms)
                     ran = True
             for j, name in enumerate(self.global_names):
-                if name not in totals and all(run.passed(name) for run in runs):
+                if name in parts and all(run.passed(name) for run in runs):
                     how, finish = self.combine[j]
                     rows = [x for terms in parts.pop(name) for x in terms[0]]
                     stacked = torch.stack([x.to(rows[0].device) for x in rows])
@@ -660,8 +693,7 @@ class _Program:
                     ran = True
             if not ran:  # (codegen cuts every global out of every path's stages)
                 raise RuntimeError(f"{self.name}: the group stages cannot reach {sorted(parts)}")
-        for run in runs:
-            run.finish()
+        return totals
 
     def compiled_apply(self, path, flat, dtype, in_place=True):
         """torch.compile of one in-place tensor step for params of ``dtype`` (a compile for the first
@@ -867,7 +899,7 @@ class _Optimizer(torch.optim.Optimizer):
         known = ("eager", "compiled", *prog.backends)
         if backend is not None and backend not in known:
             raise ValueError(f"unknown backend {backend!r}; choose from {known}")
-        if backend in prog.backends and prog.global_names:
+        if backend in prog.backends and prog.global_names and backend not in prog.global_backends:
             raise ValueError(f"backend {backend!r} does not run programs with global reductions")
         if foreach and fused:
             raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
@@ -1045,13 +1077,12 @@ class _Optimizer(torch.optim.Optimizer):
             return self.backend
         prog = self._program
         small = device.type == "cpu" and numel < _COMPILE_FROM and not self._fused
-        if prog.global_names:
-            names = []
-        elif device.type == "cpu":  # the cpp kernels, measured faster than compiled (docs/benchmarks.md)
+        extra = [b for b in prog.backends if not prog.global_names or b in prog.global_backends]
+        if device.type == "cpu":  # the cpp kernels, measured faster than compiled (docs/benchmarks.md)
             late = step > _KERNELS_AFTER and not prog.one_op
-            names = ["cpp"] if "cpp" in prog.backends and (late or not small) else []
+            names = ["cpp"] if "cpp" in extra and (late or not small) else []
         else:
-            names = list(prog.backends)
+            names = extra
         names += ["compiled"] if self._fallback is None and not small else []
         names += [] if self._fused else ["eager"]
         for name in names:
@@ -1167,15 +1198,23 @@ class _Optimizer(torch.optim.Optimizer):
                     stacklevel=5,  # past _update, step, no_grad's and torch.optim's wrappers: the caller
                 )
                 self._step_eager(plan, grads)
-        elif backend == "eager" or prog.global_names:
+        elif backend == "eager" or (prog.global_names and backend not in prog.global_backends):
             self._step_eager(plan, grads)
         else:
             group_step = prog.backends[backend][0]
-            for e in plan.entries:
+            gs = [self._grads(e, grads) for e in plan.entries]
+            known = {}
+            if prog.global_names:  # computed over every group first, then per-step numbers to the kernels
+                groups = [
+                    (e.path, e.params, g, e.states, prog.floats(e.path, self._values(e)))
+                    for e, g in zip(plan.entries, gs)
+                ]
+                known = prog.global_values(groups)
+            for e, g in zip(plan.entries, gs):
                 values = self._values(e)
                 lr = float(values.pop("lr"))
                 hyper = {n: float(v) for n, v in values.items() if n != "step"}
-                group_step(e.path, e.params, self._grads(e, grads), e.states, lr=lr, step=e.step, **hyper)
+                group_step(e.path, e.params, g, e.states, lr=lr, step=e.step, **hyper, **known)
 
     def _step_eager(self, plan, grads):
         prog = self._program

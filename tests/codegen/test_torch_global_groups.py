@@ -48,13 +48,9 @@ def _data(shapes, steps, seed=0):
     return params, grads
 
 
-@pytest.mark.parametrize("name", PROGRAMS)
-def test_the_eager_step_runs_group_steps_and_matches_the_interpreter(name):
-    """float64, 4 steps, a tensor sliced across chunks beside a 0-d and an empty one."""
-    program = PROGRAMS[name]
-    module = _module(program)
-    assert module._PROGRAM.groups, "the eager backend should step groups, not single tensors"
-    params, grads = _data(SHAPES, 4)
+def _assert_eager_matches_interpreter(program, module, shapes, steps):
+    """The module's optimizer on ``eager`` against the interpreter, both in float64."""
+    params, grads = _data(shapes, steps)
     interp = optdsl.Interpreter(program, dtype=np.float64)
     expected, state = dict(params), interp.init(params)
     for t, g in enumerate(grads, start=1):
@@ -67,6 +63,15 @@ def test_the_eager_step_runs_group_steps_and_matches_the_interpreter(name):
         opt.step()
     for x, (k, v) in zip(ts, expected.items()):
         np.testing.assert_allclose(x.numpy(), v, rtol=1e-11, atol=1e-13, err_msg=k)
+
+
+@pytest.mark.parametrize("name", PROGRAMS)
+def test_the_eager_step_runs_group_steps_and_matches_the_interpreter(name):
+    """float64, 4 steps, a tensor sliced across chunks beside a 0-d and an empty one."""
+    program = PROGRAMS[name]
+    module = _module(program)
+    assert module._PROGRAM.groups, "the eager backend should step groups, not single tensors"
+    _assert_eager_matches_interpreter(program, module, SHAPES, 4)
 
 
 @pytest.mark.parametrize("name", PROGRAMS)
@@ -105,19 +110,7 @@ def test_a_global_that_cannot_be_cut_out_runs_per_tensor_and_matches():
     program = optdsl.parse("def f(w, g, lr=0.1):\n    return lr * g / global_norm(0.5)\n")
     module = _module(program)
     assert module._PROGRAM.groups == ()
-    params, grads = _data([(3, 4), (5,)], 2)
-    interp = optdsl.Interpreter(program, dtype=np.float64)
-    expected, state = dict(params), interp.init(params)
-    for t, g in enumerate(grads, start=1):
-        expected, state = interp.step(expected, g, state, t)
-    ts = [torch.tensor(v) for v in params.values()]
-    opt = entry_point(module, program)(ts, backend="eager")
-    for g in grads:
-        for x, gv in zip(ts, g.values()):
-            x.grad = torch.tensor(gv)
-        opt.step()
-    for x, v in zip(ts, expected.values()):
-        np.testing.assert_allclose(x.numpy(), v, rtol=1e-12)
+    _assert_eager_matches_interpreter(program, module, [(3, 4), (5,)], 2)
 
 
 def test_clip_by_global_norm_of_adamw_matches_torch_clip_grad_norm_and_adamw():
@@ -140,3 +133,48 @@ def test_clip_by_global_norm_of_adamw_matches_torch_clip_grad_norm_and_adamw():
         b.step()
     for x, y in zip(ours, theirs):
         torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-8)
+
+
+def _steps(cls, params, groups, backend, steps=4):
+    """Train copies of ``params`` split into param groups (``groups``: (start, stop, lr)) on ``backend``."""
+    xs = [p.clone() for p in params]
+    opt = cls([{"params": xs[a:b], "lr": lr} for a, b, lr in groups], backend=backend)
+    gen = torch.Generator().manual_seed(1)
+    for step in range(steps):
+        for x in xs:  # global norms of ~100 (clipped) and ~0.1 (kept) in turn
+            x.grad = torch.randn(x.shape, dtype=x.dtype, generator=gen) * (0.001 if step % 2 else 1.0)
+        opt.step()
+    return xs, opt
+
+
+@pytest.mark.parametrize("inner", ["adamw", "lamb"])
+def test_cpp_kernels_take_a_global_of_an_input_as_a_per_step_number(inner):
+    """``clip_by_global_norm`` of AdamW and of LAMB (whose kernel then takes its per-tensor norms
+    in a pass of its own) on the ``cpp`` backend: ``global_norm(g)`` over every group first, each
+    group's kernel then reading it, as eager to float64 rounding. The groups: two param groups,
+    float32 beside float64, and a non-contiguous parameter, whose group the kernels hand to the
+    eager step with the global's value."""
+    program = clip_by_global_norm(optdsl.load(inner), 5.0)
+    cls = entry_point(_module(program), program)
+    assert cls._program.global_backends == {"cpp"}
+    torch.manual_seed(0)
+    f64 = torch.float64
+    params = [torch.randn(300, 500, dtype=f64), torch.randn(10), torch.randn(3, 4, dtype=f64),
+              torch.randn(5, 4, dtype=f64).t()]
+    groups = [(0, 2, 0.01), (2, 4, 0.003)]
+    (eager, _), (cpp, opt) = (_steps(cls, params, groups, b) for b in ("eager", "cpp"))
+    assert opt._backend_for(torch.device("cpu"), 1 << 21) == "cpp"
+    for x, y in zip(cpp, eager):
+        tol = 1e-5 if x.dtype == torch.float32 else 1e-11
+        torch.testing.assert_close(x, y, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("name", ["paths_apart", "clip_twice"])
+def test_no_kernels_where_a_global_reads_a_value_the_step_computes(name):
+    """``global_norm(m)`` of the new m, or of a value made after a per-tensor norm, would need the
+    kernels' passes between the groups: no ``cpp`` backend, and asking for it says so."""
+    program = PROGRAMS[name]
+    cls = entry_point(_module(program), program)
+    assert "cpp" not in cls._program.backends
+    with pytest.raises(ValueError, match="unknown backend 'cpp'"):
+        cls([torch.zeros(3)], backend="cpp")
