@@ -55,6 +55,7 @@ from optdsl.source import load
 from .devices import on_device, one_thread
 from .guards import guard, horizon_fault
 from .tasks import get_task, proxy_of
+from .user_task import is_reference, located, split_reference
 from .vectorized import VectorizedStep
 
 #: The candidate's learning-rate sweep on the program's ``lr`` input, a factor 2.5 apart (the
@@ -600,7 +601,16 @@ def run_job(job: dict) -> dict:
     device, schedule = job.get("device", "cpu"), job.get("schedule", "constant")
     if job["kind"] == "baseline":
         fresh = job.get("fresh_seeds", ())
-        return {"id": job["id"], **baseline(job["task"], device=device, fresh_seeds=fresh, schedule=schedule)}
+        try:
+            tuned = baseline(job["task"], device=device, fresh_seeds=fresh, schedule=schedule)
+            return {"id": job["id"], **tuned}
+        except Exception as e:
+            if not is_reference(job["task"]):
+                raise
+            # the user's task failed past the steps check_task ran: where, in the user's file
+            path, function = split_reference(job["task"])
+            error = located(e, path, f"{function}(): tuning AdamW on it failed")
+            return {"id": job["id"], "error": error.message, "where": [error.filename, error.line, error.col]}
     programs, slots = [], []
     results: list[dict | None] = []
     for source in job["sources"]:

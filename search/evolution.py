@@ -28,6 +28,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -208,6 +209,11 @@ class Search:
     def _handle(self, record: dict, result: dict) -> None:
         kind = record["kind"]
         if kind == "baseline":  # failed, timed out or diverged: a setup error (nothing to compare with)
+            if "where" in result:  # the user's task file failed, at this line
+                path, line, col = result["where"]
+                readable = line and Path(path).is_file()
+                source = Path(path).read_text(encoding="utf-8", errors="replace") if readable else None
+                raise DslError(result["error"], path, line, col, source)
             if "loss" not in result:
                 raise DslError(f"tuning AdamW on task {record['task']} failed: {result.get('error')}")
             if not math.isfinite(result["loss"]):

@@ -243,7 +243,7 @@ def absolute_reference(ref: str, what: str = "--task") -> str:
     return f"{os.path.abspath(path)}:{function}"
 
 
-def _located(e: BaseException, path: str, message: str) -> DslError:
+def located(e: BaseException, path: str, message: str) -> DslError:
     """A DslError at the deepest line of ``path`` in ``e``'s traceback (or of the file itself)."""
     source = Path(path).read_text(encoding="utf-8", errors="replace") if os.path.isfile(path) else None
     if isinstance(e, SyntaxError) and e.filename == path:
@@ -277,7 +277,7 @@ def _import(path: str):
         spec.loader.exec_module(module)
     except (Exception, SystemExit) as e:  # the user's code; a sys.exit() there is an error too, Ctrl-C is not
         del sys.modules[name]
-        raise _located(e, path, "cannot import the task file") from e
+        raise located(e, path, "cannot import the task file") from e
     finally:
         sys.path.remove(os.path.dirname(os.path.abspath(path)))
     return module
@@ -308,7 +308,7 @@ def load_task(ref: str) -> Task:
     try:
         task = make()
     except (Exception, SystemExit) as e:  # the user's code: say where it failed
-        raise _located(e, path, f"{function}() failed") from e
+        raise located(e, path, f"{function}() failed") from e
     if not isinstance(task, Task):
         raise DslError(f"{function}() returned {type(task).__name__}, expected a search Task", path,
                        hint="build one with search.task_from_module(...)")
@@ -416,7 +416,7 @@ def _check(ref: str, copies: int, limit: float, device: str) -> Task:
     except DslError:
         raise
     except (Exception, SystemExit) as e:  # the user's code: say where it failed
-        raise _located(e, path, f"{where}: {stage}") from e
+        raise located(e, path, f"{where}: {stage}") from e
     estimate = min(seconds[1:]) * task.steps
     if estimate > limit:
         raise DslError(f"{where}: one evaluation would take about {estimate:.0f} s ({task.steps} steps of "

@@ -300,6 +300,23 @@ def test_a_task_tuned_adamw_cannot_train_is_refused(tmp_path, capsys):
     assert main(command) == 2 and "already exists" not in capsys.readouterr().err
 
 
+def test_a_task_failing_after_the_checked_steps_is_located_in_its_file(tmp_path, capsys):
+    """check_task runs three steps; a task whose data run out at step 4 failed in AdamW's tuning with
+    "tuning AdamW on task ... failed: IndexError: ..." and no place: now file:line:col, exit 2."""
+    task = tmp_path / "t.py"
+    task.write_text(GOOD + "\ndef batch(t):\n    if t > 3:\n        raise IndexError(f'no batch {t}')\n"
+                    "    return x, y\n\ndef short():\n"
+                    "    return task_from_module('s', lambda: nn.Linear(3, 1), batch, F.mse_loss, 6, "
+                    "(x, y))\n")
+    command = ["search", "--db", str(tmp_path / "s.sqlite"), "--task", f"{task}:short", "--evals", "1",
+               "--workers", "1"]
+    assert main(command) == 2
+    err = capsys.readouterr().err
+    line = len(GOOD.splitlines()) + 4  # the raise
+    assert f"{task}:{line}:9: short(): tuning AdamW on it failed: IndexError: no batch 4" in err
+    assert sorted(os.listdir(tmp_path)) == ["t.py"]
+
+
 # --- the search on user tasks ----------------------------------------------------------------------
 @pytest.mark.slow
 def test_search_on_the_example_task_end_to_end(tmp_path, monkeypatch):
