@@ -164,9 +164,28 @@ def schema_version(path: str) -> int:
         return version
     if app == 0 and ours:
         return 0
+    if app == APPLICATION_ID:  # ours, altered since (or by another optdsl): say what differs
+        table = next(t for t, cols in TABLES.items() if columns.get(t) != cols)
+        raise DslError(f"is an optdsl search database, but its table {table!r} "
+                       f"{_difference(TABLES[table], columns.get(table))}", path,
+                       hint="it was altered, or written by another optdsl version; start a new one with --db")
     what = f"application id {app:#x}" if app not in (0, APPLICATION_ID) else \
         f"tables: {', '.join(sorted(map(str, names))) or 'none'}"
     raise DslError(f"is not an optdsl search database ({what})", path)
+
+
+def _difference(expected: set[str], have: set[str] | None) -> str:
+    """How a table's columns ``have`` (None: no such table) differ from ``expected``.
+
+    Example:
+        >>> _difference({"id", "source"}, {"id", "note"})
+        'lacks column(s) source; has column(s) note too'
+    """
+    if have is None:
+        return "is missing"
+    parts = [f"lacks column(s) {', '.join(sorted(expected - have))}" if expected - have else "",
+             f"has column(s) {', '.join(sorted(have - expected))} too" if have - expected else ""]
+    return "; ".join(filter(None, parts))
 
 
 def _read_only_uri(path: str) -> str:

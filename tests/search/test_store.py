@@ -64,11 +64,16 @@ def _damaged(kind: str, tmp_path, good: str) -> str:
         c.close()
     elif kind == "other-app":  # right tables, another program's marker
         path.write_bytes(data[:68] + (0x12345678).to_bytes(4, "big") + data[72:])
+    elif kind == "altered":  # ours, a column dropped since
+        path.write_bytes(data)
+        with sqlite3.connect(path) as c:
+            c.execute("ALTER TABLE baselines DROP COLUMN seconds")
+        c.close()
     return str(path)
 
 
 KINDS = ["truncated", "bit-flipped", "cell-off-page", "random", "empty", "text", "folder", "foreign",
-         "other-app"]
+         "other-app", "altered"]
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -85,6 +90,14 @@ def test_foreign_or_damaged_files_are_refused_and_left_as_they_were(kind, tmp_pa
             assert err == (f"error: {path}: is damaged (On tree page 2 cell 1: Offset 1 out of range "
                            "3906..4092; 1 more problem(s)); restore it from a copy\n")
     assert snapshot(tmp_path) == before  # no -wal/-shm, no WAL switch, no new tables, no export folder
+
+
+def test_an_altered_search_database_says_what_differs(tmp_path, db):
+    """A column dropped from one of ours was called "not an optdsl search database (tables: ...)"."""
+    with pytest.raises(DslError, match="is an optdsl search database, but its table 'baselines' lacks "
+                                       "column.s. seconds") as e:
+        Store(_damaged("altered", tmp_path, db))
+    assert "another optdsl version" in e.value.hint
 
 
 def test_foreign_schema_keeps_its_journal_mode_and_tables(tmp_path, db):
