@@ -383,13 +383,13 @@ class _GroupRun:
             self.chunks = _chunks(columns, _CHUNK, program.paths[path].sliceable)
         self.hypers = [dict(floats) for _ in self.chunks]
         self.stages, self.stage = program.stages[path], 0
-        globals_ = set(program.global_names)
         # per stage, the globals it reduces; a stage waits on those of the stages before it
-        self.reduces = [{name for name, _, _ in outputs} & globals_ for _, outputs in self.stages]
+        names = program.global_names
+        self.reduces = [{n for n, _, _ in outputs if n in names} for _, outputs in self.stages]
         self.waits_on = set()
         rows = [i for _, index in self.chunks for i in index]
-        self.lengths = None
-        if len(rows) > len(params):
+        self.lengths = None  # rows per parameter, where the chunks cut one into several (for the stages)
+        if self.stages and len(rows) > len(params):
             owners = torch.tensor(rows, device="cpu")  # each row's parameter
             self.lengths = torch.bincount(owners, minlength=len(params)).to(params[0].device)
         # every parameter one row of the one chunk, in order: it takes the values as they are
