@@ -330,13 +330,18 @@ class CodePrinter(Printer):
         return False
 
     def _exp_of_log(self, power: Call, form: str, fallback: Code) -> Code:
-        """``form`` (a PRECISE spelling) of ``t * log(b)`` where ``b > 0``, else ``fallback``."""
+        """``form`` (a PRECISE spelling) of ``t * log(b)`` where ``b > 0``, else ``fallback``. The
+        log's argument is 0 where ``b <= 0`` too (a where inside as well as out): the unselected
+        ``log1p(-1)`` is finite then, and so is a gradient through the where (``jax.grad`` with
+        respect to ``beta1`` at 0 was nan, as optax's double-where idiom avoids)."""
         b, t = power.args
         c = next((x for x, y in (b.args, b.args[::-1]) if y == Const(1.0)), None) if (
             isinstance(b, Call) and b.op == "add") else None
-        log = self.fill(self.PRECISE["log1p"], [c if c is not None else self.fill("{0} - 1.0", [b])])
-        fast = self.fill(form, [self.fill("{0} * {1}", [t, log])])
-        return self.fill(self.PRECISE["where"], [self.fill("{0} > 0", [b]), fast, fallback])
+        positive = self.fill("{0} > 0", [b])
+        below = self.fill(self.PRECISE["where"],
+                          [positive, c if c is not None else self.fill("{0} - 1.0", [b]), "0.0"])
+        fast = self.fill(form, [self.fill("{0} * {1}", [t, self.fill(self.PRECISE["log1p"], [below])])])
+        return self.fill(self.PRECISE["where"], [positive, fast, fallback])
 
     def _plain(self, expr: Call) -> Code:
         return self.fill(getattr(OPS[expr.op], self.target), self.operands(expr))
@@ -345,6 +350,12 @@ class CodePrinter(Printer):
         if self.PRECISE and self.per_step_power(expr):
             return self._exp_of_log(expr, self.PRECISE["exp"], self._plain(expr))
         return self._print_Call(expr)
+
+    def precise_sub(self, expr: Expr) -> bool:
+        """Is ``expr`` ``b ** t - 1`` or ``1 - b ** t`` of per-step scalars, printed as one ``expm1``
+        (so a printer that lays out long lines must not take the power out of it)?"""
+        return bool(self.PRECISE) and isinstance(expr, Call) and expr.op == "sub" and any(
+            one == Const(1.0) and self.per_step_power(power) for power, one in (expr.args, expr.args[::-1]))
 
     def _print_sub(self, expr: Call) -> Code:
         x, y = expr.args

@@ -65,6 +65,38 @@ def test_a_reduction_has_a_finite_derivative_at_an_all_zero_argument(body):
     assert all(np.all(np.isfinite(np.asarray(x))) for x in grads.values())
 
 
+@pytest.mark.parametrize("beta1", [0.0, 0.5])
+def test_grad_with_respect_to_beta1_is_finite_at_zero(beta1):
+    """The bias correction ``1 - beta1 ** step`` is ``-expm1(step * log1p(beta1 - 1))`` where beta1 >
+    0: the unselected ``log1p(-1)`` made jax.grad with respect to beta1 nan at exactly 0 (a where
+    inside too now, as optax's double-where idiom)."""
+    make = codegen.build(optdsl.load("adamw"), "jax")
+    params, grads = {"w": jnp.ones(3)}, {"w": jnp.array([0.1, -0.2, 0.3])}
+
+    def total(b1):
+        opt = make(learning_rate=0.1, beta1=b1)
+        updates, _ = opt.update(grads, opt.init(params), params)
+        return jnp.sum(updates["w"])
+
+    assert np.isfinite(float(jax.grad(total)(beta1)))
+
+
+def test_a_long_line_keeps_the_bias_correction_one_expm1():
+    """A line too wide for black is cut by binding its widest part to a name: cutting ``1 - b **
+    t`` at its power printed ``1.0 - jnp.exp(...)``, which cancels (float32 keeps ~3 digits of
+    ``1 - 0.999 ** 1``) where ``-expm1`` keeps them all."""
+    name = "a_hyperparameter_with_a_rather_long_name"
+    program = parse(f"def f(w, g, m, step, lr=0.1, {name}=0.999):\n"
+                    f"    return lr * g / (1 - {name} ** step) / (1 - {name} ** (step + 1)), m\n")
+    text = emit(program)
+    assert text.count("-jnp.expm1(") == 2 and "1.0 - jnp.exp(" not in text
+    opt = codegen.build(program, "jax")(learning_rate=1.0)
+    params = {"w": jnp.zeros(2, jnp.float32)}
+    updates, _ = opt.update({"w": jnp.ones(2, jnp.float32)}, opt.init(params), params)
+    exact = 1 / (1 - 0.999) / (1 - 0.999 ** 2)
+    np.testing.assert_allclose(np.asarray(updates["w"]), -exact, rtol=1e-6)
+
+
 @pytest.mark.parametrize("shape", [(5,), (123, 457), (8, 1 << 14), ()])
 def test_norm_and_rms_keep_their_values_bit_for_bit(shape):
     """_root changes the derivative at 0 alone: the values are jnp.linalg.norm's and the plain RMS."""
