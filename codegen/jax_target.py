@@ -532,7 +532,8 @@ class _Module:
             return printer.statement(target, expr)
         # (a precise 1 - b ** t is one expm1: its power taken out would be 1 - exp(...), which cancels)
         whole = not isinstance(expr, Call) or OPS[expr.op].shape == STATIC or printer.precise_sub(expr)
-        widths = [len(_probe(printer).doprint(a)) if isinstance(a, Call) else -1 for a in (() if whole else expr.args)]
+        widths = [len(_probe(printer).doprint(a)) if isinstance(a, Call) else -1
+                  for a in (() if whole else expr.args)]
         if not widths or max(widths) < 0:  # one op whose spelling is long: its printed parts cut
             printer.width = LINE - indent - len(f"{target} = ")
             try:
