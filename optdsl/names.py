@@ -67,6 +67,9 @@ GENERATED: frozenset[str] = frozenset({
     "learning_rate", "grads", "updates", "states", "hyper", "init_fn", "update_fn",
     # Triton's launch meta-parameters
     "BLOCK", "num_warps", "num_stages",
+    # the torch target's group-step arguments, beside which hyperparameters (and the values of global
+    # reductions, for the cpp kernels) travel as keywords: _cpp_group_step(path, params, ..., **hyper)
+    "path", "program",
 })
 
 #: Every name a program may not use (besides those starting with ``_``).

@@ -44,6 +44,8 @@ def test_ordinary_names_pass():
     for name in ["m", "v", "beta1", "update", "weight_decay", "lr_1", "t_3", "x_"]:
         assert check_name(name) is None
     assert {"torch", "jnp", "tl", "self", "learning_rate"} <= GENERATED
+    # a hyperparameter or a global named so clashed with the cpp group step's own arguments
+    assert {"path", "program"} <= GENERATED
 
 
 def test_fresh_names_skip_reserved_ones():
