@@ -54,15 +54,17 @@ def _live_after(body: list[Assign], outputs) -> list[set[str]]:
 
 @dataclass
 class _Split:
-    """An eager program cut at its per-tensor reductions (see :func:`_split`): the segment of each
-    statement; per stage, its reductions (statement indices); per segment, the names it takes from
-    earlier ones (with their kinds), the names it hands on and the names later segments read."""
+    """An eager program cut at its per-tensor and global reductions (see :func:`_split`): the
+    segment of each statement; per stage, its reductions (statement indices); per segment, the names
+    it takes from earlier ones (with their kinds), the names it hands on and the names later
+    segments read; the op shapes whose reductions were cut out (``REDUCE``, ``GLOBAL``)."""
 
     seg: list[int]
     stages: list[list[int]]
     taken: list[dict[str, str]]
     carried: list[set[str]]
     live_out: list[set[str]]
+    cut: frozenset[str] = frozenset()
 
     def reduced(self, prog: Program) -> set[str]:
         """The names of the reductions cut out of ``prog`` (the program this split cuts)."""
@@ -75,7 +77,8 @@ def _whole(prog: Program) -> _Split:
     return _Split([0] * len(prog.body), [], [{}], [set()], [set()])
 
 
-def _split(prog: Program, scalars: dict[str, str]) -> _Split | None:
+def _split(prog: Program, scalars: dict[str, str], cut: frozenset[str] = frozenset({REDUCE, GLOBAL})
+           ) -> _Split | None:
     """``prog`` (an eager program: one call per statement) cut into segments at its per-tensor and
     global reductions (``x = norm(r)``, ``G = global_norm(g)``), so that every segment runs on
     slices of the tensors: segment d computes what needs the values of d stages of reductions, and
@@ -85,6 +88,9 @@ def _split(prog: Program, scalars: dict[str, str]) -> _Split | None:
     is not full-shaped (it would not split over slices), a reduced name set twice, or a statement
     whose inputs the segment order would change (a value overwritten before a later segment reads
     it).
+
+    ``cut``: the shapes of the reductions to cut out; ``{GLOBAL}`` leaves the per-tensor ones in
+    their segments, computed whole there (a step that then runs on whole tensors, not slices).
 
     Example: LAMB's ``w_norm = norm(w)`` and ``r_norm = norm(r)`` are stage 0 (r reads g and the
     states: segment 0, which hands r on); ``trust`` and the update are segment 1."""
@@ -99,7 +105,7 @@ def _split(prog: Program, scalars: dict[str, str]) -> _Split | None:
         depth = max((level.get(v, 0) for v in free_vars(a.expr)), default=0)
         seg.append(depth)
         level[a.target] = depth
-        if isinstance(a.expr, Call) and OPS[a.expr.op].shape in (REDUCE, GLOBAL):
+        if isinstance(a.expr, Call) and OPS[a.expr.op].shape in cut:
             full = all(isinstance(x, Var) and kinds.get(x.name) == "full" for x in a.expr.args)
             if OPS[a.expr.op].reduction is None or not full or targets.count(a.target) > 1 or a.target in kinds:
                 return None
@@ -138,7 +144,7 @@ def _split(prog: Program, scalars: dict[str, str]) -> _Split | None:
                 taken[e][v] = defined[j]
                 if j not in reductions:
                     carried[seg[j]].add(v)
-    return _Split(seg, stages, taken, carried, live_out)
+    return _Split(seg, stages, taken, carried, live_out, cut)
 
 
 @dataclass(frozen=True)

@@ -914,8 +914,11 @@ class _Module:
         self.eager = [self.eager_program(k) for k in range(len(self.paths))]
         # per-tensor reductions are cut out where that lets the step run on slices (_chunks), global
         # ones always: the runtime combines every group's partial totals between stages
-        self.splits = [_split(prog, scalars) if self.globals or _sliceable_path(path, True) else None
-                       for path, (prog, scalars) in zip(self.paths, self.eager)]
+        self.splits = [_split(prog, scalars) if self.globals or _sliceable_path(path, {REDUCE, GLOBAL})
+                       else None for path, (prog, scalars) in zip(self.paths, self.eager)]
+        if self.globals:  # per-tensor reductions that cannot be cut (Adafactor's mean(r)) stay in place
+            self.splits = [split or _split(prog, scalars, frozenset({GLOBAL}))
+                           for split, (prog, scalars) in zip(self.splits, self.eager)]
         names = {a.target for a in self.globals}
         if self.globals and not all(split and names <= split.reduced(prog)
                                     for split, (prog, _) in zip(self.splits, self.eager)):
@@ -1306,7 +1309,7 @@ class _Module:
         n = len(self.paths)
         rows = []
         for k, path in enumerate(self.paths):
-            sliceable = _sliceable_path(path, bool(self.splits and self.splits[k]))
+            sliceable = _sliceable_path(path, self.splits[k].cut if self.splits and self.splits[k] else set())
             args = [f"states={_literal(tuple((s.name, s.kind, s.init) for s in path.program.states))}",
                     f"needs_2d={path.needs_2d}", f"flat={_flat_path(path)}", f"sliceable={_literal(sliceable)}"]
             inner = ", ".join(args)  # black: the call on one line, else its arguments on one line
@@ -1748,16 +1751,16 @@ def _globals_first(split: _Split | None, prog: Program) -> bool:
         OPS[prog.body[i].expr.op].shape != GLOBAL for stage in split.stages[1:] for i in stage)
 
 
-def _sliceable_path(path: Path, staged: bool = False) -> bool | str:
+def _sliceable_path(path: Path, cut: set[str] | frozenset[str] = frozenset()) -> bool | str:
     """May the path's eager step run on slices of large tensors (the runtime's ``_chunks``), the
     step on each slice being that slice of the whole step? True (1-d slices): elementwise values
     and full states only, no shape facts; ``"rows"`` (blocks of whole rows): row values (rowmean)
-    and row states too; False otherwise. Per-tensor and global reductions only when they are
-    ``staged`` (cut out by :func:`_split`: the slices' totals combined before the step)."""
+    and row states too; False otherwise. Per-tensor and global reductions only where ``cut`` holds
+    their shape (cut out by :func:`_split`: the slices' totals combined before the step)."""
     exprs = [a.expr for a in path.program.body] + list(path.program.outputs())
     shapes = {OPS[n.op].shape for e in exprs for n in walk(e) if isinstance(n, Call)}
     states = {s.kind for s in path.program.states}
-    allowed = {ELEMENTWISE, REDUCE, GLOBAL} if staged else {ELEMENTWISE}
+    allowed = {ELEMENTWISE, *cut}
     if states <= {"full"} and shapes <= allowed:
         return True
     return "rows" if path.needs_2d and states <= {"full", "row"} and shapes <= allowed | {ROW} else False

@@ -32,7 +32,9 @@ CLIP_TWICE = """def f(w, g, m, lr=0.1, limit=0.5):
     return lr * m / (global_norm(m) + 1e-3), m
 """
 PROGRAMS = {"clip_adamw": clip_by_global_norm(optdsl.load("adamw")), "paths_apart": optdsl.parse(PATHS_APART),
-            "clip_twice": optdsl.parse(CLIP_TWICE)}
+            "clip_twice": optdsl.parse(CLIP_TWICE),
+            # Adafactor's mean(r) of a row value cannot be cut into slices: it stays in its segment
+            "clip_adafactor": clip_by_global_norm(optdsl.load("adafactor"))}
 # 400 x 400 is sliced into rows of the chunks (the runtime's _CHUNK = 2**17 elements)
 SHAPES = [(400, 400), (7,), (3, 5), (), (0,), (2, 3, 4)]
 
@@ -147,7 +149,7 @@ def _steps(cls, params, groups, backend, steps=4):
     return xs, opt
 
 
-@pytest.mark.parametrize("inner", ["adamw", "lamb"])
+@pytest.mark.parametrize("inner", ["adamw", "lamb", "adafactor"])
 def test_cpp_kernels_take_a_global_of_an_input_as_a_per_step_number(inner):
     """``clip_by_global_norm`` of AdamW and of LAMB (whose kernel then takes its per-tensor norms
     in a pass of its own) on the ``cpp`` backend: ``global_norm(g)`` over every group first, each
