@@ -70,8 +70,53 @@ def time_ms(fn: Callable[[], object], warmup: int = 3, repeats: int = 10) -> flo
     return statistics.median(times)
 
 
-def write_section(path: str, key: str, markdown: str) -> None:
-    """Replace ``<!-- bench:KEY -->...<!-- /bench:KEY -->`` in ``path`` (appended when absent).
+def _section(key: str) -> re.Pattern:
+    """A bench section: ``<!-- bench:KEY sha256=DIGEST -->`` (the digest of the text it holds, as
+    :func:`write_section` wrote it; absent in one a person assembled), the text, ``<!-- /bench:KEY -->``."""
+    return re.compile(rf"<!-- bench:{re.escape(key)}(?: sha256=(?P<digest>[0-9a-f]+))? -->\n(?P<body>.*?)\n"
+                      rf"<!-- /bench:{re.escape(key)} -->", re.DOTALL)
+
+
+def _digest(body: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(body.encode()).hexdigest()[:16]
+
+
+def check_section(path: str, key: str, force: bool = False) -> None:
+    """Refuse (DslError) to write the ``key`` section of ``path`` where that would lose or misplace
+    text: a file that is not markdown (``.md``), a section whose markers do not pair up, or a section
+    holding text :func:`write_section` did not write (notes, tables a person put together), unless
+    ``force``. Run before the timing, so that a refusal costs nothing.
+
+    Example:
+        >>> check_section("notes.py", "cpu")
+        Traceback (most recent call last):
+        optdsl.errors.DslError: notes.py: --out names the markdown file to update (.md), not this one
+    """
+    from optdsl.errors import DslError
+
+    if not path.lower().endswith(".md"):
+        raise DslError("--out names the markdown file to update (.md), not this one", path)
+    if not os.path.exists(path):
+        return
+    with open(path, encoding="utf-8", errors="replace") as f:
+        text = f.read()
+    opened = len(re.findall(rf"<!-- bench:{re.escape(key)}(?: sha256=[0-9a-f]+)? -->", text))
+    closed = text.count(f"<!-- /bench:{key} -->")
+    found = list(_section(key).finditer(text))
+    if opened != closed or opened > 1 or len(found) != opened:
+        raise DslError(f"its bench:{key} section markers do not pair up ({opened} opening, {closed} closing)",
+                       path, hint=f"leave one <!-- bench:{key} --> ... <!-- /bench:{key} --> pair, or none")
+    if found and not force and found[0]["digest"] != _digest(found[0]["body"]):
+        raise DslError(f"its bench:{key} section holds text optdsl did not write there (notes, edited "
+                       "tables); refusing to replace it", path,
+                       hint="write the tables to another file, or pass --force to replace the section")
+
+
+def write_section(path: str, key: str, markdown: str, force: bool = False) -> None:
+    """Replace ``<!-- bench:KEY -->...<!-- /bench:KEY -->`` in ``path`` (appended when absent),
+    marked with the digest of what it holds (see :func:`check_section`, which refuses first).
 
     Example:
         >>> import tempfile
@@ -83,23 +128,24 @@ def write_section(path: str, key: str, markdown: str) -> None:
         ...         print(f.read().strip())
         # Benchmarks
         <BLANKLINE>
-        <!-- bench:cpu -->
+        <!-- bench:cpu sha256=11507a0e2f5e69d5 -->
         new
         <!-- /bench:cpu -->
         <BLANKLINE>
-        <!-- bench:gpu -->
+        <!-- bench:gpu sha256=13bb5e1404fed184 -->
         | a |
         <!-- /bench:gpu -->
     """
     from .generated import write_atomic
 
-    begin, end = f"<!-- bench:{key} -->", f"<!-- /bench:{key} -->"
-    block = f"{begin}\n{markdown.strip()}\n{end}"
+    check_section(path, key, force)
+    body = markdown.strip()
+    block = f"<!-- bench:{key} sha256={_digest(body)} -->\n{body}\n<!-- /bench:{key} -->"
     text = "# Benchmarks\n"
     if os.path.exists(path):
         with open(path, encoding="utf-8") as f:
             text = f.read()
-    pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.DOTALL)
+    pattern = _section(key)
     text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     write_atomic(path, text)

@@ -77,9 +77,11 @@ def cmd_bench(args) -> int:
         Traceback (most recent call last):
         optdsl.errors.DslError: --case picks cases of the cpu suite, not of --suite jax; drop --case, ...
     """
+    import torch
+
     from optdsl.errors import DslError
 
-    from .bench import CASES, machine, markdown, print_table, write_section
+    from .bench import CASES, check_section, machine, markdown, print_table, write_section
     from .generated import output_path
 
     suites = list(SUITES) if args.suite == "all" else [args.suite]
@@ -93,8 +95,13 @@ def cmd_bench(args) -> int:
     if unknown:
         raise DslError(f"--case {unknown[0]}: no such case",
                        hint=f"the cpu suite's cases: {', '.join(CASES)}")
+    if suites == ["gpu"] and not torch.cuda.is_available():
+        raise DslError("--suite gpu: no CUDA GPU on this machine",
+                       hint="run it where torch.cuda.is_available()")
     if args.out:
         output_path(args.out)  # a folder, a device, a missing folder: refused before minutes of timing
+        for suite in suites:
+            check_section(args.out, suite, args.force)
     for suite in suites:
         try:
             module = importlib.import_module(SUITES[suite])
@@ -111,7 +118,8 @@ def cmd_bench(args) -> int:
         print_table(rows, title)
         if args.out:
             note = getattr(module, "NOTE", "")
-            write_section(args.out, suite, markdown(rows, title) + (f"\n\n{note}" if note else ""))
+            text = markdown(rows, title) + (f"\n\n{note}" if note else "")
+            write_section(args.out, suite, text, args.force)
     return 0
 
 
@@ -142,5 +150,7 @@ def register(subparsers) -> None:
                    help="cpu suite: run only the cases whose name starts so (16x1M, BERT, MLP, bf16); "
                         "repeatable")
     b.add_argument("--out", default=None,
-                   help="markdown file whose section is replaced (e.g. docs/benchmarks.md; default: none)")
+                   help="markdown file whose section of each suite is replaced, or appended (default: none)")
+    b.add_argument("--force", action="store_true",
+                   help="replace a section even where it holds text the bench did not write there")
     b.set_defaults(func=cmd_bench)

@@ -6,6 +6,7 @@ import math
 import os
 
 import pytest
+import torch
 
 from codegen.bench import markdown, time_ms, write_section
 from codegen.generated import check_identifier, load_module, number, write_atomic
@@ -57,7 +58,44 @@ def test_write_section_replaces_only_its_own_section(tmp_path):
     write_section(str(doc), "cpu", "cpu v2")
     text = doc.read_text()
     assert "cpu v2" in text and "cpu v1" not in text and "gpu v1" in text
-    assert text.count("<!-- bench:cpu -->") == 1 and text.index("cpu v2") < text.index("gpu v1")
+    assert text.count("<!-- bench:cpu sha256=") == 1 and text.index("cpu v2") < text.index("gpu v1")
+
+
+def test_a_section_a_person_edited_is_refused_unless_forced(tmp_path):
+    """``bench --out docs/benchmarks.md`` (its own help's example) replaced ~650 lines of notes
+    kept inside the cpu section with one quick table: a section whose text is not what the bench
+    wrote there (its digest) is refused now, and --force replaces it."""
+    doc = tmp_path / "benchmarks.md"
+    write_section(str(doc), "cpu", "table v1")
+    doc.write_text(doc.read_text().replace("table v1", "table v1\n\nA note on the figures."))
+    with pytest.raises(DslError, match="holds text optdsl did not write there"):
+        write_section(str(doc), "cpu", "table v2")
+    assert "A note on the figures." in doc.read_text()
+    write_section(str(doc), "cpu", "table v2", force=True)
+    assert "table v2" in doc.read_text() and "A note" not in doc.read_text()
+    write_section(str(doc), "cpu", "table v3")  # its own text again: replaced without --force
+    assert "table v3" in doc.read_text()
+
+
+@pytest.mark.parametrize("name, text, message", [
+    ("notes.py", "x = 1\n", "--out names the markdown file to update (.md)"),
+    ("broken.md", "# x\n<!-- bench:cpu -->\nold\n", "section markers do not pair up (1 opening, 0 closing)"),
+    ("hand.md", "# x\n<!-- bench:cpu -->\nnotes\n<!-- /bench:cpu -->\n", "holds text optdsl did not write"),
+])
+def test_bench_refuses_an_out_file_it_would_damage_before_timing(name, text, message, tmp_path, capsys):
+    """A .py file got markdown appended, a lone opening marker a second section, a person's section
+    was replaced: each is exit 2 before any timing, the file as it was."""
+    out = tmp_path / name
+    out.write_text(text)
+    assert main(["bench", "--case", "16x1M", "--out", str(out)]) == 2
+    assert message in capsys.readouterr().err and out.read_text() == text
+
+
+def test_bench_gpu_suite_without_a_gpu_is_an_error(capsys):
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is here")
+    assert main(["bench", "--suite", "gpu", "--quick"]) == 2  # (it said "nothing to run here", exit 0)
+    assert "no CUDA GPU on this machine" in capsys.readouterr().err
 
 
 def test_time_ms_and_markdown():
