@@ -32,9 +32,9 @@ def _assignments(pairs: list[str]) -> dict[str, float]:
             raise DslError(f"--set {pair!r}: expected NAME=NUMBER") from None
         if not eq or not name.strip().isidentifier():
             raise DslError(f"--set {pair!r}: expected NAME=NUMBER")
-        if not math.isfinite(out[name.strip()]):
-            raise DslError(f"--set {pair!r}: the value must be a finite number",
-                           hint="with nan or inf every update is nan or inf, and nothing can be compared")
+        if math.isnan(out[name.strip()]):  # (inf is a threshold's "off", as a default may say)
+            raise DslError(f"--set {pair!r}: the value must be a number, not nan",
+                           hint="with nan no two updates compare equal, so nothing can be shown")
     return out
 
 

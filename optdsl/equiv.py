@@ -521,20 +521,21 @@ def float32_agrees(a: Program, b: Program, values_a: dict[str, float], values_b:
 
 
 def check_values(values: dict[str, float] | None) -> None:
-    """Hyperparameter values must be finite: with ``lr = nan`` every update is nan, and nan
-    agreeing with nan shows nothing.
+    """Hyperparameter values must be numbers, inf included (a threshold's "off"), not nan: with
+    ``lr = nan`` every update is nan, and nan agreeing with nan shows nothing.
 
     Example:
         >>> check_values({"lr": 0.1, "beta1": 0.9})
+        >>> check_values({"max_norm": float("inf")})  # a threshold's "off", as a default may be
         >>> check_values({"lr": float("nan")})
         Traceback (most recent call last):
         ...
-        optdsl.errors.DslError: non-finite value for lr=nan; hyperparameter values must be finite numbers
+        optdsl.errors.DslError: nan value for lr=nan; hyperparameter values must be numbers
     """
-    bad = {k: v for k, v in (values or {}).items() if not math.isfinite(float(v))}
+    bad = {k: v for k, v in (values or {}).items() if math.isnan(float(v))}
     if bad:
-        raise DslError(f"non-finite value for {', '.join(f'{k}={v}' for k, v in bad.items())}",
-                       hint="hyperparameter values must be finite numbers")
+        raise DslError(f"nan value for {', '.join(f'{k}={v}' for k, v in bad.items())}",
+                       hint="hyperparameter values must be numbers")
 
 
 def compare(a: Program, b: Program, values_a: dict[str, float] | None = None,

@@ -59,9 +59,15 @@ def test_zoo_and_ops_list(capsys):
     assert "| `interp` | 3 |" in capsys.readouterr().out
 
 
-def test_equiv_names_the_kind_and_refuses_non_finite_values(tmp_path, capsys):
+def test_equiv_names_the_kind_and_refuses_nan_values(tmp_path, capsys):
     assert main(["equiv", "sgd", "adamw", "--set", "lr=nan"]) == 2
-    assert "finite" in capsys.readouterr().err
+    assert "not nan" in capsys.readouterr().err
+    # inf is a threshold's "off", a legal default: --set took it as "every update is inf" (exit 2)
+    clip = tmp_path / "clip.py"
+    clip.write_text("def c(w, g, lr=0.1, max_norm=inf):\n    return lr * where(norm(g) < max_norm, g, g)\n")
+    assert main(["equiv", str(clip), "sgd", "--set", "max_norm=inf", "--set", "lr=0.1"]) in (0, 1)
+    assert main(["simplify", str(clip), "--set", "max_norm=inf"]) == 0
+    capsys.readouterr()
     assert main(["equiv", "adam", "adamw", "--set", "weight_decay=0", "--set", "weight_decay=1"]) == 2
     assert "weight_decay is already set" in capsys.readouterr().err  # (the last one had won silently)
     assert main(["equiv", "lion", "adafactor"]) == 1
