@@ -106,14 +106,19 @@ def check_name(name: object) -> str | None:
 
 def suggest(name: str) -> str:
     """An allowed name close to ``name``: ``print`` -> ``print_``, ``_x`` -> ``x``, the paper's
-    Greek ``β1`` -> ``beta1`` (a letter by its Unicode name).
+    Greek ``β1`` -> ``beta1`` (a letter by its Unicode name), an accented letter its base letter
+    (``mü`` -> ``mu``, not ``mdiaeresis``).
 
     Example:
-        >>> suggest("len"), suggest("__m"), suggest("β1"), suggest("λ")
-        ('len_', 'm', 'beta1', 'lamda')
+        >>> suggest("len"), suggest("__m"), suggest("β1"), suggest("λ"), suggest("mü"), suggest("ά")
+        ('len_', 'm', 'beta1', 'lamda', 'mu', 'alpha')
     """
+    def plain(c: str) -> str:
+        base = unicodedata.normalize("NFKD", c)[:1] or c  # (a letter and its accents: the letter)
+        return base if base.isascii() else unicodedata.name(base, "x").split()[-1].lower()
+
     if not name.isascii():
-        name = "".join(c if c.isascii() else unicodedata.name(c, "x").split()[-1].lower() for c in name)
+        name = "".join(map(plain, name))
     base = name.lstrip("_") if name.isascii() else ""
     if not base.isidentifier():
         base = "x"
