@@ -587,14 +587,24 @@ def compare(a: Program, b: Program, values_a: dict[str, float] | None = None,
 def equivalent(a: Program, b: Program, values: dict[str, float] | None = None, steps: int = 20,
                trials: int = 3, seed: int = 0) -> Equivalence:
     """Decide whether ``a`` and ``b`` give the same update sequence, and what kind of equality
-    was shown (see the module docstring); ``values`` bind hyperparameters in both.
+    was shown (see the module docstring); ``values`` bind hyperparameters in both. Where one
+    program has a default ``lr`` and the other none, both run at that one (the other would run at
+    1.37e-3); where their defaults differ, a "different" verdict says so.
 
     Example: ``str(equivalent(load("adamw"), renamed_adamw))`` -> ``'equal (exact)'``.
     """
-    unknown = set(values or {}) - set(a.hyper_defaults) - set(b.hyper_defaults) - {"lr"}
+    values = dict(values or {})
+    unknown = set(values) - set(a.hyper_defaults) - set(b.hyper_defaults) - {"lr"}
     if unknown:
         raise DslError(f"neither program has a hyperparameter {', '.join(sorted(unknown))}")
-    return compare(a, b, values, values, steps, trials, seed)
+    lrs = [p.hyper_defaults["lr"] for p in (a, b) if "lr" in p.hyper_defaults]
+    if "lr" not in values and len(lrs) == 1:
+        values["lr"] = lrs[0]
+    verdict = compare(a, b, values, values, steps, trials, seed)
+    if verdict.kind == "different" and "lr" not in values and len(lrs) == 2 and lrs[0] != lrs[1]:
+        verdict = replace(verdict, detail=f"{verdict.detail}, at each program's default lr ({lrs[0]:g} and "
+                          f"{lrs[1]:g}; --set lr=X compares them at one)")
+    return verdict
 
 
 __all__ = ["Equivalence", "bound", "compare", "equivalent", "prove", "singularities", "trajectories"]

@@ -131,6 +131,15 @@ def test_nan_values_are_refused_inf_taken():
     assert equivalent(clip, load("sgd"), {"max_norm": float("inf"), "lr": 0.1}).equal
 
 
+def test_one_default_lr_is_both_sides_lr_and_two_different_ones_are_named():
+    """``lr * g`` with no default against the zoo's sgd (lr=0.01) was "different": one side ran at
+    1.37e-3, the other at 0.01, and the verdict did not say so."""
+    plain = parse("def s(w, g, lr):\n    return lr * g\n")
+    assert str(equivalent(plain, load("sgd"))) == "equal (exact)"
+    verdict = equivalent(load("adam"), load("sgd"))
+    assert verdict.kind == "different" and "default lr (0.001 and 0.01" in verdict.detail
+
+
 def test_lion_and_adafactor_differ():
     r = equivalent(load("lion"), load("adafactor"))
     assert not r.equal and r.kind == "different" and r.counterexample
