@@ -3,7 +3,8 @@
     python examples/search_quickstart.py          # about a minute on a laptop
 
 It runs the same search as ``optdsl search --evals 40 --tasks quadratic,logreg --population 16`` (regularized
-evolution, tournament selection, torch's AdamW as the warm start), prints the winner (chosen on the
+evolution, tournament selection, torch's AdamW as the warm start: 40 evaluations of the evolution, to
+which the winner's ablation and held-out checks add as many again), prints the winner (chosen on the
 held-out tasks) with its proxy and held-out scores side by side, as ``optdsl search`` does, and the
 warm start's proxy scores beside it, then loads the winner's generated ``torch.optim.Optimizer`` and
 takes one step with it.

@@ -440,7 +440,9 @@ def register(subparsers) -> None:
                         help="wall-clock budget of the evolution, e.g. 90s, 10m, 1h (default 10m); the "
                              "last held-out checks and the winner's ablation run after it (up to 3.5 minutes "
                              "more)")
-    budget.add_argument("--evals", type=int, metavar="N", help="stop after N evaluations instead")
+    budget.add_argument("--evals", type=int, metavar="N",
+                        help="stop after N evaluations of the evolution instead (children, the guards' "
+                             "refusals included; the winner's held-out checks and ablation come on top)")
     p.add_argument("--db", default=_STORED["db"], metavar="PATH", help="SQLite file (default search.sqlite)")
     p.add_argument("--seed", type=int, default=_STORED["seed"], metavar="N",
                    help="seed of the search's random choices (default 0)")
