@@ -145,6 +145,20 @@ class Program:
     source: str | None = field(default=None, compare=False, repr=False)
     return_loc: tuple[int, int] | None = field(default=None, compare=False, repr=False)
 
+    def __str__(self) -> str:
+        """The program as DSL source (:func:`optdsl.printer.to_source`); ``repr`` keeps the fields.
+
+        Example:
+            >>> from optdsl import parse
+            >>> print(parse("def sgd(w, g, lr=0.1):\\n    return lr * g\\n"))
+            def sgd(w, g, lr=0.1):
+                return lr * g
+            <BLANKLINE>
+        """
+        from .printer import to_source  # (the printer reads this module: imported when first used)
+
+        return to_source(self)
+
     @property
     def state_names(self) -> tuple[str, ...]:
         """The states' names, in signature order."""
