@@ -32,9 +32,16 @@ import sys
 import torch
 
 import optdsl
+from optdsl.errors import DslError
 
 from . import build
-from .bench import bert_base_shapes, markdown, step_bytes, write_section
+from .bench import bert_base_shapes, check_section, markdown, step_bytes, write_section
+
+# the note under the table (``--out``, and ``optdsl bench --suite gpu --out FILE.md``)
+NOTE = ("ms = median `opt.step()` time (CUDA events, L2 flushed); of bandwidth = (bytes the step must move / "
+        "time) / device-to-device copy GB/s; ratio = ms / torch fused AdamW (AdamW rows) or, for Lion rows, "
+        "lion-pytorch's Triton kernel when it is installed (a lion-pytorch row is then in the table), else the "
+        "time a device copy takes to move Lion's 20 bytes per parameter.")
 
 
 def device_name() -> str:
@@ -226,17 +233,26 @@ def sweep(quick: bool = False) -> list[str]:
 
 def main(argv=None) -> int:
     """The command line: run the suite, print its Markdown table (with ``--sweep``, the kernel's
-    block sizes too) and replace the ``gpu`` section of ``--out``; 0 also without CUDA (nothing run).
+    block sizes too) and, with ``--out FILE.md``, replace the ``gpu`` section of that file (refused
+    first, exit 2, where :func:`codegen.bench.check_section` refuses); 0 also without CUDA (nothing
+    run).
 
-    Example (a shell line; ``--out ""`` writes no file)::
+    Example (a shell line)::
 
-        python -m codegen.bench_gpu --quick --sweep --out ""
+        python -m codegen.bench_gpu --quick --sweep
     """
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--sweep", action="store_true", help="also time the kernel's block sizes")
-    ap.add_argument("--out", default="docs/benchmarks.md")
+    ap.add_argument("--out", default=None, help="markdown file whose gpu section is replaced (default: none)")
+    ap.add_argument("--force", action="store_true", help="replace a section holding text the bench did not write")
     args = ap.parse_args(argv)
+    if args.out:
+        try:
+            check_section(args.out, "gpu", args.force)
+        except DslError as e:
+            print(f"error: {e.render()}", file=sys.stderr)
+            return 2
     rows = run(args.quick)
     if not rows:
         print("no CUDA device: nothing to run")
@@ -247,11 +263,7 @@ def main(argv=None) -> int:
     if args.sweep:
         print("\n".join(sweep(args.quick)))
     if args.out:
-        write_section(args.out, "gpu", text + "\n\nms = median `opt.step()` time (CUDA events, L2 flushed); "
-                      "of bandwidth = (bytes the step must move / time) / device-to-device copy GB/s; "
-                      "ratio = ms / torch fused AdamW (AdamW rows) or, for Lion rows, lion-pytorch's Triton "
-                      "kernel when it is installed (a lion-pytorch row is then in the table), else the time a "
-                      "device copy takes to move Lion's 20 bytes per parameter.")
+        write_section(args.out, "gpu", f"{text}\n\n{NOTE}", args.force)
     return 0
 
 

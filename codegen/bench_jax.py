@@ -19,8 +19,6 @@ Example:
 
 from __future__ import annotations
 
-import os
-
 import jax
 import jax.numpy as jnp
 import optax
@@ -28,7 +26,7 @@ import optax
 import optdsl
 
 from . import build
-from .bench import markdown, step_bytes, time_ms, write_section
+from .bench import step_bytes, time_ms
 
 # (zoo program, hyperparameters for it, optax's optimizer with the same ones). Lion's weight decay
 # is optax's default, not 0: optax drops a zero decay at trace time, the program (whose 0 * w is nan
@@ -146,34 +144,14 @@ def run(quick: bool = False) -> list[dict]:
     return rows
 
 
-def write(rows: list[dict], path: str = "docs/benchmarks.md") -> None:
-    """Write ``rows`` into the ``jax`` section of ``path`` (other sections are left alone).
-
-    Example:
-        >>> import tempfile
-        >>> row = {"suite": "jax", "case": "16x512x512 fp32 (jit, CPU)", "impl": "optax.adamw", "ms": 9.1,
-        ...        "gb_s": 33.2, "frac_of_bandwidth": 0.9, "ratio": 1.0}
-        >>> with tempfile.TemporaryDirectory() as d:
-        ...     write([row], os.path.join(d, "benchmarks.md"))
-        ...     with open(os.path.join(d, "benchmarks.md")) as f:
-        ...         lines = f.read().splitlines()
-        >>> lines[2], lines[-1]
-        ('<!-- bench:jax -->', '<!-- /bench:jax -->')
-        >>> print(lines[7])
-        | 16x512x512 fp32 (jit, CPU) | optax.adamw | 9.10 | 33.2 | 90% | 1.00x |
-    """
-    device = f"{os.cpu_count()}-core CPU, jax {jax.__version__}, optax {optax.__version__}"
-    text = markdown(rows, f"JAX: generated optax transformations vs optax ({device})")
-    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    note = (f"ratio = ms / optax's ms for the same optimizer (target <= 1.05). Load average when written: "
-            f"{load} (a shared machine: absolute figures vary from run to run, the interleaved ratios "
-            f"less so).")
-    write_section(path, "jax", text + "\n\n" + note)
+# the note under the table ``optdsl bench --suite jax --out FILE.md`` writes
+NOTE = ("ratio = ms / optax's ms for the same optimizer (target <= 1.05). A shared machine: absolute "
+        "figures vary from run to run, the interleaved ratios less so.")
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # the same as `optdsl bench --suite jax [--quick] [--out FILE.md]`
     import sys
 
-    result = run(quick="--quick" in sys.argv)
-    write(result)
-    print(markdown(result, "JAX"))
+    from optdsl.cli import main
+
+    sys.exit(main(["bench", "--suite", "jax", *sys.argv[1:]]))
