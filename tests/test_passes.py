@@ -133,6 +133,19 @@ def test_folding_keeps_the_sign_of_zero():
     assert update["w"][0] == np.inf
 
 
+def test_clip_of_a_value_by_itself_is_the_value_at_every_ieee_value():
+    """A search's winner printed ``clip(g, g)`` (raw ``t_13 = clip(m, m)``) where it is ``g``: x lies in
+    [-|x|, |x|], -0.0, inf and nan included, in the interpreter as in the fold."""
+    p = parse("def f(w, g, lr):\n    return lr * clip(g * 2, g * 2)\n")
+    assert to_source(fold(p)).endswith("return lr * (g * 2)\n")
+    g = np.array([-0.0, 0.0, np.inf, -np.inf, np.nan, -3.0, 1e-300])
+    for q in (p, fold(p)):
+        opt = Interpreter(q, lr=1.0)
+        update, _ = opt.updates({"w": np.ones(7)}, {"w": g}, opt.init({"w": np.ones(7)}), 1)
+        np.testing.assert_array_equal(update["w"], g * 2)
+        assert list(np.signbit(update["w"][:2])) == [True, False]
+
+
 UNSIGNED = [("sqrt(v / -1.778)", "sqrt(v / 1.778)"), ("sqrt(-2 * v)", "sqrt(2 * v)"), ("abs(-v)", "abs(v)"),
             ("square(v * -0.5)", "square(v * 0.5)"), ("sqrt(v - 2)", "sqrt(v - 2)"),
             ("exp(v / -2)", "exp(v / -2)")]

@@ -5,7 +5,7 @@ the interpreter would (a whole-tensor reduction too: a number is a 0-d value in 
 so ``norm(-0.374)`` is 0.374 and ``sum(3)`` is 3): ``1 / 0`` is ``inf``, ``0 / 0``, ``1 % 0`` and ``(-1) ** 0.5`` are ``nan``,
 ``10 ** 1000`` is ``inf`` (IEEE results, never an exception); names bound to constants are
 propagated; identities that hold for every IEEE value are applied (``x * 1``, ``x - 0``,
-``x / 1``, ``x ** 1``, ``--x``, ``where`` with a constant condition, ``and``/``or`` with a
+``x / 1``, ``x ** 1``, ``--x``, ``clip(x, x)``, ``where`` with a constant condition, ``and``/``or`` with a
 constant (``x and 1`` is x's truth, ``x or 1`` is 1), and an ``abs`` where the op reads
 only the magnitude: ``sqrt(abs(x))`` and ``sqrt(-x)`` are ``sqrt(x)``, ``sqrt(x / -2)`` is ``sqrt(x / 2)``,
 see ``Op.even``) -- not ``x + 0``, which
@@ -119,12 +119,14 @@ def _unsigned(e: Expr) -> Expr:
 
 def _identity(op: str, args: tuple[Expr, ...]) -> Expr | None:
     """The argument ``op(*args)`` is, where an identity makes it one (``x * 1``, ``1 * x``, ``x / 1``,
-    ``x ** 1``, ``x - 0``), else None."""
+    ``x ** 1``, ``x - 0``, ``clip(x, x)``), else None."""
     a0, a1 = args[0], args[1] if len(args) > 1 else None
     if (op in ("mul", "div", "power") and _is(a1, 1)) or (op == "sub" and _is(a1, 0)):
         return a0
     if op == "mul" and _is(a0, 1):
         return a1
+    if op == "clip" and a0 == a1:  # x in [-|x|, |x|]: x itself, -0.0, inf and nan too
+        return a0
     return None
 
 
