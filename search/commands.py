@@ -34,7 +34,7 @@ from .executors import gpu_count, make_executor
 from .export import export_top, replaceable_winner, search_id, write_best
 from .progress import LiveProgress, summary_table
 from .report import report, winner_table
-from .selection import META_TOLERANCE, verdict
+from .selection import META_TOLERANCE, no_winner, verdict
 from .store import Store, remove_database, schema_version
 from .tasks import FACTORIES, MAX_BATCH_FACTOR, PROXY_TASKS, is_task, meta_tasks_for
 from .user_task import absolute_reference, changes, check_task, fingerprint, is_reference, split_reference
@@ -334,11 +334,11 @@ def cmd_search(args) -> int:
         best = write_best(store, _best_path(db), simplify=False)
     status = 130 if interrupted else 0  # a script tells a stopped search from one that ran its budget
     if best is None:
-        console.print("no program scored yet")
+        console.print(no_winner(store))
         store.close()
         return status
     row, program, path = best
-    print_table(console, winner_table(row))
+    print_table(console, winner_table(row, store.meta_validated()[:1]))
     console.print(verdict(row))
     origin, removed = steps(store, row)
     if removed:

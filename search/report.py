@@ -26,7 +26,7 @@ from optdsl.tables import print_table
 
 from .export import exported_program
 from .guards import horizon_fault
-from .selection import ranked
+from .selection import META_TOLERANCE, no_winner, ranked
 from .store import Store, failures
 
 
@@ -175,16 +175,23 @@ def scores_table(rows: list[dict], title: str) -> Table:
     return table
 
 
-def winner_table(row: dict) -> Table:
-    """The winner's scores, proxy and held-out side by side (:func:`scores_table` of one row).
+def winner_table(row: dict, best: list[dict] = ()) -> Table:
+    """The winner's scores, proxy and held-out side by side (:func:`scores_table` of one row);
+    ``best``: the best held-out row (in a list, empty when none), named where the winner is not it
+    (a simpler program that ties with it, see :func:`search.selection.ties`).
 
     Example:
         >>> row = {"id": 7, "fitness": 0.1, "meta_fitness": 0.05, "memory": 1.0, "n_live": 4,
         ...        "task_score": {}, "meta_task_score": {}}
         >>> winner_table(row).title
         'Winner: program #7, the best held out (0 = tuned AdamW, higher is better)'
+        >>> winner_table(row, [{"id": 3, "meta_fitness": 0.058}]).title.split(" (0 =")[0]
+        'Winner: program #7, the simplest within 0.01 of the best held out (#3, +0.058)'
     """
     why = "the best held out" if row.get("meta_fitness") is not None else "the best on the proxies"
+    if best and best[0]["id"] != row["id"] and row.get("meta_fitness") is not None:
+        why = (f"the simplest within {META_TOLERANCE} of the best held out "
+               f"(#{best[0]['id']}, {best[0]['meta_fitness']:+.3f})")
     return scores_table([row], f"Winner: program #{row['id']}, {why} (0 = tuned AdamW, higher is better)")
 
 
@@ -201,14 +208,14 @@ def report(store: Store, outdir: str | None = None, top: int = 5, console: Conso
         >>> report(store, console=Console(file=out, width=200))    # no outdir: no plots
         []
         >>> print(out.getvalue().split(", 0 cache hits")[0])
-        :memory:: 1 program scored, 1 evaluated (0 failed; 0 stopped at a hurdle)
+        :memory:: 1 program tried, 1 evaluated (0 failed; 0 stopped at a hurdle)
     """
     if outdir:  # an -o the plots cannot go to fails before the report is printed, not after it
         _plot_paths(outdir)
     console = console or Console()
     t = totals(store)
     programs = f"{t['rows']} program{'s' * (t['rows'] != 1)}"
-    console.print(f"[bold]{store.path}[/bold]: {programs} scored, {t['evaluated']} evaluated "
+    console.print(f"[bold]{store.path}[/bold]: {programs} tried, {t['evaluated']} evaluated "
                   f"({t['failed']}; {t['hurdled']} stopped at a hurdle), {t['cached']} cache hits "
                   f"({100 * t['cache_hit_rate']:.1f}%), redundant statements {100 * t['redundant_fraction']:.1f}%")
     base = store.baselines()
@@ -217,7 +224,7 @@ def report(store: Store, outdir: str | None = None, top: int = 5, console: Conso
                                                   for k, v in base.items()))
     rows = ranked(store, top)
     if not rows:
-        console.print("No program was scored: nothing to rank (what was tried is counted above).")
+        console.print(no_winner(store))
     else:
         title = (f"Top {len(rows)} programs, held-out evidence first "
                  "(scores: log(AdamW loss / loss) clipped to [-1, 1], > 0 beats AdamW)")

@@ -29,13 +29,16 @@ META_TOLERANCE = 0.01
 
 def ties(held_out: float, best: float) -> bool:
     """Does a held-out score of ``held_out`` tie with the best one, ``best``? Within
-    :data:`META_TOLERANCE` below it, and beating tuned AdamW (> 0) if ``best`` does.
+    :data:`META_TOLERANCE` below it, beating tuned AdamW (> 0) if ``best`` does, and beating it
+    clearly (by more than the tolerance, :func:`verdict`'s "beats") if ``best`` does: a simpler
+    program that only draws level never takes the place of one that clearly beats AdamW.
 
     Example:
-        >>> ties(0.095, 0.1), ties(0.08, 0.1), ties(-0.001, 0.005)
-        (True, False, False)
+        >>> ties(0.095, 0.1), ties(0.08, 0.1), ties(-0.001, 0.005), ties(0.006, 0.015)
+        (True, False, False, False)
     """
-    return held_out >= best - META_TOLERANCE and (held_out > 0 or best <= 0)
+    return (held_out >= best - META_TOLERANCE and (held_out > 0 or best <= 0)
+            and (held_out > META_TOLERANCE or best <= META_TOLERANCE))
 
 
 def _by_held_out(rows: list[dict]) -> list[dict]:
@@ -96,6 +99,28 @@ def winner(store: Store) -> dict | None:
     """
     best = ranked(store, 1)
     return best[0] if best else None
+
+
+def no_winner(store: Store) -> str:
+    """Why a search has no winner, in plain words: no program trained to a score, so none beat
+    tuned AdamW; where the warm start itself failed, how.
+
+    Example:
+        >>> from optdsl import load
+        >>> from search.candidate import describe
+        >>> store = Store(":memory:")
+        >>> _ = store.add(**describe(load("sgd")), mutation="init sgd", status="diverged",
+        ...               error="every learning rate failed on mlp")
+        >>> print(no_winner(store))  # doctest: +NORMALIZE_WHITESPACE
+        No program trained to a score (all failed, were refused by the guards or stopped at a hurdle), so
+        none beat tuned AdamW. The warm start #1 (init sgd) diverged: every learning rate failed on mlp.
+    """
+    text = ("No program trained to a score (all failed, were refused by the guards or stopped at a hurdle), "
+            "so none beat tuned AdamW.")
+    for row in store.warm_starts():
+        if row["status"] != "ok":
+            text += f" The warm start #{row['id']} ({row['mutation']}) {row['status']}: {row['error']}."
+    return text
 
 
 def verdict(row: dict) -> str:

@@ -417,6 +417,11 @@ class Store:
             raise DslError(f"program #{pid} is {'unreadable' if rows else 'not in the database'}", self.path)
         return row
 
+    def warm_starts(self) -> list[dict]:
+        """The rows of the search's initial programs (``--init``: mutation ``init NAME``), in id order."""
+        rows = self._query("SELECT * FROM programs WHERE mutation LIKE 'init %' ORDER BY id")
+        return [d for d in map(self._decode, rows) if d is not None]
+
     def recent(self, n: int) -> list[dict]:
         """The ``n`` most recent readable rows, oldest first (regularized evolution's population)."""
         rows = self._query("SELECT * FROM programs ORDER BY id DESC LIMIT ?", (n,))

@@ -61,6 +61,15 @@ def test_a_tie_never_trades_a_win_over_adamw_for_a_loss(tmp_path):
     assert winner(store)["id"] == wins
 
 
+def test_a_tie_never_trades_a_clear_win_over_adamw_for_a_draw(tmp_path):
+    """+0.015 (beats AdamW) and +0.006 (level, within the tolerance) tied, and the smaller program
+    won: the verdict then said "no clear gain" while another program of the search had one."""
+    store = Store(str(tmp_path / "s.sqlite"))
+    clear = _add(store, 0.2, meta=1.5 * META_TOLERANCE, name="clear", ops=9)
+    _add(store, 0.2, meta=0.6 * META_TOLERANCE, name="level", ops=2)
+    assert winner(store)["id"] == clear and verdict(winner(store)).startswith("It beats tuned AdamW")
+
+
 def test_a_rescaled_program_is_the_same_rule_and_listed_once(tmp_path):
     """``0.99 * t`` is ``t`` at a learning rate 0.99 times smaller: one rule, whichever row scored
     better (the README job's top 5 once held the same rule four times, held out +0.009 .. +0.025)."""
