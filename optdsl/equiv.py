@@ -580,7 +580,7 @@ def compare(a: Program, b: Program, values_a: dict[str, float] | None = None,
                            "compared update values were finite: not evidence")
     detail = (f"{trials + run.nonfinite} trials x {steps} steps on shapes {', '.join(map(str, SHAPES))}, "
               f"gradients with exact zeros{' (and nan and inf in one trial)' if run.nonfinite else ''}; "
-              f"updates agree to rtol {RTOL:g}")
+              f"updates agree to {RTOL:g}, relative to each and to the largest")
     return Equivalence(True, "tested", detail)
 
 

@@ -273,7 +273,7 @@ def _shown(raw: Program, raw_values: dict[str, float], form: Program, verdict) -
             rounded.append(f"{x!r} -> {short!r}")
     if rounded:
         equality += (f"; shown rounded to {digits} significant digits ({', '.join(rounded)}): updates "
-                     f"within rtol {SHOWN_RTOL:g} of the raw program's")
+                     f"within {SHOWN_RTOL:g} of the raw program's, relative to the largest")
     return Readable(form, to_source(form, doc=False), to_latex(form), equality)
 
 

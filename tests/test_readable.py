@@ -310,7 +310,7 @@ def train(w, g, v, lr):
     r = readable(raw, lr=1.08)
     assert "lr=0.007583)" in r.source
     assert r.equality == ("exact; shown rounded to 4 significant digits (0.00758268 -> 0.007583): updates "
-                          "within rtol 0.001 of the raw program's")
+                          "within 0.001 of the raw program's, relative to the largest")
     # a user's own number keeps its digits: the shown ones have as many as the longest raw one
     assert "lr=0.00758275)" in readable(raw, lr=1.08001).source  # 0.00758275021: 6 digits, as 1.08001
 
