@@ -377,16 +377,19 @@ def test_maximize_ascends(adamw, backend):
     assert opt_up.param_groups[0]["maximize"] is True
 
 
-@pytest.mark.parametrize("name", ["adamw", "lamb", "tiger"])
-def test_a_default_device_context_changes_nothing(name):
+@pytest.mark.parametrize("name, backend", [("adamw", "eager"), ("lamb", "eager"), ("tiger", "eager"),
+                                           ("clipped", "eager"), ("clipped", "cpp")])
+def test_a_default_device_context_changes_nothing(name, backend):
     """Inside ``with torch.device(...)`` (how models are built on an accelerator) the runtime's own
-    CPU tensors (step counts, numbers, per-step scalars) stay on the CPU: the steps are those taken
-    outside it, as torch.optim's are (found: the step counts were made on the default device)."""
-    cls = codegen.build(optdsl.load(name), "torch")
+    CPU tensors (step counts, numbers, per-step scalars, a global reduction's value) stay on the
+    CPU: the steps are those taken outside it, as torch.optim's are (found: the step counts were
+    made on the default device)."""
+    program = optdsl.parse(_CLIPPED) if name == "clipped" else optdsl.load(name)
+    cls = codegen.build(program, "torch")
     runs = []
     for device in (None, "meta"):
         params = _params()
-        opt = cls(params, lr=0.1, backend="eager")
+        opt = cls(params, lr=0.1, backend=backend)
         for t in range(3):
             for p, g in zip(params, _grads(t)):
                 p.grad = g
