@@ -38,10 +38,10 @@ from . import build
 from .bench import bert_base_shapes, check_section, markdown, step_bytes, write_section
 
 # the note under the table (``--out``, and ``optdsl bench --suite gpu --out FILE.md``)
-NOTE = ("ms = median `opt.step()` time (CUDA events, L2 flushed); of bandwidth = (bytes the step must move / "
-        "time) / device-to-device copy GB/s; ratio = ms / torch fused AdamW (AdamW rows) or, for Lion rows, "
-        "lion-pytorch's Triton kernel when it is installed (a lion-pytorch row is then in the table), else the "
-        "time a device copy takes to move Lion's 20 bytes per parameter.")
+NOTE = ("ms = median `opt.step()` time (CUDA events, L2 flushed); of bandwidth = (bytes the step must "
+        "move / time) / device-to-device copy GB/s; ratio = ms / torch fused AdamW (AdamW rows) or, for Lion "
+        "rows, lion-pytorch's Triton kernel when it is installed (a lion-pytorch row is then in the table), "
+        "else the time a device copy takes to move Lion's 20 bytes per parameter.")
 
 
 def device_name() -> str:
@@ -245,7 +245,8 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--sweep", action="store_true", help="also time the kernel's block sizes")
     ap.add_argument("--out", default=None, help="markdown file whose gpu section is replaced (default: none)")
-    ap.add_argument("--force", action="store_true", help="replace a section holding text the bench did not write")
+    ap.add_argument("--force", action="store_true",
+                    help="replace a section holding text the bench did not write")
     args = ap.parse_args(argv)
     if args.out:
         try:
