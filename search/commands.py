@@ -338,7 +338,7 @@ def cmd_search(args) -> int:
         store.close()
         return status
     row, program, path = best
-    print_table(console, winner_table(row, store.meta_validated()[:1]))
+    print_table(console, winner_table(row, next(iter(store.meta_validated()), None)))
     console.print(verdict(row))
     origin, removed = steps(store, row)
     if removed:

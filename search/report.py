@@ -175,23 +175,23 @@ def scores_table(rows: list[dict], title: str) -> Table:
     return table
 
 
-def winner_table(row: dict, best: list[dict] = ()) -> Table:
+def winner_table(row: dict, best: dict | None = None) -> Table:
     """The winner's scores, proxy and held-out side by side (:func:`scores_table` of one row);
-    ``best``: the best held-out row (in a list, empty when none), named where the winner is not it
-    (a simpler program that ties with it, see :func:`search.selection.ties`).
+    ``best``: the best held-out row, named where the winner is not it (a simpler program that ties
+    with it, see :func:`search.selection.ties`).
 
     Example:
         >>> row = {"id": 7, "fitness": 0.1, "meta_fitness": 0.05, "memory": 1.0, "n_live": 4,
         ...        "task_score": {}, "meta_task_score": {}}
         >>> winner_table(row).title
         'Winner: program #7, the best held out (0 = tuned AdamW, higher is better)'
-        >>> winner_table(row, [{"id": 3, "meta_fitness": 0.058}]).title.split(" (0 =")[0]
+        >>> winner_table(row, {"id": 3, "meta_fitness": 0.058}).title.split(" (0 =")[0]
         'Winner: program #7, the simplest within 0.01 of the best held out (#3, +0.058)'
     """
     why = "the best held out" if row.get("meta_fitness") is not None else "the best on the proxies"
-    if best and best[0]["id"] != row["id"] and row.get("meta_fitness") is not None:
+    if best is not None and best["id"] != row["id"] and row.get("meta_fitness") is not None:
         why = (f"the simplest within {META_TOLERANCE} of the best held out "
-               f"(#{best[0]['id']}, {best[0]['meta_fitness']:+.3f})")
+               f"(#{best['id']}, {best['meta_fitness']:+.3f})")
     return scores_table([row], f"Winner: program #{row['id']}, {why} (0 = tuned AdamW, higher is better)")
 
 
