@@ -117,9 +117,11 @@ def no_winner(store: Store) -> str:
     """
     text = ("No program trained to a score (all failed, were refused by the guards or stopped at a hurdle), "
             "so none beat tuned AdamW.")
+    said = {"guard": "was refused by the guards", "hurdle": "stopped at a hurdle", "error": "failed"}
     for row in store.warm_starts():
         if row["status"] != "ok":
-            text += f" The warm start #{row['id']} ({row['mutation']}) {row['status']}: {row['error']}."
+            how = said.get(row["status"], row["status"])
+            text += f" The warm start #{row['id']} ({row['mutation']}) {how}: {row['error']}."
     return text
 
 
