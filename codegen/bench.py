@@ -70,11 +70,15 @@ def time_ms(fn: Callable[[], object], warmup: int = 3, repeats: int = 10) -> flo
     return statistics.median(times)
 
 
+def _begin(key: str) -> str:
+    """The regex of a bench section's opening marker, ``<!-- bench:KEY sha256=DIGEST -->`` (the
+    digest of the text it holds, as :func:`write_section` wrote it; absent in one a person assembled)."""
+    return rf"<!-- bench:{re.escape(key)}(?: sha256=(?P<digest>[0-9a-f]+))? -->"
+
+
 def _section(key: str) -> re.Pattern:
-    """A bench section: ``<!-- bench:KEY sha256=DIGEST -->`` (the digest of the text it holds, as
-    :func:`write_section` wrote it; absent in one a person assembled), the text, ``<!-- /bench:KEY -->``."""
-    return re.compile(rf"<!-- bench:{re.escape(key)}(?: sha256=(?P<digest>[0-9a-f]+))? -->\n(?P<body>.*?)\n"
-                      rf"<!-- /bench:{re.escape(key)} -->", re.DOTALL)
+    """A bench section: its opening marker (:func:`_begin`), the text, ``<!-- /bench:KEY -->``."""
+    return re.compile(rf"{_begin(key)}\n(?P<body>.*?)\n<!-- /bench:{re.escape(key)} -->", re.DOTALL)
 
 
 def _digest(body: str) -> str:
@@ -102,7 +106,7 @@ def check_section(path: str, key: str, force: bool = False) -> None:
         return
     with open(path, encoding="utf-8", errors="replace") as f:
         text = f.read()
-    opened = len(re.findall(rf"<!-- bench:{re.escape(key)}(?: sha256=[0-9a-f]+)? -->", text))
+    opened = sum(1 for _ in re.finditer(_begin(key), text))
     closed = text.count(f"<!-- /bench:{key} -->")
     found = list(_section(key).finditer(text))
     if opened != closed or opened > 1 or len(found) != opened:

@@ -946,8 +946,7 @@ class _Module:
         if self.globals:
             if not self.eager or not all(map(_globals_first, self.splits, (prog for prog, _ in self.eager))):
                 return None
-            progs = [p.with_body([a for i, a in enumerate(p.body) if i not in global_statements(p)])
-                     for p in progs]
+            progs = list(map(_without_globals, progs))
         return progs if all(cpp_target.supports(p) is None for p in progs) else None
 
     def cpp_backend(self) -> str:
@@ -1737,6 +1736,12 @@ def _flat_path(path: Path) -> bool:
         return False
     exprs = [a.expr for a in path.program.body] + list(path.program.outputs())
     return not any(isinstance(n, Call) and OPS[n.op].shape in (STATIC, ROW, COL) for e in exprs for n in walk(e))
+
+
+def _without_globals(prog: Program) -> Program:
+    """``prog`` without its global reductions' statements (their values then read as inputs)."""
+    cut = set(global_statements(prog))
+    return prog.with_body([a for i, a in enumerate(prog.body) if i not in cut])
 
 
 def _globals_first(split: _Split | None, prog: Program) -> bool:
