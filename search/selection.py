@@ -18,7 +18,7 @@ Example::
 from __future__ import annotations
 
 from .candidate import rule_key
-from .store import Store
+from .store import FAILED, Store
 
 #: Held-out scores this close to the best one are ties. On the four seed pairs of one README
 #: winner's held-out tasks (docs/search.md), its ablations that changed nothing that matters
@@ -113,15 +113,15 @@ def no_winner(store: Store) -> str:
         ...               error="every learning rate failed on mlp")
         >>> print(no_winner(store))  # doctest: +NORMALIZE_WHITESPACE
         No program trained to a score (all failed, were refused by the guards or stopped at a hurdle), so
-        none beat tuned AdamW. The warm start #1 (init sgd) diverged: every learning rate failed on mlp.
+        none beat tuned AdamW. The warm start #1 (init sgd): diverged (every learning rate failed on mlp).
     """
     text = ("No program trained to a score (all failed, were refused by the guards or stopped at a hurdle), "
             "so none beat tuned AdamW.")
-    said = {"guard": "was refused by the guards", "hurdle": "stopped at a hurdle", "error": "failed"}
+    said = {**FAILED, "hurdle": "stopped at a hurdle"}  # (the store's words for each status)
     for row in store.warm_starts():
         if row["status"] != "ok":
             how = said.get(row["status"], row["status"])
-            text += f" The warm start #{row['id']} ({row['mutation']}) {how}: {row['error']}."
+            text += f" The warm start #{row['id']} ({row['mutation']}): {how} ({row['error']})."
     return text
 
 

@@ -281,7 +281,7 @@ def test_report_and_export_of_a_search_that_scored_nothing_say_so(tmp_path, caps
     out = " ".join(capsys.readouterr().out.split())  # (rich wraps at the terminal's width)
     # it said "1 program scored" above "No program was scored", and nothing of the warm start's failure
     assert "1 program tried" in out and "No program trained to a score" in out
-    assert "The warm start #1 (init file) was refused by the guards: ignores the gradient." in out
+    assert "The warm start #1 (init file): refused by the guards (ignores the gradient)." in out
     assert main(["export", str(db), "-o", str(tmp_path / "out")]) == 2
     assert "holds no scored program to export" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
