@@ -531,7 +531,8 @@ class _Module:
         if all(indent + len(x) <= LINE for x in probe.statement(target, expr)):
             return printer.statement(target, expr)
         # (a precise 1 - b ** t is one expm1: its power taken out would be 1 - exp(...), which cancels)
-        whole = not isinstance(expr, Call) or OPS[expr.op].shape == STATIC or printer.precise_sub(expr)
+        whole = (not isinstance(expr, Call) or OPS[expr.op].shape == STATIC
+                 or printer.precise_sub(expr) is not None)
         widths = [len(_probe(printer).doprint(a)) if isinstance(a, Call) else -1
                   for a in (() if whole else expr.args)]
         if not widths or max(widths) < 0:  # one op whose spelling is long: its printed parts cut

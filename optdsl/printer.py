@@ -351,20 +351,26 @@ class CodePrinter(Printer):
             return self._exp_of_log(expr, self.PRECISE["exp"], self._plain(expr))
         return self._print_Call(expr)
 
-    def precise_sub(self, expr: Expr) -> bool:
-        """Is ``expr`` ``b ** t - 1`` or ``1 - b ** t`` of per-step scalars, printed as one ``expm1``
-        (so a printer that lays out long lines must not take the power out of it)?"""
-        return bool(self.PRECISE) and isinstance(expr, Call) and expr.op == "sub" and any(
-            one == Const(1.0) and self.per_step_power(power) for power, one in (expr.args, expr.args[::-1]))
+    def precise_sub(self, expr: Expr) -> tuple[Call, str] | None:
+        """``(b ** t, form)`` where ``expr`` is ``b ** t - 1`` or ``1 - b ** t`` of per-step scalars,
+        printed as one ``expm1`` (``form``: its PRECISE spelling, negated for ``1 - b ** t``), else
+        None; a printer that lays out long lines must not take the power out of such a sub."""
+        if not (self.PRECISE and isinstance(expr, Call) and expr.op == "sub"):
+            return None
+        x, y = expr.args
+        for power, one, form in ((x, y, self.PRECISE["expm1"]), (y, x, "-" + self.PRECISE["expm1"])):
+            if one == Const(1.0) and self.per_step_power(power):
+                return power, form
+        return None
 
     def _print_sub(self, expr: Call) -> Code:
+        found = self.precise_sub(expr)
+        if found is None:
+            return self._print_Call(expr)
+        power, form = found
         x, y = expr.args
-        if self.PRECISE:
-            for power, one, form in ((x, y, self.PRECISE["expm1"]), (y, x, "-" + self.PRECISE["expm1"])):
-                if one == Const(1.0) and self.per_step_power(power):
-                    spelled = [self._plain(power), one] if power is x else [one, self._plain(power)]
-                    return self._exp_of_log(power, form, self.fill(getattr(OPS["sub"], self.target), spelled))
-        return self._print_Call(expr)
+        spelled = [self._plain(power), y] if power is x else [x, self._plain(power)]
+        return self._exp_of_log(power, form, self.fill(getattr(OPS["sub"], self.target), spelled))
 
 
 class DslPrinter(Printer):
