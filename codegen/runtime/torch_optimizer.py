@@ -880,13 +880,7 @@ class _Optimizer(torch.optim.Optimizer):
     ):
         prog = self._program
         defaults = dict(defaults)
-        for decl in prog.torch_checkpoints.values():  # torch's tuple spelling: eps=(None, 1e-3)
-            for key, targets in decl["hypers"].items():
-                if key in torch_settings:
-                    values = tuple(torch_settings.pop(key))
-                    if len(values) != len(targets):
-                        raise ValueError(f"{key} must be a tuple ({', '.join(targets)}), got {values!r}")
-                    defaults.update({t: v for t, v in zip(targets, values) if v is not None})  # None: ours
+        _spellings_into(torch_settings, defaults, prog.torch_checkpoints)
         _check_torch_settings(type(self).__name__, prog.torch_checkpoints, torch_settings)
         # torch's flags at their defaults pass, as code written for torch.optim passes them
         if capturable or differentiable:
@@ -920,10 +914,21 @@ class _Optimizer(torch.optim.Optimizer):
         super().__init__(params, defaults)
 
     def add_param_group(self, param_group):
-        """torch's add_param_group, keeping ``betas`` and ``beta1``/``beta2`` in agreement, then
-        checking every hyperparameter (ValueError with torch's message)."""
+        """torch's add_param_group, keeping ``betas`` and ``beta1``/``beta2`` in agreement, reading
+        torch's tuple spellings (:func:`_spellings_into`), then checking every hyperparameter
+        (ValueError with torch's message). A parameter listed twice in the group is a ValueError."""
         if "betas" in self.defaults:
             _betas_into(param_group, self.defaults)
+        _spellings_into(param_group, param_group, self._program.torch_checkpoints)
+        params = param_group["params"]
+        if not isinstance(params, (torch.Tensor, set)):  # (a set: torch's own TypeError follows)
+            param_group["params"] = params = list(params)  # (a generator is read once, as torch reads it)
+            if len(set(map(id, params))) < len(params):
+                # torch.optim warns and steps such a parameter twice a step ("will cause an error in future")
+                raise ValueError(
+                    f"{type(self).__name__}: a param group lists the same parameter more than once; "
+                    "list each parameter once"
+                )
         super().add_param_group(param_group)
         group = self.param_groups[-1]
         for name in self._program.hyper_names:
@@ -977,6 +982,7 @@ class _Optimizer(torch.optim.Optimizer):
         for group, before in zip(self.param_groups, current):
             for key, value in before.items():
                 group.setdefault(key, value)  # older checkpoints lack maximize, betas...
+            _spellings_into(group, group, self._program.torch_checkpoints)  # torch.optim's eps=(eps1, eps2)
             if "betas" in self.defaults:
                 _betas_into(group, group)
         self._remember_betas(range(len(self.param_groups)))  # as loaded
@@ -1027,15 +1033,7 @@ class _Optimizer(torch.optim.Optimizer):
                 if mine and "step" not in mine:  # torch.optim.SGD keeps no step count
                     mine["step"] = torch.tensor(1.0, device="cpu")
                 state[pid] = mine
-            groups = []
-            for group in state_dict["param_groups"]:
-                group = dict(group)
-                for key, targets in names["hypers"].items():
-                    for target, value in zip(targets, group.get(key, ())):
-                        if value is not None:  # torch's None means "its default": keep ours
-                            group[target] = value
-                groups.append(group)
-            return {"state": state, "param_groups": groups}
+            return {"state": state, "param_groups": state_dict["param_groups"]}  # (hypers: load_state_dict)
         accepted = "".join(f", torch.optim.{cls}" for cls in prog.torch_checkpoints)
         raise ValueError(
             f"{type(self).__name__}.load_state_dict: the checkpoint holds state {foreign}, which program "
@@ -1104,7 +1102,12 @@ class _Optimizer(torch.optim.Optimizer):
     def _sync_betas(self):
         """A scheduler edits ``betas``, a user may edit ``beta1``: whichever changed since the last
         step (or since the group was made, loaded or copied) is copied to the other (``beta1``/
-        ``beta2`` win when both did: they name the program's own hyperparameters)."""
+        ``beta2`` win when both did: they name the program's own hyperparameters). A torch tuple
+        spelling set since (Adafactor's ``group["eps"] = (None, 0.5)``, as code written for torch.optim
+        edits it) is set into the names it spells."""
+        for group in self.param_groups:
+            for name in _spellings_into(group, group, self._program.torch_checkpoints):
+                _check_hyper(name, group[name], self._program.hyper_defaults.get(name))
         if "betas" not in self.defaults:
             return
         seen = self.__dict__.setdefault("_betas_seen", {})
@@ -1304,6 +1307,27 @@ class _Optimizer(torch.optim.Optimizer):
                 state[n].index_copy_(0, rows, new_states[n][0])
 
 
+def _spellings_into(source, target, checkpoints):
+    """Take torch.optim's tuple spellings of hyperparameters out of ``source`` into ``target``, the
+    names they spell, as the program's checkpoint declarations map them (torch.optim.Adafactor's
+    ``eps=(eps1, eps2)``); torch's None ("its default") leaves that name as it is. Returns the
+    names set. A group holds the program's names only, so an edit of the spelling is seen.
+
+    Example: ``_spellings_into(g, g, {"Adafactor": {"hypers": {"eps": ["eps1", "eps2"]}}})`` with
+    ``g = {"eps": (None, 0.5)}`` leaves ``g == {"eps2": 0.5}``."""
+    names = []
+    for decl in checkpoints.values():
+        for key, targets in decl["hypers"].items():
+            if key in source:
+                values = tuple(source.pop(key))
+                if len(values) != len(targets):
+                    raise ValueError(f"{key} must be a tuple ({', '.join(targets)}), got {values!r}")
+                chosen = {t: v for t, v in zip(targets, values) if v is not None}
+                target.update(chosen)
+                names += chosen
+    return names
+
+
 def _pair(betas):
     betas = tuple(betas)
     if len(betas) != 2:
@@ -1360,6 +1384,13 @@ class _Plan:
                 for name, kind, init in prog.paths[path].states:
                     if name not in state:
                         state[name] = _init_state(kind, init, p)
+                    elif _is_state_value(state[name]) and (state[name].dtype, state[name].device) != (
+                        _state_dtype(p.dtype),
+                        p.device,
+                    ):
+                        # the param moved since (model.double(), model.to(device)): its states follow, as
+                        # load_state_dict places a checkpoint's (torch.optim's step fails on the mix)
+                        state[name] = state[name].to(device=p.device, dtype=_state_dtype(p.dtype))
                 tracked.append((p, state, names))
                 if p.grad.is_sparse and path in prog.sparse_paths and not p.is_complex():
                     self.sparse.append((gi, pi, p, state))

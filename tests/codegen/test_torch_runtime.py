@@ -236,6 +236,69 @@ def test_a_tuple_hyperparameter_takes_torchs_spelling():
         adafactor(_params(), eps=(None, -1.0))
 
 
+def test_torchs_tuple_spelling_in_a_group_is_read_when_made_loaded_or_edited():
+    """After loading a torch.optim.Adafactor checkpoint the group kept torch's ``eps`` beside
+    eps1/eps2, and code written for torch.optim that then set ``group["eps"] = (None, 0.5)`` was
+    silently ignored (the floor stayed 1e-3); a group made with ``eps=...`` ignored it too."""
+    adafactor = codegen.build(optdsl.load("adafactor"), "torch")
+    theirs_params, ours_params = _params(), _params()
+    theirs = torch.optim.Adafactor(theirs_params, lr=0.01, foreach=False)
+    _steps(theirs, theirs_params, range(3))
+    for p, q in zip(ours_params, theirs_params):
+        p.data.copy_(q.detach())
+    ours = adafactor(ours_params, backend="eager")
+    ours.load_state_dict(theirs.state_dict())
+    assert "eps" not in ours.param_groups[0] and ours.param_groups[0]["eps2"] == 1e-3
+    for opt in (theirs, ours):
+        opt.param_groups[0]["eps"] = (None, 0.5)  # torch's spelling: the RMS floor eps2, 1e-3 -> 0.5
+        _steps(opt, theirs_params if opt is theirs else ours_params, range(3, 6))
+    assert ours.param_groups[0]["eps2"] == 0.5 and "eps" not in ours.param_groups[0]
+    for a, b in zip(theirs_params, ours_params):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    made = adafactor([{"params": _params(), "eps": (None, 0.25)}])
+    assert made.param_groups[0]["eps2"] == 0.25 and "eps" not in made.param_groups[0]
+    made.param_groups[0]["eps"] = (None, -1.0)
+    with pytest.raises(ValueError, match="Invalid epsilon value: -1.0"):
+        _steps(made, made.param_groups[0]["params"], range(1))
+
+
+def test_a_parameter_listed_twice_in_a_group_is_refused(adamw):
+    """torch.optim warns and steps such a parameter twice a step; the generated AdamW stepped it
+    once, differently on each backend (0.21 from torch on eager, 0.16 on cpp and compiled)."""
+    p, q = _params()
+    with pytest.raises(ValueError, match="lists the same parameter more than once"):
+        adamw([p, q, p])
+    opt = adamw([p])
+    with pytest.raises(ValueError, match="lists the same parameter more than once"):
+        opt.add_param_group({"params": (t for t in (q, q))})
+    assert len(opt.param_groups) == 1
+
+
+@pytest.mark.parametrize("backend", ["eager", "compiled", "cpp"])
+def test_states_follow_a_parameter_moved_to_another_dtype(adamw, backend):
+    """After ``model.double()`` eager and cpp failed on the float32 states (torch.optim does too)
+    and compiled stepped float64 params with float32 states. The states follow the param, as a
+    loaded checkpoint's are placed: the steps after are those of states cast by hand."""
+
+    def run(cast_by_hand):
+        params = _params()
+        opt = adamw(params, lr=0.01, backend=backend)
+        _steps(opt, params, range(3))
+        for p in params:
+            p.data = p.data.double()
+            if cast_by_hand:
+                opt.state[p].update(m=opt.state[p]["m"].double(), v=opt.state[p]["v"].double())
+        for t in range(3, 6):
+            for p, g in zip(params, _grads(t)):
+                p.grad = g.double()
+            opt.step()
+        assert {opt.state[p][k].dtype for p in params for k in "mv"} == {torch.float64}
+        return params
+
+    for a, b in zip(run(False), run(True)):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("name, reference, kwargs, message", [
     ("momentum", torch.optim.SGD, {"momentum": 0.9, "nesterov": True}, "nesterov=True"),
     ("sgd", torch.optim.SGD, {"momentum": 0.9}, "momentum=0.9"),
