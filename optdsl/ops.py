@@ -256,12 +256,12 @@ op("div", 2, E, np.divide, lambda a, b: a / b, r"\frac{{{0}}}{{{1}}}", "{0} / {1
    "{0} / {1}", "x / y (IEEE: x/0 is inf or nan)", infix="/", precedence=20, numbers_ok=True,
    python_raises=True, foreach=("div",), foreach_tensor_numbers=True, cpp="{0} / {1}", python="{0} / {1}")
 op("mod", 2, E, np.mod, lambda a, b: sympy.Mod(a, b), r"{0} \bmod {1}", "_remainder({0}, {1})",
-   "jnp.mod({0}, {1})", "_py_mod({0}, {1})", "x mod y, sign of y (Python's %)", infix="%",
+   "_mod({0}, {1})", "_py_mod({0}, {1})", "x mod y, sign of y (Python's %)", infix="%",
    precedence=20, search=False, numbers_ok=True, python_raises=True, cpp="op_mod({0}, {1})",
    python="{0} % {1}")
 op("floordiv", 2, E, np.floor_divide, lambda a, b: sympy.floor(a / b),
    r"\left\lfloor {0} / {1} \right\rfloor", "_floor_divide({0}, {1})",
-   "jnp.floor_divide({0}, {1})", "_py_floordiv({0}, {1})", "floor(x / y)", infix="//", precedence=20,
+   "_floordiv({0}, {1})", "_py_floordiv({0}, {1})", "floor(x / y)", infix="//", precedence=20,
    search=False, numbers_ok=True, python_raises=True, cpp="op_floordiv({0}, {1})", python="{0} // {1}")
 op("power", 2, E, np.power, _sym_power, "{{{0}}}^{{{1}}}", "torch.pow({0}, {1})",
    "jnp.power({0}, {1})", "libdevice.pow({0}, {1})", "x ** y", infix="**",

@@ -76,6 +76,20 @@ def _root(total):
     return jnp.where(nonzero, jnp.sqrt(jnp.where(nonzero, total, 1.0)), 0.0)
 
 
+def _mod(x, y):
+    """x mod y with the sign of y (Python's ``%``, numpy's ``mod``), a zero result too: jnp.mod gave
+    ``-0.0 % 3`` and ``-3 % 3`` as -0.0 (numpy 0.0), a zero whose reciprocal has the wrong sign."""
+    m = jnp.mod(x, y)
+    return jnp.where(m == 0, jnp.copysign(jnp.zeros_like(m), y), m)
+
+
+def _floordiv(x, y):
+    """floor(x / y) as numpy's ``floor_divide``, a zero result with the sign of x / y: jnp's gave
+    ``-0.0 // 3`` as 0.0 (numpy -0.0)."""
+    f = jnp.floor_divide(x, y)
+    return jnp.where(f == 0, jnp.copysign(jnp.zeros_like(f), x / y), f)
+
+
 def _float(x, name):
     """A number the step takes, as the language takes every number: a float. An int or a bool (a
     default written ``0``, an integer array that ``optax.inject_hyperparams`` makes of it) would

@@ -387,6 +387,27 @@ def test_mod_and_floordiv_are_numpys_to_the_bit(backend, dtype):
         np.testing.assert_array_equal(np.signbit(got[got == 0]), np.signbit(want[want == 0]), err_msg=name)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("op", ["%", "//"])
+def test_mod_and_floordiv_are_numpys_to_the_bit_in_jax(op, dtype):
+    """jnp.mod gave ``-0.0 % 3`` and ``-3 % 3`` as -0.0 and jnp.floor_divide ``-0.0 // 3`` as 0.0
+    (numpy 0.0 and -0.0), with jit and without: a zero whose reciprocal is an inf of the wrong sign."""
+    jax = pytest.importorskip("jax")
+    program = parse(f"def f(w, g, lr=1.0):\n    return lr * (g {op} w)\n")
+    special = [1.0, 0.3, 1e10, 1e30, 3.0, np.inf, -np.inf, -0.0, 0.0, -1.0, 7.5, -7.5, 2.0, np.nan, 0.1]
+    g, w = (np.array(x, dtype) for x in zip(*itertools.product(special, repeat=2)))
+    interp = Interpreter(program, dtype)
+    with np.errstate(all="ignore"):
+        want = interp.updates({"w": w}, {"w": g}, interp.init({"w": w}), 1)[0]["w"]
+    with jax.enable_x64(dtype == np.float64):
+        tx = codegen.build(program, "jax")()
+        params, grads = {"w": jax.numpy.asarray(w)}, {"w": jax.numpy.asarray(g)}
+        for update in (tx.update, jax.jit(tx.update)):
+            got = -np.asarray(update(grads, tx.init(params), params)[0]["w"])  # (optax's updates: -step)
+            np.testing.assert_array_equal(got, want)
+            np.testing.assert_array_equal(np.signbit(got[got == 0]), np.signbit(want[want == 0]))
+
+
 def test_triton_computes_what_the_interpreter_computes():
     pytest.importorskip("triton")
     results = in_triton_interpreter("test_language_on_targets", "triton_results")
