@@ -101,102 +101,68 @@ def _py_floordiv(a, b):
     return tl.where(b == 0, q, f)
 
 
-def _tl_tensor(x):
-    return x if isinstance(x, tl.tensor) else tl.full([], x, tl.float32)
+def _interpreted_libdevice():
+    """libdevice for TRITON_INTERPRET, which has none: numpy's functions, the reference
+    interpreter's own, on the interpreted tensors' arrays (``handle.data``; the interpreter runs
+    every tl op as numpy). On a GPU the kernels call libdevice itself. Stand-ins written with
+    tl.exp/log lost IEEE cases and digits: ``arcsinh(1e20)`` and ``sinh(89)`` were inf,
+    ``cbrt(-0.0)`` +0, ``1 ** nan`` nan, ``tanh(1e-5)`` 1.0014e-5, ``x ** -1`` 1e-6 off."""
+    import types
 
+    import numpy as np
+    from triton.runtime.interpreter import TensorHandle
 
-class _InterpretedLibdevice:
-    """Stand-ins built from tl.exp/log/sqrt/sin/cos for TRITON_INTERPRET, which has no libdevice
-    (single-precision accurate; on the GPU the kernels call libdevice itself)."""
+    dtypes = {
+        np.dtype(np.float16): tl.float16,
+        np.dtype(np.float32): tl.float32,
+        np.dtype(np.float64): tl.float64,
+    }
 
-    @staticmethod
-    def pow(x, y):
-        x, y = _tl_tensor(x), _tl_tensor(y)
-        r = tl.exp2(y * tl.log2(tl.abs(x)))
-        odd = y - 2.0 * tl.floor(0.5 * y) == 1.0
-        negative = tl.where(tl.floor(y) == y, tl.where(odd, -r, r), float("nan"))
-        return tl.where(y == 0, 1.0, tl.where(x < 0, negative, r))
+    def interpreted(numpy_function):
+        def call(*args):
+            tensors = [a for a in args if isinstance(a, tl.tensor)]
+            like = tensors[0].handle.data.dtype if tensors else np.float32
+            # a number stays a number: numpy's x ** 0.5 of a number is its sqrt (nan at -inf, as the
+            # reference's), of an array +inf
+            arrays = [a.handle.data if isinstance(a, tl.tensor) else np.asarray(a, like) for a in args]
+            with np.errstate(all="ignore"):  # (inf and nan are values here, as on the GPU)
+                data = np.asarray(numpy_function(*arrays))
+            dtype = dtypes[data.dtype]
+            blocks = [a.type.shape for a in tensors if a.type.is_block()]
+            return tl.tensor(TensorHandle(data, dtype), tl.block_type(dtype, blocks[0]) if blocks else dtype)
 
-    @staticmethod
-    def cbrt(x):
-        return tl.where(x < 0, -1.0, 1.0) * tl.exp2(tl.log2(tl.abs(x)) / 3.0)
+        return call
 
-    @staticmethod
-    def expm1(x):  # Kahan: exact where exp(x) - 1 would cancel
-        x = _tl_tensor(x)
-        u = tl.exp(x)
-        big = u == float("inf")  # (inf / inf below)
-        return tl.where(
-            u == 1.0, x, tl.where(u - 1.0 == -1.0, -1.0, tl.where(big, u, (u - 1.0) * x / tl.log(u)))
-        )
-
-    @staticmethod
-    def log1p(x):  # Goldberg: exact where log(1 + x) would lose x's digits
-        x = _tl_tensor(x)
-        u = 1.0 + x
-        return tl.where(u == 1.0, x, tl.where(u == float("inf"), u, tl.log(u) * x / (u - 1.0)))
-
-    @staticmethod
-    def tan(x):
-        return tl.sin(x) / tl.cos(x)
-
-    @staticmethod
-    def atan(x):
-        x = _tl_tensor(x)
-        big = tl.abs(x) > 1.0
-        t = tl.where(big, 1.0 / x, x)
-        t = t / (1.0 + tl.sqrt(1.0 + t * t))  # atan(x) = 2 atan(t), |t| <= tan(pi / 8): the series converges
-        t2 = t * t
-        s = (
-            2.0
-            * t
-            * (
-                1.0
-                + t2
-                * (
-                    -1 / 3
-                    + t2
-                    * (1 / 5 + t2 * (-1 / 7 + t2 * (1 / 9 + t2 * (-1 / 11 + t2 * (1 / 13 + t2 * (-1 / 15))))))
-                )
-            )
-        )
-        return tl.where(big, tl.where(x > 0, 1.5707963267948966, -1.5707963267948966) - s, s)
-
-    @staticmethod
-    def asin(x):
-        return _InterpretedLibdevice.atan(x / tl.sqrt(1.0 - x * x))
-
-    @staticmethod
-    def acos(x):
-        return 1.5707963267948966 - _InterpretedLibdevice.asin(x)
-
-    @staticmethod
-    def sinh(x):
-        return 0.5 * (tl.exp(x) - tl.exp(-x))
-
-    @staticmethod
-    def cosh(x):
-        return 0.5 * (tl.exp(x) + tl.exp(-x))
-
-    @staticmethod
-    def tanh(x):
-        return 1.0 - 2.0 / (tl.exp(2.0 * x) + 1.0)
-
-    @staticmethod
-    def asinh(x):
-        return tl.where(x < 0, -1.0, 1.0) * tl.log(tl.abs(x) + tl.sqrt(x * x + 1.0))
-
-    @staticmethod
-    def acosh(x):
-        return tl.log(x + tl.sqrt(x * x - 1.0))
-
-    @staticmethod
-    def atanh(x):
-        return 0.5 * tl.log((1.0 + x) / (1.0 - x))
+    names = {
+        "pow": "power",
+        "asin": "arcsin",
+        "acos": "arccos",
+        "atan": "arctan",
+        "asinh": "arcsinh",
+        "acosh": "arccosh",
+        "atanh": "arctanh",
+    }  # libdevice's name: numpy's
+    functions = (
+        "pow",
+        "cbrt",
+        "expm1",
+        "log1p",
+        "tan",
+        "asin",
+        "acos",
+        "atan",
+        "sinh",
+        "cosh",
+        "tanh",
+        "asinh",
+        "acosh",
+        "atanh",
+    )
+    return types.SimpleNamespace(**{f: interpreted(getattr(np, names.get(f, f))) for f in functions})
 
 
 if os.environ.get("TRITON_INTERPRET") == "1":
-    libdevice = _InterpretedLibdevice
+    libdevice = _interpreted_libdevice()
 else:
     from triton.language.extra import libdevice  # noqa: F401  (the kernels' math functions)
 
