@@ -345,7 +345,7 @@ EDGE_OPS = ["sinh(g)", "cosh(g)", "tanh(g)", "arcsinh(g)", "arccosh(g)", "arctan
             "g ** -2", "1 ** (g * nan)", "(-1) ** (g * inf)", "0.5 ** g", "(-2) ** g"]
 
 
-@pytest.mark.parametrize("expr", EDGE_OPS, ids=lambda e: e.replace(" ", ""))  # (the subprocess reads ids by words)
+@pytest.mark.parametrize("expr", EDGE_OPS, ids=lambda e: e.replace(" ", ""))  # (ids read as words)
 def test_the_interpreted_libdevice_keeps_ieee_edges(expr, interpret):
     """Run by Triton's interpreter, the kernels' math is numpy's (:func:`_interpreted_libdevice`,
     the reference's own): stand-ins of tl.exp/log differed on 16 of these 20, at :data:`EDGES`."""
