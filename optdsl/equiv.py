@@ -383,8 +383,15 @@ def _runnable(program: Program, values, shapes) -> list[tuple[int, ...]]:
 
 
 def _difference(x: np.ndarray, y: np.ndarray) -> str:
-    """Where two updates differ most, and by how much."""
-    gap = np.where(np.isnan(x) & np.isnan(y), 0.0, np.abs(x - y))
+    """Where two updates differ most, and by how much: |x - y|, 0 where they are equal (the same
+    infinity, whose difference is nan) or both nan, inf where one alone is nan.
+
+    Example:
+        >>> _difference(np.array([-np.inf, 1.0]), np.array([-np.inf, 2.0]))
+        "at index (1,): a's update is 1, b's is 2"
+    """
+    with np.errstate(invalid="ignore"):  # (inf - inf: masked below)
+        gap = np.where((x == y) | (np.isnan(x) & np.isnan(y)), 0.0, np.abs(x - y))
     gap = np.where(np.isnan(gap), np.inf, gap)
     i = np.unravel_index(int(np.argmax(gap)), x.shape)
     return f"at index {tuple(int(k) for k in i)}: a's update is {x[i]:.9g}, b's is {y[i]:.9g}"

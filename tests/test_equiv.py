@@ -1,9 +1,13 @@
 """Equivalence: proved symbolically when possible, else tested on random trajectories."""
 
+import re
+import warnings
+
+import numpy as np
 import pytest
 
 from optdsl import DslError, load, parse, to_source
-from optdsl.equiv import equivalent
+from optdsl.equiv import _difference, equivalent
 from optdsl.simplify import simplify
 
 RENAMED_REORDERED_DEAD = """
@@ -157,6 +161,19 @@ def test_nan_at_different_places_is_a_difference():
     b = parse("def f(w, g, lr=0.1):\n    return g + 0 * w\n")
     assert equivalent(a, b).kind in ("generic", "different")  # never exact, never tested-equal
     assert not equivalent(a, parse("def f(w, g, lr=0.1):\n    return g * w\n")).equal
+
+
+def test_the_counterexample_is_where_the_updates_differ_not_where_both_are_one_infinity():
+    """``optdsl equiv adam adamw --set lr=inf`` named a point where both updates were -inf (inf -
+    inf is nan, counted as the largest gap) and let numpy's warning through."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        r = equivalent(load("adam"), load("adamw"), {"lr": float("inf")})
+    assert r.kind == "different"
+    first_update, second_update = re.search(r"a's update is (\S+), b's is (\S+)", r.counterexample).groups()
+    assert first_update != second_update  # (nan against -inf here)
+    gap = _difference(np.array([-np.inf, 1.0]), np.array([-np.inf, 2.0]))
+    assert gap == "at index (1,): a's update is 1, b's is 2"
 
 
 def test_a_constant_state_read_for_its_shape_is_compared_not_refused():
