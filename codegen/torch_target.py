@@ -923,7 +923,7 @@ class _Module:
         if self.globals and not all(split and names <= split.reduced(prog)
                                     for split, (prog, _) in zip(self.splits, self.eager)):
             self.eager, self.splits = [], []  # a global not cut out of every path: per-tensor segments only
-        self.kernels = self.kernel_programs()
+        self.kernels, self.no_kernels = self.kernel_programs()
         if self.kernels is not None:
             self.extra["cpp"] = self.cpp_backend()
         self.variants = [_variants(prog, split, scalars) for (prog, scalars), split in zip(self.eager, self.splits)]
@@ -935,19 +935,20 @@ class _Module:
         return not self.globals and bool(self.eager) and all(
             _step_cost(p, _whole(p), scalars, last=0) <= 2 for p, scalars in self.eager)
 
-    def kernel_programs(self) -> list[Program] | None:
-        """The paths the ``cpp`` kernels run (the hoisted ones the compiled backend runs), or None
-        where :func:`codegen.cpp_target.supports` refuses one. A program's global reductions only
-        where each reduces an input (w, g or a state) before anything else, the first stage of every
-        path's eager step holding nothing but them: the runtime takes their values over all
-        groups with that stage (``_Program.global_values``) and the kernels read them as per-step
-        numbers, the global statements left out."""
+    def kernel_programs(self) -> tuple[list[Program] | None, str | None]:
+        """The paths the ``cpp`` kernels run (the hoisted ones the compiled backend runs), and None;
+        or None and why not, where :func:`codegen.cpp_target.supports` refuses one. A program's
+        global reductions only where each reduces an input (w, g or a state) before anything else,
+        the first stage of every path's eager step holding nothing but them: the runtime takes
+        their values over all groups with that stage (``_Program.global_values``) and the kernels
+        read them as per-step numbers, the global statements left out."""
         progs = [p for _, p in self.hoisted]
         if self.globals:
             if not self.eager or not all(map(_globals_first, self.splits, (prog for prog, _ in self.eager))):
-                return None
+                return None, "a global reduction not of an input (w, g or a state) taken before the step"
             progs = list(map(_without_globals, progs))
-        return progs if all(cpp_target.supports(p) is None for p in progs) else None
+        why = next(filter(None, map(cpp_target.supports, progs)), None)
+        return (None, why) if why else (progs, None)
 
     def cpp_backend(self) -> str:
         """Source of the ``cpp`` backend (extra-backend protocol): the runtime of
@@ -1345,6 +1346,7 @@ class _Module:
         copied_out = tuple(k for k, clones in enumerate(self.clones) if any(clones))
         fields += [("copied_out", _literal(copied_out))] if copied_out else []
         fields += [("global_backends", '("cpp",)')] if self.globals and "cpp" in self.extra else []
+        fields += [("unavailable", _literal({"cpp": self.no_kernels}))] if self.no_kernels else []
         defaults = [f'"{name}": {number(v)}' for name, v in self.hypers.items()]
         return "\n".join([
             _assign("HYPER_DEFAULTS", _layout("{", defaults, "}", used=17)),

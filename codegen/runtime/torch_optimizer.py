@@ -481,7 +481,8 @@ class _Program:
     compiled step returns its values to be copied in (see :func:`_step_copied_out`);
     ``global_backends``: the extra backends that step a program with global reductions, taking
     their values as hyperparameters (:meth:`global_values`; the ``cpp`` kernels where every global
-    reduces an input before anything else).
+    reduces an input before anything else); ``unavailable``: why a backend the targets make for
+    other programs has none for this one (``{"cpp": "state v is scalar-shaped"}``).
     """
 
     def __init__(
@@ -506,6 +507,7 @@ class _Program:
         torch_checkpoints=None,
         copied_out=(),
         global_backends=(),
+        unavailable=None,
     ):
         self.name, self.hyper_defaults, self.state_names = name, hyper_defaults, state_names
         self.hyper_names = tuple(dict.fromkeys(("lr", *hyper_defaults)))  # lr may have no default
@@ -519,7 +521,7 @@ class _Program:
         # step as their real and imaginary parts (see _real)
         self.elementwise = not_separable is None and isinstance(tree, int) and paths[tree].flat
         self.backends, self.one_op = dict(backends or {}), one_op
-        self.global_backends = frozenset(global_backends)
+        self.global_backends, self.unavailable = frozenset(global_backends), dict(unavailable or {})
         self.torch_checkpoints = dict(torch_checkpoints or {})
         self._counts = {}  # (dtype, device, each tensor's elements) -> those counts as a tensor (group_step)
         self._compiled = {}
@@ -891,6 +893,11 @@ class _Optimizer(torch.optim.Optimizer):
             }[flag]
             raise ValueError(f"{type(self).__name__} does not support {flag}=True ({why})")
         known = ("eager", "compiled", *prog.backends)
+        if backend in prog.unavailable:
+            why = prog.unavailable[backend]
+            raise ValueError(
+                f"backend {backend!r} cannot run program {prog.name!r} ({why}); choose from {known}"
+            )
         if backend is not None and backend not in known:
             raise ValueError(f"unknown backend {backend!r}; choose from {known}")
         if backend in prog.backends and prog.global_names and backend not in prog.global_backends:

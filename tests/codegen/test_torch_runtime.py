@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import pickle
+import re
 import subprocess
 import sys
 import textwrap
@@ -525,6 +526,21 @@ def test_foreach_and_fused_flags(adamw):
         adamw(_params(), foreach=True, fused=True)
     with pytest.raises(ValueError, match="fused=True"):
         adamw(_params(), fused=True, backend="eager")
+
+
+@pytest.mark.parametrize("source, why", [
+    ("def f(w, g, lr=0.1):\n    return lr * g * dim(w, -1)\n", "dim() is a static op"),
+    ("def f(w, g, m: scalar, lr=0.1):\n    m = m + 1\n    return lr * g / m, m\n",
+     "state m is scalar-shaped"),
+])
+def test_asking_for_kernels_a_program_has_none_of_says_why(source, why):
+    """``backend="cpp"`` for a program the kernels cannot run said "unknown backend 'cpp'"."""
+    cls = codegen.build(optdsl.parse(source), "torch")
+    message = rf"backend 'cpp' cannot run program 'f' \({re.escape(why)}\); choose from"
+    with pytest.raises(ValueError, match=message):
+        cls([torch.nn.Parameter(torch.zeros(3))], backend="cpp")
+    with pytest.raises(ValueError, match="unknown backend 'cuda'"):
+        cls([torch.nn.Parameter(torch.zeros(3))], backend="cuda")
 
 
 def test_a_small_cpu_model_moves_to_the_kernels_after_its_first_thousand_steps(adamw, monkeypatch):
