@@ -30,9 +30,11 @@ from __future__ import annotations
 
 import ast
 import inspect
+import io
 import math
 import re
 import sys
+import tokenize
 import unicodedata
 import warnings
 
@@ -177,6 +179,11 @@ def parse_all(text: str, filename: str = "<string>") -> dict[str, Program]:
                        hint=f"split it into statements nested at most {MAX_DEPTH} levels") from None
     except ValueError as e:
         raise DslError(f"cannot parse: {e}", filename) from None
+    lookalike = None if text.isascii() else _non_ascii_name(text)
+    if lookalike:
+        (line, col), name = lookalike.start, lookalike.string
+        raise DslError(f"name {name!r} is not ASCII (generated files are)", filename, line, col, text,
+                       hint=f"rename it, e.g. {suggest(name)!r}")
     programs: dict[str, Program] = {}
     for i, node in enumerate(tree.body):
         if i == 0 and _is_docstring(node):
@@ -194,6 +201,24 @@ def parse_all(text: str, filename: str = "<string>") -> dict[str, Program]:
     if not programs:
         raise DslError("no program found: expected `def name(w, g, ..., lr): ...`", filename, 1, 0, text)
     return programs
+
+
+def _non_ascii_name(text: str) -> tokenize.TokenInfo | None:
+    """The first name in ``text`` written with a character beyond ASCII, as written: Python's
+    parser reads names in NFKC form, so a fullwidth ``ｍ`` is ``m`` to :mod:`ast` and passed the
+    name policy, while the file shows another letter.
+
+    Example:
+        >>> _non_ascii_name("def f(w, g, lr):\\n    return lr * ｇ\\n").string
+        'ｇ'
+    """
+    try:
+        for token in tokenize.generate_tokens(io.StringIO(text).readline):
+            if token.type == tokenize.NAME and not token.string.isascii():
+                return token
+    except (tokenize.TokenError, SyntaxError):  # (ast read it: nothing left unread that matters)
+        pass
+    return None
 
 
 def parse(text: str, filename: str = "<string>", name: str | None = None) -> Program:

@@ -312,6 +312,17 @@ def test_the_papers_spelling_gets_a_hint_that_fits(source, message):
     assert message in str(e.value)
 
 
+def test_a_name_python_reads_as_another_is_refused_as_written():
+    """Python reads names in NFKC form: a fullwidth ``ｍ`` in the signature and return was ``m``
+    to the parser and passed the ASCII rule, while the file shows two different letters."""
+    source = ("def f(w, g, ｍ, lr):\n    m = interp(g, m, 0.9)  # β: comments and docstrings may\n"
+              "    return lr * m, ｍ\n")
+    with pytest.raises(DslError, match="name 'ｍ' is not ASCII .*rename it, e.g. 'm'") as info:
+        parse(source, "p.py")
+    assert (info.value.line, info.value.col) == (1, 12)
+    parse('def f(w, g, lr):\n    """β, √"""\n    return lr * g  # ｍ\n')
+
+
 def test_a_whole_number_longer_than_python_reads_is_located():
     """Python's SyntaxError named column 1 and told the user to call sys.set_int_max_str_digits()."""
     with pytest.raises(DslError, match="a whole number of 5000 digits") as info:
