@@ -46,18 +46,19 @@ def failure(job: dict, status: str, error: str) -> dict:
 
 
 @contextmanager
-def _ctrl_c_ignored():
-    """Ignore SIGINT in this block (main thread only): a process spawned in it starts with Ctrl-C
-    ignored, as Python keeps an inherited SIG_IGN, so a Ctrl-C while it still imports torch
-    does not print its traceback; the worker ignores it from then on too (``_worker``)."""
+def _ctrl_c_held():
+    """Hold SIGINT back in this block (main thread only): a process spawned in it starts with it
+    blocked (the mask is inherited), so a Ctrl-C while it still imports torch does not print its
+    traceback (``_worker`` then ignores it); here a Ctrl-C of that moment stays pending and is
+    taken when the block ends. (Ignoring it instead lost it: the search ran its whole budget.)"""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _exit_when_orphaned(parent: int) -> None:
@@ -68,10 +69,14 @@ def _exit_when_orphaned(parent: int) -> None:
     os._exit(0)
 
 
-def _worker(index: int, inbox, outbox, target: Callable[[dict], dict]) -> None:
-    # Ctrl-C goes to the whole process group; only the parent decides how to stop.
+def _worker(index: int, parent: int, inbox, outbox, target: Callable[[dict], dict]) -> None:
+    # Ctrl-C goes to the whole process group; only the parent decides how to stop (one that came
+    # while this process started is pending, held back by _ctrl_c_held: ignoring it drops it).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    threading.Thread(target=_exit_when_orphaned, args=(os.getppid(),), daemon=True).start()
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    # ``parent`` is the search's pid, handed over: by now (torch imported) a parent killed during
+    # the spawn has left this process to init, whose pid getppid() would then give
+    threading.Thread(target=_exit_when_orphaned, args=(parent,), daemon=True).start()
     outbox.put(("ready", index))  # job timeouts count from here, not from the (slow) spawn
     while True:
         job = inbox.get()
@@ -125,13 +130,13 @@ class LocalExecutor:
 
     def _spawn(self, index: int) -> dict:
         inbox = self.ctx.Queue()
-        args = (index, inbox, self.outbox, self.target)
+        args = (index, os.getpid(), inbox, self.outbox, self.target)
         if self.gpus:
             target, args = _gpu_worker, (self.gpus[index % len(self.gpus)], *args)
         else:
             target = _worker
         proc = self.ctx.Process(target=target, args=args, daemon=True)
-        with _ctrl_c_ignored():
+        with _ctrl_c_held():
             proc.start()
         return {"proc": proc, "inbox": inbox, "job": None, "since": 0.0, "ready": False,
                 "spawned": time.monotonic()}
