@@ -18,6 +18,7 @@ import re
 import shlex
 import sys
 import uuid
+from dataclasses import asdict
 
 from rich.console import Console
 
@@ -152,7 +153,8 @@ def _stored_config(store: Store) -> SearchConfig:
     hand-edited database is a DslError, not a crash halfway through)."""
     stored = store.get_meta("config")
     if stored is None:
-        raise DslError("holds no search to resume", store.path)
+        raise DslError("holds no search to resume: it was stopped before its search began", store.path,
+                       hint="delete it and start the search again")
     try:
         config = SearchConfig.from_dict(stored)
         _tasks(",".join(config.tasks))
@@ -287,6 +289,11 @@ def cmd_search(args) -> int:
             except DslError as e:
                 raise DslError(f"already exists and is not a search database ({e.message})", db,
                                hint="pick another --db") from None
+            with Store(db, readonly=True) as old:
+                began = old.get_meta("config") is not None
+            if not began:  # (a database made before its settings were written with it)
+                raise DslError("already exists, stopped before its search began", db,
+                               hint="delete it and run the command again")
             raise DslError(f"{db} already exists", hint=f"continue it with `optdsl search --resume {db}`, "
                            "or pick another --db")
         output_path(db)  # its folder first (a missing one is named as the database's), before any work
@@ -298,9 +305,9 @@ def cmd_search(args) -> int:
                               batch=args.batch)
         config.device = _device(args, _task_files(config))
         prints = _check_user_tasks(config, console)
-        store = Store(db, exclusive=True)
-        store.set_meta("task_prints", prints)
-        store.set_meta("search_id", uuid.uuid4().hex[:8])  # its winners name it (search.export.search_id)
+        # its winners name it by search_id (search.export.search_id)
+        meta = {"task_prints": prints, "search_id": uuid.uuid4().hex[:8], "config": asdict(config)}
+        store = Store(db, exclusive=True, meta=meta)
     try:
         executor = make_executor(args.executor, args.workers, JOB_TIMEOUT, args.ray_address, config.device,
                                  _task_files(config))

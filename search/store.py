@@ -224,7 +224,8 @@ class Store:
     :func:`schema_version` refuses, or a read-only one opened for writing, is a DslError.
     """
 
-    def __init__(self, path: str, readonly: bool = False, exclusive: bool = False):
+    def __init__(self, path: str, readonly: bool = False, exclusive: bool = False, meta: dict | None = None):
+        """``meta``: settings a new database holds from its first moment (see :meth:`_create`)."""
         self.path = path
         self.warned: set = set()  # rows already reported as unreadable
         self.parsed: set[int] = set()  # rows whose source parsed (a row's source never changes)
@@ -237,7 +238,7 @@ class Store:
         if not os.path.lexists(path):
             if readonly:
                 raise DslError("no such search database", path)
-            self._create(path, exclusive)
+            self._create(path, exclusive, meta or {})
             version = SCHEMA_VERSION
         else:
             version = schema_version(path)
@@ -269,10 +270,11 @@ class Store:
         self.db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
         self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
-    def _create(self, path: str, exclusive: bool) -> None:
-        """Build the schema in a temporary file beside ``path``, lock it if asked, and link it into
-        place: readers never see a half-made database, and of two searches creating the same path
-        one gets "already exists"."""
+    def _create(self, path: str, exclusive: bool, meta: dict) -> None:
+        """Build the schema and ``meta``'s rows in a temporary file beside ``path``, lock it if
+        asked, and link it into place: readers never see a half-made database (a search stopped
+        as it began left one without its settings, which neither a new search nor --resume took),
+        and of two searches creating the same path one gets "already exists"."""
         folder = os.path.dirname(os.path.abspath(path))
         if not os.path.isdir(folder):
             raise DslError(f"cannot create the search database: no such folder {folder}", path)
@@ -283,6 +285,8 @@ class Store:
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(f"BEGIN; {SCHEMA} PRAGMA application_id = {APPLICATION_ID}; "
                              f"PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
+            with db:
+                db.executemany("INSERT INTO meta VALUES (?, ?)", [(k, json.dumps(meta[k])) for k in meta])
             db.close()
             if exclusive:
                 self._lock = self._take_lock(tmp)  # the lock is on the file, so it moves with it

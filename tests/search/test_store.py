@@ -145,6 +145,32 @@ def test_database_appears_complete_or_not_at_all(tmp_path):
     assert problems == []
 
 
+def test_a_search_stopped_as_its_database_appears_can_be_resumed(tmp_path, monkeypatch, capsys):
+    """The settings were written ~35 ms after the file appeared: a Ctrl-C or kill in between left a
+    database that the same command called existing and --resume said held no search."""
+    import search.commands
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    db = str(tmp_path / "s.sqlite")
+    with monkeypatch.context() as m:
+        m.setattr(search.commands, "make_executor", stopped)  # the first thing after the database
+        assert main(["search", "--db", db, "--tasks", "quadratic", "--evals", "2", "--workers", "1"]) == 130
+    with Store(db, readonly=True) as store:
+        assert store.get_meta("config")["tasks"] == ["quadratic"] and store.get_meta("search_id")
+    assert main(["search", "--resume", db, "--evals", "2", "--workers", "1"]) == 0
+    capsys.readouterr()
+    # one made so by an earlier version: both commands say what to do
+    with sqlite3.connect(db) as c:
+        c.execute("DELETE FROM meta WHERE key = 'config'")
+    c.close()
+    assert main(["search", "--db", db, "--tasks", "quadratic", "--evals", "1", "--workers", "1"]) == 2
+    assert "stopped before its search began" in capsys.readouterr().err
+    assert main(["search", "--resume", db, "--evals", "1", "--workers", "1"]) == 2
+    assert "delete it and start the search again" in capsys.readouterr().err
+
+
 def _legacy(path: str) -> str:
     """A database as written before the marker: today's tables, application_id 0, WAL."""
     c = sqlite3.connect(path, isolation_level=None)
