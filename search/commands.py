@@ -40,7 +40,7 @@ from .store import Store, remove_database, schema_version
 from .tasks import FACTORIES, MAX_BATCH_FACTOR, PROXY_TASKS, is_task, meta_tasks_for
 from .user_task import absolute_reference, changes, check_task, fingerprint, is_reference, split_reference
 from .vectorized import check_supported
-from .warm_start import initial_program
+from .warm_start import absolute_init, initial_program
 
 JOB_TIMEOUT = 300.0  # seconds one job may run before its worker is killed (meta-validation is the long one)
 
@@ -75,16 +75,16 @@ def _tasks(text: str) -> tuple[str, ...]:
 def _inits(text: str) -> str:
     """``--init adamw,lion,my_rule.py``: every warm start must load, be searchable and pass the
     guards (a refused one would never be trained; exit 2 otherwise, before any work); returns the
-    normalised comma-separated list, each program once.
+    normalised comma-separated list, each program once, a file by its absolute path.
 
     Example:
         >>> _inits(" lion, adamw,lion ")
         'lion,adamw'
     """
-    # each once: a repeat (lion,lion) would seed the population with copies of one program
-    names = list(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+    names = list(dict.fromkeys(absolute_init(n.strip()) for n in text.split(",") if n.strip()))
     if not names:
         raise DslError("--init: no program given", "optdsl search", hint="e.g. --init adamw or --init adamw,lion")
+    kept: dict[str, str] = {}  # source -> name
     for name in names:
         program = initial_program(name)
         check_supported(program)
@@ -92,7 +92,9 @@ def _inits(text: str) -> str:
         if refused is not None:
             raise DslError(f"--init {name}: the search's guards refuse it ({refused[1]}), so it would never be "
                            "trained", "optdsl search", hint="start from a rule they accept, e.g. torch_adamw or lion")
-    return ",".join(names)
+        # each once: a repeat (lion,lion; ./rule.py,rule.py) would seed the population with copies
+        kept.setdefault(to_source(program), name)
+    return ",".join(kept.values())
 
 
 # The whole numbers each count may be: below, nothing would run; above, the machine could not

@@ -29,10 +29,12 @@ Example:
 
 from __future__ import annotations
 
+import os
+
 from optdsl.ir import Call, Const, Program, Var, substitute
 from optdsl.parser import parse
 from optdsl.passes import flatten, fold
-from optdsl.source import load
+from optdsl.source import file_and_name, load, zoo_names
 from optdsl.typecheck import validate
 
 ADAMW_SOURCE = '''\
@@ -91,6 +93,26 @@ def adamw_program() -> Program:
         (('m', 'v'), 10, 'm')
     """
     return prepare(parse(ADAMW_SOURCE, "<warm-start:adamw>"))
+
+
+WARM_STARTS = ("adamw", "paper_adamw", "torch_adamw")  # the names initial_program reads itself
+
+
+def absolute_init(init: str) -> str:
+    """``init`` with a file it names made absolute (the search's database keeps it, and
+    ``--resume`` may run in another folder); a warm start, zoo name or stdin as it is, and a
+    missing file as given (its error names it so).
+
+    Example:
+        >>> absolute_init("lion"), absolute_init("adamw")
+        ('lion', 'adamw')
+    """
+    if init in WARM_STARTS or init == "-" or init.startswith("-:"):
+        return init
+    if os.sep not in init and not init.endswith(".py") and init in zoo_names():
+        return init
+    path, name = file_and_name(init)
+    return os.path.abspath(path) + (f":{name}" if name else "") if os.path.exists(path) else init
 
 
 def initial_program(init: str) -> Program:

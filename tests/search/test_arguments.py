@@ -81,3 +81,17 @@ def test_report_and_export_take_the_database_as_search_names_it(command, tmp_pat
     with pytest.raises(SystemExit, match="2"):  # argparse's own exit: usage, then the error
         main([*argv, "--db", db, db])
     assert "not allowed with argument --db" in capsys.readouterr().err
+
+
+def test_init_files_are_kept_by_absolute_path_and_each_program_once(tmp_path, monkeypatch):
+    """``--init ./rule.py,rule.py`` seeded the same program twice, and the database kept the
+    relative path, so ``--resume`` from another folder failed with "./rule.py: no such file"."""
+    from optdsl.source import zoo_source
+    from search.commands import _inits
+
+    (tmp_path / "rule.py").write_text(zoo_source("lion"))
+    (tmp_path / "other.py").write_text(zoo_source("tiger"))
+    monkeypatch.chdir(tmp_path)
+    rule, other = str(tmp_path / "rule.py"), str(tmp_path / "other.py")
+    assert _inits("./rule.py,rule.py") == rule
+    assert _inits("other.py:tiger, adamw, lion, rule.py") == f"{other}:tiger,adamw,lion"
