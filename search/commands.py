@@ -118,6 +118,18 @@ _STORED = {"db": "search.sqlite", "init": SearchConfig.init, "seed": 0, "populat
            "schedule": SearchConfig.schedule}
 
 
+class _Given(argparse.Action):
+    """Store the value (appended, for a repeatable flag) and note that the flag was given, in
+    ``args.given``: ``--resume`` refuses a stored setting given at all, at its default value too
+    (``--seed 0`` was silently dropped for a stored seed 5)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if self.const == "append":
+            values = [*(getattr(namespace, self.dest) or ()), values]
+        setattr(namespace, self.dest, values)
+        namespace.given = getattr(namespace, "given", frozenset()) | {self.dest}
+
+
 def _validate_args(args) -> None:
     """Refuse, with exit 2 and before any work, the values a command cannot run with: no
     workers, an empty population, a tournament larger than it, a non-positive budget or
@@ -138,7 +150,7 @@ def _validate_args(args) -> None:
                        hint="add --executor ray, or drop --ray-address")
     if args.resume:  # the database's stored settings decide these: a value given here would be ignored
         given = [f"--{name.replace('_', '-')}" for name, default in _STORED.items()
-                 if getattr(args, name) != default]
+                 if name in getattr(args, "given", ()) or getattr(args, name) != default]
         if given:
             raise DslError(f"--resume continues the search stored in {args.resume}, with its own settings; "
                            f"{', '.join(given)} cannot change them", "optdsl search",
@@ -440,7 +452,7 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("search", help="evolutionary search for new update rules",
                               description="Regularized evolution from a warm start (AdamW by default), "
                                           "scored on small proxy training tasks against tuned AdamW.")
-    p.add_argument("--init", default=_STORED["init"], metavar="NAMES",
+    p.add_argument("--init", action=_Given, default=_STORED["init"], metavar="NAMES",
                    help="warm start(s), comma-separated: torch_adamw (default: AdamW with bias correction, "
                         "as torch defines it), adamw (the paper's AdamW program, with eps), a zoo name, "
                         "or a DSL file")
@@ -452,31 +464,32 @@ def register(subparsers) -> None:
     budget.add_argument("--evals", type=int, metavar="N",
                         help="stop after N evaluations of the evolution instead (children, the guards' "
                              "refusals included; the winner's held-out checks and ablation come on top)")
-    p.add_argument("--db", default=_STORED["db"], metavar="PATH", help="SQLite file (default search.sqlite)")
-    p.add_argument("--seed", type=int, default=_STORED["seed"], metavar="N",
+    p.add_argument("--db", action=_Given, default=_STORED["db"], metavar="PATH",
+                   help="SQLite file (default search.sqlite)")
+    p.add_argument("--seed", action=_Given, type=int, default=_STORED["seed"], metavar="N",
                    help="seed of the search's random choices (default 0)")
-    p.add_argument("--population", type=int, default=_STORED["population"], metavar="N",
+    p.add_argument("--population", action=_Given, type=int, default=_STORED["population"], metavar="N",
                    help="population size (default 32)")
-    p.add_argument("--tournament", type=int, default=_STORED["tournament"], metavar="N",
+    p.add_argument("--tournament", action=_Given, type=int, default=_STORED["tournament"], metavar="N",
                    help="tournament size (default 4)")
     p.add_argument("--workers", type=int, metavar="N", help="parallel evaluations (default: all cores)")
-    p.add_argument("--batch", type=int, default=_STORED["batch"], metavar="N",
+    p.add_argument("--batch", action=_Given, type=int, default=_STORED["batch"], metavar="N",
                    help="children trained together in one job, one forward and backward pass of each task "
                         "serving them all (default 8)")
     p.add_argument("--executor", choices=("local", "ray"), default="local",
                    help="local: worker processes on this machine (default); "
                         "ray: a Ray cluster (the ray extra)")
     p.add_argument("--ray-address", metavar="ADDR", help="Ray cluster to join (default: start a local one)")
-    p.add_argument("--tasks", metavar="NAMES",
+    p.add_argument("--tasks", action=_Given, metavar="NAMES",
                    # the lists spaced so that --help wraps them between names, not inside one
                    help=f"comma-separated proxy tasks (default {','.join(PROXY_TASKS)}; "
                         f"all: {', '.join(FACTORIES)}; NAME@F: F times NAME's batch, e.g. mlp@64)")
-    p.add_argument("--task", action="append", metavar="FILE.py:FUNCTION",
+    p.add_argument("--task", action=_Given, const="append", metavar="FILE.py:FUNCTION",
                    help="your own task: FUNCTION() returns a search Task (search.task_from_module); repeatable; "
                         "alone, the search runs on your tasks only, with --tasks on both")
-    p.add_argument("--meta-task", action="append", metavar="FILE.py:FUNCTION",
+    p.add_argument("--meta-task", action=_Given, const="append", metavar="FILE.py:FUNCTION",
                    help="your own held-out task for meta-validation (repeatable)")
-    p.add_argument("--schedule", choices=SCHEDULES, default=_STORED["schedule"],
+    p.add_argument("--schedule", action=_Given, choices=SCHEDULES, default=_STORED["schedule"],
                    help="the learning rate over each task's steps, for every candidate and tuned AdamW "
                         "alike: cosine (default: a decay to 0, as real training mostly runs) or constant")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",

@@ -238,6 +238,9 @@ def test_resume_refuses_settings_it_would_ignore(db, capsys):
     err = capsys.readouterr().err
     assert "--db, --init, --population, --batch, --tasks cannot change them" in err and "Traceback" not in err
     assert snapshot(os.path.dirname(db)) == before
+    # at their defaults too (the stored search's seed is 0: the audit's was 5, silently kept)
+    assert main(["search", "--resume", db, "--evals", "1", "--seed", "0", "--schedule", "cosine"]) == 2
+    assert "--seed, --schedule cannot change them" in capsys.readouterr().err
 
 
 def test_read_only_database_refuses_resume_but_reads(db, capsys):
