@@ -33,7 +33,7 @@ from .evaluate import BASELINE_LRS, CANDIDATE_LRS, SCHEDULES, SEEDS, refusal
 from .evolution import Search, SearchConfig
 from .executors import gpu_count, make_executor
 from .export import export_top, replaceable_winner, search_id, write_best
-from .progress import LiveProgress, summary_table
+from .progress import LiveProgress, SearchConsole, summary_table
 from .report import report, winner_table
 from .selection import META_TOLERANCE, no_winner, verdict
 from .store import Store, remove_database, schema_version
@@ -266,7 +266,7 @@ def cmd_search(args) -> int:
         optdsl search --resume search.sqlite --budget 5m
     """
     _validate_args(args)
-    console = Console()
+    console = SearchConsole()
     seconds = None if args.evals else parse_budget(args.budget)
     if args.resume is not None:
         if not args.resume.strip():
@@ -353,7 +353,8 @@ def cmd_search(args) -> int:
                       "not simplified")
         interrupted = True
         best = write_best(store, _best_path(db), simplify=False)
-    status = 130 if interrupted else 0  # a script tells a stopped search from one that ran its budget
+    # a script tells a stopped search from one that ran its budget, and one whose reader left
+    status = 141 if console.reader_gone else 130 if interrupted else 0
     if best is None:
         console.print(no_winner(store))
         store.close()

@@ -15,6 +15,8 @@ Example::
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 
 from rich.console import Console
@@ -70,6 +72,19 @@ def summary_table(search, budget_seconds: float | None = None, budget_evals: int
     t.add_row("confirmed", f"{st.confirmed}  (scored again on fresh seeds: above the population's median)")
     t.add_row("meta-validated", str(st.meta_validated))
     return t
+
+
+class SearchConsole(Console):
+    """rich's Console, except where stdout's reader has gone (``optdsl search | head -1``): rich
+    ends the process there (SystemExit(1), the winner not yet written); this one goes quiet, its
+    output to /dev/null, and notes it (``reader_gone``): the search runs on, writes its winner,
+    and exits with 141 as the other commands do."""
+
+    reader_gone = False
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = self.reader_gone = True
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 class LiveProgress:

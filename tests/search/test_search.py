@@ -278,6 +278,18 @@ def test_sigkill_then_resume_keeps_every_finished_row(tmp_path):
     assert all(r[4] is not None for r in after[len(before):])  # children of the resumed population
 
 
+def test_a_search_whose_reader_leaves_writes_its_winner_and_exits_141(tmp_path):
+    """``optdsl search ... | head -1``: rich ended the process with SystemExit(1) at the next
+    redraw, with no word and no best_optimizer.py."""
+    proc = subprocess.Popen([sys.executable, "-m", "optdsl.cli", "search", "--db", str(tmp_path / "s.sqlite"),
+                             "--tasks", "quadratic", "--workers", "1", "--evals", "4", "--population", "4"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc.stdout.close()  # the reader gone before the search writes (rich writes a pipe's output late)
+    err = proc.stderr.read()
+    assert proc.wait(timeout=300) == 141, err
+    assert (tmp_path / "best_optimizer.py").exists() and "Traceback" not in err
+
+
 def test_ray_executor_on_a_local_cluster(tmp_path):
     ray = pytest.importorskip("ray")
     from search.executors import RayExecutor
