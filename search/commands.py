@@ -346,13 +346,20 @@ def cmd_search(args) -> int:
     if interrupted:
         console.print(f"interrupted: every finished evaluation is in the database; go on with "
                       f"optdsl search --resume {shlex.quote(db)}")
+    path = _best_path(db)
     try:
-        best = write_best(store, _best_path(db))
+        replaceable_winner(path, db, search_id(store))
+    except DslError as e:  # written there while this search ran (two started in one folder at once)
+        own = os.path.join(os.path.dirname(path), f"best_optimizer_{search_id(store)}.py")
+        console.print(f"{path}: {e.message.split(';')[0]} now; this search's winner goes to {own}")
+        path = own
+    try:
+        best = write_best(store, path)
     except KeyboardInterrupt:  # again, while the winner was simplified (up to a minute): not lost for that
         console.print(f"interrupted{' again' * interrupted}: the winner is written as the search found it, "
                       "not simplified")
         interrupted = True
-        best = write_best(store, _best_path(db), simplify=False)
+        best = write_best(store, path, simplify=False)
     # a script tells a stopped search from one that ran its budget, and one whose reader left
     status = 141 if console.reader_gone else 130 if interrupted else 0
     if best is None:

@@ -18,7 +18,7 @@ from optdsl import DslError, parse, to_source
 from optdsl.cli import main
 from search.evaluate import run_job
 from search.evolution import Search, SearchConfig
-from search.export import export_top
+from search.export import export_top, search_id
 from search.guards import guard
 from search.report import report, totals
 from search.store import Store, failures
@@ -288,6 +288,27 @@ def test_a_search_whose_reader_leaves_writes_its_winner_and_exits_141(tmp_path):
     err = proc.stderr.read()
     assert proc.wait(timeout=300) == 141, err
     assert (tmp_path / "best_optimizer.py").exists() and "Traceback" not in err
+
+
+def test_a_winner_written_meanwhile_by_another_search_stays(tmp_path, monkeypatch, capsys):
+    """Two searches started in one folder at once: the second ran its budget, then refused to
+    write its winner over the first's, and its database could not be resumed there either."""
+    other = tmp_path / "best_optimizer.py"
+    text = "# Found by optdsl search of one.sqlite (search 0a1b2c3d, program #7): ...\n"
+    run = Search.run
+
+    def run_beside_another(self, *args, **kwargs):
+        other.write_text(text)  # the other search finished first
+        return run(self, *args, **kwargs)
+
+    monkeypatch.setattr(Search, "run", run_beside_another)
+    assert _search(tmp_path / "two.sqlite", "--evals", "2", "--population", "4") == 0
+    with Store(str(tmp_path / "two.sqlite"), readonly=True) as store:
+        own = tmp_path / f"best_optimizer_{search_id(store)}.py"
+    assert other.read_text() == text and "class " in own.read_text()
+    out = "".join(capsys.readouterr().out.split())  # (rich wraps the long path anywhere)
+    said = "holdsthewinnerofanothersearch(one.sqlite,search0a1b2c3d)now;thissearch'swinnergoesto"
+    assert said + str(own) in out
 
 
 def test_ray_executor_on_a_local_cluster(tmp_path):
