@@ -159,7 +159,8 @@ def _validate_args(args) -> None:
         raise DslError(f"--tournament {args.tournament} is larger than --population {args.population}",
                        "optdsl search", hint="a tournament samples that many members of the population")
     if args.evals is None and not 0 < parse_budget(args.budget) < math.inf:
-        raise DslError(f"--budget {args.budget!r}: must be more than 0 seconds", "optdsl search")
+        raise DslError(f"--budget {args.budget!r}: must be a finite time of more than 0 seconds",
+                       "optdsl search")
 
 
 def _stored_config(store: Store) -> SearchConfig:
@@ -466,9 +467,9 @@ def register(subparsers) -> None:
                         "or a DSL file")
     budget = p.add_mutually_exclusive_group()
     budget.add_argument("--budget", default="10m",
-                        help="wall-clock budget of the evolution, e.g. 90s, 10m, 1h (default 10m); the "
-                             "last held-out checks and the winner's ablation run after it (up to 3.5 minutes "
-                             "more)")
+                        help="wall-clock budget of the evolution, e.g. 90s, 10m, 1h (default 10m), tuning "
+                             "AdamW on the tasks first included; the last held-out checks and the winner's "
+                             "ablation run after it (up to 3.5 minutes more)")
     budget.add_argument("--evals", type=int, metavar="N",
                         help="stop after N evaluations of the evolution instead (children, the guards' "
                              "refusals included; the winner's held-out checks and ablation come on top)")

@@ -506,8 +506,10 @@ class Search:
 
         try:
             while not self._request_baselines(self.config.tasks):
+                self.stats.stage = "tuning AdamW on the tasks"
                 self._drain(0.2)
                 self._report()
+            self.stats.stage = "searching"
             if not self.population:
                 self._seed_population()
             while not out_of_budget():

@@ -4,8 +4,8 @@ Shown: evaluations (and failures), evaluations/s, children trained/s (an evaluat
 guard's refusal, in milliseconds: about half of a long search's), proposed/s including cache hits,
 cache hit rate, redundant-statement fraction, best fitness so far (0 = tuned AdamW, > 0 better),
 children scored again on fresh seeds (confirmed), programs sent to meta-validation, the stage
-(searching, then meta-validating the best, then simplifying the winner by ablation), elapsed /
-budget.
+(tuning AdamW on the tasks, searching, then meta-validating the best, then simplifying the winner
+by ablation), elapsed / budget.
 
 Example::
 

@@ -22,8 +22,9 @@ SEARCH = ["search", "--tasks", "quadratic"]
     (["--population", "4", "--tournament", "5"], "--tournament 5 is larger than --population 4"),
     (["--evals", "0"], "--evals 0: must be a whole number from 1 to"),
     (["--evals", "-3"], "--evals -3: must be a whole number from 1 to"),
-    (["--budget", "0"], "--budget '0': must be more than 0 seconds"),
-    (["--budget", "0s"], "--budget '0s': must be more than 0 seconds"),
+    (["--budget", "0"], "--budget '0': must be a finite time of more than 0 seconds"),
+    (["--budget", "0s"], "--budget '0s': must be a finite time of more than 0 seconds"),
+    (["--budget", "9" * 400 + "s"], f"--budget '{'9' * 400}s': must be a finite time"),  # (was: > 0 s)
     (["--budget", "ten minutes"], "--budget 'ten minutes': expected e.g. 90s, 10m, 1h30m"),
     (["--seed", "-1"], "--seed -1: must be a whole number from 0 to"),
     (["--tasks", ""], "--tasks: unknown task(s) (none given)"),  # once: the default tasks
