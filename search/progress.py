@@ -74,6 +74,27 @@ def summary_table(search, budget_seconds: float | None = None, budget_evals: int
     return t
 
 
+LOG_EVERY = 30.0  # seconds between progress lines where stdout is not a terminal
+
+
+def progress_line(search) -> str:
+    """One line of the panel's main figures, for a log (stdout not a terminal).
+
+    Example:
+        >>> import time
+        >>> from types import SimpleNamespace
+        >>> from search.evolution import Stats
+        >>> stats = Stats(evaluated=14, best_fitness=0.05, best_id=7, started=time.monotonic() - 61.2)
+        >>> progress_line(SimpleNamespace(stats=stats))
+        'searching: 1:01, 14 evaluations (0.23/s), cache hits 0.0%, best proxy fitness +0.0500 (#7)'
+    """
+    st = search.stats
+    el = st.elapsed
+    best = "-" if st.best_id is None else f"{st.best_fitness:+.4f} (#{st.best_id})"
+    return (f"{st.stage}: {_clock(el)}, {st.evaluated} evaluations ({st.evaluated / max(el, 1e-9):.2f}/s), "
+            f"cache hits {100 * st.cache_hit_rate:.1f}%, best proxy fitness {best}")
+
+
 class SearchConsole(Console):
     """rich's Console, except where stdout's reader has gone (``optdsl search | head -1``): rich
     ends the process there (SystemExit(1), the winner not yet written); this one goes quiet, its
@@ -95,6 +116,7 @@ class LiveProgress:
         self.budget_seconds, self.budget_evals = budget_seconds, budget_evals
         self.live = Live(Table(), console=console or Console(), refresh_per_second=4, transient=False)
         self.last = 0.0
+        self.logged = time.monotonic()  # (the first line after LOG_EVERY seconds)
 
     def __enter__(self):
         self.live.__enter__()
@@ -113,3 +135,7 @@ class LiveProgress:
         if now - self.last >= 0.25:
             self.last = now
             self.live.update(summary_table(search, self.budget_seconds, self.budget_evals))
+        # rich draws a panel to a log or pipe at the end only: there a line every LOG_EVERY seconds
+        if not self.live.console.is_terminal and now - self.logged >= LOG_EVERY:
+            self.logged = now
+            self.live.console.log(progress_line(search), highlight=False)
