@@ -138,4 +138,5 @@ class LiveProgress:
         # rich draws a panel to a log or pipe at the end only: there a line every LOG_EVERY seconds
         if not self.live.console.is_terminal and now - self.logged >= LOG_EVERY:
             self.logged = now
-            self.live.console.log(progress_line(search), highlight=False)
+            line = f"{time.strftime('%H:%M:%S')} {progress_line(search)}"
+            self.live.console.print(line, highlight=False, markup=False, soft_wrap=True)

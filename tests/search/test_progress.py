@@ -37,4 +37,4 @@ def test_a_log_gets_a_progress_line_every_while_not_only_the_last_panel(monkeypa
     with LiveProgress(budget_seconds=60, console=Console(file=out, width=120)) as show:
         show(running)
         logged = out.getvalue()
-    assert "searching: 0:00, 3 evaluations" in logged and "best proxy fitness +0.1000 (#2)" in logged
+    assert "searching: 0:00, 3 evaluations" in logged and "best proxy fitness +0.1000 (#2)\n" in logged
