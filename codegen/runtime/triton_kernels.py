@@ -112,11 +112,7 @@ def _interpreted_libdevice():
     import numpy as np
     from triton.runtime.interpreter import TensorHandle
 
-    dtypes = {
-        np.dtype(np.float16): tl.float16,
-        np.dtype(np.float32): tl.float32,
-        np.dtype(np.float64): tl.float64,
-    }
+    dtypes = {np.dtype(t): getattr(tl, t) for t in ("float16", "float32", "float64")}
 
     def interpreted(numpy_function):
         def call(*args):
@@ -133,32 +129,10 @@ def _interpreted_libdevice():
 
         return call
 
-    names = {
-        "pow": "power",
-        "asin": "arcsin",
-        "acos": "arccos",
-        "atan": "arctan",
-        "asinh": "arcsinh",
-        "acosh": "arccosh",
-        "atanh": "arctanh",
-    }  # libdevice's name: numpy's
-    functions = (
-        "pow",
-        "cbrt",
-        "expm1",
-        "log1p",
-        "tan",
-        "asin",
-        "acos",
-        "atan",
-        "sinh",
-        "cosh",
-        "tanh",
-        "asinh",
-        "acosh",
-        "atanh",
-    )
-    return types.SimpleNamespace(**{f: interpreted(getattr(np, names.get(f, f))) for f in functions})
+    # libdevice's names: numpy's (which spells the inverse functions arc...)
+    names = {f: f for f in ("cbrt", "expm1", "log1p", "tan", "sinh", "cosh", "tanh")}
+    names.update({f: "arc" + f[1:] for f in ("asin", "acos", "atan", "asinh", "acosh", "atanh")}, pow="power")
+    return types.SimpleNamespace(**{f: interpreted(getattr(np, n)) for f, n in names.items()})
 
 
 if os.environ.get("TRITON_INTERPRET") == "1":

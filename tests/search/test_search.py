@@ -363,7 +363,8 @@ def test_the_panel_names_each_stage_in_turn(tmp_path):
     search = Search(store, SearchConfig(tasks=("quadratic",), population=4, seed=0, batch=4), InlineExecutor(),
                     progress=lambda s: stages.append(s.stats.stage) if stages[-1:] != [s.stats.stage] else None)
     search.run(evals=6)
-    assert stages == ["searching", "meta-validating the best", "simplifying the winner by ablation", "done"]
+    assert stages == ["tuning AdamW on the tasks", "searching", "meta-validating the best",
+                      "simplifying the winner by ablation", "done"]
 
 
 class _Recorder:
