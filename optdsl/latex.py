@@ -47,6 +47,22 @@ _PREFIX = 25  # an operator written before its argument, \sum x: it reaches to t
 _INFIX_PREC = {"add": 10, "sub": 10, "mul": 20, "mod": 20, "neg": 30, "power": 40}
 
 
+def _open_end(expr: Expr) -> str | None:
+    """How the printed ``expr`` ends, where what follows it would read as part of it: ``"prefix"``
+    (``\\sum g``, ``\\log|g|``: the next factor joins its argument), ``"cases"`` (a ``where``'s
+    cases block: anything after it joins the last case), else None. A product ends as its last
+    printed factor does (a number leads its product: see ``_print_mul``)."""
+    if not isinstance(expr, Call):
+        return None
+    if expr.op == "where":
+        return "cases"
+    if expr.op in ("mul", "neg"):
+        last = expr.args[0] if expr.op == "mul" and isinstance(expr.args[1], Const) else expr.args[-1]
+        return _open_end(last)
+    template = OPS[expr.op].latex
+    return "prefix" if template.endswith(" {0}") or template.startswith(r"\log") else None
+
+
 def _template_prec(name: str) -> int:
     """How tightly an op's printed form binds: infix ops by the op table; a template that is a
     sum at its top level (interp) like +; an operator written before its argument (``\\sum x``)
@@ -154,33 +170,42 @@ class LatexPrinter(Printer):
             before = op.latex[:op.latex.find("{" + str(i) + "}")].rstrip()
             signed = text.startswith("-") and op.name not in ("div", "where") and before.endswith(
                 ("+", "-", r"\pm", "}", ")", r"\bmod"))
-            if signed or self._needs_parens(op, i, a):
+            if signed or self._needs_parens(op, i, a, text):
                 text = r"\left(" + text + r"\right)"
             args.append(text)
-        if op.name == "mul" and args[1][:1].isdigit():
+        if op.name == "mul" and args[1].lstrip("{")[:1].isdigit():  # ({3}^{g} too: 2 {3}^{g} reads 23^g)
             return rf"{args[0]} \cdot {args[1]}"  # 2 \cdot 0.5 and \eta \cdot 2 g, not 2 0.5 or \eta 2 g
         template = op.latex
         if _ROOT_OF_ABS in template and known_nonnegative(expr.args[0], self.nonnegative, self.values):
             template = template.replace(_ROOT_OF_ABS, "{{{0}}}")  # sqrt(v): v >= 0, no |v| to print
         return template.format(*args)
 
-    def _needs_parens(self, op, i: int, arg: Expr) -> bool:
-        """Parenthesise an argument that binds looser than the spot the template puts it in."""
-        mine = self._prec(arg)
+    def _needs_parens(self, op, i: int, arg: Expr, text: str) -> bool:
+        """Parenthesise an argument (printed as ``text``) that binds looser than a spot the
+        template puts it in (interp's weight has two), or that ends open (:func:`_open_end`) where
+        more follows it."""
         if op.name in ("div", "where"):  # \frac and cases group their parts
             return False
+        return any(self._needs_parens_at(op, i, arg, text, op.latex[:at.start()].rstrip(),
+                                         op.latex[at.end():].lstrip())
+                   for at in re.finditer(re.escape("{" + str(i) + "}"), op.latex))
+
+    def _needs_parens_at(self, op, i: int, arg: Expr, text: str, before: str, after: str) -> bool:
+        mine = self._prec(arg)
+        if (op.name == "power" and i == 0) or after.lstrip("}").startswith("^"):
+            # the base of a power: TeX's braces group without showing, so {{g}^2}^2 reads g^22,
+            # {2.5 \cdot 10^{-5}}^{g} 2.5 \cdot 10^{-5 g} and {-0.0}^{g} -(0^g)
+            return mine < 100 or "^" in text or r"\cdot" in text or text.startswith("-") or bool(
+                _open_end(arg))
         if op.name == "power":
-            return i == 0 and mine < 100
-        placeholder = "{" + str(i) + "}"
-        at = op.latex.find(placeholder)
-        before, after = op.latex[:at].rstrip(), op.latex[at + len(placeholder):].lstrip()
-        if after.lstrip("}").startswith("^"):
-            return mine < 100  # the base of a power: TeX's braces group without showing (square)
+            return False
         if before.endswith(("{", "(", "|", "[")) and after.startswith(("}", ")", r"\right", "|", ",", "]")):
             return False  # the template already delimits it
+        ends = _open_end(arg)
+        closed = after.startswith(("}", ")", r"\right", "|", ",", "]", "&", r"\\"))
+        if ends and after and not closed and (ends == "cases" or not after.startswith(("+", "-", r"\pm"))):
+            return True  # (\sum g) w, not \sum g w, which reads as sum(g w); a cases block's last case
         if op.infix and op.arity == 2:
-            if mine == _PREFIX and i == 0 and op.precedence > _ADDITIVE:
-                return True  # (\sum g) w, not \sum g w, which reads as sum(g w)
             if op.precedence <= _ADDITIVE:
                 return mine < op.precedence or (i == 1 and op.name == "sub" and mine == op.precedence)
             # a product beside a \bmod reads either way: x (y \bmod z), not x y \bmod z

@@ -109,6 +109,28 @@ def test_powers_and_mod_show_what_they_take(update, shown):
     assert shown in to_latex(parse(f"def f(w, g, lr=0.1):\n    return {update}\n"))
 
 
+@pytest.mark.parametrize("update, shown", [
+    ("lr * sum(g) * w", r"\left(\eta \sum g_t\right) w_{t-1}"),  # was \eta \sum g_t w_{t-1}: sum(g w)
+    ("amax(g) * 2 * w", r"\left(2 \max g_t\right) w_{t-1}"),
+    ("interp(g, w, sum(g))", r"(1 - \left(\sum g_t\right)) g_t + \left(\sum g_t\right) w_{t-1}"),
+    ("2 * 3 ** g", r"2 \cdot {3}^{g_t}"),  # was 2 {3}^{g_t}: 23^g
+    ("square(square(g))", r"{\left({g_t}^2\right)}^2"),  # was {{g_t}^2}^2: g^22
+    ("2.5e-5 ** g", r"{\left(2.5 \cdot 10^{-5}\right)}^{g_t}"),
+    ("(-0.0) ** g", r"{\left(-0.0\right)}^{g_t}"),  # was {-0.0}^{g_t}: -(0^g)
+    ("log(g) * w", r"\left(\log\left|g_t\right|\right) w_{t-1}"),
+    ("square(log(g))", r"{\left(\log\left|g_t\right|\right)}^2"),  # was log|g|^2 to a reader
+    ("where(g > 0, g, w) - 1", r"\text{otherwise} \end{cases}\right) - 1"),
+    ("lr * sum(g)", r"= \eta \sum g_t"),  # nothing after it: no brackets
+    ("sum(g) + w", r"= \sum g_t + w_{t-1}"),
+])
+def test_what_follows_an_open_ended_form_or_a_power_is_not_read_into_it(update, shown):
+    """An audit read the LaTeX back (sympy's parse_latex, mathtext): a \\sum or \\max took the next
+    factor of a product or of interp's weight, a number before a power of a number read as one
+    number, a power's base with a superscript, a \\cdot or a sign of its own took the exponent,
+    ``\\log|g|`` the next factor or power, and a cases block what followed it."""
+    assert shown in to_latex(parse(f"def f(w, g, m, lr=0.1):\n    m = {update}\n    return lr * g, m\n"))
+
+
 def test_parentheses_only_where_needed():
     p = parse("def f(w, g, lr, eps=1e-8):\n    return lr * (g + w) * g / (eps + 2), -(g - w)\n"
               .replace(", -(g - w)", ""))
