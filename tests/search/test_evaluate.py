@@ -659,17 +659,23 @@ def test_a_worker_whose_search_is_killed_exits_at_once(tmp_path):
     finally:
         parent.kill()
         parent.wait()
-    deadline = time.monotonic() + 10
+    if not _exits_within(worker, 10):
+        pytest.fail("the orphaned worker still runs 10 s after its search was killed")
+
+
+def _exits_within(pid: int, seconds: float) -> bool:
+    """Does process ``pid`` end within ``seconds``? (Killed if not, so that no test leaves it.)"""
+    deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         try:
-            with open(f"/proc/{worker}/stat") as f:
+            with open(f"/proc/{pid}/stat") as f:
                 if f.read().rsplit(")", 1)[1].split()[0] == "Z":  # exited, not yet reaped by PID 1
-                    return
+                    return True
         except FileNotFoundError:
-            return
+            return True
         time.sleep(0.2)
-    os.kill(worker, signal.SIGKILL)
-    pytest.fail("the orphaned worker still runs 10 s after its search was killed")
+    os.kill(pid, signal.SIGKILL)
+    return False
 
 
 ORPHANED_AT_START = """
@@ -698,17 +704,8 @@ def test_a_worker_whose_search_is_killed_while_it_starts_exits(tmp_path):
     finally:
         parent.kill()
         parent.wait()
-    deadline = time.monotonic() + 60  # (its imports first, on a loaded machine)
-    while time.monotonic() < deadline:
-        try:
-            with open(f"/proc/{worker}/stat") as f:
-                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
-                    return
-        except FileNotFoundError:
-            return
-        time.sleep(0.2)
-    os.kill(worker, signal.SIGKILL)
-    pytest.fail("the worker of a search killed while it started still runs 60 s later")
+    if not _exits_within(worker, 60):  # (its imports first, on a loaded machine)
+        pytest.fail("the worker of a search killed while it started still runs 60 s later")
 
 
 def test_a_ctrl_c_while_a_worker_is_spawned_is_taken_after_not_lost():
