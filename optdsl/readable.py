@@ -41,8 +41,8 @@ which, with the learning rate the search tuned for it (18.9), a person writes as
 5. a number the steps made longer than the raw program's own (a folded ``lr`` default such as
    ``0.1 * 1.211 / 0.19 = 0.6373684210526317``) is shown to :data:`SHOWN_DIGITS` significant
    digits (or as many as the raw program's longest number has), one number at a time, where the
-   updates then still agree with the raw program's to :data:`SHOWN_RTOL`; ``equality`` lists
-   each rounding.
+   updates then still agree with the raw program's to :data:`SHOWN_RTOL`, else to the fewest of
+   up to :data:`SHOWN_MORE_DIGITS` more digits that do; ``equality`` lists each rounding.
 
 The result (before step 5) is compared with the raw program by :func:`optdsl.equiv.compare` (the raw one
 with the tuned ``lr``, the readable one with its default as the exact product or quotient it
@@ -123,6 +123,8 @@ SYMBOLIC_LIMIT = 80
 #: Significant digits of the numbers the search writes (its mutations round to 4), and so of
 #: the numbers the readable form shows (step 5 of the module docstring).
 SHOWN_DIGITS = 4
+#: Digits beyond those that a number may take where its SHOWN_DIGITS do not keep the updates.
+SHOWN_MORE_DIGITS = 3
 #: How closely the updates with the shown (rounded) numbers must follow the raw program's.
 SHOWN_RTOL = 1e-3
 #: Names given to the states by their role (`_rename_states`); further states keep their own names.
@@ -256,23 +258,29 @@ def _shown(raw: Program, raw_values: dict[str, float], form: Program, verdict) -
     equality = verdict.kind + (f": {verdict.detail}" if verdict.kind != "exact" else "")
     digits = max([SHOWN_DIGITS, *map(_digits, _numbers(raw, raw_values))])
     raw_bound, raw_bind = equiv.bound(raw, raw_values)
-    rounded = []
-    for x in dict.fromkeys(_numbers(form, {})):
-        short = float(f"{x:.{digits}g}")
-        if _digits(x) <= digits or short == 0:
-            continue
-        trial = _with_number(form, x, short)
-        shown_bind = {"lr": 1e-3, **trial.hyper_defaults}
-        try:
-            run = trajectories(raw_bound, trial, {"lr": 1e-3, **raw_bind}, shown_bind, steps=20, trials=3,
-                               seed=0, rtol=SHOWN_RTOL)
-        except DslError:  # no test shape runs it (dim(w, 3)): the numbers stay as they are
-            break
-        if run.difference is None:
-            form = trial
-            rounded.append(f"{x!r} -> {short!r}")
+    rounded, used = [], set()
+    try:
+        for x in dict.fromkeys(_numbers(form, {})):
+            # the fewest digits from ``digits`` on that keep the updates (a winner showed
+            # -1.7155649053185669, whose 4 digits did not, where -1.71556 does)
+            for n in range(digits, min(_digits(x), digits + SHOWN_MORE_DIGITS + 1)):
+                short = float(f"{x:.{n}g}")
+                if short == 0:
+                    break
+                trial = _with_number(form, x, short)
+                shown_bind = {"lr": 1e-3, **trial.hyper_defaults}
+                run = trajectories(raw_bound, trial, {"lr": 1e-3, **raw_bind}, shown_bind, steps=20, trials=3,
+                                   seed=0, rtol=SHOWN_RTOL)
+                if run.difference is None:
+                    form = trial
+                    rounded.append(f"{x!r} -> {short!r}")
+                    used.add(n)
+                    break
+    except DslError:  # no test shape runs it (dim(w, 3)): the numbers stay as they are
+        pass
     if rounded:
-        equality += (f"; shown rounded to {digits} significant digits ({', '.join(rounded)}): updates "
+        shown = "-".join(map(str, sorted({min(used), max(used)})))
+        equality += (f"; shown rounded to {shown} significant digits ({', '.join(rounded)}): updates "
                      f"within {SHOWN_RTOL:g} of the raw program's, relative to the largest")
     return Readable(form, to_source(form, doc=False), to_latex(form), equality)
 

@@ -315,11 +315,33 @@ def train(w, g, v, lr):
     assert "lr=0.00758275)" in readable(raw, lr=1.08001).source  # 0.00758275021: 6 digits, as 1.08001
 
 
-def test_a_number_whose_rounding_changes_the_updates_keeps_its_digits():
-    # exp(-1e-5) = 0.99999000005 is 1 to 4 digits: m would never move from 0
+def test_a_number_its_four_digits_do_not_keep_takes_the_fewest_more_that_do():
+    """The README job's winner (#7991, 2026-12-06) showed ``t1 = v / -1.7155649053185669``: the
+    1 - exp(0.999) its steps folded, whose 4 digits moved the updates by more than 0.001 at the
+    tuned lr, so it stayed whole; 5 digits keep them."""
+    raw = parse("""
+def train(w, g, v, lr):
+    v = interp(g * g, v, 0.5403)
+    v_hat = v / (1 - exp(0.999))
+    return lr * 0.000871 * (g / (1 - cbrt(0.9)) / (sqrt(v_hat) + 4.524e-09) + rms(v_hat) * w), v
+""")
+    r = readable(raw, lr=3.25)
+    assert "t1 = v / -1.7156\n" in r.source
+    assert r.equality.startswith("exact; shown rounded to 4-5 significant digits (-1.7155649053185669 -> "
+                                 "-1.7156, ")
+
+
+def test_a_number_whose_rounding_changes_the_updates_keeps_the_digits_that_do_not():
+    # exp(-1e-5) = 0.99999000005 is 1 to 4 digits: m would never move from 0; 5 keep it
     r = readable(parse("def train(w, g, m, lr):\n    m = interp(g, m, exp(-0.00001))\n"
                        "    return lr * m, m\n"), lr=1.0)
-    assert "interp(g, m, 0.9999900000499998)" in r.source and r.equality == "exact"
+    assert "interp(g, m, 0.99999)" in r.source
+    assert r.equality.startswith("exact; shown rounded to 5 significant digits (0.9999900000499998 -> "
+                                 "0.99999)")
+    # and where a few more digits would not do either, the number stays whole
+    r = readable(parse("def train(w, g, m, lr):\n    m = interp(g, m, exp(-0.00000001))\n"
+                       "    return lr * m, m\n"), lr=1.0)
+    assert "interp(g, m, 0.9999999900000001)" in r.source and r.equality == "exact"
 
 
 # The seed-4 winner of the 10-minute runs of 2026-12-03 (#62464), its live part as stored.
