@@ -262,7 +262,7 @@ def _shown(raw: Program, raw_values: dict[str, float], form: Program, verdict) -
     try:
         for x in dict.fromkeys(_numbers(form, {})):
             # the fewest digits from ``digits`` on that keep the updates (a winner showed
-            # -1.7155649053185669, whose 4 digits did not, where -1.71556 does)
+            # -1.7155649053185669, whose 4 digits did not, where -1.7156 does)
             for n in range(digits, min(_digits(x), digits + SHOWN_MORE_DIGITS + 1)):
                 short = float(f"{x:.{n}g}")
                 if short == 0:
