@@ -116,6 +116,20 @@ def file_and_name(src: str) -> tuple[str, str]:
     return path, name
 
 
+def names_file(src: str) -> bool:
+    """Does :func:`load` read ``src`` from a file (``path`` or ``path:name``), not from stdin (``-``,
+    ``-:name``) or the zoo? A zoo name means the zoo's program even beside a file of that name
+    (``./lion`` reads the file).
+
+    Example:
+        >>> names_file("lion"), names_file("./lion"), names_file("rules.py:lion"), names_file("-")
+        (False, True, True, False)
+    """
+    if src == "-" or src.startswith("-:"):
+        return False
+    return os.sep in src or src.endswith(".py") or src not in zoo_names()
+
+
 def load(src: str) -> Program:
     """The program ``src`` names: a zoo name (``"lion"``), a path, ``path:name``, ``-`` (stdin)
     or ``-:name``. A zoo name means the zoo's program even beside a file of that name (``./lion``
@@ -127,7 +141,7 @@ def load(src: str) -> Program:
     """
     if src == "-" or src.startswith("-:"):
         return parse(read("-"), "<stdin>", src[2:] or None)
-    if os.sep not in src and not src.endswith(".py") and src in zoo_names():
+    if not names_file(src):
         return parse(zoo_source(src), f"<zoo:{src}>", src)
     path, name = file_and_name(src)
     if os.path.exists(path) and os.path.isfile(path):

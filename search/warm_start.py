@@ -34,7 +34,7 @@ import os
 from optdsl.ir import Call, Const, Program, Var, substitute
 from optdsl.parser import parse
 from optdsl.passes import flatten, fold
-from optdsl.source import file_and_name, load, zoo_names
+from optdsl.source import file_and_name, load, names_file
 from optdsl.typecheck import validate
 
 ADAMW_SOURCE = '''\
@@ -107,9 +107,7 @@ def absolute_init(init: str) -> str:
         >>> absolute_init("lion"), absolute_init("adamw")
         ('lion', 'adamw')
     """
-    if init in WARM_STARTS or init == "-" or init.startswith("-:"):
-        return init
-    if os.sep not in init and not init.endswith(".py") and init in zoo_names():
+    if init in WARM_STARTS or not names_file(init):
         return init
     path, name = file_and_name(init)
     return os.path.abspath(path) + (f":{name}" if name else "") if os.path.exists(path) else init
