@@ -523,6 +523,12 @@ class _Program:
         self.backends, self.one_op = dict(backends or {}), one_op
         self.global_backends, self.unavailable = frozenset(global_backends), dict(unavailable or {})
         self.torch_checkpoints = dict(torch_checkpoints or {})
+        # torch's tuple spellings of hyperparameters (Adafactor's eps -> (eps1, eps2)), the first
+        # declaration's where two name one: read from a group at every step (_spellings_into)
+        self.spellings = {}
+        for decl in self.torch_checkpoints.values():
+            for key, targets in decl["hypers"].items():
+                self.spellings.setdefault(key, tuple(targets))
         self._counts = {}  # (dtype, device, each tensor's elements) -> those counts as a tensor (group_step)
         self._compiled = {}
         # paths whose compiled step returns its values: a copy of an input it writes (torch 2.13's
@@ -882,7 +888,7 @@ class _Optimizer(torch.optim.Optimizer):
     ):
         prog = self._program
         defaults = dict(defaults)
-        _spellings_into(torch_settings, defaults, prog.torch_checkpoints)
+        _spellings_into(torch_settings, defaults, prog.spellings)
         _check_torch_settings(type(self).__name__, prog.torch_checkpoints, torch_settings)
         # torch's flags at their defaults pass, as code written for torch.optim passes them
         if capturable or differentiable:
@@ -926,7 +932,7 @@ class _Optimizer(torch.optim.Optimizer):
         (ValueError with torch's message). A parameter listed twice in the group is a ValueError."""
         if "betas" in self.defaults:
             _betas_into(param_group, self.defaults)
-        _spellings_into(param_group, param_group, self._program.torch_checkpoints)
+        _spellings_into(param_group, param_group, self._program.spellings)
         params = param_group["params"]
         if not isinstance(params, (torch.Tensor, set)):  # (a set: torch's own TypeError follows)
             param_group["params"] = params = list(params)  # (a generator is read once, as torch reads it)
@@ -989,7 +995,7 @@ class _Optimizer(torch.optim.Optimizer):
         for group, before in zip(self.param_groups, current):
             for key, value in before.items():
                 group.setdefault(key, value)  # older checkpoints lack maximize, betas...
-            _spellings_into(group, group, self._program.torch_checkpoints)  # torch.optim's eps=(eps1, eps2)
+            _spellings_into(group, group, self._program.spellings)  # torch.optim's eps=(eps1, eps2)
             if "betas" in self.defaults:
                 _betas_into(group, group)
         self._remember_betas(range(len(self.param_groups)))  # as loaded
@@ -1112,8 +1118,8 @@ class _Optimizer(torch.optim.Optimizer):
         ``beta2`` win when both did: they name the program's own hyperparameters). A torch tuple
         spelling set since (Adafactor's ``group["eps"] = (None, 0.5)``, as code written for torch.optim
         edits it) is set into the names it spells."""
-        for group in self.param_groups:
-            for name in _spellings_into(group, group, self._program.torch_checkpoints):
+        for group in self.param_groups if self._program.spellings else ():
+            for name in _spellings_into(group, group, self._program.spellings):
                 _check_hyper(name, group[name], self._program.hyper_defaults.get(name))
         if "betas" not in self.defaults:
             return
@@ -1314,24 +1320,23 @@ class _Optimizer(torch.optim.Optimizer):
                 state[n].index_copy_(0, rows, new_states[n][0])
 
 
-def _spellings_into(source, target, checkpoints):
+def _spellings_into(source, target, spellings):
     """Take torch.optim's tuple spellings of hyperparameters out of ``source`` into ``target``, the
-    names they spell, as the program's checkpoint declarations map them (torch.optim.Adafactor's
-    ``eps=(eps1, eps2)``); torch's None ("its default") leaves that name as it is. Returns the
-    names set. A group holds the program's names only, so an edit of the spelling is seen.
+    names they spell (``spellings``: :attr:`_Program.spellings`, torch.optim.Adafactor's ``eps ->
+    (eps1, eps2)``); torch's None ("its default") leaves that name as it is. Returns the names set.
+    A group holds the program's names only, so an edit of the spelling is seen.
 
-    Example: ``_spellings_into(g, g, {"Adafactor": {"hypers": {"eps": ["eps1", "eps2"]}}})`` with
-    ``g = {"eps": (None, 0.5)}`` leaves ``g == {"eps2": 0.5}``."""
+    Example: ``_spellings_into(g, g, {"eps": ("eps1", "eps2")})`` with ``g = {"eps": (None, 0.5)}``
+    leaves ``g == {"eps2": 0.5}``."""
     names = []
-    for decl in checkpoints.values():
-        for key, targets in decl["hypers"].items():
-            if key in source:
-                values = tuple(source.pop(key))
-                if len(values) != len(targets):
-                    raise ValueError(f"{key} must be a tuple ({', '.join(targets)}), got {values!r}")
-                chosen = {t: v for t, v in zip(targets, values) if v is not None}
-                target.update(chosen)
-                names += chosen
+    for key, targets in spellings.items():
+        if key in source:
+            values = tuple(source.pop(key))
+            if len(values) != len(targets):
+                raise ValueError(f"{key} must be a tuple ({', '.join(targets)}), got {values!r}")
+            chosen = {t: v for t, v in zip(targets, values) if v is not None}
+            target.update(chosen)
+            names += chosen
     return names
 
 
