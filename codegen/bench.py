@@ -78,7 +78,7 @@ def _begin(key: str) -> str:
 
 def _section(key: str) -> re.Pattern:
     """A bench section: its opening marker (:func:`_begin`), the text, ``<!-- /bench:KEY -->``."""
-    return re.compile(rf"{_begin(key)}\n(?P<body>.*?)\n<!-- /bench:{re.escape(key)} -->", re.DOTALL)
+    return re.compile(rf"{_begin(key)}\n(?:(?P<body>.*?)\n)?<!-- /bench:{re.escape(key)} -->", re.DOTALL)
 
 
 def _digest(body: str) -> str:
@@ -112,7 +112,8 @@ def check_section(path: str, key: str, force: bool = False) -> None:
     if opened != closed or opened > 1 or len(found) != opened:
         raise DslError(f"its bench:{key} section markers do not pair up ({opened} opening, {closed} closing)",
                        path, hint=f"leave one <!-- bench:{key} --> ... <!-- /bench:{key} --> pair, or none")
-    if found and not force and found[0]["digest"] != _digest(found[0]["body"]):
+    body = found[0]["body"] if found else None
+    if body and not force and found[0]["digest"] != _digest(body):  # (an empty section holds nothing to lose)
         raise DslError(f"its bench:{key} section holds text optdsl did not write there (notes, edited "
                        "tables); refusing to replace it", path,
                        hint="write the tables to another file, or pass --force to replace the section")
@@ -147,12 +148,14 @@ def write_section(path: str, key: str, markdown: str, force: bool = False) -> No
     block = f"<!-- bench:{key} sha256={_digest(body)} -->\n{body}\n<!-- /bench:{key} -->"
     text = "# Benchmarks\n"
     if os.path.exists(path):
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8", newline="") as f:  # its line ends as they are
             text = f.read()
+    crlf = "\r\n" in text
+    text = text.replace("\r\n", "\n")
     pattern = _section(key)
     text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    write_atomic(path, text)
+    write_atomic(path, text.replace("\n", "\r\n") if crlf else text)
 
 
 def bert_base_shapes() -> list[tuple[int, ...]]:
@@ -327,22 +330,35 @@ CASES = ("16x1M fp32", "BERT-base 200 tensors", "MLP 784-64-64-10 (55K)", "bf16 
 MLP_SHAPES = [(64, 784), (64,), (64, 64), (64,), (10, 64), (10,)]
 
 
+def _repeats(case: str, quick: bool) -> tuple[int, int]:
+    """(warm-up, timed) calls per step for ``case``: each case's own, whichever cases run with it."""
+    if quick:
+        return 2, 3
+    if case.startswith("BERT"):  # 110M parameters: fewer repeats keep the run within minutes
+        return 2, 9  # (5 left the median of a loaded 2-core machine swinging by 30%)
+    if case.startswith("MLP"):  # steps of ~0.1-1 ms: many repeats, in well under a second per row
+        return 20, 400
+    return 3, 10
+
+
 def run(quick: bool = False, only: list[str] | None = None) -> list[dict]:
     """The CPU suite (see the module docstring); ``quick`` uses a smaller case and fewer repeats;
     ``only`` keeps the cases whose name starts with one of them (``["16x1M"]``).
 
     Each group (the AdamWs, Lion, Tiger, LAMB, the Adafactors) is timed interleaved with a triad over
-    the same number of elements: ``frac_of_bandwidth`` compares with the triad, ``ratio`` with the
-    group's torch anchor (fused AdamW for Lion/Tiger/LAMB too, timed in the same group)::
+    the same number of elements, so that each group's load falls on a triad too; the case's bandwidth
+    is the fastest of its groups' triads (one figure per case, the one its table prints), and
+    ``ratio`` compares with the group's torch anchor (fused AdamW for Lion/Tiger/LAMB too, timed in
+    the same group)::
 
-        gb_s = step_bytes / ms / 1e6,   frac_of_bandwidth = gb_s / triad GB/s,   ratio = ms / anchor ms
+        gb_s = step_bytes / ms / 1e6,   frac_of_bandwidth = gb_s / max over groups of triad GB/s,
+        ratio = ms / anchor ms
 
     Example (slow: it builds, compiles and times every group)::
 
         rows = run(only=["16x1M"])
         print(markdown(rows, machine()))
     """
-    warmup, repeats = (2, 3) if quick else (3, 10)
     if quick:
         cases = [("16x256K fp32", [(1 << 18,)] * 16)]
     else:
@@ -353,34 +369,35 @@ def run(quick: bool = False, only: list[str] | None = None) -> list[dict]:
     groups = _groups(*(build(optdsl.load(n), "torch") for n in names), clipped)
     rows: list[dict] = []
     for case, shapes in cases:
-        if case.startswith("BERT"):  # 110M parameters: fewer repeats keep the run within minutes
-            warmup, repeats = 2, 9  # (5 left the median of a loaded 2-core machine swinging by 30%)
-        elif case.startswith("MLP"):  # steps of ~0.1-1 ms: many repeats, in well under a second per row
-            warmup, repeats = 20, 400
+        warmup, repeats = _repeats(case, quick)
         memory_bound = not case.startswith("MLP")  # 55K parameters stay in cache: GB/s would mislead
         dtype = torch.bfloat16 if case.startswith("bf16") else torch.float32
         n = sum(torch.Size(s).numel() for s in shapes)
-        for k, group in enumerate(groups if dtype == torch.float32 else groups[:1]):  # bf16: the AdamWs
+        timed = []
+        for group in groups if dtype == torch.float32 else groups[:1]:  # bf16: the AdamWs
             opts = [_Triad(n)] + [make(_model(shapes, dtype=dtype)) for _, make, _, _ in group]
-            times = interleaved_ms([o.step for o in opts], warmup, repeats)
-            triad_ms, bw = times[0], _Triad.BYTES * n / times[0] / 1e6
+            timed.append((group, interleaved_ms([o.step for o in opts], warmup, repeats)))
+            del opts
+        triad_ms = min(times[0] for _, times in timed)
+        bw = _Triad.BYTES * n / triad_ms / 1e6
+        if memory_bound:
+            rows.append({"suite": "cpu", "case": case, "impl": "triad a = b + s c (bandwidth, 16 B/elem)",
+                         "ms": triad_ms, "gb_s": bw, "frac_of_bandwidth": 1.0, "ratio": None})
+        for group, times in timed:
             anchor = next(ms for (_, _, _, is_anchor), ms in zip(group, times[1:]) if is_anchor)
             foreach = next((ms for (impl, _, _, _), ms in zip(group, times[1:])
                             if impl.startswith(_FOREACH)), None)
-            if k == 0 and memory_bound:
-                rows.append({"suite": "cpu", "case": case, "impl": "triad a = b + s c (bandwidth, 16 B/elem)",
-                             "ms": triad_ms, "gb_s": bw, "frac_of_bandwidth": 1.0, "ratio": None})
             for (impl, _, program, _), ms in zip(group, times[1:]):
                 gb = step_bytes(program, shapes, dtype) / ms / 1e6 if memory_bound else None
                 rows.append({"suite": "cpu", "case": case, "impl": impl, "ms": ms, "gb_s": gb,
                              "frac_of_bandwidth": gb and gb / bw, "ratio": ms / anchor,
                              "to_foreach": ms / foreach if foreach and impl.endswith(_EAGER) else None})
-            del opts
     return rows
 
 
 NOTE = ("GB/s counts the bytes a step must move (optdsl.cost: AdamW 28 per fp32 parameter, Lion 20). The "
-        "triad counts 16 bytes per element: its store reads the line first (write-allocate). Ratios are to "
+        "triad counts 16 bytes per element: its store reads the line first (write-allocate); each group is "
+        "timed beside a triad, and the case's row is the fastest of them. Ratios are to "
         "torch's fused AdamW (Lion/Tiger/LAMB too; targets AdamW <= 0.95x, Lion <= 0.75x) or torch's Adafactor; "
         "an eager row's yardstick is the foreach AdamW row of its group. "
         "Groups are timed interleaved (round-robin repeats) so that a shared machine's load hits all alike.")
@@ -410,9 +427,19 @@ def machine() -> str:
 
         machine()  # e.g. 'AMD EPYC, 2 cores, 2 threads, torch 2.13.0+cpu, load avg 1.8'
     """
-    load = f", load avg {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
     threads = f"{torch.get_num_threads()} thread{'s' * (torch.get_num_threads() != 1)}"
-    return f"{cpu_name()}, {os.cpu_count()} cores, {threads}, torch {torch.__version__}{load}"
+    return host(f"{threads}, torch {torch.__version__}")
+
+
+def host(software: str) -> str:
+    """``CPU, cores, software, load average``: a CPU table's title (:func:`machine`).
+
+    Example (the value is the machine's)::
+
+        host("jax 0.10.2")  # e.g. 'AMD EPYC, 2 cores, jax 0.10.2, load avg 1.8'
+    """
+    load = f", load avg {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
+    return f"{cpu_name()}, {os.cpu_count()} cores, {software}{load}"
 
 
 def _cells(rows: list[dict]) -> tuple[list[str], list[list[str]]]:

@@ -14,8 +14,8 @@ lion-pytorch is not installed); Tiger, Adafactor and LAMB rows have no anchor (t
 bandwidth says how close they come to moving only the bytes they must). Rows follow
 :mod:`codegen.bench`'s format.
 
-Run it on a CUDA machine: ``python -m codegen.bench_gpu [--quick]`` (prints the table and
-replaces the ``gpu`` section of docs/benchmarks.md), or ``optdsl bench --suite gpu``.
+Run it on a CUDA machine: ``python -m codegen.bench_gpu [--quick] [--out FILE.md]`` (prints the
+table; with ``--out``, replaces the ``gpu`` section of that file), or ``optdsl bench --suite gpu``.
 
 Example:
     >>> rows = run(quick=True)  # doctest: +SKIP
@@ -36,6 +36,7 @@ from optdsl.errors import DslError
 
 from . import build
 from .bench import bert_base_shapes, check_section, markdown, step_bytes, write_section
+from .generated import output_path
 
 # the note under the table (``--out``, and ``optdsl bench --suite gpu --out FILE.md``)
 NOTE = ("ms = median `opt.step()` time (CUDA events, L2 flushed); of bandwidth = (bytes the step must "
@@ -44,16 +45,16 @@ NOTE = ("ms = median `opt.step()` time (CUDA events, L2 flushed); of bandwidth =
         "else the time a device copy takes to move Lion's 20 bytes per parameter.")
 
 
-def device_name() -> str:
+def machine() -> str:
     """The GPU and the software measured, for the table's title.
 
     Example (needs CUDA and triton)::
 
-        device_name()  # '<the GPU's name>, torch <its version>, triton <its version>'
+        machine()  # '<the GPU's name>, torch <its version>, triton <its version>'
     """
     import triton
 
-    return (f"{torch.cuda.get_device_name()}, torch {torch.__version__}, triton {triton.__version__}")
+    return (f"{torch.cuda.get_machine()}, torch {torch.__version__}, triton {triton.__version__}")
 
 
 def time_ms(fn, quick: bool) -> float:
@@ -145,7 +146,7 @@ def run(quick: bool = False) -> list[dict]:
     Example (times every implementation on a CUDA device)::
 
         rows = run(quick=True)
-        print(markdown(rows, device_name()))
+        print(markdown(rows, machine()))
     """
     if not torch.cuda.is_available():
         return []
@@ -248,8 +249,9 @@ def main(argv=None) -> int:
     ap.add_argument("--force", action="store_true",
                     help="replace a section holding text the bench did not write")
     args = ap.parse_args(argv)
-    if args.out:
-        try:
+    if args.out is not None:
+        try:  # a folder, a missing folder, an edited section: refused before the timing
+            output_path(args.out)
             check_section(args.out, "gpu", args.force)
         except DslError as e:
             print(f"error: {e.render()}", file=sys.stderr)
@@ -258,12 +260,12 @@ def main(argv=None) -> int:
     if not rows:
         print("no CUDA device: nothing to run")
         return 0
-    title = f"GPU: {device_name()}{' (quick)' if args.quick else ''}"
+    title = f"GPU: {machine()}{' (quick)' if args.quick else ''}"
     text = markdown(rows, title)
     print(text)
     if args.sweep:
         print("\n".join(sweep(args.quick)))
-    if args.out:
+    if args.out is not None:
         write_section(args.out, "gpu", f"{text}\n\n{NOTE}", args.force)
     return 0
 

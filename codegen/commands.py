@@ -81,7 +81,7 @@ def cmd_bench(args) -> int:
 
     from optdsl.errors import DslError
 
-    from .bench import CASES, check_section, machine, markdown, print_table, write_section
+    from .bench import CASES, check_section, markdown, print_table, write_section
     from .generated import output_path
 
     suites = list(SUITES) if args.suite == "all" else [args.suite]
@@ -91,14 +91,14 @@ def cmd_bench(args) -> int:
     if args.case and args.quick:
         raise DslError("--quick runs its own small case (16x256K), not the cases --case names",
                        hint="drop --quick to time the named cases, or --case for the quick run")
-    unknown = [c for c in args.case or [] if not any(known.startswith(c) for known in CASES)]
-    if unknown:
-        raise DslError(f"--case {unknown[0]}: no such case",
+    unknown = [c for c in args.case or [] if not c or not any(known.startswith(c) for known in CASES)]
+    if unknown:  # ("" starts every name: an empty --case from a script's unset variable is no choice)
+        raise DslError(f"--case {unknown[0] or repr('')}: no such case",
                        hint=f"the cpu suite's cases: {', '.join(CASES)}")
     if suites == ["gpu"] and not torch.cuda.is_available():
         raise DslError("--suite gpu: no CUDA GPU on this machine",
                        hint="run it where torch.cuda.is_available()")
-    if args.out:
+    if args.out is not None:
         output_path(args.out)  # a folder, a device, a missing folder: refused before minutes of timing
         for suite in suites:
             check_section(args.out, suite, args.force)
@@ -114,9 +114,9 @@ def cmd_bench(args) -> int:
         if not rows:
             print(f"suite {suite}: nothing to run here", file=sys.stderr)
             continue
-        title = f"{suite}{' (quick)' if args.quick else ''}: {machine() if suite == 'cpu' else suite}"
+        title = f"{suite}{' (quick)' if args.quick else ''}: {module.machine()}"
         print_table(rows, title)
-        if args.out:
+        if args.out is not None:
             note = getattr(module, "NOTE", "")
             text = markdown(rows, title) + (f"\n\n{note}" if note else "")
             write_section(args.out, suite, text, args.force)

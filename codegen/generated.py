@@ -91,6 +91,8 @@ def output_path(path: str) -> str:
         Traceback (most recent call last):
         optdsl.errors.DslError: /dev/null: is not a regular file (a device); refusing to replace it
     """
+    if not path:  # realpath("") is the working folder: named as what it is, an empty name
+        raise DslError("an empty file name", "''", hint="name the file to write")
     if path.endswith(tuple(filter(None, (os.sep, os.altsep)))) and not os.path.isdir(path):
         # realpath would drop the slash and write a file called "out": the user named a folder
         raise DslError("names a folder (it ends with a slash), not a file", path, hint="give a file name")
@@ -251,7 +253,7 @@ def _staged(path: str, text: str) -> tuple[str, str]:
     else:
         raise DslError(f"cannot write: no free temporary name in {folder}", path)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:  # the text as given, line ends too
             f.write(text)
             f.flush()
             if mode is not None:

@@ -77,6 +77,36 @@ def test_a_section_a_person_edited_is_refused_unless_forced(tmp_path):
     assert "table v3" in doc.read_text()
 
 
+def test_an_empty_section_is_filled_and_a_files_line_ends_kept(tmp_path):
+    # an empty marker pair was refused as "markers do not pair up (1 opening, 1 closing)", and a
+    # CRLF file came back with LF line ends, the text outside the section too
+    doc = tmp_path / "benchmarks.md"
+    doc.write_bytes(b"# Notes\r\nkept\r\n<!-- bench:cpu -->\r\n<!-- /bench:cpu -->\r\nafter\r\n")
+    write_section(str(doc), "cpu", "| a |\n| b |")
+    text = doc.read_bytes()
+    assert text.startswith(b"# Notes\r\nkept\r\n<!-- bench:cpu sha256=") and text.endswith(b"\r\nafter\r\n")
+    assert b"| a |\r\n| b |\r\n<!-- /bench:cpu -->" in text and b"\n" not in text.replace(b"\r\n", b"")
+
+
+def test_each_case_is_timed_with_its_own_repeats_and_one_bandwidth(monkeypatch):
+    """The repeats of BERT (2/9) and the MLP (20/400) carried over to the cases after them (a full
+    run timed bf16 400 times), and each group's fraction of the bandwidth was of its own triad while
+    the table printed the first group's: 89% beside a row of the printed triad's GB/s."""
+    from codegen import bench
+
+    assert bench._repeats("bf16 16x1M (AdamW)", False) == bench._repeats("16x1M fp32", False) == (3, 10)
+    assert bench._repeats("BERT-base 200 tensors", False) == (2, 9)
+    triads = iter([4.0, 2.0, 3.0, 4.0, 5.0, 6.0])  # the case's groups' triads: the second is fastest
+    monkeypatch.setattr(bench, "interleaved_ms", lambda steps, warmup, repeats: [next(triads)] + [8.0] * (
+        len(steps) - 1))
+    rows = bench.run(quick=True)
+    [triad] = [r for r in rows if r["impl"].startswith("triad")]
+    assert triad["ms"] == 2.0
+    for r in rows:
+        if r["gb_s"] is not None:
+            assert r["frac_of_bandwidth"] == pytest.approx(r["gb_s"] / triad["gb_s"])
+
+
 @pytest.mark.parametrize("name, text, message", [
     ("notes.py", "x = 1\n", "--out names the markdown file to update (.md)"),
     ("broken.md", "# x\n<!-- bench:cpu -->\nold\n", "section markers do not pair up (1 opening, 0 closing)"),
@@ -96,6 +126,17 @@ def test_bench_gpu_suite_without_a_gpu_is_an_error(capsys):
         pytest.skip("a CUDA device is here")
     assert main(["bench", "--suite", "gpu", "--quick"]) == 2  # (it said "nothing to run here", exit 0)
     assert "no CUDA GPU on this machine" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("out", ["folder.md", "missing/gpu.md"])
+def test_the_gpu_bench_refuses_an_out_path_before_timing(out, tmp_path, capsys):
+    # a folder named .md was an IsADirectoryError traceback; a missing folder failed after the timing
+    from codegen import bench_gpu
+
+    (tmp_path / "folder.md").mkdir()
+    assert bench_gpu.main(["--quick", "--out", str(tmp_path / out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "Traceback" not in err
 
 
 def test_time_ms_and_markdown():
@@ -138,6 +179,8 @@ def test_bench_writes_its_markdown_only_when_asked():
 @pytest.mark.parametrize("argv, message", [
     (["--suite", "jax", "--case", "BERT"], "--case picks cases of the cpu suite, not of --suite jax"),
     (["--case", "nosuch"], "--case nosuch: no such case"),
+    (["--case", ""], "--case '': no such case"),
+    (["--suite", "jax", "--out", ""], "'': an empty file name"),
     (["--quick", "--case", "BERT"], "--quick runs its own small case (16x256K), not the cases --case names"),
     (["--case", "16x1M", "--out", "{tmp}"], "is not a regular file (a directory)"),
 ])
