@@ -84,10 +84,9 @@ def main(argv: list[str] | None = None) -> int:
         ok: lion (3 statements, states: m)
         0
     """
-    parser = make_parser()
-    args = parser.parse_args(argv)
     with sigterm_as_ctrl_c():
-        try:
+        try:  # the parser imports torch and the search (~2 s): a Ctrl-C then is an interruption too
+            args = make_parser().parse_args(argv)
             return int(args.func(args) or 0)
         except DslError as e:
             print(f"error: {e}", file=sys.stderr)

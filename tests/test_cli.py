@@ -43,6 +43,16 @@ def test_bad_input_exits_2(args):
     assert main(args) == 2
 
 
+def test_ctrl_c_while_the_commands_are_imported_is_an_interruption(monkeypatch, capsys):
+    # the parser imports torch and the search (~2 s); a Ctrl-C then printed a traceback
+    def interrupted():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("optdsl.cli.make_parser", interrupted)
+    assert main(["zoo"]) == 130
+    assert capsys.readouterr().err == "interrupted\n"
+
+
 @pytest.mark.parametrize("columns", ["30", "50"])
 def test_a_narrow_terminal_cuts_no_number_from_a_table(columns, capsys, monkeypatch):
     # rich fitted tables to the terminal by cutting cells: 469,762,048 bytes printed as 469,762,0…
