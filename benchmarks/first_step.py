@@ -23,8 +23,12 @@ import optdsl
 t_import = time.perf_counter()
 ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
 ap.add_argument("--program", default="adamw", help="zoo name")
-ap.add_argument("--steps", type=int, default=2, help="steps to take (default 2)")
+ap.add_argument("--steps", type=int, default=2, help="steps to take, at least 2 (default 2)")
 args = ap.parse_args()
+if args.program not in optdsl.zoo_names():
+    ap.error(f"--program {args.program}: not a zoo program (`optdsl zoo` lists them)")
+if args.steps < 2:
+    ap.error(f"--steps {args.steps}: the first and second steps are what is timed; give 2 or more")
 t_build0 = time.perf_counter()
 Optimizer = codegen.build(optdsl.load(args.program), "torch")
 t_build = time.perf_counter()
@@ -33,7 +37,7 @@ model = torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.ReLU(), torch.nn.
 opt = Optimizer(model.parameters(), lr=1e-3)
 x, y = torch.randn(256, 64), torch.randint(0, 10, (256,))
 times = []
-for _ in range(max(2, args.steps)):
+for _ in range(args.steps):
     torch.nn.functional.cross_entropy(model(x), y).backward()
     t = time.perf_counter()
     opt.step()

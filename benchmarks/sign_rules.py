@@ -61,22 +61,61 @@ def proxies_at(factor: int) -> list[str]:
     return [f"{name}@{factor}" for name in tasks.PROXY_TASKS]
 
 
+def _listed(kind: type, low: float, what: str):
+    """An argparse type: comma-separated ``kind`` values >= ``low`` (exit 2 with ``what`` otherwise)."""
+
+    def parse(text: str) -> list:
+        try:
+            values = [kind(x) for x in text.split(",") if x.strip()]
+        except ValueError:
+            values = []
+        if not values or min(values) < low:
+            raise argparse.ArgumentTypeError(f"{text!r}: expected {what}, comma-separated")
+        return values
+
+    return parse
+
+
+def _task_names(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if not tasks.is_task(n)] or ([] if names else ["(none given)"])
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown task(s) {', '.join(unknown)}; `optdsl search --help` lists them")
+    return names
+
+
+def _device(text: str) -> str:
+    import torch
+
+    try:
+        device = torch.device(text)
+    except RuntimeError as e:
+        raise argparse.ArgumentTypeError(str(e).split("\n")[0]) from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError(f"{text}: no CUDA GPU on this machine")
+    return text
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--batch", default="1,4,16", help="batch factors, comma-separated")
-    ap.add_argument("--tasks", help="score on these tasks (comma-separated, as registered) instead of the "
-                    "proxies at each --batch")
-    ap.add_argument("--decay", default="", help="weight decays to add to Lion, comma-separated (e.g. 0.3,1,3)")
+    ap.add_argument("--batch", default=[1, 4, 16], type=_listed(int, 1, "whole numbers >= 1"),
+                    help="batch factors, comma-separated")
+    ap.add_argument("--tasks", type=_task_names, help="score on these tasks (comma-separated, as registered) "
+                    "instead of the proxies at each --batch")
+    ap.add_argument("--decay", default=[], type=_listed(float, 0, "numbers >= 0"),
+                    help="weight decays to add to Lion, comma-separated (e.g. 0.3,1,3)")
     ap.add_argument("--wider", type=int, default=0, help="learning rates added above the candidates' grid")
     ap.add_argument("--schedule", default="constant", choices=SCHEDULES,
                     help="the learning rate over each task's steps, for the rules and tuned AdamW alike")
-    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--device", default="cpu", type=_device)
     args = ap.parse_args(argv)
+    if args.wider < 0:
+        ap.error(f"--wider {args.wider}: a number of learning rates, >= 0")
     console = Console()
-    compared = rules([float(x) for x in args.decay.split(",") if x])
-    lrs = tuple(CANDIDATE_LRS) + tuple(float(f"{CANDIDATE_LRS[-1] * 2.5 ** k:.4g}") for k in range(1, args.wider + 1))
-    suites = ({"as built": args.tasks.split(",")} if args.tasks else
-              {f"batch x{f}": proxies_at(f) for f in (int(b) for b in args.batch.split(","))})
+    compared = rules(args.decay)
+    lrs = tuple(CANDIDATE_LRS) + tuple(float(f"{CANDIDATE_LRS[-1] * 2.5 ** k:.4g}")
+                                       for k in range(1, args.wider + 1))
+    suites = ({"as built": args.tasks} if args.tasks else {f"batch x{f}": proxies_at(f) for f in args.batch})
     for title, names in suites.items():
         t0 = time.perf_counter()
         with console.status(f"{title}: tuning AdamW, scoring {len(compared)} rules ..."):

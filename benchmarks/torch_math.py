@@ -9,6 +9,7 @@ docs/benchmarks.md by hand.
 
 from __future__ import annotations
 
+import argparse
 import platform
 import time
 
@@ -32,6 +33,7 @@ def best_of(fn, x: torch.Tensor, rounds: int = 7, calls: int = 20) -> float:
 
 
 def main() -> None:
+    argparse.ArgumentParser(description=__doc__.split("\n\n")[0]).parse_args()  # --help, and no stray flags
     torch.set_num_threads(1)
     x = torch.randn(160, 2432, generator=torch.Generator().manual_seed(0))
     rows = [

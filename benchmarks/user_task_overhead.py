@@ -65,8 +65,10 @@ def digits_mlp_module_loop():
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=5, help="timed rounds, the best of which is shown")
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error(f"--rounds {args.rounds}: give 1 or more")
     torch.set_num_threads(1)
     programs = [load(p) for p in PROGRAMS]
     here = os.path.abspath(__file__)
