@@ -208,16 +208,18 @@ def run_search(seed: int, budget: str, workers: int, folder: str, reuse: bool = 
         subprocess.run([sys.executable, "-m", "optdsl.cli", "search", "--budget", budget, "--seed", str(seed),
                         "--workers", str(workers), "--db", db, *settings],
                        check=True, stdout=subprocess.DEVNULL)
-        with open(timing, "w") as f:
-            json.dump({"wall_s": time.monotonic() - t0}, f)
+        with open(timing, "w") as f:  # what --reuse reports: this run's, not the reading command's
+            json.dump({"wall_s": time.monotonic() - t0, "budget": budget, "settings": list(settings),
+                       "machine": machine()}, f)
     with open(timing) as f:
-        wall = json.load(f)["wall_s"]
+        kept_as = json.load(f)
+    wall = kept_as["wall_s"]
     store = Store(db)
     t = totals(store)
     trained = t["evaluated"] - store.by_status().get("guard", {}).get("rows", 0)  # a refusal trains nothing
     best = winner(store)
     program = exported_program(best)
-    out = {"seed": seed, "wall_s": wall, "evaluated": t["evaluated"], "evals_per_s": t["evaluated"] / wall,
+    out = {"seed": seed, "wall_s": wall, "run_as": _run_as(kept_as), "evaluated": t["evaluated"], "evals_per_s": t["evaluated"] / wall,
            "trained_per_s": trained / wall, "cache_hit_rate": t["cache_hit_rate"],
            "redundant": t["redundant_fraction"],
            "winner_id": best["id"], "proxy": best["fitness"], "held_out": best["meta_fitness"],
@@ -229,6 +231,16 @@ def run_search(seed: int, budget: str, workers: int, folder: str, reuse: bool = 
                                       "held_out": best_lion["meta_fitness"]}
     store.close()
     return out
+
+
+def _run_as(kept: dict) -> str:
+    """How a search was run, from its kept wall-time file (one written before this was recorded
+    says so): ``Machine: M. Budget B per seed, with/from ...``."""
+    if "budget" not in kept:
+        return "Machine, budget and settings: not recorded with this search."
+    settings = kept["settings"]
+    how = f"with `{' '.join(settings)}`" if settings else "from AdamW, the README's default settings"
+    return f"Machine: {kept['machine']}. Budget {kept['budget']} per seed, {how}."
 
 
 def lion_family_scored(rows: list[dict]) -> tuple[int, dict | None]:
@@ -255,11 +267,11 @@ def machine() -> str:
     return f"{cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}"
 
 
-def markdown(searches: list[dict], real: dict, budget: str, settings: tuple[str, ...] = (),
-             schedule: str = "constant") -> str:
+def markdown(searches: list[dict], real: dict, schedule: str = "constant") -> str:
     fmt = lambda v: "-" if v is None else f"{v:+.3f}"
-    how = f"with `{' '.join(settings)}`" if settings else "from AdamW, the README's default settings"
-    lines = [f"Machine: {machine()}. Budget {budget} per seed, {how}.", "",
+    run_as = sorted({s["run_as"] for s in searches})
+    said = run_as if len(run_as) == 1 else [f"Seed {s['seed']}: {s['run_as']}" for s in searches]
+    lines = [" ".join(said), "",
              ("| seed | evaluations | evals/s | trained/s | cache hits | redundant | proxy | held-out "
               "| Lion family | Lion-family programs scored (best proxy) |"),
              "|---|---|---|---|---|---|---|---|---|---|"]
@@ -297,21 +309,51 @@ def _lion_scored(search: dict) -> str:
     return f"{search['lion_scored']}" + (f" (#{best['id']} {best['proxy']:+.3f})" if best else "")
 
 
+BEGIN, END = "<!-- discovery:begin -->", "<!-- discovery:end -->"
+
+
+def check_out(path: str) -> None:
+    """DslError, before any work, where ``--out`` could not take the section: not a writable
+    file, or markers that do not pair up (:func:`write_section` would misplace it)."""
+    from codegen.generated import output_path
+    from optdsl.errors import DslError
+
+    output_path(path)
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            doc = f.read()
+        if doc.count(BEGIN) != doc.count(END) or doc.count(BEGIN) > 1 or doc.find(BEGIN) > doc.find(END):
+            raise DslError(f"its {BEGIN} ... {END} markers do not pair up", path,
+                           hint="leave one pair, or none (the section is then appended)")
+
+
 def write_section(path: str, text: str) -> None:
-    begin, end = "<!-- discovery:begin -->", "<!-- discovery:end -->"
+    """Replace the text between the markers of ``path`` with ``text`` (appended where it has none),
+    atomically."""
+    from codegen.generated import write_atomic
+
     doc = ""
     if os.path.exists(path):
-        with open(path) as f:
+        with open(path, encoding="utf-8") as f:
             doc = f.read()
-    block = f"{begin}\n{text}\n{end}"
-    doc = doc[:doc.index(begin)] + block + doc[doc.index(end) + len(end):] if begin in doc else doc + "\n" + block + "\n"
-    with open(path, "w") as f:
-        f.write(doc)
+    block = f"{BEGIN}\n{text}\n{END}"
+    doc = doc[:doc.index(BEGIN)] + block + doc[doc.index(END) + len(END):] if BEGIN in doc else doc + "\n" + block + "\n"
+    write_atomic(path, doc)
+
+
+def _seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        seeds = []
+    if not seeds or min(seeds) < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected whole numbers >= 0, comma-separated")
+    return seeds
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--seeds", default=[0, 1, 2], type=_seeds, help="comma-separated (default 0,1,2)")
     ap.add_argument("--budget", default="10m")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--dir", help="keep the search databases here (default: a temporary folder)")
@@ -325,12 +367,26 @@ def main(argv=None) -> int:
     ap.add_argument("--schedule", choices=SCHEDULES, default=SearchConfig.schedule,
                     help=f"the searches' lr schedule, and the real tasks' (default: the search's, {SearchConfig.schedule})")
     args = ap.parse_args(argv)
+    if args.reuse and not args.dir:
+        ap.error("--reuse reads the searches kept in --dir; name it")
+    from optdsl.errors import DslError
+
+    try:  # refused now rather than after an hour of searching
+        if args.out is not None:
+            check_out(args.out)
+        if args.json is not None:
+            codegen.generated.output_path(args.json)
+    except DslError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     console = Console()
     folder = args.dir or tempfile.mkdtemp(prefix="discovery-")
     os.makedirs(folder, exist_ok=True)
+    if not args.dir:
+        console.print(f"the searches are kept in {folder} (`--dir {folder} --reuse` reads them again)")
     settings = search_settings(args.init, args.tasks, args.schedule)
     searches = []
-    for seed in (int(s) for s in args.seeds.split(",")):
+    for seed in args.seeds:
         kept = args.reuse and kept_search(folder, seed)
         doing = "reading the search kept in --dir" if kept else f"searching for {args.budget} ..."
         console.print(f"seed {seed}: {doing}")
@@ -358,11 +414,10 @@ def main(argv=None) -> int:
     for name in optimizers:
         table.add_row(name, *[f"{real[t][name][0] / real[t]['AdamW'][0]:.3f}" for t in real])
     console.print(table)
-    text = markdown(searches, real, args.budget, settings, args.schedule)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"searches": searches, "real": real}, f, indent=1)
-    if args.out:
+    text = markdown(searches, real, args.schedule)
+    if args.json is not None:
+        codegen.generated.write_atomic(args.json, json.dumps({"searches": searches, "real": real}, indent=1))
+    if args.out is not None:
         write_section(args.out, text)
         console.print(f"wrote {args.out}")
     return 0

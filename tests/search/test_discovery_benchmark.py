@@ -99,3 +99,30 @@ def test_each_seed_searches_in_a_folder_of_its_own(tmp_path):
     for seed in (0, 1):
         written = " ".join((tmp_path / f"seed{seed}" / "best_optimizer.py").read_text().split())
         assert f"search of seed{seed}.sqlite" in written
+    # read again (--reuse) by a command of other settings: the table says how the search was run
+    kept = discovery.run_search(0, "10m", 2, str(tmp_path), reuse=True)
+    assert kept["run_as"].endswith("Budget 1s per seed, with `--tasks quadratic`.")
+    assert discovery.markdown([kept], {}).startswith(kept["run_as"] + "\n")
+
+
+def test_a_search_kept_before_its_settings_were_recorded_says_so():
+    assert discovery._run_as({"wall_s": 61.0}) == "Machine, budget and settings: not recorded with this search."
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--out", "{tmp}"], "is not a regular file (a directory)"),
+    (["--out", "{tmp}/half.md"], "markers do not pair up"),
+    (["--json", "{tmp}/missing/x.json"], "cannot write: no such folder"),
+])
+def test_the_output_files_are_refused_before_any_search(argv, message, tmp_path, capsys):
+    # they were first opened after the searches and the real tasks (an hour): a traceback then
+    (tmp_path / "half.md").write_text("notes\n<!-- discovery:begin -->\n")
+    assert discovery.main(["--dir", str(tmp_path / "runs"), *(a.format(tmp=tmp_path) for a in argv)]) == 2
+    assert message in capsys.readouterr().err and not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("argv", [["--seeds", "x"], ["--seeds", "-1"], ["--reuse"]])
+def test_bad_flags_exit_2_before_any_work(argv, capsys):
+    with pytest.raises(SystemExit) as stop:
+        discovery.main(argv)
+    assert stop.value.code == 2 and "error:" in capsys.readouterr().err
