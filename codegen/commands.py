@@ -4,8 +4,10 @@
     optdsl bench [--quick] [--suite cpu|jax|gpu|all] [--case NAME ...] [--out docs/benchmarks.md]
 
 ``compile`` writes atomically (a temporary file, then a rename): OUT is never half-written; a
-symlink is written through; a folder or device at OUT, the program's own file and (without
-``--force``) a file optdsl did not write are refused (exit 2).
+symlink is written through; a folder or device at OUT, the program's own file, a name that would
+hide a library the module imports (``torch.py``) and (without ``--force``) a file that is not a
+module optdsl generated (a user's, or a program ``export`` wrote, perhaps edited since) are refused
+(exit 2).
 ``bench`` prints each suite as a table; with ``--out`` it also replaces that suite's section of the
 file (a plain run leaves the tracked docs/benchmarks.md alone).
 """
@@ -51,15 +53,33 @@ def cmd_compile(args) -> int:
             raise DslError("is the program being compiled; refusing to replace it", args.out,
                            hint="write the generated module to another file")
         # a folder, a device, a missing folder, a file of the user's: refused before any work
-        replaceable_path(args.out, force=args.force,
+        replaceable_path(args.out, force=args.force, module=True,
                          hint="move it away, write to another file, or pass --force")
     text = codegen.emit(load(args.src), args.target)
     if args.out:
+        _check_not_shadowing(args.out, text)
         write_atomic(args.out, text)
         print(f"wrote {args.out}", file=sys.stderr)
     else:
         sys.stdout.write(text)
     return 0
+
+
+def _check_not_shadowing(path: str, text: str) -> None:
+    """DslError where the module written to ``path`` would be imported in place of a library it
+    imports itself (``-o torch.py``: ``import torch`` in that folder finds the file, a circular import)."""
+    import ast
+
+    from optdsl.errors import DslError
+
+    stem = os.path.splitext(os.path.basename(path))[0]
+    nodes = list(ast.walk(ast.parse(text)))
+    imported = {alias.name.split(".")[0] for node in nodes if isinstance(node, ast.Import) for alias in node.names}
+    imported |= {node.module.split(".")[0] for node in nodes
+                 if isinstance(node, ast.ImportFrom) and node.module and not node.level}
+    if stem in imported:
+        raise DslError(f"would hide the module {stem} that the generated code imports (import {stem} there would "
+                       "find this file)", path, hint="give the file another name")
 
 
 def cmd_bench(args) -> int:

@@ -138,18 +138,19 @@ def phrase(text: str) -> str:
     return r"\s+".join(re.escape(word) for word in text.split())
 
 
-_OURS = re.compile("|".join([
-    phrase(COMPILED_BY).replace(re.escape("{target}"), r"\w+"),
-    phrase(OPTAX_BY),
-    phrase(FOUND_BY) + r"[^#]{0,400}?\((?:search\s+\w+,\s+)?program\s+\#\d+\)",
-    re.escape(PLOTTED_BY),
-]))
+_MODULES = [phrase(COMPILED_BY).replace(re.escape("{target}"), r"\w+"), phrase(OPTAX_BY)]
+_OURS = {  # what a file optdsl wrote carries; a generated module, the one kind nobody should edit
+    False: re.compile("|".join([*_MODULES, phrase(FOUND_BY) + r"[^#]{0,400}?\((?:search\s+\w+,\s+)?program\s+\#\d+\)",
+                                re.escape(PLOTTED_BY)])),
+    True: re.compile("|".join(_MODULES)),
+}
 _HEAD = 1 << 18  # bytes read for the sentence: a module's docstring quotes its program, which may be long
 
 
-def written_by_optdsl(path: str) -> bool:
+def written_by_optdsl(path: str, module: bool = False) -> bool:
     """Does the file at ``path`` carry a sentence only optdsl writes (``COMPILED_BY``...) in its
-    first 256 KiB? (False when it cannot be read.)
+    first 256 KiB? With ``module``, one only a generated module carries (an exported program is
+    a DSL source its user may since have edited). (False when it cannot be read.)
 
     Example:
         >>> import tempfile
@@ -167,23 +168,24 @@ def written_by_optdsl(path: str) -> bool:
             head = f.read(_HEAD)
     except OSError:
         return False
-    return _OURS.search(head) is not None
+    return _OURS[module].search(head) is not None
 
 
 def replaceable_path(path: str, force: bool = False,
-                     hint: str = "move it away or write to another file") -> str:
+                     hint: str = "move it away or write to another file", module: bool = False) -> str:
     """:func:`output_path`, refusing (DslError) also a file that is there and was not written by
-    optdsl, unless ``force``: a search's ``best_optimizer.py``, an export or ``compile -o`` replaces
-    its own earlier output, never a file of the user's.
+    optdsl (with ``module``, that is not a module it generated), unless ``force``: a search's
+    ``best_optimizer.py``, an export or ``compile -o`` replaces its own earlier output, never a file
+    of the user's.
 
     Example::
 
         replaceable_path("notes.py")  # DslError if notes.py exists and optdsl did not write it
     """
     target = output_path(path)
-    if not force and os.path.exists(target) and not written_by_optdsl(target):
-        raise DslError("exists and was not written by optdsl; refusing to replace it", path,
-                       hint=hint)
+    if not force and os.path.exists(target) and not written_by_optdsl(target, module):
+        raise DslError(f"exists and {'is not a module generated' if module else 'was not written'} by optdsl; "
+                       "refusing to replace it", path, hint=hint)
     return target
 
 
