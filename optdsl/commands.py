@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 import sys
 
 from rich.console import Console
@@ -39,12 +40,19 @@ def _assignments(pairs: list[str]) -> dict[str, float]:
 
 
 def _shape(text: str) -> tuple[int, ...]:
-    try:
-        shape = tuple(int(x) for x in text.lower().split("x"))
-    except ValueError:
-        raise DslError(f"--shape {text!r}: expected sizes joined by x, e.g. 4096x4096") from None
-    if not shape or any(n <= 0 for n in shape):
-        raise DslError(f"--shape {text!r}: sizes must be positive")
+    """``--shape``: sizes joined by x (``4096x4096``, ``7``, ``3x0x5``), or ``''`` for a 0-d
+    parameter; ASCII digits only (``int`` also takes ``1_000`` and other scripts' digits).
+
+    Example:
+        >>> _shape("4096x4096"), _shape(""), _shape("3x0x5")
+        ((4096, 4096), (), (3, 0, 5))
+    """
+    sizes = text.strip().lower().split("x") if text.strip() else []
+    if not all(re.fullmatch(r"[0-9]+", s) for s in sizes):
+        raise DslError(f"--shape {text!r}: expected whole sizes joined by x, e.g. 4096x4096 (or '' for 0-d)")
+    shape = tuple(int(s) for s in sizes)
+    if math.prod(shape) > 2 ** 63 - 1:
+        raise DslError(f"--shape {text!r}: more elements than a tensor can hold (2^63 - 1)")
     return shape
 
 
@@ -254,7 +262,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="exit 0 only for exact equality (not 'generic' or 'tested')")
     p = add("cost", cmd_cost, "memory, traffic and flops of one step, as a table")
     p.add_argument("src", help=SRC_HELP)
-    p.add_argument("--shape", default="4096x4096", help="parameter shape (default 4096x4096)")
+    p.add_argument("--shape", default="4096x4096",
+                   help="parameter shape: sizes joined by x (default 4096x4096; 7, 3x0x5; '' for 0-d)")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16", "float64"],
                    help="element type of the parameter (default float32); states are kept in float32, or "
                         "float64 for float64 parameters, as the generated code keeps them")

@@ -73,17 +73,19 @@ class Cost:
         """The figures as a rich Table (what ``optdsl cost`` prints)."""
         from rich.table import Table
 
-        shape = "x".join(map(str, self.shape))
+        shape = "x".join(map(str, self.shape)) if self.shape else "() (0-d)"
         t = Table(title=f"{self.program}: one step, {self.dtype} parameter of shape {shape}")
         t.add_column("quantity")
         t.add_column("per tensor", justify="right", no_wrap=True)
         t.add_column("per parameter", justify="right", no_wrap=True)
-        t.add_row("state memory (bytes)", f"{self.state_bytes:,}", f"{self.state_bytes_per_param:.4g}")
-        t.add_row("state elements", f"{self.state_elements:,}", f"{self.states_per_param:.4g}")
-        t.add_row("bytes read", f"{self.bytes_read:,}", f"{self.bytes_read / self.numel:.4g}")
-        t.add_row("bytes written", f"{self.bytes_written:,}", f"{self.bytes_written / self.numel:.4g}")
-        t.add_row("bytes moved", f"{self.bytes_per_step:,}", f"{self.bytes_per_param:.4g}")
-        t.add_row("flops", f"{self.flops:,}", f"{self.flops_per_param:.4g}")
+        # an empty tensor has no per-parameter figure (0 / 0)
+        per = lambda total: f"{total / self.numel:.4g}" if self.numel else "-"
+        t.add_row("state memory (bytes)", f"{self.state_bytes:,}", per(self.state_bytes))
+        t.add_row("state elements", f"{self.state_elements:,}", per(self.state_elements))
+        t.add_row("bytes read", f"{self.bytes_read:,}", per(self.bytes_read))
+        t.add_row("bytes written", f"{self.bytes_written:,}", per(self.bytes_written))
+        t.add_row("bytes moved", f"{self.bytes_per_step:,}", per(self.bytes_per_step))
+        t.add_row("flops", f"{self.flops:,}", per(self.flops))
         t.add_row("reductions", str(self.reductions), "")
         t.add_row("passes over the tensor", str(self.passes), "")
         return t

@@ -75,3 +75,24 @@ def test_an_empty_tensor_costs_nothing_per_parameter_nan():
     assert empty.numel == empty.state_bytes == empty.bytes_read == empty.bytes_written == 0
     assert math.isnan(empty.bytes_per_param) and math.isnan(empty.states_per_param)
     assert cost(load("adafactor"), shape=(0, 5)).state_elements == 5
+
+
+@pytest.mark.parametrize("shape, title, per_param", [
+    ("", "shape () (0-d)", "8"), ("3x0x5", "shape 3x0x5", "-"), ("7", "shape 7", "8")])
+def test_the_cost_command_takes_0d_and_empty_shapes(shape, title, per_param, capsys):
+    # '' and a size 0 were refused ("sizes must be positive") though cost() and every target take
+    # them; an empty tensor's per-parameter column then divided by zero
+    from optdsl.cli import main
+
+    assert main(["cost", "adamw", "--shape", shape]) == 0
+    out = capsys.readouterr().out
+    assert title in out and [line.split("│")[3].strip() for line in out.splitlines()
+                             if "state memory" in line] == [per_param]
+
+
+@pytest.mark.parametrize("shape", ["1_000", "٣", "1e9x1e9", "4x-1", "x", "99999999999999999999x9"])
+def test_the_cost_command_refuses_shapes_a_tensor_cannot_have(shape, capsys):
+    from optdsl.cli import main
+
+    assert main(["cost", "adamw", "--shape", shape]) == 2
+    assert capsys.readouterr().err.startswith(f"error: --shape {shape!r}: ")
