@@ -19,12 +19,12 @@ import os
 from rich.console import Console
 from rich.table import Table
 
-from codegen.generated import PLOTTED_BY, replaceable_path
+from codegen.generated import PLOTTED_BY
 from optdsl.parser import parse
 from optdsl.printer import to_source
 from optdsl.tables import print_table
 
-from .export import exported_program
+from .export import exported_program, replaceable_winner, search_id
 from .guards import horizon_fault
 from .selection import META_TOLERANCE, no_winner, ranked
 from .store import Store, failures
@@ -76,18 +76,22 @@ def totals(store: Store) -> dict:
             "eval_seconds": sum(c["eval_seconds"] for c in evaluated.values())}
 
 
-#: The plots' PNG text chunk, which :func:`codegen.generated.written_by_optdsl` reads: a later
-#: report may replace its own plots, never a user's files of the same names.
-PNG_METADATA = {"Software": PLOTTED_BY}
+def png_metadata(store: Store) -> dict:
+    """The plots' PNG text chunk, which :func:`codegen.generated.written_by_optdsl` and
+    :func:`search.export.replaceable_winner` read: a later report of the same search may replace its
+    plots, never a user's files of the same names or another search's plots."""
+    search = search_id(store)
+    return {"Software": f"{PLOTTED_BY} of {os.path.basename(store.path)} ({f'search {search}' if search else ''})"}
 
 
-def _plot_paths(outdir: str) -> list[str]:
-    """The plots' paths in ``outdir``, the folder made; a file of the user's by either name is
-    refused (DslError), an unwritable folder is an OSError, both before anything is written."""
+def _plot_paths(outdir: str, store: Store) -> list[str]:
+    """The plots' paths in ``outdir``, the folder made; a file of the user's or another search's
+    plot by either name is refused (DslError), an unwritable folder is an OSError, both before
+    anything is written."""
     os.makedirs(outdir, exist_ok=True)
     paths = [os.path.join(outdir, name) for name in ("best_fitness.png", "pareto_front.png")]
     for path in paths:
-        replaceable_path(path, hint="move it away, or write the plots into another folder")
+        replaceable_winner(path, store.path, search_id(store), what="plots")
     return paths
 
 
@@ -103,7 +107,7 @@ def plot(store: Store, outdir: str) -> list[str]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    paths = _plot_paths(outdir)
+    paths = _plot_paths(outdir, store)
     rows = store.originals()
     xs, ys, best, running = [], [], [], float("-inf")
     for i, r in enumerate(rows, 1):
@@ -120,11 +124,12 @@ def plot(store: Store, outdir: str) -> list[str]:
     lo = min([b for b in best if b > float("-inf")] + [0.0]) - 1
     ax.set_ylim(lo, max(best + [0.0]) + 0.3)
     ax.set_xlabel("evaluations")
-    ax.set_ylabel("fitness: mean log(AdamW loss / loss), best task left out")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))  # (2.25 evaluations is none)
+    ax.set_ylabel("fitness (0 = tuned AdamW)")
     ax.legend(loc="lower right")
-    ax.set_title("Search progress")
+    ax.set_title("Search progress (fitness: mean log(AdamW loss / loss), best task left out)", fontsize=10)
     fig.tight_layout()
-    fig.savefig(paths[0], dpi=120, metadata=PNG_METADATA)
+    fig.savefig(paths[0], dpi=120, metadata=png_metadata(store))
     plt.close(fig)
 
     ok = [r for r in rows if r["status"] == "ok" and r["fitness"] is not None]
@@ -141,7 +146,7 @@ def plot(store: Store, outdir: str) -> list[str]:
     ax.set_title("Quality vs memory")
     ax.legend(loc="lower right")
     fig.tight_layout()
-    fig.savefig(paths[1], dpi=120, metadata=PNG_METADATA)
+    fig.savefig(paths[1], dpi=120, metadata=png_metadata(store))
     plt.close(fig)
     return paths
 
@@ -211,7 +216,7 @@ def report(store: Store, outdir: str | None = None, top: int = 5, console: Conso
         :memory:: 1 program tried, 1 evaluated (0 failed; 0 stopped at a hurdle)
     """
     if outdir:  # an -o the plots cannot go to fails before the report is printed, not after it
-        _plot_paths(outdir)
+        _plot_paths(outdir, store)
     console = console or Console()
     t = totals(store)
     programs = f"{t['rows']} program{'s' * (t['rows'] != 1)}"

@@ -328,6 +328,20 @@ def test_report_replaces_its_own_plots_never_a_users_file(tmp_path, capsys):
     assert (mine / "pareto_front.png").read_bytes() == b"my precious" and not (mine / "best_fitness.png").exists()
 
 
+def test_report_does_not_replace_another_searchs_plots(tmp_path, capsys):
+    # a second search's report -o into the same folder replaced the first one's plots silently,
+    # where export refuses to replace another search's winners
+    first, second = (small_search_db(str(tmp_path / name)) for name in ("a.sqlite", "b.sqlite"))
+    plots = tmp_path / "plots"
+    assert main(["report", first, "-o", str(plots)]) == 0
+    kept = (plots / "best_fitness.png").read_bytes()
+    assert b"(optdsl report) of a.sqlite (search " in kept
+    assert main(["report", second, "-o", str(plots)]) == 2
+    assert "holds the plots of another search (a.sqlite, search " in capsys.readouterr().err
+    assert (plots / "best_fitness.png").read_bytes() == kept
+    assert main(["report", first, "-o", str(plots)]) == 0  # its own: replaced
+
+
 def test_a_nul_in_an_output_name_is_an_error_not_a_traceback(tmp_path, capsys):
     """A NUL reaches main() only from Python (a shell cannot pass one): os raised ValueError."""
     assert main(["compile", "lion", "-o", str(tmp_path / "a\x00b.py")]) == 2
