@@ -346,8 +346,11 @@ class _Plan:
         # full states written by the first pass that knows their new value, where no later pass needs
         # the old one: later passes read the new value instead of what it is computed from (LAMB's
         # update pass reads m and v, not g): slot -> pass
+        # states the step leaves as they are: never written (a store of their own value moves them
+        # through memory for nothing)
+        self.kept = {j for j in range(2, len(self.slots)) if self.outs[j - 1] == Var(self.slots[j])}
         self.early: dict[int, int] = {}
-        for j in range(2, len(self.slots)):
+        for j in set(range(2, len(self.slots))) - self.kept:
             new = self.outs[j - 1]
             known = self.pass_of(new) + self.over_elements(new)
             if self.slot_kinds[j] == FULL and known < self.last and not self._needs_old(j, new, known):
@@ -800,7 +803,8 @@ def _pass_text(plan: _Plan, p: int) -> list[str]:
     last = p == plan.last
     mine = [r for r in plan.reductions if plan.pass_of(r) == p]
     early = {j: plan.outs[j - 1] for j, q in plan.early.items() if q == p}  # states this pass writes
-    late = [o for j, o in enumerate(plan.outs) if j + 1 not in plan.early]  # the update and other states
+    done = {*plan.early, *plan.kept}  # states an earlier pass wrote, or that stay as they are
+    late = [o for j, o in enumerate(plan.outs) if j + 1 not in done]  # the update and other states
     text.prepare(late if last else [*(a for r in mine for a in r.args), *early.values()])
     rows, cols, tensors = plan.of_shape(ROW), plan.of_shape(COL), plan.of_shape(REDUCE)
     chunk_decl, row_decl, row_adds, adds, row_ends, chunk_ends = [], [], [], [], [], []
@@ -839,8 +843,8 @@ def _pass_text(plan: _Plan, p: int) -> list[str]:
                 parts.append((r, combine, n))
     stores, col_stores = [f"p{j}[i] = {text.element(o)};" for j, o in early.items()], []
     if last:
-        outs = [None if j + 1 in plan.early else (text.value if plan.slot_kinds[j + 1] in (ROWS, COLS) else
-                                                   text.element)(o) for j, o in enumerate(plan.outs)]
+        outs = [None if j + 1 in done else (text.value if plan.slot_kinds[j + 1] in (ROWS, COLS) else
+                                             text.element)(o) for j, o in enumerate(plan.outs)]
         w = text.value(Var("w"))
         stores = [f"p0[i] = {w} - {outs[0]};"]
         for j, o in enumerate(outs[1:], start=2):
@@ -854,7 +858,7 @@ def _pass_text(plan: _Plan, p: int) -> list[str]:
             else:  # once per block (by its first chunk), into newcols: other chunks still read the old values
                 col_stores.append(f"if (head) newcols[{j} * cols_all + col0[t] + cblk * C + col] = {o};")
     written = {0, *(j for j in range(2, len(plan.slots)) if plan.slot_kinds[j] == FULL)} if last else set(early)
-    written -= set(plan.early) if last else set()
+    written -= done if last else set()
     streams = sorted(j for j in text.reads | written if plan.slot_kinds[j] == FULL)
     used = sorted(text.reads | written | ({j for j in range(2, len(plan.slots))} if last else set()))
     what = "the update" if last else ", ".join(f"{r.op}()" for r in mine)
@@ -901,7 +905,7 @@ def _pass_text(plan: _Plan, p: int) -> list[str]:
         out += _combine_columns(colterms, cols)
     if col_stores:  # the column states' new values, in place now that no chunk reads the old ones
         for j in range(2, len(plan.slots)):
-            if plan.slot_kinds[j] == COLS:
+            if plan.slot_kinds[j] == COLS and j not in plan.kept:
                 at = f"newcols.begin() + {j} * cols_all + col0"
                 out += ["  for (int64_t t = 0; t < n; ++t)",
                         f"    std::copy({at}[t], {at}[t + 1],",

@@ -96,3 +96,28 @@ def test_the_cost_command_refuses_shapes_a_tensor_cannot_have(shape, capsys):
 
     assert main(["cost", "adamw", "--shape", shape]) == 2
     assert capsys.readouterr().err.startswith(f"error: --shape {shape!r}: ")
+
+
+@pytest.mark.parametrize("name, shape, sweeps, traffic", [
+    ("lamb", (64, 32), [("g", "m", "v", "w"), ("m", "v", "w")], 40),  # the norms, then the update
+    ("lars", (64, 32), [("g", "w"), ("b", "g", "w")], 28),
+    ("tiger", (7,), [("g",), ("g", "m", "w")], 24),
+    ("adafactor", (64, 32), [("g", "w"), ("g",), ("g", "w")], 24.375),  # + its row and column states
+])
+def test_traffic_counts_every_sweep_a_reduction_needs(name, shape, sweeps, traffic):
+    """The model counted each array once whatever the sweeps (LAMB 28 bytes a parameter where its
+    kernel moves 40): a fused kernel re-reads what each sweep needs, and a state written by an
+    earlier sweep is read back rather than recomputed (LAMB's update sweep reads m and v, not g)."""
+    from optdsl.cost import sweep_reads
+    from optdsl.passes import specialize
+
+    c = cost(load(name), shape=shape)
+    assert sweep_reads(specialize(load(name), shape)) == sweeps and c.passes == len(sweeps)
+    assert c.bytes_per_param == traffic
+
+
+def test_a_global_reduction_takes_a_sweep_of_its_own():
+    from optdsl.extend import clip_by_global_norm
+
+    clipped = clip_by_global_norm(load("adamw"))
+    assert cost(clipped, shape=(64, 32)).bytes_per_param == 32  # g for the norm, then AdamW's 28
