@@ -173,9 +173,10 @@ def bert_base_shapes() -> list[tuple[int, ...]]:
     return shapes + [(768, 768), (768,)]
 
 
-def step_bytes(program_name: str, shapes, dtype: torch.dtype = torch.float32) -> int:
-    """Bytes one step must move for these parameters (optdsl.cost's traffic model: bf16 params
-    with float32 states): ``bytes = sum over shapes of cost(program, shape, dtype).bytes_per_step``.
+def step_bytes(program: str | optdsl.Program, shapes, dtype: torch.dtype = torch.float32) -> int:
+    """Bytes one step of ``program`` (a zoo name or a program) must move for these parameters
+    (optdsl.cost's traffic model: bf16 params with float32 states, a reduction's sweep re-reading what
+    it needs): ``bytes = sum over shapes of cost(program, shape, dtype).bytes_per_step``.
 
     Example:
         >>> step_bytes("adamw", [(1024,)]) // 1024  # w, g, m, v read and w, m, v written: 7 x 4 bytes
@@ -185,7 +186,7 @@ def step_bytes(program_name: str, shapes, dtype: torch.dtype = torch.float32) ->
     """
     from optdsl.cost import cost
 
-    p = optdsl.load(program_name)
+    p = optdsl.load(program) if isinstance(program, str) else program
     return int(sum(cost(p, shape=s, dtype=str(dtype).removeprefix("torch.")).bytes_per_step for s in shapes))
 
 
@@ -303,8 +304,9 @@ _FOREACH = "torch.optim.AdamW foreach"
 _EAGER = ("(eager)", "(foreach)")  # the rows measured against the foreach AdamW of their group
 
 
-def _groups(adamw, lion, tiger, lamb, adafactor, clipped):
-    """(impl, make optimizer, program for the byte count, is the anchor) per comparison group."""
+def _groups(adamw, lion, tiger, lamb, adafactor, clipped, clip: optdsl.Program):
+    """(impl, make optimizer, program for the byte count, is the anchor) per comparison group;
+    ``clipped`` is the class generated from ``clip``."""
     fused = ("torch.optim.AdamW fused", lambda ps: torch.optim.AdamW(ps, fused=True), "adamw", True)
     # in every group beside the fused anchor: the eager rows' yardstick (eager target: <= foreach AdamW)
     foreach = (_FOREACH, lambda ps: torch.optim.AdamW(ps, foreach=True), "adamw", False)
@@ -318,9 +320,10 @@ def _groups(adamw, lion, tiger, lamb, adafactor, clipped):
         [("torch.optim.Adafactor", lambda ps: torch.optim.Adafactor(ps), "adafactor", True),
          *_generated(adafactor, "Adafactor", "adafactor")],
         # a global reduction: every group's stage, then the norm over all of them, then the step
-        [(f"{fused[0]} + clip_grad_norm_", lambda ps: _ClippedTorchAdamW(ps, fused=True), "adamw", True),
-         (f"{_FOREACH} + clip_grad_norm_", lambda ps: _ClippedTorchAdamW(ps, foreach=True), "adamw", False),
-         *_generated(clipped, "clip_by_global_norm(AdamW)", "adamw")],
+        # (the norm's sweep reads g once more: 32 bytes a parameter, the pairs of torch's too)
+        [(f"{fused[0]} + clip_grad_norm_", lambda ps: _ClippedTorchAdamW(ps, fused=True), clip, True),
+         (f"{_FOREACH} + clip_grad_norm_", lambda ps: _ClippedTorchAdamW(ps, foreach=True), clip, False),
+         *_generated(clipped, "clip_by_global_norm(AdamW)", clip)],
     ]
 
 
@@ -365,8 +368,8 @@ def run(quick: bool = False, only: list[str] | None = None) -> list[dict]:
         chosen = list(zip(CASES, ([(1 << 20,)] * 16, bert_base_shapes(), MLP_SHAPES, [(1 << 20,)] * 16)))
         cases = [c for c in chosen if not only or any(c[0].startswith(k) for k in only)]
     names = ("adamw", "lion", "tiger", "lamb", "adafactor")
-    clipped = build(clip_by_global_norm(optdsl.load("adamw")), "torch")
-    groups = _groups(*(build(optdsl.load(n), "torch") for n in names), clipped)
+    clip = clip_by_global_norm(optdsl.load("adamw"))
+    groups = _groups(*(build(optdsl.load(n), "torch") for n in names), build(clip, "torch"), clip)
     rows: list[dict] = []
     for case, shapes in cases:
         warmup, repeats = _repeats(case, quick)
@@ -395,7 +398,8 @@ def run(quick: bool = False, only: list[str] | None = None) -> list[dict]:
     return rows
 
 
-NOTE = ("GB/s counts the bytes a step must move (optdsl.cost: AdamW 28 per fp32 parameter, Lion 20). The "
+NOTE = ("GB/s counts the bytes a step must move (optdsl.cost: AdamW 28 per fp32 parameter, Lion 20, LAMB 40 and "
+        "AdamW with clip_by_global_norm 32: a norm takes a sweep of its own). The "
         "triad counts 16 bytes per element: its store reads the line first (write-allocate); each group is "
         "timed beside a triad, and the case's row is the fastest of them. Ratios are to "
         "torch's fused AdamW (Lion/Tiger/LAMB too; targets AdamW <= 0.95x, Lion <= 0.75x) or torch's Adafactor; "

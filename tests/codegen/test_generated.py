@@ -105,6 +105,9 @@ def test_each_case_is_timed_with_its_own_repeats_and_one_bandwidth(monkeypatch):
     for r in rows:
         if r["gb_s"] is not None:
             assert r["frac_of_bandwidth"] == pytest.approx(r["gb_s"] / triad["gb_s"])
+    # the rows with a global norm count its sweep (32 bytes a parameter; they counted AdamW's 28)
+    clipped = [r["gb_s"] * r["ms"] * 1e6 / (16 << 18) for r in rows if "clip" in r["impl"]]
+    assert clipped and all(b == pytest.approx(32) for b in clipped)
 
 
 @pytest.mark.parametrize("name, text, message", [
