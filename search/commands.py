@@ -419,14 +419,15 @@ def cmd_export(args) -> int:
 
     Example::
 
-        optdsl export search.sqlite --top 3 -o winners   # winners/found_<id>.py, ..._torch.py, ..._jax.py
+        optdsl export search.sqlite --top 3 -o winners   # winners/found_<id>.py, ..._torch.py, ..._jax.py,
+                                                         # winners/ranking.md
     """
     _validate_args(args)
     with Store(_database(args), readonly=True) as store:
         paths = export_top(store, args.top, args.output)
     for p in paths:
         print(p)
-    found = sum(not p.endswith(("_torch.py", "_jax.py")) for p in paths)  # one DSL file per program
+    found = sum(not p.endswith(("_torch.py", "_jax.py", ".md")) for p in paths)  # one DSL file per program
     if found < args.top:
         print(f"note: the search holds {found} distinct scored program{'s' * (found != 1)}, fewer than "
               f"--top {args.top}", file=sys.stderr)

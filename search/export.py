@@ -8,7 +8,8 @@ the per-task best ``lr``).
 Example::
 
     paths = export_top(Store("search.sqlite"), k=3, outdir="winners")
-    # winners/found_17.py (DSL), winners/found_17_torch.py, winners/found_17_jax.py, ...
+    # winners/found_17.py (DSL), winners/found_17_torch.py, winners/found_17_jax.py, ...,
+    # winners/ranking.md (their order and scores)
 """
 
 from __future__ import annotations
@@ -208,11 +209,35 @@ def _files(row: dict, outdir: str, targets, database: str | None, search: str | 
     return dict(zip(_paths(row, outdir, targets), texts))
 
 
+def ranking(rows: list[dict], database: str, search: str | None, targets=("torch", "jax")) -> str:
+    """``ranking.md`` of an export: the programs in rank order with both scores and their files
+    (file names sort by id, and an earlier export's files may share the folder). Its first line
+    names the search as a winner's docstring does, so that another search's export cannot replace it.
+
+    Example:
+        >>> row = {"id": 7, "fitness": 0.21, "meta_fitness": 0.1}
+        >>> print(ranking([row], "s.sqlite", "ab12", targets=("torch",)).splitlines()[-1])
+        | 1 | #7 | +0.100 | +0.210 | found_7.py, found_7_torch.py |
+    """
+    named = f"search {search}, " if search else ""
+    score = lambda v: "not meta-validated" if v is None else f"{v:+.3f}"
+    title = f"{FOUND_BY} of {os.path.basename(database)} ({named}program #{rows[0]['id']})"
+    lines = [f"# {title}: its {len(rows)} best", "",
+             ("Ranked as `optdsl report` ranks them: held-out evidence first (scores: the mean of log(tuned "
+              "AdamW's loss / this one's), clipped at -1 and +1; > 0 beats AdamW)."), "",
+             "| rank | program | held-out fitness | proxy fitness | files |", "|---|---|---|---|---|"]
+    for rank, row in enumerate(rows, 1):
+        files = ", ".join(os.path.basename(p) for p in _paths(row, "", targets))
+        scores = f"{score(row['meta_fitness'])} | {score(row['fitness'])}"
+        lines.append(f"| {rank} | #{row['id']} | {scores} | {files} |")
+    return "\n".join(lines) + "\n"
+
+
 def export_top(store: Store, k: int, outdir: str, targets=("torch", "jax")) -> list[str]:
     """Export the ``k`` best distinct programs of the store, best first (held-out evidence
-    first: :func:`search.selection.ranked`), all files or none. A file of the user's or another
-    search's winner among the names, or a store with no scored program, is refused before anything
-    is written (DslError).
+    first: :func:`search.selection.ranked`), and their :func:`ranking` (``ranking.md``), all files
+    or none. A file of the user's or another search's winner among the names, or a store with no
+    scored program, is refused before anything is written (DslError).
 
     Example (the meta-validated program #2 comes first):
         >>> import tempfile
@@ -224,7 +249,7 @@ def export_top(store: Store, k: int, outdir: str, targets=("torch", "jax")) -> l
         >>> store.set_meta_validation(2, 0.05, {"mlp_large": 0.05})
         >>> with tempfile.TemporaryDirectory() as d:
         ...     print([os.path.basename(p) for p in export_top(store, 2, d, targets=("torch",))])
-        ['found_2.py', 'found_2_torch.py', 'found_1.py', 'found_1_torch.py']
+        ['found_2.py', 'found_2_torch.py', 'found_1.py', 'found_1_torch.py', 'ranking.md']
     """
     rows = ranked(store, k)
     if not rows:  # before the folder is made: nothing is written
@@ -232,12 +257,13 @@ def export_top(store: Store, k: int, outdir: str, targets=("torch", "jax")) -> l
                        hint=f"`optdsl report {store.path}` counts what the search tried and why it failed")
     output_folder(outdir)
     search = search_id(store)
-    for row in rows:
-        for path in _paths(row, outdir, targets):
-            replaceable_winner(path, store.path, search)
+    files = {path: text for row in rows
+             for path, text in _files(row, outdir, targets, store.path, search).items()}
+    files[os.path.join(outdir, "ranking.md")] = ranking(rows, store.path, search, targets)
+    for path in files:
+        replaceable_winner(path, store.path, search)
     # every file made before any is written: a failure (a full disk) leaves the folder as it was
-    return write_all_atomic({path: text for row in rows for path, text in
-                             _files(row, outdir, targets, store.path, search).items()})
+    return write_all_atomic(files)
 
 
 def write_best(store: Store, path: str, simplify: bool = True) -> tuple[dict, Program, str] | None:

@@ -90,8 +90,8 @@ def test_report_and_export_write_usable_files(improved, tmp_path, capsys):
     assert all(os.path.getsize(p) > 1000 for p in plots)
     # its two scored programs, lr * 1e-05 * g and lr * g, are one rule: the better one is exported
     paths = export_top(store, 2, str(tmp_path / "out"))
-    assert len(paths) == 3 and "update = lr * g\n" in to_source(parse(Path(paths[0]).read_text()))
-    dsl = [p for p in paths if not p.endswith(("_torch.py", "_jax.py"))]
+    assert len(paths) == 4 and "update = lr * g\n" in to_source(parse(Path(paths[0]).read_text()))
+    dsl = [p for p in paths if not p.endswith(("_torch.py", "_jax.py", "ranking.md"))]
     for p in dsl:
         parse(Path(p).read_text())
     spec = importlib.util.spec_from_file_location("found", next(p for p in paths if p.endswith("_torch.py")))

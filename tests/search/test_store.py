@@ -280,7 +280,8 @@ def test_unreadable_rows_are_skipped_with_a_warning(db, tmp_path, capsys):
     assert err.count("program #1 ") == 1  # once per row and store, not once per query
     assert main(["report", db]) == 0
     assert main(["export", db, "--top", "1", "-o", str(tmp_path / "out")]) == 0
-    assert sorted(os.listdir(tmp_path / "out")) == ["found_3.py", "found_3_jax.py", "found_3_torch.py"]
+    assert sorted(os.listdir(tmp_path / "out")) == ["found_3.py", "found_3_jax.py", "found_3_torch.py",
+                                                    "ranking.md"]
 
 
 def test_the_best_rows_are_read_as_far_as_needed_and_each_source_parsed_once(monkeypatch):
