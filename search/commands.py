@@ -29,7 +29,7 @@ from optdsl.printer import to_source
 from optdsl.tables import print_table
 
 from .ablation import PROXY_TOLERANCE, steps
-from .evaluate import BASELINE_LRS, CANDIDATE_LRS, SCHEDULES, SEEDS, refusal
+from .evaluate import BASELINE_LRS, CANDIDATE_LRS, PASSES_PER_JOB, SCHEDULES, SEEDS, refusal
 from .evolution import Search, SearchConfig
 from .executors import gpu_count, make_executor
 from .export import export_top, replaceable_winner, search_id, write_best
@@ -172,6 +172,10 @@ def _stored_config(store: Store) -> SearchConfig:
                        hint="delete it and start the search again")
     try:
         config = SearchConfig.from_dict(stored)
+        gone = [split_reference(r)[0] for r in (*config.tasks, *config.meta_tasks) if is_reference(r)
+                and not os.path.isfile(split_reference(r)[0])]
+        if gone:  # (a moved file: its scores and baseline belong to the search, so it goes back)
+            raise FileNotFoundError(gone[0])
         _tasks(",".join(config.tasks))
         for name in ("population", "tournament", "seed", "batch"):
             _check_count(name, getattr(config, name), "stored")
@@ -182,6 +186,9 @@ def _stored_config(store: Store) -> SearchConfig:
                 raise ValueError(f"{name} {getattr(config, name)!r} are not seeds (integers >= 0)")
         if config.schedule not in SCHEDULES:
             raise ValueError(f"schedule {config.schedule!r} is not one of {', '.join(SCHEDULES)}")
+    except FileNotFoundError as e:
+        raise DslError(f"the task file {e.args[0]} of this search is gone", store.path,
+                       hint="put it back at that path to resume: the search's scores are of it") from None
     except (DslError, TypeError, ValueError, KeyError, AttributeError) as e:
         reason = e.message if isinstance(e, DslError) else f"{type(e).__name__}: {e}"
         raise DslError(f"its stored search settings are unusable ({reason})", store.path) from None
@@ -196,6 +203,10 @@ def _task_lists(args) -> tuple[tuple[str, ...], tuple[str, ...]]:
     user = tuple(absolute_reference(r) for r in args.task or ())
     builtin = _tasks(args.tasks) if args.tasks is not None else () if user else PROXY_TASKS
     held_out = tuple(absolute_reference(r, "--meta-task") for r in args.meta_task or ())
+    both = sorted(set(user) & set(held_out))
+    if both:  # (its held-out score would be measured on what the search trains on)
+        raise DslError(f"{both[0]} is a proxy task (--task) and a held-out task (--meta-task) at once",
+                       "optdsl search", hint="held out means never searched on: give --meta-task another")
     return tuple(dict.fromkeys(builtin + user)), tuple(dict.fromkeys(meta_tasks_for(builtin) + held_out))
 
 
@@ -213,10 +224,19 @@ def _device(args, files: tuple[str, ...]) -> str:
     return "cpu"
 
 
-def _task_files(config: SearchConfig) -> tuple[str, ...]:
-    """The files of the user tasks (Ray ships them to its workers)."""
+def _task_files(config: SearchConfig, executor: str = "local") -> tuple[str, ...]:
+    """The files of the user tasks. Ray ships them to its workers as modules named after the files,
+    so with ``executor`` ray two of one name in different folders are refused (DslError): a worker
+    would import one for both."""
     refs = dict.fromkeys(config.tasks + config.meta_tasks)
-    return tuple(dict.fromkeys(split_reference(r)[0] for r in refs if is_reference(r)))
+    files = tuple(dict.fromkeys(split_reference(r)[0] for r in refs if is_reference(r)))
+    names = [os.path.basename(f) for f in files]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if executor == "ray" and twice:
+        named = ", ".join(f for f in files if os.path.basename(f) == twice[0])
+        raise DslError(f"--executor ray ships each task file as a module named after it, and two task "
+                       f"files are called {twice[0]}: {named}", hint="give the files different names")
+    return files
 
 
 def _check_user_tasks(config: SearchConfig, console: Console) -> dict[str, dict]:
@@ -234,7 +254,7 @@ def _check_user_tasks(config: SearchConfig, console: Console) -> dict[str, dict]
     for ref in dict.fromkeys(config.tasks + config.meta_tasks):
         if is_reference(ref):
             console.print(f"[dim]building task {ref} ...[/dim]")  # the user's code may take a while
-            task = check_task(ref, copies, limit, device)
+            task = check_task(ref, copies, limit, device, PASSES_PER_JOB)
             prints[ref] = fingerprint(task)
             console.print(f"task {task.name}: {task.description} [dim]({ref})[/dim]")
     if not config.meta_tasks:
@@ -286,7 +306,7 @@ def cmd_search(args) -> int:
         n = store.count()
         console.print(f"resuming {db}: {n} program{'s' * (n != 1)} scored so far")
         try:
-            config.device = _device(args, _task_files(config))  # scores agree across devices
+            config.device = _device(args, _task_files(config, args.executor))  # scores agree across devices
             _check_unchanged(store, _check_user_tasks(config, console))
         except DslError:
             store.close()
@@ -318,7 +338,7 @@ def cmd_search(args) -> int:
         config = SearchConfig(init=config_init, population=args.population, tournament=args.tournament,
                               seed=args.seed, tasks=tasks, meta_tasks=meta_tasks, schedule=args.schedule,
                               batch=args.batch)
-        config.device = _device(args, _task_files(config))
+        config.device = _device(args, _task_files(config, args.executor))
         prints = _check_user_tasks(config, console)
         # its winners name it by search_id (search.export.search_id)
         meta = {"task_prints": prints, "search_id": uuid.uuid4().hex[:8], "config": asdict(config)}
@@ -469,8 +489,10 @@ def register(subparsers) -> None:
     budget = p.add_mutually_exclusive_group()
     budget.add_argument("--budget", default="10m",
                         help="wall-clock budget of the evolution, e.g. 90s, 10m, 1h (default 10m), tuning "
-                             "AdamW on the tasks first included; the last held-out checks and the winner's "
-                             "ablation run after it (up to 3.5 minutes more)")
+                             "AdamW on the tasks first included (it and the warm start's first evaluation "
+                             "run to their end however long a slow task of your own makes them); the last "
+                             "held-out checks and the winner's ablation run after it (up to 3.5 minutes "
+                             "more)")
     budget.add_argument("--evals", type=int, metavar="N",
                         help="stop after N evaluations of the evolution instead (children, the guards' "
                              "refusals included; the winner's held-out checks and ablation come on top)")

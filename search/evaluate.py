@@ -69,6 +69,11 @@ BASELINE_LRS = tuple(float(10 ** e) for e in BASELINE_EXPONENTS)
 #: points of the same spacing (down to 1e-6, up to 10), 4 at a time. The embedding tasks' AdamW
 #: is best at 0.18-0.32 under the cosine decay, and three proxies' at 64x batches above 0.1.
 BASELINE_REACH = 8
+#: The most passes over one task a job may train: tuned AdamW's sweep, its two extensions past an end
+#: (BASELINE_REACH, 4 points at a time) and a held-out task's re-measurement on fresh seeds; a
+#: candidate's sweep, its widening, a re-measurement and a confirmation. A user task whose one
+#: pass takes more than a job's limit over this is refused before the search starts.
+PASSES_PER_JOB = 2 + BASELINE_REACH // 4
 #: Initialisation seeds every candidate and the baseline train from.
 SEEDS = (0, 1)
 #: Seeds a held-out task's loss is measured on, at the learning rate its sweep on :data:`SEEDS`

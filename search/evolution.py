@@ -217,8 +217,8 @@ class Search:
             if "loss" not in result:
                 raise DslError(f"tuning AdamW on task {record['task']} failed: {result.get('error')}")
             if not math.isfinite(result["loss"]):
-                raise DslError(f"tuned AdamW's loss on task {record['task']} is {result['loss']} at every "
-                               "learning rate it tried: a task AdamW cannot train gives the search "
+                raise DslError(f"tuned AdamW's loss on task {record['task']} is not finite (nan or inf) at "
+                               "every learning rate it tried: a task AdamW cannot train gives the search "
                                "no baseline to score against",
                                hint="check the task's data and loss for nan and inf")
             self.store.set_baseline(record["task"], result["loss"], result["lr"], result["seconds"])

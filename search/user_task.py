@@ -28,6 +28,7 @@ Example (``examples/custom_task.py`` is a complete one)::
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import importlib
 import importlib.util
@@ -112,7 +113,11 @@ class ModuleCopies:
 
     def _one(self, module, params, buffers, fixed, x, y) -> torch.Tensor:
         out = functional_call(module, {**params, **buffers, **fixed}, x if isinstance(x, tuple) else (x,))
-        return self.loss_fn(out, y)
+        loss = self.loss_fn(out, y)
+        if not isinstance(loss, torch.Tensor):  # (.item() or a float: torch.stack then named neither)
+            raise TypeError(f"the loss returned a {type(loss).__name__}, not a tensor: return the torch "
+                            "value itself (no .item() or float()), a tensor the gradient flows through")
+        return loss
 
     def loss(self, params: Params, batch) -> torch.Tensor:
         """``(K,)`` losses of the K copies whose parameters are ``params`` (``(K, *shape)``)."""
@@ -258,6 +263,57 @@ def located(e: BaseException, path: str, message: str) -> DslError:
     return DslError(f"{message}: {type(e).__name__}: {e}", path, line, col, source if line else None)
 
 
+@contextlib.contextmanager
+def _as_the_task_sees_it(path: str):
+    """While the user's code builds its task: the task file's folder first on ``sys.path`` (the file
+    may import its neighbours, at its top or inside its function) and torch, numpy and ``random``
+    seeded with 0, their states restored after. The driver and every worker build the task
+    themselves, and each process starts its generators elsewhere: data drawn from them while the
+    task is built is then the same in all of them."""
+    import random
+
+    import numpy as np
+
+    folder = os.path.dirname(os.path.abspath(path))
+    states = random.getstate(), np.random.get_state()
+    sys.path.insert(0, folder)
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            np.random.seed(0)
+            random.seed(0)
+            yield
+    finally:
+        sys.path.remove(folder)
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+
+
+def _check_neighbours(path: str) -> None:
+    """DslError where the task file imports a module its folder holds (``data.py``) that Python
+    has already imported from elsewhere (another task's folder): the import would get that one."""
+    import ast
+
+    folder = os.path.dirname(os.path.abspath(path))
+    source = Path(path).read_text(encoding="utf-8", errors="replace")
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError):
+        return  # (the import reports it, located)
+    imports = [(a.name, n) for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+    imports += [(n.module, n) for n in ast.walk(tree)
+                if isinstance(n, ast.ImportFrom) and n.module and not n.level]
+    for name, node in sorted(imports, key=lambda i: i[1].lineno):
+        name = name.split(".")[0]
+        mine = [os.path.join(folder, f"{name}.py"), os.path.join(folder, name, "__init__.py")]
+        loaded = getattr(sys.modules.get(name), "__file__", None)
+        if loaded and any(map(os.path.isfile, mine)) and os.path.abspath(loaded) not in mine:
+            raise DslError(f"imports {name}, which its folder holds, but this process has already imported a "
+                           f"module {name} from {loaded} (another task's neighbour?), which the import "
+                           "would get instead", path, node.lineno, node.col_offset, source,
+                           hint=f"give one of the two {name} modules another name")
+
+
 def _import(path: str):
     """The module of ``path``; on a Ray worker without that file, the module of the same name
     that the runtime environment shipped (``py_modules``) and put on ``sys.path``."""
@@ -268,18 +324,16 @@ def _import(path: str):
         except ImportError as e:
             raise DslError(f"no such task file: {path} (and no module {stem!r} shipped to this worker)",
                            path) from e
+    _check_neighbours(path)
     name = f"_optdsl_task_{abs(hash(os.path.abspath(path))):x}_{stem}"
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module  # dataclasses and pickling look modules up here
-    sys.path.insert(0, os.path.dirname(os.path.abspath(path)))  # the file may import its neighbours
     try:
         spec.loader.exec_module(module)
     except (Exception, SystemExit) as e:  # the user's code; a sys.exit() there is an error too, Ctrl-C is not
         del sys.modules[name]
         raise located(e, path, "cannot import the task file") from e
-    finally:
-        sys.path.remove(os.path.dirname(os.path.abspath(path)))
     return module
 
 
@@ -298,29 +352,31 @@ def load_task(ref: str) -> Task:
         mine 5 True
     """
     path, function = split_reference(ref)
-    module = _import(path)
-    make = getattr(module, function, None)
-    if not callable(make):
-        defined = [n for n, v in vars(module).items()
-                   if callable(v) and getattr(v, "__module__", None) == module.__name__]
-        raise DslError(f"{path} defines no function {function!r}", path,
-                       hint=f"functions there: {', '.join(defined) or 'none'}")
-    try:
-        task = make()
-    except (Exception, SystemExit) as e:  # the user's code: say where it failed
-        raise located(e, path, f"{function}() failed") from e
+    with _as_the_task_sees_it(path):
+        module = _import(path)
+        make = getattr(module, function, None)
+        if not callable(make):
+            defined = [n for n, v in vars(module).items()
+                       if callable(v) and getattr(v, "__module__", None) == module.__name__]
+            raise DslError(f"{path} defines no function {function!r}", path,
+                           hint=f"functions there: {', '.join(defined) or 'none'}")
+        try:
+            task = make()
+        except (Exception, SystemExit) as e:  # the user's code: say where it failed
+            raise located(e, path, f"{function}() failed") from e
     if not isinstance(task, Task):
         raise DslError(f"{function}() returned {type(task).__name__}, expected a search Task", path,
                        hint="build one with search.task_from_module(...)")
     return task
 
 
-def check_task(ref: str, copies: int, limit: float, device: str = "cpu") -> Task:
+def check_task(ref: str, copies: int, limit: float, device: str = "cpu", passes: int = 1) -> Task:
     """Load the task ``ref`` and run its first steps as the search will, with ``copies`` copies
     on ``device``; a DslError says what is wrong: parameters whose shapes differ from
-    ``task.shapes``, a loss that is not one finite number per copy, a loss with no gradient, or
-    a task whose estimated evaluation (``task.steps`` steps of ``copies`` copies, timed on one
-    thread as a worker runs them) takes longer than ``limit`` seconds. Returns the task.
+    ``task.shapes``, a loss that is not one finite number per copy, a loss with no gradient, a
+    held-out loss that is not finite, or a task whose estimated job (``passes`` passes of
+    ``task.steps`` steps of ``copies`` copies, timed on one thread as a worker runs them) takes
+    longer than ``limit`` seconds. Returns the task.
 
     Example (a task whose ``shapes`` do not match what its ``init`` draws):
         >>> import tempfile
@@ -336,7 +392,7 @@ def check_task(ref: str, copies: int, limit: float, device: str = "cpu") -> Task
         init gives parameters {'a': (8, 8), 'b': (32,)}, but the task's shapes are {'a': (3,)}
     """
     with one_thread():
-        return _check(ref, copies, limit, device)
+        return _check(ref, copies, limit, device, passes)
 
 
 def fingerprint(task: Task) -> dict:
@@ -374,7 +430,7 @@ def changes(stored: dict, now: dict) -> list[str]:
     return out
 
 
-def _check(ref: str, copies: int, limit: float, device: str) -> Task:
+def _check(ref: str, copies: int, limit: float, device: str, passes: int) -> Task:
     path, function = split_reference(ref)
     task = on_device(load_task(ref), device)  # as the evaluation takes it (a Task built on the CPU too)
     where = f"{function}()"  # the error names the file itself
@@ -413,13 +469,20 @@ def _check(ref: str, copies: int, limit: float, device: str) -> Task:
             if tuple(final.shape) != (k,):
                 raise DslError(f"{where}: the held-out loss of {k} copies has shape {tuple(final.shape)}, "
                                f"expected ({k},)", path)
+            if not torch.isfinite(final).all():
+                bad = int((~torch.isfinite(final)).nonzero()[0, 0])
+                raise DslError(f"{where}: the held-out loss (eval_batch) is not finite ({final[bad].item()} "
+                               f"for model copy {bad} of {k}, after three small steps)", path)
     except DslError:
         raise
     except (Exception, SystemExit) as e:  # the user's code: say where it failed
         raise located(e, path, f"{where}: {stage}") from e
-    estimate = min(seconds[1:]) * task.steps
+    estimate = min(seconds[1:]) * task.steps * passes
     if estimate > limit:
-        raise DslError(f"{where}: one evaluation would take about {estimate:.0f} s ({task.steps} steps of "
-                       f"{k} model copies at {min(seconds[1:]):.3g} s), more than the limit of {limit:g} s",
-                       path, hint="use fewer steps, a smaller model or smaller batches")
+        what = f"a job on it would take about {estimate:.0f} s ({passes} passes of " if passes > 1 else \
+            f"one evaluation would take about {estimate:.0f} s ("
+        why = ": a sweep, its widening, a re-measurement" if passes > 1 else ""
+        raise DslError(f"{where}: {what}{task.steps} steps of {k} model copies at {min(seconds[1:]):.3g} s"
+                       f"{why}), more than the limit of {limit:g} s", path,
+                       hint="use fewer steps, a smaller model or smaller batches")
     return task
