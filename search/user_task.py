@@ -397,19 +397,22 @@ def check_task(ref: str, copies: int, limit: float, device: str = "cpu", passes:
 
 def fingerprint(task: Task) -> dict:
     """What a user task's stored scores depend on, for ``--resume`` to compare (:func:`changes`):
-    its name, steps and parameter shapes, and the training loss at step 1 and the held-out loss of
-    seed 0's initial parameters (a changed model, data or loss moves them).
+    its name, steps and parameter shapes, and the training losses at the first, middle and last
+    steps and the held-out loss of seed 0's initial parameters (a changed model, data or loss
+    moves them; the batches of later steps too, which the first step's loss does not see).
 
     Example:
         >>> from search.tasks import quadratic
         >>> sorted(fingerprint(quadratic("q", steps=5)))
-        ['first_loss', 'held_out_loss', 'name', 'shapes', 'steps']
+        ['first_loss', 'held_out_loss', 'later_losses', 'name', 'shapes', 'steps']
     """
     with torch.no_grad():
         params = task.unflatten(task.init_copies([0], 1))
         first, held_out = float(task.train_loss(params, 1)[0]), float(task.eval_loss(params)[0])
+        steps = sorted({(task.steps + 1) // 2, task.steps} - {1})
+        later = [float(task.train_loss(params, t)[0]) for t in steps]
     return {"name": task.name, "steps": task.steps, "shapes": {n: list(s) for n, s in task.shapes.items()},
-            "first_loss": first, "held_out_loss": held_out}
+            "first_loss": first, "later_losses": later, "held_out_loss": held_out}
 
 
 def changes(stored: dict, now: dict) -> list[str]:
@@ -419,15 +422,18 @@ def changes(stored: dict, now: dict) -> list[str]:
     Example:
         >>> changes({"steps": 40, "first_loss": 0.5}, {"steps": 80, "first_loss": 0.50001})
         ['steps 40 -> 80']
+
+    (A key a fingerprint of an older optdsl did not store is not compared.)
     """
-    out = []
-    for key, was in stored.items():
-        new = now.get(key)
-        same = math.isclose(was, new, rel_tol=1e-4) if isinstance(was, float) and isinstance(new, float) \
-            else was == new
-        if not same:
-            out.append(f"{key.replace('_', ' ')} {was} -> {new}")
-    return out
+    def same(a, b) -> bool:
+        if isinstance(a, float) and isinstance(b, float):
+            return math.isclose(a, b, rel_tol=1e-4)
+        if isinstance(a, list) and isinstance(b, list):
+            return len(a) == len(b) and all(map(same, a, b))
+        return a == b
+
+    return [f"{key.replace('_', ' ')} {was} -> {now.get(key)}" for key, was in stored.items()
+            if not same(was, now.get(key))]
 
 
 def _check(ref: str, copies: int, limit: float, device: str, passes: int) -> Task:

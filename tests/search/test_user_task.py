@@ -296,6 +296,11 @@ def test_resuming_after_the_task_changed_is_refused(tmp_path, capsys):
     load_task.cache_clear()
     assert main(["search", "--resume", db, "--evals", "3", "--workers", "1"]) == 2
     assert "first loss" in capsys.readouterr().err
+    # the batches of later steps only: the first step's loss did not see them
+    task.write_text(GOOD.replace("lambda t: (x, y)", "lambda t: (x * (1 if t == 1 else 2), y)"))
+    load_task.cache_clear()
+    assert main(["search", "--resume", db, "--evals", "3", "--workers", "1"]) == 2
+    assert "later losses" in capsys.readouterr().err
 
 
 def test_a_search_needs_its_task_files_where_they_were(tmp_path, capsys):
