@@ -38,7 +38,15 @@ from .report import report, winner_table
 from .selection import META_TOLERANCE, no_winner, verdict
 from .store import Store, remove_database, schema_version
 from .tasks import FACTORIES, MAX_BATCH_FACTOR, PROXY_TASKS, is_task, meta_tasks_for
-from .user_task import absolute_reference, changes, check_task, fingerprint, is_reference, split_reference
+from .user_task import (
+    absolute_reference,
+    changes,
+    check_task,
+    fingerprint,
+    is_reference,
+    located,
+    split_reference,
+)
 from .vectorized import check_supported
 from .warm_start import absolute_init, initial_program
 
@@ -255,7 +263,11 @@ def _check_user_tasks(config: SearchConfig, console: Console) -> dict[str, dict]
         if is_reference(ref):
             console.print(f"[dim]building task {ref} ...[/dim]")  # the user's code may take a while
             task = check_task(ref, copies, limit, device, PASSES_PER_JOB)
-            prints[ref] = fingerprint(task)
+            try:  # (it reads the batches of the middle and last steps, which the check did not)
+                prints[ref] = fingerprint(task)
+            except (Exception, SystemExit) as e:
+                path, function = split_reference(ref)
+                raise located(e, path, f"{function}(): the training loss at a later step failed") from e
             console.print(f"task {task.name}: {task.description} [dim]({ref})[/dim]")
     if not config.meta_tasks:
         console.print("no held-out tasks (--meta-task): the winner is chosen on its proxy scores alone")

@@ -334,7 +334,9 @@ def test_a_task_tuned_adamw_cannot_train_is_refused(tmp_path, capsys):
 
 def test_a_task_failing_after_the_checked_steps_is_located_in_its_file(tmp_path, capsys):
     """check_task runs three steps; a task whose data run out at step 4 failed in AdamW's tuning with
-    "tuning AdamW on task ... failed: IndexError: ..." and no place: now file:line:col, exit 2."""
+    "tuning AdamW on task ... failed: IndexError: ..." and no place: now file:line:col, exit 2 (before
+    any work where the resume check's fingerprint reads the last step's batch; in the tuning where
+    only an untouched step fails)."""
     task = tmp_path / "t.py"
     task.write_text(GOOD + "\ndef batch(t):\n    if t > 3:\n        raise IndexError(f'no batch {t}')\n"
                     "    return x, y\n\ndef short():\n"
@@ -345,8 +347,14 @@ def test_a_task_failing_after_the_checked_steps_is_located_in_its_file(tmp_path,
     assert main(command) == 2
     err = capsys.readouterr().err
     line = len(GOOD.splitlines()) + 4  # the raise
-    assert f"{task}:{line}:9: short(): tuning AdamW on it failed: IndexError: no batch 4" in err
+    assert f"{task}:{line}:9: short(): the training loss at a later step failed: IndexError: no batch 6" \
+        in err
     assert sorted(os.listdir(tmp_path)) == ["t.py"]
+    task.write_text(task.read_text().replace("if t > 3:", "if 3 < t < 6:"))  # steps 4 and 5 only
+    load_task.cache_clear()
+    assert main(command) == 2
+    err = capsys.readouterr().err
+    assert f"{task}:{line}:9: short(): tuning AdamW on it failed: IndexError: no batch 4" in err
 
 
 # --- the search on user tasks ----------------------------------------------------------------------
