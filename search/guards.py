@@ -26,13 +26,19 @@ Five properties every sensible update rule has, checked on a fixed synthetic tra
     for 60-300 steps under the search's schedule; a step growing as ``sqrt(step)`` (the winner of
     one 10-minute search under a cosine decay, ``cbrt(g / sqrt(v / step^3))``) fits them and is
     30x larger at step 100,000 than at step 100, which no user's schedule expects. A rule whose
-    updates are finite early and not there is refused too (``exp(step)``).
+    updates are finite early and not there is refused too (``exp(step)``), and so is one whose
+    updates at steps 1,000 .. 86,000 (twelve windows 1.5x apart) are not finite or lie outside
+    1/100 .. 100x the settled ones: a window where the step explodes or stops, past the tasks and
+    the horizon check, which its scores cannot see (a rule that stops at steps 2,000 .. 99,990
+    scored exactly as its original). A state that counts steps without reading the gradient or
+    the weights (``c = c + 1``) is ``step`` the schedule check cannot see, and is refused.
   - **An exact zero is a gradient too.** A coordinate whose gradient is exactly 0 at every step (a
     constant input feature, a dead unit, an embedding row no batch touches) gets a finite update:
     ``m / sqrt(v)`` without its eps is ``0 / 0`` there, and its exported optimizer turns such
     weights to nan on the first step of real training. The built-in proxies have such coordinates,
     so there the tasks fail the rule anyway; a user's task, or a built-in subset (``--tasks
-    quadratic``), may not, and their searches had exported AdamW without its eps.
+    quadratic``), may not, and their searches had exported AdamW without its eps. Checked in
+    float64 and float32 (an eps of 1e-60 is 0 in float32, where the tasks and users train).
 
 A fifth, **the step lasts**, runs before meta-validation only (:func:`horizon_fault`; it takes
 a few hundred times a guard's steps): with stationary gradients the gradient's part of the step
@@ -64,7 +70,7 @@ from collections.abc import Sequence
 
 import torch
 
-from optdsl.ir import Program
+from optdsl.ir import Program, free_vars
 
 from .vectorized import VectorizedStep
 
@@ -73,6 +79,8 @@ STEPS = 4
 TOLERANCE = 1e-9  # relative, in float64: a symmetric rule negates exactly (IEEE ops are sign-symmetric)
 LATE_STEPS = 100_000, 1_000_000  # where a rule's use of `step` must have settled ...
 SETTLED = 1e-3  # ... to this relative change of its updates
+MIDDLE_STEPS = tuple(int(1000 * 1.5**k) for k in range(12))  # 1,000 .. 86,497: between the two ...
+MIDDLE_RATIO = 1e-2  # ... the updates' size within this factor of the settled size, both ways
 
 
 def _setup(program: Program, seed: int):
@@ -90,18 +98,19 @@ def _start(program: Program):
     return step, normal, normal(1), normal(STEPS, 1)
 
 
-def _trajectory(program: Program, lrs: Sequence[float]) -> torch.Tensor:
+def _trajectory(program: Program, lrs: Sequence[float], dtype: torch.dtype = torch.float64) -> torch.Tensor:
     """Updates ``(4 + len(lrs), STEPS, P)``: (w, g), (-w, -g) and (w, g') with fresh g' at lr 0.1,
     the weights moving; then (w, g) at each of ``lrs`` with the weights held, so that the steps
     differ by lr alone; last (w, g) with every third coordinate of g exactly 0, at lr 0.1. All are
-    rows of one batch."""
+    rows of one batch, in ``dtype``."""
     step, normal, w0, grads = _start(program)
-    other = normal(STEPS, 1)
+    other = normal(STEPS, 1).to(dtype)
+    w0, grads = w0.to(dtype), grads.to(dtype)
     n, p = len(lrs), w0.shape[1]
     zeros = grads * (torch.arange(p) % 3 != 0)
     w = torch.cat([w0, -w0, w0, w0.expand(n, p), w0])
-    lr = torch.tensor([0.1] * 3 + list(lrs) + [0.1], dtype=torch.float64)[:, None]
-    moves = torch.tensor([1.0] * 3 + [0.0] * n + [1.0], dtype=torch.float64)[:, None]
+    lr = torch.tensor([0.1] * 3 + list(lrs) + [0.1], dtype=dtype)[:, None]
+    moves = torch.tensor([1.0] * 3 + [0.0] * n + [1.0], dtype=dtype)[:, None]
     states = step.init(w)
     out = []
     for t in range(1, STEPS + 1):
@@ -132,7 +141,47 @@ def _schedule_fault(program: Program) -> str | None:
     if change > SETTLED:
         return (f"its updates still change with step at step {LATE_STEPS[0]:,} (by {change:.3g} to step "
                 f"{LATE_STEPS[1]:,}), where the user's lr schedule should set the step")
+    settled = float(late.abs().mean())
+    for start in MIDDLE_STEPS:
+        size = float(_late_updates(program, start).abs().mean())
+        if not (math.isfinite(size) and MIDDLE_RATIO * settled <= size <= settled / MIDDLE_RATIO):
+            return (f"its updates at step {start + 1:,} are {size:.3g} in size where they settle at "
+                    f"{settled:.3g}: a window of its own between the tasks and step {LATE_STEPS[0]:,}")
     return None
+
+
+def _clock_states(program: Program) -> list[str]:
+    """The states whose new values read neither the gradient nor the weights, only themselves, one
+    another, numbers and ``step``, and that change over the guards' steps: a count of the steps
+    under another name (a state such a rule leaves as it is, or sets to a number, counts nothing).
+
+    Example:
+        >>> from optdsl import parse
+        >>> _clock_states(parse("def f(w, g, m, c, lr):\\n    c = c + 1\\n    m = interp(g, m, 0.9)\\n"
+        ...                     "    return lr * m * c, m, c\\n"))
+        ['c']
+    """
+    reads: dict[str, set[str]] = {}  # each name: the inputs its value is made from
+    for a in program.body:
+        reads[a.target] = set().union(*(reads.get(v, {v}) for v in free_vars(a.expr)))
+    new = {s.name: set().union(*(reads.get(v, {v}) for v in free_vars(e)))
+           for s, e in zip(program.states, program.new_states)}
+    clocks = set(new)
+    while True:  # a state is no clock when it reads g, w or a state that is none
+        kept = {s for s in clocks if not new[s] & ({"g", "w"} | set(program.state_names) - clocks)}
+        if kept == clocks:
+            break
+        clocks = kept
+    if not clocks:
+        return []
+    step, _, w, grads = _start(program)
+    states, lr, seen = step.init(w), torch.tensor([[0.1]], dtype=torch.float64), []
+    for t in range(STEPS):
+        _, states = step(w, grads[t], states, lr, t + 1)
+        seen.append(dict(zip(step.program.state_names, states)))  # (its program: dead states gone)
+    same = lambda a, b: bool(((a == b) | (a.isnan() & b.isnan())).all())
+    return sorted(s for s in clocks & seen[0].keys()
+                  if not all(same(seen[0][s], later[s]) for later in seen[1:]))
 
 
 def _relative(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -208,8 +257,14 @@ def guard(program: Program, lrs: Sequence[float] | None = None) -> str | None:
     fault = _lr_fault(u[3:-1], lrs)
     if fault is not None:
         return f"lr is not a learning rate: {fault}"
-    if not torch.isfinite(u[-1]).all():
+    in_float32 = _trajectory(program, lrs, torch.float32)[-1]
+    if not (torch.isfinite(u[-1]).all() and torch.isfinite(in_float32).all()):
         return "not finite where a gradient coordinate is exactly 0 (0 / 0: guard the division with an eps)"
+    with torch.no_grad():
+        clocks = _clock_states(program)
+    if clocks:
+        return (f"a schedule of its own: state {clocks[0]} counts the steps (its new value never reads the "
+                "gradient or the weights); read step instead")
     if program.uses("step"):
         with torch.no_grad():
             fault = _schedule_fault(program)
@@ -261,8 +316,8 @@ def horizon_fault(program: Program, steps: int = HORIZON) -> str | None:
     if not torch.isfinite(sizes).all():
         return f"the step does not last: not finite at step {int((~torch.isfinite(sizes)).nonzero()[0]) + 1}"
     early, late = float(sizes[steps // 10: steps // 5].mean()), float(sizes[-(steps // 10):].mean())
-    if early == 0:
-        return None  # no gradient part early on: the other guards and the tasks judge such a rule
+    if early == 0:  # (a rule that stops after the tasks' length had passed here)
+        return f"the step does not last: its gradient part is 0 over steps {steps // 10}-{steps // 5}"
     ratio = late / early
     if not HORIZON_RATIO <= ratio <= 1 / HORIZON_RATIO:
         change = "falls" if ratio < 1 else "grows"

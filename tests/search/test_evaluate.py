@@ -418,6 +418,42 @@ def test_a_rule_whose_step_sets_its_own_schedule_is_refused():
     assert guard(load("adax")).startswith("a schedule of its own")
 
 
+ADAM_TIMES = ("def train(w, g, m, v, {}, lr):\n{}    m = interp(g, m, 0.9)\n    v = interp(g * g, v, 0.999)\n"
+              "    return lr * m / (sqrt(v) + 1e-8) * {}, m, v{}\n")
+
+
+@pytest.mark.parametrize("inputs, body, factor, reason", [
+    # an audit's adversary: a state counting the steps is `step` the schedule check did not see
+    # (the refused cbrt(g / sqrt(v / step^3)) rule came back through one, +0.069 held out)
+    ("c, step", "    c = c + 1\n", "sqrt(c)", "state c counts the steps"),
+    ("c, step", "    c = c + 1\n", "(1 + 1e6 * (c > 1500))", "state c counts the steps"),
+    # a window past the tasks and the horizon run where the step explodes or stops: scored exactly as
+    # the rule without it, its generated optimizer diverged at step 2,002
+    ("step", "", "(1 + 1e6 * (step > 2000 and step < 99990))", "its updates at step 2,251 are"),
+    ("step", "", "(step < 2000 or step > 99990)", "its updates at step 2,251 are 0 in size"),
+    ("c, step", "", "1", None),  # a state that never changes counts nothing
+], ids=["counter", "counter_bomb", "window_bomb", "window_stop", "constant_state"])
+def test_a_schedule_hidden_in_a_state_or_a_window_is_refused(inputs, body, factor, reason):
+    found = guard(parse(ADAM_TIMES.format(inputs, body, factor, ", c" if "c" in inputs else "")))
+    if reason is None:
+        assert found is None
+    else:
+        assert found.startswith("a schedule of its own") and reason in found
+
+
+def test_an_eps_float32_cannot_hold_is_none():
+    # 1e-60 kept the float64 guard's 0 / 0 away; in float32, where tasks and users train, it is 0
+    tiny = parse("def train(w, g, v, lr):\n    v = interp(g * g, v, 0.999)\n"
+                 "    return lr * g / (sqrt(v) + 1e-60), v\n")
+    assert guard(tiny).startswith("not finite where a gradient coordinate is exactly 0")
+
+
+def test_a_step_that_stops_before_the_horizons_window_does_not_last():
+    # its gradient part 0 over steps 100-200 had passed ("the tasks judge"): it trains for 99 steps
+    stops = parse("def train(w, g, step, lr):\n    return lr * g * (step < 100)\n")
+    assert horizon_fault(stops) == "the step does not last: its gradient part is 0 over steps 100-200"
+
+
 def test_a_step_that_vanishes_or_explodes_past_the_tasks_length_is_caught():
     assert horizon_fault(adamw_program()) is None
     adagrad = parse("def train(w, g, v, lr):\n    v = v + g * g\n    return lr * g / (sqrt(v) + 1e-8), v\n")
