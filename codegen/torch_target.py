@@ -935,6 +935,15 @@ class _Module:
         return not self.globals and bool(self.eager) and all(
             _step_cost(p, _whole(p), scalars, last=0) <= 2 for p, scalars in self.eager)
 
+    def globals_alone(self) -> bool:
+        """Does every global reduction reduce an input as the step begins (the eager stage computes
+        them first: :func:`_globals_first`), with nothing computed before them that the rest of a
+        tensor's step reads? Then that rest, the last segment, is the whole step given their values
+        (the compiled backend's, :meth:`_Program.global_totals`)."""
+        first = all(map(_globals_first, self.splits, (p for p, _ in self.eager)))
+        return bool(self.globals and self.eager) and first and all(
+            not any(segments(prog)[:-1]) for _, prog in self.hoisted)
+
     def kernel_programs(self) -> tuple[list[Program] | None, str | None]:
         """The paths the ``cpp`` kernels run (the hoisted ones the compiled backend runs), and None;
         or None and why not, where :func:`codegen.cpp_target.supports` refuses one. A program's
@@ -1345,7 +1354,10 @@ class _Module:
         # the paths whose last segment clones an input it writes (see _clones), where there are any
         copied_out = tuple(k for k, clones in enumerate(self.clones) if any(clones))
         fields += [("copied_out", _literal(copied_out))] if copied_out else []
-        fields += [("global_backends", '("cpp",)')] if self.globals and "cpp" in self.extra else []
+        # the fused backends that take a step's global values as numbers (the eager stage's, over all
+        # groups): compiled where nothing is computed before the globals, cpp where it has kernels
+        fused = ["compiled"] * self.globals_alone() + ["cpp"] * bool(self.globals and "cpp" in self.extra)
+        fields += [("global_backends", _literal(tuple(fused)))] if fused else []
         fields += [("unavailable", _literal({"cpp": self.no_kernels}))] if self.no_kernels else []
         defaults = [f'"{name}": {number(v)}' for name, v in self.hypers.items()]
         return "\n".join([

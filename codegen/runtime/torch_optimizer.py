@@ -668,12 +668,16 @@ class _Program:
         for run in runs:
             run.finish()
 
-    def global_values(self, groups):
+    def global_totals(self, groups):
         """Each global reduction's value over every ``(path, params, grads, states, floats)`` of
-        ``groups`` as a Python number, the group stages run only as far as they need to (so an extra
+        ``groups`` as a 0-d tensor, the group stages run only as far as they need to (so a fused
         backend takes the values as per-step numbers: ``global_backends``)."""
         runs = [_GroupRun(self, *group) for group in groups if group[1]]
-        return {name: float(value) for name, value in self._lockstep(runs, all_stages=False).items()}
+        return self._lockstep(runs, all_stages=False)
+
+    def global_values(self, groups):
+        """:meth:`global_totals` as Python numbers (what the extra backends' kernels read)."""
+        return {name: float(value) for name, value in self.global_totals(groups).items()}
 
     def _lockstep(self, runs, all_stages=True):
         """Run the :class:`_GroupRun` stages: a global's rows are combined over every group, as
@@ -1245,16 +1249,25 @@ class _Optimizer(torch.optim.Optimizer):
 
     def _step_compiled(self, plan, grads):
         prog = self._program
-        if prog.global_names:
+        if prog.global_names and "compiled" not in prog.global_backends:
             self._step_segments(plan, grads, prog.compiled_segments())
             return
-        for e in plan.entries:
+        gs = [self._grads(e, grads) for e in plan.entries]
+        known = {}
+        if prog.global_names:  # over every group first (the eager stage), then numbers to each step
+            groups = [
+                (e.path, e.params, g, e.states, prog.floats(e.path, self._values(e)))
+                for e, g in zip(plan.entries, gs)
+            ]
+            known = prog.global_totals(groups)
+        for e, egs in zip(plan.entries, gs):
             dtype, device = _compute_dtype(e.params[0].dtype), e.params[0].device
             scalars = prog.scalars(e.path, self._values(e), dtype, device)
+            scalars.update({name: total.to(dtype=dtype, device=device) for name, total in known.items()})
             flat, views = e.flat_views(prog)
             kind = e.params[0].dtype
             apply, whole = prog.compiled_apply(e.path, flat, kind), prog.compiled_apply(e.path, False, kind)
-            for p, g, (flat_p, flat_states, states) in zip(e.params, self._grads(e, grads), views):
+            for p, g, (flat_p, flat_states, states) in zip(e.params, egs, views):
                 if flat and g.is_contiguous() and e.path not in prog.copied_out:
                     apply(flat_p, _flat(g), flat_states, scalars)
                 elif p.dim() == 0 or e.path in prog.copied_out:
