@@ -54,7 +54,7 @@ def machine() -> str:
     """
     import triton
 
-    return (f"{torch.cuda.get_machine()}, torch {torch.__version__}, triton {triton.__version__}")
+    return (f"{torch.cuda.get_device_name()}, torch {torch.__version__}, triton {triton.__version__}")
 
 
 def time_ms(fn, quick: bool) -> float:

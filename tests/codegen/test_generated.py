@@ -142,6 +142,16 @@ def test_the_gpu_bench_refuses_an_out_path_before_timing(out, tmp_path, capsys):
     assert err.startswith("error: ") and "Traceback" not in err
 
 
+def test_the_gpu_bench_title_names_the_gpu(monkeypatch):
+    # renaming device_name to machine had rewritten torch.cuda.get_device_name() to a function torch
+    # does not have: every GPU run would have failed at its title
+    pytest.importorskip("triton")
+    from codegen import bench_gpu
+
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "NVIDIA H200")
+    assert bench_gpu.machine().startswith("NVIDIA H200, torch ")
+
+
 def test_time_ms_and_markdown():
     assert time_ms(lambda: sum(range(100)), warmup=1, repeats=3) >= 0
     row = {"suite": "cpu", "case": "c", "impl": "i", "ms": 1.5, "gb_s": 2.0, "frac_of_bandwidth": 0.5,
