@@ -72,14 +72,12 @@ def _check_not_shadowing(path: str, text: str) -> None:
 
     from optdsl.errors import DslError
 
+    from .generated import imported_modules
+
     stem = os.path.splitext(os.path.basename(path))[0]
-    nodes = list(ast.walk(ast.parse(text)))
-    imported = {alias.name.split(".")[0] for node in nodes if isinstance(node, ast.Import) for alias in node.names}
-    imported |= {node.module.split(".")[0] for node in nodes
-                 if isinstance(node, ast.ImportFrom) and node.module and not node.level}
-    if stem in imported:
-        raise DslError(f"would hide the module {stem} that the generated code imports (import {stem} there would "
-                       "find this file)", path, hint="give the file another name")
+    if stem in {name for name, _ in imported_modules(ast.parse(text))}:
+        raise DslError(f"would hide the module {stem} that the generated code imports (import {stem} "
+                       "there would find this file)", path, hint="give the file another name")
 
 
 def cmd_bench(args) -> int:

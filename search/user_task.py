@@ -45,6 +45,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
+from codegen.generated import imported_modules
 from optdsl.errors import DslError
 
 from .devices import on_device, one_thread
@@ -300,11 +301,7 @@ def _check_neighbours(path: str) -> None:
         tree = ast.parse(source)
     except (SyntaxError, ValueError):
         return  # (the import reports it, located)
-    imports = [(a.name, n) for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
-    imports += [(n.module, n) for n in ast.walk(tree)
-                if isinstance(n, ast.ImportFrom) and n.module and not n.level]
-    for name, node in sorted(imports, key=lambda i: i[1].lineno):
-        name = name.split(".")[0]
+    for name, node in imported_modules(tree):
         mine = [os.path.join(folder, f"{name}.py"), os.path.join(folder, name, "__init__.py")]
         loaded = getattr(sys.modules.get(name), "__file__", None)
         if loaded and any(map(os.path.isfile, mine)) and os.path.abspath(loaded) not in mine:
