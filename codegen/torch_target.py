@@ -949,7 +949,7 @@ class _Module:
         or None and why not, where :func:`codegen.cpp_target.supports` refuses one. A program's
         global reductions only where each reduces an input (w, g or a state) before anything else,
         the first stage of every path's eager step holding nothing but them: the runtime takes
-        their values over all groups with that stage (``_Program.global_values``) and the kernels
+        their values over all groups with that stage (``_Program.global_totals``) and the kernels
         read them as per-step numbers, the global statements left out."""
         progs = [p for _, p in self.hoisted]
         if self.globals:

@@ -479,9 +479,10 @@ class _Program:
     ...)}, "requires": {group key: value}}``; ``copied_out``: the paths whose last segment returns a
     copy of an input it also writes (``prev <- w``: see codegen.torch_target's ``_clones``), whose
     compiled step returns its values to be copied in (see :func:`_step_copied_out`);
-    ``global_backends``: the extra backends that step a program with global reductions, taking
-    their values as hyperparameters (:meth:`global_values`; the ``cpp`` kernels where every global
-    reduces an input before anything else); ``unavailable``: why a backend the targets make for
+    ``global_backends``: the fused backends that step a program with global reductions, taking
+    their values as per-step numbers (:meth:`global_totals`): ``compiled`` where nothing is computed
+    before them, the ``cpp`` kernels where every global reduces an input before anything else;
+    ``unavailable``: why a backend the targets make for
     other programs has none for this one (``{"cpp": "state v is scalar-shaped"}``).
     """
 
@@ -662,7 +663,7 @@ class _Program:
         """:meth:`group_step` of every ``(path, params, grads, states, floats)`` in ``groups``, in
         lockstep where the program has global reductions (``global_names``): see :meth:`_lockstep`.
         A global whose value ``floats`` already holds (an extra backend's fallback, handed the
-        values of :meth:`global_values`) is taken as it is."""
+        values of :meth:`global_totals`) is taken as it is."""
         runs = [_GroupRun(self, *group) for group in groups if group[1]]
         self._lockstep(runs)
         for run in runs:
@@ -674,10 +675,6 @@ class _Program:
         backend takes the values as per-step numbers: ``global_backends``)."""
         runs = [_GroupRun(self, *group) for group in groups if group[1]]
         return self._lockstep(runs, all_stages=False)
-
-    def global_values(self, groups):
-        """:meth:`global_totals` as Python numbers (what the extra backends' kernels read)."""
-        return {name: float(value) for name, value in self.global_totals(groups).items()}
 
     def _lockstep(self, runs, all_stages=True):
         """Run the :class:`_GroupRun` stages: a global's rows are combined over every group, as
@@ -1225,11 +1222,7 @@ class _Optimizer(torch.optim.Optimizer):
             gs = [self._grads(e, grads) for e in plan.entries]
             known = {}
             if prog.global_names:  # computed over every group first, then per-step numbers to the kernels
-                groups = [
-                    (e.path, e.params, g, e.states, prog.floats(e.path, self._values(e)))
-                    for e, g in zip(plan.entries, gs)
-                ]
-                known = prog.global_values(groups)
+                known = {name: float(total) for name, total in self._global_totals(plan, gs).items()}
             for e, g in zip(plan.entries, gs):
                 values = self._values(e)
                 lr = float(values.pop("lr"))
@@ -1255,11 +1248,7 @@ class _Optimizer(torch.optim.Optimizer):
         gs = [self._grads(e, grads) for e in plan.entries]
         known = {}
         if prog.global_names:  # over every group first (the eager stage), then numbers to each step
-            groups = [
-                (e.path, e.params, g, e.states, prog.floats(e.path, self._values(e)))
-                for e, g in zip(plan.entries, gs)
-            ]
-            known = prog.global_totals(groups)
+            known = self._global_totals(plan, gs)
         for e, egs in zip(plan.entries, gs):
             dtype, device = _compute_dtype(e.params[0].dtype), e.params[0].device
             scalars = prog.scalars(e.path, self._values(e), dtype, device)
@@ -1283,6 +1272,16 @@ class _Optimizer(torch.optim.Optimizer):
                         # step that returns its values compiles, at one more pass over the tensors
                         prog.copied_out.add(e.path)
                         _step_copied_out(prog, e.path, p, g, states, scalars)
+
+    def _global_totals(self, plan, gs):
+        """The global reductions' values over every group of the step (grads ``gs``), as 0-d tensors:
+        :meth:`_Program.global_totals`, what the fused backends take as per-step numbers."""
+        prog = self._program
+        groups = [
+            (e.path, e.params, g, e.states, prog.floats(e.path, self._values(e)))
+            for e, g in zip(plan.entries, gs)
+        ]
+        return prog.global_totals(groups)
 
     def _step_segments(self, plan, grads, segments):
         prog = self._program
