@@ -219,7 +219,8 @@ def run_search(seed: int, budget: str, workers: int, folder: str, reuse: bool = 
     trained = t["evaluated"] - store.by_status().get("guard", {}).get("rows", 0)  # a refusal trains nothing
     best = winner(store)
     program = exported_program(best)
-    out = {"seed": seed, "wall_s": wall, "run_as": _run_as(kept_as), "evaluated": t["evaluated"], "evals_per_s": t["evaluated"] / wall,
+    out = {"seed": seed, "wall_s": wall, "run_as": _run_as(kept_as), "evaluated": t["evaluated"],
+           "evals_per_s": t["evaluated"] / wall,
            "trained_per_s": trained / wall, "cache_hit_rate": t["cache_hit_rate"],
            "redundant": t["redundant_fraction"],
            "winner_id": best["id"], "proxy": best["fitness"], "held_out": best["meta_fitness"],
@@ -337,7 +338,10 @@ def write_section(path: str, text: str) -> None:
         with open(path, encoding="utf-8") as f:
             doc = f.read()
     block = f"{BEGIN}\n{text}\n{END}"
-    doc = doc[:doc.index(BEGIN)] + block + doc[doc.index(END) + len(END):] if BEGIN in doc else doc + "\n" + block + "\n"
+    if BEGIN in doc:
+        doc = doc[:doc.index(BEGIN)] + block + doc[doc.index(END) + len(END):]
+    else:
+        doc += "\n" + block + "\n"
     write_atomic(path, doc)
 
 

@@ -80,7 +80,8 @@ def _task_names(text: str) -> list[str]:
     names = [n.strip() for n in text.split(",") if n.strip()]
     unknown = [n for n in names if not tasks.is_task(n)] or ([] if names else ["(none given)"])
     if unknown:
-        raise argparse.ArgumentTypeError(f"unknown task(s) {', '.join(unknown)}; `optdsl search --help` lists them")
+        raise argparse.ArgumentTypeError(f"unknown task(s) {', '.join(unknown)}; "
+                                         "`optdsl search --help` lists them")
     return names
 
 

@@ -398,8 +398,8 @@ def run(quick: bool = False, only: list[str] | None = None) -> list[dict]:
     return rows
 
 
-NOTE = ("GB/s counts the bytes a step must move (optdsl.cost: AdamW 28 per fp32 parameter, Lion 20, LAMB 40 and "
-        "AdamW with clip_by_global_norm 32: a norm takes a sweep of its own). The "
+NOTE = ("GB/s counts the bytes a step must move (optdsl.cost: AdamW 28 per fp32 parameter, Lion 20, "
+        "LAMB 40 and AdamW with clip_by_global_norm 32: a norm takes a sweep of its own). The "
         "triad counts 16 bytes per element: its store reads the line first (write-allocate); each group is "
         "timed beside a triad, and the case's row is the fastest of them. Ratios are to "
         "torch's fused AdamW (Lion/Tiger/LAMB too; targets AdamW <= 0.95x, Lion <= 0.75x) or torch's Adafactor; "

@@ -140,9 +140,9 @@ def phrase(text: str) -> str:
 
 
 _MODULES = [phrase(COMPILED_BY).replace(re.escape("{target}"), r"\w+"), phrase(OPTAX_BY)]
+_FOUND = phrase(FOUND_BY) + r"[^#]{0,400}?\((?:search\s+\w+,\s+)?program\s+\#\d+\)"
 _OURS = {  # what a file optdsl wrote carries; a generated module, the one kind nobody should edit
-    False: re.compile("|".join([*_MODULES, phrase(FOUND_BY) + r"[^#]{0,400}?\((?:search\s+\w+,\s+)?program\s+\#\d+\)",
-                                re.escape(PLOTTED_BY)])),
+    False: re.compile("|".join([*_MODULES, _FOUND, re.escape(PLOTTED_BY)])),
     True: re.compile("|".join(_MODULES)),
 }
 _HEAD = 1 << 18  # bytes read for the sentence: a module's docstring quotes its program, which may be long
@@ -203,8 +203,8 @@ def replaceable_path(path: str, force: bool = False,
     """
     target = output_path(path)
     if not force and os.path.exists(target) and not written_by_optdsl(target, module):
-        raise DslError(f"exists and {'is not a module generated' if module else 'was not written'} by optdsl; "
-                       "refusing to replace it", path, hint=hint)
+        what = "is not a module generated" if module else "was not written"
+        raise DslError(f"exists and {what} by optdsl; refusing to replace it", path, hint=hint)
     return target
 
 

@@ -81,7 +81,8 @@ def png_metadata(store: Store) -> dict:
     :func:`search.export.replaceable_winner` read: a later report of the same search may replace its
     plots, never a user's files of the same names or another search's plots."""
     search = search_id(store)
-    return {"Software": f"{PLOTTED_BY} of {os.path.basename(store.path)} ({f'search {search}' if search else ''})"}
+    named = f"search {search}" if search else ""
+    return {"Software": f"{PLOTTED_BY} of {os.path.basename(store.path)} ({named})"}
 
 
 def _plot_paths(outdir: str, store: Store) -> list[str]:

@@ -106,7 +106,8 @@ def test_each_seed_searches_in_a_folder_of_its_own(tmp_path):
 
 
 def test_a_search_kept_before_its_settings_were_recorded_says_so():
-    assert discovery._run_as({"wall_s": 61.0}) == "Machine, budget and settings: not recorded with this search."
+    not_recorded = "Machine, budget and settings: not recorded with this search."
+    assert discovery._run_as({"wall_s": 61.0}) == not_recorded
 
 
 @pytest.mark.parametrize("argv, message", [
