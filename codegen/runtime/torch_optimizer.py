@@ -142,7 +142,7 @@ def _locals(tensors):
     return tensors if set(map(type, tensors)) <= _PLAIN_TYPES else [_local(t) for t in tensors]
 
 
-_data_ptr, _is_sparse = torch.Tensor.data_ptr, operator.attrgetter("is_sparse")
+_data_ptr, _is_sparse, _shape = torch.Tensor.data_ptr, operator.attrgetter("is_sparse"), operator.attrgetter("shape")
 _is_none, _is_not_none = functools.partial(operator.is_, None), functools.partial(operator.is_not, None)
 
 
@@ -983,6 +983,7 @@ class _Optimizer(torch.optim.Optimizer):
             returned = hook(self, state_dict)
             state_dict = state_dict if returned is None else returned
         state_dict = self._translated(state_dict)
+        self._check_loaded_shapes(state_dict)
         current = [dict(group) for group in self.param_groups]
         # torch's load would run the hooks again, the pre-hooks on the translated dict and the post-hooks
         # before the state copied below overwrites their edits: it runs with none registered
@@ -1009,11 +1010,34 @@ class _Optimizer(torch.optim.Optimizer):
                         self.state[p]["step"] = torch.tensor(float(value), dtype=torch.float32, device="cpu")
                     elif key in kinds and _is_state_value(value):
                         value = value.to(device=p.device, dtype=_state_dtype(p.dtype)).clone()
-                        shape = _state_shape(kinds[key], tuple(p.shape))
-                        reshape = tuple(value.shape) != shape and value.numel() == math.prod(shape)
-                        self.state[p][key] = value.reshape(shape) if reshape else value
+                        shape = _state_shape(kinds[key], tuple(p.shape))  # (checked: 1-axes aside, equal)
+                        self.state[p][key] = value.reshape(shape) if tuple(value.shape) != shape else value
         for hook in list(self.__dict__.get(_LOAD_HOOKS[1], {}).values()):
             hook(self)
+
+    def _check_loaded_shapes(self, state_dict):
+        """ValueError where a state of ``state_dict`` does not have the shape of the parameter it
+        would be loaded for, size-1 axes aside (torch.optim.Adafactor's row state is (rows, 1)): a
+        checkpoint of other parameters, or of these listed in another order. (Where the groups'
+        sizes differ, torch's load_state_dict says so.)"""
+        groups = state_dict["param_groups"]
+        if [len(g["params"]) for g in groups] != [len(g["params"]) for g in self.param_groups]:
+            return
+        prog = self._program
+        for gi, (saved_group, group) in enumerate(zip(groups, self.param_groups)):
+            for pi, (pid, p) in enumerate(zip(saved_group["params"], group["params"])):
+                kinds = {name: kind for name, kind, _ in prog.paths[prog.path_of(p)].states}
+                for key, value in state_dict["state"].get(pid, {}).items():
+                    if key not in kinds or not _is_state_value(value):
+                        continue
+                    want = _state_shape(kinds[key], tuple(p.shape))
+                    if [d for d in value.shape if d != 1] != [d for d in want if d != 1]:
+                        raise ValueError(
+                            f"{type(self).__name__}.load_state_dict: state {key!r} of parameter {pi} of param "
+                            f"group {gi} has shape {tuple(value.shape)} in the checkpoint, where this "
+                            f"optimizer's parameter (shape {tuple(p.shape)}) needs {want}: the checkpoint was "
+                            "saved for other parameters, or for these listed in another order"
+                        )
 
     def _translated(self, state_dict):
         """``state_dict`` in this program's names: itself, or a torch.optim checkpoint renamed. A
@@ -1062,10 +1086,11 @@ class _Optimizer(torch.optim.Optimizer):
         groups = [group["params"] for group in self.param_groups]
         grads = [[p.grad for p in params] for params in groups]
         params, flat = list(itertools.chain.from_iterable(groups)), list(itertools.chain.from_iterable(grads))
-        # storage, which have grads, which are sparse (a new dtype or device is new storage; a new
-        # shape of the same storage would not fit the states either); read in C, as this runs every step
+        # storage and shapes (a new dtype or device is new storage; a view of another shape would not
+        # fit the states), which have grads, which are sparse; read in C, as this runs every step
         key = (
             tuple(map(_data_ptr, _locals(params))),
+            tuple(map(_shape, params)),
             tuple(map(_is_none, flat)),
             tuple(map(_is_sparse, filter(_is_not_none, flat))),
         )
@@ -1415,6 +1440,7 @@ class _Plan:
                         # the param moved since (model.double(), model.to(device)): its states follow, as
                         # load_state_dict places a checkpoint's (torch.optim's step fails on the mix)
                         state[name] = state[name].to(device=p.device, dtype=_state_dtype(p.dtype))
+                _check_shapes(opt, gi, pi, p, state, prog.paths[path].states)
                 tracked.append((p, state, names))
                 if p.grad.is_sparse and path in prog.sparse_paths and not p.is_complex():
                     self.sparse.append((gi, pi, p, state))
@@ -1473,6 +1499,27 @@ class _Plan:
 
 
 _ONE = torch.ones((), dtype=torch.float32, device="cpu")  # (add_ of it takes half the time of add_(1.0))
+
+
+def _check_shapes(opt, gi, pi, p, state, states):
+    """RuntimeError where ``p``'s grad or a state of it does not have the shape ``p`` needs (the
+    kernels would read and write past their ends): the param was given new data of another shape
+    after its state was made, or a checkpoint of other params (or of these in another order) was
+    loaded. torch.optim fails there too, with a broadcast error at the step; this says which."""
+    shape = tuple(p.shape)
+    wrong = [("its grad", tuple(p.grad.shape), shape)] if tuple(p.grad.shape) != shape else []
+    for name, kind, _ in states:
+        want = _state_shape(kind, shape)
+        if torch.is_tensor(state[name]) and tuple(state[name].shape) != want:
+            wrong.append((f"its state {name!r}", tuple(state[name].shape), want))
+    if wrong:
+        what, got, want = wrong[0]
+        raise RuntimeError(
+            f"{type(opt).__name__}.step: the parameter {pi} of param group {gi} has shape {shape} but "
+            f"{what} has shape {got} (it needs {want}): the parameter changed shape after its state was "
+            "made, or a state_dict of other parameters was loaded; del opt.state[param] starts its "
+            "state afresh"
+        )
 
 
 def _read_is_free(t):

@@ -300,6 +300,51 @@ def test_states_follow_a_parameter_moved_to_another_dtype(adamw, backend):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("backend", ["eager", "compiled", "cpp", None])
+def test_a_state_of_another_shape_than_its_parameter_is_refused_before_the_kernels(adamw, backend):
+    """A param given bigger data after a step (a grown vocabulary) kept its small states: the cpp
+    kernels (the default's backend from step 1 on a model of 2^20 elements) wrote past their ends,
+    a heap corruption or a segfault; compiled raised from deep inside dynamo. Every backend now
+    raises one RuntimeError naming the param and the state, before any kernel runs."""
+    params = _params()
+    opt = adamw(params, lr=0.01, backend=backend)
+    _steps(opt, params, range(1))
+    params[0].data = torch.randn(5000, 4)
+    params[0].grad = torch.ones(5000, 4)
+    params[1].grad = torch.ones(5)
+    message = r"parameter 0 of param group 0 has shape \(5000, 4\) but its state 'm' has shape \(3, 4\)"
+    with pytest.raises(RuntimeError, match=message):
+        opt.step()
+    params[0].data = params[0].data[:3].reshape(4, 3)  # a view of another shape, the same storage
+    with pytest.raises(RuntimeError, match=r"has shape \(4, 3\) but its grad has shape \(5000, 4\)"):
+        opt.step()
+    del opt.state[params[0]]  # as the message says: a fresh state, and the step goes on
+    params[0].grad = torch.ones(4, 3)
+    opt.step()
+    assert opt.state[params[0]]["m"].shape == (4, 3)
+
+
+@pytest.mark.parametrize("order", ["swapped", "other shapes"])
+def test_a_checkpoint_of_other_parameters_is_refused_when_loaded(adamw, order):
+    """Loading a checkpoint whose params were listed in another order: a state of the same number of
+    elements was reshaped silently (a's first moment became b's), one of another size reached the cpp
+    kernels (a segfault). Refused at load, naming the state; torch's row state (rows, 1) still loads."""
+    shapes = [(3, 4), (4, 3)] if order == "swapped" else [(200, 3), (3,)]
+    params = [torch.nn.Parameter(torch.randn(s)) for s in shapes]
+    opt = adamw(params, backend="cpp")
+    for p in params:
+        p.grad = torch.ones_like(p)
+    opt.step()
+    other = adamw(params[::-1], backend="cpp")
+    with pytest.raises(ValueError, match=r"state 'm' of parameter 0 of param group 0 has shape \(\d+, \d+\) in"):
+        other.load_state_dict(opt.state_dict())
+    assert not other.state  # nothing loaded
+    other = adamw(params, backend="cpp")
+    other.load_state_dict(opt.state_dict())  # the same order loads
+    other.step()
+
+
+
 @pytest.mark.parametrize("name, reference, kwargs, message", [
     ("momentum", torch.optim.SGD, {"momentum": 0.9, "nesterov": True}, "nesterov=True"),
     ("sgd", torch.optim.SGD, {"momentum": 0.9}, "momentum=0.9"),
