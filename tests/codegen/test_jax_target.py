@@ -637,3 +637,20 @@ def test_the_jax_bench_bandwidth_is_timed_as_its_rows_are(monkeypatch):
     bandwidth = rows[0]
     assert bandwidth["impl"] == "jnp.add (bandwidth)" and bandwidth["ms"] == 2.0
     assert all(r["frac_of_bandwidth"] == pytest.approx(r["gb_s"] / bandwidth["gb_s"]) for r in rows)
+
+
+@pytest.mark.parametrize("dtype, tiny", [(np.float32, 1e-45), (np.float64, 1e-315)])
+def test_xla_flushes_subnormals_on_a_cpu_as_the_readme_says(dtype, tiny):
+    """The README's caveat, held to what XLA does: on a CPU a subnormal gradient is 0 to the
+    generated step, in float32 and (with 64-bit types on) in float64, where the interpreter and the
+    torch target take its sign. A JAX that stops flushing fails this: then drop the caveat."""
+    program = parse("def f(w, g, lr=1.0):\n    return lr * sign(g)\n")
+    g = np.array([tiny, -tiny, 1.0], dtype)
+    want = Interpreter(program, dtype).step({"w": np.zeros(3, dtype)}, {"w": g}, {"w": {}})[0]["w"]
+    np.testing.assert_array_equal(want, [-1.0, 1.0, -1.0])
+    with jax.enable_x64(dtype == np.float64):
+        tx = codegen.build(program, "jax")(learning_rate=1.0)
+        params = {"w": jnp.zeros(3, dtype)}
+        updates, _ = tx.update({"w": jnp.asarray(g)}, tx.init(params), params)
+        got = np.asarray(optax.apply_updates(params, updates)["w"])
+    np.testing.assert_array_equal(got, [0.0, 0.0, -1.0])
