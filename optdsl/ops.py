@@ -285,7 +285,8 @@ op("interp", 3, E, lambda x, y, a: (1 - a) * x + a * y, lambda x, y, a: (1 - a) 
 # --- unary math (sqrt/log act on |x|, as in the search paper) ---
 # sign, arcsinh and cbrt are spelt with codegen/runtime/torch_math.py's functions (torch.sign(nan) is
 # 0 where the language keeps nan; torch.asinh and torch.where are slow on CPUs; torch has no cube
-# root, and a power of 1/3 rounded to float32 is 12 ulp off at 1e30). No foreach for sign;
+# root, and a power of 1/3 rounded to float32 is 12 ulp off at 1e30); expm1, arctanh and arccosh
+# too, for torch.compile (its CPU lowering lost digits and range). No foreach for sign;
 # the log/sqrt family act on |x|, so their foreach form takes abs first.
 _UNARY_FIELDS = {
     **{n: {"foreach": (n,)} for n in ("abs", "exp", "expm1", "sin", "cos", "tan", "sinh", "cosh", "tanh",
@@ -345,7 +346,7 @@ for name, fn, sym, lx, tt, jx, tr, doc, fl in [
     ("exp10", lambda x: np.power(10.0, x), lambda x: _sym_power(sympy.Integer(10), x),
      "10^{{{0}}}", "torch.pow(10.0, {0})",
      "jnp.power(10.0, {0})", "tl.exp2({0} * 3.321928094887362)", "10 ** x", 8),
-    ("expm1", np.expm1, lambda x: sympy.exp(x) - 1, "(e^{{{0}}} - 1)", "torch.expm1({0})",
+    ("expm1", np.expm1, lambda x: sympy.exp(x) - 1, "(e^{{{0}}} - 1)", "_expm1({0})",
      "jnp.expm1({0})", "libdevice.expm1({0})", "e ** x - 1", 8),
     ("log", lambda x: np.log(_abs(x)), lambda x: sympy.log(sympy.Abs(x)), r"\log\left|{0}\right|",
      "torch.log(torch.abs({0}))", "jnp.log(jnp.abs({0}))", "tl.log(tl.abs({0}))", "log(|x|)", 8),
@@ -375,9 +376,9 @@ for name, fn, sym, lx, tt, jx, tr, doc, fl in [
      "libdevice.tanh({0})", "hyperbolic tangent", 8),
     ("arcsinh", np.arcsinh, sympy.asinh, r"\operatorname{{arcsinh}}({0})", "_arcsinh({0})",
      "jnp.arcsinh({0})", "libdevice.asinh({0})", "inverse hyperbolic sine", 8),
-    ("arccosh", np.arccosh, sympy.acosh, r"\operatorname{{arccosh}}({0})", "torch.acosh({0})",
+    ("arccosh", np.arccosh, sympy.acosh, r"\operatorname{{arccosh}}({0})", "_arccosh({0})",
      "jnp.arccosh({0})", "libdevice.acosh({0})", "inverse hyperbolic cosine (nan < 1)", 8),
-    ("arctanh", np.arctanh, sympy.atanh, r"\operatorname{{arctanh}}({0})", "torch.atanh({0})",
+    ("arctanh", np.arctanh, sympy.atanh, r"\operatorname{{arctanh}}({0})", "_arctanh({0})",
      "jnp.arctanh({0})", "libdevice.atanh({0})", "inverse hyperbolic tangent", 8),
     ("floor", np.floor, sympy.floor, r"\lfloor {0} \rfloor", "torch.floor({0})", "jnp.floor({0})",
      "tl.floor({0})", "round down", 1),

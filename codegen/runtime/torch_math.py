@@ -86,6 +86,39 @@ def _cbrt(x):
     return torch.copysign(y - torch.nan_to_num((y - a / (y * y)) / 3, nan=0.0), x)
 
 
+def _expm1(x):
+    """expm1(x) = e^x - 1: ``torch.expm1``, except under torch.compile, whose inductor (torch 2.13,
+    CPU) lowers it in its vector loop as ``exp(x) - 1`` (float32 ``expm1(-1e-5)`` 1e-3 off,
+    ``expm1(-2e-8)`` 0): there Kahan's ``(u - 1) (x / log u)``, u = e^x, to a few ulp, with x where u
+    rounds to 1, -1 where u - 1 does and inf where u overflows."""
+    if not torch.compiler.is_compiling():
+        return torch.expm1(x)
+    u = torch.exp(x)
+    d = u - 1
+    r = torch.where(d == 0, x, d * (x / torch.log(u)))
+    return torch.where(torch.isinf(u) | (d == -1), d, r)
+
+
+def _arctanh(x):
+    """arctanh(x): ``torch.atanh``, except under torch.compile (inductor, torch 2.13, CPU: float32
+    ``atanh(-2e-8)`` was 0): there sign(x) log1p(2a / (1 - a)) / 2, a = |x| (on |x|, so that no
+    cancellation near -1 magnifies the rounding), nan beyond 1 and +-inf at +-1 as numpy."""
+    if not torch.compiler.is_compiling():
+        return torch.atanh(x)
+    a = torch.abs(x)
+    return torch.copysign(0.5 * torch.log1p(2 * a / (1 - a)), x)
+
+
+def _arccosh(x):
+    """arccosh(x): ``torch.acosh``, except under torch.compile (inductor, torch 2.13, CPU: float32
+    ``acosh(1e30)`` was inf, its x^2 - 1 overflowing): there log1p(t + sqrt(t) sqrt(t + 2)),
+    t = min(x, 2^100) - 1, plus log(max(x, 2^100) / 2^100) as in :func:`_arcsinh`; nan below 1."""
+    if not torch.compiler.is_compiling():
+        return torch.acosh(x)
+    t = torch.clamp_max(x, 2.0**100) - 1
+    return torch.log1p(t + torch.sqrt(t) * torch.sqrt(t + 2)) + torch.log(torch.clamp_min(x, 2.0**100) * 2.0**-100)
+
+
 def _fmod_parts(x, y):
     """``(m, d)``: m = x mod y with y's sign and d = (x - m) / y, built as numpy builds them from
     C's ``fmod`` (exact), for the two ops below. Either may come as a Python number (``1 % g``, ``g %
