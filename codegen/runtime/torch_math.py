@@ -116,7 +116,8 @@ def _arccosh(x):
     if not torch.compiler.is_compiling():
         return torch.acosh(x)
     t = torch.clamp_max(x, 2.0**100) - 1
-    return torch.log1p(t + torch.sqrt(t) * torch.sqrt(t + 2)) + torch.log(torch.clamp_min(x, 2.0**100) * 2.0**-100)
+    above = torch.log(torch.clamp_min(x, 2.0**100) * 2.0**-100)  # 0 exactly up to 2^100
+    return torch.log1p(t + torch.sqrt(t) * torch.sqrt(t + 2)) + above
 
 
 def _fmod_parts(x, y):

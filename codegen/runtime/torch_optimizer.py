@@ -142,7 +142,8 @@ def _locals(tensors):
     return tensors if set(map(type, tensors)) <= _PLAIN_TYPES else [_local(t) for t in tensors]
 
 
-_data_ptr, _is_sparse, _shape = torch.Tensor.data_ptr, operator.attrgetter("is_sparse"), operator.attrgetter("shape")
+_data_ptr, _is_sparse = torch.Tensor.data_ptr, operator.attrgetter("is_sparse")
+_shape = operator.attrgetter("shape")
 _is_none, _is_not_none = functools.partial(operator.is_, None), functools.partial(operator.is_not, None)
 
 
