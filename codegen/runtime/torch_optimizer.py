@@ -1505,8 +1505,8 @@ _ONE = torch.ones((), dtype=torch.float32, device="cpu")  # (add_ of it takes ha
 def _check_shapes(opt, gi, pi, p, state, states):
     """RuntimeError where ``p``'s grad or a state of it does not have the shape ``p`` needs (the
     kernels would read and write past their ends): the param was given new data of another shape
-    after its state was made, or a checkpoint of other params (or of these in another order) was
-    loaded. torch.optim fails there too, with a broadcast error at the step; this says which."""
+    after its state was made, or a state of another shape was set into ``opt.state`` (a checkpoint's
+    are checked when loaded). torch.optim fails there too, with a broadcast error; this says which."""
     shape = tuple(p.shape)
     wrong = [("its grad", tuple(p.grad.shape), shape)] if tuple(p.grad.shape) != shape else []
     for name, kind, _ in states:
@@ -1518,8 +1518,7 @@ def _check_shapes(opt, gi, pi, p, state, states):
         raise RuntimeError(
             f"{type(opt).__name__}.step: the parameter {pi} of param group {gi} has shape {shape} but "
             f"{what} has shape {got} (it needs {want}): the parameter changed shape after its state was "
-            "made, or a state_dict of other parameters was loaded; del opt.state[param] starts its "
-            "state afresh"
+            "made, or a state of another shape was set; del opt.state[param] starts its state afresh"
         )
 
 
