@@ -9,6 +9,7 @@ import pytest
 from optdsl import DslError, load, parse, to_source
 from optdsl.equiv import _difference, equivalent
 from optdsl.simplify import simplify
+from optdsl.passes import eliminate_constant_states
 
 RENAMED_REORDERED_DEAD = """
 def adamw2(w, g, dead, vv, mm, step, lr=0.001, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01):
@@ -247,3 +248,15 @@ def test_comparisons_that_agree_at_nan_stay_exact():
     a = parse("def f(w, g, lr=0.1):\n    return lr * where(g < 0, -1, 1)\n")
     b = parse("def f(w, g, lr=0.1):\n    return lr * where(0 > g, -1, 1)\n")
     assert str(equivalent(a, b)) == "equal (exact)"
+
+
+def test_a_state_held_at_zero_stays_where_a_reduction_counts_its_elements():
+    """``norm(v + 1)`` of a state held at 0 is sqrt(n); with the state replaced by the number 0 it
+    was norm(1) = 1, and ``equivalent`` called it equal (exact) to ``lr * g``. Where a tensor joins
+    the state (``sum(v + g)``) the number stands for it and the state still goes."""
+    counted = parse("def f(w, g, v, lr=0.1):\n    v = sign(v)\n    return lr * g * norm(v + 1), v\n")
+    plain = parse("def f(w, g, lr=0.1):\n    return lr * g\n")
+    assert not equivalent(counted, plain)
+    assert eliminate_constant_states(counted).state_names == ("v",)
+    joined = parse("def f(w, g, v, lr=0.1):\n    v = sign(v)\n    return lr * g * sum(v + g), v\n")
+    assert eliminate_constant_states(joined).state_names == ()

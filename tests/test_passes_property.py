@@ -26,6 +26,10 @@ PASSES = {"fold": fold, "dce": eliminate_dead_code, "flatten": flatten, "canonic
 @given(p=programs())
 # a full state of ones read by norm: as the number 1 its norm was 1, not sqrt(n)
 @example(p=parse("def random(w, g, s: full(init=1), lr=0.1):\n    return abs(norm(s)), s\n"))
+# a state held at 0 read by norm through `v + 1` (the exemption of zero states missed it: equiv said exact)
+@example(p=parse("def random(w, g, v, lr=0.1):\n    v = sign(v)\n    return lr * g * norm(v + 1), v\n"))
+# ... and one whose reduction a tensor joins keeps its elimination: sum(v + g) is of a tensor either way
+@example(p=parse("def random(w, g, v, lr=0.1):\n    v = sign(v)\n    return lr * g * sum(v + g), v\n"))
 def test_pass_preserves_updates(name, p):
     q = PASSES[name](p)
     validate(q)

@@ -31,7 +31,7 @@ from functools import cache
 import numpy as np
 
 from ..ir import START_VALUES, Call, Const, Program, Var, walk
-from ..ops import ELEMENTWISE, OPS, STATIC
+from ..ops import COL, ELEMENTWISE, OPS, ROW, STATIC
 from ..typecheck import valid
 from .deadcode import eliminate_dead_code
 from .fold import fold
@@ -70,11 +70,12 @@ def eliminate_constant_states(program: Program, values: dict[str, float] | None 
     ``program`` itself when there is none. Hyperparameters stay (bound to ``values`` only to decide
     which states stay constant). A number has no shape, so a state read where its shape counts
     (``colmean(r + 0 * c)`` is of a full value, ``colmean(r + 0)`` of a row; ``ndim(v)``; ``norm(v)``
-    of a state of ones, sqrt(n) where ``norm(1)`` is 1) stays, and so do those that only it kept
-    constant: the result validates, and computes, as ``program`` does."""
+    of a state of ones, sqrt(n) where ``norm(1)`` is 1, and ``norm(v + 1)`` of one held at 0) stays,
+    and so do those that only it kept constant: the result validates, and computes, as ``program``
+    does."""
     fixed = constant_states(program, values)
-    counted = {s.name for s in program.states if s.name in fixed and fixed[s.name] != 0 and s.kind != "scalar"
-               and _counted(program, s.name)}
+    counted = {s.name for s in program.states if s.name in fixed and s.kind != "scalar"
+               and _counted(program, s.name, fixed)}
     if counted:
         fixed = constant_states(program, values, among=set(fixed) - counted)
     while fixed:
@@ -100,20 +101,32 @@ def _counts_elements(op_name: str) -> bool:
         return False
 
 
-def _counted(program: Program, name: str) -> bool:
+def _counted(program: Program, name: str, fixed) -> bool:
     """Is the state ``name``, or a value computed from it, an argument of a reduction that counts
-    elements (:func:`_counts_elements`)? Then a number does not stand for it."""
+    elements (:func:`_counts_elements`) where no value of a tensor's shape joins it (w, g, a state
+    not in ``fixed``, values of theirs)? There the number the state becomes would count as one
+    element where the tensor counts n: ``norm(v + 1)`` of a state held at 0 is sqrt(n), ``norm(1)``
+    is 1; ``norm(v + g)`` is of a tensor either way."""
     tainted = {name}
+    wide = {"w", "g"} | {s.name for s in program.states if s.name not in fixed and s.kind != "scalar"}
+
+    def is_wide(e) -> bool:  # does e keep a tensor's shape, the fixed states taken as numbers?
+        if isinstance(e, Var):
+            return e.name in wide
+        if isinstance(e, Call) and OPS[e.op].shape in (ELEMENTWISE, ROW, COL):
+            return any(map(is_wide, e.args))
+        return False  # a number, or a per-tensor (or global) reduction: a number either way
+
     reads = lambda e: any(isinstance(n, Var) and n.name in tainted for n in walk(e))
     counts = lambda e: any(isinstance(n, Call) and OPS[n.op].shape not in (ELEMENTWISE, STATIC)
-                           and _counts_elements(n.op) and any(map(reads, n.args)) for n in walk(e))
+                           and _counts_elements(n.op) and any(map(reads, n.args))
+                           and not any(map(is_wide, n.args)) for n in walk(e))
     for a in program.body:
         if counts(a.expr):
             return True
-        if reads(a.expr):
-            tainted.add(a.target)
-        else:  # reassigned from values of its own
-            tainted.discard(a.target)
+        # reassigned from values of its own: no longer the state's
+        (tainted.add if reads(a.expr) else tainted.discard)(a.target)
+        (wide.add if is_wide(a.expr) else wide.discard)(a.target)
     return any(map(counts, program.outputs()))
 
 
