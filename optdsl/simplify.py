@@ -18,10 +18,12 @@ A positive factor leaves ``sign`` (``sign(m / sqrt(rms(g*g))) -> sign(m)``, by t
 range facts). These change the meaning only where a denominator (or the dropped factor) is zero:
 ``m / |m|`` is nan at ``m = 0`` where ``sign(m)`` is 0; :func:`optdsl.equiv.equivalent` calls
 such an equality *generic*. Beyond that, sympy's identities hold over the reals, so results
-agree with the interpreter wherever the inputs and the original's values are finite. A nan or inf
-gradient is no real number: where one can reach a finite value (``where(isfinite(g * 0), g, 0)``,
-``not (g < 0)``; :func:`optdsl.symbolic.nan_sensitive`), a form is kept only if a run with nan and
-inf gradients agrees with the original's.
+agree with the interpreter wherever the inputs and the original's values are finite. A form is kept
+only if a run of both (random gradients with exact zeros) agrees wherever the original's updates are
+finite: sympy's assumptions can be wrong (``sign(arctan(step > 1))`` became 1) and a fold can
+underflow (``g * 5e-324 * 1e300``). A nan or inf gradient is no real number: where one can reach a
+finite value (``where(isfinite(g * 0), g, 0)``, ``not (g < 0)``;
+:func:`optdsl.symbolic.nan_sensitive`), that run has nan and inf gradients too.
 
 Example:
     >>> from optdsl import parse, to_source
@@ -55,7 +57,6 @@ from .symbolic import (
     expr_from_sympy,
     expr_to_sympy,
     from_sympy,
-    nan_sensitive,
     sign_rewrite,
     symbol,
     to_sympy,
@@ -277,14 +278,17 @@ def inline_single_use(program: Program, reassigned: bool = False) -> Program:
     return program.with_body(body, update=outputs[0], new_states=outputs[1:])
 
 
-def _same_at_nan(base: Program, candidate: Program) -> bool:
-    """Does ``candidate`` make of nan and inf gradients what ``base`` makes of them (the nan trial of
-    :func:`optdsl.equiv.trajectories`)? sympy's identities hold over the reals, where
-    ``isfinite(g * 0)`` is 1 and ``not (g < 0)`` is ``g >= 0``; a nan or inf gradient breaks both."""
+def _agrees(base: Program, candidate: Program) -> bool:
+    """Does ``candidate`` give ``base``'s updates wherever base's are finite (on random gradients
+    with exact zeros, :func:`optdsl.equiv.trajectories`), and make of nan and inf gradients what base
+    makes of them where base is nan-sensitive? sympy's identities hold over the reals, where
+    ``isfinite(g * 0)`` is 1 and ``not (g < 0)`` is ``g >= 0``; and its assumptions can be wrong
+    (``sign(arctan(step > 1))`` became 1) or a fold can underflow (``g * 5e-324 * 1e300``)."""
     values = lambda p: {"lr": 1e-3, **p.hyper_defaults}
     try:
-        return trajectories(base, candidate, values(base), values(candidate), steps=12, trials=0,
-                            seed=0).difference is None
+        run = trajectories(base, candidate, values(base), values(candidate), steps=12, trials=2, seed=0,
+                           finite_in="a")
+        return run.difference is None
     except DslError:  # no test shape runs them (dim(w, 4)), or a hyperparameter has no value
         return True
 
@@ -309,8 +313,7 @@ def simplify(program: Program, values: dict[str, float] | None = None) -> Progra
         candidate = _attempt(_within_time, lambda f=form: _checked(f(base)))  # NotExpressible, sympy failing
         if candidate is not None:
             candidates.append(candidate)
-    if nan_sensitive(base):
-        candidates = [c for c in candidates if _same_at_nan(base, c)]
+    candidates = [c for c in candidates if _agrees(base, c)]
     candidate = min(candidates, key=op_count, default=base)
     if op_count(candidate) >= op_count(base):
         return base

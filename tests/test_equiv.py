@@ -260,3 +260,12 @@ def test_a_state_held_at_zero_stays_where_a_reduction_counts_its_elements():
     assert eliminate_constant_states(counted).state_names == ("v",)
     joined = parse("def f(w, g, v, lr=0.1):\n    v = sign(v)\n    return lr * g * sum(v + g), v\n")
     assert eliminate_constant_states(joined).state_names == ()
+
+
+def test_a_proof_that_the_trajectories_contradict_where_finite_is_not_believed():
+    """sympy takes atan(Piecewise((1, g > 0), (0, True))) as positive, so it 'proved' these equal;
+    the trajectories differed at finite values (every g <= 0) and the verdict was still equal."""
+    a = parse("def f(w, g, lr=0.1):\n    return lr * w * sign(arctan(g > 0))\n")
+    b = parse("def f(w, g, lr=0.1):\n    return lr * w\n")
+    verdict = equivalent(a, b)
+    assert verdict.kind == "different" and "both are finite" in verdict.detail

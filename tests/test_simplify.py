@@ -1,9 +1,10 @@
 """Simplification: shorter programs with the same updates."""
 
+import numpy as np
 import pytest
 from strategies import assert_same_updates
 
-from optdsl import load, parse, to_source, zoo_names
+from optdsl import Interpreter, load, parse, to_source, zoo_names
 from optdsl.passes import eliminate_dead_code, fold
 from optdsl.simplify import inline_single_use, op_count, sign_rewrite, simplify
 from optdsl.symbolic import symbol
@@ -154,3 +155,18 @@ def test_what_a_nan_or_inf_gradient_does_stays(rule):
     g = {"w": np.array([np.inf, np.nan, -np.inf, 1.0, -1.0])}
     u_p, u_q = (Interpreter(r).updates(w, g, Interpreter(r).init(w), 1)[0]["w"] for r in (p, q))
     np.testing.assert_array_equal(u_p, u_q)
+
+
+@pytest.mark.parametrize("source", [
+    # sympy took atan of a 0/1 value as positive: the warm-up vanished (lr * sign(g) from step 1)
+    "def f(w, g, step, lr=0.1):\n    warm = sign(arctan(step > 1))\n"
+    "    return lr * g * (1 - warm) + lr * sign(g) * warm\n",
+    # folded to 5e-24 * g * lr, where the program's product underflows to 0 first
+    "def f(w, g, lr=0.1):\n    return lr * g * 5e-324 * 1e300\n",
+])
+def test_a_form_the_interpreter_disagrees_with_is_not_kept(source):
+    program, simple = parse(source), simplify(parse(source))
+    for step in (1, 2, 3):
+        w, g = {"p": np.ones(3)}, {"p": np.array([3.0, 0.5, -2.0])}
+        updates = [Interpreter(p).updates(w, g, Interpreter(p).init(w), step)[0]["p"] for p in (program, simple)]
+        np.testing.assert_array_equal(updates[1], updates[0], err_msg=to_source(simple))
