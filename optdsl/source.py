@@ -81,6 +81,9 @@ def decode(data: bytes, filename: str) -> str:
                        shown, hint="save it as UTF-8") from None
 
 
+_STDIN: list = [None, ""]  # the stdin object read, and its text
+
+
 def read(path: str) -> str:
     """The text of the program file at ``path`` (``-``: standard input), decoded by :func:`decode`.
 
@@ -94,9 +97,11 @@ def read(path: str) -> str:
         >>> text
         'def f(w, g, lr):\\n    return lr * g\\n'
     """
-    if path == "-":
-        stdin = getattr(sys.stdin, "buffer", None)  # a text-only stdin (a test's StringIO) has none
-        return decode(stdin.read(), "<stdin>") if stdin is not None else sys.stdin.read()
+    if path == "-":  # read once, however many programs of it a command loads (equiv -:a -:b)
+        if _STDIN[0] is not sys.stdin:
+            stdin = getattr(sys.stdin, "buffer", None)  # a text-only stdin (a test's StringIO) has none
+            _STDIN[:] = [sys.stdin, decode(stdin.read(), "<stdin>") if stdin is not None else sys.stdin.read()]
+        return _STDIN[1]
     try:
         with open(path, "rb") as f:
             return decode(f.read(), path)

@@ -35,6 +35,9 @@ def test_stdin_and_file_with_several_programs(tmp_path, capsys):
     assert main(["show", str(both)]) == 2
     code, out, _ = run("show", "--", "-:b", stdin=both.read_text())  # one program of stdin's
     assert code == 0 and "return -g" in out
+    # two of stdin's programs in one command: stdin was read once for each, the second time empty
+    code, out, err = run("equiv", "--", "-:a", "-:b", stdin=both.read_text())
+    assert (code, out.splitlines()[0], err) == (1, "different", "")
 
 
 @pytest.mark.parametrize("args", [["show", "nonexistent_zoo_name"], ["show", "missing/file.py"],
