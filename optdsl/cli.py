@@ -94,9 +94,13 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
             return 130
-        except BrokenPipeError:  # `optdsl zoo | head -1`: the reader left; exit as tools killed by SIGPIPE
+        except BrokenPipeError:  # `optdsl ops | head -1`: the reader left; exit as tools killed by SIGPIPE
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
             return 141
+        except SystemExit as e:  # rich's console meets a broken pipe with SystemExit(1) (its stdout
+            if e.code == 1 and isinstance(e.__context__, BrokenPipeError):  # already on devnull)
+                return 141  # `optdsl zoo | true`: 1 is "not equivalent" here
+            raise
         except OSError as e:  # the system refused a file operation: the user's to fix, not a bug
             where = f"{e.filename}: " if e.filename else ""
             print(f"error: {where}{e.strerror or e}", file=sys.stderr)

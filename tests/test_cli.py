@@ -132,3 +132,15 @@ def test_search_help_wraps_the_task_list_between_names():
                           text=True, timeout=120, check=False, env={**os.environ, "COLUMNS": "80"})
     words = {w.strip(",;()") for w in proc.stdout.split()}
     assert proc.returncode == 0 and set(FACTORIES) <= words
+
+
+@pytest.mark.parametrize("args", [["zoo"], ["cost", "lion"], ["ops"]])
+def test_a_reader_that_leaves_gets_141_from_tables_too(args):
+    """``optdsl zoo | true`` exited 1 ("not equivalent" in this CLI), silently: rich's console ends
+    the process with SystemExit(1) on a broken pipe, past the handler that returns 141."""
+    proc = subprocess.Popen([sys.executable, "-m", "optdsl.cli", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    proc.stdout.close()  # the reader gone before the command writes (its imports take a second)
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 141, err
+    assert "Traceback" not in err
