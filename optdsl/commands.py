@@ -20,6 +20,10 @@ from .source import load, summary, zoo_names
 from .tables import print_table
 
 
+# a number as a program writes one (float() also takes '1_0', Arabic-Indic digits, 'nan' and spaces)
+_NUMBER = re.compile(r"[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|inf(?:inity)?|nan)", re.IGNORECASE)
+
+
 def _assignments(pairs: list[str]) -> dict[str, float]:
     """``["beta1=0.95"]`` -> ``{"beta1": 0.95}`` (parsed as numbers, never evaluated)."""
     out = {}
@@ -27,12 +31,12 @@ def _assignments(pairs: list[str]) -> dict[str, float]:
         name, eq, value = pair.partition("=")
         if name.strip() in out:
             raise DslError(f"--set {pair!r}: {name.strip()} is already set", hint="give each name once")
-        try:
-            out[name.strip()] = float(value)
-        except ValueError:
-            raise DslError(f"--set {pair!r}: expected NAME=NUMBER") from None
-        if not eq or not name.strip().isidentifier():
-            raise DslError(f"--set {pair!r}: expected NAME=NUMBER")
+        if not eq or not name.strip().isidentifier() or not _NUMBER.fullmatch(value.strip()):
+            raise DslError(f"--set {pair!r}: expected NAME=NUMBER (ASCII digits, a point, an exponent, or inf)")
+        out[name.strip()] = float(value)
+        if math.isinf(out[name.strip()]) and "inf" not in value.lower():
+            raise DslError(f"--set {pair!r}: the number does not fit in a float64 (|x| < 1.8e308)",
+                           hint="write inf for infinity")
         if math.isnan(out[name.strip()]):  # (inf is a threshold's "off", as a default may say)
             raise DslError(f"--set {pair!r}: the value must be a number, not nan",
                            hint="with nan no two updates compare equal, so nothing can be shown")

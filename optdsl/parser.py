@@ -169,7 +169,8 @@ def parse_all(text: str, filename: str = "<string>") -> dict[str, Program]:
             at = huge.start()
             raise DslError(f"a whole number of {len(huge.group())} digits: more than Python reads",
                            filename, text.count("\n", 0, at) + 1, at - (text.rfind("\n", 0, at) + 1), text,
-                           hint="write it with an exponent (9.9e4999); numbers are float64") from None
+                           hint="numbers are float64 (|x| < 1.8e308): write it with an exponent "
+                                "(1.5e30), or `inf` for infinity") from None
         raise DslError(f"syntax error: {e.msg}", filename, e.lineno, (e.offset or 1) - 1, text) from None
     except (RecursionError, MemoryError):  # absurd nesting: Python's parser gives no place, so the
         lines = text.splitlines() or [""]  # longest line stands for the statement that nests so deep

@@ -61,12 +61,13 @@ def parse_budget(text: str) -> float:
         (120.0, 5400.0, 45.0)
     """
     text = text.strip().lower()
-    if re.fullmatch(r"\d+(\.\d+)?", text):
+    if re.fullmatch(r"[0-9]+(\.[0-9]+)?", text):
         return float(text)
-    parts = re.findall(r"(\d+(?:\.\d+)?)([hms])", text)
-    if not parts or "".join(a + b for a, b in parts) != text:
+    # each unit at most once, in the order h, m, s ('1m1m' is no budget); ASCII digits only
+    parts = re.fullmatch(r"(?:([0-9]+(?:\.[0-9]+)?)h)?(?:([0-9]+(?:\.[0-9]+)?)m)?(?:([0-9]+(?:\.[0-9]+)?)s)?", text)
+    if not text or not parts:
         raise DslError(f"--budget {text!r}: expected e.g. 90s, 10m, 1h30m", "optdsl search")
-    return sum(float(v) * {"h": 3600, "m": 60, "s": 1}[u] for v, u in parts)
+    return sum(float(v or 0) * unit for v, unit in zip(parts.groups(), (3600, 60, 1)))
 
 
 def _tasks(text: str) -> tuple[str, ...]:

@@ -144,3 +144,21 @@ def test_a_reader_that_leaves_gets_141_from_tables_too(args):
     err = proc.stderr.read()
     assert proc.wait(timeout=120) == 141, err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("value, message", [
+    ("1e999", "the number does not fit in a float64"),  # was inf, where a program refuses the literal
+    ("\u0661", "expected NAME=NUMBER"), ("1_0", "expected NAME=NUMBER"),  # float() reads both
+])
+def test_set_takes_numbers_as_a_program_writes_them(value, message, capsys):
+    assert main(["simplify", "lion", "--set", f"beta1={value}"]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_the_hint_for_a_huge_whole_number_can_be_followed(tmp_path, capsys):
+    """It said 'write it with an exponent (9.9e4999)', which is refused in turn (beyond float64)."""
+    path = tmp_path / "huge.py"
+    path.write_text(f"def f(w, g, lr=0.1):\n    return lr * g * {'9' * 5000}\n")
+    assert main(["check", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "9.9e4999" not in err and "`inf` for infinity" in err

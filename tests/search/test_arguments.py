@@ -26,6 +26,9 @@ SEARCH = ["search", "--tasks", "quadratic"]
     (["--budget", "0s"], "--budget '0s': must be a finite time of more than 0 seconds"),
     (["--budget", "9" * 400 + "s"], f"--budget '{'9' * 400}s': must be a finite time"),  # (was: > 0 s)
     (["--budget", "ten minutes"], "--budget 'ten minutes': expected e.g. 90s, 10m, 1h30m"),
+    # read as 2 minutes, and as 10 s (Arabic-Indic digits match \d)
+    (["--budget", "1m1m"], "--budget '1m1m': expected e.g. 90s, 10m, 1h30m"),
+    (["--budget", "\u0661\u0660s"], "--budget '\u0661\u0660s': expected e.g. 90s, 10m, 1h30m"),
     (["--seed", "-1"], "--seed -1: must be a whole number from 0 to"),
     (["--tasks", ""], "--tasks: unknown task(s) (none given)"),  # once: the default tasks
     (["--tasks", "mlp@0,conv_large@4,mlp@x"], "--tasks: unknown task(s) mlp@0, conv_large@4, mlp@x"),
