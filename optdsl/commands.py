@@ -19,9 +19,9 @@ from .printer import to_source
 from .source import load, summary, zoo_names
 from .tables import print_table
 
-
 # a number as a program writes one (float() also takes '1_0', Arabic-Indic digits, 'nan' and spaces)
-_NUMBER = re.compile(r"[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|inf(?:inity)?|nan)", re.IGNORECASE)
+_NUMBER = re.compile(r"[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:e[+-]?[0-9]+)?|inf(?:inity)?|nan)",
+                     re.IGNORECASE)
 
 
 def _assignments(pairs: list[str]) -> dict[str, float]:
@@ -32,7 +32,8 @@ def _assignments(pairs: list[str]) -> dict[str, float]:
         if name.strip() in out:
             raise DslError(f"--set {pair!r}: {name.strip()} is already set", hint="give each name once")
         if not eq or not name.strip().isidentifier() or not _NUMBER.fullmatch(value.strip()):
-            raise DslError(f"--set {pair!r}: expected NAME=NUMBER (ASCII digits, a point, an exponent, or inf)")
+            raise DslError(f"--set {pair!r}: expected NAME=NUMBER",
+                           hint="a number of ASCII digits, a point and an exponent, or inf")
         out[name.strip()] = float(value)
         if math.isinf(out[name.strip()]) and "inf" not in value.lower():
             raise DslError(f"--set {pair!r}: the number does not fit in a float64 (|x| < 1.8e308)",

@@ -64,7 +64,8 @@ def parse_budget(text: str) -> float:
     if re.fullmatch(r"[0-9]+(\.[0-9]+)?", text):
         return float(text)
     # each unit at most once, in the order h, m, s ('1m1m' is no budget); ASCII digits only
-    parts = re.fullmatch(r"(?:([0-9]+(?:\.[0-9]+)?)h)?(?:([0-9]+(?:\.[0-9]+)?)m)?(?:([0-9]+(?:\.[0-9]+)?)s)?", text)
+    number = r"([0-9]+(?:\.[0-9]+)?)"
+    parts = re.fullmatch(f"(?:{number}h)?(?:{number}m)?(?:{number}s)?", text)
     if not text or not parts:
         raise DslError(f"--budget {text!r}: expected e.g. 90s, 10m, 1h30m", "optdsl search")
     return sum(float(v or 0) * unit for v, unit in zip(parts.groups(), (3600, 60, 1)))

@@ -8,8 +8,8 @@ import pytest
 
 from optdsl import DslError, load, parse, to_source
 from optdsl.equiv import _difference, equivalent
-from optdsl.simplify import simplify
 from optdsl.passes import eliminate_constant_states
+from optdsl.simplify import simplify
 
 RENAMED_REORDERED_DEAD = """
 def adamw2(w, g, dead, vv, mm, step, lr=0.001, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01):

@@ -159,8 +159,8 @@ def test_what_a_nan_or_inf_gradient_does_stays(rule):
 
 @pytest.mark.parametrize("source", [
     # sympy took atan of a 0/1 value as positive: the warm-up vanished (lr * sign(g) from step 1)
-    "def f(w, g, step, lr=0.1):\n    warm = sign(arctan(step > 1))\n"
-    "    return lr * g * (1 - warm) + lr * sign(g) * warm\n",
+    ("def f(w, g, step, lr=0.1):\n    warm = sign(arctan(step > 1))\n"
+     "    return lr * g * (1 - warm) + lr * sign(g) * warm\n"),
     # folded to 5e-24 * g * lr, where the program's product underflows to 0 first
     "def f(w, g, lr=0.1):\n    return lr * g * 5e-324 * 1e300\n",
 ])
