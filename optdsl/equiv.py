@@ -33,7 +33,8 @@ The verdict names what was shown (:class:`Equivalence`):
     No proof (or none within :data:`PROVE_SECONDS`); both run through the reference interpreter
     (float64) on random weights (the first trial's first one starting at 0, as a bias does) and
     gradients for ``steps`` steps and ``trials`` seeds, on a 1-d, a 2-d and a 3-d parameter
-    together, the gradients of each seed at a scale of its own (1, 30,
+    together (and a shape for each shape variant those do not reach, ``size(w) >= 128``:
+    :func:`covering_shapes`), the gradients of each seed at a scale of its own (1, 30,
     0.03: a threshold such as ``sign(0.1 g + 1.4)`` shows). A quarter of the gradient coordinates
     are exactly 0 at every step (a constant input feature) and a fifth more at random steps, so a
     0/0 shows. Where a nan can reach a finite value in either program (a nan guard such as Tiger's
@@ -77,8 +78,8 @@ from sympy.core.function import AppliedUndef
 
 from .errors import DslError
 from .interpreter import Interpreter
-from .ir import Call, Expr, Program, substitute
-from .passes import eliminate_constant_states, eliminate_dead_code, fold
+from .ir import Call, Const, Expr, Program, substitute, walk
+from .passes import eliminate_constant_states, eliminate_dead_code, fold, variants
 from .symbolic import (
     expr_to_sympy,
     nan_sensitive,
@@ -372,6 +373,45 @@ def prove(a: Program, b: Program, values_a: dict[str, float] | None = None,
     return None
 
 
+def covering_shapes(*programs: Program, shapes=SHAPES) -> tuple[tuple[int, ...], ...]:
+    """``shapes``, then for every shape variant of ``programs`` (their shape tests, ``ndim(w) >= 2``,
+    ``size(w) >= 128``: :func:`~optdsl.passes.variants`) that none of them runs, the first shape of
+    a pool that does: element counts beside each number the tests hold (up to 100,000), laid out
+    with 1 to 5 axes. A program that differs only on tensors of 128 elements and more was
+    'equal (tested)' on shapes of at most 30.
+
+    Example:
+        >>> from optdsl import parse
+        >>> p = parse("def f(w, g, lr=0.1):\\n    return lr * where(size(w) >= 128, sign(g), g)\\n")
+        >>> covering_shapes(p)[len(SHAPES):]
+        ((128,),)
+    """
+    trees = [variants(p) for p in programs]
+
+    def reaches(shape):
+        try:
+            return {(i, tree.pick(shape)) for i, tree in enumerate(trees)}
+        except DslError:  # a test of an axis the shape lacks
+            return set()
+
+    sizes = {1, 2, 3}
+    for tree in trees:
+        for path in tree.paths():
+            for test, _ in path:
+                for node in walk(test):
+                    if isinstance(node, Const) and 0 <= node.value <= 100_000:
+                        sizes |= {max(int(node.value) - 1, 0), int(node.value), int(node.value) + 1}
+    pool = [(), (0,)] + [(1,) * axes + (n,) for n in sorted(sizes) for axes in range(5)]
+    pool += [(n, 1) for n in sorted(sizes)]  # a test of the first axis
+    reached, extra = set().union(*map(reaches, shapes)), []
+    for shape in pool:
+        new = reaches(shape) - reached
+        if new:
+            extra.append(shape)
+            reached |= new
+    return tuple(shapes) + tuple(extra)
+
+
 def _runnable(program: Program, values, shapes) -> list[tuple[int, ...]]:
     interp = Interpreter(program, **values)
     ok = []
@@ -424,13 +464,14 @@ class Run:
 
 
 def trajectories(a: Program, b: Program, values_a: dict[str, float], values_b: dict[str, float],
-                 steps: int, trials: int, seed: int, shapes=SHAPES, rtol: float = RTOL,
+                 steps: int, trials: int, seed: int, shapes=None, rtol: float = RTOL,
                  finite_in: str = "", nan_trial: bool = True) -> Run:
     """Run both on the same random weights and gradients (with exact zeros, see
     :func:`gradients`); stops at the first update that differs by more than
     ``|u_a - u_b| <= rtol (|u_b| + max |u|)``. ``finite_in="a"`` compares only where a's update is
     finite, ``"both"`` where both are (a generic equality differs at the singular points alone);
-    ``nan_trial=False`` leaves out the trial of nan and inf gradients.
+    ``nan_trial=False`` leaves out the trial of nan and inf gradients. ``shapes``: by default
+    :func:`covering_shapes`, so that every shape variant of either program runs.
 
     Example:
         >>> from optdsl import parse
@@ -441,6 +482,7 @@ def trajectories(a: Program, b: Program, values_a: dict[str, float], values_b: d
         >>> trajectories(a, b, {"lr": 0.1}, {"lr": 0.1}, steps=3, trials=1, seed=0).difference.split(",")[0]
         'step 1'
     """
+    shapes = covering_shapes(a, b) if shapes is None else shapes
     ok_a, ok_b = _runnable(a, values_a, shapes), _runnable(b, values_b, shapes)
     if ok_a != ok_b:
         shape = next(s for s in shapes if (s in ok_a) != (s in ok_b))
@@ -600,7 +642,8 @@ def compare(a: Program, b: Program, values_a: dict[str, float] | None = None,
     if run.finite < MIN_FINITE * run.compared:
         return Equivalence(False, "undecided", f"no symbolic proof, and only {run.finite} of {run.compared} "
                            "compared update values were finite: not evidence")
-    detail = (f"{trials + run.nonfinite} trials x {steps} steps on shapes {', '.join(map(str, SHAPES))}, "
+    shapes = ", ".join(map(str, covering_shapes(ba, bb)))
+    detail = (f"{trials + run.nonfinite} trials x {steps} steps on shapes {shapes}, "
               f"gradients with exact zeros{' (and nan and inf in one trial)' if run.nonfinite else ''}; "
               f"updates agree to {RTOL:g}, relative to each and to the largest")
     return Equivalence(True, "tested", detail)

@@ -269,3 +269,14 @@ def test_a_proof_that_the_trajectories_contradict_where_finite_is_not_believed()
     b = parse("def f(w, g, lr=0.1):\n    return lr * w\n")
     verdict = equivalent(a, b)
     assert verdict.kind == "different" and "both are finite" in verdict.detail
+
+
+@pytest.mark.parametrize("test", ["size(w) >= 128", "ndim(w) >= 4", "dim(w, 0) > 40"])
+def test_every_shape_variant_runs_before_programs_are_called_equal(test):
+    """The test shapes hold at most 30 elements and 3 axes, so a program that differs only on
+    larger tensors was 'equal (tested)' (lr * g against sign(g) on every tensor of 128 elements)."""
+    a = parse(f"def f(w, g, lr=0.1):\n    return lr * where({test}, sign(g), g)\n")
+    b = parse("def f(w, g, lr=0.1):\n    return lr * g\n")
+    assert equivalent(a, b).kind == "different"
+    same = parse(f"def f(w, g, lr=0.1):\n    return lr * where({test}, g + 0, g)\n")
+    assert equivalent(same, b)
