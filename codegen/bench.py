@@ -300,6 +300,20 @@ def _pytorch_optimizer(name: str, program: str) -> list[tuple]:
     return [(f"pytorch_optimizer {name} (foreach)", make, program, False)]
 
 
+def _ran_as(impl: str, opt) -> str:
+    """``impl``, or where it names the cpp backend and ``opt``'s kernels failed to build for its
+    parameters (no compiler, an unwritable extensions folder: the groups ran eager), that said.
+
+    Example:
+        >>> _ran_as("torch.optim.AdamW fused", object())
+        'torch.optim.AdamW fused'
+    """
+    cpp = getattr(getattr(type(opt), "functional", None), "__globals__", {}).get("_CPP")
+    if impl.endswith("(cpp)") and cpp is not None and cpp._failed:
+        return impl.replace("(cpp)", "(cpp: the kernels did not build, so eager)")
+    return impl
+
+
 _FOREACH = "torch.optim.AdamW foreach"
 _EAGER = ("(eager)", "(foreach)")  # the rows measured against the foreach AdamW of their group
 
@@ -379,7 +393,9 @@ def run(quick: bool = False, only: list[str] | None = None) -> list[dict]:
         timed = []
         for group in groups if dtype == torch.float32 else groups[:1]:  # bf16: the AdamWs
             opts = [_Triad(n)] + [make(_model(shapes, dtype=dtype)) for _, make, _, _ in group]
-            timed.append((group, interleaved_ms([o.step for o in opts], warmup, repeats)))
+            times = interleaved_ms([o.step for o in opts], warmup, repeats)
+            # a row whose kernels did not build ran eager (after a RuntimeWarning): say so, not "(cpp)"
+            timed.append(([(_ran_as(row[0], o), *row[1:]) for row, o in zip(group, opts[1:])], times))
             del opts
         triad_ms = min(times[0] for _, times in timed)
         bw = _Triad.BYTES * n / triad_ms / 1e6

@@ -237,3 +237,30 @@ def test_pytorch_optimizer_peers_join_their_groups_only_where_installed(monkeypa
     p.grad = torch.ones(3)
     make([p]).step()
     assert p.detach().lt(1).all()  # a real step of pytorch_optimizer's LAMB
+
+
+def test_a_cpp_row_whose_kernels_did_not_build_says_it_ran_eager(monkeypatch):
+    """With no working compiler (an unwritable extensions folder) the cpp rows ran eager after a
+    warning and the table still named them "(cpp)"."""
+    import torch
+
+    import optdsl
+    from codegen import build
+    from codegen.bench import _ran_as
+
+    cls = build(optdsl.load("lion"), "torch")
+    cpp = cls.functional.__globals__["_CPP"]
+
+    def no_build(*args, **kwargs):
+        raise RuntimeError("no compiler here")
+
+    monkeypatch.setitem(cls.functional.__globals__, "_cpp_build", no_build)
+    monkeypatch.setattr(cpp, "_libs", {})
+    monkeypatch.setattr(cpp, "_failed", {})
+    w = torch.nn.Parameter(torch.ones(4))
+    w.grad = torch.ones(4)
+    opt = cls([w], backend="cpp")
+    with pytest.warns(RuntimeWarning, match="runs eager"):
+        opt.step()
+    assert _ran_as("generated Lion (cpp)", opt) == "generated Lion (cpp: the kernels did not build, so eager)"
+    assert _ran_as("generated Lion (eager)", opt) == "generated Lion (eager)"
