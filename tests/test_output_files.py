@@ -365,3 +365,20 @@ def test_a_nul_in_an_output_name_is_an_error_not_a_traceback(tmp_path, capsys):
     assert main(["compile", "lion", "-o", str(tmp_path / "a\x00b.py")]) == 2
     assert "a file name cannot hold a NUL character" in capsys.readouterr().err
     assert os.listdir(tmp_path) == []
+
+
+def test_a_newer_optdsls_database_is_named_as_such_not_as_no_search_database(tmp_path, capsys):
+    """--db on a database a newer optdsl wrote said it 'already exists and is not a search
+    database (was written by a newer optdsl ...)', which contradicts itself."""
+    import sqlite3
+
+    from search.store import SCHEMA_VERSION, Store
+
+    db = tmp_path / "s.sqlite"
+    Store(str(db)).close()
+    with sqlite3.connect(db) as c:
+        c.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    assert main(["search", "--db", str(db), "--evals", "1", "--tasks", "quadratic"]) == 2
+    err = capsys.readouterr().err
+    assert "already exists and this optdsl cannot read (was written by a newer optdsl" in err
+    assert "not a search database" not in err
