@@ -336,8 +336,10 @@ def cmd_search(args) -> int:
             try:
                 schema_version(db)  # reads only
             except DslError as e:  # (one a newer optdsl wrote is a search database, not this one's)
-                what = "this optdsl cannot read" if "newer optdsl" in e.message else "is not a search database"
-                raise DslError(f"already exists and {what} ({e.message})", db, hint="pick another --db") from None
+                newer = "newer optdsl" in e.message
+                what = "this optdsl cannot read" if newer else "is not a search database"
+                raise DslError(f"already exists and {what} ({e.message})", db,
+                               hint="pick another --db") from None
             with Store(db, readonly=True) as old:
                 began = old.get_meta("config") is not None
             if not began:  # (a database made before its settings were written with it)
