@@ -100,7 +100,8 @@ def read(path: str) -> str:
     if path == "-":  # read once, however many programs of it a command loads (equiv -:a -:b)
         if _STDIN[0] is not sys.stdin:
             stdin = getattr(sys.stdin, "buffer", None)  # a text-only stdin (a test's StringIO) has none
-            _STDIN[:] = [sys.stdin, decode(stdin.read(), "<stdin>") if stdin is not None else sys.stdin.read()]
+            text = decode(stdin.read(), "<stdin>") if stdin is not None else sys.stdin.read()
+            _STDIN[:] = [sys.stdin, text]
         return _STDIN[1]
     try:
         with open(path, "rb") as f:

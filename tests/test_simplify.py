@@ -168,5 +168,6 @@ def test_a_form_the_interpreter_disagrees_with_is_not_kept(source):
     program, simple = parse(source), simplify(parse(source))
     for step in (1, 2, 3):
         w, g = {"p": np.ones(3)}, {"p": np.array([3.0, 0.5, -2.0])}
-        updates = [Interpreter(p).updates(w, g, Interpreter(p).init(w), step)[0]["p"] for p in (program, simple)]
+        runs = [Interpreter(p) for p in (program, simple)]
+        updates = [run.updates(w, g, run.init(w), step)[0]["p"] for run in runs]
         np.testing.assert_array_equal(updates[1], updates[0], err_msg=to_source(simple))

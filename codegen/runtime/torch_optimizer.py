@@ -1034,10 +1034,10 @@ class _Optimizer(torch.optim.Optimizer):
                     want = _state_shape(kinds[key], tuple(p.shape))
                     if [d for d in value.shape if d != 1] != [d for d in want if d != 1]:
                         raise ValueError(
-                            f"{type(self).__name__}.load_state_dict: state {key!r} of parameter {pi} of param "
-                            f"group {gi} has shape {tuple(value.shape)} in the checkpoint, where this "
-                            f"optimizer's parameter (shape {tuple(p.shape)}) needs {want}: the checkpoint was "
-                            "saved for other parameters, or for these listed in another order"
+                            f"{type(self).__name__}.load_state_dict: state {key!r} of parameter {pi} of "
+                            f"param group {gi} has shape {tuple(value.shape)} in the checkpoint, where this "
+                            f"optimizer's parameter (shape {tuple(p.shape)}) needs {want}: the checkpoint "
+                            "was saved for other parameters, or for these listed in another order"
                         )
 
     def _translated(self, state_dict):

@@ -336,7 +336,8 @@ def test_a_checkpoint_of_other_parameters_is_refused_when_loaded(adamw, order):
         p.grad = torch.ones_like(p)
     opt.step()
     other = adamw(params[::-1], backend="cpp")
-    with pytest.raises(ValueError, match=r"state 'm' of parameter 0 of param group 0 has shape \(\d+, \d+\) in"):
+    message = r"state 'm' of parameter 0 of param group 0 has shape \(\d+, \d+\) in"
+    with pytest.raises(ValueError, match=message):
         other.load_state_dict(opt.state_dict())
     assert not other.state  # nothing loaded
     other = adamw(params, backend="cpp")
