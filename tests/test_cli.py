@@ -162,3 +162,12 @@ def test_the_hint_for_a_huge_whole_number_can_be_followed(tmp_path, capsys):
     assert main(["check", str(path)]) == 2
     err = capsys.readouterr().err
     assert "9.9e4999" not in err and "`inf` for infinity" in err
+
+
+def test_the_cli_module_loads_before_sympy_so_an_early_ctrl_c_is_handled():
+    """A Ctrl-C in the first ~0.3 s of any command printed a traceback from `import sympy`: the
+    console script imports optdsl.cli, which imported the whole package before main() set up its
+    handling. The package's names now load when first used."""
+    code = "import sys, optdsl.cli; print(sorted({'sympy', 'numpy', 'torch'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
