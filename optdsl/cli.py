@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import importlib
 import os
 import signal
@@ -102,8 +103,11 @@ def main(argv: list[str] | None = None) -> int:
                 return 141  # `optdsl zoo | true`: 1 is "not equivalent" here
             raise
         except OSError as e:  # the system refused a file operation: the user's to fix, not a bug
-            where = f"{e.filename}: " if e.filename else ""
-            print(f"error: {where}{e.strerror or e}", file=sys.stderr)
+            # a full disk with no file named: a write to an open stream, standard output (`> /dev/full`)
+            full = not e.filename and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+            where = f"{e.filename}: " if e.filename else "writing the output: " * full
+            print(f"error: {where}{e.strerror or e}" + "; free some space or write elsewhere" * full,
+                  file=sys.stderr)
             return 2
 
 
