@@ -177,8 +177,8 @@ def test_the_cli_module_loads_before_sympy_so_an_early_ctrl_c_is_handled():
 def test_a_full_output_says_it_was_the_output(tmp_path):
     """``optdsl ops > /dev/full`` said only 'error: No space left on device'."""
     with open("/dev/full", "w") as full:
-        proc = subprocess.run([sys.executable, "-m", "optdsl.cli", "ops"], stdout=full, stderr=subprocess.PIPE,
-                              text=True, check=False)
+        proc = subprocess.run([sys.executable, "-m", "optdsl.cli", "ops"], stdout=full,
+                              stderr=subprocess.PIPE, text=True, check=False)
     assert proc.returncode == 2
     assert proc.stderr.strip() == ("error: writing the output: No space left on device; free some space "
                                    "or write elsewhere")
