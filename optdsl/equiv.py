@@ -35,7 +35,10 @@ The verdict names what was shown (:class:`Equivalence`):
     gradients for ``steps`` steps and ``trials`` seeds, on a 1-d, a 2-d and a 3-d parameter
     together (and a shape for each shape variant those do not reach, ``size(w) >= 128``:
     :func:`covering_shapes`), the gradients of each seed at a scale of its own (1, 30,
-    0.03: a threshold such as ``sign(0.1 g + 1.4)`` shows). A quarter of the gradient coordinates
+    0.03: a threshold such as ``sign(0.1 g + 1.4)`` shows), those of the second seed and its
+    weights rounded to one decimal (a floor or comparison of the binary values can differ from the
+    same of decimals, which is how sympy reads literals: ``g // 0.1`` is 236 at 23.7,
+    ``floor(10 g)`` 237). A quarter of the gradient coordinates
     are exactly 0 at every step (a constant input feature) and a fifth more at random steps, so a
     0/0 shows. Where a nan can reach a finite value in either program (a nan guard such as Tiger's
     ``amax(g != g)``, a comparison, ``where``: :func:`~optdsl.symbolic.nan_sensitive`), which a
@@ -496,7 +499,11 @@ def trajectories(a: Program, b: Program, values_a: dict[str, float], values_b: d
     nonfinite = nan_trial and (nan_sensitive(a) or nan_sensitive(b))
     for trial in range(trials + nonfinite):
         rng = np.random.default_rng([seed, trial])
-        params = {f"p{i}": rng.normal(size=s) for i, s in enumerate(ok_a)}
+        # trial 1: weights and gradients of one decimal (23.7, 0.3), where a floor or a comparison
+        # of the binary values the program computes can differ from the same of decimals (g // 0.1
+        # is 236 at 23.7, floor(10 g) 237): sympy reads the literal 0.1 as 1/10
+        grid = (lambda x: np.round(x, 1)) if trial == 1 else (lambda x: x)
+        params = {f"p{i}": grid(rng.normal(size=s)) for i, s in enumerate(ok_a)}
         if trial == 0:  # a zero-initialised layer (a bias): |w|, norm(w), w > 0 are 0 at step 1
             params["p0"] = np.zeros_like(params["p0"])
         dead = {n: rng.random(p.shape) < DEAD_FRACTION for n, p in params.items()}
@@ -504,7 +511,7 @@ def trajectories(a: Program, b: Program, values_a: dict[str, float], values_b: d
         state_a, state_b = ia.init(pa), ib.init(pb)
         g_scale = GRADIENT_SCALES[trial % len(GRADIENT_SCALES)]
         for t in range(1, steps + 1):
-            grads = {n: g_scale * gradients(rng, dead[n]) for n in params}
+            grads = {n: grid(g_scale * gradients(rng, dead[n])) for n in params}
             if trial == trials and t % 3 == 0:  # the nan guards' trial (after the usual ones: same draws)
                 for g in grads.values():
                     if g.size:
