@@ -205,6 +205,8 @@ class LatexPrinter(Printer):
         closed = after.startswith(("}", ")", r"\right", "|", ",", "]", "&", r"\\"))
         if ends and after and not closed and (ends == "cases" or not after.startswith(("+", "-", r"\pm"))):
             return True  # (\sum g) w, not \sum g w, which reads as sum(g w); a cases block's last case
+        if op.name == "mod" and text.startswith("-"):  # (-g) mod w is not -(g mod w), as -g mod w reads
+            return True
         if op.infix and op.arity == 2:
             if op.precedence <= _ADDITIVE:
                 return mine < op.precedence or (i == 1 and op.name == "sub" and mine == op.precedence)

@@ -215,3 +215,12 @@ def test_a_state_set_in_the_body_and_again_at_the_return_has_two_versions():
     text = to_latex(gradient_accumulation(load("sgd"), 4))
     assert r"\mathrm{acc}^{(1)}_t &= \mathrm{acc}_{t-1} + g_t" in text
     assert r"\mathrm{acc}^{(1)}_t & \text{otherwise}" in text
+
+
+def test_a_negated_left_operand_of_mod_is_bracketed():
+    """``(-g) % w`` printed as ``-g_t \\bmod w_{t-1}``, which reads as -(g mod w), another value."""
+    def shown(body):
+        return to_latex(parse(f"def f(w, g, lr=0.1):\n    return lr * ({body})\n")).splitlines()[1]
+
+    assert r"\left(-g_t\right) \bmod w_{t-1}" in shown("(-g) % w")
+    assert r"-\left(g_t \bmod w_{t-1}\right)" in shown("-(g % w)")
