@@ -98,9 +98,11 @@ def main(argv: list[str] | None = None) -> int:
         except BrokenPipeError:  # `optdsl ops | head -1`: the reader left; exit as tools killed by SIGPIPE
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
             return 141
-        except SystemExit as e:  # rich's console meets a broken pipe with SystemExit(1) (its stdout
-            if e.code == 1 and isinstance(e.__context__, BrokenPipeError):  # already on devnull)
-                return 141  # `optdsl zoo | true`: 1 is "not equivalent" here
+        except SystemExit as e:
+            # rich's console meets a broken pipe (`optdsl zoo | true`) with SystemExit(1), its stdout
+            # already on devnull; 1 means "not equivalent" in this CLI
+            if e.code == 1 and isinstance(e.__context__, BrokenPipeError):
+                return 141
             raise
         except OSError as e:  # the system refused a file operation: the user's to fix, not a bug
             # a full disk with no file named: a write to an open stream, standard output (`> /dev/full`)
