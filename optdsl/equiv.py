@@ -622,9 +622,10 @@ def compare(a: Program, b: Program, values_a: dict[str, float] | None = None,
     # A program without a default lr runs with lr = 1.37e-3, not 1e-3: `lr * lr` and the paper's
     # `lr * 0.001` agreed there, and were said equal (tested)
     floats = lambda bind: {"lr": 1.37e-3, **{k: float(v) for k, v in bind.items()}}
+    shapes = covering_shapes(ba, bb)  # (each run below would find them anew)
     if proof:  # sympy's assumptions can be wrong (atan of a 0/1 value taken as positive): a
         # difference where both updates are finite, on finite gradients, outweighs any proof
-        run = trajectories(ba, bb, floats(bind_a), floats(bind_b), steps, trials, seed,
+        run = trajectories(ba, bb, floats(bind_a), floats(bind_b), steps, trials, seed, shapes,
                            finite_in="both", nan_trial=False)
         if run.difference:
             return Equivalence(False, "different", "the update sequences differ where both are finite, "
@@ -633,14 +634,15 @@ def compare(a: Program, b: Program, values_a: dict[str, float] | None = None,
         if not (nan_sensitive(ba) or nan_sensitive(bb)):
             return Equivalence(True, *proof)
         try:
-            nan_run = trajectories(ba, bb, floats(bind_a), floats(bind_b), steps, 0, seed)  # the nan trial
+            # the nan trial alone
+            nan_run = trajectories(ba, bb, floats(bind_a), floats(bind_b), steps, 0, seed, shapes)
         except DslError:  # no test shape runs them (dim(w, 4)): the proof stands alone
             return Equivalence(True, *proof)
         if nan_run.difference is None:
             return Equivalence(True, *proof)
         return Equivalence(True, "generic", f"{proof[1]}; a nan or inf gradient tells them apart: "
                            f"{nan_run.difference}", where="wherever every value is finite")
-    run = trajectories(ba, bb, floats(bind_a), floats(bind_b), steps, trials, seed)
+    run = trajectories(ba, bb, floats(bind_a), floats(bind_b), steps, trials, seed, shapes)
     if proof:  # generic: say where the tested trajectories met a point where they differ
         kind, how = proof
         return Equivalence(True, kind, how + (f"; they differ there: {run.difference}" if run.difference else ""))
@@ -649,8 +651,7 @@ def compare(a: Program, b: Program, values_a: dict[str, float] | None = None,
     if run.finite < MIN_FINITE * run.compared:
         return Equivalence(False, "undecided", f"no symbolic proof, and only {run.finite} of {run.compared} "
                            "compared update values were finite: not evidence")
-    shapes = ", ".join(map(str, covering_shapes(ba, bb)))
-    detail = (f"{trials + run.nonfinite} trials x {steps} steps on shapes {shapes}, "
+    detail = (f"{trials + run.nonfinite} trials x {steps} steps on shapes {', '.join(map(str, shapes))}, "
               f"gradients with exact zeros{' (and nan and inf in one trial)' if run.nonfinite else ''}; "
               f"updates agree to {RTOL:g}, relative to each and to the largest")
     return Equivalence(True, "tested", detail)

@@ -109,6 +109,7 @@ def plot(store: Store, outdir: str) -> list[str]:
     import matplotlib.pyplot as plt
 
     paths = _plot_paths(outdir, store)
+    metadata = png_metadata(store)
     rows = store.originals()
     xs, ys, best, running = [], [], [], float("-inf")
     for i, r in enumerate(rows, 1):
@@ -130,7 +131,7 @@ def plot(store: Store, outdir: str) -> list[str]:
     ax.legend(loc="lower right")
     ax.set_title("Search progress (fitness: mean log(AdamW loss / loss), best task left out)", fontsize=10)
     fig.tight_layout()
-    fig.savefig(paths[0], dpi=120, metadata=png_metadata(store))
+    fig.savefig(paths[0], dpi=120, metadata=metadata)
     plt.close(fig)
 
     ok = [r for r in rows if r["status"] == "ok" and r["fitness"] is not None]
@@ -147,7 +148,7 @@ def plot(store: Store, outdir: str) -> list[str]:
     ax.set_title("Quality vs memory")
     ax.legend(loc="lower right")
     fig.tight_layout()
-    fig.savefig(paths[1], dpi=120, metadata=png_metadata(store))
+    fig.savefig(paths[1], dpi=120, metadata=metadata)
     plt.close(fig)
     return paths
 
