@@ -5,9 +5,10 @@ search uses it to skip evaluating functional duplicates (AutoML-Zero's functiona
 cache; the Lion search's "hash of how outputs are computed").
 
 The program runs ``steps`` steps of the reference interpreter (float64) on a 1-d and a 2-d
-parameter with weights and gradients drawn from a fixed seed. Each update is rounded to
-``DIGITS`` significant digits, and values smaller than ``FLUSH`` times the largest one are
-flushed to zero, so float noise (``(a + b) - b`` vs ``a``) does not split equal programs; nan,
+parameter (and one of each shape its shape tests tell apart that these miss) with weights and
+gradients drawn from a fixed seed; a program reading ``step`` runs later steps too. Each update
+is rounded to ``DIGITS`` significant digits, and values smaller than ``FLUSH`` times the largest
+one are flushed to zero, so float noise (``(a + b) - b`` vs ``a``) does not split equal programs; nan,
 +inf and -inf hash as themselves. A parameter the program cannot run on (``rowmean`` of a 1-d
 one) is left out, and that fact is hashed.
 
@@ -25,6 +26,7 @@ import hashlib
 
 import numpy as np
 
+from .equiv import covering_shapes
 from .errors import DslError
 from .interpreter import Interpreter
 from .ir import Program
@@ -32,6 +34,23 @@ from .ir import Program
 SHAPES = ((6,), (4, 5))
 DIGITS = 7
 FLUSH = 1e-9
+#: Where a program reading ``step`` is run after its first steps: doubling through the 60-300 steps
+#: search tasks train for, so a use of ``step`` that starts later (``min(step, 4.5)`` in a bias
+#: correction, a gate ``step > 4``) changes the updates seen.
+LATER_STEPS = (8, 16, 32, 64, 128, 256, 512)
+
+
+def step_numbers(program: Program, steps: int = 4) -> tuple[int, ...]:
+    """The step numbers ``program`` is run at: ``1 .. steps``, then, if it reads ``step``,
+    :data:`LATER_STEPS` (the steps between skipped: a rule means the same at any step count).
+
+    Example:
+        >>> from optdsl import load
+        >>> step_numbers(load("sgd")), step_numbers(load("adam"))[:6]
+        ((1, 2, 3, 4), (1, 2, 3, 4, 8, 16))
+    """
+    later = tuple(t for t in LATER_STEPS if t > steps) if program.uses("step") else ()
+    return (*range(1, steps + 1), *later)
 
 
 def quantize(x: np.ndarray, digits: int = DIGITS) -> bytes:
@@ -62,10 +81,11 @@ def quantize(x: np.ndarray, digits: int = DIGITS) -> bytes:
     return b"".join(a.astype(np.int64).tobytes() for a in (mantissa + 0.0, mag, code))
 
 
-def _inputs(seed: int, steps: int) -> tuple[dict, list[dict]]:
-    """The fixed weights (one parameter per shape of ``SHAPES``) and ``steps`` gradients of a seed."""
+def _inputs(program: Program, seed: int, steps: int) -> tuple[dict, list[dict]]:
+    """The fixed weights (one parameter per shape of ``SHAPES``, and one for each shape variant of
+    ``program`` they miss: :func:`~optdsl.equiv.covering_shapes`) and ``steps`` gradients of a seed."""
     rng = np.random.default_rng(seed)
-    params = {f"p{i}": rng.normal(size=s) for i, s in enumerate(SHAPES)}
+    params = {f"p{i}": rng.normal(size=s) for i, s in enumerate(covering_shapes(program, shapes=SHAPES))}
     return params, [{n: rng.normal(size=p.shape) for n, p in params.items()} for _ in range(steps)]
 
 
@@ -96,7 +116,7 @@ def step_scale(program: Program, values: dict[str, float] | None = None, seed: i
         >>> step_scale(a), step_scale(b)
         (0.001, 0.00025)
     """
-    params, grads = _inputs(seed, 1)
+    params, grads = _inputs(program, seed, 1)
     opt = Interpreter(program, np.float64, **{**program.hyper_defaults, **(values or {}), "lr": 1e-3})
     params, _ = _runnable(opt, params)
     try:
@@ -110,7 +130,8 @@ def step_scale(program: Program, values: dict[str, float] | None = None, seed: i
 
 def fingerprint(program: Program, values: dict[str, float] | None = None, steps: int = 4,
                 seed: int = 0, digits: int = DIGITS, scale_free: bool = False) -> str:
-    """Hex digest of the rounded updates of ``steps`` interpreter steps on fixed random inputs.
+    """Hex digest of the rounded updates of ``steps`` interpreter steps on fixed random inputs
+    (and, for a program reading ``step``, of :func:`step_numbers`' later ones).
 
     Hyperparameters take their defaults, or ``values``; a program without a default lr runs with
     lr = 1e-3. Fewer ``digits`` make a coarser key that also merges near-duplicates (programs
@@ -134,7 +155,8 @@ def fingerprint(program: Program, values: dict[str, float] | None = None, steps:
     if scale_free:
         scale = step_scale(program, values, seed)
         hyper["lr"] = 1e-6 / scale if 0 < scale < np.inf else 1e-3
-    params, grads = _inputs(seed, steps)
+    numbers = step_numbers(program, steps)
+    params, grads = _inputs(program, seed, len(numbers))
     opt = Interpreter(program, np.float64, **hyper)
     # A parameter the program cannot handle (rowmean of a 1-d one) is left out, and that fact is
     # hashed rather than the error's wording, which depends on the program's text.
@@ -143,8 +165,8 @@ def fingerprint(program: Program, values: dict[str, float] | None = None, steps:
         h.update(b"cannot run:" + name.encode())
     try:
         state = opt.init(params)
-        for t in range(1, steps + 1):
-            updates, state = opt.updates(params, {n: grads[t - 1][n] for n in params}, state, t)
+        for grad, t in zip(grads, numbers):
+            updates, state = opt.updates(params, {n: grad[n] for n in params}, state, t)
             for name in sorted(updates):
                 h.update(quantize(updates[name], digits))
             with np.errstate(all="ignore"):  # non-finite updates hash as such
@@ -154,4 +176,4 @@ def fingerprint(program: Program, values: dict[str, float] | None = None, steps:
     return h.hexdigest()
 
 
-__all__ = ["fingerprint", "quantize", "step_scale"]
+__all__ = ["fingerprint", "quantize", "step_numbers", "step_scale"]

@@ -30,7 +30,8 @@ Five properties every sensible update rule has, checked on a fixed synthetic tra
     updates at steps 1,000 .. 86,000 (twelve windows 1.5x apart) are not finite or lie outside
     1/100 .. 100x the settled ones: a window where the step explodes or stops, past the tasks and
     the horizon check, which its scores cannot see (a rule that stops at steps 2,000 .. 99,990
-    scored exactly as its original). A state that counts steps without reading the gradient or
+    scored exactly as its original), or that are 0 at step 1,000,001 (a rule that stops at step
+    1,001 passed every window). A state that counts steps without reading the gradient or
     the weights (``c = c + 1``) is ``step`` the schedule check cannot see, and is refused.
   - **An exact zero is a gradient too.** A coordinate whose gradient is exactly 0 at every step (a
     constant input feature, a dead unit, an embedding row no batch touches) gets a finite update:
@@ -49,8 +50,11 @@ to the tasks' length) can win them and then stop training (its step falls to ~1e
 A slower one (1.014 per step) ends inside any fixed bound at step 1,000, so the check also refuses
 a step whose change speeds up: an exponential, where a power law changes at a steady pace.
 
-All run the candidate in float64 on a few steps of two small parameters with
-:class:`search.vectorized.VectorizedStep`, all variants as rows of one batch. IEEE arithmetic is
+All run the candidate in float64 on a few steps of two small parameters (and one of each shape
+variant its shape tests hold that these miss: a drift only where ``size(w) > 12`` is a drift on
+every task) with :class:`search.vectorized.VectorizedStep`, all variants as rows of one batch; a
+rule reading ``step`` also at steps 8 .. 512, so a drift or a ``1 / lr`` step that begins at step
+5 is seen. IEEE arithmetic is
 sign-symmetric, so a symmetric rule negates exactly and the tolerance can be tiny: a drift
 1e-5 the size of the gradient term is still caught. Updates that are not finite are
 left to the training tasks to judge.
@@ -65,11 +69,14 @@ Example:
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 
 import torch
 
+from optdsl.equiv import covering_shapes
+from optdsl.fingerprint import step_numbers
 from optdsl.ir import Program, free_vars
 
 from .vectorized import VectorizedStep
@@ -83,28 +90,38 @@ MIDDLE_STEPS = tuple(int(1000 * 1.5**k) for k in range(12))  # 1,000 .. 86,497: 
 MIDDLE_RATIO = 1e-2  # ... the updates' size within this factor of the settled size, both ways
 
 
+def _shapes(program: Program) -> tuple[tuple[int, ...], ...]:
+    return covering_shapes(program, shapes=SHAPES)
+
+
 def _setup(program: Program, seed: int):
-    """``program`` stepping parameters of :data:`SHAPES`, and a function drawing float64 N(0, 1)
-    values of shape ``(*lead, P)`` from a generator seeded with ``seed``."""
+    """``program`` stepping parameters of :data:`SHAPES` and one of every shape variant they miss
+    (:func:`~optdsl.equiv.covering_shapes`: a rule that drifts only where ``size(w) > 12`` drifts
+    on every task), and a function drawing float64 N(0, 1) values of shape ``(*lead, P)`` from a
+    generator seeded with ``seed``."""
     gen = torch.Generator().manual_seed(seed)
-    p = sum(math.prod(s) for s in SHAPES)
-    return VectorizedStep(program, SHAPES), lambda *lead: torch.randn(*lead, p, generator=gen, dtype=torch.float64)
+    shapes = _shapes(program)
+    p = sum(math.prod(s) for s in shapes)
+    return VectorizedStep(program, shapes), lambda *lead: torch.randn(*lead, p, generator=gen, dtype=torch.float64)
 
 
-def _start(program: Program):
-    """``(step, normal, w0, grads)``: the guards' weights ``(1, P)`` and gradients ``(STEPS, 1, P)``,
+def _start(program: Program, steps: int = STEPS):
+    """``(step, normal, w0, grads)``: the guards' weights ``(1, P)`` and gradients ``(steps, 1, P)``,
     the first draws of ``normal`` (the same for every check that starts here)."""
     step, normal = _setup(program, 1234)
-    return step, normal, normal(1), normal(STEPS, 1)
+    return step, normal, normal(1), normal(steps, 1)
 
 
 def _trajectory(program: Program, lrs: Sequence[float], dtype: torch.dtype = torch.float64) -> torch.Tensor:
-    """Updates ``(4 + len(lrs), STEPS, P)``: (w, g), (-w, -g) and (w, g') with fresh g' at lr 0.1,
-    the weights moving; then (w, g) at each of ``lrs`` with the weights held, so that the steps
-    differ by lr alone; last (w, g) with every third coordinate of g exactly 0, at lr 0.1. All are
-    rows of one batch, in ``dtype``."""
-    step, normal, w0, grads = _start(program)
-    other = normal(STEPS, 1).to(dtype)
+    """Updates ``(4 + len(lrs), T, P)`` at the steps :func:`~optdsl.fingerprint.step_numbers` (``1 ..
+    STEPS``, then later ones for a rule reading ``step``: a drift or a gradient ignored from step 5
+    on is seen): (w, g), (-w, -g) and (w, g') with fresh g' at lr 0.1, the weights moving; then
+    (w, g) at each of ``lrs`` with the weights held, so that the steps differ by lr alone; last (w,
+    g) with every third coordinate of g exactly 0, at lr 0.1. All are rows of one batch, in
+    ``dtype``."""
+    numbers = step_numbers(program, STEPS)
+    step, normal, w0, grads = _start(program, len(numbers))
+    other = normal(len(numbers), 1).to(dtype)
     w0, grads = w0.to(dtype), grads.to(dtype)
     n, p = len(lrs), w0.shape[1]
     zeros = grads * (torch.arange(p) % 3 != 0)
@@ -113,8 +130,8 @@ def _trajectory(program: Program, lrs: Sequence[float], dtype: torch.dtype = tor
     moves = torch.tensor([1.0] * 3 + [0.0] * n + [1.0], dtype=dtype)[:, None]
     states = step.init(w)
     out = []
-    for t in range(1, STEPS + 1):
-        g = torch.cat([grads[t - 1], -grads[t - 1], other[t - 1], grads[t - 1].expand(n, p), zeros[t - 1]])
+    for i, t in enumerate(numbers):
+        g = torch.cat([grads[i], -grads[i], other[i], grads[i].expand(n, p), zeros[i]])
         update, states = step(w, g, states, lr, t)
         out.append(update)
         w = w - moves * update
@@ -142,6 +159,9 @@ def _schedule_fault(program: Program) -> str | None:
         return (f"its updates still change with step at step {LATE_STEPS[0]:,} (by {change:.3g} to step "
                 f"{LATE_STEPS[1]:,}), where the user's lr schedule should set the step")
     settled = float(late.abs().mean())
+    if settled == 0:  # every window would lie 'within' 0 of it
+        return (f"its updates are 0 at step {LATE_STEPS[1] + 1:,}: it stops training past the tasks, "
+                "where the user's lr schedule should set the step")
     for start in MIDDLE_STEPS:
         size = float(_late_updates(program, start).abs().mean())
         if not (math.isfinite(size) and MIDDLE_RATIO * settled <= size <= settled / MIDDLE_RATIO):
@@ -254,6 +274,11 @@ def guard(program: Program, lrs: Sequence[float] | None = None) -> str | None:
                 f"(max asymmetry {asymmetry:.3g})")
     if _relative(u[0], u[2]) <= TOLERANCE:
         return "ignores the gradient: other gradients give the same updates"
+    shapes = _shapes(program)
+    ends = list(itertools.accumulate(math.prod(shape) for shape in shapes))
+    for shape, start, end in zip(shapes, [0, *ends], ends):
+        if end > start and _relative(u[0, :, start:end], u[2, :, start:end]) <= TOLERANCE:
+            return f"ignores the gradient of a parameter of shape {shape}: other gradients give the same updates"
     fault = _lr_fault(u[3:-1], lrs)
     if fault is not None:
         return f"lr is not a learning rate: {fault}"

@@ -441,6 +441,31 @@ def test_a_schedule_hidden_in_a_state_or_a_window_is_refused(inputs, body, facto
         assert found.startswith("a schedule of its own") and reason in found
 
 
+ADAM_GATED = ("def train(w, g, m, v, step, lr):\n    m = interp(g, m, 0.9)\n    v = interp(g * g, v, 0.999)\n"
+              "    d = m / (1 - 0.9 ** step) / (sqrt(v / (1 - 0.999 ** step)) + 1e-08) + 0.01 * w\n"
+              "    late = sign(max(step - 4, 0))\n    big = size(w) > 12\n    return {}, m, v\n")
+
+
+@pytest.mark.parametrize("update, reason", [
+    # an audit's adversaries: each passed the guards, seen only on steps 1-4 of two small tensors,
+    # and the first four shared the warm start's fingerprint (its score, untrained)
+    ("lr * 0.001 * (d + 0.1 * late)", "drift"),
+    ("lr * 0.001 * d + 1e-4 * late", "drift"),
+    ("(10 / lr) * d * late + lr * 0.001 * d * (1 - late)", "lr is not a learning rate"),
+    ("lr * 0.001 * d * sign(max(1000.5 - step, 0))", "a schedule of its own: its updates are 0 at step 1,000,001"),
+    ("lr * 0.001 * (d + where(big, 0.1, 0))", "drift"),
+    ("lr * 0.001 * where(big, w, d)", "ignores the gradient of a parameter of shape (13,)"),
+    ("where(big, 0.001 / lr, lr * 0.001) * d", "lr is not a learning rate"),
+    ("lr * 0.001 * d * where(big, sqrt(step), 1)", "a schedule of its own: its updates still change"),
+    ("lr * 0.001 * where(big, m / sqrt(v), d)", "not finite where a gradient coordinate is exactly 0"),
+    ("lr * 0.001 * where(ndim(w) == 0, g, d)", None),  # plain SGD on 0-d tensors: a rule like any
+], ids=["drift_late", "drift_late_absolute", "inverse_lr_late", "stops_at_1001", "drift_big", "no_grad_big",
+        "inverse_lr_big", "sqrt_step_big", "no_eps_big", "sgd_on_scalars"])
+def test_a_fault_from_step_5_or_on_larger_tensors_only_is_refused(update, reason):
+    found = guard(parse(ADAM_GATED.format(update)))
+    assert (found is None) if reason is None else found.startswith(reason)
+
+
 def test_an_eps_float32_cannot_hold_is_none():
     # 1e-60 kept the float64 guard's 0 / 0 away; in float32, where tasks and users train, it is 0
     tiny = parse("def train(w, g, v, lr):\n    v = interp(g * g, v, 0.999)\n"
