@@ -102,7 +102,8 @@ def _setup(program: Program, seed: int):
     gen = torch.Generator().manual_seed(seed)
     shapes = _shapes(program)
     p = sum(math.prod(s) for s in shapes)
-    return VectorizedStep(program, shapes), lambda *lead: torch.randn(*lead, p, generator=gen, dtype=torch.float64)
+    draw = lambda *lead: torch.randn(*lead, p, generator=gen, dtype=torch.float64)
+    return VectorizedStep(program, shapes), draw
 
 
 def _start(program: Program, steps: int = STEPS):
@@ -278,7 +279,8 @@ def guard(program: Program, lrs: Sequence[float] | None = None) -> str | None:
     ends = list(itertools.accumulate(math.prod(shape) for shape in shapes))
     for shape, start, end in zip(shapes, [0, *ends], ends):
         if end > start and _relative(u[0, :, start:end], u[2, :, start:end]) <= TOLERANCE:
-            return f"ignores the gradient of a parameter of shape {shape}: other gradients give the same updates"
+            return (f"ignores the gradient of a parameter of shape {shape}: other gradients give the same "
+                    "updates")
     fault = _lr_fault(u[3:-1], lrs)
     if fault is not None:
         return f"lr is not a learning rate: {fault}"
