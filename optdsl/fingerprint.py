@@ -30,6 +30,7 @@ from .equiv import covering_shapes
 from .errors import DslError
 from .interpreter import Interpreter
 from .ir import Program
+from .passes import eliminate_dead_code, fold
 
 SHAPES = ((6,), (4, 5))
 DIGITS = 7
@@ -40,16 +41,23 @@ FLUSH = 1e-9
 LATER_STEPS = (8, 16, 32, 64, 128, 256, 512)
 
 
+def _folded(program: Program) -> Program:
+    """What decides the runs' inputs: the program as its canonical form sees it (a shape test or a
+    read of ``step`` that folding removes changes no key, as canonicalizing it changes none)."""
+    return eliminate_dead_code(fold(program))
+
+
 def step_numbers(program: Program, steps: int = 4) -> tuple[int, ...]:
-    """The step numbers ``program`` is run at: ``1 .. steps``, then, if it reads ``step``,
-    :data:`LATER_STEPS` (the steps between skipped: a rule means the same at any step count).
+    """The step numbers ``program`` is run at: ``1 .. steps``, then, if its folded live part reads
+    ``step``, :data:`LATER_STEPS` (the steps between skipped: a rule means the same at any step
+    count; a dead or folded read changes nothing, so it changes no key).
 
     Example:
         >>> from optdsl import load
         >>> step_numbers(load("sgd")), step_numbers(load("adam"))[:6]
         ((1, 2, 3, 4), (1, 2, 3, 4, 8, 16))
     """
-    later = tuple(t for t in LATER_STEPS if t > steps) if program.uses("step") else ()
+    later = tuple(t for t in LATER_STEPS if t > steps) if _folded(program).uses("step") else ()
     return (*range(1, steps + 1), *later)
 
 
@@ -85,7 +93,8 @@ def _inputs(program: Program, seed: int, steps: int) -> tuple[dict, list[dict]]:
     """The fixed weights (one parameter per shape of ``SHAPES``, and one for each shape variant of
     ``program`` they miss: :func:`~optdsl.equiv.covering_shapes`) and ``steps`` gradients of a seed."""
     rng = np.random.default_rng(seed)
-    params = {f"p{i}": rng.normal(size=s) for i, s in enumerate(covering_shapes(program, shapes=SHAPES))}
+    shapes = covering_shapes(_folded(program), shapes=SHAPES)
+    params = {f"p{i}": rng.normal(size=s) for i, s in enumerate(shapes)}
     return params, [{n: rng.normal(size=p.shape) for n, p in params.items()} for _ in range(steps)]
 
 

@@ -90,3 +90,15 @@ def test_sympy_round_trip_keeps_the_updates(p):
         return  # sympy's form needs something the language lacks (a complex value, log of x < 0)
     validate(q)
     assert_same_updates(p, q, rtol=1e-5)
+
+
+@pytest.mark.parametrize("body", [
+    # found by the property above: a read of step that is dead or folded away ran the fingerprint's later
+    # steps for one form and not the other
+    "    t0 = step\n    return 0.5, s0\n",
+    "    return abs(where(0.5, g, step)), s0\n",
+    "    return lr * where(0.5, g, size(w) > 100), s0\n",  # (and a shape test: one more parameter)
+])
+def test_a_read_that_folding_removes_changes_no_fingerprint(body):
+    p = parse("def f(w, g, s0, step, lr=0.1):\n" + body)
+    assert fingerprint(canonicalize(p)) == fingerprint(p)
