@@ -64,7 +64,7 @@ def digits_mlp_module_loop():
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=5, help="timed rounds, the best of which is shown")
     args = parser.parse_args()
     if args.rounds < 1:

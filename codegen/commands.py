@@ -1,7 +1,7 @@
 """The code generator's subcommands: ``compile`` and ``bench``.
 
     optdsl compile SRC --target torch|triton|jax [-o OUT.py [--force]]   (stdout without -o)
-    optdsl bench [--quick] [--suite cpu|jax|gpu|all] [--case NAME ...] [--out docs/benchmarks.md]
+    optdsl bench [--quick] [--suite cpu|jax|gpu|all] [--case NAME ...] [--out FILE.md [--force]]
 
 ``compile`` writes atomically (a temporary file, then a rename): OUT is never half-written; a
 symlink is written through; a folder or device at OUT, the program's own file, a name that would
@@ -85,8 +85,8 @@ def cmd_bench(args) -> int:
     its table and, with ``args.out``, replace that suite's section of the file. Returns 0; a suite
     whose module cannot be imported (jax missing) is skipped with a message.
 
-    Shell: ``optdsl bench --quick --suite cpu --out docs/benchmarks.md``. The arguments are checked
-    before any timing.
+    Shell: ``optdsl bench --quick --suite cpu --out bench.md`` (the tracked docs/benchmarks.md has
+    notes in its sections: ``--force`` replaces them). The arguments are checked before any timing.
 
     Example:
         >>> import argparse
@@ -152,7 +152,8 @@ def register(subparsers) -> None:
         >>> args.func is cmd_compile, args.target, args.out
         (True, 'jax', None)
     """
-    p = subparsers.add_parser("compile", help="generate a standalone optimizer module")
+    p = subparsers.add_parser("compile", help="generate a standalone optimizer module",
+                              description="Generate a standalone optimizer module.")
     p.add_argument("src", help="zoo name, file, FILE:NAME or -")
     p.add_argument("--target", choices=sorted(TARGETS), default="torch",
                    help="torch: a torch.optim.Optimizer module (default); jax: an optax transformation; "
@@ -160,7 +161,8 @@ def register(subparsers) -> None:
     p.add_argument("-o", "--out", help="output file (default, or -: stdout)")
     p.add_argument("--force", action="store_true", help="replace OUT even when optdsl did not write it")
     p.set_defaults(func=cmd_compile)
-    b = subparsers.add_parser("bench", help="time generated optimizers against the anchors")
+    b = subparsers.add_parser("bench", help="time generated optimizers against the anchors",
+                              description="Time generated optimizers against the anchors.")
     b.add_argument("--quick", action="store_true", help="smaller cases, fewer repeats")
     b.add_argument("--suite", choices=[*SUITES, "all"], default="cpu",
                    help="cpu (default), gpu (needs CUDA), jax (needs the jax extra) or all")

@@ -66,10 +66,12 @@ def make_held_out_task():
                           description="MLP 30-64-64-2 with layer norm")
 
 
-if __name__ == "__main__":  # a quick look: the task and its AdamW baseline
-    from search.evaluate import baseline
+if __name__ == "__main__":  # a quick look: the task and the AdamW baseline the search scores against
+    from search.evaluate import CONFIRM_SEEDS, HELD_OUT_SEEDS, baseline
+    from search.evolution import SearchConfig
 
-    for make in (make_task, make_held_out_task):
+    for make, fresh in ((make_task, CONFIRM_SEEDS), (make_held_out_task, HELD_OUT_SEEDS)):
         task = make()
         print(f"{task.name}: {task.description}, {task.size} parameters")
-        print("  tuned AdamW:", baseline(f"{__file__}:{make.__name__}"))
+        tuned = baseline(f"{__file__}:{make.__name__}", fresh_seeds=fresh, schedule=SearchConfig.schedule)
+        print("  tuned AdamW:", tuned)

@@ -500,8 +500,8 @@ def register(subparsers) -> None:
                                           "scored on small proxy training tasks against tuned AdamW.")
     p.add_argument("--init", action=_Given, default=_STORED["init"], metavar="NAMES",
                    help="warm start(s), comma-separated: torch_adamw (default: AdamW with bias correction, "
-                        "as torch defines it), adamw (the paper's AdamW program, with eps), a zoo name, "
-                        "or a DSL file")
+                        "as torch defines it), adamw (the paper's AdamW program, with eps), paper_adamw "
+                        "(the paper's listing, no eps), another zoo name, or a DSL file")
     budget = p.add_mutually_exclusive_group()
     budget.add_argument("--budget", default="10m",
                         help="wall-clock budget of the evolution, e.g. 90s, 10m, 1h (default 10m), tuning "
@@ -545,13 +545,15 @@ def register(subparsers) -> None:
     p.add_argument("--resume", metavar="PATH", help="continue the search stored in PATH")
     p.set_defaults(func=cmd_search)
 
-    r = subparsers.add_parser("report", help="print a search's best programs and plot its progress")
+    r = subparsers.add_parser("report", help="print a search's best programs and plot its progress",
+                              description="Print a search's best programs and plot its progress.")
     _database_argument(r)
     r.add_argument("-o", "--output", metavar="DIR", help="write PNG plots here")
     r.add_argument("--top", type=int, default=5, help=argparse.SUPPRESS)
     r.set_defaults(func=cmd_report)
 
-    e = subparsers.add_parser("export", help="write a search's winners as DSL files and torch/jax modules")
+    e = subparsers.add_parser("export", help="write a search's winners as DSL files and torch/jax modules",
+                              description="Write a search's winners as DSL files and torch/jax modules.")
     _database_argument(e)
     e.add_argument("--top", type=int, default=3, metavar="K",
                    help="how many programs, best first as `report` ranks them (default 3)")

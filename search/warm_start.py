@@ -55,7 +55,7 @@ def prepare(program: Program) -> Program:
     defaults as constants, one call per statement, renamed ``train``.
 
     A default ``lr`` becomes a constant factor on every read of ``lr``: the search sweeps its
-    ``lr`` input around 1 (0.1 .. 61), so ``lr`` 1 means the program's own default, as it means
+    ``lr`` input around 1 (0.04 .. 153), so ``lr`` 1 means the program's own default, as it means
     AdamW's 1e-3 in the paper's ``lr * 0.001``.
 
     Example:
@@ -82,7 +82,7 @@ def prepare(program: Program) -> Program:
 
 
 def adamw_program() -> Program:
-    """The paper's AdamW program (the default warm start), flattened: one call per statement::
+    """The paper's AdamW program (``--init adamw``), flattened: one call per statement::
 
         m <- 0.9 m + 0.1 g;  v <- 0.999 v + 0.001 g^2     (no bias correction)
         update = 0.001 lr (m / (sqrt(v) + 1e-8) + 0.01 w)
