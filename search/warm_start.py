@@ -55,7 +55,7 @@ def prepare(program: Program) -> Program:
     defaults as constants, one call per statement, renamed ``train``.
 
     A default ``lr`` becomes a constant factor on every read of ``lr``: the search sweeps its
-    ``lr`` input around 1 (0.04 .. 153), so ``lr`` 1 means the program's own default, as it means
+    ``lr`` input around 1 (0.04 .. 2384), so ``lr`` 1 means the program's own default, as it means
     AdamW's 1e-3 in the paper's ``lr * 0.001``.
 
     Example:

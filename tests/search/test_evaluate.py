@@ -232,16 +232,17 @@ def test_a_childs_sweeps_start_at_its_parents_learning_rates_moved_as_its_own(mo
     for a, b in zip(full, windowed):
         assert a["task_lr"] == b["task_lr"]
         assert a["task_score"] == pytest.approx(b["task_score"], abs=1e-5)
-    assert trained[0] == ("quadratic", [10, 10, 10])
+    assert trained[0] == ("quadratic", [len(CANDIDATE_LRS)] * 3)
     later = [n for task, counts in trained[1:] for n in counts]
     assert sum(later) <= 2 * 3 * 6  # within reach of the moved centre, or one widening
     assert trained[-1][0] == "embedding" and max(trained[-1][1]) <= 6
 
 
 def test_meta_validation_starts_each_held_out_sweep_at_the_proxy_winners():
-    tuned = {"quadratic": CANDIDATE_LRS[2], "logreg": CANDIDATE_LRS[6], "mlp": CANDIDATE_LRS[9]}
+    tuned = {"quadratic": CANDIDATE_LRS[2], "logreg": CANDIDATE_LRS[6], "mlp": CANDIDATE_LRS[-2]}
+    last = len(CANDIDATE_LRS) - 1
     assert sweep_window("logreg_large", tuned) == (4, 8)
-    assert sweep_window("mlp_large", tuned) == (7, 9)  # clipped to the grid
+    assert sweep_window("mlp_large", tuned) == (last - 3, last)  # clipped to the grid
     assert sweep_window("conv_large", tuned) == (4, 8)  # no proxy version: the median winner
     assert sweep_window("logreg_large", {}) == (0, len(CANDIDATE_LRS) - 1)
     job = {"kind": "evaluate", "id": 0, "sources": [to_source(adamw_program())], "tasks": ["logreg"],
