@@ -54,10 +54,9 @@ All run the candidate in float64 on a few steps of two small parameters (and one
 variant its shape tests hold that these miss: a drift only where ``size(w) > 12`` is a drift on
 every task) with :class:`search.vectorized.VectorizedStep`, all variants as rows of one batch; a
 rule reading ``step`` also at steps 8 .. 512, so a drift or a ``1 / lr`` step that begins at step
-5 is seen. IEEE arithmetic is
-sign-symmetric, so a symmetric rule negates exactly and the tolerance can be tiny: a drift
-1e-5 the size of the gradient term is still caught. Updates that are not finite are
-left to the training tasks to judge.
+5 is seen. IEEE arithmetic is sign-symmetric, so a symmetric rule negates exactly and the
+tolerance can be tiny: a drift 1e-5 the size of the gradient term is still caught. Updates that
+are not finite are left to the training tasks to judge.
 
 Example:
     >>> from optdsl import parse
