@@ -57,7 +57,11 @@ def step_numbers(program: Program, steps: int = 4) -> tuple[int, ...]:
         >>> step_numbers(load("sgd")), step_numbers(load("adam"))[:6]
         ((1, 2, 3, 4), (1, 2, 3, 4, 8, 16))
     """
-    later = tuple(t for t in LATER_STEPS if t > steps) if _folded(program).uses("step") else ()
+    return _numbers(_folded(program), steps)
+
+
+def _numbers(folded: Program, steps: int) -> tuple[int, ...]:
+    later = tuple(t for t in LATER_STEPS if t > steps) if folded.uses("step") else ()
     return (*range(1, steps + 1), *later)
 
 
@@ -89,12 +93,12 @@ def quantize(x: np.ndarray, digits: int = DIGITS) -> bytes:
     return b"".join(a.astype(np.int64).tobytes() for a in (mantissa + 0.0, mag, code))
 
 
-def _inputs(program: Program, seed: int, steps: int) -> tuple[dict, list[dict]]:
+def _inputs(folded: Program, seed: int, steps: int) -> tuple[dict, list[dict]]:
     """The fixed weights (one parameter per shape of ``SHAPES``, and one for each shape variant of
-    ``program`` they miss: :func:`~optdsl.equiv.covering_shapes`) and ``steps`` gradients of a seed."""
+    the folded program they miss: :func:`~optdsl.equiv.covering_shapes`) and ``steps`` gradients of
+    a seed (the first the same whatever ``steps``)."""
     rng = np.random.default_rng(seed)
-    shapes = covering_shapes(_folded(program), shapes=SHAPES)
-    params = {f"p{i}": rng.normal(size=s) for i, s in enumerate(shapes)}
+    params = {f"p{i}": rng.normal(size=s) for i, s in enumerate(covering_shapes(folded, shapes=SHAPES))}
     return params, [{n: rng.normal(size=p.shape) for n, p in params.items()} for _ in range(steps)]
 
 
@@ -125,12 +129,16 @@ def step_scale(program: Program, values: dict[str, float] | None = None, seed: i
         >>> step_scale(a), step_scale(b)
         (0.001, 0.00025)
     """
-    params, grads = _inputs(program, seed, 1)
+    params, grads = _inputs(_folded(program), seed, 1)
+    return _first_step_size(program, values, params, grads[0])
+
+
+def _first_step_size(program: Program, values: dict[str, float] | None, params: dict, grad: dict) -> float:
     opt = Interpreter(program, np.float64, **{**program.hyper_defaults, **(values or {}), "lr": 1e-3})
     params, _ = _runnable(opt, params)
     try:
         with np.errstate(all="ignore"):
-            updates, _ = opt.updates(params, grads[0], opt.init(params), 1)
+            updates, _ = opt.updates(params, grad, opt.init(params), 1)
     except DslError:
         return 0.0
     finite = [np.abs(u[np.isfinite(u)]) for u in updates.values()]
@@ -160,12 +168,13 @@ def fingerprint(program: Program, values: dict[str, float] | None = None, steps:
         (False, True)
     """
     h = hashlib.blake2b(digest_size=16)
+    folded = _folded(program)  # (what picks the inputs: read once, the search's hot path)
+    numbers = _numbers(folded, steps)
+    params, grads = _inputs(folded, seed, len(numbers))
     hyper = {"lr": 1e-3, **program.hyper_defaults, **(values or {})}
-    if scale_free:
-        scale = step_scale(program, values, seed)
+    if scale_free:  # step_scale, on the same first weights and gradient
+        scale = _first_step_size(program, values, params, grads[0])
         hyper["lr"] = 1e-6 / scale if 0 < scale < np.inf else 1e-3
-    numbers = step_numbers(program, steps)
-    params, grads = _inputs(program, seed, len(numbers))
     opt = Interpreter(program, np.float64, **hyper)
     # A parameter the program cannot handle (rowmean of a 1-d one) is left out, and that fact is
     # hashed rather than the error's wording, which depends on the program's text.
