@@ -43,12 +43,13 @@ import time
 import traceback
 from collections.abc import Sequence
 from contextlib import contextmanager, nullcontext
+from dataclasses import replace
 
 import numpy as np
 import torch
 
 from optdsl.errors import DslError
-from optdsl.ir import Program
+from optdsl.ir import Hyper, Program
 from optdsl.parser import parse
 from optdsl.source import load
 
@@ -368,23 +369,29 @@ def aggregate(scores: Sequence[float]) -> float:
 
 
 def baseline(task_name: str, seeds: Sequence[int] = SEEDS, device: str = "cpu",
-             fresh_seeds: Sequence[int] = (), schedule: str = "constant") -> dict:
+             fresh_seeds: Sequence[int] = (), schedule: str = "constant",
+             weight_decay: float | None = None) -> dict:
     """Torch-style AdamW tuned over :data:`BASELINE_LRS` on ``seeds``, the sweep extended past an
-    end while its best lies there (:data:`BASELINE_REACH`): ``{"loss", "lr", "seconds"}``; with
-    ``fresh_seeds`` (the seeds candidates are scored on), the loss is measured again on them at the
-    chosen lr and its two neighbours, and the lowest kept: an lr chosen on two seeds can sit at the
-    edge of stability on others (``mlp``'s 0.056: 0.071 on seeds 0 and 1, 0.106 on 2 and 3, where
-    0.032 gives 0.060), and tuned AdamW must not lose by that.
+    end while its best lies there (:data:`BASELINE_REACH`): ``{"loss", "lr", "seconds",
+    "sweep_loss"}``, the last the chosen lr's mean loss on ``seeds``. With ``fresh_seeds`` (the
+    seeds candidates are scored on), ``loss`` is measured again on them at the chosen lr and its two
+    neighbours, and the lowest kept: an lr chosen on two seeds can sit at the edge of stability on
+    others (``mlp``'s 0.056: 0.071 on seeds 0 and 1, 0.106 on 2 and 3, where 0.032 gives 0.060), and
+    tuned AdamW must not lose by that. ``weight_decay``: AdamW's (the zoo program's 0.01 if None;
+    ``benchmarks/adamw_weight_decay.py`` measures others).
 
     Example:
         >>> b = baseline("quadratic", fresh_seeds=(2, 3))
         >>> sorted(b), b["lr"] in BASELINE_LRS
-        (['loss', 'lr', 'seconds'], True)
+        (['loss', 'lr', 'seconds', 'sweep_loss'], True)
         >>> round(baseline("embedding", schedule="cosine")["lr"], 3)  # past the grid's 0.1
         0.316
     """
     t0 = time.perf_counter()
     adamw = load("adamw")
+    if weight_decay is not None:
+        adamw = replace(adamw, hypers=tuple(Hyper(h.name, float(weight_decay)) if h.name == "weight_decay" else h
+                                            for h in adamw.hypers))
     exponents = list(BASELINE_EXPONENTS)
     spacing = exponents[1] - exponents[0]
     losses = train_copies([adamw], task_name, BASELINE_LRS, seeds, device, schedule=schedule)[0][0]
@@ -399,12 +406,12 @@ def baseline(task_name: str, seeds: Sequence[int] = SEEDS, device: str = "cpu",
         exponents = exponents + more if side > 0 else more + exponents
         losses = np.concatenate([losses, extra] if side > 0 else [extra, losses], axis=1)
     rates = [float(10 ** e) for e in exponents]
-    loss, lr = best_over_sweep(losses, rates)
+    loss, lr = swept, _ = best_over_sweep(losses, rates)
     if fresh_seeds:  # the chosen lr and its neighbours again, the best of them
         j = rates.index(lr)
         near = [(float(losses[:, k].mean()), rates[k]) for k in range(max(j - 1, 0), min(j + 2, len(rates)))]
         loss, lr = min(remeasure([adamw] * len(near), task_name, near, fresh_seeds, device, schedule)[0])
-    return {"loss": loss, "lr": lr, "seconds": time.perf_counter() - t0}
+    return {"loss": loss, "lr": lr, "seconds": time.perf_counter() - t0, "sweep_loss": swept}
 
 
 def remeasure(programs: Sequence[Program], task_name: str, chosen: Sequence[tuple[float, float]],
