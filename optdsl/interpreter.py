@@ -142,8 +142,11 @@ class Interpreter:
         return out
 
     def updates(self, params, grads, state, step: int):
-        """``(update per parameter, new state)`` for one step (``step`` is 1-based)."""
-        tensors = {}
+        """``(update per parameter, new state)`` for one step (``step`` is 1-based). An empty
+        parameter is left alone, as every target leaves it: its update is empty and its states
+        (a row, column or scalar state may hold numbers) keep their values; a mean over its no
+        elements would make them nan."""
+        tensors, left_alone = {}, {}
         for name, w in params.items():
             w = np.asarray(w, dtype=self.dtype)
             g = np.asarray(grads[name], dtype=self.dtype) if name in grads else None
@@ -160,9 +163,13 @@ class Interpreter:
                     raise DslError(f"no state {s.name!r} for parameter {name!r}",
                                    hint="start from init(params)")
                 env[s.name], kinds[s.name] = state[name][s.name], s.kind
-            tensors[name] = _Tensor(spec, env, kinds, self.dtype)
+            if w.size:
+                tensors[name] = _Tensor(spec, env, kinds, self.dtype)
+            else:
+                left_alone[name] = {s.name: np.array(env[s.name], self.dtype) for s in spec.states}
+        updates = {name: np.zeros(np.shape(params[name]), self.dtype) for name in left_alone}
         if not tensors:
-            return {}, {}
+            return updates, left_alone
         # each tensor's own global statements: a shape test inside one's argument differs by shape
         cuts = [[t.program.body[i] for i in global_statements(t.program)] for t in tensors.values()]
         for k, seg in enumerate(zip(*(segments(t.program) for t in tensors.values()))):
@@ -170,7 +177,7 @@ class Interpreter:
                 t.run(stmts)
             if k < len(cuts[0]):
                 self._global([c[k] for c in cuts], tensors.values())
-        updates, new_state = {}, {}
+        new_state = dict(left_alone)
         for name, t in tensors.items():
             shape = t.env["w"].shape
             u, k = t.eval(t.program.update)
@@ -180,15 +187,15 @@ class Interpreter:
                 v, k = t.eval(e)
                 new_state[name][s.name] = np.broadcast_to(
                     expand(v, k, s.kind), state_shape(s.kind, shape)).astype(self.dtype)
-        return updates, new_state
+        return {n: updates[n] for n in params}, {n: new_state[n] for n in params}
 
     def _global(self, stmts, tensors):
         """``target = global_op(x)`` (``stmts``: each tensor's own, the same op and target): each
-        tensor's totals (op.reduction), combined across tensors. An empty parameter takes no part, even
-        where ``x`` is one number per tensor (``global_norm(0.5)``): adding an empty tensor to a model
-        must not change the others' steps."""
+        tensor's totals (op.reduction), combined across tensors. An empty parameter takes no part (it is
+        not among ``tensors``), even where ``x`` is one number per tensor (``global_norm(0.5)``): adding
+        an empty tensor to a model must not change the others' steps."""
         reduction = OPS[stmts[0].expr.op].reduction
-        values = [np.asarray(t.eval(s.expr.args[0])[0]) for s, t in zip(stmts, tensors) if t.env["w"].size]
+        values = [np.asarray(t.eval(s.expr.args[0])[0]) for s, t in zip(stmts, tensors)]
         value = reduction.numpy([reduction.totals(v) for v in values], sum(v.size for v in values))
         # a value of the tensors, if the same for each: its arithmetic is in their dtype, as a per-tensor
         # reduction's is and the targets' is, not float64 as that of numbers alone

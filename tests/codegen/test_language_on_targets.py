@@ -429,3 +429,40 @@ def test_a_program_named_as_a_keyword_once_capitalised_compiles(name):
     params, grads = {"w": np.ones(3, np.float32)}, [{"w": np.full(3, 2.0, np.float32)}]
     ours, ref = run_torch(program, params, grads, 0.1), run_interpreter(program, params, grads, 0.1)
     np.testing.assert_allclose(ours["w"], ref["w"])
+
+
+@pytest.mark.parametrize("name", ["adafactor", "amos", "mixed_reductions"])
+def test_an_empty_parameters_states_keep_their_values_on_every_target(name):
+    """An empty parameter is left alone: its row, column and scalar states hold numbers, and a mean
+    over its no elements would make them nan. The torch runtime skipped it; the interpreter and JAX
+    stepped it, so Adafactor's column state of a (0, 5) parameter was nan there and 0 in torch."""
+    program = parse(MIXED_REDUCTIONS) if name == "mixed_reductions" else load(name)
+    params = {"e": np.zeros((0, 5), np.float32), "f": np.ones((2, 5), np.float32)}
+    grads = [{"e": np.zeros((0, 5), np.float32), "f": np.full((2, 5), 0.5, np.float32)}] * 2
+    interp = Interpreter(program, np.float32, lr=0.1)
+    initial = interp.init(params)["e"]
+    state = interp.init(params)
+    for t, g in enumerate(grads, start=1):
+        _, state = interp.step(params, g, state, t)
+    kept = {"interpreter": state["e"]}
+    cls = codegen.build(program, "torch")
+    for backend in ("eager", "compiled", "cpp"):
+        if backend not in cls._program.backends:
+            continue
+        ts = {k: torch.nn.Parameter(torch.tensor(v)) for k, v in params.items()}
+        opt = cls(list(ts.values()), lr=0.1, backend=backend)
+        for g in grads:
+            for k, t in ts.items():
+                t.grad = torch.tensor(g[k])
+            opt.step()
+        kept[backend] = {s: opt.state[ts["e"]][s].numpy() for s in initial}
+    tx = codegen.build(program, "jax")(learning_rate=0.1)
+    jstate = tx.init(params)
+    for g in grads:
+        _, jstate = tx.update(g, jstate, params)
+    kept["jax"] = {s: np.asarray(getattr(jstate, s)["e"]) for s in initial}  # (a field per state, its name)
+    assert any(v.size for v in initial.values())  # a state that holds numbers
+    for where, states in kept.items():
+        assert set(states) == set(initial), where
+        for s, v in states.items():
+            np.testing.assert_array_equal(np.reshape(v, initial[s].shape), initial[s], err_msg=f"{where}: {s}")
