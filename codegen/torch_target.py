@@ -691,7 +691,9 @@ class GroupPrinter:
                 self.owner[target] = FRESH
                 return [f"{target} = {dots}"]
         line = f"{target} = {self.statement(expr)}"
-        if isinstance(expr, Call) and max(map(len, _wrap_comprehension(line).split("\n"))) + 4 > LINE:
+        # (shape arithmetic stays whole, however wide: computed in float64, rounded to w's dtype once)
+        if (isinstance(expr, Call) and max(map(len, _wrap_comprehension(line).split("\n"))) + 4 > LINE
+                and expr_kind(expr, self.kinds, self.fail) != "static"):
             lines = []  # too wide even laid out: its arguments become temporaries first
             args = []
             for a in expr.args:
