@@ -488,8 +488,11 @@ class _KernelWriter:
             return self._line(f"tl.store(_{kname}_ptr + _offs, {{}}, mask=_mask)", self._vector(e))
         lines = [f"    _{kname}_next = _pointer(_entry, {self.next_col[s]}, _CT, False)"]
         if kind == "scalar":  # one value per tensor: the tensor's first chunk writes it
-            self._narrow(len("(") + len(").to(_CT)"))
-            value = self.printer.temp(f"({self.printer.doprint(e)}).to(_CT)")
+            self._narrow(len("(") + len(" + tl.zeros([], _CT)).to(_CT)"))
+            text = self.printer.doprint(e)
+            if self.kind(e) == "const":  # a Python number: made a tensor first (a float has no .to)
+                text = f"{text} + tl.zeros([], _CT)"
+            value = self.printer.temp(f"({text}).to(_CT)")
             return lines + self._flush() + ["    if _chunk == 0:", f"        tl.store(_{kname}_next, {value})"]
         first = "(_offs % _C == 0)" if kind == "row" else "(_offs % _RC < _C)"  # one element per entry
         index = "_ri" if kind == "row" else "_ci"

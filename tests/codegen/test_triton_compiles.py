@@ -67,6 +67,11 @@ def test_zoo_kernels_compile_for_hopper(name):
     assert names and (name != "adafactor" or "_path0_pass1_tiles" in names)
 
 
+def test_a_scalar_state_given_a_number_compiles():
+    program = optdsl.parse("def f(w, g, s: scalar, lr=0.1):\n    return lr * (g + s), 0.9\n")
+    assert compile_kernels(program, LAUNCHES["fp32"])
+
+
 @pytest.mark.parametrize("launch", ["bf16 tail", "fp64"])
 @pytest.mark.parametrize("name", ["adafactor", "tiger"])  # row, column and scalar states, two levels
 def test_every_launch_kind_compiles(name, launch):

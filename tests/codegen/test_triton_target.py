@@ -442,6 +442,9 @@ SWEPT = {
     # became log(0)); the eager step's foreach lerp, torch.optim's own, still gives nan there
     "infinite_average": "def f(w, g, lr=0.1, beta=0.9):\n    y = g / (g * (g > 0))\n"
                         "    return lr * (interp(g, y, beta) + interp(g, y, 0.3))\n",
+    # a scalar state given a number: the kernel stored `(0.9).to(_CT)`, a Python float's .to (an audit
+    # fuzzing with tests/strategies.py, 2026-12-06; GPU compilation failed too: test_triton_compiles)
+    "constant_scalar_state": "def f(w, g, s: scalar, lr=0.1):\n    return lr * (g + s), 0.9\n",
 }
 
 
