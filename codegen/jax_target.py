@@ -220,7 +220,7 @@ class JaxPrinter(CodePrinter):
     # Per-step scalars (see CodePrinter.per_step_power): b - 1 is Python's float64 arithmetic while
     # b is a Python number, so log1p(b - 1) is exact to float32 even for b = 0.999.
     PRECISE: ClassVar[dict[str, str]] = {"exp": "jnp.exp({0})", "expm1": "jnp.expm1({0})", "log1p": "jnp.log1p({0})",
-               "where": "jnp.where({0}, {1}, {2})"}
+               "log": "jnp.log({0})", "where": "jnp.where({0}, {1}, {2})"}
 
     def per_step_power(self, expr: Expr) -> bool:
         return (isinstance(expr, Call) and expr.op == "power"

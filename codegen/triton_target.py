@@ -152,7 +152,7 @@ class TritonPrinter(CodePrinter):
         return expr if not isinstance(expr, Call) else Var(self.temp(self._print(expr)))
 
     PRECISE: ClassVar[dict[str, str]] = {"exp": "tl.exp({0})", "expm1": "libdevice.expm1({0})", "log1p": "libdevice.log1p({0})",
-               "where": "tl.where({0}, {1}, {2})"}  # per-step scalars: see CodePrinter.per_step_power
+               "log": "tl.log({0})", "where": "tl.where({0}, {1}, {2})"}  # per-step scalars: see CodePrinter.per_step_power
 
     def per_step_power(self, expr: Expr) -> bool:
         return (isinstance(expr, Call) and expr.op == "power" and free_vars(expr) <= self.kinds.keys()

@@ -330,18 +330,24 @@ class CodePrinter(Printer):
         return False
 
     def _exp_of_log(self, power: Call, form: str, fallback: Code) -> Code:
-        """``form`` (a PRECISE spelling) of ``t * log(b)`` where ``b > 0``, else ``fallback``. The
-        log's argument is 0 where ``b <= 0`` too (a where inside as well as out): the unselected
-        ``log1p(-1)`` is finite then, and so is a gradient through the where (``jax.grad`` with
-        respect to ``beta1`` at 0 was nan, as optax's double-where idiom avoids)."""
+        """``form`` (a PRECISE spelling) of ``t * log(b)`` where ``b > 0``, else ``fallback``; the
+        log is ``log1p(b - 1)`` where ``|b - 1| <= 0.5`` (``b - 1`` exact there), ``log(b)`` further
+        out, where ``b - 1`` would lose b's digits (``1e-8 - 1`` is -1 in float32: ``1e-8 ** t`` was
+        0). Both logs' arguments are kept in range where ``b <= 0`` too (a where inside as well as
+        out): the unselected ``log1p(-1)`` is finite then, and so is a gradient through the where
+        (``jax.grad`` with respect to ``beta1`` at 0 was nan, as optax's double-where idiom avoids)."""
         b, t = power.args
         c = next((x for x, y in (b.args, b.args[::-1]) if y == Const(1.0)), None) if (
             isinstance(b, Call) and b.op == "add") else None
         positive = self.fill("{0} > 0", [b])
-        below = self.fill(self.PRECISE["where"],
-                          [positive, c if c is not None else self.fill("{0} - 1.0", [b]), "0.0"])
-        fast = self.fill(form, [self.fill("{0} * {1}", [t, self.fill(self.PRECISE["log1p"], [below])])])
-        return self.fill(self.PRECISE["where"], [positive, fast, fallback])
+        where = self.PRECISE["where"]
+        below = self.fill(where, [positive, c if c is not None else self.fill("{0} - 1.0", [b]), "0.0"])
+        below = self.temp(below) if not str(below).isidentifier() else below  # (read twice below)
+        near = self.fill("{0} <= 0.5", [self.fill(getattr(OPS["abs"], self.target), [below])])
+        log = self.fill(where, [near, self.fill(self.PRECISE["log1p"], [below]),
+                                self.fill(self.PRECISE["log"], [self.fill(where, [positive, b, "1.0"])])])
+        fast = self.fill(form, [self.fill("{0} * {1}", [t, log])])
+        return self.fill(where, [positive, fast, fallback])
 
     def _plain(self, expr: Call) -> Code:
         return self.fill(getattr(OPS[expr.op], self.target), self.operands(expr))

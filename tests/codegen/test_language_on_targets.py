@@ -94,6 +94,11 @@ def cases():
     # log1p(inf) and expm1(inf) are inf (Triton's interpreter's stand-ins for libdevice gave inf / inf)
     out["inf_through_log1p"] = (parse("def f(w, g, lr):\n    big = 1 / (g * (g > 0))\n"
                                       "    return lr * (log1p(big) + expm1(big))\n"), params, grads)
+    # a per-step power of a base far from 1: exp(t log1p(b - 1)) took b - 1 = -1 in float32 (JAX and
+    # Triton print it so): 1e-8 ** step was 0; log1p only near 1 now, log(b) further out
+    out["small_base_power"] = (parse("def f(w, g, step, lr, b=1e-08, h=0.5):\n"
+                                     "    return lr * g * (b ** step / b ** (step - 1) + 1e-05 ** h * 316.2)\n"),
+                               params, grads)
     for case, expr in NAN_CASES.items():
         out[case] = (parse(f"def f(w, g, lr):\n    hole = 0 / (g * (g > 0))\n    return lr * ({expr})\n"),
                      params, grads)
@@ -167,7 +172,7 @@ def test_the_ieee_case_really_holds_inf_and_nan():
 @pytest.mark.parametrize("case", ["paper_program3", "paper_program4", "printer_names", "ieee_constants",
                                   "shape_arithmetic", "empty_and_0d", "mixed_reductions", "mixed_logic",
                                   "shape_test_in_global",
-                                  "inf_through_log1p", "where_side_counted", *NAN_CASES])
+                                  "inf_through_log1p", "where_side_counted", "small_base_power", *NAN_CASES])
 @pytest.mark.parametrize("target", ["torch", "jax"])
 def test_targets_compute_what_the_interpreter_computes(target, case):
     program, params, grads = cases()[case]

@@ -445,6 +445,10 @@ SWEPT = {
     # a scalar state given a number: the kernel stored `(0.9).to(_CT)`, a Python float's .to (an audit
     # fuzzing with tests/strategies.py, 2026-12-06; GPU compilation failed too: test_triton_compiles)
     "constant_scalar_state": "def f(w, g, s: scalar, lr=0.1):\n    return lr * (g + s), 0.9\n",
+    # a per-step power of a base far from 1: exp(t log1p(b - 1)) took b - 1 = -1 in float32, so
+    # 1e-8 ** t was 0 (the same audit); log1p only near 1 now, log(b) further out
+    "small_base_power": "def f(w, g, step, lr=0.1, b=1e-08, h=0.5):\n"
+                        "    return lr * g * (b ** step / b + 1e-05 ** h * 316.2)\n",
 }
 
 
