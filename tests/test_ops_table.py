@@ -194,3 +194,16 @@ def test_a_reduction_of_numbers_is_its_same_value(name, values):
     args = values[:op.arity]
     expected = op.numpy(*[np.float64(a) for a in args])
     assert float(op.same_value(*map(number, args))) == pytest.approx(float(expected), rel=1e-12)
+
+
+def test_the_languages_named_constants_are_their_values():
+    import math
+
+    from optdsl import Interpreter, parse
+    from optdsl.ops import CONSTANTS
+
+    assert CONSTANTS["pi"] == math.pi and CONSTANTS["e"] == math.e
+    assert CONSTANTS["inf"] == math.inf and math.isnan(CONSTANTS["nan"])
+    opt = Interpreter(parse("def f(w, g, lr):\n    return lr * (e * g + pi)\n"), lr=1.0)
+    w = {"w": np.zeros(1)}
+    assert opt.updates(w, {"w": np.ones(1)}, opt.init(w), 1)[0]["w"][0] == math.e + math.pi

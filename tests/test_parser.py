@@ -329,3 +329,18 @@ def test_a_whole_number_longer_than_python_reads_is_located():
         parse("def f(w, g, lr):\n    return lr * g * " + "9" * 5000 + "\n", "p.py")
     assert (info.value.line, info.value.col) == (2, 20)
     assert "set_int_max_str_digits" not in str(info.value) and "exponent" in str(info.value)
+
+
+def test_a_negative_zero_survives_printing_and_reading_back():
+    """1 / -0.0 is -inf: a folded -0.0 printed as 0 changed the update of the program read back."""
+    from optdsl.passes import fold
+    from optdsl.printer import format_number
+
+    assert format_number(-0.0) == "-0.0" and format_number(0.0) != "-0.0"
+    p = fold(parse("def f(w, g, m, lr):\n    m = g + 0.0 * -1.0\n    return lr * sign(1 / m), m\n"))
+    again = parse(to_source(p))
+    assert again == p
+    w, g = {"w": np.zeros(1)}, {"w": np.array([-0.0])}
+    for prog in (p, again):
+        opt = Interpreter(prog, lr=1.0)
+        assert opt.updates(w, g, opt.init(w), 1)[0]["w"][0] == -1.0

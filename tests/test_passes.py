@@ -248,3 +248,16 @@ def test_one_global_reduction_of_the_same_value_is_one_pass():
     reassigned = parse("def f(w, g, lr):\n    u = g / global_norm(g)\n    g = g * 2\n"
                        "    return lr * u * global_norm(g)\n")
     assert len(segments(specialize(reassigned, (4,)))) == 3  # g changed: its norm is another number
+
+
+@pytest.mark.parametrize("cond", ["0.5 - 1", "-2", "nan", "inf"])
+def test_a_constant_where_condition_picks_its_first_side_wherever_it_is_not_zero(cond):
+    """where(c, a, b) is a where c != 0: folding (which the interpreter and every target share, so no
+    differential test would see it) must not read a negative or nan condition as false."""
+    p = parse(f"def f(w, g, lr):\n    return lr * where({cond}, g, -g)\n")
+    assert fold(p).update == parse("def f(w, g, lr):\n    return lr * g\n").update
+    opt = Interpreter(p, lr=1.0)
+    w = {"w": np.zeros(2)}
+    u, _ = opt.updates(w, {"w": np.array([1.0, 2.0])}, opt.init(w), 1)
+    np.testing.assert_array_equal(u["w"], np.where(np.float64(eval(cond, {"nan": np.nan, "inf": np.inf})) != 0,
+                                                   [1.0, 2.0], [-1.0, -2.0]))
