@@ -17,7 +17,7 @@ def reference():
     return opt.step(w, {"w": GRAD}, opt.init(w), 1)[0]["w"]
 
 
-@pytest.mark.parametrize("backend", ["eager", "compiled"])
+@pytest.mark.parametrize("backend", ["eager", "compiled", "cpp"])  # (cpp: the default past 1,000 steps)
 def test_torch_sign_keeps_nan(backend):
     w = torch.zeros(4, requires_grad=True)
     opt = codegen.build(PROGRAM, "torch")([w], backend=backend)

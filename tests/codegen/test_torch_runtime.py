@@ -368,10 +368,26 @@ def test_a_checkpoint_saved_before_any_step_is_checked_as_well(name, reference, 
     ({"betas": (1.0, 0.999)}, "Invalid beta parameter at index 0: 1.0"),
     ({"beta2": float("nan")}, "Invalid beta parameter at index 1: nan"),
     ({"weight_decay": -0.1}, "Invalid weight_decay value: -0.1"),
+    # the edges of torch's ranges: a beta of 1 makes the bias correction 0 (nan steps)
+    ({"betas": (0.9, 1.0)}, "Invalid beta parameter at index 1: 1.0"),
+    ({"betas": (-1e-9, 0.999)}, "Invalid beta parameter at index 0: -1e-09"),
+    ({"lr": -1e-9}, "Invalid learning rate: -1e-09"),
+    ({"eps": -1e-12}, "Invalid epsilon value: -1e-12"),
 ])
 def test_hyperparameters_are_validated_with_torch_messages(adamw, kwargs, message):
     with pytest.raises(ValueError, match=message):
         adamw(_params(), **kwargs)
+    adamw(_params(), lr=0.0, betas=(0.0, 0.0), eps=0.0, weight_decay=0.0)  # the ranges' closed ends
+
+
+def test_betas_edited_in_a_group_are_checked_at_the_next_step(adamw):
+    params = _params()
+    opt = adamw(params, lr=1e-3)
+    opt.param_groups[0]["betas"] = (0.9, 1.0)
+    for p, g in zip(params, _grads(0)):
+        p.grad = g
+    with pytest.raises(ValueError, match="Invalid beta parameter at index 1: 1.0"):
+        opt.step()
 
 
 def test_validation_of_other_hyperparameters_and_groups(adamw):
@@ -485,6 +501,25 @@ def test_maximize_ascends(adamw, backend):
     for p, q in zip(up, down):
         torch.testing.assert_close(p, q, rtol=0, atol=0)
     assert opt_up.param_groups[0]["maximize"] is True
+
+
+@pytest.mark.parametrize("backend", ["eager", "compiled", "cpp"])
+@pytest.mark.parametrize("default", [False, True])
+def test_maximize_is_each_groups_own(backend, default):
+    """torch.optim reads maximize per param group: one group ascends, the other descends."""
+    ours = [torch.zeros(3, requires_grad=True) for _ in range(2)]
+    theirs = [torch.zeros(3, requires_grad=True) for _ in range(2)]
+    SGD = codegen.build(optdsl.load("sgd"), "torch")
+    opt = SGD([{"params": [ours[0]]}, {"params": [ours[1]], "maximize": not default}], lr=0.1,
+              maximize=default, backend=backend)
+    ref = torch.optim.SGD([{"params": [theirs[0]]}, {"params": [theirs[1]], "maximize": not default}], lr=0.1,
+                          maximize=default)
+    for t in (*ours, *theirs):
+        t.grad = torch.arange(1.0, 4.0)
+    opt.step()
+    ref.step()
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("name, backend", [("adamw", "eager"), ("lamb", "eager"), ("tiger", "eager"),
