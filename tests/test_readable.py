@@ -606,3 +606,12 @@ def test_only_a_value_that_is_still_a_gradient_reassigns_g():
     clipped = parse("def f(w, g, v, lr=0.1):\n    t = clip(g, 1)\n    u = tanh(t)\n"
                     "    v = interp(u * u, v, 0.9)\n    return lr * u / (sqrt(v) + 1e-8) + lr * t, v\n")
     assert "g = clip(g, 1)" in readable(clipped).source
+
+
+def test_a_negative_factor_of_lr_stays_in_the_update():
+    """Only a positive factor folds into lr's default: a negative default is refused by torch.optim and
+    turns a user's lower lr into a larger step the other way."""
+    p = parse("def train(w, g, m, lr):\n    m = interp(g, m, 0.9)\n    update = m * (lr * -0.001)\n"
+              "    return update, m\n")
+    r = readable(p, 0.5)
+    assert r.program.hyper_defaults.get("lr", 1.0) > 0

@@ -474,3 +474,26 @@ def test_an_empty_parameters_states_keep_their_values_on_every_target(name):
         assert set(states) == set(initial), where
         for s, v in states.items():
             np.testing.assert_array_equal(np.reshape(v, initial[s].shape), initial[s], err_msg=f"{where}: {s}")
+
+
+@pytest.mark.parametrize("target", ["interpreter", "eager", "compiled", "jax"])
+def test_an_empty_parameter_takes_no_part_in_a_global_reduction(target):
+    """global_norm of one number per tensor counts the tensors: an empty one beside them must not
+    change the others' steps (adding an empty parameter to a model changes nothing)."""
+    program = parse("def f(w, g, lr):\n    return lr * g / global_norm(0.5) + lr * global_norm(mean(g)) * g\n")
+    rng = np.random.default_rng(3)
+    base = {"a": rng.normal(size=3).astype(np.float32), "b": rng.normal(size=(2, 2)).astype(np.float32)}
+    grads = [{k: rng.normal(size=v.shape).astype(np.float32) for k, v in base.items()} for _ in range(2)]
+    runs = []
+    for extra in ({}, {"e": np.zeros((0, 4), np.float32)}):
+        params = {**base, **extra}
+        steps = [{**g, **{k: np.zeros(v.shape, np.float32) for k, v in extra.items()}} for g in grads]
+        if target == "interpreter":
+            out = run_interpreter(program, params, steps, 0.1)
+        elif target == "jax":
+            out = run_jax(program, params, steps, 0.1)
+        else:
+            out = run_torch(program, params, steps, 0.1, backend=target)
+        runs.append({k: np.asarray(out[k]) for k in base})
+    for k in base:
+        np.testing.assert_array_equal(runs[0][k], runs[1][k], err_msg=k)

@@ -532,6 +532,36 @@ def test_a_step_that_decays_faster_and_faster_is_caught_before_it_vanishes():
         assert horizon_fault(slow) is None
     stopped = parse("def train(w, g, step, lr):\n    return lr * g * max(abs(step - 375) - 126, 0)\n")
     assert horizon_fault(stopped) == "the step does not last: its gradient part is 0 over steps 250-500"
+    # the mirror of the first: a step growing 0.6% a step stays within the ratio bound over 1,000
+    # steps but accelerates, as a schedule fitted to the tasks' length would
+    for factor in (1.006, 1 / 1.006):
+        growing = parse(f"def train(w, g, c: scalar(init=1), lr):\n    c = c * {factor}\n    return lr * g * c, c\n")
+        assert "a schedule fitted to the tasks' length" in horizon_fault(growing)
+
+
+@pytest.mark.parametrize("decades", [1, 2.5, 3.5])
+def test_a_floor_on_the_step_below_the_sweep_is_no_learning_rate(decades):
+    """lr is checked four decades below the sweep: a `max(c, lr)` floor there trains nothing once a
+    user lowers lr (a 10-minute winner's max(0.01427, lr) * tanh(...))."""
+    floor = min(CANDIDATE_LRS) * 10.0 ** -decades
+    assert "proportional to lr" in guard(parse(f"def train(w, g, lr):\n    return max({floor!r}, lr) * g\n"))
+
+
+def test_tuned_adamw_is_measured_again_at_its_lr_and_both_neighbours(monkeypatch):
+    from search import evaluate
+
+    seen = []
+    real = evaluate.remeasure
+
+    def spy(programs, task, chosen, *args, **kw):
+        seen.append([lr for _, lr in chosen])
+        return real(programs, task, chosen, *args, **kw)
+
+    monkeypatch.setattr(evaluate, "remeasure", spy)
+    tuned = baseline("logreg", fresh_seeds=CONFIRM_SEEDS)
+    (rates,) = seen  # one pass: three neighbouring points of the grid, 10 ** 0.25 apart
+    assert len(rates) == 3 and tuned["lr"] in rates
+    np.testing.assert_allclose(np.diff(np.log10(rates)), [0.25, 0.25])
 
 
 def test_meta_validation_scores_a_step_that_does_not_last_minus_one():
