@@ -109,7 +109,8 @@ def cost(program: Program, shape: tuple[int, ...] = (4096, 4096), dtype: str = "
     """The cost of one step of ``program`` on one tensor (see the module docstring).
 
     Example: AdamW on float32 reads w, g, m, v and writes w, m, v: 28 bytes per parameter. An
-    empty tensor (a size 0) costs nothing, and its per-parameter figures are nan (0 / 0).
+    empty tensor (a size 0) moves and computes nothing (every target leaves it alone), though a row,
+    column or scalar state of it holds numbers, and its per-parameter figures are nan (0 / 0).
     """
     shape = tuple(int(s) for s in shape)
     if dtype not in ITEMSIZE:
@@ -148,6 +149,9 @@ def cost(program: Program, shape: tuple[int, ...] = (4096, 4096), dtype: str = "
     for e in spec.outputs():
         visit(e)
 
+    if not numel:  # left alone: its states kept as they are
+        reads = writes = flops = reductions = 0
+        sweeps = []
     total_state = sum(state_elems.values())
     per = lambda total: total / numel if numel else math.nan  # an empty tensor has no per-parameter cost
     return Cost(

@@ -69,12 +69,15 @@ def test_table_and_dict():
 
 
 def test_an_empty_tensor_costs_nothing_per_parameter_nan():
-    """A size-0 tensor (a model may hold one) was a ZeroDivisionError; its totals are what it moves
-    (Adafactor's column state of a (0, 5) matrix still holds 5 numbers), per parameter 0 / 0."""
+    """A size-0 tensor (a model may hold one) was a ZeroDivisionError; it moves nothing, every target
+    leaving it alone (Adafactor's column state of a (0, 5) matrix still holds 5 numbers: it was counted
+    as read and written), per parameter 0 / 0."""
     empty = cost(load("adamw"), shape=(0,))
     assert empty.numel == empty.state_bytes == empty.bytes_read == empty.bytes_written == 0
     assert math.isnan(empty.bytes_per_param) and math.isnan(empty.states_per_param)
-    assert cost(load("adafactor"), shape=(0, 5)).state_elements == 5
+    factored = cost(load("adafactor"), shape=(0, 5))
+    assert factored.state_elements == 5  # memory held, but no step runs: no traffic, no work
+    assert factored.bytes_read == factored.bytes_written == factored.flops == factored.passes == 0
 
 
 @pytest.mark.parametrize("shape, title, per_param", [
