@@ -51,7 +51,8 @@ def _open_end(expr: Expr) -> str | None:
     """How the printed ``expr`` ends, where what follows it would read as part of it: ``"prefix"``
     (``\\sum g``, ``\\log|g|``: the next factor joins its argument), ``"cases"`` (a ``where``'s
     cases block: anything after it joins the last case), else None. A product ends as its last
-    printed factor does (a number leads its product: see ``_print_mul``)."""
+    printed factor does (a number leads its product: see ``_print_mul``), any other template that
+    ends with an argument as that argument does (``a + where(...)``, interp's ``a y``)."""
     if not isinstance(expr, Call):
         return None
     if expr.op == "where":
@@ -60,7 +61,10 @@ def _open_end(expr: Expr) -> str | None:
         last = expr.args[0] if expr.op == "mul" and isinstance(expr.args[1], Const) else expr.args[-1]
         return _open_end(last)
     template = OPS[expr.op].latex
-    return "prefix" if template.endswith(" {0}") or template.startswith(r"\log") else None
+    if template.endswith(" {0}") or template.startswith(r"\log"):
+        return "prefix"
+    last = re.search(r"(?<!\{)\{(\d)\}$", template)  # (a brace-delimited {{{1}}} closes itself)
+    return _open_end(expr.args[int(last.group(1))]) if last else None
 
 
 def _template_prec(name: str) -> int:

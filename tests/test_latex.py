@@ -224,3 +224,14 @@ def test_a_negated_left_operand_of_mod_is_bracketed():
 
     assert r"\left(-g_t\right) \bmod w_{t-1}" in shown("(-g) % w")
     assert r"-\left(g_t \bmod w_{t-1}\right)" in shown("-(g % w)")
+
+
+@pytest.mark.parametrize("body", ["u = a + where(g > 0, a, b) + 1", "u = interp(g, where(g > 0, a, b), 0.5) + 1",
+                                  "u = a - where(g > 0, a, b) * 2 + g"])
+def test_what_follows_a_cases_block_inside_a_sum_is_not_its_last_case(body):
+    """Only a cases block that was the first operand got parentheses: `a + where(...) + 1` printed the
+    `+ 1` after the block, where it reads as part of its last case (found by an audit)."""
+    p = parse(f"def f(w, g, a, b, lr=0.1):\n    {body}\n    return lr * u, a, b\n")
+    line = next(ln for ln in to_latex(p).splitlines() if ln.startswith("u_t"))
+    after = line.split(r"\end{cases}", 1)[1]
+    assert after.startswith(r"\right)"), line
