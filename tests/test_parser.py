@@ -344,3 +344,14 @@ def test_a_negative_zero_survives_printing_and_reading_back():
     for prog in (p, again):
         opt = Interpreter(prog, lr=1.0)
         assert opt.updates(w, g, opt.init(w), 1)[0]["w"][0] == -1.0
+
+
+def test_a_syntax_errors_column_is_where_python_points():
+    import ast
+
+    source = "def f(w, g, lr):\n    return lr * * g\n"
+    with pytest.raises(SyntaxError) as python:
+        ast.parse(source)
+    with pytest.raises(DslError) as ours:
+        parse(source)
+    assert (ours.value.line, ours.value.col) == (python.value.lineno, python.value.offset - 1)  # (0-based)

@@ -823,3 +823,16 @@ def test_no_two_runtime_modules_define_one_name():
         for target in ("torch", "triton"):
             names = defined(codegen.emit(optdsl.load(name), target))
             assert sorted(n for n in set(names) if names.count(n) > 1) == [], (name, target)
+
+
+@pytest.mark.parametrize("backend", ["eager", "compiled", "cpp"])
+def test_an_empty_parameters_step_count_advances_as_torch_optims_does(adamw, backend):
+    ours, theirs = [torch.zeros(0, 3, requires_grad=True), torch.zeros(2, requires_grad=True)], [
+        torch.zeros(0, 3, requires_grad=True), torch.zeros(2, requires_grad=True)]
+    opt, ref = adamw(ours, lr=1e-3, backend=backend), torch.optim.AdamW(theirs, lr=1e-3)
+    for _ in range(3):
+        for t in (*ours, *theirs):
+            t.grad = torch.ones_like(t)
+        opt.step()
+        ref.step()
+    assert [float(opt.state[p]["step"]) for p in ours] == [float(ref.state[p]["step"]) for p in theirs] == [3, 3]

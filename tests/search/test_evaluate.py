@@ -879,3 +879,26 @@ def test_dead_worker_is_replaced():
         assert ex.idle() == 1
     finally:
         ex.close()
+
+
+def test_a_loss_of_zero_scores_the_top_of_the_scale():
+    assert score(0.0, 1.0) == SCORE_BOUND and score(0.0, 0.0) == 0.0
+
+
+def test_a_sweep_whose_best_lies_on_its_upper_edge_widens_to_the_grids_last_point(monkeypatch):
+    """The window ends one point below the grid's end, the loss falls toward the end: the last point
+    must be trained (an off-by-one in the widening left it untrained)."""
+    from search import evaluate
+
+    last = len(CANDIDATE_LRS) - 1
+
+    def falling(programs, task, lrs, seeds=(0, 1), device="cpu", points=None, schedule="constant"):
+        out = np.full((len(programs), len(seeds), len(lrs)), math.inf)
+        for i, trained in enumerate(points):
+            for j in trained:
+                out[i, :, j] = (j - last) ** 2 + 1.0
+        return out, [None] * len(programs)
+
+    monkeypatch.setattr(evaluate, "train_copies", falling)
+    losses, _ = widening_sweep([None], "quadratic", CANDIDATE_LRS, [(last - 3, last - 1)])
+    assert int(np.argmin(losses[0].mean(0))) == last

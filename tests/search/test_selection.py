@@ -1,6 +1,6 @@
 """The winner is chosen on held-out evidence; the output says plainly when nothing beat AdamW."""
 
-from search.selection import META_TOLERANCE, ranked, verdict, winner
+from search.selection import META_TOLERANCE, ranked, ties, verdict, winner
 from search.store import Store
 
 
@@ -80,3 +80,7 @@ def test_a_rescaled_program_is_the_same_rule_and_listed_once(tmp_path):
     _add(store, 0.22, name="sign98", source=sign.format("0.98 * "))
     other = _add(store, 0.1, name="other")
     assert [r["id"] for r in ranked(store, 3)] == [first, other]
+
+
+def test_a_draw_with_adamw_never_ties_with_a_win():
+    assert not ties(0.0, 0.005) and not ties(0.0, 0.02) and ties(0.0, 0.0) and ties(0.004, 0.005)
