@@ -473,3 +473,45 @@ def test_each_rule_is_held_out_once_and_a_child_in_flight_is_not_scored_twice(tm
     search.pending[99] = {"kind": "evaluate", "programs": [record]}
     before = store.count()
     assert search._propose() is None and store.count() == before
+
+
+def test_meta_validation_takes_the_best_queued_rule_first_and_lets_an_overtaken_one_come_back(tmp_path):
+    """Of the rules waiting for a worker, the best by proxy fitness goes first (not the oldest); one
+    overtaken while it waited leaves the queue and is no longer counted as held out, so the closing
+    funnel can queue it again should it be back among the best few."""
+    from search.candidate import describe
+
+    rules = {"a": ("lr * g", 0.3), "b": ("lr * sign(g)", 0.2), "c": ("lr * g * abs(g)", 0.1),
+             "d": ("lr * arcsinh(g)", 0.05)}
+
+    def search_over(name):
+        store = Store(str(tmp_path / f"{name}.sqlite"))
+        ids = {n: store.add(status="ok", fitness=f, task_lr={"quadratic": 0.01},
+                            **describe(parse(f"def train(w, g, lr):\n    return {e}\n")))
+               for n, (e, f) in rules.items()}
+        search = Search(store, SearchConfig(tasks=("quadratic",), population=4), _Recorder())
+        search.baselines = {t: 1.0 for t in ("quadratic", "quadratic_large")}
+        return search, store, ids
+
+    search, store, ids = search_over("order")
+    search._queue_meta(store.get(ids["c"]))
+    search._queue_meta(store.get(ids["a"]))
+    search._start_meta(share=None)
+    assert search.executor.jobs[0]["sources"] == [store.get(ids["a"])["source"]]
+
+    search, store, ids = search_over("overtaken")
+    search._queue_meta(store.get(ids["d"]))  # fourth by proxy fitness: no longer among the best three
+    search._start_meta(share=None)
+    assert ids["d"] not in search.meta_queue and store.get(ids["d"])["fingerprint"] not in search.held_rules
+
+
+def test_a_resumed_search_draws_anew_rather_than_replaying_the_first_runs_draws(tmp_path):
+    from search.candidate import describe
+
+    store = Store(str(tmp_path / "r.sqlite"))
+    config = SearchConfig(tasks=("quadratic",), population=4)
+    first = Search(store, config, _Recorder()).rng.random(4)
+    store.add(status="ok", fitness=0.1, **describe(parse("def train(w, g, lr):\n    return lr * g\n")))
+    resumed = Search(store, config, _Recorder()).rng.random(4)
+    assert not (first == resumed).any()
+    assert (Search(store, config, _Recorder()).rng.random(4) == resumed).all()  # (still seeded)
