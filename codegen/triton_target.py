@@ -90,6 +90,11 @@ from .runtime import source as runtime_source
 _TEMP = len("_t100 = ")
 
 VECTOR_KINDS = ("full", "row", "col")  # values held as one number per element in the kernel
+#: Values of per-step numbers alone (lr, step, hyperparameters) are float64 in the kernel, as the
+#: interpreter computes them; where one meets a tensor's values it is rounded to the math's dtype,
+#: once (in float32, lr * 1e30 * 1e30 * 1e-50 overflowed, and 1 + 1e-8 step - 1 lost the step).
+#: (A shape fact is a per-tensor number here, "scalar", of the math's dtype.)
+F64_KINDS = ("static", "uniform")
 _NUMBERS = re.compile(r"[-+*/(). 0-9e]+")  # printed arithmetic of numbers alone (no names)
 _CALL = re.compile(r"[A-Za-z_][\w.]*\(")  # a template that calls a function (not one that only groups)
 _ATOMIC = {"sum": "add", "max": "max"}  # how a chunk's total joins the accumulator (op.reduction.combine)
@@ -118,6 +123,7 @@ class TritonPrinter(CodePrinter):
     def __init__(self, kinds: dict[str, str] | None = None, complements: dict[str, str] | None = None):
         super().__init__()
         self.kinds = kinds or {}
+        self._in_f64 = False  # printing a value of numbers alone (see F64_KINDS)
         # hyperparameter -> the kernel argument holding 1 - it, computed by the host in float64: an
         # interp weight near 1 (0.999) loses 4 digits of 1 - a if the kernel subtracts in float32
         self.complements = complements or {}
@@ -141,30 +147,68 @@ class TritonPrinter(CodePrinter):
     def _typed(self, arg):
         if isinstance(arg, Const):
             value = arg.value
-            if not math.isfinite(value) or float(np.float32(value)) == value:
-                return arg  # float32 holds it: the same value either way
+            if not self._in_f64 and (not math.isfinite(value) or float(np.float32(value)) == value):
+                return arg  # float32 holds it: the same value either way (a float64 call takes float64)
         elif not (isinstance(arg, str) and _NUMBERS.fullmatch(arg) and ("." in arg or "e" in arg)):
             return arg
-        return Code(f"tl.full([], {self._print(arg) if isinstance(arg, Const) else arg}, _CT)", ATOM)
+        dtype = "tl.float64" if self._in_f64 else "_CT"
+        return Code(f"tl.full([], {self._print(arg) if isinstance(arg, Const) else arg}, {dtype})", ATOM)
+
+    def f64(self, expr: Expr) -> bool:
+        """Is ``expr`` a value of numbers alone, float64 here (a name the kinds do not know is one of
+        the kernel writer's, of the math's dtype)?"""
+        try:
+            return expr_kind(expr, self.kinds, _fail) in F64_KINDS
+        except DslError:
+            return False
+
+    def rounded(self, expr: Expr):
+        """``expr`` as the math's dtype: a float64 value rounded once (a call's through a temporary,
+        so that a spelling that reads it twice repeats a name, not the computation)."""
+        if not self.f64(expr):
+            return expr
+        if isinstance(expr, Var):
+            return Code(f"{expr.name}.to(_CT)", ATOM)
+        return self.temp(f"({self._print(expr)}).to(_CT)")
+
+    def operands(self, expr: Call) -> list:
+        args = super().operands(expr)
+        return args if self.f64(expr) else [self.rounded(a) for a in args]
 
     def bound(self, expr: Expr) -> Expr:
-        """``expr`` itself if it is a name or a number, else a temporary holding it."""
+        """``expr`` itself if it is a name or a number, else a temporary holding it; a float64 value
+        rounded to the math's dtype (what a reduction takes)."""
+        if self.f64(expr):
+            return Var(str(self.rounded(expr)))
         return expr if not isinstance(expr, Call) else Var(self.temp(self._print(expr)))
 
-    PRECISE: ClassVar[dict[str, str]] = {"exp": "tl.exp({0})", "expm1": "libdevice.expm1({0})", "log1p": "libdevice.log1p({0})",
-               "log": "tl.log({0})", "where": "tl.where({0}, {1}, {2})"}  # per-step scalars: see CodePrinter.per_step_power
+    # per-step scalars: see CodePrinter.per_step_power
+    PRECISE: ClassVar[dict[str, str]] = {"exp": "tl.exp({0})", "expm1": "libdevice.expm1({0})",
+                                         "log1p": "libdevice.log1p({0})", "log": "tl.log({0})",
+                                         "where": "tl.where({0}, {1}, {2})"}
 
     def per_step_power(self, expr: Expr) -> bool:
         return (isinstance(expr, Call) and expr.op == "power" and free_vars(expr) <= self.kinds.keys()
                 and all(expr_kind(a, self.kinds, _fail) in ("const", "uniform") for a in expr.args))
 
     def _print_Call(self, expr: Call) -> Code:
+        outer, self._in_f64 = self._in_f64, self.f64(expr)
+        try:
+            return self._call(expr)
+        finally:
+            self._in_f64 = outer
+
+    def _call(self, expr: Call) -> Code:
         op = OPS[expr.op]
         if op.shape == REDUCE:
             return self._print(op.reduction.of_number(*[self.bound(a) for a in expr.args]))
         if expr.op == "interp" and isinstance(expr.args[2], Var) and expr.args[2].name in self.complements:
             x, y, a = expr.args
-            return self.fill("{2} * {0} + {3} * {1}", [x, y, Var(self.complements[a.name]), a])
+            weights = [Var(self.complements[a.name]), a]
+            if not self._in_f64:  # (the complement is a float64 argument, as the weight is)
+                x, y = self.rounded(x), self.rounded(y)
+                weights = [Code(f"{w.name}.to(_CT)", ATOM) for w in weights]
+            return self.fill("{2} * {0} + {3} * {1}", [x, y, *weights])
         text = super()._print_Call(expr)
         return self.fill("{0}.to(tl.float32)", [text]) if op.truth else text
 
@@ -444,9 +488,9 @@ class _KernelWriter:
             if fam.needs_2d:
                 lines += ["    _ri = _offs // _C", "    _ci = (_offs // _RC) * _C + _offs % _C"]
         used = want | {c for h, c in self.complements.items() if h in want}
-        for p in self.params():  # float64 in, the math's dtype here (a Python float under TRITON_INTERPRET)
+        for p in self.params():  # float64 in and kept (F64_KINDS; a Python float under TRITON_INTERPRET)
             if p in used:
-                lines.append(f"    {p} = ({p} + tl.zeros([], tl.float64)).to(_CT)")
+                lines.append(f"    {p} = {p} + tl.zeros([], tl.float64)")
         index = {"full": "_offs", "row": "_ri", "col": "_ci"}
         # a full state the final pass writes needs its pointer, whether or not the pass reads it
         stored = {s for s, _ in stores if state_kind[s] == "full"} if final else set()
@@ -596,7 +640,9 @@ class _KernelWriter:
         shape = "[_BLOCK // _TC, _TC]" if self.tiles else "[_BLOCK]"
         self._narrow(len("((") + len(f" + tl.zeros({shape}, _CT))).to(_CT)"))
         text = self.printer.doprint(e)
-        if self.kind(e) not in VECTOR_KINDS:
+        if self.kind(e) in F64_KINDS:
+            text = f"(({text}).to(_CT) + tl.zeros({shape}, _CT))"
+        elif self.kind(e) not in VECTOR_KINDS:
             text = f"({text} + tl.zeros({shape}, _CT))"
         return f"({text}).to(_CT)"
 

@@ -9,6 +9,8 @@ here as the GPU would compile it at its first launch, for each kind of launch th
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 import codegen
@@ -39,10 +41,11 @@ LAUNCHES = {
 
 
 def compile_kernels(program, launch: dict, block: int = 2048, num_warps: int = 8,
-                    wide_sums: bool | None = None) -> list[str]:
+                    wide_sums: bool | None = None, ttir: list | None = None) -> list[str]:
     """Compile every kernel of ``program``'s generated module for sm_90; returns their names.
     ``wide_sums``: float64 accumulators (default: where the launch's math is float64; a float32
-    launch takes them too when a global reduction spans float64 parameters)."""
+    launch takes them too when a global reduction spans float64 parameters). ``ttir``: a list the
+    kernels' Triton IR is appended to."""
     module = load_module(codegen.emit(program, "triton"), f"optdsl_aot_{program.name}")
     names = []
     tile_columns = {"_TC": module._TILE_COLUMNS}  # the tiled passes' tile width
@@ -58,6 +61,8 @@ def compile_kernels(program, launch: dict, block: int = 2048, num_warps: int = 8
             compiled = triton.compile(ASTSource(kernel, signature, constants), target=HOPPER,
                                       options={"num_warps": num_warps, "enable_fp_fusion": True})
             assert ".entry" in compiled.asm["ptx"] and compiled.asm["cubin"]
+            if ttir is not None:
+                ttir.append(compiled.asm["ttir"])
     return names
 
 
@@ -65,6 +70,25 @@ def compile_kernels(program, launch: dict, block: int = 2048, num_warps: int = 8
 def test_zoo_kernels_compile_for_hopper(name):
     names = compile_kernels(optdsl.load(name), LAUNCHES["fp32"])
     assert names and (name != "adafactor" or "_path0_pass1_tiles" in names)
+
+
+# per-step arithmetic of numbers alone, float64 in the kernel (the interpreter's): in float32,
+# lr * 1e30 * 1e30 * 1e-50 was inf and 1 + 1e-8 step - 1 lost the step (an audit, 2026-12-06)
+PER_STEP_F64 = ["def f(w, g, lr=0.1):\n    return lr * 1e30 * 1e30 * 1e-50 * g\n",
+                ("def f(w, g, step, lr=0.1, b=0.999):\n"
+                 "    return lr * g * (1 + 1e-8 * step - 1) * 1e8 / (1 - b ** step)\n"),
+                ("def f(w, g, m: scalar, lr=0.1, b=0.9):\n    m = interp(mean(g), m, b)\n"
+                 "    return lr * interp(g, m, b) / norm(lr * b + g), m\n")]
+
+
+@pytest.mark.parametrize("source", [*optdsl.zoo_names(), *PER_STEP_F64])
+def test_float32_kernels_do_no_float64_math_on_tensors(source):
+    """Per-step numbers are float64 in a kernel, rounded where they meet a tensor's values: no block
+    of float64 may come of it (a float64 number times a float32 block is a float64 block)."""
+    program = optdsl.load(source) if source in optdsl.zoo_names() else optdsl.parse(source)
+    ttir = []
+    compile_kernels(program, LAUNCHES["fp32"], ttir=ttir)
+    assert ttir and not any(re.search(r"tensor<[0-9x]*xf64>", text) for text in ttir)
 
 
 def test_a_scalar_state_given_a_number_compiles():
@@ -99,5 +123,5 @@ def _every_reduction() -> optdsl.Program:
 def test_every_op_compiles_with_the_gpus_libdevice():
     """The interpreter runs libdevice's stand-ins (codegen.runtime.triton_kernels); the GPU calls
     libdevice itself, so each op's Triton spelling is compiled against the real one here."""
-    for program in (_every_elementwise_op(), _every_reduction()):
+    for program in (_every_elementwise_op(), _every_elementwise_op(per_step=True), _every_reduction()):
         assert compile_kernels(program, LAUNCHES["fp32"])

@@ -302,11 +302,17 @@ def test_low_precision_params(dtype, interpret):
         np.testing.assert_allclose(p.float().numpy(), ps[str(i)], rtol=1e-2, atol=1e-3)
 
 
-def _every_elementwise_op() -> optdsl.Program:
+def _every_elementwise_op(per_step: bool = False) -> optdsl.Program:
     """A program whose update sums every elementwise op of the table, each on arguments inside its
-    domain and away from its poles (x in (-0.5, 0.5), y in [0.1, 0.5])."""
-    base = optdsl.parse("def every(w, g, lr=1.0):\n    x = tanh(g) * 0.5\n    y = 0.3 + 0.2 * cos(g)\n"
-                        "    u = power(x, 3) + power(-2, x * 0) + 0 * w\n    return lr * u\n")
+    domain and away from its poles (x in (-0.5, 0.5), y in [0.1, 0.5]); ``per_step``: on numbers
+    alone (of lr, float64 in a kernel), their sum then times g."""
+    if per_step:
+        base = optdsl.parse("def every(w, g, lr=1.0):\n    x = tanh(lr - 0.7) * 0.5\n"
+                            "    y = 0.3 + 0.2 * cos(lr)\n    u = power(x, 3) + power(-2, x * 0)\n"
+                            "    return lr * u * g\n")
+    else:
+        base = optdsl.parse("def every(w, g, lr=1.0):\n    x = tanh(g) * 0.5\n    y = 0.3 + 0.2 * cos(g)\n"
+                            "    u = power(x, 3) + power(-2, x * 0) + 0 * w\n    return lr * u\n")
     x, y, u = Var("x"), Var("y"), Var("u")
     body = list(base.body)
     for op in OPS.values():
@@ -323,11 +329,13 @@ def _every_elementwise_op() -> optdsl.Program:
     return optdsl.parse(optdsl.to_source(base.with_body(body)))  # printed and parsed back: validated
 
 
-def test_every_elementwise_op(interpret):
-    """Every op's triton template (and the interpreter's libdevice stand-ins) against numpy."""
+@pytest.mark.parametrize("per_step", [False, True])
+def test_every_elementwise_op(interpret, per_step):
+    """Every op's triton template (and the interpreter's libdevice stand-ins) against numpy, on a
+    tensor's values and on per-step numbers (float64 in the kernel)."""
     if not interpret:
         return
-    program = _every_elementwise_op()
+    program = _every_elementwise_op(per_step)
     module = load(program, "every")
     init, grads = [np.zeros(64, np.float32)], grads_for([(64,)], 1, seed=8)
     got = run_direct(program, module, init, grads, block=64)
@@ -449,6 +457,10 @@ SWEPT = {
     # 1e-8 ** t was 0 (the same audit); log1p only near 1 now, log(b) further out
     "small_base_power": "def f(w, g, step, lr=0.1, b=1e-08, h=0.5):\n"
                         "    return lr * g * (b ** step / b + 1e-05 ** h * 316.2)\n",
+    # per-step numbers alone are float64 in the kernel, as in the interpreter (in float32 the first
+    # term overflowed to inf * 0 and the second lost the step; the same audit)
+    "per_step_f64": "def f(w, g, step, lr=0.1):\n"
+                    "    return lr * 1e30 * 1e30 * 1e-50 * g + lr * g * (1 + 1e-8 * step - 1) * 1e8\n",
 }
 
 
