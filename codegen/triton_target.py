@@ -154,6 +154,14 @@ class TritonPrinter(CodePrinter):
         dtype = "tl.float64" if self._in_f64 else "_CT"
         return Code(f"tl.full([], {self._print(arg) if isinstance(arg, Const) else arg}, {dtype})", ATOM)
 
+    def temp(self, text) -> Code:
+        """:meth:`CodePrinter.temp`; a number (or arithmetic of numbers) bound to a temporary is made
+        a value of the math's dtype (float64 among per-step numbers): Triton makes an assigned Python
+        float a float32 value, which took a float64 kernel's long constant to float32's digits."""
+        if _NUMBERS.fullmatch(str(text)) and ("." in str(text) or "e" in str(text)):
+            text = f"tl.full([], {text}, {'tl.float64' if self._in_f64 else '_CT'})"
+        return super().temp(text)
+
     def f64(self, expr: Expr) -> bool:
         """Is ``expr`` a value of numbers alone, float64 here (a name the kinds do not know is one of
         the kernel writer's, of the math's dtype)?"""
