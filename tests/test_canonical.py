@@ -97,3 +97,10 @@ def test_fingerprint_tells_apart_rules_that_differ_only_later_or_on_larger_tenso
     sgd = "def f(w, g, lr=0.1):\n    return lr * where({}, sign(g), g)\n"
     plain = parse("def f(w, g, lr=0.1):\n    return lr * g\n")
     assert fingerprint(parse(sgd.format("size(w) > 20"))) != fingerprint(plain)
+
+
+def test_a_rounding_carry_and_the_sign_of_an_infinity_in_the_fingerprints_digits():
+    import numpy as np
+
+    assert quantize(np.array([9.99999999, 1.0])) == quantize(np.array([10.0, 1.0]))
+    assert quantize(np.array([np.inf])) != quantize(np.array([-np.inf]))

@@ -124,3 +124,9 @@ def test_a_global_reduction_takes_a_sweep_of_its_own():
 
     clipped = clip_by_global_norm(load("adamw"))
     assert cost(clipped, shape=(64, 32)).bytes_per_param == 32  # g for the norm, then AdamW's 28
+
+
+def test_a_global_reduction_counts_and_a_state_the_step_never_reads_is_not_read():
+    assert cost(parse("def f(w, g, lr):\n    return lr * g / global_norm(g)\n"), (64, 64)).reductions == 1
+    kept = cost(parse("def f(w, g, s: row(keep=True), lr):\n    return lr * g, 1.0\n"), (64, 32))
+    assert kept.bytes_read == 64 * 32 * 8  # w and g: the row state is written, never read

@@ -296,3 +296,11 @@ def test_a_floor_or_comparison_of_decimal_literals_is_tried_on_decimals(a, b):
 
     assert equivalent(program(a), program(b)).kind == "different"
     assert "floor(10" not in to_source(simplify(program(a)))
+
+
+def test_steps_two_millionths_apart_are_told_apart():
+    from optdsl.equiv import trajectories
+
+    a = parse("def f(w, g, m, lr=0.1):\n    m = interp(g, m, 0.9)\n    return lr * m, m\n")
+    b = parse("def f(w, g, m, lr=0.1):\n    m = interp(g, m, 0.9)\n    return lr * m * 1.000002, m\n")
+    assert trajectories(a, b, {"lr": 0.1}, {"lr": 0.1}, steps=5, trials=2, seed=0).difference is not None

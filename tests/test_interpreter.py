@@ -216,3 +216,10 @@ def test_arithmetic_on_a_global_reduction_is_in_the_tensors_dtype():
         opt = Interpreter(program, np.float32)
         update = opt.updates(params, grads, opt.init(params), 1)[0]["w"]
         assert np.all(np.isinf(update)), program.body
+
+
+def test_a_hyperparameter_is_one_number():
+    from optdsl import load
+
+    with pytest.raises(DslError, match="beta1"):
+        Interpreter(load("lion"), lr=1e-3, beta1=np.array([0.9, 0.5]))
