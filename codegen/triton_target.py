@@ -149,7 +149,13 @@ class TritonPrinter(CodePrinter):
             value = arg.value
             if not self._in_f64 and (not math.isfinite(value) or float(np.float32(value)) == value):
                 return arg  # float32 holds it: the same value either way (a float64 call takes float64)
-        elif not (isinstance(arg, str) and _NUMBERS.fullmatch(arg) and ("." in arg or "e" in arg)):
+        elif isinstance(arg, Call) and self.kind_is(arg, ("const",)):
+            arg = self._print(arg)  # arithmetic of numbers (a reduction of one: c * c), made a value below
+            if not _NUMBERS.fullmatch(str(arg)):
+                return arg
+            arg = str(arg)
+        if not isinstance(arg, Const) and not (isinstance(arg, str) and _NUMBERS.fullmatch(arg)
+                                               and ("." in arg or "e" in arg)):
             return arg
         dtype = "tl.float64" if self._in_f64 else "_CT"
         return Code(f"tl.full([], {self._print(arg) if isinstance(arg, Const) else arg}, {dtype})", ATOM)
@@ -162,13 +168,17 @@ class TritonPrinter(CodePrinter):
             text = f"tl.full([], {text}, {'tl.float64' if self._in_f64 else '_CT'})"
         return super().temp(text)
 
-    def f64(self, expr: Expr) -> bool:
-        """Is ``expr`` a value of numbers alone, float64 here (a name the kinds do not know is one of
-        the kernel writer's, of the math's dtype)?"""
+    def kind_is(self, expr: Expr, kinds: tuple[str, ...]) -> bool:
+        """Is ``expr``'s kind among ``kinds`` (a name the kinds do not know is one of the kernel
+        writer's, a value of the math's dtype: no)?"""
         try:
-            return expr_kind(expr, self.kinds, _fail) in F64_KINDS
+            return expr_kind(expr, self.kinds, _fail) in kinds
         except DslError:
             return False
+
+    def f64(self, expr: Expr) -> bool:
+        """Is ``expr`` a value of numbers alone, float64 here?"""
+        return self.kind_is(expr, F64_KINDS)
 
     def rounded(self, expr: Expr):
         """``expr`` as the math's dtype: a float64 value rounded once (a call's through a temporary,

@@ -103,10 +103,13 @@ def reference(program, params, grads, **hyper):
     return [ps[str(i)] for i in range(len(params))]
 
 
-#: Programs held to the float64 interpreter beside the zoo: a long number the layout bound to a
-#: temporary was a Python float there, which Triton makes float32 (2.5e-8 off; an audit, 2026-12-06)
-FLOAT64_CASES = {"long_constant": ("def f(w, g, step, lr=1.0):\n    t0 = sin(-1.875) - 2.25\n    return lr * "
-                                   "(interp(g, 1.0, t0) + interp(reciprocal(step), step + g, t0))\n")}
+#: Programs held to the float64 interpreter beside the zoo (the float64 fuzzing of an audit, 2026-12-06)
+FLOAT64_CASES = {  # a long number the layout bound to a temporary: a Python float, which Triton makes float32
+                 "long_constant": ("def f(w, g, step, lr=1.0):\n    t0 = sin(-1.875) - 2.25\n    return lr * "
+                                   "(interp(g, 1.0, t0) + interp(reciprocal(step), step + g, t0))\n"),
+                 # a reduction of a number, c * c inside a function call: a Python float, float32 there
+                 "reduced_number": ("def f(w, g, lr=0.1):\n"
+                                    "    return cosine_sim(lr, -0.07021) * 0.5 + lr * g\n")}
 
 
 def zoo_class(name):
