@@ -50,7 +50,8 @@ def main(argv=None) -> int:
     if any(not math.isfinite(wd) or wd < 0 for wd in decays):
         ap.error(f"--decays {args.decays}: weight decays are finite numbers >= 0")
     console = Console()
-    table = Table(title=f"AdamW's weight decay ({args.schedule} lr): log(loss at wd {REFERENCE} / loss at wd)")
+    title = f"AdamW's weight decay ({args.schedule} lr): log(loss at wd {REFERENCE} / loss at wd)"
+    table = Table(title=title)
     table.add_column("task")
     for wd in decays:
         table.add_column(f"wd {wd:g}", justify="right")

@@ -671,7 +671,8 @@ class _Module:
                 body.append(f"_out = [{self.fns[0][k]}(_c, _global{k}) for _c, _ in _out]")
         if any(s.kind != "full" for s in p.states):  # an empty leaf's row, column or scalar states hold
             # numbers: kept as they are (a mean of its no values is nan), as every target keeps them
-            body.append("_out = [(_u, _s if _g.size else (None,) * len(_s)) for (_u, _s), _g in zip(_out, _grads)]")
+            body.append("_out = [(_u, _s if _g.size else (None,) * len(_s)) "
+                        "for (_u, _s), _g in zip(_out, _grads)]")
         new_fields = [f"{self.count}=optax.safe_int32_increment(state.{self.count})"]
         for i, n in enumerate(p.state_names):
             new_fields.append(f"{self.fields[n]}=_treedef.unflatten([_fit(_s[{i}], _old) for (_, _s), _old "

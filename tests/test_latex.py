@@ -226,7 +226,8 @@ def test_a_negated_left_operand_of_mod_is_bracketed():
     assert r"-\left(g_t \bmod w_{t-1}\right)" in shown("-(g % w)")
 
 
-@pytest.mark.parametrize("body", ["u = a + where(g > 0, a, b) + 1", "u = interp(g, where(g > 0, a, b), 0.5) + 1",
+@pytest.mark.parametrize("body", ["u = a + where(g > 0, a, b) + 1",
+                                  "u = interp(g, where(g > 0, a, b), 0.5) + 1",
                                   "u = a - where(g > 0, a, b) * 2 + g"])
 def test_what_follows_a_cases_block_inside_a_sum_is_not_its_last_case(body):
     """Only a cases block that was the first operand got parentheses: `a + where(...) + 1` printed the

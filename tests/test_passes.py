@@ -259,5 +259,5 @@ def test_a_constant_where_condition_picks_its_first_side_wherever_it_is_not_zero
     opt = Interpreter(p, lr=1.0)
     w = {"w": np.zeros(2)}
     u, _ = opt.updates(w, {"w": np.array([1.0, 2.0])}, opt.init(w), 1)
-    np.testing.assert_array_equal(u["w"], np.where(np.float64(eval(cond, {"nan": np.nan, "inf": np.inf})) != 0,
-                                                   [1.0, 2.0], [-1.0, -2.0]))
+    value = {"0.5 - 1": -0.5, "-2": -2.0, "nan": np.nan, "inf": np.inf}[cond]
+    np.testing.assert_array_equal(u["w"], np.where(value != 0, [1.0, 2.0], [-1.0, -2.0]))

@@ -96,9 +96,8 @@ def cases():
                                       "    return lr * (log1p(big) + expm1(big))\n"), params, grads)
     # a per-step power of a base far from 1: exp(t log1p(b - 1)) took b - 1 = -1 in float32 (JAX and
     # Triton print it so): 1e-8 ** step was 0; log1p only near 1 now, log(b) further out
-    out["small_base_power"] = (parse("def f(w, g, step, lr, b=1e-08, h=0.5):\n"
-                                     "    return lr * g * (b ** step / b ** (step - 1) + 1e-05 ** h * 316.2)\n"),
-                               params, grads)
+    out["small_base_power"] = (parse("def f(w, g, step, lr, b=1e-08, h=0.5):\n    return lr * g * "
+                                     "(b ** step / b ** (step - 1) + 1e-05 ** h * 316.2)\n"), params, grads)
     for case, expr in NAN_CASES.items():
         out[case] = (parse(f"def f(w, g, lr):\n    hole = 0 / (g * (g > 0))\n    return lr * ({expr})\n"),
                      params, grads)
@@ -473,14 +472,16 @@ def test_an_empty_parameters_states_keep_their_values_on_every_target(name):
     for where, states in kept.items():
         assert set(states) == set(initial), where
         for s, v in states.items():
-            np.testing.assert_array_equal(np.reshape(v, initial[s].shape), initial[s], err_msg=f"{where}: {s}")
+            np.testing.assert_array_equal(np.reshape(v, initial[s].shape), initial[s],
+                                          err_msg=f"{where}: {s}")
 
 
 @pytest.mark.parametrize("target", ["interpreter", "eager", "compiled", "jax"])
 def test_an_empty_parameter_takes_no_part_in_a_global_reduction(target):
     """global_norm of one number per tensor counts the tensors: an empty one beside them must not
     change the others' steps (adding an empty parameter to a model changes nothing)."""
-    program = parse("def f(w, g, lr):\n    return lr * g / global_norm(0.5) + lr * global_norm(mean(g)) * g\n")
+    program = parse("def f(w, g, lr):\n    return lr * g / global_norm(0.5) + lr * global_norm(mean(g)) * g"
+                    "\n")
     rng = np.random.default_rng(3)
     base = {"a": rng.normal(size=3).astype(np.float32), "b": rng.normal(size=(2, 2)).astype(np.float32)}
     grads = [{k: rng.normal(size=v.shape).astype(np.float32) for k, v in base.items()} for _ in range(2)]

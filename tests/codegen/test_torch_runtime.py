@@ -835,4 +835,5 @@ def test_an_empty_parameters_step_count_advances_as_torch_optims_does(adamw, bac
             t.grad = torch.ones_like(t)
         opt.step()
         ref.step()
-    assert [float(opt.state[p]["step"]) for p in ours] == [float(ref.state[p]["step"]) for p in theirs] == [3, 3]
+    counts = [float(opt.state[p]["step"]) for p in ours], [float(ref.state[p]["step"]) for p in theirs]
+    assert counts == ([3, 3], [3, 3])

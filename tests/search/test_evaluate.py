@@ -280,7 +280,8 @@ def test_tuned_adamws_weight_decay_is_the_zoo_programs_unless_named():
     0.097 on seeds 2 and 3)."""
     default = baseline("logreg", schedule="cosine", fresh_seeds=CONFIRM_SEEDS)
     same = baseline("logreg", schedule="cosine", fresh_seeds=CONFIRM_SEEDS, weight_decay=0.01)
-    assert (same["loss"], same["lr"], same["sweep_loss"]) == (default["loss"], default["lr"], default["sweep_loss"])
+    keys = ("loss", "lr", "sweep_loss")
+    assert [same[k] for k in keys] == [default[k] for k in keys]
     decayed = baseline("logreg", schedule="cosine", fresh_seeds=CONFIRM_SEEDS, weight_decay=0.1)
     assert decayed["loss"] < 0.85 * default["loss"] and decayed["sweep_loss"] < default["sweep_loss"]
 
@@ -535,7 +536,8 @@ def test_a_step_that_decays_faster_and_faster_is_caught_before_it_vanishes():
     # the mirror of the first: a step growing 0.6% a step stays within the ratio bound over 1,000
     # steps but accelerates, as a schedule fitted to the tasks' length would
     for factor in (1.006, 1 / 1.006):
-        growing = parse(f"def train(w, g, c: scalar(init=1), lr):\n    c = c * {factor}\n    return lr * g * c, c\n")
+        growing = parse(f"def train(w, g, c: scalar(init=1), lr):\n    c = c * {factor}\n"
+                        "    return lr * g * c, c\n")
         assert "a schedule fitted to the tasks' length" in horizon_fault(growing)
 
 
