@@ -100,6 +100,11 @@ _CALL = re.compile(r"[A-Za-z_][\w.]*\(")  # a template that calls a function (no
 _ATOMIC = {"sum": "add", "max": "max"}  # how a chunk's total joins the accumulator (op.reduction.combine)
 
 
+def _is_number(text) -> bool:
+    """Is the printed ``text`` a float or arithmetic of floats alone (a Python float in a kernel)?"""
+    return isinstance(text, str) and bool(_NUMBERS.fullmatch(text)) and ("." in text or "e" in text)
+
+
 class TritonUnsupported(NotImplementedError):
     """The program needs something the Triton kernel cannot do."""
 
@@ -145,28 +150,27 @@ class TritonPrinter(CodePrinter):
         return super().fill(template, args)
 
     def _typed(self, arg):
+        if isinstance(arg, Call) and self.kind_is(arg, ("const",)):
+            arg = self._print(arg)  # arithmetic of numbers (a reduction of one: c * c)
+            if not _is_number(arg):
+                return arg
         if isinstance(arg, Const):
             value = arg.value
             if not self._in_f64 and (not math.isfinite(value) or float(np.float32(value)) == value):
                 return arg  # float32 holds it: the same value either way (a float64 call takes float64)
-        elif isinstance(arg, Call) and self.kind_is(arg, ("const",)):
-            arg = self._print(arg)  # arithmetic of numbers (a reduction of one: c * c), made a value below
-            if not _NUMBERS.fullmatch(str(arg)):
-                return arg
-            arg = str(arg)
-        if not isinstance(arg, Const) and not (isinstance(arg, str) and _NUMBERS.fullmatch(arg)
-                                               and ("." in arg or "e" in arg)):
+        elif not _is_number(arg):
             return arg
-        dtype = "tl.float64" if self._in_f64 else "_CT"
-        return Code(f"tl.full([], {self._print(arg) if isinstance(arg, Const) else arg}, {dtype})", ATOM)
+        return self._valued(self._print(arg) if isinstance(arg, Const) else arg)
+
+    def _valued(self, number) -> Code:
+        """The printed ``number`` as a value of the math's dtype (float64 among per-step numbers)."""
+        return Code(f"tl.full([], {number}, {'tl.float64' if self._in_f64 else '_CT'})", ATOM)
 
     def temp(self, text) -> Code:
         """:meth:`CodePrinter.temp`; a number (or arithmetic of numbers) bound to a temporary is made
-        a value of the math's dtype (float64 among per-step numbers): Triton makes an assigned Python
-        float a float32 value, which took a float64 kernel's long constant to float32's digits."""
-        if _NUMBERS.fullmatch(str(text)) and ("." in str(text) or "e" in str(text)):
-            text = f"tl.full([], {text}, {'tl.float64' if self._in_f64 else '_CT'})"
-        return super().temp(text)
+        a value (:meth:`_valued`): Triton makes an assigned Python float a float32 value, which took a
+        float64 kernel's long constant to float32's digits."""
+        return super().temp(self._valued(text) if _is_number(text) else text)
 
     def kind_is(self, expr: Expr, kinds: tuple[str, ...]) -> bool:
         """Is ``expr``'s kind among ``kinds`` (a name the kinds do not know is one of the kernel
