@@ -370,3 +370,20 @@ def test_a_state_the_step_leaves_as_it_is_is_not_stored():
         s0.append(opt.state[p]["s0"])
         torch.testing.assert_close(p, b - 0.1 * (1 + g.mean()))
     assert all(bool((s == 1).all()) for s in s0)
+
+
+def test_a_transposed_parameter_steps_as_on_eager():
+    """The kernels index memory as contiguous: a transposed view (a tied weight's W.t()) takes the
+    eager step (without the contiguity check its elements met other elements' gradients)."""
+    AdamW = codegen.build(optdsl.load("adamw"), "torch")
+    gen = torch.Generator().manual_seed(0)
+    base, grad = torch.randn(4, 3, generator=gen), torch.randn(3, 4, generator=gen)
+    stepped = {}
+    for backend in ("eager", "cpp"):
+        p = torch.nn.Parameter(base.clone().t())
+        assert not p.is_contiguous()
+        opt = AdamW([p], lr=0.1, backend=backend)
+        p.grad = grad.clone()
+        opt.step()
+        stepped[backend] = p.detach()
+    torch.testing.assert_close(stepped["cpp"], stepped["eager"], rtol=1e-6, atol=1e-6)
