@@ -406,7 +406,8 @@ def baseline(task_name: str, seeds: Sequence[int] = SEEDS, device: str = "cpu",
         exponents = exponents + more if side > 0 else more + exponents
         losses = np.concatenate([losses, extra] if side > 0 else [extra, losses], axis=1)
     rates = [float(10 ** e) for e in exponents]
-    loss, lr = swept, _ = best_over_sweep(losses, rates)
+    swept, lr = best_over_sweep(losses, rates)
+    loss = swept
     if fresh_seeds:  # the chosen lr and its neighbours again, the best of them
         j = rates.index(lr)
         near = [(float(losses[:, k].mean()), rates[k]) for k in range(max(j - 1, 0), min(j + 2, len(rates)))]

@@ -1,4 +1,5 @@
-"""The discovery benchmark's real tasks: an optimum past the grid's edge is found; a schedule is followed."""
+"""The benchmark scripts: the discovery benchmark's real tasks (an optimum past the grid's edge is found;
+a schedule is followed) and its flags; the weight decay benchmark's table and flags."""
 
 import importlib.util
 import math
@@ -127,3 +128,15 @@ def test_bad_flags_exit_2_before_any_work(argv, capsys):
     with pytest.raises(SystemExit) as stop:
         discovery.main(argv)
     assert stop.value.code == 2 and "error:" in capsys.readouterr().err
+
+
+def test_the_weight_decay_benchmark_prints_each_decays_gain_and_refuses_bad_input(capsys, monkeypatch):
+    bench = _module(BENCH.parent / "adamw_weight_decay.py")
+    monkeypatch.setenv("COLUMNS", "200")
+    assert bench.main(["--tasks", "logreg", "--decays", "0.1"]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if "logreg" in line)
+    assert "+0.000" in row and "(wd 0.1)" in row  # wd 0.01's own column, and the pair tuned on seeds 0 and 1
+    for bad in (["--decays", "-1"], ["--decays", "x"], ["--tasks", "nope"]):
+        with pytest.raises(SystemExit) as stop:
+            bench.main(bad)
+        assert stop.value.code == 2 and "error:" in capsys.readouterr().err
