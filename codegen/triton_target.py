@@ -90,10 +90,10 @@ from .runtime import source as runtime_source
 _TEMP = len("_t100 = ")
 
 VECTOR_KINDS = ("full", "row", "col")  # values held as one number per element in the kernel
-#: Values of per-step numbers alone (lr, step, hyperparameters) are float64 in the kernel, as the
-#: interpreter computes them; where one meets a tensor's values it is rounded to the math's dtype,
-#: once (in float32, lr * 1e30 * 1e30 * 1e-50 overflowed, and 1 + 1e-8 step - 1 lost the step).
-#: (A shape fact is a per-tensor number here, "scalar", of the math's dtype.)
+#: Values of per-step numbers alone (lr, step, hyperparameters) and of shape facts (``size(w)``,
+#: loaded from the tensor's table row) are float64 in the kernel, as the interpreter computes them;
+#: where one meets a tensor's values it is rounded to the math's dtype, once (in float32, lr * 1e30 *
+#: 1e30 * 1e-50 overflowed, 1 + 1e-8 step - 1 lost the step, and exp(size(w) / 10) was inf).
 F64_KINDS = ("static", "uniform")
 _NUMBERS = re.compile(r"[-+*/(). 0-9e]+")  # printed arithmetic of numbers alone (no names)
 _CALL = re.compile(r"[A-Za-z_][\w.]*\(")  # a template that calls a function (not one that only groups)
@@ -307,7 +307,8 @@ def lower(spec: Program) -> Family:
 
     Every assignment gets a kernel name of its own (``m`` -> ``m_1`` when ``m`` is reassigned);
     each reduction over a vector value becomes a :class:`Reduction` read through a name, so the
-    passes after it can load its finished value; shape facts become per-tensor numbers.
+    passes after it can load its finished value; shape facts become float64 numbers
+    (kind ``static``) read from the tensor's table row.
 
     Example:
         >>> from optdsl import parse
@@ -339,7 +340,7 @@ def lower(spec: Program) -> Family:
                 fact = (expr.op,) + tuple(int(a.value) for a in expr.args[1:])
                 name = next((k for k, v in facts.items() if v == fact), None)
                 if name is None:
-                    name = bind("_".join(str(f).replace("-", "m") for f in fact), "scalar")
+                    name = bind("_".join(str(f).replace("-", "m") for f in fact), "static")
                     facts[name] = fact
                 return Var(name)
             return Call(expr.op, tuple(rename(a) for a in expr.args))
@@ -531,7 +532,7 @@ class _KernelWriter:
                 lines.append(f"    {kname} = tl.load(_{kname}_ptr + {index[kind]}, mask=_mask).to(_CT)")
         for kname, col in self.fact_col.items():
             if kname in want:
-                lines.append(f"    {kname} = tl.load(_entry + {col}).to(_CT)")
+                lines.append(f"    {kname} = tl.load(_entry + {col}).to(tl.float64)")
         for r in fam.reductions.values():
             if r.name in want:
                 lines += self._line(f"{r.name} = {{}}", self._finished(r, len(f"{r.name} = ")))

@@ -265,6 +265,28 @@ def test_shape_arithmetic_is_ieee_float64_on_every_target(target, body):
                                    err_msg=body)
 
 
+def shape_ieee_triton_results() -> list:
+    """Every :data:`SHAPE_IEEE` program's steps on the Triton backend (run by
+    :func:`in_triton_interpreter`), as lists."""
+    params, grads = shape_ieee_draws()
+    return [{k: v.tolist() for k, v in run_triton(parse(f"def f(w, g, lr):\n    {body}\n"), params, grads,
+                                                  0.1).items()} for body in SHAPE_IEEE]
+
+
+def test_shape_arithmetic_is_ieee_float64_in_triton():
+    """The kernel loaded a shape fact as a number of the math's dtype, so shape arithmetic ran in
+    float32: ``1e30 * size(w) * 1e10 / 1e39`` and, for 2000 elements, ``exp(size(w) / 10)`` overflowed
+    to inf / inf (found by an audit of the Triton target). Facts are float64 now, as lr is."""
+    pytest.importorskip("triton")
+    params, grads = shape_ieee_draws()
+    for body, ours in zip(SHAPE_IEEE, in_triton_interpreter("test_language_on_targets",
+                                                             "shape_ieee_triton_results")):
+        ref = run_interpreter(parse(f"def f(w, g, lr):\n    {body}\n"), params, grads, 0.1)
+        for k in ref:
+            np.testing.assert_allclose(np.asarray(ours[k], np.float32), ref[k], rtol=1e-5, atol=1e-6,
+                                       err_msg=body)
+
+
 @pytest.mark.parametrize(("backend", "source"), [
     # (not g / -(n - n): the compiled step's dynamic sizes are symbolic, and -(n - n) folds to 0 there)
     ("compiled", ("def f(w, g, lr):\n    if 1 / (size(w) - 6) > 0:\n"
