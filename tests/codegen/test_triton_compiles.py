@@ -72,13 +72,16 @@ def test_zoo_kernels_compile_for_hopper(name):
     assert names and (name != "adafactor" or "_path0_pass1_tiles" in names)
 
 
-# per-step arithmetic of numbers alone, float64 in the kernel (the interpreter's): in float32,
+# per-step and shape arithmetic of numbers alone, float64 in the kernel (the interpreter's): in float32,
 # lr * 1e30 * 1e30 * 1e-50 was inf and 1 + 1e-8 step - 1 lost the step (an audit, 2026-12-06)
 PER_STEP_F64 = ["def f(w, g, lr=0.1):\n    return lr * 1e30 * 1e30 * 1e-50 * g\n",
                 ("def f(w, g, step, lr=0.1, b=0.999):\n"
                  "    return lr * g * (1 + 1e-8 * step - 1) * 1e8 / (1 - b ** step)\n"),
                 ("def f(w, g, m: scalar, lr=0.1, b=0.9):\n    m = interp(mean(g), m, b)\n"
-                 "    return lr * interp(g, m, b) / norm(lr * b + g), m\n")]
+                 "    return lr * interp(g, m, b) / norm(lr * b + g), m\n"),
+                # shape facts are float64 too, and meet a tensor and a per-tensor number rounded
+                ("def f(w, g, m: scalar, lr=0.1):\n    m = norm(g) * size(w) + m\n"
+                 "    return lr * g * exp(size(w) / 10) / exp(size(w) / 10 - 1) * m / ndim(w), m\n")]
 
 
 @pytest.mark.parametrize("source", [*optdsl.zoo_names(), *PER_STEP_F64])
