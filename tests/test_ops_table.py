@@ -70,6 +70,27 @@ def test_jax_prints_every_op_as_numpy_computes_it():
         assert not printer.temps, "a bare call binds nothing"
 
 
+def test_torch_prints_every_op_as_numpy_computes_it():
+    """In float64, to 1e-12; ``clip``'s bound is negative in half of ``Y`` (its torch spelling once
+    clamped into [-c, c], empty for c < 0, and only a fuzz seed noticed)."""
+    import torch
+
+    from codegen.runtime import torch_math
+    from codegen.torch_target import TorchPrinter
+
+    def fail(msg, hint=None):
+        raise AssertionError(msg)
+
+    env = {**vars(torch_math), "torch": torch, **{n: torch.tensor(a) for n, a in zip("xyz", _args(OPS["interp"]))}}
+    env["w"] = env["x"]  # a number made a tensor takes the parameter's dtype
+    for op in OPS.values():
+        if op.shape in (STATIC, GLOBAL):  # plain Python, or hoisted out of the step (test_torch_global_groups)
+            continue
+        call = Call(op.name, tuple(Var(n) for n in "xyz"[:op.arity]))
+        got = eval(TorchPrinter(dict.fromkeys("xyz", "full"), fail).doprint(call), env)
+        np.testing.assert_allclose(np.asarray(got), op.numpy(*_args(op)), rtol=1e-12, err_msg=op.name)
+
+
 def test_sign_keeps_nan_and_makes_both_zeros_plus_zero_in_every_spelling():
     """numpy's sign(-0.0) is 0.0 and sign(nan) nan: the Python, torch, jax and triton spellings agree
     bit for bit (the C++ one: test_cpp_spells_every_elementwise_op_as_numpy_computes_it)."""

@@ -38,6 +38,14 @@ def test_symbolic_weights_merge_only_when_shorter():
     assert_same_updates(p, q)
 
 
+def test_a_rewrite_no_shorter_is_not_kept():
+    """The written program is kept unless a form has strictly fewer ops: inlining ``update`` into the
+    return makes nothing shorter, so it is not a simplification (it only reorders what was written)."""
+    p = parse("def train(w, g, v, lr):\n    update = cbrt(v)\n    update = interp(update, v, 0.29)\n"
+              "    v = clip(g, v)\n    update = arcsinh(update)\n    return update, v\n")
+    assert simplify(p) == eliminate_dead_code(fold(p))
+
+
 def test_sign_rewrite_handles_both_signs():
     x, y = symbol("g"), symbol("m")
     import sympy
