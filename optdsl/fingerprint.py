@@ -6,7 +6,8 @@ cache; the Lion search's "hash of how outputs are computed").
 
 The program runs ``steps`` steps of the reference interpreter (float64) on a 1-d and a 2-d
 parameter (and one of each shape its shape tests tell apart that these miss) with weights and
-gradients drawn from a fixed seed; a program reading ``step`` runs later steps too. Each update
+gradients drawn from a fixed seed, the gradients with coordinates exactly 0 and of other scales as
+in training; a program reading ``step`` runs later steps too. Each update
 is rounded to ``DIGITS`` significant digits, and values smaller than ``FLUSH`` times the largest
 one are flushed to zero, so float noise (``(a + b) - b`` vs ``a``) does not split equal programs; nan,
 +inf and -inf hash as themselves. A parameter the program cannot run on (``rowmean`` of a 1-d
@@ -93,13 +94,30 @@ def quantize(x: np.ndarray, digits: int = DIGITS) -> bytes:
     return b"".join(a.astype(np.int64).tobytes() for a in (mantissa + 0.0, mag, code))
 
 
+def _as_in_training(g: np.ndarray, step: int) -> np.ndarray:
+    """A N(0, 1) gradient ``g`` given what real gradients have and N(0, 1) draws never do, one kind
+    of coordinate each, by position after the first (kept as drawn, so that a tensor of one element
+    still sees its gradient): exactly 0 at every step (a constant input feature), 0 from the second
+    step on (a unit that died), 1e-4 and 1e2 times the draw; and, in a matrix of several rows, a last
+    row 0 at every step (an embedding row no batch touches). Without them, momentum and momentum
+    frozen where ``g == 0``, ``clip(g, 6)`` and ``g``, ``g / (|g| + 1e-7)`` and ``sign(g)`` shared a
+    key, and the second took the first's score (an audit)."""
+    kind = np.arange(g.size).reshape(g.shape) % 6
+    g = np.where(kind == 3, 1e-4 * g, np.where(kind == 4, 1e2 * g, g))
+    g = np.where((kind == 1) | ((kind == 2) & (step > 1)), 0.0, g)
+    if g.ndim >= 2 and g.shape[-2] > 1:
+        g[..., -1, :] = 0.0
+    return g
+
+
 def _inputs(folded: Program, seed: int, steps: int) -> tuple[dict, list[dict]]:
     """The fixed weights (one parameter per shape of ``SHAPES``, and one for each shape variant of
     the folded program they miss: :func:`~optdsl.equiv.covering_shapes`) and ``steps`` gradients of
-    a seed (the first the same whatever ``steps``)."""
+    a seed (the first the same whatever ``steps``), each :func:`_as_in_training`."""
     rng = np.random.default_rng(seed)
     params = {f"p{i}": rng.normal(size=s) for i, s in enumerate(covering_shapes(folded, shapes=SHAPES))}
-    return params, [{n: rng.normal(size=p.shape) for n, p in params.items()} for _ in range(steps)]
+    return params, [{n: _as_in_training(rng.normal(size=p.shape), t) for n, p in params.items()}
+                    for t in range(1, steps + 1)]
 
 
 def _runnable(opt: Interpreter, params: dict) -> tuple[dict, list[str]]:

@@ -2,6 +2,7 @@
 
 import re
 
+import pytest
 from strategies import assert_same_updates
 
 from optdsl import load, parse, to_source, zoo_names
@@ -97,6 +98,27 @@ def test_fingerprint_tells_apart_rules_that_differ_only_later_or_on_larger_tenso
     sgd = "def f(w, g, lr=0.1):\n    return lr * where({}, sign(g), g)\n"
     plain = parse("def f(w, g, lr=0.1):\n    return lr * g\n")
     assert fingerprint(parse(sgd.format("size(w) > 20"))) != fingerprint(plain)
+
+
+@pytest.mark.parametrize("a, b", [
+    # an audit's collisions, each a second rule that took the first's score: momentum frozen where g
+    # is exactly 0 (a lazy rule; -0.68 on the embedding proxy where momentum scores -0.27), a clip
+    # beyond N(0, 1)'s range, an eps that matters for gradients of 1e-6
+    ("m = interp(g, m, 0.9)", "m = interp(g, m, 0.9) * abs(sign(g))"),
+    ("m = g", "m = clip(g, 6)"),
+    ("m = sign(g)", "m = g / (abs(g) + 1e-07)"),
+    ("m = g / sqrt(rowmean(g * g))", "m = g / (sqrt(rowmean(g * g)) + 1e-30)"),  # a row no batch touches
+])
+def test_fingerprint_sees_zero_tiny_and_large_gradients(a, b):
+    key = lambda body: fingerprint(parse(f"def f(w, g, m, lr=0.1):\n    {body}\n    return lr * m, m\n"),
+                                   digits=4, scale_free=True)  # the search's key
+    assert key(a) != key(b)
+
+
+def test_a_one_element_parameter_keeps_its_gradient_in_the_fingerprint():
+    """A 0-d parameter (a shape test's variant) is one coordinate: it keeps its draw as it is."""
+    where = "def f(w, g, lr=0.1):\n    return lr * where(ndim(w) == 0, {}, g)\n"
+    assert fingerprint(parse(where.format("sign(g)"))) != fingerprint(parse(where.format("g")))
 
 
 def test_a_rounding_carry_and_the_sign_of_an_infinity_in_the_fingerprints_digits():
