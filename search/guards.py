@@ -31,8 +31,9 @@ Five properties every sensible update rule has, checked on a fixed synthetic tra
     1/100 .. 100x the settled ones: a window where the step explodes or stops, past the tasks and
     the horizon check, which its scores cannot see (a rule that stops at steps 2,000 .. 99,990
     scored exactly as its original), or that are 0 at step 1,000,001 (a rule that stops at step
-    1,001 passed every window). A state that counts steps without reading the gradient or
-    the weights (``c = c + 1``) is ``step`` the schedule check cannot see, and is refused.
+    1,001 passed every window). A state that counts the steps, its values the same whatever the
+    gradients and the weights (``c = c + 1``, or ``c + abs(sign(g))``, which reads g to no effect
+    where no coordinate is 0), is ``step`` the schedule check cannot see, and is refused.
   - **An exact zero is a gradient too.** A coordinate whose gradient is exactly 0 at every step (a
     constant input feature, a dead unit, an embedding row no batch touches) gets a finite update:
     ``m / sqrt(v)`` without its eps is ``0 / 0`` there, and its exported optimizer turns such
@@ -76,7 +77,7 @@ import torch
 
 from optdsl.equiv import covering_shapes
 from optdsl.fingerprint import step_numbers
-from optdsl.ir import Program, free_vars
+from optdsl.ir import Program
 
 from .vectorized import VectorizedStep
 
@@ -171,37 +172,31 @@ def _schedule_fault(program: Program) -> str | None:
 
 
 def _clock_states(program: Program) -> list[str]:
-    """The states whose new values read neither the gradient nor the weights, only themselves, one
-    another, numbers and ``step``, and that change over the guards' steps: a count of the steps
-    under another name (a state such a rule leaves as it is, or sets to a number, counts nothing).
+    """The states whose values are the same whatever the gradients and the weights (two draws, every
+    coordinate non-zero, within :data:`TOLERANCE`) and that change over the guards' steps: a count of
+    the steps under another name (a state such a rule leaves as it is, or sets to a number, counts
+    nothing). Judged by its values, not its text: ``c = c + 1 + 0 * g`` and ``c = c + abs(sign(g))``
+    read g and count the steps all the same (an audit brought a refused ``sqrt(step)`` schedule back
+    through them).
 
     Example:
         >>> from optdsl import parse
-        >>> _clock_states(parse("def f(w, g, m, c, lr):\\n    c = c + 1\\n    m = interp(g, m, 0.9)\\n"
-        ...                     "    return lr * m * c, m, c\\n"))
+        >>> _clock_states(parse("def f(w, g, m, c, lr):\\n    c = c + abs(sign(g))\\n"
+        ...                     "    m = interp(g, m, 0.9)\\n    return lr * m * c, m, c\\n"))
         ['c']
     """
-    reads: dict[str, set[str]] = {}  # each name: the inputs its value is made from
-    for a in program.body:
-        reads[a.target] = set().union(*(reads.get(v, {v}) for v in free_vars(a.expr)))
-    new = {s.name: set().union(*(reads.get(v, {v}) for v in free_vars(e)))
-           for s, e in zip(program.states, program.new_states)}
-    clocks = set(new)
-    while True:  # a state is no clock when it reads g, w or a state that is none
-        kept = {s for s in clocks if not new[s] & ({"g", "w"} | set(program.state_names) - clocks)}
-        if kept == clocks:
-            break
-        clocks = kept
-    if not clocks:
+    if not program.states:
         return []
-    step, _, w, grads = _start(program)
-    states, lr, seen = step.init(w), torch.tensor([[0.1]], dtype=torch.float64), []
+    step, normal, w, grads = _start(program)
+    w, other = torch.cat([w, normal(1)]), normal(STEPS, 1)
+    states, lr, seen = step.init(w), torch.full((2, 1), 0.1, dtype=torch.float64), []
     for t in range(STEPS):
-        _, states = step(w, grads[t], states, lr, t + 1)
+        _, states = step(w, torch.cat([grads[t], other[t]]), states, lr, t + 1)
         seen.append(dict(zip(step.program.state_names, states)))  # (its program: dead states gone)
     same = lambda a, b: bool(((a == b) | (a.isnan() & b.isnan())).all())
-    return sorted(s for s in clocks & seen[0].keys()
-                  if not all(same(seen[0][s], later[s]) for later in seen[1:]))
+    return sorted(s for s in seen[0]
+                  if all(_relative(at[s][0], at[s][1]) <= TOLERANCE for at in seen)
+                  and not all(same(seen[0][s], later[s]) for later in seen[1:]))
 
 
 def _relative(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -292,8 +287,8 @@ def guard(program: Program, lrs: Sequence[float] | None = None) -> str | None:
             return zero
         clocks = _clock_states(program)
     if clocks:
-        return (f"a schedule of its own: state {clocks[0]} counts the steps (its new value never reads the "
-                "gradient or the weights); read step instead")
+        return (f"a schedule of its own: state {clocks[0]} counts the steps (its values are the same "
+                "whatever the gradients and weights); read step instead")
     if program.uses("step"):
         with torch.no_grad():
             fault = _schedule_fault(program)

@@ -441,12 +441,18 @@ ADAM_TIMES = ("def train(w, g, m, v, {}, lr):\n{}    m = interp(g, m, 0.9)\n    
     # (the refused cbrt(g / sqrt(v / step^3)) rule came back through one, +0.069 held out)
     ("c, step", "    c = c + 1\n", "sqrt(c)", "state c counts the steps"),
     ("c, step", "    c = c + 1\n", "(1 + 1e6 * (c > 1500))", "state c counts the steps"),
+    # a later audit's: counters that read g to no effect where no gradient coordinate is 0
+    ("c, step", "    c = c + 1 + 0 * g\n", "sqrt(c)", "state c counts the steps"),
+    ("c, step", "    c = c + abs(sign(g))\n", "sqrt(c)", "state c counts the steps"),
+    ("c, step", "    c = c + sign(g) * sign(g) + 1e-12 * w\n", "sqrt(c)", "state c counts the steps"),
     # a window past the tasks and the horizon run where the step explodes or stops: scored exactly as
     # the rule without it, its generated optimizer diverged at step 2,002
     ("step", "", "(1 + 1e6 * (step > 2000 and step < 99990))", "its updates at step 2,251 are"),
     ("step", "", "(step < 2000 or step > 99990)", "its updates at step 2,251 are 0 in size"),
     ("c, step", "", "1", None),  # a state that never changes counts nothing
-], ids=["counter", "counter_bomb", "window_bomb", "window_stop", "constant_state"])
+    ("c, step", "    c = c + abs(g)\n", "1", None),  # a state of the gradient's values: no clock
+], ids=["counter", "counter_bomb", "counter_reading_g", "counter_of_nonzero_g", "counter_nearly_of_w", "window_bomb",
+        "window_stop", "constant_state", "gradient_state"])
 def test_a_schedule_hidden_in_a_state_or_a_window_is_refused(inputs, body, factor, reason):
     found = guard(parse(ADAM_TIMES.format(inputs, body, factor, ", c" if "c" in inputs else "")))
     if reason is None:
