@@ -46,6 +46,8 @@ from urllib.parse import quote
 from optdsl.errors import DslError
 from optdsl.parser import parse
 
+from .ablation import PREFIX as ABLATION
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS baselines (
@@ -427,8 +429,12 @@ class Store:
         return [d for d in map(self._decode, rows) if d is not None]
 
     def recent(self, n: int) -> list[dict]:
-        """The ``n`` most recent readable rows, oldest first (regularized evolution's population)."""
-        rows = self._query("SELECT * FROM programs ORDER BY id DESC LIMIT ?", (n,))
+        """The ``n`` most recent readable rows of the evolution, oldest first (regularized evolution's
+        population): not the winner's ablations (:mod:`search.ablation`), which end a search, so that
+        a resumed search continues the population whether the last one ended or was stopped (a
+        finished search's 32 most recent rows had been one-op variants of its winner)."""
+        rows = self._query("SELECT * FROM programs WHERE substr(coalesce(mutation, ''), 1, ?) != ? "
+                           "ORDER BY id DESC LIMIT ?", (len(ABLATION), ABLATION, n))
         return [d for d in (self._decode(r, parsed=True) for r in reversed(rows)) if d is not None]
 
     def all(self) -> list[dict]:

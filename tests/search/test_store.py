@@ -12,6 +12,7 @@ from stores import small_search_db
 
 from optdsl.cli import main
 from optdsl.errors import DslError
+from optdsl.parser import parse
 from search.store import APPLICATION_ID, SCHEMA, SCHEMA_VERSION, Store, schema_version
 
 
@@ -260,6 +261,20 @@ def test_one_search_writes_a_database_at_a_time(db, capsys):
             Store(db, exclusive=True)
         assert main(["report", db]) == 0  # reading a running search is fine
     Store(db, exclusive=True).close()  # released with the first
+
+
+def test_a_resume_continues_the_evolution_not_the_winners_ablations(tmp_path):
+    """A finished search's last rows are its winner's one-op ablations; a resumed search's population
+    is the evolution's most recent children (it had been 32 of 32 ablations: an audit)."""
+    from search.ablation import PREFIX
+    from search.candidate import describe
+
+    store = Store(str(tmp_path / "s.sqlite"))
+    info = describe(parse("def train(w, g, lr):\n    return lr * g\n"))
+    ids = [store.add(status="ok", fitness=0.1, mutation=m, **info)
+           for m in ("init adamw", "insert", None, f"{PREFIX}t = sin(m) -> t = m", f"{PREFIX}u = g * m -> u = g")]
+    assert [r["id"] for r in store.recent(4)] == ids[:3]
+    assert [r["id"] for r in store.recent(2)] == ids[1:3]
 
 
 def test_unreadable_rows_are_skipped_with_a_warning(db, tmp_path, capsys):
