@@ -448,7 +448,7 @@ def _check(ref: str, copies: int, limit: float, device: str, passes: int) -> Tas
         w = task.init_copies([0, 1], max(copies // 2, 1)).to(dev).requires_grad_()
         k = w.shape[0]
         with torch.device(device):
-            seconds = []
+            seconds, moved = [], False
             for t in (1, 2, 3):
                 start = time.perf_counter()
                 loss = task.train_loss(task.unflatten(w), t)
@@ -463,9 +463,15 @@ def _check(ref: str, copies: int, limit: float, device: str, passes: int) -> Tas
                 if not loss.requires_grad:
                     raise DslError(f"{where}: the loss does not depend on the trained parameters", path)
                 (g,) = torch.autograd.grad(loss.sum(), w)
+                moved = moved or bool(g.any())
                 with torch.no_grad():
                     w = (w - 1e-3 * g).requires_grad_()
                 seconds.append(time.perf_counter() - start)
+            if not moved:  # (a search would pick weight decay tuned to the task: an audit's round() loss)
+                raise DslError(f"{where}: the loss's gradient is exactly 0 for every parameter at each of the "
+                               "first three steps: no update rule can train this task", path,
+                               hint="a loss through round(), argmax, a comparison or .detach() has no gradient; "
+                                    "compute it from the model's outputs with differentiable ops")
             stage = "the held-out loss (eval_batch) failed"  # the training steps ran: say which part failed
             with torch.no_grad():
                 final = task.eval_loss(task.unflatten(w))

@@ -154,6 +154,10 @@ BROKEN = {
                                   "is not finite (nan for model copy"),
     "no gradient": ("def bad():\n    return make(loss=lambda o, t: F.mse_loss(o.detach(), t))\n", "bad",
                     "does not depend on the trained parameters"),
+    # a gradient of exactly 0 everywhere (rounded outputs): the search had "found" weight decay tuned
+    # to the task and called it a winner over AdamW (an audit)
+    "zero gradient": ("def bad():\n    return make(loss=lambda o, t: F.mse_loss(o.round(), t))\n", "bad",
+                      "the loss's gradient is exactly 0 for every parameter"),
     # sys.exit() in the user's code had ended the CLI with exit status 1 and no place
     "exit at import": ("import sys\nsys.exit(3)\n", "make", "cannot import the task file: SystemExit: 3"),
     "exit in the factory": ("def bad():\n    raise SystemExit('bye')\n", "bad",
