@@ -83,14 +83,17 @@ _FLOAT32_MAX = torch.finfo(torch.float32).max
 
 
 def _in_float32(floats):
-    """A float32 step's Python-number scalars as float32 holds them (x -> float32(x)): many torch ops
-    refuse a number beyond float32's range beside float32 tensors ("cannot be converted to type
-    float without overflow": lerp's weight, torch.full, where, clamp, alpha), where the reference's
-    float32 step has inf. The others are returned as they are (the ops round them alike)."""
-    if max(map(abs, floats.values())) <= _FLOAT32_MAX:  # (a nan first: converted, staying nan)
+    """A float32 step's Python-number scalars, those beyond float32's range as float32 holds them (x
+    -> float32(x), inf): many torch ops refuse such a number beside float32 tensors ("cannot be
+    converted to type float without overflow": lerp's weight, torch.full, where, clamp, alpha), where
+    the reference's float32 step has inf. The others stay as they are: the ops round them alike, and
+    the step's own arithmetic on them (``1 - beta2``) is float64's (rounding them all, wherever one
+    was inf, put Adam's second moment 1.3e-5 off under ``clip_by_global_norm(max_norm=inf)``)."""
+    wide = [k for k, v in floats.items() if not abs(v) <= _FLOAT32_MAX]  # (a nan too: it stays nan)
+    if not wide:
         return floats
-    wide = torch.tensor(list(floats.values()), dtype=torch.float64, device="cpu")
-    return dict(zip(floats, wide.float().tolist()))
+    narrow = torch.tensor([floats[k] for k in wide], dtype=torch.float64, device="cpu").float().tolist()
+    return {**floats, **dict(zip(wide, narrow))}
 
 
 def _state_shape(kind, shape):

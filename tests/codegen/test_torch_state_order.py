@@ -188,6 +188,23 @@ def test_a_number_beyond_float32_is_inf_in_a_float32_state(body):
     assert all(torch.isfinite(state["k"]).all() for state in opt.state.values())
 
 
+def test_a_hyperparameter_beyond_float32_leaves_the_others_as_they_are():
+    """One inf hyperparameter (``max_norm=inf``: no clipping) made the eager step round every one to
+    float32 first, so that its ``1 - beta2`` was float32(1) - float32(0.999), 1.3e-5 off (an audit)."""
+    program = optdsl.parse("def f(w, g, v, lr=0.1, beta2=0.999, big=inf):\n    v = interp(g * g, v, beta2)\n"
+                           "    return lr * clip(g, big) / (sqrt(v) + 1e-8), v\n")
+    params, grads = _data([(4,), (2, 3)], 1, np.float32)
+    interp = optdsl.Interpreter(program, dtype=np.float32)
+    _, want = interp.updates(params, grads[0], interp.init(params), 1)
+    ts = [torch.tensor(v) for v in params.values()]
+    opt = codegen.build(program, "torch")(ts, backend="eager")
+    for x, k in zip(ts, params):
+        x.grad = torch.tensor(grads[0][k])
+    opt.step()
+    for x, k in zip(ts, params):
+        np.testing.assert_allclose(opt.state[x]["v"].numpy(), want[k]["v"], rtol=2.4e-7, atol=0)
+
+
 def test_a_number_beyond_float32_compiled():
     _assert_matches_interpreter("def f(w, g, k, lr=0.1):\n    return lr * min(k, 1), 1e39\n", [(4,), (2, 3)],
                                 "compiled", dtype=np.float32, tol=1e-6)
