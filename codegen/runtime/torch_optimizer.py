@@ -843,6 +843,21 @@ def _check_hyper(name, value, default=None):
         raise ValueError(message.format(value))
 
 
+def _check_flags(cls, settings, loading=False):
+    """ValueError where ``settings`` (the constructor's of class ``cls``, or a param group
+    ``loading``) turn on torch's ``capturable`` or ``differentiable``, which no generated step honours."""
+    reasons = {
+        "capturable": "CUDA graph capture: the step counts live on the CPU",
+        "differentiable": "a step autograd can see through: it runs under torch.no_grad",
+    }
+    for flag, why in reasons.items():
+        if settings.get(flag):
+            where = (
+                f"{cls}.load_state_dict: the checkpoint's param group has {flag}=True; " if loading else ""
+            )
+            raise ValueError(f"{where}{cls} does not support {flag}=True ({why})")
+
+
 def _check_torch_settings(cls, checkpoints, settings):
     """Accept the settings of the torch.optim optimizer the program declares it is, at the values
     it computes (the generated AdamW takes ``amsgrad=False``, as code written for torch.optim.AdamW
@@ -896,13 +911,7 @@ class _Optimizer(torch.optim.Optimizer):
         _spellings_into(torch_settings, defaults, prog.spellings)
         _check_torch_settings(type(self).__name__, prog.torch_checkpoints, torch_settings)
         # torch's flags at their defaults pass, as code written for torch.optim passes them
-        if capturable or differentiable:
-            flag = "capturable" if capturable else "differentiable"
-            why = {
-                "capturable": "CUDA graph capture: the step counts live on the CPU",
-                "differentiable": "a step autograd can see through: it runs under torch.no_grad",
-            }[flag]
-            raise ValueError(f"{type(self).__name__} does not support {flag}=True ({why})")
+        _check_flags(type(self).__name__, {"capturable": capturable, "differentiable": differentiable})
         known = ("eager", "compiled", *prog.backends)
         if backend in prog.unavailable:
             why = prog.unavailable[backend]
@@ -987,6 +996,8 @@ class _Optimizer(torch.optim.Optimizer):
             returned = hook(self, state_dict)
             state_dict = state_dict if returned is None else returned
         state_dict = self._translated(state_dict)
+        for group in state_dict["param_groups"]:  # (torch's load would keep them, and save them again)
+            _check_flags(type(self).__name__, group, loading=True)
         self._check_loaded_shapes(state_dict)
         current = [dict(group) for group in self.param_groups]
         # torch's load would run the hooks again, the pre-hooks on the translated dict and the post-hooks

@@ -174,6 +174,10 @@ def test_torch_settings_the_program_declares(adamw):
     for flag in ("capturable", "differentiable"):
         with pytest.raises(ValueError, match=f"does not support {flag}=True"):
             adamw(params, **{flag: True})
+        # nor from a checkpoint (torch's load had kept the flag and saved it again: an audit)
+        saved = torch.optim.AdamW(params, **{flag: True}).state_dict()
+        with pytest.raises(ValueError, match=f"param group has {flag}=True; AdamW does not support"):
+            adamw(params).load_state_dict(saved)
 
 
 def _torch_trajectory(reference, make_ours, steps_before, steps_after, **kwargs):
