@@ -17,6 +17,8 @@ Example::
 
 from __future__ import annotations
 
+import shlex
+
 from .candidate import rule_key
 from .store import FAILED, Store
 
@@ -102,19 +104,25 @@ def winner(store: Store) -> dict | None:
 
 
 def no_winner(store: Store) -> str:
-    """Why a search has no winner, in plain words: no program trained to a score, so none beat
-    tuned AdamW; where the warm start itself failed, how.
+    """Why a search has no winner, in plain words: it stopped before scoring any program, or no
+    program trained to a score, so none beat tuned AdamW; where the warm start itself failed, how.
 
     Example:
         >>> from optdsl import load
         >>> from search.candidate import describe
         >>> store = Store(":memory:")
+        >>> print(no_winner(store))  # doctest: +NORMALIZE_WHITESPACE
+        No program was scored yet: the search stopped before its first evaluation. Continue it with
+        `optdsl search --resume :memory:`.
         >>> _ = store.add(**describe(load("sgd")), mutation="init sgd", status="diverged",
         ...               error="every learning rate failed on mlp")
         >>> print(no_winner(store))  # doctest: +NORMALIZE_WHITESPACE
         No program trained to a score (all failed, were refused by the guards or stopped at a hurdle), so
         none beat tuned AdamW. The warm start #1 (init sgd): diverged (every learning rate failed on mlp).
     """
+    if store.count() == 0:  # (stopped while tuning AdamW, say: nothing failed)
+        return ("No program was scored yet: the search stopped before its first evaluation. Continue it with "
+                f"`optdsl search --resume {shlex.quote(store.path)}`.")
     text = ("No program trained to a score (all failed, were refused by the guards or stopped at a hurdle), "
             "so none beat tuned AdamW.")
     said = {**FAILED, "hurdle": "stopped at a hurdle"}  # (the store's words for each status)
