@@ -6,8 +6,8 @@ cache; the Lion search's "hash of how outputs are computed").
 
 The program runs ``steps`` steps of the reference interpreter (float64) on a 1-d and a 2-d
 parameter (and one of each shape its shape tests tell apart that these miss) with weights and
-gradients drawn from a fixed seed, the gradients with coordinates exactly 0 and of other scales as
-in training; a program reading ``step`` runs later steps too. Each update
+gradients drawn from a fixed seed, the gradients with coordinates exactly 0 and larger ones, as in
+training; a program reading ``step`` runs later steps too. Each update
 is rounded to ``DIGITS`` significant digits, and values smaller than ``FLUSH`` times the largest
 one are flushed to zero, so float noise (``(a + b) - b`` vs ``a``) does not split equal programs; nan,
 +inf and -inf hash as themselves. A parameter the program cannot run on (``rowmean`` of a 1-d
@@ -98,12 +98,14 @@ def _as_in_training(g: np.ndarray, step: int) -> np.ndarray:
     """A N(0, 1) gradient ``g`` given what real gradients have and N(0, 1) draws never do, one kind
     of coordinate each, by position after the first (kept as drawn, so that a tensor of one element
     still sees its gradient): exactly 0 at every step (a constant input feature), 0 from the second
-    step on (a unit that died), 1e-4 and 1e2 times the draw; and, in a matrix of several rows, a last
-    row 0 at every step (an embedding row no batch touches). Without them, momentum and momentum
-    frozen where ``g == 0``, ``clip(g, 6)`` and ``g``, ``g / (|g| + 1e-7)`` and ``sign(g)`` shared a
-    key, and the second took the first's score (an audit)."""
-    kind = np.arange(g.size).reshape(g.shape) % 6
-    g = np.where(kind == 3, 1e-4 * g, np.where(kind == 4, 1e2 * g, g))
+    step on (a unit that died), 100 times the draw; and, in a matrix of several rows, a last row 0 at
+    every step (an embedding row no batch touches). Without them, momentum and momentum frozen where
+    ``g == 0``, ``clip(g, 6)`` and ``g`` shared a key, and the second took the first's score (an
+    audit). No coordinate is tiny: an eps far below the draws' scale stays unseen, so that near-copies
+    differing in it (eps 1e-8 or 1.4e-8) are one rule, held out once (``g / (|g| + 1e-7)`` and
+    ``sign(g)`` share a key too)."""
+    kind = np.arange(g.size).reshape(g.shape) % 5
+    g = np.where(kind == 3, 1e2 * g, g)
     g = np.where((kind == 1) | ((kind == 2) & (step > 1)), 0.0, g)
     if g.ndim >= 2 and g.shape[-2] > 1:
         g[..., -1, :] = 0.0

@@ -7,7 +7,8 @@ reading 0 computes); the structural hash (:func:`optdsl.canonical.structural_has
 programs that differ only by names or the order of independent statements; the fingerprint
 (:func:`optdsl.fingerprint.fingerprint`, scale-free) is equal for programs that compute the same
 updates on fixed inputs up to a constant factor, rounded to :data:`FINGERPRINT_DIGITS` significant
-digits, so near-duplicates (a constant changed in its fourth digit, ``eps`` 1e-8 vs 2e-8) and
+digits, so near-duplicates (``eps`` 1e-8 vs 2e-8; a constant changed in its fourth digit moves
+some of the probed updates across a rounding edge, and mostly does not share it) and
 rescalings (``update = 0.99 * t``: a learning rate 0.99 times smaller, which the search's sweeps
 tune away) share it too. A child whose hash or fingerprint was seen before takes the earlier
 fitness, and the earlier learning rates times :func:`lr_factor`.
