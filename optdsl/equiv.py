@@ -379,9 +379,9 @@ def prove(a: Program, b: Program, values_a: dict[str, float] | None = None,
 def covering_shapes(*programs: Program, shapes=SHAPES) -> tuple[tuple[int, ...], ...]:
     """``shapes``, then for every shape variant of ``programs`` (their shape tests, ``ndim(w) >= 2``,
     ``size(w) >= 128``: :func:`~optdsl.passes.variants`) that none of them runs, the first shape of
-    a pool that does: element counts beside each number the tests hold (up to 100,000), laid out
-    with 1 to 5 axes. A program that differs only on tensors of 128 elements and more was
-    'equal (tested)' on shapes of at most 30.
+    a pool that does: element counts beside each number the tests hold (up to 100,000) and powers of
+    10, laid out with 1 to 5 axes. A program that differs only on tensors of 128 elements and more
+    was 'equal (tested)' on shapes of at most 30.
 
     Example:
         >>> from optdsl import parse
@@ -397,7 +397,8 @@ def covering_shapes(*programs: Program, shapes=SHAPES) -> tuple[tuple[int, ...],
         except DslError:  # a test of an axis the shape lacks
             return set()
 
-    sizes = {1, 2, 3}
+    # and the decades: a threshold no literal of the test holds (size(w) / 1000 > 1.5)
+    sizes = {1, 2, 3, *(10**k for k in range(1, 6))}
     for tree in trees:
         for path in tree.paths():
             for test, _ in path:

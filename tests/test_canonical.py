@@ -98,6 +98,8 @@ def test_fingerprint_tells_apart_rules_that_differ_only_later_or_on_larger_tenso
     sgd = "def f(w, g, lr=0.1):\n    return lr * where({}, sign(g), g)\n"
     plain = parse("def f(w, g, lr=0.1):\n    return lr * g\n")
     assert fingerprint(parse(sgd.format("size(w) > 20"))) != fingerprint(plain)
+    # a threshold no literal of the test holds: signSGD on the mlp proxy's 2048-element weight (an audit)
+    assert fingerprint(parse(sgd.format("size(w) / 1000 > 1.5"))) != fingerprint(plain)
 
 
 @pytest.mark.parametrize("a, b", [
