@@ -23,6 +23,7 @@ import stat
 import sys
 import types
 
+from optdsl.domains import DOMAINS
 from optdsl.errors import DslError
 from optdsl.names import check_name
 from optdsl.printer import format_number
@@ -59,6 +60,19 @@ def number(value: float) -> str:
         return format_number(float(value))
     except ValueError as e:
         raise DslError(str(e)) from None
+
+
+def domain_entries(program) -> list[str]:
+    """The entries of a generated module's table of hyperparameter domains, ``"name": (words, test)``,
+    printed from :data:`optdsl.domains.DOMAINS` for each hyperparameter of ``program`` that declares one.
+
+    Example:
+        >>> from optdsl import extend, load
+        >>> domain_entries(extend.gradient_accumulation(load("sgd"), 4))
+        ['"accum_steps": ("a whole number >= 1", lambda v: v >= 1 and float(v).is_integer())']
+    """
+    return [f'"{check_identifier(name)}": ("{DOMAINS[domain].words}", lambda v: {DOMAINS[domain].python})'
+            for name, domain in program.hyper_domains.items()]
 
 
 def load_module(source: str, name: str) -> types.ModuleType:

@@ -56,7 +56,7 @@ from optdsl.printer import (
 from optdsl.source import load, zoo_names
 from optdsl.typecheck import expr_kind, input_kinds, join
 
-from .generated import OPTAX_BY, check_identifier, number
+from .generated import OPTAX_BY, check_identifier, domain_entries, number
 from .layout import LINE, bracketed, function, hugging_call, literal, wrap_comprehension
 from .runtime import functions as runtime_functions
 from .shape_python import plain_python, shape_test
@@ -684,7 +684,8 @@ class _Module:
         ret = "return optax.GradientTransformationExtraArgs(_init, _update)"
         # black's blank lines: after the docstring and around the nested functions
         # every number of the language is a float: an int given (or made by inject_hyperparams) is one
-        floats = [f'{h.name} = _float({h.name}, "{h.name}")' for h in self.hypers]
+        floats = [f'{h.name} = _float({h.name}, "{h.name}"' + (f', _DOMAINS["{h.name}"])' if h.domain else ")")
+                  for h in self.hypers]
         lines = [_docstring(self.factory_doc()), *floats, "", *init_lines, "", *update_lines, "", ret]
         return function(p.name, args, lines)
 
@@ -756,6 +757,10 @@ class _Module:
         imports = "from typing import NamedTuple\n\nimport jax\nimport jax.numpy as jnp\nimport optax"
         blocks = [_docstring(self.module_doc()) + "\n\n" + imports,  # one blank line after the docstring
                   state_class, *helpers, *functions]
+        # each declared domain's words and test, printed from the table (optdsl.domains)
+        domains = domain_entries(p)
+        if domains:
+            blocks.insert(2, "_DOMAINS = " + bracketed("{", domains, "}", used=len("_DOMAINS = ")))
         return "\n\n\n".join(blocks) + "\n"
 
 

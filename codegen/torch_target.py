@@ -128,7 +128,7 @@ from .eager_program import (
 )
 from .float_printer import FloatPrinter, NoFloatSpelling
 from .float_printer import called_functions as float_called
-from .generated import COMPILED_BY, check_identifier, number
+from .generated import COMPILED_BY, check_identifier, domain_entries, number
 from .layout import LINE
 from .layout import bracketed as _layout
 from .layout import call as _call
@@ -1321,7 +1321,8 @@ class _Module:
         rows = []
         for k, path in enumerate(self.paths):
             sliceable = _sliceable_path(path, self.splits[k].cut if self.splits and self.splits[k] else set())
-            args = [f"states={_literal(tuple((s.name, s.kind, s.init) for s in path.program.states))}",
+            states = tuple((s.name, s.kind, s.init) for s in path.program.states)
+            args = [f"states={_literal(states, used=len('        states=,'))}",  # (in PATHS, in _Path)
                     f"needs_2d={path.needs_2d}", f"flat={_flat_path(path)}", f"sliceable={_literal(sliceable)}"]
             inner = ", ".join(args)  # black: the call on one line, else its arguments on one line
             fits = 4 + len(f"_Path({inner}),") > LINE and 8 + len(inner) <= LINE and "\n" not in inner
@@ -1361,6 +1362,8 @@ class _Module:
         fused = ["compiled"] * self.globals_alone() + ["cpp"] * bool(self.globals and "cpp" in self.extra)
         fields += [("global_backends", _literal(tuple(fused)))] if fused else []
         fields += [("unavailable", _literal({"cpp": self.no_kernels}))] if self.no_kernels else []
+        domains = domain_entries(p)
+        fields += [("hyper_domains", _layout("{", domains, "}"))] if domains else []
         defaults = [f'"{name}": {number(v)}' for name, v in self.hypers.items()]
         return "\n".join([
             _assign("HYPER_DEFAULTS", _layout("{", defaults, "}", used=17)),

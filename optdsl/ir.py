@@ -110,16 +110,18 @@ class State:
 
 @dataclass(frozen=True)
 class Hyper:
-    """A hyperparameter: an argument with a numeric default, one value for every tensor.
+    """A hyperparameter: an argument with a numeric default, one value for every tensor, and the
+    values it may take (``domain``: a name of :data:`optdsl.domains.DOMAINS`, None for any number).
 
     Example:
         >>> from optdsl import load
         >>> load("lion").hypers[:2]
-        (Hyper(name='lr', default=0.0001), Hyper(name='beta1', default=0.9))
+        (Hyper(name='lr', default=0.0001, domain=None), Hyper(name='beta1', default=0.9, domain=None))
     """
 
     name: str
     default: float
+    domain: str | None = None
 
 
 @dataclass(frozen=True)
@@ -168,6 +170,11 @@ class Program:
     def hyper_defaults(self) -> dict[str, float]:
         """``{name: default}`` of every hyperparameter (``lr`` too when it has one)."""
         return {h.name: h.default for h in self.hypers}
+
+    @property
+    def hyper_domains(self) -> dict[str, str]:
+        """``{name: domain}`` of the hyperparameters that declare one (:mod:`optdsl.domains`)."""
+        return {h.name: h.domain for h in self.hypers if h.domain is not None}
 
     def state(self, name: str) -> State:
         """The state called ``name`` (StopIteration if there is none)."""

@@ -12,7 +12,9 @@ The accepted subset reads like the listings of the search paper::
 Signature: ``w``, ``g``, ``lr`` and ``step`` (1-based) are inputs; every other argument without a
 default is a state, every argument with a numeric default a hyperparameter. A state's
 annotation gives its shape and first value: ``m`` (zeros like w), ``r: row``, ``c: col``,
-``s: scalar``, ``slow: full(init=w)``, ``u: full(init=1)``, ``ema: full(init=w, keep=True)``.
+``s: scalar``, ``slow: full(init=w)``, ``u: full(init=1)``, ``ema: full(init=w, keep=True)``. A
+hyperparameter's annotation names the values it may take (:mod:`optdsl.domains`):
+``accum_steps: count = 4``, ``max_norm: positive = 1.0``.
 
 Body: assignments (one name on the left; nested expressions allowed; any name, inputs included,
 may be assigned again, as in the paper's ``lr = lr * 0.001``, and a read sees the latest value),
@@ -38,6 +40,7 @@ import tokenize
 import unicodedata
 import warnings
 
+from .domains import DOMAINS, outside
 from .errors import DslError
 from .ir import (
     INPUTS,
@@ -306,9 +309,12 @@ class _Parser:
             elif n == "lr" and arg.annotation is None:
                 if n in defaults:
                     hypers.append(Hyper(n, self.number(defaults[n])))
-            elif n in defaults and arg.annotation is None:
-                hypers.append(Hyper(n, self.number(defaults[n])))
+            elif n in defaults and (arg.annotation is None or self.is_domain(arg.annotation)):
+                hypers.append(self.hyper(n, defaults[n], arg.annotation))
             else:
+                if n in defaults and isinstance(arg.annotation, ast.Name) and arg.annotation.id not in STATE_KINDS:
+                    raise self.err(f"hyperparameter {n!r}: unknown domain {arg.annotation.id!r}", arg.annotation,
+                                   f"use one of {', '.join(DOMAINS)}, e.g. `{n}: positive = 1.0`")
                 if n in defaults:
                     raise self.err(f"state {n!r} takes its first value from its annotation, not a default",
                                    defaults[n], f"write `{n}: full(init=1)`")
@@ -348,6 +354,21 @@ class _Parser:
         return Program(name, tuple(states), tuple(hypers), tuple(stmts), update, new_states, doc=doc,
                        filename=self.ctx.filename, source=self.ctx.source,
                        return_loc=(ret.lineno, ret.col_offset))
+
+    @staticmethod
+    def is_domain(annotation: ast.AST) -> bool:
+        """Does ``annotation`` name a hyperparameter's domain (``accum_steps: count = 4``)?"""
+        return isinstance(annotation, ast.Name) and annotation.id in DOMAINS
+
+    def hyper(self, name: str, default: ast.AST, annotation: ast.AST | None) -> Hyper:
+        """The hyperparameter ``name``, its default read and, where ``annotation`` names its domain,
+        checked against it."""
+        value = self.number(default)
+        domain = None if annotation is None else annotation.id
+        why = outside(name, value, domain)
+        if why is not None:
+            raise self.err(f"the default {why}", default, f"give {name} {DOMAINS[domain].words}")
+        return Hyper(name, value, domain)
 
     def number(self, node: ast.AST) -> float:
         if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):

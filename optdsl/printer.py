@@ -444,10 +444,16 @@ def _signature(program: Program) -> str:
             parts.append(f"{s.name}: {s.kind}" + (f"({', '.join(options)})" if options else ""))
     if program.uses("step"):
         parts.append("step")
-    defaults = program.hyper_defaults
-    parts.append(f"lr={format_number(defaults['lr'])}" if "lr" in defaults else "lr")
-    parts += [f"{h.name}={format_number(h.default)}" for h in program.hypers if h.name != "lr"]
+    hypers = {h.name: h for h in program.hypers}
+    parts.append(_hyper(hypers["lr"]) if "lr" in hypers else "lr")
+    parts += [_hyper(h) for h in program.hypers if h.name != "lr"]
     return f"def {program.name}({', '.join(parts)}):"
+
+
+def _hyper(h) -> str:
+    """A hyperparameter as its signature writes it: ``beta=0.9``, or ``accum_steps: count = 4``."""
+    default = format_number(h.default)
+    return f"{h.name}={default}" if h.domain is None else f"{h.name}: {h.domain} = {default}"
 
 
 def to_source(program: Program, doc: bool = True) -> str:

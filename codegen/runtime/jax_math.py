@@ -90,13 +90,16 @@ def _floordiv(x, y):
     return jnp.where(f == 0, jnp.copysign(jnp.zeros_like(f), x / y), f)
 
 
-def _float(x, name):
+def _float(x, name, domain=None):
     """A number the step takes, as the language takes every number: a float. An int or a bool (a
     default written ``0``, an integer array that ``optax.inject_hyperparams`` makes of it) would
     reach ops that take floats only (``jax.lax.rsqrt`` of a state set to it raised TypeError).
 
     ``name``: the hyperparameter's, for the error where ``x`` is None: optax takes None for "off"
     (``clipping_threshold=None``), which has no meaning a program could give every number.
+    ``domain``: ``(words, test)`` where the program declares the values ``name`` may take
+    (``accum_steps: count``); a Python number outside it is a ValueError (an array may be traced:
+    it is not looked at).
 
     Example: ``_float(0, "eps")`` is ``0.0``; ``_float(jnp.asarray(2), "eps").dtype`` is float32
     (without x64)."""
@@ -105,6 +108,8 @@ def _float(x, name):
             f"{name}=None: this transformation takes a number; to turn a term off, pass the value "
             "that does so in its program (0 for a coefficient, inf for a threshold)"
         )
+    if domain is not None and isinstance(x, (bool, int, float)) and not domain[1](x):
+        raise ValueError(f"{name}={x!r} is outside its domain: it must be {domain[0]}")
     if isinstance(x, (bool, int)):
         return float(x)
     if hasattr(x, "dtype") and not jnp.issubdtype(x.dtype, jnp.inexact):

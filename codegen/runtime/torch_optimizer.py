@@ -487,7 +487,8 @@ class _Program:
     their values as per-step numbers (:meth:`global_totals`): ``compiled`` where nothing is computed
     before them, the ``cpp`` kernels where every global reduces an input before anything else;
     ``unavailable``: why a backend the targets make for
-    other programs has none for this one (``{"cpp": "state v is scalar-shaped"}``).
+    other programs has none for this one (``{"cpp": "state v is scalar-shaped"}``); ``hyper_domains``
+    maps a hyperparameter that declares its domain to ``(words, test)`` (:func:`_check_hyper`).
     """
 
     def __init__(
@@ -513,8 +514,10 @@ class _Program:
         copied_out=(),
         global_backends=(),
         unavailable=None,
+        hyper_domains=None,
     ):
         self.name, self.hyper_defaults, self.state_names = name, hyper_defaults, state_names
+        self.hyper_domains = dict(hyper_domains or {})
         self.hyper_names = tuple(dict.fromkeys(("lr", *hyper_defaults)))  # lr may have no default
         self.paths, self.tree = paths, tree
         self.uniforms, self.segments, self.groups = uniforms, segments, groups
@@ -547,6 +550,10 @@ class _Program:
         while not isinstance(k, int):  # (test, if it holds, if not)
             k = k[1] if _holds(k[0], w) else k[2]
         return _needs_2d(w, k) if self.paths[k].needs_2d else k
+
+    def check_hyper(self, name, value):
+        """ValueError unless ``value`` is one the hyperparameter ``name`` may take (:func:`_check_hyper`)."""
+        _check_hyper(name, value, self.hyper_defaults.get(name), self.hyper_domains.get(name))
 
     def init_states(self, params):
         """The first ``states`` of the functional step: each path's states, None where a path has none."""
@@ -819,10 +826,12 @@ _TORCH_CHECKS = {  # torch.optim's messages for the hyperparameters it knows
 }
 
 
-def _check_hyper(name, value, default=None):
+def _check_hyper(name, value, default=None, domain=None):
     """ValueError unless ``value`` is a number ``name`` may take: torch's rule for a name it knows,
     unless the program's own ``default`` breaks that rule (the paper's Program 4 averages with
-    beta2 = 1.109), and a number that is not nan otherwise. A 1-element tensor counts as its number.
+    beta2 = 1.109), and a number that is not nan otherwise; and within the program's ``domain`` for
+    it, ``(words, test)``, where it declares one (``accum_steps: count``). A 1-element tensor counts
+    as its number.
 
     A number is any real one, as torch.optim takes them: numpy's scalars (``np.float32(1e-3)``, from
     a config or a scheduler) and bools (``lr=True`` is 1, as in torch.optim, which checks only the
@@ -841,6 +850,8 @@ def _check_hyper(name, value, default=None):
         message, ok = any_number
     if not ok(value):
         raise ValueError(message.format(value))
+    if domain is not None and not domain[1](value):
+        raise ValueError(f"Invalid {name} value: {value} (it must be {domain[0]})")
 
 
 def _check_flags(cls, settings, loading=False):
@@ -959,7 +970,7 @@ class _Optimizer(torch.optim.Optimizer):
         super().add_param_group(param_group)
         group = self.param_groups[-1]
         for name in self._program.hyper_names:
-            _check_hyper(name, group[name], self._program.hyper_defaults.get(name))
+            self._program.check_hyper(name, group[name])
         self._remember_betas([len(self.param_groups) - 1])  # as made: an edit before step 1 counts too
 
     # --- copy, pickle, checkpoints ---
@@ -1161,7 +1172,7 @@ class _Optimizer(torch.optim.Optimizer):
         edits it) is set into the names it spells."""
         for group in self.param_groups if self._program.spellings else ():
             for name in _spellings_into(group, group, self._program.spellings):
-                _check_hyper(name, group[name], self._program.hyper_defaults.get(name))
+                self._program.check_hyper(name, group[name])
         if "betas" not in self.defaults:
             return
         seen = self.__dict__.setdefault("_betas_seen", {})
@@ -1173,7 +1184,7 @@ class _Optimizer(torch.optim.Optimizer):
                 else:
                     group["beta1"], group["beta2"] = betas
                     for name, value in zip(("beta1", "beta2"), betas):
-                        _check_hyper(name, value, self._program.hyper_defaults.get(name))
+                        self._program.check_hyper(name, value)
         self._remember_betas(range(len(self.param_groups)))
 
     def _remember_betas(self, indices):

@@ -4,10 +4,10 @@ the incoming value of every state. Each returns a new Program; names come from
 
 from __future__ import annotations
 
-import math
 from dataclasses import replace
 
 from ..checkpoints import without_declarations
+from ..domains import DOMAINS, outside
 from ..ir import Assign, Call, Const, Expr, Hyper, Program, State, Var, fresh_name, names_in, substitute
 
 
@@ -22,25 +22,18 @@ def call(op: str, *args) -> Call:
                           Const(float(a)) if isinstance(a, (int, float)) else Var(a) for a in args))
 
 
-#: What a trick's argument must be, as (test, words for the error): :meth:`Builder.hyper`.
-POSITIVE = (lambda v: v > 0, "a number > 0")
-NONNEGATIVE = (lambda v: v >= 0, "a number >= 0")
-COUNT = (lambda v: v >= 1 and float(v).is_integer(), "a whole number >= 1")
-FRACTION = (lambda v: 0 <= v <= 1, "a number in [0, 1]")
-ANY = (lambda v: True, "a number")
-
-
-def checked(name: str, value, need=ANY) -> float:
-    """``value`` as a float, or ValueError saying what ``name`` must be (``need``, e.g. :data:`COUNT`).
+def checked(name: str, value, domain: str | None = None) -> float:
+    """``value`` as a float, or ValueError saying what ``name`` must be (``domain``: a name of
+    :data:`optdsl.domains.DOMAINS`, None for any number).
 
     Example:
-        >>> checked("accum_steps", 0, COUNT)
+        >>> checked("accum_steps", 0, "count")
         Traceback (most recent call last):
         ValueError: accum_steps must be a whole number >= 1, not 0
     """
-    test, words = need
-    number = isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
-    if not (number and test(value)):
+    words = "a number" if domain is None else DOMAINS[domain].words
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not number or outside(name, value, domain):
         raise ValueError(f"{name} must be {words}, not {value!r}")
     return float(value)
 
@@ -62,12 +55,12 @@ class Builder:
         """A name starting with ``base`` that the program does not use yet."""
         return fresh_name(base, self.used)
 
-    def hyper(self, base: str, default: float, need=ANY) -> Var:
-        """Adds a hyperparameter with ``default``, which must meet ``need`` (else ValueError:
-        :func:`checked`)."""
-        default = checked(base, default, need)
+    def hyper(self, base: str, default: float, domain: str | None = None) -> Var:
+        """Adds a hyperparameter with ``default``, which must lie in ``domain`` (else ValueError:
+        :func:`checked`), as every value given later must (:mod:`optdsl.domains`)."""
+        default = checked(base, default, domain)
         name = self.name(base)
-        self.hypers.append(Hyper(name, default))
+        self.hypers.append(Hyper(name, default, domain))
         return Var(name)
 
     def state(self, base: str, kind="full", init="zeros", keep=False) -> Var:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..ir import Assign, Program
-from ._build import COUNT, Builder, call
+from ._build import Builder, call
 
 
 def gradient_accumulation(program: Program, accum_steps: int = 4) -> Program:
@@ -26,7 +26,7 @@ def gradient_accumulation(program: Program, accum_steps: int = 4) -> Program:
         array([-2.])
     """
     b = Builder(program)
-    k = b.hyper("accum_steps", accum_steps, COUNT)
+    k = b.hyper("accum_steps", accum_steps, "count")
     incoming = b.incoming()
     boundary = b.let("boundary", call("eq", call("mod", "step", k), 0), "before")
     # `step` is never reassigned, so renaming every read of it is exact.

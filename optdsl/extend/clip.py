@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from ..ir import Assign, Program
-from ._build import POSITIVE, Builder, call
+from ._build import Builder, call
 
 
 def _clipped(program: Program, hyper: str, default: float, suffix: str, rule, note: str) -> Program:
     b = Builder(program)
-    c = b.hyper(hyper, default, POSITIVE)
+    c = b.hyper(hyper, default, "positive")
     b.prologue.append(Assign("g", rule(c)))
     return b.build(suffix, note.format(c.name))
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..ir import Program
-from ._build import FRACTION, Builder, call
+from ._build import Builder, call
 
 
 def ema_of_weights(program: Program, ema_decay: float = 0.999) -> Program:
@@ -20,7 +20,7 @@ def ema_of_weights(program: Program, ema_decay: float = 0.999) -> Program:
         True
     """
     b = Builder(program)
-    decay = b.hyper("ema_decay", ema_decay, FRACTION)
+    decay = b.hyper("ema_decay", ema_decay, "fraction")
     ema = b.state("ema", init="w", keep=True)
     b.next(ema, call("interp", call("sub", "w", b.update), ema, decay))
     return b.build("ema", f"Derived: EMA of the weights, ema <- {decay.name} ema + (1 - {decay.name}) w_new.")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..ir import Program
-from ._build import POSITIVE, Builder, call
+from ._build import Builder, call
 
 
 def layerwise_adaptation(program: Program, trust_coefficient: float = 1.0) -> Program:
@@ -28,7 +28,7 @@ def layerwise_adaptation(program: Program, trust_coefficient: float = 1.0) -> Pr
         array([3. , 3.5])
     """
     b = Builder(program)
-    eta = b.hyper("trust_coefficient", trust_coefficient, POSITIVE)
+    eta = b.hyper("trust_coefficient", trust_coefficient, "positive")
     u = b.let("update", b.update)
     w_norm = b.let("w_norm", call("norm", "w"))
     u_norm = b.let("update_norm", call("norm", u))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..ir import Program
-from ._build import COUNT, FRACTION, Builder, call
+from ._build import Builder, call
 
 
 def lookahead(program: Program, sync_period: int = 5, slow_step_size: float = 0.5) -> Program:
@@ -20,8 +20,8 @@ def lookahead(program: Program, sync_period: int = 5, slow_step_size: float = 0.
         True
     """
     b = Builder(program)
-    k = b.hyper("sync_period", sync_period, COUNT)
-    alpha = b.hyper("slow_step_size", slow_step_size, FRACTION)
+    k = b.hyper("sync_period", sync_period, "count")
+    alpha = b.hyper("slow_step_size", slow_step_size, "fraction")
     slow = b.state("slow", init="w")
     fast = b.let("fast", call("sub", "w", b.update))
     sync = b.let("sync", call("eq", call("mod", "step", k), 0))

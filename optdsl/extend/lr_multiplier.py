@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..ir import Program
-from ._build import NONNEGATIVE, Builder, call
+from ._build import Builder, call
 
 
 def lr_multiplier(program: Program, lr_mult: float = 1.0) -> Program:
@@ -20,6 +20,6 @@ def lr_multiplier(program: Program, lr_mult: float = 1.0) -> Program:
         array([-1.])
     """
     b = Builder(program)
-    mult = b.hyper("lr_mult", lr_mult, NONNEGATIVE)
+    mult = b.hyper("lr_mult", lr_mult, "nonnegative")
     b.rename_input("lr", b.let("lr_scaled", call("mul", "lr", mult), "before"))
     return b.build("lr_mult", f"Derived: lr scaled by the per-parameter {mult.name}.")

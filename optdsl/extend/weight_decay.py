@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..ir import Program
-from ._build import NONNEGATIVE, Builder, call
+from ._build import Builder, call
 
 
 def weight_decay(program: Program, weight_decay: float = 0.01) -> Program:
@@ -22,6 +22,6 @@ def weight_decay(program: Program, weight_decay: float = 0.01) -> Program:
             return update + lr * weight_decay * w
     """
     b = Builder(program)
-    wd = b.hyper("weight_decay", weight_decay, NONNEGATIVE)
+    wd = b.hyper("weight_decay", weight_decay, "nonnegative")
     b.update = call("add", b.update, call("mul", call("mul", "lr", wd), "w"))
     return b.build("wd", f"Derived: decoupled weight decay, update + lr {wd.name} w.")

@@ -16,7 +16,7 @@ import codegen
 import optdsl
 from codegen import torch_target
 from codegen.generated import load_module
-from optdsl import DslError
+from optdsl import DslError, extend
 from optdsl.ir import Call, Const, Hyper, Program, State, Var
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -307,6 +307,9 @@ def test_generated_module_is_black_formatted_and_needs_only_torch(tmp_path):
     # every zoo program: long statements, comprehensions, static facts, C++ kernels of each kind
     for name in set(optdsl.zoo_names()) - {"adafactor"}:
         (tmp_path / f"{name}_gen.py").write_text(codegen.emit(optdsl.load(name), "torch"))
+    # a derived program: hyperparameter domains, and a path's states too many for one line
+    derived = extend.lookahead(extend.gradient_accumulation(optdsl.load("adamw"), 2))
+    (tmp_path / "derived_gen.py").write_text(codegen.emit(derived, "torch"))
     assert_black_finds_nothing(tmp_path)
     assert emitted_without_black("adafactor", "torch") == src
     # optdsl as if uninstalled: its packages cannot be imported, and the cwd holds no checkout.

@@ -1,0 +1,73 @@
+"""Hyperparameter domains: declared in the signature, checked wherever a value arrives."""
+
+import math
+
+import pytest
+import torch
+
+import codegen
+from optdsl import DslError, Interpreter, extend, load, parse, to_source
+from optdsl.domains import DOMAINS
+
+ACCUM = ("def f(w, g, m, lr=0.1, k: count = 2, c: positive = 1.0):\n    m = m + g\n"
+         "    return lr * clip(m, c) / k, m\n")
+
+
+@pytest.mark.parametrize("name", list(DOMAINS))
+def test_a_domains_printed_test_is_its_test(name):
+    domain = DOMAINS[name]
+    printed = eval(f"lambda v: {domain.python}")  # our own table's text, as generated modules hold it
+    for v in (-math.inf, -1.0, -0.0, 0.0, 0.5, 1.0, 1.5, 2.0, 3, True, 1e300, math.inf, math.nan):
+        assert printed(v) == domain.holds(v), (name, v)
+
+
+def test_a_signature_declares_domains_and_prints_them_back():
+    p = parse(ACCUM)
+    assert p.hyper_domains == {"k": "count", "c": "positive"}
+    assert "k: count = 2, c: positive = 1" in to_source(p) and parse(to_source(p)) == p
+
+
+@pytest.mark.parametrize("source, message, col", [
+    ("def f(w, g, lr, k: count = 0.5):\n    return lr * g\n", "the default k=0.5 is outside its domain", 27),
+    ("def f(w, g, lr, k: bogus = 1):\n    return lr * g\n", "hyperparameter 'k': unknown domain 'bogus'", 19),
+])
+def test_a_default_outside_its_domain_or_an_unknown_domain_is_a_located_error(source, message, col):
+    with pytest.raises(DslError, match=message) as e:
+        parse(source)
+    assert (e.value.line, e.value.col) == (1, col)
+
+
+def test_every_target_refuses_a_value_outside_the_domain():
+    """An audit: ``accum_steps=0`` never stepped and ``max_norm=-1`` climbed the loss, on every target."""
+    p = parse(ACCUM)
+    with pytest.raises(DslError, match="k=0.0 is outside its domain: it must be a whole number >= 1"):
+        Interpreter(p, k=0)
+    Interpreter(p, k=3, c=math.inf)  # inf: no clipping
+    opt_cls = codegen.build(p, "torch")
+    w = torch.nn.Parameter(torch.zeros(3))
+    with pytest.raises(ValueError, match=r"Invalid c value: -1 \(it must be a number > 0\)"):
+        opt_cls([w], c=-1)
+    opt = opt_cls([w], k=3)
+    with pytest.raises(ValueError, match="Invalid k value: 0"):
+        opt.add_param_group({"params": [torch.nn.Parameter(torch.zeros(2))], "k": 0})
+    pytest.importorskip("jax")
+    factory = codegen.build(p, "jax")
+    with pytest.raises(ValueError, match="k=1.5 is outside its domain"):
+        factory(k=1.5)
+    factory(k=4)
+
+
+@pytest.mark.parametrize("derive, name, bad", [
+    (lambda p: extend.gradient_accumulation(p, 2), "accum_steps", 0),
+    (lambda p: extend.clip_by_global_norm(p, 1.0), "max_norm", -1.0),
+    (lambda p: extend.lookahead(p), "sync_period", 0),
+    (lambda p: extend.lookahead(p), "slow_step_size", 1.5),
+    (lambda p: extend.lr_multiplier(p, 2.0), "lr_mult", -1.0),
+])
+def test_a_derived_programs_arguments_keep_their_domain_past_the_derivation(derive, name, bad):
+    p = derive(load("adam"))
+    assert name in p.hyper_domains and parse(to_source(p)) == p
+    with pytest.raises(DslError, match=f"{name}=.* is outside its domain"):
+        Interpreter(p, **{name: bad})
+    with pytest.raises(ValueError, match=f"Invalid {name} value"):
+        codegen.build(p, "torch")([torch.nn.Parameter(torch.zeros(2))], **{name: bad})
