@@ -22,6 +22,8 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .printer import format_number
+
 
 @dataclass(frozen=True)
 class Domain:
@@ -56,9 +58,10 @@ def outside(name: str, value: float, domain: str | None) -> str | None:
         True
     """
     if domain is not None and not DOMAINS[domain].holds(value):
-        return f"{name}={value!r} is outside its domain: it must be {DOMAINS[domain].words}"
+        shown = format_number(float(value))
+        return f"{name}={shown} is outside its domain: it must be {DOMAINS[domain].words}"
     if math.isnan(value):
-        return f"{name}={value!r} is not a number"
+        return f"{name}=nan is not a number"
     return None
 
 

@@ -40,7 +40,7 @@ def test_a_default_outside_its_domain_or_an_unknown_domain_is_a_located_error(so
 def test_every_target_refuses_a_value_outside_the_domain():
     """An audit: ``accum_steps=0`` never stepped and ``max_norm=-1`` climbed the loss, on every target."""
     p = parse(ACCUM)
-    with pytest.raises(DslError, match="k=0.0 is outside its domain: it must be a whole number >= 1"):
+    with pytest.raises(DslError, match="k=0 is outside its domain: it must be a whole number >= 1"):
         Interpreter(p, k=0)
     Interpreter(p, k=3, c=math.inf)  # inf: no clipping
     opt_cls = codegen.build(p, "torch")
