@@ -240,10 +240,10 @@ def known_nonnegative(expr: Expr, nonnegative: frozenset[str], values: dict | No
 @lru_cache(maxsize=4096)
 def _known_nonnegative(expr: Expr, nonnegative: frozenset[str], values: tuple) -> bool:
     values = dict(values)
-    env = {n: number(values[n]) if n in values else sympy_symbol(n) if n == "step" else
-           sympy.Symbol(n, nonnegative=True) if n in nonnegative else sympy.Symbol(n, real=True)
-           for n in free_vars(expr)}
-    try:
+    try:  # (an inf value is no number sympy takes: the expression keeps its |x|)
+        env = {n: number(values[n]) if n in values else sympy_symbol(n) if n == "step" else
+               sympy.Symbol(n, nonnegative=True) if n in nonnegative else sympy.Symbol(n, real=True)
+               for n in free_vars(expr)}
         with time_limit(1.0):
             return bool(sympy.together(step_powers(expr_to_sympy(expr, env))).is_nonnegative)
     except Exception:  # noqa: BLE001 - an expression sympy cannot place (or not in time) keeps its |x|

@@ -166,7 +166,8 @@ def symbol(name: str) -> sympy.Symbol:
 
 
 def number(value: float) -> sympy.Expr:
-    """The exact rational a source literal denotes (``0.1`` -> ``1/10``).
+    """The exact rational a source literal denotes (``0.1`` -> ``1/10``); NotExpressible for inf or
+    nan (a default of ``inf``).
 
     Example:
         >>> number(0.1), number(2.0), number(1e-08)
@@ -174,6 +175,8 @@ def number(value: float) -> sympy.Expr:
     """
     if isinstance(value, sympy.Basic):  # already exact (a folded lr: 61.04 * 0.001 / 0.1278)
         return value
+    if not math.isfinite(value):  # (sympy's oo is no IEEE inf: its callers fall back, as for any op)
+        raise NotExpressible(f"{value} is not a rational number")
     return sympy.Rational(repr(float(value))) if not float(value).is_integer() else sympy.Integer(int(value))
 
 

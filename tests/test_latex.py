@@ -236,3 +236,14 @@ def test_what_follows_a_cases_block_inside_a_sum_is_not_its_last_case(body):
     line = next(ln for ln in to_latex(p).splitlines() if ln.startswith("u_t"))
     after = line.split(r"\end{cases}", 1)[1]
     assert after.startswith(r"\right)"), line
+
+
+def test_a_default_of_inf_prints_and_builds():
+    """sympy took ``inf`` as no number (``Rational('inf')``): the LaTeX of a program whose default
+    is inf raised TypeError, and with it ``codegen.build`` and ``optdsl compile`` (an audit)."""
+    import codegen
+
+    p = parse("def f(w, g, m, lr=0.1, c: positive = inf):\n    m = interp(clip(g, c), m, 0.9)\n"
+              "    return lr * m, m\n")
+    assert r"\operatorname{clip}(g_t, \pm c)" in to_latex(p)
+    codegen.build(p, "torch")
