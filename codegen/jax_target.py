@@ -684,8 +684,11 @@ class _Module:
         ret = "return optax.GradientTransformationExtraArgs(_init, _update)"
         # black's blank lines: after the docstring and around the nested functions
         # every number of the language is a float: an int given (or made by inject_hyperparams) is one
-        floats = [f'{h.name} = _float({h.name}, "{h.name}"' + (f', _DOMAINS["{h.name}"])' if h.domain else ")")
-                  for h in self.hypers]
+        domain = {h.name: f', _DOMAINS["{h.name}"]' for h in p.hypers if h.domain}
+        floats = [f'{h.name} = _float({h.name}, "{h.name}"{domain.get(h.name, "")})' for h in self.hypers]
+        if "lr" in domain:  # a number (a schedule's values, as torch's schedulers' values, are not looked at)
+            floats += ["if not callable(learning_rate):",
+                       f'    _float(learning_rate, "learning_rate"{domain["lr"]})']
         lines = [_docstring(self.factory_doc()), *floats, "", *init_lines, "", *update_lines, "", ret]
         return function(p.name, args, lines)
 

@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -50,11 +51,31 @@ def test_every_target_refuses_a_value_outside_the_domain():
     opt = opt_cls([w], k=3)
     with pytest.raises(ValueError, match="Invalid k value: 0"):
         opt.add_param_group({"params": [torch.nn.Parameter(torch.zeros(2))], "k": 0})
-    pytest.importorskip("jax")
+    saved = opt.state_dict()
+    saved["param_groups"][0]["k"] = 0  # a checkpoint's group is checked too (it had never stepped)
+    with pytest.raises(ValueError, match="Invalid k value: 0"):
+        opt_cls([w]).load_state_dict(saved)
+    jax = pytest.importorskip("jax")
+    optax = pytest.importorskip("optax")
     factory = codegen.build(p, "jax")
-    with pytest.raises(ValueError, match="k=1.5 is outside its domain"):
-        factory(k=1.5)
+    for bad in (1.5, np.int64(0), jax.numpy.asarray(0.0)):  # numbers as a config gives them, or an array
+        with pytest.raises(ValueError, match="k=.* is outside its domain"):
+            factory(k=bad)
     factory(k=4)
+    with pytest.raises(ValueError, match="k=0.0 is outside its domain"):  # its init is not traced
+        optax.inject_hyperparams(factory)(k=0).init({"w": jax.numpy.zeros(3)})
+
+
+def test_lrs_own_domain_is_checked_on_every_target():
+    p = parse("def f(w, g, lr: positive = 0.1):\n    return lr * g\n")
+    with pytest.raises(DslError, match="lr=0 is outside its domain"):
+        Interpreter(p, lr=0.0)
+    with pytest.raises(ValueError, match=r"Invalid lr value: 0.0 \(it must be a number > 0\)"):
+        codegen.build(p, "torch")([torch.nn.Parameter(torch.zeros(2))], lr=0.0)
+    pytest.importorskip("jax")
+    with pytest.raises(ValueError, match="learning_rate=0.0 is outside its domain"):
+        codegen.build(p, "jax")(learning_rate=0.0)
+    codegen.build(p, "jax")(learning_rate=lambda count: 0.0)  # a schedule's values are not looked at
 
 
 @pytest.mark.parametrize("derive, name, bad", [

@@ -98,8 +98,9 @@ def _float(x, name, domain=None):
     ``name``: the hyperparameter's, for the error where ``x`` is None: optax takes None for "off"
     (``clipping_threshold=None``), which has no meaning a program could give every number.
     ``domain``: ``(words, test)`` where the program declares the values ``name`` may take
-    (``accum_steps: count``); a Python number outside it is a ValueError (an array may be traced:
-    it is not looked at).
+    (``accum_steps: count``); a number outside it is a ValueError, a Python or numpy one or a
+    concrete 0-d array (``optax.inject_hyperparams`` makes one, outside ``jit``); a traced value
+    cannot be looked at.
 
     Example: ``_float(0, "eps")`` is ``0.0``; ``_float(jnp.asarray(2), "eps").dtype`` is float32
     (without x64)."""
@@ -108,8 +109,9 @@ def _float(x, name, domain=None):
             f"{name}=None: this transformation takes a number; to turn a term off, pass the value "
             "that does so in its program (0 for a coefficient, inf for a threshold)"
         )
-    if domain is not None and isinstance(x, (bool, int, float)) and not domain[1](x):
-        raise ValueError(f"{name}={x!r} is outside its domain: it must be {domain[0]}")
+    known = domain is not None and jnp.ndim(x) == 0 and not isinstance(x, jax.core.Tracer)
+    if known and not domain[1](float(x)):
+        raise ValueError(f"{name}={float(x)!r} is outside its domain: it must be {domain[0]}")
     if isinstance(x, (bool, int)):
         return float(x)
     if hasattr(x, "dtype") and not jnp.issubdtype(x.dtype, jnp.inexact):

@@ -1009,6 +1009,8 @@ class _Optimizer(torch.optim.Optimizer):
         state_dict = self._translated(state_dict)
         for group in state_dict["param_groups"]:  # (torch's load would keep them, and save them again)
             _check_flags(type(self).__name__, group, loading=True)
+            for name in self._program.hyper_domains.keys() & group.keys():  # accum_steps=0: never steps
+                self._program.check_hyper(name, group[name])
         self._check_loaded_shapes(state_dict)
         current = [dict(group) for group in self.param_groups]
         # torch's load would run the hooks again, the pre-hooks on the translated dict and the post-hooks
