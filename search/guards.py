@@ -33,7 +33,9 @@ Five properties every sensible update rule has, checked on a fixed synthetic tra
     scored exactly as its original), or that are 0 at step 1,000,001 (a rule that stops at step
     1,001 passed every window). A state that counts the steps, its values the same whatever the
     gradients and the weights (``c = c + 1``, or ``c + abs(sign(g))``, which reads g to no effect
-    where no coordinate is 0), is ``step`` the schedule check cannot see, and is refused.
+    where no coordinate is 0), is ``step`` under another name: the program read with it as ``step``
+    takes these checks (a bias correction over a count of the steps a coordinate got a gradient, as
+    lazy Adam's, passes), and a state that counts another way (``c = 0.5 c + 1``) is refused.
   - **An exact zero is a gradient too.** A coordinate whose gradient is exactly 0 at every step (a
     constant input feature, a dead unit, an embedding row no batch touches) gets a finite update:
     ``m / sqrt(v)`` without its eps is ``0 / 0`` there, and its exported optimizer turns such
@@ -72,12 +74,13 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 
 import torch
 
 from optdsl.equiv import covering_shapes
 from optdsl.fingerprint import step_numbers
-from optdsl.ir import Program
+from optdsl.ir import START_VALUES, Assign, Call, Const, Program, Var
 
 from .vectorized import VectorizedStep
 
@@ -171,22 +174,22 @@ def _schedule_fault(program: Program) -> str | None:
     return None
 
 
-def _clock_states(program: Program) -> list[str]:
+def _clock_states(program: Program) -> dict[str, list[torch.Tensor]]:
     """The states whose values are the same whatever the gradients and the weights (two draws, every
-    coordinate non-zero, within :data:`TOLERANCE`) and that change over the guards' steps: a count of
-    the steps under another name (a state such a rule leaves as it is, or sets to a number, counts
-    nothing). Judged by its values, not its text: ``c = c + 1 + 0 * g`` and ``c = c + abs(sign(g))``
-    read g and count the steps all the same (an audit brought a refused ``sqrt(step)`` schedule back
-    through them).
+    coordinate non-zero, within :data:`TOLERANCE`) and that change over the guards' steps, each with
+    its values after steps 1 .. :data:`STEPS`: a count of the steps under another name (a state such
+    a rule leaves as it is, or sets to a number, counts nothing). Judged by its values, not its text:
+    ``c = c + 1 + 0 * g`` and ``c = c + abs(sign(g))`` read g and count the steps all the same (an
+    audit brought a refused ``sqrt(step)`` schedule back through them).
 
     Example:
         >>> from optdsl import parse
-        >>> _clock_states(parse("def f(w, g, m, c, lr):\\n    c = c + abs(sign(g))\\n"
-        ...                     "    m = interp(g, m, 0.9)\\n    return lr * m * c, m, c\\n"))
+        >>> list(_clock_states(parse("def f(w, g, m, c, lr):\\n    c = c + abs(sign(g))\\n"
+        ...                          "    m = interp(g, m, 0.9)\\n    return lr * m * c, m, c\\n")))
         ['c']
     """
     if not program.states:
-        return []
+        return {}
     step, normal, w, grads = _start(program)
     w, other = torch.cat([w, normal(1)]), normal(STEPS, 1)
     states, lr, seen = step.init(w), torch.full((2, 1), 0.1, dtype=torch.float64), []
@@ -194,9 +197,28 @@ def _clock_states(program: Program) -> list[str]:
         _, states = step(w, torch.cat([grads[t], other[t]]), states, lr, t + 1)
         seen.append(dict(zip(step.program.state_names, states)))  # (its program: dead states gone)
     same = lambda a, b: bool(((a == b) | (a.isnan() & b.isnan())).all())
-    return sorted(s for s in seen[0]
-                  if all(_relative(at[s][0], at[s][1]) <= TOLERANCE for at in seen)
-                  and not all(same(seen[0][s], later[s]) for later in seen[1:]))
+    return {s: [at[s][0] for at in seen] for s in sorted(seen[0])
+            if all(_relative(at[s][0], at[s][1]) <= TOLERANCE for at in seen)
+            and not all(same(seen[0][s], later[s]) for later in seen[1:])}
+
+
+def _read_as_step(program: Program, clocks: dict[str, list[torch.Tensor]]) -> Program | None:
+    """``program`` with each clock state read as the count of steps it keeps, ``c = c0 + d (step -
+    1)`` before the body (its values at the guards' steps are ``c0 + d t``, ``c0`` its start value);
+    None where one keeps a count of another kind (``c = 0.9 c + 1``). A count of the steps where the
+    gradient is not 0 (lazy Adam's per-coordinate bias correction) or finite (a nan-skipping one)
+    then gets the checks ``step`` gets."""
+    prologue = []
+    for name, values in clocks.items():
+        start = START_VALUES.get(program.state(name).init)
+        if start is None:  # (a copy of w)
+            return None
+        d = float(values[0].flatten()[0]) - start
+        if not all(bool((v == start + d * t).all()) for t, v in enumerate(values, 1)):
+            return None
+        step_count = Call("sub", (Var("step"), Const(1.0)))
+        prologue.append(Assign(name, Call("add", (Const(start), Call("mul", (Const(d), step_count))))))
+    return replace(program, body=(*prologue, *program.body))
 
 
 def _relative(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -286,9 +308,14 @@ def guard(program: Program, lrs: Sequence[float] | None = None) -> str | None:
         if not torch.isfinite(_trajectory(program, lrs, torch.float32)[-1]).all():
             return zero
         clocks = _clock_states(program)
-    if clocks:
-        return (f"a schedule of its own: state {clocks[0]} counts the steps (its values are the same "
-                "whatever the gradients and weights); read step instead")
+    if clocks:  # step under another name: step's checks, or a refusal where it is no count of them
+        counted, name = _read_as_step(program, clocks), next(iter(clocks))
+        if counted is None:
+            return f"a schedule of its own: state {name} counts the steps its own way; read step instead"
+        with torch.no_grad():
+            fault = _schedule_fault(counted)
+        if fault is not None:
+            return f"a schedule of its own: state {name} counts the steps, and {fault}"
     if program.uses("step"):
         with torch.no_grad():
             fault = _schedule_fault(program)

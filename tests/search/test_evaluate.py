@@ -451,14 +451,28 @@ ADAM_TIMES = ("def train(w, g, m, v, {}, lr):\n{}    m = interp(g, m, 0.9)\n    
     ("step", "", "(step < 2000 or step > 99990)", "its updates at step 2,251 are 0 in size"),
     ("c, step", "", "1", None),  # a state that never changes counts nothing
     ("c, step", "    c = c + abs(g)\n", "1", None),  # a state of the gradient's values: no clock
-], ids=["counter", "counter_bomb", "counter_reading_g", "counter_of_nonzero_g", "counter_nearly_of_w", "window_bomb",
-        "window_stop", "constant_state", "gradient_state"])
+    # a count of the steps gets step's checks: a bias correction over the steps a coordinate got a
+    # gradient (lazy Adam's) passes, as one over step does; a count of another kind is refused
+    ("c, step", "    c = c + (g != 0)\n", "(1 / (1 - 0.9 ** max(c, 1)))", None),
+    ("c, step", "    c = 0.5 * c + 1\n", "c", "state c counts the steps its own way"),
+], ids=["counter", "counter_bomb", "counter_reading_g", "counter_of_nonzero_g", "counter_nearly_of_w",
+        "window_bomb", "window_stop", "constant_state", "gradient_state", "bias_correction_over_a_count",
+        "other_count"])
 def test_a_schedule_hidden_in_a_state_or_a_window_is_refused(inputs, body, factor, reason):
     found = guard(parse(ADAM_TIMES.format(inputs, body, factor, ", c" if "c" in inputs else "")))
     if reason is None:
         assert found is None
     else:
         assert found.startswith("a schedule of its own") and reason in found
+
+
+def test_a_nan_skipping_count_of_steps_is_a_count_of_the_steps():
+    """A per-tensor count of the steps whose gradient is finite (Tiger's kind of guard), read in a
+    bias correction: it passed before the clock check judged states by their values, and does again."""
+    src = ("def f(w, g, m, s: scalar, lr):\n    ok = allfinite(g)\n    s = s + ok\n"
+           "    m = where(ok, interp(g, m, 0.9), m)\n    return lr * ok * m / (1 - 0.9 ** max(s, 1)), m, s\n")
+    assert guard(parse(src)) is None
+    assert "state s counts the steps" in guard(parse(src.replace("** max(s, 1))", "** max(s, 1)) * sqrt(s)")))
 
 
 ADAM_GATED = ("def train(w, g, m, v, step, lr):\n    m = interp(g, m, 0.9)\n    v = interp(g * g, v, 0.999)\n"
