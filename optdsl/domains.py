@@ -22,6 +22,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .errors import DslError
 from .printer import format_number
 
 
@@ -65,4 +66,20 @@ def outside(name: str, value: float, domain: str | None) -> str | None:
     return None
 
 
-__all__ = ["DOMAINS", "Domain", "outside"]
+def check_domains(program, values: dict[str, float]) -> None:
+    """DslError where one of ``values`` (hyperparameter -> number) lies outside the domain ``program``
+    declares for it.
+
+    Example:
+        >>> from optdsl import parse
+        >>> check_domains(parse("def f(w, g, lr, k: count = 2):\\n    return lr * g / k\\n"), {"k": 0.5})
+        Traceback (most recent call last):
+        optdsl.errors.DslError: hyperparameter k=0.5 is outside its domain: it must be a whole number >= 1
+    """
+    for name, value in values.items():
+        why = name in program.hyper_domains and outside(name, float(value), program.hyper_domains[name])
+        if why:
+            raise DslError(f"hyperparameter {why}")
+
+
+__all__ = ["DOMAINS", "Domain", "check_domains", "outside"]

@@ -29,7 +29,7 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
-from .domains import outside
+from .domains import check_domains
 from .errors import DslError
 from .ir import Const, Expr, Program, Var, expect_program
 from .ops import COL, OPS, ROW
@@ -117,9 +117,7 @@ class Interpreter:
             numeric = isinstance(value, bool) or np.issubdtype(np.asarray(value).dtype, np.number)
             if np.ndim(value) != 0 or not numeric:
                 raise DslError(f"hyperparameter {name}={value!r} is not a number")
-            why = name in program.hyper_domains and outside(name, float(value), program.hyper_domains[name])
-            if why:
-                raise DslError(f"hyperparameter {why}")
+        check_domains(program, hyper)
         self.program, self.dtype = program, np.dtype(dtype)
         if not np.issubdtype(self.dtype, np.floating):
             raise DslError(f"dtype {self.dtype} is not a floating type", hint="use np.float64 or np.float32")

@@ -306,14 +306,18 @@ class _Parser:
             if n in ("w", "g", "step"):
                 if arg.annotation is not None or n in defaults:
                     raise self.err(f"{n!r} is an input and takes no annotation or default", arg)
+            elif self.is_domain(arg.annotation) and n not in defaults:
+                raise self.err(f"hyperparameter {n!r}: a domain needs a default", arg.annotation,
+                               f"write `{n}: {arg.annotation.id} = <default>`")
             elif n == "lr" and arg.annotation is None:
                 if n in defaults:
                     hypers.append(Hyper(n, self.number(defaults[n])))
             elif n in defaults and (arg.annotation is None or self.is_domain(arg.annotation)):
                 hypers.append(self.hyper(n, defaults[n], arg.annotation))
             else:
-                if n in defaults and isinstance(arg.annotation, ast.Name) and arg.annotation.id not in STATE_KINDS:
-                    raise self.err(f"hyperparameter {n!r}: unknown domain {arg.annotation.id!r}", arg.annotation,
+                ann = arg.annotation
+                if n in defaults and isinstance(ann, ast.Name) and ann.id not in STATE_KINDS:
+                    raise self.err(f"hyperparameter {n!r}: unknown domain {ann.id!r}", ann,
                                    f"use one of {', '.join(DOMAINS)}, e.g. `{n}: positive = 1.0`")
                 if n in defaults:
                     raise self.err(f"state {n!r} takes its first value from its annotation, not a default",

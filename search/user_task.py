@@ -468,10 +468,10 @@ def _check(ref: str, copies: int, limit: float, device: str, passes: int) -> Tas
                     w = (w - 1e-3 * g).requires_grad_()
                 seconds.append(time.perf_counter() - start)
             if not moved:  # (a search would pick weight decay tuned to the task: an audit's round() loss)
-                raise DslError(f"{where}: the loss's gradient is exactly 0 for every parameter at each of the "
-                               "first three steps: no update rule can train this task", path,
-                               hint="a loss through round(), argmax, a comparison or .detach() has no gradient; "
-                                    "compute it from the model's outputs with differentiable ops")
+                raise DslError(f"{where}: the loss's gradient is exactly 0 for every parameter at each of "
+                               "the first three steps: no update rule can train this task", path,
+                               hint="a loss through round(), argmax, a comparison or .detach() has no "
+                                    "gradient; compute it from the model's outputs with differentiable ops")
             stage = "the held-out loss (eval_batch) failed"  # the training steps ran: say which part failed
             with torch.no_grad():
                 final = task.eval_loss(task.unflatten(w))

@@ -120,7 +120,8 @@ def test_near_copies_that_differ_in_eps_share_the_key():
     """An eps far below the gradients is not seen: the funnel holds such near-copies out once (a
     README job had held out one rule five times, eps 1e-8, 1.4e-8, 4.9e-9...)."""
     adamw = ("def f(w, g, m, v, step, lr=0.1):\n    m = interp(g, m, 0.9)\n    v = interp(g * g, v, 0.999)\n"
-             "    return lr * (m / (1 - 0.9 ** step) / (sqrt(v / (1 - 0.999 ** step)) + {}) + 0.01 * w), m, v\n")
+             "    u = m / (1 - 0.9 ** step) / (sqrt(v / (1 - 0.999 ** step)) + {})\n"
+             "    return lr * (u + 0.01 * w), m, v\n")
     key = lambda eps: fingerprint(parse(adamw.format(eps)), digits=4, scale_free=True)
     assert key("1e-08") == key("1.4e-08") == key("4.9e-09") != key("1e-06")
 

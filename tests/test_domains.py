@@ -9,6 +9,7 @@ import torch
 import codegen
 from optdsl import DslError, Interpreter, extend, load, parse, to_source
 from optdsl.domains import DOMAINS
+from optdsl.simplify import bind
 
 ACCUM = ("def f(w, g, m, lr=0.1, k: count = 2, c: positive = 1.0):\n    m = m + g\n"
          "    return lr * clip(m, c) / k, m\n")
@@ -31,6 +32,9 @@ def test_a_signature_declares_domains_and_prints_them_back():
 @pytest.mark.parametrize("source, message, col", [
     ("def f(w, g, lr, k: count = 0.5):\n    return lr * g\n", "the default k=0.5 is outside its domain", 27),
     ("def f(w, g, lr, k: bogus = 1):\n    return lr * g\n", "hyperparameter 'k': unknown domain 'bogus'", 19),
+    # a domain without a default had read as a state's unknown kind, or lr as a state
+    ("def f(w, g, lr, k: count):\n    return lr * g\n", "hyperparameter 'k': a domain needs a default", 19),
+    ("def f(w, g, lr: positive):\n    return lr * g\n", "hyperparameter 'lr': a domain needs a default", 16),
 ])
 def test_a_default_outside_its_domain_or_an_unknown_domain_is_a_located_error(source, message, col):
     with pytest.raises(DslError, match=message) as e:
@@ -92,3 +96,13 @@ def test_a_derived_programs_arguments_keep_their_domain_past_the_derivation(deri
         Interpreter(p, **{name: bad})
     with pytest.raises(ValueError, match=f"Invalid {name} value"):
         codegen.build(p, "torch")([torch.nn.Parameter(torch.zeros(2))], **{name: bad})
+
+
+def test_binding_values_checks_their_domains_and_keeps_lrs():
+    """``optdsl simplify --set`` folded a value outside the domain into the program (k=0: a division
+    by 0) where ``equiv --set`` refused it, and a bound lr lost its domain (an audit)."""
+    p = parse("def f(w, g, m, lr: positive = 0.1, k: count = 2):\n    m = interp(g, m, 0.9)\n"
+              "    return lr * m / k, m\n")
+    with pytest.raises(DslError, match="k=0 is outside its domain"):
+        bind(p, {"k": 0})
+    assert bind(p, {"lr": 0.5, "k": 3}).hyper_domains == {"lr": "positive"}

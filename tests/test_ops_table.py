@@ -81,10 +81,11 @@ def test_torch_prints_every_op_as_numpy_computes_it():
     def fail(msg, hint=None):
         raise AssertionError(msg)
 
-    env = {**vars(torch_math), "torch": torch, **{n: torch.tensor(a) for n, a in zip("xyz", _args(OPS["interp"]))}}
+    tensors = {n: torch.tensor(a) for n, a in zip("xyz", _args(OPS["interp"]))}
+    env = {**vars(torch_math), "torch": torch, **tensors}
     env["w"] = env["x"]  # a number made a tensor takes the parameter's dtype
     for op in OPS.values():
-        if op.shape in (STATIC, GLOBAL):  # plain Python, or hoisted out of the step (test_torch_global_groups)
+        if op.shape in (STATIC, GLOBAL):  # plain Python, or hoisted (test_torch_global_groups)
             continue
         call = Call(op.name, tuple(Var(n) for n in "xyz"[:op.arity]))
         got = eval(TorchPrinter(dict.fromkeys("xyz", "full"), fail).doprint(call), env)

@@ -271,8 +271,8 @@ def test_a_resume_continues_the_evolution_not_the_winners_ablations(tmp_path):
 
     store = Store(str(tmp_path / "s.sqlite"))
     info = describe(parse("def train(w, g, lr):\n    return lr * g\n"))
-    ids = [store.add(status="ok", fitness=0.1, mutation=m, **info)
-           for m in ("init adamw", "insert", None, f"{PREFIX}t = sin(m) -> t = m", f"{PREFIX}u = g * m -> u = g")]
+    mutations = ("init adamw", "insert", None, f"{PREFIX}t = sin(m) -> t = m", f"{PREFIX}u = g * m -> u = g")
+    ids = [store.add(status="ok", fitness=0.1, mutation=m, **info) for m in mutations]
     assert [r["id"] for r in store.recent(4)] == ids[:3]
     assert [r["id"] for r in store.recent(2)] == ids[1:3]
 
