@@ -223,7 +223,8 @@ def unsimplified(program: Program, lr: float | None, why: str) -> Readable:
     """
     live = eliminate_dead_code(program)
     if lr is not None:
-        live = replace(live, hypers=(Hyper("lr", lr),) + tuple(h for h in live.hypers if h.name != "lr"))
+        lr_hyper = Hyper("lr", lr, live.hyper_domains.get("lr"))
+        live = replace(live, hypers=(lr_hyper,) + tuple(h for h in live.hypers if h.name != "lr"))
     return Readable(live, to_source(live), "", f"exact (not simplified: {why})")
 
 
@@ -313,7 +314,8 @@ def _with_lr(program: Program, tuned: sympy.Expr | None) -> Program:
     """``program`` with ``lr`` a hyperparameter defaulting to ``tuned`` (when known)."""
     if tuned is None:
         return program
-    hypers = (Hyper("lr", float(tuned)), *(h for h in program.hypers if h.name != "lr"))
+    lr = Hyper("lr", float(tuned), program.hyper_domains.get("lr"))
+    hypers = (lr, *(h for h in program.hypers if h.name != "lr"))
     return replace(program, hypers=hypers)
 
 

@@ -106,3 +106,11 @@ def test_binding_values_checks_their_domains_and_keeps_lrs():
     with pytest.raises(DslError, match="k=0 is outside its domain"):
         bind(p, {"k": 0})
     assert bind(p, {"lr": 0.5, "k": 3}).hyper_domains == {"lr": "positive"}
+
+
+def test_the_readable_form_keeps_lrs_domain():
+    from optdsl.readable import readable, unsimplified
+
+    p = parse("def f(w, g, lr: positive = 0.1):\n    return 2 * lr * g\n")
+    assert readable(p, lr=0.3).program.hyper_domains == {"lr": "positive"}
+    assert unsimplified(p, 0.3, "a test").program.hyper_domains == {"lr": "positive"}
