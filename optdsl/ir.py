@@ -189,6 +189,12 @@ class Program:
         return replace(self, body=tuple(body), update=self.update if update is None else update,
                        new_states=self.new_states if new_states is None else tuple(new_states), **kw)
 
+    def with_lr(self, value: float) -> Program:
+        """A copy whose ``lr`` is a hyperparameter defaulting to ``value``, first among them (its domain
+        kept, where it declares one)."""
+        lr = Hyper("lr", float(value), self.hyper_domains.get("lr"))
+        return replace(self, hypers=(lr, *(h for h in self.hypers if h.name != "lr")))
+
     def with_exprs(self, fn: Callable[[Expr], Expr]) -> Program:
         """``fn`` applied to every statement's expression, the update and each new state's value."""
         return self.with_body([replace(a, expr=fn(a.expr)) for a in self.body], update=fn(self.update),

@@ -98,7 +98,6 @@ from .ir import (
     Call,
     Const,
     Expr,
-    Hyper,
     Program,
     Var,
     free_vars,
@@ -223,8 +222,7 @@ def unsimplified(program: Program, lr: float | None, why: str) -> Readable:
     """
     live = eliminate_dead_code(program)
     if lr is not None:
-        lr_hyper = Hyper("lr", lr, live.hyper_domains.get("lr"))
-        live = replace(live, hypers=(lr_hyper,) + tuple(h for h in live.hypers if h.name != "lr"))
+        live = live.with_lr(lr)
     return Readable(live, to_source(live), "", f"exact (not simplified: {why})")
 
 
@@ -312,11 +310,7 @@ def _with_number(program: Program, old: float, new: float) -> Program:
 
 def _with_lr(program: Program, tuned: sympy.Expr | None) -> Program:
     """``program`` with ``lr`` a hyperparameter defaulting to ``tuned`` (when known)."""
-    if tuned is None:
-        return program
-    lr = Hyper("lr", float(tuned), program.hyper_domains.get("lr"))
-    hypers = (lr, *(h for h in program.hypers if h.name != "lr"))
-    return replace(program, hypers=hypers)
+    return program if tuned is None else program.with_lr(float(tuned))
 
 
 def _plain(base: Program, tuned: sympy.Expr | None) -> tuple[Program, sympy.Expr | None]:

@@ -49,7 +49,7 @@ from .checkpoints import without_stale
 from .domains import check_domains
 from .equiv import trajectories
 from .errors import DslError
-from .ir import Call, Hyper, Program, Var, free_vars, substitute, walk
+from .ir import Call, Program, Var, free_vars, substitute, walk
 from .parser import parse
 from .passes import eliminate_dead_code, fold
 from .printer import format_number, to_source
@@ -121,10 +121,9 @@ def bind(program: Program, values: dict[str, float] | None) -> Program:
                        hint=f"it has: {', '.join(defaults) or 'none'}")
     check_domains(program, values)  # (as the interpreter refuses them)
     fixed = {k: float(v) for k, v in values.items() if k != "lr"}
-    hypers = [h for h in program.hypers if h.name not in fixed]
     if "lr" in values:
-        hypers = [h for h in hypers if h.name != "lr"]
-        hypers.insert(0, Hyper("lr", float(values["lr"]), program.hyper_domains.get("lr")))
+        program = program.with_lr(values["lr"])
+    hypers = [h for h in program.hypers if h.name not in fixed]
     doc = program.doc
     if doc and fixed:  # the description stays the original's: say what is no longer free in it
         doc += ("\n" if "\n" in doc else "\n\n") + "Hyperparameters bound: " + ", ".join(

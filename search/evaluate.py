@@ -49,7 +49,7 @@ import numpy as np
 import torch
 
 from optdsl.errors import DslError
-from optdsl.ir import Hyper, Program
+from optdsl.ir import Program
 from optdsl.parser import parse
 from optdsl.source import load
 
@@ -390,8 +390,8 @@ def baseline(task_name: str, seeds: Sequence[int] = SEEDS, device: str = "cpu",
     t0 = time.perf_counter()
     adamw = load("adamw")
     if weight_decay is not None:
-        decayed = Hyper("weight_decay", float(weight_decay))
-        adamw = replace(adamw, hypers=tuple(decayed if h.name == decayed.name else h for h in adamw.hypers))
+        adamw = replace(adamw, hypers=tuple(replace(h, default=float(weight_decay)) if h.name == "weight_decay"
+                                            else h for h in adamw.hypers))
     exponents = list(BASELINE_EXPONENTS)
     spacing = exponents[1] - exponents[0]
     losses = train_copies([adamw], task_name, BASELINE_LRS, seeds, device, schedule=schedule)[0][0]
