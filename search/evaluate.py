@@ -390,8 +390,8 @@ def baseline(task_name: str, seeds: Sequence[int] = SEEDS, device: str = "cpu",
     t0 = time.perf_counter()
     adamw = load("adamw")
     if weight_decay is not None:
-        adamw = replace(adamw, hypers=tuple(replace(h, default=float(weight_decay)) if h.name == "weight_decay"
-                                            else h for h in adamw.hypers))
+        decayed = lambda h: replace(h, default=float(weight_decay)) if h.name == "weight_decay" else h
+        adamw = replace(adamw, hypers=tuple(map(decayed, adamw.hypers)))
     exponents = list(BASELINE_EXPONENTS)
     spacing = exponents[1] - exponents[0]
     losses = train_copies([adamw], task_name, BASELINE_LRS, seeds, device, schedule=schedule)[0][0]
