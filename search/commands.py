@@ -196,6 +196,8 @@ def _stored_config(store: Store) -> SearchConfig:
                 raise ValueError(f"{name} {getattr(config, name)!r} are not seeds (integers >= 0)")
         if config.schedule not in SCHEDULES:
             raise ValueError(f"schedule {config.schedule!r} is not one of {', '.join(SCHEDULES)}")
+        if type(config.loss_averse) is not bool:
+            raise ValueError(f"loss_averse {config.loss_averse!r} is not true or false")
     except FileNotFoundError as e:
         raise DslError(f"the task file {e.args[0]} of this search is gone", store.path,
                        hint="put it back at that path to resume: the search's scores are of it") from None

@@ -356,16 +356,24 @@ def score(loss: float, baseline_loss: float) -> float:
     return float(np.clip(ratio, -SCORE_BOUND, SCORE_BOUND))
 
 
-def aggregate(scores: Sequence[float]) -> float:
+def aggregate(scores: Sequence[float], loss_averse: bool = True) -> float:
     """Fitness from task scores: their mean after dropping the single best (with 3 or more
-    tasks), so that a win on one task alone never makes a winner.
+    tasks), so that a win on one task alone never makes a winner. With ``loss_averse``, a loss
+    ``s < 0`` counts as ``(1 + s)^2 - 1``: about twice its size while small, still -1 for a failure,
+    so a rule that gives up one task for gains elsewhere ranks below one that loses none (the
+    proxies' fitness then follows the worst held-out task better: docs/search.md).
 
     Example:
-        >>> aggregate([1.0, 0.0, -0.2]), aggregate([0.5, 0.1])
-        (-0.1, 0.3)
+        >>> round(aggregate([1.0, 0.0, -0.2]), 4), aggregate([1.0, 0.0, -0.2], loss_averse=False)
+        (-0.18, -0.1)
+        >>> aggregate([0.5, 0.1]), aggregate([-1.0, -1.0, -1.0])
+        (0.3, -1.0)
     """
     scores = sorted(scores)
-    return float(np.mean(scores[:-1] if len(scores) >= 3 else scores))
+    kept = np.array(scores[:-1] if len(scores) >= 3 else scores, dtype=float)
+    if loss_averse:
+        kept = np.where(kept < 0, (1 + kept) ** 2 - 1, kept)
+    return float(kept.mean())
 
 
 def baseline(task_name: str, seeds: Sequence[int] = SEEDS, device: str = "cpu",
@@ -470,7 +478,7 @@ def evaluate_programs(programs: Sequence[Program], tasks: Sequence[str], baselin
                       tuned: Sequence[dict[str, float]] | None = None,
                       from_parent: bool = False, fresh_seeds: Sequence[int] = (),
                       schedule: str = "constant", confirm_above: float | None = None,
-                      confirm_seeds: Sequence[int] = CONFIRM_SEEDS) -> list[dict]:
+                      confirm_seeds: Sequence[int] = CONFIRM_SEEDS, loss_averse: bool = True) -> list[dict]:
     """Fitness of each program on ``tasks``, candidates batched together, trained on ``device``;
     never raises for a bad program.
 
@@ -493,7 +501,8 @@ def evaluate_programs(programs: Sequence[Program], tasks: Sequence[str], baselin
     ``confirm_above``, a program that passed every task with a fitness above it has each task's
     loss measured again at its chosen lr on ``confirm_seeds`` (:func:`remeasure`), and is scored on
     those losses (``"confirmed": True``): the fitness of what a search keeps is then no sweep's
-    lucky draw, at the cost of one short pass per task for the few that are kept.
+    lucky draw, at the cost of one short pass per task for the few that are kept. ``loss_averse``:
+    see :func:`aggregate` (a search stored before it keeps the plain mean).
 
     Example (SGD trains the quadratic, worse than tuned AdamW; a drifting rule is refused untrained):
         >>> from optdsl import load
@@ -501,7 +510,7 @@ def evaluate_programs(programs: Sequence[Program], tasks: Sequence[str], baselin
         >>> sgd, refused = evaluate_programs([load("sgd"), drift], ["quadratic"],
         ...                                  {"quadratic": baseline("quadratic")["loss"]})
         >>> sgd["status"], round(sgd["fitness"], 2), sgd["task_lr"], refused["status"], refused["fitness"]
-        ('ok', -0.85, {'quadratic': 0.1}, 'guard', None)
+        ('ok', -0.98, {'quadratic': 0.1}, 'guard', None)
     """
     t0 = time.perf_counter()
     results = [_fresh_result() for _ in programs]
@@ -548,7 +557,7 @@ def evaluate_programs(programs: Sequence[Program], tasks: Sequence[str], baselin
             else:
                 still.append(i)
         active = still
-    fitness = lambda r: aggregate([r["task_score"].get(t, -SCORE_BOUND) for t in tasks])
+    fitness = lambda r: aggregate([r["task_score"].get(t, -SCORE_BOUND) for t in tasks], loss_averse)
     if confirm_above is not None:
         kept = [i for i in active if results[i]["status"] == "ok" and fitness(results[i]) > confirm_above]
         _confirm([programs[i] for i in kept], [results[i] for i in kept], tasks, baselines, confirm_seeds,
@@ -591,7 +600,7 @@ def evaluate_program(program: Program, tasks: Sequence[str], baselines: dict[str
         >>> base = {"quadratic": baseline("quadratic")["loss"], "logreg": 0.1}
         >>> r = evaluate_program(load("sgd"), ["quadratic", "logreg"], base)
         >>> r["status"], round(r["task_score"]["quadratic"], 2), round(r["fitness"], 2)
-        ('hurdle', -0.85, -0.92)
+        ('hurdle', -0.85, -0.99)
     """
     return evaluate_programs([program], tasks, baselines, hurdle, lrs, seeds, device)[0]
 
@@ -605,7 +614,8 @@ def run_job(job: dict) -> dict:
 
     ``job["kind"]`` is ``"evaluate"`` (``sources``: a batch of programs, ``tasks``,
     ``baselines``, ``hurdle``, optional ``lrs``, ``horizon``, ``tuned``, ``from_parent``,
-    ``fresh_seeds``, ``confirm_above`` and ``confirm_seeds``: see :func:`evaluate_programs`) ->
+    ``fresh_seeds``, ``confirm_above``, ``confirm_seeds`` and ``loss_averse``: see
+    :func:`evaluate_programs`) ->
     ``{"id", "results": [...]}`` in the order of ``sources``; or ``"baseline"`` (``task``,
     optional ``fresh_seeds``) -> ``{"id", "loss", "lr", "seconds"}``. Either kind runs on
     ``job["device"]`` (default ``cpu``) under ``job["schedule"]`` (default ``constant``).
@@ -649,7 +659,8 @@ def run_job(job: dict) -> dict:
                                    tuned=None if tuned is None else [tuned[i] for i in slots],
                                    fresh_seeds=job.get("fresh_seeds", ()), schedule=schedule,
                                    confirm_above=job.get("confirm_above"),
-                                   confirm_seeds=job.get("confirm_seeds", CONFIRM_SEEDS), **kw)
+                                   confirm_seeds=job.get("confirm_seeds", CONFIRM_SEEDS),
+                                   loss_averse=job.get("loss_averse", True), **kw)
     except Exception as e:  # noqa: BLE001 - never let a batch take the worker down
         scored = [_error(f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=3)}") for _ in programs]
     for slot, r in zip(slots, scored):

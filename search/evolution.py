@@ -74,6 +74,7 @@ class SearchConfig:
     held_out_seeds: tuple[int, ...] = HELD_OUT_SEEDS  # a held-out loss is measured on these
     confirm_seeds: tuple[int, ...] = CONFIRM_SEEDS  # a promising child's proxy losses are measured on these
     schedule: str = "cosine"  # the lr over each task's steps, for candidates and tuned AdamW alike
+    loss_averse: bool = True  # a task's loss weighs about twice a gain in the fitness (evaluate.aggregate)
 
     def __post_init__(self):
         if self.meta_tasks is None:
@@ -87,10 +88,12 @@ class SearchConfig:
     def from_dict(cls, d: dict) -> SearchConfig:
         """The settings stored by a search; one stored before held-out (or a promising child's
         proxy) losses were measured on fresh seeds keeps measuring them on the sweep's own (its
-        stored scores and baselines were), and one stored before the schedule was a setting keeps
-        its lr constant, so a resumed search compares like with like."""
+        stored scores and baselines were), one stored before the schedule was a setting keeps
+        its lr constant, and one stored before losses weighed more than gains keeps the plain mean,
+        so a resumed search compares like with like."""
         d = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in cls.__dataclass_fields__}
-        return cls(**{"held_out_seeds": (), "confirm_seeds": (), "schedule": "constant", **d})
+        return cls(**{"held_out_seeds": (), "confirm_seeds": (), "schedule": "constant", "loss_averse": False,
+                      **d})
 
 
 @dataclass
@@ -329,7 +332,7 @@ class Search:
         (:data:`search.evaluate.CONFIRM_SEEDS`): the members tournaments pick carry no sweep's luck."""
         job = {"kind": "evaluate", "sources": [r["source"] for r in records], "tasks": list(tasks),
                "baselines": self.baselines, "hurdle": hurdle, "device": self.config.device,
-               "schedule": self.config.schedule,
+               "schedule": self.config.schedule, "loss_averse": self.config.loss_averse,
                "horizon": kind == "meta"}  # a held-out winner must also keep training past the tasks' length
         if kind == "meta":  # held-out sweeps start around the learning rates that won the proxies
             job["tuned"], job["fresh_seeds"] = [r["task_lr"] or {} for r in records], list(self.config.held_out_seeds)

@@ -180,6 +180,17 @@ def test_fitness_drops_the_best_task_so_one_task_never_makes_a_winner():
     assert aggregate([0.2, 0.1, 0.3]) == pytest.approx(0.15)
 
 
+def test_a_loss_weighs_about_twice_a_gain_and_a_failure_stays_the_bottom():
+    """A rule that gives up one task for as much gained on another ranks below one that is level
+    on both (the 10-minute winners gave up ``embedding`` and lost its held-out version more)."""
+    gives_up_one, level = [0.3, 0.15, -0.15, 0.0], [0.3, 0.0, 0.0, 0.0]
+    assert aggregate(gives_up_one, loss_averse=False) == pytest.approx(aggregate(level, loss_averse=False))
+    assert aggregate(gives_up_one) < aggregate(level) == pytest.approx(0.0)
+    assert aggregate([0.4, -0.01, 0.0]) == pytest.approx(-0.0199 / 2)
+    assert aggregate([-SCORE_BOUND] * 3) == -SCORE_BOUND and aggregate([SCORE_BOUND] * 3) == SCORE_BOUND
+    assert aggregate([0.2, 0.1, 0.3]) == aggregate([0.2, 0.1, 0.3], loss_averse=False)  # gains unchanged
+
+
 def test_best_learning_rate_is_chosen_on_the_mean_over_seeds():
     losses = np.array([[1.0, 0.2, 0.5], [1.0, 0.9, 0.5]])
     assert best_over_sweep(losses, [1, 2, 3]) == (0.5, 3)

@@ -418,7 +418,7 @@ def test_fresh_seeds_for_held_out_tasks_and_promising_children_and_old_searches_
     assert "confirm_above" not in resumed.executor.jobs[-1]
 
 
-def test_the_schedule_reaches_every_job_and_a_search_stored_without_one_keeps_the_lr_constant(tmp_path):
+def test_the_schedule_and_the_aggregate_reach_every_job_and_an_older_search_keeps_its_own(tmp_path):
     from dataclasses import asdict
 
     from search.warm_start import adamw_program
@@ -430,9 +430,13 @@ def test_the_schedule_reaches_every_job_and_a_search_stored_without_one_keeps_th
     search._request_baselines(config.tasks)
     search._evaluate([{"source": to_source(adamw_program())}], config.tasks, None)
     assert [j["schedule"] for j in executor.jobs] == ["cosine", "cosine"]
+    assert executor.jobs[-1]["loss_averse"] is True
     old = asdict(config)
-    del old["schedule"]
+    del old["schedule"], old["loss_averse"]
     assert SearchConfig.from_dict(old).schedule == "constant"
+    resumed = Search(Store(str(tmp_path / "old.sqlite")), SearchConfig.from_dict(old), _Recorder())
+    resumed._evaluate([{"source": to_source(adamw_program())}], config.tasks, None)
+    assert resumed.executor.jobs[-1]["loss_averse"] is False  # its stored fitness is the plain mean
 
 
 def test_each_rule_is_held_out_once_and_a_child_in_flight_is_not_scored_twice(tmp_path, monkeypatch):

@@ -229,6 +229,14 @@ def test_a_stored_schedule_must_be_known(db, capsys):
     assert "schedule 'linear' is not one of constant, cosine" in capsys.readouterr().err
 
 
+def test_a_stored_loss_aversion_must_be_true_or_false(db, capsys):
+    with sqlite3.connect(db) as c:
+        c.execute("""UPDATE meta SET value = json_set(value, '$.loss_averse', 'yes') WHERE key = 'config'""")
+    c.close()
+    assert main(["search", "--resume", db, "--evals", "1", "--workers", "1"]) == 2
+    assert "loss_averse 'yes' is not true or false" in capsys.readouterr().err
+
+
 def test_resume_refuses_settings_it_would_ignore(db, capsys):
     """The stored search decides its tasks, warm starts, population...: a --resume given other
     ones is refused (exit 2, the database untouched), not continued with them silently dropped."""
