@@ -19,9 +19,11 @@ same seeds, tuned over a finer grid (:func:`baseline`). On a held-out task (meta
 both losses are measured again at the chosen lr on fresh seeds (:data:`HELD_OUT_SEEDS`), so
 that the held-out score is not the luck of the draws the lr was chosen on. A task on which
 every learning rate fails scores -1, the bottom of the scale. Fitness is the mean task score *without the best
-one* (:func:`aggregate`): the bound and the dropped maximum keep any one task (a transformer
-whose loss collapses once it learns, a quadratic with a lucky noise draw) from deciding the
-ranking, so a win must be broad. ``docs/search.md`` has the measurements behind these choices.
+one*, a loss ``s < 0`` counted as ``(1 + s)^2 - 1`` (:func:`aggregate`): the bound and the dropped
+maximum keep any one task (a transformer whose loss collapses once it learns, a quadratic with a
+lucky noise draw) from deciding the ranking, and the weight on losses keeps a rule that gives up
+one task for the others from ranking as one that loses none, so a win must be broad.
+``docs/search.md`` has the measurements behind these choices.
 
 Before training, :func:`search.guards.guard` refuses rules that drift or ignore the gradient
 (status ``guard``). Tasks run cheapest first; a candidate whose score on a task is below
@@ -374,6 +376,23 @@ def aggregate(scores: Sequence[float], loss_averse: bool = True) -> float:
     if loss_averse:
         kept = np.where(kept < 0, (1 + kept) ** 2 - 1, kept)
     return float(kept.mean())
+
+
+def aggregate_words(scores: Sequence[float], fitness: float) -> str:
+    """How :func:`aggregate` made ``fitness`` of the task ``scores``, in words: which terms apply
+    to them (a search stored before losses weighed more keeps the plain mean; the two agree where
+    no task lost).
+
+    Example:
+        >>> aggregate_words([0.3, 0.1], 0.2)
+        'the mean over the tasks'
+        >>> aggregate_words([0.3, 0.1, -0.2], aggregate([0.3, 0.1, -0.2]))
+        'the mean over the tasks, the best one left out, a loss s counted as (1 + s)^2 - 1'
+    """
+    words = "the mean over the tasks" + (", the best one left out" if len(scores) >= 3 else "")
+    if scores and not math.isclose(fitness, aggregate(scores, loss_averse=False), abs_tol=1e-12):
+        words += ", a loss s counted as (1 + s)^2 - 1"
+    return words
 
 
 def baseline(task_name: str, seeds: Sequence[int] = SEEDS, device: str = "cpu",

@@ -29,6 +29,7 @@ from optdsl.printer import to_source
 from optdsl.readable import Readable, readable_within, unsimplified
 
 from .ablation import step
+from .evaluate import aggregate_words
 from .selection import ranked, winner
 from .store import Store
 
@@ -98,25 +99,28 @@ def exported_program(row: dict, database: str | None = None, simplify: bool = Tr
 
     Example:
         >>> from optdsl import load
-        >>> row = {"id": 7, "source": to_source(load("sgd")), "task_lr": {"mlp": 0.5}, "fitness": 0.0213,
+        >>> row = {"id": 7, "source": to_source(load("sgd")), "task_lr": {"mlp": 0.5}, "fitness": 0.023,
+        ...        "task_score": {"mlp": 0.1, "quadratic": 0.05, "logreg": -0.002},
         ...        "meta_fitness": None, "mutation": None, "parent": None}
         >>> p = exported_program(row)
         >>> p.name, p.hyper_defaults
         ('found_7', {'lr': 0.5})
         >>> print(p.doc)
-        Found by optdsl search (program #7): proxy fitness +0.0213, held-out not meta-validated (the
-        mean over the tasks, the best one left out when there are three or more, of log(tuned AdamW's
-        loss / this one's) clipped at -1 and +1; > 0 beats AdamW). Simplified from the searched program;
-        equality: exact.
+        Found by optdsl search (program #7): proxy fitness +0.0230, held-out not meta-validated (per
+        task s = log(tuned AdamW's loss / this one's) clipped at -1 and +1, then the mean over the
+        tasks, the best one left out, a loss s counted as (1 + s)^2 - 1; > 0 beats AdamW). Simplified
+        from the searched program; equality: exact.
     """
     form = simplest(row, simplify)
     held_out = "not meta-validated" if row.get("meta_fitness") is None else f"{row['meta_fitness']:+.4f}"
     of = f" of {os.path.basename(database)}" if database not in (None, ":memory:") else ""
     named = f"search {search}, " if search else ""
+    meta = row.get("meta_fitness") is not None
+    scores = row.get("meta_task_score" if meta else "task_score") or {}
+    how = aggregate_words(list(scores.values()), row["meta_fitness" if meta else "fitness"])
     doc = (f"{FOUND_BY}{of} ({named}program #{row['id']}): proxy fitness {row['fitness']:+.4f}, "
-           f"held-out {held_out} (the mean over the tasks, the best one left out when there are three or "
-           f"more, of log(tuned AdamW's loss / this one's) clipped at -1 and +1; > 0 beats AdamW). "
-           f"Simplified from the searched program; equality: {form.equality}.")
+           f"held-out {held_out} (per task s = log(tuned AdamW's loss / this one's) clipped at -1 and +1, "
+           f"then {how}; > 0 beats AdamW). Simplified from the searched program; equality: {form.equality}.")
     if (removed := step(row)) is not None:
         doc += f" It is program #{row['parent']} with one op removed (in its flattened form: {removed})."
     return replace(form.program, name=_name(row), doc=textwrap.fill(doc, 96, break_on_hyphens=False))
@@ -226,8 +230,9 @@ def ranking(rows: list[dict], database: str, search: str | None, targets=("torch
     score = lambda v: "not meta-validated" if v is None else f"{v:+.3f}"
     title = f"{FOUND_BY} of {os.path.basename(database)} ({named}program #{rows[0]['id']})"
     lines = [f"# {title}: its {len(rows)} best", "",
-             ("Ranked as `optdsl report` ranks them: held-out evidence first (scores: the mean of log(tuned "
-              "AdamW's loss / this one's), clipped at -1 and +1; > 0 beats AdamW)."), "",
+             ("Ranked as `optdsl report` ranks them: held-out evidence first (scores: per task log(tuned "
+              "AdamW's loss / this one's), clipped at -1 and +1, over the tasks as each program's docstring "
+              "says; > 0 beats AdamW)."), "",
              "| rank | program | held-out fitness | proxy fitness | files |", "|---|---|---|---|---|"]
     for rank, row in enumerate(rows, 1):
         files = ", ".join(os.path.basename(p) for p in _paths(row, "", targets))

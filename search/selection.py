@@ -20,6 +20,7 @@ from __future__ import annotations
 import shlex
 
 from .candidate import rule_key
+from .evaluate import aggregate_words
 from .store import FAILED, Store
 
 #: Held-out scores this close to the best one are ties. On the four seed pairs of one README
@@ -148,9 +149,7 @@ def verdict(row: dict) -> str:
         return (f"It is level with tuned AdamW on the held-out tasks ({held_out:+.3f}: within "
                 f"{META_TOLERANCE}, which the selection counts as a tie): no clear gain.")
     if held_out > 0:
-        # the fitness drops the best task only where there are three or more (evaluate.aggregate)
-        left_out = ", the best one left out" if len(row.get("meta_task_score") or {}) >= 3 else ""
-        return (f"It beats tuned AdamW on the held-out tasks ({held_out:+.3f}, the mean over the "
-                f"tasks{left_out}).")
+        how = aggregate_words(list((row.get("meta_task_score") or {}).values()), held_out)
+        return f"It beats tuned AdamW on the held-out tasks ({held_out:+.3f}, {how})."
     return (f"It does NOT beat tuned AdamW on the held-out tasks ({held_out:+.3f}): nothing found in this "
             "search did.")

@@ -1,5 +1,6 @@
 """The winner is chosen on held-out evidence; the output says plainly when nothing beat AdamW."""
 
+from search.evaluate import aggregate
 from search.selection import META_TOLERANCE, ranked, ties, verdict, winner
 from search.store import Store
 
@@ -39,11 +40,15 @@ def test_verdict_says_plainly_whether_adamw_was_beaten():
         assert verdict({"fitness": 0.2, "meta_fitness": tie}).startswith("It is level with tuned AdamW")
 
 
-def test_verdict_says_the_best_task_was_left_out_only_where_the_fitness_left_it_out():
+def test_verdict_says_how_the_held_out_score_was_made_of_the_task_scores():
     two = {"fitness": 0.2, "meta_fitness": 0.05, "meta_task_score": {"a": 0.1, "b": 0.0}}
     three = {**two, "meta_task_score": {"a": 0.3, "b": 0.1, "c": 0.0}}
     assert verdict(two).endswith("(+0.050, the mean over the tasks).")
     assert verdict(three).endswith("(+0.050, the mean over the tasks, the best one left out).")
+    lost = {**two, "meta_task_score": {"a": 0.5, "b": 0.3, "c": -0.05}}
+    for loss_averse, said in ((True, True), (False, False)):  # a search stored before keeps the plain mean
+        row = {**lost, "meta_fitness": aggregate(lost["meta_task_score"].values(), loss_averse)}
+        assert verdict(row).endswith(", a loss s counted as (1 + s)^2 - 1).") is said
 
 
 def test_held_out_ties_go_to_the_smaller_program(tmp_path):
