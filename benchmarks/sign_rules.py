@@ -5,7 +5,8 @@ Each proxy is rebuilt with its minibatch ``B`` times larger (the noisy quadratic
 noise divided by ``sqrt(B)``, the same thing for a mean over ``B`` times more samples), tuned AdamW
 is measured again at that batch, and Lion, signum and the search's AdamW warm start are scored as
 the search scores a candidate (2 seeds x its 10 learning rates, ``clip(log(AdamW / loss), -1, 1)``
-per task, fitness = mean without the best task, no hurdles).
+per task, fitness = :func:`search.evaluate.aggregate` of those, no hurdles; the tables in docs/search.md
+before 2026-12-07 took the plain mean without the best task).
 
     python benchmarks/sign_rules.py --batch 1,4,16            # prints one table per batch factor
     python benchmarks/sign_rules.py --batch 1,16,64 --device cuda
