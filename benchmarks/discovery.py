@@ -48,7 +48,7 @@ from search.evolution import SearchConfig
 from search.export import exported_program, simplest
 from search.family import lion_family
 from search.report import totals
-from search.selection import winner
+from search.selection import weighs_losses, winner
 from search.store import Store
 
 #: The same absolute grid for every optimizer on the real tasks (1e-5 .. 1e-1, 13 points), extended
@@ -218,7 +218,7 @@ def run_search(seed: int, budget: str, workers: int, folder: str, reuse: bool = 
     t = totals(store)
     trained = t["evaluated"] - store.by_status().get("guard", {}).get("rows", 0)  # a refusal trains nothing
     best = winner(store)
-    program = exported_program(best)
+    program = exported_program(best, loss_averse=weighs_losses(store))
     out = {"seed": seed, "wall_s": wall, "run_as": _run_as(kept_as), "evaluated": t["evaluated"],
            "evals_per_s": t["evaluated"] / wall,
            "trained_per_s": trained / wall, "cache_hit_rate": t["cache_hit_rate"],

@@ -6,7 +6,7 @@ noise divided by ``sqrt(B)``, the same thing for a mean over ``B`` times more sa
 is measured again at that batch, and Lion, signum and the search's AdamW warm start are scored as
 the search scores a candidate (2 seeds x its 10 learning rates, ``clip(log(AdamW / loss), -1, 1)``
 per task, fitness = :func:`search.evaluate.aggregate` of those, no hurdles; the tables in docs/search.md
-before 2026-12-07 took the plain mean without the best task).
+before a5cc8e8 took the plain mean without the best task).
 
     python benchmarks/sign_rules.py --batch 1,4,16            # prints one table per batch factor
     python benchmarks/sign_rules.py --batch 1,16,64 --device cuda

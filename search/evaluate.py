@@ -372,27 +372,29 @@ def aggregate(scores: Sequence[float], loss_averse: bool = True) -> float:
         (0.3, -1.0)
     """
     scores = sorted(scores)
-    kept = np.array(scores[:-1] if len(scores) >= 3 else scores, dtype=float)
-    if loss_averse:
+    kept = np.clip(np.array(scores[:-1] if len(scores) >= 3 else scores, dtype=float), -SCORE_BOUND,
+                   SCORE_BOUND)
+    if loss_averse:  # (within the bounds: (1 + s)^2 - 1 rises again below -1)
         kept = np.where(kept < 0, (1 + kept) ** 2 - 1, kept)
     return float(kept.mean())
 
 
-def aggregate_words(scores: Sequence[float], fitness: float) -> str:
-    """How :func:`aggregate` made ``fitness`` of the task ``scores``, in words: which terms apply
-    to them (a search stored before losses weighed more keeps the plain mean; the two agree where
-    no task lost).
+def aggregate_words(loss_averse: bool | None, tasks: int | None = None) -> str:
+    """:func:`aggregate` in words, over ``tasks`` tasks (None: any number); ``loss_averse`` None:
+    not known (the search's settings are unreadable).
 
     Example:
-        >>> aggregate_words([0.3, 0.1], 0.2)
+        >>> aggregate_words(False, tasks=2)
         'the mean over the tasks'
-        >>> aggregate_words([0.3, 0.1, -0.2], aggregate([0.3, 0.1, -0.2]))
+        >>> aggregate_words(True, tasks=6)
         'the mean over the tasks, the best one left out, a loss s counted as (1 + s)^2 - 1'
     """
-    words = "the mean over the tasks" + (", the best one left out" if len(scores) >= 3 else "")
-    if scores and not math.isclose(fitness, aggregate(scores, loss_averse=False), abs_tol=1e-12):
-        words += ", a loss s counted as (1 + s)^2 - 1"
-    return words
+    words = "the mean over the tasks"
+    if tasks is None or tasks >= 3:
+        words += ", the best one left out" + (" when there are three or more" if tasks is None else "")
+    weight = {True: ", a loss s counted as (1 + s)^2 - 1", False: "",
+              None: ", a loss s counted as (1 + s)^2 - 1 or as s (the search's settings are unreadable)"}
+    return words + weight[loss_averse]
 
 
 def baseline(task_name: str, seeds: Sequence[int] = SEEDS, device: str = "cpu",
@@ -502,8 +504,8 @@ def evaluate_programs(programs: Sequence[Program], tasks: Sequence[str], baselin
     never raises for a bad program.
 
     Each result is ``{"status": ok|hurdle|diverged|horizon|guard|error, "fitness": float|None,
-    "task_score", "task_loss", "task_lr", "seconds", "error"}``: fitness is the mean task score
-    in [-1, 1] (:func:`aggregate`; tasks not run count -1), None for a program refused by the
+    "task_score", "task_loss", "task_lr", "seconds", "error"}``: fitness is the :func:`aggregate`
+    of the task scores, in [-1, 1] (tasks not run count -1), None for a program refused by the
     guards or broken. With ``horizon`` (meta-validation), a program whose step does not last
     (:func:`search.guards.horizon_fault`) is not trained and scores -1 (status ``horizon``).
     With ``tuned`` (per program, the lr that won each task in a related run), a task's sweep is a

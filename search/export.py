@@ -30,7 +30,7 @@ from optdsl.readable import Readable, readable_within, unsimplified
 
 from .ablation import step
 from .evaluate import aggregate_words
-from .selection import ranked, winner
+from .selection import ranked, weighs_losses, winner
 from .store import Store
 
 
@@ -92,15 +92,15 @@ def simplest(row: dict, simplify: bool = True) -> Readable:
 
 
 def exported_program(row: dict, database: str | None = None, simplify: bool = True,
-                     search: str | None = None) -> Program:
+                     search: str | None = None, loss_averse: bool | None = True) -> Program:
     """The row's program as users get it: readable form (:func:`simplest`), named ``found_<id>``,
-    its scores, the search's database (its file name, when given) and id (``search``, when given)
-    and the kind of equality with the raw program in the docstring.
+    its scores (``loss_averse``: how its search aggregates them, :func:`search.selection.weighs_losses`),
+    the search's database (its file name, when given) and id (``search``, when given) and the kind of
+    equality with the raw program in the docstring.
 
     Example:
         >>> from optdsl import load
         >>> row = {"id": 7, "source": to_source(load("sgd")), "task_lr": {"mlp": 0.5}, "fitness": 0.023,
-        ...        "task_score": {"mlp": 0.1, "quadratic": 0.05, "logreg": -0.002},
         ...        "meta_fitness": None, "mutation": None, "parent": None}
         >>> p = exported_program(row)
         >>> p.name, p.hyper_defaults
@@ -108,19 +108,17 @@ def exported_program(row: dict, database: str | None = None, simplify: bool = Tr
         >>> print(p.doc)
         Found by optdsl search (program #7): proxy fitness +0.0230, held-out not meta-validated (per
         task s = log(tuned AdamW's loss / this one's) clipped at -1 and +1, then the mean over the
-        tasks, the best one left out, a loss s counted as (1 + s)^2 - 1; > 0 beats AdamW). Simplified
-        from the searched program; equality: exact.
+        tasks, the best one left out when there are three or more, a loss s counted as (1 + s)^2 - 1;
+        above 0 beats AdamW). Simplified from the searched program; equality: exact.
     """
     form = simplest(row, simplify)
     held_out = "not meta-validated" if row.get("meta_fitness") is None else f"{row['meta_fitness']:+.4f}"
     of = f" of {os.path.basename(database)}" if database not in (None, ":memory:") else ""
     named = f"search {search}, " if search else ""
-    meta = row.get("meta_fitness") is not None
-    scores = row.get("meta_task_score" if meta else "task_score") or {}
-    how = aggregate_words(list(scores.values()), row["meta_fitness" if meta else "fitness"])
     doc = (f"{FOUND_BY}{of} ({named}program #{row['id']}): proxy fitness {row['fitness']:+.4f}, "
            f"held-out {held_out} (per task s = log(tuned AdamW's loss / this one's) clipped at -1 and +1, "
-           f"then {how}; > 0 beats AdamW). Simplified from the searched program; equality: {form.equality}.")
+           f"then {aggregate_words(loss_averse)}; above 0 beats AdamW). Simplified from the searched "
+           f"program; equality: {form.equality}.")
     if (removed := step(row)) is not None:
         doc += f" It is program #{row['parent']} with one op removed (in its flattened form: {removed})."
     return replace(form.program, name=_name(row), doc=textwrap.fill(doc, 96, break_on_hyphens=False))
@@ -192,7 +190,8 @@ def _paths(row: dict, outdir: str, targets) -> list[str]:
     return [os.path.join(outdir, f"{_name(row)}{suffix}.py") for suffix in ["", *(f"_{t}" for t in targets)]]
 
 
-def export_row(row: dict, outdir: str, targets=("torch", "jax"), database: str | None = None) -> list[str]:
+def export_row(row: dict, outdir: str, targets=("torch", "jax"), database: str | None = None,
+               loss_averse: bool | None = True) -> list[str]:
     """Write the DSL file and one generated module per target, their docstrings naming the
     search's ``database`` when given; returns the paths.
 
@@ -206,12 +205,13 @@ def export_row(row: dict, outdir: str, targets=("torch", "jax"), database: str |
         ['found_7.py', 'found_7_torch.py']
     """
     output_folder(outdir)
-    return write_all_atomic(_files(row, outdir, targets, database))
+    return write_all_atomic(_files(row, outdir, targets, database, loss_averse=loss_averse))
 
 
-def _files(row: dict, outdir: str, targets, database: str | None, search: str | None = None) -> dict:
+def _files(row: dict, outdir: str, targets, database: str | None, search: str | None = None,
+           loss_averse: bool | None = True) -> dict:
     """``{path: text}`` of the files :func:`export_row` writes (``search``: the search's id)."""
-    program = exported_program(row, database, search=search)
+    program = exported_program(row, database, search=search, loss_averse=loss_averse)
     texts = [to_source(program), *(codegen.emit(program, target) for target in targets)]
     return dict(zip(_paths(row, outdir, targets), texts))
 
@@ -264,9 +264,9 @@ def export_top(store: Store, k: int, outdir: str, targets=("torch", "jax")) -> l
         raise DslError("holds no scored program to export", store.path,
                        hint=f"`optdsl report {store.path}` counts what the search tried and why it failed")
     output_folder(outdir)
-    search = search_id(store)
+    search, loss_averse = search_id(store), weighs_losses(store)
     files = {path: text for row in rows
-             for path, text in _files(row, outdir, targets, store.path, search).items()}
+             for path, text in _files(row, outdir, targets, store.path, search, loss_averse).items()}
     files[os.path.join(outdir, "ranking.md")] = ranking(rows, store.path, search, targets)
     for path in files:
         replaceable_winner(path, store.path, search)
@@ -294,6 +294,6 @@ def write_best(store: Store, path: str, simplify: bool = True) -> tuple[dict, Pr
     if row is None:
         return None
     search = search_id(store)
-    program = exported_program(row, store.path, simplify, search)
+    program = exported_program(row, store.path, simplify, search, weighs_losses(store))
     replaceable_winner(path, store.path, search)
     return row, program, write_atomic(path, codegen.emit(program, "torch"))

@@ -26,7 +26,7 @@ from optdsl.tables import print_table
 
 from .export import exported_program, replaceable_winner, search_id
 from .guards import horizon_fault
-from .selection import META_TOLERANCE, no_winner, ranked
+from .selection import META_TOLERANCE, no_winner, ranked, weighs_losses
 from .store import Store, failures
 
 
@@ -129,7 +129,8 @@ def plot(store: Store, outdir: str) -> list[str]:
     ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))  # (2.25 evaluations is none)
     ax.set_ylabel("fitness (0 = tuned AdamW)")
     ax.legend(loc="lower right")
-    ax.set_title("Search progress (fitness: mean log(AdamW loss / loss), best task left out)", fontsize=10)
+    ax.set_title("Search progress (fitness: log(AdamW loss / loss) over the tasks, best one left out)",
+                 fontsize=10)
     fig.tight_layout()
     fig.savefig(paths[0], dpi=120, metadata=metadata)
     plt.close(fig)
@@ -242,7 +243,8 @@ def report(store: Store, outdir: str | None = None, top: int = 5, console: Conso
             why = horizon_fault(parse(r["source"], "<store>")) or "it could not be trained there"
             console.print(f"  held out {r['meta_fitness']:+.3f} without training: {why}", markup=False)
         # soft_wrap: source must not be re-wrapped to the terminal's (or a pipe's 80) columns
-        console.print(to_source(exported_program(r)), markup=False, highlight=False, soft_wrap=True)
+        console.print(to_source(exported_program(r, loss_averse=weighs_losses(store))), markup=False,
+                      highlight=False, soft_wrap=True)
     paths = plot(store, outdir) if outdir else []
     for p in paths:
         console.print(f"wrote {p}")

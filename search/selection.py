@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import shlex
 
+from optdsl.errors import DslError
+
 from .candidate import rule_key
 from .evaluate import aggregate_words
 from .store import FAILED, Store
@@ -134,8 +136,28 @@ def no_winner(store: Store) -> str:
     return text
 
 
-def verdict(row: dict) -> str:
-    """One plain sentence on how the winner compares with tuned AdamW.
+def weighs_losses(store: Store) -> bool | None:
+    """Whether the search in ``store`` scores with losses weighing more than gains
+    (:func:`search.evaluate.aggregate`): one stored before that setting keeps the plain mean, as
+    ``SearchConfig.from_dict`` reads it; None where its settings are unreadable (``report`` and
+    ``export`` still read its programs).
+
+    Example:
+        >>> store = Store(":memory:")
+        >>> weighs_losses(store), store.set_meta("config", {"loss_averse": True}), weighs_losses(store)
+        (False, None, True)
+    """
+    try:
+        config = store.get_meta("config") or {}
+    except DslError:
+        return None
+    flag = config.get("loss_averse", False) if isinstance(config, dict) else None
+    return flag if isinstance(flag, bool) else None
+
+
+def verdict(row: dict, loss_averse: bool | None = True) -> str:
+    """One plain sentence on how the winner compares with tuned AdamW (``loss_averse``: how its
+    search aggregates task scores, :func:`weighs_losses`).
 
     Example:
         >>> verdict({"fitness": 0.1, "meta_fitness": -0.2})
@@ -149,7 +171,7 @@ def verdict(row: dict) -> str:
         return (f"It is level with tuned AdamW on the held-out tasks ({held_out:+.3f}: within "
                 f"{META_TOLERANCE}, which the selection counts as a tie): no clear gain.")
     if held_out > 0:
-        how = aggregate_words(list((row.get("meta_task_score") or {}).values()), held_out)
+        how = aggregate_words(loss_averse, len(row.get("meta_task_score") or {}))
         return f"It beats tuned AdamW on the held-out tasks ({held_out:+.3f}, {how})."
     return (f"It does NOT beat tuned AdamW on the held-out tasks ({held_out:+.3f}): nothing found in this "
             "search did.")

@@ -189,6 +189,19 @@ def test_a_loss_weighs_about_twice_a_gain_and_a_failure_stays_the_bottom():
     assert aggregate([0.4, -0.01, 0.0]) == pytest.approx(-0.0199 / 2)
     assert aggregate([-SCORE_BOUND] * 3) == -SCORE_BOUND and aggregate([SCORE_BOUND] * 3) == SCORE_BOUND
     assert aggregate([0.2, 0.1, 0.3]) == aggregate([0.2, 0.1, 0.3], loss_averse=False)  # gains unchanged
+    assert aggregate([-3.0, -3.0]) == -SCORE_BOUND  # outside the bounds, where (1 + s)^2 - 1 rises again
+
+
+def test_a_job_scores_with_its_search_s_aggregate():
+    """A worker aggregates as the job says: a search stored before the loss weight keeps the plain
+    mean when resumed (SearchConfig.from_dict), its jobs saying so."""
+    job = {"id": 1, "kind": "evaluate", "tasks": ["quadratic"], "baselines": {"quadratic": 0.15},
+           "sources": ["def train(w, g, lr):\n    return lr * g\n"]}
+    weighed, plain = (run_job({**job, "loss_averse": flag})["results"][0] for flag in (True, False))
+    s = weighed["task_score"]["quadratic"]
+    assert s < 0 and plain["task_score"]["quadratic"] == s
+    assert (weighed["fitness"], plain["fitness"]) == (aggregate([s]), aggregate([s], loss_averse=False))
+    assert weighed["fitness"] < plain["fitness"]
 
 
 def test_best_learning_rate_is_chosen_on_the_mean_over_seeds():

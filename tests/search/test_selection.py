@@ -1,7 +1,9 @@
 """The winner is chosen on held-out evidence; the output says plainly when nothing beat AdamW."""
 
-from search.evaluate import aggregate
-from search.selection import META_TOLERANCE, ranked, ties, verdict, winner
+from dataclasses import asdict
+
+from search.evolution import SearchConfig
+from search.selection import META_TOLERANCE, ranked, ties, verdict, weighs_losses, winner
 from search.store import Store
 
 
@@ -40,15 +42,21 @@ def test_verdict_says_plainly_whether_adamw_was_beaten():
         assert verdict({"fitness": 0.2, "meta_fitness": tie}).startswith("It is level with tuned AdamW")
 
 
-def test_verdict_says_how_the_held_out_score_was_made_of_the_task_scores():
+def test_verdict_says_how_the_held_out_score_was_made_as_its_search_made_it(tmp_path):
     two = {"fitness": 0.2, "meta_fitness": 0.05, "meta_task_score": {"a": 0.1, "b": 0.0}}
     three = {**two, "meta_task_score": {"a": 0.3, "b": 0.1, "c": 0.0}}
-    assert verdict(two).endswith("(+0.050, the mean over the tasks).")
-    assert verdict(three).endswith("(+0.050, the mean over the tasks, the best one left out).")
-    lost = {**two, "meta_task_score": {"a": 0.5, "b": 0.3, "c": -0.05}}
-    for loss_averse, said in ((True, True), (False, False)):  # a search stored before keeps the plain mean
-        row = {**lost, "meta_fitness": aggregate(lost["meta_task_score"].values(), loss_averse)}
-        assert verdict(row).endswith(", a loss s counted as (1 + s)^2 - 1).") is said
+    assert verdict(two, loss_averse=False).endswith("(+0.050, the mean over the tasks).")
+    assert verdict(three, False).endswith("(+0.050, the mean over the tasks, the best one left out).")
+    assert verdict(three).endswith("the best one left out, a loss s counted as (1 + s)^2 - 1).")
+    # the setting is read from the search's database; one stored before it keeps the plain mean
+    store = Store(str(tmp_path / "s.sqlite"))
+    store.set_meta("config", {"population": 4})
+    assert not weighs_losses(store)
+    store.set_meta("config", asdict(SearchConfig(tasks=("quadratic",))))
+    assert weighs_losses(store)
+    store.set_meta("config", [1])  # damaged: report and export still run, and say they cannot tell
+    assert weighs_losses(store) is None
+    assert "or as s (the search's settings are unreadable)" in verdict(three, None)
 
 
 def test_held_out_ties_go_to_the_smaller_program(tmp_path):
