@@ -221,20 +221,14 @@ def test_stored_seeds_must_be_seeds(db, capsys, name):
     assert f"{name} (2, 'x') are not seeds (integers >= 0)" in capsys.readouterr().err
 
 
-def test_a_stored_schedule_must_be_known(db, capsys):
+@pytest.mark.parametrize("name, value, said", [("schedule", "linear", "is not one of constant, cosine"),
+                                                ("loss_averse", "yes", "is not true or false")])
+def test_a_stored_setting_must_be_one_the_search_knows(db, capsys, name, value, said):
     with sqlite3.connect(db) as c:
-        c.execute("""UPDATE meta SET value = json_set(value, '$.schedule', 'linear') WHERE key = 'config'""")
+        c.execute(f"""UPDATE meta SET value = json_set(value, '$.{name}', '{value}') WHERE key = 'config'""")
     c.close()
     assert main(["search", "--resume", db, "--evals", "1", "--workers", "1"]) == 2
-    assert "schedule 'linear' is not one of constant, cosine" in capsys.readouterr().err
-
-
-def test_a_stored_loss_aversion_must_be_true_or_false(db, capsys):
-    with sqlite3.connect(db) as c:
-        c.execute("""UPDATE meta SET value = json_set(value, '$.loss_averse', 'yes') WHERE key = 'config'""")
-    c.close()
-    assert main(["search", "--resume", db, "--evals", "1", "--workers", "1"]) == 2
-    assert "loss_averse 'yes' is not true or false" in capsys.readouterr().err
+    assert f"{name} {value!r} {said}" in capsys.readouterr().err
 
 
 def test_resume_refuses_settings_it_would_ignore(db, capsys):
