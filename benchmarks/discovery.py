@@ -44,11 +44,11 @@ from codegen.bench import cpu_name
 from optdsl import load, to_source
 from optdsl.parser import parse
 from search.evaluate import SCHEDULES
-from search.evolution import SearchConfig
+from search.evolution import SearchConfig, weighs_losses
 from search.export import exported_program, simplest
 from search.family import lion_family
 from search.report import totals
-from search.selection import weighs_losses, winner
+from search.selection import winner
 from search.store import Store
 
 #: The same absolute grid for every optimizer on the real tasks (1e-5 .. 1e-1, 13 points), extended

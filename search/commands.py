@@ -35,7 +35,7 @@ from .executors import gpu_count, make_executor
 from .export import export_top, replaceable_winner, search_id, write_best
 from .progress import LiveProgress, SearchConsole, summary_table
 from .report import report, winner_table
-from .selection import META_TOLERANCE, no_winner, verdict, weighs_losses
+from .selection import META_TOLERANCE, no_winner, verdict
 from .store import Store, remove_database, schema_version
 from .tasks import FACTORIES, MAX_BATCH_FACTOR, PROXY_TASKS, is_task, meta_tasks_for
 from .user_task import (
@@ -407,7 +407,7 @@ def cmd_search(args) -> int:
         return status
     row, program, path = best
     print_table(console, winner_table(row, next(iter(store.meta_validated()), None)))
-    console.print(verdict(row, weighs_losses(store)))
+    console.print(verdict(row, config.loss_averse))
     origin, removed = steps(store, row)
     if removed:
         console.print(f"Simplified by ablation from program #{origin['id']} (held-out {origin['meta_fitness']:+.3f}), "

@@ -96,6 +96,24 @@ class SearchConfig:
                       **d})
 
 
+def weighs_losses(store: Store) -> bool | None:
+    """Whether the search in ``store`` scores with losses weighing more than gains
+    (:func:`search.evaluate.aggregate`), its settings read as ``--resume`` reads them
+    (:meth:`SearchConfig.from_dict`: one stored before the setting keeps the plain mean); None where
+    they are unreadable (``report`` and ``export`` still read its programs).
+
+    Example:
+        >>> store = Store(":memory:")
+        >>> weighs_losses(store), store.set_meta("config", {"loss_averse": True}), weighs_losses(store)
+        (False, None, True)
+    """
+    try:
+        flag = SearchConfig.from_dict(store.get_meta("config") or {}).loss_averse
+    except (DslError, TypeError, ValueError, KeyError, AttributeError):
+        return None
+    return flag if isinstance(flag, bool) else None
+
+
 @dataclass
 class Stats:
     """Counters the progress display and the closing summary read."""

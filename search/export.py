@@ -30,7 +30,8 @@ from optdsl.readable import Readable, readable_within, unsimplified
 
 from .ablation import step
 from .evaluate import aggregate_words
-from .selection import ranked, weighs_losses, winner
+from .evolution import weighs_losses
+from .selection import ranked, winner
 from .store import Store
 
 
@@ -94,7 +95,7 @@ def simplest(row: dict, simplify: bool = True) -> Readable:
 def exported_program(row: dict, database: str | None = None, simplify: bool = True,
                      search: str | None = None, loss_averse: bool | None = True) -> Program:
     """The row's program as users get it: readable form (:func:`simplest`), named ``found_<id>``,
-    its scores (``loss_averse``: how its search aggregates them, :func:`search.selection.weighs_losses`),
+    its scores (``loss_averse``: how its search aggregates them, :func:`search.evolution.weighs_losses`),
     the search's database (its file name, when given) and id (``search``, when given) and the kind of
     equality with the raw program in the docstring.
 

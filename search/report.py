@@ -24,9 +24,10 @@ from optdsl.parser import parse
 from optdsl.printer import to_source
 from optdsl.tables import print_table
 
+from .evolution import weighs_losses
 from .export import exported_program, replaceable_winner, search_id
 from .guards import horizon_fault
-from .selection import META_TOLERANCE, no_winner, ranked, weighs_losses
+from .selection import META_TOLERANCE, no_winner, ranked
 from .store import Store, failures
 
 

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import shlex
 
-from optdsl.errors import DslError
-
 from .candidate import rule_key
 from .evaluate import aggregate_words
 from .store import FAILED, Store
@@ -136,28 +134,9 @@ def no_winner(store: Store) -> str:
     return text
 
 
-def weighs_losses(store: Store) -> bool | None:
-    """Whether the search in ``store`` scores with losses weighing more than gains
-    (:func:`search.evaluate.aggregate`): one stored before that setting keeps the plain mean, as
-    ``SearchConfig.from_dict`` reads it; None where its settings are unreadable (``report`` and
-    ``export`` still read its programs).
-
-    Example:
-        >>> store = Store(":memory:")
-        >>> weighs_losses(store), store.set_meta("config", {"loss_averse": True}), weighs_losses(store)
-        (False, None, True)
-    """
-    try:
-        config = store.get_meta("config") or {}
-    except DslError:
-        return None
-    flag = config.get("loss_averse", False) if isinstance(config, dict) else None
-    return flag if isinstance(flag, bool) else None
-
-
 def verdict(row: dict, loss_averse: bool | None = True) -> str:
     """One plain sentence on how the winner compares with tuned AdamW (``loss_averse``: how its
-    search aggregates task scores, :func:`weighs_losses`).
+    search aggregates task scores, :func:`search.evolution.weighs_losses`).
 
     Example:
         >>> verdict({"fitness": 0.1, "meta_fitness": -0.2})

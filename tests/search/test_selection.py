@@ -2,8 +2,8 @@
 
 from dataclasses import asdict
 
-from search.evolution import SearchConfig
-from search.selection import META_TOLERANCE, ranked, ties, verdict, weighs_losses, winner
+from search.evolution import SearchConfig, weighs_losses
+from search.selection import META_TOLERANCE, ranked, ties, verdict, winner
 from search.store import Store
 
 
