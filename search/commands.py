@@ -37,7 +37,7 @@ from .progress import LiveProgress, SearchConsole, summary_table
 from .report import report, winner_table
 from .selection import META_TOLERANCE, no_winner, verdict
 from .store import Store, remove_database, schema_version
-from .tasks import FACTORIES, MAX_BATCH_FACTOR, PROXY_TASKS, is_task, meta_tasks_for
+from .tasks import FACTORIES, MAX_BATCH_FACTOR, PROXY_TASKS, get_task, is_task, meta_tasks_for
 from .user_task import (
     absolute_reference,
     changes,
@@ -278,16 +278,24 @@ def _check_user_tasks(config: SearchConfig, console: Console) -> dict[str, dict]
     return prints
 
 
-def _check_unchanged(store: Store, prints: dict[str, dict]) -> None:
-    """Refuse to resume a search whose user task changed since it was stored (DslError): its
-    scores and tuned AdamW's losses are of the task as it was. (Searches stored before the
-    fingerprints were kept are not checked.)"""
+def _check_unchanged(store: Store, prints: dict[str, dict]) -> list[str]:
+    """Refuse to resume a search whose task changed since it was stored (DslError): its scores and
+    tuned AdamW's losses are of the task as it was. ``prints``: the user tasks' fingerprints now; a
+    built-in task's is taken here, as a newer optdsl can change one. Returns the built-in tasks
+    with a baseline but no stored fingerprint (an optdsl before 2026-12-07 kept none), which
+    cannot be checked."""
     stored = store.get_meta("task_prints") or {}
-    for ref, now in prints.items():
-        if ref in stored and (what := changes(stored[ref], now)):
+    if not isinstance(stored, dict) or not all(isinstance(p, dict) for p in stored.values()):
+        raise DslError("setting 'task_prints' is unreadable (not a table of task fingerprints)", store.path,
+                       hint="it was altered; start a new search with another --db")
+    for ref, was in stored.items():
+        built_in = not is_reference(ref) and is_task(ref)
+        now = prints.get(ref) or (fingerprint(get_task(ref)) if built_in else None)
+        if now is not None and (what := changes(was, now)):
             raise DslError(f"task {ref} changed since this search was stored ({'; '.join(what)}): its scores "
                            "and tuned AdamW's baseline are of the task as it was", store.path,
                            hint="restore the task, or start a new search with another --db")
+    return sorted(t for t in store.baselines() if t not in stored and not is_reference(t))
 
 
 def cmd_search(args) -> int:
@@ -323,7 +331,11 @@ def cmd_search(args) -> int:
         console.print(f"resuming {db}: {n} program{'s' * (n != 1)} scored so far")
         try:
             config.device = _device(args, _task_files(config, args.executor))  # scores agree across devices
-            _check_unchanged(store, _check_user_tasks(config, console))
+            unchecked = _check_unchanged(store, _check_user_tasks(config, console))
+            if unchecked:
+                console.print(f"[yellow]stored by an older optdsl, which kept no fingerprint of task(s) "
+                              f"{', '.join(unchecked)}: if one changed since (the embedding proxy did on "
+                              "2026-12-07), the scores before and after this point do not compare[/yellow]")
         except DslError:
             store.close()
             raise

@@ -58,7 +58,7 @@ from optdsl.source import load
 from .devices import on_device, one_thread
 from .guards import guard, horizon_fault
 from .tasks import get_task, proxy_of
-from .user_task import is_reference, located, split_reference
+from .user_task import fingerprint, is_reference, located, split_reference
 from .vectorized import VectorizedStep
 
 #: The candidate's learning-rate sweep on the program's ``lr`` input, a factor 2.5 apart (the
@@ -638,7 +638,8 @@ def run_job(job: dict) -> dict:
     ``fresh_seeds``, ``confirm_above``, ``confirm_seeds`` and ``loss_averse``: see
     :func:`evaluate_programs`) ->
     ``{"id", "results": [...]}`` in the order of ``sources``; or ``"baseline"`` (``task``,
-    optional ``fresh_seeds``) -> ``{"id", "loss", "lr", "seconds"}``. Either kind runs on
+    optional ``fresh_seeds``) -> ``{"id", "loss", "lr", "seconds", "print"}`` (the task's
+    :func:`~search.user_task.fingerprint`). Either kind runs on
     ``job["device"]`` (default ``cpu``) under ``job["schedule"]`` (default ``constant``).
 
     Example (it sets torch to one thread; ``one_thread`` restores the count here):
@@ -655,7 +656,8 @@ def run_job(job: dict) -> dict:
         fresh = job.get("fresh_seeds", ())
         try:
             tuned = baseline(job["task"], device=device, fresh_seeds=fresh, schedule=schedule)
-            return {"id": job["id"], **tuned}
+            # what the loss depends on, for --resume to see a built-in task that a newer optdsl changed
+            return {"id": job["id"], **tuned, "print": fingerprint(get_task(job["task"]))}
         except Exception as e:
             if not is_reference(job["task"]):
                 raise

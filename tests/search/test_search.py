@@ -278,6 +278,37 @@ def test_sigkill_then_resume_keeps_every_finished_row(tmp_path):
     assert all(r[4] is not None for r in after[len(before):])  # children of the resumed population
 
 
+def test_resuming_after_a_built_in_task_changed_is_refused(tmp_path, monkeypatch, capsys):
+    """A newer optdsl changed the ``embedding`` proxy (bags of 6 tokens, then 10): a search stored
+    before would have gone on scoring the new task's children against the old task's tuned AdamW.
+    The baseline job returns the task's fingerprint; --resume compares it with the task now."""
+    from search import tasks
+
+    db = tmp_path / "s.sqlite"
+    assert _search(db, "--evals", "1", "--population", "2", "--tournament", "2", "--batch", "1") == 0
+    with Store(str(db), readonly=True) as store:
+        assert store.get_meta("task_prints")["quadratic"]["steps"] == 100
+    assert main(["search", "--resume", str(db), "--evals", "2", "--workers", "1"]) == 0  # unchanged: goes on
+    capsys.readouterr()
+    monkeypatch.setitem(tasks.FACTORIES, "quadratic", lambda: tasks.quadratic(steps=120))
+    tasks.get_task.cache_clear()
+    try:
+        assert main(["search", "--resume", str(db), "--evals", "3", "--workers", "1"]) == 2
+    finally:
+        tasks.get_task.cache_clear()
+    err = " ".join(capsys.readouterr().err.split())
+    assert "task quadratic changed since this search was stored (steps 100 -> 120" in err
+    monkeypatch.undo()
+    with Store(str(db)) as store:  # as an optdsl before 2026-12-07 stored it: goes on, and says so
+        store.set_meta("task_prints", {})
+    assert main(["search", "--resume", str(db), "--evals", "3", "--workers", "1"]) == 0
+    assert "kept no fingerprint of task(s) quadratic" in " ".join(capsys.readouterr().out.split())
+    with Store(str(db)) as store:
+        store.set_meta("task_prints", ["damaged"])
+    assert main(["search", "--resume", str(db), "--evals", "3", "--workers", "1"]) == 2
+    assert "setting 'task_prints' is unreadable" in " ".join(capsys.readouterr().err.split())
+
+
 def test_a_search_whose_reader_leaves_writes_its_winner_and_exits_141(tmp_path):
     """``optdsl search ... | head -1``: rich ended the process with SystemExit(1) at the next
     redraw, with no word and no best_optimizer.py."""
