@@ -638,8 +638,8 @@ def run_job(job: dict) -> dict:
     ``fresh_seeds``, ``confirm_above``, ``confirm_seeds`` and ``loss_averse``: see
     :func:`evaluate_programs`) ->
     ``{"id", "results": [...]}`` in the order of ``sources``; or ``"baseline"`` (``task``,
-    optional ``fresh_seeds``) -> ``{"id", "loss", "lr", "seconds", "print"}`` (the task's
-    :func:`~search.user_task.fingerprint`). Either kind runs on
+    optional ``fresh_seeds``) -> ``{"id", "loss", "lr", "seconds"}``, and a built-in task's
+    :func:`~search.user_task.fingerprint` as ``"print"``. Either kind runs on
     ``job["device"]`` (default ``cpu``) under ``job["schedule"]`` (default ``constant``).
 
     Example (it sets torch to one thread; ``one_thread`` restores the count here):
@@ -656,8 +656,9 @@ def run_job(job: dict) -> dict:
         fresh = job.get("fresh_seeds", ())
         try:
             tuned = baseline(job["task"], device=device, fresh_seeds=fresh, schedule=schedule)
-            # what the loss depends on, for --resume to see a built-in task that a newer optdsl changed
-            return {"id": job["id"], **tuned, "print": fingerprint(get_task(job["task"]))}
+            if not is_reference(job["task"]):  # for --resume to see a built-in task a newer optdsl changed
+                tuned["print"] = fingerprint(get_task(job["task"]))
+            return {"id": job["id"], **tuned}
         except Exception as e:
             if not is_reference(job["task"]):
                 raise

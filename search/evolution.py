@@ -43,7 +43,6 @@ from .mutate import mutate
 from .selection import ties, winner
 from .store import Store
 from .tasks import PROXY_TASKS, meta_tasks_for
-from .user_task import is_reference
 from .warm_start import initial_program
 
 WORST = -math.inf
@@ -243,10 +242,10 @@ class Search:
                                "every learning rate it tried: a task AdamW cannot train gives the search "
                                "no baseline to score against",
                                hint="check the task's data and loss for nan and inf")
-            self.store.set_baseline(record["task"], result["loss"], result["lr"], result["seconds"])
-            if "print" in result and not is_reference(record["task"]):  # (a user task's: at the start)
+            if "print" in result:  # (first: a baseline stored without its task's print would go unchecked)
                 prints = self.store.get_meta("task_prints") or {}
                 self.store.set_meta("task_prints", {**prints, record["task"]: result["print"]})
+            self.store.set_baseline(record["task"], result["loss"], result["lr"], result["seconds"])
             self.baselines[record["task"]] = result["loss"]
             return
         # A job that never returned (timeout, dead worker) is the same failure for each program.
