@@ -3,7 +3,7 @@
 A program that *is* a torch.optim optimizer says so in one line of its docstring, and the
 generated torch module then loads that optimizer's ``state_dict`` (``optdsl.zoo.adamw``)::
 
-    torch.optim.AdamW checkpoints: exp_avg -> m, exp_avg_sq -> v; requires amsgrad=False
+    torch.optim.AdamW checkpoints: exp_avg -> m, exp_avg_sq -> v; requires amsgrad=False; records amsgrad
 
 The declaration is part of the program: :func:`optdsl.typecheck.validate` reads it (a name the
 program does not have is an error there, so ``optdsl check`` and every target agree), and a
@@ -26,19 +26,21 @@ from dataclasses import replace
 from .errors import DslError
 from .ir import Program
 
-_LINE = re.compile(r"^\s*torch\.optim\.(\w+) checkpoints: (.*?)(?:; requires (.*))?$")
+_LINE = re.compile(r"^\s*torch\.optim\.(\w+) checkpoints: (.*?)(?:; requires (.*?))?(?:; records (.*))?$")
 _RENAME = re.compile(r"(\w+) -> (\(\w+, \w+\)|\w+)")
 
 
 def torch_checkpoints(program: Program) -> dict[str, dict]:
     """The torch.optim checkpoints ``program`` loads, declared in its docstring by a line::
 
-        torch.optim.AdamW checkpoints: exp_avg -> m, exp_avg_sq -> v; requires amsgrad=False
+        torch.optim.AdamW checkpoints: exp_avg -> m, exp_avg_sq -> v; requires amsgrad=False; records amsgrad
 
     (torch's state or tuple hyperparameter -> the program's name, ``eps -> (eps1, eps2)`` splits a
     tuple, nothing where no state loads: ``torch.optim.SGD checkpoints: ; requires momentum=0``;
-    ``requires`` lists param-group settings a checkpoint must match; a setting the checkpoint
-    does not record is not checked).
+    ``requires`` lists param-group settings a checkpoint must match, where it records them (an
+    older torch did not record ``decoupled_weight_decay``); ``records`` the settings every
+    checkpoint of that class records, so that one without them is another optimizer's: torch's
+    RAdam keeps ``exp_avg`` and ``exp_avg_sq`` as Adam does, but no ``amsgrad``).
     A name the program does not have, or a requirement that is not ``key=literal``, is a DslError.
 
     Example:
@@ -48,7 +50,7 @@ def torch_checkpoints(program: Program) -> dict[str, dict]:
     """
     out = {}
     names = _names(program)
-    for cls, renames, requires in _declarations(program.doc):
+    for cls, renames, requires, records in _declarations(program.doc):
         states, hypers = {}, {}
 
         def fail(message, what, hint=None, cls=cls):
@@ -73,7 +75,11 @@ def torch_checkpoints(program: Program) -> dict[str, dict]:
                 required[key.strip()] = ast.literal_eval(value.strip())
             except (ValueError, SyntaxError):
                 fail(f"require {item!r}, not key=literal", item)
-        out[cls] = {"states": states, "hypers": hypers, "requires": required}
+        recorded = tuple(filter(None, (x.strip() for x in (records or "").split(","))))
+        for key in recorded:
+            if not key.isidentifier():
+                fail(f"record {key!r}, not a param-group key", key, hint="e.g. '; records amsgrad'")
+        out[cls] = {"states": states, "hypers": hypers, "requires": required, "records": recorded}
     return out
 
 
@@ -128,7 +134,7 @@ def _names(program: Program) -> set[str]:
     return set(program.state_names) | set(program.hyper_defaults)
 
 
-def _declarations(doc: str) -> list[tuple[str, str, str | None]]:
+def _declarations(doc: str) -> list[tuple[str, str, str | None, str | None]]:
     return [m.groups() for m in map(_LINE.match, doc.split("\n")) if m]
 
 

@@ -25,6 +25,7 @@ def my_sgd(w, g, b, lr=0.01, momentum=0.9):
 @pytest.mark.parametrize("target, requires, message", [
     ("buf", "", "torch.optim.SGD checkpoints map momentum_buffer to buf, which the program does not have"),
     ("b", "; requires nesterov", "torch.optim.SGD checkpoints require 'nesterov', not key=literal"),
+    ("b", "; records nesterov=False", "torch.optim.SGD checkpoints record 'nesterov=False', not a param-group key"),
     ("b, exp_avg => m", "", ("torch.optim.SGD checkpoints map 'momentum_buffer -> b, exp_avg => m', not "
                              "torch_name -> ours, ...")),  # a typo was ignored
 ])
@@ -48,7 +49,9 @@ def test_a_bad_declaration_is_refused_by_check_not_first_by_compile(tmp_path, ca
 def test_a_good_declaration_is_read():
     program = parse(DECLARED.format(target="b", requires="; requires nesterov=False, dampening=0"))
     assert torch_checkpoints(program) == {"SGD": {"states": {"momentum_buffer": "b"}, "hypers": {},
-                                                  "requires": {"nesterov": False, "dampening": 0}}}
+                                                  "requires": {"nesterov": False, "dampening": 0}, "records": ()}}
+    recorded = parse(DECLARED.format(target="b", requires="; requires nesterov=False; records nesterov, dampening"))
+    assert torch_checkpoints(recorded)["SGD"]["records"] == ("nesterov", "dampening")
 
 
 def test_simplify_drops_a_declaration_whose_state_is_gone_and_its_output_compiles(tmp_path):

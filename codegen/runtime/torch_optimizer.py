@@ -480,9 +480,10 @@ class _Program:
     whose step on a sparse gradient's rows is the whole step (row-separable, and a zero gradient
     leaves a row as it is: :func:`optdsl.symbolic.still_at_zero_gradient`); ``torch_checkpoints``
     maps a torch.optim class name to ``{"states": {torch name: ours}, "hypers": {torch name: (ours,
-    ...)}, "requires": {group key: value}}``; ``copied_out``: the paths whose last segment returns a
-    copy of an input it also writes (``prev <- w``: see codegen.torch_target's ``_clones``), whose
-    compiled step returns its values to be copied in (see :func:`_step_copied_out`);
+    ...)}, "requires": {group key: value}, "records": (group key, ...)}``; ``copied_out``: the
+    paths whose last segment returns a copy of an input it also writes (``prev <- w``: see
+    codegen.torch_target's ``_clones``), whose compiled step returns its values to be copied in
+    (see :func:`_step_copied_out`);
     ``global_backends``: the fused backends that step a program with global reductions, taking
     their values as per-step numbers (:meth:`global_totals`): ``compiled`` where nothing is computed
     before them, the ``cpp`` kernels where every global reduces an input before anything else;
@@ -1090,8 +1091,13 @@ class _Optimizer(torch.optim.Optimizer):
         foreign = sorted({k for s in state_dict["state"].values() for k in s} - ours)
         if not foreign:
             return state_dict
+        unrecorded = []  # (class, key): the checkpoint has that class's states but not its settings
         for cls, names in prog.torch_checkpoints.items():
             if not set(foreign) <= set(names["states"]):
+                continue
+            missing = [k for k in names.get("records", ()) for g in state_dict["param_groups"] if k not in g]
+            if missing:
+                unrecorded.append((cls, missing[0]))
                 continue
             state = {}
             for pid, s in state_dict["state"].items():
@@ -1101,6 +1107,14 @@ class _Optimizer(torch.optim.Optimizer):
                 state[pid] = mine
             return {"state": state, "param_groups": state_dict["param_groups"]}  # (hypers: load_state_dict)
         accepted = "".join(f", torch.optim.{cls}" for cls in prog.torch_checkpoints)
+        if unrecorded:
+            cls, key = unrecorded[0]
+            raise ValueError(
+                f"{type(self).__name__}.load_state_dict: the checkpoint holds state {foreign} but its "
+                f"param groups do not record {key!r}, which every torch.optim.{cls} checkpoint does: it is "
+                f"another optimizer's (torch.optim.RAdam's keeps the same states); it loads checkpoints of "
+                f"{type(self).__name__}{accepted}"
+            )
         raise ValueError(
             f"{type(self).__name__}.load_state_dict: the checkpoint holds state {foreign}, which program "
             f"{prog.name!r} does not keep (its state: {sorted(ours)}); it loads checkpoints of "

@@ -3,7 +3,7 @@ def adam(w, g, m, v, step, lr=0.001, beta1=0.9, beta2=0.999, eps=1e-8, weight_de
 
     g <- g + wd w;  m <- beta1 m + (1 - beta1) g;  v <- beta2 v + (1 - beta2) g^2
     w <- w - lr (m / (1 - beta1^t)) / (sqrt(v / (1 - beta2^t)) + eps)
-    torch.optim.Adam checkpoints: exp_avg -> m, exp_avg_sq -> v; requires amsgrad=False, decoupled_weight_decay=False
+    torch.optim.Adam checkpoints: exp_avg -> m, exp_avg_sq -> v; requires amsgrad=False, decoupled_weight_decay=False; records amsgrad
     """
     g = g + weight_decay * w
     m = interp(g, m, beta1)

@@ -226,6 +226,13 @@ def test_foreign_checkpoints_are_refused_when_loaded(adamw):
     _steps(adam, params, range(1))
     with pytest.raises(ValueError, match="decoupled_weight_decay=False; program 'adamw' computes"):
         adamw(params).load_state_dict(adam.state_dict())
+    # torch's RAdam keeps Adam's states, exp_avg and exp_avg_sq, and loaded as Adam without a word
+    adam_cls = codegen.build(optdsl.load("adam"), "torch")
+    for radam, ours in ((torch.optim.RAdam(params), adam_cls),
+                        (torch.optim.RAdam(params, decoupled_weight_decay=True), adamw)):
+        _steps(radam, params, range(1))
+        with pytest.raises(ValueError, match="do not record 'amsgrad', which every torch.optim.Adam"):
+            ours(params).load_state_dict(radam.state_dict())
 
 
 def test_a_tuple_hyperparameter_takes_torchs_spelling():
