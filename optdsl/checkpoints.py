@@ -38,9 +38,9 @@ def torch_checkpoints(program: Program) -> dict[str, dict]:
     (torch's state or tuple hyperparameter -> the program's name, ``eps -> (eps1, eps2)`` splits a
     tuple, nothing where no state loads: ``torch.optim.SGD checkpoints: ; requires momentum=0``;
     ``requires`` lists param-group settings a checkpoint must match, where it records them (an
-    older torch did not record ``decoupled_weight_decay``); ``records`` the settings every
-    checkpoint of that class records, so that one without them is another optimizer's: torch's
-    RAdam keeps ``exp_avg`` and ``exp_avg_sq`` as Adam does, but no ``amsgrad``).
+    older torch did not record ``decoupled_weight_decay``); ``records``, after it, the settings
+    every checkpoint of that class records, so that one without them is another optimizer's:
+    torch's RAdam keeps ``exp_avg`` and ``exp_avg_sq`` as Adam does, but no ``amsgrad``).
     A name the program does not have, or a requirement that is not ``key=literal``, is a DslError.
 
     Example:

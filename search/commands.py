@@ -284,7 +284,7 @@ def _check_unchanged(store: Store, prints: dict[str, dict]) -> list[str]:
     built-in task's is taken here, as a newer optdsl can change one. Returns the built-in tasks
     with a baseline but no stored fingerprint (an optdsl before 2026-12-07 kept none), which
     cannot be checked."""
-    stored = store.get_meta("task_prints") or {}
+    stored = store.get_meta("task_prints", {})
     if not isinstance(stored, dict) or not all(isinstance(p, dict) for p in stored.values()):
         raise DslError("setting 'task_prints' is unreadable (not a table of task fingerprints)", store.path,
                        hint="it was altered; start a new search with another --db")
@@ -292,9 +292,10 @@ def _check_unchanged(store: Store, prints: dict[str, dict]) -> list[str]:
         built_in = not is_reference(ref) and is_task(ref)
         now = prints.get(ref) or (fingerprint(get_task(ref)) if built_in else None)
         if now is not None and (what := changes(was, now)):
+            undo = "resume with the optdsl that began the search" if built_in else "restore the task"
+            hint = f"{undo}, or start a new search with another --db"
             raise DslError(f"task {ref} changed since this search was stored ({'; '.join(what)}): its scores "
-                           "and tuned AdamW's baseline are of the task as it was", store.path,
-                           hint="restore the task, or start a new search with another --db")
+                           "and tuned AdamW's baseline are of the task as it was", store.path, hint=hint)
     return sorted(t for t in store.baselines() if t not in stored and not is_reference(t))
 
 
@@ -333,9 +334,10 @@ def cmd_search(args) -> int:
             config.device = _device(args, _task_files(config, args.executor))  # scores agree across devices
             unchecked = _check_unchanged(store, _check_user_tasks(config, console))
             if unchecked:
-                console.print(f"[yellow]stored by an older optdsl, which kept no fingerprint of task(s) "
-                              f"{', '.join(unchecked)}: if one changed since (the embedding proxy did on "
-                              "2026-12-07), the scores before and after this point do not compare[/yellow]")
+                console.print(f"[yellow]stored by an optdsl before b8f06ea, which kept no fingerprint of "
+                              f"task(s) {', '.join(unchecked)}: a task changed since (`embedding` did in "
+                              "c0c9b17) would score the new programs on another task than the stored ones; "
+                              "start a new search with another --db to be sure[/yellow]")
         except DslError:
             store.close()
             raise

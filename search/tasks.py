@@ -514,7 +514,7 @@ FACTORIES: dict[str, Callable[[], Task]] = {
     "quadratic_large": partial(quadratic, name="quadratic_large", shapes={"a": (20, 40), "b": (200,)},
                                kappa=1e4, steps=300, seed=10),
     "logreg_large": partial(logreg, name="logreg_large", steps=250),
-    "embedding_large": partial(embedding, name="embedding_large", vocab=1000, d=16, classes=8,
+    "embedding_large": partial(embedding, name="embedding_large", vocab=1000, d=16, length=10, classes=8,
                                steps=300, batch=64, seed=13),
     "mlp_large": partial(mlp, name="mlp_large", widths=(64, 64), steps=200, batch=64),
     "transformer_large": partial(transformer, name="transformer_large", vocab=12, length=12, d=24, steps=120,

@@ -393,7 +393,7 @@ def check_task(ref: str, copies: int, limit: float, device: str = "cpu", passes:
 
 
 def fingerprint(task: Task) -> dict:
-    """What a user task's stored scores depend on, for ``--resume`` to compare (:func:`changes`):
+    """What a task's stored scores depend on, for ``--resume`` to compare (:func:`changes`):
     its name, steps and parameter shapes, and the training losses at the first, middle and last
     steps and the held-out loss of seed 0's initial parameters (a changed model, data or loss
     moves them; the batches of later steps too, which the first step's loss does not see).

@@ -25,7 +25,8 @@ def my_sgd(w, g, b, lr=0.01, momentum=0.9):
 @pytest.mark.parametrize("target, requires, message", [
     ("buf", "", "torch.optim.SGD checkpoints map momentum_buffer to buf, which the program does not have"),
     ("b", "; requires nesterov", "torch.optim.SGD checkpoints require 'nesterov', not key=literal"),
-    ("b", "; records nesterov=False", "torch.optim.SGD checkpoints record 'nesterov=False', not a param-group key"),
+    ("b", "; records nesterov=False",
+     "torch.optim.SGD checkpoints record 'nesterov=False', not a param-group key"),
     ("b, exp_avg => m", "", ("torch.optim.SGD checkpoints map 'momentum_buffer -> b, exp_avg => m', not "
                              "torch_name -> ours, ...")),  # a typo was ignored
 ])
@@ -49,8 +50,10 @@ def test_a_bad_declaration_is_refused_by_check_not_first_by_compile(tmp_path, ca
 def test_a_good_declaration_is_read():
     program = parse(DECLARED.format(target="b", requires="; requires nesterov=False, dampening=0"))
     assert torch_checkpoints(program) == {"SGD": {"states": {"momentum_buffer": "b"}, "hypers": {},
-                                                  "requires": {"nesterov": False, "dampening": 0}, "records": ()}}
-    recorded = parse(DECLARED.format(target="b", requires="; requires nesterov=False; records nesterov, dampening"))
+                                                  "requires": {"nesterov": False, "dampening": 0},
+                                                  "records": ()}}
+    recorded = parse(DECLARED.format(target="b",
+                                     requires="; requires nesterov=False; records nesterov, dampening"))
     assert torch_checkpoints(recorded)["SGD"]["records"] == ("nesterov", "dampening")
 
 
@@ -67,6 +70,7 @@ def test_simplify_drops_a_declaration_whose_state_is_gone_and_its_output_compile
         codegen.emit(reread, target)
     # what still holds stays: AdamW without weight decay still loads torch's AdamW checkpoints
     assert torch_checkpoints(simplify(load("adamw"), {"weight_decay": 0})) == torch_checkpoints(load("adamw"))
+    assert torch_checkpoints(simplify(load("adamw"), {"weight_decay": 0}))["AdamW"]["records"] == ("amsgrad",)
 
 
 def test_bind_drops_a_declaration_that_maps_onto_a_bound_hyperparameter():

@@ -1112,7 +1112,7 @@ class _Optimizer(torch.optim.Optimizer):
             raise ValueError(
                 f"{type(self).__name__}.load_state_dict: the checkpoint holds state {foreign} but its "
                 f"param groups do not record {key!r}, which every torch.optim.{cls} checkpoint does: it is "
-                f"another optimizer's (torch.optim.RAdam's keeps the same states); it loads checkpoints of "
+                f"another optimizer's with the same state names; it loads checkpoints of "
                 f"{type(self).__name__}{accepted}"
             )
         raise ValueError(

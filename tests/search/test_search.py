@@ -298,15 +298,17 @@ def test_resuming_after_a_built_in_task_changed_is_refused(tmp_path, monkeypatch
         tasks.get_task.cache_clear()
     err = " ".join(capsys.readouterr().err.split())
     assert "task quadratic changed since this search was stored (steps 100 -> 120" in err
+    assert "resume with the optdsl that began the search" in err
     monkeypatch.undo()
     with Store(str(db)) as store:  # as an optdsl before 2026-12-07 stored it: goes on, and says so
         store.set_meta("task_prints", {})
     assert main(["search", "--resume", str(db), "--evals", "3", "--workers", "1"]) == 0
     assert "kept no fingerprint of task(s) quadratic" in " ".join(capsys.readouterr().out.split())
-    with Store(str(db)) as store:
-        store.set_meta("task_prints", ["damaged"])
-    assert main(["search", "--resume", str(db), "--evals", "3", "--workers", "1"]) == 2
-    assert "setting 'task_prints' is unreadable" in " ".join(capsys.readouterr().err.split())
+    for damaged in (["quadratic"], []):  # (an empty list is damaged too, not "none stored")
+        with Store(str(db)) as store:
+            store.set_meta("task_prints", damaged)
+        assert main(["search", "--resume", str(db), "--evals", "3", "--workers", "1"]) == 2
+        assert "setting 'task_prints' is unreadable" in " ".join(capsys.readouterr().err.split())
 
 
 def test_a_search_whose_reader_leaves_writes_its_winner_and_exits_141(tmp_path):
