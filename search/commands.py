@@ -282,7 +282,7 @@ def _check_unchanged(store: Store, prints: dict[str, dict]) -> list[str]:
     """Refuse to resume a search whose task changed since it was stored (DslError): its scores and
     tuned AdamW's losses are of the task as it was. ``prints``: the user tasks' fingerprints now; a
     built-in task's is taken here, as a newer optdsl can change one. Returns the built-in tasks
-    with a baseline but no stored fingerprint (an optdsl before 2026-12-07 kept none), which
+    with a baseline but no stored fingerprint (an optdsl before b8f06ea kept none), which
     cannot be checked."""
     stored = store.get_meta("task_prints", {})
     if not isinstance(stored, dict) or not all(isinstance(p, dict) for p in stored.values()):
