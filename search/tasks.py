@@ -24,12 +24,14 @@ Proxy tasks (the search's fitness), cheapest first (hurdles cut bad candidates e
   ``embedding``   bag-of-tokens classifier over a Zipf vocabulary (untouched rows: zero grads)
   ``mlp``         a ReLU network on digits with a zero-initialised output layer
   ``transformer`` a one-layer attention model on a synthetic sequence task
-Meta-validation tasks (held out of the search): larger and longer versions (``*_large``) and a
-convnet (``conv_large``), an architecture the proxies do not contain.
+Meta-validation tasks (held out of the search): larger and longer versions (``*_large``), a
+convnet (``conv_large``), an architecture the proxies do not contain, and an autoencoder on sparse
+data in [0, 1] (``sparse_ae_large``), a loss they do not contain.
 Further tasks for ``--tasks`` (not in the default search): ``charlm`` / ``charlm_large``, causal
 transformers predicting English text, and ``transformer_sort``, ``_reverse``, ``_cumsum``,
 ``_max_prefix``, the proxy transformer on other sequence tasks; ``lowrank_ae`` / ``lowrank_ae_large``,
-a ReLU autoencoder with a bottleneck on low-rank Gaussian data (it penalises oversized early steps).
+a ReLU autoencoder with a bottleneck on low-rank Gaussian data (it penalises oversized early steps);
+``sparse_ae``, the held-out autoencoder's smaller version.
 
 Example:
     >>> task = get_task("logreg")
@@ -329,6 +331,38 @@ def lowrank_ae(name="lowrank_ae", d=32, rank=4, steps=200, batch=64, seed=11) ->
     return Task(name, what, shapes, init, loss, lambda t: train[t - 1], x[steps * batch:], steps)
 
 
+# --- an autoencoder on data shaped like pixel intensities -----------------------------------------
+def sparse_ae(name="sparse_ae", d=32, rank=4, hidden=16, code=6, steps=150, batch=64, seed=30) -> Task:
+    """A ReLU autoencoder ``d-hidden-code-hidden-d`` (He initialisation) trained with squared error to
+    reproduce bounded, sparse data, as images' pixels are::
+
+        x = clip(z M, 0, 1),  z ~ N(0, I_rank),  M ~ N(0, 1 / rank)^(rank x d);   loss = |f(x) - x|^2 / d
+
+    Half the entries are exactly 0 (their first-layer weights get exactly-0 gradients) and one in
+    seven exactly 1. A step that grows as ``sqrt |m|`` (``sign(m) sqrt(|m|)``) loses here and on a
+    real autoencoder of the 8x8 digits, where the classifiers and :func:`lowrank_ae`'s Gaussian
+    data let it pass (docs/search.md, "The fitness").
+
+    Example:
+        >>> task = sparse_ae()
+        >>> task.shapes["w1"], float((task.eval_batch == 0).float().mean().round(decimals=1))
+        ((16, 6), 0.5)
+    """
+    gen = torch.Generator().manual_seed(seed)
+    mix = torch.randn(rank, d, generator=gen) / math.sqrt(rank)
+    n = steps * batch + 512
+    x = (torch.randn(n, rank, generator=gen) @ mix).clamp(0.0, 1.0)
+    train = x[:steps * batch].reshape(steps, batch, d)
+    dims = (d, hidden, code, hidden, d)
+    shapes, init, forward = _relu_network(dims)
+
+    def loss(p, xb):
+        return ((forward(p, xb) - xb) ** 2).mean((1, 2))
+
+    what = f"ReLU autoencoder {'-'.join(map(str, dims))} on rank-{rank} data clipped to [0, 1]"
+    return Task(name, what, shapes, init, loss, lambda t: train[t - 1], x[steps * batch:], steps)
+
+
 # --- bag of tokens over a Zipf vocabulary --------------------------------------------------------
 def embedding(name="embedding", vocab=200, d=8, length=10, classes=4, steps=150, batch=32, seed=3) -> Task:
     """Mean of token embeddings, then a linear classifier. Tokens follow a Zipf law (exponent
@@ -522,30 +556,37 @@ FACTORIES: dict[str, Callable[[], Task]] = {
     "conv_large": lambda: conv("conv_large", channels=(8, 8), steps=100),
     "lowrank_ae": lowrank_ae,
     "lowrank_ae_large": lambda: lowrank_ae("lowrank_ae_large", d=64, rank=8, steps=300, seed=21),
+    "sparse_ae": partial(sparse_ae),
+    "sparse_ae_large": partial(sparse_ae, name="sparse_ae_large", d=48, rank=6, hidden=24, code=8, steps=200,
+                               seed=31),
     "charlm": char_lm,
     "charlm_large": lambda: char_lm("charlm_large", d=24, length=24, layers=2, steps=150, batch=16, seed=14),
     **{f"transformer_{t}": (lambda t=t: transformer(f"transformer_{t}", target=t)) for t in TARGETS
        if t != "mirror_add"},
 }
 PROXY_TASKS = ("quadratic", "logreg", "embedding", "mlp", "transformer")  # cheapest first (hurdles)
-META_TASKS = tuple(f"{t}_large" for t in PROXY_TASKS) + ("conv_large",)
+#: Held out of a search on the default proxies beside their larger versions: an architecture and a loss
+#: they do not contain (a convnet; an autoencoder's squared error, which tells which rules train a real
+#: autoencoder: docs/search.md, "The fitness").
+UNSEEN_KINDS = ("conv_large", "sparse_ae_large")
+META_TASKS = tuple(f"{t}_large" for t in PROXY_TASKS) + UNSEEN_KINDS
 
 
 def meta_tasks_for(tasks) -> tuple[str, ...]:
     """The held-out tasks for a search on ``tasks``: the larger version of each proxy (those that
     have one and that are not proxies themselves: a task the search trains on is not held out),
-    plus the convnet when the proxies are the default ones.
+    plus :data:`UNSEEN_KINDS` when the proxies are the default ones.
 
     Example:
         >>> meta_tasks_for(["mlp", "charlm", "transformer_sort"])
         ('mlp_large', 'charlm_large')
         >>> meta_tasks_for(["quadratic", "quadratic_large", "logreg"])
         ('logreg_large',)
-        >>> meta_tasks_for(PROXY_TASKS)[-2:]
-        ('transformer_large', 'conv_large')
+        >>> meta_tasks_for(PROXY_TASKS)[-3:]
+        ('transformer_large', 'conv_large', 'sparse_ae_large')
     """
     tasks = tuple(tasks)
-    extra = ("conv_large",) if tasks == PROXY_TASKS else ()
+    extra = UNSEEN_KINDS if tasks == PROXY_TASKS else ()
     larger = ("{}_large{}{}".format(*t.partition("@")) for t in tasks)
     return tuple(t for t in larger if t.partition("@")[0] in FACTORIES and t not in tasks) + extra
 

@@ -17,6 +17,7 @@ from search.evaluate import (
     BASELINE_REACH,
     CANDIDATE_LRS,
     CONFIRM_SEEDS,
+    HELD_OUT_SEEDS,
     SCORE_BOUND,
     _train,
     aggregate,
@@ -71,7 +72,7 @@ def test_tasks_at_a_larger_batch_are_the_same_tasks_with_f_times_the_batch():
     def rows(batch):
         return (batch[0] if isinstance(batch, tuple | list) else batch).shape[0]
 
-    for name in (*PROXY_TASKS, *meta_tasks_for(PROXY_TASKS)[:-1]):  # (conv_large has no batch)
+    for name in (*PROXY_TASKS, *(t for t in meta_tasks_for(PROXY_TASKS) if t != "conv_large")):  # (no batch)
         task, big = get_task(name), get_task(f"{name}@4")
         assert (big.name, big.description, big.shapes, big.steps) == (f"{name}@4", task.description,
                                                                        task.shapes, task.steps)
@@ -97,6 +98,22 @@ def test_the_autoencoder_task_rewards_bias_correction_which_the_default_proxies_
     assert ae[0]["fitness"] > ae[1]["fitness"] + 0.3  # measured +0.41 against -0.13
     logreg = evaluate_programs([corrected, plain], ["logreg"], base, hurdle=None)
     assert logreg[0]["fitness"] < logreg[1]["fitness"]  # +0.16 against +0.20
+
+
+def test_the_sparse_autoencoder_holds_out_a_square_root_step_that_fails_a_real_autoencoder():
+    """``sign(m) sqrt(|m|)`` (a 10-minute winner, held out +0.020 on the six other tasks) trains the
+    discovery benchmark's digits autoencoder to 1.61x tuned AdamW's loss, where an RMSprop winner
+    reaches 0.92x; ``sparse_ae_large`` ranks them so, scored as meta-validation scores (measured
+    -0.134 against +0.346)."""
+    root = prepare(parse("def r(w, g, m, step, lr=0.458):\n    m = interp(g, m, 0.7474)\n"
+                         "    return lr * (m / (sqrt(m) + 1e-08) + 0.9 ** step * w), m\n"))
+    rmsprop = prepare(parse("def r(w, g, v, step, lr=0.127):\n    v = interp(square(g), v, 0.8175)\n"
+                            "    return lr * (g / (sqrt(v / (1.061 - 0.92 ** step)) + 3.324e-09) + 0.01 * w), v\n"))
+    task = "sparse_ae_large"
+    base = {task: baseline(task, schedule="cosine", fresh_seeds=HELD_OUT_SEEDS)["loss"]}
+    scored = evaluate_programs([root, rmsprop], [task], base, hurdle=None, schedule="cosine",
+                               fresh_seeds=HELD_OUT_SEEDS)
+    assert scored[0]["fitness"] < -0.05 and scored[1]["fitness"] > 0.2
 
 
 def test_a_cosine_schedule_moves_every_copys_learning_rate_over_the_steps():
