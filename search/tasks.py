@@ -320,14 +320,20 @@ def lowrank_ae(name="lowrank_ae", d=32, rank=4, steps=200, batch=64, seed=11) ->
     basis = torch.randn(rank, d, generator=gen)
     n = steps * batch + 512
     x = torch.randn(n, rank, generator=gen) @ basis + 0.1 * torch.randn(n, d, generator=gen)
-    train = x[:steps * batch].reshape(steps, batch, d)
-    dims = (d, 16, rank, 16, d)
+    return _autoencoder(name, f"rank-{rank} Gaussian data", x, (d, 16, rank, 16, d), steps, batch)
+
+
+def _autoencoder(name: str, data: str, x: torch.Tensor, dims: Sequence[int], steps: int, batch: int) -> Task:
+    """A ReLU network with widths ``dims`` (:func:`_relu_network`) trained with squared error to
+    reproduce the rows of ``x``: the first ``steps * batch`` in minibatches of ``batch``, the rest
+    held out; ``data`` says in words what ``x`` is."""
+    train = x[:steps * batch].reshape(steps, batch, x.shape[1])
     shapes, init, forward = _relu_network(dims)
 
     def loss(p, xb):
         return ((forward(p, xb) - xb) ** 2).mean((1, 2))
 
-    what = f"ReLU autoencoder {'-'.join(map(str, dims))} on rank-{rank} Gaussian data"
+    what = f"ReLU autoencoder {'-'.join(map(str, dims))} on {data}"
     return Task(name, what, shapes, init, loss, lambda t: train[t - 1], x[steps * batch:], steps)
 
 
@@ -353,15 +359,8 @@ def sparse_ae(name="sparse_ae", d=32, rank=4, hidden=16, code=6, steps=150, batc
     mix = torch.randn(rank, d, generator=gen) / math.sqrt(rank)
     n = steps * batch + 512
     x = (torch.randn(n, rank, generator=gen) @ mix).clamp(0.0, 1.0)
-    train = x[:steps * batch].reshape(steps, batch, d)
-    dims = (d, hidden, code, hidden, d)
-    shapes, init, forward = _relu_network(dims)
-
-    def loss(p, xb):
-        return ((forward(p, xb) - xb) ** 2).mean((1, 2))
-
-    what = f"ReLU autoencoder {'-'.join(map(str, dims))} on rank-{rank} data clipped to [0, 1]"
-    return Task(name, what, shapes, init, loss, lambda t: train[t - 1], x[steps * batch:], steps)
+    return _autoencoder(name, f"rank-{rank} data clipped to [0, 1]", x, (d, hidden, code, hidden, d), steps,
+                        batch)
 
 
 # --- bag of tokens over a Zipf vocabulary --------------------------------------------------------
