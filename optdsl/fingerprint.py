@@ -7,8 +7,8 @@ cache; the Lion search's "hash of how outputs are computed").
 The program runs ``steps`` steps of the reference interpreter (float64) on a 1-d and a 2-d
 parameter (and one of each shape its shape tests tell apart that these miss) with weights and
 gradients drawn from a fixed seed, the gradients with coordinates exactly 0 and larger ones, as in
-training; a program reading ``step`` runs later steps too. Each update
-is rounded to ``DIGITS`` significant digits, and values smaller than ``FLUSH`` times the largest
+training; a program reading ``step`` runs later steps too, and one with a state that counts the steps
+(``step`` under another name: ``c = c + 1``) runs on to them. Each update is rounded to ``DIGITS`` significant digits, and values smaller than ``FLUSH`` times the largest
 one are flushed to zero, so float noise (``(a + b) - b`` vs ``a``) does not split equal programs; nan,
 +inf and -inf hash as themselves. A parameter the program cannot run on (``rowmean`` of a 1-d
 one) is left out, and that fact is hashed.
@@ -94,6 +94,15 @@ def quantize(x: np.ndarray, digits: int = DIGITS) -> bytes:
     return b"".join(a.astype(np.int64).tobytes() for a in (mantissa + 0.0, mag, code))
 
 
+def _kinds(shape: tuple[int, ...]) -> np.ndarray:
+    """Each coordinate's kind for :func:`_as_in_training`: its position modulo 5, and 5 for the last
+    row of a matrix of several rows."""
+    kind = np.arange(int(np.prod(shape))).reshape(shape) % 5
+    if len(shape) >= 2 and shape[-2] > 1:
+        kind[..., -1, :] = 5
+    return kind
+
+
 def _as_in_training(g: np.ndarray, step: int) -> np.ndarray:
     """A N(0, 1) gradient ``g`` given what real gradients have and N(0, 1) draws never do, one kind
     of coordinate each, by position after the first (kept as drawn, so that a tensor of one element
@@ -104,12 +113,33 @@ def _as_in_training(g: np.ndarray, step: int) -> np.ndarray:
     audit). No coordinate is tiny: an eps far below the draws' scale stays unseen, so that near-copies
     differing in it (eps 1e-8 or 1.4e-8) are one rule, held out once (``g / (|g| + 1e-7)`` and
     ``sign(g)`` share a key too)."""
-    kind = np.arange(g.size).reshape(g.shape) % 5
+    kind = _kinds(g.shape)
     g = np.where(kind == 3, 1e2 * g, g)
-    g = np.where((kind == 1) | ((kind == 2) & (step > 1)), 0.0, g)
-    if g.ndim >= 2 and g.shape[-2] > 1:
-        g[..., -1, :] = 0.0
-    return g
+    return np.where((kind == 1) | ((kind == 2) & (step > 1)) | (kind == 5), 0.0, g)
+
+
+def _counts_steps(trace: list[dict], params: dict) -> bool:
+    """Does a state of the run ``trace`` (the states after each step) count the steps: one value at
+    every coordinate whose gradient is never 0, in every parameter, a value that changes over the
+    steps? (``c = c + 1``, or ``c + abs(sign(g))``, which counts the steps wherever g is not 0.)"""
+    drawn = {p: np.isin(_kinds(w.shape), (0, 3, 4)) for p, w in params.items()}
+
+    def one_value(state: str, states: dict) -> float | None:
+        values = np.concatenate([np.ravel(v[state][drawn[p]] if v[state].shape == drawn[p].shape else v[state])
+                                 for p, v in states.items()])
+        return float(values[0]) if values.size and np.isfinite(values).all() and (values == values[0]).all() \
+            else None
+
+    for state in next(iter(trace[0].values()), {}) if trace else ():
+        seen = []
+        for states in trace:
+            seen.append(one_value(state, states))
+            if seen[-1] is None:
+                break
+        else:
+            if len(set(seen)) > 1:
+                return True
+    return False
 
 
 def _inputs(folded: Program, seed: int, steps: int) -> tuple[dict, list[dict]]:
@@ -202,16 +232,32 @@ def fingerprint(program: Program, values: dict[str, float] | None = None, steps:
     for name in left_out:
         h.update(b"cannot run:" + name.encode())
     try:
-        state = opt.init(params)
-        for grad, t in zip(grads, numbers):
-            updates, state = opt.updates(params, {n: grad[n] for n in params}, state, t)
-            for name in sorted(updates):
-                h.update(quantize(updates[name], digits))
-            with np.errstate(all="ignore"):  # non-finite updates hash as such
-                params = {n: params[n] - updates[n] for n in params}
+        trace = _run(h, opt, params, zip(numbers, grads), numbers, digits)
+        # A count read where step is not: run step by step, the count reaching LATER_STEPS. (Where
+        # step is read, the later steps already move the key; 2.7% of a search's programs, a count of
+        # another kind among them, would each take ~0.3 s to run so.)
+        if not folded.uses("step") and _counts_steps(trace, params):
+            h.update(b"counts the steps")
+            _, grads = _inputs(folded, seed, LATER_STEPS[-1])
+            _run(h, opt, params, enumerate(grads, 1), [t for t in LATER_STEPS if t > steps], digits)
     except DslError:
         h.update(b"error")
     return h.hexdigest()
+
+
+def _run(h, opt: Interpreter, params: dict, steps, hashed, digits: int) -> list[dict]:
+    """Step ``params`` through ``steps`` (pairs of a step number and its gradients), hashing the
+    updates of the step numbers in ``hashed`` into ``h``; the states after each step."""
+    state, trace = opt.init(params), []
+    for t, grad in steps:
+        updates, state = opt.updates(params, {n: grad[n] for n in params}, state, t)
+        trace.append(state)
+        if t in hashed:
+            for name in sorted(updates):
+                h.update(quantize(updates[name], digits))
+        with np.errstate(all="ignore"):  # non-finite updates hash as such
+            params = {n: params[n] - updates[n] for n in params}
+    return trace
 
 
 __all__ = ["fingerprint", "quantize", "step_numbers", "step_scale"]

@@ -102,6 +102,20 @@ def test_fingerprint_tells_apart_rules_that_differ_only_later_or_on_larger_tenso
     assert fingerprint(parse(sgd.format("size(w) / 1000 > 1.5"))) != fingerprint(plain)
 
 
+@pytest.mark.parametrize("count", ["c + 1", "c + abs(sign(g))", "c + 2"])
+def test_fingerprint_tells_apart_rules_whose_state_counts_the_steps_differently_later(count):
+    """A state that counts the steps is ``step`` under another name, but the program does not read
+    ``step``: a cap at 10 and at 20 agree over the first four steps and had shared the search's key
+    (the second would have taken the first's score untrained)."""
+    rule = ("def f(w, g, m, c, lr=0.1):\n    m = interp(g, m, 0.9)\n    c = {}\n"
+            "    return lr * m * min(c, {}), m, c\n")
+    key = lambda cap: fingerprint(parse(rule.format(count, cap)), digits=4, scale_free=True)
+    assert key(10) != key(20) != key(300)
+    assert key(2000) == key(5000)  # caps no count reaches by step 512, the key's last: one rule
+    step = "def f(w, g, m, step, lr=0.1):\n    m = interp(g, m, 0.9)\n    return lr * m * min(step, 10), m\n"
+    assert fingerprint(parse(step)) != fingerprint(parse(step.replace("10", "20")))
+
+
 @pytest.mark.parametrize("a, b", [
     # an audit's collisions, each a second rule that took the first's score: momentum frozen where g
     # is exactly 0 (a lazy rule; -0.68 on the embedding proxy where momentum scores -0.27), a clip
