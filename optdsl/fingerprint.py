@@ -7,11 +7,12 @@ cache; the Lion search's "hash of how outputs are computed").
 The program runs ``steps`` steps of the reference interpreter (float64) on a 1-d and a 2-d
 parameter (and one of each shape its shape tests tell apart that these miss) with weights and
 gradients drawn from a fixed seed, the gradients with coordinates exactly 0 and larger ones, as in
-training; a program reading ``step`` runs later steps too, and one with a state that counts the steps
-(``step`` under another name: ``c = c + 1``) runs on to them. Each update is rounded to ``DIGITS`` significant digits, and values smaller than ``FLUSH`` times the largest
-one are flushed to zero, so float noise (``(a + b) - b`` vs ``a``) does not split equal programs; nan,
-+inf and -inf hash as themselves. A parameter the program cannot run on (``rowmean`` of a 1-d
-one) is left out, and that fact is hashed.
+training; a program reading ``step`` runs later steps too, and one with a state that counts the
+steps (``step`` under another name: ``c = c + 1``) runs on to them. Each update is rounded to
+``DIGITS`` significant digits, and values smaller than ``FLUSH`` times the largest one are flushed
+to zero, so float noise (``(a + b) - b`` vs ``a``) does not split equal programs; nan, +inf and
+-inf hash as themselves. A parameter the program cannot run on (``rowmean`` of a 1-d one) is left
+out, and that fact is hashed.
 
 Example:
     >>> from optdsl import load, parse

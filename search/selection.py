@@ -143,7 +143,7 @@ def verdict(row: dict, loss_averse: bool | None = True) -> str:
         'It does NOT beat tuned AdamW on the held-out tasks (-0.200): nothing found in this search did.'
         >>> row = {"fitness": 0.1, "meta_fitness": 0.2, "meta_task_score": {"mlp_large": 0.4, "conv_large": -0.02}}
         >>> verdict(row, loss_averse=False).split("). ")[1]
-        'It loses to it on conv_large (-0.020).'
+        'It loses to AdamW on conv_large (-0.020).'
     """
     held_out = row.get("meta_fitness")
     if held_out is None:
@@ -159,7 +159,7 @@ def verdict(row: dict, loss_averse: bool | None = True) -> str:
         text = f"It beats tuned AdamW on the held-out tasks ({held_out:+.3f}, {how})."
         lost = ", ".join(f"{task} ({s:+.3f})" for task, s in scores.items() if s < 0)
         if lost:  # the mean hides them: say so (a loss anywhere is what a user would try first)
-            return f"{text} It loses to it on {lost}."
-        return f"{text} It is at or above it on each of them." if len(scores) > 1 else text
+            return f"{text} It loses to AdamW on {lost}."
+        return f"{text} It is at or above AdamW on each of them." if len(scores) > 1 else text
     return (f"It does NOT beat tuned AdamW on the held-out tasks ({held_out:+.3f}): nothing found in this "
             "search did.")

@@ -46,11 +46,11 @@ def test_verdict_says_how_the_held_out_score_was_made_as_its_search_made_it(tmp_
     two = {"fitness": 0.2, "meta_fitness": 0.05, "meta_task_score": {"a": 0.1, "b": 0.0}}
     three = {**two, "meta_task_score": {"a": 0.3, "b": 0.1, "c": 0.0}}
     assert verdict(two, loss_averse=False) == ("It beats tuned AdamW on the held-out tasks (+0.050, the mean over "
-                                               "the tasks). It is at or above it on each of them.")
+                                               "the tasks). It is at or above AdamW on each of them.")
     assert "(+0.050, the mean over the tasks, the best one left out)." in verdict(three, False)
     assert "the best one left out, a loss s counted as (1 + s)^2 - 1)." in verdict(three)
     lost = {**three, "meta_task_score": {"a": 0.3, "b": -0.02, "c": 0.0, "d": -0.1}}
-    assert verdict(lost).endswith("). It loses to it on b (-0.020), d (-0.100).")
+    assert verdict(lost).endswith("). It loses to AdamW on b (-0.020), d (-0.100).")
     # the setting is read from the search's database; one stored before it keeps the plain mean
     store = Store(str(tmp_path / "s.sqlite"))
     store.set_meta("config", {"population": 4})
