@@ -128,18 +128,13 @@ def _counts_steps(trace: list[dict], params: dict) -> bool:
     def one_value(state: str, states: dict) -> float | None:
         values = np.concatenate([np.ravel(v[state][drawn[p]] if v[state].shape == drawn[p].shape else v[state])
                                  for p, v in states.items()])
-        return float(values[0]) if values.size and np.isfinite(values).all() and (values == values[0]).all() \
-            else None
+        uniform = values.size and np.isfinite(values).all() and (values == values[0]).all()
+        return float(values[0]) if uniform else None
 
     for state in next(iter(trace[0].values()), {}) if trace else ():
-        seen = []
-        for states in trace:
-            seen.append(one_value(state, states))
-            if seen[-1] is None:
-                break
-        else:
-            if len(set(seen)) > 1:
-                return True
+        seen = [one_value(state, states) for states in trace]
+        if None not in seen and len(set(seen)) > 1:
+            return True
     return False
 
 
