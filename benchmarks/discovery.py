@@ -44,7 +44,7 @@ from codegen.bench import cpu_name
 from optdsl import load, to_source
 from optdsl.parser import parse
 from search.evaluate import SCHEDULES
-from search.evolution import SearchConfig, weighs_losses
+from search.evolution import SearchConfig, hurdles_only, weighs_losses
 from search.export import exported_program, simplest
 from search.family import lion_family
 from search.report import totals
@@ -218,7 +218,7 @@ def run_search(seed: int, budget: str, workers: int, folder: str, reuse: bool = 
     t = totals(store)
     trained = t["evaluated"] - store.by_status().get("guard", {}).get("rows", 0)  # a refusal trains nothing
     best = winner(store)
-    program = exported_program(best, loss_averse=weighs_losses(store))
+    program = exported_program(best, loss_averse=weighs_losses(store), hurdle_only=hurdles_only(store))
     out = {"seed": seed, "wall_s": wall, "run_as": _run_as(kept_as), "evaluated": t["evaluated"],
            "evals_per_s": t["evaluated"] / wall,
            "trained_per_s": trained / wall, "cache_hit_rate": t["cache_hit_rate"],

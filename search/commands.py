@@ -198,6 +198,8 @@ def _stored_config(store: Store) -> SearchConfig:
             raise ValueError(f"schedule {config.schedule!r} is not one of {', '.join(SCHEDULES)}")
         if type(config.loss_averse) is not bool:
             raise ValueError(f"loss_averse {config.loss_averse!r} is not true or false")
+        if not set(config.hurdle_only) < set(config.tasks):  # (a fitness needs one task it counts)
+            raise ValueError(f"hurdle_only {config.hurdle_only!r} are not some of its tasks")
     except FileNotFoundError as e:
         raise DslError(f"the task file {e.args[0]} of this search is gone", store.path,
                        hint="put it back at that path to resume: the search's scores are of it") from None

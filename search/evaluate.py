@@ -28,7 +28,9 @@ one task for the others from ranking as one that loses none, so a win must be br
 Before training, :func:`search.guards.guard` refuses rules that drift or ignore the gradient
 (status ``guard``). Tasks run cheapest first; a candidate whose score on a task is below
 ``hurdle``, or that fails it, stops there (status ``hurdle`` / ``diverged``) and its remaining
-tasks score -1, so clearly bad programs cost one small task instead of all of them.
+tasks score -1, so clearly bad programs cost one small task instead of all of them. A task may be
+a hurdle only (``hurdle_only``; of the default proxies, ``logreg``): it stops a program so, but its
+score is not in the fitness.
 
 Example:
     >>> from search.warm_start import adamw_program
@@ -379,17 +381,21 @@ def aggregate(scores: Sequence[float], loss_averse: bool = True) -> float:
     return float(kept.mean())
 
 
-def aggregate_words(loss_averse: bool | None, tasks: int | None = None) -> str:
+def aggregate_words(loss_averse: bool | None, tasks: int | None = None, hurdle_only: Sequence[str] = ()) -> str:
     """:func:`aggregate` in words, over ``tasks`` tasks (None: any number); ``loss_averse`` None:
-    not known (the search's settings are unreadable).
+    not known (the search's settings are unreadable); ``hurdle_only``: proxies left out of it.
 
     Example:
         >>> aggregate_words(False, tasks=2)
         'the mean over the tasks'
         >>> aggregate_words(True, tasks=6)
         'the mean over the tasks, the best one left out, a loss s counted as (1 + s)^2 - 1'
+        >>> aggregate_words(False, tasks=2, hurdle_only=["logreg"])
+        'the mean over the tasks (of the proxies, logreg only as a hurdle)'
     """
     words = "the mean over the tasks"
+    if hurdle_only:
+        words += f" (of the proxies, {', '.join(hurdle_only)} only as a hurdle)"
     if tasks is None or tasks >= 3:
         words += ", the best one left out" + (" when there are three or more" if tasks is None else "")
     weight = {True: ", a loss s counted as (1 + s)^2 - 1", False: "",
@@ -499,7 +505,8 @@ def evaluate_programs(programs: Sequence[Program], tasks: Sequence[str], baselin
                       tuned: Sequence[dict[str, float]] | None = None,
                       from_parent: bool = False, fresh_seeds: Sequence[int] = (),
                       schedule: str = "constant", confirm_above: float | None = None,
-                      confirm_seeds: Sequence[int] = CONFIRM_SEEDS, loss_averse: bool = True) -> list[dict]:
+                      confirm_seeds: Sequence[int] = CONFIRM_SEEDS, loss_averse: bool = True,
+                      hurdle_only: Sequence[str] = ()) -> list[dict]:
     """Fitness of each program on ``tasks``, candidates batched together, trained on ``device``;
     never raises for a bad program.
 
@@ -523,7 +530,9 @@ def evaluate_programs(programs: Sequence[Program], tasks: Sequence[str], baselin
     loss measured again at its chosen lr on ``confirm_seeds`` (:func:`remeasure`), and is scored on
     those losses (``"confirmed": True``): the fitness of what a search keeps is then no sweep's
     lucky draw, at the cost of one short pass per task for the few that are kept. ``loss_averse``:
-    see :func:`aggregate` (a search stored before it keeps the plain mean).
+    see :func:`aggregate` (a search stored before it keeps the plain mean). Tasks in ``hurdle_only``
+    are trained and scored, and can stop a program as any task can, but are left out of the fitness
+    (:data:`search.tasks.HURDLE_ONLY`).
 
     Example (SGD trains the quadratic, worse than tuned AdamW; a drifting rule is refused untrained):
         >>> from optdsl import load
@@ -578,7 +587,8 @@ def evaluate_programs(programs: Sequence[Program], tasks: Sequence[str], baselin
             else:
                 still.append(i)
         active = still
-    fitness = lambda r: aggregate([r["task_score"].get(t, -SCORE_BOUND) for t in tasks], loss_averse)
+    counted = [t for t in tasks if t not in hurdle_only]
+    fitness = lambda r: aggregate([r["task_score"].get(t, -SCORE_BOUND) for t in counted], loss_averse)
     if confirm_above is not None:
         kept = [i for i in active if results[i]["status"] == "ok" and fitness(results[i]) > confirm_above]
         _confirm([programs[i] for i in kept], [results[i] for i in kept], tasks, baselines, confirm_seeds,
@@ -635,7 +645,7 @@ def run_job(job: dict) -> dict:
 
     ``job["kind"]`` is ``"evaluate"`` (``sources``: a batch of programs, ``tasks``,
     ``baselines``, ``hurdle``, optional ``lrs``, ``horizon``, ``tuned``, ``from_parent``,
-    ``fresh_seeds``, ``confirm_above``, ``confirm_seeds`` and ``loss_averse``: see
+    ``fresh_seeds``, ``confirm_above``, ``confirm_seeds``, ``loss_averse`` and ``hurdle_only``: see
     :func:`evaluate_programs`) ->
     ``{"id", "results": [...]}`` in the order of ``sources``; or ``"baseline"`` (``task``,
     optional ``fresh_seeds``) -> ``{"id", "loss", "lr", "seconds"}``, and a built-in task's
@@ -684,7 +694,8 @@ def run_job(job: dict) -> dict:
                                    fresh_seeds=job.get("fresh_seeds", ()), schedule=schedule,
                                    confirm_above=job.get("confirm_above"),
                                    confirm_seeds=job.get("confirm_seeds", CONFIRM_SEEDS),
-                                   loss_averse=job.get("loss_averse", True), **kw)
+                                   loss_averse=job.get("loss_averse", True),
+                                   hurdle_only=job.get("hurdle_only", ()), **kw)
     except Exception as e:  # noqa: BLE001 - never let a batch take the worker down
         scored = [_error(f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=3)}") for _ in programs]
     for slot, r in zip(slots, scored):

@@ -42,7 +42,7 @@ from .evaluate import CANDIDATE_LRS, CONFIRM_SEEDS, HELD_OUT_SEEDS, HURDLE, refu
 from .mutate import mutate
 from .selection import ties, winner
 from .store import Store
-from .tasks import PROXY_TASKS, meta_tasks_for
+from .tasks import HURDLE_ONLY, PROXY_TASKS, meta_tasks_for
 from .warm_start import initial_program
 
 WORST = -math.inf
@@ -75,10 +75,13 @@ class SearchConfig:
     confirm_seeds: tuple[int, ...] = CONFIRM_SEEDS  # a promising child's proxy losses are measured on these
     schedule: str = "cosine"  # the lr over each task's steps, for candidates and tuned AdamW alike
     loss_averse: bool = True  # a task's loss weighs about twice a gain in the fitness (evaluate.aggregate)
+    hurdle_only: tuple[str, ...] | None = None  # proxies left out of the fitness (default: tasks.HURDLE_ONLY)
 
     def __post_init__(self):
         if self.meta_tasks is None:
             self.meta_tasks = meta_tasks_for(self.tasks)
+        if self.hurdle_only is None:
+            self.hurdle_only = HURDLE_ONLY if self.tasks == PROXY_TASKS else ()
 
     @property
     def inits(self) -> tuple[str, ...]:
@@ -89,11 +92,20 @@ class SearchConfig:
         """The settings stored by a search; one stored before held-out (or a promising child's
         proxy) losses were measured on fresh seeds keeps measuring them on the sweep's own (its
         stored scores and baselines were), one stored before the schedule was a setting keeps
-        its lr constant, and one stored before losses weighed more than gains keeps the plain mean,
-        so a resumed search compares like with like."""
+        its lr constant, one stored before losses weighed more than gains keeps the plain mean, and
+        one stored before a proxy could be a hurdle only counts every proxy, so a resumed search
+        compares like with like."""
         d = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in cls.__dataclass_fields__}
         return cls(**{"held_out_seeds": (), "confirm_seeds": (), "schedule": "constant", "loss_averse": False,
-                      **d})
+                      "hurdle_only": (), **d})
+
+
+def _settings(store: Store) -> SearchConfig | None:
+    """The search's settings as ``--resume`` reads them, None where they are unreadable."""
+    try:
+        return SearchConfig.from_dict(store.get_meta("config") or {})
+    except (DslError, TypeError, ValueError, KeyError, AttributeError):
+        return None
 
 
 def weighs_losses(store: Store) -> bool | None:
@@ -107,11 +119,21 @@ def weighs_losses(store: Store) -> bool | None:
         >>> weighs_losses(store), store.set_meta("config", {"loss_averse": True}), weighs_losses(store)
         (False, None, True)
     """
-    try:
-        flag = SearchConfig.from_dict(store.get_meta("config") or {}).loss_averse
-    except (DslError, TypeError, ValueError, KeyError, AttributeError):
-        return None
+    flag = getattr(_settings(store), "loss_averse", None)
     return flag if isinstance(flag, bool) else None
+
+
+def hurdles_only(store: Store) -> tuple[str, ...]:
+    """The proxies the search in ``store`` trains as hurdles only, left out of its fitness
+    (:data:`search.tasks.HURDLE_ONLY`); none where its settings are unreadable or predate them.
+
+    Example:
+        >>> store = Store(":memory:")
+        >>> hurdles_only(store), store.set_meta("config", {"hurdle_only": ["logreg"]}), hurdles_only(store)
+        ((), None, ('logreg',))
+    """
+    tasks = getattr(_settings(store), "hurdle_only", ())
+    return tuple(tasks) if isinstance(tasks, tuple) and all(isinstance(t, str) for t in tasks) else ()
 
 
 @dataclass
@@ -354,6 +376,7 @@ class Search:
         job = {"kind": "evaluate", "sources": [r["source"] for r in records], "tasks": list(tasks),
                "baselines": self.baselines, "hurdle": hurdle, "device": self.config.device,
                "schedule": self.config.schedule, "loss_averse": self.config.loss_averse,
+               "hurdle_only": list(self.config.hurdle_only),
                "horizon": kind == "meta"}  # a held-out winner must also keep training past the tasks' length
         if kind == "meta":  # held-out sweeps start around the learning rates that won the proxies
             job["tuned"], job["fresh_seeds"] = [r["task_lr"] or {} for r in records], list(self.config.held_out_seeds)

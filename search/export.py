@@ -30,7 +30,7 @@ from optdsl.readable import Readable, readable_within, unsimplified
 
 from .ablation import step
 from .evaluate import aggregate_words
-from .evolution import weighs_losses
+from .evolution import hurdles_only, weighs_losses
 from .selection import ranked, winner
 from .store import Store
 
@@ -93,9 +93,11 @@ def simplest(row: dict, simplify: bool = True) -> Readable:
 
 
 def exported_program(row: dict, database: str | None = None, simplify: bool = True,
-                     search: str | None = None, loss_averse: bool | None = True) -> Program:
+                     search: str | None = None, loss_averse: bool | None = True,
+                     hurdle_only: tuple[str, ...] = ()) -> Program:
     """The row's program as users get it: readable form (:func:`simplest`), named ``found_<id>``,
-    its scores (``loss_averse``: how its search aggregates them, :func:`search.evolution.weighs_losses`),
+    its scores (``loss_averse`` and ``hurdle_only``: how its search aggregates them,
+    :func:`search.evolution.weighs_losses`, :func:`search.evolution.hurdles_only`),
     the search's database (its file name, when given) and id (``search``, when given) and the kind of
     equality with the raw program in the docstring.
 
@@ -118,7 +120,7 @@ def exported_program(row: dict, database: str | None = None, simplify: bool = Tr
     named = f"search {search}, " if search else ""
     doc = (f"{FOUND_BY}{of} ({named}program #{row['id']}): proxy fitness {row['fitness']:+.4f}, "
            f"held-out {held_out} (per task s = log(tuned AdamW's loss / this one's) clipped at -1 and +1, "
-           f"then {aggregate_words(loss_averse)}; above 0 beats AdamW). Simplified from the searched "
+           f"then {aggregate_words(loss_averse, hurdle_only=hurdle_only)}; above 0 beats AdamW). Simplified from the searched "
            f"program; equality: {form.equality}.")
     if (removed := step(row)) is not None:
         doc += f" It is program #{row['parent']} with one op removed (in its flattened form: {removed})."
@@ -192,7 +194,7 @@ def _paths(row: dict, outdir: str, targets) -> list[str]:
 
 
 def export_row(row: dict, outdir: str, targets=("torch", "jax"), database: str | None = None,
-               loss_averse: bool | None = True) -> list[str]:
+               loss_averse: bool | None = True, hurdle_only: tuple[str, ...] = ()) -> list[str]:
     """Write the DSL file and one generated module per target, their docstrings naming the
     search's ``database`` when given; returns the paths.
 
@@ -206,13 +208,14 @@ def export_row(row: dict, outdir: str, targets=("torch", "jax"), database: str |
         ['found_7.py', 'found_7_torch.py']
     """
     output_folder(outdir)
-    return write_all_atomic(_files(row, outdir, targets, database, loss_averse=loss_averse))
+    return write_all_atomic(_files(row, outdir, targets, database, loss_averse=loss_averse,
+                                   hurdle_only=hurdle_only))
 
 
 def _files(row: dict, outdir: str, targets, database: str | None, search: str | None = None,
-           loss_averse: bool | None = True) -> dict:
+           loss_averse: bool | None = True, hurdle_only: tuple[str, ...] = ()) -> dict:
     """``{path: text}`` of the files :func:`export_row` writes (``search``: the search's id)."""
-    program = exported_program(row, database, search=search, loss_averse=loss_averse)
+    program = exported_program(row, database, search=search, loss_averse=loss_averse, hurdle_only=hurdle_only)
     texts = [to_source(program), *(codegen.emit(program, target) for target in targets)]
     return dict(zip(_paths(row, outdir, targets), texts))
 
@@ -265,9 +268,9 @@ def export_top(store: Store, k: int, outdir: str, targets=("torch", "jax")) -> l
         raise DslError("holds no scored program to export", store.path,
                        hint=f"`optdsl report {store.path}` counts what the search tried and why it failed")
     output_folder(outdir)
-    search, loss_averse = search_id(store), weighs_losses(store)
+    search, loss_averse, hurdle_only = search_id(store), weighs_losses(store), hurdles_only(store)
     files = {path: text for row in rows
-             for path, text in _files(row, outdir, targets, store.path, search, loss_averse).items()}
+             for path, text in _files(row, outdir, targets, store.path, search, loss_averse, hurdle_only).items()}
     files[os.path.join(outdir, "ranking.md")] = ranking(rows, store.path, search, targets)
     for path in files:
         replaceable_winner(path, store.path, search)
@@ -295,6 +298,6 @@ def write_best(store: Store, path: str, simplify: bool = True) -> tuple[dict, Pr
     if row is None:
         return None
     search = search_id(store)
-    program = exported_program(row, store.path, simplify, search, weighs_losses(store))
+    program = exported_program(row, store.path, simplify, search, weighs_losses(store), hurdles_only(store))
     replaceable_winner(path, store.path, search)
     return row, program, write_atomic(path, codegen.emit(program, "torch"))

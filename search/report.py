@@ -24,7 +24,7 @@ from optdsl.parser import parse
 from optdsl.printer import to_source
 from optdsl.tables import print_table
 
-from .evolution import weighs_losses
+from .evolution import hurdles_only, weighs_losses
 from .export import exported_program, replaceable_winner, search_id
 from .guards import horizon_fault
 from .selection import META_TOLERANCE, no_winner, ranked
@@ -238,15 +238,15 @@ def report(store: Store, outdir: str | None = None, top: int = 5, console: Conso
         title = (f"Top {len(rows)} programs, held-out evidence first "
                  "(scores: log(AdamW loss / loss) clipped to [-1, 1], > 0 beats AdamW)")
         print_table(console, scores_table(rows, title))
-    loss_averse = weighs_losses(store)
+    loss_averse, hurdle_only = weighs_losses(store), hurdles_only(store)
     for r in rows:
         console.print(f"[bold]#{r['id']}[/bold] (parent #{r['parent']}, {r['mutation']}):")
         if r["meta_fitness"] is not None and not r["meta_task_score"]:  # -1 with no task: say why
             why = horizon_fault(parse(r["source"], "<store>")) or "it could not be trained there"
             console.print(f"  held out {r['meta_fitness']:+.3f} without training: {why}", markup=False)
         # soft_wrap: source must not be re-wrapped to the terminal's (or a pipe's 80) columns
-        console.print(to_source(exported_program(r, loss_averse=loss_averse)), markup=False, highlight=False,
-                      soft_wrap=True)
+        console.print(to_source(exported_program(r, loss_averse=loss_averse, hurdle_only=hurdle_only)),
+                      markup=False, highlight=False, soft_wrap=True)
     paths = plot(store, outdir) if outdir else []
     for p in paths:
         console.print(f"wrote {p}")

@@ -221,6 +221,20 @@ def test_a_job_scores_with_its_search_s_aggregate():
     assert weighed["fitness"] < plain["fitness"]
 
 
+def test_a_hurdle_only_task_can_stop_a_program_but_is_not_in_its_fitness():
+    """``logreg`` of the default proxies ranked rules against real tasks (tasks.HURDLE_ONLY): it is
+    trained and scored, stops a program below the hurdle, and is left out of the fitness."""
+    job = {"id": 1, "kind": "evaluate", "tasks": ["quadratic", "quadratic_large"],
+           "baselines": {"quadratic": 0.15, "quadratic_large": 0.15},
+           "sources": ["def train(w, g, lr):\n    return lr * g\n"]}
+    counted, hurdle = (run_job({**job, "hurdle_only": only})["results"][0] for only in ([], ["quadratic"]))
+    assert counted["task_score"] == hurdle["task_score"] and len(counted["task_score"]) == 2
+    first, second = (counted["task_score"][t] for t in job["tasks"])
+    assert counted["fitness"] == aggregate([first, second]) and hurdle["fitness"] == aggregate([second])
+    stopped = run_job({**job, "hurdle_only": ["quadratic"], "hurdle": first + 0.1})["results"][0]
+    assert stopped["status"] == "hurdle" and stopped["fitness"] == aggregate([-SCORE_BOUND])
+
+
 def test_best_learning_rate_is_chosen_on_the_mean_over_seeds():
     losses = np.array([[1.0, 0.2, 0.5], [1.0, 0.9, 0.5]])
     assert best_over_sweep(losses, [1, 2, 3]) == (0.5, 3)

@@ -472,6 +472,24 @@ def test_the_schedule_and_the_aggregate_reach_every_job_and_an_older_search_keep
     assert resumed.executor.jobs[-1]["loss_averse"] is False  # its stored fitness is the plain mean
 
 
+def test_logreg_is_a_hurdle_only_for_the_default_proxies_and_an_older_search_counts_it(tmp_path):
+    from dataclasses import asdict
+
+    from search.tasks import HURDLE_ONLY, PROXY_TASKS
+    from search.warm_start import adamw_program
+
+    assert SearchConfig().hurdle_only == HURDLE_ONLY == ("logreg",)
+    assert SearchConfig(tasks=("logreg", "mlp")).hurdle_only == ()  # the user's choice of tasks counts
+    executor = _Recorder()
+    search = Search(Store(str(tmp_path / "s.sqlite")), SearchConfig(), executor)
+    search._evaluate([{"source": to_source(adamw_program())}], PROXY_TASKS, None)
+    assert executor.jobs[-1]["hurdle_only"] == ["logreg"]
+    old = asdict(SearchConfig())
+    del old["hurdle_only"]
+    assert SearchConfig.from_dict(old).hurdle_only == ()
+    assert SearchConfig.from_dict(asdict(SearchConfig())).hurdle_only == ("logreg",)
+
+
 def test_each_rule_is_held_out_once_and_a_child_in_flight_is_not_scored_twice(tmp_path, monkeypatch):
     """The funnel counts rules (fingerprints), not rows: near-copies of one rule (here a rescaling,
     which the tuned learning rate absorbs) are meta-validated once, the final funnel takes the best

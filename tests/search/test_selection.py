@@ -1,6 +1,7 @@
 """The winner is chosen on held-out evidence; the output says plainly when nothing beat AdamW."""
 
 from dataclasses import asdict
+from pathlib import Path
 
 from search.evolution import SearchConfig, weighs_losses
 from search.selection import META_TOLERANCE, ranked, ties, verdict, winner
@@ -60,6 +61,23 @@ def test_verdict_says_how_the_held_out_score_was_made_as_its_search_made_it(tmp_
     store.set_meta("config", [1])  # damaged: report and export still run, and say they cannot tell
     assert weighs_losses(store) is None
     assert "or as s (the search's settings are unreadable)" in verdict(three, None)
+
+
+def test_an_exported_winner_says_which_proxies_were_hurdles_only(tmp_path):
+    from optdsl import load
+    from search.candidate import describe
+    from search.evolution import hurdles_only
+    from search.export import write_best
+
+    store = Store(str(tmp_path / "s.sqlite"))
+    store.add(**describe(load("sgd")), status="ok", fitness=0.1, task_lr={"mlp": 0.5})
+    store.set_meta("config", {"population": 4})  # stored before the setting: every proxy counted
+    assert hurdles_only(store) == ()
+    store.set_meta("config", asdict(SearchConfig()))
+    assert hurdles_only(store) == ("logreg",)
+    _, program, path = write_best(store, str(tmp_path / "best.py"))
+    assert "(of the proxies, logreg only as a hurdle)" in " ".join(program.doc.split())
+    assert "logreg only as a" in Path(path).read_text()  # the generated file's docstring says it too
 
 
 def test_held_out_ties_go_to_the_smaller_program(tmp_path):

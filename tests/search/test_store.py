@@ -222,7 +222,8 @@ def test_stored_seeds_must_be_seeds(db, capsys, name):
 
 
 @pytest.mark.parametrize("name, value, said", [("schedule", "linear", "is not one of constant, cosine"),
-                                                ("loss_averse", "yes", "is not true or false")])
+                                                ("loss_averse", "yes", "is not true or false"),
+                                                ("hurdle_only", "logreg", "are not some of its tasks")])
 def test_a_stored_setting_must_be_one_the_search_knows(db, capsys, name, value, said):
     with sqlite3.connect(db) as c:
         c.execute(f"""UPDATE meta SET value = json_set(value, '$.{name}', '{value}') WHERE key = 'config'""")
