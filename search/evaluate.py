@@ -381,7 +381,8 @@ def aggregate(scores: Sequence[float], loss_averse: bool = True) -> float:
     return float(kept.mean())
 
 
-def aggregate_words(loss_averse: bool | None, tasks: int | None = None, hurdle_only: Sequence[str] = ()) -> str:
+def aggregate_words(loss_averse: bool | None, tasks: int | None = None,
+                    hurdle_only: Sequence[str] = ()) -> str:
     """:func:`aggregate` in words, over ``tasks`` tasks (None: any number); ``loss_averse`` None:
     not known (the search's settings are unreadable); ``hurdle_only``: proxies left out of it.
 

@@ -120,8 +120,8 @@ def exported_program(row: dict, database: str | None = None, simplify: bool = Tr
     named = f"search {search}, " if search else ""
     doc = (f"{FOUND_BY}{of} ({named}program #{row['id']}): proxy fitness {row['fitness']:+.4f}, "
            f"held-out {held_out} (per task s = log(tuned AdamW's loss / this one's) clipped at -1 and +1, "
-           f"then {aggregate_words(loss_averse, hurdle_only=hurdle_only)}; above 0 beats AdamW). Simplified from the searched "
-           f"program; equality: {form.equality}.")
+           f"then {aggregate_words(loss_averse, hurdle_only=hurdle_only)}; above 0 beats AdamW). "
+           f"Simplified from the searched program; equality: {form.equality}.")
     if (removed := step(row)) is not None:
         doc += f" It is program #{row['parent']} with one op removed (in its flattened form: {removed})."
     return replace(form.program, name=_name(row), doc=textwrap.fill(doc, 96, break_on_hyphens=False))
@@ -269,8 +269,8 @@ def export_top(store: Store, k: int, outdir: str, targets=("torch", "jax")) -> l
                        hint=f"`optdsl report {store.path}` counts what the search tried and why it failed")
     output_folder(outdir)
     search, loss_averse, hurdle_only = search_id(store), weighs_losses(store), hurdles_only(store)
-    files = {path: text for row in rows
-             for path, text in _files(row, outdir, targets, store.path, search, loss_averse, hurdle_only).items()}
+    files = {path: text for row in rows for path, text in
+             _files(row, outdir, targets, store.path, search, loss_averse, hurdle_only).items()}
     files[os.path.join(outdir, "ranking.md")] = ranking(rows, store.path, search, targets)
     for path in files:
         replaceable_winner(path, store.path, search)
