@@ -108,6 +108,7 @@ from .ir import (
     walk,
 )
 from .latex import to_latex
+from .ops import OPS
 from .parser import parse
 from .passes import eliminate_constant_states, eliminate_dead_code, fold
 from .passes.fold import fold_expr
@@ -321,7 +322,7 @@ def _plain(base: Program, tuned: sympy.Expr | None) -> tuple[Program, sympy.Expr
     lr=0.00586); with that default, exactly."""
     # folded again once inlined: sqrt(v / -1.778) shows only then, and is sqrt(v / 1.778)
     program = fold(inline_single_use(simplify(base), reassigned=True))
-    program = program.with_exprs(lambda e: map_calls(e, _as_line))
+    program = program.with_exprs(lambda e: map_calls(map_calls(e, _lr_itself), _as_line))
     if tuned is not None:
         program, tuned = _numbers_into_lr(program, tuned)
     scale = _lr_factor(program) if tuned is not None else None
@@ -360,6 +361,21 @@ def _degree_in_lr(e: Expr) -> Fraction | None:
     i = next(i for i, a in enumerate(e.args) if Var("lr") in walk(a))
     p, inner = degree(e.op, i), _degree_in_lr(e.args[i])
     return None if p is None or inner is None else p * inner
+
+
+_LR = sympy.Symbol("lr", nonnegative=True)  # every runtime refuses a negative lr; _symbolic reads it so
+
+
+def _lr_itself(call: Call) -> Expr:
+    """``norm(lr)``, ``abs(lr)``, ``mean(lr)`` (a search's spelling of the scale it tunes) as ``lr``:
+    the op table's value of the op on a number (``same_value``, else ``sympy``) is ``lr`` itself
+    where ``lr >= 0``; any other call as it is."""
+    if call.args == (Var("lr"),):
+        op = OPS[call.op]
+        value = op.same_value or op.sympy
+        if value is not None and value(_LR) == _LR:
+            return Var("lr")
+    return call
 
 
 def _as_line(call: Call) -> Expr:
@@ -499,7 +515,7 @@ def _symbolic(base: Program, tuned: sympy.Expr | None) -> tuple[Program, sympy.E
     uniform, states, kinds = uniform_names(base), set(base.state_names), input_kinds(base)
     # lr >= 0 (every runtime refuses a negative one, and the form is compared at the tuned lr): a
     # search's norm(lr), read |lr|, is lr and joins the lr scaling
-    lr = sympy.Symbol("lr", nonnegative=True)
+    lr = _LR
     outputs = [_best(e, sp.symbols, uniform, states, kinds).xreplace({sp.symbols["lr"]: lr})
                for e in sp.outputs()]
     sp = replace(sp, symbols={**sp.symbols, "lr": lr})
