@@ -568,8 +568,9 @@ PROXY_TASKS = ("quadratic", "logreg", "embedding", "mlp", "transformer")  # chea
 #: Of the default proxies, trained as a hurdle only (a candidate that fails it or scores below the
 #: hurdle there stops) and left out of the fitness: over 48 rules trained on a real breast-cancer
 #: MLP, 107 on a digits autoencoder and 36 on a character LM, its score ranked them against the
-#: real tasks (Spearman -0.70, +0.09, -0.23), and a 10-minute discovery run without it in the
-#: fitness found winners at or above AdamW on more held-out and real tasks (docs/search.md).
+#: real tasks (Spearman -0.70, +0.09, -0.23); in two 10-minute discovery runs without it every
+#: winner beat tuned AdamW held out (+0.154 to +0.229; +0.035 to +0.249 with it), and the real
+#: autoencoder by more (docs/search.md).
 HURDLE_ONLY = ("logreg",)
 #: Held out of a search on the default proxies beside their larger versions: an architecture and a loss
 #: they do not contain (a convnet; an autoencoder's squared error, which tells which rules train a real
