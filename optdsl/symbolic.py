@@ -504,7 +504,8 @@ def _positive_factors(arg: sympy.Expr) -> sympy.Expr:
     language's |x| (``abs``, ``sqrt``, ``log``) the two are the same, and they read as people
     write them: sympy keeps ``|1 - 0.999**step|`` as ``|0.999**step - 1|``, and a search's
     ``sqrt(v / -1.778)`` is ``sqrt(v / 1.778)`` (a factor's power must be an integer, so the sign
-    only moves).
+    only moves). The same holds through a function that sympy evaluates as odd (``|arctan(-x)|``
+    is ``|arctan(x)|``).
 
     Example:
         >>> step, v = symbol("step"), symbol("v")
@@ -512,10 +513,16 @@ def _positive_factors(arg: sympy.Expr) -> sympy.Expr:
         v/(1 - (999/1000)**step)
         >>> _positive_factors(-v / 2)
         v/2
+        >>> _positive_factors(sympy.atan(v / (sympy.Rational(19, 20) ** step - 1)))
+        atan(v/(1 - (19/20)**step))
     """
     def positive(f: sympy.Expr) -> sympy.Expr:
         if f.is_number and f.is_negative:
             return -f
+        if isinstance(f, sympy.Function) and len(f.args) == 1:
+            inner = _positive_factors(f.args[0])
+            if inner != f.args[0] and f.func(-inner) == -f.func(inner):  # odd, as sympy evaluates it
+                return f.func(inner)
         base, k = (f.base, f.exp) if isinstance(f, sympy.Pow) and f.exp.is_integer else (f, 1)
         if (isinstance(base, sympy.Add) and base.free_symbols == {symbol("step")}
                 and sympy.together(step_powers(base)).is_negative):

@@ -444,6 +444,21 @@ def test_a_bias_correction_under_sqrt_reads_one_minus_the_power():
     assert r.equality == "exact"
 
 
+
+@pytest.mark.parametrize("odd", ["arctan", "tanh", "sinh"])
+def test_a_bias_correction_inside_an_odd_function_under_sqrt_reads_one_minus_the_power(odd):
+    # |arctan(-x)| = |arctan(x)|: the sign reaches the sqrt through an odd function (a 10-minute
+    # winner printed `sqrt(arctan(v / (0.95 ** step - 1)))`)
+    raw = parse(
+        "def train(w, g, v, step, lr):\n"
+        "    v = interp(g * g, v, 0.95)\n"
+        f"    update = lr * g * sqrt({odd}(v / (0.95 ** step - 1)))\n"
+        "    return update, v\n")
+    r = readable(raw, lr=0.1)
+    assert f"sqrt({odd}(v / (1 - 0.95 ** step)))" in r.source
+    assert "- 1)" not in r.source
+    assert r.equality == "exact"
+
 def test_a_quotient_folded_into_the_lr_and_a_folded_log_are_still_proved_exact():
     """Two winners were shown equal only by testing: #15667 (10 minutes, seed 1) folds
     lr * 0.001 / 0.1278 into its default, a quotient no float holds (now compared at its exact
