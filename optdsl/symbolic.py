@@ -896,6 +896,18 @@ def _keep_guarded(replacements, reduced):
     return out, [r.xreplace(inline) for r in reduced]
 
 
+def _nonnegative_temps(replacements, reduced):
+    """cse's names (only real) swapped, where the value they name is >= 0, for names that say so:
+    ``sqrt(t) / sqrt(1 - 0.999 ** step)`` reads as one root only where ``t`` is known >= 0."""
+    renamed, out = {}, []
+    for tmp, value in replacements:  # in dependency order
+        value = value.xreplace(renamed)
+        if value.is_extended_nonnegative:
+            renamed[tmp] = sympy.Symbol(tmp.name, nonnegative=True)
+        out.append((renamed.get(tmp, tmp), value))
+    return out, [r.xreplace(renamed) for r in reduced]
+
+
 def from_sympy(sp: SymbolicProgram) -> Program:
     """``sp`` as a program: ``sympy.cse`` names shared subexpressions ``t1, t2, ...``; a shared
     value that is a state's new value takes the state's name when no later line reads the old one.
@@ -908,7 +920,7 @@ def from_sympy(sp: SymbolicProgram) -> Program:
     counter = iter(range(1, 10**9))
     temps = sympy.numbered_symbols("_cse", real=True)
     replacements, reduced = sympy.cse(list(sp.outputs()), symbols=temps, optimizations=None)
-    replacements, reduced = _keep_guarded(replacements, reduced)
+    replacements, reduced = _nonnegative_temps(*_keep_guarded(replacements, reduced))
     symbols = dict(sp.symbols)
     state_of = {e: s.name for s, e in zip(template.states, sp.new_states)}
     later_reads = [set().union(*[x.free_symbols for _, x in replacements[i + 1:]],

@@ -11,9 +11,9 @@ from optdsl import load, parse, to_source
 from optdsl.equiv import bound, compare, equivalent, trajectories
 from optdsl.ir import Call, Const, Var
 from optdsl.passes import eliminate_dead_code, fold
-from optdsl.readable import _as_line, _lr_factor, _lr_itself, lr_scale, readable
+from optdsl.readable import _as_line, _lr_factor, _lr_itself, _plain, lr_scale, readable
 from optdsl.simplify import op_count
-from optdsl.symbolic import from_sympy, symbol, to_sympy
+from optdsl.symbolic import from_sympy, number, symbol, to_sympy
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 # The search paper's raw discovered program (Program 4) and its AdamW (Program 3), verbatim.
@@ -51,16 +51,19 @@ def test_a_momentum_of_the_gradient_with_itself_reads_as_the_gradient():
     assert "cbrt(g /" in to_source(from_sympy(to_sympy(p)))
 
 
-def test_a_norm_of_lr_reads_as_lr_where_sympy_gives_no_form():
-    """A 10-minute winner's readable form kept ``norm(lr) * tanh(...)``: sympy's form failed (its
-    ``v`` is replaced by ``log1p(v)`` after the update reads it), and the statement-by-statement one
-    did not know that ``lr >= 0``, as every runtime requires (and sympy's form assumes)."""
+def test_a_norm_of_lr_reads_as_lr_in_both_forms():
+    """A 10-minute winner's readable form kept ``norm(lr) * tanh(...)``: sympy's form failed (a
+    shared value, ``interp(g * g, v, 0.999)``, lost its sign under a root), and the
+    statement-by-statement one did not know that ``lr >= 0``, as every runtime requires (and
+    sympy's form assumes)."""
     p = parse("def train(w, g, v, step, lr):\n    v = interp(g * g, v, 0.999)\n"
               "    t = v / (1 - 0.999 ** step)\n    v = log1p(v)\n"
               "    update = norm(lr) * tanh(g / (sqrt(t) + 1.156e-08))\n    return update, v\n")
     r = readable(p, lr=0.173)
-    assert "update = lr * tanh(g / (sqrt(t1) + 1.156e-08))" in r.source and "norm" not in r.source
-    assert r.equality == "exact"
+    assert "update = lr * tanh(g / (sqrt(t1 / (1 - 0.999 ** step)) + 1.156e-08))" in r.source
+    assert "norm" not in r.source and r.equality == "exact"
+    plain, _ = _plain(eliminate_dead_code(fold(p)), number(0.173))
+    assert "return lr * tanh(g / (sqrt(t) + 1.156e-08)), v" in to_source(plain)  # (before names)
     lr = Var("lr")
     assert [_lr_itself(Call(op, (lr,))) for op in ("norm", "abs", "rms", "mean")] == [lr] * 4
     for kept in (Call("square", (lr,)), Call("sqrt", (lr,)), Call("norm", (Var("g"),))):

@@ -124,3 +124,16 @@ def test_a_rule_sympy_cannot_take_at_g_0_compiles(rule, tmp_path, capsys):
     src = tmp_path / "rule.py"
     src.write_text(to_source(p))
     assert main(["compile", str(src), "--target", "torch", "-o", str(tmp_path / "out.py")]) == 0
+
+
+def test_a_shared_value_that_is_nonnegative_stays_so_under_a_root():
+    # `max(g * g, v)` is both the new v and read under sqrt: cse names it, and a name that is only
+    # real made `sqrt(v_new) / sqrt(1 - 0.999 ** step)` unreadable (a search's #6066)
+    p = parse("def train(w, g, v, step, lr):\n"
+              "    v = max(g * g, v)\n"
+              "    update = lr * g / (sqrt(v / (1 - 0.999 ** step)) + 1e-08)\n"
+              "    return update, v\n")
+    sp = to_sympy(p, nonnegative=nonnegative_states(p))
+    update = sympy.expand(sp.outputs()[0])  # sqrt(|1 / (0.999**step - 1)|) sqrt(max(g^2, v)): two roots
+    q = from_sympy(sp.with_outputs([update, sp.outputs()[1]]))
+    assert_same_updates(p, q)
