@@ -38,6 +38,9 @@ def _assignments(pairs: list[str]) -> dict[str, float]:
         if math.isinf(out[name.strip()]) and "inf" not in value.lower():
             raise DslError(f"--set {pair!r}: the number does not fit in a float64 (|x| < 1.8e308)",
                            hint="write inf for infinity")
+        if out[name.strip()] == 0 and any(c in "123456789" for c in value.lower().split("e")[0]):  # 1e-400
+            raise DslError(f"--set {pair!r}: the number is too small for a float64: it would be 0 "
+                           "(|x| >= 4.9e-324)", hint="write 0 if 0 is meant")
         if math.isnan(out[name.strip()]):  # (inf is a threshold's "off", as a default may say)
             raise DslError(f"--set {pair!r}: the value must be a number, not nan",
                            hint="with nan no two updates compare equal, so nothing can be shown")
@@ -55,7 +58,9 @@ def _shape(text: str) -> tuple[int, ...]:
     sizes = text.strip().lower().split("x") if text.strip() else []
     if not all(re.fullmatch(r"[0-9]+", s) for s in sizes):
         raise DslError(f"--shape {text!r}: expected whole sizes joined by x, e.g. 4096x4096 (or '' for 0-d)")
-    shape = tuple(int(s) for s in sizes)
+    # (a size past 19 digits is past 2^63, and int() refuses one of 4,300 digits with a traceback)
+    digits = [s.lstrip("0") or "0" for s in sizes]
+    shape = tuple(int(d) if len(d) <= 19 else 2 ** 63 for d in digits)
     if math.prod(shape) > 2 ** 63 - 1:
         raise DslError(f"--shape {text!r}: more elements than a tensor can hold (2^63 - 1)")
     return shape

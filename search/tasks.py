@@ -622,10 +622,11 @@ def at_batch(name: str) -> Callable[[], Task] | None:
     Example:
         >>> at_batch("mlp@64")().name, at_batch("conv_large@4"), at_batch("mlp@0"), at_batch("mlp@5000")
         ('mlp@64', None, None, None)
+        >>> at_batch("mlp@" + "9" * 5000)  # (int() refuses 4,300 digits: not asked)
     """
     base, _, factor = name.partition("@")
     made = FACTORIES.get(base)
-    if not factor.isascii() or not factor.isdigit() or not 1 <= int(factor) <= MAX_BATCH_FACTOR:
+    if not factor.isascii() or not factor.isdigit() or len(factor) > 9 or not 1 <= int(factor) <= MAX_BATCH_FACTOR:
         return None
     if not isinstance(made, partial):
         return None

@@ -41,7 +41,8 @@ def test_stdin_and_file_with_several_programs(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("args", [["show", "nonexistent_zoo_name"], ["show", "missing/file.py"],
-                                  ["cost", "lion", "--shape", "4x-1"]])
+                                  ["cost", "lion", "--shape", "4x-1"], ["cost", "lion", "--shape", "1" + "0" * 5000],
+                                  ["cost", "lion", "--shape", "0" * 5000 + "7x" + "9" * 20]])
 def test_bad_input_exits_2(args):
     assert main(args) == 2
 
@@ -149,6 +150,7 @@ def test_a_reader_that_leaves_gets_141_from_tables_too(args):
 @pytest.mark.parametrize("value, message", [
     ("1e999", "the number does not fit in a float64"),  # was inf, where a program refuses the literal
     ("\u0661", "expected NAME=NUMBER"), ("1_0", "expected NAME=NUMBER"),  # float() reads both
+    ("1e-400", "too small for a float64"),  # was 0, where a program refuses the literal
 ])
 def test_set_takes_numbers_as_a_program_writes_them(value, message, capsys):
     assert main(["simplify", "lion", "--set", f"beta1={value}"]) == 2
