@@ -76,8 +76,12 @@ def steps(store, row: dict) -> tuple[dict, list[str]]:
 
         origin, what = steps(store, winner(store))   # (row #17792, ["m = sin(m) -> m = m", ...])
     """
-    what = []
+    what, seen = [], set()
     while (removed := step(row)) is not None:
+        if row["id"] in seen:  # (a search stores a child after its parent: only a damaged row loops)
+            raise DslError(f"program #{row['id']}'s ablations lead back to it: the database is damaged",
+                           store.path, hint="export or report another search's programs")
+        seen.add(row["id"])
         what.append(removed)
         row = store.get(row["parent"])
     return row, what[::-1]

@@ -6,6 +6,7 @@ import pytest
 
 from optdsl import parse, to_source
 from optdsl.cli import main
+from optdsl.errors import DslError
 from optdsl.passes import flatten
 from optdsl.typecheck import validate
 from search.ablation import ablations, steps
@@ -63,3 +64,14 @@ def test_the_search_keeps_an_ablation_that_scores_the_same_and_prints_it(tmp_pat
     with sqlite3.connect(db) as c:  # every ablation scored is a stored child of the program it came from
         rows = c.execute("SELECT parent, status FROM programs WHERE mutation LIKE 'ablate: %'").fetchall()
     assert rows and all(parent is not None for parent, _ in rows)
+
+
+def test_an_ablation_that_is_its_own_parent_is_a_damaged_database_not_a_hang(tmp_path):
+    class Rows:  # a store whose one row names itself as its parent (an audit's hand-edited database)
+        path = str(tmp_path / "damaged.sqlite")
+
+        def get(self, pid):
+            return {"id": pid, "parent": pid, "mutation": "ablate: t = sin(m) -> t = m"}
+
+    with pytest.raises(DslError, match="ablations lead back to it: the database is damaged"):
+        steps(Rows(), Rows().get(7))
