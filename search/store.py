@@ -504,6 +504,8 @@ class Store:
                 missing = v is None and k in NOT_NULL
                 if missing or v is not None and (isinstance(v, bool) or not isinstance(v, types)):
                     raise ValueError(f"column {k} holds {type(v).__name__}")
+            if d["meta_fitness"] is not None and d["fitness"] is None:  # (meta-validated: it was scored)
+                raise ValueError("a held-out score without a proxy fitness")
             for k in JSON_COLUMNS:
                 if d[k] is not None:
                     d[k] = json.loads(d[k])

@@ -302,6 +302,17 @@ def test_unreadable_rows_are_skipped_with_a_warning(db, tmp_path, capsys):
                                                     "ranking.md"]
 
 
+
+def test_a_held_out_score_without_a_proxy_fitness_is_an_unreadable_row(db, tmp_path, capsys):
+    # SQLite stores a nan as NULL: an audit's database, its fitness NULLed, crashed report and export
+    with sqlite3.connect(db) as c:
+        c.execute("UPDATE programs SET meta_fitness = 0.5, meta_task_score = '{\"quadratic\": 0.5}'")
+        c.execute("UPDATE programs SET fitness = NULL WHERE id = 3")
+    c.close()
+    assert main(["report", db]) == 0
+    assert main(["export", db, "-o", str(tmp_path / "out")]) == 0
+    assert "program #3 is unreadable (a held-out score without a proxy fitness)" in capsys.readouterr().err
+
 def test_the_best_rows_are_read_as_far_as_needed_and_each_source_parsed_once(monkeypatch):
     # The funnel asks for the top rows after every child that beats AdamW: reading and parsing a
     # search's every row each time cost 16 ms a call at 7,000 rows.
