@@ -267,8 +267,9 @@ def export_top(store: Store, k: int, outdir: str, targets=("torch", "jax")) -> l
     if not rows:  # before the folder is made: nothing is written
         raise DslError("holds no scored program to export", store.path,
                        hint=f"`optdsl report {store.path}` counts what the search tried and why it failed")
-    output_folder(outdir)
+    # the search's settings read before the folder is made: one unreadable, nothing is created
     search, loss_averse, hurdle_only = search_id(store), weighs_losses(store), hurdles_only(store)
+    output_folder(outdir)
     files = {path: text for row in rows for path, text in
              _files(row, outdir, targets, store.path, search, loss_averse, hurdle_only).items()}
     files[os.path.join(outdir, "ranking.md")] = ranking(rows, store.path, search, targets)

@@ -313,6 +313,14 @@ def test_a_held_out_score_without_a_proxy_fitness_is_an_unreadable_row(db, tmp_p
     assert main(["export", db, "-o", str(tmp_path / "out")]) == 0
     assert "program #3 is unreadable (a held-out score without a proxy fitness)" in capsys.readouterr().err
 
+
+def test_an_export_refused_for_an_unreadable_setting_leaves_no_folder(db, tmp_path, capsys):
+    with sqlite3.connect(db) as c:
+        c.execute("UPDATE meta SET value = '{bad' WHERE key = 'search_id'")
+    c.close()
+    assert main(["export", db, "-o", str(tmp_path / "new" / "out")]) == 2
+    assert "search_id" in capsys.readouterr().err and not (tmp_path / "new").exists()
+
 def test_the_best_rows_are_read_as_far_as_needed_and_each_source_parsed_once(monkeypatch):
     # The funnel asks for the top rows after every child that beats AdamW: reading and parsing a
     # search's every row each time cost 16 ms a call at 7,000 rows.
