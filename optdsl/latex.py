@@ -263,11 +263,12 @@ def nonnegative_names(program: Program, values: dict) -> list[frozenset[str]]:
         ['lr', 'v', 'v_hat']
     """
     states = {s.name for s in program.states if s.init in START_VALUES and START_VALUES[s.init] >= 0}
+    read = _values_read(program)  # sympy only for values something reads (a 1 MB dead program took 74 s)
     while True:
         known, seen = {"lr", *states}, []
-        for a in program.body:
+        for a, is_read in zip(program.body, read):
             seen.append(frozenset(known))
-            if known_nonnegative(a.expr, frozenset(known), values):
+            if is_read and known_nonnegative(a.expr, frozenset(known), values):
                 known.add(a.target)
             else:
                 known.discard(a.target)
@@ -277,6 +278,24 @@ def nonnegative_names(program: Program, values: dict) -> list[frozenset[str]]:
         if still == states:
             return seen
         states = still
+
+
+def _values_read(program: Program) -> list[bool]:
+    """Per statement: is the value it assigns read, by a later statement before its name is
+    assigned again or by the return?
+
+    Example:
+        >>> from optdsl import parse
+        >>> p = parse("def f(w, g, lr):\\n    t = g\\n    u = g * 2\\n    t = t + 1\\n    return lr * t\\n")
+        >>> _values_read(p)
+        [True, False, True]
+    """
+    later = set().union(*map(free_vars, program.outputs()))  # names whose value at this point is read
+    read = []
+    for a in reversed(program.body):
+        read.append(a.target in later)
+        later = (later - {a.target}) | free_vars(a.expr)
+    return read[::-1]
 
 
 def symbol_table(program: Program) -> dict[str, str]:
