@@ -493,7 +493,11 @@ def trajectories(a: Program, b: Program, values_a: dict[str, float], values_b: d
         which = "a" if shape not in ok_a else "b"
         return Run(f"shape {shape}: {which} cannot run on this shape and the other can", 0, 0)
     if not ok_a:
-        raise DslError("neither program runs on any test shape", hint=f"tried {list(shapes)}")
+        try:  # why the first fails on the first shape, located in its source
+            Interpreter(a, **values_a).spec(shapes[0])
+        except DslError as e:
+            raise DslError(f"no test shape runs {'it' if a == b else 'either program'}: {e.message}", e.filename,
+                           e.line, e.col, e.source, hint=f"tried {list(shapes)}") from None
     ia = Interpreter(a, np.float64, **values_a)
     ib = Interpreter(b, np.float64, **values_b)
     finite = compared = 0

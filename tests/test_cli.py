@@ -111,6 +111,20 @@ def test_simplify_says_when_its_result_is_less_than_exactly_the_input(tmp_path, 
     assert capsys.readouterr().err == ""
 
 
+
+def test_simplify_of_a_program_no_test_shape_runs_says_where_it_fails(tmp_path, capsys):
+    # check accepts `dim(w, 99)` (a 100-d parameter has that axis); simplify printed the program,
+    # then exit 2 with "neither program runs on any test shape" and no place
+    src = tmp_path / "dims.py"
+    src.write_text("def train(w, g, lr=0.001):\n    return lr * g * dim(w, 99)\n")
+    assert main(["simplify", str(src)]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith("def train(w, g, lr=0.001):")
+    assert err.startswith(f"note: the simplified program is not compared with the input: {src}:2:5: no test shape "
+                          "runs it: dim(w, 99) asks for an axis")
+    assert main(["equiv", str(src), str(src)]) == 2
+    assert f"{src}:2:5: no test shape runs it: dim(w, 99)" in capsys.readouterr().err
+
 def test_simplify_readable_folds_the_tuned_lr(capsys):
     program4 = Path(__file__).resolve().parents[1] / "examples" / "paper_program4.py"
     assert main(["simplify", str(program4), "--readable", "--lr", "18.9", "--latex"]) == 0
