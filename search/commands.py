@@ -53,6 +53,10 @@ from .warm_start import absolute_init, initial_program
 JOB_TIMEOUT = 300.0  # seconds one job may run before its worker is killed (meta-validation is the long one)
 
 
+#: The longest --budget (a search of 99999h had shown an end 11 years away; --resume goes on).
+MAX_BUDGET_DAYS = 366
+
+
 def parse_budget(text: str) -> float:
     """``"90s"``, ``"10m"``, ``"1h"``, ``"1h30m"`` or plain seconds -> seconds.
 
@@ -168,9 +172,9 @@ def _validate_args(args) -> None:
     if not args.resume and args.tournament > args.population:
         raise DslError(f"--tournament {args.tournament} is larger than --population {args.population}",
                        "optdsl search", hint="a tournament samples that many members of the population")
-    if args.evals is None and not 0 < parse_budget(args.budget) < math.inf:
-        raise DslError(f"--budget {args.budget!r}: must be a finite time of more than 0 seconds",
-                       "optdsl search")
+    if args.evals is None and not 0 < parse_budget(args.budget) <= MAX_BUDGET_DAYS * 86400:
+        raise DslError(f"--budget {args.budget!r}: must be a time of more than 0 seconds and at most "
+                       f"{MAX_BUDGET_DAYS} days", "optdsl search", hint="a longer search: --resume it")
 
 
 def _stored_config(store: Store) -> SearchConfig:
@@ -366,9 +370,9 @@ def cmd_search(args) -> int:
             raise DslError(f"{db} already exists", hint=f"continue it with `optdsl search --resume {db}`, "
                            "or pick another --db")
         output_path(db)  # its folder first (a missing one is named as the database's), before any work
-        _check_best_path(db)
         config_init = _inits(args.init)
         tasks, meta_tasks = _task_lists(args)
+        _check_best_path(db)  # (after the arguments' own errors: a winner left there hid them)
         config = SearchConfig(init=config_init, population=args.population, tournament=args.tournament,
                               seed=args.seed, tasks=tasks, meta_tasks=meta_tasks, schedule=args.schedule,
                               batch=args.batch)
@@ -531,7 +535,8 @@ def register(subparsers) -> None:
                         help="stop after N evaluations of the evolution instead (children, the guards' "
                              "refusals included; the winner's held-out checks and ablation come on top)")
     p.add_argument("--db", action=_Given, default=_STORED["db"], metavar="PATH",
-                   help="SQLite file (default search.sqlite)")
+                   help="SQLite file (default search.sqlite); the winner's torch optimizer is written "
+                        "beside it, best_optimizer.py")
     p.add_argument("--seed", action=_Given, type=int, default=_STORED["seed"], metavar="N",
                    help="seed of the search's random choices (default 0)")
     p.add_argument("--population", action=_Given, type=int, default=_STORED["population"], metavar="N",
