@@ -498,6 +498,7 @@ def trajectories(a: Program, b: Program, values_a: dict[str, float], values_b: d
         except DslError as e:
             raise DslError(f"no test shape runs {'it' if a == b else 'either program'}: {e.message}", e.filename,
                            e.line, e.col, e.source, hint=f"tried {list(shapes)}") from None
+        raise DslError("no test shape runs either program", hint=f"tried {list(shapes)}")  # (spec raised above)
     ia = Interpreter(a, np.float64, **values_a)
     ib = Interpreter(b, np.float64, **values_b)
     finite = compared = 0
