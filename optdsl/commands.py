@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .errors import DslError
+from .parser import rounds_to_zero
 from .printer import to_source
 from .source import load, summary, zoo_names
 from .tables import print_table
@@ -38,7 +39,7 @@ def _assignments(pairs: list[str]) -> dict[str, float]:
         if math.isinf(out[name.strip()]) and "inf" not in value.lower():
             raise DslError(f"--set {pair!r}: the number does not fit in a float64 (|x| < 1.8e308)",
                            hint="write inf for infinity")
-        if out[name.strip()] == 0 and any(c in "123456789" for c in value.lower().split("e")[0]):  # 1e-400
+        if rounds_to_zero(value, out[name.strip()]):  # 1e-400, which a program's literal may not be
             raise DslError(f"--set {pair!r}: the number is too small for a float64: it would be 0 "
                            "(|x| >= 4.9e-324)", hint="write 0 if 0 is meant")
         if math.isnan(out[name.strip()]):  # (inf is a threshold's "off", as a default may say)

@@ -101,6 +101,16 @@ _FORBIDDEN = {
 }
 
 
+def rounds_to_zero(written: str, value: float) -> bool:
+    """Is ``value``, the float64 of the number ``written``, 0 though its digits are not all 0?
+
+    Example:
+        >>> rounds_to_zero("1e-400", 0.0), rounds_to_zero("0.0e5", 0.0), rounds_to_zero("1e-300", 1e-300)
+        (True, False, False)
+    """
+    return value == 0 and any(c in "123456789" for c in written.lower().split("e")[0])
+
+
 def check_identifier(name: str, where: ast.AST | None, ctx: _Context, what: str = "name") -> str:
     """Every name a program binds passes the identifier policy (:mod:`optdsl.names`) here: the
     name back, or a DslError located at ``where`` with a suggested rename.
@@ -398,8 +408,7 @@ class _Parser:
         if not math.isfinite(v):
             raise self.err("this number does not fit in a float64 (|x| < 1.8e308)", node,
                            "write `inf` for infinity")
-        written = self.ctx.written(node)
-        if v == 0 and any(c in "123456789" for c in written.lower().split("e")[0]):  # 1e-400
+        if rounds_to_zero(self.ctx.written(node), v):
             raise self.err("this number is too small for a float64: it would be 0 (|x| >= 4.9e-324)", node,
                            "write 0 if 0 is meant")
         return v
