@@ -6,8 +6,8 @@
 ``compile`` writes atomically (a temporary file, then a rename): OUT is never half-written; a
 symlink is written through; a folder or device at OUT, the program's own file, a name that would
 hide a library the module imports (``torch.py``) and (without ``--force``) a file that is not a
-module optdsl generated (a user's, or a program ``export`` wrote, perhaps edited since) are refused
-(exit 2).
+module optdsl generated (a user's, or a program ``export`` wrote) or one edited since optdsl wrote it
+(its last line, a SHA-256 of the text above, no longer matches) are refused (exit 2).
 ``bench`` prints each suite as a table; with ``--out`` it also replaces that suite's section of the
 file (a plain run leaves the tracked docs/benchmarks.md alone).
 """
@@ -41,7 +41,7 @@ def cmd_compile(args) -> int:
     """
     from optdsl.errors import DslError
 
-    from .generated import replaceable_path, write_atomic
+    from .generated import replaceable_path, stamped, write_atomic
 
     if args.out == "":
         raise DslError("-o: an empty file name", hint="name the file to write, or leave -o out for stdout")
@@ -55,7 +55,7 @@ def cmd_compile(args) -> int:
         # a folder, a device, a missing folder, a file of the user's: refused before any work
         replaceable_path(args.out, force=args.force, module=True,
                          hint="move it away, write to another file, or pass --force")
-    text = codegen.emit(load(args.src), args.target)
+    text = stamped(codegen.emit(load(args.src), args.target))  # (stdout too: a redirect is a file)
     if args.out:
         _check_not_shadowing(args.out, text)
         write_atomic(args.out, text)

@@ -14,6 +14,7 @@ Example:
 from __future__ import annotations
 
 import ast
+import hashlib
 import linecache
 import math
 import os
@@ -204,21 +205,79 @@ def written_by_optdsl(path: str, module: bool = False) -> bool:
     return _OURS[module].search(head) is not None
 
 
+# The last line of a text file optdsl may later replace: the SHA-256 of the text above it. A file
+# whose line no longer matches was edited since (a constant tuned in an exported program, a print
+# added to a generated module), and is refused as a file of the user's is, never replaced silently.
+_STAMP = "optdsl sha256 {}"
+_STAMPED = re.compile(rb"^(?:# |<!-- )optdsl sha256 ([0-9a-f]{64})(?: -->)?\r?$", re.MULTILINE)
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data.replace(b"\r\n", b"\n")).hexdigest()  # (a checkout's CRLF is no edit)
+
+
+def stamped(text: str, markdown: bool = False) -> str:
+    """``text`` with a last line of its own holding the SHA-256 of the text above it, ``# optdsl
+    sha256 <hex>`` (an HTML comment in ``markdown``): :func:`edited_since_written` then tells a file
+    edited since it was written from one as it was.
+
+    Example:
+        >>> stamped("x = 1\\n").splitlines()[-1][:20]
+        '# optdsl sha256 9e26'
+    """
+    text = text if text.endswith("\n") else text + "\n"
+    line = _STAMP.format(_sha256(text.encode("utf-8")))
+    return text + (f"<!-- {line} -->" if markdown else f"# {line}") + "\n"
+
+
+def edited_since_written(path: str) -> bool:
+    """Does the file at ``path`` carry a :func:`stamped` line that the text above it no longer
+    matches, or text after it? (False for a file without one, an older optdsl's, or that cannot be
+    read.)
+
+    Example:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     path = os.path.join(d, "gen.py")
+        ...     with open(path, "w") as f:
+        ...         _ = f.write(stamped("lr = 0.1\\n"))
+        ...     as_written = edited_since_written(path)
+        ...     with open(path, "r+") as f:
+        ...         _ = f.write("lr = 0.3\\n")
+        ...     as_written, edited_since_written(path)
+        (False, True)
+    """
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError:
+        return False
+    found = list(_STAMPED.finditer(data))
+    if not found:
+        return False
+    last = found[-1]
+    return data[last.end():].strip() != b"" or _sha256(data[: last.start()]) != last.group(1).decode()
+
+
 def replaceable_path(path: str, force: bool = False,
                      hint: str = "move it away or write to another file", module: bool = False) -> str:
     """:func:`output_path`, refusing (DslError) also a file that is there and was not written by
-    optdsl (with ``module``, that is not a module it generated), unless ``force``: a search's
-    ``best_optimizer.py``, an export or ``compile -o`` replaces its own earlier output, never a file
-    of the user's.
+    optdsl (with ``module``, that is not a module it generated) or was edited since
+    (:func:`edited_since_written`), unless ``force``: a search's ``best_optimizer.py``, an export
+    or ``compile -o`` replaces its own earlier output as it wrote it, never a file of the user's.
 
     Example::
 
         replaceable_path("notes.py")  # DslError if notes.py exists and optdsl did not write it
     """
     target = output_path(path)
-    if not force and os.path.exists(target) and not written_by_optdsl(target, module):
-        what = "is not a module generated" if module else "was not written"
-        raise DslError(f"exists and {what} by optdsl; refusing to replace it", path, hint=hint)
+    if not force and os.path.exists(target):
+        if not written_by_optdsl(target, module):
+            what = "is not a module generated" if module else "was not written"
+            raise DslError(f"exists and {what} by optdsl; refusing to replace it", path, hint=hint)
+        if edited_since_written(target):
+            raise DslError("was edited since optdsl wrote it (its last line, a sha256 of the text above, no "
+                           "longer matches); refusing to replace it", path, hint=hint)
     return target
 
 

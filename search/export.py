@@ -21,7 +21,15 @@ import textwrap
 from dataclasses import replace
 
 import codegen
-from codegen.generated import FOUND_BY, PLOTTED_BY, phrase, replaceable_path, write_all_atomic, write_atomic
+from codegen.generated import (
+    FOUND_BY,
+    PLOTTED_BY,
+    phrase,
+    replaceable_path,
+    stamped,
+    write_all_atomic,
+    write_atomic,
+)
 from optdsl.errors import DslError
 from optdsl.ir import Program
 from optdsl.parser import parse
@@ -216,7 +224,7 @@ def _files(row: dict, outdir: str, targets, database: str | None, search: str | 
            loss_averse: bool | None = True, hurdle_only: tuple[str, ...] = ()) -> dict:
     """``{path: text}`` of the files :func:`export_row` writes (``search``: the search's id)."""
     program = exported_program(row, database, search=search, loss_averse=loss_averse, hurdle_only=hurdle_only)
-    texts = [to_source(program), *(codegen.emit(program, target) for target in targets)]
+    texts = [stamped(text) for text in [to_source(program), *(codegen.emit(program, t) for t in targets)]]
     return dict(zip(_paths(row, outdir, targets), texts))
 
 
@@ -272,7 +280,7 @@ def export_top(store: Store, k: int, outdir: str, targets=("torch", "jax")) -> l
     output_folder(outdir)
     files = {path: text for row in rows for path, text in
              _files(row, outdir, targets, store.path, search, loss_averse, hurdle_only).items()}
-    files[os.path.join(outdir, "ranking.md")] = ranking(rows, store.path, search, targets)
+    files[os.path.join(outdir, "ranking.md")] = stamped(ranking(rows, store.path, search, targets), markdown=True)
     for path in files:
         replaceable_winner(path, store.path, search)
     # every file made before any is written: a failure (a full disk) leaves the folder as it was
@@ -301,4 +309,4 @@ def write_best(store: Store, path: str, simplify: bool = True) -> tuple[dict, Pr
     search = search_id(store)
     program = exported_program(row, store.path, simplify, search, weighs_losses(store), hurdles_only(store))
     replaceable_winner(path, store.path, search)
-    return row, program, write_atomic(path, codegen.emit(program, "torch"))
+    return row, program, write_atomic(path, stamped(codegen.emit(program, "torch")))
