@@ -42,7 +42,13 @@ def plain_python(expr: Expr, target: str, test: bool = False) -> str | None:
     computes float64's value (see the module docstring), shape facts spelled as ``target``
     ("torch" or "jax") spells them; None where plain Python would not be exact. ``test``: only the
     truth of the value counts (a shape test): comparisons and logic read as Python's own
-    (``w.ndim >= 2 and ...``), and max and min of facts and finite numbers qualify."""
+    (``w.ndim >= 2 and ...``), and max and min of facts and finite numbers qualify.
+
+    Example:
+        >>> k = Call("ge", (Call("ndim", (Var("w"),)), Const(2.0)))  # ndim(w) >= 2
+        >>> plain_python(k, "torch"), plain_python(k, "jax", test=True)
+        ('1.0 if w.ndim >= 2 else 0.0', 'w.ndim >= 2')
+    """
 
     def show(e: Expr, context: str) -> str | None:
         """``context``: "truth" (only truthiness counts), "compared" (an operand of a comparison:

@@ -72,7 +72,16 @@ def eliminate_constant_states(program: Program, values: dict[str, float] | None 
     (``colmean(r + 0 * c)`` is of a full value, ``colmean(r + 0)`` of a row; ``ndim(v)``; ``norm(v)``
     of a state of ones, sqrt(n) where ``norm(1)`` is 1, and ``norm(v + 1)`` of one held at 0) stays,
     and so do those that only it kept constant: the result validates, and computes, as ``program``
-    does."""
+    does.
+
+    Example (m starts at 0 and stays there):
+        >>> from optdsl.parser import parse
+        >>> from optdsl.printer import to_source
+        >>> p = parse("def f(w, g, m, lr=0.1):\\n    m = 0.5 * m\\n    return lr * (g + m), m\\n")
+        >>> print(to_source(eliminate_constant_states(p)).strip())
+        def f(w, g, lr=0.1):
+            return lr * (g + 0)
+    """
     fixed = constant_states(program, values)
     counted = {s.name for s in program.states if s.name in fixed and s.kind != "scalar"
                and _counted(program, s.name, fixed)}
