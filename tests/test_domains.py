@@ -55,6 +55,12 @@ def test_every_target_refuses_a_value_outside_the_domain():
     opt = opt_cls([w], k=3)
     with pytest.raises(ValueError, match="Invalid k value: 0"):
         opt.add_param_group({"params": [torch.nn.Parameter(torch.zeros(2))], "k": 0})
+    w.grad = torch.ones(3)
+    opt.param_groups[0]["k"] = 0  # a group edited since (it never stepped), at the next step
+    with pytest.raises(ValueError, match="Invalid k value: 0"):
+        opt.step()
+    assert not opt.state[w] and torch.equal(w, torch.zeros(3))
+    opt.param_groups[0]["k"] = 3
     saved = opt.state_dict()
     saved["param_groups"][0]["k"] = 0  # a checkpoint's group is checked too (it had never stepped)
     with pytest.raises(ValueError, match="Invalid k value: 0"):

@@ -1221,7 +1221,14 @@ class _Optimizer(torch.optim.Optimizer):
         ``grad_scale`` in place, g <- g / grad_scale, and the step is taken; where ``found_inf`` is
         non-zero the grads stay as they are and params, states and step counts keep their values:
         a CPU found_inf is read (a memory load), any other is never read on the host and the step
-        is undone on its device instead (:class:`_Undo`)."""
+        is undone on its device instead (:class:`_Undo`).
+
+        A hyperparameter that declares its domain (``accum_steps: count``) is checked in every param
+        group first, as an edit of the group since (``group["accum_steps"] = 0``) would make the step
+        never update, or update with no meaning: ValueError, nothing stepped."""
+        for group in self.param_groups if self._program.hyper_domains else ():
+            for name in self._program.hyper_domains.keys() & group.keys():
+                self._program.check_hyper(name, group[name])
         loss = None
         if closure is not None:
             with torch.enable_grad():
