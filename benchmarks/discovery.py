@@ -210,7 +210,7 @@ def run_search(seed: int, budget: str, workers: int, folder: str, reuse: bool = 
                        check=True, stdout=subprocess.DEVNULL)
         with open(timing, "w") as f:  # what --reuse reports: this run's, not the reading command's
             json.dump({"wall_s": time.monotonic() - t0, "budget": budget, "settings": list(settings),
-                       "machine": machine()}, f)
+                       "machine": machine(), "code": code_version()}, f)
     with open(timing) as f:
         kept_as = json.load(f)
     wall = kept_as["wall_s"]
@@ -236,12 +236,14 @@ def run_search(seed: int, budget: str, workers: int, folder: str, reuse: bool = 
 
 def _run_as(kept: dict) -> str:
     """How a search was run, from its kept wall-time file (one written before this was recorded
-    says so): ``Machine: M. Budget B per seed, with/from ...``."""
+    says so): ``Machine: M, optdsl at C. Budget B per seed, with/from ...`` (C: :func:`code_version`,
+    where recorded)."""
     if "budget" not in kept:
         return "Machine, budget and settings: not recorded with this search."
     settings = kept["settings"]
     how = f"with `{' '.join(settings)}`" if settings else "from AdamW, the README's default settings"
-    return f"Machine: {kept['machine']}. Budget {kept['budget']} per seed, {how}."
+    code = f", optdsl at {kept['code']}" if kept.get("code") else ""
+    return f"Machine: {kept['machine']}{code}. Budget {kept['budget']} per seed, {how}."
 
 
 def lion_family_scored(rows: list[dict]) -> tuple[int, dict | None]:
@@ -266,6 +268,20 @@ def lion_family_scored(rows: list[dict]) -> tuple[int, dict | None]:
 # --- reporting ---------------------------------------------------------------------------------
 def machine() -> str:
     return f"{cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}"
+
+
+def code_version() -> str | None:
+    """The commit of the optdsl checkout that runs this (``+edits`` when its tracked files differ
+    from it), kept with each search: ``--reuse`` can read searches made by other code, whose fitness
+    may differ, and the table then names each seed's. None outside a git checkout."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    git = lambda *a: subprocess.run(["git", "-C", root, *a], check=True, capture_output=True, text=True,
+                                    timeout=30).stdout.strip()
+    try:
+        head, dirty = git("rev-parse", "--short", "HEAD"), git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.SubprocessError):  # no git, not a checkout
+        return None
+    return head + ("+edits" if dirty else "")
 
 
 def markdown(searches: list[dict], real: dict, schedule: str = "constant") -> str:

@@ -103,12 +103,18 @@ def test_each_seed_searches_in_a_folder_of_its_own(tmp_path):
     # read again (--reuse) by a command of other settings: the table says how the search was run
     kept = discovery.run_search(0, "10m", 2, str(tmp_path), reuse=True)
     assert kept["run_as"].endswith("Budget 1s per seed, with `--tasks quadratic`.")
+    if discovery.code_version() is not None:  # (a git checkout: the commit that ran the search)
+        assert f", optdsl at {discovery.code_version()}. Budget" in kept["run_as"]
     assert discovery.markdown([kept], {}).startswith(kept["run_as"] + "\n")
 
 
 def test_a_search_kept_before_its_settings_were_recorded_says_so():
     not_recorded = "Machine, budget and settings: not recorded with this search."
     assert discovery._run_as({"wall_s": 61.0}) == not_recorded
+    # kept before the code version was: the rest is said, the version not
+    kept = {"wall_s": 61.0, "budget": "10m", "settings": [], "machine": "M"}
+    assert discovery._run_as(kept) == "Machine: M. Budget 10m per seed, from AdamW, the README's default settings."
+    assert discovery._run_as({**kept, "code": "772e171+edits"}).startswith("Machine: M, optdsl at 772e171+edits. ")
 
 
 @pytest.mark.parametrize("argv, message", [
