@@ -213,6 +213,40 @@ def expr_to_sympy(expr: Expr, env: dict[str, sympy.Expr], shape: tuple[int, ...]
             return number(fold_expr(expr, tuple(shape)).value)
         return sympy.Function(op.name)(*[expr_to_sympy(a, env) for a in expr.args])
     args = [expr_to_sympy(a, env, shape, kinds) for a in expr.args]
+    factor = sympy.S.One
+    if op.shape in (REDUCE, ROW, COL, GLOBAL):  # (a factor leaves an argument's kind as it was)
+        factor, args = _factors_out(op, args)
+    return factor * _call_to_sympy(op, expr, args, kinds)
+
+
+def _factors_out(op, args: list[sympy.Expr]) -> tuple[sympy.Expr, list[sympy.Expr]]:
+    """``(c^p, args with x for c x)`` where an argument of the reduction ``op`` is a number c times x
+    and ``op`` is of degree p in it (:func:`~optdsl.homogeneity.degree`: ``f(c x) = c^p f(x)`` for c >
+    0; for c < 0 where ``op`` is even there, ``|c|^p``): ``dot(0.48, 0.0023 w)`` is ``0.0023 dot(0.48,
+    w)``, ``rms(0.5 g)`` is ``rms(g) / 2``, ``cosine_sim(0.57 x, y)`` is ``cosine_sim(x, y)``.
+
+    Example:
+        >>> from optdsl.ops import OPS
+        >>> g = symbol("g")
+        >>> _factors_out(OPS["norm"], [-3 * g])
+        (3, [g])
+    """
+    factor, out = sympy.S.One, list(args)
+    for i, a in enumerate(args):
+        p = degree(op.name, i)
+        c, x = a.as_coeff_Mul()
+        if p is None or c in (0, 1) or x.is_number or not c.is_Number:
+            continue
+        if c < 0:
+            if i not in op.even:
+                continue
+            c = -c
+        factor, out[i] = factor * c ** sympy.Rational(p.numerator, p.denominator), x
+    return factor, out
+
+
+def _call_to_sympy(op, expr: Call, args: list[sympy.Expr], kinds: dict[str, str] | None) -> sympy.Expr:
+    """:func:`expr_to_sympy` of ``expr``, a call of ``op``, given its arguments in sympy, ``args``."""
     if (op.same_value is not None and kinds is not None
             and all(expr_kind(a, kinds, _fail) in SCALAR_LIKE for a in expr.args)):
         return op.same_value(*args)  # mean(-0.93) is -0.93: one value, whatever the count

@@ -304,3 +304,17 @@ def test_steps_two_millionths_apart_are_told_apart():
     a = parse("def f(w, g, m, lr=0.1):\n    m = interp(g, m, 0.9)\n    return lr * m, m\n")
     b = parse("def f(w, g, m, lr=0.1):\n    m = interp(g, m, 0.9)\n    return lr * m * 1.000002, m\n")
     assert trajectories(a, b, {"lr": 0.1}, {"lr": 0.1}, steps=5, trials=2, seed=0).difference is not None
+
+
+def test_a_number_factor_comes_out_of_a_reduction():
+    """A winner showed ``dot(0.4831, 0.00234 * w)`` as it was searched: sympy took a reduction of c x
+    and c times the reduction of x for two unknowns. A number comes out of an argument the reduction
+    is homogeneous in (``c^p`` for degree p; ``|c|`` where it is even there, as norm and rms are),
+    so such programs are proved equal, not only tested."""
+    scaled = parse("def f(w, g, lr=0.1):\n    return lr * (norm(-3 * g) + rms(0.5 * g) * dot(2 * w, g)"
+                   " + cosine_sim(0.25 * g, w) + mean(4 * g))\n")
+    plain = parse("def f(w, g, lr=0.1):\n    return lr * (3 * norm(g) + 0.5 * rms(g) * 2 * dot(w, g)"
+                  " + cosine_sim(g, w) + 4 * mean(g))\n")
+    assert str(equivalent(scaled, plain)) == "equal (exact)"
+    odd = parse("def f(w, g, lr=0.1):\n    return lr * cosine_sim(-0.25 * g, w)\n")  # odd in g: -cos
+    assert not equivalent(odd, parse("def f(w, g, lr=0.1):\n    return lr * cosine_sim(g, w)\n")).equal

@@ -649,3 +649,11 @@ def test_a_negative_factor_of_lr_stays_in_the_update():
               "    return update, m\n")
     r = readable(p, 0.5)
     assert r.program.hyper_defaults.get("lr", 1.0) > 0
+
+
+def test_a_winners_number_inside_a_dot_comes_out_of_it():
+    # seed 4 of a discovery run (2026-12-07) showed `dot(0.4831, 0.00234 * w)`
+    program = parse("def f(w, g, v, lr=0.06):\n    v = interp(square(g), v, 0.89)\n"
+                    "    return lr * (g / (sqrt(v) + 1e-08) + dot(0.4831, 0.00234 * w)), v\n")
+    shown = readable(program)
+    assert "0.00234 * dot(0.4831, w)" in shown.source and shown.equality == "exact"

@@ -23,10 +23,13 @@ def test_numbers_are_exact_and_hyperparameters_bind():
     assert sp.new_states[0] == sympy.Rational(1, 10) * S["g"] + sympy.Rational(9, 10) * S["m"]
 
 
-def test_reductions_are_uninterpreted_functions():
-    p = parse("def f(w, g, lr):\n    return lr * g / norm(g * 2)\n")
+def test_reductions_are_uninterpreted_functions_a_number_factor_aside():
+    p = parse("def f(w, g, lr):\n    return lr * g / norm(g * w)\n")
     sp = to_sympy(p)
-    assert sp.update.has(sympy.Function("norm", nonnegative=True)(2 * S["g"], sympy.Symbol("shape_full")))
+    assert sp.update.has(sympy.Function("norm", nonnegative=True)(S["g"] * S["w"], sympy.Symbol("shape_full")))
+    # norm(c x) = |c| norm(x): the number comes out
+    sp = to_sympy(parse("def f(w, g, lr):\n    return lr * g / norm(g * -2)\n"))
+    assert sp.update == S["lr"] * S["g"] / (2 * sympy.Function("norm", nonnegative=True)(S["g"], sympy.Symbol("shape_full")))
 
 
 def test_shape_facts_stay_symbolic_or_resolve_with_a_shape():
