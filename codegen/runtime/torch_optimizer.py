@@ -556,6 +556,13 @@ class _Program:
         """ValueError unless ``value`` is one the hyperparameter ``name`` may take (:func:`_check_hyper`)."""
         _check_hyper(name, value, self.hyper_defaults.get(name), self.hyper_domains.get(name))
 
+    def check_domains(self, group):
+        """ValueError unless every hyperparameter of the param group ``group`` that declares a domain
+        (``accum_steps: count``) holds a value in it: one outside would make a step never update
+        (``accum_steps=0``) or update with no meaning."""
+        for name in self.hyper_domains.keys() & group.keys():
+            self.check_hyper(name, group[name])
+
     def init_states(self, params):
         """The first ``states`` of the functional step: each path's states, None where a path has none."""
         states = {name: [None] * len(params) for name in self.state_names}
@@ -1010,8 +1017,7 @@ class _Optimizer(torch.optim.Optimizer):
         state_dict = self._translated(state_dict)
         for group in state_dict["param_groups"]:  # (torch's load would keep them, and save them again)
             _check_flags(type(self).__name__, group, loading=True)
-            for name in self._program.hyper_domains.keys() & group.keys():  # accum_steps=0: never steps
-                self._program.check_hyper(name, group[name])
+            self._program.check_domains(group)
         self._check_loaded_shapes(state_dict)
         current = [dict(group) for group in self.param_groups]
         # torch's load would run the hooks again, the pre-hooks on the translated dict and the post-hooks
@@ -1223,12 +1229,11 @@ class _Optimizer(torch.optim.Optimizer):
         a CPU found_inf is read (a memory load), any other is never read on the host and the step
         is undone on its device instead (:class:`_Undo`).
 
-        A hyperparameter that declares its domain (``accum_steps: count``) is checked in every param
-        group first, as an edit of the group since (``group["accum_steps"] = 0``) would make the step
-        never update, or update with no meaning: ValueError, nothing stepped."""
+        Every param group's hyperparameters that declare a domain are checked first
+        (:meth:`_Program.check_domains`), as the group may have been edited since (``group["accum_steps"]
+        = 0``): ValueError, nothing stepped."""
         for group in self.param_groups if self._program.hyper_domains else ():
-            for name in self._program.hyper_domains.keys() & group.keys():
-                self._program.check_hyper(name, group[name])
+            self._program.check_domains(group)
         loss = None
         if closure is not None:
             with torch.enable_grad():
