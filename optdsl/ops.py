@@ -224,6 +224,13 @@ def _sym_fn(name: str, **facts):
     return sympy.Function(name, **facts)
 
 
+def _dot_sympy(x, y):
+    """``dot(x, y)``; ``sum(y)`` where x is 1 (and the other way round): ``dot(1, w)`` is ``sum(w)``."""
+    if x == 1 or y == 1:
+        return _sym_fn("sum")(y if x == 1 else x)
+    return _sym_fn("dot")(x, y)
+
+
 _OPS: list[Op] = []
 
 
@@ -474,7 +481,7 @@ op("allfinite", 1, R, lambda x: _bool(np.all(np.isfinite(x)), (x,)), lambda x: _
    r"[{0} \text{{ finite}}]", "torch.isfinite({0}).all()", "jnp.all(jnp.isfinite({0}))", None,
    "1 if no element is inf or nan (a NaN guard)", search=False,
    truth=True, reduction=_ALLFINITE)
-op("dot", 2, R, lambda x, y: np.sum(np.multiply(x, y)), lambda x, y: _sym_fn("dot")(x, y),
+op("dot", 2, R, lambda x, y: np.sum(np.multiply(x, y)), lambda x, y: _dot_sympy(x, y),
    r"\langle {0}, {1} \rangle", "torch.sum({0} * {1})", "jnp.sum({0} * {1})", None,
    "sum of x * y over the tensor", flops=2, commutative=True,
    reduction=Reduction((_c("mul", _X, _Y),), "sum", _A0), same_value=lambda x, y: x * y)

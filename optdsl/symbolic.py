@@ -222,8 +222,9 @@ def expr_to_sympy(expr: Expr, env: dict[str, sympy.Expr], shape: tuple[int, ...]
 def _factors_out(op, args: list[sympy.Expr]) -> tuple[sympy.Expr, list[sympy.Expr]]:
     """``(c^p, args with x for c x)`` where an argument of the reduction ``op`` is a number c times x
     and ``op`` is of degree p in it (:func:`~optdsl.homogeneity.degree`: ``f(c x) = c^p f(x)`` for c >
-    0; for c < 0 where ``op`` is even there, ``|c|^p``): ``dot(0.48, 0.0023 w)`` is ``0.0023 dot(0.48,
-    w)``, ``rms(0.5 g)`` is ``rms(g) / 2``, ``cosine_sim(0.57 x, y)`` is ``cosine_sim(x, y)``.
+    0; for c < 0 where ``op`` is even there, ``|c|^p``): ``dot(0.48, 0.0023 w)`` is ``0.0011 dot(1,
+    w)`` (which the op table reads as ``sum(w)``), ``rms(0.5 g)`` is ``rms(g) / 2``, ``cosine_sim(0.57 x,
+    y)`` is ``cosine_sim(x, y)``.
 
     Example:
         >>> from optdsl.ops import OPS
@@ -235,7 +236,9 @@ def _factors_out(op, args: list[sympy.Expr]) -> tuple[sympy.Expr, list[sympy.Exp
     for i, a in enumerate(args):
         p = degree(op.name, i)
         c, x = a.as_coeff_Mul()
-        if p is None or c in (0, 1) or x.is_number or not c.is_Number:
+        # a number argument beside a tensor one comes out whole: dot(0.48, w) is 0.48 dot(1, w)
+        whole = x == 1 and any(not b.is_number for b in args)
+        if p is None or c in (0, 1) or (x.is_number and not whole) or not c.is_Number:
             continue
         if c < 0:
             if i not in op.even:
@@ -259,7 +262,8 @@ def _call_to_sympy(op, expr: Call, args: list[sympy.Expr], kinds: dict[str, str]
         return sympy.S.Zero
     if op.name in COUNTING and kinds is not None:
         kind = join(*(expr_kind(a, kinds, _fail) for a in expr.args))
-        return op.sympy(*args).func(*args, sympy.Symbol(_TAG + kind))  # keeps its range facts
+        result = op.sympy(*args)  # (dot(1, w) is sum(w))
+        return result.func(*result.args, sympy.Symbol(_TAG + kind))  # keeps its range facts
     try:
         result = op.sympy(*args)
     except (TypeError, ValueError) as e:  # e.g. max(arccos(2), x): sympy cannot order complex values
