@@ -132,6 +132,9 @@ class Op:
     # a reduction's sympy value where every argument is a number (a 0-d value in every backend:
     # lr, step, a per-tensor scalar): mean(-0.93) is -0.93, norm(lr) is |lr|, cosine_sim(0.9, step) is 1
     same_value: Callable | None = None
+    # a reduction whose value grows with the count of elements it sees (``sum(0 * g + 1)`` is the
+    # tensor's size): sympy must know its argument's shape, which it cannot see in ``norm(0 * g + 1)``
+    counts: bool = False
     # arguments whose sign the value ignores, bit for bit (it reads |x| or x * x there): an abs()
     # given there is dropped (optdsl.passes.fold), sqrt(abs(g)) being sqrt(g)
     even: tuple[int, ...] = ()
@@ -463,7 +466,7 @@ _ALLFINITE = Reduction((_c("sub", 1, _c("isfinite", _X)),), "sum", _c("eq", _A0,
 op("norm", 1, R, lambda x: np.sqrt(np.sum(np.square(x))), lambda x: _sym_fn("norm", nonnegative=True)(x),
    r"\lVert {0} \rVert", "torch.linalg.vector_norm({0})",
    "_root(jnp.sum(jnp.square(jnp.ravel({0}))))", None,
-   "L2 norm of the whole tensor", flops=2, reduction=_NORM, even=(0,), same_value=sympy.Abs)
+   "L2 norm of the whole tensor", flops=2, reduction=_NORM, even=(0,), same_value=sympy.Abs, counts=True)
 op("rms", 1, R, lambda x: np.sqrt(np.sum(np.square(x)) / np.size(x)), lambda x: _sym_fn("rms", nonnegative=True)(x),
    r"\operatorname{{RMS}}({0})", "torch.sqrt(torch.mean(torch.square({0})))",
    "_root(jnp.mean(jnp.square({0})))", None, "root mean square of the tensor", flops=2,
@@ -473,7 +476,7 @@ op("mean", 1, R, lambda x: np.sum(x) / np.size(x), lambda x: _sym_fn("mean")(x),
    same_value=lambda x: x)
 op("sum", 1, R, np.sum, lambda x: _sym_fn("sum")(x), r"\sum {0}", "torch.sum({0})", "jnp.sum({0})",
    None, "sum of the tensor's elements", search=False,
-   reduction=Reduction((_X,), "sum", _A0), same_value=lambda x: x)
+   reduction=Reduction((_X,), "sum", _A0), same_value=lambda x: x, counts=True)
 op("amax", 1, R, lambda x: np.max(x, initial=-np.inf), lambda x: _sym_fn("amax")(x), r"\max {0}", "torch.amax({0})", "jnp.max({0}, initial=-jnp.inf)",
    None, "largest element of the tensor", search=False,
    reduction=Reduction((_X,), "max", _A0), same_value=lambda x: x)
@@ -484,7 +487,8 @@ op("allfinite", 1, R, lambda x: _bool(np.all(np.isfinite(x)), (x,)), lambda x: _
 op("dot", 2, R, lambda x, y: np.sum(np.multiply(x, y)), lambda x, y: _dot_sympy(x, y),
    r"\langle {0}, {1} \rangle", "torch.sum({0} * {1})", "jnp.sum({0} * {1})", None,
    "sum of x * y over the tensor", flops=2, commutative=True,
-   reduction=Reduction((_c("mul", _X, _Y),), "sum", _A0), same_value=lambda x, y: x * y)
+   reduction=Reduction((_c("mul", _X, _Y),), "sum", _A0), same_value=lambda x, y: x * y,
+   counts=True)
 op("cosine_sim", 2, R,
    lambda x, y: np.sum(np.multiply(x, y)) / (np.sqrt(np.sum(np.square(x))) * np.sqrt(np.sum(np.square(y)))),
    lambda x, y: _sym_fn("cosine_sim")(x, y), r"\cos\angle({0}, {1})",
@@ -511,7 +515,7 @@ op("colmean", 1, COL, _mean_second_last, lambda x: _sym_fn("colmean")(x),
 op("global_norm", 1, GLOBAL, lambda x: np.sqrt(np.sum(np.square(x))),
    lambda x: _sym_fn("global_norm", nonnegative=True)(x),
    r"\lVert {0} \rVert_{{\text{{global}}}}", "torch.sum(torch.square({0}))", "jnp.sum(jnp.square({0}))",
-   None, "L2 norm over all parameters together", flops=2, reduction=_NORM, even=(0,))
+   None, "L2 norm over all parameters together", flops=2, reduction=_NORM, even=(0,), counts=True)
 op("global_allfinite", 1, GLOBAL, lambda x: _bool(np.all(np.isfinite(x)), (x,)),
    lambda x: _sym_fn("global_allfinite")(x), r"[{0} \text{{ finite everywhere}}]",
    "torch.isfinite({0}).all()", "jnp.all(jnp.isfinite({0}))", None,

@@ -180,10 +180,7 @@ def number(value: float) -> sympy.Expr:
     return sympy.Rational(repr(float(value))) if not float(value).is_integer() else sympy.Integer(int(value))
 
 
-#: Reductions whose value depends on how many elements they see (``sum(0 * g + 1)`` is the
-#: tensor's size): sympy must know their argument's shape, which it cannot see in ``norm(0 * g + 1)``;
-#: of a number they take its ``same_value`` (op table).
-COUNTING = frozenset({"sum", "norm", "dot", "global_norm"})
+#: the prefix of the symbol naming a counting reduction's argument kind (``Op.counts``)
 _TAG = "shape_"
 
 
@@ -260,7 +257,7 @@ def _call_to_sympy(op, expr: Call, args: list[sympy.Expr], kinds: dict[str, str]
         # (generic)" to one that is 0): a reduction of positive degree in a zero argument is 0 (a
         # mean or rms of an empty tensor aside, where there is no coordinate to update)
         return sympy.S.Zero
-    if op.name in COUNTING and kinds is not None:
+    if op.counts and kinds is not None:
         kind = join(*(expr_kind(a, kinds, _fail) for a in expr.args))
         result = op.sympy(*args)  # (dot(1, w) is sum(w))
         return result.func(*result.args, sympy.Symbol(_TAG + kind))  # keeps its range facts
