@@ -51,8 +51,11 @@ runs it, its constant parts folded in float64: ``1 - log2(0.8212)``), and :attr:
 says what was shown: ``exact``, ``generic: ...`` (equal wherever no denominator, sqrt or log argument is zero,
 as for ``m / sqrt(m*m) = sign(m)``) or ``tested: ...``. It must also compute what the raw program
 computes in float32 (:func:`optdsl.equiv.float32_agrees`: ``exp(x) - 1`` equals ``expm1(x)`` but
-is 0 in float32 for tiny ``x``). A form that could not be shown equal is never returned: the
-fallback is the folded, dead-code-free program, which is exact.
+is 0 in float32 for tiny ``x``), or, where it does so at ordinary gradients and only the raw
+program's own rounding differs at gradients near 1e-6, compute the raw program's exact values there
+(``g * log2(exp2(g))`` shows as ``square(g)``; :data:`ROUNDING_NOTE` in ``equality``). A form
+that could not be shown equal is never returned: the fallback is the folded, dead-code-free
+program, which is exact.
 
 Programs longer than :data:`SYMBOLIC_LIMIT` ops skip step 2 (sympy is slow on them) and take
 :func:`~optdsl.simplify.simplify`'s statement-by-statement form; a form that takes longer than
@@ -89,7 +92,7 @@ import numpy as np
 import sympy
 
 from . import equiv
-from .equiv import compare, float32_agrees, trajectories
+from .equiv import FLOAT32_SCALES, compare, float32_agrees, trajectories
 from .errors import DslError
 from .homogeneity import degree, positive_factor
 from .interpreter import Interpreter
@@ -146,6 +149,13 @@ class Readable:
     equality: str
 
 
+#: ``equality``'s note for a form that computes in float32 what the raw program means where the raw
+#: program's own float32 rounding differs, at gradients near 1e-6 only
+#: (:func:`optdsl.equiv.float32_agrees`'s ``exact_a``)
+ROUNDING_NOTE = ("in float32 it computes the raw program's exact values where, at gradients near 1e-6, the "
+                 "raw program's own rounding differs")
+
+
 def readable(program: Program, lr: float | None = None) -> Readable:
     """``program`` in its simplest readable form (see the module docstring); ``lr`` is the tuned
     learning rate to fold in (default: the program's own ``lr`` default, if any).
@@ -181,10 +191,20 @@ def readable(program: Program, lr: float | None = None) -> Readable:
             as_run = compare(base, candidate, raw_values, exact_values)
             verdict = as_run if as_run.kind == "exact" else verdict
         at = {"lr": 1e-3}  # the lr where a program's values bind none (no tuned lr known)
-        if verdict.equal and float32_agrees(program, candidate, {**at, **raw_values}, {**at, **values}):
+        values_32 = ({**at, **raw_values}, {**at, **values})
+        # (or where it agrees at the gradients of the first two scales, computes the program's exact
+        # values at all three, and the program's own float32 rounding is what differs at the third:
+        # g * log2(exp2(g)) shows as square(g), said in ``equality``; log(1 + v) is 0 in float32 at
+        # the second scale's second moments, where log1p(v) is not, and stays)
+        rounding = None
+        if verdict.equal and not float32_agrees(program, candidate, *values_32):
+            rounding = ROUNDING_NOTE if (
+                float32_agrees(program, candidate, *values_32, scales=FLOAT32_SCALES[:2])
+                and float32_agrees(program, candidate, *values_32, exact_a=True)) else False
+        if verdict.equal and rounding is not False:
             if verdict.kind == "exact":
-                return _shown(program, raw_values, candidate, verdict)
-            shown = shown or (candidate, verdict)
+                return _shown(program, raw_values, candidate, verdict, rounding)
+            shown = shown or (candidate, verdict, rounding)
     if shown is not None:
         return _shown(program, raw_values, *shown)
     fallback = _with_lr(base, exact_tuned)
@@ -251,11 +271,13 @@ def _forms(base: Program, tuned: sympy.Expr | None,
     return candidates
 
 
-def _shown(raw: Program, raw_values: dict[str, float], form: Program, verdict) -> Readable:
+def _shown(raw: Program, raw_values: dict[str, float], form: Program, verdict, note: str | None = None) -> Readable:
     """Step 5 (module docstring): ``form`` with each number longer than the raw program's
     rounded, where the updates then agree with the raw program's to :data:`SHOWN_RTOL`
-    (:func:`optdsl.equiv.trajectories`, 3 trials x 20 steps), and ``equality`` saying so."""
+    (:func:`optdsl.equiv.trajectories`, 3 trials x 20 steps), and ``equality`` saying so (and
+    ``note``, where there is one)."""
     equality = verdict.kind + (f": {verdict.detail}" if verdict.kind != "exact" else "")
+    equality += f"; {note}" if note else ""
     digits = max([SHOWN_DIGITS, *map(_digits, _numbers(raw, raw_values))])
     raw_bound, raw_bind = equiv.bound(raw, raw_values)
     rounded, used = [], set()

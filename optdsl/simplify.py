@@ -4,7 +4,8 @@ Three stages, each kept only when it helps:
 
 1. hyperparameters named in ``values`` become numbers (``lr`` keeps its name, with the value as
    its new default), then constant folding and dead-code removal (dead states included);
-2. each output goes through sympy (:mod:`optdsl.symbolic`): the folded form, its expansion, and
+2. each output goes through sympy (:mod:`optdsl.symbolic`): the folded form, its expansion, its
+   logarithms expanded where that is safe (``log2(exp2(g)) -> g``), and
    ``sympy.simplify`` for small expressions, plus the rewrite ``x / |x| -> sign(x)``; the
    candidate with the fewest ops wins, and shared subexpressions become statements again;
 3. the sympy result replaces the program only when it has strictly fewer ops (:func:`op_count`).
@@ -155,6 +156,8 @@ def _candidates(expr: sympy.Expr) -> list[sympy.Expr]:
                             multinomial=False)
         if expanded is not None:
             out += [expanded, _attempt(sympy.factor_terms, expanded)]
+        if expr.has(sympy.log):  # where it is safe: log(2^g) is g log(2), so log2(exp2(g)) is g
+            out.append(_attempt(sympy.expand_log, expr))
     # sympy.simplify rewrites sign and |x| as piecewise functions, which is slow, and its
     # logcombine ran for minutes on `lr g / (log(1 + interp(g^2, v, 0.999)) + 1e-8)`: only on
     # small expressions without them.

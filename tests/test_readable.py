@@ -659,3 +659,39 @@ def test_a_winners_number_inside_a_dot_comes_out_of_it():
     shown = readable(program)
     assert "0.00113 * sum(w)" in shown.source and shown.equality.startswith("exact")
     assert "dot" not in shown.source
+
+
+# the README job's winner, seed 7 (2026-12-07, at 60e5597), as searched
+SEARCH_6365 = """def train(w, g, m, v, step, lr):
+    m = interp(g, m, 0.2505)
+    v = arcsinh(v)
+    v_hat = exp2(g)
+    v_hat = log2(v_hat)
+    t = g * v_hat
+    v = interp(t, v, 0.999)
+    t_2 = tanh(-1.162)
+    t_1 = 1 - t_2
+    m_hat = m / t_1
+    t_4 = 0.999 ** step
+    t_3 = 1 - t_4
+    v_hat = v / t_3
+    t_9 = sqrt(v_hat)
+    t_8 = t_9 + 4.187e-09
+    t_7 = m_hat / t_8
+    t_10 = 0.009104 * w
+    t_6 = t_7 + t_10
+    update = lr * t_6
+    return update, m, v
+"""
+
+
+def test_a_form_may_compute_what_the_program_means_where_its_own_float32_rounding_differs():
+    """`g * log2(exp2(g))` is g^2, but float32 rounds exp2(g) to 1 + 7e-7 at g = 1e-6, so the
+    program's own value there is 10% off g^2, and a form with `square(g)` was refused as not
+    computing what the program computes in float32: the winner was shown as searched, its
+    1 / (1 - tanh(-1.162)) not folded into lr. A form that agrees at the gradients of the first two
+    scales and computes the program's exact values at all three is taken, and its equality says so."""
+    shown = readable(parse(SEARCH_6365), lr=0.208)
+    assert "interp(square(g), arcsinh(v), 0.999)" in shown.source
+    assert "lr=0.1142" in shown.source and "0.01658 * w" in shown.source and "log" not in shown.source
+    assert "; in float32 it computes the raw program's exact values where" in shown.equality

@@ -38,6 +38,14 @@ def test_symbolic_weights_merge_only_when_shorter():
     assert_same_updates(p, q)
 
 
+def test_logarithms_expand_where_that_is_safe():
+    """A README job's winner averaged ``g * log2(exp2(g))``: the language's log2 is of |x|, and
+    |2^g| = 2^g, so this is g^2; log(|g v|) does not split (it would only grow)."""
+    p = parse("def train(w, g, v, lr):\n    v = interp(g * log2(exp2(g)), v, 0.999)\n"
+              "    return lr * g / (sqrt(v) + 1e-8) + log(g * v), v\n")
+    assert "interp(square(g), v, 0.999)" in to_source(simplify(p)) and "log(g * v)" in to_source(simplify(p))
+
+
 def test_a_rewrite_no_shorter_is_not_kept():
     """The written program is kept unless a form has strictly fewer ops: inlining ``update`` into the
     return makes nothing shorter, so it is not a simplification (it only reorders what was written)."""
