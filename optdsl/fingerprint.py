@@ -127,11 +127,12 @@ def _counts_steps(trace: list[dict], params: dict) -> bool:
 
     def one_value(state: str, states: dict) -> float | None:
         values = np.concatenate([np.ravel(v[state][drawn[p]] if v[state].shape == drawn[p].shape else v[state])
-                                 for p, v in states.items()])
+                                 for p, v in states.items() if state in v] or [np.empty(0)])
         uniform = values.size and np.isfinite(values).all() and (values == values[0]).all()
         return float(values[0]) if uniform else None
 
-    for state in next(iter(trace[0].values()), {}) if trace else ():
+    # (the states of every parameter: one a shape's path does not read is not kept for that shape)
+    for state in sorted({s for states in trace[:1] for v in states.values() for s in v}):
         seen = [one_value(state, states) for states in trace]
         if None not in seen and len(set(seen)) > 1:
             return True
