@@ -313,6 +313,11 @@ def _interp_lists(x, y, a, into=None):
     near_y = a >= 0.5  # (a nan: from x, giving nan)
     if into is None:
         return torch._foreach_lerp(y, x, 1 - a) if near_y else torch._foreach_lerp(x, y, a)
+    if x is y or (x and y and x[0] is y[0]):
+        # interp(x, x, a) is x; a multiply then an add would scale x first. x + a (x - x), one pass:
+        # x, or nan where x is inf
+        torch._foreach_lerp_(into, into, a)
+        return into
     if into is y:
         if near_y:
             torch._foreach_lerp_(y, x, 1 - a)

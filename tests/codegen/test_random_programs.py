@@ -145,3 +145,17 @@ def test_fuzz_seed_2764_eager_cube_root_is_numpys():
     got = run_torch(program, params, grads, LR, backend="eager")
     for k in ref32:
         assert_within_rounding(got[k], ref32[k], ref64[k], k)
+
+
+@pytest.mark.parametrize("weight", [0.3, -0.3212, 0.7])
+def test_fuzz_seed_4723_eager_interp_of_a_state_with_itself(weight):
+    """``t = interp(v, v, a)`` where the old ``v`` is dead after it (seed 4723, a = -0.3212): the eager
+    step wrote it into v's own tensors as ``v *= a; v += (1 - a) v``, the second read of v already
+    scaled, so t was a (2 - a) v, not v, in every element."""
+    program = parse(f"def train(w, g, v, lr):\n    t = interp(v, v, {weight})\n    v = sin(1.576)\n"
+                    "    return lr - t, v\n")
+    params, grads = data(4723, SHAPES, 5)
+    ref32, ref64 = (run_interpreter(program, params, grads, LR, dtype) for dtype in (np.float32, np.float64))
+    got = run_torch(program, params, grads, LR, backend="eager")
+    for k in ref32:
+        assert_within_rounding(got[k], ref32[k], ref64[k], k)
