@@ -572,7 +572,8 @@ def float32_agrees(a: Program, b: Program, values_a: dict[str, float], values_b:
         (True, False)
         >>> a = parse("def f(w, g, lr):\\n    return lr * g * log2(exp2(g))\\n")
         >>> b = parse("def f(w, g, lr):\\n    return lr * g * g\\n")
-        >>> float32_agrees(a, b, {"lr": 0.1}, {"lr": 0.1}), float32_agrees(a, b, {"lr": 0.1}, {"lr": 0.1}, exact_a=True)
+        >>> lr = {"lr": 0.1}
+        >>> float32_agrees(a, b, lr, lr), float32_agrees(a, b, lr, lr, exact_a=True)
         (False, True)
     """
     shapes = _runnable(a, values_a, SHAPES[:2])

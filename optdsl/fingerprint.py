@@ -132,7 +132,7 @@ def _counts_steps(trace: list[dict], params: dict) -> bool:
         return float(values[0]) if uniform else None
 
     # (the states of every parameter: one a shape's path does not read is not kept for that shape)
-    for state in sorted({s for states in trace[:1] for v in states.values() for s in v}):
+    for state in sorted({s for v in trace[0].values() for s in v} if trace else ()):
         seen = [one_value(state, states) for states in trace]
         if None not in seen and len(set(seen)) > 1:
             return True

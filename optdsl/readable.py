@@ -271,7 +271,8 @@ def _forms(base: Program, tuned: sympy.Expr | None,
     return candidates
 
 
-def _shown(raw: Program, raw_values: dict[str, float], form: Program, verdict, note: str | None = None) -> Readable:
+def _shown(raw: Program, raw_values: dict[str, float], form: Program, verdict,
+           note: str | None = None) -> Readable:
     """Step 5 (module docstring): ``form`` with each number longer than the raw program's
     rounded, where the updates then agree with the raw program's to :data:`SHOWN_RTOL`
     (:func:`optdsl.equiv.trajectories`, 3 trials x 20 steps), and ``equality`` saying so (and

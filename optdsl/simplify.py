@@ -87,16 +87,15 @@ LOCAL_LIMIT = 400
 
 
 def op_count(program: Program) -> int:
-    """How many op applications the program spells out (body and outputs): the size measure
-    simplification must decrease.
+    """How many op applications the program spells out (body and outputs): the first part of
+    :func:`program_size`.
 
     Example:
         >>> from optdsl import load
         >>> op_count(load("sgd")), op_count(load("lion"))
         (1, 6)
     """
-    exprs = [a.expr for a in program.body] + list(program.outputs())
-    return sum(isinstance(node, Call) for e in exprs for node in walk(e))
+    return program_size(program)[0]
 
 
 def _size(exprs) -> tuple[int, int]:
@@ -344,4 +343,5 @@ def simplify(program: Program, values: dict[str, float] | None = None) -> Progra
     return reparsed if reparsed == candidate else base
 
 
-__all__ = ["LOCAL_LIMIT", "SIMPLIFY_LIMIT", "bind", "op_count", "program_size", "sign_rewrite", "simplify", "sympy_form"]
+__all__ = ["LOCAL_LIMIT", "SIMPLIFY_LIMIT", "bind", "op_count", "program_size", "sign_rewrite", "simplify",
+           "sympy_form"]
