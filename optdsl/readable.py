@@ -564,19 +564,23 @@ def _symbolic(base: Program, tuned: sympy.Expr | None) -> tuple[Program, sympy.E
 
 def _new_values_first(program: Program, placeholders: dict[str, str]) -> Program:
     """Each placeholder (the new value of a state, read by the update) replaced by the state
-    itself, assigned just before its first reader: ``m = interp(g, m, 0.57); update = lr * sign(m)``.
+    itself, assigned as early as what it reads allows, after the states placed before it (the
+    paper's order, ``m`` then ``v``): ``m = interp(g, m, 0.57); update = lr * sign(m)``.
     Raises ValueError where a later line still needs the old value."""
     body, update = list(program.body), program.update
     news = dict(zip(program.state_names, program.new_states))
+    floor = 0  # after the states placed so far
     for placeholder, state in _readers_first(placeholders, news):
         readers = [i for i, a in enumerate(body) if placeholder in free_vars(a.expr)]
-        at = readers[0] if readers else len(body)
         value = news[state]
         temporaries = free_vars(value) - {"w", "g", "lr", "step", *news, *placeholders,
                                           *(h.name for h in program.hypers)}
+        needed = [i + 1 for i, a in enumerate(body) if a.target in temporaries or state in free_vars(a.expr)]
+        at = min(max([floor, *needed]), readers[0] if readers else len(body))
         later = [a.expr for a in body[at:]] + [update] + [e for s, e in news.items() if s != state]
         if not temporaries <= {a.target for a in body[:at]} or any(state in free_vars(e) for e in later):
             raise ValueError(f"the update reads the new {state} where a later line reads the old one")
+        floor = at + 1
         mapping = {placeholder: Var(state)}
         body = body[:at] + [Assign(state, value)] + [replace(a, expr=substitute(a.expr, mapping))
                                                      for a in body[at:]]

@@ -695,6 +695,9 @@ def test_a_form_may_compute_what_the_program_means_where_its_own_float32_roundin
     assert "interp(square(g), arcsinh(v), 0.999)" in shown.source
     assert "lr=0.1142" in shown.source and "0.01658 * w" in shown.source and "log" not in shown.source
     assert "; in float32 it computes the raw program's exact values where" in shown.equality
+    # the states in the paper's order, m before v (v's statement used to come first: the update
+    # reads both, and m went just before its first reader)
+    assert shown.source.index("m = interp(g, m, 0.2505)") < shown.source.index("v = interp")
 
 
 def test_seed_4s_winner_shows_its_uniform_shift_as_a_sum():
