@@ -73,6 +73,7 @@ import contextlib
 import itertools
 import math
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -552,10 +553,9 @@ FLOAT32_MISMATCH = 0.01
 
 
 def float32_agrees(a: Program, b: Program, values_a: dict[str, float], values_b: dict[str, float],
-                   steps: int = 10, seed: int = 0, exact_a: bool = False,
-                   scales: tuple[float, ...] = FLOAT32_SCALES) -> bool:
-    """Do ``a`` and ``b`` compute the same updates in float32, at each of ``scales`` of the
-    gradient? Both step the same weights (``a``'s updates move them) from the same states'
+                   steps: int = 10, seed: int = 0, exact_a: bool = False) -> bool:
+    """Do ``a`` and ``b`` compute the same updates in float32, at each of :data:`FLOAT32_SCALES`
+    of the gradient (:func:`float32_agreement` at every scale)? Both step the same weights (``a``'s updates move them) from the same states'
     starts; where ``a``'s update is finite, ``b``'s agrees to ``|u_a - u_b| <= 1e-3 (|u_b| + max
     |u_a|)`` but for :data:`FLOAT32_MISMATCH` of the values. Two programs proved equal can still
     differ here: ``exp(x) - 1`` against ``expm1(x)``, ``log(1 + x)`` against ``log1p(x)``.
@@ -576,10 +576,27 @@ def float32_agrees(a: Program, b: Program, values_a: dict[str, float], values_b:
         >>> float32_agrees(a, b, lr, lr), float32_agrees(a, b, lr, lr, exact_a=True)
         (False, True)
     """
+    return all(float32_agreement(a, b, values_a, values_b, steps, seed, exact_a))
+
+
+def float32_agreement(a: Program, b: Program, values_a: dict[str, float], values_b: dict[str, float],
+                      steps: int = 10, seed: int = 0, exact_a: bool = False) -> Iterator[bool]:
+    """:func:`float32_agrees` scale by scale: for each of :data:`FLOAT32_SCALES` in turn, whether
+    ``b`` agrees with ``a`` there (computed as it is asked for: ``all()`` stops at the first that
+    does not).
+
+    Example:
+        >>> from optdsl import parse
+        >>> a = parse("def f(w, g, lr):\\n    return lr * g * log2(exp2(g))\\n")
+        >>> b = parse("def f(w, g, lr):\\n    return lr * g * g\\n")
+        >>> list(float32_agreement(a, b, {"lr": 0.1}, {"lr": 0.1}))  # exp2(g) is 1 + 7e-7 at g = 1e-6
+        [True, True, False]
+    """
     shapes = _runnable(a, values_a, SHAPES[:2])
     ia = Interpreter(a, np.float64 if exact_a else np.float32, **values_a)
     ib = Interpreter(b, np.float32, **values_b)
-    for k, scale in enumerate(scales):
+
+    def agrees_at(k: int, scale: float) -> bool:
         rng = np.random.default_rng([seed, k])
         params = {f"p{i}": rng.normal(size=s).astype(np.float32) for i, s in enumerate(shapes)}
         dead = {n: rng.random(p.shape) < DEAD_FRACTION for n, p in params.items()}
@@ -597,7 +614,10 @@ def float32_agrees(a: Program, b: Program, values_a: dict[str, float], values_b:
                     if np.count_nonzero(~same) > FLOAT32_MISMATCH * x.size:
                         return False
                 params = {n: (params[n] - np.nan_to_num(ua[n])).astype(np.float32) for n in params}
-    return True
+        return True
+
+    for k, scale in enumerate(FLOAT32_SCALES):
+        yield agrees_at(k, scale)
 
 
 def check_values(values: dict[str, float] | None) -> None:

@@ -84,6 +84,7 @@ Example:
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, replace
 from fractions import Fraction
@@ -92,7 +93,7 @@ import numpy as np
 import sympy
 
 from . import equiv
-from .equiv import FLOAT32_SCALES, compare, float32_agrees, trajectories
+from .equiv import compare, float32_agreement, float32_agrees, trajectories
 from .errors import DslError
 from .homogeneity import degree, positive_factor
 from .interpreter import Interpreter
@@ -191,17 +192,9 @@ def readable(program: Program, lr: float | None = None) -> Readable:
             as_run = compare(base, candidate, raw_values, exact_values)
             verdict = as_run if as_run.kind == "exact" else verdict
         at = {"lr": 1e-3}  # the lr where a program's values bind none (no tuned lr known)
-        values_32 = ({**at, **raw_values}, {**at, **values})
-        # (or where it agrees at the gradients of the first two scales, computes the program's exact
-        # values at all three, and the program's own float32 rounding is what differs at the third:
-        # g * log2(exp2(g)) shows as square(g), said in ``equality``; log(1 + v) is 0 in float32 at
-        # the second scale's second moments, where log1p(v) is not, and stays)
-        rounding = None
-        if verdict.equal and not float32_agrees(program, candidate, *values_32):
-            rounding = ROUNDING_NOTE if (
-                float32_agrees(program, candidate, *values_32, scales=FLOAT32_SCALES[:2])
-                and float32_agrees(program, candidate, *values_32, exact_a=True)) else False
-        if verdict.equal and rounding is not False:
+        fits, rounding = (_float32_fit(program, candidate, {**at, **raw_values}, {**at, **values})
+                          if verdict.equal else (False, None))
+        if fits:
             if verdict.kind == "exact":
                 return _shown(program, raw_values, candidate, verdict, rounding)
             shown = shown or (candidate, verdict, rounding)
@@ -210,6 +203,22 @@ def readable(program: Program, lr: float | None = None) -> Readable:
     fallback = _with_lr(base, exact_tuned)
     return _shown(program, raw_values, fallback, compare(program, fallback, raw_values,
                                                          dict(fallback.hyper_defaults)))
+
+
+def _float32_fit(raw: Program, form: Program, raw_values: dict, form_values: dict) -> tuple[bool, str | None]:
+    """``(taken, note)``: does ``form`` compute in float32 what ``raw`` computes
+    (:func:`optdsl.equiv.float32_agreement`, scale by scale), or where it agrees at the gradients of
+    the first two scales and only ``raw``'s own float32 rounding differs at the third, ``raw``'s exact
+    values (``g * log2(exp2(g))`` as ``square(g)``, with :data:`ROUNDING_NOTE`)? ``log(1 + v)`` is 0
+    in float32 at the second scale's second moments, where ``log1p(v)`` is not: not taken."""
+    scales = float32_agreement(raw, form, raw_values, form_values)
+    if not all(itertools.islice(scales, 2)):  # (computed as asked for: a form off at 1 stops there)
+        return False, None
+    if next(scales):
+        return True, None
+    if float32_agrees(raw, form, raw_values, form_values, exact_a=True):
+        return True, ROUNDING_NOTE
+    return False, None
 
 
 def readable_within(program: Program, lr: float | None = None, seconds: float | None = None) -> Readable:
