@@ -278,7 +278,8 @@ def code_version() -> str | None:
     git = lambda *a: subprocess.run(["git", "-C", root, *a], check=True, capture_output=True, text=True,
                                     timeout=30).stdout.strip()
     try:
-        head, dirty = git("rev-parse", "--short", "HEAD"), git("status", "--porcelain", "--untracked-files=no")
+        head = git("rev-parse", "--short", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.SubprocessError):  # no git, not a checkout
         return None
     return head + ("+edits" if dirty else "")

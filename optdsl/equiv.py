@@ -555,9 +555,9 @@ FLOAT32_MISMATCH = 0.01
 def float32_agrees(a: Program, b: Program, values_a: dict[str, float], values_b: dict[str, float],
                    steps: int = 10, seed: int = 0, exact_a: bool = False) -> bool:
     """Do ``a`` and ``b`` compute the same updates in float32, at each of :data:`FLOAT32_SCALES`
-    of the gradient (:func:`float32_agreement` at every scale)? Both step the same weights (``a``'s updates move them) from the same states'
-    starts; where ``a``'s update is finite, ``b``'s agrees to ``|u_a - u_b| <= 1e-3 (|u_b| + max
-    |u_a|)`` but for :data:`FLOAT32_MISMATCH` of the values. Two programs proved equal can still
+    of the gradient (:func:`float32_agreement` at every scale)? Both step the same weights (``a``'s
+    updates move them) from the same states' starts; where ``a``'s update is finite, ``b``'s agrees
+    to ``|u_a - u_b| <= 1e-3 (|u_b| + max |u_a|)`` but for :data:`FLOAT32_MISMATCH` of the values. Two programs proved equal can still
     differ here: ``exp(x) - 1`` against ``expm1(x)``, ``log(1 + x)`` against ``log1p(x)``.
     ``exact_a``: ``a`` runs in float64 (on the same float32 inputs), so the question is whether
     ``b`` in float32 computes what ``a`` means, its own float32 rounding aside: ``g * g`` does for

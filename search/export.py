@@ -280,7 +280,8 @@ def export_top(store: Store, k: int, outdir: str, targets=("torch", "jax")) -> l
     output_folder(outdir)
     files = {path: text for row in rows for path, text in
              _files(row, outdir, targets, store.path, search, loss_averse, hurdle_only).items()}
-    files[os.path.join(outdir, "ranking.md")] = stamped(ranking(rows, store.path, search, targets), markdown=True)
+    table = ranking(rows, store.path, search, targets)
+    files[os.path.join(outdir, "ranking.md")] = stamped(table, markdown=True)
     for path in files:
         replaceable_winner(path, store.path, search)
     # every file made before any is written: a failure (a full disk) leaves the folder as it was

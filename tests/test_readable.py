@@ -708,8 +708,8 @@ def test_seed_4s_winner_shows_its_uniform_shift_as_a_sum():
                 "    t = g * g\n    v = interp(t, v, 0.8911)\n    t_2 = 0.9 ** step\n"
                 "    t_1 = 1.534 - t_2\n    t_11 = cube(t_1)\n    t_16 = abs(-0.4831)\n    v_hat = v / t_11\n"
                 "    t_5 = lr * 0.002998\n    t_9 = sqrt(v_hat)\n    t_8 = t_9 + 4.97e-09\n"
-                "    t_7 = g / t_8\n    t_10 = 0.00234 * w\n    t_10 = dot(t_16, t_10)\n    t_6 = t_7 + t_10\n"
-                "    update = t_5 * t_6\n    return update, v\n")
+                "    t_7 = g / t_8\n    t_10 = 0.00234 * w\n    t_10 = dot(t_16, t_10)\n"
+                "    t_6 = t_7 + t_10\n    update = t_5 * t_6\n    return update, v\n")
     shown = readable(raw, lr=20.3)
     assert "+ 0.00113 * sum(w))" in shown.source and "dot" not in shown.source
     assert shown.equality.startswith("exact")

@@ -26,16 +26,16 @@ def test_numbers_are_exact_and_hyperparameters_bind():
 def test_reductions_are_uninterpreted_functions_a_number_factor_aside():
     p = parse("def f(w, g, lr):\n    return lr * g / norm(g * w)\n")
     sp = to_sympy(p)
-    assert sp.update.has(sympy.Function("norm", nonnegative=True)(S["g"] * S["w"], sympy.Symbol("shape_full")))
+    norm, full = sympy.Function("norm", nonnegative=True), sympy.Symbol("shape_full")
+    assert sp.update.has(norm(S["g"] * S["w"], full))
     # norm(c x) = |c| norm(x): the number comes out
     sp = to_sympy(parse("def f(w, g, lr):\n    return lr * g / norm(g * -2)\n"))
-    assert sp.update == S["lr"] * S["g"] / (2 * sympy.Function("norm", nonnegative=True)(S["g"], sympy.Symbol("shape_full")))
+    assert sp.update == S["lr"] * S["g"] / (2 * norm(S["g"], full))
     # a number argument beside a tensor comes out whole, and dot(1, x) is sum(x); of numbers
     # alone, dot is their product (one value, whatever the count)
     sp = to_sympy(parse("def f(w, g, lr):\n    return lr * (dot(0.5, g) + dot(w, 3) + dot(2, 0.25))\n"))
     total = sympy.Function("sum")
-    assert sp.update == S["lr"] * (total(S["g"], sympy.Symbol("shape_full")) / 2
-                                   + 3 * total(S["w"], sympy.Symbol("shape_full")) + sympy.Rational(1, 2))
+    assert sp.update == S["lr"] * (total(S["g"], full) / 2 + 3 * total(S["w"], full) + sympy.Rational(1, 2))
 
 
 def test_shape_facts_stay_symbolic_or_resolve_with_a_shape():

@@ -110,9 +110,10 @@ def test_triton_agrees_with_the_interpreter():
 # sin(cosh(log2(w))); 4997: cosh(w) near 1e25; 5052: tan(m / 1.6e-8); 5278 and 6346: a quotient
 # whose denominator nears 0; 6536: tan(1 / v); 6651: sinh(tan(g / w)); 6718: cosine_sim(w, lr) of
 # a one-element w that reaches 0 a step sooner, then nan), float64 agreeing to 5.9e-7 (4425), 1.3e-7
-# (5052), 5e-11 (6536) and 4e-13 or better; in 6800-7399 with 20 mutations, 7136 (tan(exp(m)) of an m that grows
-# 1.274x a step: chaotic) and 7154 (an interp towards an inf state, which torch's lerp makes nan,
-# as the op table's interp says); in 7400-7999 with 8 mutations, 7766 (m / sqrt(w) as w nears 0).
+# (5052), 5e-11 (6536) and 4e-13 or better; in 6800-7399 with 20 mutations, 7136 (tan(exp(m)) of
+# an m that grows 1.274x a step: chaotic) and 7154 (an interp towards an inf state, which torch's
+# lerp makes nan, as the op table's interp says); in 7400-7999 with 8 mutations, 7766 (m / sqrt(w)
+# as w nears 0).
 FUZZ_SEEDS = range(12, 60)
 ODD_SHAPES = [(), (0,), (2, 3, 4), (6,)]
 # XLA's transcendental functions are not libm's (a few units in the last place, which `x ** y`

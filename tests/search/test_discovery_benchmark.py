@@ -113,8 +113,10 @@ def test_a_search_kept_before_its_settings_were_recorded_says_so():
     assert discovery._run_as({"wall_s": 61.0}) == not_recorded
     # kept before the code version was: the rest is said, the version not
     kept = {"wall_s": 61.0, "budget": "10m", "settings": [], "machine": "M"}
-    assert discovery._run_as(kept) == "Machine: M. Budget 10m per seed, from AdamW, the README's default settings."
-    assert discovery._run_as({**kept, "code": "772e171+edits"}).startswith("Machine: M, optdsl at 772e171+edits. ")
+    assert discovery._run_as(kept) == ("Machine: M. Budget 10m per seed, from AdamW, the README's default "
+                                       "settings.")
+    with_code = discovery._run_as({**kept, "code": "772e171+edits"})
+    assert with_code.startswith("Machine: M, optdsl at 772e171+edits. ")
 
 
 @pytest.mark.parametrize("argv, message", [
